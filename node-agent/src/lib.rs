@@ -1,0 +1,2 @@
+//! The lightcone node agent.
+pub mod config;

@@ -1,0 +1,1 @@
+//! lightcone orchestrator library.

@@ -1,0 +1,1 @@
+//! Clock and time-reference models (see the timing issue).

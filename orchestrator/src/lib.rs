@@ -1,1 +1,2 @@
-//! lightcone orchestrator library.
+//! lightcone orchestrator library: topology → plan → apply → supervise.
+pub mod link;

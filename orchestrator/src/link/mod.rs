@@ -1,0 +1,4 @@
+//! Links: one model ([`model::LinkModel`]), two engines (netem in the kernel, wire in user
+//! space). See DESIGN.md, "Links".
+pub mod model;
+pub use model::LinkModel;

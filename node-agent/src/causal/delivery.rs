@@ -179,7 +179,7 @@ impl<P: Clone> CausalDelivery<P> {
         loop {
             let senders: BTreeSet<NodeId> = self.pending.keys().map(|d| d.node).collect();
             let next = senders.into_iter().find_map(|s| {
-                let candidate = Dot::new(s, self.delivered.get(s) + 1);
+                let candidate = Dot::new(s, self.delivered.get(s).saturating_add(1));
                 self.pending
                     .get(&candidate)
                     .filter(|m| self.deliverable(m))
@@ -206,7 +206,7 @@ impl<P: Clone> CausalDelivery<P> {
         wanted
             .iter()
             .filter(|&(node, n)| n > self.delivered.get(node))
-            .map(|(node, _)| Dot::new(node, self.delivered.get(node) + 1))
+            .map(|(node, _)| Dot::new(node, self.delivered.get(node).saturating_add(1)))
             .filter(|d| !self.pending.contains_key(d))
             .collect()
     }
@@ -214,7 +214,7 @@ impl<P: Clone> CausalDelivery<P> {
     fn deliverable(&self, m: &CausalMessage<P>) -> bool {
         m.clock.iter().all(|(node, n)| {
             if node == m.sender {
-                n == self.delivered.get(node) + 1
+                n == self.delivered.get(node).saturating_add(1)
             } else {
                 n <= self.delivered.get(node)
             }

@@ -31,6 +31,6 @@ pub use dvv::{Dot, DotContext, MvRegister, NodeId, VersionVector};
 pub use hlc::{Hlc, HlcClock, HlcError};
 pub use objects::{Object, ObjectError, ObjectId, ObjectLimits, ObjectStore};
 pub use store::{
-    ApplyOutcome, Delta, Digest, Read, Register, StateHash, Store, StoreError, StoreLimits,
-    Summary, Versioned,
+    ApplyOutcome, BucketHashes, Delta, Digest, Read, Register, StateHash, Store, StoreError,
+    StoreLimits, Summary, Versioned,
 };

@@ -9,7 +9,9 @@
 //!   reordered; anti-entropy repairs loss.
 //! - anti-entropy with a peer (push–pull): send [`Store::digest`]; the peer answers with
 //!   [`Store::missing_since`] (what it has that our digest lacks) and its own digest; we
-//!   answer with ours. Compare [`Store::summary`] hashes first to skip in-sync peers.
+//!   answer with ours. Compare [`Store::summary`] hashes first to skip in-sync peers; for
+//!   large stores exchange [`Store::bucket_hashes`] next and digest only the buckets that
+//!   differ ([`Store::digest_of`]).
 //! - the cell gateway carries [`Store::summary`] upward: counts, per-writer write totals and
 //!   a hash equal on two replicas exactly when their states are equal.
 //!
@@ -23,7 +25,7 @@
 //! are all bounded ([`StoreLimits`]). A write or delta that would exceed one is rejected as
 //! a whole, and the store is left unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::num::NonZeroUsize;
 
@@ -152,6 +154,15 @@ pub enum StoreError {
         /// Limit.
         max: usize,
     },
+    /// This node's write counter for the key is exhausted (only a forged dot carrying
+    /// `u64::MAX` for this node can cause it); the key can no longer be written here.
+    #[error("write counter of node {node} for key {key:?} is exhausted")]
+    CounterExhausted {
+        /// The key.
+        key: String,
+        /// This node.
+        node: NodeId,
+    },
     /// A delta's register has a sibling whose dot is not in its context (forged or corrupt).
     #[error("malformed register for key {key:?}: a sibling's dot is outside its context")]
     Malformed {
@@ -173,6 +184,16 @@ impl Delta {
         self.entries.is_empty()
     }
 
+    /// The latest HLC timestamp of any value carried: feed it to
+    /// [`HlcClock::update`](super::hlc::HlcClock::update) on receipt so local clocks stay
+    /// ahead of what they have seen.
+    pub fn max_hlc(&self) -> Option<Hlc> {
+        self.entries
+            .values()
+            .flat_map(|r| r.siblings().map(|(_, v)| v.hlc))
+            .max()
+    }
+
     /// Combine two deltas (join per key), e.g. to batch several writes into one message.
     pub fn merge(&mut self, other: &Delta) {
         for (k, r) in &other.entries {
@@ -186,6 +207,37 @@ impl Delta {
 pub struct Digest {
     /// Key → every write seen for it.
     pub entries: BTreeMap<String, DotContext>,
+    /// If set, the digest covers only keys in these buckets ([`Store::digest_of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<BTreeSet<u16>>,
+}
+
+/// Number of anti-entropy buckets.
+pub const BUCKETS: usize = 64;
+
+/// The bucket of a key: its SHA-256, first two bytes, modulo [`BUCKETS`].
+pub fn bucket_of(key: &str) -> u16 {
+    let h = Sha256::digest(key.as_bytes());
+    u16::from_be_bytes([h[0], h[1]]) % BUCKETS as u16
+}
+
+/// Per-bucket state hashes ([`Store::bucket_hashes`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketHashes {
+    /// Hash of bucket `i` at index `i`; [`BUCKETS`] entries.
+    pub hashes: Vec<StateHash>,
+}
+
+impl BucketHashes {
+    /// Buckets whose hashes differ (all of them if the shapes disagree).
+    pub fn differing(&self, other: &BucketHashes) -> BTreeSet<u16> {
+        if self.hashes.len() != BUCKETS || other.hashes.len() != BUCKETS {
+            return (0..BUCKETS as u16).collect();
+        }
+        (0..BUCKETS as u16)
+            .filter(|&i| self.hashes[usize::from(i)] != other.hashes[usize::from(i)])
+            .collect()
+    }
 }
 
 /// SHA-256 over a canonical encoding of a store's state. Serialised as lowercase hex.
@@ -344,6 +396,12 @@ impl Store {
         self.check_context(key, ctx)?;
         let current = self.keys.get(key);
         let mut next = current.cloned().unwrap_or_default();
+        if next.next_dot(self.node, ctx).counter == u64::MAX {
+            return Err(StoreError::CounterExhausted {
+                key: key.to_owned(),
+                node: self.node,
+            });
+        }
         let delta = next.write(self.node, Versioned { hlc, value }, ctx);
         self.check_register(key, &next)?;
         let old_cost = current.map_or(0, |r| cost(key, r));
@@ -412,6 +470,7 @@ impl Store {
                 .iter()
                 .map(|(k, r)| (k.clone(), r.context().clone()))
                 .collect(),
+            buckets: None,
         }
     }
 
@@ -423,6 +482,12 @@ impl Store {
         let entries = self
             .keys
             .iter()
+            .filter(|(k, _)| {
+                digest
+                    .buckets
+                    .as_ref()
+                    .is_none_or(|b| b.contains(&bucket_of(k)))
+            })
             .filter(|(k, r)| {
                 digest
                     .entries
@@ -443,26 +508,9 @@ impl Store {
         let mut siblings = 0u64;
         h.update((self.keys.len() as u64).to_be_bytes());
         for (key, reg) in &self.keys {
-            put_bytes(&mut h, key.as_bytes());
-            let ctx = reg.context();
-            h.update((ctx.vv().len() as u64).to_be_bytes());
-            for (node, n) in ctx.vv().iter() {
-                h.update(node.to_be_bytes());
-                h.update(n.to_be_bytes());
-            }
-            let detached: Vec<Dot> = ctx.detached().collect();
-            h.update((detached.len() as u64).to_be_bytes());
-            for d in detached {
-                put_dot(&mut h, d);
-            }
-            h.update((reg.sibling_count() as u64).to_be_bytes());
-            for (dot, v) in reg.siblings() {
-                put_dot(&mut h, dot);
-                h.update(v.hlc.physical_ns.to_be_bytes());
-                h.update(v.hlc.logical.to_be_bytes());
-                put_bytes(&mut h, &v.value);
-            }
+            h.update(key_hash(key, reg));
             siblings += reg.sibling_count() as u64;
+            let ctx = reg.context();
             for node in ctx.nodes() {
                 let total = writes.get(node).saturating_add(ctx.count(node));
                 writes.raise(node, total);
@@ -474,6 +522,36 @@ impl Store {
             bytes: self.bytes as u64,
             writes,
             hash: StateHash(h.finalize().into()),
+        }
+    }
+
+    /// One hash per bucket of keys (a one-level Merkle tree): exchange these when summary
+    /// hashes differ, then [`Store::digest_of`] only the buckets that differ, so a large,
+    /// nearly-synchronised store does not ship a context for every key. O(state).
+    pub fn bucket_hashes(&self) -> BucketHashes {
+        let mut hashers: Vec<Sha256> = (0..BUCKETS).map(|_| Sha256::new()).collect();
+        for (key, reg) in &self.keys {
+            hashers[usize::from(bucket_of(key))].update(key_hash(key, reg));
+        }
+        BucketHashes {
+            hashes: hashers
+                .into_iter()
+                .map(|h| StateHash(h.finalize().into()))
+                .collect(),
+        }
+    }
+
+    /// The digest restricted to keys in `buckets` (see [`Store::bucket_hashes`]); the
+    /// peer's [`Store::missing_since`] then ignores keys outside them.
+    pub fn digest_of(&self, buckets: &BTreeSet<u16>) -> Digest {
+        Digest {
+            entries: self
+                .keys
+                .iter()
+                .filter(|(k, _)| buckets.contains(&bucket_of(k)))
+                .map(|(k, r)| (k.clone(), r.context().clone()))
+                .collect(),
+            buckets: Some(buckets.clone()),
         }
     }
 
@@ -557,6 +635,32 @@ fn cost(key: &str, reg: &Register) -> usize {
             .siblings()
             .map(|(_, v)| v.value.len() + SIBLING_OVERHEAD_BYTES)
             .sum::<usize>()
+}
+
+/// SHA-256 of one key's canonical encoding: key, context (vector, detached dots), siblings
+/// (dot, HLC, value), each length-prefixed. Canonical because contexts are.
+fn key_hash(key: &str, reg: &Register) -> [u8; 32] {
+    let mut h = Sha256::new();
+    put_bytes(&mut h, key.as_bytes());
+    let ctx = reg.context();
+    h.update((ctx.vv().len() as u64).to_be_bytes());
+    for (node, n) in ctx.vv().iter() {
+        h.update(node.to_be_bytes());
+        h.update(n.to_be_bytes());
+    }
+    let detached: Vec<Dot> = ctx.detached().collect();
+    h.update((detached.len() as u64).to_be_bytes());
+    for d in detached {
+        put_dot(&mut h, d);
+    }
+    h.update((reg.sibling_count() as u64).to_be_bytes());
+    for (dot, v) in reg.siblings() {
+        put_dot(&mut h, dot);
+        h.update(v.hlc.physical_ns.to_be_bytes());
+        h.update(v.hlc.logical.to_be_bytes());
+        put_bytes(&mut h, &v.value);
+    }
+    h.finalize().into()
 }
 
 fn put_bytes(h: &mut Sha256, b: &[u8]) {
@@ -767,6 +871,34 @@ mod tests {
             .apply(&b.missing_since(&Digest::default()))
             .unwrap()
             .changed
+            .is_empty());
+    }
+
+    #[test]
+    fn bucketed_anti_entropy_ships_only_differing_buckets() {
+        let mut a = Store::new(1, limits());
+        let mut b = Store::new(2, limits());
+        let e = DotContext::new();
+        for i in 0..200 {
+            let d = a.local_put(&format!("k{i}"), vec![1], t(1), &e).unwrap();
+            b.apply(&d).unwrap();
+        }
+        assert_eq!(a.bucket_hashes(), b.bucket_hashes());
+        let lost = a
+            .local_put("k7", vec![2], t(2), &a.get("k7").context)
+            .unwrap();
+        let diff = b.bucket_hashes().differing(&a.bucket_hashes());
+        assert_eq!(diff, BTreeSet::from([bucket_of("k7")]));
+        let digest = b.digest_of(&diff);
+        assert!(digest.entries.len() < 20, "{} keys", digest.entries.len());
+        let repair = a.missing_since(&digest);
+        assert_eq!(repair, lost);
+        b.apply(&repair).unwrap();
+        assert_eq!(a.summary(), b.summary());
+        // A scoped digest does not make keys outside its buckets look missing.
+        let other = (0..BUCKETS as u16).find(|x| !diff.contains(x)).unwrap();
+        assert!(a
+            .missing_since(&b.digest_of(&BTreeSet::from([other])))
             .is_empty());
     }
 

@@ -1,2 +1,4 @@
 //! lightcone orchestrator library: topology → plan → apply → supervise.
+pub mod kernel;
 pub mod link;
+pub mod topology;

@@ -25,7 +25,12 @@ pub enum LossModel {
     Random { probability: f64, correlation: f64 },
     /// Gilbert–Elliott two-state model, netem's `loss gemodel p r 1-h 1-k`:
     /// `p` good→bad, `r` bad→good, `loss_bad` = 1-h, `loss_good` = 1-k.
-    GilbertElliott { p: f64, r: f64, loss_bad: f64, loss_good: f64 },
+    GilbertElliott {
+        p: f64,
+        r: f64,
+        loss_bad: f64,
+        loss_good: f64,
+    },
 }
 
 /// A probability with a correlation to the previous decision (netem style).

@@ -1,0 +1,159 @@
+//! Topologies: YAML in, a resolved, validated [`Topology`] out.
+//!
+//! Parse, don't validate: the YAML is read into a tree that remembers positions
+//! ([`yaml`]), then converted field by field into typed values ([`read`]), collecting
+//! *every* mistake with its file:line:column instead of stopping at the first. Generators
+//! ([`generator`]) expand a dozen lines into a hierarchy of layers, clusters, cells and tiles.
+//! Light-time delays (`delay: auto`) are resolved from positions here, so the plan and the
+//! engines only ever see numbers.
+
+pub mod diag;
+pub mod generator;
+mod read;
+pub mod units;
+pub mod yaml;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+pub use diag::{Diagnostic, Diagnostics};
+use lightcone_agent::config::{HierAddr, Role};
+
+use crate::link::LinkModel;
+
+/// Light-time for one astronomical unit, in seconds (IAU 2012: 149 597 870 700 m / c).
+pub const AU_LIGHT_SECONDS: f64 = 149_597_870_700.0 / 299_792_458.0;
+
+/// Largest lab this tool builds on one host.
+pub const MAX_NODES: usize = 10_000;
+
+/// Prefix of every namespace a lab creates: `lc-<lab>-<node>`.
+pub const NETNS_PREFIX: &str = "lc-";
+
+/// A resolved topology: every default applied, every generator expanded, every light-time
+/// computed, every name checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    pub name: String,
+    /// Emulated seconds per real second.
+    pub time_scale: f64,
+    pub seed: u64,
+    /// Address pool for link subnets.
+    pub pool: Ipv4Pool,
+    pub nodes: Vec<NodeSpec>,
+    pub links: Vec<LinkSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    pub name: String,
+    pub role: Role,
+    pub addr: HierAddr,
+    pub position_au: Option<[f64; 3]>,
+}
+
+/// Which level of the hierarchy a link belongs to (for defaults and for display).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkLevel {
+    Cell,
+    Cluster,
+    Layer,
+    System,
+    Authority,
+    Explicit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkSpec {
+    /// Index of the first endpoint in `Topology::nodes`.
+    pub a: usize,
+    /// Index of the second endpoint.
+    pub b: usize,
+    pub level: LinkLevel,
+    /// True when the delay was computed from positions (`delay: auto`).
+    pub delay_auto: bool,
+    pub model: LinkModel,
+}
+
+/// An IPv4 prefix from which link subnets (/31 each) are allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Pool {
+    pub base: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Pool {
+    /// RFC 2544's benchmarking block, 198.18.0.0/15.
+    pub const DEFAULT: Ipv4Pool = Ipv4Pool {
+        base: Ipv4Addr::new(198, 18, 0, 0),
+        prefix: 15,
+    };
+    /// How many /31 link subnets fit.
+    pub fn capacity_links(&self) -> u64 {
+        (1u64 << (32 - self.prefix as u32)) / 2
+    }
+}
+
+impl std::fmt::Display for Ipv4Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+impl Topology {
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+    /// Index of the link between two named nodes, in either order.
+    pub fn link_between(&self, a: &str, b: &str) -> Option<usize> {
+        let (a, b) = (self.node_index(a)?, self.node_index(b)?);
+        self.links
+            .iter()
+            .position(|l| (l.a == a && l.b == b) || (l.a == b && l.b == a))
+    }
+}
+
+/// Why a topology file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has mistakes; `rendered` lists every one of them.
+    #[error("{rendered}")]
+    Invalid {
+        diagnostics: Diagnostics,
+        rendered: String,
+    },
+}
+
+/// Parse topology source text. `file` is only used in messages.
+pub fn parse_str(src: &str, file: &str) -> Result<Topology, LoadError> {
+    read::read(src).map_err(|mut diagnostics| {
+        diagnostics.sort();
+        let rendered = diagnostics.render(file, src);
+        LoadError::Invalid {
+            diagnostics,
+            rendered,
+        }
+    })
+}
+
+/// Read and parse a topology file.
+pub fn load(path: &Path) -> Result<Topology, LoadError> {
+    let src = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_str(&src, &path.display().to_string())
+}
+
+/// Light-time between two positions, in emulated nanoseconds.
+pub fn light_time_ns(a: [f64; 3], b: [f64; 3]) -> u64 {
+    let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();
+    (d * AU_LIGHT_SECONDS * 1e9).round() as u64
+}

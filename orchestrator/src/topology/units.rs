@@ -1,0 +1,213 @@
+//! Quantities written with units in topology files: durations (`20ms`, `1.5h`), percentages
+//! (`1%`), bit rates (`100Mbit`), byte sizes (`64KiB`). Each parser returns a message that
+//! says what would be valid.
+
+/// Longest duration a link can hold: a week of emulated time (light-hours are the norm).
+pub const MAX_DURATION_NS: u64 = 7 * 24 * 3600 * 1_000_000_000;
+
+fn split_number(text: &str) -> Option<(f64, &str)> {
+    let t = text.trim();
+    let end = t
+        .find(|c: char| {
+            !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E')
+        })
+        .unwrap_or(t.len());
+    // `e` may start a unit only if no digit follows it; keep scientific notation simple:
+    // accept it only when what follows the number is a unit of letters.
+    let (num, unit) = t.split_at(end);
+    let (num, unit) = if num.ends_with(['e', 'E']) {
+        (&num[..num.len() - 1], &t[end - 1..])
+    } else {
+        (num, unit)
+    };
+    let v: f64 = num.parse().ok()?;
+    Some((v, unit.trim()))
+}
+
+/// A duration such as `20ms`, `2.5 s`, `499s`, `1h`, `250us`, `10ns`, or `0`.
+pub fn duration_ns(text: &str) -> Result<u64, String> {
+    const HELP: &str = "write a duration with a unit: ns, us, ms, s, min or h (e.g. 20ms, 1.5s)";
+    let (v, unit) =
+        split_number(text).ok_or_else(|| format!("{text:?} is not a duration; {HELP}"))?;
+    if !v.is_finite() {
+        return Err(format!("{text:?} is not a finite duration"));
+    }
+    if v < 0.0 {
+        return Err(format!("a duration cannot be negative (got {text})"));
+    }
+    let scale = match unit {
+        "" if v == 0.0 => 1.0,
+        "" => return Err(format!("{text:?} has no unit; {HELP}")),
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "min" | "m" => 60e9,
+        "h" => 3600e9,
+        "d" => 86400e9,
+        other => return Err(format!("unknown duration unit {other:?}; {HELP}")),
+    };
+    let ns = v * scale;
+    if ns > MAX_DURATION_NS as f64 {
+        return Err(format!(
+            "{text} is longer than the longest supported duration (7 days)"
+        ));
+    }
+    Ok(ns.round() as u64)
+}
+
+/// A percentage `1%`, `0.5 %`, `100%`, returned as a fraction in 0..=1.
+pub fn percent(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let Some(num) = t.strip_suffix('%') else {
+        return Err(format!(
+            "{t:?} is not a percentage; write it with a % sign, e.g. 1% or 0.5%"
+        ));
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{t:?} is not a percentage; write e.g. 1% or 0.5%"))?;
+    if !(0.0..=100.0).contains(&v) || !v.is_finite() {
+        return Err(format!("a percentage must be between 0% and 100%, got {t}"));
+    }
+    Ok(v / 100.0)
+}
+
+/// A bit rate `100Mbit`, `10 Mbit/s`, `1.5Gbit`, `64kbit`, returned in bits per second.
+/// Byte-based forms (`MB/s`, tc's `mbps`) are refused on purpose: tc reads `mbps` as
+/// megabytes per second, a classic source of 8× mistakes.
+pub fn rate_bps(text: &str) -> Result<u64, String> {
+    const HELP: &str =
+        "write a rate in bits per second: bit, kbit, Mbit, Gbit or Tbit (e.g. 100Mbit)";
+    let (v, unit) = split_number(text).ok_or_else(|| format!("{text:?} is not a rate; {HELP}"))?;
+    let unit = unit.strip_suffix("/s").unwrap_or(unit).to_ascii_lowercase();
+    let scale = match unit.as_str() {
+        "bit" | "bits" => 1.0,
+        "kbit" | "kbits" => 1e3,
+        "mbit" | "mbits" => 1e6,
+        "gbit" | "gbits" => 1e9,
+        "tbit" | "tbits" => 1e12,
+        "" => return Err(format!("{text:?} has no unit; {HELP}")),
+        u if u.ends_with("bps") || u.ends_with('b') => {
+            return Err(format!("{text:?} is ambiguous (bytes or bits?); {HELP}"))
+        }
+        other => return Err(format!("unknown rate unit {other:?}; {HELP}")),
+    };
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("a rate must be greater than 0, got {text}"));
+    }
+    let bps = v * scale;
+    if bps < 8.0 {
+        return Err(format!(
+            "a rate below 8 bit/s cannot carry a byte per second, got {text}"
+        ));
+    }
+    if bps > 1e15 {
+        return Err(format!(
+            "{text} is above the largest supported rate (1000 Tbit)"
+        ));
+    }
+    Ok(bps.round() as u64)
+}
+
+/// A size in bytes: `1500`, `64KiB`, `1MiB`, `10MB`.
+pub fn bytes(text: &str) -> Result<u64, String> {
+    const HELP: &str = "write a size in bytes: B, KB, KiB, MB, MiB, GB or GiB (e.g. 64KiB)";
+    let (v, unit) = split_number(text).ok_or_else(|| format!("{text:?} is not a size; {HELP}"))?;
+    let scale = match unit {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "KiB" => 1024.0,
+        "MB" => 1e6,
+        "MiB" => 1024.0 * 1024.0,
+        "GB" => 1e9,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit {other:?}; {HELP}")),
+    };
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("a size must be greater than 0, got {text}"));
+    }
+    Ok((v * scale).round() as u64)
+}
+
+/// Format nanoseconds the way a person writes them (`20ms`, `499s`, `1.5us`).
+pub fn fmt_ns(ns: u64) -> String {
+    let (v, unit) = if ns >= 3_600_000_000_000 && ns.is_multiple_of(60_000_000_000) {
+        (ns as f64 / 3.6e12, "h")
+    } else if ns >= 1_000_000_000 {
+        (ns as f64 / 1e9, "s")
+    } else if ns >= 1_000_000 {
+        (ns as f64 / 1e6, "ms")
+    } else if ns >= 1_000 {
+        (ns as f64 / 1e3, "us")
+    } else {
+        (ns as f64, "ns")
+    };
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}{unit}")
+}
+
+/// Format bits per second (`100Mbit`).
+pub fn fmt_bps(bps: u64) -> String {
+    let (v, unit) = if bps >= 1_000_000_000 {
+        (bps as f64 / 1e9, "Gbit")
+    } else if bps >= 1_000_000 {
+        (bps as f64 / 1e6, "Mbit")
+    } else if bps >= 1_000 {
+        (bps as f64 / 1e3, "kbit")
+    } else {
+        (bps as f64, "bit")
+    };
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}{unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ns("20ms"), Ok(20_000_000));
+        assert_eq!(duration_ns("1.5s"), Ok(1_500_000_000));
+        assert_eq!(duration_ns("499 s"), Ok(499_000_000_000));
+        assert_eq!(duration_ns("250us"), Ok(250_000));
+        assert_eq!(duration_ns("2h"), Ok(7_200_000_000_000));
+        assert_eq!(duration_ns("0"), Ok(0));
+        assert!(duration_ns("-5ms").unwrap_err().contains("negative"));
+        assert!(duration_ns("20").unwrap_err().contains("no unit"));
+        assert!(duration_ns("20 parsecs")
+            .unwrap_err()
+            .contains("unknown duration unit"));
+        assert!(duration_ns("8d").unwrap_err().contains("longest"));
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(percent("1%"), Ok(0.01));
+        assert_eq!(percent("100 %"), Ok(1.0));
+        assert!(percent("150%").unwrap_err().contains("between 0% and 100%"));
+        assert!(percent("0.3").unwrap_err().contains("% sign"));
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate_bps("100Mbit"), Ok(100_000_000));
+        assert_eq!(rate_bps("10 Mbit/s"), Ok(10_000_000));
+        assert_eq!(rate_bps("1.5gbit"), Ok(1_500_000_000));
+        assert!(rate_bps("0Mbit").unwrap_err().contains("greater than 0"));
+        assert!(rate_bps("10mbps").unwrap_err().contains("ambiguous"));
+    }
+
+    #[test]
+    fn sizes_and_formatting() {
+        assert_eq!(bytes("64KiB"), Ok(65536));
+        assert_eq!(bytes("1500"), Ok(1500));
+        assert_eq!(fmt_ns(20_000_000), "20ms");
+        assert_eq!(fmt_ns(499_004_784_000), "499.005s");
+        assert_eq!(fmt_bps(100_000_000), "100Mbit");
+    }
+}

@@ -8,7 +8,7 @@ use std::num::NonZeroUsize;
 
 use lightcone_agent::causal::{
     check, AnomalyKind, CausalDelivery, CausalMessage, Delta, DotContext, HistoryOp, Hlc, OpKind,
-    OpStatus, Receipt, Store, StoreLimits,
+    OpStatus, Receipt, Store, StoreLimits, VersionVector,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -37,6 +37,8 @@ struct World {
     now_ns: u64,
     /// Per client: its last read context per key.
     contexts: Vec<[DotContext; 3]>,
+    /// Per client: session token, the join of the delivered vectors it has seen.
+    tokens: Vec<VersionVector>,
 }
 
 impl World {
@@ -56,7 +58,20 @@ impl World {
             history: Vec::new(),
             now_ns: 0,
             contexts: vec![Default::default(); clients],
+            tokens: vec![VersionVector::new(); clients],
         }
+    }
+
+    /// Whether `replica` may serve `client` under session tokens.
+    fn can_serve(&self, client: usize, replica: usize) -> bool {
+        self.replicas[replica]
+            .delivery
+            .has_delivered(&self.tokens[client])
+    }
+
+    fn remember(&mut self, client: usize, replica: usize) {
+        let seen = self.replicas[replica].delivery.delivered().clone();
+        self.tokens[client].merge(&seen);
     }
 
     fn record(&mut self, client: usize, replica: usize, key: usize, op: OpKind) -> usize {
@@ -132,8 +147,19 @@ impl World {
     }
 }
 
-/// A random run: `clients` sticky clients spread over `replicas` replicas.
-fn run(seed: u64, steps: usize, causal: bool, sticky: bool) -> World {
+/// How clients pick replicas.
+#[derive(Clone, Copy, PartialEq)]
+enum Clients {
+    /// Each client always uses the same replica.
+    Sticky,
+    /// Any replica, no precautions.
+    Roaming,
+    /// Any replica that has delivered the client's session token (else wait).
+    RoamingWithTokens,
+}
+
+/// A random run: `clients` clients over `replicas` replicas.
+fn run(seed: u64, steps: usize, causal: bool, clients_mode: Clients) -> World {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (replicas, clients) = (3, 5);
     let mut w = World::new(replicas, clients);
@@ -144,17 +170,21 @@ fn run(seed: u64, steps: usize, causal: bool, sticky: bool) -> World {
             continue;
         }
         let client = rng.gen_range(0..clients);
-        let replica = if sticky {
+        let replica = if clients_mode == Clients::Sticky {
             client % replicas
         } else {
             rng.gen_range(0..replicas)
         };
+        if clients_mode == Clients::RoamingWithTokens && !w.can_serve(client, replica) {
+            continue; // the replica is behind the client's session: try later
+        }
         let key = rng.gen_range(0..KEYS.len());
         if rng.gen_bool(0.5) {
             w.read(client, replica, key);
         } else {
             w.write(client, replica, key, rng.gen_bool(0.2));
         }
+        w.remember(client, replica);
     }
     w
 }
@@ -164,7 +194,14 @@ proptest! {
 
     #[test]
     fn causally_consistent_runs_are_clean(seed in any::<u64>(), steps in 1usize..250) {
-        let w = run(seed, steps, true, true);
+        let w = run(seed, steps, true, Clients::Sticky);
+        let report = check(&w.history).unwrap();
+        prop_assert!(report.is_clean(), "{:#?}", report.anomalies);
+    }
+
+    #[test]
+    fn roaming_clients_with_session_tokens_are_clean(seed in any::<u64>(), steps in 1usize..250) {
+        let w = run(seed, steps, true, Clients::RoamingWithTokens);
         let report = check(&w.history).unwrap();
         prop_assert!(report.is_clean(), "{:#?}", report.anomalies);
     }
@@ -175,7 +212,7 @@ proptest! {
         steps in 20usize..250,
         pick in any::<prop::sample::Index>(),
     ) {
-        let mut w = run(seed, steps, true, true);
+        let mut w = run(seed, steps, true, Clients::Sticky);
         // Reads whose process wrote the same key earlier.
         let candidates: Vec<usize> = (0..w.history.len())
             .filter(|&i| {
@@ -200,7 +237,7 @@ proptest! {
 
     #[test]
     fn an_invented_value_is_a_thin_air_read(seed in any::<u64>(), steps in 1usize..150, pick in any::<prop::sample::Index>()) {
-        let mut w = run(seed, steps, true, true);
+        let mut w = run(seed, steps, true, Clients::Sticky);
         let reads: Vec<usize> = (0..w.history.len())
             .filter(|&i| matches!(w.history[i].op, OpKind::Read { .. }))
             .collect();
@@ -250,12 +287,25 @@ fn a_replica_without_causal_delivery_shows_writes_follow_reads() {
 }
 
 #[test]
+fn roaming_clients_without_tokens_are_caught_even_with_causal_delivery() {
+    let found: usize = (0..40)
+        .map(|seed| {
+            check(&run(seed, 200, true, Clients::Roaming).history)
+                .unwrap()
+                .anomalies
+                .len()
+        })
+        .sum();
+    assert!(found > 0);
+}
+
+#[test]
 fn roaming_clients_without_causal_delivery_are_caught() {
     // Not every random run misbehaves, but over many seeds the checker must find the
     // anomalies this design allows, and only anomaly kinds that can arise from stale reads.
     let mut found = 0;
     for seed in 0..40 {
-        let w = run(seed, 200, false, false);
+        let w = run(seed, 200, false, Clients::Roaming);
         let report = check(&w.history).unwrap();
         for a in &report.anomalies {
             assert!(

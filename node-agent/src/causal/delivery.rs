@@ -122,6 +122,13 @@ impl<P: Clone> CausalDelivery<P> {
         &self.delivered
     }
 
+    /// Whether everything in `token` has been delivered here. A session token (the join of
+    /// [`CausalDelivery::delivered`] at every replica a client talked to) lets a client move
+    /// between replicas and stay causally consistent: serve it only where this holds.
+    pub fn has_delivered(&self, token: &VersionVector) -> bool {
+        self.delivered.dominates(token)
+    }
+
     /// Messages waiting.
     pub fn pending_len(&self) -> usize {
         self.pending.len()

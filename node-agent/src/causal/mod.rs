@@ -12,6 +12,26 @@
 //! | [`objects`] | content-addressed immutable objects | SHA-256 (FIPS 180-4) |
 //! | [`checker`] | finds causal anomalies in recorded histories | causal memory, Ahamad et al. 1995; session guarantees, Terry et al. 1994; bad patterns, Bouajjani et al. POPL 2017 |
 //!
+//! ## How the node wires it
+//!
+//! One [`HlcClock`], one [`Store`], one [`CausalDelivery<Delta>`](CausalDelivery) and one
+//! [`ObjectStore`] per node:
+//! - client put: `hlc.now(now)` → `store.local_put(key, value, ts, &ctx)` →
+//!   `delivery.send(delta)` → send the [`CausalMessage`] to every cell peer.
+//! - datagram with a [`CausalMessage<Delta>`](CausalMessage): `hlc.update(now, max_hlc)`
+//!   (drop and count on [`HlcError`]), then `delivery.receive(msg)`, then `store.apply` each
+//!   delivered delta in order. Applying in causal order is what makes reads causally
+//!   consistent across keys; the CRDT alone only guarantees convergence.
+//! - anti-entropy timer: exchange [`Summary`] hashes, then [`BucketHashes`], then
+//!   [`Digest`]s, answer with [`Store::missing_since`]. Anti-entropy repairs the store but
+//!   bypasses the delivery buffer, so run it to fill gaps [`CausalDelivery::blocked_on`]
+//!   reports as lost for good, not as the normal path.
+//! - client get: serve it only if `delivery.has_delivered(&client_token)`; reply with the
+//!   siblings, the context, and `delivery.delivered()` to merge into the client's token.
+//!
+//! The tests in `node-agent/tests/causal_checker.rs` run exactly this recipe with sticky and
+//! roaming clients and check the histories with [`check`].
+//!
 //! Every message type ([`Delta`], [`Digest`], [`Summary`], [`CausalMessage`], [`Object`],
 //! [`Hlc`]) derives `serde::{Serialize, Deserialize}`; the wire format is the caller's.
 //! Values from the network are re-validated on the way in (contexts normalised on

@@ -9,11 +9,18 @@
 //! happened-before. Lost messages block their dependents until retransmitted —
 //! [`CausalDelivery::blocked_on`] names the missing ones so the caller can ask for them.
 //!
+//! Lost messages are repaired from a bounded retransmission log of recent messages (sent
+//! and delivered): peers exchange [`CausalDelivery::delivered`] vectors now and then, and
+//! each sends what [`CausalDelivery::missing_from`] finds the other lacks; a node can also
+//! ask for the exact ids [`CausalDelivery::blocked_on`] names ([`CausalDelivery::retransmit`]).
+//! A message older than every log that held it is gone for this layer: the store's own
+//! anti-entropy repairs the data, without the causal-order guarantee.
+//!
 //! The buffer is bounded: when it is full, a message that cannot be delivered immediately is
 //! refused with [`DeliveryError::Overflow`] and nothing changes; the sender's retransmission
 //! (or anti-entropy) brings it back later.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroUsize;
 
 use serde::{Deserialize, Serialize};
@@ -97,11 +104,16 @@ pub struct CausalDelivery<P> {
     pending: BTreeMap<Dot, CausalMessage<P>>,
     max_pending: usize,
     max_clock_entries: usize,
+    log: BTreeMap<Dot, CausalMessage<P>>,
+    log_order: VecDeque<Dot>,
+    max_log: usize,
 }
 
 impl<P: Clone> CausalDelivery<P> {
     /// A node `me` buffering at most `max_pending` undeliverable messages, accepting clocks
-    /// of at most `max_clock_entries` entries (the size of the broadcast group).
+    /// of at most `max_clock_entries` entries (the size of the broadcast group). The
+    /// retransmission log keeps the last `max_pending` messages; see
+    /// [`CausalDelivery::with_log_capacity`].
     pub fn new(me: NodeId, max_pending: NonZeroUsize, max_clock_entries: NonZeroUsize) -> Self {
         Self {
             me,
@@ -109,7 +121,40 @@ impl<P: Clone> CausalDelivery<P> {
             pending: BTreeMap::new(),
             max_pending: max_pending.get(),
             max_clock_entries: max_clock_entries.get(),
+            log: BTreeMap::new(),
+            log_order: VecDeque::new(),
+            max_log: max_pending.get(),
         }
+    }
+
+    /// Keep the last `max_log` sent or delivered messages for retransmission (0: none).
+    /// Size it to cover a partition you want healed by this layer: messages per second of
+    /// the group times the outage.
+    pub fn with_log_capacity(mut self, max_log: usize) -> Self {
+        self.max_log = max_log;
+        while self.log_order.len() > max_log {
+            if let Some(old) = self.log_order.pop_front() {
+                self.log.remove(&old);
+            }
+        }
+        self
+    }
+
+    /// A logged copy of message `id`, to resend to a peer that is blocked on it.
+    pub fn retransmit(&self, id: Dot) -> Option<&CausalMessage<P>> {
+        self.log.get(&id)
+    }
+
+    /// Logged messages a peer whose delivered vector is `peer_delivered` has not delivered,
+    /// in id order. Whatever the peer lacks that has left the log is not listed.
+    pub fn missing_from<'a>(
+        &'a self,
+        peer_delivered: &'a VersionVector,
+    ) -> impl Iterator<Item = &'a CausalMessage<P>> + 'a {
+        self.log
+            .iter()
+            .filter(move |(id, _)| !peer_delivered.contains(**id))
+            .map(|(_, m)| m)
     }
 
     /// This node.
@@ -137,11 +182,13 @@ impl<P: Clone> CausalDelivery<P> {
     /// Stamp a broadcast of `payload`. It counts as delivered locally at once.
     pub fn send(&mut self, payload: P) -> CausalMessage<P> {
         self.delivered.increment(self.me);
-        CausalMessage {
+        let msg = CausalMessage {
             sender: self.me,
             clock: self.delivered.clone(),
             payload,
-        }
+        };
+        self.remember(&msg);
+        msg
     }
 
     /// Handle a received message; returns what became deliverable, in causal order.
@@ -230,7 +277,21 @@ impl<P: Clone> CausalDelivery<P> {
 
     fn deliver(&mut self, m: CausalMessage<P>) -> CausalMessage<P> {
         self.delivered.raise(m.sender, m.clock.get(m.sender));
+        self.remember(&m);
         m
+    }
+
+    fn remember(&mut self, m: &CausalMessage<P>) {
+        if self.max_log == 0 {
+            return;
+        }
+        if self.log_order.len() >= self.max_log {
+            if let Some(old) = self.log_order.pop_front() {
+                self.log.remove(&old);
+            }
+        }
+        self.log.insert(m.id(), m.clone());
+        self.log_order.push_back(m.id());
     }
 }
 
@@ -273,6 +334,33 @@ mod tests {
         assert_eq!(c.receive(question).unwrap(), Receipt::Duplicate);
         assert_eq!(c.pending_len(), 0);
         assert!(c.blocked_on().is_empty());
+    }
+
+    #[test]
+    fn lost_messages_are_repaired_from_the_log_and_old_ones_age_out() {
+        let (mut a, mut b) = (node(1, 8).with_log_capacity(2), node(2, 8));
+        let _lost1 = a.send("1");
+        let _lost2 = a.send("2");
+        let m3 = a.send("3");
+        assert_eq!(
+            a.retransmit(Dot::new(1, 1)),
+            None,
+            "aged out of a 2-message log"
+        );
+        assert_eq!(b.receive(m3).unwrap(), Receipt::Buffered);
+        assert_eq!(b.blocked_on(), vec![Dot::new(1, 1)]);
+        let missing: Vec<Dot> = a.missing_from(b.delivered()).map(|m| m.id()).collect();
+        assert_eq!(missing, vec![Dot::new(1, 2), Dot::new(1, 3)]);
+        // With a larger log the gap can be filled.
+        let (mut a, mut b) = (node(1, 8), node(2, 8));
+        let _lost = a.send("1");
+        let m2 = a.send("2");
+        assert_eq!(b.receive(m2).unwrap(), Receipt::Buffered);
+        let again = a.retransmit(b.blocked_on()[0]).unwrap().clone();
+        assert_eq!(payloads(b.receive(again).unwrap()), vec!["1", "2"]);
+        assert_eq!(a.missing_from(b.delivered()).count(), 0);
+        // b logged what it delivered, so it can serve a third node too.
+        assert_eq!(b.missing_from(&VersionVector::new()).count(), 2);
     }
 
     #[test]

@@ -20,20 +20,26 @@
 //!   `delivery.send(delta)` → send the [`CausalMessage`] to every cell peer.
 //! - datagram with a [`CausalMessage<Delta>`](CausalMessage): `hlc.update(now, max_hlc)`
 //!   (drop and count on [`HlcError`]), then `delivery.receive(msg)`, then `store.apply` each
-//!   delivered delta in order. Applying in causal order is what makes reads causally
+//!   delivered delta in order (a delta refused for limits is lost to this replica until
+//!   slow anti-entropy: count it). Applying in causal order is what makes reads causally
 //!   consistent across keys; the CRDT alone only guarantees convergence.
-//! - anti-entropy timer: exchange [`Summary`] hashes, then [`BucketHashes`], then
-//!   [`Digest`]s, answer with [`Store::missing_since`]. Anti-entropy repairs the store but
-//!   bypasses the delivery buffer, so run it to fill gaps [`CausalDelivery::blocked_on`]
-//!   reports as lost for good, not as the normal path.
+//! - repair timer: exchange `delivery.delivered()` vectors with a peer and send it
+//!   [`CausalDelivery::missing_from`] (or answer [`CausalDelivery::blocked_on`] requests with
+//!   [`CausalDelivery::retransmit`]): lost broadcasts are repaired *in causal order*.
+//! - slow anti-entropy timer, for what has left every retransmission log (long partitions,
+//!   a rejoining node): exchange [`Summary`] hashes, then [`BucketHashes`], then
+//!   [`Digest`]s, answer with [`Store::missing_since`]. This repairs the data but bypasses
+//!   the delivery buffer, so until it completes that replica may serve values out of causal
+//!   order; do not serve session-token reads from it meanwhile.
 //! - client get: serve it only if `delivery.has_delivered(&client_token)`; reply with the
 //!   siblings, the context, and `delivery.delivered()` to merge into the client's token.
 //!
-//! The tests in `node-agent/tests/causal_checker.rs` run exactly this recipe with sticky and
-//! roaming clients and check the histories with [`check`].
+//! `node-agent/tests/causal_checker.rs` runs the put / receive / get part of this recipe
+//! with sticky and roaming clients and checks the histories with [`check`];
+//! `causal_delivery.rs` runs the repair part under loss.
 //!
-//! Every message type ([`Delta`], [`Digest`], [`Summary`], [`CausalMessage`], [`Object`],
-//! [`Hlc`]) derives `serde::{Serialize, Deserialize}`; the wire format is the caller's.
+//! Every message type ([`CausalMessage<Delta>`](CausalMessage), [`Delta`], [`Digest`],
+//! [`BucketHashes`], [`Summary`], [`VersionVector`], [`Dot`], [`Object`], [`Hlc`]) derives `serde::{Serialize, Deserialize}`; the wire format is the caller's.
 //! Values from the network are re-validated on the way in (contexts normalised on
 //! deserialisation, registers checked on [`Store::apply`], objects re-hashed on
 //! [`ObjectStore::insert`]).

@@ -53,6 +53,9 @@ pub const MAX_SERVERS: usize = 8;
 pub const MAX_PENDING: usize = 64;
 /// RTT history per server for the minimum-RTT reference.
 pub const RTT_WINDOW: usize = 64;
+/// Responses needed before a client first locks: it learns the path's RTT floor and
+/// starts from the minimum-RTT sample among them (NTP's clock-filter idea).
+pub const LOCK_AFTER_SAMPLES: usize = 8;
 /// Deepest stratum; deeper clients report this.
 pub const MAX_STRATUM: u8 = 15;
 
@@ -240,7 +243,10 @@ pub struct TimeSync {
     pending: BTreeMap<(PeerId, u32), ClockStamp>,
     rtts: BTreeMap<PeerId, VecDeque<f64>>,
     lock: Option<Lock>,
-    strikes: u32,
+    /// Samples (z, rtt, midpoint) collected before the first lock.
+    learning: Vec<(f64, f64, ClockStamp)>,
+    /// The latest run of gated innovations (z, r), at most `step_after`.
+    outliers: VecDeque<(f64, f64)>,
     served_bias_s: f64,
     stats: SyncStats,
 }
@@ -292,7 +298,8 @@ impl TimeSync {
             pending: BTreeMap::new(),
             rtts: BTreeMap::new(),
             lock: None,
-            strikes: 0,
+            outliers: VecDeque::new(),
+            learning: Vec::new(),
             served_bias_s: 0.0,
             stats: SyncStats::default(),
         })
@@ -483,12 +490,41 @@ impl TimeSync {
             hist.pop_front();
         }
         let min_rtt = hist.iter().copied().fold(f64::INFINITY, f64::min);
+        let mut sorted: Vec<f64> = hist.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let median_rtt = sorted[sorted.len() / 2];
+        let window_len = hist.len();
         let excess = (rtt - min_rtt).max(0.0);
-        let r_var = self.cfg.timestamp_noise_s.powi(2) + (excess / 2.0).powi(2);
+        // Even the minimum-RTT sample carries some unmeasured queueing; a quarter of the
+        // window's median-minus-minimum spread is a conservative floor for it (≈ 0 when
+        // transparent clocks remove the queueing).
+        let floor = (median_rtt - min_rtt) / 4.0;
+        let r_var = self.cfg.timestamp_noise_s.powi(2) + (excess / 2.0).powi(2) + floor.powi(2);
         // The offset measured is the average over the exchange: it belongs to its midpoint.
         let mid = ClockStamp::from_total_ps((t1.total_ps() + t4.total_ps()) / 2);
         let stratum = r.stratum.saturating_add(1).min(MAX_STRATUM);
         let threshold = self.holdover_threshold_s();
+        let mut start = (z, r_var, mid);
+        if self.lock.is_none() {
+            self.learning.push((z, rtt, mid));
+            if self.learning.len() < LOCK_AFTER_SAMPLES || window_len < LOCK_AFTER_SAMPLES {
+                // Learn the path's RTT floor before trusting any offset.
+                self.learning.truncate(LOCK_AFTER_SAMPLES);
+                self.stats.responses_accepted += 1;
+                return true;
+            }
+            let best = self
+                .learning
+                .iter()
+                .copied()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .expect("non-empty");
+            let r0 = self.cfg.timestamp_noise_s.powi(2)
+                + ((best.1 - min_rtt).max(0.0) / 2.0).powi(2)
+                + floor.powi(2);
+            start = (best.0, r0, best.2);
+            self.learning.clear();
+        }
 
         if let Some(l) = &self.lock {
             // Stay with the current server unless this one is better or ours went quiet.
@@ -497,7 +533,7 @@ impl TimeSync {
                 return false;
             }
         }
-        let mut relock = self.lock.is_none();
+        let mut relock_at = self.lock.is_none().then_some((start.0, start.1));
         if let Some(l) = &mut self.lock {
             let dt = mid.seconds_since(l.at);
             if dt < 0.0 {
@@ -509,29 +545,52 @@ impl TimeSync {
                 return false;
             };
             if inn.normalized() > self.cfg.step_gate_sigma {
-                self.strikes += 1;
-                if self.strikes < self.cfg.step_after {
+                self.outliers.push_back((z, r_var));
+                while self.outliers.len() > self.cfg.step_after as usize {
+                    self.outliers.pop_front();
+                }
+                if self.outliers.len() < self.cfg.step_after as usize {
                     return false; // an outlier until proven a step
                 }
-                relock = true;
+                // A step of the reference shows as a run of outliers that agree with each
+                // other; a run of disagreeing ones is just bad luck.
+                let n = self.outliers.len() as f64;
+                let mean = self.outliers.iter().map(|o| o.0).sum::<f64>() / n;
+                let rmax = self.outliers.iter().map(|o| o.1).fold(0.0, f64::max);
+                let gate = self.cfg.step_gate_sigma;
+                let consistent = self
+                    .outliers
+                    .iter()
+                    .all(|o| (o.0 - mean).abs() <= gate * (o.1 + rmax).sqrt());
+                if !consistent {
+                    return false;
+                }
+                let spread = self
+                    .outliers
+                    .iter()
+                    .map(|o| (o.0 - mean).powi(2))
+                    .sum::<f64>()
+                    / n;
+                relock_at = Some((mean, rmax + spread));
+                start.2 = mid;
                 self.stats.steps += 1;
             } else {
-                self.strikes = 0;
+                self.outliers.clear();
                 l.kalman.update(z, r_var);
             }
         }
-        if relock {
+        if let Some((z0, r0)) = relock_at {
             let freq_sigma = self.params.initial_freq_sigma.max(1e-12);
-            let mut k = OffsetFreqKalman::new(z, r_var, freq_sigma);
+            let mut k = OffsetFreqKalman::new(z0, r0, freq_sigma);
             if let Some(l) = &self.lock {
                 // A step of the reference leaves our oscillator's frequency as it was.
                 k.x[1] = l.kalman.x[1];
                 k.p[1][1] = l.kalman.p[1][1].max(self.q.1 * 100.0);
             }
-            self.strikes = 0;
+            self.outliers.clear();
             self.lock = Some(Lock {
                 kalman: k,
-                at: mid,
+                at: start.2,
                 last_update: t4,
                 server: from,
                 stratum,
@@ -642,7 +701,7 @@ mod tests {
         // Forward 10 ms + 40 ns, back 10 ms: Δ = 40 ns → bias −20 ns when uncalibrated.
         let (mut c, mut a) = (client(0.0), authority());
         let (mut cal, mut a2) = (client(40e-9), authority());
-        for k in 0..5u64 {
+        for k in 0..10u64 {
             exchange(&mut c, &mut a, k * 1_000_000_000, 0.0, 0.010_000_04, 0.01);
             exchange(
                 &mut cal,
@@ -653,7 +712,7 @@ mod tests {
                 0.01,
             );
         }
-        let local = ClockStamp::from_true_ns(5_000_000_000, 0.0);
+        let local = ClockStamp::from_true_ns(10_000_000_000, 0.0);
         let e = c.estimate(local).unwrap();
         assert!((e.offset_s + 20e-9).abs() < 1e-11, "{e:?}");
         assert!(cal.estimate(local).unwrap().offset_s.abs() < 1e-11);

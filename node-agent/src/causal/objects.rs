@@ -201,6 +201,16 @@ impl ObjectStore {
         }
     }
 
+    /// Of `ids` (e.g. those named in a peer's announcement), the ones not held here, in the
+    /// order given without repeats: what to fetch.
+    pub fn wants(&self, ids: &[ObjectId]) -> Vec<ObjectId> {
+        let mut seen = std::collections::BTreeSet::new();
+        ids.iter()
+            .filter(|id| !self.objects.contains_key(id) && seen.insert(**id))
+            .copied()
+            .collect()
+    }
+
     /// Whether `id` is held (without verifying).
     pub fn contains(&self, id: &ObjectId) -> bool {
         self.objects.contains_key(id)
@@ -295,6 +305,8 @@ mod tests {
         assert_eq!(s.get(&id).unwrap(), Some(&b"hello"[..]));
         assert_eq!(s.get(&ObjectId::of(b"other")).unwrap(), None);
         assert_eq!(id.to_string().parse::<ObjectId>().unwrap(), id);
+        let absent = ObjectId::of(b"absent");
+        assert_eq!(s.wants(&[id, absent, absent]), vec![absent]);
     }
 
     #[test]

@@ -83,6 +83,8 @@ impl Default for StoreLimits {
 
 /// Bytes charged per sibling beyond its value (dot, timestamp, map overhead).
 const SIBLING_OVERHEAD_BYTES: usize = 48;
+/// Bytes charged per key beyond its name (map entries, cached hash).
+const KEY_OVERHEAD_BYTES: usize = 64;
 /// Bytes charged per context entry.
 const CONTEXT_ENTRY_BYTES: usize = 16;
 
@@ -320,6 +322,9 @@ pub struct Store {
     node: NodeId,
     limits: StoreLimits,
     keys: BTreeMap<String, Register>,
+    /// SHA-256 of each key's state, kept in step with `keys` so summaries cost O(keys), not
+    /// O(bytes).
+    key_hashes: BTreeMap<String, [u8; 32]>,
     bytes: usize,
 }
 
@@ -331,6 +336,7 @@ impl Store {
             node,
             limits,
             keys: BTreeMap::new(),
+            key_hashes: BTreeMap::new(),
             bytes: 0,
         }
     }
@@ -408,6 +414,7 @@ impl Store {
         let new_cost = cost(key, &next);
         self.check_totals(usize::from(current.is_none()), old_cost, new_cost)?;
         self.bytes = self.bytes - old_cost + new_cost;
+        self.key_hashes.insert(key.to_owned(), key_hash(key, &next));
         self.keys.insert(key.to_owned(), next);
         let mut entries = BTreeMap::new();
         entries.insert(key.to_owned(), delta);
@@ -456,6 +463,7 @@ impl Store {
         let mut changed = Vec::with_capacity(staged.len());
         for (key, reg) in staged {
             changed.push(key.clone());
+            self.key_hashes.insert(key.clone(), key_hash(&key, &reg));
             self.keys.insert(key, reg);
         }
         Ok(ApplyOutcome { changed })
@@ -500,15 +508,15 @@ impl Store {
         Delta { entries }
     }
 
-    /// Counts, per-writer totals and a hash of the whole state. O(state); call it at gossip
-    /// intervals, not per message.
+    /// Counts, per-writer totals and a hash of the whole state. O(keys) (per-key hashes are
+    /// cached); call it at gossip intervals, not per message.
     pub fn summary(&self) -> Summary {
         let mut h = Sha256::new();
         let mut writes = VersionVector::new();
         let mut siblings = 0u64;
         h.update((self.keys.len() as u64).to_be_bytes());
         for (key, reg) in &self.keys {
-            h.update(key_hash(key, reg));
+            h.update(self.key_hashes[key]);
             siblings += reg.sibling_count() as u64;
             let ctx = reg.context();
             for node in ctx.nodes() {
@@ -527,11 +535,11 @@ impl Store {
 
     /// One hash per bucket of keys (a one-level Merkle tree): exchange these when summary
     /// hashes differ, then [`Store::digest_of`] only the buckets that differ, so a large,
-    /// nearly-synchronised store does not ship a context for every key. O(state).
+    /// nearly-synchronised store does not ship a context for every key. O(keys).
     pub fn bucket_hashes(&self) -> BucketHashes {
         let mut hashers: Vec<Sha256> = (0..BUCKETS).map(|_| Sha256::new()).collect();
-        for (key, reg) in &self.keys {
-            hashers[usize::from(bucket_of(key))].update(key_hash(key, reg));
+        for (key, hash) in &self.key_hashes {
+            hashers[usize::from(bucket_of(key))].update(hash);
         }
         BucketHashes {
             hashes: hashers
@@ -629,7 +637,8 @@ impl Store {
 
 /// Bytes charged for one key.
 fn cost(key: &str, reg: &Register) -> usize {
-    key.len()
+    KEY_OVERHEAD_BYTES
+        + 2 * key.len()
         + CONTEXT_ENTRY_BYTES * reg.context().entries()
         + reg
             .siblings()
@@ -900,6 +909,33 @@ mod tests {
         assert!(a
             .missing_since(&b.digest_of(&BTreeSet::from([other])))
             .is_empty());
+    }
+
+    #[test]
+    fn cached_key_hashes_match_the_state() {
+        let mut a = Store::new(1, limits());
+        let mut b = Store::new(2, limits());
+        let e = DotContext::new();
+        for i in 0..20u8 {
+            let k = format!("k{}", i % 5);
+            let ctx = if i % 3 == 0 {
+                e.clone()
+            } else {
+                a.get(&k).context
+            };
+            let d = a.local_put(&k, vec![i], t(u64::from(i)), &ctx).unwrap();
+            if i % 2 == 0 {
+                b.apply(&d).unwrap();
+            }
+        }
+        for s in [&a, &b] {
+            assert_eq!(s.key_hashes.len(), s.keys.len());
+            for (k, reg) in &s.keys {
+                assert_eq!(s.key_hashes[k], key_hash(k, reg), "stale hash for {k}");
+            }
+            let recomputed: usize = s.keys.iter().map(|(k, r)| cost(k, r)).sum();
+            assert_eq!(s.bytes(), recomputed);
+        }
     }
 
     #[test]

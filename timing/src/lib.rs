@@ -57,6 +57,9 @@ pub enum TimingError {
     /// Not enough samples for the requested statistic.
     #[error("need at least {needed} samples, got {got}")]
     NotEnoughSamples { needed: usize, got: usize },
+    /// A received time message could not be decoded (nothing was changed).
+    #[error("malformed time message: {0}")]
+    Malformed(&'static str),
     /// A referenced node, pulsar or link does not exist.
     #[error("unknown {what} {id}")]
     Unknown { what: &'static str, id: u64 },

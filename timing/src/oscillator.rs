@@ -627,7 +627,7 @@ mod tests {
             ("maser", OscillatorParams::hydrogen_maser()),
             ("optical", OscillatorParams::optical()),
         ] {
-            let x = phase_series(p, 5, 1.0, 20_000);
+            let x = phase_series(p, 5, 1.0, 10_000);
             for m in [1usize, 10, 100] {
                 let sim = allan_deviation(&x, 1.0, m).unwrap();
                 let model = p.allan_deviation_model(m as f64);
@@ -645,7 +645,7 @@ mod tests {
             p.flicker_fm_floor = 1e-13;
         });
         let (mut v1, mut v2) = (0.0, 0.0);
-        let n = 400;
+        let n = 250;
         for s in 0..n {
             let mut a = Oscillator::new(p, s, 0).unwrap();
             let x0 = a.phase_error_s();

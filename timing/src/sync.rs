@@ -25,13 +25,23 @@
 //!   path adds the residence time it measured; the client subtracts it;
 //! * what is left shows as RTT above the window minimum; the offset error it causes is at
 //!   most half that excess (NTP's error bound), so each sample's variance is
-//!   `timestamp_noise_s² + (excess/2)²` — jittery samples are down-weighted, not trusted.
+//!   `timestamp_noise_s² + (excess/2)² + floor²` — jittery samples are down-weighted, not
+//!   trusted. `floor` = ¼ of the window's (median − minimum) RTT covers the queueing that
+//!   even the minimum-RTT sample still carries (≈ 0 with transparent clocks);
+//! * a client does not lock before [`LOCK_AFTER_SAMPLES`] responses and starts from the
+//!   minimum-RTT one (NTP's clock filter), so one unlucky first sample cannot anchor it.
+//!
+//! Wire format: the messages are serde types, and [`TimeMessage::encode`]/[`decode`] give
+//! a strict fixed 13/50-byte layout for the agent's opaque time payload.
+//!
+//! [`decode`]: TimeMessage::decode
 //!
 //! The offsets feed an offset+frequency Kalman filter ([`crate::fusion::OffsetFreqKalman`])
 //! whose process noise comes from the local oscillator model; in holdover the reported σ
 //! grows as the oscillator model says ([`crate::OscillatorParams::holdover_variance_s2`]). A
-//! run of `step_after` consecutive innovations beyond `step_gate_sigma` is taken as a step of
-//! the reference (PTP servos' step threshold) and the filter re-locks.
+//! run of `step_after` consecutive innovations beyond `step_gate_sigma` that agree with each
+//! other is taken as a step of the reference (PTP servos' step threshold) and the filter
+//! re-locks at their mean, keeping its frequency estimate.
 //!
 //! **Time input**: every method takes `true_now_ns: u64`, emulated ns since the lab epoch.
 //! It drives timers only; measurements use the local raw clock readings (`ClockStamp`) the
@@ -91,6 +101,119 @@ pub struct SyncResponse {
 pub enum TimeMessage {
     Request(SyncRequest),
     Response(SyncResponse),
+}
+
+/// Encoded size of a [`TimeMessage::Request`], bytes.
+pub const REQUEST_WIRE_LEN: usize = 13;
+/// Encoded size of a [`TimeMessage::Response`], bytes.
+pub const RESPONSE_WIRE_LEN: usize = 50;
+
+impl TimeMessage {
+    /// Compact fixed-layout little-endian encoding for the agent's opaque time payload:
+    /// tag (1 = request, 2 = response), then the fields in declaration order (`ClockStamp`
+    /// as i64 ns + u16 ps, floats as IEEE-754 f64).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(RESPONSE_WIRE_LEN);
+        match self {
+            TimeMessage::Request(r) => {
+                b.push(1);
+                b.extend_from_slice(&r.seq.to_le_bytes());
+                b.extend_from_slice(&r.correction_s.to_le_bytes());
+            }
+            TimeMessage::Response(r) => {
+                b.push(2);
+                b.extend_from_slice(&r.seq.to_le_bytes());
+                for t in [r.t2, r.t3] {
+                    b.extend_from_slice(&t.ns.to_le_bytes());
+                    b.extend_from_slice(&t.ps.to_le_bytes());
+                }
+                for f in [r.request_correction_s, r.correction_s, r.sigma_s] {
+                    b.extend_from_slice(&f.to_le_bytes());
+                }
+                b.push(r.stratum);
+            }
+        }
+        b
+    }
+
+    /// Strict decoding of [`TimeMessage::encode`]'s format: exact length, known tag,
+    /// `ps < 1000`, finite floats, σ ≥ 0, stratum ≤ [`MAX_STRATUM`]. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<TimeMessage, TimingError> {
+        let mut rd = Reader(bytes);
+        let msg = match rd.u8()? {
+            1 => {
+                let seq = rd.u32()?;
+                let correction_s = rd.f64()?;
+                TimeMessage::Request(SyncRequest { seq, correction_s })
+            }
+            2 => {
+                let seq = rd.u32()?;
+                let t2 = rd.stamp()?;
+                let t3 = rd.stamp()?;
+                let request_correction_s = rd.f64()?;
+                let correction_s = rd.f64()?;
+                let sigma_s = rd.f64()?;
+                if sigma_s < 0.0 {
+                    return Err(TimingError::Malformed("negative sigma"));
+                }
+                let stratum = rd.u8()?;
+                if stratum > MAX_STRATUM {
+                    return Err(TimingError::Malformed("stratum above 15"));
+                }
+                TimeMessage::Response(SyncResponse {
+                    seq,
+                    t2,
+                    t3,
+                    request_correction_s,
+                    correction_s,
+                    sigma_s,
+                    stratum,
+                })
+            }
+            _ => return Err(TimingError::Malformed("unknown tag")),
+        };
+        if !rd.0.is_empty() {
+            return Err(TimingError::Malformed("trailing bytes"));
+        }
+        Ok(msg)
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], TimingError> {
+        if self.0.len() < N {
+            return Err(TimingError::Malformed("truncated"));
+        }
+        let (head, rest) = self.0.split_at(N);
+        self.0 = rest;
+        let mut a = [0u8; N];
+        a.copy_from_slice(head);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, TimingError> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32, TimingError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+    fn f64(&mut self) -> Result<f64, TimingError> {
+        let v = f64::from_le_bytes(self.take()?);
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(TimingError::Malformed("non-finite float"))
+        }
+    }
+    fn stamp(&mut self) -> Result<ClockStamp, TimingError> {
+        let ns = i64::from_le_bytes(self.take()?);
+        let ps = u16::from_le_bytes(self.take()?);
+        if ps >= 1000 {
+            return Err(TimingError::Malformed("ps >= 1000"));
+        }
+        Ok(ClockStamp { ns, ps })
+    }
 }
 
 /// A message to send.
@@ -830,6 +953,75 @@ mod tests {
         assert!(TimeSync::new(cfg, OscillatorParams::ideal(), SyncRole::Authority, 0).is_err());
         let none = SyncRole::Client { servers: vec![] };
         assert!(TimeSync::new(SyncConfig::default(), OscillatorParams::ideal(), none, 0).is_err());
+    }
+
+    fn arb_stamp() -> impl proptest::strategy::Strategy<Value = ClockStamp> {
+        use proptest::prelude::*;
+        (any::<i64>(), 0u16..1000).prop_map(|(ns, ps)| ClockStamp { ns, ps })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn codec_roundtrips(
+            seq in proptest::prelude::any::<u32>(),
+            t2 in arb_stamp(),
+            t3 in arb_stamp(),
+            c1 in -1.0f64..1.0,
+            c2 in -1.0f64..1.0,
+            sigma in 0.0f64..1.0,
+            stratum in 0u8..=MAX_STRATUM,
+        ) {
+            let req = TimeMessage::Request(SyncRequest { seq, correction_s: c1 });
+            let e = req.encode();
+            proptest::prop_assert_eq!(e.len(), REQUEST_WIRE_LEN);
+            proptest::prop_assert_eq!(TimeMessage::decode(&e).unwrap(), req);
+            let resp = TimeMessage::Response(SyncResponse {
+                seq, t2, t3, request_correction_s: c1, correction_s: c2, sigma_s: sigma, stratum,
+            });
+            let e = resp.encode();
+            proptest::prop_assert_eq!(e.len(), RESPONSE_WIRE_LEN);
+            proptest::prop_assert_eq!(TimeMessage::decode(&e).unwrap(), resp);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            let _ = TimeMessage::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn decode_rejects_malformed() {
+        let ok = TimeMessage::Response(SyncResponse {
+            seq: 1,
+            t2: ClockStamp { ns: 1, ps: 2 },
+            t3: ClockStamp { ns: 3, ps: 4 },
+            request_correction_s: 0.0,
+            correction_s: 0.0,
+            sigma_s: 1e-9,
+            stratum: 2,
+        })
+        .encode();
+        assert!(TimeMessage::decode(&ok).is_ok());
+        assert!(TimeMessage::decode(&ok[..49]).is_err());
+        let mut long = ok.clone();
+        long.push(0);
+        assert!(TimeMessage::decode(&long).is_err());
+        let mut bad_tag = ok.clone();
+        bad_tag[0] = 9;
+        assert!(TimeMessage::decode(&bad_tag).is_err());
+        let mut bad_ps = ok.clone();
+        bad_ps[13..15].copy_from_slice(&1000u16.to_le_bytes());
+        assert!(TimeMessage::decode(&bad_ps).is_err());
+        let mut nan = ok.clone();
+        nan[25..33].copy_from_slice(&f64::NAN.to_le_bytes());
+        assert_eq!(
+            TimeMessage::decode(&nan),
+            Err(TimingError::Malformed("non-finite float"))
+        );
+        let mut deep = ok;
+        deep[49] = 16;
+        assert!(TimeMessage::decode(&deep).is_err());
+        assert!(TimeMessage::decode(&[]).is_err());
     }
 
     #[test]

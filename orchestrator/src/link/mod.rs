@@ -2,5 +2,7 @@
 //! space). See DESIGN.md, "Links".
 pub mod model;
 pub mod netem;
+pub mod probe;
 pub mod shaper;
+pub mod wire;
 pub use model::LinkModel;

@@ -39,9 +39,13 @@
 //! The offsets feed an offset+frequency Kalman filter ([`crate::fusion::OffsetFreqKalman`])
 //! whose process noise comes from the local oscillator model; in holdover the reported σ
 //! grows as the oscillator model says ([`crate::OscillatorParams::holdover_variance_s2`]). A
-//! run of `step_after` consecutive innovations beyond `step_gate_sigma` that agree with each
-//! other is taken as a step of the reference (PTP servos' step threshold) and the filter
-//! re-locks at their mean, keeping its frequency estimate.
+//! run of `step_after` consecutive innovations beyond `step_gate_sigma` that lie on one
+//! line in time is taken as a phase step (constant innovations) or frequency step (linear
+//! ones) of the reference or of our own clock (PTP servos' step threshold, generalised):
+//! the filter re-locks with the fitted offset and frequency. Two honesty guards keep σ
+//! covering the error: while unexplained outliers are pending, σ² includes the largest of
+//! them; and when the mean normalized innovation squared over the last [`NIS_WINDOW`]
+//! updates exceeds 1, the filter covariance is scaled up by it.
 //!
 //! **Time input**: every method takes `true_now_ns: u64`, emulated ns since the lab epoch.
 //! It drives timers only; measurements use the local raw clock readings (`ClockStamp`) the
@@ -66,6 +70,8 @@ pub const RTT_WINDOW: usize = 64;
 /// Responses needed before a client first locks: it learns the path's RTT floor and
 /// starts from the minimum-RTT sample among them (NTP's clock-filter idea).
 pub const LOCK_AFTER_SAMPLES: usize = 8;
+/// Updates over which the innovation consistency (mean NIS) is tracked.
+pub const NIS_WINDOW: usize = 16;
 /// Deepest stratum; deeper clients report this.
 pub const MAX_STRATUM: u8 = 15;
 
@@ -368,8 +374,10 @@ pub struct TimeSync {
     lock: Option<Lock>,
     /// Samples (z, rtt, midpoint) collected before the first lock.
     learning: Vec<(f64, f64, ClockStamp)>,
-    /// The latest run of gated innovations (z, r), at most `step_after`.
-    outliers: VecDeque<(f64, f64)>,
+    /// The latest run of gated innovations (midpoint, innovation, r), at most `step_after`.
+    outliers: VecDeque<(ClockStamp, f64, f64)>,
+    /// Normalized innovations squared of the last [`NIS_WINDOW`] updates.
+    nis: VecDeque<f64>,
     served_bias_s: f64,
     stats: SyncStats,
 }
@@ -422,6 +430,7 @@ impl TimeSync {
             rtts: BTreeMap::new(),
             lock: None,
             outliers: VecDeque::new(),
+            nis: VecDeque::new(),
             learning: Vec::new(),
             served_bias_s: 0.0,
             stats: SyncStats::default(),
@@ -476,7 +485,19 @@ impl TimeSync {
                 let l = self.lock.as_ref()?;
                 let dt = local.seconds_since(l.at).max(0.0);
                 let age = local.seconds_since(l.last_update).max(0.0);
+                // If recent innovations were larger than the filter predicted (mean NIS > 1),
+                // its covariance is too optimistic: scale it up by that ratio.
+                let inflation = if self.nis.is_empty() {
+                    1.0
+                } else {
+                    (self.nis.iter().sum::<f64>() / self.nis.len() as f64).max(1.0)
+                };
+                // Unexplained outliers pending (a step or frequency jump not yet confirmed):
+                // we may be off by as much as the largest of them.
+                let pending = self.outliers.iter().map(|o| o.1 * o.1).fold(0.0, f64::max);
                 let v = propagated_variance_s2(&l.kalman, dt, age, self.q, &self.params)
+                    * inflation
+                    + pending
                     + l.server_sigma_s.powi(2)
                     + l.asym_sigma_s.powi(2);
                 let source = if age > self.holdover_threshold_s() {
@@ -661,7 +682,7 @@ impl TimeSync {
                 return false;
             }
         }
-        let mut relock_at = self.lock.is_none().then_some((start.0, start.1));
+        let mut relock_at: Option<Relock> = self.lock.is_none().then_some((start.0, start.1, None));
         if let Some(l) = &mut self.lock {
             let dt = mid.seconds_since(l.at);
             if dt < 0.0 {
@@ -673,49 +694,74 @@ impl TimeSync {
                 return false;
             };
             if inn.normalized() > self.cfg.step_gate_sigma {
-                self.outliers.push_back((z, r_var));
+                self.outliers.push_back((mid, inn.residual_s, r_var));
                 while self.outliers.len() > self.cfg.step_after as usize {
                     self.outliers.pop_front();
                 }
                 if self.outliers.len() < self.cfg.step_after as usize {
                     return false; // an outlier until proven a step
                 }
-                // A step of the reference shows as a run of outliers that agree with each
-                // other; a run of disagreeing ones is just bad luck.
-                let n = self.outliers.len() as f64;
-                let mean = self.outliers.iter().map(|o| o.0).sum::<f64>() / n;
-                let rmax = self.outliers.iter().map(|o| o.1).fold(0.0, f64::max);
-                let gate = self.cfg.step_gate_sigma;
-                let consistent = self
+                // The filter only predicted through the run, so a phase step of the
+                // reference (or our clock) shows as constant innovations and a frequency
+                // step as innovations growing linearly in time. Fit ν = a + b·τ (τ ≤ 0 is
+                // time before this sample); if the points sit on the line the run is real:
+                // re-lock at offset + a with frequency + b. A run that does not fit is noise.
+                let pts: Vec<(f64, f64, f64)> = self
                     .outliers
                     .iter()
-                    .all(|o| (o.0 - mean).abs() <= gate * (o.1 + rmax).sqrt());
-                if !consistent {
+                    .map(|&(t, nu, rv)| (t.seconds_since(mid), nu, rv))
+                    .collect();
+                let n = pts.len() as f64;
+                let tm = pts.iter().map(|p| p.0).sum::<f64>() / n;
+                let nm = pts.iter().map(|p| p.1).sum::<f64>() / n;
+                let stt = pts.iter().map(|p| (p.0 - tm).powi(2)).sum::<f64>();
+                let slope = if stt > 0.0 {
+                    pts.iter().map(|p| (p.0 - tm) * (p.1 - nm)).sum::<f64>() / stt
+                } else {
+                    0.0
+                };
+                let at_now = nm - slope * tm;
+                let rmax = pts.iter().map(|p| p.2).fold(0.0, f64::max);
+                let gate = self.cfg.step_gate_sigma;
+                let resid = |p: &(f64, f64, f64)| p.1 - (at_now + slope * p.0);
+                if !pts
+                    .iter()
+                    .all(|p| resid(p).abs() <= gate * (p.2 + rmax).sqrt())
+                {
                     return false;
                 }
-                let spread = self
-                    .outliers
-                    .iter()
-                    .map(|o| (o.0 - mean).powi(2))
-                    .sum::<f64>()
-                    / n;
-                relock_at = Some((mean, rmax + spread));
+                let spread = pts.iter().map(|p| resid(p).powi(2)).sum::<f64>() / n;
+                let freq_var = if stt > 0.0 {
+                    (rmax + spread) / stt
+                } else {
+                    self.params.initial_freq_sigma.max(1e-12).powi(2)
+                };
+                relock_at = Some((
+                    l.kalman.x[0] + at_now,
+                    rmax + spread,
+                    Some((l.kalman.x[1] + slope, l.kalman.p[1][1] + freq_var)),
+                ));
                 start.2 = mid;
                 self.stats.steps += 1;
             } else {
                 self.outliers.clear();
+                self.nis
+                    .push_back(inn.residual_s.powi(2) / inn.variance_s2.max(1e-300));
+                while self.nis.len() > NIS_WINDOW {
+                    self.nis.pop_front();
+                }
                 l.kalman.update(z, r_var);
             }
         }
-        if let Some((z0, r0)) = relock_at {
+        if let Some((z0, r0, freq)) = relock_at {
             let freq_sigma = self.params.initial_freq_sigma.max(1e-12);
             let mut k = OffsetFreqKalman::new(z0, r0, freq_sigma);
-            if let Some(l) = &self.lock {
-                // A step of the reference leaves our oscillator's frequency as it was.
-                k.x[1] = l.kalman.x[1];
-                k.p[1][1] = l.kalman.p[1][1].max(self.q.1 * 100.0);
+            if let Some((f, fv)) = freq {
+                k.x[1] = f;
+                k.p[1][1] = fv.max(self.q.1 * 100.0);
             }
             self.outliers.clear();
+            self.nis.clear();
             self.lock = Some(Lock {
                 kalman: k,
                 at: start.2,
@@ -736,6 +782,10 @@ impl TimeSync {
         true
     }
 }
+
+/// How to (re)start the filter: offset, offset variance, and optionally (frequency,
+/// frequency variance) carried over from the previous lock.
+type Relock = (f64, f64, Option<(f64, f64)>);
 
 /// Offset variance `dt` after the filter state, `age` after the last update:
 /// max(P_filter(dt), P_no-noise(dt) + holdover_variance(age)).

@@ -219,8 +219,10 @@ impl NodeClock {
         let local = self.osc.read(true_now_ns);
         self.sync.on_timer(true_now_ns, local, out);
         let x = self.osc.phase_error_s();
-        if let Some(fix) = self.pulsar.poll(true_now_ns, x, local, sky) {
-            if let Some(h) = self.sync.estimate(local) {
+        let hier = self.sync.estimate(local);
+        let hint = hier.map(|h| h.offset_s);
+        if let Some(fix) = self.pulsar.poll(true_now_ns, x, local, hint, sky) {
+            if let Some(h) = hier {
                 self.monitor
                     .check(h.offset_s, h.sigma_s, fix.offset_s, fix.sigma_s);
             }

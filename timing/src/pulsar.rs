@@ -22,7 +22,8 @@
 //! the oscillator model says; with no fix for `max_age_s` the estimate is unavailable.
 //!
 //! Limits and simplifications (documented, not hidden): the pulse-number ambiguity means the
-//! local clock must already be within ±P/2 (≈ ±1.5 ms) of true time; the fold over an
+//! clock must be known to ±P/2 (≈ ±1.5 ms for J1909) before the first fix (the hierarchy's
+//! estimate serves as the hint; later fixes use the pulsar estimate itself); the fold over an
 //! integration is modeled as one TOA at the fix time with the integrated noise (a real fold
 //! uses the node's own frequency estimate, so its drift does not smear the profile);
 //! parallax/curvature, dispersion, Shapiro delay and proper motion are ignored.
@@ -372,11 +373,17 @@ impl PulsarClock {
     /// Timer input. When an integration ends, time-tags one pulse of each visible pulsar
     /// with the raw clock (true arrival + `raw_offset_s`, the emulated hardware's phase error
     /// now, + jitter), and returns the fix. `local` is the raw reading at `true_now_ns`.
+    ///
+    /// Pulse numbers are resolved around `local − hint`, where the hint is this clock's own
+    /// pulsar estimate when it has one (keeping the check independent of the hierarchy),
+    /// else `offset_hint_s` (e.g. the hierarchy's estimate), else 0. The raw clock must be
+    /// within ±P/2 of `local − hint` for the fix to be right.
     pub fn poll(
         &mut self,
         true_now_ns: u64,
         raw_offset_s: f64,
         local: ClockStamp,
+        offset_hint_s: Option<f64>,
         sky: &PulsarArray,
     ) -> Option<PulsarFix> {
         if true_now_ns < self.next_fix_ns {
@@ -391,6 +398,12 @@ impl PulsarClock {
             self.missed_total += 1;
             return None;
         }
+        let hint_s = self
+            .estimate(local)
+            .map(|e| e.offset_s)
+            .or(offset_hint_s)
+            .filter(|h| h.is_finite())
+            .unwrap_or(0.0);
         let (mut wsum, mut zsum, mut used) = (0.0, 0.0, 0u32);
         for (i, p) in sky.pulsars().iter().enumerate() {
             if self.lost.contains(&i) {
@@ -401,7 +414,8 @@ impl PulsarClock {
             let n: f64 = StandardNormal.sample(&mut self.rng);
             let toa = ClockStamp::from_total_ps(arrival_ps).offset_by(raw_offset_s + n * jitter_s);
             // The node's prediction: nearest model pulse for its believed position.
-            let pred = p.model_arrival_ps(self.believed_position_au, toa.total_ps(), true);
+            let centre = toa.offset_by(-hint_s).total_ps();
+            let pred = p.model_arrival_ps(self.believed_position_au, centre, true);
             let z = toa.seconds_since(ClockStamp::from_total_ps(pred));
             let var =
                 jitter_s.powi(2) + p.red_noise_rms_s.powi(2) + self.cfg.ephemeris_sigma_s.powi(2);
@@ -512,7 +526,7 @@ mod tests {
             let mut pc = PulsarClock::new(cfg, OscillatorParams::ideal(), pos, s, 0).unwrap();
             let t = 3_600_000_000_000u64;
             let fix = pc
-                .poll(t, 700e-9, ClockStamp::from_true_ns(t, 700e-9), &sky)
+                .poll(t, 700e-9, ClockStamp::from_true_ns(t, 700e-9), None, &sky)
                 .unwrap();
             assert_eq!(fix.pulsars_used, 7);
             if (fix.offset_s - 700e-9).abs() <= 3.0 * fix.sigma_s {
@@ -535,21 +549,58 @@ mod tests {
         let params = OscillatorParams::ocxo_holdover();
         let mut pc = PulsarClock::new(cfg, params, [1.0, 0.0, 0.0], 1, 0).unwrap();
         let at = |s: f64| ClockStamp::from_true_ns((s * 1e9) as u64, 0.0);
-        assert!(pc.poll(600_000_000_000, 0.0, at(600.0), &sky).is_some());
+        assert!(pc
+            .poll(600_000_000_000, 0.0, at(600.0), None, &sky)
+            .is_some());
         let s0 = pc.estimate(at(600.0)).unwrap().sigma_s;
         pc.set_lost(true);
-        assert!(pc.poll(1_200_000_000_000, 0.0, at(1200.0), &sky).is_none());
+        assert!(pc
+            .poll(1_200_000_000_000, 0.0, at(1200.0), None, &sky)
+            .is_none());
         assert_eq!(pc.missed_total(), 1);
         let s1 = pc.estimate(at(5000.0)).unwrap().sigma_s;
         assert!(s1 > s0, "{s1} <= {s0}");
         assert!(pc.estimate(at(600.0 + 10_001.0)).is_none());
         // Partial loss: hiding J1909 worsens σ of the next fix.
         pc.set_lost(false);
-        let full = pc.poll(1_800_000_000_000, 0.0, at(1800.0), &sky).unwrap();
+        let full = pc
+            .poll(1_800_000_000_000, 0.0, at(1800.0), None, &sky)
+            .unwrap();
         pc.set_pulsar_lost(0, true);
-        let part = pc.poll(2_400_000_000_000, 0.0, at(2400.0), &sky).unwrap();
+        let part = pc
+            .poll(2_400_000_000_000, 0.0, at(2400.0), None, &sky)
+            .unwrap();
         assert_eq!(part.pulsars_used, 6);
         assert!(part.sigma_s > 1.5 * full.sigma_s);
+    }
+
+    #[test]
+    fn pulse_number_ambiguity_is_resolved_by_the_hint() {
+        // A clock 10 ms fast (several pulse periods): without a hint the fix aliases, with the
+        // hierarchy's coarse estimate (±0.5 ms) it is right, and later fixes carry on alone.
+        let sky = PulsarArray::standard(2);
+        let cfg = PulsarConfig::default();
+        let x = 10e-3;
+        let t = 3_600_000_000_000u64;
+        let local = ClockStamp::from_true_ns(t, x);
+        let mut blind = PulsarClock::new(cfg, OscillatorParams::ideal(), [1.0; 3], 3, 0).unwrap();
+        let f = blind.poll(t, x, local, None, &sky).unwrap();
+        assert!(
+            (f.offset_s - x).abs() > 1e-6,
+            "aliased fix expected, got {}",
+            f.offset_s
+        );
+        let mut pc = PulsarClock::new(cfg, OscillatorParams::ideal(), [1.0; 3], 3, 0).unwrap();
+        let f = pc.poll(t, x, local, Some(x + 0.5e-3), &sky).unwrap();
+        assert!((f.offset_s - x).abs() < 5.0 * f.sigma_s, "{}", f.offset_s);
+        let t2 = 2 * t;
+        let f2 = pc
+            .poll(t2, x, ClockStamp::from_true_ns(t2, x), Some(0.0), &sky)
+            .unwrap();
+        assert!(
+            (f2.offset_s - x).abs() < 5.0 * f2.sigma_s,
+            "own estimate beats a bad hint"
+        );
     }
 
     #[test]

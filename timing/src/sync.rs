@@ -372,8 +372,8 @@ pub struct TimeSync {
     pending: BTreeMap<(PeerId, u32), ClockStamp>,
     rtts: BTreeMap<PeerId, VecDeque<f64>>,
     lock: Option<Lock>,
-    /// Samples (z, rtt, midpoint) collected before the first lock.
-    learning: Vec<(f64, f64, ClockStamp)>,
+    /// Samples (z, rtt, midpoint, server) collected before the first lock (≤ LOCK_AFTER_SAMPLES).
+    learning: Vec<(f64, f64, ClockStamp, PeerId)>,
     /// The latest run of gated innovations (midpoint, innovation, r), at most `step_after`.
     outliers: VecDeque<(ClockStamp, f64, f64)>,
     /// Normalized innovations squared of the last [`NIS_WINDOW`] updates.
@@ -655,10 +655,11 @@ impl TimeSync {
         let threshold = self.holdover_threshold_s();
         let mut start = (z, r_var, mid);
         if self.lock.is_none() {
-            self.learning.push((z, rtt, mid));
+            // Learn the path's RTT floor before trusting any offset (per server: RTTs of
+            // different paths are not comparable).
+            self.learning.retain(|e| e.3 == from);
+            self.learning.push((z, rtt, mid, from));
             if self.learning.len() < LOCK_AFTER_SAMPLES || window_len < LOCK_AFTER_SAMPLES {
-                // Learn the path's RTT floor before trusting any offset.
-                self.learning.truncate(LOCK_AFTER_SAMPLES);
                 self.stats.responses_accepted += 1;
                 return true;
             }

@@ -277,7 +277,8 @@ impl NodeClock {
             None => CoordTimestamp {
                 position_au: self.cfg.position_au,
                 estimate_ns: local.ns,
-                sigma_s: f64::INFINITY,
+                // Finite so the stamp survives JSON (which has no ∞); the source says it all.
+                sigma_s: f64::MAX,
                 source: TimeSource::Unsynchronized,
             },
         }
@@ -398,6 +399,10 @@ mod tests {
         assert_eq!(m.source, TimeSource::Unsynchronized);
         assert_eq!(m.samples_total, 0);
         assert!(!m.within_3sigma && m.sigma_s.is_infinite());
-        assert_eq!(c.timestamp(1_000).source, TimeSource::Unsynchronized);
+        let ts = c.timestamp(1_000);
+        assert_eq!(ts.source, TimeSource::Unsynchronized);
+        let back: CoordTimestamp =
+            serde_json::from_str(&serde_json::to_string(&ts).unwrap()).unwrap();
+        assert_eq!(back, ts);
     }
 }

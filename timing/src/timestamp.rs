@@ -106,7 +106,8 @@ pub struct CoordTimestamp {
     pub position_au: [f64; 3],
     /// Best estimate of true time, ns since the lab epoch.
     pub estimate_ns: i64,
-    /// One-sigma uncertainty of `estimate_ns`, s.
+    /// One-sigma uncertainty of `estimate_ns`, s (`f64::MAX` when unsynchronized; always
+    /// finite so that the stamp serialises to JSON).
     pub sigma_s: f64,
     pub source: TimeSource,
 }

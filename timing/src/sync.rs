@@ -31,6 +31,12 @@
 //! * a client does not lock before [`LOCK_AFTER_SAMPLES`] responses and starts from the
 //!   minimum-RTT one (NTP's clock filter), so one unlucky first sample cannot anchor it.
 //!
+//! With three or more servers (a stratum-1 following several authorities) the latest
+//! offset from each is compared by Marzullo's intersection ([`crate::fuse`], k = 5): a
+//! server outside the majority is a falseticker, its responses are ignored and the client
+//! moves to a truechimer — an internally detectable lie never reaches the cell. With one or
+//! two servers there is no majority; the pulsar check is then the only defence.
+//!
 //! Wire format: the messages are serde types, and [`TimeMessage::encode`]/[`decode`] give
 //! a strict fixed 13/50-byte layout for the agent's opaque time payload.
 //!
@@ -351,6 +357,8 @@ pub struct SyncStats {
     pub responses_accepted: u64,
     pub responses_rejected: u64,
     pub steps: u64,
+    /// Times a server was newly outvoted by the others (Marzullo selection).
+    pub falsetickers_flagged: u64,
 }
 
 /// The two-way time transfer state machine. Call order:
@@ -372,10 +380,14 @@ pub struct TimeSync {
     pending: BTreeMap<(PeerId, u32), ClockStamp>,
     rtts: BTreeMap<PeerId, VecDeque<f64>>,
     lock: Option<Lock>,
-    /// Samples (z, rtt, midpoint, server) collected before the first lock (≤ LOCK_AFTER_SAMPLES).
+    /// Samples (z, rtt, midpoint, server) collected before the first lock (fewer than
+    /// LOCK_AFTER_SAMPLES per server, so ≤ LOCK_AFTER_SAMPLES × MAX_SERVERS).
     learning: Vec<(f64, f64, ClockStamp, PeerId)>,
     /// The latest run of gated innovations (midpoint, innovation, r), at most `step_after`.
     outliers: VecDeque<(ClockStamp, f64, f64)>,
+    /// Latest (midpoint, offset, total variance) per server, for the selection.
+    last_meas: BTreeMap<PeerId, (ClockStamp, f64, f64)>,
+    falsetickers: std::collections::BTreeSet<PeerId>,
     /// Normalized innovations squared of the last [`NIS_WINDOW`] updates.
     nis: VecDeque<f64>,
     served_bias_s: f64,
@@ -431,6 +443,8 @@ impl TimeSync {
             lock: None,
             outliers: VecDeque::new(),
             nis: VecDeque::new(),
+            last_meas: BTreeMap::new(),
+            falsetickers: std::collections::BTreeSet::new(),
             learning: Vec::new(),
             served_bias_s: 0.0,
             stats: SyncStats::default(),
@@ -607,6 +621,35 @@ impl TimeSync {
         }
     }
 
+    /// The server the filter follows (`None` before the first lock or for an authority).
+    pub fn server(&self) -> Option<PeerId> {
+        self.lock.as_ref().map(|l| l.server)
+    }
+
+    /// Servers currently outvoted by the others (empty with fewer than 3 fresh servers).
+    pub fn falsetickers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.falsetickers.iter().copied()
+    }
+
+    fn update_falsetickers(&mut self, now: ClockStamp, threshold_s: f64) {
+        let freq = self.lock.as_ref().map(|l| l.kalman.x[1]).unwrap_or(0.0);
+        let fresh: Vec<(PeerId, f64, f64)> = self
+            .last_meas
+            .iter()
+            .filter(|(_, m)| now.seconds_since(m.0).abs() <= threshold_s)
+            .map(|(&id, m)| (id, m.1 + freq * now.seconds_since(m.0), m.2.max(0.0).sqrt()))
+            .collect();
+        let mut next = std::collections::BTreeSet::new();
+        if fresh.len() >= 3 {
+            let pairs: Vec<(f64, f64)> = fresh.iter().map(|f| (f.1, f.2)).collect();
+            if let Some(f) = crate::fusion::fuse(&pairs, crate::fusion::DEFAULT_ALARM_K) {
+                next.extend(f.falsetickers.iter().map(|&i| fresh[i].0));
+            }
+        }
+        self.stats.falsetickers_flagged += next.difference(&self.falsetickers).count() as u64;
+        self.falsetickers = next;
+    }
+
     fn accept_response(&mut self, t4: ClockStamp, from: PeerId, r: SyncResponse) -> bool {
         let SyncRole::Client { servers } = &self.role else {
             return false;
@@ -653,13 +696,21 @@ impl TimeSync {
         let mid = ClockStamp::from_total_ps((t1.total_ps() + t4.total_ps()) / 2);
         let stratum = r.stratum.saturating_add(1).min(MAX_STRATUM);
         let threshold = self.holdover_threshold_s();
+        // NTP-style selection across servers (Marzullo): with ≥ 3 fresh servers, those
+        // outside the majority's intersection are falsetickers and are not followed.
+        let total_var = r_var + r.sigma_s.powi(2) + (link.asymmetry_bound_s / 2.0).powi(2);
+        self.last_meas.insert(from, (mid, z, total_var));
+        self.update_falsetickers(mid, threshold);
+        if self.falsetickers.contains(&from) {
+            return false;
+        }
         let mut start = (z, r_var, mid);
         if self.lock.is_none() {
             // Learn the path's RTT floor before trusting any offset (per server: RTTs of
             // different paths are not comparable).
-            self.learning.retain(|e| e.3 == from);
             self.learning.push((z, rtt, mid, from));
-            if self.learning.len() < LOCK_AFTER_SAMPLES || window_len < LOCK_AFTER_SAMPLES {
+            let mine = self.learning.iter().filter(|e| e.3 == from).count();
+            if mine < LOCK_AFTER_SAMPLES || window_len < LOCK_AFTER_SAMPLES {
                 self.stats.responses_accepted += 1;
                 return true;
             }
@@ -667,6 +718,7 @@ impl TimeSync {
                 .learning
                 .iter()
                 .copied()
+                .filter(|e| e.3 == from)
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .expect("non-empty");
             let r0 = self.cfg.timestamp_noise_s.powi(2)
@@ -677,9 +729,11 @@ impl TimeSync {
         }
 
         if let Some(l) = &self.lock {
-            // Stay with the current server unless this one is better or ours went quiet.
+            // Stay with the current server unless this one is better, ours went quiet, or
+            // ours was outvoted.
             let stale = t4.seconds_since(l.last_update) > threshold;
-            if from != l.server && !(stale || stratum < l.stratum) {
+            let outvoted = self.falsetickers.contains(&l.server);
+            if from != l.server && !(stale || outvoted || stratum < l.stratum) {
                 return false;
             }
         }

@@ -5,8 +5,11 @@
 //! path jitter 50 ps, transparent clocks with 100 ps residual, asymmetry calibrated to ±1 ns).
 //! Clients poll every 4 s here (1 s is the default) to keep the debug-mode runs quick.
 
-use lightcone_timing::sim::{Lab, LabOptions, AUTHORITY, FIRST_CELL, STRATUM1};
-use lightcone_timing::{ClockFault, OscillatorParams, TimeSource};
+use lightcone_timing::sim::{Lab, LabOptions, LinkSpec, AUTHORITY, FIRST_CELL, STRATUM1};
+use lightcone_timing::timestamp::light_time_s;
+use lightcone_timing::{
+    ClockFault, NodeClockConfig, NodeRole, OscillatorParams, PulsarArray, ServerLink, TimeSource,
+};
 
 const S: u64 = 1_000_000_000;
 const CELL: std::ops::Range<u32> = FIRST_CELL..FIRST_CELL + 10;
@@ -361,4 +364,94 @@ fn same_seed_same_trace() {
     assert!(a.len() > 10_000);
     assert_eq!(a, b, "same seed, different trace");
     assert_ne!(a, c, "different seeds, same trace");
+}
+
+/// Three authorities (ids 0–2), a stratum-1 (id 3) following all three, a cell of 3 (4–6).
+fn three_authority_lab(seed: u64) -> Lab {
+    let auth = [[1.0, 0.0, 0.0], [1.0, 2e-4, 0.0], [1.0, -2e-4, 0.0]];
+    let s1 = [1.0 + 1e-3, 0.0, 0.0];
+    let cells = [
+        [1.0 + 1e-3, 1e-6, 0.0],
+        [1.0 + 1e-3, -1e-6, 0.0],
+        [1.0 + 1e-3, 0.0, 1e-6],
+    ];
+    let mut links = Vec::new();
+    let mut link = |client: u32, cpos, server: u32, spos, asym: f64, cal_err: f64| {
+        let spec = LinkSpec::optical(light_time_s(cpos, spos), asym);
+        links.push((client, server, spec));
+        ServerLink {
+            server,
+            asymmetry_cal_s: asym + cal_err,
+            asymmetry_bound_s: spec.asymmetry_bound_s,
+        }
+    };
+    let s1_servers: Vec<ServerLink> = (0..3)
+        .map(|i| link(3, s1, i, auth[i as usize], 20e-9 * (i as f64 - 1.0), 0.4e-9))
+        .collect();
+    let cell_servers: Vec<ServerLink> = (0..3)
+        .map(|i| link(4 + i, cells[i as usize], 3, s1, -30e-9, -0.3e-9))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, pos) in auth.iter().enumerate() {
+        nodes.push(NodeClockConfig::preset(
+            i as u32,
+            NodeRole::Authority,
+            *pos,
+            vec![],
+            seed + i as u64,
+        ));
+    }
+    nodes.push(NodeClockConfig::preset(
+        3,
+        NodeRole::Stratum1,
+        s1,
+        s1_servers,
+        seed + 3,
+    ));
+    for (i, pos) in cells.iter().enumerate() {
+        let cfg = NodeClockConfig::preset(
+            4 + i as u32,
+            NodeRole::Cell,
+            *pos,
+            vec![cell_servers[i]],
+            seed + 4 + i as u64,
+        );
+        nodes.push(cfg);
+    }
+    for n in &mut nodes {
+        n.sync.poll_interval_ns = 4 * S;
+        n.pulsar.integration_s = 600.0;
+    }
+    Lab::new(nodes, links, PulsarArray::standard(seed), seed, 5 * S).unwrap()
+}
+
+#[test]
+fn lying_authority_is_outvoted_by_the_other_two() {
+    // Marzullo selection at the stratum-1: with three authorities, the one that starts
+    // lying by 1 µs is a falseticker at once; the stratum-1 and its cell never follow it,
+    // so nothing downstream moves and no pulsar alarm is needed.
+    let mut lab = three_authority_lab(21);
+    lab.run_until(600 * S);
+    let followed = lab.nodes()[3].sync().server().expect("stratum-1 locked");
+    lab.inject(followed, ClockFault::ServeBias { offset_s: 1e-6 })
+        .unwrap();
+    lab.run_until(1800 * S);
+    let s1 = &lab.nodes()[3];
+    assert_eq!(s1.sync().falsetickers().collect::<Vec<_>>(), vec![followed]);
+    assert_ne!(s1.sync().server(), Some(followed));
+    assert_eq!(s1.sync_stats().falsetickers_flagged, 1);
+    let mut worst: f64 = 0.0;
+    for id in 3..7u32 {
+        for s in lab.samples_of(id, 600 * S, 1800 * S) {
+            worst = worst.max(s.metrics.true_error_s.abs());
+            assert!(s.metrics.within_3sigma, "node {id} at {} s", s.t_ns / S);
+        }
+        assert_eq!(lab.nodes()[id as usize].monitor().alarms_total(), 0);
+        assert!(lab.nodes()[id as usize].monitor().checks_total() >= 2);
+    }
+    println!(
+        "lying authority {followed} outvoted; worst downstream |error| {:.3} ns",
+        worst * 1e9
+    );
+    assert!(worst < 10e-9);
 }

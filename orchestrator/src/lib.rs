@@ -1,5 +1,8 @@
 //! lightcone orchestrator library: topology → plan → apply → supervise.
+pub mod agents;
+pub mod apply;
 pub mod kernel;
 pub mod link;
 pub mod plan;
+pub mod state;
 pub mod topology;

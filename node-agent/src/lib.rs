@@ -1,2 +1,17 @@
-//! The lightcone node agent.
+//! The lightcone node agent: a sans-IO DCOS core ([`node::Node`]) and its drivers.
+//!
+//! - [`node`]: the state machine (inputs in, outbox out) and its timer table;
+//! - [`wire`]: the signed, versioned binary format;
+//! - [`membership`]: SWIM + Lifeguard failure detection per cell;
+//! - [`routing`]: hierarchical distance-vector overlay routing, quarantine, locality;
+//! - [`sim`]: the deterministic in-process harness (virtual time, modeled links);
+//! - [`driver`]: the tokio/UDP driver with the HTTP control and metrics API.
+pub mod causal;
 pub mod config;
+pub mod driver;
+pub mod membership;
+pub mod node;
+pub mod routing;
+pub mod sim;
+pub mod time;
+pub mod wire;

@@ -1,0 +1,547 @@
+//! The tokio driver: real UDP sockets and scaled real time around the sans-IO [`Node`].
+//!
+//! One socket per link address (`local_ip:udp_port`); a datagram's source address names
+//! the neighbour. Emulated time is real elapsed time × `time_scale` since the driver
+//! started; the driver keeps the node's timer table, sleeps until the earliest deadline and
+//! measures how late each timer fires (`lightcone_timer_lateness_seconds`, in emulated
+//! seconds, so it compares directly with protocol timeouts). The HTTP API is served with
+//! hyper on the unix socket `control_socket`; every request becomes a message to the single
+//! task that owns the node, so the node is never shared.
+//!
+//! Runs on a current-thread runtime: one agent is one thread, for a small footprint.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::net::{UdpSocket, UnixListener};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::AgentConfig;
+use crate::node::{Command, ConfigError, Event, Input, Node, Outbox, Params, TimerKey};
+use crate::routing::Level;
+use crate::time::Instant;
+use crate::wire::MAX_DATAGRAM;
+
+/// Why the driver stopped before a clean shutdown. Sockets already bound are closed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("time_scale must be finite and > 0, got {0}")]
+    TimeScale(f64),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
+    let what = what.into();
+    move |source| DriverError::Io { what, source }
+}
+
+/// Real ↔ emulated time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: std::time::Instant,
+    scale: f64,
+}
+
+impl Clock {
+    pub fn new(scale: f64) -> Clock {
+        Clock {
+            start: std::time::Instant::now(),
+            scale,
+        }
+    }
+    pub fn now(&self) -> Instant {
+        let real = self.start.elapsed().as_secs_f64();
+        Instant::from_nanos((real * self.scale * 1e9) as u64)
+    }
+    pub fn to_real(&self, t: Instant) -> std::time::Instant {
+        self.start + Duration::from_secs_f64(t.as_secs_f64() / self.scale)
+    }
+}
+
+/// The agent's Prometheus series.
+pub struct Metrics {
+    registry: Registry,
+    members: IntGaugeVec,
+    locality: IntCounterVec,
+    datagrams: IntCounterVec,
+    lateness: HistogramVec,
+    local_health: IntGaugeVec,
+    node: String,
+}
+
+impl Metrics {
+    pub fn new(node: &str) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let members = IntGaugeVec::new(
+            Opts::new(
+                "lightcone_membership_members",
+                "Cell members by state, as seen by this node",
+            ),
+            &["node", "state"],
+        )?;
+        let locality = IntCounterVec::new(
+            Opts::new(
+                "lightcone_locality_bytes_total",
+                "Bytes originated here whose destination is inside (local) or outside (remote) the source's scope at each level",
+            ),
+            &["node", "level", "scope"],
+        )?;
+        let datagrams = IntCounterVec::new(
+            Opts::new(
+                "lightcone_datagrams_total",
+                "Datagrams by direction (rx/tx/fwd) and outcome (incl. reject reasons)",
+            ),
+            &["node", "direction", "outcome"],
+        )?;
+        let lateness = HistogramVec::new(
+            HistogramOpts::new(
+                "lightcone_timer_lateness_seconds",
+                "How late timers fire, in emulated seconds",
+            )
+            .buckets(vec![
+                1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0,
+            ]),
+            &["node"],
+        )?;
+        let local_health = IntGaugeVec::new(
+            Opts::new(
+                "lightcone_membership_local_health",
+                "Lifeguard local health multiplier score",
+            ),
+            &["node"],
+        )?;
+        registry.register(Box::new(members.clone()))?;
+        registry.register(Box::new(locality.clone()))?;
+        registry.register(Box::new(datagrams.clone()))?;
+        registry.register(Box::new(lateness.clone()))?;
+        registry.register(Box::new(local_health.clone()))?;
+        Ok(Metrics {
+            registry,
+            members,
+            locality,
+            datagrams,
+            lateness,
+            local_health,
+            node: node.to_string(),
+        })
+    }
+
+    pub fn observe_lateness(&self, emulated_s: f64) {
+        self.lateness
+            .with_label_values(&[&self.node])
+            .observe(emulated_s);
+    }
+
+    fn inc_to(c: &prometheus::IntCounter, v: u64) {
+        let cur = c.get();
+        if v > cur {
+            c.inc_by(v - cur);
+        }
+    }
+
+    /// Brings every series up to date with the node and renders the text format.
+    pub fn render(&self, node: &Node, driver_counters: &BTreeMap<&'static str, u64>) -> String {
+        let n = self.node.as_str();
+        let [a, s, d] = node.member_counts();
+        for (st, v) in [("alive", a), ("suspect", s), ("dead", d)] {
+            self.members.with_label_values(&[n, st]).set(i64::from(v));
+        }
+        self.local_health
+            .with_label_values(&[n])
+            .set(i64::from(node.membership().local_health()));
+        let loc = node.locality();
+        for l in Level::ALL {
+            for (i, scope) in ["local", "remote"].into_iter().enumerate() {
+                Self::inc_to(
+                    &self.locality.with_label_values(&[n, l.as_str(), scope]),
+                    loc.bytes[l as usize][i],
+                );
+            }
+        }
+        for ((dir, outcome), v) in &node.counters().datagrams {
+            Self::inc_to(&self.datagrams.with_label_values(&[n, dir, outcome]), *v);
+        }
+        for (outcome, v) in driver_counters {
+            Self::inc_to(
+                &self.datagrams.with_label_values(&[n, "driver", outcome]),
+                *v,
+            );
+        }
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A control request from the HTTP task to the node task.
+#[derive(Debug)]
+pub enum Control {
+    Metrics,
+    State,
+    Put { key: String, value: Vec<u8> },
+    Get { key: String },
+    Quarantine { node: u32 },
+    Shutdown,
+}
+
+/// The node task's answer: status, content type, body.
+pub type Reply = (StatusCode, &'static str, Vec<u8>);
+
+type ControlMsg = (Control, oneshot::Sender<Reply>);
+
+struct Link {
+    socket: usize,
+    addr: SocketAddr,
+}
+
+/// Runs one agent until `shutdown` resolves, `POST /shutdown` arrives, or an I/O error.
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), DriverError> {
+    if !(cfg.time_scale.is_finite() && cfg.time_scale > 0.0) {
+        return Err(DriverError::TimeScale(cfg.time_scale));
+    }
+    let clock = Clock::new(cfg.time_scale);
+    let mut node = Node::new(&cfg, clock.now())?;
+    // Wall-clock ns as the sequence floor: a restarted agent is never taken for a replay.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    node.raise_sequence_floor(wall);
+    let name = cfg.me().name.clone();
+    let metrics = Metrics::new(&name)?;
+
+    // Sockets: one per distinct local address.
+    let mut sockets: Vec<Arc<UdpSocket>> = Vec::new();
+    let mut by_ip: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    let mut links: BTreeMap<u32, Link> = BTreeMap::new();
+    let mut peers: BTreeMap<(usize, IpAddr), u32> = BTreeMap::new();
+    for nb in &cfg.neighbors {
+        let ip = IpAddr::V4(nb.local_ip);
+        let idx = match by_ip.get(&ip) {
+            Some(i) => *i,
+            None => {
+                let s = UdpSocket::bind((ip, cfg.udp_port))
+                    .await
+                    .map_err(io(format!("bind {ip}:{}", cfg.udp_port)))?;
+                sockets.push(Arc::new(s));
+                by_ip.insert(ip, sockets.len() - 1);
+                sockets.len() - 1
+            }
+        };
+        links.insert(
+            nb.id,
+            Link {
+                socket: idx,
+                addr: SocketAddr::new(IpAddr::V4(nb.peer_ip), cfg.udp_port),
+            },
+        );
+        peers.insert((idx, IpAddr::V4(nb.peer_ip)), nb.id);
+    }
+    let (rx_tx, mut rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(1024);
+    let mut tasks = Vec::new();
+    for (i, s) in sockets.iter().enumerate() {
+        let s = s.clone();
+        let tx = rx_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+            loop {
+                match s.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        // Full queue: drop, as a NIC would.
+                        let _ = tx.try_send((i, from, buf[..n].to_vec()));
+                    }
+                    Err(e) => tracing::debug!("recv error: {e}"),
+                }
+            }
+        }));
+    }
+
+    // Control API.
+    let (ctl_tx, mut ctl) = mpsc::channel::<ControlMsg>(64);
+    let sock_path = cfg.control_socket.clone();
+    let _ = std::fs::remove_file(&sock_path);
+    let listener =
+        UnixListener::bind(&sock_path).map_err(io(format!("bind {}", sock_path.display())))?;
+    tasks.push(tokio::spawn(serve_http(listener, ctl_tx, cfg.clone())));
+    tracing::info!(node = %name, addr = %node.addr(), links = links.len(), "agent started");
+
+    let mut timers: BTreeMap<TimerKey, Instant> = BTreeMap::new();
+    let mut driver_counters: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut out = Outbox::new(
+        Params::default().outbox_datagrams,
+        Params::default().outbox_events,
+    );
+    node.start(clock.now(), &mut out);
+    let mut pending_get: BTreeMap<String, Vec<oneshot::Sender<Reply>>> = BTreeMap::new();
+    tokio::pin!(shutdown);
+    let mut stop = false;
+    while !stop {
+        // Apply outputs.
+        for t in out.transmits.drain(..) {
+            let Some(l) = links.get(&t.to) else { continue };
+            if let Err(e) = sockets[l.socket].try_send_to(&t.bytes, l.addr) {
+                *driver_counters.entry("send_error").or_default() += 1;
+                tracing::trace!("send to {}: {e}", l.addr);
+            }
+        }
+        for (k, v) in std::mem::take(&mut out.timers) {
+            match v {
+                Some(at) => timers.insert(k, at),
+                None => timers.remove(&k),
+            };
+        }
+        for e in out.events.drain(..) {
+            match e {
+                Event::MemberChanged {
+                    node: m,
+                    state,
+                    incarnation,
+                } => {
+                    tracing::info!(
+                        member = m,
+                        state = state.as_str(),
+                        incarnation,
+                        "membership"
+                    )
+                }
+                Event::KvValue { key, value } => {
+                    for tx in pending_get.remove(&key).unwrap_or_default() {
+                        let _ = tx.send(match &value {
+                            Some(v) => (StatusCode::OK, "application/octet-stream", v.clone()),
+                            None => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+                        });
+                    }
+                }
+                Event::CommandFailed { reason } => {
+                    tracing::warn!(%reason, "command failed");
+                    for (_, txs) in std::mem::take(&mut pending_get) {
+                        for tx in txs {
+                            let _ = tx.send((
+                                StatusCode::NOT_IMPLEMENTED,
+                                "text/plain",
+                                format!("{reason}\n").into_bytes(),
+                            ));
+                        }
+                    }
+                }
+                Event::Stopped => stop = true,
+                other => tracing::debug!(?other, "event"),
+            }
+        }
+        if stop {
+            break;
+        }
+        let next = timers.iter().map(|(k, t)| (*t, *k)).min();
+        let sleep_to = next
+            .map(|(t, _)| clock.to_real(t))
+            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => {
+                node.handle(clock.now(), Input::Command(&Command::Shutdown), &mut out);
+            }
+            Some((msg, reply)) = ctl.recv() => {
+                let now = clock.now();
+                let r: Option<Reply> = match msg {
+                    Control::Metrics => Some((StatusCode::OK, "text/plain; version=0.0.4", metrics.render(&node, &driver_counters).into_bytes())),
+                    Control::State => Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&node.snapshot()).unwrap_or_default())),
+                    Control::Quarantine { node: q } => {
+                        node.handle(now, Input::Command(&Command::Quarantine { node: q }), &mut out);
+                        Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
+                    }
+                    Control::Put { key, value } => {
+                        node.handle(now, Input::Command(&Command::Put { key: key.clone(), value }), &mut out);
+                        let failed = out.events.iter().find_map(|e| match e { Event::CommandFailed { reason } => Some(reason.clone()), _ => None });
+                        Some(match failed {
+                            Some(r) => (StatusCode::NOT_IMPLEMENTED, "text/plain", format!("{r}\n").into_bytes()),
+                            None => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+                        })
+                    }
+                    Control::Get { key } => {
+                        pending_get.entry(key.clone()).or_default().push(reply);
+                        node.handle(now, Input::Command(&Command::Get { key }), &mut out);
+                        continue;
+                    }
+                    Control::Shutdown => {
+                        node.handle(now, Input::Command(&Command::Shutdown), &mut out);
+                        Some((StatusCode::OK, "text/plain", b"stopping\n".to_vec()))
+                    }
+                };
+                if let Some(r) = r {
+                    let _ = reply.send(r);
+                }
+            }
+            Some((sock, from, bytes)) = rx.recv() => {
+                let now = clock.now();
+                match peers.get(&(sock, from.ip())) {
+                    Some(id) => node.handle(now, Input::Datagram { from: *id, bytes: &bytes }, &mut out),
+                    None => *driver_counters.entry("unknown_source").or_default() += 1,
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_to.into()) => {
+                let now = clock.now();
+                let due: Vec<(TimerKey, Instant)> = timers.iter().filter(|(_, t)| **t <= now).map(|(k, t)| (*k, *t)).collect();
+                for (k, at) in due {
+                    timers.remove(&k);
+                    metrics.observe_lateness(now.saturating_since(at).as_secs_f64());
+                    node.handle(now, Input::Timer(k), &mut out);
+                }
+            }
+        }
+    }
+    // Flush the goodbye datagrams.
+    for t in out.transmits.drain(..) {
+        if let Some(l) = links.get(&t.to) {
+            let _ = sockets[l.socket].try_send_to(&t.bytes, l.addr);
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(&sock_path);
+    tracing::info!(node = %name, "agent stopped");
+    Ok(())
+}
+
+async fn serve_http(listener: UnixListener, ctl: mpsc::Sender<ControlMsg>, cfg: AgentConfig) {
+    let cfg = Arc::new(cfg);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let ctl = ctl.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req| handle_http(req, ctl.clone(), cfg.clone()));
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!("http connection: {e}");
+            }
+        });
+    }
+}
+
+const MAX_BODY: usize = 64 * 1024;
+
+fn resp(status: StatusCode, ctype: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+async fn handle_http(
+    req: Request<Incoming>,
+    ctl: mpsc::Sender<ControlMsg>,
+    cfg: Arc<AgentConfig>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let bad = |m: &str| {
+        Ok(resp(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("{m}\n").into_bytes(),
+        ))
+    };
+    let msg = match (&method, path.as_str()) {
+        (&Method::GET, "/metrics") => Control::Metrics,
+        (&Method::GET, "/state") => Control::State,
+        (&Method::POST, "/shutdown") => Control::Shutdown,
+        (m, p) if p.starts_with("/kv/") && p.len() > 4 => {
+            let key = p[4..].to_string();
+            if *m == Method::GET {
+                Control::Get { key }
+            } else if *m == Method::POST || *m == Method::PUT {
+                let body = match req.into_body().collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => return bad("unreadable body"),
+                };
+                if body.len() > MAX_BODY {
+                    return bad("body too large");
+                }
+                Control::Put {
+                    key,
+                    value: body.to_vec(),
+                }
+            } else {
+                return Ok(resp(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    Vec::new(),
+                ));
+            }
+        }
+        (&Method::POST, p) if p.starts_with("/quarantine/") => {
+            let who = &p["/quarantine/".len()..];
+            let id = who
+                .parse::<u32>()
+                .ok()
+                .filter(|i| (*i as usize) < cfg.peers.len())
+                .or_else(|| cfg.peers.iter().find(|p| p.name == who).map(|p| p.id));
+            match id {
+                Some(node) => Control::Quarantine { node },
+                None => {
+                    return Ok(resp(
+                        StatusCode::NOT_FOUND,
+                        "text/plain",
+                        format!("no node {who}\n").into_bytes(),
+                    ))
+                }
+            }
+        }
+        _ => {
+            return Ok(resp(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found\n".to_vec(),
+            ))
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    if ctl.send((msg, tx)).await.is_err() {
+        return Ok(resp(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            b"agent stopping\n".to_vec(),
+        ));
+    }
+    match tokio::time::timeout(Duration::from_secs(10), rx).await {
+        Ok(Ok((s, c, b))) => Ok(resp(s, c, b)),
+        _ => Ok(resp(
+            StatusCode::GATEWAY_TIMEOUT,
+            "text/plain",
+            b"no answer\n".to_vec(),
+        )),
+    }
+}
+
+/// Where the control socket is (for tools and tests).
+pub fn control_socket(cfg: &AgentConfig) -> PathBuf {
+    cfg.control_socket.clone()
+}

@@ -1,0 +1,1087 @@
+//! The sans-IO node: one state machine holding every protocol of the agent.
+//!
+//! Call order (STYLE 2):
+//! 1. [`Node::new`] (or [`Node::with_directory`]) with `now`;
+//! 2. [`Node::start`] once: schedules the first timers and greets neighbours;
+//! 3. [`Node::handle`] for every input — a datagram from a neighbour, the expiry of a timer
+//!    the node asked for, or an operator command — with the current emulated time;
+//! 4. after each call, drain the [`Outbox`]: datagrams to neighbours, timer requests
+//!    (keyed by [`TimerKey`]; a later request for the same key replaces the earlier one)
+//!    and events.
+//!
+//! Getters ([`Node::snapshot`], [`Node::counters`], …) never change state. The node never
+//! reads a clock, a socket or OS randomness: time comes in as `now`, randomness from a
+//! ChaCha8 generator seeded from the configuration, and every collection iterates in order,
+//! so one seed and one input sequence always give one output sequence.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::config::{AgentConfig, HierAddr, PeerInfo, Role};
+use crate::membership::{MemberView, Membership, SwimParams};
+use crate::routing::{Level, Locality, Route, RouteParams, Routing};
+use crate::time::Instant;
+use crate::wire::{self, Dest, Header, MemberState, Payload, ReplayWindow, Summary, WireError};
+
+/// Errors building a node from its configuration. Nothing is started when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("node id {0} is not in the peer directory")]
+    UnknownSelf(u32),
+    #[error("peer at index {index} has id {id}: ids must equal their index")]
+    IdMismatch { index: usize, id: u32 },
+    #[error("secret key must be 32 bytes of hex")]
+    BadSecretKey,
+    #[error("public key of peer {0} is not a valid ed25519 key")]
+    BadPublicKey(u32),
+    #[error("the secret key does not match this node's public key in the directory")]
+    KeyMismatch,
+}
+
+/// One entry of the identity directory.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub addr: HierAddr,
+    pub role: Role,
+    pub key: VerifyingKey,
+}
+
+/// Every node's identity, shared read-only (one copy per process in the harness).
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub peers: Vec<DirEntry>,
+}
+
+impl Directory {
+    pub fn from_peers(peers: &[PeerInfo]) -> Result<Self, ConfigError> {
+        let mut v = Vec::with_capacity(peers.len());
+        for (i, p) in peers.iter().enumerate() {
+            if p.id as usize != i {
+                return Err(ConfigError::IdMismatch { index: i, id: p.id });
+            }
+            let bytes: [u8; 32] = hex::decode(&p.public_key_hex)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or(ConfigError::BadPublicKey(p.id))?;
+            let key =
+                VerifyingKey::from_bytes(&bytes).map_err(|_| ConfigError::BadPublicKey(p.id))?;
+            v.push(DirEntry {
+                name: p.name.clone(),
+                addr: p.addr,
+                role: p.role,
+                key,
+            });
+        }
+        Ok(Directory { peers: v })
+    }
+    pub fn get(&self, id: u32) -> Option<&DirEntry> {
+        self.peers.get(id as usize)
+    }
+    pub fn addr(&self, id: u32) -> Option<HierAddr> {
+        self.get(id).map(|e| e.addr)
+    }
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+    /// Ids whose address satisfies `f`, ascending.
+    pub fn ids_where(&self, f: impl Fn(&HierAddr) -> bool) -> Vec<u32> {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| f(&e.addr))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+    /// The gateway of a scope: the lowest-id `Role::Gateway` node in it, else its lowest id.
+    pub fn gateway_of(&self, scope: Dest) -> Option<u32> {
+        let ids = self.ids_where(|a| scope.contains(a));
+        ids.iter()
+            .copied()
+            .find(|i| self.peers[*i as usize].role == Role::Gateway)
+            .or(ids.first().copied())
+    }
+}
+
+/// All tunables of the core.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub swim: SwimParams,
+    pub route: RouteParams,
+    /// Cell gateways report summaries upward this often. Default 5 s.
+    pub summary_interval: Duration,
+    /// Outbox bounds. Defaults 4096 datagrams, 1024 events.
+    pub outbox_datagrams: usize,
+    pub outbox_events: usize,
+    /// Frame authentication; `Ed25519` except in debug-build harness runs (see
+    /// [`wire::Auth`]).
+    pub auth: wire::Auth,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            swim: SwimParams::default(),
+            route: RouteParams::default(),
+            summary_interval: Duration::from_secs(5),
+            outbox_datagrams: 4096,
+            outbox_events: 1024,
+            auth: wire::Auth::Ed25519,
+        }
+    }
+}
+
+/// The timers of a node. Each key has at most one deadline; a stale expiry is a no-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum TimerKey {
+    ProbeTick,
+    ProbeTimeout,
+    IndirectTimeout,
+    Suspicion,
+    ForwardSweep,
+    Gossip,
+    Reclaim,
+    RouteHello,
+    RouteTriggered,
+    RouteRefresh,
+    Summary,
+}
+
+/// The node's timer table.
+#[derive(Debug, Clone, Default)]
+pub struct Timers {
+    slots: BTreeMap<TimerKey, Instant>,
+    changed: BTreeMap<TimerKey, Option<Instant>>,
+}
+
+impl Timers {
+    pub fn set(&mut self, key: TimerKey, at: Instant) {
+        self.slots.insert(key, at);
+        self.changed.insert(key, Some(at));
+    }
+    pub fn cancel(&mut self, key: TimerKey) {
+        if self.slots.remove(&key).is_some() {
+            self.changed.insert(key, None);
+        }
+    }
+    pub fn get(&self, key: TimerKey) -> Option<Instant> {
+        self.slots.get(&key).copied()
+    }
+    /// True (and the slot cleared) when `key` is really due at `now`.
+    fn expire(&mut self, key: TimerKey, now: Instant) -> bool {
+        match self.slots.get(&key) {
+            Some(t) if *t <= now => {
+                self.slots.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+    pub fn next(&self) -> Option<(TimerKey, Instant)> {
+        self.slots
+            .iter()
+            .map(|(k, t)| (*k, *t))
+            .min_by_key(|(k, t)| (*t, *k))
+    }
+}
+
+/// An operator command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Get {
+        key: String,
+    },
+    Quarantine {
+        node: u32,
+    },
+    Unquarantine {
+        node: u32,
+    },
+    /// Send application bytes to a node over the overlay.
+    Send {
+        dst: u32,
+        data: Vec<u8>,
+    },
+    /// Announce our own departure and stop.
+    Shutdown,
+}
+
+/// An input to [`Node::handle`].
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A datagram that arrived over the link to neighbour `from`.
+    Datagram {
+        from: u32,
+        bytes: &'a [u8],
+    },
+    /// A timer the node requested has expired.
+    Timer(TimerKey),
+    Command(&'a Command),
+}
+
+/// Something the node reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    MemberChanged {
+        node: u32,
+        state: MemberState,
+        incarnation: u64,
+    },
+    /// We heard we were suspected or declared dead and raised our incarnation.
+    Refuted {
+        incarnation: u64,
+    },
+    Delivered {
+        src: u32,
+        data: Vec<u8>,
+    },
+    /// An opaque time-transfer payload for the timing layer.
+    TimePayload {
+        src: u32,
+        data: Vec<u8>,
+    },
+    KvValue {
+        key: String,
+        value: Option<Vec<u8>>,
+    },
+    CommandFailed {
+        reason: String,
+    },
+    Stopped,
+}
+
+/// A datagram to send to a neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// Everything a call to [`Node::handle`] produced. Bounded: datagrams beyond the bound are
+/// dropped and counted (like a full NIC queue); timer requests are coalesced per key, so
+/// they are bounded by the number of keys.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub transmits: VecDeque<Transmit>,
+    pub events: VecDeque<Event>,
+    /// Latest request per key; `None` cancels.
+    pub timers: BTreeMap<TimerKey, Option<Instant>>,
+    pub dropped_transmits: u64,
+    pub dropped_events: u64,
+    cap_transmits: usize,
+    cap_events: usize,
+}
+
+impl Outbox {
+    pub fn new(cap_transmits: usize, cap_events: usize) -> Self {
+        Outbox {
+            cap_transmits,
+            cap_events,
+            ..Default::default()
+        }
+    }
+    fn push_transmit(&mut self, t: Transmit) -> bool {
+        if self.transmits.len() >= self.cap_transmits.max(1) {
+            self.dropped_transmits += 1;
+            return false;
+        }
+        self.transmits.push_back(t);
+        true
+    }
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= self.cap_events.max(1) {
+            self.dropped_events += 1;
+        } else {
+            self.events.push_back(e);
+        }
+    }
+}
+
+/// What sub-machines ask for during one call; flushed into the outbox by the node.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    sends: Vec<(Dest, Option<u32>, Payload)>,
+    pub events: Vec<Event>,
+}
+
+impl Effects {
+    pub fn send(&mut self, dst: Dest, p: Payload) {
+        self.sends.push((dst, None, p));
+    }
+    fn send_link(&mut self, to: u32, p: Payload) {
+        self.sends.push((Dest::Link, Some(to), p));
+    }
+}
+
+/// Datagram counters: (direction, outcome) → count, and bytes per direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub datagrams: BTreeMap<(&'static str, &'static str), u64>,
+    pub bytes: BTreeMap<&'static str, u64>,
+    pub by_kind_tx: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    fn count(&mut self, dir: &'static str, outcome: &'static str) {
+        *self.datagrams.entry((dir, outcome)).or_default() += 1;
+    }
+    pub fn get(&self, dir: &'static str, outcome: &'static str) -> u64 {
+        self.datagrams.get(&(dir, outcome)).copied().unwrap_or(0)
+    }
+}
+
+/// A received summary of some scope.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryView {
+    pub scope: String,
+    pub from: u32,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub received_emulated_s: f64,
+}
+
+/// `/state` JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub node: String,
+    pub id: u32,
+    pub addr: String,
+    pub role: Role,
+    pub now_emulated_s: f64,
+    pub incarnation: u64,
+    pub local_health: u32,
+    pub members: Vec<MemberView>,
+    pub routes: Vec<RouteView>,
+    pub quarantine: Vec<u32>,
+    pub counters: BTreeMap<String, u64>,
+    pub locality: BTreeMap<String, [u64; 2]>,
+    pub summaries: Vec<SummaryView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    pub dest: String,
+    #[serde(flatten)]
+    pub route: Route,
+}
+
+pub fn dest_name(d: &Dest) -> String {
+    match d {
+        Dest::Node(x) => format!("node:{x}"),
+        Dest::Cell {
+            layer,
+            cluster,
+            cell,
+        } => format!("cell:{layer}.{cluster}.{cell}"),
+        Dest::Cluster { layer, cluster } => format!("cluster:{layer}.{cluster}"),
+        Dest::Layer { layer } => format!("layer:{layer}"),
+        Dest::Link => "link".into(),
+    }
+}
+
+/// The node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    id: u32,
+    addr: HierAddr,
+    role: Role,
+    dir: Arc<Directory>,
+    key: SigningKey,
+    rng: ChaCha8Rng,
+    params: Params,
+    seq: u64,
+    hlc: u64,
+    timers: Timers,
+    membership: Membership,
+    routing: Routing,
+    replay: BTreeMap<u32, ReplayWindow>,
+    counters: Counters,
+    summaries: BTreeMap<Dest, (u32, Summary, Instant)>,
+    stopped: bool,
+    now: Instant,
+    fx: Effects,
+    pending: VecDeque<Transmit>,
+}
+
+impl Node {
+    /// Builds a node from the orchestrator's configuration, with default parameters.
+    pub fn new(cfg: &AgentConfig, now: Instant) -> Result<Node, ConfigError> {
+        let dir = Arc::new(Directory::from_peers(&cfg.peers)?);
+        let secret: [u8; 32] = hex::decode(&cfg.secret_key_hex)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(ConfigError::BadSecretKey)?;
+        let links: Vec<(u32, u64)> = cfg
+            .neighbors
+            .iter()
+            .map(|n| (n.id, n.delay_emulated_ns))
+            .collect();
+        Node::with_directory(
+            cfg.id,
+            cfg.seed,
+            secret,
+            &links,
+            dir,
+            Params::default(),
+            now,
+        )
+    }
+
+    /// Builds a node from parts (the harness shares one directory among all nodes).
+    /// `links` are (neighbour id, one-way delay in emulated ns).
+    pub fn with_directory(
+        id: u32,
+        seed: u64,
+        secret: [u8; 32],
+        links: &[(u32, u64)],
+        dir: Arc<Directory>,
+        params: Params,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
+        let me = dir.get(id).ok_or(ConfigError::UnknownSelf(id))?.clone();
+        let key = SigningKey::from_bytes(&secret);
+        if key.verifying_key() != me.key {
+            return Err(ConfigError::KeyMismatch);
+        }
+        let cell = dir.ids_where(|a| a.same_cell(&me.addr));
+        // Sequence numbers and incarnation start at `now` so a restarted node is newer than
+        // anything it sent before (the driver can raise the floor further).
+        let floor = now.as_nanos().max(1);
+        let membership = Membership::new(id, floor, &cell, params.swim.clone());
+        let routing = Routing::new(id, dir.clone(), links, params.route.clone());
+        Ok(Node {
+            id,
+            addr: me.addr,
+            role: me.role,
+            dir,
+            key,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            params,
+            seq: floor,
+            hlc: 0,
+            timers: Timers::default(),
+            membership,
+            routing,
+            replay: BTreeMap::new(),
+            counters: Counters::default(),
+            summaries: BTreeMap::new(),
+            stopped: false,
+            now,
+            fx: Effects::default(),
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Raises the sequence-number floor (the driver passes wall-clock ns so a restarted
+    /// agent is never mistaken for a replay). Call before [`Node::start`].
+    pub fn raise_sequence_floor(&mut self, floor: u64) {
+        self.seq = self.seq.max(floor);
+    }
+
+    /// Schedules the first timers and greets the neighbours.
+    pub fn start(&mut self, now: Instant, out: &mut Outbox) {
+        self.now = now;
+        self.membership.start(now, &mut self.rng, &mut self.timers);
+        self.timers.set(TimerKey::RouteHello, now);
+        let r = self.params.route.refresh_interval;
+        self.timers.set(TimerKey::RouteRefresh, now + r);
+        self.timers
+            .set(TimerKey::Summary, now + self.params.summary_interval);
+        self.flush(now, out);
+    }
+
+    // ---- getters ----
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    pub fn addr(&self) -> HierAddr {
+        self.addr
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    pub fn locality(&self) -> &Locality {
+        &self.routing.locality
+    }
+    pub fn summaries(&self) -> impl Iterator<Item = (&Dest, &(u32, Summary, Instant))> {
+        self.summaries.iter()
+    }
+    /// Earliest pending timer.
+    pub fn next_timer(&self) -> Option<(TimerKey, Instant)> {
+        self.timers.next()
+    }
+    pub fn member_counts(&self) -> [u32; 3] {
+        self.membership.counts()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let mut counters = BTreeMap::new();
+        for ((d, o), v) in &self.counters.datagrams {
+            counters.insert(format!("datagrams.{d}.{o}"), *v);
+        }
+        for (d, v) in &self.counters.bytes {
+            counters.insert(format!("bytes.{d}"), *v);
+        }
+        let locality = Level::ALL
+            .iter()
+            .map(|l| {
+                (
+                    l.as_str().to_string(),
+                    self.routing.locality.bytes[*l as usize],
+                )
+            })
+            .collect();
+        Snapshot {
+            node: self
+                .dir
+                .get(self.id)
+                .map(|e| e.name.clone())
+                .unwrap_or_default(),
+            id: self.id,
+            addr: self.addr.to_string(),
+            role: self.role,
+            now_emulated_s: self.now.as_secs_f64(),
+            incarnation: self.membership.incarnation(),
+            local_health: self.membership.local_health(),
+            members: self.membership.view(),
+            routes: self
+                .routing
+                .table()
+                .iter()
+                .map(|(d, r)| RouteView {
+                    dest: dest_name(d),
+                    route: *r,
+                })
+                .collect(),
+            quarantine: self.routing.quarantined().iter().copied().collect(),
+            counters,
+            locality,
+            summaries: self
+                .summaries
+                .iter()
+                .map(|(d, (from, s, t))| SummaryView {
+                    scope: dest_name(d),
+                    from: *from,
+                    summary: *s,
+                    received_emulated_s: t.as_secs_f64(),
+                })
+                .collect(),
+        }
+    }
+
+    // ---- the one entry point ----
+
+    /// Feeds one input at emulated time `now` and writes what follows into `out`.
+    pub fn handle(&mut self, now: Instant, input: Input<'_>, out: &mut Outbox) {
+        if self.stopped {
+            if let Input::Datagram { .. } = input {
+                self.counters.count("rx", "stopped");
+            }
+            return;
+        }
+        self.now = self.now.max(now);
+        match input {
+            Input::Datagram { from, bytes } => self.on_datagram(now, from, bytes),
+            Input::Timer(key) => {
+                if self.timers.expire(key, now) {
+                    self.on_timer(now, key);
+                }
+            }
+            Input::Command(c) => self.on_command(now, c),
+        }
+        self.flush(now, out);
+    }
+
+    fn on_command(&mut self, now: Instant, c: &Command) {
+        match c {
+            Command::Quarantine { node } => {
+                self.routing.set_quarantine(*node, true);
+                self.membership.declare_dead(now, *node, &mut self.fx);
+                self.arm_triggered(now);
+            }
+            Command::Unquarantine { node } => self.routing.set_quarantine(*node, false),
+            Command::Send { dst, data } => {
+                if data.len() > wire::MAX_BLOB {
+                    self.fx.events.push(Event::CommandFailed {
+                        reason: "data too large".into(),
+                    });
+                } else {
+                    self.fx.send(Dest::Node(*dst), Payload::Data(data.clone()));
+                }
+            }
+            Command::Put { .. } | Command::Get { .. } => {
+                self.fx.events.push(Event::CommandFailed {
+                    reason: "the causal KV store is not integrated yet".into(),
+                });
+            }
+            Command::Shutdown => {
+                self.membership.leave();
+                // Tell a few members directly so the departure spreads before we go.
+                let mut fx = std::mem::take(&mut self.fx);
+                self.membership
+                    .on_gossip_tick(now, &mut self.rng, &mut fx, &mut self.timers);
+                self.fx = fx;
+                self.flush_sends(now);
+                self.stopped = true;
+                self.fx.events.push(Event::Stopped);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, key: TimerKey) {
+        let mut fx = std::mem::take(&mut self.fx);
+        let routing = &self.routing;
+        let rtt = |n: u32| routing.one_way(n).mul_f64(3.0);
+        let (m, rng, t) = (&mut self.membership, &mut self.rng, &mut self.timers);
+        match key {
+            TimerKey::ProbeTick => m.on_probe_tick(now, rng, &rtt, &mut fx, t),
+            TimerKey::ProbeTimeout => m.on_probe_timeout(now, rng, &rtt, &mut fx, t),
+            TimerKey::IndirectTimeout => m.on_indirect_timeout(now, &mut fx, t),
+            TimerKey::Suspicion => m.on_suspicion_timer(now, &mut fx, t),
+            TimerKey::ForwardSweep => m.on_forward_sweep(now, &mut fx, t),
+            TimerKey::Gossip => m.on_gossip_tick(now, rng, &mut fx, t),
+            TimerKey::Reclaim => m.on_reclaim_tick(now, rng, &mut fx, t),
+            TimerKey::RouteHello => {
+                self.routing.sweep(now);
+                for n in self.routing.hello_due(now) {
+                    fx.send_link(
+                        n,
+                        Payload::Route {
+                            full: false,
+                            entries: Vec::new(),
+                        },
+                    );
+                }
+                let h = self.params.route.hello_interval;
+                // Check four times per hello interval so keepalives are never late by more
+                // than a quarter interval.
+                self.timers.set(TimerKey::RouteHello, now + h / 4);
+            }
+            TimerKey::RouteTriggered => {
+                for (n, chunks) in self.routing.take_triggered() {
+                    for entries in chunks {
+                        fx.send_link(
+                            n,
+                            Payload::Route {
+                                full: false,
+                                entries,
+                            },
+                        );
+                    }
+                }
+            }
+            TimerKey::RouteRefresh => {
+                let ns: Vec<u32> = self
+                    .routing
+                    .neighbors()
+                    .filter(|n| self.routing.neighbor_up(*n))
+                    .collect();
+                for n in ns {
+                    for entries in self.routing.full_advert(n) {
+                        fx.send_link(
+                            n,
+                            Payload::Route {
+                                full: true,
+                                entries,
+                            },
+                        );
+                    }
+                }
+                self.timers.set(
+                    TimerKey::RouteRefresh,
+                    now + self.params.route.refresh_interval,
+                );
+            }
+            TimerKey::Summary => {
+                self.on_summary_tick(now, &mut fx);
+                self.timers
+                    .set(TimerKey::Summary, now + self.params.summary_interval);
+            }
+        }
+        self.fx = fx;
+    }
+
+    /// Gateways carry membership summaries upward: cell gateway → cluster gateway → layer
+    /// gateway → the other layers' gateways. The cell gateway is the lowest-id live
+    /// `Role::Gateway` member of the cell (else the lowest live id), so it fails over with
+    /// membership; cluster and layer gateways are fixed by the directory.
+    fn on_summary_tick(&mut self, now: Instant, fx: &mut Effects) {
+        let my = self.addr;
+        let cell_scope = Dest::cell_of(&my);
+        let live_cell: Vec<u32> = std::iter::once(self.id)
+            .chain(
+                self.membership
+                    .active()
+                    .iter()
+                    .copied()
+                    .filter(|n| self.membership.state_of(*n) == Some(MemberState::Alive)),
+            )
+            .collect();
+        let gw = live_cell
+            .iter()
+            .copied()
+            .filter(|i| self.dir.get(*i).is_some_and(|e| e.role == Role::Gateway))
+            .min()
+            .or(live_cell.iter().copied().min());
+        let version = now.as_nanos();
+        if gw == Some(self.id) {
+            let [alive, suspect, dead] = self.membership.counts();
+            let s = Summary {
+                scope: cell_scope,
+                alive,
+                suspect,
+                dead,
+                version,
+            };
+            self.summaries.insert(cell_scope, (self.id, s, now));
+            let cluster = Dest::Cluster {
+                layer: my.layer,
+                cluster: my.cluster,
+            };
+            if let Some(cgw) = self.dir.gateway_of(cluster) {
+                if cgw != self.id {
+                    fx.send(Dest::Node(cgw), Payload::Summary(s));
+                }
+            }
+        }
+        // Aggregate one level up if we are that level's gateway.
+        for (scope, child_level) in [
+            (
+                Dest::Cluster {
+                    layer: my.layer,
+                    cluster: my.cluster,
+                },
+                0u8,
+            ),
+            (Dest::Layer { layer: my.layer }, 1u8),
+        ] {
+            if self.dir.gateway_of(scope) != Some(self.id) {
+                continue;
+            }
+            let mut agg = Summary {
+                scope,
+                alive: 0,
+                suspect: 0,
+                dead: 0,
+                version,
+            };
+            let mut any = false;
+            for (d, (_, s, _)) in &self.summaries {
+                let child = match (child_level, d) {
+                    (0, Dest::Cell { .. }) | (1, Dest::Cluster { .. }) => scope_contains(&scope, d),
+                    _ => false,
+                };
+                if child {
+                    agg.alive += s.alive;
+                    agg.suspect += s.suspect;
+                    agg.dead += s.dead;
+                    any = true;
+                }
+            }
+            if !any {
+                continue;
+            }
+            self.summaries.insert(scope, (self.id, agg, now));
+            let targets: Vec<u32> = if child_level == 0 {
+                self.dir
+                    .gateway_of(Dest::Layer { layer: my.layer })
+                    .into_iter()
+                    .collect()
+            } else {
+                let layers: std::collections::BTreeSet<u16> =
+                    self.dir.peers.iter().map(|e| e.addr.layer).collect();
+                layers
+                    .into_iter()
+                    .filter(|l| *l != my.layer)
+                    .filter_map(|l| self.dir.gateway_of(Dest::Layer { layer: l }))
+                    .collect()
+            };
+            for t in targets {
+                if t != self.id {
+                    fx.send(Dest::Node(t), Payload::Summary(agg));
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, from: u32, bytes: &[u8]) {
+        self.counters.count("rx", "received");
+        *self.counters.bytes.entry("rx").or_default() += bytes.len() as u64;
+        if !self.routing.is_neighbor(from) {
+            self.counters.count("rx", "unknown_link");
+            return;
+        }
+        if self.routing.is_quarantined(from) {
+            self.counters.count("rx", "quarantined");
+            return;
+        }
+        let frame = match wire::parse(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                self.counters.count("rx", e.reason());
+                return;
+            }
+        };
+        let h = frame.header;
+        if self.routing.is_quarantined(h.src)
+            || matches!(h.dst, Dest::Node(d) if self.routing.is_quarantined(d))
+        {
+            self.counters.count("rx", "quarantined");
+            return;
+        }
+        let was_up = self.routing.neighbor_up(from);
+        self.routing.heard(from, now);
+        if !was_up {
+            self.arm_triggered(now);
+        }
+        if !self.routing.is_local(h.dst) {
+            self.forward(now, from, bytes, h.ttl, h.dst);
+            return;
+        }
+        if let Err(e) = self.accept(&frame, from) {
+            self.counters.count("rx", e.reason());
+            return;
+        }
+        let payload = match frame.decode_payload() {
+            Ok(p) => p,
+            Err(e) => {
+                self.counters.count("rx", e.reason());
+                return;
+            }
+        };
+        self.counters.count("rx", "ok");
+        self.hlc = self.hlc.max(h.hlc);
+        self.dispatch(now, from, h.src, payload);
+    }
+
+    fn accept(&mut self, frame: &wire::Frame<'_>, from: u32) -> Result<(), WireError> {
+        let h = frame.header;
+        if h.src == self.id {
+            return Err(WireError::Replay);
+        }
+        if h.dst == Dest::Link && h.src != from {
+            return Err(WireError::BadDestination(4));
+        }
+        let entry = self.dir.get(h.src).ok_or(WireError::UnknownSender)?;
+        frame.verify_with(&entry.key, self.params.auth)?;
+        // The window is updated only after the signature holds, so forgeries cannot
+        // advance it.
+        if !self.replay.entry(h.src).or_default().accept(h.seq) {
+            return Err(WireError::Replay);
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, now: Instant, from: u32, bytes: &[u8], ttl: u8, dst: Dest) {
+        if dst == Dest::Link {
+            return;
+        }
+        if ttl <= 1 {
+            self.counters.count("fwd", "ttl_expired");
+            return;
+        }
+        let Some(next) = self.routing.next_hop(dst) else {
+            self.counters.count("fwd", "no_route");
+            return;
+        };
+        if next == from && self.routing.neighbors().count() > 1 {
+            // Would bounce straight back: a transient loop while routes converge.
+            self.counters.count("fwd", "loop");
+            return;
+        }
+        let mut b = bytes.to_vec();
+        wire::set_ttl(&mut b, ttl - 1);
+        self.counters.count("fwd", "ok");
+        self.emit(now, next, b);
+    }
+
+    fn dispatch(&mut self, now: Instant, link: u32, src: u32, p: Payload) {
+        let mut fx = std::mem::take(&mut self.fx);
+        let routing = &self.routing;
+        let rtt = |n: u32| routing.one_way(n).mul_f64(3.0);
+        let m = &mut self.membership;
+        let t = &mut self.timers;
+        let in_cell = m.is_member(src);
+        match p {
+            Payload::Ping { probe, updates } => {
+                m.apply(now, &updates, &mut fx, t);
+                if in_cell {
+                    m.on_ping(src, probe, &mut fx);
+                }
+            }
+            Payload::Ack { probe, updates } => {
+                m.apply(now, &updates, &mut fx, t);
+                m.on_ack(src, probe, &mut fx);
+            }
+            Payload::PingReq {
+                probe,
+                target,
+                updates,
+            } => {
+                m.apply(now, &updates, &mut fx, t);
+                if in_cell && m.is_member(target) {
+                    m.on_ping_req(now, src, (probe, target), &rtt, &mut fx, t);
+                }
+            }
+            Payload::Nack { probe } => m.on_nack(probe),
+            Payload::Gossip { updates } => m.apply(now, &updates, &mut fx, t),
+            Payload::Route { entries, .. } => {
+                self.routing.on_advert(link, now, &entries);
+            }
+            Payload::Summary(s) => {
+                let fresher = self
+                    .summaries
+                    .get(&s.scope)
+                    .is_none_or(|(_, old, _)| s.version > old.version);
+                if fresher && self.dir.gateway_of(s.scope).is_some() {
+                    self.summaries.insert(s.scope, (src, s, now));
+                }
+            }
+            Payload::Kv(_) => self.counters.count("rx", "kv_unhandled"),
+            Payload::Time(data) => fx.events.push(Event::TimePayload { src, data }),
+            Payload::Data(data) => fx.events.push(Event::Delivered { src, data }),
+        }
+        // Membership deaths of neighbours take their links down at once.
+        let dead_links: Vec<u32> = fx
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::MemberChanged {
+                    node,
+                    state: MemberState::Dead,
+                    ..
+                } => Some(*node),
+                _ => None,
+            })
+            .filter(|n| self.routing.is_neighbor(*n))
+            .collect();
+        for n in dead_links {
+            self.routing.link_down(n);
+        }
+        self.fx = fx;
+        if self.routing.has_pending_update() {
+            self.arm_triggered(now);
+        }
+    }
+
+    fn arm_triggered(&mut self, now: Instant) {
+        if self.timers.get(TimerKey::RouteTriggered).is_none() {
+            self.timers.set(
+                TimerKey::RouteTriggered,
+                now + self.params.route.triggered_delay,
+            );
+        }
+    }
+
+    fn next_hlc(&mut self, now: Instant) -> u64 {
+        // Hybrid of physical (emulated ns) and logical time in one u64: never behind the
+        // clock, never behind anything received, strictly increasing.
+        self.hlc = (self.hlc + 1).max(now.as_nanos());
+        self.hlc
+    }
+
+    fn emit(&mut self, now: Instant, to: u32, bytes: Vec<u8>) {
+        *self.counters.bytes.entry("tx").or_default() += bytes.len() as u64;
+        self.routing.sent(to, now);
+        self.pending.push_back(Transmit { to, bytes });
+    }
+
+    fn flush_sends(&mut self, now: Instant) {
+        let sends = std::mem::take(&mut self.fx.sends);
+        for (dst, via, payload) in sends {
+            let next = match (dst, via) {
+                (Dest::Link, Some(n)) => Some(n),
+                (d, _) if self.routing.is_local(d) => None,
+                (d, _) => self.routing.next_hop(d),
+            };
+            let Some(next) = next else {
+                self.counters.count("tx", "no_route");
+                continue;
+            };
+            self.seq += 1;
+            let header = Header {
+                kind: payload.kind(),
+                ttl: if dst == Dest::Link {
+                    1
+                } else {
+                    wire::DEFAULT_TTL
+                },
+                src: self.id,
+                dst,
+                seq: self.seq,
+                hlc: self.next_hlc(now),
+            };
+            let bytes = wire::encode_with(&header, &payload, &self.key, self.params.auth);
+            let acct = if dst == Dest::Link {
+                Dest::Node(next)
+            } else {
+                dst
+            };
+            self.routing.account(acct, bytes.len());
+            *self
+                .counters
+                .by_kind_tx
+                .entry(payload.kind_name())
+                .or_default() += 1;
+            self.counters.count("tx", "sent");
+            self.emit(now, next, bytes);
+        }
+    }
+
+    fn flush(&mut self, now: Instant, out: &mut Outbox) {
+        if self.routing.has_pending_update() {
+            self.arm_triggered(now);
+        }
+        self.flush_sends(now);
+        for t in self.pending.drain(..) {
+            if !out.push_transmit(t) {
+                self.counters.count("tx", "outbox_full");
+            }
+        }
+        for e in self.fx.events.drain(..) {
+            out.push_event(e);
+        }
+        for (k, v) in std::mem::take(&mut self.timers.changed) {
+            out.timers.insert(k, v);
+        }
+    }
+}
+
+fn scope_contains(outer: &Dest, inner: &Dest) -> bool {
+    match (*outer, *inner) {
+        (
+            Dest::Cluster { layer, cluster },
+            Dest::Cell {
+                layer: l,
+                cluster: c,
+                ..
+            },
+        ) => layer == l && cluster == c,
+        (Dest::Layer { layer }, Dest::Cluster { layer: l, .. }) => layer == l,
+        _ => false,
+    }
+}

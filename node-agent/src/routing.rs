@@ -1,0 +1,553 @@
+//! Hierarchical distance-vector overlay routing, quarantine and locality accounting.
+//!
+//! Addresses are hierarchical (layer.cluster.cell.tile). Like area routing in IS-IS or the
+//! hierarchy of Kleinrock & Kamoun (1977), a node keeps one route per *tile of its own
+//! cell*, one per *other cell of its cluster*, one per *other cluster of its layer* and one
+//! per *other layer*, so tables grow with the fan-out of each level, not with the system.
+//! A frame for a node outside the cell follows the route of the smallest scope holding it;
+//! the first node inside that scope resolves the next level.
+//!
+//! Routes are computed by Bellman–Ford over the node's links (RIP-like, RFC 2453): link
+//! cost is the configured one-way delay (µs), each neighbour's last advertisement is kept,
+//! split horizon with poisoned reverse is applied, a hop limit bounds count-to-infinity,
+//! changes are sent as triggered updates and the full table is refreshed periodically.
+//! A neighbour silent for `neighbor_timeout` (or declared dead by membership, or
+//! quarantined) is dropped and its routes heal onto the other links.
+//!
+//! Quarantine (the spec's "suspect nodes are quarantined at the routing layer"): a
+//! quarantined node gets no transit (never a next hop), and frames from or to it are
+//! dropped.
+//!
+//! Locality accounting: every frame this node *originates* is counted once per level
+//! (cell, cluster, layer) as local when its destination lies inside the source's scope at
+//! that level, remote otherwise; summing over nodes gives the system's locality ratio.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::HierAddr;
+use crate::node::Directory;
+use crate::time::Instant;
+use crate::wire::{Dest, RouteEntry, MAX_ROUTE_ENTRIES};
+
+/// A cost that means "unreachable" (a withdrawn or poisoned route).
+pub const INFINITY_US: u32 = u32::MAX;
+
+/// Routing parameters (emulated time).
+#[derive(Debug, Clone)]
+pub struct RouteParams {
+    /// Send a keepalive to a neighbour we have sent nothing to for this long. Default 1 s.
+    pub hello_interval: Duration,
+    /// A neighbour not heard from for this long is down. Default 4 s.
+    pub neighbor_timeout: Duration,
+    /// Full-table refresh to every neighbour. Default 30 s.
+    pub refresh_interval: Duration,
+    /// Advertised entries expire if not refreshed for this long. Default 100 s.
+    pub entry_lifetime: Duration,
+    /// Batching delay of triggered updates. Default 20 ms.
+    pub triggered_delay: Duration,
+    /// Hop limit: routes longer than this are unreachable (bounds count-to-infinity).
+    pub max_hops: u8,
+}
+
+impl Default for RouteParams {
+    fn default() -> Self {
+        RouteParams {
+            hello_interval: Duration::from_secs(1),
+            neighbor_timeout: Duration::from_secs(4),
+            refresh_interval: Duration::from_secs(30),
+            entry_lifetime: Duration::from_secs(100),
+            triggered_delay: Duration::from_millis(20),
+            max_hops: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    cost_us: u32,
+    up: bool,
+    last_heard: Option<Instant>,
+    last_sent: Option<Instant>,
+}
+
+/// One route of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub next_hop: u32,
+    pub cost_us: u32,
+    pub hops: u8,
+}
+
+/// Per level, bytes whose destination is inside (local) or outside (remote) the source's
+/// scope at that level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Locality {
+    /// Indexed by [`Level`] then 0 = local, 1 = remote.
+    pub bytes: [[u64; 2]; 3],
+}
+
+/// Hierarchy levels for accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Cell = 0,
+    Cluster = 1,
+    Layer = 2,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Cell, Level::Cluster, Level::Layer];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Level::Cell => "cell",
+            Level::Cluster => "cluster",
+            Level::Layer => "layer",
+        }
+    }
+}
+
+impl Locality {
+    pub fn local_ratio(&self, level: Level) -> Option<f64> {
+        let [l, r] = self.bytes[level as usize];
+        (l + r > 0).then(|| l as f64 / (l + r) as f64)
+    }
+}
+
+type Adverts = BTreeMap<Dest, BTreeMap<Dest, (u32, u8, Instant)>>;
+
+/// Routing state of one node.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    me: u32,
+    my: HierAddr,
+    dir: Arc<Directory>,
+    params: RouteParams,
+    links: BTreeMap<u32, Link>,
+    /// Per neighbour: local destination → raw advertised destination → (cost, hops, when).
+    adverts: BTreeMap<u32, Adverts>,
+    table: BTreeMap<Dest, Route>,
+    /// Destinations changed since the last triggered update.
+    dirty: BTreeSet<Dest>,
+    /// Neighbours owed a full table (just came up).
+    owe_full: BTreeSet<u32>,
+    quarantine: BTreeSet<u32>,
+    pub locality: Locality,
+}
+
+impl Routing {
+    pub fn new(me: u32, dir: Arc<Directory>, links: &[(u32, u64)], params: RouteParams) -> Self {
+        let my = dir.addr(me).unwrap_or(HierAddr {
+            layer: 0,
+            cluster: 0,
+            cell: 0,
+            tile: 0,
+        });
+        let links = links
+            .iter()
+            .filter(|(id, _)| *id != me)
+            .map(|(id, ns)| {
+                let cost_us = (ns / 1000).clamp(1, u64::from(INFINITY_US / 4)) as u32;
+                (
+                    *id,
+                    Link {
+                        cost_us,
+                        up: false,
+                        last_heard: None,
+                        last_sent: None,
+                    },
+                )
+            })
+            .collect();
+        Routing {
+            me,
+            my,
+            dir,
+            params,
+            links,
+            adverts: BTreeMap::new(),
+            table: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            owe_full: BTreeSet::new(),
+            quarantine: BTreeSet::new(),
+            locality: Locality::default(),
+        }
+    }
+
+    pub fn params(&self) -> &RouteParams {
+        &self.params
+    }
+    pub fn is_neighbor(&self, n: u32) -> bool {
+        self.links.contains_key(&n)
+    }
+    pub fn neighbors(&self) -> impl Iterator<Item = u32> + '_ {
+        self.links.keys().copied()
+    }
+    pub fn neighbor_up(&self, n: u32) -> bool {
+        self.links.get(&n).is_some_and(|l| l.up)
+    }
+    pub fn is_quarantined(&self, n: u32) -> bool {
+        self.quarantine.contains(&n)
+    }
+    pub fn quarantined(&self) -> &BTreeSet<u32> {
+        &self.quarantine
+    }
+    pub fn table(&self) -> &BTreeMap<Dest, Route> {
+        &self.table
+    }
+    pub fn has_pending_update(&self) -> bool {
+        !self.dirty.is_empty() || !self.owe_full.is_empty()
+    }
+
+    /// The destination key this node's table uses for `raw` (None: it is us / our scope).
+    pub fn localize(&self, raw: Dest) -> Option<Dest> {
+        let my = self.my;
+        let scoped = |l: u16, c: Option<u16>, ce: Option<u16>| -> Option<Dest> {
+            if l != my.layer {
+                return Some(Dest::Layer { layer: l });
+            }
+            let c = c?;
+            if c != my.cluster {
+                return Some(Dest::Cluster {
+                    layer: l,
+                    cluster: c,
+                });
+            }
+            let ce = ce?;
+            if ce != my.cell {
+                return Some(Dest::Cell {
+                    layer: l,
+                    cluster: c,
+                    cell: ce,
+                });
+            }
+            None
+        };
+        match raw {
+            Dest::Node(x) => {
+                if x == self.me {
+                    return None;
+                }
+                let a = self.dir.addr(x)?;
+                scoped(a.layer, Some(a.cluster), Some(a.cell)).or(Some(Dest::Node(x)))
+            }
+            Dest::Cell {
+                layer,
+                cluster,
+                cell,
+            } => scoped(layer, Some(cluster), Some(cell)),
+            Dest::Cluster { layer, cluster } => scoped(layer, Some(cluster), None),
+            Dest::Layer { layer } => scoped(layer, None, None),
+            Dest::Link => None,
+        }
+    }
+
+    /// True when a frame for `dst` is for this node.
+    pub fn is_local(&self, dst: Dest) -> bool {
+        match dst {
+            Dest::Node(x) => x == self.me,
+            Dest::Link => true,
+            scope => scope.contains(&self.my),
+        }
+    }
+
+    /// Next hop towards `dst`, if any.
+    pub fn next_hop(&self, dst: Dest) -> Option<u32> {
+        if let Dest::Node(x) = dst {
+            if self.quarantine.contains(&x) {
+                return None;
+            }
+        }
+        let d = self.localize(dst)?;
+        self.table.get(&d).map(|r| r.next_hop)
+    }
+
+    /// One-way cost to `dst` (zero if unknown).
+    pub fn one_way(&self, dst: u32) -> Duration {
+        self.localize(Dest::Node(dst))
+            .and_then(|d| self.table.get(&d))
+            .map(|r| Duration::from_micros(u64::from(r.cost_us)))
+            .unwrap_or_default()
+    }
+
+    /// Anything heard from neighbour `n` proves the link works.
+    pub fn heard(&mut self, n: u32, now: Instant) {
+        let Some(l) = self.links.get_mut(&n) else {
+            return;
+        };
+        l.last_heard = Some(now);
+        if !l.up && !self.quarantine.contains(&n) {
+            l.up = true;
+            self.owe_full.insert(n);
+            self.recompute_via(n);
+        }
+    }
+
+    pub fn sent(&mut self, n: u32, now: Instant) {
+        if let Some(l) = self.links.get_mut(&n) {
+            l.last_sent = Some(now);
+        }
+    }
+
+    /// Neighbours that need a keepalive now.
+    pub fn hello_due(&self, now: Instant) -> Vec<u32> {
+        let h = self.params.hello_interval;
+        self.links
+            .iter()
+            .filter(|(n, l)| {
+                !self.quarantine.contains(n)
+                    && l.last_sent.is_none_or(|t| now.saturating_since(t) >= h)
+            })
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Marks silent neighbours down and expires stale advertisements.
+    pub fn sweep(&mut self, now: Instant) {
+        let timeout = self.params.neighbor_timeout;
+        let silent: Vec<u32> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                l.up && l
+                    .last_heard
+                    .is_none_or(|t| now.saturating_since(t) > timeout)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for n in silent {
+            self.link_down(n);
+        }
+        let life = self.params.entry_lifetime;
+        let mut touched = BTreeSet::new();
+        for ads in self.adverts.values_mut() {
+            for (d, raws) in ads.iter_mut() {
+                let before = raws.len();
+                raws.retain(|_, (_, _, t)| now.saturating_since(*t) <= life);
+                if raws.len() != before {
+                    touched.insert(*d);
+                }
+            }
+            ads.retain(|_, raws| !raws.is_empty());
+        }
+        for d in touched {
+            self.recompute(d);
+        }
+    }
+
+    /// A neighbour is gone (silent, dead or quarantined): forget what it told us.
+    pub fn link_down(&mut self, n: u32) {
+        let Some(l) = self.links.get_mut(&n) else {
+            return;
+        };
+        l.up = false;
+        let dests: BTreeSet<Dest> = self
+            .adverts
+            .remove(&n)
+            .map(|a| a.into_keys().collect())
+            .unwrap_or_default();
+        let via: Vec<Dest> = self
+            .table
+            .iter()
+            .filter(|(_, r)| r.next_hop == n)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in dests.into_iter().chain(via) {
+            self.recompute(d);
+        }
+    }
+
+    pub fn set_quarantine(&mut self, n: u32, on: bool) {
+        if on {
+            if self.quarantine.insert(n) {
+                self.link_down(n);
+                // Routes to it are useless: frames to it are dropped.
+                let d = self.localize(Dest::Node(n));
+                if let Some(d) = d {
+                    if matches!(d, Dest::Node(_)) {
+                        self.recompute(d);
+                    }
+                }
+            }
+        } else if self.quarantine.remove(&n) {
+            // The link comes back when the neighbour is next heard.
+        }
+    }
+
+    /// Applies an advertisement from neighbour `n`.
+    pub fn on_advert(&mut self, n: u32, now: Instant, entries: &[RouteEntry]) {
+        if !self.links.get(&n).is_some_and(|l| l.up) {
+            return;
+        }
+        let mut touched = BTreeSet::new();
+        for e in entries {
+            let Some(d) = self.localize(e.dest) else {
+                continue;
+            };
+            let ads = self.adverts.entry(n).or_default();
+            if e.cost_us == INFINITY_US || e.hops >= self.params.max_hops {
+                if let Some(raws) = ads.get_mut(&d) {
+                    raws.remove(&e.dest);
+                    if raws.is_empty() {
+                        ads.remove(&d);
+                    }
+                }
+            } else {
+                ads.entry(d)
+                    .or_default()
+                    .insert(e.dest, (e.cost_us, e.hops, now));
+            }
+            touched.insert(d);
+        }
+        for d in touched {
+            self.recompute(d);
+        }
+    }
+
+    fn recompute_via(&mut self, n: u32) {
+        let dests: Vec<Dest> = self
+            .adverts
+            .get(&n)
+            .map(|a| a.keys().copied().collect())
+            .unwrap_or_default();
+        for d in dests {
+            self.recompute(d);
+        }
+        // The neighbour itself is reachable directly.
+        if let Some(d) = self.localize(Dest::Node(n)) {
+            self.recompute(d);
+        }
+    }
+
+    fn recompute(&mut self, d: Dest) {
+        let mut best: Option<Route> = None;
+        let quarantined_dest = matches!(d, Dest::Node(x) if self.quarantine.contains(&x));
+        if !quarantined_dest {
+            for (n, l) in &self.links {
+                if !l.up || self.quarantine.contains(n) {
+                    continue;
+                }
+                let mut cand: Option<(u32, u8)> = None;
+                // A neighbour is its own zero-cost advertisement.
+                if self.localize(Dest::Node(*n)) == Some(d) {
+                    cand = Some((0, 0));
+                }
+                if let Some(raws) = self.adverts.get(n).and_then(|a| a.get(&d)) {
+                    for (c, h, _) in raws.values() {
+                        if cand.is_none_or(|(bc, bh)| (*c, *h) < (bc, bh)) {
+                            cand = Some((*c, *h));
+                        }
+                    }
+                }
+                let Some((c, h)) = cand else { continue };
+                let cost = c.saturating_add(l.cost_us);
+                let hops = h.saturating_add(1);
+                if cost == INFINITY_US || hops > self.params.max_hops {
+                    continue;
+                }
+                let r = Route {
+                    next_hop: *n,
+                    cost_us: cost,
+                    hops,
+                };
+                if best.is_none_or(|b| {
+                    (r.cost_us, r.hops, r.next_hop) < (b.cost_us, b.hops, b.next_hop)
+                }) {
+                    best = Some(r);
+                }
+            }
+        }
+        let old = self.table.get(&d).copied();
+        if old != best {
+            match best {
+                Some(r) => self.table.insert(d, r),
+                None => self.table.remove(&d),
+            };
+            self.dirty.insert(d);
+        }
+    }
+
+    fn entry_for(&self, d: Dest, to: u32) -> RouteEntry {
+        match self.table.get(&d) {
+            // Split horizon with poisoned reverse.
+            Some(r) if r.next_hop != to => RouteEntry {
+                dest: d,
+                cost_us: r.cost_us,
+                hops: r.hops,
+            },
+            _ => RouteEntry {
+                dest: d,
+                cost_us: INFINITY_US,
+                hops: self.params.max_hops,
+            },
+        }
+    }
+
+    fn chunks(entries: Vec<RouteEntry>) -> Vec<Vec<RouteEntry>> {
+        entries
+            .chunks(MAX_ROUTE_ENTRIES)
+            .map(|c| c.to_vec())
+            .collect()
+    }
+
+    /// Full table for neighbour `to`, in datagram-sized chunks.
+    pub fn full_advert(&self, to: u32) -> Vec<Vec<RouteEntry>> {
+        let mut v = vec![RouteEntry {
+            dest: Dest::Node(self.me),
+            cost_us: 0,
+            hops: 0,
+        }];
+        v.extend(self.table.keys().map(|d| self.entry_for(*d, to)));
+        Self::chunks(v)
+    }
+
+    /// Triggered update: per up neighbour, the changed entries (full tables to new links).
+    pub fn take_triggered(&mut self) -> Vec<(u32, Vec<Vec<RouteEntry>>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let owe = std::mem::take(&mut self.owe_full);
+        let mut out = Vec::new();
+        for (n, l) in &self.links {
+            if !l.up || self.quarantine.contains(n) {
+                continue;
+            }
+            if owe.contains(n) {
+                out.push((*n, self.full_advert(*n)));
+            } else if !dirty.is_empty() {
+                let v = dirty.iter().map(|d| self.entry_for(*d, *n)).collect();
+                out.push((*n, Self::chunks(v)));
+            }
+        }
+        out
+    }
+
+    /// Counts an originated frame of `bytes` for `dst` in the locality ledger.
+    pub fn account(&mut self, dst: Dest, bytes: usize) {
+        let my = self.my;
+        let (cell, cluster, layer) = match dst {
+            Dest::Node(x) => match self.dir.addr(x) {
+                Some(a) => (my.same_cell(&a), my.same_cluster(&a), my.same_layer(&a)),
+                None => (false, false, false),
+            },
+            Dest::Link => (true, true, true),
+            Dest::Cell {
+                layer,
+                cluster,
+                cell,
+            } => {
+                let sl = layer == my.layer;
+                let sc = sl && cluster == my.cluster;
+                (sc && cell == my.cell, sc, sl)
+            }
+            Dest::Cluster { layer, cluster } => {
+                let sl = layer == my.layer;
+                (false, sl && cluster == my.cluster, sl)
+            }
+            Dest::Layer { layer } => (false, false, layer == my.layer),
+        };
+        for (lvl, local) in [cell, cluster, layer].into_iter().enumerate() {
+            self.locality.bytes[lvl][usize::from(!local)] += bytes as u64;
+        }
+    }
+}

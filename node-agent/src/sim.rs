@@ -1,0 +1,445 @@
+//! The deterministic in-process harness: N [`Node`]s in virtual time over modeled links.
+//!
+//! A discrete-event loop (one binary heap ordered by time, then insertion order) delivers
+//! datagrams after each link's delay, drops them with the link's loss probability, and
+//! fires the timers the nodes request. Crashes, restarts, link cuts and partitions are
+//! method calls. Everything random comes from one seeded ChaCha8 generator, and every
+//! delivered datagram and emitted event is folded into a SHA-256 trace hash, so one seed
+//! gives one trace (`tests/harness.rs` runs a seed twice and compares).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+
+use crate::config::{HierAddr, Role};
+use crate::node::{Command, DirEntry, Directory, Event, Input, Node, Outbox, Params, TimerKey};
+use crate::time::Instant;
+
+/// Parameters for harness runs: defaults, with the cheap test digest instead of Ed25519 in
+/// debug builds (unoptimised curve arithmetic would make multi-node tests take minutes).
+/// Release builds (the benchmark) use Ed25519.
+pub fn test_params() -> Params {
+    let mut p = Params::default();
+    if cfg!(debug_assertions) {
+        p.auth = crate::wire::Auth::TestDigest;
+    }
+    p
+}
+
+/// A lab layout for the harness: nodes (address, role) and undirected links with delays.
+#[derive(Debug, Clone, Default)]
+pub struct Topo {
+    pub nodes: Vec<(HierAddr, Role)>,
+    pub links: Vec<(u32, u32, Duration)>,
+}
+
+impl Topo {
+    fn tile(cell: u16, tile: u16) -> HierAddr {
+        HierAddr {
+            layer: 0,
+            cluster: 0,
+            cell,
+            tile,
+        }
+    }
+
+    /// One cell of `n` tiles: a ring plus `chords` random chords per tile (degree ≈ 2 +
+    /// 2·chords), every link `delay` long. Small diameter, several disjoint paths.
+    pub fn cell(n: u32, chords: u32, delay: Duration, seed: u64) -> Topo {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x70b0);
+        let nodes = (0..n)
+            .map(|i| (Self::tile(0, i as u16), Role::Tile))
+            .collect();
+        let mut set = BTreeSet::new();
+        for i in 0..n {
+            if n > 1 {
+                let j = (i + 1) % n;
+                if i != j {
+                    set.insert((i.min(j), i.max(j)));
+                }
+            }
+            for _ in 0..chords {
+                let j = rng.gen_range(0..n);
+                if j != i {
+                    set.insert((i.min(j), i.max(j)));
+                }
+            }
+        }
+        Topo {
+            nodes,
+            links: set.into_iter().map(|(a, b)| (a, b, delay)).collect(),
+        }
+    }
+
+    /// `cells` cells of `tiles` each in one cluster; tile 0 of each cell is its gateway, and
+    /// gateways form a ring with `inter_delay` links. Cells are rings with one chord each.
+    pub fn cluster(
+        cells: u16,
+        tiles: u16,
+        intra_delay: Duration,
+        inter_delay: Duration,
+        seed: u64,
+    ) -> Topo {
+        let mut t = Topo::default();
+        for c in 0..cells {
+            let base = t.nodes.len() as u32;
+            let cell = Topo::cell(u32::from(tiles), 1, intra_delay, seed + u64::from(c));
+            for (i, _) in cell.nodes.iter().enumerate() {
+                let role = if i == 0 { Role::Gateway } else { Role::Tile };
+                t.nodes.push((Self::tile(c, i as u16), role));
+            }
+            t.links
+                .extend(cell.links.iter().map(|(a, b, d)| (a + base, b + base, *d)));
+        }
+        for c in 0..u32::from(cells) {
+            let n = u32::from(cells);
+            let (a, b) = (c, (c + 1) % n);
+            if a != b && !(n == 2 && c == 1) {
+                t.links
+                    .push((a * u32::from(tiles), b * u32::from(tiles), inter_delay));
+            }
+        }
+        t
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LinkState {
+    delay: Duration,
+    loss_ppm: u32,
+    up: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Deliver { to: u32, from: u32, bytes: Vec<u8> },
+    Timer { node: u32, key: TimerKey },
+}
+
+/// The harness. Node ids are indices into the topology's node list.
+#[derive(Clone)]
+pub struct Sim {
+    now: Instant,
+    nodes: Vec<Option<Node>>,
+    secrets: Vec<[u8; 32]>,
+    node_links: Vec<Vec<(u32, u64)>>,
+    dir: Arc<Directory>,
+    params: Params,
+    seed: u64,
+    links: BTreeMap<(u32, u32), LinkState>,
+    queue: BinaryHeap<Reverse<(Instant, u64, Ev)>>,
+    timers: Vec<BTreeMap<TimerKey, Instant>>,
+    next_seq: u64,
+    rng: ChaCha8Rng,
+    trace: Sha256,
+    /// Every event emitted, with time and node (cleared by [`Sim::take_events`]).
+    events: Vec<(Instant, u32, Event)>,
+    pub delivered: u64,
+    pub lost: u64,
+}
+
+impl Sim {
+    pub fn new(topo: &Topo, seed: u64, params: Params) -> Sim {
+        let mut krng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65_7973);
+        let secrets: Vec<[u8; 32]> = topo.nodes.iter().map(|_| krng.gen()).collect();
+        let peers = topo
+            .nodes
+            .iter()
+            .zip(&secrets)
+            .enumerate()
+            .map(|(i, ((addr, role), s))| DirEntry {
+                name: format!("t{i}"),
+                addr: *addr,
+                role: *role,
+                key: SigningKey::from_bytes(s).verifying_key(),
+            })
+            .collect();
+        let dir = Arc::new(Directory { peers });
+        let n = topo.nodes.len();
+        let mut node_links = vec![Vec::new(); n];
+        let mut links = BTreeMap::new();
+        for (a, b, d) in &topo.links {
+            let ns = d.as_nanos() as u64;
+            node_links[*a as usize].push((*b, ns));
+            node_links[*b as usize].push((*a, ns));
+            for k in [(*a, *b), (*b, *a)] {
+                links.insert(
+                    k,
+                    LinkState {
+                        delay: *d,
+                        loss_ppm: 0,
+                        up: true,
+                    },
+                );
+            }
+        }
+        for l in &mut node_links {
+            l.sort_unstable();
+        }
+        let mut sim = Sim {
+            now: Instant::ZERO,
+            nodes: (0..n).map(|_| None).collect(),
+            secrets,
+            node_links,
+            dir,
+            params,
+            seed,
+            links,
+            queue: BinaryHeap::new(),
+            timers: vec![BTreeMap::new(); n],
+            next_seq: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            trace: Sha256::new(),
+            events: Vec::new(),
+            delivered: 0,
+            lost: 0,
+        };
+        for i in 0..n as u32 {
+            sim.boot(i);
+        }
+        sim
+    }
+
+    fn boot(&mut self, i: u32) {
+        let node_seed =
+            self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(i) ^ self.now.as_nanos();
+        let mut node = Node::with_directory(
+            i,
+            node_seed,
+            self.secrets[i as usize],
+            &self.node_links[i as usize],
+            self.dir.clone(),
+            self.params.clone(),
+            self.now,
+        )
+        .expect("harness builds consistent nodes");
+        let mut out = self.outbox();
+        node.start(self.now, &mut out);
+        self.nodes[i as usize] = Some(node);
+        self.timers[i as usize].clear();
+        self.process(i, out);
+    }
+
+    fn outbox(&self) -> Outbox {
+        Outbox::new(self.params.outbox_datagrams, self.params.outbox_events)
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+    pub fn node(&self, i: u32) -> Option<&Node> {
+        self.nodes.get(i as usize).and_then(|n| n.as_ref())
+    }
+    pub fn is_up(&self, i: u32) -> bool {
+        self.node(i).is_some()
+    }
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.dir
+    }
+    /// Reseeds the link-level randomness (loss draws), e.g. to branch one warmed-up run.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = ChaCha8Rng::seed_from_u64(seed);
+    }
+
+    /// Hex SHA-256 over every delivered datagram and every event so far.
+    pub fn trace_hash(&self) -> String {
+        hex::encode(self.trace.clone().finalize())
+    }
+    pub fn events(&self) -> &[(Instant, u32, Event)] {
+        &self.events
+    }
+    pub fn take_events(&mut self) -> Vec<(Instant, u32, Event)> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Crash-stop: the node vanishes with its state; datagrams to it are lost.
+    pub fn crash(&mut self, i: u32) {
+        self.nodes[i as usize] = None;
+        self.timers[i as usize].clear();
+    }
+    /// Restart a crashed node with fresh state (same identity), as the supervisor would.
+    pub fn restart(&mut self, i: u32) {
+        self.boot(i);
+    }
+    pub fn set_link(&mut self, a: u32, b: u32, up: bool) {
+        for k in [(a, b), (b, a)] {
+            if let Some(l) = self.links.get_mut(&k) {
+                l.up = up;
+            }
+        }
+    }
+    /// Loss on every link, in parts per million.
+    pub fn set_loss_all(&mut self, loss_ppm: u32) {
+        for l in self.links.values_mut() {
+            l.loss_ppm = loss_ppm;
+        }
+    }
+    /// Cuts (or restores) every link between `side` and the rest.
+    pub fn partition(&mut self, side: &BTreeSet<u32>, cut: bool) {
+        let keys: Vec<(u32, u32)> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|(a, b)| side.contains(a) != side.contains(b))
+            .collect();
+        for (a, b) in keys {
+            if let Some(l) = self.links.get_mut(&(a, b)) {
+                l.up = !cut;
+            }
+        }
+    }
+
+    pub fn command(&mut self, i: u32, c: &Command) {
+        let mut out = self.outbox();
+        let now = self.now;
+        if let Some(n) = self.nodes[i as usize].as_mut() {
+            n.handle(now, Input::Command(c), &mut out);
+            self.process(i, out);
+        }
+    }
+
+    fn push(&mut self, at: Instant, ev: Ev) {
+        self.next_seq += 1;
+        self.queue.push(Reverse((at, self.next_seq, ev)));
+    }
+
+    fn process(&mut self, i: u32, mut out: Outbox) {
+        for t in out.transmits.drain(..) {
+            let Some(l) = self.links.get(&(i, t.to)) else {
+                continue;
+            };
+            if !l.up {
+                self.lost += 1;
+                continue;
+            }
+            if l.loss_ppm > 0 && self.rng.gen_range(0..1_000_000) < l.loss_ppm {
+                self.lost += 1;
+                continue;
+            }
+            let at = self.now + l.delay;
+            self.push(
+                at,
+                Ev::Deliver {
+                    to: t.to,
+                    from: i,
+                    bytes: t.bytes,
+                },
+            );
+        }
+        for (k, v) in std::mem::take(&mut out.timers) {
+            match v {
+                Some(at) => {
+                    self.timers[i as usize].insert(k, at);
+                    self.push(at, Ev::Timer { node: i, key: k });
+                }
+                None => {
+                    self.timers[i as usize].remove(&k);
+                }
+            }
+        }
+        for e in out.events.drain(..) {
+            self.trace.update(self.now.as_nanos().to_be_bytes());
+            self.trace.update(i.to_be_bytes());
+            self.trace.update(format!("{e:?}").as_bytes());
+            self.events.push((self.now, i, e));
+        }
+    }
+
+    /// Runs until virtual time `t` (inclusive).
+    pub fn run_until(&mut self, t: Instant) {
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > t {
+                break;
+            }
+            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+                break;
+            };
+            self.now = at;
+            self.step(ev);
+        }
+        self.now = self.now.max(t);
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.run_until(t);
+    }
+
+    /// Runs until `pred` holds (checked after every step) or `limit` passes; returns
+    /// whether it held.
+    pub fn run_until_pred(&mut self, limit: Duration, mut pred: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now + limit;
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > end {
+                break;
+            }
+            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+                break;
+            };
+            self.now = at;
+            self.step(ev);
+            if pred(self) {
+                return true;
+            }
+        }
+        self.now = self.now.max(end);
+        pred(self)
+    }
+
+    fn step(&mut self, ev: Ev) {
+        let now = self.now;
+        let mut out = self.outbox();
+        let i = match ev {
+            Ev::Deliver { to, from, bytes } => {
+                let Some(n) = self.nodes[to as usize].as_mut() else {
+                    self.lost += 1;
+                    return;
+                };
+                self.delivered += 1;
+                self.trace.update(now.as_nanos().to_be_bytes());
+                self.trace.update(from.to_be_bytes());
+                self.trace.update(to.to_be_bytes());
+                self.trace.update(&bytes);
+                n.handle(
+                    now,
+                    Input::Datagram {
+                        from,
+                        bytes: &bytes,
+                    },
+                    &mut out,
+                );
+                to
+            }
+            Ev::Timer { node, key } => {
+                if self.timers[node as usize].get(&key) != Some(&now) {
+                    return; // superseded or cancelled
+                }
+                self.timers[node as usize].remove(&key);
+                let Some(n) = self.nodes[node as usize].as_mut() else {
+                    return;
+                };
+                n.handle(now, Input::Timer(key), &mut out);
+                node
+            }
+        };
+        self.process(i, out);
+    }
+
+    /// Injects raw bytes as if neighbour `from` had sent them to `to` (adversary tests).
+    pub fn inject(&mut self, from: u32, to: u32, bytes: Vec<u8>) {
+        let now = self.now;
+        self.push(now, Ev::Deliver { to, from, bytes });
+    }
+}

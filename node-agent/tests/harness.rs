@@ -1,0 +1,364 @@
+//! Multi-node tests of the core in the deterministic harness (virtual time, no sockets).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lightcone_agent::node::{Command, Event};
+use lightcone_agent::routing::Level;
+use lightcone_agent::sim::{test_params, Sim, Topo};
+use lightcone_agent::wire::{Dest, MemberState};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn dead_everywhere(sim: &Sim, victim: u32) -> bool {
+    (0..sim.len() as u32)
+        .filter(|i| *i != victim && sim.is_up(*i))
+        .all(|i| sim.node(i).unwrap().membership().state_of(victim) == Some(MemberState::Dead))
+}
+
+fn count_events(sim: &Sim, state: MemberState) -> usize {
+    sim.events()
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::MemberChanged { state: s, .. } if *s == state))
+        .count()
+}
+
+#[test]
+fn crashed_tile_is_dead_everywhere_within_10s() {
+    let seed = 11;
+    let topo = Topo::cell(40, 1, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        count_events(&sim, MemberState::Suspect),
+        0,
+        "seed {seed}: no suspicion before the crash"
+    );
+    let victim = 17;
+    let t0 = sim.now();
+    sim.crash(victim);
+    let ok = sim.run_until_pred(Duration::from_secs(30), |s| dead_everywhere(s, victim));
+    let took = sim.now() - t0;
+    assert!(ok, "seed {seed}: not dead everywhere after 30 s");
+    assert!(took < Duration::from_secs(10), "seed {seed}: took {took:?}");
+    // Nobody else was declared dead.
+    let wrong: Vec<_> = sim
+        .events()
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::MemberChanged { node, state: MemberState::Dead, .. } if *node != victim))
+        .collect();
+    assert!(wrong.is_empty(), "seed {seed}: false deaths {wrong:?}");
+}
+
+#[test]
+fn no_false_positives_without_faults() {
+    let seed = 5;
+    let topo = Topo::cell(30, 1, 5 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(count_events(&sim, MemberState::Suspect), 0, "seed {seed}");
+    assert_eq!(count_events(&sim, MemberState::Dead), 0, "seed {seed}");
+    for i in 0..30 {
+        assert_eq!(sim.node(i).unwrap().member_counts(), [30, 0, 0]);
+    }
+}
+
+#[test]
+fn false_positives_under_one_percent_loss_are_refuted() {
+    let seed = 9;
+    let topo = Topo::cell(30, 1, 5 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.set_loss_all(10_000);
+    sim.run_for(Duration::from_secs(120));
+    let suspects = count_events(&sim, MemberState::Suspect);
+    let deaths = count_events(&sim, MemberState::Dead);
+    eprintln!(
+        "seed {seed}: 30 tiles, 1 % loss, 120 s: {suspects} suspect events, {deaths} dead events"
+    );
+    assert_eq!(deaths, 0, "seed {seed}: a live tile was declared dead");
+    // Whatever was suspected has been refuted by now.
+    sim.set_loss_all(0);
+    sim.run_for(Duration::from_secs(15));
+    for i in 0..30 {
+        assert_eq!(
+            sim.node(i).unwrap().member_counts(),
+            [30, 0, 0],
+            "seed {seed}: node {i}"
+        );
+    }
+}
+
+#[test]
+fn views_converge_after_partition_heals() {
+    let seed = 3;
+    let topo = Topo::cell(24, 1, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(5));
+    let side: BTreeSet<u32> = (0..12).collect();
+    sim.partition(&side, true);
+    sim.run_for(Duration::from_secs(40));
+    // Each side has declared the other dead.
+    assert_eq!(
+        sim.node(0).unwrap().member_counts(),
+        [12, 0, 12],
+        "seed {seed}"
+    );
+    assert_eq!(
+        sim.node(20).unwrap().member_counts(),
+        [12, 0, 12],
+        "seed {seed}"
+    );
+    sim.partition(&side, false);
+    let ok = sim.run_until_pred(Duration::from_secs(60), |s| {
+        (0..24).all(|i| s.node(i).unwrap().member_counts() == [24, 0, 0])
+    });
+    assert!(ok, "seed {seed}: views did not converge after heal");
+}
+
+#[test]
+fn routes_heal_around_a_dead_node() {
+    // 0 -1- 1 -1- 3 is the short path; 0 -5- 2 -5- 3 the long one.
+    let mut topo = Topo::cell(4, 0, MS, 1);
+    topo.links = vec![(0, 1, MS), (1, 3, MS), (0, 2, 5 * MS), (2, 3, 5 * MS)];
+    let mut sim = Sim::new(&topo, 1, test_params());
+    sim.run_for(Duration::from_secs(3));
+    let r = sim.node(0).unwrap().routing().table()[&Dest::Node(3)];
+    assert_eq!(r.next_hop, 1);
+    assert_eq!(r.cost_us, 2000);
+    sim.crash(1);
+    sim.run_for(Duration::from_secs(10));
+    let r = sim.node(0).unwrap().routing().table()[&Dest::Node(3)];
+    assert_eq!(r.next_hop, 2, "route healed around the dead node");
+    sim.take_events();
+    sim.command(
+        0,
+        &Command::Send {
+            dst: 3,
+            data: b"hello".to_vec(),
+        },
+    );
+    sim.run_for(Duration::from_secs(1));
+    let got = sim.events().iter().any(|(_, n, e)| {
+        *n == 3 && matches!(e, Event::Delivered { src: 0, data } if data == b"hello")
+    });
+    assert!(got, "data delivered over the healed route");
+}
+
+#[test]
+fn quarantined_node_gets_no_transit_and_its_traffic_is_dropped() {
+    let mut topo = Topo::cell(4, 0, MS, 1);
+    topo.links = vec![(0, 1, MS), (1, 3, MS), (0, 2, 5 * MS), (2, 3, 5 * MS)];
+    let mut sim = Sim::new(&topo, 2, test_params());
+    sim.run_for(Duration::from_secs(3));
+    sim.command(0, &Command::Quarantine { node: 1 });
+    sim.run_for(Duration::from_secs(1));
+    let n0 = sim.node(0).unwrap();
+    assert_eq!(n0.routing().table()[&Dest::Node(3)].next_hop, 2);
+    assert!(!n0.routing().table().contains_key(&Dest::Node(1)));
+    let before = n0.counters().get("rx", "quarantined");
+    sim.command(
+        1,
+        &Command::Send {
+            dst: 0,
+            data: b"x".to_vec(),
+        },
+    );
+    sim.run_for(Duration::from_secs(1));
+    let n0 = sim.node(0).unwrap();
+    assert!(n0.counters().get("rx", "quarantined") > before);
+    assert!(!sim
+        .events()
+        .iter()
+        .any(|(_, n, e)| *n == 0 && matches!(e, Event::Delivered { src: 1, .. })));
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let run = |seed: u64| {
+        let topo = Topo::cell(20, 1, 3 * MS, seed);
+        let mut sim = Sim::new(&topo, seed, test_params());
+        sim.set_loss_all(20_000);
+        sim.run_for(Duration::from_secs(5));
+        sim.crash(4);
+        sim.run_for(Duration::from_secs(15));
+        sim.trace_hash()
+    };
+    let a = run(42);
+    assert_eq!(a, run(42), "seed 42 twice");
+    assert_ne!(a, run(43));
+}
+
+#[test]
+fn locality_and_summaries_across_cells() {
+    let seed = 8;
+    let topo = Topo::cluster(3, 8, MS, 20 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(12));
+    // Cross-cell routes are aggregated: a tile holds one route per other cell.
+    let n5 = sim.node(5).unwrap();
+    let cells: Vec<_> = n5
+        .routing()
+        .table()
+        .keys()
+        .filter(|d| matches!(d, Dest::Cell { .. }))
+        .collect();
+    assert_eq!(cells.len(), 2);
+    // Tile 5 of cell 0 can reach tile 3 of cell 2 (id 19).
+    sim.take_events();
+    sim.command(
+        5,
+        &Command::Send {
+            dst: 19,
+            data: b"far".to_vec(),
+        },
+    );
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim
+        .events()
+        .iter()
+        .any(|(_, n, e)| *n == 19 && matches!(e, Event::Delivered { src: 5, .. })));
+    // Membership traffic stays in the cell; only gateway summaries, inter-gateway routing
+    // and the one data frame leave it.
+    let mut local = 0u64;
+    let mut remote = 0u64;
+    for i in 0..24 {
+        let b = sim.node(i).unwrap().locality().bytes[Level::Cell as usize];
+        local += b[0];
+        remote += b[1];
+    }
+    let ratio = local as f64 / (local + remote) as f64;
+    eprintln!("cell-level locality {ratio:.5} ({local} local, {remote} remote bytes)");
+    assert!(ratio > 0.9, "seed {seed}: {ratio}");
+    // The cluster gateway (node 0) holds summaries of all three cells.
+    let g = sim.node(0).unwrap();
+    let cell_summaries = g
+        .summaries()
+        .filter(|(d, _)| matches!(d, Dest::Cell { .. }))
+        .count();
+    assert_eq!(cell_summaries, 3);
+    let (_, (_, s, _)) = g
+        .summaries()
+        .find(|(d, _)| matches!(d, Dest::Cluster { .. }))
+        .expect("cluster summary");
+    assert_eq!(s.alive, 24);
+}
+
+#[test]
+fn forged_replayed_and_garbage_datagrams_are_rejected_and_counted() {
+    use lightcone_agent::wire::{self, Header, Payload};
+    // Real Ed25519 here: few messages, so the debug build can afford it.
+    let topo = Topo::cell(3, 0, MS, 4);
+    let mut sim = Sim::new(&topo, 4, lightcone_agent::node::Params::default());
+    sim.run_for(Duration::from_secs(2));
+    let rx = |sim: &Sim, o: &'static str| sim.node(1).unwrap().counters().get("rx", o);
+    // Garbage, truncated, unknown version.
+    sim.inject(0, 1, vec![0xde, 0xad, 0xbe, 0xef]);
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let h = Header {
+        kind: 0,
+        ttl: 4,
+        src: 0,
+        dst: Dest::Node(1),
+        seq: u64::MAX - 5,
+        hlc: 0,
+    };
+    let forged = wire::encode(&h, &Payload::Data(b"evil".to_vec()), &forger);
+    sim.inject(0, 1, forged.clone());
+    sim.inject(0, 1, forged[..forged.len() - 3].to_vec());
+    let mut v2 = forged.clone();
+    v2[2] = 2;
+    sim.inject(0, 1, v2);
+    // A genuine frame captured and replayed: capture by sending data 0 -> 1.
+    sim.command(
+        0,
+        &Command::Send {
+            dst: 1,
+            data: b"once".to_vec(),
+        },
+    );
+    sim.run_for(Duration::from_millis(100));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(rx(&sim, "bad_magic"), 1);
+    assert_eq!(rx(&sim, "bad_signature"), 1);
+    assert_eq!(rx(&sim, "bad_length"), 1);
+    assert_eq!(rx(&sim, "unknown_version"), 1);
+    let delivered = sim
+        .events()
+        .iter()
+        .filter(|(_, n, e)| *n == 1 && matches!(e, Event::Delivered { .. }))
+        .count();
+    assert_eq!(delivered, 1, "only the genuine frame is delivered");
+}
+
+#[test]
+fn replayed_frame_is_rejected() {
+    use lightcone_agent::node::{Input, Node, Outbox};
+    use lightcone_agent::time::Instant;
+    // Drive two nodes by hand to capture a genuine frame.
+    let topo = Topo::cell(2, 0, MS, 6);
+    let sim = Sim::new(&topo, 6, test_params());
+    let mut a: Node = sim.node(0).unwrap().clone();
+    let mut b: Node = sim.node(1).unwrap().clone();
+    let mut out = Outbox::new(64, 64);
+    let now = Instant::from_nanos(3_000_000_000);
+    a.handle(
+        now,
+        Input::Command(&Command::Send {
+            dst: 1,
+            data: b"pay".to_vec(),
+        }),
+        &mut out,
+    );
+    // Before routes exist, the send may find no route; use a link-local greeting instead.
+    let frame = out
+        .transmits
+        .iter()
+        .find(|t| t.to == 1)
+        .map(|t| t.bytes.clone());
+    let frame = match frame {
+        Some(f) => f,
+        None => {
+            let mut out2 = Outbox::new(64, 64);
+            a.handle(
+                now,
+                Input::Timer(lightcone_agent::node::TimerKey::RouteHello),
+                &mut out2,
+            );
+            out2.transmits
+                .iter()
+                .find(|t| t.to == 1)
+                .expect("a frame for node 1")
+                .bytes
+                .clone()
+        }
+    };
+    let mut out = Outbox::new(64, 64);
+    b.handle(
+        now,
+        Input::Datagram {
+            from: 0,
+            bytes: &frame,
+        },
+        &mut out,
+    );
+    b.handle(
+        now,
+        Input::Datagram {
+            from: 0,
+            bytes: &frame,
+        },
+        &mut out,
+    );
+    assert_eq!(b.counters().get("rx", "ok"), 1);
+    assert_eq!(b.counters().get("rx", "replay"), 1);
+    // A spurious timer expiry is a no-op.
+    let before = b.counters().clone();
+    let mut out = Outbox::new(64, 64);
+    b.handle(
+        Instant::ZERO,
+        Input::Timer(lightcone_agent::node::TimerKey::Suspicion),
+        &mut out,
+    );
+    assert!(out.transmits.is_empty() && out.events.is_empty());
+    assert_eq!(&before, b.counters());
+}

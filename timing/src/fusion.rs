@@ -89,6 +89,68 @@ pub fn marzullo(intervals: &[Interval]) -> Option<MarzulloResult> {
     })
 }
 
+/// Result of [`fuse`]: the combined estimate of the sources that agree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fused {
+    pub offset_s: f64,
+    pub sigma_s: f64,
+    /// Indices (into the input) of the sources in the agreeing majority.
+    pub truechimers: Vec<usize>,
+    /// Indices of the sources outside it (falsetickers, in NTP's word).
+    pub falsetickers: Vec<usize>,
+}
+
+/// Most sources [`fuse`] considers; further ones are ignored.
+pub const MAX_FUSE_SOURCES: usize = 32;
+
+/// Selects and combines time sources the way NTP does (Marzullo, then combine): each source
+/// `(offset_s, sigma_s)` claims the interval offset ± k·σ; Marzullo finds the region most of
+/// them share; sources whose interval contains it are truechimers and are combined by
+/// inverse-variance weighting (the static Kalman/BLUE combination of independent
+/// estimates); the rest are falsetickers. `None` if no source is valid (finite, σ > 0) or
+/// the best region is not supported by a strict majority of the valid sources.
+pub fn fuse(sources: &[(f64, f64)], k: f64) -> Option<Fused> {
+    let k = if k.is_finite() && k > 0.0 {
+        k
+    } else {
+        DEFAULT_ALARM_K
+    };
+    let valid: Vec<usize> = sources
+        .iter()
+        .enumerate()
+        .take(MAX_FUSE_SOURCES)
+        .filter(|(_, (o, s))| o.is_finite() && s.is_finite() && *s > 0.0)
+        .map(|(i, _)| i)
+        .collect();
+    let intervals: Vec<Interval> = valid
+        .iter()
+        .map(|&i| Interval::around(sources[i].0, sources[i].1, k))
+        .collect();
+    let best = marzullo(&intervals)?;
+    if 2 * best.count <= valid.len() {
+        return None;
+    }
+    let (mut truechimers, mut falsetickers) = (Vec::new(), Vec::new());
+    let (mut w, mut wz) = (0.0, 0.0);
+    for (j, &i) in valid.iter().enumerate() {
+        let iv = intervals[j];
+        if iv.lo <= best.lo && best.hi <= iv.hi {
+            let inv = 1.0 / sources[i].1.powi(2);
+            w += inv;
+            wz += inv * sources[i].0;
+            truechimers.push(i);
+        } else {
+            falsetickers.push(i);
+        }
+    }
+    Some(Fused {
+        offset_s: wz / w,
+        sigma_s: (1.0 / w).sqrt(),
+        truechimers,
+        falsetickers,
+    })
+}
+
 /// Two-state (offset, frequency) Kalman filter. Time is kept by the caller; `predict(dt)`
 /// moves the state forward. All inputs are sanitised: a non-finite or negative `dt`, `z` or
 /// `r` makes the call a no-op and returns `None`/`false`.
@@ -366,6 +428,23 @@ mod tests {
                 proptest::prop_assert!(c <= r.count);
             }
         }
+    }
+
+    #[test]
+    fn fuse_outvotes_a_falseticker_and_weights_by_variance() {
+        // Two honest sources near 0 and one lying by 1 µs.
+        let f = fuse(&[(1e-9, 1e-9), (-1e-9, 2e-9), (1e-6, 1e-9)], 5.0).unwrap();
+        assert_eq!(f.truechimers, vec![0, 1]);
+        assert_eq!(f.falsetickers, vec![2]);
+        // Inverse-variance mean: (1/1 · 1 + 1/4 · (−1)) / (1 + 1/4) = 0.6 ns, σ = √0.8 ns.
+        assert!((f.offset_s - 0.6e-9).abs() < 1e-18);
+        assert!((f.sigma_s - 0.8f64.sqrt() * 1e-9).abs() < 1e-18);
+        // Two sources that disagree: no majority, no answer.
+        assert!(fuse(&[(0.0, 1e-9), (1e-6, 1e-9)], 5.0).is_none());
+        // Invalid sources do not vote.
+        let f = fuse(&[(f64::NAN, 1e-9), (0.0, 0.0), (2e-9, 1e-9)], 5.0).unwrap();
+        assert_eq!(f.truechimers, vec![2]);
+        assert!(fuse(&[], 5.0).is_none());
     }
 
     #[test]

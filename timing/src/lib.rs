@@ -34,7 +34,7 @@ pub mod sync;
 pub mod timestamp;
 
 pub use fusion::{
-    marzullo, CompromiseMonitor, Interval, MarzulloResult, OffsetFreqKalman, Verdict,
+    fuse, marzullo, CompromiseMonitor, Fused, Interval, MarzulloResult, OffsetFreqKalman, Verdict,
 };
 pub use node::{ClockFault, NodeClock, NodeClockConfig, NodeRole, TimeMetrics};
 pub use oscillator::{allan_deviation, Oscillator, OscillatorParams};

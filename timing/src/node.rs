@@ -244,6 +244,19 @@ impl NodeClock {
         }
     }
 
+    /// Hierarchy and pulsar estimates combined by [`crate::fuse`] (Marzullo selection, then
+    /// inverse-variance weighting) at the node's alarm k; `None` when either is missing or
+    /// they disagree. Index 0 is the hierarchy, 1 the pulsars.
+    pub fn fused(&mut self, true_now_ns: u64) -> Option<crate::Fused> {
+        let local = self.osc.read(true_now_ns);
+        let h = self.sync.estimate(local)?;
+        let p = self.pulsar.estimate(local)?;
+        crate::fuse(
+            &[(h.offset_s, h.sigma_s), (p.offset_s, p.sigma_s)],
+            self.monitor.k(),
+        )
+    }
+
     /// A coordinate-tagged timestamp for "now".
     pub fn timestamp(&mut self, true_now_ns: u64) -> CoordTimestamp {
         let local = self.osc.read(true_now_ns);
@@ -353,12 +366,24 @@ mod tests {
         let m = a.metrics(1_000_000_000);
         assert_eq!(m.source, TimeSource::Authority);
         assert!(m.true_error_s.abs() < 1e-12 && m.within_3sigma);
-        a.inject(2_000_000_000, ClockFault::Step { offset_s: 1e-6 });
-        assert!((a.metrics(2_000_000_000).true_error_s - 1e-6).abs() < 1e-12);
         let mut out = Vec::new();
         a.poll(3_600_000_000_000, &sky, &mut out);
+        let f = a.fused(3_600_000_000_000).expect("healthy sources agree");
+        assert_eq!(f.truechimers, vec![0, 1]);
+        assert!(
+            f.offset_s.abs() < 5e-11,
+            "dominated by the 10 ps authority: {}",
+            f.offset_s
+        );
+        a.inject(2_000_000_000, ClockFault::Step { offset_s: 1e-6 });
+        assert!((a.metrics(3_600_000_000_000).true_error_s - 1e-6).abs() < 1e-12);
+        a.poll(7_200_000_000_000, &sky, &mut out);
         // Its own pulsar fix sees the 1 µs step: the authority flags itself.
-        assert_eq!(a.metrics(3_600_000_000_000).alarms_total, 1);
+        assert_eq!(a.metrics(7_200_000_000_000).alarms_total, 1);
+        assert!(
+            a.fused(7_200_000_000_000).is_none(),
+            "the sources now disagree"
+        );
 
         let server = ServerLink {
             server: 0,

@@ -607,6 +607,11 @@ impl TimeSync {
             return false;
         }
         let z = (back - fwd + link.asymmetry_cal_s) / 2.0;
+        if !(z.abs() <= crate::timestamp::MAX_OFFSET_S
+            && rtt <= 2.0 * crate::timestamp::MAX_OFFSET_S)
+        {
+            return false; // a day off or worse: garbage, not a clock
+        }
         let hist = self.rtts.entry(from).or_default();
         hist.push_back(rtt);
         while hist.len() > RTT_WINDOW {
@@ -981,6 +986,36 @@ mod tests {
             let e = resp.encode();
             proptest::prop_assert_eq!(e.len(), RESPONSE_WIRE_LEN);
             proptest::prop_assert_eq!(TimeMessage::decode(&e).unwrap(), resp);
+        }
+
+        #[test]
+        fn arbitrary_responses_never_panic_or_poison_the_estimate(
+            msgs in proptest::collection::vec(
+                (0u32..4, proptest::prelude::any::<i64>(), proptest::prelude::any::<f64>(),
+                 proptest::prelude::any::<f64>(), 0u8..20),
+                1..40,
+            )
+        ) {
+            let mut c = client(0.0);
+            let mut out = Vec::new();
+            for (i, (seq, ns, f1, f2, stratum)) in msgs.into_iter().enumerate() {
+                let now = i as u64 * 1_000_000_000;
+                c.on_timer(now, ClockStamp::from_true_ns(now, 0.0), &mut out);
+                let resp = SyncResponse {
+                    seq,
+                    t2: ClockStamp { ns, ps: 0 },
+                    t3: ClockStamp { ns, ps: 0 },
+                    request_correction_s: f1,
+                    correction_s: f2,
+                    sigma_s: f2,
+                    stratum,
+                };
+                c.handle(now, ClockStamp::from_true_ns(now + 1, 0.0), 0,
+                         TimeMessage::Response(resp), &mut out);
+                if let Some(e) = c.estimate(ClockStamp::from_true_ns(now + 2, 0.0)) {
+                    proptest::prop_assert!(!e.offset_s.is_nan() && !e.sigma_s.is_nan());
+                }
+            }
         }
 
         #[test]

@@ -1,0 +1,1229 @@
+//! The **wire** engine: a userspace link emulator that forwards every L2 frame between two
+//! veth ends (normally both in the lab's "wire" namespace), each direction shaped by its
+//! own [`Shaper`]. It runs where the kernel has no `sch_netem`, holds delay × bandwidth far
+//! beyond netem's queue, and measures what it does.
+//!
+//! # How
+//! One OS thread runs the event loop for every link: `epoll` over one AF_PACKET socket per
+//! veth end plus an `eventfd` for commands, and a binary heap of frames ordered by the real
+//! time they are due. The loop sends what is due, then sleeps in `epoll_pwait2` (ns
+//! timeout) until the next frame is due or a socket is readable. It wakes
+//! [`EARLY_WAKE_NS`] before a deadline and spins the rest, with the thread's timer slack
+//! at 1 ns, so frames leave within a few µs of their time on an idle host.
+//!
+//! Sockets are opened with `libc` directly, not `pnet`: pnet's datalink channel hides its
+//! descriptor, and one epoll over many sockets needs it. Each socket is
+//! `socket(AF_PACKET, SOCK_RAW, 0)` — protocol 0 so nothing is queued before `bind` — then
+//! bound to the interface with `ETH_P_ALL`, non-blocking, `PACKET_IGNORE_OUTGOING` (we
+//! never re-capture our own transmissions), `PACKET_QDISC_BYPASS`, 16 MiB receive buffer
+//! (`SO_RCVBUFFORCE`, we run as root) and `PACKET_VNET_HDR`. The virtio-net header is what
+//! makes veth work: a frame from a local socket carries a *partial* checksum (checksum
+//! offload) and may be a GSO super-frame; the header carries both facts across, so the
+//! kernel completes the checksum and segments on the far side exactly as it would have.
+//! When a frame is corrupted, its checksum is completed here first (as netem does), so the
+//! flipped bit is seen by the receiver's checks. `SO_TIMESTAMPNS` gives each frame the
+//! time the kernel received it; that, not the moment the loop got round to reading it, is
+//! the frame's arrival, so a loop that gets the CPU late on a busy host still delivers on
+//! time as long as it wakes before the frame is due.
+//!
+//! # Limits
+//! Memory is bounded by the shapers' queue caps ([`super::shaper::HARD_CAP_BYTES`] per
+//! direction) plus one 64 KiB receive buffer; frames larger than that are dropped and
+//! counted as `dropped_queue`. A frame the kernel refuses to send is counted in
+//! `tx_errors`. Taking a link down discards what is on it (a cut fibre loses its light);
+//! those frames count as `dropped_down`.
+//!
+//! # Measured
+//! Per link and direction: frames forwarded and dropped by reason, queue depth, and the
+//! achieved one-way delay (real seconds from the frame's arrival at this engine to its
+//! transmission) as a histogram; optionally as Prometheus series (see [`WireMetrics`]).
+//! `Drop` of the [`WireEngine`] stops the thread and closes every socket.
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+
+use super::model::LinkModel;
+use super::shaper::{Drop as DropReason, Shaper, Verdict};
+use crate::kernel::{KernelError, Netns};
+
+/// Wake this long before a frame is due and spin the rest (timer wake-up latency).
+pub const EARLY_WAKE_NS: u64 = 60_000;
+/// Largest frame accepted (a GSO super-frame on veth is at most 64 KiB).
+pub const MAX_FRAME_BYTES: usize = 65_536;
+/// Frames read from one socket before the loop looks at its timers again.
+const READ_BUDGET: usize = 64;
+/// Receive buffer asked for on every socket.
+const RCVBUF_BYTES: libc::c_int = 16 << 20;
+const SNDBUF_BYTES: libc::c_int = 4 << 20;
+/// Size of `struct virtio_net_hdr`.
+const VNET_HDR_LEN: usize = 10;
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+// linux/if_packet.h (not all in the libc crate)
+const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// Upper bounds (real seconds) of the achieved-delay histogram: 10 µs × 2^k, to ~45 min.
+pub const DELAY_BUCKETS_S: [f64; 29] = {
+    let mut b = [0.0; 29];
+    let mut i = 0;
+    let mut v = 1e-5;
+    while i < 29 {
+        b[i] = v;
+        v *= 2.0;
+        i += 1;
+    }
+    b
+};
+
+/// Errors of the wire engine. Each says whether anything changed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// `time_scale` must be finite and > 0; nothing was started.
+    #[error("time_scale must be finite and positive, got {0}")]
+    InvalidTimeScale(f64),
+    /// A socket or event-loop system call failed; the link (or engine) was not added.
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Entering a namespace failed; the link was not added.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A link with that id exists; nothing changed.
+    #[error("link {0:?} exists already")]
+    LinkExists(String),
+    /// No link with that id; nothing changed.
+    #[error("no link {0:?}")]
+    NoSuchLink(String),
+    /// Registering metrics failed; nothing was registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The event loop is gone (it panicked); nothing changed.
+    #[error("wire event loop is not running")]
+    Stopped,
+}
+
+fn sys(what: impl Into<String>) -> WireError {
+    WireError::Sys {
+        what: what.into(),
+        source: io::Error::last_os_error(),
+    }
+}
+
+/// One end of a link.
+#[derive(Debug)]
+pub enum PortSpec {
+    /// An AF_PACKET `SOCK_RAW` socket, already bound to its interface with `ETH_P_ALL`
+    /// and `PACKET_VNET_HDR` set. The engine makes it non-blocking and owns it from now on.
+    Fd(OwnedFd),
+    /// Interface `ifname` in the named namespace: the engine opens the socket itself.
+    Netns { netns: String, ifname: String },
+}
+
+/// A link's direction: from end `a` to end `b`, or back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    AToB,
+    BToA,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::AToB => "a_to_b",
+            Direction::BToA => "b_to_a",
+        }
+    }
+}
+
+/// Counters of one link direction, read by [`WireEngine::stats`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkStats {
+    pub link: String,
+    pub direction: Direction,
+    pub up: bool,
+    pub forwarded: u64,
+    pub dropped_loss: u64,
+    pub dropped_queue: u64,
+    pub dropped_down: u64,
+    /// Frames the kernel refused to send (counted apart from the model's drops).
+    pub tx_errors: u64,
+    pub queue_packets: u64,
+    pub queue_bytes: u64,
+    /// Configured one-way delay, real seconds (emulated ÷ time_scale, without jitter).
+    pub configured_delay_s: f64,
+    /// Achieved one-way delay: counts per bucket, upper bounds in [`DELAY_BUCKETS_S`]; the
+    /// last element counts frames above the last bound.
+    pub delay_buckets: Vec<u64>,
+    /// Sum of achieved delays, real seconds (mean = sum / forwarded).
+    pub delay_sum_s: f64,
+}
+
+#[derive(Debug)]
+struct PromDir {
+    forwarded: IntCounter,
+    dropped_loss: IntCounter,
+    dropped_queue: IntCounter,
+    dropped_down: IntCounter,
+    delay: Histogram,
+    configured: Gauge,
+    depth: IntGauge,
+}
+
+#[derive(Debug, Default)]
+struct DirCounters {
+    up: AtomicU64,
+    forwarded: AtomicU64,
+    dropped_loss: AtomicU64,
+    dropped_queue: AtomicU64,
+    dropped_down: AtomicU64,
+    tx_errors: AtomicU64,
+    queue_packets: AtomicU64,
+    queue_bytes: AtomicU64,
+    configured_delay_ns: AtomicU64,
+    delay_sum_ns: AtomicU64,
+    delay_buckets: [AtomicU64; DELAY_BUCKETS_S.len() + 1],
+    prom: Option<PromDir>,
+}
+
+impl DirCounters {
+    fn dropped(&self, why: DropReason, n: u64) {
+        let (c, p) = match why {
+            DropReason::Loss => (
+                &self.dropped_loss,
+                self.prom.as_ref().map(|p| &p.dropped_loss),
+            ),
+            DropReason::Queue => (
+                &self.dropped_queue,
+                self.prom.as_ref().map(|p| &p.dropped_queue),
+            ),
+            DropReason::Down => (
+                &self.dropped_down,
+                self.prom.as_ref().map(|p| &p.dropped_down),
+            ),
+        };
+        c.fetch_add(n, Ordering::Relaxed);
+        if let Some(p) = p {
+            p.inc_by(n);
+        }
+    }
+
+    fn forwarded(&self, delay_ns: u64) {
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+        self.delay_sum_ns.fetch_add(delay_ns, Ordering::Relaxed);
+        let s = delay_ns as f64 / 1e9;
+        let i = DELAY_BUCKETS_S.partition_point(|b| *b < s);
+        self.delay_buckets[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = &self.prom {
+            p.forwarded.inc();
+            p.delay.observe(s);
+        }
+    }
+
+    fn queue(&self, s: &Shaper) {
+        self.queue_packets
+            .store(u64::from(s.queued_packets()), Ordering::Relaxed);
+        self.queue_bytes.store(s.queued_bytes(), Ordering::Relaxed);
+        if let Some(p) = &self.prom {
+            p.depth.set(i64::from(s.queued_packets()));
+        }
+    }
+
+    fn configured(&self, s: &Shaper) {
+        let ns = s.configured_delay_real_ns();
+        self.configured_delay_ns.store(ns, Ordering::Relaxed);
+        self.up.store(u64::from(s.is_up()), Ordering::Relaxed);
+        if let Some(p) = &self.prom {
+            p.configured.set(ns as f64 / 1e9);
+        }
+    }
+
+    fn snapshot(&self, link: &str, direction: Direction) -> LinkStats {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LinkStats {
+            link: link.to_string(),
+            direction,
+            up: ld(&self.up) != 0,
+            forwarded: ld(&self.forwarded),
+            dropped_loss: ld(&self.dropped_loss),
+            dropped_queue: ld(&self.dropped_queue),
+            dropped_down: ld(&self.dropped_down),
+            tx_errors: ld(&self.tx_errors),
+            queue_packets: ld(&self.queue_packets),
+            queue_bytes: ld(&self.queue_bytes),
+            configured_delay_s: ld(&self.configured_delay_ns) as f64 / 1e9,
+            delay_buckets: self.delay_buckets.iter().map(ld).collect(),
+            delay_sum_s: ld(&self.delay_sum_ns) as f64 / 1e9,
+        }
+    }
+}
+
+/// The Prometheus series of the wire engine, registered once per lab:
+/// `lightcone_link_packets_total{lab,link,direction,outcome}` (outcome forwarded /
+/// dropped_loss / dropped_queue / dropped_down), `lightcone_link_delay_seconds{lab,link,
+/// direction}` (achieved one-way delay, real seconds), `lightcone_link_configured_delay_seconds`
+/// and `lightcone_link_queue_depth` (packets).
+#[derive(Debug, Clone)]
+pub struct WireMetrics {
+    lab: String,
+    packets: prometheus::IntCounterVec,
+    delay: prometheus::HistogramVec,
+    configured: prometheus::GaugeVec,
+    depth: prometheus::IntGaugeVec,
+}
+
+impl WireMetrics {
+    /// Create the series and register them in `registry`. On error nothing stays
+    /// registered.
+    pub fn register(registry: &Registry, lab: &str) -> Result<Self, WireError> {
+        let labels = ["lab", "link", "direction"];
+        let packets = prometheus::IntCounterVec::new(
+            Opts::new(
+                "lightcone_link_packets_total",
+                "Frames offered to a link direction, by outcome",
+            ),
+            &["lab", "link", "direction", "outcome"],
+        )?;
+        let delay = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "lightcone_link_delay_seconds",
+                "Achieved one-way delay of forwarded frames, real seconds",
+            )
+            .buckets(DELAY_BUCKETS_S.to_vec()),
+            &labels,
+        )?;
+        let configured = prometheus::GaugeVec::new(
+            Opts::new(
+                "lightcone_link_configured_delay_seconds",
+                "Configured one-way delay, real seconds (emulated / time_scale)",
+            ),
+            &labels,
+        )?;
+        let depth = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "lightcone_link_queue_depth",
+                "Frames queued on a link direction",
+            ),
+            &labels,
+        )?;
+        let make = |i: usize| -> Box<dyn prometheus::core::Collector> {
+            match i {
+                0 => Box::new(packets.clone()),
+                1 => Box::new(delay.clone()),
+                2 => Box::new(configured.clone()),
+                _ => Box::new(depth.clone()),
+            }
+        };
+        for i in 0..4 {
+            if let Err(e) = registry.register(make(i)) {
+                for j in 0..i {
+                    let _ = registry.unregister(make(j));
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(WireMetrics {
+            lab: lab.to_string(),
+            packets,
+            delay,
+            configured,
+            depth,
+        })
+    }
+
+    fn dir(&self, link: &str, d: Direction) -> PromDir {
+        let l = [self.lab.as_str(), link, d.label()];
+        let out = |o: &str| self.packets.with_label_values(&[l[0], l[1], l[2], o]);
+        PromDir {
+            forwarded: out("forwarded"),
+            dropped_loss: out("dropped_loss"),
+            dropped_queue: out("dropped_queue"),
+            dropped_down: out("dropped_down"),
+            delay: self.delay.with_label_values(&l),
+            configured: self.configured.with_label_values(&l),
+            depth: self.depth.with_label_values(&l),
+        }
+    }
+
+    fn forget(&self, link: &str) {
+        for d in [Direction::AToB, Direction::BToA] {
+            let l = [self.lab.as_str(), link, d.label()];
+            for o in ["forwarded", "dropped_loss", "dropped_queue", "dropped_down"] {
+                let _ = self.packets.remove_label_values(&[l[0], l[1], l[2], o]);
+            }
+            let _ = self.delay.remove_label_values(&l);
+            let _ = self.configured.remove_label_values(&l);
+            let _ = self.depth.remove_label_values(&l);
+        }
+    }
+}
+
+enum Cmd {
+    Add {
+        id: String,
+        fds: [OwnedFd; 2],
+        shapers: Box<[Shaper; 2]>,
+        counters: [Arc<DirCounters>; 2],
+        reply: mpsc::SyncSender<Result<(), WireError>>,
+    },
+    SetModel {
+        id: String,
+        models: Box<[Option<LinkModel>; 2]>,
+        reply: mpsc::SyncSender<Result<(), WireError>>,
+    },
+    SetUp {
+        id: String,
+        up: bool,
+        reply: mpsc::SyncSender<Result<(), WireError>>,
+    },
+    Remove {
+        id: String,
+        reply: mpsc::SyncSender<Result<(), WireError>>,
+    },
+    Stop,
+}
+
+type Counters = BTreeMap<String, [Arc<DirCounters>; 2]>;
+
+/// The engine: owns the event-loop thread and every link's sockets. `Drop` stops it.
+///
+/// Methods may be called from any thread; each waits until the loop has applied it.
+pub struct WireEngine {
+    time_scale: f64,
+    cmds: mpsc::Sender<Cmd>,
+    wake: OwnedFd,
+    thread: Option<JoinHandle<()>>,
+    counters: Arc<Mutex<Counters>>,
+    metrics: Option<WireMetrics>,
+}
+
+impl std::fmt::Debug for WireEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireEngine")
+            .field("time_scale", &self.time_scale)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WireEngine {
+    /// Start the event loop, without Prometheus series.
+    pub fn start(time_scale: f64) -> Result<Self, WireError> {
+        Self::start_with_metrics(time_scale, None)
+    }
+
+    /// Start the event loop; every link added later gets series in `metrics`.
+    pub fn start_with_metrics(
+        time_scale: f64,
+        metrics: Option<WireMetrics>,
+    ) -> Result<Self, WireError> {
+        if !(time_scale.is_finite() && time_scale > 0.0) {
+            return Err(WireError::InvalidTimeScale(time_scale));
+        }
+        // SAFETY: plain syscalls; results checked, fds wrapped at once.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(sys("epoll_create1"));
+        }
+        let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(sys("eventfd"));
+        }
+        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
+        let wake_loop = wake.try_clone().map_err(|e| WireError::Sys {
+            what: "dup eventfd".into(),
+            source: e,
+        })?;
+        epoll_add(epoll.as_raw_fd(), wake_loop.as_raw_fd(), TOKEN_WAKE)?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("lc-wire".into())
+            .spawn(move || {
+                // SAFETY: prctl on the calling thread only.
+                unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+                Loop {
+                    epoll,
+                    wake: wake_loop,
+                    cmds: rx,
+                    links: Vec::new(),
+                    by_id: BTreeMap::new(),
+                    heap: BinaryHeap::new(),
+                    seq: 0,
+                    buf: vec![0u8; VNET_HDR_LEN + MAX_FRAME_BYTES],
+                }
+                .run();
+            })
+            .map_err(|e| WireError::Sys {
+                what: "spawn wire thread".into(),
+                source: e,
+            })?;
+        Ok(WireEngine {
+            time_scale,
+            cmds: tx,
+            wake,
+            thread: Some(thread),
+            counters: Arc::new(Mutex::new(BTreeMap::new())),
+            metrics,
+        })
+    }
+
+    pub fn time_scale(&self) -> f64 {
+        self.time_scale
+    }
+
+    fn call(
+        &self,
+        make: impl FnOnce(mpsc::SyncSender<Result<(), WireError>>) -> Cmd,
+    ) -> Result<(), WireError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.cmds
+            .send(make(reply))
+            .map_err(|_| WireError::Stopped)?;
+        self.kick();
+        answer.recv().map_err(|_| WireError::Stopped)?
+    }
+
+    fn kick(&self) {
+        let one: u64 = 1;
+        // SAFETY: 8-byte write to our eventfd; failure (counter full) still wakes the loop.
+        unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+
+    /// Add link `id` between ends `a` and `b`, shaped by `a_to_b` and `b_to_a`, up.
+    /// On error nothing was added (sockets opened for it are closed).
+    pub fn add_link(
+        &self,
+        id: &str,
+        a: PortSpec,
+        b: PortSpec,
+        a_to_b: LinkModel,
+        b_to_a: LinkModel,
+    ) -> Result<(), WireError> {
+        if self
+            .counters
+            .lock()
+            .expect("counters lock")
+            .contains_key(id)
+        {
+            return Err(WireError::LinkExists(id.to_string()));
+        }
+        let fds = [open_port(a)?, open_port(b)?];
+        let shapers = [
+            Shaper::new(a_to_b, self.time_scale),
+            Shaper::new(b_to_a, self.time_scale),
+        ];
+        let counters = [Direction::AToB, Direction::BToA].map(|d| {
+            let c = DirCounters {
+                prom: self.metrics.as_ref().map(|m| m.dir(id, d)),
+                ..DirCounters::default()
+            };
+            Arc::new(c)
+        });
+        for (c, s) in counters.iter().zip(&shapers) {
+            c.configured(s);
+        }
+        self.call(|reply| Cmd::Add {
+            id: id.to_string(),
+            fds,
+            shapers: Box::new(shapers),
+            counters: counters.clone(),
+            reply,
+        })?;
+        self.counters
+            .lock()
+            .expect("counters lock")
+            .insert(id.to_string(), counters);
+        Ok(())
+    }
+
+    /// Change the model of one or both directions as a diff: frames already queued keep
+    /// their delivery times, random streams continue. On error nothing changed.
+    pub fn set_model(
+        &self,
+        id: &str,
+        a_to_b: Option<LinkModel>,
+        b_to_a: Option<LinkModel>,
+    ) -> Result<(), WireError> {
+        self.call(|reply| Cmd::SetModel {
+            id: id.to_string(),
+            models: Box::new([a_to_b, b_to_a]),
+            reply,
+        })
+    }
+
+    /// Take link `id` down (both directions drop everything, queued frames are discarded)
+    /// or bring it back up.
+    pub fn set_up(&self, id: &str, up: bool) -> Result<(), WireError> {
+        self.call(|reply| Cmd::SetUp {
+            id: id.to_string(),
+            up,
+            reply,
+        })
+    }
+
+    /// Remove link `id`: its queued frames are discarded and its sockets closed.
+    pub fn remove_link(&self, id: &str) -> Result<(), WireError> {
+        self.call(|reply| Cmd::Remove {
+            id: id.to_string(),
+            reply,
+        })?;
+        self.counters.lock().expect("counters lock").remove(id);
+        if let Some(m) = &self.metrics {
+            m.forget(id);
+        }
+        Ok(())
+    }
+
+    /// Counters of every link and direction, ordered by link id then direction.
+    pub fn stats(&self) -> Vec<LinkStats> {
+        let map = self.counters.lock().expect("counters lock");
+        map.iter()
+            .flat_map(|(id, c)| {
+                [
+                    c[0].snapshot(id, Direction::AToB),
+                    c[1].snapshot(id, Direction::BToA),
+                ]
+            })
+            .collect()
+    }
+}
+
+impl Drop for WireEngine {
+    fn drop(&mut self) {
+        let _ = self.cmds.send(Cmd::Stop);
+        self.kick();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Open (or adopt) the AF_PACKET socket of one end.
+fn open_port(p: PortSpec) -> Result<OwnedFd, WireError> {
+    match p {
+        PortSpec::Fd(fd) => {
+            set_nonblocking(fd.as_raw_fd())?;
+            if !enable_rx_timestamps(fd.as_raw_fd()) {
+                return Err(sys("SO_TIMESTAMPNS"));
+            }
+            Ok(fd)
+        }
+        PortSpec::Netns { netns, ifname } => {
+            let ns = Netns::open(&netns)?;
+            ns.run(|| open_packet_socket(&ifname))?
+                .map_err(|e| match e {
+                    WireError::Sys { what, source } => WireError::Sys {
+                        what: format!("{what} ({netns}:{ifname})"),
+                        source,
+                    },
+                    e => e,
+                })
+        }
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> Result<(), WireError> {
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(sys("fcntl O_NONBLOCK"));
+    }
+    Ok(())
+}
+
+fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> bool {
+    // SAFETY: an int option on our socket.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// An AF_PACKET socket on `ifname` in the calling thread's namespace, configured as the
+/// module doc says.
+pub fn open_packet_socket(ifname: &str) -> Result<OwnedFd, WireError> {
+    let cname = std::ffi::CString::new(ifname).map_err(|_| WireError::Sys {
+        what: format!("interface name {ifname:?}"),
+        source: io::ErrorKind::InvalidInput.into(),
+    })?;
+    // SAFETY: NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if ifindex == 0 {
+        return Err(sys(format!("interface {ifname}")));
+    }
+    // SAFETY: socket creation; wrapped at once.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(sys("socket(AF_PACKET)"));
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let r = fd.as_raw_fd();
+    if !setsockopt_int(r, libc::SOL_PACKET, PACKET_VNET_HDR, 1) {
+        return Err(sys("PACKET_VNET_HDR"));
+    }
+    if !setsockopt_int(r, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1) {
+        return Err(sys("PACKET_IGNORE_OUTGOING"));
+    }
+    if !enable_rx_timestamps(r) {
+        return Err(sys("SO_TIMESTAMPNS"));
+    }
+    // Optional speed-ups: fine to run without them.
+    let _ = setsockopt_int(r, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1);
+    if !setsockopt_int(r, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES) {
+        let _ = setsockopt_int(r, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF_BYTES);
+    }
+    if !setsockopt_int(r, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SNDBUF_BYTES) {
+        let _ = setsockopt_int(r, libc::SOL_SOCKET, libc::SO_SNDBUF, SNDBUF_BYTES);
+    }
+    // SAFETY: zeroed sockaddr_ll is valid; filled below.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: bind with a properly sized sockaddr_ll.
+    let rc = unsafe {
+        libc::bind(
+            r,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(sys(format!("bind AF_PACKET to {ifname}")));
+    }
+    Ok(fd)
+}
+
+const TOKEN_WAKE: u64 = u64::MAX;
+
+fn epoll_add(epfd: RawFd, fd: RawFd, token: u64) -> Result<(), WireError> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: registering a live descriptor.
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+        return Err(sys("epoll_ctl ADD"));
+    }
+    Ok(())
+}
+
+/// Monotonic clock, ns. The shaper's `now`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `CLOCK_REALTIME`, ns: the clock of the kernel's receive timestamps.
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `SO_TIMESTAMPNS` (asm-generic, as on x86-64 and aarch64; equal to `SCM_TIMESTAMPNS`).
+const SO_TIMESTAMPNS: libc::c_int = 35;
+
+/// Ask the kernel to stamp every received packet (`SO_TIMESTAMPNS`, realtime clock).
+pub fn enable_rx_timestamps(fd: RawFd) -> bool {
+    setsockopt_int(fd, libc::SOL_SOCKET, SO_TIMESTAMPNS, 1)
+}
+
+/// `recv` that also returns the kernel's receive timestamp (realtime ns), if there is one.
+/// Stamps taken by the kernel when the packet arrived make measured delays independent of
+/// how late this thread got the CPU.
+pub fn recv_stamped(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, Option<u64>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 8]; // 64 bytes, aligned for cmsghdr
+                              // SAFETY: zeroed msghdr is valid; pointers below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: msg points at live buffers of the stated sizes.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the kernel filled msg_control; we read only the first header and check it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if !c.is_null()
+            && (*c).cmsg_level == libc::SOL_SOCKET
+            && (*c).cmsg_type == SO_TIMESTAMPNS
+            && (*c).cmsg_len as usize
+                >= libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) as usize
+        {
+            let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+            stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+        }
+    }
+    Ok((n as usize, stamp))
+}
+
+/// A frame waiting for its time. Ordered by (time, arrival sequence) so equal times keep
+/// arrival order.
+struct Pending {
+    at_ns: u64,
+    seq: u64,
+    slot: usize,
+    generation: u64,
+    dir: usize,
+    arrived_ns: u64,
+    /// virtio-net header followed by the frame.
+    data: Vec<u8>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at_ns, self.seq) == (o.at_ns, o.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    // reversed: BinaryHeap is a max-heap, we want the earliest first
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at_ns, o.seq).cmp(&(self.at_ns, self.seq))
+    }
+}
+
+struct LinkSlot {
+    id: String,
+    generation: u64,
+    fds: [OwnedFd; 2],
+    shapers: [Shaper; 2],
+    counters: [Arc<DirCounters>; 2],
+}
+
+struct Loop {
+    epoll: OwnedFd,
+    wake: OwnedFd,
+    cmds: mpsc::Receiver<Cmd>,
+    links: Vec<Option<LinkSlot>>,
+    by_id: BTreeMap<String, usize>,
+    heap: BinaryHeap<Pending>,
+    seq: u64,
+    buf: Vec<u8>,
+}
+
+fn port_token(slot: usize, side: usize) -> u64 {
+    (slot as u64) << 1 | side as u64
+}
+
+impl Loop {
+    fn run(mut self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut generation = 0u64;
+        loop {
+            self.send_due();
+            let timeout = self.heap.peek().map(|p| {
+                let now = monotonic_ns();
+                let left = p.at_ns.saturating_sub(now);
+                left.saturating_sub(EARLY_WAKE_NS)
+            });
+            let ts;
+            let tsp = match timeout {
+                Some(ns) => {
+                    ts = libc::timespec {
+                        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+                    };
+                    &ts as *const libc::timespec
+                }
+                None => std::ptr::null(),
+            };
+            // SAFETY: events buffer outlives the call; tsp null or valid.
+            let n = unsafe {
+                libc::epoll_pwait2(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as libc::c_int,
+                    tsp,
+                    std::ptr::null(),
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!("wire: epoll_pwait2: {e}; event loop stops");
+                return;
+            }
+            for ev in &events[..n as usize] {
+                let token = ev.u64;
+                if token == TOKEN_WAKE {
+                    if !self.commands(&mut generation) {
+                        return;
+                    }
+                } else {
+                    self.read_port((token >> 1) as usize, (token & 1) as usize);
+                    // under a flood, keep due frames on time between read batches
+                    self.send_due();
+                }
+            }
+        }
+    }
+
+    /// Apply queued commands; false when told to stop.
+    fn commands(&mut self, generation: &mut u64) -> bool {
+        let mut v = 0u64;
+        // SAFETY: drain the eventfd counter.
+        unsafe {
+            libc::read(
+                self.wake.as_raw_fd(),
+                (&mut v as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Cmd::Stop => return false,
+                Cmd::Add {
+                    id,
+                    fds,
+                    shapers,
+                    counters,
+                    reply,
+                } => {
+                    let r = if self.by_id.contains_key(&id) {
+                        Err(WireError::LinkExists(id))
+                    } else {
+                        let slot = self
+                            .links
+                            .iter()
+                            .position(Option::is_none)
+                            .unwrap_or(self.links.len());
+                        let added = epoll_add(
+                            self.epoll.as_raw_fd(),
+                            fds[0].as_raw_fd(),
+                            port_token(slot, 0),
+                        )
+                        .and_then(|()| {
+                            epoll_add(
+                                self.epoll.as_raw_fd(),
+                                fds[1].as_raw_fd(),
+                                port_token(slot, 1),
+                            )
+                        });
+                        // on error the fds are dropped, which also removes them from epoll
+                        added.map(|()| {
+                            *generation += 1;
+                            let l = LinkSlot {
+                                id: id.clone(),
+                                generation: *generation,
+                                fds,
+                                shapers: *shapers,
+                                counters,
+                            };
+                            if slot == self.links.len() {
+                                self.links.push(Some(l));
+                            } else {
+                                self.links[slot] = Some(l);
+                            }
+                            self.by_id.insert(id, slot);
+                        })
+                    };
+                    let _ = reply.send(r);
+                }
+                Cmd::SetModel { id, models, reply } => {
+                    let r = match self.by_id.get(&id).and_then(|s| self.links[*s].as_mut()) {
+                        None => Err(WireError::NoSuchLink(id)),
+                        Some(l) => {
+                            for (d, m) in (*models).into_iter().enumerate() {
+                                if let Some(m) = m {
+                                    l.shapers[d].set_model(m);
+                                    l.counters[d].configured(&l.shapers[d]);
+                                }
+                            }
+                            Ok(())
+                        }
+                    };
+                    let _ = reply.send(r);
+                }
+                Cmd::SetUp { id, up, reply } => {
+                    let r = match self.by_id.get(&id).copied() {
+                        None => Err(WireError::NoSuchLink(id)),
+                        Some(slot) => {
+                            if !up {
+                                self.flush(slot, DropReason::Down);
+                            }
+                            let l = self.links[slot].as_mut().expect("slot of live id");
+                            for d in 0..2 {
+                                l.shapers[d].set_up(up);
+                                l.counters[d].configured(&l.shapers[d]);
+                            }
+                            Ok(())
+                        }
+                    };
+                    let _ = reply.send(r);
+                }
+                Cmd::Remove { id, reply } => {
+                    let r = match self.by_id.remove(&id) {
+                        None => Err(WireError::NoSuchLink(id)),
+                        Some(slot) => {
+                            self.flush(slot, DropReason::Down);
+                            // closing the fds removes them from the epoll set
+                            self.links[slot] = None;
+                            Ok(())
+                        }
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+        }
+        true
+    }
+
+    /// Discard every queued frame of a link, counting them as `why`.
+    fn flush(&mut self, slot: usize, why: DropReason) {
+        let Some(l) = self.links[slot].as_mut() else {
+            return;
+        };
+        let g = l.generation;
+        let heap = std::mem::take(&mut self.heap);
+        let mut keep = Vec::with_capacity(heap.len());
+        for p in heap.into_vec() {
+            if p.slot == slot && p.generation == g {
+                l.shapers[p.dir].release(p.data.len() - VNET_HDR_LEN);
+                l.counters[p.dir].dropped(why, 1);
+            } else {
+                keep.push(p);
+            }
+        }
+        for d in 0..2 {
+            l.counters[d].queue(&l.shapers[d]);
+        }
+        self.heap = BinaryHeap::from(keep);
+    }
+
+    fn read_port(&mut self, slot: usize, side: usize) {
+        for _ in 0..READ_BUDGET {
+            let Some(l) = self.links.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            let (n, stamp) = match recv_stamped(
+                l.fds[side].as_raw_fd(),
+                &mut self.buf,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock
+                        && e.kind() != io::ErrorKind::Interrupted
+                    {
+                        tracing::warn!("wire: recv on link {}: {e}", l.id);
+                    }
+                    return;
+                }
+            };
+            // The frame's time is when the kernel received it, not when we got round to
+            // reading it: a late read does not stretch the emulated delay.
+            let mono = monotonic_ns();
+            let now = match stamp {
+                Some(real) => mono.saturating_sub(realtime_ns().saturating_sub(real)),
+                None => mono,
+            };
+            let dir = side; // frames read at end a travel a→b
+            if n < VNET_HDR_LEN || n > self.buf.len() {
+                l.counters[dir].dropped(DropReason::Queue, 1);
+                continue;
+            }
+            let frame_len = n - VNET_HDR_LEN;
+            match l.shapers[dir].offer(now, frame_len) {
+                Verdict::Drop(why) => l.counters[dir].dropped(why, 1),
+                Verdict::Deliver { first, duplicate } => {
+                    for d in std::iter::once(first).chain(duplicate) {
+                        let mut data = self.buf[..n].to_vec();
+                        if let Some(bit) = d.corrupt_bit {
+                            corrupt(&mut data, bit);
+                        }
+                        self.seq += 1;
+                        self.heap.push(Pending {
+                            at_ns: d.at_real_ns,
+                            seq: self.seq,
+                            slot,
+                            generation: l.generation,
+                            dir,
+                            arrived_ns: now,
+                            data,
+                        });
+                    }
+                }
+            }
+            l.counters[dir].queue(&l.shapers[dir]);
+        }
+    }
+
+    fn send_due(&mut self) {
+        loop {
+            let Some(top) = self.heap.peek() else { return };
+            let now = monotonic_ns();
+            if top.at_ns > now {
+                return;
+            }
+            let p = self.heap.pop().expect("peeked");
+            let Some(l) = self.links.get_mut(p.slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if l.generation != p.generation {
+                continue;
+            }
+            let out = 1 - p.dir;
+            // SAFETY: sending our buffer on our socket.
+            let rc = unsafe {
+                libc::send(
+                    l.fds[out].as_raw_fd(),
+                    p.data.as_ptr().cast(),
+                    p.data.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            let sent_ns = monotonic_ns();
+            l.shapers[p.dir].release(p.data.len() - VNET_HDR_LEN);
+            let c = &l.counters[p.dir];
+            if rc < 0 {
+                c.tx_errors.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.forwarded(sent_ns.saturating_sub(p.arrived_ns));
+            }
+            c.queue(&l.shapers[p.dir]);
+        }
+    }
+}
+
+/// Flip `bit` of the frame behind the virtio-net header in `data`, completing a partial
+/// checksum first so the receiver can see the damage.
+fn corrupt(data: &mut [u8], bit: usize) {
+    let (hdr, frame) = data.split_at_mut(VNET_HDR_LEN);
+    if hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+        let start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
+        let offset = usize::from(u16::from_le_bytes([hdr[8], hdr[9]]));
+        if start + offset + 2 <= frame.len() {
+            // The field holds the pseudo-header sum; summing over it completes the checksum.
+            let mut sum: u32 = 0;
+            for chunk in frame[start..].chunks(2) {
+                let w = if chunk.len() == 2 {
+                    u16::from_be_bytes([chunk[0], chunk[1]])
+                } else {
+                    u16::from_be_bytes([chunk[0], 0])
+                };
+                sum += u32::from(w);
+            }
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            let csum = !(sum as u16);
+            frame[start + offset..start + offset + 2].copy_from_slice(&csum.to_be_bytes());
+            hdr[0] &= !VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        }
+    }
+    if let Some(b) = frame.get_mut(bit / 8) {
+        *b ^= 0x80 >> (bit % 8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_completes_partial_checksum_then_flips_one_bit() {
+        // A UDP checksum over bytes [4..]: field at offset 2 holds the pseudo sum 0x1234.
+        let mut frame = vec![0u8; VNET_HDR_LEN];
+        frame[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        frame[6..8].copy_from_slice(&4u16.to_le_bytes());
+        frame[8..10].copy_from_slice(&2u16.to_le_bytes());
+        frame.extend_from_slice(&[0xaa, 0xbb, 0xcc, 0xdd, 0x00, 0x01, 0x12, 0x34, 0xf0, 0x0f]);
+        let mut c = frame.clone();
+        corrupt(&mut c, 0);
+        assert_eq!(c[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM, 0);
+        assert_eq!(c[VNET_HDR_LEN], 0xaa ^ 0x80);
+        // the completed checksum verifies as a receiver does it: the ones-complement sum
+        // of the range (checksum included) plus the pseudo-header sum is 0xffff
+        let body = &c[VNET_HDR_LEN + 4..];
+        let mut sum: u32 = 0x1234u32
+            + body
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum::<u32>();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+    }
+
+    #[test]
+    fn delay_buckets_double_from_ten_microseconds() {
+        assert_eq!(DELAY_BUCKETS_S[0], 1e-5);
+        assert!((DELAY_BUCKETS_S[28] / DELAY_BUCKETS_S[27] - 2.0).abs() < 1e-12);
+        const { assert!(DELAY_BUCKETS_S[28] > 2600.0) };
+    }
+
+    #[test]
+    fn invalid_time_scale_is_refused() {
+        assert!(matches!(
+            WireEngine::start(0.0),
+            Err(WireError::InvalidTimeScale(_))
+        ));
+    }
+
+    #[test]
+    fn metrics_register_once_per_registry() {
+        let r = Registry::new();
+        let m = WireMetrics::register(&r, "lab").expect("first");
+        assert!(WireMetrics::register(&r, "lab").is_err());
+        m.dir("x", Direction::AToB).forwarded.inc();
+        let names: Vec<String> = r.gather().iter().map(|f| f.name().to_string()).collect();
+        assert!(names.contains(&"lightcone_link_packets_total".to_string()));
+    }
+}

@@ -30,7 +30,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("{:>6} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}", "nodes", "links", "layout", "netns_s", "links_s", "addr_s", "up_s", "down_s");
+    println!(
+        "{:>6} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "nodes", "links", "layout", "netns_s", "links_s", "addr_s", "up_s", "down_s"
+    );
     for n in [100usize, 300, 1000] {
         for layout in [Layout::Direct, Layout::Wire] {
             let lab = format!("bench{n}{}", if layout == Layout::Wire { "w" } else { "d" });

@@ -26,9 +26,12 @@ pub fn agent_binary() -> Option<PathBuf> {
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [dir.join("lightcone-agent"), dir.parent()?.join("lightcone-agent")]
-        .into_iter()
-        .find(|p| p.is_file())
+    [
+        dir.join("lightcone-agent"),
+        dir.parent()?.join("lightcone-agent"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,7 +59,9 @@ pub struct Agents {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("the agent binary was not found next to `lightcone` (set LIGHTCONE_AGENT to its path)")]
+    #[error(
+        "the agent binary was not found next to `lightcone` (set LIGHTCONE_AGENT to its path)"
+    )]
     NoBinary,
     #[error("start agent {node}: {source}")]
     Spawn {
@@ -65,7 +70,11 @@ pub enum AgentError {
         source: std::io::Error,
     },
     #[error("agent {node} did not open its control socket within {secs} s; see {log}")]
-    NotReady { node: String, secs: u64, log: String },
+    NotReady {
+        node: String,
+        secs: u64,
+        log: String,
+    },
 }
 
 impl Agents {
@@ -93,8 +102,11 @@ impl Agents {
             node: node.name.clone(),
             source,
         };
-        std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).expect("config serializes"))
-            .map_err(err)?;
+        std::fs::write(
+            &cfg_path,
+            serde_json::to_vec_pretty(&cfg).expect("config serializes"),
+        )
+        .map_err(err)?;
         let log = File::options()
             .create(true)
             .append(true)
@@ -108,7 +120,10 @@ impl Agents {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(err)?)
             .stderr(log)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         // SAFETY: only async-signal-safe calls (setns, prctl) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -141,7 +156,12 @@ impl Agents {
     }
 
     /// Wait until every running agent has opened its control socket.
-    pub fn wait_ready(&mut self, plan: &Plan, dir: &LabDir, timeout: Duration) -> Result<(), AgentError> {
+    pub fn wait_ready(
+        &mut self,
+        plan: &Plan,
+        dir: &LabDir,
+        timeout: Duration,
+    ) -> Result<(), AgentError> {
         let deadline = Instant::now() + timeout;
         for (&id, p) in self.procs.iter_mut() {
             let sock = crate::plan::agent_socket(&dir.path, id);
@@ -154,7 +174,11 @@ impl Agents {
                     return Err(AgentError::NotReady {
                         node: plan.nodes[id].name.clone(),
                         secs: timeout.as_secs(),
-                        log: dir.logs().join(format!("{}.log", plan.nodes[id].name)).display().to_string(),
+                        log: dir
+                            .logs()
+                            .join(format!("{}.log", plan.nodes[id].name))
+                            .display()
+                            .to_string(),
                     });
                 }
                 std::thread::sleep(Duration::from_millis(5));

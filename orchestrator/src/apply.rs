@@ -91,7 +91,7 @@ pub async fn build(
         .await;
     for r in results {
         made.push(r?);
-        if made.len() % 100 == 0 || made.len() == total {
+        if made.len().is_multiple_of(100) || made.len() == total {
             progress("namespaces", made.len(), total);
         }
     }
@@ -100,7 +100,7 @@ pub async fn build(
     let root = kernel::handle_in(None)?;
     let ns_of = |i: usize| &made[i];
     let wire_ns = (layout == Layout::Wire).then(|| &made[plan.nodes.len()]);
-    let mut done = 0;
+    let mut done = 0usize;
     let nlinks = plan.links.len();
     let mut s = stream::iter(plan.links.iter())
         .map(|l| {
@@ -113,10 +113,22 @@ pub async fn build(
                             .await
                     }
                     Some(w) => {
-                        kernel::netlink::create_veth_between(root, na, &l.a.ifname, w, &l.a.wire_ifname)
-                            .await?;
-                        kernel::netlink::create_veth_between(root, nb, &l.b.ifname, w, &l.b.wire_ifname)
-                            .await
+                        kernel::netlink::create_veth_between(
+                            root,
+                            na,
+                            &l.a.ifname,
+                            w,
+                            &l.a.wire_ifname,
+                        )
+                        .await?;
+                        kernel::netlink::create_veth_between(
+                            root,
+                            nb,
+                            &l.b.ifname,
+                            w,
+                            &l.b.wire_ifname,
+                        )
+                        .await
                     }
                 }
             }
@@ -125,7 +137,7 @@ pub async fn build(
     while let Some(r) = s.next().await {
         r?;
         done += 1;
-        if done % 200 == 0 || done == nlinks {
+        if done.is_multiple_of(200) || done == nlinks {
             progress("links", done, nlinks);
         }
     }
@@ -213,7 +225,10 @@ pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelEr
     let mut removed = Removed::default();
     // Processes first (agents, then anything else), newest first.
     for e in entries.iter().rev() {
-        if let Entry::Process { pid, start_time, .. } = e {
+        if let Entry::Process {
+            pid, start_time, ..
+        } = e
+        {
             if Some(*pid) == skip_pid {
                 continue;
             }
@@ -249,7 +264,12 @@ pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelEr
     match std::fs::remove_dir_all(&dir.path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(KernelError::sys(format!("remove {}", dir.path.display()), e)),
+        Err(e) => {
+            return Err(KernelError::sys(
+                format!("remove {}", dir.path.display()),
+                e,
+            ))
+        }
     }
     Ok(removed)
 }

@@ -1,4 +1,10 @@
 //! lightcone orchestrator library: topology → plan → apply → supervise.
+pub mod agents;
+pub mod apply;
+pub mod dashboard;
 pub mod kernel;
 pub mod link;
+pub mod plan;
+pub mod state;
+pub mod supervisor;
 pub mod topology;

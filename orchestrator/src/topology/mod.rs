@@ -10,6 +10,7 @@
 pub mod diag;
 pub mod generator;
 mod read;
+pub use read::link_seed;
 pub mod units;
 pub mod yaml;
 

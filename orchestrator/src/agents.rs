@@ -1,0 +1,273 @@
+//! Agent processes: one `lightcone-agent` per node, started inside the node's namespace,
+//! logged to the lab's state directory, recorded in the ledger, killed and restarted on
+//! request. Talks to each agent over its unix control socket.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde::Serialize;
+
+use crate::kernel::Netns;
+use crate::plan::Plan;
+use crate::state::{process_start_time, Entry, LabDir, Ledger};
+
+/// Where the agent binary is: `$LIGHTCONE_AGENT`, else next to this executable (and, for
+/// `cargo test`/`cargo bench` binaries in `target/*/deps`, one directory up).
+pub fn agent_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LIGHTCONE_AGENT") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join("lightcone-agent"),
+        dir.parent()?.join("lightcone-agent"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    Running,
+    /// Killed by a fault or exited by itself.
+    Exited,
+    /// Not started (`--no-agents`).
+    None,
+}
+
+struct Proc {
+    child: Child,
+    started: Instant,
+}
+
+/// The lab's agents. Spawns only from the thread that owns it (the supervisor's main
+/// thread): agents get `PR_SET_PDEATHSIG`, which fires when the *thread* that forked them
+/// ends, so a short-lived worker thread must never spawn them.
+pub struct Agents {
+    binary: PathBuf,
+    procs: BTreeMap<usize, Proc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "the agent binary was not found next to `lightcone` (set LIGHTCONE_AGENT to its path)"
+    )]
+    NoBinary,
+    #[error("start agent {node}: {source}")]
+    Spawn {
+        node: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("agent {node} did not open its control socket within {secs} s; see {log}")]
+    NotReady {
+        node: String,
+        secs: u64,
+        log: String,
+    },
+}
+
+impl Agents {
+    pub fn new() -> Result<Agents, AgentError> {
+        Ok(Agents {
+            binary: agent_binary().ok_or(AgentError::NoBinary)?,
+            procs: BTreeMap::new(),
+        })
+    }
+
+    /// Start (or restart) the agent of node `id`.
+    pub fn start(
+        &mut self,
+        plan: &Plan,
+        id: usize,
+        dir: &LabDir,
+        ledger: &mut Ledger,
+    ) -> Result<u32, AgentError> {
+        self.kill(id);
+        let node = &plan.nodes[id];
+        let cfg = plan.agent_config(id, &dir.path);
+        let _ = std::fs::remove_file(&cfg.control_socket);
+        let cfg_path = dir.agents().join(format!("{id}.json"));
+        let err = |source| AgentError::Spawn {
+            node: node.name.clone(),
+            source,
+        };
+        std::fs::write(
+            &cfg_path,
+            serde_json::to_vec_pretty(&cfg).expect("config serializes"),
+        )
+        .map_err(err)?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.logs().join(format!("{}.log", node.name)))
+            .map_err(err)?;
+        let ns = Netns::open(&node.netns).map_err(|e| err(std::io::Error::other(e.to_string())))?;
+        let ns_fd = ns.fd().as_raw_fd();
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(err)?)
+            .stderr(log)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        // SAFETY: only async-signal-safe calls (setns, prctl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(err)?;
+        let pid = child.id();
+        if let Some(start_time) = process_start_time(pid) {
+            let _ = ledger.record(&[Entry::Process {
+                pid,
+                start_time,
+                what: format!("agent {}", node.name),
+            }]);
+        }
+        self.procs.insert(
+            id,
+            Proc {
+                child,
+                started: Instant::now(),
+            },
+        );
+        Ok(pid)
+    }
+
+    /// Wait until every running agent has opened its control socket.
+    pub fn wait_ready(
+        &mut self,
+        plan: &Plan,
+        dir: &LabDir,
+        timeout: Duration,
+    ) -> Result<(), AgentError> {
+        let deadline = Instant::now() + timeout;
+        for (&id, p) in self.procs.iter_mut() {
+            let sock = crate::plan::agent_socket(&dir.path, id);
+            loop {
+                if sock.exists() {
+                    break;
+                }
+                let exited = matches!(p.child.try_wait(), Ok(Some(_)));
+                if exited || Instant::now() > deadline {
+                    return Err(AgentError::NotReady {
+                        node: plan.nodes[id].name.clone(),
+                        secs: timeout.as_secs(),
+                        log: dir
+                            .logs()
+                            .join(format!("{}.log", plan.nodes[id].name))
+                            .display()
+                            .to_string(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL an agent (the `crash` fault). Returns false if it was not running.
+    pub fn kill(&mut self, id: usize) -> bool {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return false;
+        };
+        let running = matches!(p.child.try_wait(), Ok(None));
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        running
+    }
+
+    pub fn state(&mut self, id: usize) -> (AgentState, Option<u32>) {
+        match self.procs.get_mut(&id) {
+            None => (AgentState::None, None),
+            Some(p) => match p.child.try_wait() {
+                Ok(None) => (AgentState::Running, Some(p.child.id())),
+                _ => (AgentState::Exited, None),
+            },
+        }
+    }
+
+    pub fn uptime(&self, id: usize) -> Option<Duration> {
+        self.procs.get(&id).map(|p| p.started.elapsed())
+    }
+
+    /// Stop every agent: SIGTERM, a short grace period, then SIGKILL.
+    pub fn stop_all(&mut self) {
+        for p in self.procs.values_mut() {
+            if matches!(p.child.try_wait(), Ok(None)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for p in self.procs.values_mut() {
+            while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        self.procs.clear();
+    }
+}
+
+/// One HTTP/1.1 request to an agent's unix control socket.
+pub async fn agent_request(
+    socket: &Path,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    let fut = async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "agent")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, bytes))
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| format!("{} did not answer within {timeout:?}", socket.display()))?
+}

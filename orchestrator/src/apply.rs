@@ -1,0 +1,302 @@
+//! Carry out a [`Plan`]: namespaces, veth pairs, addresses — through netlink, in parallel,
+//! with every object recorded in the ledger first — and tear it all down again.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::kernel::{self, KernelError, Netns};
+use crate::plan::Plan;
+use crate::state::{processes_in_netns, same_process, Entry, LabDir, Ledger};
+
+/// How links are carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// One veth pair between the two node namespaces (netem engine, or unshaped).
+    Direct,
+    /// Each node end paired with an end in the wire namespace (wire engine).
+    Wire,
+}
+
+/// Parallel netlink requests in flight while building.
+const CONCURRENCY: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Kernel(#[from] KernelError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] std::io::Error),
+}
+
+/// What happened, for progress output and benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct BuildTimes {
+    pub namespaces: Duration,
+    pub links: Duration,
+    pub addresses: Duration,
+}
+
+/// Every namespace the plan needs for `layout`, in creation order.
+pub fn namespaces(plan: &Plan, layout: Layout) -> Vec<String> {
+    let mut v: Vec<String> = plan.nodes.iter().map(|n| n.netns.clone()).collect();
+    if layout == Layout::Wire {
+        v.push(plan.wire_netns.clone());
+    }
+    v
+}
+
+fn disable_ipv6() {
+    // Keep links quiet: no router solicitations or DAD probes in the link metrics.
+    for k in ["all", "default"] {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6"), "1");
+    }
+}
+
+/// Build the lab's kernel objects. On error, what was made stays recorded in the ledger
+/// for [`teardown`] to remove.
+pub async fn build(
+    plan: &Plan,
+    layout: Layout,
+    ledger: &mut Ledger,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<BuildTimes, ApplyError> {
+    kernel::netns::raise_fd_limit();
+    let mut times = BuildTimes::default();
+    let t0 = Instant::now();
+    let names = namespaces(plan, layout);
+    let entries: Vec<Entry> = names
+        .iter()
+        .map(|n| Entry::Netns { name: n.clone() })
+        .collect();
+    ledger.record(&entries)?;
+    let total = names.len();
+    // Namespace creation is a few syscalls on a fresh thread; run a few at a time.
+    let mut made: Vec<Netns> = Vec::with_capacity(total);
+    let results: Vec<Result<Netns, KernelError>> = stream::iter(names.iter().cloned())
+        .map(|name| {
+            tokio::task::spawn_blocking(move || {
+                let ns = Netns::create(&name)?;
+                ns.run(disable_ipv6)?;
+                Ok(ns)
+            })
+        })
+        .buffered(4)
+        .map(|r| r.unwrap_or(Err(KernelError::ThreadPanicked)))
+        .collect()
+        .await;
+    for r in results {
+        made.push(r?);
+        if made.len().is_multiple_of(100) || made.len() == total {
+            progress("namespaces", made.len(), total);
+        }
+    }
+    times.namespaces = t0.elapsed();
+    let t1 = Instant::now();
+    let root = kernel::handle_in(None)?;
+    let ns_of = |i: usize| &made[i];
+    let wire_ns = (layout == Layout::Wire).then(|| &made[plan.nodes.len()]);
+    let mut done = 0usize;
+    let nlinks = plan.links.len();
+    let mut s = stream::iter(plan.links.iter())
+        .map(|l| {
+            let root = &root;
+            async move {
+                let (na, nb) = (ns_of(l.a.node), ns_of(l.b.node));
+                match wire_ns {
+                    None => {
+                        kernel::netlink::create_veth_between(root, na, &l.a.ifname, nb, &l.b.ifname)
+                            .await
+                    }
+                    Some(w) => {
+                        kernel::netlink::create_veth_between(
+                            root,
+                            na,
+                            &l.a.ifname,
+                            w,
+                            &l.a.wire_ifname,
+                        )
+                        .await?;
+                        kernel::netlink::create_veth_between(
+                            root,
+                            nb,
+                            &l.b.ifname,
+                            w,
+                            &l.b.wire_ifname,
+                        )
+                        .await
+                    }
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY);
+    while let Some(r) = s.next().await {
+        r?;
+        done += 1;
+        if done.is_multiple_of(200) || done == nlinks {
+            progress("links", done, nlinks);
+        }
+    }
+    drop(s);
+    times.links = t1.elapsed();
+    let t2 = Instant::now();
+    // Per namespace: loopback up, addresses, peer ends up.
+    let jobs: Vec<usize> = (0..made.len()).collect();
+    stream::iter(jobs)
+        .map(|i| {
+            let made = &made;
+            async move {
+                let ns = &made[i];
+                let h = kernel::handle_in(Some(ns))?;
+                let lo = kernel::ifindex(&h, "lo").await?;
+                kernel::set_up(&h, lo).await?;
+                if i < plan.nodes.len() {
+                    for iface in &plan.nodes[i].interfaces {
+                        let idx = kernel::ifindex(&h, &iface.name).await?;
+                        kernel::add_address(&h, idx, iface.ip, iface.prefix).await?;
+                        kernel::set_up(&h, idx).await?;
+                    }
+                } else {
+                    for l in &plan.links {
+                        for name in [&l.a.wire_ifname, &l.b.wire_ifname] {
+                            let idx = kernel::ifindex(&h, name).await?;
+                            kernel::set_up(&h, idx).await?;
+                        }
+                    }
+                }
+                Ok::<(), KernelError>(())
+            }
+        })
+        .buffer_unordered(CONCURRENCY / 4)
+        .try_collect::<Vec<()>>()
+        .await?;
+    progress("addresses", made.len(), made.len());
+    times.addresses = t2.elapsed();
+    Ok(times)
+}
+
+/// Stop a recorded process: SIGTERM, then SIGKILL after `grace`.
+pub fn stop_process(pid: u32, start_time: u64, grace: Duration) {
+    if !same_process(pid, start_time) {
+        return;
+    }
+    let p = Pid::from_raw(pid as i32);
+    let _ = kill(p, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !same_process(pid, start_time) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = kill(p, Signal::SIGKILL);
+}
+
+/// Kill every process inside a namespace (SIGKILL: they are the lab's, and the lab is going).
+fn kill_processes_in(netns: &str) {
+    let path = Path::new(kernel::netns::NETNS_RUN_DIR).join(netns);
+    for _ in 0..50 {
+        let pids = processes_in_netns(&path);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What teardown removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub processes: usize,
+    pub namespaces: usize,
+}
+
+/// Remove everything the ledger lists, then the state directory. Idempotent: objects that
+/// are already gone are skipped; a missing lab directory is a no-op.
+pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelError> {
+    let entries = Ledger::read(dir);
+    let mut removed = Removed::default();
+    // Processes first (agents, then anything else), newest first.
+    for e in entries.iter().rev() {
+        if let Entry::Process {
+            pid, start_time, ..
+        } = e
+        {
+            if Some(*pid) == skip_pid {
+                continue;
+            }
+            if same_process(*pid, *start_time) {
+                stop_process(*pid, *start_time, Duration::from_millis(500));
+                removed.processes += 1;
+            }
+        }
+    }
+    let names: Vec<&String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Netns { name } => Some(name),
+            _ => None,
+        })
+        .collect();
+    let mut first_err = None;
+    for name in names {
+        if !Netns::exists(name) {
+            continue;
+        }
+        kill_processes_in(name);
+        match Netns::delete(name) {
+            Ok(()) => removed.namespaces += 1,
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    match std::fs::remove_dir_all(&dir.path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(KernelError::sys(
+                format!("remove {}", dir.path.display()),
+                e,
+            ))
+        }
+    }
+    Ok(removed)
+}
+
+/// Namespaces that look like a lab's (`lc-<lab>_…`) but that no ledger lists: leftovers
+/// of a lab whose state directory was lost. `down --all` removes them too.
+pub fn stray_namespaces() -> Vec<String> {
+    let known: std::collections::BTreeSet<String> = LabDir::all()
+        .iter()
+        .flat_map(|l| Ledger::read(&LabDir::new(l)))
+        .filter_map(|e| match e {
+            Entry::Netns { name } => Some(name),
+            _ => None,
+        })
+        .collect();
+    Netns::list()
+        .into_iter()
+        .filter(|n| {
+            n.strip_prefix(crate::topology::NETNS_PREFIX)
+                .is_some_and(|rest| rest.contains('_'))
+                && !known.contains(n)
+        })
+        .collect()
+}
+
+/// Remove one stray namespace (processes inside first).
+pub fn remove_stray(name: &str) -> Result<(), KernelError> {
+    kill_processes_in(name);
+    Netns::delete(name)
+}

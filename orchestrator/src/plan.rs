@@ -1,0 +1,293 @@
+//! The plan: a pure function from a [`Topology`] to every kernel object and process a lab
+//! needs — namespace names, interface names (≤ 15 bytes), link subnets, keys, agent
+//! configurations. `apply` only carries it out, so layout decisions are tested here, with
+//! snapshots, without root.
+//!
+//! Layout. Every node gets a namespace `lc-<lab>_<node>` (a lab name has no `_`, so two
+//! labs can never claim the same namespace). A link A–B gets a /31 from the pool: A takes
+//! the even address, B the odd one. Inside a node, its links are `eth1`, `eth2`, … in the
+//! order the topology lists them. With the netem engine a link is one veth pair between the
+//! two node namespaces. With the wire engine each node end is paired with an end in the
+//! lab's wire namespace (`lc-<lab>__wire`, ends `w<link>a`/`w<link>b`) and the engine
+//! forwards frames between those two ends. Only connected routes exist in the kernel:
+//! traffic beyond a neighbour is forwarded by the agents' overlay routing, hop by hop, as
+//! the DCOS does it.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use lightcone_agent::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, AGENT_UDP_PORT};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::link::LinkModel;
+use crate::topology::{LinkLevel, Topology, NETNS_PREFIX};
+
+/// Longest interface name the kernel holds (IFNAMSIZ − 1).
+pub const IFNAME_MAX: usize = 15;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub lab: String,
+    pub time_scale: f64,
+    pub seed: u64,
+    /// The namespace that holds the wire engine's link ends.
+    pub wire_netns: String,
+    pub nodes: Vec<NodePlan>,
+    pub links: Vec<LinkPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodePlan {
+    pub name: String,
+    pub netns: String,
+    pub role: Role,
+    pub addr: HierAddr,
+    pub position_au: Option<[f64; 3]>,
+    pub interfaces: Vec<IfacePlan>,
+    pub public_key_hex: String,
+    #[serde(skip)]
+    pub secret_key_hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IfacePlan {
+    pub name: String,
+    pub link: usize,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub peer: usize,
+    pub peer_ip: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub node: usize,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    /// This end's interface in the wire namespace (wire engine only).
+    pub wire_ifname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkPlan {
+    pub index: usize,
+    /// `a--b`, the name used in metrics and on the command line.
+    pub name: String,
+    pub level: LinkLevel,
+    pub delay_auto: bool,
+    pub a: Endpoint,
+    pub b: Endpoint,
+    pub model: LinkModel,
+}
+
+/// Namespace of a node.
+pub fn netns_name(lab: &str, node: &str) -> String {
+    format!("{NETNS_PREFIX}{lab}_{node}")
+}
+
+/// Namespace holding the wire engine's ends.
+pub fn wire_netns_name(lab: &str) -> String {
+    format!("{NETNS_PREFIX}{lab}__wire")
+}
+
+/// Prefix shared by every namespace of a lab.
+pub fn lab_netns_prefix(lab: &str) -> String {
+    format!("{NETNS_PREFIX}{lab}_")
+}
+
+/// Deterministic ed25519 key of a node: SHA-256 of the lab seed and the node name.
+/// A testbed wants reproducible identities; these keys protect against a byzantine agent
+/// in the experiment, not against whoever can read the lab's state directory.
+fn node_key(seed: u64, lab: &str, node: &str) -> SigningKey {
+    let mut h = Sha256::new();
+    h.update(b"lightcone node key v1\0");
+    h.update(seed.to_le_bytes());
+    h.update(lab.as_bytes());
+    h.update([0]);
+    h.update(node.as_bytes());
+    SigningKey::from_bytes(&h.finalize().into())
+}
+
+/// Build the plan. Pure: same topology, same plan.
+pub fn plan(topo: &Topology) -> Plan {
+    let base = u32::from(topo.pool.base);
+    let mut nodes: Vec<NodePlan> = topo
+        .nodes
+        .iter()
+        .map(|n| {
+            let key = node_key(topo.seed, &topo.name, &n.name);
+            NodePlan {
+                name: n.name.clone(),
+                netns: netns_name(&topo.name, &n.name),
+                role: n.role,
+                addr: n.addr,
+                position_au: n.position_au,
+                interfaces: Vec::new(),
+                public_key_hex: hex::encode(key.verifying_key().as_bytes()),
+                secret_key_hex: hex::encode(key.to_bytes()),
+            }
+        })
+        .collect();
+    let mut links = Vec::with_capacity(topo.links.len());
+    for (i, l) in topo.links.iter().enumerate() {
+        let ip_a = Ipv4Addr::from(base + 2 * i as u32);
+        let ip_b = Ipv4Addr::from(base + 2 * i as u32 + 1);
+        let if_a = format!("eth{}", nodes[l.a].interfaces.len() + 1);
+        let if_b = format!("eth{}", nodes[l.b].interfaces.len() + 1);
+        nodes[l.a].interfaces.push(IfacePlan {
+            name: if_a.clone(),
+            link: i,
+            ip: ip_a,
+            prefix: 31,
+            peer: l.b,
+            peer_ip: ip_b,
+        });
+        nodes[l.b].interfaces.push(IfacePlan {
+            name: if_b.clone(),
+            link: i,
+            ip: ip_b,
+            prefix: 31,
+            peer: l.a,
+            peer_ip: ip_a,
+        });
+        links.push(LinkPlan {
+            index: i,
+            name: format!("{}--{}", topo.nodes[l.a].name, topo.nodes[l.b].name),
+            level: l.level,
+            delay_auto: l.delay_auto,
+            a: Endpoint {
+                node: l.a,
+                ifname: if_a,
+                ip: ip_a,
+                wire_ifname: format!("w{i}a"),
+            },
+            b: Endpoint {
+                node: l.b,
+                ifname: if_b,
+                ip: ip_b,
+                wire_ifname: format!("w{i}b"),
+            },
+            model: l.model.clone(),
+        });
+    }
+    Plan {
+        lab: topo.name.clone(),
+        time_scale: topo.time_scale,
+        seed: topo.seed,
+        wire_netns: wire_netns_name(&topo.name),
+        nodes,
+        links,
+    }
+}
+
+impl Plan {
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// The link between two named nodes, in either order.
+    pub fn link_between(&self, a: &str, b: &str) -> Option<&LinkPlan> {
+        let (a, b) = (self.node_index(a)?, self.node_index(b)?);
+        self.links
+            .iter()
+            .find(|l| (l.a.node == a && l.b.node == b) || (l.a.node == b && l.b.node == a))
+    }
+
+    /// The configuration of node `id`'s agent. `state_dir` is the lab's state directory.
+    pub fn agent_config(&self, id: usize, state_dir: &Path) -> AgentConfig {
+        let peers = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| PeerInfo {
+                name: n.name.clone(),
+                id: i as u32,
+                addr: n.addr,
+                role: n.role,
+                public_key_hex: n.public_key_hex.clone(),
+                position_au: n.position_au.unwrap_or([0.0; 3]),
+            })
+            .collect();
+        let mut neighbors: Vec<Neighbor> = self.nodes[id]
+            .interfaces
+            .iter()
+            .map(|i| Neighbor {
+                id: i.peer as u32,
+                ifname: i.name.clone(),
+                local_ip: i.ip,
+                peer_ip: i.peer_ip,
+                delay_emulated_ns: self.links[i.link].model.delay_ns,
+            })
+            .collect();
+        neighbors.sort_by_key(|n| n.id);
+        AgentConfig {
+            lab: self.lab.clone(),
+            id: id as u32,
+            time_scale: self.time_scale,
+            seed: self.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            secret_key_hex: self.nodes[id].secret_key_hex.clone(),
+            udp_port: AGENT_UDP_PORT,
+            control_socket: agent_socket(state_dir, id),
+            peers,
+            neighbors,
+        }
+    }
+
+    /// A compact, human-readable rendering (one line per node and per link), used for
+    /// snapshots and `lightcone plan`.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "lab {} time_scale {} seed {} wire_netns {}",
+            self.lab, self.time_scale, self.seed, self.wire_netns
+        );
+        for n in &self.nodes {
+            let ifs: Vec<String> = n
+                .interfaces
+                .iter()
+                .map(|i| format!("{}={}/{}", i.name, i.ip, i.prefix))
+                .collect();
+            let _ = writeln!(
+                s,
+                "node {} netns={} role={:?} addr={} {}",
+                n.name,
+                n.netns,
+                n.role,
+                n.addr,
+                ifs.join(" ")
+            );
+        }
+        for l in &self.links {
+            let m = &l.model;
+            let _ = writeln!(
+                s,
+                "link {} {:?} {}:{}({}) <-> {}:{}({}) delay={}{} jitter={} loss={:?} rate={}",
+                l.name,
+                l.level,
+                self.nodes[l.a.node].name,
+                l.a.ifname,
+                l.a.wire_ifname,
+                self.nodes[l.b.node].name,
+                l.b.ifname,
+                l.b.wire_ifname,
+                crate::topology::units::fmt_ns(m.delay_ns),
+                if l.delay_auto { "(auto)" } else { "" },
+                crate::topology::units::fmt_ns(m.jitter_ns),
+                m.loss,
+                m.rate_bps
+                    .map(crate::topology::units::fmt_bps)
+                    .unwrap_or_else(|| "unlimited".into()),
+            );
+        }
+        s
+    }
+}
+
+/// Control socket of agent `id` (by id, not name: a unix socket path holds 107 bytes).
+pub fn agent_socket(state_dir: &Path, id: usize) -> PathBuf {
+    state_dir.join("agents").join(format!("{id}.sock"))
+}

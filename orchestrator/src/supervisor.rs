@@ -1,0 +1,859 @@
+//! The lab's supervisor: the one process that owns a running lab. It builds the kernel
+//! objects from the plan, runs the link engine (the wire engine's event loop lives here),
+//! starts and restarts agents, serves the control API, `/metrics` and the dashboard on
+//! loopback, and tears everything down on SIGINT/SIGTERM or `POST /api/shutdown`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::agents::{agent_request, AgentState, Agents};
+use crate::apply::{self, Layout};
+use crate::kernel::{self, Netns};
+use crate::link::wire::{PortSpec, WireEngine, WireMetrics};
+use crate::link::{netem, LinkModel};
+use crate::plan::{self, Plan};
+use crate::state::{process_start_time, Entry, LabDir, Ledger};
+use crate::topology;
+
+/// Which link engine carries the lab's links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// netem if the kernel has it, else wire.
+    Auto,
+    /// The kernel's netem qdisc on each veth end.
+    Netem,
+    /// lightcone's userspace emulator (AF_PACKET), works on any kernel.
+    Wire,
+    /// Plain veth pairs, no shaping at all (for bring-up benchmarks and debugging).
+    None,
+}
+
+/// What `lightcone up` asks of a supervisor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpOptions {
+    pub topology: PathBuf,
+    pub engine: EngineChoice,
+    pub agents: bool,
+    /// Port of the API/dashboard on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+}
+
+/// Written to `supervisor.json` once the lab is up; `status` and the CLI read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupervisorInfo {
+    pub pid: u32,
+    pub start_time: u64,
+    pub api_url: String,
+    pub engine: EngineChoice,
+    pub engine_reason: String,
+    /// Per-lab token the dashboard's controls must present.
+    pub token: String,
+}
+
+impl SupervisorInfo {
+    pub fn read(dir: &LabDir) -> Option<SupervisorInfo> {
+        serde_json::from_slice(&std::fs::read(dir.supervisor_path()).ok()?).ok()
+    }
+    pub fn alive(&self) -> bool {
+        crate::state::same_process(self.pid, self.start_time)
+    }
+}
+
+enum EngineRt {
+    Wire(WireEngine),
+    Netem,
+    None,
+}
+
+/// Runtime state of one link.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkRuntime {
+    pub a_to_b: LinkModel,
+    pub b_to_a: LinkModel,
+    pub up: bool,
+}
+
+pub struct Lab {
+    pub plan: Plan,
+    pub dir: LabDir,
+    ledger: Ledger,
+    engine: EngineRt,
+    pub engine_choice: EngineChoice,
+    pub engine_reason: String,
+    pub agents: Option<Agents>,
+    pub registry: prometheus::Registry,
+    pub links: Vec<LinkRuntime>,
+    pub started: Instant,
+    pub token: String,
+    pub api_url: String,
+    /// Fault and control events, newest last (bounded).
+    pub events: std::collections::VecDeque<LabEvent>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LabEvent {
+    /// Seconds since the lab came up (real).
+    pub t_s: f64,
+    pub kind: String,
+    pub detail: String,
+}
+
+const MAX_EVENTS: usize = 10_000;
+
+/// Decide the engine for `auto`, with the reason shown to the user.
+pub fn resolve_engine(choice: EngineChoice) -> (EngineChoice, String) {
+    match choice {
+        EngineChoice::Auto => {
+            let a = netem::kernel_has_netem();
+            if a.is_available() {
+                (EngineChoice::Netem, format!("auto: {a}"))
+            } else {
+                (
+                    EngineChoice::Wire,
+                    format!("auto: {a}; using the userspace wire engine"),
+                )
+            }
+        }
+        EngineChoice::Netem => (EngineChoice::Netem, "asked for netem".into()),
+        EngineChoice::Wire => (EngineChoice::Wire, "asked for wire".into()),
+        EngineChoice::None => (EngineChoice::None, "asked for unshaped links".into()),
+    }
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    hex::encode(b)
+}
+
+/// Why `up` refuses a lab that already has a state directory.
+pub fn check_not_up(lab: &str) -> Result<(), String> {
+    let dir = LabDir::new(lab);
+    if !dir.exists() {
+        return Ok(());
+    }
+    match SupervisorInfo::read(&dir) {
+        Some(info) if info.alive() => Err(format!(
+            "lab {lab} is already up (supervisor pid {}, {}); run `lightcone down {lab}` first",
+            info.pid, info.api_url
+        )),
+        _ => Err(format!(
+            "lab {lab} has leftovers of an earlier run whose supervisor is gone ({}); run `lightcone down {lab}` to remove them",
+            dir.path.display()
+        )),
+    }
+}
+
+impl Lab {
+    fn event(&mut self, kind: &str, detail: String) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(LabEvent {
+            t_s: self.started.elapsed().as_secs_f64(),
+            kind: kind.into(),
+            detail,
+        });
+    }
+
+    fn link_index(&self, a: &str, b: &str) -> Result<usize, ApiError> {
+        for n in [a, b] {
+            if self.plan.node_index(n).is_none() {
+                return Err(ApiError::not_found(format!(
+                    "lab {} has no node {n:?}",
+                    self.plan.lab
+                )));
+            }
+        }
+        self.plan
+            .link_between(a, b)
+            .map(|l| l.index)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "lab {} has no link between {a} and {b}",
+                    self.plan.lab
+                ))
+            })
+    }
+
+    fn node(&self, name: &str) -> Result<usize, ApiError> {
+        self.plan.node_index(name).ok_or_else(|| {
+            ApiError::not_found(format!("lab {} has no node {name:?}", self.plan.lab))
+        })
+    }
+}
+
+/// A change to a link's model; `None` leaves a parameter as it is. Units as in topologies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LinkChange {
+    pub delay: Option<String>,
+    pub jitter: Option<String>,
+    pub loss: Option<String>,
+    pub rate: Option<String>,
+    pub duplicate: Option<String>,
+    pub corrupt: Option<String>,
+    pub reorder: Option<String>,
+}
+
+impl LinkChange {
+    /// Apply to a model; errors name the parameter and what would be valid.
+    pub fn apply_to(&self, m: &mut LinkModel) -> Result<(), String> {
+        use crate::link::model::LossModel;
+        use topology::units;
+        let f = |name: &str, e: String| format!("--{name}: {e}");
+        if let Some(d) = &self.delay {
+            m.delay_ns = units::duration_ns(d).map_err(|e| f("delay", e))?;
+        }
+        if let Some(d) = &self.jitter {
+            m.jitter_ns = units::duration_ns(d).map_err(|e| f("jitter", e))?;
+        }
+        if let Some(l) = &self.loss {
+            let p = units::percent(l).map_err(|e| f("loss", e))?;
+            m.loss = if p == 0.0 {
+                LossModel::None
+            } else {
+                LossModel::Random {
+                    probability: p,
+                    correlation: 0.0,
+                }
+            };
+        }
+        if let Some(r) = &self.rate {
+            m.rate_bps = if r == "unlimited" {
+                None
+            } else {
+                Some(units::rate_bps(r).map_err(|e| f("rate", e))?)
+            };
+        }
+        if let Some(p) = &self.duplicate {
+            m.duplicate.probability = units::percent(p).map_err(|e| f("duplicate", e))?;
+        }
+        if let Some(p) = &self.corrupt {
+            m.corrupt.probability = units::percent(p).map_err(|e| f("corrupt", e))?;
+        }
+        if let Some(p) = &self.reorder {
+            m.reorder.probability = units::percent(p).map_err(|e| f("reorder", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// An API error: status and a message for a person.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn not_found(m: String) -> Self {
+        ApiError(StatusCode::NOT_FOUND, m)
+    }
+    fn bad(m: String) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, m)
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// Status of a lab, as `lightcone status --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabStatus {
+    pub name: String,
+    pub state: String,
+    pub engine: EngineChoice,
+    pub engine_reason: String,
+    pub time_scale: f64,
+    pub seed: u64,
+    pub supervisor_pid: u32,
+    pub uptime_s: f64,
+    pub api_url: String,
+    pub dashboard_url: String,
+    pub metrics_url: String,
+    pub nodes: Vec<NodeStatus>,
+    pub links: Vec<LinkStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub netns: String,
+    pub role: lightcone_agent::config::Role,
+    pub addr: String,
+    pub agent: AgentStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub state: String,
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub name: String,
+    pub a: String,
+    pub b: String,
+    pub up: bool,
+    pub delay_s: f64,
+    pub jitter_s: f64,
+    pub loss: f64,
+    pub rate_bps: Option<u64>,
+}
+
+fn status_of(lab: &mut Lab) -> LabStatus {
+    let plan = &lab.plan;
+    let mut nodes = Vec::with_capacity(plan.nodes.len());
+    for (i, n) in plan.nodes.iter().enumerate() {
+        let (state, pid) = match lab.agents.as_mut() {
+            Some(a) => a.state(i),
+            None => (AgentState::None, None),
+        };
+        nodes.push(NodeStatus {
+            name: n.name.clone(),
+            netns: n.netns.clone(),
+            role: n.role,
+            addr: n.addr.to_string(),
+            agent: AgentStatus {
+                state: serde_json::to_value(state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                pid,
+            },
+        });
+    }
+    let links = plan
+        .links
+        .iter()
+        .zip(&lab.links)
+        .map(|(l, rt)| LinkStatus {
+            name: l.name.clone(),
+            a: plan.nodes[l.a.node].name.clone(),
+            b: plan.nodes[l.b.node].name.clone(),
+            up: rt.up,
+            delay_s: rt.a_to_b.delay_ns as f64 / 1e9,
+            jitter_s: rt.a_to_b.jitter_ns as f64 / 1e9,
+            loss: match rt.a_to_b.loss {
+                crate::link::model::LossModel::None => 0.0,
+                crate::link::model::LossModel::Random { probability, .. } => probability,
+                crate::link::model::LossModel::GilbertElliott {
+                    p,
+                    r,
+                    loss_bad,
+                    loss_good,
+                } => {
+                    let bad = p / (p + r);
+                    bad * loss_bad + (1.0 - bad) * loss_good
+                }
+            },
+            rate_bps: rt.a_to_b.rate_bps,
+        })
+        .collect();
+    LabStatus {
+        name: plan.lab.clone(),
+        state: "up".into(),
+        engine: lab.engine_choice,
+        engine_reason: lab.engine_reason.clone(),
+        time_scale: plan.time_scale,
+        seed: plan.seed,
+        supervisor_pid: std::process::id(),
+        uptime_s: lab.started.elapsed().as_secs_f64(),
+        api_url: lab.api_url.clone(),
+        dashboard_url: format!("{}/", lab.api_url),
+        metrics_url: format!("{}/metrics", lab.api_url),
+        nodes,
+        links,
+    }
+}
+
+type Shared = Arc<Mutex<Lab>>;
+
+#[derive(Clone)]
+struct AppState {
+    lab: Shared,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+async fn api_status(State(s): State<AppState>) -> Json<LabStatus> {
+    Json(status_of(&mut s.lab.lock().expect("lab lock")))
+}
+
+async fn api_link_set(
+    State(s): State<AppState>,
+    UrlPath((a, b)): UrlPath<(String, String)>,
+    Json(change): Json<LinkChange>,
+) -> Result<Json<LinkRuntime>, ApiError> {
+    let (i, snapshot) = {
+        let mut lab = s.lab.lock().expect("lab lock");
+        let i = lab.link_index(&a, &b)?;
+        if matches!(lab.engine, EngineRt::None)
+            && (change.delay.is_some()
+                || change.loss.is_some()
+                || change.jitter.is_some()
+                || change.rate.is_some())
+        {
+            return Err(ApiError::bad(format!("lab {} runs unshaped links (--link-engine none); bring it up with --link-engine wire or netem to shape links", lab.plan.lab)));
+        }
+        let mut rt = lab.links[i].clone();
+        change.apply_to(&mut rt.a_to_b).map_err(ApiError::bad)?;
+        change.apply_to(&mut rt.b_to_a).map_err(ApiError::bad)?;
+        lab.links[i] = rt.clone();
+        lab.event(
+            "link_set",
+            format!(
+                "{a}--{b} {}",
+                serde_json::to_string(&change).unwrap_or_default()
+            ),
+        );
+        (i, rt)
+    };
+    push(&s, i).await?;
+    Ok(Json(snapshot))
+}
+
+async fn push(s: &AppState, i: usize) -> Result<(), ApiError> {
+    // The engine call may await netlink; hold the lock only to copy what it needs.
+    let lab = s.lab.clone();
+    let fut = {
+        let guard = lab.lock().expect("lab lock");
+        // Wire engine calls are synchronous and quick; netlink calls need awaits, below.
+        if let EngineRt::Wire(w) = &guard.engine {
+            let (l, rt) = (&guard.plan.links[i], &guard.links[i]);
+            w.set_model(&l.name, Some(rt.a_to_b.clone()), Some(rt.b_to_a.clone()))
+                .map_err(ApiError::internal)?;
+            w.set_up(&l.name, rt.up).map_err(ApiError::internal)?;
+            return Ok(());
+        }
+        let plan = guard.plan.clone();
+        let rt = guard.links[i].clone();
+        let netem = matches!(guard.engine, EngineRt::Netem);
+        async move {
+            let l = &plan.links[i];
+            for (end, model) in [(&l.a, &rt.a_to_b), (&l.b, &rt.b_to_a)] {
+                let ns = Netns::open(&plan.nodes[end.node].netns).map_err(ApiError::internal)?;
+                let h = kernel::handle_in(Some(&ns)).map_err(ApiError::internal)?;
+                let idx = kernel::ifindex(&h, &end.ifname)
+                    .await
+                    .map_err(ApiError::internal)?;
+                if netem {
+                    netem::apply(&h, idx, model, plan.time_scale)
+                        .await
+                        .map_err(ApiError::internal)?;
+                }
+                if rt.up {
+                    kernel::set_up(&h, idx).await
+                } else {
+                    kernel::netlink::set_down(&h, idx).await
+                }
+                .map_err(ApiError::internal)?;
+            }
+            Ok::<(), ApiError>(())
+        }
+    };
+    fut.await
+}
+
+async fn api_link_state(
+    State(s): State<AppState>,
+    UrlPath((a, b, what)): UrlPath<(String, String, String)>,
+) -> Result<Json<LinkRuntime>, ApiError> {
+    let up = match what.as_str() {
+        "up" => true,
+        "down" => false,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no link action {what:?}; use up or down"
+            )))
+        }
+    };
+    let (i, rt) = {
+        let mut lab = s.lab.lock().expect("lab lock");
+        let i = lab.link_index(&a, &b)?;
+        lab.links[i].up = up;
+        lab.event(
+            if up { "link_up" } else { "link_down" },
+            format!("{a}--{b}"),
+        );
+        (i, lab.links[i].clone())
+    };
+    push(&s, i).await?;
+    Ok(Json(rt))
+}
+
+async fn api_node_fault(
+    State(s): State<AppState>,
+    UrlPath((node, what)): UrlPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut guard = s.lab.lock().expect("lab lock");
+    let lab = &mut *guard;
+    let id = lab.node(&node)?;
+    let Some(agents) = lab.agents.as_mut() else {
+        return Err(ApiError::bad(format!(
+            "lab {} runs without agents (--no-agents)",
+            lab.plan.lab
+        )));
+    };
+    match what.as_str() {
+        "crash" => {
+            let was = agents.kill(id);
+            lab.event("crash", node.clone());
+            Ok(Json(
+                serde_json::json!({ "node": node, "was_running": was }),
+            ))
+        }
+        "restart" => {
+            let pid = agents
+                .start(&lab.plan, id, &lab.dir, &mut lab.ledger)
+                .map_err(ApiError::internal)?;
+            lab.event("restart", node.clone());
+            Ok(Json(serde_json::json!({ "node": node, "pid": pid })))
+        }
+        _ => Err(ApiError::not_found(format!(
+            "no node action {what:?}; use crash or restart"
+        ))),
+    }
+}
+
+async fn api_shutdown(State(s): State<AppState>) -> Json<serde_json::Value> {
+    s.shutdown.notify_one();
+    Json(serde_json::json!({ "shutting_down": true }))
+}
+
+/// Merge Prometheus text expositions so each metric family appears once.
+pub fn merge_expositions(texts: &[String]) -> String {
+    let mut fams: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for t in texts {
+        let mut current = String::new();
+        for line in t.lines() {
+            if let Some(rest) = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+            {
+                let name = rest.split_whitespace().next().unwrap_or("").to_string();
+                let e = fams.entry(name.clone()).or_default();
+                if !e.0.iter().any(|h| h == line) && e.0.len() < 2 {
+                    e.0.push(line.to_string());
+                }
+                current = name;
+            } else if !line.is_empty() && !line.starts_with('#') {
+                fams.entry(current.clone())
+                    .or_default()
+                    .1
+                    .push(line.to_string());
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, (head, samples)) in fams {
+        for h in head {
+            out.push_str(&h);
+            out.push('\n');
+        }
+        for s in samples {
+            out.push_str(&s);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+async fn metrics_all(State(s): State<AppState>) -> Response {
+    let (own, sockets) = {
+        let lab = s.lab.lock().expect("lab lock");
+        let enc = prometheus::TextEncoder::new();
+        let own = enc
+            .encode_to_string(&lab.registry.gather())
+            .unwrap_or_default();
+        let sockets: Vec<PathBuf> = (0..lab.plan.nodes.len())
+            .map(|i| plan::agent_socket(&lab.dir.path, i))
+            .filter(|_| lab.agents.is_some())
+            .collect();
+        (own, sockets)
+    };
+    let mut texts = vec![own];
+    let reqs = sockets.iter().map(|p| {
+        agent_request(
+            p,
+            hyper::Method::GET,
+            "/metrics",
+            Vec::new(),
+            Duration::from_millis(500),
+        )
+    });
+    for (status, body) in futures::future::join_all(reqs).await.into_iter().flatten() {
+        if status == 200 {
+            texts.push(String::from_utf8_lossy(&body).into_owned());
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        merge_expositions(&texts),
+    )
+        .into_response()
+}
+
+async fn node_proxy(
+    State(s): State<AppState>,
+    UrlPath((node, what)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let sock = {
+        let lab = s.lab.lock().expect("lab lock");
+        let id = lab.node(&node)?;
+        plan::agent_socket(&lab.dir.path, id)
+    };
+    let path = match what.as_str() {
+        "metrics" => "/metrics",
+        "state" => "/state",
+        _ => return Err(ApiError::not_found(format!("no node resource {what:?}"))),
+    };
+    let (status, body) = agent_request(
+        &sock,
+        hyper::Method::GET,
+        path,
+        Vec::new(),
+        Duration::from_secs(2),
+    )
+    .await
+    .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;
+    let ct = if what == "metrics" {
+        "text/plain; version=0.0.4"
+    } else {
+        "application/json"
+    };
+    Ok((
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        [("content-type", ct)],
+        body,
+    )
+        .into_response())
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/status", get(api_status))
+        .route("/api/links/{a}/{b}/set", post(api_link_set))
+        .route("/api/links/{a}/{b}/{what}", post(api_link_state))
+        .route("/api/nodes/{node}/{what}", post(api_node_fault))
+        .route("/api/shutdown", post(api_shutdown))
+        .route("/metrics", get(metrics_all))
+        .route("/nodes/{node}/{what}", get(node_proxy))
+        .merge(crate::dashboard::routes())
+        .with_state(state)
+}
+
+/// Bring a lab up and supervise it until told to stop. `report` receives progress lines;
+/// `ready` is called once with the API URL when everything is up. On error, whatever was
+/// created is removed before returning.
+pub fn run(opts: &UpOptions, mut report: impl FnMut(&str), ready: impl FnOnce(&str)) -> Result<()> {
+    let topo = topology::load(&opts.topology)?;
+    let plan = plan::plan(&topo);
+    if let Err(e) = check_not_up(&plan.lab) {
+        bail!(e);
+    }
+    let (engine_choice, engine_reason) = resolve_engine(opts.engine);
+    report(&format!(
+        "lab {}: {} nodes, {} links, engine {:?} ({engine_reason}), seed {}",
+        plan.lab,
+        plan.nodes.len(),
+        plan.links.len(),
+        engine_choice,
+        plan.seed
+    ));
+    let dir = LabDir::new(&plan.lab);
+    let mut ledger = Ledger::create(&dir)
+        .with_context(|| format!("create state directory {}", dir.path.display()))?;
+    let me = std::process::id();
+    ledger.record(&[Entry::Process {
+        pid: me,
+        start_time: process_start_time(me).unwrap_or(0),
+        what: "supervisor".into(),
+    }])?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(serve(
+        opts,
+        plan,
+        dir,
+        ledger,
+        engine_choice,
+        engine_reason,
+        &mut report,
+        ready,
+    ));
+    if let Err(e) = &result {
+        report(&format!("error: {e:#}; removing what was created"));
+        let _ = apply::teardown(&LabDir::new(&topo.name), Some(me));
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    opts: &UpOptions,
+    plan: Plan,
+    dir: LabDir,
+    mut ledger: Ledger,
+    engine_choice: EngineChoice,
+    engine_reason: String,
+    report: &mut impl FnMut(&str),
+    ready: impl FnOnce(&str),
+) -> Result<()> {
+    std::fs::write(dir.plan_path(), serde_json::to_vec_pretty(&plan)?)?;
+    let _ = std::fs::copy(&opts.topology, dir.topology_path());
+    let layout = if engine_choice == EngineChoice::Wire {
+        Layout::Wire
+    } else {
+        Layout::Direct
+    };
+    let t0 = Instant::now();
+    let times = apply::build(&plan, layout, &mut ledger, |what, done, total| {
+        report(&format!("  {what}: {done}/{total}"));
+    })
+    .await?;
+    report(&format!(
+        "kernel objects up in {:.2}s (namespaces {:.2}s, links {:.2}s, addresses {:.2}s)",
+        t0.elapsed().as_secs_f64(),
+        times.namespaces.as_secs_f64(),
+        times.links.as_secs_f64(),
+        times.addresses.as_secs_f64()
+    ));
+    let registry = prometheus::Registry::new();
+    let links: Vec<LinkRuntime> = plan
+        .links
+        .iter()
+        .map(|l| LinkRuntime {
+            a_to_b: l.model.clone(),
+            b_to_a: l.model.clone(),
+            up: true,
+        })
+        .collect();
+    let engine = match engine_choice {
+        EngineChoice::Wire => {
+            let metrics = WireMetrics::register(&registry, &plan.lab)?;
+            let w = WireEngine::start_with_metrics(plan.time_scale, Some(metrics))?;
+            for l in &plan.links {
+                let port = |e: &plan::Endpoint| PortSpec::Netns {
+                    netns: plan.wire_netns.clone(),
+                    ifname: e.wire_ifname.clone(),
+                };
+                // Reverse direction gets its own seed so the two directions are independent.
+                let mut back = l.model.clone();
+                back.seed = crate::topology::link_seed(l.model.seed, 1);
+                w.add_link(&l.name, port(&l.a), port(&l.b), l.model.clone(), back)?;
+            }
+            report(&format!(
+                "wire engine forwarding {} links",
+                plan.links.len()
+            ));
+            EngineRt::Wire(w)
+        }
+        EngineChoice::Netem => {
+            for l in &plan.links {
+                for end in [&l.a, &l.b] {
+                    let ns = Netns::open(&plan.nodes[end.node].netns)?;
+                    let h = kernel::handle_in(Some(&ns))?;
+                    let idx = kernel::ifindex(&h, &end.ifname).await?;
+                    netem::apply(&h, idx, &l.model, plan.time_scale).await?;
+                }
+            }
+            report(&format!(
+                "netem qdiscs on {} interfaces",
+                2 * plan.links.len()
+            ));
+            EngineRt::Netem
+        }
+        _ => EngineRt::None,
+    };
+    let agents = if opts.agents {
+        let mut agents = Agents::new()?;
+        for id in 0..plan.nodes.len() {
+            agents.start(&plan, id, &dir, &mut ledger)?;
+        }
+        agents.wait_ready(&plan, &dir, Duration::from_secs(20))?;
+        report(&format!("{} agents running", plan.nodes.len()));
+        Some(agents)
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], opts.port)))
+        .await
+        .with_context(|| format!("bind 127.0.0.1:{}", opts.port))?;
+    let api_url = format!("http://{}", listener.local_addr()?);
+    let token = random_token();
+    let info = SupervisorInfo {
+        pid: std::process::id(),
+        start_time: process_start_time(std::process::id()).unwrap_or(0),
+        api_url: api_url.clone(),
+        engine: engine_choice,
+        engine_reason: engine_reason.clone(),
+        token: token.clone(),
+    };
+    std::fs::write(dir.supervisor_path(), serde_json::to_vec_pretty(&info)?)?;
+    let lab = Arc::new(Mutex::new(Lab {
+        plan,
+        dir,
+        ledger,
+        engine,
+        engine_choice,
+        engine_reason,
+        agents,
+        registry,
+        links,
+        started: Instant::now(),
+        token,
+        api_url: api_url.clone(),
+        events: Default::default(),
+    }));
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let state = AppState {
+        lab: lab.clone(),
+        shutdown: shutdown.clone(),
+    };
+    ready(&api_url);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupt",
+            _ = sigterm.recv() => "terminate",
+            _ = shutdown.notified() => "shutdown request",
+        }
+    };
+    let server = axum::serve(listener, router(state));
+    let why = tokio::select! {
+        r = server => { r?; "server ended" }
+        why = stop => why,
+    };
+    report(&format!("stopping ({why}): agents, links, namespaces"));
+    let mut lab = lab.lock().expect("lab lock");
+    if let Some(a) = lab.agents.as_mut() {
+        a.stop_all();
+    }
+    lab.engine = EngineRt::None;
+    let removed = apply::teardown(&lab.dir, Some(std::process::id()))?;
+    report(&format!(
+        "lab {} is down ({} namespaces removed)",
+        lab.plan.lab, removed.namespaces
+    ));
+    Ok(())
+}

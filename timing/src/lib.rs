@@ -40,7 +40,8 @@ pub use node::{ClockFault, NodeClock, NodeClockConfig, NodeRole, TimeMetrics};
 pub use oscillator::{allan_deviation, Oscillator, OscillatorParams};
 pub use pulsar::{Pulsar, PulsarArray, PulsarClock, PulsarConfig, PulsarFix};
 pub use sync::{
-    Estimate, PeerId, ServerLink, SyncConfig, SyncRequest, SyncResponse, TimeMessage, TimeSync,
+    Estimate, Outgoing, PeerId, ServerLink, SyncConfig, SyncRequest, SyncResponse, SyncRole,
+    SyncStats, TimeMessage, TimeSync,
 };
 pub use timestamp::{ClockStamp, CoordTimestamp, TimeSource, AU_LIGHT_S, AU_M, C_M_PER_S};
 

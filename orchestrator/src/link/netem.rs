@@ -10,7 +10,7 @@
 //!               TCA_NETEM_REORDER   (if reorder > 0)
 //!               TCA_NETEM_CORRUPT   (if corrupt > 0)
 //!               TCA_NETEM_LOSS      (nested, NETEM_LOSS_GE, for Gilbert–Elliott)
-//!               TCA_NETEM_LATENCY64 / TCA_NETEM_JITTER64 (only if the 32-bit ticks overflow)
+//!               TCA_NETEM_LATENCY64 (only if the 32-bit ticks overflow, delay ≥ 274.9 s)
 //!               TCA_NETEM_RATE64    (if the rate does not fit 32 bits of bytes/s)
 //!               TCA_NETEM_RATE      (if a rate is set)
 //!               TCA_NETEM_DELAY_DIST (normal/pareto/paretonormal table, see `netem_dist.rs`)
@@ -38,10 +38,10 @@ use std::path::Path;
 
 use futures::StreamExt;
 use netlink_packet_core::{
-    DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    DefaultNla, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcStats2};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption, TcStats2};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use super::model::{LinkModel, LossModel};
@@ -59,7 +59,6 @@ const TCA_NETEM_LOSS: u16 = 5;
 const TCA_NETEM_RATE: u16 = 6;
 const TCA_NETEM_RATE64: u16 = 8;
 const TCA_NETEM_LATENCY64: u16 = 10;
-const TCA_NETEM_JITTER64: u16 = 11;
 const TCA_NETEM_PRNG_SEED: u16 = 14;
 /// Inside TCA_NETEM_LOSS: the Gilbert–Elliott parameters (`struct tc_netem_gemodel`).
 const NETEM_LOSS_GE: u16 = 2;
@@ -69,6 +68,8 @@ const QOPT_LEN: usize = 24;
 /// One psched tick in ns (`PSCHED_SHIFT` = 6 since Linux 2.6.31).
 const PSCHED_TICK_NS: u64 = 64;
 
+/// Largest jitter netem honours: the kernel silently caps it at `INT_MAX` ns.
+pub const MAX_JITTER_NS: u64 = i32::MAX as u64;
 /// netem's default queue limit (what `tc` sends without `limit`); also our floor.
 pub const DEFAULT_LIMIT_PACKETS: u32 = 1000;
 /// Upper bound on the queue limit we configure: 2²⁰ packets. netem itself accepts any u32,
@@ -98,6 +99,14 @@ pub enum NetemError {
         "reorder needs a delay > 0 on the netem engine (it sends reordered packets undelayed)"
     )]
     ReorderWithoutDelay,
+    /// netem caps jitter at `INT_MAX` ns (≈ 2.147 s real; `netem_change`, "capping jitter to
+    /// the range acceptable by tabledist()") without telling anyone; we refuse instead of
+    /// shaping a different link than the model. Use the wire engine. Nothing was changed.
+    #[error(
+        "jitter of {jitter_ns} ns (real time) exceeds netem's cap of {MAX_JITTER_NS} ns; \
+         use the wire engine or a larger time_scale"
+    )]
+    JitterTooLarge { jitter_ns: u64 },
     /// The kernel does not know the qdisc kind "netem" (no `sch_netem`, not loadable).
     /// Nothing was changed.
     #[error("the kernel has no sch_netem qdisc (ifindex {ifindex}): {message}")]
@@ -251,7 +260,11 @@ pub fn encode_options(model: &LinkModel, time_scale: f64) -> Result<Vec<u8>, Net
     let delay_ns = real_ns(model.delay_ns, time_scale);
     let jitter_ns = real_ns(model.jitter_ns, time_scale);
     let (latency_ticks, latency_wide) = ticks_u32(delay_ns);
-    let (jitter_ticks, jitter_wide) = ticks_u32(jitter_ns);
+    if jitter_ns > MAX_JITTER_NS {
+        return Err(NetemError::JitterTooLarge { jitter_ns });
+    }
+    // ≤ 2³¹ ns, so it fits the legacy field: TCA_NETEM_JITTER64 is never needed.
+    let jitter_ticks = (jitter_ns / PSCHED_TICK_NS) as u32;
     let limit = queue_limit(model, time_scale)?;
 
     let (loss, loss_corr) = match model.loss {
@@ -329,13 +342,6 @@ pub fn encode_options(model: &LinkModel, time_scale: f64) -> Result<Vec<u8>, Net
             &mut out,
             TCA_NETEM_LATENCY64,
             &to_s64(delay_ns).to_ne_bytes(),
-        );
-    }
-    if jitter_wide {
-        put_attr(
-            &mut out,
-            TCA_NETEM_JITTER64,
-            &to_s64(jitter_ns).to_ne_bytes(),
         );
     }
     if let Some(bytes_per_s) = real_rate_bytes_per_s(model, time_scale) {
@@ -511,6 +517,30 @@ pub struct NetemStats {
     pub backlog_bytes: u32,
     pub requeues: u32,
     pub overlimits: u32,
+}
+
+/// The kernel's current `TCA_OPTIONS` payload of the netem root qdisc on `ifindex`, in the
+/// layout [`encode_options`] writes (the kernel adds attributes it always dumps, e.g.
+/// TCA_NETEM_LATENCY64/JITTER64); [`NetemError::NotNetem`] if the root is something else.
+pub async fn current_options(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+) -> Result<Vec<u8>, NetemError> {
+    let tc = match root_qdisc(handle, ifindex).await? {
+        Some(tc) if is_netem(&tc) => tc,
+        _ => return Err(NetemError::NotNetem(ifindex)),
+    };
+    for attr in &tc.attributes {
+        // netlink-packet-route keeps unknown kinds' TCA_OPTIONS as one opaque attribute.
+        if let TcAttribute::Options(opts) = attr {
+            if let [TcOption::Other(nla)] = opts.as_slice() {
+                let mut bytes = vec![0; nla.value_len()];
+                nla.emit_value(&mut bytes);
+                return Ok(bytes);
+            }
+        }
+    }
+    Err(NetemError::NotNetem(ifindex))
 }
 
 /// Reads the counters of the netem root qdisc on `ifindex`; [`NetemError::NotNetem`] if the
@@ -789,36 +819,44 @@ mod tests {
     }
 
     #[test]
-    fn long_delays_use_64_bit_attributes() {
+    fn long_delays_use_64_bit_latency_and_jitter_is_capped() {
         // 1 AU unscaled: 499 s does not fit 2³² ticks of 64 ns (274.9 s).
         let m = LinkModel {
             delay_ns: 499_000_000_000,
-            jitter_ns: 300_000_000_000,
+            jitter_ns: 1_000_000_000,
             queue_limit_packets: Some(100),
             ..LinkModel::default()
         };
         let opts = encode_options(&m, 1.0).unwrap();
         assert_eq!(qopt(&opts)[0], u32::MAX);
-        assert_eq!(qopt(&opts)[5], u32::MAX);
+        assert_eq!(qopt(&opts)[5], 1_000_000_000 / 64);
         let a = attrs(&opts);
-        let get = |k| {
-            a.iter()
-                .find(|(kind, _)| *kind == k)
-                .map(|(_, v)| v.clone())
-        };
-        let lat = i64::from_ne_bytes(get(TCA_NETEM_LATENCY64).unwrap().try_into().unwrap());
-        let jit = i64::from_ne_bytes(get(TCA_NETEM_JITTER64).unwrap().try_into().unwrap());
-        assert_eq!((lat, jit), (499_000_000_000, 300_000_000_000));
-        // Just below the edge: no 64-bit attributes (as tc).
+        let lat = a.iter().find(|(k, _)| *k == TCA_NETEM_LATENCY64).unwrap();
+        assert_eq!(
+            i64::from_ne_bytes(lat.1.clone().try_into().unwrap()),
+            499_000_000_000
+        );
+        // Just below the edge: no 64-bit attribute (as tc).
         let short = LinkModel {
             delay_ns: 274_000_000_000,
-            jitter_ns: 1_000_000_000,
-            ..m
+            ..m.clone()
         };
         let opts = encode_options(&short, 1.0).unwrap();
-        assert!(attrs(&opts)
-            .iter()
-            .all(|(k, _)| *k != TCA_NETEM_LATENCY64 && *k != TCA_NETEM_JITTER64));
+        assert!(attrs(&opts).iter().all(|(k, _)| *k != TCA_NETEM_LATENCY64));
+        // The kernel would silently cap jitter at 2³¹ − 1 ns: refuse instead.
+        let wide = LinkModel {
+            jitter_ns: MAX_JITTER_NS + 1,
+            ..m.clone()
+        };
+        assert!(matches!(
+            encode_options(&wide, 1.0),
+            Err(NetemError::JitterTooLarge { .. })
+        ));
+        let at_cap = LinkModel {
+            jitter_ns: MAX_JITTER_NS,
+            ..m
+        };
+        assert!(encode_options(&at_cap, 1.0).is_ok());
     }
 
     #[test]

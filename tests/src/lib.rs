@@ -9,17 +9,27 @@ use std::time::{Duration, Instant};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn lightcone_bin() -> PathBuf {
     let p = bin_dir().join("lightcone");
-    assert!(p.is_file(), "{} is missing: build the workspace binaries first (cargo build --workspace --bins)", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",
+        p.display()
+    );
     p
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// Fail loudly (not skip) when not root: these tests exist to touch the kernel.
@@ -151,5 +161,8 @@ pub fn assert_gone(lab: &str) {
     assert!(ns.is_empty(), "namespaces left: {ns:?}");
     let procs = lab_processes(lab);
     assert!(procs.is_empty(), "processes left: {procs:?}");
-    assert!(!Path::new("/run/lightcone").join(lab).exists(), "state directory left");
+    assert!(
+        !Path::new("/run/lightcone").join(lab).exists(),
+        "state directory left"
+    );
 }

@@ -12,19 +12,55 @@ fn quickstart_up_ping_status_down() {
     let lab = lab_name("qs");
     let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
     let _g = LabGuard(lab.clone());
-    let out = lc_ok(&["up", file.to_str().unwrap(), "--detach", "--link-engine", "wire"]);
+    let out = lc_ok(&[
+        "up",
+        file.to_str().unwrap(),
+        "--detach",
+        "--link-engine",
+        "wire",
+    ]);
     assert!(out.contains("dashboard: http://127.0.0.1:"), "{out}");
 
     // The planned namespaces exist: one per node plus the wire engine's.
     let ns = lab_namespaces(&lab);
-    assert_eq!(ns, vec![format!("lc-{lab}__wire"), format!("lc-{lab}_a"), format!("lc-{lab}_b"), format!("lc-{lab}_c")]);
+    assert_eq!(
+        ns,
+        vec![
+            format!("lc-{lab}__wire"),
+            format!("lc-{lab}_a"),
+            format!("lc-{lab}_b"),
+            format!("lc-{lab}_c")
+        ]
+    );
     // The planned interfaces carry the planned addresses.
-    let addrs = lc_ok(&["exec", "--lab", &lab, "a", "--", "ip", "-o", "-4", "addr", "show"]);
-    assert!(addrs.contains("eth1") && addrs.contains("198.18.0.0/31"), "{addrs}");
-    assert!(addrs.contains("eth2") && addrs.contains("198.18.0.4/31"), "{addrs}");
+    let addrs = lc_ok(&[
+        "exec", "--lab", &lab, "a", "--", "ip", "-o", "-4", "addr", "show",
+    ]);
+    assert!(
+        addrs.contains("eth1") && addrs.contains("198.18.0.0/31"),
+        "{addrs}"
+    );
+    assert!(
+        addrs.contains("eth2") && addrs.contains("198.18.0.4/31"),
+        "{addrs}"
+    );
 
     // Neighbours answer ping over the emulated links (a--b is 20 ms ± 2 ms, 1 % loss).
-    let ping = lc(&["exec", "--lab", &lab, "a", "--", "ping", "-c", "5", "-i", "0.2", "-W", "2", "198.18.0.1"]);
+    let ping = lc(&[
+        "exec",
+        "--lab",
+        &lab,
+        "a",
+        "--",
+        "ping",
+        "-c",
+        "5",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "198.18.0.1",
+    ]);
     let text = String::from_utf8_lossy(&ping.stdout);
     assert!(ping.status.success(), "ping a→b failed: {text}");
     let rtt_avg_ms: f64 = text
@@ -34,8 +70,25 @@ fn quickstart_up_ping_status_down() {
         .and_then(|v| v.trim().split('/').nth(1))
         .and_then(|v| v.parse().ok())
         .expect("ping summary");
-    assert!((30.0..80.0).contains(&rtt_avg_ms), "a→b RTT {rtt_avg_ms} ms, configured 40 ms");
-    lc_ok(&["exec", "--lab", &lab, "c", "--", "ping", "-c", "2", "-i", "0.2", "-W", "2", "198.18.0.2"]);
+    assert!(
+        (30.0..80.0).contains(&rtt_avg_ms),
+        "a→b RTT {rtt_avg_ms} ms, configured 40 ms"
+    );
+    lc_ok(&[
+        "exec",
+        "--lab",
+        &lab,
+        "c",
+        "--",
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "198.18.0.2",
+    ]);
 
     // status --json has what tools need.
     let js: serde_json::Value = serde_json::from_str(&lc_ok(&["status", &lab, "--json"])).unwrap();
@@ -46,7 +99,10 @@ fn quickstart_up_ping_status_down() {
     assert_eq!(l["nodes"][0]["netns"], format!("lc-{lab}_a"));
     assert_eq!(l["nodes"][0]["agent"]["state"], "running");
     assert_eq!(l["links"].as_array().unwrap().len(), 3);
-    assert!(l["dashboard_url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    assert!(l["dashboard_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
     assert!(l["metrics_url"].as_str().unwrap().ends_with("/metrics"));
 
     // down removes everything; a second down is a no-op.
@@ -65,17 +121,41 @@ fn up_of_a_lab_already_up_is_an_error_and_changes_nothing() {
     let lab = lab_name("twice");
     let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
     let _g = LabGuard(lab.clone());
-    lc_ok(&["up", file.to_str().unwrap(), "--detach", "--link-engine", "wire", "--no-agents"]);
+    lc_ok(&[
+        "up",
+        file.to_str().unwrap(),
+        "--detach",
+        "--link-engine",
+        "wire",
+        "--no-agents",
+    ]);
     let before = lab_namespaces(&lab);
     let status_before = lc_ok(&["status", &lab, "--json"]);
-    let o = lc(&["up", file.to_str().unwrap(), "--detach", "--link-engine", "wire"]);
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = lc(&[
+        "up",
+        file.to_str().unwrap(),
+        "--detach",
+        "--link-engine",
+        "wire",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("already up") && err.contains("lightcone down"), "{err}");
+    assert!(
+        err.contains("already up") && err.contains("lightcone down"),
+        "{err}"
+    );
     assert_eq!(lab_namespaces(&lab), before);
     let v1: serde_json::Value = serde_json::from_str(&status_before).unwrap();
     let v2: serde_json::Value = serde_json::from_str(&lc_ok(&["status", &lab, "--json"])).unwrap();
-    assert_eq!(v1["labs"][0]["supervisor_pid"], v2["labs"][0]["supervisor_pid"]);
+    assert_eq!(
+        v1["labs"][0]["supervisor_pid"],
+        v2["labs"][0]["supervisor_pid"]
+    );
     lc_ok(&["down", &lab]);
     assert_gone(&lab);
 }
@@ -118,10 +198,22 @@ fn kill_9_of_a_supervisor_with_agents_then_down_leaves_no_agent() {
     let lab = lab_name("killag");
     let file = topology_file(tmp.path(), &shipped("cell.yaml"), &lab);
     let _g = LabGuard(lab.clone());
-    lc_ok(&["up", file.to_str().unwrap(), "--detach", "--link-engine", "wire"]);
+    lc_ok(&[
+        "up",
+        file.to_str().unwrap(),
+        "--detach",
+        "--link-engine",
+        "wire",
+    ]);
     let procs = lab_processes(&lab);
-    assert!(procs.len() >= 13, "expected agents and a supervisor: {procs:?}");
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("/run/lightcone/{lab}/supervisor.json")).unwrap()).unwrap();
+    assert!(
+        procs.len() >= 13,
+        "expected agents and a supervisor: {procs:?}"
+    );
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/lightcone/{lab}/supervisor.json")).unwrap(),
+    )
+    .unwrap();
     let pid = info["pid"].as_u64().unwrap() as i32;
     // SAFETY: plain kill(2) of a pid we just read.
     unsafe { libc_kill(pid, 9) };
@@ -147,13 +239,34 @@ fn commands_on_missing_labs_and_nodes_say_so() {
     let lab = lab_name("missing");
     let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
     let _g = LabGuard(lab.clone());
-    lc_ok(&["up", file.to_str().unwrap(), "--detach", "--link-engine", "wire", "--no-agents"]);
+    lc_ok(&[
+        "up",
+        file.to_str().unwrap(),
+        "--detach",
+        "--link-engine",
+        "wire",
+        "--no-agents",
+    ]);
     let o = lc(&["exec", "--lab", &lab, "zz", "--", "true"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no node \"zz\""));
     let o = lc(&["link", "set", "a", "zz", "--lab", &lab, "--delay", "5ms"]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = lc(&["link", "set", "a", "b", "--lab", &lab, "--delay", "5 parsecs"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = lc(&[
+        "link",
+        "set",
+        "a",
+        "b",
+        "--lab",
+        &lab,
+        "--delay",
+        "5 parsecs",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--delay"));
     lc_ok(&["down", &lab]);
@@ -164,13 +277,22 @@ fn commands_on_missing_labs_and_nodes_say_so() {
 fn validate_reports_errors_with_positions_and_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("bad.yaml");
-    std::fs::write(&p, "name: x\nnodes: {a: {}, b: {}}\nlinks:\n  - endpoints: [a, q]\n    loss: 150%\n").unwrap();
+    std::fs::write(
+        &p,
+        "name: x\nnodes: {a: {}, b: {}}\nlinks:\n  - endpoints: [a, q]\n    loss: 150%\n",
+    )
+    .unwrap();
     let o = lc(&["validate", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.yaml:4:20"), "{err}");
     assert!(err.contains("bad.yaml:5:11"), "{err}");
-    for t in ["quickstart.yaml", "cell.yaml", "backbone.yaml", "mercury-testbed.yaml"] {
+    for t in [
+        "quickstart.yaml",
+        "cell.yaml",
+        "backbone.yaml",
+        "mercury-testbed.yaml",
+    ] {
         let p = repo_root().join("topologies").join(t);
         lc_ok(&["validate", p.to_str().unwrap()]);
     }

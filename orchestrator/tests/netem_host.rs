@@ -61,7 +61,9 @@ fn availability_agrees_with_apply() {
     let result = in_throwaway_netns(move |h| {
         Box::pin(async move {
             // Nothing of ours on lo yet: remove is a no-op, stats says "not netem".
-            netem::remove(&h, LO).await.expect("remove without netem is Ok");
+            netem::remove(&h, LO)
+                .await
+                .expect("remove without netem is Ok");
             assert!(matches!(
                 netem::stats(&h, LO).await,
                 Err(NetemError::NotNetem(LO))
@@ -108,7 +110,9 @@ fn apply_to_a_missing_interface_is_a_netlink_error() {
             let err = netem::apply(&h, 4242, &model(), 1.0).await.unwrap_err();
             assert_eq!(err.errno(), Some(libc::ENODEV), "{err}");
             // remove of a missing interface is Ok: teardown is idempotent.
-            netem::remove(&h, 4242).await.expect("remove on missing ifindex");
+            netem::remove(&h, 4242)
+                .await
+                .expect("remove on missing ifindex");
         })
     });
 }

@@ -1,1 +1,168 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: run the real `lightcone` binary, make unique
+//! labs, and check what is left in the kernel and the process table. These tests need root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The workspace's target directory holding `lightcone` and `lightcone-agent`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn lightcone_bin() -> PathBuf {
+    let p = bin_dir().join("lightcone");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// Fail loudly (not skip) when not root: these tests exist to touch the kernel.
+pub fn require_root() {
+    assert!(
+        nix_is_root(),
+        "end-to-end tests need root (network namespaces); run the suite with sudo"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Run `lightcone ARGS…` and return its output.
+pub fn lc(args: &[&str]) -> Output {
+    Command::new(lightcone_bin())
+        .args(args)
+        .output()
+        .expect("run lightcone")
+}
+
+/// Run and require success, returning stdout.
+pub fn lc_ok(args: &[&str]) -> String {
+    let o = lc(args);
+    assert!(
+        o.status.success(),
+        "lightcone {args:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A lab name unique to this test process and `tag`.
+pub fn lab_name(tag: &str) -> String {
+    format!("t{}-{tag}", std::process::id())
+}
+
+/// Write a topology to a temp file, replacing its `name:` with `lab`.
+pub fn topology_file(dir: &Path, src: &str, lab: &str) -> PathBuf {
+    let mut out = String::new();
+    for line in src.lines() {
+        if line.starts_with("name:") {
+            out += &format!("name: {lab}\n");
+        } else {
+            out += line;
+            out.push('\n');
+        }
+    }
+    let p = dir.join(format!("{lab}.yaml"));
+    std::fs::write(&p, out).expect("write topology");
+    p
+}
+
+pub fn shipped(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("topologies").join(name)).expect("shipped topology")
+}
+
+/// Namespaces of a lab currently mounted.
+pub fn lab_namespaces(lab: &str) -> Vec<String> {
+    let prefix = format!("lc-{lab}_");
+    let mut v: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Processes whose command line mentions the lab's state directory or its topology file
+/// (agents, supervisors).
+pub fn lab_processes(lab: &str) -> Vec<(u32, String)> {
+    let needle = format!("/{lab}");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("lightcone") && cmd.contains(&needle) {
+                out.push((pid, cmd));
+            }
+        }
+    }
+    out
+}
+
+/// Poll `f` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Brings a lab down when dropped, so a failing test leaves nothing behind.
+pub struct LabGuard(pub String);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = lc(&["down", &self.0]);
+    }
+}
+
+/// Assert nothing of the lab remains: namespaces, processes, state directory.
+pub fn assert_gone(lab: &str) {
+    let ns = lab_namespaces(lab);
+    assert!(ns.is_empty(), "namespaces left: {ns:?}");
+    let procs = lab_processes(lab);
+    assert!(procs.is_empty(), "processes left: {procs:?}");
+    assert!(
+        !Path::new("/run/lightcone").join(lab).exists(),
+        "state directory left"
+    );
+}

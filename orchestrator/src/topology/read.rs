@@ -1095,3 +1095,42 @@ pub fn link_seed(lab_seed: u64, index: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped JSON schema names every key the reader accepts (and the reader is the
+    /// reference: a key only in the schema would be rejected by `validate`).
+    #[test]
+    fn json_schema_lists_every_key() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../topologies/lightcone-topology.schema.json"
+        );
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let props = |v: &serde_json::Value| -> Vec<String> {
+            v["properties"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let mut top = props(&schema);
+        top.sort();
+        let mut want: Vec<String> = TOP_FIELDS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(top, want);
+        let node = &schema["properties"]["nodes"]["additionalProperties"]["oneOf"][1];
+        let mut n = props(node);
+        n.sort();
+        let mut want: Vec<String> = NODE_FIELDS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(n, want);
+        let mut l = props(&schema["$defs"]["linkParams"]);
+        l.sort();
+        let mut want: Vec<String> = LINK_FIELDS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(l, want);
+    }
+}

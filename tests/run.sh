@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite: format, lints, unit/property/snapshot tests, end-to-end tests in
+# real namespaces, the netem VM test. Needs root. CI runs exactly this (.ci/run).
+#
+#   sudo tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
+
+bash tests/setup.sh --deps
+
+cleanup() {
+  # Whatever a failed test left behind: labs (through lightcone's own teardown) and any
+  # namespace or qemu process a test made itself.
+  if [ -x target/debug/lightcone ]; then target/debug/lightcone down --all >/dev/null 2>&1 || true; fi
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(lc-|lct-)' || true); do
+    ip netns delete "$ns" 2>/dev/null || true
+  done
+  pkill -f 'qemu-system-x86_64.*lightcone' 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "== fmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== build"
+cargo build --workspace --bins
+echo "== tests"
+cargo test --workspace --no-fail-fast
+if [ -x tests/vm/netem-vm.sh ] && [ "${LIGHTCONE_SKIP_VM:-0}" != 1 ]; then
+  echo "== netem engine in a VM"
+  bash tests/vm/netem-vm.sh
+fi
+
+echo "== leftovers"
+left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(lc-|lct-)' || true)
+if [ -n "$left" ]; then
+  echo "tests left namespaces behind: $left" >&2
+  exit 1
+fi
+echo "all tests passed"

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Install what lightcone needs on a Debian/Ubuntu machine and build it. Idempotent: run
+# it again and it only checks. Used by the README, by `tests/run.sh` (CI) and by the
+# Vagrant VM's provisioning.
+#
+#   sudo tests/setup.sh            # packages + release build (target/release/lightcone)
+#   sudo tests/setup.sh --deps     # packages only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=1
+[ "${1:-}" = "--deps" ] && build=0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup needs root to install packages and, later, to create network namespaces: sudo $0" >&2
+  exit 1
+fi
+
+# Packages: iproute2 and ping for labs and their tests, a C toolchain for crates that
+# build C, prometheus for the telemetry tests, chromium for the dashboard's browser test,
+# qemu/debootstrap for the netem VM test.
+packages=(iproute2 iputils-ping build-essential pkg-config ca-certificates curl
+          prometheus chromium chromium-driver
+          qemu-system-x86 debootstrap e2fsprogs)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian prometheus package starts a system-wide server; lightcone starts its own per
+# lab, so keep the packaged one from holding port 9090 and scraping nothing.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
+  systemctl disable prometheus >/dev/null 2>&1 || true
+fi
+
+# Rust: use the toolchain on PATH (or rustup's usual place); Debian's own cargo is too old.
+export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "no Rust toolchain found. Install one with rustup (https://rustup.rs), then run this again." >&2
+  exit 1
+fi
+rustc_minor=$(rustc --version | awk '{print $2}' | cut -d. -f2)
+if [ "$rustc_minor" -lt 85 ]; then
+  echo "rustc $(rustc --version | awk '{print $2}') is too old; lightcone needs 1.85 or newer (rustup update)." >&2
+  exit 1
+fi
+
+if [ "$build" -eq 1 ]; then
+  cargo build --release --workspace --bins
+  echo "built: target/release/lightcone and target/release/lightcone-agent"
+fi

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use lightcone::link::model::{Chance, DelayDistribution, LinkModel, LossModel};
-use lightcone::link::netem::encode_options;
+use lightcone::link::netem::{encode_options, replace_request};
 
 const TCA_NETEM_PRNG_SEED: u16 = 14;
 const MS: u64 = 1_000_000;
@@ -21,6 +21,10 @@ fn golden(name: &str) -> (String, Vec<u8>) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden/netem")
         .join(format!("{name}.hex"));
+    read_hex(path)
+}
+
+fn read_hex(path: PathBuf) -> (String, Vec<u8>) {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let command = text
         .lines()
@@ -56,10 +60,39 @@ fn strip_seed(mut opts: Vec<u8>, seed: u64) -> Vec<u8> {
 fn check(name: &str, model: LinkModel) {
     let (command, want) = golden(name);
     let got = strip_seed(encode_options(&model, 1.0).unwrap(), model.seed);
+    check_whole_request(name, &command, got.clone());
     if got != want {
         let first = got.iter().zip(&want).position(|(a, b)| a != b);
         panic!(
             "{name}: encoder differs from `{command}`: lengths {} vs {}, first difference at \
+             byte {first:?}\n ours: {}\n tc:   {}",
+            got.len(),
+            want.len(),
+            hex_head(&got),
+            hex_head(&want)
+        );
+    }
+}
+
+/// The whole request (framing, flags, tcmsg, TCA_KIND, TCA_OPTIONS) as `tc` sent it, with
+/// nlmsg_seq/pid zeroed on both sides and our options minus the seed attribute.
+fn check_whole_request(name: &str, command: &str, options: Vec<u8>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/netem")
+        .join(format!("{name}.msg.hex"));
+    let (_, want) = read_hex(path);
+    // struct tcmsg starts after the 16-byte nlmsghdr: family, 3 pad, ifindex (i32), ...
+    let ifindex = u32::from_ne_bytes(want[20..24].try_into().unwrap());
+    let mut req = replace_request(ifindex, options);
+    req.header.sequence_number = 0;
+    req.header.port_number = 0;
+    req.finalize();
+    let mut got = vec![0u8; req.buffer_len()];
+    req.serialize(&mut got);
+    if got != want {
+        let first = got.iter().zip(&want).position(|(a, b)| a != b);
+        panic!(
+            "{name}: request differs from `{command}`: lengths {} vs {}, first difference at \
              byte {first:?}\n ours: {}\n tc:   {}",
             got.len(),
             want.len(),

@@ -386,6 +386,18 @@ pub fn new_qdisc_message(ifindex: u32, options: Vec<u8>) -> TcMessage {
     msg
 }
 
+/// The whole `RTM_NEWQDISC` request [`apply`] sends: `tc qdisc replace dev … root netem …`,
+/// i.e. NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE (never NLM_F_EXCL: an
+/// existing root qdisc is replaced, not an error). Compared byte for byte with `tc`'s request
+/// in `tests/netem_golden.rs`.
+pub fn replace_request(ifindex: u32, options: Vec<u8>) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(new_qdisc_message(
+        ifindex, options,
+    )));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+    req
+}
+
 /// Sends `req` and waits for the kernel's acknowledgement.
 async fn request_ack(
     handle: &rtnetlink::Handle,
@@ -413,26 +425,24 @@ pub async fn apply(
     time_scale: f64,
 ) -> Result<(), NetemError> {
     let options = encode_options(model, time_scale)?;
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(new_qdisc_message(
-        ifindex, options,
-    )));
-    req.header.flags = NLM_F_CREATE | NLM_F_REPLACE;
-    request_ack(handle, req).await.map_err(|source| {
-        // qdisc_create answers ENOENT "Specified qdisc kind is unknown" when sch_netem is
-        // neither built in nor loadable.
-        if netlink_errno(&source) == Some(libc::ENOENT) {
-            NetemError::NotSupported {
-                ifindex,
-                message: source.to_string(),
+    request_ack(handle, replace_request(ifindex, options))
+        .await
+        .map_err(|source| {
+            // qdisc_create answers ENOENT "Specified qdisc kind is unknown" when sch_netem is
+            // neither built in nor loadable.
+            if netlink_errno(&source) == Some(libc::ENOENT) {
+                NetemError::NotSupported {
+                    ifindex,
+                    message: source.to_string(),
+                }
+            } else {
+                NetemError::Netlink {
+                    op: "replace",
+                    ifindex,
+                    source,
+                }
             }
-        } else {
-            NetemError::Netlink {
-                op: "replace",
-                ifindex,
-                source,
-            }
-        }
-    })
+        })
 }
 
 /// The root qdisc of `ifindex`, if the kernel reports one.

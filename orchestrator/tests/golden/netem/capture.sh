@@ -8,7 +8,8 @@
 # (tc then fails with "Specified qdisc kind is unknown", which we expect and ignore).
 # From the request we keep the TCA_OPTIONS attribute's payload (tc_netem_qopt followed by
 # the TCA_NETEM_* attributes) and write it as hex, 32 bytes a line, to NAME.hex, with the
-# exact command and tc version in a header.
+# exact command and tc version in a header; NAME.msg.hex holds the whole request (seq/pid
+# zeroed).
 #
 # Needs root, iproute2 (tc, ip), strace, python3. Leaves nothing behind (trap).
 # Usage: capture.sh [OUTDIR]   (default: the directory of this script)
@@ -61,6 +62,17 @@ for msg in msgs:
                 f.write('# length: %d bytes\n' % len(payload))
                 for i in range(0, len(payload), 32):
                     f.write(payload[i:i + 32].hex() + '\n')
+            # The whole request too, for the message framing (header, flags, tcmsg, TCA_KIND);
+            # nlmsg_seq and nlmsg_pid zeroed (tc puts the time in seq).
+            whole = bytearray(msg[:nlen])
+            whole[8:16] = bytes(8)
+            with open(dst[:-len('.hex')] + '.msg.hex', 'w') as f:
+                f.write('# lightcone netem golden: whole RTM_NEWQDISC request, nlmsg_seq/pid zeroed\n')
+                f.write('# command: %s\n' % cmd)
+                f.write('# tool: %s; captured by capture.sh\n' % ver)
+                f.write('# length: %d bytes\n' % len(whole))
+                for i in range(0, len(whole), 32):
+                    f.write(bytes(whole[i:i + 32]).hex() + '\n')
             print('%s: %d bytes' % (dst, len(payload)))
             sys.exit(0)
         off += (alen + 3) & ~3

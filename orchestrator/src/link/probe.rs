@@ -221,6 +221,24 @@ pub fn probe(
     for s in [&server, &client] {
         s.set_read_timeout(Some(Duration::from_millis(10)))
             .map_err(io("set read timeout"))?;
+        // room for a few hundred ms of probes, so a probe thread that gets the CPU late
+        // does not turn into loss (best effort: SO_RCVBUFFORCE needs CAP_NET_ADMIN)
+        let bytes: libc::c_int = 8 << 20;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: an int socket option on a socket we own.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
         if !enable_rx_timestamps(s.as_raw_fd()) {
             return Err(io("SO_TIMESTAMPNS")(std::io::Error::last_os_error()));
         }

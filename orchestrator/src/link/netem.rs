@@ -29,9 +29,20 @@
 //! light-second link far more, so a default limit drops silently. [`queue_limit`] sizes it
 //! from rate × delay, clamps it, and says whether it clamped.
 //!
+//! Limits we enforce because the kernel would otherwise change the link silently: jitter is
+//! capped by netem at `INT_MAX` ns (≈ 2.147 s real), so larger jitter is an error
+//! ([`NetemError::JitterTooLarge`]); there is then no need for TCA_NETEM_JITTER64.
+//! Not encoded: TCA_NETEM_SLOT (slotting), TCA_NETEM_ECN, the 4-state GI loss model, and
+//! cell-size rate accounting — the model has no such fields.
+//!
+//! Semantics checked on a real kernel (Debian 6.1, `tests/vm/netem-vm.sh`): every attribute
+//! above is accepted and read back as sent, and Gilbert–Elliott loss with `loss_bad` = 1
+//! measures p/(p+r), i.e. `h` = 1 − loss_bad is the chance to *deliver* in the bad state.
+//!
 //! Ownership: we only ever *replace* the root qdisc of an interface (NLM_F_CREATE |
 //! NLM_F_REPLACE, DESIGN.md / STYLE.md 11), so re-applying a model is a diff, not a teardown,
-//! and [`remove`] deletes the root qdisc only when it is netem.
+//! and [`remove`] deletes the root qdisc only when it is netem. Transient errnos (EBUSY,
+//! EAGAIN, ENOBUFS, EINTR) are retried a few times with a short backoff.
 
 use std::fmt;
 use std::path::Path;
@@ -404,6 +415,32 @@ async fn request_ack(
     mut req: NetlinkMessage<RouteNetlinkMessage>,
 ) -> Result<(), rtnetlink::Error> {
     req.header.flags |= NLM_F_REQUEST | NLM_F_ACK;
+    let mut attempt = 0;
+    loop {
+        match request_ack_once(handle, req.clone()).await {
+            Err(e) if attempt < TRANSIENT_RETRIES && is_transient(&e) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often a transient errno is retried (10, 20, 40 ms apart).
+const TRANSIENT_RETRIES: u32 = 3;
+
+fn is_transient(e: &rtnetlink::Error) -> bool {
+    matches!(
+        netlink_errno(e),
+        Some(libc::EBUSY | libc::EAGAIN | libc::ENOBUFS | libc::EINTR)
+    )
+}
+
+async fn request_ack_once(
+    handle: &rtnetlink::Handle,
+    req: NetlinkMessage<RouteNetlinkMessage>,
+) -> Result<(), rtnetlink::Error> {
     let mut responses = handle.clone().request(req)?;
     while let Some(msg) = responses.next().await {
         if let NetlinkPayload::Error(err) = msg.payload {

@@ -26,8 +26,10 @@ echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== build"
 cargo build --workspace --bins
-echo "== tests"
-cargo test --workspace --no-fail-fast
+echo "== unit, property, snapshot and namespace tests"
+cargo test --workspace --exclude lightcone-e2e --no-fail-fast
+echo "== end-to-end tests (real labs, one at a time: agents need the CPU)"
+cargo test -p lightcone-e2e --no-fail-fast -- --test-threads=1
 if [ -x tests/vm/netem-vm.sh ] && [ "${LIGHTCONE_SKIP_VM:-0}" != 1 ]; then
   echo "== netem engine in a VM"
   bash tests/vm/netem-vm.sh

@@ -20,6 +20,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+echo "== setup script is idempotent (second run changes nothing)"
+bash tests/setup.sh --deps | tee /tmp/lightcone-setup-2.log
+if grep -q '^installing:' /tmp/lightcone-setup-2.log; then
+  echo "second setup run still installed packages" >&2
+  exit 1
+fi
+echo "== Vagrantfile"
+if ! command -v vagrant >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vagrant >/dev/null
+fi
+# No provider (VirtualBox, libvirt) can run here; validate the configuration itself.
+vagrant validate --ignore-provider
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"

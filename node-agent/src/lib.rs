@@ -9,6 +9,7 @@
 pub mod causal;
 pub mod config;
 pub mod driver;
+pub mod kv;
 pub mod membership;
 pub mod node;
 pub mod routing;

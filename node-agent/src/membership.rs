@@ -219,7 +219,7 @@ impl Membership {
             })
             .collect::<BTreeMap<_, _>>();
         let active = members.keys().copied().collect();
-        let mut m = Membership {
+        Membership {
             me,
             incarnation,
             params,
@@ -233,14 +233,7 @@ impl Membership {
             lhm: 0,
             queue: BroadcastQueue::default(),
             leaving: false,
-        };
-        m.enqueue(Update {
-            node: me,
-            state: MemberState::Alive,
-            incarnation,
-            from: me,
-        });
-        m
+        }
     }
 
     /// Starts the probe and gossip timers (with a random phase so members do not beat).

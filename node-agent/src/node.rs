@@ -24,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::config::{AgentConfig, HierAddr, PeerInfo, Role};
+use crate::kv::Replica;
 use crate::membership::{MemberView, Membership, SwimParams};
 use crate::routing::{Level, Locality, Route, RouteParams, Routing};
 use crate::time::Instant;
@@ -119,6 +120,8 @@ pub struct Params {
     pub route: RouteParams,
     /// Cell gateways report summaries upward this often. Default 5 s.
     pub summary_interval: Duration,
+    /// KV repair exchange with one random cell member this often. Default 2 s.
+    pub kv_repair_interval: Duration,
     /// Outbox bounds. Defaults 4096 datagrams, 1024 events.
     pub outbox_datagrams: usize,
     pub outbox_events: usize,
@@ -133,6 +136,7 @@ impl Default for Params {
             swim: SwimParams::default(),
             route: RouteParams::default(),
             summary_interval: Duration::from_secs(5),
+            kv_repair_interval: Duration::from_secs(2),
             outbox_datagrams: 4096,
             outbox_events: 1024,
             auth: wire::Auth::Ed25519,
@@ -150,6 +154,7 @@ pub enum TimerKey {
     ForwardSweep,
     Gossip,
     Reclaim,
+    KvRepair,
     RouteHello,
     RouteTriggered,
     RouteRefresh,
@@ -257,6 +262,9 @@ pub enum Event {
     KvValue {
         key: String,
         value: Option<Vec<u8>>,
+    },
+    KvWritten {
+        key: String,
     },
     CommandFailed {
         reason: String,
@@ -415,6 +423,7 @@ pub struct Node {
     now: Instant,
     fx: Effects,
     pending: VecDeque<Transmit>,
+    kv: Replica,
 }
 
 impl Node {
@@ -458,10 +467,13 @@ impl Node {
             return Err(ConfigError::KeyMismatch);
         }
         let cell = dir.ids_where(|a| a.same_cell(&me.addr));
-        // Sequence numbers and incarnation start at `now` so a restarted node is newer than
-        // anything it sent before (the driver can raise the floor further).
+        // Sequence numbers start at `now` so a restarted node is newer than anything it
+        // sent before (the driver raises the floor to wall-clock ns). The incarnation
+        // starts at 0 like every member's: nothing to announce at lab start, and a node
+        // restarted after being declared dead learns it from the first ack (buddy
+        // piggyback) and refutes with a higher incarnation.
         let floor = now.as_nanos().max(1);
-        let membership = Membership::new(id, floor, &cell, params.swim.clone());
+        let membership = Membership::new(id, 0, &cell, params.swim.clone());
         let routing = Routing::new(id, dir.clone(), links, params.route.clone());
         Ok(Node {
             id,
@@ -483,6 +495,7 @@ impl Node {
             now,
             fx: Effects::default(),
             pending: VecDeque::new(),
+            kv: Replica::new(id),
         })
     }
 
@@ -501,6 +514,8 @@ impl Node {
         self.timers.set(TimerKey::RouteRefresh, now + r);
         self.timers
             .set(TimerKey::Summary, now + self.params.summary_interval);
+        let rep = self.params.kv_repair_interval;
+        self.timers.set(TimerKey::KvRepair, now + rep + rep / 2);
         self.flush(now, out);
     }
 
@@ -533,6 +548,10 @@ impl Node {
     /// Earliest pending timer.
     pub fn next_timer(&self) -> Option<(TimerKey, Instant)> {
         self.timers.next()
+    }
+    /// The cell-replicated KV store (causal layer).
+    pub fn kv(&self) -> &Replica {
+        &self.kv
     }
     pub fn member_counts(&self) -> [u32; 3] {
         self.membership.counts()
@@ -633,9 +652,22 @@ impl Node {
                     self.fx.send(Dest::Node(*dst), Payload::Data(data.clone()));
                 }
             }
-            Command::Put { .. } | Command::Get { .. } => {
-                self.fx.events.push(Event::CommandFailed {
-                    reason: "the causal KV store is not integrated yet".into(),
+            Command::Put { key, value } => match self.kv.put(now.as_nanos(), key, value.clone()) {
+                Ok(bytes) => {
+                    for m in self.membership.active().to_vec() {
+                        self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
+                    }
+                    self.fx.events.push(Event::KvWritten { key: key.clone() });
+                }
+                Err(e) => self.fx.events.push(Event::CommandFailed {
+                    reason: e.to_string(),
+                }),
+            },
+            Command::Get { key } => {
+                let value = self.kv.get(key);
+                self.fx.events.push(Event::KvValue {
+                    key: key.clone(),
+                    value,
                 });
             }
             Command::Shutdown => {
@@ -665,6 +697,13 @@ impl Node {
             TimerKey::ForwardSweep => m.on_forward_sweep(now, &mut fx, t),
             TimerKey::Gossip => m.on_gossip_tick(now, rng, &mut fx, t),
             TimerKey::Reclaim => m.on_reclaim_tick(now, rng, &mut fx, t),
+            TimerKey::KvRepair => {
+                use rand::seq::SliceRandom;
+                if let Some(peer) = m.active().choose(rng).copied() {
+                    fx.send(Dest::Node(peer), Payload::Kv(self.kv.repair_request()));
+                }
+                t.set(TimerKey::KvRepair, now + self.params.kv_repair_interval);
+            }
             TimerKey::RouteHello => {
                 self.routing.sweep(now);
                 for n in self.routing.hello_due(now) {
@@ -961,7 +1000,22 @@ impl Node {
                     self.summaries.insert(s.scope, (src, s, now));
                 }
             }
-            Payload::Kv(_) => self.counters.count("rx", "kv_unhandled"),
+            Payload::Kv(bytes) => {
+                if in_cell {
+                    let r = self.kv.receive(now.as_nanos(), src, &bytes);
+                    for (to, b) in r.sends {
+                        fx.send(Dest::Node(to), Payload::Kv(b));
+                    }
+                    for reason in r.refused {
+                        self.counters.count("kv", reason);
+                    }
+                    *self
+                        .counters
+                        .datagrams
+                        .entry(("kv", "applied"))
+                        .or_default() += r.applied;
+                }
+            }
             Payload::Time(data) => fx.events.push(Event::TimePayload { src, data }),
             Payload::Data(data) => fx.events.push(Event::Delivered { src, data }),
         }

@@ -47,7 +47,7 @@ pub struct RouteParams {
     pub refresh_interval: Duration,
     /// Advertised entries expire if not refreshed for this long. Default 100 s.
     pub entry_lifetime: Duration,
-    /// Batching delay of triggered updates. Default 20 ms.
+    /// Batching delay of triggered updates. Default 50 ms.
     pub triggered_delay: Duration,
     /// Hop limit: routes longer than this are unreachable (bounds count-to-infinity).
     pub max_hops: u8,
@@ -60,7 +60,7 @@ impl Default for RouteParams {
             neighbor_timeout: Duration::from_secs(4),
             refresh_interval: Duration::from_secs(30),
             entry_lifetime: Duration::from_secs(100),
-            triggered_delay: Duration::from_millis(20),
+            triggered_delay: Duration::from_millis(50),
             max_hops: 30,
         }
     }
@@ -116,7 +116,8 @@ impl Locality {
     }
 }
 
-type Adverts = BTreeMap<Dest, BTreeMap<Dest, (u32, u8, Instant)>>;
+/// (local destination, raw advertised destination) → (cost, hops, when heard).
+type Adverts = BTreeMap<(Dest, Dest), (u32, u8, Instant)>;
 
 /// Routing state of one node.
 #[derive(Debug, Clone)]
@@ -126,7 +127,7 @@ pub struct Routing {
     dir: Arc<Directory>,
     params: RouteParams,
     links: BTreeMap<u32, Link>,
-    /// Per neighbour: local destination → raw advertised destination → (cost, hops, when).
+    /// Per neighbour: what it advertised, keyed by our local destination first.
     adverts: BTreeMap<u32, Adverts>,
     table: BTreeMap<Dest, Route>,
     /// Destinations changed since the last triggered update.
@@ -304,7 +305,7 @@ impl Routing {
             .collect()
     }
 
-    /// Marks silent neighbours down and expires stale advertisements.
+    /// Marks silent neighbours down.
     pub fn sweep(&mut self, now: Instant) {
         let timeout = self.params.neighbor_timeout;
         let silent: Vec<u32> = self
@@ -320,17 +321,20 @@ impl Routing {
         for n in silent {
             self.link_down(n);
         }
+    }
+
+    /// Expires advertised entries not refreshed within `entry_lifetime`.
+    pub fn expire_entries(&mut self, now: Instant) {
         let life = self.params.entry_lifetime;
         let mut touched = BTreeSet::new();
         for ads in self.adverts.values_mut() {
-            for (d, raws) in ads.iter_mut() {
-                let before = raws.len();
-                raws.retain(|_, (_, _, t)| now.saturating_since(*t) <= life);
-                if raws.len() != before {
+            ads.retain(|(d, _), (_, _, t)| {
+                let keep = now.saturating_since(*t) <= life;
+                if !keep {
                     touched.insert(*d);
                 }
-            }
-            ads.retain(|_, raws| !raws.is_empty());
+                keep
+            });
         }
         for d in touched {
             self.recompute(d);
@@ -346,7 +350,7 @@ impl Routing {
         let dests: BTreeSet<Dest> = self
             .adverts
             .remove(&n)
-            .map(|a| a.into_keys().collect())
+            .map(|a| a.into_keys().map(|(d, _)| d).collect())
             .unwrap_or_default();
         let via: Vec<Dest> = self
             .table
@@ -388,16 +392,9 @@ impl Routing {
             };
             let ads = self.adverts.entry(n).or_default();
             if e.cost_us == INFINITY_US || e.hops >= self.params.max_hops {
-                if let Some(raws) = ads.get_mut(&d) {
-                    raws.remove(&e.dest);
-                    if raws.is_empty() {
-                        ads.remove(&d);
-                    }
-                }
+                ads.remove(&(d, e.dest));
             } else {
-                ads.entry(d)
-                    .or_default()
-                    .insert(e.dest, (e.cost_us, e.hops, now));
+                ads.insert((d, e.dest), (e.cost_us, e.hops, now));
             }
             touched.insert(d);
         }
@@ -407,10 +404,10 @@ impl Routing {
     }
 
     fn recompute_via(&mut self, n: u32) {
-        let dests: Vec<Dest> = self
+        let dests: BTreeSet<Dest> = self
             .adverts
             .get(&n)
-            .map(|a| a.keys().copied().collect())
+            .map(|a| a.keys().map(|(d, _)| *d).collect())
             .unwrap_or_default();
         for d in dests {
             self.recompute(d);
@@ -434,8 +431,10 @@ impl Routing {
                 if self.localize(Dest::Node(*n)) == Some(d) {
                     cand = Some((0, 0));
                 }
-                if let Some(raws) = self.adverts.get(n).and_then(|a| a.get(&d)) {
-                    for (c, h, _) in raws.values() {
+                if let Some(ads) = self.adverts.get(n) {
+                    // `Node(0)` is the least `Dest`, so this starts at d's first entry.
+                    let from = (d, Dest::Node(0));
+                    for (_, (c, h, _)) in ads.range(from..).take_while(|((ld, _), _)| *ld == d) {
                         if cand.is_none_or(|(bc, bh)| (*c, *h) < (bc, bh)) {
                             cand = Some((*c, *h));
                         }

@@ -1,0 +1,180 @@
+//! Cell-replicated key-value store: the causal layer (`crate::causal`) wired to the
+//! overlay, following the recipe in `causal/mod.rs`.
+//!
+//! - put: HLC timestamp → `Store::local_put` (overwriting what this replica has seen of
+//!   the key) → `CausalDelivery::send` → the message to every live cell member;
+//! - receive: HLC update (a timestamp too far ahead is refused and counted) →
+//!   `CausalDelivery::receive` → apply every delivered delta in causal order;
+//! - repair (every `repair_interval`): send our delivered vector to one random member,
+//!   which answers with up to `repair_batch` logged messages we lack, so lost broadcasts are
+//!   repaired in causal order.
+//!
+//! Messages travel JSON-encoded inside `Payload::Kv` (one datagram each; a put whose
+//! message does not fit is refused). Not wired yet: the slow digest anti-entropy for what
+//! has left every retransmission log, session tokens for roaming clients, the object store.
+
+use std::num::{NonZeroU64, NonZeroUsize};
+
+use serde::{Deserialize, Serialize};
+
+use crate::causal::{
+    CausalDelivery, CausalMessage, Delta, HlcClock, Receipt, Store, StoreLimits, VersionVector,
+};
+use crate::wire::MAX_BLOB;
+
+/// A KV message on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum KvMsg {
+    Broadcast(CausalMessage<Delta>),
+    /// "This is what I have delivered; send me what I lack."
+    Repair {
+        delivered: VersionVector,
+    },
+}
+
+/// Why a KV operation failed. Nothing changed in the replica.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("clock: {0}")]
+    Clock(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("value too large for one datagram (message ~{0} bytes, max {MAX_BLOB})")]
+    TooLarge(usize),
+}
+
+/// What handling a KV message produced: messages to send (to a node), and counters.
+#[derive(Debug, Default)]
+pub struct KvOut {
+    pub sends: Vec<(u32, Vec<u8>)>,
+    pub applied: u64,
+    pub refused: Vec<&'static str>,
+}
+
+/// One node's replica.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    me: u32,
+    hlc: HlcClock,
+    store: Store,
+    delivery: CausalDelivery<Delta>,
+    pub repair_batch: usize,
+}
+
+/// Largest accepted distance of a remote HLC ahead of ours: one emulated day. Agents start
+/// their emulated clocks at their own process start, so this is a sanity bound only.
+const MAX_OFFSET_NS: u64 = 86_400_000_000_000;
+
+impl Replica {
+    pub fn new(me: u32) -> Replica {
+        let nz = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        Replica {
+            me,
+            hlc: HlcClock::new(NonZeroU64::new(MAX_OFFSET_NS).unwrap_or(NonZeroU64::MIN)),
+            store: Store::new(me, StoreLimits::default()),
+            delivery: CausalDelivery::new(me, nz(4096), nz(4096)).with_log_capacity(1024),
+            repair_batch: 8,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn delivered(&self) -> &VersionVector {
+        self.delivery.delivered()
+    }
+
+    /// The resolved value of `key` (greatest (HLC, dot) among concurrent siblings).
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.store.get(key).resolved().map(|v| v.value.clone())
+    }
+
+    /// Local write; returns the encoded broadcast for the cell.
+    pub fn put(&mut self, now_ns: u64, key: &str, value: Vec<u8>) -> Result<Vec<u8>, KvError> {
+        // JSON spells bytes as decimal numbers (≤ 4 characters each) and the clock costs
+        // ≤ ~32 characters per entry: refuse up front what cannot fit, so a refused put
+        // changes nothing.
+        let ctx = self.store.get(key).context;
+        let estimate =
+            4 * value.len() + 2 * key.len() + 32 * (self.delivery.delivered().len() + 1) + 256;
+        if estimate > MAX_BLOB {
+            return Err(KvError::TooLarge(estimate));
+        }
+        let ts = self
+            .hlc
+            .now(now_ns)
+            .map_err(|e| KvError::Clock(e.to_string()))?;
+        let delta = self
+            .store
+            .local_put(key, value, ts, &ctx)
+            .map_err(|e| KvError::Store(e.to_string()))?;
+        let msg = self.delivery.send(delta);
+        let bytes = serde_json::to_vec(&KvMsg::Broadcast(msg))
+            .map_err(|e| KvError::Store(e.to_string()))?;
+        if bytes.len() > MAX_BLOB {
+            // The estimate was wrong: the write stands locally and reaches peers only
+            // through repair, which cannot carry it either. Say so.
+            return Err(KvError::TooLarge(bytes.len()));
+        }
+        Ok(bytes)
+    }
+
+    pub fn repair_request(&self) -> Vec<u8> {
+        serde_json::to_vec(&KvMsg::Repair {
+            delivered: self.delivery.delivered().clone(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Handles a KV message from `src`.
+    pub fn receive(&mut self, now_ns: u64, src: u32, bytes: &[u8]) -> KvOut {
+        let mut out = KvOut::default();
+        let msg: KvMsg = match serde_json::from_slice(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                out.refused.push("kv_malformed");
+                return out;
+            }
+        };
+        match msg {
+            KvMsg::Broadcast(m) => {
+                if m.sender == self.me {
+                    return out;
+                }
+                if let Some(ts) = m.payload.max_hlc() {
+                    if self.hlc.update(now_ns, ts).is_err() {
+                        out.refused.push("kv_hlc_ahead");
+                        return out;
+                    }
+                }
+                match self.delivery.receive(m) {
+                    Ok(Receipt::Delivered(ms)) => {
+                        for d in ms {
+                            match self.store.apply(&d.payload) {
+                                Ok(_) => out.applied += 1,
+                                Err(_) => out.refused.push("kv_store_refused"),
+                            }
+                        }
+                    }
+                    Ok(Receipt::Buffered) => {}
+                    Ok(Receipt::Duplicate) => out.refused.push("kv_duplicate"),
+                    Err(_) => out.refused.push("kv_delivery_refused"),
+                }
+            }
+            KvMsg::Repair { delivered } => {
+                for m in self
+                    .delivery
+                    .missing_from(&delivered)
+                    .take(self.repair_batch)
+                {
+                    if let Ok(b) = serde_json::to_vec(&KvMsg::Broadcast(m.clone())) {
+                        if b.len() <= MAX_BLOB {
+                            out.sends.push((src, b));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}

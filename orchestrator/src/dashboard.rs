@@ -1,12 +1,392 @@
-//! The dashboard served by the supervisor on loopback. This first version is one page that
-//! polls `/api/status`; the full topology view with live updates builds on it.
+//! The dashboard the supervisor serves on loopback: one page (`dashboards/index.html`,
+//! rendered with tera) plus the read-only JSON it draws from, and a server-sent-event
+//! stream that pushes a snapshot every second so the page never reloads.
+//!
+//! Routes (all GET; the fault controls reuse the supervisor's `POST /api/…` routes):
+//! - `/` the page, with the lab's token embedded (see below)
+//! - `/api/topology` nodes (hierarchical address, role) and links (level) for the layout
+//! - `/api/health` per node: the agent process state and how its peers see it (counts of
+//!   alive/suspect/dead over every running agent's membership view, from `/state`)
+//! - `/api/linkstats` the wire engine's per-direction counters and achieved mean delay
+//! - `/api/events?since=T` the lab's fault/control events after `T` seconds
+//! - `/api/log/{node}?lines=N` the tail of `<state>/logs/<node>.log` (≤ 200 lines, last 64 KiB)
+//! - `/api/stream` SSE: `snapshot` events with status, health, link stats and new events
+//!
+//! Threat model of the token: the API and the page listen on 127.0.0.1 only. Every
+//! `POST /api/…` needs the per-lab token in `x-lightcone-token`; the page gets it embedded
+//! when served. Any local process that can open a TCP connection to loopback can fetch the
+//! page and so the token: the token does not separate local users (a multi-user host needs
+//! a firewall or a unix socket). What it does stop is a web page of another origin in the
+//! user's browser forging fault requests (it cannot send the custom header without a CORS
+//! preflight, which we never answer, and cannot read our page to learn the token), and
+//! scripts that poke the port without reading supervisor.json.
 
-use axum::response::Html;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::agents::{agent_request, AgentState};
+use crate::supervisor::{status_of, Lab};
 
 const PAGE: &str = include_str!("../../dashboards/index.html");
+/// Health is recomputed at most this often, however many pages are open.
+const HEALTH_MAX_AGE: Duration = Duration::from_millis(900);
+/// Time an agent gets to answer `/state` for the health view.
+const STATE_TIMEOUT: Duration = Duration::from_millis(800);
+const LOG_MAX_LINES: usize = 200;
+const LOG_MAX_BYTES: u64 = 64 * 1024;
+/// Events sent in the first snapshot of a stream (the page's timeline keeps the rest).
+const STREAM_FIRST_EVENTS: usize = 500;
+const STREAM_PERIOD: Duration = Duration::from_secs(1);
 
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/", get(|| async { Html(PAGE) }))
+#[derive(Clone)]
+struct Dash {
+    lab: Arc<Mutex<Lab>>,
+    health: Arc<tokio::sync::Mutex<Option<(Instant, Value)>>>,
+}
+
+/// Compare tokens without an early exit on the first differing byte.
+pub fn token_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+pub fn routes<S: Clone + Send + Sync + 'static>(lab: Arc<Mutex<Lab>>) -> Router<S> {
+    let d = Dash {
+        lab,
+        health: Default::default(),
+    };
+    Router::new()
+        .route("/", get(page))
+        .route("/api/topology", get(topology))
+        .route("/api/health", get(health_route))
+        .route("/api/linkstats", get(linkstats_route))
+        .route("/api/events", get(events_route))
+        .route("/api/log/{node}", get(log_route))
+        .route("/api/stream", get(stream))
+        .with_state(d)
+}
+
+/// Render the page with the lab's name and token.
+pub fn render_page(lab: &str, token: &str) -> Result<String, tera::Error> {
+    let mut ctx = tera::Context::new();
+    ctx.insert("lab", lab);
+    ctx.insert("token", token);
+    tera::Tera::one_off(PAGE, &ctx, true)
+}
+
+async fn page(State(d): State<Dash>) -> Response {
+    let (lab, token) = {
+        let l = d.lab.lock().expect("lab lock");
+        (l.plan.lab.clone(), l.token.clone())
+    };
+    match render_page(&lab, &token) {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:?}")).into_response(),
+    }
+}
+
+async fn topology(State(d): State<Dash>) -> Json<Value> {
+    let lab = d.lab.lock().expect("lab lock");
+    let p = &lab.plan;
+    let nodes: Vec<Value> = p
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n.name, "role": n.role, "addr": n.addr.to_string(),
+                "layer": n.addr.layer, "cluster": n.addr.cluster, "cell": n.addr.cell, "tile": n.addr.tile,
+            })
+        })
+        .collect();
+    let links: Vec<Value> = p
+        .links
+        .iter()
+        .map(|l| {
+            json!({
+                "name": l.name, "a": p.nodes[l.a.node].name, "b": p.nodes[l.b.node].name, "level": l.level,
+            })
+        })
+        .collect();
+    Json(json!({ "lab": p.lab, "time_scale": p.time_scale, "nodes": nodes, "links": links }))
+}
+
+/// Per node: agent process state, and its peers' view of it.
+async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Value {
+    let (names, procs, sockets) = {
+        let mut l = lab.lock().expect("lab lock");
+        let names: Vec<String> = l.plan.nodes.iter().map(|n| n.name.clone()).collect();
+        let dir = l.dir.path.clone();
+        let mut procs = Vec::with_capacity(names.len());
+        let mut sockets = Vec::new();
+        for i in 0..names.len() {
+            let st = match l.agents.as_mut() {
+                Some(a) => a.state(i).0,
+                None => AgentState::None,
+            };
+            if st == AgentState::Running {
+                sockets.push((i, crate::plan::agent_socket(&dir, i)));
+            }
+            procs.push(
+                serde_json::to_value(st)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+            );
+        }
+        (names, procs, sockets)
+    };
+    let reqs = sockets.iter().map(|(i, p)| async move {
+        let r = agent_request(p, hyper::Method::GET, "/state", Vec::new(), STATE_TIMEOUT).await;
+        (*i, r)
+    });
+    // counts[node] = [alive, suspect, dead] as reported by peers.
+    let mut counts = vec![[0u32; 3]; names.len()];
+    let mut local_health: Vec<Option<i64>> = vec![None; names.len()];
+    let mut answered = vec![false; names.len()];
+    for (i, r) in futures::future::join_all(reqs).await {
+        let Ok((200, body)) = r else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+            continue;
+        };
+        answered[i] = true;
+        local_health[i] = v["local_health"].as_i64();
+        for m in v["members"].as_array().into_iter().flatten() {
+            let (Some(id), Some(st)) = (m["id"].as_u64(), m["state"].as_str()) else {
+                continue;
+            };
+            let k = match st {
+                "alive" => 0,
+                "suspect" => 1,
+                "dead" => 2,
+                _ => continue,
+            };
+            if let Some(c) = counts.get_mut(id as usize) {
+                c[k] += 1;
+            }
+        }
+    }
+    let nodes: BTreeMap<&str, Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let [a, s, dd] = counts[i];
+            (
+                n.as_str(),
+                json!({
+                    "process": procs[i], "answers": answered[i], "local_health": local_health[i],
+                    "peers": { "alive": a, "suspect": s, "dead": dd },
+                    "view": peer_view(a, s, dd),
+                }),
+            )
+        })
+        .collect();
+    json!({ "nodes": nodes })
+}
+
+/// How a node's peers see it: `dead` once at least as many peers say dead as alive,
+/// `suspect` while anyone suspects or declares it dead, `unknown` when no peer reports it.
+pub fn peer_view(alive: u32, suspect: u32, dead: u32) -> &'static str {
+    if alive + suspect + dead == 0 {
+        "unknown"
+    } else if dead > 0 && dead >= alive {
+        "dead"
+    } else if suspect + dead > 0 {
+        "suspect"
+    } else {
+        "alive"
+    }
+}
+
+async fn health(d: &Dash) -> Value {
+    let mut cache = d.health.lock().await;
+    if let Some((at, v)) = cache.as_ref() {
+        if at.elapsed() < HEALTH_MAX_AGE {
+            return v.clone();
+        }
+    }
+    let v = compute_health(&d.lab).await;
+    *cache = Some((Instant::now(), v.clone()));
+    v
+}
+
+async fn health_route(State(d): State<Dash>) -> Json<Value> {
+    Json(health(&d).await)
+}
+
+fn linkstats(lab: &Lab) -> Value {
+    let stats: Vec<Value> = lab
+        .wire_stats()
+        .iter()
+        .map(|s| {
+            let mean = if s.forwarded > 0 {
+                Some(s.delay_sum_s / s.forwarded as f64)
+            } else {
+                None
+            };
+            json!({
+                "link": s.link, "direction": s.direction.label(), "up": s.up,
+                "forwarded": s.forwarded, "dropped_loss": s.dropped_loss,
+                "dropped_queue": s.dropped_queue, "dropped_down": s.dropped_down,
+                "tx_errors": s.tx_errors, "queue_packets": s.queue_packets,
+                "configured_delay_s": s.configured_delay_s, "delay_sum_s": s.delay_sum_s,
+                "mean_delay_s": mean,
+            })
+        })
+        .collect();
+    json!({ "engine": lab.engine_choice, "time_scale": lab.plan.time_scale, "links": stats })
+}
+
+async fn linkstats_route(State(d): State<Dash>) -> Json<Value> {
+    Json(linkstats(&d.lab.lock().expect("lab lock")))
+}
+
+#[derive(Deserialize)]
+struct Since {
+    since: Option<f64>,
+}
+
+fn events_after(lab: &Lab, since: f64, max: usize) -> Vec<Value> {
+    let new: Vec<&crate::supervisor::LabEvent> =
+        lab.events.iter().filter(|e| e.t_s > since).collect();
+    new[new.len().saturating_sub(max)..]
+        .iter()
+        .map(|e| json!(e))
+        .collect()
+}
+
+async fn events_route(State(d): State<Dash>, Query(q): Query<Since>) -> Json<Value> {
+    let lab = d.lab.lock().expect("lab lock");
+    Json(json!({ "events": events_after(&lab, q.since.unwrap_or(-1.0), usize::MAX) }))
+}
+
+#[derive(Deserialize)]
+struct Lines {
+    lines: Option<usize>,
+}
+
+/// The last `n` lines of a file, reading at most its last `LOG_MAX_BYTES`.
+pub fn tail(path: &std::path::Path, n: usize) -> std::io::Result<Vec<String>> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(LOG_MAX_BYTES);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.take(LOG_MAX_BYTES).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // probably cut in the middle
+    }
+    Ok(lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect())
+}
+
+async fn log_route(
+    State(d): State<Dash>,
+    UrlPath(node): UrlPath<String>,
+    Query(q): Query<Lines>,
+) -> Response {
+    let path = {
+        let lab = d.lab.lock().expect("lab lock");
+        if lab.plan.node_index(&node).is_none() {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": format!("lab {} has no node {node:?}", lab.plan.lab) })),
+            )
+                .into_response();
+        }
+        lab.dir.logs().join(format!("{node}.log"))
+    };
+    let n = q.lines.unwrap_or(50).min(LOG_MAX_LINES);
+    match tail(&path, n) {
+        Ok(lines) => Json(json!({ "node": node, "lines": lines })).into_response(),
+        Err(e) => {
+            Json(json!({ "node": node, "lines": [], "error": e.to_string() })).into_response()
+        }
+    }
+}
+
+async fn snapshot(d: &Dash, since: f64, first: bool) -> (Value, f64) {
+    let h = health(d).await;
+    let mut lab = d.lab.lock().expect("lab lock");
+    let max = if first {
+        STREAM_FIRST_EVENTS
+    } else {
+        usize::MAX
+    };
+    let events = events_after(&lab, since, max);
+    let last = lab.events.back().map(|e| e.t_s).unwrap_or(since).max(since);
+    let v = json!({
+        "status": status_of(&mut lab),
+        "health": h,
+        "linkstats": linkstats(&lab),
+        "events": events,
+    });
+    (v, last)
+}
+
+async fn stream(State(d): State<Dash>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let s = futures::stream::unfold((d, -1.0f64, true), |(d, since, first)| async move {
+        if !first {
+            tokio::time::sleep(STREAM_PERIOD).await;
+        }
+        let (v, last) = snapshot(&d, since, first).await;
+        let ev = Event::default().event("snapshot").data(v.to_string());
+        Some((Ok(ev), (d, last, false)))
+    });
+    Sse::new(s).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_view_rules() {
+        assert_eq!(peer_view(0, 0, 0), "unknown");
+        assert_eq!(peer_view(5, 0, 0), "alive");
+        assert_eq!(peer_view(4, 1, 0), "suspect");
+        assert_eq!(peer_view(4, 0, 1), "suspect");
+        assert_eq!(peer_view(2, 1, 2), "dead");
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(token_eq("abc", "abc"));
+        assert!(!token_eq("abc", "abd"));
+        assert!(!token_eq("abc", "abcd"));
+        assert!(!token_eq("", "a"));
+    }
+
+    #[test]
+    fn page_embeds_lab_and_token() {
+        let html = render_page("lab-1", "00ff").unwrap();
+        assert!(html.contains("\"00ff\""), "token not embedded");
+        assert!(html.contains("\"lab-1\""));
+        assert!(!html.contains("{{"), "unrendered template tags");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        let t = tail(&p, 3).unwrap();
+        assert_eq!(t, vec!["line 997", "line 998", "line 999"]);
+    }
 }

@@ -7,4 +7,5 @@ pub mod link;
 pub mod plan;
 pub mod state;
 pub mod supervisor;
+pub mod telemetry;
 pub mod topology;

@@ -58,6 +58,9 @@ enum Cmd {
         /// Port of the API and dashboard on 127.0.0.1 (0 = any free port).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Also start a Prometheus server (Debian's package) scraping every agent and link.
+        #[arg(long)]
+        prometheus: bool,
     },
     /// Tear a lab down: agents, links, namespaces, state. Harmless if it is not up.
     Down {
@@ -116,6 +119,8 @@ enum Cmd {
         no_agents: bool,
         #[arg(long)]
         port: u16,
+        #[arg(long)]
+        prometheus: bool,
     },
 }
 
@@ -319,6 +324,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             link_engine,
             no_agents,
             port,
+            prometheus,
         } => {
             let topo = load(&file)?;
             supervisor::check_not_up(&topo.name).map_err(state)?;
@@ -330,13 +336,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             if detach {
-                up_detached(&file, link_engine, no_agents, port)
+                up_detached(&file, link_engine, no_agents, port, prometheus)
             } else {
                 let opts = UpOptions {
                     topology: file,
                     engine: link_engine,
                     agents: !no_agents,
                     port,
+                    prometheus,
                 };
                 supervisor::run(
                     &opts,
@@ -356,12 +363,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             link_engine,
             no_agents,
             port,
+            prometheus,
         } => {
             let opts = UpOptions {
                 topology: file,
                 engine: link_engine,
                 agents: !no_agents,
                 port,
+                prometheus,
             };
             let mut ok = false;
             let r = supervisor::run(
@@ -741,6 +750,9 @@ fn status(lab: Option<String>, json: bool) -> Result<(), Failure> {
                     s.links.len()
                 );
                 println!("  dashboard {}  metrics {}", s.dashboard_url, s.metrics_url);
+                if let Some(p) = &s.prometheus_url {
+                    println!("  prometheus {p}");
+                }
             }
             Err(_) => println!(
                 "{}: {} ({})",
@@ -759,6 +771,7 @@ fn up_detached(
     engine: EngineChoice,
     no_agents: bool,
     port: u16,
+    prometheus: bool,
 ) -> Result<(), Failure> {
     let exe = std::env::current_exe().context("find lightcone executable")?;
     let mut c = Command::new(exe);
@@ -770,6 +783,9 @@ fn up_detached(
         .arg(port.to_string());
     if no_agents {
         c.arg("--no-agents");
+    }
+    if prometheus {
+        c.arg("--prometheus");
     }
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -48,6 +48,9 @@ pub struct UpOptions {
     pub agents: bool,
     /// Port of the API/dashboard on 127.0.0.1; 0 picks a free one.
     pub port: u16,
+    /// Start a Prometheus server scraping the lab (see `telemetry`).
+    #[serde(default)]
+    pub prometheus: bool,
 }
 
 /// Written to `supervisor.json` once the lab is up; `status` and the CLI read it.
@@ -100,6 +103,8 @@ pub struct Lab {
     pub api_url: String,
     /// Fault and control events, newest last (bounded).
     pub events: std::collections::VecDeque<LabEvent>,
+    /// Base URL of the lab's Prometheus server, when `--prometheus` started one.
+    pub prometheus_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -160,6 +165,14 @@ pub fn check_not_up(lab: &str) -> Result<(), String> {
 }
 
 impl Lab {
+    /// Per-direction counters of the wire engine (empty for netem and unshaped links).
+    pub fn wire_stats(&self) -> Vec<crate::link::wire::LinkStats> {
+        match &self.engine {
+            EngineRt::Wire(w) => w.stats(),
+            _ => Vec::new(),
+        }
+    }
+
     fn event(&mut self, kind: &str, detail: String) {
         if self.events.len() >= MAX_EVENTS {
             self.events.pop_front();
@@ -289,6 +302,9 @@ pub struct LabStatus {
     pub api_url: String,
     pub dashboard_url: String,
     pub metrics_url: String,
+    /// Prometheus server of the lab (`up --prometheus`).
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
     pub nodes: Vec<NodeStatus>,
     pub links: Vec<LinkStatus>,
 }
@@ -320,7 +336,7 @@ pub struct LinkStatus {
     pub rate_bps: Option<u64>,
 }
 
-fn status_of(lab: &mut Lab) -> LabStatus {
+pub fn status_of(lab: &mut Lab) -> LabStatus {
     let plan = &lab.plan;
     let mut nodes = Vec::with_capacity(plan.nodes.len());
     for (i, n) in plan.nodes.iter().enumerate() {
@@ -381,6 +397,7 @@ fn status_of(lab: &mut Lab) -> LabStatus {
         api_url: lab.api_url.clone(),
         dashboard_url: format!("{}/", lab.api_url),
         metrics_url: format!("{}/metrics", lab.api_url),
+        prometheus_url: lab.prometheus_url.clone(),
         nodes,
         links,
     }
@@ -534,6 +551,69 @@ async fn api_node_fault(
     }
 }
 
+/// `POST /api/partition`: take a set of links down (or, with `heal`, up) as one event.
+/// Every link is resolved before anything changes, so a bad name changes nothing.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Partition {
+    pub links: Vec<(String, String)>,
+    #[serde(default)]
+    pub heal: bool,
+}
+
+async fn api_partition(
+    State(s): State<AppState>,
+    Json(p): Json<Partition>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let idx = {
+        let mut lab = s.lab.lock().expect("lab lock");
+        let idx = p
+            .links
+            .iter()
+            .map(|(a, b)| lab.link_index(a, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        for &i in &idx {
+            lab.links[i].up = p.heal;
+        }
+        let names: Vec<String> = p.links.iter().map(|(a, b)| format!("{a}--{b}")).collect();
+        lab.event(if p.heal { "heal" } else { "partition" }, names.join(" "));
+        idx
+    };
+    for &i in &idx {
+        push(&s, i).await?;
+    }
+    Ok(Json(
+        serde_json::json!({ "links": idx.len(), "up": p.heal }),
+    ))
+}
+
+/// Header carrying the per-lab token on every `POST /api/…`.
+pub const TOKEN_HEADER: &str = "x-lightcone-token";
+
+/// Refuse state-changing API calls without the lab's token. The API binds to loopback; the
+/// token keeps other local users and web pages of other origins (which cannot read the
+/// token from the dashboard page) from driving faults.
+async fn require_token(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() == axum::http::Method::POST && req.uri().path().starts_with("/api/") {
+        let want = s.lab.lock().expect("lab lock").token.clone();
+        let got = req
+            .headers()
+            .get(TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if !got.is_some_and(|g| crate::dashboard::token_eq(g, &want)) {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                format!("missing or wrong {TOKEN_HEADER} header (the lab's token is in supervisor.json)"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 async fn api_shutdown(State(s): State<AppState>) -> Json<serde_json::Value> {
     s.shutdown.notify_one();
     Json(serde_json::json!({ "shutting_down": true }))
@@ -612,6 +692,18 @@ async fn metrics_all(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
+/// `GET /metrics/links`: only the supervisor's own registry (link engine series), for the
+/// Prometheus job that must not see agent series twice.
+async fn metrics_links(State(s): State<AppState>) -> Response {
+    let text = {
+        let lab = s.lab.lock().expect("lab lock");
+        prometheus::TextEncoder::new()
+            .encode_to_string(&lab.registry.gather())
+            .unwrap_or_default()
+    };
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
 async fn node_proxy(
     State(s): State<AppState>,
     UrlPath((node, what)): UrlPath<(String, String)>,
@@ -655,9 +747,15 @@ fn router(state: AppState) -> Router {
         .route("/api/links/{a}/{b}/{what}", post(api_link_state))
         .route("/api/nodes/{node}/{what}", post(api_node_fault))
         .route("/api/shutdown", post(api_shutdown))
+        .route("/api/partition", post(api_partition))
         .route("/metrics", get(metrics_all))
+        .route("/metrics/links", get(metrics_links))
         .route("/nodes/{node}/{what}", get(node_proxy))
-        .merge(crate::dashboard::routes())
+        .merge(crate::dashboard::routes(state.lab.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
         .with_state(state)
 }
 
@@ -810,6 +908,19 @@ async fn serve(
         token: token.clone(),
     };
     std::fs::write(dir.supervisor_path(), serde_json::to_vec_pretty(&info)?)?;
+    let prom = if opts.prometheus {
+        let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
+        let p =
+            crate::telemetry::Prometheus::start(&dir, &mut ledger, listener.local_addr()?, &names)?;
+        report(&format!(
+            "prometheus: {} (config {})",
+            p.url,
+            p.config.display()
+        ));
+        Some(p)
+    } else {
+        None
+    };
     let lab = Arc::new(Mutex::new(Lab {
         plan,
         dir,
@@ -824,6 +935,7 @@ async fn serve(
         token,
         api_url: api_url.clone(),
         events: Default::default(),
+        prometheus_url: prom.as_ref().map(|p| p.url.clone()),
     }));
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let state = AppState {
@@ -845,6 +957,9 @@ async fn serve(
         why = stop => why,
     };
     report(&format!("stopping ({why}): agents, links, namespaces"));
+    if let Some(mut p) = prom {
+        p.stop();
+    }
     let mut lab = lab.lock().expect("lab lock");
     if let Some(a) = lab.agents.as_mut() {
         a.stop_all();

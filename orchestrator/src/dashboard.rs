@@ -195,12 +195,14 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Value {
     json!({ "nodes": nodes })
 }
 
-/// How a node's peers see it: `dead` once at least as many peers say dead as alive,
-/// `suspect` while anyone suspects or declares it dead, `unknown` when no peer reports it.
+/// How a node's peers see it: `dead` once a strict majority of the peers reporting it say
+/// dead (one confused peer on a loaded host does not kill a node on the page), `suspect`
+/// while anyone suspects or declares it dead, `unknown` when no peer reports it.
 pub fn peer_view(alive: u32, suspect: u32, dead: u32) -> &'static str {
-    if alive + suspect + dead == 0 {
+    let reporters = alive + suspect + dead;
+    if reporters == 0 {
         "unknown"
-    } else if dead > 0 && dead >= alive {
+    } else if 2 * dead > reporters {
         "dead"
     } else if suspect + dead > 0 {
         "suspect"
@@ -361,7 +363,9 @@ mod tests {
         assert_eq!(peer_view(5, 0, 0), "alive");
         assert_eq!(peer_view(4, 1, 0), "suspect");
         assert_eq!(peer_view(4, 0, 1), "suspect");
-        assert_eq!(peer_view(2, 1, 2), "dead");
+        assert_eq!(peer_view(2, 1, 2), "suspect");
+        assert_eq!(peer_view(1, 0, 2), "dead");
+        assert_eq!(peer_view(0, 0, 1), "dead");
     }
 
     #[test]

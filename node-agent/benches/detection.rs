@@ -3,7 +3,7 @@
 //! `cargo bench -p lightcone-agent --bench detection` (release; real Ed25519 on every
 //! frame). One 1,000-tile cell (ring + random chords, 2 ms links), default SWIM/Lifeguard
 //! parameters. After a warm-up, 20 seeded crashes are injected in rounds of
-//! `LC_BENCH_PARALLEL` (default 4) simultaneous victims; a victim's detection time is the
+//! `LC_BENCH_PARALLEL` (default 5) simultaneous victims; a victim's detection time is the
 //! time from its crash until the *last* live peer marks it dead. Then the false-positive
 //! rate is measured with 1 % loss on every link. Environment: `LC_BENCH_N`,
 //! `LC_BENCH_CRASHES`, `LC_BENCH_PARALLEL`, `LC_BENCH_SEED`, `LC_BENCH_LOSS_S`.
@@ -34,9 +34,9 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 fn main() {
     let n = env("LC_BENCH_N", 1000) as u32;
     let crashes = env("LC_BENCH_CRASHES", 20) as usize;
-    let parallel = env("LC_BENCH_PARALLEL", 4).max(1) as usize;
+    let parallel = env("LC_BENCH_PARALLEL", 5).max(1) as usize;
     let seed = env("LC_BENCH_SEED", 2026);
-    let loss_s = env("LC_BENCH_LOSS_S", 30);
+    let loss_s = env("LC_BENCH_LOSS_S", 10);
     let params = Params::default();
     println!(
         "detection bench: N={n} crashes={crashes} parallel={parallel} seed={seed} auth={:?} \

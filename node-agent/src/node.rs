@@ -220,6 +220,11 @@ pub enum Command {
         dst: u32,
         data: Vec<u8>,
     },
+    /// Send an opaque time-transfer payload (the `lightcone_timing` seam) to a node.
+    SendTime {
+        dst: u32,
+        data: Vec<u8>,
+    },
     /// Announce our own departure and stop.
     Shutdown,
 }
@@ -650,6 +655,15 @@ impl Node {
                     });
                 } else {
                     self.fx.send(Dest::Node(*dst), Payload::Data(data.clone()));
+                }
+            }
+            Command::SendTime { dst, data } => {
+                if data.len() > wire::MAX_BLOB {
+                    self.fx.events.push(Event::CommandFailed {
+                        reason: "time payload too large".into(),
+                    });
+                } else {
+                    self.fx.send(Dest::Node(*dst), Payload::Time(data.clone()));
                 }
             }
             Command::Put { key, value } => match self.kv.put(now.as_nanos(), key, value.clone()) {

@@ -33,7 +33,7 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
             AgentConfig {
                 lab: "loop".into(),
                 id: i,
-                time_scale: 10.0,
+                time_scale: 2.0,
                 seed: u64::from(i) + 1,
                 secret_key_hex: hex::encode(keys[i as usize].to_bytes()),
                 udp_port: port,
@@ -88,7 +88,7 @@ fn two_agents_over_loopback_udp() {
         let sb = cfgs[1].control_socket.clone();
         let client = async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            // Wait (real ≤ 5 s = 50 s emulated) for each to see the other, with a route.
+            // Wait (real ≤ 5 s = 10 s emulated) for each to see the other, with a route.
             let mut ok = false;
             for _ in 0..50 {
                 let (st, body) = http(&sa, "GET", "/state", "").await;

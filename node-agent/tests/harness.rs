@@ -137,11 +137,22 @@ fn routes_heal_around_a_dead_node() {
             data: b"hello".to_vec(),
         },
     );
+    sim.command(
+        0,
+        &Command::SendTime {
+            dst: 3,
+            data: b"t2".to_vec(),
+        },
+    );
     sim.run_for(Duration::from_secs(1));
     let got = sim.events().iter().any(|(_, n, e)| {
         *n == 3 && matches!(e, Event::Delivered { src: 0, data } if data == b"hello")
     });
     assert!(got, "data delivered over the healed route");
+    let time = sim.events().iter().any(|(_, n, e)| {
+        *n == 3 && matches!(e, Event::TimePayload { src: 0, data } if data == b"t2")
+    });
+    assert!(time, "time payloads reach the timing seam");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 pub mod agents;
 pub mod apply;
 pub mod dashboard;
+pub mod experiment;
 pub mod kernel;
 pub mod link;
 pub mod plan;

@@ -110,6 +110,21 @@ enum Cmd {
         #[command(subcommand)]
         action: FaultCmd,
     },
+    /// Play a scenario (faults on a timeline) against its lab and judge its expectations;
+    /// writes a run directory (events, metrics, report.json, report.html). Exit 1 if any
+    /// expectation failed.
+    Run {
+        scenario: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run directory (default runs/<scenario>-<seed>-<timestamp>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the outcome as JSON on stdout (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
     #[command(hide = true, name = "__supervise")]
     Supervise {
         file: PathBuf,
@@ -424,6 +439,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Status { lab, json } => status(lab, json),
+        Cmd::Run {
+            scenario,
+            seed,
+            out,
+            json,
+        } => run_scenario(scenario, seed, out, json),
         Cmd::Exec { lab, node, cmd } => {
             need_root("exec")?;
             let dir = pick_lab(lab)?;
@@ -891,4 +912,65 @@ fn graph(t: &topology::Topology, f: GraphFormat) -> String {
         }
     }
     s
+}
+
+/// `lightcone run`: progress to stdout (stderr with --json), one line per failed expectation.
+fn run_scenario(
+    scenario: PathBuf,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    use lightcone::experiment;
+    let (sc, _, _) = experiment::prepare(&scenario, seed).map_err(|e| match e {
+        experiment::RunError::Scenario(_) | experiment::RunError::Topology(_) => {
+            Failure(code::INVALID, anyhow!("{}", e.to_string().trim_end()))
+        }
+        e => invalid(e),
+    })?;
+    need_root("run")?;
+    let opts = experiment::RunOptions { scenario, seed, out };
+    let o = experiment::run(&opts, |l| {
+        if json {
+            eprintln!("{l}");
+        } else {
+            println!("{l}");
+        }
+    })
+    .map_err(|e| Failure(if e.is_invalid() { code::INVALID } else { code::FAILURE }, anyhow!(e)))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&o).expect("json"));
+    } else {
+        for v in &o.verdicts {
+            println!(
+                "{} {}: measured {} (expected {}){}",
+                if v.pass { "PASS" } else { "FAIL" },
+                v.expectation,
+                v.measured,
+                v.expected,
+                if v.pass { String::new() } else { format!(" — {}", v.detail) }
+            );
+        }
+        println!("report: {}", o.dir.join("report.html").display());
+    }
+    if o.passed {
+        println!("scenario {} (seed {}) passed", sc.name, o.seed);
+        Ok(())
+    } else {
+        let failed: Vec<&str> = o
+            .verdicts
+            .iter()
+            .filter(|v| !v.pass)
+            .map(|v| v.expectation.as_str())
+            .collect();
+        Err(Failure(
+            code::FAILURE,
+            anyhow!(
+                "scenario {} failed: {} (report: {})",
+                sc.name,
+                failed.join("; "),
+                o.dir.join("report.html").display()
+            ),
+        ))
+    }
 }

@@ -740,6 +740,41 @@ async fn node_proxy(
         .into_response())
 }
 
+/// `GET|POST /nodes/{node}/kv/{key}`: the agent's key-value API, proxied (experiments'
+/// load generators use it). The agent's status and body are passed through unchanged.
+async fn node_kv(
+    State(s): State<AppState>,
+    method: axum::http::Method,
+    UrlPath((node, key)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let sock = {
+        let lab = s.lab.lock().expect("lab lock");
+        let id = lab.node(&node)?;
+        plan::agent_socket(&lab.dir.path, id)
+    };
+    let m = if method == axum::http::Method::GET {
+        hyper::Method::GET
+    } else {
+        hyper::Method::POST
+    };
+    let (status, body) = agent_request(
+        &sock,
+        m,
+        &format!("/kv/{key}"),
+        body.to_vec(),
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;
+    Ok((
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        [("content-type", "application/octet-stream")],
+        body,
+    )
+        .into_response())
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/status", get(api_status))
@@ -751,6 +786,7 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_all))
         .route("/metrics/links", get(metrics_links))
         .route("/nodes/{node}/{what}", get(node_proxy))
+        .route("/nodes/{node}/kv/{key}", get(node_kv).post(node_kv))
         .merge(crate::dashboard::routes(state.lab.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,0 +1,401 @@
+//! Timeline expansion: a scenario's verbs, against its topology and seed, become a flat,
+//! time-ordered list of primitive actions (link down/up/set, crash, restart, load start,
+//! unsupported). A pure function: the same scenario, topology and seed always give the same
+//! list (churn and flap jitter draw from a ChaCha8 stream seeded by the scenario seed and
+//! the step's index), so a run can be replayed and two runs compared.
+
+use std::collections::BTreeSet;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::supervisor::LinkChange;
+use crate::topology::{units, Topology};
+
+use super::scenario::{Scenario, Selector, Verb};
+
+/// One primitive action at an emulated time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub at_ns: u64,
+    #[serde(flatten)]
+    pub action: Action,
+    /// Which step it came from (`line 12: churn`).
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    LinkDown {
+        a: String,
+        b: String,
+    },
+    LinkUp {
+        a: String,
+        b: String,
+    },
+    LinkSet {
+        a: String,
+        b: String,
+        change: LinkChange,
+    },
+    Crash {
+        node: String,
+    },
+    Restart {
+        node: String,
+    },
+    /// A partition began (its links follow as `LinkDown`); a marker for reports.
+    Partition {
+        groups: Vec<Vec<String>>,
+    },
+    /// A heal began (its links follow as `LinkUp`).
+    Heal,
+    LoadStart {
+        nodes: Vec<String>,
+        keys: u32,
+        interval_ns: u64,
+        until_ns: u64,
+        write_fraction: f64,
+    },
+    Unsupported {
+        verb: String,
+        args: String,
+        reason: String,
+    },
+}
+
+impl Action {
+    /// A one-line description for progress output and event logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::LinkDown { a, b } => format!("link_down {a}--{b}"),
+            Action::LinkUp { a, b } => format!("link_up {a}--{b}"),
+            Action::LinkSet { a, b, change } => {
+                let mut s = format!("link_set {a}--{b}");
+                for (k, v) in [
+                    ("delay", &change.delay),
+                    ("jitter", &change.jitter),
+                    ("loss", &change.loss),
+                    ("rate", &change.rate),
+                    ("duplicate", &change.duplicate),
+                    ("corrupt", &change.corrupt),
+                    ("reorder", &change.reorder),
+                ] {
+                    if let Some(v) = v {
+                        s += &format!(" {k}={v}");
+                    }
+                }
+                s
+            }
+            Action::Crash { node } => format!("crash {node}"),
+            Action::Restart { node } => format!("restart {node}"),
+            Action::Partition { groups } => format!(
+                "partition {}",
+                groups
+                    .iter()
+                    .map(|g| format!("[{}]", g.join(" ")))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+            Action::Heal => "heal".into(),
+            Action::LoadStart {
+                nodes,
+                keys,
+                interval_ns,
+                until_ns,
+                ..
+            } => format!(
+                "load on {} nodes, {keys} keys per cell, one op per {} per node, until {}",
+                nodes.len(),
+                units::fmt_ns(*interval_ns),
+                units::fmt_ns(*until_ns)
+            ),
+            Action::Unsupported { verb, args, .. } => {
+                format!("{verb} {args} (NOT SUPPORTED by this lab's agents)")
+            }
+        }
+    }
+    /// Kind name for events and plot markers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::LinkDown { .. } => "link_down",
+            Action::LinkUp { .. } => "link_up",
+            Action::LinkSet { .. } => "link_set",
+            Action::Crash { .. } => "crash",
+            Action::Restart { .. } => "restart",
+            Action::Partition { .. } => "partition",
+            Action::Heal => "heal",
+            Action::LoadStart { .. } => "load",
+            Action::Unsupported { .. } => "unsupported",
+        }
+    }
+}
+
+/// Why a scenario does not fit its topology (unknown node or link, empty selection).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ExpandError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Names of the topology's nodes a selector list picks, in topology order.
+pub fn select(topo: &Topology, sel: &[Selector]) -> Vec<String> {
+    topo.nodes
+        .iter()
+        .filter(|n| sel.iter().any(|s| s.matches(&n.name)))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// Expand the timeline. Pure: depends only on its arguments.
+pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandError> {
+    let mut out: Vec<Planned> = Vec::new();
+    // Links a partition cut and no heal brought back yet, by link index.
+    let mut cut: BTreeSet<usize> = BTreeSet::new();
+    let node = |line: usize, n: &str| -> Result<String, ExpandError> {
+        if topo.node_index(n).is_some() {
+            Ok(n.to_string())
+        } else {
+            Err(ExpandError {
+                line,
+                message: format!("no node {n:?} in topology {}", topo.name),
+            })
+        }
+    };
+    let link = |line: usize, a: &str, b: &str| -> Result<(String, String), ExpandError> {
+        node(line, a)?;
+        node(line, b)?;
+        match topo.link_between(a, b) {
+            Some(_) => Ok((a.to_string(), b.to_string())),
+            None => Err(ExpandError {
+                line,
+                message: format!("no link between {a} and {b} in topology {}", topo.name),
+            }),
+        }
+    };
+    let selected = |line: usize, sel: &[Selector], what: &str| {
+        let v = select(topo, sel);
+        if v.is_empty() {
+            Err(ExpandError {
+                line,
+                message: format!(
+                    "{what} selects no node ({})",
+                    sel.iter()
+                        .map(|s| s.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+        } else {
+            Ok(v)
+        }
+    };
+    for (idx, step) in sc.timeline.iter().enumerate() {
+        let origin = format!("line {}: {}", step.line, step.verb.name());
+        let mut push = |at_ns: u64, action: Action| {
+            out.push(Planned {
+                at_ns,
+                action,
+                origin: origin.clone(),
+            })
+        };
+        // One RNG stream per step: adding a step does not reshuffle the others.
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(sc.seed ^ (idx as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let line = step.line;
+        match &step.verb {
+            Verb::Partition { groups } => {
+                let mut group_of = vec![usize::MAX; topo.nodes.len()];
+                let mut named = Vec::new();
+                for (g, sel) in groups.iter().enumerate() {
+                    let names = selected(line, sel, "a partition group")?;
+                    for n in &names {
+                        let i = topo.node_index(n).expect("selected from topology");
+                        if group_of[i] != usize::MAX {
+                            return Err(ExpandError {
+                                line,
+                                message: format!("{n} is in two partition groups"),
+                            });
+                        }
+                        group_of[i] = g;
+                    }
+                    named.push(names);
+                }
+                push(step.at_ns, Action::Partition { groups: named });
+                for (li, l) in topo.links.iter().enumerate() {
+                    if group_of[l.a] != group_of[l.b] && cut.insert(li) {
+                        push(
+                            step.at_ns,
+                            Action::LinkDown {
+                                a: topo.nodes[l.a].name.clone(),
+                                b: topo.nodes[l.b].name.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Verb::Heal => {
+                push(step.at_ns, Action::Heal);
+                for li in std::mem::take(&mut cut) {
+                    let l = &topo.links[li];
+                    push(
+                        step.at_ns,
+                        Action::LinkUp {
+                            a: topo.nodes[l.a].name.clone(),
+                            b: topo.nodes[l.b].name.clone(),
+                        },
+                    );
+                }
+            }
+            Verb::Crash { node: n } => push(
+                step.at_ns,
+                Action::Crash {
+                    node: node(line, n)?,
+                },
+            ),
+            Verb::Restart { node: n } => push(
+                step.at_ns,
+                Action::Restart {
+                    node: node(line, n)?,
+                },
+            ),
+            Verb::LinkDown { a, b } => {
+                let (a, b) = link(line, a, b)?;
+                push(step.at_ns, Action::LinkDown { a, b })
+            }
+            Verb::LinkUp { a, b } => {
+                let (a, b) = link(line, a, b)?;
+                push(step.at_ns, Action::LinkUp { a, b })
+            }
+            Verb::LinkSet { a, b, change } => {
+                let (a, b) = link(line, a, b)?;
+                push(
+                    step.at_ns,
+                    Action::LinkSet {
+                        a,
+                        b,
+                        change: change.clone(),
+                    },
+                )
+            }
+            Verb::Flap {
+                a,
+                b,
+                period_ns,
+                duty,
+                until_ns,
+                jitter_ns,
+            } => {
+                let (a, b) = link(line, a, b)?;
+                let mut t = step.at_ns;
+                let down_ns = ((1.0 - duty) * *period_ns as f64).round() as u64;
+                while t < *until_ns && down_ns > 0 {
+                    let shift = if *jitter_ns > 0 {
+                        rng.gen_range(0..=*jitter_ns)
+                    } else {
+                        0
+                    };
+                    let down_at = (t + shift).min(*until_ns);
+                    let up_at = (down_at + down_ns).min(*until_ns);
+                    if down_at >= *until_ns {
+                        break;
+                    }
+                    push(
+                        down_at,
+                        Action::LinkDown {
+                            a: a.clone(),
+                            b: b.clone(),
+                        },
+                    );
+                    push(
+                        up_at,
+                        Action::LinkUp {
+                            a: a.clone(),
+                            b: b.clone(),
+                        },
+                    );
+                    t += period_ns;
+                }
+            }
+            Verb::Churn {
+                nodes,
+                annual_failure,
+                year_ns,
+                until_ns,
+                replace_after_ns,
+            } => {
+                // Each node fails as a Poisson process with λ = −ln(1 − p) per year (so
+                // P(fail within a year) = p), and is replaced `replace_after` later, after
+                // which it is at risk again.
+                let lambda_per_ns = -(1.0 - annual_failure).ln() / *year_ns as f64;
+                for n in selected(line, nodes, "churn")? {
+                    let mut t = step.at_ns as f64;
+                    loop {
+                        let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+                        t += -u.ln() / lambda_per_ns;
+                        if t >= *until_ns as f64 {
+                            break;
+                        }
+                        let at = t as u64;
+                        push(at, Action::Crash { node: n.clone() });
+                        let back = at.saturating_add(*replace_after_ns);
+                        push(back, Action::Restart { node: n.clone() });
+                        t = back as f64;
+                    }
+                }
+            }
+            Verb::Load {
+                nodes,
+                keys,
+                interval_ns,
+                until_ns,
+                write_fraction,
+            } => {
+                let names = selected(line, nodes, "load")?;
+                push(
+                    step.at_ns,
+                    Action::LoadStart {
+                        nodes: names,
+                        keys: *keys,
+                        interval_ns: *interval_ns,
+                        until_ns: *until_ns,
+                        write_fraction: *write_fraction,
+                    },
+                )
+            }
+            Verb::Unsupported { verb, args } => push(
+                step.at_ns,
+                Action::Unsupported {
+                    verb: verb.clone(),
+                    args: args.clone(),
+                    reason: super::scenario::unsupported_reason(verb)
+                        .unwrap_or("unknown")
+                        .to_string(),
+                },
+            ),
+        }
+    }
+    // Stable: actions at the same time keep their source order. Nothing is played after
+    // the end (a replacement due later simply does not happen within the run).
+    out.sort_by_key(|p| p.at_ns);
+    out.retain(|p| p.at_ns <= sc.duration_ns);
+    Ok(out)
+}
+
+/// The expanded timeline as printed before a run: one line per action.
+pub fn render(plan: &[Planned]) -> String {
+    let mut s = String::new();
+    for p in plan {
+        s += &format!(
+            "  {:>10}  {}  ({})\n",
+            units::fmt_ns(p.at_ns),
+            p.action.describe(),
+            p.origin
+        );
+    }
+    s
+}

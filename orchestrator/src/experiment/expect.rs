@@ -1,0 +1,674 @@
+//! Expectations and their evaluation on what a run recorded. Pure: a [`Recording`] in,
+//! [`Verdict`]s out, so every definition below is tested on hand-made recordings.
+//!
+//! Definitions (emulated time unless said otherwise):
+//! - `detection_time`: for each crash of node X, the time until *every* cell peer of X that
+//!   was running reports X `dead`, from the peer's own `since_emulated_s` of the change
+//!   (mapped through the peer's emulated clock read at each poll, so the resolution is the
+//!   poll's round trip, not the poll interval); the worst crash counts. A peer that never
+//!   reports X dead before X restarts or the run ends makes it infinite.
+//! - `converged_after_heal`: after each heal, the time until every running node sees every
+//!   running member of its cell `alive`; the worst heal counts.
+//! - `locality`: bytes originated by agents whose destination stays inside the source's
+//!   scope, over the run, per level (cell, cluster, layer) from
+//!   `lightcone_locality_bytes_total`; the lowest level counts.
+//! - `causal_anomalies`: anomalies found by `lightcone_agent::causal::check` in the load's
+//!   history (client sessions are sticky to one node and start afresh after a failed op).
+//! - `no_acknowledged_write_lost` (`acknowledged_writes_lost == 0`): an acknowledged write is
+//!   lost when, at the end, no running replica of its cell returns it or a value written
+//!   after it completed.
+//! - `timer_lateness_p99`: the 99th percentile of `lightcone_timer_lateness_seconds` over
+//!   the run, all agents together; the upper bound of the histogram bucket holding it.
+//! - `overhead`: CPU seconds of the agent processes (utime + stime from /proc) over the run
+//!   divided by the lab's capacity: host cores × real seconds of the run.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lightcone_agent::causal::checker::{self, HistoryOp, OpKind, OpStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::topology::units;
+
+pub const SYNTAX: &str =
+    "write `METRIC OP VALUE`, e.g. `detection_time <= 10s`, `locality >= 99.99%`, \
+`causal_anomalies == 0`, `overhead <= 3%`, or `no_acknowledged_write_lost`";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    DetectionTime,
+    ConvergedAfterHeal,
+    Locality,
+    CausalAnomalies,
+    AcknowledgedWritesLost,
+    TimerLatenessP99,
+    Overhead,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Duration,
+    Fraction,
+    Count,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 7] = [
+        Metric::DetectionTime,
+        Metric::ConvergedAfterHeal,
+        Metric::Locality,
+        Metric::CausalAnomalies,
+        Metric::AcknowledgedWritesLost,
+        Metric::TimerLatenessP99,
+        Metric::Overhead,
+    ];
+    pub fn name(&self) -> &'static str {
+        match self {
+            Metric::DetectionTime => "detection_time",
+            Metric::ConvergedAfterHeal => "converged_after_heal",
+            Metric::Locality => "locality",
+            Metric::CausalAnomalies => "causal_anomalies",
+            Metric::AcknowledgedWritesLost => "acknowledged_writes_lost",
+            Metric::TimerLatenessP99 => "timer_lateness_p99",
+            Metric::Overhead => "overhead",
+        }
+    }
+    fn kind(&self) -> Kind {
+        match self {
+            Metric::DetectionTime | Metric::ConvergedAfterHeal | Metric::TimerLatenessP99 => {
+                Kind::Duration
+            }
+            Metric::Locality | Metric::Overhead => Kind::Fraction,
+            Metric::CausalAnomalies | Metric::AcknowledgedWritesLost => Kind::Count,
+        }
+    }
+    /// Format a value of this metric (seconds, fraction or count).
+    pub fn fmt(&self, v: f64) -> String {
+        if v.is_infinite() {
+            return "never".into();
+        }
+        if v.is_nan() {
+            return "not measured".into();
+        }
+        match self.kind() {
+            Kind::Duration => units::fmt_ns((v * 1e9).round() as u64),
+            Kind::Fraction => format!("{:.4}%", v * 100.0),
+            Kind::Count => format!("{v:.0}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cmp {
+    #[serde(rename = "<=")]
+    Le,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = "==")]
+    Eq,
+}
+
+impl Cmp {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Cmp::Le => "<=",
+            Cmp::Lt => "<",
+            Cmp::Ge => ">=",
+            Cmp::Gt => ">",
+            Cmp::Eq => "==",
+        }
+    }
+    fn holds(&self, v: f64, bound: f64) -> bool {
+        match self {
+            Cmp::Le => v <= bound,
+            Cmp::Lt => v < bound,
+            Cmp::Ge => v >= bound,
+            Cmp::Gt => v > bound,
+            Cmp::Eq => v == bound,
+        }
+    }
+}
+
+/// One expectation: `metric op bound`, the bound in seconds, a fraction or a count.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Expectation {
+    pub metric: Metric,
+    pub op: Cmp,
+    pub bound: f64,
+    pub text: String,
+}
+
+/// Parse `METRIC OP VALUE` (or `no_acknowledged_write_lost`).
+pub fn parse(text: &str) -> Result<(Metric, Cmp, f64), String> {
+    let t = text.trim();
+    if t == "no_acknowledged_write_lost" {
+        return Ok((Metric::AcknowledgedWritesLost, Cmp::Eq, 0.0));
+    }
+    let t = t.replace('≤', "<=").replace('≥', ">=");
+    let ops = [
+        ("<=", Cmp::Le),
+        (">=", Cmp::Ge),
+        ("==", Cmp::Eq),
+        ("<", Cmp::Lt),
+        (">", Cmp::Gt),
+    ];
+    let Some((i, s, op)) = ops
+        .iter()
+        .filter_map(|(s, op)| t.find(s).map(|i| (i, *s, *op)))
+        .min_by_key(|(i, s, _)| (*i, usize::MAX - s.len()))
+    else {
+        return Err(format!("`{t}` has no comparison"));
+    };
+    let name = t[..i].trim();
+    let value = t[i + s.len()..].trim();
+    let metric = Metric::ALL
+        .iter()
+        .find(|m| m.name() == name)
+        .copied()
+        .ok_or_else(|| format!("unknown metric `{name}`"))?;
+    let bound = match metric.kind() {
+        Kind::Duration => units::duration_ns(value).map(|ns| ns as f64 / 1e9)?,
+        Kind::Fraction => units::percent(value)?,
+        Kind::Count => value
+            .parse::<u64>()
+            .map(|v| v as f64)
+            .map_err(|_| format!("{name} is a count; `{value}` is not a whole number"))?,
+    };
+    Ok((metric, op, bound))
+}
+
+/// A member as one node saw it at one poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberObs {
+    pub id: u32,
+    pub state: String,
+    pub since_emulated_s: f64,
+}
+
+/// One successful `/nodes/{node}/state` poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatePoll {
+    pub round: u32,
+    /// Real seconds since the run's start (midpoint of the request).
+    pub t_real_s: f64,
+    pub node: String,
+    pub id: u32,
+    /// The node's emulated clock when it answered.
+    pub now_emulated_s: f64,
+    pub members: Vec<MemberObs>,
+}
+
+/// A fault the runner played, at real seconds since the start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mark {
+    pub t_real_s: f64,
+    pub kind: String,
+    pub node: Option<String>,
+}
+
+/// A final read, after the load stopped: what `node` returns for `key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalRead {
+    pub node: String,
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// Prometheus samples: (metric name, labels, value).
+pub type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
+
+/// What a run recorded, enough to evaluate every expectation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Recording {
+    pub time_scale: f64,
+    /// Node name → hierarchical address `layer.cluster.cell.tile`.
+    pub addrs: BTreeMap<String, String>,
+    pub polls: Vec<StatePoll>,
+    pub marks: Vec<Mark>,
+    pub history: Vec<HistoryOp>,
+    /// Cell (`layer.cluster.cell`) of each history op's key, by key.
+    pub final_reads: Vec<FinalRead>,
+    pub metrics_start: Samples,
+    pub metrics_end: Samples,
+    pub agent_cpu_s: Option<f64>,
+    pub cores: u32,
+    pub real_s: f64,
+}
+
+/// The outcome of one expectation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub expectation: String,
+    pub expected: String,
+    pub measured: String,
+    /// Seconds / fraction / count; `null` when not measurable.
+    pub value: Option<f64>,
+    pub pass: bool,
+    /// How it was measured, or why not.
+    pub detail: String,
+}
+
+fn cell_of(addr: &str) -> &str {
+    addr.rsplit_once('.').map(|(c, _)| c).unwrap_or(addr)
+}
+
+impl Recording {
+    fn running_at(&self, node: &str, t: f64) -> bool {
+        let mut up = true;
+        for m in &self.marks {
+            if m.t_real_s > t {
+                break;
+            }
+            if m.node.as_deref() == Some(node) {
+                match m.kind.as_str() {
+                    "crash" => up = false,
+                    "restart" => up = true,
+                    _ => {}
+                }
+            }
+        }
+        up
+    }
+    fn peers(&self, node: &str) -> Vec<&str> {
+        let Some(a) = self.addrs.get(node) else {
+            return Vec::new();
+        };
+        self.addrs
+            .iter()
+            .filter(|(n, b)| n.as_str() != node && cell_of(b) == cell_of(a))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+    fn ids(&self) -> BTreeMap<&str, u32> {
+        self.polls.iter().map(|p| (p.node.as_str(), p.id)).collect()
+    }
+    /// Peer's emulated clock reading → real seconds since the start.
+    fn to_real(&self, p: &StatePoll, emulated_s: f64) -> f64 {
+        p.t_real_s - (p.now_emulated_s - emulated_s) / self.time_scale
+    }
+
+    /// Worst detection time over all crashes, emulated seconds; with an explanation.
+    pub fn detection_time(&self) -> (Option<f64>, String) {
+        let ids = self.ids();
+        let crashes: Vec<&Mark> = self.marks.iter().filter(|m| m.kind == "crash").collect();
+        if crashes.is_empty() {
+            return (None, "no crash in the run, nothing to detect".into());
+        }
+        let mut worst: f64 = 0.0;
+        let mut notes = Vec::new();
+        for c in crashes {
+            let x = c.node.as_deref().unwrap_or("");
+            let Some(&xid) = ids.get(x) else {
+                return (
+                    None,
+                    format!("{x} never answered a state poll; its id is unknown"),
+                );
+            };
+            let end = self
+                .marks
+                .iter()
+                .find(|m| {
+                    m.t_real_s > c.t_real_s && m.kind == "restart" && m.node.as_deref() == Some(x)
+                })
+                .map(|m| m.t_real_s)
+                .unwrap_or(self.real_s);
+            let mut this: f64 = 0.0;
+            let mut n_peers = 0;
+            for p in self.peers(x) {
+                if !self.running_at(p, c.t_real_s) {
+                    continue;
+                }
+                let polls = self
+                    .polls
+                    .iter()
+                    .filter(|q| q.node == p && q.t_real_s > c.t_real_s && q.t_real_s <= end);
+                let mut found = None;
+                for q in polls {
+                    if let Some(m) = q.members.iter().find(|m| m.id == xid && m.state == "dead") {
+                        let at = self.to_real(q, m.since_emulated_s).max(c.t_real_s);
+                        found = Some((at - c.t_real_s) * self.time_scale);
+                        break;
+                    }
+                }
+                // A peer that crashed itself before detecting does not count.
+                let peer_died = self.marks.iter().any(|m| {
+                    m.kind == "crash"
+                        && m.node.as_deref() == Some(p)
+                        && m.t_real_s > c.t_real_s
+                        && m.t_real_s <= end
+                });
+                match found {
+                    Some(d) => {
+                        n_peers += 1;
+                        this = this.max(d);
+                    }
+                    None if peer_died => {}
+                    None => {
+                        return (
+                            Some(f64::INFINITY),
+                            format!(
+                                "{p} never reported {x} dead (crash at {:.1}s real, window {:.1}s real)",
+                                c.t_real_s,
+                                end - c.t_real_s
+                            ),
+                        )
+                    }
+                }
+            }
+            notes.push(format!(
+                "{x}: {} by {n_peers} peers",
+                Metric::DetectionTime.fmt(this)
+            ));
+            worst = worst.max(this);
+        }
+        (
+            Some(worst),
+            format!("per crash, all cell peers: {}", notes.join("; ")),
+        )
+    }
+
+    /// Worst convergence time over all heals, emulated seconds.
+    pub fn converged_after_heal(&self) -> (Option<f64>, String) {
+        let heals: Vec<f64> = self
+            .marks
+            .iter()
+            .filter(|m| m.kind == "heal")
+            .map(|m| m.t_real_s)
+            .collect();
+        if heals.is_empty() {
+            return (None, "no heal in the run".into());
+        }
+        let ids = self.ids();
+        let rounds: BTreeSet<u32> = self.polls.iter().map(|p| p.round).collect();
+        let mut worst: f64 = 0.0;
+        let mut notes = Vec::new();
+        for h in heals {
+            let mut done = None;
+            for r in &rounds {
+                let polls: Vec<&StatePoll> = self.polls.iter().filter(|p| p.round == *r).collect();
+                let Some(t_round) = polls.iter().map(|p| p.t_real_s).reduce(f64::max) else {
+                    continue;
+                };
+                if polls.iter().any(|p| p.t_real_s < h) {
+                    continue;
+                }
+                let mut ok = true;
+                let mut last = h;
+                for n in self.addrs.keys() {
+                    if !self.running_at(n, t_round) {
+                        continue;
+                    }
+                    let Some(p) = polls.iter().find(|p| &p.node == n) else {
+                        ok = false;
+                        break;
+                    };
+                    for q in self.peers(n) {
+                        if !self.running_at(q, t_round) {
+                            continue;
+                        }
+                        let Some(qid) = ids.get(q) else {
+                            ok = false;
+                            break;
+                        };
+                        match p.members.iter().find(|m| m.id == *qid) {
+                            Some(m) if m.state == "alive" => {
+                                last = last.max(self.to_real(p, m.since_emulated_s).min(t_round));
+                            }
+                            _ => {
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                    if !ok {
+                        break;
+                    }
+                }
+                if ok {
+                    done = Some((last - h) * self.time_scale);
+                    break;
+                }
+            }
+            match done {
+                Some(d) => {
+                    notes.push(format!("heal at {h:.1}s real: {}", Metric::ConvergedAfterHeal.fmt(d)));
+                    worst = worst.max(d);
+                }
+                None => {
+                    return (
+                        Some(f64::INFINITY),
+                        format!("after the heal at {h:.1}s real, some running node never saw all its cell peers alive"),
+                    )
+                }
+            }
+        }
+        (Some(worst), notes.join("; "))
+    }
+
+    /// Sum of a counter family's increase over the run, per label value of `by`,
+    /// treating a decrease (agent restart) as a reset.
+    fn increase(&self, name: &str, keys: &[&str]) -> BTreeMap<Vec<String>, f64> {
+        let start: BTreeMap<&BTreeMap<String, String>, f64> = self
+            .metrics_start
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, l, v)| (l, *v))
+            .collect();
+        let mut out: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+        for (n, l, v) in &self.metrics_end {
+            if n != name {
+                continue;
+            }
+            let s = start.get(l).copied().unwrap_or(0.0);
+            let inc = if *v >= s { v - s } else { *v };
+            let k = keys
+                .iter()
+                .map(|k| l.get(*k).cloned().unwrap_or_default())
+                .collect();
+            *out.entry(k).or_default() += inc;
+        }
+        out
+    }
+
+    pub fn locality(&self) -> (Option<f64>, String) {
+        let inc = self.increase("lightcone_locality_bytes_total", &["level", "scope"]);
+        let mut worst: Option<(f64, String)> = None;
+        let mut notes = Vec::new();
+        for level in ["cell", "cluster", "layer"] {
+            let get = |s: &str| {
+                inc.get(&vec![level.to_string(), s.to_string()])
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            let (l, r) = (get("local"), get("remote"));
+            if l + r <= 0.0 {
+                continue;
+            }
+            let f = l / (l + r);
+            notes.push(format!("{level} {:.4}% of {:.0} B", f * 100.0, l + r));
+            if worst.as_ref().is_none_or(|(w, _)| f < *w) {
+                worst = Some((f, level.to_string()));
+            }
+        }
+        match worst {
+            Some((f, level)) => (
+                Some(f),
+                format!("lowest level {level}; {}", notes.join(", ")),
+            ),
+            None => (None, "no agent traffic was counted".into()),
+        }
+    }
+
+    pub fn timer_lateness_p99(&self) -> (Option<f64>, String) {
+        let inc = self.increase("lightcone_timer_lateness_seconds_bucket", &["le"]);
+        let mut buckets: Vec<(f64, f64)> = inc
+            .iter()
+            .filter_map(|(k, v)| {
+                let le = &k[0];
+                let b = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((b, *v))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let Some(&(_, total)) = buckets.last() else {
+            return (None, "no timer lateness histogram".into());
+        };
+        if total <= 0.0 {
+            return (None, "no timer fired during the run".into());
+        }
+        let p = buckets
+            .iter()
+            .find(|(_, c)| *c >= 0.99 * total)
+            .map(|(b, _)| *b)
+            .unwrap_or(f64::INFINITY);
+        (
+            Some(p),
+            format!(
+                "{total:.0} timer firings; p99 at or below the {} bucket",
+                Metric::TimerLatenessP99.fmt(p)
+            ),
+        )
+    }
+
+    pub fn causal_anomalies(&self) -> (Option<f64>, String) {
+        if self.history.is_empty() {
+            return (None, "no load history recorded".into());
+        }
+        match checker::check(&self.history) {
+            Ok(r) => {
+                let n = r.anomalies.len() as u64 + r.unlisted;
+                let kinds: Vec<String> = r
+                    .counts()
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}×{v}"))
+                    .collect();
+                (
+                    Some(n as f64),
+                    format!(
+                        "{} ops, {} reads checked{}",
+                        r.ops_checked,
+                        r.reads_checked,
+                        if kinds.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {}", kinds.join(", "))
+                        }
+                    ),
+                )
+            }
+            Err(e) => (None, format!("history not checkable: {e}")),
+        }
+    }
+
+    pub fn acknowledged_writes_lost(&self) -> (Option<f64>, String) {
+        let writes: Vec<&HistoryOp> = self
+            .history
+            .iter()
+            .filter(|o| o.status == OpStatus::Ok && matches!(o.op, OpKind::Write { .. }))
+            .collect();
+        if writes.is_empty() {
+            return (None, "no acknowledged write".into());
+        }
+        let value_of = |o: &HistoryOp| match &o.op {
+            OpKind::Write { value } => value.clone(),
+            OpKind::Read { .. } => String::new(),
+        };
+        // Every write, acknowledged or not, by (key, value): its start and end.
+        let all: BTreeMap<(String, String), (u64, u64)> = self
+            .history
+            .iter()
+            .filter(|o| matches!(o.op, OpKind::Write { .. }))
+            .map(|o| ((o.key.clone(), value_of(o)), (o.start_ns, o.end_ns)))
+            .collect();
+        let mut lost = Vec::new();
+        for w in &writes {
+            let reads: Vec<&FinalRead> =
+                self.final_reads.iter().filter(|r| r.key == w.key).collect();
+            let kept = reads.iter().any(|r| match &r.value {
+                Some(v) if *v == value_of(w) => true,
+                // A value whose write began after `w` completed supersedes it.
+                Some(v) => all
+                    .get(&(w.key.clone(), v.clone()))
+                    .is_some_and(|(start, _)| *start > w.end_ns),
+                None => false,
+            });
+            if !kept {
+                lost.push(format!("{}={}", w.key, value_of(w)));
+            }
+        }
+        let detail = format!(
+            "{} acknowledged writes, {} final reads{}",
+            writes.len(),
+            self.final_reads.len(),
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; lost: {}",
+                    lost.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
+        );
+        (Some(lost.len() as f64), detail)
+    }
+
+    pub fn overhead(&self) -> (Option<f64>, String) {
+        match self.agent_cpu_s {
+            Some(cpu) if self.real_s > 0.0 && self.cores > 0 => (
+                Some(cpu / (self.cores as f64 * self.real_s)),
+                format!(
+                    "agents used {cpu:.2} CPU-s over {:.1} s real on {} cores (utime+stime from /proc/<pid>/stat)",
+                    self.real_s, self.cores
+                ),
+            ),
+            _ => (None, "agent CPU time was not measured".into()),
+        }
+    }
+
+    pub fn measure(&self, m: Metric) -> (Option<f64>, String) {
+        match m {
+            Metric::DetectionTime => self.detection_time(),
+            Metric::ConvergedAfterHeal => self.converged_after_heal(),
+            Metric::Locality => self.locality(),
+            Metric::CausalAnomalies => self.causal_anomalies(),
+            Metric::AcknowledgedWritesLost => self.acknowledged_writes_lost(),
+            Metric::TimerLatenessP99 => self.timer_lateness_p99(),
+            Metric::Overhead => self.overhead(),
+        }
+    }
+}
+
+/// Judge every expectation. An expectation that cannot be measured fails: a report never
+/// passes on missing data.
+pub fn evaluate(expect: &[Expectation], rec: &Recording) -> Vec<Verdict> {
+    expect
+        .iter()
+        .map(|e| {
+            let (v, detail) = rec.measure(e.metric);
+            let pass = v.is_some_and(|v| e.op.holds(v, e.bound));
+            Verdict {
+                expectation: e.text.clone(),
+                expected: format!(
+                    "{} {} {}",
+                    e.metric.name(),
+                    e.op.as_str(),
+                    e.metric.fmt(e.bound)
+                ),
+                measured: v
+                    .map(|v| e.metric.fmt(v))
+                    .unwrap_or_else(|| "not measured".into()),
+                value: v.filter(|v| v.is_finite()),
+                pass,
+                detail,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,19 @@
+//! Experiments: scenario files played against a live lab, judged by the spec's numbers.
+//!
+//! Pipeline, one direction: [`scenario`] (YAML with positions → typed [`Scenario`]) →
+//! [`expand`] (verbs + topology + seed → a flat, deterministic list of primitive actions) →
+//! [`runner`] (plays them through the supervisor's API, polls agents, records a
+//! [`expect::Recording`]) → [`expect`] (pure evaluation of each expectation) → [`report`]
+//! (report.json, report.html with inline SVG plots). Emulated times in scenarios become real
+//! times through the lab's `time_scale`.
+
+pub mod expand;
+pub mod expect;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+
+pub use expand::{expand, Action, Planned};
+pub use expect::{evaluate, Expectation, Metric, Recording, Verdict};
+pub use runner::{prepare, run, Outcome, RunError, RunOptions};
+pub use scenario::{Scenario, Step, Verb};

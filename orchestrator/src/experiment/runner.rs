@@ -1,0 +1,987 @@
+//! `lightcone run`: play an expanded timeline against a live lab through the supervisor's
+//! API, record what the agents say, judge the expectations, write the run directory.
+//!
+//! Threads: the main thread plays actions at `t0 + at / time_scale`; a poller reads every
+//! node's `/state` each round (and the lab status and merged `/metrics` every few rounds);
+//! one load thread per loaded node runs a sequential client session. Every timestamp is
+//! real time since `t0` on the host clock, which all namespaces share.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lightcone_agent::causal::checker::{HistoryOp, OpKind, OpStatus};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::expand::{self, Action, Planned};
+use super::expect::{self, FinalRead, Mark, MemberObs, Recording, Samples, StatePoll, Verdict};
+use super::report;
+use super::scenario::{self, Scenario, TopologySource};
+use crate::state::LabDir;
+use crate::supervisor::{LabStatus, SupervisorInfo};
+use crate::topology::{self, units, Topology};
+
+/// Real time between state-poll rounds.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Every how many rounds the lab status and merged metrics are read too.
+const METRICS_EVERY: u32 = 2;
+/// Longest real wait for the cell's membership to converge before the timeline starts.
+const WARMUP_MAX: Duration = Duration::from_secs(30);
+/// Shortest real pause between two ops of one load session.
+const MIN_LOAD_INTERVAL: Duration = Duration::from_millis(10);
+/// Real pause after the load stops and before the final reads (replication, repair).
+const SETTLE: Duration = Duration::from_secs(3);
+/// Most recorded load operations (bounded history).
+const MAX_OPS: usize = 200_000;
+
+pub struct RunOptions {
+    pub scenario: PathBuf,
+    pub seed: Option<u64>,
+    pub out: Option<PathBuf>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub scenario: String,
+    pub seed: u64,
+    pub lab: String,
+    pub time_scale: f64,
+    pub dir: PathBuf,
+    pub verdicts: Vec<Verdict>,
+    pub passed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The scenario has mistakes; nothing was run.
+    #[error("{0}")]
+    Scenario(#[from] scenario::ScenarioError),
+    /// The scenario's topology has mistakes; nothing was run.
+    #[error("topology: {0}")]
+    Topology(#[from] topology::LoadError),
+    /// The timeline names nodes or links the topology lacks; nothing was run.
+    #[error("{0}")]
+    Expand(#[from] expand::ExpandError),
+    /// The lab could not be brought up or reached. A lab this run started was brought down.
+    #[error("{0}")]
+    Lab(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl RunError {
+    /// True when the input was at fault (exit code 2).
+    pub fn is_invalid(&self) -> bool {
+        matches!(
+            self,
+            RunError::Scenario(_) | RunError::Topology(_) | RunError::Expand(_)
+        )
+    }
+}
+
+/// Load a scenario and its topology, apply the seed override, expand the timeline.
+pub fn prepare(
+    path: &Path,
+    seed: Option<u64>,
+) -> Result<(Scenario, Topology, Vec<Planned>), RunError> {
+    let mut sc = scenario::load(path)?;
+    if let Some(s) = seed {
+        sc.seed = s;
+    }
+    let topo = match &sc.topology {
+        TopologySource::File(p) => topology::load(p)?,
+        TopologySource::Inline(src) => topology::parse_str(src, "inline topology")?,
+    };
+    let plan = expand::expand(&sc, &topo)?;
+    Ok((sc, topo, plan))
+}
+
+/// The supervisor's API, as a client.
+#[derive(Clone)]
+struct Api {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn get(&self, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+        self.call("GET", path, None, timeout)
+    }
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(u16, String), String> {
+        let req = self
+            .agent
+            .request(method, &format!("{}{}", self.base, path))
+            .set("x-lightcone-token", &self.token)
+            .timeout(timeout);
+        let r = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        match r {
+            Ok(r) => Ok((r.status(), r.into_string().unwrap_or_default())),
+            Err(ureq::Error::Status(c, r)) => Ok((c, r.into_string().unwrap_or_default())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn post_json(&self, path: &str, v: &serde_json::Value) -> Result<(), String> {
+        let r = self
+            .agent
+            .post(&format!("{}{}", self.base, path))
+            .set("x-lightcone-token", &self.token)
+            .timeout(Duration::from_secs(30))
+            .send_json(v);
+        match r {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Status(c, r)) => Err(format!(
+                "{path}: HTTP {c}: {}",
+                r.into_string().unwrap_or_default().trim()
+            )),
+            Err(e) => Err(format!("{path}: {e}")),
+        }
+    }
+    fn status(&self) -> Result<LabStatus, String> {
+        let (c, b) = self.get("/api/status", Duration::from_secs(10))?;
+        if c != 200 {
+            return Err(format!("/api/status: HTTP {c}"));
+        }
+        serde_json::from_str(&b).map_err(|e| format!("/api/status: {e}"))
+    }
+}
+
+/// Brings the lab down on drop if this run brought it up.
+struct LabOwner {
+    lab: String,
+    owned: bool,
+}
+
+impl Drop for LabOwner {
+    fn drop(&mut self) {
+        if self.owned {
+            if let Ok(exe) = std::env::current_exe() {
+                let _ = Command::new(exe)
+                    .args(["down", &self.lab])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// Parse the Prometheus text format (the subset our exporters write).
+pub fn parse_prometheus(text: &str) -> Samples {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (head, value) = match line.rfind(' ') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => continue,
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.find('{') {
+            Some(i) => (&head[..i], head[i + 1..].trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let mut l = BTreeMap::new();
+        let mut rest = labels;
+        while let Some(eq) = rest.find("=\"") {
+            let k = rest[..eq].trim_start_matches(',').trim().to_string();
+            let after = &rest[eq + 2..];
+            let mut end = 0;
+            let bytes = after.as_bytes();
+            while end < bytes.len()
+                && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\'))
+            {
+                end += 1;
+            }
+            l.insert(k, after[..end.min(after.len())].to_string());
+            rest = &after[(end + 1).min(after.len())..];
+        }
+        out.push((name.to_string(), l, v));
+    }
+    out
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the command: state(3) … utime(14) stime(15) → indices 11, 12 here.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// A point of the plotted series.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SeriesPoint {
+    pub t_real_s: f64,
+    pub alive: u32,
+    pub suspect: u32,
+    pub dead: u32,
+    /// Cumulative cell-level locality since the start, if any traffic was counted.
+    pub locality: Option<f64>,
+    /// Delay of watched links in seconds (emulated); `None` while down.
+    pub links: BTreeMap<String, Option<f64>>,
+}
+
+/// One entry of `events.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub t_real_s: f64,
+    pub t_emulated_s: f64,
+    pub kind: String,
+    pub detail: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    polls: Vec<StatePoll>,
+    series: Vec<SeriesPoint>,
+    history: Vec<HistoryOp>,
+    /// Last CPU ticks seen per agent pid.
+    cpu_last: BTreeMap<u32, u64>,
+    metrics_start: Option<Samples>,
+}
+
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn members_of(v: &serde_json::Value) -> Vec<MemberObs> {
+    v["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| {
+                    Some(MemberObs {
+                        id: m["id"].as_u64()? as u32,
+                        state: m["state"].as_str()?.to_string(),
+                        since_emulated_s: m["since_emulated_s"].as_f64().unwrap_or(0.0),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Run a scenario end to end. `progress` receives lines for the user.
+pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome, RunError> {
+    let (sc, topo, plan) = prepare(&opts.scenario, opts.seed)?;
+    let dir = opts.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!("{}-{}-{}", sc.name, sc.seed, timestamp()))
+    });
+    std::fs::create_dir_all(&dir)?;
+    progress(&format!(
+        "scenario {} on lab {} (seed {}, duration {} emulated); expanded timeline ({} actions):",
+        sc.name,
+        topo.name,
+        sc.seed,
+        units::fmt_ns(sc.duration_ns),
+        plan.len()
+    ));
+    let rendered = expand::render(&plan);
+    for l in rendered.lines() {
+        progress(l);
+    }
+    std::fs::write(dir.join("timeline.txt"), &rendered)?;
+    std::fs::write(
+        dir.join("timeline.json"),
+        serde_json::to_vec_pretty(&plan).unwrap_or_default(),
+    )?;
+
+    // The lab: reuse one that is up under the topology's name, else bring it up.
+    let lab_dir = LabDir::new(&topo.name);
+    let reuse = lab_dir.exists() && SupervisorInfo::read(&lab_dir).is_some_and(|i| i.alive());
+    let mut owner = LabOwner {
+        lab: topo.name.clone(),
+        owned: false,
+    };
+    if reuse {
+        progress(&format!("reusing lab {} (already up)", topo.name));
+    } else {
+        let file = match &sc.topology {
+            TopologySource::File(p) => p.clone(),
+            TopologySource::Inline(src) => {
+                let p = dir.join("topology.yaml");
+                std::fs::write(&p, src)?;
+                p
+            }
+        };
+        progress(&format!("bringing lab {} up (wire engine)", topo.name));
+        owner.owned = true;
+        bring_up(&file, &mut progress)?;
+    }
+    let info = SupervisorInfo::read(&lab_dir)
+        .filter(|i| i.alive())
+        .ok_or_else(|| RunError::Lab(format!("lab {} has no running supervisor", topo.name)))?;
+    let api = Api {
+        base: info.api_url.clone(),
+        token: info.token.clone(),
+        agent: ureq::AgentBuilder::new().build(),
+    };
+    let status = api.status().map_err(RunError::Lab)?;
+    let ts = status.time_scale;
+    let addrs: BTreeMap<String, String> = status
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.addr.clone()))
+        .collect();
+    let names: Vec<String> = status.nodes.iter().map(|n| n.name.clone()).collect();
+    if status.nodes.iter().all(|n| n.agent.pid.is_none()) {
+        return Err(RunError::Lab(format!(
+            "lab {} runs no agents (--no-agents); scenarios need agents",
+            topo.name
+        )));
+    }
+
+    // Warm-up: the timeline starts once every node sees its cell peers alive.
+    let warm = Instant::now();
+    let probe = Recording {
+        time_scale: ts,
+        addrs: addrs.clone(),
+        ..Default::default()
+    };
+    loop {
+        let polls: Vec<StatePoll> = names
+            .iter()
+            .filter_map(|n| poll_state(&api, n, 0, warm))
+            .collect();
+        if polls.len() == names.len() && converged(&probe, &polls) {
+            progress(&format!(
+                "membership converged after {:.1}s real; starting the timeline",
+                warm.elapsed().as_secs_f64()
+            ));
+            break;
+        }
+        if warm.elapsed() > WARMUP_MAX {
+            progress("membership did not converge within 30s real; starting anyway");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let watched = watched_links(&plan, &status);
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_, start_metrics) = api
+        .get("/metrics", Duration::from_secs(10))
+        .map_err(RunError::Lab)?;
+    std::fs::write(dir.join("metrics-start.prom"), &start_metrics)?;
+    let cell_totals_start = parse_prometheus(&start_metrics);
+    {
+        let mut s = shared.lock().expect("shared");
+        for n in &status.nodes {
+            if let Some(pid) = n.agent.pid {
+                if let Some(t) = cpu_ticks(pid) {
+                    s.cpu_last.insert(pid, t);
+                }
+            }
+        }
+        s.metrics_start = Some(cell_totals_start.clone());
+    }
+    let cpu_start: u64 = shared.lock().expect("shared").cpu_last.values().sum();
+    let t0 = Instant::now();
+    let poller = {
+        let (api, shared, stop, names, watched) = (
+            api.clone(),
+            shared.clone(),
+            stop.clone(),
+            names.clone(),
+            watched.clone(),
+        );
+        let start = cell_totals_start.clone();
+        std::thread::spawn(move || poll_loop(api, shared, stop, names, watched, start, t0))
+    };
+
+    let mut events: Vec<Event> = Vec::new();
+    let mut marks: Vec<Mark> = Vec::new();
+    let mut loads = Vec::new();
+    let procs = Arc::new(AtomicU32::new(0));
+    let end_real = Duration::from_secs_f64(sc.duration_ns as f64 / 1e9 / ts);
+    for p in &plan {
+        let at = Duration::from_secs_f64(p.at_ns as f64 / 1e9 / ts);
+        if let Some(d) = at.checked_sub(t0.elapsed()) {
+            std::thread::sleep(d);
+        }
+        let t = t0.elapsed().as_secs_f64();
+        let r = play(&api, &p.action, &names);
+        if let Action::LoadStart {
+            nodes,
+            keys,
+            interval_ns,
+            until_ns,
+            write_fraction,
+        } = &p.action
+        {
+            let until = Duration::from_secs_f64((*until_ns).min(sc.duration_ns) as f64 / 1e9 / ts);
+            let interval =
+                Duration::from_secs_f64(*interval_ns as f64 / 1e9 / ts).max(MIN_LOAD_INTERVAL);
+            for (i, n) in nodes.iter().enumerate() {
+                let node_idx = names.iter().position(|x| x == n).unwrap_or(0) as u32;
+                let cell = cell_key(addrs.get(n).map(String::as_str).unwrap_or(""));
+                let (api, shared, procs) = (api.clone(), shared.clone(), procs.clone());
+                let (n, keys, wf) = (n.clone(), *keys, *write_fraction);
+                let seed = sc.seed ^ ((i as u64 + 1) << 32);
+                loads.push(std::thread::spawn(move || {
+                    load_loop(LoadSession {
+                        api,
+                        shared,
+                        procs,
+                        node: n,
+                        node_idx,
+                        cell,
+                        keys,
+                        write_fraction: wf,
+                        interval,
+                        until: t0 + until,
+                        t0,
+                        seed,
+                    })
+                }));
+            }
+        }
+        let kind = p.action.kind().to_string();
+        let node = match &p.action {
+            Action::Crash { node } | Action::Restart { node } => Some(node.clone()),
+            _ => None,
+        };
+        if matches!(
+            kind.as_str(),
+            "crash" | "restart" | "heal" | "partition" | "unsupported"
+        ) || (kind.starts_with("link") && r.is_ok())
+        {
+            marks.push(Mark {
+                t_real_s: t,
+                kind: kind.clone(),
+                node,
+            });
+        }
+        let line = format!(
+            "[{:>9} emulated | {:>7.2}s real] {}{}",
+            units::fmt_ns((t * ts * 1e9) as u64),
+            t,
+            p.action.describe(),
+            match &r {
+                Ok(()) => String::new(),
+                Err(e) => format!(" — FAILED: {e}"),
+            }
+        );
+        progress(&line);
+        events.push(Event {
+            t_real_s: t,
+            t_emulated_s: t * ts,
+            kind,
+            detail: p.action.describe(),
+            ok: r.is_ok(),
+            error: r.err(),
+        });
+    }
+    if let Some(d) = end_real.checked_sub(t0.elapsed()) {
+        std::thread::sleep(d);
+    }
+    for l in loads {
+        let _ = l.join();
+    }
+    let t_end = t0.elapsed().as_secs_f64();
+    progress(&format!(
+        "[{:>9} emulated | {:>7.2}s real] end of timeline",
+        units::fmt_ns((t_end * ts * 1e9) as u64),
+        t_end
+    ));
+
+    // Final reads: every key written, from every running replica of its cell.
+    let mut final_reads = Vec::new();
+    let keys: Vec<String> = {
+        let s = shared.lock().expect("shared");
+        let mut k: Vec<String> = s.history.iter().map(|o| o.key.clone()).collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    if !keys.is_empty() {
+        std::thread::sleep(SETTLE);
+        let status = api.status().map_err(RunError::Lab)?;
+        for (i, n) in status.nodes.iter().enumerate() {
+            if n.agent.state != "running" {
+                continue;
+            }
+            let cell = cell_key(&n.addr);
+            for k in keys.iter().filter(|k| k.starts_with(&format!("{cell}-"))) {
+                let start = t0.elapsed().as_nanos() as u64;
+                let r = api.get(&format!("/nodes/{}/kv/{k}", n.name), Duration::from_secs(5));
+                let end = t0.elapsed().as_nanos() as u64;
+                let value = match r {
+                    Ok((200, v)) => Some(v),
+                    Ok((404, _)) => None,
+                    _ => continue,
+                };
+                let mut s = shared.lock().expect("shared");
+                s.history.push(HistoryOp {
+                    process: 1_000_000 + i as u32,
+                    node: Some(i as u32),
+                    key: k.clone(),
+                    op: OpKind::Read {
+                        values: value.iter().cloned().collect(),
+                    },
+                    status: OpStatus::Ok,
+                    dot: None,
+                    context: None,
+                    start_ns: start,
+                    end_ns: end,
+                });
+                final_reads.push(FinalRead {
+                    node: n.name.clone(),
+                    key: k.clone(),
+                    value,
+                });
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = poller.join();
+    let real_s = t0.elapsed().as_secs_f64();
+    let (_, end_metrics) = api
+        .get("/metrics", Duration::from_secs(10))
+        .map_err(RunError::Lab)?;
+    std::fs::write(dir.join("metrics-end.prom"), &end_metrics)?;
+    let status_end = api.status().ok();
+    let shared = Arc::try_unwrap(shared)
+        .ok()
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default();
+    let mut cpu_last = shared.cpu_last.clone();
+    if let Some(s) = &status_end {
+        for n in &s.nodes {
+            if let Some(pid) = n.agent.pid {
+                if let Some(t) = cpu_ticks(pid) {
+                    cpu_last.insert(pid, t);
+                }
+            }
+        }
+    }
+    let cpu_end: u64 = cpu_last.values().sum();
+    let rec = Recording {
+        time_scale: ts,
+        addrs,
+        polls: shared.polls,
+        marks: marks.clone(),
+        history: shared.history,
+        final_reads,
+        metrics_start: cell_totals_start,
+        metrics_end: parse_prometheus(&end_metrics),
+        agent_cpu_s: Some(cpu_end.saturating_sub(cpu_start) as f64 / clock_ticks_per_s()),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        real_s,
+    };
+    let mut verdicts = expect::evaluate(&sc.expect, &rec);
+    for p in &plan {
+        if let Action::Unsupported { verb, reason, .. } = &p.action {
+            verdicts.push(Verdict {
+                expectation: format!("{verb} at {} is played", units::fmt_ns(p.at_ns)),
+                expected: format!("{verb} injected into the agents"),
+                measured: "not supported by this lab's agents yet".into(),
+                value: None,
+                pass: false,
+                detail: reason.clone(),
+            });
+        }
+    }
+    let passed = verdicts.iter().all(|v| v.pass);
+
+    // The run directory.
+    let mut f = std::fs::File::create(dir.join("events.jsonl"))?;
+    for e in &events {
+        writeln!(f, "{}", serde_json::to_string(e).unwrap_or_default())?;
+    }
+    let mut f = std::fs::File::create(dir.join("history.jsonl"))?;
+    for o in &rec.history {
+        writeln!(f, "{}", serde_json::to_string(o).unwrap_or_default())?;
+    }
+    let mut f = std::fs::File::create(dir.join("polls.jsonl"))?;
+    for p in &rec.polls {
+        writeln!(f, "{}", serde_json::to_string(p).unwrap_or_default())?;
+    }
+    let outcome = Outcome {
+        scenario: sc.name.clone(),
+        seed: sc.seed,
+        lab: topo.name.clone(),
+        time_scale: ts,
+        dir: dir.clone(),
+        verdicts: verdicts.clone(),
+        passed,
+    };
+    let report_json = serde_json::json!({
+        "scenario": sc.name,
+        "seed": sc.seed,
+        "lab": topo.name,
+        "time_scale": ts,
+        "duration_emulated_s": sc.duration_ns as f64 / 1e9,
+        "real_s": real_s,
+        "passed": passed,
+        "verdicts": verdicts,
+        "timeline": plan,
+        "events": events,
+        "load": {
+            "ops": rec.history.len(),
+            "final_reads": rec.final_reads.len(),
+        },
+        "overhead_definition": "agent CPU seconds (utime+stime of every agent process) / (host cores × real seconds of the run)",
+    });
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_vec_pretty(&report_json).unwrap_or_default(),
+    )?;
+    std::fs::write(
+        dir.join("series.json"),
+        serde_json::to_vec(&shared.series).unwrap_or_default(),
+    )?;
+    std::fs::write(
+        dir.join("report.html"),
+        report::html(&sc, ts, &plan, &events, &shared.series, &verdicts, real_s),
+    )?;
+    drop(owner);
+    let _ = &mut marks;
+    Ok(outcome)
+}
+
+/// Key prefix of a node's cell: `c<layer>-<cluster>-<cell>`.
+fn cell_key(addr: &str) -> String {
+    let parts: Vec<&str> = addr.split('.').collect();
+    format!("c{}", parts[..parts.len().saturating_sub(1)].join("-"))
+}
+
+fn bring_up(file: &Path, progress: &mut impl FnMut(&str)) -> Result<(), RunError> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("up")
+        .arg(file)
+        .args(["--detach", "--link-engine", "wire"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(out) = child.stdout.take() {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            progress(&format!("  up: {l}"));
+        }
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    let st = child.wait()?;
+    if !st.success() {
+        return Err(RunError::Lab(format!(
+            "`lightcone up {}` failed: {}",
+            file.display(),
+            err.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Links whose delay is plotted: those the timeline touches (at most 6), else the first.
+fn watched_links(plan: &[Planned], st: &LabStatus) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for p in plan {
+        if let Action::LinkDown { a, b } | Action::LinkUp { a, b } | Action::LinkSet { a, b, .. } =
+            &p.action
+        {
+            if let Some(l) = st
+                .links
+                .iter()
+                .find(|l| (l.a == *a && l.b == *b) || (l.a == *b && l.b == *a))
+            {
+                if !v.contains(&l.name) && v.len() < 6 {
+                    v.push(l.name.clone());
+                }
+            }
+        }
+    }
+    if v.is_empty() {
+        v.extend(st.links.first().map(|l| l.name.clone()));
+    }
+    v
+}
+
+fn play(api: &Api, a: &Action, names: &[String]) -> Result<(), String> {
+    match a {
+        Action::LinkDown { a, b } => {
+            api.post_json(&format!("/api/links/{a}/{b}/down"), &serde_json::json!({}))
+        }
+        Action::LinkUp { a, b } => {
+            api.post_json(&format!("/api/links/{a}/{b}/up"), &serde_json::json!({}))
+        }
+        Action::LinkSet { a, b, change } => api.post_json(
+            &format!("/api/links/{a}/{b}/set"),
+            &serde_json::to_value(change).unwrap_or_default(),
+        ),
+        Action::Crash { node } => {
+            api.post_json(&format!("/api/nodes/{node}/crash"), &serde_json::json!({}))
+        }
+        Action::Restart { node } => api.post_json(
+            &format!("/api/nodes/{node}/restart"),
+            &serde_json::json!({}),
+        ),
+        Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
+        Action::Unsupported { verb, .. } => {
+            // Ask an agent whether it grew the service since this was written.
+            let section = if verb == "byzantine" {
+                "byzantine"
+            } else {
+                "time"
+            };
+            let has = names.iter().find_map(|n| {
+                let (c, b) = api
+                    .get(&format!("/nodes/{n}/state"), Duration::from_secs(2))
+                    .ok()?;
+                (c == 200)
+                    .then(|| serde_json::from_str::<serde_json::Value>(&b).ok())?
+                    .map(|v| v.get(section).is_some())
+            });
+            Err(match has {
+                Some(true) => format!("agents report `{section}` in /state, but `lightcone run` has no control to inject {verb}; not played"),
+                _ => format!("not supported by this lab's agents yet: /state has no `{section}` section; not played"),
+            })
+        }
+    }
+}
+
+fn poll_state(api: &Api, node: &str, round: u32, t0: Instant) -> Option<StatePoll> {
+    let a = t0.elapsed().as_secs_f64();
+    let (c, b) = api
+        .get(&format!("/nodes/{node}/state"), Duration::from_secs(1))
+        .ok()?;
+    let z = t0.elapsed().as_secs_f64();
+    if c != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&b).ok()?;
+    Some(StatePoll {
+        round,
+        t_real_s: (a + z) / 2.0,
+        node: node.to_string(),
+        id: v["id"].as_u64()? as u32,
+        now_emulated_s: v["now_emulated_s"].as_f64()?,
+        members: members_of(&v),
+    })
+}
+
+/// Whether every polled node sees every polled node of its cell alive.
+fn converged(rec: &Recording, polls: &[StatePoll]) -> bool {
+    let ids: BTreeMap<&str, u32> = polls.iter().map(|p| (p.node.as_str(), p.id)).collect();
+    polls.iter().all(|p| {
+        let cell = rec.addrs.get(&p.node).map(|a| cell_key(a));
+        polls
+            .iter()
+            .filter(|q| q.node != p.node && rec.addrs.get(&q.node).map(|a| cell_key(a)) == cell)
+            .all(|q| {
+                p.members
+                    .iter()
+                    .any(|m| Some(&m.id) == ids.get(q.node.as_str()) && m.state == "alive")
+            })
+    })
+}
+
+fn poll_loop(
+    api: Api,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    names: Vec<String>,
+    watched: Vec<String>,
+    start: Samples,
+    t0: Instant,
+) {
+    let mut round = 0u32;
+    let mut last_links: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    let mut last_loc = None;
+    while !stop.load(Ordering::Relaxed) {
+        let began = Instant::now();
+        round += 1;
+        let polls: Vec<StatePoll> = names
+            .iter()
+            .filter_map(|n| poll_state(&api, n, round, t0))
+            .collect();
+        let mut pt = SeriesPoint {
+            t_real_s: t0.elapsed().as_secs_f64(),
+            ..Default::default()
+        };
+        for p in &polls {
+            for m in &p.members {
+                match m.state.as_str() {
+                    "alive" => pt.alive += 1,
+                    "suspect" => pt.suspect += 1,
+                    "dead" => pt.dead += 1,
+                    _ => {}
+                }
+            }
+        }
+        let mut pids = Vec::new();
+        if round % METRICS_EVERY == 1 {
+            if let Ok(st) = api.status() {
+                last_links = st
+                    .links
+                    .iter()
+                    .filter(|l| watched.contains(&l.name))
+                    .map(|l| (l.name.clone(), l.up.then_some(l.delay_s)))
+                    .collect();
+                pids = st.nodes.iter().filter_map(|n| n.agent.pid).collect();
+            }
+            if let Ok((200, text)) = api.get("/metrics", Duration::from_secs(5)) {
+                let rec = Recording {
+                    metrics_start: start.clone(),
+                    metrics_end: parse_prometheus(&text),
+                    ..Default::default()
+                };
+                let inc = rec.locality();
+                last_loc = inc.0;
+            }
+        }
+        pt.links = last_links.clone();
+        pt.locality = last_loc;
+        {
+            let mut s = shared.lock().expect("shared");
+            s.polls.extend(polls);
+            s.series.push(pt);
+            for pid in pids {
+                if let Some(t) = cpu_ticks(pid) {
+                    s.cpu_last.insert(pid, t);
+                }
+            }
+        }
+        if let Some(d) = POLL_INTERVAL.checked_sub(began.elapsed()) {
+            std::thread::sleep(d);
+        }
+    }
+}
+
+struct LoadSession {
+    api: Api,
+    shared: Arc<Mutex<Shared>>,
+    procs: Arc<AtomicU32>,
+    node: String,
+    node_idx: u32,
+    cell: String,
+    keys: u32,
+    write_fraction: f64,
+    interval: Duration,
+    until: Instant,
+    t0: Instant,
+    seed: u64,
+}
+
+/// One client session at a time on one node: sequential ops; after an op with an unknown
+/// outcome (or a failure) the session ends and a new one (new process id) begins, as in
+/// Jepsen, so the checker never holds a session to a replica that may have lost its state.
+fn load_loop(s: LoadSession) {
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let mut proc_id = s.procs.fetch_add(1, Ordering::Relaxed);
+    let mut seq = 0u64;
+    while Instant::now() < s.until {
+        let key = format!("{}-k{}", s.cell, rng.gen_range(0..s.keys));
+        let write = rng.gen_bool(s.write_fraction.clamp(0.0, 1.0));
+        let start = s.t0.elapsed().as_nanos() as u64;
+        let (op, status) = if write {
+            seq += 1;
+            let value = format!("p{proc_id}-{seq}");
+            let r = s.api.call(
+                "POST",
+                &format!("/nodes/{}/kv/{key}", s.node),
+                Some(value.as_bytes()),
+                Duration::from_secs(5),
+            );
+            let st = match &r {
+                Ok((200, _)) => OpStatus::Ok,
+                // The supervisor could not reach the agent: the write never left.
+                Ok((502, b)) if b.contains("connect") => OpStatus::Fail,
+                Ok((501, _)) => OpStatus::Fail,
+                _ => OpStatus::Info,
+            };
+            (OpKind::Write { value }, st)
+        } else {
+            let r = s.api.get(
+                &format!("/nodes/{}/kv/{key}", s.node),
+                Duration::from_secs(5),
+            );
+            match r {
+                Ok((200, v)) => (OpKind::Read { values: vec![v] }, OpStatus::Ok),
+                Ok((404, _)) => (OpKind::Read { values: vec![] }, OpStatus::Ok),
+                _ => (OpKind::Read { values: vec![] }, OpStatus::Info),
+            }
+        };
+        let end = s.t0.elapsed().as_nanos() as u64;
+        {
+            let mut sh = s.shared.lock().expect("shared");
+            if sh.history.len() < MAX_OPS {
+                sh.history.push(HistoryOp {
+                    process: proc_id,
+                    node: Some(s.node_idx),
+                    key,
+                    op,
+                    status,
+                    dot: None,
+                    context: None,
+                    start_ns: start,
+                    end_ns: end.max(start),
+                });
+            }
+        }
+        if status != OpStatus::Ok {
+            proc_id = s.procs.fetch_add(1, Ordering::Relaxed);
+        }
+        std::thread::sleep(s.interval);
+    }
+}

@@ -1,0 +1,842 @@
+//! Scenario files: a topology, a seed, an emulated duration, a timeline of fault verbs and
+//! the expectations a run is judged by. Read like topologies (parse, don't validate): the
+//! marked YAML tree of [`crate::topology::yaml`] → typed [`Scenario`], every mistake
+//! collected with file:line:column in [`Diagnostics`].
+
+use std::path::{Path, PathBuf};
+
+use crate::supervisor::LinkChange;
+use crate::topology::diag::did_you_mean;
+use crate::topology::yaml::{self, Node, Pos, Value};
+use crate::topology::{units, Diagnostics};
+
+use super::expect::{Cmp, Expectation, Metric};
+
+const TOP_FIELDS: &[&str] = &["name", "topology", "seed", "duration", "timeline", "expect"];
+
+/// Verbs a timeline step may use.
+pub const VERBS: &[&str] = &[
+    "partition",
+    "heal",
+    "crash",
+    "restart",
+    "link_set",
+    "link_down",
+    "link_up",
+    "flap",
+    "churn",
+    "load",
+    "clock_step",
+    "clock_drift",
+    "stratum0_compromise",
+    "pulsar_loss",
+    "byzantine",
+];
+
+/// Verbs that parse but that the lab's agents cannot play yet: what the agent lacks.
+pub fn unsupported_reason(verb: &str) -> Option<&'static str> {
+    match verb {
+        "clock_step" | "clock_drift" | "stratum0_compromise" | "pulsar_loss" => Some(
+            "the agent has no clock service (no `time` in /nodes/{n}/state, no clock-fault control endpoint)",
+        ),
+        "byzantine" => Some(
+            "the agent has no byzantine mode (no `byzantine` in /nodes/{n}/state, no control endpoint to make it lie) \
+             and no neighbourhood-watch auto-quarantine; only operator quarantine (POST /quarantine/{node}) exists",
+        ),
+        _ => None,
+    }
+}
+
+/// Where the lab's topology comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopologySource {
+    /// A file, resolved against the scenario file's directory.
+    File(PathBuf),
+    /// Written inline; the text is a YAML (flow) rendering of the subtree.
+    Inline(String),
+}
+
+/// A scenario, resolved.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub topology: TopologySource,
+    pub seed: u64,
+    /// How long the timeline runs, emulated.
+    pub duration_ns: u64,
+    pub timeline: Vec<Step>,
+    pub expect: Vec<Expectation>,
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub at_ns: u64,
+    pub verb: Verb,
+    /// Source line, for messages.
+    pub line: usize,
+}
+
+/// A set of nodes: a name, or a hierarchical name prefix ending in `*` (`l0c1*` is the
+/// cluster, `l0c1k2*` the cell, `l1*` the layer), or `*` for every node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Selector(pub String);
+
+impl Selector {
+    /// Whether `name` is selected. A prefix matches on hierarchy boundaries only: `l1*`
+    /// selects `l1c0k0t0` but not `l10c0k0t0`.
+    pub fn matches(&self, name: &str) -> bool {
+        match self.0.strip_suffix('*') {
+            Some("") => true,
+            Some(p) => {
+                name.starts_with(p)
+                    && !name[p.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_digit())
+            }
+            None => self.0 == name,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Verb {
+    /// Cut every link between nodes of different groups (nodes in no group form one more).
+    Partition {
+        groups: Vec<Vec<Selector>>,
+    },
+    /// Bring back every link a partition cut.
+    Heal,
+    Crash {
+        node: String,
+    },
+    Restart {
+        node: String,
+    },
+    LinkSet {
+        a: String,
+        b: String,
+        change: LinkChange,
+    },
+    LinkDown {
+        a: String,
+        b: String,
+    },
+    LinkUp {
+        a: String,
+        b: String,
+    },
+    /// Link down for `(1 - duty)` of each `period`, up for `duty`, until `until_ns`
+    /// (absolute, emulated). Each period's phase is shifted by up to `jitter_ns` (seeded).
+    Flap {
+        a: String,
+        b: String,
+        period_ns: u64,
+        duty: f64,
+        until_ns: u64,
+        jitter_ns: u64,
+    },
+    /// Independent exponential failures of each selected node at `rate` per emulated year,
+    /// where one year lasts `year_ns` of the scenario's emulated time (a compressed year),
+    /// each failed node replaced (restarted) `replace_after_ns` later.
+    Churn {
+        nodes: Vec<Selector>,
+        annual_failure: f64,
+        year_ns: u64,
+        until_ns: u64,
+        replace_after_ns: u64,
+    },
+    /// A workload: one sequential client session per selected node, writing unique values
+    /// and reading keys of its cell through the supervisor, one op every `interval_ns`.
+    Load {
+        nodes: Vec<Selector>,
+        keys: u32,
+        interval_ns: u64,
+        until_ns: u64,
+        write_fraction: f64,
+    },
+    /// A verb of the spec the agents cannot play yet (see [`unsupported_reason`]).
+    Unsupported {
+        verb: String,
+        args: String,
+    },
+}
+
+impl Verb {
+    pub fn name(&self) -> &str {
+        match self {
+            Verb::Partition { .. } => "partition",
+            Verb::Heal => "heal",
+            Verb::Crash { .. } => "crash",
+            Verb::Restart { .. } => "restart",
+            Verb::LinkSet { .. } => "link_set",
+            Verb::LinkDown { .. } => "link_down",
+            Verb::LinkUp { .. } => "link_up",
+            Verb::Flap { .. } => "flap",
+            Verb::Churn { .. } => "churn",
+            Verb::Load { .. } => "load",
+            Verb::Unsupported { verb, .. } => verb,
+        }
+    }
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Mistakes in the file; `rendered` lists every one.
+    #[error("{rendered}")]
+    Invalid {
+        diagnostics: Diagnostics,
+        rendered: String,
+    },
+}
+
+/// Parse a scenario. `file` names it in messages; `dir` resolves `topology:` paths.
+pub fn parse_str(src: &str, file: &str, dir: &Path) -> Result<Scenario, ScenarioError> {
+    let mut r = Reader {
+        d: Diagnostics::default(),
+    };
+    let s = match yaml::parse(src) {
+        Ok(root) => r.scenario(&root, file, dir),
+        Err(e) => {
+            r.d.error(e.pos, format!("not valid YAML: {}", e.message));
+            None
+        }
+    };
+    match s {
+        Some(s) if r.d.is_empty() => Ok(s),
+        _ => {
+            let mut diagnostics = r.d;
+            diagnostics.sort();
+            let rendered = diagnostics.render(file, src);
+            Err(ScenarioError::Invalid {
+                diagnostics,
+                rendered,
+            })
+        }
+    }
+}
+
+/// Read and parse a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let src = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    parse_str(&src, &path.display().to_string(), dir)
+}
+
+struct Reader {
+    d: Diagnostics,
+}
+
+type Fields<'a> = Vec<(&'a str, &'a Node)>;
+
+impl Reader {
+    fn fields<'a>(&mut self, node: &'a Node, allowed: &[&str], what: &str) -> Option<Fields<'a>> {
+        if node.is_null() {
+            return Some(Vec::new());
+        }
+        let Value::Map(pairs) = &node.value else {
+            self.d.error_help(
+                node.pos,
+                format!("{what} must be a mapping, found {}", node.kind()),
+                format!("valid keys: {}", allowed.join(", ")),
+            );
+            return None;
+        };
+        let mut out: Fields<'a> = Vec::new();
+        for (k, v) in pairs {
+            let Some(key) = k.scalar() else {
+                self.d
+                    .error(k.pos, format!("a key of {what} must be a scalar"));
+                continue;
+            };
+            if !allowed.contains(&key) {
+                let help = match did_you_mean(key, allowed) {
+                    Some(s) => format!("did you mean `{s}`? valid keys: {}", allowed.join(", ")),
+                    None => format!("valid keys: {}", allowed.join(", ")),
+                };
+                self.d
+                    .error_help(k.pos, format!("unknown key `{key}` in {what}"), help);
+                continue;
+            }
+            if out.iter().any(|(x, _)| *x == key) {
+                self.d
+                    .error(k.pos, format!("`{key}` is given twice in {what}"));
+                continue;
+            }
+            out.push((key, v));
+        }
+        Some(out)
+    }
+
+    fn get<'a>(f: &Fields<'a>, key: &str) -> Option<&'a Node> {
+        f.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    fn required<'a>(&mut self, f: &Fields<'a>, key: &str, at: Pos, what: &str) -> Option<&'a Node> {
+        let v = Self::get(f, key);
+        if v.is_none() {
+            self.d.error(at, format!("{what} needs `{key}`"));
+        }
+        v
+    }
+
+    fn string(&mut self, n: &Node, what: &str) -> Option<String> {
+        match n.scalar() {
+            Some(s) if !n.is_null() => Some(s.to_string()),
+            _ => {
+                self.d
+                    .error(n.pos, format!("{what} must be a name, found {}", n.kind()));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, n: &Node, what: &str) -> Option<u64> {
+        let Some(s) = n.scalar() else {
+            self.d.error(
+                n.pos,
+                format!("{what} must be a duration such as 30s, found {}", n.kind()),
+            );
+            return None;
+        };
+        match units::duration_ns(s) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.d.error(n.pos, format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn percent(&mut self, n: &Node, what: &str) -> Option<f64> {
+        match units::percent(n.scalar().unwrap_or("")) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.d.error(n.pos, format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn uint(&mut self, n: &Node, what: &str) -> Option<u64> {
+        match n.scalar().and_then(|s| s.parse::<u64>().ok()) {
+            Some(v) => Some(v),
+            None => {
+                self.d.error(
+                    n.pos,
+                    format!("{what} must be a whole number ≥ 0, found {}", show(n)),
+                );
+                None
+            }
+        }
+    }
+
+    fn selectors(&mut self, n: &Node, what: &str) -> Option<Vec<Selector>> {
+        match &n.value {
+            Value::Seq(items) => {
+                let v: Vec<Selector> = items
+                    .iter()
+                    .filter_map(|i| self.string(i, what).map(Selector))
+                    .collect();
+                (v.len() == items.len()).then_some(v)
+            }
+            Value::Scalar { .. } => self.string(n, what).map(|s| vec![Selector(s)]),
+            Value::Map(_) => {
+                self.d.error_help(
+                    n.pos,
+                    format!("{what} must be a node name or a list of them"),
+                    "write e.g. [l0c0k0t1, l0c0k0t2] or a prefix such as l0c0k0*",
+                );
+                None
+            }
+        }
+    }
+
+    /// `[a, b]`: the two endpoints of a link.
+    fn endpoints(&mut self, n: &Node, what: &str) -> Option<(String, String)> {
+        if let Value::Seq(items) = &n.value {
+            if let [a, b] = items.as_slice() {
+                let a = self.string(a, what)?;
+                let b = self.string(b, what)?;
+                return Some((a, b));
+            }
+        }
+        self.d.error_help(
+            n.pos,
+            format!("{what} must name a link by its two endpoints"),
+            "write it as [a, b]",
+        );
+        None
+    }
+
+    fn scenario(&mut self, root: &Node, file: &str, dir: &Path) -> Option<Scenario> {
+        let f = self.fields(root, TOP_FIELDS, "the scenario")?;
+        let name = match Self::get(&f, "name") {
+            Some(n) => self.string(n, "name"),
+            None => Some(
+                Path::new(file)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "scenario".into()),
+            ),
+        };
+        let topology = match self.required(&f, "topology", root.pos, "a scenario") {
+            Some(n) => match &n.value {
+                Value::Scalar { text, .. } if !n.is_null() => {
+                    Some(TopologySource::File(dir.join(text)))
+                }
+                Value::Map(_) => Some(TopologySource::Inline(flow(n))),
+                _ => {
+                    self.d.error_help(
+                        n.pos,
+                        format!("topology must be a file path or a mapping, found {}", n.kind()),
+                        "write `topology: ../cell.yaml` (relative to this file) or the topology inline",
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let seed = match Self::get(&f, "seed") {
+            Some(n) => self.uint(n, "seed"),
+            None => Some(0),
+        };
+        let duration_ns = match self.required(&f, "duration", root.pos, "a scenario") {
+            Some(n) => match self.duration(n, "duration") {
+                Some(0) => {
+                    self.d.error(n.pos, "duration must be longer than 0");
+                    None
+                }
+                v => v,
+            },
+            None => None,
+        };
+        let mut timeline = Vec::new();
+        if let Some(t) = Self::get(&f, "timeline") {
+            match &t.value {
+                Value::Seq(items) => {
+                    for i in items {
+                        if let Some(s) = self.step(i) {
+                            timeline.push(s);
+                        }
+                    }
+                }
+                _ if t.is_null() => {}
+                _ => self.d.error(
+                    t.pos,
+                    format!("timeline must be a list of steps, found {}", t.kind()),
+                ),
+            }
+        }
+        if let Some(d) = duration_ns {
+            for s in &timeline {
+                if s.at_ns > d {
+                    self.d.error(
+                        Pos {
+                            line: s.line,
+                            col: 1,
+                        },
+                        format!(
+                            "step at {} is after the end of the scenario (duration {})",
+                            units::fmt_ns(s.at_ns),
+                            units::fmt_ns(d)
+                        ),
+                    );
+                }
+            }
+        }
+        timeline.sort_by_key(|s| s.at_ns);
+        let mut expect = Vec::new();
+        if let Some(e) = Self::get(&f, "expect") {
+            match &e.value {
+                Value::Seq(items) => {
+                    for i in items {
+                        if let Some(x) = self.expectation(i) {
+                            expect.push(x);
+                        }
+                    }
+                }
+                _ if e.is_null() => {}
+                _ => self
+                    .d
+                    .error(e.pos, format!("expect must be a list, found {}", e.kind())),
+            }
+        }
+        Some(Scenario {
+            name: name?,
+            topology: topology?,
+            seed: seed?,
+            duration_ns: duration_ns?,
+            timeline,
+            expect,
+        })
+    }
+
+    fn step(&mut self, n: &Node) -> Option<Step> {
+        let Value::Map(pairs) = &n.value else {
+            self.d.error_help(
+                n.pos,
+                format!("a timeline step must be a mapping, found {}", n.kind()),
+                "write e.g. `- { at: 10s, crash: l0c0k0t3 }`",
+            );
+            return None;
+        };
+        let mut at = None;
+        let mut verb: Option<(&str, &Node, Pos)> = None;
+        for (k, v) in pairs {
+            let key = k.scalar().unwrap_or("");
+            if key == "at" {
+                at = self.duration(v, "at");
+            } else if VERBS.contains(&key) {
+                if let Some((first, _, _)) = verb {
+                    self.d.error_help(
+                        k.pos,
+                        format!("a step has one verb; this one has `{first}` and `{key}`"),
+                        "split it into two steps at the same time",
+                    );
+                    return None;
+                }
+                verb = Some((VERBS[VERBS.iter().position(|x| *x == key)?], v, k.pos));
+            } else {
+                let help = match did_you_mean(key, VERBS) {
+                    Some(s) => format!("did you mean `{s}`? verbs: {}", VERBS.join(", ")),
+                    None => format!("verbs: {}", VERBS.join(", ")),
+                };
+                self.d
+                    .error_help(k.pos, format!("unknown verb `{key}`"), help);
+                return None;
+            }
+        }
+        let Some((name, v, vpos)) = verb else {
+            self.d.error_help(
+                n.pos,
+                "this step has no verb",
+                format!("verbs: {}", VERBS.join(", ")),
+            );
+            return None;
+        };
+        let Some(at_ns) = at else {
+            if !pairs.iter().any(|(k, _)| k.scalar() == Some("at")) {
+                self.d
+                    .error(n.pos, "this step has no `at:` (when, in emulated time)");
+            }
+            return None;
+        };
+        let verb = self.verb(name, v, vpos, at_ns)?;
+        Some(Step {
+            at_ns,
+            verb,
+            line: n.pos.line,
+        })
+    }
+
+    fn verb(&mut self, name: &str, v: &Node, pos: Pos, at_ns: u64) -> Option<Verb> {
+        let until = |r: &mut Reader, f: &Fields<'_>, what: &str| -> Option<u64> {
+            let n = r.required(f, "until", v.pos, what)?;
+            let u = r.duration(n, "until")?;
+            if u <= at_ns {
+                r.d.error(
+                    n.pos,
+                    format!(
+                        "until ({}) must be after the step's at ({})",
+                        units::fmt_ns(u),
+                        units::fmt_ns(at_ns)
+                    ),
+                );
+                return None;
+            }
+            Some(u)
+        };
+        match name {
+            "partition" => {
+                let groups_node = match &v.value {
+                    Value::Map(_) => {
+                        let f = self.fields(v, &["groups"], "partition")?;
+                        self.required(&f, "groups", v.pos, "partition")?
+                    }
+                    _ => v,
+                };
+                let Value::Seq(groups) = &groups_node.value else {
+                    self.d.error_help(
+                        groups_node.pos,
+                        "partition needs a list of node groups",
+                        "write e.g. `partition: [[l0c0k0t0, l0c0k0t1], [l0c0k0t6]]`; nodes in no group form one more group",
+                    );
+                    return None;
+                };
+                let mut out = Vec::new();
+                for g in groups {
+                    out.push(self.selectors(g, "a partition group")?);
+                }
+                if out.is_empty() {
+                    self.d
+                        .error(groups_node.pos, "partition needs at least one group");
+                    return None;
+                }
+                Some(Verb::Partition { groups: out })
+            }
+            "heal" => {
+                if !(v.is_null() || v.scalar() == Some("all")) {
+                    self.d.error_help(
+                        v.pos,
+                        "heal takes no arguments",
+                        "write `heal:` or `heal: all`; it brings back every link a partition cut",
+                    );
+                    return None;
+                }
+                Some(Verb::Heal)
+            }
+            "crash" => Some(Verb::Crash {
+                node: self.string(v, "crash")?,
+            }),
+            "restart" => Some(Verb::Restart {
+                node: self.string(v, "restart")?,
+            }),
+            "link_down" | "link_up" => {
+                let (a, b) = self.endpoints(v, name)?;
+                Some(if name == "link_down" {
+                    Verb::LinkDown { a, b }
+                } else {
+                    Verb::LinkUp { a, b }
+                })
+            }
+            "link_set" => {
+                let f = self.fields(
+                    v,
+                    &[
+                        "link",
+                        "delay",
+                        "jitter",
+                        "loss",
+                        "rate",
+                        "duplicate",
+                        "corrupt",
+                        "reorder",
+                    ],
+                    "link_set",
+                )?;
+                let ln = self_req(self, &f, "link", v.pos)?;
+                let (a, b) = self.endpoints(ln, "link")?;
+                let s = |k: &str| Self::get(&f, k).and_then(|n| n.scalar().map(String::from));
+                let change = LinkChange {
+                    delay: s("delay"),
+                    jitter: s("jitter"),
+                    loss: s("loss"),
+                    rate: s("rate"),
+                    duplicate: s("duplicate"),
+                    corrupt: s("corrupt"),
+                    reorder: s("reorder"),
+                };
+                let mut probe = crate::link::LinkModel::default();
+                if let Err(e) = change.apply_to(&mut probe) {
+                    self.d.error(v.pos, format!("link_set: {e}"));
+                    return None;
+                }
+                Some(Verb::LinkSet { a, b, change })
+            }
+            "flap" => {
+                let f = self.fields(v, &["link", "period", "duty", "until", "jitter"], "flap")?;
+                let ln = self_req(self, &f, "link", v.pos)?;
+                let (a, b) = self.endpoints(ln, "link")?;
+                let pn = self.required(&f, "period", v.pos, "flap")?;
+                let period_ns = self.duration(pn, "period")?;
+                if period_ns == 0 {
+                    self.d.error(pn.pos, "period must be longer than 0");
+                    return None;
+                }
+                let duty = match Self::get(&f, "duty") {
+                    Some(n) => self.percent(n, "duty (share of each period the link is up)")?,
+                    None => 0.5,
+                };
+                let jitter_ns = match Self::get(&f, "jitter") {
+                    Some(n) => self.duration(n, "jitter")?,
+                    None => 0,
+                };
+                let until_ns = until(self, &f, "flap")?;
+                Some(Verb::Flap {
+                    a,
+                    b,
+                    period_ns,
+                    duty,
+                    until_ns,
+                    jitter_ns,
+                })
+            }
+            "churn" => {
+                let f = self.fields(
+                    v,
+                    &["rate", "year", "until", "nodes", "replace_after"],
+                    "churn",
+                )?;
+                let rn = self.required(&f, "rate", v.pos, "churn")?;
+                let annual_failure = match rn.scalar().and_then(|s| s.strip_suffix("/year")) {
+                    Some(p) => match units::percent(p) {
+                        Ok(x) if x < 1.0 => x,
+                        Ok(_) => {
+                            self.d.error(rn.pos, "churn rate must be below 100%/year");
+                            return None;
+                        }
+                        Err(e) => {
+                            self.d.error(rn.pos, format!("churn rate: {e}"));
+                            return None;
+                        }
+                    },
+                    None => {
+                        self.d.error_help(
+                            rn.pos,
+                            format!(
+                                "churn rate must be a failure rate per year, found {}",
+                                show(rn)
+                            ),
+                            "write it like the spec: `rate: 5%/year`",
+                        );
+                        return None;
+                    }
+                };
+                let yn = self.required(&f, "year", v.pos, "churn")?;
+                let year_ns = self.duration(yn, "year (how long one emulated year lasts here)")?;
+                if year_ns == 0 {
+                    self.d.error(yn.pos, "year must be longer than 0");
+                    return None;
+                }
+                let until_ns = until(self, &f, "churn")?;
+                let nodes = match Self::get(&f, "nodes") {
+                    Some(n) => self.selectors(n, "churn nodes")?,
+                    None => vec![Selector("*".into())],
+                };
+                let replace_after_ns = match Self::get(&f, "replace_after") {
+                    Some(n) => self.duration(n, "replace_after")?,
+                    None => 30_000_000_000,
+                };
+                Some(Verb::Churn {
+                    nodes,
+                    annual_failure,
+                    year_ns,
+                    until_ns,
+                    replace_after_ns,
+                })
+            }
+            "load" => {
+                let f =
+                    self.fields(v, &["nodes", "keys", "interval", "until", "writes"], "load")?;
+                let nodes = match Self::get(&f, "nodes") {
+                    Some(n) => self.selectors(n, "load nodes")?,
+                    None => vec![Selector("*".into())],
+                };
+                let keys = match Self::get(&f, "keys") {
+                    Some(n) => match self.uint(n, "keys")? {
+                        k @ 1..=1000 => k as u32,
+                        _ => {
+                            self.d.error(n.pos, "keys must be between 1 and 1000");
+                            return None;
+                        }
+                    },
+                    None => 8,
+                };
+                let interval_ns = match Self::get(&f, "interval") {
+                    Some(n) => self.duration(n, "interval")?,
+                    None => 200_000_000,
+                };
+                let write_fraction = match Self::get(&f, "writes") {
+                    Some(n) => self.percent(n, "writes (share of ops that write)")?,
+                    None => 0.5,
+                };
+                let until_ns = until(self, &f, "load")?;
+                Some(Verb::Load {
+                    nodes,
+                    keys,
+                    interval_ns,
+                    until_ns,
+                    write_fraction,
+                })
+            }
+            other => {
+                let _ = pos;
+                Some(Verb::Unsupported {
+                    verb: other.to_string(),
+                    args: flow(v),
+                })
+            }
+        }
+    }
+
+    fn expectation(&mut self, n: &Node) -> Option<Expectation> {
+        let Some(text) = n.scalar().filter(|_| !n.is_null()) else {
+            self.d.error_help(
+                n.pos,
+                format!("an expectation must be a line of text, found {}", n.kind()),
+                "write e.g. `detection_time <= 10s`",
+            );
+            return None;
+        };
+        match super::expect::parse(text) {
+            Ok((metric, op, bound)) => Some(Expectation {
+                metric,
+                op,
+                bound,
+                text: text.to_string(),
+            }),
+            Err(e) => {
+                let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+                let word = text.split_whitespace().next().unwrap_or("");
+                let help = match did_you_mean(word, &names) {
+                    Some(s) if s != word => {
+                        format!("did you mean `{s}`? {}", super::expect::SYNTAX)
+                    }
+                    _ => super::expect::SYNTAX.to_string(),
+                };
+                self.d.error_help(n.pos, e, help);
+                let _ = Cmp::Le;
+                None
+            }
+        }
+    }
+}
+
+fn self_req<'a>(r: &mut Reader, f: &Fields<'a>, key: &str, pos: Pos) -> Option<&'a Node> {
+    r.required(f, key, pos, "this verb")
+}
+
+fn show(n: &Node) -> String {
+    match n.scalar() {
+        Some(s) if !n.is_null() => format!("`{s}`"),
+        _ => n.kind().to_string(),
+    }
+}
+
+/// Render a subtree as YAML flow text (quoted scalars stay quoted), for inline topologies
+/// and for printing a verb's arguments.
+pub fn flow(n: &Node) -> String {
+    match &n.value {
+        Value::Scalar { text, quoted } => {
+            if *quoted {
+                serde_json::to_string(text).unwrap_or_default()
+            } else {
+                text.clone()
+            }
+        }
+        Value::Seq(items) => format!(
+            "[{}]",
+            items.iter().map(flow).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Map(pairs) => format!(
+            "{{{}}}",
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{}: {}", flow(k), flow(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}

@@ -345,6 +345,49 @@ fn dashboard_draws_every_node_and_crashes_one() {
             == Some(1)),
         "no crash marker on the timeline"
     );
+
+    // Partition from the page: cut the cell off (its only outside link goes to the
+    // authority), see the link drawn down and the lab report it down.
+    let cell_link = s["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["a"] == "l0a0" || l["b"] == "l0a0")
+        .and_then(|l| l["name"].as_str())
+        .expect("a link to the authority")
+        .to_string();
+    b.js("const s = document.getElementById('group'); s.value = 'cell 0.0.0'; return s.value");
+    b.click("#btn-partition");
+    let link_down = |want: bool| {
+        wait_until(Duration::from_secs(10), || {
+            let on_page = b.js(&format!(
+                "return document.getElementById('l-{cell_link}').classList.contains('down')"
+            ));
+            let st: Value = ureq::get(&format!("{api}/api/status"))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+            let l = st["links"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["name"] == cell_link)
+                .cloned()
+                .unwrap_or_default();
+            on_page == json!(want) && l["up"] == json!(!want)
+        })
+    };
+    assert!(link_down(true), "partition did not take {cell_link} down");
+    let down_links = b.js("return document.querySelectorAll('.link.down').length");
+    assert_eq!(down_links, json!(1), "only the cell's outside link is cut");
+    assert!(
+        wait_until(Duration::from_secs(5), || b
+            .js("return document.querySelectorAll('.evmark[data-kind=\"partition\"]').length")
+            .as_u64()
+            == Some(1)),
+        "no partition marker on the timeline"
+    );
     std::thread::sleep(Duration::from_millis(1500)); // let the detail panel refresh
 
     let shot = repo_root()
@@ -353,6 +396,8 @@ fn dashboard_draws_every_node_and_crashes_one() {
         .join("dashboard.png");
     b.screenshot(&shot);
     println!("screenshot: {}", shot.display());
+    b.click("#btn-heal");
+    assert!(link_down(false), "heal did not bring {cell_link} back up");
     drop(b);
 
     lc_ok(&["down", &lab]);

@@ -137,6 +137,42 @@ fn prometheus_scrapes_every_agent_and_link() {
         members.len()
     );
 
+    // Every query of the shipped Grafana dashboard is valid PromQL against this server, and
+    // the panels on series every lab has are not empty.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("dashboards/grafana/lightcone.json")).unwrap(),
+    )
+    .unwrap();
+    let must_have = [
+        "sum(up{",
+        "count(up{",
+        "sum by (state) (lightcone_membership_members",
+        "lightcone_membership_local_health",
+        "histogram_quantile(0.5, sum by (link, le) (rate(lightcone_link_delay_seconds_bucket",
+        "lightcone_link_configured_delay_seconds",
+        "sum by (outcome) (rate(lightcone_link_packets_total",
+        "lightcone_datagrams_total",
+    ];
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$lab", &lab)
+                .replace("$__rate_interval", "30s");
+            let needed = must_have.iter().any(|m| expr.contains(m));
+            let mut got = Vec::new();
+            let ok = wait_until(Duration::from_secs(if needed { 20 } else { 0 }), || {
+                got = query(&prom, &expr).expect("query answered");
+                !needed || !got.is_empty()
+            });
+            assert!(ok, "panel {:?}: {expr} is empty", panel["title"]);
+            checked += 1;
+        }
+    }
+    println!("{checked} Grafana panel queries valid");
+
     // Crash one agent: its target goes to 0 while the others stay 1.
     lc_ok(&["fault", "crash", "b", "--lab", &lab]);
     let b_down = wait_until(Duration::from_secs(20), || {

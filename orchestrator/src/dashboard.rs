@@ -41,8 +41,10 @@ use crate::agents::{agent_request, AgentState};
 use crate::supervisor::{status_of, Lab};
 
 const PAGE: &str = include_str!("../../dashboards/index.html");
-/// Health is recomputed at most this often, however many pages are open.
+/// Health is recomputed at most this often, however many pages are open; large labs wait
+/// longer (10 ms per node), since every recomputation asks every agent for its state.
 const HEALTH_MAX_AGE: Duration = Duration::from_millis(900);
+const HEALTH_AGE_PER_NODE: Duration = Duration::from_millis(10);
 /// Time an agent gets to answer `/state` for the health view.
 const STATE_TIMEOUT: Duration = Duration::from_millis(800);
 const LOG_MAX_LINES: usize = 200;
@@ -212,9 +214,11 @@ pub fn peer_view(alive: u32, suspect: u32, dead: u32) -> &'static str {
 }
 
 async fn health(d: &Dash) -> Value {
+    let nodes = d.lab.lock().expect("lab lock").plan.nodes.len() as u32;
+    let max_age = HEALTH_MAX_AGE.max(HEALTH_AGE_PER_NODE * nodes);
     let mut cache = d.health.lock().await;
     if let Some((at, v)) = cache.as_ref() {
-        if at.elapsed() < HEALTH_MAX_AGE {
+        if at.elapsed() < max_age {
             return v.clone();
         }
     }

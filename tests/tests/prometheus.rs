@@ -192,3 +192,49 @@ fn prometheus_scrapes_every_agent_and_link() {
         .call()
         .is_err());
 }
+
+/// The server is in the lab's ledger: when the supervisor dies without tearing down
+/// (kill -9), `down` still stops Prometheus.
+#[test]
+fn prometheus_goes_with_down_after_supervisor_kill9() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = lab_name("prom9");
+    let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
+    let _g = LabGuard(lab.clone());
+    lc_ok(&[
+        "up",
+        file.to_str().unwrap(),
+        "--detach",
+        "--link-engine",
+        "wire",
+        "--prometheus",
+    ]);
+    let state_dir = format!("/run/lightcone/{lab}/prometheus");
+    let pids = prometheus_pids(&state_dir);
+    assert_eq!(pids.len(), 1, "one server for the lab");
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("/run/lightcone/{lab}/supervisor.json")).unwrap(),
+    )
+    .unwrap();
+    let sup = info["pid"].as_u64().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &sup])
+        .status()
+        .unwrap()
+        .success());
+    assert!(wait_until(Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{sup}")).exists()
+    }));
+    assert_eq!(
+        prometheus_pids(&state_dir),
+        pids,
+        "prometheus outlives its supervisor until `down`"
+    );
+    lc_ok(&["down", &lab]);
+    assert_gone(&lab);
+    assert!(
+        prometheus_pids(&state_dir).is_empty(),
+        "prometheus still running after down"
+    );
+}

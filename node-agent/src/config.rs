@@ -39,7 +39,11 @@ impl HierAddr {
 
 impl std::fmt::Display for HierAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}.{}", self.layer, self.cluster, self.cell, self.tile)
+        write!(
+            f,
+            "{}.{}.{}.{}",
+            self.layer, self.cluster, self.cell, self.tile
+        )
     }
 }
 

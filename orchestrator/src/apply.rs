@@ -78,14 +78,8 @@ pub async fn build(
     // Namespace creation is a few syscalls on a fresh thread; run a few at a time.
     let mut made: Vec<Netns> = Vec::with_capacity(total);
     let results: Vec<Result<Netns, KernelError>> = stream::iter(names.iter().cloned())
-        .map(|name| {
-            tokio::task::spawn_blocking(move || {
-                let ns = Netns::create(&name)?;
-                ns.run(disable_ipv6)?;
-                Ok(ns)
-            })
-        })
-        .buffered(4)
+        .map(|name| tokio::task::spawn_blocking(move || Netns::create_with(&name, disable_ipv6)))
+        .buffered(8)
         .map(|r| r.unwrap_or(Err(KernelError::ThreadPanicked)))
         .collect()
         .await;
@@ -246,13 +240,47 @@ pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelEr
         })
         .collect();
     let mut first_err = None;
-    for name in names {
-        if !Netns::exists(name) {
-            continue;
-        }
-        kill_processes_in(name);
-        match Netns::delete(name) {
-            Ok(()) => removed.namespaces += 1,
+    // One scan of /proc finds every process still inside any of the lab's namespaces;
+    // only those namespaces need the kill-and-wait loop.
+    let inhabited = crate::state::inhabited_netns(
+        names
+            .iter()
+            .map(|n| Path::new(kernel::netns::NETNS_RUN_DIR).join(n)),
+    );
+    // Unmounting is independent per namespace: a few threads at a time.
+    let results: Vec<Result<bool, KernelError>> = std::thread::scope(|sc| {
+        let chunks: Vec<_> = names
+            .chunks(names.len().div_ceil(4).max(1))
+            .map(|chunk| {
+                let inhabited = &inhabited;
+                sc.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|name| {
+                            if !Netns::exists(name) {
+                                return Ok(false);
+                            }
+                            if inhabited.contains(name.as_str()) {
+                                kill_processes_in(name);
+                            }
+                            Netns::delete(name).map(|()| true)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        chunks
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err(KernelError::ThreadPanicked)])
+            })
+            .collect()
+    });
+    for r in results {
+        match r {
+            Ok(true) => removed.namespaces += 1,
+            Ok(false) => {}
             Err(e) => {
                 first_err.get_or_insert(e);
             }

@@ -169,3 +169,35 @@ pub fn processes_in_netns(netns_path: &Path) -> Vec<u32> {
     }
     out
 }
+
+/// Of the namespaces mounted at `paths`, the names of those that hold at least one process
+/// (one pass over `/proc`).
+pub fn inhabited_netns(paths: impl Iterator<Item = PathBuf>) -> std::collections::BTreeSet<String> {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+    let mut by_inode: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    for p in paths {
+        if let (Ok(m), Some(name)) = (fs::metadata(&p), p.file_name().and_then(|n| n.to_str())) {
+            by_inode.insert((m.dev(), m.ino()), name.to_string());
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        if !e
+            .file_name()
+            .to_str()
+            .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        if let Ok(m) = fs::metadata(e.path().join("ns/net")) {
+            if let Some(name) = by_inode.get(&(m.dev(), m.ino())) {
+                out.insert(name.clone());
+            }
+        }
+    }
+    out
+}

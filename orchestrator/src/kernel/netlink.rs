@@ -57,9 +57,10 @@ where
     }
 }
 
-/// Create a veth pair `name_a` (in `ns_a`, up) ↔ `name_b` (in `ns_b`, still down: the
-/// kernel cannot open a veth end before its peer is attached, so bring it up from its own
-/// namespace afterwards) through any
+/// Create a veth pair `name_a` (in `ns_a`) ↔ `name_b` (in `ns_b`), both still down: asking
+/// for IFF_UP at creation fails with ENOTCONN on some kernels (veth_open before the peer is
+/// attached; seen on 6.1 for either end), so bring each end up from its own namespace
+/// afterwards. Created through any
 /// handle: the kernel creates each end directly in its namespace, so nothing ever appears
 /// in the caller's namespace.
 pub async fn create_veth_between(
@@ -84,15 +85,14 @@ pub async fn create_veth_between(
         let msg = LinkVeth::new(name_a, name_b)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .setns_by_fd(ns_a.fd().as_raw_fd())
-            .up()
             .build();
         h.link().add(msg).execute()
     })
     .await
 }
 
-/// Create a veth pair whose first end is in the namespace of `h_a` (up) and whose peer is
-/// created in `ns_b` (down; see [`create_veth_between`]).
+/// Create a veth pair whose first end is in the namespace of `h_a` and whose peer is
+/// created in `ns_b`, both down (see [`create_veth_between`]).
 pub async fn create_veth(
     h_a: &Handle,
     name_a: &str,
@@ -107,7 +107,6 @@ pub async fn create_veth(
             .build();
         let msg = LinkVeth::new(name_a, name_b)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .up()
             .build();
         h_a.link().add(msg).execute()
     })

@@ -162,20 +162,36 @@ impl Api {
     }
 }
 
+/// This executable. `/proc/self/exe` still runs when a rebuild replaced the file on disk
+/// mid-run (then `current_exe()` names a deleted path); elsewhere, `current_exe()`.
+fn self_exe() -> PathBuf {
+    let p = PathBuf::from("/proc/self/exe");
+    if p.exists() {
+        p
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("lightcone"))
+    }
+}
+
 /// Brings the lab down on drop if this run brought it up.
 struct LabOwner {
     lab: String,
     owned: bool,
+    /// Where `lightcone down`'s output goes.
+    log: PathBuf,
 }
 
 impl Drop for LabOwner {
     fn drop(&mut self) {
         if self.owned {
-            if let Ok(exe) = std::env::current_exe() {
-                let _ = Command::new(exe)
+            let out = std::fs::File::create(&self.log).ok();
+            let err = out.as_ref().and_then(|f| f.try_clone().ok());
+            {
+                let _ = Command::new(self_exe())
                     .args(["down", &self.lab])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stdin(Stdio::null())
+                    .stdout(out.map(Stdio::from).unwrap_or_else(Stdio::null))
+                    .stderr(err.map(Stdio::from).unwrap_or_else(Stdio::null))
                     .status();
             }
         }
@@ -345,6 +361,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
     let mut owner = LabOwner {
         lab: topo.name.clone(),
         owned: false,
+        log: dir.join("down.log"),
     };
     if reuse {
         progress(&format!("reusing lab {} (already up)", topo.name));
@@ -551,40 +568,56 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
     if !keys.is_empty() {
         std::thread::sleep(SETTLE);
         let status = api.status().map_err(RunError::Lab)?;
-        for (i, n) in status.nodes.iter().enumerate() {
-            if n.agent.state != "running" {
-                continue;
-            }
-            let cell = cell_key(&n.addr);
-            for k in keys.iter().filter(|k| k.starts_with(&format!("{cell}-"))) {
-                let start = t0.elapsed().as_nanos() as u64;
-                let r = api.get(&format!("/nodes/{}/kv/{k}", n.name), Duration::from_secs(5));
-                let end = t0.elapsed().as_nanos() as u64;
-                let value = match r {
-                    Ok((200, v)) => Some(v),
-                    Ok((404, _)) => None,
-                    _ => continue,
-                };
-                let mut s = shared.lock().expect("shared");
-                s.history.push(HistoryOp {
-                    process: 1_000_000 + i as u32,
-                    node: Some(i as u32),
-                    key: k.clone(),
-                    op: OpKind::Read {
-                        values: value.iter().cloned().collect(),
-                    },
-                    status: OpStatus::Ok,
-                    dot: None,
-                    context: None,
-                    start_ns: start,
-                    end_ns: end,
-                });
-                final_reads.push(FinalRead {
-                    node: n.name.clone(),
-                    key: k.clone(),
-                    value,
-                });
-            }
+        // One reader per running node, in parallel: slow agents must not stretch the run.
+        let readers: Vec<_> = status
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.agent.state == "running")
+            .map(|(i, n)| {
+                let cell = cell_key(&n.addr);
+                let mine: Vec<String> = keys
+                    .iter()
+                    .filter(|k| k.starts_with(&format!("{cell}-")))
+                    .cloned()
+                    .collect();
+                let (api, shared, name) = (api.clone(), shared.clone(), n.name.clone());
+                std::thread::spawn(move || {
+                    let mut reads = Vec::new();
+                    for k in mine {
+                        let start = t0.elapsed().as_nanos() as u64;
+                        let r = api.get(&format!("/nodes/{name}/kv/{k}"), Duration::from_secs(3));
+                        let end = t0.elapsed().as_nanos() as u64;
+                        let value = match r {
+                            Ok((200, v)) => Some(v),
+                            Ok((404, _)) => None,
+                            _ => continue,
+                        };
+                        shared.lock().expect("shared").history.push(HistoryOp {
+                            process: 1_000_000 + i as u32,
+                            node: Some(i as u32),
+                            key: k.clone(),
+                            op: OpKind::Read {
+                                values: value.iter().cloned().collect(),
+                            },
+                            status: OpStatus::Ok,
+                            dot: None,
+                            context: None,
+                            start_ns: start,
+                            end_ns: end,
+                        });
+                        reads.push(FinalRead {
+                            node: name.clone(),
+                            key: k,
+                            value,
+                        });
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for r in readers {
+            final_reads.extend(r.join().unwrap_or_default());
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -703,8 +736,7 @@ fn cell_key(addr: &str) -> String {
 }
 
 fn bring_up(file: &Path, progress: &mut impl FnMut(&str)) -> Result<(), RunError> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let mut child = Command::new(self_exe())
         .arg("up")
         .arg(file)
         .args(["--detach", "--link-engine", "wire"])
@@ -941,7 +973,7 @@ fn load_loop(s: LoadSession) {
                 "POST",
                 &format!("/nodes/{}/kv/{key}", s.node),
                 Some(value.as_bytes()),
-                Duration::from_secs(5),
+                Duration::from_secs(3),
             );
             let st = match &r {
                 Ok((200, _)) => OpStatus::Ok,

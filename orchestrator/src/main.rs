@@ -929,7 +929,11 @@ fn run_scenario(
         e => invalid(e),
     })?;
     need_root("run")?;
-    let opts = experiment::RunOptions { scenario, seed, out };
+    let opts = experiment::RunOptions {
+        scenario,
+        seed,
+        out,
+    };
     let o = experiment::run(&opts, |l| {
         if json {
             eprintln!("{l}");
@@ -937,7 +941,16 @@ fn run_scenario(
             println!("{l}");
         }
     })
-    .map_err(|e| Failure(if e.is_invalid() { code::INVALID } else { code::FAILURE }, anyhow!(e)))?;
+    .map_err(|e| {
+        Failure(
+            if e.is_invalid() {
+                code::INVALID
+            } else {
+                code::FAILURE
+            },
+            anyhow!(e),
+        )
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&o).expect("json"));
     } else {
@@ -948,7 +961,11 @@ fn run_scenario(
                 v.expectation,
                 v.measured,
                 v.expected,
-                if v.pass { String::new() } else { format!(" — {}", v.detail) }
+                if v.pass {
+                    String::new()
+                } else {
+                    format!(" — {}", v.detail)
+                }
             );
         }
         println!("report: {}", o.dir.join("report.html").display());

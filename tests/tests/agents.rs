@@ -50,11 +50,25 @@ fn node_ids(lab: &str) -> Vec<(String, u64)> {
 fn agent_http(lab: &str, id: u64, method: &str, path: &str, body: &str) -> (bool, String) {
     let sock = format!("/run/lightcone/{lab}/agents/{id}.sock");
     let o = Command::new("curl")
-        .args(["-s", "-f", "--max-time", "5", "--unix-socket", &sock, "-X", method, "--data-binary", body])
+        .args([
+            "-s",
+            "-f",
+            "--max-time",
+            "5",
+            "--unix-socket",
+            &sock,
+            "-X",
+            method,
+            "--data-binary",
+            body,
+        ])
         .arg(format!("http://agent{path}"))
         .output()
         .expect("curl");
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -64,10 +78,20 @@ fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
     let lab = lab_name("cell");
     let file = topology_file(tmp.path(), &shipped("cell.yaml"), &lab);
     let _g = LabGuard(lab.clone());
-    lc_ok(&["up", file.to_str().unwrap(), "--detach", "--link-engine", "wire"]);
+    lc_ok(&[
+        "up",
+        file.to_str().unwrap(),
+        "--detach",
+        "--link-engine",
+        "wire",
+    ]);
     let api = api_url(&lab);
     let ids = node_ids(&lab);
-    let tiles: Vec<(String, u64)> = ids.iter().filter(|(n, _)| n.contains('t')).cloned().collect();
+    let tiles: Vec<(String, u64)> = ids
+        .iter()
+        .filter(|(n, _)| n.contains('t'))
+        .cloned()
+        .collect();
     assert_eq!(tiles.len(), 12);
 
     // Every tile sees every other tile of its cell alive.
@@ -87,7 +111,9 @@ fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
     let (ok, _) = agent_http(&lab, *wid, "POST", "/kv/e2e-key", "light-cone");
     assert!(ok, "put at {w} failed");
     let seen = wait_until(Duration::from_secs(15), || {
-        agent_http(&lab, *rid, "GET", "/kv/e2e-key", "").1.contains("light-cone")
+        agent_http(&lab, *rid, "GET", "/kv/e2e-key", "")
+            .1
+            .contains("light-cone")
     });
     assert!(seen, "key written at {w} never read at {r}");
 
@@ -97,7 +123,11 @@ fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
     lc_ok(&["fault", "crash", &victim, "--lab", &lab]);
     let mut marked: Vec<(String, f64)> = Vec::new();
     let deadline = t0 + Duration::from_secs(20);
-    let mut pending: Vec<String> = tiles.iter().filter(|(n, _)| *n != victim).map(|(n, _)| n.clone()).collect();
+    let mut pending: Vec<String> = tiles
+        .iter()
+        .filter(|(n, _)| *n != victim)
+        .map(|(n, _)| n.clone())
+        .collect();
     while !pending.is_empty() && Instant::now() < deadline {
         pending.retain(|n| {
             if view_of(&api, n, vid).as_deref() == Some("dead") {
@@ -109,15 +139,24 @@ fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
         });
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(pending.is_empty(), "never marked {victim} dead: {pending:?}");
+    assert!(
+        pending.is_empty(),
+        "never marked {victim} dead: {pending:?}"
+    );
     let worst = marked.iter().map(|(_, t)| *t).fold(0.0, f64::max);
     println!("detection of {victim}: worst peer after {worst:.2} s real (time_scale 1)");
-    assert!(worst <= 10.0, "a peer took {worst:.2} s to mark {victim} dead; the spec wants < 10 s");
+    assert!(
+        worst <= 10.0,
+        "a peer took {worst:.2} s to mark {victim} dead; the spec wants < 10 s"
+    );
 
     // Restart: it comes back alive in its peers' views.
     lc_ok(&["fault", "restart", &victim, "--lab", &lab]);
     let back = wait_until(Duration::from_secs(30), || {
-        tiles.iter().filter(|(n, _)| *n != victim).all(|(n, _)| view_of(&api, n, vid).as_deref() == Some("alive"))
+        tiles
+            .iter()
+            .filter(|(n, _)| *n != victim)
+            .all(|(n, _)| view_of(&api, n, vid).as_deref() == Some("alive"))
     });
     assert!(back, "{victim} not alive again after restart");
 
@@ -132,7 +171,13 @@ fn quickstart_agents_see_each_other_and_export_metrics() {
     let lab = lab_name("qsag");
     let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
     let _g = LabGuard(lab.clone());
-    lc_ok(&["up", file.to_str().unwrap(), "--detach", "--link-engine", "wire"]);
+    lc_ok(&[
+        "up",
+        file.to_str().unwrap(),
+        "--detach",
+        "--link-engine",
+        "wire",
+    ]);
     let api = api_url(&lab);
     let ok = wait_until(Duration::from_secs(30), || {
         ["a", "b", "c"].iter().all(|n| {
@@ -143,7 +188,11 @@ fn quickstart_agents_see_each_other_and_export_metrics() {
         })
     });
     assert!(ok, "quickstart views did not converge");
-    let metrics = ureq::get(&format!("{api}/metrics")).call().unwrap().into_string().unwrap();
+    let metrics = ureq::get(&format!("{api}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
     for series in [
         "lightcone_membership_members{",
         "lightcone_locality_bytes_total{",
@@ -154,7 +203,10 @@ fn quickstart_agents_see_each_other_and_export_metrics() {
         assert!(metrics.contains(series), "no {series} in /metrics");
     }
     for n in ["a", "b", "c"] {
-        assert!(metrics.contains(&format!("node=\"{n}\"")), "no series for node {n}");
+        assert!(
+            metrics.contains(&format!("node=\"{n}\"")),
+            "no series for node {n}"
+        );
     }
     lc_ok(&["down", &lab]);
     assert_gone(&lab);

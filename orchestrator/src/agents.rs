@@ -46,7 +46,6 @@ pub enum AgentState {
 
 struct Proc {
     child: Child,
-    started: Instant,
 }
 
 /// The lab's agents. Spawns only from the thread that owns it (the supervisor's main
@@ -145,13 +144,7 @@ impl Agents {
                 what: format!("agent {}", node.name),
             }]);
         }
-        self.procs.insert(
-            id,
-            Proc {
-                child,
-                started: Instant::now(),
-            },
-        );
+        self.procs.insert(id, Proc { child });
         Ok(pid)
     }
 
@@ -206,10 +199,6 @@ impl Agents {
                 _ => (AgentState::Exited, None),
             },
         }
-    }
-
-    pub fn uptime(&self, id: usize) -> Option<Duration> {
-        self.procs.get(&id).map(|p| p.started.elapsed())
     }
 
     /// Stop every agent: SIGTERM, a short grace period, then SIGKILL.

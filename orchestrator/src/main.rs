@@ -387,7 +387,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 port,
                 prometheus,
             };
-            let mut ok = false;
             let r = supervisor::run(
                 &opts,
                 |l| {
@@ -398,10 +397,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     println!("\u{1}READY {url}");
                     let _ = std::io::stdout().flush();
                     detach_stdio();
-                    ok = true;
                 },
             );
-            let _ = ok;
             r.map_err(Failure::from)
         }
         Cmd::Down { lab, all } => {

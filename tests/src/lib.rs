@@ -166,3 +166,51 @@ pub fn assert_gone(lab: &str) {
         "state directory left"
     );
 }
+
+/// A test's own lab: a unique name, its topology file in a temp dir, and a guard that
+/// brings it down when the test ends (even by panic).
+pub struct TestLab {
+    // Declared first so it drops first: the lab goes down before its temp dir goes.
+    _guard: LabGuard,
+    pub lab: String,
+    pub file: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestLab {
+    /// A uniquely named copy of a shipped topology (not up yet).
+    pub fn shipped(tag: &str, topology: &str) -> TestLab {
+        TestLab::from_src(tag, &shipped(topology))
+    }
+
+    /// A uniquely named lab from topology source (its `name:` is replaced).
+    pub fn from_src(tag: &str, src: &str) -> TestLab {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let lab = lab_name(tag);
+        let file = topology_file(tmp.path(), src, &lab);
+        TestLab {
+            _guard: LabGuard(lab.clone()),
+            lab,
+            file,
+            _tmp: tmp,
+        }
+    }
+
+    /// The test's temp dir (holds the topology file; free for other scratch files).
+    pub fn dir(&self) -> &Path {
+        self._tmp.path()
+    }
+
+    /// `lightcone up FILE --detach --link-engine wire EXTRA…`, which must succeed.
+    pub fn up(&self, extra: &[&str]) -> String {
+        let mut args = vec![
+            "up",
+            self.file.to_str().expect("utf-8 path"),
+            "--detach",
+            "--link-engine",
+            "wire",
+        ];
+        args.extend_from_slice(extra);
+        lc_ok(&args)
+    }
+}

@@ -74,17 +74,9 @@ fn agent_http(lab: &str, id: u64, method: &str, path: &str, body: &str) -> (bool
 #[test]
 fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("cell");
-    let file = topology_file(tmp.path(), &shipped("cell.yaml"), &lab);
-    let _g = LabGuard(lab.clone());
-    lc_ok(&[
-        "up",
-        file.to_str().unwrap(),
-        "--detach",
-        "--link-engine",
-        "wire",
-    ]);
+    let t = TestLab::shipped("cell", "cell.yaml");
+    let lab = t.lab.clone();
+    t.up(&[]);
     let api = api_url(&lab);
     let ids = node_ids(&lab);
     let tiles: Vec<(String, u64)> = ids
@@ -167,17 +159,9 @@ fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
 #[test]
 fn quickstart_agents_see_each_other_and_export_metrics() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("qsag");
-    let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
-    let _g = LabGuard(lab.clone());
-    lc_ok(&[
-        "up",
-        file.to_str().unwrap(),
-        "--detach",
-        "--link-engine",
-        "wire",
-    ]);
+    let t = TestLab::shipped("qsag", "quickstart.yaml");
+    let lab = t.lab.clone();
+    t.up(&[]);
     let api = api_url(&lab);
     let ok = wait_until(Duration::from_secs(30), || {
         ["a", "b", "c"].iter().all(|n| {

@@ -227,17 +227,9 @@ fn view_of(b: &Browser, node: &str) -> String {
 #[test]
 fn dashboard_draws_every_node_and_crashes_one() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("dash");
-    let file = topology_file(tmp.path(), &shipped("cell.yaml"), &lab);
-    let _g = LabGuard(lab.clone());
-    lc_ok(&[
-        "up",
-        file.to_str().unwrap(),
-        "--detach",
-        "--link-engine",
-        "wire",
-    ]);
+    let t = TestLab::shipped("dash", "cell.yaml");
+    let lab = t.lab.clone();
+    t.up(&[]);
     let st: Value = serde_json::from_str(&lc_ok(&["status", &lab, "--json"])).unwrap();
     let s = &st["labs"][0];
     let url = s["dashboard_url"].as_str().unwrap().to_string();
@@ -256,8 +248,8 @@ fn dashboard_draws_every_node_and_crashes_one() {
         other => panic!("crash without token: expected 401, got {other:?}"),
     }
 
-    let profile = tmp.path().join("chromium-profile");
-    let driver_log = tmp.path().join("chromedriver.log");
+    let profile = t.dir().join("chromium-profile");
+    let driver_log = t.dir().join("chromedriver.log");
     let b = Browser::start(&profile, &driver_log);
     b.goto(&url);
 

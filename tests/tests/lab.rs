@@ -8,17 +8,9 @@ use lightcone_e2e::*;
 #[test]
 fn quickstart_up_ping_status_down() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("qs");
-    let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
-    let _g = LabGuard(lab.clone());
-    let out = lc_ok(&[
-        "up",
-        file.to_str().unwrap(),
-        "--detach",
-        "--link-engine",
-        "wire",
-    ]);
+    let t = TestLab::shipped("qs", "quickstart.yaml");
+    let lab = t.lab.clone();
+    let out = t.up(&[]);
     assert!(out.contains("dashboard: http://127.0.0.1:"), "{out}");
 
     // The planned namespaces exist: one per node plus the wire engine's.
@@ -117,18 +109,9 @@ fn quickstart_up_ping_status_down() {
 #[test]
 fn up_of_a_lab_already_up_is_an_error_and_changes_nothing() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("twice");
-    let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
-    let _g = LabGuard(lab.clone());
-    lc_ok(&[
-        "up",
-        file.to_str().unwrap(),
-        "--detach",
-        "--link-engine",
-        "wire",
-        "--no-agents",
-    ]);
+    let t = TestLab::shipped("twice", "quickstart.yaml");
+    let (lab, file) = (t.lab.clone(), t.file.clone());
+    t.up(&["--no-agents"]);
     let before = lab_namespaces(&lab);
     let status_before = lc_ok(&["status", &lab, "--json"]);
     let o = lc(&[
@@ -194,17 +177,9 @@ fn kill_9_of_the_supervisor_mid_up_then_down_leaves_nothing() {
 #[test]
 fn kill_9_of_a_supervisor_with_agents_then_down_leaves_no_agent() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("killag");
-    let file = topology_file(tmp.path(), &shipped("cell.yaml"), &lab);
-    let _g = LabGuard(lab.clone());
-    lc_ok(&[
-        "up",
-        file.to_str().unwrap(),
-        "--detach",
-        "--link-engine",
-        "wire",
-    ]);
+    let t = TestLab::shipped("killag", "cell.yaml");
+    let lab = t.lab.clone();
+    t.up(&[]);
     let procs = lab_processes(&lab);
     assert!(
         procs.len() >= 13,
@@ -235,18 +210,9 @@ fn commands_on_missing_labs_and_nodes_say_so() {
     let o = lc(&["exec", "--lab", "no-such-lab", "a", "--", "true"]);
     assert_eq!(o.status.code(), Some(3));
 
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("missing");
-    let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
-    let _g = LabGuard(lab.clone());
-    lc_ok(&[
-        "up",
-        file.to_str().unwrap(),
-        "--detach",
-        "--link-engine",
-        "wire",
-        "--no-agents",
-    ]);
+    let t = TestLab::shipped("missing", "quickstart.yaml");
+    let lab = t.lab.clone();
+    t.up(&["--no-agents"]);
     let o = lc(&["exec", "--lab", &lab, "zz", "--", "true"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no node \"zz\""));

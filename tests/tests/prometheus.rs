@@ -38,18 +38,9 @@ fn prometheus_pids(config_dir: &str) -> Vec<u32> {
 #[test]
 fn prometheus_scrapes_every_agent_and_link() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("prom");
-    let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
-    let _g = LabGuard(lab.clone());
-    lc_ok(&[
-        "up",
-        file.to_str().unwrap(),
-        "--detach",
-        "--link-engine",
-        "wire",
-        "--prometheus",
-    ]);
+    let t = TestLab::shipped("prom", "quickstart.yaml");
+    let lab = t.lab.clone();
+    t.up(&["--prometheus"]);
 
     // `status --json` names the server.
     let st: Value = serde_json::from_str(&lc_ok(&["status", &lab, "--json"])).unwrap();
@@ -198,18 +189,9 @@ fn prometheus_scrapes_every_agent_and_link() {
 #[test]
 fn prometheus_goes_with_down_after_supervisor_kill9() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("prom9");
-    let file = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
-    let _g = LabGuard(lab.clone());
-    lc_ok(&[
-        "up",
-        file.to_str().unwrap(),
-        "--detach",
-        "--link-engine",
-        "wire",
-        "--prometheus",
-    ]);
+    let t = TestLab::shipped("prom9", "quickstart.yaml");
+    let lab = t.lab.clone();
+    t.up(&["--prometheus"]);
     let state_dir = format!("/run/lightcone/{lab}/prometheus");
     let pids = prometheus_pids(&state_dir);
     assert_eq!(pids.len(), 1, "one server for the lab");

@@ -389,6 +389,22 @@ async fn kernel_acceptance_and_ge(
         }
     }
 
+    // A replace over the models above must leave nothing of them behind: netem_change keeps
+    // any optional attribute a request leaves out (the 40 Gbit/s rate above would otherwise
+    // survive and queue every new packet behind the 499 s one).
+    netem::apply(ha, ia, &LinkModel::default(), 1.0).await?;
+    let back = netem::current_options(ha, ia).await?;
+    for (kind, name) in [(1u16, "corr"), (3, "reorder"), (4, "corrupt"), (6, "rate")] {
+        match find_attr(&back, kind) {
+            Some(v) if v.iter().all(|&b| b == 0) => {}
+            Some(v) => failures.push(format!("after replace, {name} still {v:02x?}")),
+            None => failures.push(format!("after replace, no {name} in the kernel's dump")),
+        }
+    }
+    if find_attr(&back, 8).is_some() {
+        failures.push("after replace, rate64 still set".into());
+    }
+
     // Gilbert–Elliott on A's side only: p = 5 %, r = 50 %, always lose in the bad state,
     // never in the good one. Stationary loss p/(p+r) = 9.1 %; losses come in bursts (mean
     // 1/r = 2), which widens the spread, so accept ±50 %. Inverted h would show ~0 loss.
@@ -414,7 +430,7 @@ async fn kernel_acceptance_and_ge(
         ));
     }
     let line = format!(
-        "accepted={} ge_loss={ge_loss:.4} ge_expected={want:.4}",
+        "accepted={} replace_resets=ok ge_loss={ge_loss:.4} ge_expected={want:.4}",
         cases.len()
     );
     if failures.is_empty() {

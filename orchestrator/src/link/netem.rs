@@ -39,6 +39,11 @@
 //! above is accepted and read back as sent, and Gilbert–Elliott loss with `loss_bad` = 1
 //! measures p/(p+r), i.e. `h` = 1 − loss_bad is the chance to *deliver* in the bad state.
 //!
+//! Replacing over an existing netem (`netem_change`) keeps every optional attribute the new
+//! request leaves out — a rate, reorder, corruption, correlations, a delay table — so
+//! [`apply`] sends [`encode_replacing`]: the same bytes plus those attributes zeroed (and a
+//! uniform table where one is needed). [`encode_options`] stays `tc`'s exact request.
+//!
 //! Ownership: we only ever *replace* the root qdisc of an interface (NLM_F_CREATE |
 //! NLM_F_REPLACE, DESIGN.md / STYLE.md 11), so re-applying a model is a diff, not a teardown,
 //! and [`remove`] deletes the root qdisc only when it is netem. Transient errnos (EBUSY,
@@ -267,6 +272,39 @@ fn u32s(values: &[u32]) -> Vec<u8> {
 /// `model` at `time_scale`. Pure; byte-compatible with iproute2 6.1's `tc` (see
 /// `tests/netem_golden.rs`), plus a trailing `TCA_NETEM_PRNG_SEED` carrying `model.seed`.
 pub fn encode_options(model: &LinkModel, time_scale: f64) -> Result<Vec<u8>, NetemError> {
+    encode(model, time_scale, Sticky::AsTc)
+}
+
+/// What to do with the attributes `netem_change` keeps from the previous configuration when
+/// a request leaves them out (correlations, reorder, corrupt, rate, the delay table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sticky {
+    /// Leave out what the model does not use, as `tc` does: right for a new qdisc only.
+    AsTc,
+    /// Send every sticky attribute, zeroed when unused, so a replace over an existing netem
+    /// leaves nothing of the old model behind. `uniform_table`: also send a uniform delay
+    /// table when the model's jitter is uniform (the kernel cannot drop a table once set).
+    Reset { uniform_table: bool },
+}
+
+/// The `TCA_OPTIONS` payload that makes an existing netem qdisc carry exactly `model`.
+///
+/// `tc qdisc replace` over an existing netem is `netem_change`, which updates only the
+/// attributes present: a rate, reorder, corruption or correlation from the previous model
+/// would silently stay (found in the VM: a 40 Gbit/s rate left behind a 499 s packet made the
+/// next model lose everything). This encoding is [`encode_options`] plus those attributes
+/// zeroed when unused; with `uniform_table`, uniform jitter travels as an explicit table
+/// ([`dist::uniform_table`]) because a Normal/Pareto table, once loaded, cannot be removed.
+pub fn encode_replacing(
+    model: &LinkModel,
+    time_scale: f64,
+    uniform_table: bool,
+) -> Result<Vec<u8>, NetemError> {
+    encode(model, time_scale, Sticky::Reset { uniform_table })
+}
+
+fn encode(model: &LinkModel, time_scale: f64, sticky: Sticky) -> Result<Vec<u8>, NetemError> {
+    let reset = matches!(sticky, Sticky::Reset { .. });
     check_time_scale(time_scale)?;
     let delay_ns = real_ns(model.delay_ns, time_scale);
     let jitter_ns = real_ns(model.jitter_ns, time_scale);
@@ -312,7 +350,7 @@ pub fn encode_options(model: &LinkModel, time_scale: f64) -> Result<Vec<u8>, Net
         loss_corr,
         prob_u32(model.duplicate.correlation),
     ];
-    if corr.iter().any(|&c| c != 0) {
+    if reset || corr.iter().any(|&c| c != 0) {
         put_attr(&mut out, TCA_NETEM_CORR, &u32s(&corr));
     }
     if reordering {
@@ -321,6 +359,8 @@ pub fn encode_options(model: &LinkModel, time_scale: f64) -> Result<Vec<u8>, Net
             prob_u32(model.reorder.correlation),
         ];
         put_attr(&mut out, TCA_NETEM_REORDER, &u32s(&r));
+    } else if reset {
+        put_attr(&mut out, TCA_NETEM_REORDER, &u32s(&[0, 0]));
     }
     if model.corrupt.probability > 0.0 {
         let c = [
@@ -328,6 +368,8 @@ pub fn encode_options(model: &LinkModel, time_scale: f64) -> Result<Vec<u8>, Net
             prob_u32(model.corrupt.correlation),
         ];
         put_attr(&mut out, TCA_NETEM_CORRUPT, &u32s(&c));
+    } else if reset {
+        put_attr(&mut out, TCA_NETEM_CORRUPT, &u32s(&[0, 0]));
     }
     if let LossModel::GilbertElliott {
         p,
@@ -370,9 +412,22 @@ pub fn encode_options(model: &LinkModel, time_scale: f64) -> Result<Vec<u8>, Net
         r.extend_from_slice(&0u32.to_ne_bytes());
         r.extend_from_slice(&0i32.to_ne_bytes());
         put_attr(&mut out, TCA_NETEM_RATE, &r);
+    } else if reset {
+        // struct tc_netem_rate all zero: no rate, no overhead, no cells.
+        put_attr(&mut out, TCA_NETEM_RATE, &[0; 16]);
     }
     if jitter_ns > 0 {
-        if let Some(table) = dist::table(model.distribution) {
+        let table = match (dist::table(model.distribution), sticky) {
+            (Some(t), _) => Some(t),
+            (
+                None,
+                Sticky::Reset {
+                    uniform_table: true,
+                },
+            ) => Some(dist::uniform_table()),
+            (None, _) => None,
+        };
+        if let Some(table) = table {
             let bytes: Vec<u8> = table.iter().flat_map(|v| v.to_ne_bytes()).collect();
             put_attr(&mut out, TCA_NETEM_DELAY_DIST, &bytes);
         }
@@ -454,14 +509,23 @@ async fn request_ack_once(
 
 /// Sets `model` (at `time_scale`) as the root qdisc of `ifindex`, replacing whatever is
 /// there (`tc qdisc replace dev … root netem …`). Applying the same model twice is harmless;
-/// applying a new one changes the link in place (queued packets stay queued).
+/// applying a new one changes the link in place (queued packets stay queued) and nothing of
+/// the previous model survives ([`encode_replacing`]).
 pub async fn apply(
     handle: &rtnetlink::Handle,
     ifindex: u32,
     model: &LinkModel,
     time_scale: f64,
 ) -> Result<(), NetemError> {
-    let options = encode_options(model, time_scale)?;
+    // Only uniform jitter over an existing netem needs to know what is there: it may hold a
+    // table from an earlier model that only an explicit uniform table replaces.
+    let uniform_table = model.jitter_ns > 0
+        && dist::table(model.distribution).is_none()
+        && match root_qdisc(handle, ifindex).await {
+            Ok(root) => root.as_ref().is_some_and(is_netem),
+            Err(_) => true,
+        };
+    let options = encode_replacing(model, time_scale, uniform_table)?;
     request_ack(handle, replace_request(ifindex, options))
         .await
         .map_err(|source| {
@@ -829,6 +893,91 @@ mod tests {
             *v = u32::from_ne_bytes(opts[4 * i..4 * i + 4].try_into().unwrap());
         }
         q
+    }
+
+    #[test]
+    fn replacing_resets_every_sticky_attribute_it_does_not_use() {
+        let plain = LinkModel {
+            delay_ns: 10_000_000,
+            ..LinkModel::default()
+        };
+        let fresh = attrs(&encode_options(&plain, 1.0).unwrap());
+        let kinds: Vec<u16> = fresh.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            vec![TCA_NETEM_PRNG_SEED],
+            "tc's bytes carry nothing unused"
+        );
+        let replacing = encode_replacing(&plain, 1.0, false).unwrap();
+        let a = attrs(&replacing);
+        for kind in [
+            TCA_NETEM_CORR,
+            TCA_NETEM_REORDER,
+            TCA_NETEM_CORRUPT,
+            TCA_NETEM_RATE,
+        ] {
+            let (_, v) = a
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .unwrap_or_else(|| panic!("attribute {kind} missing from a replace"));
+            assert!(
+                v.iter().all(|&b| b == 0),
+                "attribute {kind} not zeroed: {v:?}"
+            );
+        }
+        assert!(a.iter().all(|(k, _)| *k != TCA_NETEM_DELAY_DIST));
+        assert_eq!(
+            qopt(&replacing),
+            qopt(&encode_options(&plain, 1.0).unwrap()),
+            "the fixed struct is tc's"
+        );
+    }
+
+    #[test]
+    fn replacing_keeps_what_the_model_uses() {
+        let m = LinkModel {
+            delay_ns: 20_000_000,
+            jitter_ns: 2_000_000,
+            jitter_correlation: 0.25,
+            reorder: Chance {
+                probability: 0.1,
+                correlation: 0.0,
+            },
+            corrupt: Chance {
+                probability: 0.01,
+                correlation: 0.0,
+            },
+            rate_bps: Some(10_000_000),
+            distribution: DelayDistribution::Normal,
+            ..LinkModel::default()
+        };
+        // Every attribute the model uses is there, so both encodings are the same bytes.
+        assert_eq!(
+            encode_replacing(&m, 1.0, true).unwrap(),
+            encode_options(&m, 1.0).unwrap()
+        );
+    }
+
+    #[test]
+    fn uniform_jitter_over_an_old_table_travels_as_a_uniform_table() {
+        let m = LinkModel {
+            delay_ns: 20_000_000,
+            jitter_ns: 2_000_000,
+            ..LinkModel::default()
+        };
+        let find = |opts: &[u8]| {
+            attrs(opts)
+                .into_iter()
+                .find(|(k, _)| *k == TCA_NETEM_DELAY_DIST)
+                .map(|(_, v)| v)
+        };
+        assert!(find(&encode_replacing(&m, 1.0, false).unwrap()).is_none());
+        let table = find(&encode_replacing(&m, 1.0, true).unwrap()).expect("a table");
+        let values: Vec<i16> = table
+            .chunks(2)
+            .map(|c| i16::from_ne_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(values, dist::uniform_table());
     }
 
     #[test]

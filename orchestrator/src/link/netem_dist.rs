@@ -52,6 +52,22 @@ pub fn table(dist: DelayDistribution) -> Option<&'static [i16]> {
     }
 }
 
+/// A table for uniform jitter on [−σ, σ]: evenly spaced quantiles, so `tabledist` draws
+/// uniformly with a resolution of σ/2048. The kernel's own uniform (no table) is the same
+/// law; this table exists because a qdisc that once loaded a table keeps it on change.
+pub fn uniform_table() -> &'static [i16] {
+    static UNIFORM: OnceLock<Vec<i16>> = OnceLock::new();
+    UNIFORM.get_or_init(|| {
+        let n = DIST_TABLE_LEN as f64;
+        (0..DIST_TABLE_LEN)
+            .map(|i| {
+                let q = (2.0 * i as f64 + 1.0) / n - 1.0; // bucket midpoints in (−1, 1)
+                clamp_i16((q * NETEM_DIST_SCALE).round_ties_even() as i64)
+            })
+            .collect()
+    })
+}
+
 fn clamp_i16(v: i64) -> i16 {
     v.clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16
 }
@@ -197,6 +213,23 @@ mod tests {
         let (a, b) = (1.0 - erf_series(2.5), erfc_contfrac(2.5));
         // (1 − erf loses ~3 digits to cancellation at 2.5; both are far inside bucket precision.)
         assert!((a / b - 1.0).abs() < 1e-11, "{a} vs {b}");
+    }
+
+    #[test]
+    fn uniform_table_is_uniform_on_minus_one_to_one() {
+        let t = uniform_table();
+        assert_eq!(t.len(), DIST_TABLE_LEN);
+        assert!(t.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+        assert_eq!((t[0], t[DIST_TABLE_LEN - 1]), (-8190, 8190));
+        let mean: f64 = t.iter().map(|&v| f64::from(v)).sum::<f64>() / DIST_TABLE_LEN as f64;
+        assert!(mean.abs() < 0.5, "mean {mean}");
+        // Variance of U(−1, 1) is 1/3.
+        let var: f64 = t
+            .iter()
+            .map(|&v| (f64::from(v) / NETEM_DIST_SCALE).powi(2))
+            .sum::<f64>()
+            / DIST_TABLE_LEN as f64;
+        assert!((var - 1.0 / 3.0).abs() < 1e-4, "variance {var}");
     }
 
     #[test]

@@ -197,10 +197,43 @@ impl Metrics {
 pub enum Control {
     Metrics,
     State,
-    Put { key: String, value: Vec<u8> },
-    Get { key: String },
-    Quarantine { node: u32 },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    /// `siblings`: answer every concurrent value as JSON instead of the resolved one.
+    Get {
+        key: String,
+        siblings: bool,
+    },
+    Quarantine {
+        node: u32,
+    },
     Shutdown,
+}
+
+/// `GET /kv/{key}?siblings`: `{"siblings": [...]}`, every concurrent value as a string, in
+/// `(hlc, dot)` order. A value that is not UTF-8 cannot travel so: 406, saying so.
+fn siblings_reply(siblings: &[Vec<u8>]) -> Reply {
+    let mut values = Vec::with_capacity(siblings.len());
+    for v in siblings {
+        match std::str::from_utf8(v) {
+            Ok(s) => values.push(s),
+            Err(_) => {
+                return (
+                    StatusCode::NOT_ACCEPTABLE,
+                    "text/plain",
+                    b"a sibling is not UTF-8; read the resolved value without ?siblings\n".to_vec(),
+                )
+            }
+        }
+    }
+    let body = serde_json::json!({ "siblings": values });
+    (
+        StatusCode::OK,
+        "application/json",
+        body.to_string().into_bytes(),
+    )
 }
 
 /// The node task's answer: status, content type, body.
@@ -291,7 +324,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         Params::default().outbox_events,
     );
     node.start(clock.now(), &mut out);
-    let mut pending_get: BTreeMap<String, Vec<oneshot::Sender<Reply>>> = BTreeMap::new();
+    let mut pending_get: BTreeMap<String, Vec<(bool, oneshot::Sender<Reply>)>> = BTreeMap::new();
     tokio::pin!(shutdown);
     let mut stop = false;
     while !stop {
@@ -323,18 +356,23 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                         "membership"
                     )
                 }
-                Event::KvValue { key, value } => {
-                    for tx in pending_get.remove(&key).unwrap_or_default() {
+                Event::KvValue {
+                    key,
+                    value,
+                    siblings,
+                } => {
+                    for (all, tx) in pending_get.remove(&key).unwrap_or_default() {
                         let _ = tx.send(match &value {
-                            Some(v) => (StatusCode::OK, "application/octet-stream", v.clone()),
                             None => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+                            Some(_) if all => siblings_reply(&siblings),
+                            Some(v) => (StatusCode::OK, "application/octet-stream", v.clone()),
                         });
                     }
                 }
                 Event::CommandFailed { reason } => {
                     tracing::warn!(%reason, "command failed");
                     for (_, txs) in std::mem::take(&mut pending_get) {
-                        for tx in txs {
+                        for (_, tx) in txs {
                             let _ = tx.send((
                                 StatusCode::NOT_IMPLEMENTED,
                                 "text/plain",
@@ -376,8 +414,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                             None => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
                         })
                     }
-                    Control::Get { key } => {
-                        pending_get.entry(key.clone()).or_default().push(reply);
+                    Control::Get { key, siblings } => {
+                        pending_get.entry(key.clone()).or_default().push((siblings, reply));
                         node.handle(now, Input::Command(&Command::Get { key }), &mut out);
                         continue;
                     }
@@ -476,7 +514,11 @@ async fn handle_http(
         (m, p) if p.starts_with("/kv/") && p.len() > 4 => {
             let key = p[4..].to_string();
             if *m == Method::GET {
-                Control::Get { key }
+                let siblings = req.uri().query().is_some_and(|q| {
+                    q.split('&')
+                        .any(|kv| kv == "siblings" || kv == "siblings=1")
+                });
+                Control::Get { key, siblings }
             } else if *m == Method::POST || *m == Method::PUT {
                 let body = match req.into_body().collect().await {
                     Ok(b) => b.to_bytes(),

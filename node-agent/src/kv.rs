@@ -89,6 +89,14 @@ impl Replica {
         self.store.get(key).resolved().map(|v| v.value.clone())
     }
 
+    /// Every live value of `key` (concurrent siblings of a multi-value register), in
+    /// `(hlc, dot)` order, so the last is [`Replica::get`]'s. Empty if never written.
+    pub fn siblings(&self, key: &str) -> Vec<Vec<u8>> {
+        let mut s = self.store.get(key).siblings;
+        s.sort_by_key(|(dot, v)| (v.hlc, *dot));
+        s.into_iter().map(|(_, v)| v.value).collect()
+    }
+
     /// Local write; returns the encoded broadcast for the cell.
     pub fn put(&mut self, now_ns: u64, key: &str, value: Vec<u8>) -> Result<Vec<u8>, KvError> {
         // JSON spells bytes as decimal numbers (≤ 4 characters each) and the clock costs

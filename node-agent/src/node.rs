@@ -266,7 +266,10 @@ pub enum Event {
     },
     KvValue {
         key: String,
+        /// The resolved value (greatest `(hlc, dot)`).
         value: Option<Vec<u8>>,
+        /// Every concurrent sibling, in `(hlc, dot)` order (the last is `value`).
+        siblings: Vec<Vec<u8>>,
     },
     KvWritten {
         key: String,
@@ -679,9 +682,11 @@ impl Node {
             },
             Command::Get { key } => {
                 let value = self.kv.get(key);
+                let siblings = self.kv.siblings(key);
                 self.fx.events.push(Event::KvValue {
                     key: key.clone(),
                     value,
+                    siblings,
                 });
             }
             Command::Shutdown => {

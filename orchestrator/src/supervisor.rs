@@ -741,11 +741,13 @@ async fn node_proxy(
 }
 
 /// `GET|POST /nodes/{node}/kv/{key}`: the agent's key-value API, proxied (experiments'
-/// load generators use it). The agent's status and body are passed through unchanged.
+/// load generators use it, `GET …?siblings` for every concurrent value as JSON). The
+/// agent's status, content type and body are passed through unchanged.
 async fn node_kv(
     State(s): State<AppState>,
     method: axum::http::Method,
     UrlPath((node, key)): UrlPath<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let sock = {
@@ -758,18 +760,23 @@ async fn node_kv(
     } else {
         hyper::Method::POST
     };
-    let (status, body) = agent_request(
-        &sock,
-        m,
-        &format!("/kv/{key}"),
-        body.to_vec(),
-        Duration::from_secs(5),
-    )
-    .await
-    .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;
+    let path = match &query {
+        Some(q) => format!("/kv/{key}?{q}"),
+        None => format!("/kv/{key}"),
+    };
+    let json = query.as_deref().is_some_and(|q| q.contains("siblings"));
+    let (status, body) = agent_request(&sock, m, &path, body.to_vec(), Duration::from_secs(5))
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;
+    let ok = (200..300).contains(&status);
+    let content_type = if json && ok {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    };
     Ok((
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-        [("content-type", "application/octet-stream")],
+        [("content-type", content_type)],
         body,
     )
         .into_response())

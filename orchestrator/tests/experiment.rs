@@ -302,7 +302,7 @@ fn lost_writes_are_those_no_replica_kept() {
     let fr = |n: &str, k: &str, v: Option<&str>| FinalRead {
         node: n.into(),
         key: k.into(),
-        value: v.map(String::from),
+        values: v.into_iter().map(String::from).collect(),
     };
     // x=2 superseded x=1 (began after it ended); y=3 is held by b only; z was never acked.
     r.final_reads = vec![
@@ -319,6 +319,16 @@ fn lost_writes_are_those_no_replica_kept() {
     // An older value returned instead of the newer one loses the newer write.
     r.final_reads = vec![fr("a", "x", Some("1")), fr("b", "y", Some("3"))];
     assert_eq!(r.acknowledged_writes_lost().0, Some(1.0));
+    // Both as concurrent siblings of one read: nothing lost.
+    r.final_reads = vec![
+        FinalRead {
+            node: "a".into(),
+            key: "x".into(),
+            values: vec!["1".into(), "2".into()],
+        },
+        fr("b", "y", Some("3")),
+    ];
+    assert_eq!(r.acknowledged_writes_lost().0, Some(0.0));
 }
 
 #[test]

@@ -210,12 +210,13 @@ pub struct Mark {
     pub node: Option<String>,
 }
 
-/// A final read, after the load stopped: what `node` returns for `key`.
+/// A final read, after the load stopped: every concurrent value `node` holds for `key`
+/// (empty: never written there).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinalRead {
     pub node: String,
     pub key: String,
-    pub value: Option<String>,
+    pub values: Vec<String>,
 }
 
 /// Prometheus samples: (metric name, labels, value).
@@ -592,13 +593,12 @@ impl Recording {
         for w in &writes {
             let reads: Vec<&FinalRead> =
                 self.final_reads.iter().filter(|r| r.key == w.key).collect();
-            let kept = reads.iter().any(|r| match &r.value {
-                Some(v) if *v == value_of(w) => true,
-                // A value whose write began after `w` completed supersedes it.
-                Some(v) => all
-                    .get(&(w.key.clone(), v.clone()))
-                    .is_some_and(|(start, _)| *start > w.end_ns),
-                None => false,
+            let kept = reads.iter().flat_map(|r| &r.values).any(|v| {
+                *v == value_of(w)
+                    // A value whose write began after `w` completed supersedes it.
+                    || all
+                        .get(&(w.key.clone(), v.clone()))
+                        .is_some_and(|(start, _)| *start > w.end_ns)
             });
             if !kept {
                 lost.push(format!("{}={}", w.key, value_of(w)));

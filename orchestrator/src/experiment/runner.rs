@@ -586,11 +586,17 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                     let mut reads = Vec::new();
                     for k in mine {
                         let start = t0.elapsed().as_nanos() as u64;
-                        let r = api.get(&format!("/nodes/{name}/kv/{k}"), Duration::from_secs(3));
+                        let r = api.get(
+                            &format!("/nodes/{name}/kv/{k}?siblings"),
+                            Duration::from_secs(3),
+                        );
                         let end = t0.elapsed().as_nanos() as u64;
-                        let value = match r {
-                            Ok((200, v)) => Some(v),
-                            Ok((404, _)) => None,
+                        let values = match r {
+                            Ok((200, body)) => match siblings_of(&body) {
+                                Some(v) => v,
+                                None => continue,
+                            },
+                            Ok((404, _)) => Vec::new(),
                             _ => continue,
                         };
                         shared.lock().expect("shared").history.push(HistoryOp {
@@ -598,7 +604,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                             node: Some(i as u32),
                             key: k.clone(),
                             op: OpKind::Read {
-                                values: value.iter().cloned().collect(),
+                                values: values.clone(),
                             },
                             status: OpStatus::Ok,
                             dot: None,
@@ -609,7 +615,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                         reads.push(FinalRead {
                             node: name.clone(),
                             key: k,
-                            value,
+                            values,
                         });
                     }
                     reads
@@ -940,6 +946,16 @@ fn poll_loop(
     }
 }
 
+/// The values of an agent's `GET /kv/{key}?siblings` answer.
+fn siblings_of(body: &str) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["siblings"]
+        .as_array()?
+        .iter()
+        .map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
 struct LoadSession {
     api: Api,
     shared: Arc<Mutex<Shared>>,
@@ -984,12 +1000,17 @@ fn load_loop(s: LoadSession) {
             };
             (OpKind::Write { value }, st)
         } else {
+            // Every concurrent sibling: the store is a multi-value register, and a read that
+            // saw only the resolved sibling would hide the others from the checker.
             let r = s.api.get(
-                &format!("/nodes/{}/kv/{key}", s.node),
+                &format!("/nodes/{}/kv/{key}?siblings", s.node),
                 Duration::from_secs(5),
             );
             match r {
-                Ok((200, v)) => (OpKind::Read { values: vec![v] }, OpStatus::Ok),
+                Ok((200, body)) => match siblings_of(&body) {
+                    Some(values) => (OpKind::Read { values }, OpStatus::Ok),
+                    None => (OpKind::Read { values: vec![] }, OpStatus::Info),
+                },
                 Ok((404, _)) => (OpKind::Read { values: vec![] }, OpStatus::Ok),
                 _ => (OpKind::Read { values: vec![] }, OpStatus::Info),
             }

@@ -197,9 +197,11 @@ impl Metrics {
 pub enum Control {
     Metrics,
     State,
+    /// `context`: answer the write's dot and overwritten context as JSON instead of "ok".
     Put {
         key: String,
         value: Vec<u8>,
+        context: bool,
     },
     /// `siblings`: answer every concurrent value as JSON instead of the resolved one.
     Get {
@@ -259,6 +261,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     node.raise_sequence_floor(wall);
+    // Wall-clock milliseconds (mod 2³²) as the replica's boot epoch: a restart takes far
+    // longer than a millisecond, so no two boots of this node share one.
+    node.set_boot_epoch((wall / 1_000_000) as u32);
     let name = cfg.me().name.clone();
     let metrics = Metrics::new(&name)?;
 
@@ -406,12 +411,18 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                         node.handle(now, Input::Command(&Command::Quarantine { node: q }), &mut out);
                         Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
                     }
-                    Control::Put { key, value } => {
+                    Control::Put { key, value, context } => {
                         node.handle(now, Input::Command(&Command::Put { key: key.clone(), value }), &mut out);
                         let failed = out.events.iter().find_map(|e| match e { Event::CommandFailed { reason } => Some(reason.clone()), _ => None });
-                        Some(match failed {
-                            Some(r) => (StatusCode::NOT_IMPLEMENTED, "text/plain", format!("{r}\n").into_bytes()),
-                            None => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+                        let written = out.events.iter().find_map(|e| match e { Event::KvWritten { written, .. } => Some(written.clone()), _ => None });
+                        Some(match (failed, written) {
+                            (Some(r), _) => (StatusCode::NOT_IMPLEMENTED, "text/plain", format!("{r}\n").into_bytes()),
+                            (None, Some(w)) if context => (
+                                StatusCode::OK,
+                                "application/json",
+                                serde_json::to_vec(&w).unwrap_or_default(),
+                            ),
+                            (None, _) => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
                         })
                     }
                     Control::Get { key, siblings } => {
@@ -513,12 +524,17 @@ async fn handle_http(
         (&Method::POST, "/shutdown") => Control::Shutdown,
         (m, p) if p.starts_with("/kv/") && p.len() > 4 => {
             let key = p[4..].to_string();
+            let query = req.uri().query().unwrap_or("").to_string();
+            let flag = |name: &str| {
+                query
+                    .split('&')
+                    .any(|kv| kv == name || kv.strip_prefix(name) == Some("=1"))
+            };
             if *m == Method::GET {
-                let siblings = req.uri().query().is_some_and(|q| {
-                    q.split('&')
-                        .any(|kv| kv == "siblings" || kv == "siblings=1")
-                });
-                Control::Get { key, siblings }
+                Control::Get {
+                    key,
+                    siblings: flag("siblings"),
+                }
             } else if *m == Method::POST || *m == Method::PUT {
                 let body = match req.into_body().collect().await {
                     Ok(b) => b.to_bytes(),
@@ -530,6 +546,7 @@ async fn handle_http(
                 Control::Put {
                     key,
                     value: body.to_vec(),
+                    context: flag("context"),
                 }
             } else {
                 return Ok(resp(

@@ -18,7 +18,8 @@ use std::num::{NonZeroU64, NonZeroUsize};
 use serde::{Deserialize, Serialize};
 
 use crate::causal::{
-    CausalDelivery, CausalMessage, Delta, HlcClock, Receipt, Store, StoreLimits, VersionVector,
+    CausalDelivery, CausalMessage, Delta, Dot, DotContext, HlcClock, NodeId, Receipt, Store,
+    StoreLimits, VersionVector,
 };
 use crate::wire::MAX_BLOB;
 
@@ -43,6 +44,14 @@ pub enum KvError {
     TooLarge(usize),
 }
 
+/// What a local write was, for clients that record histories: the dot the store gave it and
+/// the context it overwrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    pub dot: Option<Dot>,
+    pub context: DotContext,
+}
+
 /// What handling a KV message produced: messages to send (to a node), and counters.
 #[derive(Debug, Default)]
 pub struct KvOut {
@@ -52,13 +61,24 @@ pub struct KvOut {
 }
 
 /// One node's replica.
+///
+/// Its identity in the causal layer (dots, version vectors, the causal broadcast) is not
+/// the node id but the node id *and a boot epoch*: a restarted agent has lost its replica,
+/// and reusing `(node, counter)` dots or broadcast sequence numbers its peers already hold
+/// would make them drop its new writes as already seen (found by the crash scenarios'
+/// checker). So every boot writes under a fresh replica id, `epoch << 32 | node`.
 #[derive(Debug, Clone)]
 pub struct Replica {
-    me: u32,
+    me: NodeId,
     hlc: HlcClock,
     store: Store,
     delivery: CausalDelivery<Delta>,
     pub repair_batch: usize,
+}
+
+/// The causal-layer id of `node`'s replica in boot `epoch`.
+pub fn replica_id(node: u32, epoch: u32) -> NodeId {
+    (u64::from(epoch) << 32) | u64::from(node)
 }
 
 /// Largest accepted distance of a remote HLC ahead of ours: one emulated day. Agents start
@@ -66,7 +86,10 @@ pub struct Replica {
 const MAX_OFFSET_NS: u64 = 86_400_000_000_000;
 
 impl Replica {
-    pub fn new(me: u32) -> Replica {
+    /// The replica of `node` in boot `epoch` (distinct for every boot of the node; the
+    /// driver uses wall-clock milliseconds at start, the harness a restart count).
+    pub fn new(node: u32, epoch: u32) -> Replica {
+        let me = replica_id(node, epoch);
         let nz = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         Replica {
             me,
@@ -75,6 +98,11 @@ impl Replica {
             delivery: CausalDelivery::new(me, nz(4096), nz(4096)).with_log_capacity(1024),
             repair_batch: 8,
         }
+    }
+
+    /// This boot's identity in the causal layer.
+    pub fn id(&self) -> NodeId {
+        self.me
     }
 
     pub fn store(&self) -> &Store {
@@ -97,8 +125,14 @@ impl Replica {
         s.into_iter().map(|(_, v)| v.value).collect()
     }
 
-    /// Local write; returns the encoded broadcast for the cell.
-    pub fn put(&mut self, now_ns: u64, key: &str, value: Vec<u8>) -> Result<Vec<u8>, KvError> {
+    /// Local write; returns the encoded broadcast for the cell and what the write was: its
+    /// dot and the context it overwrote (everything this replica had seen of the key).
+    pub fn put(
+        &mut self,
+        now_ns: u64,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(Vec<u8>, Written), KvError> {
         // JSON spells bytes as decimal numbers (≤ 4 characters each) and the clock costs
         // ≤ ~32 characters per entry: refuse up front what cannot fit, so a refused put
         // changes nothing.
@@ -116,6 +150,15 @@ impl Replica {
             .store
             .local_put(key, value, ts, &ctx)
             .map_err(|e| KvError::Store(e.to_string()))?;
+        // Our newest dot for the key is the one this write was given.
+        let dot = self
+            .store
+            .get(key)
+            .siblings
+            .iter()
+            .map(|(d, _)| *d)
+            .filter(|d| d.node == self.me)
+            .max_by_key(|d| d.counter);
         let msg = self.delivery.send(delta);
         let bytes = serde_json::to_vec(&KvMsg::Broadcast(msg))
             .map_err(|e| KvError::Store(e.to_string()))?;
@@ -124,7 +167,7 @@ impl Replica {
             // through repair, which cannot carry it either. Say so.
             return Err(KvError::TooLarge(bytes.len()));
         }
-        Ok(bytes)
+        Ok((bytes, Written { dot, context: ctx }))
     }
 
     pub fn repair_request(&self) -> Vec<u8> {

@@ -273,6 +273,8 @@ pub enum Event {
     },
     KvWritten {
         key: String,
+        /// The write's dot and the context it overwrote.
+        written: crate::kv::Written,
     },
     CommandFailed {
         reason: String,
@@ -503,8 +505,14 @@ impl Node {
             now,
             fx: Effects::default(),
             pending: VecDeque::new(),
-            kv: Replica::new(id),
+            kv: Replica::new(id, 0),
         })
+    }
+
+    /// Sets this boot's epoch for the replicated store (see [`Replica`]): every boot of a node
+    /// must use a different one. Call before [`Node::start`]; the replica is still empty.
+    pub fn set_boot_epoch(&mut self, epoch: u32) {
+        self.kv = Replica::new(self.id, epoch);
     }
 
     /// Raises the sequence-number floor (the driver passes wall-clock ns so a restarted
@@ -524,6 +532,18 @@ impl Node {
             .set(TimerKey::Summary, now + self.params.summary_interval);
         let rep = self.params.kv_repair_interval;
         self.timers.set(TimerKey::KvRepair, now + rep + rep / 2);
+        // A booting node asks every neighbour for its table: an empty *full* advert, which
+        // no table ever is (a full advert always carries the sender's own entry).
+        let neighbours: Vec<u32> = self.routing.neighbors().collect();
+        for n in neighbours {
+            self.fx.send_link(
+                n,
+                Payload::Route {
+                    full: true,
+                    entries: Vec::new(),
+                },
+            );
+        }
         self.flush(now, out);
     }
 
@@ -670,11 +690,14 @@ impl Node {
                 }
             }
             Command::Put { key, value } => match self.kv.put(now.as_nanos(), key, value.clone()) {
-                Ok(bytes) => {
+                Ok((bytes, written)) => {
                     for m in self.membership.active().to_vec() {
                         self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
                     }
-                    self.fx.events.push(Event::KvWritten { key: key.clone() });
+                    self.fx.events.push(Event::KvWritten {
+                        key: key.clone(),
+                        written,
+                    });
                 }
                 Err(e) => self.fx.events.push(Event::CommandFailed {
                     reason: e.to_string(),
@@ -1007,8 +1030,12 @@ impl Node {
             }
             Payload::Nack { probe } => m.on_nack(probe),
             Payload::Gossip { updates } => m.apply(now, &updates, &mut fx, t),
-            Payload::Route { entries, .. } => {
-                self.routing.on_advert(link, now, &entries);
+            Payload::Route { full, entries } => {
+                if full && entries.is_empty() {
+                    self.routing.table_requested(link);
+                } else {
+                    self.routing.on_advert(link, now, &entries);
+                }
             }
             Payload::Summary(s) => {
                 let fresher = self

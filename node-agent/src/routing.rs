@@ -286,6 +286,15 @@ impl Routing {
         }
     }
 
+    /// Neighbour `n` (re)booted and asks for our whole table. A restart faster than
+    /// `neighbor_timeout` never took the link down here, so without the request the new
+    /// boot would wait for the next periodic refresh for its routes.
+    pub fn table_requested(&mut self, n: u32) {
+        if self.links.get(&n).is_some_and(|l| l.up) && !self.quarantine.contains(&n) {
+            self.owe_full.insert(n);
+        }
+    }
+
     pub fn sent(&mut self, n: u32, now: Instant) {
         if let Some(l) = self.links.get_mut(&n) {
             l.last_sent = Some(now);

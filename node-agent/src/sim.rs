@@ -142,6 +142,8 @@ pub struct Sim {
     events: Vec<(Instant, u32, Event)>,
     pub delivered: u64,
     pub lost: u64,
+    /// Boots per node so far: each boot's replica epoch.
+    boots: Vec<u32>,
 }
 
 impl Sim {
@@ -199,6 +201,7 @@ impl Sim {
             events: Vec::new(),
             delivered: 0,
             lost: 0,
+            boots: vec![0; topo.nodes.len()],
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -219,6 +222,9 @@ impl Sim {
             self.now,
         )
         .expect("harness builds consistent nodes");
+        let boots = &mut self.boots[i as usize];
+        node.set_boot_epoch(*boots);
+        *boots += 1;
         let mut out = self.outbox();
         node.start(self.now, &mut out);
         self.nodes[i as usize] = Some(node);

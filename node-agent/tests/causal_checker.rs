@@ -46,9 +46,9 @@ impl World {
         Self {
             replicas: (0..replicas)
                 .map(|i| Replica {
-                    store: Store::new(i as u32, limits()),
+                    store: Store::new(i as u64, limits()),
                     delivery: CausalDelivery::new(
-                        i as u32,
+                        i as u64,
                         NonZeroUsize::new(100_000).unwrap(),
                         NonZeroUsize::new(replicas).unwrap(),
                     ),

@@ -12,13 +12,13 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 fn dot() -> impl Strategy<Value = Value> {
-    (0u32..4, prop_oneof![0u64..6, Just(u64::MAX)])
+    (0u64..4, prop_oneof![0u64..6, Just(u64::MAX)])
         .prop_map(|(node, counter)| json!({"node": node, "counter": counter}))
 }
 
 fn context() -> impl Strategy<Value = Value> {
     (
-        prop::collection::btree_map(0u32..4, prop_oneof![0u64..6, Just(u64::MAX)], 0..4),
+        prop::collection::btree_map(0u64..4, prop_oneof![0u64..6, Just(u64::MAX)], 0..4),
         prop::collection::vec(dot(), 0..4),
     )
         .prop_map(|(vv, dots)| {
@@ -65,7 +65,7 @@ fn delta() -> impl Strategy<Value = Value> {
     .prop_map(|m| json!({ "entries": m }))
 }
 
-fn small_store(node: u32) -> Store {
+fn small_store(node: u64) -> Store {
     let nz = |n| NonZeroUsize::new(n).unwrap();
     Store::new(
         node,
@@ -120,7 +120,7 @@ proptest! {
     #[test]
     fn hostile_causal_messages_never_panic(
         msgs in prop::collection::vec(
-            (0u32..4, prop::collection::btree_map(0u32..6, prop_oneof![0u64..4, Just(u64::MAX)], 0..6)),
+            (0u64..4, prop::collection::btree_map(0u64..6, prop_oneof![0u64..4, Just(u64::MAX)], 0..6)),
             1..30,
         ),
     ) {

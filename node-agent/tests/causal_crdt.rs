@@ -30,7 +30,9 @@ fn roomy() -> StoreLimits {
 /// Deltas from a random run of `replicas` replicas over `steps` steps.
 fn random_deltas(seed: u64, replicas: u32, steps: usize) -> Vec<Delta> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut stores: Vec<Store> = (0..replicas).map(|n| Store::new(n, roomy())).collect();
+    let mut stores: Vec<Store> = (0..replicas)
+        .map(|n| Store::new(u64::from(n), roomy()))
+        .collect();
     let mut deltas: Vec<Delta> = Vec::new();
     for step in 0..steps {
         let r = rng.gen_range(0..stores.len());
@@ -166,7 +168,7 @@ proptest! {
             let mut order: Vec<&Delta> = deltas.iter().collect();
             order.extend(deltas.iter().filter(|_| rng.gen_bool(0.3)));
             order.shuffle(&mut rng);
-            let mut s = Store::new(100 + replica, roomy());
+            let mut s = Store::new(100 + u64::from(replica), roomy());
             for d in order {
                 s.apply(d).unwrap();
             }

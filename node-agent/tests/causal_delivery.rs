@@ -28,7 +28,7 @@ impl Sim {
             nodes: (0..n)
                 .map(|i| {
                     CausalDelivery::new(
-                        i as u32,
+                        i as u64,
                         NonZeroUsize::new(max_pending).unwrap(),
                         NonZeroUsize::new(n).unwrap(),
                     )

@@ -444,3 +444,46 @@ fn kv_replicates_in_causal_order_and_converges() {
         |(_, n, e)| *n == 5 && matches!(e, Event::KvValue { value: Some(v), .. } if v == b"3")
     ));
 }
+
+#[test]
+fn a_restarted_node_writes_under_a_new_replica_id_and_peers_take_its_writes() {
+    // A crashed agent loses its replica. If it wrote again under its old (node, counter)
+    // dots and broadcast sequence numbers, its peers would drop those writes as already
+    // seen. Every boot is a new replica, so the new write reaches everyone.
+    let seed = 11;
+    let topo = Topo::cell(8, 1, 3 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(3));
+    let put = |sim: &mut Sim, n: u32, k: &str, v: &str| {
+        sim.command(
+            n,
+            &Command::Put {
+                key: k.into(),
+                value: v.as_bytes().to_vec(),
+            },
+        );
+    };
+    put(&mut sim, 3, "x", "before");
+    sim.run_for(Duration::from_secs(2));
+    let before = sim.node(3).unwrap().kv().id();
+    sim.crash(3);
+    sim.run_for(Duration::from_secs(2));
+    sim.restart(3);
+    assert_ne!(
+        sim.node(3).unwrap().kv().id(),
+        before,
+        "a new boot, a new replica id"
+    );
+    sim.run_for(Duration::from_secs(3));
+    put(&mut sim, 3, "y", "after");
+    sim.run_for(Duration::from_secs(5));
+    for i in (0..8).filter(|&i| i != 3) {
+        let kv = sim.node(i).unwrap().kv();
+        assert_eq!(kv.get("x").as_deref(), Some(&b"before"[..]), "node {i}");
+        assert_eq!(
+            kv.get("y").as_deref(),
+            Some(&b"after"[..]),
+            "node {i} took the restarted node's new write"
+        );
+    }
+}

@@ -764,7 +764,9 @@ async fn node_kv(
         Some(q) => format!("/kv/{key}?{q}"),
         None => format!("/kv/{key}"),
     };
-    let json = query.as_deref().is_some_and(|q| q.contains("siblings"));
+    let json = query
+        .as_deref()
+        .is_some_and(|q| q.contains("siblings") || q.contains("context"));
     let (status, body) = agent_request(&sock, m, &path, body.to_vec(), Duration::from_secs(5))
         .await
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;

@@ -5,8 +5,11 @@
 //! al., "Session Guarantees for Weakly Consistent Replicated Data", PDIS 1994; the
 //! "bad patterns" of Bouajjani, Enea, Guerraoui, Hamza, "On Verifying Causal Consistency",
 //! POPL 2017). The causal order `→co` of a history is the transitive closure of
-//! - *session order*: the operations of one process, ordered by start time, and
-//! - *reads-from*: the write of a value precedes every read that returns that value.
+//! - *session order*: the operations of one process, ordered by start time,
+//! - *reads-from*: the write of a value precedes every read that returns that value, and
+//! - *overwrites*: a write whose recorded context holds the recorded dot of another write
+//!   follows it (the store's put overwrites what its replica had seen of the key, an
+//!   implicit read; without recorded dots and contexts a write is blind).
 //!
 //! A read `r` of key `k` must *see* every write `w` to `k` with `w →co r`: either return `w`
 //! or return a value whose write causally follows `w`. A write it misses is an anomaly,
@@ -223,7 +226,8 @@ struct Live {
     proc: usize,
     /// 1-based position in its process's session.
     pos: u32,
-    /// For reads: the writes (op indices) it read from.
+    /// For reads: the writes (op indices) it read from. For writes: the writes its recorded
+    /// context overwrote.
     reads_from: Vec<usize>,
 }
 
@@ -364,7 +368,33 @@ pub fn check(history: &[HistoryOp]) -> Result<Report, HistoryError> {
         }
     }
 
-    // Causal pasts in topological order (Kahn): session predecessor and reads-from edges.
+    // Overwrites: a write follows every recorded write whose dot its context holds.
+    // Dots are per key (each key is its own register).
+    let mut by_dot: BTreeMap<&str, BTreeMap<Dot, usize>> = BTreeMap::new();
+    for &i in live.keys() {
+        if let (OpKind::Write { .. }, Some(d), OpStatus::Ok) =
+            (&history[i].op, history[i].dot, history[i].status)
+        {
+            by_dot
+                .entry(history[i].key.as_str())
+                .or_default()
+                .insert(d, i);
+        }
+    }
+    for (&i, l) in live.iter_mut() {
+        let op = &history[i];
+        let (OpKind::Write { .. }, Some(ctx)) = (&op.op, &op.context) else {
+            continue;
+        };
+        for (&d, &w) in by_dot.get(op.key.as_str()).into_iter().flatten() {
+            if w != i && ctx.contains(d) {
+                l.reads_from.push(w);
+            }
+        }
+    }
+
+    // Causal pasts in topological order (Kahn): session predecessor, reads-from and
+    // overwrite edges.
     let mut indegree: BTreeMap<usize, usize> = BTreeMap::new();
     let mut readers: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (&i, l) in &live {
@@ -782,6 +812,29 @@ mod tests {
         h.0[b].context = Some(ctx);
         let r = h.r(3, "x", &["old", "new"]);
         assert_eq!(h.kinds(), vec![(r, AnomalyKind::ObsoleteSibling)]);
+    }
+
+    #[test]
+    fn a_write_whose_context_overwrote_yours_satisfies_read_your_writes() {
+        // Process 1 writes at its replica; process 2's put at another replica, after it
+        // received that write, overwrites it (its context holds the dot). Process 1 then
+        // reads only the newer value: causal, because the overwrite is an implicit read.
+        let mut h = H::default();
+        let a = h.w(1, "x", "mine");
+        h.0[a].dot = Some(Dot::new(1, 1));
+        let b = h.w(2, "x", "theirs");
+        h.0[b].dot = Some(Dot::new(2, 1));
+        let mut ctx = DotContext::new();
+        ctx.insert(Dot::new(1, 1));
+        h.0[b].context = Some(ctx);
+        // The same dot on another key is another write: it must not order anything here.
+        let y = h.w(3, "y", "elsewhere");
+        h.0[y].dot = Some(Dot::new(1, 1));
+        let r = h.r(1, "x", &["theirs"]);
+        assert_eq!(h.kinds(), vec![]);
+        // Without the recorded context the second write is blind: the read missed "mine".
+        h.0[b].context = None;
+        assert_eq!(h.kinds(), vec![(r, AnomalyKind::ReadYourWrites)]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 /// Node identifier within the causal layer.
-pub type NodeId = u32;
+pub type NodeId = u64;
 
 /// One event: the `counter`-th write coordinated by `node` (counters start at 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

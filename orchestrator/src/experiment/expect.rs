@@ -551,16 +551,28 @@ impl Recording {
                     .iter()
                     .map(|(k, v)| format!("{k:?}×{v}"))
                     .collect();
+                // The first few, explained, so a failed run says what went wrong.
+                let first: Vec<String> = r
+                    .anomalies
+                    .iter()
+                    .take(3)
+                    .map(|a| format!("{:?}: {}", a.kind, a.explanation))
+                    .collect();
                 (
                     Some(n as f64),
                     format!(
-                        "{} ops, {} reads checked{}",
+                        "{} ops, {} reads checked{}{}",
                         r.ops_checked,
                         r.reads_checked,
                         if kinds.is_empty() {
                             String::new()
                         } else {
                             format!("; {}", kinds.join(", "))
+                        },
+                        if first.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; first: {}", first.join(" | "))
                         }
                     ),
                 )

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lightcone_agent::causal::checker::{HistoryOp, OpKind, OpStatus};
+use lightcone_agent::kv::Written;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -137,13 +138,22 @@ impl Api {
             Err(e) => Err(e.to_string()),
         }
     }
+    /// POSTs a fault verb. The verbs are idempotent (set a link's state, crash a node that
+    /// is running), so a transport error is retried once: a pooled keep-alive connection the
+    /// server closed while idle fails with "Unexpected EOF" before the request is read, and
+    /// ureq retries only idempotent methods by itself.
     fn post_json(&self, path: &str, v: &serde_json::Value) -> Result<(), String> {
-        let r = self
-            .agent
-            .post(&format!("{}{}", self.base, path))
-            .set("x-lightcone-token", &self.token)
-            .timeout(Duration::from_secs(30))
-            .send_json(v);
+        let send = || {
+            self.agent
+                .post(&format!("{}{}", self.base, path))
+                .set("x-lightcone-token", &self.token)
+                .timeout(Duration::from_secs(30))
+                .send_json(v)
+        };
+        let r = match send() {
+            Err(ureq::Error::Transport(_)) => send(),
+            r => r,
+        };
         match r {
             Ok(_) => Ok(()),
             Err(ureq::Error::Status(c, r)) => Err(format!(
@@ -982,15 +992,24 @@ fn load_loop(s: LoadSession) {
         let key = format!("{}-k{}", s.cell, rng.gen_range(0..s.keys));
         let write = rng.gen_bool(s.write_fraction.clamp(0.0, 1.0));
         let start = s.t0.elapsed().as_nanos() as u64;
+        let (mut dot, mut context) = (None, None);
         let (op, status) = if write {
             seq += 1;
             let value = format!("p{proc_id}-{seq}");
+            // `?context`: the answer names the write's dot and the context it overwrote, so
+            // the checker knows which writes this one causally follows.
             let r = s.api.call(
                 "POST",
-                &format!("/nodes/{}/kv/{key}", s.node),
+                &format!("/nodes/{}/kv/{key}?context", s.node),
                 Some(value.as_bytes()),
                 Duration::from_secs(3),
             );
+            if let Ok((200, body)) = &r {
+                if let Ok(w) = serde_json::from_str::<Written>(body) {
+                    dot = w.dot;
+                    context = Some(w.context);
+                }
+            }
             let st = match &r {
                 Ok((200, _)) => OpStatus::Ok,
                 // The supervisor could not reach the agent: the write never left.
@@ -1025,8 +1044,8 @@ fn load_loop(s: LoadSession) {
                     key,
                     op,
                     status,
-                    dot: None,
-                    context: None,
+                    dot,
+                    context,
                     start_ns: start,
                     end_ns: end.max(start),
                 });

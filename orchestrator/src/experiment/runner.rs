@@ -149,12 +149,13 @@ impl Api {
                 .set("x-lightcone-token", &self.token)
                 .timeout(Duration::from_secs(30))
                 .send_json(v)
+                .map_err(Box::new)
         };
         let r = match send() {
-            Err(ureq::Error::Transport(_)) => send(),
+            Err(e) if matches!(*e, ureq::Error::Transport(_)) => send(),
             r => r,
         };
-        match r {
+        match r.map_err(|e| *e) {
             Ok(_) => Ok(()),
             Err(ureq::Error::Status(c, r)) => Err(format!(
                 "{path}: HTTP {c}: {}",

@@ -250,12 +250,27 @@ fn clock_request(
     if pulsar_loss || pulsar_restore {
         r.pulsar_loss = Some(pulsar_loss);
     }
-    // Same checks as the agent's, so a bad value fails before any request.
-    r.to_fault().map_err(|e| {
-        e.replace("step_ns", "--step (ns)")
-            .replace("drift_ppb", "--drift (ppb)")
-            .replace("serve_bias_ns", "--bias (ns)")
-    })?;
+    // The agent's limits, checked here so a bad value fails before any request.
+    use lightcone_agent::config::{MAX_BIAS_NS, MAX_DRIFT, MAX_STEP_NS};
+    let out_of_range = |what: String, max: &str| {
+        format!("{what} is out of range: at most ±{max} (a larger value is a broken clock, not a fault)")
+    };
+    if let Some(v) = r.step_ns.filter(|v| v.abs() > MAX_STEP_NS) {
+        return Err(out_of_range(
+            format!("--step {} s", v * 1e-9),
+            "1 day (86400 s)",
+        ));
+    }
+    if let Some(v) = r
+        .drift_ppb
+        .filter(|v| !v.is_finite() || v.abs() > MAX_DRIFT * 1e9)
+    {
+        return Err(out_of_range(format!("--drift {v} ppb"), "1e6 ppb"));
+    }
+    if let Some(v) = r.serve_bias_ns.filter(|v| v.abs() > MAX_BIAS_NS) {
+        return Err(out_of_range(format!("--bias {} s", v * 1e-9), "1 s"));
+    }
+    r.to_fault()?;
     Ok(r)
 }
 
@@ -625,9 +640,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Fault { action } => {
             let (lab, node, what) = match action {
-                FaultCmd::Clock { .. } => unreachable!("handled above"),
                 FaultCmd::Crash { node, lab } => (lab, node, "crash"),
                 FaultCmd::Restart { node, lab } => (lab, node, "restart"),
+                FaultCmd::Clock { .. } => {
+                    return Err(Failure(
+                        1,
+                        anyhow!("internal: clock faults are handled above"),
+                    ))
+                }
             };
             let dir = pick_lab(lab)?;
             let info = supervisor_of(&dir)?;

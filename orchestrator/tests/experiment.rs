@@ -397,3 +397,61 @@ fn converged_after_heal_uses_the_last_alive_change() {
     let (v, _) = r.converged_after_heal();
     assert!((v.unwrap() - 3.5).abs() < 1e-9, "{v:?}");
 }
+
+#[test]
+fn clock_verbs_expand_to_clock_requests_and_bad_ones_are_refused() {
+    let src = "topology: ../cell.yaml\nduration: 20s\ntimeline:\n  - { at: 1s, clock_step: { node: l0c0k0t1, offset: -2ms } }\n  - { at: 2s, clock_drift: { node: l0c0k0t2, ppb: 50 } }\n  - { at: 3s, stratum0_compromise: { node: l0a0, offset: 50ms } }\n  - { at: 4s, pulsar_loss: { node: l0c0k0t3 } }\nexpect: [timer_lateness_p99 <= 1s]\n";
+    let v: Vec<serde_json::Value> = serde_json::from_str(&expanded(src, None)).unwrap();
+    let got: Vec<(String, String, serde_json::Value)> = v
+        .iter()
+        .map(|x| {
+            assert_eq!(x["action"], "clock", "{x}");
+            (
+                x["verb"].as_str().unwrap().to_string(),
+                x["node"].as_str().unwrap().to_string(),
+                x["request"].clone(),
+            )
+        })
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        got,
+        [
+            (
+                "clock_step".into(),
+                "l0c0k0t1".into(),
+                json!({"step_ns": -2e6})
+            ),
+            (
+                "clock_drift".into(),
+                "l0c0k0t2".into(),
+                json!({"drift_ppb": 50.0})
+            ),
+            (
+                "stratum0_compromise".into(),
+                "l0a0".into(),
+                json!({"serve_bias_ns": 5e7})
+            ),
+            (
+                "pulsar_loss".into(),
+                "l0c0k0t3".into(),
+                json!({"pulsar_loss": true})
+            ),
+        ]
+    );
+    let e = errors("topology: ../cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, clock_drift: { node: a, ppb: fast } }\n  - { at: 2s, stratum0_compromise: { node: l0a0, offset: 5s } }\n  - { at: 3s, clock_step: { node: a } }\n");
+    assert!(e.contains("ppb must be a number"), "{e}");
+    assert!(e.contains("out of range"), "{e}");
+    assert!(e.contains("clock_step needs `offset`"), "{e}");
+    // A compromise needs an authority.
+    let dir = repo().join("topologies/scenarios");
+    let sc = scenario::parse_str(
+        "topology: ../cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, stratum0_compromise: { node: l0c0k0t1, offset: 1ms } }\nexpect: [timer_lateness_p99 <= 1s]\n",
+        "s.yaml",
+        &dir,
+    )
+    .unwrap();
+    let topo = topology::load(&repo().join("topologies/cell.yaml")).unwrap();
+    let err = expand(&sc, &topo).unwrap_err().to_string();
+    assert!(err.contains("is not one"), "{err}");
+}

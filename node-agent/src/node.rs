@@ -871,20 +871,20 @@ impl Node {
                     reason: "this node has no time layer".into(),
                 }),
             },
-            Command::Put { key, value } => match {
+            Command::Put { key, value } => {
                 let phys = self.physical_ns(now);
-                self.kv.put(phys, key, value.clone())
-            } {
-                Ok(bytes) => {
-                    for m in self.membership.active().to_vec() {
-                        self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
+                match self.kv.put(phys, key, value.clone()) {
+                    Ok(bytes) => {
+                        for m in self.membership.active().to_vec() {
+                            self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
+                        }
+                        self.fx.events.push(Event::KvWritten { key: key.clone() });
                     }
-                    self.fx.events.push(Event::KvWritten { key: key.clone() });
+                    Err(e) => self.fx.events.push(Event::CommandFailed {
+                        reason: e.to_string(),
+                    }),
                 }
-                Err(e) => self.fx.events.push(Event::CommandFailed {
-                    reason: e.to_string(),
-                }),
-            },
+            }
             Command::Get { key } => {
                 let value = self.kv.get(key);
                 self.fx.events.push(Event::KvValue {

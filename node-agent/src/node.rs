@@ -21,7 +21,7 @@ use std::time::Duration;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use lightcone_timing::{
     ClockFault, CoordTimestamp, NodeClock, NodeClockConfig, NodeRole, Outgoing, PulsarArray,
-    ServerLink, TimeMessage, TimeMetrics,
+    ServerLink, TimeMessage, TimeMetrics, TimeSource,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -32,7 +32,9 @@ use crate::kv::Replica;
 use crate::membership::{MemberView, Membership, SwimParams};
 use crate::routing::{Level, Locality, Route, RouteParams, Routing};
 use crate::time::Instant;
-use crate::wire::{self, Dest, Header, MemberState, Payload, ReplayWindow, Summary, WireError};
+use crate::wire::{
+    self, Dest, Header, MemberState, Payload, ReplayWindow, Summary, WireError, WireStamp,
+};
 
 /// Errors building a node from its configuration. Nothing is started when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,8 @@ pub struct DirEntry {
     pub addr: HierAddr,
     pub role: Role,
     pub key: VerifyingKey,
+    /// Position, AU (what a coordinate-tagged timestamp from this node carries).
+    pub position_au: [f64; 3],
 }
 
 /// Every node's identity, shared read-only (one copy per process in the harness).
@@ -86,6 +90,7 @@ impl Directory {
                 addr: p.addr,
                 role: p.role,
                 key,
+                position_au: p.position_au,
             });
         }
         Ok(Directory { peers: v })
@@ -378,6 +383,53 @@ pub struct SummaryView {
     #[serde(flatten)]
     pub summary: Summary,
     pub received_emulated_s: f64,
+    /// When the reporting gateway took it, as a coordinate-tagged timestamp (its
+    /// position from the directory, its clock's estimate, σ and source).
+    pub taken: CoordTimestamp,
+}
+
+/// A coordinate-tagged timestamp for the wire.
+pub fn stamp_to_wire(ts: &CoordTimestamp) -> WireStamp {
+    let (source, stratum) = match ts.source {
+        TimeSource::Unsynchronized => (0, 0),
+        TimeSource::Authority => (1, 0),
+        TimeSource::Hierarchy { stratum } => (2, stratum),
+        TimeSource::Holdover { stratum } => (3, stratum),
+        TimeSource::Pulsar => (4, 0),
+    };
+    let sigma_ps = if source == 0 || !ts.sigma_s.is_finite() {
+        u64::MAX
+    } else {
+        // Saturating float → int conversion.
+        (ts.sigma_s * 1e12).ceil() as u64
+    };
+    WireStamp {
+        estimate_ns: ts.estimate_ns,
+        sigma_ps,
+        source,
+        stratum,
+    }
+}
+
+/// A wire stamp back into a coordinate-tagged timestamp made at `position_au`.
+pub fn stamp_from_wire(w: &WireStamp, position_au: [f64; 3]) -> CoordTimestamp {
+    let source = match w.source {
+        1 => TimeSource::Authority,
+        2 => TimeSource::Hierarchy { stratum: w.stratum },
+        3 => TimeSource::Holdover { stratum: w.stratum },
+        4 => TimeSource::Pulsar,
+        _ => TimeSource::Unsynchronized,
+    };
+    CoordTimestamp {
+        position_au,
+        estimate_ns: w.estimate_ns,
+        sigma_s: if source == TimeSource::Unsynchronized || w.sigma_ps == u64::MAX {
+            f64::MAX
+        } else {
+            w.sigma_ps as f64 * 1e-12
+        },
+        source,
+    }
 }
 
 /// `/state` JSON.
@@ -805,6 +857,13 @@ impl Node {
                     from: *from,
                     summary: *s,
                     received_emulated_s: t.as_secs_f64(),
+                    taken: stamp_from_wire(
+                        &s.stamp,
+                        self.dir
+                            .get(*from)
+                            .map(|e| e.position_au)
+                            .unwrap_or([0.0; 3]),
+                    ),
                 })
                 .collect(),
         }
@@ -1018,6 +1077,16 @@ impl Node {
             .min()
             .or(live_cell.iter().copied().min());
         let version = now.as_nanos();
+        // Without a time layer the stamp says "unsynchronized" and carries the raw `now`.
+        let stamp = match self.timestamp(now) {
+            Some(ts) => stamp_to_wire(&ts),
+            None => WireStamp {
+                estimate_ns: now.as_nanos().min(i64::MAX as u64) as i64,
+                sigma_ps: u64::MAX,
+                source: 0,
+                stratum: 0,
+            },
+        };
         if gw == Some(self.id) {
             let [alive, suspect, dead] = self.membership.counts();
             let s = Summary {
@@ -1026,6 +1095,7 @@ impl Node {
                 suspect,
                 dead,
                 version,
+                stamp,
             };
             self.summaries.insert(cell_scope, (self.id, s, now));
             let cluster = Dest::Cluster {
@@ -1058,6 +1128,7 @@ impl Node {
                 suspect: 0,
                 dead: 0,
                 version,
+                stamp,
             };
             let mut any = false;
             for (d, (_, s, _)) in &self.summaries {

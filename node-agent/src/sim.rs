@@ -179,6 +179,7 @@ impl Sim {
                 addr: *addr,
                 role: *role,
                 key: SigningKey::from_bytes(s).verifying_key(),
+                position_au: [1.0, 0.0, 0.0],
             })
             .collect();
         let dir = Arc::new(Directory { peers });
@@ -593,6 +594,32 @@ mod tests {
             sent(GW) >= sent(2),
             "gateway answers three tiles and asks the authority"
         );
+    }
+
+    #[test]
+    fn summaries_carry_the_gateways_coordinate_timestamp() {
+        let mut sim = lab(13);
+        sim.run_for(Duration::from_secs(120));
+        let snap = sim.node(GW).unwrap().snapshot();
+        let own = snap
+            .summaries
+            .iter()
+            .find(|s| s.scope == "cell:0.0.0")
+            .expect("the gateway summarizes its cell");
+        let ts = own.taken;
+        assert_eq!(ts.source, TimeSource::Hierarchy { stratum: 1 }, "{ts:?}");
+        assert_eq!(ts.position_au, [1.0, 0.0, 0.0]);
+        // Taken on the gateway's clock when it was recorded (virtual time is the truth).
+        let truth_ns = (own.received_emulated_s * 1e9).round() as i64;
+        assert!(
+            (ts.estimate_ns - truth_ns).abs() <= 10,
+            "{ts:?} vs {truth_ns}"
+        );
+        assert!(ts.sigma_s > 0.0 && ts.sigma_s < 1e-8, "{ts:?}");
+        // Through the wire form and back: σ rounds up to whole picoseconds.
+        let back = crate::node::stamp_from_wire(&crate::node::stamp_to_wire(&ts), ts.position_au);
+        assert_eq!((back.estimate_ns, back.source), (ts.estimate_ns, ts.source));
+        assert!(back.sigma_s >= ts.sigma_s && back.sigma_s - ts.sigma_s <= 1e-12);
     }
 
     #[test]

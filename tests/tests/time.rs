@@ -126,6 +126,33 @@ fn agents_export_time_and_a_biased_authority_alarms_the_nodes_it_serves() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("out of range"));
 
+    // The supervisor route is token-checked like every POST /api, and checks the body.
+    let url = format!("{api}/api/nodes/{AUTHORITY}/clock");
+    match ureq::post(&url).send_json(serde_json::json!({"serve_bias_ns": 1e6})) {
+        Err(ureq::Error::Status(code, _)) => assert!(code == 401 || code == 403, "{code}"),
+        other => panic!("clock fault without token: {other:?}"),
+    }
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/lightcone/{lab}/supervisor.json")).unwrap(),
+    )
+    .unwrap();
+    let token = info["token"].as_str().unwrap();
+    match ureq::post(&url)
+        .set("x-lightcone-token", token)
+        .send_json(serde_json::json!({"serve_bias_ns": 1e6, "step_ns": 1}))
+    {
+        Err(ureq::Error::Status(400, r)) => {
+            let t = r.into_string().unwrap();
+            assert!(t.contains("exactly one"), "{t}");
+        }
+        other => panic!("two faults at once: {other:?}"),
+    }
+    assert_eq!(
+        series(&api, AUTHORITY, "lightcone_time_alarms_total"),
+        Some(0.0),
+        "refused requests changed nothing"
+    );
+
     // A compromised stratum-0: it serves time 20 ms off while its own clock is fine.
     let out = lc_ok(&["fault", "clock", AUTHORITY, "--lab", &lab, "--bias", "20ms"]);
     assert!(out.contains("serve_bias"), "{out}");

@@ -455,3 +455,43 @@ fn clock_verbs_expand_to_clock_requests_and_bad_ones_are_refused() {
     let err = expand(&sc, &topo).unwrap_err().to_string();
     assert!(err.contains("is not one"), "{err}");
 }
+
+#[test]
+fn time_alarms_and_coverage_from_metrics() {
+    let mut r = rec();
+    let s = |name: &str, node: &str, v: f64| {
+        (
+            name.to_string(),
+            BTreeMap::from([("node".to_string(), node.to_string())]),
+            v,
+        )
+    };
+    let alarms = "lightcone_time_alarms_total";
+    let cov = "lightcone_time_coverage_ratio";
+    assert_eq!(
+        r.time_alarmed_nodes().0,
+        None,
+        "nothing exported: not measured"
+    );
+    assert_eq!(r.time_coverage().0, None);
+    // a alarmed before the run only; b during it; c restarted (counter reset) and alarmed.
+    r.metrics_start = vec![
+        s(alarms, "a", 1.0),
+        s(alarms, "b", 0.0),
+        s(alarms, "c", 3.0),
+    ];
+    r.metrics_end = vec![
+        s(alarms, "a", 1.0),
+        s(alarms, "b", 2.0),
+        s(alarms, "c", 1.0),
+        s(cov, "a", 1.0),
+        s(cov, "b", 0.75),
+        s(cov, "c", f64::NAN),
+    ];
+    let (n, detail) = r.time_alarmed_nodes();
+    assert_eq!(n, Some(2.0), "{detail}");
+    assert!(detail.contains("b c"), "{detail}");
+    let (c, detail) = r.time_coverage();
+    assert_eq!(c, Some(0.75));
+    assert!(detail.contains('b'), "{detail}");
+}

@@ -108,11 +108,159 @@ pub struct AgentConfig {
     pub peers: Vec<PeerInfo>,
     /// Direct links of this node, ordered by neighbour id.
     pub neighbors: Vec<Neighbor>,
+    /// The lab epoch on the host's `CLOCK_MONOTONIC`, ns. All namespaces share that clock,
+    /// so agents that count emulated time from it agree on "true now" (the ground truth the
+    /// time layer measures its error against). `None`: the agent's own start is its epoch.
+    #[serde(default)]
+    pub epoch_monotonic_ns: Option<u64>,
+    /// The node's clock (issue 5). `None`: the agent runs without a time layer.
+    #[serde(default)]
+    pub time: Option<TimeConfig>,
+}
+
+/// What the agent's [`lightcone_timing::NodeClock`] needs beyond the directory (which gives
+/// its role and position). The plan chooses these; see `orchestrator/src/plan.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeConfig {
+    /// Upstream time servers by node id, best first (empty for an authority; at most 8).
+    pub servers: Vec<u32>,
+    /// Interval between two-way time transfer exchanges with each server, emulated ns.
+    pub poll_interval_ns: u64,
+    /// Pulsar integration time per fix, emulated s (1 s ..= 1 day).
+    pub pulsar_integration_s: f64,
+    /// Assumed bound on each server path's uncalibrated delay asymmetry, emulated s (it
+    /// enters σ as (bound/2)²; in a lab it is mostly the agents' scheduling latency).
+    pub asymmetry_bound_s: f64,
+    /// The lab seed: every node must see the same pulsar sky.
+    pub sky_seed: u64,
 }
 
 impl AgentConfig {
     /// This node's own directory entry.
     pub fn me(&self) -> &PeerInfo {
         &self.peers[self.id as usize]
+    }
+}
+
+/// Body of the agent's `POST /clock` (and of the supervisor's `POST
+/// /api/nodes/{node}/clock`): exactly one of the fields. Times are emulated (the lab's time
+/// scale), like every time inside a lab.
+///
+/// ```json
+/// {"step_ns": 1000000}        the hardware clock's phase jumps by 1 ms
+/// {"drift_ppb": 50}           its frequency changes by 50e-9 (or {"drift": 5e-8})
+/// {"serve_bias_ns": 1000000}  it serves time 1 ms off (a compromised authority); 0 clears
+/// {"pulsar_loss": true}       it loses (true) or regains (false) sight of the pulsars
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockFaultRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ns: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_ppb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve_bias_ns: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulsar_loss: Option<bool>,
+}
+
+/// Largest clock step accepted, ns (one day: larger is a broken clock, not a fault).
+pub const MAX_STEP_NS: f64 = 86_400e9;
+/// Largest drift accepted, fractional (1e-3: far beyond any oscillator).
+pub const MAX_DRIFT: f64 = 1e-3;
+/// Largest served bias accepted, ns (the time layer clamps served bias to ±1 s).
+pub const MAX_BIAS_NS: f64 = 1e9;
+
+impl ClockFaultRequest {
+    /// The fault, or what is wrong with the request.
+    pub fn to_fault(&self) -> Result<lightcone_timing::ClockFault, String> {
+        use lightcone_timing::ClockFault;
+        let set = [
+            self.step_ns.is_some(),
+            self.drift_ppb.is_some(),
+            self.drift.is_some(),
+            self.serve_bias_ns.is_some(),
+            self.pulsar_loss.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            return Err(format!(
+                "give exactly one of step_ns, drift_ppb, drift, serve_bias_ns, pulsar_loss (got {set})"
+            ));
+        }
+        let check = |name: &str, v: f64, max: f64| {
+            if v.is_finite() && v.abs() <= max {
+                Ok(v)
+            } else {
+                Err(format!(
+                    "{name} = {v} is out of range (finite, |{name}| <= {max})"
+                ))
+            }
+        };
+        if let Some(v) = self.step_ns {
+            return Ok(ClockFault::Step {
+                offset_s: check("step_ns", v, MAX_STEP_NS)? / 1e9,
+            });
+        }
+        if let Some(v) = self.drift_ppb {
+            return Ok(ClockFault::Drift {
+                freq_offset: check("drift_ppb", v, MAX_DRIFT * 1e9)? / 1e9,
+            });
+        }
+        if let Some(v) = self.drift {
+            return Ok(ClockFault::Drift {
+                freq_offset: check("drift", v, MAX_DRIFT)?,
+            });
+        }
+        if let Some(v) = self.serve_bias_ns {
+            return Ok(ClockFault::ServeBias {
+                offset_s: check("serve_bias_ns", v, MAX_BIAS_NS)? / 1e9,
+            });
+        }
+        Ok(ClockFault::PulsarLoss {
+            lost: self.pulsar_loss.unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightcone_timing::ClockFault;
+
+    #[test]
+    fn clock_fault_requests_map_to_faults_and_bad_ones_say_why() {
+        let f = |s: &str| serde_json::from_str::<ClockFaultRequest>(s).map(|r| r.to_fault());
+        assert_eq!(
+            f(r#"{"step_ns": 1e6}"#).unwrap(),
+            Ok(ClockFault::Step { offset_s: 1e-3 })
+        );
+        assert_eq!(
+            f(r#"{"drift_ppb": 50}"#).unwrap(),
+            Ok(ClockFault::Drift { freq_offset: 50e-9 })
+        );
+        assert_eq!(
+            f(r#"{"serve_bias_ns": -2000}"#).unwrap(),
+            Ok(ClockFault::ServeBias { offset_s: -2e-6 })
+        );
+        assert_eq!(
+            f(r#"{"pulsar_loss": false}"#).unwrap(),
+            Ok(ClockFault::PulsarLoss { lost: false })
+        );
+        assert!(f(r#"{}"#).unwrap().unwrap_err().contains("exactly one"));
+        assert!(f(r#"{"step_ns": 1, "drift": 1e-9}"#)
+            .unwrap()
+            .unwrap_err()
+            .contains("exactly one"));
+        assert!(f(r#"{"serve_bias_ns": 2e9}"#)
+            .unwrap()
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(f(r#"{"steps": 1}"#).is_err(), "unknown fields are refused");
     }
 }

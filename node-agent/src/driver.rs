@@ -22,12 +22,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tokio::net::{UdpSocket, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ClockFaultRequest};
 use crate::node::{Command, ConfigError, Event, Input, Node, Outbox, Params, TimerKey};
 use crate::routing::Level;
 use crate::time::Instant;
@@ -68,6 +69,21 @@ impl Clock {
             scale,
         }
     }
+
+    /// Emulated time counted from the lab epoch `epoch_monotonic_ns` on the host's
+    /// `CLOCK_MONOTONIC` (what `std::time::Instant` reads on Linux). Every namespace shares
+    /// that clock, so all agents of a lab agree on "now" to within the read latency — the
+    /// ground truth of the time layer. An epoch in the future counts from now.
+    pub fn with_epoch(scale: f64, epoch_monotonic_ns: u64) -> Clock {
+        let now = std::time::Instant::now();
+        let elapsed = monotonic_ns().saturating_sub(epoch_monotonic_ns);
+        Clock {
+            start: now
+                .checked_sub(Duration::from_nanos(elapsed))
+                .unwrap_or(now),
+            scale,
+        }
+    }
     pub fn now(&self) -> Instant {
         let real = self.start.elapsed().as_secs_f64();
         Instant::from_nanos((real * self.scale * 1e9) as u64)
@@ -75,6 +91,13 @@ impl Clock {
     pub fn to_real(&self, t: Instant) -> std::time::Instant {
         self.start + Duration::from_secs_f64(t.as_secs_f64() / self.scale)
     }
+}
+
+/// The host's `CLOCK_MONOTONIC`, ns (shared by every network namespace).
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// The agent's Prometheus series.
@@ -85,6 +108,11 @@ pub struct Metrics {
     datagrams: IntCounterVec,
     lateness: HistogramVec,
     local_health: IntGaugeVec,
+    time_error: GaugeVec,
+    time_sigma: GaugeVec,
+    time_coverage: GaugeVec,
+    time_holdover: GaugeVec,
+    time_alarms: IntCounterVec,
     node: String,
 }
 
@@ -129,6 +157,34 @@ impl Metrics {
             ),
             &["node"],
         )?;
+        let gauge = |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), &["node"]);
+        let time_error = gauge(
+            "lightcone_time_error_seconds",
+            "The node's best time estimate minus ground truth (the shared host clock), s; NaN while unsynchronized",
+        )?;
+        let time_sigma = gauge(
+            "lightcone_time_sigma_seconds",
+            "The one-sigma uncertainty the node claims for its time estimate, s",
+        )?;
+        let time_coverage = gauge(
+            "lightcone_time_coverage_ratio",
+            "Share of the node's time samples (one per sync poll or pulsar fix) with |error| <= 3 sigma",
+        )?;
+        let time_holdover = gauge(
+            "lightcone_time_holdover_seconds",
+            "Time since the hierarchy last delivered an accepted measurement, s (0 for an authority, +Inf if never)",
+        )?;
+        let time_alarms = IntCounterVec::new(
+            Opts::new(
+                "lightcone_time_alarms_total",
+                "Clock-compromise alarms: the pulsar check disagreed with the hierarchy beyond the combined bounds",
+            ),
+            &["node"],
+        )?;
+        for g in [&time_error, &time_sigma, &time_coverage, &time_holdover] {
+            registry.register(Box::new(g.clone()))?;
+        }
+        registry.register(Box::new(time_alarms.clone()))?;
         registry.register(Box::new(members.clone()))?;
         registry.register(Box::new(locality.clone()))?;
         registry.register(Box::new(datagrams.clone()))?;
@@ -141,6 +197,11 @@ impl Metrics {
             datagrams,
             lateness,
             local_health,
+            time_error,
+            time_sigma,
+            time_coverage,
+            time_holdover,
+            time_alarms,
             node: node.to_string(),
         })
     }
@@ -159,8 +220,25 @@ impl Metrics {
     }
 
     /// Brings every series up to date with the node and renders the text format.
-    pub fn render(&self, node: &Node, driver_counters: &BTreeMap<&'static str, u64>) -> String {
+    /// `now` is true emulated time: the time metrics are measured against it.
+    pub fn render(
+        &self,
+        node: &mut Node,
+        now: Instant,
+        driver_counters: &BTreeMap<&'static str, u64>,
+    ) -> String {
         let n = self.node.as_str();
+        if let Some(t) = node.time_metrics(now) {
+            self.time_error.with_label_values(&[n]).set(t.true_error_s);
+            self.time_sigma.with_label_values(&[n]).set(t.sigma_s);
+            self.time_coverage
+                .with_label_values(&[n])
+                .set(t.coverage_ratio);
+            self.time_holdover
+                .with_label_values(&[n])
+                .set(t.holdover_age_s);
+            Self::inc_to(&self.time_alarms.with_label_values(&[n]), t.alarms_total);
+        }
         let [a, s, d] = node.member_counts();
         for (st, v) in [("alive", a), ("suspect", s), ("dead", d)] {
             self.members.with_label_values(&[n, st]).set(i64::from(v));
@@ -211,6 +289,7 @@ pub enum Control {
     Quarantine {
         node: u32,
     },
+    Clock(lightcone_timing::ClockFault),
     Shutdown,
 }
 
@@ -253,7 +332,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     if !(cfg.time_scale.is_finite() && cfg.time_scale > 0.0) {
         return Err(DriverError::TimeScale(cfg.time_scale));
     }
-    let clock = Clock::new(cfg.time_scale);
+    let clock = match cfg.epoch_monotonic_ns {
+        Some(e) => Clock::with_epoch(cfg.time_scale, e),
+        None => Clock::new(cfg.time_scale),
+    };
     let mut node = Node::new(&cfg, clock.now())?;
     // Wall-clock ns as the sequence floor: a restarted agent is never taken for a replay.
     let wall = std::time::SystemTime::now()
@@ -405,8 +487,23 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             Some((msg, reply)) = ctl.recv() => {
                 let now = clock.now();
                 let r: Option<Reply> = match msg {
-                    Control::Metrics => Some((StatusCode::OK, "text/plain; version=0.0.4", metrics.render(&node, &driver_counters).into_bytes())),
-                    Control::State => Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&node.snapshot()).unwrap_or_default())),
+                    Control::Metrics => Some((StatusCode::OK, "text/plain; version=0.0.4", metrics.render(&mut node, now, &driver_counters).into_bytes())),
+                    Control::State => {
+                        let mut snap = node.snapshot();
+                        snap.time = node.time_view(now);
+                        Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&snap).unwrap_or_default()))
+                    }
+                    Control::Clock(fault) => {
+                        node.handle(now, Input::Command(&Command::ClockFault(fault)), &mut out);
+                        let failed = out.events.iter().find_map(|e| match e { Event::CommandFailed { reason } => Some(reason.clone()), _ => None });
+                        Some(match failed {
+                            Some(r) => (StatusCode::CONFLICT, "text/plain", format!("{r}\n").into_bytes()),
+                            None => {
+                                tracing::warn!(?fault, "clock fault injected");
+                                (StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "injected": fault })).unwrap_or_default())
+                            }
+                        })
+                    }
                     Control::Quarantine { node: q } => {
                         node.handle(now, Input::Command(&Command::Quarantine { node: q }), &mut out);
                         Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
@@ -522,6 +619,25 @@ async fn handle_http(
         (&Method::GET, "/metrics") => Control::Metrics,
         (&Method::GET, "/state") => Control::State,
         (&Method::POST, "/shutdown") => Control::Shutdown,
+        (&Method::POST, "/clock") => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return bad("unreadable body"),
+            };
+            if body.len() > MAX_BODY {
+                return bad("body too large");
+            }
+            let r: ClockFaultRequest = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => return bad(&format!(
+                    "body must be JSON with one of step_ns, drift_ppb, drift, serve_bias_ns, pulsar_loss: {e}"
+                )),
+            };
+            match r.to_fault() {
+                Ok(f) => Control::Clock(f),
+                Err(e) => return bad(&e),
+            }
+        }
         (m, p) if p.starts_with("/kv/") && p.len() > 4 => {
             let key = p[4..].to_string();
             let query = req.uri().query().unwrap_or("").to_string();

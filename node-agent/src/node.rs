@@ -19,6 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use lightcone_timing::{
+    ClockFault, CoordTimestamp, NodeClock, NodeClockConfig, NodeRole, Outgoing, PulsarArray,
+    ServerLink, TimeMessage, TimeMetrics, TimeSource,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -28,7 +32,9 @@ use crate::kv::Replica;
 use crate::membership::{MemberView, Membership, SwimParams};
 use crate::routing::{Level, Locality, Route, RouteParams, Routing};
 use crate::time::Instant;
-use crate::wire::{self, Dest, Header, MemberState, Payload, ReplayWindow, Summary, WireError};
+use crate::wire::{
+    self, Dest, Header, MemberState, Payload, ReplayWindow, Summary, WireError, WireStamp,
+};
 
 /// Errors building a node from its configuration. Nothing is started when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +49,10 @@ pub enum ConfigError {
     BadPublicKey(u32),
     #[error("the secret key does not match this node's public key in the directory")]
     KeyMismatch,
+    #[error("time server {0} is not in the peer directory")]
+    UnknownTimeServer(u32),
+    #[error("time layer: {0}")]
+    Time(#[from] lightcone_timing::TimingError),
 }
 
 /// One entry of the identity directory.
@@ -52,6 +62,8 @@ pub struct DirEntry {
     pub addr: HierAddr,
     pub role: Role,
     pub key: VerifyingKey,
+    /// Position, AU (what a coordinate-tagged timestamp from this node carries).
+    pub position_au: [f64; 3],
 }
 
 /// Every node's identity, shared read-only (one copy per process in the harness).
@@ -78,6 +90,7 @@ impl Directory {
                 addr: p.addr,
                 role: p.role,
                 key,
+                position_au: p.position_au,
             });
         }
         Ok(Directory { peers: v })
@@ -159,6 +172,8 @@ pub enum TimerKey {
     RouteTriggered,
     RouteRefresh,
     Summary,
+    /// The time layer's next sync poll or pulsar fix ([`NodeClock::next_timeout_ns`]).
+    Clock,
 }
 
 /// The node's timer table.
@@ -200,7 +215,7 @@ impl Timers {
 }
 
 /// An operator command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Put {
         key: String,
@@ -225,6 +240,9 @@ pub enum Command {
         dst: u32,
         data: Vec<u8>,
     },
+    /// Inject a fault into the node's clock (`lightcone fault clock`). Fails with
+    /// [`Event::CommandFailed`] when the node has no time layer.
+    ClockFault(ClockFault),
     /// Announce our own departure and stop.
     Shutdown,
 }
@@ -370,6 +388,53 @@ pub struct SummaryView {
     #[serde(flatten)]
     pub summary: Summary,
     pub received_emulated_s: f64,
+    /// When the reporting gateway took it, as a coordinate-tagged timestamp (its
+    /// position from the directory, its clock's estimate, σ and source).
+    pub taken: CoordTimestamp,
+}
+
+/// A coordinate-tagged timestamp for the wire.
+pub fn stamp_to_wire(ts: &CoordTimestamp) -> WireStamp {
+    let (source, stratum) = match ts.source {
+        TimeSource::Unsynchronized => (0, 0),
+        TimeSource::Authority => (1, 0),
+        TimeSource::Hierarchy { stratum } => (2, stratum),
+        TimeSource::Holdover { stratum } => (3, stratum),
+        TimeSource::Pulsar => (4, 0),
+    };
+    let sigma_ps = if source == 0 || !ts.sigma_s.is_finite() {
+        u64::MAX
+    } else {
+        // Saturating float → int conversion.
+        (ts.sigma_s * 1e12).ceil() as u64
+    };
+    WireStamp {
+        estimate_ns: ts.estimate_ns,
+        sigma_ps,
+        source,
+        stratum,
+    }
+}
+
+/// A wire stamp back into a coordinate-tagged timestamp made at `position_au`.
+pub fn stamp_from_wire(w: &WireStamp, position_au: [f64; 3]) -> CoordTimestamp {
+    let source = match w.source {
+        1 => TimeSource::Authority,
+        2 => TimeSource::Hierarchy { stratum: w.stratum },
+        3 => TimeSource::Holdover { stratum: w.stratum },
+        4 => TimeSource::Pulsar,
+        _ => TimeSource::Unsynchronized,
+    };
+    CoordTimestamp {
+        position_au,
+        estimate_ns: w.estimate_ns,
+        sigma_s: if source == TimeSource::Unsynchronized || w.sigma_ps == u64::MAX {
+            f64::MAX
+        } else {
+            w.sigma_ps as f64 * 1e-12
+        },
+        source,
+    }
 }
 
 /// `/state` JSON.
@@ -388,6 +453,96 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, u64>,
     pub locality: BTreeMap<String, [u64; 2]>,
     pub summaries: Vec<SummaryView>,
+    /// The time layer (filled by [`Node::time_view`]; `None` without one).
+    pub time: Option<TimeView>,
+}
+
+/// The `time` section of `/state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeView {
+    pub role: NodeRole,
+    pub servers: Vec<u32>,
+    /// Hierarchy stratum (0 for an authority), if synchronized to the hierarchy.
+    pub stratum: Option<u8>,
+    /// Current server of the hierarchy sync.
+    pub server: Option<u32>,
+    #[serde(flatten)]
+    pub metrics: TimeMetrics,
+    /// A coordinate-tagged timestamp for "now" (what this node's messages carry).
+    pub stamp: CoordTimestamp,
+    pub requests_sent: u64,
+    pub responses_accepted: u64,
+    pub responses_rejected: u64,
+    pub pulsar_fixes_total: u64,
+    /// Faults injected so far (latest last, at most 16 kept).
+    pub faults: Vec<ClockFault>,
+}
+
+/// The node's time layer: its clock, the pulsar sky every node shares, scratch space.
+#[derive(Debug, Clone)]
+pub struct TimeLayer {
+    clock: NodeClock,
+    sky: Arc<PulsarArray>,
+    out: Vec<Outgoing>,
+    faults: Vec<ClockFault>,
+}
+
+impl TimeLayer {
+    pub fn new(clock: NodeClock, sky: Arc<PulsarArray>) -> TimeLayer {
+        TimeLayer {
+            clock,
+            sky,
+            out: Vec::new(),
+            faults: Vec::new(),
+        }
+    }
+    pub fn clock(&self) -> &NodeClock {
+        &self.clock
+    }
+}
+
+/// The clock configuration of an agent: role from the directory (authority → stratum 0,
+/// gateway → stratum 1, tile → cell holdover), position from the directory, servers and
+/// rates from `cfg.time`. `None` when the configuration has no time section.
+pub fn clock_config(cfg: &AgentConfig) -> Result<Option<NodeClockConfig>, ConfigError> {
+    let Some(t) = &cfg.time else {
+        return Ok(None);
+    };
+    let me = cfg
+        .peers
+        .get(cfg.id as usize)
+        .ok_or(ConfigError::UnknownSelf(cfg.id))?;
+    let role = match me.role {
+        Role::Authority => NodeRole::Authority,
+        Role::Gateway => NodeRole::Stratum1,
+        Role::Tile => NodeRole::Cell,
+    };
+    let mut servers = Vec::new();
+    for s in &t.servers {
+        if cfg.peers.get(*s as usize).is_none() {
+            return Err(ConfigError::UnknownTimeServer(*s));
+        }
+        servers.push(ServerLink {
+            server: *s,
+            asymmetry_cal_s: 0.0,
+            asymmetry_bound_s: t.asymmetry_bound_s,
+        });
+    }
+    let mut c = NodeClockConfig::preset(
+        cfg.id,
+        role,
+        me.position_au,
+        servers,
+        lightcone_timing::derive_seed(cfg.seed, 0x7469_6d65),
+    );
+    c.sync.poll_interval_ns = t.poll_interval_ns;
+    c.pulsar.integration_s = t.pulsar_integration_s;
+    Ok(Some(c))
+}
+
+/// The pulsar sky of a lab (the same for every node of a lab seed).
+pub fn lab_sky(sky_seed: u64) -> PulsarArray {
+    PulsarArray::standard(sky_seed)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -434,6 +589,7 @@ pub struct Node {
     fx: Effects,
     pending: VecDeque<Transmit>,
     kv: Replica,
+    time: Option<TimeLayer>,
 }
 
 impl Node {
@@ -444,12 +600,19 @@ impl Node {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or(ConfigError::BadSecretKey)?;
+        let time = match (clock_config(cfg)?, &cfg.time) {
+            (Some(c), Some(t)) => Some(TimeLayer::new(
+                NodeClock::new(c, now.as_nanos())?,
+                Arc::new(lab_sky(t.sky_seed)),
+            )),
+            _ => None,
+        };
         let links: Vec<(u32, u64)> = cfg
             .neighbors
             .iter()
             .map(|n| (n.id, n.delay_emulated_ns))
             .collect();
-        Node::with_directory(
+        let node = Node::with_directory(
             cfg.id,
             cfg.seed,
             secret,
@@ -457,7 +620,17 @@ impl Node {
             dir,
             Params::default(),
             now,
-        )
+        )?;
+        Ok(match time {
+            Some(t) => node.with_time(t),
+            None => node,
+        })
+    }
+
+    /// Gives the node a time layer (call before [`Node::start`]).
+    pub fn with_time(mut self, time: TimeLayer) -> Node {
+        self.time = Some(time);
+        self
     }
 
     /// Builds a node from parts (the harness shares one directory among all nodes).
@@ -506,6 +679,7 @@ impl Node {
             fx: Effects::default(),
             pending: VecDeque::new(),
             kv: Replica::new(id, 0),
+            time: None,
         })
     }
 
@@ -544,6 +718,7 @@ impl Node {
                 },
             );
         }
+        self.arm_clock();
         self.flush(now, out);
     }
 
@@ -583,6 +758,75 @@ impl Node {
     }
     pub fn member_counts(&self) -> [u32; 3] {
         self.membership.counts()
+    }
+    /// The time layer, if configured.
+    pub fn time(&self) -> Option<&TimeLayer> {
+        self.time.as_ref()
+    }
+
+    /// The clock's metrics against ground truth at `now` (the driver passes true emulated
+    /// time). Advances the emulated oscillator to `now` — the only state it touches.
+    pub fn time_metrics(&mut self, now: Instant) -> Option<TimeMetrics> {
+        self.time.as_mut().map(|t| t.clock.metrics(now.as_nanos()))
+    }
+
+    /// The `time` section of `/state` (advances the emulated oscillator to `now`).
+    pub fn time_view(&mut self, now: Instant) -> Option<TimeView> {
+        let t = self.time.as_mut()?;
+        let ns = now.as_nanos();
+        let metrics = t.clock.metrics(ns);
+        let stamp = t.clock.timestamp(ns);
+        let st = t.clock.sync_stats();
+        Some(TimeView {
+            role: t.clock.config().role,
+            servers: t.clock.config().servers.iter().map(|s| s.server).collect(),
+            stratum: t.clock.sync().stratum(),
+            server: t.clock.sync().server(),
+            metrics,
+            stamp,
+            requests_sent: st.requests_sent,
+            responses_accepted: st.responses_accepted,
+            responses_rejected: st.responses_rejected,
+            pulsar_fixes_total: t.clock.pulsar().fixes_total(),
+            faults: t.faults.clone(),
+        })
+    }
+
+    /// A coordinate-tagged timestamp for `now` from this node's clock (`None` without a
+    /// time layer).
+    pub fn timestamp(&mut self, now: Instant) -> Option<CoordTimestamp> {
+        self.time
+            .as_mut()
+            .map(|t| t.clock.timestamp(now.as_nanos()))
+    }
+
+    /// Physical time for the hybrid logical clocks: the clock's best estimate of lab time
+    /// (its raw reading while unsynchronized), not the ground truth `now`; `now` itself
+    /// only without a time layer.
+    fn physical_ns(&mut self, now: Instant) -> u64 {
+        match self.time.as_mut() {
+            Some(t) => t.clock.timestamp(now.as_nanos()).estimate_ns.max(0) as u64,
+            None => now.as_nanos(),
+        }
+    }
+
+    fn arm_clock(&mut self) {
+        if let Some(t) = &self.time {
+            let at = Instant::from_nanos(t.clock.next_timeout_ns());
+            if self.timers.get(TimerKey::Clock) != Some(at) {
+                self.timers.set(TimerKey::Clock, at);
+            }
+        }
+    }
+
+    /// Sends what the clock queued as authenticated `Payload::Time` datagrams.
+    fn flush_clock(&mut self) {
+        let Some(t) = self.time.as_mut() else { return };
+        for o in t.out.drain(..) {
+            self.fx
+                .send(Dest::Node(o.to), Payload::Time(o.msg.encode()));
+        }
+        self.arm_clock();
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -627,6 +871,7 @@ impl Node {
             quarantine: self.routing.quarantined().iter().copied().collect(),
             counters,
             locality,
+            time: None,
             summaries: self
                 .summaries
                 .iter()
@@ -635,6 +880,13 @@ impl Node {
                     from: *from,
                     summary: *s,
                     received_emulated_s: t.as_secs_f64(),
+                    taken: stamp_from_wire(
+                        &s.stamp,
+                        self.dir
+                            .get(*from)
+                            .map(|e| e.position_au)
+                            .unwrap_or([0.0; 3]),
+                    ),
                 })
                 .collect(),
         }
@@ -689,20 +941,35 @@ impl Node {
                     self.fx.send(Dest::Node(*dst), Payload::Time(data.clone()));
                 }
             }
-            Command::Put { key, value } => match self.kv.put(now.as_nanos(), key, value.clone()) {
-                Ok((bytes, written)) => {
-                    for m in self.membership.active().to_vec() {
-                        self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
+            Command::ClockFault(f) => match self.time.as_mut() {
+                Some(t) => {
+                    t.clock.inject(now.as_nanos(), *f);
+                    if t.faults.len() >= 16 {
+                        t.faults.remove(0);
                     }
-                    self.fx.events.push(Event::KvWritten {
-                        key: key.clone(),
-                        written,
-                    });
+                    t.faults.push(*f);
                 }
-                Err(e) => self.fx.events.push(Event::CommandFailed {
-                    reason: e.to_string(),
+                None => self.fx.events.push(Event::CommandFailed {
+                    reason: "this node has no time layer".into(),
                 }),
             },
+            Command::Put { key, value } => {
+                let phys = self.physical_ns(now);
+                match self.kv.put(phys, key, value.clone()) {
+                    Ok((bytes, written)) => {
+                        for m in self.membership.active().to_vec() {
+                            self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
+                        }
+                        self.fx.events.push(Event::KvWritten {
+                            key: key.clone(),
+                            written,
+                        });
+                    }
+                    Err(e) => self.fx.events.push(Event::CommandFailed {
+                        reason: e.to_string(),
+                    }),
+                }
+            }
             Command::Get { key } => {
                 let value = self.kv.get(key);
                 let siblings = self.kv.siblings(key);
@@ -802,8 +1069,17 @@ impl Node {
                 self.timers
                     .set(TimerKey::Summary, now + self.params.summary_interval);
             }
+            TimerKey::Clock => {
+                if let Some(t) = self.time.as_mut() {
+                    let ns = now.as_nanos();
+                    t.clock.poll(ns, &t.sky, &mut t.out);
+                    // One coverage sample per clock event (sync poll or pulsar fix).
+                    t.clock.sample(ns);
+                }
+            }
         }
         self.fx = fx;
+        self.flush_clock();
     }
 
     /// Gateways carry membership summaries upward: cell gateway → cluster gateway → layer
@@ -829,6 +1105,16 @@ impl Node {
             .min()
             .or(live_cell.iter().copied().min());
         let version = now.as_nanos();
+        // Without a time layer the stamp says "unsynchronized" and carries the raw `now`.
+        let stamp = match self.timestamp(now) {
+            Some(ts) => stamp_to_wire(&ts),
+            None => WireStamp {
+                estimate_ns: now.as_nanos().min(i64::MAX as u64) as i64,
+                sigma_ps: u64::MAX,
+                source: 0,
+                stratum: 0,
+            },
+        };
         if gw == Some(self.id) {
             let [alive, suspect, dead] = self.membership.counts();
             let s = Summary {
@@ -837,6 +1123,7 @@ impl Node {
                 suspect,
                 dead,
                 version,
+                stamp,
             };
             self.summaries.insert(cell_scope, (self.id, s, now));
             let cluster = Dest::Cluster {
@@ -869,6 +1156,7 @@ impl Node {
                 suspect: 0,
                 dead: 0,
                 version,
+                stamp,
             };
             let mut any = false;
             for (d, (_, s, _)) in &self.summaries {
@@ -1001,6 +1289,10 @@ impl Node {
     }
 
     fn dispatch(&mut self, now: Instant, link: u32, src: u32, p: Payload) {
+        let phys = match p {
+            Payload::Kv(_) => self.physical_ns(now),
+            _ => 0,
+        };
         let mut fx = std::mem::take(&mut self.fx);
         let routing = &self.routing;
         let rtt = |n: u32| routing.one_way(n).mul_f64(3.0);
@@ -1048,7 +1340,7 @@ impl Node {
             }
             Payload::Kv(bytes) => {
                 if in_cell {
-                    let r = self.kv.receive(now.as_nanos(), src, &bytes);
+                    let r = self.kv.receive(phys, src, &bytes);
                     for (to, b) in r.sends {
                         fx.send(Dest::Node(to), Payload::Kv(b));
                     }
@@ -1062,7 +1354,13 @@ impl Node {
                         .or_default() += r.applied;
                 }
             }
-            Payload::Time(data) => fx.events.push(Event::TimePayload { src, data }),
+            Payload::Time(data) => match self.time.as_mut() {
+                Some(tl) => match TimeMessage::decode(&data) {
+                    Ok(msg) => tl.clock.handle(now.as_nanos(), src, msg, &mut tl.out),
+                    Err(_) => self.counters.count("rx", "time_malformed"),
+                },
+                None => fx.events.push(Event::TimePayload { src, data }),
+            },
             Payload::Data(data) => fx.events.push(Event::Delivered { src, data }),
         }
         // Membership deaths of neighbours take their links down at once.
@@ -1083,6 +1381,7 @@ impl Node {
             self.routing.link_down(n);
         }
         self.fx = fx;
+        self.flush_clock();
         if self.routing.has_pending_update() {
             self.arm_triggered(now);
         }
@@ -1100,7 +1399,8 @@ impl Node {
     fn next_hlc(&mut self, now: Instant) -> u64 {
         // Hybrid of physical (emulated ns) and logical time in one u64: never behind the
         // clock, never behind anything received, strictly increasing.
-        self.hlc = (self.hlc + 1).max(now.as_nanos());
+        let phys = self.physical_ns(now);
+        self.hlc = (self.hlc + 1).max(phys);
         self.hlc
     }
 

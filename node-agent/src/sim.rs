@@ -18,7 +18,11 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use crate::config::{HierAddr, Role};
-use crate::node::{Command, DirEntry, Directory, Event, Input, Node, Outbox, Params, TimerKey};
+use lightcone_timing::{NodeClock, NodeClockConfig, PulsarArray, TimeMetrics};
+
+use crate::node::{
+    Command, DirEntry, Directory, Event, Input, Node, Outbox, Params, TimeLayer, TimerKey,
+};
 use crate::time::Instant;
 
 /// Parameters for harness runs: defaults, with the cheap test digest instead of Ed25519 in
@@ -144,10 +148,27 @@ pub struct Sim {
     pub lost: u64,
     /// Boots per node so far: each boot's replica epoch.
     boots: Vec<u32>,
+    /// Clock configuration per node (`None`: no time layer) and the shared pulsar sky.
+    clocks: Vec<Option<NodeClockConfig>>,
+    sky: Arc<PulsarArray>,
 }
 
 impl Sim {
     pub fn new(topo: &Topo, seed: u64, params: Params) -> Sim {
+        Sim::with_clocks(topo, seed, params, Vec::new())
+    }
+
+    /// Like [`Sim::new`], with a time layer on every node whose entry in `clocks` is
+    /// `Some` (missing entries: none). Time messages travel as authenticated datagrams over
+    /// the modeled links like every other payload; the harness's virtual time is the
+    /// ground truth the clocks' errors are measured against.
+    pub fn with_clocks(
+        topo: &Topo,
+        seed: u64,
+        params: Params,
+        mut clocks: Vec<Option<NodeClockConfig>>,
+    ) -> Sim {
+        clocks.resize(topo.nodes.len(), None);
         let mut krng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65_7973);
         let secrets: Vec<[u8; 32]> = topo.nodes.iter().map(|_| krng.gen()).collect();
         let peers = topo
@@ -160,6 +181,7 @@ impl Sim {
                 addr: *addr,
                 role: *role,
                 key: SigningKey::from_bytes(s).verifying_key(),
+                position_au: [1.0, 0.0, 0.0],
             })
             .collect();
         let dir = Arc::new(Directory { peers });
@@ -202,6 +224,8 @@ impl Sim {
             delivered: 0,
             lost: 0,
             boots: vec![0; topo.nodes.len()],
+            clocks,
+            sky: Arc::new(crate::node::lab_sky(seed)),
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -225,6 +249,11 @@ impl Sim {
         let boots = &mut self.boots[i as usize];
         node.set_boot_epoch(*boots);
         *boots += 1;
+        if let Some(c) = &self.clocks[i as usize] {
+            let clock = NodeClock::new(c.clone(), self.now.as_nanos())
+                .expect("harness clock configurations are valid");
+            node = node.with_time(TimeLayer::new(clock, self.sky.clone()));
+        }
         let mut out = self.outbox();
         node.start(self.now, &mut out);
         self.nodes[i as usize] = Some(node);
@@ -248,6 +277,13 @@ impl Sim {
     pub fn node(&self, i: u32) -> Option<&Node> {
         self.nodes.get(i as usize).and_then(|n| n.as_ref())
     }
+    /// Node `i`'s clock metrics against the harness's virtual time (advances only that
+    /// node's emulated oscillator).
+    pub fn time_metrics(&mut self, i: u32) -> Option<TimeMetrics> {
+        let now = self.now;
+        self.nodes.get_mut(i as usize)?.as_mut()?.time_metrics(now)
+    }
+
     pub fn is_up(&self, i: u32) -> bool {
         self.node(i).is_some()
     }
@@ -447,5 +483,198 @@ impl Sim {
     pub fn inject(&mut self, from: u32, to: u32, bytes: Vec<u8>) {
         let now = self.now;
         self.push(now, Ev::Deliver { to, from, bytes });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Time over the modeled links: a stratum-0 authority, a cell gateway (stratum 1)
+    //! following it, three tiles (cell holdover oscillators) following the gateway. The
+    //! harness's links are symmetric and jitter-free, so two-way time transfer cancels their
+    //! delay and the tiles' error is the oscillator and timestamp noise the models carry.
+    use super::*;
+    use lightcone_timing::{ClockFault, NodeRole, ServerLink, TimeSource};
+
+    const AUTH: u32 = 0;
+    const GW: u32 = 1;
+    const TILES: [u32; 3] = [2, 3, 4];
+    /// Pulsar integration per fix in these tests, s (the default is an hour).
+    const FIX_S: f64 = 60.0;
+
+    fn lab(seed: u64) -> Sim {
+        let tile = |t: u16| HierAddr {
+            layer: 0,
+            cluster: 0,
+            cell: 0,
+            tile: t,
+        };
+        let auth = HierAddr {
+            layer: 0,
+            cluster: u16::MAX,
+            cell: u16::MAX,
+            tile: 0,
+        };
+        let topo = Topo {
+            nodes: vec![
+                (auth, Role::Authority),
+                (tile(0), Role::Gateway),
+                (tile(1), Role::Tile),
+                (tile(2), Role::Tile),
+                (tile(3), Role::Tile),
+            ],
+            links: vec![
+                (AUTH, GW, Duration::from_millis(1)),
+                (GW, 2, Duration::from_millis(2)),
+                (2, 3, Duration::from_millis(2)),
+                (3, 4, Duration::from_millis(2)),
+                (4, GW, Duration::from_millis(2)),
+            ],
+        };
+        let link = |server| ServerLink {
+            server,
+            asymmetry_cal_s: 0.0,
+            asymmetry_bound_s: 1e-9,
+        };
+        let pos = [1.0, 0.0, 0.0];
+        let mut clocks = vec![
+            NodeClockConfig::preset(AUTH, NodeRole::Authority, [1.0, 0.0, 1e-3], vec![], seed),
+            NodeClockConfig::preset(GW, NodeRole::Stratum1, pos, vec![link(AUTH)], seed + 1),
+        ];
+        for t in TILES {
+            clocks.push(NodeClockConfig::preset(
+                t,
+                NodeRole::Cell,
+                pos,
+                vec![link(GW)],
+                seed + u64::from(t),
+            ));
+        }
+        for c in &mut clocks {
+            c.pulsar.integration_s = FIX_S;
+        }
+        Sim::with_clocks(
+            &topo,
+            seed,
+            test_params(),
+            clocks.into_iter().map(Some).collect(),
+        )
+    }
+
+    fn alarms(sim: &mut Sim, i: u32) -> u64 {
+        sim.time_metrics(i).expect("node has a clock").alarms_total
+    }
+
+    #[test]
+    fn tiles_sync_through_the_gateway_within_nanoseconds_and_no_alarm_without_fault() {
+        let mut sim = lab(11);
+        sim.run_for(Duration::from_secs(60));
+        let mut worst = 0.0f64;
+        for _ in 0..54 {
+            sim.run_for(Duration::from_secs(10));
+            for t in TILES {
+                let m = sim.time_metrics(t).unwrap();
+                assert_eq!(m.source, TimeSource::Hierarchy { stratum: 2 }, "tile {t}");
+                worst = worst.max(m.true_error_s.abs());
+                assert!(m.within_3sigma, "tile {t}: {m:?}");
+            }
+        }
+        assert!(worst < 10e-9, "worst tile error {worst:e} s");
+        for i in 0..5 {
+            let m = sim.time_metrics(i).unwrap();
+            assert_eq!(m.alarms_total, 0, "node {i}: {m:?}");
+            assert!(m.coverage_ratio >= 0.997, "node {i}: {m:?}");
+            assert!(m.samples_total > 0 || i == AUTH);
+        }
+        // The exchanges were real datagrams through the node's wire layer.
+        let sent = |i: u32| {
+            sim.node(i)
+                .unwrap()
+                .counters()
+                .by_kind_tx
+                .get("time")
+                .copied()
+                .unwrap_or(0)
+        };
+        assert!(sent(2) >= 500, "tile requests: {}", sent(2));
+        assert!(
+            sent(GW) >= sent(2),
+            "gateway answers three tiles and asks the authority"
+        );
+    }
+
+    #[test]
+    fn summaries_carry_the_gateways_coordinate_timestamp() {
+        let mut sim = lab(13);
+        sim.run_for(Duration::from_secs(120));
+        let snap = sim.node(GW).unwrap().snapshot();
+        let own = snap
+            .summaries
+            .iter()
+            .find(|s| s.scope == "cell:0.0.0")
+            .expect("the gateway summarizes its cell");
+        let ts = own.taken;
+        assert_eq!(ts.source, TimeSource::Hierarchy { stratum: 1 }, "{ts:?}");
+        assert_eq!(ts.position_au, [1.0, 0.0, 0.0]);
+        // Taken on the gateway's clock when it was recorded (virtual time is the truth).
+        let truth_ns = (own.received_emulated_s * 1e9).round() as i64;
+        assert!(
+            (ts.estimate_ns - truth_ns).abs() <= 10,
+            "{ts:?} vs {truth_ns}"
+        );
+        assert!(ts.sigma_s > 0.0 && ts.sigma_s < 1e-8, "{ts:?}");
+        // Through the wire form and back: σ rounds up to whole picoseconds.
+        let back = crate::node::stamp_from_wire(&crate::node::stamp_to_wire(&ts), ts.position_au);
+        assert_eq!((back.estimate_ns, back.source), (ts.estimate_ns, ts.source));
+        assert!(back.sigma_s >= ts.sigma_s && back.sigma_s - ts.sigma_s <= 1e-12);
+    }
+
+    #[test]
+    fn a_biased_authority_raises_the_alarm_on_every_node_it_serves() {
+        let mut sim = lab(12);
+        sim.run_for(Duration::from_secs(300));
+        for i in 0..5 {
+            assert_eq!(
+                alarms(&mut sim, i),
+                0,
+                "no alarm before the fault (node {i})"
+            );
+        }
+        sim.command(
+            AUTH,
+            &Command::ClockFault(ClockFault::ServeBias { offset_s: 5e-6 }),
+        );
+        // Bound: the gateway follows the bias within a few polls, its next pulsar fix
+        // (≤ one integration) disagrees; the tiles follow the gateway and likewise. Two
+        // integrations plus 10 polls cover both.
+        let bound = Duration::from_secs_f64(2.0 * FIX_S + 10.0);
+        let start = sim.now();
+        let mut all = false;
+        while sim.now() < start + bound && !all {
+            sim.run_for(Duration::from_secs(1));
+            all = [GW, 2, 3, 4].iter().all(|i| alarms(&mut sim, *i) > 0);
+        }
+        assert!(all, "served nodes not all alarmed within {bound:?}");
+        let took = sim.now() - start;
+        assert_eq!(
+            alarms(&mut sim, AUTH),
+            0,
+            "the authority's own clock is fine"
+        );
+        // Under the alarm, the served nodes switch to the pulsars and stay close to truth.
+        let m = sim.time_metrics(2).unwrap();
+        assert_eq!(m.source, TimeSource::Pulsar, "{m:?} after {took:?}");
+        assert!(m.true_error_s.abs() < 1e-6, "{m:?}");
+    }
+
+    #[test]
+    fn clock_fault_without_time_layer_fails_clearly() {
+        let mut sim = Sim::new(
+            &Topo::cell(3, 0, Duration::from_millis(1), 1),
+            1,
+            test_params(),
+        );
+        sim.command(0, &Command::ClockFault(ClockFault::Step { offset_s: 1e-3 }));
+        assert!(sim.events().iter().any(|(_, n, e)| *n == 0
+            && matches!(e, Event::CommandFailed { reason } if reason.contains("no time layer"))));
     }
 }

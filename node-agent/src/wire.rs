@@ -229,7 +229,26 @@ pub struct Summary {
     pub dead: u32,
     /// Monotonic per reporting gateway: newer summaries replace older ones.
     pub version: u64,
+    /// When the reporting gateway took the summary, on its own clock.
+    pub stamp: WireStamp,
 }
+
+/// A coordinate-tagged timestamp on the wire (issue 5): the sender's best estimate of lab
+/// time, its σ and where it comes from. The position is not sent: it is the sender's, which
+/// every node knows from the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+pub struct WireStamp {
+    pub estimate_ns: i64,
+    /// σ in picoseconds, saturating (`u64::MAX` when unsynchronized).
+    pub sigma_ps: u64,
+    /// 0 unsynchronized, 1 authority, 2 hierarchy, 3 holdover, 4 pulsar.
+    pub source: u8,
+    /// Stratum for hierarchy and holdover, else 0.
+    pub stratum: u8,
+}
+
+/// Highest valid [`WireStamp::source`].
+pub const STAMP_SOURCE_MAX: u8 = 4;
 
 /// The payload of a frame; the kind byte selects the variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,6 +354,10 @@ impl Payload {
                 w.extend_from_slice(&s.suspect.to_be_bytes());
                 w.extend_from_slice(&s.dead.to_be_bytes());
                 w.extend_from_slice(&s.version.to_be_bytes());
+                w.extend_from_slice(&s.stamp.estimate_ns.to_be_bytes());
+                w.extend_from_slice(&s.stamp.sigma_ps.to_be_bytes());
+                w.push(s.stamp.source);
+                w.push(s.stamp.stratum);
             }
             Payload::Kv(b) | Payload::Time(b) | Payload::Data(b) => {
                 let n = b.len().min(MAX_BLOB);
@@ -396,6 +419,15 @@ impl Payload {
                     suspect: r.u32()?,
                     dead: r.u32()?,
                     version: r.u64()?,
+                    stamp: WireStamp {
+                        estimate_ns: r.u64()? as i64,
+                        sigma_ps: r.u64()?,
+                        source: match r.u8()? {
+                            s @ 0..=STAMP_SOURCE_MAX => s,
+                            _ => return Err(WireError::Malformed),
+                        },
+                        stratum: r.u8()?,
+                    },
                 })
             }
             8..=10 => {

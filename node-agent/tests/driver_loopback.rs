@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lightcone_agent::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role};
+use lightcone_agent::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
@@ -21,12 +21,14 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
                 cell: 0,
                 tile: i as u16,
             },
-            role: if i == 0 { Role::Gateway } else { Role::Tile },
+            role: if i == 0 { Role::Authority } else { Role::Tile },
             public_key_hex: hex::encode(keys[i as usize].verifying_key().as_bytes()),
             position_au: [1.0, 0.0, 0.0],
         })
         .collect();
     let ips = ["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
+    // One lab epoch on the shared monotonic clock; b follows the authority a.
+    let epoch = lightcone_agent::driver::monotonic_ns();
     (0..2u32)
         .map(|i| {
             let other = 1 - i;
@@ -46,6 +48,14 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
                     peer_ip: ips[other as usize],
                     delay_emulated_ns: 1_000_000,
                 }],
+                epoch_monotonic_ns: Some(epoch),
+                time: Some(TimeConfig {
+                    servers: if i == 0 { vec![] } else { vec![0] },
+                    poll_interval_ns: 200_000_000,
+                    pulsar_integration_s: 2.0,
+                    asymmetry_bound_s: 1e-3,
+                    sky_seed: 9,
+                }),
             }
         })
         .collect()
@@ -124,6 +134,54 @@ fn two_agents_over_loopback_udp() {
             assert!(
                 m.contains(r#"lightcone_datagrams_total{direction="rx",node="a",outcome="ok"}"#),
                 "{m}"
+            );
+            // b synchronizes to the authority a over real UDP: time exchanges accepted, the
+            // time series exported, the /state time section filled.
+            let mut tv = serde_json::Value::Null;
+            for _ in 0..60 {
+                let (_, body) = http(&sb, "GET", "/state", "").await;
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                tv = v["time"].clone();
+                if tv["responses_accepted"].as_u64().unwrap_or(0) >= 10 && tv["source"].is_object()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(tv["role"], "cell", "{tv}");
+            assert_eq!(tv["servers"], serde_json::json!([0]), "{tv}");
+            assert_eq!(
+                tv["source"],
+                serde_json::json!({"hierarchy": {"stratum": 1}}),
+                "{tv}"
+            );
+            assert!(
+                tv["sigma_s"].as_f64().is_some_and(|s| s > 0.0 && s < 1.0),
+                "{tv}"
+            );
+            let (_, m) = http(&sb, "GET", "/metrics", "").await;
+            for series in [
+                r#"lightcone_time_error_seconds{node="b"}"#,
+                r#"lightcone_time_sigma_seconds{node="b"}"#,
+                r#"lightcone_time_coverage_ratio{node="b"}"#,
+                r#"lightcone_time_holdover_seconds{node="b"}"#,
+                r#"lightcone_time_alarms_total{node="b"} 0"#,
+            ] {
+                assert!(m.contains(series), "{series} missing:\n{m}");
+            }
+            // Clock faults through the API: bad bodies say why, good ones are applied.
+            let (st, msg) = http(&sa, "POST", "/clock", "{\"step\": 1}").await;
+            assert_eq!(st, 400, "{msg}");
+            assert!(msg.contains("step_ns"), "{msg}");
+            let (st, msg) = http(&sa, "POST", "/clock", "{\"serve_bias_ns\": 5e9}").await;
+            assert_eq!((st, msg.contains("out of range")), (400, true), "{msg}");
+            let (st, msg) = http(&sb, "POST", "/clock", "{\"step_ns\": 1000000}").await;
+            assert_eq!(st, 200, "{msg}");
+            let (_, body) = http(&sb, "GET", "/state", "").await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                v["time"]["faults"],
+                serde_json::json!([{"step": {"offset_s": 0.001}}])
             );
             // A key written at a is read at b.
             let (st, _) = http(&sa, "POST", "/kv/greeting", "hello").await;

@@ -1,7 +1,8 @@
 //! Property tests of the wire format: roundtrip, and no input panics the decoder.
 
 use lightcone_agent::wire::{
-    self, Dest, Header, MemberState, Payload, RouteEntry, Summary, Update,
+    self, Dest, Header, MemberState, Payload, RouteEntry, Summary, Update, WireStamp,
+    STAMP_SOURCE_MAX,
 };
 use proptest::prelude::*;
 
@@ -66,16 +67,37 @@ fn payload() -> impl Strategy<Value = Payload> {
             any::<u32>(),
             any::<u32>(),
             any::<u32>(),
-            any::<u64>()
+            any::<u64>(),
+            (
+                any::<i64>(),
+                any::<u64>(),
+                0u8..=STAMP_SOURCE_MAX,
+                any::<u8>()
+            )
         )
             .prop_map(
-                |(scope, alive, suspect, dead, version)| Payload::Summary(Summary {
+                |(
                     scope,
                     alive,
                     suspect,
                     dead,
-                    version
-                })
+                    version,
+                    (estimate_ns, sigma_ps, source, stratum),
+                )| {
+                    Payload::Summary(Summary {
+                        scope,
+                        alive,
+                        suspect,
+                        dead,
+                        version,
+                        stamp: WireStamp {
+                            estimate_ns,
+                            sigma_ps,
+                            source,
+                            stratum,
+                        },
+                    })
+                }
             ),
         blob().prop_map(Payload::Kv),
         blob().prop_map(Payload::Time),

@@ -54,6 +54,9 @@ struct Proc {
 pub struct Agents {
     binary: PathBuf,
     procs: BTreeMap<usize, Proc>,
+    /// The lab epoch on the host's `CLOCK_MONOTONIC`: every agent (and every restart)
+    /// counts emulated time from it, so they agree on "true now".
+    epoch_monotonic_ns: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,7 @@ impl Agents {
         Ok(Agents {
             binary: agent_binary().ok_or(AgentError::NoBinary)?,
             procs: BTreeMap::new(),
+            epoch_monotonic_ns: lightcone_agent::driver::monotonic_ns(),
         })
     }
 
@@ -94,7 +98,8 @@ impl Agents {
     ) -> Result<u32, AgentError> {
         self.kill(id);
         let node = &plan.nodes[id];
-        let cfg = plan.agent_config(id, &dir.path);
+        let mut cfg = plan.agent_config(id, &dir.path);
+        cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
         let _ = std::fs::remove_file(&cfg.control_socket);
         let cfg_path = dir.agents().join(format!("{id}.json"));
         let err = |source| AgentError::Spawn {

@@ -193,6 +193,85 @@ enum FaultCmd {
         #[arg(long)]
         lab: Option<String>,
     },
+    /// Fault a node's clock (emulated time): step its phase, change its frequency, make an
+    /// authority serve biased time (a compromised stratum-0: the nodes it serves raise
+    /// lightcone_time_alarms_total), or hide the pulsars from it.
+    #[command(group(clap::ArgGroup::new("fault").required(true)))]
+    Clock {
+        node: String,
+        #[arg(long)]
+        lab: Option<String>,
+        /// Phase step, a signed duration (e.g. 1ms, -500us).
+        #[arg(long, group = "fault", allow_hyphen_values = true)]
+        step: Option<String>,
+        /// Frequency change in parts per billion (e.g. 50, -3.5).
+        #[arg(long, group = "fault", allow_hyphen_values = true)]
+        drift: Option<f64>,
+        /// Serve time shifted by this signed duration (0 clears it); meant for authorities.
+        #[arg(long, group = "fault", allow_hyphen_values = true)]
+        bias: Option<String>,
+        /// The node loses sight of all pulsars.
+        #[arg(long, group = "fault")]
+        pulsar_loss: bool,
+        /// The node sees the pulsars again.
+        #[arg(long, group = "fault")]
+        pulsar_restore: bool,
+    },
+}
+
+/// A signed duration (`-1.5ms`) in ns.
+fn signed_duration_ns(text: &str) -> Result<f64, String> {
+    let (neg, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let ns = units::duration_ns(rest)? as f64;
+    Ok(if neg { -ns } else { ns })
+}
+
+/// The `POST /api/nodes/{node}/clock` body of `lightcone fault clock`.
+fn clock_request(
+    step: Option<String>,
+    drift: Option<f64>,
+    bias: Option<String>,
+    pulsar_loss: bool,
+    pulsar_restore: bool,
+) -> Result<lightcone_agent::config::ClockFaultRequest, String> {
+    let mut r = lightcone_agent::config::ClockFaultRequest::default();
+    if let Some(s) = step {
+        r.step_ns = Some(signed_duration_ns(&s).map_err(|e| format!("--step: {e}"))?);
+    }
+    if let Some(d) = drift {
+        r.drift_ppb = Some(d);
+    }
+    if let Some(b) = bias {
+        r.serve_bias_ns = Some(signed_duration_ns(&b).map_err(|e| format!("--bias: {e}"))?);
+    }
+    if pulsar_loss || pulsar_restore {
+        r.pulsar_loss = Some(pulsar_loss);
+    }
+    // The agent's limits, checked here so a bad value fails before any request.
+    use lightcone_agent::config::{MAX_BIAS_NS, MAX_DRIFT, MAX_STEP_NS};
+    let out_of_range = |what: String, max: &str| {
+        format!("{what} is out of range: at most ±{max} (a larger value is a broken clock, not a fault)")
+    };
+    if let Some(v) = r.step_ns.filter(|v| v.abs() > MAX_STEP_NS) {
+        return Err(out_of_range(
+            format!("--step {} s", v * 1e-9),
+            "1 day (86400 s)",
+        ));
+    }
+    if let Some(v) = r
+        .drift_ppb
+        .filter(|v| !v.is_finite() || v.abs() > MAX_DRIFT * 1e9)
+    {
+        return Err(out_of_range(format!("--drift {v} ppb"), "1e6 ppb"));
+    }
+    if let Some(v) = r.serve_bias_ns.filter(|v| v.abs() > MAX_BIAS_NS) {
+        return Err(out_of_range(format!("--bias {} s", v * 1e-9), "1 s"));
+    }
+    r.to_fault()?;
+    Ok(r)
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -527,10 +606,48 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("{a}--{b}: {}", summarize_link(&v));
             Ok(())
         }
+        Cmd::Fault {
+            action:
+                FaultCmd::Clock {
+                    node,
+                    lab,
+                    step,
+                    drift,
+                    bias,
+                    pulsar_loss,
+                    pulsar_restore,
+                },
+        } => {
+            let req = clock_request(step, drift, bias, pulsar_loss, pulsar_restore)
+                .map_err(|e| invalid(anyhow!(e)))?;
+            let dir = pick_lab(lab)?;
+            if lab_plan(&dir)?.node_index(&node).is_none() {
+                return Err(invalid(anyhow!(
+                    "lab {} has no node {node:?} (`lightcone status {}` lists them)",
+                    dir.lab,
+                    dir.lab
+                )));
+            }
+            let info = supervisor_of(&dir)?;
+            let v = api(
+                &info,
+                "POST",
+                &format!("/api/nodes/{node}/clock"),
+                Some(serde_json::to_value(&req).map_err(|e| anyhow!(e))?),
+            )?;
+            println!("clock {node}: {}", v["injected"]);
+            Ok(())
+        }
         Cmd::Fault { action } => {
             let (lab, node, what) = match action {
                 FaultCmd::Crash { node, lab } => (lab, node, "crash"),
                 FaultCmd::Restart { node, lab } => (lab, node, "restart"),
+                FaultCmd::Clock { .. } => {
+                    return Err(Failure(
+                        1,
+                        anyhow!("internal: clock faults are handled above"),
+                    ))
+                }
             };
             let dir = pick_lab(lab)?;
             let info = supervisor_of(&dir)?;

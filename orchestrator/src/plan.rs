@@ -17,7 +17,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
-use lightcone_agent::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, AGENT_UDP_PORT};
+use lightcone_agent::config::{
+    AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig, AGENT_UDP_PORT,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -232,7 +234,70 @@ impl Plan {
             control_socket: agent_socket(state_dir, id),
             peers,
             neighbors,
+            epoch_monotonic_ns: None,
+            time: self.time_config(id),
         }
+    }
+
+    /// Upstream time servers of node `id` (issue 5), best first, or `None` when the node
+    /// can have no clock (no authority in the lab to follow). Authorities are stratum 0 and
+    /// follow nobody; a gateway follows the authorities of its layer (all of the lab's, by
+    /// distance, when its layer has none); a tile follows its cell's gateway, or the
+    /// authorities like a gateway when its cell has none. At most 8 servers.
+    pub fn time_servers(&self, id: usize) -> Option<Vec<u32>> {
+        let me = &self.nodes[id];
+        let authorities = || -> Vec<u32> {
+            let pos = |i: usize| self.nodes[i].position_au.unwrap_or([0.0; 3]);
+            let dist = |i: usize| {
+                let (a, b) = (pos(id), pos(i));
+                (0..3).map(|k| (a[k] - b[k]).powi(2)).sum::<f64>()
+            };
+            let all: Vec<usize> = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].role == Role::Authority)
+                .collect();
+            let mut same: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|i| self.nodes[*i].addr.layer == me.addr.layer)
+                .collect();
+            if same.is_empty() {
+                same = all;
+                same.sort_by(|a, b| dist(*a).total_cmp(&dist(*b)).then(a.cmp(b)));
+            }
+            same.into_iter().take(8).map(|i| i as u32).collect()
+        };
+        if me.role == Role::Authority {
+            return Some(Vec::new());
+        }
+        let servers = match me.role {
+            Role::Tile => match (0..self.nodes.len()).find(|i| {
+                self.nodes[*i].role == Role::Gateway && self.nodes[*i].addr.same_cell(&me.addr)
+            }) {
+                Some(g) => vec![g as u32],
+                None => authorities(),
+            },
+            _ => authorities(),
+        };
+        // No authority in the lab: nothing to follow, hence no clock at all.
+        (!servers.is_empty() && self.nodes.iter().any(|n| n.role == Role::Authority))
+            .then_some(servers)
+    }
+
+    /// The agent's clock configuration: servers from [`Plan::time_servers`]; rates chosen in
+    /// *real* time so agents stay cheap at any time scale: one exchange per server every 2 s
+    /// real and one pulsar fix every 20 s real (never below the models' 1 ms / 1 s
+    /// minimum). The asymmetry bound (σ's (bound/2)² term) is 500 µs of real time: in a lab
+    /// the path asymmetry two-way transfer cannot see is the agents' scheduling latency on
+    /// a shared host, which scales with the time scale like every real duration.
+    pub fn time_config(&self, id: usize) -> Option<TimeConfig> {
+        let s = self.time_scale;
+        Some(TimeConfig {
+            servers: self.time_servers(id)?,
+            poll_interval_ns: (2e9 * s).clamp(1e6, 86_400e9) as u64,
+            pulsar_integration_s: (20.0 * s).clamp(1.0, 86_400.0),
+            asymmetry_bound_s: (500e-6 * s).clamp(1e-9, 1e3),
+            sky_seed: self.seed,
+        })
     }
 
     /// A compact, human-readable rendering (one line per node and per link), used for

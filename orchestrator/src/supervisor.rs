@@ -551,6 +551,62 @@ async fn api_node_fault(
     }
 }
 
+/// `POST /api/nodes/{node}/clock`: a clock fault (body: the agent's
+/// [`ClockFaultRequest`](lightcone_agent::config::ClockFaultRequest) JSON), checked here and
+/// forwarded to the node's agent (`POST /clock`).
+async fn api_node_clock(
+    State(s): State<AppState>,
+    UrlPath(node): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: lightcone_agent::config::ClockFaultRequest = serde_json::from_slice(&body)
+        .map_err(|e| {
+            ApiError::bad(format!(
+                "body must be JSON with one of step_ns, drift_ppb, drift, serve_bias_ns, pulsar_loss: {e}"
+            ))
+        })?;
+    let fault = req.to_fault().map_err(ApiError::bad)?;
+    let sock = {
+        let lab = s.lab.lock().expect("lab lock");
+        let id = lab.node(&node)?;
+        if lab.agents.is_none() {
+            return Err(ApiError::bad(format!(
+                "lab {} runs without agents (--no-agents)",
+                lab.plan.lab
+            )));
+        }
+        plan::agent_socket(&lab.dir.path, id)
+    };
+    let (status, reply) = agent_request(
+        &sock,
+        hyper::Method::POST,
+        "/clock",
+        serde_json::to_vec(&req).unwrap_or_default(),
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status.is_success() {
+        s.lab
+            .lock()
+            .expect("lab lock")
+            .event("clock", format!("{node} {fault:?}"));
+        Ok((
+            status,
+            [("content-type", "application/json")],
+            serde_json::to_vec(&serde_json::json!({ "node": node, "injected": fault }))
+                .unwrap_or_default(),
+        )
+            .into_response())
+    } else {
+        Err(ApiError(
+            status,
+            format!("agent {node}: {}", String::from_utf8_lossy(&reply).trim()),
+        ))
+    }
+}
+
 /// `POST /api/partition`: take a set of links down (or, with `heal`, up) as one event.
 /// Every link is resolved before anything changes, so a bad name changes nothing.
 #[derive(Debug, Clone, Deserialize)]
@@ -789,6 +845,7 @@ fn router(state: AppState) -> Router {
         .route("/api/status", get(api_status))
         .route("/api/links/{a}/{b}/set", post(api_link_set))
         .route("/api/links/{a}/{b}/{what}", post(api_link_state))
+        .route("/api/nodes/{node}/clock", post(api_node_clock))
         .route("/api/nodes/{node}/{what}", post(api_node_fault))
         .route("/api/shutdown", post(api_shutdown))
         .route("/api/partition", post(api_partition))

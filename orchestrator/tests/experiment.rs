@@ -407,3 +407,101 @@ fn converged_after_heal_uses_the_last_alive_change() {
     let (v, _) = r.converged_after_heal();
     assert!((v.unwrap() - 3.5).abs() < 1e-9, "{v:?}");
 }
+
+#[test]
+fn clock_verbs_expand_to_clock_requests_and_bad_ones_are_refused() {
+    let src = "topology: ../cell.yaml\nduration: 20s\ntimeline:\n  - { at: 1s, clock_step: { node: l0c0k0t1, offset: -2ms } }\n  - { at: 2s, clock_drift: { node: l0c0k0t2, ppb: 50 } }\n  - { at: 3s, stratum0_compromise: { node: l0a0, offset: 50ms } }\n  - { at: 4s, pulsar_loss: { node: l0c0k0t3 } }\nexpect: [timer_lateness_p99 <= 1s]\n";
+    let v: Vec<serde_json::Value> = serde_json::from_str(&expanded(src, None)).unwrap();
+    let got: Vec<(String, String, serde_json::Value)> = v
+        .iter()
+        .map(|x| {
+            assert_eq!(x["action"], "clock", "{x}");
+            (
+                x["verb"].as_str().unwrap().to_string(),
+                x["node"].as_str().unwrap().to_string(),
+                x["request"].clone(),
+            )
+        })
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        got,
+        [
+            (
+                "clock_step".into(),
+                "l0c0k0t1".into(),
+                json!({"step_ns": -2e6})
+            ),
+            (
+                "clock_drift".into(),
+                "l0c0k0t2".into(),
+                json!({"drift_ppb": 50.0})
+            ),
+            (
+                "stratum0_compromise".into(),
+                "l0a0".into(),
+                json!({"serve_bias_ns": 5e7})
+            ),
+            (
+                "pulsar_loss".into(),
+                "l0c0k0t3".into(),
+                json!({"pulsar_loss": true})
+            ),
+        ]
+    );
+    let e = errors("topology: ../cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, clock_drift: { node: a, ppb: fast } }\n  - { at: 2s, stratum0_compromise: { node: l0a0, offset: 5s } }\n  - { at: 3s, clock_step: { node: a } }\n");
+    assert!(e.contains("ppb must be a number"), "{e}");
+    assert!(e.contains("out of range"), "{e}");
+    assert!(e.contains("clock_step needs `offset`"), "{e}");
+    // A compromise needs an authority.
+    let dir = repo().join("topologies/scenarios");
+    let sc = scenario::parse_str(
+        "topology: ../cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, stratum0_compromise: { node: l0c0k0t1, offset: 1ms } }\nexpect: [timer_lateness_p99 <= 1s]\n",
+        "s.yaml",
+        &dir,
+    )
+    .unwrap();
+    let topo = topology::load(&repo().join("topologies/cell.yaml")).unwrap();
+    let err = expand(&sc, &topo).unwrap_err().to_string();
+    assert!(err.contains("is not one"), "{err}");
+}
+
+#[test]
+fn time_alarms_and_coverage_from_metrics() {
+    let mut r = rec();
+    let s = |name: &str, node: &str, v: f64| {
+        (
+            name.to_string(),
+            BTreeMap::from([("node".to_string(), node.to_string())]),
+            v,
+        )
+    };
+    let alarms = "lightcone_time_alarms_total";
+    let cov = "lightcone_time_coverage_ratio";
+    assert_eq!(
+        r.time_alarmed_nodes().0,
+        None,
+        "nothing exported: not measured"
+    );
+    assert_eq!(r.time_coverage().0, None);
+    // a alarmed before the run only; b during it; c restarted (counter reset) and alarmed.
+    r.metrics_start = vec![
+        s(alarms, "a", 1.0),
+        s(alarms, "b", 0.0),
+        s(alarms, "c", 3.0),
+    ];
+    r.metrics_end = vec![
+        s(alarms, "a", 1.0),
+        s(alarms, "b", 2.0),
+        s(alarms, "c", 1.0),
+        s(cov, "a", 1.0),
+        s(cov, "b", 0.75),
+        s(cov, "c", f64::NAN),
+    ];
+    let (n, detail) = r.time_alarmed_nodes();
+    assert_eq!(n, Some(2.0), "{detail}");
+    assert!(detail.contains("b c"), "{detail}");
+    let (c, detail) = r.time_coverage();
+    assert_eq!(c, Some(0.75));
+    assert!(detail.contains('b'), "{detail}");
+}

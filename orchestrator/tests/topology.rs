@@ -143,3 +143,39 @@ proptest! {
         prop_assert!(!netns.contains(&p.wire_netns));
     }
 }
+
+#[test]
+fn time_servers_follow_the_hierarchy() {
+    // backbone: per layer 3 clusters × 1 cell × 3 tiles and one authority `l{n}a0`.
+    let topo = topology::load(&topologies_dir().join("backbone.yaml")).unwrap();
+    let p = plan(&topo);
+    let id = |n: &str| p.node_index(n).unwrap();
+    let servers = |n: &str| p.time_servers(id(n));
+    assert_eq!(servers("l1a0"), Some(vec![]), "authorities follow nobody");
+    // Every cell gateway of layer 1 follows layer 1's authority; tiles their gateway.
+    for c in 0..3 {
+        assert_eq!(
+            servers(&format!("l1c{c}k0t0")),
+            Some(vec![id("l1a0") as u32])
+        );
+        assert_eq!(
+            servers(&format!("l1c{c}k0t2")),
+            Some(vec![id(&format!("l1c{c}k0t0")) as u32])
+        );
+    }
+    let cfg = p.agent_config(id("l2c1k0t1"), std::path::Path::new("/tmp/x"));
+    let t = cfg.time.expect("a clock");
+    assert_eq!(t.servers, vec![id("l2c1k0t0") as u32]);
+    // backbone runs at time_scale 1000: one exchange per 2 s real = 2000 s emulated.
+    assert_eq!(t.poll_interval_ns, 2_000_000_000_000);
+    assert_eq!(t.sky_seed, p.seed);
+
+    // Without any authority nobody has a clock.
+    let src = "name: x\nnodes: {a: {role: gateway}, b: {}}\nlinks:\n  - endpoints: [a, b]\n";
+    let p = plan(&topology::parse_str(src, "t.yaml").unwrap());
+    assert_eq!(p.time_servers(0), None);
+    assert!(p
+        .agent_config(1, std::path::Path::new("/tmp/x"))
+        .time
+        .is_none());
+}

@@ -92,13 +92,19 @@ fn backbone_layer_cut_passes() {
     shipped_passes("backbone.yaml", "sbb");
 }
 
+/// The compromised stratum-0 is played through the clock API; every node it serves
+/// (the cell's 12 tiles) alarms, the authority does not (`time_alarmed_nodes == 12`).
+#[test]
+fn stratum0_compromise_passes() {
+    shipped_passes("stratum0.yaml", "ss0");
+}
+
 #[test]
 fn unsupported_verbs_fail_and_say_why() {
     require_root();
-    for (name, tag, verb) in [
-        ("byzantine.yaml", "sbz", "byzantine"),
-        ("stratum0.yaml", "ss0", "stratum0_compromise"),
-    ] {
+    // The list held the clock verbs too until the agents grew a clock API.
+    let cases: &[(&str, &str, &str)] = &[("byzantine.yaml", "sbz", "byzantine")];
+    for &(name, tag, verb) in cases {
         let tmp = tempfile::tempdir().unwrap();
         let lab = lab_name(tag);
         let sc = scenario_copy(tmp.path(), name, &lab);

@@ -60,6 +60,12 @@ pub enum Action {
         until_ns: u64,
         write_fraction: f64,
     },
+    /// A clock fault, played through `POST /api/nodes/{node}/clock`.
+    Clock {
+        verb: String,
+        node: String,
+        request: lightcone_agent::config::ClockFaultRequest,
+    },
     Unsupported {
         verb: String,
         args: String,
@@ -113,6 +119,14 @@ impl Action {
                 units::fmt_ns(*interval_ns),
                 units::fmt_ns(*until_ns)
             ),
+            Action::Clock {
+                verb,
+                node,
+                request,
+            } => format!(
+                "{verb} {node} {}",
+                serde_json::to_string(request).unwrap_or_default()
+            ),
             Action::Unsupported { verb, args, .. } => {
                 format!("{verb} {args} (NOT SUPPORTED by this lab's agents)")
             }
@@ -129,6 +143,7 @@ impl Action {
             Action::Partition { .. } => "partition",
             Action::Heal => "heal",
             Action::LoadStart { .. } => "load",
+            Action::Clock { .. } => "clock",
             Action::Unsupported { .. } => "unsupported",
         }
     }
@@ -364,6 +379,32 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                         interval_ns: *interval_ns,
                         until_ns: *until_ns,
                         write_fraction: *write_fraction,
+                    },
+                )
+            }
+            Verb::Clock {
+                verb,
+                node: n,
+                request,
+            } => {
+                let name = node(line, n)?;
+                let is_authority = topo.node_index(n).is_some_and(|i| {
+                    topo.nodes[i].role == lightcone_agent::config::Role::Authority
+                });
+                if verb == "stratum0_compromise" && !is_authority {
+                    return Err(ExpandError {
+                        line,
+                        message: format!(
+                            "stratum0_compromise needs a stratum-0 authority (`role: authority`); {n} is not one"
+                        ),
+                    });
+                }
+                push(
+                    step.at_ns,
+                    Action::Clock {
+                        verb: verb.clone(),
+                        node: name,
+                        request: request.clone(),
                     },
                 )
             }

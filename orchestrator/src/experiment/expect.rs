@@ -19,6 +19,10 @@
 //!   after it completed.
 //! - `timer_lateness_p99`: the 99th percentile of `lightcone_timer_lateness_seconds` over
 //!   the run, all agents together; the upper bound of the histogram bucket holding it.
+//! - `time_alarmed_nodes`: nodes whose `lightcone_time_alarms_total` (clock-compromise
+//!   alarms: the pulsar check disagreed with the optical hierarchy) rose during the run.
+//! - `time_coverage`: the lowest `lightcone_time_coverage_ratio` of any agent at the end
+//!   (share of its time samples whose true error was within its claimed 3σ).
 //! - `overhead`: CPU seconds of the agent processes (utime + stime from /proc) over the run
 //!   divided by the lab's capacity: host cores × real seconds of the run.
 
@@ -43,6 +47,8 @@ pub enum Metric {
     AcknowledgedWritesLost,
     TimerLatenessP99,
     Overhead,
+    TimeAlarmedNodes,
+    TimeCoverage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +59,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 9] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -61,6 +67,8 @@ impl Metric {
         Metric::AcknowledgedWritesLost,
         Metric::TimerLatenessP99,
         Metric::Overhead,
+        Metric::TimeAlarmedNodes,
+        Metric::TimeCoverage,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -71,6 +79,8 @@ impl Metric {
             Metric::AcknowledgedWritesLost => "acknowledged_writes_lost",
             Metric::TimerLatenessP99 => "timer_lateness_p99",
             Metric::Overhead => "overhead",
+            Metric::TimeAlarmedNodes => "time_alarmed_nodes",
+            Metric::TimeCoverage => "time_coverage",
         }
     }
     fn kind(&self) -> Kind {
@@ -78,8 +88,10 @@ impl Metric {
             Metric::DetectionTime | Metric::ConvergedAfterHeal | Metric::TimerLatenessP99 => {
                 Kind::Duration
             }
-            Metric::Locality | Metric::Overhead => Kind::Fraction,
-            Metric::CausalAnomalies | Metric::AcknowledgedWritesLost => Kind::Count,
+            Metric::Locality | Metric::Overhead | Metric::TimeCoverage => Kind::Fraction,
+            Metric::CausalAnomalies | Metric::AcknowledgedWritesLost | Metric::TimeAlarmedNodes => {
+                Kind::Count
+            }
         }
     }
     /// Format a value of this metric (seconds, fraction or count).
@@ -539,6 +551,47 @@ impl Recording {
         )
     }
 
+    pub fn time_alarmed_nodes(&self) -> (Option<f64>, String) {
+        let inc = self.increase("lightcone_time_alarms_total", &["node"]);
+        if inc.is_empty() {
+            return (None, "no agent exports lightcone_time_alarms_total".into());
+        }
+        let alarmed: Vec<&str> = inc
+            .iter()
+            .filter(|(_, v)| **v > 0.0)
+            .map(|(k, _)| k[0].as_str())
+            .collect();
+        (
+            Some(alarmed.len() as f64),
+            format!(
+                "{} of {} clocked nodes alarmed: {}",
+                alarmed.len(),
+                inc.len(),
+                if alarmed.is_empty() {
+                    "none".to_string()
+                } else {
+                    alarmed.join(" ")
+                }
+            ),
+        )
+    }
+
+    pub fn time_coverage(&self) -> (Option<f64>, String) {
+        let worst = self
+            .metrics_end
+            .iter()
+            .filter(|(n, _, v)| n == "lightcone_time_coverage_ratio" && v.is_finite())
+            .map(|(_, l, v)| (*v, l.get("node").cloned().unwrap_or_default()))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        match worst {
+            Some((v, node)) => (Some(v), format!("lowest at {node}")),
+            None => (
+                None,
+                "no agent exports lightcone_time_coverage_ratio".into(),
+            ),
+        }
+    }
+
     pub fn causal_anomalies(&self) -> (Option<f64>, String) {
         if self.history.is_empty() {
             return (None, "no load history recorded".into());
@@ -654,6 +707,8 @@ impl Recording {
             Metric::AcknowledgedWritesLost => self.acknowledged_writes_lost(),
             Metric::TimerLatenessP99 => self.timer_lateness_p99(),
             Metric::Overhead => self.overhead(),
+            Metric::TimeAlarmedNodes => self.time_alarmed_nodes(),
+            Metric::TimeCoverage => self.time_coverage(),
         }
     }
 }

@@ -31,6 +31,7 @@ fn marker_color(kind: &str) -> &'static str {
         "partition" => "#e67e22",
         "heal" => "#2980b9",
         "unsupported" => "#8e44ad",
+        "clock" => "#16a085",
         _ => "#999999",
     }
 }
@@ -206,7 +207,7 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
             esc(&v.detail)
         );
     }
-    s.push_str("</table><h2>Over the timeline</h2><p>x: emulated time since the timeline started. Dashed lines: faults (red crash, green restart, orange partition, blue heal, grey link change, purple unsupported verb); hover for details.</p>");
+    s.push_str("</table><h2>Over the timeline</h2><p>x: emulated time since the timeline started. Dashed lines: faults (red crash, green restart, orange partition, blue heal, grey link change, teal clock fault, purple unsupported verb); hover for details.</p>");
     let pts = |f: &dyn Fn(&SeriesPoint) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
         series.iter().map(|p| (x(p), f(p))).collect()
     };
@@ -261,7 +262,7 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
         &marks,
         &|y| units::fmt_ns((y.max(0.0) * 1e9) as u64),
     );
-    s.push_str("<h3>Time error and σ</h3><p>Not plotted: this lab's agents expose no clock service yet (no time estimate or σ in <code>/state</code>).</p>");
+    s.push_str("<h3>Time error and σ</h3><p>Not plotted over time yet: the runner samples agents' <code>/state</code> for membership only. Each agent's clock is in its <code>/state</code> <code>time</code> section and in <code>lightcone_time_*</code> metrics; the expectations <code>time_alarmed_nodes</code> and <code>time_coverage</code> judge them at the end of the run.</p>");
     s.push_str("<h2>Expanded timeline</h2><pre>");
     s += &esc(&super::expand::render(plan));
     s.push_str("</pre><h2>Events</h2><pre>");

@@ -520,12 +520,14 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         }
         let kind = p.action.kind().to_string();
         let node = match &p.action {
-            Action::Crash { node } | Action::Restart { node } => Some(node.clone()),
+            Action::Crash { node } | Action::Restart { node } | Action::Clock { node, .. } => {
+                Some(node.clone())
+            }
             _ => None,
         };
         if matches!(
             kind.as_str(),
-            "crash" | "restart" | "heal" | "partition" | "unsupported"
+            "crash" | "restart" | "heal" | "partition" | "clock" | "unsupported"
         ) || (kind.starts_with("link") && r.is_ok())
         {
             marks.push(Mark {
@@ -824,6 +826,10 @@ fn play(api: &Api, a: &Action, names: &[String]) -> Result<(), String> {
         Action::Restart { node } => api.post_json(
             &format!("/api/nodes/{node}/restart"),
             &serde_json::json!({}),
+        ),
+        Action::Clock { node, request, .. } => api.post_json(
+            &format!("/api/nodes/{node}/clock"),
+            &serde_json::to_value(request).unwrap_or_default(),
         ),
         Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
         Action::Unsupported { verb, .. } => {

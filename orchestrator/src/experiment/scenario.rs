@@ -36,9 +36,6 @@ pub const VERBS: &[&str] = &[
 /// Verbs that parse but that the lab's agents cannot play yet: what the agent lacks.
 pub fn unsupported_reason(verb: &str) -> Option<&'static str> {
     match verb {
-        "clock_step" | "clock_drift" | "stratum0_compromise" | "pulsar_loss" => Some(
-            "the agent has no clock service (no `time` in /nodes/{n}/state, no clock-fault control endpoint)",
-        ),
         "byzantine" => Some(
             "the agent has no byzantine mode (no `byzantine` in /nodes/{n}/state, no control endpoint to make it lie) \
              and no neighbourhood-watch auto-quarantine; only operator quarantine (POST /quarantine/{node}) exists",
@@ -156,6 +153,13 @@ pub enum Verb {
         until_ns: u64,
         write_fraction: f64,
     },
+    /// A clock fault (`clock_step`, `clock_drift`, `stratum0_compromise`, `pulsar_loss`),
+    /// played through the supervisor's `POST /api/nodes/{node}/clock`.
+    Clock {
+        verb: String,
+        node: String,
+        request: lightcone_agent::config::ClockFaultRequest,
+    },
     /// A verb of the spec the agents cannot play yet (see [`unsupported_reason`]).
     Unsupported {
         verb: String,
@@ -176,7 +180,7 @@ impl Verb {
             Verb::Flap { .. } => "flap",
             Verb::Churn { .. } => "churn",
             Verb::Load { .. } => "load",
-            Verb::Unsupported { verb, .. } => verb,
+            Verb::Clock { verb, .. } | Verb::Unsupported { verb, .. } => verb,
         }
     }
 }
@@ -317,6 +321,41 @@ impl Reader {
                 None
             }
         }
+    }
+
+    /// A duration that may be negative (`-500us`), in ns.
+    fn signed_duration(&mut self, n: &Node, what: &str) -> Option<f64> {
+        let s = n.scalar().unwrap_or("");
+        let (neg, rest) = match s.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, s),
+        };
+        match units::duration_ns(rest) {
+            Ok(v) => Some(if neg { -(v as f64) } else { v as f64 }),
+            Err(e) => {
+                self.d.error(n.pos, format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A clock verb whose request passes the agent's own checks.
+    fn clock_verb(
+        &mut self,
+        verb: &str,
+        node: String,
+        request: lightcone_agent::config::ClockFaultRequest,
+        at: Pos,
+    ) -> Option<Verb> {
+        if let Err(e) = request.to_fault() {
+            self.d.error(at, format!("{verb}: {e}"));
+            return None;
+        }
+        Some(Verb::Clock {
+            verb: verb.to_string(),
+            node,
+            request,
+        })
     }
 
     fn percent(&mut self, n: &Node, what: &str) -> Option<f64> {
@@ -760,6 +799,62 @@ impl Reader {
                     until_ns,
                     write_fraction,
                 })
+            }
+            "clock_step" | "stratum0_compromise" => {
+                let f = self.fields(v, &["node", "offset"], name)?;
+                let nn = self.required(&f, "node", v.pos, name)?;
+                let node = self.string(nn, "node")?;
+                let o = self.required(&f, "offset", v.pos, name)?;
+                let ns = self.signed_duration(o, "offset")?;
+                let mut request = lightcone_agent::config::ClockFaultRequest::default();
+                if name == "clock_step" {
+                    request.step_ns = Some(ns);
+                } else {
+                    request.serve_bias_ns = Some(ns);
+                }
+                self.clock_verb(name, node, request, o.pos)
+            }
+            "clock_drift" => {
+                let f = self.fields(v, &["node", "ppb"], name)?;
+                let nn = self.required(&f, "node", v.pos, name)?;
+                let node = self.string(nn, "node")?;
+                let n = self.required(&f, "ppb", v.pos, name)?;
+                let Some(ppb) = n.scalar().and_then(|s| s.parse::<f64>().ok()) else {
+                    self.d.error(
+                        n.pos,
+                        format!(
+                            "ppb must be a number (parts per billion), found {}",
+                            show(n)
+                        ),
+                    );
+                    return None;
+                };
+                let request = lightcone_agent::config::ClockFaultRequest {
+                    drift_ppb: Some(ppb),
+                    ..Default::default()
+                };
+                self.clock_verb(name, node, request, n.pos)
+            }
+            "pulsar_loss" => {
+                let f = self.fields(v, &["node", "restore"], name)?;
+                let nn = self.required(&f, "node", v.pos, name)?;
+                let node = self.string(nn, "node")?;
+                let restore = match Self::get(&f, "restore") {
+                    None => false,
+                    Some(r) => match r.scalar() {
+                        Some("true") => true,
+                        Some("false") => false,
+                        _ => {
+                            self.d.error(r.pos, "restore must be true or false");
+                            return None;
+                        }
+                    },
+                };
+                let request = lightcone_agent::config::ClockFaultRequest {
+                    pulsar_loss: Some(!restore),
+                    ..Default::default()
+                };
+                self.clock_verb(name, node, request, v.pos)
             }
             other => {
                 let _ = pos;

@@ -7,11 +7,12 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use lightcone::apply;
 use lightcone::kernel::Netns;
 use lightcone::link::probe::{self, ProbeOptions};
 use lightcone::plan::{self, Plan};
+use lightcone::progress::Renderer;
 use lightcone::state::LabDir;
 use lightcone::supervisor::{self, EngineChoice, LabStatus, LinkChange, SupervisorInfo, UpOptions};
 use lightcone::topology::{self, units, LoadError};
@@ -124,6 +125,21 @@ enum Cmd {
         /// Print the outcome as JSON on stdout (progress goes to stderr).
         #[arg(long)]
         json: bool,
+    },
+    /// Check that this machine can run labs: privileges, namespaces, veth, netem,
+    /// AF_PACKET, descriptors, binaries, leftovers; says which link engine `auto` picks.
+    /// Exit 1 if any check fails. Creates a throwaway namespace and removes it.
+    Doctor {
+        /// Print the checks as JSON (fields: checks[{name, status, reason, fix}],
+        /// auto_engine{engine, why}, ok).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script, e.g. `lightcone completions bash >
+    /// /etc/bash_completion.d/lightcone`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     #[command(hide = true, name = "__supervise")]
     Supervise {
@@ -360,10 +376,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     port,
                     prometheus,
                 };
+                let progress = std::cell::RefCell::new(Renderer::default());
                 supervisor::run(
                     &opts,
-                    |l| println!("{l}"),
+                    |l| progress.borrow_mut().line(l, false),
                     |url| {
+                        progress.borrow_mut().clear();
                         println!("lab {} is up", topo.name);
                         println!("  dashboard: {url}/");
                         println!("  metrics:   {url}/metrics");
@@ -436,6 +454,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Status { lab, json } => status(lab, json),
+        Cmd::Doctor { json } => {
+            let r = lightcone::doctor::run();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+            } else {
+                print!("{}", lightcone::doctor::render(&r));
+            }
+            if r.ok {
+                Ok(())
+            } else {
+                // The report already says what failed and what to do.
+                std::process::exit(code::FAILURE as i32)
+            }
+        }
+        Cmd::Completions { shell } => {
+            // Without the hidden internal subcommand (clap_complete would offer it).
+            let full = Cli::command();
+            let mut visible = clap::Command::new("lightcone")
+                .version(env!("CARGO_PKG_VERSION"))
+                .subcommand_required(true)
+                .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+            if let Some(a) = full.get_about() {
+                visible = visible.about(a.clone());
+            }
+            clap_complete::generate(shell, &mut visible, "lightcone", &mut std::io::stdout());
+            Ok(())
+        }
         Cmd::Run {
             scenario,
             seed,
@@ -811,17 +856,20 @@ fn up_detached(
         .process_group(0);
     let mut child = c.spawn().context("start supervisor")?;
     let out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut progress = Renderer::default();
     for line in out.lines() {
         let line = line.unwrap_or_default();
         if let Some(url) = line.strip_prefix("\u{1}READY ") {
+            progress.clear();
             println!("lab is up (supervisor pid {})", child.id());
             println!("  dashboard: {url}/");
             println!("  metrics:   {url}/metrics");
             println!("tear it down with `lightcone down`");
             return Ok(());
         }
-        println!("{line}");
+        progress.line(&line, false);
     }
+    progress.clear();
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
@@ -931,14 +979,8 @@ fn run_scenario(
         seed,
         out,
     };
-    let o = experiment::run(&opts, |l| {
-        if json {
-            eprintln!("{l}");
-        } else {
-            println!("{l}");
-        }
-    })
-    .map_err(|e| {
+    let mut progress = Renderer::default();
+    let o = experiment::run(&opts, |l| progress.line(l, json)).map_err(|e| {
         Failure(
             if e.is_invalid() {
                 code::INVALID
@@ -967,8 +1009,14 @@ fn run_scenario(
         }
         println!("report: {}", o.dir.join("report.html").display());
     }
+    drop(progress);
     if o.passed {
-        println!("scenario {} (seed {}) passed", sc.name, o.seed);
+        // With --json, stdout holds the JSON document only.
+        if json {
+            eprintln!("scenario {} (seed {}) passed", sc.name, o.seed);
+        } else {
+            println!("scenario {} (seed {}) passed", sc.name, o.seed);
+        }
         Ok(())
     } else {
         let failed: Vec<&str> = o

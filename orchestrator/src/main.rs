@@ -235,6 +235,14 @@ fn state(msg: String) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Supervise { .. }) {
+        // `lightcone status | head` ends quietly, as other tools do, instead of panicking
+        // on EPIPE. The supervisor keeps ignoring SIGPIPE: it must outlive a closed pipe.
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, e)) => {
@@ -407,13 +415,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let r = supervisor::run(
                 &opts,
+                // Write errors are ignored: if `up --detach` went away, the lab still comes up.
                 |l| {
-                    println!("{l}");
-                    let _ = std::io::stdout().flush();
+                    let mut o = std::io::stdout().lock();
+                    let _ = writeln!(o, "{l}");
+                    let _ = o.flush();
                 },
                 |url| {
-                    println!("\u{1}READY {url}");
-                    let _ = std::io::stdout().flush();
+                    let mut o = std::io::stdout().lock();
+                    let _ = writeln!(o, "\u{1}READY {url}");
+                    let _ = o.flush();
+                    drop(o);
                     detach_stdio();
                 },
             );
@@ -718,12 +730,32 @@ fn summarize_link(v: &serde_json::Value) -> String {
         },
         units::fmt_ns(m["delay_ns"].as_u64().unwrap_or(0)),
         units::fmt_ns(m["jitter_ns"].as_u64().unwrap_or(0)),
-        m["loss"],
+        fmt_loss(&m["loss"]),
         m["rate_bps"]
             .as_u64()
             .map(units::fmt_bps)
             .unwrap_or_else(|| "unlimited".into())
     )
+}
+
+/// A link's loss model as the topology writes it: `0%`, `5%`, `5% (25% correlated)`,
+/// `gilbert_elliott p 1% r 25% …`.
+fn fmt_loss(v: &serde_json::Value) -> String {
+    let pct = |k: &str| format!("{}%", (v[k].as_f64().unwrap_or(0.0) * 1e4).round() / 1e2);
+    match v["model"].as_str() {
+        Some("random") if v["correlation"].as_f64().unwrap_or(0.0) > 0.0 => {
+            format!("{} ({} correlated)", pct("probability"), pct("correlation"))
+        }
+        Some("random") => pct("probability"),
+        Some("gilbert_elliott") => format!(
+            "gilbert_elliott p {} r {} loss_bad {} loss_good {}",
+            pct("p"),
+            pct("r"),
+            pct("loss_bad"),
+            pct("loss_good")
+        ),
+        _ => "0%".into(),
+    }
 }
 
 fn down_one(lab: &str) -> Result<(), Failure> {
@@ -803,10 +835,10 @@ fn status(lab: Option<String>, json: bool) -> Result<(), Failure> {
                     .count();
                 let up = s.links.iter().filter(|l| l.up).count();
                 println!(
-                    "{}: up {:.0}s, engine {:?}, {} nodes ({} agents running), {}/{} links up",
+                    "{}: up {:.0}s, engine {}, {} nodes ({} agents running), {}/{} links up",
                     s.name,
                     s.uptime_s,
-                    s.engine,
+                    engine_arg(s.engine),
                     s.nodes.len(),
                     running,
                     up,

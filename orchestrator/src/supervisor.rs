@@ -806,11 +806,11 @@ pub fn run(opts: &UpOptions, mut report: impl FnMut(&str), ready: impl FnOnce(&s
     }
     let (engine_choice, engine_reason) = resolve_engine(opts.engine);
     report(&format!(
-        "lab {}: {} nodes, {} links, engine {:?} ({engine_reason}), seed {}",
+        "lab {}: {} nodes, {} links, engine {} ({engine_reason}), seed {}",
         plan.lab,
         plan.nodes.len(),
         plan.links.len(),
-        engine_choice,
+        format!("{engine_choice:?}").to_lowercase(),
         plan.seed
     ));
     let dir = LabDir::new(&plan.lab);

@@ -151,3 +151,57 @@ fn run_json_is_the_only_thing_on_stdout() {
     assert!(wait_until(Duration::from_secs(10), || lab_namespaces(&lab).is_empty()));
     assert_gone(&lab);
 }
+
+/// The doctor's check of `name`, from `doctor --json`.
+fn doctor_check(name: &str) -> Value {
+    let o = lc(&["doctor", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("doctor --json");
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} check: {v:#}"))
+}
+
+#[test]
+fn doctor_reports_leftovers_and_its_fixes_work() {
+    require_root();
+    // A lab whose supervisor is gone: a state directory with an empty ledger.
+    let lab = lab_name("cdst");
+    let dir = std::path::Path::new("/run/lightcone").join(&lab);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ledger.jsonl"), "").unwrap();
+    let _g = LabGuard(lab.clone());
+    // A killed doctor's throwaway namespace: a pid that has exited.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let ns = format!("lc-doctor-{dead}");
+    let made = std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let stale = doctor_check("stale_labs");
+    let stray = doctor_check("stray_namespaces");
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "delete", &ns])
+        .status();
+    assert_eq!(stale["status"], "warn", "{stale}");
+    assert!(stale["reason"].as_str().unwrap().contains(&lab), "{stale}");
+    assert!(
+        stale["fix"].as_str().unwrap().contains("lightcone down"),
+        "{stale}"
+    );
+    assert_eq!(stray["status"], "warn", "{stray}");
+    assert!(stray["reason"].as_str().unwrap().contains(&ns), "{stray}");
+
+    // The stale lab's fix: `lightcone down LAB`.
+    lc_ok(&["down", &lab]);
+    assert!(!dir.exists());
+    let stale = doctor_check("stale_labs");
+    assert!(!stale["reason"].as_str().unwrap().contains(&lab), "{stale}");
+}

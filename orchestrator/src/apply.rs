@@ -78,15 +78,20 @@ pub async fn build(
     let total = names.len();
     // Namespace creation is a few syscalls on a fresh thread; run a few at a time.
     let mut made: Vec<Netns> = Vec::with_capacity(total);
+    // Every creation is awaited even after an error, so none completes after teardown.
+    let mut finished = 0usize;
     let results: Vec<Result<Netns, KernelError>> = stream::iter(names.iter().cloned())
         .map(|name| tokio::task::spawn_blocking(move || Netns::create_with(&name, disable_ipv6)))
         .buffered(8)
         .map(|r| r.unwrap_or(Err(KernelError::ThreadPanicked)))
+        .inspect(|_| {
+            finished += 1;
+            progress("namespaces", finished, total);
+        })
         .collect()
         .await;
     for r in results {
         made.push(r?);
-        progress("namespaces", made.len(), total);
     }
     times.namespaces = t0.elapsed();
     let t1 = Instant::now();

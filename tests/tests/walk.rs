@@ -4,7 +4,8 @@
 //! (`up FILE --detach`, engine `auto`), so the steps can run in any order. Needs root.
 //!
 //! (a) `lightcone doctor` passes and names the link engine;
-//! (b) `up … --detach` prints the dashboard URL and the URL answers 200 with the page;
+//! (b) `up … --detach` prints the dashboard URL and the URL answers 200 with the page; the
+//!     README's command 1 (`up` in the foreground) does too and tears down on Ctrl-C;
 //! (c) a partition made the way the dashboard page makes it (its embedded token, `POST
 //!     /api/partition` with the links crossing the marked set) makes the agents on both
 //!     sides see each other suspect or dead, and heal brings them back alive;
@@ -119,6 +120,46 @@ fn b_up_prints_a_dashboard_url_that_answers() {
     // What the page loads next answers too.
     let topo: Value = get(&format!("{url}api/topology")).into_json().unwrap();
     assert_eq!(topo["nodes"].as_array().map(Vec::len), Some(3), "{topo}");
+}
+
+#[test]
+fn b_foreground_up_as_in_command_1_holds_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    require_root();
+    let t = TestLab::shipped("wkf", "quickstart.yaml");
+    // Command 1 without --detach: the lab lives as long as this process.
+    let mut child = Command::new(lightcone_bin())
+        .args(["up", t.file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !seen.contains("press Ctrl-C") {
+        line.clear();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.wait();
+            panic!("`up` ended before the lab was up:\n{seen}");
+        }
+        seen += &line;
+    }
+    let url = dashboard_url(&seen);
+    assert_eq!(get(&url).status(), 200);
+    assert!(!lab_namespaces(&t.lab).is_empty());
+    // Ctrl-C: SIGINT to the process; it tears everything down and exits 0.
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "exit {st:?}:\n{seen}{rest}");
+    assert!(rest.contains(&format!("lab {} is down", t.lab)), "{rest}");
+    assert_gone(&t.lab);
 }
 
 /// The token the page embeds (`const TOKEN = "…";`), which its controls send.

@@ -5,7 +5,7 @@
 #   sudo tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
+. tests/rust-env.sh
 
 bash tests/setup.sh --deps
 

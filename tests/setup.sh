@@ -39,10 +39,11 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheu
   systemctl disable prometheus >/dev/null 2>&1 || true
 fi
 
-# Rust: use the toolchain on PATH (or rustup's usual place); Debian's own cargo is too old.
-export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "no Rust toolchain found. Install one with rustup (https://rustup.rs), then run this again." >&2
+# Rust: root's rustup toolchain, else the one of the user who ran sudo (see rust-env.sh);
+# Debian's own cargo is too old.
+. tests/rust-env.sh
+if ! cargo --version >/dev/null 2>&1; then
+  echo "no Rust toolchain found (for root, nor in ~${SUDO_USER:-}/.cargo). Install one with rustup (https://rustup.rs), then run this again." >&2
   exit 1
 fi
 rustc_minor=$(rustc --version | awk '{print $2}' | cut -d. -f2)
@@ -54,4 +55,5 @@ fi
 if [ "$build" -eq 1 ]; then
   cargo build --release --workspace --bins
   echo "built: target/release/lightcone and target/release/lightcone-agent"
+  echo "next: sudo target/release/lightcone doctor   (checks this machine, names the link engine)"
 fi

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -57,7 +57,8 @@ fn disable_ipv6() {
     }
 }
 
-/// Build the lab's kernel objects. On error, what was made stays recorded in the ledger
+/// Build the lab's kernel objects, calling `progress(what, done, total)` after every
+/// namespace, link and namespace addressed (callers throttle). On error, what was made stays recorded in the ledger
 /// for [`teardown`] to remove.
 pub async fn build(
     plan: &Plan,
@@ -77,17 +78,20 @@ pub async fn build(
     let total = names.len();
     // Namespace creation is a few syscalls on a fresh thread; run a few at a time.
     let mut made: Vec<Netns> = Vec::with_capacity(total);
+    // Every creation is awaited even after an error, so none completes after teardown.
+    let mut finished = 0usize;
     let results: Vec<Result<Netns, KernelError>> = stream::iter(names.iter().cloned())
         .map(|name| tokio::task::spawn_blocking(move || Netns::create_with(&name, disable_ipv6)))
         .buffered(8)
         .map(|r| r.unwrap_or(Err(KernelError::ThreadPanicked)))
+        .inspect(|_| {
+            finished += 1;
+            progress("namespaces", finished, total);
+        })
         .collect()
         .await;
     for r in results {
         made.push(r?);
-        if made.len().is_multiple_of(100) || made.len() == total {
-            progress("namespaces", made.len(), total);
-        }
     }
     times.namespaces = t0.elapsed();
     let t1 = Instant::now();
@@ -131,16 +135,15 @@ pub async fn build(
     while let Some(r) = s.next().await {
         r?;
         done += 1;
-        if done.is_multiple_of(200) || done == nlinks {
-            progress("links", done, nlinks);
-        }
+        progress("links", done, nlinks);
     }
     drop(s);
     times.links = t1.elapsed();
     let t2 = Instant::now();
     // Per namespace: loopback up, addresses, peer ends up.
     let jobs: Vec<usize> = (0..made.len()).collect();
-    stream::iter(jobs)
+    let mut addressed = 0usize;
+    let mut s = stream::iter(jobs)
         .map(|i| {
             let made = &made;
             async move {
@@ -165,10 +168,13 @@ pub async fn build(
                 Ok::<(), KernelError>(())
             }
         })
-        .buffer_unordered(CONCURRENCY / 4)
-        .try_collect::<Vec<()>>()
-        .await?;
-    progress("addresses", made.len(), made.len());
+        .buffer_unordered(CONCURRENCY / 4);
+    while let Some(r) = s.next().await {
+        r?;
+        addressed += 1;
+        progress("addresses", addressed, made.len());
+    }
+    drop(s);
     times.addresses = t2.elapsed();
     Ok(times)
 }
@@ -303,7 +309,8 @@ pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelEr
 }
 
 /// Namespaces that look like a lab's (`lc-<lab>_…`) but that no ledger lists: leftovers
-/// of a lab whose state directory was lost. `down --all` removes them too.
+/// of a lab whose state directory was lost; and throwaway `lc-doctor-<pid>` namespaces of
+/// a `lightcone doctor` that is no longer running. `down --all` removes them too.
 pub fn stray_namespaces() -> Vec<String> {
     let known: std::collections::BTreeSet<String> = LabDir::all()
         .iter()
@@ -316,9 +323,15 @@ pub fn stray_namespaces() -> Vec<String> {
     Netns::list()
         .into_iter()
         .filter(|n| {
-            n.strip_prefix(crate::topology::NETNS_PREFIX)
-                .is_some_and(|rest| rest.contains('_'))
-                && !known.contains(n)
+            let Some(rest) = n.strip_prefix(crate::topology::NETNS_PREFIX) else {
+                return false;
+            };
+            if let Some(pid) = rest.strip_prefix("doctor-") {
+                return pid
+                    .parse::<u32>()
+                    .is_ok_and(|p| crate::state::process_start_time(p).is_none());
+            }
+            rest.contains('_') && !known.contains(n)
         })
         .collect()
 }

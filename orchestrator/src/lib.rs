@@ -2,10 +2,12 @@
 pub mod agents;
 pub mod apply;
 pub mod dashboard;
+pub mod doctor;
 pub mod experiment;
 pub mod kernel;
 pub mod link;
 pub mod plan;
+pub mod progress;
 pub mod state;
 pub mod supervisor;
 pub mod telemetry;

@@ -7,11 +7,12 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use lightcone::apply;
 use lightcone::kernel::Netns;
 use lightcone::link::probe::{self, ProbeOptions};
 use lightcone::plan::{self, Plan};
+use lightcone::progress::Renderer;
 use lightcone::state::LabDir;
 use lightcone::supervisor::{self, EngineChoice, LabStatus, LinkChange, SupervisorInfo, UpOptions};
 use lightcone::topology::{self, units, LoadError};
@@ -124,6 +125,21 @@ enum Cmd {
         /// Print the outcome as JSON on stdout (progress goes to stderr).
         #[arg(long)]
         json: bool,
+    },
+    /// Check that this machine can run labs: privileges, namespaces, veth, netem,
+    /// AF_PACKET, descriptors, binaries, leftovers; says which link engine `auto` picks.
+    /// Exit 1 if any check fails. Creates a throwaway namespace and removes it.
+    Doctor {
+        /// Print the checks as JSON (fields: checks[{name, status, reason, fix}],
+        /// auto_engine{engine, why}, ok).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script, e.g. `lightcone completions bash >
+    /// /etc/bash_completion.d/lightcone`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     #[command(hide = true, name = "__supervise")]
     Supervise {
@@ -298,6 +314,14 @@ fn state(msg: String) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Supervise { .. }) {
+        // `lightcone status | head` ends quietly, as other tools do, instead of panicking
+        // on EPIPE. The supervisor keeps ignoring SIGPIPE: it must outlive a closed pipe.
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, e)) => {
@@ -439,10 +463,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     port,
                     prometheus,
                 };
+                let progress = std::cell::RefCell::new(Renderer::default());
                 supervisor::run(
                     &opts,
-                    |l| println!("{l}"),
+                    |l| progress.borrow_mut().line(l, false),
                     |url| {
+                        progress.borrow_mut().clear();
                         println!("lab {} is up", topo.name);
                         println!("  dashboard: {url}/");
                         println!("  metrics:   {url}/metrics");
@@ -468,13 +494,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let r = supervisor::run(
                 &opts,
+                // Write errors are ignored: if `up --detach` went away, the lab still comes up.
                 |l| {
-                    println!("{l}");
-                    let _ = std::io::stdout().flush();
+                    let mut o = std::io::stdout().lock();
+                    let _ = writeln!(o, "{l}");
+                    let _ = o.flush();
                 },
                 |url| {
-                    println!("\u{1}READY {url}");
-                    let _ = std::io::stdout().flush();
+                    let mut o = std::io::stdout().lock();
+                    let _ = writeln!(o, "\u{1}READY {url}");
+                    let _ = o.flush();
+                    drop(o);
                     detach_stdio();
                 },
             );
@@ -515,6 +545,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Status { lab, json } => status(lab, json),
+        Cmd::Doctor { json } => {
+            let r = lightcone::doctor::run();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+            } else {
+                print!("{}", lightcone::doctor::render(&r));
+            }
+            if r.ok {
+                Ok(())
+            } else {
+                // The report already says what failed and what to do.
+                std::process::exit(code::FAILURE as i32)
+            }
+        }
+        Cmd::Completions { shell } => {
+            // Without the hidden internal subcommand (clap_complete would offer it).
+            let full = Cli::command();
+            let mut visible = clap::Command::new("lightcone")
+                .version(env!("CARGO_PKG_VERSION"))
+                .subcommand_required(true)
+                .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+            if let Some(a) = full.get_about() {
+                visible = visible.about(a.clone());
+            }
+            clap_complete::generate(shell, &mut visible, "lightcone", &mut std::io::stdout());
+            Ok(())
+        }
         Cmd::Run {
             scenario,
             seed,
@@ -790,12 +847,32 @@ fn summarize_link(v: &serde_json::Value) -> String {
         },
         units::fmt_ns(m["delay_ns"].as_u64().unwrap_or(0)),
         units::fmt_ns(m["jitter_ns"].as_u64().unwrap_or(0)),
-        m["loss"],
+        fmt_loss(&m["loss"]),
         m["rate_bps"]
             .as_u64()
             .map(units::fmt_bps)
             .unwrap_or_else(|| "unlimited".into())
     )
+}
+
+/// A link's loss model as the topology writes it: `0%`, `5%`, `5% (25% correlated)`,
+/// `gilbert_elliott p 1% r 25% …`.
+fn fmt_loss(v: &serde_json::Value) -> String {
+    let pct = |k: &str| format!("{}%", (v[k].as_f64().unwrap_or(0.0) * 1e4).round() / 1e2);
+    match v["model"].as_str() {
+        Some("random") if v["correlation"].as_f64().unwrap_or(0.0) > 0.0 => {
+            format!("{} ({} correlated)", pct("probability"), pct("correlation"))
+        }
+        Some("random") => pct("probability"),
+        Some("gilbert_elliott") => format!(
+            "gilbert_elliott p {} r {} loss_bad {} loss_good {}",
+            pct("p"),
+            pct("r"),
+            pct("loss_bad"),
+            pct("loss_good")
+        ),
+        _ => "0%".into(),
+    }
 }
 
 fn down_one(lab: &str) -> Result<(), Failure> {
@@ -875,10 +952,10 @@ fn status(lab: Option<String>, json: bool) -> Result<(), Failure> {
                     .count();
                 let up = s.links.iter().filter(|l| l.up).count();
                 println!(
-                    "{}: up {:.0}s, engine {:?}, {} nodes ({} agents running), {}/{} links up",
+                    "{}: up {:.0}s, engine {}, {} nodes ({} agents running), {}/{} links up",
                     s.name,
                     s.uptime_s,
-                    s.engine,
+                    engine_arg(s.engine),
                     s.nodes.len(),
                     running,
                     up,
@@ -928,17 +1005,20 @@ fn up_detached(
         .process_group(0);
     let mut child = c.spawn().context("start supervisor")?;
     let out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut progress = Renderer::default();
     for line in out.lines() {
         let line = line.unwrap_or_default();
         if let Some(url) = line.strip_prefix("\u{1}READY ") {
+            progress.clear();
             println!("lab is up (supervisor pid {})", child.id());
             println!("  dashboard: {url}/");
             println!("  metrics:   {url}/metrics");
             println!("tear it down with `lightcone down`");
             return Ok(());
         }
-        println!("{line}");
+        progress.line(&line, false);
     }
+    progress.clear();
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
@@ -1048,14 +1128,8 @@ fn run_scenario(
         seed,
         out,
     };
-    let o = experiment::run(&opts, |l| {
-        if json {
-            eprintln!("{l}");
-        } else {
-            println!("{l}");
-        }
-    })
-    .map_err(|e| {
+    let mut progress = Renderer::default();
+    let o = experiment::run(&opts, |l| progress.line(l, json)).map_err(|e| {
         Failure(
             if e.is_invalid() {
                 code::INVALID
@@ -1084,8 +1158,14 @@ fn run_scenario(
         }
         println!("report: {}", o.dir.join("report.html").display());
     }
+    drop(progress);
     if o.passed {
-        println!("scenario {} (seed {}) passed", sc.name, o.seed);
+        // With --json, stdout holds the JSON document only.
+        if json {
+            eprintln!("scenario {} (seed {}) passed", sc.name, o.seed);
+        } else {
+            println!("scenario {} (seed {}) passed", sc.name, o.seed);
+        }
         Ok(())
     } else {
         let failed: Vec<&str> = o

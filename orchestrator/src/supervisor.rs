@@ -872,11 +872,11 @@ pub fn run(opts: &UpOptions, mut report: impl FnMut(&str), ready: impl FnOnce(&s
     }
     let (engine_choice, engine_reason) = resolve_engine(opts.engine);
     report(&format!(
-        "lab {}: {} nodes, {} links, engine {:?} ({engine_reason}), seed {}",
+        "lab {}: {} nodes, {} links, engine {} ({engine_reason}), seed {}",
         plan.lab,
         plan.nodes.len(),
         plan.links.len(),
-        engine_choice,
+        format!("{engine_choice:?}").to_lowercase(),
         plan.seed
     ));
     let dir = LabDir::new(&plan.lab);
@@ -927,8 +927,12 @@ async fn serve(
         Layout::Direct
     };
     let t0 = Instant::now();
+    // Counts for the CLI's progress line (drawn on a terminal only; see `progress`).
+    let mut throttle = crate::progress::Throttle::new(Duration::from_millis(100));
     let times = apply::build(&plan, layout, &mut ledger, |what, done, total| {
-        report(&format!("  {what}: {done}/{total}"));
+        if let Some(m) = throttle.tick(what, done as u64, total as u64) {
+            report(&m);
+        }
     })
     .await?;
     report(&format!(
@@ -987,8 +991,12 @@ async fn serve(
     };
     let agents = if opts.agents {
         let mut agents = Agents::new()?;
+        let n = plan.nodes.len() as u64;
         for id in 0..plan.nodes.len() {
             agents.start(&plan, id, &dir, &mut ledger)?;
+            if let Some(m) = throttle.tick("agents", id as u64 + 1, n) {
+                report(&m);
+            }
         }
         agents.wait_ready(&plan, &dir, Duration::from_secs(20))?;
         report(&format!("{} agents running", plan.nodes.len()));

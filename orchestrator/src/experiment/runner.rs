@@ -476,11 +476,23 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
     let mut loads = Vec::new();
     let procs = Arc::new(AtomicU32::new(0));
     let end_real = Duration::from_secs_f64(sc.duration_ns as f64 / 1e9 / ts);
+    // Wait until `until` (real, from t0), reporting the timeline's progress in between.
+    let total_ms = end_real.as_millis() as u64;
+    let mut throttle = crate::progress::Throttle::new(Duration::from_millis(250));
+    let mut wait_until = |until: Duration, progress: &mut dyn FnMut(&str)| loop {
+        let now = t0.elapsed();
+        let done_ms = (now.as_millis() as u64).min(total_ms);
+        if let Some(m) = throttle.tick("timeline", done_ms, total_ms) {
+            progress(&m);
+        }
+        match until.checked_sub(now) {
+            Some(d) if !d.is_zero() => std::thread::sleep(d.min(Duration::from_millis(250))),
+            _ => break,
+        }
+    };
     for p in &plan {
         let at = Duration::from_secs_f64(p.at_ns as f64 / 1e9 / ts);
-        if let Some(d) = at.checked_sub(t0.elapsed()) {
-            std::thread::sleep(d);
-        }
+        wait_until(at, &mut progress);
         let t = t0.elapsed().as_secs_f64();
         let r = play(&api, &p.action, &names);
         if let Action::LoadStart {
@@ -556,9 +568,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             error: r.err(),
         });
     }
-    if let Some(d) = end_real.checked_sub(t0.elapsed()) {
-        std::thread::sleep(d);
-    }
+    wait_until(end_real, &mut progress);
     for l in loads {
         let _ = l.join();
     }

@@ -1,0 +1,207 @@
+//! Issue 7, CLI polish: `--json` on `probe` and `run` prints one JSON document on stdout with
+//! the field names the README documents, and nothing else on stdout; no progress markers
+//! leak into output that is not a terminal. Needs root.
+
+use std::time::Duration;
+
+use lightcone_e2e::*;
+use serde_json::Value;
+
+fn has_all(v: &Value, fields: &[&str], what: &str) {
+    for f in fields {
+        assert!(v.get(*f).is_some(), "{what} lacks {f}: {v:#}");
+    }
+}
+
+#[test]
+fn probe_json_has_the_documented_fields() {
+    require_root();
+    let t = TestLab::shipped("cpj", "quickstart.yaml");
+    let up = t.up(&[]);
+    assert!(
+        !up.contains('\u{2}'),
+        "progress markers in non-terminal output:\n{up:?}"
+    );
+    let out = lc_ok(&[
+        "probe",
+        "a",
+        "b",
+        "--lab",
+        &t.lab,
+        "--count",
+        "40",
+        "--interval",
+        "5ms",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("probe --json is one JSON document");
+    has_all(
+        &v,
+        &[
+            "link",
+            "time_scale",
+            "sent",
+            "received",
+            "measured",
+            "configured",
+        ],
+        "probe",
+    );
+    has_all(
+        &v["measured"],
+        &[
+            "rtt_mean_s",
+            "rtt_p50_s",
+            "rtt_p99_s",
+            "loss",
+            "throughput_bps",
+        ],
+        "measured",
+    );
+    has_all(
+        &v["configured"],
+        &[
+            "rtt_real_s",
+            "jitter_real_s",
+            "loss_round_trip",
+            "rate_bps",
+            "up",
+        ],
+        "configured",
+    );
+    assert_eq!(v["link"], "a--b");
+    assert_eq!(v["sent"], 40);
+    // a--b is 20 ms each way in the quick start: the measured RTT is about 40 ms.
+    let rtt = v["measured"]["rtt_mean_s"].as_f64().expect("rtt measured");
+    assert!((0.035..0.08).contains(&rtt), "rtt {rtt}");
+    assert!((v["configured"]["rtt_real_s"].as_f64().unwrap() - 0.04).abs() < 1e-9);
+}
+
+#[test]
+fn run_json_is_the_only_thing_on_stdout() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = lab_name("crj");
+    let topo = topology_file(tmp.path(), &shipped("quickstart.yaml"), &lab);
+    let sc = tmp.path().join("short.yaml");
+    // An expectation every run meets (agents cannot use more than the whole host), so the
+    // verdict is known: a passing run, whose "passed" line must not land on stdout.
+    std::fs::write(
+        &sc,
+        format!(
+            "topology: {}\nseed: 5\nduration: 4s\ntimeline:\n  - {{ at: 1s, crash: b }}\nexpect:\n  - overhead <= 100%\n",
+            topo.display()
+        ),
+    )
+    .unwrap();
+    let _g = LabGuard(lab.clone());
+    let out_dir = tmp.path().join("run");
+    let o = lc(&[
+        "run",
+        sc.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let v: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}"));
+    has_all(
+        &v,
+        &[
+            "scenario",
+            "seed",
+            "lab",
+            "time_scale",
+            "dir",
+            "verdicts",
+            "passed",
+        ],
+        "run",
+    );
+    assert_eq!(v["seed"], 5);
+    assert_eq!(v["lab"], lab.as_str());
+    assert_eq!(v["passed"], true);
+    let verdict = &v["verdicts"][0];
+    has_all(
+        verdict,
+        &[
+            "expectation",
+            "expected",
+            "measured",
+            "value",
+            "pass",
+            "detail",
+        ],
+        "verdict",
+    );
+    assert_eq!(verdict["pass"], true);
+    assert_eq!(verdict["expectation"], "overhead <= 100%");
+    // Progress lines and the verdict line went to stderr, and no progress marker anywhere
+    // (not a terminal).
+    assert!(stderr.contains("end of timeline"), "{stderr}");
+    assert!(stderr.contains("passed"), "{stderr}");
+    assert!(!stderr.contains('\u{2}') && !stdout.contains('\u{2}'));
+    assert!(wait_until(Duration::from_secs(10), || lab_namespaces(&lab).is_empty()));
+    assert_gone(&lab);
+}
+
+/// The doctor's check of `name`, from `doctor --json`.
+fn doctor_check(name: &str) -> Value {
+    let o = lc(&["doctor", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("doctor --json");
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} check: {v:#}"))
+}
+
+#[test]
+fn doctor_reports_leftovers_and_its_fixes_work() {
+    require_root();
+    // A lab whose supervisor is gone: a state directory with an empty ledger.
+    let lab = lab_name("cdst");
+    let dir = std::path::Path::new("/run/lightcone").join(&lab);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ledger.jsonl"), "").unwrap();
+    let _g = LabGuard(lab.clone());
+    // A killed doctor's throwaway namespace: a pid that has exited.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let ns = format!("lc-doctor-{dead}");
+    let made = std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let stale = doctor_check("stale_labs");
+    let stray = doctor_check("stray_namespaces");
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "delete", &ns])
+        .status();
+    assert_eq!(stale["status"], "warn", "{stale}");
+    assert!(stale["reason"].as_str().unwrap().contains(&lab), "{stale}");
+    assert!(
+        stale["fix"].as_str().unwrap().contains("lightcone down"),
+        "{stale}"
+    );
+    assert_eq!(stray["status"], "warn", "{stray}");
+    assert!(stray["reason"].as_str().unwrap().contains(&ns), "{stray}");
+
+    // The stale lab's fix: `lightcone down LAB`.
+    lc_ok(&["down", &lab]);
+    assert!(!dir.exists());
+    let stale = doctor_check("stale_labs");
+    assert!(!stale["reason"].as_str().unwrap().contains(&lab), "{stale}");
+}

@@ -40,8 +40,14 @@ pub const INFINITY_US: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 pub struct RouteParams {
     /// Send a keepalive to a neighbour we have sent nothing to for this long. Default 1 s.
+    /// A link longer than `hello_interval × hello_per_delay` gets keepalives every
+    /// `one-way delay / hello_per_delay` instead: no failure on it can be seen sooner than
+    /// its delay, and light-minute links would otherwise carry most of a cell's bytes.
     pub hello_interval: Duration,
-    /// A neighbour not heard from for this long is down. Default 4 s.
+    /// See `hello_interval`. Default 10.
+    pub hello_per_delay: u32,
+    /// A neighbour not heard from for this long is down (times the link's keepalive interval
+    /// over `hello_interval`, for long links). Default 4 s.
     pub neighbor_timeout: Duration,
     /// Full-table refresh to every neighbour. Default 30 s.
     pub refresh_interval: Duration,
@@ -57,6 +63,7 @@ impl Default for RouteParams {
     fn default() -> Self {
         RouteParams {
             hello_interval: Duration::from_secs(1),
+            hello_per_delay: 10,
             neighbor_timeout: Duration::from_secs(4),
             refresh_interval: Duration::from_secs(30),
             entry_lifetime: Duration::from_secs(100),
@@ -69,6 +76,9 @@ impl Default for RouteParams {
 #[derive(Debug, Clone)]
 struct Link {
     cost_us: u32,
+    /// Keepalive interval and silence timeout of this link (see [`RouteParams`]).
+    hello: Duration,
+    timeout: Duration,
     up: bool,
     last_heard: Option<Instant>,
     last_sent: Option<Instant>,
@@ -151,10 +161,17 @@ impl Routing {
             .filter(|(id, _)| *id != me)
             .map(|(id, ns)| {
                 let cost_us = (ns / 1000).clamp(1, u64::from(INFINITY_US / 4)) as u32;
+                let base = params.hello_interval;
+                let hello = (Duration::from_nanos(*ns) / params.hello_per_delay.max(1)).max(base);
+                let timeout = params
+                    .neighbor_timeout
+                    .mul_f64(hello.as_secs_f64() / base.as_secs_f64().max(1e-9));
                 (
                     *id,
                     Link {
                         cost_us,
+                        hello,
+                        timeout,
                         up: false,
                         last_heard: None,
                         last_sent: None,
@@ -303,12 +320,12 @@ impl Routing {
 
     /// Neighbours that need a keepalive now.
     pub fn hello_due(&self, now: Instant) -> Vec<u32> {
-        let h = self.params.hello_interval;
         self.links
             .iter()
             .filter(|(n, l)| {
                 !self.quarantine.contains(n)
-                    && l.last_sent.is_none_or(|t| now.saturating_since(t) >= h)
+                    && l.last_sent
+                        .is_none_or(|t| now.saturating_since(t) >= l.hello)
             })
             .map(|(n, _)| *n)
             .collect()
@@ -316,14 +333,13 @@ impl Routing {
 
     /// Marks silent neighbours down.
     pub fn sweep(&mut self, now: Instant) {
-        let timeout = self.params.neighbor_timeout;
         let silent: Vec<u32> = self
             .links
             .iter()
             .filter(|(_, l)| {
                 l.up && l
                     .last_heard
-                    .is_none_or(|t| now.saturating_since(t) > timeout)
+                    .is_none_or(|t| now.saturating_since(t) > l.timeout)
             })
             .map(|(n, _)| *n)
             .collect();
@@ -557,5 +573,62 @@ impl Routing {
         for (lvl, local) in [cell, cluster, layer].into_iter().enumerate() {
             self.locality.bytes[lvl][usize::from(!local)] += bytes as u64;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PeerInfo, Role};
+    use ed25519_dalek::SigningKey;
+
+    fn dir(n: u32) -> Arc<Directory> {
+        let peers: Vec<PeerInfo> = (0..n)
+            .map(|i| PeerInfo {
+                name: format!("n{i}"),
+                id: i,
+                addr: HierAddr {
+                    layer: 0,
+                    cluster: 0,
+                    cell: i as u16,
+                    tile: 0,
+                },
+                role: Role::Gateway,
+                public_key_hex: hex::encode(
+                    SigningKey::from_bytes(&[i as u8 + 1; 32])
+                        .verifying_key()
+                        .as_bytes(),
+                ),
+                position_au: [0.0; 3],
+            })
+            .collect();
+        Arc::new(Directory::from_peers(&peers).unwrap())
+    }
+
+    #[test]
+    fn long_links_get_keepalives_and_timeouts_scaled_to_their_delay() {
+        const S: u64 = 1_000_000_000;
+        // Neighbour 1 is 2 ms away, neighbour 2 is 249 s (half an AU) away.
+        let mut r = Routing::new(
+            0,
+            dir(3),
+            &[(1, 2_000_000), (2, 249 * S)],
+            RouteParams::default(),
+        );
+        let t0 = Instant::from_nanos(1000 * S);
+        r.heard(1, t0);
+        r.heard(2, t0);
+        r.sent(1, t0);
+        r.sent(2, t0);
+        // After 2 s only the short link needs a keepalive; the long one every 24.9 s.
+        let at = |s: f64| Instant::from_nanos(1000 * S + (s * 1e9) as u64);
+        assert_eq!(r.hello_due(at(2.0)), vec![1]);
+        assert_eq!(r.hello_due(at(25.0)), vec![1, 2]);
+        // Silence: the short link is down after 4 s, the long one only after 99.6 s.
+        r.sweep(at(5.0));
+        assert!(!r.neighbor_up(1));
+        assert!(r.neighbor_up(2));
+        r.sweep(at(100.0));
+        assert!(!r.neighbor_up(2));
     }
 }

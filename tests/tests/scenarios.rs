@@ -75,19 +75,16 @@ fn shipped_passes(name: &str, tag: &str) {
 }
 
 #[test]
-#[ignore = "fails on the shared 2-core host: agents' membership flaps with no fault injected (false deaths, gateway /state >2 s); run with --ignored"]
 fn cell_partition_and_heal_passes() {
     shipped_passes("cell.yaml", "scp");
 }
 
 #[test]
-#[ignore = "fails on the shared 2-core host: agents' membership flaps with no fault injected (false deaths, gateway /state >2 s); run with --ignored"]
 fn crash_storm_passes() {
     shipped_passes("crash-storm.yaml", "scs");
 }
 
 #[test]
-#[ignore = "fails on the shared 2-core host: agents' membership flaps with no fault injected (false deaths, gateway /state >2 s); run with --ignored"]
 fn backbone_layer_cut_passes() {
     shipped_passes("backbone.yaml", "sbb");
 }

@@ -166,8 +166,8 @@ fn time_servers_follow_the_hierarchy() {
     let cfg = p.agent_config(id("l2c1k0t1"), std::path::Path::new("/tmp/x"));
     let t = cfg.time.expect("a clock");
     assert_eq!(t.servers, vec![id("l2c1k0t0") as u32]);
-    // backbone runs at time_scale 50: one exchange per 2 s real = 100 s emulated.
-    assert_eq!(t.poll_interval_ns, 100_000_000_000);
+    // backbone runs at time_scale 20: one exchange per 2 s real = 40 s emulated.
+    assert_eq!(t.poll_interval_ns, 40_000_000_000);
     assert_eq!(t.sky_seed, p.seed);
 
     // Without any authority nobody has a clock.

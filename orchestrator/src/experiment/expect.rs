@@ -27,7 +27,7 @@
 //!   seconds it was observed alive). The spec caps the OS at 1–3 % of each tile's compute; an
 //!   agent is one tile, and a tile's compute is taken as one core — the lab packs many tiles
 //!   onto few cores, so the host-wide share (also reported) grows with the number of nodes
-//!   per core and says nothing about a tile. Agents observed for under 5 s are left out
+//!   per core and says nothing about a tile. Agents observed for under 2 s are left out
 //!   (their start-up dominates).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -696,7 +696,7 @@ impl Recording {
         let shares: Vec<(&str, f64)> = self
             .agent_cpu
             .iter()
-            .filter(|(_, _, alive)| *alive >= 5.0)
+            .filter(|(_, _, alive)| *alive >= 2.0)
             .map(|(n, cpu, alive)| (n.as_str(), cpu / alive))
             .collect();
         let Some(&(busiest, max)) = shares.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else {

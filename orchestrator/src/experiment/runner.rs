@@ -779,7 +779,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             "ops": rec.history.len(),
             "final_reads": rec.final_reads.len(),
         },
-        "overhead_definition": "the busiest agent's CPU seconds (utime+stime from /proc) / the seconds it was observed alive: its share of one core, a tile's compute; agents observed under 5 s are left out; the host-wide share is in the detail",
+        "overhead_definition": "the busiest agent's CPU seconds (utime+stime from /proc) / the seconds it was observed alive: its share of one core, a tile's compute; agents observed under 2 s are left out; the host-wide share is in the detail",
     });
     std::fs::write(
         dir.join("report.json"),

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::agents::{agent_request, AgentState, Agents};
 use crate::apply::{self, Layout};
 use crate::kernel::{self, Netns};
-use crate::link::wire::{PortSpec, WireEngine, WireMetrics};
+use crate::link::metrics::{self as link_metrics, NetemSample};
+use crate::link::wire::{Direction, PortSpec, WireEngine, WireMetrics};
 use crate::link::{netem, LinkModel};
 use crate::plan::{self, Plan};
 use crate::state::{process_start_time, Entry, LabDir, Ledger};
@@ -713,18 +714,82 @@ pub fn merge_expositions(texts: &[String]) -> String {
     out
 }
 
-async fn metrics_all(State(s): State<AppState>) -> Response {
-    let (own, sockets) = {
+/// Read every link end's netem root qdisc, in its node's namespace (one netlink socket per
+/// node, nodes read concurrently). An end that cannot be read (interface or qdisc gone in
+/// a race with teardown) is left out of this scrape and logged.
+async fn netem_samples(plan: &Plan, links: &[LinkRuntime]) -> Vec<NetemSample> {
+    // node → (link, interface, direction its egress carries, configured real delay)
+    let mut by_node: BTreeMap<usize, Vec<(usize, &str, Direction, f64)>> = BTreeMap::new();
+    for (l, rt) in plan.links.iter().zip(links) {
+        for (end, d, m) in [
+            (&l.a, Direction::AToB, &rt.a_to_b),
+            (&l.b, Direction::BToA, &rt.b_to_a),
+        ] {
+            let delay_s = m.delay_ns as f64 / 1e9 / plan.time_scale;
+            by_node
+                .entry(end.node)
+                .or_default()
+                .push((l.index, &end.ifname, d, delay_s));
+        }
+    }
+    let reads = by_node.into_iter().map(|(node, ends)| async move {
+        let netns = &plan.nodes[node].netns;
+        let h = match Netns::open(netns).and_then(|ns| kernel::handle_in(Some(&ns))) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("netem stats: namespace {netns}: {e}");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for (l, ifname, direction, configured_delay_s) in ends {
+            let stats = match kernel::ifindex(&h, ifname).await {
+                Ok(idx) => netem::stats(&h, idx).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match stats {
+                Ok(stats) => out.push(NetemSample {
+                    link: plan.links[l].name.clone(),
+                    direction,
+                    stats,
+                    configured_delay_s,
+                }),
+                Err(e) => tracing::warn!("netem stats: {netns} {ifname}: {e}"),
+            }
+        }
+        out
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The supervisor's own metric families: its registry (the wire engine's series) and, for a
+/// netem lab, the link series read from the kernel's qdiscs now.
+async fn own_families(s: &AppState) -> Vec<prometheus::proto::MetricFamily> {
+    let (mut fams, netem) = {
         let lab = s.lab.lock().expect("lab lock");
-        let enc = prometheus::TextEncoder::new();
-        let own = enc
-            .encode_to_string(&lab.registry.gather())
-            .unwrap_or_default();
-        let sockets: Vec<PathBuf> = (0..lab.plan.nodes.len())
+        let netem =
+            matches!(lab.engine, EngineRt::Netem).then(|| (lab.plan.clone(), lab.links.clone()));
+        (lab.registry.gather(), netem)
+    };
+    if let Some((plan, links)) = netem {
+        let samples = netem_samples(&plan, &links).await;
+        fams.extend(link_metrics::netem_families(&plan.lab, &samples));
+    }
+    fams
+}
+
+async fn metrics_all(State(s): State<AppState>) -> Response {
+    let own = link_metrics::render(&own_families(&s).await);
+    let sockets: Vec<PathBuf> = {
+        let lab = s.lab.lock().expect("lab lock");
+        (0..lab.plan.nodes.len())
             .map(|i| plan::agent_socket(&lab.dir.path, i))
             .filter(|_| lab.agents.is_some())
-            .collect();
-        (own, sockets)
+            .collect()
     };
     let mut texts = vec![own];
     let reqs = sockets.iter().map(|p| {
@@ -748,15 +813,11 @@ async fn metrics_all(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /metrics/links`: only the supervisor's own registry (link engine series), for the
-/// Prometheus job that must not see agent series twice.
+/// `GET /metrics/links`: only the supervisor's own series (link engine series: the wire
+/// engine's registry, or a netem lab's qdisc counters), for the Prometheus job that must
+/// not see agent series twice.
 async fn metrics_links(State(s): State<AppState>) -> Response {
-    let text = {
-        let lab = s.lab.lock().expect("lab lock");
-        prometheus::TextEncoder::new()
-            .encode_to_string(&lab.registry.gather())
-            .unwrap_or_default()
-    };
+    let text = link_metrics::render(&own_families(&s).await);
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 

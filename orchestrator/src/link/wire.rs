@@ -47,8 +47,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use prometheus::{Gauge, Histogram, IntCounter, IntGauge, Registry};
 
+use super::metrics::LinkSeries;
 use super::model::LinkModel;
 use super::shaper::{Drop as DropReason, Shaper, Verdict};
 use crate::kernel::{KernelError, Netns};
@@ -267,11 +268,11 @@ impl DirCounters {
     }
 }
 
-/// The Prometheus series of the wire engine, registered once per lab:
-/// `lightcone_link_packets_total{lab,link,direction,outcome}` (outcome forwarded /
-/// dropped_loss / dropped_queue / dropped_down), `lightcone_link_delay_seconds{lab,link,
-/// direction}` (achieved one-way delay, real seconds), `lightcone_link_configured_delay_seconds`
-/// and `lightcone_link_queue_depth` (packets).
+/// The Prometheus series of the wire engine, registered once per lab: the shared
+/// [`LinkSeries`] (`lightcone_link_packets_total{lab,link,direction,outcome}` with outcome
+/// forwarded / dropped_loss / dropped_queue / dropped_down, `lightcone_link_delay_seconds`,
+/// `lightcone_link_configured_delay_seconds`, `lightcone_link_queue_depth`), updated as
+/// frames pass.
 #[derive(Debug, Clone)]
 pub struct WireMetrics {
     lab: String,
@@ -285,58 +286,14 @@ impl WireMetrics {
     /// Create the series and register them in `registry`. On error nothing stays
     /// registered.
     pub fn register(registry: &Registry, lab: &str) -> Result<Self, WireError> {
-        let labels = ["lab", "link", "direction"];
-        let packets = prometheus::IntCounterVec::new(
-            Opts::new(
-                "lightcone_link_packets_total",
-                "Frames offered to a link direction, by outcome",
-            ),
-            &["lab", "link", "direction", "outcome"],
-        )?;
-        let delay = prometheus::HistogramVec::new(
-            HistogramOpts::new(
-                "lightcone_link_delay_seconds",
-                "Achieved one-way delay of forwarded frames, real seconds",
-            )
-            .buckets(DELAY_BUCKETS_S.to_vec()),
-            &labels,
-        )?;
-        let configured = prometheus::GaugeVec::new(
-            Opts::new(
-                "lightcone_link_configured_delay_seconds",
-                "Configured one-way delay, real seconds (emulated / time_scale)",
-            ),
-            &labels,
-        )?;
-        let depth = prometheus::IntGaugeVec::new(
-            Opts::new(
-                "lightcone_link_queue_depth",
-                "Frames queued on a link direction",
-            ),
-            &labels,
-        )?;
-        let make = |i: usize| -> Box<dyn prometheus::core::Collector> {
-            match i {
-                0 => Box::new(packets.clone()),
-                1 => Box::new(delay.clone()),
-                2 => Box::new(configured.clone()),
-                _ => Box::new(depth.clone()),
-            }
-        };
-        for i in 0..4 {
-            if let Err(e) = registry.register(make(i)) {
-                for j in 0..i {
-                    let _ = registry.unregister(make(j));
-                }
-                return Err(e.into());
-            }
-        }
+        let s = LinkSeries::new()?;
+        s.register(registry)?;
         Ok(WireMetrics {
             lab: lab.to_string(),
-            packets,
-            delay,
-            configured,
-            depth,
+            packets: s.packets,
+            delay: s.delay,
+            configured: s.configured,
+            depth: s.depth,
         })
     }
 

@@ -145,6 +145,24 @@ proptest! {
 }
 
 #[test]
+fn authorities_are_each_a_cell_of_their_own() {
+    // Authorities have no links between them; in one shared cell their SWIM would probe
+    // each other and see each other dead for ever.
+    let topo = topology::load(&topologies_dir().join("mercury-testbed.yaml")).unwrap();
+    let p = plan(&topo);
+    let auth: Vec<_> = p
+        .nodes
+        .iter()
+        .filter(|n| n.role == lightcone_agent::config::Role::Authority)
+        .collect();
+    assert!(auth.len() >= 2, "mercury-testbed has several authorities");
+    for a in &auth {
+        let cellmates = p.nodes.iter().filter(|n| n.addr.same_cell(&a.addr)).count();
+        assert_eq!(cellmates, 1, "{} shares its cell", a.name);
+    }
+}
+
+#[test]
 fn time_servers_follow_the_hierarchy() {
     // backbone: per layer 3 clusters × 1 cell × 3 tiles and one authority `l{n}a0`.
     let topo = topology::load(&topologies_dir().join("backbone.yaml")).unwrap();

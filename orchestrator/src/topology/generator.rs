@@ -189,11 +189,14 @@ impl GenSpec {
                 nodes.push(GenNode {
                     name: format!("l{li}a{a}"),
                     role: Role::Authority,
+                    // Each authority is a cell of its own, outside every cluster: they are
+                    // independent references with no links between them, so one shared
+                    // "cell" would have them probe each other and see each other dead.
                     addr: HierAddr {
                         layer: li16,
                         cluster: u16::MAX,
-                        cell: u16::MAX,
-                        tile: a,
+                        cell: u16::MAX - a,
+                        tile: 0,
                     },
                     position_au: pos,
                 });

@@ -150,15 +150,12 @@ impl Replica {
             .store
             .local_put(key, value, ts, &ctx)
             .map_err(|e| KvError::Store(e.to_string()))?;
-        // Our newest dot for the key is the one this write was given.
-        let dot = self
-            .store
+        // The delta's register holds exactly the value this write created, under its dot.
+        let dot = delta
+            .entries
             .get(key)
-            .siblings
-            .iter()
-            .map(|(d, _)| *d)
-            .filter(|d| d.node == self.me)
-            .max_by_key(|d| d.counter);
+            .and_then(|r| r.siblings().next())
+            .map(|(d, _)| d);
         let msg = self.delivery.send(delta);
         let bytes = serde_json::to_vec(&KvMsg::Broadcast(msg))
             .map_err(|e| KvError::Store(e.to_string()))?;
@@ -227,5 +224,26 @@ impl Replica {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_put_reports_its_dot_and_the_context_it_overwrote() {
+        let mut r = Replica::new(3, 7);
+        let me = replica_id(3, 7);
+        let (_, first) = r.put(10, "k", b"a".to_vec()).unwrap();
+        assert_eq!(first.dot, Some(Dot::new(me, 1)));
+        assert!(!first.context.contains(Dot::new(me, 1)), "nothing seen yet");
+        let (_, second) = r.put(20, "k", b"b".to_vec()).unwrap();
+        assert_eq!(second.dot, Some(Dot::new(me, 2)));
+        assert!(
+            second.context.contains(Dot::new(me, 1)),
+            "overwrote the first"
+        );
+        assert_eq!(r.siblings("k"), vec![b"b".to_vec()]);
     }
 }

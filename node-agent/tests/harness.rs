@@ -374,6 +374,17 @@ fn replayed_frame_is_rejected() {
     assert_eq!(&before, b.counters());
 }
 
+/// A client write of `k` = `v` at node `n`.
+fn put(sim: &mut Sim, n: u32, k: &str, v: &str) {
+    sim.command(
+        n,
+        &Command::Put {
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+        },
+    );
+}
+
 #[test]
 fn kv_replicates_in_causal_order_and_converges() {
     let seed = 21;
@@ -381,15 +392,6 @@ fn kv_replicates_in_causal_order_and_converges() {
     let mut sim = Sim::new(&topo, seed, test_params());
     sim.set_loss_all(50_000); // 5 % loss: repair has work to do
     sim.run_for(Duration::from_secs(3));
-    let put = |sim: &mut Sim, n: u32, k: &str, v: &str| {
-        sim.command(
-            n,
-            &Command::Put {
-                key: k.into(),
-                value: v.as_bytes().to_vec(),
-            },
-        );
-    };
     // A chain of causally dependent writes at different nodes: each writer has read the
     // previous value before writing the next key.
     put(&mut sim, 0, "a", "1");
@@ -454,15 +456,6 @@ fn a_restarted_node_writes_under_a_new_replica_id_and_peers_take_its_writes() {
     let topo = Topo::cell(8, 1, 3 * MS, seed);
     let mut sim = Sim::new(&topo, seed, test_params());
     sim.run_for(Duration::from_secs(3));
-    let put = |sim: &mut Sim, n: u32, k: &str, v: &str| {
-        sim.command(
-            n,
-            &Command::Put {
-                key: k.into(),
-                value: v.as_bytes().to_vec(),
-            },
-        );
-    };
     put(&mut sim, 3, "x", "before");
     sim.run_for(Duration::from_secs(2));
     let before = sim.node(3).unwrap().kv().id();

@@ -228,7 +228,7 @@ impl Agents {
     }
 }
 
-/// One HTTP/1.1 request to an agent's unix control socket.
+/// One HTTP/1.1 request to an agent's unix control socket: status and body.
 pub async fn agent_request(
     socket: &Path,
     method: hyper::Method,
@@ -236,6 +236,19 @@ pub async fn agent_request(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
+    agent_exchange(socket, method, path, body, timeout)
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// [`agent_request`], also returning the answer's content type (for proxies).
+pub async fn agent_exchange(
+    socket: &Path,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<(u16, Option<String>, Bytes), String> {
     let fut = async {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
@@ -253,13 +266,18 @@ pub async fn agent_request(
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        Ok((status, bytes))
+        Ok((status, content_type, bytes))
     };
     tokio::time::timeout(timeout, fut)
         .await

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::agents::{agent_request, AgentState, Agents};
+use crate::agents::{agent_exchange, agent_request, AgentState, Agents};
 use crate::apply::{self, Layout};
 use crate::kernel::{self, Netns};
 use crate::link::metrics::{self as link_metrics, NetemSample};
@@ -825,33 +825,44 @@ async fn node_proxy(
     State(s): State<AppState>,
     UrlPath((node, what)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let sock = {
-        let lab = s.lab.lock().expect("lab lock");
-        let id = lab.node(&node)?;
-        plan::agent_socket(&lab.dir.path, id)
-    };
     let path = match what.as_str() {
         "metrics" => "/metrics",
         "state" => "/state",
         _ => return Err(ApiError::not_found(format!("no node resource {what:?}"))),
     };
-    let (status, body) = agent_request(
-        &sock,
+    proxy_to_agent(
+        &s,
+        &node,
         hyper::Method::GET,
         path,
         Vec::new(),
         Duration::from_secs(2),
     )
     .await
-    .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;
-    let ct = if what == "metrics" {
-        "text/plain; version=0.0.4"
-    } else {
-        "application/json"
+}
+
+/// Forwards one request to `node`'s agent and answers with the agent's status, content type
+/// and body, unchanged.
+async fn proxy_to_agent(
+    s: &AppState,
+    node: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Response, ApiError> {
+    let sock = {
+        let lab = s.lab.lock().expect("lab lock");
+        let id = lab.node(node)?;
+        plan::agent_socket(&lab.dir.path, id)
     };
+    let (status, content_type, body) = agent_exchange(&sock, method, path, body, timeout)
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;
+    let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
     Ok((
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-        [("content-type", ct)],
+        [("content-type", content_type)],
         body,
     )
         .into_response())
@@ -867,11 +878,6 @@ async fn node_kv(
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let sock = {
-        let lab = s.lab.lock().expect("lab lock");
-        let id = lab.node(&node)?;
-        plan::agent_socket(&lab.dir.path, id)
-    };
     let m = if method == axum::http::Method::GET {
         hyper::Method::GET
     } else {
@@ -881,24 +887,7 @@ async fn node_kv(
         Some(q) => format!("/kv/{key}?{q}"),
         None => format!("/kv/{key}"),
     };
-    let json = query
-        .as_deref()
-        .is_some_and(|q| q.contains("siblings") || q.contains("context"));
-    let (status, body) = agent_request(&sock, m, &path, body.to_vec(), Duration::from_secs(5))
-        .await
-        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;
-    let ok = (200..300).contains(&status);
-    let content_type = if json && ok {
-        "application/json"
-    } else {
-        "application/octet-stream"
-    };
-    Ok((
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-        [("content-type", content_type)],
-        body,
-    )
-        .into_response())
+    proxy_to_agent(&s, &node, m, &path, body.to_vec(), Duration::from_secs(5)).await
 }
 
 fn router(state: AppState) -> Router {

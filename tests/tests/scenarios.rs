@@ -51,16 +51,43 @@ fn report(out: &Path) -> serde_json::Value {
         .expect("report json")
 }
 
-fn shipped_passes(name: &str, tag: &str) {
+/// A shipped scenario run on its own lab: the lab's name, its guard, the run directory
+/// (inside the returned tempdir) and the command's output.
+struct ShippedRun {
+    // Fields drop in order: the guard (lab down) before the tempdir.
+    _guard: LabGuard,
+    _tmp: tempfile::TempDir,
+    lab: String,
+    out: PathBuf,
+    output: Output,
+}
+
+fn run_shipped(name: &str, tag: &str) -> ShippedRun {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let lab = lab_name(tag);
     let sc = scenario_copy(tmp.path(), name, &lab);
-    let _g = LabGuard(lab.clone());
+    let guard = LabGuard(lab.clone());
     let out = tmp.path().join("run");
-    let o = run(&sc, &out);
-    let r = report(&out);
-    assert!(o.status.success(), "{name} failed:\n{}", text(&o));
+    let output = run(&sc, &out);
+    ShippedRun {
+        _guard: guard,
+        _tmp: tmp,
+        lab,
+        out,
+        output,
+    }
+}
+
+fn shipped_passes(name: &str, tag: &str) {
+    let ShippedRun {
+        lab,
+        out,
+        output: o,
+        ..
+    } = &run_shipped(name, tag);
+    let r = report(out);
+    assert!(o.status.success(), "{name} failed:\n{}", text(o));
     assert_eq!(r["passed"], true);
     for f in [
         "events.jsonl",
@@ -71,7 +98,7 @@ fn shipped_passes(name: &str, tag: &str) {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    assert_gone(&lab);
+    assert_gone(lab);
 }
 
 #[test]
@@ -102,24 +129,24 @@ fn unsupported_verbs_fail_and_say_why() {
     // The list held the clock verbs too until the agents grew a clock API.
     let cases: &[(&str, &str, &str)] = &[("byzantine.yaml", "sbz", "byzantine")];
     for &(name, tag, verb) in cases {
-        let tmp = tempfile::tempdir().unwrap();
-        let lab = lab_name(tag);
-        let sc = scenario_copy(tmp.path(), name, &lab);
-        let _g = LabGuard(lab.clone());
-        let out = tmp.path().join("run");
-        let o = run(&sc, &out);
-        let t = text(&o);
+        let ShippedRun {
+            lab,
+            out,
+            output: o,
+            ..
+        } = &run_shipped(name, tag);
+        let t = text(o);
         assert_eq!(o.status.code(), Some(1), "{t}");
         assert!(
             t.contains(&format!("FAIL {verb} at"))
                 && t.contains("not supported by this lab's agents yet"),
             "{t}"
         );
-        let r = report(&out);
+        let r = report(out);
         assert_eq!(r["passed"], false);
         let html = std::fs::read_to_string(out.join("report.html")).unwrap();
         assert!(html.contains("not supported by this lab's agents yet"));
-        assert_gone(&lab);
+        assert_gone(lab);
     }
 }
 

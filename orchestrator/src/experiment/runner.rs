@@ -295,8 +295,6 @@ struct Shared {
     polls: Vec<StatePoll>,
     series: Vec<SeriesPoint>,
     history: Vec<HistoryOp>,
-    /// Last CPU ticks seen per agent pid.
-    cpu_last: BTreeMap<u32, u64>,
     /// Per agent pid: its node and its first and last CPU samples.
     cpu_per_pid: BTreeMap<u32, CpuSeen>,
     metrics_start: Option<Samples>,
@@ -476,14 +474,12 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         for n in &status.nodes {
             if let Some(pid) = n.agent.pid {
                 if let Some(t) = cpu_ticks(pid) {
-                    s.cpu_last.insert(pid, t);
                     s.cpu_seen(pid, &n.name, t);
                 }
             }
         }
         s.metrics_start = Some(cell_totals_start.clone());
     }
-    let cpu_start: u64 = shared.lock().expect("shared").cpu_last.values().sum();
     let t0 = Instant::now();
     let poller = {
         let (api, shared, stop, names, watched) = (
@@ -687,18 +683,15 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         .ok()
         .and_then(|m| m.into_inner().ok())
         .unwrap_or_default();
-    let mut cpu_last = shared.cpu_last.clone();
     if let Some(s) = &status_end {
         for n in &s.nodes {
             if let Some(pid) = n.agent.pid {
                 if let Some(t) = cpu_ticks(pid) {
-                    cpu_last.insert(pid, t);
                     shared.cpu_seen(pid, &n.name, t);
                 }
             }
         }
     }
-    let cpu_end: u64 = cpu_last.values().sum();
     let tps = clock_ticks_per_s();
     let agent_cpu: Vec<(String, f64, f64)> = shared
         .cpu_per_pid
@@ -711,6 +704,8 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             )
         })
         .collect();
+    // Host-wide: every agent process's CPU between its first and last sample.
+    let cpu_total: f64 = agent_cpu.iter().map(|(_, cpu, _)| cpu).sum();
     let rec = Recording {
         time_scale: ts,
         addrs,
@@ -720,7 +715,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         final_reads,
         metrics_start: cell_totals_start,
         metrics_end: parse_prometheus(&end_metrics),
-        agent_cpu_s: Some(cpu_end.saturating_sub(cpu_start) as f64 / tps),
+        agent_cpu_s: Some(cpu_total),
         agent_cpu,
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
@@ -1007,7 +1002,6 @@ fn poll_loop(
             s.series.push(pt);
             for (pid, name) in pids {
                 if let Some(t) = cpu_ticks(pid) {
-                    s.cpu_last.insert(pid, t);
                     s.cpu_seen(pid, &name, t);
                 }
             }

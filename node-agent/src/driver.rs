@@ -113,6 +113,8 @@ pub struct Metrics {
     time_coverage: GaugeVec,
     time_holdover: GaugeVec,
     time_alarms: IntCounterVec,
+    quarantined: IntGaugeVec,
+    watch_evidence: IntGaugeVec,
     node: String,
 }
 
@@ -181,6 +183,22 @@ impl Metrics {
             ),
             &["node"],
         )?;
+        let quarantined = IntGaugeVec::new(
+            Opts::new(
+                "lightcone_watch_quarantined_nodes",
+                "Nodes this node quarantines (by the neighbourhood watch, its own evidence, or an operator)",
+            ),
+            &["node"],
+        )?;
+        let watch_evidence = IntGaugeVec::new(
+            Opts::new(
+                "lightcone_watch_evidence_nodes",
+                "Nodes this node holds its own byzantine evidence against",
+            ),
+            &["node"],
+        )?;
+        registry.register(Box::new(quarantined.clone()))?;
+        registry.register(Box::new(watch_evidence.clone()))?;
         for g in [&time_error, &time_sigma, &time_coverage, &time_holdover] {
             registry.register(Box::new(g.clone()))?;
         }
@@ -202,6 +220,8 @@ impl Metrics {
             time_coverage,
             time_holdover,
             time_alarms,
+            quarantined,
+            watch_evidence,
             node: node.to_string(),
         })
     }
@@ -246,6 +266,12 @@ impl Metrics {
         self.local_health
             .with_label_values(&[n])
             .set(i64::from(node.membership().local_health()));
+        self.quarantined
+            .with_label_values(&[n])
+            .set(node.routing().quarantined().len() as i64);
+        self.watch_evidence
+            .with_label_values(&[n])
+            .set(node.watch().evidence().len() as i64);
         let loc = node.locality();
         for l in Level::ALL {
             for (i, scope) in ["local", "remote"].into_iter().enumerate() {
@@ -290,6 +316,7 @@ pub enum Control {
         node: u32,
     },
     Clock(lightcone_timing::ClockFault),
+    Byzantine(crate::node::Byzantine),
     Shutdown,
 }
 
@@ -468,6 +495,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                         }
                     }
                 }
+                Event::Quarantined { node: q, accusers } => {
+                    tracing::warn!(
+                        node = q,
+                        ?accusers,
+                        "neighbourhood watch quarantined a node"
+                    )
+                }
                 Event::Stopped => stop = true,
                 other => tracing::debug!(?other, "event"),
             }
@@ -503,6 +537,11 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                                 (StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "injected": fault })).unwrap_or_default())
                             }
                         })
+                    }
+                    Control::Byzantine(b) => {
+                        node.handle(now, Input::Command(&Command::Byzantine(b)), &mut out);
+                        tracing::warn!(behaviour = ?b.names(), "byzantine behaviour set");
+                        Some((StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "behaviour": b.names() })).unwrap_or_default()))
                     }
                     Control::Quarantine { node: q } => {
                         node.handle(now, Input::Command(&Command::Quarantine { node: q }), &mut out);
@@ -635,6 +674,33 @@ async fn handle_http(
             };
             match r.to_fault() {
                 Ok(f) => Control::Clock(f),
+                Err(e) => return bad(&e),
+            }
+        }
+        (&Method::POST, "/byzantine") => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return bad("unreadable body"),
+            };
+            if body.len() > MAX_BODY {
+                return bad("body too large");
+            }
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct ByzantineRequest {
+                behaviour: Vec<String>,
+            }
+            let r: ByzantineRequest = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return bad(&format!(
+                        "body must be JSON {{\"behaviour\": [...]}} with any of {} ([] makes the node honest again): {e}",
+                        crate::node::Byzantine::BEHAVIOURS.join(", ")
+                    ))
+                }
+            };
+            match crate::node::Byzantine::from_names(&r.behaviour) {
+                Ok(b) => Control::Byzantine(b),
                 Err(e) => return bad(&e),
             }
         }

@@ -4,6 +4,7 @@
 //! - [`wire`]: the signed, versioned binary format;
 //! - [`membership`]: SWIM + Lifeguard failure detection per cell;
 //! - [`routing`]: hierarchical distance-vector overlay routing, quarantine, locality;
+//! - [`watch`]: the neighbourhood watch (forwarding audits, lie evidence, quarantine votes);
 //! - [`sim`]: the deterministic in-process harness (virtual time, modeled links);
 //! - [`driver`]: the tokio/UDP driver with the HTTP control and metrics API.
 pub mod causal;
@@ -15,4 +16,5 @@ pub mod node;
 pub mod routing;
 pub mod sim;
 pub mod time;
+pub mod watch;
 pub mod wire;

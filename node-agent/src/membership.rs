@@ -106,6 +106,9 @@ struct Member {
     incarnation: u64,
     since: Instant,
     suspicion: Option<Suspicion>,
+    /// Whose claim made it suspect or dead (kept through the suspicion's expiry), so a
+    /// convicted liar's claims can be taken back ([`Membership::discredit`]).
+    accuser: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +217,7 @@ impl Membership {
                     incarnation: 0,
                     since: Instant::ZERO,
                     suspicion: None,
+                    accuser: None,
                 };
                 (*p, m)
             })
@@ -261,6 +265,14 @@ impl Membership {
             return Some(MemberState::Alive);
         }
         self.members.get(&node).map(|m| m.state)
+    }
+    /// Every member of the cell but us, whatever its state.
+    pub fn members(&self) -> impl Iterator<Item = u32> + '_ {
+        self.members.keys().copied()
+    }
+    /// The incarnation we know `node` by.
+    pub fn incarnation_of(&self, node: u32) -> Option<u64> {
+        self.members.get(&node).map(|m| m.incarnation)
     }
     pub fn is_member(&self, node: u32) -> bool {
         self.members.contains_key(&node)
@@ -381,6 +393,9 @@ impl Membership {
         if state != MemberState::Suspect {
             m.suspicion = None;
         }
+        if state == MemberState::Alive {
+            m.accuser = None;
+        }
         let was_active = self.active.binary_search(&node);
         match (state == MemberState::Dead, was_active) {
             (true, Ok(i)) => {
@@ -455,9 +470,34 @@ impl Membership {
                     return;
                 }
                 self.set_state(now, u.node, MemberState::Dead, u.incarnation, fx);
+                self.set_accuser(u.node, u.from);
                 self.enqueue(*u);
             }
         }
+    }
+
+    fn set_accuser(&mut self, node: u32, by: u32) {
+        if let Some(m) = self.members.get_mut(&node) {
+            m.accuser = Some(by);
+        }
+    }
+
+    /// Takes back what a convicted liar made us believe: members suspect or dead on its
+    /// claim are alive again in our view at the same incarnation (no claim is sent; our own
+    /// probes find out if one really is gone).
+    pub fn discredit(&mut self, now: Instant, liar: u32, fx: &mut Effects, timers: &mut Timers) {
+        let victims: Vec<(u32, u64)> = self
+            .members
+            .iter()
+            .filter(|(n, m)| {
+                **n != liar && m.state != MemberState::Alive && m.accuser == Some(liar)
+            })
+            .map(|(n, m)| (*n, m.incarnation))
+            .collect();
+        for (n, inc) in victims {
+            self.set_state(now, n, MemberState::Alive, inc, fx);
+        }
+        self.schedule_suspicion(timers);
     }
 
     fn suspect(
@@ -470,6 +510,7 @@ impl Membership {
         timers: &mut Timers,
     ) {
         self.set_state(now, node, MemberState::Suspect, inc, fx);
+        self.set_accuser(node, from);
         let deadline = now + self.suspicion_timeout(0);
         if let Some(m) = self.members.get_mut(&node) {
             m.suspicion = Some(Suspicion {
@@ -812,6 +853,7 @@ impl Membership {
         }
         let inc = m.incarnation;
         self.set_state(now, node, MemberState::Dead, inc, fx);
+        self.set_accuser(node, self.me);
         self.enqueue(Update {
             node,
             state: MemberState::Dead,

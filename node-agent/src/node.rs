@@ -32,8 +32,9 @@ use crate::kv::Replica;
 use crate::membership::{MemberView, Membership, SwimParams};
 use crate::routing::{Level, Locality, Route, RouteParams, Routing};
 use crate::time::Instant;
+use crate::watch::{Watch, WatchParams, WatchView};
 use crate::wire::{
-    self, Dest, Header, MemberState, Payload, ReplayWindow, Summary, WireError, WireStamp,
+    self, Dest, Header, MemberState, Payload, ReplayWindow, Summary, Update, WireError, WireStamp,
 };
 
 /// Errors building a node from its configuration. Nothing is started when one is returned.
@@ -135,6 +136,7 @@ pub struct Params {
     pub summary_interval: Duration,
     /// KV repair exchange with one random cell member this often. Default 2 s.
     pub kv_repair_interval: Duration,
+    pub watch: WatchParams,
     /// Outbox bounds. Defaults 4096 datagrams, 1024 events.
     pub outbox_datagrams: usize,
     pub outbox_events: usize,
@@ -150,6 +152,7 @@ impl Default for Params {
             route: RouteParams::default(),
             summary_interval: Duration::from_secs(5),
             kv_repair_interval: Duration::from_secs(2),
+            watch: WatchParams::default(),
             outbox_datagrams: 4096,
             outbox_events: 1024,
             auth: wire::Auth::Ed25519,
@@ -174,6 +177,8 @@ pub enum TimerKey {
     Summary,
     /// The time layer's next sync poll or pulsar fix ([`NodeClock::next_timeout_ns`]).
     Clock,
+    /// Neighbourhood watch: judge and start forwarding audits, repeat accusations.
+    Watch,
 }
 
 /// The node's timer table.
@@ -243,8 +248,53 @@ pub enum Command {
     /// Inject a fault into the node's clock (`lightcone fault clock`). Fails with
     /// [`Event::CommandFailed`] when the node has no time layer.
     ClockFault(ClockFault),
+    /// Make this node byzantine (a test fault: `lightcone fault byzantine`), or honest
+    /// again with every behaviour off.
+    Byzantine(Byzantine),
     /// Announce our own departure and stop.
     Shutdown,
+}
+
+/// Byzantine behaviours a node can be told to play (the scenario verb `byzantine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Byzantine {
+    /// Claim live cell members dead, first-hand, on every membership message.
+    pub lie_membership: bool,
+    /// Silently drop every frame it should forward (a black hole).
+    pub drop_forwarding: bool,
+}
+
+impl Byzantine {
+    pub const BEHAVIOURS: [&'static str; 2] = ["lie_membership", "drop_forwarding"];
+
+    /// From behaviour names; an unknown name is an error that lists the known ones.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Byzantine, String> {
+        let mut b = Byzantine::default();
+        for n in names {
+            match n.as_ref() {
+                "lie_membership" => b.lie_membership = true,
+                "drop_forwarding" => b.drop_forwarding = true,
+                other => {
+                    return Err(format!(
+                        "unknown byzantine behaviour {other:?} (known: {})",
+                        Byzantine::BEHAVIOURS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.lie_membership {
+            v.push("lie_membership");
+        }
+        if self.drop_forwarding {
+            v.push("drop_forwarding");
+        }
+        v
+    }
 }
 
 /// An input to [`Node::handle`].
@@ -296,6 +346,12 @@ pub enum Event {
     },
     CommandFailed {
         reason: String,
+    },
+    /// The neighbourhood watch quarantined `node`: `accusers` (us included when we hold
+    /// evidence ourselves) reached the quorum.
+    Quarantined {
+        node: u32,
+        accusers: Vec<u32>,
     },
     Stopped,
 }
@@ -450,6 +506,10 @@ pub struct Snapshot {
     pub members: Vec<MemberView>,
     pub routes: Vec<RouteView>,
     pub quarantine: Vec<u32>,
+    /// Behaviours this node was told to play (empty when honest).
+    pub byzantine: Vec<&'static str>,
+    /// The neighbourhood watch: evidence, accusers, audit strikes.
+    pub watch: WatchView,
     pub counters: BTreeMap<String, u64>,
     pub locality: BTreeMap<String, [u64; 2]>,
     pub summaries: Vec<SummaryView>,
@@ -590,6 +650,12 @@ pub struct Node {
     pending: VecDeque<Transmit>,
     kv: Replica,
     time: Option<TimeLayer>,
+    watch: Watch,
+    byzantine: Byzantine,
+    lie_cursor: usize,
+    last_accuse: Option<Instant>,
+    /// Our membership incarnation and since when (for the watch's lie check).
+    incarnation_since: (u64, Instant),
 }
 
 impl Node {
@@ -665,7 +731,7 @@ impl Node {
             dir,
             key,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            params,
+            params: params.clone(),
             seq: floor,
             hlc: 0,
             timers: Timers::default(),
@@ -680,6 +746,11 @@ impl Node {
             pending: VecDeque::new(),
             kv: Replica::new(id, 0),
             time: None,
+            watch: Watch::new(id, params.watch.clone()),
+            byzantine: Byzantine::default(),
+            lie_cursor: 0,
+            last_accuse: None,
+            incarnation_since: (0, now),
         })
     }
 
@@ -718,6 +789,8 @@ impl Node {
                 },
             );
         }
+        let first_audit = now + self.params.swim.startup_grace + self.params.watch.audit_interval;
+        self.timers.set(TimerKey::Watch, first_audit);
         self.arm_clock();
         self.flush(now, out);
     }
@@ -753,6 +826,9 @@ impl Node {
         self.timers.next()
     }
     /// The cell-replicated KV store (causal layer).
+    pub fn watch(&self) -> &Watch {
+        &self.watch
+    }
     pub fn kv(&self) -> &Replica {
         &self.kv
     }
@@ -869,6 +945,8 @@ impl Node {
                 })
                 .collect(),
             quarantine: self.routing.quarantined().iter().copied().collect(),
+            byzantine: self.byzantine.names(),
+            watch: self.watch.view(),
             counters,
             locality,
             time: None,
@@ -923,6 +1001,7 @@ impl Node {
                 self.arm_triggered(now);
             }
             Command::Unquarantine { node } => self.routing.set_quarantine(*node, false),
+            Command::Byzantine(b) => self.byzantine = *b,
             Command::Send { dst, data } => {
                 if data.len() > wire::MAX_BLOB {
                     self.fx.events.push(Event::CommandFailed {
@@ -994,6 +1073,10 @@ impl Node {
     }
 
     fn on_timer(&mut self, now: Instant, key: TimerKey) {
+        if key == TimerKey::Watch {
+            self.on_watch_tick(now);
+            return;
+        }
         let mut fx = std::mem::take(&mut self.fx);
         let routing = &self.routing;
         let rtt = |n: u32| routing.one_way(n).mul_f64(3.0);
@@ -1069,6 +1152,7 @@ impl Node {
                 self.timers
                     .set(TimerKey::Summary, now + self.params.summary_interval);
             }
+            TimerKey::Watch => {}
             TimerKey::Clock => {
                 if let Some(t) = self.time.as_mut() {
                     let ns = now.as_nanos();
@@ -1080,6 +1164,120 @@ impl Node {
         }
         self.fx = fx;
         self.flush_clock();
+    }
+
+    /// Neighbourhood watch tick: judge the audits that are due, start new ones, repeat our
+    /// accusations. See [`crate::watch`].
+    fn on_watch_tick(&mut self, now: Instant) {
+        let m = &self.membership;
+        let alive = |x: u32| m.state_of(x) == Some(MemberState::Alive);
+        for s in self.watch.judge(now, &alive) {
+            self.on_evidence(now, s);
+        }
+        let neighbours: Vec<u32> = self
+            .routing
+            .neighbors()
+            .filter(|n| self.routing.neighbor_up(*n) && !self.routing.is_quarantined(*n))
+            .collect();
+        for s in neighbours {
+            let targets: Vec<u32> = self
+                .routing
+                .audit_targets(s)
+                .into_iter()
+                .filter(|x| self.membership.state_of(*x) == Some(MemberState::Alive))
+                .collect();
+            let rtt = targets
+                .iter()
+                .map(|x| self.routing.one_way(*x) * 2)
+                .max()
+                .unwrap_or_default();
+            if let Some(echoes) = self.watch.audit(now, s, &targets, rtt) {
+                for e in echoes {
+                    self.fx.send(
+                        Dest::Node(e.to),
+                        Payload::Watch {
+                            nonce: e.nonce,
+                            reply: false,
+                        },
+                    );
+                }
+            }
+        }
+        let every = self.params.watch.accuse_interval;
+        if self
+            .last_accuse
+            .is_none_or(|t| now.saturating_since(t) >= every)
+        {
+            self.last_accuse = Some(now);
+            let held: Vec<u32> = self.watch.evidence().keys().copied().collect();
+            for s in held {
+                self.accuse(s);
+            }
+        }
+        let next = now + self.params.watch.audit_interval;
+        self.timers.set(TimerKey::Watch, next);
+    }
+
+    /// We hold new evidence against `s`: no transit through it and no belief in its
+    /// membership claims here, and a vote toward the quorum to the cell and our neighbours.
+    /// (Not a quarantine yet: one node's evidence can be a mistake.)
+    fn on_evidence(&mut self, now: Instant, s: u32) {
+        self.counters.count("watch", "evidence");
+        self.routing.distrust(s);
+        self.watch.forget_audit(s);
+        self.membership
+            .discredit(now, s, &mut self.fx, &mut self.timers);
+        self.arm_triggered(now);
+        self.accuse(s);
+        if self.watch.convicted(s) {
+            self.convict(now, s);
+        }
+    }
+
+    fn accuse(&mut self, s: u32) {
+        // Every cell member, not only those we believe alive: a liar's claims may have us
+        // believe them dead.
+        let mut to: std::collections::BTreeSet<u32> = self.membership.members().collect();
+        to.extend(self.routing.neighbors());
+        to.remove(&s);
+        to.remove(&self.id);
+        for n in to {
+            self.fx.send(Dest::Node(n), Payload::Accuse { node: s });
+        }
+    }
+
+    /// The quorum of accusers holds against `s`: quarantine it and declare it dead.
+    fn convict(&mut self, now: Instant, s: u32) {
+        self.counters.count("watch", "quarantined");
+        self.routing.set_quarantine(s, true);
+        self.watch.forget_audit(s);
+        self.membership.declare_dead(now, s, &mut self.fx);
+        self.membership
+            .discredit(now, s, &mut self.fx, &mut self.timers);
+        self.arm_triggered(now);
+        let accusers = self.watch.view().accusers.remove(&s).unwrap_or_default();
+        self.fx.events.push(Event::Quarantined {
+            node: s,
+            accusers: accusers.into_iter().collect(),
+        });
+    }
+
+    /// Byzantine `lie_membership`: claims about live members, first-hand, at the
+    /// incarnation we know them by — so each refutation is met by a new lie.
+    fn lies(&mut self) -> Vec<Update> {
+        let victims: Vec<u32> = self.membership.active().to_vec();
+        let mut out = Vec::new();
+        for _ in 0..victims.len().min(2) {
+            let v = victims[self.lie_cursor % victims.len()];
+            self.lie_cursor = self.lie_cursor.wrapping_add(1);
+            out.push(Update {
+                node: v,
+                state: MemberState::Dead,
+                incarnation: self.membership.incarnation_of(v).unwrap_or(0),
+                from: self.id,
+            });
+        }
+        out
     }
 
     /// Gateways carry membership summaries upward: cell gateway → cluster gateway → layer
@@ -1269,6 +1467,10 @@ impl Node {
         if dst == Dest::Link {
             return;
         }
+        if self.byzantine.drop_forwarding {
+            self.counters.count("fwd", "byzantine_dropped");
+            return;
+        }
         if ttl <= 1 {
             self.counters.count("fwd", "ttl_expired");
             return;
@@ -1289,6 +1491,8 @@ impl Node {
     }
 
     fn dispatch(&mut self, now: Instant, link: u32, src: u32, p: Payload) {
+        let mut lied: Vec<u32> = Vec::new();
+        let mut convicted: Vec<u32> = Vec::new();
         let phys = match p {
             Payload::Kv(_) => self.physical_ns(now),
             _ => 0,
@@ -1299,6 +1503,38 @@ impl Node {
         let m = &mut self.membership;
         let t = &mut self.timers;
         let in_cell = m.is_member(src);
+        let mut p = p;
+        if let Payload::Ping { updates, .. }
+        | Payload::Ack { updates, .. }
+        | Payload::PingReq { updates, .. }
+        | Payload::Gossip { updates } = &mut p
+        {
+            // Claims made by a node we quarantine or hold evidence against are not
+            // believed, whoever relays them.
+            let w = &self.watch;
+            updates.retain(|u| {
+                !self.routing.is_quarantined(u.from) && !w.evidence().contains_key(&u.from)
+            });
+        }
+        if let Payload::Ping { updates, .. }
+        | Payload::Ack { updates, .. }
+        | Payload::PingReq { updates, .. }
+        | Payload::Gossip { updates } = &p
+        {
+            // First-hand claims that we are suspect or dead (see `watch`).
+            let me = self.id;
+            for u in updates {
+                if u.node == me && u.from == src && u.state != MemberState::Alive {
+                    self.counters.count("watch", "accused_us");
+                    if self
+                        .watch
+                        .on_claim(now, src, u.incarnation, self.incarnation_since)
+                    {
+                        lied.push(src);
+                    }
+                }
+            }
+        }
         match p {
             Payload::Ping { probe, updates } => {
                 m.apply(now, &updates, &mut fx, t);
@@ -1362,8 +1598,26 @@ impl Node {
                 None => fx.events.push(Event::TimePayload { src, data }),
             },
             Payload::Data(data) => fx.events.push(Event::Delivered { src, data }),
+            Payload::Watch { nonce, reply } => {
+                if reply {
+                    self.watch.on_reply(src, nonce);
+                } else {
+                    // Back over the link the echo came in on: an audit tests the audited
+                    // neighbour's hand-over both ways, not whatever route we would take.
+                    let p = Payload::Watch { nonce, reply: true };
+                    fx.sends.push((Dest::Node(src), Some(link), p));
+                }
+            }
+            Payload::Accuse { node } => {
+                self.counters.count("watch", "accusations_heard");
+                if self.watch.on_accuse(src, node) {
+                    convicted.push(node);
+                }
+            }
         }
-        // Membership deaths of neighbours take their links down at once.
+        // Membership deaths of neighbours take their links down at once — unless the
+        // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
+        // liar's, or stale) and taking the link down would only hurt routing.
         let dead_links: Vec<u32> = fx
             .events
             .iter()
@@ -1375,12 +1629,22 @@ impl Node {
                 } => Some(*node),
                 _ => None,
             })
-            .filter(|n| self.routing.is_neighbor(*n))
+            .filter(|n| self.routing.is_neighbor(*n) && !self.routing.heard_lately(*n, now))
             .collect();
         for n in dead_links {
             self.routing.link_down(n);
         }
+        let inc = self.membership.incarnation();
+        if inc != self.incarnation_since.0 {
+            self.incarnation_since = (inc, now);
+        }
         self.fx = fx;
+        for s in lied {
+            self.on_evidence(now, s);
+        }
+        for s in convicted {
+            self.convict(now, s);
+        }
         self.flush_clock();
         if self.routing.has_pending_update() {
             self.arm_triggered(now);
@@ -1412,9 +1676,21 @@ impl Node {
 
     fn flush_sends(&mut self, now: Instant) {
         let sends = std::mem::take(&mut self.fx.sends);
-        for (dst, via, payload) in sends {
+        for (dst, via, mut payload) in sends {
+            if self.byzantine.lie_membership {
+                if let Payload::Ping { updates, .. }
+                | Payload::Ack { updates, .. }
+                | Payload::PingReq { updates, .. }
+                | Payload::Gossip { updates } = &mut payload
+                {
+                    let lies = self.lies();
+                    updates.truncate(wire::MAX_UPDATES - lies.len());
+                    updates.extend(lies);
+                }
+            }
             let next = match (dst, via) {
                 (Dest::Link, Some(n)) => Some(n),
+                (_, Some(n)) if !self.routing.is_quarantined(n) => Some(n),
                 (d, _) if self.routing.is_local(d) => None,
                 (d, _) => self.routing.next_hop(d),
             };

@@ -16,7 +16,9 @@
 //!
 //! Quarantine (the spec's "suspect nodes are quarantined at the routing layer"): a
 //! quarantined node gets no transit (never a next hop), and frames from or to it are
-//! dropped.
+//! dropped. A *distrusted* neighbour (the neighbourhood watch holds its own evidence
+//! against it, not yet a quorum) only loses transit: it is never a next hop except for
+//! frames to itself, and its frames are still taken.
 //!
 //! Locality accounting: every frame this node *originates* is counted once per level
 //! (cell, cluster, layer) as local when its destination lies inside the source's scope at
@@ -145,6 +147,7 @@ pub struct Routing {
     /// Neighbours owed a full table (just came up).
     owe_full: BTreeSet<u32>,
     quarantine: BTreeSet<u32>,
+    distrust: BTreeSet<u32>,
     pub locality: Locality,
 }
 
@@ -190,6 +193,7 @@ impl Routing {
             dirty: BTreeSet::new(),
             owe_full: BTreeSet::new(),
             quarantine: BTreeSet::new(),
+            distrust: BTreeSet::new(),
             locality: Locality::default(),
         }
     }
@@ -205,6 +209,13 @@ impl Routing {
     }
     pub fn neighbor_up(&self, n: u32) -> bool {
         self.links.get(&n).is_some_and(|l| l.up)
+    }
+    /// True when neighbour `n` was heard within its keepalive interval.
+    pub fn heard_lately(&self, n: u32, now: Instant) -> bool {
+        self.links.get(&n).is_some_and(|l| {
+            l.last_heard
+                .is_some_and(|t| now.saturating_since(t) <= l.hello)
+        })
     }
     pub fn is_quarantined(&self, n: u32) -> bool {
         self.quarantine.contains(&n)
@@ -269,6 +280,27 @@ impl Routing {
             Dest::Link => true,
             scope => scope.contains(&self.my),
         }
+    }
+
+    /// Tiles of our cell that neighbour `s` advertises at one hop (its own neighbours) and
+    /// that we reach through `s`: what a forwarding audit of `s` can test (see
+    /// [`crate::watch`]).
+    pub fn audit_targets(&self, s: u32) -> Vec<u32> {
+        let Some(ads) = self.adverts.get(&s) else {
+            return Vec::new();
+        };
+        ads.iter()
+            .filter_map(|((d, _), (_, hops, _))| match d {
+                Dest::Node(x)
+                    if *hops == 1
+                        && *x != self.me
+                        && self.table.get(d).is_some_and(|r| r.next_hop == s) =>
+                {
+                    Some(*x)
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Next hop towards `dst`, if any.
@@ -388,6 +420,24 @@ impl Routing {
         }
     }
 
+    /// No transit through neighbour `n` (see the module notes). Routes via it move at once.
+    pub fn distrust(&mut self, n: u32) {
+        if self.distrust.insert(n) {
+            let via: Vec<Dest> = self
+                .table
+                .iter()
+                .filter(|(_, r)| r.next_hop == n)
+                .map(|(d, _)| *d)
+                .collect();
+            for d in via {
+                self.recompute(d);
+            }
+        }
+    }
+    pub fn is_distrusted(&self, n: u32) -> bool {
+        self.distrust.contains(&n)
+    }
+
     pub fn set_quarantine(&mut self, n: u32, on: bool) {
         if on {
             if self.quarantine.insert(n) {
@@ -456,7 +506,8 @@ impl Routing {
                 if self.localize(Dest::Node(*n)) == Some(d) {
                     cand = Some((0, 0));
                 }
-                if let Some(ads) = self.adverts.get(n) {
+                let transit = !self.distrust.contains(n);
+                if let Some(ads) = self.adverts.get(n).filter(|_| transit) {
                     // `Node(0)` is the least `Dest`, so this starts at d's first entry.
                     let from = (d, Dest::Node(0));
                     for (_, (c, h, _)) in ads.range(from..).take_while(|((ld, _), _)| *ld == d) {

@@ -284,6 +284,16 @@ pub enum Payload {
     Time(Vec<u8>),
     /// Application data, delivered as an event.
     Data(Vec<u8>),
+    /// Neighbourhood watch: a forwarding audit echo (`reply` false) or its answer.
+    Watch {
+        nonce: u32,
+        reply: bool,
+    },
+    /// Neighbourhood watch: the sender has its own evidence that `node` is byzantine (a
+    /// vote toward quarantining it; see [`crate::watch`]).
+    Accuse {
+        node: u32,
+    },
 }
 
 impl Payload {
@@ -299,6 +309,8 @@ impl Payload {
             Payload::Kv(_) => 8,
             Payload::Time(_) => 9,
             Payload::Data(_) => 10,
+            Payload::Watch { .. } => 11,
+            Payload::Accuse { .. } => 12,
         }
     }
 
@@ -314,6 +326,8 @@ impl Payload {
             Payload::Kv(_) => "kv",
             Payload::Time(_) => "time",
             Payload::Data(_) => "data",
+            Payload::Watch { .. } => "watch",
+            Payload::Accuse { .. } => "accuse",
         }
     }
 
@@ -364,6 +378,11 @@ impl Payload {
                 w.extend_from_slice(&(n as u16).to_be_bytes());
                 w.extend_from_slice(&b[..n]);
             }
+            Payload::Watch { nonce, reply } => {
+                w.extend_from_slice(&nonce.to_be_bytes());
+                w.push(u8::from(*reply));
+            }
+            Payload::Accuse { node } => w.extend_from_slice(&node.to_be_bytes()),
         }
     }
 
@@ -442,6 +461,15 @@ impl Payload {
                     _ => Payload::Data(v),
                 }
             }
+            11 => Payload::Watch {
+                nonce: r.u32()?,
+                reply: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Malformed),
+                },
+            },
+            12 => Payload::Accuse { node: r.u32()? },
             k => return Err(WireError::UnknownKind(k)),
         };
         if r.i != b.len() {
@@ -624,7 +652,7 @@ pub fn parse(b: &[u8]) -> Result<Frame<'_>, WireError> {
         return Err(WireError::BadLength);
     }
     let kind = b[3];
-    if !(1..=10).contains(&kind) {
+    if !(1..=12).contains(&kind) {
         return Err(WireError::UnknownKind(kind));
     }
     let dst = Dest::decode(b[5], &b[12..20])?;

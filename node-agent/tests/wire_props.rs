@@ -102,6 +102,8 @@ fn payload() -> impl Strategy<Value = Payload> {
         blob().prop_map(Payload::Kv),
         blob().prop_map(Payload::Time),
         blob().prop_map(Payload::Data),
+        (any::<u32>(), any::<bool>()).prop_map(|(nonce, reply)| Payload::Watch { nonce, reply }),
+        any::<u32>().prop_map(|node| Payload::Accuse { node }),
     ]
 }
 
@@ -146,7 +148,7 @@ proptest! {
             let _ = f.decode_payload();
         }
         // Structurally valid payload bytes of any kind must not panic either.
-        for kind in 0..=12u8 {
+        for kind in 0..=14u8 {
             let _ = Payload::decode(kind, &b);
         }
     }

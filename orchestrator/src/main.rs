@@ -233,6 +233,21 @@ enum FaultCmd {
         #[arg(long, group = "fault")]
         pulsar_restore: bool,
     },
+    /// Make a node byzantine: it lies in membership (claims live cell members dead) and/or
+    /// stops forwarding. Its neighbours' watch should quarantine it (`lightcone status`,
+    /// /state `quarantine`, lightcone_watch_quarantined_nodes).
+    #[command(group(clap::ArgGroup::new("mode").required(true)))]
+    Byzantine {
+        node: String,
+        #[arg(long)]
+        lab: Option<String>,
+        /// Comma-separated: lie_membership, drop_forwarding.
+        #[arg(long, group = "mode", value_delimiter = ',')]
+        behaviour: Vec<String>,
+        /// Make the node honest again.
+        #[arg(long, group = "mode")]
+        honest: bool,
+    },
 }
 
 /// A signed duration (`-1.5ms`) in ns.
@@ -695,14 +710,49 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("clock {node}: {}", v["injected"]);
             Ok(())
         }
+        Cmd::Fault {
+            action:
+                FaultCmd::Byzantine {
+                    node,
+                    lab,
+                    behaviour,
+                    honest,
+                },
+        } => {
+            let behaviour = if honest { Vec::new() } else { behaviour };
+            lightcone_agent::node::Byzantine::from_names(&behaviour)
+                .map_err(|e| invalid(anyhow!(e)))?;
+            let dir = pick_lab(lab)?;
+            if lab_plan(&dir)?.node_index(&node).is_none() {
+                return Err(invalid(anyhow!(
+                    "lab {} has no node {node:?} (`lightcone status {}` lists them)",
+                    dir.lab,
+                    dir.lab
+                )));
+            }
+            let info = supervisor_of(&dir)?;
+            let v = api(
+                &info,
+                "POST",
+                &format!("/api/nodes/{node}/byzantine"),
+                Some(serde_json::json!({ "behaviour": behaviour })),
+            )?;
+            let b = &v["behaviour"];
+            if b.as_array().is_some_and(|a| a.is_empty()) {
+                println!("byzantine {node}: honest again");
+            } else {
+                println!("byzantine {node}: {b}");
+            }
+            Ok(())
+        }
         Cmd::Fault { action } => {
             let (lab, node, what) = match action {
                 FaultCmd::Crash { node, lab } => (lab, node, "crash"),
                 FaultCmd::Restart { node, lab } => (lab, node, "restart"),
-                FaultCmd::Clock { .. } => {
+                FaultCmd::Clock { .. } | FaultCmd::Byzantine { .. } => {
                     return Err(Failure(
                         1,
-                        anyhow!("internal: clock faults are handled above"),
+                        anyhow!("internal: clock and byzantine faults are handled above"),
                     ))
                 }
             };

@@ -567,9 +567,62 @@ async fn api_node_clock(
             ))
         })?;
     let fault = req.to_fault().map_err(ApiError::bad)?;
+    let body = serde_json::to_vec(&req).unwrap_or_default();
+    forward_node_fault(&s, &node, "/clock", body).await?;
+    s.lab
+        .lock()
+        .expect("lab lock")
+        .event("clock", format!("{node} {fault:?}"));
+    let reply = serde_json::json!({ "node": node, "injected": fault });
+    Ok(Json(reply).into_response())
+}
+
+/// `POST /api/nodes/{node}/byzantine`: `{"behaviour": [...]}` (any of
+/// [`Byzantine::BEHAVIOURS`](lightcone_agent::node::Byzantine::BEHAVIOURS); `[]` makes the
+/// node honest again), checked here and forwarded to the node's agent.
+async fn api_node_byzantine(
+    State(s): State<AppState>,
+    UrlPath(node): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        behaviour: Vec<String>,
+    }
+    let req: Req = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(format!(
+            "body must be JSON {{\"behaviour\": [...]}} with any of {}: {e}",
+            lightcone_agent::node::Byzantine::BEHAVIOURS.join(", ")
+        ))
+    })?;
+    let b = lightcone_agent::node::Byzantine::from_names(&req.behaviour).map_err(ApiError::bad)?;
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "behaviour": b.names() })).unwrap_or_default();
+    forward_node_fault(&s, &node, "/byzantine", body).await?;
+    let names = b.names();
+    s.lab.lock().expect("lab lock").event(
+        "byzantine",
+        if names.is_empty() {
+            format!("{node} honest again")
+        } else {
+            format!("{node} {}", names.join(","))
+        },
+    );
+    Ok(Json(serde_json::json!({ "node": node, "behaviour": names })).into_response())
+}
+
+/// Forwards a checked fault request to `node`'s agent (`POST path`); the agent's refusal
+/// comes back with its status and words.
+async fn forward_node_fault(
+    s: &AppState,
+    node: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(), ApiError> {
     let sock = {
         let lab = s.lab.lock().expect("lab lock");
-        let id = lab.node(&node)?;
+        let id = lab.node(node)?;
         if lab.agents.is_none() {
             return Err(ApiError::bad(format!(
                 "lab {} runs without agents (--no-agents)",
@@ -581,25 +634,15 @@ async fn api_node_clock(
     let (status, reply) = agent_request(
         &sock,
         hyper::Method::POST,
-        "/clock",
-        serde_json::to_vec(&req).unwrap_or_default(),
+        path,
+        body,
         Duration::from_secs(5),
     )
     .await
     .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}")))?;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     if status.is_success() {
-        s.lab
-            .lock()
-            .expect("lab lock")
-            .event("clock", format!("{node} {fault:?}"));
-        Ok((
-            status,
-            [("content-type", "application/json")],
-            serde_json::to_vec(&serde_json::json!({ "node": node, "injected": fault }))
-                .unwrap_or_default(),
-        )
-            .into_response())
+        Ok(())
     } else {
         Err(ApiError(
             status,
@@ -896,6 +939,7 @@ fn router(state: AppState) -> Router {
         .route("/api/links/{a}/{b}/set", post(api_link_set))
         .route("/api/links/{a}/{b}/{what}", post(api_link_state))
         .route("/api/nodes/{node}/clock", post(api_node_clock))
+        .route("/api/nodes/{node}/byzantine", post(api_node_byzantine))
         .route("/api/nodes/{node}/{what}", post(api_node_fault))
         .route("/api/shutdown", post(api_shutdown))
         .route("/api/partition", post(api_partition))

@@ -139,6 +139,7 @@ fn poll(round: u32, t: f64, node: &str, id: u32, members: &[(u32, &str, f64)]) -
                 since_emulated_s: *since,
             })
             .collect(),
+        quarantine: Vec::new(),
     }
 }
 
@@ -515,4 +516,86 @@ fn time_alarms_and_coverage_from_metrics() {
     let (c, detail) = r.time_coverage();
     assert_eq!(c, Some(0.75));
     assert!(detail.contains('b'), "{detail}");
+}
+
+#[test]
+fn byzantine_verb_expands_and_bad_behaviours_are_refused() {
+    let src = "topology: ../cell.yaml\nduration: 20s\ntimeline:\n  - { at: 1s, byzantine: { node: l0c0k0t4, behaviour: [lie_membership, drop_forwarding] } }\n  - { at: 5s, byzantine: { node: l0c0k0t4, behaviour: [] } }\n  - { at: 6s, byzantine: { node: l0c0k0t5, behaviour: drop_forwarding } }\nexpect: [quarantine_time <= 10s, false_quarantines == 0]\n";
+    let v: Vec<serde_json::Value> = serde_json::from_str(&expanded(src, None)).unwrap();
+    let got: Vec<(String, serde_json::Value)> = v
+        .iter()
+        .map(|x| {
+            assert_eq!(x["action"], "byzantine", "{x}");
+            (
+                x["node"].as_str().unwrap().to_string(),
+                x["behaviour"].clone(),
+            )
+        })
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        got,
+        [
+            (
+                "l0c0k0t4".into(),
+                json!(["lie_membership", "drop_forwarding"])
+            ),
+            ("l0c0k0t4".into(), json!([])),
+            ("l0c0k0t5".into(), json!(["drop_forwarding"])),
+        ]
+    );
+    let e = errors("topology: ../cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, byzantine: { node: a, behaviour: [eat_cake] } }\n  - { at: 2s, byzantine: { node: a } }\n");
+    assert!(
+        e.contains("s.yaml:4:") && e.contains("unknown byzantine behaviour \"eat_cake\""),
+        "{e}"
+    );
+    assert!(e.contains("known: lie_membership, drop_forwarding"), "{e}");
+    assert!(e.contains("byzantine needs `behaviour`"), "{e}");
+}
+
+fn quarantine_poll(round: u32, t: f64, node: &str, id: u32, q: &[u32]) -> StatePoll {
+    let mut p = poll(round, t, node, id, &[]);
+    p.quarantine = q.to_vec();
+    p
+}
+
+#[test]
+fn quarantine_time_waits_for_every_cell_peer_and_honest_quarantines_are_counted() {
+    let mut r = rec();
+    r.marks.push(Mark {
+        t_real_s: 10.0,
+        kind: "byzantine".into(),
+        node: Some("c".into()),
+    });
+    r.polls = vec![
+        quarantine_poll(1, 5.0, "c", 2, &[]),
+        quarantine_poll(1, 5.0, "z", 9, &[]),
+        quarantine_poll(2, 12.0, "a", 0, &[2]),
+        quarantine_poll(2, 12.0, "b", 1, &[]),
+        quarantine_poll(3, 15.0, "a", 0, &[2]),
+        quarantine_poll(3, 15.5, "b", 1, &[2]),
+    ];
+    let (v, why) = r.quarantine_time();
+    assert_eq!(v, Some(5.5), "{why}");
+    assert!(why.contains("quarantined by all 2 cell peers"), "{why}");
+    assert_eq!(r.false_quarantines().0, Some(0.0));
+    // b also quarantines a, which was never byzantine: one false quarantine.
+    r.polls.push(quarantine_poll(4, 20.0, "b", 1, &[2, 0]));
+    let (f, why) = r.false_quarantines();
+    assert_eq!(f, Some(1.0));
+    assert!(why.contains("b quarantined a"), "{why}");
+    // A peer that never quarantines makes it infinite, and says who.
+    r.polls
+        .retain(|p| !(p.node == "b" && p.quarantine.contains(&2)));
+    let (v, why) = r.quarantine_time();
+    assert_eq!(v, Some(f64::INFINITY));
+    assert!(why.contains("not by: b"), "{why}");
+    // "Honest again" marks are not byzantine nodes to quarantine.
+    let mut r = rec();
+    r.marks.push(Mark {
+        t_real_s: 1.0,
+        kind: "honest".into(),
+        node: Some("c".into()),
+    });
+    assert_eq!(r.quarantine_time().0, None);
 }

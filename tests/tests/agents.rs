@@ -156,6 +156,113 @@ fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
     assert_gone(&lab);
 }
 
+/// `lightcone fault byzantine` on a running lab: bad requests are refused with what to fix
+/// and change nothing; a black hole is quarantined by every other tile of its cell (and
+/// no honest tile is), and shows up in its own `/state` and in the watch's metrics.
+#[test]
+fn a_byzantine_tile_is_quarantined_by_its_cell() {
+    require_root();
+    let t = TestLab::shipped("byz", "cell.yaml");
+    let lab = t.lab.clone();
+    t.up(&[]);
+    let api = api_url(&lab);
+    let ids = node_ids(&lab);
+    let tiles: Vec<(String, u64)> = ids
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("l0c0k0t"))
+        .collect();
+    let (byz, bid) = tiles[4].clone();
+
+    let o = lc(&[
+        "fault",
+        "byzantine",
+        "nosuch",
+        "--lab",
+        &lab,
+        "--behaviour",
+        "drop_forwarding",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no node \"nosuch\""));
+    let o = lc(&[
+        "fault",
+        "byzantine",
+        &byz,
+        "--lab",
+        &lab,
+        "--behaviour",
+        "eat_cake",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("eat_cake") && e.contains("lie_membership"),
+        "{e}"
+    );
+    let (ok, _) = agent_http(&lab, bid, "POST", "/byzantine", "{\"behaviour\": 3}");
+    assert!(!ok, "the agent took a malformed byzantine request");
+    assert_eq!(
+        state(&api, &byz).unwrap()["byzantine"],
+        serde_json::json!([])
+    );
+
+    let out = lc_ok(&[
+        "fault",
+        "byzantine",
+        &byz,
+        "--lab",
+        &lab,
+        "--behaviour",
+        "drop_forwarding",
+    ]);
+    assert!(out.contains("drop_forwarding"), "{out}");
+    assert_eq!(
+        state(&api, &byz).unwrap()["byzantine"],
+        serde_json::json!(["drop_forwarding"])
+    );
+    let t0 = Instant::now();
+    let quarantined = |n: &str| {
+        state(&api, n).is_some_and(|s| {
+            s["quarantine"]
+                .as_array()
+                .is_some_and(|q| q.iter().any(|x| x.as_u64() == Some(bid)))
+        })
+    };
+    let all = wait_until(Duration::from_secs(40), || {
+        tiles
+            .iter()
+            .filter(|(n, _)| *n != byz)
+            .all(|(n, _)| quarantined(n))
+    });
+    assert!(all, "not every tile quarantined the black hole {byz}");
+    println!(
+        "black hole {byz} quarantined by all {} cell peers after {:.1} s real",
+        tiles.len() - 1,
+        t0.elapsed().as_secs_f64()
+    );
+    for (n, _) in tiles.iter().filter(|(n, _)| *n != byz) {
+        let s = state(&api, n).unwrap();
+        assert_eq!(
+            s["quarantine"],
+            serde_json::json!([bid]),
+            "{n} quarantines an honest tile"
+        );
+    }
+    let metrics = ureq::get(&format!("{api}/nodes/{}/metrics", tiles[3].0))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lightcone_watch_quarantined_nodes{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    lc_ok(&["down", &lab]);
+    assert_gone(&lab);
+}
+
 #[test]
 fn quickstart_agents_see_each_other_and_export_metrics() {
     require_root();

@@ -1,6 +1,6 @@
 //! Issue: experiments. `lightcone run` against real labs: every shipped scenario the lab's
-//! agents support runs and its report passes; the scenarios whose verbs the agents cannot
-//! play fail, saying so; a scenario whose expectation cannot hold (detection ≤ 1 ms) fails
+//! agents support runs and its report passes (every shipped one, byzantine included); a
+//! scenario whose expectation cannot hold (detection ≤ 1 ms) fails
 //! with a clear line and exit code 1. Each run brings its own uniquely named lab up and
 //! down; run directories go to a tempdir. Needs root.
 
@@ -123,31 +123,40 @@ fn stratum0_compromise_passes() {
     shipped_passes("stratum0.yaml", "ss0");
 }
 
+/// l0c0k0t4 lies in membership and forwards nothing; its eleven cell peers quarantine it
+/// (quarantine_time), nobody honest is quarantined, and the data stays causal and whole.
 #[test]
-fn unsupported_verbs_fail_and_say_why() {
-    require_root();
-    // The list held the clock verbs too until the agents grew a clock API.
-    let cases: &[(&str, &str, &str)] = &[("byzantine.yaml", "sbz", "byzantine")];
-    for &(name, tag, verb) in cases {
-        let ShippedRun {
-            lab,
-            out,
-            output: o,
-            ..
-        } = &run_shipped(name, tag);
-        let t = text(o);
-        assert_eq!(o.status.code(), Some(1), "{t}");
-        assert!(
-            t.contains(&format!("FAIL {verb} at"))
-                && t.contains("not supported by this lab's agents yet"),
-            "{t}"
-        );
-        let r = report(out);
-        assert_eq!(r["passed"], false);
-        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-        assert!(html.contains("not supported by this lab's agents yet"));
-        assert_gone(lab);
-    }
+fn byzantine_tile_is_quarantined_passes() {
+    let ShippedRun {
+        lab,
+        out,
+        output: o,
+        ..
+    } = &run_shipped("byzantine.yaml", "sbz");
+    assert!(o.status.success(), "byzantine failed:\n{}", text(o));
+    let r = report(out);
+    assert_eq!(r["passed"], true);
+    let verdict = |name: &str| {
+        r["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["expectation"].as_str().unwrap().starts_with(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no verdict {name}"))
+    };
+    let q = verdict("quarantine_time");
+    assert!(
+        q["detail"]
+            .as_str()
+            .unwrap()
+            .contains("quarantined by all 11 cell peers"),
+        "{q}"
+    );
+    assert_eq!(verdict("false_quarantines")["value"], 0.0);
+    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"kind\":\"byzantine\""), "{events}");
+    assert_gone(lab);
 }
 
 #[test]

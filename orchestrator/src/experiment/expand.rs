@@ -66,10 +66,10 @@ pub enum Action {
         node: String,
         request: lightcone_agent::config::ClockFaultRequest,
     },
-    Unsupported {
-        verb: String,
-        args: String,
-        reason: String,
+    /// Make a node byzantine (empty `behaviour`: honest again).
+    Byzantine {
+        node: String,
+        behaviour: Vec<String>,
     },
 }
 
@@ -127,8 +127,11 @@ impl Action {
                 "{verb} {node} {}",
                 serde_json::to_string(request).unwrap_or_default()
             ),
-            Action::Unsupported { verb, args, .. } => {
-                format!("{verb} {args} (NOT SUPPORTED by this lab's agents)")
+            Action::Byzantine { node, behaviour } if behaviour.is_empty() => {
+                format!("byzantine {node}: honest again")
+            }
+            Action::Byzantine { node, behaviour } => {
+                format!("byzantine {node}: {}", behaviour.join(", "))
             }
         }
     }
@@ -144,7 +147,8 @@ impl Action {
             Action::Heal => "heal",
             Action::LoadStart { .. } => "load",
             Action::Clock { .. } => "clock",
-            Action::Unsupported { .. } => "unsupported",
+            Action::Byzantine { behaviour, .. } if behaviour.is_empty() => "honest",
+            Action::Byzantine { .. } => "byzantine",
         }
     }
 }
@@ -408,16 +412,16 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     },
                 )
             }
-            Verb::Unsupported { verb, args } => push(
-                step.at_ns,
-                Action::Unsupported {
-                    verb: verb.clone(),
-                    args: args.clone(),
-                    reason: super::scenario::unsupported_reason(verb)
-                        .unwrap_or("unknown")
-                        .to_string(),
-                },
-            ),
+            Verb::Byzantine { node: n, behaviour } => {
+                let name = node(line, n)?;
+                push(
+                    step.at_ns,
+                    Action::Byzantine {
+                        node: name,
+                        behaviour: behaviour.clone(),
+                    },
+                )
+            }
         }
     }
     // Stable: actions at the same time keep their source order. Nothing is played after

@@ -23,6 +23,11 @@
 //!   alarms: the pulsar check disagreed with the optical hierarchy) rose during the run.
 //! - `time_coverage`: the lowest `lightcone_time_coverage_ratio` of any agent at the end
 //!   (share of its time samples whose true error was within its claimed 3σ).
+//! - `quarantine_time`: for each node made byzantine, the time until every running cell
+//!   peer of it lists it in its `/state` `quarantine` (the neighbourhood watch's verdict),
+//!   at the resolution of the state polls; the worst counts, infinite if a peer never does.
+//! - `false_quarantines`: distinct (node, quarantined node) pairs seen in any poll where the
+//!   quarantined node was never made byzantine in the run — an honest node quarantined.
 //! - `overhead`: the busiest agent's CPU share of one core (utime + stime from /proc over the
 //!   seconds it was observed alive). The spec caps the OS at 1–3 % of each tile's compute; an
 //!   agent is one tile, and a tile's compute is taken as one core — the lab packs many tiles
@@ -53,6 +58,8 @@ pub enum Metric {
     Overhead,
     TimeAlarmedNodes,
     TimeCoverage,
+    QuarantineTime,
+    FalseQuarantines,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +70,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 11] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -73,6 +80,8 @@ impl Metric {
         Metric::Overhead,
         Metric::TimeAlarmedNodes,
         Metric::TimeCoverage,
+        Metric::QuarantineTime,
+        Metric::FalseQuarantines,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -85,17 +94,21 @@ impl Metric {
             Metric::Overhead => "overhead",
             Metric::TimeAlarmedNodes => "time_alarmed_nodes",
             Metric::TimeCoverage => "time_coverage",
+            Metric::QuarantineTime => "quarantine_time",
+            Metric::FalseQuarantines => "false_quarantines",
         }
     }
     fn kind(&self) -> Kind {
         match self {
-            Metric::DetectionTime | Metric::ConvergedAfterHeal | Metric::TimerLatenessP99 => {
-                Kind::Duration
-            }
+            Metric::DetectionTime
+            | Metric::ConvergedAfterHeal
+            | Metric::TimerLatenessP99
+            | Metric::QuarantineTime => Kind::Duration,
             Metric::Locality | Metric::Overhead | Metric::TimeCoverage => Kind::Fraction,
-            Metric::CausalAnomalies | Metric::AcknowledgedWritesLost | Metric::TimeAlarmedNodes => {
-                Kind::Count
-            }
+            Metric::CausalAnomalies
+            | Metric::AcknowledgedWritesLost
+            | Metric::TimeAlarmedNodes
+            | Metric::FalseQuarantines => Kind::Count,
         }
     }
     /// Format a value of this metric (seconds, fraction or count).
@@ -216,6 +229,9 @@ pub struct StatePoll {
     /// The node's emulated clock when it answered.
     pub now_emulated_s: f64,
     pub members: Vec<MemberObs>,
+    /// Ids of the nodes it quarantines.
+    #[serde(default)]
+    pub quarantine: Vec<u32>,
 }
 
 /// A fault the runner played, at real seconds since the start.
@@ -558,6 +574,116 @@ impl Recording {
         )
     }
 
+    fn byzantine_marks(&self) -> impl Iterator<Item = &Mark> {
+        self.marks.iter().filter(|m| m.kind == "byzantine")
+    }
+
+    pub fn quarantine_time(&self) -> (Option<f64>, String) {
+        let ids = self.ids();
+        let marks: Vec<&Mark> = self.byzantine_marks().collect();
+        if marks.is_empty() {
+            return (None, "no node was made byzantine in the run".into());
+        }
+        let mut worst: f64 = 0.0;
+        let mut notes = Vec::new();
+        for b in marks {
+            let x = b.node.as_deref().unwrap_or("");
+            let Some(&xid) = ids.get(x) else {
+                return (
+                    None,
+                    format!("{x} never answered a state poll; its id is unknown"),
+                );
+            };
+            // Poll rounds after the verb, in order: the first where every running peer
+            // that answered lists x as quarantined.
+            let peers: Vec<&str> = self
+                .peers(x)
+                .into_iter()
+                .filter(|p| self.running_at(p, b.t_real_s))
+                .collect();
+            let mut rounds: BTreeMap<u32, Vec<&StatePoll>> = BTreeMap::new();
+            for q in self.polls.iter().filter(|q| q.t_real_s > b.t_real_s) {
+                if peers.contains(&q.node.as_str()) {
+                    rounds.entry(q.round).or_default().push(q);
+                }
+            }
+            let done = rounds.values().find(|polls| {
+                polls.len() == peers.len() && polls.iter().all(|q| q.quarantine.contains(&xid))
+            });
+            match done {
+                Some(polls) => {
+                    let t = polls.iter().map(|q| q.t_real_s).fold(0.0, f64::max);
+                    let d = (t - b.t_real_s) * self.time_scale;
+                    worst = worst.max(d);
+                    notes.push(format!(
+                        "{x}: quarantined by all {} cell peers within {}",
+                        peers.len(),
+                        Metric::QuarantineTime.fmt(d)
+                    ));
+                }
+                None => {
+                    let last = rounds.values().next_back();
+                    let missing: Vec<&str> = peers
+                        .iter()
+                        .copied()
+                        .filter(|p| {
+                            !last.is_some_and(|polls| {
+                                polls
+                                    .iter()
+                                    .any(|q| q.node == *p && q.quarantine.contains(&xid))
+                            })
+                        })
+                        .collect();
+                    return (
+                        Some(f64::INFINITY),
+                        format!(
+                            "{x} was never quarantined by all its cell peers; at the last poll not by: {}",
+                            missing.join(" ")
+                        ),
+                    );
+                }
+            }
+        }
+        (
+            Some(worst),
+            format!("{} (state polls' resolution)", notes.join("; ")),
+        )
+    }
+
+    pub fn false_quarantines(&self) -> (Option<f64>, String) {
+        let ids = self.ids();
+        let byz: BTreeSet<u32> = self
+            .byzantine_marks()
+            .filter_map(|m| m.node.as_deref().and_then(|n| ids.get(n)).copied())
+            .collect();
+        let names: BTreeMap<u32, &str> = ids.iter().map(|(n, i)| (*i, *n)).collect();
+        let pairs: BTreeSet<(&str, u32)> = self
+            .polls
+            .iter()
+            .flat_map(|q| q.quarantine.iter().map(move |x| (q.node.as_str(), *x)))
+            .filter(|(_, x)| !byz.contains(x))
+            .collect();
+        if self.polls.is_empty() {
+            return (None, "no state poll answered".into());
+        }
+        let shown: Vec<String> = pairs
+            .iter()
+            .take(8)
+            .map(|(n, x)| format!("{n} quarantined {}", names.get(x).copied().unwrap_or("?")))
+            .collect();
+        (
+            Some(pairs.len() as f64),
+            if pairs.is_empty() {
+                format!(
+                    "no honest node quarantined in {} state polls",
+                    self.polls.len()
+                )
+            } else {
+                shown.join("; ")
+            },
+        )
+    }
+
     pub fn time_alarmed_nodes(&self) -> (Option<f64>, String) {
         let inc = self.increase("lightcone_time_alarms_total", &["node"]);
         if inc.is_empty() {
@@ -735,6 +861,8 @@ impl Recording {
             Metric::Overhead => self.overhead(),
             Metric::TimeAlarmedNodes => self.time_alarmed_nodes(),
             Metric::TimeCoverage => self.time_coverage(),
+            Metric::QuarantineTime => self.quarantine_time(),
+            Metric::FalseQuarantines => self.false_quarantines(),
         }
     }
 }

@@ -30,7 +30,7 @@ fn marker_color(kind: &str) -> &'static str {
         "restart" => "#27ae60",
         "partition" => "#e67e22",
         "heal" => "#2980b9",
-        "unsupported" => "#8e44ad",
+        "byzantine" | "honest" => "#8e44ad",
         "clock" => "#16a085",
         _ => "#999999",
     }
@@ -207,7 +207,7 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
             esc(&v.detail)
         );
     }
-    s.push_str("</table><h2>Over the timeline</h2><p>x: emulated time since the timeline started. Dashed lines: faults (red crash, green restart, orange partition, blue heal, grey link change, teal clock fault, purple unsupported verb); hover for details.</p>");
+    s.push_str("</table><h2>Over the timeline</h2><p>x: emulated time since the timeline started. Dashed lines: faults (red crash, green restart, orange partition, blue heal, grey link change, teal clock fault, purple byzantine node); hover for details.</p>");
     let pts = |f: &dyn Fn(&SeriesPoint) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
         series.iter().map(|p| (x(p), f(p))).collect()
     };

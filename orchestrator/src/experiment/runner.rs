@@ -516,7 +516,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         let at = Duration::from_secs_f64(p.at_ns as f64 / 1e9 / ts);
         wait_until(at, &mut progress);
         let t = t0.elapsed().as_secs_f64();
-        let r = play(&api, &p.action, &names);
+        let r = play(&api, &p.action);
         if let Action::LoadStart {
             nodes,
             keys,
@@ -554,14 +554,15 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         }
         let kind = p.action.kind().to_string();
         let node = match &p.action {
-            Action::Crash { node } | Action::Restart { node } | Action::Clock { node, .. } => {
-                Some(node.clone())
-            }
+            Action::Crash { node }
+            | Action::Restart { node }
+            | Action::Clock { node, .. }
+            | Action::Byzantine { node, .. } => Some(node.clone()),
             _ => None,
         };
         if matches!(
             kind.as_str(),
-            "crash" | "restart" | "heal" | "partition" | "clock" | "unsupported"
+            "crash" | "restart" | "heal" | "partition" | "clock" | "byzantine" | "honest"
         ) || (kind.starts_with("link") && r.is_ok())
         {
             marks.push(Mark {
@@ -722,19 +723,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             .unwrap_or(1),
         real_s,
     };
-    let mut verdicts = expect::evaluate(&sc.expect, &rec);
-    for p in &plan {
-        if let Action::Unsupported { verb, reason, .. } = &p.action {
-            verdicts.push(Verdict {
-                expectation: format!("{verb} at {} is played", units::fmt_ns(p.at_ns)),
-                expected: format!("{verb} injected into the agents"),
-                measured: "not supported by this lab's agents yet".into(),
-                value: None,
-                pass: false,
-                detail: reason.clone(),
-            });
-        }
-    }
+    let verdicts = expect::evaluate(&sc.expect, &rec);
     let passed = verdicts.iter().all(|v| v.pass);
 
     // The run directory.
@@ -853,7 +842,7 @@ fn watched_links(plan: &[Planned], st: &LabStatus) -> Vec<String> {
     v
 }
 
-fn play(api: &Api, a: &Action, names: &[String]) -> Result<(), String> {
+fn play(api: &Api, a: &Action) -> Result<(), String> {
     match a {
         Action::LinkDown { a, b } => {
             api.post_json(&format!("/api/links/{a}/{b}/down"), &serde_json::json!({}))
@@ -877,26 +866,10 @@ fn play(api: &Api, a: &Action, names: &[String]) -> Result<(), String> {
             &serde_json::to_value(request).unwrap_or_default(),
         ),
         Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
-        Action::Unsupported { verb, .. } => {
-            // Ask an agent whether it grew the service since this was written.
-            let section = if verb == "byzantine" {
-                "byzantine"
-            } else {
-                "time"
-            };
-            let has = names.iter().find_map(|n| {
-                let (c, b) = api
-                    .get(&format!("/nodes/{n}/state"), Duration::from_secs(2))
-                    .ok()?;
-                (c == 200)
-                    .then(|| serde_json::from_str::<serde_json::Value>(&b).ok())?
-                    .map(|v| v.get(section).is_some())
-            });
-            Err(match has {
-                Some(true) => format!("agents report `{section}` in /state, but `lightcone run` has no control to inject {verb}; not played"),
-                _ => format!("not supported by this lab's agents yet: /state has no `{section}` section; not played"),
-            })
-        }
+        Action::Byzantine { node, behaviour } => api.post_json(
+            &format!("/api/nodes/{node}/byzantine"),
+            &serde_json::json!({ "behaviour": behaviour }),
+        ),
     }
 }
 
@@ -917,6 +890,15 @@ fn poll_state(api: &Api, node: &str, round: u32, t0: Instant) -> Option<StatePol
         id: v["id"].as_u64()? as u32,
         now_emulated_s: v["now_emulated_s"].as_f64()?,
         members: members_of(&v),
+        quarantine: v["quarantine"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_u64())
+                    .map(|x| x as u32)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

@@ -33,17 +33,6 @@ pub const VERBS: &[&str] = &[
     "byzantine",
 ];
 
-/// Verbs that parse but that the lab's agents cannot play yet: what the agent lacks.
-pub fn unsupported_reason(verb: &str) -> Option<&'static str> {
-    match verb {
-        "byzantine" => Some(
-            "the agent has no byzantine mode (no `byzantine` in /nodes/{n}/state, no control endpoint to make it lie) \
-             and no neighbourhood-watch auto-quarantine; only operator quarantine (POST /quarantine/{node}) exists",
-        ),
-        _ => None,
-    }
-}
-
 /// Where the lab's topology comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TopologySource {
@@ -160,10 +149,12 @@ pub enum Verb {
         node: String,
         request: lightcone_agent::config::ClockFaultRequest,
     },
-    /// A verb of the spec the agents cannot play yet (see [`unsupported_reason`]).
-    Unsupported {
-        verb: String,
-        args: String,
+    /// Make a node byzantine (`behaviour`: any of
+    /// [`Byzantine::BEHAVIOURS`](lightcone_agent::node::Byzantine::BEHAVIOURS); empty: honest
+    /// again), through the supervisor's `POST /api/nodes/{node}/byzantine`.
+    Byzantine {
+        node: String,
+        behaviour: Vec<String>,
     },
 }
 
@@ -180,7 +171,8 @@ impl Verb {
             Verb::Flap { .. } => "flap",
             Verb::Churn { .. } => "churn",
             Verb::Load { .. } => "load",
-            Verb::Clock { verb, .. } | Verb::Unsupported { verb, .. } => verb,
+            Verb::Clock { verb, .. } => verb,
+            Verb::Byzantine { .. } => "byzantine",
         }
     }
 }
@@ -856,12 +848,39 @@ impl Reader {
                 };
                 self.clock_verb(name, node, request, v.pos)
             }
+            "byzantine" => {
+                let f = self.fields(v, &["node", "behaviour"], name)?;
+                let nn = self.required(&f, "node", v.pos, name)?;
+                let node = self.string(nn, "node")?;
+                let b = self.required(&f, "behaviour", v.pos, name)?;
+                let behaviour: Vec<String> = match &b.value {
+                    Value::Seq(items) => {
+                        let v: Vec<String> = items
+                            .iter()
+                            .filter_map(|i| self.string(i, "behaviour"))
+                            .collect();
+                        if v.len() != items.len() {
+                            return None;
+                        }
+                        v
+                    }
+                    _ => vec![self.string(b, "behaviour")?],
+                };
+                if let Err(e) = lightcone_agent::node::Byzantine::from_names(&behaviour) {
+                    self.d.error_help(
+                        b.pos,
+                        e,
+                        "write e.g. [lie_membership, drop_forwarding], or [] to make the node honest again",
+                    );
+                    return None;
+                }
+                Some(Verb::Byzantine { node, behaviour })
+            }
             other => {
                 let _ = pos;
-                Some(Verb::Unsupported {
-                    verb: other.to_string(),
-                    args: flow(v),
-                })
+                self.d
+                    .error(v.pos, format!("internal: verb {other} has no reader"));
+                None
             }
         }
     }

@@ -789,8 +789,8 @@ impl Node {
                 },
             );
         }
-        let first_audit = now + self.params.swim.startup_grace + self.params.watch.audit_interval;
-        self.timers.set(TimerKey::Watch, first_audit);
+        let first = now + self.params.swim.startup_grace + self.params.watch.audit_fast;
+        self.timers.set(TimerKey::Watch, first);
         self.arm_clock();
         self.flush(now, out);
     }
@@ -1171,7 +1171,9 @@ impl Node {
     fn on_watch_tick(&mut self, now: Instant) {
         let m = &self.membership;
         let alive = |x: u32| m.state_of(x) == Some(MemberState::Alive);
-        for s in self.watch.judge(now, &alive) {
+        let r = &self.routing;
+        let heard = |n: u32| r.heard_lately(n, now);
+        for s in self.watch.judge(now, &alive, &heard) {
             self.on_evidence(now, s);
         }
         let neighbours: Vec<u32> = self
@@ -1191,16 +1193,14 @@ impl Node {
                 .map(|x| self.routing.one_way(*x) * 2)
                 .max()
                 .unwrap_or_default();
-            if let Some(echoes) = self.watch.audit(now, s, &targets, rtt) {
-                for e in echoes {
-                    self.fx.send(
-                        Dest::Node(e.to),
-                        Payload::Watch {
-                            nonce: e.nonce,
-                            reply: false,
-                        },
-                    );
-                }
+            if let Some(e) = self.watch.audit(now, s, &targets, rtt) {
+                self.fx.send(
+                    Dest::Node(e.to),
+                    Payload::Watch {
+                        nonce: e.nonce,
+                        reply: false,
+                    },
+                );
             }
         }
         let every = self.params.watch.accuse_interval;
@@ -1214,7 +1214,8 @@ impl Node {
                 self.accuse(s);
             }
         }
-        let next = now + self.params.watch.audit_interval;
+        // The tick runs at the fast cadence; each neighbour's audits keep their own.
+        let next = now + self.params.watch.audit_fast;
         self.timers.set(TimerKey::Watch, next);
     }
 

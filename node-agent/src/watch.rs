@@ -2,11 +2,12 @@
 //! are quarantined at the routing layer, full BFT only within small groups").
 //!
 //! A node gathers its *own* evidence against a node in two ways:
-//! - **forwarding audits**: every `audit_interval` it sends, for each up neighbour `S`, one
-//!   echo to `S` itself and one to a node `X` that `S` advertises at one hop and that we
-//!   reach through `S` — all `S` has to do is hand the echo over. An audit where `S`
-//!   answered and `X` did not, while our membership view holds `X` alive, is a strike
-//!   against `S`; `failures` strikes among its last `judged` audits are evidence (a ratio,
+//! - **forwarding audits**: every `audit_interval` (every `audit_fast` while a recent audit
+//!   of it failed) it sends, for each up neighbour `S`, an echo to a node `X` that `S`
+//!   advertises at one hop and that we reach through `S`; `X` answers over the link the echo
+//!   came in on, so all `S` has to do is hand the echo over, both ways. An audit where `X`
+//!   did not answer while `S` was heard from lately (it is up and talking) and our membership
+//!   view holds `X` alive is a strike against `S`; `failures` strikes among its last `judged` audits are evidence (a ratio,
 //!   not a count: a lossy link loses some echoes, a black hole all of them). Audits only blame
 //!   the first hop for a destination it claims as its own neighbour, so an honest node
 //!   upstream of a black hole is never blamed for it.
@@ -40,8 +41,10 @@ use crate::time::Instant;
 /// Watch parameters (emulated time).
 #[derive(Debug, Clone)]
 pub struct WatchParams {
-    /// Forwarding audits per neighbour, this often. Default 1 s.
+    /// Forwarding audits per neighbour, this often while they pass. Default 5 s.
     pub audit_interval: Duration,
+    /// ... and this often while one of its last judged audits failed. Default 1 s.
+    pub audit_fast: Duration,
     /// Failed audits among the last `judged` ones of a neighbour that make evidence.
     /// Defaults 7 of 8: with 8 % of audits lost to honest loss (2 % per link, four
     /// crossings) a false conviction takes ~1.5e-7 per judgement; a black hole is caught
@@ -63,7 +66,8 @@ pub struct WatchParams {
 impl Default for WatchParams {
     fn default() -> Self {
         WatchParams {
-            audit_interval: Duration::from_secs(1),
+            audit_interval: Duration::from_secs(5),
+            audit_fast: Duration::from_secs(1),
             failures: 7,
             judged: 8,
             lie_strikes: 3,
@@ -79,11 +83,9 @@ impl Default for WatchParams {
 #[derive(Debug, Clone)]
 struct Audit {
     target: u32,
-    direct: u32,
-    through: u32,
+    nonce: u32,
     deadline: Instant,
-    direct_ok: bool,
-    through_ok: bool,
+    answered: bool,
 }
 
 /// Why we hold evidence against a node.
@@ -123,6 +125,8 @@ pub struct Watch {
     params: WatchParams,
     next_nonce: u32,
     audits: BTreeMap<u32, Audit>,
+    /// Per neighbour: when its next audit is due.
+    next_audit: BTreeMap<u32, Instant>,
     /// Round-robin position per neighbour over its audit targets.
     cursor: BTreeMap<u32, usize>,
     /// Per neighbour: its last `judged` audit results (true = failed).
@@ -142,6 +146,7 @@ impl Watch {
             params,
             next_nonce: 1,
             audits: BTreeMap::new(),
+            next_audit: BTreeMap::new(),
             cursor: BTreeMap::new(),
             results: BTreeMap::new(),
             lies: BTreeMap::new(),
@@ -183,9 +188,15 @@ impl Watch {
     }
 
     /// Judges the audits whose deadline passed and returns the nodes on which we now hold
-    /// new evidence. `alive(x)`: our membership view holds `x` alive (or `x` is outside our
-    /// cell and we have no view of it, in which case the audit is not judged).
-    pub fn judge(&mut self, now: Instant, alive: &dyn Fn(u32) -> bool) -> Vec<u32> {
+    /// new evidence. `alive(x)`: our membership view holds `x` alive; `heard(s)`: neighbour
+    /// `s` was heard from lately. An audit is judged only when both hold: otherwise the
+    /// neighbour or the target is down, not lying.
+    pub fn judge(
+        &mut self,
+        now: Instant,
+        alive: &dyn Fn(u32) -> bool,
+        heard: &dyn Fn(u32) -> bool,
+    ) -> Vec<u32> {
         let due: Vec<u32> = self
             .audits
             .iter()
@@ -197,12 +208,10 @@ impl Watch {
             let Some(a) = self.audits.remove(&s) else {
                 continue;
             };
-            // Judged only when the neighbour answered for itself and the target is alive
-            // in our view: otherwise the neighbour or the target is down, not lying.
-            if !(a.direct_ok && alive(a.target)) {
+            if !(heard(s) && alive(a.target)) {
                 continue;
             }
-            let failed = !a.through_ok;
+            let failed = !a.answered;
             self.audits_failed += u64::from(failed);
             let q = self.results.entry(s).or_default();
             q.push_back(failed);
@@ -218,55 +227,54 @@ impl Watch {
     }
 
     /// Starts an audit of neighbour `via` through `target` (one of its own neighbours that
-    /// we reach through it), unless one is still outstanding. `rtt` bounds the answer's
-    /// round trip. Returns the two echoes to send (to `via`, then to `target`).
+    /// we reach through it) if one is due and none is outstanding. `rtt` bounds the answer's
+    /// round trip. Returns the echo to send.
     pub fn audit(
         &mut self,
         now: Instant,
         via: u32,
         targets: &[u32],
         rtt: Duration,
-    ) -> Option<[Echo; 2]> {
-        if targets.is_empty() || self.audits.contains_key(&via) || self.evidence.contains_key(&via)
+    ) -> Option<Echo> {
+        if targets.is_empty()
+            || self.audits.contains_key(&via)
+            || self.evidence.contains_key(&via)
+            || self.next_audit.get(&via).is_some_and(|t| now < *t)
         {
             return None;
         }
         let c = self.cursor.entry(via).or_default();
         let target = targets[*c % targets.len()];
         *c = c.wrapping_add(1);
-        let (direct, through) = (self.nonce(), self.nonce());
-        let wait = (rtt * 2).max(self.params.audit_interval);
+        let nonce = self.nonce();
+        let suspicious = self
+            .results
+            .get(&via)
+            .is_some_and(|r| r.iter().any(|f| *f));
+        let every = if suspicious {
+            self.params.audit_fast
+        } else {
+            self.params.audit_interval
+        };
+        self.next_audit.insert(via, now + every);
         self.audits.insert(
             via,
             Audit {
                 target,
-                direct,
-                through,
-                deadline: now + wait,
-                direct_ok: false,
-                through_ok: false,
+                nonce,
+                deadline: now + (rtt * 2).max(self.params.audit_fast),
+                answered: false,
             },
         );
         self.audits_sent += 1;
-        Some([
-            Echo {
-                to: via,
-                nonce: direct,
-            },
-            Echo {
-                to: target,
-                nonce: through,
-            },
-        ])
+        Some(Echo { to: target, nonce })
     }
 
     /// An echo reply from `src`. Only a reply from the node the echo went to counts.
     pub fn on_reply(&mut self, src: u32, nonce: u32) {
-        for (via, a) in self.audits.iter_mut() {
-            if a.direct == nonce && src == *via {
-                a.direct_ok = true;
-            } else if a.through == nonce && src == a.target {
-                a.through_ok = true;
+        for a in self.audits.values_mut() {
+            if a.nonce == nonce && src == a.target {
+                a.answered = true;
             }
         }
     }
@@ -338,73 +346,74 @@ mod tests {
         Instant::ZERO + Duration::from_secs(s)
     }
 
-    #[test]
-    fn a_black_hole_is_evidence_after_the_strikes_and_an_honest_path_is_not() {
-        let mut w = Watch::new(1, WatchParams::default());
-        let alive = |_: u32| true;
-        for round in 0..7u64 {
-            let t = at(round * 2);
-            let [d, x] = w.audit(t, 2, &[3], Duration::from_millis(10)).unwrap();
-            assert_eq!((d.to, x.to), (2, 3));
-            w.on_reply(2, d.nonce); // the neighbour answers for itself...
-            let new = w.judge(t + Duration::from_secs(2), &alive); // ...but not for 3
-            assert_eq!(new.is_empty(), round < 6, "round {round}");
+    /// Runs audits of neighbour 2 once a second for `secs`; `answers(round)` says whether the
+    /// target answered. Returns the rounds at which new evidence appeared.
+    fn audits(w: &mut Watch, secs: u64, answers: &dyn Fn(u64) -> bool) -> Vec<u64> {
+        let mut got = Vec::new();
+        for round in 0..secs {
+            let t = at(round);
+            if !w.judge(t, &|_| true, &|_| true).is_empty() {
+                got.push(round);
+            }
+            if let Some(e) = w.audit(t, 2, &[3], Duration::from_millis(10)) {
+                assert_eq!(e.to, 3);
+                if answers(round) {
+                    w.on_reply(3, e.nonce);
+                }
+            }
         }
-        assert_eq!(w.evidence().get(&2), Some(&Reason::DropsForwarding));
-        // An honest neighbour: both answer, never a strike.
+        got
+    }
+
+    #[test]
+    fn a_black_hole_is_evidence_after_seven_failures_and_audits_speed_up() {
         let mut w = Watch::new(1, WatchParams::default());
-        for round in 0..10u64 {
-            let t = at(round * 2);
-            let [d, x] = w.audit(t, 2, &[3, 4], Duration::ZERO).unwrap();
-            w.on_reply(2, d.nonce);
-            w.on_reply(x.to, x.nonce);
-            assert!(w.judge(t + Duration::from_secs(2), &alive).is_empty());
+        let got = audits(&mut w, 60, &|_| false);
+        // Audits at 0 s (judged failed at 1 s), at 5 s (the slow cadence), then one a second:
+        // failures judged at 1, 6, 7, 8, 9, 10 and 11 s.
+        assert_eq!(got, vec![11]);
+        assert_eq!(w.evidence().get(&2), Some(&Reason::DropsForwarding));
+        assert_eq!(w.view().audits_sent, 7);
+    }
+
+    #[test]
+    fn an_honest_neighbour_is_audited_slowly_and_never_blamed() {
+        let mut w = Watch::new(1, WatchParams::default());
+        assert!(audits(&mut w, 100, &|_| true).is_empty());
+        assert_eq!(w.view().audits_sent, 20);
+        assert_eq!(w.view().audits_failed, 0);
+    }
+
+    #[test]
+    fn a_lossy_path_is_not_a_black_hole() {
+        // Every other audit through the neighbour fails, for ever: never 7 of the last 8.
+        let mut w = Watch::new(1, WatchParams::default());
+        assert!(audits(&mut w, 300, &|r| r % 2 == 0).is_empty());
+        assert!(w.evidence().is_empty());
+        assert!(w.view().audits_failed > 50);
+    }
+
+    #[test]
+    fn audits_are_not_judged_when_the_target_is_dead_or_the_neighbour_silent() {
+        let mut w = Watch::new(1, WatchParams::default());
+        for round in 0..60u64 {
+            let t = at(round);
+            let alive = |x: u32| round % 2 == 0 || x != 3;
+            let heard = |_: u32| round % 2 == 1;
+            assert!(w.judge(t, &alive, &heard).is_empty());
+            w.audit(t, 2, &[3], Duration::ZERO);
         }
         assert!(w.evidence().is_empty());
         assert_eq!(w.view().audits_failed, 0);
     }
 
     #[test]
-    fn audits_are_not_judged_when_the_target_is_not_alive_or_the_neighbour_is_silent() {
-        let mut w = Watch::new(1, WatchParams::default());
-        for round in 0..6u64 {
-            let t = at(round * 2);
-            let [d, _] = w.audit(t, 2, &[3], Duration::ZERO).unwrap();
-            // Odd rounds: the target is dead in our view; even: the neighbour is silent.
-            if round % 2 == 1 {
-                w.on_reply(2, d.nonce);
-            }
-            let alive = |x: u32| round % 2 == 0 || x != 3;
-            assert!(w.judge(t + Duration::from_secs(2), &alive).is_empty());
-        }
-        assert!(w.evidence().is_empty());
-    }
-
-    #[test]
     fn a_reply_from_the_wrong_node_does_not_count() {
         let mut w = Watch::new(1, WatchParams::default());
-        let [d, x] = w.audit(at(0), 2, &[3], Duration::ZERO).unwrap();
-        w.on_reply(2, d.nonce);
-        w.on_reply(2, x.nonce); // the neighbour answering in its target's place
-        w.judge(at(2), &|_| true);
+        let e = w.audit(at(0), 2, &[3], Duration::ZERO).unwrap();
+        w.on_reply(2, e.nonce); // the neighbour answering in its target's place
+        w.judge(at(2), &|_| true, &|_| true);
         assert_eq!(w.view().audits_failed, 1);
-    }
-
-    #[test]
-    fn a_lossy_path_is_not_a_black_hole() {
-        // Half the audits through the neighbour fail, for ever: never 7 of the last 8.
-        let mut w = Watch::new(1, WatchParams::default());
-        for round in 0..100u64 {
-            let t = at(round * 2);
-            let [d, x] = w.audit(t, 2, &[3], Duration::ZERO).unwrap();
-            w.on_reply(2, d.nonce);
-            if round % 2 == 0 {
-                w.on_reply(3, x.nonce);
-            }
-            assert!(w.judge(t + Duration::from_secs(2), &|_| true).is_empty());
-        }
-        assert!(w.evidence().is_empty());
-        assert_eq!(w.view().audits_failed, 50);
     }
 
     #[test]
@@ -426,11 +435,9 @@ mod tests {
     #[test]
     fn lies_count_once_per_incarnation() {
         let mut w = Watch::new(1, WatchParams::default());
-        // An honest accuser after a partition: the same incarnation over and over.
         for i in 0..10 {
             assert!(!w.on_lie(at(i), 5, 7));
         }
-        // A liar: every incarnation we refute to, accused again.
         assert!(!w.on_lie(at(1), 6, 7));
         assert!(!w.on_lie(at(2), 6, 8));
         assert!(w.on_lie(at(3), 6, 9));

@@ -228,7 +228,7 @@ fn a_byzantine_tile_is_quarantined_by_its_cell() {
                 .is_some_and(|q| q.iter().any(|x| x.as_u64() == Some(bid)))
         })
     };
-    let all = wait_until(Duration::from_secs(40), || {
+    let all = wait_until(Duration::from_secs(60), || {
         tiles
             .iter()
             .filter(|(n, _)| *n != byz)

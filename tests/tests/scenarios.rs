@@ -79,13 +79,16 @@ fn run_shipped(name: &str, tag: &str) -> ShippedRun {
     }
 }
 
-fn shipped_passes(name: &str, tag: &str) {
+/// Run a shipped scenario, require it to pass, its files to be written and its lab to be
+/// gone; the run (and its directory) is returned for further checks.
+fn shipped_passes(name: &str, tag: &str) -> ShippedRun {
+    let run = run_shipped(name, tag);
     let ShippedRun {
         lab,
         out,
         output: o,
         ..
-    } = &run_shipped(name, tag);
+    } = &run;
     let r = report(out);
     assert!(o.status.success(), "{name} failed:\n{}", text(o));
     assert_eq!(r["passed"], true);
@@ -94,11 +97,13 @@ fn shipped_passes(name: &str, tag: &str) {
         "metrics-start.prom",
         "metrics-end.prom",
         "report.html",
+        "series.json",
         "timeline.txt",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     assert_gone(lab);
+    run
 }
 
 #[test]
@@ -117,10 +122,42 @@ fn backbone_layer_cut_passes() {
 }
 
 /// The compromised stratum-0 is played through the clock API; every node it serves
-/// (the cell's 12 tiles) alarms, the authority does not (`time_alarmed_nodes == 12`).
+/// (the cell's 12 tiles) alarms, the authority does not (`time_alarmed_nodes == 12`). The
+/// report plots the clocks over the timeline, and the sampled series shows the served
+/// nodes following the 50 ms lie before their pulsar checks catch it.
 #[test]
 fn stratum0_compromise_passes() {
-    shipped_passes("stratum0.yaml", "ss0");
+    let run = shipped_passes("stratum0.yaml", "ss0");
+    let html = std::fs::read_to_string(run.out.join("report.html")).unwrap();
+    for title in [
+        "<h3>Time error: ",
+        "<h3>σ: ",
+        "<h3>Clocks in trouble: nodes</h3>",
+    ] {
+        assert!(html.contains(title), "report.html has no {title:?} plot");
+    }
+    assert!(!html.contains("Not plotted over time yet"));
+    let series: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.out.join("series.json")).unwrap()).unwrap();
+    let points = series.as_array().expect("series.json is a list");
+    let clocked = points.iter().filter(|p| p["time"]["nodes"] == 13).count();
+    assert!(
+        clocked * 2 > points.len(),
+        "{clocked} of {} samples have all 13 clocks",
+        points.len()
+    );
+    let max = |key: &str| {
+        points
+            .iter()
+            .filter_map(|p| p["time"][key].as_f64())
+            .fold(0.0f64, f64::max)
+    };
+    let err = max("error_abs_max_s");
+    assert!(
+        err > 0.01,
+        "no node followed the 50 ms bias (largest |error| {err} s)"
+    );
+    assert_eq!(max("alarmed_ever"), 12.0);
 }
 
 /// l0c0k0t4 lies in membership and forwards nothing; its eleven cell peers quarantine it

@@ -1,18 +1,21 @@
 //! The HTML report: a verdict table (expected, measured, verdict, how) and plots over the
 //! emulated timeline as inline SVG — membership (alive/suspect/dead entries over all views),
-//! locality, link delay — with a marker at every fault. No scripts, no external files.
+//! locality, link delay, the nodes' time error against ground truth, their σ, and the clocks
+//! in trouble (alarms, beyond 3σ, holdover) — with a marker at every fault. No scripts, no
+//! external files.
 
 use std::fmt::Write;
 
 use super::expand::Planned;
 use super::expect::Verdict;
-use super::runner::{Event, SeriesPoint};
+use super::runner::{Event, SeriesPoint, TimeSample};
 use super::scenario::Scenario;
 use crate::topology::units;
 
 const W: f64 = 860.0;
 const H: f64 = 200.0;
-const L: f64 = 60.0;
+/// Left margin: room for tick labels like `50.822ms` beside the rotated axis title.
+const L: f64 = 72.0;
 const R: f64 = 20.0;
 const T: f64 = 16.0;
 const B: f64 = 28.0;
@@ -149,6 +152,79 @@ fn plot(
     s
 }
 
+const TIME_ERROR_TITLE: &str =
+    "Time error: |estimate − true time| over synchronized nodes (truth: the shared host clock)";
+const SIGMA_TITLE: &str = "σ: the uncertainty nodes claim for their time estimate";
+const CLOCKS_TITLE: &str = "Clocks in trouble: nodes";
+
+/// Seconds as the report writes durations (`1.25us`, `50ms`); below a nanosecond, `0ns`.
+fn fmt_s(y: f64) -> String {
+    units::fmt_ns((y.max(0.0) * 1e9).round() as u64)
+}
+
+/// The clocks over the timeline: |time error| against ground truth (the host clock every
+/// namespace shares), the σ the nodes claim, and how many are in trouble. A node whose error
+/// leaves its 3σ while σ stays small is being lied to (a compromised stratum-0), which the
+/// first two plots show side by side and the third counts.
+fn time_plots(
+    series: &[SeriesPoint],
+    x: &dyn Fn(&SeriesPoint) -> f64,
+    x_max: f64,
+    marks: &[(f64, String, &'static str)],
+) -> String {
+    if series.iter().all(|p| p.time.is_none()) {
+        return "<h3>Time error and σ</h3><p>No agent reported a clock (a lab without a <code>role: authority</code> node runs no time layer).</p>".into();
+    }
+    let pts = |f: &dyn Fn(&TimeSample) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
+        series
+            .iter()
+            .map(|p| (x(p), p.time.as_ref().and_then(f)))
+            .collect()
+    };
+    let count = |f: fn(&TimeSample) -> u32| pts(&move |t| Some(f64::from(f(t))));
+    let mut s = plot(
+        TIME_ERROR_TITLE,
+        "|error|",
+        x_max,
+        &[
+            ("largest |error|", "#c0392b", pts(&|t| t.error_abs_max_s)),
+            ("median |error|", "#2980b9", pts(&|t| t.error_abs_median_s)),
+        ],
+        marks,
+        &fmt_s,
+    );
+    s += &plot(
+        SIGMA_TITLE,
+        "σ",
+        x_max,
+        &[
+            ("largest σ", "#8e44ad", pts(&|t| t.sigma_max_s)),
+            ("median σ", "#2980b9", pts(&|t| t.sigma_median_s)),
+        ],
+        marks,
+        &fmt_s,
+    );
+    s += &plot(
+        CLOCKS_TITLE,
+        "nodes",
+        x_max,
+        &[
+            (
+                "compromise alarm active",
+                "#c0392b",
+                count(|t| t.alarm_active),
+            ),
+            ("alarmed so far", "#8e44ad", count(|t| t.alarmed_ever)),
+            ("error beyond 3σ", "#e67e22", count(|t| t.outside_3sigma)),
+            ("in holdover", "#7f8c8d", count(|t| t.in_holdover)),
+            ("not synchronized", "#34495e", count(|t| t.nodes - t.synced)),
+        ],
+        marks,
+        &|y| format!("{y:.0}"),
+    );
+    s
+}
+
 /// Render the report.
 pub fn html(
     sc: &Scenario,
@@ -262,7 +338,7 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
         &marks,
         &|y| units::fmt_ns((y.max(0.0) * 1e9) as u64),
     );
-    s.push_str("<h3>Time error and σ</h3><p>Not plotted over time yet: the runner samples agents' <code>/state</code> for membership only. Each agent's clock is in its <code>/state</code> <code>time</code> section and in <code>lightcone_time_*</code> metrics; the expectations <code>time_alarmed_nodes</code> and <code>time_coverage</code> judge them at the end of the run.</p>");
+    s += &time_plots(series, &x, x_max, &marks);
     s.push_str("<h2>Expanded timeline</h2><pre>");
     s += &esc(&super::expand::render(plan));
     s.push_str("</pre><h2>Events</h2><pre>");
@@ -281,4 +357,131 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
     }
     s.push_str("</pre></body></html>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::scenario::TopologySource;
+
+    fn scenario() -> Scenario {
+        Scenario {
+            name: "synthetic".into(),
+            topology: TopologySource::Inline(String::new()),
+            seed: 1,
+            duration_ns: 90_000_000_000,
+            timeline: Vec::new(),
+            expect: Vec::new(),
+        }
+    }
+
+    /// The `<svg>` that follows the `<h3>` titled `title`, if any.
+    fn svg_after<'a>(html: &'a str, title: &str) -> Option<&'a str> {
+        let at = html.find(&format!("<h3>{}</h3>", esc(title)))?;
+        let rest = &html[at..];
+        let start = rest.find("<svg")?;
+        let end = rest[start..].find("</svg>")?;
+        Some(&rest[start..start + end])
+    }
+
+    /// Drawn points of the polylines of an svg (`M`/`L` commands of its paths).
+    fn points(svg: &str) -> usize {
+        svg.split("<path d=\"")
+            .skip(1)
+            .map(|p| p[..p.find('"').unwrap()].matches(['M', 'L']).count())
+            .sum()
+    }
+
+    /// A stratum-0 compromise at 25 s: every node's error jumps to 50 ms while σ stays at
+    /// microseconds, and the served nodes alarm.
+    fn compromised_series() -> Vec<SeriesPoint> {
+        (0..=90)
+            .map(|t| {
+                let after = t >= 25;
+                SeriesPoint {
+                    t_real_s: f64::from(t),
+                    alive: 156,
+                    time: Some(TimeSample {
+                        nodes: 13,
+                        synced: 13,
+                        error_abs_max_s: Some(if after { 0.05 } else { 2e-6 }),
+                        error_abs_median_s: Some(if after { 0.05 } else { 1e-6 }),
+                        sigma_median_s: Some(3e-6),
+                        sigma_max_s: Some(8e-6),
+                        outside_3sigma: if after { 12 } else { 0 },
+                        alarm_active: if t >= 40 { 12 } else { 0 },
+                        alarmed_ever: if t >= 40 { 12 } else { 0 },
+                        in_holdover: 0,
+                        coverage_min: Some(1.0),
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn time_error_and_sigma_are_plotted_with_the_fault_marker() {
+        let events = vec![Event {
+            t_real_s: 25.0,
+            t_emulated_s: 25.0,
+            kind: "clock".into(),
+            detail: "stratum0_compromise l0a0 +50ms".into(),
+            ok: true,
+            error: None,
+        }];
+        let html = html(
+            &scenario(),
+            1.0,
+            &[],
+            &events,
+            &compromised_series(),
+            &[],
+            90.0,
+        );
+        assert!(!html.contains("Not plotted over time yet"));
+        for title in [TIME_ERROR_TITLE, SIGMA_TITLE, CLOCKS_TITLE] {
+            let svg = svg_after(&html, title).unwrap_or_else(|| panic!("no plot {title:?}"));
+            assert!(points(svg) >= 2 * 91, "{title}: polylines not drawn: {svg}");
+            assert!(
+                svg.contains(r##"stroke="#16a085" stroke-dasharray"##),
+                "{title}: no clock-fault marker"
+            );
+        }
+        let err = svg_after(&html, TIME_ERROR_TITLE).unwrap();
+        assert!(
+            err.contains(">50ms<"),
+            "the error axis reaches 50 ms: {err}"
+        );
+        let sigma = svg_after(&html, SIGMA_TITLE).unwrap();
+        assert!(sigma.contains("us<"), "σ is in microseconds: {sigma}");
+    }
+
+    #[test]
+    fn a_lab_without_clocks_says_so_instead_of_plotting() {
+        let series: Vec<SeriesPoint> = (0..10)
+            .map(|t| SeriesPoint {
+                t_real_s: f64::from(t),
+                ..Default::default()
+            })
+            .collect();
+        let html = html(&scenario(), 1.0, &[], &[], &series, &[], 10.0);
+        assert!(html.contains("No agent reported a clock"));
+        assert!(!html.contains("Clocks in trouble"));
+    }
+
+    #[test]
+    fn gaps_while_unsynchronized_break_the_line() {
+        let mut series = compromised_series();
+        for p in &mut series[40..50] {
+            let t = p.time.as_mut().unwrap();
+            t.error_abs_max_s = None;
+            t.error_abs_median_s = None;
+        }
+        let html = html(&scenario(), 1.0, &[], &[], &series, &[], 90.0);
+        let err = svg_after(&html, TIME_ERROR_TITLE).unwrap();
+        // Each of the two series restarts after the gap: two moves each.
+        assert_eq!(err.matches("d=\"M").count(), 2);
+        assert_eq!(err.matches(" M").count(), 2, "{err}");
+    }
 }

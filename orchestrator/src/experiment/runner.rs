@@ -276,6 +276,113 @@ pub struct SeriesPoint {
     pub locality: Option<f64>,
     /// Delay of watched links in seconds (emulated); `None` while down.
     pub links: BTreeMap<String, Option<f64>>,
+    /// The nodes' clocks this round; `None` when no polled agent has a time layer.
+    pub time: Option<TimeSample>,
+}
+
+/// One node's clock as its `/state` `time` section reports it. Errors are against the host
+/// clock, which every namespace shares: exact ground truth.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimeObs {
+    /// Best estimate minus ground truth, s; `None` while unsynchronized (the agent sends
+    /// NaN, which JSON carries as null).
+    pub error_s: Option<f64>,
+    /// σ of the estimate, s; `None` while unsynchronized (∞).
+    pub sigma_s: Option<f64>,
+    pub within_3sigma: bool,
+    /// Share of the node's synchronized samples so far with |error| ≤ 3σ.
+    pub coverage_ratio: Option<f64>,
+    pub in_holdover: bool,
+    pub alarm_active: bool,
+    pub alarms_total: u64,
+}
+
+impl TimeObs {
+    /// The `time` section of a `/state` answer, if the agent has one.
+    pub fn of_state(v: &serde_json::Value) -> Option<TimeObs> {
+        let t = v.get("time").filter(|t| t.is_object())?;
+        let finite = |k: &str| t[k].as_f64().filter(|x| x.is_finite());
+        Some(TimeObs {
+            error_s: finite("true_error_s"),
+            sigma_s: finite("sigma_s"),
+            within_3sigma: t["within_3sigma"].as_bool().unwrap_or(false),
+            coverage_ratio: finite("coverage_ratio"),
+            in_holdover: t["in_holdover"].as_bool().unwrap_or(false),
+            alarm_active: t["alarm_active"].as_bool().unwrap_or(false),
+            alarms_total: t["alarms_total"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
+/// The clocks of one poll round, summarized over nodes for the report's time plots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TimeSample {
+    /// Nodes that answered with a time section.
+    pub nodes: u32,
+    /// Of those, nodes synchronized (with a finite error and σ).
+    pub synced: u32,
+    /// Largest and median |time error| over synchronized nodes, s.
+    pub error_abs_max_s: Option<f64>,
+    pub error_abs_median_s: Option<f64>,
+    /// Median and largest σ over synchronized nodes, s.
+    pub sigma_median_s: Option<f64>,
+    pub sigma_max_s: Option<f64>,
+    /// Synchronized nodes whose error is beyond 3σ in this sample.
+    pub outside_3sigma: u32,
+    /// Nodes with a clock-compromise alarm active now, and with any alarm so far.
+    pub alarm_active: u32,
+    pub alarmed_ever: u32,
+    pub in_holdover: u32,
+    /// The lowest per-node coverage ratio (|error| ≤ 3σ share of its samples so far).
+    pub coverage_min: Option<f64>,
+}
+
+impl TimeSample {
+    /// `None` when no node reported a clock.
+    pub fn of(obs: &[TimeObs]) -> Option<TimeSample> {
+        if obs.is_empty() {
+            return None;
+        }
+        let synced: Vec<&TimeObs> = obs
+            .iter()
+            .filter(|o| o.error_s.is_some() && o.sigma_s.is_some())
+            .collect();
+        let mut errs: Vec<f64> = synced
+            .iter()
+            .filter_map(|o| o.error_s)
+            .map(f64::abs)
+            .collect();
+        let mut sigmas: Vec<f64> = synced.iter().filter_map(|o| o.sigma_s).collect();
+        errs.sort_by(f64::total_cmp);
+        sigmas.sort_by(f64::total_cmp);
+        let count = |f: &dyn Fn(&TimeObs) -> bool| obs.iter().filter(|o| f(o)).count() as u32;
+        Some(TimeSample {
+            nodes: obs.len() as u32,
+            synced: synced.len() as u32,
+            error_abs_max_s: errs.last().copied(),
+            error_abs_median_s: median(&errs),
+            sigma_median_s: median(&sigmas),
+            sigma_max_s: sigmas.last().copied(),
+            outside_3sigma: synced.iter().filter(|o| !o.within_3sigma).count() as u32,
+            alarm_active: count(&|o| o.alarm_active),
+            alarmed_ever: count(&|o| o.alarms_total > 0),
+            in_holdover: count(&|o| o.in_holdover),
+            coverage_min: obs
+                .iter()
+                .filter_map(|o| o.coverage_ratio)
+                .min_by(f64::total_cmp),
+        })
+    }
+}
+
+/// Median of sorted values.
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
 }
 
 /// One entry of `events.jsonl`.
@@ -874,6 +981,16 @@ fn play(api: &Api, a: &Action) -> Result<(), String> {
 }
 
 fn poll_state(api: &Api, node: &str, round: u32, t0: Instant) -> Option<StatePoll> {
+    poll_state_and_clock(api, node, round, t0).map(|(p, _)| p)
+}
+
+/// A node's `/state`: its membership view, and its clock if it has a time layer.
+fn poll_state_and_clock(
+    api: &Api,
+    node: &str,
+    round: u32,
+    t0: Instant,
+) -> Option<(StatePoll, Option<TimeObs>)> {
     let a = t0.elapsed().as_secs_f64();
     let (c, b) = api
         .get(&format!("/nodes/{node}/state"), Duration::from_secs(1))
@@ -883,7 +1000,7 @@ fn poll_state(api: &Api, node: &str, round: u32, t0: Instant) -> Option<StatePol
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(&b).ok()?;
-    Some(StatePoll {
+    let poll = StatePoll {
         round,
         t_real_s: (a + z) / 2.0,
         node: node.to_string(),
@@ -899,7 +1016,8 @@ fn poll_state(api: &Api, node: &str, round: u32, t0: Instant) -> Option<StatePol
                     .collect()
             })
             .unwrap_or_default(),
-    })
+    };
+    Some((poll, TimeObs::of_state(&v)))
 }
 
 /// Whether every polled node sees every polled node of its cell alive.
@@ -933,12 +1051,14 @@ fn poll_loop(
     while !stop.load(Ordering::Relaxed) {
         let began = Instant::now();
         round += 1;
-        let polls: Vec<StatePoll> = names
+        let (polls, clocks): (Vec<StatePoll>, Vec<Option<TimeObs>>) = names
             .iter()
-            .filter_map(|n| poll_state(&api, n, round, t0))
-            .collect();
+            .filter_map(|n| poll_state_and_clock(&api, n, round, t0))
+            .unzip();
+        let clocks: Vec<TimeObs> = clocks.into_iter().flatten().collect();
         let mut pt = SeriesPoint {
             t_real_s: t0.elapsed().as_secs_f64(),
+            time: TimeSample::of(&clocks),
             ..Default::default()
         };
         for p in &polls {
@@ -1093,5 +1213,64 @@ fn load_loop(s: LoadSession) {
             proc_id = s.procs.fetch_add(1, Ordering::Relaxed);
         }
         std::thread::sleep(s.interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_section_of_state_reads_nan_and_infinity_as_unsynchronized() {
+        let v = serde_json::json!({ "time": {
+            "true_error_s": 2.5e-6, "sigma_s": 1e-6, "within_3sigma": true, "coverage_ratio": 0.98,
+            "in_holdover": false, "alarm_active": true, "alarms_total": 3,
+        }});
+        let o = TimeObs::of_state(&v).unwrap();
+        assert_eq!(o.error_s, Some(2.5e-6));
+        assert_eq!(o.sigma_s, Some(1e-6));
+        assert!(o.alarm_active && o.within_3sigma);
+        assert_eq!(o.alarms_total, 3);
+        // serde_json writes NaN and ∞ as null.
+        let v = serde_json::json!({ "time": { "true_error_s": null, "sigma_s": null } });
+        let o = TimeObs::of_state(&v).unwrap();
+        assert_eq!((o.error_s, o.sigma_s), (None, None));
+        assert_eq!(
+            TimeObs::of_state(&serde_json::json!({ "time": null })),
+            None
+        );
+        assert_eq!(TimeObs::of_state(&serde_json::json!({ "id": 1 })), None);
+    }
+
+    #[test]
+    fn time_sample_summarizes_synchronized_nodes_and_counts_all() {
+        let node = |e: Option<f64>, s: Option<f64>, within: bool, alarms: u64| TimeObs {
+            error_s: e,
+            sigma_s: s,
+            within_3sigma: within,
+            coverage_ratio: Some(if within { 1.0 } else { 0.5 }),
+            in_holdover: e.is_none(),
+            alarm_active: alarms > 0,
+            alarms_total: alarms,
+        };
+        let t = TimeSample::of(&[
+            node(Some(-0.05), Some(2e-6), false, 1),
+            node(Some(1e-6), Some(4e-6), true, 0),
+            node(Some(3e-6), Some(1e-6), true, 0),
+            node(None, None, false, 0),
+        ])
+        .unwrap();
+        assert_eq!((t.nodes, t.synced), (4, 3));
+        assert_eq!(t.error_abs_max_s, Some(0.05));
+        assert_eq!(t.error_abs_median_s, Some(3e-6));
+        assert_eq!((t.sigma_median_s, t.sigma_max_s), (Some(2e-6), Some(4e-6)));
+        assert_eq!(
+            t.outside_3sigma, 1,
+            "the unsynchronized node is not counted"
+        );
+        assert_eq!((t.alarm_active, t.alarmed_ever, t.in_holdover), (1, 1, 1));
+        assert_eq!(t.coverage_min, Some(0.5));
+        assert_eq!(TimeSample::of(&[]), None);
+        assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), Some(2.5));
     }
 }

@@ -247,10 +247,7 @@ impl Watch {
         let target = targets[*c % targets.len()];
         *c = c.wrapping_add(1);
         let nonce = self.nonce();
-        let suspicious = self
-            .results
-            .get(&via)
-            .is_some_and(|r| r.iter().any(|f| *f));
+        let suspicious = self.results.get(&via).is_some_and(|r| r.iter().any(|f| *f));
         let every = if suspicious {
             self.params.audit_fast
         } else {

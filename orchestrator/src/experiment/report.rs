@@ -156,6 +156,8 @@ const TIME_ERROR_TITLE: &str =
     "Time error: |estimate − true time| over synchronized nodes (truth: the shared host clock)";
 const SIGMA_TITLE: &str = "σ: the uncertainty nodes claim for their time estimate";
 const CLOCKS_TITLE: &str = "Clocks in trouble: nodes";
+const QUARANTINE_TITLE: &str =
+    "Neighbourhood watch: quarantine entries in all nodes' views (a byzantine node quarantined by its n cell peers counts n)";
 
 /// Seconds as the report writes durations (`1.25us`, `50ms`); below a nanosecond, `0ns`.
 fn fmt_s(y: f64) -> String {
@@ -296,6 +298,18 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
             ("suspect", "#e67e22", pts(&|p| Some(f64::from(p.suspect)))),
             ("dead", "#c0392b", pts(&|p| Some(f64::from(p.dead)))),
         ],
+        &marks,
+        &|y| format!("{y:.0}"),
+    );
+    s += &plot(
+        QUARANTINE_TITLE,
+        "entries",
+        x_max,
+        &[(
+            "quarantine entries",
+            "#8e44ad",
+            pts(&|p| Some(f64::from(p.quarantined))),
+        )],
         &marks,
         &|y| format!("{y:.0}"),
     );
@@ -483,5 +497,32 @@ mod tests {
         // Each of the two series restarts after the gap: two moves each.
         assert_eq!(err.matches("d=\"M").count(), 2);
         assert_eq!(err.matches(" M").count(), 2, "{err}");
+    }
+
+    #[test]
+    fn quarantine_spreading_is_plotted_with_the_byzantine_marker() {
+        let series: Vec<SeriesPoint> = (0..40)
+            .map(|t| SeriesPoint {
+                t_real_s: f64::from(t),
+                quarantined: if t < 12 { 0 } else { (t - 11).min(11) as u32 },
+                ..Default::default()
+            })
+            .collect();
+        let events = vec![Event {
+            t_real_s: 8.0,
+            t_emulated_s: 8.0,
+            kind: "byzantine".into(),
+            detail: "byzantine l0c0k0t4: drop_forwarding".into(),
+            ok: true,
+            error: None,
+        }];
+        let html = html(&scenario(), 1.0, &[], &events, &series, &[], 40.0);
+        let svg = svg_after(&html, QUARANTINE_TITLE).expect("a quarantine plot");
+        assert_eq!(points(svg), 40, "polyline not drawn: {svg}");
+        assert!(
+            svg.contains(r##"stroke="#8e44ad" stroke-dasharray"##),
+            "no byzantine marker: {svg}"
+        );
+        assert!(svg.contains(">11<"), "the axis reaches 11 entries: {svg}");
     }
 }

@@ -278,6 +278,9 @@ pub struct SeriesPoint {
     pub links: BTreeMap<String, Option<f64>>,
     /// The nodes' clocks this round; `None` when no polled agent has a time layer.
     pub time: Option<TimeSample>,
+    /// Quarantine entries in all polled nodes' `/state` (the neighbourhood watch's verdicts,
+    /// and operators').
+    pub quarantined: u32,
 }
 
 /// One node's clock as its `/state` `time` section reports it. Errors are against the host
@@ -1062,6 +1065,7 @@ fn poll_loop(
             ..Default::default()
         };
         for p in &polls {
+            pt.quarantined += p.quarantine.len() as u32;
             for m in &p.members {
                 match m.state.as_str() {
                     "alive" => pt.alive += 1,

@@ -313,6 +313,16 @@ fn dashboard_draws_every_node_and_crashes_one() {
             == Some(true)),
         "node page has no crash button"
     );
+    // The node page shows the agent's neighbourhood watch (audits run, nobody quarantined).
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            b
+            .js(r"const w = document.getElementById('d-watch'); return !!w && /audits/.test(w.textContent) && /quarantines\s*none/.test(w.textContent)")
+            .as_bool()
+            == Some(true)
+        }),
+        "node page has no neighbourhood watch section"
+    );
     b.click("#btn-crash");
 
     // Peers declare it dead and the page turns it dead, without a reload.

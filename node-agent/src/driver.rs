@@ -317,6 +317,11 @@ pub enum Control {
     },
     Clock(lightcone_timing::ClockFault),
     Byzantine(crate::node::Byzantine),
+    /// Application bytes to a node over the overlay (`POST /send/{node}`).
+    Send {
+        dst: u32,
+        data: Vec<u8>,
+    },
     Shutdown,
 }
 
@@ -543,6 +548,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                         tracing::warn!(behaviour = ?b.names(), "byzantine behaviour set");
                         Some((StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "behaviour": b.names() })).unwrap_or_default()))
                     }
+                    Control::Send { dst, data } => {
+                        node.handle(now, Input::Command(&Command::Send { dst, data }), &mut out);
+                        let failed = out.events.iter().find_map(|e| match e { Event::CommandFailed { reason } => Some(reason.clone()), _ => None });
+                        Some(match failed {
+                            Some(r) => (StatusCode::BAD_REQUEST, "text/plain", format!("{r}\n").into_bytes()),
+                            None => (StatusCode::OK, "text/plain", b"sent\n".to_vec()),
+                        })
+                    }
                     Control::Quarantine { node: q } => {
                         node.handle(now, Input::Command(&Command::Quarantine { node: q }), &mut out);
                         Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
@@ -736,6 +749,35 @@ async fn handle_http(
                     "text/plain",
                     Vec::new(),
                 ));
+            }
+        }
+        (&Method::POST, p) if p.starts_with("/send/") => {
+            let who = &p["/send/".len()..];
+            let Some(dst) = who
+                .parse::<u32>()
+                .ok()
+                .filter(|i| (*i as usize) < cfg.peers.len())
+                .or_else(|| cfg.peers.iter().find(|p| p.name == who).map(|p| p.id))
+            else {
+                return Ok(resp(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    format!("no node {who}\n").into_bytes(),
+                ));
+            };
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return bad("unreadable body"),
+            };
+            if body.len() > crate::wire::MAX_BLOB {
+                return bad(&format!(
+                    "a message is one datagram: at most {} bytes",
+                    crate::wire::MAX_BLOB
+                ));
+            }
+            Control::Send {
+                dst,
+                data: body.to_vec(),
             }
         }
         (&Method::POST, p) if p.starts_with("/quarantine/") => {

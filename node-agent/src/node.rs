@@ -1007,7 +1007,12 @@ impl Node {
                     self.fx.events.push(Event::CommandFailed {
                         reason: "data too large".into(),
                     });
+                } else if *dst == self.id || self.dir.get(*dst).is_none() {
+                    self.fx.events.push(Event::CommandFailed {
+                        reason: format!("no node {dst} to send to"),
+                    });
                 } else {
+                    self.counters.count("app", "sent");
                     self.fx.send(Dest::Node(*dst), Payload::Data(data.clone()));
                 }
             }
@@ -1598,7 +1603,10 @@ impl Node {
                 },
                 None => fx.events.push(Event::TimePayload { src, data }),
             },
-            Payload::Data(data) => fx.events.push(Event::Delivered { src, data }),
+            Payload::Data(data) => {
+                self.counters.count("app", "delivered");
+                fx.events.push(Event::Delivered { src, data })
+            }
             Payload::Watch { nonce, reply } => {
                 if reply {
                     self.watch.on_reply(src, nonce);

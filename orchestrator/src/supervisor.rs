@@ -933,6 +933,26 @@ async fn node_kv(
     proxy_to_agent(&s, &node, m, &path, body.to_vec(), Duration::from_secs(5)).await
 }
 
+/// `POST /nodes/{node}/send/{dst}`: the body, sent by `node`'s agent to `dst` over the
+/// overlay as one datagram (experiments' cross-level messages); the agent's answer is
+/// passed through.
+async fn node_send(
+    State(s): State<AppState>,
+    UrlPath((node, dst)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let path = format!("/send/{dst}");
+    proxy_to_agent(
+        &s,
+        &node,
+        hyper::Method::POST,
+        &path,
+        body.to_vec(),
+        Duration::from_secs(5),
+    )
+    .await
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/status", get(api_status))
@@ -947,6 +967,7 @@ fn router(state: AppState) -> Router {
         .route("/metrics/links", get(metrics_links))
         .route("/nodes/{node}/{what}", get(node_proxy))
         .route("/nodes/{node}/kv/{key}", get(node_kv).post(node_kv))
+        .route("/nodes/{node}/send/{dst}", post(node_send))
         .merge(crate::dashboard::routes(state.lab.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -333,6 +333,48 @@ fn lost_writes_are_those_no_replica_kept() {
 }
 
 #[test]
+fn a_write_overwritten_while_it_was_acknowledged_is_not_lost() {
+    use lightcone_agent::causal::dvv::{Dot, DotContext};
+    // b began before a's acknowledgement came back, but its replica already had a (b's
+    // context holds a's dot): b supersedes a, and c (after b) supersedes both.
+    let mut r = rec();
+    let dot_a = Dot {
+        node: 7,
+        counter: 16,
+    };
+    let mut a = w(1, "x", "a", 100, 200, OpStatus::Ok);
+    a.dot = Some(dot_a);
+    let mut b = w(2, "x", "b", 150, 250, OpStatus::Ok);
+    let mut ctx = DotContext::new();
+    ctx.insert(dot_a);
+    b.context = Some(ctx);
+    b.dot = Some(Dot {
+        node: 8,
+        counter: 1,
+    });
+    let c = w(3, "x", "c", 300, 310, OpStatus::Ok);
+    let fr = |v: &str| FinalRead {
+        node: "a".into(),
+        key: "x".into(),
+        values: vec![v.into()],
+    };
+    r.history = vec![a.clone(), b.clone()];
+    r.final_reads = vec![fr("b")];
+    assert_eq!(r.acknowledged_writes_lost().0, Some(0.0));
+    // Transitively: c began after b ended, and b overwrote a.
+    r.history = vec![a.clone(), b.clone(), c];
+    r.final_reads = vec![fr("c")];
+    assert_eq!(r.acknowledged_writes_lost().0, Some(0.0));
+    // Without the recorded context, b is merely concurrent: a is lost.
+    b.context = None;
+    r.history = vec![a, b];
+    r.final_reads = vec![fr("b")];
+    let (n, why) = r.acknowledged_writes_lost();
+    assert_eq!(n, Some(1.0));
+    assert!(why.contains("x=a"), "{why}");
+}
+
+#[test]
 fn locality_lateness_and_overhead_from_metrics() {
     let mut r = rec();
     let s = |name: &str, labels: &[(&str, &str)], v: f64| {
@@ -598,4 +640,33 @@ fn quarantine_time_waits_for_every_cell_peer_and_honest_quarantines_are_counted(
         node: Some("c".into()),
     });
     assert_eq!(r.quarantine_time().0, None);
+}
+
+#[test]
+fn message_delivery_is_delivered_over_taken() {
+    let mut r = rec();
+    let (v, why) = r.message_delivery();
+    assert_eq!(v, None);
+    assert!(why.contains("messages: P%"), "{why}");
+    r.messages_sent = 200;
+    r.messages_refused = 3;
+    r.messages_delivered = Some(194);
+    let (v, why) = r.message_delivery();
+    assert_eq!(v, Some(0.97));
+    assert!(
+        why.contains("194 of 200") && why.contains("3 more refused"),
+        "{why}"
+    );
+    // Never above one (a duplicate delivery is not a second message).
+    r.messages_delivered = Some(205);
+    assert_eq!(r.message_delivery().0, Some(1.0));
+    let (m, op, b) = lightcone::experiment::expect::parse("message_delivery >= 95%").unwrap();
+    assert_eq!(
+        (m.name(), op, b),
+        (
+            "message_delivery",
+            lightcone::experiment::expect::Cmp::Ge,
+            0.95
+        )
+    );
 }

@@ -9,7 +9,8 @@ use std::process::Output;
 
 use lightcone_e2e::*;
 
-/// Copy a shipped scenario into `dir`, pointing it at a copy of its topology renamed `lab`.
+/// Copy a shipped scenario into `dir`, pointing it at a copy of its topology renamed `lab`
+/// (an inline topology is renamed in place).
 fn scenario_copy(dir: &Path, name: &str, lab: &str) -> PathBuf {
     let src = std::fs::read_to_string(repo_root().join("topologies/scenarios").join(name))
         .expect("shipped scenario");
@@ -18,6 +19,9 @@ fn scenario_copy(dir: &Path, name: &str, lab: &str) -> PathBuf {
         if let Some(rel) = line.strip_prefix("topology: ../") {
             let topo = topology_file(dir, &shipped(rel.trim()), lab);
             out += &format!("topology: {}\n", topo.display());
+        } else if line.starts_with("  name: ") {
+            // An inline topology's name is the lab's.
+            out += &format!("  name: {lab}\n");
         } else {
             out += line;
             out.push('\n');
@@ -114,6 +118,13 @@ fn cell_partition_and_heal_passes() {
 #[test]
 fn crash_storm_passes() {
     shipped_passes("crash-storm.yaml", "scs");
+}
+
+/// Messages across cells, clusters and layers arrive (message_delivery), a tile crash is
+/// detected, the data stays causal and whole.
+#[test]
+fn hierarchy_messages_pass() {
+    shipped_passes("hierarchy.yaml", "shi");
 }
 
 #[test]

@@ -59,6 +59,7 @@ pub enum Action {
         interval_ns: u64,
         until_ns: u64,
         write_fraction: f64,
+        message_fraction: f64,
     },
     /// A clock fault, played through `POST /api/nodes/{node}/clock`.
     Clock {
@@ -373,6 +374,7 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                 interval_ns,
                 until_ns,
                 write_fraction,
+                message_fraction,
             } => {
                 let names = selected(line, nodes, "load")?;
                 push(
@@ -383,6 +385,7 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                         interval_ns: *interval_ns,
                         until_ns: *until_ns,
                         write_fraction: *write_fraction,
+                        message_fraction: *message_fraction,
                     },
                 )
             }

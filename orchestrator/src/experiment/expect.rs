@@ -15,8 +15,9 @@
 //! - `causal_anomalies`: anomalies found by `lightcone_agent::causal::check` in the load's
 //!   history (client sessions are sticky to one node and start afresh after a failed op).
 //! - `no_acknowledged_write_lost` (`acknowledged_writes_lost == 0`): an acknowledged write is
-//!   lost when, at the end, no running replica of its cell returns it or a value written
-//!   after it completed.
+//!   lost when, at the end, no running replica of its cell returns it or a value that
+//!   supersedes it: written after it completed, or written over it (the later write's
+//!   recorded context holds its dot), transitively.
 //! - `timer_lateness_p99`: the 99th percentile of `lightcone_timer_lateness_seconds` over
 //!   the run, all agents together; the upper bound of the histogram bucket holding it.
 //! - `time_alarmed_nodes`: nodes whose `lightcone_time_alarms_total` (clock-compromise
@@ -28,6 +29,11 @@
 //!   at the resolution of the state polls; the worst counts, infinite if a peer never does.
 //! - `false_quarantines`: distinct (node, quarantined node) pairs seen in any poll where the
 //!   quarantined node was never made byzantine in the run — an honest node quarantined.
+//! - `message_delivery`: the load's messages (one datagram each, to a random node outside
+//!   the sender's cell) delivered, over those the agents took: the increase of
+//!   `lightcone_datagrams_total{direction="app",outcome="delivered"}` summed over agents,
+//!   sampled every second across restarts (a crashed agent's last second of deliveries is
+//!   lost with its counters, so this errs low), against the runner's count of accepted sends.
 //! - `overhead`: the busiest agent's CPU share of one core (utime + stime from /proc over the
 //!   seconds it was observed alive). The spec caps the OS at 1–3 % of each tile's compute; an
 //!   agent is one tile, and a tile's compute is taken as one core — the lab packs many tiles
@@ -60,6 +66,7 @@ pub enum Metric {
     TimeCoverage,
     QuarantineTime,
     FalseQuarantines,
+    MessageDelivery,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +77,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 12] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -82,6 +89,7 @@ impl Metric {
         Metric::TimeCoverage,
         Metric::QuarantineTime,
         Metric::FalseQuarantines,
+        Metric::MessageDelivery,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -96,6 +104,7 @@ impl Metric {
             Metric::TimeCoverage => "time_coverage",
             Metric::QuarantineTime => "quarantine_time",
             Metric::FalseQuarantines => "false_quarantines",
+            Metric::MessageDelivery => "message_delivery",
         }
     }
     fn kind(&self) -> Kind {
@@ -104,7 +113,10 @@ impl Metric {
             | Metric::ConvergedAfterHeal
             | Metric::TimerLatenessP99
             | Metric::QuarantineTime => Kind::Duration,
-            Metric::Locality | Metric::Overhead | Metric::TimeCoverage => Kind::Fraction,
+            Metric::Locality
+            | Metric::Overhead
+            | Metric::TimeCoverage
+            | Metric::MessageDelivery => Kind::Fraction,
             Metric::CausalAnomalies
             | Metric::AcknowledgedWritesLost
             | Metric::TimeAlarmedNodes
@@ -273,6 +285,15 @@ pub struct Recording {
     pub agent_cpu: Vec<(String, f64, f64)>,
     pub cores: u32,
     pub real_s: f64,
+    /// Load messages the agents took (`POST /send` answered), and those refused.
+    #[serde(default)]
+    pub messages_sent: u64,
+    #[serde(default)]
+    pub messages_refused: u64,
+    /// Messages the agents delivered over the run, their counters sampled every second so
+    /// an agent's restart loses at most its last second (`None`: use start and end only).
+    #[serde(default)]
+    pub messages_delivered: Option<u64>,
 }
 
 /// The outcome of one expectation.
@@ -684,6 +705,34 @@ impl Recording {
         )
     }
 
+    pub fn message_delivery(&self) -> (Option<f64>, String) {
+        if self.messages_sent == 0 {
+            return (
+                None,
+                format!(
+                    "the load sent no message ({} refused); give it `messages: P%`",
+                    self.messages_refused
+                ),
+            );
+        }
+        let delivered = match self.messages_delivered {
+            Some(d) => d as f64,
+            None => self
+                .increase("lightcone_datagrams_total", &["direction", "outcome"])
+                .get(&vec!["app".to_string(), "delivered".to_string()])
+                .copied()
+                .unwrap_or(0.0),
+        };
+        let sent = self.messages_sent as f64;
+        (
+            Some((delivered / sent).min(1.0)),
+            format!(
+                "{delivered:.0} of {} messages delivered ({} more refused by agents or unreachable)",
+                self.messages_sent, self.messages_refused
+            ),
+        )
+    }
+
     pub fn time_alarmed_nodes(&self) -> (Option<f64>, String) {
         let inc = self.increase("lightcone_time_alarms_total", &["node"]);
         if inc.is_empty() {
@@ -780,24 +829,44 @@ impl Recording {
             OpKind::Write { value } => value.clone(),
             OpKind::Read { .. } => String::new(),
         };
-        // Every write, acknowledged or not, by (key, value): its start and end.
-        let all: BTreeMap<(String, String), (u64, u64)> = self
-            .history
-            .iter()
-            .filter(|o| matches!(o.op, OpKind::Write { .. }))
-            .map(|o| ((o.key.clone(), value_of(o)), (o.start_ns, o.end_ns)))
-            .collect();
+        // Every write, acknowledged or not, per key.
+        let mut by_key: BTreeMap<&str, Vec<&HistoryOp>> = BTreeMap::new();
+        for o in &self.history {
+            if matches!(o.op, OpKind::Write { .. }) {
+                by_key.entry(o.key.as_str()).or_default().push(o);
+            }
+        }
+        // `b` supersedes `a`: it began after `a` completed, or it overwrote `a` (its recorded
+        // context holds `a`'s dot: the replica had `a` when it took `b`).
+        let supersedes = |b: &HistoryOp, a: &HistoryOp| {
+            b.start_ns > a.end_ns
+                || matches!((&b.context, a.dot), (Some(c), Some(d)) if c.contains(d))
+        };
         let mut lost = Vec::new();
         for w in &writes {
-            let reads: Vec<&FinalRead> =
-                self.final_reads.iter().filter(|r| r.key == w.key).collect();
-            let kept = reads.iter().flat_map(|r| &r.values).any(|v| {
-                *v == value_of(w)
-                    // A value whose write began after `w` completed supersedes it.
-                    || all
-                        .get(&(w.key.clone(), v.clone()))
-                        .is_some_and(|(start, _)| *start > w.end_ns)
-            });
+            let finals: BTreeSet<&String> = self
+                .final_reads
+                .iter()
+                .filter(|r| r.key == w.key)
+                .flat_map(|r| &r.values)
+                .collect();
+            // Kept when a final value is `w` or a write reached from it by supersession.
+            let same_key = by_key.get(w.key.as_str()).cloned().unwrap_or_default();
+            let mut seen: BTreeSet<usize> = BTreeSet::new();
+            let mut frontier: Vec<&HistoryOp> = vec![*w];
+            let mut kept = false;
+            while let Some(cur) = frontier.pop() {
+                if finals.contains(&value_of(cur)) {
+                    kept = true;
+                    break;
+                }
+                for (i, b) in same_key.iter().enumerate() {
+                    if !seen.contains(&i) && supersedes(b, cur) {
+                        seen.insert(i);
+                        frontier.push(b);
+                    }
+                }
+            }
             if !kept {
                 lost.push(format!("{}={}", w.key, value_of(w)));
             }
@@ -863,6 +932,7 @@ impl Recording {
             Metric::TimeCoverage => self.time_coverage(),
             Metric::QuarantineTime => self.quarantine_time(),
             Metric::FalseQuarantines => self.false_quarantines(),
+            Metric::MessageDelivery => self.message_delivery(),
         }
     }
 }

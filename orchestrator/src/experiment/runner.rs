@@ -68,7 +68,7 @@ pub enum RunError {
     #[error("topology: {0}")]
     Topology(#[from] topology::LoadError),
     /// The timeline names nodes or links the topology lacks; nothing was run.
-    #[error("{0}")]
+    #[error(transparent)]
     Expand(#[from] expand::ExpandError),
     /// The lab could not be brought up or reached. A lab this run started was brought down.
     #[error("{0}")]
@@ -408,6 +408,59 @@ struct Shared {
     /// Per agent pid: its node and its first and last CPU samples.
     cpu_per_pid: BTreeMap<u32, CpuSeen>,
     metrics_start: Option<Samples>,
+    /// Load messages an agent took (`POST /send` answered 200), and those refused or lost
+    /// on the way to the agent.
+    messages_sent: u64,
+    messages_refused: u64,
+    /// Per node, the agents' delivered-message counter as sampled (restarts reset it).
+    delivered: ResetCounter,
+}
+
+/// A counter per label that may reset (an agent restarts): its total increase over the
+/// samples, counting what was there before each reset (Prometheus' `increase`).
+#[derive(Default)]
+struct ResetCounter {
+    /// Per label: first value seen, last value, increase carried over resets.
+    per: BTreeMap<String, (f64, f64, f64)>,
+    /// The baseline was taken: a label first seen later counted from 0 (an agent's
+    /// counter series appears at its first increment).
+    based: bool,
+}
+
+impl ResetCounter {
+    fn observe(&mut self, label: &str, v: f64) {
+        let first = if self.based { 0.0 } else { v };
+        let e = self
+            .per
+            .entry(label.to_string())
+            .or_insert((first, first, 0.0));
+        if v < e.1 {
+            e.2 += e.1;
+        }
+        e.1 = v;
+    }
+    fn increase(&self) -> f64 {
+        self.per
+            .values()
+            .map(|(first, last, carried)| last + carried - first)
+            .sum()
+    }
+    /// The run's baseline: counters there count from their value, others from 0.
+    fn baseline(&mut self, samples: &Samples) {
+        self.observe_delivered(samples);
+        self.based = true;
+    }
+    /// Samples the delivered-message counters in a `/metrics` text.
+    fn observe_delivered(&mut self, samples: &Samples) {
+        for (name, l, v) in samples {
+            if name == "lightcone_datagrams_total"
+                && l.get("direction").map(String::as_str) == Some("app")
+                && l.get("outcome").map(String::as_str) == Some("delivered")
+            {
+                self.observe(l.get("node").map(String::as_str).unwrap_or(""), *v);
+            }
+        }
+    }
 }
 
 struct CpuSeen {
@@ -633,6 +686,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             interval_ns,
             until_ns,
             write_fraction,
+            message_fraction,
         } = &p.action
         {
             let until = Duration::from_secs_f64((*until_ns).min(sc.duration_ns) as f64 / 1e9 / ts);
@@ -642,7 +696,17 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                 let node_idx = names.iter().position(|x| x == n).unwrap_or(0) as u32;
                 let cell = cell_key(addrs.get(n).map(String::as_str).unwrap_or(""));
                 let (api, shared, procs) = (api.clone(), shared.clone(), procs.clone());
-                let (n, keys, wf) = (n.clone(), *keys, *write_fraction);
+                let (n, keys, wf, mf) = (n.clone(), *keys, *write_fraction, *message_fraction);
+                // Message destinations: every node outside the session's cell (its own cell's
+                // other nodes in a one-cell lab).
+                let mut destinations: Vec<String> = names
+                    .iter()
+                    .filter(|x| cell_key(addrs.get(*x).map(String::as_str).unwrap_or("")) != cell)
+                    .cloned()
+                    .collect();
+                if destinations.is_empty() {
+                    destinations = names.iter().filter(|x| **x != n).cloned().collect();
+                }
                 let seed = sc.seed ^ ((i as u64 + 1) << 32);
                 loads.push(std::thread::spawn(move || {
                     load_loop(LoadSession {
@@ -654,6 +718,8 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                         cell,
                         keys,
                         write_fraction: wf,
+                        message_fraction: mf,
+                        destinations,
                         interval,
                         until: t0 + until,
                         t0,
@@ -794,6 +860,9 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         .ok()
         .and_then(|m| m.into_inner().ok())
         .unwrap_or_default();
+    shared
+        .delivered
+        .observe_delivered(&parse_prometheus(&end_metrics));
     if let Some(s) = &status_end {
         for n in &s.nodes {
             if let Some(pid) = n.agent.pid {
@@ -828,6 +897,9 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         metrics_end: parse_prometheus(&end_metrics),
         agent_cpu_s: Some(cpu_total),
         agent_cpu,
+        messages_sent: shared.messages_sent,
+        messages_refused: shared.messages_refused,
+        messages_delivered: Some(shared.delivered.increase().round() as u64),
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
@@ -1051,6 +1123,7 @@ fn poll_loop(
     let mut round = 0u32;
     let mut last_links: BTreeMap<String, Option<f64>> = BTreeMap::new();
     let mut last_loc = None;
+    shared.lock().expect("shared").delivered.baseline(&start);
     while !stop.load(Ordering::Relaxed) {
         let began = Instant::now();
         round += 1;
@@ -1098,6 +1171,11 @@ fn poll_loop(
                 };
                 let inc = rec.locality();
                 last_loc = inc.0;
+                shared
+                    .lock()
+                    .expect("shared")
+                    .delivered
+                    .observe_delivered(&rec.metrics_end);
             }
         }
         pt.links = last_links.clone();
@@ -1137,6 +1215,8 @@ struct LoadSession {
     cell: String,
     keys: u32,
     write_fraction: f64,
+    message_fraction: f64,
+    destinations: Vec<String>,
     interval: Duration,
     until: Instant,
     t0: Instant,
@@ -1151,6 +1231,31 @@ fn load_loop(s: LoadSession) {
     let mut proc_id = s.procs.fetch_add(1, Ordering::Relaxed);
     let mut seq = 0u64;
     while Instant::now() < s.until {
+        // Drawn only when messages are asked for, so a load without them keeps its sequence.
+        if s.message_fraction > 0.0
+            && !s.destinations.is_empty()
+            && rng.gen_bool(s.message_fraction.clamp(0.0, 1.0))
+        {
+            seq += 1;
+            let dst = &s.destinations[rng.gen_range(0..s.destinations.len())];
+            let r = s.api.call(
+                "POST",
+                &format!("/nodes/{}/send/{dst}", s.node),
+                Some(format!("m{proc_id}-{seq}").as_bytes()),
+                Duration::from_secs(3),
+            );
+            let ok = matches!(r, Ok((200, _)));
+            {
+                let mut sh = s.shared.lock().expect("shared");
+                if ok {
+                    sh.messages_sent += 1;
+                } else {
+                    sh.messages_refused += 1;
+                }
+            }
+            std::thread::sleep(s.interval);
+            continue;
+        }
         let key = format!("{}-k{}", s.cell, rng.gen_range(0..s.keys));
         let write = rng.gen_bool(s.write_fraction.clamp(0.0, 1.0));
         let start = s.t0.elapsed().as_nanos() as u64;
@@ -1223,6 +1328,29 @@ fn load_loop(s: LoadSession) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reset_counter_counts_across_restarts() {
+        let mut c = ResetCounter::default();
+        c.baseline(&vec![(
+            "lightcone_datagrams_total".to_string(),
+            [
+                ("direction", "app"),
+                ("outcome", "delivered"),
+                ("node", "a"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            5.0,
+        )]);
+        for (n, v) in [("b", 3.0), ("a", 9.0), ("b", 4.0), ("a", 2.0), ("a", 6.0)] {
+            c.observe(n, v);
+        }
+        // a: 5 → 9 (+4), restart, 0 → 6 (+6, the 2 before the sample included); b appeared
+        // after the baseline, so from 0: +4.
+        assert_eq!(c.increase(), 4.0 + 6.0 + 4.0);
+    }
 
     #[test]
     fn time_section_of_state_reads_nan_and_infinity_as_unsynchronized() {

@@ -141,6 +141,9 @@ pub enum Verb {
         interval_ns: u64,
         until_ns: u64,
         write_fraction: f64,
+        /// Share of ops that, instead of a key-value op, send a message (one datagram over
+        /// the overlay) to a random node outside the session's cell: across levels.
+        message_fraction: f64,
     },
     /// A clock fault (`clock_step`, `clock_drift`, `stratum0_compromise`, `pulsar_loss`),
     /// played through the supervisor's `POST /api/nodes/{node}/clock`.
@@ -759,8 +762,11 @@ impl Reader {
                 })
             }
             "load" => {
-                let f =
-                    self.fields(v, &["nodes", "keys", "interval", "until", "writes"], "load")?;
+                let f = self.fields(
+                    v,
+                    &["nodes", "keys", "interval", "until", "writes", "messages"],
+                    "load",
+                )?;
                 let nodes = match Self::get(&f, "nodes") {
                     Some(n) => self.selectors(n, "load nodes")?,
                     None => vec![Selector("*".into())],
@@ -783,6 +789,10 @@ impl Reader {
                     Some(n) => self.percent(n, "writes (share of ops that write)")?,
                     None => 0.5,
                 };
+                let message_fraction = match Self::get(&f, "messages") {
+                    Some(n) => self.percent(n, "messages (share of ops that send a message)")?,
+                    None => 0.0,
+                };
                 let until_ns = until(self, &f, "load")?;
                 Some(Verb::Load {
                     nodes,
@@ -790,6 +800,7 @@ impl Reader {
                     interval_ns,
                     until_ns,
                     write_fraction,
+                    message_fraction,
                 })
             }
             "clock_step" | "stratum0_compromise" => {

@@ -6,7 +6,7 @@
 //! one load thread per loaded node runs a sequential client session. Every timestamp is
 //! real time since `t0` on the host clock, which all namespaces share.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -598,7 +598,9 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         )));
     }
 
-    // Warm-up: the timeline starts once every node sees its cell peers alive.
+    // Warm-up: the timeline starts once every node sees its cell peers alive and has a
+    // route to every destination of its table (a fresh lab's first messages across levels
+    // were lost for want of routes: ~2 % of a load's messages).
     let warm = Instant::now();
     let probe = Recording {
         time_scale: ts,
@@ -606,19 +608,31 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         ..Default::default()
     };
     loop {
-        let polls: Vec<StatePoll> = names
+        let polls: Vec<(StatePoll, BTreeSet<String>)> = names
             .iter()
-            .filter_map(|n| poll_state(&api, n, 0, warm))
+            .filter_map(|n| poll_state_and_routes(&api, n, warm))
             .collect();
-        if polls.len() == names.len() && converged(&probe, &polls) {
+        let states: Vec<StatePoll> = polls.iter().map(|(p, _)| p.clone()).collect();
+        let ids: BTreeMap<String, u32> = states.iter().map(|p| (p.node.clone(), p.id)).collect();
+        let missing = polls.iter().find_map(|(p, routes)| {
+            let want = expected_routes(&addrs, &ids, &p.node);
+            want.difference(routes)
+                .next()
+                .map(|d| format!("{} has no route to {d}", p.node))
+        });
+        let complete = polls.len() == names.len() && ids.len() == names.len();
+        if complete && converged(&probe, &states) && missing.is_none() {
             progress(&format!(
-                "membership converged after {:.1}s real; starting the timeline",
+                "membership and routes converged after {:.1}s real; starting the timeline",
                 warm.elapsed().as_secs_f64()
             ));
             break;
         }
         if warm.elapsed() > WARMUP_MAX {
-            progress("membership did not converge within 30s real; starting anyway");
+            progress(&format!(
+                "membership or routes did not converge within 30s real ({}); starting anyway",
+                missing.unwrap_or_else(|| "membership".into())
+            ));
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -1055,10 +1069,6 @@ fn play(api: &Api, a: &Action) -> Result<(), String> {
     }
 }
 
-fn poll_state(api: &Api, node: &str, round: u32, t0: Instant) -> Option<StatePoll> {
-    poll_state_and_clock(api, node, round, t0).map(|(p, _)| p)
-}
-
 /// A node's `/state`: its membership view, and its clock if it has a time layer.
 fn poll_state_and_clock(
     api: &Api,
@@ -1066,6 +1076,32 @@ fn poll_state_and_clock(
     round: u32,
     t0: Instant,
 ) -> Option<(StatePoll, Option<TimeObs>)> {
+    let (poll, v) = poll_state(api, node, round, t0)?;
+    Some((poll, TimeObs::of_state(&v)))
+}
+
+/// A node's state poll and the destinations of its routing table (`/state` `routes`).
+fn poll_state_and_routes(
+    api: &Api,
+    node: &str,
+    t0: Instant,
+) -> Option<(StatePoll, BTreeSet<String>)> {
+    let (poll, v) = poll_state(api, node, 0, t0)?;
+    let routes = v["routes"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r["dest"].as_str().map(str::to_string))
+        .collect();
+    Some((poll, routes))
+}
+
+/// One `/state` poll: what the expectations use, and the whole answer.
+fn poll_state(
+    api: &Api,
+    node: &str,
+    round: u32,
+    t0: Instant,
+) -> Option<(StatePoll, serde_json::Value)> {
     let a = t0.elapsed().as_secs_f64();
     let (c, b) = api
         .get(&format!("/nodes/{node}/state"), Duration::from_secs(1))
@@ -1092,7 +1128,46 @@ fn poll_state_and_clock(
             })
             .unwrap_or_default(),
     };
-    Some((poll, TimeObs::of_state(&v)))
+    Some((poll, v))
+}
+
+/// The destinations `node`'s routing table must hold (the agent's `dest_name`s): every
+/// other tile of its cell, every other cell of its cluster, every other cluster of its
+/// layer, every other layer. Authorities (cluster 65535, a cell each) have no route to each
+/// other's cells: that pair is left out.
+fn expected_routes(
+    addrs: &BTreeMap<String, String>,
+    ids: &BTreeMap<String, u32>,
+    node: &str,
+) -> BTreeSet<String> {
+    let parse = |a: &str| -> Option<[u32; 4]> {
+        let v: Vec<u32> = a.split('.').filter_map(|x| x.parse().ok()).collect();
+        v.try_into().ok()
+    };
+    let Some([l, c, k, _]) = addrs.get(node).and_then(|a| parse(a)) else {
+        return BTreeSet::new();
+    };
+    let mut out = BTreeSet::new();
+    for (m, a) in addrs {
+        let Some([lm, cm, km, _]) = parse(a) else {
+            continue;
+        };
+        if m == node {
+            continue;
+        }
+        if lm != l {
+            out.insert(format!("layer:{lm}"));
+        } else if cm != c {
+            out.insert(format!("cluster:{l}.{cm}"));
+        } else if km != k {
+            if c != u32::from(u16::MAX) {
+                out.insert(format!("cell:{l}.{c}.{km}"));
+            }
+        } else if let Some(id) = ids.get(m) {
+            out.insert(format!("node:{id}"));
+        }
+    }
+    out
 }
 
 /// Whether every polled node sees every polled node of its cell alive.
@@ -1328,6 +1403,49 @@ fn load_loop(s: LoadSession) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expected_routes_follow_the_hierarchy_and_skip_authority_pairs() {
+        let addrs: BTreeMap<String, String> = [
+            ("t0", "0.0.0.0"),
+            ("t1", "0.0.0.1"),
+            ("u0", "0.0.1.0"),
+            ("v0", "0.1.0.0"),
+            ("w0", "1.0.0.0"),
+            ("a0", "0.65535.65535.0"),
+            ("a1", "0.65535.65534.0"),
+        ]
+        .iter()
+        .map(|(n, a)| (n.to_string(), a.to_string()))
+        .collect();
+        let ids: BTreeMap<String, u32> = addrs
+            .keys()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        let got =
+            |n: &str| -> Vec<String> { expected_routes(&addrs, &ids, n).into_iter().collect() };
+        let t1 = ids["t1"];
+        assert_eq!(
+            got("t0"),
+            [
+                "cell:0.0.1".to_string(),
+                "cluster:0.1".into(),
+                "cluster:0.65535".into(),
+                "layer:1".into(),
+                format!("node:{t1}"),
+            ]
+        );
+        // An authority: the layer's clusters and the other layers, not the other authority.
+        assert_eq!(
+            got("a0"),
+            [
+                "cluster:0.0".to_string(),
+                "cluster:0.1".into(),
+                "layer:1".into()
+            ]
+        );
+    }
 
     #[test]
     fn reset_counter_counts_across_restarts() {

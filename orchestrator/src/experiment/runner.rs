@@ -629,9 +629,14 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             break;
         }
         if warm.elapsed() > WARMUP_MAX {
+            // Routes across light-minute links take a few one-way delays to form.
+            let longest = status.links.iter().map(|l| l.delay_s).fold(0.0, f64::max);
             progress(&format!(
-                "membership or routes did not converge within 30s real ({}); starting anyway",
-                missing.unwrap_or_else(|| "membership".into())
+                "not converged within {}s real ({}; the longest link is {} one way, {:.1}s real); starting anyway",
+                WARMUP_MAX.as_secs(),
+                missing.unwrap_or_else(|| "membership".into()),
+                units::fmt_ns((longest * 1e9) as u64),
+                longest / ts
             ));
             break;
         }

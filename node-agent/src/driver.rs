@@ -644,6 +644,28 @@ async fn serve_http(listener: UnixListener, ctl: mpsc::Sender<ControlMsg>, cfg: 
 
 const MAX_BODY: usize = 64 * 1024;
 
+/// A request's body, at most `limit` bytes; the refusal says why.
+async fn body_of(req: Request<Incoming>, limit: usize, what: &str) -> Result<Bytes, String> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| "unreadable body".to_string())?
+        .to_bytes();
+    if body.len() > limit {
+        return Err(format!("{what}: at most {limit} bytes"));
+    }
+    Ok(body)
+}
+
+/// A node by id or name in the agent's directory.
+fn node_of(cfg: &AgentConfig, who: &str) -> Option<u32> {
+    who.parse::<u32>()
+        .ok()
+        .filter(|i| (*i as usize) < cfg.peers.len())
+        .or_else(|| cfg.peers.iter().find(|p| p.name == who).map(|p| p.id))
+}
+
 fn resp(status: StatusCode, ctype: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -672,13 +694,10 @@ async fn handle_http(
         (&Method::GET, "/state") => Control::State,
         (&Method::POST, "/shutdown") => Control::Shutdown,
         (&Method::POST, "/clock") => {
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return bad("unreadable body"),
+            let body = match body_of(req, MAX_BODY, "body too large").await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
             };
-            if body.len() > MAX_BODY {
-                return bad("body too large");
-            }
             let r: ClockFaultRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => return bad(&format!(
@@ -691,13 +710,10 @@ async fn handle_http(
             }
         }
         (&Method::POST, "/byzantine") => {
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return bad("unreadable body"),
+            let body = match body_of(req, MAX_BODY, "body too large").await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
             };
-            if body.len() > MAX_BODY {
-                return bad("body too large");
-            }
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
             struct ByzantineRequest {
@@ -731,13 +747,10 @@ async fn handle_http(
                     siblings: flag("siblings"),
                 }
             } else if *m == Method::POST || *m == Method::PUT {
-                let body = match req.into_body().collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => return bad("unreadable body"),
+                let body = match body_of(req, MAX_BODY, "body too large").await {
+                    Ok(b) => b,
+                    Err(e) => return bad(&e),
                 };
-                if body.len() > MAX_BODY {
-                    return bad("body too large");
-                }
                 Control::Put {
                     key,
                     value: body.to_vec(),
@@ -753,28 +766,18 @@ async fn handle_http(
         }
         (&Method::POST, p) if p.starts_with("/send/") => {
             let who = &p["/send/".len()..];
-            let Some(dst) = who
-                .parse::<u32>()
-                .ok()
-                .filter(|i| (*i as usize) < cfg.peers.len())
-                .or_else(|| cfg.peers.iter().find(|p| p.name == who).map(|p| p.id))
-            else {
+            let Some(dst) = node_of(&cfg, who) else {
                 return Ok(resp(
                     StatusCode::NOT_FOUND,
                     "text/plain",
                     format!("no node {who}\n").into_bytes(),
                 ));
             };
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return bad("unreadable body"),
+            let body = match body_of(req, crate::wire::MAX_BLOB, "a message is one datagram").await
+            {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
             };
-            if body.len() > crate::wire::MAX_BLOB {
-                return bad(&format!(
-                    "a message is one datagram: at most {} bytes",
-                    crate::wire::MAX_BLOB
-                ));
-            }
             Control::Send {
                 dst,
                 data: body.to_vec(),
@@ -782,12 +785,7 @@ async fn handle_http(
         }
         (&Method::POST, p) if p.starts_with("/quarantine/") => {
             let who = &p["/quarantine/".len()..];
-            let id = who
-                .parse::<u32>()
-                .ok()
-                .filter(|i| (*i as usize) < cfg.peers.len())
-                .or_else(|| cfg.peers.iter().find(|p| p.name == who).map(|p| p.id));
-            match id {
+            match node_of(&cfg, who) {
                 Some(node) => Control::Quarantine { node },
                 None => {
                     return Ok(resp(

@@ -409,27 +409,25 @@ impl Routing {
             .remove(&n)
             .map(|a| a.into_keys().map(|(d, _)| d).collect())
             .unwrap_or_default();
-        let via: Vec<Dest> = self
-            .table
-            .iter()
-            .filter(|(_, r)| r.next_hop == n)
-            .map(|(d, _)| *d)
-            .collect();
+        let via = self.routes_via(n);
         for d in dests.into_iter().chain(via) {
             self.recompute(d);
         }
     }
 
+    /// Destinations whose route goes through neighbour `n`.
+    fn routes_via(&self, n: u32) -> Vec<Dest> {
+        self.table
+            .iter()
+            .filter(|(_, r)| r.next_hop == n)
+            .map(|(d, _)| *d)
+            .collect()
+    }
+
     /// No transit through neighbour `n` (see the module notes). Routes via it move at once.
     pub fn distrust(&mut self, n: u32) {
         if self.distrust.insert(n) {
-            let via: Vec<Dest> = self
-                .table
-                .iter()
-                .filter(|(_, r)| r.next_hop == n)
-                .map(|(d, _)| *d)
-                .collect();
-            for d in via {
+            for d in self.routes_via(n) {
                 self.recompute(d);
             }
         }

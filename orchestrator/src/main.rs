@@ -250,6 +250,31 @@ enum FaultCmd {
     },
 }
 
+/// `POST /api/nodes/{node}/{what}` with `body` on the picked lab, after checking the lab
+/// has that node (an unknown node is a usage error, exit 2).
+fn node_fault(
+    lab: Option<String>,
+    node: &str,
+    what: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, Failure> {
+    let dir = pick_lab(lab)?;
+    if lab_plan(&dir)?.node_index(node).is_none() {
+        return Err(invalid(anyhow!(
+            "lab {} has no node {node:?} (`lightcone status {}` lists them)",
+            dir.lab,
+            dir.lab
+        )));
+    }
+    let info = supervisor_of(&dir)?;
+    api(
+        &info,
+        "POST",
+        &format!("/api/nodes/{node}/{what}"),
+        Some(body),
+    )
+}
+
 /// A signed duration (`-1.5ms`) in ns.
 fn signed_duration_ns(text: &str) -> Result<f64, String> {
     let (neg, rest) = match text.strip_prefix('-') {
@@ -692,21 +717,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let req = clock_request(step, drift, bias, pulsar_loss, pulsar_restore)
                 .map_err(|e| invalid(anyhow!(e)))?;
-            let dir = pick_lab(lab)?;
-            if lab_plan(&dir)?.node_index(&node).is_none() {
-                return Err(invalid(anyhow!(
-                    "lab {} has no node {node:?} (`lightcone status {}` lists them)",
-                    dir.lab,
-                    dir.lab
-                )));
-            }
-            let info = supervisor_of(&dir)?;
-            let v = api(
-                &info,
-                "POST",
-                &format!("/api/nodes/{node}/clock"),
-                Some(serde_json::to_value(&req).map_err(|e| anyhow!(e))?),
-            )?;
+            let body = serde_json::to_value(&req).map_err(|e| anyhow!(e))?;
+            let v = node_fault(lab, &node, "clock", body)?;
             println!("clock {node}: {}", v["injected"]);
             Ok(())
         }
@@ -722,21 +734,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let behaviour = if honest { Vec::new() } else { behaviour };
             lightcone_agent::node::Byzantine::from_names(&behaviour)
                 .map_err(|e| invalid(anyhow!(e)))?;
-            let dir = pick_lab(lab)?;
-            if lab_plan(&dir)?.node_index(&node).is_none() {
-                return Err(invalid(anyhow!(
-                    "lab {} has no node {node:?} (`lightcone status {}` lists them)",
-                    dir.lab,
-                    dir.lab
-                )));
-            }
-            let info = supervisor_of(&dir)?;
-            let v = api(
-                &info,
-                "POST",
-                &format!("/api/nodes/{node}/byzantine"),
-                Some(serde_json::json!({ "behaviour": behaviour })),
-            )?;
+            let body = serde_json::json!({ "behaviour": behaviour });
+            let v = node_fault(lab, &node, "byzantine", body)?;
             let b = &v["behaviour"];
             if b.as_array().is_some_and(|a| a.is_empty()) {
                 println!("byzantine {node}: honest again");

@@ -71,20 +71,24 @@ fn agent_http(lab: &str, id: u64, method: &str, path: &str, body: &str) -> (bool
     )
 }
 
+/// The shipped twelve-tile cell up as a test lab: the lab, its API and its tiles (name, id).
+fn cell_lab(tag: &str) -> (TestLab, String, Vec<(String, u64)>) {
+    let t = TestLab::shipped(tag, "cell.yaml");
+    t.up(&[]);
+    let api = api_url(&t.lab);
+    let tiles: Vec<(String, u64)> = node_ids(&t.lab)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("l0c0k0t"))
+        .collect();
+    assert_eq!(tiles.len(), 12);
+    (t, api, tiles)
+}
+
 #[test]
 fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
     require_root();
-    let t = TestLab::shipped("cell", "cell.yaml");
+    let (t, api, tiles) = cell_lab("cell");
     let lab = t.lab.clone();
-    t.up(&[]);
-    let api = api_url(&lab);
-    let ids = node_ids(&lab);
-    let tiles: Vec<(String, u64)> = ids
-        .iter()
-        .filter(|(n, _)| n.contains('t'))
-        .cloned()
-        .collect();
-    assert_eq!(tiles.len(), 12);
 
     // Every tile sees every other tile of its cell alive.
     let converged = wait_until(Duration::from_secs(30), || {
@@ -162,15 +166,8 @@ fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
 #[test]
 fn a_byzantine_tile_is_quarantined_by_its_cell() {
     require_root();
-    let t = TestLab::shipped("byz", "cell.yaml");
+    let (t, api, tiles) = cell_lab("byz");
     let lab = t.lab.clone();
-    t.up(&[]);
-    let api = api_url(&lab);
-    let ids = node_ids(&lab);
-    let tiles: Vec<(String, u64)> = ids
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("l0c0k0t"))
-        .collect();
     let (byz, bid) = tiles[4].clone();
 
     let o = lc(&[

@@ -24,6 +24,27 @@ pub struct HierAddr {
     pub tile: u16,
 }
 
+/// `layer.cluster.cell.tile`, as [`HierAddr`]'s `Display` writes it.
+impl std::str::FromStr for HierAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<HierAddr, String> {
+        let parts: Vec<u16> = s
+            .split('.')
+            .map(|p| p.parse::<u16>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bad address {s:?}: {e}"))?;
+        match parts[..] {
+            [layer, cluster, cell, tile] => Ok(HierAddr {
+                layer,
+                cluster,
+                cell,
+                tile,
+            }),
+            _ => Err(format!("bad address {s:?}: want layer.cluster.cell.tile")),
+        }
+    }
+}
+
 impl HierAddr {
     /// True when both addresses are in the same cell (and hence the same cluster and layer).
     pub fn same_cell(&self, other: &HierAddr) -> bool {
@@ -152,6 +173,28 @@ impl AgentConfig {
 /// {"serve_bias_ns": 1000000}  it serves time 1 ms off (a compromised authority); 0 clears
 /// {"pulsar_loss": true}       it loses (true) or regains (false) sight of the pulsars
 /// ```
+/// The body of a byzantine fault (agent `POST /byzantine`, supervisor
+/// `POST /api/nodes/{node}/byzantine`): `{"behaviour": [...]}` with any of
+/// [`Byzantine::BEHAVIOURS`](crate::node::Byzantine::BEHAVIOURS); `[]` makes the node honest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByzantineRequest {
+    pub behaviour: Vec<String>,
+}
+
+impl ByzantineRequest {
+    /// Parses and checks a request body; the error says what a good one looks like.
+    pub fn parse(body: &[u8]) -> Result<crate::node::Byzantine, String> {
+        let r: ByzantineRequest = serde_json::from_slice(body).map_err(|e| {
+            format!(
+                "body must be JSON {{\"behaviour\": [...]}} with any of {} ([] makes the node honest again): {e}",
+                crate::node::Byzantine::BEHAVIOURS.join(", ")
+            )
+        })?;
+        crate::node::Byzantine::from_names(&r.behaviour)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClockFaultRequest {
@@ -231,6 +274,20 @@ impl ClockFaultRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_read_back_what_display_writes() {
+        let a = HierAddr {
+            layer: 1,
+            cluster: 65535,
+            cell: 3,
+            tile: 12,
+        };
+        assert_eq!(a.to_string().parse::<HierAddr>(), Ok(a));
+        for bad in ["1.2.3", "1.2.3.4.5", "1.x.3.4", "70000.0.0.0", ""] {
+            assert!(bad.parse::<HierAddr>().is_err(), "{bad}");
+        }
+    }
     use lightcone_timing::ClockFault;
 
     #[test]

@@ -349,6 +349,14 @@ fn siblings_reply(siblings: &[Vec<u8>]) -> Reply {
     )
 }
 
+/// Why the command just handled failed, if it did.
+fn command_failure(out: &Outbox) -> Option<String> {
+    out.events.iter().find_map(|e| match e {
+        Event::CommandFailed { reason } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
 /// The node task's answer: status, content type, body.
 pub type Reply = (StatusCode, &'static str, Vec<u8>);
 
@@ -534,7 +542,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     }
                     Control::Clock(fault) => {
                         node.handle(now, Input::Command(&Command::ClockFault(fault)), &mut out);
-                        let failed = out.events.iter().find_map(|e| match e { Event::CommandFailed { reason } => Some(reason.clone()), _ => None });
+                        let failed = command_failure(&out);
                         Some(match failed {
                             Some(r) => (StatusCode::CONFLICT, "text/plain", format!("{r}\n").into_bytes()),
                             None => {
@@ -550,7 +558,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     }
                     Control::Send { dst, data } => {
                         node.handle(now, Input::Command(&Command::Send { dst, data }), &mut out);
-                        let failed = out.events.iter().find_map(|e| match e { Event::CommandFailed { reason } => Some(reason.clone()), _ => None });
+                        let failed = command_failure(&out);
                         Some(match failed {
                             Some(r) => (StatusCode::BAD_REQUEST, "text/plain", format!("{r}\n").into_bytes()),
                             None => (StatusCode::OK, "text/plain", b"sent\n".to_vec()),
@@ -562,7 +570,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     }
                     Control::Put { key, value, context } => {
                         node.handle(now, Input::Command(&Command::Put { key: key.clone(), value }), &mut out);
-                        let failed = out.events.iter().find_map(|e| match e { Event::CommandFailed { reason } => Some(reason.clone()), _ => None });
+                        let failed = command_failure(&out);
                         let written = out.events.iter().find_map(|e| match e { Event::KvWritten { written, .. } => Some(written.clone()), _ => None });
                         Some(match (failed, written) {
                             (Some(r), _) => (StatusCode::NOT_IMPLEMENTED, "text/plain", format!("{r}\n").into_bytes()),
@@ -714,21 +722,7 @@ async fn handle_http(
                 Ok(b) => b,
                 Err(e) => return bad(&e),
             };
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct ByzantineRequest {
-                behaviour: Vec<String>,
-            }
-            let r: ByzantineRequest = match serde_json::from_slice(&body) {
-                Ok(r) => r,
-                Err(e) => {
-                    return bad(&format!(
-                        "body must be JSON {{\"behaviour\": [...]}} with any of {} ([] makes the node honest again): {e}",
-                        crate::node::Byzantine::BEHAVIOURS.join(", ")
-                    ))
-                }
-            };
-            match crate::node::Byzantine::from_names(&r.behaviour) {
+            match crate::config::ByzantineRequest::parse(&body) {
                 Ok(b) => Control::Byzantine(b),
                 Err(e) => return bad(&e),
             }

@@ -653,7 +653,6 @@ pub struct Node {
     watch: Watch,
     byzantine: Byzantine,
     lie_cursor: usize,
-    last_accuse: Option<Instant>,
     /// Our membership incarnation and since when (for the watch's lie check).
     incarnation_since: (u64, Instant),
 }
@@ -749,7 +748,6 @@ impl Node {
             watch: Watch::new(id, params.watch.clone()),
             byzantine: Byzantine::default(),
             lie_cursor: 0,
-            last_accuse: None,
             incarnation_since: (0, now),
         })
     }
@@ -825,10 +823,10 @@ impl Node {
     pub fn next_timer(&self) -> Option<(TimerKey, Instant)> {
         self.timers.next()
     }
-    /// The cell-replicated KV store (causal layer).
     pub fn watch(&self) -> &Watch {
         &self.watch
     }
+    /// The cell-replicated KV store (causal layer).
     pub fn kv(&self) -> &Replica {
         &self.kv
     }
@@ -1078,10 +1076,7 @@ impl Node {
     }
 
     fn on_timer(&mut self, now: Instant, key: TimerKey) {
-        if key == TimerKey::Watch {
-            self.on_watch_tick(now);
-            return;
-        }
+        let mut watch_due = false;
         let mut fx = std::mem::take(&mut self.fx);
         let routing = &self.routing;
         let rtt = |n: u32| routing.one_way(n).mul_f64(3.0);
@@ -1157,7 +1152,8 @@ impl Node {
                 self.timers
                     .set(TimerKey::Summary, now + self.params.summary_interval);
             }
-            TimerKey::Watch => {}
+            // Needs the whole node, not the borrows above: run after them.
+            TimerKey::Watch => watch_due = true,
             TimerKey::Clock => {
                 if let Some(t) = self.time.as_mut() {
                     let ns = now.as_nanos();
@@ -1169,6 +1165,9 @@ impl Node {
         }
         self.fx = fx;
         self.flush_clock();
+        if watch_due {
+            self.on_watch_tick(now);
+        }
     }
 
     /// Neighbourhood watch tick: judge the audits that are due, start new ones, repeat our
@@ -1187,18 +1186,18 @@ impl Node {
             .filter(|n| self.routing.neighbor_up(*n) && !self.routing.is_quarantined(*n))
             .collect();
         for s in neighbours {
+            if !self.watch.audit_due(now, s) {
+                continue;
+            }
             let targets: Vec<u32> = self
                 .routing
                 .audit_targets(s)
                 .into_iter()
                 .filter(|x| self.membership.state_of(*x) == Some(MemberState::Alive))
                 .collect();
-            let rtt = targets
-                .iter()
-                .map(|x| self.routing.one_way(*x) * 2)
-                .max()
-                .unwrap_or_default();
-            if let Some(e) = self.watch.audit(now, s, &targets, rtt) {
+            let r = &self.routing;
+            let rtt = |x: u32| r.one_way(x) * 2;
+            if let Some(e) = self.watch.audit(now, s, &targets, &rtt) {
                 self.fx.send(
                     Dest::Node(e.to),
                     Payload::Watch {
@@ -1208,16 +1207,8 @@ impl Node {
                 );
             }
         }
-        let every = self.params.watch.accuse_interval;
-        if self
-            .last_accuse
-            .is_none_or(|t| now.saturating_since(t) >= every)
-        {
-            self.last_accuse = Some(now);
-            let held: Vec<u32> = self.watch.evidence().keys().copied().collect();
-            for s in held {
-                self.accuse(s);
-            }
+        for s in self.watch.accusations_due(now) {
+            self.accuse(s);
         }
         // The tick runs at the fast cadence; each neighbour's audits keep their own.
         let next = now + self.params.watch.audit_fast;
@@ -1230,7 +1221,6 @@ impl Node {
     fn on_evidence(&mut self, now: Instant, s: u32) {
         self.counters.count("watch", "evidence");
         self.routing.distrust(s);
-        self.watch.forget_audit(s);
         self.membership
             .discredit(now, s, &mut self.fx, &mut self.timers);
         self.arm_triggered(now);
@@ -1256,15 +1246,13 @@ impl Node {
     fn convict(&mut self, now: Instant, s: u32) {
         self.counters.count("watch", "quarantined");
         self.routing.set_quarantine(s, true);
-        self.watch.forget_audit(s);
         self.membership.declare_dead(now, s, &mut self.fx);
         self.membership
             .discredit(now, s, &mut self.fx, &mut self.timers);
         self.arm_triggered(now);
-        let accusers = self.watch.view().accusers.remove(&s).unwrap_or_default();
         self.fx.events.push(Event::Quarantined {
             node: s,
-            accusers: accusers.into_iter().collect(),
+            accusers: self.watch.accusers_of(s),
         });
     }
 
@@ -1510,26 +1498,16 @@ impl Node {
         let t = &mut self.timers;
         let in_cell = m.is_member(src);
         let mut p = p;
-        if let Payload::Ping { updates, .. }
-        | Payload::Ack { updates, .. }
-        | Payload::PingReq { updates, .. }
-        | Payload::Gossip { updates } = &mut p
-        {
+        if let Some(updates) = p.updates_mut() {
             // Claims made by a node we quarantine or hold evidence against are not
             // believed, whoever relays them.
             let w = &self.watch;
             updates.retain(|u| {
                 !self.routing.is_quarantined(u.from) && !w.evidence().contains_key(&u.from)
             });
-        }
-        if let Payload::Ping { updates, .. }
-        | Payload::Ack { updates, .. }
-        | Payload::PingReq { updates, .. }
-        | Payload::Gossip { updates } = &p
-        {
             // First-hand claims that we are suspect or dead (see `watch`).
             let me = self.id;
-            for u in updates {
+            for u in updates.iter() {
                 if u.node == me && u.from == src && u.state != MemberState::Alive {
                     self.counters.count("watch", "accused_us");
                     if self
@@ -1686,13 +1664,9 @@ impl Node {
     fn flush_sends(&mut self, now: Instant) {
         let sends = std::mem::take(&mut self.fx.sends);
         for (dst, via, mut payload) in sends {
-            if self.byzantine.lie_membership {
-                if let Payload::Ping { updates, .. }
-                | Payload::Ack { updates, .. }
-                | Payload::PingReq { updates, .. }
-                | Payload::Gossip { updates } = &mut payload
-                {
-                    let lies = self.lies();
+            if self.byzantine.lie_membership && payload.updates_mut().is_some() {
+                let lies = self.lies();
+                if let Some(updates) = payload.updates_mut() {
                     updates.truncate(wire::MAX_UPDATES - lies.len());
                     updates.extend(lies);
                 }

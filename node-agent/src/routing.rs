@@ -131,6 +131,40 @@ impl Locality {
 /// (local destination, raw advertised destination) → (cost, hops, when heard).
 type Adverts = BTreeMap<(Dest, Dest), (u32, u8, Instant)>;
 
+/// The key under which a node at `my` keeps its route to a scope (layer `l`, cluster `c`,
+/// cell `ce`): the smallest scope holding it that is not ours; `None` when it is ours (or
+/// encloses ours).
+fn scope_key(my: &HierAddr, l: u16, c: Option<u16>, ce: Option<u16>) -> Option<Dest> {
+    if l != my.layer {
+        return Some(Dest::Layer { layer: l });
+    }
+    let c = c?;
+    if c != my.cluster {
+        return Some(Dest::Cluster {
+            layer: l,
+            cluster: c,
+        });
+    }
+    let ce = ce?;
+    if ce != my.cell {
+        return Some(Dest::Cell {
+            layer: l,
+            cluster: c,
+            cell: ce,
+        });
+    }
+    None
+}
+
+/// The key under which node `me` at `my` keeps its route to node `x` at `xa`: the node
+/// itself inside our cell, else its smallest scope that is not ours; `None` for ourselves.
+pub fn node_key(my: &HierAddr, me: u32, x: u32, xa: &HierAddr) -> Option<Dest> {
+    if x == me {
+        return None;
+    }
+    scope_key(my, xa.layer, Some(xa.cluster), Some(xa.cell)).or(Some(Dest::Node(x)))
+}
+
 /// Routing state of one node.
 #[derive(Debug, Clone)]
 pub struct Routing {
@@ -232,43 +266,16 @@ impl Routing {
 
     /// The destination key this node's table uses for `raw` (None: it is us / our scope).
     pub fn localize(&self, raw: Dest) -> Option<Dest> {
-        let my = self.my;
-        let scoped = |l: u16, c: Option<u16>, ce: Option<u16>| -> Option<Dest> {
-            if l != my.layer {
-                return Some(Dest::Layer { layer: l });
-            }
-            let c = c?;
-            if c != my.cluster {
-                return Some(Dest::Cluster {
-                    layer: l,
-                    cluster: c,
-                });
-            }
-            let ce = ce?;
-            if ce != my.cell {
-                return Some(Dest::Cell {
-                    layer: l,
-                    cluster: c,
-                    cell: ce,
-                });
-            }
-            None
-        };
+        let my = &self.my;
         match raw {
-            Dest::Node(x) => {
-                if x == self.me {
-                    return None;
-                }
-                let a = self.dir.addr(x)?;
-                scoped(a.layer, Some(a.cluster), Some(a.cell)).or(Some(Dest::Node(x)))
-            }
+            Dest::Node(x) => node_key(my, self.me, x, &self.dir.addr(x)?),
             Dest::Cell {
                 layer,
                 cluster,
                 cell,
-            } => scoped(layer, Some(cluster), Some(cell)),
-            Dest::Cluster { layer, cluster } => scoped(layer, Some(cluster), None),
-            Dest::Layer { layer } => scoped(layer, None, None),
+            } => scope_key(my, layer, Some(cluster), Some(cell)),
+            Dest::Cluster { layer, cluster } => scope_key(my, layer, Some(cluster), None),
+            Dest::Layer { layer } => scope_key(my, layer, None, None),
             Dest::Link => None,
         }
     }
@@ -431,9 +438,6 @@ impl Routing {
                 self.recompute(d);
             }
         }
-    }
-    pub fn is_distrusted(&self, n: u32) -> bool {
-        self.distrust.contains(&n)
     }
 
     pub fn set_quarantine(&mut self, n: u32, on: bool) {

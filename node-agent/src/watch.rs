@@ -137,6 +137,8 @@ pub struct Watch {
     accusers: BTreeMap<u32, BTreeSet<u32>>,
     audits_sent: u64,
     audits_failed: u64,
+    /// When we last sent our accusations.
+    last_accuse: Option<Instant>,
 }
 
 impl Watch {
@@ -154,11 +156,8 @@ impl Watch {
             accusers: BTreeMap::new(),
             audits_sent: 0,
             audits_failed: 0,
+            last_accuse: None,
         }
-    }
-
-    pub fn params(&self) -> &WatchParams {
-        &self.params
     }
 
     /// Nodes we hold our own evidence against.
@@ -226,21 +225,25 @@ impl Watch {
         new
     }
 
-    /// Starts an audit of neighbour `via` through `target` (one of its own neighbours that
-    /// we reach through it) if one is due and none is outstanding. `rtt` bounds the answer's
-    /// round trip. Returns the echo to send.
+    /// True when neighbour `via` is due an audit: none outstanding, no evidence against it
+    /// yet, its cadence come round.
+    pub fn audit_due(&self, now: Instant, via: u32) -> bool {
+        !self.audits.contains_key(&via)
+            && !self.evidence.contains_key(&via)
+            && self.next_audit.get(&via).is_none_or(|t| now >= *t)
+    }
+
+    /// Starts an audit of neighbour `via` through one of `targets` (its own neighbours that
+    /// we reach through it) if one is due. `rtt(x)` bounds the answer's round trip from `x`.
+    /// Returns the echo to send.
     pub fn audit(
         &mut self,
         now: Instant,
         via: u32,
         targets: &[u32],
-        rtt: Duration,
+        rtt: &dyn Fn(u32) -> Duration,
     ) -> Option<Echo> {
-        if targets.is_empty()
-            || self.audits.contains_key(&via)
-            || self.evidence.contains_key(&via)
-            || self.next_audit.get(&via).is_some_and(|t| now < *t)
-        {
+        if targets.is_empty() || !self.audit_due(now, via) {
             return None;
         }
         let c = self.cursor.entry(via).or_default();
@@ -259,7 +262,7 @@ impl Watch {
             Audit {
                 target,
                 nonce,
-                deadline: now + (rtt * 2).max(self.params.audit_fast),
+                deadline: now + (rtt(target) * 2).max(self.params.audit_fast),
                 answered: false,
             },
         );
@@ -310,8 +313,29 @@ impl Watch {
         true
     }
 
+    /// Our evidence, when it is time to repeat our accusations (every `accuse_interval`).
+    pub fn accusations_due(&mut self, now: Instant) -> Vec<u32> {
+        let every = self.params.accuse_interval;
+        if self
+            .last_accuse
+            .is_some_and(|t| now.saturating_since(t) < every)
+        {
+            return Vec::new();
+        }
+        self.last_accuse = Some(now);
+        self.evidence.keys().copied().collect()
+    }
+
+    /// Who accused `node` (us included when we hold evidence), in id order.
+    pub fn accusers_of(&self, node: u32) -> Vec<u32> {
+        self.accusers
+            .get(&node)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// `accuser` says it holds evidence against `node`. Returns true when this makes the
-    /// quorum (so `node` is to be quarantined now).
+    /// quorum (so `node` is to be quarantined now; its audits end).
     pub fn on_accuse(&mut self, accuser: u32, node: u32) -> bool {
         if node == self.me || accuser == node {
             return false;
@@ -319,7 +343,11 @@ impl Watch {
         let set = self.accusers.entry(node).or_default();
         let before = set.len();
         set.insert(accuser);
-        before < self.params.quorum && set.len() >= self.params.quorum
+        let quorum = before < self.params.quorum && set.len() >= self.params.quorum;
+        if quorum {
+            self.audits.remove(&node);
+        }
+        quorum
     }
 
     /// True when `node` has the quorum of accusers.
@@ -327,11 +355,6 @@ impl Watch {
         self.accusers
             .get(&node)
             .is_some_and(|s| s.len() >= self.params.quorum)
-    }
-
-    /// Forgets the audit of a neighbour that went down or was quarantined.
-    pub fn forget_audit(&mut self, via: u32) {
-        self.audits.remove(&via);
     }
 }
 
@@ -352,7 +375,7 @@ mod tests {
             if !w.judge(t, &|_| true, &|_| true).is_empty() {
                 got.push(round);
             }
-            if let Some(e) = w.audit(t, 2, &[3], Duration::from_millis(10)) {
+            if let Some(e) = w.audit(t, 2, &[3], &|_| Duration::from_millis(10)) {
                 assert_eq!(e.to, 3);
                 if answers(round) {
                     w.on_reply(3, e.nonce);
@@ -398,7 +421,7 @@ mod tests {
             let alive = |x: u32| round % 2 == 0 || x != 3;
             let heard = |_: u32| round % 2 == 1;
             assert!(w.judge(t, &alive, &heard).is_empty());
-            w.audit(t, 2, &[3], Duration::ZERO);
+            w.audit(t, 2, &[3], &|_| Duration::ZERO);
         }
         assert!(w.evidence().is_empty());
         assert_eq!(w.view().audits_failed, 0);
@@ -407,7 +430,7 @@ mod tests {
     #[test]
     fn a_reply_from_the_wrong_node_does_not_count() {
         let mut w = Watch::new(1, WatchParams::default());
-        let e = w.audit(at(0), 2, &[3], Duration::ZERO).unwrap();
+        let e = w.audit(at(0), 2, &[3], &|_| Duration::ZERO).unwrap();
         w.on_reply(2, e.nonce); // the neighbour answering in its target's place
         w.judge(at(2), &|_| true, &|_| true);
         assert_eq!(w.view().audits_failed, 1);

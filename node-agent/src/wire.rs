@@ -314,6 +314,17 @@ impl Payload {
         }
     }
 
+    /// The membership updates a payload carries (pings, acks, ping-reqs and gossip).
+    pub fn updates_mut(&mut self) -> Option<&mut Vec<Update>> {
+        match self {
+            Payload::Ping { updates, .. }
+            | Payload::Ack { updates, .. }
+            | Payload::PingReq { updates, .. }
+            | Payload::Gossip { updates } => Some(updates),
+            _ => None,
+        }
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match self {
             Payload::Ping { .. } => "ping",
@@ -408,11 +419,7 @@ impl Payload {
                 updates: r.updates()?,
             },
             6 => {
-                let full = match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(WireError::Malformed),
-                };
+                let full = r.bool()?;
                 let n = r.u8()? as usize;
                 if n > MAX_ROUTE_ENTRIES {
                     return Err(WireError::Malformed);
@@ -463,11 +470,7 @@ impl Payload {
             }
             11 => Payload::Watch {
                 nonce: r.u32()?,
-                reply: match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(WireError::Malformed),
-                },
+                reply: r.bool()?,
             },
             12 => Payload::Accuse { node: r.u32()? },
             k => return Err(WireError::UnknownKind(k)),
@@ -511,6 +514,13 @@ impl<'a> Reader<'a> {
     }
     fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
+    }
+    fn bool(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError::Malformed),
+        }
     }
     fn u16(&mut self) -> Result<u16, WireError> {
         let s = self.take(2)?;

@@ -585,18 +585,7 @@ async fn api_node_byzantine(
     UrlPath(node): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Req {
-        behaviour: Vec<String>,
-    }
-    let req: Req = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad(format!(
-            "body must be JSON {{\"behaviour\": [...]}} with any of {}: {e}",
-            lightcone_agent::node::Byzantine::BEHAVIOURS.join(", ")
-        ))
-    })?;
-    let b = lightcone_agent::node::Byzantine::from_names(&req.behaviour).map_err(ApiError::bad)?;
+    let b = lightcone_agent::config::ByzantineRequest::parse(&body).map_err(ApiError::bad)?;
     let body =
         serde_json::to_vec(&serde_json::json!({ "behaviour": b.names() })).unwrap_or_default();
     forward_node_fault(&s, &node, "/byzantine", body).await?;

@@ -350,7 +350,7 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
         x_max,
         &link_series,
         &marks,
-        &|y| units::fmt_ns((y.max(0.0) * 1e9) as u64),
+        &fmt_s,
     );
     s += &time_plots(series, &x, x_max, &marks);
     s.push_str("<h2>Expanded timeline</h2><pre>");

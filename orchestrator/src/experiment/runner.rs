@@ -1136,43 +1136,32 @@ fn poll_state(
     Some((poll, v))
 }
 
-/// The destinations `node`'s routing table must hold (the agent's `dest_name`s): every
-/// other tile of its cell, every other cell of its cluster, every other cluster of its
-/// layer, every other layer. Authorities (cluster 65535, a cell each) have no route to each
-/// other's cells: that pair is left out.
+/// The destinations `node`'s routing table must hold, as the agent names them: the table
+/// key of every other node ([`routing::node_key`](lightcone_agent::routing::node_key)).
+/// Authorities (cluster 65535, a cell each) have no route to each other's cells: that pair
+/// is left out.
 fn expected_routes(
     addrs: &BTreeMap<String, String>,
     ids: &BTreeMap<String, u32>,
     node: &str,
 ) -> BTreeSet<String> {
-    let parse = |a: &str| -> Option<[u32; 4]> {
-        let v: Vec<u32> = a.split('.').filter_map(|x| x.parse().ok()).collect();
-        v.try_into().ok()
-    };
-    let Some([l, c, k, _]) = addrs.get(node).and_then(|a| parse(a)) else {
+    use lightcone_agent::config::HierAddr;
+    let addr = |n: &str| addrs.get(n).and_then(|a| a.parse::<HierAddr>().ok());
+    let (Some(my), Some(&me)) = (addr(node), ids.get(node)) else {
         return BTreeSet::new();
     };
-    let mut out = BTreeSet::new();
-    for (m, a) in addrs {
-        let Some([lm, cm, km, _]) = parse(a) else {
-            continue;
-        };
-        if m == node {
-            continue;
-        }
-        if lm != l {
-            out.insert(format!("layer:{lm}"));
-        } else if cm != c {
-            out.insert(format!("cluster:{l}.{cm}"));
-        } else if km != k {
-            if c != u32::from(u16::MAX) {
-                out.insert(format!("cell:{l}.{c}.{km}"));
+    let authority = |a: &HierAddr| a.cluster == u16::MAX;
+    addrs
+        .keys()
+        .filter_map(|m| {
+            let (xa, &x) = (addr(m)?, ids.get(m)?);
+            if authority(&my) && authority(&xa) {
+                return None;
             }
-        } else if let Some(id) = ids.get(m) {
-            out.insert(format!("node:{id}"));
-        }
-    }
-    out
+            lightcone_agent::routing::node_key(&my, me, x, &xa)
+        })
+        .map(|d| lightcone_agent::node::dest_name(&d))
+        .collect()
 }
 
 /// Whether every polled node sees every polled node of its cell alive.

@@ -131,9 +131,9 @@ impl Metrics {
         let locality = IntCounterVec::new(
             Opts::new(
                 "lightcone_locality_bytes_total",
-                "Bytes originated here whose destination is inside (local) or outside (remote) the source's scope at each level",
+                "Bytes originated here whose destination is inside (local) or outside (remote) the source's scope at each level, by class (workload: application data and its replication; protocol: the DCOS's own)",
             ),
-            &["node", "level", "scope"],
+            &["node", "level", "scope", "class"],
         )?;
         let datagrams = IntCounterVec::new(
             Opts::new(
@@ -275,10 +275,15 @@ impl Metrics {
         let loc = node.locality();
         for l in Level::ALL {
             for (i, scope) in ["local", "remote"].into_iter().enumerate() {
-                Self::inc_to(
-                    &self.locality.with_label_values(&[n, l.as_str(), scope]),
-                    loc.bytes[l as usize][i],
-                );
+                let (all, work) = (loc.bytes[l as usize][i], loc.workload[l as usize][i]);
+                for (class, v) in [("workload", work), ("protocol", all - work)] {
+                    Self::inc_to(
+                        &self
+                            .locality
+                            .with_label_values(&[n, l.as_str(), scope, class]),
+                        v,
+                    );
+                }
             }
         }
         for ((dir, outcome), v) in &node.counters().datagrams {

@@ -534,6 +534,8 @@ pub struct TimeView {
     pub responses_accepted: u64,
     pub responses_rejected: u64,
     pub pulsar_fixes_total: u64,
+    /// Pulsar fixes that were due but could not be taken (the pulsars are lost).
+    pub pulsar_missed_total: u64,
     /// Faults injected so far (latest last, at most 16 kept).
     pub faults: Vec<ClockFault>,
 }
@@ -862,6 +864,7 @@ impl Node {
             responses_accepted: st.responses_accepted,
             responses_rejected: st.responses_rejected,
             pulsar_fixes_total: t.clock.pulsar().fixes_total(),
+            pulsar_missed_total: t.clock.pulsar().missed_total(),
             faults: t.faults.clone(),
         })
     }
@@ -1700,7 +1703,8 @@ impl Node {
             } else {
                 dst
             };
-            self.routing.account(acct, bytes.len());
+            let workload = matches!(payload, Payload::Kv(_) | Payload::Data(_));
+            self.routing.account(acct, bytes.len(), workload);
             *self
                 .counters
                 .by_kind_tx

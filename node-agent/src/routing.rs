@@ -98,8 +98,11 @@ pub struct Route {
 /// scope at that level.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Locality {
-    /// Indexed by [`Level`] then 0 = local, 1 = remote.
+    /// All originated bytes, indexed by [`Level`] then 0 = local, 1 = remote.
     pub bytes: [[u64; 2]; 3],
+    /// The workload's share of `bytes` (application data and its replication: `Data` and
+    /// `Kv` frames); the rest is the protocol's own (membership, routing, time, watch).
+    pub workload: [[u64; 2]; 3],
 }
 
 /// Hierarchy levels for accounting.
@@ -599,8 +602,9 @@ impl Routing {
         out
     }
 
-    /// Counts an originated frame of `bytes` for `dst` in the locality ledger.
-    pub fn account(&mut self, dst: Dest, bytes: usize) {
+    /// Counts an originated frame of `bytes` for `dst` in the locality ledger, as workload
+    /// traffic or the protocol's own.
+    pub fn account(&mut self, dst: Dest, bytes: usize, workload: bool) {
         let my = self.my;
         let (cell, cluster, layer) = match dst {
             Dest::Node(x) => match self.dir.addr(x) {
@@ -625,6 +629,9 @@ impl Routing {
         };
         for (lvl, local) in [cell, cluster, layer].into_iter().enumerate() {
             self.locality.bytes[lvl][usize::from(!local)] += bytes as u64;
+            if workload {
+                self.locality.workload[lvl][usize::from(!local)] += bytes as u64;
+            }
         }
     }
 }

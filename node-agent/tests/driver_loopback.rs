@@ -127,7 +127,7 @@ fn two_agents_over_loopback_udp() {
             assert!(m.contains("lightcone_timer_lateness_seconds_bucket"), "{m}");
             assert!(
                 m.contains(
-                    r#"lightcone_locality_bytes_total{level="cell",node="a",scope="local"}"#
+                    r#"lightcone_locality_bytes_total{class="protocol",level="cell",node="a",scope="local"}"#
                 ),
                 "{m}"
             );

@@ -1193,11 +1193,16 @@ fn run_scenario(
     } else {
         for v in &o.verdicts {
             println!(
-                "{} {}: measured {} (expected {}){}",
+                "{} {}: measured {} (expected {}{}){}",
                 if v.pass { "PASS" } else { "FAIL" },
                 v.expectation,
                 v.measured,
                 v.expected,
+                match (&v.spec, &v.looser_than_spec) {
+                    (Some(spec), Some(_)) => format!("; looser than spec: {spec}"),
+                    (Some(spec), None) => format!("; spec {spec}"),
+                    _ => String::new(),
+                },
                 if v.pass {
                     String::new()
                 } else {

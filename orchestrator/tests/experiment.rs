@@ -70,7 +70,7 @@ fn shipped_scenarios_parse_and_expand() {
     assert!(n >= 3, "only {n} shipped scenarios");
 }
 
-const CHURN: &str = "topology: ../cell.yaml\nseed: 11\nduration: 120s\ntimeline:\n  - { at: 0s, churn: { rate: 5%/year, year: 10s, until: 100s, nodes: \"l0c0k0*\", replace_after: 15s } }\n  - { at: 5s, flap: { link: [l0c0k0t1, l0c0k0t2], period: 4s, duty: 75%, until: 30s, jitter: 1s } }\nexpect:\n  - detection_time <= 10s\n";
+const CHURN: &str = "topology: ../cell.yaml\nseed: 11\nduration: 120s\ntimeline:\n  - { at: 0s, churn: { rate: 5%/year, year: 10s, until: 100s, nodes: \"l0c0k0*\", replace_after: 15s } }\n  - { at: 5s, flap: { link: [l0c0k0t1, l0c0k0t2], period: 4s, duty: 75%, until: 30s, jitter: 1s } }\nexpect:\n  - detection_time < 10s\n";
 
 fn expanded(src: &str, seed: Option<u64>) -> String {
     let dir = repo().join("topologies/scenarios");
@@ -123,6 +123,10 @@ fn hierarchical_prefixes_stop_at_boundaries() {
     assert!(!scenario::Selector("l1c0".into()).matches("l1c0k0t0"));
 }
 
+fn ex(text: &str) -> lightcone::experiment::Expectation {
+    lightcone::experiment::expect::parse(text).unwrap()
+}
+
 fn poll(round: u32, t: f64, node: &str, id: u32, members: &[(u32, &str, f64)]) -> StatePoll {
     // Each node's emulated clock = real time + 100 s (it started earlier), time_scale 1.
     StatePoll {
@@ -140,6 +144,8 @@ fn poll(round: u32, t: f64, node: &str, id: u32, members: &[(u32, &str, f64)]) -
             })
             .collect(),
         quarantine: Vec::new(),
+        routes: Vec::new(),
+        pulsar_missed: None,
     }
 }
 
@@ -169,6 +175,7 @@ fn detection_time_is_the_slowest_cell_peer_from_its_own_clock() {
         t_real_s: 10.0,
         kind: "crash".into(),
         node: Some("c".into()),
+        groups: Vec::new(),
     });
     r.polls = vec![
         poll(1, 5.0, "c", 2, &[]),
@@ -178,28 +185,11 @@ fn detection_time_is_the_slowest_cell_peer_from_its_own_clock() {
         // a reports dead at emulated 114.2 = real 14.2 → 4.2 s after the crash.
         poll(3, 15.0, "a", 0, &[(2, "dead", 114.2)]),
     ];
-    let v = evaluate(
-        &[lightcone::experiment::Expectation {
-            metric: lightcone::experiment::Metric::DetectionTime,
-            op: lightcone::experiment::expect::Cmp::Le,
-            bound: 5.0,
-            text: "detection_time <= 5s".into(),
-        }],
-        &r,
-    );
+    let v = evaluate(&[ex("detection_time <= 5s")], &r);
     assert!(v[0].pass, "{v:?}");
     assert!((v[0].value.unwrap() - 4.2).abs() < 1e-6, "{v:?}");
     // With 1 ms the same data fails (the report never passes what it measured as slower).
-    let (m, op, b) = lightcone::experiment::expect::parse("detection_time <= 1ms").unwrap();
-    let v = evaluate(
-        &[lightcone::experiment::Expectation {
-            metric: m,
-            op,
-            bound: b,
-            text: "x".into(),
-        }],
-        &r,
-    );
+    let v = evaluate(&[ex("detection_time <= 1ms")], &r);
     assert!(!v[0].pass);
     assert_eq!(v[0].measured, "4.2s");
 }
@@ -211,6 +201,7 @@ fn a_peer_that_never_reports_makes_detection_infinite() {
         t_real_s: 10.0,
         kind: "crash".into(),
         node: Some("c".into()),
+        groups: Vec::new(),
     });
     r.polls = vec![
         poll(1, 5.0, "c", 2, &[]),
@@ -226,22 +217,13 @@ fn a_peer_that_never_reports_makes_detection_infinite() {
 fn nothing_measured_fails() {
     let r = rec();
     for e in [
-        "detection_time <= 10s",
+        "detection_time < 10s",
         "converged_after_heal <= 10s",
         "causal_anomalies == 0",
-        "locality >= 99.99%",
+        "locality > 99.99%",
         "no_acknowledged_write_lost",
     ] {
-        let (metric, op, bound) = lightcone::experiment::expect::parse(e).unwrap();
-        let v = evaluate(
-            &[lightcone::experiment::Expectation {
-                metric,
-                op,
-                bound,
-                text: e.into(),
-            }],
-            &r,
-        );
+        let v = evaluate(&[ex(e)], &r);
         assert!(!v[0].pass, "{e} passed on no data");
         assert_eq!(v[0].measured, "not measured");
     }
@@ -449,6 +431,7 @@ fn converged_after_heal_uses_the_last_alive_change() {
         t_real_s: 10.0,
         kind: "heal".into(),
         node: None,
+        groups: Vec::new(),
     });
     r.polls = vec![
         poll(1, 9.0, "a", 0, &[(1, "dead", 105.0)]),
@@ -458,6 +441,10 @@ fn converged_after_heal_uses_the_last_alive_change() {
         poll(3, 14.0, "a", 0, &[(1, "alive", 111.0)]),
         poll(3, 14.0, "b", 1, &[(0, "alive", 113.5)]),
     ];
+    // Routes inside the cell are keyed by node.
+    for p in &mut r.polls {
+        p.routes = vec![format!("node:{}", 1 - p.id)];
+    }
     let (v, _) = r.converged_after_heal();
     assert!((v.unwrap() - 3.5).abs() < 1e-9, "{v:?}");
 }
@@ -533,7 +520,7 @@ fn time_alarms_and_coverage_from_metrics() {
     let alarms = "lightcone_time_alarms_total";
     let cov = "lightcone_time_coverage_ratio";
     assert_eq!(
-        r.time_alarmed_nodes().0,
+        r.time_alarmed_nodes(None).0,
         None,
         "nothing exported: not measured"
     );
@@ -552,7 +539,7 @@ fn time_alarms_and_coverage_from_metrics() {
         s(cov, "b", 0.75),
         s(cov, "c", f64::NAN),
     ];
-    let (n, detail) = r.time_alarmed_nodes();
+    let (n, detail) = r.time_alarmed_nodes(None);
     assert_eq!(n, Some(2.0), "{detail}");
     assert!(detail.contains("b c"), "{detail}");
     let (c, detail) = r.time_coverage();
@@ -608,6 +595,7 @@ fn quarantine_time_waits_for_every_cell_peer_and_honest_quarantines_are_counted(
         t_real_s: 10.0,
         kind: "byzantine".into(),
         node: Some("c".into()),
+        groups: Vec::new(),
     });
     r.polls = vec![
         quarantine_poll(1, 5.0, "c", 2, &[]),
@@ -638,6 +626,7 @@ fn quarantine_time_waits_for_every_cell_peer_and_honest_quarantines_are_counted(
         t_real_s: 1.0,
         kind: "honest".into(),
         node: Some("c".into()),
+        groups: Vec::new(),
     });
     assert_eq!(r.quarantine_time().0, None);
 }
@@ -660,13 +649,244 @@ fn message_delivery_is_delivered_over_taken() {
     // Never above one (a duplicate delivery is not a second message).
     r.messages_delivered = Some(205);
     assert_eq!(r.message_delivery().0, Some(1.0));
-    let (m, op, b) = lightcone::experiment::expect::parse("message_delivery >= 95%").unwrap();
+    let e = ex("message_delivery >= 95%");
     assert_eq!(
-        (m.name(), op, b),
+        (e.metric.name(), e.op, e.bound),
         (
             "message_delivery",
             lightcone::experiment::expect::Cmp::Ge,
             0.95
         )
     );
+}
+
+fn routed(mut p: StatePoll, routes: &[&str]) -> StatePoll {
+    p.routes = routes.iter().map(|r| r.to_string()).collect();
+    p
+}
+
+/// Issue 11 item 4: convergence looks at the pairs the partition separated (here z, in
+/// another cluster, cut off from a and b), through their routes; a cut nobody saw is not
+/// a convergence of 0 s but a run that measured nothing.
+#[test]
+fn convergence_follows_the_pairs_the_partition_separated() {
+    let mut r = rec();
+    r.addrs.remove("c");
+    let mark = |t: f64, kind: &str, groups: Vec<Vec<String>>| Mark {
+        t_real_s: t,
+        kind: kind.into(),
+        node: None,
+        groups,
+    };
+    r.marks = vec![
+        mark(5.0, "partition", vec![vec!["z".to_string()]]),
+        mark(10.0, "heal", Vec::new()),
+    ];
+    let alive = |id: u32| vec![(id, "alive", 50.0)];
+    // Cell membership never changes (a and b were on the same side): only routes tell.
+    let before = |round: u32, t: f64, z_routes: &[&str], a_routes: &[&str]| {
+        vec![
+            routed(poll(round, t, "a", 0, &alive(1)), a_routes),
+            routed(
+                poll(round, t, "b", 1, &alive(0)),
+                &["node:0", "cluster:0.1"],
+            ),
+            routed(poll(round, t, "z", 9, &[]), z_routes),
+        ]
+    };
+    let all = ["node:1", "cluster:0.1"];
+    // The old definition (cell peers alive) would say 0 s here.
+    r.polls = [
+        before(1, 4.0, &["cluster:0.0"], &all),
+        before(2, 7.0, &["cluster:0.0"], &all),
+        before(3, 12.0, &["cluster:0.0"], &all),
+    ]
+    .concat();
+    let (v, why) = r.converged_after_heal();
+    assert_eq!(v, None, "a cut no route lost is not measured: {why}");
+    assert!(why.contains("never seen"), "{why}");
+    // Routes lost during the cut and back after the heal: z at 12 s, a at 14 s.
+    r.polls = [
+        before(1, 4.0, &["cluster:0.0"], &all),
+        before(2, 7.0, &[], &["node:1"]),
+        before(3, 12.0, &["cluster:0.0"], &["node:1"]),
+        before(4, 14.0, &["cluster:0.0"], &all),
+    ]
+    .concat();
+    let (v, why) = r.converged_after_heal();
+    assert_eq!(v, Some(4.0), "{why}");
+    assert!(why.contains("layer 4s"), "{why}");
+    // Never back: infinite, naming the level.
+    r.polls.truncate(9);
+    let (v, why) = r.converged_after_heal();
+    assert_eq!(v, Some(f64::INFINITY), "{why}");
+    assert!(why.contains("at level layer"), "{why}");
+}
+
+/// Issue 11 item 5: a peer that still shows a node dead from its previous crash does not
+/// score 0 s for the next one.
+#[test]
+fn detection_is_per_incident() {
+    let mut r = rec();
+    r.real_s = 40.0;
+    for (t, kind) in [(10.0, "crash"), (20.0, "restart"), (30.0, "crash")] {
+        r.marks.push(Mark {
+            t_real_s: t,
+            kind: kind.into(),
+            node: Some("c".into()),
+            groups: Vec::new(),
+        });
+    }
+    r.polls = vec![
+        poll(1, 5.0, "c", 2, &[]),
+        poll(2, 12.0, "a", 0, &[(2, "dead", 111.0)]),
+        poll(2, 12.0, "b", 1, &[(2, "dead", 111.0)]),
+        // b sees c back after its restart; a never does.
+        poll(3, 25.0, "a", 0, &[(2, "dead", 111.0)]),
+        poll(3, 25.0, "b", 1, &[(2, "alive", 121.0)]),
+        // a's entry is the old one; b's began 3 s after the second crash.
+        poll(4, 34.0, "a", 0, &[(2, "dead", 111.0)]),
+        poll(4, 34.0, "b", 1, &[(2, "dead", 133.0)]),
+    ];
+    let (v, why) = r.detection_time();
+    assert_eq!(v, Some(3.0), "{why}");
+    assert!(why.contains("a left out"), "{why}");
+    // Had b also kept its old entry, nobody detected the second crash: not measured.
+    r.polls[4] = poll(3, 25.0, "b", 1, &[(2, "dead", 111.0)]);
+    r.polls[6] = poll(4, 34.0, "b", 1, &[(2, "dead", 111.0)]);
+    let (v, why) = r.detection_time();
+    assert_eq!(v, None, "{why}");
+    // A peer that saw c back but still reports an entry older than the crash has not
+    // detected it yet: it never does here, so detection is infinite.
+    r.polls[4] = poll(3, 25.0, "b", 1, &[(2, "alive", 121.0)]);
+    r.polls[6] = poll(4, 34.0, "b", 1, &[(2, "dead", 125.0)]);
+    let (v, why) = r.detection_time();
+    assert_eq!(v, Some(f64::INFINITY), "{why}");
+}
+
+/// Issue 11 item 2: a fault that was not injected fails the run.
+#[test]
+fn a_failed_injection_is_a_failed_verdict() {
+    let mut r = rec();
+    r.failed_injections
+        .push(lightcone::experiment::expect::FailedInjection {
+            t_real_s: 3.0,
+            action: "crash l0c0k0t3".into(),
+            error: "no such node".into(),
+        });
+    let v = evaluate(&[ex("causal_anomalies == 0")], &r);
+    assert_eq!(v.len(), 2);
+    assert!(!v[0].pass);
+    assert_eq!(v[0].expectation, "injection failed: crash l0c0k0t3");
+    assert!(v[0].detail.contains("no such node"));
+    // Without it, an empty recording still fails on its own expectation only.
+    r.failed_injections.clear();
+    assert_eq!(evaluate(&[ex("causal_anomalies == 0")], &r).len(), 1);
+}
+
+/// Issue 11 item 7: the spec's figure stands beside the bound; a looser bound needs a
+/// stated reason and is marked.
+#[test]
+fn bounds_looser_than_the_spec_must_say_why() {
+    use lightcone::experiment::expect::parse;
+    for t in [
+        "locality >= 85%",
+        "locality >= 99.99%",
+        "detection_time <= 10s",
+        "overhead <= 5%",
+        "time_coverage >= 99%",
+        "workload_locality >= 90%",
+    ] {
+        let e = parse(t).expect_err(t);
+        assert!(e.contains("looser than the spec"), "{t}: {e}");
+    }
+    for t in [
+        "locality > 99.99%",
+        "detection_time < 5s",
+        "overhead <= 1%",
+        "time_coverage >= 99.7%",
+        "converged_after_heal <= 60s",
+    ] {
+        let e = parse(t).unwrap();
+        assert!(e.looser_than_spec().is_none(), "{t}");
+    }
+    let e = parse("locality >= 85% because cells of 3 tiles").unwrap();
+    assert_eq!(e.reason.as_deref(), Some("cells of 3 tiles"));
+    let v = evaluate(&[e], &rec());
+    assert_eq!(v[0].looser_than_spec.as_deref(), Some("cells of 3 tiles"));
+    assert!(
+        v[0].spec.as_deref().unwrap().contains("> 99.9900%"),
+        "{v:?}"
+    );
+    assert!(parse("locality >= 85% because ").is_err());
+}
+
+/// Issue 11 item 6: alarms and pulsar losses are counted over named nodes.
+#[test]
+fn node_selections_name_who_must_alarm_and_who_stays_quiet() {
+    let mut r = rec();
+    let s = |node: &str, v: f64| {
+        (
+            "lightcone_time_alarms_total".to_string(),
+            BTreeMap::from([("node".to_string(), node.to_string())]),
+            v,
+        )
+    };
+    r.metrics_start = vec![s("a", 0.0), s("b", 0.0), s("z", 0.0)];
+    r.metrics_end = vec![s("a", 2.0), s("b", 1.0), s("z", 1.0)];
+    let count = |r: &Recording, t: &str| evaluate(&[ex(t)], r)[0].value;
+    assert_eq!(count(&r, "time_alarmed_nodes(a b) == 2"), Some(2.0));
+    assert_eq!(count(&r, "time_alarmed_nodes(z) == 0"), Some(1.0));
+    assert!(!evaluate(&[ex("time_alarmed_nodes(z) == 0")], &r)[0].pass);
+    assert_eq!(count(&r, "time_alarmed_nodes(*) == 3"), Some(3.0));
+    assert!(evaluate(&[ex("time_alarmed_nodes(q*) == 0")], &r)[0]
+        .value
+        .is_none());
+    assert!(lightcone::experiment::expect::parse("overhead(a) <= 1%").is_err());
+    // Pulsar fixes missed, from the state polls.
+    let missed = |node: &str, id: u32, t: f64, m: u64| {
+        let mut p = poll(1, t, node, id, &[]);
+        p.pulsar_missed = Some(m);
+        p
+    };
+    r.polls = vec![
+        missed("a", 0, 1.0, 0),
+        missed("a", 0, 9.0, 0),
+        missed("b", 1, 1.0, 0),
+        missed("b", 1, 9.0, 2),
+    ];
+    assert_eq!(count(&r, "pulsar_missed_nodes(b) == 1"), Some(1.0));
+    assert_eq!(count(&r, "pulsar_missed_nodes == 1"), Some(1.0));
+    assert_eq!(count(&r, "pulsar_missed_nodes(a) == 0"), Some(0.0));
+}
+
+/// Issue 11 item 7: workload and protocol traffic are measured apart.
+#[test]
+fn locality_per_traffic_class() {
+    let mut r = rec();
+    let s = |class: &str, scope: &str, v: f64| {
+        (
+            "lightcone_locality_bytes_total".to_string(),
+            BTreeMap::from([
+                ("node".to_string(), "a".to_string()),
+                ("level".to_string(), "cell".to_string()),
+                ("scope".to_string(), scope.to_string()),
+                ("class".to_string(), class.to_string()),
+            ]),
+            v,
+        )
+    };
+    r.metrics_end = vec![
+        s("workload", "local", 900.0),
+        s("workload", "remote", 100.0),
+        s("protocol", "local", 1000.0),
+        s("protocol", "remote", 0.0),
+    ];
+    let v = |t: &str| evaluate(&[ex(t)], &r)[0].clone();
+    assert_eq!(v("workload_locality > 99.99%").value, Some(0.9));
+    assert_eq!(v("protocol_locality > 99.99%").value, Some(1.0));
+    let all = v("locality > 99.99%");
+    assert_eq!(all.value, Some(0.95));
+    assert!(all.detail.contains("workload: 90.0000%"), "{}", all.detail);
+    assert!(all.detail.contains("protocol: 100.0000%"), "{}", all.detail);
 }

@@ -2,18 +2,33 @@
 //! [`Verdict`]s out, so every definition below is tested on hand-made recordings.
 //!
 //! Definitions (emulated time unless said otherwise):
-//! - `detection_time`: for each crash of node X, the time until *every* cell peer of X that
-//!   was running reports X `dead`, from the peer's own `since_emulated_s` of the change
-//!   (mapped through the peer's emulated clock read at each poll, so the resolution is the
-//!   poll's round trip, not the poll interval); the worst crash counts. A peer that never
-//!   reports X dead before X restarts or the run ends makes it infinite.
-//! - `converged_after_heal`: after each heal, the time until every running node sees every
-//!   running member of its cell `alive`; the worst heal counts.
+//! - `detection_time`: for each crash of node X (each incident), the time until *every*
+//!   cell peer of X that was running reports X `dead`, from the peer's own
+//!   `since_emulated_s` of the change (mapped through the peer's emulated clock read at each
+//!   poll, so the resolution is the poll's round trip, not the poll interval); the worst
+//!   crash counts. Only a `dead` entry that began with this crash counts: a peer that still
+//!   shows X dead from an earlier crash (it never saw X back after its restart) is left out
+//!   of this incident and named in the detail, and an incident no peer could detect is not
+//!   measured. A peer that never reports X dead before X restarts or the run ends makes it
+//!   infinite.
+//! - `converged_after_heal`: after each heal, the pairs the partition before it separated
+//!   (its groups and the rest of the lab as sides; every pair when links were cut one by
+//!   one) must have their routes back (the route to the other's cell, cluster or layer, as
+//!   the agent keys it) and, inside one cell, each other `alive`; the time to that, per
+//!   level (the smallest scope holding both: cell, cluster, layer, system), the worst level
+//!   and heal counting. A cut that no node saw (no route or member lost across it while it
+//!   lasted) is not measured: there was nothing to converge. Gateways' summaries are not
+//!   checked apart (the routes across levels are built from them).
 //! - `locality`: bytes originated by agents whose destination stays inside the source's
 //!   scope, over the run, per level (cell, cluster, layer) from
-//!   `lightcone_locality_bytes_total`; the lowest level counts.
+//!   `lightcone_locality_bytes_total`; the lowest level counts. `workload_locality` and
+//!   `protocol_locality` are the same over one `class` of traffic: the workload (load data
+//!   and its replication: `Data` and `Kv` frames) or the protocol's own (membership,
+//!   routing, time, watch); `locality`'s detail shows both.
 //! - `causal_anomalies`: anomalies found by `lightcone_agent::causal::check` in the load's
 //!   history (client sessions are sticky to one node and start afresh after a failed op).
+//! - `pulsar_missed_nodes`: nodes whose missed pulsar fixes (`/state` `time`
+//!   `pulsar_missed_total`) rose over the run: a pulsar loss as the nodes saw it.
 //! - `no_acknowledged_write_lost` (`acknowledged_writes_lost == 0`): an acknowledged write is
 //!   lost when, at the end, no running replica of its cell returns it or a value that
 //!   supersedes it: written after it completed, or written over it (the later write's
@@ -40,6 +55,12 @@
 //!   onto few cores, so the host-wide share (also reported) grows with the number of nodes
 //!   per core and says nothing about a tile. Agents observed for under 2 s are left out
 //!   (their start-up dominates).
+//!
+//! Node-counting metrics (`time_alarmed_nodes`, `pulsar_missed_nodes`) take a selection,
+//! `time_alarmed_nodes(l0c0k0t*) == 12`, so a scenario names who must alarm and who must
+//! stay quiet. Where the spec gives a figure ([`Metric::spec`]), every verdict shows it
+//! beside the bound, and a bound looser than it is refused unless the expectation says why
+//! (`locality >= 99.5% because …`); the report marks it `looser than spec` with that reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,8 +70,9 @@ use serde::{Deserialize, Serialize};
 use crate::topology::units;
 
 pub const SYNTAX: &str =
-    "write `METRIC OP VALUE`, e.g. `detection_time <= 10s`, `locality >= 99.99%`, \
-`causal_anomalies == 0`, `overhead <= 3%`, or `no_acknowledged_write_lost`";
+    "write `METRIC OP VALUE`, e.g. `detection_time < 10s`, `locality > 99.99%`, \
+`causal_anomalies == 0`, `overhead <= 3%`, `time_alarmed_nodes(l0c0*) == 12` or \
+`no_acknowledged_write_lost`; a bound looser than the spec's adds `because REASON`";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,6 +89,9 @@ pub enum Metric {
     QuarantineTime,
     FalseQuarantines,
     MessageDelivery,
+    WorkloadLocality,
+    ProtocolLocality,
+    PulsarMissedNodes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +102,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 15] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -90,6 +115,9 @@ impl Metric {
         Metric::QuarantineTime,
         Metric::FalseQuarantines,
         Metric::MessageDelivery,
+        Metric::WorkloadLocality,
+        Metric::ProtocolLocality,
+        Metric::PulsarMissedNodes,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -105,6 +133,9 @@ impl Metric {
             Metric::QuarantineTime => "quarantine_time",
             Metric::FalseQuarantines => "false_quarantines",
             Metric::MessageDelivery => "message_delivery",
+            Metric::WorkloadLocality => "workload_locality",
+            Metric::ProtocolLocality => "protocol_locality",
+            Metric::PulsarMissedNodes => "pulsar_missed_nodes",
         }
     }
     fn kind(&self) -> Kind {
@@ -116,11 +147,14 @@ impl Metric {
             Metric::Locality
             | Metric::Overhead
             | Metric::TimeCoverage
-            | Metric::MessageDelivery => Kind::Fraction,
+            | Metric::MessageDelivery
+            | Metric::WorkloadLocality
+            | Metric::ProtocolLocality => Kind::Fraction,
             Metric::CausalAnomalies
             | Metric::AcknowledgedWritesLost
             | Metric::TimeAlarmedNodes
-            | Metric::FalseQuarantines => Kind::Count,
+            | Metric::FalseQuarantines
+            | Metric::PulsarMissedNodes => Kind::Count,
         }
     }
     /// Format a value of this metric (seconds, fraction or count).
@@ -174,21 +208,152 @@ impl Cmp {
     }
 }
 
-/// One expectation: `metric op bound`, the bound in seconds, a fraction or a count.
+/// The spec's own figure for a metric (`../shared/seed/`), where it gives one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpecFigure {
+    pub op: Cmp,
+    pub bound: f64,
+    /// Where the spec says so, in its words.
+    pub source: &'static str,
+}
+
+impl Metric {
+    /// The spec's figure for this metric, if it states one.
+    pub fn spec(&self) -> Option<SpecFigure> {
+        let f = |op, bound, source| Some(SpecFigure { op, bound, source });
+        match self {
+            Metric::DetectionTime => f(
+                Cmp::Lt,
+                10.0,
+                "gossip-based failure detection (<10 seconds local), in a cell of ~10^3 tiles",
+            ),
+            Metric::Locality | Metric::WorkloadLocality | Metric::ProtocolLocality => f(
+                Cmp::Gt,
+                0.9999,
+                ">99.99% of traffic retained locally within each level",
+            ),
+            Metric::Overhead => f(
+                Cmp::Le,
+                0.03,
+                "total DCOS overhead at <=1-3% of compute (the upper end)",
+            ),
+            Metric::TimeCoverage => f(
+                Cmp::Ge,
+                0.997,
+                "time with a stated 3 sigma: |true error| <= 3 sigma for >= 99.7% of samples",
+            ),
+            Metric::AcknowledgedWritesLost => f(
+                Cmp::Eq,
+                0.0,
+                "design for 5%/year hardware loss: nothing acknowledged is lost",
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl SpecFigure {
+    /// Whether `op bound` admits values the spec's figure does not (a looser bound).
+    /// Bounds in the other direction are not comparable and are not called looser.
+    pub fn looser(&self, op: Cmp, bound: f64) -> bool {
+        // `99.99%` parses to 0.9999 give or take a rounding step: equal is equal.
+        let tol = 1e-9 * self.bound.abs().max(1e-9);
+        let bound = if (bound - self.bound).abs() <= tol {
+            self.bound
+        } else {
+            bound
+        };
+        let upper = |c: Cmp| matches!(c, Cmp::Le | Cmp::Lt);
+        let lower = |c: Cmp| matches!(c, Cmp::Ge | Cmp::Gt);
+        match (self.op, op) {
+            (s, o) if upper(s) && upper(o) => {
+                bound > self.bound || (bound == self.bound && s == Cmp::Lt && o == Cmp::Le)
+            }
+            (s, o) if lower(s) && lower(o) => {
+                bound < self.bound || (bound == self.bound && s == Cmp::Gt && o == Cmp::Ge)
+            }
+            (Cmp::Eq, Cmp::Eq) => bound != self.bound,
+            (Cmp::Eq, o) if upper(o) => bound > self.bound,
+            _ => false,
+        }
+    }
+    pub fn describe(&self, m: Metric) -> String {
+        format!("{} {}", self.op.as_str(), m.fmt(self.bound))
+    }
+}
+
+/// One expectation: `metric op bound`, the bound in seconds, a fraction or a count;
+/// optionally on a selection of nodes and with the reason a bound differs from the spec.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Expectation {
     pub metric: Metric,
     pub op: Cmp,
     pub bound: f64,
     pub text: String,
+    /// Node-name patterns (`*` matches any run of characters), for metrics counting nodes.
+    pub selector: Option<Vec<String>>,
+    /// Why the bound is looser than the spec's figure (`… because REASON`).
+    pub reason: Option<String>,
 }
 
-/// Parse `METRIC OP VALUE` (or `no_acknowledged_write_lost`).
-pub fn parse(text: &str) -> Result<(Metric, Cmp, f64), String> {
-    let t = text.trim();
-    if t == "no_acknowledged_write_lost" {
-        return Ok((Metric::AcknowledgedWritesLost, Cmp::Eq, 0.0));
+impl Expectation {
+    /// The spec's figure when this bound is looser than it.
+    pub fn looser_than_spec(&self) -> Option<SpecFigure> {
+        self.metric.spec().filter(|s| s.looser(self.op, self.bound))
     }
+}
+
+/// Whether `name` matches one of `patterns` (`*` matches any run of characters).
+pub fn selected(patterns: &[String], name: &str) -> bool {
+    fn glob(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
+            Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
+        }
+    }
+    patterns.iter().any(|p| glob(p.as_bytes(), name.as_bytes()))
+}
+
+/// Parse `METRIC[(NODES)] OP VALUE [because REASON]` (or `no_acknowledged_write_lost`).
+/// A bound looser than the spec's figure must say why: an unexplained one is refused, so a
+/// seed number is never lowered silently.
+pub fn parse(text: &str) -> Result<Expectation, String> {
+    let full = text.trim();
+    let (t, reason) = match full.split_once(" because ") {
+        Some((e, r)) if !r.trim().is_empty() => (e.trim(), Some(r.trim().to_string())),
+        Some(_) => return Err("`because` must be followed by the reason".into()),
+        None => (full, None),
+    };
+    let (metric, op, bound, selector) = if t == "no_acknowledged_write_lost" {
+        (Metric::AcknowledgedWritesLost, Cmp::Eq, 0.0, None)
+    } else {
+        parse_bound(t)?
+    };
+    let e = Expectation {
+        metric,
+        op,
+        bound,
+        text: full.to_string(),
+        selector,
+        reason,
+    };
+    if let Some(spec) = e.looser_than_spec() {
+        if e.reason.is_none() {
+            return Err(format!(
+                "`{t}` is looser than the spec's {} ({}); keep the spec's bound or say why \
+                 with `{t} because …`",
+                spec.describe(metric),
+                spec.source
+            ));
+        }
+    }
+    Ok(e)
+}
+
+type Bound = (Metric, Cmp, f64, Option<Vec<String>>);
+
+fn parse_bound(t: &str) -> Result<Bound, String> {
     let t = t.replace('≤', "<=").replace('≥', ">=");
     let ops = [
         ("<=", Cmp::Le),
@@ -204,13 +369,38 @@ pub fn parse(text: &str) -> Result<(Metric, Cmp, f64), String> {
     else {
         return Err(format!("`{t}` has no comparison"));
     };
-    let name = t[..i].trim();
+    let head = t[..i].trim();
     let value = t[i + s.len()..].trim();
+    let (name, selector) = match head.split_once('(') {
+        Some((n, rest)) => {
+            let Some(inner) = rest.trim().strip_suffix(')') else {
+                return Err(format!(
+                    "`{head}`: a node selection is `METRIC(NODE NODE …)`"
+                ));
+            };
+            let pats: Vec<String> = inner
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
+            if pats.is_empty() {
+                return Err(format!("`{head}` selects no node"));
+            }
+            (n.trim(), Some(pats))
+        }
+        None => (head, None),
+    };
     let metric = Metric::ALL
         .iter()
         .find(|m| m.name() == name)
         .copied()
         .ok_or_else(|| format!("unknown metric `{name}`"))?;
+    if selector.is_some() && !matches!(metric, Metric::TimeAlarmedNodes | Metric::PulsarMissedNodes)
+    {
+        return Err(format!(
+            "{name} takes no node selection (only time_alarmed_nodes and pulsar_missed_nodes do)"
+        ));
+    }
     let bound = match metric.kind() {
         Kind::Duration => units::duration_ns(value).map(|ns| ns as f64 / 1e9)?,
         Kind::Fraction => units::percent(value)?,
@@ -219,7 +409,7 @@ pub fn parse(text: &str) -> Result<(Metric, Cmp, f64), String> {
             .map(|v| v as f64)
             .map_err(|_| format!("{name} is a count; `{value}` is not a whole number"))?,
     };
-    Ok((metric, op, bound))
+    Ok((metric, op, bound, selector))
 }
 
 /// A member as one node saw it at one poll.
@@ -244,6 +434,12 @@ pub struct StatePoll {
     /// Ids of the nodes it quarantines.
     #[serde(default)]
     pub quarantine: Vec<u32>,
+    /// Destinations of its routing table, as the agent names them (`node:7`, `cell:0.1.2`).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Pulsar fixes it missed so far (its pulsars lost); `None` without a time layer.
+    #[serde(default)]
+    pub pulsar_missed: Option<u64>,
 }
 
 /// A fault the runner played, at real seconds since the start.
@@ -252,6 +448,18 @@ pub struct Mark {
     pub t_real_s: f64,
     pub kind: String,
     pub node: Option<String>,
+    /// A partition's groups of node names (the rest of the lab is one more side).
+    #[serde(default)]
+    pub groups: Vec<Vec<String>>,
+}
+
+/// A timeline action that could not be carried out: the fault was not injected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedInjection {
+    pub t_real_s: f64,
+    /// What was asked, e.g. `crash l0c0k0t3`.
+    pub action: String,
+    pub error: String,
 }
 
 /// A final read, after the load stopped: every concurrent value `node` holds for `key`
@@ -294,6 +502,9 @@ pub struct Recording {
     /// an agent's restart loses at most its last second (`None`: use start and end only).
     #[serde(default)]
     pub messages_delivered: Option<u64>,
+    /// Faults of the timeline that were not injected (each fails the run).
+    #[serde(default)]
+    pub failed_injections: Vec<FailedInjection>,
 }
 
 /// The outcome of one expectation.
@@ -307,7 +518,16 @@ pub struct Verdict {
     pub pass: bool,
     /// How it was measured, or why not.
     pub detail: String,
+    /// The spec's figure for this metric and where it says so, if it gives one.
+    pub spec: Option<String>,
+    /// Set when the bound is looser than the spec's figure: the scenario's reason.
+    pub looser_than_spec: Option<String>,
 }
+
+/// How far before a crash a peer's `dead` entry may seem to begin and still be this
+/// crash's, real seconds: mapping a peer's emulated clock to real time through a poll is
+/// exact to the poll's round trip, well under this.
+const MAPPING_SLACK_S: f64 = 0.25;
 
 fn cell_of(addr: &str) -> &str {
     addr.rsplit_once('.').map(|(c, _)| c).unwrap_or(addr)
@@ -348,6 +568,26 @@ impl Recording {
         p.t_real_s - (p.now_emulated_s - emulated_s) / self.time_scale
     }
 
+    /// Whether `peer` saw `x` (id `xid`) not dead at some poll between x's last restart
+    /// before `t` and `t` (always true when x never restarted before `t`).
+    fn saw_back(&self, peer: &str, xid: u32, x: &str, t: f64) -> bool {
+        let Some(restart) = self
+            .marks
+            .iter()
+            .filter(|m| m.kind == "restart" && m.node.as_deref() == Some(x) && m.t_real_s < t)
+            .map(|m| m.t_real_s)
+            .reduce(f64::max)
+        else {
+            return true;
+        };
+        self.polls.iter().any(|q| {
+            q.node == peer
+                && q.t_real_s > restart
+                && q.t_real_s <= t
+                && q.members.iter().any(|m| m.id == xid && m.state != "dead")
+        })
+    }
+
     /// Worst detection time over all crashes, emulated seconds; with an explanation.
     pub fn detection_time(&self) -> (Option<f64>, String) {
         let ids = self.ids();
@@ -375,6 +615,7 @@ impl Recording {
                 .unwrap_or(self.real_s);
             let mut this: f64 = 0.0;
             let mut n_peers = 0;
+            let mut stale: Vec<&str> = Vec::new();
             for p in self.peers(x) {
                 if !self.running_at(p, c.t_real_s) {
                     continue;
@@ -383,11 +624,21 @@ impl Recording {
                     .polls
                     .iter()
                     .filter(|q| q.node == p && q.t_real_s > c.t_real_s && q.t_real_s <= end);
+                // Per incident: a peer that still shows x dead from an earlier crash (it
+                // never saw x back after its restart) did not detect this one; it is left
+                // out, and a dead entry counts only if it began with this crash.
+                if !self.saw_back(p, xid, x, c.t_real_s) {
+                    stale.push(p);
+                    continue;
+                }
                 let mut found = None;
                 for q in polls {
                     if let Some(m) = q.members.iter().find(|m| m.id == xid && m.state == "dead") {
-                        let at = self.to_real(q, m.since_emulated_s).max(c.t_real_s);
-                        found = Some((at - c.t_real_s) * self.time_scale);
+                        let since = self.to_real(q, m.since_emulated_s);
+                        if since < c.t_real_s - MAPPING_SLACK_S {
+                            continue;
+                        }
+                        found = Some((since.max(c.t_real_s) - c.t_real_s) * self.time_scale);
                         break;
                     }
                 }
@@ -416,9 +667,27 @@ impl Recording {
                     }
                 }
             }
+            if n_peers == 0 {
+                return (
+                    None,
+                    format!(
+                        "no running peer of {x} could detect its crash at {:.1}s real (not back in view: {})",
+                        c.t_real_s,
+                        stale.join(" ")
+                    ),
+                );
+            }
             notes.push(format!(
-                "{x}: {} by {n_peers} peers",
-                Metric::DetectionTime.fmt(this)
+                "{x}: {} by {n_peers} peers{}",
+                Metric::DetectionTime.fmt(this),
+                if stale.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} left out: never saw it back after its restart)",
+                        stale.join(" ")
+                    )
+                }
             ));
             worst = worst.max(this);
         }
@@ -428,7 +697,86 @@ impl Recording {
         )
     }
 
-    /// Worst convergence time over all heals, emulated seconds.
+    /// The key under which `a` keeps its route to `b` (`node:7`, `cell:0.1.2`), as the agent
+    /// names it in `/state`; `None` when no route is expected (authorities of different
+    /// cells have none to each other's cells, and unknown nodes).
+    pub fn route_key(&self, ids: &BTreeMap<&str, u32>, a: &str, b: &str) -> Option<String> {
+        use lightcone_agent::config::HierAddr;
+        let addr = |n: &str| self.addrs.get(n).and_then(|x| x.parse::<HierAddr>().ok());
+        let (my, xa, me, x) = (addr(a)?, addr(b)?, *ids.get(a)?, *ids.get(b)?);
+        let authority = |h: &HierAddr| h.cluster == u16::MAX;
+        if authority(&my) && authority(&xa) {
+            return None;
+        }
+        lightcone_agent::routing::node_key(&my, me, x, &xa)
+            .map(|d| lightcone_agent::node::dest_name(&d))
+    }
+
+    /// The level at which two nodes' addresses part: `cell` (same cell), `cluster`, `layer`,
+    /// `system` (different layers).
+    fn level_between(&self, a: &str, b: &str) -> &'static str {
+        let parts = |n: &str| -> Vec<String> {
+            self.addrs
+                .get(n)
+                .map(|x| x.split('.').map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        let (pa, pb) = (parts(a), parts(b));
+        let same = |k: usize| pa.len() > k && pb.len() > k && pa[..=k] == pb[..=k];
+        if same(2) {
+            "cell"
+        } else if same(1) {
+            "cluster"
+        } else if same(0) {
+            "layer"
+        } else {
+            "system"
+        }
+    }
+
+    /// The ordered pairs (a, b) of distinct nodes that a partition separated: on different
+    /// sides (its groups, and the rest of the lab as one more side).
+    fn separated(&self, groups: &[Vec<String>]) -> Vec<(&str, &str)> {
+        let side = |n: &str| {
+            groups
+                .iter()
+                .position(|g| g.iter().any(|m| m == n))
+                .unwrap_or(usize::MAX)
+        };
+        let names: Vec<&str> = self.addrs.keys().map(String::as_str).collect();
+        let mut out = Vec::new();
+        for a in &names {
+            for b in &names {
+                if a != b && side(a) != side(b) {
+                    out.push((*a, *b));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `p` (a poll of `a`) has `b` back: its route to b's scope and, in one cell,
+    /// b `alive` in its membership. Returns the real time since when, if so (membership
+    /// from the entry's own change time, routes at the poll's resolution).
+    fn pair_back(&self, ids: &BTreeMap<&str, u32>, p: &StatePoll, b: &str) -> Option<Option<f64>> {
+        if let Some(key) = self.route_key(ids, &p.node, b) {
+            if !p.routes.contains(&key) {
+                return None;
+            }
+        }
+        if self.level_between(&p.node, b) == "cell" {
+            let bid = ids.get(b)?;
+            let m = p.members.iter().find(|m| m.id == *bid)?;
+            if m.state != "alive" {
+                return None;
+            }
+            return Some(Some(self.to_real(p, m.since_emulated_s).min(p.t_real_s)));
+        }
+        Some(None)
+    }
+
+    /// Worst convergence time over all heals, emulated seconds, per level of the pairs the
+    /// partition before the heal separated.
     pub fn converged_after_heal(&self) -> (Option<f64>, String) {
         let heals: Vec<f64> = self
             .marks
@@ -440,70 +788,150 @@ impl Recording {
             return (None, "no heal in the run".into());
         }
         let ids = self.ids();
-        let rounds: BTreeSet<u32> = self.polls.iter().map(|p| p.round).collect();
+        let mut rounds: BTreeMap<u32, Vec<&StatePoll>> = BTreeMap::new();
+        for p in &self.polls {
+            rounds.entry(p.round).or_default().push(p);
+        }
         let mut worst: f64 = 0.0;
         let mut notes = Vec::new();
+        let mut prev_heal = f64::NEG_INFINITY;
         for h in heals {
-            let mut done = None;
-            for r in &rounds {
-                let polls: Vec<&StatePoll> = self.polls.iter().filter(|p| p.round == *r).collect();
+            // What was cut: the partitions since the previous heal; without one (links
+            // taken down one by one), every pair of nodes.
+            let cuts: Vec<&Mark> = self
+                .marks
+                .iter()
+                .filter(|m| m.kind == "partition" && m.t_real_s > prev_heal && m.t_real_s < h)
+                .collect();
+            let cut_at = cuts.first().map(|m| m.t_real_s).unwrap_or(prev_heal);
+            prev_heal = h;
+            let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
+            if cuts.is_empty() {
+                for a in self.addrs.keys() {
+                    for b in self.addrs.keys() {
+                        if a != b {
+                            pairs.insert((a.as_str(), b.as_str()));
+                        }
+                    }
+                }
+            } else {
+                for m in &cuts {
+                    pairs.extend(self.separated(&m.groups));
+                }
+            }
+            let (mut seen_cut, mut any_checked) = (cuts.is_empty(), false);
+            // Per pair: real time since when it has been back (None: not back).
+            let mut back: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+            let mut done: BTreeMap<&'static str, f64> = BTreeMap::new();
+            let levels: BTreeSet<&'static str> = pairs
+                .iter()
+                .map(|(a, b)| self.level_between(a, b))
+                .collect();
+            for polls in rounds.values() {
                 let Some(t_round) = polls.iter().map(|p| p.t_real_s).reduce(f64::max) else {
                     continue;
                 };
-                if polls.iter().any(|p| p.t_real_s < h) {
+                let before_heal = polls.iter().all(|p| p.t_real_s < h);
+                let during_cut = before_heal && polls.iter().all(|p| p.t_real_s > cut_at);
+                if !before_heal && polls.iter().any(|p| p.t_real_s < h) {
                     continue;
                 }
-                let mut ok = true;
-                let mut last = h;
-                for n in self.addrs.keys() {
-                    if !self.running_at(n, t_round) {
+                let by_node: BTreeMap<&str, &StatePoll> =
+                    polls.iter().map(|p| (p.node.as_str(), *p)).collect();
+                let mut complete: BTreeMap<&'static str, bool> =
+                    levels.iter().map(|l| (*l, true)).collect();
+                for (a, b) in &pairs {
+                    if !self.running_at(a, t_round) || !self.running_at(b, t_round) {
                         continue;
                     }
-                    let Some(p) = polls.iter().find(|p| &p.node == n) else {
-                        ok = false;
-                        break;
+                    let level = self.level_between(a, b);
+                    let Some(p) = by_node.get(a) else {
+                        complete.insert(level, false);
+                        continue;
                     };
-                    for q in self.peers(n) {
-                        if !self.running_at(q, t_round) {
-                            continue;
-                        }
-                        let Some(qid) = ids.get(q) else {
-                            ok = false;
-                            break;
-                        };
-                        match p.members.iter().find(|m| m.id == *qid) {
-                            Some(m) if m.state == "alive" => {
-                                last = last.max(self.to_real(p, m.since_emulated_s).min(t_round));
-                            }
-                            _ => {
-                                ok = false;
-                                break;
-                            }
-                        }
+                    let ok = self.pair_back(&ids, p, b);
+                    if during_cut && ok.is_none() {
+                        seen_cut = true;
                     }
-                    if !ok {
-                        break;
+                    if before_heal {
+                        continue;
+                    }
+                    any_checked = true;
+                    match ok {
+                        Some(since) => {
+                            let t = since.unwrap_or(p.t_real_s).max(h);
+                            back.entry((a, b)).or_insert(t);
+                        }
+                        None => {
+                            back.remove(&(*a, *b));
+                            complete.insert(level, false);
+                        }
                     }
                 }
-                if ok {
-                    done = Some((last - h) * self.time_scale);
+                if before_heal {
+                    continue;
+                }
+                for (level, ok) in complete {
+                    if ok && !done.contains_key(level) {
+                        let t = pairs
+                            .iter()
+                            .filter(|(a, b)| self.level_between(a, b) == level)
+                            .filter_map(|k| back.get(k))
+                            .copied()
+                            .fold(h, f64::max);
+                        done.insert(level, (t - h) * self.time_scale);
+                    }
+                }
+                if done.len() == levels.len() {
                     break;
                 }
             }
-            match done {
-                Some(d) => {
-                    notes.push(format!("heal at {h:.1}s real: {}", Metric::ConvergedAfterHeal.fmt(d)));
-                    worst = worst.max(d);
-                }
-                None => {
-                    return (
-                        Some(f64::INFINITY),
-                        format!("after the heal at {h:.1}s real, some running node never saw all its cell peers alive"),
-                    )
-                }
+            if !seen_cut {
+                return (
+                    None,
+                    format!(
+                        "the partition before the heal at {h:.1}s real was never seen: no node lost a route or a member across it, so there was nothing to converge"
+                    ),
+                );
             }
+            if !any_checked {
+                return (
+                    None,
+                    format!("no state poll after the heal at {h:.1}s real"),
+                );
+            }
+            let missing: Vec<&str> = levels
+                .iter()
+                .filter(|l| !done.contains_key(*l))
+                .copied()
+                .collect();
+            if !missing.is_empty() {
+                return (
+                    Some(f64::INFINITY),
+                    format!(
+                        "after the heal at {h:.1}s real, pairs the cut separated never all had their routes and cell membership back at level {}",
+                        missing.join(", ")
+                    ),
+                );
+            }
+            let this = done.values().copied().fold(0.0, f64::max);
+            worst = worst.max(this);
+            notes.push(format!(
+                "heal at {h:.1}s real, {} separated pairs: {}",
+                pairs.len(),
+                done.iter()
+                    .map(|(l, d)| format!("{l} {}", Metric::ConvergedAfterHeal.fmt(*d)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
-        (Some(worst), notes.join("; "))
+        (
+            Some(worst),
+            format!(
+                "{} (routes and cell membership; state polls' resolution for routes)",
+                notes.join("; ")
+            ),
+        )
     }
 
     /// Sum of a counter family's increase over the run, per label value of `by`,
@@ -531,8 +959,23 @@ impl Recording {
         out
     }
 
+    /// Locality over all traffic (`None`), or over one class (`workload`: load data and its
+    /// replication; `protocol`: membership, routing, time, watch).
     pub fn locality(&self) -> (Option<f64>, String) {
-        let inc = self.increase("lightcone_locality_bytes_total", &["level", "scope"]);
+        self.locality_of(None)
+    }
+
+    fn locality_of(&self, class: Option<&str>) -> (Option<f64>, String) {
+        let by_class = self.increase(
+            "lightcone_locality_bytes_total",
+            &["level", "scope", "class"],
+        );
+        let mut inc: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+        for (k, v) in by_class {
+            if class.is_none_or(|c| k[2] == c) {
+                *inc.entry(k[..2].to_vec()).or_default() += v;
+            }
+        }
         let mut worst: Option<(f64, String)> = None;
         let mut notes = Vec::new();
         for level in ["cell", "cluster", "layer"] {
@@ -556,8 +999,26 @@ impl Recording {
                 Some(f),
                 format!("lowest level {level}; {}", notes.join(", ")),
             ),
-            None => (None, "no agent traffic was counted".into()),
+            None => (
+                None,
+                format!(
+                    "no {}traffic was counted",
+                    class.map(|c| format!("{c} ")).unwrap_or_default()
+                ),
+            ),
         }
+    }
+
+    /// Both classes side by side, for the detail of every locality verdict.
+    fn locality_classes(&self) -> String {
+        ["workload", "protocol"]
+            .iter()
+            .map(|c| match self.locality_of(Some(c)) {
+                (Some(f), d) => format!("{c}: {:.4}% ({d})", f * 100.0),
+                (None, d) => format!("{c}: {d}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" · ")
     }
 
     pub fn timer_lateness_p99(&self) -> (Option<f64>, String) {
@@ -733,10 +1194,16 @@ impl Recording {
         )
     }
 
-    pub fn time_alarmed_nodes(&self) -> (Option<f64>, String) {
-        let inc = self.increase("lightcone_time_alarms_total", &["node"]);
+    pub fn time_alarmed_nodes(&self, sel: Option<&[String]>) -> (Option<f64>, String) {
+        let mut inc = self.increase("lightcone_time_alarms_total", &["node"]);
         if inc.is_empty() {
             return (None, "no agent exports lightcone_time_alarms_total".into());
+        }
+        if let Some(sel) = sel {
+            inc.retain(|k, _| selected(sel, &k[0]));
+            if inc.is_empty() {
+                return (None, format!("no clocked node matches {}", sel.join(" ")));
+            }
         }
         let alarmed: Vec<&str> = inc
             .iter()
@@ -753,6 +1220,43 @@ impl Recording {
                     "none".to_string()
                 } else {
                     alarmed.join(" ")
+                }
+            ),
+        )
+    }
+
+    /// Nodes (of the selection) whose missed pulsar fixes rose between their first and
+    /// last state poll: the loss of their pulsars, as the nodes themselves saw it.
+    pub fn pulsar_missed_nodes(&self, sel: Option<&[String]>) -> (Option<f64>, String) {
+        let mut span: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for p in &self.polls {
+            if sel.is_some_and(|s| !selected(s, &p.node)) {
+                continue;
+            }
+            if let Some(m) = p.pulsar_missed {
+                let e = span.entry(p.node.as_str()).or_insert((m, m));
+                e.0 = e.0.min(m);
+                e.1 = e.1.max(m);
+            }
+        }
+        if span.is_empty() {
+            return (None, "no polled node reports pulsar fixes".into());
+        }
+        let missed: Vec<String> = span
+            .iter()
+            .filter(|(_, (a, b))| b > a)
+            .map(|(n, (a, b))| format!("{n} ({} missed)", b - a))
+            .collect();
+        (
+            Some(missed.len() as f64),
+            format!(
+                "{} of {} clocked nodes missed pulsar fixes: {}",
+                missed.len(),
+                span.len(),
+                if missed.is_empty() {
+                    "none".to_string()
+                } else {
+                    missed.join(", ")
                 }
             ),
         )
@@ -919,16 +1423,22 @@ impl Recording {
         )
     }
 
-    pub fn measure(&self, m: Metric) -> (Option<f64>, String) {
+    pub fn measure(&self, m: Metric, sel: Option<&[String]>) -> (Option<f64>, String) {
         match m {
             Metric::DetectionTime => self.detection_time(),
             Metric::ConvergedAfterHeal => self.converged_after_heal(),
-            Metric::Locality => self.locality(),
+            Metric::Locality => {
+                let (v, d) = self.locality();
+                (v, format!("{d}; {}", self.locality_classes()))
+            }
+            Metric::WorkloadLocality => self.locality_of(Some("workload")),
+            Metric::ProtocolLocality => self.locality_of(Some("protocol")),
             Metric::CausalAnomalies => self.causal_anomalies(),
             Metric::AcknowledgedWritesLost => self.acknowledged_writes_lost(),
             Metric::TimerLatenessP99 => self.timer_lateness_p99(),
             Metric::Overhead => self.overhead(),
-            Metric::TimeAlarmedNodes => self.time_alarmed_nodes(),
+            Metric::TimeAlarmedNodes => self.time_alarmed_nodes(sel),
+            Metric::PulsarMissedNodes => self.pulsar_missed_nodes(sel),
             Metric::TimeCoverage => self.time_coverage(),
             Metric::QuarantineTime => self.quarantine_time(),
             Metric::FalseQuarantines => self.false_quarantines(),
@@ -938,28 +1448,43 @@ impl Recording {
 }
 
 /// Judge every expectation. An expectation that cannot be measured fails: a report never
-/// passes on missing data.
+/// passes on missing data. Every fault of the timeline that was not injected comes first,
+/// as a failed line of its own: the run did not test what it says.
 pub fn evaluate(expect: &[Expectation], rec: &Recording) -> Vec<Verdict> {
-    expect
-        .iter()
-        .map(|e| {
-            let (v, detail) = rec.measure(e.metric);
-            let pass = v.is_some_and(|v| e.op.holds(v, e.bound));
-            Verdict {
-                expectation: e.text.clone(),
-                expected: format!(
-                    "{} {} {}",
-                    e.metric.name(),
-                    e.op.as_str(),
-                    e.metric.fmt(e.bound)
-                ),
-                measured: v
-                    .map(|v| e.metric.fmt(v))
-                    .unwrap_or_else(|| "not measured".into()),
-                value: v.filter(|v| v.is_finite()),
-                pass,
-                detail,
-            }
-        })
-        .collect()
+    let failed = rec.failed_injections.iter().map(|f| Verdict {
+        expectation: format!("injection failed: {}", f.action),
+        expected: "the fault injected".into(),
+        measured: "not injected".into(),
+        value: None,
+        pass: false,
+        detail: format!("at {:.1}s real: {}", f.t_real_s, f.error),
+        spec: None,
+        looser_than_spec: None,
+    });
+    let judged = expect.iter().map(|e| {
+        let (v, detail) = rec.measure(e.metric, e.selector.as_deref());
+        let pass = v.is_some_and(|v| e.op.holds(v, e.bound));
+        let name = match &e.selector {
+            Some(s) => format!("{}({})", e.metric.name(), s.join(" ")),
+            None => e.metric.name().to_string(),
+        };
+        Verdict {
+            expectation: e.text.clone(),
+            expected: format!("{name} {} {}", e.op.as_str(), e.metric.fmt(e.bound)),
+            measured: v
+                .map(|v| e.metric.fmt(v))
+                .unwrap_or_else(|| "not measured".into()),
+            value: v.filter(|v| v.is_finite()),
+            pass,
+            detail,
+            spec: e
+                .metric
+                .spec()
+                .map(|s| format!("{} ({})", s.describe(e.metric), s.source)),
+            looser_than_spec: e
+                .looser_than_spec()
+                .map(|_| e.reason.clone().unwrap_or_else(|| "no reason given".into())),
+        }
+    });
+    failed.chain(judged).collect()
 }

@@ -65,9 +65,17 @@ fn plot(
         hi = 1.0;
     }
     if hi - lo < 1e-12 {
-        let pad = if hi.abs() > 0.0 { hi.abs() * 0.01 } else { 1.0 };
-        lo -= pad;
-        hi += pad;
+        // A flat series: its value on a scale from zero (the value in the middle), or 0..4
+        // (whole ticks) when it is all zero, so the axis reads like the data instead of
+        // `1, 0, 0, -0, -1`.
+        let v = hi;
+        (lo, hi) = if v > 0.0 {
+            (0.0, 2.0 * v)
+        } else if v < 0.0 {
+            (2.0 * v, 0.0)
+        } else {
+            (0.0, 4.0)
+        };
     }
     let x_max = x_max.max(1e-9);
     let sx = |x: f64| L + (x / x_max) * (W - L - R);
@@ -81,8 +89,16 @@ fn plot(
         W - L - R,
         H - T - B
     );
+    let mut last_label = String::new();
     for i in 0..=4 {
         let y = lo + (hi - lo) * i as f64 / 4.0;
+        // No `-0`, and no tick repeating the one below it (a count axis 0..1 has two).
+        let y = if y.abs() < (hi - lo) * 1e-9 { 0.0 } else { y };
+        let label = fmt_y(y);
+        if label == last_label {
+            continue;
+        }
+        last_label.clone_from(&label);
         let _ = write!(
             s,
             r##"<line x1="{L}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{tx}" y="{ty:.1}" font-size="10" text-anchor="end">{label}</text>"##,
@@ -90,7 +106,7 @@ fn plot(
             y = sy(y),
             tx = L - 4.0,
             ty = sy(y) + 3.0,
-            label = esc(&fmt_y(y))
+            label = esc(&label)
         );
     }
     for i in 0..=5 {
@@ -241,6 +257,8 @@ pub fn html(
     let x_max = (sc.duration_ns as f64 / 1e9).max(real_s * time_scale);
     let marks: Vec<(f64, String, &'static str)> = events
         .iter()
+        // Only faults that were injected are drawn (a failed one is a failed verdict).
+        .filter(|e| e.ok)
         .filter(|e| !e.kind.starts_with("link") || events.len() < 200)
         .map(|e| {
             (
@@ -261,7 +279,7 @@ table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ddd;padding
 pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300px}}</style></head><body>
 <h1>{name}: <span class="{cls}">{verdict}</span></h1>
 <p>seed {seed} · duration {dur} emulated · time_scale {ts} (emulated s per real s) · {real:.1} s real</p>
-<h2>Expectations</h2><table><tr><th>expectation</th><th>expected</th><th>measured</th><th>verdict</th><th>how</th></tr>"#,
+<h2>Expectations</h2><table><tr><th>expectation</th><th>spec</th><th>expected</th><th>measured</th><th>verdict</th><th>how</th></tr>"#,
         name = esc(&sc.name),
         cls = if passed { "pass" } else { "fail" },
         verdict = if passed { "PASS" } else { "FAIL" },
@@ -271,13 +289,23 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
         real = real_s,
     );
     if verdicts.is_empty() {
-        s.push_str("<tr><td colspan=5>no expectations</td></tr>");
+        s.push_str("<tr><td colspan=6>no expectations</td></tr>");
     }
     for v in verdicts {
+        let spec = match (&v.spec, &v.looser_than_spec) {
+            (Some(spec), Some(why)) => format!(
+                r#"{}<br><b class="fail">looser than spec</b>: {}"#,
+                esc(spec),
+                esc(why)
+            ),
+            (Some(spec), None) => esc(spec),
+            (None, _) => "—".to_string(),
+        };
         let _ = write!(
             s,
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td><td>{}</td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td><td>{}</td></tr>"#,
             esc(&v.expectation),
+            spec,
             esc(&v.expected),
             esc(&v.measured),
             if v.pass { "pass" } else { "fail" },
@@ -298,6 +326,14 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
             ("suspect", "#e67e22", pts(&|p| Some(f64::from(p.suspect)))),
             ("dead", "#c0392b", pts(&|p| Some(f64::from(p.dead)))),
         ],
+        &marks,
+        &|y| format!("{y:.0}"),
+    );
+    s += &plot(
+        "Routes: entries in all nodes' routing tables (a cut between cells, clusters or layers shows here)",
+        "routes",
+        x_max,
+        &[("routes", "#8e44ad", pts(&|p| Some(f64::from(p.routes))))],
         &marks,
         &|y| format!("{y:.0}"),
     );
@@ -524,5 +560,49 @@ mod tests {
             "no byzantine marker: {svg}"
         );
         assert!(svg.contains(">11<"), "the axis reaches 11 entries: {svg}");
+    }
+
+    /// Issue 11: a plot whose series are all zero reads `0 … 4`, not `1, 0, 0, -0, -1`.
+    #[test]
+    fn flat_plots_have_a_sensible_axis() {
+        let zeros = vec![(0.0, Some(0.0)), (10.0, Some(0.0))];
+        let svg = plot("t", "n", 10.0, &[("s", "#000", zeros)], &[], &|y| {
+            format!("{y:.0}")
+        });
+        assert!(!svg.contains(">-0<") && !svg.contains(">-1<"), "{svg}");
+        let labels: Vec<&str> = svg
+            .split(r#"text-anchor="end">"#)
+            .skip(1)
+            .map(|t| &t[..t.find('<').unwrap()])
+            .collect();
+        assert_eq!(labels, ["0", "1", "2", "3", "4"], "{svg}");
+        // A flat non-zero series sits inside a scale from zero.
+        let flat = vec![(0.0, Some(12.0)), (10.0, Some(12.0))];
+        let svg = plot("t", "n", 10.0, &[("s", "#000", flat)], &[], &|y| {
+            format!("{y:.0}")
+        });
+        let labels: Vec<&str> = svg
+            .split(r#"text-anchor="end">"#)
+            .skip(1)
+            .map(|t| &t[..t.find('<').unwrap()])
+            .collect();
+        assert_eq!(labels, ["0", "6", "12", "18", "24"], "{svg}");
+    }
+
+    /// Issue 11 item 2: a fault that failed is not drawn as if it happened.
+    #[test]
+    fn failed_injections_are_not_drawn() {
+        let ev = |ok: bool| Event {
+            t_real_s: 5.0,
+            t_emulated_s: 5.0,
+            kind: "crash".into(),
+            detail: "crash l0c0k0t3".into(),
+            ok,
+            error: (!ok).then(|| "no such node".into()),
+        };
+        let drawn = html(&scenario(), 1.0, &[], &[ev(true)], &[], &[], 10.0);
+        let not = html(&scenario(), 1.0, &[], &[ev(false)], &[], &[], 10.0);
+        assert!(drawn.contains("<title>5.0s: crash l0c0k0t3</title>"));
+        assert!(!not.contains("<title>5.0s: crash l0c0k0t3</title>"));
     }
 }

@@ -21,7 +21,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::expand::{self, Action, Planned};
-use super::expect::{self, FinalRead, Mark, MemberObs, Recording, Samples, StatePoll, Verdict};
+use super::expect::{
+    self, FailedInjection, FinalRead, Mark, MemberObs, Recording, Samples, StatePoll, Verdict,
+};
 use super::report;
 use super::scenario::{self, Scenario, TopologySource};
 use crate::state::LabDir;
@@ -281,6 +283,10 @@ pub struct SeriesPoint {
     /// Quarantine entries in all polled nodes' `/state` (the neighbourhood watch's verdicts,
     /// and operators').
     pub quarantined: u32,
+    /// Routing-table entries in all polled nodes' `/state`: a cut between cells, clusters
+    /// or layers shows here (cell membership never crosses it).
+    #[serde(default)]
+    pub routes: u32,
 }
 
 /// One node's clock as its `/state` `time` section reports it. Errors are against the host
@@ -677,6 +683,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
 
     let mut events: Vec<Event> = Vec::new();
     let mut marks: Vec<Mark> = Vec::new();
+    let mut failed_injections: Vec<FailedInjection> = Vec::new();
     let mut loads = Vec::new();
     let procs = Arc::new(AtomicU32::new(0));
     let end_real = Duration::from_secs_f64(sc.duration_ns as f64 / 1e9 / ts);
@@ -755,15 +762,30 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             | Action::Byzantine { node, .. } => Some(node.clone()),
             _ => None,
         };
-        if matches!(
-            kind.as_str(),
-            "crash" | "restart" | "heal" | "partition" | "clock" | "byzantine" | "honest"
-        ) || (kind.starts_with("link") && r.is_ok())
+        // Only what was injected is marked: a failed injection is a failed verdict line
+        // of its own, not a fault the plots and expectations assume happened.
+        let groups = match &p.action {
+            Action::Partition { groups } => groups.clone(),
+            _ => Vec::new(),
+        };
+        if r.is_ok()
+            && (matches!(
+                kind.as_str(),
+                "crash" | "restart" | "heal" | "partition" | "clock" | "byzantine" | "honest"
+            ) || kind.starts_with("link"))
         {
             marks.push(Mark {
                 t_real_s: t,
                 kind: kind.clone(),
                 node,
+                groups,
+            });
+        }
+        if let Err(e) = &r {
+            failed_injections.push(FailedInjection {
+                t_real_s: t,
+                action: p.action.describe(),
+                error: e.clone(),
             });
         }
         let line = format!(
@@ -919,6 +941,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         messages_sent: shared.messages_sent,
         messages_refused: shared.messages_refused,
         messages_delivered: Some(shared.delivered.increase().round() as u64),
+        failed_injections,
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
@@ -1132,6 +1155,15 @@ fn poll_state(
                     .collect()
             })
             .unwrap_or_default(),
+        routes: v["routes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["dest"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        pulsar_missed: v["time"]["pulsar_missed_total"].as_u64(),
     };
     Some((poll, v))
 }
@@ -1208,6 +1240,7 @@ fn poll_loop(
         };
         for p in &polls {
             pt.quarantined += p.quarantine.len() as u32;
+            pt.routes += p.routes.len() as u32;
             for m in &p.members {
                 match m.state.as_str() {
                     "alive" => pt.alive += 1,

@@ -10,7 +10,7 @@ use crate::topology::diag::did_you_mean;
 use crate::topology::yaml::{self, Node, Pos, Value};
 use crate::topology::{units, Diagnostics};
 
-use super::expect::{Cmp, Expectation, Metric};
+use super::expect::{Expectation, Metric};
 
 const TOP_FIELDS: &[&str] = &["name", "topology", "seed", "duration", "timeline", "expect"];
 
@@ -901,17 +901,12 @@ impl Reader {
             self.d.error_help(
                 n.pos,
                 format!("an expectation must be a line of text, found {}", n.kind()),
-                "write e.g. `detection_time <= 10s`",
+                "write e.g. `detection_time < 10s`",
             );
             return None;
         };
         match super::expect::parse(text) {
-            Ok((metric, op, bound)) => Some(Expectation {
-                metric,
-                op,
-                bound,
-                text: text.to_string(),
-            }),
+            Ok(e) => Some(e),
             Err(e) => {
                 let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
                 let word = text.split_whitespace().next().unwrap_or("");
@@ -922,7 +917,6 @@ impl Reader {
                     _ => super::expect::SYNTAX.to_string(),
                 };
                 self.d.error_help(n.pos, e, help);
-                let _ = Cmp::Le;
                 None
             }
         }

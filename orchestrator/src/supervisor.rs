@@ -533,10 +533,17 @@ async fn api_node_fault(
     };
     match what.as_str() {
         "crash" => {
-            let was = agents.kill(id);
+            // Crashing a node that is not running injects nothing: say so, so a scenario
+            // that meant to crash it fails instead of measuring a fault that never was.
+            if !agents.kill(id) {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!("{node}'s agent is not running: nothing to crash (restart it first)"),
+                ));
+            }
             lab.event("crash", node.clone());
             Ok(Json(
-                serde_json::json!({ "node": node, "was_running": was }),
+                serde_json::json!({ "node": node, "was_running": true }),
             ))
         }
         "restart" => {

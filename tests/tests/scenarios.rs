@@ -217,7 +217,7 @@ fn impossible_detection_fails_with_a_clear_line() {
     std::fs::write(
         &sc,
         format!(
-            "topology: {}\nseed: 1\nduration: 12s\ntimeline:\n  - {{ at: 1s, crash: l0c0k0t4 }}\nexpect:\n  - detection_time <= 1ms\n",
+            "topology: {}\nseed: 1\nduration: 12s\ntimeline:\n  - {{ at: 1s, crash: l0c0k0t4 }}\n  - {{ at: 2s, crash: l0c0k0t4 }}\nexpect:\n  - detection_time <= 1ms\n",
             topo.display()
         ),
     )
@@ -232,14 +232,24 @@ fn impossible_detection_fails_with_a_clear_line() {
         stdout.contains("FAIL detection_time <= 1ms: measured "),
         "{t}"
     );
+    // The second crash finds the node down: that fault was not injected, and says so as
+    // a failed line of its own (issue 11 item 2).
+    assert!(
+        stdout.contains("FAIL injection failed: crash l0c0k0t4: measured not injected"),
+        "{t}"
+    );
+    assert!(stdout.contains("nothing to crash"), "{t}");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stderr.contains("scenario impossible failed: detection_time <= 1ms"),
+        stderr.contains(
+            "scenario impossible failed: injection failed: crash l0c0k0t4; detection_time <= 1ms"
+        ),
         "{t}"
     );
     let r = report(&out);
     assert_eq!(r["passed"], false);
     assert_eq!(r["verdicts"][0]["pass"], false);
+    assert_eq!(r["verdicts"][1]["pass"], false);
     // The crash was played and recorded.
     let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
     assert!(events.contains("\"kind\":\"crash\""), "{events}");

@@ -1469,7 +1469,12 @@ pub fn evaluate(expect: &[Expectation], rec: &Recording) -> Vec<Verdict> {
             None => e.metric.name().to_string(),
         };
         Verdict {
-            expectation: e.text.clone(),
+            // The reason stands in `looser_than_spec`, not in every line that names it.
+            expectation: e
+                .text
+                .split_once(" because ")
+                .map_or(e.text.as_str(), |(t, _)| t.trim())
+                .to_string(),
             expected: format!("{name} {} {}", e.op.as_str(), e.metric.fmt(e.bound)),
             measured: v
                 .map(|v| e.metric.fmt(v))

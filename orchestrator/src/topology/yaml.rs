@@ -4,8 +4,8 @@
 //! deeply nested document would overflow the stack); anchors and aliases are expanded.
 //!
 //! Limits (STYLE 7), each reported at the place in the source where it is crossed:
-//! - [`MAX_DOCUMENT_BYTES`]: the whole file; a 10,000-node topology written out node by
-//!   node and link by link is under 2 MiB.
+//! - [`MAX_DOCUMENT_BYTES`]: the whole file; 10,000 nodes and 20,000 links with a delay
+//!   each, written out one by one, take 1,034,474 bytes.
 //! - [`MAX_TREE_NODES`]: YAML values in the tree after aliases are expanded. An alias is a
 //!   copy of its anchor's subtree, so nine aliases of nine aliases of … ("billion laughs")
 //!   make 10⁹ values out of a few hundred bytes; counting copies as they are made refuses
@@ -382,6 +382,30 @@ mod tests {
     fn syntax_error_has_position() {
         let e = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(e.pos.line >= 1, "{e:?}");
+    }
+
+    #[test]
+    fn byte_positions_count_lines_and_characters() {
+        let src = b"ab\n\xc3\xa7d\xffe";
+        assert_eq!(pos_of_byte(src, 0), Pos { line: 1, col: 1 });
+        assert_eq!(pos_of_byte(src, 3), Pos { line: 2, col: 1 });
+        // `ç` is two bytes and one column.
+        assert_eq!(pos_of_byte(src, 6), Pos { line: 2, col: 3 });
+    }
+
+    #[test]
+    fn nested_anchors_count_their_copies() {
+        // Each anchor keeps a copy of everything inside it: 40 nested anchors around
+        // 40,000 values would hold 1.6 million copies without being aliased once.
+        let inner = vec!["x"; 40_000].join(", ");
+        let mut src = format!("[{inner}]");
+        for i in 0..40 {
+            src = format!("[&a{i} {src}]");
+        }
+        let e = parse(&src).unwrap_err();
+        assert!(e.message.contains("past 1000000 values"), "{e:?}");
+        // One level is fine.
+        assert!(parse(&format!("a: &a [{inner}]\nb: 1\n")).is_ok());
     }
 
     #[test]

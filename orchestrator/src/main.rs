@@ -438,7 +438,10 @@ fn pick_lab(lab: Option<String>) -> Result<LabDir, Failure> {
 }
 
 fn lab_plan(dir: &LabDir) -> Result<Plan, Failure> {
-    let topo = topology::load(&dir.topology_path()).map_err(|e| anyhow!("lab {}: {e}", dir.lab))?;
+    let topo = topology::load(&dir.topology_path()).map_err(|e| match e {
+        LoadError::Invalid { rendered, .. } => Failure(code::FAILURE, Rendered(rendered).into()),
+        e => Failure(code::FAILURE, anyhow!("lab {}: {e}", dir.lab)),
+    })?;
     Ok(plan::plan(&topo))
 }
 

@@ -15,6 +15,7 @@ use lightcone::plan::{self, Plan};
 use lightcone::progress::Renderer;
 use lightcone::state::LabDir;
 use lightcone::supervisor::{self, EngineChoice, LabStatus, LinkChange, SupervisorInfo, UpOptions};
+use lightcone::topology::diag::error_chain;
 use lightcone::topology::{self, units, LoadError};
 
 /// Exit codes, also listed in `--help`.
@@ -35,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Check a topology file; print every error with file:line:column.
+    /// Check a topology or a scenario file (with its topology, timeline and expectations);
+    /// print every error with file:line:column. Runs nothing.
     Validate { file: PathBuf },
     /// Print the plan (namespaces, interfaces, addresses, link parameters) of a topology.
     Plan { file: PathBuf },
@@ -365,7 +367,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, e)) => {
-            eprintln!("error: {e:#}");
+            if e.is::<Rendered>() {
+                eprintln!("{e}");
+            } else {
+                eprintln!("error: {}", error_chain(e.chain()));
+            }
             ExitCode::from(code)
         }
     }
@@ -373,11 +379,33 @@ fn main() -> ExitCode {
 
 fn load(file: &std::path::Path) -> Result<topology::Topology, Failure> {
     topology::load(file).map_err(|e| match e {
-        LoadError::Invalid { rendered, .. } => {
-            Failure(code::INVALID, anyhow!("{}", rendered.trim_end()))
-        }
+        LoadError::Invalid { rendered, .. } => Failure(code::INVALID, Rendered(rendered).into()),
         e => invalid(e),
     })
+}
+
+/// Diagnostics already rendered (each begins `error:`, with file:line:column): printed as
+/// they are, not behind another `error:`.
+#[derive(Debug)]
+struct Rendered(String);
+
+impl std::fmt::Display for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.trim_end())
+    }
+}
+
+impl std::error::Error for Rendered {}
+
+/// A scenario's (or a file's) refusal, exit code 2.
+fn invalid_rendered(e: lightcone::experiment::scenario::ScenarioError) -> Failure {
+    use lightcone::experiment::scenario::ScenarioError;
+    match e {
+        ScenarioError::Invalid { rendered, .. } => {
+            Failure(code::INVALID, Rendered(rendered).into())
+        }
+        e => invalid(e),
+    }
 }
 
 fn need_root(what: &str) -> Result<(), Failure> {
@@ -410,7 +438,10 @@ fn pick_lab(lab: Option<String>) -> Result<LabDir, Failure> {
 }
 
 fn lab_plan(dir: &LabDir) -> Result<Plan, Failure> {
-    let topo = topology::load(&dir.topology_path()).map_err(|e| anyhow!("lab {}: {e}", dir.lab))?;
+    let topo = topology::load(&dir.topology_path()).map_err(|e| match e {
+        LoadError::Invalid { rendered, .. } => Failure(code::FAILURE, Rendered(rendered).into()),
+        e => Failure(code::FAILURE, anyhow!("lab {}: {e}", dir.lab)),
+    })?;
     Ok(plan::plan(&topo))
 }
 
@@ -456,16 +487,33 @@ fn api(
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Validate { file } => {
-            let t = load(&file)?;
-            println!(
-                "{}: ok — lab {}, {} nodes, {} links, time_scale {}, seed {}",
-                file.display(),
-                t.name,
-                t.nodes.len(),
-                t.links.len(),
-                t.time_scale,
-                t.seed
-            );
+            use lightcone::experiment::validate::{self, CheckedFile};
+            let describe = |t: &topology::Topology| {
+                format!(
+                    "lab {}, {} nodes, {} links, time_scale {}, seed {}",
+                    t.name,
+                    t.nodes.len(),
+                    t.links.len(),
+                    t.time_scale,
+                    t.seed
+                )
+            };
+            match validate::check_file(&file).map_err(invalid_rendered)? {
+                CheckedFile::Topology(t) => {
+                    println!("{}: ok — {}", file.display(), describe(&t))
+                }
+                CheckedFile::Scenario(c) => println!(
+                    "{}: ok — scenario {}, seed {}, duration {}, {} steps ({} actions), {} expectations; its topology: {}",
+                    file.display(),
+                    c.scenario.name,
+                    c.scenario.seed,
+                    units::fmt_ns(c.scenario.duration_ns),
+                    c.scenario.timeline.len(),
+                    c.plan.len(),
+                    c.scenario.expect.len(),
+                    describe(&c.topology)
+                ),
+            }
             Ok(())
         }
         Cmd::Plan { file } => {
@@ -1166,9 +1214,7 @@ fn run_scenario(
 ) -> Result<(), Failure> {
     use lightcone::experiment;
     let (sc, _, _) = experiment::prepare(&scenario, seed).map_err(|e| match e {
-        experiment::RunError::Scenario(_) | experiment::RunError::Topology(_) => {
-            Failure(code::INVALID, anyhow!("{}", e.to_string().trim_end()))
-        }
+        experiment::RunError::Scenario(e) => invalid_rendered(e),
         e => invalid(e),
     })?;
     need_root("run")?;

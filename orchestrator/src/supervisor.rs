@@ -1013,7 +1013,10 @@ pub fn run(opts: &UpOptions, mut report: impl FnMut(&str), ready: impl FnOnce(&s
         ready,
     ));
     if let Err(e) = &result {
-        report(&format!("error: {e:#}; removing what was created"));
+        report(&format!(
+            "error: {}; removing what was created",
+            crate::topology::diag::error_chain(e.chain())
+        ));
         let _ = apply::teardown(&LabDir::new(&topo.name), Some(me));
     }
     result

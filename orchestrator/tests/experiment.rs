@@ -890,3 +890,186 @@ fn locality_per_traffic_class() {
     assert!(all.detail.contains("workload: 90.0000%"), "{}", all.detail);
     assert!(all.detail.contains("protocol: 100.0000%"), "{}", all.detail);
 }
+
+/// Check a scenario written to `dir/name` (beside the shipped topologies when `dir` is
+/// `topologies/scenarios`), returning the rendered refusal.
+fn refusal(dir: &Path, name: &str, src: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, src).unwrap();
+    let r = lightcone::experiment::validate::check_file(&path);
+    std::fs::remove_file(&path).unwrap();
+    match r {
+        Err(ScenarioError::Invalid { rendered, .. }) => rendered,
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("accepted:\n{src}"),
+    }
+}
+
+/// A scratch directory holding a copy of the shipped cell topology, for scenarios that name
+/// it as `cell.yaml`.
+fn scratch() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("topologies/cell.yaml"),
+        d.path().join("cell.yaml"),
+    )
+    .unwrap();
+    d
+}
+
+/// Issue 11, item 3: a scenario without expectations proves nothing; `validate` and `run`
+/// (both through `validate::check_scenario`) refuse it, missing or empty.
+#[test]
+fn a_scenario_without_expectations_is_refused() {
+    let d = scratch();
+    for (src, at) in [
+        ("topology: cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, crash: l0c0k0t1 }\n", "s.yaml:1:1"),
+        ("topology: cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, crash: l0c0k0t1 }\nexpect: []\n", "s.yaml:5:9"),
+        ("topology: cell.yaml\nduration: 10s\nexpect:\n", "s.yaml:3:1"),
+    ] {
+        let out = refusal(d.path(), "s.yaml", src);
+        assert!(out.contains("the scenario has no expectations"), "{out}");
+        assert!(out.contains(at), "{at}: {out}");
+        let path = d.path().join("run.yaml");
+        std::fs::write(&path, src).unwrap();
+        let e = lightcone::experiment::prepare(&path, None).unwrap_err();
+        assert!(e.is_invalid() && e.to_string().contains("no expectations"), "{e}");
+    }
+}
+
+/// Issue 11, item 3: `validate` read a scenario as a topology. Now the scenario, its
+/// topology, its timeline against that topology and its expectations are checked, each
+/// refusal located in the file it is about.
+#[test]
+fn validate_checks_a_scenario_its_topology_timeline_and_expectations() {
+    use lightcone::experiment::validate::{check_file, CheckedFile};
+    let d = scratch();
+    // A shipped scenario is recognised as one.
+    let Ok(CheckedFile::Scenario(c)) = check_file(&repo().join("topologies/scenarios/cell.yaml"))
+    else {
+        panic!("cell scenario not checked as a scenario")
+    };
+    assert_eq!(c.topology.name, "cell");
+    assert!(!c.plan.is_empty());
+    // A node the topology lacks: at the verb, not "line 4".
+    let out = refusal(
+        d.path(),
+        "s.yaml",
+        "topology: cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, crash: nosuch }\nexpect: [detection_time < 10s]\n",
+    );
+    assert!(out.contains("no node \"nosuch\" in topology cell"), "{out}");
+    assert!(out.contains("--> "), "{out}");
+    assert!(out.contains("s.yaml:4:15"), "{out}");
+    // A topology file that is not there: at the `topology:` value.
+    let out = refusal(
+        d.path(),
+        "s.yaml",
+        "topology: nosuch.yaml\nduration: 10s\nexpect: [overhead <= 3%]\n",
+    );
+    assert!(out.contains("cannot read the topology"), "{out}");
+    assert!(out.contains("s.yaml:1:11"), "{out}");
+    // A topology with mistakes: located in the topology file.
+    std::fs::write(
+        d.path().join("bad.yaml"),
+        "name: x\nnodes: {a: {}}\nlinkz: []\n",
+    )
+    .unwrap();
+    let out = refusal(
+        d.path(),
+        "s.yaml",
+        "topology: bad.yaml\nduration: 10s\nexpect: [overhead <= 3%]\n",
+    );
+    assert!(out.contains("unknown key `linkz`"), "{out}");
+    assert!(out.contains("bad.yaml:3:1"), "{out}");
+    // An inline topology's mistakes point into the scenario file.
+    let out = refusal(
+        d.path(),
+        "s.yaml",
+        "topology:\n  name: x\n  nodes: {a: {}, eth0: {}}\nduration: 10s\nexpect: [overhead <= 3%]\n",
+    );
+    assert!(out.contains("node name `eth0`"), "{out}");
+    assert!(out.contains("s.yaml:3:18"), "{out}");
+}
+
+/// Issue 11, item 3: an expectation that nothing in the run could measure would fail
+/// whatever the system did; it is refused before anything runs.
+#[test]
+fn expectations_nothing_could_measure_are_refused() {
+    let d = scratch();
+    let out = refusal(
+        d.path(),
+        "s.yaml",
+        "topology: cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, link_down: [l0c0k0t1, l0c0k0t2] }\nexpect:\n  - detection_time < 10s\n  - converged_after_heal <= 5s\n  - quarantine_time <= 5s\n  - message_delivery >= 99%\n  - no_acknowledged_write_lost\n  - causal_anomalies == 0\n  - overhead <= 3%\n  - time_alarmed_nodes(nobody*) == 0\n",
+    );
+    for (what, line) in [
+        ("`detection_time < 10s` needs a crash", 6),
+        ("`converged_after_heal <= 5s` needs a heal", 7),
+        ("`quarantine_time <= 5s` needs a byzantine node", 8),
+        (
+            "`message_delivery >= 99%` needs a load that sends messages",
+            9,
+        ),
+        ("`no_acknowledged_write_lost` needs a load that writes", 10),
+        ("`causal_anomalies == 0` needs a load", 11),
+        ("`time_alarmed_nodes(nobody*) == 0` selects no node", 13),
+    ] {
+        assert!(out.contains(what), "{what}: {out}");
+        assert!(out.contains(&format!("s.yaml:{line}:5")), "{what}: {out}");
+    }
+    assert!(out.contains("7 errors found"), "{out}");
+    // Time metrics need clocks, which need an authority.
+    std::fs::write(
+        d.path().join("noclock.yaml"),
+        "name: nc\nnodes: {a: {}, b: {}}\nlinks:\n  - endpoints: [a, b]\n",
+    )
+    .unwrap();
+    let out = refusal(
+        d.path(),
+        "s.yaml",
+        "topology: noclock.yaml\nduration: 10s\nexpect: [time_coverage >= 99.7%, time_alarmed_nodes == 0]\n",
+    );
+    assert_eq!(out.matches("needs clocks").count(), 2, "{out}");
+}
+
+/// Issue 11, item 13: scenario files share the parser, so a billion-laughs scenario is
+/// refused with a position too.
+#[test]
+fn a_billion_laughs_scenario_is_refused() {
+    let mut bomb = String::from("topology: cell.yaml\nduration: 10s\nexpect: [overhead <= 3%]\ntimeline:\n  - { at: 1s, load: { nodes: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol] } }\n");
+    for i in 1..9u8 {
+        let (prev, cur) = ((b'a' + i - 1) as char, (b'a' + i) as char);
+        let aliases = vec![format!("*{prev}"); 9].join(", ");
+        bomb += &format!("  - {{ at: 1s, load: {{ nodes: &{cur} [{aliases}] }} }}\n");
+    }
+    assert!(bomb.len() < 1024);
+    let out = errors(&bomb);
+    assert!(
+        out.contains("expand the document past 1000000 values"),
+        "{out}"
+    );
+    assert!(out.contains("--> s.yaml:"), "{out}");
+    let d = scratch();
+    let out = refusal(d.path(), "s.yaml", &bomb);
+    assert!(out.contains("expand the document past"), "{out}");
+}
+
+/// A flap or churn that would expand to millions of actions is refused at once instead of
+/// expanding for hours (found checking verbs without running them).
+#[test]
+fn verbs_that_expand_without_bound_are_refused() {
+    let d = scratch();
+    for step in [
+        "flap: { link: [l0c0k0t1, l0c0k0t2], period: 1ns, until: 100s }",
+        "churn: { rate: 99%/year, year: 1us, until: 100s, replace_after: 0s }",
+    ] {
+        let t = std::time::Instant::now();
+        let out = refusal(
+            d.path(),
+            "s.yaml",
+            &format!("topology: cell.yaml\nduration: 100s\ntimeline:\n  - {{ at: 0s, {step} }}\nexpect: [detection_time < 10s]\n"),
+        );
+        assert!(out.contains("expands to more than 100000"), "{out}");
+        assert!(out.contains("s.yaml:4:15"), "{out}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    }
+}

@@ -55,12 +55,33 @@ const BAD: &[(&str, &str)] = &[
     ("empty", ""),
     ("many_errors_at_once", "name: x\nnodes: {a: {}, b: {}}\nlinks:\n  - endpoints: [a, c]\n    loss: 2\n    rate: 10mbps\n  - endpoints: [a]\n"),
     ("ge_loss_without_r", "name: x\nnodes: {a: {}, b: {}}\nlinks:\n  - endpoints: [a, b]\n    loss: {model: gilbert_elliott, p: 1%}\n"),
+    // Issue 11, item 13: mistakes that were accepted.
+    ("second_document", "name: x\nnodes: {a: {}}\n---\nname: y\nnodes: {b: {}}\n"),
+    ("loopback_pool", "name: x\naddressing: {pool: 127.0.0.0/8}\nnodes: {a: {}}\n"),
+    ("interface_node_names", "name: x\nnodes:\n  lo: {}\n  eth0: {}\n  a--b: {}\n"),
+    ("time_scale_tiny", "name: x\ntime_scale: 1e-308\nnodes: {a: {}}\n"),
+    ("alias_bomb", "name: x\nnodes: {a: {}}\nBOMB"),
 ];
+
+/// A "billion laughs" document: nine levels of nine aliases each, 9⁹ (387 million) strings
+/// from a few hundred bytes.
+fn billion_laughs(indent: &str) -> String {
+    let mut s = format!("{indent}a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..9u8 {
+        let (prev, cur) = ((b'a' + i - 1) as char, (b'a' + i) as char);
+        let aliases = vec![format!("*{prev}"); 9].join(", ");
+        s += &format!("{indent}{cur}: &{cur} [{aliases}]\n");
+    }
+    s
+}
 
 #[test]
 fn malformed_topologies_report_every_error_with_position() {
     for (name, src) in BAD {
-        let src = src.replace("NAME", &"n".repeat(300));
+        let src = src.replace("NAME", &"n".repeat(300)).replace(
+            "BOMB",
+            &format!("defaults:\n  link:\n{}", billion_laughs("    ")),
+        );
         let out = error_of(&src);
         assert!(
             out.contains("--> bad.yaml:"),
@@ -196,4 +217,194 @@ fn time_servers_follow_the_hierarchy() {
         .agent_config(1, std::path::Path::new("/tmp/x"))
         .time
         .is_none());
+}
+
+/// Issue 11, item 13: a billion-laughs document (458 bytes in the issue; this one is of the
+/// same shape) exhausted memory and aborted `validate`. It is refused where the expansion
+/// crosses the limit, after a bounded amount of work.
+#[test]
+fn billion_laughs_is_refused_with_a_position() {
+    let bomb = billion_laughs("");
+    assert!(bomb.len() < 500, "{} bytes", bomb.len());
+    for src in [
+        bomb.clone(),
+        format!(
+            "name: x\nnodes: {{a: {{}}}}\ngenerate:\n{}",
+            billion_laughs("  ")
+        ),
+    ] {
+        let out = error_of(&src);
+        assert!(
+            out.contains("expand the document past 1000000 values"),
+            "{out}"
+        );
+        assert!(out.contains("--> bad.yaml:"), "{out}");
+        assert_eq!(out.matches("error:").count(), 1, "{out}");
+    }
+    // A file goes through the same parser.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.yaml");
+    std::fs::write(&path, &bomb).unwrap();
+    let Err(LoadError::Invalid { rendered, .. }) = topology::load(&path) else {
+        panic!("the bomb loaded")
+    };
+    assert!(rendered.contains("bomb.yaml:"), "{rendered}");
+}
+
+/// Ordinary anchors and aliases still work, and nesting is bounded without a stack overflow.
+#[test]
+fn aliases_work_and_nesting_is_bounded() {
+    let src = "name: x\ndefaults:\n  link: &l {delay: 5ms}\nnodes: {a: {}, b: {}}\nlinks:\n  - endpoints: [a, b]\n    <<: *l\n";
+    // `<<` merge keys are not YAML 1.2; an alias as a value is.
+    assert!(error_of(src).contains("unknown key `<<`"));
+    let src = "name: x\nlink: &l {delay: 5ms}\n";
+    assert!(error_of(src).contains("unknown key `link`"));
+    let ok = "name: x\nnodes: {a: &n {}, b: *n}\nlinks:\n  - endpoints: [a, b]\n";
+    assert_eq!(topology::parse_str(ok, "t.yaml").unwrap().nodes.len(), 2);
+    let deep = format!("name: x\nnodes: {}{}\n", "[".repeat(70), "]".repeat(70));
+    let out = error_of(&deep);
+    assert!(out.contains("nested more than 64 deep"), "{out}");
+    assert!(out.contains("--> bad.yaml:2:"), "{out}");
+}
+
+/// Issue 11, item 13: a second document was silently ignored.
+#[test]
+fn a_second_document_is_an_error_where_it_starts() {
+    let out = error_of("name: x\nnodes: {a: {}}\n---\nname: y\n");
+    assert!(out.contains("a second YAML document starts here"), "{out}");
+    assert!(out.contains("--> bad.yaml:3:1"), "{out}");
+    // One document with explicit markers is fine.
+    topology::parse_str("---\nname: x\nnodes: {a: {}}\n...\n", "t.yaml").unwrap();
+}
+
+/// Issue 11, item 13: the 10,000-node cap held for `generate:` only.
+#[test]
+fn the_node_cap_applies_to_explicit_nodes() {
+    let nodes = |n: usize| {
+        let mut s = String::from("name: x\nnodes:\n");
+        for i in 0..n {
+            s += &format!("  n{i}: {{}}\n");
+        }
+        s
+    };
+    let t = topology::parse_str(&nodes(10_000), "t.yaml").unwrap();
+    assert_eq!(t.nodes.len(), 10_000);
+    let out = error_of(&nodes(10_001));
+    assert!(out.contains("more than 10000 nodes"), "{out}");
+    // Located at the first node past the cap (line 3 holds n0).
+    assert!(out.contains("--> bad.yaml:10003:3"), "{out}");
+    // Explicit and generated nodes count together.
+    let mut src = nodes(9_990);
+    src += "generate:\n  layers:\n    - {radius_au: 1, clusters: 1, cells: 1, tiles: 12}\n";
+    let out = error_of(&src);
+    assert!(out.contains("besides the 9990 under `nodes:`"), "{out}");
+}
+
+/// Issue 11, item 13: `addressing` took 127.0.0.0/8.
+#[test]
+fn reserved_address_pools_are_refused() {
+    for pool in [
+        "127.0.0.0/8",
+        "169.0.0.0/8", // holds 169.254/16
+        "0.0.0.0/8",
+        "169.254.0.0/16",
+        "169.254.128.0/24",
+        "224.0.0.0/8",
+        "239.255.0.0/16",
+        "240.0.0.0/8",
+        "255.255.255.0/24",
+    ] {
+        let out = error_of(&format!(
+            "name: x\naddressing: {{pool: {pool}}}\nnodes: {{a: {{}}}}\n"
+        ));
+        assert!(out.contains("cannot address a link"), "{pool}: {out}");
+        assert!(out.contains("198.18.0.0/15"), "{pool}: no hint: {out}");
+        assert!(out.contains("--> bad.yaml:2:20"), "{pool}: {out}");
+    }
+    for pool in [
+        "198.18.0.0/15",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "128.0.0.0/8",
+    ] {
+        let t = topology::parse_str(
+            &format!("name: x\naddressing: {{pool: {pool}}}\nnodes: {{a: {{}}}}\n"),
+            "t.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{pool}: {e}"));
+        assert_eq!(t.pool.to_string(), pool);
+    }
+}
+
+/// Issue 11, item 13: node names `lo` and `eth0` were accepted.
+#[test]
+fn node_names_that_collide_with_interface_or_link_names_are_refused() {
+    for name in ["lo", "eth0", "eth1", "eth12", "w0a", "w17b", "a--b"] {
+        let out = error_of(&format!("name: x\nnodes:\n  {name}: {{}}\n"));
+        assert!(
+            out.contains(&format!("node name `{name}`")),
+            "{name}: {out}"
+        );
+        assert!(out.contains("--> bad.yaml:3:3"), "{name}: {out}");
+    }
+    for name in [
+        "lo1", "loop", "eth", "eth0x", "ethernet", "w0", "wa", "w0c", "a-b",
+    ] {
+        topology::parse_str(&format!("name: x\nnodes:\n  {name}: {{}}\n"), "t.yaml")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// Issue 11, item 13: `time_scale: 1e-308` was accepted. Bounds: 0.001 ..= 100000.
+#[test]
+fn time_scale_has_bounds() {
+    for ts in ["1e-308", "0", "0.0009", "100001", "1e9", "-1"] {
+        let out = error_of(&format!("name: x\ntime_scale: {ts}\nnodes: {{a: {{}}}}\n"));
+        assert!(
+            out.contains(&format!("must be between 0.001 and 100000, got {ts}")),
+            "{ts}: {out}"
+        );
+        assert!(out.contains("--> bad.yaml:2:13"), "{ts}: {out}");
+    }
+    for (ts, v) in [("0.001", 1e-3), ("1", 1.0), ("1000", 1e3), ("1e5", 1e5)] {
+        let t = topology::parse_str(
+            &format!("name: x\ntime_scale: {ts}\nnodes: {{a: {{}}}}\n"),
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(t.time_scale, v);
+    }
+}
+
+/// Issue 11, item 13: invalid UTF-8 gave an unlocated message that said its cause twice.
+#[test]
+fn invalid_utf8_is_one_error_at_the_first_bad_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        b"name: x\nnodes:\n  a: {}\n  b\xff\xfe: {}\n  \xc3: {}\n",
+    )
+    .unwrap();
+    let Err(LoadError::Invalid { rendered, .. }) = topology::load(&path) else {
+        panic!("invalid UTF-8 loaded")
+    };
+    assert_eq!(rendered.matches("error:").count(), 1, "{rendered}");
+    assert!(rendered.contains("byte 0xff at offset 26"), "{rendered}");
+    assert!(rendered.contains("bad.yaml:4:4"), "{rendered}");
+}
+
+/// A file past the size limit is refused after reading only that much.
+#[test]
+fn oversized_files_are_refused_where_the_limit_is_crossed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.yaml");
+    let line = format!("# {}\n", "x".repeat(1021)); // 1 KiB a line
+    std::fs::write(&path, line.repeat(5 * 1024)).unwrap();
+    let Err(LoadError::Invalid { rendered, .. }) = topology::load(&path) else {
+        panic!("a 5 MiB file loaded")
+    };
+    assert!(rendered.contains("larger than 4 MiB"), "{rendered}");
+    // Byte 4 MiB is the first byte of line 4097.
+    assert!(rendered.contains("big.yaml:4097:1"), "{rendered}");
 }

@@ -1,6 +1,10 @@
 //! Issue 7, CLI polish: `--json` on `probe` and `run` prints one JSON document on stdout with
 //! the field names the README documents, and nothing else on stdout; no progress markers
 //! leak into output that is not a terminal. Needs root.
+//!
+//! Issue 11, `validate` of topologies and scenarios as a user runs it: these tests bring no
+//! lab up and need neither root nor namespaces (`validate`, and `run` refusing before it
+//! touches anything).
 
 use std::time::Duration;
 
@@ -89,7 +93,7 @@ fn run_json_is_the_only_thing_on_stdout() {
     std::fs::write(
         &sc,
         format!(
-            "topology: {}\nseed: 5\nduration: 4s\ntimeline:\n  - {{ at: 1s, crash: b }}\nexpect:\n  - overhead <= 100%\n",
+            "topology: {}\nseed: 5\nduration: 4s\ntimeline:\n  - {{ at: 1s, crash: b }}\nexpect:\n  - overhead <= 100% because this test needs a verdict every run meets\n",
             topo.display()
         ),
     )
@@ -204,4 +208,137 @@ fn doctor_reports_leftovers_and_its_fixes_work() {
     assert!(!dir.exists());
     let stale = doctor_check("stale_labs");
     assert!(!stale["reason"].as_str().unwrap().contains(&lab), "{stale}");
+}
+
+/// Run `lightcone ARGS…`: (exit code, stdout, stderr).
+fn lc_out(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = lc(args);
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Every shipped topology and scenario validates clean, as a process; a scenario is
+/// checked as one (not read as a topology with four unknown keys).
+#[test]
+fn every_shipped_topology_and_scenario_validates() {
+    let root = repo_root().join("topologies");
+    let mut seen = (0, 0);
+    for dir in [root.clone(), root.join("scenarios")] {
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        for f in files {
+            let (code, out, err) = lc_out(&["validate", f.to_str().unwrap()]);
+            assert_eq!(code, Some(0), "{}:\n{out}{err}", f.display());
+            assert!(err.is_empty(), "{}: {err}", f.display());
+            assert!(out.contains(": ok — "), "{out}");
+            if dir == root {
+                assert!(out.contains(": ok — lab "), "{out}");
+                seen.0 += 1;
+            } else {
+                assert!(out.contains(": ok — scenario "), "{out}");
+                assert!(out.contains("expectations; its topology: lab "), "{out}");
+                seen.1 += 1;
+            }
+        }
+    }
+    assert!(seen.0 >= 4 && seen.1 >= 6, "{seen:?}");
+}
+
+/// Issue 11, item 3: errors printed `error: error:`, and a cause named in an error's own
+/// message was printed again as its source. Each message appears once, behind one
+/// `error:`, with exit code 2.
+#[test]
+fn validate_and_run_print_each_error_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_root().join("topologies/cell.yaml"),
+        tmp.path().join("cell.yaml"),
+    )
+    .unwrap();
+    let sc = tmp.path().join("s.yaml");
+    std::fs::write(
+        &sc,
+        "topology: cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, crash: nosuch }\nexpect: [detection_time < 10s]\n",
+    )
+    .unwrap();
+    let bad8 = tmp.path().join("bad8.yaml");
+    std::fs::write(&bad8, b"name: x\nnodes:\n  a: {}\n  b\xff: {}\n").unwrap();
+    let missing = tmp.path().join("missing.yaml");
+    for (args, want, at) in [
+        (
+            vec!["validate", sc.to_str().unwrap()],
+            "no node \"nosuch\"",
+            "s.yaml:4:15",
+        ),
+        (
+            vec!["run", sc.to_str().unwrap()],
+            "no node \"nosuch\"",
+            "s.yaml:4:15",
+        ),
+        (
+            vec!["validate", bad8.to_str().unwrap()],
+            "not UTF-8",
+            "bad8.yaml:4:4",
+        ),
+        (
+            vec!["plan", bad8.to_str().unwrap()],
+            "not UTF-8",
+            "bad8.yaml:4:4",
+        ),
+        (
+            vec!["validate", missing.to_str().unwrap()],
+            "No such file or directory",
+            "cannot read",
+        ),
+        (
+            vec!["run", missing.to_str().unwrap()],
+            "No such file or directory",
+            "cannot read",
+        ),
+    ] {
+        let (code, out, err) = lc_out(&args);
+        assert_eq!(code, Some(2), "{args:?}:\n{out}{err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(!err.contains("error: error:"), "{args:?}:\n{err}");
+        assert_eq!(err.matches("error:").count(), 1, "{args:?}:\n{err}");
+        assert_eq!(err.matches(want).count(), 1, "{args:?}:\n{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(at),
+            "{args:?}:\n{err}"
+        );
+    }
+}
+
+/// Issue 11, item 3: a scenario without expectations is refused by `validate` and by `run`
+/// (before `run` needs root or touches a lab).
+#[test]
+fn a_scenario_without_expectations_is_refused_by_validate_and_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_root().join("topologies/cell.yaml"),
+        tmp.path().join("cell.yaml"),
+    )
+    .unwrap();
+    let sc = tmp.path().join("s.yaml");
+    std::fs::write(
+        &sc,
+        "topology: cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, crash: l0c0k0t1 }\n",
+    )
+    .unwrap();
+    for cmd in ["validate", "run"] {
+        let (code, out, err) = lc_out(&[cmd, sc.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{cmd}:\n{out}{err}");
+        assert!(
+            err.contains("the scenario has no expectations: a run of it would prove nothing"),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("s.yaml:1:1"), "{cmd}: {err}");
+    }
 }

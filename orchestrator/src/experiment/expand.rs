@@ -162,6 +162,20 @@ pub struct ExpandError {
     pub message: String,
 }
 
+/// Most primitive actions one step may expand to. A `flap` with a period of nanoseconds or a
+/// `churn` at an absurd rate would otherwise expand for hours and fill memory before anything
+/// runs; shipped scenarios expand to dozens.
+pub const MAX_ACTIONS_PER_STEP: usize = 100_000;
+
+fn too_many(line: usize, verb: &str) -> ExpandError {
+    ExpandError {
+        line,
+        message: format!(
+            "this {verb} expands to more than {MAX_ACTIONS_PER_STEP} link or node changes; lengthen its period or lower its rate"
+        ),
+    }
+}
+
 /// Names of the topology's nodes a selector list picks, in topology order.
 pub fn select(topo: &Topology, sel: &[Selector]) -> Vec<String> {
     topo.nodes
@@ -313,6 +327,10 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                 let (a, b) = link(line, a, b)?;
                 let mut t = step.at_ns;
                 let down_ns = ((1.0 - duty) * *period_ns as f64).round() as u64;
+                let periods = until_ns.saturating_sub(t).div_ceil(*period_ns);
+                if down_ns > 0 && periods.saturating_mul(2) > MAX_ACTIONS_PER_STEP as u64 {
+                    return Err(too_many(line, "flap"));
+                }
                 while t < *until_ns && down_ns > 0 {
                     let shift = if *jitter_ns > 0 {
                         rng.gen_range(0..=*jitter_ns)
@@ -352,6 +370,7 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                 // P(fail within a year) = p), and is replaced `replace_after` later, after
                 // which it is at risk again.
                 let lambda_per_ns = -(1.0 - annual_failure).ln() / *year_ns as f64;
+                let mut made = 0;
                 for n in selected(line, nodes, "churn")? {
                     let mut t = step.at_ns as f64;
                     loop {
@@ -359,6 +378,10 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                         t += -u.ln() / lambda_per_ns;
                         if t >= *until_ns as f64 {
                             break;
+                        }
+                        made += 2;
+                        if made > MAX_ACTIONS_PER_STEP {
+                            return Err(too_many(line, "churn"));
                         }
                         let at = t as u64;
                         push(at, Action::Crash { node: n.clone() });

@@ -5,13 +5,16 @@
 //! [`runner`] (plays them through the supervisor's API, polls agents, records a
 //! [`expect::Recording`]) → [`expect`] (pure evaluation of each expectation) → [`report`]
 //! (report.json, report.html with inline SVG plots). Emulated times in scenarios become real
-//! times through the lab's `time_scale`.
+//! times through the lab's `time_scale`. [`validate`] checks a scenario, its topology, its
+//! timeline and its expectations without running anything; `run` starts from what it
+//! accepted.
 
 pub mod expand;
 pub mod expect;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod validate;
 
 pub use expand::{expand, Action, Planned};
 pub use expect::{evaluate, Expectation, Metric, Recording, Verdict};

@@ -26,9 +26,10 @@ use super::expect::{
 };
 use super::report;
 use super::scenario::{self, Scenario, TopologySource};
+use super::validate;
 use crate::state::LabDir;
 use crate::supervisor::{LabStatus, SupervisorInfo};
-use crate::topology::{self, units, Topology};
+use crate::topology::{units, Topology};
 
 /// Real time between state-poll rounds.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -63,15 +64,10 @@ pub struct Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The scenario has mistakes; nothing was run.
-    #[error("{0}")]
-    Scenario(#[from] scenario::ScenarioError),
-    /// The scenario's topology has mistakes; nothing was run.
-    #[error("topology: {0}")]
-    Topology(#[from] topology::LoadError),
-    /// The timeline names nodes or links the topology lacks; nothing was run.
+    /// The scenario, its topology, its timeline or its expectations have mistakes (see
+    /// [`validate`]); nothing was run.
     #[error(transparent)]
-    Expand(#[from] expand::ExpandError),
+    Scenario(#[from] scenario::ScenarioError),
     /// The lab could not be brought up or reached. A lab this run started was brought down.
     #[error("{0}")]
     Lab(String),
@@ -82,28 +78,18 @@ pub enum RunError {
 impl RunError {
     /// True when the input was at fault (exit code 2).
     pub fn is_invalid(&self) -> bool {
-        matches!(
-            self,
-            RunError::Scenario(_) | RunError::Topology(_) | RunError::Expand(_)
-        )
+        matches!(self, RunError::Scenario(_))
     }
 }
 
-/// Load a scenario and its topology, apply the seed override, expand the timeline.
+/// Load a scenario and its topology, apply the seed override, expand the timeline: every
+/// check `lightcone validate` makes ([`validate::check_scenario`]).
 pub fn prepare(
     path: &Path,
     seed: Option<u64>,
 ) -> Result<(Scenario, Topology, Vec<Planned>), RunError> {
-    let mut sc = scenario::load(path)?;
-    if let Some(s) = seed {
-        sc.seed = s;
-    }
-    let topo = match &sc.topology {
-        TopologySource::File(p) => topology::load(p)?,
-        TopologySource::Inline(src) => topology::parse_str(src, "inline topology")?,
-    };
-    let plan = expand::expand(&sc, &topo)?;
-    Ok((sc, topo, plan))
+    let c = validate::check_scenario(path, seed)?;
+    Ok((c.scenario, c.topology, c.plan))
 }
 
 /// The supervisor's API, as a client.

@@ -61,6 +61,8 @@ pub struct Step {
     pub verb: Verb,
     /// Source line, for messages.
     pub line: usize,
+    /// Where the step's verb is written, for located messages.
+    pub pos: Pos,
 }
 
 /// A set of nodes: a name, or a hierarchical name prefix ending in `*` (`l0c1*` is the
@@ -183,12 +185,10 @@ impl Verb {
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read. The I/O error is part of the message, not a chained
+    /// source (which would print it twice).
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     /// Mistakes in the file; `rendered` lists every one.
     #[error("{rendered}")]
     Invalid {
@@ -199,36 +199,55 @@ pub enum ScenarioError {
 
 /// Parse a scenario. `file` names it in messages; `dir` resolves `topology:` paths.
 pub fn parse_str(src: &str, file: &str, dir: &Path) -> Result<Scenario, ScenarioError> {
+    let parsed = match yaml::parse(src) {
+        Ok(root) => parse_tree(&root, file, dir),
+        Err(e) => {
+            let mut d = Diagnostics::default();
+            d.yaml_error(&e);
+            Err(d)
+        }
+    };
+    parsed.map_err(|d| invalid(d, file, src))
+}
+
+/// A scenario from its parsed YAML tree. An inline topology is not read here (see
+/// [`super::validate`], which reads it from the same tree).
+pub fn parse_tree(root: &Node, file: &str, dir: &Path) -> Result<Scenario, Diagnostics> {
     let mut r = Reader {
         d: Diagnostics::default(),
     };
-    let s = match yaml::parse(src) {
-        Ok(root) => r.scenario(&root, file, dir),
-        Err(e) => {
-            r.d.error(e.pos, format!("not valid YAML: {}", e.message));
-            None
-        }
-    };
-    match s {
+    match r.scenario(root, file, dir) {
         Some(s) if r.d.is_empty() => Ok(s),
-        _ => {
-            let mut diagnostics = r.d;
-            diagnostics.sort();
-            let rendered = diagnostics.render(file, src);
-            Err(ScenarioError::Invalid {
-                diagnostics,
-                rendered,
-            })
-        }
+        _ => Err(r.d),
     }
+}
+
+/// Diagnostics of `file` (whose text is `src`), sorted and rendered.
+pub fn invalid(mut diagnostics: Diagnostics, file: &str, src: &str) -> ScenarioError {
+    diagnostics.sort();
+    let rendered = diagnostics.render(file, src);
+    ScenarioError::Invalid {
+        diagnostics,
+        rendered,
+    }
+}
+
+/// Read a scenario file's text (size-limited, UTF-8; a refusal is located).
+pub fn read_source(path: &Path) -> Result<String, ScenarioError> {
+    let file = path.display().to_string();
+    yaml::read_source(path).map_err(|e| match e {
+        yaml::SourceError::Io(error) => ScenarioError::Io { path: file, error },
+        yaml::SourceError::Invalid { error, text } => {
+            let mut d = Diagnostics::default();
+            d.yaml_error(&error);
+            invalid(d, &file, &text)
+        }
+    })
 }
 
 /// Read and parse a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let src = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let src = read_source(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     parse_str(&src, &path.display().to_string(), dir)
 }
@@ -507,6 +526,32 @@ impl Reader {
                     .error(e.pos, format!("expect must be a list, found {}", e.kind())),
             }
         }
+        let listed = match Self::get(&f, "expect").map(|e| &e.value) {
+            Some(Value::Seq(items)) => !items.is_empty(),
+            Some(Value::Map(_)) => true, // reported above
+            _ => false,
+        };
+        if !listed {
+            // At the empty list, or at the key when it holds nothing (a null's position is
+            // where the next line begins), or at the top when there is no key.
+            let key = match &root.value {
+                Value::Map(pairs) => pairs.iter().find(|(k, _)| k.scalar() == Some("expect")),
+                _ => None,
+            };
+            let at = match key {
+                Some((k, v)) if v.is_null() => k.pos,
+                Some((_, v)) => v.pos,
+                None => root.pos,
+            };
+            self.d.error_help(
+                at,
+                "the scenario has no expectations: a run of it would prove nothing",
+                format!(
+                    "add `expect:` with at least one line, e.g. `- detection_time < 10s`; metrics: {}",
+                    Metric::ALL.map(|m| m.name()).join(", ")
+                ),
+            );
+        }
         Some(Scenario {
             name: name?,
             topology: topology?,
@@ -572,6 +617,7 @@ impl Reader {
             at_ns,
             verb,
             line: n.pos.line,
+            pos: vpos,
         })
     }
 

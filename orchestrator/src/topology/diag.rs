@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::yaml::Pos;
+use super::yaml::{Pos, SyntaxError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostic {
@@ -33,6 +33,17 @@ impl Diagnostics {
             help: Some(help.into()),
         });
     }
+    /// A document that could not be read as YAML (or crossed one of the reader's limits).
+    pub fn yaml_error(&mut self, e: &SyntaxError) {
+        match &e.help {
+            Some(help) => self.error_help(e.pos, e.message.clone(), help.clone()),
+            None => self.error_help(
+                e.pos,
+                format!("not valid YAML: {}", e.message),
+                "check indentation, brackets and quotes near this place",
+            ),
+        }
+    }
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -56,8 +67,8 @@ impl Diagnostics {
                 let num = d.pos.line.to_string();
                 let pad = " ".repeat(num.len());
                 let _ = writeln!(out, "{pad} |");
-                let _ = writeln!(out, "{num} | {line}");
-                let caret_col = d.pos.col.saturating_sub(1).min(line.chars().count());
+                let (excerpt, caret_col) = excerpt(line, d.pos.col.saturating_sub(1));
+                let _ = writeln!(out, "{num} | {excerpt}");
                 let _ = writeln!(out, "{pad} | {}^", " ".repeat(caret_col));
             }
             if let Some(help) = &d.help {
@@ -73,6 +84,31 @@ impl Diagnostics {
         );
         out
     }
+}
+
+/// Longest source line shown under a message, in characters.
+const EXCERPT_MAX: usize = 100;
+
+/// The part of `line` shown under a message, and the caret's column in it: the whole line
+/// when short, else a window around `col` (0-based, in characters) marked with `…`.
+fn excerpt(line: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    let col = col.min(chars.len());
+    if chars.len() <= EXCERPT_MAX {
+        return (line.to_string(), col);
+    }
+    let start = col.saturating_sub(EXCERPT_MAX / 2);
+    let end = (start + EXCERPT_MAX).min(chars.len());
+    let mut s: String = chars[start..end].iter().collect();
+    let mut caret = col - start;
+    if start > 0 {
+        s.insert(0, '…');
+        caret += 1;
+    }
+    if end < chars.len() {
+        s.push('…');
+    }
+    (s, caret)
 }
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -99,4 +135,25 @@ pub fn did_you_mean<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
         .filter(|(d, o)| *d <= 2.max(o.len() / 3))
         .min()
         .map(|(_, o)| o)
+}
+
+/// An error and its sources on one line, `outer: inner: …`, leaving out a source whose text
+/// the line already holds. Errors here often name their source in their own message
+/// (`cannot read x: {source}`) and return it from `source()` too; printing the whole chain
+/// then said everything twice.
+pub fn error_chain<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut out = String::new();
+    for e in chain {
+        let m = e.to_string();
+        if m.is_empty() || out.contains(&m) {
+            continue;
+        }
+        if !out.is_empty() {
+            out += ": ";
+        }
+        out += &m;
+    }
+    out
 }

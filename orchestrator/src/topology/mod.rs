@@ -28,6 +28,15 @@ pub const AU_LIGHT_SECONDS: f64 = 149_597_870_700.0 / 299_792_458.0;
 /// Largest lab this tool builds on one host.
 pub const MAX_NODES: usize = 10_000;
 
+/// Slowest `time_scale` (emulated seconds per real second): one emulated millisecond is a
+/// real second. Slower, the longest delay (7 days emulated) would take decades of real time.
+pub const TIME_SCALE_MIN: f64 = 1e-3;
+/// Fastest `time_scale`. The agents count emulated time in u64 nanoseconds from the lab's
+/// epoch (584 years), which at this scale lasts 2.1 days of real time (at 10⁶ it would run
+/// out after 5.1 hours of a lab left up). Already at this scale a 1 ms emulated delay is
+/// 10 ns of real time, far below what a host can schedule.
+pub const TIME_SCALE_MAX: f64 = 1e5;
+
 /// Prefix of every namespace a lab creates: `lc-<lab>-<node>`.
 pub const NETNS_PREFIX: &str = "lc-";
 
@@ -118,12 +127,10 @@ impl Topology {
 /// Why a topology file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read. The I/O error is part of the message, not a chained
+    /// source (which would print it twice).
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     /// The file has mistakes; `rendered` lists every one of them.
     #[error("{rendered}")]
     Invalid {
@@ -144,13 +151,31 @@ pub fn parse_str(src: &str, file: &str) -> Result<Topology, LoadError> {
     })
 }
 
+/// A topology from an already parsed YAML tree: one written inline in a scenario. The
+/// diagnostics carry the tree's positions, to be rendered against its file.
+pub fn from_tree(root: &yaml::Node) -> Result<Topology, Diagnostics> {
+    read::read_tree(root)
+}
+
 /// Read and parse a topology file.
 pub fn load(path: &Path) -> Result<Topology, LoadError> {
-    let src = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: path.display().to_string(),
-        source,
+    let file = path.display().to_string();
+    let src = yaml::read_source(path).map_err(|e| match e {
+        yaml::SourceError::Io(error) => LoadError::Io {
+            path: file.clone(),
+            error,
+        },
+        yaml::SourceError::Invalid { error, text } => {
+            let mut diagnostics = Diagnostics::default();
+            diagnostics.yaml_error(&error);
+            let rendered = diagnostics.render(&file, &text);
+            LoadError::Invalid {
+                diagnostics,
+                rendered,
+            }
+        }
     })?;
-    parse_str(&src, &path.display().to_string())
+    parse_str(&src, &file)
 }
 
 /// Light-time between two positions, in emulated nanoseconds.

@@ -10,7 +10,7 @@ use super::generator::{Fabric, GenSpec, LayerGen};
 use super::yaml::{self, Node, Pos, Value};
 use super::{
     light_time_ns, units, Ipv4Pool, LinkLevel, LinkSpec, NodeSpec, Topology, MAX_NODES,
-    NETNS_PREFIX,
+    NETNS_PREFIX, TIME_SCALE_MAX, TIME_SCALE_MIN,
 };
 use crate::link::model::{Chance, DelayDistribution, LossModel};
 use crate::link::LinkModel;
@@ -589,6 +589,33 @@ fn valid_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
+/// Why a well-formed node name still cannot be used, with what to do instead. The plan
+/// names a node's interfaces `lo` and `eth1`, `eth2`, … (and the wire engine's ends
+/// `w<link>a`/`w<link>b`), and a link `a--b` after its ends; a node named like one of those
+/// makes the plan, `ip` inside the lab, the dashboard and the metrics' labels ambiguous.
+fn name_collision(s: &str) -> Option<(String, &'static str)> {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let wire_end = s
+        .strip_prefix('w')
+        .and_then(|t| t.strip_suffix('a').or_else(|| t.strip_suffix('b')))
+        .is_some_and(digits);
+    if s == "lo" || s.strip_prefix("eth").is_some_and(digits) || wire_end {
+        return Some((
+            format!("node name `{s}` is also the name of an interface the lab creates"),
+            "the plan names interfaces lo, eth1, eth2, … in every node and w<N>a/w<N>b in the wire namespace; choose another name",
+        ));
+    }
+    if s.contains("--") {
+        return Some((
+            format!(
+                "node name `{s}` contains `--`, which joins the two ends of a link's name (`a--b`)"
+            ),
+            "use a single `-`, `_` or `.`; with `--` two different links could get the same name",
+        ));
+    }
+    None
+}
+
 fn parse_pool(s: &str) -> Result<Ipv4Pool, String> {
     let help = "write an IPv4 prefix such as 198.18.0.0/15";
     let (a, p) = s
@@ -612,25 +639,57 @@ fn parse_pool(s: &str) -> Result<Ipv4Pool, String> {
             Ipv4Addr::from(u32::from(base) & mask)
         ));
     }
+    let (first, last) = (u32::from(base), u32::from(base) | !mask);
+    for (r_base, r_prefix, what) in RESERVED_POOLS {
+        let r_first = u32::from(*r_base);
+        let r_last = r_first | !(u32::MAX << (32 - *r_prefix as u32));
+        if first <= r_last && r_first <= last {
+            let overlap = if (first, last) == (r_first, r_last) {
+                format!("{s} is the {what} range")
+            } else {
+                format!("{s} overlaps {r_base}/{r_prefix}, the {what} range")
+            };
+            return Err(format!(
+                "{overlap}, which cannot address a link; leave `addressing` out to use the default {}, RFC 2544's benchmarking block",
+                Ipv4Pool::DEFAULT
+            ));
+        }
+    }
     Ok(Ipv4Pool { base, prefix })
 }
+
+/// Ranges a link subnet cannot come from: the kernel treats them specially (loopback is
+/// local to every namespace, multicast and class E are not unicast, 0/8 is "this network",
+/// link-local is autoconfiguration's).
+const RESERVED_POOLS: &[(Ipv4Addr, u8, &str)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\""),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
+    (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast"),
+    (
+        Ipv4Addr::new(240, 0, 0, 0),
+        4,
+        "reserved (class E and broadcast)",
+    ),
+];
 
 /// Default seed when a topology gives none; printed wherever a run reports its seed.
 pub const DEFAULT_SEED: u64 = 1;
 
 pub(super) fn read(src: &str) -> Result<Topology, Diagnostics> {
-    let root = match yaml::parse(src) {
-        Ok(r) => r,
+    match yaml::parse(src) {
+        Ok(root) => read_tree(&root),
         Err(e) => {
             let mut d = Diagnostics::default();
-            d.error_help(
-                e.pos,
-                format!("not valid YAML: {}", e.message),
-                "check indentation, brackets and quotes near this place",
-            );
-            return Err(d);
+            d.yaml_error(&e);
+            Err(d)
         }
-    };
+    }
+}
+
+/// A topology from an already parsed tree (a file's, or one written inline in a scenario,
+/// whose positions are the scenario file's).
+pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
     let mut r = Reader {
         d: Diagnostics::default(),
     };
@@ -642,7 +701,7 @@ pub(super) fn read(src: &str) -> Result<Topology, Diagnostics> {
         );
         return Err(r.d);
     }
-    let Some(top) = r.fields(&root, TOP_FIELDS, "the topology") else {
+    let Some(top) = r.fields(root, TOP_FIELDS, "the topology") else {
         return Err(r.d);
     };
     let get = |k: &str| top.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
@@ -673,9 +732,10 @@ pub(super) fn read(src: &str) -> Result<Topology, Diagnostics> {
     let time_scale = match get("time_scale") {
         None => 1.0,
         Some(n) => match r.float(n, "`time_scale`") {
-            Some(t) if t > 0.0 && t <= 1e9 => t,
-            Some(t) => {
-                r.d.error_help(n.pos, format!("`time_scale` must be greater than 0, got {t}"), "it is emulated seconds per real second: 1 is real time, 1000 plays 1000 s in one second");
+            Some(t) if (TIME_SCALE_MIN..=TIME_SCALE_MAX).contains(&t) => t,
+            Some(_) => {
+                let text = n.scalar().unwrap_or_default();
+                r.d.error_help(n.pos, format!("`time_scale` must be between {TIME_SCALE_MIN} and {TIME_SCALE_MAX}, got {text}"), "it is emulated seconds per real second: 1 is real time, 1000 plays 1000 s in one second, 0.001 plays one second in 1000");
                 1.0
             }
             None => 1.0,
@@ -717,11 +777,19 @@ pub(super) fn read(src: &str) -> Result<Topology, Diagnostics> {
                     let Some(nname) = r.scalar(k, "a node name", "a name") else {
                         continue;
                     };
+                    if nodes.len() == MAX_NODES {
+                        r.d.error_help(k.pos, format!("more than {MAX_NODES} nodes: a lab on one host holds at most {MAX_NODES}"), "the discrete-event simulator is the place for larger systems");
+                        break;
+                    }
                     if !valid_name(nname) {
                         r.d.error_help(k.pos, format!("node name {nname:?} is not usable"), "use letters, digits, `-`, `_` and `.`, starting with a letter or digit");
                         continue;
                     }
-                    let netns = format!("{NETNS_PREFIX}{name}-{nname}");
+                    if let Some((message, help)) = name_collision(nname) {
+                        r.d.error_help(k.pos, message, help);
+                        continue;
+                    }
+                    let netns = crate::plan::netns_name(&name, nname);
                     if netns.len() > NETNS_NAME_MAX {
                         r.d.error_help(k.pos, format!("node name is too long: its namespace name would be {} bytes, the kernel holds at most {NETNS_NAME_MAX}", netns.len()), format!("shorten the node name to at most {} characters", NETNS_NAME_MAX - NETNS_PREFIX.len() - name.len() - 1));
                         continue;
@@ -837,7 +905,11 @@ pub(super) fn read(src: &str) -> Result<Topology, Diagnostics> {
         if let Some((spec, levels)) = r.generator(g) {
             let (n, l) = spec.size();
             if n as usize + nodes.len() > MAX_NODES {
-                r.d.error_help(g.pos, format!("the generator would make {n} nodes; a lab on one host holds at most {MAX_NODES}"), "lower clusters, cells or tiles; the discrete-event simulator is the place for 10^6 tiles");
+                let explicit = match nodes.len() {
+                    0 => String::new(),
+                    e => format!(" besides the {e} under `nodes:`"),
+                };
+                r.d.error_help(g.pos, format!("the generator would make {n} nodes{explicit}; a lab on one host holds at most {MAX_NODES}"), "lower clusters, cells or tiles; the discrete-event simulator is the place for 10^6 tiles");
             } else if l > 4 * MAX_NODES as u64 * 10 {
                 r.d.error_help(
                     g.pos,

@@ -1,0 +1,253 @@
+//! Checking a scenario without running it: the file, its topology (a file beside it or
+//! written inline), its timeline against that topology (every node, link and selection it
+//! names, expanded with the run's seed) and its expectations (at least one, each measurable
+//! by this timeline on this topology). `lightcone validate` and `lightcone run` both go
+//! through here, so a scenario `validate` accepts is one `run` starts, and every refusal
+//! carries file:line:column.
+
+use std::path::Path;
+
+use lightcone_agent::config::Role;
+
+use crate::topology::yaml::{self, Node, Value};
+use crate::topology::{self, Diagnostics, LoadError, Topology};
+
+use super::expand::{self, Action, Planned};
+use super::expect::{Expectation, Metric};
+use super::scenario::{self, Scenario, ScenarioError, TopologySource};
+
+/// Keys only a scenario has, and keys only a topology has: how `validate` tells them apart.
+const SCENARIO_KEYS: &[&str] = &["topology", "duration", "timeline", "expect"];
+const TOPOLOGY_KEYS: &[&str] = &[
+    "nodes",
+    "links",
+    "generate",
+    "addressing",
+    "defaults",
+    "time_scale",
+];
+
+/// A scenario that passed every check, ready to run.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub scenario: Scenario,
+    pub topology: Topology,
+    /// The timeline expanded with the scenario's (or the overriding) seed.
+    pub plan: Vec<Planned>,
+}
+
+/// What a file turned out to be, checked.
+#[derive(Debug, Clone)]
+pub enum CheckedFile {
+    Topology(Topology),
+    Scenario(Box<Checked>),
+}
+
+/// Whether a parsed file is a scenario: it has a scenario's keys and none of a topology's.
+pub fn is_scenario(root: &Node) -> bool {
+    let Value::Map(pairs) = &root.value else {
+        return false;
+    };
+    let has = |keys: &[&str]| {
+        pairs
+            .iter()
+            .any(|(k, _)| k.scalar().is_some_and(|k| keys.contains(&k)))
+    };
+    has(SCENARIO_KEYS) && !has(TOPOLOGY_KEYS)
+}
+
+/// Check a topology or a scenario file, whichever it is (`lightcone validate`).
+pub fn check_file(path: &Path) -> Result<CheckedFile, ScenarioError> {
+    let file = path.display().to_string();
+    let src = scenario::read_source(path)?;
+    let root = match yaml::parse(&src) {
+        Ok(root) => root,
+        Err(e) => {
+            let mut d = Diagnostics::default();
+            d.yaml_error(&e);
+            return Err(scenario::invalid(d, &file, &src));
+        }
+    };
+    if is_scenario(&root) {
+        check_tree(&root, path, &src, None).map(|c| CheckedFile::Scenario(Box::new(c)))
+    } else {
+        topology::from_tree(&root)
+            .map(CheckedFile::Topology)
+            .map_err(|d| scenario::invalid(d, &file, &src))
+    }
+}
+
+/// Check a scenario file (`lightcone run`), with an optional seed override.
+pub fn check_scenario(path: &Path, seed: Option<u64>) -> Result<Checked, ScenarioError> {
+    let file = path.display().to_string();
+    let src = scenario::read_source(path)?;
+    match yaml::parse(&src) {
+        Ok(root) => check_tree(&root, path, &src, seed),
+        Err(e) => {
+            let mut d = Diagnostics::default();
+            d.yaml_error(&e);
+            Err(scenario::invalid(d, &file, &src))
+        }
+    }
+}
+
+/// The value of `key` in a mapping.
+fn field<'a>(root: &'a Node, key: &str) -> Option<&'a Node> {
+    match &root.value {
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| k.scalar() == Some(key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn check_tree(
+    root: &Node,
+    path: &Path,
+    src: &str,
+    seed: Option<u64>,
+) -> Result<Checked, ScenarioError> {
+    let file = path.display().to_string();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fail = |d: Diagnostics| scenario::invalid(d, &file, src);
+    let mut sc = scenario::parse_tree(root, &file, dir).map_err(fail)?;
+    if let Some(s) = seed {
+        sc.seed = s;
+    }
+    let topo_node = field(root, "topology").expect("a parsed scenario has a topology");
+    let topo = match &sc.topology {
+        TopologySource::Inline(_) => topology::from_tree(topo_node).map_err(fail)?,
+        TopologySource::File(p) => match topology::load(p) {
+            Ok(t) => t,
+            Err(LoadError::Invalid {
+                diagnostics,
+                rendered,
+            }) => {
+                return Err(ScenarioError::Invalid {
+                    diagnostics,
+                    rendered,
+                })
+            }
+            Err(LoadError::Io { path, error }) => {
+                let mut d = Diagnostics::default();
+                d.error_help(
+                    topo_node.pos,
+                    format!("cannot read the topology {path}: {error}"),
+                    "a relative path is taken from the scenario file's directory",
+                );
+                return Err(fail(d));
+            }
+        },
+    };
+    let plan = match expand::expand(&sc, &topo) {
+        Ok(p) => p,
+        Err(e) => {
+            let pos = sc
+                .timeline
+                .iter()
+                .find(|s| s.line == e.line)
+                .map_or(root.pos, |s| s.pos);
+            let mut d = Diagnostics::default();
+            d.error(pos, e.message);
+            return Err(fail(d));
+        }
+    };
+    let mut d = Diagnostics::default();
+    if let Some(Value::Seq(items)) = field(root, "expect").map(|n| &n.value) {
+        // The scenario parsed without errors: one expectation per item, in order.
+        for (e, item) in sc.expect.iter().zip(items) {
+            if let Some((message, help)) = unmeasurable(e, &plan, &topo) {
+                d.error_help(item.pos, message, help);
+            }
+        }
+    }
+    if !d.is_empty() {
+        return Err(fail(d));
+    }
+    Ok(Checked {
+        scenario: sc,
+        topology: topo,
+        plan,
+    })
+}
+
+/// Why `e` could not be measured by a run of `plan` on `topo` (and so would fail whatever
+/// the system did), with what would make it measurable.
+fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(String, String)> {
+    let any = |f: &dyn Fn(&Action) -> bool| plan.iter().any(|p| f(&p.action));
+    let load = |f: &dyn Fn(f64, f64) -> bool| {
+        any(&|a| {
+            matches!(a, Action::LoadStart { write_fraction, message_fraction, .. }
+                if f(*write_fraction, *message_fraction))
+        })
+    };
+    let name = e.text.trim();
+    if let Some(sel) = &e.selector {
+        if !topo
+            .nodes
+            .iter()
+            .any(|n| super::expect::selected(sel, &n.name))
+        {
+            return Some((
+                format!("`{name}` selects no node of the topology"),
+                "name nodes of this lab; `*` matches any run of characters".to_string(),
+            ));
+        }
+    }
+    let (ok, needs, help) = match e.metric {
+        Metric::DetectionTime => (
+            any(&|a| matches!(a, Action::Crash { .. })),
+            "a crash",
+            "add a `crash:` step, or a `churn:` that fails a node within the duration with this seed",
+        ),
+        Metric::ConvergedAfterHeal => (
+            any(&|a| matches!(a, Action::Heal)),
+            "a heal",
+            "add a `partition:` and a later `heal:`",
+        ),
+        Metric::QuarantineTime => (
+            any(&|a| matches!(a, Action::Byzantine { behaviour, .. } if !behaviour.is_empty())),
+            "a byzantine node",
+            "add a `byzantine:` step with a behaviour",
+        ),
+        Metric::CausalAnomalies => (
+            load(&|_, _| true),
+            "a load",
+            "add a `load:` step; its history is what is checked",
+        ),
+        Metric::AcknowledgedWritesLost => (
+            load(&|w, m| w > 0.0 && m < 1.0),
+            "a load that writes",
+            "add a `load:` step with `writes:` above 0%",
+        ),
+        Metric::MessageDelivery => (
+            load(&|_, m| m > 0.0),
+            "a load that sends messages",
+            "give a `load:` step `messages:` above 0%",
+        ),
+        Metric::WorkloadLocality => (
+            load(&|_, _| true),
+            "a load",
+            "add a `load:` step; its data and replication are the workload",
+        ),
+        Metric::TimeAlarmedNodes | Metric::TimeCoverage | Metric::PulsarMissedNodes => (
+            topo.nodes.iter().any(|n| n.role == Role::Authority),
+            "clocks",
+            "agents keep a clock only when the topology has a stratum-0 authority (`role: authority`, or `authorities:` in `generate`)",
+        ),
+        Metric::Locality
+        | Metric::ProtocolLocality
+        | Metric::TimerLatenessP99
+        | Metric::Overhead
+        | Metric::FalseQuarantines => (true, "", ""),
+    };
+    (!ok).then(|| {
+        (
+            format!(
+                "`{name}` needs {needs} in the run, and this scenario has none: it could only fail"
+            ),
+            help.to_string(),
+        )
+    })
+}

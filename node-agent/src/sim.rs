@@ -25,6 +25,9 @@ use crate::node::{
 };
 use crate::time::Instant;
 
+/// Most datagrams [`Sim::capture`] keeps.
+pub const MAX_CAPTURED: usize = 100_000;
+
 /// Parameters for harness runs: defaults, with the cheap test digest instead of Ed25519 in
 /// debug builds (unoptimised curve arithmetic would make multi-node tests take minutes).
 /// Release builds (the benchmark) use Ed25519.
@@ -148,6 +151,9 @@ pub struct Sim {
     pub lost: u64,
     /// Boots per node so far: each boot's replica epoch.
     boots: Vec<u32>,
+    /// Delivered datagrams (from, to, bytes) while capturing (adversary tests), at most
+    /// [`MAX_CAPTURED`].
+    captured: Option<Vec<(u32, u32, Vec<u8>)>>,
     /// Clock configuration per node (`None`: no time layer) and the shared pulsar sky.
     clocks: Vec<Option<NodeClockConfig>>,
     sky: Arc<PulsarArray>,
@@ -224,6 +230,7 @@ impl Sim {
             delivered: 0,
             lost: 0,
             boots: vec![0; topo.nodes.len()],
+            captured: None,
             clocks,
             sky: Arc::new(crate::node::lab_sky(seed)),
         };
@@ -249,6 +256,8 @@ impl Sim {
         let boots = &mut self.boots[i as usize];
         node.set_boot_epoch(*boots);
         *boots += 1;
+        // The wire epoch counts boots from 1, as the supervisor does.
+        node.set_wire_epoch(*boots);
         if let Some(c) = &self.clocks[i as usize] {
             let clock = NodeClock::new(c.clone(), self.now.as_nanos())
                 .expect("harness clock configurations are valid");
@@ -450,6 +459,11 @@ impl Sim {
                     return;
                 };
                 self.delivered += 1;
+                if let Some(c) = self.captured.as_mut() {
+                    if c.len() < MAX_CAPTURED {
+                        c.push((from, to, bytes.clone()));
+                    }
+                }
                 self.trace.update(now.as_nanos().to_be_bytes());
                 self.trace.update(from.to_be_bytes());
                 self.trace.update(to.to_be_bytes());
@@ -477,6 +491,16 @@ impl Sim {
             }
         };
         self.process(i, out);
+    }
+
+    /// Starts (or stops, returning what was kept) recording every delivered datagram as an
+    /// eavesdropper on the links would see it, for replay tests.
+    pub fn capture(&mut self, on: bool) -> Vec<(u32, u32, Vec<u8>)> {
+        let old = self.captured.take().unwrap_or_default();
+        if on {
+            self.captured = Some(Vec::new());
+        }
+        old
     }
 
     /// Injects raw bytes as if neighbour `from` had sent them to `to` (adversary tests).

@@ -49,6 +49,7 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
                     delay_emulated_ns: 1_000_000,
                 }],
                 epoch_monotonic_ns: Some(epoch),
+                boot: 1,
                 time: Some(TimeConfig {
                     servers: if i == 0 { vec![] } else { vec![0] },
                     poll_interval_ns: 200_000_000,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use lightcone_timing::{
     ClockFault, CoordTimestamp, NodeClock, NodeClockConfig, NodeRole, Outgoing, PulsarArray,
-    ServerLink, TimeMessage, TimeMetrics, TimeSource,
+    ServerLink, TimeMessage, TimeMetrics, TimeSource, UnsyncReason,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -562,6 +562,11 @@ pub struct TimeView {
     pub stratum: Option<u8>,
     /// Current server of the hierarchy sync.
     pub server: Option<u32>,
+    /// Why the node has no time yet (`null` once it has): `awaiting_first_exchange`,
+    /// `no_server_reachable` (requests unanswered: servers down, cut off, or without time
+    /// themselves), `collecting_samples` (answers arrive; a path is trusted after 8), or
+    /// `responses_rejected`. An active clock-compromise alarm shows as `alarm_active`.
+    pub unsynchronized: Option<UnsyncReason>,
     #[serde(flatten)]
     pub metrics: TimeMetrics,
     /// A coordinate-tagged timestamp for "now" (what this node's messages carry).
@@ -631,7 +636,9 @@ pub fn clock_config(cfg: &AgentConfig) -> Result<Option<NodeClockConfig>, Config
         servers,
         lightcone_timing::derive_seed(cfg.seed, 0x7469_6d65),
     );
-    c.sync.poll_interval_ns = t.poll_interval_ns;
+    // With the start-up burst (a 16th of the interval) so a node has time within
+    // seconds of its start, not eight intervals.
+    c.sync = c.sync.with_poll_interval(t.poll_interval_ns);
     c.pulsar.integration_s = t.pulsar_integration_s;
     Ok(Some(c))
 }
@@ -928,12 +935,14 @@ impl Node {
         let ns = now.as_nanos();
         let metrics = t.clock.metrics(ns);
         let stamp = t.clock.timestamp(ns);
+        let unsynchronized = t.clock.unsync_reason(ns);
         let st = t.clock.sync_stats();
         Some(TimeView {
             role: t.clock.config().role,
             servers: t.clock.config().servers.iter().map(|s| s.server).collect(),
             stratum: t.clock.sync().stratum(),
             server: t.clock.sync().server(),
+            unsynchronized,
             metrics,
             stamp,
             requests_sent: st.requests_sent,

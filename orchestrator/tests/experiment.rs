@@ -691,3 +691,26 @@ fn message_delivery_is_delivered_over_taken() {
         )
     );
 }
+
+#[test]
+fn load_durability_defaults_to_cell_and_bad_levels_are_refused() {
+    use lightcone::experiment::scenario::Verb;
+    use lightcone_agent::kv::Durability;
+    let durability = |load: &str| {
+        let src = format!(
+            "topology: ../cell.yaml\nduration: 20s\ntimeline:\n  - {{ at: 0s, load: {{ until: 10s, {load} }} }}\nexpect: [no_acknowledged_write_lost]\n"
+        );
+        let sc = scenario::parse_str(&src, "s.yaml", Path::new(".")).unwrap();
+        match &sc.timeline[0].verb {
+            Verb::Load { durability, .. } => *durability,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(durability("keys: 2"), Durability::Cell);
+    assert_eq!(durability("durability: local"), Durability::Local);
+    assert_eq!(durability("durability: cell"), Durability::Cell);
+    let e = errors(
+        "topology: ../cell.yaml\nduration: 20s\ntimeline:\n  - { at: 0s, load: { until: 10s, durability: disk } }\n",
+    );
+    assert!(e.contains("durability \"disk\": want local or cell"), "{e}");
+}

@@ -137,6 +137,15 @@ pub struct AgentConfig {
     /// The node's clock (issue 5). `None`: the agent runs without a time layer.
     #[serde(default)]
     pub time: Option<TimeConfig>,
+    /// Which boot of this node this is: 1 for the first, one more for each restart (the
+    /// supervisor counts). Frames are bound to it (see `wire`), so a restarted agent
+    /// rejects frames captured before its restart.
+    #[serde(default = "first_boot")]
+    pub boot: u32,
+}
+
+fn first_boot() -> u32 {
+    crate::wire::FIRST_EPOCH
 }
 
 /// What the agent's [`lightcone_timing::NodeClock`] needs beyond the directory (which gives

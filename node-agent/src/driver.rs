@@ -28,7 +28,9 @@ use prometheus::{
 use tokio::net::{UdpSocket, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::causal::{Dot, DotContext};
 use crate::config::{AgentConfig, ClockFaultRequest};
+use crate::kv::{Durability, Written};
 use crate::node::{Command, ConfigError, Event, Input, Node, Outbox, Params, TimerKey};
 use crate::routing::Level;
 use crate::time::Instant;
@@ -307,10 +309,12 @@ pub enum Control {
     Metrics,
     State,
     /// `context`: answer the write's dot and overwritten context as JSON instead of "ok".
+    /// `durability`: when to answer (see [`Durability`]).
     Put {
         key: String,
         value: Vec<u8>,
         context: bool,
+        durability: Durability,
     },
     /// `siblings`: answer every concurrent value as JSON instead of the resolved one.
     Get {
@@ -330,9 +334,11 @@ pub enum Control {
     Shutdown,
 }
 
-/// `GET /kv/{key}?siblings`: `{"siblings": [...]}`, every concurrent value as a string, in
-/// `(hlc, dot)` order. A value that is not UTF-8 cannot travel so: 406, saying so.
-fn siblings_reply(siblings: &[Vec<u8>]) -> Reply {
+/// `GET /kv/{key}?siblings`: `{"siblings": [...], "dots": [...], "context": ...}`, every
+/// concurrent value as a string in `(hlc, dot)` order, the dot of each, and the key's
+/// context (every write seen: held or overwritten by a held one). A value that is not UTF-8
+/// cannot travel so: 406, saying so.
+fn siblings_reply(siblings: &[Vec<u8>], dots: &[Dot], context: &DotContext) -> Reply {
     let mut values = Vec::with_capacity(siblings.len());
     for v in siblings {
         match std::str::from_utf8(v) {
@@ -346,7 +352,26 @@ fn siblings_reply(siblings: &[Vec<u8>]) -> Reply {
             }
         }
     }
-    let body = serde_json::json!({ "siblings": values });
+    let body = serde_json::json!({ "siblings": values, "dots": dots, "context": context });
+    (
+        StatusCode::OK,
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+}
+
+/// The answer to an acknowledged put: `ok`, or with `?context` its dot, the context it
+/// overwrote, its durability and the nodes known to hold it.
+fn put_reply(context: bool, w: &Written, durability: Durability, holders: &[u32]) -> Reply {
+    if !context {
+        return (StatusCode::OK, "text/plain", b"ok\n".to_vec());
+    }
+    let body = serde_json::json!({
+        "dot": w.dot,
+        "context": w.context,
+        "durability": durability,
+        "holders": holders,
+    });
     (
         StatusCode::OK,
         "application/json",
@@ -391,6 +416,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     // Wall-clock milliseconds (mod 2³²) as the replica's boot epoch: a restart takes far
     // longer than a millisecond, so no two boots of this node share one.
     node.set_boot_epoch((wall / 1_000_000) as u32);
+    node.set_wire_epoch(cfg.boot);
     let name = cfg.me().name.clone();
     let metrics = Metrics::new(&name)?;
 
@@ -457,6 +483,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     );
     node.start(clock.now(), &mut out);
     let mut pending_get: BTreeMap<String, Vec<(bool, oneshot::Sender<Reply>)>> = BTreeMap::new();
+    // Puts awaiting their answer (a `cell` put's comes when members ack), by request id.
+    let mut pending_put: BTreeMap<u64, (bool, oneshot::Sender<Reply>)> = BTreeMap::new();
+    let mut next_request = 0u64;
     tokio::pin!(shutdown);
     let mut stop = false;
     while !stop {
@@ -492,13 +521,50 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     key,
                     value,
                     siblings,
+                    dots,
+                    context,
                 } => {
                     for (all, tx) in pending_get.remove(&key).unwrap_or_default() {
                         let _ = tx.send(match &value {
                             None => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
-                            Some(_) if all => siblings_reply(&siblings),
+                            Some(_) if all => siblings_reply(&siblings, &dots, &context),
                             Some(v) => (StatusCode::OK, "application/octet-stream", v.clone()),
                         });
+                    }
+                }
+                Event::KvWritten {
+                    request,
+                    written,
+                    durability,
+                    holders,
+                    ..
+                } => {
+                    if let Some((ctx, tx)) = pending_put.remove(&request) {
+                        let _ = tx.send(put_reply(ctx, &written, durability, &holders));
+                    }
+                }
+                Event::KvPutFailed {
+                    request,
+                    written,
+                    holders,
+                    needed,
+                    reason,
+                    ..
+                } => {
+                    tracing::warn!(%reason, "cell write not acknowledged");
+                    if let Some((_, tx)) = pending_put.remove(&request) {
+                        let body = serde_json::json!({
+                            "error": reason,
+                            "dot": written.dot,
+                            "context": written.context,
+                            "holders": holders,
+                            "needed": needed,
+                        });
+                        let _ = tx.send((
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "application/json",
+                            body.to_string().into_bytes(),
+                        ));
                     }
                 }
                 Event::CommandFailed { reason } => {
@@ -573,19 +639,18 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                         node.handle(now, Input::Command(&Command::Quarantine { node: q }), &mut out);
                         Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
                     }
-                    Control::Put { key, value, context } => {
-                        node.handle(now, Input::Command(&Command::Put { key: key.clone(), value }), &mut out);
-                        let failed = command_failure(&out);
-                        let written = out.events.iter().find_map(|e| match e { Event::KvWritten { written, .. } => Some(written.clone()), _ => None });
-                        Some(match (failed, written) {
-                            (Some(r), _) => (StatusCode::NOT_IMPLEMENTED, "text/plain", format!("{r}\n").into_bytes()),
-                            (None, Some(w)) if context => (
-                                StatusCode::OK,
-                                "application/json",
-                                serde_json::to_vec(&w).unwrap_or_default(),
-                            ),
-                            (None, _) => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-                        })
+                    Control::Put { key, value, context, durability } => {
+                        next_request += 1;
+                        let request = next_request;
+                        node.handle(now, Input::Command(&Command::Put { request, key, value, durability }), &mut out);
+                        match command_failure(&out) {
+                            Some(r) => Some((StatusCode::NOT_IMPLEMENTED, "text/plain", format!("{r}\n").into_bytes())),
+                            // Answered by its KvWritten / KvPutFailed event, now or later.
+                            None => {
+                                pending_put.insert(request, (context, reply));
+                                continue;
+                            }
+                        }
                     }
                     Control::Get { key, siblings } => {
                         pending_get.entry(key.clone()).or_default().push((siblings, reply));
@@ -750,10 +815,21 @@ async fn handle_http(
                     Ok(b) => b,
                     Err(e) => return bad(&e),
                 };
+                let durability = match query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("durability="))
+                {
+                    None => Durability::default(),
+                    Some(d) => match d.parse::<Durability>() {
+                        Ok(d) => d,
+                        Err(e) => return bad(&e),
+                    },
+                };
                 Control::Put {
                     key,
                     value: body.to_vec(),
                     context: flag("context"),
+                    durability,
                 }
             } else {
                 return Ok(resp(

@@ -7,7 +7,11 @@
 //!   `CausalDelivery::receive` → apply every delivered delta in causal order;
 //! - repair (every `repair_interval`): send our delivered vector to one random member,
 //!   which answers with up to `repair_batch` logged messages we lack, so lost broadcasts are
-//!   repaired in causal order.
+//!   repaired in causal order;
+//! - acknowledgement: a member that delivered a write (or receives one again) and holds it
+//!   — its store's context for the key covers the write's dot — answers the writer with
+//!   [`KvMsg::Ack`] naming the dots it holds. The node counts these for `cell` writes
+//!   ([`Durability`]): a put is acknowledged to its client only once enough members hold it.
 //!
 //! Messages travel JSON-encoded inside `Payload::Kv` (one datagram each; a put whose
 //! message does not fit is refused). Not wired yet: the slow digest anti-entropy for what
@@ -31,6 +35,70 @@ pub enum KvMsg {
     Repair {
         delivered: VersionVector,
     },
+    /// "My store holds these writes of yours" (each dot is in my context for its key): the
+    /// writer counts the signed sender of this message as a holder. At most
+    /// [`MAX_ACK_DOTS`] dots.
+    Ack {
+        dots: Vec<Dot>,
+    },
+}
+
+/// Most dots one [`KvMsg::Ack`] carries (a longer one is refused as malformed).
+pub const MAX_ACK_DOTS: usize = 32;
+
+/// When a put is acknowledged to its client.
+///
+/// - `local`: once this replica holds it. A crash of this node before the write reached
+///   another member loses it.
+/// - `cell`: once `f + 1` members of the cell hold it (this node included), where `N` is the
+///   cell's configured size (the directory's, not the current membership view) and
+///   `f = ⌊(N − 1) / 2⌋`, the crash faults a cell of `N` can tolerate (`N ≥ 2f + 1`). So a
+///   `cell` write survives any `f` crashes of the cell's members (a cell of 3 or 4: one
+///   other member holds it; of 8: three others). The configured size, not
+///   the live view, because a writer cut off from its cell sees its view shrink and would
+///   otherwise acknowledge a write that only it holds. A put that does not reach `f + 1`
+///   holders within the node's acknowledgement timeout fails as *indeterminate*: it stands
+///   locally and may still spread.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    Local,
+    #[default]
+    Cell,
+}
+
+impl Durability {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Durability::Local => "local",
+            Durability::Cell => "cell",
+        }
+    }
+
+    /// Holders a `cell` write needs in a cell of `n` configured members: `f + 1` with
+    /// `f = ⌊(n − 1) / 2⌋` (1 for a cell of one or two).
+    pub fn cell_quorum(n: usize) -> usize {
+        n.saturating_sub(1) / 2 + 1
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Durability, String> {
+        match s {
+            "local" => Ok(Durability::Local),
+            "cell" => Ok(Durability::Cell),
+            other => Err(format!("durability {other:?}: want local or cell")),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why a KV operation failed. Nothing changed in the replica.
@@ -52,12 +120,19 @@ pub struct Written {
     pub context: DotContext,
 }
 
-/// What handling a KV message produced: messages to send (to a node), and counters.
+/// What handling a KV message produced: messages to send (to a node), dots the sender
+/// says it holds (from a [`KvMsg::Ack`]), and counters.
 #[derive(Debug, Default)]
 pub struct KvOut {
     pub sends: Vec<(u32, Vec<u8>)>,
+    pub acked: Vec<Dot>,
     pub applied: u64,
     pub refused: Vec<&'static str>,
+}
+
+/// The node a replica id belongs to (see [`replica_id`]).
+pub fn node_of_replica(id: NodeId) -> u32 {
+    (id & 0xffff_ffff) as u32
 }
 
 /// One node's replica.
@@ -120,9 +195,27 @@ impl Replica {
     /// Every live value of `key` (concurrent siblings of a multi-value register), in
     /// `(hlc, dot)` order, so the last is [`Replica::get`]'s. Empty if never written.
     pub fn siblings(&self, key: &str) -> Vec<Vec<u8>> {
-        let mut s = self.store.get(key).siblings;
+        self.versions(key).0.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// [`Replica::siblings`] with each value's dot, and the key's context (every write this
+    /// replica has seen of the key: held, or overwritten by a held one). What a history
+    /// checker needs to tell a lost write from an overwritten one.
+    pub fn versions(&self, key: &str) -> (Vec<(Dot, Vec<u8>)>, DotContext) {
+        let r = self.store.get(key);
+        let mut s = r.siblings;
         s.sort_by_key(|(dot, v)| (v.hlc, *dot));
-        s.into_iter().map(|(_, v)| v.value).collect()
+        (
+            s.into_iter().map(|(d, v)| (d, v.value)).collect(),
+            r.context,
+        )
+    }
+
+    /// True when this replica holds the write `dot` of `key` or a write that overwrote it.
+    pub fn covers(&self, key: &str, dot: Dot) -> bool {
+        self.store
+            .register(key)
+            .is_some_and(|r| r.context().contains(dot))
     }
 
     /// Local write; returns the encoded broadcast for the cell and what the write was: its
@@ -195,18 +288,36 @@ impl Replica {
                         return out;
                     }
                 }
+                // Writes this replica now holds, to acknowledge to their writers.
+                let mut held: Vec<(String, Dot)> = Vec::new();
+                let again = writes_of(&m.payload);
                 match self.delivery.receive(m) {
                     Ok(Receipt::Delivered(ms)) => {
                         for d in ms {
                             match self.store.apply(&d.payload) {
-                                Ok(_) => out.applied += 1,
+                                Ok(_) => {
+                                    out.applied += 1;
+                                    held.extend(writes_of(&d.payload));
+                                }
                                 Err(_) => out.refused.push("kv_store_refused"),
                             }
                         }
                     }
                     Ok(Receipt::Buffered) => {}
-                    Ok(Receipt::Duplicate) => out.refused.push("kv_duplicate"),
+                    Ok(Receipt::Duplicate) => {
+                        // A writer retransmits to members whose ack it lacks: ack again.
+                        out.refused.push("kv_duplicate");
+                        held.extend(again);
+                    }
                     Err(_) => out.refused.push("kv_delivery_refused"),
+                }
+                self.acks_for(&held, &mut out);
+            }
+            KvMsg::Ack { dots } => {
+                if dots.len() > MAX_ACK_DOTS {
+                    out.refused.push("kv_malformed");
+                } else {
+                    out.acked = dots;
                 }
             }
             KvMsg::Repair { delivered } => {
@@ -225,6 +336,37 @@ impl Replica {
         }
         out
     }
+
+    /// One [`KvMsg::Ack`] per writer for the writes in `held` this store covers.
+    fn acks_for(&self, held: &[(String, Dot)], out: &mut KvOut) {
+        let mut by_writer: std::collections::BTreeMap<u32, Vec<Dot>> = Default::default();
+        for (key, dot) in held {
+            if dot.node != self.me && self.covers(key, *dot) {
+                by_writer
+                    .entry(node_of_replica(dot.node))
+                    .or_default()
+                    .push(*dot);
+            }
+        }
+        for (writer, dots) in by_writer {
+            for chunk in dots.chunks(MAX_ACK_DOTS) {
+                if let Ok(b) = serde_json::to_vec(&KvMsg::Ack {
+                    dots: chunk.to_vec(),
+                }) {
+                    out.sends.push((writer, b));
+                }
+            }
+        }
+    }
+}
+
+/// The writes a delta carries: (key, dot) of every value in it.
+fn writes_of(delta: &Delta) -> Vec<(String, Dot)> {
+    delta
+        .entries
+        .iter()
+        .flat_map(|(k, r)| r.siblings().map(move |(d, _)| (k.clone(), d)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -245,5 +387,52 @@ mod tests {
             "overwrote the first"
         );
         assert_eq!(r.siblings("k"), vec![b"b".to_vec()]);
+        let (versions, ctx) = r.versions("k");
+        assert_eq!(versions, vec![(Dot::new(me, 2), b"b".to_vec())]);
+        assert!(ctx.contains(Dot::new(me, 1)) && ctx.contains(Dot::new(me, 2)));
+    }
+
+    #[test]
+    fn a_member_acknowledges_the_writes_it_holds_and_again_on_a_retransmission() {
+        let mut a = Replica::new(1, 0);
+        let mut b = Replica::new(2, 0);
+        let (bytes, w) = a.put(10, "k", b"v".to_vec()).unwrap();
+        let dot = w.dot.unwrap();
+        let out = b.receive(20, 1, &bytes);
+        assert_eq!(out.applied, 1);
+        assert_eq!(out.sends.len(), 1, "{out:?}");
+        let (to, ack) = &out.sends[0];
+        assert_eq!(*to, 1, "to the writer's node");
+        let back = a.receive(30, 2, ack);
+        assert_eq!(back.acked, vec![dot]);
+        // A retransmission is a duplicate for b, which acks again (the first ack was lost).
+        let out = b.receive(40, 1, &bytes);
+        assert_eq!(out.refused, vec!["kv_duplicate"]);
+        assert_eq!(a.receive(50, 2, &out.sends[0].1).acked, vec![dot]);
+        // An ack naming too many dots is refused.
+        let long = serde_json::to_vec(&KvMsg::Ack {
+            dots: vec![dot; MAX_ACK_DOTS + 1],
+        })
+        .unwrap();
+        let out = a.receive(60, 2, &long);
+        assert!(out.acked.is_empty());
+        assert_eq!(out.refused, vec!["kv_malformed"]);
+    }
+
+    #[test]
+    fn durability_parses_and_the_cell_quorum_is_f_plus_one() {
+        assert_eq!("local".parse::<Durability>(), Ok(Durability::Local));
+        assert_eq!("cell".parse::<Durability>(), Ok(Durability::Cell));
+        assert!("disk"
+            .parse::<Durability>()
+            .unwrap_err()
+            .contains("local or cell"));
+        assert_eq!(Durability::default(), Durability::Cell);
+        // f = ⌊(n − 1)/2⌋, f + 1 holders: n = 1 → 1, 3 → 2, 4 → 2, 5 → 3, 8 → 4.
+        let q: Vec<usize> = [1, 2, 3, 4, 5, 8]
+            .iter()
+            .map(|n| Durability::cell_quorum(*n))
+            .collect();
+        assert_eq!(q, vec![1, 1, 2, 2, 3, 4]);
     }
 }

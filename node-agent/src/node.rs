@@ -21,14 +21,15 @@ use std::time::Duration;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use lightcone_timing::{
     ClockFault, CoordTimestamp, NodeClock, NodeClockConfig, NodeRole, Outgoing, PulsarArray,
-    ServerLink, TimeMessage, TimeMetrics, TimeSource,
+    ServerLink, TimeMessage, TimeMetrics, TimeSource, UnsyncReason,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::causal::{Dot, DotContext};
 use crate::config::{AgentConfig, HierAddr, PeerInfo, Role};
-use crate::kv::Replica;
+use crate::kv::{Durability, Replica, Written};
 use crate::membership::{MemberView, Membership, SwimParams};
 use crate::routing::{Level, Locality, Route, RouteParams, Routing};
 use crate::time::Instant;
@@ -136,6 +137,13 @@ pub struct Params {
     pub summary_interval: Duration,
     /// KV repair exchange with one random cell member this often. Default 2 s.
     pub kv_repair_interval: Duration,
+    /// A `cell` put that has not reached its quorum of holders this long after it was taken
+    /// fails as indeterminate ([`Durability`]). Default 2 s; [`Node::new`] raises it to
+    /// 2 s of *real* time at time scales above 1 (host scheduling latency is real time).
+    pub kv_ack_timeout: Duration,
+    /// A `cell` put is sent again to the members whose ack is missing this often (lost
+    /// broadcasts or acks). Default 250 ms, scaled like `kv_ack_timeout`.
+    pub kv_ack_retry: Duration,
     pub watch: WatchParams,
     /// Outbox bounds. Defaults 4096 datagrams, 1024 events.
     pub outbox_datagrams: usize,
@@ -152,6 +160,8 @@ impl Default for Params {
             route: RouteParams::default(),
             summary_interval: Duration::from_secs(5),
             kv_repair_interval: Duration::from_secs(2),
+            kv_ack_timeout: Duration::from_secs(2),
+            kv_ack_retry: Duration::from_millis(250),
             watch: WatchParams::default(),
             outbox_datagrams: 4096,
             outbox_events: 1024,
@@ -179,6 +189,8 @@ pub enum TimerKey {
     Clock,
     /// Neighbourhood watch: judge and start forwarding audits, repeat accusations.
     Watch,
+    /// `cell` puts awaiting acks: the next retransmission or timeout.
+    KvAck,
 }
 
 /// The node's timer table.
@@ -222,9 +234,15 @@ impl Timers {
 /// An operator command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
+    /// A client write. `request` is the caller's id for it, echoed in the
+    /// [`Event::KvWritten`] or [`Event::KvPutFailed`] that answers it (a `cell` put is
+    /// answered later, when members acknowledge it); a put refused at once is answered by
+    /// [`Event::CommandFailed`] within the same call.
     Put {
+        request: u64,
         key: String,
         value: Vec<u8>,
+        durability: Durability,
     },
     Get {
         key: String,
@@ -338,11 +356,29 @@ pub enum Event {
         value: Option<Vec<u8>>,
         /// Every concurrent sibling, in `(hlc, dot)` order (the last is `value`).
         siblings: Vec<Vec<u8>>,
+        /// The dot of each sibling, in the same order.
+        dots: Vec<Dot>,
+        /// Every write of the key this replica has seen (held or overwritten by a held one).
+        context: DotContext,
     },
+    /// A put is acknowledged: held by `holders` (this node first), enough for `durability`.
     KvWritten {
+        request: u64,
         key: String,
         /// The write's dot and the context it overwrote.
-        written: crate::kv::Written,
+        written: Written,
+        durability: Durability,
+        holders: Vec<u32>,
+    },
+    /// A `cell` put did not reach its quorum in time (or the node stopped): indeterminate —
+    /// it stands here and may still reach the others.
+    KvPutFailed {
+        request: u64,
+        key: String,
+        written: Written,
+        holders: Vec<u32>,
+        needed: u32,
+        reason: String,
     },
     CommandFailed {
         reason: String,
@@ -526,6 +562,11 @@ pub struct TimeView {
     pub stratum: Option<u8>,
     /// Current server of the hierarchy sync.
     pub server: Option<u32>,
+    /// Why the node has no time yet (`null` once it has): `awaiting_first_exchange`,
+    /// `no_server_reachable` (requests unanswered: servers down, cut off, or without time
+    /// themselves), `collecting_samples` (answers arrive; a path is trusted after 8), or
+    /// `responses_rejected`. An active clock-compromise alarm shows as `alarm_active`.
+    pub unsynchronized: Option<UnsyncReason>,
     #[serde(flatten)]
     pub metrics: TimeMetrics,
     /// A coordinate-tagged timestamp for "now" (what this node's messages carry).
@@ -597,7 +638,9 @@ pub fn clock_config(cfg: &AgentConfig) -> Result<Option<NodeClockConfig>, Config
         servers,
         lightcone_timing::derive_seed(cfg.seed, 0x7469_6d65),
     );
-    c.sync.poll_interval_ns = t.poll_interval_ns;
+    // With the start-up burst (a 16th of the interval) so a node has time within
+    // seconds of its start, not eight intervals.
+    c.sync = c.sync.with_poll_interval(t.poll_interval_ns);
     c.pulsar.integration_s = t.pulsar_integration_s;
     Ok(Some(c))
 }
@@ -628,6 +671,24 @@ pub fn dest_name(d: &Dest) -> String {
     }
 }
 
+/// Most `cell` puts awaiting acks at once; more are refused.
+pub const MAX_PENDING_PUTS: usize = 1024;
+
+/// A `cell` put awaiting acks.
+#[derive(Debug, Clone)]
+struct PendingPut {
+    request: u64,
+    key: String,
+    written: Written,
+    /// The broadcast, for retransmission to members whose ack is missing.
+    bytes: Vec<u8>,
+    /// Nodes known to hold the write (this node first).
+    holders: Vec<u32>,
+    needed: usize,
+    deadline: Instant,
+    retry_at: Instant,
+}
+
 /// The node.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -644,6 +705,12 @@ pub struct Node {
     membership: Membership,
     routing: Routing,
     replay: BTreeMap<u32, ReplayWindow>,
+    /// This boot's epoch (see the `wire` module: frames are bound to it).
+    boot_epoch: u32,
+    /// The latest boot epoch heard from each peer ([`wire::FIRST_EPOCH`] until then).
+    peer_epochs: BTreeMap<u32, u32>,
+    /// When we last told a peer our boot epoch after rejecting its stale frame.
+    boot_notices: BTreeMap<u32, Instant>,
     counters: Counters,
     summaries: BTreeMap<Dest, (u32, Summary, Instant)>,
     stopped: bool,
@@ -651,6 +718,8 @@ pub struct Node {
     fx: Effects,
     pending: VecDeque<Transmit>,
     kv: Replica,
+    /// `cell` puts awaiting acks, by the write's dot.
+    puts: BTreeMap<Dot, PendingPut>,
     time: Option<TimeLayer>,
     watch: Watch,
     byzantine: Byzantine,
@@ -679,15 +748,14 @@ impl Node {
             .iter()
             .map(|n| (n.id, n.delay_emulated_ns))
             .collect();
-        let node = Node::with_directory(
-            cfg.id,
-            cfg.seed,
-            secret,
-            &links,
-            dir,
-            Params::default(),
-            now,
-        )?;
+        let mut params = Params::default();
+        // Acks cross the host's scheduler, whose latency is real time: give them at least
+        // 2 s (retries every 250 ms) of it at any time scale.
+        if cfg.time_scale.is_finite() && cfg.time_scale > 1.0 {
+            params.kv_ack_timeout = params.kv_ack_timeout.mul_f64(cfg.time_scale.min(1e6));
+            params.kv_ack_retry = params.kv_ack_retry.mul_f64(cfg.time_scale.min(1e6));
+        }
+        let node = Node::with_directory(cfg.id, cfg.seed, secret, &links, dir, params, now)?;
         Ok(match time {
             Some(t) => node.with_time(t),
             None => node,
@@ -739,6 +807,9 @@ impl Node {
             membership,
             routing,
             replay: BTreeMap::new(),
+            boot_epoch: wire::FIRST_EPOCH,
+            peer_epochs: BTreeMap::new(),
+            boot_notices: BTreeMap::new(),
             counters: Counters::default(),
             summaries: BTreeMap::new(),
             stopped: false,
@@ -746,6 +817,7 @@ impl Node {
             fx: Effects::default(),
             pending: VecDeque::new(),
             kv: Replica::new(id, 0),
+            puts: BTreeMap::new(),
             time: None,
             watch: Watch::new(id, params.watch.clone()),
             byzantine: Byzantine::default(),
@@ -758,6 +830,19 @@ impl Node {
     /// must use a different one. Call before [`Node::start`]; the replica is still empty.
     pub fn set_boot_epoch(&mut self, epoch: u32) {
         self.kv = Replica::new(self.id, epoch);
+    }
+
+    /// Sets this boot's wire epoch: [`wire::FIRST_EPOCH`] for a node's first boot, one more
+    /// for each restart (the supervisor counts them). Frames bound to another boot of this
+    /// node — captured before a restart — are rejected as stale. Call before
+    /// [`Node::start`]; 0 is taken as the first epoch.
+    pub fn set_wire_epoch(&mut self, epoch: u32) {
+        self.boot_epoch = epoch.max(wire::FIRST_EPOCH);
+    }
+
+    /// This boot's wire epoch.
+    pub fn wire_epoch(&self) -> u32 {
+        self.boot_epoch
     }
 
     /// Raises the sequence-number floor (the driver passes wall-clock ns so a restarted
@@ -852,12 +937,14 @@ impl Node {
         let ns = now.as_nanos();
         let metrics = t.clock.metrics(ns);
         let stamp = t.clock.timestamp(ns);
+        let unsynchronized = t.clock.unsync_reason(ns);
         let st = t.clock.sync_stats();
         Some(TimeView {
             role: t.clock.config().role,
             servers: t.clock.config().servers.iter().map(|s| s.server).collect(),
             stratum: t.clock.sync().stratum(),
             server: t.clock.sync().server(),
+            unsynchronized,
             metrics,
             stamp,
             requests_sent: st.requests_sent,
@@ -1038,33 +1125,29 @@ impl Node {
                     reason: "this node has no time layer".into(),
                 }),
             },
-            Command::Put { key, value } => {
-                let phys = self.physical_ns(now);
-                match self.kv.put(phys, key, value.clone()) {
-                    Ok((bytes, written)) => {
-                        for m in self.membership.active().to_vec() {
-                            self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
-                        }
-                        self.fx.events.push(Event::KvWritten {
-                            key: key.clone(),
-                            written,
-                        });
-                    }
-                    Err(e) => self.fx.events.push(Event::CommandFailed {
-                        reason: e.to_string(),
-                    }),
-                }
-            }
+            Command::Put {
+                request,
+                key,
+                value,
+                durability,
+            } => self.put(now, *request, key, value, *durability),
             Command::Get { key } => {
                 let value = self.kv.get(key);
-                let siblings = self.kv.siblings(key);
+                let (versions, context) = self.kv.versions(key);
+                let (dots, siblings) = versions.into_iter().unzip();
                 self.fx.events.push(Event::KvValue {
                     key: key.clone(),
                     value,
                     siblings,
+                    dots,
+                    context,
                 });
             }
             Command::Shutdown => {
+                for (_, p) in std::mem::take(&mut self.puts) {
+                    self.put_failed(p, "the agent is stopping".into());
+                }
+                self.timers.cancel(TimerKey::KvAck);
                 self.membership.leave();
                 // Tell a few members directly so the departure spreads before we go.
                 let mut fx = std::mem::take(&mut self.fx);
@@ -1155,8 +1238,9 @@ impl Node {
                 self.timers
                     .set(TimerKey::Summary, now + self.params.summary_interval);
             }
-            // Needs the whole node, not the borrows above: run after them.
+            // Need the whole node, not the borrows above: run after them.
             TimerKey::Watch => watch_due = true,
+            TimerKey::KvAck => {}
             TimerKey::Clock => {
                 if let Some(t) = self.time.as_mut() {
                     let ns = now.as_nanos();
@@ -1170,6 +1254,146 @@ impl Node {
         self.flush_clock();
         if watch_due {
             self.on_watch_tick(now);
+        }
+        if key == TimerKey::KvAck {
+            self.on_put_tick(now);
+        }
+    }
+
+    /// A client write: into the replica, to every live cell member, and answered now
+    /// (`local`, or a cell whose quorum is this node alone) or once enough members ack.
+    fn put(&mut self, now: Instant, request: u64, key: &str, value: &[u8], d: Durability) {
+        let needed = Durability::cell_quorum(self.dir.ids_where(|a| a.same_cell(&self.addr)).len());
+        if d == Durability::Cell && needed > 1 && self.puts.len() >= MAX_PENDING_PUTS {
+            self.fx.events.push(Event::CommandFailed {
+                reason: format!(
+                    "{MAX_PENDING_PUTS} cell writes already await acknowledgement; retry later"
+                ),
+            });
+            return;
+        }
+        let phys = self.physical_ns(now);
+        let (bytes, written) = match self.kv.put(phys, key, value.to_vec()) {
+            Ok(w) => w,
+            Err(e) => {
+                self.fx.events.push(Event::CommandFailed {
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        };
+        for m in self.membership.active().to_vec() {
+            self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
+        }
+        match (d, written.dot) {
+            (Durability::Cell, Some(dot)) if needed > 1 => {
+                self.puts.insert(
+                    dot,
+                    PendingPut {
+                        request,
+                        key: key.to_string(),
+                        written,
+                        bytes,
+                        holders: vec![self.id],
+                        needed,
+                        deadline: now + self.params.kv_ack_timeout,
+                        retry_at: now + self.params.kv_ack_retry,
+                    },
+                );
+                self.arm_puts();
+            }
+            _ => self.fx.events.push(Event::KvWritten {
+                request,
+                key: key.to_string(),
+                written,
+                durability: d,
+                holders: vec![self.id],
+            }),
+        }
+    }
+
+    /// `src` (the signed source of a KV ack) holds these writes of ours.
+    fn on_put_acks(&mut self, src: u32, dots: &[Dot]) {
+        for dot in dots {
+            let Some(p) = self.puts.get_mut(dot) else {
+                continue;
+            };
+            if !p.holders.contains(&src) {
+                p.holders.push(src);
+            }
+            if p.holders.len() >= p.needed {
+                if let Some(p) = self.puts.remove(dot) {
+                    self.counters.count("kv", "cell_acknowledged");
+                    self.fx.events.push(Event::KvWritten {
+                        request: p.request,
+                        key: p.key,
+                        written: p.written,
+                        durability: Durability::Cell,
+                        holders: p.holders,
+                    });
+                }
+            }
+        }
+        self.arm_puts();
+    }
+
+    /// Puts past their deadline fail; the others are sent again to live members whose ack
+    /// is missing when their retry is due.
+    fn on_put_tick(&mut self, now: Instant) {
+        let expired: Vec<Dot> = self
+            .puts
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in expired {
+            if let Some(p) = self.puts.remove(&d) {
+                let reason = format!(
+                    "indeterminate: {} of the {} cell members needed held the write after {:?}; it stands on this node and may still spread",
+                    p.holders.len(),
+                    p.needed,
+                    self.params.kv_ack_timeout
+                );
+                self.put_failed(p, reason);
+            }
+        }
+        let active = self.membership.active().to_vec();
+        let retry = self.params.kv_ack_retry;
+        let mut resend = Vec::new();
+        for p in self.puts.values_mut() {
+            if p.retry_at <= now {
+                p.retry_at = now + retry;
+                for m in active.iter().filter(|m| !p.holders.contains(m)) {
+                    resend.push((*m, p.bytes.clone()));
+                }
+            }
+        }
+        for (m, b) in resend {
+            self.counters.count("kv", "put_retransmitted");
+            self.fx.send(Dest::Node(m), Payload::Kv(b));
+        }
+        self.arm_puts();
+    }
+
+    fn put_failed(&mut self, p: PendingPut, reason: String) {
+        self.counters.count("kv", "cell_timed_out");
+        self.fx.events.push(Event::KvPutFailed {
+            request: p.request,
+            key: p.key,
+            written: p.written,
+            holders: p.holders,
+            needed: p.needed as u32,
+            reason,
+        });
+    }
+
+    fn arm_puts(&mut self) {
+        match self.puts.values().map(|p| p.deadline.min(p.retry_at)).min() {
+            Some(at) if self.timers.get(TimerKey::KvAck) != Some(at) => {
+                self.timers.set(TimerKey::KvAck, at)
+            }
+            Some(_) => {}
+            None => self.timers.cancel(TimerKey::KvAck),
         }
     }
 
@@ -1426,7 +1650,7 @@ impl Node {
             self.forward(now, from, bytes, h.ttl, h.dst);
             return;
         }
-        if let Err(e) = self.accept(&frame, from) {
+        if let Err(e) = self.accept(now, &frame, from) {
             self.counters.count("rx", e.reason());
             return;
         }
@@ -1442,7 +1666,12 @@ impl Node {
         self.dispatch(now, from, h.src, payload);
     }
 
-    fn accept(&mut self, frame: &wire::Frame<'_>, from: u32) -> Result<(), WireError> {
+    fn accept(
+        &mut self,
+        now: Instant,
+        frame: &wire::Frame<'_>,
+        from: u32,
+    ) -> Result<(), WireError> {
         let h = frame.header;
         if h.src == self.id {
             return Err(WireError::Replay);
@@ -1452,12 +1681,52 @@ impl Node {
         }
         let entry = self.dir.get(h.src).ok_or(WireError::UnknownSender)?;
         frame.verify_with(&entry.key, self.params.auth)?;
-        // The window is updated only after the signature holds, so forgeries cannot
-        // advance it.
+        // Epochs and the window change only after the signature holds, so forgeries
+        // cannot move them.
+        let known = self.peer_epoch(h.src);
+        if h.src_epoch < known {
+            return Err(WireError::StaleEpoch); // an earlier boot of the sender
+        }
+        if h.src_epoch > known {
+            // The sender restarted: a new boot, a fresh window.
+            self.peer_epochs.insert(h.src, h.src_epoch);
+            self.replay.remove(&h.src);
+        }
+        let bound_to = match h.dst {
+            Dest::Node(_) | Dest::Link => self.boot_epoch,
+            // No single receiver to bind to (no protocol sends these today).
+            Dest::Cell { .. } | Dest::Cluster { .. } | Dest::Layer { .. } => 0,
+        };
+        if h.dst_epoch != bound_to {
+            // Captured before our restart, or sent by a peer that has not heard of it.
+            self.boot_notice(now, h.src);
+            return Err(WireError::StaleEpoch);
+        }
         if !self.replay.entry(h.src).or_default().accept(h.seq) {
             return Err(WireError::Replay);
         }
         Ok(())
+    }
+
+    /// The boot epoch we last heard from `peer`.
+    fn peer_epoch(&self, peer: u32) -> u32 {
+        self.peer_epochs
+            .get(&peer)
+            .copied()
+            .unwrap_or(wire::FIRST_EPOCH)
+    }
+
+    /// Tells `peer` our boot epoch (it sent a frame bound to another), at most once a
+    /// second per peer so replayed frames cannot make us a traffic amplifier.
+    fn boot_notice(&mut self, now: Instant, peer: u32) {
+        let due = self
+            .boot_notices
+            .get(&peer)
+            .is_none_or(|t| now.saturating_since(*t) >= Duration::from_secs(1));
+        if due {
+            self.boot_notices.insert(peer, now);
+            self.fx.send(Dest::Node(peer), Payload::Boot);
+        }
     }
 
     fn forward(&mut self, now: Instant, from: u32, bytes: &[u8], ttl: u8, dst: Dest) {
@@ -1490,6 +1759,7 @@ impl Node {
     fn dispatch(&mut self, now: Instant, link: u32, src: u32, p: Payload) {
         let mut lied: Vec<u32> = Vec::new();
         let mut convicted: Vec<u32> = Vec::new();
+        let mut acked: Vec<Dot> = Vec::new();
         let phys = match p {
             Payload::Kv(_) => self.physical_ns(now),
             _ => 0,
@@ -1567,6 +1837,9 @@ impl Node {
                     for (to, b) in r.sends {
                         fx.send(Dest::Node(to), Payload::Kv(b));
                     }
+                    if !r.acked.is_empty() {
+                        acked = r.acked;
+                    }
                     for reason in r.refused {
                         self.counters.count("kv", reason);
                     }
@@ -1604,6 +1877,8 @@ impl Node {
                     convicted.push(node);
                 }
             }
+            // Its news, the sender's boot epoch, was taken from the header on acceptance.
+            Payload::Boot => {}
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
@@ -1634,6 +1909,9 @@ impl Node {
         }
         for s in convicted {
             self.convict(now, s);
+        }
+        if !acked.is_empty() {
+            self.on_put_acks(src, &acked);
         }
         self.flush_clock();
         if self.routing.has_pending_update() {
@@ -1696,6 +1974,12 @@ impl Node {
                 dst,
                 seq: self.seq,
                 hlc: self.next_hlc(now),
+                src_epoch: self.boot_epoch,
+                dst_epoch: match dst {
+                    Dest::Node(d) => self.peer_epoch(d),
+                    Dest::Link => self.peer_epoch(next),
+                    Dest::Cell { .. } | Dest::Cluster { .. } | Dest::Layer { .. } => 0,
+                },
             };
             let bytes = wire::encode_with(&header, &payload, &self.key, self.params.auth);
             let acct = if dst == Dest::Link {

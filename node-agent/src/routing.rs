@@ -321,6 +321,14 @@ impl Routing {
             }
         }
         let d = self.localize(dst)?;
+        // A node outside our cell that is our direct neighbour is one hop away, whatever
+        // the aggregated route to its scope says (in a star, the route to the hub's cell
+        // of leaves points at one leaf, which reaches the others only back through us).
+        if let (Dest::Node(x), false) = (dst, matches!(d, Dest::Node(_))) {
+            if self.links.get(&x).is_some_and(|l| l.up) {
+                return Some(x);
+            }
+        }
         self.table.get(&d).map(|r| r.next_hop)
     }
 

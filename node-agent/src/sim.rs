@@ -25,6 +25,9 @@ use crate::node::{
 };
 use crate::time::Instant;
 
+/// Most datagrams [`Sim::capture`] keeps.
+pub const MAX_CAPTURED: usize = 100_000;
+
 /// Parameters for harness runs: defaults, with the cheap test digest instead of Ed25519 in
 /// debug builds (unoptimised curve arithmetic would make multi-node tests take minutes).
 /// Release builds (the benchmark) use Ed25519.
@@ -148,6 +151,9 @@ pub struct Sim {
     pub lost: u64,
     /// Boots per node so far: each boot's replica epoch.
     boots: Vec<u32>,
+    /// Delivered datagrams (from, to, bytes) while capturing (adversary tests), at most
+    /// [`MAX_CAPTURED`].
+    captured: Option<Vec<(u32, u32, Vec<u8>)>>,
     /// Clock configuration per node (`None`: no time layer) and the shared pulsar sky.
     clocks: Vec<Option<NodeClockConfig>>,
     sky: Arc<PulsarArray>,
@@ -224,6 +230,7 @@ impl Sim {
             delivered: 0,
             lost: 0,
             boots: vec![0; topo.nodes.len()],
+            captured: None,
             clocks,
             sky: Arc::new(crate::node::lab_sky(seed)),
         };
@@ -249,6 +256,8 @@ impl Sim {
         let boots = &mut self.boots[i as usize];
         node.set_boot_epoch(*boots);
         *boots += 1;
+        // The wire epoch counts boots from 1, as the supervisor does.
+        node.set_wire_epoch(*boots);
         if let Some(c) = &self.clocks[i as usize] {
             let clock = NodeClock::new(c.clone(), self.now.as_nanos())
                 .expect("harness clock configurations are valid");
@@ -450,6 +459,11 @@ impl Sim {
                     return;
                 };
                 self.delivered += 1;
+                if let Some(c) = self.captured.as_mut() {
+                    if c.len() < MAX_CAPTURED {
+                        c.push((from, to, bytes.clone()));
+                    }
+                }
                 self.trace.update(now.as_nanos().to_be_bytes());
                 self.trace.update(from.to_be_bytes());
                 self.trace.update(to.to_be_bytes());
@@ -479,6 +493,16 @@ impl Sim {
         self.process(i, out);
     }
 
+    /// Starts (or stops, returning what was kept) recording every delivered datagram as an
+    /// eavesdropper on the links would see it, for replay tests.
+    pub fn capture(&mut self, on: bool) -> Vec<(u32, u32, Vec<u8>)> {
+        let old = self.captured.take().unwrap_or_default();
+        if on {
+            self.captured = Some(Vec::new());
+        }
+        old
+    }
+
     /// Injects raw bytes as if neighbour `from` had sent them to `to` (adversary tests).
     pub fn inject(&mut self, from: u32, to: u32, bytes: Vec<u8>) {
         let now = self.now;
@@ -493,7 +517,7 @@ mod tests {
     //! harness's links are symmetric and jitter-free, so two-way time transfer cancels their
     //! delay and the tiles' error is the oscillator and timestamp noise the models carry.
     use super::*;
-    use lightcone_timing::{ClockFault, NodeRole, ServerLink, TimeSource};
+    use lightcone_timing::{ClockFault, NodeRole, ServerLink, TimeSource, UnsyncReason};
 
     const AUTH: u32 = 0;
     const GW: u32 = 1;
@@ -664,6 +688,111 @@ mod tests {
         let m = sim.time_metrics(2).unwrap();
         assert_eq!(m.source, TimeSource::Pulsar, "{m:?} after {took:?}");
         assert!(m.true_error_s.abs() < 1e-6, "{m:?}");
+    }
+
+    /// Virtual time from now until every node in `nodes` has a finite σ (checked every
+    /// 10 ms), or `None` within `limit`.
+    fn time_to_finite_sigma(sim: &mut Sim, nodes: &[u32], limit: Duration) -> Option<Duration> {
+        let start = sim.now();
+        while sim.now() < start + limit {
+            sim.run_for(Duration::from_millis(10));
+            if nodes
+                .iter()
+                .all(|i| sim.time_metrics(*i).is_some_and(|m| m.sigma_s.is_finite()))
+            {
+                return Some(sim.now() - start);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_star_around_a_stratum0_hub_has_finite_sigma_everywhere_within_3s() {
+        // Five nodes: a stratum-0 authority in the middle, four tiles around it that follow
+        // it directly (a cell without a gateway), at the plan's cadence for time_scale 1:
+        // one exchange per 2 s, 500 µs of assumed asymmetry. A client needs 8 exchanges
+        // before it trusts a path, so at the normal cadence the first finite σ came after
+        // ~16 s; the start-up burst brings it under 3 s.
+        let seed = 5;
+        let hub = HierAddr {
+            layer: 0,
+            cluster: u16::MAX,
+            cell: u16::MAX,
+            tile: 0,
+        };
+        let tile = |t: u16| HierAddr {
+            layer: 0,
+            cluster: 0,
+            cell: 0,
+            tile: t,
+        };
+        let mut topo = Topo {
+            nodes: vec![(hub, Role::Authority)],
+            links: Vec::new(),
+        };
+        for t in 1..=4u32 {
+            topo.nodes.push((tile(t as u16), Role::Tile));
+            topo.links.push((0, t, Duration::from_millis(1)));
+        }
+        let link = ServerLink {
+            server: 0,
+            asymmetry_cal_s: 0.0,
+            asymmetry_bound_s: 500e-6,
+        };
+        let mut clocks = vec![NodeClockConfig::preset(
+            0,
+            NodeRole::Authority,
+            [1.0, 0.0, 0.0],
+            vec![],
+            seed,
+        )];
+        for t in 1..=4u32 {
+            clocks.push(NodeClockConfig::preset(
+                t,
+                NodeRole::Cell,
+                [1.0, 0.0, 0.0],
+                vec![link],
+                seed + u64::from(t),
+            ));
+        }
+        for c in &mut clocks {
+            // What the agent's `clock_config` makes of the plan's 2 s interval.
+            c.sync = c.sync.with_poll_interval(2_000_000_000);
+            c.pulsar.integration_s = 20.0;
+        }
+        let mut sim = Sim::with_clocks(
+            &topo,
+            seed,
+            test_params(),
+            clocks.into_iter().map(Some).collect(),
+        );
+        // Before any exchange, /state says why there is no time yet.
+        let why = |sim: &mut Sim, i: u32| {
+            let now = sim.now();
+            sim.nodes[i as usize]
+                .as_mut()
+                .and_then(|n| n.time_view(now))
+                .and_then(|v| v.unsynchronized)
+        };
+        assert_eq!(why(&mut sim, 1), Some(UnsyncReason::AwaitingFirstExchange));
+        let took = time_to_finite_sigma(&mut sim, &[1, 2, 3, 4], Duration::from_secs(3));
+        eprintln!("star: every tile had a finite σ after {took:?}");
+        assert!(
+            took.is_some(),
+            "seed {seed}: a tile still had σ = ∞ after 3 s"
+        );
+        assert_eq!(why(&mut sim, 1), None);
+        // Without its server, a fresh tile says nobody answers.
+        sim.crash(0);
+        sim.crash(1);
+        sim.restart(1);
+        sim.run_for(Duration::from_secs(1));
+        assert_eq!(why(&mut sim, 1), Some(UnsyncReason::NoServerReachable));
+        // And the chain authority → gateway → tiles of `lab`, one level deeper.
+        let mut sim = lab(seed);
+        let took = time_to_finite_sigma(&mut sim, &[GW, 2, 3, 4], Duration::from_secs(3));
+        eprintln!("chain: every node had a finite σ after {took:?}");
+        assert!(took.is_some(), "seed {seed}: chain not finite within 3 s");
     }
 
     #[test]

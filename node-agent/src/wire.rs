@@ -14,21 +14,39 @@
 //! 12       8    destination (node id, or layer/cluster/cell of a scope)
 //! 20       8    sequence number (per source, strictly increasing; replay window)
 //! 28       8    hybrid logical clock of the source (seam for the causal layer)
-//! 36       n    payload
-//! 36+n    64    ed25519 signature of the source over bytes 0..36+n with TTL zeroed
+//! 36       4    source boot epoch (which boot of the source sent it)
+//! 40       4    destination boot epoch (the boot of the destination it is bound to; 0 for
+//!               scope destinations, which name no single receiver)
+//! 44       n    payload
+//! 44+n    64    ed25519 signature of the source over bytes 0..44+n with TTL zeroed
 //! ```
 //!
 //! The origin signs once; transit nodes only check structure and TTL, and the destination
-//! verifies the signature and the replay window (like IPsec AH: mutable fields zeroed).
-//! Decoding is total: any byte string yields a frame or a [`WireError`], never a panic.
+//! verifies the signature, the boot epochs and the replay window (like IPsec AH: mutable
+//! fields zeroed). Decoding is total: any byte string yields a frame or a [`WireError`],
+//! never a panic.
+//!
+//! **Boot epochs** (version 2): a receiver's replay windows live in memory, so a restarted
+//! receiver would accept a frame captured before its restart. Instead of persisting the
+//! windows, every frame is bound to the receiver's boot: each boot of a node has an epoch
+//! (1 for a node's first boot, higher for each restart), carried in the source-epoch field
+//! of everything it sends. Peers learn it from any authenticated frame (a signed claim of
+//! the sender; epochs only move forward) and write it into the destination-epoch field of
+//! what they send it; a node accepts only frames bound to its current epoch, so a frame
+//! captured before a restart is stale. A sender that used an old epoch learns the new one
+//! from the receiver's reply, or from a [`Payload::Boot`] notice the receiver sends (at most
+//! one per sender per second) when it rejects a stale frame — the handshake. Frames from an
+//! earlier boot of the *sender* are stale too.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use crate::config::HierAddr;
 
 pub const MAGIC: [u8; 2] = *b"LC";
-pub const VERSION: u8 = 1;
-pub const HEADER_LEN: usize = 36;
+pub const VERSION: u8 = 2;
+pub const HEADER_LEN: usize = 44;
+/// The boot epoch of a node's first boot: what every peer assumes until told otherwise.
+pub const FIRST_EPOCH: u32 = 1;
 pub const SIG_LEN: usize = 64;
 /// Largest datagram we send or accept: fits a 1500-byte MTU with IP/UDP headers.
 pub const MAX_DATAGRAM: usize = 1400;
@@ -69,6 +87,8 @@ pub enum WireError {
     BadSignature,
     #[error("replayed or too old sequence number")]
     Replay,
+    #[error("bound to another boot of the receiver, or sent by an earlier boot of the sender")]
+    StaleEpoch,
 }
 
 impl WireError {
@@ -86,6 +106,7 @@ impl WireError {
             WireError::UnknownSender => "unknown_sender",
             WireError::BadSignature => "bad_signature",
             WireError::Replay => "replay",
+            WireError::StaleEpoch => "stale_epoch",
         }
     }
 }
@@ -294,7 +315,13 @@ pub enum Payload {
     Accuse {
         node: u32,
     },
+    /// "This is my boot": sent to a peer whose frame was bound to an earlier boot of ours;
+    /// the header's source epoch is the news. Empty.
+    Boot,
 }
+
+/// Highest payload kind.
+pub const KIND_MAX: u8 = 13;
 
 impl Payload {
     pub fn kind(&self) -> u8 {
@@ -311,6 +338,7 @@ impl Payload {
             Payload::Data(_) => 10,
             Payload::Watch { .. } => 11,
             Payload::Accuse { .. } => 12,
+            Payload::Boot => 13,
         }
     }
 
@@ -339,6 +367,7 @@ impl Payload {
             Payload::Data(_) => "data",
             Payload::Watch { .. } => "watch",
             Payload::Accuse { .. } => "accuse",
+            Payload::Boot => "boot",
         }
     }
 
@@ -394,6 +423,7 @@ impl Payload {
                 w.push(u8::from(*reply));
             }
             Payload::Accuse { node } => w.extend_from_slice(&node.to_be_bytes()),
+            Payload::Boot => {}
         }
     }
 
@@ -473,6 +503,7 @@ impl Payload {
                 reply: r.bool()?,
             },
             12 => Payload::Accuse { node: r.u32()? },
+            13 => Payload::Boot,
             k => return Err(WireError::UnknownKind(k)),
         };
         if r.i != b.len() {
@@ -570,6 +601,10 @@ pub struct Header {
     pub dst: Dest,
     pub seq: u64,
     pub hlc: u64,
+    /// The sender's boot epoch.
+    pub src_epoch: u32,
+    /// The boot epoch of the receiver the frame is bound to (0 for scope destinations).
+    pub dst_epoch: u32,
 }
 
 /// A structurally valid frame borrowed from a datagram; the signature is not yet checked.
@@ -624,6 +659,8 @@ pub fn encode_with(header: &Header, payload: &Payload, key: &SigningKey, auth: A
     w.extend_from_slice(&dst);
     w.extend_from_slice(&header.seq.to_be_bytes());
     w.extend_from_slice(&header.hlc.to_be_bytes());
+    w.extend_from_slice(&header.src_epoch.to_be_bytes());
+    w.extend_from_slice(&header.dst_epoch.to_be_bytes());
     payload.encode(&mut w);
     let len = w.len() - HEADER_LEN;
     debug_assert!(
@@ -662,7 +699,7 @@ pub fn parse(b: &[u8]) -> Result<Frame<'_>, WireError> {
         return Err(WireError::BadLength);
     }
     let kind = b[3];
-    if !(1..=12).contains(&kind) {
+    if !(1..=KIND_MAX).contains(&kind) {
         return Err(WireError::UnknownKind(kind));
     }
     let dst = Dest::decode(b[5], &b[12..20])?;
@@ -677,6 +714,8 @@ pub fn parse(b: &[u8]) -> Result<Frame<'_>, WireError> {
         dst,
         seq: u64::from_be_bytes(seq),
         hlc: u64::from_be_bytes(hlc),
+        src_epoch: u32::from_be_bytes([b[36], b[37], b[38], b[39]]),
+        dst_epoch: u32::from_be_bytes([b[40], b[41], b[42], b[43]]),
     };
     Ok(Frame {
         header,
@@ -775,6 +814,8 @@ mod tests {
             dst: Dest::Node(9),
             seq: 42,
             hlc: 5,
+            src_epoch: 3,
+            dst_epoch: 7,
         };
         let p = Payload::Ping {
             probe: 11,
@@ -787,6 +828,14 @@ mod tests {
         };
         let b = encode(&h, &p, &k);
         let f = parse(&b).unwrap();
+        assert_eq!(
+            f.header,
+            Header {
+                ttl: 7,
+                kind: 1,
+                ..h
+            }
+        );
         assert_eq!(f.header.ttl, 7);
         assert_eq!(f.header.kind, 1);
         assert_eq!(f.decode_payload().unwrap(), p);
@@ -806,6 +855,19 @@ mod tests {
             parse(&b3).unwrap().verify(&k.verifying_key()),
             Err(WireError::BadSignature)
         );
+        // The boot epochs are signed: rebinding a frame to another boot breaks it.
+        for at in [36, 43] {
+            let mut b4 = b.clone();
+            b4[at] ^= 1;
+            assert_eq!(
+                parse(&b4).unwrap().verify(&k.verifying_key()),
+                Err(WireError::BadSignature)
+            );
+        }
+        // The boot notice is an empty payload of kind 13.
+        let n = encode(&h, &Payload::Boot, &k);
+        assert_eq!(n.len(), HEADER_LEN + SIG_LEN);
+        assert_eq!(parse(&n).unwrap().decode_payload().unwrap(), Payload::Boot);
     }
 
     #[test]
@@ -818,6 +880,8 @@ mod tests {
             dst: Dest::Link,
             seq: 1,
             hlc: 0,
+            src_epoch: 1,
+            dst_epoch: 1,
         };
         let mut b = encode(&h, &Payload::Nack { probe: 1 }, &k);
         assert!(parse(&b[..b.len() - 1]).is_err());

@@ -49,6 +49,7 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
                     delay_emulated_ns: 1_000_000,
                 }],
                 epoch_monotonic_ns: Some(epoch),
+                boot: 1,
                 time: Some(TimeConfig {
                     servers: if i == 0 { vec![] } else { vec![0] },
                     poll_interval_ns: 200_000_000,
@@ -195,6 +196,30 @@ fn two_agents_over_loopback_udp() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             assert_eq!(got, (200, "hello".to_string()));
+            // Durability levels: named in the answer with the holders; a bad one is refused.
+            let (st, body) = http(
+                &sa,
+                "POST",
+                "/kv/greeting?context&durability=local",
+                "again",
+            )
+            .await;
+            assert_eq!(st, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                (&v["durability"], &v["holders"]),
+                (&serde_json::json!("local"), &serde_json::json!([0])),
+                "{v}"
+            );
+            assert!(v["dot"].is_object(), "{v}");
+            let (st, msg) = http(&sa, "POST", "/kv/greeting?durability=disk", "x").await;
+            assert_eq!((st, msg.contains("local or cell")), (400, true), "{msg}");
+            let (st, body) = http(&sa, "GET", "/kv/greeting?siblings", "").await;
+            assert_eq!(st, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["siblings"], serde_json::json!(["again"]), "{v}");
+            assert_eq!(v["dots"].as_array().map(Vec::len), Some(1), "{v}");
+            assert!(v["context"].is_object(), "{v}");
             let (st, _) = http(&sb, "GET", "/kv/absent", "").await;
             assert_eq!(st, 404);
             let (st, _) = http(&sa, "GET", "/nope", "").await;

@@ -3,10 +3,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use lightcone_agent::causal::Dot;
+use lightcone_agent::kv::Durability;
 use lightcone_agent::node::{Command, Event};
 use lightcone_agent::routing::Level;
 use lightcone_agent::sim::{test_params, Sim, Topo};
-use lightcone_agent::wire::{Dest, MemberState};
+use lightcone_agent::wire::{Dest, MemberState, Payload};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -272,12 +274,14 @@ fn forged_replayed_and_garbage_datagrams_are_rejected_and_counted() {
         dst: Dest::Node(1),
         seq: u64::MAX - 5,
         hlc: 0,
+        src_epoch: 1,
+        dst_epoch: 1,
     };
     let forged = wire::encode(&h, &Payload::Data(b"evil".to_vec()), &forger);
     sim.inject(0, 1, forged.clone());
     sim.inject(0, 1, forged[..forged.len() - 3].to_vec());
     let mut v2 = forged.clone();
-    v2[2] = 2;
+    v2[2] = 1; // version 1, before frames carried boot epochs
     sim.inject(0, 1, v2);
     // A genuine frame captured and replayed: capture by sending data 0 -> 1.
     sim.command(
@@ -374,15 +378,216 @@ fn replayed_frame_is_rejected() {
     assert_eq!(&before, b.counters());
 }
 
-/// A client write of `k` = `v` at node `n`.
+#[test]
+fn a_restarted_receiver_rejects_frames_captured_before_its_restart() {
+    use lightcone_agent::wire;
+    let seed = 8;
+    let topo = Topo::cell(3, 0, MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(3));
+    let delivered = |sim: &Sim, what: &[u8]| {
+        sim.events()
+            .iter()
+            .filter(|(_, n, e)| {
+                *n == 1 && matches!(e, Event::Delivered { data, .. } if data == what)
+            })
+            .count()
+    };
+    // An eavesdropper records a genuine, signed frame from 0 to 1.
+    sim.capture(true);
+    sim.command(
+        0,
+        &Command::Send {
+            dst: 1,
+            data: b"before".to_vec(),
+        },
+    );
+    sim.run_for(Duration::from_millis(100));
+    let frame = sim
+        .capture(false)
+        .into_iter()
+        .find(|(from, to, b)| {
+            *from == 0
+                && *to == 1
+                && wire::parse(b)
+                    .is_ok_and(|f| f.decode_payload() == Ok(Payload::Data(b"before".to_vec())))
+        })
+        .map(|(_, _, b)| b)
+        .expect("the frame went over the link 0-1");
+    assert_eq!(delivered(&sim, b"before"), 1);
+    // Replayed to the same boot: the window catches it.
+    sim.inject(0, 1, frame.clone());
+    sim.run_for(Duration::from_millis(10));
+    let rx = |sim: &Sim, o: &'static str| sim.node(1).unwrap().counters().get("rx", o);
+    assert_eq!(rx(&sim, "replay"), 1);
+
+    // Node 1 restarts: empty windows, but a new boot epoch.
+    sim.crash(1);
+    sim.run_for(Duration::from_secs(1));
+    sim.restart(1);
+    assert_eq!(sim.node(1).unwrap().wire_epoch(), 2);
+    sim.run_for(Duration::from_secs(2));
+    sim.take_events();
+    sim.inject(0, 1, frame);
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(
+        delivered(&sim, b"before"),
+        0,
+        "the captured frame was accepted"
+    );
+    assert_eq!(rx(&sim, "stale_epoch"), 1, "counted as stale");
+    assert_eq!(rx(&sim, "replay"), 0);
+    // Fresh frames from 0 (which learnt the new epoch from 1's frames) are accepted.
+    sim.command(
+        0,
+        &Command::Send {
+            dst: 1,
+            data: b"after".to_vec(),
+        },
+    );
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(delivered(&sim, b"after"), 1);
+    assert!(rx(&sim, "ok") > 0);
+}
+
+#[test]
+fn a_sender_using_an_old_boot_epoch_is_told_the_new_one() {
+    // Both ends restart: each first writes the other's first epoch into its frames, is
+    // refused, and learns the right one from the other's frames or boot notice.
+    let seed = 9;
+    let topo = Topo::cell(4, 0, MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(3));
+    for n in [1, 2] {
+        sim.crash(n);
+        sim.run_for(Duration::from_millis(200));
+        sim.restart(n);
+    }
+    sim.run_for(Duration::from_secs(3));
+    sim.take_events();
+    sim.command(
+        1,
+        &Command::Send {
+            dst: 2,
+            data: b"hello".to_vec(),
+        },
+    );
+    sim.run_for(Duration::from_millis(100));
+    assert!(
+        sim.events()
+            .iter()
+            .any(|(_, n, e)| *n == 2
+                && matches!(e, Event::Delivered { data, .. } if data == b"hello"))
+    );
+    for n in 0..4 {
+        let m = sim.node(n).unwrap().membership();
+        for peer in (0..4).filter(|p| *p != n) {
+            assert_eq!(
+                m.state_of(peer),
+                Some(MemberState::Alive),
+                "{n} sees {peer}"
+            );
+        }
+    }
+}
+
+/// A client write of `k` = `v` at node `n` (durability `cell`, the default).
 fn put(sim: &mut Sim, n: u32, k: &str, v: &str) {
+    put_as(sim, n, 0, k, v, Durability::Cell);
+}
+
+fn put_as(sim: &mut Sim, n: u32, request: u64, k: &str, v: &str, durability: Durability) {
     sim.command(
         n,
         &Command::Put {
+            request,
             key: k.into(),
             value: v.as_bytes().to_vec(),
+            durability,
         },
     );
+}
+
+/// The answer to put `request` at node `n`, if it came: acknowledged (with its holders and
+/// dot) or failed.
+fn put_answer(sim: &Sim, n: u32, request: u64) -> Option<Result<(Vec<u32>, Dot), String>> {
+    sim.events().iter().find_map(|(_, at, e)| match e {
+        Event::KvWritten {
+            request: r,
+            holders,
+            written,
+            ..
+        } if *at == n && *r == request => Some(Ok((holders.clone(), written.dot.unwrap()))),
+        Event::KvPutFailed {
+            request: r, reason, ..
+        } if *at == n && *r == request => Some(Err(reason.clone())),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_cell_write_survives_its_writer_crashing_right_after_the_ack_and_a_local_one_may_not() {
+    let seed = 31;
+    // A cell of 5: f = 2, so a `cell` write is acknowledged once 3 members hold it.
+    let topo = Topo::cell(5, 1, 3 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(3));
+    let covering = |sim: &Sim, key: &str, dot: Dot| -> Vec<u32> {
+        (0..5)
+            .filter(|i| sim.node(*i).is_some_and(|n| n.kv().covers(key, dot)))
+            .collect()
+    };
+
+    // `cell`: not answered at once; answered when two others hold it; the writer crashes
+    // the instant the ack is out, and the write lives on.
+    sim.take_events();
+    put_as(&mut sim, 0, 1, "a", "cell-write", Durability::Cell);
+    assert!(
+        put_answer(&sim, 0, 1).is_none(),
+        "a cell put waits for acks"
+    );
+    let t0 = sim.now();
+    let answered = sim.run_until_pred(Duration::from_secs(2), |s| put_answer(s, 0, 1).is_some());
+    assert!(answered, "seed {seed}: the cell put was answered");
+    let (holders, dot) = put_answer(&sim, 0, 1).unwrap().expect("acknowledged");
+    assert!(sim.now() >= t0 + 6 * MS, "at least one round trip");
+    assert_eq!(holders.len(), 3, "{holders:?}");
+    assert_eq!(holders[0], 0, "the writer first");
+    sim.crash(0);
+    let others = covering(&sim, "a", dot);
+    assert!(
+        others.len() >= 2,
+        "seed {seed}: at the crash, live members hold it: {others:?}"
+    );
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(covering(&sim, "a", dot), vec![1, 2, 3, 4], "it spread");
+
+    // `local`, writer cut off from its cell: acknowledged at once with itself the only
+    // holder; the writer crashes and the write is gone from every live replica.
+    let cut: BTreeSet<u32> = [1].into();
+    sim.partition(&cut, true);
+    sim.take_events();
+    put_as(&mut sim, 1, 2, "b", "local-write", Durability::Local);
+    let (holders, dot) = put_answer(&sim, 1, 2)
+        .expect("answered in the same call")
+        .expect("acknowledged");
+    assert_eq!(holders, vec![1]);
+    sim.crash(1);
+    sim.partition(&cut, false);
+    sim.run_for(Duration::from_secs(5));
+    assert!(covering(&sim, "b", dot).is_empty(), "lost with its writer");
+
+    // `cell` in the same situation is never acknowledged: it fails as indeterminate.
+    sim.restart(1);
+    sim.run_for(Duration::from_secs(3));
+    let cut: BTreeSet<u32> = [2].into();
+    sim.partition(&cut, true);
+    sim.take_events();
+    put_as(&mut sim, 2, 3, "c", "cut-off", Durability::Cell);
+    sim.run_for(Duration::from_secs(3));
+    let failed = put_answer(&sim, 2, 3).expect("answered within the timeout");
+    let reason = failed.expect_err("not acknowledged");
+    assert!(reason.contains("indeterminate: 1 of the 3"), "{reason}");
 }
 
 #[test]

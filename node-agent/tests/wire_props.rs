@@ -104,6 +104,7 @@ fn payload() -> impl Strategy<Value = Payload> {
         blob().prop_map(Payload::Data),
         (any::<u32>(), any::<bool>()).prop_map(|(nonce, reply)| Payload::Watch { nonce, reply }),
         any::<u32>().prop_map(|node| Payload::Accuse { node }),
+        Just(Payload::Boot),
     ]
 }
 
@@ -111,9 +112,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn codec_roundtrip(p in payload(), src in any::<u32>(), dst in dest(), seq in any::<u64>(), hlc in any::<u64>(), ttl in any::<u8>()) {
+    fn codec_roundtrip(p in payload(), src in any::<u32>(), dst in dest(), seq in any::<u64>(), hlc in any::<u64>(), ttl in any::<u8>(), epochs in any::<(u32, u32)>()) {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
-        let h = Header { kind: 0, ttl, src, dst, seq, hlc };
+        let h = Header { kind: 0, ttl, src, dst, seq, hlc, src_epoch: epochs.0, dst_epoch: epochs.1 };
         let b = wire::encode_with(&h, &p, &key, wire::Auth::TestDigest);
         prop_assert!(b.len() <= wire::MAX_DATAGRAM);
         let f = wire::parse(&b).unwrap();
@@ -122,6 +123,7 @@ proptest! {
         prop_assert_eq!(f.header.seq, seq);
         prop_assert_eq!(f.header.hlc, hlc);
         prop_assert_eq!(f.header.ttl, ttl);
+        prop_assert_eq!((f.header.src_epoch, f.header.dst_epoch), epochs);
         prop_assert_eq!(f.decode_payload().unwrap(), p);
         prop_assert!(f.verify_with(&key.verifying_key(), wire::Auth::TestDigest).is_ok());
     }
@@ -137,7 +139,7 @@ proptest! {
     #[test]
     fn mutated_frames_never_panic(p in payload(), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
-        let h = Header { kind: 0, ttl: 9, src: 1, dst: Dest::Node(2), seq: 5, hlc: 6 };
+        let h = Header { kind: 0, ttl: 9, src: 1, dst: Dest::Node(2), seq: 5, hlc: 6, src_epoch: 1, dst_epoch: 1 };
         let mut b = wire::encode_with(&h, &p, &key, wire::Auth::TestDigest);
         for (i, x) in flips {
             let n = b.len();

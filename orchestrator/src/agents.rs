@@ -57,6 +57,9 @@ pub struct Agents {
     /// The lab epoch on the host's `CLOCK_MONOTONIC`: every agent (and every restart)
     /// counts emulated time from it, so they agree on "true now".
     epoch_monotonic_ns: u64,
+    /// Boots of each node's agent so far: the next start is boot `n + 1` (the agent binds
+    /// frames to it, so a restarted agent rejects frames captured before its restart).
+    boots: BTreeMap<usize, u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,7 @@ impl Agents {
             binary: agent_binary().ok_or(AgentError::NoBinary)?,
             procs: BTreeMap::new(),
             epoch_monotonic_ns: lightcone_agent::driver::monotonic_ns(),
+            boots: BTreeMap::new(),
         })
     }
 
@@ -100,6 +104,9 @@ impl Agents {
         let node = &plan.nodes[id];
         let mut cfg = plan.agent_config(id, &dir.path);
         cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
+        let boot = self.boots.entry(id).or_insert(0);
+        *boot += 1;
+        cfg.boot = *boot;
         let _ = std::fs::remove_file(&cfg.control_socket);
         let cfg_path = dir.agents().join(format!("{id}.json"));
         let err = |source| AgentError::Spawn {

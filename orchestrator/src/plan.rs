@@ -236,6 +236,7 @@ impl Plan {
             neighbors,
             epoch_monotonic_ns: None,
             time: self.time_config(id),
+            boot: lightcone_agent::wire::FIRST_EPOCH,
         }
     }
 

@@ -273,87 +273,108 @@ fn causal_anomalies_come_from_the_agents_checker() {
     assert_eq!(r.causal_anomalies().0, Some(0.0));
 }
 
-#[test]
-fn lost_writes_are_those_no_replica_kept() {
-    let mut r = rec();
-    r.history = vec![
-        w(1, "x", "1", 0, 10, OpStatus::Ok),
-        w(2, "x", "2", 20, 30, OpStatus::Ok),
-        w(1, "y", "3", 0, 10, OpStatus::Ok),
-        w(1, "z", "4", 0, 10, OpStatus::Info),
-    ];
-    let fr = |n: &str, k: &str, v: Option<&str>| FinalRead {
-        node: n.into(),
-        key: k.into(),
-        values: v.into_iter().map(String::from).collect(),
-    };
-    // x=2 superseded x=1 (began after it ended); y=3 is held by b only; z was never acked.
-    r.final_reads = vec![
-        fr("a", "x", Some("2")),
-        fr("a", "y", None),
-        fr("b", "y", Some("3")),
-    ];
-    assert_eq!(r.acknowledged_writes_lost().0, Some(0.0));
-    // Now nobody has y: one acknowledged write lost.
-    r.final_reads = vec![fr("a", "x", Some("2")), fr("a", "y", None)];
-    let (n, why) = r.acknowledged_writes_lost();
-    assert_eq!(n, Some(1.0));
-    assert!(why.contains("y=3"), "{why}");
-    // An older value returned instead of the newer one loses the newer write.
-    r.final_reads = vec![fr("a", "x", Some("1")), fr("b", "y", Some("3"))];
-    assert_eq!(r.acknowledged_writes_lost().0, Some(1.0));
-    // Both as concurrent siblings of one read: nothing lost.
-    r.final_reads = vec![
-        FinalRead {
-            node: "a".into(),
-            key: "x".into(),
-            values: vec!["1".into(), "2".into()],
-        },
-        fr("b", "y", Some("3")),
-    ];
-    assert_eq!(r.acknowledged_writes_lost().0, Some(0.0));
+/// A final read of `key` at `node`: values with their dots, and the key's context.
+fn fr(
+    node: &str,
+    key: &str,
+    held: &[(&str, lightcone_agent::causal::Dot)],
+    seen: &[lightcone_agent::causal::Dot],
+) -> FinalRead {
+    let mut context = lightcone_agent::causal::DotContext::new();
+    for d in seen.iter().chain(held.iter().map(|(_, d)| d)) {
+        context.insert(*d);
+    }
+    FinalRead {
+        node: node.into(),
+        key: key.into(),
+        values: held.iter().map(|(v, _)| v.to_string()).collect(),
+        dots: held.iter().map(|(_, d)| *d).collect(),
+        context: Some(context),
+    }
+}
+
+fn dotted(mut o: HistoryOp, node: u64, counter: u64) -> HistoryOp {
+    o.dot = Some(lightcone_agent::causal::Dot { node, counter });
+    o
 }
 
 #[test]
-fn a_write_overwritten_while_it_was_acknowledged_is_not_lost() {
-    use lightcone_agent::causal::dvv::{Dot, DotContext};
-    // b began before a's acknowledgement came back, but its replica already had a (b's
-    // context holds a's dot): b supersedes a, and c (after b) supersedes both.
+fn lost_writes_follow_causal_contexts_only() {
+    use lightcone_agent::causal::Dot;
+    let (a1, b1, c1, a2) = (
+        Dot::new(1, 1),
+        Dot::new(2, 1),
+        Dot::new(3, 1),
+        Dot::new(1, 2),
+    );
     let mut r = rec();
-    let dot_a = Dot {
-        node: 7,
-        counter: 16,
-    };
-    let mut a = w(1, "x", "a", 100, 200, OpStatus::Ok);
-    a.dot = Some(dot_a);
-    let mut b = w(2, "x", "b", 150, 250, OpStatus::Ok);
-    let mut ctx = DotContext::new();
-    ctx.insert(dot_a);
-    b.context = Some(ctx);
-    b.dot = Some(Dot {
-        node: 8,
-        counter: 1,
-    });
-    let c = w(3, "x", "c", 300, 310, OpStatus::Ok);
-    let fr = |v: &str| FinalRead {
-        node: "a".into(),
-        key: "x".into(),
-        values: vec![v.into()],
-    };
-    r.history = vec![a.clone(), b.clone()];
-    r.final_reads = vec![fr("b")];
+    // Three writes to x, each one after the previous completed, by three replicas; and y.
+    r.history = vec![
+        dotted(w(1, "x", "1", 0, 10, OpStatus::Ok), 1, 1),
+        dotted(w(2, "x", "2", 20, 30, OpStatus::Ok), 2, 1),
+        dotted(w(3, "x", "3", 40, 50, OpStatus::Ok), 3, 1),
+        dotted(w(1, "y", "4", 0, 10, OpStatus::Ok), 1, 2),
+        w(1, "z", "5", 0, 10, OpStatus::Info),
+    ];
+    // Legitimately overwritten: the replicas that wrote 2 and 3 had seen 1 and 2, so the
+    // final value's context covers them; y is held by b only; z was never acknowledged.
+    r.final_reads = vec![
+        fr("a", "x", &[("3", c1)], &[a1, b1]),
+        fr("a", "y", &[], &[]),
+        fr("b", "y", &[("4", a2)], &[]),
+    ];
+    let (n, why) = r.acknowledged_writes_lost();
+    assert_eq!(n, Some(0.0), "{why}");
+    assert!(
+        why.contains("4 acknowledged writes (4 at durability cell, 0 local)"),
+        "{why}"
+    );
+    // The mutation: write 3 was taken by a replica that had never seen write 2 (its context
+    // holds 1 only), and no replica holds 2. Two later writes to x exist, and 2 is still
+    // lost: it is flagged.
+    r.final_reads[0] = fr("a", "x", &[("3", c1)], &[a1]);
+    let (n, why) = r.acknowledged_writes_lost();
+    assert_eq!(n, Some(1.0), "{why}");
+    assert!(why.contains("x=2") && !why.contains("x=1"), "{why}");
+    // Another running replica still holding 2 (a concurrent sibling there) keeps it.
+    r.final_reads
+        .push(fr("b", "x", &[("2", b1), ("3", c1)], &[a1]));
     assert_eq!(r.acknowledged_writes_lost().0, Some(0.0));
-    // Transitively: c began after b ended, and b overwrote a.
-    r.history = vec![a.clone(), b.clone(), c];
-    r.final_reads = vec![fr("c")];
-    assert_eq!(r.acknowledged_writes_lost().0, Some(0.0));
-    // Without the recorded context, b is merely concurrent: a is lost.
-    b.context = None;
-    r.history = vec![a, b];
-    r.final_reads = vec![fr("b")];
+    // Nobody has y any more: lost.
+    r.final_reads.retain(|f| f.key != "y");
     let (n, why) = r.acknowledged_writes_lost();
     assert_eq!(n, Some(1.0));
-    assert!(why.contains("x=a"), "{why}");
+    assert!(why.contains("y=4"), "{why}");
+    // An acknowledged write without a recorded dot cannot be checked: counted lost.
+    r.history.push(w(4, "x", "6", 60, 70, OpStatus::Ok));
+    r.final_reads.push(fr("a", "y", &[("4", a2)], &[]));
+    let (n, why) = r.acknowledged_writes_lost();
+    assert_eq!(n, Some(1.0), "{why}");
+    assert!(why.contains("x=6 (no dot recorded)"), "{why}");
+}
+
+#[test]
+fn a_local_write_lost_in_a_crash_is_reported_lost_and_counted_as_local() {
+    use lightcone_agent::causal::Dot;
+    let mut r = rec();
+    // k=1 was written `local` at a node that crashed before it spread: no running replica
+    // holds it. k=2 (`cell`) reached the others.
+    r.history = vec![
+        dotted(w(1, "k", "1", 0, 10, OpStatus::Ok), 9, 1),
+        dotted(w(2, "k", "2", 0, 10, OpStatus::Ok), 8, 1),
+    ];
+    r.local_writes.insert(("k".into(), "1".into()));
+    r.final_reads = vec![
+        fr("a", "k", &[("2", Dot::new(8, 1))], &[]),
+        fr("b", "k", &[("2", Dot::new(8, 1))], &[]),
+    ];
+    let (n, why) = r.acknowledged_writes_lost();
+    assert_eq!(n, Some(1.0), "{why}");
+    assert!(
+        why.contains("(1 at durability cell, 1 local)")
+            && why.contains("lost 1 (0 cell, 1 local): k=1"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -1072,4 +1093,27 @@ fn verbs_that_expand_without_bound_are_refused() {
         assert!(out.contains("s.yaml:4:15"), "{out}");
         assert!(t.elapsed() < std::time::Duration::from_secs(10));
     }
+}
+
+#[test]
+fn load_durability_defaults_to_cell_and_bad_levels_are_refused() {
+    use lightcone::experiment::scenario::Verb;
+    use lightcone_agent::kv::Durability;
+    let durability = |load: &str| {
+        let src = format!(
+            "topology: ../cell.yaml\nduration: 20s\ntimeline:\n  - {{ at: 0s, load: {{ until: 10s, {load} }} }}\nexpect: [no_acknowledged_write_lost]\n"
+        );
+        let sc = scenario::parse_str(&src, "s.yaml", Path::new(".")).unwrap();
+        match &sc.timeline[0].verb {
+            Verb::Load { durability, .. } => *durability,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(durability("keys: 2"), Durability::Cell);
+    assert_eq!(durability("durability: local"), Durability::Local);
+    assert_eq!(durability("durability: cell"), Durability::Cell);
+    let e = errors(
+        "topology: ../cell.yaml\nduration: 20s\ntimeline:\n  - { at: 0s, load: { until: 10s, durability: disk } }\n",
+    );
+    assert!(e.contains("durability \"disk\": want local or cell"), "{e}");
 }

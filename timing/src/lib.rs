@@ -41,7 +41,7 @@ pub use oscillator::{allan_deviation, Oscillator, OscillatorParams};
 pub use pulsar::{Pulsar, PulsarArray, PulsarClock, PulsarConfig, PulsarFix};
 pub use sync::{
     Estimate, Outgoing, PeerId, ServerLink, SyncConfig, SyncRequest, SyncResponse, SyncRole,
-    SyncStats, TimeMessage, TimeSync,
+    SyncStats, TimeMessage, TimeSync, UnsyncReason,
 };
 pub use timestamp::{ClockStamp, CoordTimestamp, TimeSource, AU_LIGHT_S, AU_M, C_M_PER_S};
 

@@ -150,8 +150,13 @@ impl NodeClock {
                 servers: cfg.servers.clone(),
             },
         };
-        // Stagger the first poll within one period so nodes do not poll in lockstep.
-        let period = cfg.sync.poll_interval_ns.max(1);
+        // Stagger the first poll within one period (of the start-up burst, if any) so
+        // nodes do not poll in lockstep.
+        let period = match cfg.sync.burst_interval_ns {
+            0 => cfg.sync.poll_interval_ns,
+            b => b.min(cfg.sync.poll_interval_ns),
+        }
+        .max(1);
         let first_poll = start_ns + derive_seed(cfg.seed, 2) % period;
         let sync = TimeSync::new(cfg.sync, cfg.oscillator, role, first_poll)?;
         let pulsar = PulsarClock::new(
@@ -192,6 +197,20 @@ impl NodeClock {
     }
     pub fn sync_stats(&self) -> SyncStats {
         self.sync.stats()
+    }
+
+    /// Why the node has no time at `true_now_ns` (`None` when it has: hierarchy, holdover,
+    /// pulsars or its own authority clock).
+    pub fn unsync_reason(&mut self, true_now_ns: u64) -> Option<crate::sync::UnsyncReason> {
+        let local = self.osc.read(true_now_ns);
+        match self.best(local) {
+            Some(_) => None,
+            None => Some(
+                self.sync
+                    .unsync_reason()
+                    .unwrap_or(crate::sync::UnsyncReason::AwaitingFirstExchange),
+            ),
+        }
     }
 
     /// Earliest time [`NodeClock::poll`] has work to do, ns.

@@ -53,6 +53,12 @@
 //! them; and when the mean normalized innovation squared over the last [`NIS_WINDOW`]
 //! updates exceeds 1, the filter covariance is scaled up by it.
 //!
+//! **Start-up burst** (NTP's `iburst`): a client without a lock polls every
+//! `burst_interval_ns` instead of every `poll_interval_ns`, for at most `burst_polls` polls,
+//! so the [`LOCK_AFTER_SAMPLES`] exchanges it needs before trusting a path take a fraction of
+//! a second instead of eight poll intervals; then the normal cadence. While it has no lock,
+//! [`TimeSync::unsync_reason`] says why.
+//!
 //! **Time input**: every method takes `true_now_ns: u64`, emulated ns since the lab epoch.
 //! It drives timers only; measurements use the local raw clock readings (`ClockStamp`) the
 //! caller supplies, as real hardware would.
@@ -260,6 +266,58 @@ pub struct SyncConfig {
     pub step_gate_sigma: f64,
     /// Consecutive gated innovations that mean "the reference stepped" (1..=100).
     pub step_after: u32,
+    /// Poll spacing while the client has no lock yet (the start-up burst), emulated ns
+    /// (0: no burst; else 1 ms ..= `poll_interval_ns`).
+    #[serde(default = "default_burst_interval_ns")]
+    pub burst_interval_ns: u64,
+    /// Most polls of the start-up burst (0..=1000); then the normal cadence, lock or not.
+    #[serde(default = "default_burst_polls")]
+    pub burst_polls: u32,
+}
+
+fn default_burst_interval_ns() -> u64 {
+    SyncConfig::default().burst_interval_ns
+}
+
+fn default_burst_polls() -> u32 {
+    SyncConfig::default().burst_polls
+}
+
+impl SyncConfig {
+    /// A cadence of one exchange per `poll_interval_ns`, with a start-up burst at 1/16 of
+    /// it (at least 1 ms): the 8 exchanges of the first lock take half an interval.
+    pub fn with_poll_interval(mut self, poll_interval_ns: u64) -> SyncConfig {
+        self.poll_interval_ns = poll_interval_ns;
+        self.burst_interval_ns = (poll_interval_ns / 16).max(1_000_000).min(poll_interval_ns);
+        self
+    }
+}
+
+/// Why a client has no time yet (`None` from [`TimeSync::unsync_reason`] once it has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsyncReason {
+    /// No request has gone out yet, or the first ones are still in flight.
+    AwaitingFirstExchange,
+    /// Requests went out and nothing came back: the servers are down, unreachable, or
+    /// unsynchronized themselves (a server answers only once it has time to serve).
+    NoServerReachable,
+    /// Answers arrive; the client is collecting the exchanges it needs before it trusts a
+    /// path ([`LOCK_AFTER_SAMPLES`]).
+    CollectingSamples,
+    /// Answers arrive but are refused (malformed, implausible, or from outvoted servers).
+    ResponsesRejected,
+}
+
+impl UnsyncReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UnsyncReason::AwaitingFirstExchange => "awaiting_first_exchange",
+            UnsyncReason::NoServerReachable => "no_server_reachable",
+            UnsyncReason::CollectingSamples => "collecting_samples",
+            UnsyncReason::ResponsesRejected => "responses_rejected",
+        }
+    }
 }
 
 impl Default for SyncConfig {
@@ -271,6 +329,8 @@ impl Default for SyncConfig {
             authority_sigma_s: 10e-12,
             step_gate_sigma: 10.0,
             step_after: 3,
+            burst_interval_ns: 62_500_000,
+            burst_polls: 32,
         }
     }
 }
@@ -307,6 +367,22 @@ impl SyncConfig {
         )?;
         check_range("step_gate_sigma", self.step_gate_sigma, 3.0, 1e6, "3..=1e6")?;
         check_range("step_after", self.step_after as f64, 1.0, 100.0, "1..=100")?;
+        if self.burst_interval_ns != 0 {
+            check_range(
+                "burst_interval_ns",
+                self.burst_interval_ns as f64,
+                1e6,
+                self.poll_interval_ns as f64,
+                "0 or 1 ms ..= poll_interval_ns",
+            )?;
+        }
+        check_range(
+            "burst_polls",
+            self.burst_polls as f64,
+            0.0,
+            1000.0,
+            "0..=1000",
+        )?;
         Ok(())
     }
 }
@@ -392,6 +468,8 @@ pub struct TimeSync {
     nis: VecDeque<f64>,
     served_bias_s: f64,
     stats: SyncStats,
+    /// Polls of the start-up burst left.
+    burst_left: u32,
 }
 
 impl TimeSync {
@@ -448,6 +526,11 @@ impl TimeSync {
             learning: Vec::new(),
             served_bias_s: 0.0,
             stats: SyncStats::default(),
+            burst_left: if cfg.burst_interval_ns > 0 {
+                cfg.burst_polls
+            } else {
+                0
+            },
         })
     }
 
@@ -567,12 +650,40 @@ impl TimeSync {
                 .expect("non-empty");
             self.pending.remove(&oldest);
         }
+        if self.lock.is_none() && self.burst_left > 0 {
+            // Start-up burst: the next exchange soon, until the first lock.
+            self.burst_left -= 1;
+            self.next_poll_ns = true_now_ns.saturating_add(self.cfg.burst_interval_ns);
+            return;
+        }
+        self.burst_left = 0;
         let period = self.cfg.poll_interval_ns;
         // Next multiple of the period after now, keeping the node's phase.
         let behind = (true_now_ns - self.next_poll_ns) / period + 1;
         self.next_poll_ns = self
             .next_poll_ns
             .saturating_add(behind.saturating_mul(period));
+    }
+
+    /// Why this client has no time yet; `None` once it has a lock (and for an authority).
+    pub fn unsync_reason(&self) -> Option<UnsyncReason> {
+        let SyncRole::Client { servers } = &self.role else {
+            return None;
+        };
+        if self.lock.is_some() {
+            return None;
+        }
+        let s = &self.stats;
+        Some(if !self.learning.is_empty() {
+            UnsyncReason::CollectingSamples
+        } else if s.responses_rejected > 0 {
+            UnsyncReason::ResponsesRejected
+        } else if s.requests_sent <= servers.len() as u64 {
+            // The first round may still be in flight.
+            UnsyncReason::AwaitingFirstExchange
+        } else {
+            UnsyncReason::NoServerReachable
+        })
     }
 
     /// Message input. `local` is the raw clock reading when the message arrived; a response
@@ -912,6 +1023,63 @@ mod tests {
             &mut none,
         );
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_client_bursts_until_its_first_lock_then_polls_at_the_normal_cadence() {
+        let (mut c, mut a) = (client(0.0), authority());
+        let burst = SyncConfig::default().burst_interval_ns;
+        assert_eq!(c.unsync_reason(), Some(UnsyncReason::AwaitingFirstExchange));
+        let mut t = 0;
+        for k in 0..LOCK_AFTER_SAMPLES {
+            assert!(c.estimate(ClockStamp::from_true_ns(t, 0.0)).is_none());
+            exchange(&mut c, &mut a, t, 0.0, 0.001, 0.001);
+            if k + 1 < LOCK_AFTER_SAMPLES {
+                assert_eq!(c.unsync_reason(), Some(UnsyncReason::CollectingSamples));
+                assert_eq!(c.next_timeout_ns(), t + burst, "burst spacing");
+            }
+            t = c.next_timeout_ns();
+        }
+        assert!(c.estimate(ClockStamp::from_true_ns(t, 0.0)).is_some());
+        assert_eq!(c.unsync_reason(), None);
+        // Locked after 8 × 62.5 ms instead of 8 s; the next poll after that is a normal one.
+        assert!(t <= 8 * burst, "{t}");
+        let mut out = Vec::new();
+        c.on_timer(t, ClockStamp::from_true_ns(t, 0.0), &mut out);
+        assert_eq!(
+            c.next_timeout_ns(),
+            t + SyncConfig::default().poll_interval_ns
+        );
+
+        // Unanswered, the burst stops after `burst_polls` polls and says why.
+        let mut lonely = client(0.0);
+        let mut t = 0;
+        for _ in 0..SyncConfig::default().burst_polls {
+            lonely.on_timer(t, ClockStamp::from_true_ns(t, 0.0), &mut out);
+            t = lonely.next_timeout_ns();
+        }
+        assert_eq!(
+            lonely.unsync_reason(),
+            Some(UnsyncReason::NoServerReachable)
+        );
+        lonely.on_timer(t, ClockStamp::from_true_ns(t, 0.0), &mut out);
+        assert_eq!(
+            lonely.next_timeout_ns() - t,
+            SyncConfig::default().poll_interval_ns,
+            "back to the normal cadence"
+        );
+        // The spacing is checked: at most the poll interval.
+        let bad = SyncConfig {
+            burst_interval_ns: 2_000_000_000,
+            ..SyncConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        assert_eq!(
+            SyncConfig::default()
+                .with_poll_interval(2_000_000_000)
+                .burst_interval_ns,
+            125_000_000
+        );
     }
 
     #[test]

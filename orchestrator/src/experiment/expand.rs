@@ -60,6 +60,7 @@ pub enum Action {
         until_ns: u64,
         write_fraction: f64,
         message_fraction: f64,
+        durability: lightcone_agent::kv::Durability,
     },
     /// A clock fault, played through `POST /api/nodes/{node}/clock`.
     Clock {
@@ -113,9 +114,10 @@ impl Action {
                 keys,
                 interval_ns,
                 until_ns,
+                durability,
                 ..
             } => format!(
-                "load on {} nodes, {keys} keys per cell, one op per {} per node, until {}",
+                "load on {} nodes, {keys} keys per cell, one op per {} per node, until {}, {durability} writes",
                 nodes.len(),
                 units::fmt_ns(*interval_ns),
                 units::fmt_ns(*until_ns)
@@ -398,6 +400,7 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                 until_ns,
                 write_fraction,
                 message_fraction,
+                durability,
             } => {
                 let names = selected(line, nodes, "load")?;
                 push(
@@ -409,6 +412,7 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                         until_ns: *until_ns,
                         write_fraction: *write_fraction,
                         message_fraction: *message_fraction,
+                        durability: *durability,
                     },
                 )
             }

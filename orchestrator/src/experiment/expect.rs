@@ -29,10 +29,15 @@
 //!   history (client sessions are sticky to one node and start afresh after a failed op).
 //! - `pulsar_missed_nodes`: nodes whose missed pulsar fixes (`/state` `time`
 //!   `pulsar_missed_total`) rose over the run: a pulsar loss as the nodes saw it.
-//! - `no_acknowledged_write_lost` (`acknowledged_writes_lost == 0`): an acknowledged write is
-//!   lost when, at the end, no running replica of its cell returns it or a value that
-//!   supersedes it: written after it completed, or written over it (the later write's
-//!   recorded context holds its dot), transitively.
+//! - `no_acknowledged_write_lost` (`acknowledged_writes_lost == 0`): causal contexts only. An
+//!   acknowledged write (its dot recorded from the agent's answer) is lost iff, at the end,
+//!   no running replica of its cell holds its dot or a context covering it (a value written
+//!   over it by a replica that had it). Nothing else counts as superseding it — not a later
+//!   write to the key (which may simply not have seen it). An acknowledged write without a
+//!   recorded dot cannot be checked and counts as lost. "Acknowledged" is the write's
+//!   durability level (`lightcone_agent::kv::Durability`): `cell` writes were held by f + 1
+//!   members when acknowledged, `local` ones only by their writer; the detail says how many
+//!   of each there were and were lost.
 //! - `timer_lateness_p99`: the 99th percentile of `lightcone_timer_lateness_seconds` over
 //!   the run, all agents together; the upper bound of the histogram bucket holding it.
 //! - `time_alarmed_nodes`: nodes whose `lightcone_time_alarms_total` (clock-compromise
@@ -65,6 +70,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lightcone_agent::causal::checker::{self, HistoryOp, OpKind, OpStatus};
+use lightcone_agent::causal::{Dot, DotContext};
 use serde::{Deserialize, Serialize};
 
 use crate::topology::units;
@@ -463,12 +469,24 @@ pub struct FailedInjection {
 }
 
 /// A final read, after the load stopped: every concurrent value `node` holds for `key`
-/// (empty: never written there).
+/// (empty: never written there), each value's dot, and the key's context there (every write
+/// the replica has seen: held, or overwritten by a held one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinalRead {
     pub node: String,
     pub key: String,
     pub values: Vec<String>,
+    #[serde(default)]
+    pub dots: Vec<Dot>,
+    #[serde(default)]
+    pub context: Option<DotContext>,
+}
+
+impl FinalRead {
+    /// The replica holds `dot`, or a value written over it.
+    pub fn covers(&self, dot: Dot) -> bool {
+        self.dots.contains(&dot) || self.context.as_ref().is_some_and(|c| c.contains(dot))
+    }
 }
 
 /// Prometheus samples: (metric name, labels, value).
@@ -483,7 +501,11 @@ pub struct Recording {
     pub polls: Vec<StatePoll>,
     pub marks: Vec<Mark>,
     pub history: Vec<HistoryOp>,
-    /// Cell (`layer.cluster.cell`) of each history op's key, by key.
+    /// Acknowledged writes made with durability `local`, as (key, value); every other write
+    /// was `cell`.
+    #[serde(default)]
+    pub local_writes: BTreeSet<(String, String)>,
+    /// The final reads of every key written, from every running replica of its cell.
     pub final_reads: Vec<FinalRead>,
     pub metrics_start: Samples,
     pub metrics_end: Samples,
@@ -1333,57 +1355,54 @@ impl Recording {
             OpKind::Write { value } => value.clone(),
             OpKind::Read { .. } => String::new(),
         };
-        // Every write, acknowledged or not, per key.
-        let mut by_key: BTreeMap<&str, Vec<&HistoryOp>> = BTreeMap::new();
-        for o in &self.history {
-            if matches!(o.op, OpKind::Write { .. }) {
-                by_key.entry(o.key.as_str()).or_default().push(o);
-            }
-        }
-        // `b` supersedes `a`: it began after `a` completed, or it overwrote `a` (its recorded
-        // context holds `a`'s dot: the replica had `a` when it took `b`).
-        let supersedes = |b: &HistoryOp, a: &HistoryOp| {
-            b.start_ns > a.end_ns
-                || matches!((&b.context, a.dot), (Some(c), Some(d)) if c.contains(d))
-        };
-        let mut lost = Vec::new();
+        let is_local = |o: &HistoryOp| self.local_writes.contains(&(o.key.clone(), value_of(o)));
+        let (mut lost, mut lost_local, mut undotted) = (Vec::new(), 0usize, 0usize);
         for w in &writes {
-            let finals: BTreeSet<&String> = self
-                .final_reads
-                .iter()
-                .filter(|r| r.key == w.key)
-                .flat_map(|r| &r.values)
-                .collect();
-            // Kept when a final value is `w` or a write reached from it by supersession.
-            let same_key = by_key.get(w.key.as_str()).cloned().unwrap_or_default();
-            let mut seen: BTreeSet<usize> = BTreeSet::new();
-            let mut frontier: Vec<&HistoryOp> = vec![*w];
-            let mut kept = false;
-            while let Some(cur) = frontier.pop() {
-                if finals.contains(&value_of(cur)) {
-                    kept = true;
-                    break;
+            // A dot held or covered by some running replica's context: kept. Nothing else.
+            let kept = match w.dot {
+                Some(d) => self
+                    .final_reads
+                    .iter()
+                    .any(|r| r.key == w.key && r.covers(d)),
+                None => {
+                    undotted += 1;
+                    false
                 }
-                for (i, b) in same_key.iter().enumerate() {
-                    if !seen.contains(&i) && supersedes(b, cur) {
-                        seen.insert(i);
-                        frontier.push(b);
-                    }
-                }
-            }
+            };
             if !kept {
-                lost.push(format!("{}={}", w.key, value_of(w)));
+                lost_local += usize::from(is_local(w));
+                lost.push(format!(
+                    "{}={}{}",
+                    w.key,
+                    value_of(w),
+                    if w.dot.is_none() {
+                        " (no dot recorded)"
+                    } else {
+                        ""
+                    }
+                ));
             }
         }
+        let local = writes.iter().filter(|w| is_local(w)).count();
         let detail = format!(
-            "{} acknowledged writes, {} final reads{}",
+            "{} acknowledged writes ({} at durability cell, {} local), {} final reads; a write is kept iff a running replica holds its dot or a context covering it{}{}",
             writes.len(),
+            writes.len() - local,
+            local,
             self.final_reads.len(),
+            if undotted > 0 {
+                format!("; {undotted} acknowledged without a recorded dot (uncheckable, counted lost)")
+            } else {
+                String::new()
+            },
             if lost.is_empty() {
                 String::new()
             } else {
                 format!(
-                    "; lost: {}",
+                    "; lost {} ({} cell, {} local): {}",
+                    lost.len(),
+                    lost.len() - lost_local,
+                    lost_local,
                     lost.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
                 )
             }

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lightcone_agent::causal::checker::{HistoryOp, OpKind, OpStatus};
-use lightcone_agent::kv::Written;
+use lightcone_agent::causal::{Dot, DotContext};
+use lightcone_agent::kv::{Durability, Written};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -397,6 +398,8 @@ struct Shared {
     polls: Vec<StatePoll>,
     series: Vec<SeriesPoint>,
     history: Vec<HistoryOp>,
+    /// Acknowledged writes made with `durability: local`, as (key, value).
+    local_writes: BTreeSet<(String, String)>,
     /// Per agent pid: its node and its first and last CPU samples.
     cpu_per_pid: BTreeMap<u32, CpuSeen>,
     metrics_start: Option<Samples>,
@@ -699,6 +702,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             until_ns,
             write_fraction,
             message_fraction,
+            durability,
         } = &p.action
         {
             let until = Duration::from_secs_f64((*until_ns).min(sc.duration_ns) as f64 / 1e9 / ts);
@@ -709,6 +713,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                 let cell = cell_key(addrs.get(n).map(String::as_str).unwrap_or(""));
                 let (api, shared, procs) = (api.clone(), shared.clone(), procs.clone());
                 let (n, keys, wf, mf) = (n.clone(), *keys, *write_fraction, *message_fraction);
+                let durability = *durability;
                 // Message destinations: every node outside the session's cell (its own cell's
                 // other nodes in a one-cell lab).
                 let mut destinations: Vec<String> = names
@@ -731,6 +736,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                         keys,
                         write_fraction: wf,
                         message_fraction: mf,
+                        durability,
                         destinations,
                         interval,
                         until: t0 + until,
@@ -840,12 +846,12 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                             Duration::from_secs(3),
                         );
                         let end = t0.elapsed().as_nanos() as u64;
-                        let values = match r {
-                            Ok((200, body)) => match siblings_of(&body) {
+                        let (values, dots, context) = match r {
+                            Ok((200, body)) => match versions_of(&body) {
                                 Some(v) => v,
                                 None => continue,
                             },
-                            Ok((404, _)) => Vec::new(),
+                            Ok((404, _)) => (Vec::new(), Vec::new(), Some(DotContext::new())),
                             _ => continue,
                         };
                         shared.lock().expect("shared").history.push(HistoryOp {
@@ -865,6 +871,8 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                             node: name.clone(),
                             key: k,
                             values,
+                            dots,
+                            context,
                         });
                     }
                     reads
@@ -919,6 +927,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         polls: shared.polls,
         marks: marks.clone(),
         history: shared.history,
+        local_writes: shared.local_writes,
         final_reads,
         metrics_start: cell_totals_start,
         metrics_end: parse_prometheus(&end_metrics),
@@ -1284,6 +1293,16 @@ fn poll_loop(
     }
 }
 
+/// The values of an agent's `GET /kv/{key}?siblings` answer, with each value's dot and the
+/// key's context (`None` from an agent that does not report them).
+fn versions_of(body: &str) -> Option<(Vec<String>, Vec<Dot>, Option<DotContext>)> {
+    let values = siblings_of(body)?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let dots: Vec<Dot> = serde_json::from_value(v["dots"].clone()).unwrap_or_default();
+    let context: Option<DotContext> = serde_json::from_value(v["context"].clone()).ok();
+    Some((values, dots, context))
+}
+
 /// The values of an agent's `GET /kv/{key}?siblings` answer.
 fn siblings_of(body: &str) -> Option<Vec<String>> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
@@ -1304,6 +1323,7 @@ struct LoadSession {
     keys: u32,
     write_fraction: f64,
     message_fraction: f64,
+    durability: Durability,
     destinations: Vec<String>,
     interval: Duration,
     until: Instant,
@@ -1352,10 +1372,14 @@ fn load_loop(s: LoadSession) {
             seq += 1;
             let value = format!("p{proc_id}-{seq}");
             // `?context`: the answer names the write's dot and the context it overwrote, so
-            // the checker knows which writes this one causally follows.
+            // the checker knows which writes this one causally follows. The agent answers
+            // once the write is as durable as asked (`cell`: f + 1 members hold it).
             let r = s.api.call(
                 "POST",
-                &format!("/nodes/{}/kv/{key}?context", s.node),
+                &format!(
+                    "/nodes/{}/kv/{key}?context&durability={}",
+                    s.node, s.durability
+                ),
                 Some(value.as_bytes()),
                 Duration::from_secs(3),
             );
@@ -1363,6 +1387,13 @@ fn load_loop(s: LoadSession) {
                 if let Ok(w) = serde_json::from_str::<Written>(body) {
                     dot = w.dot;
                     context = Some(w.context);
+                }
+                if s.durability == Durability::Local {
+                    s.shared
+                        .lock()
+                        .expect("shared")
+                        .local_writes
+                        .insert((key.clone(), value.clone()));
                 }
             }
             let st = match &r {

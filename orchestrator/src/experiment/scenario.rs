@@ -146,6 +146,9 @@ pub enum Verb {
         /// Share of ops that, instead of a key-value op, send a message (one datagram over
         /// the overlay) to a random node outside the session's cell: across levels.
         message_fraction: f64,
+        /// When the agent acknowledges a write (`durability: local | cell`, default `cell`:
+        /// once f + 1 cell members hold it; see `lightcone_agent::kv::Durability`).
+        durability: lightcone_agent::kv::Durability,
     },
     /// A clock fault (`clock_step`, `clock_drift`, `stratum0_compromise`, `pulsar_loss`),
     /// played through the supervisor's `POST /api/nodes/{node}/clock`.
@@ -810,7 +813,15 @@ impl Reader {
             "load" => {
                 let f = self.fields(
                     v,
-                    &["nodes", "keys", "interval", "until", "writes", "messages"],
+                    &[
+                        "nodes",
+                        "keys",
+                        "interval",
+                        "until",
+                        "writes",
+                        "messages",
+                        "durability",
+                    ],
                     "load",
                 )?;
                 let nodes = match Self::get(&f, "nodes") {
@@ -839,6 +850,19 @@ impl Reader {
                     Some(n) => self.percent(n, "messages (share of ops that send a message)")?,
                     None => 0.0,
                 };
+                let durability = match Self::get(&f, "durability") {
+                    Some(n) => {
+                        let d = self.string(n, "durability")?;
+                        match d.parse::<lightcone_agent::kv::Durability>() {
+                            Ok(d) => d,
+                            Err(e) => {
+                                self.d.error(n.pos, e);
+                                return None;
+                            }
+                        }
+                    }
+                    None => lightcone_agent::kv::Durability::default(),
+                };
                 let until_ns = until(self, &f, "load")?;
                 Some(Verb::Load {
                     nodes,
@@ -847,6 +871,7 @@ impl Reader {
                     until_ns,
                     write_fraction,
                     message_fraction,
+                    durability,
                 })
             }
             "clock_step" | "stratum0_compromise" => {

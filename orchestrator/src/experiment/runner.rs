@@ -1383,11 +1383,17 @@ fn load_loop(s: LoadSession) {
                 Some(value.as_bytes()),
                 Duration::from_secs(3),
             );
-            if let Ok((200, body)) = &r {
+            // A `cell` write the agent could not get acknowledged in time (504) is
+            // indeterminate, but the agent names its dot and context too: without them the
+            // checker could not tell that a later read legitimately shows a value written
+            // over earlier ones.
+            if let Ok((200 | 504, body)) = &r {
                 if let Ok(w) = serde_json::from_str::<Written>(body) {
                     dot = w.dot;
                     context = Some(w.context);
                 }
+            }
+            if let Ok((200, _)) = &r {
                 if s.durability == Durability::Local {
                     s.shared
                         .lock()
@@ -1398,8 +1404,13 @@ fn load_loop(s: LoadSession) {
             }
             let st = match &r {
                 Ok((200, _)) => OpStatus::Ok,
-                // The supervisor could not reach the agent: the write never left.
-                Ok((502, b)) if b.contains("connect") => OpStatus::Fail,
+                // The supervisor could not connect to the agent: the write never reached
+                // it. Any other 502 ("connection closed before message completed": the
+                // agent died holding it) is indeterminate — it may have applied and sent
+                // the write first, as a crash right after a put does.
+                Ok((502, b)) if b.contains(&format!("agent {}: connect ", s.node)) => {
+                    OpStatus::Fail
+                }
                 Ok((501, _)) => OpStatus::Fail,
                 _ => OpStatus::Info,
             };

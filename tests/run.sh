@@ -2,7 +2,7 @@
 # The whole test suite: format, lints, unit/property/snapshot tests, end-to-end tests in
 # real namespaces, the netem VM test. Needs root. CI runs exactly this (.ci/run).
 #
-#   sudo tests/run.sh
+#   tests/as-root tests/run.sh     (root directly, or through sudo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/rust-env.sh

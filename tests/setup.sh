@@ -3,8 +3,9 @@
 # it again and it only checks. Used by the README, by `tests/run.sh` (CI) and by the
 # Vagrant VM's provisioning.
 #
-#   sudo tests/setup.sh            # packages + release build (target/release/lightcone)
-#   sudo tests/setup.sh --deps     # packages only
+#   tests/as-root tests/setup.sh          # packages + release build (target/release/lightcone)
+#   tests/as-root tests/setup.sh --deps   # packages only
+# (tests/as-root: directly when root, through sudo otherwise)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,7 @@ build=1
 [ "${1:-}" = "--deps" ] && build=0
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "setup needs root to install packages and, later, to create network namespaces: sudo $0" >&2
+  echo "setup needs root to install packages and, later, to create network namespaces: tests/as-root $0 (or sudo $0)" >&2
   exit 1
 fi
 
@@ -55,5 +56,5 @@ fi
 if [ "$build" -eq 1 ]; then
   cargo build --release --workspace --bins
   echo "built: target/release/lightcone and target/release/lightcone-agent"
-  echo "next: sudo target/release/lightcone doctor   (checks this machine, names the link engine)"
+  echo "next: tests/as-root target/release/lightcone doctor   (checks this machine, names the link engine)"
 fi

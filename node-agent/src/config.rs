@@ -119,8 +119,14 @@ pub struct AgentConfig {
     pub time_scale: f64,
     /// Seed for the agent's RNG (derived from the lab seed and the node id).
     pub seed: u64,
-    /// ed25519 secret key seed (32 bytes), hex.
+    /// ed25519 secret key seed (32 bytes), hex. Empty when `secret_key_file` names it
+    /// instead (as the orchestrator does: its configs hold no secret).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secret_key_hex: String,
+    /// A file holding the secret key seed as hex, readable by its owner only (0600); the
+    /// driver reads it at start and refuses a file others can read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<PathBuf>,
     /// UDP port the agent binds on each of its link addresses.
     pub udp_port: u16,
     /// Unix socket for the HTTP control/metrics API.

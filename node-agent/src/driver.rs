@@ -57,6 +57,31 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
     move |source| DriverError::Io { what, source }
 }
 
+/// The secret key seed (hex) from a key file, refusing one that group or others may read:
+/// a key others can read lets them sign as this node.
+fn read_key_file(p: &std::path::Path) -> Result<String, DriverError> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = || format!("key file {}", p.display());
+    let mode = std::fs::metadata(p)
+        .map_err(io(what()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(DriverError::Io {
+            what: what(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "mode {:04o} lets others read it; it must be 0600",
+                    mode & 0o7777
+                ),
+            ),
+        });
+    }
+    let text = std::fs::read_to_string(p).map_err(io(what()))?;
+    Ok(text.trim().to_string())
+}
+
 /// Real ↔ emulated time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -398,9 +423,15 @@ struct Link {
 }
 
 /// Runs one agent until `shutdown` resolves, `POST /shutdown` arrives, or an I/O error.
-pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), DriverError> {
+pub async fn run(
+    mut cfg: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DriverError> {
     if !(cfg.time_scale.is_finite() && cfg.time_scale > 0.0) {
         return Err(DriverError::TimeScale(cfg.time_scale));
+    }
+    if let Some(p) = cfg.secret_key_file.take() {
+        cfg.secret_key_hex = read_key_file(&p)?;
     }
     let clock = match cfg.epoch_monotonic_ns {
         Some(e) => Clock::with_epoch(cfg.time_scale, e),
@@ -472,6 +503,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let _ = std::fs::remove_file(&sock_path);
     let listener =
         UnixListener::bind(&sock_path).map_err(io(format!("bind {}", sock_path.display())))?;
+    // Only the owner (the supervisor runs as the same user, root) may drive the agent:
+    // anyone who can connect can crash its clock or write its store.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io(format!("chmod 0600 {}", sock_path.display())))?;
+    }
     tasks.push(tokio::spawn(serve_http(listener, ctl_tx, cfg.clone())));
     tracing::info!(node = %name, addr = %node.addr(), links = links.len(), "agent started");
 
@@ -798,7 +836,12 @@ async fn handle_http(
             }
         }
         (m, p) if p.starts_with("/kv/") && p.len() > 4 => {
-            let key = p[4..].to_string();
+            // The key is one path segment, percent-encoded by the client (`?` as %3F, `/`
+            // as %2F): decoded here, once.
+            let key = match crate::pct::decode(&p[4..]) {
+                Ok(k) => k,
+                Err(e) => return bad(&format!("key: {e}")),
+            };
             let query = req.uri().query().unwrap_or("").to_string();
             let flag = |name: &str| {
                 query

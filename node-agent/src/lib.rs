@@ -6,13 +6,15 @@
 //! - [`routing`]: hierarchical distance-vector overlay routing, quarantine, locality;
 //! - [`watch`]: the neighbourhood watch (forwarding audits, lie evidence, quarantine votes);
 //! - [`sim`]: the deterministic in-process harness (virtual time, modeled links);
-//! - [`driver`]: the tokio/UDP driver with the HTTP control and metrics API.
+//! - [`driver`]: the tokio/UDP driver with the HTTP control and metrics API;
+//! - [`pct`]: percent-encoding of one URL path segment (keys in `/kv/{key}`).
 pub mod causal;
 pub mod config;
 pub mod driver;
 pub mod kv;
 pub mod membership;
 pub mod node;
+pub mod pct;
 pub mod routing;
 pub mod sim;
 pub mod time;

@@ -38,6 +38,7 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
                 time_scale: 2.0,
                 seed: u64::from(i) + 1,
                 secret_key_hex: hex::encode(keys[i as usize].to_bytes()),
+                secret_key_file: None,
                 udp_port: port,
                 control_socket: dir.join(format!("{}.sock", peers[i as usize].name)),
                 peers: peers.clone(),
@@ -87,7 +88,23 @@ fn two_agents_over_loopback_udp() {
     let dir = std::env::temp_dir().join(format!("lc-agent-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = 20_000 + (std::process::id() % 20_000) as u16;
-    let cfgs = configs(&dir, port);
+    let mut cfgs = configs(&dir, port);
+    // a reads its key from a 0600 file, as agents in a lab do; b has it inline.
+    let key_file = dir.join("a.key");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_file)
+            .unwrap();
+        f.write_all(cfgs[0].secret_key_hex.as_bytes()).unwrap();
+    }
+    cfgs[0].secret_key_hex.clear();
+    cfgs[0].secret_key_file = Some(key_file);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -184,6 +201,33 @@ fn two_agents_over_loopback_udp() {
                 v["time"]["faults"],
                 serde_json::json!([{"step": {"offset_s": 0.001}}])
             );
+            // Only the owner may drive an agent through its control socket.
+            {
+                use std::os::unix::fs::PermissionsExt;
+                for s in [&sa, &sb] {
+                    let mode = std::fs::metadata(s).unwrap().permissions().mode() & 0o777;
+                    assert_eq!(mode, 0o600, "{} is {mode:o}", s.display());
+                }
+            }
+            // Keys holding URL characters travel percent-encoded and are decoded once:
+            // `x%3Fcontext` is the key `x?context`, not `x` with the context flag.
+            for (key, enc) in [
+                ("x?context", "x%3Fcontext"),
+                ("a#b", "a%23b"),
+                ("100%", "100%25"),
+                ("a/b", "a%2Fb"),
+                ("with space", "with%20space"),
+            ] {
+                let (st, body) = http(&sa, "POST", &format!("/kv/{enc}"), key).await;
+                assert_eq!((st, body.trim()), (200, "ok"), "{key}");
+                let (st, body) = http(&sa, "GET", &format!("/kv/{enc}"), "").await;
+                assert_eq!((st, body.as_str()), (200, key), "{key}");
+            }
+            let (st, _) = http(&sa, "GET", "/kv/x", "").await;
+            assert_eq!(st, 404, "`x%3Fcontext` wrote key x");
+            let (st, msg) = http(&sa, "GET", "/kv/bad%zz", "").await;
+            assert_eq!(st, 400, "{msg}");
+            assert!(msg.contains("percent-encoding"), "{msg}");
             // A key written at a is read at b.
             let (st, _) = http(&sa, "POST", "/kv/greeting", "hello").await;
             assert_eq!(st, 200);
@@ -245,5 +289,28 @@ fn two_agents_over_loopback_udp() {
         rb.unwrap();
     });
     assert!(!cfgs[0].control_socket.exists(), "socket removed on exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A key file others can read is refused: a key they can read lets them sign as the node.
+#[test]
+fn a_key_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lc-agent-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = configs(&dir, 1).remove(0);
+    let p = dir.join("open.key");
+    std::fs::write(&p, &cfg.secret_key_hex).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cfg.secret_key_hex.clear();
+    cfg.secret_key_file = Some(p);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt
+        .block_on(lightcone_agent::driver::run(cfg, std::future::pending()))
+        .unwrap_err();
+    assert!(e.to_string().contains("must be 0600"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

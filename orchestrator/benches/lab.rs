@@ -39,7 +39,7 @@ fn main() {
             let lab = format!("bench{n}{}", if layout == Layout::Wire { "w" } else { "d" });
             let topo = topology::parse_str(&topo_src(&lab, n), "bench").unwrap();
             let p = plan(&topo);
-            let dir = LabDir::new(&lab);
+            let dir = LabDir::new(&lab).unwrap();
             let mut ledger = Ledger::create(&dir).unwrap();
             let t = Instant::now();
             let times = rt

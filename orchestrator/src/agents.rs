@@ -15,6 +15,7 @@ use hyper::body::Bytes;
 use serde::Serialize;
 
 use crate::kernel::Netns;
+use crate::keys::LabKeys;
 use crate::plan::Plan;
 use crate::state::{process_start_time, Entry, LabDir, Ledger};
 
@@ -60,6 +61,8 @@ pub struct Agents {
     /// Boots of each node's agent so far: the next start is boot `n + 1` (the agent binds
     /// frames to it, so a restarted agent rejects frames captured before its restart).
     boots: BTreeMap<usize, u32>,
+    /// The lab's node keys (public halves; the secrets are in the state dir's `keys/`).
+    keys: LabKeys,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +86,14 @@ pub enum AgentError {
 }
 
 impl Agents {
-    pub fn new() -> Result<Agents, AgentError> {
+    /// Agents of a lab whose node keys are `keys` (drawn at `up`, see [`crate::keys`]).
+    pub fn new(keys: LabKeys) -> Result<Agents, AgentError> {
         Ok(Agents {
             binary: agent_binary().ok_or(AgentError::NoBinary)?,
             procs: BTreeMap::new(),
             epoch_monotonic_ns: lightcone_agent::driver::monotonic_ns(),
             boots: BTreeMap::new(),
+            keys,
         })
     }
 
@@ -102,7 +107,7 @@ impl Agents {
     ) -> Result<u32, AgentError> {
         self.kill(id);
         let node = &plan.nodes[id];
-        let mut cfg = plan.agent_config(id, &dir.path);
+        let mut cfg = plan.agent_config(id, &dir.path, self.keys.public_hex());
         cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
         let boot = self.boots.entry(id).or_insert(0);
         *boot += 1;
@@ -113,9 +118,9 @@ impl Agents {
             node: node.name.clone(),
             source,
         };
-        std::fs::write(
+        crate::state::write_private(
             &cfg_path,
-            serde_json::to_vec_pretty(&cfg).expect("config serializes"),
+            &serde_json::to_vec_pretty(&cfg).expect("config serializes"),
         )
         .map_err(err)?;
         let log = File::options()

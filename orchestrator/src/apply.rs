@@ -295,16 +295,8 @@ pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelEr
     if let Some(e) = first_err {
         return Err(e);
     }
-    match std::fs::remove_dir_all(&dir.path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(KernelError::sys(
-                format!("remove {}", dir.path.display()),
-                e,
-            ))
-        }
-    }
+    dir.remove()
+        .map_err(|e| KernelError::sys(format!("remove {}", dir.path.display()), e))?;
     Ok(removed)
 }
 
@@ -314,7 +306,7 @@ pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelEr
 pub fn stray_namespaces() -> Vec<String> {
     let known: std::collections::BTreeSet<String> = LabDir::all()
         .iter()
-        .flat_map(|l| Ledger::read(&LabDir::new(l)))
+        .flat_map(Ledger::read)
         .filter_map(|e| match e {
             Entry::Netns { name } => Some(name),
             _ => None,

@@ -12,14 +12,16 @@
 //! - `/api/log/{node}?lines=N` the tail of `<state>/logs/<node>.log` (≤ 200 lines, last 64 KiB)
 //! - `/api/stream` SSE: `snapshot` events with status, health, link stats and new events
 //!
-//! Threat model of the token: the API and the page listen on 127.0.0.1 only. Every
-//! `POST /api/…` needs the per-lab token in `x-lightcone-token`; the page gets it embedded
-//! when served. Any local process that can open a TCP connection to loopback can fetch the
-//! page and so the token: the token does not separate local users (a multi-user host needs
-//! a firewall or a unix socket). What it does stop is a web page of another origin in the
-//! user's browser forging fault requests (it cannot send the custom header without a CORS
-//! preflight, which we never answer, and cannot read our page to learn the token), and
-//! scripts that poke the port without reading supervisor.json.
+//! Threat model of the token: the API and the page listen on 127.0.0.1 only. Every request
+//! that is not `GET`/`HEAD` needs the per-lab token in `x-lightcone-token` (see
+//! [`crate::http`]); the page gets it embedded when served. Any local process that can open
+//! a TCP connection to loopback can fetch the page and so the token: the token does not
+//! separate local users (a multi-user host needs a firewall or a unix socket). What it does
+//! stop is a web page of another origin in the user's browser forging requests (it cannot
+//! send the custom header without a CORS preflight, which we never answer; its `Origin` is
+//! refused anyway), reading our page to learn the token (a `Host` other than our own
+//! address, as DNS rebinding sends, is refused), and scripts that poke the port without
+//! reading supervisor.json.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

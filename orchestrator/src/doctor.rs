@@ -433,8 +433,8 @@ fn stale_labs() -> Check {
     let labs = LabDir::all();
     let stale: Vec<String> = labs
         .iter()
-        .filter(|l| !supervised(&LabDir::new(l)))
-        .cloned()
+        .filter(|l| !supervised(l))
+        .map(|l| l.lab.clone())
         .collect();
     if stale.is_empty() {
         Check::ok(

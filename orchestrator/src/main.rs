@@ -98,7 +98,8 @@ enum Cmd {
         lab: Option<String>,
         a: String,
         b: String,
-        #[arg(long, default_value_t = 200)]
+        /// Echo probes to send (at least 1).
+        #[arg(long, default_value_t = 200, value_parser = probe_count)]
         count: u32,
         #[arg(long, default_value = "10ms")]
         interval: String,
@@ -410,29 +411,46 @@ fn invalid_rendered(e: lightcone::experiment::scenario::ScenarioError) -> Failur
 
 fn need_root(what: &str) -> Result<(), Failure> {
     if !nix::unistd::Uid::effective().is_root() {
-        return Err(Failure(code::FAILURE, anyhow!("`lightcone {what}` needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to manage network namespaces; run it with sudo")));
+        return Err(Failure(code::FAILURE, anyhow!("`lightcone {what}` needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to manage network namespaces; run it as root (with sudo if you are not root)")));
     }
     Ok(())
+}
+
+/// `--count` of `probe`: a number of probes, at least one.
+fn probe_count(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err(
+            "must be at least 1: zero probes measure nothing (and would read as 100 % loss)".into(),
+        ),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+/// The state directory of a lab named on the command line; a name that is not a lab name
+/// (`../../tmp/x`, `/tmp/x`) is invalid input, refused before any path is built from it.
+fn lab_dir(name: &str) -> Result<LabDir, Failure> {
+    LabDir::new(name).map_err(|e| invalid(anyhow!("{e}; nothing was changed")))
 }
 
 /// The lab a command means: the named one, or the only one that is up.
 fn pick_lab(lab: Option<String>) -> Result<LabDir, Failure> {
     if let Some(l) = lab {
-        let d = LabDir::new(&l);
+        let d = lab_dir(&l)?;
         if !d.exists() {
             return Err(state(format!("lab {l} is not up")));
         }
         return Ok(d);
     }
-    match LabDir::all().as_slice() {
-        [] => Err(state(
+    let mut all = LabDir::all();
+    match all.len() {
+        0 => Err(state(
             "no lab is up; start one with `lightcone up FILE`".into(),
         )),
-        [one] => Ok(LabDir::new(one)),
-        many => Err(invalid(anyhow!(
-            "{} labs are up ({}); say which with --lab",
-            many.len(),
-            many.join(", ")
+        1 => Ok(all.remove(0)),
+        n => Err(invalid(anyhow!(
+            "{n} labs are up ({}); say which with --lab",
+            LabDir::all_names().join(", ")
         ))),
     }
 }
@@ -601,11 +619,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Down { lab, all } => {
             need_root("down")?;
             let labs = if all {
-                LabDir::all()
+                LabDir::all_names()
             } else {
                 match lab {
                     Some(l) => vec![l],
-                    None => match LabDir::all().as_slice() {
+                    None => match LabDir::all_names().as_slice() {
                         [] => {
                             println!("no lab is up; nothing to do");
                             vec![]
@@ -973,7 +991,7 @@ fn fmt_loss(v: &serde_json::Value) -> String {
 }
 
 fn down_one(lab: &str) -> Result<(), Failure> {
-    let dir = LabDir::new(lab);
+    let dir = lab_dir(lab)?;
     if !dir.exists() {
         println!("lab {lab} is not up; nothing to do");
         return Ok(());
@@ -1011,17 +1029,18 @@ fn down_one(lab: &str) -> Result<(), Failure> {
 fn status(lab: Option<String>, json: bool) -> Result<(), Failure> {
     let labs = match lab {
         Some(l) => {
-            if !LabDir::new(&l).exists() {
+            let d = lab_dir(&l)?;
+            if !d.exists() {
                 return Err(state(format!("lab {l} is not up")));
             }
-            vec![l]
+            vec![d]
         }
         None => LabDir::all(),
     };
     let mut out: Vec<serde_json::Value> = Vec::new();
-    for l in &labs {
-        let dir = LabDir::new(l);
-        match SupervisorInfo::read(&dir).filter(|i| i.alive()) {
+    for dir in &labs {
+        let l = &dir.lab;
+        match SupervisorInfo::read(dir).filter(|i| i.alive()) {
             Some(info) => match api(&info, "GET", "/api/status", None) {
                 Ok(v) => out.push(v),
                 Err(Failure(_, e)) => out.push(serde_json::json!({"name": l, "state": "unreachable", "error": e.to_string()})),
@@ -1147,7 +1166,6 @@ fn engine_arg(e: EngineChoice) -> &'static str {
 fn detach_stdio() {
     let log = LabDir::all()
         .into_iter()
-        .map(|l| LabDir::new(&l))
         .filter(|d| SupervisorInfo::read(d).is_some_and(|i| i.pid == std::process::id()))
         .map(|d| d.logs().join("supervisor.log"))
         .next()

@@ -1,6 +1,6 @@
 //! The plan: a pure function from a [`Topology`] to every kernel object and process a lab
-//! needs — namespace names, interface names (≤ 15 bytes), link subnets, keys, agent
-//! configurations. `apply` only carries it out, so layout decisions are tested here, with
+//! needs — namespace names, interface names (≤ 15 bytes), link subnets, agent
+//! configurations. It holds no secret: node keys are drawn at `up` (see [`crate::keys`]). `apply` only carries it out, so layout decisions are tested here, with
 //! snapshots, without root.
 //!
 //! Layout. Every node gets a namespace `lc-<lab>_<node>` (a lab name has no `_`, so two
@@ -16,12 +16,10 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::SigningKey;
 use lightcone_agent::config::{
     AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig, AGENT_UDP_PORT,
 };
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::link::LinkModel;
 use crate::topology::{LinkLevel, Topology, NETNS_PREFIX};
@@ -48,9 +46,6 @@ pub struct NodePlan {
     pub addr: HierAddr,
     pub position_au: Option<[f64; 3]>,
     pub interfaces: Vec<IfacePlan>,
-    pub public_key_hex: String,
-    #[serde(skip)]
-    pub secret_key_hex: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,37 +94,19 @@ pub fn lab_netns_prefix(lab: &str) -> String {
     format!("{NETNS_PREFIX}{lab}_")
 }
 
-/// Deterministic ed25519 key of a node: SHA-256 of the lab seed and the node name.
-/// A testbed wants reproducible identities; these keys protect against a byzantine agent
-/// in the experiment, not against whoever can read the lab's state directory.
-fn node_key(seed: u64, lab: &str, node: &str) -> SigningKey {
-    let mut h = Sha256::new();
-    h.update(b"lightcone node key v1\0");
-    h.update(seed.to_le_bytes());
-    h.update(lab.as_bytes());
-    h.update([0]);
-    h.update(node.as_bytes());
-    SigningKey::from_bytes(&h.finalize().into())
-}
-
 /// Build the plan. Pure: same topology, same plan.
 pub fn plan(topo: &Topology) -> Plan {
     let base = u32::from(topo.pool.base);
     let mut nodes: Vec<NodePlan> = topo
         .nodes
         .iter()
-        .map(|n| {
-            let key = node_key(topo.seed, &topo.name, &n.name);
-            NodePlan {
-                name: n.name.clone(),
-                netns: netns_name(&topo.name, &n.name),
-                role: n.role,
-                addr: n.addr,
-                position_au: n.position_au,
-                interfaces: Vec::new(),
-                public_key_hex: hex::encode(key.verifying_key().as_bytes()),
-                secret_key_hex: hex::encode(key.to_bytes()),
-            }
+        .map(|n| NodePlan {
+            name: n.name.clone(),
+            netns: netns_name(&topo.name, &n.name),
+            role: n.role,
+            addr: n.addr,
+            position_au: n.position_au,
+            interfaces: Vec::new(),
         })
         .collect();
     let mut links = Vec::with_capacity(topo.links.len());
@@ -197,8 +174,11 @@ impl Plan {
             .find(|l| (l.a.node == a && l.b.node == b) || (l.a.node == b && l.b.node == a))
     }
 
-    /// The configuration of node `id`'s agent. `state_dir` is the lab's state directory.
-    pub fn agent_config(&self, id: usize, state_dir: &Path) -> AgentConfig {
+    /// The configuration of node `id`'s agent. `state_dir` is the lab's state directory;
+    /// `public_keys` (hex, by node id) are the lab's node keys drawn at `up`. The
+    /// configuration holds no secret: it names the agent's 0600 key file
+    /// (`<state_dir>/keys/<id>.key`, see [`crate::keys`]).
+    pub fn agent_config(&self, id: usize, state_dir: &Path, public_keys: &[String]) -> AgentConfig {
         let peers = self
             .nodes
             .iter()
@@ -208,7 +188,7 @@ impl Plan {
                 id: i as u32,
                 addr: n.addr,
                 role: n.role,
-                public_key_hex: n.public_key_hex.clone(),
+                public_key_hex: public_keys.get(i).cloned().unwrap_or_default(),
                 position_au: n.position_au.unwrap_or([0.0; 3]),
             })
             .collect();
@@ -229,7 +209,8 @@ impl Plan {
             id: id as u32,
             time_scale: self.time_scale,
             seed: self.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            secret_key_hex: self.nodes[id].secret_key_hex.clone(),
+            secret_key_hex: String::new(),
+            secret_key_file: Some(agent_key_file(state_dir, id)),
             udp_port: AGENT_UDP_PORT,
             control_socket: agent_socket(state_dir, id),
             peers,
@@ -351,6 +332,11 @@ impl Plan {
         }
         s
     }
+}
+
+/// Secret key file of node `id` (hex, 0600), written at `up` by [`crate::keys`].
+pub fn agent_key_file(state_dir: &Path, id: usize) -> PathBuf {
+    state_dir.join("keys").join(format!("{id}.key"))
 }
 
 /// Control socket of agent `id` (by id, not name: a unix socket path holds 107 bytes).

@@ -138,18 +138,9 @@ pub fn resolve_engine(choice: EngineChoice) -> (EngineChoice, String) {
     }
 }
 
-fn random_token() -> String {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    hex::encode(b)
-}
-
 /// Why `up` refuses a lab that already has a state directory.
 pub fn check_not_up(lab: &str) -> Result<(), String> {
-    let dir = LabDir::new(lab);
+    let dir = LabDir::new(lab).map_err(|e| e.to_string())?;
     if !dir.exists() {
         return Ok(());
     }
@@ -410,6 +401,8 @@ type Shared = Arc<Mutex<Lab>>;
 struct AppState {
     lab: Shared,
     shutdown: Arc<tokio::sync::Notify>,
+    /// Host/Origin/token checks in front of every route (see [`crate::http`]).
+    guard: Arc<crate::http::Guard>,
 }
 
 async fn api_status(State(s): State<AppState>) -> Json<LabStatus> {
@@ -682,33 +675,7 @@ async fn api_partition(
     ))
 }
 
-/// Header carrying the per-lab token on every `POST /api/…`.
-pub const TOKEN_HEADER: &str = "x-lightcone-token";
-
-/// Refuse state-changing API calls without the lab's token. The API binds to loopback; the
-/// token keeps other local users and web pages of other origins (which cannot read the
-/// token from the dashboard page) from driving faults.
-async fn require_token(
-    State(s): State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if req.method() == axum::http::Method::POST && req.uri().path().starts_with("/api/") {
-        let want = s.lab.lock().expect("lab lock").token.clone();
-        let got = req
-            .headers()
-            .get(TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok());
-        if !got.is_some_and(|g| crate::dashboard::token_eq(g, &want)) {
-            return ApiError(
-                StatusCode::UNAUTHORIZED,
-                format!("missing or wrong {TOKEN_HEADER} header (the lab's token is in supervisor.json)"),
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
-}
+pub use crate::http::TOKEN_HEADER;
 
 async fn api_shutdown(State(s): State<AppState>) -> Json<serde_json::Value> {
     s.shutdown.notify_one();
@@ -922,6 +889,9 @@ async fn node_kv(
     } else {
         hyper::Method::POST
     };
+    // axum decoded the key once; encoded again, a `?`, `#`, `%` or `/` in it stays part
+    // of the key on the agent's side instead of starting a query or a fragment.
+    let key = lightcone_agent::pct::encode(&key);
     let path = match &query {
         Some(q) => format!("/kv/{key}?{q}"),
         None => format!("/kv/{key}"),
@@ -937,7 +907,7 @@ async fn node_send(
     UrlPath((node, dst)): UrlPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let path = format!("/send/{dst}");
+    let path = format!("/send/{}", lightcone_agent::pct::encode(&dst));
     proxy_to_agent(
         &s,
         &node,
@@ -966,8 +936,8 @@ fn router(state: AppState) -> Router {
         .route("/nodes/{node}/send/{dst}", post(node_send))
         .merge(crate::dashboard::routes(state.lab.clone()))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_token,
+            state.guard.clone(),
+            crate::http::guard,
         ))
         .with_state(state)
 }
@@ -990,7 +960,7 @@ pub fn run(opts: &UpOptions, mut report: impl FnMut(&str), ready: impl FnOnce(&s
         format!("{engine_choice:?}").to_lowercase(),
         plan.seed
     ));
-    let dir = LabDir::new(&plan.lab);
+    let dir = LabDir::new(&plan.lab)?;
     let mut ledger = Ledger::create(&dir)
         .with_context(|| format!("create state directory {}", dir.path.display()))?;
     let me = std::process::id();
@@ -1017,7 +987,9 @@ pub fn run(opts: &UpOptions, mut report: impl FnMut(&str), ready: impl FnOnce(&s
             "error: {}; removing what was created",
             crate::topology::diag::error_chain(e.chain())
         ));
-        let _ = apply::teardown(&LabDir::new(&topo.name), Some(me));
+        if let Ok(dir) = LabDir::new(&topo.name) {
+            let _ = apply::teardown(&dir, Some(me));
+        }
     }
     result
 }
@@ -1035,6 +1007,18 @@ async fn serve(
 ) -> Result<()> {
     std::fs::write(dir.plan_path(), serde_json::to_vec_pretty(&plan)?)?;
     let _ = std::fs::copy(&opts.topology, dir.topology_path());
+    // The lab's secrets, from the OS RNG before anything is built: without it, no lab.
+    let mut os_rng = rand::rngs::OsRng;
+    let token = crate::keys::token(&mut os_rng)?;
+    let keys = if opts.agents {
+        Some(crate::keys::LabKeys::generate(
+            &dir,
+            plan.nodes.len(),
+            &mut os_rng,
+        )?)
+    } else {
+        None
+    };
     let layout = if engine_choice == EngineChoice::Wire {
         Layout::Wire
     } else {
@@ -1103,8 +1087,8 @@ async fn serve(
         }
         _ => EngineRt::None,
     };
-    let agents = if opts.agents {
-        let mut agents = Agents::new()?;
+    let agents = if let Some(keys) = keys {
+        let mut agents = Agents::new(keys)?;
         let n = plan.nodes.len() as u64;
         for id in 0..plan.nodes.len() {
             agents.start(&plan, id, &dir, &mut ledger)?;
@@ -1122,7 +1106,10 @@ async fn serve(
         .await
         .with_context(|| format!("bind 127.0.0.1:{}", opts.port))?;
     let api_url = format!("http://{}", listener.local_addr()?);
-    let token = random_token();
+    let guard = Arc::new(crate::http::Guard {
+        token: token.clone(),
+        port: listener.local_addr()?.port(),
+    });
     let info = SupervisorInfo {
         pid: std::process::id(),
         start_time: process_start_time(std::process::id()).unwrap_or(0),
@@ -1131,7 +1118,8 @@ async fn serve(
         engine_reason: engine_reason.clone(),
         token: token.clone(),
     };
-    std::fs::write(dir.supervisor_path(), serde_json::to_vec_pretty(&info)?)?;
+    // It holds the token: root's only.
+    crate::state::write_private(&dir.supervisor_path(), &serde_json::to_vec_pretty(&info)?)?;
     let prom = if opts.prometheus {
         let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
         let p =
@@ -1165,6 +1153,7 @@ async fn serve(
     let state = AppState {
         lab: lab.clone(),
         shutdown: shutdown.clone(),
+        guard,
     };
     ready(&api_url);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -1175,9 +1164,14 @@ async fn serve(
             _ = shutdown.notified() => "shutdown request",
         }
     };
-    let server = axum::serve(listener, router(state));
+    let server = crate::http::serve(
+        listener,
+        router(state),
+        crate::http::HEADER_READ_TIMEOUT,
+        crate::http::MAX_CONNECTIONS,
+    );
     let why = tokio::select! {
-        r = server => { r?; "server ended" }
+        () = server => "server ended",
         why = stop => why,
     };
     report(&format!("stopping ({why}): agents, links, namespaces"));

@@ -202,7 +202,7 @@ fn time_servers_follow_the_hierarchy() {
             Some(vec![id(&format!("l1c{c}k0t0")) as u32])
         );
     }
-    let cfg = p.agent_config(id("l2c1k0t1"), std::path::Path::new("/tmp/x"));
+    let cfg = p.agent_config(id("l2c1k0t1"), std::path::Path::new("/tmp/x"), &[]);
     let t = cfg.time.expect("a clock");
     assert_eq!(t.servers, vec![id("l2c1k0t0") as u32]);
     // backbone runs at time_scale 20: one exchange per 2 s real = 40 s emulated.
@@ -214,7 +214,7 @@ fn time_servers_follow_the_hierarchy() {
     let p = plan(&topology::parse_str(src, "t.yaml").unwrap());
     assert_eq!(p.time_servers(0), None);
     assert!(p
-        .agent_config(1, std::path::Path::new("/tmp/x"))
+        .agent_config(1, std::path::Path::new("/tmp/x"), &[])
         .time
         .is_none());
 }
@@ -407,4 +407,38 @@ fn oversized_files_are_refused_where_the_limit_is_crossed() {
     assert!(rendered.contains("larger than 4 MiB"), "{rendered}");
     // Byte 4 MiB is the first byte of line 4097.
     assert!(rendered.contains("big.yaml:4097:1"), "{rendered}");
+}
+
+/// Issue 11 item 12: the plan and the agents' configurations hold no secret. Node keys were
+/// SHA-256 of the seed, lab name and node name — all in the YAML — so anyone holding the
+/// topology could sign as any node; now they are drawn at `up` and the configuration only
+/// names the agent's 0600 key file.
+#[test]
+fn agent_configs_hold_no_secret_key() {
+    let topo = topology::load(&topologies_dir().join("quickstart.yaml")).unwrap();
+    let p = plan(&topo);
+    let dir = std::path::Path::new("/run/lightcone/quickstart");
+    let keys: Vec<String> = (0..p.nodes.len()).map(|i| format!("{i:064x}")).collect();
+    for id in 0..p.nodes.len() {
+        let cfg = p.agent_config(id, dir, &keys);
+        assert_eq!(
+            cfg.secret_key_hex, "",
+            "node {id}: a secret in its configuration"
+        );
+        assert_eq!(
+            cfg.secret_key_file.as_deref(),
+            Some(dir.join(format!("keys/{id}.key")).as_path())
+        );
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert!(!text.contains("secret_key_hex"), "{text}");
+        // The directory carries the public keys it was given, by id.
+        for (i, peer) in cfg.peers.iter().enumerate() {
+            assert_eq!(peer.public_key_hex, keys[i]);
+        }
+    }
+    let plan_json = serde_json::to_string(&p).unwrap();
+    assert!(
+        !plan_json.contains("key"),
+        "the plan holds keys: {plan_json}"
+    );
 }

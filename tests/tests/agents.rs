@@ -299,3 +299,177 @@ fn quickstart_agents_see_each_other_and_export_metrics() {
     lc_ok(&["down", &lab]);
     assert_gone(&lab);
 }
+
+/// One raw HTTP/1.1 exchange with the supervisor (`Connection: close`): status and body.
+/// Raw so the test controls `Host` and `Origin` exactly, as a browser or an attacker would.
+fn raw_http(port: u16, head: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    c.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Issue 11 item 12 and the kv/slow-header bullets of item 13, against a real supervisor:
+/// every state-changing route needs the token (kv writes and overlay sends took none),
+/// requests under another Host (DNS rebinding) or from another Origin are refused, keys
+/// with URL characters stay keys, the lab's secrets are random and root's only, and a
+/// connection that sends half a request head is closed.
+#[test]
+fn control_surfaces_check_token_host_and_origin() {
+    require_root();
+    let t = TestLab::shipped("ctlsurf", "quickstart.yaml");
+    t.up(&[]);
+    let dir = std::path::PathBuf::from(format!("/run/lightcone/{}", t.lab));
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("supervisor.json")).unwrap()).unwrap();
+    let token = info["token"].as_str().unwrap().to_string();
+    let port: u16 = info["api_url"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let host = format!("Host: 127.0.0.1:{port}");
+    let with_token = format!("{host}\r\nx-lightcone-token: {token}");
+
+    // A text/plain POST any web page can send without a preflight: refused without the token.
+    for path in ["/nodes/a/kv/k1", "/nodes/a/send/b"] {
+        let (st, body) = raw_http(
+            port,
+            &format!("POST {path} HTTP/1.1\r\n{host}\r\nContent-Type: text/plain"),
+            "x",
+        );
+        assert_eq!(st, 401, "POST {path} without token: {body}");
+        assert!(body.contains("x-lightcone-token"), "{body}");
+    }
+    let (st, body) = raw_http(
+        port,
+        &format!("POST /nodes/a/kv/k1 HTTP/1.1\r\n{with_token}"),
+        "v1",
+    );
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = raw_http(port, &format!("GET /nodes/b/kv/k1 HTTP/1.1\r\n{host}"), "");
+    assert!(st == 200 || st == 404, "{st} {body}");
+
+    // DNS rebinding: our page (which embeds the token) under another name is refused.
+    let (st, body) = raw_http(port, "GET / HTTP/1.1\r\nHost: rebind.example:80", "");
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("not this supervisor's address"), "{body}");
+    assert!(!body.contains(&token));
+    let (st, _) = raw_http(
+        port,
+        &format!("GET / HTTP/1.1\r\nHost: localhost:{port}"),
+        "",
+    );
+    assert_eq!(st, 200);
+    // Another origin is refused even with the token.
+    let (st, body) = raw_http(
+        port,
+        &format!("POST /api/nodes/b/crash HTTP/1.1\r\n{with_token}\r\nOrigin: http://evil.example"),
+        "{}",
+    );
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("cross-origin"), "{body}");
+
+    // `x%3Fcontext` is the key `x?context`, not key `x` with the context flag.
+    let (st, body) = raw_http(
+        port,
+        &format!("POST /nodes/a/kv/x%3Fcontext HTTP/1.1\r\n{with_token}"),
+        "q",
+    );
+    assert_eq!(
+        (st, body.trim()),
+        (200, "ok"),
+        "written as key x with ?context"
+    );
+    for (enc, value) in [
+        ("x%3Fcontext", "q"),
+        ("a%23b", "h"),
+        ("p%25", "pc"),
+        ("s%2Ft", "sl"),
+        ("sp%20ace", "sp"),
+    ] {
+        if value != "q" {
+            let (st, body) = raw_http(
+                port,
+                &format!("POST /nodes/a/kv/{enc} HTTP/1.1\r\n{with_token}"),
+                value,
+            );
+            assert_eq!(st, 200, "{enc}: {body}");
+        }
+        let (st, body) = raw_http(
+            port,
+            &format!("GET /nodes/a/kv/{enc} HTTP/1.1\r\n{host}"),
+            "",
+        );
+        assert_eq!((st, body.as_str()), (200, value), "{enc}");
+    }
+    let (st, _) = raw_http(port, &format!("GET /nodes/a/kv/x HTTP/1.1\r\n{host}"), "");
+    assert_eq!(st, 404, "key x was written");
+
+    // Secrets: random per lab, root's only; configs and the plan hold none.
+    assert_eq!(mode_of(&dir.join("supervisor.json")), 0o600);
+    assert_eq!(mode_of(&dir.join("keys")), 0o700);
+    for id in 0..3 {
+        assert_eq!(mode_of(&dir.join(format!("keys/{id}.key"))), 0o600);
+        assert_eq!(mode_of(&dir.join(format!("agents/{id}.sock"))), 0o600);
+        let cfg = std::fs::read_to_string(dir.join(format!("agents/{id}.json"))).unwrap();
+        assert!(
+            !cfg.contains("secret_key_hex"),
+            "agent {id} config holds its secret"
+        );
+        let key = std::fs::read_to_string(dir.join(format!("keys/{id}.key"))).unwrap();
+        assert!(!std::fs::read_to_string(dir.join("plan.json"))
+            .unwrap()
+            .contains(key.trim()));
+    }
+
+    // Half a request head, then silence: closed within the header timeout (10 s).
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(format!("GET / HTTP/1.1\r\n{host}\r\nX-Slow: ").as_bytes())
+            .unwrap();
+        let t0 = Instant::now();
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            match c.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        };
+        let waited = t0.elapsed();
+        assert!(
+            closed && waited < Duration::from_secs(12),
+            "open after {waited:?}"
+        );
+    }
+    lc_ok(&["down", &t.lab]);
+    assert_gone(&t.lab);
+}

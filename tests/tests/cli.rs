@@ -316,6 +316,42 @@ fn validate_and_run_print_each_error_once() {
     }
 }
 
+/// Issue 11 item 13: a lab name that is a path (`down ../../tmp/x`, `down /tmp/x`, and the
+/// same through `--lab` and `status`) is refused as invalid input; the directory it names
+/// is left as it was (it used to be deleted recursively).
+#[test]
+fn a_lab_name_that_is_a_path_removes_nothing() {
+    require_root();
+    let victim = tempfile::Builder::new()
+        .prefix("ctl-xyz")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::write(victim.path().join("keep"), "precious").unwrap();
+    let name = victim.path().file_name().unwrap().to_str().unwrap();
+    let relative = format!("../../tmp/{name}");
+    let absolute = victim.path().to_str().unwrap().to_string();
+    for args in [
+        vec!["down", relative.as_str()],
+        vec!["down", absolute.as_str()],
+        vec!["status", relative.as_str()],
+        vec!["exec", "--lab", relative.as_str(), "a", "--", "true"],
+        vec!["fault", "crash", "a", "--lab", absolute.as_str()],
+    ] {
+        let o = lc(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("is not a lab name"), "{args:?}: {stderr}");
+        assert_eq!(
+            std::fs::read_to_string(victim.path().join("keep"))
+                .ok()
+                .as_deref(),
+            Some("precious"),
+            "{args:?} touched {}",
+            victim.path().display()
+        );
+    }
+}
+
 /// Issue 11, item 3: a scenario without expectations is refused by `validate` and by `run`
 /// (before `run` needs root or touches a lab).
 #[test]
@@ -341,4 +377,55 @@ fn a_scenario_without_expectations_is_refused_by_validate_and_run() {
         );
         assert!(err.contains("s.yaml:1:1"), "{cmd}: {err}");
     }
+}
+
+/// Issue 11 item 13: `probe --count 0` reported 100 % loss and exit 0; it is a usage error.
+#[test]
+fn probe_count_zero_is_refused() {
+    let o = lc(&["probe", "a", "b", "--count", "0"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("at least 1"), "{stderr}");
+    assert!(o.stdout.is_empty());
+}
+
+/// Issue 11 item 13: after `kill -9` of a detached supervisor, `status` says `stale`
+/// (its unreaped zombie kept the pid and start time and read as alive: `unreachable`), and
+/// `down` cleans up.
+#[test]
+fn status_after_kill_9_of_the_supervisor_says_stale() {
+    require_root();
+    // This process adopts the orphaned supervisor (`up --detach` exits), so the killed
+    // supervisor surely stays a zombie until this test reaps it below, as it does under an
+    // init that never reaps.
+    // SAFETY: prctl with integer arguments.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    let t = TestLab::shipped("ctlk9", "quickstart.yaml");
+    t.up(&["--no-agents"]);
+    let info: Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/lightcone/{}/supervisor.json", t.lab)).unwrap(),
+    )
+    .unwrap();
+    let pid = info["pid"].as_u64().unwrap() as i32;
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Dead, whether or not anything reaps it.
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z ") || s.contains(") X "))
+            .unwrap_or(true)
+    }));
+    let st: Value = serde_json::from_str(&lc_ok(&["status", &t.lab, "--json"])).unwrap();
+    assert_eq!(st["labs"][0]["state"], "stale", "{st:#}");
+    // SAFETY: reaping our own (adopted) child.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    lc_ok(&["down", &t.lab]);
+    assert!(wait_until(Duration::from_secs(10), || lab_namespaces(
+        &t.lab
+    )
+    .is_empty()));
+    assert_gone(&t.lab);
 }

@@ -361,3 +361,61 @@ fn e_bash_completions_load() {
     );
     assert_eq!(lines.next(), Some("[]"), "{out}");
 }
+
+/// The sh block under "## The two commands" in the README: its commands, one per `&&` part
+/// of each non-comment line.
+fn readme_two_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let section = readme
+        .split("## The two commands")
+        .nth(1)
+        .expect("README has `## The two commands`");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block under the two commands");
+    block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .flat_map(|l| l.split("&&").map(|c| c.trim().to_string()))
+        .collect()
+}
+
+/// Issue 11 item 14: the README's two commands work in a root shell that has no `sudo` (a
+/// container, a minimal VM) as well as through sudo: each runs through `tests/as-root`, which
+/// needs no sudo when root. Run here with a PATH that holds no `sudo`.
+#[test]
+fn f_readme_commands_work_as_root_without_sudo() {
+    require_root();
+    let cmds = readme_two_commands();
+    assert_eq!(cmds.len(), 3, "setup && up, then run: {cmds:?}");
+    for c in &cmds {
+        let words: Vec<&str> = c.split_whitespace().collect();
+        assert_eq!(
+            words[0], "tests/as-root",
+            "`{c}` needs sudo, which a root shell may lack"
+        );
+        assert!(
+            words[1].starts_with("target/release/") || repo_root().join(words[1]).is_file(),
+            "`{c}`: {} does not exist",
+            words[1]
+        );
+    }
+    // A PATH with `id` (the wrapper's root check) and no sudo.
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/usr/bin/id", bin.path().join("id")).unwrap();
+    let o = Command::new(repo_root().join("tests/as-root"))
+        .args(["id", "-u"])
+        .env("PATH", bin.path())
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tests/as-root as root without sudo: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0");
+}

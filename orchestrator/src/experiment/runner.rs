@@ -31,6 +31,7 @@ use super::validate;
 use crate::state::LabDir;
 use crate::supervisor::{LabStatus, SupervisorInfo};
 use crate::topology::{units, Topology};
+use lightcone_agent::pct;
 
 /// Real time between state-poll rounds.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -548,7 +549,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
     )?;
 
     // The lab: reuse one that is up under the topology's name, else bring it up.
-    let lab_dir = LabDir::new(&topo.name);
+    let lab_dir = LabDir::new(&topo.name).map_err(|e| RunError::Lab(e.to_string()))?;
     let reuse = lab_dir.exists() && SupervisorInfo::read(&lab_dir).is_some_and(|i| i.alive());
     let mut owner = LabOwner {
         lab: topo.name.clone(),
@@ -842,7 +843,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
                     for k in mine {
                         let start = t0.elapsed().as_nanos() as u64;
                         let r = api.get(
-                            &format!("/nodes/{name}/kv/{k}?siblings"),
+                            &format!("/nodes/{name}/kv/{}?siblings", pct::encode(&k)),
                             Duration::from_secs(3),
                         );
                         let end = t0.elapsed().as_nanos() as u64;
@@ -1377,8 +1378,10 @@ fn load_loop(s: LoadSession) {
             let r = s.api.call(
                 "POST",
                 &format!(
-                    "/nodes/{}/kv/{key}?context&durability={}",
-                    s.node, s.durability
+                    "/nodes/{}/kv/{}?context&durability={}",
+                    s.node,
+                    pct::encode(&key),
+                    s.durability
                 ),
                 Some(value.as_bytes()),
                 Duration::from_secs(3),
@@ -1419,7 +1422,7 @@ fn load_loop(s: LoadSession) {
             // Every concurrent sibling: the store is a multi-value register, and a read that
             // saw only the resolved sibling would hide the others from the checker.
             let r = s.api.get(
-                &format!("/nodes/{}/kv/{key}?siblings", s.node),
+                &format!("/nodes/{}/kv/{}?siblings", s.node, pct::encode(&key)),
                 Duration::from_secs(5),
             );
             match r {

@@ -40,6 +40,25 @@ pub const TIME_SCALE_MAX: f64 = 1e5;
 /// Prefix of every namespace a lab creates: `lc-<lab>-<node>`.
 pub const NETNS_PREFIX: &str = "lc-";
 
+/// Longest lab name: it is part of every namespace name and of paths under /run.
+pub const LAB_NAME_MAX: usize = 32;
+
+/// The lab name rule, as a hint for whoever wrote a bad one.
+pub const LAB_NAME_RULE: &str =
+    "use 1 to 32 lowercase letters, digits and dashes, starting with a letter or digit";
+
+/// A usable lab name: 1 to [`LAB_NAME_MAX`] lowercase letters, digits and dashes, starting
+/// with a letter or digit. A lab name becomes a directory under the state root and a
+/// namespace prefix (`lc-<lab>_`), so it can hold no `/`, `.` or `_`; every place a lab
+/// name enters (topology, command line) checks it with this one rule.
+pub fn valid_lab_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= LAB_NAME_MAX
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// A resolved topology: every default applied, every generator expanded, every light-time
 /// computed, every name checked.
 #[derive(Debug, Clone, PartialEq)]

@@ -49,8 +49,6 @@ const LINK_FIELDS: &[&str] = &[
 const ROLES: &[&str] = &["tile", "gateway", "authority"];
 const DISTRIBUTIONS: &[&str] = &["uniform", "normal", "pareto", "paretonormal"];
 
-/// Longest lab name: it is part of every namespace name and of paths under /run.
-const LAB_NAME_MAX: usize = 32;
 /// Longest namespace name the kernel's /run/netns can hold (a file name).
 const NETNS_NAME_MAX: usize = 255;
 
@@ -716,15 +714,14 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
         ),
         Some(n) => {
             if let Some(s) = r.string(n, "`name`") {
-                let ok = !s.is_empty()
-                    && s.len() <= LAB_NAME_MAX
-                    && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                    && s.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-                if ok {
+                if super::valid_lab_name(&s) {
                     name = s;
                 } else {
-                    r.d.error_help(n.pos, format!("lab name {s:?} is not usable"), format!("use 1 to {LAB_NAME_MAX} lowercase letters, digits and dashes, starting with a letter or digit"));
+                    r.d.error_help(
+                        n.pos,
+                        format!("lab name {s:?} is not usable"),
+                        super::LAB_NAME_RULE,
+                    );
                 }
             }
         }

@@ -1,0 +1,154 @@
+//! Secrets of a running lab, drawn from the OS RNG (`getrandom(2)` through `rand`'s
+//! `OsRng`) each time a lab comes up: the API token and one ed25519 identity per node.
+//!
+//! Nothing secret is derived from the topology: the plan stays a pure function of the YAML
+//! (snapshot-tested), and anyone holding the topology file still cannot sign as a node or
+//! drive the API. Node keys are written as hex, one file per node, 0600 in the lab's
+//! `keys/` directory (0700); an agent's configuration names its file and holds only public
+//! keys. A restarted agent reads the same file, so its peers keep trusting it. If the OS
+//! RNG fails, `up` fails: there is no fallback to a weaker source.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+
+use crate::state::{write_private, LabDir};
+
+/// Why a lab's secrets could not be made. Nothing was written that a running lab uses.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("the OS random number generator failed ({0}); refusing to make a lab token or node keys without it")]
+    Rng(String),
+    #[error("write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Fill `buf` from `rng`, or say why it could not be.
+pub fn fill(rng: &mut impl RngCore, buf: &mut [u8]) -> Result<(), SecretError> {
+    rng.try_fill_bytes(buf)
+        .map_err(|e| SecretError::Rng(e.to_string()))
+}
+
+/// A fresh API token: 128 bits from `rng`, hex.
+pub fn token(rng: &mut impl RngCore) -> Result<String, SecretError> {
+    let mut b = [0u8; 16];
+    fill(rng, &mut b)?;
+    Ok(hex::encode(b))
+}
+
+/// The public halves of a lab's node keys, by node id.
+#[derive(Debug, Clone)]
+pub struct LabKeys {
+    public_hex: Vec<String>,
+}
+
+/// Where node `id`'s secret key lives (the path its agent's configuration names).
+pub fn secret_path(dir: &LabDir, id: usize) -> PathBuf {
+    crate::plan::agent_key_file(&dir.path, id)
+}
+
+impl LabKeys {
+    /// Draw `nodes` keys from `rng` and write each secret 0600 into the lab's `keys/`.
+    pub fn generate(
+        dir: &LabDir,
+        nodes: usize,
+        rng: &mut impl RngCore,
+    ) -> Result<LabKeys, SecretError> {
+        let mut public_hex = Vec::with_capacity(nodes);
+        for id in 0..nodes {
+            let mut seed = [0u8; 32];
+            fill(rng, &mut seed)?;
+            let key = SigningKey::from_bytes(&seed);
+            let path = secret_path(dir, id);
+            write_private(&path, hex::encode(key.to_bytes()).as_bytes()).map_err(|source| {
+                SecretError::Write {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+            public_hex.push(hex::encode(key.verifying_key().as_bytes()));
+        }
+        Ok(LabKeys { public_hex })
+    }
+
+    /// Public keys (hex), by node id.
+    pub fn public_hex(&self) -> &[String] {
+        &self.public_hex
+    }
+}
+
+/// Whether a key file is private to its owner (no group or other permission bits).
+pub fn is_private(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o077 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::OsRng;
+
+    /// An RNG that always fails, as `getrandom` does when the kernel gives no entropy
+    /// source (no `getrandom(2)`, no `/dev/urandom` in a broken chroot).
+    struct Broken;
+    impl RngCore for Broken {
+        fn next_u32(&mut self) -> u32 {
+            unreachable!("only try_fill_bytes is used")
+        }
+        fn next_u64(&mut self) -> u64 {
+            unreachable!("only try_fill_bytes is used")
+        }
+        fn fill_bytes(&mut self, _: &mut [u8]) {
+            unreachable!("only try_fill_bytes is used")
+        }
+        fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), rand::Error> {
+            Err(rand::Error::new(std::io::Error::other("no entropy source")))
+        }
+    }
+
+    #[test]
+    fn a_failing_rng_fails_instead_of_giving_zeros() {
+        let e = token(&mut Broken).unwrap_err();
+        assert!(e.to_string().contains("no entropy source"), "{e}");
+        let t = token(&mut OsRng).unwrap();
+        assert_eq!(t.len(), 32);
+        assert_ne!(t, "0".repeat(32));
+        assert_ne!(t, token(&mut OsRng).unwrap());
+    }
+
+    #[test]
+    fn node_keys_are_random_and_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LabDir {
+            lab: "k".into(),
+            path: tmp.path().to_path_buf(),
+        };
+        std::fs::create_dir(dir.keys()).unwrap();
+        let a = LabKeys::generate(&dir, 3, &mut OsRng).unwrap();
+        let first = std::fs::read_to_string(secret_path(&dir, 0)).unwrap();
+        let b = LabKeys::generate(&dir, 3, &mut OsRng).unwrap();
+        // Two labs from the same topology (same seed, names) get different identities.
+        assert_ne!(a.public_hex(), b.public_hex());
+        assert_ne!(
+            first,
+            std::fs::read_to_string(secret_path(&dir, 0)).unwrap()
+        );
+        for id in 0..3 {
+            assert!(is_private(&secret_path(&dir, id)), "key {id} not 0600");
+            let hexkey = std::fs::read_to_string(secret_path(&dir, id)).unwrap();
+            let seed: [u8; 32] = hex::decode(hexkey).unwrap().try_into().unwrap();
+            assert_eq!(
+                hex::encode(SigningKey::from_bytes(&seed).verifying_key().as_bytes()),
+                b.public_hex()[id]
+            );
+        }
+        assert!(matches!(
+            LabKeys::generate(&dir, 1, &mut Broken),
+            Err(SecretError::Rng(_))
+        ));
+    }
+}

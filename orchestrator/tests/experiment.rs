@@ -737,6 +737,18 @@ fn convergence_follows_the_pairs_the_partition_separated() {
     let (v, why) = r.converged_after_heal();
     assert_eq!(v, Some(4.0), "{why}");
     assert!(why.contains("layer 4s"), "{why}");
+    // A cut across which no route had formed yet separated nothing.
+    let saved = r.polls.clone();
+    for p in r.polls.iter_mut().filter(|p| p.round == 1) {
+        p.routes.retain(|r| r.starts_with("node:"));
+    }
+    let (v, why) = r.converged_after_heal();
+    assert_eq!(v, None, "{why}");
+    assert!(
+        why.contains("separated no pair that was connected"),
+        "{why}"
+    );
+    r.polls = saved;
     // Never back: infinite, naming the level.
     r.polls.truncate(9);
     let (v, why) = r.converged_after_heal();

@@ -12,8 +12,9 @@
 //!   measured. A peer that never reports X dead before X restarts or the run ends makes it
 //!   infinite.
 //! - `converged_after_heal`: after each heal, the pairs the partition before it separated
-//!   (its groups and the rest of the lab as sides; every pair when links were cut one by
-//!   one) must have their routes back (the route to the other's cell, cluster or layer, as
+//!   (on different sides — its groups and the rest of the lab — and connected at the last
+//!   poll round before the cut; every pair when links were cut one by one) must have their
+//!   routes back (the route to the other's cell, cluster or layer, as
 //!   the agent keys it) and, inside one cell, each other `alive`; the time to that, per
 //!   level (the smallest scope holding both: cell, cluster, layer, system), the worst level
 //!   and heal counting. A cut that no node saw (no route or member lost across it while it
@@ -839,6 +840,31 @@ impl Recording {
             } else {
                 for m in &cuts {
                     pairs.extend(self.separated(&m.groups));
+                }
+            }
+            // A cut separates only what was connected: pairs with their route (and cell
+            // membership) at the last complete poll round before it. A pair that never had
+            // a route (a link nothing had crossed yet) was not cut by it.
+            if !cuts.is_empty() {
+                let before = rounds
+                    .values()
+                    .filter(|polls| polls.iter().all(|p| p.t_real_s < cut_at))
+                    .last();
+                let by_node: BTreeMap<&str, &StatePoll> = before
+                    .map(|polls| polls.iter().map(|p| (p.node.as_str(), *p)).collect())
+                    .unwrap_or_default();
+                pairs.retain(|(a, b)| {
+                    by_node
+                        .get(a)
+                        .is_some_and(|p| self.pair_back(&ids, p, b).is_some())
+                });
+                if pairs.is_empty() {
+                    return (
+                        None,
+                        format!(
+                            "the partition at {cut_at:.1}s real separated no pair that was connected before it (no route across it had formed yet)"
+                        ),
+                    );
                 }
             }
             let (mut seen_cut, mut any_checked) = (cuts.is_empty(), false);

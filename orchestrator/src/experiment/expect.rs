@@ -848,8 +848,7 @@ impl Recording {
             if !cuts.is_empty() {
                 let before = rounds
                     .values()
-                    .filter(|polls| polls.iter().all(|p| p.t_real_s < cut_at))
-                    .last();
+                    .rfind(|polls| polls.iter().all(|p| p.t_real_s < cut_at));
                 let by_node: BTreeMap<&str, &StatePoll> = before
                     .map(|polls| polls.iter().map(|p| (p.node.as_str(), *p)).collect())
                     .unwrap_or_default();

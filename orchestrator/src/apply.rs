@@ -181,19 +181,31 @@ pub async fn build(
 
 /// Stop a recorded process: SIGTERM, then SIGKILL after `grace`.
 pub fn stop_process(pid: u32, start_time: u64, grace: Duration) {
-    if !same_process(pid, start_time) {
-        return;
+    stop_processes(&[(pid, start_time)], grace);
+}
+
+/// Stop recorded processes (pid, start time) together: SIGTERM to all, one shared `grace`,
+/// then SIGKILL to those still there. Processes that are gone (or whose pid was recycled)
+/// are skipped. Returns how many were running.
+pub fn stop_processes(procs: &[(u32, u64)], grace: Duration) -> usize {
+    let mut alive: Vec<(u32, u64)> = procs
+        .iter()
+        .copied()
+        .filter(|&(pid, st)| same_process(pid, st))
+        .collect();
+    let running = alive.len();
+    for &(pid, _) in &alive {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
-    let p = Pid::from_raw(pid as i32);
-    let _ = kill(p, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if !same_process(pid, start_time) {
-            return;
-        }
+    while !alive.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+        alive.retain(|&(pid, st)| same_process(pid, st));
     }
-    let _ = kill(p, Signal::SIGKILL);
+    for &(pid, _) in &alive {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    running
 }
 
 /// Kill every process inside a namespace (SIGKILL: they are the lab's, and the lab is going).
@@ -223,21 +235,17 @@ pub struct Removed {
 pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelError> {
     let entries = Ledger::read(dir);
     let mut removed = Removed::default();
-    // Processes first (agents, then anything else), newest first.
-    for e in entries.iter().rev() {
-        if let Entry::Process {
-            pid, start_time, ..
-        } = e
-        {
-            if Some(*pid) == skip_pid {
-                continue;
-            }
-            if same_process(*pid, *start_time) {
-                stop_process(*pid, *start_time, Duration::from_millis(500));
-                removed.processes += 1;
-            }
-        }
-    }
+    // Processes first, all at once (a lab may have a thousand agents).
+    let procs: Vec<(u32, u64)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Process {
+                pid, start_time, ..
+            } if Some(*pid) != skip_pid => Some((*pid, *start_time)),
+            _ => None,
+        })
+        .collect();
+    removed.processes = stop_processes(&procs, Duration::from_millis(500));
     let names: Vec<&String> = entries
         .iter()
         .filter_map(|e| match e {

@@ -1175,11 +1175,20 @@ async fn serve(
         p.stop();
     }
     let mut lab = lab.lock().expect("lab lock");
+    // The wire engine stops forwarding at once and closes its sockets in the background
+    // (each close waits for an RCU grace period) while agents and namespaces go.
+    let closing = match std::mem::replace(&mut lab.engine, EngineRt::None) {
+        EngineRt::Wire(w) => w.stop(),
+        _ => None,
+    };
     if let Some(a) = lab.agents.as_mut() {
         a.stop_all();
     }
-    lab.engine = EngineRt::None;
-    let removed = apply::teardown(&lab.dir, Some(std::process::id()))?;
+    let removed = apply::teardown(&lab.dir, Some(std::process::id()));
+    if let Some(c) = closing {
+        let _ = c.join();
+    }
+    let removed = removed?;
     report(&format!(
         "lab {} is down ({} namespaces removed)",
         lab.plan.lab, removed.namespaces

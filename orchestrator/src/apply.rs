@@ -8,8 +8,9 @@ use futures::stream::{self, StreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::kernel::netlink::VethEnd;
 use crate::kernel::{self, KernelError, Netns};
-use crate::plan::Plan;
+use crate::plan::{Endpoint, Plan};
 use crate::state::{processes_in_netns, same_process, Entry, LabDir, Ledger};
 
 /// How links are carried.
@@ -96,7 +97,7 @@ pub async fn build(
     times.namespaces = t0.elapsed();
     let t1 = Instant::now();
     let root = kernel::handle_in(None)?;
-    let ns_of = |i: usize| &made[i];
+    let made_ref: &[Netns] = &made;
     let wire_ns = (layout == Layout::Wire).then(|| &made[plan.nodes.len()]);
     let mut done = 0usize;
     let nlinks = plan.links.len();
@@ -104,29 +105,17 @@ pub async fn build(
         .map(|l| {
             let root = &root;
             async move {
-                let (na, nb) = (ns_of(l.a.node), ns_of(l.b.node));
+                let node_end = |e| node_end(made_ref, e);
                 match wire_ns {
                     None => {
-                        kernel::netlink::create_veth_between(root, na, &l.a.ifname, nb, &l.b.ifname)
+                        kernel::netlink::create_veth_pair(root, node_end(&l.a), node_end(&l.b))
                             .await
                     }
                     Some(w) => {
-                        kernel::netlink::create_veth_between(
-                            root,
-                            na,
-                            &l.a.ifname,
-                            w,
-                            &l.a.wire_ifname,
-                        )
-                        .await?;
-                        kernel::netlink::create_veth_between(
-                            root,
-                            nb,
-                            &l.b.ifname,
-                            w,
-                            &l.b.wire_ifname,
-                        )
-                        .await
+                        kernel::netlink::create_veth_pair(root, node_end(&l.a), wire_end(w, &l.a))
+                            .await?;
+                        kernel::netlink::create_veth_pair(root, node_end(&l.b), wire_end(w, &l.b))
+                            .await
                     }
                 }
             }
@@ -156,6 +145,9 @@ pub async fn build(
                         let idx = kernel::ifindex(&h, &iface.name).await?;
                         kernel::add_address(&h, idx, iface.ip, iface.prefix).await?;
                         kernel::set_up(&h, idx).await?;
+                        // The peer is known: no ARP over the emulated link, ever.
+                        kernel::netlink::add_neighbour(&h, idx, iface.peer_ip, iface.peer_mac.0)
+                            .await?;
                     }
                 } else {
                     for l in &plan.links {
@@ -177,6 +169,25 @@ pub async fn build(
     drop(s);
     times.addresses = t2.elapsed();
     Ok(times)
+}
+
+/// The node end of a link as a veth end to create, with the plan's MAC.
+fn node_end<'x>(made: &'x [Netns], e: &'x Endpoint) -> VethEnd<'x> {
+    VethEnd {
+        ns: &made[e.node],
+        name: &e.ifname,
+        mac: Some(e.mac.0),
+    }
+}
+
+/// The wire-namespace end of a link's node end (a random MAC: the engine forwards frames
+/// whatever their addresses).
+fn wire_end<'x>(w: &'x Netns, e: &'x Endpoint) -> VethEnd<'x> {
+    VethEnd {
+        ns: w,
+        name: &e.wire_ifname,
+        mac: None,
+    }
 }
 
 /// Stop a recorded process: SIGTERM, then SIGKILL after `grace`.

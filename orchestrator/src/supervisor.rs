@@ -467,7 +467,7 @@ async fn push(s: &AppState, i: usize) -> Result<(), ApiError> {
         let netem = matches!(guard.engine, EngineRt::Netem);
         async move {
             let l = &plan.links[i];
-            for (end, model) in [(&l.a, &rt.a_to_b), (&l.b, &rt.b_to_a)] {
+            for (end, peer, model) in [(&l.a, &l.b, &rt.a_to_b), (&l.b, &l.a, &rt.b_to_a)] {
                 let ns = Netns::open(&plan.nodes[end.node].netns).map_err(ApiError::internal)?;
                 let h = kernel::handle_in(Some(&ns)).map_err(ApiError::internal)?;
                 let idx = kernel::ifindex(&h, &end.ifname)
@@ -479,7 +479,9 @@ async fn push(s: &AppState, i: usize) -> Result<(), ApiError> {
                         .map_err(ApiError::internal)?;
                 }
                 if rt.up {
-                    kernel::set_up(&h, idx).await
+                    kernel::set_up(&h, idx).await.map_err(ApiError::internal)?;
+                    // Taking the interface down flushed its permanent neighbour entry.
+                    kernel::netlink::add_neighbour(&h, idx, peer.ip, peer.mac.0).await
                 } else {
                     kernel::netlink::set_down(&h, idx).await
                 }

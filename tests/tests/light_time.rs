@@ -108,3 +108,31 @@ fn first_ping_over_one_au_at_time_scale_100_returns_after_the_configured_rtt() {
         assert_eq!(fwd, Some(1.0), "frames forwarded {dir}");
     }
 }
+
+#[test]
+fn probe_on_a_one_second_link_waits_for_the_replies() {
+    require_root();
+    // 1 AU at time_scale 1000: 998 ms round trip. Five probes are sent within 50 ms; the
+    // first reply can only be back after 998 ms.
+    let t = TestLab::from_src("probe", &one_au(1000));
+    t.up(&["--no-agents"]);
+    let out = lc_ok(&[
+        "probe",
+        "--lab",
+        &t.lab,
+        "a",
+        "b",
+        "--count",
+        "5",
+        "--interval",
+        "10ms",
+        "--json",
+    ]);
+    println!("probe over 1 AU at time_scale 1000: {out}");
+    let js: serde_json::Value = serde_json::from_str(&out).expect("probe json");
+    assert_eq!(js["sent"], 5);
+    let loss = js["measured"]["loss"].as_f64().expect("loss");
+    assert!(loss < 0.01, "loss {loss} on a working 998 ms link: {out}");
+    let rtt = js["measured"]["rtt_mean_s"].as_f64().expect("rtt");
+    assert!((0.99..1.3).contains(&rtt), "rtt {rtt} s: {out}");
+}

@@ -202,21 +202,34 @@ pub fn stop_processes(procs: &[(u32, u64)], grace: Duration) -> usize {
     let mut alive: Vec<(u32, u64)> = procs
         .iter()
         .copied()
-        .filter(|&(pid, st)| same_process(pid, st))
+        .filter(|&(pid, st)| running(pid, st))
         .collect();
-    let running = alive.len();
+    let count = alive.len();
     for &(pid, _) in &alive {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
     while !alive.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
-        alive.retain(|&(pid, st)| same_process(pid, st));
+        alive.retain(|&(pid, st)| running(pid, st));
     }
     for &(pid, _) in &alive {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
-    running
+    count
+}
+
+/// The recorded process is alive and not a zombie. A detached supervisor's parent is
+/// init, which may reap it only a second or more after it exited; it is gone for us the
+/// moment it has exited.
+fn running(pid: u32, start_time: u64) -> bool {
+    same_process(pid, start_time)
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            // the state follows the command name, which ends at the last ')'
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
 }
 
 /// Kill every process inside a namespace (SIGKILL: they are the lab's, and the lab is going).
@@ -359,4 +372,45 @@ pub fn stray_namespaces() -> Vec<String> {
 pub fn remove_stray(name: &str) -> Result<(), KernelError> {
     kill_processes_in(name);
     Netns::delete(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that has exited but was not reaped yet (a detached supervisor waiting for
+    /// init) is gone: `down` used to wait a second or more for init to reap it.
+    #[test]
+    fn a_zombie_counts_as_stopped_at_once() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let start = crate::state::process_start_time(pid).expect("start time");
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+        };
+        let t = Instant::now();
+        while !zombie() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(zombie(), "child did not exit");
+        assert!(
+            same_process(pid, start),
+            "a zombie still has its /proc entry"
+        );
+        let t = Instant::now();
+        let running = stop_processes(&[(pid, start)], Duration::from_secs(3));
+        let took = t.elapsed();
+        let _ = child.wait();
+        assert_eq!(running, 0);
+        assert!(
+            took < Duration::from_millis(500),
+            "waited {took:?} for a zombie"
+        );
+    }
 }

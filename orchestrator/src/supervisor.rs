@@ -1025,6 +1025,13 @@ async fn serve(
     report: &mut impl FnMut(&str),
     ready: impl FnOnce(&str),
 ) -> Result<()> {
+    // The signals are ours from the start: a `down` (SIGTERM) or Ctrl-C while the lab is
+    // still coming up ends the start-up and tears down what was made, the wire engine's
+    // sockets closed concurrently (by the default action they would be closed one by one at
+    // exit, each waiting for an RCU grace period: half a minute for a 1,000-node lab).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     std::fs::write(dir.plan_path(), serde_json::to_vec_pretty(&plan)?)?;
     let _ = std::fs::copy(&opts.topology, dir.topology_path());
     let layout = if engine_choice == EngineChoice::Wire {
@@ -1095,17 +1102,43 @@ async fn serve(
         }
         _ => EngineRt::None,
     };
+    let mut interrupted = || {
+        use futures::FutureExt;
+        sigterm.recv().now_or_never().is_some() || sigint.recv().now_or_never().is_some()
+    };
+    if interrupted() {
+        bail!("interrupted while the lab was coming up");
+    }
     let agents = if opts.agents {
         let mut agents = Agents::new()?;
-        let n = plan.nodes.len() as u64;
-        for id in 0..plan.nodes.len() {
-            agents.start(&plan, id, &dir, &mut ledger)?;
-            if let Some(m) = throttle.tick("agents", id as u64 + 1, n) {
-                report(&m);
+        let n = plan.nodes.len();
+        let started = async {
+            for id in 0..n {
+                agents.start(&plan, id, &dir, &mut ledger)?;
+                if let Some(m) = throttle.tick("agents", id as u64 + 1, n as u64) {
+                    report(&m);
+                }
+                // lets the runtime see a signal
+                tokio::task::yield_now().await;
+                if interrupted() {
+                    bail!(
+                        "interrupted while starting agents ({} of {n} started)",
+                        id + 1
+                    );
+                }
             }
+            agents
+                .wait_ready(&plan, &dir, Duration::from_secs(20), &mut interrupted)
+                .await?;
+            Ok(())
         }
-        agents.wait_ready(&plan, &dir, Duration::from_secs(20))?;
-        report(&format!("{} agents running", plan.nodes.len()));
+        .await;
+        if let Err(e) = started {
+            // reaped here, not left to init as zombies
+            agents.stop_all();
+            return Err(e);
+        }
+        report(&format!("{n} agents running"));
         Some(agents)
     } else {
         None
@@ -1159,10 +1192,9 @@ async fn serve(
         shutdown: shutdown.clone(),
     };
     ready(&api_url);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = async {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => "interrupt",
+            _ = sigint.recv() => "interrupt",
             _ = sigterm.recv() => "terminate",
             _ = shutdown.notified() => "shutdown request",
         }

@@ -405,7 +405,10 @@ fn an_engine_of_200_links_closes_its_400_sockets_concurrently() {
             _ => {
                 let closing = engine.stop();
                 let stopped = t.elapsed();
-                assert!(stopped < Duration::from_millis(100), "stop took {stopped:?}");
+                assert!(
+                    stopped < Duration::from_millis(100),
+                    "stop took {stopped:?}"
+                );
                 closing.expect("closing thread").join().expect("closing");
             }
         }

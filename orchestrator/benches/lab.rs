@@ -1,16 +1,20 @@
-//! Bring-up and teardown of namespaces + links (no agents) for 100, 300 and 1,000 nodes,
-//! both layouts. Needs root. Run: `cargo bench -p lightcone --bench lab`.
-//! Target on the 2-core reference machine: 1,000 nodes up ≤ 5 s, down ≤ 3 s.
+//! What a user waits for: `lightcone up --detach` and `lightcone down` run as processes, for
+//! generated labs of 200 and 1,000 nodes (cells of 10 tiles on a ring, cells of a cluster
+//! on a star, clusters of 10 cells), with the wire engine, with and without agents; beside
+//! it the same number of Mininet hosts in a line (`mn`'s Python API: `build` + `start`, then
+//! `stop`), if `mn` is installed. Needs root; not part of the test suite (`tests/run.sh`
+//! never runs benches).
+//!
+//! Run: `cargo build --release -p lightcone-agent && cargo bench -p lightcone --bench lab`.
+//! Sizes: `LIGHTCONE_BENCH_NODES=200,1000` (multiples of 10, the default).
+//! Targets (issue 11) on the 2-core reference machine: 1,000 nodes with agents up ≤ 3 s,
+//! down ≤ 2 s.
 
-use std::time::Instant;
-
-use lightcone::apply::{self, Layout};
-use lightcone::plan::plan;
-use lightcone::state::{LabDir, Ledger};
-use lightcone::topology;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn topo_src(lab: &str, nodes: usize) -> String {
-    // Cells of 10 tiles on a ring, cells of a cluster on a star, clusters of 10 cells.
     let cells = nodes / 10;
     let clusters = cells.div_ceil(10);
     let per = cells / clusters;
@@ -19,47 +23,226 @@ fn topo_src(lab: &str, nodes: usize) -> String {
     )
 }
 
+/// One timed command: seconds, or why it failed.
+type Timed = Result<f64, String>;
+
+fn timed(cmd: &mut Command, limit: Duration) -> Timed {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    // Drain both pipes so a chatty child never blocks on a full one.
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("no answer within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let secs = t.elapsed().as_secs_f64();
+    let text = |h: Option<std::thread::JoinHandle<String>>| {
+        h.and_then(|h| h.join().ok()).unwrap_or_default()
+    };
+    let (out, err) = (text(out), text(err));
+    if status.success() {
+        Ok(secs)
+    } else {
+        let why = err
+            .lines()
+            .chain(out.lines())
+            .rfind(|l| l.contains("error"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        Err(format!("failed after {secs:.2} s: {why}"))
+    }
+}
+
+fn drain<R: std::io::Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+/// `lightcone up --detach` then `lightcone down` of a generated lab of `n` nodes.
+fn lightcone(bin: &Path, dir: &Path, n: usize, agents: bool) -> (Timed, Timed) {
+    let lab = format!("lbench-{n}{}", if agents { "a" } else { "" });
+    let file = dir.join(format!("{lab}.yaml"));
+    std::fs::write(&file, topo_src(&lab, n)).expect("write topology");
+    let mut up = Command::new(bin);
+    up.args(["up", "--detach", "--link-engine", "wire"])
+        .arg(&file);
+    if !agents {
+        up.arg("--no-agents");
+    }
+    let up = timed(&mut up, Duration::from_secs(60));
+    // Down runs whatever up did: a failed up leaves nothing but must still be cleaned.
+    let down = timed(
+        Command::new(bin).args(["down", &lab]),
+        Duration::from_secs(120),
+    );
+    (up, down)
+}
+
+/// N hosts in a line, host to host (no switches, no controller): the same kernel objects
+/// as a lightcone line, one shell per host. `Mininet.inited` is set so Mininet does not
+/// change the host's sysctls (its `fixLimits`).
+const MININET: &str = r#"
+import json, resource, sys, time
+from mininet.net import Mininet
+from mininet.topo import Topo
+from mininet.log import setLogLevel
+setLogLevel('error')
+n = int(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+class Line(Topo):
+    def build(self):
+        hs = [self.addHost('h%d' % i, ip=None) for i in range(n)]
+        for i in range(1, n):
+            a = 0xc6120000 + 2 * i
+            ip = lambda x: '%d.%d.%d.%d/31' % (x >> 24, (x >> 16) & 255, (x >> 8) & 255, x & 255)
+            self.addLink(hs[i - 1], hs[i], params1={'ip': ip(a)}, params2={'ip': ip(a + 1)})
+Mininet.inited = True
+net = Mininet(topo=Line(), controller=None, build=False, autoSetMacs=False)
+t = time.time()
+try:
+    net.build()
+    net.start()
+    up = time.time() - t
+finally:
+    t = time.time()
+    net.stop()
+    down = time.time() - t
+print(json.dumps({'up_s': up, 'down_s': down}))
+"#;
+
+/// The interpreter `mn` runs under (its `#!` line), if `mn` is installed.
+fn mininet_python() -> Option<PathBuf> {
+    let mn = std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("mn"))
+        .find(|p| p.is_file())?;
+    let text = std::fs::read_to_string(mn).ok()?;
+    let py = text.lines().next()?.strip_prefix("#!")?.trim();
+    Some(PathBuf::from(py.split_whitespace().next()?))
+}
+
+fn mininet(py: &Path, n: usize) -> (Timed, Timed) {
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(MININET)
+        .arg(n.to_string())
+        .output();
+    let parsed = out.as_ref().ok().and_then(|o| {
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last()?).ok()?;
+        Some((v["up_s"].as_f64()?, v["down_s"].as_f64()?))
+    });
+    match (parsed, out) {
+        (Some((u, d)), _) => (Ok(u), Ok(d)),
+        (None, Ok(o)) => {
+            let e = String::from_utf8_lossy(&o.stderr);
+            let why = e.lines().last().unwrap_or("no output").to_string();
+            (Err(why.clone()), Err(why))
+        }
+        (None, Err(e)) => (Err(e.to_string()), Err(e.to_string())),
+    }
+}
+
+fn cell(t: &Timed) -> String {
+    match t {
+        Ok(s) => format!("{s:.2}"),
+        Err(_) => "failed".into(),
+    }
+}
+
 fn main() {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("lab bench needs root (network namespaces)");
         std::process::exit(2);
     }
-    let tmp = tempfile::tempdir().unwrap();
-    std::env::set_var("LIGHTCONE_STATE_DIR", tmp.path());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    println!(
-        "{:>6} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "nodes", "links", "layout", "netns_s", "links_s", "addr_s", "up_s", "down_s"
-    );
-    for n in [100usize, 300, 1000] {
-        for layout in [Layout::Direct, Layout::Wire] {
-            let lab = format!("bench{n}{}", if layout == Layout::Wire { "w" } else { "d" });
-            let topo = topology::parse_str(&topo_src(&lab, n), "bench").unwrap();
-            let p = plan(&topo);
-            let dir = LabDir::new(&lab).unwrap();
-            let mut ledger = Ledger::create(&dir).unwrap();
-            let t = Instant::now();
-            let times = rt
-                .block_on(apply::build(&p, layout, &mut ledger, |_, _, _| {}))
-                .unwrap();
-            let up = t.elapsed();
-            let t = Instant::now();
-            apply::teardown(&dir, None).unwrap();
-            let down = t.elapsed();
-            println!(
-                "{:>6} {:>6} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-                p.nodes.len(),
-                p.links.len(),
-                format!("{layout:?}").to_lowercase(),
-                times.namespaces.as_secs_f64(),
-                times.links.as_secs_f64(),
-                times.addresses.as_secs_f64(),
-                up.as_secs_f64(),
-                down.as_secs_f64()
-            );
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_lightcone"));
+    let agent = bin.with_file_name("lightcone-agent");
+    if !agent.is_file() {
+        eprintln!(
+            "{} is missing: cargo build --release -p lightcone-agent",
+            agent.display()
+        );
+        std::process::exit(2);
+    }
+    let sizes: Vec<usize> = std::env::var("LIGHTCONE_BENCH_NODES")
+        .unwrap_or_else(|_| "200,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|n| *n >= 10 && n % 10 == 0)
+        .collect();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let py = mininet_python();
+    if py.is_none() {
+        eprintln!("mn is not installed (Debian package mininet): no Mininet column");
+    }
+    let mut notes = Vec::new();
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        let (au, ad) = lightcone(&bin, tmp.path(), n, true);
+        let (nu, nd) = lightcone(&bin, tmp.path(), n, false);
+        let (mu, md) = match &py {
+            Some(py) => mininet(py, n),
+            None => (Err("not installed".into()), Err("not installed".into())),
+        };
+        for (what, t) in [
+            ("lightcone+agents up", &au),
+            ("lightcone+agents down", &ad),
+            ("lightcone up", &nu),
+            ("lightcone down", &nd),
+            ("mininet up", &mu),
+            ("mininet down", &md),
+        ] {
+            if let Err(e) = t {
+                if py.is_some() || !what.starts_with("mininet") {
+                    notes.push(format!("{n} nodes, {what}: {e}"));
+                }
+            }
         }
+        rows.push((n, [au, ad, nu, nd, mu, md]));
+    }
+    println!("seconds, as processes (wire engine; `up --detach` returns when the lab is ready)");
+    println!(
+        "{:>6} | {:>13} {:>13} | {:>13} {:>13} | {:>10} {:>10}",
+        "nodes", "agents up", "agents down", "no-agent up", "no-agent dn", "mn up", "mn down"
+    );
+    for (n, t) in &rows {
+        let mn = |t: &Timed| {
+            if py.is_some() {
+                cell(t)
+            } else {
+                "-".into()
+            }
+        };
+        println!(
+            "{:>6} | {:>13} {:>13} | {:>13} {:>13} | {:>10} {:>10}",
+            n,
+            cell(&t[0]),
+            cell(&t[1]),
+            cell(&t[2]),
+            cell(&t[3]),
+            mn(&t[4]),
+            mn(&t[5])
+        );
+    }
+    for n in notes {
+        println!("  {n}");
     }
 }

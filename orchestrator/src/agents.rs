@@ -77,6 +77,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("interrupted while waiting for agents to start")]
+    Interrupted,
     #[error("agent {node} did not open its control socket within {secs} s; see {log}")]
     NotReady {
         node: String,
@@ -165,12 +167,14 @@ impl Agents {
         Ok(pid)
     }
 
-    /// Wait until every running agent has opened its control socket.
-    pub fn wait_ready(
+    /// Wait until every running agent has opened its control socket, or `interrupted`
+    /// says to give up.
+    pub async fn wait_ready(
         &mut self,
         plan: &Plan,
         dir: &LabDir,
         timeout: Duration,
+        mut interrupted: impl FnMut() -> bool,
     ) -> Result<(), AgentError> {
         let deadline = Instant::now() + timeout;
         for (&id, p) in self.procs.iter_mut() {
@@ -178,6 +182,9 @@ impl Agents {
             loop {
                 if sock.exists() {
                     break;
+                }
+                if interrupted() {
+                    return Err(AgentError::Interrupted);
                 }
                 let exited = matches!(p.child.try_wait(), Ok(Some(_)));
                 if exited || Instant::now() > deadline {
@@ -191,7 +198,7 @@ impl Agents {
                             .to_string(),
                     });
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
         Ok(())

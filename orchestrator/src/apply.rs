@@ -8,8 +8,9 @@ use futures::stream::{self, StreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::kernel::netlink::VethEnd;
 use crate::kernel::{self, KernelError, Netns};
-use crate::plan::Plan;
+use crate::plan::{Endpoint, Plan};
 use crate::state::{processes_in_netns, same_process, Entry, LabDir, Ledger};
 
 /// How links are carried.
@@ -96,7 +97,7 @@ pub async fn build(
     times.namespaces = t0.elapsed();
     let t1 = Instant::now();
     let root = kernel::handle_in(None)?;
-    let ns_of = |i: usize| &made[i];
+    let made_ref: &[Netns] = &made;
     let wire_ns = (layout == Layout::Wire).then(|| &made[plan.nodes.len()]);
     let mut done = 0usize;
     let nlinks = plan.links.len();
@@ -104,29 +105,17 @@ pub async fn build(
         .map(|l| {
             let root = &root;
             async move {
-                let (na, nb) = (ns_of(l.a.node), ns_of(l.b.node));
+                let node_end = |e| node_end(made_ref, e);
                 match wire_ns {
                     None => {
-                        kernel::netlink::create_veth_between(root, na, &l.a.ifname, nb, &l.b.ifname)
+                        kernel::netlink::create_veth_pair(root, node_end(&l.a), node_end(&l.b))
                             .await
                     }
                     Some(w) => {
-                        kernel::netlink::create_veth_between(
-                            root,
-                            na,
-                            &l.a.ifname,
-                            w,
-                            &l.a.wire_ifname,
-                        )
-                        .await?;
-                        kernel::netlink::create_veth_between(
-                            root,
-                            nb,
-                            &l.b.ifname,
-                            w,
-                            &l.b.wire_ifname,
-                        )
-                        .await
+                        kernel::netlink::create_veth_pair(root, node_end(&l.a), wire_end(w, &l.a))
+                            .await?;
+                        kernel::netlink::create_veth_pair(root, node_end(&l.b), wire_end(w, &l.b))
+                            .await
                     }
                 }
             }
@@ -156,6 +145,9 @@ pub async fn build(
                         let idx = kernel::ifindex(&h, &iface.name).await?;
                         kernel::add_address(&h, idx, iface.ip, iface.prefix).await?;
                         kernel::set_up(&h, idx).await?;
+                        // The peer is known: no ARP over the emulated link, ever.
+                        kernel::netlink::add_neighbour(&h, idx, iface.peer_ip, iface.peer_mac.0)
+                            .await?;
                     }
                 } else {
                     for l in &plan.links {
@@ -179,21 +171,65 @@ pub async fn build(
     Ok(times)
 }
 
+/// The node end of a link as a veth end to create, with the plan's MAC.
+fn node_end<'x>(made: &'x [Netns], e: &'x Endpoint) -> VethEnd<'x> {
+    VethEnd {
+        ns: &made[e.node],
+        name: &e.ifname,
+        mac: Some(e.mac.0),
+    }
+}
+
+/// The wire-namespace end of a link's node end (a random MAC: the engine forwards frames
+/// whatever their addresses).
+fn wire_end<'x>(w: &'x Netns, e: &'x Endpoint) -> VethEnd<'x> {
+    VethEnd {
+        ns: w,
+        name: &e.wire_ifname,
+        mac: None,
+    }
+}
+
 /// Stop a recorded process: SIGTERM, then SIGKILL after `grace`.
 pub fn stop_process(pid: u32, start_time: u64, grace: Duration) {
-    if !same_process(pid, start_time) {
-        return;
+    stop_processes(&[(pid, start_time)], grace);
+}
+
+/// Stop recorded processes (pid, start time) together: SIGTERM to all, one shared `grace`,
+/// then SIGKILL to those still there. Processes that are gone (or whose pid was recycled)
+/// are skipped. Returns how many were running.
+pub fn stop_processes(procs: &[(u32, u64)], grace: Duration) -> usize {
+    let mut alive: Vec<(u32, u64)> = procs
+        .iter()
+        .copied()
+        .filter(|&(pid, st)| running(pid, st))
+        .collect();
+    let count = alive.len();
+    for &(pid, _) in &alive {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
-    let p = Pid::from_raw(pid as i32);
-    let _ = kill(p, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if !same_process(pid, start_time) {
-            return;
-        }
+    while !alive.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+        alive.retain(|&(pid, st)| running(pid, st));
     }
-    let _ = kill(p, Signal::SIGKILL);
+    for &(pid, _) in &alive {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    count
+}
+
+/// The recorded process is alive and not a zombie. A detached supervisor's parent is
+/// init, which may reap it only a second or more after it exited; it is gone for us the
+/// moment it has exited.
+fn running(pid: u32, start_time: u64) -> bool {
+    same_process(pid, start_time)
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            // the state follows the command name, which ends at the last ')'
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
 }
 
 /// Kill every process inside a namespace (SIGKILL: they are the lab's, and the lab is going).
@@ -223,21 +259,17 @@ pub struct Removed {
 pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelError> {
     let entries = Ledger::read(dir);
     let mut removed = Removed::default();
-    // Processes first (agents, then anything else), newest first.
-    for e in entries.iter().rev() {
-        if let Entry::Process {
-            pid, start_time, ..
-        } = e
-        {
-            if Some(*pid) == skip_pid {
-                continue;
-            }
-            if same_process(*pid, *start_time) {
-                stop_process(*pid, *start_time, Duration::from_millis(500));
-                removed.processes += 1;
-            }
-        }
-    }
+    // Processes first, all at once (a lab may have a thousand agents).
+    let procs: Vec<(u32, u64)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Process {
+                pid, start_time, ..
+            } if Some(*pid) != skip_pid => Some((*pid, *start_time)),
+            _ => None,
+        })
+        .collect();
+    removed.processes = stop_processes(&procs, Duration::from_millis(500));
     let names: Vec<&String> = entries
         .iter()
         .filter_map(|e| match e {
@@ -332,4 +364,43 @@ pub fn stray_namespaces() -> Vec<String> {
 pub fn remove_stray(name: &str) -> Result<(), KernelError> {
     kill_processes_in(name);
     Netns::delete(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that has exited but was not reaped yet (a detached supervisor waiting for
+    /// init) is gone: `down` used to wait a second or more for init to reap it.
+    #[test]
+    fn a_zombie_counts_as_stopped_at_once() {
+        // alive long enough to read its start time, then a zombie until waited for
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let start = crate::state::process_start_time(pid).expect("start time");
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+        };
+        let t = Instant::now();
+        while !zombie() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(zombie(), "child did not exit");
+        let t = Instant::now();
+        let running = stop_processes(&[(pid, start)], Duration::from_secs(3));
+        let took = t.elapsed();
+        let _ = child.wait();
+        assert_eq!(running, 0);
+        assert!(
+            took < Duration::from_millis(500),
+            "waited {took:?} for a zombie"
+        );
+    }
 }

@@ -869,13 +869,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .and_then(|i| api(&i, "GET", "/api/status", None).ok());
             let na = Netns::open(&p.nodes[ea.node].netns)?;
             let nb = Netns::open(&p.nodes[eb.node].netns)?;
-            let opts = ProbeOptions {
-                count,
-                interval,
-                throughput_packets: burst,
-                ..Default::default()
-            };
-            let r = probe::probe(&na, ea.ip, &nb, eb.ip, &opts)?;
             let conf = live.as_ref().and_then(|v| {
                 v["links"]
                     .as_array()?
@@ -900,6 +893,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     true,
                 ),
             };
+            // No probe counts as lost before the configured round trip could bring it back.
+            let real =
+                |emulated_s: f64| Duration::try_from_secs_f64(emulated_s / ts).unwrap_or_default();
+            let opts = ProbeOptions {
+                count,
+                interval,
+                throughput_packets: burst,
+                expected_rtt: real(2.0 * cdelay),
+                expected_jitter: real(cjit),
+                ..Default::default()
+            };
+            let r = probe::probe(&na, ea.ip, &nb, eb.ip, &opts)?;
             if json {
                 println!(
                     "{}",

@@ -9,7 +9,10 @@
 //! order the topology lists them. With the netem engine a link is one veth pair between the
 //! two node namespaces. With the wire engine each node end is paired with an end in the
 //! lab's wire namespace (`lc-<lab>__wire`, ends `w<link>a`/`w<link>b`) and the engine
-//! forwards frames between those two ends. Only connected routes exist in the kernel:
+//! forwards frames between those two ends. Every node end has a MAC derived from its
+//! address ([`mac_of`]) and knows its peer's as a permanent neighbour entry, so no ARP
+//! ever crosses an emulated link (a light-time link would delay or lose it). Only
+//! connected routes exist in the kernel:
 //! traffic beyond a neighbour is forwarded by the agents' overlay routing, hop by hop, as
 //! the DCOS does it.
 
@@ -54,8 +57,41 @@ pub struct IfacePlan {
     pub link: usize,
     pub ip: Ipv4Addr,
     pub prefix: u8,
+    /// This interface's MAC ([`mac_of`] its address).
+    pub mac: Mac,
     pub peer: usize,
     pub peer_ip: Ipv4Addr,
+    /// The peer end's MAC: installed as a permanent neighbour entry for `peer_ip`.
+    pub peer_mac: Mac,
+}
+
+/// An Ethernet address. Serialized as `02:6c:c6:12:00:01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl std::fmt::Display for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The MAC of the node end that holds `ip`: `02:6c` (locally administered, unicast; `l`)
+/// followed by the four bytes of the address. Addresses are unique within a lab, so MACs
+/// are too, and anyone reading a capture can tell which end sent a frame.
+pub fn mac_of(ip: Ipv4Addr) -> Mac {
+    let o = ip.octets();
+    Mac([0x02, 0x6c, o[0], o[1], o[2], o[3]])
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,6 +99,7 @@ pub struct Endpoint {
     pub node: usize,
     pub ifname: String,
     pub ip: Ipv4Addr,
+    pub mac: Mac,
     /// This end's interface in the wire namespace (wire engine only).
     pub wire_ifname: String,
 }
@@ -120,16 +157,20 @@ pub fn plan(topo: &Topology) -> Plan {
             link: i,
             ip: ip_a,
             prefix: 31,
+            mac: mac_of(ip_a),
             peer: l.b,
             peer_ip: ip_b,
+            peer_mac: mac_of(ip_b),
         });
         nodes[l.b].interfaces.push(IfacePlan {
             name: if_b.clone(),
             link: i,
             ip: ip_b,
             prefix: 31,
+            mac: mac_of(ip_b),
             peer: l.a,
             peer_ip: ip_a,
+            peer_mac: mac_of(ip_a),
         });
         links.push(LinkPlan {
             index: i,
@@ -140,12 +181,14 @@ pub fn plan(topo: &Topology) -> Plan {
                 node: l.a,
                 ifname: if_a,
                 ip: ip_a,
+                mac: mac_of(ip_a),
                 wire_ifname: format!("w{i}a"),
             },
             b: Endpoint {
                 node: l.b,
                 ifname: if_b,
                 ip: ip_b,
+                mac: mac_of(ip_b),
                 wire_ifname: format!("w{i}b"),
             },
             model: l.model.clone(),
@@ -296,7 +339,7 @@ impl Plan {
             let ifs: Vec<String> = n
                 .interfaces
                 .iter()
-                .map(|i| format!("{}={}/{}", i.name, i.ip, i.prefix))
+                .map(|i| format!("{}={}/{}@{}", i.name, i.ip, i.prefix, i.mac))
                 .collect();
             let _ = writeln!(
                 s,

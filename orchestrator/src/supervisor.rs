@@ -460,7 +460,7 @@ async fn push(s: &AppState, i: usize) -> Result<(), ApiError> {
         let netem = matches!(guard.engine, EngineRt::Netem);
         async move {
             let l = &plan.links[i];
-            for (end, model) in [(&l.a, &rt.a_to_b), (&l.b, &rt.b_to_a)] {
+            for (end, peer, model) in [(&l.a, &l.b, &rt.a_to_b), (&l.b, &l.a, &rt.b_to_a)] {
                 let ns = Netns::open(&plan.nodes[end.node].netns).map_err(ApiError::internal)?;
                 let h = kernel::handle_in(Some(&ns)).map_err(ApiError::internal)?;
                 let idx = kernel::ifindex(&h, &end.ifname)
@@ -472,7 +472,9 @@ async fn push(s: &AppState, i: usize) -> Result<(), ApiError> {
                         .map_err(ApiError::internal)?;
                 }
                 if rt.up {
-                    kernel::set_up(&h, idx).await
+                    kernel::set_up(&h, idx).await.map_err(ApiError::internal)?;
+                    // Taking the interface down flushed its permanent neighbour entry.
+                    kernel::netlink::add_neighbour(&h, idx, peer.ip, peer.mac.0).await
                 } else {
                     kernel::netlink::set_down(&h, idx).await
                 }
@@ -1005,6 +1007,13 @@ async fn serve(
     report: &mut impl FnMut(&str),
     ready: impl FnOnce(&str),
 ) -> Result<()> {
+    // The signals are ours from the start: a `down` (SIGTERM) or Ctrl-C while the lab is
+    // still coming up ends the start-up and tears down what was made, the wire engine's
+    // sockets closed concurrently (by the default action they would be closed one by one at
+    // exit, each waiting for an RCU grace period: half a minute for a 1,000-node lab).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     std::fs::write(dir.plan_path(), serde_json::to_vec_pretty(&plan)?)?;
     let _ = std::fs::copy(&opts.topology, dir.topology_path());
     // The lab's secrets, from the OS RNG before anything is built: without it, no lab.
@@ -1087,17 +1096,43 @@ async fn serve(
         }
         _ => EngineRt::None,
     };
+    let mut interrupted = || {
+        use futures::FutureExt;
+        sigterm.recv().now_or_never().is_some() || sigint.recv().now_or_never().is_some()
+    };
+    if interrupted() {
+        bail!("interrupted while the lab was coming up");
+    }
     let agents = if let Some(keys) = keys {
         let mut agents = Agents::new(keys)?;
-        let n = plan.nodes.len() as u64;
-        for id in 0..plan.nodes.len() {
-            agents.start(&plan, id, &dir, &mut ledger)?;
-            if let Some(m) = throttle.tick("agents", id as u64 + 1, n) {
-                report(&m);
+        let n = plan.nodes.len();
+        let started = async {
+            for id in 0..n {
+                agents.start(&plan, id, &dir, &mut ledger)?;
+                if let Some(m) = throttle.tick("agents", id as u64 + 1, n as u64) {
+                    report(&m);
+                }
+                // lets the runtime see a signal
+                tokio::task::yield_now().await;
+                if interrupted() {
+                    bail!(
+                        "interrupted while starting agents ({} of {n} started)",
+                        id + 1
+                    );
+                }
             }
+            agents
+                .wait_ready(&plan, &dir, Duration::from_secs(20), &mut interrupted)
+                .await?;
+            Ok(())
         }
-        agents.wait_ready(&plan, &dir, Duration::from_secs(20))?;
-        report(&format!("{} agents running", plan.nodes.len()));
+        .await;
+        if let Err(e) = started {
+            // reaped here, not left to init as zombies
+            agents.stop_all();
+            return Err(e);
+        }
+        report(&format!("{n} agents running"));
         Some(agents)
     } else {
         None
@@ -1156,10 +1191,9 @@ async fn serve(
         guard,
     };
     ready(&api_url);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = async {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => "interrupt",
+            _ = sigint.recv() => "interrupt",
             _ = sigterm.recv() => "terminate",
             _ = shutdown.notified() => "shutdown request",
         }
@@ -1179,11 +1213,20 @@ async fn serve(
         p.stop();
     }
     let mut lab = lab.lock().expect("lab lock");
+    // The wire engine stops forwarding at once and closes its sockets in the background
+    // (each close waits for an RCU grace period) while agents and namespaces go.
+    let closing = match std::mem::replace(&mut lab.engine, EngineRt::None) {
+        EngineRt::Wire(w) => w.stop(),
+        _ => None,
+    };
     if let Some(a) = lab.agents.as_mut() {
         a.stop_all();
     }
-    lab.engine = EngineRt::None;
-    let removed = apply::teardown(&lab.dir, Some(std::process::id()))?;
+    let removed = apply::teardown(&lab.dir, Some(std::process::id()));
+    if let Some(c) = closing {
+        let _ = c.join();
+    }
+    let removed = removed?;
     report(&format!(
         "lab {} is down ({} namespaces removed)",
         lab.plan.lab, removed.namespaces

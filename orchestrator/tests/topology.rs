@@ -145,6 +145,7 @@ proptest! {
         let mut addrs = BTreeSet::new();
         let mut netns = BTreeSet::new();
         let mut wire_ifs = BTreeSet::new();
+        let mut macs = BTreeSet::new();
         for n in &p.nodes {
             prop_assert!(netns.insert(n.netns.clone()));
             let mut names = BTreeSet::new();
@@ -152,6 +153,13 @@ proptest! {
                 prop_assert!(i.name.len() <= IFNAME_MAX, "{}", i.name);
                 prop_assert!(names.insert(i.name.clone()), "duplicate {} in {}", i.name, n.name);
                 prop_assert!(addrs.insert(i.ip), "duplicate address {}", i.ip);
+                // MACs: unique, unicast and locally administered; the peer's is the one
+                // the peer's interface has (it becomes a permanent neighbour entry).
+                prop_assert!(macs.insert(i.mac.0), "duplicate MAC {}", i.mac);
+                prop_assert_eq!(i.mac.0[0] & 0x03, 0x02, "{}", i.mac);
+                let peer = p.nodes[i.peer].interfaces.iter().find(|x| x.link == i.link).unwrap();
+                prop_assert_eq!(i.peer_mac, peer.mac);
+                prop_assert_eq!(i.peer_ip, peer.ip);
                 prop_assert!(lightcone::topology::Ipv4Pool::DEFAULT.prefix <= 15);
             }
         }

@@ -72,9 +72,15 @@ pub fn lc_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A lab name unique to this test process and `tag`.
+/// A lab name unique to this test process and `tag`: `t<pid>-<tag>`, or with another
+/// prefix than `t` from `$LIGHTCONE_TEST_LAB_PREFIX` (lowercase letters; for running
+/// tests beside other users of the machine's labs).
 pub fn lab_name(tag: &str) -> String {
-    format!("t{}-{tag}", std::process::id())
+    let prefix = std::env::var("LIGHTCONE_TEST_LAB_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        .unwrap_or_else(|| "t".into());
+    format!("{prefix}{}-{tag}", std::process::id())
 }
 
 /// Write a topology to a temp file, replacing its `name:` with `lab`.

@@ -70,24 +70,81 @@ pub async fn create_veth_between(
     ns_b: &Netns,
     name_b: &str,
 ) -> Result<(), KernelError> {
+    create_veth_pair(
+        h,
+        VethEnd {
+            ns: ns_a,
+            name: name_a,
+            mac: None,
+        },
+        VethEnd {
+            ns: ns_b,
+            name: name_b,
+            mac: None,
+        },
+    )
+    .await
+}
+
+/// One end of a veth pair to create: its namespace, name and, if given, its MAC (else the
+/// kernel picks a random one).
+#[derive(Debug, Clone, Copy)]
+pub struct VethEnd<'a> {
+    pub ns: &'a Netns,
+    pub name: &'a str,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// [`create_veth_between`], with the MACs of the ends set at creation (no extra request).
+pub async fn create_veth_pair(
+    h: &Handle,
+    a: VethEnd<'_>,
+    b: VethEnd<'_>,
+) -> Result<(), KernelError> {
     let what = format!(
         "create veth {}:{} <-> {}:{}",
-        ns_a.name(),
-        name_a,
-        ns_b.name(),
-        name_b
+        a.ns.name(),
+        a.name,
+        b.ns.name(),
+        b.name
     );
     retry(&what, || {
-        let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
-            .name(name_b.to_string())
-            .setns_by_fd(ns_b.fd().as_raw_fd())
-            .build();
-        let msg = LinkVeth::new(name_a, name_b)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .setns_by_fd(ns_a.fd().as_raw_fd())
-            .build();
-        h.link().add(msg).execute()
+        let mut peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
+            .name(b.name.to_string())
+            .setns_by_fd(b.ns.fd().as_raw_fd());
+        if let Some(mac) = b.mac {
+            peer = peer.address(mac.to_vec());
+        }
+        let mut msg = LinkVeth::new(a.name, b.name)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .setns_by_fd(a.ns.fd().as_raw_fd());
+        if let Some(mac) = a.mac {
+            msg = msg.address(mac.to_vec());
+        }
+        h.link().add(msg.build()).execute()
     })
+    .await
+}
+
+/// Add (or replace) a permanent neighbour entry: `ip` is at `mac` on interface `index`.
+/// The kernel never resolves (ARP) or expires such an entry.
+pub async fn add_neighbour(
+    h: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+) -> Result<(), KernelError> {
+    retry(
+        &format!("add permanent neighbour {ip} on interface {index}"),
+        || {
+            h.neighbours()
+                .add(index, IpAddr::V4(ip))
+                .link_layer_address(&mac)
+                .state(netlink_packet_route::neighbour::NeighbourState::Permanent)
+                .replace()
+                .execute()
+        },
+    )
     .await
 }
 

@@ -44,9 +44,15 @@ pub struct ProbeOptions {
     pub interval: Duration,
     /// UDP payload of an echo probe, ≥ [`HEADER_BYTES`].
     pub payload_bytes: usize,
-    /// After the last probe, wait at least this long (and at least 3 × the largest RTT
-    /// seen) for late replies, unless every reply is in.
+    /// After the last probe, wait at least this long for late replies, unless every
+    /// reply is in; see [`reply_wait`] for the whole rule.
     pub wait: Duration,
+    /// The link's configured round trip in real time (both one-way delays, without
+    /// jitter): no probe counts as lost before it could have come back.
+    pub expected_rtt: Duration,
+    /// The configured jitter, real time, one way (the round trip may be up to twice this
+    /// longer).
+    pub expected_jitter: Duration,
     /// Datagrams in the throughput burst; 0 skips the phase.
     pub throughput_packets: u32,
     pub throughput_payload_bytes: usize,
@@ -61,6 +67,8 @@ impl Default for ProbeOptions {
             interval: Duration::from_millis(2),
             payload_bytes: 64,
             wait: Duration::from_millis(500),
+            expected_rtt: Duration::ZERO,
+            expected_jitter: Duration::ZERO,
             throughput_packets: 0,
             throughput_payload_bytes: 1000,
             port: 0,
@@ -192,8 +200,23 @@ fn mean(xs: &[f64]) -> f64 {
     }
 }
 
+/// How long to wait after the last probe before counting the missing replies as lost: the
+/// longest of `opts.wait`, 3 × the largest RTT seen so far, and the configured round trip
+/// plus twice the one-way jitter plus a margin (half the round trip, at least
+/// [`RTT_MARGIN_MIN`]) for a busy host. The last probe left at the start of the wait, so
+/// its reply is due one round trip later: on a 1 AU link at time scale 1,000 (998 ms) a
+/// fixed 500 ms would count every probe as lost.
+pub fn reply_wait(opts: &ProbeOptions, max_rtt_seen: Duration) -> Duration {
+    let rtt = opts.expected_rtt + 2 * opts.expected_jitter;
+    let margin = (opts.expected_rtt / 2).max(RTT_MARGIN_MIN);
+    opts.wait.max(3 * max_rtt_seen).max(rtt + margin)
+}
+
+/// Least extra wait beyond the configured round trip (see [`reply_wait`]).
+pub const RTT_MARGIN_MIN: Duration = Duration::from_millis(200);
+
 /// Probe the path from `ip_a` in `ns_a` to `ip_b` in `ns_b`. Blocks for about
-/// `count × interval + wait` (+ the burst). Sockets and threads end before it returns.
+/// `count × interval +` [`reply_wait`] (+ the burst). Sockets and threads end before it returns.
 pub fn probe(
     ns_a: &Netns,
     ip_a: Ipv4Addr,
@@ -351,8 +374,8 @@ pub fn probe(
             }
             let last = monotonic_ns();
             loop {
-                let wait_ns =
-                    (opts.wait.as_nanos() as u64).max(3 * max_rtt_ns.load(Ordering::Relaxed));
+                let seen = Duration::from_nanos(max_rtt_ns.load(Ordering::Relaxed));
+                let wait_ns = reply_wait(opts, seen).as_nanos() as u64;
                 if received.load(Ordering::Relaxed) == opts.count
                     || monotonic_ns() >= last + wait_ns
                 {
@@ -367,8 +390,8 @@ pub fn probe(
                     let _ = client.send(&buf);
                 }
                 // wait until the burst stops arriving
-                let quiet_ns =
-                    (opts.wait.as_nanos() as u64).max(3 * max_rtt_ns.load(Ordering::Relaxed));
+                let seen = Duration::from_nanos(max_rtt_ns.load(Ordering::Relaxed));
+                let quiet_ns = reply_wait(opts, seen).as_nanos() as u64;
                 let sent_done = realtime_ns();
                 loop {
                     std::thread::sleep(Duration::from_millis(5));
@@ -460,6 +483,33 @@ mod tests {
         );
         assert!(parse(&b, 43).is_none());
         assert!(parse(&b[..20], 42).is_none());
+    }
+
+    #[test]
+    fn reply_wait_covers_the_configured_round_trip() {
+        let ms = Duration::from_millis;
+        let opts = |rtt, jitter| ProbeOptions {
+            expected_rtt: rtt,
+            expected_jitter: jitter,
+            ..ProbeOptions::default()
+        };
+        // 1 AU at time scale 1000: 998 ms round trip; a probe may come back after 998 ms
+        // and must not be counted lost before then (the old rule waited 500 ms).
+        let long = reply_wait(&opts(ms(998), Duration::ZERO), Duration::ZERO);
+        assert!(long >= ms(998) + RTT_MARGIN_MIN, "{long:?}");
+        assert_eq!(long, ms(998) + ms(499));
+        // jitter each way widens the round trip by up to twice the one-way jitter
+        let jit = reply_wait(&opts(ms(998), ms(100)), Duration::ZERO);
+        assert_eq!(jit, ms(998) + ms(200) + ms(499));
+        // short links keep the default floor
+        assert_eq!(reply_wait(&opts(ms(40), ms(2)), Duration::ZERO), ms(500));
+        // a larger RTT seen than configured (a busy host) still stretches the wait
+        assert_eq!(reply_wait(&opts(ms(40), ms(2)), ms(300)), ms(900));
+        // unknown configuration (zero) behaves as before
+        assert_eq!(
+            reply_wait(&opts(Duration::ZERO, Duration::ZERO), ms(10)),
+            ms(500)
+        );
     }
 
     #[test]

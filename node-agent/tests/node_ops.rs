@@ -100,12 +100,7 @@ impl World {
                     }
                 }
                 out.events.clear();
-                for (k, at) in std::mem::take(&mut out.timers) {
-                    match at {
-                        Some(at) => timers.insert(k, at),
-                        None => timers.remove(&k),
-                    };
-                }
+                absorb(&mut timers, &mut out);
                 let Some((&k, &at)) = timers.iter().min_by_key(|(_, at)| **at) else {
                     break;
                 };
@@ -118,6 +113,16 @@ impl World {
             }
         }
         frames
+    }
+}
+
+/// A driver's timer table: the node's latest request per key (`None` cancels).
+fn absorb(timers: &mut BTreeMap<TimerKey, Instant>, out: &mut Outbox) {
+    for (k, at) in std::mem::take(&mut out.timers) {
+        match at {
+            Some(at) => timers.insert(k, at),
+            None => timers.remove(&k),
+        };
     }
 }
 
@@ -251,12 +256,7 @@ proptest! {
                     let until = Instant::from_nanos(now.as_nanos() + ms * 1_000_000);
                     // Fire due timers in order, as a driver does; a handler may set more.
                     for _ in 0..10_000 {
-                        for (k, at) in std::mem::take(&mut out.timers) {
-                            match at {
-                                Some(at) => timers.insert(k, at),
-                                None => timers.remove(&k),
-                            };
-                        }
+                        absorb(&mut timers, &mut out);
                         let Some((&k, &at)) = timers.iter().min_by_key(|(_, at)| **at) else {
                             break;
                         };
@@ -307,12 +307,7 @@ proptest! {
             // Shutdown itself says goodbye; after it, nothing more.
             let was_stopped = stopped && !matches!(op, Op::Shutdown);
             check(&node, &out, &w, was_stopped)?;
-            for (k, at) in std::mem::take(&mut out.timers) {
-                match at {
-                    Some(at) => timers.insert(k, at),
-                    None => timers.remove(&k),
-                };
-            }
+            absorb(&mut timers, &mut out);
         }
     }
 }

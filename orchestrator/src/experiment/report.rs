@@ -562,6 +562,14 @@ mod tests {
         assert!(svg.contains(">11<"), "the axis reaches 11 entries: {svg}");
     }
 
+    /// The y-axis tick labels of a plot, bottom to top.
+    fn y_labels(svg: &str) -> Vec<&str> {
+        svg.split(r#"text-anchor="end">"#)
+            .skip(1)
+            .map(|t| &t[..t.find('<').unwrap()])
+            .collect()
+    }
+
     /// Issue 11: a plot whose series are all zero reads `0 … 4`, not `1, 0, 0, -0, -1`.
     #[test]
     fn flat_plots_have_a_sensible_axis() {
@@ -570,22 +578,14 @@ mod tests {
             format!("{y:.0}")
         });
         assert!(!svg.contains(">-0<") && !svg.contains(">-1<"), "{svg}");
-        let labels: Vec<&str> = svg
-            .split(r#"text-anchor="end">"#)
-            .skip(1)
-            .map(|t| &t[..t.find('<').unwrap()])
-            .collect();
+        let labels = y_labels(&svg);
         assert_eq!(labels, ["0", "1", "2", "3", "4"], "{svg}");
         // A flat non-zero series sits inside a scale from zero.
         let flat = vec![(0.0, Some(12.0)), (10.0, Some(12.0))];
         let svg = plot("t", "n", 10.0, &[("s", "#000", flat)], &[], &|y| {
             format!("{y:.0}")
         });
-        let labels: Vec<&str> = svg
-            .split(r#"text-anchor="end">"#)
-            .skip(1)
-            .map(|t| &t[..t.find('<').unwrap()])
-            .collect();
+        let labels = y_labels(&svg);
         assert_eq!(labels, ["0", "6", "12", "18", "24"], "{svg}");
     }
 

@@ -116,6 +116,57 @@ impl Topo {
     }
 }
 
+impl Topo {
+    /// A backbone like `topologies/backbone.yaml`: one layer per entry of `ring_delays`,
+    /// each of three clusters of one star cell of three tiles (tile 0 the gateway, 50 ms
+    /// cell links) and one authority (10 ms to cluster 0's gateway); a layer's gateways form
+    /// a ring of `ring_delays[layer]` links, and `system_delays[l]` links cluster 0's
+    /// gateway of layer `l` to that of layer `l + 1`. Node `10·layer + 3·cluster + tile` is
+    /// a tile, node `10·layer + 9` the layer's authority.
+    pub fn backbone(ring_delays: &[Duration], system_delays: &[Duration]) -> Topo {
+        let mut t = Topo::default();
+        let cell_delay = Duration::from_millis(50);
+        for (l, ring) in ring_delays.iter().enumerate() {
+            let layer = l as u16;
+            let base = 10 * l as u32;
+            for c in 0..3u16 {
+                for tile in 0..3u16 {
+                    let role = if tile == 0 { Role::Gateway } else { Role::Tile };
+                    let addr = HierAddr {
+                        layer,
+                        cluster: c,
+                        cell: 0,
+                        tile,
+                    };
+                    t.nodes.push((addr, role));
+                }
+                let gw = base + 3 * u32::from(c);
+                t.links.push((gw, gw + 1, cell_delay));
+                t.links.push((gw, gw + 2, cell_delay));
+            }
+            let auth = HierAddr {
+                layer,
+                cluster: u16::MAX,
+                cell: u16::MAX,
+                tile: 0,
+            };
+            t.nodes.push((auth, Role::Authority));
+            t.links.push((base + 9, base, Duration::from_millis(10)));
+            for c in 0..3u32 {
+                t.links
+                    .push((base + 3 * c, base + 3 * ((c + 1) % 3), *ring));
+            }
+        }
+        for (l, d) in system_delays.iter().enumerate() {
+            let (a, b) = (10 * l as u32, 10 * (l as u32 + 1));
+            if (b as usize) < t.nodes.len() {
+                t.links.push((a, b, *d));
+            }
+        }
+        t
+    }
+}
+
 #[derive(Debug, Clone)]
 struct LinkState {
     delay: Duration,

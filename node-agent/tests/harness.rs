@@ -685,3 +685,127 @@ fn a_restarted_node_writes_under_a_new_replica_id_and_peers_take_its_writes() {
         );
     }
 }
+
+/// Gateways of `Topo::backbone` (node ids) and the scopes each must reach: every other
+/// layer and every other cluster of its own layer.
+fn backbone_expectations(layers: u16) -> Vec<(u32, Vec<Dest>)> {
+    let mut v = Vec::new();
+    for l in 0..layers {
+        for c in 0..3u16 {
+            let gw = 10 * u32::from(l) + 3 * u32::from(c);
+            let mut want: Vec<Dest> = (0..layers)
+                .filter(|o| *o != l)
+                .map(|layer| Dest::Layer { layer })
+                .collect();
+            want.extend(
+                (0..3u16)
+                    .filter(|o| *o != c)
+                    .map(|cluster| Dest::Cluster { layer: l, cluster }),
+            );
+            v.push((gw, want));
+        }
+    }
+    v
+}
+
+/// The backbone of `topologies/backbone.yaml` in virtual time: light-time rings of 432 s,
+/// 864 s and 2,160 s and system links of 249.5 s and 748.5 s. Every gateway must learn a
+/// route to every other layer and every other cluster of its layer within a light-time
+/// bound, and no route may vanish once formed while every link is up.
+#[test]
+fn backbone_gateways_learn_every_layer_and_cluster_and_routes_do_not_flap() {
+    let seed = 3;
+    let s = Duration::from_secs_f64;
+    let topo = Topo::backbone(
+        &[s(432.151), s(864.302), s(2160.754)],
+        &[s(249.502), s(748.507)],
+    );
+    let mut sim = Sim::new(&topo, seed, test_params());
+    let want = backbone_expectations(3);
+    let name = |i: u32| format!("l{}c{}k0t0", i / 10, (i % 10) / 3);
+    // Longest gateway-to-scope path: l2c1/l2c2 to layer 0, 2,160.754 + 748.507 + 249.502 s.
+    // All nodes boot at 0 and adverts go out from the start, so a route crosses its path
+    // once, waiting at most one refresh interval per hop (three hops), plus one spare.
+    // (Before adverts went to not-yet-heard neighbours, each hop took two crossings: l2c1
+    // learned layer 0 only at 4,325 s.)
+    let longest = s(2160.754 + 748.507 + 249.502);
+    let refresh = test_params().route.refresh_interval;
+    let bound = longest + refresh * 4;
+    let step = Duration::from_secs(5);
+    let end = Duration::from_secs(10_000);
+    let mut first: std::collections::BTreeMap<(u32, Dest), Duration> = Default::default();
+    let mut flaps: Vec<String> = Vec::new();
+    let mut all_at: Option<Duration> = None;
+    while sim.now().as_nanos() < end.as_nanos() as u64 {
+        sim.run_for(step);
+        let now = Duration::from_nanos(sim.now().as_nanos());
+        let mut all = true;
+        for (gw, dests) in &want {
+            let table = sim.node(*gw).unwrap().routing().table();
+            for d in dests {
+                let have = table.contains_key(d);
+                all &= have;
+                match (have, first.contains_key(&(*gw, *d))) {
+                    (true, false) => {
+                        first.insert((*gw, *d), now);
+                    }
+                    (false, true) => {
+                        if flaps.len() < 20 {
+                            flaps.push(format!(
+                                "{} lost {d:?} at {:.0} s",
+                                name(*gw),
+                                now.as_secs_f64()
+                            ));
+                        }
+                        first.remove(&(*gw, *d));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if all && all_at.is_none() {
+            all_at = Some(now);
+        }
+    }
+    for (gw, dests) in &want {
+        let table = sim.node(*gw).unwrap().routing().table();
+        let have: Vec<String> = dests
+            .iter()
+            .map(|d| match (table.get(d), first.get(&(*gw, *d))) {
+                (Some(r), Some(t)) => format!(
+                    "{d:?} via {} {:.1} s since {:.0} s",
+                    r.next_hop,
+                    f64::from(r.cost_us) / 1e6,
+                    t.as_secs_f64()
+                ),
+                _ => format!("{d:?} MISSING"),
+            })
+            .collect();
+        eprintln!("{}: {}", name(*gw), have.join("; "));
+    }
+    eprintln!(
+        "backbone: all gateway routes present at {:?} (bound {:.0} s); flaps: {flaps:?}",
+        all_at.map(|t| t.as_secs()),
+        bound.as_secs_f64()
+    );
+    let missing: Vec<String> = want
+        .iter()
+        .flat_map(|(gw, ds)| {
+            let table = sim.node(*gw).unwrap().routing().table();
+            ds.iter()
+                .filter(|d| !table.contains_key(d))
+                .map(|d| format!("{} {d:?}", name(*gw)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "seed {seed}: missing at the end: {missing:?}"
+    );
+    assert!(flaps.is_empty(), "seed {seed}: routes flapped: {flaps:?}");
+    let took = all_at.expect("all present at the end");
+    assert!(
+        took <= bound,
+        "seed {seed}: converged at {took:?}, bound {bound:?}"
+    );
+}

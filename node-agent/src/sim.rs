@@ -176,8 +176,19 @@ struct LinkState {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    Deliver { to: u32, from: u32, bytes: Vec<u8> },
-    Timer { node: u32, key: TimerKey },
+    Deliver {
+        to: u32,
+        from: u32,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: u32,
+        key: TimerKey,
+    },
+    /// First boot of a node created stopped (see [`Sim::staggered`]).
+    Boot {
+        node: u32,
+    },
 }
 
 /// The harness. Node ids are indices into the topology's node list.
@@ -288,6 +299,33 @@ impl Sim {
         for i in 0..n as u32 {
             sim.boot(i);
         }
+        sim
+    }
+
+    /// Like [`Sim::new`], but node `i` first boots at `boot_at[i]` (missing entries: at
+    /// once), as agents of a loaded lab start minutes apart; datagrams reaching a node
+    /// before it runs are lost.
+    pub fn staggered(topo: &Topo, seed: u64, params: Params, boot_at: &[Duration]) -> Sim {
+        let mut sim = Sim::new(topo, seed, params);
+        for (i, at) in boot_at.iter().enumerate().take(sim.len()) {
+            if !at.is_zero() {
+                let i = i as u32;
+                sim.crash(i);
+                sim.boots[i as usize] = 0;
+                let at = Instant::ZERO + *at;
+                sim.push(at, Ev::Boot { node: i });
+            }
+        }
+        // What the stopped nodes sent at their immediate boot never happened.
+        let stopped: BTreeSet<u32> = (0..sim.len() as u32).filter(|i| !sim.is_up(*i)).collect();
+        let queue = std::mem::take(&mut sim.queue);
+        sim.queue = queue
+            .into_iter()
+            .filter(|Reverse((_, _, ev))| match ev {
+                Ev::Deliver { from, .. } => !stopped.contains(from),
+                _ => true,
+            })
+            .collect();
         sim
     }
 
@@ -528,6 +566,12 @@ impl Sim {
                     &mut out,
                 );
                 to
+            }
+            Ev::Boot { node } => {
+                if self.nodes[node as usize].is_none() {
+                    self.boot(node);
+                }
+                return;
             }
             Ev::Timer { node, key } => {
                 if self.timers[node as usize].get(&key) != Some(&now) {

@@ -426,6 +426,14 @@ impl Sim {
             l.loss_ppm = loss_ppm;
         }
     }
+    /// Loss on the link between `a` and `b` (both directions), in parts per million.
+    pub fn set_loss(&mut self, a: u32, b: u32, loss_ppm: u32) {
+        for k in [(a, b), (b, a)] {
+            if let Some(l) = self.links.get_mut(&k) {
+                l.loss_ppm = loss_ppm;
+            }
+        }
+    }
     /// Cuts (or restores) every link between `side` and the rest.
     pub fn partition(&mut self, side: &BTreeSet<u32>, cut: bool) {
         let keys: Vec<(u32, u32)> = self

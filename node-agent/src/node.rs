@@ -1212,12 +1212,8 @@ impl Node {
                 }
             }
             TimerKey::RouteRefresh => {
-                let ns: Vec<u32> = self
-                    .routing
-                    .neighbors()
-                    .filter(|n| self.routing.neighbor_up(*n))
-                    .collect();
-                for n in ns {
+                // Up or not yet heard (see `Routing::advert_targets`).
+                for n in self.routing.advert_targets() {
                     for entries in self.routing.full_advert(n) {
                         fx.send_link(
                             n,

@@ -116,6 +116,57 @@ impl Topo {
     }
 }
 
+impl Topo {
+    /// A backbone like `topologies/backbone.yaml`: one layer per entry of `ring_delays`,
+    /// each of three clusters of one star cell of three tiles (tile 0 the gateway, 50 ms
+    /// cell links) and one authority (10 ms to cluster 0's gateway); a layer's gateways form
+    /// a ring of `ring_delays[layer]` links, and `system_delays[l]` links cluster 0's
+    /// gateway of layer `l` to that of layer `l + 1`. Node `10·layer + 3·cluster + tile` is
+    /// a tile, node `10·layer + 9` the layer's authority.
+    pub fn backbone(ring_delays: &[Duration], system_delays: &[Duration]) -> Topo {
+        let mut t = Topo::default();
+        let cell_delay = Duration::from_millis(50);
+        for (l, ring) in ring_delays.iter().enumerate() {
+            let layer = l as u16;
+            let base = 10 * l as u32;
+            for c in 0..3u16 {
+                for tile in 0..3u16 {
+                    let role = if tile == 0 { Role::Gateway } else { Role::Tile };
+                    let addr = HierAddr {
+                        layer,
+                        cluster: c,
+                        cell: 0,
+                        tile,
+                    };
+                    t.nodes.push((addr, role));
+                }
+                let gw = base + 3 * u32::from(c);
+                t.links.push((gw, gw + 1, cell_delay));
+                t.links.push((gw, gw + 2, cell_delay));
+            }
+            let auth = HierAddr {
+                layer,
+                cluster: u16::MAX,
+                cell: u16::MAX,
+                tile: 0,
+            };
+            t.nodes.push((auth, Role::Authority));
+            t.links.push((base + 9, base, Duration::from_millis(10)));
+            for c in 0..3u32 {
+                t.links
+                    .push((base + 3 * c, base + 3 * ((c + 1) % 3), *ring));
+            }
+        }
+        for (l, d) in system_delays.iter().enumerate() {
+            let (a, b) = (10 * l as u32, 10 * (l as u32 + 1));
+            if (b as usize) < t.nodes.len() {
+                t.links.push((a, b, *d));
+            }
+        }
+        t
+    }
+}
+
 #[derive(Debug, Clone)]
 struct LinkState {
     delay: Duration,
@@ -125,8 +176,19 @@ struct LinkState {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    Deliver { to: u32, from: u32, bytes: Vec<u8> },
-    Timer { node: u32, key: TimerKey },
+    Deliver {
+        to: u32,
+        from: u32,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: u32,
+        key: TimerKey,
+    },
+    /// First boot of a node created stopped (see [`Sim::staggered`]).
+    Boot {
+        node: u32,
+    },
 }
 
 /// The harness. Node ids are indices into the topology's node list.
@@ -240,6 +302,33 @@ impl Sim {
         sim
     }
 
+    /// Like [`Sim::new`], but node `i` first boots at `boot_at[i]` (missing entries: at
+    /// once), as agents of a loaded lab start minutes apart; datagrams reaching a node
+    /// before it runs are lost.
+    pub fn staggered(topo: &Topo, seed: u64, params: Params, boot_at: &[Duration]) -> Sim {
+        let mut sim = Sim::new(topo, seed, params);
+        for (i, at) in boot_at.iter().enumerate().take(sim.len()) {
+            if !at.is_zero() {
+                let i = i as u32;
+                sim.crash(i);
+                sim.boots[i as usize] = 0;
+                let at = Instant::ZERO + *at;
+                sim.push(at, Ev::Boot { node: i });
+            }
+        }
+        // What the stopped nodes sent at their immediate boot never happened.
+        let stopped: BTreeSet<u32> = (0..sim.len() as u32).filter(|i| !sim.is_up(*i)).collect();
+        let queue = std::mem::take(&mut sim.queue);
+        sim.queue = queue
+            .into_iter()
+            .filter(|Reverse((_, _, ev))| match ev {
+                Ev::Deliver { from, .. } => !stopped.contains(from),
+                _ => true,
+            })
+            .collect();
+        sim
+    }
+
     fn boot(&mut self, i: u32) {
         let node_seed =
             self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(i) ^ self.now.as_nanos();
@@ -335,6 +424,14 @@ impl Sim {
     pub fn set_loss_all(&mut self, loss_ppm: u32) {
         for l in self.links.values_mut() {
             l.loss_ppm = loss_ppm;
+        }
+    }
+    /// Loss on the link between `a` and `b` (both directions), in parts per million.
+    pub fn set_loss(&mut self, a: u32, b: u32, loss_ppm: u32) {
+        for k in [(a, b), (b, a)] {
+            if let Some(l) = self.links.get_mut(&k) {
+                l.loss_ppm = loss_ppm;
+            }
         }
     }
     /// Cuts (or restores) every link between `side` and the rest.
@@ -477,6 +574,12 @@ impl Sim {
                     &mut out,
                 );
                 to
+            }
+            Ev::Boot { node } => {
+                if self.nodes[node as usize].is_none() {
+                    self.boot(node);
+                }
+                return;
             }
             Ev::Timer { node, key } => {
                 if self.timers[node as usize].get(&key) != Some(&now) {

@@ -556,6 +556,28 @@ fn cell_of(addr: &str) -> &str {
     addr.rsplit_once('.').map(|(c, _)| c).unwrap_or(addr)
 }
 
+/// The key under which node `a` (id `a_id`) keeps its route to node `b`, as the agent names
+/// it in `/state` (`node:7`, `cell:0.1.2`; [`routing::node_key`](lightcone_agent::routing::node_key)).
+/// `None` when no route is expected: to itself, between authorities (a cell each, with no
+/// route to each other's cells), or for an unknown address.
+pub fn route_key(
+    addrs: &BTreeMap<String, String>,
+    a: &str,
+    a_id: u32,
+    b: &str,
+    b_id: u32,
+) -> Option<String> {
+    use lightcone_agent::config::HierAddr;
+    let addr = |n: &str| addrs.get(n).and_then(|x| x.parse::<HierAddr>().ok());
+    let (my, xa) = (addr(a)?, addr(b)?);
+    let authority = |h: &HierAddr| h.cluster == u16::MAX;
+    if authority(&my) && authority(&xa) {
+        return None;
+    }
+    lightcone_agent::routing::node_key(&my, a_id, b_id, &xa)
+        .map(|d| lightcone_agent::node::dest_name(&d))
+}
+
 impl Recording {
     fn running_at(&self, node: &str, t: f64) -> bool {
         let mut up = true;
@@ -720,19 +742,9 @@ impl Recording {
         )
     }
 
-    /// The key under which `a` keeps its route to `b` (`node:7`, `cell:0.1.2`), as the agent
-    /// names it in `/state`; `None` when no route is expected (authorities of different
-    /// cells have none to each other's cells, and unknown nodes).
+    /// The key under which `a` keeps its route to `b` ([`route_key`]).
     pub fn route_key(&self, ids: &BTreeMap<&str, u32>, a: &str, b: &str) -> Option<String> {
-        use lightcone_agent::config::HierAddr;
-        let addr = |n: &str| self.addrs.get(n).and_then(|x| x.parse::<HierAddr>().ok());
-        let (my, xa, me, x) = (addr(a)?, addr(b)?, *ids.get(a)?, *ids.get(b)?);
-        let authority = |h: &HierAddr| h.cluster == u16::MAX;
-        if authority(&my) && authority(&xa) {
-            return None;
-        }
-        lightcone_agent::routing::node_key(&my, me, x, &xa)
-            .map(|d| lightcone_agent::node::dest_name(&d))
+        route_key(&self.addrs, a, *ids.get(a)?, b, *ids.get(b)?)
     }
 
     /// The level at which two nodes' addresses part: `cell` (same cell), `cluster`, `layer`,

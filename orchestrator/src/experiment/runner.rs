@@ -1173,22 +1173,12 @@ fn expected_routes(
     ids: &BTreeMap<String, u32>,
     node: &str,
 ) -> BTreeSet<String> {
-    use lightcone_agent::config::HierAddr;
-    let addr = |n: &str| addrs.get(n).and_then(|a| a.parse::<HierAddr>().ok());
-    let (Some(my), Some(&me)) = (addr(node), ids.get(node)) else {
+    let Some(&me) = ids.get(node) else {
         return BTreeSet::new();
     };
-    let authority = |a: &HierAddr| a.cluster == u16::MAX;
     addrs
         .keys()
-        .filter_map(|m| {
-            let (xa, &x) = (addr(m)?, ids.get(m)?);
-            if authority(&my) && authority(&xa) {
-                return None;
-            }
-            lightcone_agent::routing::node_key(&my, me, x, &xa)
-        })
-        .map(|d| lightcone_agent::node::dest_name(&d))
+        .filter_map(|m| expect::route_key(addrs, node, me, m, *ids.get(m)?))
         .collect()
 }
 

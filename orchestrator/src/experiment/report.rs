@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::expand::Planned;
 use super::expect::Verdict;
-use super::runner::{Event, SeriesPoint, TimeSample};
+use super::record::{Event, SeriesPoint, TimeSample};
 use super::scenario::Scenario;
 use crate::topology::units;
 

@@ -293,7 +293,7 @@ impl Client {
     }
 
     /// `GET path`, a 2xx JSON answer as `T`.
-    fn get_json<T: serde::de::DeserializeOwned>(
+    pub fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         timeout: Duration,

@@ -114,14 +114,20 @@ pub struct Partitioned {
 /// The parts of a node's `/state` the CLI and the runner read.
 #[derive(Debug, Clone, Deserialize)]
 pub struct NodeState {
+    /// The node's id in the lab's directory.
     pub id: u32,
+    /// The node's clock (emulated seconds since the lab's epoch).
     pub now_emulated_s: f64,
+    /// Its cell's membership as it sees it.
     #[serde(default)]
     pub members: Vec<Member>,
+    /// Nodes it has quarantined (the neighbourhood watch's verdicts, and operators').
     #[serde(default)]
     pub quarantine: Vec<u32>,
+    /// Its routing table's destinations.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Its time layer; `None` without one.
     #[serde(default)]
     pub time: Option<TimeState>,
 }

@@ -154,26 +154,33 @@ enum LinkCmd {
     Set {
         #[command(flatten)]
         ends: LinkEnds,
-        #[arg(long)]
-        delay: Option<String>,
-        #[arg(long)]
-        jitter: Option<String>,
-        #[arg(long)]
-        loss: Option<String>,
-        /// A rate such as 10Mbit, or `unlimited`.
-        #[arg(long)]
-        rate: Option<String>,
-        #[arg(long)]
-        duplicate: Option<String>,
-        #[arg(long)]
-        corrupt: Option<String>,
-        #[arg(long)]
-        reorder: Option<String>,
+        #[command(flatten)]
+        params: LinkParams,
     },
     /// Take a link down (100 % loss).
     Down(LinkEnds),
     /// Bring a link back up.
     Up(LinkEnds),
+}
+
+/// `link set`'s parameters; an absent one stays as it is.
+#[derive(clap::Args)]
+struct LinkParams {
+    #[arg(long)]
+    delay: Option<String>,
+    #[arg(long)]
+    jitter: Option<String>,
+    #[arg(long)]
+    loss: Option<String>,
+    /// A rate such as 10Mbit, or `unlimited`.
+    #[arg(long)]
+    rate: Option<String>,
+    #[arg(long)]
+    duplicate: Option<String>,
+    #[arg(long)]
+    corrupt: Option<String>,
+    #[arg(long)]
+    reorder: Option<String>,
 }
 
 /// The link a `link` command means: its two ends, on which lab.

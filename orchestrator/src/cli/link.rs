@@ -6,7 +6,21 @@ use lightcone::supervisor::{LinkChange, LinkRuntime};
 use lightcone::topology::units;
 
 use super::{client_failure, invalid, pick_lab, supervisor_of, Failure};
-use crate::{LinkCmd, LinkEnds};
+use crate::{LinkCmd, LinkEnds, LinkParams};
+
+impl From<LinkParams> for LinkChange {
+    fn from(p: LinkParams) -> LinkChange {
+        LinkChange {
+            delay: p.delay,
+            jitter: p.jitter,
+            loss: p.loss,
+            rate: p.rate,
+            duplicate: p.duplicate,
+            corrupt: p.corrupt,
+            reorder: p.reorder,
+        }
+    }
+}
 
 /// What `link` asks of the supervisor.
 enum Op {
@@ -17,25 +31,8 @@ enum Op {
 /// `lightcone link …`: the link as the supervisor has it after the change.
 pub(crate) fn cmd_link(action: LinkCmd) -> Result<(), Failure> {
     let (ends, change) = match action {
-        LinkCmd::Set {
-            ends,
-            delay,
-            jitter,
-            loss,
-            rate,
-            duplicate,
-            corrupt,
-            reorder,
-        } => {
-            let change = LinkChange {
-                delay,
-                jitter,
-                loss,
-                rate,
-                duplicate,
-                corrupt,
-                reorder,
-            };
+        LinkCmd::Set { ends, params } => {
+            let change = LinkChange::from(params);
             // Check units here so a typo never reaches the lab.
             change
                 .apply_to(&mut Default::default())

@@ -34,13 +34,7 @@ pub(crate) fn cmd_up(
     if detach {
         up_detached(&file, link_engine, no_agents, port, prometheus)
     } else {
-        let opts = UpOptions {
-            topology: file,
-            engine: link_engine,
-            agents: !no_agents,
-            port,
-            prometheus,
-        };
+        let opts = up_options(file, link_engine, no_agents, port, prometheus);
         let progress = std::cell::RefCell::new(Renderer::default());
         supervisor::run(
             &opts,
@@ -57,6 +51,23 @@ pub(crate) fn cmd_up(
     }
 }
 
+/// The supervisor's options from `up`'s flags (the detached supervisor gets the same).
+fn up_options(
+    file: PathBuf,
+    engine: EngineChoice,
+    no_agents: bool,
+    port: u16,
+    prometheus: bool,
+) -> UpOptions {
+    UpOptions {
+        topology: file,
+        engine,
+        agents: !no_agents,
+        port,
+        prometheus,
+    }
+}
+
 /// `lightcone __supervise`: the detached supervisor; progress and `READY` on stdout.
 pub(crate) fn cmd_supervise(
     file: PathBuf,
@@ -65,13 +76,7 @@ pub(crate) fn cmd_supervise(
     port: u16,
     prometheus: bool,
 ) -> Result<(), Failure> {
-    let opts = UpOptions {
-        topology: file,
-        engine: link_engine,
-        agents: !no_agents,
-        port,
-        prometheus,
-    };
+    let opts = up_options(file, link_engine, no_agents, port, prometheus);
     let r = supervisor::run(
         &opts,
         // Write errors are ignored: if `up --detach` went away, the lab still comes up.

@@ -49,20 +49,28 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a `GET /metrics` (all agents' series, merged) may take at the start and end.
 const METRICS_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What `lightcone run` was asked.
 pub struct RunOptions {
+    /// The scenario file.
     pub scenario: PathBuf,
+    /// Overrides the scenario's seed.
     pub seed: Option<u64>,
+    /// The run directory (default `runs/<scenario>-<seed>-<timestamp>/`).
     pub out: Option<PathBuf>,
 }
 
-/// What a run produced.
+/// What a run produced (`lightcone run --json` prints it).
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    /// The scenario's name and the seed it ran with.
     pub scenario: String,
     pub seed: u64,
+    /// The lab it ran on, and that lab's emulated seconds per real second.
     pub lab: String,
     pub time_scale: f64,
+    /// The run directory.
     pub dir: PathBuf,
+    /// One per expectation (and per failed injection); `passed` when all pass.
     pub verdicts: Vec<Verdict>,
     pub passed: bool,
 }

@@ -560,4 +560,88 @@ mod tests {
             serde_json::from_str(r#"{"id":3,"now_emulated_s":0,"time":null}"#).unwrap();
         assert!(s.time.is_none() && s.routes.is_empty());
     }
+
+    /// A one-shot HTTP server on loopback: answers `status` with `body` and hands back the
+    /// request it read.
+    fn serve_once(status: u16, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                head += &line;
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut b = vec![0; len];
+            r.read_exact(&mut b).unwrap();
+            head += &String::from_utf8_lossy(&b);
+            let mut s = s;
+            write!(
+                s,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            head
+        });
+        (url, h)
+    }
+
+    #[test]
+    fn every_request_carries_the_token_and_the_host() {
+        let (url, h) = serve_once(200, r#"{"node":"a","was_running":true}"#);
+        let c = Client::new(&info(&url));
+        let r = c.crash("a").unwrap();
+        assert!(r.was_running);
+        let req = h.join().unwrap().to_ascii_lowercase();
+        assert!(req.starts_with("post /api/nodes/a/crash http/1.1"), "{req}");
+        assert!(req.contains(&format!("{TOKEN_HEADER}: t0k\r\n")), "{req}");
+        assert!(
+            req.contains(&format!("host: {}\r\n", &url["http://".len()..])),
+            "{req}"
+        );
+        assert_eq!(req.matches("host:").count(), 1, "{req}");
+        assert!(req.contains("content-type: application/json"), "{req}");
+    }
+
+    #[test]
+    fn an_http_refusal_is_a_status_error_with_the_words() {
+        let (url, h) = serve_once(404, r#"{"error":"lab x has no node \"q\""}"#);
+        let e = Client::new(&info(&url)).restart("q").unwrap_err();
+        h.join().unwrap();
+        match e {
+            ClientError::Status { status, error, .. } => {
+                assert_eq!(
+                    (status, error.as_deref()),
+                    (404, Some("lab x has no node \"q\""))
+                )
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn no_server_is_a_connect_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        drop(l);
+        let e = Client::new(&info(&url))
+            .status(Duration::from_secs(2))
+            .unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Connect { url: u, .. } if u.ends_with("/api/status")),
+            "{e}"
+        );
+    }
 }

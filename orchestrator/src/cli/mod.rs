@@ -184,3 +184,45 @@ pub(crate) fn engine_arg(e: EngineChoice) -> &'static str {
         EngineChoice::None => "none",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_refusals_map_to_exit_codes_in_the_supervisors_words() {
+        let status = |status: u16, error: Option<&str>| ClientError::Status {
+            path: "/p".into(),
+            status,
+            body: String::new(),
+            error: error.map(str::to_string),
+        };
+        let f = client_failure(status(404, Some("lab l has no node \"x\"")));
+        assert_eq!(
+            (f.0, f.1.to_string()),
+            (code::INVALID, "lab l has no node \"x\"".into())
+        );
+        assert_eq!(client_failure(status(400, None)).0, code::INVALID);
+        let f = client_failure(status(409, Some("x's agent is not running")));
+        assert_eq!(
+            (f.0, f.1.to_string()),
+            (code::FAILURE, "x's agent is not running".into())
+        );
+        assert_eq!(
+            client_failure(status(502, None)).1.to_string(),
+            "request failed"
+        );
+        let f = client_failure(ClientError::Connect {
+            url: "http://127.0.0.1:1/api/status".into(),
+            path: "/api/status".into(),
+            message: "refused".into(),
+        });
+        assert_eq!(
+            (f.0, f.1.to_string()),
+            (
+                code::FAILURE,
+                "lab API at http://127.0.0.1:1/api/status: refused".into()
+            )
+        );
+    }
+}

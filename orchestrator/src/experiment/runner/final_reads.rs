@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lightcone_agent::causal::checker::{HistoryOp, OpKind, OpStatus};
 use lightcone_agent::causal::DotContext;
 
-use super::super::expect::FinalRead;
+use super::super::record::FinalRead;
 use super::{cell_key, lab_err, RunError, Shared, STATUS_TIMEOUT};
 use crate::client::{Client, KvRead};
 

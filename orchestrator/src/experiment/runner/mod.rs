@@ -34,8 +34,8 @@ use lightcone_agent::causal::checker::HistoryOp;
 use serde::Serialize;
 
 use super::expand::Planned;
-use super::expect::{self, Recording, StatePoll, Verdict};
-use super::record::SeriesPoint;
+use super::expect::{self, Verdict};
+use super::record::{Recording, SeriesPoint, StatePoll};
 use super::scenario::{self, Scenario};
 use super::validate;
 use crate::client::ClientError;

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::super::expect::{MemberObs, Recording, StatePoll};
-use super::super::record::{SeriesPoint, TimeObs, TimeSample};
+use super::super::record::{MemberObs, Recording, SeriesPoint, StatePoll, TimeObs, TimeSample};
 use super::{Shared, STATUS_TIMEOUT};
 use crate::client::{Client, NodeState};
 use crate::procstat::cpu_ticks;

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::super::expand::{self, Planned};
-use super::super::expect::{Recording, Verdict};
-use super::super::record::{Event, SeriesPoint};
+use super::super::expect::Verdict;
+use super::super::record::{Event, Recording, SeriesPoint};
 use super::super::report;
 use super::super::scenario::Scenario;
 use crate::topology::{units, Topology};

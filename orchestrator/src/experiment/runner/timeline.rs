@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use super::super::expand::{Action, Planned};
-use super::super::expect::{FailedInjection, Mark};
-use super::super::record::Event;
+use super::super::record::{Event, FailedInjection, Mark};
 use super::load::{self, LoadCtx};
 use crate::client::Client;
 use crate::supervisor::LabStatus;

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::super::expect::{self, Recording, StatePoll};
+use super::super::expect;
+use super::super::record::{Recording, StatePoll};
 use super::poll::poll_state;
 use super::{cell_key, LabView};
 use crate::client::Client;

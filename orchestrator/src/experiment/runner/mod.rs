@@ -49,16 +49,6 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a `GET /metrics` (all agents' series, merged) may take at the start and end.
 const METRICS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What `lightcone run` was asked.
-pub struct RunOptions {
-    /// The scenario file.
-    pub scenario: PathBuf,
-    /// Overrides the scenario's seed.
-    pub seed: Option<u64>,
-    /// The run directory (default `runs/<scenario>-<seed>-<timestamp>/`).
-    pub out: Option<PathBuf>,
-}
-
 /// What a run produced (`lightcone run --json` prints it).
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -227,6 +217,16 @@ impl Shared {
         c.last = ticks;
         c.last_at = now;
     }
+}
+
+/// What `lightcone run` was asked.
+pub struct RunOptions {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    /// The run directory (default `runs/<scenario>-<seed>-<timestamp>/`).
+    pub out: Option<PathBuf>,
 }
 
 /// Run a scenario end to end. `progress` receives lines for the user.

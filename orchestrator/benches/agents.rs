@@ -21,12 +21,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lightcone::client::Client;
+use lightcone::procstat::{clock_ticks_per_s, cpu_ticks};
+use lightcone::state::LabDir;
+use lightcone::supervisor::LabStatus;
+use lightcone_agent::kv::Durability;
+
 const WINDOW: Duration = Duration::from_secs(30);
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const WRITES_PER_NODE_PER_S: f64 = 2.0;
 const LOAD_THREADS: usize = 4;
-const RSS_TARGET_MIB: f64 = 8.0;
-const IDLE_CPU_TARGET_PCT: f64 = 0.5;
+
+/// The lab's seed.
 const SEED: u64 = 11;
 
 /// 2 clusters × 4 cells × 12 tiles (ring cells; tile 0 of each cell is its gateway) and 4
@@ -73,33 +79,30 @@ fn lc(bin: &Path, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn status(bin: &Path, lab: &str) -> Result<serde_json::Value, String> {
+fn status(bin: &Path, lab: &str) -> Result<LabStatus, String> {
+    #[derive(serde::Deserialize)]
+    struct Labs {
+        labs: Vec<LabStatus>,
+    }
     let out = lc(bin, &["status", lab, "--json"])?;
-    let js: serde_json::Value =
-        serde_json::from_str(&out).map_err(|e| format!("status --json: {e}"))?;
-    Ok(js["labs"][0].clone())
+    let js: Labs = serde_json::from_str(&out).map_err(|e| format!("status --json: {e}"))?;
+    js.labs
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("status --json lists no lab {lab}"))
 }
 
 /// Nodes with their agent's pid, once every agent runs.
-fn agent_pids(st: &serde_json::Value) -> Option<Vec<(String, u32)>> {
-    st["nodes"]
-        .as_array()?
+fn agent_pids(st: &LabStatus) -> Option<Vec<(String, u32)>> {
+    st.nodes
         .iter()
-        .map(|n| {
-            let pid = n["agent"]["pid"].as_u64()? as u32;
-            Some((n["name"].as_str()?.to_string(), pid))
-        })
+        .map(|n| Some((n.name.clone(), n.agent.pid?)))
         .collect()
 }
 
 /// Sum over nodes of `lightcone_membership_members{state}` from the merged `/metrics`.
-fn membership(api: &str) -> Option<BTreeMap<String, i64>> {
-    let text = ureq::get(&format!("{api}/metrics"))
-        .timeout(Duration::from_secs(10))
-        .call()
-        .ok()?
-        .into_string()
-        .ok()?;
+fn membership(api: &Client) -> Option<BTreeMap<String, i64>> {
+    let text = api.metrics(Duration::from_secs(10)).ok()?;
     let mut by_state = BTreeMap::new();
     let mut nodes = 0;
     for line in text.lines() {
@@ -118,25 +121,6 @@ fn membership(api: &str) -> Option<BTreeMap<String, i64>> {
     }
     by_state.insert("reporting_nodes".into(), nodes);
     Some(by_state)
-}
-
-fn clk_tck() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-/// utime + stime in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name's closing paren start at field 3 (state).
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -188,7 +172,7 @@ fn measure(pids: &[u32], supervisor: u32, window: Duration) -> Result<Window, St
     }
     let c1 = read_all(&all)?;
     let wall = t0.elapsed();
-    let tck = clk_tck();
+    let tck = clock_ticks_per_s();
     let pct: Vec<f64> = c0
         .iter()
         .zip(&c1)
@@ -220,7 +204,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(api: &str, nodes: &[String]) -> Load {
+    fn start(api: &Client, nodes: &[String]) -> Load {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -232,12 +216,8 @@ impl Load {
                 .step_by(LOAD_THREADS)
                 .cloned()
                 .collect();
-            let (api, stop, ok, failed) =
-                (api.to_string(), stop.clone(), ok.clone(), failed.clone());
+            let (api, stop, ok, failed) = (api.clone(), stop.clone(), ok.clone(), failed.clone());
             threads.push(std::thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(5))
-                    .build();
                 let period = Duration::from_secs_f64(
                     1.0 / (WRITES_PER_NODE_PER_S * mine.len().max(1) as f64),
                 );
@@ -250,12 +230,16 @@ impl Load {
                     }
                     let node = &mine[i as usize % mine.len()];
                     let key = format!("bench-{node}-{}", (i / mine.len() as u64) % 16);
-                    let r = agent
-                        .post(&format!("{api}/nodes/{node}/kv/{key}"))
-                        .send_bytes(format!("v{i}").as_bytes());
+                    let r = api.kv_put(
+                        node,
+                        &key,
+                        &format!("v{i}"),
+                        Durability::Local,
+                        Duration::from_secs(5),
+                    );
                     match r {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                        Ok((raw, _)) if raw.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
                     };
                     i += 1;
                 }
@@ -280,6 +264,10 @@ impl Load {
         )
     }
 }
+
+/// The targets of issue #4, judged on the worst agent.
+const RSS_TARGET_MIB: f64 = 8.0;
+const IDLE_CPU_TARGET_PCT: f64 = 0.5;
 
 fn verdict(value: f64, target: f64) -> &'static str {
     if value <= target {
@@ -346,16 +334,14 @@ fn run(bin: &Path, lab: &str, file: &Path) -> Result<(), String> {
             return Err(format!("{node}: pid {pid} is {c:?}, not an agent"));
         }
     }
-    let api = st["api_url"]
-        .as_str()
-        .ok_or("status has no api_url")?
-        .to_string();
-    let supervisor = st["supervisor_pid"].as_u64().ok_or("no supervisor_pid")? as u32;
+    let dir = LabDir::new(lab).map_err(|e| e.to_string())?;
+    let api = Client::connect(&dir).ok_or("the lab has no running supervisor")?;
+    let supervisor = st.supervisor_pid;
     println!(
         "{} agents running, engine {}, time_scale {}",
         agents.len(),
-        st["engine"].as_str().unwrap_or("?"),
-        st["time_scale"]
+        format!("{:?}", st.engine).to_lowercase(),
+        st.time_scale
     );
 
     // Settled: no suspect members anywhere, every node reporting, and the same counts on

@@ -1,6 +1,7 @@
 //! lightcone orchestrator library: topology → plan → apply → supervise.
 pub mod agents;
 pub mod apply;
+pub mod client;
 pub mod dashboard;
 pub mod doctor;
 pub mod experiment;
@@ -9,6 +10,7 @@ pub mod kernel;
 pub mod keys;
 pub mod link;
 pub mod plan;
+pub mod procstat;
 pub mod progress;
 pub mod state;
 pub mod supervisor;

@@ -82,7 +82,7 @@ enum EngineRt {
 }
 
 /// Runtime state of one link.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkRuntime {
     pub a_to_b: LinkModel,
     pub b_to_a: LinkModel,

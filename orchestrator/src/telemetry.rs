@@ -192,6 +192,48 @@ fn free_port() -> Result<u16, TelemetryError> {
     Ok(l.local_addr().map_err(io_err("find a free port"))?.port())
 }
 
+/// Samples of a Prometheus text exposition: (metric name, labels, value) per line.
+pub type Samples = Vec<(String, std::collections::BTreeMap<String, String>, f64)>;
+
+/// Parse the Prometheus text format (the subset our exporters write): comments and blank
+/// lines skipped, a line without a parsable value skipped, `\"` kept inside label values.
+pub fn parse_prometheus(text: &str) -> Samples {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (head, value) = match line.rfind(' ') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => continue,
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.find('{') {
+            Some(i) => (&head[..i], head[i + 1..].trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let mut l = std::collections::BTreeMap::new();
+        let mut rest = labels;
+        while let Some(eq) = rest.find("=\"") {
+            let k = rest[..eq].trim_start_matches(',').trim().to_string();
+            let after = &rest[eq + 2..];
+            let mut end = 0;
+            let bytes = after.as_bytes();
+            while end < bytes.len()
+                && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\'))
+            {
+                end += 1;
+            }
+            l.insert(k, after[..end.min(after.len())].to_string());
+            rest = &after[(end + 1).min(after.len())..];
+        }
+        out.push((name.to_string(), l, v));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +254,17 @@ mod tests {
             "/nodes/b-2/metrics"
         );
         assert_eq!(agents[1]["targets"][0], "127.0.0.1:4000");
+    }
+
+    #[test]
+    fn prometheus_text_is_parsed_into_samples() {
+        let s = super::parse_prometheus(
+            "# HELP x y\nlightcone_up 1\nlightcone_q{node=\"a\",what=\"say \\\"hi\\\"\"} 2.5\nbroken\n",
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].0.as_str(), s[0].2), ("lightcone_up", 1.0));
+        assert_eq!(s[1].1["node"], "a");
+        assert_eq!(s[1].1["what"], "say \\\"hi\\\"");
+        assert_eq!(s[1].2, 2.5);
     }
 }

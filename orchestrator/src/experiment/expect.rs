@@ -71,7 +71,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lightcone_agent::causal::checker::{self, HistoryOp, OpKind, OpStatus};
-use lightcone_agent::causal::{Dot, DotContext};
 use serde::{Deserialize, Serialize};
 
 use crate::topology::units;
@@ -419,116 +418,9 @@ fn parse_bound(t: &str) -> Result<Bound, String> {
     Ok((metric, op, bound, selector))
 }
 
-/// A member as one node saw it at one poll.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MemberObs {
-    pub id: u32,
-    pub state: String,
-    pub since_emulated_s: f64,
-}
-
-/// One successful `/nodes/{node}/state` poll.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatePoll {
-    pub round: u32,
-    /// Real seconds since the run's start (midpoint of the request).
-    pub t_real_s: f64,
-    pub node: String,
-    pub id: u32,
-    /// The node's emulated clock when it answered.
-    pub now_emulated_s: f64,
-    pub members: Vec<MemberObs>,
-    /// Ids of the nodes it quarantines.
-    #[serde(default)]
-    pub quarantine: Vec<u32>,
-    /// Destinations of its routing table, as the agent names them (`node:7`, `cell:0.1.2`).
-    #[serde(default)]
-    pub routes: Vec<String>,
-    /// Pulsar fixes it missed so far (its pulsars lost); `None` without a time layer.
-    #[serde(default)]
-    pub pulsar_missed: Option<u64>,
-}
-
-/// A fault the runner played, at real seconds since the start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Mark {
-    pub t_real_s: f64,
-    pub kind: String,
-    pub node: Option<String>,
-    /// A partition's groups of node names (the rest of the lab is one more side).
-    #[serde(default)]
-    pub groups: Vec<Vec<String>>,
-}
-
-/// A timeline action that could not be carried out: the fault was not injected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FailedInjection {
-    pub t_real_s: f64,
-    /// What was asked, e.g. `crash l0c0k0t3`.
-    pub action: String,
-    pub error: String,
-}
-
-/// A final read, after the load stopped: every concurrent value `node` holds for `key`
-/// (empty: never written there), each value's dot, and the key's context there (every write
-/// the replica has seen: held, or overwritten by a held one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FinalRead {
-    pub node: String,
-    pub key: String,
-    pub values: Vec<String>,
-    #[serde(default)]
-    pub dots: Vec<Dot>,
-    #[serde(default)]
-    pub context: Option<DotContext>,
-}
-
-impl FinalRead {
-    /// The replica holds `dot`, or a value written over it.
-    pub fn covers(&self, dot: Dot) -> bool {
-        self.dots.contains(&dot) || self.context.as_ref().is_some_and(|c| c.contains(dot))
-    }
-}
-
-/// Prometheus samples: (metric name, labels, value).
-pub type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
-
-/// What a run recorded, enough to evaluate every expectation.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Recording {
-    pub time_scale: f64,
-    /// Node name → hierarchical address `layer.cluster.cell.tile`.
-    pub addrs: BTreeMap<String, String>,
-    pub polls: Vec<StatePoll>,
-    pub marks: Vec<Mark>,
-    pub history: Vec<HistoryOp>,
-    /// Acknowledged writes made with durability `local`, as (key, value); every other write
-    /// was `cell`.
-    #[serde(default)]
-    pub local_writes: BTreeSet<(String, String)>,
-    /// The final reads of every key written, from every running replica of its cell.
-    pub final_reads: Vec<FinalRead>,
-    pub metrics_start: Samples,
-    pub metrics_end: Samples,
-    pub agent_cpu_s: Option<f64>,
-    /// Per agent process: (node, CPU seconds, seconds observed alive) over the run.
-    #[serde(default)]
-    pub agent_cpu: Vec<(String, f64, f64)>,
-    pub cores: u32,
-    pub real_s: f64,
-    /// Load messages the agents took (`POST /send` answered), and those refused.
-    #[serde(default)]
-    pub messages_sent: u64,
-    #[serde(default)]
-    pub messages_refused: u64,
-    /// Messages the agents delivered over the run, their counters sampled every second so
-    /// an agent's restart loses at most its last second (`None`: use start and end only).
-    #[serde(default)]
-    pub messages_delivered: Option<u64>,
-    /// Faults of the timeline that were not injected (each fails the run).
-    #[serde(default)]
-    pub failed_injections: Vec<FailedInjection>,
-}
+pub use super::record::{
+    FailedInjection, FinalRead, Mark, MemberObs, Recording, Samples, StatePoll,
+};
 
 /// The outcome of one expectation.
 #[derive(Debug, Clone, PartialEq, Serialize)]

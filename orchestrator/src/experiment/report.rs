@@ -8,16 +8,20 @@ use std::fmt::Write;
 
 use super::expand::Planned;
 use super::expect::Verdict;
-use super::runner::{Event, SeriesPoint, TimeSample};
+use super::record::{Event, SeriesPoint, TimeSample};
 use super::scenario::Scenario;
 use crate::topology::units;
 
+/// A plot's width and height, px (the SVG's viewBox).
 const W: f64 = 860.0;
 const H: f64 = 200.0;
 /// Left margin: room for tick labels like `50.822ms` beside the rotated axis title.
 const L: f64 = 72.0;
+/// Right margin, px.
 const R: f64 = 20.0;
+/// Top margin, px: room for the title.
 const T: f64 = 16.0;
+/// Bottom margin, px: room for the time axis labels.
 const B: f64 = 28.0;
 
 fn esc(s: &str) -> String {

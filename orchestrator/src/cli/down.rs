@@ -1,0 +1,83 @@
+//! `down`: stop the supervisor (it tears its own lab down), then remove whatever the
+//! ledger still names. Harmless when the lab is not up.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use lightcone::apply;
+use lightcone::state::LabDir;
+use lightcone::supervisor::SupervisorInfo;
+
+use super::{invalid, lab_dir, need_root, Failure};
+
+/// `lightcone down [LAB | --all]`.
+pub(crate) fn cmd_down(lab: Option<String>, all: bool) -> Result<(), Failure> {
+    need_root("down")?;
+    let labs = if all {
+        LabDir::all_names()
+    } else {
+        match lab {
+            Some(l) => vec![l],
+            None => match LabDir::all_names().as_slice() {
+                [] => {
+                    println!("no lab is up; nothing to do");
+                    vec![]
+                }
+                [one] => vec![one.clone()],
+                many => {
+                    return Err(invalid(anyhow!(
+                        "{} labs are up ({}); say which, or use --all",
+                        many.len(),
+                        many.join(", ")
+                    )))
+                }
+            },
+        }
+    };
+    for l in labs {
+        down_one(&l)?;
+    }
+    if all {
+        for s in apply::stray_namespaces() {
+            apply::remove_stray(&s)?;
+            println!("removed stray namespace {s}");
+        }
+    }
+    Ok(())
+}
+
+fn down_one(lab: &str) -> Result<(), Failure> {
+    let dir = lab_dir(lab)?;
+    if !dir.exists() {
+        println!("lab {lab} is not up; nothing to do");
+        return Ok(());
+    }
+    if let Some(info) = SupervisorInfo::read(&dir).filter(|i| i.alive()) {
+        // Ask the supervisor to tear down its own lab; it knows its engine and agents.
+        apply::stop_process(info.pid, info.start_time, Duration::from_secs(15));
+    } else {
+        // Before supervisor.json exists (mid-`up`), the ledger still names the supervisor.
+        for e in lightcone::state::Ledger::read(&dir) {
+            if let lightcone::state::Entry::Process {
+                pid,
+                start_time,
+                what,
+            } = e
+            {
+                if what == "supervisor" {
+                    apply::stop_process(pid, start_time, Duration::from_secs(15));
+                }
+            }
+        }
+    }
+    let removed = apply::teardown(&dir, None)?;
+    println!(
+        "lab {lab} is down{}",
+        if removed.namespaces > 0 {
+            format!(" (removed {} leftover namespaces)", removed.namespaces)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

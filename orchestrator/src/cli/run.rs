@@ -1,0 +1,89 @@
+//! `run`: play a scenario, print its verdicts; exit 1 if any expectation failed.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use lightcone::progress::Renderer;
+
+use super::{code, invalid, invalid_rendered, need_root, Failure};
+
+/// `lightcone run`: progress to stdout (stderr with --json), one line per failed expectation.
+pub(crate) fn cmd_run(
+    scenario: PathBuf,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    use lightcone::experiment;
+    let (sc, _, _) = experiment::prepare(&scenario, seed).map_err(|e| match e {
+        experiment::RunError::Scenario(e) => invalid_rendered(e),
+        e => invalid(e),
+    })?;
+    need_root("run")?;
+    let opts = experiment::RunOptions {
+        scenario,
+        seed,
+        out,
+    };
+    let mut progress = Renderer::default();
+    let o = experiment::run(&opts, |l| progress.line(l, json)).map_err(|e| {
+        Failure(
+            if e.is_invalid() {
+                code::INVALID
+            } else {
+                code::FAILURE
+            },
+            anyhow!(e),
+        )
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&o).expect("json"));
+    } else {
+        for v in &o.verdicts {
+            println!(
+                "{} {}: measured {} (expected {}{}){}",
+                if v.pass { "PASS" } else { "FAIL" },
+                v.expectation,
+                v.measured,
+                v.expected,
+                match (&v.spec, &v.looser_than_spec) {
+                    (Some(spec), Some(_)) => format!("; looser than spec: {spec}"),
+                    (Some(spec), None) => format!("; spec {spec}"),
+                    _ => String::new(),
+                },
+                if v.pass {
+                    String::new()
+                } else {
+                    format!(" — {}", v.detail)
+                }
+            );
+        }
+        println!("report: {}", o.dir.join("report.html").display());
+    }
+    drop(progress);
+    if o.passed {
+        // With --json, stdout holds the JSON document only.
+        if json {
+            eprintln!("scenario {} (seed {}) passed", sc.name, o.seed);
+        } else {
+            println!("scenario {} (seed {}) passed", sc.name, o.seed);
+        }
+        Ok(())
+    } else {
+        let failed: Vec<&str> = o
+            .verdicts
+            .iter()
+            .filter(|v| !v.pass)
+            .map(|v| v.expectation.as_str())
+            .collect();
+        Err(Failure(
+            code::FAILURE,
+            anyhow!(
+                "scenario {} failed: {} (report: {})",
+                sc.name,
+                failed.join("; "),
+                o.dir.join("report.html").display()
+            ),
+        ))
+    }
+}

@@ -1,0 +1,647 @@
+//! A typed client of a lab's supervisor API, used by the CLI and the experiment runner.
+//!
+//! One place sets what every request carries: the lab's token ([`TOKEN_HEADER`], read from
+//! the lab's `supervisor.json`) and a `Host` naming the supervisor's own loopback address
+//! (the API refuses other names, against DNS rebinding: see [`crate::http`]). Each endpoint
+//! has a method whose reply is a typed struct; the status types are the supervisor's own
+//! ([`LabStatus`], [`LinkRuntime`]); replies the supervisor builds ad hoc have small structs
+//! here with its field names. Errors are one type: the supervisor could not be reached, or
+//! it answered with an HTTP status and (usually) its `{"error": …}` words.
+//!
+//! The client is blocking (ureq) and cheap to clone: clones share one connection pool, so
+//! the runner's poller and load threads each hold one.
+
+use std::time::Duration;
+
+use lightcone_agent::causal::{Dot, DotContext};
+use lightcone_agent::kv::{Durability, Written};
+use lightcone_agent::pct;
+use serde::{Deserialize, Serialize};
+
+use crate::http::TOKEN_HEADER;
+use crate::state::LabDir;
+use crate::supervisor::{LabStatus, LinkChange, LinkRuntime, SupervisorInfo};
+
+/// How long a request may take unless a call says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a request got no usable answer. No request is retried unless a method says so; a
+/// `POST` that failed with [`ClientError::Connect`] may or may not have been applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The supervisor could not be reached, or the connection broke before an answer.
+    #[error("{path}: {message}")]
+    Connect {
+        /// The whole URL asked for.
+        url: String,
+        path: String,
+        message: String,
+    },
+    /// The supervisor answered with a status other than 2xx.
+    #[error("{path}: HTTP {status}: {body}")]
+    Status {
+        path: String,
+        status: u16,
+        /// The answer's body, trimmed.
+        body: String,
+        /// The supervisor's words (`{"error": …}`), when the body carries them.
+        error: Option<String>,
+    },
+    /// A 2xx answer that is not what the endpoint promises.
+    #[error("{path}: {message}")]
+    Decode { path: String, message: String },
+}
+
+impl ClientError {
+    /// The HTTP status, for an answer that had one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The supervisor's `{"error": …}` body.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+/// A raw answer: status and body, for endpoints whose non-2xx answers carry meaning (an
+/// agent's KV answers: 404 is "no such key", 504 an indeterminate write).
+#[derive(Debug, Clone)]
+pub struct Raw {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `POST /api/nodes/{node}/crash`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Crashed {
+    pub node: String,
+    pub was_running: bool,
+}
+
+/// `POST /api/nodes/{node}/restart`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restarted {
+    pub node: String,
+    pub pid: u32,
+}
+
+/// `POST /api/nodes/{node}/clock`: the fault as the agent took it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClockInjected {
+    pub node: String,
+    pub injected: serde_json::Value,
+}
+
+/// `POST /api/nodes/{node}/byzantine`: the node's behaviours now (`[]`: honest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ByzantineSet {
+    pub node: String,
+    pub behaviour: Vec<String>,
+}
+
+/// `POST /api/partition`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Partitioned {
+    pub links: usize,
+    pub up: bool,
+}
+
+/// The parts of a node's `/state` the CLI and the runner read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeState {
+    /// The node's id in the lab's directory.
+    pub id: u32,
+    /// The node's clock (emulated seconds since the lab's epoch).
+    pub now_emulated_s: f64,
+    /// Its cell's membership as it sees it.
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// Nodes it has quarantined (the neighbourhood watch's verdicts, and operators').
+    #[serde(default)]
+    pub quarantine: Vec<u32>,
+    /// Its routing table's destinations.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Its time layer; `None` without one.
+    #[serde(default)]
+    pub time: Option<TimeState>,
+}
+
+/// One entry of a node's membership view.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Member {
+    pub id: u32,
+    pub state: String,
+    #[serde(default)]
+    pub since_emulated_s: f64,
+}
+
+/// One entry of a node's routing table.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Route {
+    pub dest: String,
+}
+
+/// The `time` section of a node's `/state`. NaN and ∞ travel as `null`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TimeState {
+    #[serde(default)]
+    pub true_error_s: Option<f64>,
+    #[serde(default)]
+    pub sigma_s: Option<f64>,
+    #[serde(default)]
+    pub within_3sigma: bool,
+    #[serde(default)]
+    pub coverage_ratio: Option<f64>,
+    #[serde(default)]
+    pub in_holdover: bool,
+    #[serde(default)]
+    pub alarm_active: bool,
+    #[serde(default)]
+    pub alarms_total: u64,
+    #[serde(default)]
+    pub pulsar_missed_total: Option<u64>,
+}
+
+/// A key's versions (`GET /nodes/{n}/kv/{key}?siblings`): every concurrent value, each
+/// value's dot and the key's context (`None` from an agent that does not report them).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Versions {
+    pub siblings: Vec<String>,
+    #[serde(default)]
+    pub dots: Vec<Dot>,
+    #[serde(default)]
+    pub context: Option<DotContext>,
+}
+
+/// What a KV read found.
+#[derive(Debug, Clone)]
+pub enum KvRead {
+    /// 200 with the key's versions.
+    Found(Versions),
+    /// 200, but not the shape of a `?siblings` answer.
+    Unreadable,
+    /// 404: the node holds no value for the key.
+    Missing,
+}
+
+/// A client of one lab's supervisor.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    host: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client of the supervisor that wrote `info`.
+    pub fn new(info: &SupervisorInfo) -> Client {
+        let host = info
+            .api_url
+            .split_once("://")
+            .map_or(info.api_url.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Client {
+            base: info.api_url.trim_end_matches('/').to_string(),
+            host,
+            token: info.token.clone(),
+            agent: ureq::AgentBuilder::new().build(),
+        }
+    }
+
+    /// A client of a lab's running supervisor; `None` if the lab has none (not up, or its
+    /// supervisor is gone).
+    pub fn connect(dir: &LabDir) -> Option<Client> {
+        SupervisorInfo::read(dir)
+            .filter(|i| i.alive())
+            .map(|i| Client::new(&i))
+    }
+
+    /// The API's base URL (`http://127.0.0.1:PORT`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The one place a request is built: token and Host set here.
+    fn request(&self, method: &str, path: &str, timeout: Duration) -> ureq::Request {
+        self.agent
+            .request(method, &format!("{}{}", self.base, path))
+            .set("Host", &self.host)
+            .set(TOKEN_HEADER, &self.token)
+            .timeout(timeout)
+    }
+
+    fn connect_error(&self, path: &str, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Connect {
+            url: format!("{}{}", self.base, path),
+            path: path.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Sends a request; any status comes back as [`Raw`], only a transport failure is an
+    /// error.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Raw, ClientError> {
+        let req = self.request(method, path, timeout);
+        let r = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        match r {
+            Ok(r) => Ok(Raw {
+                status: r.status(),
+                body: r.into_string().unwrap_or_default(),
+            }),
+            Err(ureq::Error::Status(status, r)) => Ok(Raw {
+                status,
+                body: r.into_string().unwrap_or_default(),
+            }),
+            Err(e) => Err(self.connect_error(path, e)),
+        }
+    }
+
+    /// A 2xx answer's body, or the error the status means.
+    fn ok(path: &str, raw: Raw) -> Result<String, ClientError> {
+        if (200..300).contains(&raw.status) {
+            return Ok(raw.body);
+        }
+        let error = serde_json::from_str::<ErrorBody>(&raw.body)
+            .ok()
+            .map(|e| e.error);
+        Err(ClientError::Status {
+            path: path.to_string(),
+            status: raw.status,
+            body: raw.body.trim().to_string(),
+            error,
+        })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(path: &str, body: &str) -> Result<T, ClientError> {
+        serde_json::from_str(body).map_err(|e| ClientError::Decode {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `GET path`, a 2xx JSON answer as `T`.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let raw = self.send("GET", path, None, timeout)?;
+        Self::decode(path, &Self::ok(path, raw)?)
+    }
+
+    /// `POST path` with a JSON body, a 2xx JSON answer as `T`. Every `POST /api/…` verb is
+    /// idempotent (set a link's state, crash a node that is running), so a transport error
+    /// is retried once: a pooled keep-alive connection the server closed while idle fails
+    /// with "Unexpected EOF" before the request is read, and ureq retries only idempotent
+    /// methods by itself.
+    pub fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        let send = || {
+            self.request("POST", path, DEFAULT_TIMEOUT)
+                .set("Content-Type", "application/json")
+                .send_bytes(&bytes)
+                .map_err(Box::new)
+        };
+        let r = match send() {
+            Err(e) if matches!(*e, ureq::Error::Transport(_)) => send(),
+            r => r,
+        };
+        let raw = match r.map_err(|e| *e) {
+            Ok(r) => Raw {
+                status: r.status(),
+                body: r.into_string().unwrap_or_default(),
+            },
+            Err(ureq::Error::Status(status, r)) => Raw {
+                status,
+                body: r.into_string().unwrap_or_default(),
+            },
+            Err(e) => return Err(self.connect_error(path, e)),
+        };
+        Self::decode(path, &Self::ok(path, raw)?)
+    }
+
+    /// `GET /api/status`.
+    pub fn status(&self, timeout: Duration) -> Result<LabStatus, ClientError> {
+        self.get_json("/api/status", timeout)
+    }
+
+    /// `POST /api/links/{a}/{b}/set`: the link's configuration after the change.
+    pub fn link_set(&self, a: &str, b: &str, c: &LinkChange) -> Result<LinkRuntime, ClientError> {
+        self.post_json(&format!("/api/links/{a}/{b}/set"), c)
+    }
+
+    /// `POST /api/links/{a}/{b}/up` or `…/down`.
+    pub fn link_state(&self, a: &str, b: &str, up: bool) -> Result<LinkRuntime, ClientError> {
+        let what = if up { "up" } else { "down" };
+        self.post_json(
+            &format!("/api/links/{a}/{b}/{what}"),
+            &serde_json::json!({}),
+        )
+    }
+
+    /// `POST /api/partition`: take the links down (or, with `heal`, up) as one event.
+    pub fn partition(
+        &self,
+        links: &[(String, String)],
+        heal: bool,
+    ) -> Result<Partitioned, ClientError> {
+        self.post_json(
+            "/api/partition",
+            &serde_json::json!({ "links": links, "heal": heal }),
+        )
+    }
+
+    /// `POST /api/nodes/{node}/crash`.
+    pub fn crash(&self, node: &str) -> Result<Crashed, ClientError> {
+        self.post_json(&format!("/api/nodes/{node}/crash"), &serde_json::json!({}))
+    }
+
+    /// `POST /api/nodes/{node}/restart`.
+    pub fn restart(&self, node: &str) -> Result<Restarted, ClientError> {
+        self.post_json(
+            &format!("/api/nodes/{node}/restart"),
+            &serde_json::json!({}),
+        )
+    }
+
+    /// `POST /api/nodes/{node}/clock` with the agent's clock-fault request
+    /// ([`ClockFaultRequest`](lightcone_agent::config::ClockFaultRequest) JSON).
+    pub fn clock(
+        &self,
+        node: &str,
+        request: &impl Serialize,
+    ) -> Result<ClockInjected, ClientError> {
+        self.post_json(&format!("/api/nodes/{node}/clock"), request)
+    }
+
+    /// `POST /api/nodes/{node}/byzantine` (`[]` makes the node honest again).
+    pub fn byzantine(
+        &self,
+        node: &str,
+        behaviour: &[impl Serialize],
+    ) -> Result<ByzantineSet, ClientError> {
+        self.post_json(
+            &format!("/api/nodes/{node}/byzantine"),
+            &serde_json::json!({ "behaviour": behaviour }),
+        )
+    }
+
+    /// `GET /metrics`: every agent's and the link engine's series, merged (text format).
+    pub fn metrics(&self, timeout: Duration) -> Result<String, ClientError> {
+        let raw = self.send("GET", "/metrics", None, timeout)?;
+        Self::ok("/metrics", raw)
+    }
+
+    /// `GET /nodes/{node}/state`, as the agent's JSON (for whoever needs more than
+    /// [`NodeState`]) and typed.
+    pub fn node_state(&self, node: &str, timeout: Duration) -> Result<NodeState, ClientError> {
+        self.get_json(&format!("/nodes/{node}/state"), timeout)
+    }
+
+    /// `GET /nodes/{node}/kv/{key}?siblings`.
+    pub fn kv_get(&self, node: &str, key: &str, timeout: Duration) -> Result<KvRead, ClientError> {
+        let path = format!("/nodes/{node}/kv/{}?siblings", pct::encode(key));
+        let raw = self.send("GET", &path, None, timeout)?;
+        match raw.status {
+            200 => Ok(serde_json::from_str(&raw.body)
+                .map(KvRead::Found)
+                .unwrap_or(KvRead::Unreadable)),
+            404 => Ok(KvRead::Missing),
+            _ => Self::ok(&path, raw).map(|_| KvRead::Unreadable),
+        }
+    }
+
+    /// `POST /nodes/{node}/kv/{key}?context&durability=…`: the raw answer (200 written,
+    /// 504 indeterminate, 502 the agent was unreachable or died holding it) and, when the
+    /// agent names them, the write's dot and the context it overwrote.
+    pub fn kv_put(
+        &self,
+        node: &str,
+        key: &str,
+        value: &str,
+        durability: Durability,
+        timeout: Duration,
+    ) -> Result<(Raw, Option<Written>), ClientError> {
+        let path = format!(
+            "/nodes/{node}/kv/{}?context&durability={durability}",
+            pct::encode(key)
+        );
+        let raw = self.send("POST", &path, Some(value.as_bytes()), timeout)?;
+        let written = match raw.status {
+            200 | 504 => serde_json::from_str::<Written>(&raw.body).ok(),
+            _ => None,
+        };
+        Ok((raw, written))
+    }
+
+    /// `POST /nodes/{node}/send/{dst}`: an application message; `Ok` when the agent took it.
+    pub fn send_message(
+        &self,
+        node: &str,
+        dst: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let path = format!("/nodes/{node}/send/{dst}");
+        let raw = self.send("POST", &path, Some(payload), timeout)?;
+        if raw.status == 200 {
+            Ok(())
+        } else {
+            Self::ok(&path, raw).map(|_| ())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(url: &str) -> SupervisorInfo {
+        SupervisorInfo {
+            pid: 1,
+            start_time: 0,
+            api_url: url.into(),
+            engine: crate::supervisor::EngineChoice::Wire,
+            engine_reason: String::new(),
+            token: "t0k".into(),
+        }
+    }
+
+    #[test]
+    fn host_is_the_api_urls_authority() {
+        let c = Client::new(&info("http://127.0.0.1:4000"));
+        assert_eq!(
+            (c.base(), c.host.as_str()),
+            ("http://127.0.0.1:4000", "127.0.0.1:4000")
+        );
+        let c = Client::new(&info("http://127.0.0.1:4000/"));
+        assert_eq!(
+            (c.base(), c.host.as_str()),
+            ("http://127.0.0.1:4000", "127.0.0.1:4000")
+        );
+    }
+
+    #[test]
+    fn a_refusal_carries_the_supervisors_words() {
+        let e = Client::ok(
+            "/api/nodes/x/crash",
+            Raw {
+                status: 409,
+                body: "{\"error\":\"x's agent is not running\"}\n".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), Some(409));
+        assert!(
+            matches!(&e, ClientError::Status { error: Some(w), .. } if w == "x's agent is not running")
+        );
+        assert_eq!(
+            e.to_string(),
+            "/api/nodes/x/crash: HTTP 409: {\"error\":\"x's agent is not running\"}"
+        );
+        let e = Client::ok(
+            "/p",
+            Raw {
+                status: 502,
+                body: "bad gateway".into(),
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            ClientError::Status {
+                error: None,
+                status: 502,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn state_reads_nan_as_unsynchronized_and_tolerates_missing_sections() {
+        let s: NodeState = serde_json::from_str(
+            r#"{"id":3,"now_emulated_s":1.5,"members":[{"id":1,"state":"alive"}],
+                "time":{"true_error_s":null,"sigma_s":null,"alarms_total":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.id, s.members.len(), s.members[0].since_emulated_s),
+            (3, 1, 0.0)
+        );
+        let t = s.time.unwrap();
+        assert_eq!((t.true_error_s, t.sigma_s, t.alarms_total), (None, None, 2));
+        let s: NodeState =
+            serde_json::from_str(r#"{"id":3,"now_emulated_s":0,"time":null}"#).unwrap();
+        assert!(s.time.is_none() && s.routes.is_empty());
+    }
+
+    /// A one-shot HTTP server on loopback: answers `status` with `body` and hands back the
+    /// request it read.
+    fn serve_once(status: u16, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                head += &line;
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut b = vec![0; len];
+            r.read_exact(&mut b).unwrap();
+            head += &String::from_utf8_lossy(&b);
+            let mut s = s;
+            write!(
+                s,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            head
+        });
+        (url, h)
+    }
+
+    #[test]
+    fn every_request_carries_the_token_and_the_host() {
+        let (url, h) = serve_once(200, r#"{"node":"a","was_running":true}"#);
+        let c = Client::new(&info(&url));
+        let r = c.crash("a").unwrap();
+        assert!(r.was_running);
+        let req = h.join().unwrap().to_ascii_lowercase();
+        assert!(req.starts_with("post /api/nodes/a/crash http/1.1"), "{req}");
+        assert!(req.contains(&format!("{TOKEN_HEADER}: t0k\r\n")), "{req}");
+        assert!(
+            req.contains(&format!("host: {}\r\n", &url["http://".len()..])),
+            "{req}"
+        );
+        assert_eq!(req.matches("host:").count(), 1, "{req}");
+        assert!(req.contains("content-type: application/json"), "{req}");
+    }
+
+    #[test]
+    fn an_http_refusal_is_a_status_error_with_the_words() {
+        let (url, h) = serve_once(404, r#"{"error":"lab x has no node \"q\""}"#);
+        let e = Client::new(&info(&url)).restart("q").unwrap_err();
+        h.join().unwrap();
+        match e {
+            ClientError::Status { status, error, .. } => {
+                assert_eq!(
+                    (status, error.as_deref()),
+                    (404, Some("lab x has no node \"q\""))
+                )
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn no_server_is_a_connect_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        drop(l);
+        let e = Client::new(&info(&url))
+            .status(Duration::from_secs(2))
+            .unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Connect { url: u, .. } if u.ends_with("/api/status")),
+            "{e}"
+        );
+    }
+}

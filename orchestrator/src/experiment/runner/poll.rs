@@ -1,0 +1,158 @@
+//! The poller: each round, every node's `/state` (membership, quarantine, routes, clock);
+//! every [`METRICS_EVERY`] rounds the lab status (link delays, agent pids for CPU) and the
+//! merged `/metrics` (locality, delivered messages) too.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::super::record::{MemberObs, Recording, SeriesPoint, StatePoll, TimeObs, TimeSample};
+use super::{Shared, STATUS_TIMEOUT};
+use crate::client::{Client, NodeState};
+use crate::procstat::cpu_ticks;
+use crate::telemetry::{parse_prometheus, Samples};
+
+/// Real time between state-poll rounds.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Every how many rounds the lab status and merged metrics are read too.
+const METRICS_EVERY: u32 = 2;
+
+/// One `/state` poll: what the expectations use, and the whole (typed) answer.
+pub(super) fn poll_state(
+    api: &Client,
+    node: &str,
+    round: u32,
+    t0: Instant,
+) -> Option<(StatePoll, NodeState)> {
+    let a = t0.elapsed().as_secs_f64();
+    let r = api.node_state(node, Duration::from_secs(1));
+    let z = t0.elapsed().as_secs_f64();
+    let v = r.ok()?;
+    let poll = StatePoll {
+        round,
+        t_real_s: (a + z) / 2.0,
+        node: node.to_string(),
+        id: v.id,
+        now_emulated_s: v.now_emulated_s,
+        members: v
+            .members
+            .iter()
+            .map(|m| MemberObs {
+                id: m.id,
+                state: m.state.clone(),
+                since_emulated_s: m.since_emulated_s,
+            })
+            .collect(),
+        quarantine: v.quarantine.clone(),
+        routes: v.routes.iter().map(|r| r.dest.clone()).collect(),
+        pulsar_missed: v.time.as_ref().and_then(|t| t.pulsar_missed_total),
+    };
+    Some((poll, v))
+}
+
+/// What the poller needs from the run.
+pub(super) struct Poller {
+    pub api: Client,
+    pub shared: Arc<Mutex<Shared>>,
+    pub stop: Arc<AtomicBool>,
+    pub names: Vec<String>,
+    /// Links whose delay is plotted.
+    pub watched: Vec<String>,
+    /// The merged `/metrics` at the start: the baseline of counters.
+    pub start: Samples,
+    pub t0: Instant,
+}
+
+impl Poller {
+    /// Polls until `stop` is set.
+    pub(super) fn run(self) {
+        let Poller {
+            api,
+            shared,
+            stop,
+            names,
+            watched,
+            start,
+            t0,
+        } = self;
+        let mut round = 0u32;
+        let mut last_links: BTreeMap<String, Option<f64>> = BTreeMap::new();
+        let mut last_loc = None;
+        shared.lock().expect("shared").delivered.baseline(&start);
+        while !stop.load(Ordering::Relaxed) {
+            let began = Instant::now();
+            round += 1;
+            let (polls, clocks): (Vec<StatePoll>, Vec<Option<TimeObs>>) = names
+                .iter()
+                .filter_map(|n| {
+                    let (poll, v) = poll_state(&api, n, round, t0)?;
+                    Some((poll, v.time.as_ref().map(TimeObs::of_time)))
+                })
+                .unzip();
+            let clocks: Vec<TimeObs> = clocks.into_iter().flatten().collect();
+            let mut pt = SeriesPoint {
+                t_real_s: t0.elapsed().as_secs_f64(),
+                time: TimeSample::of(&clocks),
+                ..Default::default()
+            };
+            for p in &polls {
+                pt.quarantined += p.quarantine.len() as u32;
+                pt.routes += p.routes.len() as u32;
+                for m in &p.members {
+                    match m.state.as_str() {
+                        "alive" => pt.alive += 1,
+                        "suspect" => pt.suspect += 1,
+                        "dead" => pt.dead += 1,
+                        _ => {}
+                    }
+                }
+            }
+            let mut pids = Vec::new();
+            if round % METRICS_EVERY == 1 {
+                if let Ok(st) = api.status(STATUS_TIMEOUT) {
+                    last_links = st
+                        .links
+                        .iter()
+                        .filter(|l| watched.contains(&l.name))
+                        .map(|l| (l.name.clone(), l.up.then_some(l.delay_s)))
+                        .collect();
+                    pids = st
+                        .nodes
+                        .iter()
+                        .filter_map(|n| Some((n.agent.pid?, n.name.clone())))
+                        .collect();
+                }
+                if let Ok(text) = api.metrics(Duration::from_secs(5)) {
+                    let rec = Recording {
+                        metrics_start: start.clone(),
+                        metrics_end: parse_prometheus(&text),
+                        ..Default::default()
+                    };
+                    let inc = rec.locality();
+                    last_loc = inc.0;
+                    shared
+                        .lock()
+                        .expect("shared")
+                        .delivered
+                        .observe_delivered(&rec.metrics_end);
+                }
+            }
+            pt.links = last_links.clone();
+            pt.locality = last_loc;
+            {
+                let mut s = shared.lock().expect("shared");
+                s.polls.extend(polls);
+                s.series.push(pt);
+                for (pid, name) in pids {
+                    if let Some(t) = cpu_ticks(pid) {
+                        s.cpu_seen(pid, &name, t);
+                    }
+                }
+            }
+            if let Some(d) = POLL_INTERVAL.checked_sub(began.elapsed()) {
+                std::thread::sleep(d);
+            }
+        }
+    }
+}

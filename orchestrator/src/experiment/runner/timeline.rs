@@ -1,0 +1,161 @@
+//! Timeline execution: each planned action at `t0 + at / time_scale` through the client,
+//! load sessions started as their `load` steps come, progress and events recorded.
+
+use std::time::Duration;
+
+use super::super::expand::{Action, Planned};
+use super::super::record::{Event, FailedInjection, Mark};
+use super::load::{self, LoadCtx};
+use crate::client::Client;
+use crate::supervisor::LabStatus;
+use crate::topology::units;
+
+/// What playing the timeline recorded.
+pub(super) struct Played {
+    pub events: Vec<Event>,
+    /// The faults injected (a failed injection is not marked).
+    pub marks: Vec<Mark>,
+    pub failed_injections: Vec<FailedInjection>,
+}
+
+/// Plays `plan` from `ctx.t0` to the end of the scenario (`ctx.duration_ns` emulated) and
+/// waits for the load sessions to end.
+pub(super) fn play_all(
+    plan: &[Planned],
+    ctx: &LoadCtx<'_>,
+    progress: &mut impl FnMut(&str),
+) -> Played {
+    let (t0, ts) = (ctx.t0, ctx.lab.ts);
+    let mut played = Played {
+        events: Vec::new(),
+        marks: Vec::new(),
+        failed_injections: Vec::new(),
+    };
+    let mut loads = Vec::new();
+    let end_real = Duration::from_secs_f64(ctx.duration_ns as f64 / 1e9 / ts);
+    // Wait until `until` (real, from t0), reporting the timeline's progress in between.
+    let total_ms = end_real.as_millis() as u64;
+    let mut throttle = crate::progress::Throttle::new(Duration::from_millis(250));
+    let mut wait_until = |until: Duration, progress: &mut dyn FnMut(&str)| loop {
+        let now = t0.elapsed();
+        let done_ms = (now.as_millis() as u64).min(total_ms);
+        if let Some(m) = throttle.tick("timeline", done_ms, total_ms) {
+            progress(&m);
+        }
+        match until.checked_sub(now) {
+            Some(d) if !d.is_zero() => std::thread::sleep(d.min(Duration::from_millis(250))),
+            _ => break,
+        }
+    };
+    for p in plan {
+        let at = Duration::from_secs_f64(p.at_ns as f64 / 1e9 / ts);
+        wait_until(at, progress);
+        let t = t0.elapsed().as_secs_f64();
+        let r = play(ctx.api, &p.action);
+        load::start(ctx, &p.action, &mut loads);
+        let kind = p.action.kind().to_string();
+        let node = match &p.action {
+            Action::Crash { node }
+            | Action::Restart { node }
+            | Action::Clock { node, .. }
+            | Action::Byzantine { node, .. } => Some(node.clone()),
+            _ => None,
+        };
+        // Only what was injected is marked: a failed injection is a failed verdict line
+        // of its own, not a fault the plots and expectations assume happened.
+        let groups = match &p.action {
+            Action::Partition { groups } => groups.clone(),
+            _ => Vec::new(),
+        };
+        if r.is_ok()
+            && (matches!(
+                kind.as_str(),
+                "crash" | "restart" | "heal" | "partition" | "clock" | "byzantine" | "honest"
+            ) || kind.starts_with("link"))
+        {
+            played.marks.push(Mark {
+                t_real_s: t,
+                kind: kind.clone(),
+                node,
+                groups,
+            });
+        }
+        if let Err(e) = &r {
+            played.failed_injections.push(FailedInjection {
+                t_real_s: t,
+                action: p.action.describe(),
+                error: e.clone(),
+            });
+        }
+        let line = format!(
+            "[{:>9} emulated | {:>7.2}s real] {}{}",
+            units::fmt_ns((t * ts * 1e9) as u64),
+            t,
+            p.action.describe(),
+            match &r {
+                Ok(()) => String::new(),
+                Err(e) => format!(" — FAILED: {e}"),
+            }
+        );
+        progress(&line);
+        played.events.push(Event {
+            t_real_s: t,
+            t_emulated_s: t * ts,
+            kind,
+            detail: p.action.describe(),
+            ok: r.is_ok(),
+            error: r.err(),
+        });
+    }
+    wait_until(end_real, progress);
+    for l in loads {
+        let _ = l.join();
+    }
+    let t_end = t0.elapsed().as_secs_f64();
+    progress(&format!(
+        "[{:>9} emulated | {:>7.2}s real] end of timeline",
+        units::fmt_ns((t_end * ts * 1e9) as u64),
+        t_end
+    ));
+    played
+}
+
+/// Plays one action through the supervisor's API; the error is what the events and the
+/// failed-injection verdict show.
+fn play(api: &Client, a: &Action) -> Result<(), String> {
+    let r = match a {
+        Action::LinkDown { a, b } => api.link_state(a, b, false).map(drop),
+        Action::LinkUp { a, b } => api.link_state(a, b, true).map(drop),
+        Action::LinkSet { a, b, change } => api.link_set(a, b, change).map(drop),
+        Action::Crash { node } => api.crash(node).map(drop),
+        Action::Restart { node } => api.restart(node).map(drop),
+        Action::Clock { node, request, .. } => api.clock(node, request).map(drop),
+        Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
+        Action::Byzantine { node, behaviour } => api.byzantine(node, behaviour).map(drop),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// Links whose delay is plotted: those the timeline touches (at most 6), else the first.
+pub(super) fn watched_links(plan: &[Planned], st: &LabStatus) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for p in plan {
+        if let Action::LinkDown { a, b } | Action::LinkUp { a, b } | Action::LinkSet { a, b, .. } =
+            &p.action
+        {
+            if let Some(l) = st
+                .links
+                .iter()
+                .find(|l| (l.a == *a && l.b == *b) || (l.a == *b && l.b == *a))
+            {
+                if !v.contains(&l.name) && v.len() < 6 {
+                    v.push(l.name.clone());
+                }
+            }
+        }
+    }
+    if v.is_empty() {
+        v.extend(st.links.first().map(|l| l.name.clone()));
+    }
+    v
+}

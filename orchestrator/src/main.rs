@@ -551,7 +551,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             prometheus,
         } => {
             let topo = load(&file)?;
-            supervisor::check_not_up(&topo.name).map_err(state)?;
+            supervisor::check_not_up(&topo.name).map_err(|e| state(e.to_string()))?;
             need_root("up")?;
             if link_engine == EngineChoice::Netem {
                 let a = lightcone::link::netem::kernel_has_netem();

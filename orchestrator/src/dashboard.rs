@@ -195,7 +195,7 @@ pub fn render_page(lab: &str, token: &str) -> Result<String, tera::Error> {
 pub async fn page(State(d): State<Dash>) -> Response {
     let (lab, token) = {
         let l = d.lab.lock().expect("lab lock");
-        (l.plan.lab.clone(), l.token.clone())
+        (l.plan.lab.clone(), l.info.token.clone())
     };
     match render_page(&lab, &token) {
         Ok(html) => Html(html).into_response(),
@@ -376,7 +376,7 @@ fn linkstats(lab: &Lab) -> LinkStatsView {
         })
         .collect();
     LinkStatsView {
-        engine: lab.engine_choice,
+        engine: lab.info.engine,
         links,
         time_scale: lab.plan.time_scale,
     }

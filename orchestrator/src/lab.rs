@@ -40,18 +40,38 @@ pub struct Lab {
     pub dir: LabDir,
     pub ledger: Ledger,
     pub engine: LinkEngine,
-    pub engine_choice: EngineChoice,
-    pub engine_reason: String,
+    /// What `supervisor.json` says of this lab: its supervisor, API URL, engine and token.
+    pub info: SupervisorInfo,
     pub agents: Option<Agents>,
     /// One per planned link, in plan order.
     pub links: Vec<LinkRuntime>,
     pub started: Instant,
-    pub token: String,
-    pub api_url: String,
     /// Fault and control events, newest last (at most [`MAX_EVENTS`]).
     pub events: VecDeque<LabEvent>,
     /// Base URL of the lab's Prometheus server, when `--prometheus` started one.
     pub prometheus_url: Option<String>,
+}
+
+/// Written to `supervisor.json` once the lab is up; `status` and the CLI read it, and the
+/// running [`Lab`] keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupervisorInfo {
+    pub pid: u32,
+    pub start_time: u64,
+    pub api_url: String,
+    pub engine: EngineChoice,
+    pub engine_reason: String,
+    /// Per-lab token the dashboard's controls must present.
+    pub token: String,
+}
+
+impl SupervisorInfo {
+    pub fn read(dir: &LabDir) -> Option<SupervisorInfo> {
+        serde_json::from_slice(&std::fs::read(dir.supervisor_path()).ok()?).ok()
+    }
+    pub fn alive(&self) -> bool {
+        crate::state::same_process(self.pid, self.start_time)
+    }
 }
 
 /// A fault or control event of the lab (the dashboard's timeline).
@@ -323,17 +343,71 @@ pub fn status_of(lab: &mut Lab) -> LabStatus {
     LabStatus {
         name: plan.lab.clone(),
         state: "up".into(),
-        engine: lab.engine_choice,
-        engine_reason: lab.engine_reason.clone(),
+        engine: lab.info.engine,
+        engine_reason: lab.info.engine_reason.clone(),
         time_scale: plan.time_scale,
         seed: plan.seed,
-        supervisor_pid: std::process::id(),
+        supervisor_pid: lab.info.pid,
         uptime_s: lab.started.elapsed().as_secs_f64(),
-        api_url: lab.api_url.clone(),
-        dashboard_url: format!("{}/", lab.api_url),
-        metrics_url: format!("{}/metrics", lab.api_url),
+        api_url: lab.info.api_url.clone(),
+        dashboard_url: format!("{}/", lab.info.api_url),
+        metrics_url: format!("{}/metrics", lab.info.api_url),
         prometheus_url: lab.prometheus_url.clone(),
         nodes,
         links,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `GET /api/status` as the supervisor wrote it before its types were split out (the
+    /// field names and order of this literal), read by the typed client and written back
+    /// byte for byte.
+    #[test]
+    fn status_json_reads_back_as_written() {
+        let text = r#"{"name":"lab1","state":"up","engine":"wire","engine_reason":"asked for wire","time_scale":100.0,"seed":7,"supervisor_pid":42,"uptime_s":1.5,"api_url":"http://127.0.0.1:4000","dashboard_url":"http://127.0.0.1:4000/","metrics_url":"http://127.0.0.1:4000/metrics","prometheus_url":null,"nodes":[{"name":"n1","netns":"lc-lab1-n1","role":"tile","addr":"1.1.1.1","agent":{"state":"running","pid":43}}],"links":[{"name":"n1--n2","a":"n1","b":"n2","up":true,"delay_s":0.01,"jitter_s":0.0,"loss":0.0,"rate_bps":null}]}"#;
+        let st: LabStatus = serde_json::from_str(text).expect("status reads");
+        assert_eq!(st.nodes[0].agent.state, "running");
+        assert_eq!(st.engine, EngineChoice::Wire);
+        assert_eq!(serde_json::to_string(&st).unwrap(), text);
+    }
+
+    #[test]
+    fn unknown_names_keep_their_words() {
+        let e = LabError::NoNode {
+            lab: "lab1".into(),
+            node: "x".into(),
+        };
+        assert_eq!(e.to_string(), r#"lab lab1 has no node "x""#);
+        let e = LabError::NoLink {
+            lab: "lab1".into(),
+            a: "a".into(),
+            b: "b".into(),
+        };
+        assert_eq!(e.to_string(), "lab lab1 has no link between a and b");
+    }
+
+    #[test]
+    fn only_delay_jitter_loss_and_rate_need_a_shaping_engine() {
+        assert!(!LinkChange::default().shapes());
+        let dup = LinkChange {
+            duplicate: Some("1%".into()),
+            ..LinkChange::default()
+        };
+        assert!(!dup.shapes());
+        for c in [
+            LinkChange {
+                delay: Some("1ms".into()),
+                ..LinkChange::default()
+            },
+            LinkChange {
+                rate: Some("unlimited".into()),
+                ..LinkChange::default()
+            },
+        ] {
+            assert!(c.shapes(), "{c:?}");
+        }
     }
 }

@@ -2,13 +2,14 @@
 //! builds the kernel objects from the plan, starts the link engine
 //! ([`crate::link::engine::LinkEngine`]) and the agents, builds the lab model
 //! ([`crate::lab::Lab`]), serves the control API ([`crate::api`]) and the dashboard
-//! ([`crate::dashboard`]) on loopback from one route table ([`router`]), and tears
+//! ([`crate::dashboard`]) on loopback from one route table (`router`), and tears
 //! everything down on SIGINT/SIGTERM or `POST /api/shutdown`.
 //!
-//! What lives where: the lab model, its status types and link changes in [`crate::lab`];
-//! handlers, replies, errors and the Host/Origin/token guard in [`crate::api`]; the
-//! HTTP/1.1 server in [`crate::http`]; here, `run`/`serve`, `up`'s options, the
-//! `supervisor.json` record and the lifecycle's error ([`SupervisorError`]).
+//! What lives where: the lab model, its status types, link changes and the
+//! `supervisor.json` record in [`crate::lab`]; handlers, replies, errors and the
+//! Host/Origin/token guard in [`crate::api`]; the HTTP/1.1 server in [`crate::http`]; here,
+//! `run`/`serve`, `up`'s options, `up`'s refusal ([`LabBusy`]) and the lifecycle's error
+//! ([`SupervisorError`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,7 +37,9 @@ use crate::topology::{self, LoadError};
 // The lab model, engine choice and token header moved out of this file; other areas still
 // import them from here.
 pub use crate::http::TOKEN_HEADER;
-pub use crate::lab::{AgentStatus, LabEvent, LabStatus, LinkChange, LinkStatus, NodeStatus};
+pub use crate::lab::{
+    AgentStatus, LabEvent, LabStatus, LinkChange, LinkStatus, NodeStatus, SupervisorInfo,
+};
 pub use crate::link::engine::{resolve_engine, EngineChoice};
 
 /// What `lightcone up` asks of a supervisor.
@@ -50,27 +53,6 @@ pub struct UpOptions {
     /// Start a Prometheus server scraping the lab (see `telemetry`).
     #[serde(default)]
     pub prometheus: bool,
-}
-
-/// Written to `supervisor.json` once the lab is up; `status` and the CLI read it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SupervisorInfo {
-    pub pid: u32,
-    pub start_time: u64,
-    pub api_url: String,
-    pub engine: EngineChoice,
-    pub engine_reason: String,
-    /// Per-lab token the dashboard's controls must present.
-    pub token: String,
-}
-
-impl SupervisorInfo {
-    pub fn read(dir: &LabDir) -> Option<SupervisorInfo> {
-        serde_json::from_slice(&std::fs::read(dir.supervisor_path()).ok()?).ok()
-    }
-    pub fn alive(&self) -> bool {
-        crate::state::same_process(self.pid, self.start_time)
-    }
 }
 
 /// Why `up` refuses a lab: it is up, or an earlier run left state behind. Nothing was
@@ -376,8 +358,8 @@ async fn serve(
         start_time: process_start_time(std::process::id()).unwrap_or(0),
         api_url: api_url.clone(),
         engine: engine_choice,
-        engine_reason: engine_reason.clone(),
-        token: token.clone(),
+        engine_reason,
+        token,
     };
     // It holds the token: root's only.
     crate::state::write_private(&dir.supervisor_path(), &serde_json::to_vec_pretty(&info)?)?;
@@ -399,13 +381,10 @@ async fn serve(
         dir,
         ledger,
         engine,
-        engine_choice,
-        engine_reason,
+        info,
         agents,
         links,
         started: Instant::now(),
-        token,
-        api_url: api_url.clone(),
         events: Default::default(),
         prometheus_url: prom.as_ref().map(|p| p.url.clone()),
     }));

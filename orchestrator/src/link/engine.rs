@@ -403,3 +403,45 @@ async fn netem_samples(plan: &Plan, delay_ns: &[[u64; 2]]) -> Vec<NetemSample> {
         .flatten()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quickstart() -> Plan {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/quickstart.yaml");
+        let topo = crate::topology::load(std::path::Path::new(path)).expect("quickstart loads");
+        crate::plan::plan(&topo)
+    }
+
+    #[test]
+    fn unshaped_links_take_no_models_and_count_nothing() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let plan = quickstart();
+        let mut e = rt
+            .block_on(LinkEngine::start(EngineChoice::None, &plan))
+            .unwrap();
+        assert!(!e.shapes());
+        assert_eq!(e.describe(), None);
+        assert!(e.stats().is_empty());
+        let delays = plan.links.iter().map(|l| [l.model.delay_ns; 2]).collect();
+        assert!(rt.block_on(e.families(delays)).unwrap().is_empty());
+        let l = &plan.links[0];
+        rt.block_on(e.add_link(0, &l.model, &l.model)).unwrap();
+        rt.block_on(e.remove(0)).unwrap();
+        assert!(e.stop().is_none());
+    }
+
+    #[test]
+    fn engine_choices_name_their_reason() {
+        for (c, why) in [
+            (EngineChoice::Netem, "asked for netem"),
+            (EngineChoice::Wire, "asked for wire"),
+            (EngineChoice::None, "asked for unshaped links"),
+        ] {
+            assert_eq!(resolve_engine(c), (c, why.to_string()));
+        }
+    }
+}

@@ -511,6 +511,84 @@ mod tests {
         assert!(!html.contains("{{"), "unrendered template tags");
     }
 
+    /// The typed views print the bytes the `json!` objects they replaced printed.
+    #[test]
+    fn views_print_as_the_json_they_replaced() {
+        use serde_json::json;
+        let same = |typed: String, old: Value| assert_eq!(typed, old.to_string());
+        let row = LinkStatRow {
+            configured_delay_s: 0.5,
+            delay_sum_s: 2.0,
+            direction: "a_to_b".into(),
+            dropped_down: 1,
+            dropped_loss: 2,
+            dropped_queue: 3,
+            forwarded: 4,
+            link: "a--b".into(),
+            mean_delay_s: Some(0.5),
+            queue_packets: 5,
+            tx_errors: 6,
+            up: true,
+        };
+        same(
+            serde_json::to_string(&row).unwrap(),
+            json!({
+                "link": "a--b", "direction": "a_to_b", "up": true,
+                "forwarded": 4, "dropped_loss": 2,
+                "dropped_queue": 3, "dropped_down": 1,
+                "tx_errors": 6, "queue_packets": 5,
+                "configured_delay_s": 0.5, "delay_sum_s": 2.0,
+                "mean_delay_s": 0.5,
+            }),
+        );
+        let h = NodeHealth {
+            answers: true,
+            local_health: None,
+            peers: PeerCounts {
+                alive: 3,
+                dead: 1,
+                suspect: 0,
+            },
+            process: "running".into(),
+            view: "suspect".into(),
+        };
+        same(
+            serde_json::to_string(&h).unwrap(),
+            json!({
+                "process": "running", "answers": true, "local_health": null,
+                "peers": { "alive": 3, "suspect": 0, "dead": 1 },
+                "view": "suspect",
+            }),
+        );
+        let ev = LabEvent {
+            detail: "n1".into(),
+            kind: "crash".into(),
+            t_s: 1.25,
+        };
+        same(
+            serde_json::to_string(&ev).unwrap(),
+            json!({ "t_s": 1.25, "kind": "crash", "detail": "n1" }),
+        );
+        let failed = LogView {
+            error: Some("gone".into()),
+            lines: Vec::new(),
+            node: "n1".into(),
+        };
+        same(
+            serde_json::to_string(&failed).unwrap(),
+            json!({ "node": "n1", "lines": [], "error": "gone" }),
+        );
+        let ok = LogView {
+            error: None,
+            lines: vec!["x".into()],
+            node: "n1".into(),
+        };
+        same(
+            serde_json::to_string(&ok).unwrap(),
+            json!({ "node": "n1", "lines": ["x"] }),
+        );
+    }
+
     #[test]
     fn tail_keeps_the_last_lines() {
         let dir = tempfile::tempdir().unwrap();

@@ -74,13 +74,14 @@ impl SupervisorInfo {
     }
 }
 
-/// A fault or control event of the lab (the dashboard's timeline).
+/// A fault or control event of the lab (the dashboard's timeline). Fields in the order the
+/// dashboard has always sent them (sorted).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabEvent {
+    pub detail: String,
+    pub kind: String,
     /// Seconds since the lab came up (real).
     pub t_s: f64,
-    pub kind: String,
-    pub detail: String,
 }
 
 /// A name that is not in the lab. Nothing was changed.

@@ -46,46 +46,75 @@ use crate::lab::{status_of, Lab, LabError, LabStatus, LinkChange, LinkRuntime, P
 use crate::link::metrics as link_metrics;
 use crate::plan;
 
-/// An API error: the status and a message for a person, answered as `{"error": message}`.
-/// Whether anything changed is said where each handler returns one.
+/// Why the API refused or failed a request; answered as its status with
+/// `{"error": message}`. Each variant says what was left changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
+pub enum ApiError {
+    /// `404`: a node or link the lab does not have. Nothing changed.
+    #[error(transparent)]
+    Unknown(#[from] LabError),
+    /// `404`: a path that names no action or resource. Nothing changed.
+    #[error("{0}")]
+    NoSuchAction(String),
+    /// `400`: a request the lab cannot take (a bad value or body, no agents, unshaped
+    /// links). Nothing changed.
+    #[error("{0}")]
+    Bad(String),
+    /// `409`: the agent to crash is not running. Nothing changed.
+    #[error("{node}'s agent is not running: nothing to crash (restart it first)")]
+    NotRunning { node: String },
+    /// `500`: the link engine or an agent start failed. The lab's record (link models,
+    /// events) already holds the change; the engine got as far as the error.
+    #[error("{0}")]
+    Internal(String),
+    /// `502`: the node's agent could not be reached. The fault was not forwarded.
+    #[error("agent {node}: {error}")]
+    Unreachable { node: String, error: String },
+    /// The node's agent refused the forwarded request, with its own status and words.
+    #[error("agent {node}: {message}")]
+    Agent {
+        status: StatusCode,
+        node: String,
+        message: String,
+    },
+    /// `403`: the guard refused the `Host` or `Origin`. The handler never ran.
+    #[error("{0}")]
+    Forbidden(String),
+    /// `401`: the guard found no or a wrong token. The handler never ran.
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
+    /// The status the error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unknown(_) | ApiError::NoSuchAction(_) => StatusCode::NOT_FOUND,
+            ApiError::Bad(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotRunning { .. } => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::Agent { status, .. } => *status,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         }
     }
-    fn not_found(m: String) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, m)
-    }
-    fn bad(m: String) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, m)
-    }
-    fn internal(e: impl std::fmt::Display) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-    fn bad_gateway(node: &str, e: impl std::fmt::Display) -> Self {
-        ApiError::new(StatusCode::BAD_GATEWAY, format!("agent {node}: {e}"))
-    }
-}
 
-/// A name the lab does not have is a `404`.
-impl From<LabError> for ApiError {
-    fn from(e: LabError) -> Self {
-        ApiError::not_found(e.to_string())
+    fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+
+    fn unreachable(node: &str, e: impl std::fmt::Display) -> Self {
+        ApiError::Unreachable {
+            node: node.into(),
+            error: e.to_string(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        error_response(self.status, self.message)
+        error_response(self.status(), self.to_string())
     }
 }
 
@@ -165,11 +194,11 @@ pub async fn api_link_set(
         let mut lab = s.lab.lock().expect("lab lock");
         let i = lab.link_index(&a, &b)?;
         if !lab.engine.shapes() && change.shapes() {
-            return Err(ApiError::bad(format!("lab {} runs unshaped links (--link-engine none); bring it up with --link-engine wire or netem to shape links", lab.plan.lab)));
+            return Err(ApiError::Bad(format!("lab {} runs unshaped links (--link-engine none); bring it up with --link-engine wire or netem to shape links", lab.plan.lab)));
         }
         let mut rt = lab.links[i].clone();
-        change.apply_to(&mut rt.a_to_b).map_err(ApiError::bad)?;
-        change.apply_to(&mut rt.b_to_a).map_err(ApiError::bad)?;
+        change.apply_to(&mut rt.a_to_b).map_err(ApiError::Bad)?;
+        change.apply_to(&mut rt.b_to_a).map_err(ApiError::Bad)?;
         lab.links[i] = rt.clone();
         lab.event(
             "link_set",
@@ -204,7 +233,7 @@ pub async fn api_link_state(
         "up" => true,
         "down" => false,
         _ => {
-            return Err(ApiError::not_found(format!(
+            return Err(ApiError::NoSuchAction(format!(
                 "no link action {what:?}; use up or down"
             )))
         }
@@ -224,7 +253,7 @@ pub async fn api_link_state(
 }
 
 fn no_agents(lab: &Lab) -> ApiError {
-    ApiError::bad(format!(
+    ApiError::Bad(format!(
         "lab {} runs without agents (--no-agents)",
         lab.plan.lab
     ))
@@ -246,10 +275,7 @@ pub async fn api_node_fault(
             // Crashing a node that is not running injects nothing: say so, so a scenario
             // that meant to crash it fails instead of measuring a fault that never was.
             if !agents.kill(id) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("{node}'s agent is not running: nothing to crash (restart it first)"),
-                ));
+                return Err(ApiError::NotRunning { node });
             }
             lab.event("crash", node.clone());
             Ok(Json(NodeFaultReply::Crash(CrashReply {
@@ -264,7 +290,7 @@ pub async fn api_node_fault(
             lab.event("restart", node.clone());
             Ok(Json(NodeFaultReply::Restart(RestartReply { node, pid })))
         }
-        _ => Err(ApiError::not_found(format!(
+        _ => Err(ApiError::NoSuchAction(format!(
             "no node action {what:?}; use crash or restart"
         ))),
     }
@@ -280,11 +306,11 @@ pub async fn api_node_clock(
 ) -> Result<Json<ClockReply>, ApiError> {
     let req: lightcone_agent::config::ClockFaultRequest = serde_json::from_slice(&body)
         .map_err(|e| {
-            ApiError::bad(format!(
+            ApiError::Bad(format!(
                 "body must be JSON with one of step_ns, drift_ppb, drift, serve_bias_ns, pulsar_loss: {e}"
             ))
         })?;
-    let fault = req.to_fault().map_err(ApiError::bad)?;
+    let fault = req.to_fault().map_err(ApiError::Bad)?;
     let body = serde_json::to_vec(&req).unwrap_or_default();
     forward_node_fault(&s, &node, "/clock", body).await?;
     s.lab
@@ -305,7 +331,7 @@ pub async fn api_node_byzantine(
     UrlPath(node): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<ByzantineReply>, ApiError> {
-    let b = lightcone_agent::config::ByzantineRequest::parse(&body).map_err(ApiError::bad)?;
+    let b = lightcone_agent::config::ByzantineRequest::parse(&body).map_err(ApiError::Bad)?;
     let names: Vec<String> = b.names().into_iter().map(String::from).collect();
     let checked = lightcone_agent::config::ByzantineRequest {
         behaviour: names.clone(),
@@ -347,15 +373,16 @@ async fn forward_node_fault(
     let sock = agent_socket(s, node)?;
     let (status, reply) = agent_request(&sock, Method::POST, path, body, Duration::from_secs(5))
         .await
-        .map_err(|e| ApiError::bad_gateway(node, e))?;
+        .map_err(|e| ApiError::unreachable(node, e))?;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     if status.is_success() {
         Ok(())
     } else {
-        Err(ApiError::new(
+        Err(ApiError::Agent {
             status,
-            format!("agent {node}: {}", String::from_utf8_lossy(&reply).trim()),
-        ))
+            node: node.into(),
+            message: String::from_utf8_lossy(&reply).trim().to_string(),
+        })
     }
 }
 
@@ -492,7 +519,7 @@ pub async fn node_proxy(
     let path = match what.as_str() {
         "metrics" => "/metrics",
         "state" => "/state",
-        _ => return Err(ApiError::not_found(format!("no node resource {what:?}"))),
+        _ => return Err(ApiError::NoSuchAction(format!("no node resource {what:?}"))),
     };
     proxy_to_agent(
         &s,
@@ -522,7 +549,7 @@ async fn proxy_to_agent(
     };
     let (status, content_type, body) = agent_exchange(&sock, method, path, body, timeout)
         .await
-        .map_err(|e| ApiError::bad_gateway(node, e))?;
+        .map_err(|e| ApiError::unreachable(node, e))?;
     let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
     Ok((
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -614,8 +641,7 @@ impl Guard {
         match host {
             Some(h) if own.iter().any(|o| o.eq_ignore_ascii_case(h)) => {}
             _ => {
-                return Some(ApiError::new(
-                    StatusCode::FORBIDDEN,
+                return Some(ApiError::Forbidden(
                     format!(
                         "Host {} is not this supervisor's address; use http://127.0.0.1:{}/ (requests under other names are refused, against DNS rebinding; a tunnel must keep port {} on both ends)",
                         host.map(|h| format!("{h:?}")).unwrap_or_else(|| "(missing)".into()),
@@ -631,8 +657,7 @@ impl Guard {
                 .strip_prefix("http://")
                 .is_some_and(|h| own.iter().any(|x| x.eq_ignore_ascii_case(h)));
             if !same {
-                return Some(ApiError::new(
-                    StatusCode::FORBIDDEN,
+                return Some(ApiError::Forbidden(
                     format!(
                         "cross-origin request from {o:?} refused: only pages served by this supervisor (http://127.0.0.1:{}) may call it",
                         self.port
@@ -643,8 +668,7 @@ impl Guard {
         if !matches!(*method, Method::GET | Method::HEAD) {
             let got = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
             if !got.is_some_and(|g| token_eq(g, &self.token)) {
-                return Some(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
+                return Some(ApiError::Unauthorized(
                     format!("missing or wrong {TOKEN_HEADER} header: every {method} needs the lab's token (it is in the lab's supervisor.json)"),
                 ));
             }
@@ -701,10 +725,10 @@ mod tests {
         for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
             // The routes that took no token before: kv writes and overlay sends.
             let e = g().check(&m, &headers(&[host])).expect("refused");
-            assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{m}");
-            assert!(e.message.contains(TOKEN_HEADER), "{}", e.message);
+            assert_eq!(e.status(), StatusCode::UNAUTHORIZED, "{m}");
+            assert!(e.to_string().contains(TOKEN_HEADER), "{e}");
             let wrong = g().check(&m, &headers(&[host, (TOKEN_HEADER, "t0x")]));
-            assert_eq!(wrong.map(|r| r.status), Some(StatusCode::UNAUTHORIZED));
+            assert_eq!(wrong.map(|r| r.status()), Some(StatusCode::UNAUTHORIZED));
             assert_eq!(
                 g().check(&m, &headers(&[host, (TOKEN_HEADER, "t0k")])),
                 None
@@ -737,15 +761,14 @@ mod tests {
             "0.0.0.0:4000",
         ] {
             let e = g().check(&Method::GET, &headers(&[("host", h)])).expect(h);
-            assert_eq!(e.status, StatusCode::FORBIDDEN);
+            assert_eq!(e.status(), StatusCode::FORBIDDEN);
             assert!(
-                e.message.contains("not this supervisor's address"),
-                "{}",
-                e.message
+                e.to_string().contains("not this supervisor's address"),
+                "{e}"
             );
         }
         let e = g().check(&Method::GET, &headers(&[])).expect("no Host");
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
         // A page of another origin: refused even with the right token and Host.
         for o in [
             "http://evil.example",
@@ -758,8 +781,8 @@ mod tests {
                 &headers(&[("host", "127.0.0.1:4000"), ("origin", o), ok_token]),
             );
             let e = r.expect(o);
-            assert_eq!(e.status, StatusCode::FORBIDDEN, "{o}");
-            assert!(e.message.contains("cross-origin"), "{}", e.message);
+            assert_eq!(e.status(), StatusCode::FORBIDDEN, "{o}");
+            assert!(e.to_string().contains("cross-origin"), "{e}");
         }
         // The dashboard's own page.
         let own = headers(&[
@@ -777,6 +800,43 @@ mod tests {
             g80.check(&Method::GET, &headers(&[("host", "localhost")])),
             None
         );
+    }
+
+    #[test]
+    fn errors_keep_their_status_and_words() {
+        let cases = [
+            (
+                ApiError::from(LabError::NoNode {
+                    lab: "l".into(),
+                    node: "x".into(),
+                }),
+                404,
+                r#"lab l has no node "x""#,
+            ),
+            (
+                ApiError::NotRunning { node: "n1".into() },
+                409,
+                "n1's agent is not running: nothing to crash (restart it first)",
+            ),
+            (
+                ApiError::unreachable("n1", "connection refused"),
+                502,
+                "agent n1: connection refused",
+            ),
+            (
+                ApiError::Agent {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    node: "n1".into(),
+                    message: "no".into(),
+                },
+                422,
+                "agent n1: no",
+            ),
+        ];
+        for (e, status, words) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.to_string(), words);
+        }
     }
 
     #[test]

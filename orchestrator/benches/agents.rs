@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lightcone::client::Client;
+use lightcone::lab::LabStatus;
 use lightcone::procstat::{clock_ticks_per_s, cpu_ticks};
 use lightcone::state::LabDir;
-use lightcone::supervisor::LabStatus;
 use lightcone_agent::kv::Durability;
 
 const WINDOW: Duration = Duration::from_secs(30);

@@ -19,8 +19,8 @@ use lightcone_agent::pct;
 use serde::{Deserialize, Serialize};
 
 use crate::http::TOKEN_HEADER;
+use crate::lab::{LabStatus, LinkChange, LinkRuntime, SupervisorInfo};
 use crate::state::LabDir;
-use crate::supervisor::{LabStatus, LinkChange, LinkRuntime, SupervisorInfo};
 
 /// How long a request may take unless a call says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -487,7 +487,7 @@ mod tests {
             pid: 1,
             start_time: 0,
             api_url: url.into(),
-            engine: crate::supervisor::EngineChoice::Wire,
+            engine: crate::link::engine::EngineChoice::Wire,
             engine_reason: String::new(),
             token: "t0k".into(),
         }

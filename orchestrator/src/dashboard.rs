@@ -2,6 +2,10 @@
 //! rendered with tera) plus the read-only JSON it draws from, and a server-sent-event
 //! stream that pushes a snapshot every second so the page never reloads.
 //!
+//! It reads the lab model ([`crate::lab`]) only, not the API: the lifecycle
+//! ([`crate::supervisor`]) mounts both. Its replies are typed views (`Serialize +
+//! Deserialize`), their fields in the order the `json!` objects they replaced printed them.
+//!
 //! Routes (all GET; the fault controls reuse the supervisor's `POST /api/…` routes):
 //! - `/` the page, with the lab's token embedded (see below)
 //! - `/api/topology` nodes (hierarchical address, role) and links (level) for the layout
@@ -14,7 +18,7 @@
 //!
 //! Threat model of the token: the API and the page listen on 127.0.0.1 only. Every request
 //! that is not `GET`/`HEAD` needs the per-lab token in `x-lightcone-token` (see
-//! [`crate::http`]); the page gets it embedded when served. Any local process that can open
+//! [`crate::api::Guard`]); the page gets it embedded when served. Any local process that can open
 //! a TCP connection to loopback can fetch the page and so the token: the token does not
 //! separate local users (a multi-user host needs a firewall or a unix socket). What it does
 //! stop is a web page of another origin in the user's browser forging requests (it cannot
@@ -33,14 +37,15 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use futures::Stream;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::agents::{agent_request, AgentState};
-use crate::supervisor::{status_of, Lab};
+use crate::http::error_response;
+use crate::lab::{agent_state_name, status_of, Lab, LabEvent, LabStatus};
+use crate::link::engine::EngineChoice;
 
 const PAGE: &str = include_str!("../../dashboards/index.html");
 /// Health is recomputed at most this often, however many pages are open; large labs wait
@@ -55,31 +60,127 @@ const LOG_MAX_BYTES: u64 = 64 * 1024;
 const STREAM_FIRST_EVENTS: usize = 500;
 const STREAM_PERIOD: Duration = Duration::from_secs(1);
 
+/// What the dashboard's handlers share: the lab and the cached health view.
 #[derive(Clone)]
-struct Dash {
+pub struct Dash {
     lab: Arc<Mutex<Lab>>,
-    health: Arc<tokio::sync::Mutex<Option<(Instant, Value)>>>,
+    health: Arc<tokio::sync::Mutex<Option<(Instant, Health)>>>,
 }
 
-/// Compare tokens without an early exit on the first differing byte.
-pub fn token_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+impl Dash {
+    pub fn new(lab: Arc<Mutex<Lab>>) -> Dash {
+        Dash {
+            lab,
+            health: Default::default(),
+        }
+    }
 }
 
-pub fn routes<S: Clone + Send + Sync + 'static>(lab: Arc<Mutex<Lab>>) -> Router<S> {
-    let d = Dash {
-        lab,
-        health: Default::default(),
-    };
-    Router::new()
-        .route("/", get(page))
-        .route("/api/topology", get(topology))
-        .route("/api/health", get(health_route))
-        .route("/api/linkstats", get(linkstats_route))
-        .route("/api/events", get(events_route))
-        .route("/api/log/{node}", get(log_route))
-        .route("/api/stream", get(stream))
-        .with_state(d)
+/// `GET /api/topology`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopologyView {
+    pub lab: String,
+    pub links: Vec<TopologyLink>,
+    pub nodes: Vec<TopologyNode>,
+    pub time_scale: f64,
+}
+
+/// A node of [`TopologyView`]: name, role and hierarchical address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopologyNode {
+    pub addr: String,
+    pub cell: u16,
+    pub cluster: u16,
+    pub layer: u16,
+    pub name: String,
+    pub role: lightcone_agent::config::Role,
+    pub tile: u16,
+}
+
+/// A link of [`TopologyView`], with its level in the hierarchy (`cell`, `cluster`, …).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopologyLink {
+    pub a: String,
+    pub b: String,
+    pub level: String,
+    pub name: String,
+}
+
+/// `GET /api/health`: per node name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub nodes: BTreeMap<String, NodeHealth>,
+}
+
+/// One node's health: its agent process and how its peers see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// Whether its agent answered `/state` this time.
+    pub answers: bool,
+    pub local_health: Option<i64>,
+    pub peers: PeerCounts,
+    /// `running`, `exited` or `none`.
+    pub process: String,
+    /// See [`peer_view`].
+    pub view: String,
+}
+
+/// Peers reporting a node in each membership state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct PeerCounts {
+    pub alive: u32,
+    pub dead: u32,
+    pub suspect: u32,
+}
+
+/// `GET /api/linkstats`: the wire engine's counters (no rows for netem or unshaped links).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkStatsView {
+    pub engine: EngineChoice,
+    pub links: Vec<LinkStatRow>,
+    pub time_scale: f64,
+}
+
+/// One link direction of [`LinkStatsView`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkStatRow {
+    pub configured_delay_s: f64,
+    pub delay_sum_s: f64,
+    pub direction: String,
+    pub dropped_down: u64,
+    pub dropped_loss: u64,
+    pub dropped_queue: u64,
+    pub forwarded: u64,
+    pub link: String,
+    /// Achieved mean one-way delay, real seconds; `null` before the first frame.
+    pub mean_delay_s: Option<f64>,
+    pub queue_packets: u64,
+    pub tx_errors: u64,
+    pub up: bool,
+}
+
+/// `GET /api/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventsView {
+    pub events: Vec<LabEvent>,
+}
+
+/// `GET /api/log/{node}`: the tail of the node's log, or why it could not be read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub lines: Vec<String>,
+    pub node: String,
+}
+
+/// One `snapshot` event of `/api/stream`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub events: Vec<LabEvent>,
+    pub health: Health,
+    pub linkstats: LinkStatsView,
+    pub status: LabStatus,
 }
 
 /// Render the page with the lab's name and token.
@@ -90,10 +191,11 @@ pub fn render_page(lab: &str, token: &str) -> Result<String, tera::Error> {
     tera::Tera::one_off(PAGE, &ctx, true)
 }
 
-async fn page(State(d): State<Dash>) -> Response {
+/// `GET /`: the page.
+pub async fn page(State(d): State<Dash>) -> Response {
     let (lab, token) = {
         let l = d.lab.lock().expect("lab lock");
-        (l.plan.lab.clone(), l.token.clone())
+        (l.plan.lab.clone(), l.info.token.clone())
     };
     match render_page(&lab, &token) {
         Ok(html) => Html(html).into_response(),
@@ -101,34 +203,47 @@ async fn page(State(d): State<Dash>) -> Response {
     }
 }
 
-async fn topology(State(d): State<Dash>) -> Json<Value> {
+/// `GET /api/topology`.
+pub async fn topology(State(d): State<Dash>) -> Json<TopologyView> {
     let lab = d.lab.lock().expect("lab lock");
     let p = &lab.plan;
-    let nodes: Vec<Value> = p
+    let nodes = p
         .nodes
         .iter()
-        .map(|n| {
-            json!({
-                "name": n.name, "role": n.role, "addr": n.addr.to_string(),
-                "layer": n.addr.layer, "cluster": n.addr.cluster, "cell": n.addr.cell, "tile": n.addr.tile,
-            })
+        .map(|n| TopologyNode {
+            addr: n.addr.to_string(),
+            cell: n.addr.cell,
+            cluster: n.addr.cluster,
+            layer: n.addr.layer,
+            name: n.name.clone(),
+            role: n.role,
+            tile: n.addr.tile,
         })
         .collect();
-    let links: Vec<Value> = p
+    let links = p
         .links
         .iter()
-        .map(|l| {
-            json!({
-                "name": l.name, "a": p.nodes[l.a.node].name, "b": p.nodes[l.b.node].name, "level": l.level,
-            })
+        .map(|l| TopologyLink {
+            a: p.nodes[l.a.node].name.clone(),
+            b: p.nodes[l.b.node].name.clone(),
+            level: serde_json::to_value(l.level)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            name: l.name.clone(),
         })
         .collect();
-    Json(json!({ "lab": p.lab, "time_scale": p.time_scale, "nodes": nodes, "links": links }))
+    Json(TopologyView {
+        lab: p.lab.clone(),
+        links,
+        nodes,
+        time_scale: p.time_scale,
+    })
 }
 
 /// Per node: agent process state, and its peers' view of it.
-async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Value {
-    let (names, procs, sockets) = {
+async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Health {
+    let (names, mut procs, sockets) = {
         let mut l = lab.lock().expect("lab lock");
         let names: Vec<String> = l.plan.nodes.iter().map(|n| n.name.clone()).collect();
         let dir = l.dir.path.clone();
@@ -142,12 +257,7 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Value {
             if st == AgentState::Running {
                 sockets.push((i, crate::plan::agent_socket(&dir, i)));
             }
-            procs.push(
-                serde_json::to_value(st)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-            );
+            procs.push(agent_state_name(st));
         }
         (names, procs, sockets)
     };
@@ -181,22 +291,26 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Value {
             }
         }
     }
-    let nodes: BTreeMap<&str, Value> = names
-        .iter()
+    let nodes = names
+        .into_iter()
         .enumerate()
         .map(|(i, n)| {
-            let [a, s, dd] = counts[i];
-            (
-                n.as_str(),
-                json!({
-                    "process": procs[i], "answers": answered[i], "local_health": local_health[i],
-                    "peers": { "alive": a, "suspect": s, "dead": dd },
-                    "view": peer_view(a, s, dd),
-                }),
-            )
+            let [alive, suspect, dead] = counts[i];
+            let h = NodeHealth {
+                answers: answered[i],
+                local_health: local_health[i],
+                peers: PeerCounts {
+                    alive,
+                    dead,
+                    suspect,
+                },
+                process: std::mem::take(&mut procs[i]),
+                view: peer_view(alive, suspect, dead).into(),
+            };
+            (n, h)
         })
         .collect();
-    json!({ "nodes": nodes })
+    Health { nodes }
 }
 
 /// How a node's peers see it: `dead` once a strict majority of the peers reporting it say
@@ -215,7 +329,7 @@ pub fn peer_view(alive: u32, suspect: u32, dead: u32) -> &'static str {
     }
 }
 
-async fn health(d: &Dash) -> Value {
+async fn health(d: &Dash) -> Health {
     let nodes = d.lab.lock().expect("lab lock").plan.nodes.len() as u32;
     let max_age = HEALTH_MAX_AGE.max(HEALTH_AGE_PER_NODE * nodes);
     let mut cache = d.health.lock().await;
@@ -229,58 +343,65 @@ async fn health(d: &Dash) -> Value {
     v
 }
 
-async fn health_route(State(d): State<Dash>) -> Json<Value> {
+/// `GET /api/health`.
+pub async fn health_route(State(d): State<Dash>) -> Json<Health> {
     Json(health(&d).await)
 }
 
-fn linkstats(lab: &Lab) -> Value {
-    let stats: Vec<Value> = lab
-        .wire_stats()
-        .iter()
+fn linkstats(lab: &Lab) -> LinkStatsView {
+    let links = lab
+        .engine
+        .stats()
+        .into_iter()
         .map(|s| {
             let mean = if s.forwarded > 0 {
                 Some(s.delay_sum_s / s.forwarded as f64)
             } else {
                 None
             };
-            json!({
-                "link": s.link, "direction": s.direction.label(), "up": s.up,
-                "forwarded": s.forwarded, "dropped_loss": s.dropped_loss,
-                "dropped_queue": s.dropped_queue, "dropped_down": s.dropped_down,
-                "tx_errors": s.tx_errors, "queue_packets": s.queue_packets,
-                "configured_delay_s": s.configured_delay_s, "delay_sum_s": s.delay_sum_s,
-                "mean_delay_s": mean,
-            })
+            LinkStatRow {
+                configured_delay_s: s.configured_delay_s,
+                delay_sum_s: s.delay_sum_s,
+                direction: s.direction.label().into(),
+                dropped_down: s.dropped_down,
+                dropped_loss: s.dropped_loss,
+                dropped_queue: s.dropped_queue,
+                forwarded: s.forwarded,
+                link: s.link,
+                mean_delay_s: mean,
+                queue_packets: s.queue_packets,
+                tx_errors: s.tx_errors,
+                up: s.up,
+            }
         })
         .collect();
-    json!({ "engine": lab.engine_choice, "time_scale": lab.plan.time_scale, "links": stats })
+    LinkStatsView {
+        engine: lab.info.engine,
+        links,
+        time_scale: lab.plan.time_scale,
+    }
 }
 
-async fn linkstats_route(State(d): State<Dash>) -> Json<Value> {
+/// `GET /api/linkstats`.
+pub async fn linkstats_route(State(d): State<Dash>) -> Json<LinkStatsView> {
     Json(linkstats(&d.lab.lock().expect("lab lock")))
 }
 
 #[derive(Deserialize)]
-struct Since {
+pub struct Since {
     since: Option<f64>,
 }
 
-fn events_after(lab: &Lab, since: f64, max: usize) -> Vec<Value> {
-    let new: Vec<&crate::supervisor::LabEvent> =
-        lab.events.iter().filter(|e| e.t_s > since).collect();
-    new[new.len().saturating_sub(max)..]
-        .iter()
-        .map(|e| json!(e))
-        .collect()
-}
-
-async fn events_route(State(d): State<Dash>, Query(q): Query<Since>) -> Json<Value> {
+/// `GET /api/events?since=T`.
+pub async fn events_route(State(d): State<Dash>, Query(q): Query<Since>) -> Json<EventsView> {
     let lab = d.lab.lock().expect("lab lock");
-    Json(json!({ "events": events_after(&lab, q.since.unwrap_or(-1.0), usize::MAX) }))
+    Json(EventsView {
+        events: lab.events_after(q.since.unwrap_or(-1.0), usize::MAX),
+    })
 }
 
 #[derive(Deserialize)]
-struct Lines {
+pub struct Lines {
     lines: Option<usize>,
 }
 
@@ -303,32 +424,36 @@ pub fn tail(path: &std::path::Path, n: usize) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
-async fn log_route(
+/// `GET /api/log/{node}?lines=N`.
+pub async fn log_route(
     State(d): State<Dash>,
     UrlPath(node): UrlPath<String>,
     Query(q): Query<Lines>,
 ) -> Response {
     let path = {
         let lab = d.lab.lock().expect("lab lock");
-        if lab.plan.node_index(&node).is_none() {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({ "error": format!("lab {} has no node {node:?}", lab.plan.lab) })),
-            )
-                .into_response();
+        if let Err(e) = lab.node(&node) {
+            return error_response(StatusCode::NOT_FOUND, e.to_string());
         }
         lab.dir.logs().join(format!("{node}.log"))
     };
     let n = q.lines.unwrap_or(50).min(LOG_MAX_LINES);
-    match tail(&path, n) {
-        Ok(lines) => Json(json!({ "node": node, "lines": lines })).into_response(),
-        Err(e) => {
-            Json(json!({ "node": node, "lines": [], "error": e.to_string() })).into_response()
-        }
-    }
+    let view = match tail(&path, n) {
+        Ok(lines) => LogView {
+            error: None,
+            lines,
+            node,
+        },
+        Err(e) => LogView {
+            error: Some(e.to_string()),
+            lines: Vec::new(),
+            node,
+        },
+    };
+    Json(view).into_response()
 }
 
-async fn snapshot(d: &Dash, since: f64, first: bool) -> (Value, f64) {
+async fn snapshot(d: &Dash, since: f64, first: bool) -> (Snapshot, f64) {
     let h = health(d).await;
     let mut lab = d.lab.lock().expect("lab lock");
     let max = if first {
@@ -336,24 +461,28 @@ async fn snapshot(d: &Dash, since: f64, first: bool) -> (Value, f64) {
     } else {
         usize::MAX
     };
-    let events = events_after(&lab, since, max);
+    let events = lab.events_after(since, max);
     let last = lab.events.back().map(|e| e.t_s).unwrap_or(since).max(since);
-    let v = json!({
-        "status": status_of(&mut lab),
-        "health": h,
-        "linkstats": linkstats(&lab),
-        "events": events,
-    });
+    let status = status_of(&mut lab);
+    let v = Snapshot {
+        events,
+        health: h,
+        linkstats: linkstats(&lab),
+        status,
+    };
     (v, last)
 }
 
-async fn stream(State(d): State<Dash>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// `GET /api/stream`: server-sent `snapshot` events, one a second.
+pub async fn stream(State(d): State<Dash>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let s = futures::stream::unfold((d, -1.0f64, true), |(d, since, first)| async move {
         if !first {
             tokio::time::sleep(STREAM_PERIOD).await;
         }
         let (v, last) = snapshot(&d, since, first).await;
-        let ev = Event::default().event("snapshot").data(v.to_string());
+        let ev = Event::default()
+            .event("snapshot")
+            .data(serde_json::to_string(&v).unwrap_or_default());
         Some((Ok(ev), (d, last, false)))
     });
     Sse::new(s).keep_alive(KeepAlive::default())
@@ -375,19 +504,89 @@ mod tests {
     }
 
     #[test]
-    fn token_compare() {
-        assert!(token_eq("abc", "abc"));
-        assert!(!token_eq("abc", "abd"));
-        assert!(!token_eq("abc", "abcd"));
-        assert!(!token_eq("", "a"));
-    }
-
-    #[test]
     fn page_embeds_lab_and_token() {
         let html = render_page("lab-1", "00ff").unwrap();
         assert!(html.contains("\"00ff\""), "token not embedded");
         assert!(html.contains("\"lab-1\""));
         assert!(!html.contains("{{"), "unrendered template tags");
+    }
+
+    /// The typed views print the bytes the `json!` objects they replaced printed.
+    #[test]
+    fn views_print_as_the_json_they_replaced() {
+        use serde_json::json;
+        let same = |typed: String, old: Value| assert_eq!(typed, old.to_string());
+        let row = LinkStatRow {
+            configured_delay_s: 0.5,
+            delay_sum_s: 2.0,
+            direction: "a_to_b".into(),
+            dropped_down: 1,
+            dropped_loss: 2,
+            dropped_queue: 3,
+            forwarded: 4,
+            link: "a--b".into(),
+            mean_delay_s: Some(0.5),
+            queue_packets: 5,
+            tx_errors: 6,
+            up: true,
+        };
+        same(
+            serde_json::to_string(&row).unwrap(),
+            json!({
+                "link": "a--b", "direction": "a_to_b", "up": true,
+                "forwarded": 4, "dropped_loss": 2,
+                "dropped_queue": 3, "dropped_down": 1,
+                "tx_errors": 6, "queue_packets": 5,
+                "configured_delay_s": 0.5, "delay_sum_s": 2.0,
+                "mean_delay_s": 0.5,
+            }),
+        );
+        let h = NodeHealth {
+            answers: true,
+            local_health: None,
+            peers: PeerCounts {
+                alive: 3,
+                dead: 1,
+                suspect: 0,
+            },
+            process: "running".into(),
+            view: "suspect".into(),
+        };
+        same(
+            serde_json::to_string(&h).unwrap(),
+            json!({
+                "process": "running", "answers": true, "local_health": null,
+                "peers": { "alive": 3, "suspect": 0, "dead": 1 },
+                "view": "suspect",
+            }),
+        );
+        let ev = LabEvent {
+            detail: "n1".into(),
+            kind: "crash".into(),
+            t_s: 1.25,
+        };
+        same(
+            serde_json::to_string(&ev).unwrap(),
+            json!({ "t_s": 1.25, "kind": "crash", "detail": "n1" }),
+        );
+        let failed = LogView {
+            error: Some("gone".into()),
+            lines: Vec::new(),
+            node: "n1".into(),
+        };
+        same(
+            serde_json::to_string(&failed).unwrap(),
+            json!({ "node": "n1", "lines": [], "error": "gone" }),
+        );
+        let ok = LogView {
+            error: None,
+            lines: vec!["x".into()],
+            node: "n1".into(),
+        };
+        same(
+            serde_json::to_string(&ok).unwrap(),
+            json!({ "node": "n1", "lines": ["x"] }),
+        );
     }
 
     #[test]

@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::kernel::{self, Netns};
+use crate::lab::SupervisorInfo;
+use crate::link::engine::EngineChoice;
 use crate::link::netem::{self, Availability};
 use crate::state::{self, Entry, LabDir, Ledger};
-use crate::supervisor::{EngineChoice, SupervisorInfo};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

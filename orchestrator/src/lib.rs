@@ -1,5 +1,6 @@
 //! lightcone orchestrator library: topology → plan → apply → supervise.
 pub mod agents;
+pub mod api;
 pub mod apply;
 pub mod client;
 pub mod dashboard;
@@ -8,6 +9,7 @@ pub mod experiment;
 pub mod http;
 pub mod kernel;
 pub mod keys;
+pub mod lab;
 pub mod link;
 pub mod plan;
 pub mod procstat;

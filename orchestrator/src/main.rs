@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use clap::{Parser, Subcommand};
 use cli::{api, invalid, lab_plan, pick_lab, supervisor_of, Failure, Rendered};
-use lightcone::supervisor::EngineChoice;
+use lightcone::link::engine::EngineChoice;
 use lightcone::topology::diag::error_chain;
 use lightcone::topology::units;
 

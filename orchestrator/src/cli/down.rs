@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use lightcone::apply;
+use lightcone::lab::SupervisorInfo;
 use lightcone::state::LabDir;
-use lightcone::supervisor::SupervisorInfo;
 
 use super::{invalid, lab_dir, need_root, Failure};
 

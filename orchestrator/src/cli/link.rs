@@ -1,8 +1,8 @@
 //! `link set|down|up`: change one link of a running lab and print what it is now.
 
 use anyhow::anyhow;
+use lightcone::lab::{LinkChange, LinkRuntime};
 use lightcone::link::model::{LinkModel, LossModel};
-use lightcone::supervisor::{LinkChange, LinkRuntime};
 use lightcone::topology::units;
 
 use super::{client_failure, invalid, pick_lab, supervisor_of, Failure};

@@ -26,9 +26,9 @@ pub(crate) use up::{cmd_supervise, cmd_up};
 
 use anyhow::anyhow;
 use lightcone::client::{Client, ClientError};
+use lightcone::link::engine::EngineChoice;
 use lightcone::plan::{self, Plan};
 use lightcone::state::LabDir;
-use lightcone::supervisor::EngineChoice;
 use lightcone::topology::{self, LoadError};
 
 /// Exit codes, also listed in `--help`.

@@ -1,8 +1,8 @@
 //! `status`: every lab (or one), as its supervisor reports it.
 
 use lightcone::client::{Client, DEFAULT_TIMEOUT};
+use lightcone::lab::LabStatus;
 use lightcone::state::LabDir;
-use lightcone::supervisor::LabStatus;
 
 use super::{client_failure, engine_arg, lab_dir, state, Failure};
 

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Context};
+use lightcone::lab::SupervisorInfo;
+use lightcone::link::engine::EngineChoice;
 use lightcone::progress::Renderer;
 use lightcone::state::LabDir;
-use lightcone::supervisor::{self, EngineChoice, SupervisorInfo, UpOptions};
+use lightcone::supervisor::{self, UpOptions};
 
 use super::{code, engine_arg, load, need_root, state, Failure};
 
@@ -23,7 +25,7 @@ pub(crate) fn cmd_up(
     prometheus: bool,
 ) -> Result<(), Failure> {
     let topo = load(&file)?;
-    supervisor::check_not_up(&topo.name).map_err(state)?;
+    supervisor::check_not_up(&topo.name).map_err(|e| state(e.to_string()))?;
     need_root("up")?;
     if link_engine == EngineChoice::Netem {
         let a = lightcone::link::netem::kernel_has_netem();

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::supervisor::LinkChange;
+use crate::lab::LinkChange;
 use crate::topology::{units, Topology};
 
 use super::scenario::{Scenario, Selector, Verb};

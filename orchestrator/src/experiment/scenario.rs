@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::supervisor::LinkChange;
+use crate::lab::LinkChange;
 use crate::topology::diag::did_you_mean;
 use crate::topology::yaml::{self, Node, Pos, Value};
 use crate::topology::{units, Diagnostics};

@@ -1,7 +1,7 @@
 //! The per-link Prometheus series, defined once for both engines, and the one renderer of
 //! link metrics.
 //!
-//! - wire: [`super::wire::WireMetrics`] registers a [`LinkSeries`] in the lab's registry and
+//! - wire: the wire engine's `WireMetrics` registers a [`LinkSeries`] in the lab's registry and
 //!   updates it as frames pass (every outcome, the achieved-delay histogram).
 //! - netem: the kernel keeps the counters; on each scrape the supervisor reads every link
 //!   end's root qdisc ([`super::netem::stats`]) and [`netem_families`] turns those readings
@@ -16,7 +16,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{HistogramOpts, Opts, Registry};
 
 use super::netem::NetemStats;
-use super::wire::{Direction, DELAY_BUCKETS_S};
+use super::stats::{Direction, DELAY_BUCKETS_S};
 
 /// `outcome` of netem's drops: the qdisc's one drop counter covers the loss model and a full
 /// queue alike.

@@ -60,6 +60,9 @@ use prometheus::{Gauge, Histogram, IntCounter, IntGauge, Registry};
 use super::metrics::LinkSeries;
 use super::model::LinkModel;
 use super::shaper::{Drop as DropReason, Shaper, Verdict};
+/// The engines' shared stats vocabulary, re-exported where the wire engine's callers
+/// have always found it.
+pub use super::stats::{Direction, LinkStats, DELAY_BUCKETS_S};
 use crate::kernel::{KernelError, Netns};
 
 /// Wake this long before a frame is due and spin the rest (timer wake-up latency).
@@ -82,18 +85,6 @@ const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-/// Upper bounds (real seconds) of the achieved-delay histogram: 10 µs × 2^k, to ~45 min.
-pub const DELAY_BUCKETS_S: [f64; 29] = {
-    let mut b = [0.0; 29];
-    let mut i = 0;
-    let mut v = 1e-5;
-    while i < 29 {
-        b[i] = v;
-        v *= 2.0;
-        i += 1;
-    }
-    b
-};
 
 /// Errors of the wire engine. Each says whether anything changed.
 #[derive(Debug, thiserror::Error)]
@@ -140,45 +131,6 @@ pub enum PortSpec {
     Fd(OwnedFd),
     /// Interface `ifname` in the named namespace: the engine opens the socket itself.
     Netns { netns: String, ifname: String },
-}
-
-/// A link's direction: from end `a` to end `b`, or back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Direction {
-    AToB,
-    BToA,
-}
-
-impl Direction {
-    pub fn label(self) -> &'static str {
-        match self {
-            Direction::AToB => "a_to_b",
-            Direction::BToA => "b_to_a",
-        }
-    }
-}
-
-/// Counters of one link direction, read by [`WireEngine::stats`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct LinkStats {
-    pub link: String,
-    pub direction: Direction,
-    pub up: bool,
-    pub forwarded: u64,
-    pub dropped_loss: u64,
-    pub dropped_queue: u64,
-    pub dropped_down: u64,
-    /// Frames the kernel refused to send (counted apart from the model's drops).
-    pub tx_errors: u64,
-    pub queue_packets: u64,
-    pub queue_bytes: u64,
-    /// Configured one-way delay, real seconds (emulated ÷ time_scale, without jitter).
-    pub configured_delay_s: f64,
-    /// Achieved one-way delay: counts per bucket, upper bounds in [`DELAY_BUCKETS_S`]; the
-    /// last element counts frames above the last bound.
-    pub delay_buckets: Vec<u64>,
-    /// Sum of achieved delays, real seconds (mean = sum / forwarded).
-    pub delay_sum_s: f64,
 }
 
 #[derive(Debug)]
@@ -788,23 +740,22 @@ fn epoll_del(epfd: RawFd, fd: RawFd) {
 
 /// Monotonic clock, ns. The shaper's `now`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// `CLOCK_REALTIME`, ns: the clock of the kernel's receive timestamps.
 pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+#[inline]
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

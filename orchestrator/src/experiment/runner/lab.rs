@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use super::super::scenario::{Scenario, TopologySource};
 use super::RunError;
 use crate::client::Client;
+use crate::lab::SupervisorInfo;
 use crate::state::LabDir;
-use crate::supervisor::SupervisorInfo;
 use crate::topology::Topology;
 
 /// This executable. `/proc/self/exe` still runs when a rebuild replaced the file on disk

@@ -39,8 +39,8 @@ use super::record::{Recording, SeriesPoint, StatePoll};
 use super::scenario::{self, Scenario};
 use super::validate;
 use crate::client::ClientError;
+use crate::lab::LabStatus;
 use crate::procstat::{clock_ticks_per_s, cpu_ticks};
-use crate::supervisor::LabStatus;
 use crate::telemetry::{parse_prometheus, Samples};
 use crate::topology::Topology;
 

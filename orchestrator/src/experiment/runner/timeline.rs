@@ -7,7 +7,7 @@ use super::super::expand::{Action, Planned};
 use super::super::record::{Event, FailedInjection, Mark};
 use super::load::{self, LoadCtx};
 use crate::client::Client;
-use crate::supervisor::LabStatus;
+use crate::lab::LabStatus;
 use crate::topology::units;
 
 /// What playing the timeline recorded.

@@ -10,7 +10,7 @@ use super::super::record::{Recording, StatePoll};
 use super::poll::poll_state;
 use super::{cell_key, LabView};
 use crate::client::Client;
-use crate::supervisor::LabStatus;
+use crate::lab::LabStatus;
 use crate::topology::units;
 
 /// Longest real wait for the cell's membership to converge before the timeline starts.

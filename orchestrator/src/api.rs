@@ -1,0 +1,891 @@
+//! The supervisor's control API: the handlers of `/api/…` (status, link and node faults,
+//! partitions, shutdown), `/metrics` (the link engine's series merged with every agent's)
+//! and `/nodes/{n}/…` (an agent's metrics, state, key-value store and overlay sends,
+//! proxied), their typed replies and their one error type ([`ApiError`], answered as
+//! `{"error": "…"}`), and the [`Guard`] every route sits behind (`Host`, `Origin`, token).
+//!
+//! It works on the lab model ([`crate::lab`]) only; the dashboard is its neighbour, not its
+//! dependency. The lifecycle ([`crate::supervisor`]) mounts these handlers and the
+//! dashboard's in one route table.
+//!
+//! # Guard
+//! Checked before any handler, in this order:
+//! 1. `Host` must name the supervisor itself: `127.0.0.1:PORT`, `localhost:PORT` or
+//!    `[::1]:PORT`. A page served from an attacker's domain that re-resolves to 127.0.0.1
+//!    (DNS rebinding) sends its own domain as `Host` and is refused, so it can read neither
+//!    the dashboard (which embeds the token) nor any JSON.
+//! 2. `Origin`, when present, must be `http://` + one of those: browsers send it on
+//!    cross-origin requests, and a form or a `text/plain` fetch from another site needs no
+//!    CORS preflight, so this refuses them even before the token check.
+//! 3. Every method other than `GET`/`HEAD` changes state and needs the lab's token in
+//!    [`TOKEN_HEADER`] (the dashboard page embeds it; the CLI and the runner read it from
+//!    `supervisor.json`, which is 0600).
+//!
+//! Refusals are `403` (address or origin) or `401` (token) with a JSON `{"error": …}` that
+//! says what was wrong; the handler never ran, so nothing changed.
+//!
+//! # Replies
+//! Typed (`Serialize + Deserialize`, so a client reads what the supervisor writes). Their
+//! fields are declared in the order the `serde_json::json!` objects they replace printed
+//! them (sorted), so the bytes on the wire are the same.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::agents::{agent_exchange, agent_request};
+use crate::http::{error_response, TOKEN_HEADER};
+use crate::lab::{status_of, Lab, LabError, LabStatus, LinkChange, LinkRuntime, Partition};
+use crate::link::metrics as link_metrics;
+use crate::plan;
+
+/// Why the API refused or failed a request; answered as its status with
+/// `{"error": message}`. Each variant says what was left changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// `404`: a node or link the lab does not have. Nothing changed.
+    #[error(transparent)]
+    Unknown(#[from] LabError),
+    /// `404`: a path that names no action or resource. Nothing changed.
+    #[error("{0}")]
+    NoSuchAction(String),
+    /// `400`: a request the lab cannot take (a bad value or body, no agents, unshaped
+    /// links). Nothing changed.
+    #[error("{0}")]
+    Bad(String),
+    /// `409`: the agent to crash is not running. Nothing changed.
+    #[error("{node}'s agent is not running: nothing to crash (restart it first)")]
+    NotRunning { node: String },
+    /// `500`: the link engine or an agent start failed. The lab's record (link models,
+    /// events) already holds the change; the engine got as far as the error.
+    #[error("{0}")]
+    Internal(String),
+    /// `502`: the node's agent could not be reached. The fault was not forwarded.
+    #[error("agent {node}: {error}")]
+    Unreachable { node: String, error: String },
+    /// The node's agent refused the forwarded request, with its own status and words.
+    #[error("agent {node}: {message}")]
+    Agent {
+        status: StatusCode,
+        node: String,
+        message: String,
+    },
+    /// `403`: the guard refused the `Host` or `Origin`. The handler never ran.
+    #[error("{0}")]
+    Forbidden(String),
+    /// `401`: the guard found no or a wrong token. The handler never ran.
+    #[error("{0}")]
+    Unauthorized(String),
+}
+
+impl ApiError {
+    /// The status the error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unknown(_) | ApiError::NoSuchAction(_) => StatusCode::NOT_FOUND,
+            ApiError::Bad(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotRunning { .. } => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::Agent { status, .. } => *status,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+
+    fn unreachable(node: &str, e: impl std::fmt::Display) -> Self {
+        ApiError::Unreachable {
+            node: node.into(),
+            error: e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self.status(), self.to_string())
+    }
+}
+
+/// `POST /api/nodes/{node}/crash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashReply {
+    pub node: String,
+    pub was_running: bool,
+}
+
+/// `POST /api/nodes/{node}/restart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartReply {
+    pub node: String,
+    /// The new agent process.
+    pub pid: u32,
+}
+
+/// `POST /api/nodes/{node}/{crash|restart}`: one of the two, as its own JSON object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NodeFaultReply {
+    Crash(CrashReply),
+    Restart(RestartReply),
+}
+
+/// `POST /api/nodes/{node}/clock`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockReply {
+    pub injected: lightcone_timing::ClockFault,
+    pub node: String,
+}
+
+/// `POST /api/nodes/{node}/byzantine`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByzantineReply {
+    /// The behaviours now on; empty: honest again.
+    pub behaviour: Vec<String>,
+    pub node: String,
+}
+
+/// `POST /api/partition`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionReply {
+    /// Links changed.
+    pub links: usize,
+    /// Whether they are up now (a heal) or down (a partition).
+    pub up: bool,
+}
+
+/// `POST /api/shutdown`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownReply {
+    pub shutting_down: bool,
+}
+
+/// What the API's handlers share: the lab and the lifecycle's shutdown signal.
+#[derive(Clone)]
+pub struct ApiState {
+    pub lab: Arc<Mutex<Lab>>,
+    pub shutdown: Arc<tokio::sync::Notify>,
+}
+
+/// `GET /api/status`.
+pub async fn api_status(State(s): State<ApiState>) -> Json<LabStatus> {
+    Json(status_of(&mut s.lab.lock().expect("lab lock")))
+}
+
+/// `POST /api/links/{a}/{b}/set`: change both directions' model. A bad value changes
+/// nothing; an engine error leaves the lab's record changed and the engine as far as it got.
+pub async fn api_link_set(
+    State(s): State<ApiState>,
+    UrlPath((a, b)): UrlPath<(String, String)>,
+    Json(change): Json<LinkChange>,
+) -> Result<Json<LinkRuntime>, ApiError> {
+    let (i, snapshot) = {
+        let mut lab = s.lab.lock().expect("lab lock");
+        let i = lab.link_index(&a, &b)?;
+        if !lab.engine.shapes() && change.shapes() {
+            return Err(ApiError::Bad(format!("lab {} runs unshaped links (--link-engine none); bring it up with --link-engine wire or netem to shape links", lab.plan.lab)));
+        }
+        let mut rt = lab.links[i].clone();
+        change.apply_to(&mut rt.a_to_b).map_err(ApiError::Bad)?;
+        change.apply_to(&mut rt.b_to_a).map_err(ApiError::Bad)?;
+        lab.links[i] = rt.clone();
+        lab.event(
+            "link_set",
+            format!(
+                "{a}--{b} {}",
+                serde_json::to_string(&change).unwrap_or_default()
+            ),
+        );
+        (i, rt)
+    };
+    push(&s, i).await?;
+    Ok(Json(snapshot))
+}
+
+/// Hand link `i`'s runtime to the engine. The lock is held only for the engine's
+/// synchronous part; its kernel part is awaited after.
+async fn push(s: &ApiState, i: usize) -> Result<(), ApiError> {
+    let pending = {
+        let lab = s.lab.lock().expect("lab lock");
+        let rt = &lab.links[i];
+        lab.engine.set(i, &rt.a_to_b, &rt.b_to_a, rt.up)
+    };
+    pending.await.map_err(ApiError::internal)
+}
+
+/// `POST /api/links/{a}/{b}/{up|down}`.
+pub async fn api_link_state(
+    State(s): State<ApiState>,
+    UrlPath((a, b, what)): UrlPath<(String, String, String)>,
+) -> Result<Json<LinkRuntime>, ApiError> {
+    let up = match what.as_str() {
+        "up" => true,
+        "down" => false,
+        _ => {
+            return Err(ApiError::NoSuchAction(format!(
+                "no link action {what:?}; use up or down"
+            )))
+        }
+    };
+    let (i, rt) = {
+        let mut lab = s.lab.lock().expect("lab lock");
+        let i = lab.link_index(&a, &b)?;
+        lab.links[i].up = up;
+        lab.event(
+            if up { "link_up" } else { "link_down" },
+            format!("{a}--{b}"),
+        );
+        (i, lab.links[i].clone())
+    };
+    push(&s, i).await?;
+    Ok(Json(rt))
+}
+
+fn no_agents(lab: &Lab) -> ApiError {
+    ApiError::Bad(format!(
+        "lab {} runs without agents (--no-agents)",
+        lab.plan.lab
+    ))
+}
+
+/// `POST /api/nodes/{node}/{crash|restart}`.
+pub async fn api_node_fault(
+    State(s): State<ApiState>,
+    UrlPath((node, what)): UrlPath<(String, String)>,
+) -> Result<Json<NodeFaultReply>, ApiError> {
+    let mut guard = s.lab.lock().expect("lab lock");
+    let lab = &mut *guard;
+    let id = lab.node(&node)?;
+    let Some(agents) = lab.agents.as_mut() else {
+        return Err(no_agents(lab));
+    };
+    match what.as_str() {
+        "crash" => {
+            // Crashing a node that is not running injects nothing: say so, so a scenario
+            // that meant to crash it fails instead of measuring a fault that never was.
+            if !agents.kill(id) {
+                return Err(ApiError::NotRunning { node });
+            }
+            lab.event("crash", node.clone());
+            Ok(Json(NodeFaultReply::Crash(CrashReply {
+                node,
+                was_running: true,
+            })))
+        }
+        "restart" => {
+            let pid = agents
+                .start(&lab.plan, id, &lab.dir, &mut lab.ledger)
+                .map_err(ApiError::internal)?;
+            lab.event("restart", node.clone());
+            Ok(Json(NodeFaultReply::Restart(RestartReply { node, pid })))
+        }
+        _ => Err(ApiError::NoSuchAction(format!(
+            "no node action {what:?}; use crash or restart"
+        ))),
+    }
+}
+
+/// `POST /api/nodes/{node}/clock`: a clock fault (body: the agent's
+/// [`ClockFaultRequest`](lightcone_agent::config::ClockFaultRequest) JSON), checked here and
+/// forwarded to the node's agent (`POST /clock`).
+pub async fn api_node_clock(
+    State(s): State<ApiState>,
+    UrlPath(node): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ClockReply>, ApiError> {
+    let req: lightcone_agent::config::ClockFaultRequest = serde_json::from_slice(&body)
+        .map_err(|e| {
+            ApiError::Bad(format!(
+                "body must be JSON with one of step_ns, drift_ppb, drift, serve_bias_ns, pulsar_loss: {e}"
+            ))
+        })?;
+    let fault = req.to_fault().map_err(ApiError::Bad)?;
+    let body = serde_json::to_vec(&req).unwrap_or_default();
+    forward_node_fault(&s, &node, "/clock", body).await?;
+    s.lab
+        .lock()
+        .expect("lab lock")
+        .event("clock", format!("{node} {fault:?}"));
+    Ok(Json(ClockReply {
+        injected: fault,
+        node,
+    }))
+}
+
+/// `POST /api/nodes/{node}/byzantine`: `{"behaviour": [...]}` (any of
+/// [`Byzantine::BEHAVIOURS`](lightcone_agent::node::Byzantine::BEHAVIOURS); `[]` makes the
+/// node honest again), checked here and forwarded to the node's agent.
+pub async fn api_node_byzantine(
+    State(s): State<ApiState>,
+    UrlPath(node): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ByzantineReply>, ApiError> {
+    let b = lightcone_agent::config::ByzantineRequest::parse(&body).map_err(ApiError::Bad)?;
+    let names: Vec<String> = b.names().into_iter().map(String::from).collect();
+    let checked = lightcone_agent::config::ByzantineRequest {
+        behaviour: names.clone(),
+    };
+    let body = serde_json::to_vec(&checked).unwrap_or_default();
+    forward_node_fault(&s, &node, "/byzantine", body).await?;
+    s.lab.lock().expect("lab lock").event(
+        "byzantine",
+        if names.is_empty() {
+            format!("{node} honest again")
+        } else {
+            format!("{node} {}", names.join(","))
+        },
+    );
+    Ok(Json(ByzantineReply {
+        behaviour: names,
+        node,
+    }))
+}
+
+/// The control socket of `node`'s agent; a `400` when the lab runs without agents.
+fn agent_socket(s: &ApiState, node: &str) -> Result<PathBuf, ApiError> {
+    let lab = s.lab.lock().expect("lab lock");
+    let id = lab.node(node)?;
+    if lab.agents.is_none() {
+        return Err(no_agents(&lab));
+    }
+    Ok(plan::agent_socket(&lab.dir.path, id))
+}
+
+/// Forwards a checked fault request to `node`'s agent (`POST path`); the agent's refusal
+/// comes back with its status and words.
+async fn forward_node_fault(
+    s: &ApiState,
+    node: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(), ApiError> {
+    let sock = agent_socket(s, node)?;
+    let (status, reply) = agent_request(&sock, Method::POST, path, body, Duration::from_secs(5))
+        .await
+        .map_err(|e| ApiError::unreachable(node, e))?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(ApiError::Agent {
+            status,
+            node: node.into(),
+            message: String::from_utf8_lossy(&reply).trim().to_string(),
+        })
+    }
+}
+
+/// `POST /api/partition`: see [`Partition`]. A bad link name changes nothing.
+pub async fn api_partition(
+    State(s): State<ApiState>,
+    Json(p): Json<Partition>,
+) -> Result<Json<PartitionReply>, ApiError> {
+    let idx = {
+        let mut lab = s.lab.lock().expect("lab lock");
+        let idx = p
+            .links
+            .iter()
+            .map(|(a, b)| lab.link_index(a, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        for &i in &idx {
+            lab.links[i].up = p.heal;
+        }
+        let names: Vec<String> = p.links.iter().map(|(a, b)| format!("{a}--{b}")).collect();
+        lab.event(if p.heal { "heal" } else { "partition" }, names.join(" "));
+        idx
+    };
+    for &i in &idx {
+        push(&s, i).await?;
+    }
+    Ok(Json(PartitionReply {
+        links: idx.len(),
+        up: p.heal,
+    }))
+}
+
+/// `POST /api/shutdown`: the lifecycle tears the lab down.
+pub async fn api_shutdown(State(s): State<ApiState>) -> Json<ShutdownReply> {
+    s.shutdown.notify_one();
+    Json(ShutdownReply {
+        shutting_down: true,
+    })
+}
+
+/// Merge Prometheus text expositions so each metric family appears once.
+pub fn merge_expositions(texts: &[String]) -> String {
+    let mut fams: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for t in texts {
+        let mut current = String::new();
+        for line in t.lines() {
+            if let Some(rest) = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+            {
+                let name = rest.split_whitespace().next().unwrap_or("").to_string();
+                let e = fams.entry(name.clone()).or_default();
+                if !e.0.iter().any(|h| h == line) && e.0.len() < 2 {
+                    e.0.push(line.to_string());
+                }
+                current = name;
+            } else if !line.is_empty() && !line.starts_with('#') {
+                fams.entry(current.clone())
+                    .or_default()
+                    .1
+                    .push(line.to_string());
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, (head, samples)) in fams {
+        for h in head {
+            out.push_str(&h);
+            out.push('\n');
+        }
+        for s in samples {
+            out.push_str(&s);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The supervisor's own metric families: the link engine's (the wire engine's registry, or
+/// a netem lab's qdiscs read now).
+async fn own_families(s: &ApiState) -> Vec<prometheus::proto::MetricFamily> {
+    let pending = {
+        let lab = s.lab.lock().expect("lab lock");
+        lab.engine.families(lab.configured_delays_ns())
+    };
+    // Families cannot fail to read as a whole: unreadable ends are left out and logged.
+    pending.await.unwrap_or_default()
+}
+
+/// `GET /metrics`: the link engine's series and every agent's, each family once.
+pub async fn metrics_all(State(s): State<ApiState>) -> Response {
+    let own = link_metrics::render(&own_families(&s).await);
+    let sockets: Vec<PathBuf> = {
+        let lab = s.lab.lock().expect("lab lock");
+        (0..lab.plan.nodes.len())
+            .map(|i| plan::agent_socket(&lab.dir.path, i))
+            .filter(|_| lab.agents.is_some())
+            .collect()
+    };
+    let mut texts = vec![own];
+    let reqs = sockets.iter().map(|p| {
+        agent_request(
+            p,
+            Method::GET,
+            "/metrics",
+            Vec::new(),
+            Duration::from_millis(500),
+        )
+    });
+    for (status, body) in futures::future::join_all(reqs).await.into_iter().flatten() {
+        if status == 200 {
+            texts.push(String::from_utf8_lossy(&body).into_owned());
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        merge_expositions(&texts),
+    )
+        .into_response()
+}
+
+/// `GET /metrics/links`: only the supervisor's own series (link engine series: the wire
+/// engine's registry, or a netem lab's qdisc counters), for the Prometheus job that must
+/// not see agent series twice.
+pub async fn metrics_links(State(s): State<ApiState>) -> Response {
+    let text = link_metrics::render(&own_families(&s).await);
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `GET /nodes/{node}/{metrics|state}`: the agent's own, passed through.
+pub async fn node_proxy(
+    State(s): State<ApiState>,
+    UrlPath((node, what)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let path = match what.as_str() {
+        "metrics" => "/metrics",
+        "state" => "/state",
+        _ => return Err(ApiError::NoSuchAction(format!("no node resource {what:?}"))),
+    };
+    proxy_to_agent(
+        &s,
+        &node,
+        Method::GET,
+        path,
+        Vec::new(),
+        Duration::from_secs(2),
+    )
+    .await
+}
+
+/// Forwards one request to `node`'s agent and answers with the agent's status, content type
+/// and body, unchanged.
+async fn proxy_to_agent(
+    s: &ApiState,
+    node: &str,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Response, ApiError> {
+    let sock = {
+        let lab = s.lab.lock().expect("lab lock");
+        let id = lab.node(node)?;
+        plan::agent_socket(&lab.dir.path, id)
+    };
+    let (status, content_type, body) = agent_exchange(&sock, method, path, body, timeout)
+        .await
+        .map_err(|e| ApiError::unreachable(node, e))?;
+    let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
+    Ok((
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        [("content-type", content_type)],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET|POST /nodes/{node}/kv/{key}`: the agent's key-value API, proxied (experiments'
+/// load generators use it, `GET …?siblings` for every concurrent value as JSON). The
+/// agent's status, content type and body are passed through unchanged.
+pub async fn node_kv(
+    State(s): State<ApiState>,
+    method: Method,
+    UrlPath((node, key)): UrlPath<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let m = if method == Method::GET {
+        Method::GET
+    } else {
+        Method::POST
+    };
+    // axum decoded the key once; encoded again, a `?`, `#`, `%` or `/` in it stays part
+    // of the key on the agent's side instead of starting a query or a fragment.
+    let key = lightcone_agent::pct::encode(&key);
+    let path = match &query {
+        Some(q) => format!("/kv/{key}?{q}"),
+        None => format!("/kv/{key}"),
+    };
+    proxy_to_agent(&s, &node, m, &path, body.to_vec(), Duration::from_secs(5)).await
+}
+
+/// `POST /nodes/{node}/send/{dst}`: the body, sent by `node`'s agent to `dst` over the
+/// overlay as one datagram (experiments' cross-level messages); the agent's answer is
+/// passed through.
+pub async fn node_send(
+    State(s): State<ApiState>,
+    UrlPath((node, dst)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let path = format!("/send/{}", lightcone_agent::pct::encode(&dst));
+    proxy_to_agent(
+        &s,
+        &node,
+        Method::POST,
+        &path,
+        body.to_vec(),
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+/// What the guard checks requests against (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub token: String,
+    /// The port the supervisor listens on (loopback).
+    pub port: u16,
+}
+
+/// Compare tokens without an early exit on the first differing byte.
+pub fn token_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+impl Guard {
+    /// The `host[:port]` forms that name this supervisor.
+    fn own_hosts(&self) -> Vec<String> {
+        let p = self.port;
+        let mut v = vec![
+            format!("127.0.0.1:{p}"),
+            format!("localhost:{p}"),
+            format!("[::1]:{p}"),
+        ];
+        if p == 80 {
+            v.extend(["127.0.0.1", "localhost", "[::1]"].map(String::from));
+        }
+        v
+    }
+
+    /// Why a request must be refused (status and message), or `None` to let it through.
+    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Option<ApiError> {
+        let own = self.own_hosts();
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        match host {
+            Some(h) if own.iter().any(|o| o.eq_ignore_ascii_case(h)) => {}
+            _ => {
+                return Some(ApiError::Forbidden(
+                    format!(
+                        "Host {} is not this supervisor's address; use http://127.0.0.1:{}/ (requests under other names are refused, against DNS rebinding; a tunnel must keep port {} on both ends)",
+                        host.map(|h| format!("{h:?}")).unwrap_or_else(|| "(missing)".into()),
+                        self.port,
+                        self.port
+                    ),
+                ))
+            }
+        }
+        if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+            let o = origin.to_str().unwrap_or("");
+            let same = o
+                .strip_prefix("http://")
+                .is_some_and(|h| own.iter().any(|x| x.eq_ignore_ascii_case(h)));
+            if !same {
+                return Some(ApiError::Forbidden(
+                    format!(
+                        "cross-origin request from {o:?} refused: only pages served by this supervisor (http://127.0.0.1:{}) may call it",
+                        self.port
+                    ),
+                ));
+            }
+        }
+        if !matches!(*method, Method::GET | Method::HEAD) {
+            let got = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+            if !got.is_some_and(|g| token_eq(g, &self.token)) {
+                return Some(ApiError::Unauthorized(
+                    format!("missing or wrong {TOKEN_HEADER} header: every {method} needs the lab's token (it is in the lab's supervisor.json)"),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// axum middleware: [`Guard::check`] before any route.
+pub async fn guard(
+    State(g): State<Arc<Guard>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match g.check(req.method(), req.headers()) {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn g() -> Guard {
+        Guard {
+            token: "t0k".into(),
+            port: 4000,
+        }
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(token_eq("abc", "abc"));
+        assert!(!token_eq("abc", "abd"));
+        assert!(!token_eq("abc", "abcd"));
+        assert!(!token_eq("", "a"));
+    }
+
+    #[test]
+    fn every_state_changing_request_needs_the_token() {
+        let host = ("host", "127.0.0.1:4000");
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            // The routes that took no token before: kv writes and overlay sends.
+            let e = g().check(&m, &headers(&[host])).expect("refused");
+            assert_eq!(e.status(), StatusCode::UNAUTHORIZED, "{m}");
+            assert!(e.to_string().contains(TOKEN_HEADER), "{e}");
+            let wrong = g().check(&m, &headers(&[host, (TOKEN_HEADER, "t0x")]));
+            assert_eq!(wrong.map(|r| r.status()), Some(StatusCode::UNAUTHORIZED));
+            assert_eq!(
+                g().check(&m, &headers(&[host, (TOKEN_HEADER, "t0k")])),
+                None
+            );
+        }
+        assert_eq!(g().check(&Method::GET, &headers(&[host])), None);
+        assert_eq!(g().check(&Method::HEAD, &headers(&[host])), None);
+    }
+
+    #[test]
+    fn other_hosts_and_origins_are_refused() {
+        let ok_token = (TOKEN_HEADER, "t0k");
+        for h in [
+            "127.0.0.1:4000",
+            "localhost:4000",
+            "LOCALHOST:4000",
+            "[::1]:4000",
+        ] {
+            assert_eq!(
+                g().check(&Method::GET, &headers(&[("host", h)])),
+                None,
+                "{h}"
+            );
+        }
+        // DNS rebinding: the attacker's name, or the right address on another port.
+        for h in [
+            "evil.example:4000",
+            "127.0.0.1:4001",
+            "127.0.0.1",
+            "0.0.0.0:4000",
+        ] {
+            let e = g().check(&Method::GET, &headers(&[("host", h)])).expect(h);
+            assert_eq!(e.status(), StatusCode::FORBIDDEN);
+            assert!(
+                e.to_string().contains("not this supervisor's address"),
+                "{e}"
+            );
+        }
+        let e = g().check(&Method::GET, &headers(&[])).expect("no Host");
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        // A page of another origin: refused even with the right token and Host.
+        for o in [
+            "http://evil.example",
+            "null",
+            "https://127.0.0.1:4000",
+            "http://127.0.0.1:4001",
+        ] {
+            let r = g().check(
+                &Method::POST,
+                &headers(&[("host", "127.0.0.1:4000"), ("origin", o), ok_token]),
+            );
+            let e = r.expect(o);
+            assert_eq!(e.status(), StatusCode::FORBIDDEN, "{o}");
+            assert!(e.to_string().contains("cross-origin"), "{e}");
+        }
+        // The dashboard's own page.
+        let own = headers(&[
+            ("host", "127.0.0.1:4000"),
+            ("origin", "http://127.0.0.1:4000"),
+            ok_token,
+        ]);
+        assert_eq!(g().check(&Method::POST, &own), None);
+        // Port 80: browsers leave the port out of Host.
+        let g80 = Guard {
+            token: "t".into(),
+            port: 80,
+        };
+        assert_eq!(
+            g80.check(&Method::GET, &headers(&[("host", "localhost")])),
+            None
+        );
+    }
+
+    #[test]
+    fn errors_keep_their_status_and_words() {
+        let cases = [
+            (
+                ApiError::from(LabError::NoNode {
+                    lab: "l".into(),
+                    node: "x".into(),
+                }),
+                404,
+                r#"lab l has no node "x""#,
+            ),
+            (
+                ApiError::NotRunning { node: "n1".into() },
+                409,
+                "n1's agent is not running: nothing to crash (restart it first)",
+            ),
+            (
+                ApiError::unreachable("n1", "connection refused"),
+                502,
+                "agent n1: connection refused",
+            ),
+            (
+                ApiError::Agent {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    node: "n1".into(),
+                    message: "no".into(),
+                },
+                422,
+                "agent n1: no",
+            ),
+        ];
+        for (e, status, words) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.to_string(), words);
+        }
+    }
+
+    #[test]
+    fn replies_keep_their_json_field_names() {
+        let j = |v: serde_json::Value| v.to_string();
+        let crash = NodeFaultReply::Crash(CrashReply {
+            node: "n1".into(),
+            was_running: true,
+        });
+        assert_eq!(
+            serde_json::to_string(&crash).unwrap(),
+            j(serde_json::json!({ "node": "n1", "was_running": true }))
+        );
+        let restart = NodeFaultReply::Restart(RestartReply {
+            node: "n1".into(),
+            pid: 42,
+        });
+        assert_eq!(
+            serde_json::to_string(&restart).unwrap(),
+            j(serde_json::json!({ "node": "n1", "pid": 42 }))
+        );
+        // Untagged: each reads back as what it is.
+        for r in [crash, restart] {
+            let back: NodeFaultReply =
+                serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            assert_eq!(back, r);
+        }
+        assert_eq!(
+            serde_json::to_string(&PartitionReply {
+                links: 3,
+                up: false
+            })
+            .unwrap(),
+            j(serde_json::json!({ "links": 3, "up": false }))
+        );
+        assert_eq!(
+            serde_json::to_string(&ShutdownReply {
+                shutting_down: true
+            })
+            .unwrap(),
+            j(serde_json::json!({ "shutting_down": true }))
+        );
+        assert_eq!(
+            serde_json::to_string(&ByzantineReply {
+                behaviour: vec!["lie_membership".into()],
+                node: "n1".into(),
+            })
+            .unwrap(),
+            j(serde_json::json!({ "node": "n1", "behaviour": ["lie_membership"] }))
+        );
+    }
+}

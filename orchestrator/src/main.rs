@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::{CommandFactory, Parser, Subcommand};
 use lightcone::apply;
+use lightcone::fault::{ByzantineFault, ClockFault, NodeFault};
 use lightcone::kernel::Netns;
 use lightcone::link::probe::{self, ProbeOptions};
 use lightcone::plan::{self, Plan};
@@ -253,13 +254,13 @@ enum FaultCmd {
     },
 }
 
-/// `POST /api/nodes/{node}/{what}` with `body` on the picked lab, after checking the lab
-/// has that node (an unknown node is a usage error, exit 2).
+/// Inject `fault` into `node` of the picked lab (`POST /api/nodes/{node}/{kind}` with the
+/// fault's JSON body), after checking the lab has that node (an unknown node is a usage
+/// error, exit 2).
 fn node_fault(
     lab: Option<String>,
     node: &str,
-    what: &str,
-    body: serde_json::Value,
+    fault: &NodeFault,
 ) -> Result<serde_json::Value, Failure> {
     let dir = pick_lab(lab)?;
     if lab_plan(&dir)?.node_index(node).is_none() {
@@ -270,67 +271,62 @@ fn node_fault(
         )));
     }
     let info = supervisor_of(&dir)?;
-    api(
-        &info,
-        "POST",
-        &format!("/api/nodes/{node}/{what}"),
-        Some(body),
-    )
+    api(&info, "POST", &fault.api_path(node), Some(fault.body()))
 }
 
-/// A signed duration (`-1.5ms`) in ns.
-fn signed_duration_ns(text: &str) -> Result<f64, String> {
-    let (neg, rest) = match text.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    let ns = units::duration_ns(rest)? as f64;
-    Ok(if neg { -ns } else { ns })
+/// A signed duration (`-1.5ms`) in ns: the toolkit's parser, named by its flag.
+fn signed_duration_ns(flag: &str, text: &str) -> Result<f64, String> {
+    units::signed_duration_ns(text).map_err(|e| format!("{flag}: {e}"))
 }
 
-/// The `POST /api/nodes/{node}/clock` body of `lightcone fault clock`.
+/// The fault of `lightcone fault clock`, parsed from its flags once (clap makes exactly
+/// one of them present).
 fn clock_request(
     step: Option<String>,
     drift: Option<f64>,
     bias: Option<String>,
     pulsar_loss: bool,
     pulsar_restore: bool,
-) -> Result<lightcone_agent::config::ClockFaultRequest, String> {
-    let mut r = lightcone_agent::config::ClockFaultRequest::default();
-    if let Some(s) = step {
-        r.step_ns = Some(signed_duration_ns(&s).map_err(|e| format!("--step: {e}"))?);
-    }
-    if let Some(d) = drift {
-        r.drift_ppb = Some(d);
-    }
-    if let Some(b) = bias {
-        r.serve_bias_ns = Some(signed_duration_ns(&b).map_err(|e| format!("--bias: {e}"))?);
-    }
-    if pulsar_loss || pulsar_restore {
-        r.pulsar_loss = Some(pulsar_loss);
-    }
-    // The agent's limits, checked here so a bad value fails before any request.
+) -> Result<ClockFault, String> {
+    let fault = match (step, drift, bias) {
+        (Some(s), _, _) => ClockFault::Step {
+            offset_ns: signed_duration_ns("--step", &s)?,
+        },
+        (None, Some(ppb), _) => ClockFault::Drift { ppb },
+        (None, None, Some(b)) => ClockFault::ServeBias {
+            offset_ns: signed_duration_ns("--bias", &b)?,
+        },
+        (None, None, None) if pulsar_loss || pulsar_restore => {
+            ClockFault::PulsarLoss { lost: pulsar_loss }
+        }
+        (None, None, None) => {
+            return Err(
+                "give one of --step, --drift, --bias, --pulsar-loss, --pulsar-restore".into(),
+            )
+        }
+    };
+    // The agent's limits, checked here so a bad value fails before any request, in the
+    // flags' own units.
     use lightcone_agent::config::{MAX_BIAS_NS, MAX_DRIFT, MAX_STEP_NS};
     let out_of_range = |what: String, max: &str| {
         format!("{what} is out of range: at most ±{max} (a larger value is a broken clock, not a fault)")
     };
-    if let Some(v) = r.step_ns.filter(|v| v.abs() > MAX_STEP_NS) {
-        return Err(out_of_range(
-            format!("--step {} s", v * 1e-9),
-            "1 day (86400 s)",
-        ));
+    match fault {
+        ClockFault::Step { offset_ns: v } if v.abs() > MAX_STEP_NS => {
+            return Err(out_of_range(
+                format!("--step {} s", v * 1e-9),
+                "1 day (86400 s)",
+            ))
+        }
+        ClockFault::Drift { ppb: v } if !v.is_finite() || v.abs() > MAX_DRIFT * 1e9 => {
+            return Err(out_of_range(format!("--drift {v} ppb"), "1e6 ppb"))
+        }
+        ClockFault::ServeBias { offset_ns: v } if v.abs() > MAX_BIAS_NS => {
+            return Err(out_of_range(format!("--bias {} s", v * 1e-9), "1 s"))
+        }
+        _ => {}
     }
-    if let Some(v) = r
-        .drift_ppb
-        .filter(|v| !v.is_finite() || v.abs() > MAX_DRIFT * 1e9)
-    {
-        return Err(out_of_range(format!("--drift {v} ppb"), "1e6 ppb"));
-    }
-    if let Some(v) = r.serve_bias_ns.filter(|v| v.abs() > MAX_BIAS_NS) {
-        return Err(out_of_range(format!("--bias {} s", v * 1e-9), "1 s"));
-    }
-    r.to_fault()?;
-    Ok(r)
+    fault.checked()
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -781,10 +777,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     pulsar_restore,
                 },
         } => {
-            let req = clock_request(step, drift, bias, pulsar_loss, pulsar_restore)
+            let fault = clock_request(step, drift, bias, pulsar_loss, pulsar_restore)
                 .map_err(|e| invalid(anyhow!(e)))?;
-            let body = serde_json::to_value(&req).map_err(|e| anyhow!(e))?;
-            let v = node_fault(lab, &node, "clock", body)?;
+            let v = node_fault(lab, &node, &NodeFault::Clock(fault))?;
             println!("clock {node}: {}", v["injected"]);
             Ok(())
         }
@@ -797,11 +792,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     honest,
                 },
         } => {
-            let behaviour = if honest { Vec::new() } else { behaviour };
-            lightcone_agent::node::Byzantine::from_names(&behaviour)
-                .map_err(|e| invalid(anyhow!(e)))?;
-            let body = serde_json::json!({ "behaviour": behaviour });
-            let v = node_fault(lab, &node, "byzantine", body)?;
+            let fault = if honest {
+                ByzantineFault::honest()
+            } else {
+                ByzantineFault::from_names(behaviour).map_err(|e| invalid(anyhow!(e)))?
+            };
+            let v = node_fault(lab, &node, &NodeFault::Byzantine(fault))?;
             let b = &v["behaviour"];
             if b.as_array().is_some_and(|a| a.is_empty()) {
                 println!("byzantine {node}: honest again");

@@ -10,10 +10,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::fault::{ByzantineFault, ClockFault, NodeFault};
 use crate::supervisor::LinkChange;
 use crate::topology::{units, Topology};
 
-use super::scenario::{Scenario, Selector, Verb};
+use super::scenario::{Load, Scenario, Selector, Verb};
 
 /// One primitive action at an emulated time.
 #[derive(Debug, Clone, Serialize)]
@@ -53,25 +54,22 @@ pub enum Action {
     },
     /// A heal began (its links follow as `LinkUp`).
     Heal,
+    /// A workload starts on the named nodes.
     LoadStart {
         nodes: Vec<String>,
-        keys: u32,
-        interval_ns: u64,
-        until_ns: u64,
-        write_fraction: f64,
-        message_fraction: f64,
-        durability: lightcone_agent::kv::Durability,
+        #[serde(flatten)]
+        load: Load,
     },
     /// A clock fault, played through `POST /api/nodes/{node}/clock`.
     Clock {
-        verb: String,
         node: String,
-        request: lightcone_agent::config::ClockFaultRequest,
+        #[serde(flatten)]
+        fault: ClockFault,
     },
-    /// Make a node byzantine (empty `behaviour`: honest again).
+    /// Make a node byzantine (no behaviour: honest again).
     Byzantine {
         node: String,
-        behaviour: Vec<String>,
+        behaviour: ByzantineFault,
     },
 }
 
@@ -109,32 +107,24 @@ impl Action {
                     .join(" | ")
             ),
             Action::Heal => "heal".into(),
-            Action::LoadStart {
-                nodes,
-                keys,
-                interval_ns,
-                until_ns,
-                durability,
-                ..
-            } => format!(
-                "load on {} nodes, {keys} keys per cell, one op per {} per node, until {}, {durability} writes",
+            Action::LoadStart { nodes, load } => format!(
+                "load on {} nodes, {} keys per cell, one op per {} per node, until {}, {} writes",
                 nodes.len(),
-                units::fmt_ns(*interval_ns),
-                units::fmt_ns(*until_ns)
+                load.keys,
+                units::fmt_ns(load.interval_ns),
+                units::fmt_ns(load.until_ns),
+                load.durability
             ),
-            Action::Clock {
-                verb,
-                node,
-                request,
-            } => format!(
-                "{verb} {node} {}",
-                serde_json::to_string(request).unwrap_or_default()
+            Action::Clock { node, fault } => format!(
+                "{} {node} {}",
+                fault.verb(),
+                serde_json::to_string(&fault.request()).unwrap_or_default()
             ),
-            Action::Byzantine { node, behaviour } if behaviour.is_empty() => {
+            Action::Byzantine { node, behaviour } if behaviour.is_honest() => {
                 format!("byzantine {node}: honest again")
             }
             Action::Byzantine { node, behaviour } => {
-                format!("byzantine {node}: {}", behaviour.join(", "))
+                format!("byzantine {node}: {}", behaviour.names().join(", "))
             }
         }
     }
@@ -150,8 +140,22 @@ impl Action {
             Action::Heal => "heal",
             Action::LoadStart { .. } => "load",
             Action::Clock { .. } => "clock",
-            Action::Byzantine { behaviour, .. } if behaviour.is_empty() => "honest",
+            Action::Byzantine { behaviour, .. } if behaviour.is_honest() => "honest",
             Action::Byzantine { .. } => "byzantine",
+        }
+    }
+
+    /// The node this action faults and the fault, if it is a node fault (crash, restart,
+    /// clock, byzantine): what the runner sends to the supervisor.
+    pub fn node_fault(&self) -> Option<(&str, NodeFault)> {
+        match self {
+            Action::Crash { node } => Some((node, NodeFault::Crash)),
+            Action::Restart { node } => Some((node, NodeFault::Restart)),
+            Action::Clock { node, fault } => Some((node, NodeFault::Clock(*fault))),
+            Action::Byzantine { node, behaviour } => {
+                Some((node, NodeFault::Byzantine(behaviour.clone())))
+            }
+            _ => None,
         }
     }
 }
@@ -393,39 +397,22 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     }
                 }
             }
-            Verb::Load {
-                nodes,
-                keys,
-                interval_ns,
-                until_ns,
-                write_fraction,
-                message_fraction,
-                durability,
-            } => {
+            Verb::Load { nodes, load } => {
                 let names = selected(line, nodes, "load")?;
                 push(
                     step.at_ns,
                     Action::LoadStart {
                         nodes: names,
-                        keys: *keys,
-                        interval_ns: *interval_ns,
-                        until_ns: *until_ns,
-                        write_fraction: *write_fraction,
-                        message_fraction: *message_fraction,
-                        durability: *durability,
+                        load: load.clone(),
                     },
                 )
             }
-            Verb::Clock {
-                verb,
-                node: n,
-                request,
-            } => {
+            Verb::Clock { node: n, fault } => {
                 let name = node(line, n)?;
                 let is_authority = topo.node_index(n).is_some_and(|i| {
                     topo.nodes[i].role == lightcone_agent::config::Role::Authority
                 });
-                if verb == "stratum0_compromise" && !is_authority {
+                if matches!(fault, ClockFault::ServeBias { .. }) && !is_authority {
                     return Err(ExpandError {
                         line,
                         message: format!(
@@ -436,9 +423,8 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                 push(
                     step.at_ns,
                     Action::Clock {
-                        verb: verb.clone(),
                         node: name,
-                        request: request.clone(),
+                        fault: *fault,
                     },
                 )
             }

@@ -698,12 +698,15 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         let r = play(&api, &p.action);
         if let Action::LoadStart {
             nodes,
-            keys,
-            interval_ns,
-            until_ns,
-            write_fraction,
-            message_fraction,
-            durability,
+            load:
+                scenario::Load {
+                    keys,
+                    interval_ns,
+                    until_ns,
+                    write_fraction,
+                    message_fraction,
+                    durability,
+                },
         } = &p.action
         {
             let until = Duration::from_secs_f64((*until_ns).min(sc.duration_ns) as f64 / 1e9 / ts);
@@ -1074,22 +1077,14 @@ fn play(api: &Api, a: &Action) -> Result<(), String> {
             &format!("/api/links/{a}/{b}/set"),
             &serde_json::to_value(change).unwrap_or_default(),
         ),
-        Action::Crash { node } => {
-            api.post_json(&format!("/api/nodes/{node}/crash"), &serde_json::json!({}))
-        }
-        Action::Restart { node } => api.post_json(
-            &format!("/api/nodes/{node}/restart"),
-            &serde_json::json!({}),
-        ),
-        Action::Clock { node, request, .. } => api.post_json(
-            &format!("/api/nodes/{node}/clock"),
-            &serde_json::to_value(request).unwrap_or_default(),
-        ),
+        Action::Crash { .. }
+        | Action::Restart { .. }
+        | Action::Clock { .. }
+        | Action::Byzantine { .. } => match a.node_fault() {
+            Some((node, fault)) => api.post_json(&fault.api_path(node), &fault.body()),
+            None => Ok(()),
+        },
         Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
-        Action::Byzantine { node, behaviour } => api.post_json(
-            &format!("/api/nodes/{node}/byzantine"),
-            &serde_json::json!({ "behaviour": behaviour }),
-        ),
     }
 }
 

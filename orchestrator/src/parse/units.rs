@@ -1,6 +1,7 @@
-//! Quantities written with units in topology files: durations (`20ms`, `1.5h`), percentages
-//! (`1%`), bit rates (`100Mbit`), byte sizes (`64KiB`). Each parser returns a message that
-//! says what would be valid.
+//! Quantities written with units in topology and scenario files and on the command line:
+//! durations (`20ms`, `1.5h`), signed durations (`-500us`), percentages (`1%`), bit rates
+//! (`100Mbit`), byte sizes (`64KiB`). Each parser returns a message that says what would be
+//! valid.
 
 /// Longest duration a link can hold: a week of emulated time (light-hours are the norm).
 pub const MAX_DURATION_NS: u64 = 7 * 24 * 3600 * 1_000_000_000;
@@ -54,6 +55,17 @@ pub fn duration_ns(text: &str) -> Result<u64, String> {
         ));
     }
     Ok(ns.round() as u64)
+}
+
+/// A signed duration (`-1.5ms`, `+2s`, `20ms`), in ns: a clock step or a served bias. One
+/// sign at most (`+` is read by [`duration_ns`]'s number).
+pub fn signed_duration_ns(text: &str) -> Result<f64, String> {
+    let (neg, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let ns = duration_ns(rest)? as f64;
+    Ok(if neg { -ns } else { ns })
 }
 
 /// A percentage `1%`, `0.5 %`, `100%`, returned as a fraction in 0..=1.
@@ -133,33 +145,31 @@ pub fn bytes(text: &str) -> Result<u64, String> {
 
 /// Format nanoseconds the way a person writes them (`20ms`, `499s`, `1.5us`).
 pub fn fmt_ns(ns: u64) -> String {
-    let (v, unit) = if ns >= 3_600_000_000_000 && ns.is_multiple_of(60_000_000_000) {
-        (ns as f64 / 3.6e12, "h")
-    } else if ns >= 1_000_000_000 {
-        (ns as f64 / 1e9, "s")
-    } else if ns >= 1_000_000 {
-        (ns as f64 / 1e6, "ms")
-    } else if ns >= 1_000 {
-        (ns as f64 / 1e3, "us")
+    let (scale, unit) = if ns >= 3_600_000_000_000 && ns.is_multiple_of(60_000_000_000) {
+        (3.6e12, "h")
     } else {
-        (ns as f64, "ns")
+        largest_unit(ns, &[(1e9, "s"), (1e6, "ms"), (1e3, "us")], "ns")
     };
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    format!("{s}{unit}")
+    fmt_scaled(ns as f64 / scale, unit)
 }
 
 /// Format bits per second (`100Mbit`).
 pub fn fmt_bps(bps: u64) -> String {
-    let (v, unit) = if bps >= 1_000_000_000 {
-        (bps as f64 / 1e9, "Gbit")
-    } else if bps >= 1_000_000 {
-        (bps as f64 / 1e6, "Mbit")
-    } else if bps >= 1_000 {
-        (bps as f64 / 1e3, "kbit")
-    } else {
-        (bps as f64, "bit")
-    };
+    let (scale, unit) = largest_unit(bps, &[(1e9, "Gbit"), (1e6, "Mbit"), (1e3, "kbit")], "bit");
+    fmt_scaled(bps as f64 / scale, unit)
+}
+
+/// The first of `units` (largest first) that `v` reaches, else `base` (scale 1).
+fn largest_unit(v: u64, units: &[(f64, &'static str)], base: &'static str) -> (f64, &'static str) {
+    units
+        .iter()
+        .copied()
+        .find(|(scale, _)| v as f64 >= *scale)
+        .unwrap_or((1.0, base))
+}
+
+/// `v` with at most three decimals, trailing zeros dropped, then `unit`.
+fn fmt_scaled(v: f64, unit: &str) -> String {
     let s = format!("{v:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     format!("{s}{unit}")
@@ -183,6 +193,17 @@ mod tests {
             .unwrap_err()
             .contains("unknown duration unit"));
         assert!(duration_ns("8d").unwrap_err().contains("longest"));
+    }
+
+    #[test]
+    fn signed_durations() {
+        assert_eq!(signed_duration_ns("-500us"), Ok(-500_000.0));
+        assert_eq!(signed_duration_ns("+2ms"), Ok(2_000_000.0));
+        assert_eq!(signed_duration_ns("1s"), Ok(1e9));
+        assert!(signed_duration_ns("--1ms")
+            .unwrap_err()
+            .contains("negative"));
+        assert!(signed_duration_ns("-5").unwrap_err().contains("no unit"));
     }
 
     #[test]

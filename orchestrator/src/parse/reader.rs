@@ -1,0 +1,214 @@
+//! One reader over the marked YAML tree: typed values out, every mistake in (located, with
+//! what would be valid). The mapping is the unit of reading: [`Reader::fields`] refuses
+//! unknown and duplicate keys with "did you mean", [`Reader::required`] reports a missing
+//! one at its mapping, and each value reader says what kind of value it wanted.
+
+use std::collections::BTreeMap;
+
+use super::diag::{did_you_mean, Diagnostics};
+use super::units;
+use super::yaml::{Node, Pos, Value};
+
+/// The known keys of a mapping and their values, in source order.
+pub type Fields<'a> = Vec<(&'a str, &'a Node)>;
+
+/// Reads values out of a tree, collecting every mistake in `d`. A reader method that
+/// returns `None` has already said why in `d`.
+#[derive(Debug, Default)]
+pub struct Reader {
+    pub d: Diagnostics,
+}
+
+impl Reader {
+    /// The fields of a mapping, checking for unknown and duplicate keys. `null` reads as an
+    /// empty mapping (`a:` and `a: {}` mean the same).
+    pub fn fields<'a>(
+        &mut self,
+        node: &'a Node,
+        allowed: &[&str],
+        what: &str,
+    ) -> Option<Fields<'a>> {
+        if node.is_null() {
+            return Some(Vec::new());
+        }
+        let Value::Map(pairs) = &node.value else {
+            self.d.error_help(
+                node.pos,
+                format!("{what} must be a mapping, found {}", node.kind()),
+                format!(
+                    "write it as `key: value` lines; valid keys: {}",
+                    allowed.join(", ")
+                ),
+            );
+            return None;
+        };
+        let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (k, v) in pairs {
+            let Some(key) = k.scalar() else {
+                self.d
+                    .error(k.pos, format!("a key in {what} must be a plain name"));
+                continue;
+            };
+            if let Some(first) = seen.get(key) {
+                self.d.error(
+                    k.pos,
+                    format!(
+                        "duplicate key `{key}` in {what} (first at line {})",
+                        first.line
+                    ),
+                );
+                continue;
+            }
+            seen.insert(key, k.pos);
+            if !allowed.contains(&key) {
+                let help = match did_you_mean(key, allowed) {
+                    Some(s) => format!("did you mean `{s}`? valid keys: {}", allowed.join(", ")),
+                    None => format!("valid keys: {}", allowed.join(", ")),
+                };
+                self.d
+                    .error_help(k.pos, format!("unknown key `{key}` in {what}"), help);
+                continue;
+            }
+            out.push((key, v));
+        }
+        Some(out)
+    }
+
+    pub fn scalar<'a>(&mut self, node: &'a Node, what: &str, expected: &str) -> Option<&'a str> {
+        match node.scalar() {
+            Some(s) if !node.is_null() => Some(s),
+            _ => {
+                self.d.error(
+                    node.pos,
+                    format!("{what} must be {expected}, found {}", node.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        self.scalar(node, what, "a string").map(str::to_string)
+    }
+
+    pub fn unit<T>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        expected: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let s = self.scalar(node, what, expected)?;
+        match f(s) {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                self.d.error(node.pos, format!("{what}: {msg}"));
+                None
+            }
+        }
+    }
+
+    pub fn uint(&mut self, node: &Node, what: &str, max: u64) -> Option<u64> {
+        let s = self.scalar(node, what, "a whole number")?;
+        match s.parse::<u64>() {
+            Ok(v) if v <= max => Some(v),
+            Ok(v) => {
+                self.d
+                    .error(node.pos, format!("{what} must be at most {max}, got {v}"));
+                None
+            }
+            Err(_) => {
+                self.d.error(
+                    node.pos,
+                    format!("{what} must be a whole number between 0 and {max}, got {s:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn float(&mut self, node: &Node, what: &str) -> Option<f64> {
+        let s = self.scalar(node, what, "a number")?;
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() => Some(v),
+            _ => {
+                self.d.error(
+                    node.pos,
+                    format!("{what} must be a finite number, got {s:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn choice<T>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        options: &[&str],
+        f: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let s = self.scalar(node, what, "a name")?;
+        match f(s) {
+            Some(v) => Some(v),
+            None => {
+                let hint = did_you_mean(s, options)
+                    .map(|m| format!("did you mean `{m}`? "))
+                    .unwrap_or_default();
+                self.d.error_help(
+                    node.pos,
+                    format!("{what} {s:?} is not known"),
+                    format!("{hint}expected one of: {}", options.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    /// The value of `key`, if the mapping has it.
+    pub fn get<'a>(f: &Fields<'a>, key: &str) -> Option<&'a Node> {
+        f.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// The value of `key`, or a mistake at `at` (the mapping's position) saying that
+    /// `what` needs it.
+    pub fn required<'a>(
+        &mut self,
+        f: &Fields<'a>,
+        key: &str,
+        at: Pos,
+        what: &str,
+    ) -> Option<&'a Node> {
+        let v = Self::get(f, key);
+        if v.is_none() {
+            self.d.error(at, format!("{what} needs `{key}`"));
+        }
+        v
+    }
+
+    /// A name (of a node, a behaviour, …): any non-null scalar.
+    pub fn name(&mut self, node: &Node, what: &str) -> Option<String> {
+        self.scalar(node, what, "a name").map(str::to_string)
+    }
+
+    /// A duration such as `30s` ([`units::duration_ns`]), in ns.
+    pub fn duration(&mut self, node: &Node, what: &str) -> Option<u64> {
+        self.unit(node, what, "a duration such as 30s", units::duration_ns)
+    }
+
+    /// A duration that may be negative, such as `-500us` ([`units::signed_duration_ns`]).
+    pub fn signed_duration(&mut self, node: &Node, what: &str) -> Option<f64> {
+        self.unit(
+            node,
+            what,
+            "a signed duration such as -500us",
+            units::signed_duration_ns,
+        )
+    }
+
+    /// A percentage such as `50%` ([`units::percent`]), as a fraction in 0..=1.
+    pub fn percent(&mut self, node: &Node, what: &str) -> Option<f64> {
+        self.unit(node, what, "a percentage such as 50%", units::percent)
+    }
+}

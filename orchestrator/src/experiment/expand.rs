@@ -10,11 +10,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::fault::{ByzantineFault, ClockFault, NodeFault};
-use crate::supervisor::LinkChange;
+use crate::fault::ClockFault;
 use crate::topology::{units, Topology};
 
-use super::scenario::{Load, Scenario, Selector, Verb};
+pub use super::action::Action;
+use super::scenario::{Scenario, Selector, Verb};
 
 /// One primitive action at an emulated time.
 #[derive(Debug, Clone, Serialize)]
@@ -24,140 +24,6 @@ pub struct Planned {
     pub action: Action,
     /// Which step it came from (`line 12: churn`).
     pub origin: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    LinkDown {
-        a: String,
-        b: String,
-    },
-    LinkUp {
-        a: String,
-        b: String,
-    },
-    LinkSet {
-        a: String,
-        b: String,
-        change: LinkChange,
-    },
-    Crash {
-        node: String,
-    },
-    Restart {
-        node: String,
-    },
-    /// A partition began (its links follow as `LinkDown`); a marker for reports.
-    Partition {
-        groups: Vec<Vec<String>>,
-    },
-    /// A heal began (its links follow as `LinkUp`).
-    Heal,
-    /// A workload starts on the named nodes.
-    LoadStart {
-        nodes: Vec<String>,
-        #[serde(flatten)]
-        load: Load,
-    },
-    /// A clock fault, played through `POST /api/nodes/{node}/clock`.
-    Clock {
-        node: String,
-        #[serde(flatten)]
-        fault: ClockFault,
-    },
-    /// Make a node byzantine (no behaviour: honest again).
-    Byzantine {
-        node: String,
-        behaviour: ByzantineFault,
-    },
-}
-
-impl Action {
-    /// A one-line description for progress output and event logs.
-    pub fn describe(&self) -> String {
-        match self {
-            Action::LinkDown { a, b } => format!("link_down {a}--{b}"),
-            Action::LinkUp { a, b } => format!("link_up {a}--{b}"),
-            Action::LinkSet { a, b, change } => {
-                let mut s = format!("link_set {a}--{b}");
-                for (k, v) in [
-                    ("delay", &change.delay),
-                    ("jitter", &change.jitter),
-                    ("loss", &change.loss),
-                    ("rate", &change.rate),
-                    ("duplicate", &change.duplicate),
-                    ("corrupt", &change.corrupt),
-                    ("reorder", &change.reorder),
-                ] {
-                    if let Some(v) = v {
-                        s += &format!(" {k}={v}");
-                    }
-                }
-                s
-            }
-            Action::Crash { node } => format!("crash {node}"),
-            Action::Restart { node } => format!("restart {node}"),
-            Action::Partition { groups } => format!(
-                "partition {}",
-                groups
-                    .iter()
-                    .map(|g| format!("[{}]", g.join(" ")))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            ),
-            Action::Heal => "heal".into(),
-            Action::LoadStart { nodes, load } => format!(
-                "load on {} nodes, {} keys per cell, one op per {} per node, until {}, {} writes",
-                nodes.len(),
-                load.keys,
-                units::fmt_ns(load.interval_ns),
-                units::fmt_ns(load.until_ns),
-                load.durability
-            ),
-            Action::Clock { node, fault } => format!(
-                "{} {node} {}",
-                fault.verb(),
-                serde_json::to_string(&fault.request()).unwrap_or_default()
-            ),
-            Action::Byzantine { node, behaviour } if behaviour.is_honest() => {
-                format!("byzantine {node}: honest again")
-            }
-            Action::Byzantine { node, behaviour } => {
-                format!("byzantine {node}: {}", behaviour.names().join(", "))
-            }
-        }
-    }
-    /// Kind name for events and plot markers.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Action::LinkDown { .. } => "link_down",
-            Action::LinkUp { .. } => "link_up",
-            Action::LinkSet { .. } => "link_set",
-            Action::Crash { .. } => "crash",
-            Action::Restart { .. } => "restart",
-            Action::Partition { .. } => "partition",
-            Action::Heal => "heal",
-            Action::LoadStart { .. } => "load",
-            Action::Clock { .. } => "clock",
-            Action::Byzantine { behaviour, .. } if behaviour.is_honest() => "honest",
-            Action::Byzantine { .. } => "byzantine",
-        }
-    }
-
-    /// The node this action faults and the fault, if it is a node fault (crash, restart,
-    /// clock, byzantine): what the runner sends to the supervisor.
-    pub fn node_fault(&self) -> Option<(&str, NodeFault)> {
-        match self {
-            Action::Crash { node } => Some((node, NodeFault::Crash)),
-            Action::Restart { node } => Some((node, NodeFault::Restart)),
-            Action::Clock { node, fault } => Some((node, NodeFault::Clock(*fault))),
-            Action::Byzantine { node, behaviour } => {
-                Some((node, NodeFault::Byzantine(behaviour.clone())))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// Why a scenario does not fit its topology (unknown node or link, empty selection).
@@ -291,37 +157,6 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     );
                 }
             }
-            Verb::Crash { node: n } => push(
-                step.at_ns,
-                Action::Crash {
-                    node: node(line, n)?,
-                },
-            ),
-            Verb::Restart { node: n } => push(
-                step.at_ns,
-                Action::Restart {
-                    node: node(line, n)?,
-                },
-            ),
-            Verb::LinkDown { a, b } => {
-                let (a, b) = link(line, a, b)?;
-                push(step.at_ns, Action::LinkDown { a, b })
-            }
-            Verb::LinkUp { a, b } => {
-                let (a, b) = link(line, a, b)?;
-                push(step.at_ns, Action::LinkUp { a, b })
-            }
-            Verb::LinkSet { a, b, change } => {
-                let (a, b) = link(line, a, b)?;
-                push(
-                    step.at_ns,
-                    Action::LinkSet {
-                        a,
-                        b,
-                        change: change.clone(),
-                    },
-                )
-            }
             Verb::Flap {
                 a,
                 b,
@@ -407,36 +242,35 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     },
                 )
             }
-            Verb::Clock { node: n, fault } => {
-                let name = node(line, n)?;
-                let is_authority = topo.node_index(n).is_some_and(|i| {
-                    topo.nodes[i].role == lightcone_agent::config::Role::Authority
-                });
-                if matches!(fault, ClockFault::ServeBias { .. }) && !is_authority {
-                    return Err(ExpandError {
-                        line,
-                        message: format!(
-                            "stratum0_compromise needs a stratum-0 authority (`role: authority`); {n} is not one"
-                        ),
-                    });
+            Verb::Once(action) => {
+                match action {
+                    Action::LinkDown { a, b }
+                    | Action::LinkUp { a, b }
+                    | Action::LinkSet { a, b, .. } => {
+                        link(line, a, b)?;
+                    }
+                    Action::Crash { node: n }
+                    | Action::Restart { node: n }
+                    | Action::Byzantine { node: n, .. } => {
+                        node(line, n)?;
+                    }
+                    Action::Clock { node: n, fault } => {
+                        node(line, n)?;
+                        let is_authority = topo.node_index(n).is_some_and(|i| {
+                            topo.nodes[i].role == lightcone_agent::config::Role::Authority
+                        });
+                        if matches!(fault, ClockFault::ServeBias { .. }) && !is_authority {
+                            return Err(ExpandError {
+                                line,
+                                message: format!(
+                                    "stratum0_compromise needs a stratum-0 authority (`role: authority`); {n} is not one"
+                                ),
+                            });
+                        }
+                    }
+                    Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => {}
                 }
-                push(
-                    step.at_ns,
-                    Action::Clock {
-                        node: name,
-                        fault: *fault,
-                    },
-                )
-            }
-            Verb::Byzantine { node: n, behaviour } => {
-                let name = node(line, n)?;
-                push(
-                    step.at_ns,
-                    Action::Byzantine {
-                        node: name,
-                        behaviour: behaviour.clone(),
-                    },
-                )
+                push(step.at_ns, action.clone())
             }
         }
     }

@@ -11,6 +11,8 @@ use crate::parse::yaml::{Node, Pos, Value};
 use crate::parse::{did_you_mean, units, Diagnostics, Fields, LoadError, Reader};
 use crate::supervisor::LinkChange;
 
+use super::action::Action;
+pub use super::action::Load;
 use super::expect::{Expectation, Metric};
 
 const TOP_FIELDS: &[&str] = &["name", "topology", "seed", "duration", "timeline", "expect"];
@@ -92,30 +94,14 @@ impl Selector {
 #[derive(Debug, Clone)]
 pub enum Verb {
     /// Cut every link between nodes of different groups (nodes in no group form one more).
-    Partition {
-        groups: Vec<Vec<Selector>>,
-    },
+    Partition { groups: Vec<Vec<Selector>> },
     /// Bring back every link a partition cut.
     Heal,
-    Crash {
-        node: String,
-    },
-    Restart {
-        node: String,
-    },
-    LinkSet {
-        a: String,
-        b: String,
-        change: LinkChange,
-    },
-    LinkDown {
-        a: String,
-        b: String,
-    },
-    LinkUp {
-        a: String,
-        b: String,
-    },
+    /// A verb that is one action, played as written once the topology has its node or
+    /// link: `crash`, `restart`, `link_set`, `link_down`, `link_up`, the clock faults
+    /// (`clock_step`, `clock_drift`, `stratum0_compromise`, `pulsar_loss`) and `byzantine`.
+    /// Never a marker or a load start: those come from their own verbs.
+    Once(Action),
     /// Link down for `(1 - duty)` of each `period`, up for `duty`, until `until_ns`
     /// (absolute, emulated). Each period's phase is shifted by up to `jitter_ns` (seeded).
     Flap {
@@ -137,73 +123,20 @@ pub enum Verb {
         replace_after_ns: u64,
     },
     /// A workload on the selected nodes (see [`Load`]).
-    Load {
-        nodes: Vec<Selector>,
-        load: Load,
-    },
-    /// A clock fault (`clock_step`, `clock_drift`, `stratum0_compromise`, `pulsar_loss`),
-    /// played through the supervisor's `POST /api/nodes/{node}/clock`.
-    Clock {
-        node: String,
-        fault: ClockFault,
-    },
-    /// Make a node byzantine (no behaviour: honest again), through the supervisor's
-    /// `POST /api/nodes/{node}/byzantine`.
-    Byzantine {
-        node: String,
-        behaviour: ByzantineFault,
-    },
-}
-
-/// A workload: one sequential client session per node, writing unique values and reading
-/// keys of its cell through the supervisor, one op every `interval_ns`. The scenario verb
-/// `load` and the expanded action carry it alike; [`Load::default`] holds the verb's
-/// defaults.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Load {
-    /// Keys per cell, 1..=1000.
-    pub keys: u32,
-    pub interval_ns: u64,
-    /// When the sessions stop (absolute, emulated).
-    pub until_ns: u64,
-    /// Share of ops that write.
-    pub write_fraction: f64,
-    /// Share of ops that, instead of a key-value op, send a message (one datagram over the
-    /// overlay) to a random node outside the session's cell: across levels.
-    pub message_fraction: f64,
-    /// When the agent acknowledges a write (`durability: local | cell`, default `cell`: once
-    /// f + 1 cell members hold it; see `lightcone_agent::kv::Durability`).
-    pub durability: lightcone_agent::kv::Durability,
-}
-
-impl Default for Load {
-    fn default() -> Self {
-        Load {
-            keys: 8,
-            interval_ns: 200_000_000,
-            until_ns: 0,
-            write_fraction: 0.5,
-            message_fraction: 0.0,
-            durability: lightcone_agent::kv::Durability::default(),
-        }
-    }
+    Load { nodes: Vec<Selector>, load: Load },
 }
 
 impl Verb {
+    /// The verb as written in the scenario.
     pub fn name(&self) -> &str {
         match self {
             Verb::Partition { .. } => "partition",
             Verb::Heal => "heal",
-            Verb::Crash { .. } => "crash",
-            Verb::Restart { .. } => "restart",
-            Verb::LinkSet { .. } => "link_set",
-            Verb::LinkDown { .. } => "link_down",
-            Verb::LinkUp { .. } => "link_up",
+            Verb::Once(Action::Clock { fault, .. }) => fault.verb(),
+            Verb::Once(a) => a.kind(),
             Verb::Flap { .. } => "flap",
             Verb::Churn { .. } => "churn",
             Verb::Load { .. } => "load",
-            Verb::Clock { fault, .. } => fault.verb(),
-            Verb::Byzantine { .. } => "byzantine",
         }
     }
 }
@@ -238,7 +171,7 @@ impl Reader {
     /// A clock verb whose fault passes the agent's own checks (else a mistake at `at`).
     fn clock_verb(&mut self, node: String, fault: ClockFault, at: Pos) -> Option<Verb> {
         match fault.checked() {
-            Ok(fault) => Some(Verb::Clock { node, fault }),
+            Ok(fault) => Some(Verb::Once(Action::Clock { node, fault })),
             Err(e) => {
                 self.d.error(at, format!("{}: {e}", fault.verb()));
                 None
@@ -326,23 +259,10 @@ impl Reader {
             },
             None => None,
         };
-        let mut timeline = Vec::new();
-        if let Some(t) = Self::get(&f, "timeline") {
-            match &t.value {
-                Value::Seq(items) => {
-                    for i in items {
-                        if let Some(s) = self.step(i) {
-                            timeline.push(s);
-                        }
-                    }
-                }
-                _ if t.is_null() => {}
-                _ => self.d.error(
-                    t.pos,
-                    format!("timeline must be a list of steps, found {}", t.kind()),
-                ),
-            }
-        }
+        let mut timeline = match Self::get(&f, "timeline") {
+            Some(t) => self.list(t, "timeline", "a list of steps", Self::step),
+            None => Vec::new(),
+        };
         if let Some(d) = duration_ns {
             for s in &timeline {
                 if s.at_ns > d {
@@ -361,22 +281,10 @@ impl Reader {
             }
         }
         timeline.sort_by_key(|s| s.at_ns);
-        let mut expect = Vec::new();
-        if let Some(e) = Self::get(&f, "expect") {
-            match &e.value {
-                Value::Seq(items) => {
-                    for i in items {
-                        if let Some(x) = self.expectation(i) {
-                            expect.push(x);
-                        }
-                    }
-                }
-                _ if e.is_null() => {}
-                _ => self
-                    .d
-                    .error(e.pos, format!("expect must be a list, found {}", e.kind())),
-            }
-        }
+        let expect = match Self::get(&f, "expect") {
+            Some(e) => self.list(e, "expect", "a list", Self::expectation),
+            None => Vec::new(),
+        };
         let listed = match Self::get(&f, "expect").map(|e| &e.value) {
             Some(Value::Seq(items)) => !items.is_empty(),
             Some(Value::Map(_)) => true, // reported above
@@ -528,19 +436,19 @@ impl Reader {
                 }
                 Some(Verb::Heal)
             }
-            "crash" => Some(Verb::Crash {
+            "crash" => Some(Verb::Once(Action::Crash {
                 node: self.name(v, "crash")?,
-            }),
-            "restart" => Some(Verb::Restart {
+            })),
+            "restart" => Some(Verb::Once(Action::Restart {
                 node: self.name(v, "restart")?,
-            }),
+            })),
             "link_down" | "link_up" => {
                 let (a, b) = self.endpoints(v, name)?;
-                Some(if name == "link_down" {
-                    Verb::LinkDown { a, b }
+                Some(Verb::Once(if name == "link_down" {
+                    Action::LinkDown { a, b }
                 } else {
-                    Verb::LinkUp { a, b }
-                })
+                    Action::LinkUp { a, b }
+                }))
             }
             "link_set" => {
                 let f = self.fields(
@@ -574,7 +482,7 @@ impl Reader {
                     self.d.error(v.pos, format!("link_set: {e}"));
                     return None;
                 }
-                Some(Verb::LinkSet { a, b, change })
+                Some(Verb::Once(Action::LinkSet { a, b, change }))
             }
             "flap" => {
                 let f = self.fields(v, &["link", "period", "duty", "until", "jitter"], "flap")?;
@@ -775,7 +683,7 @@ impl Reader {
                     _ => vec![self.name(b, "behaviour")?],
                 };
                 match ByzantineFault::from_names(names) {
-                    Ok(behaviour) => Some(Verb::Byzantine { node, behaviour }),
+                    Ok(behaviour) => Some(Verb::Once(Action::Byzantine { node, behaviour })),
                     Err(e) => {
                         self.d.error_help(
                             b.pos,

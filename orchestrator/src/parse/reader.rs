@@ -166,6 +166,28 @@ impl Reader {
         }
     }
 
+    /// A list, each item read by `item` (which reports its own mistakes; such an item is
+    /// left out). Null reads as an empty list.
+    pub fn list<T>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        expected: &str,
+        mut item: impl FnMut(&mut Self, &Node) -> Option<T>,
+    ) -> Vec<T> {
+        match &node.value {
+            Value::Seq(items) => items.iter().filter_map(|i| item(self, i)).collect(),
+            _ if node.is_null() => Vec::new(),
+            _ => {
+                self.d.error(
+                    node.pos,
+                    format!("{what} must be {expected}, found {}", node.kind()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
     /// The value of `key`, if the mapping has it.
     pub fn get<'a>(f: &Fields<'a>, key: &str) -> Option<&'a Node> {
         f.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)

@@ -45,10 +45,11 @@ pub enum Action {
         #[serde(flatten)]
         load: Load,
     },
-    /// A clock fault, played through `POST /api/nodes/{node}/clock`.
+    /// A clock fault, played through `POST /api/nodes/{node}/clock`. Recorded as
+    /// `"verb": …, "node": …, "request": {…}` (the request is the agent's JSON).
+    #[serde(serialize_with = "clock_fields")]
     Clock {
         node: String,
-        #[serde(flatten)]
         fault: ClockFault,
     },
     /// Make a node byzantine (no behaviour: honest again).
@@ -177,4 +178,18 @@ impl Default for Load {
             durability: lightcone_agent::kv::Durability::default(),
         }
     }
+}
+
+/// The recorded fields of [`Action::Clock`].
+fn clock_fields<S: serde::Serializer>(
+    node: &String,
+    fault: &ClockFault,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(3))?;
+    m.serialize_entry("verb", fault.verb())?;
+    m.serialize_entry("node", node)?;
+    m.serialize_entry("request", &fault.request())?;
+    m.end()
 }

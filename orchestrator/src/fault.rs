@@ -9,10 +9,10 @@
 
 use lightcone_agent::config::{ByzantineRequest, ClockFaultRequest};
 
-/// A clock fault (emulated time), within the agent's limits
-/// ([`ClockFaultRequest::to_fault`]). Built with [`ClockFault::checked`].
+/// What a clock fault does to a node's clock (emulated time); unchecked. A
+/// [`ClockFault`] is one the agent accepts.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ClockFault {
+pub enum ClockChange {
     /// The hardware clock's phase jumps by this much (`clock_step`, `--step`).
     Step { offset_ns: f64 },
     /// Its frequency changes by this many parts per billion (`clock_drift`, `--drift`).
@@ -25,42 +25,50 @@ pub enum ClockFault {
     PulsarLoss { lost: bool },
 }
 
-impl ClockFault {
-    /// Scenario verbs that make a clock fault, one per kind.
-    pub const VERBS: [&'static str; 4] = [
-        "clock_step",
-        "clock_drift",
-        "stratum0_compromise",
-        "pulsar_loss",
-    ];
+impl ClockChange {
+    /// The body of the agent's `POST /clock` (and the supervisor's) for this change.
+    fn request(&self) -> ClockFaultRequest {
+        let mut r = ClockFaultRequest::default();
+        match *self {
+            ClockChange::Step { offset_ns } => r.step_ns = Some(offset_ns),
+            ClockChange::Drift { ppb } => r.drift_ppb = Some(ppb),
+            ClockChange::ServeBias { offset_ns } => r.serve_bias_ns = Some(offset_ns),
+            ClockChange::PulsarLoss { lost } => r.pulsar_loss = Some(lost),
+        }
+        r
+    }
+}
 
+/// A clock fault within the agent's limits ([`ClockFaultRequest::to_fault`]): only
+/// [`ClockFault::new`] makes one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockFault(ClockChange);
+
+impl ClockFault {
     /// The fault if the agent would take it, else the agent's own reason (e.g.
     /// `step_ns = … is out of range …`).
-    pub fn checked(self) -> Result<Self, String> {
-        self.request().to_fault()?;
-        Ok(self)
+    pub fn new(change: ClockChange) -> Result<Self, String> {
+        change.request().to_fault()?;
+        Ok(ClockFault(change))
+    }
+
+    pub fn change(&self) -> ClockChange {
+        self.0
     }
 
     /// The scenario verb that makes this fault.
     pub fn verb(&self) -> &'static str {
-        match self {
-            ClockFault::Step { .. } => "clock_step",
-            ClockFault::Drift { .. } => "clock_drift",
-            ClockFault::ServeBias { .. } => "stratum0_compromise",
-            ClockFault::PulsarLoss { .. } => "pulsar_loss",
+        match self.0 {
+            ClockChange::Step { .. } => "clock_step",
+            ClockChange::Drift { .. } => "clock_drift",
+            ClockChange::ServeBias { .. } => "stratum0_compromise",
+            ClockChange::PulsarLoss { .. } => "pulsar_loss",
         }
     }
 
     /// The body of the agent's `POST /clock` (and the supervisor's).
     pub fn request(&self) -> ClockFaultRequest {
-        let mut r = ClockFaultRequest::default();
-        match *self {
-            ClockFault::Step { offset_ns } => r.step_ns = Some(offset_ns),
-            ClockFault::Drift { ppb } => r.drift_ppb = Some(ppb),
-            ClockFault::ServeBias { offset_ns } => r.serve_bias_ns = Some(offset_ns),
-            ClockFault::PulsarLoss { lost } => r.pulsar_loss = Some(lost),
-        }
-        r
+        self.0.request()
     }
 }
 
@@ -145,13 +153,15 @@ mod tests {
 
     #[test]
     fn bodies_are_the_agents_request_json() {
-        let step = NodeFault::Clock(ClockFault::Step { offset_ns: -2e6 });
+        let step =
+            NodeFault::Clock(ClockFault::new(ClockChange::Step { offset_ns: -2e6 }).unwrap());
         assert_eq!(step.body(), json!({"step_ns": -2e6}));
         assert_eq!(step.api_path("a"), "/api/nodes/a/clock");
-        let bias = ClockFault::ServeBias { offset_ns: 5e7 };
+        let bias = ClockFault::new(ClockChange::ServeBias { offset_ns: 5e7 }).unwrap();
         assert_eq!(bias.verb(), "stratum0_compromise");
         assert_eq!(NodeFault::Clock(bias).body(), json!({"serve_bias_ns": 5e7}));
-        let lost = NodeFault::Clock(ClockFault::PulsarLoss { lost: false });
+        let lost =
+            NodeFault::Clock(ClockFault::new(ClockChange::PulsarLoss { lost: false }).unwrap());
         assert_eq!(lost.body(), json!({"pulsar_loss": false}));
         let b = ByzantineFault::from_names(vec!["drop_forwarding".into()]).unwrap();
         assert_eq!(
@@ -162,11 +172,12 @@ mod tests {
         assert_eq!(NodeFault::Restart.api_path("b"), "/api/nodes/b/restart");
         // What is sent is what the agent parses back to the same fault.
         for c in [
-            ClockFault::Step { offset_ns: 1e6 },
-            ClockFault::Drift { ppb: -3.5 },
-            ClockFault::ServeBias { offset_ns: 0.0 },
-            ClockFault::PulsarLoss { lost: true },
+            ClockChange::Step { offset_ns: 1e6 },
+            ClockChange::Drift { ppb: -3.5 },
+            ClockChange::ServeBias { offset_ns: 0.0 },
+            ClockChange::PulsarLoss { lost: true },
         ] {
+            let c = ClockFault::new(c).unwrap();
             let body = NodeFault::Clock(c).body().to_string();
             let back: ClockFaultRequest = serde_json::from_str(&body).unwrap();
             assert_eq!(back, c.request());
@@ -176,11 +187,11 @@ mod tests {
 
     #[test]
     fn faults_outside_the_agents_limits_are_refused_at_the_edge() {
-        let e = ClockFault::Step { offset_ns: 2e14 }.checked().unwrap_err();
+        let e = ClockFault::new(ClockChange::Step { offset_ns: 2e14 }).unwrap_err();
         assert!(e.contains("out of range"), "{e}");
-        assert!(ClockFault::Drift { ppb: f64::NAN }.checked().is_err());
-        assert!(ClockFault::ServeBias { offset_ns: 2e9 }.checked().is_err());
-        assert!(ClockFault::Drift { ppb: 50.0 }.checked().is_ok());
+        assert!(ClockFault::new(ClockChange::Drift { ppb: f64::NAN }).is_err());
+        assert!(ClockFault::new(ClockChange::ServeBias { offset_ns: 2e9 }).is_err());
+        assert!(ClockFault::new(ClockChange::Drift { ppb: 50.0 }).is_ok());
         let e = ByzantineFault::from_names(vec!["eat_cake".into()]).unwrap_err();
         assert!(e.contains("known: lie_membership, drop_forwarding"), "{e}");
         assert!(ByzantineFault::from_names(vec![]).unwrap().is_honest());

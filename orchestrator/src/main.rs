@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::{CommandFactory, Parser, Subcommand};
 use lightcone::apply;
-use lightcone::fault::{ByzantineFault, ClockFault, NodeFault};
+use lightcone::fault::{ByzantineFault, ClockChange, ClockFault, NodeFault};
 use lightcone::kernel::Netns;
 use lightcone::link::probe::{self, ProbeOptions};
 use lightcone::plan::{self, Plan};
@@ -288,16 +288,16 @@ fn clock_request(
     pulsar_loss: bool,
     pulsar_restore: bool,
 ) -> Result<ClockFault, String> {
-    let fault = match (step, drift, bias) {
-        (Some(s), _, _) => ClockFault::Step {
+    let change = match (step, drift, bias) {
+        (Some(s), _, _) => ClockChange::Step {
             offset_ns: signed_duration_ns("--step", &s)?,
         },
-        (None, Some(ppb), _) => ClockFault::Drift { ppb },
-        (None, None, Some(b)) => ClockFault::ServeBias {
+        (None, Some(ppb), _) => ClockChange::Drift { ppb },
+        (None, None, Some(b)) => ClockChange::ServeBias {
             offset_ns: signed_duration_ns("--bias", &b)?,
         },
         (None, None, None) if pulsar_loss || pulsar_restore => {
-            ClockFault::PulsarLoss { lost: pulsar_loss }
+            ClockChange::PulsarLoss { lost: pulsar_loss }
         }
         (None, None, None) => {
             return Err(
@@ -311,22 +311,22 @@ fn clock_request(
     let out_of_range = |what: String, max: &str| {
         format!("{what} is out of range: at most ±{max} (a larger value is a broken clock, not a fault)")
     };
-    match fault {
-        ClockFault::Step { offset_ns: v } if v.abs() > MAX_STEP_NS => {
+    match change {
+        ClockChange::Step { offset_ns: v } if v.abs() > MAX_STEP_NS => {
             return Err(out_of_range(
                 format!("--step {} s", v * 1e-9),
                 "1 day (86400 s)",
             ))
         }
-        ClockFault::Drift { ppb: v } if !v.is_finite() || v.abs() > MAX_DRIFT * 1e9 => {
+        ClockChange::Drift { ppb: v } if !v.is_finite() || v.abs() > MAX_DRIFT * 1e9 => {
             return Err(out_of_range(format!("--drift {v} ppb"), "1e6 ppb"))
         }
-        ClockFault::ServeBias { offset_ns: v } if v.abs() > MAX_BIAS_NS => {
+        ClockChange::ServeBias { offset_ns: v } if v.abs() > MAX_BIAS_NS => {
             return Err(out_of_range(format!("--bias {} s", v * 1e-9), "1 s"))
         }
         _ => {}
     }
-    fault.checked()
+    ClockFault::new(change)
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

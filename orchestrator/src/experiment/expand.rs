@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::fault::ClockFault;
+use crate::fault::ClockChange;
 use crate::topology::{units, Topology};
 
 pub use super::action::Action;
@@ -259,7 +259,8 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                         let is_authority = topo.node_index(n).is_some_and(|i| {
                             topo.nodes[i].role == lightcone_agent::config::Role::Authority
                         });
-                        if matches!(fault, ClockFault::ServeBias { .. }) && !is_authority {
+                        if matches!(fault.change(), ClockChange::ServeBias { .. }) && !is_authority
+                        {
                             return Err(ExpandError {
                                 line,
                                 message: format!(

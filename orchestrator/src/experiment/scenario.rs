@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fault::{ByzantineFault, ClockFault};
+use crate::fault::{ByzantineFault, ClockChange, ClockFault};
 use crate::parse::yaml::{Node, Pos, Value};
 use crate::parse::{did_you_mean, units, Diagnostics, Fields, LoadError, Reader};
 use crate::supervisor::LinkChange;
@@ -169,11 +169,17 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 /// The scenario's own readers; the generic ones are the toolkit's.
 impl Reader {
     /// A clock verb whose fault passes the agent's own checks (else a mistake at `at`).
-    fn clock_verb(&mut self, node: String, fault: ClockFault, at: Pos) -> Option<Verb> {
-        match fault.checked() {
+    fn clock_verb(
+        &mut self,
+        verb: &str,
+        node: String,
+        change: ClockChange,
+        at: Pos,
+    ) -> Option<Verb> {
+        match ClockFault::new(change) {
             Ok(fault) => Some(Verb::Once(Action::Clock { node, fault })),
             Err(e) => {
-                self.d.error(at, format!("{}: {e}", fault.verb()));
+                self.d.error(at, format!("{verb}: {e}"));
                 None
             }
         }
@@ -623,12 +629,12 @@ impl Reader {
                 let node = self.name(nn, "node")?;
                 let o = self.required(&f, "offset", v.pos, name)?;
                 let offset_ns = self.signed_duration(o, "offset")?;
-                let fault = if name == "clock_step" {
-                    ClockFault::Step { offset_ns }
+                let change = if name == "clock_step" {
+                    ClockChange::Step { offset_ns }
                 } else {
-                    ClockFault::ServeBias { offset_ns }
+                    ClockChange::ServeBias { offset_ns }
                 };
-                self.clock_verb(node, fault, o.pos)
+                self.clock_verb(name, node, change, o.pos)
             }
             "clock_drift" => {
                 let f = self.fields(v, &["node", "ppb"], name)?;
@@ -645,7 +651,7 @@ impl Reader {
                     );
                     return None;
                 };
-                self.clock_verb(node, ClockFault::Drift { ppb }, n.pos)
+                self.clock_verb(name, node, ClockChange::Drift { ppb }, n.pos)
             }
             "pulsar_loss" => {
                 let f = self.fields(v, &["node", "restore"], name)?;
@@ -662,7 +668,12 @@ impl Reader {
                         }
                     },
                 };
-                self.clock_verb(node, ClockFault::PulsarLoss { lost: !restore }, v.pos)
+                self.clock_verb(
+                    name,
+                    node,
+                    ClockChange::PulsarLoss { lost: !restore },
+                    v.pos,
+                )
             }
             "byzantine" => {
                 let f = self.fields(v, &["node", "behaviour"], name)?;

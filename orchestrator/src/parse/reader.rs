@@ -75,6 +75,8 @@ impl Reader {
         Some(out)
     }
 
+    /// A non-null scalar's text; anything else is a mistake saying `what` must be
+    /// `expected` (`a name`, `a duration such as 2ms`, …).
     pub fn scalar<'a>(&mut self, node: &'a Node, what: &str, expected: &str) -> Option<&'a str> {
         match node.scalar() {
             Some(s) if !node.is_null() => Some(s),
@@ -88,10 +90,13 @@ impl Reader {
         }
     }
 
+    /// A string: any non-null scalar.
     pub fn string(&mut self, node: &Node, what: &str) -> Option<String> {
         self.scalar(node, what, "a string").map(str::to_string)
     }
 
+    /// A scalar parsed by `f` (one of [`units`]' parsers, or any with the same contract);
+    /// its refusal is reported as `{what}: {message}` at the value.
     pub fn unit<T>(
         &mut self,
         node: &Node,
@@ -109,6 +114,7 @@ impl Reader {
         }
     }
 
+    /// A whole number in `0..=max`.
     pub fn uint(&mut self, node: &Node, what: &str, max: u64) -> Option<u64> {
         let s = self.scalar(node, what, "a whole number")?;
         match s.parse::<u64>() {
@@ -128,6 +134,7 @@ impl Reader {
         }
     }
 
+    /// A finite number.
     pub fn float(&mut self, node: &Node, what: &str) -> Option<f64> {
         let s = self.scalar(node, what, "a number")?;
         match s.parse::<f64>() {
@@ -142,6 +149,8 @@ impl Reader {
         }
     }
 
+    /// One of a few names, turned into a value by `f`; an unknown one gets "did you mean"
+    /// among `options`.
     pub fn choice<T>(
         &mut self,
         node: &Node,
@@ -232,5 +241,85 @@ impl Reader {
     /// A percentage such as `50%` ([`units::percent`]), as a fraction in 0..=1.
     pub fn percent(&mut self, node: &Node, what: &str) -> Option<f64> {
         self.unit(node, what, "a percentage such as 50%", units::percent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::yaml;
+
+    fn messages(r: &Reader) -> Vec<String> {
+        r.d.items
+            .iter()
+            .map(|d| format!("{}:{} {}", d.pos.line, d.pos.col, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn fields_report_unknown_duplicate_and_missing_keys_where_they_stand() {
+        let root = yaml::parse(
+            "a: 1
+bb: 2
+a: 3
+x: 4
+",
+        )
+        .unwrap();
+        let mut r = Reader::default();
+        let f = r.fields(&root, &["a", "b"], "the thing").unwrap();
+        assert_eq!(f.len(), 1);
+        assert!(r.required(&f, "b", root.pos, "the thing").is_none());
+        assert_eq!(
+            messages(&r),
+            [
+                "2:1 unknown key `bb` in the thing",
+                "3:1 duplicate key `a` in the thing (first at line 1)",
+                "4:1 unknown key `x` in the thing",
+                "1:1 the thing needs `b`",
+            ]
+        );
+        assert!(r.d.items[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `b`?"));
+    }
+
+    #[test]
+    fn values_are_read_with_the_shared_unit_parsers() {
+        let root = yaml::parse(
+            "d: 30s
+n: -500us
+p: 50%
+bad: 5
+l: [1s, x]
+z:
+",
+        )
+        .unwrap();
+        let mut r = Reader::default();
+        let f = r
+            .fields(&root, &["d", "n", "p", "bad", "l", "z"], "t")
+            .unwrap();
+        let get = |k| Reader::get(&f, k).unwrap();
+        assert_eq!(r.duration(get("d"), "d"), Some(30_000_000_000));
+        assert_eq!(r.signed_duration(get("n"), "n"), Some(-500_000.0));
+        assert_eq!(r.percent(get("p"), "p"), Some(0.5));
+        assert_eq!(r.duration(get("bad"), "bad"), None);
+        let l = r.list(get("l"), "l", "a list", |r, n| r.duration(n, "item"));
+        assert_eq!(l, [1_000_000_000]);
+        assert!(r
+            .list(get("z"), "z", "a list", |r, n| r.name(n, "z"))
+            .is_empty());
+        assert_eq!(r.name(get("z"), "z"), None);
+        assert_eq!(
+            messages(&r),
+            [
+                "4:6 bad: \"5\" has no unit; write a duration with a unit: ns, us, ms, s, min or h (e.g. 20ms, 1.5s)",
+                "5:9 item: \"x\" is not a duration; write a duration with a unit: ns, us, ms, s, min or h (e.g. 20ms, 1.5s)",
+                "7:1 z must be a name, found nothing (null)",
+            ]
+        );
     }
 }

@@ -7,8 +7,8 @@
 use serde::Serialize;
 
 use crate::fault::{ByzantineFault, ClockFault, NodeFault};
+use crate::parse::units;
 use crate::supervisor::LinkChange;
-use crate::topology::units;
 
 /// One primitive change at an emulated time.
 #[derive(Debug, Clone, Serialize)]

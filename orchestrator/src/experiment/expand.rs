@@ -11,7 +11,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::fault::ClockChange;
-use crate::topology::{units, Topology};
+use crate::parse::units;
+use crate::topology::Topology;
 
 pub use super::action::Action;
 use super::scenario::{Scenario, Selector, Verb};

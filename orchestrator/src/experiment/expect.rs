@@ -74,7 +74,7 @@ use lightcone_agent::causal::checker::{self, HistoryOp, OpKind, OpStatus};
 use lightcone_agent::causal::{Dot, DotContext};
 use serde::{Deserialize, Serialize};
 
-use crate::topology::units;
+use crate::parse::units;
 
 pub const SYNTAX: &str =
     "write `METRIC OP VALUE`, e.g. `detection_time < 10s`, `locality > 99.99%`, \

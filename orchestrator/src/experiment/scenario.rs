@@ -133,6 +133,8 @@ impl Verb {
             Verb::Partition { .. } => "partition",
             Verb::Heal => "heal",
             Verb::Once(Action::Clock { fault, .. }) => fault.verb(),
+            // `kind` says "honest" for `behaviour: []`; the verb is still `byzantine`.
+            Verb::Once(Action::Byzantine { .. }) => "byzantine",
             Verb::Once(a) => a.kind(),
             Verb::Flap { .. } => "flap",
             Verb::Churn { .. } => "churn",
@@ -771,5 +773,30 @@ pub fn flow(n: &Node) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: with the one-action verbs carrying their `Action`, a byzantine step back
+    /// to honest (`behaviour: []`) was named by the action's kind, `honest`, in the
+    /// expanded timeline's origins; it is the verb `byzantine`.
+    #[test]
+    fn verbs_keep_their_written_names() {
+        let src = "topology: x.yaml\nduration: 20s\ntimeline:\n  - { at: 1s, byzantine: { node: a, behaviour: [] } }\n  - { at: 2s, stratum0_compromise: { node: a, offset: 1ms } }\n  - { at: 3s, pulsar_loss: { node: a, restore: true } }\n  - { at: 4s, link_set: { link: [a, b], delay: 1ms } }\n  - { at: 5s, crash: a }\nexpect: [causal_anomalies == 0]\n";
+        let sc = parse_str(src, "s.yaml", Path::new(".")).unwrap();
+        let names: Vec<&str> = sc.timeline.iter().map(|s| s.verb.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "byzantine",
+                "stratum0_compromise",
+                "pulsar_loss",
+                "link_set",
+                "crash"
+            ]
+        );
     }
 }

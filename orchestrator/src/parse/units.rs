@@ -179,56 +179,85 @@ fn fmt_scaled(v: f64, unit: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Each `(text, value)` parses to `value`; each `(text, words)` is refused with a
+    /// message holding `words`.
+    fn check<T: PartialEq + std::fmt::Debug>(
+        parse: impl Fn(&str) -> Result<T, String>,
+        good: &[(&str, T)],
+        bad: &[(&str, &str)],
+    ) {
+        for (text, want) in good {
+            assert_eq!(parse(text).as_ref(), Ok(want), "{text}");
+        }
+        for (text, words) in bad {
+            let e = parse(text).expect_err(text);
+            assert!(e.contains(words), "{text}: {e}");
+        }
+    }
+
     #[test]
     fn durations() {
-        assert_eq!(duration_ns("20ms"), Ok(20_000_000));
-        assert_eq!(duration_ns("1.5s"), Ok(1_500_000_000));
-        assert_eq!(duration_ns("499 s"), Ok(499_000_000_000));
-        assert_eq!(duration_ns("250us"), Ok(250_000));
-        assert_eq!(duration_ns("2h"), Ok(7_200_000_000_000));
-        assert_eq!(duration_ns("0"), Ok(0));
-        assert!(duration_ns("-5ms").unwrap_err().contains("negative"));
-        assert!(duration_ns("20").unwrap_err().contains("no unit"));
-        assert!(duration_ns("20 parsecs")
-            .unwrap_err()
-            .contains("unknown duration unit"));
-        assert!(duration_ns("8d").unwrap_err().contains("longest"));
+        check(
+            duration_ns,
+            &[
+                ("20ms", 20_000_000),
+                ("1.5s", 1_500_000_000),
+                ("499 s", 499_000_000_000),
+                ("250us", 250_000),
+                ("2h", 7_200_000_000_000),
+                ("0", 0),
+            ],
+            &[
+                ("-5ms", "negative"),
+                ("20", "no unit"),
+                ("20 parsecs", "unknown duration unit"),
+                ("8d", "longest"),
+            ],
+        );
     }
 
     #[test]
     fn signed_durations() {
-        assert_eq!(signed_duration_ns("-500us"), Ok(-500_000.0));
-        assert_eq!(signed_duration_ns("+2ms"), Ok(2_000_000.0));
-        assert_eq!(signed_duration_ns("1s"), Ok(1e9));
-        assert!(signed_duration_ns("--1ms")
-            .unwrap_err()
-            .contains("negative"));
-        assert!(signed_duration_ns("-5").unwrap_err().contains("no unit"));
+        check(
+            signed_duration_ns,
+            &[("-500us", -500_000.0), ("+2ms", 2_000_000.0), ("1s", 1e9)],
+            &[
+                ("--1ms", "negative"),
+                ("++1ms", "not a duration"),
+                ("-5", "no unit"),
+            ],
+        );
     }
 
     #[test]
     fn percents() {
-        assert_eq!(percent("1%"), Ok(0.01));
-        assert_eq!(percent("100 %"), Ok(1.0));
-        assert!(percent("150%").unwrap_err().contains("between 0% and 100%"));
-        assert!(percent("0.3").unwrap_err().contains("% sign"));
+        check(
+            percent,
+            &[("1%", 0.01), ("100 %", 1.0)],
+            &[("150%", "between 0% and 100%"), ("0.3", "% sign")],
+        );
     }
 
     #[test]
     fn rates() {
-        assert_eq!(rate_bps("100Mbit"), Ok(100_000_000));
-        assert_eq!(rate_bps("10 Mbit/s"), Ok(10_000_000));
-        assert_eq!(rate_bps("1.5gbit"), Ok(1_500_000_000));
-        assert!(rate_bps("0Mbit").unwrap_err().contains("greater than 0"));
-        assert!(rate_bps("10mbps").unwrap_err().contains("ambiguous"));
+        check(
+            rate_bps,
+            &[
+                ("100Mbit", 100_000_000),
+                ("10 Mbit/s", 10_000_000),
+                ("1.5gbit", 1_500_000_000),
+            ],
+            &[("0Mbit", "greater than 0"), ("10mbps", "ambiguous")],
+        );
     }
 
     #[test]
     fn sizes_and_formatting() {
-        assert_eq!(bytes("64KiB"), Ok(65536));
-        assert_eq!(bytes("1500"), Ok(1500));
+        check(bytes, &[("64KiB", 65536), ("1500", 1500)], &[]);
         assert_eq!(fmt_ns(20_000_000), "20ms");
         assert_eq!(fmt_ns(499_004_784_000), "499.005s");
+        assert_eq!(fmt_ns(7_200_000_000_000), "2h");
         assert_eq!(fmt_bps(100_000_000), "100Mbit");
+        assert_eq!(fmt_bps(1_500), "1.5kbit");
     }
 }

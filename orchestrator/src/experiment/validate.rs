@@ -59,23 +59,19 @@ pub fn is_scenario(root: &Node) -> bool {
 
 /// Check a topology or a scenario file, whichever it is (`lightcone validate`).
 pub fn check_file(path: &Path) -> Result<CheckedFile, ScenarioError> {
-    let file = path.display().to_string();
-    let src = parse::read_source(path)?;
-    let root = parse::tree(&src).map_err(|d| LoadError::invalid(d, &file, &src))?;
+    let (src, root) = parse::read_tree(path)?;
     if is_scenario(&root) {
         check_tree(&root, path, &src, None).map(|c| CheckedFile::Scenario(Box::new(c)))
     } else {
         topology::from_tree(&root)
             .map(CheckedFile::Topology)
-            .map_err(|d| LoadError::invalid(d, &file, &src))
+            .map_err(|d| LoadError::invalid(d, &path.display().to_string(), &src))
     }
 }
 
 /// Check a scenario file (`lightcone run`), with an optional seed override.
 pub fn check_scenario(path: &Path, seed: Option<u64>) -> Result<Checked, ScenarioError> {
-    let file = path.display().to_string();
-    let src = parse::read_source(path)?;
-    let root = parse::tree(&src).map_err(|d| LoadError::invalid(d, &file, &src))?;
+    let (src, root) = parse::read_tree(path)?;
     check_tree(&root, path, &src, seed)
 }
 

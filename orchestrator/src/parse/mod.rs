@@ -70,6 +70,14 @@ pub fn tree(src: &str) -> Result<yaml::Node, Diagnostics> {
     })
 }
 
+/// Read a file and parse its YAML: its text (to render later mistakes against) and its
+/// tree.
+pub fn read_tree(path: &Path) -> Result<(String, yaml::Node), LoadError> {
+    let src = read_source(path)?;
+    let root = tree(&src).map_err(|d| LoadError::invalid(d, &path.display().to_string(), &src))?;
+    Ok((src, root))
+}
+
 /// Parse `src` (named `file` in messages) into a tree and read it with `read`; every
 /// mistake, the YAML's own included, comes back rendered.
 pub fn parse_str<T>(

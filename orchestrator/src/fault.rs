@@ -7,7 +7,11 @@
 //! agent's own request types ([`ClockFaultRequest`], [`ByzantineRequest`]). Nothing between
 //! the edge and the request re-reads a string.
 
-use lightcone_agent::config::{ByzantineRequest, ClockFaultRequest};
+use lightcone_agent::config::{
+    ByzantineRequest, ClockFaultRequest, MAX_BIAS_NS, MAX_DRIFT, MAX_STEP_NS,
+};
+
+use crate::parse::units;
 
 /// What a clock fault does to a node's clock (emulated time); unchecked. A
 /// [`ClockFault`] is one the agent accepts.
@@ -50,6 +54,55 @@ impl ClockFault {
     pub fn new(change: ClockChange) -> Result<Self, String> {
         change.request().to_fault()?;
         Ok(ClockFault(change))
+    }
+
+    /// The fault `lightcone fault clock` asks for with its flags (clap lets exactly one
+    /// be given): `--step` and `--bias` are signed durations, `--drift` is in ppb. A value
+    /// past the agent's limits is refused here, in the flag's own units, before any
+    /// request.
+    pub fn from_flags(
+        step: Option<&str>,
+        drift_ppb: Option<f64>,
+        bias: Option<&str>,
+        pulsar_loss: bool,
+        pulsar_restore: bool,
+    ) -> Result<Self, String> {
+        let signed = |flag: &str, text: &str| {
+            units::signed_duration_ns(text).map_err(|e| format!("{flag}: {e}"))
+        };
+        let change = match (step, drift_ppb, bias) {
+            (Some(s), _, _) => ClockChange::Step {
+                offset_ns: signed("--step", s)?,
+            },
+            (None, Some(ppb), _) => ClockChange::Drift { ppb },
+            (None, None, Some(b)) => ClockChange::ServeBias {
+                offset_ns: signed("--bias", b)?,
+            },
+            (None, None, None) if pulsar_loss || pulsar_restore => {
+                ClockChange::PulsarLoss { lost: pulsar_loss }
+            }
+            (None, None, None) => {
+                return Err(
+                    "give one of --step, --drift, --bias, --pulsar-loss, --pulsar-restore".into(),
+                )
+            }
+        };
+        let out_of_range = |what: String, max: &str| {
+            format!("{what} is out of range: at most ±{max} (a larger value is a broken clock, not a fault)")
+        };
+        match change {
+            ClockChange::Step { offset_ns: v } if v.abs() > MAX_STEP_NS => Err(out_of_range(
+                format!("--step {} s", v * 1e-9),
+                "1 day (86400 s)",
+            )),
+            ClockChange::Drift { ppb: v } if !v.is_finite() || v.abs() > MAX_DRIFT * 1e9 => {
+                Err(out_of_range(format!("--drift {v} ppb"), "1e6 ppb"))
+            }
+            ClockChange::ServeBias { offset_ns: v } if v.abs() > MAX_BIAS_NS => {
+                Err(out_of_range(format!("--bias {} s", v * 1e-9), "1 s"))
+            }
+            _ => ClockFault::new(change),
+        }
     }
 
     pub fn change(&self) -> ClockChange {
@@ -183,6 +236,40 @@ mod tests {
             assert_eq!(back, c.request());
             assert!(back.to_fault().is_ok(), "{body}");
         }
+    }
+
+    #[test]
+    fn cli_flags_parse_once_into_a_fault() {
+        let f = |step, drift, bias, loss, restore| {
+            ClockFault::from_flags(step, drift, bias, loss, restore).map(|c| c.change())
+        };
+        assert_eq!(
+            f(Some("-500us"), None, None, false, false),
+            Ok(ClockChange::Step { offset_ns: -5e5 })
+        );
+        assert_eq!(
+            f(None, Some(-3.5), None, false, false),
+            Ok(ClockChange::Drift { ppb: -3.5 })
+        );
+        assert_eq!(
+            f(None, None, Some("20ms"), false, false),
+            Ok(ClockChange::ServeBias { offset_ns: 2e7 })
+        );
+        assert_eq!(
+            f(None, None, None, false, true),
+            Ok(ClockChange::PulsarLoss { lost: false })
+        );
+        let e = f(None, None, Some("5s"), false, false).unwrap_err();
+        assert!(
+            e.starts_with("--bias 5 s is out of range: at most ±1 s"),
+            "{e}"
+        );
+        let e = f(Some("2d"), None, None, false, false).unwrap_err();
+        assert!(e.contains("--step 172800 s is out of range"), "{e}");
+        let e = f(None, Some(f64::INFINITY), None, false, false).unwrap_err();
+        assert!(e.contains("--drift inf ppb is out of range"), "{e}");
+        let e = f(Some("5"), None, None, false, false).unwrap_err();
+        assert!(e.starts_with("--step: \"5\" has no unit"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::{CommandFactory, Parser, Subcommand};
 use lightcone::apply;
-use lightcone::fault::{ByzantineFault, ClockChange, ClockFault, NodeFault};
+use lightcone::fault::{ByzantineFault, ClockFault, NodeFault};
 use lightcone::kernel::Netns;
 use lightcone::link::probe::{self, ProbeOptions};
 use lightcone::plan::{self, Plan};
@@ -274,13 +274,7 @@ fn node_fault(
     api(&info, "POST", &fault.api_path(node), Some(fault.body()))
 }
 
-/// A signed duration (`-1.5ms`) in ns: the toolkit's parser, named by its flag.
-fn signed_duration_ns(flag: &str, text: &str) -> Result<f64, String> {
-    units::signed_duration_ns(text).map_err(|e| format!("{flag}: {e}"))
-}
-
-/// The fault of `lightcone fault clock`, parsed from its flags once (clap makes exactly
-/// one of them present).
+/// The fault of `lightcone fault clock`, parsed from its flags once.
 fn clock_request(
     step: Option<String>,
     drift: Option<f64>,
@@ -288,45 +282,13 @@ fn clock_request(
     pulsar_loss: bool,
     pulsar_restore: bool,
 ) -> Result<ClockFault, String> {
-    let change = match (step, drift, bias) {
-        (Some(s), _, _) => ClockChange::Step {
-            offset_ns: signed_duration_ns("--step", &s)?,
-        },
-        (None, Some(ppb), _) => ClockChange::Drift { ppb },
-        (None, None, Some(b)) => ClockChange::ServeBias {
-            offset_ns: signed_duration_ns("--bias", &b)?,
-        },
-        (None, None, None) if pulsar_loss || pulsar_restore => {
-            ClockChange::PulsarLoss { lost: pulsar_loss }
-        }
-        (None, None, None) => {
-            return Err(
-                "give one of --step, --drift, --bias, --pulsar-loss, --pulsar-restore".into(),
-            )
-        }
-    };
-    // The agent's limits, checked here so a bad value fails before any request, in the
-    // flags' own units.
-    use lightcone_agent::config::{MAX_BIAS_NS, MAX_DRIFT, MAX_STEP_NS};
-    let out_of_range = |what: String, max: &str| {
-        format!("{what} is out of range: at most ±{max} (a larger value is a broken clock, not a fault)")
-    };
-    match change {
-        ClockChange::Step { offset_ns: v } if v.abs() > MAX_STEP_NS => {
-            return Err(out_of_range(
-                format!("--step {} s", v * 1e-9),
-                "1 day (86400 s)",
-            ))
-        }
-        ClockChange::Drift { ppb: v } if !v.is_finite() || v.abs() > MAX_DRIFT * 1e9 => {
-            return Err(out_of_range(format!("--drift {v} ppb"), "1e6 ppb"))
-        }
-        ClockChange::ServeBias { offset_ns: v } if v.abs() > MAX_BIAS_NS => {
-            return Err(out_of_range(format!("--bias {} s", v * 1e-9), "1 s"))
-        }
-        _ => {}
-    }
-    ClockFault::new(change)
+    ClockFault::from_flags(
+        step.as_deref(),
+        drift,
+        bias.as_deref(),
+        pulsar_loss,
+        pulsar_restore,
+    )
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

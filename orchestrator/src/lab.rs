@@ -21,7 +21,6 @@ use crate::link::model::LossModel;
 use crate::link::LinkModel;
 use crate::plan::Plan;
 use crate::state::{LabDir, Ledger};
-use crate::topology;
 
 /// Runtime state of one link.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,7 +174,7 @@ pub struct LinkChange {
 impl LinkChange {
     /// Apply to a model; errors name the parameter and what would be valid.
     pub fn apply_to(&self, m: &mut LinkModel) -> Result<(), String> {
-        use topology::units;
+        use crate::parse::units;
         let f = |name: &str, e: String| format!("--{name}: {e}");
         if let Some(d) = &self.delay {
             m.delay_ns = units::duration_ns(d).map_err(|e| f("delay", e))?;

@@ -8,12 +8,10 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::anyhow;
 use clap::{Parser, Subcommand};
-use cli::{api, invalid, lab_plan, pick_lab, supervisor_of, Failure, Rendered};
+use cli::{Failure, Rendered};
 use lightcone::link::engine::EngineChoice;
-use lightcone::topology::diag::error_chain;
-use lightcone::topology::units;
+use lightcone::parse::diag::error_chain;
 
 const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  the operation failed (kernel, process or I/O error); the message says what\n  2  invalid input: a malformed topology or bad arguments; nothing was changed\n  3  lab state conflict: the lab is already up, or is not up; nothing was changed";
 
@@ -245,86 +243,6 @@ enum FaultCmd {
         #[arg(long, group = "mode")]
         honest: bool,
     },
-}
-
-/// `POST /api/nodes/{node}/{what}` with `body` on the picked lab, after checking the lab
-/// has that node (an unknown node is a usage error, exit 2).
-fn node_fault(
-    lab: Option<String>,
-    node: &str,
-    what: &str,
-    body: serde_json::Value,
-) -> Result<serde_json::Value, Failure> {
-    let dir = pick_lab(lab)?;
-    if lab_plan(&dir)?.node_index(node).is_none() {
-        return Err(invalid(anyhow!(
-            "lab {} has no node {node:?} (`lightcone status {}` lists them)",
-            dir.lab,
-            dir.lab
-        )));
-    }
-    let info = supervisor_of(&dir)?;
-    api(
-        &info,
-        "POST",
-        &format!("/api/nodes/{node}/{what}"),
-        Some(body),
-    )
-}
-
-/// A signed duration (`-1.5ms`) in ns.
-fn signed_duration_ns(text: &str) -> Result<f64, String> {
-    let (neg, rest) = match text.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    let ns = units::duration_ns(rest)? as f64;
-    Ok(if neg { -ns } else { ns })
-}
-
-/// The `POST /api/nodes/{node}/clock` body of `lightcone fault clock`.
-fn clock_request(
-    step: Option<String>,
-    drift: Option<f64>,
-    bias: Option<String>,
-    pulsar_loss: bool,
-    pulsar_restore: bool,
-) -> Result<lightcone_agent::config::ClockFaultRequest, String> {
-    let mut r = lightcone_agent::config::ClockFaultRequest::default();
-    if let Some(s) = step {
-        r.step_ns = Some(signed_duration_ns(&s).map_err(|e| format!("--step: {e}"))?);
-    }
-    if let Some(d) = drift {
-        r.drift_ppb = Some(d);
-    }
-    if let Some(b) = bias {
-        r.serve_bias_ns = Some(signed_duration_ns(&b).map_err(|e| format!("--bias: {e}"))?);
-    }
-    if pulsar_loss || pulsar_restore {
-        r.pulsar_loss = Some(pulsar_loss);
-    }
-    // The agent's limits, checked here so a bad value fails before any request.
-    use lightcone_agent::config::{MAX_BIAS_NS, MAX_DRIFT, MAX_STEP_NS};
-    let out_of_range = |what: String, max: &str| {
-        format!("{what} is out of range: at most ±{max} (a larger value is a broken clock, not a fault)")
-    };
-    if let Some(v) = r.step_ns.filter(|v| v.abs() > MAX_STEP_NS) {
-        return Err(out_of_range(
-            format!("--step {} s", v * 1e-9),
-            "1 day (86400 s)",
-        ));
-    }
-    if let Some(v) = r
-        .drift_ppb
-        .filter(|v| !v.is_finite() || v.abs() > MAX_DRIFT * 1e9)
-    {
-        return Err(out_of_range(format!("--drift {v} ppb"), "1e6 ppb"));
-    }
-    if let Some(v) = r.serve_bias_ns.filter(|v| v.abs() > MAX_BIAS_NS) {
-        return Err(out_of_range(format!("--bias {} s", v * 1e-9), "1 s"));
-    }
-    r.to_fault()?;
-    Ok(r)
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

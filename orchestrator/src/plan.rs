@@ -364,12 +364,12 @@ impl Plan {
                 self.nodes[l.b.node].name,
                 l.b.ifname,
                 l.b.wire_ifname,
-                crate::topology::units::fmt_ns(m.delay_ns),
+                crate::parse::units::fmt_ns(m.delay_ns),
                 if l.delay_auto { "(auto)" } else { "" },
-                crate::topology::units::fmt_ns(m.jitter_ns),
+                crate::parse::units::fmt_ns(m.jitter_ns),
                 m.loss,
                 m.rate_bps
-                    .map(crate::topology::units::fmt_bps)
+                    .map(crate::parse::units::fmt_bps)
                     .unwrap_or_else(|| "unlimited".into()),
             );
         }

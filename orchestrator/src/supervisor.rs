@@ -224,7 +224,7 @@ pub fn run(
     if let Err(e) = &result {
         report(&format!(
             "error: {}; removing what was created",
-            crate::topology::diag::error_chain(anyhow::Chain::new(e))
+            crate::parse::diag::error_chain(anyhow::Chain::new(e))
         ));
         if let Ok(dir) = LabDir::new(&topo.name) {
             let _ = apply::teardown(&dir, Some(me));

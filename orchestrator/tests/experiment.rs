@@ -1117,7 +1117,7 @@ fn load_durability_defaults_to_cell_and_bad_levels_are_refused() {
         );
         let sc = scenario::parse_str(&src, "s.yaml", Path::new(".")).unwrap();
         match &sc.timeline[0].verb {
-            Verb::Load { durability, .. } => *durability,
+            Verb::Load { load, .. } => load.durability,
             other => panic!("{other:?}"),
         }
     };

@@ -3,8 +3,9 @@
 use anyhow::anyhow;
 use lightcone::client::{ByzantineSet, ClockInjected};
 
-use super::{client_failure, invalid, pick_lab, supervisor_of, Failure};
-use crate::{clock_request, node_fault};
+use lightcone::fault::{ByzantineFault, ClockFault, NodeFault};
+
+use super::{api, client_failure, invalid, lab_plan, pick_lab, supervisor_of, Failure};
 
 /// A node's crash or restart.
 #[derive(Clone, Copy)]
@@ -38,10 +39,15 @@ pub(crate) fn cmd_clock(
     pulsar_loss: bool,
     pulsar_restore: bool,
 ) -> Result<(), Failure> {
-    let req = clock_request(step, drift, bias, pulsar_loss, pulsar_restore)
-        .map_err(|e| invalid(anyhow!(e)))?;
-    let body = serde_json::to_value(&req).map_err(|e| anyhow!(e))?;
-    let v = node_fault(lab, &node, "clock", body)?;
+    let fault = ClockFault::from_flags(
+        step.as_deref(),
+        drift,
+        bias.as_deref(),
+        pulsar_loss,
+        pulsar_restore,
+    )
+    .map_err(|e| invalid(anyhow!(e)))?;
+    let v = node_fault(lab, &node, &NodeFault::Clock(fault))?;
     let r: ClockInjected = decode(v)?;
     println!("clock {node}: {}", r.injected);
     Ok(())
@@ -54,10 +60,12 @@ pub(crate) fn cmd_byzantine(
     behaviour: Vec<String>,
     honest: bool,
 ) -> Result<(), Failure> {
-    let behaviour = if honest { Vec::new() } else { behaviour };
-    lightcone_agent::node::Byzantine::from_names(&behaviour).map_err(|e| invalid(anyhow!(e)))?;
-    let body = serde_json::json!({ "behaviour": behaviour });
-    let v = node_fault(lab, &node, "byzantine", body)?;
+    let fault = if honest {
+        ByzantineFault::honest()
+    } else {
+        ByzantineFault::from_names(behaviour).map_err(|e| invalid(anyhow!(e)))?
+    };
+    let v = node_fault(lab, &node, &NodeFault::Byzantine(fault))?;
     let r: ByzantineSet = decode(v)?;
     if r.behaviour.is_empty() {
         println!("byzantine {node}: honest again");
@@ -65,6 +73,25 @@ pub(crate) fn cmd_byzantine(
         println!("byzantine {node}: {}", json(&r.behaviour));
     }
     Ok(())
+}
+
+/// Posts a fault to the picked lab's supervisor, after checking the lab has that node (an
+/// unknown node is a usage error, exit 2).
+fn node_fault(
+    lab: Option<String>,
+    node: &str,
+    fault: &NodeFault,
+) -> Result<serde_json::Value, Failure> {
+    let dir = pick_lab(lab)?;
+    if lab_plan(&dir)?.node_index(node).is_none() {
+        return Err(invalid(anyhow!(
+            "lab {} has no node {node:?} (`lightcone status {}` lists them)",
+            dir.lab,
+            dir.lab
+        )));
+    }
+    let client = supervisor_of(&dir)?;
+    api(&client, "POST", &fault.api_path(node), Some(fault.body()))
 }
 
 /// A reply as the supervisor wrote it (compact JSON).

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
+use lightcone::parse::units;
 use lightcone::plan;
-use lightcone::topology::{self, units};
+use lightcone::topology;
 
 use super::{invalid_rendered, load, Failure};
 use crate::GraphFormat;

@@ -3,7 +3,7 @@
 use anyhow::anyhow;
 use lightcone::lab::{LinkChange, LinkRuntime};
 use lightcone::link::model::{LinkModel, LossModel};
-use lightcone::topology::units;
+use lightcone::parse::units;
 
 use super::{client_failure, invalid, pick_lab, supervisor_of, Failure};
 use crate::{LinkCmd, LinkEnds, LinkParams};

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use lightcone::client::{Client, DEFAULT_TIMEOUT};
 use lightcone::kernel::Netns;
 use lightcone::link::probe::{self, ProbeOptions};
-use lightcone::topology::units;
+use lightcone::parse::units;
 
 use super::{invalid, lab_plan, need_root, pick_lab, Failure};
 

@@ -10,9 +10,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::lab::LinkChange;
-use crate::topology::{units, Topology};
+use crate::fault::ClockChange;
+use crate::parse::units;
+use crate::topology::Topology;
 
+pub use super::action::Action;
 use super::scenario::{Scenario, Selector, Verb};
 
 /// One primitive action at an emulated time.
@@ -23,137 +25,6 @@ pub struct Planned {
     pub action: Action,
     /// Which step it came from (`line 12: churn`).
     pub origin: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    LinkDown {
-        a: String,
-        b: String,
-    },
-    LinkUp {
-        a: String,
-        b: String,
-    },
-    LinkSet {
-        a: String,
-        b: String,
-        change: LinkChange,
-    },
-    Crash {
-        node: String,
-    },
-    Restart {
-        node: String,
-    },
-    /// A partition began (its links follow as `LinkDown`); a marker for reports.
-    Partition {
-        groups: Vec<Vec<String>>,
-    },
-    /// A heal began (its links follow as `LinkUp`).
-    Heal,
-    LoadStart {
-        nodes: Vec<String>,
-        keys: u32,
-        interval_ns: u64,
-        until_ns: u64,
-        write_fraction: f64,
-        message_fraction: f64,
-        durability: lightcone_agent::kv::Durability,
-    },
-    /// A clock fault, played through `POST /api/nodes/{node}/clock`.
-    Clock {
-        verb: String,
-        node: String,
-        request: lightcone_agent::config::ClockFaultRequest,
-    },
-    /// Make a node byzantine (empty `behaviour`: honest again).
-    Byzantine {
-        node: String,
-        behaviour: Vec<String>,
-    },
-}
-
-impl Action {
-    /// A one-line description for progress output and event logs.
-    pub fn describe(&self) -> String {
-        match self {
-            Action::LinkDown { a, b } => format!("link_down {a}--{b}"),
-            Action::LinkUp { a, b } => format!("link_up {a}--{b}"),
-            Action::LinkSet { a, b, change } => {
-                let mut s = format!("link_set {a}--{b}");
-                for (k, v) in [
-                    ("delay", &change.delay),
-                    ("jitter", &change.jitter),
-                    ("loss", &change.loss),
-                    ("rate", &change.rate),
-                    ("duplicate", &change.duplicate),
-                    ("corrupt", &change.corrupt),
-                    ("reorder", &change.reorder),
-                ] {
-                    if let Some(v) = v {
-                        s += &format!(" {k}={v}");
-                    }
-                }
-                s
-            }
-            Action::Crash { node } => format!("crash {node}"),
-            Action::Restart { node } => format!("restart {node}"),
-            Action::Partition { groups } => format!(
-                "partition {}",
-                groups
-                    .iter()
-                    .map(|g| format!("[{}]", g.join(" ")))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            ),
-            Action::Heal => "heal".into(),
-            Action::LoadStart {
-                nodes,
-                keys,
-                interval_ns,
-                until_ns,
-                durability,
-                ..
-            } => format!(
-                "load on {} nodes, {keys} keys per cell, one op per {} per node, until {}, {durability} writes",
-                nodes.len(),
-                units::fmt_ns(*interval_ns),
-                units::fmt_ns(*until_ns)
-            ),
-            Action::Clock {
-                verb,
-                node,
-                request,
-            } => format!(
-                "{verb} {node} {}",
-                serde_json::to_string(request).unwrap_or_default()
-            ),
-            Action::Byzantine { node, behaviour } if behaviour.is_empty() => {
-                format!("byzantine {node}: honest again")
-            }
-            Action::Byzantine { node, behaviour } => {
-                format!("byzantine {node}: {}", behaviour.join(", "))
-            }
-        }
-    }
-    /// Kind name for events and plot markers.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Action::LinkDown { .. } => "link_down",
-            Action::LinkUp { .. } => "link_up",
-            Action::LinkSet { .. } => "link_set",
-            Action::Crash { .. } => "crash",
-            Action::Restart { .. } => "restart",
-            Action::Partition { .. } => "partition",
-            Action::Heal => "heal",
-            Action::LoadStart { .. } => "load",
-            Action::Clock { .. } => "clock",
-            Action::Byzantine { behaviour, .. } if behaviour.is_empty() => "honest",
-            Action::Byzantine { .. } => "byzantine",
-        }
-    }
 }
 
 /// Why a scenario does not fit its topology (unknown node or link, empty selection).
@@ -287,37 +158,6 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     );
                 }
             }
-            Verb::Crash { node: n } => push(
-                step.at_ns,
-                Action::Crash {
-                    node: node(line, n)?,
-                },
-            ),
-            Verb::Restart { node: n } => push(
-                step.at_ns,
-                Action::Restart {
-                    node: node(line, n)?,
-                },
-            ),
-            Verb::LinkDown { a, b } => {
-                let (a, b) = link(line, a, b)?;
-                push(step.at_ns, Action::LinkDown { a, b })
-            }
-            Verb::LinkUp { a, b } => {
-                let (a, b) = link(line, a, b)?;
-                push(step.at_ns, Action::LinkUp { a, b })
-            }
-            Verb::LinkSet { a, b, change } => {
-                let (a, b) = link(line, a, b)?;
-                push(
-                    step.at_ns,
-                    Action::LinkSet {
-                        a,
-                        b,
-                        change: change.clone(),
-                    },
-                )
-            }
             Verb::Flap {
                 a,
                 b,
@@ -393,64 +233,46 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     }
                 }
             }
-            Verb::Load {
-                nodes,
-                keys,
-                interval_ns,
-                until_ns,
-                write_fraction,
-                message_fraction,
-                durability,
-            } => {
+            Verb::Load { nodes, load } => {
                 let names = selected(line, nodes, "load")?;
                 push(
                     step.at_ns,
                     Action::LoadStart {
                         nodes: names,
-                        keys: *keys,
-                        interval_ns: *interval_ns,
-                        until_ns: *until_ns,
-                        write_fraction: *write_fraction,
-                        message_fraction: *message_fraction,
-                        durability: *durability,
+                        load: load.clone(),
                     },
                 )
             }
-            Verb::Clock {
-                verb,
-                node: n,
-                request,
-            } => {
-                let name = node(line, n)?;
-                let is_authority = topo.node_index(n).is_some_and(|i| {
-                    topo.nodes[i].role == lightcone_agent::config::Role::Authority
-                });
-                if verb == "stratum0_compromise" && !is_authority {
-                    return Err(ExpandError {
-                        line,
-                        message: format!(
-                            "stratum0_compromise needs a stratum-0 authority (`role: authority`); {n} is not one"
-                        ),
-                    });
+            Verb::Once(action) => {
+                match action {
+                    Action::LinkDown { a, b }
+                    | Action::LinkUp { a, b }
+                    | Action::LinkSet { a, b, .. } => {
+                        link(line, a, b)?;
+                    }
+                    Action::Crash { node: n }
+                    | Action::Restart { node: n }
+                    | Action::Byzantine { node: n, .. } => {
+                        node(line, n)?;
+                    }
+                    Action::Clock { node: n, fault } => {
+                        node(line, n)?;
+                        let is_authority = topo.node_index(n).is_some_and(|i| {
+                            topo.nodes[i].role == lightcone_agent::config::Role::Authority
+                        });
+                        if matches!(fault.change(), ClockChange::ServeBias { .. }) && !is_authority
+                        {
+                            return Err(ExpandError {
+                                line,
+                                message: format!(
+                                    "stratum0_compromise needs a stratum-0 authority (`role: authority`); {n} is not one"
+                                ),
+                            });
+                        }
+                    }
+                    Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => {}
                 }
-                push(
-                    step.at_ns,
-                    Action::Clock {
-                        verb: verb.clone(),
-                        node: name,
-                        request: request.clone(),
-                    },
-                )
-            }
-            Verb::Byzantine { node: n, behaviour } => {
-                let name = node(line, n)?;
-                push(
-                    step.at_ns,
-                    Action::Byzantine {
-                        node: name,
-                        behaviour: behaviour.clone(),
-                    },
-                )
+                push(step.at_ns, action.clone())
             }
         }
     }

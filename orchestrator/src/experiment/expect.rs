@@ -73,7 +73,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use lightcone_agent::causal::checker::{self, HistoryOp, OpKind, OpStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::topology::units;
+use crate::parse::units;
 
 pub const SYNTAX: &str =
     "write `METRIC OP VALUE`, e.g. `detection_time < 10s`, `locality > 99.99%`, \

@@ -10,6 +10,7 @@
 //! timeline and its expectations without running anything; `run` starts from what it
 //! accepted.
 
+pub mod action;
 pub mod expand;
 pub mod expect;
 pub mod record;

@@ -10,7 +10,7 @@ use super::expand::Planned;
 use super::expect::Verdict;
 use super::record::{Event, SeriesPoint, TimeSample};
 use super::scenario::Scenario;
-use crate::topology::units;
+use crate::parse::units;
 
 /// A plot's width and height, px (the SVG's viewBox).
 const W: f64 = 860.0;

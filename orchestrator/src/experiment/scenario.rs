@@ -1,15 +1,18 @@
 //! Scenario files: a topology, a seed, an emulated duration, a timeline of fault verbs and
-//! the expectations a run is judged by. Read like topologies (parse, don't validate): the
-//! marked YAML tree of [`crate::topology::yaml`] → typed [`Scenario`], every mistake
-//! collected with file:line:column in [`Diagnostics`].
+//! the expectations a run is judged by. Read like topologies, with the same toolkit
+//! ([`crate::parse`]): the marked YAML tree → typed [`Scenario`], every mistake collected
+//! with file:line:column in [`Diagnostics`]. Fault verbs become typed payloads
+//! ([`crate::fault`]) here, once.
 
 use std::path::{Path, PathBuf};
 
+use crate::fault::{ByzantineFault, ClockChange, ClockFault};
 use crate::lab::LinkChange;
-use crate::topology::diag::did_you_mean;
-use crate::topology::yaml::{self, Node, Pos, Value};
-use crate::topology::{units, Diagnostics};
+use crate::parse::yaml::{Node, Pos, Value};
+use crate::parse::{did_you_mean, units, Diagnostics, Fields, LoadError, Reader};
 
+use super::action::Action;
+pub use super::action::Load;
 use super::expect::{Expectation, Metric};
 
 const TOP_FIELDS: &[&str] = &["name", "topology", "seed", "duration", "timeline", "expect"];
@@ -91,30 +94,14 @@ impl Selector {
 #[derive(Debug, Clone)]
 pub enum Verb {
     /// Cut every link between nodes of different groups (nodes in no group form one more).
-    Partition {
-        groups: Vec<Vec<Selector>>,
-    },
+    Partition { groups: Vec<Vec<Selector>> },
     /// Bring back every link a partition cut.
     Heal,
-    Crash {
-        node: String,
-    },
-    Restart {
-        node: String,
-    },
-    LinkSet {
-        a: String,
-        b: String,
-        change: LinkChange,
-    },
-    LinkDown {
-        a: String,
-        b: String,
-    },
-    LinkUp {
-        a: String,
-        b: String,
-    },
+    /// A verb that is one action, played as written once the topology has its node or
+    /// link: `crash`, `restart`, `link_set`, `link_down`, `link_up`, the clock faults
+    /// (`clock_step`, `clock_drift`, `stratum0_compromise`, `pulsar_loss`) and `byzantine`.
+    /// Never a marker or a load start: those come from their own verbs.
+    Once(Action),
     /// Link down for `(1 - duty)` of each `period`, up for `duty`, until `until_ns`
     /// (absolute, emulated). Each period's phase is shifted by up to `jitter_ns` (seeded).
     Flap {
@@ -135,264 +122,66 @@ pub enum Verb {
         until_ns: u64,
         replace_after_ns: u64,
     },
-    /// A workload: one sequential client session per selected node, writing unique values
-    /// and reading keys of its cell through the supervisor, one op every `interval_ns`.
-    Load {
-        nodes: Vec<Selector>,
-        keys: u32,
-        interval_ns: u64,
-        until_ns: u64,
-        write_fraction: f64,
-        /// Share of ops that, instead of a key-value op, send a message (one datagram over
-        /// the overlay) to a random node outside the session's cell: across levels.
-        message_fraction: f64,
-        /// When the agent acknowledges a write (`durability: local | cell`, default `cell`:
-        /// once f + 1 cell members hold it; see `lightcone_agent::kv::Durability`).
-        durability: lightcone_agent::kv::Durability,
-    },
-    /// A clock fault (`clock_step`, `clock_drift`, `stratum0_compromise`, `pulsar_loss`),
-    /// played through the supervisor's `POST /api/nodes/{node}/clock`.
-    Clock {
-        verb: String,
-        node: String,
-        request: lightcone_agent::config::ClockFaultRequest,
-    },
-    /// Make a node byzantine (`behaviour`: any of
-    /// [`Byzantine::BEHAVIOURS`](lightcone_agent::node::Byzantine::BEHAVIOURS); empty: honest
-    /// again), through the supervisor's `POST /api/nodes/{node}/byzantine`.
-    Byzantine {
-        node: String,
-        behaviour: Vec<String>,
-    },
+    /// A workload on the selected nodes (see [`Load`]).
+    Load { nodes: Vec<Selector>, load: Load },
 }
 
 impl Verb {
+    /// The verb as written in the scenario.
     pub fn name(&self) -> &str {
         match self {
             Verb::Partition { .. } => "partition",
             Verb::Heal => "heal",
-            Verb::Crash { .. } => "crash",
-            Verb::Restart { .. } => "restart",
-            Verb::LinkSet { .. } => "link_set",
-            Verb::LinkDown { .. } => "link_down",
-            Verb::LinkUp { .. } => "link_up",
+            Verb::Once(Action::Clock { fault, .. }) => fault.verb(),
+            // `kind` says "honest" for `behaviour: []`; the verb is still `byzantine`.
+            Verb::Once(Action::Byzantine { .. }) => "byzantine",
+            Verb::Once(a) => a.kind(),
             Verb::Flap { .. } => "flap",
             Verb::Churn { .. } => "churn",
             Verb::Load { .. } => "load",
-            Verb::Clock { verb, .. } => verb,
-            Verb::Byzantine { .. } => "byzantine",
         }
     }
 }
 
-/// Why a scenario could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    /// The file could not be read. The I/O error is part of the message, not a chained
-    /// source (which would print it twice).
-    #[error("cannot read {path}: {error}")]
-    Io { path: String, error: std::io::Error },
-    /// Mistakes in the file; `rendered` lists every one.
-    #[error("{rendered}")]
-    Invalid {
-        diagnostics: Diagnostics,
-        rendered: String,
-    },
-}
+/// Why a scenario could not be loaded: the toolkit's [`LoadError`], as for topologies.
+pub type ScenarioError = LoadError;
 
 /// Parse a scenario. `file` names it in messages; `dir` resolves `topology:` paths.
 pub fn parse_str(src: &str, file: &str, dir: &Path) -> Result<Scenario, ScenarioError> {
-    let parsed = match yaml::parse(src) {
-        Ok(root) => parse_tree(&root, file, dir),
-        Err(e) => {
-            let mut d = Diagnostics::default();
-            d.yaml_error(&e);
-            Err(d)
-        }
-    };
-    parsed.map_err(|d| invalid(d, file, src))
+    crate::parse::parse_str(src, file, |root| parse_tree(root, file, dir))
 }
 
 /// A scenario from its parsed YAML tree. An inline topology is not read here (see
 /// [`super::validate`], which reads it from the same tree).
 pub fn parse_tree(root: &Node, file: &str, dir: &Path) -> Result<Scenario, Diagnostics> {
-    let mut r = Reader {
-        d: Diagnostics::default(),
-    };
+    let mut r = Reader::default();
     match r.scenario(root, file, dir) {
         Some(s) if r.d.is_empty() => Ok(s),
         _ => Err(r.d),
     }
 }
 
-/// Diagnostics of `file` (whose text is `src`), sorted and rendered.
-pub fn invalid(mut diagnostics: Diagnostics, file: &str, src: &str) -> ScenarioError {
-    diagnostics.sort();
-    let rendered = diagnostics.render(file, src);
-    ScenarioError::Invalid {
-        diagnostics,
-        rendered,
-    }
-}
-
-/// Read a scenario file's text (size-limited, UTF-8; a refusal is located).
-pub fn read_source(path: &Path) -> Result<String, ScenarioError> {
-    let file = path.display().to_string();
-    yaml::read_source(path).map_err(|e| match e {
-        yaml::SourceError::Io(error) => ScenarioError::Io { path: file, error },
-        yaml::SourceError::Invalid { error, text } => {
-            let mut d = Diagnostics::default();
-            d.yaml_error(&error);
-            invalid(d, &file, &text)
-        }
-    })
-}
-
 /// Read and parse a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let src = read_source(path)?;
+    let src = crate::parse::read_source(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     parse_str(&src, &path.display().to_string(), dir)
 }
 
-struct Reader {
-    d: Diagnostics,
-}
-
-type Fields<'a> = Vec<(&'a str, &'a Node)>;
-
+/// The scenario's own readers; the generic ones are the toolkit's.
 impl Reader {
-    fn fields<'a>(&mut self, node: &'a Node, allowed: &[&str], what: &str) -> Option<Fields<'a>> {
-        if node.is_null() {
-            return Some(Vec::new());
-        }
-        let Value::Map(pairs) = &node.value else {
-            self.d.error_help(
-                node.pos,
-                format!("{what} must be a mapping, found {}", node.kind()),
-                format!("valid keys: {}", allowed.join(", ")),
-            );
-            return None;
-        };
-        let mut out: Fields<'a> = Vec::new();
-        for (k, v) in pairs {
-            let Some(key) = k.scalar() else {
-                self.d
-                    .error(k.pos, format!("a key of {what} must be a scalar"));
-                continue;
-            };
-            if !allowed.contains(&key) {
-                let help = match did_you_mean(key, allowed) {
-                    Some(s) => format!("did you mean `{s}`? valid keys: {}", allowed.join(", ")),
-                    None => format!("valid keys: {}", allowed.join(", ")),
-                };
-                self.d
-                    .error_help(k.pos, format!("unknown key `{key}` in {what}"), help);
-                continue;
-            }
-            if out.iter().any(|(x, _)| *x == key) {
-                self.d
-                    .error(k.pos, format!("`{key}` is given twice in {what}"));
-                continue;
-            }
-            out.push((key, v));
-        }
-        Some(out)
-    }
-
-    fn get<'a>(f: &Fields<'a>, key: &str) -> Option<&'a Node> {
-        f.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
-    }
-
-    fn required<'a>(&mut self, f: &Fields<'a>, key: &str, at: Pos, what: &str) -> Option<&'a Node> {
-        let v = Self::get(f, key);
-        if v.is_none() {
-            self.d.error(at, format!("{what} needs `{key}`"));
-        }
-        v
-    }
-
-    fn string(&mut self, n: &Node, what: &str) -> Option<String> {
-        match n.scalar() {
-            Some(s) if !n.is_null() => Some(s.to_string()),
-            _ => {
-                self.d
-                    .error(n.pos, format!("{what} must be a name, found {}", n.kind()));
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, n: &Node, what: &str) -> Option<u64> {
-        let Some(s) = n.scalar() else {
-            self.d.error(
-                n.pos,
-                format!("{what} must be a duration such as 30s, found {}", n.kind()),
-            );
-            return None;
-        };
-        match units::duration_ns(s) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.d.error(n.pos, format!("{what}: {e}"));
-                None
-            }
-        }
-    }
-
-    /// A duration that may be negative (`-500us`), in ns.
-    fn signed_duration(&mut self, n: &Node, what: &str) -> Option<f64> {
-        let s = n.scalar().unwrap_or("");
-        let (neg, rest) = match s.strip_prefix('-') {
-            Some(r) => (true, r),
-            None => (false, s),
-        };
-        match units::duration_ns(rest) {
-            Ok(v) => Some(if neg { -(v as f64) } else { v as f64 }),
-            Err(e) => {
-                self.d.error(n.pos, format!("{what}: {e}"));
-                None
-            }
-        }
-    }
-
-    /// A clock verb whose request passes the agent's own checks.
+    /// A clock verb whose fault passes the agent's own checks (else a mistake at `at`).
     fn clock_verb(
         &mut self,
         verb: &str,
         node: String,
-        request: lightcone_agent::config::ClockFaultRequest,
+        change: ClockChange,
         at: Pos,
     ) -> Option<Verb> {
-        if let Err(e) = request.to_fault() {
-            self.d.error(at, format!("{verb}: {e}"));
-            return None;
-        }
-        Some(Verb::Clock {
-            verb: verb.to_string(),
-            node,
-            request,
-        })
-    }
-
-    fn percent(&mut self, n: &Node, what: &str) -> Option<f64> {
-        match units::percent(n.scalar().unwrap_or("")) {
-            Ok(v) => Some(v),
+        match ClockFault::new(change) {
+            Ok(fault) => Some(Verb::Once(Action::Clock { node, fault })),
             Err(e) => {
-                self.d.error(n.pos, format!("{what}: {e}"));
-                None
-            }
-        }
-    }
-
-    fn uint(&mut self, n: &Node, what: &str) -> Option<u64> {
-        match n.scalar().and_then(|s| s.parse::<u64>().ok()) {
-            Some(v) => Some(v),
-            None => {
-                self.d.error(
-                    n.pos,
-                    format!("{what} must be a whole number ≥ 0, found {}", show(n)),
-                );
+                self.d.error(at, format!("{verb}: {e}"));
                 None
             }
         }
@@ -403,11 +192,11 @@ impl Reader {
             Value::Seq(items) => {
                 let v: Vec<Selector> = items
                     .iter()
-                    .filter_map(|i| self.string(i, what).map(Selector))
+                    .filter_map(|i| self.name(i, what).map(Selector))
                     .collect();
                 (v.len() == items.len()).then_some(v)
             }
-            Value::Scalar { .. } => self.string(n, what).map(|s| vec![Selector(s)]),
+            Value::Scalar { .. } => self.name(n, what).map(|s| vec![Selector(s)]),
             Value::Map(_) => {
                 self.d.error_help(
                     n.pos,
@@ -423,8 +212,8 @@ impl Reader {
     fn endpoints(&mut self, n: &Node, what: &str) -> Option<(String, String)> {
         if let Value::Seq(items) = &n.value {
             if let [a, b] = items.as_slice() {
-                let a = self.string(a, what)?;
-                let b = self.string(b, what)?;
+                let a = self.name(a, what)?;
+                let b = self.name(b, what)?;
                 return Some((a, b));
             }
         }
@@ -439,7 +228,7 @@ impl Reader {
     fn scenario(&mut self, root: &Node, file: &str, dir: &Path) -> Option<Scenario> {
         let f = self.fields(root, TOP_FIELDS, "the scenario")?;
         let name = match Self::get(&f, "name") {
-            Some(n) => self.string(n, "name"),
+            Some(n) => self.name(n, "name"),
             None => Some(
                 Path::new(file)
                     .file_stem()
@@ -465,7 +254,7 @@ impl Reader {
             None => None,
         };
         let seed = match Self::get(&f, "seed") {
-            Some(n) => self.uint(n, "seed"),
+            Some(n) => self.uint(n, "seed", u64::MAX),
             None => Some(0),
         };
         let duration_ns = match self.required(&f, "duration", root.pos, "a scenario") {
@@ -478,23 +267,10 @@ impl Reader {
             },
             None => None,
         };
-        let mut timeline = Vec::new();
-        if let Some(t) = Self::get(&f, "timeline") {
-            match &t.value {
-                Value::Seq(items) => {
-                    for i in items {
-                        if let Some(s) = self.step(i) {
-                            timeline.push(s);
-                        }
-                    }
-                }
-                _ if t.is_null() => {}
-                _ => self.d.error(
-                    t.pos,
-                    format!("timeline must be a list of steps, found {}", t.kind()),
-                ),
-            }
-        }
+        let mut timeline = match Self::get(&f, "timeline") {
+            Some(t) => self.list(t, "timeline", "a list of steps", Self::step),
+            None => Vec::new(),
+        };
         if let Some(d) = duration_ns {
             for s in &timeline {
                 if s.at_ns > d {
@@ -513,22 +289,10 @@ impl Reader {
             }
         }
         timeline.sort_by_key(|s| s.at_ns);
-        let mut expect = Vec::new();
-        if let Some(e) = Self::get(&f, "expect") {
-            match &e.value {
-                Value::Seq(items) => {
-                    for i in items {
-                        if let Some(x) = self.expectation(i) {
-                            expect.push(x);
-                        }
-                    }
-                }
-                _ if e.is_null() => {}
-                _ => self
-                    .d
-                    .error(e.pos, format!("expect must be a list, found {}", e.kind())),
-            }
-        }
+        let expect = match Self::get(&f, "expect") {
+            Some(e) => self.list(e, "expect", "a list", Self::expectation),
+            None => Vec::new(),
+        };
         let listed = match Self::get(&f, "expect").map(|e| &e.value) {
             Some(Value::Seq(items)) => !items.is_empty(),
             Some(Value::Map(_)) => true, // reported above
@@ -680,19 +444,19 @@ impl Reader {
                 }
                 Some(Verb::Heal)
             }
-            "crash" => Some(Verb::Crash {
-                node: self.string(v, "crash")?,
-            }),
-            "restart" => Some(Verb::Restart {
-                node: self.string(v, "restart")?,
-            }),
+            "crash" => Some(Verb::Once(Action::Crash {
+                node: self.name(v, "crash")?,
+            })),
+            "restart" => Some(Verb::Once(Action::Restart {
+                node: self.name(v, "restart")?,
+            })),
             "link_down" | "link_up" => {
                 let (a, b) = self.endpoints(v, name)?;
-                Some(if name == "link_down" {
-                    Verb::LinkDown { a, b }
+                Some(Verb::Once(if name == "link_down" {
+                    Action::LinkDown { a, b }
                 } else {
-                    Verb::LinkUp { a, b }
-                })
+                    Action::LinkUp { a, b }
+                }))
             }
             "link_set" => {
                 let f = self.fields(
@@ -709,7 +473,7 @@ impl Reader {
                     ],
                     "link_set",
                 )?;
-                let ln = self_req(self, &f, "link", v.pos)?;
+                let ln = self.required(&f, "link", v.pos, "this verb")?;
                 let (a, b) = self.endpoints(ln, "link")?;
                 let s = |k: &str| Self::get(&f, k).and_then(|n| n.scalar().map(String::from));
                 let change = LinkChange {
@@ -726,11 +490,11 @@ impl Reader {
                     self.d.error(v.pos, format!("link_set: {e}"));
                     return None;
                 }
-                Some(Verb::LinkSet { a, b, change })
+                Some(Verb::Once(Action::LinkSet { a, b, change }))
             }
             "flap" => {
                 let f = self.fields(v, &["link", "period", "duty", "until", "jitter"], "flap")?;
-                let ln = self_req(self, &f, "link", v.pos)?;
+                let ln = self.required(&f, "link", v.pos, "this verb")?;
                 let (a, b) = self.endpoints(ln, "link")?;
                 let pn = self.required(&f, "period", v.pos, "flap")?;
                 let period_ns = self.duration(pn, "period")?;
@@ -828,70 +592,56 @@ impl Reader {
                     Some(n) => self.selectors(n, "load nodes")?,
                     None => vec![Selector("*".into())],
                 };
-                let keys = match Self::get(&f, "keys") {
-                    Some(n) => match self.uint(n, "keys")? {
+                let mut load = Load::default();
+                if let Some(n) = Self::get(&f, "keys") {
+                    load.keys = match self.uint(n, "keys", u64::MAX)? {
                         k @ 1..=1000 => k as u32,
                         _ => {
                             self.d.error(n.pos, "keys must be between 1 and 1000");
                             return None;
                         }
-                    },
-                    None => 8,
-                };
-                let interval_ns = match Self::get(&f, "interval") {
-                    Some(n) => self.duration(n, "interval")?,
-                    None => 200_000_000,
-                };
-                let write_fraction = match Self::get(&f, "writes") {
-                    Some(n) => self.percent(n, "writes (share of ops that write)")?,
-                    None => 0.5,
-                };
-                let message_fraction = match Self::get(&f, "messages") {
-                    Some(n) => self.percent(n, "messages (share of ops that send a message)")?,
-                    None => 0.0,
-                };
-                let durability = match Self::get(&f, "durability") {
-                    Some(n) => {
-                        let d = self.string(n, "durability")?;
-                        match d.parse::<lightcone_agent::kv::Durability>() {
-                            Ok(d) => d,
-                            Err(e) => {
-                                self.d.error(n.pos, e);
-                                return None;
-                            }
+                    };
+                }
+                if let Some(n) = Self::get(&f, "interval") {
+                    load.interval_ns = self.duration(n, "interval")?;
+                }
+                if let Some(n) = Self::get(&f, "writes") {
+                    load.write_fraction = self.percent(n, "writes (share of ops that write)")?;
+                }
+                if let Some(n) = Self::get(&f, "messages") {
+                    load.message_fraction =
+                        self.percent(n, "messages (share of ops that send a message)")?;
+                }
+                if let Some(n) = Self::get(&f, "durability") {
+                    let d = self.name(n, "durability")?;
+                    load.durability = match d.parse() {
+                        Ok(d) => d,
+                        Err(e) => {
+                            self.d.error(n.pos, e);
+                            return None;
                         }
-                    }
-                    None => lightcone_agent::kv::Durability::default(),
-                };
-                let until_ns = until(self, &f, "load")?;
-                Some(Verb::Load {
-                    nodes,
-                    keys,
-                    interval_ns,
-                    until_ns,
-                    write_fraction,
-                    message_fraction,
-                    durability,
-                })
+                    };
+                }
+                load.until_ns = until(self, &f, "load")?;
+                Some(Verb::Load { nodes, load })
             }
             "clock_step" | "stratum0_compromise" => {
                 let f = self.fields(v, &["node", "offset"], name)?;
                 let nn = self.required(&f, "node", v.pos, name)?;
-                let node = self.string(nn, "node")?;
+                let node = self.name(nn, "node")?;
                 let o = self.required(&f, "offset", v.pos, name)?;
-                let ns = self.signed_duration(o, "offset")?;
-                let mut request = lightcone_agent::config::ClockFaultRequest::default();
-                if name == "clock_step" {
-                    request.step_ns = Some(ns);
+                let offset_ns = self.signed_duration(o, "offset")?;
+                let change = if name == "clock_step" {
+                    ClockChange::Step { offset_ns }
                 } else {
-                    request.serve_bias_ns = Some(ns);
-                }
-                self.clock_verb(name, node, request, o.pos)
+                    ClockChange::ServeBias { offset_ns }
+                };
+                self.clock_verb(name, node, change, o.pos)
             }
             "clock_drift" => {
                 let f = self.fields(v, &["node", "ppb"], name)?;
                 let nn = self.required(&f, "node", v.pos, name)?;
-                let node = self.string(nn, "node")?;
+                let node = self.name(nn, "node")?;
                 let n = self.required(&f, "ppb", v.pos, name)?;
                 let Some(ppb) = n.scalar().and_then(|s| s.parse::<f64>().ok()) else {
                     self.d.error(
@@ -903,16 +653,12 @@ impl Reader {
                     );
                     return None;
                 };
-                let request = lightcone_agent::config::ClockFaultRequest {
-                    drift_ppb: Some(ppb),
-                    ..Default::default()
-                };
-                self.clock_verb(name, node, request, n.pos)
+                self.clock_verb(name, node, ClockChange::Drift { ppb }, n.pos)
             }
             "pulsar_loss" => {
                 let f = self.fields(v, &["node", "restore"], name)?;
                 let nn = self.required(&f, "node", v.pos, name)?;
-                let node = self.string(nn, "node")?;
+                let node = self.name(nn, "node")?;
                 let restore = match Self::get(&f, "restore") {
                     None => false,
                     Some(r) => match r.scalar() {
@@ -924,39 +670,42 @@ impl Reader {
                         }
                     },
                 };
-                let request = lightcone_agent::config::ClockFaultRequest {
-                    pulsar_loss: Some(!restore),
-                    ..Default::default()
-                };
-                self.clock_verb(name, node, request, v.pos)
+                self.clock_verb(
+                    name,
+                    node,
+                    ClockChange::PulsarLoss { lost: !restore },
+                    v.pos,
+                )
             }
             "byzantine" => {
                 let f = self.fields(v, &["node", "behaviour"], name)?;
                 let nn = self.required(&f, "node", v.pos, name)?;
-                let node = self.string(nn, "node")?;
+                let node = self.name(nn, "node")?;
                 let b = self.required(&f, "behaviour", v.pos, name)?;
-                let behaviour: Vec<String> = match &b.value {
+                let names: Vec<String> = match &b.value {
                     Value::Seq(items) => {
                         let v: Vec<String> = items
                             .iter()
-                            .filter_map(|i| self.string(i, "behaviour"))
+                            .filter_map(|i| self.name(i, "behaviour"))
                             .collect();
                         if v.len() != items.len() {
                             return None;
                         }
                         v
                     }
-                    _ => vec![self.string(b, "behaviour")?],
+                    _ => vec![self.name(b, "behaviour")?],
                 };
-                if let Err(e) = lightcone_agent::node::Byzantine::from_names(&behaviour) {
-                    self.d.error_help(
-                        b.pos,
-                        e,
-                        "write e.g. [lie_membership, drop_forwarding], or [] to make the node honest again",
-                    );
-                    return None;
+                match ByzantineFault::from_names(names) {
+                    Ok(behaviour) => Some(Verb::Once(Action::Byzantine { node, behaviour })),
+                    Err(e) => {
+                        self.d.error_help(
+                            b.pos,
+                            e,
+                            "write e.g. [lie_membership, drop_forwarding], or [] to make the node honest again",
+                        );
+                        None
+                    }
                 }
-                Some(Verb::Byzantine { node, behaviour })
             }
             other => {
                 let _ = pos;
@@ -994,10 +743,6 @@ impl Reader {
     }
 }
 
-fn self_req<'a>(r: &mut Reader, f: &Fields<'a>, key: &str, pos: Pos) -> Option<&'a Node> {
-    r.required(f, key, pos, "this verb")
-}
-
 fn show(n: &Node) -> String {
     match n.scalar() {
         Some(s) if !n.is_null() => format!("`{s}`"),
@@ -1028,5 +773,30 @@ pub fn flow(n: &Node) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: with the one-action verbs carrying their `Action`, a byzantine step back
+    /// to honest (`behaviour: []`) was named by the action's kind, `honest`, in the
+    /// expanded timeline's origins; it is the verb `byzantine`.
+    #[test]
+    fn verbs_keep_their_written_names() {
+        let src = "topology: x.yaml\nduration: 20s\ntimeline:\n  - { at: 1s, byzantine: { node: a, behaviour: [] } }\n  - { at: 2s, stratum0_compromise: { node: a, offset: 1ms } }\n  - { at: 3s, pulsar_loss: { node: a, restore: true } }\n  - { at: 4s, link_set: { link: [a, b], delay: 1ms } }\n  - { at: 5s, crash: a }\nexpect: [causal_anomalies == 0]\n";
+        let sc = parse_str(src, "s.yaml", Path::new(".")).unwrap();
+        let names: Vec<&str> = sc.timeline.iter().map(|s| s.verb.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "byzantine",
+                "stratum0_compromise",
+                "pulsar_loss",
+                "link_set",
+                "crash"
+            ]
+        );
     }
 }

@@ -9,8 +9,9 @@ use std::path::Path;
 
 use lightcone_agent::config::Role;
 
-use crate::topology::yaml::{self, Node, Value};
-use crate::topology::{self, Diagnostics, LoadError, Topology};
+use crate::parse::yaml::{Node, Value};
+use crate::parse::{self, Diagnostics, LoadError};
+use crate::topology::{self, Topology};
 
 use super::expand::{self, Action, Planned};
 use super::expect::{Expectation, Metric};
@@ -58,37 +59,20 @@ pub fn is_scenario(root: &Node) -> bool {
 
 /// Check a topology or a scenario file, whichever it is (`lightcone validate`).
 pub fn check_file(path: &Path) -> Result<CheckedFile, ScenarioError> {
-    let file = path.display().to_string();
-    let src = scenario::read_source(path)?;
-    let root = match yaml::parse(&src) {
-        Ok(root) => root,
-        Err(e) => {
-            let mut d = Diagnostics::default();
-            d.yaml_error(&e);
-            return Err(scenario::invalid(d, &file, &src));
-        }
-    };
+    let (src, root) = parse::read_tree(path)?;
     if is_scenario(&root) {
         check_tree(&root, path, &src, None).map(|c| CheckedFile::Scenario(Box::new(c)))
     } else {
         topology::from_tree(&root)
             .map(CheckedFile::Topology)
-            .map_err(|d| scenario::invalid(d, &file, &src))
+            .map_err(|d| LoadError::invalid(d, &path.display().to_string(), &src))
     }
 }
 
 /// Check a scenario file (`lightcone run`), with an optional seed override.
 pub fn check_scenario(path: &Path, seed: Option<u64>) -> Result<Checked, ScenarioError> {
-    let file = path.display().to_string();
-    let src = scenario::read_source(path)?;
-    match yaml::parse(&src) {
-        Ok(root) => check_tree(&root, path, &src, seed),
-        Err(e) => {
-            let mut d = Diagnostics::default();
-            d.yaml_error(&e);
-            Err(scenario::invalid(d, &file, &src))
-        }
-    }
+    let (src, root) = parse::read_tree(path)?;
+    check_tree(&root, path, &src, seed)
 }
 
 /// The value of `key` in a mapping.
@@ -110,7 +94,7 @@ fn check_tree(
 ) -> Result<Checked, ScenarioError> {
     let file = path.display().to_string();
     let dir = path.parent().unwrap_or(Path::new("."));
-    let fail = |d: Diagnostics| scenario::invalid(d, &file, src);
+    let fail = |d: Diagnostics| LoadError::invalid(d, &file, src);
     let mut sc = scenario::parse_tree(root, &file, dir).map_err(fail)?;
     if let Some(s) = seed {
         sc.seed = s;
@@ -120,15 +104,7 @@ fn check_tree(
         TopologySource::Inline(_) => topology::from_tree(topo_node).map_err(fail)?,
         TopologySource::File(p) => match topology::load(p) {
             Ok(t) => t,
-            Err(LoadError::Invalid {
-                diagnostics,
-                rendered,
-            }) => {
-                return Err(ScenarioError::Invalid {
-                    diagnostics,
-                    rendered,
-                })
-            }
+            Err(e @ LoadError::Invalid { .. }) => return Err(e),
             Err(LoadError::Io { path, error }) => {
                 let mut d = Diagnostics::default();
                 d.error_help(
@@ -178,8 +154,8 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
     let any = |f: &dyn Fn(&Action) -> bool| plan.iter().any(|p| f(&p.action));
     let load = |f: &dyn Fn(f64, f64) -> bool| {
         any(&|a| {
-            matches!(a, Action::LoadStart { write_fraction, message_fraction, .. }
-                if f(*write_fraction, *message_fraction))
+            matches!(a, Action::LoadStart { load, .. }
+                if f(load.write_fraction, load.message_fraction))
         })
     };
     let name = e.text.trim();
@@ -207,7 +183,7 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
             "add a `partition:` and a later `heal:`",
         ),
         Metric::QuarantineTime => (
-            any(&|a| matches!(a, Action::Byzantine { behaviour, .. } if !behaviour.is_empty())),
+            any(&|a| matches!(a, Action::Byzantine { behaviour, .. } if !behaviour.is_honest())),
             "a byzantine node",
             "add a `byzantine:` step with a behaviour",
         ),

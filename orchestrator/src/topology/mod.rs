@@ -1,23 +1,22 @@
 //! Topologies: YAML in, a resolved, validated [`Topology`] out.
 //!
 //! Parse, don't validate: the YAML is read into a tree that remembers positions
-//! ([`yaml`]), then converted field by field into typed values ([`read`]), collecting
-//! *every* mistake with its file:line:column instead of stopping at the first. Generators
+//! ([`yaml`]), then converted field by field into typed values (`read`, with the
+//! [`crate::parse`] toolkit's reader), collecting *every* mistake with its file:line:column
+//! instead of stopping at the first. Generators
 //! ([`generator`]) expand a dozen lines into a hierarchy of layers, clusters, cells and tiles.
 //! Light-time delays (`delay: auto`) are resolved from positions here, so the plan and the
 //! engines only ever see numbers.
 
-pub mod diag;
 pub mod generator;
 mod read;
+/// The parsing toolkit's modules, where they were before it had its own room.
 pub use read::link_seed;
-pub mod units;
-pub mod yaml;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-pub use diag::{Diagnostic, Diagnostics};
+pub use crate::parse::{Diagnostic, Diagnostics, LoadError};
 use lightcone_agent::config::{HierAddr, Role};
 
 use crate::link::LinkModel;
@@ -143,58 +142,21 @@ impl Topology {
     }
 }
 
-/// Why a topology file could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The file could not be read. The I/O error is part of the message, not a chained
-    /// source (which would print it twice).
-    #[error("cannot read {path}: {error}")]
-    Io { path: String, error: std::io::Error },
-    /// The file has mistakes; `rendered` lists every one of them.
-    #[error("{rendered}")]
-    Invalid {
-        diagnostics: Diagnostics,
-        rendered: String,
-    },
-}
-
 /// Parse topology source text. `file` is only used in messages.
 pub fn parse_str(src: &str, file: &str) -> Result<Topology, LoadError> {
-    read::read(src).map_err(|mut diagnostics| {
-        diagnostics.sort();
-        let rendered = diagnostics.render(file, src);
-        LoadError::Invalid {
-            diagnostics,
-            rendered,
-        }
-    })
+    crate::parse::parse_str(src, file, read::read_tree)
 }
 
 /// A topology from an already parsed YAML tree: one written inline in a scenario. The
 /// diagnostics carry the tree's positions, to be rendered against its file.
-pub fn from_tree(root: &yaml::Node) -> Result<Topology, Diagnostics> {
+pub fn from_tree(root: &crate::parse::yaml::Node) -> Result<Topology, Diagnostics> {
     read::read_tree(root)
 }
 
 /// Read and parse a topology file.
 pub fn load(path: &Path) -> Result<Topology, LoadError> {
-    let file = path.display().to_string();
-    let src = yaml::read_source(path).map_err(|e| match e {
-        yaml::SourceError::Io(error) => LoadError::Io {
-            path: file.clone(),
-            error,
-        },
-        yaml::SourceError::Invalid { error, text } => {
-            let mut diagnostics = Diagnostics::default();
-            diagnostics.yaml_error(&error);
-            let rendered = diagnostics.render(&file, &text);
-            LoadError::Invalid {
-                diagnostics,
-                rendered,
-            }
-        }
-    })?;
-    parse_str(&src, &file)
+    let src = crate::parse::read_source(path)?;
+    parse_str(&src, &path.display().to_string())
 }
 
 /// Light-time between two positions, in emulated nanoseconds.

@@ -1,19 +1,20 @@
 //! From the marked YAML tree to a [`Topology`], reporting every mistake at once.
 
+use crate::parse::units;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use lightcone_agent::config::{HierAddr, Role};
 
-use super::diag::{did_you_mean, Diagnostics};
 use super::generator::{Fabric, GenSpec, LayerGen};
-use super::yaml::{self, Node, Pos, Value};
 use super::{
-    light_time_ns, units, Ipv4Pool, LinkLevel, LinkSpec, NodeSpec, Topology, MAX_NODES,
-    NETNS_PREFIX, TIME_SCALE_MAX, TIME_SCALE_MIN,
+    light_time_ns, Ipv4Pool, LinkLevel, LinkSpec, NodeSpec, Topology, MAX_NODES, NETNS_PREFIX,
+    TIME_SCALE_MAX, TIME_SCALE_MIN,
 };
 use crate::link::model::{Chance, DelayDistribution, LossModel};
 use crate::link::LinkModel;
+use crate::parse::yaml::{Node, Pos, Value};
+use crate::parse::{did_you_mean, Diagnostics, Fields, Reader};
 
 const TOP_FIELDS: &[&str] = &[
     "name",
@@ -51,155 +52,6 @@ const DISTRIBUTIONS: &[&str] = &["uniform", "normal", "pareto", "paretonormal"];
 
 /// Longest namespace name the kernel's /run/netns can hold (a file name).
 const NETNS_NAME_MAX: usize = 255;
-
-type Fields<'a> = Vec<(&'a str, &'a Node)>;
-
-struct Reader {
-    d: Diagnostics,
-}
-
-impl Reader {
-    /// The fields of a mapping, checking for unknown and duplicate keys. `null` reads as an
-    /// empty mapping (`a:` and `a: {}` mean the same).
-    fn fields<'a>(&mut self, node: &'a Node, allowed: &[&str], what: &str) -> Option<Fields<'a>> {
-        if node.is_null() {
-            return Some(Vec::new());
-        }
-        let Value::Map(pairs) = &node.value else {
-            self.d.error_help(
-                node.pos,
-                format!("{what} must be a mapping, found {}", node.kind()),
-                format!(
-                    "write it as `key: value` lines; valid keys: {}",
-                    allowed.join(", ")
-                ),
-            );
-            return None;
-        };
-        let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
-        let mut out = Vec::new();
-        for (k, v) in pairs {
-            let Some(key) = k.scalar() else {
-                self.d
-                    .error(k.pos, format!("a key in {what} must be a plain name"));
-                continue;
-            };
-            if let Some(first) = seen.get(key) {
-                self.d.error(
-                    k.pos,
-                    format!(
-                        "duplicate key `{key}` in {what} (first at line {})",
-                        first.line
-                    ),
-                );
-                continue;
-            }
-            seen.insert(key, k.pos);
-            if !allowed.contains(&key) {
-                let help = match did_you_mean(key, allowed) {
-                    Some(s) => format!("did you mean `{s}`? valid keys: {}", allowed.join(", ")),
-                    None => format!("valid keys: {}", allowed.join(", ")),
-                };
-                self.d
-                    .error_help(k.pos, format!("unknown key `{key}` in {what}"), help);
-                continue;
-            }
-            out.push((key, v));
-        }
-        Some(out)
-    }
-
-    fn scalar<'a>(&mut self, node: &'a Node, what: &str, expected: &str) -> Option<&'a str> {
-        match node.scalar() {
-            Some(s) if !node.is_null() => Some(s),
-            _ => {
-                self.d.error(
-                    node.pos,
-                    format!("{what} must be {expected}, found {}", node.kind()),
-                );
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
-        self.scalar(node, what, "a string").map(str::to_string)
-    }
-
-    fn unit<T>(
-        &mut self,
-        node: &Node,
-        what: &str,
-        expected: &str,
-        f: impl Fn(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let s = self.scalar(node, what, expected)?;
-        match f(s) {
-            Ok(v) => Some(v),
-            Err(msg) => {
-                self.d.error(node.pos, format!("{what}: {msg}"));
-                None
-            }
-        }
-    }
-
-    fn uint(&mut self, node: &Node, what: &str, max: u64) -> Option<u64> {
-        let s = self.scalar(node, what, "a whole number")?;
-        match s.parse::<u64>() {
-            Ok(v) if v <= max => Some(v),
-            Ok(v) => {
-                self.d
-                    .error(node.pos, format!("{what} must be at most {max}, got {v}"));
-                None
-            }
-            Err(_) => {
-                self.d.error(
-                    node.pos,
-                    format!("{what} must be a whole number between 0 and {max}, got {s:?}"),
-                );
-                None
-            }
-        }
-    }
-
-    fn float(&mut self, node: &Node, what: &str) -> Option<f64> {
-        let s = self.scalar(node, what, "a number")?;
-        match s.parse::<f64>() {
-            Ok(v) if v.is_finite() => Some(v),
-            _ => {
-                self.d.error(
-                    node.pos,
-                    format!("{what} must be a finite number, got {s:?}"),
-                );
-                None
-            }
-        }
-    }
-
-    fn choice<T>(
-        &mut self,
-        node: &Node,
-        what: &str,
-        options: &[&str],
-        f: impl Fn(&str) -> Option<T>,
-    ) -> Option<T> {
-        let s = self.scalar(node, what, "a name")?;
-        match f(s) {
-            Some(v) => Some(v),
-            None => {
-                let hint = did_you_mean(s, options)
-                    .map(|m| format!("did you mean `{m}`? "))
-                    .unwrap_or_default();
-                self.d.error_help(
-                    node.pos,
-                    format!("{what} {s:?} is not known"),
-                    format!("{hint}expected one of: {}", options.join(", ")),
-                );
-                None
-            }
-        }
-    }
-}
 
 /// Link parameters as written at one level; `None` = not given here.
 #[derive(Debug, Clone, Default)]
@@ -673,17 +525,6 @@ const RESERVED_POOLS: &[(Ipv4Addr, u8, &str)] = &[
 
 /// Default seed when a topology gives none; printed wherever a run reports its seed.
 pub const DEFAULT_SEED: u64 = 1;
-
-pub(super) fn read(src: &str) -> Result<Topology, Diagnostics> {
-    match yaml::parse(src) {
-        Ok(root) => read_tree(&root),
-        Err(e) => {
-            let mut d = Diagnostics::default();
-            d.yaml_error(&e);
-            Err(d)
-        }
-    }
-}
 
 /// A topology from an already parsed tree (a file's, or one written inline in a scenario,
 /// whose positions are the scenario file's).

@@ -11,7 +11,7 @@ use lightcone_agent::kv::Durability;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::super::expand::Action;
+use super::super::action::{Action, Load};
 use super::{cell_key, LabView, Shared};
 use crate::client::{Client, KvRead};
 
@@ -35,12 +35,15 @@ pub(super) struct LoadCtx<'a> {
 pub(super) fn start(ctx: &LoadCtx<'_>, action: &Action, out: &mut Vec<JoinHandle<()>>) {
     let Action::LoadStart {
         nodes,
-        until_ns,
-        interval_ns,
-        keys,
-        durability,
-        write_fraction: wf,
-        message_fraction: mf,
+        load:
+            Load {
+                until_ns,
+                interval_ns,
+                keys,
+                durability,
+                write_fraction: wf,
+                message_fraction: mf,
+            },
     } = action
     else {
         return;

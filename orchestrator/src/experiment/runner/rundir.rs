@@ -10,7 +10,8 @@ use super::super::expect::Verdict;
 use super::super::record::{Event, Recording, SeriesPoint};
 use super::super::report;
 use super::super::scenario::Scenario;
-use crate::topology::{units, Topology};
+use crate::parse::units;
+use crate::topology::Topology;
 
 /// `runs/<scenario>-<seed>-<UTC timestamp>/`.
 pub(super) fn default_dir(sc: &Scenario) -> PathBuf {

@@ -8,7 +8,7 @@ use super::super::record::{Event, FailedInjection, Mark};
 use super::load::{self, LoadCtx};
 use crate::client::Client;
 use crate::lab::LabStatus;
-use crate::topology::units;
+use crate::parse::units;
 
 /// What playing the timeline recorded.
 pub(super) struct Played {
@@ -129,9 +129,9 @@ fn play(api: &Client, a: &Action) -> Result<(), String> {
         Action::LinkSet { a, b, change } => api.link_set(a, b, change).map(drop),
         Action::Crash { node } => api.crash(node).map(drop),
         Action::Restart { node } => api.restart(node).map(drop),
-        Action::Clock { node, request, .. } => api.clock(node, request).map(drop),
+        Action::Clock { node, fault } => api.clock(node, &fault.request()).map(drop),
         Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
-        Action::Byzantine { node, behaviour } => api.byzantine(node, behaviour).map(drop),
+        Action::Byzantine { node, behaviour } => api.byzantine(node, behaviour.names()).map(drop),
     };
     r.map_err(|e| e.to_string())
 }

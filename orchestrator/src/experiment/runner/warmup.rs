@@ -11,7 +11,7 @@ use super::poll::poll_state;
 use super::{cell_key, LabView};
 use crate::client::Client;
 use crate::lab::LabStatus;
-use crate::topology::units;
+use crate::parse::units;
 
 /// Longest real wait for the cell's membership to converge before the timeline starts.
 const WARMUP_MAX: Duration = Duration::from_secs(30);

@@ -1,4 +1,4 @@
-//! Diagnostics: every mistake in a topology, with file:line:column, what is wrong and what
+//! Diagnostics: every mistake in a topology or scenario, with file:line:column, what is wrong and what
 //! would be valid, rendered the way rustc renders errors.
 
 use std::fmt::Write;

@@ -1,6 +1,7 @@
-//! Quantities written with units in topology files: durations (`20ms`, `1.5h`), percentages
-//! (`1%`), bit rates (`100Mbit`), byte sizes (`64KiB`). Each parser returns a message that
-//! says what would be valid.
+//! Quantities written with units in topology and scenario files and on the command line:
+//! durations (`20ms`, `1.5h`), signed durations (`-500us`), percentages (`1%`), bit rates
+//! (`100Mbit`), byte sizes (`64KiB`). Each parser returns a message that says what would be
+//! valid.
 
 /// Longest duration a link can hold: a week of emulated time (light-hours are the norm).
 pub const MAX_DURATION_NS: u64 = 7 * 24 * 3600 * 1_000_000_000;
@@ -54,6 +55,17 @@ pub fn duration_ns(text: &str) -> Result<u64, String> {
         ));
     }
     Ok(ns.round() as u64)
+}
+
+/// A signed duration (`-1.5ms`, `+2s`, `20ms`), in ns: a clock step or a served bias. One
+/// sign at most (`+` is read by [`duration_ns`]'s number).
+pub fn signed_duration_ns(text: &str) -> Result<f64, String> {
+    let (neg, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let ns = duration_ns(rest)? as f64;
+    Ok(if neg { -ns } else { ns })
 }
 
 /// A percentage `1%`, `0.5 %`, `100%`, returned as a fraction in 0..=1.
@@ -133,33 +145,31 @@ pub fn bytes(text: &str) -> Result<u64, String> {
 
 /// Format nanoseconds the way a person writes them (`20ms`, `499s`, `1.5us`).
 pub fn fmt_ns(ns: u64) -> String {
-    let (v, unit) = if ns >= 3_600_000_000_000 && ns.is_multiple_of(60_000_000_000) {
-        (ns as f64 / 3.6e12, "h")
-    } else if ns >= 1_000_000_000 {
-        (ns as f64 / 1e9, "s")
-    } else if ns >= 1_000_000 {
-        (ns as f64 / 1e6, "ms")
-    } else if ns >= 1_000 {
-        (ns as f64 / 1e3, "us")
+    let (scale, unit) = if ns >= 3_600_000_000_000 && ns.is_multiple_of(60_000_000_000) {
+        (3.6e12, "h")
     } else {
-        (ns as f64, "ns")
+        largest_unit(ns, &[(1e9, "s"), (1e6, "ms"), (1e3, "us")], "ns")
     };
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    format!("{s}{unit}")
+    fmt_scaled(ns as f64 / scale, unit)
 }
 
 /// Format bits per second (`100Mbit`).
 pub fn fmt_bps(bps: u64) -> String {
-    let (v, unit) = if bps >= 1_000_000_000 {
-        (bps as f64 / 1e9, "Gbit")
-    } else if bps >= 1_000_000 {
-        (bps as f64 / 1e6, "Mbit")
-    } else if bps >= 1_000 {
-        (bps as f64 / 1e3, "kbit")
-    } else {
-        (bps as f64, "bit")
-    };
+    let (scale, unit) = largest_unit(bps, &[(1e9, "Gbit"), (1e6, "Mbit"), (1e3, "kbit")], "bit");
+    fmt_scaled(bps as f64 / scale, unit)
+}
+
+/// The first of `units` (largest first) that `v` reaches, else `base` (scale 1).
+fn largest_unit(v: u64, units: &[(f64, &'static str)], base: &'static str) -> (f64, &'static str) {
+    units
+        .iter()
+        .copied()
+        .find(|(scale, _)| v as f64 >= *scale)
+        .unwrap_or((1.0, base))
+}
+
+/// `v` with at most three decimals, trailing zeros dropped, then `unit`.
+fn fmt_scaled(v: f64, unit: &str) -> String {
     let s = format!("{v:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     format!("{s}{unit}")
@@ -169,45 +179,85 @@ pub fn fmt_bps(bps: u64) -> String {
 mod tests {
     use super::*;
 
+    /// Each `(text, value)` parses to `value`; each `(text, words)` is refused with a
+    /// message holding `words`.
+    fn check<T: PartialEq + std::fmt::Debug>(
+        parse: impl Fn(&str) -> Result<T, String>,
+        good: &[(&str, T)],
+        bad: &[(&str, &str)],
+    ) {
+        for (text, want) in good {
+            assert_eq!(parse(text).as_ref(), Ok(want), "{text}");
+        }
+        for (text, words) in bad {
+            let e = parse(text).expect_err(text);
+            assert!(e.contains(words), "{text}: {e}");
+        }
+    }
+
     #[test]
     fn durations() {
-        assert_eq!(duration_ns("20ms"), Ok(20_000_000));
-        assert_eq!(duration_ns("1.5s"), Ok(1_500_000_000));
-        assert_eq!(duration_ns("499 s"), Ok(499_000_000_000));
-        assert_eq!(duration_ns("250us"), Ok(250_000));
-        assert_eq!(duration_ns("2h"), Ok(7_200_000_000_000));
-        assert_eq!(duration_ns("0"), Ok(0));
-        assert!(duration_ns("-5ms").unwrap_err().contains("negative"));
-        assert!(duration_ns("20").unwrap_err().contains("no unit"));
-        assert!(duration_ns("20 parsecs")
-            .unwrap_err()
-            .contains("unknown duration unit"));
-        assert!(duration_ns("8d").unwrap_err().contains("longest"));
+        check(
+            duration_ns,
+            &[
+                ("20ms", 20_000_000),
+                ("1.5s", 1_500_000_000),
+                ("499 s", 499_000_000_000),
+                ("250us", 250_000),
+                ("2h", 7_200_000_000_000),
+                ("0", 0),
+            ],
+            &[
+                ("-5ms", "negative"),
+                ("20", "no unit"),
+                ("20 parsecs", "unknown duration unit"),
+                ("8d", "longest"),
+            ],
+        );
+    }
+
+    #[test]
+    fn signed_durations() {
+        check(
+            signed_duration_ns,
+            &[("-500us", -500_000.0), ("+2ms", 2_000_000.0), ("1s", 1e9)],
+            &[
+                ("--1ms", "negative"),
+                ("++1ms", "not a duration"),
+                ("-5", "no unit"),
+            ],
+        );
     }
 
     #[test]
     fn percents() {
-        assert_eq!(percent("1%"), Ok(0.01));
-        assert_eq!(percent("100 %"), Ok(1.0));
-        assert!(percent("150%").unwrap_err().contains("between 0% and 100%"));
-        assert!(percent("0.3").unwrap_err().contains("% sign"));
+        check(
+            percent,
+            &[("1%", 0.01), ("100 %", 1.0)],
+            &[("150%", "between 0% and 100%"), ("0.3", "% sign")],
+        );
     }
 
     #[test]
     fn rates() {
-        assert_eq!(rate_bps("100Mbit"), Ok(100_000_000));
-        assert_eq!(rate_bps("10 Mbit/s"), Ok(10_000_000));
-        assert_eq!(rate_bps("1.5gbit"), Ok(1_500_000_000));
-        assert!(rate_bps("0Mbit").unwrap_err().contains("greater than 0"));
-        assert!(rate_bps("10mbps").unwrap_err().contains("ambiguous"));
+        check(
+            rate_bps,
+            &[
+                ("100Mbit", 100_000_000),
+                ("10 Mbit/s", 10_000_000),
+                ("1.5gbit", 1_500_000_000),
+            ],
+            &[("0Mbit", "greater than 0"), ("10mbps", "ambiguous")],
+        );
     }
 
     #[test]
     fn sizes_and_formatting() {
-        assert_eq!(bytes("64KiB"), Ok(65536));
-        assert_eq!(bytes("1500"), Ok(1500));
+        check(bytes, &[("64KiB", 65536), ("1500", 1500)], &[]);
         assert_eq!(fmt_ns(20_000_000), "20ms");
         assert_eq!(fmt_ns(499_004_784_000), "499.005s");
+        assert_eq!(fmt_ns(7_200_000_000_000), "2h");
         assert_eq!(fmt_bps(100_000_000), "100Mbit");
+        assert_eq!(fmt_bps(1_500), "1.5kbit");
     }
 }

@@ -1,0 +1,195 @@
+//! The typed payloads a scenario's verbs and its expanded timeline share: an [`Action`] is
+//! one change played through the supervisor at one time (a link set, down or up, a node
+//! fault, a workload start, or a marker), and a verb that is a single action
+//! ([`Verb::Once`](super::scenario::Verb::Once)) carries it as written. Node faults are the
+//! typed payloads of [`crate::fault`], parsed once where the scenario is read.
+
+use serde::Serialize;
+
+use crate::fault::{ByzantineFault, ClockFault, NodeFault};
+use crate::lab::LinkChange;
+use crate::parse::units;
+
+/// One primitive change at an emulated time.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    LinkDown {
+        a: String,
+        b: String,
+    },
+    LinkUp {
+        a: String,
+        b: String,
+    },
+    LinkSet {
+        a: String,
+        b: String,
+        change: LinkChange,
+    },
+    Crash {
+        node: String,
+    },
+    Restart {
+        node: String,
+    },
+    /// A partition began (its links follow as `LinkDown`); a marker for reports.
+    Partition {
+        groups: Vec<Vec<String>>,
+    },
+    /// A heal began (its links follow as `LinkUp`).
+    Heal,
+    /// A workload starts on the named nodes.
+    LoadStart {
+        nodes: Vec<String>,
+        #[serde(flatten)]
+        load: Load,
+    },
+    /// A clock fault, played through `POST /api/nodes/{node}/clock`. Recorded as
+    /// `"verb": …, "node": …, "request": {…}` (the request is the agent's JSON).
+    #[serde(serialize_with = "clock_fields")]
+    Clock {
+        node: String,
+        fault: ClockFault,
+    },
+    /// Make a node byzantine (no behaviour: honest again).
+    Byzantine {
+        node: String,
+        behaviour: ByzantineFault,
+    },
+}
+
+impl Action {
+    /// A one-line description for progress output and event logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::LinkDown { a, b } => format!("link_down {a}--{b}"),
+            Action::LinkUp { a, b } => format!("link_up {a}--{b}"),
+            Action::LinkSet { a, b, change } => {
+                let mut s = format!("link_set {a}--{b}");
+                for (k, v) in [
+                    ("delay", &change.delay),
+                    ("jitter", &change.jitter),
+                    ("loss", &change.loss),
+                    ("rate", &change.rate),
+                    ("duplicate", &change.duplicate),
+                    ("corrupt", &change.corrupt),
+                    ("reorder", &change.reorder),
+                ] {
+                    if let Some(v) = v {
+                        s += &format!(" {k}={v}");
+                    }
+                }
+                s
+            }
+            Action::Crash { node } => format!("crash {node}"),
+            Action::Restart { node } => format!("restart {node}"),
+            Action::Partition { groups } => format!(
+                "partition {}",
+                groups
+                    .iter()
+                    .map(|g| format!("[{}]", g.join(" ")))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+            Action::Heal => "heal".into(),
+            Action::LoadStart { nodes, load } => format!(
+                "load on {} nodes, {} keys per cell, one op per {} per node, until {}, {} writes",
+                nodes.len(),
+                load.keys,
+                units::fmt_ns(load.interval_ns),
+                units::fmt_ns(load.until_ns),
+                load.durability
+            ),
+            Action::Clock { node, fault } => format!(
+                "{} {node} {}",
+                fault.verb(),
+                serde_json::to_string(&fault.request()).unwrap_or_default()
+            ),
+            Action::Byzantine { node, behaviour } if behaviour.is_honest() => {
+                format!("byzantine {node}: honest again")
+            }
+            Action::Byzantine { node, behaviour } => {
+                format!("byzantine {node}: {}", behaviour.names().join(", "))
+            }
+        }
+    }
+    /// Kind name for events and plot markers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::LinkDown { .. } => "link_down",
+            Action::LinkUp { .. } => "link_up",
+            Action::LinkSet { .. } => "link_set",
+            Action::Crash { .. } => "crash",
+            Action::Restart { .. } => "restart",
+            Action::Partition { .. } => "partition",
+            Action::Heal => "heal",
+            Action::LoadStart { .. } => "load",
+            Action::Clock { .. } => "clock",
+            Action::Byzantine { behaviour, .. } if behaviour.is_honest() => "honest",
+            Action::Byzantine { .. } => "byzantine",
+        }
+    }
+
+    /// The node this action faults and the fault, if it is a node fault (crash, restart,
+    /// clock, byzantine): what the runner sends to the supervisor.
+    pub fn node_fault(&self) -> Option<(&str, NodeFault)> {
+        match self {
+            Action::Crash { node } => Some((node, NodeFault::Crash)),
+            Action::Restart { node } => Some((node, NodeFault::Restart)),
+            Action::Clock { node, fault } => Some((node, NodeFault::Clock(*fault))),
+            Action::Byzantine { node, behaviour } => {
+                Some((node, NodeFault::Byzantine(behaviour.clone())))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A workload: one sequential client session per node, writing unique values and reading
+/// keys of its cell through the supervisor, one op every `interval_ns`. The scenario verb
+/// `load` and the expanded action carry it alike; [`Load::default`] holds the verb's
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Load {
+    /// Keys per cell, 1..=1000.
+    pub keys: u32,
+    pub interval_ns: u64,
+    /// When the sessions stop (absolute, emulated).
+    pub until_ns: u64,
+    /// Share of ops that write.
+    pub write_fraction: f64,
+    /// Share of ops that, instead of a key-value op, send a message (one datagram over the
+    /// overlay) to a random node outside the session's cell: across levels.
+    pub message_fraction: f64,
+    /// When the agent acknowledges a write (`durability: local | cell`, default `cell`: once
+    /// f + 1 cell members hold it; see `lightcone_agent::kv::Durability`).
+    pub durability: lightcone_agent::kv::Durability,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load {
+            keys: 8,
+            interval_ns: 200_000_000,
+            until_ns: 0,
+            write_fraction: 0.5,
+            message_fraction: 0.0,
+            durability: lightcone_agent::kv::Durability::default(),
+        }
+    }
+}
+
+/// The recorded fields of [`Action::Clock`].
+fn clock_fields<S: serde::Serializer>(
+    node: &String,
+    fault: &ClockFault,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(3))?;
+    m.serialize_entry("verb", fault.verb())?;
+    m.serialize_entry("node", node)?;
+    m.serialize_entry("request", &fault.request())?;
+    m.end()
+}

@@ -28,13 +28,16 @@ use prometheus::{
 use tokio::net::{UdpSocket, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::causal::{Dot, DotContext};
-use crate::config::{AgentConfig, ClockFaultRequest};
-use crate::kv::{Durability, Written};
-use crate::node::{Command, ConfigError, Event, Input, Node, Outbox, Params, TimerKey};
-use crate::routing::Level;
-use crate::time::Instant;
-use crate::wire::MAX_DATAGRAM;
+use lightcone_core::byzantine::Byzantine;
+use lightcone_core::causal::{Dot, DotContext};
+use lightcone_core::config::{AgentConfig, ByzantineRequest, ClockFaultRequest, ConfigError};
+use lightcone_core::io::{Command, Event, Input, Outbox};
+use lightcone_core::kv::{Durability, Written};
+use lightcone_core::node::Node;
+use lightcone_core::params::Params;
+use lightcone_core::routing::Level;
+use lightcone_core::time::{Instant, TimerKey};
+use lightcone_core::wire::{MAX_BLOB, MAX_DATAGRAM};
 
 /// Why the driver stopped before a clean shutdown. Sockets already bound are closed.
 #[derive(Debug, thiserror::Error)]
@@ -350,7 +353,7 @@ pub enum Control {
         node: u32,
     },
     Clock(lightcone_timing::ClockFault),
-    Byzantine(crate::node::Byzantine),
+    Byzantine(Byzantine),
     /// Application bytes to a node over the overlay (`POST /send/{node}`).
     Send {
         dst: u32,
@@ -830,7 +833,7 @@ async fn handle_http(
                 Ok(b) => b,
                 Err(e) => return bad(&e),
             };
-            match crate::config::ByzantineRequest::parse(&body) {
+            match ByzantineRequest::parse(&body) {
                 Ok(b) => Control::Byzantine(b),
                 Err(e) => return bad(&e),
             }
@@ -891,8 +894,7 @@ async fn handle_http(
                     format!("no node {who}\n").into_bytes(),
                 ));
             };
-            let body = match body_of(req, crate::wire::MAX_BLOB, "a message is one datagram").await
-            {
+            let body = match body_of(req, MAX_BLOB, "a message is one datagram").await {
                 Ok(b) => b,
                 Err(e) => return bad(&e),
             };

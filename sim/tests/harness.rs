@@ -3,12 +3,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use lightcone_agent::causal::Dot;
-use lightcone_agent::kv::Durability;
-use lightcone_agent::node::{Command, Event};
-use lightcone_agent::routing::Level;
-use lightcone_agent::sim::{test_params, Sim, Topo};
-use lightcone_agent::wire::{Dest, MemberState, Payload};
+use lightcone_core::causal::Dot;
+use lightcone_core::io::{Command, Event};
+use lightcone_core::kv::Durability;
+use lightcone_core::routing::Level;
+use lightcone_core::wire::{Dest, MemberState, Payload};
+use lightcone_sim::{test_params, Sim, Topo};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -258,10 +258,10 @@ fn locality_and_summaries_across_cells() {
 
 #[test]
 fn forged_replayed_and_garbage_datagrams_are_rejected_and_counted() {
-    use lightcone_agent::wire::{self, Header, Payload};
+    use lightcone_core::wire::{self, Header, Payload};
     // Real Ed25519 here: few messages, so the debug build can afford it.
     let topo = Topo::cell(3, 0, MS, 4);
-    let mut sim = Sim::new(&topo, 4, lightcone_agent::node::Params::default());
+    let mut sim = Sim::new(&topo, 4, lightcone_core::params::Params::default());
     sim.run_for(Duration::from_secs(2));
     let rx = |sim: &Sim, o: &'static str| sim.node(1).unwrap().counters().get("rx", o);
     // Garbage, truncated, unknown version.
@@ -307,8 +307,9 @@ fn forged_replayed_and_garbage_datagrams_are_rejected_and_counted() {
 
 #[test]
 fn replayed_frame_is_rejected() {
-    use lightcone_agent::node::{Input, Node, Outbox};
-    use lightcone_agent::time::Instant;
+    use lightcone_core::io::{Input, Outbox};
+    use lightcone_core::node::Node;
+    use lightcone_core::time::Instant;
     // Drive two nodes by hand to capture a genuine frame.
     let topo = Topo::cell(2, 0, MS, 6);
     let sim = Sim::new(&topo, 6, test_params());
@@ -336,7 +337,7 @@ fn replayed_frame_is_rejected() {
             let mut out2 = Outbox::new(64, 64);
             a.handle(
                 now,
-                Input::Timer(lightcone_agent::node::TimerKey::RouteHello),
+                Input::Timer(lightcone_core::time::TimerKey::RouteHello),
                 &mut out2,
             );
             out2.transmits
@@ -371,7 +372,7 @@ fn replayed_frame_is_rejected() {
     let mut out = Outbox::new(64, 64);
     b.handle(
         Instant::ZERO,
-        Input::Timer(lightcone_agent::node::TimerKey::Suspicion),
+        Input::Timer(lightcone_core::time::TimerKey::Suspicion),
         &mut out,
     );
     assert!(out.transmits.is_empty() && out.events.is_empty());
@@ -380,7 +381,7 @@ fn replayed_frame_is_rejected() {
 
 #[test]
 fn a_restarted_receiver_rejects_frames_captured_before_its_restart() {
-    use lightcone_agent::wire;
+    use lightcone_core::wire;
     let seed = 8;
     let topo = Topo::cell(3, 0, MS, seed);
     let mut sim = Sim::new(&topo, seed, test_params());

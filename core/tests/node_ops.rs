@@ -11,14 +11,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use lightcone_agent::config::{HierAddr, Role};
-use lightcone_agent::kv::Durability;
-use lightcone_agent::node::{
-    Byzantine, Command, DirEntry, Directory, Input, Node, Outbox, TimerKey,
-};
-use lightcone_agent::sim::test_params;
-use lightcone_agent::time::Instant;
+use lightcone_core::byzantine::Byzantine;
+use lightcone_core::config::{HierAddr, Role};
+use lightcone_core::directory::{DirEntry, Directory};
+use lightcone_core::io::{Command, Input, Outbox};
+use lightcone_core::kv::Durability;
+use lightcone_core::node::Node;
+use lightcone_core::params::Params;
+use lightcone_core::time::{Instant, TimerKey};
+use lightcone_core::wire::Auth;
 use proptest::prelude::*;
+
+/// The simulator's parameters: defaults with the cheap test digest instead of Ed25519 (as
+/// `lightcone_sim::test_params` in debug builds).
+fn test_params() -> Params {
+    Params {
+        auth: Auth::TestDigest,
+        ..Params::default()
+    }
+}
 
 const CAP_TRANSMITS: usize = 64;
 const CAP_EVENTS: usize = 32;

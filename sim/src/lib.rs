@@ -5,7 +5,7 @@
 //! fires the timers the nodes request. Crashes, restarts, link cuts and partitions are
 //! method calls. Everything random comes from one seeded ChaCha8 generator, and every
 //! delivered datagram and emitted event is folded into a SHA-256 trace hash, so one seed
-//! gives one trace (`tests/harness.rs` runs a seed twice and compares).
+//! gives one trace (`sim/tests/harness.rs` runs a seed twice and compares).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -17,13 +17,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
-use crate::config::{HierAddr, Role};
+use lightcone_core::addr::{HierAddr, Role};
+use lightcone_core::clock::{lab_sky, TimeLayer};
+use lightcone_core::directory::{DirEntry, Directory};
+use lightcone_core::io::{Command, Event, Input, Outbox};
+use lightcone_core::node::Node;
+use lightcone_core::params::Params;
+use lightcone_core::time::{Instant, TimerKey};
+use lightcone_core::wire::Auth;
 use lightcone_timing::{NodeClock, NodeClockConfig, PulsarArray, TimeMetrics};
-
-use crate::node::{
-    Command, DirEntry, Directory, Event, Input, Node, Outbox, Params, TimeLayer, TimerKey,
-};
-use crate::time::Instant;
 
 /// Most datagrams [`Sim::capture`] keeps.
 pub const MAX_CAPTURED: usize = 100_000;
@@ -34,7 +36,7 @@ pub const MAX_CAPTURED: usize = 100_000;
 pub fn test_params() -> Params {
     let mut p = Params::default();
     if cfg!(debug_assertions) {
-        p.auth = crate::wire::Auth::TestDigest;
+        p.auth = Auth::TestDigest;
     }
     p
 }
@@ -294,7 +296,7 @@ impl Sim {
             boots: vec![0; topo.nodes.len()],
             captured: None,
             clocks,
-            sky: Arc::new(crate::node::lab_sky(seed)),
+            sky: Arc::new(lab_sky(seed)),
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -750,7 +752,10 @@ mod tests {
         );
         assert!(ts.sigma_s > 0.0 && ts.sigma_s < 1e-8, "{ts:?}");
         // Through the wire form and back: σ rounds up to whole picoseconds.
-        let back = crate::node::stamp_from_wire(&crate::node::stamp_to_wire(&ts), ts.position_au);
+        let back = lightcone_core::time::stamp_from_wire(
+            &lightcone_core::time::stamp_to_wire(&ts),
+            ts.position_au,
+        );
         assert_eq!((back.estimate_ns, back.source), (ts.estimate_ns, ts.source));
         assert!(back.sigma_s >= ts.sigma_s && back.sigma_s - ts.sigma_s <= 1e-12);
     }

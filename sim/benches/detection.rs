@@ -11,10 +11,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use lightcone_agent::node::{Event, Params};
-use lightcone_agent::sim::{Sim, Topo};
-use lightcone_agent::time::Instant;
-use lightcone_agent::wire::MemberState;
+use lightcone_core::io::Event;
+use lightcone_core::params::Params;
+use lightcone_core::time::Instant;
+use lightcone_core::wire::MemberState;
+use lightcone_sim::{Sim, Topo};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -1,0 +1,196 @@
+//! The node's I/O vocabulary: what goes in ([`Input`], [`Command`]) and what comes out
+//! ([`Transmit`], [`Event`], gathered in a bounded [`Outbox`]); [`Effects`] is what the
+//! sub-machines ask for during one call, before the node addresses and signs it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use lightcone_timing::ClockFault;
+use serde::Serialize;
+
+use crate::byzantine::Byzantine;
+use crate::causal::{Dot, DotContext};
+use crate::kv::{Durability, Written};
+use crate::time::{Instant, TimerKey};
+use crate::wire::{Dest, MemberState, Payload};
+
+/// An operator command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// A client write. `request` is the caller's id for it, echoed in the
+    /// [`Event::KvWritten`] or [`Event::KvPutFailed`] that answers it (a `cell` put is
+    /// answered later, when members acknowledge it); a put refused at once is answered by
+    /// [`Event::CommandFailed`] within the same call.
+    Put {
+        request: u64,
+        key: String,
+        value: Vec<u8>,
+        durability: Durability,
+    },
+    Get {
+        key: String,
+    },
+    Quarantine {
+        node: u32,
+    },
+    Unquarantine {
+        node: u32,
+    },
+    /// Send application bytes to a node over the overlay.
+    Send {
+        dst: u32,
+        data: Vec<u8>,
+    },
+    /// Send an opaque time-transfer payload (the `lightcone_timing` seam) to a node.
+    SendTime {
+        dst: u32,
+        data: Vec<u8>,
+    },
+    /// Inject a fault into the node's clock (`lightcone fault clock`). Fails with
+    /// [`Event::CommandFailed`] when the node has no time layer.
+    ClockFault(ClockFault),
+    /// Make this node byzantine (a test fault: `lightcone fault byzantine`), or honest
+    /// again with every behaviour off.
+    Byzantine(Byzantine),
+    /// Announce our own departure and stop.
+    Shutdown,
+}
+
+/// An input to [`Node::handle`].
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A datagram that arrived over the link to neighbour `from`.
+    Datagram {
+        from: u32,
+        bytes: &'a [u8],
+    },
+    /// A timer the node requested has expired.
+    Timer(TimerKey),
+    Command(&'a Command),
+}
+
+/// Something the node reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    MemberChanged {
+        node: u32,
+        state: MemberState,
+        incarnation: u64,
+    },
+    /// We heard we were suspected or declared dead and raised our incarnation.
+    Refuted {
+        incarnation: u64,
+    },
+    Delivered {
+        src: u32,
+        data: Vec<u8>,
+    },
+    /// An opaque time-transfer payload for the timing layer.
+    TimePayload {
+        src: u32,
+        data: Vec<u8>,
+    },
+    KvValue {
+        key: String,
+        /// The resolved value (greatest `(hlc, dot)`).
+        value: Option<Vec<u8>>,
+        /// Every concurrent sibling, in `(hlc, dot)` order (the last is `value`).
+        siblings: Vec<Vec<u8>>,
+        /// The dot of each sibling, in the same order.
+        dots: Vec<Dot>,
+        /// Every write of the key this replica has seen (held or overwritten by a held one).
+        context: DotContext,
+    },
+    /// A put is acknowledged: held by `holders` (this node first), enough for `durability`.
+    KvWritten {
+        request: u64,
+        key: String,
+        /// The write's dot and the context it overwrote.
+        written: Written,
+        durability: Durability,
+        holders: Vec<u32>,
+    },
+    /// A `cell` put did not reach its quorum in time (or the node stopped): indeterminate —
+    /// it stands here and may still reach the others.
+    KvPutFailed {
+        request: u64,
+        key: String,
+        written: Written,
+        holders: Vec<u32>,
+        needed: u32,
+        reason: String,
+    },
+    CommandFailed {
+        reason: String,
+    },
+    /// The neighbourhood watch quarantined `node`: `accusers` (us included when we hold
+    /// evidence ourselves) reached the quorum.
+    Quarantined {
+        node: u32,
+        accusers: Vec<u32>,
+    },
+    Stopped,
+}
+
+/// A datagram to send to a neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// Everything a call to [`Node::handle`] produced. Bounded: datagrams beyond the bound are
+/// dropped and counted (like a full NIC queue); timer requests are coalesced per key, so
+/// they are bounded by the number of keys.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub transmits: VecDeque<Transmit>,
+    pub events: VecDeque<Event>,
+    /// Latest request per key; `None` cancels.
+    pub timers: BTreeMap<TimerKey, Option<Instant>>,
+    pub dropped_transmits: u64,
+    pub dropped_events: u64,
+    cap_transmits: usize,
+    cap_events: usize,
+}
+
+impl Outbox {
+    pub fn new(cap_transmits: usize, cap_events: usize) -> Self {
+        Outbox {
+            cap_transmits,
+            cap_events,
+            ..Default::default()
+        }
+    }
+    pub(crate) fn push_transmit(&mut self, t: Transmit) -> bool {
+        if self.transmits.len() >= self.cap_transmits.max(1) {
+            self.dropped_transmits += 1;
+            return false;
+        }
+        self.transmits.push_back(t);
+        true
+    }
+    pub(crate) fn push_event(&mut self, e: Event) {
+        if self.events.len() >= self.cap_events.max(1) {
+            self.dropped_events += 1;
+        } else {
+            self.events.push_back(e);
+        }
+    }
+}
+
+/// What sub-machines ask for during one call; flushed into the outbox by the node.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    pub(crate) sends: Vec<(Dest, Option<u32>, Payload)>,
+    pub events: Vec<Event>,
+}
+
+impl Effects {
+    pub fn send(&mut self, dst: Dest, p: Payload) {
+        self.sends.push((dst, None, p));
+    }
+    pub(crate) fn send_link(&mut self, to: u32, p: Payload) {
+        self.sends.push((Dest::Link, Some(to), p));
+    }
+}

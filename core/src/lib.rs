@@ -1,0 +1,56 @@
+//! The lightcone node core: one sans-IO state machine, [`Node`], and its sub-machines.
+//! No sockets, no clocks, no threads: this crate does not depend on tokio, hyper,
+//! prometheus or nix, so the compiler keeps I/O out (`tests/check-core-deps.sh`).
+//! Two drivers call it: the agent's tokio/UDP driver (`lightcone-agent`) and the
+//! deterministic simulator (`lightcone-sim`).
+//!
+//! # Using a [`Node`]
+//!
+//! 1. **Construct** with [`Node::new`] (from an [`AgentConfig`]) or
+//!    [`Node::with_directory`] (the simulator shares one [`Directory`]); optionally
+//!    [`Node::with_time`], [`Node::set_boot_epoch`], [`Node::set_wire_epoch`],
+//!    [`Node::raise_sequence_floor`] — all before starting.
+//! 2. **Start** once with [`Node::start`]: schedules the first timers and greets the
+//!    neighbours (its datagrams land in the [`Outbox`]).
+//! 3. **Handle inputs**, each with the current emulated time `now` (never earlier than the
+//!    previous call's): [`Node::handle`] with an [`Input`] — a datagram from a neighbour,
+//!    a timer expiry, or an operator [`Command`].
+//! 4. **Poll the outputs** after every call: drain [`Outbox::transmits`] (datagrams to
+//!    neighbours, in order), [`Outbox::events`] (what happened), and apply
+//!    [`Outbox::timers`] (the node's timer requests; a later request for a key replaces an
+//!    earlier one, `None` cancels).
+//!
+//! Getters ([`Node::snapshot`], [`Node::counters`], [`Node::membership`], …) never change
+//! state. One seed and one input sequence always give one output sequence.
+//!
+//! # Rooms
+//!
+//! Vocabulary (imported by the sub-machines, importing none of them but the wire format):
+//! [`addr`], [`byzantine`], [`io`], [`time`], [`directory`], [`params`], [`counters`],
+//! [`view`]. Sub-machines: [`membership`] (SWIM + Lifeguard), [`routing`] (hierarchical
+//! distance vector), [`watch`] (the neighbourhood watch), [`kv`] and [`causal`] (the
+//! causally consistent replicated store), [`clock`] (the time layer). The format: [`wire`].
+//! The composition: [`node`]. Configuration as data: [`config`].
+pub mod addr;
+pub mod byzantine;
+pub mod causal;
+pub mod clock;
+pub mod config;
+pub mod counters;
+pub mod directory;
+pub mod io;
+pub mod kv;
+pub mod membership;
+pub mod node;
+pub mod params;
+pub mod routing;
+pub mod time;
+pub mod view;
+pub mod watch;
+pub mod wire;
+
+pub use config::AgentConfig;
+pub use directory::Directory;
+pub use io::{Command, Event, Input, Outbox, Transmit};
+pub use node::Node;
+pub use time::{Instant, TimerKey};

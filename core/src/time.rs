@@ -1,0 +1,162 @@
+//! Emulated time as the core sees it.
+//!
+//! The core never reads a clock (STYLE 1): every call into [`crate::node::Node`] carries
+//! `now`, an [`Instant`] in emulated nanoseconds since the lab's epoch. The tokio driver
+//! derives it from real elapsed time × `time_scale`; the harness advances it virtually.
+
+use std::collections::BTreeMap;
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+use lightcone_timing::{CoordTimestamp, TimeSource};
+use serde::Serialize;
+
+use crate::wire::WireStamp;
+
+/// A point in emulated time: nanoseconds since the lab's epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+pub struct Instant(u64);
+
+impl Instant {
+    pub const ZERO: Instant = Instant(0);
+
+    pub const fn from_nanos(ns: u64) -> Self {
+        Instant(ns)
+    }
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1e9
+    }
+    /// Time elapsed since `earlier`, zero if `earlier` is in the future.
+    pub fn saturating_since(self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_add(ns))
+    }
+}
+
+impl Sub<Instant> for Instant {
+    type Output = Duration;
+    fn sub(self, rhs: Instant) -> Duration {
+        self.saturating_since(rhs)
+    }
+}
+
+impl std::fmt::Display for Instant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.6}s", self.as_secs_f64())
+    }
+}
+
+/// The timers of a node. Each key has at most one deadline; a stale expiry is a no-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum TimerKey {
+    ProbeTick,
+    ProbeTimeout,
+    IndirectTimeout,
+    Suspicion,
+    ForwardSweep,
+    Gossip,
+    Reclaim,
+    KvRepair,
+    RouteHello,
+    RouteTriggered,
+    RouteRefresh,
+    Summary,
+    /// The time layer's next sync poll or pulsar fix ([`NodeClock::next_timeout_ns`]).
+    Clock,
+    /// Neighbourhood watch: judge and start forwarding audits, repeat accusations.
+    Watch,
+    /// `cell` puts awaiting acks: the next retransmission or timeout.
+    KvAck,
+}
+
+/// The node's timer table.
+#[derive(Debug, Clone, Default)]
+pub struct Timers {
+    slots: BTreeMap<TimerKey, Instant>,
+    pub(crate) changed: BTreeMap<TimerKey, Option<Instant>>,
+}
+
+impl Timers {
+    pub fn set(&mut self, key: TimerKey, at: Instant) {
+        self.slots.insert(key, at);
+        self.changed.insert(key, Some(at));
+    }
+    pub fn cancel(&mut self, key: TimerKey) {
+        if self.slots.remove(&key).is_some() {
+            self.changed.insert(key, None);
+        }
+    }
+    pub fn get(&self, key: TimerKey) -> Option<Instant> {
+        self.slots.get(&key).copied()
+    }
+    /// True (and the slot cleared) when `key` is really due at `now`.
+    pub(crate) fn expire(&mut self, key: TimerKey, now: Instant) -> bool {
+        match self.slots.get(&key) {
+            Some(t) if *t <= now => {
+                self.slots.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+    pub fn next(&self) -> Option<(TimerKey, Instant)> {
+        self.slots
+            .iter()
+            .map(|(k, t)| (*k, *t))
+            .min_by_key(|(k, t)| (*t, *k))
+    }
+}
+
+/// A coordinate-tagged timestamp for the wire.
+pub fn stamp_to_wire(ts: &CoordTimestamp) -> WireStamp {
+    let (source, stratum) = match ts.source {
+        TimeSource::Unsynchronized => (0, 0),
+        TimeSource::Authority => (1, 0),
+        TimeSource::Hierarchy { stratum } => (2, stratum),
+        TimeSource::Holdover { stratum } => (3, stratum),
+        TimeSource::Pulsar => (4, 0),
+    };
+    let sigma_ps = if source == 0 || !ts.sigma_s.is_finite() {
+        u64::MAX
+    } else {
+        // Saturating float → int conversion.
+        (ts.sigma_s * 1e12).ceil() as u64
+    };
+    WireStamp {
+        estimate_ns: ts.estimate_ns,
+        sigma_ps,
+        source,
+        stratum,
+    }
+}
+
+/// A wire stamp back into a coordinate-tagged timestamp made at `position_au`.
+pub fn stamp_from_wire(w: &WireStamp, position_au: [f64; 3]) -> CoordTimestamp {
+    let source = match w.source {
+        1 => TimeSource::Authority,
+        2 => TimeSource::Hierarchy { stratum: w.stratum },
+        3 => TimeSource::Holdover { stratum: w.stratum },
+        4 => TimeSource::Pulsar,
+        _ => TimeSource::Unsynchronized,
+    };
+    CoordTimestamp {
+        position_au,
+        estimate_ns: w.estimate_ns,
+        sigma_s: if source == TimeSource::Unsynchronized || w.sigma_ps == u64::MAX {
+            f64::MAX
+        } else {
+            w.sigma_ps as f64 * 1e-12
+        },
+        source,
+    }
+}

@@ -2,7 +2,7 @@
 //! ([`Transmit`], [`Event`], gathered in a bounded [`Outbox`]); [`Effects`] is what the
 //! sub-machines ask for during one call, before the node addresses and signs it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use lightcone_timing::ClockFault;
 use serde::Serialize;
@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::byzantine::Byzantine;
 use crate::causal::{Dot, DotContext};
 use crate::kv::{Durability, Written};
-use crate::time::{Instant, TimerKey};
+use crate::time::TimerKey;
 use crate::wire::{Dest, MemberState, Payload};
 
 /// An operator command.
@@ -63,7 +63,9 @@ pub enum Input<'a> {
         from: u32,
         bytes: &'a [u8],
     },
-    /// A timer the node requested has expired.
+    /// Fire timer `key` if it is due (a stale or early expiry is a no-op). Drivers call
+    /// [`Node::handle_timeout`](crate::node::Node::handle_timeout) instead; this is for
+    /// tests that aim at one timer.
     Timer(TimerKey),
     Command(&'a Command),
 }
@@ -140,14 +142,12 @@ pub struct Transmit {
 }
 
 /// Everything a call to [`Node::handle`] produced. Bounded: datagrams beyond the bound are
-/// dropped and counted (like a full NIC queue); timer requests are coalesced per key, so
-/// they are bounded by the number of keys.
+/// dropped and counted (like a full NIC queue), and so are events. Timers are not here:
+/// the node keeps them, and drivers ask [`Node::poll_timeout`](crate::node::Node::poll_timeout).
 #[derive(Debug, Default)]
 pub struct Outbox {
     pub transmits: VecDeque<Transmit>,
     pub events: VecDeque<Event>,
-    /// Latest request per key; `None` cancels.
-    pub timers: BTreeMap<TimerKey, Option<Instant>>,
     pub dropped_transmits: u64,
     pub dropped_events: u64,
     cap_transmits: usize,

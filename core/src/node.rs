@@ -270,9 +270,33 @@ impl Node {
     pub fn summaries(&self) -> impl Iterator<Item = (&Dest, &(u32, Summary, Instant))> {
         self.summaries.iter()
     }
-    /// Earliest pending timer.
+    /// Earliest pending timer and its key (for tests; drivers use [`Node::poll_timeout`]).
     pub fn next_timer(&self) -> Option<(TimerKey, Instant)> {
         self.timers.next()
+    }
+
+    /// When the node next needs [`Node::handle_timeout`]: its earliest timer deadline.
+    /// `None` when no timer is set or the node has stopped. Ask again after every call
+    /// that changes state (inputs can set, move or cancel timers).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        self.timers.next().map(|(_, at)| at)
+    }
+
+    /// Fires the earliest timer due at `now` (deadline `<= now`; equal deadlines in
+    /// [`TimerKey`] order) and writes what follows into `out`. Returns that timer's
+    /// deadline (so a driver can measure how late it fired), or `None` when nothing is due
+    /// — a spurious or early wake-up is a no-op. Call it while it returns `Some`: each
+    /// call fires one timer, so a timer re-armed for `now` by another fires in turn.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        let (key, at) = self.timers.next().filter(|(_, at)| *at <= now)?;
+        self.handle(now, Input::Timer(key), out);
+        Some(at)
     }
     pub fn watch(&self) -> &Watch {
         &self.watch
@@ -1371,9 +1395,6 @@ impl Node {
         }
         for e in self.fx.events.drain(..) {
             out.push_event(e);
-        }
-        for (k, v) in std::mem::take(&mut self.timers.changed) {
-            out.timers.insert(k, v);
         }
     }
 }

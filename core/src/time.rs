@@ -79,22 +79,19 @@ pub enum TimerKey {
     KvAck,
 }
 
-/// The node's timer table.
+/// The node's timer table: the one owner of its deadlines (drivers ask
+/// [`Node::poll_timeout`](crate::node::Node::poll_timeout) instead of keeping a copy).
 #[derive(Debug, Clone, Default)]
 pub struct Timers {
     slots: BTreeMap<TimerKey, Instant>,
-    pub(crate) changed: BTreeMap<TimerKey, Option<Instant>>,
 }
 
 impl Timers {
     pub fn set(&mut self, key: TimerKey, at: Instant) {
         self.slots.insert(key, at);
-        self.changed.insert(key, Some(at));
     }
     pub fn cancel(&mut self, key: TimerKey) {
-        if self.slots.remove(&key).is_some() {
-            self.changed.insert(key, None);
-        }
+        self.slots.remove(&key);
     }
     pub fn get(&self, key: TimerKey) -> Option<Instant> {
         self.slots.get(&key).copied()
@@ -109,6 +106,8 @@ impl Timers {
             _ => false,
         }
     }
+    /// The earliest deadline; among equal deadlines the first key in [`TimerKey`] order
+    /// (the order the drivers' own tables fired them in before there was one table).
     pub fn next(&self) -> Option<(TimerKey, Instant)> {
         self.slots
             .iter()

@@ -6,7 +6,6 @@
 //! members of its own cell; every route leaves by a link the node has; a stopped node says
 //! nothing more.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use lightcone_core::io::{Command, Input, Outbox};
 use lightcone_core::kv::Durability;
 use lightcone_core::node::Node;
 use lightcone_core::params::Params;
-use lightcone_core::time::{Instant, TimerKey};
+use lightcone_core::time::Instant;
 use lightcone_core::wire::Auth;
 use proptest::prelude::*;
 
@@ -101,9 +100,7 @@ impl World {
         for from in [1u32, 3, 4] {
             let mut n = self.node(from, 7 + u64::from(from));
             let mut out = Outbox::new(1024, 1024);
-            let mut timers: BTreeMap<TimerKey, Instant> = BTreeMap::new();
             n.start(Instant::ZERO, &mut out);
-            let mut now = Instant::ZERO;
             for _ in 0..200 {
                 for t in out.transmits.drain(..) {
                     if t.to == 0 {
@@ -111,29 +108,16 @@ impl World {
                     }
                 }
                 out.events.clear();
-                absorb(&mut timers, &mut out);
-                let Some((&k, &at)) = timers.iter().min_by_key(|(_, at)| **at) else {
+                let Some(at) = n.poll_timeout() else {
                     break;
                 };
                 if at.as_nanos() > 5_000_000_000 {
                     break;
                 }
-                timers.remove(&k);
-                now = now.max(at);
-                n.handle(now, Input::Timer(k), &mut out);
+                n.handle_timeout(at, &mut out);
             }
         }
         frames
-    }
-}
-
-/// A driver's timer table: the node's latest request per key (`None` cancels).
-fn absorb(timers: &mut BTreeMap<TimerKey, Instant>, out: &mut Outbox) {
-    for (k, at) in std::mem::take(&mut out.timers) {
-        match at {
-            Some(at) => timers.insert(k, at),
-            None => timers.remove(&k),
-        };
     }
 }
 
@@ -183,10 +167,9 @@ fn check(node: &Node, out: &Outbox, w: &World, stopped_before: bool) -> Result<(
         "outbox over its bound"
     );
     prop_assert!(out.events.len() <= CAP_EVENTS, "event queue over its bound");
-    prop_assert!(
-        out.timers.len() <= 64,
-        "timer requests are coalesced per key"
-    );
+    if node.is_stopped() {
+        prop_assert_eq!(node.poll_timeout(), None, "a stopped node wants no wake-up");
+    }
     if stopped_before {
         prop_assert!(
             out.transmits.is_empty(),
@@ -234,7 +217,6 @@ proptest! {
         prop_assert!(!frames.is_empty(), "the neighbours sent node 0 nothing to replay");
         let mut node = w.node(0, seed);
         let mut out = Outbox::new(CAP_TRANSMITS, CAP_EVENTS);
-        let mut timers: BTreeMap<TimerKey, Instant> = BTreeMap::new();
         let mut now = Instant::ZERO;
         node.start(now, &mut out);
         let mut request = 0u64;
@@ -265,23 +247,33 @@ proptest! {
                 }
                 Op::Advance(ms) => {
                     let until = Instant::from_nanos(now.as_nanos() + ms * 1_000_000);
-                    // Fire due timers in order, as a driver does; a handler may set more.
+                    // Fire due timers in order, as a driver does (the node's one contract:
+                    // ask for the deadline, wake then); a handler may set more.
                     for _ in 0..10_000 {
-                        absorb(&mut timers, &mut out);
-                        let Some((&k, &at)) = timers.iter().min_by_key(|(_, at)| **at) else {
+                        let Some(at) = node.poll_timeout() else {
                             break;
                         };
                         if at > until {
                             break;
                         }
-                        timers.remove(&k);
                         now = now.max(at);
                         out.transmits.clear();
                         out.events.clear();
-                        node.handle(now, Input::Timer(k), &mut out);
+                        let fired = node.handle_timeout(now, &mut out);
+                        prop_assert_eq!(fired, Some(at), "the deadline asked for fires at it");
                         check(&node, &out, &w, stopped)?;
                     }
                     now = now.max(until);
+                    // A wake-up before the next deadline is a no-op.
+                    if let Some(next) = node.poll_timeout() {
+                        if next > now {
+                            out.transmits.clear();
+                            out.events.clear();
+                            prop_assert_eq!(node.handle_timeout(now, &mut out), None);
+                            prop_assert!(out.transmits.is_empty() && out.events.is_empty(), "an early wake-up did something");
+                            prop_assert_eq!(node.poll_timeout(), Some(next), "an early wake-up moved the deadline");
+                        }
+                    }
                 }
                 Op::Put(k, v, cell) => {
                     request += 1;
@@ -318,7 +310,6 @@ proptest! {
             // Shutdown itself says goodbye; after it, nothing more.
             let was_stopped = stopped && !matches!(op, Op::Shutdown);
             check(&node, &out, &w, was_stopped)?;
-            absorb(&mut timers, &mut out);
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! One socket per link address (`local_ip:udp_port`); a datagram's source address names
 //! the neighbour. Emulated time is real elapsed time × `time_scale` since the driver
-//! started; the driver keeps the node's timer table, sleeps until the earliest deadline and
+//! started; the driver asks the node for its next deadline (`Node::poll_timeout`), sleeps until it and
 //! measures how late each timer fires (`lightcone_timer_lateness_seconds`, in emulated
 //! seconds, so it compares directly with protocol timeouts). The HTTP API is served with
 //! hyper on the unix socket `control_socket`; every request becomes a message to the single
@@ -36,7 +36,7 @@ use lightcone_core::kv::{Durability, Written};
 use lightcone_core::node::Node;
 use lightcone_core::params::Params;
 use lightcone_core::routing::Level;
-use lightcone_core::time::{Instant, TimerKey};
+use lightcone_core::time::Instant;
 use lightcone_core::wire::{MAX_BLOB, MAX_DATAGRAM};
 
 /// Why the driver stopped before a clean shutdown. Sockets already bound are closed.
@@ -415,6 +415,9 @@ fn command_failure(out: &Outbox) -> Option<String> {
     })
 }
 
+/// Most timers fired per wake-up of the node task before it looks at sockets again.
+const MAX_TIMERS_PER_WAKE: usize = 64;
+
 /// The node task's answer: status, content type, body.
 pub type Reply = (StatusCode, &'static str, Vec<u8>);
 
@@ -516,7 +519,6 @@ pub async fn run(
     tasks.push(tokio::spawn(serve_http(listener, ctl_tx, cfg.clone())));
     tracing::info!(node = %name, addr = %node.addr(), links = links.len(), "agent started");
 
-    let mut timers: BTreeMap<TimerKey, Instant> = BTreeMap::new();
     let mut driver_counters: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut out = Outbox::new(
         Params::default().outbox_datagrams,
@@ -537,12 +539,6 @@ pub async fn run(
                 *driver_counters.entry("send_error").or_default() += 1;
                 tracing::trace!("send to {}: {e}", l.addr);
             }
-        }
-        for (k, v) in std::mem::take(&mut out.timers) {
-            match v {
-                Some(at) => timers.insert(k, at),
-                None => timers.remove(&k),
-            };
         }
         for e in out.events.drain(..) {
             match e {
@@ -634,9 +630,9 @@ pub async fn run(
         if stop {
             break;
         }
-        let next = timers.iter().map(|(k, t)| (*t, *k)).min();
-        let sleep_to = next
-            .map(|(t, _)| clock.to_real(t))
+        let sleep_to = node
+            .poll_timeout()
+            .map(|t| clock.to_real(t))
             .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             biased;
@@ -716,11 +712,11 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(sleep_to.into()) => {
                 let now = clock.now();
-                let due: Vec<(TimerKey, Instant)> = timers.iter().filter(|(_, t)| **t <= now).map(|(k, t)| (*k, *t)).collect();
-                for (k, at) in due {
-                    timers.remove(&k);
+                // Every timer due now, one per call; a bound so a timer that keeps re-arming
+                // for `now` cannot starve the sockets (the rest fire on the next turn).
+                for _ in 0..MAX_TIMERS_PER_WAKE {
+                    let Some(at) = node.handle_timeout(now, &mut out) else { break };
                     metrics.observe_lateness(now.saturating_since(at).as_secs_f64());
-                    node.handle(now, Input::Timer(k), &mut out);
                 }
             }
         }

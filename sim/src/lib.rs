@@ -23,7 +23,7 @@ use lightcone_core::directory::{DirEntry, Directory};
 use lightcone_core::io::{Command, Event, Input, Outbox};
 use lightcone_core::node::Node;
 use lightcone_core::params::Params;
-use lightcone_core::time::{Instant, TimerKey};
+use lightcone_core::time::Instant;
 use lightcone_core::wire::Auth;
 use lightcone_timing::{NodeClock, NodeClockConfig, PulsarArray, TimeMetrics};
 
@@ -183,9 +183,9 @@ enum Ev {
         from: u32,
         bytes: Vec<u8>,
     },
-    Timer {
+    /// The node's earliest timer deadline, as [`Node::poll_timeout`] gave it.
+    Wake {
         node: u32,
-        key: TimerKey,
     },
     /// First boot of a node created stopped (see [`Sim::staggered`]).
     Boot {
@@ -205,7 +205,9 @@ pub struct Sim {
     seed: u64,
     links: BTreeMap<(u32, u32), LinkState>,
     queue: BinaryHeap<Reverse<(Instant, u64, Ev)>>,
-    timers: Vec<BTreeMap<TimerKey, Instant>>,
+    /// The deadline each node's queued wake-up is for (`None`: none queued). Not a timer
+    /// table: the node owns its timers, this only avoids queueing one wake-up twice.
+    wakes: Vec<Option<Instant>>,
     next_seq: u64,
     rng: ChaCha8Rng,
     trace: Sha256,
@@ -286,7 +288,7 @@ impl Sim {
             seed,
             links,
             queue: BinaryHeap::new(),
-            timers: vec![BTreeMap::new(); n],
+            wakes: vec![None; n],
             next_seq: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             trace: Sha256::new(),
@@ -357,7 +359,7 @@ impl Sim {
         let mut out = self.outbox();
         node.start(self.now, &mut out);
         self.nodes[i as usize] = Some(node);
-        self.timers[i as usize].clear();
+        self.wakes[i as usize] = None;
         self.process(i, out);
     }
 
@@ -409,7 +411,7 @@ impl Sim {
     /// Crash-stop: the node vanishes with its state; datagrams to it are lost.
     pub fn crash(&mut self, i: u32) {
         self.nodes[i as usize] = None;
-        self.timers[i as usize].clear();
+        self.wakes[i as usize] = None;
     }
     /// Restart a crashed node with fresh state (same identity), as the supervisor would.
     pub fn restart(&mut self, i: u32) {
@@ -488,15 +490,11 @@ impl Sim {
                 },
             );
         }
-        for (k, v) in std::mem::take(&mut out.timers) {
-            match v {
-                Some(at) => {
-                    self.timers[i as usize].insert(k, at);
-                    self.push(at, Ev::Timer { node: i, key: k });
-                }
-                None => {
-                    self.timers[i as usize].remove(&k);
-                }
+        let next = self.nodes[i as usize].as_ref().and_then(Node::poll_timeout);
+        if next != self.wakes[i as usize] {
+            self.wakes[i as usize] = next;
+            if let Some(at) = next {
+                self.push(at, Ev::Wake { node: i });
             }
         }
         for e in out.events.drain(..) {
@@ -583,15 +581,18 @@ impl Sim {
                 }
                 return;
             }
-            Ev::Timer { node, key } => {
-                if self.timers[node as usize].get(&key) != Some(&now) {
-                    return; // superseded or cancelled
+            Ev::Wake { node } => {
+                if self.wakes[node as usize] != Some(now) {
+                    return; // superseded: the node's deadline moved
                 }
-                self.timers[node as usize].remove(&key);
+                self.wakes[node as usize] = None;
                 let Some(n) = self.nodes[node as usize].as_mut() else {
                     return;
                 };
-                n.handle(now, Input::Timer(key), &mut out);
+                // One timer per wake-up; `process` queues the next (maybe at `now` again).
+                if n.handle_timeout(now, &mut out).is_none() {
+                    return;
+                }
                 node
             }
         };

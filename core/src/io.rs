@@ -16,10 +16,10 @@ use crate::wire::{Dest, MemberState, Payload};
 /// An operator command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// A client write. `request` is the caller's id for it, echoed in the
-    /// [`Event::KvWritten`] or [`Event::KvPutFailed`] that answers it (a `cell` put is
-    /// answered later, when members acknowledge it); a put refused at once is answered by
-    /// [`Event::CommandFailed`] within the same call.
+    /// A client write. Answered at once by [`Reply::KvWritten`] (`local`, or a cell whose
+    /// quorum is this node alone) or [`Reply::Pending`]: then later by the
+    /// [`Event::KvWritten`] or [`Event::KvPutFailed`] carrying `request`, the caller's id
+    /// for it. A put refused at once is a [`CommandError`].
     Put {
         request: u64,
         key: String,
@@ -46,7 +46,7 @@ pub enum Command {
         data: Vec<u8>,
     },
     /// Inject a fault into the node's clock (`lightcone fault clock`). Fails with
-    /// [`Event::CommandFailed`] when the node has no time layer.
+    /// [`CommandError::NoTimeLayer`] when the node has no time layer.
     ClockFault(ClockFault),
     /// Make this node byzantine (a test fault: `lightcone fault byzantine`), or honest
     /// again with every behaviour off.
@@ -59,15 +59,66 @@ pub enum Command {
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
     /// A datagram that arrived over the link to neighbour `from`.
-    Datagram {
-        from: u32,
-        bytes: &'a [u8],
-    },
+    Datagram { from: u32, bytes: &'a [u8] },
     /// Fire timer `key` if it is due (a stale or early expiry is a no-op). Drivers call
     /// [`Node::handle_timeout`](crate::node::Node::handle_timeout) instead; this is for
     /// tests that aim at one timer.
     Timer(TimerKey),
-    Command(&'a Command),
+}
+
+/// What a [`Command`] returns at once (see [`Node::command`](crate::node::Node::command)).
+/// The variants that answer a client are shaped like the events that used to carry them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// Done (quarantine, byzantine, send, clock fault, shutdown).
+    Done,
+    /// A get's answer.
+    KvValue {
+        key: String,
+        /// The resolved value (greatest `(hlc, dot)`).
+        value: Option<Vec<u8>>,
+        /// Every concurrent sibling, in `(hlc, dot)` order (the last is `value`).
+        siblings: Vec<Vec<u8>>,
+        /// The dot of each sibling, in the same order.
+        dots: Vec<Dot>,
+        /// Every write of the key this replica has seen (held or overwritten by a held one).
+        context: DotContext,
+    },
+    /// A put acknowledged at once: held by `holders` (this node), enough for `durability`.
+    KvWritten {
+        request: u64,
+        key: String,
+        /// The write's dot and the context it overwrote.
+        written: Written,
+        durability: Durability,
+        holders: Vec<u32>,
+    },
+    /// A `cell` put taken and sent to the members: the [`Event::KvWritten`] or
+    /// [`Event::KvPutFailed`] with this `request` answers it later.
+    Pending { request: u64 },
+}
+
+/// Why a command was refused. Nothing was changed by a refused command, except that a
+/// refused put may have advanced the node's hybrid logical clock. The messages are the
+/// ones the agent sends its HTTP clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("data too large")]
+    DataTooLarge,
+    #[error("no node {0} to send to")]
+    NoSuchNode(u32),
+    #[error("time payload too large")]
+    TimePayloadTooLarge,
+    #[error("this node has no time layer")]
+    NoTimeLayer,
+    #[error("{0} cell writes already await acknowledgement; retry later")]
+    TooManyPendingPuts(usize),
+    /// The replicated store refused the write (its message).
+    #[error("{0}")]
+    Kv(String),
+    #[error("the agent is stopping")]
+    Stopped,
 }
 
 /// Something the node reports.
@@ -92,18 +143,8 @@ pub enum Event {
         src: u32,
         data: Vec<u8>,
     },
-    KvValue {
-        key: String,
-        /// The resolved value (greatest `(hlc, dot)`).
-        value: Option<Vec<u8>>,
-        /// Every concurrent sibling, in `(hlc, dot)` order (the last is `value`).
-        siblings: Vec<Vec<u8>>,
-        /// The dot of each sibling, in the same order.
-        dots: Vec<Dot>,
-        /// Every write of the key this replica has seen (held or overwritten by a held one).
-        context: DotContext,
-    },
-    /// A put is acknowledged: held by `holders` (this node first), enough for `durability`.
+    /// A `cell` put answered [`Reply::Pending`] is acknowledged: held by `holders` (this
+    /// node first), enough for `durability`.
     KvWritten {
         request: u64,
         key: String,
@@ -120,9 +161,6 @@ pub enum Event {
         written: Written,
         holders: Vec<u32>,
         needed: u32,
-        reason: String,
-    },
-    CommandFailed {
         reason: String,
     },
     /// The neighbourhood watch quarantined `node`: `accusers` (us included when we hold

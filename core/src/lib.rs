@@ -51,6 +51,6 @@ pub mod wire;
 
 pub use config::AgentConfig;
 pub use directory::Directory;
-pub use io::{Command, Event, Input, Outbox, Transmit};
+pub use io::{Command, CommandError, Event, Input, Outbox, Reply, Transmit};
 pub use node::Node;
 pub use time::{Instant, TimerKey};

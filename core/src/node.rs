@@ -23,7 +23,7 @@ use crate::clock::{clock_config, lab_sky, TimeLayer};
 use crate::config::{AgentConfig, ConfigError};
 use crate::counters::Counters;
 use crate::directory::Directory;
-use crate::io::{Command, Effects, Event, Input, Outbox, Transmit};
+use crate::io::{Command, CommandError, Effects, Event, Input, Outbox, Reply, Transmit};
 use crate::kv::{Durability, Replica, Written};
 use crate::membership::Membership;
 use crate::params::Params;
@@ -285,8 +285,8 @@ impl Node {
         self.timers.next().map(|(_, at)| at)
     }
 
-    /// Fires the earliest timer due at `now` (deadline `<= now`; equal deadlines in
-    /// [`TimerKey`] order) and writes what follows into `out`. Returns that timer's
+    /// Fires the earliest timer due at `now` (deadline `<= now`; equal deadlines in the
+    /// order they were set, see [`Timers`]) and writes what follows into `out`. Returns that timer's
     /// deadline (so a driver can measure how late it fired), or `None` when nothing is due
     /// — a spurious or early wake-up is a no-op. Call it while it returns `Some`: each
     /// call fires one timer, so a timer re-armed for `now` by another fires in turn.
@@ -464,12 +464,32 @@ impl Node {
                     self.on_timer(now, key);
                 }
             }
-            Input::Command(c) => self.on_command(now, c),
         }
         self.flush(now, out);
     }
 
-    fn on_command(&mut self, now: Instant, c: &Command) {
+    /// Carries out an operator command at emulated time `now`, writes what follows (its
+    /// datagrams, events such as [`Event::Stopped`]) into `out`, and returns its result:
+    /// each command's answer is its own, so one refusal fails only its own request. A
+    /// `cell` put may answer [`Reply::Pending`]; its [`Event::KvWritten`] or
+    /// [`Event::KvPutFailed`] comes later, carrying the request id. A stopped node refuses
+    /// every command ([`CommandError::Stopped`]).
+    pub fn command(
+        &mut self,
+        now: Instant,
+        c: &Command,
+        out: &mut Outbox,
+    ) -> Result<Reply, CommandError> {
+        if self.stopped {
+            return Err(CommandError::Stopped);
+        }
+        self.now = self.now.max(now);
+        let r = self.on_command(now, c);
+        self.flush(now, out);
+        r
+    }
+
+    fn on_command(&mut self, now: Instant, c: &Command) -> Result<Reply, CommandError> {
         match c {
             Command::Quarantine { node } => {
                 self.routing.set_quarantine(*node, true);
@@ -480,50 +500,38 @@ impl Node {
             Command::Byzantine(b) => self.byzantine = *b,
             Command::Send { dst, data } => {
                 if data.len() > wire::MAX_BLOB {
-                    self.fx.events.push(Event::CommandFailed {
-                        reason: "data too large".into(),
-                    });
+                    return Err(CommandError::DataTooLarge);
                 } else if *dst == self.id || self.dir.get(*dst).is_none() {
-                    self.fx.events.push(Event::CommandFailed {
-                        reason: format!("no node {dst} to send to"),
-                    });
-                } else {
-                    self.counters.count("app", "sent");
-                    self.fx.send(Dest::Node(*dst), Payload::Data(data.clone()));
+                    return Err(CommandError::NoSuchNode(*dst));
                 }
+                self.counters.count("app", "sent");
+                self.fx.send(Dest::Node(*dst), Payload::Data(data.clone()));
             }
             Command::SendTime { dst, data } => {
                 if data.len() > wire::MAX_BLOB {
-                    self.fx.events.push(Event::CommandFailed {
-                        reason: "time payload too large".into(),
-                    });
-                } else {
-                    self.fx.send(Dest::Node(*dst), Payload::Time(data.clone()));
+                    return Err(CommandError::TimePayloadTooLarge);
                 }
+                self.fx.send(Dest::Node(*dst), Payload::Time(data.clone()));
             }
-            Command::ClockFault(f) => match self.time.as_mut() {
-                Some(t) => {
-                    t.clock.inject(now.as_nanos(), *f);
-                    if t.faults.len() >= 16 {
-                        t.faults.remove(0);
-                    }
-                    t.faults.push(*f);
+            Command::ClockFault(f) => {
+                let t = self.time.as_mut().ok_or(CommandError::NoTimeLayer)?;
+                t.clock.inject(now.as_nanos(), *f);
+                if t.faults.len() >= 16 {
+                    t.faults.remove(0);
                 }
-                None => self.fx.events.push(Event::CommandFailed {
-                    reason: "this node has no time layer".into(),
-                }),
-            },
+                t.faults.push(*f);
+            }
             Command::Put {
                 request,
                 key,
                 value,
                 durability,
-            } => self.put(now, *request, key, value, *durability),
+            } => return self.put(now, *request, key, value, *durability),
             Command::Get { key } => {
                 let value = self.kv.get(key);
                 let (versions, context) = self.kv.versions(key);
                 let (dots, siblings) = versions.into_iter().unzip();
-                self.fx.events.push(Event::KvValue {
+                return Ok(Reply::KvValue {
                     key: key.clone(),
                     value,
                     siblings,
@@ -547,6 +555,7 @@ impl Node {
                 self.fx.events.push(Event::Stopped);
             }
         }
+        Ok(Reply::Done)
     }
 
     fn on_timer(&mut self, now: Instant, key: TimerKey) {
@@ -646,26 +655,23 @@ impl Node {
 
     /// A client write: into the replica, to every live cell member, and answered now
     /// (`local`, or a cell whose quorum is this node alone) or once enough members ack.
-    fn put(&mut self, now: Instant, request: u64, key: &str, value: &[u8], d: Durability) {
+    fn put(
+        &mut self,
+        now: Instant,
+        request: u64,
+        key: &str,
+        value: &[u8],
+        d: Durability,
+    ) -> Result<Reply, CommandError> {
         let needed = Durability::cell_quorum(self.dir.ids_where(|a| a.same_cell(&self.addr)).len());
         if d == Durability::Cell && needed > 1 && self.puts.len() >= MAX_PENDING_PUTS {
-            self.fx.events.push(Event::CommandFailed {
-                reason: format!(
-                    "{MAX_PENDING_PUTS} cell writes already await acknowledgement; retry later"
-                ),
-            });
-            return;
+            return Err(CommandError::TooManyPendingPuts(MAX_PENDING_PUTS));
         }
         let phys = self.physical_ns(now);
-        let (bytes, written) = match self.kv.put(phys, key, value.to_vec()) {
-            Ok(w) => w,
-            Err(e) => {
-                self.fx.events.push(Event::CommandFailed {
-                    reason: e.to_string(),
-                });
-                return;
-            }
-        };
+        let (bytes, written) = self
+            .kv
+            .put(phys, key, value.to_vec())
+            .map_err(|e| CommandError::Kv(e.to_string()))?;
         for m in self.membership.active().to_vec() {
             self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
         }
@@ -685,8 +691,9 @@ impl Node {
                     },
                 );
                 self.arm_puts();
+                Ok(Reply::Pending { request })
             }
-            _ => self.fx.events.push(Event::KvWritten {
+            _ => Ok(Reply::KvWritten {
                 request,
                 key: key.to_string(),
                 written,
@@ -1396,6 +1403,7 @@ impl Node {
         for e in self.fx.events.drain(..) {
             out.push_event(e);
         }
+        self.timers.end_call();
     }
 }
 

@@ -81,38 +81,52 @@ pub enum TimerKey {
 
 /// The node's timer table: the one owner of its deadlines (drivers ask
 /// [`Node::poll_timeout`](crate::node::Node::poll_timeout) instead of keeping a copy).
+///
+/// Equal deadlines fire in the order they were set, call by call (timers set during the same
+/// call to the node in [`TimerKey`] order): the order the drivers' own tables fired them in
+/// before the node owned the only table. Setting a timer again to the deadline it already
+/// has keeps its place.
 #[derive(Debug, Clone, Default)]
 pub struct Timers {
-    slots: BTreeMap<TimerKey, Instant>,
+    /// Deadline and the call (see `call`) that set it.
+    slots: BTreeMap<TimerKey, (Instant, u64)>,
+    /// Counts calls into the node: bumped by [`Timers::end_call`].
+    call: u64,
 }
 
 impl Timers {
     pub fn set(&mut self, key: TimerKey, at: Instant) {
-        self.slots.insert(key, at);
+        if self.get(key) != Some(at) {
+            self.slots.insert(key, (at, self.call));
+        }
     }
     pub fn cancel(&mut self, key: TimerKey) {
         self.slots.remove(&key);
     }
     pub fn get(&self, key: TimerKey) -> Option<Instant> {
-        self.slots.get(&key).copied()
+        self.slots.get(&key).map(|(at, _)| *at)
     }
     /// True (and the slot cleared) when `key` is really due at `now`.
     pub(crate) fn expire(&mut self, key: TimerKey, now: Instant) -> bool {
         match self.slots.get(&key) {
-            Some(t) if *t <= now => {
+            Some((t, _)) if *t <= now => {
                 self.slots.remove(&key);
                 true
             }
             _ => false,
         }
     }
-    /// The earliest deadline; among equal deadlines the first key in [`TimerKey`] order
-    /// (the order the drivers' own tables fired them in before there was one table).
+    /// Marks the end of one call into the node: timers set later come after the ones set
+    /// so far among equal deadlines.
+    pub(crate) fn end_call(&mut self) {
+        self.call += 1;
+    }
+    /// The earliest deadline; among equal deadlines the one set first.
     pub fn next(&self) -> Option<(TimerKey, Instant)> {
         self.slots
             .iter()
-            .map(|(k, t)| (*k, *t))
-            .min_by_key(|(k, t)| (*t, *k))
+            .min_by_key(|(k, (t, call))| (*t, *call, **k))
+            .map(|(k, (t, _))| (*k, *t))
     }
 }
 

@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 use lightcone_core::byzantine::Byzantine;
 use lightcone_core::config::{HierAddr, Role};
 use lightcone_core::directory::{DirEntry, Directory};
-use lightcone_core::io::{Command, Input, Outbox};
+use lightcone_core::io::{Command, CommandError, Input, Outbox, Reply};
 use lightcone_core::kv::Durability;
 use lightcone_core::node::Node;
 use lightcone_core::params::Params;
@@ -160,6 +160,38 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// What every command's own result must be: a stopped node refuses everything with
+/// `Stopped` (and only a stopped node does); commands that cannot fail do not.
+fn check_reply(
+    c: &Command,
+    r: &Result<Reply, CommandError>,
+    stopped_before: bool,
+) -> Result<(), TestCaseError> {
+    if stopped_before {
+        prop_assert_eq!(
+            r,
+            &Err(CommandError::Stopped),
+            "a stopped node took {:?}",
+            c
+        );
+        return Ok(());
+    }
+    prop_assert!(
+        r != &Err(CommandError::Stopped),
+        "a running node said it was stopped"
+    );
+    if matches!(
+        c,
+        Command::Quarantine { .. }
+            | Command::Unquarantine { .. }
+            | Command::Byzantine(_)
+            | Command::Shutdown
+    ) {
+        prop_assert_eq!(r, &Ok(Reply::Done), "{:?} cannot fail", c);
+    }
+    Ok(())
+}
+
 /// The invariants that hold after every step.
 fn check(node: &Node, out: &Outbox, w: &World, stopped_before: bool) -> Result<(), TestCaseError> {
     prop_assert!(
@@ -283,28 +315,54 @@ proptest! {
                         value: v.clone(),
                         durability: if *cell { Durability::Cell } else { Durability::Local },
                     };
-                    node.handle(now, Input::Command(&c), &mut out);
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
+                    if let Ok(Reply::KvWritten { request: got, holders, .. }) = &r {
+                        prop_assert_eq!(*got, request, "the answer names its request");
+                        prop_assert_eq!(holders.first(), Some(&0), "the writer holds it first");
+                    }
+                    if let Ok(Reply::Pending { request: got }) = &r {
+                        prop_assert!(*cell, "only a cell put waits for acks");
+                        prop_assert_eq!(*got, request, "the pending answer names its request");
+                    }
                 }
                 Op::Get(k) => {
                     let c = Command::Get { key: format!("k{k}") };
-                    node.handle(now, Input::Command(&c), &mut out);
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
+                    if let Ok(reply) = &r {
+                        let is_value = matches!(reply, Reply::KvValue { key, .. } if *key == format!("k{k}"));
+                        prop_assert!(is_value, "a get answers its key's value: {:?}", reply);
+                    }
                 }
                 Op::Send(dst, data) => {
                     let c = Command::Send { dst: *dst, data: data.clone() };
-                    node.handle(now, Input::Command(&c), &mut out);
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
+                    if !stopped {
+                        // Refused exactly when there is no such other node (the data is small).
+                        let known = *dst != 0 && (*dst as usize) < w.dir.peers.len();
+                        prop_assert_eq!(r.is_ok(), known, "send to {}: {:?}", dst, r);
+                    }
                 }
                 Op::Quarantine(n) => {
-                    node.handle(now, Input::Command(&Command::Quarantine { node: *n }), &mut out);
+                    let c = Command::Quarantine { node: *n };
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
                 }
                 Op::Unquarantine(n) => {
-                    node.handle(now, Input::Command(&Command::Unquarantine { node: *n }), &mut out);
+                    let c = Command::Unquarantine { node: *n };
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
                 }
                 Op::Byzantine(lie, drop) => {
                     let c = Command::Byzantine(Byzantine { lie_membership: *lie, drop_forwarding: *drop });
-                    node.handle(now, Input::Command(&c), &mut out);
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
                 }
                 Op::Shutdown => {
-                    node.handle(now, Input::Command(&Command::Shutdown), &mut out);
+                    let r = node.command(now, &Command::Shutdown, &mut out);
+                    check_reply(&Command::Shutdown, &r, stopped)?;
                 }
             }
             // Shutdown itself says goodbye; after it, nothing more.

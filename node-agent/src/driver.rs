@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use lightcone_core::byzantine::Byzantine;
 use lightcone_core::causal::{Dot, DotContext};
 use lightcone_core::config::{AgentConfig, ByzantineRequest, ClockFaultRequest, ConfigError};
-use lightcone_core::io::{Command, Event, Input, Outbox};
+use lightcone_core::io::{Command, CommandError, Event, Input, Outbox, Reply as NodeReply};
 use lightcone_core::kv::{Durability, Written};
 use lightcone_core::node::Node;
 use lightcone_core::params::Params;
@@ -407,12 +407,34 @@ fn put_reply(context: bool, w: &Written, durability: Durability, holders: &[u32]
     )
 }
 
-/// Why the command just handled failed, if it did.
-fn command_failure(out: &Outbox) -> Option<String> {
-    out.events.iter().find_map(|e| match e {
-        Event::CommandFailed { reason } => Some(reason.clone()),
-        _ => None,
-    })
+/// A refused command's answer: `status` and the refusal in the words the agent has always
+/// sent (the [`CommandError`]'s `Display`).
+fn refusal(status: StatusCode, e: &CommandError) -> Reply {
+    tracing::warn!(reason = %e, "command failed");
+    (status, "text/plain", format!("{e}\n").into_bytes())
+}
+
+/// A get's answer: 404, the resolved value, or with `?siblings` every concurrent one.
+fn get_reply(all: bool, r: Result<NodeReply, CommandError>) -> Reply {
+    match r {
+        Ok(NodeReply::KvValue {
+            value,
+            siblings,
+            dots,
+            context,
+            ..
+        }) => match value {
+            None => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+            Some(_) if all => siblings_reply(&siblings, &dots, &context),
+            Some(v) => (StatusCode::OK, "application/octet-stream", v),
+        },
+        Ok(other) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("unexpected answer to a get: {other:?}\n").into_bytes(),
+        ),
+        Err(e) => refusal(StatusCode::NOT_IMPLEMENTED, &e),
+    }
 }
 
 /// Most timers fired per wake-up of the node task before it looks at sockets again.
@@ -525,7 +547,6 @@ pub async fn run(
         Params::default().outbox_events,
     );
     node.start(clock.now(), &mut out);
-    let mut pending_get: BTreeMap<String, Vec<(bool, oneshot::Sender<Reply>)>> = BTreeMap::new();
     // Puts awaiting their answer (a `cell` put's comes when members ack), by request id.
     let mut pending_put: BTreeMap<u64, (bool, oneshot::Sender<Reply>)> = BTreeMap::new();
     let mut next_request = 0u64;
@@ -553,21 +574,6 @@ pub async fn run(
                         incarnation,
                         "membership"
                     )
-                }
-                Event::KvValue {
-                    key,
-                    value,
-                    siblings,
-                    dots,
-                    context,
-                } => {
-                    for (all, tx) in pending_get.remove(&key).unwrap_or_default() {
-                        let _ = tx.send(match &value {
-                            None => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
-                            Some(_) if all => siblings_reply(&siblings, &dots, &context),
-                            Some(v) => (StatusCode::OK, "application/octet-stream", v.clone()),
-                        });
-                    }
                 }
                 Event::KvWritten {
                     request,
@@ -604,18 +610,6 @@ pub async fn run(
                         ));
                     }
                 }
-                Event::CommandFailed { reason } => {
-                    tracing::warn!(%reason, "command failed");
-                    for (_, txs) in std::mem::take(&mut pending_get) {
-                        for (_, tx) in txs {
-                            let _ = tx.send((
-                                StatusCode::NOT_IMPLEMENTED,
-                                "text/plain",
-                                format!("{reason}\n").into_bytes(),
-                            ));
-                        }
-                    }
-                }
                 Event::Quarantined { node: q, accusers } => {
                     tracing::warn!(
                         node = q,
@@ -637,7 +631,7 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = &mut shutdown => {
-                node.handle(clock.now(), Input::Command(&Command::Shutdown), &mut out);
+                let _ = node.command(clock.now(), &Command::Shutdown, &mut out);
             }
             Some((msg, reply)) = ctl.recv() => {
                 let now = clock.now();
@@ -649,53 +643,49 @@ pub async fn run(
                         Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&snap).unwrap_or_default()))
                     }
                     Control::Clock(fault) => {
-                        node.handle(now, Input::Command(&Command::ClockFault(fault)), &mut out);
-                        let failed = command_failure(&out);
-                        Some(match failed {
-                            Some(r) => (StatusCode::CONFLICT, "text/plain", format!("{r}\n").into_bytes()),
-                            None => {
+                        Some(match node.command(now, &Command::ClockFault(fault), &mut out) {
+                            Err(e) => refusal(StatusCode::CONFLICT, &e),
+                            Ok(_) => {
                                 tracing::warn!(?fault, "clock fault injected");
                                 (StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "injected": fault })).unwrap_or_default())
                             }
                         })
                     }
                     Control::Byzantine(b) => {
-                        node.handle(now, Input::Command(&Command::Byzantine(b)), &mut out);
+                        let _ = node.command(now, &Command::Byzantine(b), &mut out);
                         tracing::warn!(behaviour = ?b.names(), "byzantine behaviour set");
                         Some((StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "behaviour": b.names() })).unwrap_or_default()))
                     }
                     Control::Send { dst, data } => {
-                        node.handle(now, Input::Command(&Command::Send { dst, data }), &mut out);
-                        let failed = command_failure(&out);
-                        Some(match failed {
-                            Some(r) => (StatusCode::BAD_REQUEST, "text/plain", format!("{r}\n").into_bytes()),
-                            None => (StatusCode::OK, "text/plain", b"sent\n".to_vec()),
+                        Some(match node.command(now, &Command::Send { dst, data }, &mut out) {
+                            Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
+                            Ok(_) => (StatusCode::OK, "text/plain", b"sent\n".to_vec()),
                         })
                     }
                     Control::Quarantine { node: q } => {
-                        node.handle(now, Input::Command(&Command::Quarantine { node: q }), &mut out);
+                        let _ = node.command(now, &Command::Quarantine { node: q }, &mut out);
                         Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
                     }
                     Control::Put { key, value, context, durability } => {
                         next_request += 1;
                         let request = next_request;
-                        node.handle(now, Input::Command(&Command::Put { request, key, value, durability }), &mut out);
-                        match command_failure(&out) {
-                            Some(r) => Some((StatusCode::NOT_IMPLEMENTED, "text/plain", format!("{r}\n").into_bytes())),
-                            // Answered by its KvWritten / KvPutFailed event, now or later.
-                            None => {
+                        match node.command(now, &Command::Put { request, key, value, durability }, &mut out) {
+                            Err(e) => Some(refusal(StatusCode::NOT_IMPLEMENTED, &e)),
+                            Ok(NodeReply::KvWritten { written, durability, holders, .. }) => {
+                                Some(put_reply(context, &written, durability, &holders))
+                            }
+                            // Answered later by its KvWritten / KvPutFailed event.
+                            Ok(_) => {
                                 pending_put.insert(request, (context, reply));
                                 continue;
                             }
                         }
                     }
                     Control::Get { key, siblings } => {
-                        pending_get.entry(key.clone()).or_default().push((siblings, reply));
-                        node.handle(now, Input::Command(&Command::Get { key }), &mut out);
-                        continue;
+                        Some(get_reply(siblings, node.command(now, &Command::Get { key }, &mut out)))
                     }
                     Control::Shutdown => {
-                        node.handle(now, Input::Command(&Command::Shutdown), &mut out);
+                        let _ = node.command(now, &Command::Shutdown, &mut out);
                         Some((StatusCode::OK, "text/plain", b"stopping\n".to_vec()))
                     }
                 };

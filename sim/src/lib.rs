@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use lightcone_core::addr::{HierAddr, Role};
 use lightcone_core::clock::{lab_sky, TimeLayer};
 use lightcone_core::directory::{DirEntry, Directory};
-use lightcone_core::io::{Command, Event, Input, Outbox};
+use lightcone_core::io::{Command, CommandError, Event, Input, Outbox, Reply};
 use lightcone_core::node::Node;
 use lightcone_core::params::Params;
 use lightcone_core::time::Instant;
@@ -453,13 +453,29 @@ impl Sim {
         }
     }
 
-    pub fn command(&mut self, i: u32, c: &Command) {
+    /// Gives node `i` a command now and returns its result (`None`: the node is down).
+    /// The result is folded into the trace after the call's events, written as the event
+    /// that carried it before commands returned results (`KvValue`, `KvWritten`,
+    /// `CommandFailed { reason }`), so traces compare across that change.
+    pub fn command(&mut self, i: u32, c: &Command) -> Option<Result<Reply, CommandError>> {
         let mut out = self.outbox();
         let now = self.now;
-        if let Some(n) = self.nodes[i as usize].as_mut() {
-            n.handle(now, Input::Command(c), &mut out);
-            self.process(i, out);
+        let n = self.nodes[i as usize].as_mut()?;
+        let r = n.command(now, c, &mut out);
+        self.process(i, out);
+        let traced = match &r {
+            Ok(Reply::Done | Reply::Pending { .. }) => None,
+            Ok(reply) => Some(format!("{reply:?}")),
+            // A stopped node ignored commands silently before.
+            Err(CommandError::Stopped) => None,
+            Err(e) => Some(format!("CommandFailed {{ reason: {:?} }}", e.to_string())),
+        };
+        if let Some(t) = traced {
+            self.trace.update(now.as_nanos().to_be_bytes());
+            self.trace.update(i.to_be_bytes());
+            self.trace.update(t.as_bytes());
         }
+        Some(r)
     }
 
     fn push(&mut self, at: Instant, ev: Ev) {
@@ -911,8 +927,10 @@ mod tests {
             1,
             test_params(),
         );
-        sim.command(0, &Command::ClockFault(ClockFault::Step { offset_s: 1e-3 }));
-        assert!(sim.events().iter().any(|(_, n, e)| *n == 0
-            && matches!(e, Event::CommandFailed { reason } if reason.contains("no time layer"))));
+        let r = sim.command(0, &Command::ClockFault(ClockFault::Step { offset_s: 1e-3 }));
+        assert_eq!(r, Some(Err(CommandError::NoTimeLayer)));
+        assert!(CommandError::NoTimeLayer
+            .to_string()
+            .contains("no time layer"));
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use lightcone_core::causal::Dot;
-use lightcone_core::io::{Command, Event};
+use lightcone_core::io::{Command, CommandError, Event, Reply};
 use lightcone_core::kv::Durability;
 use lightcone_core::routing::Level;
 use lightcone_core::wire::{Dest, MemberState, Payload};
@@ -317,12 +317,12 @@ fn replayed_frame_is_rejected() {
     let mut b: Node = sim.node(1).unwrap().clone();
     let mut out = Outbox::new(64, 64);
     let now = Instant::from_nanos(3_000_000_000);
-    a.handle(
+    let _ = a.command(
         now,
-        Input::Command(&Command::Send {
+        &Command::Send {
             dst: 1,
             data: b"pay".to_vec(),
-        }),
+        },
         &mut out,
     );
     // Before routes exist, the send may find no route; use a link-local greeting instead.
@@ -494,10 +494,19 @@ fn a_sender_using_an_old_boot_epoch_is_told_the_new_one() {
 
 /// A client write of `k` = `v` at node `n` (durability `cell`, the default).
 fn put(sim: &mut Sim, n: u32, k: &str, v: &str) {
-    put_as(sim, n, 0, k, v, Durability::Cell);
+    put_as(sim, n, 0, k, v, Durability::Cell).expect("taken");
 }
 
-fn put_as(sim: &mut Sim, n: u32, request: u64, k: &str, v: &str, durability: Durability) {
+/// Its immediate result: acknowledged at once, pending (a `cell` put awaiting acks), or
+/// refused.
+fn put_as(
+    sim: &mut Sim,
+    n: u32,
+    request: u64,
+    k: &str,
+    v: &str,
+    durability: Durability,
+) -> Result<Reply, CommandError> {
     sim.command(
         n,
         &Command::Put {
@@ -506,7 +515,8 @@ fn put_as(sim: &mut Sim, n: u32, request: u64, k: &str, v: &str, durability: Dur
             value: v.as_bytes().to_vec(),
             durability,
         },
-    );
+    )
+    .expect("the node is up")
 }
 
 /// The answer to put `request` at node `n`, if it came: acknowledged (with its holders and
@@ -542,7 +552,10 @@ fn a_cell_write_survives_its_writer_crashing_right_after_the_ack_and_a_local_one
     // `cell`: not answered at once; answered when two others hold it; the writer crashes
     // the instant the ack is out, and the write lives on.
     sim.take_events();
-    put_as(&mut sim, 0, 1, "a", "cell-write", Durability::Cell);
+    assert_eq!(
+        put_as(&mut sim, 0, 1, "a", "cell-write", Durability::Cell),
+        Ok(Reply::Pending { request: 1 })
+    );
     assert!(
         put_answer(&sim, 0, 1).is_none(),
         "a cell put waits for acks"
@@ -568,10 +581,17 @@ fn a_cell_write_survives_its_writer_crashing_right_after_the_ack_and_a_local_one
     let cut: BTreeSet<u32> = [1].into();
     sim.partition(&cut, true);
     sim.take_events();
-    put_as(&mut sim, 1, 2, "b", "local-write", Durability::Local);
-    let (holders, dot) = put_answer(&sim, 1, 2)
-        .expect("answered in the same call")
-        .expect("acknowledged");
+    let answer = put_as(&mut sim, 1, 2, "b", "local-write", Durability::Local);
+    let Ok(Reply::KvWritten {
+        request: 2,
+        holders,
+        written,
+        ..
+    }) = answer
+    else {
+        panic!("a local put is acknowledged in the same call: {answer:?}");
+    };
+    let dot = written.dot.unwrap();
     assert_eq!(holders, vec![1]);
     sim.crash(1);
     sim.partition(&cut, false);
@@ -584,7 +604,10 @@ fn a_cell_write_survives_its_writer_crashing_right_after_the_ack_and_a_local_one
     let cut: BTreeSet<u32> = [2].into();
     sim.partition(&cut, true);
     sim.take_events();
-    put_as(&mut sim, 2, 3, "c", "cut-off", Durability::Cell);
+    assert_eq!(
+        put_as(&mut sim, 2, 3, "c", "cut-off", Durability::Cell),
+        Ok(Reply::Pending { request: 3 })
+    );
     sim.run_for(Duration::from_secs(3));
     let failed = put_answer(&sim, 2, 3).expect("answered within the timeout");
     let reason = failed.expect_err("not acknowledged");
@@ -647,10 +670,11 @@ fn kv_replicates_in_causal_order_and_converges() {
     }
     // A get is answered locally.
     sim.take_events();
-    sim.command(5, &Command::Get { key: "c".into() });
-    assert!(sim.events().iter().any(
-        |(_, n, e)| *n == 5 && matches!(e, Event::KvValue { value: Some(v), .. } if v == b"3")
-    ));
+    let got = sim.command(5, &Command::Get { key: "c".into() });
+    assert!(
+        matches!(&got, Some(Ok(Reply::KvValue { value: Some(v), .. })) if v == b"3"),
+        "{got:?}"
+    );
 }
 
 #[test]

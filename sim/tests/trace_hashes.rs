@@ -78,18 +78,20 @@ fn trace_hashes_are_unchanged() {
         ("cell_with_commands(31)", cell_with_commands(31)),
     ];
     // Recorded on main at 0cddb22 (before issue 12) these were 91cd6cd4…, 53928a9c…,
-    // 690c94ae…, and the move into lightcone-core/lightcone-sim kept them. They changed once,
-    // with the one timer contract: the simulator used to queue one event per timer key each
-    // time a key was set, ordered with every other event of the same nanosecond by when it
-    // was queued; it now queues one wake-up per node at `Node::poll_timeout` and fires due
-    // timers in (deadline, TimerKey) order. Same-instant events (a timer and a delivery at
-    // the same ns, common with millisecond delays) are ordered differently, so the trace —
-    // and with loss, which datagram the link's RNG drops — differs; the harness's
-    // behavioural bounds all hold.
+    // 690c94ae…, and the move into lightcone-core/lightcone-sim kept them (commit
+    // "core: lightcone-core crate …"). They changed once, with the one timer contract: the
+    // simulator used to queue one event per timer key each time a key was set, ordered
+    // with every other event of the same nanosecond by when it was queued; it now queues
+    // one wake-up per node at `Node::poll_timeout`. A node's own equal deadlines still
+    // fire in the order they were set (`Timers`), but a timer and another node's event at
+    // the same nanosecond (common with millisecond delays) may swap, so the trace — and
+    // with loss, which datagram the link's RNG drops — differs. The harness's and the
+    // watch's behavioural checks all hold. Commands returning results did not change them:
+    // the simulator traces a result as the event that carried it before.
     let want = [
-        "9dc0b35298ede3ea124357ca1ef130c7709f456a53ae33cdfc205c964bff8ecf",
-        "9ffca9ea7299c66dbb6e9b83de5a856ca98dcba0db195fdd25bddc6c247ac50c",
-        "badb9ca22dfc86c8c3f8d6f4dcbb19c60f448fe24a4b5384c65e49183c6b1e0b",
+        "3ffd7d8afeda5aeae6cb625153a880e17055cb17d4516781ef83bf39ed58335a",
+        "096cb1c2e4e73891b66f429182151d9e6e8b92c6aa285e08526d2fb786355b2b",
+        "ac4e194ef1dbab733cc6ede4322d4f87c529678bc3a673a5e7059ed173fc603b",
     ];
     for ((what, h), w) in got.iter().zip(want) {
         println!("{what}: {h}");

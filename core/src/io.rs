@@ -55,7 +55,7 @@ pub enum Command {
     Shutdown,
 }
 
-/// An input to [`Node::handle`].
+/// An input to [`Node::handle`](crate::node::Node::handle).
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
     /// A datagram that arrived over the link to neighbour `from`.
@@ -179,7 +179,7 @@ pub struct Transmit {
     pub bytes: Vec<u8>,
 }
 
-/// Everything a call to [`Node::handle`] produced. Bounded: datagrams beyond the bound are
+/// Everything a call into the [`Node`](crate::node::Node) produced. Bounded: datagrams beyond the bound are
 /// dropped and counted (like a full NIC queue), and so are events. Timers are not here:
 /// the node keeps them, and drivers ask [`Node::poll_timeout`](crate::node::Node::poll_timeout).
 #[derive(Debug, Default)]

@@ -4,24 +4,33 @@
 //! Two drivers call it: the agent's tokio/UDP driver (`lightcone-agent`) and the
 //! deterministic simulator (`lightcone-sim`).
 //!
-//! # Using a [`Node`]
+//! # Using a [`Node`] (the call order, as quinn-proto's `Connection` and str0m's `Rtc`)
 //!
 //! 1. **Construct** with [`Node::new`] (from an [`AgentConfig`]) or
 //!    [`Node::with_directory`] (the simulator shares one [`Directory`]); optionally
 //!    [`Node::with_time`], [`Node::set_boot_epoch`], [`Node::set_wire_epoch`],
-//!    [`Node::raise_sequence_floor`] — all before starting.
-//! 2. **Start** once with [`Node::start`]: schedules the first timers and greets the
-//!    neighbours (its datagrams land in the [`Outbox`]).
-//! 3. **Handle inputs**, each with the current emulated time `now` (never earlier than the
-//!    previous call's): [`Node::handle`] with an [`Input`] — a datagram from a neighbour,
-//!    a timer expiry, or an operator [`Command`].
+//!    [`Node::raise_sequence_floor`] — all before starting. Errors are
+//!    [`ConfigError`](config::ConfigError); nothing has started then.
+//! 2. **Start** once with [`Node::start`]: sets the first timers and greets the neighbours
+//!    (their datagrams land in the [`Outbox`]).
+//! 3. **Handle inputs**, each with the current emulated time `now` (an [`Instant`], never
+//!    earlier than the previous call's):
+//!    - a datagram from neighbour `from`: [`Node::handle`] with [`Input::Datagram`];
+//!    - an operator [`Command`]: [`Node::command`] returns its own
+//!      `Result<`[`Reply`]`, `[`CommandError`]`>` at once. A `cell` put may answer
+//!      [`Reply::Pending`]; the [`Event::KvWritten`] or [`Event::KvPutFailed`] carrying its
+//!      request id comes later, from a later call;
+//!    - time: when `now` reaches [`Node::poll_timeout`], call [`Node::handle_timeout`]; it
+//!      fires the earliest due timer and returns its deadline, `None` when nothing is due
+//!      (a spurious wake-up is a no-op). Call it again while it returns `Some`.
 //! 4. **Poll the outputs** after every call: drain [`Outbox::transmits`] (datagrams to
-//!    neighbours, in order), [`Outbox::events`] (what happened), and apply
-//!    [`Outbox::timers`] (the node's timer requests; a later request for a key replaces an
-//!    earlier one, `None` cancels).
+//!    neighbours, in order) and [`Outbox::events`] (what happened, in order), then ask
+//!    [`Node::poll_timeout`] again — any call may set, move or cancel timers. The node
+//!    owns the only timer table ([`time::Timers`]): drivers keep none.
 //!
 //! Getters ([`Node::snapshot`], [`Node::counters`], [`Node::membership`], …) never change
-//! state. One seed and one input sequence always give one output sequence.
+//! state. The outbox is bounded: datagrams and events beyond its capacity are dropped and
+//! counted. One seed and one input sequence always give one output sequence.
 //!
 //! # Rooms
 //!

@@ -17,7 +17,7 @@ pub struct Params {
     /// KV repair exchange with one random cell member this often. Default 2 s.
     pub kv_repair_interval: Duration,
     /// A `cell` put that has not reached its quorum of holders this long after it was taken
-    /// fails as indeterminate ([`Durability`]). Default 2 s; [`Node::new`] raises it to
+    /// fails as indeterminate ([`Durability`](crate::kv::Durability)). Default 2 s; [`Node::new`](crate::node::Node::new) raises it to
     /// 2 s of *real* time at time scales above 1 (host scheduling latency is real time).
     pub kv_ack_timeout: Duration,
     /// A `cell` put is sent again to the members whose ack is missing this often (lost

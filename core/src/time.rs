@@ -71,7 +71,7 @@ pub enum TimerKey {
     RouteTriggered,
     RouteRefresh,
     Summary,
-    /// The time layer's next sync poll or pulsar fix ([`NodeClock::next_timeout_ns`]).
+    /// The time layer's next sync poll or pulsar fix ([`NodeClock::next_timeout_ns`](lightcone_timing::NodeClock::next_timeout_ns)).
     Clock,
     /// Neighbourhood watch: judge and start forwarding audits, repeat accusations.
     Watch,

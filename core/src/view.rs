@@ -45,7 +45,7 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, u64>,
     pub locality: BTreeMap<String, [u64; 2]>,
     pub summaries: Vec<SummaryView>,
-    /// The time layer (filled by [`Node::time_view`]; `None` without one).
+    /// The time layer (filled by [`Node::time_view`](crate::node::Node::time_view); `None` without one).
     pub time: Option<TimeView>,
 }
 

@@ -21,7 +21,7 @@ use crate::byzantine::Byzantine;
 use crate::causal::Dot;
 use crate::clock::{clock_config, lab_sky, TimeLayer};
 use crate::config::{AgentConfig, ConfigError};
-use crate::counters::Counters;
+use crate::counters::{Counters, Direction, Outcome};
 use crate::directory::Directory;
 use crate::io::{Command, CommandError, Effects, Event, Input, Outbox, Reply, Transmit};
 use crate::kv::{Durability, Replica, Written};
@@ -383,11 +383,11 @@ impl Node {
 
     pub fn snapshot(&self) -> Snapshot {
         let mut counters = BTreeMap::new();
-        for ((d, o), v) in &self.counters.datagrams {
-            counters.insert(format!("datagrams.{d}.{o}"), *v);
+        for (d, o, v) in self.counters.labelled() {
+            counters.insert(format!("datagrams.{d}.{o}"), v);
         }
         for (d, v) in &self.counters.bytes {
-            counters.insert(format!("bytes.{d}"), *v);
+            counters.insert(format!("bytes.{}", d.as_str()), *v);
         }
         let locality = Level::ALL
             .iter()
@@ -452,7 +452,7 @@ impl Node {
     pub fn handle(&mut self, now: Instant, input: Input<'_>, out: &mut Outbox) {
         if self.stopped {
             if let Input::Datagram { .. } = input {
-                self.counters.count("rx", "stopped");
+                self.counters.count(Direction::Rx, Outcome::Stopped);
             }
             return;
         }
@@ -504,7 +504,7 @@ impl Node {
                 } else if *dst == self.id || self.dir.get(*dst).is_none() {
                     return Err(CommandError::NoSuchNode(*dst));
                 }
-                self.counters.count("app", "sent");
+                self.counters.count(Direction::App, Outcome::Sent);
                 self.fx.send(Dest::Node(*dst), Payload::Data(data.clone()));
             }
             Command::SendTime { dst, data } => {
@@ -714,7 +714,8 @@ impl Node {
             }
             if p.holders.len() >= p.needed {
                 if let Some(p) = self.puts.remove(dot) {
-                    self.counters.count("kv", "cell_acknowledged");
+                    self.counters
+                        .count(Direction::Kv, Outcome::CellAcknowledged);
                     self.fx.events.push(Event::KvWritten {
                         request: p.request,
                         key: p.key,
@@ -760,14 +761,15 @@ impl Node {
             }
         }
         for (m, b) in resend {
-            self.counters.count("kv", "put_retransmitted");
+            self.counters
+                .count(Direction::Kv, Outcome::PutRetransmitted);
             self.fx.send(Dest::Node(m), Payload::Kv(b));
         }
         self.arm_puts();
     }
 
     fn put_failed(&mut self, p: PendingPut, reason: String) {
-        self.counters.count("kv", "cell_timed_out");
+        self.counters.count(Direction::Kv, Outcome::CellTimedOut);
         self.fx.events.push(Event::KvPutFailed {
             request: p.request,
             key: p.key,
@@ -837,7 +839,7 @@ impl Node {
     /// membership claims here, and a vote toward the quorum to the cell and our neighbours.
     /// (Not a quarantine yet: one node's evidence can be a mistake.)
     fn on_evidence(&mut self, now: Instant, s: u32) {
-        self.counters.count("watch", "evidence");
+        self.counters.count(Direction::Watch, Outcome::Evidence);
         self.routing.distrust(s);
         self.membership
             .discredit(now, s, &mut self.fx, &mut self.timers);
@@ -862,7 +864,7 @@ impl Node {
 
     /// The quorum of accusers holds against `s`: quarantine it and declare it dead.
     fn convict(&mut self, now: Instant, s: u32) {
-        self.counters.count("watch", "quarantined");
+        self.counters.count(Direction::Watch, Outcome::Quarantined);
         self.routing.set_quarantine(s, true);
         self.membership.declare_dead(now, s, &mut self.fx);
         self.membership
@@ -1008,20 +1010,20 @@ impl Node {
     }
 
     fn on_datagram(&mut self, now: Instant, from: u32, bytes: &[u8]) {
-        self.counters.count("rx", "received");
-        *self.counters.bytes.entry("rx").or_default() += bytes.len() as u64;
+        self.counters.count(Direction::Rx, Outcome::Received);
+        self.counters.add_bytes(Direction::Rx, bytes.len());
         if !self.routing.is_neighbor(from) {
-            self.counters.count("rx", "unknown_link");
+            self.counters.count(Direction::Rx, Outcome::UnknownLink);
             return;
         }
         if self.routing.is_quarantined(from) {
-            self.counters.count("rx", "quarantined");
+            self.counters.count(Direction::Rx, Outcome::Quarantined);
             return;
         }
         let frame = match wire::parse(bytes) {
             Ok(f) => f,
             Err(e) => {
-                self.counters.count("rx", e.reason());
+                self.counters.count(Direction::Rx, Outcome::from(&e));
                 return;
             }
         };
@@ -1029,7 +1031,7 @@ impl Node {
         if self.routing.is_quarantined(h.src)
             || matches!(h.dst, Dest::Node(d) if self.routing.is_quarantined(d))
         {
-            self.counters.count("rx", "quarantined");
+            self.counters.count(Direction::Rx, Outcome::Quarantined);
             return;
         }
         let was_up = self.routing.neighbor_up(from);
@@ -1042,17 +1044,17 @@ impl Node {
             return;
         }
         if let Err(e) = self.accept(now, &frame, from) {
-            self.counters.count("rx", e.reason());
+            self.counters.count(Direction::Rx, Outcome::from(&e));
             return;
         }
         let payload = match frame.decode_payload() {
             Ok(p) => p,
             Err(e) => {
-                self.counters.count("rx", e.reason());
+                self.counters.count(Direction::Rx, Outcome::from(&e));
                 return;
             }
         };
-        self.counters.count("rx", "ok");
+        self.counters.count(Direction::Rx, Outcome::Ok);
         self.hlc = self.hlc.max(h.hlc);
         self.dispatch(now, from, h.src, payload);
     }
@@ -1125,25 +1127,26 @@ impl Node {
             return;
         }
         if self.byzantine.drop_forwarding {
-            self.counters.count("fwd", "byzantine_dropped");
+            self.counters
+                .count(Direction::Fwd, Outcome::ByzantineDropped);
             return;
         }
         if ttl <= 1 {
-            self.counters.count("fwd", "ttl_expired");
+            self.counters.count(Direction::Fwd, Outcome::TtlExpired);
             return;
         }
         let Some(next) = self.routing.next_hop(dst) else {
-            self.counters.count("fwd", "no_route");
+            self.counters.count(Direction::Fwd, Outcome::NoRoute);
             return;
         };
         if next == from && self.routing.neighbors().count() > 1 {
             // Would bounce straight back: a transient loop while routes converge.
-            self.counters.count("fwd", "loop");
+            self.counters.count(Direction::Fwd, Outcome::Loop);
             return;
         }
         let mut b = bytes.to_vec();
         wire::set_ttl(&mut b, ttl - 1);
-        self.counters.count("fwd", "ok");
+        self.counters.count(Direction::Fwd, Outcome::Ok);
         self.emit(now, next, b);
     }
 
@@ -1173,7 +1176,7 @@ impl Node {
             let me = self.id;
             for u in updates.iter() {
                 if u.node == me && u.from == src && u.state != MemberState::Alive {
-                    self.counters.count("watch", "accused_us");
+                    self.counters.count(Direction::Watch, Outcome::AccusedUs);
                     if self
                         .watch
                         .on_claim(now, src, u.incarnation, self.incarnation_since)
@@ -1232,24 +1235,21 @@ impl Node {
                         acked = r.acked;
                     }
                     for reason in r.refused {
-                        self.counters.count("kv", reason);
+                        self.counters.count(Direction::Kv, Outcome::from(reason));
                     }
-                    *self
-                        .counters
-                        .datagrams
-                        .entry(("kv", "applied"))
-                        .or_default() += r.applied;
+                    self.counters
+                        .add(Direction::Kv, Outcome::Applied, r.applied);
                 }
             }
             Payload::Time(data) => match self.time.as_mut() {
                 Some(tl) => match TimeMessage::decode(&data) {
                     Ok(msg) => tl.clock.handle(now.as_nanos(), src, msg, &mut tl.out),
-                    Err(_) => self.counters.count("rx", "time_malformed"),
+                    Err(_) => self.counters.count(Direction::Rx, Outcome::TimeMalformed),
                 },
                 None => fx.events.push(Event::TimePayload { src, data }),
             },
             Payload::Data(data) => {
-                self.counters.count("app", "delivered");
+                self.counters.count(Direction::App, Outcome::Delivered);
                 fx.events.push(Event::Delivered { src, data })
             }
             Payload::Watch { nonce, reply } => {
@@ -1263,7 +1263,8 @@ impl Node {
                 }
             }
             Payload::Accuse { node } => {
-                self.counters.count("watch", "accusations_heard");
+                self.counters
+                    .count(Direction::Watch, Outcome::AccusationsHeard);
                 if self.watch.on_accuse(src, node) {
                     convicted.push(node);
                 }
@@ -1328,7 +1329,7 @@ impl Node {
     }
 
     fn emit(&mut self, now: Instant, to: u32, bytes: Vec<u8>) {
-        *self.counters.bytes.entry("tx").or_default() += bytes.len() as u64;
+        self.counters.add_bytes(Direction::Tx, bytes.len());
         self.routing.sent(to, now);
         self.pending.push_back(Transmit { to, bytes });
     }
@@ -1350,7 +1351,7 @@ impl Node {
                 (d, _) => self.routing.next_hop(d),
             };
             let Some(next) = next else {
-                self.counters.count("tx", "no_route");
+                self.counters.count(Direction::Tx, Outcome::NoRoute);
                 continue;
             };
             self.seq += 1;
@@ -1385,7 +1386,7 @@ impl Node {
                 .by_kind_tx
                 .entry(payload.kind_name())
                 .or_default() += 1;
-            self.counters.count("tx", "sent");
+            self.counters.count(Direction::Tx, Outcome::Sent);
             self.emit(now, next, bytes);
         }
     }
@@ -1397,7 +1398,7 @@ impl Node {
         self.flush_sends(now);
         for t in self.pending.drain(..) {
             if !out.push_transmit(t) {
-                self.counters.count("tx", "outbox_full");
+                self.counters.count(Direction::Tx, Outcome::OutboxFull);
             }
         }
         for e in self.fx.events.drain(..) {

@@ -316,8 +316,8 @@ impl Metrics {
                 }
             }
         }
-        for ((dir, outcome), v) in &node.counters().datagrams {
-            Self::inc_to(&self.datagrams.with_label_values(&[n, dir, outcome]), *v);
+        for (dir, outcome, v) in node.counters().labelled() {
+            Self::inc_to(&self.datagrams.with_label_values(&[n, dir, outcome]), v);
         }
         for (outcome, v) in driver_counters {
             Self::inc_to(

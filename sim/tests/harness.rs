@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use lightcone_core::causal::Dot;
+use lightcone_core::counters::{Direction, Outcome};
 use lightcone_core::io::{Command, CommandError, Event, Reply};
 use lightcone_core::kv::Durability;
 use lightcone_core::routing::Level;
@@ -168,7 +169,7 @@ fn quarantined_node_gets_no_transit_and_its_traffic_is_dropped() {
     let n0 = sim.node(0).unwrap();
     assert_eq!(n0.routing().table()[&Dest::Node(3)].next_hop, 2);
     assert!(!n0.routing().table().contains_key(&Dest::Node(1)));
-    let before = n0.counters().get("rx", "quarantined");
+    let before = n0.counters().get(Direction::Rx, Outcome::Quarantined);
     sim.command(
         1,
         &Command::Send {
@@ -178,7 +179,7 @@ fn quarantined_node_gets_no_transit_and_its_traffic_is_dropped() {
     );
     sim.run_for(Duration::from_secs(1));
     let n0 = sim.node(0).unwrap();
-    assert!(n0.counters().get("rx", "quarantined") > before);
+    assert!(n0.counters().get(Direction::Rx, Outcome::Quarantined) > before);
     assert!(!sim
         .events()
         .iter()
@@ -263,7 +264,7 @@ fn forged_replayed_and_garbage_datagrams_are_rejected_and_counted() {
     let topo = Topo::cell(3, 0, MS, 4);
     let mut sim = Sim::new(&topo, 4, lightcone_core::params::Params::default());
     sim.run_for(Duration::from_secs(2));
-    let rx = |sim: &Sim, o: &'static str| sim.node(1).unwrap().counters().get("rx", o);
+    let rx = |sim: &Sim, o: Outcome| sim.node(1).unwrap().counters().get(Direction::Rx, o);
     // Garbage, truncated, unknown version.
     sim.inject(0, 1, vec![0xde, 0xad, 0xbe, 0xef]);
     let forger = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
@@ -293,10 +294,10 @@ fn forged_replayed_and_garbage_datagrams_are_rejected_and_counted() {
     );
     sim.run_for(Duration::from_millis(100));
     sim.run_for(Duration::from_secs(1));
-    assert_eq!(rx(&sim, "bad_magic"), 1);
-    assert_eq!(rx(&sim, "bad_signature"), 1);
-    assert_eq!(rx(&sim, "bad_length"), 1);
-    assert_eq!(rx(&sim, "unknown_version"), 1);
+    assert_eq!(rx(&sim, Outcome::BadMagic), 1);
+    assert_eq!(rx(&sim, Outcome::BadSignature), 1);
+    assert_eq!(rx(&sim, Outcome::BadLength), 1);
+    assert_eq!(rx(&sim, Outcome::UnknownVersion), 1);
     let delivered = sim
         .events()
         .iter()
@@ -365,8 +366,8 @@ fn replayed_frame_is_rejected() {
         },
         &mut out,
     );
-    assert_eq!(b.counters().get("rx", "ok"), 1);
-    assert_eq!(b.counters().get("rx", "replay"), 1);
+    assert_eq!(b.counters().get(Direction::Rx, Outcome::Ok), 1);
+    assert_eq!(b.counters().get(Direction::Rx, Outcome::Replay), 1);
     // A spurious timer expiry is a no-op.
     let before = b.counters().clone();
     let mut out = Outbox::new(64, 64);
@@ -419,8 +420,8 @@ fn a_restarted_receiver_rejects_frames_captured_before_its_restart() {
     // Replayed to the same boot: the window catches it.
     sim.inject(0, 1, frame.clone());
     sim.run_for(Duration::from_millis(10));
-    let rx = |sim: &Sim, o: &'static str| sim.node(1).unwrap().counters().get("rx", o);
-    assert_eq!(rx(&sim, "replay"), 1);
+    let rx = |sim: &Sim, o: Outcome| sim.node(1).unwrap().counters().get(Direction::Rx, o);
+    assert_eq!(rx(&sim, Outcome::Replay), 1);
 
     // Node 1 restarts: empty windows, but a new boot epoch.
     sim.crash(1);
@@ -436,8 +437,8 @@ fn a_restarted_receiver_rejects_frames_captured_before_its_restart() {
         0,
         "the captured frame was accepted"
     );
-    assert_eq!(rx(&sim, "stale_epoch"), 1, "counted as stale");
-    assert_eq!(rx(&sim, "replay"), 0);
+    assert_eq!(rx(&sim, Outcome::StaleEpoch), 1, "counted as stale");
+    assert_eq!(rx(&sim, Outcome::Replay), 0);
     // Fresh frames from 0 (which learnt the new epoch from 1's frames) are accepted.
     sim.command(
         0,
@@ -448,7 +449,7 @@ fn a_restarted_receiver_rejects_frames_captured_before_its_restart() {
     );
     sim.run_for(Duration::from_millis(100));
     assert_eq!(delivered(&sim, b"after"), 1);
-    assert!(rx(&sim, "ok") > 0);
+    assert!(rx(&sim, Outcome::Ok) > 0);
 }
 
 #[test]

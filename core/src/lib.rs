@@ -26,7 +26,10 @@
 //! 4. **Poll the outputs** after every call: drain [`Outbox::transmits`] (datagrams to
 //!    neighbours, in order) and [`Outbox::events`] (what happened, in order), then ask
 //!    [`Node::poll_timeout`] again — any call may set, move or cancel timers. The node
-//!    owns the only timer table ([`time::Timers`]): drivers keep none.
+//!    owns the only timer table ([`time::Timers`]): drivers keep none. A driver that
+//!    puts many nodes' events of one instant on one line (the simulator) gives each call
+//!    an order stamp first ([`Node::set_call_order`]) and queues the wake-up at
+//!    [`Node::poll_timeout_order`]; equal deadlines then fire where they were set.
 //!
 //! Getters ([`Node::snapshot`], [`Node::counters`], [`Node::membership`], …) never change
 //! state. The outbox is bounded: datagrams and events beyond its capacity are dropped and

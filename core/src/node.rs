@@ -218,6 +218,7 @@ impl Node {
     /// Schedules the first timers and greets the neighbours.
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
         self.now = now;
+        self.timers.begin_call(now);
         self.membership.start(now, &mut self.rng, &mut self.timers);
         self.timers.set(TimerKey::RouteHello, now);
         let r = self.params.route.refresh_interval;
@@ -283,6 +284,25 @@ impl Node {
             return None;
         }
         self.timers.next().map(|(_, at)| at)
+    }
+
+    /// [`Node::poll_timeout`] with the order stamp of the call that set that timer (see
+    /// [`Node::set_call_order`]): a driver interleaving many nodes' events of the same
+    /// instant (the simulator) wakes the node at `(deadline, stamp)` in its own order.
+    pub fn poll_timeout_order(&self) -> Option<(Instant, u64)> {
+        if self.stopped {
+            return None;
+        }
+        self.timers.next_ordered().map(|(_, at, stamp)| (at, stamp))
+    }
+
+    /// Gives the next call into the node (`start`, `handle`, `command`, `handle_timeout`)
+    /// an order stamp: timers it sets carry it, and equal deadlines fire lowest stamp
+    /// first. Only a driver that orders many nodes' calls on one line needs it (the
+    /// simulator passes its queue's sequence numbers); without it the node counts its own
+    /// calls. Stamps must not decrease.
+    pub fn set_call_order(&mut self, order: u64) {
+        self.timers.set_order(order);
     }
 
     /// Fires the earliest timer due at `now` (deadline `<= now`; equal deadlines in the
@@ -457,6 +477,7 @@ impl Node {
             return;
         }
         self.now = self.now.max(now);
+        self.timers.begin_call(now);
         match input {
             Input::Datagram { from, bytes } => self.on_datagram(now, from, bytes),
             Input::Timer(key) => {
@@ -484,6 +505,7 @@ impl Node {
             return Err(CommandError::Stopped);
         }
         self.now = self.now.max(now);
+        self.timers.begin_call(now);
         let r = self.on_command(now, c);
         self.flush(now, out);
         r

@@ -79,26 +79,41 @@ pub enum TimerKey {
     KvAck,
 }
 
+/// Most (key, deadline) places [`Timers`] remembers.
+const MAX_REMEMBERED_DEADLINES: usize = 4096;
+
 /// The node's timer table: the one owner of its deadlines (drivers ask
 /// [`Node::poll_timeout`](crate::node::Node::poll_timeout) instead of keeping a copy).
 ///
-/// Equal deadlines fire in the order they were set, call by call (timers set during the same
-/// call to the node in [`TimerKey`] order): the order the drivers' own tables fired them in
-/// before the node owned the only table. Setting a timer again to the deadline it already
-/// has keeps its place.
+/// Equal deadlines fire in the order they were set, call by call (timers set during one
+/// call to the node in [`TimerKey`] order), a timer set to a deadline it was already given
+/// once (and that has not passed) keeping its first place: the order the drivers' own
+/// tables fired them in before the node owned the only table (one queue entry per key set,
+/// valid while the key still had that deadline). Each call has an order stamp: the node's
+/// own count of calls, or one the driver gives
+/// ([`Node::set_call_order`](crate::node::Node::set_call_order)) to interleave many nodes.
 #[derive(Debug, Clone, Default)]
 pub struct Timers {
-    /// Deadline and the call (see `call`) that set it.
+    /// Deadline and its order stamp.
     slots: BTreeMap<TimerKey, (Instant, u64)>,
-    /// Counts calls into the node: bumped by [`Timers::end_call`].
-    call: u64,
+    /// The current call's order stamp.
+    order: u64,
+    /// The stamp of the first call that set each (key, deadline) not yet fired or passed.
+    /// Bounded: passed deadlines are dropped at the start of every call, and a key is given
+    /// a handful of future deadlines at most.
+    first_set: BTreeMap<(TimerKey, Instant), u64>,
 }
 
 impl Timers {
     pub fn set(&mut self, key: TimerKey, at: Instant) {
-        if self.get(key) != Some(at) {
-            self.slots.insert(key, (at, self.call));
+        if self.first_set.len() >= MAX_REMEMBERED_DEADLINES {
+            // Forget superseded deadlines (only their place among equal deadlines is lost).
+            let slots = &self.slots;
+            self.first_set
+                .retain(|(k, t), s| slots.get(k) == Some(&(*t, *s)));
         }
+        let stamp = *self.first_set.entry((key, at)).or_insert(self.order);
+        self.slots.insert(key, (at, stamp));
     }
     pub fn cancel(&mut self, key: TimerKey) {
         self.slots.remove(&key);
@@ -110,23 +125,37 @@ impl Timers {
     pub(crate) fn expire(&mut self, key: TimerKey, now: Instant) -> bool {
         match self.slots.get(&key) {
             Some((t, _)) if *t <= now => {
+                // Fired: set to this deadline again, it takes a new place.
+                self.first_set.remove(&(key, *t));
                 self.slots.remove(&key);
                 true
             }
             _ => false,
         }
     }
-    /// Marks the end of one call into the node: timers set later come after the ones set
-    /// so far among equal deadlines.
+    /// Sets the order stamp of the current call (see [`Timers`]).
+    pub(crate) fn set_order(&mut self, order: u64) {
+        self.order = order;
+    }
+    /// Begins a call at `now`: deadlines before `now` have passed, so setting one again
+    /// takes a new place.
+    pub(crate) fn begin_call(&mut self, now: Instant) {
+        self.first_set.retain(|(_, t), _| *t >= now);
+    }
+    /// Ends a call; the next call's stamp is one more unless the driver sets it.
     pub(crate) fn end_call(&mut self) {
-        self.call += 1;
+        self.order += 1;
     }
     /// The earliest deadline; among equal deadlines the one set first.
     pub fn next(&self) -> Option<(TimerKey, Instant)> {
+        self.next_ordered().map(|(k, t, _)| (k, t))
+    }
+    /// [`Timers::next`] with its order stamp.
+    pub fn next_ordered(&self) -> Option<(TimerKey, Instant, u64)> {
         self.slots
             .iter()
-            .min_by_key(|(k, (t, call))| (*t, *call, **k))
-            .map(|(k, (t, _))| (*k, *t))
+            .min_by_key(|(k, (t, stamp))| (*t, *stamp, **k))
+            .map(|(k, (t, stamp))| (*k, *t, *stamp))
     }
 }
 

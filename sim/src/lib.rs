@@ -204,10 +204,15 @@ pub struct Sim {
     params: Params,
     seed: u64,
     links: BTreeMap<(u32, u32), LinkState>,
-    queue: BinaryHeap<Reverse<(Instant, u64, Ev)>>,
-    /// The deadline each node's queued wake-up is for (`None`: none queued). Not a timer
-    /// table: the node owns its timers, this only avoids queueing one wake-up twice.
-    wakes: Vec<Option<Instant>>,
+    /// Events by (time, order, position within the call that queued it). Every call into
+    /// a node gets a fresh order, which the node also stamps on the timers the call sets
+    /// ([`Node::set_call_order`]): a wake-up queued at `Node::poll_timeout_order` sits
+    /// exactly where a per-timer entry queued by that call would.
+    queue: BinaryHeap<Reverse<(Instant, u64, u64, Ev)>>,
+    /// The (deadline, order) each node's latest queued wake-up is for (`None`: none).
+    /// Not a timer table: the node owns its timers; this only avoids queueing one
+    /// wake-up twice.
+    wakes: Vec<Option<(Instant, u64)>>,
     next_seq: u64,
     rng: ChaCha8Rng,
     trace: Sha256,
@@ -325,7 +330,7 @@ impl Sim {
         let queue = std::mem::take(&mut sim.queue);
         sim.queue = queue
             .into_iter()
-            .filter(|Reverse((_, _, ev))| match ev {
+            .filter(|Reverse((_, _, _, ev))| match ev {
                 Ev::Deliver { from, .. } => !stopped.contains(from),
                 _ => true,
             })
@@ -357,10 +362,12 @@ impl Sim {
             node = node.with_time(TimeLayer::new(clock, self.sky.clone()));
         }
         let mut out = self.outbox();
+        let call = self.begin_call();
+        node.set_call_order(call);
         node.start(self.now, &mut out);
         self.nodes[i as usize] = Some(node);
         self.wakes[i as usize] = None;
-        self.process(i, out);
+        self.process(i, call, out);
     }
 
     fn outbox(&self) -> Outbox {
@@ -460,9 +467,11 @@ impl Sim {
     pub fn command(&mut self, i: u32, c: &Command) -> Option<Result<Reply, CommandError>> {
         let mut out = self.outbox();
         let now = self.now;
+        let call = self.begin_call();
         let n = self.nodes[i as usize].as_mut()?;
+        n.set_call_order(call);
         let r = n.command(now, c, &mut out);
-        self.process(i, out);
+        self.process(i, call, out);
         let traced = match &r {
             Ok(Reply::Done | Reply::Pending { .. }) => None,
             Ok(reply) => Some(format!("{reply:?}")),
@@ -478,12 +487,22 @@ impl Sim {
         Some(r)
     }
 
+    /// Queues an event of its own (not from a call into a node).
     fn push(&mut self, at: Instant, ev: Ev) {
-        self.next_seq += 1;
-        self.queue.push(Reverse((at, self.next_seq, ev)));
+        let order = self.begin_call();
+        self.queue.push(Reverse((at, order, 0, ev)));
     }
 
-    fn process(&mut self, i: u32, mut out: Outbox) {
+    /// A fresh order for a call into a node (or an event of its own).
+    fn begin_call(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Applies what call `call` into node `i` produced: its datagrams onto the links (queued
+    /// in order), its events into the trace, and a wake-up at its earliest timer.
+    fn process(&mut self, i: u32, call: u64, mut out: Outbox) {
+        let mut position = 0u64;
         for t in out.transmits.drain(..) {
             let Some(l) = self.links.get(&(i, t.to)) else {
                 continue;
@@ -497,20 +516,27 @@ impl Sim {
                 continue;
             }
             let at = self.now + l.delay;
-            self.push(
+            position += 1;
+            self.queue.push(Reverse((
                 at,
+                call,
+                position,
                 Ev::Deliver {
                     to: t.to,
                     from: i,
                     bytes: t.bytes,
                 },
-            );
+            )));
         }
-        let next = self.nodes[i as usize].as_ref().and_then(Node::poll_timeout);
+        // After the call's datagrams, as the timer entries of the call came after them.
+        let next = self.nodes[i as usize]
+            .as_ref()
+            .and_then(Node::poll_timeout_order);
         if next != self.wakes[i as usize] {
             self.wakes[i as usize] = next;
-            if let Some(at) = next {
-                self.push(at, Ev::Wake { node: i });
+            if let Some((at, order)) = next {
+                self.queue
+                    .push(Reverse((at, order, u64::MAX, Ev::Wake { node: i })));
             }
         }
         for e in out.events.drain(..) {
@@ -523,15 +549,15 @@ impl Sim {
 
     /// Runs until virtual time `t` (inclusive).
     pub fn run_until(&mut self, t: Instant) {
-        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+        while let Some(Reverse((at, _, _, _))) = self.queue.peek() {
             if *at > t {
                 break;
             }
-            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+            let Some(Reverse((at, order, _, ev))) = self.queue.pop() else {
                 break;
             };
             self.now = at;
-            self.step(ev);
+            self.step(order, ev);
         }
         self.now = self.now.max(t);
     }
@@ -545,15 +571,15 @@ impl Sim {
     /// whether it held.
     pub fn run_until_pred(&mut self, limit: Duration, mut pred: impl FnMut(&Sim) -> bool) -> bool {
         let end = self.now + limit;
-        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+        while let Some(Reverse((at, _, _, _))) = self.queue.peek() {
             if *at > end {
                 break;
             }
-            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+            let Some(Reverse((at, order, _, ev))) = self.queue.pop() else {
                 break;
             };
             self.now = at;
-            self.step(ev);
+            self.step(order, ev);
             if pred(self) {
                 return true;
             }
@@ -562,9 +588,10 @@ impl Sim {
         pred(self)
     }
 
-    fn step(&mut self, ev: Ev) {
+    fn step(&mut self, order: u64, ev: Ev) {
         let now = self.now;
         let mut out = self.outbox();
+        let call = self.begin_call();
         let i = match ev {
             Ev::Deliver { to, from, bytes } => {
                 let Some(n) = self.nodes[to as usize].as_mut() else {
@@ -581,6 +608,7 @@ impl Sim {
                 self.trace.update(from.to_be_bytes());
                 self.trace.update(to.to_be_bytes());
                 self.trace.update(&bytes);
+                n.set_call_order(call);
                 n.handle(
                     now,
                     Input::Datagram {
@@ -598,21 +626,22 @@ impl Sim {
                 return;
             }
             Ev::Wake { node } => {
-                if self.wakes[node as usize] != Some(now) {
-                    return; // superseded: the node's deadline moved
-                }
-                self.wakes[node as usize] = None;
                 let Some(n) = self.nodes[node as usize].as_mut() else {
                     return;
                 };
+                if n.poll_timeout_order() != Some((now, order)) {
+                    return; // superseded: the node's earliest timer moved
+                }
+                self.wakes[node as usize] = None;
                 // One timer per wake-up; `process` queues the next (maybe at `now` again).
+                n.set_call_order(call);
                 if n.handle_timeout(now, &mut out).is_none() {
                     return;
                 }
                 node
             }
         };
-        self.process(i, out);
+        self.process(i, call, out);
     }
 
     /// Starts (or stops, returning what was kept) recording every delivered datagram as an

@@ -1,6 +1,6 @@
-//! Golden trace hashes of seeded harness runs: a refactor that keeps behaviour keeps these.
-//! A deliberate change of behaviour or event order updates them and says why (below and in
-//! its commit).
+//! Golden trace hashes of seeded harness runs, recorded before issue 12's refactor: a
+//! refactor that keeps behaviour keeps these. A deliberate change of behaviour or event
+//! order updates them and says why (below and in its commit).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -77,21 +77,16 @@ fn trace_hashes_are_unchanged() {
         ("cluster_partition_restart(7)", cluster_partition_restart(7)),
         ("cell_with_commands(31)", cell_with_commands(31)),
     ];
-    // Recorded on main at 0cddb22 (before issue 12) these were 91cd6cd4…, 53928a9c…,
-    // 690c94ae…, and the move into lightcone-core/lightcone-sim kept them (commit
-    // "core: lightcone-core crate …"). They changed once, with the one timer contract: the
-    // simulator used to queue one event per timer key each time a key was set, ordered
-    // with every other event of the same nanosecond by when it was queued; it now queues
-    // one wake-up per node at `Node::poll_timeout`. A node's own equal deadlines still
-    // fire in the order they were set (`Timers`), but a timer and another node's event at
-    // the same nanosecond (common with millisecond delays) may swap, so the trace — and
-    // with loss, which datagram the link's RNG drops — differs. The harness's and the
-    // watch's behavioural checks all hold. Commands returning results did not change them:
-    // the simulator traces a result as the event that carried it before.
+    // Recorded on main at 0cddb22, before issue 12 (`cargo test -p lightcone-agent --test
+    // trace_hashes -- --nocapture` printed them), and unchanged since: through the move into
+    // lightcone-core/lightcone-sim, the one timer contract (the simulator queues one wake-up
+    // per node at `Node::poll_timeout_order`, which sits where the old per-key timer entry
+    // did, see `Timers`), commands returning results (the simulator traces a result as the
+    // event that carried it before) and counters keyed by enums.
     let want = [
-        "3ffd7d8afeda5aeae6cb625153a880e17055cb17d4516781ef83bf39ed58335a",
-        "096cb1c2e4e73891b66f429182151d9e6e8b92c6aa285e08526d2fb786355b2b",
-        "ac4e194ef1dbab733cc6ede4322d4f87c529678bc3a673a5e7059ed173fc603b",
+        "91cd6cd48b0d68d1af01f6410cd13cff83242f6dfa48adf76c1cb66b43583c2e",
+        "53928a9c0a1c65c8d03fe87d350a7bd738c58b1d77f0fbe9575106e203925af0",
+        "690c94ae374825fbdff12f24c7fdc4ec25153bd84ffd870600c8004635579090",
     ];
     for ((what, h), w) in got.iter().zip(want) {
         println!("{what}: {h}");

@@ -202,6 +202,11 @@ fn check(node: &Node, out: &Outbox, w: &World, stopped_before: bool) -> Result<(
     if node.is_stopped() {
         prop_assert_eq!(node.poll_timeout(), None, "a stopped node wants no wake-up");
     }
+    prop_assert_eq!(
+        node.poll_timeout_order().map(|(at, _)| at),
+        node.poll_timeout(),
+        "the ordered deadline is the deadline"
+    );
     if stopped_before {
         prop_assert!(
             out.transmits.is_empty(),

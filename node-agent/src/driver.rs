@@ -275,7 +275,7 @@ impl Metrics {
         &self,
         node: &mut Node,
         now: Instant,
-        driver_counters: &BTreeMap<&'static str, u64>,
+        driver_counters: &BTreeMap<DriverOutcome, u64>,
     ) -> String {
         let n = self.node.as_str();
         if let Some(t) = node.time_metrics(now) {
@@ -321,7 +321,9 @@ impl Metrics {
         }
         for (outcome, v) in driver_counters {
             Self::inc_to(
-                &self.datagrams.with_label_values(&[n, "driver", outcome]),
+                &self
+                    .datagrams
+                    .with_label_values(&[n, "driver", outcome.as_str()]),
                 *v,
             );
         }
@@ -437,6 +439,25 @@ fn get_reply(all: bool, r: Result<NodeReply, CommandError>) -> Reply {
     }
 }
 
+/// What the driver itself counts (`lightcone_datagrams_total{direction="driver"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DriverOutcome {
+    /// A datagram the socket would not take.
+    SendError,
+    /// A datagram from an address that is no neighbour's.
+    UnknownSource,
+}
+
+impl DriverOutcome {
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverOutcome::SendError => "send_error",
+            DriverOutcome::UnknownSource => "unknown_source",
+        }
+    }
+}
+
 /// Most timers fired per wake-up of the node task before it looks at sockets again.
 const MAX_TIMERS_PER_WAKE: usize = 64;
 
@@ -541,7 +562,7 @@ pub async fn run(
     tasks.push(tokio::spawn(serve_http(listener, ctl_tx, cfg.clone())));
     tracing::info!(node = %name, addr = %node.addr(), links = links.len(), "agent started");
 
-    let mut driver_counters: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut driver_counters: BTreeMap<DriverOutcome, u64> = BTreeMap::new();
     let mut out = Outbox::new(
         Params::default().outbox_datagrams,
         Params::default().outbox_events,
@@ -557,7 +578,7 @@ pub async fn run(
         for t in out.transmits.drain(..) {
             let Some(l) = links.get(&t.to) else { continue };
             if let Err(e) = sockets[l.socket].try_send_to(&t.bytes, l.addr) {
-                *driver_counters.entry("send_error").or_default() += 1;
+                *driver_counters.entry(DriverOutcome::SendError).or_default() += 1;
                 tracing::trace!("send to {}: {e}", l.addr);
             }
         }
@@ -697,7 +718,7 @@ pub async fn run(
                 let now = clock.now();
                 match peers.get(&(sock, from.ip())) {
                     Some(id) => node.handle(now, Input::Datagram { from: *id, bytes: &bytes }, &mut out),
-                    None => *driver_counters.entry("unknown_source").or_default() += 1,
+                    None => *driver_counters.entry(DriverOutcome::UnknownSource).or_default() += 1,
                 }
             }
             _ = tokio::time::sleep_until(sleep_to.into()) => {
@@ -931,4 +952,34 @@ async fn handle_http(
 /// Where the control socket is (for tools and tests).
 pub fn control_socket(cfg: &AgentConfig) -> PathBuf {
     cfg.control_socket.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The driver's outcome labels are metric label values dashboards read.
+    #[test]
+    fn driver_outcomes_keep_their_labels() {
+        assert_eq!(DriverOutcome::SendError.as_str(), "send_error");
+        assert_eq!(DriverOutcome::UnknownSource.as_str(), "unknown_source");
+    }
+
+    /// A refused command answers with the words the agent always sent.
+    #[test]
+    fn refusals_keep_their_words() {
+        let (status, _, body) = refusal(StatusCode::CONFLICT, &CommandError::NoTimeLayer);
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body, b"this node has no time layer\n");
+        let (_, _, body) = refusal(
+            StatusCode::NOT_IMPLEMENTED,
+            &CommandError::TooManyPendingPuts(1024),
+        );
+        assert_eq!(
+            body,
+            b"1024 cell writes already await acknowledgement; retry later\n"
+        );
+        let (_, _, body) = refusal(StatusCode::BAD_REQUEST, &CommandError::NoSuchNode(7));
+        assert_eq!(body, b"no node 7 to send to\n");
+    }
 }

@@ -2,9 +2,11 @@
 //!
 //! One socket per link address (`local_ip:udp_port`); a datagram's source address names
 //! the neighbour. Emulated time is real elapsed time × `time_scale` since the driver
-//! started; the driver asks the node for its next deadline (`Node::poll_timeout`), sleeps until it and
-//! measures how late each timer fires (`lightcone_timer_lateness_seconds`, in emulated
-//! seconds, so it compares directly with protocol timeouts). The HTTP API is served with
+//! started; the driver keeps no timer table: it asks the node for its next deadline
+//! (`Node::poll_timeout`), sleeps until it, calls `Node::handle_timeout` and measures how
+//! late each timer fires (`lightcone_timer_lateness_seconds`, in emulated seconds, so it
+//! compares directly with protocol timeouts). Each control request is one
+//! `Node::command` whose own result answers it. The HTTP API is served with
 //! hyper on the unix socket `control_socket`; every request becomes a message to the single
 //! task that owns the node, so the node is never shared.
 //!

@@ -1,11 +1,14 @@
 //! The deterministic in-process harness: N [`Node`]s in virtual time over modeled links.
 //!
-//! A discrete-event loop (one binary heap ordered by time, then insertion order) delivers
-//! datagrams after each link's delay, drops them with the link's loss probability, and
-//! fires the timers the nodes request. Crashes, restarts, link cuts and partitions are
-//! method calls. Everything random comes from one seeded ChaCha8 generator, and every
-//! delivered datagram and emitted event is folded into a SHA-256 trace hash, so one seed
-//! gives one trace (`sim/tests/harness.rs` runs a seed twice and compares).
+//! A discrete-event loop (one binary heap ordered by time, then the order of the call that
+//! queued an event, then its place in that call) delivers datagrams after each link's
+//! delay, drops them with the link's loss probability, and wakes each node at its
+//! [`Node::poll_timeout_order`] to call [`Node::handle_timeout`] — the core's one contract,
+//! the same as the tokio driver's; the simulator keeps no timer table. Crashes, restarts,
+//! link cuts and partitions are method calls. Everything random comes from one seeded
+//! ChaCha8 generator, and every delivered datagram, emitted event and command result is
+//! folded into a SHA-256 trace hash, so one seed gives one trace (`tests/harness.rs` runs a
+//! seed twice and compares; `tests/trace_hashes.rs` holds three seeds' hashes).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};

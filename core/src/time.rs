@@ -202,3 +202,73 @@ pub fn stamp_from_wire(w: &WireStamp, position_au: [f64; 3]) -> CoordTimestamp {
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_nanos(ms * 1_000_000)
+    }
+
+    /// Equal deadlines fire in the order their calls set them, not in key order; within
+    /// one call, in key order.
+    #[test]
+    fn equal_deadlines_fire_in_the_order_they_were_set() {
+        let mut t = Timers::default();
+        t.set_order(10);
+        t.set(TimerKey::Watch, at(5));
+        t.end_call();
+        t.set_order(11);
+        t.set(TimerKey::Summary, at(5));
+        t.set(TimerKey::Gossip, at(5));
+        t.end_call();
+        let mut fired = Vec::new();
+        while let Some((k, when)) = t.next() {
+            assert!(t.expire(k, when));
+            fired.push(k);
+        }
+        assert_eq!(
+            fired,
+            [TimerKey::Watch, TimerKey::Gossip, TimerKey::Summary]
+        );
+    }
+
+    /// A deadline given again keeps its first place, even after the key was moved away or
+    /// cancelled in between; once fired, the same deadline set again takes a new place.
+    #[test]
+    fn a_deadline_given_again_keeps_its_place_until_it_fires() {
+        let mut t = Timers::default();
+        t.set_order(1);
+        t.set(TimerKey::Suspicion, at(9));
+        t.end_call();
+        t.set_order(2);
+        t.set(TimerKey::Gossip, at(9));
+        t.set(TimerKey::Suspicion, at(20));
+        t.end_call();
+        t.set_order(3);
+        t.cancel(TimerKey::Suspicion);
+        t.set(TimerKey::Suspicion, at(9));
+        t.end_call();
+        assert_eq!(t.next_ordered(), Some((TimerKey::Suspicion, at(9), 1)));
+        assert!(t.expire(TimerKey::Suspicion, at(9)));
+        t.set_order(4);
+        t.begin_call(at(9));
+        t.set(TimerKey::Suspicion, at(9));
+        t.end_call();
+        assert_eq!(t.next_ordered(), Some((TimerKey::Gossip, at(9), 2)));
+        assert!(t.expire(TimerKey::Gossip, at(9)));
+        assert_eq!(t.next_ordered(), Some((TimerKey::Suspicion, at(9), 4)));
+    }
+
+    /// A stale expiry (not yet due, or cancelled) is a no-op.
+    #[test]
+    fn a_stale_expiry_is_a_no_op() {
+        let mut t = Timers::default();
+        t.set(TimerKey::Gossip, at(5));
+        assert!(!t.expire(TimerKey::Gossip, at(4)));
+        t.cancel(TimerKey::Gossip);
+        assert!(!t.expire(TimerKey::Gossip, at(5)));
+        assert_eq!(t.next(), None);
+    }
+}

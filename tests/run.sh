@@ -36,6 +36,8 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== core crate has no I/O dependencies"
+bash tests/check-core-deps.sh
 echo "== build"
 cargo build --workspace --bins
 echo "== unit, property, snapshot and namespace tests"

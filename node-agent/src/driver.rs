@@ -2,9 +2,11 @@
 //!
 //! One socket per link address (`local_ip:udp_port`); a datagram's source address names
 //! the neighbour. Emulated time is real elapsed time × `time_scale` since the driver
-//! started; the driver keeps the node's timer table, sleeps until the earliest deadline and
-//! measures how late each timer fires (`lightcone_timer_lateness_seconds`, in emulated
-//! seconds, so it compares directly with protocol timeouts). The HTTP API is served with
+//! started; the driver keeps no timer table: it asks the node for its next deadline
+//! (`Node::poll_timeout`), sleeps until it, calls `Node::handle_timeout` and measures how
+//! late each timer fires (`lightcone_timer_lateness_seconds`, in emulated seconds, so it
+//! compares directly with protocol timeouts). Each control request is one
+//! `Node::command` whose own result answers it. The HTTP API is served with
 //! hyper on the unix socket `control_socket`; every request becomes a message to the single
 //! task that owns the node, so the node is never shared.
 //!
@@ -28,13 +30,16 @@ use prometheus::{
 use tokio::net::{UdpSocket, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::causal::{Dot, DotContext};
-use crate::config::{AgentConfig, ClockFaultRequest};
-use crate::kv::{Durability, Written};
-use crate::node::{Command, ConfigError, Event, Input, Node, Outbox, Params, TimerKey};
-use crate::routing::Level;
-use crate::time::Instant;
-use crate::wire::MAX_DATAGRAM;
+use lightcone_core::byzantine::Byzantine;
+use lightcone_core::causal::{Dot, DotContext};
+use lightcone_core::config::{AgentConfig, ByzantineRequest, ClockFaultRequest, ConfigError};
+use lightcone_core::io::{Command, CommandError, Event, Input, Outbox, Reply as NodeReply};
+use lightcone_core::kv::{Durability, Written};
+use lightcone_core::node::Node;
+use lightcone_core::params::Params;
+use lightcone_core::routing::Level;
+use lightcone_core::time::Instant;
+use lightcone_core::wire::{MAX_BLOB, MAX_DATAGRAM};
 
 /// Why the driver stopped before a clean shutdown. Sockets already bound are closed.
 #[derive(Debug, thiserror::Error)]
@@ -272,7 +277,7 @@ impl Metrics {
         &self,
         node: &mut Node,
         now: Instant,
-        driver_counters: &BTreeMap<&'static str, u64>,
+        driver_counters: &BTreeMap<DriverOutcome, u64>,
     ) -> String {
         let n = self.node.as_str();
         if let Some(t) = node.time_metrics(now) {
@@ -313,12 +318,14 @@ impl Metrics {
                 }
             }
         }
-        for ((dir, outcome), v) in &node.counters().datagrams {
-            Self::inc_to(&self.datagrams.with_label_values(&[n, dir, outcome]), *v);
+        for (dir, outcome, v) in node.counters().labelled() {
+            Self::inc_to(&self.datagrams.with_label_values(&[n, dir, outcome]), v);
         }
         for (outcome, v) in driver_counters {
             Self::inc_to(
-                &self.datagrams.with_label_values(&[n, "driver", outcome]),
+                &self
+                    .datagrams
+                    .with_label_values(&[n, "driver", outcome.as_str()]),
                 *v,
             );
         }
@@ -350,7 +357,7 @@ pub enum Control {
         node: u32,
     },
     Clock(lightcone_timing::ClockFault),
-    Byzantine(crate::node::Byzantine),
+    Byzantine(Byzantine),
     /// Application bytes to a node over the overlay (`POST /send/{node}`).
     Send {
         dst: u32,
@@ -404,13 +411,57 @@ fn put_reply(context: bool, w: &Written, durability: Durability, holders: &[u32]
     )
 }
 
-/// Why the command just handled failed, if it did.
-fn command_failure(out: &Outbox) -> Option<String> {
-    out.events.iter().find_map(|e| match e {
-        Event::CommandFailed { reason } => Some(reason.clone()),
-        _ => None,
-    })
+/// A refused command's answer: `status` and the refusal in the words the agent has always
+/// sent (the [`CommandError`]'s `Display`).
+fn refusal(status: StatusCode, e: &CommandError) -> Reply {
+    tracing::warn!(reason = %e, "command failed");
+    (status, "text/plain", format!("{e}\n").into_bytes())
 }
+
+/// A get's answer: 404, the resolved value, or with `?siblings` every concurrent one.
+fn get_reply(all: bool, r: Result<NodeReply, CommandError>) -> Reply {
+    match r {
+        Ok(NodeReply::KvValue {
+            value,
+            siblings,
+            dots,
+            context,
+            ..
+        }) => match value {
+            None => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+            Some(_) if all => siblings_reply(&siblings, &dots, &context),
+            Some(v) => (StatusCode::OK, "application/octet-stream", v),
+        },
+        Ok(other) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("unexpected answer to a get: {other:?}\n").into_bytes(),
+        ),
+        Err(e) => refusal(StatusCode::NOT_IMPLEMENTED, &e),
+    }
+}
+
+/// What the driver itself counts (`lightcone_datagrams_total{direction="driver"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DriverOutcome {
+    /// A datagram the socket would not take.
+    SendError,
+    /// A datagram from an address that is no neighbour's.
+    UnknownSource,
+}
+
+impl DriverOutcome {
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverOutcome::SendError => "send_error",
+            DriverOutcome::UnknownSource => "unknown_source",
+        }
+    }
+}
+
+/// Most timers fired per wake-up of the node task before it looks at sockets again.
+const MAX_TIMERS_PER_WAKE: usize = 64;
 
 /// The node task's answer: status, content type, body.
 pub type Reply = (StatusCode, &'static str, Vec<u8>);
@@ -513,14 +564,12 @@ pub async fn run(
     tasks.push(tokio::spawn(serve_http(listener, ctl_tx, cfg.clone())));
     tracing::info!(node = %name, addr = %node.addr(), links = links.len(), "agent started");
 
-    let mut timers: BTreeMap<TimerKey, Instant> = BTreeMap::new();
-    let mut driver_counters: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut driver_counters: BTreeMap<DriverOutcome, u64> = BTreeMap::new();
     let mut out = Outbox::new(
         Params::default().outbox_datagrams,
         Params::default().outbox_events,
     );
     node.start(clock.now(), &mut out);
-    let mut pending_get: BTreeMap<String, Vec<(bool, oneshot::Sender<Reply>)>> = BTreeMap::new();
     // Puts awaiting their answer (a `cell` put's comes when members ack), by request id.
     let mut pending_put: BTreeMap<u64, (bool, oneshot::Sender<Reply>)> = BTreeMap::new();
     let mut next_request = 0u64;
@@ -531,15 +580,9 @@ pub async fn run(
         for t in out.transmits.drain(..) {
             let Some(l) = links.get(&t.to) else { continue };
             if let Err(e) = sockets[l.socket].try_send_to(&t.bytes, l.addr) {
-                *driver_counters.entry("send_error").or_default() += 1;
+                *driver_counters.entry(DriverOutcome::SendError).or_default() += 1;
                 tracing::trace!("send to {}: {e}", l.addr);
             }
-        }
-        for (k, v) in std::mem::take(&mut out.timers) {
-            match v {
-                Some(at) => timers.insert(k, at),
-                None => timers.remove(&k),
-            };
         }
         for e in out.events.drain(..) {
             match e {
@@ -554,21 +597,6 @@ pub async fn run(
                         incarnation,
                         "membership"
                     )
-                }
-                Event::KvValue {
-                    key,
-                    value,
-                    siblings,
-                    dots,
-                    context,
-                } => {
-                    for (all, tx) in pending_get.remove(&key).unwrap_or_default() {
-                        let _ = tx.send(match &value {
-                            None => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
-                            Some(_) if all => siblings_reply(&siblings, &dots, &context),
-                            Some(v) => (StatusCode::OK, "application/octet-stream", v.clone()),
-                        });
-                    }
                 }
                 Event::KvWritten {
                     request,
@@ -605,18 +633,6 @@ pub async fn run(
                         ));
                     }
                 }
-                Event::CommandFailed { reason } => {
-                    tracing::warn!(%reason, "command failed");
-                    for (_, txs) in std::mem::take(&mut pending_get) {
-                        for (_, tx) in txs {
-                            let _ = tx.send((
-                                StatusCode::NOT_IMPLEMENTED,
-                                "text/plain",
-                                format!("{reason}\n").into_bytes(),
-                            ));
-                        }
-                    }
-                }
                 Event::Quarantined { node: q, accusers } => {
                     tracing::warn!(
                         node = q,
@@ -631,14 +647,14 @@ pub async fn run(
         if stop {
             break;
         }
-        let next = timers.iter().map(|(k, t)| (*t, *k)).min();
-        let sleep_to = next
-            .map(|(t, _)| clock.to_real(t))
+        let sleep_to = node
+            .poll_timeout()
+            .map(|t| clock.to_real(t))
             .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             biased;
             _ = &mut shutdown => {
-                node.handle(clock.now(), Input::Command(&Command::Shutdown), &mut out);
+                let _ = node.command(clock.now(), &Command::Shutdown, &mut out);
             }
             Some((msg, reply)) = ctl.recv() => {
                 let now = clock.now();
@@ -650,53 +666,49 @@ pub async fn run(
                         Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&snap).unwrap_or_default()))
                     }
                     Control::Clock(fault) => {
-                        node.handle(now, Input::Command(&Command::ClockFault(fault)), &mut out);
-                        let failed = command_failure(&out);
-                        Some(match failed {
-                            Some(r) => (StatusCode::CONFLICT, "text/plain", format!("{r}\n").into_bytes()),
-                            None => {
+                        Some(match node.command(now, &Command::ClockFault(fault), &mut out) {
+                            Err(e) => refusal(StatusCode::CONFLICT, &e),
+                            Ok(_) => {
                                 tracing::warn!(?fault, "clock fault injected");
                                 (StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "injected": fault })).unwrap_or_default())
                             }
                         })
                     }
                     Control::Byzantine(b) => {
-                        node.handle(now, Input::Command(&Command::Byzantine(b)), &mut out);
+                        let _ = node.command(now, &Command::Byzantine(b), &mut out);
                         tracing::warn!(behaviour = ?b.names(), "byzantine behaviour set");
                         Some((StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "behaviour": b.names() })).unwrap_or_default()))
                     }
                     Control::Send { dst, data } => {
-                        node.handle(now, Input::Command(&Command::Send { dst, data }), &mut out);
-                        let failed = command_failure(&out);
-                        Some(match failed {
-                            Some(r) => (StatusCode::BAD_REQUEST, "text/plain", format!("{r}\n").into_bytes()),
-                            None => (StatusCode::OK, "text/plain", b"sent\n".to_vec()),
+                        Some(match node.command(now, &Command::Send { dst, data }, &mut out) {
+                            Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
+                            Ok(_) => (StatusCode::OK, "text/plain", b"sent\n".to_vec()),
                         })
                     }
                     Control::Quarantine { node: q } => {
-                        node.handle(now, Input::Command(&Command::Quarantine { node: q }), &mut out);
+                        let _ = node.command(now, &Command::Quarantine { node: q }, &mut out);
                         Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
                     }
                     Control::Put { key, value, context, durability } => {
                         next_request += 1;
                         let request = next_request;
-                        node.handle(now, Input::Command(&Command::Put { request, key, value, durability }), &mut out);
-                        match command_failure(&out) {
-                            Some(r) => Some((StatusCode::NOT_IMPLEMENTED, "text/plain", format!("{r}\n").into_bytes())),
-                            // Answered by its KvWritten / KvPutFailed event, now or later.
-                            None => {
+                        match node.command(now, &Command::Put { request, key, value, durability }, &mut out) {
+                            Err(e) => Some(refusal(StatusCode::NOT_IMPLEMENTED, &e)),
+                            Ok(NodeReply::KvWritten { written, durability, holders, .. }) => {
+                                Some(put_reply(context, &written, durability, &holders))
+                            }
+                            // Answered later by its KvWritten / KvPutFailed event.
+                            Ok(_) => {
                                 pending_put.insert(request, (context, reply));
                                 continue;
                             }
                         }
                     }
                     Control::Get { key, siblings } => {
-                        pending_get.entry(key.clone()).or_default().push((siblings, reply));
-                        node.handle(now, Input::Command(&Command::Get { key }), &mut out);
-                        continue;
+                        Some(get_reply(siblings, node.command(now, &Command::Get { key }, &mut out)))
                     }
                     Control::Shutdown => {
-                        node.handle(now, Input::Command(&Command::Shutdown), &mut out);
+                        let _ = node.command(now, &Command::Shutdown, &mut out);
                         Some((StatusCode::OK, "text/plain", b"stopping\n".to_vec()))
                     }
                 };
@@ -708,16 +720,16 @@ pub async fn run(
                 let now = clock.now();
                 match peers.get(&(sock, from.ip())) {
                     Some(id) => node.handle(now, Input::Datagram { from: *id, bytes: &bytes }, &mut out),
-                    None => *driver_counters.entry("unknown_source").or_default() += 1,
+                    None => *driver_counters.entry(DriverOutcome::UnknownSource).or_default() += 1,
                 }
             }
             _ = tokio::time::sleep_until(sleep_to.into()) => {
                 let now = clock.now();
-                let due: Vec<(TimerKey, Instant)> = timers.iter().filter(|(_, t)| **t <= now).map(|(k, t)| (*k, *t)).collect();
-                for (k, at) in due {
-                    timers.remove(&k);
+                // Every timer due now, one per call; a bound so a timer that keeps re-arming
+                // for `now` cannot starve the sockets (the rest fire on the next turn).
+                for _ in 0..MAX_TIMERS_PER_WAKE {
+                    let Some(at) = node.handle_timeout(now, &mut out) else { break };
                     metrics.observe_lateness(now.saturating_since(at).as_secs_f64());
-                    node.handle(now, Input::Timer(k), &mut out);
                 }
             }
         }
@@ -830,7 +842,7 @@ async fn handle_http(
                 Ok(b) => b,
                 Err(e) => return bad(&e),
             };
-            match crate::config::ByzantineRequest::parse(&body) {
+            match ByzantineRequest::parse(&body) {
                 Ok(b) => Control::Byzantine(b),
                 Err(e) => return bad(&e),
             }
@@ -891,8 +903,7 @@ async fn handle_http(
                     format!("no node {who}\n").into_bytes(),
                 ));
             };
-            let body = match body_of(req, crate::wire::MAX_BLOB, "a message is one datagram").await
-            {
+            let body = match body_of(req, MAX_BLOB, "a message is one datagram").await {
                 Ok(b) => b,
                 Err(e) => return bad(&e),
             };
@@ -943,4 +954,34 @@ async fn handle_http(
 /// Where the control socket is (for tools and tests).
 pub fn control_socket(cfg: &AgentConfig) -> PathBuf {
     cfg.control_socket.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The driver's outcome labels are metric label values dashboards read.
+    #[test]
+    fn driver_outcomes_keep_their_labels() {
+        assert_eq!(DriverOutcome::SendError.as_str(), "send_error");
+        assert_eq!(DriverOutcome::UnknownSource.as_str(), "unknown_source");
+    }
+
+    /// A refused command answers with the words the agent always sent.
+    #[test]
+    fn refusals_keep_their_words() {
+        let (status, _, body) = refusal(StatusCode::CONFLICT, &CommandError::NoTimeLayer);
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body, b"this node has no time layer\n");
+        let (_, _, body) = refusal(
+            StatusCode::NOT_IMPLEMENTED,
+            &CommandError::TooManyPendingPuts(1024),
+        );
+        assert_eq!(
+            body,
+            b"1024 cell writes already await acknowledgement; retry later\n"
+        );
+        let (_, _, body) = refusal(StatusCode::BAD_REQUEST, &CommandError::NoSuchNode(7));
+        assert_eq!(body, b"no node 7 to send to\n");
+    }
 }

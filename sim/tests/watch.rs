@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use lightcone_agent::node::{Byzantine, Command, Event};
-use lightcone_agent::sim::{test_params, Sim, Topo};
-use lightcone_agent::wire::MemberState;
+use lightcone_core::byzantine::Byzantine;
+use lightcone_core::io::{Command, Event};
+use lightcone_core::wire::MemberState;
+use lightcone_sim::{test_params, Sim, Topo};
 
 const MS: Duration = Duration::from_millis(1);
 const N: u32 = 12;

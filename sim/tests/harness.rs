@@ -3,12 +3,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use lightcone_agent::causal::Dot;
-use lightcone_agent::kv::Durability;
-use lightcone_agent::node::{Command, Event};
-use lightcone_agent::routing::Level;
-use lightcone_agent::sim::{test_params, Sim, Topo};
-use lightcone_agent::wire::{Dest, MemberState, Payload};
+use lightcone_core::causal::Dot;
+use lightcone_core::counters::{Direction, Outcome};
+use lightcone_core::io::{Command, CommandError, Event, Reply};
+use lightcone_core::kv::Durability;
+use lightcone_core::routing::Level;
+use lightcone_core::wire::{Dest, MemberState, Payload};
+use lightcone_sim::{test_params, Sim, Topo};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -168,7 +169,7 @@ fn quarantined_node_gets_no_transit_and_its_traffic_is_dropped() {
     let n0 = sim.node(0).unwrap();
     assert_eq!(n0.routing().table()[&Dest::Node(3)].next_hop, 2);
     assert!(!n0.routing().table().contains_key(&Dest::Node(1)));
-    let before = n0.counters().get("rx", "quarantined");
+    let before = n0.counters().get(Direction::Rx, Outcome::Quarantined);
     sim.command(
         1,
         &Command::Send {
@@ -178,7 +179,7 @@ fn quarantined_node_gets_no_transit_and_its_traffic_is_dropped() {
     );
     sim.run_for(Duration::from_secs(1));
     let n0 = sim.node(0).unwrap();
-    assert!(n0.counters().get("rx", "quarantined") > before);
+    assert!(n0.counters().get(Direction::Rx, Outcome::Quarantined) > before);
     assert!(!sim
         .events()
         .iter()
@@ -258,12 +259,12 @@ fn locality_and_summaries_across_cells() {
 
 #[test]
 fn forged_replayed_and_garbage_datagrams_are_rejected_and_counted() {
-    use lightcone_agent::wire::{self, Header, Payload};
+    use lightcone_core::wire::{self, Header, Payload};
     // Real Ed25519 here: few messages, so the debug build can afford it.
     let topo = Topo::cell(3, 0, MS, 4);
-    let mut sim = Sim::new(&topo, 4, lightcone_agent::node::Params::default());
+    let mut sim = Sim::new(&topo, 4, lightcone_core::params::Params::default());
     sim.run_for(Duration::from_secs(2));
-    let rx = |sim: &Sim, o: &'static str| sim.node(1).unwrap().counters().get("rx", o);
+    let rx = |sim: &Sim, o: Outcome| sim.node(1).unwrap().counters().get(Direction::Rx, o);
     // Garbage, truncated, unknown version.
     sim.inject(0, 1, vec![0xde, 0xad, 0xbe, 0xef]);
     let forger = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
@@ -293,10 +294,10 @@ fn forged_replayed_and_garbage_datagrams_are_rejected_and_counted() {
     );
     sim.run_for(Duration::from_millis(100));
     sim.run_for(Duration::from_secs(1));
-    assert_eq!(rx(&sim, "bad_magic"), 1);
-    assert_eq!(rx(&sim, "bad_signature"), 1);
-    assert_eq!(rx(&sim, "bad_length"), 1);
-    assert_eq!(rx(&sim, "unknown_version"), 1);
+    assert_eq!(rx(&sim, Outcome::BadMagic), 1);
+    assert_eq!(rx(&sim, Outcome::BadSignature), 1);
+    assert_eq!(rx(&sim, Outcome::BadLength), 1);
+    assert_eq!(rx(&sim, Outcome::UnknownVersion), 1);
     let delivered = sim
         .events()
         .iter()
@@ -307,8 +308,9 @@ fn forged_replayed_and_garbage_datagrams_are_rejected_and_counted() {
 
 #[test]
 fn replayed_frame_is_rejected() {
-    use lightcone_agent::node::{Input, Node, Outbox};
-    use lightcone_agent::time::Instant;
+    use lightcone_core::io::{Input, Outbox};
+    use lightcone_core::node::Node;
+    use lightcone_core::time::Instant;
     // Drive two nodes by hand to capture a genuine frame.
     let topo = Topo::cell(2, 0, MS, 6);
     let sim = Sim::new(&topo, 6, test_params());
@@ -316,12 +318,12 @@ fn replayed_frame_is_rejected() {
     let mut b: Node = sim.node(1).unwrap().clone();
     let mut out = Outbox::new(64, 64);
     let now = Instant::from_nanos(3_000_000_000);
-    a.handle(
+    let _ = a.command(
         now,
-        Input::Command(&Command::Send {
+        &Command::Send {
             dst: 1,
             data: b"pay".to_vec(),
-        }),
+        },
         &mut out,
     );
     // Before routes exist, the send may find no route; use a link-local greeting instead.
@@ -336,7 +338,7 @@ fn replayed_frame_is_rejected() {
             let mut out2 = Outbox::new(64, 64);
             a.handle(
                 now,
-                Input::Timer(lightcone_agent::node::TimerKey::RouteHello),
+                Input::Timer(lightcone_core::time::TimerKey::RouteHello),
                 &mut out2,
             );
             out2.transmits
@@ -364,14 +366,14 @@ fn replayed_frame_is_rejected() {
         },
         &mut out,
     );
-    assert_eq!(b.counters().get("rx", "ok"), 1);
-    assert_eq!(b.counters().get("rx", "replay"), 1);
+    assert_eq!(b.counters().get(Direction::Rx, Outcome::Ok), 1);
+    assert_eq!(b.counters().get(Direction::Rx, Outcome::Replay), 1);
     // A spurious timer expiry is a no-op.
     let before = b.counters().clone();
     let mut out = Outbox::new(64, 64);
     b.handle(
         Instant::ZERO,
-        Input::Timer(lightcone_agent::node::TimerKey::Suspicion),
+        Input::Timer(lightcone_core::time::TimerKey::Suspicion),
         &mut out,
     );
     assert!(out.transmits.is_empty() && out.events.is_empty());
@@ -380,7 +382,7 @@ fn replayed_frame_is_rejected() {
 
 #[test]
 fn a_restarted_receiver_rejects_frames_captured_before_its_restart() {
-    use lightcone_agent::wire;
+    use lightcone_core::wire;
     let seed = 8;
     let topo = Topo::cell(3, 0, MS, seed);
     let mut sim = Sim::new(&topo, seed, test_params());
@@ -418,8 +420,8 @@ fn a_restarted_receiver_rejects_frames_captured_before_its_restart() {
     // Replayed to the same boot: the window catches it.
     sim.inject(0, 1, frame.clone());
     sim.run_for(Duration::from_millis(10));
-    let rx = |sim: &Sim, o: &'static str| sim.node(1).unwrap().counters().get("rx", o);
-    assert_eq!(rx(&sim, "replay"), 1);
+    let rx = |sim: &Sim, o: Outcome| sim.node(1).unwrap().counters().get(Direction::Rx, o);
+    assert_eq!(rx(&sim, Outcome::Replay), 1);
 
     // Node 1 restarts: empty windows, but a new boot epoch.
     sim.crash(1);
@@ -435,8 +437,8 @@ fn a_restarted_receiver_rejects_frames_captured_before_its_restart() {
         0,
         "the captured frame was accepted"
     );
-    assert_eq!(rx(&sim, "stale_epoch"), 1, "counted as stale");
-    assert_eq!(rx(&sim, "replay"), 0);
+    assert_eq!(rx(&sim, Outcome::StaleEpoch), 1, "counted as stale");
+    assert_eq!(rx(&sim, Outcome::Replay), 0);
     // Fresh frames from 0 (which learnt the new epoch from 1's frames) are accepted.
     sim.command(
         0,
@@ -447,7 +449,7 @@ fn a_restarted_receiver_rejects_frames_captured_before_its_restart() {
     );
     sim.run_for(Duration::from_millis(100));
     assert_eq!(delivered(&sim, b"after"), 1);
-    assert!(rx(&sim, "ok") > 0);
+    assert!(rx(&sim, Outcome::Ok) > 0);
 }
 
 #[test]
@@ -493,10 +495,19 @@ fn a_sender_using_an_old_boot_epoch_is_told_the_new_one() {
 
 /// A client write of `k` = `v` at node `n` (durability `cell`, the default).
 fn put(sim: &mut Sim, n: u32, k: &str, v: &str) {
-    put_as(sim, n, 0, k, v, Durability::Cell);
+    put_as(sim, n, 0, k, v, Durability::Cell).expect("taken");
 }
 
-fn put_as(sim: &mut Sim, n: u32, request: u64, k: &str, v: &str, durability: Durability) {
+/// Its immediate result: acknowledged at once, pending (a `cell` put awaiting acks), or
+/// refused.
+fn put_as(
+    sim: &mut Sim,
+    n: u32,
+    request: u64,
+    k: &str,
+    v: &str,
+    durability: Durability,
+) -> Result<Reply, CommandError> {
     sim.command(
         n,
         &Command::Put {
@@ -505,7 +516,8 @@ fn put_as(sim: &mut Sim, n: u32, request: u64, k: &str, v: &str, durability: Dur
             value: v.as_bytes().to_vec(),
             durability,
         },
-    );
+    )
+    .expect("the node is up")
 }
 
 /// The answer to put `request` at node `n`, if it came: acknowledged (with its holders and
@@ -541,7 +553,10 @@ fn a_cell_write_survives_its_writer_crashing_right_after_the_ack_and_a_local_one
     // `cell`: not answered at once; answered when two others hold it; the writer crashes
     // the instant the ack is out, and the write lives on.
     sim.take_events();
-    put_as(&mut sim, 0, 1, "a", "cell-write", Durability::Cell);
+    assert_eq!(
+        put_as(&mut sim, 0, 1, "a", "cell-write", Durability::Cell),
+        Ok(Reply::Pending { request: 1 })
+    );
     assert!(
         put_answer(&sim, 0, 1).is_none(),
         "a cell put waits for acks"
@@ -567,10 +582,17 @@ fn a_cell_write_survives_its_writer_crashing_right_after_the_ack_and_a_local_one
     let cut: BTreeSet<u32> = [1].into();
     sim.partition(&cut, true);
     sim.take_events();
-    put_as(&mut sim, 1, 2, "b", "local-write", Durability::Local);
-    let (holders, dot) = put_answer(&sim, 1, 2)
-        .expect("answered in the same call")
-        .expect("acknowledged");
+    let answer = put_as(&mut sim, 1, 2, "b", "local-write", Durability::Local);
+    let Ok(Reply::KvWritten {
+        request: 2,
+        holders,
+        written,
+        ..
+    }) = answer
+    else {
+        panic!("a local put is acknowledged in the same call: {answer:?}");
+    };
+    let dot = written.dot.unwrap();
     assert_eq!(holders, vec![1]);
     sim.crash(1);
     sim.partition(&cut, false);
@@ -583,7 +605,10 @@ fn a_cell_write_survives_its_writer_crashing_right_after_the_ack_and_a_local_one
     let cut: BTreeSet<u32> = [2].into();
     sim.partition(&cut, true);
     sim.take_events();
-    put_as(&mut sim, 2, 3, "c", "cut-off", Durability::Cell);
+    assert_eq!(
+        put_as(&mut sim, 2, 3, "c", "cut-off", Durability::Cell),
+        Ok(Reply::Pending { request: 3 })
+    );
     sim.run_for(Duration::from_secs(3));
     let failed = put_answer(&sim, 2, 3).expect("answered within the timeout");
     let reason = failed.expect_err("not acknowledged");
@@ -646,10 +671,11 @@ fn kv_replicates_in_causal_order_and_converges() {
     }
     // A get is answered locally.
     sim.take_events();
-    sim.command(5, &Command::Get { key: "c".into() });
-    assert!(sim.events().iter().any(
-        |(_, n, e)| *n == 5 && matches!(e, Event::KvValue { value: Some(v), .. } if v == b"3")
-    ));
+    let got = sim.command(5, &Command::Get { key: "c".into() });
+    assert!(
+        matches!(&got, Some(Ok(Reply::KvValue { value: Some(v), .. })) if v == b"3"),
+        "{got:?}"
+    );
 }
 
 #[test]

@@ -40,7 +40,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
-use crate::config::HierAddr;
+use crate::addr::HierAddr;
 
 pub const MAGIC: [u8; 2] = *b"LC";
 pub const VERSION: u8 = 2;

@@ -6,7 +6,7 @@
 
 use std::num::NonZeroUsize;
 
-use lightcone_agent::causal::{
+use lightcone_core::causal::{
     check, AnomalyKind, CausalDelivery, CausalMessage, Delta, DotContext, HistoryOp, Hlc, OpKind,
     OpStatus, Receipt, Store, StoreLimits, VersionVector,
 };

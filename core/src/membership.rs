@@ -29,8 +29,9 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::Serialize;
 
-use crate::node::{Effects, Event, TimerKey, Timers};
+use crate::io::{Effects, Event};
 use crate::time::Instant;
+use crate::time::{TimerKey, Timers};
 use crate::wire::{Dest, MemberState, Payload, Update};
 
 /// SWIM/Lifeguard parameters (emulated time). Defaults are chosen so that a crashed tile

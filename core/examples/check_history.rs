@@ -5,7 +5,7 @@
 
 use std::io::BufRead;
 
-use lightcone_agent::causal::{check, HistoryOp};
+use lightcone_core::causal::{check, HistoryOp};
 
 fn main() -> std::process::ExitCode {
     let Some(path) = std::env::args().nth(1) else {

@@ -3,7 +3,7 @@
 
 use std::num::NonZeroU64;
 
-use lightcone_agent::causal::{Hlc, HlcClock, HlcError};
+use lightcone_core::causal::{Hlc, HlcClock, HlcError};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

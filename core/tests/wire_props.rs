@@ -1,6 +1,6 @@
 //! Property tests of the wire format: roundtrip, and no input panics the decoder.
 
-use lightcone_agent::wire::{
+use lightcone_core::wire::{
     self, Dest, Header, MemberState, Payload, RouteEntry, Summary, Update, WireStamp,
     STAMP_SOURCE_MAX,
 };

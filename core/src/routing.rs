@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::HierAddr;
-use crate::node::Directory;
+use crate::addr::HierAddr;
+use crate::directory::Directory;
 use crate::time::Instant;
 use crate::wire::{Dest, RouteEntry, MAX_ROUTE_ENTRIES};
 

@@ -1,11 +1,14 @@
 //! The deterministic in-process harness: N [`Node`]s in virtual time over modeled links.
 //!
-//! A discrete-event loop (one binary heap ordered by time, then insertion order) delivers
-//! datagrams after each link's delay, drops them with the link's loss probability, and
-//! fires the timers the nodes request. Crashes, restarts, link cuts and partitions are
-//! method calls. Everything random comes from one seeded ChaCha8 generator, and every
-//! delivered datagram and emitted event is folded into a SHA-256 trace hash, so one seed
-//! gives one trace (`tests/harness.rs` runs a seed twice and compares).
+//! A discrete-event loop (one binary heap ordered by time, then the order of the call that
+//! queued an event, then its place in that call) delivers datagrams after each link's
+//! delay, drops them with the link's loss probability, and wakes each node at its
+//! [`Node::poll_timeout_order`] to call [`Node::handle_timeout`] — the core's one contract,
+//! the same as the tokio driver's; the simulator keeps no timer table. Crashes, restarts,
+//! link cuts and partitions are method calls. Everything random comes from one seeded
+//! ChaCha8 generator, and every delivered datagram, emitted event and command result is
+//! folded into a SHA-256 trace hash, so one seed gives one trace (`tests/harness.rs` runs a
+//! seed twice and compares; `tests/trace_hashes.rs` holds three seeds' hashes).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -17,13 +20,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
-use crate::config::{HierAddr, Role};
+use lightcone_core::addr::{HierAddr, Role};
+use lightcone_core::clock::{lab_sky, TimeLayer};
+use lightcone_core::directory::{DirEntry, Directory};
+use lightcone_core::io::{Command, CommandError, Event, Input, Outbox, Reply};
+use lightcone_core::node::Node;
+use lightcone_core::params::Params;
+use lightcone_core::time::Instant;
+use lightcone_core::wire::Auth;
 use lightcone_timing::{NodeClock, NodeClockConfig, PulsarArray, TimeMetrics};
-
-use crate::node::{
-    Command, DirEntry, Directory, Event, Input, Node, Outbox, Params, TimeLayer, TimerKey,
-};
-use crate::time::Instant;
 
 /// Most datagrams [`Sim::capture`] keeps.
 pub const MAX_CAPTURED: usize = 100_000;
@@ -34,7 +39,7 @@ pub const MAX_CAPTURED: usize = 100_000;
 pub fn test_params() -> Params {
     let mut p = Params::default();
     if cfg!(debug_assertions) {
-        p.auth = crate::wire::Auth::TestDigest;
+        p.auth = Auth::TestDigest;
     }
     p
 }
@@ -181,9 +186,9 @@ enum Ev {
         from: u32,
         bytes: Vec<u8>,
     },
-    Timer {
+    /// The node's earliest timer deadline, as [`Node::poll_timeout`] gave it.
+    Wake {
         node: u32,
-        key: TimerKey,
     },
     /// First boot of a node created stopped (see [`Sim::staggered`]).
     Boot {
@@ -202,8 +207,15 @@ pub struct Sim {
     params: Params,
     seed: u64,
     links: BTreeMap<(u32, u32), LinkState>,
-    queue: BinaryHeap<Reverse<(Instant, u64, Ev)>>,
-    timers: Vec<BTreeMap<TimerKey, Instant>>,
+    /// Events by (time, order, position within the call that queued it). Every call into
+    /// a node gets a fresh order, which the node also stamps on the timers the call sets
+    /// ([`Node::set_call_order`]): a wake-up queued at `Node::poll_timeout_order` sits
+    /// exactly where a per-timer entry queued by that call would.
+    queue: BinaryHeap<Reverse<(Instant, u64, u64, Ev)>>,
+    /// The (deadline, order) each node's latest queued wake-up is for (`None`: none).
+    /// Not a timer table: the node owns its timers; this only avoids queueing one
+    /// wake-up twice.
+    wakes: Vec<Option<(Instant, u64)>>,
     next_seq: u64,
     rng: ChaCha8Rng,
     trace: Sha256,
@@ -284,7 +296,7 @@ impl Sim {
             seed,
             links,
             queue: BinaryHeap::new(),
-            timers: vec![BTreeMap::new(); n],
+            wakes: vec![None; n],
             next_seq: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             trace: Sha256::new(),
@@ -294,7 +306,7 @@ impl Sim {
             boots: vec![0; topo.nodes.len()],
             captured: None,
             clocks,
-            sky: Arc::new(crate::node::lab_sky(seed)),
+            sky: Arc::new(lab_sky(seed)),
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -321,7 +333,7 @@ impl Sim {
         let queue = std::mem::take(&mut sim.queue);
         sim.queue = queue
             .into_iter()
-            .filter(|Reverse((_, _, ev))| match ev {
+            .filter(|Reverse((_, _, _, ev))| match ev {
                 Ev::Deliver { from, .. } => !stopped.contains(from),
                 _ => true,
             })
@@ -353,10 +365,12 @@ impl Sim {
             node = node.with_time(TimeLayer::new(clock, self.sky.clone()));
         }
         let mut out = self.outbox();
+        let call = self.begin_call();
+        node.set_call_order(call);
         node.start(self.now, &mut out);
         self.nodes[i as usize] = Some(node);
-        self.timers[i as usize].clear();
-        self.process(i, out);
+        self.wakes[i as usize] = None;
+        self.process(i, call, out);
     }
 
     fn outbox(&self) -> Outbox {
@@ -407,7 +421,7 @@ impl Sim {
     /// Crash-stop: the node vanishes with its state; datagrams to it are lost.
     pub fn crash(&mut self, i: u32) {
         self.nodes[i as usize] = None;
-        self.timers[i as usize].clear();
+        self.wakes[i as usize] = None;
     }
     /// Restart a crashed node with fresh state (same identity), as the supervisor would.
     pub fn restart(&mut self, i: u32) {
@@ -449,21 +463,49 @@ impl Sim {
         }
     }
 
-    pub fn command(&mut self, i: u32, c: &Command) {
+    /// Gives node `i` a command now and returns its result (`None`: the node is down).
+    /// The result is folded into the trace after the call's events, written as the event
+    /// that carried it before commands returned results (`KvValue`, `KvWritten`,
+    /// `CommandFailed { reason }`), so traces compare across that change.
+    pub fn command(&mut self, i: u32, c: &Command) -> Option<Result<Reply, CommandError>> {
         let mut out = self.outbox();
         let now = self.now;
-        if let Some(n) = self.nodes[i as usize].as_mut() {
-            n.handle(now, Input::Command(c), &mut out);
-            self.process(i, out);
+        let call = self.begin_call();
+        let n = self.nodes[i as usize].as_mut()?;
+        n.set_call_order(call);
+        let r = n.command(now, c, &mut out);
+        self.process(i, call, out);
+        let traced = match &r {
+            Ok(Reply::Done | Reply::Pending { .. }) => None,
+            Ok(reply) => Some(format!("{reply:?}")),
+            // A stopped node ignored commands silently before.
+            Err(CommandError::Stopped) => None,
+            Err(e) => Some(format!("CommandFailed {{ reason: {:?} }}", e.to_string())),
+        };
+        if let Some(t) = traced {
+            self.trace.update(now.as_nanos().to_be_bytes());
+            self.trace.update(i.to_be_bytes());
+            self.trace.update(t.as_bytes());
         }
+        Some(r)
     }
 
+    /// Queues an event of its own (not from a call into a node).
     fn push(&mut self, at: Instant, ev: Ev) {
-        self.next_seq += 1;
-        self.queue.push(Reverse((at, self.next_seq, ev)));
+        let order = self.begin_call();
+        self.queue.push(Reverse((at, order, 0, ev)));
     }
 
-    fn process(&mut self, i: u32, mut out: Outbox) {
+    /// A fresh order for a call into a node (or an event of its own).
+    fn begin_call(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Applies what call `call` into node `i` produced: its datagrams onto the links (queued
+    /// in order), its events into the trace, and a wake-up at its earliest timer.
+    fn process(&mut self, i: u32, call: u64, mut out: Outbox) {
+        let mut position = 0u64;
         for t in out.transmits.drain(..) {
             let Some(l) = self.links.get(&(i, t.to)) else {
                 continue;
@@ -477,24 +519,27 @@ impl Sim {
                 continue;
             }
             let at = self.now + l.delay;
-            self.push(
+            position += 1;
+            self.queue.push(Reverse((
                 at,
+                call,
+                position,
                 Ev::Deliver {
                     to: t.to,
                     from: i,
                     bytes: t.bytes,
                 },
-            );
+            )));
         }
-        for (k, v) in std::mem::take(&mut out.timers) {
-            match v {
-                Some(at) => {
-                    self.timers[i as usize].insert(k, at);
-                    self.push(at, Ev::Timer { node: i, key: k });
-                }
-                None => {
-                    self.timers[i as usize].remove(&k);
-                }
+        // After the call's datagrams, as the timer entries of the call came after them.
+        let next = self.nodes[i as usize]
+            .as_ref()
+            .and_then(Node::poll_timeout_order);
+        if next != self.wakes[i as usize] {
+            self.wakes[i as usize] = next;
+            if let Some((at, order)) = next {
+                self.queue
+                    .push(Reverse((at, order, u64::MAX, Ev::Wake { node: i })));
             }
         }
         for e in out.events.drain(..) {
@@ -507,15 +552,15 @@ impl Sim {
 
     /// Runs until virtual time `t` (inclusive).
     pub fn run_until(&mut self, t: Instant) {
-        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+        while let Some(Reverse((at, _, _, _))) = self.queue.peek() {
             if *at > t {
                 break;
             }
-            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+            let Some(Reverse((at, order, _, ev))) = self.queue.pop() else {
                 break;
             };
             self.now = at;
-            self.step(ev);
+            self.step(order, ev);
         }
         self.now = self.now.max(t);
     }
@@ -529,15 +574,15 @@ impl Sim {
     /// whether it held.
     pub fn run_until_pred(&mut self, limit: Duration, mut pred: impl FnMut(&Sim) -> bool) -> bool {
         let end = self.now + limit;
-        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+        while let Some(Reverse((at, _, _, _))) = self.queue.peek() {
             if *at > end {
                 break;
             }
-            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+            let Some(Reverse((at, order, _, ev))) = self.queue.pop() else {
                 break;
             };
             self.now = at;
-            self.step(ev);
+            self.step(order, ev);
             if pred(self) {
                 return true;
             }
@@ -546,9 +591,10 @@ impl Sim {
         pred(self)
     }
 
-    fn step(&mut self, ev: Ev) {
+    fn step(&mut self, order: u64, ev: Ev) {
         let now = self.now;
         let mut out = self.outbox();
+        let call = self.begin_call();
         let i = match ev {
             Ev::Deliver { to, from, bytes } => {
                 let Some(n) = self.nodes[to as usize].as_mut() else {
@@ -565,6 +611,7 @@ impl Sim {
                 self.trace.update(from.to_be_bytes());
                 self.trace.update(to.to_be_bytes());
                 self.trace.update(&bytes);
+                n.set_call_order(call);
                 n.handle(
                     now,
                     Input::Datagram {
@@ -581,19 +628,23 @@ impl Sim {
                 }
                 return;
             }
-            Ev::Timer { node, key } => {
-                if self.timers[node as usize].get(&key) != Some(&now) {
-                    return; // superseded or cancelled
-                }
-                self.timers[node as usize].remove(&key);
+            Ev::Wake { node } => {
                 let Some(n) = self.nodes[node as usize].as_mut() else {
                     return;
                 };
-                n.handle(now, Input::Timer(key), &mut out);
+                if n.poll_timeout_order() != Some((now, order)) {
+                    return; // superseded: the node's earliest timer moved
+                }
+                self.wakes[node as usize] = None;
+                // One timer per wake-up; `process` queues the next (maybe at `now` again).
+                n.set_call_order(call);
+                if n.handle_timeout(now, &mut out).is_none() {
+                    return;
+                }
                 node
             }
         };
-        self.process(i, out);
+        self.process(i, call, out);
     }
 
     /// Starts (or stops, returning what was kept) recording every delivered datagram as an
@@ -750,7 +801,10 @@ mod tests {
         );
         assert!(ts.sigma_s > 0.0 && ts.sigma_s < 1e-8, "{ts:?}");
         // Through the wire form and back: σ rounds up to whole picoseconds.
-        let back = crate::node::stamp_from_wire(&crate::node::stamp_to_wire(&ts), ts.position_au);
+        let back = lightcone_core::time::stamp_from_wire(
+            &lightcone_core::time::stamp_to_wire(&ts),
+            ts.position_au,
+        );
         assert_eq!((back.estimate_ns, back.source), (ts.estimate_ns, ts.source));
         assert!(back.sigma_s >= ts.sigma_s && back.sigma_s - ts.sigma_s <= 1e-12);
     }
@@ -905,8 +959,10 @@ mod tests {
             1,
             test_params(),
         );
-        sim.command(0, &Command::ClockFault(ClockFault::Step { offset_s: 1e-3 }));
-        assert!(sim.events().iter().any(|(_, n, e)| *n == 0
-            && matches!(e, Event::CommandFailed { reason } if reason.contains("no time layer"))));
+        let r = sim.command(0, &Command::ClockFault(ClockFault::Step { offset_s: 1e-3 }));
+        assert_eq!(r, Some(Err(CommandError::NoTimeLayer)));
+        assert!(CommandError::NoTimeLayer
+            .to_string()
+            .contains("no time layer"));
     }
 }

@@ -1,675 +1,39 @@
-//! The sans-IO node: one state machine holding every protocol of the agent.
+//! The sans-IO node: one state machine composing every protocol of the agent (membership,
+//! routing, the watch, the replicated store, the time layer). The call order is on the
+//! crate root; the vocabulary it speaks lives in [`crate::io`], [`crate::time`] and
+//! [`crate::view`].
 //!
-//! Call order (STYLE 2):
-//! 1. [`Node::new`] (or [`Node::with_directory`]) with `now`;
-//! 2. [`Node::start`] once: schedules the first timers and greets neighbours;
-//! 3. [`Node::handle`] for every input — a datagram from a neighbour, the expiry of a timer
-//!    the node asked for, or an operator command — with the current emulated time;
-//! 4. after each call, drain the [`Outbox`]: datagrams to neighbours, timer requests
-//!    (keyed by [`TimerKey`]; a later request for the same key replaces the earlier one)
-//!    and events.
-//!
-//! Getters ([`Node::snapshot`], [`Node::counters`], …) never change state. The node never
-//! reads a clock, a socket or OS randomness: time comes in as `now`, randomness from a
-//! ChaCha8 generator seeded from the configuration, and every collection iterates in order,
-//! so one seed and one input sequence always give one output sequence.
+//! The node never reads a clock, a socket or OS randomness: time comes in as `now`,
+//! randomness from a ChaCha8 generator seeded from the configuration, and every collection
+//! iterates in order, so one seed and one input sequence always give one output sequence.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
-use lightcone_timing::{
-    ClockFault, CoordTimestamp, NodeClock, NodeClockConfig, NodeRole, Outgoing, PulsarArray,
-    ServerLink, TimeMessage, TimeMetrics, TimeSource, UnsyncReason,
-};
+use ed25519_dalek::SigningKey;
+use lightcone_timing::{CoordTimestamp, NodeClock, TimeMessage, TimeMetrics};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
-use crate::causal::{Dot, DotContext};
-use crate::config::{AgentConfig, HierAddr, PeerInfo, Role};
+use crate::addr::{HierAddr, Role};
+use crate::byzantine::Byzantine;
+use crate::causal::Dot;
+use crate::clock::{clock_config, lab_sky, TimeLayer};
+use crate::config::{AgentConfig, ConfigError};
+use crate::counters::{Counters, Direction, Outcome};
+use crate::directory::Directory;
+use crate::io::{Command, CommandError, Effects, Event, Input, Outbox, Reply, Transmit};
 use crate::kv::{Durability, Replica, Written};
-use crate::membership::{MemberView, Membership, SwimParams};
-use crate::routing::{Level, Locality, Route, RouteParams, Routing};
-use crate::time::Instant;
-use crate::watch::{Watch, WatchParams, WatchView};
+use crate::membership::Membership;
+use crate::params::Params;
+use crate::routing::{Level, Locality, Routing};
+use crate::time::{stamp_from_wire, stamp_to_wire, Instant, TimerKey, Timers};
+use crate::view::{dest_name, RouteView, Snapshot, SummaryView, TimeView};
+use crate::watch::Watch;
 use crate::wire::{
     self, Dest, Header, MemberState, Payload, ReplayWindow, Summary, Update, WireError, WireStamp,
 };
-
-/// Errors building a node from its configuration. Nothing is started when one is returned.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("node id {0} is not in the peer directory")]
-    UnknownSelf(u32),
-    #[error("peer at index {index} has id {id}: ids must equal their index")]
-    IdMismatch { index: usize, id: u32 },
-    #[error("secret key must be 32 bytes of hex")]
-    BadSecretKey,
-    #[error("public key of peer {0} is not a valid ed25519 key")]
-    BadPublicKey(u32),
-    #[error("the secret key does not match this node's public key in the directory")]
-    KeyMismatch,
-    #[error("time server {0} is not in the peer directory")]
-    UnknownTimeServer(u32),
-    #[error("time layer: {0}")]
-    Time(#[from] lightcone_timing::TimingError),
-}
-
-/// One entry of the identity directory.
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    pub name: String,
-    pub addr: HierAddr,
-    pub role: Role,
-    pub key: VerifyingKey,
-    /// Position, AU (what a coordinate-tagged timestamp from this node carries).
-    pub position_au: [f64; 3],
-}
-
-/// Every node's identity, shared read-only (one copy per process in the harness).
-#[derive(Debug, Clone, Default)]
-pub struct Directory {
-    pub peers: Vec<DirEntry>,
-}
-
-impl Directory {
-    pub fn from_peers(peers: &[PeerInfo]) -> Result<Self, ConfigError> {
-        let mut v = Vec::with_capacity(peers.len());
-        for (i, p) in peers.iter().enumerate() {
-            if p.id as usize != i {
-                return Err(ConfigError::IdMismatch { index: i, id: p.id });
-            }
-            let bytes: [u8; 32] = hex::decode(&p.public_key_hex)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or(ConfigError::BadPublicKey(p.id))?;
-            let key =
-                VerifyingKey::from_bytes(&bytes).map_err(|_| ConfigError::BadPublicKey(p.id))?;
-            v.push(DirEntry {
-                name: p.name.clone(),
-                addr: p.addr,
-                role: p.role,
-                key,
-                position_au: p.position_au,
-            });
-        }
-        Ok(Directory { peers: v })
-    }
-    pub fn get(&self, id: u32) -> Option<&DirEntry> {
-        self.peers.get(id as usize)
-    }
-    pub fn addr(&self, id: u32) -> Option<HierAddr> {
-        self.get(id).map(|e| e.addr)
-    }
-    pub fn len(&self) -> usize {
-        self.peers.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
-    /// Ids whose address satisfies `f`, ascending.
-    pub fn ids_where(&self, f: impl Fn(&HierAddr) -> bool) -> Vec<u32> {
-        self.peers
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| f(&e.addr))
-            .map(|(i, _)| i as u32)
-            .collect()
-    }
-    /// The gateway of a scope: the lowest-id `Role::Gateway` node in it, else its lowest id.
-    pub fn gateway_of(&self, scope: Dest) -> Option<u32> {
-        let ids = self.ids_where(|a| scope.contains(a));
-        ids.iter()
-            .copied()
-            .find(|i| self.peers[*i as usize].role == Role::Gateway)
-            .or(ids.first().copied())
-    }
-}
-
-/// All tunables of the core.
-#[derive(Debug, Clone)]
-pub struct Params {
-    pub swim: SwimParams,
-    pub route: RouteParams,
-    /// Cell gateways report summaries upward this often. Default 5 s.
-    pub summary_interval: Duration,
-    /// KV repair exchange with one random cell member this often. Default 2 s.
-    pub kv_repair_interval: Duration,
-    /// A `cell` put that has not reached its quorum of holders this long after it was taken
-    /// fails as indeterminate ([`Durability`]). Default 2 s; [`Node::new`] raises it to
-    /// 2 s of *real* time at time scales above 1 (host scheduling latency is real time).
-    pub kv_ack_timeout: Duration,
-    /// A `cell` put is sent again to the members whose ack is missing this often (lost
-    /// broadcasts or acks). Default 250 ms, scaled like `kv_ack_timeout`.
-    pub kv_ack_retry: Duration,
-    pub watch: WatchParams,
-    /// Outbox bounds. Defaults 4096 datagrams, 1024 events.
-    pub outbox_datagrams: usize,
-    pub outbox_events: usize,
-    /// Frame authentication; `Ed25519` except in debug-build harness runs (see
-    /// [`wire::Auth`]).
-    pub auth: wire::Auth,
-}
-
-impl Default for Params {
-    fn default() -> Self {
-        Params {
-            swim: SwimParams::default(),
-            route: RouteParams::default(),
-            summary_interval: Duration::from_secs(5),
-            kv_repair_interval: Duration::from_secs(2),
-            kv_ack_timeout: Duration::from_secs(2),
-            kv_ack_retry: Duration::from_millis(250),
-            watch: WatchParams::default(),
-            outbox_datagrams: 4096,
-            outbox_events: 1024,
-            auth: wire::Auth::Ed25519,
-        }
-    }
-}
-
-/// The timers of a node. Each key has at most one deadline; a stale expiry is a no-op.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum TimerKey {
-    ProbeTick,
-    ProbeTimeout,
-    IndirectTimeout,
-    Suspicion,
-    ForwardSweep,
-    Gossip,
-    Reclaim,
-    KvRepair,
-    RouteHello,
-    RouteTriggered,
-    RouteRefresh,
-    Summary,
-    /// The time layer's next sync poll or pulsar fix ([`NodeClock::next_timeout_ns`]).
-    Clock,
-    /// Neighbourhood watch: judge and start forwarding audits, repeat accusations.
-    Watch,
-    /// `cell` puts awaiting acks: the next retransmission or timeout.
-    KvAck,
-}
-
-/// The node's timer table.
-#[derive(Debug, Clone, Default)]
-pub struct Timers {
-    slots: BTreeMap<TimerKey, Instant>,
-    changed: BTreeMap<TimerKey, Option<Instant>>,
-}
-
-impl Timers {
-    pub fn set(&mut self, key: TimerKey, at: Instant) {
-        self.slots.insert(key, at);
-        self.changed.insert(key, Some(at));
-    }
-    pub fn cancel(&mut self, key: TimerKey) {
-        if self.slots.remove(&key).is_some() {
-            self.changed.insert(key, None);
-        }
-    }
-    pub fn get(&self, key: TimerKey) -> Option<Instant> {
-        self.slots.get(&key).copied()
-    }
-    /// True (and the slot cleared) when `key` is really due at `now`.
-    fn expire(&mut self, key: TimerKey, now: Instant) -> bool {
-        match self.slots.get(&key) {
-            Some(t) if *t <= now => {
-                self.slots.remove(&key);
-                true
-            }
-            _ => false,
-        }
-    }
-    pub fn next(&self) -> Option<(TimerKey, Instant)> {
-        self.slots
-            .iter()
-            .map(|(k, t)| (*k, *t))
-            .min_by_key(|(k, t)| (*t, *k))
-    }
-}
-
-/// An operator command.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// A client write. `request` is the caller's id for it, echoed in the
-    /// [`Event::KvWritten`] or [`Event::KvPutFailed`] that answers it (a `cell` put is
-    /// answered later, when members acknowledge it); a put refused at once is answered by
-    /// [`Event::CommandFailed`] within the same call.
-    Put {
-        request: u64,
-        key: String,
-        value: Vec<u8>,
-        durability: Durability,
-    },
-    Get {
-        key: String,
-    },
-    Quarantine {
-        node: u32,
-    },
-    Unquarantine {
-        node: u32,
-    },
-    /// Send application bytes to a node over the overlay.
-    Send {
-        dst: u32,
-        data: Vec<u8>,
-    },
-    /// Send an opaque time-transfer payload (the `lightcone_timing` seam) to a node.
-    SendTime {
-        dst: u32,
-        data: Vec<u8>,
-    },
-    /// Inject a fault into the node's clock (`lightcone fault clock`). Fails with
-    /// [`Event::CommandFailed`] when the node has no time layer.
-    ClockFault(ClockFault),
-    /// Make this node byzantine (a test fault: `lightcone fault byzantine`), or honest
-    /// again with every behaviour off.
-    Byzantine(Byzantine),
-    /// Announce our own departure and stop.
-    Shutdown,
-}
-
-/// Byzantine behaviours a node can be told to play (the scenario verb `byzantine`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Byzantine {
-    /// Claim live cell members dead, first-hand, on every membership message.
-    pub lie_membership: bool,
-    /// Silently drop every frame it should forward (a black hole).
-    pub drop_forwarding: bool,
-}
-
-impl Byzantine {
-    pub const BEHAVIOURS: [&'static str; 2] = ["lie_membership", "drop_forwarding"];
-
-    /// From behaviour names; an unknown name is an error that lists the known ones.
-    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Byzantine, String> {
-        let mut b = Byzantine::default();
-        for n in names {
-            match n.as_ref() {
-                "lie_membership" => b.lie_membership = true,
-                "drop_forwarding" => b.drop_forwarding = true,
-                other => {
-                    return Err(format!(
-                        "unknown byzantine behaviour {other:?} (known: {})",
-                        Byzantine::BEHAVIOURS.join(", ")
-                    ))
-                }
-            }
-        }
-        Ok(b)
-    }
-
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.lie_membership {
-            v.push("lie_membership");
-        }
-        if self.drop_forwarding {
-            v.push("drop_forwarding");
-        }
-        v
-    }
-}
-
-/// An input to [`Node::handle`].
-#[derive(Debug, Clone, Copy)]
-pub enum Input<'a> {
-    /// A datagram that arrived over the link to neighbour `from`.
-    Datagram {
-        from: u32,
-        bytes: &'a [u8],
-    },
-    /// A timer the node requested has expired.
-    Timer(TimerKey),
-    Command(&'a Command),
-}
-
-/// Something the node reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    MemberChanged {
-        node: u32,
-        state: MemberState,
-        incarnation: u64,
-    },
-    /// We heard we were suspected or declared dead and raised our incarnation.
-    Refuted {
-        incarnation: u64,
-    },
-    Delivered {
-        src: u32,
-        data: Vec<u8>,
-    },
-    /// An opaque time-transfer payload for the timing layer.
-    TimePayload {
-        src: u32,
-        data: Vec<u8>,
-    },
-    KvValue {
-        key: String,
-        /// The resolved value (greatest `(hlc, dot)`).
-        value: Option<Vec<u8>>,
-        /// Every concurrent sibling, in `(hlc, dot)` order (the last is `value`).
-        siblings: Vec<Vec<u8>>,
-        /// The dot of each sibling, in the same order.
-        dots: Vec<Dot>,
-        /// Every write of the key this replica has seen (held or overwritten by a held one).
-        context: DotContext,
-    },
-    /// A put is acknowledged: held by `holders` (this node first), enough for `durability`.
-    KvWritten {
-        request: u64,
-        key: String,
-        /// The write's dot and the context it overwrote.
-        written: Written,
-        durability: Durability,
-        holders: Vec<u32>,
-    },
-    /// A `cell` put did not reach its quorum in time (or the node stopped): indeterminate —
-    /// it stands here and may still reach the others.
-    KvPutFailed {
-        request: u64,
-        key: String,
-        written: Written,
-        holders: Vec<u32>,
-        needed: u32,
-        reason: String,
-    },
-    CommandFailed {
-        reason: String,
-    },
-    /// The neighbourhood watch quarantined `node`: `accusers` (us included when we hold
-    /// evidence ourselves) reached the quorum.
-    Quarantined {
-        node: u32,
-        accusers: Vec<u32>,
-    },
-    Stopped,
-}
-
-/// A datagram to send to a neighbour.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub to: u32,
-    pub bytes: Vec<u8>,
-}
-
-/// Everything a call to [`Node::handle`] produced. Bounded: datagrams beyond the bound are
-/// dropped and counted (like a full NIC queue); timer requests are coalesced per key, so
-/// they are bounded by the number of keys.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    pub transmits: VecDeque<Transmit>,
-    pub events: VecDeque<Event>,
-    /// Latest request per key; `None` cancels.
-    pub timers: BTreeMap<TimerKey, Option<Instant>>,
-    pub dropped_transmits: u64,
-    pub dropped_events: u64,
-    cap_transmits: usize,
-    cap_events: usize,
-}
-
-impl Outbox {
-    pub fn new(cap_transmits: usize, cap_events: usize) -> Self {
-        Outbox {
-            cap_transmits,
-            cap_events,
-            ..Default::default()
-        }
-    }
-    fn push_transmit(&mut self, t: Transmit) -> bool {
-        if self.transmits.len() >= self.cap_transmits.max(1) {
-            self.dropped_transmits += 1;
-            return false;
-        }
-        self.transmits.push_back(t);
-        true
-    }
-    fn push_event(&mut self, e: Event) {
-        if self.events.len() >= self.cap_events.max(1) {
-            self.dropped_events += 1;
-        } else {
-            self.events.push_back(e);
-        }
-    }
-}
-
-/// What sub-machines ask for during one call; flushed into the outbox by the node.
-#[derive(Debug, Clone, Default)]
-pub struct Effects {
-    sends: Vec<(Dest, Option<u32>, Payload)>,
-    pub events: Vec<Event>,
-}
-
-impl Effects {
-    pub fn send(&mut self, dst: Dest, p: Payload) {
-        self.sends.push((dst, None, p));
-    }
-    fn send_link(&mut self, to: u32, p: Payload) {
-        self.sends.push((Dest::Link, Some(to), p));
-    }
-}
-
-/// Datagram counters: (direction, outcome) → count, and bytes per direction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub datagrams: BTreeMap<(&'static str, &'static str), u64>,
-    pub bytes: BTreeMap<&'static str, u64>,
-    pub by_kind_tx: BTreeMap<&'static str, u64>,
-}
-
-impl Counters {
-    fn count(&mut self, dir: &'static str, outcome: &'static str) {
-        *self.datagrams.entry((dir, outcome)).or_default() += 1;
-    }
-    pub fn get(&self, dir: &'static str, outcome: &'static str) -> u64 {
-        self.datagrams.get(&(dir, outcome)).copied().unwrap_or(0)
-    }
-}
-
-/// A received summary of some scope.
-#[derive(Debug, Clone, Serialize)]
-pub struct SummaryView {
-    pub scope: String,
-    pub from: u32,
-    #[serde(flatten)]
-    pub summary: Summary,
-    pub received_emulated_s: f64,
-    /// When the reporting gateway took it, as a coordinate-tagged timestamp (its
-    /// position from the directory, its clock's estimate, σ and source).
-    pub taken: CoordTimestamp,
-}
-
-/// A coordinate-tagged timestamp for the wire.
-pub fn stamp_to_wire(ts: &CoordTimestamp) -> WireStamp {
-    let (source, stratum) = match ts.source {
-        TimeSource::Unsynchronized => (0, 0),
-        TimeSource::Authority => (1, 0),
-        TimeSource::Hierarchy { stratum } => (2, stratum),
-        TimeSource::Holdover { stratum } => (3, stratum),
-        TimeSource::Pulsar => (4, 0),
-    };
-    let sigma_ps = if source == 0 || !ts.sigma_s.is_finite() {
-        u64::MAX
-    } else {
-        // Saturating float → int conversion.
-        (ts.sigma_s * 1e12).ceil() as u64
-    };
-    WireStamp {
-        estimate_ns: ts.estimate_ns,
-        sigma_ps,
-        source,
-        stratum,
-    }
-}
-
-/// A wire stamp back into a coordinate-tagged timestamp made at `position_au`.
-pub fn stamp_from_wire(w: &WireStamp, position_au: [f64; 3]) -> CoordTimestamp {
-    let source = match w.source {
-        1 => TimeSource::Authority,
-        2 => TimeSource::Hierarchy { stratum: w.stratum },
-        3 => TimeSource::Holdover { stratum: w.stratum },
-        4 => TimeSource::Pulsar,
-        _ => TimeSource::Unsynchronized,
-    };
-    CoordTimestamp {
-        position_au,
-        estimate_ns: w.estimate_ns,
-        sigma_s: if source == TimeSource::Unsynchronized || w.sigma_ps == u64::MAX {
-            f64::MAX
-        } else {
-            w.sigma_ps as f64 * 1e-12
-        },
-        source,
-    }
-}
-
-/// `/state` JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    pub node: String,
-    pub id: u32,
-    pub addr: String,
-    pub role: Role,
-    pub now_emulated_s: f64,
-    pub incarnation: u64,
-    pub local_health: u32,
-    pub members: Vec<MemberView>,
-    pub routes: Vec<RouteView>,
-    pub quarantine: Vec<u32>,
-    /// Behaviours this node was told to play (empty when honest).
-    pub byzantine: Vec<&'static str>,
-    /// The neighbourhood watch: evidence, accusers, audit strikes.
-    pub watch: WatchView,
-    pub counters: BTreeMap<String, u64>,
-    pub locality: BTreeMap<String, [u64; 2]>,
-    pub summaries: Vec<SummaryView>,
-    /// The time layer (filled by [`Node::time_view`]; `None` without one).
-    pub time: Option<TimeView>,
-}
-
-/// The `time` section of `/state`.
-#[derive(Debug, Clone, Serialize)]
-pub struct TimeView {
-    pub role: NodeRole,
-    pub servers: Vec<u32>,
-    /// Hierarchy stratum (0 for an authority), if synchronized to the hierarchy.
-    pub stratum: Option<u8>,
-    /// Current server of the hierarchy sync.
-    pub server: Option<u32>,
-    /// Why the node has no time yet (`null` once it has): `awaiting_first_exchange`,
-    /// `no_server_reachable` (requests unanswered: servers down, cut off, or without time
-    /// themselves), `collecting_samples` (answers arrive; a path is trusted after 8), or
-    /// `responses_rejected`. An active clock-compromise alarm shows as `alarm_active`.
-    pub unsynchronized: Option<UnsyncReason>,
-    #[serde(flatten)]
-    pub metrics: TimeMetrics,
-    /// A coordinate-tagged timestamp for "now" (what this node's messages carry).
-    pub stamp: CoordTimestamp,
-    pub requests_sent: u64,
-    pub responses_accepted: u64,
-    pub responses_rejected: u64,
-    pub pulsar_fixes_total: u64,
-    /// Pulsar fixes that were due but could not be taken (the pulsars are lost).
-    pub pulsar_missed_total: u64,
-    /// Faults injected so far (latest last, at most 16 kept).
-    pub faults: Vec<ClockFault>,
-}
-
-/// The node's time layer: its clock, the pulsar sky every node shares, scratch space.
-#[derive(Debug, Clone)]
-pub struct TimeLayer {
-    clock: NodeClock,
-    sky: Arc<PulsarArray>,
-    out: Vec<Outgoing>,
-    faults: Vec<ClockFault>,
-}
-
-impl TimeLayer {
-    pub fn new(clock: NodeClock, sky: Arc<PulsarArray>) -> TimeLayer {
-        TimeLayer {
-            clock,
-            sky,
-            out: Vec::new(),
-            faults: Vec::new(),
-        }
-    }
-    pub fn clock(&self) -> &NodeClock {
-        &self.clock
-    }
-}
-
-/// The clock configuration of an agent: role from the directory (authority → stratum 0,
-/// gateway → stratum 1, tile → cell holdover), position from the directory, servers and
-/// rates from `cfg.time`. `None` when the configuration has no time section.
-pub fn clock_config(cfg: &AgentConfig) -> Result<Option<NodeClockConfig>, ConfigError> {
-    let Some(t) = &cfg.time else {
-        return Ok(None);
-    };
-    let me = cfg
-        .peers
-        .get(cfg.id as usize)
-        .ok_or(ConfigError::UnknownSelf(cfg.id))?;
-    let role = match me.role {
-        Role::Authority => NodeRole::Authority,
-        Role::Gateway => NodeRole::Stratum1,
-        Role::Tile => NodeRole::Cell,
-    };
-    let mut servers = Vec::new();
-    for s in &t.servers {
-        if cfg.peers.get(*s as usize).is_none() {
-            return Err(ConfigError::UnknownTimeServer(*s));
-        }
-        servers.push(ServerLink {
-            server: *s,
-            asymmetry_cal_s: 0.0,
-            asymmetry_bound_s: t.asymmetry_bound_s,
-        });
-    }
-    let mut c = NodeClockConfig::preset(
-        cfg.id,
-        role,
-        me.position_au,
-        servers,
-        lightcone_timing::derive_seed(cfg.seed, 0x7469_6d65),
-    );
-    // With the start-up burst (a 16th of the interval) so a node has time within
-    // seconds of its start, not eight intervals.
-    c.sync = c.sync.with_poll_interval(t.poll_interval_ns);
-    c.pulsar.integration_s = t.pulsar_integration_s;
-    Ok(Some(c))
-}
-
-/// The pulsar sky of a lab (the same for every node of a lab seed).
-pub fn lab_sky(sky_seed: u64) -> PulsarArray {
-    PulsarArray::standard(sky_seed)
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RouteView {
-    pub dest: String,
-    #[serde(flatten)]
-    pub route: Route,
-}
-
-pub fn dest_name(d: &Dest) -> String {
-    match d {
-        Dest::Node(x) => format!("node:{x}"),
-        Dest::Cell {
-            layer,
-            cluster,
-            cell,
-        } => format!("cell:{layer}.{cluster}.{cell}"),
-        Dest::Cluster { layer, cluster } => format!("cluster:{layer}.{cluster}"),
-        Dest::Layer { layer } => format!("layer:{layer}"),
-        Dest::Link => "link".into(),
-    }
-}
 
 /// Most `cell` puts awaiting acks at once; more are refused.
 pub const MAX_PENDING_PUTS: usize = 1024;
@@ -854,6 +218,7 @@ impl Node {
     /// Schedules the first timers and greets the neighbours.
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
         self.now = now;
+        self.timers.begin_call(now);
         self.membership.start(now, &mut self.rng, &mut self.timers);
         self.timers.set(TimerKey::RouteHello, now);
         let r = self.params.route.refresh_interval;
@@ -906,9 +271,52 @@ impl Node {
     pub fn summaries(&self) -> impl Iterator<Item = (&Dest, &(u32, Summary, Instant))> {
         self.summaries.iter()
     }
-    /// Earliest pending timer.
+    /// Earliest pending timer and its key (for tests; drivers use [`Node::poll_timeout`]).
     pub fn next_timer(&self) -> Option<(TimerKey, Instant)> {
         self.timers.next()
+    }
+
+    /// When the node next needs [`Node::handle_timeout`]: its earliest timer deadline.
+    /// `None` when no timer is set or the node has stopped. Ask again after every call
+    /// that changes state (inputs can set, move or cancel timers).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        self.timers.next().map(|(_, at)| at)
+    }
+
+    /// [`Node::poll_timeout`] with the order stamp of the call that set that timer (see
+    /// [`Node::set_call_order`]): a driver interleaving many nodes' events of the same
+    /// instant (the simulator) wakes the node at `(deadline, stamp)` in its own order.
+    pub fn poll_timeout_order(&self) -> Option<(Instant, u64)> {
+        if self.stopped {
+            return None;
+        }
+        self.timers.next_ordered().map(|(_, at, stamp)| (at, stamp))
+    }
+
+    /// Gives the next call into the node (`start`, `handle`, `command`, `handle_timeout`)
+    /// an order stamp: timers it sets carry it, and equal deadlines fire lowest stamp
+    /// first. Only a driver that orders many nodes' calls on one line needs it (the
+    /// simulator passes its queue's sequence numbers); without it the node counts its own
+    /// calls. Stamps must not decrease.
+    pub fn set_call_order(&mut self, order: u64) {
+        self.timers.set_order(order);
+    }
+
+    /// Fires the earliest timer due at `now` (deadline `<= now`; equal deadlines in the
+    /// order they were set, see [`Timers`]) and writes what follows into `out`. Returns that timer's
+    /// deadline (so a driver can measure how late it fired), or `None` when nothing is due
+    /// — a spurious or early wake-up is a no-op. Call it while it returns `Some`: each
+    /// call fires one timer, so a timer re-armed for `now` by another fires in turn.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        let (key, at) = self.timers.next().filter(|(_, at)| *at <= now)?;
+        self.handle(now, Input::Timer(key), out);
+        Some(at)
     }
     pub fn watch(&self) -> &Watch {
         &self.watch
@@ -995,11 +403,11 @@ impl Node {
 
     pub fn snapshot(&self) -> Snapshot {
         let mut counters = BTreeMap::new();
-        for ((d, o), v) in &self.counters.datagrams {
-            counters.insert(format!("datagrams.{d}.{o}"), *v);
+        for (d, o, v) in self.counters.labelled() {
+            counters.insert(format!("datagrams.{d}.{o}"), v);
         }
         for (d, v) in &self.counters.bytes {
-            counters.insert(format!("bytes.{d}"), *v);
+            counters.insert(format!("bytes.{}", d.as_str()), *v);
         }
         let locality = Level::ALL
             .iter()
@@ -1064,11 +472,12 @@ impl Node {
     pub fn handle(&mut self, now: Instant, input: Input<'_>, out: &mut Outbox) {
         if self.stopped {
             if let Input::Datagram { .. } = input {
-                self.counters.count("rx", "stopped");
+                self.counters.count(Direction::Rx, Outcome::Stopped);
             }
             return;
         }
         self.now = self.now.max(now);
+        self.timers.begin_call(now);
         match input {
             Input::Datagram { from, bytes } => self.on_datagram(now, from, bytes),
             Input::Timer(key) => {
@@ -1076,12 +485,33 @@ impl Node {
                     self.on_timer(now, key);
                 }
             }
-            Input::Command(c) => self.on_command(now, c),
         }
         self.flush(now, out);
     }
 
-    fn on_command(&mut self, now: Instant, c: &Command) {
+    /// Carries out an operator command at emulated time `now`, writes what follows (its
+    /// datagrams, events such as [`Event::Stopped`]) into `out`, and returns its result:
+    /// each command's answer is its own, so one refusal fails only its own request. A
+    /// `cell` put may answer [`Reply::Pending`]; its [`Event::KvWritten`] or
+    /// [`Event::KvPutFailed`] comes later, carrying the request id. A stopped node refuses
+    /// every command ([`CommandError::Stopped`]).
+    pub fn command(
+        &mut self,
+        now: Instant,
+        c: &Command,
+        out: &mut Outbox,
+    ) -> Result<Reply, CommandError> {
+        if self.stopped {
+            return Err(CommandError::Stopped);
+        }
+        self.now = self.now.max(now);
+        self.timers.begin_call(now);
+        let r = self.on_command(now, c);
+        self.flush(now, out);
+        r
+    }
+
+    fn on_command(&mut self, now: Instant, c: &Command) -> Result<Reply, CommandError> {
         match c {
             Command::Quarantine { node } => {
                 self.routing.set_quarantine(*node, true);
@@ -1092,50 +522,38 @@ impl Node {
             Command::Byzantine(b) => self.byzantine = *b,
             Command::Send { dst, data } => {
                 if data.len() > wire::MAX_BLOB {
-                    self.fx.events.push(Event::CommandFailed {
-                        reason: "data too large".into(),
-                    });
+                    return Err(CommandError::DataTooLarge);
                 } else if *dst == self.id || self.dir.get(*dst).is_none() {
-                    self.fx.events.push(Event::CommandFailed {
-                        reason: format!("no node {dst} to send to"),
-                    });
-                } else {
-                    self.counters.count("app", "sent");
-                    self.fx.send(Dest::Node(*dst), Payload::Data(data.clone()));
+                    return Err(CommandError::NoSuchNode(*dst));
                 }
+                self.counters.count(Direction::App, Outcome::Sent);
+                self.fx.send(Dest::Node(*dst), Payload::Data(data.clone()));
             }
             Command::SendTime { dst, data } => {
                 if data.len() > wire::MAX_BLOB {
-                    self.fx.events.push(Event::CommandFailed {
-                        reason: "time payload too large".into(),
-                    });
-                } else {
-                    self.fx.send(Dest::Node(*dst), Payload::Time(data.clone()));
+                    return Err(CommandError::TimePayloadTooLarge);
                 }
+                self.fx.send(Dest::Node(*dst), Payload::Time(data.clone()));
             }
-            Command::ClockFault(f) => match self.time.as_mut() {
-                Some(t) => {
-                    t.clock.inject(now.as_nanos(), *f);
-                    if t.faults.len() >= 16 {
-                        t.faults.remove(0);
-                    }
-                    t.faults.push(*f);
+            Command::ClockFault(f) => {
+                let t = self.time.as_mut().ok_or(CommandError::NoTimeLayer)?;
+                t.clock.inject(now.as_nanos(), *f);
+                if t.faults.len() >= 16 {
+                    t.faults.remove(0);
                 }
-                None => self.fx.events.push(Event::CommandFailed {
-                    reason: "this node has no time layer".into(),
-                }),
-            },
+                t.faults.push(*f);
+            }
             Command::Put {
                 request,
                 key,
                 value,
                 durability,
-            } => self.put(now, *request, key, value, *durability),
+            } => return self.put(now, *request, key, value, *durability),
             Command::Get { key } => {
                 let value = self.kv.get(key);
                 let (versions, context) = self.kv.versions(key);
                 let (dots, siblings) = versions.into_iter().unzip();
-                self.fx.events.push(Event::KvValue {
+                return Ok(Reply::KvValue {
                     key: key.clone(),
                     value,
                     siblings,
@@ -1159,6 +577,7 @@ impl Node {
                 self.fx.events.push(Event::Stopped);
             }
         }
+        Ok(Reply::Done)
     }
 
     fn on_timer(&mut self, now: Instant, key: TimerKey) {
@@ -1258,26 +677,23 @@ impl Node {
 
     /// A client write: into the replica, to every live cell member, and answered now
     /// (`local`, or a cell whose quorum is this node alone) or once enough members ack.
-    fn put(&mut self, now: Instant, request: u64, key: &str, value: &[u8], d: Durability) {
+    fn put(
+        &mut self,
+        now: Instant,
+        request: u64,
+        key: &str,
+        value: &[u8],
+        d: Durability,
+    ) -> Result<Reply, CommandError> {
         let needed = Durability::cell_quorum(self.dir.ids_where(|a| a.same_cell(&self.addr)).len());
         if d == Durability::Cell && needed > 1 && self.puts.len() >= MAX_PENDING_PUTS {
-            self.fx.events.push(Event::CommandFailed {
-                reason: format!(
-                    "{MAX_PENDING_PUTS} cell writes already await acknowledgement; retry later"
-                ),
-            });
-            return;
+            return Err(CommandError::TooManyPendingPuts(MAX_PENDING_PUTS));
         }
         let phys = self.physical_ns(now);
-        let (bytes, written) = match self.kv.put(phys, key, value.to_vec()) {
-            Ok(w) => w,
-            Err(e) => {
-                self.fx.events.push(Event::CommandFailed {
-                    reason: e.to_string(),
-                });
-                return;
-            }
-        };
+        let (bytes, written) = self
+            .kv
+            .put(phys, key, value.to_vec())
+            .map_err(|e| CommandError::Kv(e.to_string()))?;
         for m in self.membership.active().to_vec() {
             self.fx.send(Dest::Node(m), Payload::Kv(bytes.clone()));
         }
@@ -1297,8 +713,9 @@ impl Node {
                     },
                 );
                 self.arm_puts();
+                Ok(Reply::Pending { request })
             }
-            _ => self.fx.events.push(Event::KvWritten {
+            _ => Ok(Reply::KvWritten {
                 request,
                 key: key.to_string(),
                 written,
@@ -1319,7 +736,8 @@ impl Node {
             }
             if p.holders.len() >= p.needed {
                 if let Some(p) = self.puts.remove(dot) {
-                    self.counters.count("kv", "cell_acknowledged");
+                    self.counters
+                        .count(Direction::Kv, Outcome::CellAcknowledged);
                     self.fx.events.push(Event::KvWritten {
                         request: p.request,
                         key: p.key,
@@ -1365,14 +783,15 @@ impl Node {
             }
         }
         for (m, b) in resend {
-            self.counters.count("kv", "put_retransmitted");
+            self.counters
+                .count(Direction::Kv, Outcome::PutRetransmitted);
             self.fx.send(Dest::Node(m), Payload::Kv(b));
         }
         self.arm_puts();
     }
 
     fn put_failed(&mut self, p: PendingPut, reason: String) {
-        self.counters.count("kv", "cell_timed_out");
+        self.counters.count(Direction::Kv, Outcome::CellTimedOut);
         self.fx.events.push(Event::KvPutFailed {
             request: p.request,
             key: p.key,
@@ -1442,7 +861,7 @@ impl Node {
     /// membership claims here, and a vote toward the quorum to the cell and our neighbours.
     /// (Not a quarantine yet: one node's evidence can be a mistake.)
     fn on_evidence(&mut self, now: Instant, s: u32) {
-        self.counters.count("watch", "evidence");
+        self.counters.count(Direction::Watch, Outcome::Evidence);
         self.routing.distrust(s);
         self.membership
             .discredit(now, s, &mut self.fx, &mut self.timers);
@@ -1467,7 +886,7 @@ impl Node {
 
     /// The quorum of accusers holds against `s`: quarantine it and declare it dead.
     fn convict(&mut self, now: Instant, s: u32) {
-        self.counters.count("watch", "quarantined");
+        self.counters.count(Direction::Watch, Outcome::Quarantined);
         self.routing.set_quarantine(s, true);
         self.membership.declare_dead(now, s, &mut self.fx);
         self.membership
@@ -1613,20 +1032,20 @@ impl Node {
     }
 
     fn on_datagram(&mut self, now: Instant, from: u32, bytes: &[u8]) {
-        self.counters.count("rx", "received");
-        *self.counters.bytes.entry("rx").or_default() += bytes.len() as u64;
+        self.counters.count(Direction::Rx, Outcome::Received);
+        self.counters.add_bytes(Direction::Rx, bytes.len());
         if !self.routing.is_neighbor(from) {
-            self.counters.count("rx", "unknown_link");
+            self.counters.count(Direction::Rx, Outcome::UnknownLink);
             return;
         }
         if self.routing.is_quarantined(from) {
-            self.counters.count("rx", "quarantined");
+            self.counters.count(Direction::Rx, Outcome::Quarantined);
             return;
         }
         let frame = match wire::parse(bytes) {
             Ok(f) => f,
             Err(e) => {
-                self.counters.count("rx", e.reason());
+                self.counters.count(Direction::Rx, Outcome::from(&e));
                 return;
             }
         };
@@ -1634,7 +1053,7 @@ impl Node {
         if self.routing.is_quarantined(h.src)
             || matches!(h.dst, Dest::Node(d) if self.routing.is_quarantined(d))
         {
-            self.counters.count("rx", "quarantined");
+            self.counters.count(Direction::Rx, Outcome::Quarantined);
             return;
         }
         let was_up = self.routing.neighbor_up(from);
@@ -1647,17 +1066,17 @@ impl Node {
             return;
         }
         if let Err(e) = self.accept(now, &frame, from) {
-            self.counters.count("rx", e.reason());
+            self.counters.count(Direction::Rx, Outcome::from(&e));
             return;
         }
         let payload = match frame.decode_payload() {
             Ok(p) => p,
             Err(e) => {
-                self.counters.count("rx", e.reason());
+                self.counters.count(Direction::Rx, Outcome::from(&e));
                 return;
             }
         };
-        self.counters.count("rx", "ok");
+        self.counters.count(Direction::Rx, Outcome::Ok);
         self.hlc = self.hlc.max(h.hlc);
         self.dispatch(now, from, h.src, payload);
     }
@@ -1730,25 +1149,26 @@ impl Node {
             return;
         }
         if self.byzantine.drop_forwarding {
-            self.counters.count("fwd", "byzantine_dropped");
+            self.counters
+                .count(Direction::Fwd, Outcome::ByzantineDropped);
             return;
         }
         if ttl <= 1 {
-            self.counters.count("fwd", "ttl_expired");
+            self.counters.count(Direction::Fwd, Outcome::TtlExpired);
             return;
         }
         let Some(next) = self.routing.next_hop(dst) else {
-            self.counters.count("fwd", "no_route");
+            self.counters.count(Direction::Fwd, Outcome::NoRoute);
             return;
         };
         if next == from && self.routing.neighbors().count() > 1 {
             // Would bounce straight back: a transient loop while routes converge.
-            self.counters.count("fwd", "loop");
+            self.counters.count(Direction::Fwd, Outcome::Loop);
             return;
         }
         let mut b = bytes.to_vec();
         wire::set_ttl(&mut b, ttl - 1);
-        self.counters.count("fwd", "ok");
+        self.counters.count(Direction::Fwd, Outcome::Ok);
         self.emit(now, next, b);
     }
 
@@ -1778,7 +1198,7 @@ impl Node {
             let me = self.id;
             for u in updates.iter() {
                 if u.node == me && u.from == src && u.state != MemberState::Alive {
-                    self.counters.count("watch", "accused_us");
+                    self.counters.count(Direction::Watch, Outcome::AccusedUs);
                     if self
                         .watch
                         .on_claim(now, src, u.incarnation, self.incarnation_since)
@@ -1837,24 +1257,21 @@ impl Node {
                         acked = r.acked;
                     }
                     for reason in r.refused {
-                        self.counters.count("kv", reason);
+                        self.counters.count(Direction::Kv, Outcome::from(reason));
                     }
-                    *self
-                        .counters
-                        .datagrams
-                        .entry(("kv", "applied"))
-                        .or_default() += r.applied;
+                    self.counters
+                        .add(Direction::Kv, Outcome::Applied, r.applied);
                 }
             }
             Payload::Time(data) => match self.time.as_mut() {
                 Some(tl) => match TimeMessage::decode(&data) {
                     Ok(msg) => tl.clock.handle(now.as_nanos(), src, msg, &mut tl.out),
-                    Err(_) => self.counters.count("rx", "time_malformed"),
+                    Err(_) => self.counters.count(Direction::Rx, Outcome::TimeMalformed),
                 },
                 None => fx.events.push(Event::TimePayload { src, data }),
             },
             Payload::Data(data) => {
-                self.counters.count("app", "delivered");
+                self.counters.count(Direction::App, Outcome::Delivered);
                 fx.events.push(Event::Delivered { src, data })
             }
             Payload::Watch { nonce, reply } => {
@@ -1868,7 +1285,8 @@ impl Node {
                 }
             }
             Payload::Accuse { node } => {
-                self.counters.count("watch", "accusations_heard");
+                self.counters
+                    .count(Direction::Watch, Outcome::AccusationsHeard);
                 if self.watch.on_accuse(src, node) {
                     convicted.push(node);
                 }
@@ -1933,7 +1351,7 @@ impl Node {
     }
 
     fn emit(&mut self, now: Instant, to: u32, bytes: Vec<u8>) {
-        *self.counters.bytes.entry("tx").or_default() += bytes.len() as u64;
+        self.counters.add_bytes(Direction::Tx, bytes.len());
         self.routing.sent(to, now);
         self.pending.push_back(Transmit { to, bytes });
     }
@@ -1955,7 +1373,7 @@ impl Node {
                 (d, _) => self.routing.next_hop(d),
             };
             let Some(next) = next else {
-                self.counters.count("tx", "no_route");
+                self.counters.count(Direction::Tx, Outcome::NoRoute);
                 continue;
             };
             self.seq += 1;
@@ -1990,7 +1408,7 @@ impl Node {
                 .by_kind_tx
                 .entry(payload.kind_name())
                 .or_default() += 1;
-            self.counters.count("tx", "sent");
+            self.counters.count(Direction::Tx, Outcome::Sent);
             self.emit(now, next, bytes);
         }
     }
@@ -2002,15 +1420,13 @@ impl Node {
         self.flush_sends(now);
         for t in self.pending.drain(..) {
             if !out.push_transmit(t) {
-                self.counters.count("tx", "outbox_full");
+                self.counters.count(Direction::Tx, Outcome::OutboxFull);
             }
         }
         for e in self.fx.events.drain(..) {
             out.push_event(e);
         }
-        for (k, v) in std::mem::take(&mut self.timers.changed) {
-            out.timers.insert(k, v);
-        }
+        self.timers.end_call();
     }
 }
 

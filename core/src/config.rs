@@ -10,73 +10,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::addr::{HierAddr, Role};
+use crate::byzantine::Byzantine;
+
 /// UDP port every agent listens on, on each of its link addresses.
 pub const AGENT_UDP_PORT: u16 = 7946;
-
-/// Position in the hierarchy: Tile → Cell → Cluster → Layer → System.
-///
-/// Ordered so that nodes sort by layer, then cluster, then cell, then tile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct HierAddr {
-    pub layer: u16,
-    pub cluster: u16,
-    pub cell: u16,
-    pub tile: u16,
-}
-
-/// `layer.cluster.cell.tile`, as [`HierAddr`]'s `Display` writes it.
-impl std::str::FromStr for HierAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<HierAddr, String> {
-        let parts: Vec<u16> = s
-            .split('.')
-            .map(|p| p.parse::<u16>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("bad address {s:?}: {e}"))?;
-        match parts[..] {
-            [layer, cluster, cell, tile] => Ok(HierAddr {
-                layer,
-                cluster,
-                cell,
-                tile,
-            }),
-            _ => Err(format!("bad address {s:?}: want layer.cluster.cell.tile")),
-        }
-    }
-}
-
-impl HierAddr {
-    /// True when both addresses are in the same cell (and hence the same cluster and layer).
-    pub fn same_cell(&self, other: &HierAddr) -> bool {
-        self.layer == other.layer && self.cluster == other.cluster && self.cell == other.cell
-    }
-    pub fn same_cluster(&self, other: &HierAddr) -> bool {
-        self.layer == other.layer && self.cluster == other.cluster
-    }
-    pub fn same_layer(&self, other: &HierAddr) -> bool {
-        self.layer == other.layer
-    }
-}
-
-impl std::fmt::Display for HierAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}.{}.{}.{}",
-            self.layer, self.cluster, self.cell, self.tile
-        )
-    }
-}
-
-/// What a node is for. Authorities hold stratum-0 optical clocks; gateways carry their
-/// cell's summaries up the hierarchy; tiles are everything else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Tile,
-    Gateway,
-    Authority,
-}
 
 /// Every node of the lab, as every agent knows it: the directory of identities.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,7 +128,7 @@ impl AgentConfig {
 /// ```
 /// The body of a byzantine fault (agent `POST /byzantine`, supervisor
 /// `POST /api/nodes/{node}/byzantine`): `{"behaviour": [...]}` with any of
-/// [`Byzantine::BEHAVIOURS`](crate::node::Byzantine::BEHAVIOURS); `[]` makes the node honest.
+/// [`Byzantine::BEHAVIOURS`](Byzantine::BEHAVIOURS); `[]` makes the node honest.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ByzantineRequest {
@@ -199,14 +137,14 @@ pub struct ByzantineRequest {
 
 impl ByzantineRequest {
     /// Parses and checks a request body; the error says what a good one looks like.
-    pub fn parse(body: &[u8]) -> Result<crate::node::Byzantine, String> {
+    pub fn parse(body: &[u8]) -> Result<Byzantine, String> {
         let r: ByzantineRequest = serde_json::from_slice(body).map_err(|e| {
             format!(
                 "body must be JSON {{\"behaviour\": [...]}} with any of {} ([] makes the node honest again): {e}",
-                crate::node::Byzantine::BEHAVIOURS.join(", ")
+                Byzantine::BEHAVIOURS.join(", ")
             )
         })?;
-        crate::node::Byzantine::from_names(&r.behaviour)
+        Byzantine::from_names(&r.behaviour)
     }
 }
 
@@ -335,4 +273,23 @@ mod tests {
             .contains("out of range"));
         assert!(f(r#"{"steps": 1}"#).is_err(), "unknown fields are refused");
     }
+}
+
+/// Errors building a node from its configuration. Nothing is started when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("node id {0} is not in the peer directory")]
+    UnknownSelf(u32),
+    #[error("peer at index {index} has id {id}: ids must equal their index")]
+    IdMismatch { index: usize, id: u32 },
+    #[error("secret key must be 32 bytes of hex")]
+    BadSecretKey,
+    #[error("public key of peer {0} is not a valid ed25519 key")]
+    BadPublicKey(u32),
+    #[error("the secret key does not match this node's public key in the directory")]
+    KeyMismatch,
+    #[error("time server {0} is not in the peer directory")]
+    UnknownTimeServer(u32),
+    #[error("time layer: {0}")]
+    Time(#[from] lightcone_timing::TimingError),
 }

@@ -11,10 +11,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use lightcone_agent::node::{Event, Params};
-use lightcone_agent::sim::{Sim, Topo};
-use lightcone_agent::time::Instant;
-use lightcone_agent::wire::MemberState;
+use lightcone_core::counters::{Direction, Outcome};
+use lightcone_core::io::Event;
+use lightcone_core::params::Params;
+use lightcone_core::time::Instant;
+use lightcone_core::wire::MemberState;
+use lightcone_sim::{Sim, Topo};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -220,7 +222,7 @@ fn print_traffic(sim: &Sim, n: u32, what: &str) {
             for (k, v) in &node.counters().by_kind_tx {
                 *kinds.entry(k).or_default() += v;
             }
-            fwd += node.counters().get("fwd", "ok");
+            fwd += node.counters().get(Direction::Fwd, Outcome::Ok);
         }
     }
     let secs = sim.now().as_secs_f64();

@@ -120,6 +120,21 @@ pub struct Written {
     pub context: DotContext,
 }
 
+/// Why a received KV message was refused (counted as direction `kv`, outcome `kv_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvRefusal {
+    /// Not a KV message, or an ack with too many dots.
+    Malformed,
+    /// Its timestamp is too far ahead of our clock.
+    HlcAhead,
+    /// The store refused the delta.
+    StoreRefused,
+    /// Already delivered.
+    Duplicate,
+    /// Causal delivery refused it.
+    DeliveryRefused,
+}
+
 /// What handling a KV message produced: messages to send (to a node), dots the sender
 /// says it holds (from a [`KvMsg::Ack`]), and counters.
 #[derive(Debug, Default)]
@@ -127,7 +142,7 @@ pub struct KvOut {
     pub sends: Vec<(u32, Vec<u8>)>,
     pub acked: Vec<Dot>,
     pub applied: u64,
-    pub refused: Vec<&'static str>,
+    pub refused: Vec<KvRefusal>,
 }
 
 /// The node a replica id belongs to (see [`replica_id`]).
@@ -273,7 +288,7 @@ impl Replica {
         let msg: KvMsg = match serde_json::from_slice(bytes) {
             Ok(m) => m,
             Err(_) => {
-                out.refused.push("kv_malformed");
+                out.refused.push(KvRefusal::Malformed);
                 return out;
             }
         };
@@ -284,7 +299,7 @@ impl Replica {
                 }
                 if let Some(ts) = m.payload.max_hlc() {
                     if self.hlc.update(now_ns, ts).is_err() {
-                        out.refused.push("kv_hlc_ahead");
+                        out.refused.push(KvRefusal::HlcAhead);
                         return out;
                     }
                 }
@@ -299,23 +314,23 @@ impl Replica {
                                     out.applied += 1;
                                     held.extend(writes_of(&d.payload));
                                 }
-                                Err(_) => out.refused.push("kv_store_refused"),
+                                Err(_) => out.refused.push(KvRefusal::StoreRefused),
                             }
                         }
                     }
                     Ok(Receipt::Buffered) => {}
                     Ok(Receipt::Duplicate) => {
                         // A writer retransmits to members whose ack it lacks: ack again.
-                        out.refused.push("kv_duplicate");
+                        out.refused.push(KvRefusal::Duplicate);
                         held.extend(again);
                     }
-                    Err(_) => out.refused.push("kv_delivery_refused"),
+                    Err(_) => out.refused.push(KvRefusal::DeliveryRefused),
                 }
                 self.acks_for(&held, &mut out);
             }
             KvMsg::Ack { dots } => {
                 if dots.len() > MAX_ACK_DOTS {
-                    out.refused.push("kv_malformed");
+                    out.refused.push(KvRefusal::Malformed);
                 } else {
                     out.acked = dots;
                 }
@@ -407,7 +422,7 @@ mod tests {
         assert_eq!(back.acked, vec![dot]);
         // A retransmission is a duplicate for b, which acks again (the first ack was lost).
         let out = b.receive(40, 1, &bytes);
-        assert_eq!(out.refused, vec!["kv_duplicate"]);
+        assert_eq!(out.refused, vec![KvRefusal::Duplicate]);
         assert_eq!(a.receive(50, 2, &out.sends[0].1).acked, vec![dot]);
         // An ack naming too many dots is refused.
         let long = serde_json::to_vec(&KvMsg::Ack {
@@ -416,7 +431,7 @@ mod tests {
         .unwrap();
         let out = a.receive(60, 2, &long);
         assert!(out.acked.is_empty());
-        assert_eq!(out.refused, vec!["kv_malformed"]);
+        assert_eq!(out.refused, vec![KvRefusal::Malformed]);
     }
 
     #[test]

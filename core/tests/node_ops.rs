@@ -6,19 +6,29 @@
 //! members of its own cell; every route leaves by a link the node has; a stopped node says
 //! nothing more.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use lightcone_agent::config::{HierAddr, Role};
-use lightcone_agent::kv::Durability;
-use lightcone_agent::node::{
-    Byzantine, Command, DirEntry, Directory, Input, Node, Outbox, TimerKey,
-};
-use lightcone_agent::sim::test_params;
-use lightcone_agent::time::Instant;
+use lightcone_core::byzantine::Byzantine;
+use lightcone_core::config::{HierAddr, Role};
+use lightcone_core::directory::{DirEntry, Directory};
+use lightcone_core::io::{Command, CommandError, Input, Outbox, Reply};
+use lightcone_core::kv::Durability;
+use lightcone_core::node::Node;
+use lightcone_core::params::Params;
+use lightcone_core::time::Instant;
+use lightcone_core::wire::Auth;
 use proptest::prelude::*;
+
+/// The simulator's parameters: defaults with the cheap test digest instead of Ed25519 (as
+/// `lightcone_sim::test_params` in debug builds).
+fn test_params() -> Params {
+    Params {
+        auth: Auth::TestDigest,
+        ..Params::default()
+    }
+}
 
 const CAP_TRANSMITS: usize = 64;
 const CAP_EVENTS: usize = 32;
@@ -90,9 +100,7 @@ impl World {
         for from in [1u32, 3, 4] {
             let mut n = self.node(from, 7 + u64::from(from));
             let mut out = Outbox::new(1024, 1024);
-            let mut timers: BTreeMap<TimerKey, Instant> = BTreeMap::new();
             n.start(Instant::ZERO, &mut out);
-            let mut now = Instant::ZERO;
             for _ in 0..200 {
                 for t in out.transmits.drain(..) {
                     if t.to == 0 {
@@ -100,29 +108,16 @@ impl World {
                     }
                 }
                 out.events.clear();
-                absorb(&mut timers, &mut out);
-                let Some((&k, &at)) = timers.iter().min_by_key(|(_, at)| **at) else {
+                let Some(at) = n.poll_timeout() else {
                     break;
                 };
                 if at.as_nanos() > 5_000_000_000 {
                     break;
                 }
-                timers.remove(&k);
-                now = now.max(at);
-                n.handle(now, Input::Timer(k), &mut out);
+                n.handle_timeout(at, &mut out);
             }
         }
         frames
-    }
-}
-
-/// A driver's timer table: the node's latest request per key (`None` cancels).
-fn absorb(timers: &mut BTreeMap<TimerKey, Instant>, out: &mut Outbox) {
-    for (k, at) in std::mem::take(&mut out.timers) {
-        match at {
-            Some(at) => timers.insert(k, at),
-            None => timers.remove(&k),
-        };
     }
 }
 
@@ -165,6 +160,38 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// What every command's own result must be: a stopped node refuses everything with
+/// `Stopped` (and only a stopped node does); commands that cannot fail do not.
+fn check_reply(
+    c: &Command,
+    r: &Result<Reply, CommandError>,
+    stopped_before: bool,
+) -> Result<(), TestCaseError> {
+    if stopped_before {
+        prop_assert_eq!(
+            r,
+            &Err(CommandError::Stopped),
+            "a stopped node took {:?}",
+            c
+        );
+        return Ok(());
+    }
+    prop_assert!(
+        r != &Err(CommandError::Stopped),
+        "a running node said it was stopped"
+    );
+    if matches!(
+        c,
+        Command::Quarantine { .. }
+            | Command::Unquarantine { .. }
+            | Command::Byzantine(_)
+            | Command::Shutdown
+    ) {
+        prop_assert_eq!(r, &Ok(Reply::Done), "{:?} cannot fail", c);
+    }
+    Ok(())
+}
+
 /// The invariants that hold after every step.
 fn check(node: &Node, out: &Outbox, w: &World, stopped_before: bool) -> Result<(), TestCaseError> {
     prop_assert!(
@@ -172,9 +199,13 @@ fn check(node: &Node, out: &Outbox, w: &World, stopped_before: bool) -> Result<(
         "outbox over its bound"
     );
     prop_assert!(out.events.len() <= CAP_EVENTS, "event queue over its bound");
-    prop_assert!(
-        out.timers.len() <= 64,
-        "timer requests are coalesced per key"
+    if node.is_stopped() {
+        prop_assert_eq!(node.poll_timeout(), None, "a stopped node wants no wake-up");
+    }
+    prop_assert_eq!(
+        node.poll_timeout_order().map(|(at, _)| at),
+        node.poll_timeout(),
+        "the ordered deadline is the deadline"
     );
     if stopped_before {
         prop_assert!(
@@ -223,7 +254,6 @@ proptest! {
         prop_assert!(!frames.is_empty(), "the neighbours sent node 0 nothing to replay");
         let mut node = w.node(0, seed);
         let mut out = Outbox::new(CAP_TRANSMITS, CAP_EVENTS);
-        let mut timers: BTreeMap<TimerKey, Instant> = BTreeMap::new();
         let mut now = Instant::ZERO;
         node.start(now, &mut out);
         let mut request = 0u64;
@@ -254,23 +284,33 @@ proptest! {
                 }
                 Op::Advance(ms) => {
                     let until = Instant::from_nanos(now.as_nanos() + ms * 1_000_000);
-                    // Fire due timers in order, as a driver does; a handler may set more.
+                    // Fire due timers in order, as a driver does (the node's one contract:
+                    // ask for the deadline, wake then); a handler may set more.
                     for _ in 0..10_000 {
-                        absorb(&mut timers, &mut out);
-                        let Some((&k, &at)) = timers.iter().min_by_key(|(_, at)| **at) else {
+                        let Some(at) = node.poll_timeout() else {
                             break;
                         };
                         if at > until {
                             break;
                         }
-                        timers.remove(&k);
                         now = now.max(at);
                         out.transmits.clear();
                         out.events.clear();
-                        node.handle(now, Input::Timer(k), &mut out);
+                        let fired = node.handle_timeout(now, &mut out);
+                        prop_assert_eq!(fired, Some(at), "the deadline asked for fires at it");
                         check(&node, &out, &w, stopped)?;
                     }
                     now = now.max(until);
+                    // A wake-up before the next deadline is a no-op.
+                    if let Some(next) = node.poll_timeout() {
+                        if next > now {
+                            out.transmits.clear();
+                            out.events.clear();
+                            prop_assert_eq!(node.handle_timeout(now, &mut out), None);
+                            prop_assert!(out.transmits.is_empty() && out.events.is_empty(), "an early wake-up did something");
+                            prop_assert_eq!(node.poll_timeout(), Some(next), "an early wake-up moved the deadline");
+                        }
+                    }
                 }
                 Op::Put(k, v, cell) => {
                     request += 1;
@@ -280,34 +320,59 @@ proptest! {
                         value: v.clone(),
                         durability: if *cell { Durability::Cell } else { Durability::Local },
                     };
-                    node.handle(now, Input::Command(&c), &mut out);
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
+                    if let Ok(Reply::KvWritten { request: got, holders, .. }) = &r {
+                        prop_assert_eq!(*got, request, "the answer names its request");
+                        prop_assert_eq!(holders.first(), Some(&0), "the writer holds it first");
+                    }
+                    if let Ok(Reply::Pending { request: got }) = &r {
+                        prop_assert!(*cell, "only a cell put waits for acks");
+                        prop_assert_eq!(*got, request, "the pending answer names its request");
+                    }
                 }
                 Op::Get(k) => {
                     let c = Command::Get { key: format!("k{k}") };
-                    node.handle(now, Input::Command(&c), &mut out);
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
+                    if let Ok(reply) = &r {
+                        let is_value = matches!(reply, Reply::KvValue { key, .. } if *key == format!("k{k}"));
+                        prop_assert!(is_value, "a get answers its key's value: {:?}", reply);
+                    }
                 }
                 Op::Send(dst, data) => {
                     let c = Command::Send { dst: *dst, data: data.clone() };
-                    node.handle(now, Input::Command(&c), &mut out);
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
+                    if !stopped {
+                        // Refused exactly when there is no such other node (the data is small).
+                        let known = *dst != 0 && (*dst as usize) < w.dir.peers.len();
+                        prop_assert_eq!(r.is_ok(), known, "send to {}: {:?}", dst, r);
+                    }
                 }
                 Op::Quarantine(n) => {
-                    node.handle(now, Input::Command(&Command::Quarantine { node: *n }), &mut out);
+                    let c = Command::Quarantine { node: *n };
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
                 }
                 Op::Unquarantine(n) => {
-                    node.handle(now, Input::Command(&Command::Unquarantine { node: *n }), &mut out);
+                    let c = Command::Unquarantine { node: *n };
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
                 }
                 Op::Byzantine(lie, drop) => {
                     let c = Command::Byzantine(Byzantine { lie_membership: *lie, drop_forwarding: *drop });
-                    node.handle(now, Input::Command(&c), &mut out);
+                    let r = node.command(now, &c, &mut out);
+                    check_reply(&c, &r, stopped)?;
                 }
                 Op::Shutdown => {
-                    node.handle(now, Input::Command(&Command::Shutdown), &mut out);
+                    let r = node.command(now, &Command::Shutdown, &mut out);
+                    check_reply(&Command::Shutdown, &r, stopped)?;
                 }
             }
             // Shutdown itself says goodbye; after it, nothing more.
             let was_stopped = stopped && !matches!(op, Op::Shutdown);
             check(&node, &out, &w, was_stopped)?;
-            absorb(&mut timers, &mut out);
         }
     }
 }

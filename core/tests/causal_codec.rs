@@ -4,7 +4,7 @@
 
 use std::num::NonZeroUsize;
 
-use lightcone_agent::causal::{
+use lightcone_core::causal::{
     BucketHashes, CausalDelivery, CausalMessage, Delta, Digest, DotContext, Hlc, Object, Store,
     StoreLimits, Summary,
 };

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 
-use lightcone_agent::causal::{CausalDelivery, CausalMessage, DeliveryError, Receipt};
+use lightcone_core::causal::{CausalDelivery, CausalMessage, DeliveryError, Receipt};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 
-use lightcone_agent::causal::{Delta, Dot, DotContext, Hlc, MvRegister, Store, StoreLimits};
+use lightcone_core::causal::{Delta, Dot, DotContext, Hlc, MvRegister, Store, StoreLimits};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,45 @@
+//! Byzantine behaviours a node can be told to play (a test fault), by name.
+
+use serde::Serialize;
+
+/// Byzantine behaviours a node can be told to play (the scenario verb `byzantine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Byzantine {
+    /// Claim live cell members dead, first-hand, on every membership message.
+    pub lie_membership: bool,
+    /// Silently drop every frame it should forward (a black hole).
+    pub drop_forwarding: bool,
+}
+
+impl Byzantine {
+    pub const BEHAVIOURS: [&'static str; 2] = ["lie_membership", "drop_forwarding"];
+
+    /// From behaviour names; an unknown name is an error that lists the known ones.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Byzantine, String> {
+        let mut b = Byzantine::default();
+        for n in names {
+            match n.as_ref() {
+                "lie_membership" => b.lie_membership = true,
+                "drop_forwarding" => b.drop_forwarding = true,
+                other => {
+                    return Err(format!(
+                        "unknown byzantine behaviour {other:?} (known: {})",
+                        Byzantine::BEHAVIOURS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.lie_membership {
+            v.push("lie_membership");
+        }
+        if self.drop_forwarding {
+            v.push("drop_forwarding");
+        }
+        v
+    }
+}

@@ -1,0 +1,81 @@
+//! The identity directory: every node's name, hierarchical address, role, public key and
+//! position, shared read-only by a node's sub-machines (one copy per process in the
+//! harness). Built once from the configuration's peer list, whose ids must equal their
+//! index, so a lookup is an index.
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::addr::{HierAddr, Role};
+use crate::config::{ConfigError, PeerInfo};
+use crate::wire::Dest;
+
+/// One entry of the identity directory.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub addr: HierAddr,
+    pub role: Role,
+    pub key: VerifyingKey,
+    /// Position, AU (what a coordinate-tagged timestamp from this node carries).
+    pub position_au: [f64; 3],
+}
+
+/// Every node's identity, shared read-only (one copy per process in the harness).
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub peers: Vec<DirEntry>,
+}
+
+impl Directory {
+    pub fn from_peers(peers: &[PeerInfo]) -> Result<Self, ConfigError> {
+        let mut v = Vec::with_capacity(peers.len());
+        for (i, p) in peers.iter().enumerate() {
+            if p.id as usize != i {
+                return Err(ConfigError::IdMismatch { index: i, id: p.id });
+            }
+            let bytes: [u8; 32] = hex::decode(&p.public_key_hex)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or(ConfigError::BadPublicKey(p.id))?;
+            let key =
+                VerifyingKey::from_bytes(&bytes).map_err(|_| ConfigError::BadPublicKey(p.id))?;
+            v.push(DirEntry {
+                name: p.name.clone(),
+                addr: p.addr,
+                role: p.role,
+                key,
+                position_au: p.position_au,
+            });
+        }
+        Ok(Directory { peers: v })
+    }
+    pub fn get(&self, id: u32) -> Option<&DirEntry> {
+        self.peers.get(id as usize)
+    }
+    pub fn addr(&self, id: u32) -> Option<HierAddr> {
+        self.get(id).map(|e| e.addr)
+    }
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+    /// Ids whose address satisfies `f`, ascending.
+    pub fn ids_where(&self, f: impl Fn(&HierAddr) -> bool) -> Vec<u32> {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| f(&e.addr))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+    /// The gateway of a scope: the lowest-id `Role::Gateway` node in it, else its lowest id.
+    pub fn gateway_of(&self, scope: Dest) -> Option<u32> {
+        let ids = self.ids_where(|a| scope.contains(a));
+        ids.iter()
+            .copied()
+            .find(|i| self.peers[*i as usize].role == Role::Gateway)
+            .or(ids.first().copied())
+    }
+}

@@ -1,0 +1,234 @@
+//! The node's I/O vocabulary: what goes in ([`Input`], [`Command`]) and what comes out
+//! ([`Transmit`], [`Event`], gathered in a bounded [`Outbox`]); [`Effects`] is what the
+//! sub-machines ask for during one call, before the node addresses and signs it.
+
+use std::collections::VecDeque;
+
+use lightcone_timing::ClockFault;
+use serde::Serialize;
+
+use crate::byzantine::Byzantine;
+use crate::causal::{Dot, DotContext};
+use crate::kv::{Durability, Written};
+use crate::time::TimerKey;
+use crate::wire::{Dest, MemberState, Payload};
+
+/// An operator command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// A client write. Answered at once by [`Reply::KvWritten`] (`local`, or a cell whose
+    /// quorum is this node alone) or [`Reply::Pending`]: then later by the
+    /// [`Event::KvWritten`] or [`Event::KvPutFailed`] carrying `request`, the caller's id
+    /// for it. A put refused at once is a [`CommandError`].
+    Put {
+        request: u64,
+        key: String,
+        value: Vec<u8>,
+        durability: Durability,
+    },
+    Get {
+        key: String,
+    },
+    Quarantine {
+        node: u32,
+    },
+    Unquarantine {
+        node: u32,
+    },
+    /// Send application bytes to a node over the overlay.
+    Send {
+        dst: u32,
+        data: Vec<u8>,
+    },
+    /// Send an opaque time-transfer payload (the `lightcone_timing` seam) to a node.
+    SendTime {
+        dst: u32,
+        data: Vec<u8>,
+    },
+    /// Inject a fault into the node's clock (`lightcone fault clock`). Fails with
+    /// [`CommandError::NoTimeLayer`] when the node has no time layer.
+    ClockFault(ClockFault),
+    /// Make this node byzantine (a test fault: `lightcone fault byzantine`), or honest
+    /// again with every behaviour off.
+    Byzantine(Byzantine),
+    /// Announce our own departure and stop.
+    Shutdown,
+}
+
+/// An input to [`Node::handle`](crate::node::Node::handle).
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A datagram that arrived over the link to neighbour `from`.
+    Datagram { from: u32, bytes: &'a [u8] },
+    /// Fire timer `key` if it is due (a stale or early expiry is a no-op). Drivers call
+    /// [`Node::handle_timeout`](crate::node::Node::handle_timeout) instead; this is for
+    /// tests that aim at one timer.
+    Timer(TimerKey),
+}
+
+/// What a [`Command`] returns at once (see [`Node::command`](crate::node::Node::command)).
+/// The variants that answer a client are shaped like the events that used to carry them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// Done (quarantine, byzantine, send, clock fault, shutdown).
+    Done,
+    /// A get's answer.
+    KvValue {
+        key: String,
+        /// The resolved value (greatest `(hlc, dot)`).
+        value: Option<Vec<u8>>,
+        /// Every concurrent sibling, in `(hlc, dot)` order (the last is `value`).
+        siblings: Vec<Vec<u8>>,
+        /// The dot of each sibling, in the same order.
+        dots: Vec<Dot>,
+        /// Every write of the key this replica has seen (held or overwritten by a held one).
+        context: DotContext,
+    },
+    /// A put acknowledged at once: held by `holders` (this node), enough for `durability`.
+    KvWritten {
+        request: u64,
+        key: String,
+        /// The write's dot and the context it overwrote.
+        written: Written,
+        durability: Durability,
+        holders: Vec<u32>,
+    },
+    /// A `cell` put taken and sent to the members: the [`Event::KvWritten`] or
+    /// [`Event::KvPutFailed`] with this `request` answers it later.
+    Pending { request: u64 },
+}
+
+/// Why a command was refused. Nothing was changed by a refused command, except that a
+/// refused put may have advanced the node's hybrid logical clock. The messages are the
+/// ones the agent sends its HTTP clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("data too large")]
+    DataTooLarge,
+    #[error("no node {0} to send to")]
+    NoSuchNode(u32),
+    #[error("time payload too large")]
+    TimePayloadTooLarge,
+    #[error("this node has no time layer")]
+    NoTimeLayer,
+    #[error("{0} cell writes already await acknowledgement; retry later")]
+    TooManyPendingPuts(usize),
+    /// The replicated store refused the write (its message).
+    #[error("{0}")]
+    Kv(String),
+    #[error("the agent is stopping")]
+    Stopped,
+}
+
+/// Something the node reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    MemberChanged {
+        node: u32,
+        state: MemberState,
+        incarnation: u64,
+    },
+    /// We heard we were suspected or declared dead and raised our incarnation.
+    Refuted {
+        incarnation: u64,
+    },
+    Delivered {
+        src: u32,
+        data: Vec<u8>,
+    },
+    /// An opaque time-transfer payload for the timing layer.
+    TimePayload {
+        src: u32,
+        data: Vec<u8>,
+    },
+    /// A `cell` put answered [`Reply::Pending`] is acknowledged: held by `holders` (this
+    /// node first), enough for `durability`.
+    KvWritten {
+        request: u64,
+        key: String,
+        /// The write's dot and the context it overwrote.
+        written: Written,
+        durability: Durability,
+        holders: Vec<u32>,
+    },
+    /// A `cell` put did not reach its quorum in time (or the node stopped): indeterminate —
+    /// it stands here and may still reach the others.
+    KvPutFailed {
+        request: u64,
+        key: String,
+        written: Written,
+        holders: Vec<u32>,
+        needed: u32,
+        reason: String,
+    },
+    /// The neighbourhood watch quarantined `node`: `accusers` (us included when we hold
+    /// evidence ourselves) reached the quorum.
+    Quarantined {
+        node: u32,
+        accusers: Vec<u32>,
+    },
+    Stopped,
+}
+
+/// A datagram to send to a neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// Everything a call into the [`Node`](crate::node::Node) produced. Bounded: datagrams beyond the bound are
+/// dropped and counted (like a full NIC queue), and so are events. Timers are not here:
+/// the node keeps them, and drivers ask [`Node::poll_timeout`](crate::node::Node::poll_timeout).
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub transmits: VecDeque<Transmit>,
+    pub events: VecDeque<Event>,
+    pub dropped_transmits: u64,
+    pub dropped_events: u64,
+    cap_transmits: usize,
+    cap_events: usize,
+}
+
+impl Outbox {
+    pub fn new(cap_transmits: usize, cap_events: usize) -> Self {
+        Outbox {
+            cap_transmits,
+            cap_events,
+            ..Default::default()
+        }
+    }
+    pub(crate) fn push_transmit(&mut self, t: Transmit) -> bool {
+        if self.transmits.len() >= self.cap_transmits.max(1) {
+            self.dropped_transmits += 1;
+            return false;
+        }
+        self.transmits.push_back(t);
+        true
+    }
+    pub(crate) fn push_event(&mut self, e: Event) {
+        if self.events.len() >= self.cap_events.max(1) {
+            self.dropped_events += 1;
+        } else {
+            self.events.push_back(e);
+        }
+    }
+}
+
+/// What sub-machines ask for during one call; flushed into the outbox by the node.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    pub(crate) sends: Vec<(Dest, Option<u32>, Payload)>,
+    pub events: Vec<Event>,
+}
+
+impl Effects {
+    pub fn send(&mut self, dst: Dest, p: Payload) {
+        self.sends.push((dst, None, p));
+    }
+    pub(crate) fn send_link(&mut self, to: u32, p: Payload) {
+        self.sends.push((Dest::Link, Some(to), p));
+    }
+}

@@ -1,0 +1,99 @@
+//! The `/state` view types: plain serializable snapshots of a node, built by
+//! [`Node::snapshot`](crate::node::Node::snapshot) and [`Node::time_view`](crate::node::Node::time_view).
+
+use std::collections::BTreeMap;
+
+use lightcone_timing::{ClockFault, CoordTimestamp, NodeRole, TimeMetrics, UnsyncReason};
+use serde::Serialize;
+
+use crate::addr::Role;
+use crate::membership::MemberView;
+use crate::routing::Route;
+use crate::watch::WatchView;
+use crate::wire::{Dest, Summary};
+
+/// A received summary of some scope.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryView {
+    pub scope: String,
+    pub from: u32,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub received_emulated_s: f64,
+    /// When the reporting gateway took it, as a coordinate-tagged timestamp (its
+    /// position from the directory, its clock's estimate, σ and source).
+    pub taken: CoordTimestamp,
+}
+
+/// `/state` JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub node: String,
+    pub id: u32,
+    pub addr: String,
+    pub role: Role,
+    pub now_emulated_s: f64,
+    pub incarnation: u64,
+    pub local_health: u32,
+    pub members: Vec<MemberView>,
+    pub routes: Vec<RouteView>,
+    pub quarantine: Vec<u32>,
+    /// Behaviours this node was told to play (empty when honest).
+    pub byzantine: Vec<&'static str>,
+    /// The neighbourhood watch: evidence, accusers, audit strikes.
+    pub watch: WatchView,
+    pub counters: BTreeMap<String, u64>,
+    pub locality: BTreeMap<String, [u64; 2]>,
+    pub summaries: Vec<SummaryView>,
+    /// The time layer (filled by [`Node::time_view`](crate::node::Node::time_view); `None` without one).
+    pub time: Option<TimeView>,
+}
+
+/// The `time` section of `/state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeView {
+    pub role: NodeRole,
+    pub servers: Vec<u32>,
+    /// Hierarchy stratum (0 for an authority), if synchronized to the hierarchy.
+    pub stratum: Option<u8>,
+    /// Current server of the hierarchy sync.
+    pub server: Option<u32>,
+    /// Why the node has no time yet (`null` once it has): `awaiting_first_exchange`,
+    /// `no_server_reachable` (requests unanswered: servers down, cut off, or without time
+    /// themselves), `collecting_samples` (answers arrive; a path is trusted after 8), or
+    /// `responses_rejected`. An active clock-compromise alarm shows as `alarm_active`.
+    pub unsynchronized: Option<UnsyncReason>,
+    #[serde(flatten)]
+    pub metrics: TimeMetrics,
+    /// A coordinate-tagged timestamp for "now" (what this node's messages carry).
+    pub stamp: CoordTimestamp,
+    pub requests_sent: u64,
+    pub responses_accepted: u64,
+    pub responses_rejected: u64,
+    pub pulsar_fixes_total: u64,
+    /// Pulsar fixes that were due but could not be taken (the pulsars are lost).
+    pub pulsar_missed_total: u64,
+    /// Faults injected so far (latest last, at most 16 kept).
+    pub faults: Vec<ClockFault>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    pub dest: String,
+    #[serde(flatten)]
+    pub route: Route,
+}
+
+pub fn dest_name(d: &Dest) -> String {
+    match d {
+        Dest::Node(x) => format!("node:{x}"),
+        Dest::Cell {
+            layer,
+            cluster,
+            cell,
+        } => format!("cell:{layer}.{cluster}.{cell}"),
+        Dest::Cluster { layer, cluster } => format!("cluster:{layer}.{cluster}"),
+        Dest::Layer { layer } => format!("layer:{layer}"),
+        Dest::Link => "link".into(),
+    }
+}

@@ -1,0 +1,95 @@
+//! Golden trace hashes of seeded harness runs, recorded before issue 12's refactor: a
+//! refactor that keeps behaviour keeps these. A deliberate change of behaviour or event
+//! order updates them and says why (below and in its commit).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lightcone_core::io::Command;
+use lightcone_core::kv::Durability;
+use lightcone_sim::{test_params, Sim, Topo};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// `same_seed_same_trace`'s run: 20 tiles, 2 % loss, a crash at 5 s.
+fn lossy_cell_with_a_crash(seed: u64) -> String {
+    let topo = Topo::cell(20, 1, 3 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.set_loss_all(20_000);
+    sim.run_for(Duration::from_secs(5));
+    sim.crash(4);
+    sim.run_for(Duration::from_secs(15));
+    sim.trace_hash()
+}
+
+/// Three cells, a partition healed, a restart.
+fn cluster_partition_restart(seed: u64) -> String {
+    let topo = Topo::cluster(3, 6, MS, 20 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(8));
+    let side: BTreeSet<u32> = (0..6).collect();
+    sim.partition(&side, true);
+    sim.run_for(Duration::from_secs(6));
+    sim.partition(&side, false);
+    sim.crash(9);
+    sim.run_for(Duration::from_secs(4));
+    sim.restart(9);
+    sim.run_for(Duration::from_secs(10));
+    sim.trace_hash()
+}
+
+/// Puts (cell and local) and gets through the command path.
+fn cell_with_commands(seed: u64) -> String {
+    let topo = Topo::cell(5, 1, 3 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(3));
+    for (i, d) in [Durability::Cell, Durability::Local, Durability::Cell]
+        .into_iter()
+        .enumerate()
+    {
+        sim.command(
+            i as u32,
+            &Command::Put {
+                request: i as u64 + 1,
+                key: format!("k{i}"),
+                value: b"v".to_vec(),
+                durability: d,
+            },
+        );
+        sim.run_for(Duration::from_millis(700));
+    }
+    sim.command(3, &Command::Get { key: "k0".into() });
+    sim.command(
+        4,
+        &Command::Send {
+            dst: 4,
+            data: vec![1],
+        },
+    );
+    sim.run_for(Duration::from_secs(5));
+    sim.trace_hash()
+}
+
+#[test]
+fn trace_hashes_are_unchanged() {
+    let got = [
+        ("lossy_cell_with_a_crash(42)", lossy_cell_with_a_crash(42)),
+        ("cluster_partition_restart(7)", cluster_partition_restart(7)),
+        ("cell_with_commands(31)", cell_with_commands(31)),
+    ];
+    // Recorded on main at 0cddb22, before issue 12 (`cargo test -p lightcone-agent --test
+    // trace_hashes -- --nocapture` printed them), and unchanged since: through the move into
+    // lightcone-core/lightcone-sim, the one timer contract (the simulator queues one wake-up
+    // per node at `Node::poll_timeout_order`, which sits where the old per-key timer entry
+    // did, see `Timers`), commands returning results (the simulator traces a result as the
+    // event that carried it before) and counters keyed by enums.
+    let want = [
+        "91cd6cd48b0d68d1af01f6410cd13cff83242f6dfa48adf76c1cb66b43583c2e",
+        "53928a9c0a1c65c8d03fe87d350a7bd738c58b1d77f0fbe9575106e203925af0",
+        "690c94ae374825fbdff12f24c7fdc4ec25153bd84ffd870600c8004635579090",
+    ];
+    for ((what, h), w) in got.iter().zip(want) {
+        println!("{what}: {h}");
+        assert_eq!(h, w, "{what}: the trace changed");
+    }
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use lightcone_agent::config::AgentConfig;
+use lightcone_core::config::AgentConfig;
 
 /// The lightcone node agent: SWIM/Lifeguard membership, overlay routing and causal state
 /// over UDP, with an HTTP control/metrics API on a unix socket.

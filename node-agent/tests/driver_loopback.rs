@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lightcone_agent::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig};
+use lightcone_core::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {

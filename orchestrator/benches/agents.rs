@@ -25,7 +25,7 @@ use lightcone::client::Client;
 use lightcone::lab::LabStatus;
 use lightcone::procstat::{clock_ticks_per_s, cpu_ticks};
 use lightcone::state::LabDir;
-use lightcone_agent::kv::Durability;
+use lightcone_core::kv::Durability;
 
 const WINDOW: Duration = Duration::from_secs(30);
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);

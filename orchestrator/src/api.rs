@@ -297,14 +297,14 @@ pub async fn api_node_fault(
 }
 
 /// `POST /api/nodes/{node}/clock`: a clock fault (body: the agent's
-/// [`ClockFaultRequest`](lightcone_agent::config::ClockFaultRequest) JSON), checked here and
+/// [`ClockFaultRequest`](lightcone_core::config::ClockFaultRequest) JSON), checked here and
 /// forwarded to the node's agent (`POST /clock`).
 pub async fn api_node_clock(
     State(s): State<ApiState>,
     UrlPath(node): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<ClockReply>, ApiError> {
-    let req: lightcone_agent::config::ClockFaultRequest = serde_json::from_slice(&body)
+    let req: lightcone_core::config::ClockFaultRequest = serde_json::from_slice(&body)
         .map_err(|e| {
             ApiError::Bad(format!(
                 "body must be JSON with one of step_ns, drift_ppb, drift, serve_bias_ns, pulsar_loss: {e}"
@@ -324,16 +324,16 @@ pub async fn api_node_clock(
 }
 
 /// `POST /api/nodes/{node}/byzantine`: `{"behaviour": [...]}` (any of
-/// [`Byzantine::BEHAVIOURS`](lightcone_agent::node::Byzantine::BEHAVIOURS); `[]` makes the
+/// [`Byzantine::BEHAVIOURS`](lightcone_core::byzantine::Byzantine::BEHAVIOURS); `[]` makes the
 /// node honest again), checked here and forwarded to the node's agent.
 pub async fn api_node_byzantine(
     State(s): State<ApiState>,
     UrlPath(node): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<ByzantineReply>, ApiError> {
-    let b = lightcone_agent::config::ByzantineRequest::parse(&body).map_err(ApiError::Bad)?;
+    let b = lightcone_core::config::ByzantineRequest::parse(&body).map_err(ApiError::Bad)?;
     let names: Vec<String> = b.names().into_iter().map(String::from).collect();
-    let checked = lightcone_agent::config::ByzantineRequest {
+    let checked = lightcone_core::config::ByzantineRequest {
         behaviour: names.clone(),
     };
     let body = serde_json::to_vec(&checked).unwrap_or_default();

@@ -13,9 +13,9 @@
 
 use std::time::Duration;
 
-use lightcone_agent::causal::{Dot, DotContext};
-use lightcone_agent::kv::{Durability, Written};
 use lightcone_agent::pct;
+use lightcone_core::causal::{Dot, DotContext};
+use lightcone_core::kv::{Durability, Written};
 use serde::{Deserialize, Serialize};
 
 use crate::http::TOKEN_HEADER;
@@ -391,7 +391,7 @@ impl Client {
     }
 
     /// `POST /api/nodes/{node}/clock` with the agent's clock-fault request
-    /// ([`ClockFaultRequest`](lightcone_agent::config::ClockFaultRequest) JSON).
+    /// ([`ClockFaultRequest`](lightcone_core::config::ClockFaultRequest) JSON).
     pub fn clock(
         &self,
         node: &str,

@@ -93,7 +93,7 @@ pub struct TopologyNode {
     pub cluster: u16,
     pub layer: u16,
     pub name: String,
-    pub role: lightcone_agent::config::Role,
+    pub role: lightcone_core::config::Role,
     pub tile: u16,
 }
 

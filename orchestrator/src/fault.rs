@@ -7,7 +7,7 @@
 //! agent's own request types ([`ClockFaultRequest`], [`ByzantineRequest`]). Nothing between
 //! the edge and the request re-reads a string.
 
-use lightcone_agent::config::{
+use lightcone_core::config::{
     ByzantineRequest, ClockFaultRequest, MAX_BIAS_NS, MAX_DRIFT, MAX_STEP_NS,
 };
 
@@ -126,7 +126,7 @@ impl ClockFault {
 }
 
 /// Byzantine behaviours a node takes on, each a name the agent knows
-/// ([`Byzantine::BEHAVIOURS`](lightcone_agent::node::Byzantine::BEHAVIOURS)); none: honest.
+/// ([`Byzantine::BEHAVIOURS`](lightcone_core::byzantine::Byzantine::BEHAVIOURS)); none: honest.
 /// Recorded as the list of names.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[serde(transparent)]
@@ -135,7 +135,7 @@ pub struct ByzantineFault(Vec<String>);
 impl ByzantineFault {
     /// The behaviours named, if the agent knows every one; the error lists the known ones.
     pub fn from_names(names: Vec<String>) -> Result<Self, String> {
-        lightcone_agent::node::Byzantine::from_names(&names)?;
+        lightcone_core::byzantine::Byzantine::from_names(&names)?;
         Ok(ByzantineFault(names))
     }
 

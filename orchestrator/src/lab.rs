@@ -257,7 +257,7 @@ pub struct NodeStatus {
     pub name: String,
     /// The node's network namespace.
     pub netns: String,
-    pub role: lightcone_agent::config::Role,
+    pub role: lightcone_core::config::Role,
     /// Hierarchical address, as text.
     pub addr: String,
     pub agent: AgentStatus,

@@ -19,12 +19,12 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use lightcone_agent::config::{
+use lightcone_core::config::{
     AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig, AGENT_UDP_PORT,
 };
 use serde::Serialize;
 
-use crate::link::LinkModel;
+use crate::link::model::LinkModel;
 use crate::topology::{LinkLevel, Topology, NETNS_PREFIX};
 
 /// Longest interface name the kernel holds (IFNAMSIZ − 1).
@@ -116,10 +116,7 @@ pub struct LinkPlan {
     pub model: LinkModel,
 }
 
-/// Namespace of a node.
-pub fn netns_name(lab: &str, node: &str) -> String {
-    format!("{NETNS_PREFIX}{lab}_{node}")
-}
+pub use crate::topology::netns_name;
 
 /// Namespace holding the wire engine's ends.
 pub fn wire_netns_name(lab: &str) -> String {
@@ -260,7 +257,7 @@ impl Plan {
             neighbors,
             epoch_monotonic_ns: None,
             time: self.time_config(id),
-            boot: lightcone_agent::wire::FIRST_EPOCH,
+            boot: lightcone_core::wire::FIRST_EPOCH,
         }
     }
 

@@ -8,7 +8,7 @@ use lightcone::experiment::expect::{FinalRead, Mark, MemberObs, StatePoll};
 use lightcone::experiment::scenario::{self, ScenarioError};
 use lightcone::experiment::{evaluate, expand, Recording};
 use lightcone::topology;
-use lightcone_agent::causal::checker::{HistoryOp, OpKind, OpStatus};
+use lightcone_core::causal::checker::{HistoryOp, OpKind, OpStatus};
 
 fn errors(src: &str) -> String {
     match scenario::parse_str(src, "s.yaml", Path::new(".")) {
@@ -277,10 +277,10 @@ fn causal_anomalies_come_from_the_agents_checker() {
 fn fr(
     node: &str,
     key: &str,
-    held: &[(&str, lightcone_agent::causal::Dot)],
-    seen: &[lightcone_agent::causal::Dot],
+    held: &[(&str, lightcone_core::causal::Dot)],
+    seen: &[lightcone_core::causal::Dot],
 ) -> FinalRead {
-    let mut context = lightcone_agent::causal::DotContext::new();
+    let mut context = lightcone_core::causal::DotContext::new();
     for d in seen.iter().chain(held.iter().map(|(_, d)| d)) {
         context.insert(*d);
     }
@@ -294,13 +294,13 @@ fn fr(
 }
 
 fn dotted(mut o: HistoryOp, node: u64, counter: u64) -> HistoryOp {
-    o.dot = Some(lightcone_agent::causal::Dot { node, counter });
+    o.dot = Some(lightcone_core::causal::Dot { node, counter });
     o
 }
 
 #[test]
 fn lost_writes_follow_causal_contexts_only() {
-    use lightcone_agent::causal::Dot;
+    use lightcone_core::causal::Dot;
     let (a1, b1, c1, a2) = (
         Dot::new(1, 1),
         Dot::new(2, 1),
@@ -355,7 +355,7 @@ fn lost_writes_follow_causal_contexts_only() {
 
 #[test]
 fn a_local_write_lost_in_a_crash_is_reported_lost_and_counted_as_local() {
-    use lightcone_agent::causal::Dot;
+    use lightcone_core::causal::Dot;
     let mut r = rec();
     // k=1 was written `local` at a node that crashed before it spread: no running replica
     // holds it. k=2 (`cell`) reached the others.
@@ -1110,7 +1110,7 @@ fn verbs_that_expand_without_bound_are_refused() {
 #[test]
 fn load_durability_defaults_to_cell_and_bad_levels_are_refused() {
     use lightcone::experiment::scenario::Verb;
-    use lightcone_agent::kv::Durability;
+    use lightcone_core::kv::Durability;
     let durability = |load: &str| {
         let src = format!(
             "topology: ../cell.yaml\nduration: 20s\ntimeline:\n  - {{ at: 0s, load: {{ until: 10s, {load} }} }}\nexpect: [no_acknowledged_write_lost]\n"

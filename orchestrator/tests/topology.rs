@@ -182,7 +182,7 @@ fn authorities_are_each_a_cell_of_their_own() {
     let auth: Vec<_> = p
         .nodes
         .iter()
-        .filter(|n| n.role == lightcone_agent::config::Role::Authority)
+        .filter(|n| n.role == lightcone_core::config::Role::Authority)
         .collect();
     assert!(auth.len() >= 2, "mercury-testbed has several authorities");
     for a in &auth {

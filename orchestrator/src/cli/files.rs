@@ -67,8 +67,8 @@ fn graph(t: &topology::Topology, f: GraphFormat) -> String {
             s += &format!("graph \"{}\" {{\n  node [shape=circle];\n", t.name);
             for n in &t.nodes {
                 let shape = match n.role {
-                    lightcone_agent::config::Role::Authority => "doublecircle",
-                    lightcone_agent::config::Role::Gateway => "box",
+                    lightcone_core::config::Role::Authority => "doublecircle",
+                    lightcone_core::config::Role::Gateway => "box",
                     _ => "circle",
                 };
                 s += &format!("  \"{}\" [shape={shape}];\n", n.name);

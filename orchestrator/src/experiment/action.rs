@@ -163,8 +163,8 @@ pub struct Load {
     /// overlay) to a random node outside the session's cell: across levels.
     pub message_fraction: f64,
     /// When the agent acknowledges a write (`durability: local | cell`, default `cell`: once
-    /// f + 1 cell members hold it; see `lightcone_agent::kv::Durability`).
-    pub durability: lightcone_agent::kv::Durability,
+    /// f + 1 cell members hold it; see `lightcone_core::kv::Durability`).
+    pub durability: lightcone_core::kv::Durability,
 }
 
 impl Default for Load {
@@ -175,7 +175,7 @@ impl Default for Load {
             until_ns: 0,
             write_fraction: 0.5,
             message_fraction: 0.0,
-            durability: lightcone_agent::kv::Durability::default(),
+            durability: lightcone_core::kv::Durability::default(),
         }
     }
 }

@@ -258,7 +258,7 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     Action::Clock { node: n, fault } => {
                         node(line, n)?;
                         let is_authority = topo.node_index(n).is_some_and(|i| {
-                            topo.nodes[i].role == lightcone_agent::config::Role::Authority
+                            topo.nodes[i].role == lightcone_core::config::Role::Authority
                         });
                         if matches!(fault.change(), ClockChange::ServeBias { .. }) && !is_authority
                         {

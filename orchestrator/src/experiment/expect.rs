@@ -26,7 +26,7 @@
 //!   `protocol_locality` are the same over one `class` of traffic: the workload (load data
 //!   and its replication: `Data` and `Kv` frames) or the protocol's own (membership,
 //!   routing, time, watch); `locality`'s detail shows both.
-//! - `causal_anomalies`: anomalies found by `lightcone_agent::causal::check` in the load's
+//! - `causal_anomalies`: anomalies found by `lightcone_core::causal::check` in the load's
 //!   history (client sessions are sticky to one node and start afresh after a failed op).
 //! - `pulsar_missed_nodes`: nodes whose missed pulsar fixes (`/state` `time`
 //!   `pulsar_missed_total`) rose over the run: a pulsar loss as the nodes saw it.
@@ -36,7 +36,7 @@
 //!   over it by a replica that had it). Nothing else counts as superseding it — not a later
 //!   write to the key (which may simply not have seen it). An acknowledged write without a
 //!   recorded dot cannot be checked and counts as lost. "Acknowledged" is the write's
-//!   durability level (`lightcone_agent::kv::Durability`): `cell` writes were held by f + 1
+//!   durability level (`lightcone_core::kv::Durability`): `cell` writes were held by f + 1
 //!   members when acknowledged, `local` ones only by their writer; the detail says how many
 //!   of each there were and were lost.
 //! - `timer_lateness_p99`: the 99th percentile of `lightcone_timer_lateness_seconds` over
@@ -70,7 +70,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lightcone_agent::causal::checker::{self, HistoryOp, OpKind, OpStatus};
+use lightcone_core::causal::checker::{self, HistoryOp, OpKind, OpStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::parse::units;
@@ -449,7 +449,7 @@ fn cell_of(addr: &str) -> &str {
 }
 
 /// The key under which node `a` (id `a_id`) keeps its route to node `b`, as the agent names
-/// it in `/state` (`node:7`, `cell:0.1.2`; [`routing::node_key`](lightcone_agent::routing::node_key)).
+/// it in `/state` (`node:7`, `cell:0.1.2`; [`routing::node_key`](lightcone_core::routing::node_key)).
 /// `None` when no route is expected: to itself, between authorities (a cell each, with no
 /// route to each other's cells), or for an unknown address.
 pub fn route_key(
@@ -459,15 +459,15 @@ pub fn route_key(
     b: &str,
     b_id: u32,
 ) -> Option<String> {
-    use lightcone_agent::config::HierAddr;
+    use lightcone_core::config::HierAddr;
     let addr = |n: &str| addrs.get(n).and_then(|x| x.parse::<HierAddr>().ok());
     let (my, xa) = (addr(a)?, addr(b)?);
     let authority = |h: &HierAddr| h.cluster == u16::MAX;
     if authority(&my) && authority(&xa) {
         return None;
     }
-    lightcone_agent::routing::node_key(&my, a_id, b_id, &xa)
-        .map(|d| lightcone_agent::node::dest_name(&d))
+    lightcone_core::routing::node_key(&my, a_id, b_id, &xa)
+        .map(|d| lightcone_core::view::dest_name(&d))
 }
 
 impl Recording {

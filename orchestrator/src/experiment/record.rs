@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lightcone_agent::causal::checker::HistoryOp;
-use lightcone_agent::causal::{Dot, DotContext};
+use lightcone_core::causal::checker::HistoryOp;
+use lightcone_core::causal::{Dot, DotContext};
 use serde::{Deserialize, Serialize};
 
 use crate::client::TimeState;

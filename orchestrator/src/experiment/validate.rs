@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use lightcone_agent::config::Role;
+use lightcone_core::config::Role;
 
 use crate::parse::yaml::{Node, Value};
 use crate::parse::{self, Diagnostics, LoadError};

@@ -10,7 +10,7 @@
 //! apart (the spec's cluster: seconds of RTT); tiles of a cell share their cell's position
 //! (a cell is sub-second, so cell links take their delay from `links.cell`, not from light).
 
-use lightcone_agent::config::{HierAddr, Role};
+use lightcone_core::config::{HierAddr, Role};
 
 use super::LinkLevel;
 

@@ -17,9 +17,9 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 pub use crate::parse::{Diagnostic, Diagnostics, LoadError};
-use lightcone_agent::config::{HierAddr, Role};
+use lightcone_core::config::{HierAddr, Role};
 
-use crate::link::LinkModel;
+use crate::link::model::LinkModel;
 
 /// Light-time for one astronomical unit, in seconds (IAU 2012: 149 597 870 700 m / c).
 pub const AU_LIGHT_SECONDS: f64 = 149_597_870_700.0 / 299_792_458.0;
@@ -38,6 +38,11 @@ pub const TIME_SCALE_MAX: f64 = 1e5;
 
 /// Prefix of every namespace a lab creates: `lc-<lab>-<node>`.
 pub const NETNS_PREFIX: &str = "lc-";
+
+/// Namespace of a node (the topology checks its length; the plan names it).
+pub fn netns_name(lab: &str, node: &str) -> String {
+    format!("{NETNS_PREFIX}{lab}_{node}")
+}
 
 /// Longest lab name: it is part of every namespace name and of paths under /run.
 pub const LAB_NAME_MAX: usize = 32;

@@ -4,15 +4,14 @@ use crate::parse::units;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use lightcone_agent::config::{HierAddr, Role};
+use lightcone_core::config::{HierAddr, Role};
 
 use super::generator::{Fabric, GenSpec, LayerGen};
 use super::{
     light_time_ns, Ipv4Pool, LinkLevel, LinkSpec, NodeSpec, Topology, MAX_NODES, NETNS_PREFIX,
     TIME_SCALE_MAX, TIME_SCALE_MIN,
 };
-use crate::link::model::{Chance, DelayDistribution, LossModel};
-use crate::link::LinkModel;
+use crate::link::model::{Chance, DelayDistribution, LinkModel, LossModel};
 use crate::parse::yaml::{Node, Pos, Value};
 use crate::parse::{did_you_mean, Diagnostics, Fields, Reader};
 
@@ -627,7 +626,7 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
                         r.d.error_help(k.pos, message, help);
                         continue;
                     }
-                    let netns = crate::plan::netns_name(&name, nname);
+                    let netns = super::netns_name(&name, nname);
                     if netns.len() > NETNS_NAME_MAX {
                         r.d.error_help(k.pos, format!("node name is too long: its namespace name would be {} bytes, the kernel holds at most {NETNS_NAME_MAX}", netns.len()), format!("shorten the node name to at most {} characters", NETNS_NAME_MAX - NETNS_PREFIX.len() - name.len() - 1));
                         continue;

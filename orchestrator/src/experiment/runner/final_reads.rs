@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lightcone_agent::causal::checker::{HistoryOp, OpKind, OpStatus};
-use lightcone_agent::causal::DotContext;
+use lightcone_core::causal::checker::{HistoryOp, OpKind, OpStatus};
+use lightcone_core::causal::DotContext;
 
 use super::super::record::FinalRead;
 use super::{cell_key, lab_err, RunError, Shared, STATUS_TIMEOUT};

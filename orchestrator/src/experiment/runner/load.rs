@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lightcone_agent::causal::checker::{HistoryOp, OpKind, OpStatus};
-use lightcone_agent::kv::Durability;
+use lightcone_core::causal::checker::{HistoryOp, OpKind, OpStatus};
+use lightcone_core::kv::Durability;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

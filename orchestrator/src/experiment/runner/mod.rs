@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lightcone_agent::causal::checker::HistoryOp;
+use lightcone_core::causal::checker::HistoryOp;
 use serde::Serialize;
 
 use super::expand::Planned;

@@ -72,7 +72,7 @@ pub(super) fn wait(
 }
 
 /// The destinations `node`'s routing table must hold, as the agent names them: the table
-/// key of every other node ([`routing::node_key`](lightcone_agent::routing::node_key)).
+/// key of every other node ([`routing::node_key`](lightcone_core::routing::node_key)).
 /// Authorities (cluster 65535, a cell each) have no route to each other's cells: that pair
 /// is left out.
 fn expected_routes(

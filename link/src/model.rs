@@ -68,3 +68,27 @@ pub struct LinkModel {
     /// Seed of the link's random decisions (derived from the lab seed when not given).
     pub seed: u64,
 }
+
+impl LinkModel {
+    /// The model of the link's other direction: the same, drawing from its own stream
+    /// (`seed` → [`link_seed`]`(seed, 1)`), so the two directions decide independently. The
+    /// wire engine and the simulator both build a link's `b → a` shaper from this.
+    pub fn reversed(&self) -> LinkModel {
+        LinkModel {
+            seed: link_seed(self.seed, 1),
+            ..self.clone()
+        }
+    }
+}
+
+/// Per-link seed derived from the lab seed (SplitMix64 of seed ⊕ index), so each link's
+/// random decisions are independent and reproducible.
+pub fn link_seed(lab_seed: u64, index: u64) -> u64 {
+    let mut z = lab_seed
+        ^ index
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(0x6A09_E667_F3BC_C909);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

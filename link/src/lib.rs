@@ -1,0 +1,12 @@
+//! One meaning of a link, for every engine that carries one: [`model::LinkModel`] (delay,
+//! jitter and its distribution, random or Gilbert–Elliott loss, duplication, corruption,
+//! reordering, rate and queue) and [`shaper::Shaper`], the sans-IO state machine of one
+//! link direction that turns the model into verdicts (lost, dropped, or delivered at which
+//! time). The orchestrator's wire engine drives it with the host's monotonic clock and
+//! AF_PACKET frames; the simulator (`lightcone-sim`) with its virtual clock and datagrams.
+//! Same model, same seed, same offers: same verdicts.
+//!
+//! No I/O: no sockets, clocks, threads or OS randomness (no tokio, nix, libc, pnet,
+//! rtnetlink; `tests/check-core-deps.sh`).
+pub mod model;
+pub mod shaper;

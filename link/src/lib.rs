@@ -4,9 +4,12 @@
 //! link direction that turns the model into verdicts (lost, dropped, or delivered at which
 //! time). The orchestrator's wire engine drives it with the host's monotonic clock and
 //! AF_PACKET frames; the simulator (`lightcone-sim`) with its virtual clock and datagrams.
-//! Same model, same seed, same offers: same verdicts.
+//! Same model, same seed, same offers: same verdicts. [`tally::Tally`] counts what a
+//! direction did (delivered, lost, duplicated, reordered, delay quantiles) the same way for
+//! every driver.
 //!
 //! No I/O: no sockets, clocks, threads or OS randomness (no tokio, nix, libc, pnet,
 //! rtnetlink; `tests/check-core-deps.sh`).
 pub mod model;
 pub mod shaper;
+pub mod tally;

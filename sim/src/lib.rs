@@ -30,6 +30,9 @@ use lightcone_core::time::Instant;
 use lightcone_core::wire::Auth;
 use lightcone_timing::{NodeClock, NodeClockConfig, PulsarArray, TimeMetrics};
 
+mod shaped;
+pub use shaped::LinkModelError;
+
 /// Most datagrams [`Sim::capture`] keeps.
 pub const MAX_CAPTURED: usize = 100_000;
 
@@ -194,6 +197,15 @@ enum Ev {
     Boot {
         node: u32,
     },
+    /// A copy a shaped link direction delivers (see `shaped.rs`): offer number `offer` of
+    /// its direction, sent at `sent`.
+    Shaped {
+        to: u32,
+        from: u32,
+        bytes: Vec<u8>,
+        offer: u64,
+        sent: Instant,
+    },
 }
 
 /// The harness. Node ids are indices into the topology's node list.
@@ -231,6 +243,8 @@ pub struct Sim {
     /// Clock configuration per node (`None`: no time layer) and the shared pulsar sky.
     clocks: Vec<Option<NodeClockConfig>>,
     sky: Arc<PulsarArray>,
+    /// Link directions carried by the lab's shaper (`shaped.rs`); the rest are plain.
+    shaped: BTreeMap<(u32, u32), shaped::ShapedLink>,
 }
 
 impl Sim {
@@ -307,6 +321,7 @@ impl Sim {
             captured: None,
             clocks,
             sky: Arc::new(lab_sky(seed)),
+            shaped: BTreeMap::new(),
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -433,11 +448,16 @@ impl Sim {
                 l.up = up;
             }
         }
+        self.set_shaped_up(&[(a, b), (b, a)], up);
     }
     /// Loss on every link, in parts per million.
     pub fn set_loss_all(&mut self, loss_ppm: u32) {
         for l in self.links.values_mut() {
             l.loss_ppm = loss_ppm;
+        }
+        let shaped: Vec<(u32, u32)> = self.shaped.keys().copied().collect();
+        for k in shaped {
+            self.set_shaped_loss(k, loss_ppm);
         }
     }
     /// Loss on the link between `a` and `b` (both directions), in parts per million.
@@ -446,6 +466,7 @@ impl Sim {
             if let Some(l) = self.links.get_mut(&k) {
                 l.loss_ppm = loss_ppm;
             }
+            self.set_shaped_loss(k, loss_ppm);
         }
     }
     /// Cuts (or restores) every link between `side` and the rest.
@@ -456,11 +477,12 @@ impl Sim {
             .copied()
             .filter(|(a, b)| side.contains(a) != side.contains(b))
             .collect();
-        for (a, b) in keys {
-            if let Some(l) = self.links.get_mut(&(a, b)) {
+        for (a, b) in &keys {
+            if let Some(l) = self.links.get_mut(&(*a, *b)) {
                 l.up = !cut;
             }
         }
+        self.set_shaped_up(&keys, !cut);
     }
 
     /// Gives node `i` a command now and returns its result (`None`: the node is down).
@@ -510,6 +532,10 @@ impl Sim {
             let Some(l) = self.links.get(&(i, t.to)) else {
                 continue;
             };
+            if self.is_shaped(i, t.to) {
+                self.offer_shaped(i, t.to, t.bytes, call, &mut position);
+                continue;
+            }
             if !l.up {
                 self.lost += 1;
                 continue;
@@ -592,6 +618,19 @@ impl Sim {
     }
 
     fn step(&mut self, order: u64, ev: Ev) {
+        let ev = match ev {
+            Ev::Shaped {
+                to,
+                from,
+                bytes,
+                offer,
+                sent,
+            } => {
+                self.shaped_arrived(from, to, bytes.len(), offer, sent);
+                Ev::Deliver { to, from, bytes }
+            }
+            ev => ev,
+        };
         let now = self.now;
         let mut out = self.outbox();
         let call = self.begin_call();
@@ -622,6 +661,7 @@ impl Sim {
                 );
                 to
             }
+            Ev::Shaped { .. } => unreachable!("a shaped copy is a Deliver by now"),
             Ev::Boot { node } => {
                 if self.nodes[node as usize].is_none() {
                     self.boot(node);

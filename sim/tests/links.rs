@@ -5,7 +5,8 @@
 //!   model and seed driven the way the wire engine drives it (offer at arrival, a heap of
 //!   copies by due time then arrival, release when sent, flush when cut), for one sequence
 //!   of frames — and differs when the wire-side model drops Gilbert–Elliott loss, jitter,
-//!   duplication or reordering, so the comparison sees each of them;
+//!   duplication, corruption or reordering, so the comparison sees each of them;
+//! - a corrupted copy reaches the node with its bit flipped and fails the node's checks;
 //! - a cell of 30 tiles whose links carry 1 % loss and light-time jitter runs membership
 //!   for 120 emulated seconds without a false death;
 //! - bad models and missing links are refused and change nothing; a cut discards what is
@@ -15,6 +16,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::time::Duration;
 
+use lightcone_core::counters::{Direction, Outcome};
 use lightcone_core::io::Event;
 use lightcone_core::time::Instant;
 use lightcone_core::wire::MemberState;
@@ -28,7 +30,8 @@ use rand_chacha::ChaCha8Rng;
 const MS: Duration = Duration::from_millis(1);
 
 /// A model exercising every part of the shaper: light-time delay, correlated
-/// paretonormal jitter, Gilbert–Elliott loss, duplication, reordering, a rate and a queue.
+/// paretonormal jitter, Gilbert–Elliott loss, duplication, corruption, reordering, a rate
+/// and a queue.
 fn rich_model(seed: u64) -> LinkModel {
     LinkModel {
         delay_ns: 20_000_000,
@@ -43,6 +46,10 @@ fn rich_model(seed: u64) -> LinkModel {
         },
         duplicate: Chance {
             probability: 0.03,
+            correlation: 0.0,
+        },
+        corrupt: Chance {
+            probability: 0.01,
             correlation: 0.0,
         },
         reorder: Chance {
@@ -160,7 +167,7 @@ fn describe(t: &Tally) -> String {
     let q = |p| t.delay_quantile_ns(p).map_or(0.0, |ns| ns as f64 / 1e6);
     format!(
         "offered {} delivered {} lost {} queue {} down {} duplicated {} reordered {} \
-         delay p1 {:.3} p50 {:.3} p99 {:.3} ms",
+         corrupted {} delay p1 {:.3} p50 {:.3} p99 {:.3} ms",
         t.offered,
         t.delivered,
         t.lost,
@@ -168,6 +175,7 @@ fn describe(t: &Tally) -> String {
         t.dropped_down,
         t.duplicated,
         t.reordered,
+        t.corrupted,
         q(0.01),
         q(0.5),
         q(0.99)
@@ -195,6 +203,7 @@ fn the_simulator_counts_a_shaped_link_as_the_wire_engine_drives_it() {
             "seed {seed}"
         );
         assert!(sim.duplicated > 100 && sim.reordered > 100, "seed {seed}");
+        assert!(sim.corrupted > 50, "seed {seed}");
         let (p1, p99) = (
             sim.delay_quantile_ns(0.01).unwrap(),
             sim.delay_quantile_ns(0.99).unwrap(),
@@ -223,6 +232,13 @@ fn the_simulator_counts_a_shaped_link_as_the_wire_engine_drives_it() {
                 "duplication",
                 LinkModel {
                     duplicate: Chance::default(),
+                    ..model.clone()
+                },
+            ),
+            (
+                "corruption",
+                LinkModel {
+                    corrupt: Chance::default(),
                     ..model.clone()
                 },
             ),
@@ -429,4 +445,41 @@ fn shaped_links_same_seed_same_trace() {
     let a = run(42);
     assert_eq!(a, run(42), "seed 42 twice");
     assert_ne!(a.0, run(43).0);
+}
+
+#[test]
+fn a_corrupted_copy_reaches_the_node_and_fails_its_checks() {
+    // Every frame 0 → 1 gets one bit flipped; 1 → 0 stays plain.
+    let topo = Topo::cell(2, 0, 2 * MS, 5);
+    // Both boot at 1 ms, after the link is shaped.
+    let mut sim = Sim::staggered(&topo, 5, test_params(), &[MS, MS]);
+    sim.set_link_model(
+        0,
+        1,
+        LinkModel {
+            delay_ns: 2_000_000,
+            corrupt: Chance {
+                probability: 1.0,
+                correlation: 0.0,
+            },
+            ..LinkModel::default()
+        },
+    )
+    .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    let t = sim.link_tally(0, 1).unwrap().clone();
+    let rx = |i: u32, o: Outcome| sim.node(i).unwrap().counters().get(Direction::Rx, o);
+    assert!(
+        t.delivered > 10 && t.corrupted == t.delivered,
+        "{}",
+        describe(&t)
+    );
+    assert_eq!(rx(1, Outcome::Received), t.delivered);
+    assert_eq!(rx(1, Outcome::Ok), 0, "a corrupted frame was accepted");
+    let plain = rx(0, Outcome::Ok);
+    eprintln!(
+        "0 → 1 (all corrupted): {}; 1 → 0 accepted at node 0: {plain}",
+        describe(&t)
+    );
+    assert!(plain > 0, "the plain direction carries");
 }

@@ -103,6 +103,11 @@ pub enum ModelError {
     /// A limit that would stop the link carrying anything.
     #[error("link model: `{field}` must be at least 1 (leave it unset for the default)")]
     Zero { field: &'static str },
+    /// A Gilbert–Elliott chain that, once bad, stays bad.
+    #[error(
+        "link model: `loss.r` of 0 would never leave the bad state (the mean burst length is 1/r)"
+    )]
+    NeverRecovers,
     /// A per-packet overhead beyond a frame's size either way.
     #[error("link model: `packet_overhead_bytes` must be between -1500 and 1500, got {0}")]
     Overhead(i32),
@@ -110,8 +115,9 @@ pub enum ModelError {
 
 impl LinkModel {
     /// Checks what the shaper assumes (the topology reader checks the same with positions
-    /// in the YAML): every probability and correlation in 0..=1, rate and queue limits at
-    /// least 1 when set, packet overhead within ±1500 bytes.
+    /// in the YAML): every probability and correlation in 0..=1, a Gilbert–Elliott `r`
+    /// above 0, rate and queue limits at least 1 when set, packet overhead within ±1500
+    /// bytes.
     pub fn validate(&self) -> Result<(), ModelError> {
         let unit = |field: &'static str, value: f64| {
             if (0.0..=1.0).contains(&value) {
@@ -138,6 +144,9 @@ impl LinkModel {
             } => {
                 unit("loss.p", p)?;
                 unit("loss.r", r)?;
+                if r == 0.0 {
+                    return Err(ModelError::NeverRecovers);
+                }
                 unit("loss.loss_bad", loss_bad)?;
                 unit("loss.loss_good", loss_good)?;
             }
@@ -206,6 +215,16 @@ mod tests {
             ..base()
         })
         .contains("`loss.r`"));
+        assert!(bad(LinkModel {
+            loss: LossModel::GilbertElliott {
+                p: 0.1,
+                r: 0.0,
+                loss_bad: 1.0,
+                loss_good: 0.0
+            },
+            ..base()
+        })
+        .contains("never leave the bad state"));
         assert!(bad(LinkModel {
             reorder: Chance {
                 probability: 0.5,

@@ -13,3 +13,20 @@
 pub mod model;
 pub mod shaper;
 pub mod tally;
+
+#[cfg(test)]
+mod tests {
+    use crate::shaper::Shaper;
+    use crate::tally::Tally;
+
+    /// What one shaped link direction costs in memory besides its queued frames and its
+    /// delay histogram: the twin holds millions of them.
+    #[test]
+    fn a_shaped_direction_costs_under_a_kilobyte() {
+        let shaper = std::mem::size_of::<Shaper>();
+        let tally = std::mem::size_of::<Tally>();
+        eprintln!("Shaper {shaper} B, Tally {tally} B (counts only: no heap)");
+        assert!(shaper + tally <= 1024, "{shaper} + {tally} bytes");
+        assert_eq!(Tally::counts_only().delay_buckets(), 0);
+    }
+}

@@ -13,9 +13,11 @@
 //! Log-linear buckets (HdrHistogram's layout): values below 256 ns exact, above that 128
 //! buckets per power of two, so a bucket is at most 1/128 (0.8 %) of its value wide. Only
 //! the buckets in use are stored (a `BTreeMap`), so a link whose delay hardly varies costs
-//! a few entries, and the memory per direction is bounded by the 64 × 128 possible buckets.
+//! a few entries, and the memory per direction is bounded by the 256 + 56 × 128 possible
+//! buckets.
 //! A quantile is the upper bound of the bucket holding that rank: never below the true
-//! value, at most 0.8 % above it.
+//! value, at most 0.8 % above it. A jittered link fills a few hundred buckets (kilobytes);
+//! [`Tally::counts_only`] keeps none, for simulations of millions of link directions.
 //!
 //! [`Shaper`]: crate::shaper::Shaper
 
@@ -27,7 +29,8 @@ use crate::shaper::{Drop, Verdict};
 const SUB_BITS: u32 = 7;
 
 /// Counters and delay histogram of one link direction (see the module doc).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `Tally::default()` keeps the histogram; [`Tally::counts_only`] does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tally {
     /// Frames offered to the shaper.
     pub offered: u64,
@@ -47,12 +50,39 @@ pub struct Tally {
     pub reordered: u64,
     /// Highest offer sequence number delivered so far (0: none).
     last_delivered_offer: u64,
-    /// Achieved delay, ns: bucket index → copies.
-    delays: BTreeMap<u32, u64>,
+    /// Achieved delay, ns: bucket index → copies (`None`: not kept).
+    delays: Option<BTreeMap<u32, u64>>,
     delay_sum_ns: u128,
 }
 
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            offered: 0,
+            lost: 0,
+            dropped_queue: 0,
+            dropped_down: 0,
+            duplicated: 0,
+            corrupted: 0,
+            delivered: 0,
+            reordered: 0,
+            last_delivered_offer: 0,
+            delays: Some(BTreeMap::new()),
+            delay_sum_ns: 0,
+        }
+    }
+}
+
 impl Tally {
+    /// A tally without the delay histogram (counts and the mean delay only): a few dozen
+    /// bytes, for simulations of millions of link directions. Its quantiles are `None`.
+    pub fn counts_only() -> Tally {
+        Tally {
+            delays: None,
+            ..Tally::default()
+        }
+    }
+
     /// Counts an offer and its verdict; returns the offer's sequence number (from 1), which
     /// each of its copies carries to [`Tally::deliver`].
     pub fn offer(&mut self, verdict: &Verdict) -> u64 {
@@ -77,7 +107,9 @@ impl Tally {
             self.reordered += 1;
         }
         self.last_delivered_offer = self.last_delivered_offer.max(offer);
-        *self.delays.entry(bucket(delay_ns)).or_default() += 1;
+        if let Some(d) = self.delays.as_mut() {
+            *d.entry(bucket(delay_ns)).or_default() += 1;
+        }
         self.delay_sum_ns += u128::from(delay_ns);
     }
 
@@ -87,20 +119,27 @@ impl Tally {
     }
 
     /// The `q` quantile (0..=1, nearest rank) of the achieved delay in ns: the upper bound
-    /// of its bucket. `None` before the first delivery.
+    /// of its bucket. `None` before the first delivery, or without a histogram.
     pub fn delay_quantile_ns(&self, q: f64) -> Option<u64> {
+        let delays = self.delays.as_ref()?;
         if self.delivered == 0 {
             return None;
         }
         let rank = ((q.clamp(0.0, 1.0) * self.delivered as f64).ceil() as u64).max(1);
         let mut seen = 0;
-        for (b, n) in &self.delays {
+        for (b, n) in delays {
             seen += n;
             if seen >= rank {
                 return Some(upper_bound(*b));
             }
         }
-        self.delays.keys().next_back().map(|b| upper_bound(*b))
+        delays.keys().next_back().map(|b| upper_bound(*b))
+    }
+
+    /// Delay histogram buckets in use (0 without a histogram): its memory is about 40
+    /// bytes each.
+    pub fn delay_buckets(&self) -> usize {
+        self.delays.as_ref().map_or(0, BTreeMap::len)
     }
 
     /// Mean achieved delay, ns (exact, not from the buckets).
@@ -199,5 +238,15 @@ mod tests {
         let p100 = t.delay_quantile_ns(1.0).unwrap();
         assert!((3_000..=3_024).contains(&p100), "max {p100}");
         assert!(t.delay_quantile_ns(0.0).unwrap() < 1_008);
+        assert_eq!(t.delay_buckets(), 3);
+        // Without the histogram: the same counts, the mean, no quantiles.
+        let mut c = Tally::counts_only();
+        let o = c.offer(&Verdict::Deliver {
+            first: d(10, None),
+            duplicate: None,
+        });
+        c.deliver(o, 1_000);
+        assert_eq!((c.delivered, c.delay_mean_ns()), (1, Some(1_000.0)));
+        assert_eq!((c.delay_quantile_ns(0.5), c.delay_buckets()), (None, 0));
     }
 }

@@ -244,7 +244,7 @@ pub struct Sim {
     clocks: Vec<Option<NodeClockConfig>>,
     sky: Arc<PulsarArray>,
     /// Link directions carried by the lab's shaper (`shaped.rs`); the rest are plain.
-    shaped: BTreeMap<(u32, u32), shaped::ShapedLink>,
+    shaped: shaped::Shaped,
 }
 
 impl Sim {
@@ -321,7 +321,7 @@ impl Sim {
             captured: None,
             clocks,
             sky: Arc::new(lab_sky(seed)),
-            shaped: BTreeMap::new(),
+            shaped: shaped::Shaped::default(),
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -455,10 +455,7 @@ impl Sim {
         for l in self.links.values_mut() {
             l.loss_ppm = loss_ppm;
         }
-        let shaped: Vec<(u32, u32)> = self.shaped.keys().copied().collect();
-        for k in shaped {
-            self.set_shaped_loss(k, loss_ppm);
-        }
+        self.set_shaped_loss_all(loss_ppm);
     }
     /// Loss on the link between `a` and `b` (both directions), in parts per million.
     pub fn set_loss(&mut self, a: u32, b: u32, loss_ppm: u32) {

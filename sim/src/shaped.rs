@@ -20,7 +20,7 @@
 //! stays until the simulation ends.
 
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lightcone_core::time::Instant;
 use lightcone_link::model::{link_seed, LinkModel, LossModel, ModelError};
@@ -53,9 +53,25 @@ impl std::error::Error for LinkModelError {}
 
 /// One shaped link direction: the lab's shaper and what it did.
 #[derive(Debug, Clone)]
-pub(crate) struct ShapedLink {
+struct ShapedLink {
     shaper: Shaper,
     tally: Tally,
+}
+
+/// The simulation's shaped directions, and whether their tallies keep delay histograms.
+#[derive(Debug, Clone)]
+pub(crate) struct Shaped {
+    links: BTreeMap<(u32, u32), ShapedLink>,
+    delay_histograms: bool,
+}
+
+impl Default for Shaped {
+    fn default() -> Self {
+        Shaped {
+            links: BTreeMap::new(),
+            delay_histograms: true,
+        }
+    }
 }
 
 impl Sim {
@@ -77,18 +93,19 @@ impl Sim {
         };
         model.validate().map_err(LinkModelError::Model)?;
         let up = link.up;
-        match self.shaped.get_mut(&(from, to)) {
+        match self.shaped.links.get_mut(&(from, to)) {
             Some(s) => s.shaper.set_model(model),
             None => {
                 let mut shaper = Shaper::new(model, 1.0);
                 shaper.set_up(up);
-                self.shaped.insert(
-                    (from, to),
-                    ShapedLink {
-                        shaper,
-                        tally: Tally::default(),
-                    },
-                );
+                let tally = if self.shaped.delay_histograms {
+                    Tally::default()
+                } else {
+                    Tally::counts_only()
+                };
+                self.shaped
+                    .links
+                    .insert((from, to), ShapedLink { shaper, tally });
             }
         }
         Ok(())
@@ -124,14 +141,21 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether directions shaped from now on keep a delay histogram in their tally (default
+    /// yes: quantiles; a jittered direction then holds a few kilobytes of buckets). A
+    /// simulation of millions of directions turns it off and keeps counts and mean delays.
+    pub fn set_link_delay_histograms(&mut self, on: bool) {
+        self.shaped.delay_histograms = on;
+    }
+
     /// The model of the shaped direction `from → to` (`None`: unshaped or no such link).
     pub fn link_model(&self, from: u32, to: u32) -> Option<&LinkModel> {
-        self.shaped.get(&(from, to)).map(|s| s.shaper.model())
+        self.shaped.links.get(&(from, to)).map(|s| s.shaper.model())
     }
 
     /// What the shaped direction `from → to` did so far (`None`: unshaped or no such link).
     pub fn link_tally(&self, from: u32, to: u32) -> Option<&Tally> {
-        self.shaped.get(&(from, to)).map(|s| &s.tally)
+        self.shaped.links.get(&(from, to)).map(|s| &s.tally)
     }
 
     /// Sends `bytes` over the direction `from → to` now, as if node `from` had (traffic of
@@ -149,7 +173,7 @@ impl Sim {
 
     /// Whether `from → to` is shaped (then [`Sim::offer_shaped`] carries its datagrams).
     pub(crate) fn is_shaped(&self, from: u32, to: u32) -> bool {
-        self.shaped.contains_key(&(from, to))
+        self.shaped.links.contains_key(&(from, to))
     }
 
     /// Offers a datagram of call `call` to the shaped direction `from → to` and queues each
@@ -163,7 +187,7 @@ impl Sim {
         position: &mut u64,
     ) {
         let now = self.now;
-        let Some(s) = self.shaped.get_mut(&(from, to)) else {
+        let Some(s) = self.shaped.links.get_mut(&(from, to)) else {
             return;
         };
         let verdict = s.shaper.offer(now.as_nanos(), bytes.len());
@@ -205,7 +229,7 @@ impl Sim {
         sent: Instant,
     ) {
         let now = self.now;
-        if let Some(s) = self.shaped.get_mut(&(from, to)) {
+        if let Some(s) = self.shaped.links.get_mut(&(from, to)) {
             s.shaper.release(len);
             s.tally
                 .deliver(offer, now.saturating_since(sent).as_nanos() as u64);
@@ -217,7 +241,7 @@ impl Sim {
     pub(crate) fn set_shaped_up(&mut self, keys: &[(u32, u32)], up: bool) {
         let mut cut = BTreeSet::new();
         for k in keys {
-            if let Some(s) = self.shaped.get_mut(k) {
+            if let Some(s) = self.shaped.links.get_mut(k) {
                 s.shaper.set_up(up);
                 if !up {
                     cut.insert(*k);
@@ -234,7 +258,7 @@ impl Sim {
                 Ev::Shaped {
                     from, to, bytes, ..
                 } if cut.contains(&(*from, *to)) => {
-                    if let Some(s) = self.shaped.get_mut(&(*from, *to)) {
+                    if let Some(s) = self.shaped.links.get_mut(&(*from, *to)) {
                         s.shaper.release(bytes.len());
                         s.tally.flush(1);
                     }
@@ -246,10 +270,18 @@ impl Sim {
         self.queue = keep.into();
     }
 
+    /// `set_loss_all` on the shaped directions.
+    pub(crate) fn set_shaped_loss_all(&mut self, loss_ppm: u32) {
+        let keys: Vec<(u32, u32)> = self.shaped.links.keys().copied().collect();
+        for k in keys {
+            self.set_shaped_loss(k, loss_ppm);
+        }
+    }
+
     /// `set_loss` on a shaped direction: its model's loss becomes random loss of
     /// `loss_ppm` parts per million (uncorrelated), as a diff.
     pub(crate) fn set_shaped_loss(&mut self, key: (u32, u32), loss_ppm: u32) {
-        if let Some(s) = self.shaped.get_mut(&key) {
+        if let Some(s) = self.shaped.links.get_mut(&key) {
             let mut m = s.shaper.model().clone();
             m.loss = if loss_ppm == 0 {
                 LossModel::None

@@ -483,3 +483,34 @@ fn a_corrupted_copy_reaches_the_node_and_fails_its_checks() {
     );
     assert!(plain > 0, "the plain direction carries");
 }
+
+#[test]
+fn without_delay_histograms_the_counts_stay_and_the_quantiles_go() {
+    let ops = schedule(5, 2_000);
+    let full = drive_in_sim(rich_model(5), &ops);
+    let topo = Topo::cell(2, 0, 20 * MS, 1);
+    let mut sim = Sim::new(&topo, 1, test_params());
+    sim.crash(0);
+    sim.crash(1);
+    sim.set_link_delay_histograms(false);
+    sim.set_link_model(0, 1, rich_model(5)).unwrap();
+    for &(t, op) in &ops {
+        sim.run_until(Instant::from_nanos(t));
+        match op {
+            Op::Frame(len) => sim.send_over(0, 1, vec![0xa5; len]),
+            Op::Up(up) => sim.set_link(0, 1, up),
+        }
+    }
+    sim.run_for(Duration::from_secs(60));
+    let lean = sim.link_tally(0, 1).unwrap();
+    assert!(full.delay_buckets() > 50, "{}", full.delay_buckets());
+    assert_eq!(
+        (lean.delay_buckets(), lean.delay_quantile_ns(0.5)),
+        (0, None)
+    );
+    assert_eq!(
+        (lean.offered, lean.delivered, lean.lost, lean.reordered),
+        (full.offered, full.delivered, full.lost, full.reordered)
+    );
+    assert_eq!(lean.delay_mean_ns(), full.delay_mean_ns());
+}

@@ -111,6 +111,24 @@ impl Sim {
         Ok(())
     }
 
+    /// Shapes both directions of the link `a`–`b` the way the wire engine does for a lab's
+    /// link: `a → b` with `model`, `b → a` with [`LinkModel::reversed`] (the same model on
+    /// its own random stream). Give it a plan's link (`a`, `b`, `model`) and the link means
+    /// here what it means in the lab.
+    ///
+    /// # Errors
+    /// [`LinkModelError`] if there is no such link or the model is invalid; nothing changed.
+    pub fn shape_link(&mut self, a: u32, b: u32, model: &LinkModel) -> Result<(), LinkModelError> {
+        for (from, to) in [(a, b), (b, a)] {
+            if !self.links.contains_key(&(from, to)) {
+                return Err(LinkModelError::NoSuchLink { from, to });
+            }
+        }
+        model.validate().map_err(LinkModelError::Model)?;
+        self.set_link_model(b, a, model.reversed())?;
+        self.set_link_model(a, b, model.clone())
+    }
+
     /// Shapes every link with `template`, keeping each link's own delay (its light-time)
     /// as `delay_ns`. Seeds follow the lab's rule: the `k`-th link (in order of its node
     /// pair, lower id first) gets [`link_seed`]`(seed, k)` from the simulation's seed for
@@ -134,9 +152,7 @@ impl Sim {
                 seed: link_seed(self.seed, k as u64),
                 ..template.clone()
             };
-            let back = model.reversed();
-            self.set_link_model(a, b, model)?;
-            self.set_link_model(b, a, back)?;
+            self.shape_link(a, b, &model)?;
         }
         Ok(())
     }

@@ -377,6 +377,20 @@ fn bad_models_and_missing_links_are_refused_and_change_nothing() {
             "{a}→{b} was shaped by a refused call"
         );
     }
+    // Both directions of a link: a missing one, or a bad model, and neither is shaped.
+    assert_eq!(
+        sim.shape_link(0, 9, &LinkModel::default()),
+        Err(LinkModelError::NoSuchLink { from: 0, to: 9 })
+    );
+    assert!(sim.link_model(0, 1).is_none());
+    let lab_link = LinkModel {
+        delay_ns: 4_000_000,
+        seed: 77,
+        ..LinkModel::default()
+    };
+    sim.shape_link(1, 2, &lab_link).unwrap();
+    assert_eq!(sim.link_model(1, 2), Some(&lab_link));
+    assert_eq!(sim.link_model(2, 1), Some(&lab_link.reversed()));
     // A refused change on a shaped direction keeps its model.
     let good = LinkModel {
         delay_ns: 3_000_000,

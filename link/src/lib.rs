@@ -6,10 +6,12 @@
 //! AF_PACKET frames; the simulator (`lightcone-sim`) with its virtual clock and datagrams.
 //! Same model, same seed, same offers: same verdicts. [`tally::Tally`] counts what a
 //! direction did (delivered, lost, duplicated, reordered, delay quantiles) the same way for
-//! every driver.
+//! every driver. [`frame`] says what a datagram is on a lab's link (its frame length,
+//! what a flipped bit does) for drivers that carry datagrams.
 //!
 //! No I/O: no sockets, clocks, threads or OS randomness (no tokio, nix, libc, pnet,
 //! rtnetlink; `tests/check-core-deps.sh`).
+pub mod frame;
 pub mod model;
 pub mod shaper;
 pub mod tally;

@@ -198,13 +198,15 @@ enum Ev {
         node: u32,
     },
     /// A copy a shaped link direction delivers (see `shaped.rs`): offer number `offer` of
-    /// its direction, sent at `sent`.
+    /// its direction, sent at `sent`; `discard`: corrupted where the receiving host's
+    /// checks drop it.
     Shaped {
         to: u32,
         from: u32,
         bytes: Vec<u8>,
         offer: u64,
         sent: Instant,
+        discard: bool,
     },
 }
 
@@ -622,8 +624,13 @@ impl Sim {
                 bytes,
                 offer,
                 sent,
+                discard,
             } => {
                 self.shaped_arrived(from, to, bytes.len(), offer, sent);
+                if discard {
+                    self.lost += 1;
+                    return;
+                }
                 Ev::Deliver { to, from, bytes }
             }
             ev => ev,

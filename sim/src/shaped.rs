@@ -5,13 +5,17 @@
 //!
 //! The simulator drives the shaper as the wire engine does, with virtual time for real
 //! time (time scale 1: the simulator's nanoseconds are emulated nanoseconds): each datagram
-//! a node sends over a shaped direction is offered at `now`; every copy the shaper delivers
-//! is queued at its delivery time, behind the events already queued for that instant (the
-//! wire engine's heap orders by time, then arrival); when it comes due it is released from
-//! the shaper's queue, counted in the direction's [`Tally`] and handed to the node as an
-//! ordinary datagram (a corrupted copy has its bit flipped, and the node's signature check
-//! refuses it). Taking a shaped direction down discards the copies on it, as the wire
-//! engine's flush does. Every random decision comes from the shaper's ChaCha8 stream,
+//! a node sends over a shaped direction is offered at `now` as the frame that would carry
+//! it in a lab ([`udp_frame_len`]: 42 bytes of Ethernet, IPv4 and UDP headers, which rate
+//! and byte limits count); every copy the shaper delivers is queued at its delivery time,
+//! behind the events already queued for that instant (the wire engine's heap orders by
+//! time, then arrival); when it comes due it is released from the shaper's queue, counted
+//! in the direction's [`Tally`] and handed to the node as an ordinary datagram. A corrupted
+//! copy does what it does in a lab ([`corruption_of`]): a flipped source-MAC bit goes
+//! unnoticed and the datagram arrives intact; any other bit fails the receiving host's
+//! checks and the datagram never reaches the node (counted lost; the node's own checks
+//! against damaged bytes are exercised with [`Sim::inject`]). Taking a shaped direction
+//! down discards the copies on it, as the wire engine's flush does. Every random decision comes from the shaper's ChaCha8 stream,
 //! seeded from the model (which [`Sim::set_link_model_all`] derives from the simulation's
 //! seed), never from the simulator's own generator: unshaped links, and so the golden trace
 //! hashes, draw exactly as before.
@@ -23,6 +27,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 use lightcone_core::time::Instant;
+use lightcone_link::frame::{corruption_of, udp_frame_len, Corruption};
 use lightcone_link::model::{link_seed, LinkModel, LossModel, ModelError};
 use lightcone_link::shaper::{Shaper, Verdict};
 use lightcone_link::tally::Tally;
@@ -206,19 +211,16 @@ impl Sim {
         let Some(s) = self.shaped.links.get_mut(&(from, to)) else {
             return;
         };
-        let verdict = s.shaper.offer(now.as_nanos(), bytes.len());
+        let verdict = s.shaper.offer(now.as_nanos(), udp_frame_len(bytes.len()));
         let offer = s.tally.offer(&verdict);
         let Verdict::Deliver { first, duplicate } = verdict else {
             self.lost += 1;
             return;
         };
         for copy in std::iter::once(first).chain(duplicate) {
-            let mut b = bytes.clone();
-            if let Some(bit) = copy.corrupt_bit {
-                if let Some(byte) = b.get_mut(bit / 8) {
-                    *byte ^= 0x80 >> (bit % 8);
-                }
-            }
+            let discard = copy
+                .corrupt_bit
+                .is_some_and(|bit| corruption_of(bit) == Corruption::Dropped);
             *position += 1;
             self.queue.push(Reverse((
                 Instant::from_nanos(copy.at_real_ns),
@@ -227,15 +229,17 @@ impl Sim {
                 Ev::Shaped {
                     to,
                     from,
-                    bytes: b,
+                    bytes: bytes.clone(),
                     offer,
                     sent: now,
+                    discard,
                 },
             )));
         }
     }
 
-    /// A shaped copy left the far end: free its queue space and count it.
+    /// A shaped copy of a `len`-byte datagram left the far end: free its queue space and
+    /// count it.
     pub(crate) fn shaped_arrived(
         &mut self,
         from: u32,
@@ -246,7 +250,7 @@ impl Sim {
     ) {
         let now = self.now;
         if let Some(s) = self.shaped.links.get_mut(&(from, to)) {
-            s.shaper.release(len);
+            s.shaper.release(udp_frame_len(len));
             s.tally
                 .deliver(offer, now.saturating_since(sent).as_nanos() as u64);
         }
@@ -275,7 +279,7 @@ impl Sim {
                     from, to, bytes, ..
                 } if cut.contains(&(*from, *to)) => {
                     if let Some(s) = self.shaped.links.get_mut(&(*from, *to)) {
-                        s.shaper.release(bytes.len());
+                        s.shaper.release(udp_frame_len(bytes.len()));
                         s.tally.flush(1);
                     }
                     self.lost += 1;

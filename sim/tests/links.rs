@@ -6,7 +6,8 @@
 //!   copies by due time then arrival, release when sent, flush when cut), for one sequence
 //!   of frames — and differs when the wire-side model drops Gilbert–Elliott loss, jitter,
 //!   duplication, corruption or reordering, so the comparison sees each of them;
-//! - a corrupted copy reaches the node with its bit flipped and fails the node's checks;
+//! - a corrupted copy fares as in a lab: the receiving host drops it unless the flipped bit
+//!   is in the source MAC, so the node never sees damaged bytes;
 //! - a cell of 30 tiles whose links carry 1 % loss and light-time jitter runs membership
 //!   for 120 emulated seconds without a false death;
 //! - bad models and missing links are refused and change nothing; a cut discards what is

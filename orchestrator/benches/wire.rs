@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lightcone::link::model::LinkModel;
 use lightcone::link::wire::{
     enable_rx_timestamps, monotonic_ns, realtime_ns, recv_stamped, WireEngine,
 };
+use lightcone_link::model::LinkModel;
 use wire_lab::{Lab, IP_A, IP_B};
 
 const BLAST: Duration = Duration::from_secs(1);

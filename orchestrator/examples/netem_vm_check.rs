@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use lightcone::kernel::netlink::{add_address, create_veth, handle_in, ifindex, set_up};
 use lightcone::kernel::netns::Netns;
-use lightcone::link::model::{Chance, DelayDistribution, LinkModel, LossModel};
 use lightcone::link::netem;
+use lightcone_link::model::{Chance, DelayDistribution, LinkModel, LossModel};
 
 const NS_A: &str = "lcvm-netem-a";
 const NS_B: &str = "lcvm-netem-b";

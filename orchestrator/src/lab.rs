@@ -17,10 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::agents::{AgentState, Agents};
 use crate::link::engine::{EngineChoice, LinkEngine};
-use crate::link::model::LossModel;
-use crate::link::LinkModel;
 use crate::plan::Plan;
 use crate::state::{LabDir, Ledger};
+use lightcone_link::model::{LinkModel, LossModel};
 
 /// Runtime state of one link.
 #[derive(Debug, Clone, Serialize, Deserialize)]

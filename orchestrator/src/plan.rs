@@ -24,8 +24,8 @@ use lightcone_core::config::{
 };
 use serde::Serialize;
 
-use crate::link::model::LinkModel;
 use crate::topology::{LinkLevel, Topology, NETNS_PREFIX};
+use lightcone_link::model::LinkModel;
 
 /// Longest interface name the kernel holds (IFNAMSIZ − 1).
 pub const IFNAME_MAX: usize = 15;

@@ -11,8 +11,8 @@
 
 use std::path::PathBuf;
 
-use lightcone::link::model::{Chance, DelayDistribution, LinkModel, LossModel};
 use lightcone::link::netem::{encode_options, replace_request};
+use lightcone_link::model::{Chance, DelayDistribution, LinkModel, LossModel};
 
 const TCA_NETEM_PRNG_SEED: u16 = 14;
 const MS: u64 = 1_000_000;

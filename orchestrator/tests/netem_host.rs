@@ -8,8 +8,8 @@
 //! apply → stats → re-apply → remove runs; on one without (our CI host) `apply` must fail
 //! with `NotSupported` and change nothing.
 
-use lightcone::link::model::{LinkModel, LossModel};
 use lightcone::link::netem::{self, NetemError};
+use lightcone_link::model::{LinkModel, LossModel};
 
 fn in_throwaway_netns<T: Send + 'static>(
     f: impl FnOnce(rtnetlink::Handle) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>

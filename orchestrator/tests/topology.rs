@@ -450,3 +450,25 @@ fn agent_configs_hold_no_secret_key() {
         "the plan holds keys: {plan_json}"
     );
 }
+
+/// The reader and `LinkModel::validate` (what the simulator checks before shaping a link)
+/// agree: every model the reader makes, shipped or at the edges of what it accepts,
+/// validates, so a lab's links can be carried into the simulator unchanged.
+#[test]
+fn every_link_model_the_reader_makes_validates() {
+    for name in ["quickstart", "cell", "backbone", "mercury-testbed"] {
+        let path = topologies_dir().join(format!("{name}.yaml"));
+        let topo = topology::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for l in &topo.links {
+            l.model
+                .validate()
+                .unwrap_or_else(|e| panic!("{name}: link {}–{}: {e}", l.a, l.b));
+            l.model.reversed().validate().unwrap();
+        }
+    }
+    let src = "name: x\nnodes: {a: {}, b: {}, c: {}}\nlinks:\n  - endpoints: [a, b]\n    delay: 1ms\n    jitter: 1ms\n    jitter_correlation: 100%\n    distribution: paretonormal\n    loss: {model: gilbert_elliott, p: 100%, r: 0.01%, loss_bad: 100%, loss_good: 0%}\n    duplicate: 100%\n    duplicate_correlation: 100%\n    corrupt: 0%\n    reorder: 100%\n    reorder_gap: 1\n    rate: 8bit\n    packet_overhead: -1500\n    queue_limit: 1\n    queue_limit_bytes: 1B\n  - endpoints: [b, c]\n    loss: {model: random, probability: 100%, correlation: 100%}\n    packet_overhead: 1500\n";
+    let t = topology::parse_str(src, "t.yaml").unwrap();
+    for l in &t.links {
+        l.model.validate().unwrap();
+    }
+}

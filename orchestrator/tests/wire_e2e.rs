@@ -6,9 +6,9 @@ mod wire_lab;
 
 use std::time::{Duration, Instant};
 
-use lightcone::link::model::{DelayDistribution, LinkModel, LossModel};
 use lightcone::link::probe::{probe, ProbeOptions, ProbeReport};
 use lightcone::link::wire::{Direction, WireEngine, WireMetrics};
+use lightcone_link::model::{DelayDistribution, LinkModel, LossModel};
 use wire_lab::{Lab, IP_A, IP_B};
 
 const MS: u64 = 1_000_000;
@@ -357,7 +357,7 @@ fn corrupted_frames_fail_the_receivers_checks() {
     let lab = Lab::through_wire("cr");
     let engine = WireEngine::start(1.0).expect("engine");
     let corrupt_all = LinkModel {
-        corrupt: lightcone::link::model::Chance {
+        corrupt: lightcone_link::model::Chance {
             probability: 1.0,
             correlation: 0.0,
         },

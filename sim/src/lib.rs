@@ -30,6 +30,9 @@ use lightcone_core::time::Instant;
 use lightcone_core::wire::Auth;
 use lightcone_timing::{NodeClock, NodeClockConfig, PulsarArray, TimeMetrics};
 
+mod shaped;
+pub use shaped::LinkModelError;
+
 /// Most datagrams [`Sim::capture`] keeps.
 pub const MAX_CAPTURED: usize = 100_000;
 
@@ -194,6 +197,17 @@ enum Ev {
     Boot {
         node: u32,
     },
+    /// A copy a shaped link direction delivers (see `shaped.rs`): offer number `offer` of
+    /// its direction, sent at `sent`; `discard`: corrupted where the receiving host's
+    /// checks drop it.
+    Shaped {
+        to: u32,
+        from: u32,
+        bytes: Vec<u8>,
+        offer: u64,
+        sent: Instant,
+        discard: bool,
+    },
 }
 
 /// The harness. Node ids are indices into the topology's node list.
@@ -231,6 +245,8 @@ pub struct Sim {
     /// Clock configuration per node (`None`: no time layer) and the shared pulsar sky.
     clocks: Vec<Option<NodeClockConfig>>,
     sky: Arc<PulsarArray>,
+    /// Link directions carried by the lab's shaper (`shaped.rs`); the rest are plain.
+    shaped: shaped::Shaped,
 }
 
 impl Sim {
@@ -307,6 +323,7 @@ impl Sim {
             captured: None,
             clocks,
             sky: Arc::new(lab_sky(seed)),
+            shaped: shaped::Shaped::default(),
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -433,12 +450,14 @@ impl Sim {
                 l.up = up;
             }
         }
+        self.set_shaped_up(&[(a, b), (b, a)], up);
     }
     /// Loss on every link, in parts per million.
     pub fn set_loss_all(&mut self, loss_ppm: u32) {
         for l in self.links.values_mut() {
             l.loss_ppm = loss_ppm;
         }
+        self.set_shaped_loss_all(loss_ppm);
     }
     /// Loss on the link between `a` and `b` (both directions), in parts per million.
     pub fn set_loss(&mut self, a: u32, b: u32, loss_ppm: u32) {
@@ -446,6 +465,7 @@ impl Sim {
             if let Some(l) = self.links.get_mut(&k) {
                 l.loss_ppm = loss_ppm;
             }
+            self.set_shaped_loss(k, loss_ppm);
         }
     }
     /// Cuts (or restores) every link between `side` and the rest.
@@ -456,11 +476,12 @@ impl Sim {
             .copied()
             .filter(|(a, b)| side.contains(a) != side.contains(b))
             .collect();
-        for (a, b) in keys {
-            if let Some(l) = self.links.get_mut(&(a, b)) {
+        for (a, b) in &keys {
+            if let Some(l) = self.links.get_mut(&(*a, *b)) {
                 l.up = !cut;
             }
         }
+        self.set_shaped_up(&keys, !cut);
     }
 
     /// Gives node `i` a command now and returns its result (`None`: the node is down).
@@ -510,6 +531,10 @@ impl Sim {
             let Some(l) = self.links.get(&(i, t.to)) else {
                 continue;
             };
+            if self.is_shaped(i, t.to) {
+                self.offer_shaped(i, t.to, t.bytes, call, &mut position);
+                continue;
+            }
             if !l.up {
                 self.lost += 1;
                 continue;
@@ -592,6 +617,24 @@ impl Sim {
     }
 
     fn step(&mut self, order: u64, ev: Ev) {
+        let ev = match ev {
+            Ev::Shaped {
+                to,
+                from,
+                bytes,
+                offer,
+                sent,
+                discard,
+            } => {
+                self.shaped_arrived(from, to, bytes.len(), offer, sent);
+                if discard {
+                    self.lost += 1;
+                    return;
+                }
+                Ev::Deliver { to, from, bytes }
+            }
+            ev => ev,
+        };
         let now = self.now;
         let mut out = self.outbox();
         let call = self.begin_call();
@@ -622,6 +665,7 @@ impl Sim {
                 );
                 to
             }
+            Ev::Shaped { .. } => unreachable!("a shaped copy is a Deliver by now"),
             Ev::Boot { node } => {
                 if self.nodes[node as usize].is_none() {
                     self.boot(node);

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 /// The crates whose `src/` is checked, from the workspace root.
 const CRATES: &[&str] = &[
     "core/src",
+    "link/src",
     "sim/src",
     "node-agent/src",
     "timing/src",

@@ -2,8 +2,8 @@
 
 use anyhow::anyhow;
 use lightcone::lab::{LinkChange, LinkRuntime};
-use lightcone::link::model::{LinkModel, LossModel};
 use lightcone::parse::units;
+use lightcone_link::model::{LinkModel, LossModel};
 
 use super::{client_failure, invalid, pick_lab, supervisor_of, Failure};
 use crate::{LinkCmd, LinkEnds, LinkParams};

@@ -485,7 +485,7 @@ impl Reader {
                     corrupt: s("corrupt"),
                     reorder: s("reorder"),
                 };
-                let mut probe = crate::link::LinkModel::default();
+                let mut probe = lightcone_link::model::LinkModel::default();
                 if let Err(e) = change.apply_to(&mut probe) {
                     self.d.error(v.pos, format!("link_set: {e}"));
                     return None;

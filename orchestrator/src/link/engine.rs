@@ -38,12 +38,12 @@ use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{self, NetemSample};
-use super::model::LinkModel;
 use super::netem::{self, NetemError};
 use super::stats::{Direction, LinkStats};
 use super::wire::{PortSpec, WireEngine, WireError, WireMetrics};
 use crate::kernel::{self, KernelError, Netns};
 use crate::plan::{Endpoint, Plan};
+use lightcone_link::model::LinkModel;
 
 /// Which link engine carries the lab's links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -154,10 +154,11 @@ impl LinkEngine {
         for l in &plan.links {
             // The reverse direction gets its own seed on the wire engine, so the two
             // directions draw independently (netem has no seed of ours).
-            let mut back = l.model.clone();
-            if matches!(engine, LinkEngine::Wire(_)) {
-                back.seed = crate::topology::link_seed(l.model.seed, 1);
-            }
+            let back = if matches!(engine, LinkEngine::Wire(_)) {
+                l.model.reversed()
+            } else {
+                l.model.clone()
+            };
             engine.add_link(l.index, &l.model, &back).await?;
         }
         Ok(engine)

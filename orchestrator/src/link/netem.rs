@@ -60,7 +60,7 @@ use netlink_packet_core::{
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption, TcStats2};
 use netlink_packet_route::RouteNetlinkMessage;
 
-use super::model::{LinkModel, LossModel};
+use lightcone_link::model::{LinkModel, LossModel};
 
 #[path = "netem_dist.rs"]
 pub mod dist;
@@ -871,8 +871,8 @@ fn module_hints() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{Chance, DelayDistribution};
     use super::*;
+    use lightcone_link::model::{Chance, DelayDistribution};
 
     fn attrs(opts: &[u8]) -> Vec<(u16, Vec<u8>)> {
         let mut out = Vec::new();

@@ -30,7 +30,7 @@
 
 use std::sync::OnceLock;
 
-use crate::link::model::DelayDistribution;
+use lightcone_link::model::DelayDistribution;
 
 /// Entries per table, as shipped by iproute2 (the kernel accepts up to 16384).
 pub const DIST_TABLE_LEN: usize = 4096;

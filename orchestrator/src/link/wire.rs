@@ -27,11 +27,11 @@
 //! time as long as it wakes before the frame is due.
 //!
 //! # Limits
-//! Memory is bounded by the shapers' queue caps ([`super::shaper::HARD_CAP_BYTES`] per
-//! direction) plus one 64 KiB receive buffer; frames larger than that are dropped and
-//! counted as `dropped_queue`. A frame the kernel refuses to send is counted in
-//! `tx_errors`. Taking a link down discards what is on it (a cut fibre loses its light);
-//! those frames count as `dropped_down`.
+//! Memory is bounded by the shapers' queue caps
+//! ([`lightcone_link::shaper::HARD_CAP_BYTES`] per direction) plus one 64 KiB receive
+//! buffer; frames larger than that are dropped and counted as `dropped_queue`. A frame the
+//! kernel refuses to send is counted in `tx_errors`. Taking a link down discards what is on
+//! it (a cut fibre loses its light); those frames count as `dropped_down`.
 //!
 //! # Measured
 //! Per link and direction: frames forwarded and dropped by reason, queue depth, and the
@@ -58,12 +58,12 @@ use std::thread::JoinHandle;
 use prometheus::{Gauge, Histogram, IntCounter, IntGauge, Registry};
 
 use super::metrics::LinkSeries;
-use super::model::LinkModel;
-use super::shaper::{Drop as DropReason, Shaper, Verdict};
 /// The engines' shared stats vocabulary, re-exported where the wire engine's callers
 /// have always found it.
 pub use super::stats::{Direction, LinkStats, DELAY_BUCKETS_S};
 use crate::kernel::{KernelError, Netns};
+use lightcone_link::model::LinkModel;
+use lightcone_link::shaper::{Drop as DropReason, Shaper, Verdict};
 
 /// Wake this long before a frame is due and spin the rest (timer wake-up latency).
 pub const EARLY_WAKE_NS: u64 = 20_000;

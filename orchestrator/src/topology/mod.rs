@@ -10,8 +10,6 @@
 
 pub mod generator;
 mod read;
-/// The parsing toolkit's modules, where they were before it had its own room.
-pub use read::link_seed;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -19,7 +17,7 @@ use std::path::Path;
 pub use crate::parse::{Diagnostic, Diagnostics, LoadError};
 use lightcone_core::config::{HierAddr, Role};
 
-use crate::link::model::LinkModel;
+use lightcone_link::model::LinkModel;
 
 /// Light-time for one astronomical unit, in seconds (IAU 2012: 149 597 870 700 m / c).
 pub const AU_LIGHT_SECONDS: f64 = 149_597_870_700.0 / 299_792_458.0;

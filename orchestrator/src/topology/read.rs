@@ -11,9 +11,9 @@ use super::{
     light_time_ns, Ipv4Pool, LinkLevel, LinkSpec, NodeSpec, Topology, MAX_NODES, NETNS_PREFIX,
     TIME_SCALE_MAX, TIME_SCALE_MIN,
 };
-use crate::link::model::{Chance, DelayDistribution, LinkModel, LossModel};
 use crate::parse::yaml::{Node, Pos, Value};
 use crate::parse::{did_you_mean, Diagnostics, Fields, Reader};
+use lightcone_link::model::{link_seed, Chance, DelayDistribution, LinkModel, LossModel};
 
 const TOP_FIELDS: &[&str] = &[
     "name",
@@ -991,18 +991,6 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
     } else {
         Err(r.d)
     }
-}
-
-/// Per-link seed derived from the lab seed (SplitMix64 of seed ⊕ index), so each link's
-/// random decisions are independent and reproducible.
-pub fn link_seed(lab_seed: u64, index: u64) -> u64 {
-    let mut z = lab_seed
-        ^ index
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(0x6A09_E667_F3BC_C909);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! decide whether it is lost, dropped for lack of queue space, dropped because the link is
 //! down, or delivered at which real time (maybe twice, maybe with one bit flipped).
 //!
-//! The wire engine ([`super::wire`]) is the only I/O caller; tests drive it directly. The
+//! Two callers drive it: the orchestrator's wire engine (real time, AF_PACKET frames) and the
+//! simulator (`lightcone-sim`, virtual time, datagrams); tests drive it directly. The
 //! shaper never reads a clock or OS randomness: time is an argument and every random
 //! decision comes from a ChaCha8 stream seeded with [`LinkModel::seed`], so one seed and
 //! one sequence of `offer` calls give one sequence of verdicts.
@@ -67,7 +68,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use super::model::{Chance, DelayDistribution, LinkModel, LossModel};
+use crate::model::{Chance, DelayDistribution, LinkModel, LossModel};
 
 /// At most this many frames queued per direction, whatever the model asks for.
 pub const HARD_CAP_PACKETS: u32 = 1 << 18;

@@ -203,3 +203,48 @@ fn a_bad_scenario_gets_the_same_located_error_and_exit_code_as_run() {
         .into_owned();
     assert!(e.contains("bad.yaml:4:"), "not located: {e}");
 }
+
+#[test]
+fn link_set_changes_delay_and_loss_and_refuses_what_the_twin_does_not_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("links.yaml");
+    // The cell topology's links have 200 µs of jitter the twin does not model: a change of
+    // delay and loss alone is still carried out; asking for more jitter is refused.
+    std::fs::write(
+        &p,
+        format!(
+            "name: links\ntopology: {}\nseed: 4\nduration: 8s\ntimeline:\n  \
+             - {{ at: 2s, link_set: {{ link: [l0c0k0t0, l0c0k0t1], delay: 50ms, loss: 100% }} }}\n  \
+             - {{ at: 4s, link_set: {{ link: [l0c0k0t0, l0c0k0t1], jitter: 1ms }} }}\n\
+             expect:\n  - false_quarantines == 0\n",
+            root().join("topologies/cell.yaml").display()
+        ),
+    )
+    .unwrap();
+    let o = sim(&p, None, &tmp.path().join("out"));
+    let failed: Vec<_> = o
+        .verdicts
+        .iter()
+        .filter(|v| v.expectation.starts_with("injection failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{:#?}", o.verdicts);
+    assert!(failed[0].expectation.contains("jitter=1ms"), "{failed:?}");
+    assert!(failed[0].detail.contains("not jitter 1ms"), "{failed:?}");
+    assert!(!o.passed, "a fault not injected fails the run");
+    // The delay plotted for the link is the new one after 2 s.
+    let series: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("out/series.json")).unwrap())
+            .unwrap();
+    let delay_at = |t: f64| {
+        series
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["t_real_s"].as_f64().unwrap() >= t)
+            .and_then(|p| p["links"].as_object()?.values().next()?.as_f64())
+    };
+    assert_eq!(delay_at(1.0), Some(0.002));
+    assert_eq!(delay_at(3.0), Some(0.05));
+    // Everything sent on the link was lost from 2 s on.
+    assert!(o.simulation.datagrams_lost > 0);
+}

@@ -460,17 +460,26 @@ impl Twin {
             }
             Action::LinkSet { a, b, change } => {
                 let (x, y) = self.link_ends(a, b)?;
-                let mut m = self.models.get(&(x, y)).cloned().unwrap_or_default();
+                let before = self.models.get(&(x, y)).cloned().unwrap_or_default();
+                let mut m = before.clone();
                 change.apply_to(&mut m)?;
-                let left_out = config::unmodelled(&m);
-                let Some(loss) = config::loss_ppm(&m).filter(|_| left_out.is_empty()) else {
+                // Refused: a change that asks for what the twin does not model (what the
+                // topology already held beyond it is listed in the report, not refused).
+                let was = config::unmodelled(&before);
+                let asked: Vec<String> = config::unmodelled(&m)
+                    .into_iter()
+                    .filter(|u| !was.contains(u))
+                    .collect();
+                if !asked.is_empty() {
                     return Err(format!(
                         "the twin models a link's delay and independent loss only; not {}",
-                        left_out.join(", ")
+                        asked.join(", ")
                     ));
-                };
+                }
                 self.sim.set_delay(x, y, Duration::from_nanos(m.delay_ns));
-                self.sim.set_loss(x, y, loss);
+                if let Some(loss) = config::loss_ppm(&m) {
+                    self.sim.set_loss(x, y, loss);
+                }
                 self.models.insert((x, y), m.clone());
                 self.models.insert((y, x), m);
                 Ok(())

@@ -248,3 +248,27 @@ fn link_set_changes_delay_and_loss_and_refuses_what_the_twin_does_not_model() {
     // Everything sent on the link was lost from 2 s on.
     assert!(o.simulation.datagrams_lost > 0);
 }
+
+#[test]
+fn crashing_a_crashed_node_is_a_failed_injection_as_in_the_lab() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("twice.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "name: twice\ntopology: {}\nseed: 5\nduration: 10s\ntimeline:\n  \
+             - {{ at: 2s, crash: l0c0k0t3 }}\n  - {{ at: 3s, crash: l0c0k0t3 }}\n\
+             expect:\n  - detection_time < 10s\n",
+            root().join("topologies/cell.yaml").display()
+        ),
+    )
+    .unwrap();
+    let o = sim(&p, None, &tmp.path().join("out"));
+    let v = &o.verdicts[0];
+    assert_eq!(v.expectation, "injection failed: crash l0c0k0t3", "{v:?}");
+    assert!(v.detail.contains("not running: nothing to crash"), "{v:?}");
+    assert!(!v.pass);
+    // The first crash was injected and detected.
+    assert!(o.verdicts[1].pass, "{:?}", o.verdicts[1]);
+    assert!(!o.passed);
+}

@@ -486,8 +486,11 @@ impl Twin {
             }
             Action::Crash { node } => {
                 let i = self.id(node)?;
+                // As the supervisor: crashing a node that is not running injects nothing.
                 if !self.sim.is_up(i) {
-                    return Err(format!("{node} is not running"));
+                    return Err(format!(
+                        "{node}'s agent is not running: nothing to crash (restart it first)"
+                    ));
                 }
                 self.rec.before_crash(&mut self.sim, i, node);
                 self.sim.crash(i);

@@ -54,6 +54,7 @@ fn one_scenario_and_seed_give_identical_files_and_trace_another_seed_another_tra
     assert!(x.simulation.events_processed > 10_000, "{:?}", x.simulation);
     for f in [
         "report.json",
+        "report.html",
         "series.json",
         "history.jsonl",
         "polls.jsonl",
@@ -77,6 +78,10 @@ fn one_scenario_and_seed_give_identical_files_and_trace_another_seed_another_tra
         .unwrap()
         .contains("seed 7"));
     assert!(report["load"]["ops"].as_u64().unwrap() > 100, "{report}");
+    let html = std::fs::read_to_string(a.join("report.html")).unwrap();
+    assert!(html.contains("<p>digital twin: 13 nodes"), "{html}");
+    assert!(html.contains("every \"real\" time on this page is virtual"));
+    assert!(!html.contains("emulated s per real s"));
     // Wall-clock figures stay out of report.json and go to simulation.json.
     assert!(report["simulation"].get("wall_s").is_none());
     let host: serde_json::Value =
@@ -271,4 +276,54 @@ fn crashing_a_crashed_node_is_a_failed_injection_as_in_the_lab() {
     // The first crash was injected and detected.
     assert!(o.verdicts[1].pass, "{:?}", o.verdicts[1]);
     assert!(!o.passed);
+}
+
+/// The verdict of `expectation` in `o`.
+fn verdict<'a>(o: &'a SimOutcome, expectation: &str) -> &'a lightcone::experiment::Verdict {
+    o.verdicts
+        .iter()
+        .find(|v| v.expectation == expectation)
+        .unwrap_or_else(|| panic!("no verdict {expectation}: {:#?}", o.verdicts))
+}
+
+#[test]
+fn byzantine_and_clock_faults_reach_the_core_as_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenarios = root().join("topologies/scenarios");
+    // A node made byzantine is quarantined by its cell; no honest one is.
+    let o = sim(
+        &scenarios.join("byzantine.yaml"),
+        None,
+        &tmp.path().join("b"),
+    );
+    for e in [
+        "quarantine_time <= 20s",
+        "false_quarantines == 0",
+        "causal_anomalies == 0",
+    ] {
+        assert!(verdict(&o, e).pass, "{:?}", verdict(&o, e));
+    }
+    assert!(verdict(&o, "quarantine_time <= 20s").value.unwrap() > 0.0);
+    // A compromised authority makes every tile it serves alarm, itself not; a pulsar loss
+    // shows at that tile only.
+    let o = sim(
+        &scenarios.join("stratum0.yaml"),
+        None,
+        &tmp.path().join("s"),
+    );
+    for e in [
+        "time_alarmed_nodes(l0c0k0t*) == 12",
+        "time_alarmed_nodes(l0a0) == 0",
+        "pulsar_missed_nodes(l0c0k0t2) == 1",
+        "pulsar_missed_nodes == 1",
+    ] {
+        assert!(verdict(&o, e).pass, "{:?}", verdict(&o, e));
+    }
+    assert!(
+        o.verdicts
+            .iter()
+            .all(|v| !v.expectation.starts_with("injection failed")),
+        "{:#?}",
+        o.verdicts
+    );
 }

@@ -210,6 +210,7 @@ pub fn simulate(
             simulation: serde_json::to_value(&figures).ok(),
         },
     )?;
+    annotate_html(&dir.join("report.html"), &figures)?;
     let wall_s = wall.elapsed().as_secs_f64();
     let host = HostFigures {
         wall_s,
@@ -226,6 +227,41 @@ pub fn simulate(
         simulation: figures,
         host,
     })
+}
+
+/// The report's page says it is the twin's: its times are virtual seconds (the header's
+/// "s real" is the virtual time from the timeline's start), and the simulation's figures.
+fn annotate_html(path: &Path, f: &Figures) -> std::io::Result<()> {
+    let html = std::fs::read_to_string(path)?;
+    let html = html.replacen(
+        "time_scale 1 (emulated s per real s) · ",
+        "virtual time (`lightcone simulate`: every \"real\" time on this page is virtual) · ",
+        1,
+    );
+    let note = format!(
+        "<p>digital twin: {} nodes, {} links, {} events processed, {} datagrams delivered, {} lost; crypto {}; keys: {}; trace {}{}</p>",
+        f.nodes,
+        f.links,
+        f.events_processed,
+        f.datagrams_delivered,
+        f.datagrams_lost,
+        f.crypto,
+        f.keys,
+        f.trace_hash,
+        if f.links_not_modelled.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not modelled on the links: {}",
+                f.links_not_modelled.join(", ")
+            )
+        }
+    );
+    let html = match html.find("</h1>") {
+        Some(i) => format!("{}{note}{}", &html[..i + 5], &html[i + 5..]),
+        None => html,
+    };
+    std::fs::write(path, html)
 }
 
 fn write_simulation_json(dir: &Path, f: &Figures, h: &HostFigures) -> std::io::Result<()> {

@@ -7,6 +7,11 @@
 //! correlated or Gilbert–Elliott loss, duplication, corruption, reordering, rate and queue)
 //! is not modelled yet: [`unmodelled`] names it, the report lists it, and a `link_set` that
 //! asks for it is a failed injection (never silently ignored).
+//!
+//! The core's parameters are the defaults ([`Params::default`](lightcone_core::params::Params)),
+//! as `Node::new` gives an agent at time scale 1; above it the agent stretches its KV ack
+//! timeouts for the host scheduler's real-time latency, which virtual time does not have,
+//! so the twin does not.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -20,3 +20,4 @@ pub mod state;
 pub mod supervisor;
 pub mod telemetry;
 pub mod topology;
+pub mod twin;

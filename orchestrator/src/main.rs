@@ -117,6 +117,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Simulate a scenario in the digital twin: the same scenario file, plan, core,
+    /// expectations and run directory as `run`, in virtual time, without a lab or root.
+    /// Prints the verdicts and the simulation's figures (events, events/s, wall time, peak
+    /// memory, seed, crypto mode). Exit 1 if any expectation failed.
+    Simulate {
+        scenario: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run directory (default runs/<scenario>-<seed>-<timestamp>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the outcome as JSON on stdout (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that this machine can run labs: privileges, namespaces, veth, netem,
     /// AF_PACKET, descriptors, binaries, leftovers; says which link engine `auto` picks.
     /// Exit 1 if any check fails. Creates a throwaway namespace and removes it.
@@ -316,6 +332,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             out,
             json,
         } => cli::cmd_run(scenario, seed, out, json),
+        Cmd::Simulate {
+            scenario,
+            seed,
+            out,
+            json,
+        } => cli::cmd_simulate(scenario, seed, out, json),
         Cmd::Exec { lab, node, cmd } => cli::cmd_exec(lab, node, cmd),
         Cmd::Link { action } => cli::cmd_link(action),
         Cmd::Fault { action } => match action {

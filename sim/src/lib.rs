@@ -21,12 +21,14 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use lightcone_core::addr::{HierAddr, Role};
-use lightcone_core::clock::{lab_sky, TimeLayer};
+use lightcone_core::clock::{clock_config, lab_sky, TimeLayer};
+use lightcone_core::config::{AgentConfig, ConfigError};
 use lightcone_core::directory::{DirEntry, Directory};
 use lightcone_core::io::{Command, CommandError, Event, Input, Outbox, Reply};
 use lightcone_core::node::Node;
 use lightcone_core::params::Params;
 use lightcone_core::time::Instant;
+use lightcone_core::view::TimeView;
 use lightcone_core::wire::Auth;
 use lightcone_timing::{NodeClock, NodeClockConfig, PulsarArray, TimeMetrics};
 
@@ -247,7 +249,71 @@ pub struct Sim {
     sky: Arc<PulsarArray>,
     /// Link directions carried by the lab's shaper (`shaped.rs`); the rest are plain.
     shaped: shaped::Shaped,
+    /// Per node, the RNG seed its configuration gives ([`Sim::from_configs`]); `None`: the
+    /// harness derives it from the simulation's seed.
+    node_seeds: Option<Vec<u64>>,
+    /// Events taken off the queue so far (deliveries, wake-ups, boots).
+    processed: u64,
 }
+
+/// A modelled link for [`Sim::from_configs`]: both directions get the same one-way delay
+/// and loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimLink {
+    pub a: u32,
+    pub b: u32,
+    pub delay: Duration,
+    /// Independent random loss, parts per million (0..=1,000,000).
+    pub loss_ppm: u32,
+}
+
+/// Why [`Sim::from_configs`] refused its input. Nothing was built.
+#[derive(Debug)]
+pub enum SimError {
+    /// No configuration was given.
+    NoNodes,
+    /// Configuration `index` is for node `id`: configurations must be given in id order.
+    ConfigOrder { index: usize, id: u32 },
+    /// The directory of the first configuration has `peers` entries for `configs` nodes.
+    DirectorySize { peers: usize, configs: usize },
+    /// A link names a node that is not configured, or joins a node to itself.
+    BadLink { a: u32, b: u32 },
+    /// A link's loss is above 1,000,000 ppm.
+    BadLoss { a: u32, b: u32, loss_ppm: u32 },
+    /// A configuration lists a neighbour no link reaches.
+    MissingLink { node: u32, neighbour: u32 },
+    /// A node's configuration is not one the core accepts.
+    Config { node: u32, error: ConfigError },
+}
+
+impl std::fmt::Display for SimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SimError::NoNodes => write!(f, "no node to simulate"),
+            SimError::ConfigOrder { index, id } => write!(
+                f,
+                "configuration {index} is for node {id}: give the configurations in id order"
+            ),
+            SimError::DirectorySize { peers, configs } => write!(
+                f,
+                "the directory lists {peers} peers but {configs} configurations were given"
+            ),
+            SimError::BadLink { a, b } => {
+                write!(f, "link {a}--{b} must join two different configured nodes")
+            }
+            SimError::BadLoss { a, b, loss_ppm } => {
+                write!(f, "link {a}--{b}: loss {loss_ppm} ppm is above 1000000 ppm")
+            }
+            SimError::MissingLink { node, neighbour } => write!(
+                f,
+                "node {node} lists neighbour {neighbour} but no link joins them"
+            ),
+            SimError::Config { node, error } => write!(f, "node {node}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SimError {}
 
 impl Sim {
     pub fn new(topo: &Topo, seed: u64, params: Params) -> Sim {
@@ -324,11 +390,135 @@ impl Sim {
             clocks,
             sky: Arc::new(lab_sky(seed)),
             shaped: shaped::Shaped::default(),
+            node_seeds: None,
+            processed: 0,
         };
         for i in 0..n as u32 {
             sim.boot(i);
         }
         sim
+    }
+
+    /// The nodes the orchestrator's plan describes, one per [`AgentConfig`] (in id order,
+    /// each with its `secret_key_hex`), over `links`; `seed` draws the links' losses. Each
+    /// node is built as the agent builds it: the directory of the configurations' peers
+    /// (shared), the configuration's RNG seed (xor the boot's virtual time on a restart),
+    /// its neighbours and their delays, and its time layer ([`clock_config`], the sky of
+    /// its `sky_seed`). `params` are the core's (the agent uses the defaults). Every check
+    /// is made before anything is built.
+    pub fn from_configs(
+        configs: &[AgentConfig],
+        links: &[SimLink],
+        seed: u64,
+        params: Params,
+    ) -> Result<Sim, SimError> {
+        let first = configs.first().ok_or(SimError::NoNodes)?;
+        let n = configs.len();
+        let dir = Directory::from_peers(&first.peers).map_err(|error| SimError::Config {
+            node: first.id,
+            error,
+        })?;
+        if dir.peers.len() != n {
+            return Err(SimError::DirectorySize {
+                peers: dir.peers.len(),
+                configs: n,
+            });
+        }
+        let mut secrets = Vec::with_capacity(n);
+        let mut clocks = Vec::with_capacity(n);
+        let mut node_links = Vec::with_capacity(n);
+        let mut sky_seed = None;
+        for (i, cfg) in configs.iter().enumerate() {
+            let node = cfg.id;
+            if node as usize != i {
+                return Err(SimError::ConfigOrder { index: i, id: node });
+            }
+            let config = |error| SimError::Config { node, error };
+            let secret: [u8; 32] = hex::decode(&cfg.secret_key_hex)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or(config(ConfigError::BadSecretKey))?;
+            let entry = dir
+                .get(node)
+                .ok_or(config(ConfigError::UnknownSelf(node)))?;
+            if SigningKey::from_bytes(&secret).verifying_key() != entry.key {
+                return Err(config(ConfigError::KeyMismatch));
+            }
+            secrets.push(secret);
+            clocks.push(clock_config(cfg).map_err(config)?);
+            if let Some(t) = &cfg.time {
+                sky_seed.get_or_insert(t.sky_seed);
+            }
+            let mut l: Vec<(u32, u64)> = cfg
+                .neighbors
+                .iter()
+                .map(|nb| (nb.id, nb.delay_emulated_ns))
+                .collect();
+            l.sort_unstable();
+            node_links.push(l);
+        }
+        let mut link_map = BTreeMap::new();
+        for l in links {
+            if l.a == l.b || l.a as usize >= n || l.b as usize >= n {
+                return Err(SimError::BadLink { a: l.a, b: l.b });
+            }
+            if l.loss_ppm > 1_000_000 {
+                return Err(SimError::BadLoss {
+                    a: l.a,
+                    b: l.b,
+                    loss_ppm: l.loss_ppm,
+                });
+            }
+            for k in [(l.a, l.b), (l.b, l.a)] {
+                link_map.insert(
+                    k,
+                    LinkState {
+                        delay: l.delay,
+                        loss_ppm: l.loss_ppm,
+                        up: true,
+                    },
+                );
+            }
+        }
+        for (i, l) in node_links.iter().enumerate() {
+            for (nb, _) in l {
+                if !link_map.contains_key(&(i as u32, *nb)) {
+                    return Err(SimError::MissingLink {
+                        node: i as u32,
+                        neighbour: *nb,
+                    });
+                }
+            }
+        }
+        let mut sim = Sim {
+            now: Instant::ZERO,
+            nodes: (0..n).map(|_| None).collect(),
+            secrets,
+            node_links,
+            dir: Arc::new(dir),
+            params,
+            seed,
+            links: link_map,
+            queue: BinaryHeap::new(),
+            wakes: vec![None; n],
+            next_seq: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            trace: Sha256::new(),
+            events: Vec::new(),
+            delivered: 0,
+            lost: 0,
+            boots: vec![0; n],
+            captured: None,
+            clocks,
+            sky: Arc::new(lab_sky(sky_seed.unwrap_or(seed))),
+            shaped: shaped::Shaped::default(),
+            node_seeds: Some(configs.iter().map(|c| c.seed).collect()),
+            processed: 0,
+        };
+        for i in 0..n as u32 {
+            sim.boot(i);
+        }
+        Ok(sim)
     }
 
     /// Like [`Sim::new`], but node `i` first boots at `boot_at[i]` (missing entries: at
@@ -359,8 +549,12 @@ impl Sim {
     }
 
     fn boot(&mut self, i: u32) {
-        let node_seed =
-            self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(i) ^ self.now.as_nanos();
+        let node_seed = match &self.node_seeds {
+            Some(seeds) => seeds[i as usize] ^ self.now.as_nanos(),
+            None => {
+                self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(i) ^ self.now.as_nanos()
+            }
+        };
         let mut node = Node::with_directory(
             i,
             node_seed,
@@ -411,6 +605,23 @@ impl Sim {
     pub fn time_metrics(&mut self, i: u32) -> Option<TimeMetrics> {
         let now = self.now;
         self.nodes.get_mut(i as usize)?.as_mut()?.time_metrics(now)
+    }
+
+    /// Node `i`'s `/state` `time` section against the virtual time (advances only that
+    /// node's emulated oscillator); `None` when it is down or has no time layer.
+    pub fn time_view(&mut self, i: u32) -> Option<TimeView> {
+        let now = self.now;
+        self.nodes.get_mut(i as usize)?.as_mut()?.time_view(now)
+    }
+
+    /// Events taken off the queue so far: datagram deliveries, wake-ups and boots.
+    pub fn events_processed(&self) -> u64 {
+        self.processed
+    }
+
+    /// Boots of node `i` so far (1 after its first boot).
+    pub fn boots(&self, i: u32) -> u32 {
+        self.boots.get(i as usize).copied().unwrap_or(0)
     }
 
     pub fn is_up(&self, i: u32) -> bool {
@@ -468,6 +679,23 @@ impl Sim {
             self.set_shaped_loss(k, loss_ppm);
         }
     }
+    /// The one-way delay of the link between `a` and `b` (both directions); datagrams
+    /// already on the link keep the delay they left with. Returns whether the link exists.
+    pub fn set_delay(&mut self, a: u32, b: u32, delay: Duration) -> bool {
+        let mut found = false;
+        for k in [(a, b), (b, a)] {
+            if let Some(l) = self.links.get_mut(&k) {
+                l.delay = delay;
+                found = true;
+            }
+        }
+        found
+    }
+    /// The link between `a` and `b`: (delay, loss ppm, up), as `a` sends on it.
+    pub fn link(&self, a: u32, b: u32) -> Option<(Duration, u32, bool)> {
+        self.links.get(&(a, b)).map(|l| (l.delay, l.loss_ppm, l.up))
+    }
+
     /// Cuts (or restores) every link between `side` and the rest.
     pub fn partition(&mut self, side: &BTreeSet<u32>, cut: bool) {
         let keys: Vec<(u32, u32)> = self
@@ -617,6 +845,7 @@ impl Sim {
     }
 
     fn step(&mut self, order: u64, ev: Ev) {
+        self.processed += 1;
         let ev = match ev {
             Ev::Shaped {
                 to,

@@ -39,25 +39,7 @@ pub(crate) fn cmd_run(
     if json {
         println!("{}", serde_json::to_string_pretty(&o).expect("json"));
     } else {
-        for v in &o.verdicts {
-            println!(
-                "{} {}: measured {} (expected {}{}){}",
-                if v.pass { "PASS" } else { "FAIL" },
-                v.expectation,
-                v.measured,
-                v.expected,
-                match (&v.spec, &v.looser_than_spec) {
-                    (Some(spec), Some(_)) => format!("; looser than spec: {spec}"),
-                    (Some(spec), None) => format!("; spec {spec}"),
-                    _ => String::new(),
-                },
-                if v.pass {
-                    String::new()
-                } else {
-                    format!(" — {}", v.detail)
-                }
-            );
-        }
+        print_verdicts(&o.verdicts);
         println!("report: {}", o.dir.join("report.html").display());
     }
     drop(progress);
@@ -70,20 +52,50 @@ pub(crate) fn cmd_run(
         }
         Ok(())
     } else {
-        let failed: Vec<&str> = o
-            .verdicts
-            .iter()
-            .filter(|v| !v.pass)
-            .map(|v| v.expectation.as_str())
-            .collect();
-        Err(Failure(
-            code::FAILURE,
-            anyhow!(
-                "scenario {} failed: {} (report: {})",
-                sc.name,
-                failed.join("; "),
-                o.dir.join("report.html").display()
-            ),
-        ))
+        Err(failed(&sc.name, &o.verdicts, &o.dir))
     }
+}
+
+/// The verdict table: one line per expectation (and per failed injection).
+pub(super) fn print_verdicts(verdicts: &[lightcone::experiment::Verdict]) {
+    for v in verdicts {
+        println!(
+            "{} {}: measured {} (expected {}{}){}",
+            if v.pass { "PASS" } else { "FAIL" },
+            v.expectation,
+            v.measured,
+            v.expected,
+            match (&v.spec, &v.looser_than_spec) {
+                (Some(spec), Some(_)) => format!("; looser than spec: {spec}"),
+                (Some(spec), None) => format!("; spec {spec}"),
+                _ => String::new(),
+            },
+            if v.pass {
+                String::new()
+            } else {
+                format!(" — {}", v.detail)
+            }
+        );
+    }
+}
+
+/// The run failed: which expectations, and where the report is (exit 1).
+pub(super) fn failed(
+    name: &str,
+    verdicts: &[lightcone::experiment::Verdict],
+    dir: &std::path::Path,
+) -> Failure {
+    let failed: Vec<&str> = verdicts
+        .iter()
+        .filter(|v| !v.pass)
+        .map(|v| v.expectation.as_str())
+        .collect();
+    Failure(
+        code::FAILURE,
+        anyhow!(
+            "scenario {name} failed: {} (report: {})",
+            failed.join("; "),
+            dir.join("report.html").display()
+        ),
+    )
 }

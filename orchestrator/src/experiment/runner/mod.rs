@@ -19,10 +19,10 @@
 mod final_reads;
 mod lab;
 mod load;
-mod poll;
-mod rundir;
+pub(crate) mod poll;
+pub(crate) mod rundir;
 mod timeline;
-mod warmup;
+pub(crate) mod warmup;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -126,7 +126,7 @@ fn lab_err(e: ClientError) -> RunError {
 }
 
 /// Key prefix of a node's cell: `c<layer>-<cluster>-<cell>`.
-fn cell_key(addr: &str) -> String {
+pub(crate) fn cell_key(addr: &str) -> String {
     let parts: Vec<&str> = addr.split('.').collect();
     format!("c{}", parts[..parts.len().saturating_sub(1)].join("-"))
 }
@@ -360,6 +360,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             series: &shared.series,
             verdicts: &verdicts,
             passed,
+            simulation: None,
         },
     )?;
     drop(owner);

@@ -29,9 +29,15 @@ pub(super) fn poll_state(
     let r = api.node_state(node, Duration::from_secs(1));
     let z = t0.elapsed().as_secs_f64();
     let v = r.ok()?;
-    let poll = StatePoll {
+    let poll = state_poll(&v, node, round, (a + z) / 2.0);
+    Some((poll, v))
+}
+
+/// What the expectations use of one `/state` answer of `node`, taken at `t_real_s`.
+pub(crate) fn state_poll(v: &NodeState, node: &str, round: u32, t_real_s: f64) -> StatePoll {
+    StatePoll {
         round,
-        t_real_s: (a + z) / 2.0,
+        t_real_s,
         node: node.to_string(),
         id: v.id,
         now_emulated_s: v.now_emulated_s,
@@ -47,8 +53,7 @@ pub(super) fn poll_state(
         quarantine: v.quarantine.clone(),
         routes: v.routes.iter().map(|r| r.dest.clone()).collect(),
         pulsar_missed: v.time.as_ref().and_then(|t| t.pulsar_missed_total),
-    };
-    Some((poll, v))
+    }
 }
 
 /// What the poller needs from the run.

@@ -14,12 +14,12 @@ use crate::parse::units;
 use crate::topology::Topology;
 
 /// `runs/<scenario>-<seed>-<UTC timestamp>/`.
-pub(super) fn default_dir(sc: &Scenario) -> PathBuf {
+pub(crate) fn default_dir(sc: &Scenario) -> PathBuf {
     PathBuf::from("runs").join(format!("{}-{}-{}", sc.name, sc.seed, timestamp()))
 }
 
 /// Says what will be played, and writes the expanded timeline.
-pub(super) fn write_timeline(
+pub(crate) fn write_timeline(
     dir: &Path,
     sc: &Scenario,
     topo: &Topology,
@@ -47,7 +47,7 @@ pub(super) fn write_timeline(
 }
 
 /// What the run directory is written from.
-pub(super) struct Finished<'a> {
+pub(crate) struct Finished<'a> {
     pub sc: &'a Scenario,
     pub topo: &'a Topology,
     pub plan: &'a [Planned],
@@ -58,14 +58,17 @@ pub(super) struct Finished<'a> {
     pub series: &'a [SeriesPoint],
     pub verdicts: &'a [Verdict],
     pub passed: bool,
+    /// `lightcone simulate`'s own figures (seed, crypto mode, events, trace hash), written
+    /// as `report.json`'s `simulation`; `None` for a lab run.
+    pub simulation: Option<serde_json::Value>,
 }
 
 /// Writes the records, `report.json` and `report.html`.
-pub(super) fn write(dir: &Path, f: &Finished<'_>) -> std::io::Result<()> {
+pub(crate) fn write(dir: &Path, f: &Finished<'_>) -> std::io::Result<()> {
     jsonl(&dir.join("events.jsonl"), f.events)?;
     jsonl(&dir.join("history.jsonl"), &f.rec.history)?;
     jsonl(&dir.join("polls.jsonl"), &f.rec.polls)?;
-    let report_json = serde_json::json!({
+    let mut report_json = serde_json::json!({
         "scenario": f.sc.name,
         "seed": f.sc.seed,
         "lab": f.topo.name,
@@ -82,6 +85,9 @@ pub(super) fn write(dir: &Path, f: &Finished<'_>) -> std::io::Result<()> {
         },
         "overhead_definition": "the busiest agent's CPU seconds (utime+stime from /proc) / the seconds it was observed alive: its share of one core, a tile's compute; agents observed under 2 s are left out; the host-wide share is in the detail",
     });
+    if let (Some(sim), Some(o)) = (&f.simulation, report_json.as_object_mut()) {
+        o.insert("simulation".into(), sim.clone());
+    }
     std::fs::write(
         dir.join("report.json"),
         serde_json::to_vec_pretty(&report_json).unwrap_or_default(),

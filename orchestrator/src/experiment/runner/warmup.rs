@@ -75,7 +75,7 @@ pub(super) fn wait(
 /// key of every other node ([`routing::node_key`](lightcone_core::routing::node_key)).
 /// Authorities (cluster 65535, a cell each) have no route to each other's cells: that pair
 /// is left out.
-fn expected_routes(
+pub(crate) fn expected_routes(
     addrs: &BTreeMap<String, String>,
     ids: &BTreeMap<String, u32>,
     node: &str,
@@ -90,7 +90,7 @@ fn expected_routes(
 }
 
 /// Whether every polled node sees every polled node of its cell alive.
-fn converged(rec: &Recording, polls: &[StatePoll]) -> bool {
+pub(crate) fn converged(rec: &Recording, polls: &[StatePoll]) -> bool {
     let ids: BTreeMap<&str, u32> = polls.iter().map(|p| (p.node.as_str(), p.id)).collect();
     polls.iter().all(|p| {
         let cell = rec.addrs.get(&p.node).map(|a| cell_key(a));

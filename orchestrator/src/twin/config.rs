@@ -1,0 +1,179 @@
+//! The twin's nodes and links, from the same pure [`plan`](crate::plan::plan) the lab is
+//! built from: one [`AgentConfig`] per node ([`Plan::agent_config`]) with a key derived from
+//! the seed (the lab draws its keys from the OS RNG at `up`; the twin must be reproducible),
+//! one [`SimLink`] per planned link with the link model's delay and loss.
+//!
+//! What a [`LinkModel`] holds beyond a fixed delay and independent random loss (jitter,
+//! correlated or Gilbert–Elliott loss, duplication, corruption, reordering, rate and queue)
+//! is not modelled yet: [`unmodelled`] names it, the report lists it, and a `link_set` that
+//! asks for it is a failed injection (never silently ignored).
+//!
+//! The core's parameters are the defaults ([`Params::default`](lightcone_core::params::Params)),
+//! as `Node::new` gives an agent at time scale 1; above it the agent stretches its KV ack
+//! timeouts for the host scheduler's real-time latency, which virtual time does not have,
+//! so the twin does not.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use lightcone_core::config::AgentConfig;
+use lightcone_sim::SimLink;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::parse::units;
+use crate::plan::Plan;
+use lightcone_link::model::{LinkModel, LossModel};
+
+/// Xored into the scenario seed to seed the node keys' ChaCha8 stream.
+pub const KEY_STREAM: u64 = 0x7477_696e_6b65_7973; // "twinkeys"
+
+/// How the node keys were made, for the report.
+pub fn key_statement(seed: u64) -> String {
+    format!(
+        "ed25519, one 32-byte secret per node in id order from ChaCha8 seeded with seed ^ {KEY_STREAM:#x} (seed {seed}); the lab draws its keys from the OS RNG"
+    )
+}
+
+/// Each node's secret, in id order: the same seed always gives the same keys.
+pub fn secrets(n: usize, seed: u64) -> Vec<[u8; 32]> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ KEY_STREAM);
+    (0..n).map(|_| rng.gen()).collect()
+}
+
+/// A node's RNG seed in the twin: the plan's (derived from the topology's seed and the
+/// node id), mixed with the scenario seed so another seed is another run.
+fn node_seed(plan_seed: u64, seed: u64) -> u64 {
+    plan_seed ^ seed.wrapping_mul(0xD6E8_FEB8_6659_FD93).rotate_left(17)
+}
+
+/// The agent configurations of every node, each with its secret (no file: nothing is
+/// written), in id order.
+pub fn agent_configs(plan: &Plan, seed: u64) -> Vec<AgentConfig> {
+    let secrets = secrets(plan.nodes.len(), seed);
+    let public: Vec<String> = secrets
+        .iter()
+        .map(|s| hex::encode(SigningKey::from_bytes(s).verifying_key().as_bytes()))
+        .collect();
+    (0..plan.nodes.len())
+        .map(|id| {
+            let mut cfg = plan.agent_config(id, Path::new("/nonexistent-twin"), &public);
+            cfg.secret_key_file = None;
+            cfg.secret_key_hex = hex::encode(secrets[id]);
+            cfg.seed = node_seed(cfg.seed, seed);
+            cfg
+        })
+        .collect()
+}
+
+/// Loss in parts per million, if the model's loss is one the twin carries (none, or
+/// independent random loss).
+pub fn loss_ppm(m: &LinkModel) -> Option<u32> {
+    match m.loss {
+        LossModel::None => Some(0),
+        LossModel::Random {
+            probability,
+            correlation,
+        } if correlation <= 0.0 => Some((probability * 1e6).round().clamp(0.0, 1e6) as u32),
+        _ => None,
+    }
+}
+
+/// What of `m` the twin does not model (empty: all of it is modelled).
+pub fn unmodelled(m: &LinkModel) -> Vec<String> {
+    let mut v = Vec::new();
+    if m.jitter_ns > 0 {
+        v.push(format!("jitter {}", units::fmt_ns(m.jitter_ns)));
+    }
+    if loss_ppm(m).is_none() {
+        v.push(format!("loss {:?}", m.loss));
+    }
+    for (name, c) in [
+        ("duplicate", &m.duplicate),
+        ("corrupt", &m.corrupt),
+        ("reorder", &m.reorder),
+    ] {
+        if c.probability > 0.0 {
+            v.push(format!("{name} {}%", c.probability * 100.0));
+        }
+    }
+    if let Some(r) = m.rate_bps {
+        v.push(format!("rate {r} bit/s"));
+    }
+    v
+}
+
+/// One [`SimLink`] per planned link (a model the twin cannot carry in full still gets its
+/// delay, and its loss when that is independent).
+pub fn sim_links(plan: &Plan) -> Vec<SimLink> {
+    plan.links
+        .iter()
+        .map(|l| SimLink {
+            a: l.a.node as u32,
+            b: l.b.node as u32,
+            delay: Duration::from_nanos(l.model.delay_ns),
+            loss_ppm: loss_ppm(&l.model).unwrap_or(0),
+        })
+        .collect()
+}
+
+/// What the twin leaves out of the planned links, summarized (`jitter 200µs` on 12 links).
+pub fn unmodelled_summary(plan: &Plan) -> Vec<String> {
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &plan.links {
+        for u in unmodelled(&l.model) {
+            *count.entry(u).or_default() += 1;
+        }
+    }
+    count
+        .into_iter()
+        .map(|(u, n)| format!("{u} on {n} link{}", if n == 1 { "" } else { "s" }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightcone_link::model::Chance;
+
+    #[test]
+    fn keys_follow_the_seed_and_differ_between_nodes() {
+        assert_eq!(secrets(3, 7), secrets(3, 7));
+        assert_ne!(secrets(3, 7), secrets(3, 8));
+        let s = secrets(3, 7);
+        assert!(s[0] != s[1] && s[1] != s[2]);
+        assert!(key_statement(7).contains("seed 7"));
+    }
+
+    #[test]
+    fn only_delay_and_independent_loss_are_modelled() {
+        let mut m = LinkModel {
+            delay_ns: 2_000_000,
+            ..Default::default()
+        };
+        assert!(unmodelled(&m).is_empty());
+        m.loss = LossModel::Random {
+            probability: 0.01,
+            correlation: 0.0,
+        };
+        assert_eq!(loss_ppm(&m), Some(10_000));
+        assert!(unmodelled(&m).is_empty());
+        m.loss = LossModel::Random {
+            probability: 0.01,
+            correlation: 0.25,
+        };
+        assert_eq!(loss_ppm(&m), None);
+        m.jitter_ns = 200_000;
+        m.rate_bps = Some(1_000_000_000);
+        m.duplicate = Chance {
+            probability: 0.5,
+            correlation: 0.0,
+        };
+        let u = unmodelled(&m);
+        assert_eq!(u.len(), 4, "{u:?}");
+        assert!(u[0].starts_with("jitter"), "{u:?}");
+        assert!(u.iter().any(|x| x.starts_with("rate")), "{u:?}");
+    }
+}

@@ -1,0 +1,299 @@
+//! `lightcone simulate`: the digital twin. The same scenario file `lightcone run` reads
+//! (checked by [`validate`](crate::experiment::validate), expanded the same way), the same
+//! pure [`plan`](crate::plan::plan), the real core ([`lightcone_core::Node`]) for every node
+//! in virtual time through [`lightcone_sim::Sim`], the same [`Recording`], expectations
+//! ([`evaluate`]) and run directory (`runner/rundir.rs`'s writer) — plus the simulation's
+//! own figures.
+//!
+//! In order: [`config`] (plan → agent configurations with seeded keys → `Sim`) →
+//! [`driver`] (warm-up, then the timeline, load sessions and poll rounds in virtual time;
+//! final reads) → [`recorder`] (polls, series, counters as the agent exports them) → the
+//! verdicts → the run directory. Times in the recording are virtual seconds since the
+//! timeline's start, so the recording's time scale is 1 whatever the lab's would be.
+//!
+//! Determinism: node keys, node RNG seeds and link losses come from the scenario seed;
+//! everything iterates in id order; wall-clock figures (wall time, events/s, peak memory)
+//! go to stderr and `simulation.json`, never into `report.json`, which is byte-identical
+//! for one scenario and seed.
+
+pub mod config;
+mod driver;
+mod recorder;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant as WallInstant;
+
+use lightcone_core::params::Params;
+use lightcone_core::wire::Auth;
+use lightcone_sim::Sim;
+use serde::Serialize;
+
+use crate::experiment::expect::{evaluate, Expectation, Metric, Verdict};
+use crate::experiment::record::Recording;
+use crate::experiment::runner::rundir;
+use crate::experiment::{prepare, RunError};
+use crate::plan::plan;
+
+/// What `lightcone simulate` was asked.
+pub struct SimulateOptions {
+    pub scenario: PathBuf,
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    /// The run directory (default `runs/<scenario>-<seed>-<timestamp>/`).
+    pub out: Option<PathBuf>,
+}
+
+/// The simulation's own figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub seed: u64,
+    /// Which signatures ran (`ed25519`: real signing and verifying of every frame).
+    pub crypto: String,
+    pub keys: String,
+    pub nodes: usize,
+    pub links: usize,
+    /// Virtual seconds simulated (warm-up, timeline, settling).
+    pub virtual_s: f64,
+    pub events_processed: u64,
+    pub datagrams_delivered: u64,
+    pub datagrams_lost: u64,
+    /// SHA-256 over every delivered datagram, core event and command result.
+    pub trace_hash: String,
+    /// What the planned links hold that the twin does not model.
+    pub links_not_modelled: Vec<String>,
+}
+
+/// Host figures of one simulation: not deterministic, kept out of `report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostFigures {
+    pub wall_s: f64,
+    pub events_per_s: f64,
+    /// Peak resident set of this process (`VmHWM` of /proc/self/status), KiB.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// What a simulation produced (`lightcone simulate --json` prints it).
+#[derive(Debug, Clone, Serialize)]
+pub struct SimOutcome {
+    pub scenario: String,
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub verdicts: Vec<Verdict>,
+    pub passed: bool,
+    pub simulation: Figures,
+    pub host: HostFigures,
+}
+
+/// Why a metric cannot be measured in the twin yet (`None`: it can).
+pub fn not_measured_in_twin(m: Metric) -> Option<&'static str> {
+    match m {
+        Metric::TimerLatenessP99 => Some(
+            "not measured in the twin: timers fire at their deadline in virtual time; lateness is a property of the host running agents",
+        ),
+        Metric::Overhead => Some(
+            "not measured in the twin: no per-tile CPU time in virtual time (the cost per event is in the simulation's figures)",
+        ),
+        _ => None,
+    }
+}
+
+/// The twin's reason replaces the lab's for expectations it cannot measure; they still
+/// fail (a report never passes on missing data).
+fn mark_unmeasured(verdicts: &mut [Verdict], expect: &[Expectation]) {
+    let judged = verdicts.len().saturating_sub(expect.len());
+    for (v, e) in verdicts[judged..].iter_mut().zip(expect) {
+        if let (None, Some(why)) = (v.value, not_measured_in_twin(e.metric)) {
+            v.measured = "not measured".into();
+            v.pass = false;
+            v.detail = why.into();
+        }
+    }
+}
+
+/// Peak resident set of this process, KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Simulate a scenario end to end. `progress` receives lines for the user.
+pub fn simulate(
+    opts: &SimulateOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<SimOutcome, RunError> {
+    let wall = WallInstant::now();
+    let (sc, topo, timeline) = prepare(&opts.scenario, opts.seed)?;
+    let dir = opts.out.clone().unwrap_or_else(|| rundir::default_dir(&sc));
+    std::fs::create_dir_all(&dir)?;
+    rundir::write_timeline(&dir, &sc, &topo, &timeline, &mut progress)?;
+
+    let plan = plan(&topo);
+    let configs = config::agent_configs(&plan, sc.seed);
+    let links = config::sim_links(&plan);
+    let params = Params::default();
+    let crypto = match params.auth {
+        Auth::Ed25519 => "ed25519 (every frame signed and verified)",
+        Auth::TestDigest => "test digest (SHA-256, not a signature)",
+    };
+    let not_modelled = config::unmodelled_summary(&plan);
+    progress(&format!(
+        "twin: {} nodes, {} links, seed {}, crypto {crypto}; keys: {}",
+        configs.len(),
+        links.len(),
+        sc.seed,
+        config::key_statement(sc.seed)
+    ));
+    if !not_modelled.is_empty() {
+        progress(&format!(
+            "twin: not modelled on the links (delay and independent loss are): {}",
+            not_modelled.join(", ")
+        ));
+    }
+    let sim = Sim::from_configs(&configs, &links, sc.seed, params)
+        .map_err(|e| RunError::Lab(format!("the twin could not be built: {e}")))?;
+    let mut twin = driver::Twin::new(sim, &plan, &timeline);
+    twin.warm_up(&mut progress);
+    twin.play(&timeline, sc.duration_ns, sc.seed, &mut progress);
+    twin.final_reads();
+    let real_s = twin.sim.now().as_secs_f64() - twin.t0.as_secs_f64();
+    let metrics_end = twin.rec.samples(&mut twin.sim, &twin.names);
+    let rec = Recording {
+        time_scale: 1.0,
+        addrs: twin.addrs.clone(),
+        polls: std::mem::take(&mut twin.rec.polls),
+        marks: std::mem::take(&mut twin.marks),
+        history: std::mem::take(&mut twin.history),
+        local_writes: std::mem::take(&mut twin.local_writes),
+        final_reads: std::mem::take(&mut twin.final_reads),
+        metrics_start: twin.rec.start.clone(),
+        metrics_end,
+        agent_cpu_s: None,
+        agent_cpu: Vec::new(),
+        cores: 1,
+        real_s,
+        messages_sent: twin.messages_sent,
+        messages_refused: twin.messages_refused,
+        messages_delivered: Some(twin.messages_delivered),
+        failed_injections: std::mem::take(&mut twin.failed),
+    };
+    let mut verdicts = evaluate(&sc.expect, &rec);
+    mark_unmeasured(&mut verdicts, &sc.expect);
+    let passed = verdicts.iter().all(|v| v.pass);
+    let figures = Figures {
+        seed: sc.seed,
+        crypto: crypto.into(),
+        keys: config::key_statement(sc.seed),
+        nodes: configs.len(),
+        links: links.len(),
+        virtual_s: twin.sim.now().as_secs_f64(),
+        events_processed: twin.sim.events_processed(),
+        datagrams_delivered: twin.sim.delivered,
+        datagrams_lost: twin.sim.lost,
+        trace_hash: twin.sim.trace_hash(),
+        links_not_modelled: not_modelled,
+    };
+    rundir::write(
+        &dir,
+        &rundir::Finished {
+            sc: &sc,
+            topo: &topo,
+            plan: &timeline,
+            ts: 1.0,
+            real_s,
+            events: &twin.events,
+            rec: &rec,
+            series: &twin.rec.series,
+            verdicts: &verdicts,
+            passed,
+            simulation: serde_json::to_value(&figures).ok(),
+        },
+    )?;
+    annotate_html(&dir.join("report.html"), &figures)?;
+    let wall_s = wall.elapsed().as_secs_f64();
+    let host = HostFigures {
+        wall_s,
+        events_per_s: figures.events_processed as f64 / wall_s.max(1e-9),
+        peak_rss_kib: peak_rss_kib(),
+    };
+    write_simulation_json(&dir, &figures, &host)?;
+    Ok(SimOutcome {
+        scenario: sc.name.clone(),
+        seed: sc.seed,
+        dir,
+        verdicts,
+        passed,
+        simulation: figures,
+        host,
+    })
+}
+
+/// The report's page says it is the twin's: its times are virtual seconds (the header's
+/// "s real" is the virtual time from the timeline's start), and the simulation's figures.
+fn annotate_html(path: &Path, f: &Figures) -> std::io::Result<()> {
+    let html = std::fs::read_to_string(path)?;
+    let html = html.replacen(
+        "time_scale 1 (emulated s per real s) · ",
+        "virtual time (`lightcone simulate`: every \"real\" time on this page is virtual) · ",
+        1,
+    );
+    let note = format!(
+        "<p>digital twin: {} nodes, {} links, {} events processed, {} datagrams delivered, {} lost; crypto {}; keys: {}; trace {}{}</p>",
+        f.nodes,
+        f.links,
+        f.events_processed,
+        f.datagrams_delivered,
+        f.datagrams_lost,
+        f.crypto,
+        f.keys,
+        f.trace_hash,
+        if f.links_not_modelled.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not modelled on the links: {}",
+                f.links_not_modelled.join(", ")
+            )
+        }
+    );
+    let html = match html.find("</h1>") {
+        Some(i) => format!("{}{note}{}", &html[..i + 5], &html[i + 5..]),
+        None => html,
+    };
+    std::fs::write(path, html)
+}
+
+fn write_simulation_json(dir: &Path, f: &Figures, h: &HostFigures) -> std::io::Result<()> {
+    let v = serde_json::json!({ "simulation": f, "host": h });
+    std::fs::write(
+        dir.join("simulation.json"),
+        serde_json::to_vec_pretty(&v).unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmeasurable_metrics_say_why_and_fail() {
+        let expect: Vec<Expectation> = ["timer_lateness_p99 <= 50ms", "overhead <= 3%"]
+            .iter()
+            .map(|t| crate::experiment::expect::parse(t).unwrap())
+            .collect();
+        let mut v = evaluate(&expect, &Recording::default());
+        mark_unmeasured(&mut v, &expect);
+        for x in &v {
+            assert!(!x.pass, "{x:?}");
+            assert_eq!(x.measured, "not measured");
+            assert!(x.detail.starts_with("not measured in the twin"), "{x:?}");
+        }
+        assert!(not_measured_in_twin(Metric::DetectionTime).is_none());
+    }
+
+    #[test]
+    fn peak_rss_is_read_from_proc() {
+        assert!(peak_rss_kib().is_some_and(|k| k > 0));
+    }
+}

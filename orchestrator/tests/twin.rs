@@ -1,0 +1,329 @@
+//! `lightcone simulate`, the digital twin: one scenario and seed give byte-identical run
+//! files and one trace; the shipped cell scenario runs to its verdict table; an impossible
+//! bound fails the run (exit 1); a bad scenario gets the same located error and exit code
+//! as `lightcone run`. No root, no lab.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lightcone::twin::{simulate, SimOutcome, SimulateOptions};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn cell_scenario() -> PathBuf {
+    root().join("topologies/scenarios/cell.yaml")
+}
+
+fn sim(scenario: &Path, seed: Option<u64>, out: &Path) -> SimOutcome {
+    simulate(
+        &SimulateOptions {
+            scenario: scenario.to_path_buf(),
+            seed,
+            out: Some(out.to_path_buf()),
+        },
+        |_| {},
+    )
+    .expect("the scenario simulates")
+}
+
+fn lightcone(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lightcone"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("lightcone runs")
+}
+
+#[test]
+fn one_scenario_and_seed_give_identical_files_and_trace_another_seed_another_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let x = sim(&cell_scenario(), None, &a);
+    let y = sim(&cell_scenario(), None, &b);
+    assert_eq!(x.seed, 7, "the scenario's own seed");
+    assert_eq!(x.simulation.trace_hash, y.simulation.trace_hash);
+    assert!(x.simulation.events_processed > 10_000, "{:?}", x.simulation);
+    for f in [
+        "report.json",
+        "report.html",
+        "series.json",
+        "history.jsonl",
+        "polls.jsonl",
+        "events.jsonl",
+    ] {
+        let (p, q) = (
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+        );
+        assert!(!p.is_empty(), "{f} is empty");
+        assert!(p == q, "{f} differs between two runs of seed 7");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        report["simulation"]["trace_hash"].as_str(),
+        Some(x.simulation.trace_hash.as_str())
+    );
+    assert!(report["simulation"]["keys"]
+        .as_str()
+        .unwrap()
+        .contains("seed 7"));
+    assert!(report["load"]["ops"].as_u64().unwrap() > 100, "{report}");
+    let html = std::fs::read_to_string(a.join("report.html")).unwrap();
+    assert!(html.contains("<p>digital twin: 13 nodes"), "{html}");
+    assert!(html.contains("every \"real\" time on this page is virtual"));
+    assert!(!html.contains("emulated s per real s"));
+    // Wall-clock figures stay out of report.json and go to simulation.json.
+    assert!(report["simulation"].get("wall_s").is_none());
+    let host: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("simulation.json")).unwrap()).unwrap();
+    assert!(host["host"]["wall_s"].as_f64().unwrap() > 0.0);
+    assert!(host["host"]["peak_rss_kib"].as_u64().unwrap() > 0);
+    let z = sim(&cell_scenario(), Some(8), &c);
+    assert_eq!(z.seed, 8);
+    assert_ne!(
+        x.simulation.trace_hash, z.simulation.trace_hash,
+        "seed 8 ran the same trace as seed 7"
+    );
+}
+
+#[test]
+fn the_cell_scenario_runs_to_its_verdict_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = lightcone(&[
+        "simulate",
+        "topologies/scenarios/cell.yaml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("end of timeline"), "{stderr}");
+    assert!(stderr.contains("crash l0c0k0t3"), "{stderr}");
+    // Every expectation has its line; the protocol's pass, the two the twin cannot measure
+    // yet fail as not measured (so the run exits 1).
+    for e in [
+        "detection_time < 10s",
+        "converged_after_heal <= 10s",
+        "causal_anomalies == 0",
+        "no_acknowledged_write_lost",
+        "locality >= 99.5%",
+        "workload_locality > 99.99%",
+        "time_coverage >= 99.7%",
+        "false_quarantines == 0",
+    ] {
+        assert!(
+            stdout.contains(&format!("PASS {e}:")),
+            "{e} did not pass:\n{stdout}"
+        );
+    }
+    for e in ["timer_lateness_p99 <= 50ms", "overhead <= 3%"] {
+        assert!(
+            stdout.contains(&format!("FAIL {e}: measured not measured")),
+            "{e}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("not measured in the twin"), "{stdout}");
+    assert!(
+        stdout.contains("events/s") && stdout.contains("peak RSS"),
+        "{stdout}"
+    );
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(out.join("report.html").is_file() && out.join("report.json").is_file());
+}
+
+/// A short scenario on the cell topology: one crash, one expectation.
+fn crash_scenario(dir: &Path, expect: &str) -> PathBuf {
+    let p = dir.join(format!("crash-{}.yaml", expect.len()));
+    std::fs::write(
+        &p,
+        format!(
+            "name: crash\ntopology: {}\nseed: 3\nduration: 12s\ntimeline:\n  - {{ at: 2s, crash: l0c0k0t3 }}\nexpect:\n  - {expect}\n",
+            root().join("topologies/cell.yaml").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn an_impossible_bound_fails_the_run_and_a_possible_one_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |expect: &str| {
+        let s = crash_scenario(tmp.path(), expect);
+        let out = tmp.path().join(format!("out-{}", expect.len()));
+        lightcone(&[
+            "simulate",
+            s.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = run("detection_time < 1ms");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL detection_time < 1ms: measured "),
+        "{stdout}"
+    );
+    let o = run("detection_time < 10s");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("PASS detection_time < 10s"), "{stdout}");
+}
+
+#[test]
+fn a_bad_scenario_gets_the_same_located_error_and_exit_code_as_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: x\nduration: 10s\nexpect:\n  - detection_tme < 10s\n",
+    )
+    .unwrap();
+    let missing = tmp.path().join("missing.yaml");
+    for p in [&bad, &missing] {
+        let p = p.to_str().unwrap();
+        let (r, s) = (lightcone(&["run", p]), lightcone(&["simulate", p]));
+        assert_eq!(s.status.code(), Some(2), "{p}");
+        assert_eq!(r.status.code(), s.status.code(), "{p}");
+        assert_eq!(
+            String::from_utf8_lossy(&r.stderr),
+            String::from_utf8_lossy(&s.stderr),
+            "{p}"
+        );
+        assert!(s.stdout.is_empty(), "{p}");
+    }
+    let e = String::from_utf8_lossy(&lightcone(&["simulate", bad.to_str().unwrap()]).stderr)
+        .into_owned();
+    assert!(e.contains("bad.yaml:4:"), "not located: {e}");
+}
+
+#[test]
+fn link_set_changes_delay_and_loss_and_refuses_what_the_twin_does_not_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("links.yaml");
+    // The cell topology's links have 200 µs of jitter the twin does not model: a change of
+    // delay and loss alone is still carried out; asking for more jitter is refused.
+    std::fs::write(
+        &p,
+        format!(
+            "name: links\ntopology: {}\nseed: 4\nduration: 8s\ntimeline:\n  \
+             - {{ at: 2s, link_set: {{ link: [l0c0k0t0, l0c0k0t1], delay: 50ms, loss: 100% }} }}\n  \
+             - {{ at: 4s, link_set: {{ link: [l0c0k0t0, l0c0k0t1], jitter: 1ms }} }}\n\
+             expect:\n  - false_quarantines == 0\n",
+            root().join("topologies/cell.yaml").display()
+        ),
+    )
+    .unwrap();
+    let o = sim(&p, None, &tmp.path().join("out"));
+    let failed: Vec<_> = o
+        .verdicts
+        .iter()
+        .filter(|v| v.expectation.starts_with("injection failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{:#?}", o.verdicts);
+    assert!(failed[0].expectation.contains("jitter=1ms"), "{failed:?}");
+    assert!(failed[0].detail.contains("not jitter 1ms"), "{failed:?}");
+    assert!(!o.passed, "a fault not injected fails the run");
+    // The delay plotted for the link is the new one after 2 s.
+    let series: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("out/series.json")).unwrap())
+            .unwrap();
+    let delay_at = |t: f64| {
+        series
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["t_real_s"].as_f64().unwrap() >= t)
+            .and_then(|p| p["links"].as_object()?.values().next()?.as_f64())
+    };
+    assert_eq!(delay_at(1.0), Some(0.002));
+    assert_eq!(delay_at(3.0), Some(0.05));
+    // Everything sent on the link was lost from 2 s on.
+    assert!(o.simulation.datagrams_lost > 0);
+}
+
+#[test]
+fn crashing_a_crashed_node_is_a_failed_injection_as_in_the_lab() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("twice.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "name: twice\ntopology: {}\nseed: 5\nduration: 10s\ntimeline:\n  \
+             - {{ at: 2s, crash: l0c0k0t3 }}\n  - {{ at: 3s, crash: l0c0k0t3 }}\n\
+             expect:\n  - detection_time < 10s\n",
+            root().join("topologies/cell.yaml").display()
+        ),
+    )
+    .unwrap();
+    let o = sim(&p, None, &tmp.path().join("out"));
+    let v = &o.verdicts[0];
+    assert_eq!(v.expectation, "injection failed: crash l0c0k0t3", "{v:?}");
+    assert!(v.detail.contains("not running: nothing to crash"), "{v:?}");
+    assert!(!v.pass);
+    // The first crash was injected and detected.
+    assert!(o.verdicts[1].pass, "{:?}", o.verdicts[1]);
+    assert!(!o.passed);
+}
+
+/// The verdict of `expectation` in `o`.
+fn verdict<'a>(o: &'a SimOutcome, expectation: &str) -> &'a lightcone::experiment::Verdict {
+    o.verdicts
+        .iter()
+        .find(|v| v.expectation == expectation)
+        .unwrap_or_else(|| panic!("no verdict {expectation}: {:#?}", o.verdicts))
+}
+
+#[test]
+fn byzantine_and_clock_faults_reach_the_core_as_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenarios = root().join("topologies/scenarios");
+    // A node made byzantine is quarantined by its cell; no honest one is.
+    let o = sim(
+        &scenarios.join("byzantine.yaml"),
+        None,
+        &tmp.path().join("b"),
+    );
+    for e in [
+        "quarantine_time <= 20s",
+        "false_quarantines == 0",
+        "causal_anomalies == 0",
+    ] {
+        assert!(verdict(&o, e).pass, "{:?}", verdict(&o, e));
+    }
+    assert!(verdict(&o, "quarantine_time <= 20s").value.unwrap() > 0.0);
+    // A compromised authority makes every tile it serves alarm, itself not; a pulsar loss
+    // shows at that tile only.
+    let o = sim(
+        &scenarios.join("stratum0.yaml"),
+        None,
+        &tmp.path().join("s"),
+    );
+    for e in [
+        "time_alarmed_nodes(l0c0k0t*) == 12",
+        "time_alarmed_nodes(l0a0) == 0",
+        "pulsar_missed_nodes(l0c0k0t2) == 1",
+        "pulsar_missed_nodes == 1",
+    ] {
+        assert!(verdict(&o, e).pass, "{:?}", verdict(&o, e));
+    }
+    assert!(
+        o.verdicts
+            .iter()
+            .all(|v| !v.expectation.starts_with("injection failed")),
+        "{:#?}",
+        o.verdicts
+    );
+}

@@ -1,0 +1,201 @@
+//! `Sim::from_configs`: nodes built from the orchestrator's `AgentConfig`s, as the agent
+//! builds them, over links with their own delays and loss; every bad input refused before
+//! anything runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use lightcone_core::addr::{HierAddr, Role};
+use lightcone_core::config::{AgentConfig, ConfigError, Neighbor, PeerInfo};
+use lightcone_core::wire::Auth;
+use lightcone_sim::{test_params, Sim, SimError, SimLink};
+
+/// A ring of `n` tiles in one cell, 1 ms links; secrets from `seed`.
+fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
+    let secrets: Vec<[u8; 32]> = (0..n)
+        .map(|i| {
+            let mut s = [0u8; 32];
+            s[..8].copy_from_slice(&seed.to_le_bytes());
+            s[8..12].copy_from_slice(&i.to_le_bytes());
+            s
+        })
+        .collect();
+    let peers: Vec<PeerInfo> = (0..n)
+        .map(|i| PeerInfo {
+            name: format!("n{i}"),
+            id: i,
+            addr: HierAddr {
+                layer: 0,
+                cluster: 0,
+                cell: 0,
+                tile: i as u16,
+            },
+            role: Role::Tile,
+            public_key_hex: hex::encode(
+                SigningKey::from_bytes(&secrets[i as usize])
+                    .verifying_key()
+                    .as_bytes(),
+            ),
+            position_au: [1.0, 0.0, 0.0],
+        })
+        .collect();
+    let links: Vec<SimLink> = (0..n)
+        .map(|i| SimLink {
+            a: i,
+            b: (i + 1) % n,
+            delay: Duration::from_millis(1),
+            loss_ppm: 0,
+        })
+        .collect();
+    let configs = (0..n)
+        .map(|i| {
+            let mut neighbors: Vec<Neighbor> = [(i + n - 1) % n, (i + 1) % n]
+                .iter()
+                .map(|&id| Neighbor {
+                    id,
+                    ifname: format!("eth{id}"),
+                    local_ip: [198, 18, 0, 0].into(),
+                    peer_ip: [198, 18, 0, 1].into(),
+                    delay_emulated_ns: 1_000_000,
+                })
+                .collect();
+            neighbors.sort_by_key(|nb| nb.id);
+            AgentConfig {
+                lab: "ring".into(),
+                id: i,
+                time_scale: 1.0,
+                seed: seed ^ u64::from(i),
+                secret_key_hex: hex::encode(secrets[i as usize]),
+                secret_key_file: None,
+                udp_port: 7946,
+                control_socket: PathBuf::from("/nonexistent"),
+                peers: peers.clone(),
+                neighbors,
+                epoch_monotonic_ns: None,
+                time: None,
+                boot: 1,
+            }
+        })
+        .collect();
+    (configs, links)
+}
+
+fn all_alive(sim: &Sim) -> bool {
+    (0..sim.len() as u32).all(|i| {
+        sim.node(i).is_some_and(|n| {
+            let v = n.snapshot().members;
+            (0..sim.len() as u32)
+                .filter(|j| *j != i)
+                .all(|j| v.iter().any(|m| m.id == j && m.state.as_str() == "alive"))
+        })
+    })
+}
+
+#[test]
+fn nodes_from_configs_form_their_cell_and_one_seed_gives_one_trace() {
+    let run = |seed: u64| {
+        let (configs, links) = ring(6, seed);
+        let mut sim = Sim::from_configs(&configs, &links, seed, test_params()).unwrap();
+        sim.run_for(Duration::from_secs(10));
+        assert!(all_alive(&sim), "seed {seed}: the ring did not converge");
+        assert!(sim.events_processed() > 0 && sim.delivered > 0);
+        (sim.trace_hash(), sim.events_processed())
+    };
+    let a = run(3);
+    assert_eq!(a, run(3), "same configs and seed, same trace");
+    assert_ne!(a.0, run(4).0, "other keys and node seeds, another trace");
+}
+
+#[test]
+fn a_crash_is_detected_and_the_names_come_from_the_configs() {
+    let (configs, links) = ring(5, 9);
+    let mut params = test_params();
+    params.auth = Auth::TestDigest;
+    let mut sim = Sim::from_configs(&configs, &links, 9, params).unwrap();
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.node(2).unwrap().snapshot().node, "n2");
+    sim.crash(2);
+    let dead = sim.run_until_pred(Duration::from_secs(30), |s| {
+        [0u32, 1, 3, 4].iter().all(|i| {
+            s.node(*i).is_some_and(|n| {
+                n.snapshot()
+                    .members
+                    .iter()
+                    .any(|m| m.id == 2 && m.state.as_str() == "dead")
+            })
+        })
+    });
+    assert!(dead, "the crash of n2 was not detected within 30 s");
+    sim.restart(2);
+    assert_eq!(sim.boots(2), 2);
+    assert!(sim.run_until_pred(Duration::from_secs(30), all_alive));
+}
+
+#[test]
+fn link_delay_and_loss_apply_per_link() {
+    let (configs, mut links) = ring(4, 1);
+    links[0].loss_ppm = 1_000_000;
+    let mut sim = Sim::from_configs(&configs, &links, 1, test_params()).unwrap();
+    assert_eq!(
+        sim.link(0, 1),
+        Some((Duration::from_millis(1), 1_000_000, true))
+    );
+    assert!(sim.set_delay(1, 2, Duration::from_millis(40)));
+    assert_eq!(sim.link(2, 1), Some((Duration::from_millis(40), 0, true)));
+    assert!(
+        !sim.set_delay(0, 2, Duration::from_millis(40)),
+        "no such link"
+    );
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.lost > 0, "a link losing everything lost nothing");
+}
+
+#[test]
+fn bad_inputs_are_refused_with_what_is_wrong() {
+    let (configs, links) = ring(4, 2);
+    let err = |c: &[AgentConfig], l: &[SimLink]| {
+        Sim::from_configs(c, l, 2, test_params())
+            .err()
+            .expect("refused")
+    };
+    assert!(matches!(err(&[], &links), SimError::NoNodes));
+    let mut swapped = configs.clone();
+    swapped.swap(0, 1);
+    assert!(matches!(
+        err(&swapped, &links),
+        SimError::ConfigOrder { index: 0, id: 1 }
+    ));
+    assert!(matches!(
+        err(&configs[..3], &links),
+        SimError::DirectorySize {
+            peers: 4,
+            configs: 3
+        }
+    ));
+    let mut self_link = links.clone();
+    self_link[0].b = 0;
+    assert!(matches!(
+        err(&configs, &self_link),
+        SimError::BadLink { a: 0, b: 0 }
+    ));
+    let mut lossy = links.clone();
+    lossy[1].loss_ppm = 1_000_001;
+    let e = err(&configs, &lossy);
+    assert!(e.to_string().contains("above 1000000 ppm"), "{e}");
+    let e = err(&configs, &links[1..]);
+    assert!(matches!(e, SimError::MissingLink { .. }), "{e}");
+    let mut other_key = configs.clone();
+    other_key[2].secret_key_hex = configs[3].secret_key_hex.clone();
+    assert!(matches!(
+        err(&other_key, &links),
+        SimError::Config {
+            node: 2,
+            error: ConfigError::KeyMismatch
+        }
+    ));
+    let mut no_key = configs.clone();
+    no_key[1].secret_key_hex = String::new();
+    let e = err(&no_key, &links);
+    assert_eq!(e.to_string(), "node 1: secret key must be 32 bytes of hex");
+}

@@ -210,11 +210,11 @@ fn a_bad_scenario_gets_the_same_located_error_and_exit_code_as_run() {
 }
 
 #[test]
-fn link_set_changes_delay_and_loss_and_refuses_what_the_twin_does_not_model() {
+fn link_set_changes_delay_loss_and_jitter_on_the_wire_engines_shaper() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("links.yaml");
-    // The cell topology's links have 200 µs of jitter the twin does not model: a change of
-    // delay and loss alone is still carried out; asking for more jitter is refused.
+    // The twin's links run on the wire engine's shaper: a change of delay and loss, and one
+    // of jitter, are carried out as in a lab.
     std::fs::write(
         &p,
         format!(
@@ -232,10 +232,8 @@ fn link_set_changes_delay_and_loss_and_refuses_what_the_twin_does_not_model() {
         .iter()
         .filter(|v| v.expectation.starts_with("injection failed"))
         .collect();
-    assert_eq!(failed.len(), 1, "{:#?}", o.verdicts);
-    assert!(failed[0].expectation.contains("jitter=1ms"), "{failed:?}");
-    assert!(failed[0].detail.contains("not jitter 1ms"), "{failed:?}");
-    assert!(!o.passed, "a fault not injected fails the run");
+    assert!(failed.is_empty(), "{:#?}", o.verdicts);
+    assert!(o.passed, "{:#?}", o.verdicts);
     // The delay plotted for the link is the new one after 2 s.
     let series: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("out/series.json")).unwrap())

@@ -1,19 +1,16 @@
 //! The twin's nodes and links, from the same pure [`plan`](crate::plan::plan) the lab is
 //! built from: one [`AgentConfig`] per node ([`Plan::agent_config`]) with a key derived from
 //! the seed (the lab draws its keys from the OS RNG at `up`; the twin must be reproducible),
-//! one [`SimLink`] per planned link with the link model's delay and loss.
-//!
-//! What a [`LinkModel`] holds beyond a fixed delay and independent random loss (jitter,
-//! correlated or Gilbert–Elliott loss, duplication, corruption, reordering, rate and queue)
-//! is not modelled yet: [`unmodelled`] names it, the report lists it, and a `link_set` that
-//! asks for it is a failed injection (never silently ignored).
+//! one [`SimLink`] per planned link with the link model's delay and loss. Every link is then
+//! put on the wire engine's shaper with its planned [`LinkModel`] ([`LINK_MODEL`]), so jitter,
+//! correlated and Gilbert–Elliott loss, duplication, corruption, reordering, rate and queue
+//! mean in the twin what they mean on the wire engine.
 //!
 //! The core's parameters are the defaults ([`Params::default`](lightcone_core::params::Params)),
 //! as `Node::new` gives an agent at time scale 1; above it the agent stretches its KV ack
 //! timeouts for the host scheduler's real-time latency, which virtual time does not have,
 //! so the twin does not.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,7 +20,6 @@ use lightcone_sim::SimLink;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::parse::units;
 use crate::plan::Plan;
 use lightcone_link::model::{LinkModel, LossModel};
 
@@ -68,8 +64,11 @@ pub fn agent_configs(plan: &Plan, seed: u64) -> Vec<AgentConfig> {
         .collect()
 }
 
-/// Loss in parts per million, if the model's loss is one the twin carries (none, or
-/// independent random loss).
+/// How the twin carries a link, for the report.
+pub const LINK_MODEL: &str = "every link on the wire engine's shaper (lightcone-link) with its planned model: delay, jitter and its distribution, random/correlated/Gilbert-Elliott loss, duplication, corruption, reordering, rate and queue; a datagram is offered as the frame that carries it in a lab";
+
+/// Loss in parts per million of a plain simulator link, when the model's loss is none or
+/// independent random loss (the shaper carries every other kind once the link is shaped).
 pub fn loss_ppm(m: &LinkModel) -> Option<u32> {
     match m.loss {
         LossModel::None => Some(0),
@@ -81,32 +80,8 @@ pub fn loss_ppm(m: &LinkModel) -> Option<u32> {
     }
 }
 
-/// What of `m` the twin does not model (empty: all of it is modelled).
-pub fn unmodelled(m: &LinkModel) -> Vec<String> {
-    let mut v = Vec::new();
-    if m.jitter_ns > 0 {
-        v.push(format!("jitter {}", units::fmt_ns(m.jitter_ns)));
-    }
-    if loss_ppm(m).is_none() {
-        v.push(format!("loss {:?}", m.loss));
-    }
-    for (name, c) in [
-        ("duplicate", &m.duplicate),
-        ("corrupt", &m.corrupt),
-        ("reorder", &m.reorder),
-    ] {
-        if c.probability > 0.0 {
-            v.push(format!("{name} {}%", c.probability * 100.0));
-        }
-    }
-    if let Some(r) = m.rate_bps {
-        v.push(format!("rate {r} bit/s"));
-    }
-    v
-}
-
-/// One [`SimLink`] per planned link (a model the twin cannot carry in full still gets its
-/// delay, and its loss when that is independent).
+/// One [`SimLink`] per planned link, its delay and independent loss: what the simulator's
+/// plain links carry until [`simulate`](super::simulate) shapes every one of them.
 pub fn sim_links(plan: &Plan) -> Vec<SimLink> {
     plan.links
         .iter()
@@ -119,24 +94,9 @@ pub fn sim_links(plan: &Plan) -> Vec<SimLink> {
         .collect()
 }
 
-/// What the twin leaves out of the planned links, summarized (`jitter 200µs` on 12 links).
-pub fn unmodelled_summary(plan: &Plan) -> Vec<String> {
-    let mut count: BTreeMap<String, usize> = BTreeMap::new();
-    for l in &plan.links {
-        for u in unmodelled(&l.model) {
-            *count.entry(u).or_default() += 1;
-        }
-    }
-    count
-        .into_iter()
-        .map(|(u, n)| format!("{u} on {n} link{}", if n == 1 { "" } else { "s" }))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lightcone_link::model::Chance;
 
     #[test]
     fn keys_follow_the_seed_and_differ_between_nodes() {
@@ -148,32 +108,21 @@ mod tests {
     }
 
     #[test]
-    fn only_delay_and_independent_loss_are_modelled() {
+    fn plain_links_carry_independent_loss_only() {
         let mut m = LinkModel {
             delay_ns: 2_000_000,
             ..Default::default()
         };
-        assert!(unmodelled(&m).is_empty());
+        assert_eq!(loss_ppm(&m), Some(0));
         m.loss = LossModel::Random {
             probability: 0.01,
             correlation: 0.0,
         };
         assert_eq!(loss_ppm(&m), Some(10_000));
-        assert!(unmodelled(&m).is_empty());
         m.loss = LossModel::Random {
             probability: 0.01,
             correlation: 0.25,
         };
         assert_eq!(loss_ppm(&m), None);
-        m.jitter_ns = 200_000;
-        m.rate_bps = Some(1_000_000_000);
-        m.duplicate = Chance {
-            probability: 0.5,
-            correlation: 0.0,
-        };
-        let u = unmodelled(&m);
-        assert_eq!(u.len(), 4, "{u:?}");
-        assert!(u[0].starts_with("jitter"), "{u:?}");
-        assert!(u.iter().any(|x| x.starts_with("rate")), "{u:?}");
     }
 }

@@ -3,8 +3,8 @@
 //! (an action, a load op, a poll round, a put's answer) the simulation runs on its own;
 //! the driver never reads a clock. Actions become what the supervisor would do: a crash
 //! drops the node with its state, a restart boots it afresh (next boot epoch), link
-//! changes and partitions cut or restore the modelled links, `link_set` changes delay and
-//! loss, clock faults and byzantine behaviours are core commands. `load` sessions are
+//! changes and partitions cut or restore the links, `link_set` changes the link's model on
+//! the wire engine's shaper (delay, jitter, loss, …, as in a lab), clock faults and byzantine behaviours are core commands. `load` sessions are
 //! sequential clients as in the lab (`runner/load.rs`): same seeds, same key and value
 //! names, a `cell` put waits for the core's answer (at most [`PUT_TIMEOUT`], the lab
 //! client's), and each op is recorded for the causal checker.
@@ -22,7 +22,6 @@ use lightcone_sim::Sim;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::config;
 use super::recorder::Recorder;
 use crate::experiment::action::{Action, Load};
 use crate::experiment::expand::Planned;
@@ -374,10 +373,15 @@ impl Twin {
         self.watched
             .iter()
             .map(|(name, a, b)| {
-                let d = self
-                    .sim
-                    .link(*a, *b)
-                    .and_then(|(d, _, up)| up.then_some(d.as_secs_f64()));
+                // The shaped direction's model delay (what `link_set` changed), as the lab
+                // plots its links' configured delay.
+                let d = self.sim.link(*a, *b).and_then(|(d, _, up)| {
+                    up.then_some(
+                        self.sim
+                            .link_model(*a, *b)
+                            .map_or(d.as_secs_f64(), |m| m.delay_ns as f64 / 1e9),
+                    )
+                });
                 (name.clone(), d)
             })
             .collect()
@@ -460,26 +464,13 @@ impl Twin {
             }
             Action::LinkSet { a, b, change } => {
                 let (x, y) = self.link_ends(a, b)?;
-                let before = self.models.get(&(x, y)).cloned().unwrap_or_default();
-                let mut m = before.clone();
+                let mut m = self.models.get(&(x, y)).cloned().unwrap_or_default();
                 change.apply_to(&mut m)?;
-                // Refused: a change that asks for what the twin does not model (what the
-                // topology already held beyond it is listed in the report, not refused).
-                let was = config::unmodelled(&before);
-                let asked: Vec<String> = config::unmodelled(&m)
-                    .into_iter()
-                    .filter(|u| !was.contains(u))
-                    .collect();
-                if !asked.is_empty() {
-                    return Err(format!(
-                        "the twin models a link's delay and independent loss only; not {}",
-                        asked.join(", ")
-                    ));
-                }
-                self.sim.set_delay(x, y, Duration::from_nanos(m.delay_ns));
-                if let Some(loss) = config::loss_ppm(&m) {
-                    self.sim.set_loss(x, y, loss);
-                }
+                // Both directions on the shaper, as the wire engine sets them; a model the
+                // shaper refuses changes nothing and fails the injection.
+                self.sim
+                    .shape_link(x, y, &m)
+                    .map_err(|e| format!("link {a}-{b}: {e}"))?;
                 self.models.insert((x, y), m.clone());
                 self.models.insert((y, x), m);
                 Ok(())

@@ -59,8 +59,8 @@ pub struct Figures {
     pub datagrams_lost: u64,
     /// SHA-256 over every delivered datagram, core event and command result.
     pub trace_hash: String,
-    /// What the planned links hold that the twin does not model.
-    pub links_not_modelled: Vec<String>,
+    /// How the links are carried ([`config::LINK_MODEL`]).
+    pub link_model: String,
 }
 
 /// Host figures of one simulation: not deterministic, kept out of `report.json`.
@@ -137,7 +137,6 @@ pub fn simulate(
         Auth::Ed25519 => "ed25519 (every frame signed and verified)",
         Auth::TestDigest => "test digest (SHA-256, not a signature)",
     };
-    let not_modelled = config::unmodelled_summary(&plan);
     progress(&format!(
         "twin: {} nodes, {} links, seed {}, crypto {crypto}; keys: {}",
         configs.len(),
@@ -145,14 +144,17 @@ pub fn simulate(
         sc.seed,
         config::key_statement(sc.seed)
     ));
-    if !not_modelled.is_empty() {
-        progress(&format!(
-            "twin: not modelled on the links (delay and independent loss are): {}",
-            not_modelled.join(", ")
-        ));
-    }
-    let sim = Sim::from_configs(&configs, &links, sc.seed, params)
+    let mut sim = Sim::from_configs(&configs, &links, sc.seed, params)
         .map_err(|e| RunError::Lab(format!("the twin could not be built: {e}")))?;
+    for l in &plan.links {
+        sim.shape_link(l.a.node as u32, l.b.node as u32, &l.model)
+            .map_err(|e| {
+                RunError::Lab(format!(
+                    "the twin could not shape link {}-{}: {e}",
+                    plan.nodes[l.a.node].name, plan.nodes[l.b.node].name
+                ))
+            })?;
+    }
     let mut twin = driver::Twin::new(sim, &plan, &timeline);
     twin.warm_up(&mut progress);
     twin.play(&timeline, sc.duration_ns, sc.seed, &mut progress);
@@ -192,7 +194,7 @@ pub fn simulate(
         datagrams_delivered: twin.sim.delivered,
         datagrams_lost: twin.sim.lost,
         trace_hash: twin.sim.trace_hash(),
-        links_not_modelled: not_modelled,
+        link_model: config::LINK_MODEL.into(),
     };
     rundir::write(
         &dir,
@@ -239,7 +241,7 @@ fn annotate_html(path: &Path, f: &Figures) -> std::io::Result<()> {
         1,
     );
     let note = format!(
-        "<p>digital twin: {} nodes, {} links, {} events processed, {} datagrams delivered, {} lost; crypto {}; keys: {}; trace {}{}</p>",
+        "<p>digital twin: {} nodes, {} links, {} events processed, {} datagrams delivered, {} lost; crypto {}; keys: {}; trace {}; links: {}</p>",
         f.nodes,
         f.links,
         f.events_processed,
@@ -248,14 +250,7 @@ fn annotate_html(path: &Path, f: &Figures) -> std::io::Result<()> {
         f.crypto,
         f.keys,
         f.trace_hash,
-        if f.links_not_modelled.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; not modelled on the links: {}",
-                f.links_not_modelled.join(", ")
-            )
-        }
+        f.link_model
     );
     let html = match html.find("</h1>") {
         Some(i) => format!("{}{note}{}", &html[..i + 5], &html[i + 5..]),

@@ -7,6 +7,32 @@ use lightcone::progress::Renderer;
 
 use super::{code, invalid, invalid_rendered, need_root, Failure};
 
+/// The scenario checked and expanded as `run` and `simulate` both do before anything is
+/// built: a bad file is a located error and exit 2.
+pub(crate) fn check_scenario(
+    scenario: &std::path::Path,
+    seed: Option<u64>,
+) -> Result<lightcone::experiment::Scenario, Failure> {
+    use lightcone::experiment;
+    let (sc, _, _) = experiment::prepare(scenario, seed).map_err(|e| match e {
+        experiment::RunError::Scenario(e) => invalid_rendered(e),
+        e => invalid(e),
+    })?;
+    Ok(sc)
+}
+
+/// A run that could not be carried out: exit 2 when its input was invalid, 1 otherwise.
+pub(crate) fn run_failure(e: lightcone::experiment::RunError) -> Failure {
+    Failure(
+        if e.is_invalid() {
+            code::INVALID
+        } else {
+            code::FAILURE
+        },
+        anyhow!(e),
+    )
+}
+
 /// `lightcone run`: progress to stdout (stderr with --json), one line per failed expectation.
 pub(crate) fn cmd_run(
     scenario: PathBuf,
@@ -15,10 +41,7 @@ pub(crate) fn cmd_run(
     json: bool,
 ) -> Result<(), Failure> {
     use lightcone::experiment;
-    let (sc, _, _) = experiment::prepare(&scenario, seed).map_err(|e| match e {
-        experiment::RunError::Scenario(e) => invalid_rendered(e),
-        e => invalid(e),
-    })?;
+    let sc = check_scenario(&scenario, seed)?;
     need_root("run")?;
     let opts = experiment::RunOptions {
         scenario,
@@ -26,16 +49,7 @@ pub(crate) fn cmd_run(
         out,
     };
     let mut progress = Renderer::default();
-    let o = experiment::run(&opts, |l| progress.line(l, json)).map_err(|e| {
-        Failure(
-            if e.is_invalid() {
-                code::INVALID
-            } else {
-                code::FAILURE
-            },
-            anyhow!(e),
-        )
-    })?;
+    let o = experiment::run(&opts, |l| progress.line(l, json)).map_err(run_failure)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&o).expect("json"));
     } else {

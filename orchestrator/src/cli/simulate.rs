@@ -3,11 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
 use lightcone::progress::Renderer;
 
-use super::run::{failed, print_verdicts};
-use super::{code, invalid, invalid_rendered, Failure};
+use super::run::{check_scenario, failed, print_verdicts, run_failure};
+use super::Failure;
 
 /// `lightcone simulate`: progress on stderr, the verdict table and figures on stdout (the
 /// outcome as JSON with --json).
@@ -17,13 +16,9 @@ pub(crate) fn cmd_simulate(
     out: Option<PathBuf>,
     json: bool,
 ) -> Result<(), Failure> {
-    use lightcone::experiment;
     use lightcone::twin;
     // The same checks and the same located errors as `run`, before anything is built.
-    experiment::prepare(&scenario, seed).map_err(|e| match e {
-        experiment::RunError::Scenario(e) => invalid_rendered(e),
-        e => invalid(e),
-    })?;
+    check_scenario(&scenario, seed)?;
     let opts = twin::SimulateOptions {
         scenario,
         seed,
@@ -31,16 +26,7 @@ pub(crate) fn cmd_simulate(
     };
     let mut progress = Renderer::default();
     // Progress always goes to stderr: stdout holds the verdicts (or the JSON).
-    let o = twin::simulate(&opts, |l| progress.line(l, true)).map_err(|e| {
-        Failure(
-            if e.is_invalid() {
-                code::INVALID
-            } else {
-                code::FAILURE
-            },
-            anyhow!(e),
-        )
-    })?;
+    let o = twin::simulate(&opts, |l| progress.line(l, true)).map_err(run_failure)?;
     drop(progress);
     let f = &o.simulation;
     let h = &o.host;

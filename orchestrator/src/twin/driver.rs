@@ -27,6 +27,7 @@ use crate::experiment::action::{Action, Load};
 use crate::experiment::expand::Planned;
 use crate::experiment::record::{Event, FailedInjection, FinalRead, Mark, Recording};
 use crate::experiment::runner::cell_key;
+use crate::experiment::runner::timeline::record_injection;
 use crate::experiment::runner::warmup::{converged, expected_routes};
 use crate::parse::units;
 use crate::plan::Plan;
@@ -402,37 +403,7 @@ impl Twin {
             self.start_load(nodes, load, duration_ns, seed);
         }
         let kind = p.action.kind().to_string();
-        let node = match &p.action {
-            Action::Crash { node }
-            | Action::Restart { node }
-            | Action::Clock { node, .. }
-            | Action::Byzantine { node, .. } => Some(node.clone()),
-            _ => None,
-        };
-        let groups = match &p.action {
-            Action::Partition { groups } => groups.clone(),
-            _ => Vec::new(),
-        };
-        if r.is_ok()
-            && (matches!(
-                kind.as_str(),
-                "crash" | "restart" | "heal" | "partition" | "clock" | "byzantine" | "honest"
-            ) || kind.starts_with("link"))
-        {
-            self.marks.push(Mark {
-                t_real_s: t,
-                kind: kind.clone(),
-                node,
-                groups,
-            });
-        }
-        if let Err(e) = &r {
-            self.failed.push(FailedInjection {
-                t_real_s: t,
-                action: p.action.describe(),
-                error: e.clone(),
-            });
-        }
+        record_injection(&p.action, t, &r, &mut self.marks, &mut self.failed);
         progress(&format!(
             "[{:>9} virtual] {}{}",
             units::fmt_ns((t * 1e9) as u64),

@@ -21,7 +21,7 @@ mod lab;
 mod load;
 pub(crate) mod poll;
 pub(crate) mod rundir;
-mod timeline;
+pub(crate) mod timeline;
 pub(crate) mod warmup;
 
 use std::collections::{BTreeMap, BTreeSet};

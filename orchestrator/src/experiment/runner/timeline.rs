@@ -10,6 +10,51 @@ use crate::client::Client;
 use crate::lab::LabStatus;
 use crate::parse::units;
 
+/// Records what playing `action` at `t_real_s` did: a mark for a fault that was injected
+/// (what the plots and expectations assume happened), a failed injection (a failed verdict
+/// line of its own) for one that was not. The lab runner and the twin both call it.
+pub(crate) fn record_injection(
+    action: &Action,
+    t_real_s: f64,
+    result: &Result<(), String>,
+    marks: &mut Vec<Mark>,
+    failed: &mut Vec<FailedInjection>,
+) {
+    let kind = action.kind();
+    let node = match action {
+        Action::Crash { node }
+        | Action::Restart { node }
+        | Action::Clock { node, .. }
+        | Action::Byzantine { node, .. } => Some(node.clone()),
+        _ => None,
+    };
+    let groups = match action {
+        Action::Partition { groups } => groups.clone(),
+        _ => Vec::new(),
+    };
+    match result {
+        Ok(())
+            if matches!(
+                kind,
+                "crash" | "restart" | "heal" | "partition" | "clock" | "byzantine" | "honest"
+            ) || kind.starts_with("link") =>
+        {
+            marks.push(Mark {
+                t_real_s,
+                kind: kind.to_string(),
+                node,
+                groups,
+            })
+        }
+        Ok(()) => {}
+        Err(e) => failed.push(FailedInjection {
+            t_real_s,
+            action: action.describe(),
+            error: e.clone(),
+        }),
+    }
+}
+
 /// What playing the timeline recorded.
 pub(super) struct Played {
     pub events: Vec<Event>,
@@ -54,39 +99,13 @@ pub(super) fn play_all(
         let r = play(ctx.api, &p.action);
         load::start(ctx, &p.action, &mut loads);
         let kind = p.action.kind().to_string();
-        let node = match &p.action {
-            Action::Crash { node }
-            | Action::Restart { node }
-            | Action::Clock { node, .. }
-            | Action::Byzantine { node, .. } => Some(node.clone()),
-            _ => None,
-        };
-        // Only what was injected is marked: a failed injection is a failed verdict line
-        // of its own, not a fault the plots and expectations assume happened.
-        let groups = match &p.action {
-            Action::Partition { groups } => groups.clone(),
-            _ => Vec::new(),
-        };
-        if r.is_ok()
-            && (matches!(
-                kind.as_str(),
-                "crash" | "restart" | "heal" | "partition" | "clock" | "byzantine" | "honest"
-            ) || kind.starts_with("link"))
-        {
-            played.marks.push(Mark {
-                t_real_s: t,
-                kind: kind.clone(),
-                node,
-                groups,
-            });
-        }
-        if let Err(e) = &r {
-            played.failed_injections.push(FailedInjection {
-                t_real_s: t,
-                action: p.action.describe(),
-                error: e.clone(),
-            });
-        }
+        record_injection(
+            &p.action,
+            t,
+            &r,
+            &mut played.marks,
+            &mut played.failed_injections,
+        );
         let line = format!(
             "[{:>9} emulated | {:>7.2}s real] {}{}",
             units::fmt_ns((t * ts * 1e9) as u64),
@@ -158,4 +177,41 @@ pub(super) fn watched_links(plan: &[Planned], st: &LabStatus) -> Vec<String> {
         v.extend(st.links.first().map(|l| l.name.clone()));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::action::Load;
+    use super::*;
+
+    #[test]
+    fn an_injected_fault_is_marked_a_refused_one_is_a_failed_injection_only() {
+        let (mut marks, mut failed) = (Vec::new(), Vec::new());
+        let crash = Action::Crash { node: "t1".into() };
+        record_injection(&crash, 2.0, &Ok(()), &mut marks, &mut failed);
+        record_injection(
+            &crash,
+            3.0,
+            &Err("not running".into()),
+            &mut marks,
+            &mut failed,
+        );
+        let load = Action::LoadStart {
+            nodes: vec!["t1".into()],
+            load: Load::default(),
+        };
+        record_injection(&load, 4.0, &Ok(()), &mut marks, &mut failed);
+        assert_eq!(
+            marks.len(),
+            1,
+            "only the injected crash is a mark: {marks:?}"
+        );
+        assert_eq!(
+            (marks[0].kind.as_str(), marks[0].node.as_deref()),
+            ("crash", Some("t1"))
+        );
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].t_real_s, 3.0);
+        assert_eq!(failed[0].error, "not running");
+    }
 }

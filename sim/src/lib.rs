@@ -805,17 +805,23 @@ impl Sim {
 
     /// Runs until virtual time `t` (inclusive).
     pub fn run_until(&mut self, t: Instant) {
-        while let Some(Reverse((at, _, _, _))) = self.queue.peek() {
-            if *at > t {
-                break;
-            }
-            let Some(Reverse((at, order, _, ev))) = self.queue.pop() else {
-                break;
-            };
-            self.now = at;
-            self.step(order, ev);
-        }
+        while self.step_due(t) {}
         self.now = self.now.max(t);
+    }
+
+    /// Takes the next queued event if it is due at or before `end` and processes it;
+    /// returns whether there was one.
+    fn step_due(&mut self, end: Instant) -> bool {
+        match self.queue.peek() {
+            Some(Reverse((at, _, _, _))) if *at <= end => {}
+            _ => return false,
+        }
+        let Some(Reverse((at, order, _, ev))) = self.queue.pop() else {
+            return false;
+        };
+        self.now = at;
+        self.step(order, ev);
+        true
     }
 
     pub fn run_for(&mut self, d: Duration) {
@@ -827,15 +833,7 @@ impl Sim {
     /// whether it held.
     pub fn run_until_pred(&mut self, limit: Duration, mut pred: impl FnMut(&Sim) -> bool) -> bool {
         let end = self.now + limit;
-        while let Some(Reverse((at, _, _, _))) = self.queue.peek() {
-            if *at > end {
-                break;
-            }
-            let Some(Reverse((at, order, _, ev))) = self.queue.pop() else {
-                break;
-            };
-            self.now = at;
-            self.step(order, ev);
+        while self.step_due(end) {
             if pred(self) {
                 return true;
             }

@@ -146,6 +146,23 @@ pub struct SeriesPoint {
     pub routes: u32,
 }
 
+impl SeriesPoint {
+    /// Adds one node's poll to the round's totals: its members by state, its quarantine
+    /// entries and its routes (the lab runner and the twin count a round the same way).
+    pub fn count(&mut self, p: &StatePoll) {
+        self.quarantined += p.quarantine.len() as u32;
+        self.routes += p.routes.len() as u32;
+        for m in &p.members {
+            match m.state.as_str() {
+                "alive" => self.alive += 1,
+                "suspect" => self.suspect += 1,
+                "dead" => self.dead += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
 /// One node's clock as its `/state` `time` section reports it. Errors are against the host
 /// clock, which every namespace shares: exact ground truth.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -276,6 +293,39 @@ pub struct Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_counts_members_by_state_quarantines_and_routes_of_every_poll() {
+        let member = |id, state: &str| MemberObs {
+            id,
+            state: state.into(),
+            since_emulated_s: 0.0,
+        };
+        let poll = |members, quarantine: Vec<u32>, routes: &[&str]| StatePoll {
+            round: 1,
+            t_real_s: 1.0,
+            node: "n".into(),
+            id: 0,
+            now_emulated_s: 1.0,
+            members,
+            quarantine,
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            pulsar_missed: None,
+        };
+        let mut pt = SeriesPoint::default();
+        pt.count(&poll(
+            vec![member(1, "alive"), member(2, "suspect"), member(3, "left")],
+            vec![7],
+            &["node:1", "cell:0.0.1"],
+        ));
+        pt.count(&poll(
+            vec![member(0, "alive"), member(3, "dead")],
+            vec![],
+            &["node:0"],
+        ));
+        assert_eq!((pt.alive, pt.suspect, pt.dead), (2, 1, 1));
+        assert_eq!((pt.quarantined, pt.routes), (1, 3));
+    }
 
     #[test]
     fn time_section_of_state_reads_nan_and_infinity_as_unsynchronized() {

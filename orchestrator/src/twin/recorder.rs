@@ -138,16 +138,7 @@ impl Recorder {
             if let Some(t) = &state.time {
                 clocks.push(TimeObs::of_time(t));
             }
-            pt.quarantined += p.quarantine.len() as u32;
-            pt.routes += p.routes.len() as u32;
-            for m in &p.members {
-                match m.state.as_str() {
-                    "alive" => pt.alive += 1,
-                    "suspect" => pt.suspect += 1,
-                    "dead" => pt.dead += 1,
-                    _ => {}
-                }
-            }
+            pt.count(&p);
             self.polls.push(p);
         }
         pt.time = TimeSample::of(&clocks);

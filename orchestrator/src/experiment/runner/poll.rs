@@ -102,16 +102,7 @@ impl Poller {
                 ..Default::default()
             };
             for p in &polls {
-                pt.quarantined += p.quarantine.len() as u32;
-                pt.routes += p.routes.len() as u32;
-                for m in &p.members {
-                    match m.state.as_str() {
-                        "alive" => pt.alive += 1,
-                        "suspect" => pt.suspect += 1,
-                        "dead" => pt.dead += 1,
-                        _ => {}
-                    }
-                }
+                pt.count(p);
             }
             let mut pids = Vec::new();
             if round % METRICS_EVERY == 1 {

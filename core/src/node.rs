@@ -569,8 +569,15 @@ impl Node {
                 self.membership.leave();
                 // Tell a few members directly so the departure spreads before we go.
                 let mut fx = std::mem::take(&mut self.fx);
-                self.membership
-                    .on_gossip_tick(now, &mut self.rng, &mut fx, &mut self.timers);
+                let routing = &self.routing;
+                let reach = |n: u32| routing.next_hop(Dest::Node(n)).is_some();
+                self.membership.on_gossip_tick(
+                    now,
+                    &mut self.rng,
+                    &reach,
+                    &mut fx,
+                    &mut self.timers,
+                );
                 self.fx = fx;
                 self.flush_sends(now);
                 self.stopped = true;
@@ -585,14 +592,15 @@ impl Node {
         let mut fx = std::mem::take(&mut self.fx);
         let routing = &self.routing;
         let rtt = |n: u32| routing.one_way(n).mul_f64(3.0);
+        let reach = |n: u32| routing.next_hop(Dest::Node(n)).is_some();
         let (m, rng, t) = (&mut self.membership, &mut self.rng, &mut self.timers);
         match key {
-            TimerKey::ProbeTick => m.on_probe_tick(now, rng, &rtt, &mut fx, t),
-            TimerKey::ProbeTimeout => m.on_probe_timeout(now, rng, &rtt, &mut fx, t),
+            TimerKey::ProbeTick => m.on_probe_tick(now, rng, &rtt, &reach, &mut fx, t),
+            TimerKey::ProbeTimeout => m.on_probe_timeout(now, rng, &rtt, &reach, &mut fx, t),
             TimerKey::IndirectTimeout => m.on_indirect_timeout(now, &mut fx, t),
             TimerKey::Suspicion => m.on_suspicion_timer(now, &mut fx, t),
             TimerKey::ForwardSweep => m.on_forward_sweep(now, &mut fx, t),
-            TimerKey::Gossip => m.on_gossip_tick(now, rng, &mut fx, t),
+            TimerKey::Gossip => m.on_gossip_tick(now, rng, &reach, &mut fx, t),
             TimerKey::Reclaim => m.on_reclaim_tick(now, rng, &mut fx, t),
             TimerKey::KvRepair => {
                 use rand::seq::SliceRandom;

@@ -83,9 +83,14 @@ fn trace_hashes_are_unchanged() {
     // per node at `Node::poll_timeout_order`, which sits where the old per-key timer entry
     // did, see `Timers`), commands returning results (the simulator traces a result as the
     // event that carried it before) and counters keyed by enums.
+    // Deliberately changed since: lossy_cell_with_a_crash (was 91cd6cd4…) and
+    // cluster_partition_restart (was 53928a9c…) by membership gossiping and asking indirect
+    // probes only of members it has a route to, and counting a failed probe against its
+    // local health only when no helper answered (session 6; `a_ring_cut_…` in harness.rs
+    // shows why). cell_with_commands has no crash and no cut, and kept its hash.
     let want = [
-        "91cd6cd48b0d68d1af01f6410cd13cff83242f6dfa48adf76c1cb66b43583c2e",
-        "53928a9c0a1c65c8d03fe87d350a7bd738c58b1d77f0fbe9575106e203925af0",
+        "69e49c9b20f9e2eca24a1c4903b06d1d24806c3d34c646816f508d1f9d211df8",
+        "e5dd49c303164fb1cecf1b6ec6e6f52cd686d1ecc329f85a895079d416933dda",
         "690c94ae374825fbdff12f24c7fdc4ec25153bd84ffd870600c8004635579090",
     ];
     for ((what, h), w) in got.iter().zip(want) {

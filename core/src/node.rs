@@ -611,6 +611,10 @@ impl Node {
             }
             TimerKey::RouteHello => {
                 self.routing.sweep(now);
+                // A neighbour that stops advertising a destination without a withdrawal
+                // reaching us (a lost triggered update; a full refresh simply omits it) would
+                // otherwise leave the route in our table for good.
+                self.routing.expire_entries(now);
                 for n in self.routing.hello_due(now) {
                     fx.send_link(
                         n,

@@ -928,3 +928,43 @@ fn a_ring_cut_in_two_by_two_crashes_learns_the_second_death_everywhere_within_10
         "detection by every survivor ≥ 10 s: {bad:?} (all: {worst:?})"
     );
 }
+
+/// A withdrawal that is lost leaves no route behind for good: the neighbour's full refreshes
+/// stop listing the destination, and the entry expires `entry_lifetime` (100 s) after it was
+/// last advertised.
+#[test]
+fn a_route_whose_withdrawal_was_lost_expires() {
+    let mut topo = Topo::cell(3, 0, MS, 3);
+    topo.links = vec![(0, 1, MS), (1, 2, MS)];
+    let mut sim = Sim::new(&topo, 3, test_params());
+    sim.run_for(Duration::from_secs(5));
+    let has_route = |sim: &Sim| {
+        sim.node(0)
+            .unwrap()
+            .routing()
+            .table()
+            .contains_key(&Dest::Node(2))
+    };
+    assert!(has_route(&sim), "0 reaches 2 through 1");
+    // Cut 1–2; node 1 notices after its 4 s neighbour timeout and withdraws the route, while
+    // every frame between 0 and 1 is lost (2.5 s: shorter than the timeout, so 0–1 stays up).
+    sim.set_link(1, 2, false);
+    sim.run_for(Duration::from_secs(3));
+    sim.set_loss(0, 1, 1_000_000);
+    sim.run_for(Duration::from_millis(2500));
+    sim.set_loss(0, 1, 0);
+    assert!(
+        !sim.node(1)
+            .unwrap()
+            .routing()
+            .table()
+            .contains_key(&Dest::Node(2)),
+        "1 has withdrawn its route to 2"
+    );
+    assert!(
+        has_route(&sim),
+        "the withdrawal was lost: 0 still routes to 2"
+    );
+    sim.run_for(Duration::from_secs(140));
+    assert!(!has_route(&sim), "the stale route to 2 expired");
+}

@@ -1,6 +1,6 @@
 //! Detection-time distribution at N = 1,000 in the deterministic harness.
 //!
-//! `cargo bench -p lightcone-agent --bench detection` (release; real Ed25519 on every
+//! `cargo bench -p lightcone-sim --bench detection` (release; real Ed25519 on every
 //! frame). One 1,000-tile cell (ring + random chords, 2 ms links), default SWIM/Lifeguard
 //! parameters. After a warm-up, 20 seeded crashes are injected in rounds of
 //! `LC_BENCH_PARALLEL` (default 5) simultaneous victims; a victim's detection time is the

@@ -39,7 +39,11 @@
 //! minutes; a stripe is written once and encoded on every put, read whole mostly from data
 //! shards (no decode). GF(2^16) also lifts the 256-shard ceiling of GF(2^8).
 pub mod codec;
+pub mod harness;
+pub mod machine;
+pub mod msg;
 pub mod placement;
+pub mod scenarios;
 
 /// An object class: its stripe shape and how many cells its shards spread over.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

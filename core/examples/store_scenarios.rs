@@ -38,6 +38,7 @@ fn main() {
         })
         .count();
     println!("  stripes at full redundancy at the end: {full}/30; frames {} ({} bytes), largest store frame {} bytes", h.frames, h.frame_bytes, h.max_frame);
+    print!("{}", h.metrics().render("all"));
     let (h, expected) = overload(seed);
     let f = figures(&h);
     let mut reported = f.lost_reports.clone();
@@ -53,5 +54,6 @@ fn main() {
         quantile(r, 1.0),
         f.repair_bytes
     );
+    print!("{}", h.metrics().render("all"));
     println!("  wall time {:.2} s", t.elapsed().as_secs_f64());
 }

@@ -54,6 +54,25 @@ fn durable_loses_nothing_and_repairs_within_minutes() {
         );
     }
     assert!(f.repair_bytes > 0);
+    // Every store frame fits one overlay datagram (1400 bytes less header and signature).
+    assert!(
+        h.max_frame <= lightcone_core::wire::MAX_BLOB,
+        "{} bytes",
+        h.max_frame
+    );
+    // The telemetry says the same: every stripe full, nothing queued, nothing lost.
+    let m = h.metrics();
+    assert_eq!(m.counters.objects_lost_total, 0);
+    assert_eq!(
+        (
+            m.redundancy.full,
+            m.redundancy.reduced,
+            m.redundancy.critical
+        ),
+        (30, 0, 0)
+    );
+    assert_eq!(m.redundancy.repair_queue, 0);
+    assert_eq!(m.shards_held, 30 * 60);
 }
 
 #[test]
@@ -72,6 +91,10 @@ fn overload_reports_exactly_the_objects_past_n_minus_k() {
         "an object reported lost twice"
     );
     assert_eq!(f.objects_lost_total, expected.len() as u64);
+    let m = h.metrics();
+    assert_eq!(m.counters.objects_lost_total, expected.len() as u64);
+    assert_eq!(m.redundancy.full as usize, 60 - expected.len());
+    assert_eq!(m.redundancy.repair_queue, 0);
     for i in 0..60 {
         let o = format!("obj-{i:02}");
         if !expected.contains(&o) {

@@ -556,6 +556,18 @@ impl Harness {
         Some((held, m.class.n as usize))
     }
 
+    /// The figures of every live tile, summed.
+    pub fn metrics(&self) -> super::metrics::StoreMetrics {
+        let now = Instant::from_nanos(self.now);
+        let mut m = super::metrics::StoreMetrics::default();
+        for (id, s) in &self.stores {
+            if self.up.contains(id) {
+                m.add(&s.metrics(now));
+            }
+        }
+        m
+    }
+
     pub fn is_up(&self, id: u32) -> bool {
         self.up.contains(&id)
     }

@@ -19,7 +19,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::codec::{self, shard_hash};
+use super::codec::{self, ShardHash};
+use super::metrics::{Redundancy, StoreCounters, StoreMetrics};
+
+/// A shard as held and sent: its bytes and its Merkle proof.
+type Shard = (Vec<u8>, Vec<ShardHash>);
 use super::msg::{Msg, StripeMeta, MAX_NAME};
 use super::placement::{self, Tile};
 use super::{Class, StoreError};
@@ -90,29 +94,6 @@ pub enum StoreOut {
     Lost { object: String },
 }
 
-/// Counters (monotonic) and gauges of one tile's store.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StoreCounters {
-    pub repair_bytes_total: u64,
-    pub repairs_total: u64,
-    pub objects_lost_total: u64,
-    pub corrupt_shards_total: u64,
-    pub bad_frames_total: u64,
-}
-
-/// Redundancy of the stripes this tile stewards.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Redundancy {
-    /// All n holders live.
-    pub full: u32,
-    /// Fewer than n, more than k + 1 live.
-    pub reduced: u32,
-    /// At most k + 1 live: two more losses lose the object.
-    pub critical: u32,
-    /// Stripes waiting for or under repair.
-    pub repair_queue: u32,
-}
-
 #[derive(Debug, Clone)]
 struct Member {
     tile: Tile,
@@ -132,7 +113,7 @@ struct Fetch {
     purpose: Purpose,
     /// Index → deadline of the ask.
     asked: BTreeMap<u16, Instant>,
-    got: BTreeMap<u16, Vec<u8>>,
+    got: BTreeMap<u16, Shard>,
     failed: BTreeSet<u16>,
 }
 
@@ -142,7 +123,7 @@ struct Placing {
     waiting: BTreeSet<u16>,
     deadline: Instant,
     /// Shards to send once the token bucket allows (index, bytes).
-    queued: Vec<(u16, Vec<u8>)>,
+    queued: Vec<(u16, Shard)>,
 }
 
 #[derive(Debug)]
@@ -161,7 +142,7 @@ pub struct Store {
     params: StoreParams,
     members: BTreeMap<u32, Member>,
     metas: BTreeMap<String, StripeMeta>,
-    shards: BTreeMap<(String, u16), Vec<u8>>,
+    shards: BTreeMap<(String, u16), Shard>,
     /// Shards known gone though their holder is alive (it came back empty).
     gone: BTreeSet<(String, u16)>,
     fetches: BTreeMap<u64, Fetch>,
@@ -352,6 +333,7 @@ impl Store {
         }
         let holders = placement::place(self.params.seed, object, class, &self.live_tiles())?;
         let shards = codec::encode(bytes, class)?;
+        let (root, proofs) = codec::merkle(&shards);
         let version = self.metas.get(object).map_or(1, |m| m.version + 1);
         let meta = StripeMeta {
             object: object.into(),
@@ -360,18 +342,33 @@ impl Store {
             version,
             writer: self.me.id,
             by: self.me.id,
-            hashes: shards.iter().map(|s| shard_hash(s)).collect(),
+            root,
             holders,
         };
+        // A shard frame (metadata, proof, shard) must fit one overlay datagram.
+        let frame = Msg::ShardPut {
+            meta: meta.clone(),
+            index: 0,
+            proof: proofs[0].clone(),
+            bytes: shards[0].clone(),
+        }
+        .encode()
+        .len();
+        if frame > crate::wire::MAX_BLOB {
+            return Err(StoreError::FrameTooLarge {
+                frame,
+                max: crate::wire::MAX_BLOB,
+            });
+        }
         // A new put replaces the object: its loss state starts over.
         self.lost.remove(object);
         self.metas.remove(object);
         self.adopt(meta.clone());
         let mut acked = BTreeSet::new();
-        for (i, s) in shards.into_iter().enumerate() {
+        for (i, (s, proof)) in shards.into_iter().zip(proofs).enumerate() {
             let to = meta.holders[i];
             if to == self.me.id {
-                self.shards.insert((object.into(), i as u16), s);
+                self.shards.insert((object.into(), i as u16), (s, proof));
                 acked.insert(i as u16);
             } else {
                 out.push(StoreOut::Send {
@@ -379,6 +376,7 @@ impl Store {
                     msg: Msg::ShardPut {
                         meta: meta.clone(),
                         index: i as u16,
+                        proof,
                         bytes: s,
                     },
                 });
@@ -511,9 +509,12 @@ impl Store {
     }
 
     fn fetched(&mut self, now: Instant, meta: StripeMeta, f: Fetch, out: &mut Vec<StoreOut>) {
-        let offered: Vec<(usize, &[u8])> =
-            f.got.iter().map(|(&i, b)| (i as usize, &b[..])).collect();
-        let decoded = codec::decode(&meta.class, meta.len as usize, &meta.hashes, &offered);
+        let offered: Vec<codec::Offered<'_>> = f
+            .got
+            .iter()
+            .map(|(&i, (b, p))| (i as usize, &b[..], &p[..]))
+            .collect();
+        let decoded = codec::decode(&meta.class, meta.len as usize, &meta.root, &offered);
         match f.purpose {
             Purpose::Read(request) => {
                 out.push(StoreOut::Read {
@@ -524,7 +525,7 @@ impl Store {
             Purpose::Repair => {
                 if let Ok(d) = decoded {
                     self.counters.repair_bytes_total +=
-                        f.got.values().map(|b| b.len() as u64).sum::<u64>();
+                        f.got.values().map(|(b, _)| b.len() as u64).sum::<u64>();
                     self.rebuild(now, meta, &d.object, out);
                 }
             }
@@ -593,9 +594,15 @@ impl Store {
         if miss.is_empty() || self.placing.contains_key(&meta.object) {
             return;
         }
-        let Ok(shards) = codec::encode(object, &meta.class) else {
+        let Ok(encoded) = codec::encode(object, &meta.class) else {
             return;
         };
+        let (root, proofs) = codec::merkle(&encoded);
+        if root != meta.root {
+            // Cannot happen for an object that decoded against this root; refuse rather
+            // than place shards the metadata would not verify.
+            return;
+        }
         let live = self.live_tiles();
         let mut new = meta.clone();
         let mut queued = Vec::new();
@@ -630,7 +637,7 @@ impl Store {
             };
             new.holders[i as usize] = r;
             taken.push(r);
-            queued.push((i, shards[i as usize].clone()));
+            queued.push((i, (encoded[i as usize].clone(), proofs[i as usize].clone())));
         }
         if queued.is_empty() {
             // No free live tile in any domain: try again after a grace period, not every tick.
@@ -670,27 +677,30 @@ impl Store {
         let me = self.me.id;
         let objects: Vec<String> = self.placing.keys().cloned().collect();
         let mut local = Vec::new();
-        for o in objects {
+        'objects: for o in objects {
             let p = self.placing.get_mut(&o).expect("present");
-            while let Some((i, bytes)) = p.queued.first() {
+            while let Some((i, (bytes, proof))) = p.queued.first() {
                 let cost = bytes.len() as u64;
                 if cost > self.tokens && self.tokens < self.params.repair_burst {
-                    return;
+                    // Out of tokens: the rest waits for a later tick (a shard larger than
+                    // the bucket goes alone when the bucket is full).
+                    break 'objects;
                 }
                 self.tokens = self.tokens.saturating_sub(cost);
                 self.counters.repair_bytes_total += cost;
-                let (i, bytes) = (*i, bytes.clone());
+                let (i, bytes, proof) = (*i, bytes.clone(), proof.clone());
                 p.queued.remove(0);
                 p.deadline = now + self.params.ack_timeout;
                 let to = p.meta.holders[i as usize];
                 if to == me {
-                    local.push((o.clone(), i, bytes));
+                    local.push((o.clone(), i, (bytes, proof)));
                 } else {
                     out.push(StoreOut::Send {
                         to,
                         msg: Msg::ShardPut {
                             meta: p.meta.clone(),
                             index: i,
+                            proof,
                             bytes,
                         },
                     });
@@ -765,10 +775,21 @@ impl Store {
             }
         };
         match msg {
-            Msg::ShardPut { meta, index, bytes } => {
+            Msg::ShardPut {
+                meta,
+                index,
+                proof,
+                bytes,
+            } => {
                 let ok = meta.holders[index as usize] == self.me.id
                     && bytes.len() == codec::shard_len(meta.len as usize, meta.class.k as usize)
-                    && shard_hash(&bytes) == meta.hashes[index as usize];
+                    && codec::verify(
+                        &meta.root,
+                        meta.class.n as usize,
+                        index as usize,
+                        &bytes,
+                        &proof,
+                    );
                 if !ok {
                     self.counters.corrupt_shards_total += 1;
                     return;
@@ -780,7 +801,7 @@ impl Store {
                 let (object, version) = (meta.object.clone(), meta.version);
                 self.adopt(meta);
                 self.gone.remove(&(object.clone(), index));
-                self.shards.insert((object.clone(), index), bytes);
+                self.shards.insert((object.clone(), index), (bytes, proof));
                 out.push(StoreOut::Send {
                     to: from,
                     msg: Msg::ShardPutAck {
@@ -797,10 +818,11 @@ impl Store {
             } => self.on_ack(now, &object, version, index, out),
             Msg::ShardGet { object, index, req } => {
                 let msg = match self.shards.get(&(object.clone(), index)) {
-                    Some(b) => Msg::ShardData {
+                    Some((b, p)) => Msg::ShardData {
                         object,
                         index,
                         req,
+                        proof: p.clone(),
                         bytes: b.clone(),
                     },
                     None => Msg::ShardNone { object, index, req },
@@ -811,6 +833,7 @@ impl Store {
                 object,
                 index,
                 req,
+                proof,
                 bytes,
             } => {
                 let Some(f) = self.fetches.get_mut(&req) else {
@@ -821,10 +844,16 @@ impl Store {
                 }
                 let good = self.metas.get(&object).is_some_and(|m| {
                     bytes.len() == codec::shard_len(m.len as usize, m.class.k as usize)
-                        && m.hashes.get(index as usize) == Some(&shard_hash(&bytes))
+                        && codec::verify(
+                            &m.root,
+                            m.class.n as usize,
+                            index as usize,
+                            &bytes,
+                            &proof,
+                        )
                 });
                 if good {
-                    f.got.insert(index, bytes);
+                    f.got.insert(index, (bytes, proof));
                 } else {
                     self.counters.corrupt_shards_total += 1;
                     f.failed.insert(index);
@@ -970,6 +999,15 @@ impl Store {
             }
         }
         r
+    }
+
+    /// This tile's figures now (see [`super::metrics`]).
+    pub fn metrics(&self, now: Instant) -> StoreMetrics {
+        StoreMetrics {
+            redundancy: self.redundancy(now),
+            shards_held: self.shards.len() as u64,
+            counters: self.counters.clone(),
+        }
     }
 
     /// Whether this tile holds shard `index` of `object`.
@@ -1125,6 +1163,92 @@ mod tests {
     }
 
     #[test]
+    fn a_read_asks_the_nearest_holders_first() {
+        // Reader 0 in cell 0 of cluster 0; holders: 1 (its cell), 2 (its cluster), 3 and 4
+        // (the other cluster), in an order that is not the distance order.
+        let t = |id, cluster, cell| Tile { id, cluster, cell };
+        let tiles = [t(0, 0, 0), t(1, 0, 0), t(2, 0, 1), t(3, 1, 2), t(4, 1, 3)];
+        let class = Class::new("c", 2, 4, 3).unwrap();
+        let shards = codec::encode(b"near first", &class).unwrap();
+        let meta = StripeMeta {
+            object: "o".into(),
+            class,
+            len: 10,
+            version: 1,
+            writer: 3,
+            by: 3,
+            holders: vec![4, 3, 2, 1],
+            root: codec::merkle(&shards).0,
+        };
+        let now = Instant::from_nanos(0);
+        let mut st = Store::new(tiles[0], StoreParams::default(), now);
+        let mut out = Vec::new();
+        for x in &tiles[1..] {
+            st.member(now, *x, true, false, &mut out);
+        }
+        st.learn_meta(meta).unwrap();
+        st.get(now, 1, "o", &mut out).unwrap();
+        let asked: Vec<u32> = out
+            .iter()
+            .filter_map(|o| match o {
+                StoreOut::Send {
+                    to,
+                    msg: Msg::ShardGet { .. },
+                } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, vec![1, 2], "k = 2 asks, nearest first");
+        // The cell neighbour has nothing: the next nearest (another cluster) is asked.
+        let mut out = Vec::new();
+        let none = Msg::ShardNone {
+            object: "o".into(),
+            index: 3,
+            req: 1,
+        }
+        .encode();
+        st.on_frame(now, 1, &none, &mut out);
+        assert!(
+            matches!(
+                &out[..],
+                [StoreOut::Send {
+                    to: 3 | 4,
+                    msg: Msg::ShardGet { .. }
+                }]
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn repair_traffic_is_rate_limited() {
+        let run = |rate: u64, burst: u64| {
+            let params = StoreParams {
+                repair_rate: rate,
+                repair_burst: burst,
+                ..StoreParams::default()
+            };
+            let mut h = Harness::grid(2, 3, 4, Class::new("c", 4, 8, 4).unwrap(), params);
+            h.put_at(s(1), 0, "a", vec![5; 2000]); // 500-byte shards
+            h.run_until(s(5));
+            let m = h.meta("a").unwrap();
+            for &v in m.holders.iter().filter(|&&t| t != 0).take(3) {
+                h.crash_at(s(10), v);
+            }
+            h.run_until(s(120));
+            let r = repaired(&h);
+            assert_eq!(r.len(), 1, "{:?}", h.records);
+            assert_eq!(h.redundancy_of("a"), Some((8, 8)));
+            (r[0].0, h.metrics().counters.repair_bytes_total)
+        };
+        let (fast, fast_bytes) = run(1 << 20, 256 << 10);
+        // 500 bytes a second: three 500-byte shards take two refills.
+        let (slow, slow_bytes) = run(500, 500);
+        assert!(slow >= fast + s(2), "limited {slow:?}, unlimited {fast:?}");
+        assert_eq!(slow_bytes, fast_bytes, "the same repair, only later");
+    }
+
+    #[test]
     fn garbage_frames_change_nothing() {
         let me = Tile {
             id: 1,
@@ -1150,13 +1274,15 @@ mod tests {
             writer: 2,
             by: 2,
             holders: vec![1, 2],
-            hashes: shards.iter().map(|s| shard_hash(s)).collect(),
+            root: codec::merkle(&shards).0,
         };
+        let proof = codec::merkle(&shards).1[0].clone();
         let mut bad = shards[0].clone();
         bad[0] ^= 1;
         let f = Msg::ShardPut {
             meta: meta.clone(),
             index: 0,
+            proof: proof.clone(),
             bytes: bad,
         }
         .encode();
@@ -1166,6 +1292,7 @@ mod tests {
         let f = Msg::ShardPut {
             meta,
             index: 0,
+            proof,
             bytes: shards[0].clone(),
         }
         .encode();
@@ -1191,6 +1318,8 @@ mod tests {
         );
         h.put_at(s(1), 0, "", vec![1]);
         h.put_at(s(1), 0, "big", vec![0; 70_000]);
+        // k = 2: 3,000 bytes make 1,500-byte shards, over one datagram.
+        h.put_at(s(1), 0, "wide", vec![0; 3_000]);
         h.run_until(s(3));
         let why: Vec<String> = h
             .records
@@ -1200,9 +1329,11 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(why.len(), 2, "{why:?}");
+        assert_eq!(why.len(), 3, "{why:?}");
         assert!(why[1].contains("too large"), "{why:?}");
-        assert!(h.meta("big").is_none());
+        assert!(why[2].contains("over the overlay's 1290"), "{why:?}");
+        assert!(h.meta("big").is_none() && h.meta("wide").is_none());
+        assert_eq!(h.metrics().shards_held, 0);
         // n greater than the tiles available.
         let mut h = Harness::grid(
             1,

@@ -15,6 +15,8 @@ pub const KINDS: std::ops::RangeInclusive<u8> = 20..=27;
 
 /// Longest object name, in bytes.
 pub const MAX_NAME: usize = 200;
+/// Longest Merkle proof (n ≤ 32,768 = 2^15).
+pub const MAX_PROOF: usize = 15;
 
 /// A stripe's metadata: what the causal store holds under `store/<object>` and every
 /// holder keeps beside its shard.
@@ -32,8 +34,8 @@ pub struct StripeMeta {
     pub by: u32,
     /// The tile holding each shard index (`n` entries, distinct).
     pub holders: Vec<u32>,
-    /// Each shard's SHA-256 (`n` entries).
-    pub hashes: Vec<ShardHash>,
+    /// The Merkle root over the `n` shards ([`super::codec::merkle`]).
+    pub root: ShardHash,
 }
 
 impl StripeMeta {
@@ -51,11 +53,10 @@ impl StripeMeta {
                 self.object.len()
             )));
         }
-        if self.holders.len() != n || self.hashes.len() != n {
+        if self.holders.len() != n {
             return Err(StoreError::BadMetadata(format!(
-                "{} holders and {} hashes for n = {n}",
-                self.holders.len(),
-                self.hashes.len()
+                "{} holders for n = {n}",
+                self.holders.len()
             )));
         }
         let mut h = self.holders.clone();
@@ -75,6 +76,7 @@ pub enum Msg {
     ShardPut {
         meta: StripeMeta,
         index: u16,
+        proof: Vec<ShardHash>,
         bytes: Vec<u8>,
     },
     /// The shard is held.
@@ -94,6 +96,7 @@ pub enum Msg {
         object: String,
         index: u16,
         req: u64,
+        proof: Vec<ShardHash>,
         bytes: Vec<u8>,
     },
     /// I do not hold that shard.
@@ -137,7 +140,11 @@ impl W {
         for h in &m.holders {
             self.u32(*h);
         }
-        for h in &m.hashes {
+        self.0.extend(m.root);
+    }
+    fn proof(&mut self, p: &[ShardHash]) {
+        self.u8(p.len() as u8);
+        for h in p {
             self.0.extend(h);
         }
     }
@@ -185,6 +192,15 @@ impl<'a> R<'a> {
         }
         String::from_utf8(b).map_err(|_| StoreError::BadFrame("name not UTF-8".into()))
     }
+    fn proof(&mut self) -> Result<Vec<ShardHash>, StoreError> {
+        let n = self.u8()? as usize;
+        if n > MAX_PROOF {
+            return Err(StoreError::BadFrame(format!("a proof of {n} hashes")));
+        }
+        (0..n)
+            .map(|_| Ok(self.take(32)?.try_into().expect("32 bytes")))
+            .collect()
+    }
     fn meta(&mut self) -> Result<StripeMeta, StoreError> {
         let object = self.string()?;
         let name = self.string()?;
@@ -192,15 +208,13 @@ impl<'a> R<'a> {
         let class = Class::new(&name, k, n, cells)?;
         let (len, version, writer, by) = (self.u64()?, self.u64()?, self.u32()?, self.u32()?);
         // Bound the allocation by what the frame can hold before reading n entries.
-        if self.0.len() < n as usize * 36 {
+        if self.0.len() < n as usize * 4 + 32 {
             return Err(StoreError::BadFrame(format!(
                 "metadata for n = {n} truncated"
             )));
         }
         let holders = (0..n).map(|_| self.u32()).collect::<Result<_, _>>()?;
-        let hashes = (0..n)
-            .map(|_| Ok(self.take(32)?.try_into().expect("32 bytes")))
-            .collect::<Result<_, StoreError>>()?;
+        let root = self.take(32)?.try_into().expect("32 bytes");
         let m = StripeMeta {
             object,
             class,
@@ -209,7 +223,7 @@ impl<'a> R<'a> {
             writer,
             by,
             holders,
-            hashes,
+            root,
         };
         m.validate()?;
         Ok(m)
@@ -232,9 +246,15 @@ impl Msg {
         let mut w = W(Vec::new());
         w.u8(self.kind());
         match self {
-            Msg::ShardPut { meta, index, bytes } => {
+            Msg::ShardPut {
+                meta,
+                index,
+                proof,
+                bytes,
+            } => {
                 w.meta(meta);
                 w.u16(*index);
+                w.proof(proof);
                 w.bytes(bytes);
             }
             Msg::ShardPutAck {
@@ -255,11 +275,13 @@ impl Msg {
                 object,
                 index,
                 req,
+                proof,
                 bytes,
             } => {
                 w.bytes(object.as_bytes());
                 w.u16(*index);
                 w.u64(*req);
+                w.proof(proof);
                 w.bytes(bytes);
             }
             Msg::Meta { meta } => w.meta(meta),
@@ -280,6 +302,7 @@ impl Msg {
                 Msg::ShardPut {
                     meta,
                     index,
+                    proof: r.proof()?,
                     bytes: r.bytes()?,
                 }
             }
@@ -302,6 +325,7 @@ impl Msg {
                 object: r.string()?,
                 index: r.u16()?,
                 req: r.u64()?,
+                proof: r.proof()?,
                 bytes: r.bytes()?,
             },
             KIND_META => Msg::Meta { meta: r.meta()? },
@@ -331,7 +355,7 @@ mod tests {
             writer: 1,
             by: 2,
             holders: vec![5, 6, 7, 8],
-            hashes: vec![[1; 32], [2; 32], [3; 32], [4; 32]],
+            root: [1; 32],
         }
     }
 
@@ -341,6 +365,7 @@ mod tests {
             Msg::ShardPut {
                 meta: meta(),
                 index: 3,
+                proof: vec![[3; 32], [4; 32]],
                 bytes: vec![1, 2, 3],
             },
             Msg::ShardPutAck {
@@ -357,6 +382,7 @@ mod tests {
                 object: "o".into(),
                 index: 1,
                 req: 77,
+                proof: vec![[5; 32]],
                 bytes: vec![9; 40],
             },
             Msg::ShardNone {
@@ -377,6 +403,7 @@ mod tests {
         let mut b = Msg::ShardPut {
             meta: meta(),
             index: 3,
+            proof: vec![],
             bytes: vec![1],
         }
         .encode();
@@ -398,6 +425,7 @@ mod tests {
         let b = Msg::ShardPut {
             meta: meta(),
             index: 4,
+            proof: vec![],
             bytes: vec![],
         }
         .encode();
@@ -409,7 +437,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..300), cut in any::<prop::sample::Index>()) {
             let _ = Msg::decode(&b);
-            let good = Msg::ShardPut { meta: meta(), index: 1, bytes: b.clone() }.encode();
+            let good = Msg::ShardPut { meta: meta(), index: 1, proof: vec![[7; 32]; 2], bytes: b.clone() }.encode();
             let _ = Msg::decode(&good[..cut.index(good.len())]);
         }
     }

@@ -56,6 +56,8 @@ pub mod membership;
 pub mod node;
 pub mod params;
 pub mod routing;
+// The erasure-coded object store (issue 16).
+pub mod store;
 pub mod time;
 pub mod view;
 pub mod watch;

@@ -1,0 +1,1353 @@
+//! The store of one tile, sans-IO: puts (encode, place, send shards), reads (any `k`
+//! shards, nearest first, each checked against its hash), and repair (a steward per
+//! stripe, elected among the live tiles holding its metadata, rebuilds lost shards on
+//! live tiles in the right domains, rate-limited). Time is an input; every map is a
+//! `BTreeMap`; the only randomness is the seeded rendezvous hash of [`placement`].
+//!
+//! The driver tells it who is alive ([`Store::member`]), hands it frames from the overlay
+//! ([`Store::on_frame`]), calls [`Store::tick`] every [`StoreParams::tick`], and carries
+//! out the [`StoreOut`]s: frames to send, metadata to write into the causal store,
+//! answers to puts and reads, and what was repaired or lost.
+//!
+//! **Grace period** ([`StoreParams::grace`], 30 s): a holder declared dead is repaired
+//! only 30 s later. SWIM here declares a crashed tile dead at every peer in < 10 s
+//! (`membership::SwimParams`), and a falsely declared tile is probed every 10 s
+//! (`reclaim_interval`) and refutes, so 30 s is three reclaim rounds in which a false
+//! suspicion or a short partition heals without moving a byte, and still leaves > 4 of the
+//! spec's "within minutes" (taken as 5 min) for the repair itself. A tile that comes back
+//! *empty* (a new boot) needs no grace: its shards are certainly gone.
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::codec::{self, ShardHash};
+use super::metrics::{Redundancy, StoreCounters, StoreMetrics};
+
+/// A shard as held and sent: its bytes and its Merkle proof.
+type Shard = (Vec<u8>, Vec<ShardHash>);
+use super::msg::{Msg, StripeMeta, MAX_NAME};
+use super::placement::{self, Tile};
+use super::{Class, StoreError};
+use crate::time::Instant;
+
+/// The store's tunables (emulated time).
+#[derive(Debug, Clone)]
+pub struct StoreParams {
+    /// Seed of placement and steward election.
+    pub seed: u64,
+    /// After membership declares a holder dead, wait this long before repairing. 30 s
+    /// (see the module doc).
+    pub grace: Duration,
+    /// Repair traffic a steward sends, bytes per second (token bucket). 1 MiB/s.
+    pub repair_rate: u64,
+    /// The bucket's depth, bytes. 256 KiB.
+    pub repair_burst: u64,
+    /// A shard asked for and not answered within this is asked elsewhere. 2 s.
+    pub fetch_timeout: Duration,
+    /// A put or a repair's placements not all acknowledged within this stop waiting. 5 s.
+    pub ack_timeout: Duration,
+    /// How often the driver calls [`Store::tick`]. 1 s.
+    pub tick: Duration,
+    /// Largest object accepted, bytes: a shard must fit one overlay frame (1400 bytes
+    /// less headers) at the class's k; 64 KiB is the ceiling for any class.
+    pub max_object: usize,
+}
+
+impl Default for StoreParams {
+    fn default() -> Self {
+        StoreParams {
+            seed: 0,
+            grace: Duration::from_secs(30),
+            repair_rate: 1 << 20,
+            repair_burst: 256 << 10,
+            fetch_timeout: Duration::from_secs(2),
+            ack_timeout: Duration::from_secs(5),
+            tick: Duration::from_secs(1),
+            max_object: 64 << 10,
+        }
+    }
+}
+
+/// What the store asks its driver to do, or tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOut {
+    /// Send this frame to tile `to` over the overlay.
+    Send { to: u32, msg: Msg },
+    /// Write this stripe metadata into the causal store under `store/<object>`.
+    MetaWrite { meta: StripeMeta },
+    /// A put is held by every holder (or by at least k + 1 of them when the ack timeout
+    /// passed; repair restores the rest).
+    PutDone { request: u64, object: String },
+    PutFailed {
+        request: u64,
+        object: String,
+        why: String,
+    },
+    /// A read's answer.
+    Read {
+        request: u64,
+        result: Result<Vec<u8>, StoreError>,
+    },
+    /// This stripe is back at full redundancy; `after` is the time since the first of its
+    /// holders was declared dead (or came back empty).
+    Repaired { object: String, after: Duration },
+    /// Fewer than k of this stripe's shards survive: the object is lost.
+    Lost { object: String },
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    tile: Tile,
+    alive: bool,
+    since: Instant,
+}
+
+#[derive(Debug)]
+enum Purpose {
+    Read(u64),
+    Repair,
+}
+
+#[derive(Debug)]
+struct Fetch {
+    object: String,
+    purpose: Purpose,
+    /// Index → deadline of the ask.
+    asked: BTreeMap<u16, Instant>,
+    got: BTreeMap<u16, Shard>,
+    failed: BTreeSet<u16>,
+}
+
+#[derive(Debug)]
+struct Placing {
+    meta: StripeMeta,
+    waiting: BTreeSet<u16>,
+    deadline: Instant,
+    /// Shards to send once the token bucket allows (index, bytes).
+    queued: Vec<(u16, Shard)>,
+}
+
+#[derive(Debug)]
+struct PendingPut {
+    request: u64,
+    k: usize,
+    acked: BTreeSet<u16>,
+    n: usize,
+    deadline: Instant,
+}
+
+/// One tile's store.
+#[derive(Debug)]
+pub struct Store {
+    me: Tile,
+    params: StoreParams,
+    members: BTreeMap<u32, Member>,
+    metas: BTreeMap<String, StripeMeta>,
+    shards: BTreeMap<(String, u16), Shard>,
+    /// Shards known gone though their holder is alive (it came back empty).
+    gone: BTreeSet<(String, u16)>,
+    fetches: BTreeMap<u64, Fetch>,
+    placing: BTreeMap<String, Placing>,
+    puts: BTreeMap<String, PendingPut>,
+    lost: BTreeSet<String>,
+    /// A repair that could place nothing (no free live tile) waits until then.
+    retry_at: BTreeMap<String, Instant>,
+    next_req: u64,
+    tokens: u64,
+    refilled: Instant,
+    counters: StoreCounters,
+}
+
+fn distance(a: &Tile, b: &Tile) -> u8 {
+    if a.id == b.id {
+        0
+    } else if a.cell == b.cell {
+        1
+    } else if a.cluster == b.cluster {
+        2
+    } else {
+        3
+    }
+}
+
+impl Store {
+    pub fn new(me: Tile, params: StoreParams, now: Instant) -> Store {
+        let mut members = BTreeMap::new();
+        members.insert(
+            me.id,
+            Member {
+                tile: me,
+                alive: true,
+                since: now,
+            },
+        );
+        Store {
+            me,
+            tokens: params.repair_burst,
+            params,
+            members,
+            metas: BTreeMap::new(),
+            shards: BTreeMap::new(),
+            gone: BTreeSet::new(),
+            fetches: BTreeMap::new(),
+            placing: BTreeMap::new(),
+            puts: BTreeMap::new(),
+            lost: BTreeSet::new(),
+            retry_at: BTreeMap::new(),
+            next_req: 1,
+            refilled: now,
+            counters: StoreCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> &StoreCounters {
+        &self.counters
+    }
+    /// Shards this tile holds.
+    pub fn shards_held(&self) -> usize {
+        self.shards.len()
+    }
+    /// The metadata this tile knows for `object`.
+    pub fn meta(&self, object: &str) -> Option<&StripeMeta> {
+        self.metas.get(object)
+    }
+    pub fn metas(&self) -> impl Iterator<Item = &StripeMeta> {
+        self.metas.values()
+    }
+
+    /// Membership news: `tile` is alive or dead as of `now`. `rebooted`: it came back
+    /// with a new boot (empty), so every shard it held is gone.
+    pub fn member(
+        &mut self,
+        now: Instant,
+        tile: Tile,
+        alive: bool,
+        rebooted: bool,
+        out: &mut Vec<StoreOut>,
+    ) {
+        if tile.id == self.me.id {
+            return;
+        }
+        let was = self.members.get(&tile.id).map(|m| m.alive);
+        if was != Some(alive) {
+            self.members.insert(
+                tile.id,
+                Member {
+                    tile,
+                    alive,
+                    since: now,
+                },
+            );
+        }
+        if rebooted {
+            for m in self.metas.values() {
+                if let Some(i) = m.holders.iter().position(|&h| h == tile.id) {
+                    self.gone.insert((m.object.clone(), i as u16));
+                }
+            }
+        }
+        // A tile back in view (a healed partition, a refuted suspicion): the steward of
+        // each stripe it holds tells it our metadata, so the newer version wins on both
+        // sides (an older one is answered with the newer).
+        if alive && was == Some(false) && !rebooted {
+            for m in self.metas.values() {
+                if (m.holders.contains(&tile.id) || m.writer == tile.id)
+                    && self.steward(m) == Some(self.me.id)
+                {
+                    out.push(StoreOut::Send {
+                        to: tile.id,
+                        msg: Msg::Meta { meta: m.clone() },
+                    });
+                }
+            }
+        }
+    }
+
+    fn alive(&self, id: u32) -> bool {
+        self.members.get(&id).is_some_and(|m| m.alive)
+    }
+
+    fn live_tiles(&self) -> Vec<Tile> {
+        self.members
+            .values()
+            .filter(|m| m.alive)
+            .map(|m| m.tile)
+            .collect()
+    }
+
+    /// Metadata learned from the causal store (another tile's put).
+    pub fn learn_meta(&mut self, meta: StripeMeta) -> Result<(), StoreError> {
+        meta.validate()?;
+        self.adopt(meta);
+        Ok(())
+    }
+
+    /// Adopt `meta` if it is newer than ours; drop the shards it no longer gives us.
+    fn adopt(&mut self, meta: StripeMeta) -> bool {
+        if let Some(old) = self.metas.get(&meta.object) {
+            if old.rank() >= meta.rank() {
+                return false;
+            }
+        }
+        let o = meta.object.clone();
+        let me = self.me.id;
+        self.shards
+            .retain(|(obj, i), _| obj != &o || meta.holders.get(*i as usize) == Some(&me));
+        self.gone.retain(|(obj, i)| {
+            obj != &o || {
+                // Still gone only if the same holder is still named for it.
+                let old = self.metas.get(&o).and_then(|m| m.holders.get(*i as usize));
+                old.is_some() && old == meta.holders.get(*i as usize)
+            }
+        });
+        self.metas.insert(o, meta);
+        true
+    }
+
+    /// Write `object` under `class`: encode, place on live tiles, send the shards.
+    pub fn put(
+        &mut self,
+        now: Instant,
+        request: u64,
+        object: &str,
+        bytes: &[u8],
+        class: &Class,
+        out: &mut Vec<StoreOut>,
+    ) -> Result<(), StoreError> {
+        class.validate()?;
+        if object.is_empty() || object.len() > MAX_NAME {
+            return Err(StoreError::BadMetadata(format!(
+                "object name of {} bytes (1..={MAX_NAME})",
+                object.len()
+            )));
+        }
+        if bytes.len() > self.params.max_object {
+            return Err(StoreError::TooLarge {
+                len: bytes.len(),
+                max: self.params.max_object,
+            });
+        }
+        if self.puts.contains_key(object) {
+            return Err(StoreError::BadMetadata(format!(
+                "a put of {object:?} is in flight"
+            )));
+        }
+        let holders = placement::place(self.params.seed, object, class, &self.live_tiles())?;
+        let shards = codec::encode(bytes, class)?;
+        let (root, proofs) = codec::merkle(&shards);
+        let version = self.metas.get(object).map_or(1, |m| m.version + 1);
+        let meta = StripeMeta {
+            object: object.into(),
+            class: class.clone(),
+            len: bytes.len() as u64,
+            version,
+            writer: self.me.id,
+            by: self.me.id,
+            root,
+            holders,
+        };
+        // A shard frame (metadata, proof, shard) must fit one overlay datagram.
+        let frame = Msg::ShardPut {
+            meta: meta.clone(),
+            index: 0,
+            proof: proofs[0].clone(),
+            bytes: shards[0].clone(),
+        }
+        .encode()
+        .len();
+        if frame > crate::wire::MAX_BLOB {
+            return Err(StoreError::FrameTooLarge {
+                frame,
+                max: crate::wire::MAX_BLOB,
+            });
+        }
+        // A new put replaces the object: its loss state starts over.
+        self.lost.remove(object);
+        self.metas.remove(object);
+        self.adopt(meta.clone());
+        let mut acked = BTreeSet::new();
+        for (i, (s, proof)) in shards.into_iter().zip(proofs).enumerate() {
+            let to = meta.holders[i];
+            if to == self.me.id {
+                self.shards.insert((object.into(), i as u16), (s, proof));
+                acked.insert(i as u16);
+            } else {
+                out.push(StoreOut::Send {
+                    to,
+                    msg: Msg::ShardPut {
+                        meta: meta.clone(),
+                        index: i as u16,
+                        proof,
+                        bytes: s,
+                    },
+                });
+            }
+        }
+        out.push(StoreOut::MetaWrite { meta: meta.clone() });
+        self.puts.insert(
+            object.into(),
+            PendingPut {
+                request,
+                k: class.k as usize,
+                acked,
+                n: class.n as usize,
+                deadline: now + self.params.ack_timeout,
+            },
+        );
+        self.check_put(object, out);
+        Ok(())
+    }
+
+    fn check_put(&mut self, object: &str, out: &mut Vec<StoreOut>) {
+        if let Some(p) = self.puts.get(object) {
+            if p.acked.len() == p.n {
+                let p = self.puts.remove(object).expect("present");
+                out.push(StoreOut::PutDone {
+                    request: p.request,
+                    object: object.into(),
+                });
+            }
+        }
+    }
+
+    /// Read `object`: ask the nearest live holders for k shards.
+    pub fn get(
+        &mut self,
+        now: Instant,
+        request: u64,
+        object: &str,
+        out: &mut Vec<StoreOut>,
+    ) -> Result<(), StoreError> {
+        if !self.metas.contains_key(object) {
+            return Err(StoreError::UnknownObject(object.into()));
+        }
+        self.start_fetch(now, object, Purpose::Read(request), out);
+        Ok(())
+    }
+
+    fn start_fetch(
+        &mut self,
+        now: Instant,
+        object: &str,
+        purpose: Purpose,
+        out: &mut Vec<StoreOut>,
+    ) {
+        let req = self.next_req;
+        self.next_req += 1;
+        let mut f = Fetch {
+            object: object.into(),
+            purpose,
+            asked: BTreeMap::new(),
+            got: BTreeMap::new(),
+            failed: BTreeSet::new(),
+        };
+        for ((o, i), s) in self
+            .shards
+            .range((object.to_string(), 0)..=(object.to_string(), u16::MAX))
+        {
+            debug_assert_eq!(o, object);
+            f.got.insert(*i, s.clone());
+        }
+        self.fetches.insert(req, f);
+        self.advance(now, req, out);
+    }
+
+    /// Ask more holders, or finish the fetch `req`.
+    fn advance(&mut self, now: Instant, req: u64, out: &mut Vec<StoreOut>) {
+        let Some(f) = self.fetches.get(&req) else {
+            return;
+        };
+        let Some(meta) = self.metas.get(&f.object).cloned() else {
+            self.fetches.remove(&req);
+            return;
+        };
+        let k = meta.class.k as usize;
+        if f.got.len() >= k {
+            let f = self.fetches.remove(&req).expect("present");
+            self.fetched(now, meta, f, out);
+            return;
+        }
+        let mut cands: Vec<(u8, u16)> = (0..meta.class.n)
+            .filter(|i| !f.got.contains_key(i) && !f.failed.contains(i) && !f.asked.contains_key(i))
+            .filter(|&i| !self.gone.contains(&(meta.object.clone(), i)))
+            .filter_map(|i| {
+                let h = meta.holders[i as usize];
+                let m = self
+                    .members
+                    .get(&h)
+                    .filter(|m| m.alive && h != self.me.id)?;
+                Some((distance(&self.me, &m.tile), i))
+            })
+            .collect();
+        cands.sort_unstable();
+        let need = k - f.got.len();
+        let more = need.saturating_sub(f.asked.len());
+        if f.asked.is_empty() && cands.is_empty() {
+            let f = self.fetches.remove(&req).expect("present");
+            let have = f.got.len();
+            match f.purpose {
+                Purpose::Read(request) => out.push(StoreOut::Read {
+                    request,
+                    result: Err(StoreError::TooFewShards { have, need: k }),
+                }),
+                Purpose::Repair => self.declare_lost_if(now, &meta, out),
+            }
+            return;
+        }
+        let deadline = now + self.params.fetch_timeout;
+        let f = self.fetches.get_mut(&req).expect("present");
+        for &(_, i) in cands.iter().take(more) {
+            f.asked.insert(i, deadline);
+            out.push(StoreOut::Send {
+                to: meta.holders[i as usize],
+                msg: Msg::ShardGet {
+                    object: meta.object.clone(),
+                    index: i,
+                    req,
+                },
+            });
+        }
+    }
+
+    fn fetched(&mut self, now: Instant, meta: StripeMeta, f: Fetch, out: &mut Vec<StoreOut>) {
+        let offered: Vec<codec::Offered<'_>> = f
+            .got
+            .iter()
+            .map(|(&i, (b, p))| (i as usize, &b[..], &p[..]))
+            .collect();
+        let decoded = codec::decode(&meta.class, meta.len as usize, &meta.root, &offered);
+        match f.purpose {
+            Purpose::Read(request) => {
+                out.push(StoreOut::Read {
+                    request,
+                    result: decoded.map(|d| d.object),
+                });
+            }
+            Purpose::Repair => {
+                if let Ok(d) = decoded {
+                    self.counters.repair_bytes_total +=
+                        f.got.values().map(|(b, _)| b.len() as u64).sum::<u64>();
+                    self.rebuild(now, meta, &d.object, out);
+                }
+            }
+        }
+    }
+
+    /// The stripe's missing shard indexes as this tile sees them (holders dead past the
+    /// grace period, or back empty), and the earliest such loss.
+    fn missing(&self, now: Instant, meta: &StripeMeta) -> (Vec<u16>, Option<Instant>) {
+        let mut miss = Vec::new();
+        let mut first: Option<Instant> = None;
+        for (i, &h) in meta.holders.iter().enumerate() {
+            let gone = self.gone.contains(&(meta.object.clone(), i as u16));
+            let dead = self
+                .members
+                .get(&h)
+                .filter(|m| !m.alive && now.saturating_since(m.since) >= self.params.grace);
+            if gone || dead.is_some() {
+                miss.push(i as u16);
+                let at = dead.map_or(now, |m| m.since);
+                first = Some(first.map_or(at, |f| f.min(at)));
+            }
+        }
+        (miss, first)
+    }
+
+    /// The stripe's steward: the live tile holding its metadata (a holder not gone, or the
+    /// writer) with the lowest rendezvous rank.
+    fn steward(&self, meta: &StripeMeta) -> Option<u32> {
+        let mut electorate: Vec<u32> = meta
+            .holders
+            .iter()
+            .enumerate()
+            .filter(|(i, &h)| {
+                self.alive(h) && !self.gone.contains(&(meta.object.clone(), *i as u16))
+            })
+            .map(|(_, &h)| h)
+            .collect();
+        if electorate.is_empty() && self.alive(meta.writer) {
+            electorate.push(meta.writer);
+        }
+        electorate.into_iter().min_by_key(|&id| {
+            let mut h = <sha2::Sha256 as sha2::Digest>::new();
+            sha2::Digest::update(&mut h, self.params.seed.to_le_bytes());
+            sha2::Digest::update(&mut h, meta.object.as_bytes());
+            sha2::Digest::update(&mut h, id.to_le_bytes());
+            <[u8; 32]>::from(sha2::Digest::finalize(h))
+        })
+    }
+
+    fn declare_lost_if(&mut self, now: Instant, meta: &StripeMeta, out: &mut Vec<StoreOut>) {
+        let (miss, _) = self.missing(now, meta);
+        if meta.class.n as usize - miss.len() < meta.class.k as usize
+            && self.lost.insert(meta.object.clone())
+        {
+            self.counters.objects_lost_total += 1;
+            out.push(StoreOut::Lost {
+                object: meta.object.clone(),
+            });
+        }
+    }
+
+    /// Re-encode the object, place the missing shards on live tiles, send them.
+    fn rebuild(&mut self, now: Instant, meta: StripeMeta, object: &[u8], out: &mut Vec<StoreOut>) {
+        let (miss, _) = self.missing(now, &meta);
+        if miss.is_empty() || self.placing.contains_key(&meta.object) {
+            return;
+        }
+        let Ok(encoded) = codec::encode(object, &meta.class) else {
+            return;
+        };
+        let (root, proofs) = codec::merkle(&encoded);
+        if root != meta.root {
+            // Cannot happen for an object that decoded against this root; refuse rather
+            // than place shards the metadata would not verify.
+            return;
+        }
+        let live = self.live_tiles();
+        let mut new = meta.clone();
+        let mut queued = Vec::new();
+        let keep: Vec<u32> = meta
+            .holders
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !miss.contains(&(*i as u16)))
+            .map(|(_, &h)| h)
+            .collect();
+        let mut taken = keep.clone();
+        for &i in &miss {
+            let lost_cell = self
+                .members
+                .get(&meta.holders[i as usize])
+                .map(|m| m.tile.cell);
+            // A tile that came back empty may take its own index again.
+            let mut busy = taken.clone();
+            busy.retain(|&h| h != meta.holders[i as usize] || !self.alive(h));
+            if !self.alive(meta.holders[i as usize]) {
+                busy.push(meta.holders[i as usize]);
+            }
+            let Some(r) = placement::replacement(
+                self.params.seed,
+                &meta.object,
+                i as usize,
+                lost_cell,
+                &busy,
+                &live,
+            ) else {
+                continue;
+            };
+            new.holders[i as usize] = r;
+            taken.push(r);
+            queued.push((i, (encoded[i as usize].clone(), proofs[i as usize].clone())));
+        }
+        if queued.is_empty() {
+            // No free live tile in any domain: try again after a grace period, not every tick.
+            self.retry_at
+                .insert(meta.object.clone(), now + self.params.grace);
+            return;
+        }
+        new.version += 1;
+        new.by = self.me.id;
+        if new.validate().is_err() {
+            return;
+        }
+        self.placing.insert(
+            meta.object.clone(),
+            Placing {
+                meta: new,
+                waiting: queued.iter().map(|q| q.0).collect(),
+                deadline: now + self.params.ack_timeout,
+                queued,
+            },
+        );
+        self.send_placements(now, out);
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_since(self.refilled);
+        let add = (dt.as_nanos() * self.params.repair_rate as u128 / 1_000_000_000) as u64;
+        if add > 0 {
+            self.tokens = (self.tokens + add).min(self.params.repair_burst);
+            self.refilled = now;
+        }
+    }
+
+    /// Send queued repair shards as the token bucket allows.
+    fn send_placements(&mut self, now: Instant, out: &mut Vec<StoreOut>) {
+        self.refill(now);
+        let me = self.me.id;
+        let objects: Vec<String> = self.placing.keys().cloned().collect();
+        let mut local = Vec::new();
+        'objects: for o in objects {
+            let p = self.placing.get_mut(&o).expect("present");
+            while let Some((i, (bytes, proof))) = p.queued.first() {
+                let cost = bytes.len() as u64;
+                if cost > self.tokens && self.tokens < self.params.repair_burst {
+                    // Out of tokens: the rest waits for a later tick (a shard larger than
+                    // the bucket goes alone when the bucket is full).
+                    break 'objects;
+                }
+                self.tokens = self.tokens.saturating_sub(cost);
+                self.counters.repair_bytes_total += cost;
+                let (i, bytes, proof) = (*i, bytes.clone(), proof.clone());
+                p.queued.remove(0);
+                p.deadline = now + self.params.ack_timeout;
+                let to = p.meta.holders[i as usize];
+                if to == me {
+                    local.push((o.clone(), i, (bytes, proof)));
+                } else {
+                    out.push(StoreOut::Send {
+                        to,
+                        msg: Msg::ShardPut {
+                            meta: p.meta.clone(),
+                            index: i,
+                            proof,
+                            bytes,
+                        },
+                    });
+                }
+            }
+        }
+        for (o, i, bytes) in local {
+            self.shards.insert((o.clone(), i), bytes);
+            let version = self.placing[&o].meta.version;
+            self.on_ack(now, &o, version, i, out);
+        }
+    }
+
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        object: &str,
+        version: u64,
+        index: u16,
+        out: &mut Vec<StoreOut>,
+    ) {
+        if let Some(p) = self.puts.get_mut(object) {
+            if self.metas.get(object).is_some_and(|m| m.version == version) {
+                p.acked.insert(index);
+            }
+            self.check_put(object, out);
+        }
+        let Some(p) = self.placing.get_mut(object) else {
+            return;
+        };
+        if p.meta.version != version {
+            return;
+        }
+        p.waiting.remove(&index);
+        if !p.waiting.is_empty() {
+            return;
+        }
+        let p = self.placing.remove(object).expect("present");
+        let first = self.metas.get(object).map(|m| self.missing(now, m).1);
+        let meta = p.meta;
+        self.adopt(meta.clone());
+        let mut to: BTreeSet<u32> = meta.holders.iter().copied().collect();
+        to.insert(meta.writer);
+        to.remove(&self.me.id);
+        for t in to {
+            out.push(StoreOut::Send {
+                to: t,
+                msg: Msg::Meta { meta: meta.clone() },
+            });
+        }
+        out.push(StoreOut::MetaWrite { meta: meta.clone() });
+        self.counters.repairs_total += 1;
+        if self.missing(now, &meta).0.is_empty() {
+            let after = first
+                .flatten()
+                .map_or(Duration::ZERO, |f| now.saturating_since(f));
+            out.push(StoreOut::Repaired {
+                object: object.into(),
+                after,
+            });
+        }
+    }
+
+    /// A frame from tile `from` (already authenticated by the overlay). A frame that does
+    /// not decode, or does not fit our state, changes nothing and is counted.
+    pub fn on_frame(&mut self, now: Instant, from: u32, bytes: &[u8], out: &mut Vec<StoreOut>) {
+        let msg = match Msg::decode(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                self.counters.bad_frames_total += 1;
+                return;
+            }
+        };
+        match msg {
+            Msg::ShardPut {
+                meta,
+                index,
+                proof,
+                bytes,
+            } => {
+                let ok = meta.holders[index as usize] == self.me.id
+                    && bytes.len() == codec::shard_len(meta.len as usize, meta.class.k as usize)
+                    && codec::verify(
+                        &meta.root,
+                        meta.class.n as usize,
+                        index as usize,
+                        &bytes,
+                        &proof,
+                    );
+                if !ok {
+                    self.counters.corrupt_shards_total += 1;
+                    return;
+                }
+                let current = self.metas.get(&meta.object).map(|m| m.rank());
+                if current.is_some_and(|r| r > meta.rank()) {
+                    return; // superseded
+                }
+                let (object, version) = (meta.object.clone(), meta.version);
+                self.adopt(meta);
+                self.gone.remove(&(object.clone(), index));
+                self.shards.insert((object.clone(), index), (bytes, proof));
+                out.push(StoreOut::Send {
+                    to: from,
+                    msg: Msg::ShardPutAck {
+                        object,
+                        version,
+                        index,
+                    },
+                });
+            }
+            Msg::ShardPutAck {
+                object,
+                version,
+                index,
+            } => self.on_ack(now, &object, version, index, out),
+            Msg::ShardGet { object, index, req } => {
+                let msg = match self.shards.get(&(object.clone(), index)) {
+                    Some((b, p)) => Msg::ShardData {
+                        object,
+                        index,
+                        req,
+                        proof: p.clone(),
+                        bytes: b.clone(),
+                    },
+                    None => Msg::ShardNone { object, index, req },
+                };
+                out.push(StoreOut::Send { to: from, msg });
+            }
+            Msg::ShardData {
+                object,
+                index,
+                req,
+                proof,
+                bytes,
+            } => {
+                let Some(f) = self.fetches.get_mut(&req) else {
+                    return;
+                };
+                if f.object != object || f.asked.remove(&index).is_none() {
+                    return;
+                }
+                let good = self.metas.get(&object).is_some_and(|m| {
+                    bytes.len() == codec::shard_len(m.len as usize, m.class.k as usize)
+                        && codec::verify(
+                            &m.root,
+                            m.class.n as usize,
+                            index as usize,
+                            &bytes,
+                            &proof,
+                        )
+                });
+                if good {
+                    f.got.insert(index, (bytes, proof));
+                } else {
+                    self.counters.corrupt_shards_total += 1;
+                    f.failed.insert(index);
+                }
+                self.advance(now, req, out);
+            }
+            Msg::ShardNone { object, index, req } => {
+                let Some(f) = self.fetches.get_mut(&req) else {
+                    return;
+                };
+                if f.object != object || f.asked.remove(&index).is_none() {
+                    return;
+                }
+                f.failed.insert(index);
+                self.advance(now, req, out);
+            }
+            Msg::Meta { meta } => {
+                let newer = self
+                    .metas
+                    .get(&meta.object)
+                    .is_none_or(|m| m.rank() < meta.rank());
+                let mine = meta.holders.contains(&self.me.id) || meta.writer == self.me.id;
+                if newer && (mine || self.metas.contains_key(&meta.object)) {
+                    self.adopt(meta);
+                } else if let Some(m) = self
+                    .metas
+                    .get(&meta.object)
+                    .filter(|m| m.rank() > meta.rank())
+                {
+                    // The sender is behind: send ours back.
+                    out.push(StoreOut::Send {
+                        to: from,
+                        msg: Msg::Meta { meta: m.clone() },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every [`StoreParams::tick`]: time out asks and placements, start repairs this tile
+    /// stewards, report losses, send rate-limited repair shards.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<StoreOut>) {
+        // Asks past their deadline fail; ask elsewhere.
+        let reqs: Vec<u64> = self.fetches.keys().copied().collect();
+        for req in reqs {
+            let f = self.fetches.get_mut(&req).expect("present");
+            let late: Vec<u16> = f
+                .asked
+                .iter()
+                .filter(|(_, &d)| d <= now)
+                .map(|(&i, _)| i)
+                .collect();
+            if !late.is_empty() {
+                for i in late {
+                    f.asked.remove(&i);
+                    f.failed.insert(i);
+                }
+                self.advance(now, req, out);
+            }
+        }
+        // Puts: done with at least k + 1 acks once the timeout passed (repair restores
+        // the rest), failed with fewer.
+        let late: Vec<String> = self
+            .puts
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for o in late {
+            let p = self.puts.remove(&o).expect("present");
+            if p.acked.len() > p.k {
+                out.push(StoreOut::PutDone {
+                    request: p.request,
+                    object: o,
+                });
+            } else {
+                out.push(StoreOut::PutFailed {
+                    request: p.request,
+                    object: o,
+                    why: format!("{} of {} shards acknowledged", p.acked.len(), p.n),
+                });
+            }
+        }
+        // Placements not acknowledged in time: drop, the next tick starts over.
+        self.placing
+            .retain(|_, p| !(p.queued.is_empty() && p.deadline <= now));
+        self.send_placements(now, out);
+        // Repairs this tile stewards.
+        let objects: Vec<String> = self.metas.keys().cloned().collect();
+        for o in objects {
+            if self.lost.contains(&o)
+                || self.placing.contains_key(&o)
+                || self.retry_at.get(&o).is_some_and(|&t| t > now)
+            {
+                continue;
+            }
+            if self
+                .fetches
+                .values()
+                .any(|f| f.object == o && matches!(f.purpose, Purpose::Repair))
+            {
+                continue;
+            }
+            let meta = &self.metas[&o];
+            let (miss, _) = self.missing(now, meta);
+            if miss.is_empty() || self.steward(meta) != Some(self.me.id) {
+                continue;
+            }
+            let meta = meta.clone();
+            if meta.class.n as usize - miss.len() < meta.class.k as usize {
+                self.declare_lost_if(now, &meta, out);
+                continue;
+            }
+            self.start_fetch(now, &o, Purpose::Repair, out);
+        }
+    }
+
+    /// Redundancy of the stripes this tile stewards, as it sees them now.
+    pub fn redundancy(&self, now: Instant) -> Redundancy {
+        let mut r = Redundancy::default();
+        for m in self.metas.values() {
+            if self.lost.contains(&m.object) || self.steward(m) != Some(self.me.id) {
+                continue;
+            }
+            let live = m
+                .holders
+                .iter()
+                .enumerate()
+                .filter(|(i, &h)| {
+                    self.alive(h) && !self.gone.contains(&(m.object.clone(), *i as u16))
+                })
+                .count();
+            let (n, k) = (m.class.n as usize, m.class.k as usize);
+            if live == n {
+                r.full += 1;
+            } else if live <= k + 1 {
+                r.critical += 1;
+            } else {
+                r.reduced += 1;
+            }
+            if !self.missing(now, m).0.is_empty() {
+                r.repair_queue += 1;
+            }
+        }
+        r
+    }
+
+    /// This tile's figures now (see [`super::metrics`]).
+    pub fn metrics(&self, now: Instant) -> StoreMetrics {
+        StoreMetrics {
+            redundancy: self.redundancy(now),
+            shards_held: self.shards.len() as u64,
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Whether this tile holds shard `index` of `object`.
+    pub fn holds(&self, object: &str, index: u16) -> bool {
+        self.shards.contains_key(&(object.to_string(), index))
+    }
+
+    /// Objects this tile declared lost.
+    pub fn lost(&self) -> &BTreeSet<String> {
+        &self.lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::super::harness::{Harness, Record};
+    use super::super::Class;
+    use super::*;
+
+    fn s(x: u64) -> Duration {
+        Duration::from_secs(x)
+    }
+
+    fn repaired(h: &Harness) -> Vec<(Duration, String)> {
+        h.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Repaired { at, object, .. } => Some((*at, object.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_crashed_holder_is_repaired_only_after_the_grace_period() {
+        let mut h = Harness::grid(
+            2,
+            3,
+            4,
+            Class::new("c", 4, 8, 4).unwrap(),
+            StoreParams::default(),
+        );
+        h.put_at(s(1), 0, "a", b"some bytes worth keeping".to_vec());
+        h.run_until(s(5));
+        let m = h.meta("a").unwrap();
+        let victim = m.holders[3];
+        h.crash_at(s(10), victim);
+        // Declared dead at 18 s; grace 30 s: nothing before 48 s.
+        h.run_until(s(47));
+        assert!(repaired(&h).is_empty(), "{:?}", h.records);
+        h.run_until(s(60));
+        let r = repaired(&h);
+        assert_eq!(r.len(), 1, "{:?}", h.records);
+        assert!(r[0].0 >= s(48) && r[0].0 < s(50), "{r:?}");
+        assert_eq!(h.redundancy_of("a"), Some((8, 8)));
+        let now = h.meta("a").unwrap();
+        assert!(!now.holders.contains(&victim) && now.version == m.version + 1);
+    }
+
+    #[test]
+    fn a_partition_shorter_than_the_grace_moves_nothing() {
+        let mut h = Harness::grid(
+            2,
+            3,
+            4,
+            Class::new("c", 4, 8, 4).unwrap(),
+            StoreParams::default(),
+        );
+        h.put_at(s(1), 0, "a", vec![7; 300]);
+        h.run_until(s(5));
+        let side: BTreeSet<u32> = h
+            .tiles
+            .iter()
+            .filter(|t| t.cluster == 0)
+            .map(|t| t.id)
+            .collect();
+        h.partition_at(s(10), s(20), side);
+        h.run_until(s(120));
+        assert!(repaired(&h).is_empty(), "{:?}", h.records);
+        assert_eq!(h.redundancy_of("a"), Some((8, 8)));
+    }
+
+    #[test]
+    fn a_partition_longer_than_the_grace_repairs_and_converges_on_one_version() {
+        let mut h = Harness::grid(
+            2,
+            3,
+            4,
+            Class::new("c", 4, 8, 4).unwrap(),
+            StoreParams::default(),
+        );
+        h.put_at(s(1), 0, "a", vec![9; 500]);
+        h.run_until(s(5));
+        let side: BTreeSet<u32> = h
+            .tiles
+            .iter()
+            .filter(|t| t.cluster == 0)
+            .map(|t| t.id)
+            .collect();
+        h.partition_at(s(10), s(90), side);
+        h.run_until(s(200));
+        assert!(!repaired(&h).is_empty());
+        assert_eq!(h.redundancy_of("a"), Some((8, 8)), "{:?}", h.records);
+        let m = h.meta("a").unwrap();
+        for (_, st) in h.stores() {
+            if let Some(mm) = st.meta("a") {
+                if m.holders.contains(&st_id(&h, st)) {
+                    assert_eq!(mm.rank(), m.rank(), "every holder on the winning version");
+                }
+            }
+        }
+        h.read_at(s(201), 0, "a");
+        h.run_until(s(210));
+        assert!(
+            matches!(h.records.last(), Some(Record::Read { ok: true, .. })),
+            "{:?}",
+            h.records.last()
+        );
+    }
+
+    fn st_id(h: &Harness, st: &Store) -> u32 {
+        *h.stores().find(|(_, x)| std::ptr::eq(*x, st)).unwrap().0
+    }
+
+    #[test]
+    fn a_replaced_empty_tile_receives_its_shard_again_without_waiting_for_grace() {
+        // One tile per cell: the lost holder's cell has no other tile to take its shard.
+        let mut h = Harness::grid(
+            2,
+            3,
+            1,
+            Class::new("c", 2, 4, 4).unwrap(),
+            StoreParams::default(),
+        );
+        h.put_at(s(1), 0, "a", vec![1, 2, 3, 4, 5]);
+        h.run_until(s(5));
+        let m = h.meta("a").unwrap();
+        let victim = *m.holders.iter().find(|&&t| t != 0).unwrap();
+        h.crash_at(s(10), victim);
+        h.restart_at(s(12), victim); // back empty before it is declared dead
+        h.run_until(s(20));
+        let now = h.meta("a").unwrap();
+        let i = now.holders.iter().position(|&t| t == victim).unwrap();
+        assert!(
+            h.store(victim).unwrap().holds("a", i as u16),
+            "{:?}",
+            h.records
+        );
+        assert_eq!(h.redundancy_of("a"), Some((4, 4)));
+    }
+
+    #[test]
+    fn a_read_asks_the_nearest_holders_first() {
+        // Reader 0 in cell 0 of cluster 0; holders: 1 (its cell), 2 (its cluster), 3 and 4
+        // (the other cluster), in an order that is not the distance order.
+        let t = |id, cluster, cell| Tile { id, cluster, cell };
+        let tiles = [t(0, 0, 0), t(1, 0, 0), t(2, 0, 1), t(3, 1, 2), t(4, 1, 3)];
+        let class = Class::new("c", 2, 4, 3).unwrap();
+        let shards = codec::encode(b"near first", &class).unwrap();
+        let meta = StripeMeta {
+            object: "o".into(),
+            class,
+            len: 10,
+            version: 1,
+            writer: 3,
+            by: 3,
+            holders: vec![4, 3, 2, 1],
+            root: codec::merkle(&shards).0,
+        };
+        let now = Instant::from_nanos(0);
+        let mut st = Store::new(tiles[0], StoreParams::default(), now);
+        let mut out = Vec::new();
+        for x in &tiles[1..] {
+            st.member(now, *x, true, false, &mut out);
+        }
+        st.learn_meta(meta).unwrap();
+        st.get(now, 1, "o", &mut out).unwrap();
+        let asked: Vec<u32> = out
+            .iter()
+            .filter_map(|o| match o {
+                StoreOut::Send {
+                    to,
+                    msg: Msg::ShardGet { .. },
+                } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, vec![1, 2], "k = 2 asks, nearest first");
+        // The cell neighbour has nothing: the next nearest (another cluster) is asked.
+        let mut out = Vec::new();
+        let none = Msg::ShardNone {
+            object: "o".into(),
+            index: 3,
+            req: 1,
+        }
+        .encode();
+        st.on_frame(now, 1, &none, &mut out);
+        assert!(
+            matches!(
+                &out[..],
+                [StoreOut::Send {
+                    to: 3 | 4,
+                    msg: Msg::ShardGet { .. }
+                }]
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn repair_traffic_is_rate_limited() {
+        let run = |rate: u64, burst: u64| {
+            let params = StoreParams {
+                repair_rate: rate,
+                repair_burst: burst,
+                ..StoreParams::default()
+            };
+            let mut h = Harness::grid(2, 3, 4, Class::new("c", 4, 8, 4).unwrap(), params);
+            h.put_at(s(1), 0, "a", vec![5; 2000]); // 500-byte shards
+            h.run_until(s(5));
+            let m = h.meta("a").unwrap();
+            for &v in m.holders.iter().filter(|&&t| t != 0).take(3) {
+                h.crash_at(s(10), v);
+            }
+            h.run_until(s(120));
+            let r = repaired(&h);
+            assert_eq!(r.len(), 1, "{:?}", h.records);
+            assert_eq!(h.redundancy_of("a"), Some((8, 8)));
+            (r[0].0, h.metrics().counters.repair_bytes_total)
+        };
+        let (fast, fast_bytes) = run(1 << 20, 256 << 10);
+        // 500 bytes a second: three 500-byte shards take two refills.
+        let (slow, slow_bytes) = run(500, 500);
+        assert!(slow >= fast + s(2), "limited {slow:?}, unlimited {fast:?}");
+        assert_eq!(slow_bytes, fast_bytes, "the same repair, only later");
+    }
+
+    #[test]
+    fn garbage_frames_change_nothing() {
+        let me = Tile {
+            id: 1,
+            cluster: 0,
+            cell: 0,
+        };
+        let mut st = Store::new(me, StoreParams::default(), Instant::from_nanos(0));
+        let mut out = Vec::new();
+        for b in [&[][..], &[20, 1, 2], &[99], &[22, 0, 0, 0, 0, 0, 0]] {
+            st.on_frame(Instant::from_nanos(1), 2, b, &mut out);
+        }
+        assert!(out.is_empty());
+        assert_eq!(st.counters().bad_frames_total, 4);
+        assert_eq!(st.shards_held(), 0);
+        // A shard whose bytes do not match its hash is refused and not acknowledged.
+        let class = Class::new("c", 1, 2, 1).unwrap();
+        let shards = codec::encode(b"xy", &class).unwrap();
+        let meta = StripeMeta {
+            object: "o".into(),
+            class,
+            len: 2,
+            version: 1,
+            writer: 2,
+            by: 2,
+            holders: vec![1, 2],
+            root: codec::merkle(&shards).0,
+        };
+        let proof = codec::merkle(&shards).1[0].clone();
+        let mut bad = shards[0].clone();
+        bad[0] ^= 1;
+        let f = Msg::ShardPut {
+            meta: meta.clone(),
+            index: 0,
+            proof: proof.clone(),
+            bytes: bad,
+        }
+        .encode();
+        st.on_frame(Instant::from_nanos(2), 2, &f, &mut out);
+        assert!(out.is_empty() && st.shards_held() == 0);
+        assert_eq!(st.counters().corrupt_shards_total, 1);
+        let f = Msg::ShardPut {
+            meta,
+            index: 0,
+            proof,
+            bytes: shards[0].clone(),
+        }
+        .encode();
+        st.on_frame(Instant::from_nanos(3), 2, &f, &mut out);
+        assert_eq!(st.shards_held(), 1);
+        assert!(matches!(
+            &out[..],
+            [StoreOut::Send {
+                to: 2,
+                msg: Msg::ShardPutAck { .. }
+            }]
+        ));
+    }
+
+    #[test]
+    fn put_refuses_bad_input_and_changes_nothing() {
+        let mut h = Harness::grid(
+            1,
+            2,
+            2,
+            Class::new("c", 2, 4, 2).unwrap(),
+            StoreParams::default(),
+        );
+        h.put_at(s(1), 0, "", vec![1]);
+        h.put_at(s(1), 0, "big", vec![0; 70_000]);
+        // k = 2: 3,000 bytes make 1,500-byte shards, over one datagram.
+        h.put_at(s(1), 0, "wide", vec![0; 3_000]);
+        h.run_until(s(3));
+        let why: Vec<String> = h
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::PutFailed { why, .. } => Some(why.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(why[1].contains("too large"), "{why:?}");
+        assert!(why[2].contains("over the overlay's 1290"), "{why:?}");
+        assert!(h.meta("big").is_none() && h.meta("wide").is_none());
+        assert_eq!(h.metrics().shards_held, 0);
+        // n greater than the tiles available.
+        let mut h = Harness::grid(
+            1,
+            2,
+            2,
+            Class::new("c", 2, 5, 2).unwrap(),
+            StoreParams::default(),
+        );
+        h.put_at(s(1), 0, "x", vec![1]);
+        h.run_until(s(2));
+        assert!(
+            matches!(&h.records[..], [Record::PutFailed { why, .. }] if why.contains("needs n = 5 distinct tiles; 4 are available")),
+            "{:?}",
+            h.records
+        );
+    }
+}

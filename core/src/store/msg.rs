@@ -1,0 +1,444 @@
+//! The store's frames, wire payload kinds 20–27 (assigned to issue 16): one kind byte,
+//! then the body, little-endian, every length checked. Decoding garbage is an error,
+//! never a panic, and allocates no more than the input's length.
+use super::codec::ShardHash;
+use super::{Class, StoreError};
+
+pub const KIND_SHARD_PUT: u8 = 20;
+pub const KIND_SHARD_PUT_ACK: u8 = 21;
+pub const KIND_SHARD_GET: u8 = 22;
+pub const KIND_SHARD_DATA: u8 = 23;
+pub const KIND_SHARD_NONE: u8 = 24;
+pub const KIND_META: u8 = 25;
+/// The first and last kinds this module owns.
+pub const KINDS: std::ops::RangeInclusive<u8> = 20..=27;
+
+/// Longest object name, in bytes.
+pub const MAX_NAME: usize = 200;
+/// Longest Merkle proof (n ≤ 32,768 = 2^15).
+pub const MAX_PROOF: usize = 15;
+
+/// A stripe's metadata: what the causal store holds under `store/<object>` and every
+/// holder keeps beside its shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeMeta {
+    pub object: String,
+    pub class: Class,
+    /// The object's length in bytes.
+    pub len: u64,
+    /// Raised by every repair; the higher (version, by) wins.
+    pub version: u64,
+    /// The tile that wrote the object (it keeps the metadata even holding no shard).
+    pub writer: u32,
+    /// The tile that made this version (the writer, or a repairer).
+    pub by: u32,
+    /// The tile holding each shard index (`n` entries, distinct).
+    pub holders: Vec<u32>,
+    /// The Merkle root over the `n` shards ([`super::codec::merkle`]).
+    pub root: ShardHash,
+}
+
+impl StripeMeta {
+    /// The order between two versions of one stripe's metadata.
+    pub fn rank(&self) -> (u64, u32) {
+        (self.version, self.by)
+    }
+    /// Checks a metadata that came from outside.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        self.class.validate()?;
+        let n = self.class.n as usize;
+        if self.object.is_empty() || self.object.len() > MAX_NAME {
+            return Err(StoreError::BadMetadata(format!(
+                "object name of {} bytes (1..={MAX_NAME})",
+                self.object.len()
+            )));
+        }
+        if self.holders.len() != n {
+            return Err(StoreError::BadMetadata(format!(
+                "{} holders for n = {n}",
+                self.holders.len()
+            )));
+        }
+        let mut h = self.holders.clone();
+        h.sort_unstable();
+        h.dedup();
+        if h.len() != n {
+            return Err(StoreError::BadMetadata("a tile holds two shards".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One store frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// Hold shard `index` of the stripe described by `meta` (a put, or a repair).
+    ShardPut {
+        meta: StripeMeta,
+        index: u16,
+        proof: Vec<ShardHash>,
+        bytes: Vec<u8>,
+    },
+    /// The shard is held.
+    ShardPutAck {
+        object: String,
+        version: u64,
+        index: u16,
+    },
+    /// Send me shard `index` (a read or a repair, `req` its id).
+    ShardGet {
+        object: String,
+        index: u16,
+        req: u64,
+    },
+    /// The shard asked for.
+    ShardData {
+        object: String,
+        index: u16,
+        req: u64,
+        proof: Vec<ShardHash>,
+        bytes: Vec<u8>,
+    },
+    /// I do not hold that shard.
+    ShardNone {
+        object: String,
+        index: u16,
+        req: u64,
+    },
+    /// A newer metadata (after a repair) for every holder.
+    Meta { meta: StripeMeta },
+}
+
+struct W(Vec<u8>);
+impl W {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend(v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend(v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend(v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.0.extend(b);
+    }
+    fn meta(&mut self, m: &StripeMeta) {
+        self.bytes(m.object.as_bytes());
+        self.bytes(m.class.name.as_bytes());
+        self.u16(m.class.k);
+        self.u16(m.class.n);
+        self.u16(m.class.cells);
+        self.u64(m.len);
+        self.u64(m.version);
+        self.u32(m.writer);
+        self.u32(m.by);
+        for h in &m.holders {
+            self.u32(*h);
+        }
+        self.0.extend(m.root);
+    }
+    fn proof(&mut self, p: &[ShardHash]) {
+        self.u8(p.len() as u8);
+        for h in p {
+            self.0.extend(h);
+        }
+    }
+}
+
+struct R<'a>(&'a [u8]);
+impl<'a> R<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.0.len() < n {
+            return Err(StoreError::BadFrame(format!(
+                "truncated: {n} bytes wanted, {} left",
+                self.0.len()
+            )));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, StoreError> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn bytes(&mut self) -> Result<Vec<u8>, StoreError> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    fn string(&mut self) -> Result<String, StoreError> {
+        let b = self.bytes()?;
+        if b.len() > MAX_NAME {
+            return Err(StoreError::BadFrame(format!("name of {} bytes", b.len())));
+        }
+        String::from_utf8(b).map_err(|_| StoreError::BadFrame("name not UTF-8".into()))
+    }
+    fn proof(&mut self) -> Result<Vec<ShardHash>, StoreError> {
+        let n = self.u8()? as usize;
+        if n > MAX_PROOF {
+            return Err(StoreError::BadFrame(format!("a proof of {n} hashes")));
+        }
+        (0..n)
+            .map(|_| Ok(self.take(32)?.try_into().expect("32 bytes")))
+            .collect()
+    }
+    fn meta(&mut self) -> Result<StripeMeta, StoreError> {
+        let object = self.string()?;
+        let name = self.string()?;
+        let (k, n, cells) = (self.u16()?, self.u16()?, self.u16()?);
+        let class = Class::new(&name, k, n, cells)?;
+        let (len, version, writer, by) = (self.u64()?, self.u64()?, self.u32()?, self.u32()?);
+        // Bound the allocation by what the frame can hold before reading n entries.
+        if self.0.len() < n as usize * 4 + 32 {
+            return Err(StoreError::BadFrame(format!(
+                "metadata for n = {n} truncated"
+            )));
+        }
+        let holders = (0..n).map(|_| self.u32()).collect::<Result<_, _>>()?;
+        let root = self.take(32)?.try_into().expect("32 bytes");
+        let m = StripeMeta {
+            object,
+            class,
+            len,
+            version,
+            writer,
+            by,
+            holders,
+            root,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+}
+
+impl Msg {
+    pub fn kind(&self) -> u8 {
+        match self {
+            Msg::ShardPut { .. } => KIND_SHARD_PUT,
+            Msg::ShardPutAck { .. } => KIND_SHARD_PUT_ACK,
+            Msg::ShardGet { .. } => KIND_SHARD_GET,
+            Msg::ShardData { .. } => KIND_SHARD_DATA,
+            Msg::ShardNone { .. } => KIND_SHARD_NONE,
+            Msg::Meta { .. } => KIND_META,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W(Vec::new());
+        w.u8(self.kind());
+        match self {
+            Msg::ShardPut {
+                meta,
+                index,
+                proof,
+                bytes,
+            } => {
+                w.meta(meta);
+                w.u16(*index);
+                w.proof(proof);
+                w.bytes(bytes);
+            }
+            Msg::ShardPutAck {
+                object,
+                version,
+                index,
+            } => {
+                w.bytes(object.as_bytes());
+                w.u64(*version);
+                w.u16(*index);
+            }
+            Msg::ShardGet { object, index, req } | Msg::ShardNone { object, index, req } => {
+                w.bytes(object.as_bytes());
+                w.u16(*index);
+                w.u64(*req);
+            }
+            Msg::ShardData {
+                object,
+                index,
+                req,
+                proof,
+                bytes,
+            } => {
+                w.bytes(object.as_bytes());
+                w.u16(*index);
+                w.u64(*req);
+                w.proof(proof);
+                w.bytes(bytes);
+            }
+            Msg::Meta { meta } => w.meta(meta),
+        }
+        w.0
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Msg, StoreError> {
+        let mut r = R(b);
+        let kind = r.u8()?;
+        let m = match kind {
+            KIND_SHARD_PUT => {
+                let meta = r.meta()?;
+                let index = r.u16()?;
+                if index >= meta.class.n {
+                    return Err(StoreError::BadFrame(format!("shard index {index} ≥ n")));
+                }
+                Msg::ShardPut {
+                    meta,
+                    index,
+                    proof: r.proof()?,
+                    bytes: r.bytes()?,
+                }
+            }
+            KIND_SHARD_PUT_ACK => Msg::ShardPutAck {
+                object: r.string()?,
+                version: r.u64()?,
+                index: r.u16()?,
+            },
+            KIND_SHARD_GET => Msg::ShardGet {
+                object: r.string()?,
+                index: r.u16()?,
+                req: r.u64()?,
+            },
+            KIND_SHARD_NONE => Msg::ShardNone {
+                object: r.string()?,
+                index: r.u16()?,
+                req: r.u64()?,
+            },
+            KIND_SHARD_DATA => Msg::ShardData {
+                object: r.string()?,
+                index: r.u16()?,
+                req: r.u64()?,
+                proof: r.proof()?,
+                bytes: r.bytes()?,
+            },
+            KIND_META => Msg::Meta { meta: r.meta()? },
+            k => return Err(StoreError::BadFrame(format!("unknown store kind {k}"))),
+        };
+        if !r.0.is_empty() {
+            return Err(StoreError::BadFrame(format!(
+                "{} trailing bytes",
+                r.0.len()
+            )));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn meta() -> StripeMeta {
+        StripeMeta {
+            object: "o".into(),
+            class: Class::new("c", 2, 4, 2).unwrap(),
+            len: 10,
+            version: 3,
+            writer: 1,
+            by: 2,
+            holders: vec![5, 6, 7, 8],
+            root: [1; 32],
+        }
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        let all = [
+            Msg::ShardPut {
+                meta: meta(),
+                index: 3,
+                proof: vec![[3; 32], [4; 32]],
+                bytes: vec![1, 2, 3],
+            },
+            Msg::ShardPutAck {
+                object: "o".into(),
+                version: 9,
+                index: 1,
+            },
+            Msg::ShardGet {
+                object: "o".into(),
+                index: 1,
+                req: 77,
+            },
+            Msg::ShardData {
+                object: "o".into(),
+                index: 1,
+                req: 77,
+                proof: vec![[5; 32]],
+                bytes: vec![9; 40],
+            },
+            Msg::ShardNone {
+                object: "o".into(),
+                index: 2,
+                req: 5,
+            },
+            Msg::Meta { meta: meta() },
+        ];
+        for m in all {
+            assert!(KINDS.contains(&m.kind()));
+            assert_eq!(Msg::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_clear_errors() {
+        let mut b = Msg::ShardPut {
+            meta: meta(),
+            index: 3,
+            proof: vec![],
+            bytes: vec![1],
+        }
+        .encode();
+        b.push(0);
+        assert_eq!(
+            Msg::decode(&b),
+            Err(StoreError::BadFrame("1 trailing bytes".into()))
+        );
+        assert!(Msg::decode(&[26])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown store kind 26"));
+        let mut m = meta();
+        m.holders[1] = 5;
+        assert!(
+            Msg::decode(&Msg::Meta { meta: m }.encode()).is_err(),
+            "a tile twice"
+        );
+        let b = Msg::ShardPut {
+            meta: meta(),
+            index: 4,
+            proof: vec![],
+            bytes: vec![],
+        }
+        .encode();
+        assert!(Msg::decode(&b).is_err(), "index ≥ n");
+    }
+
+    proptest! {
+        /// Garbage and truncated frames never panic.
+        #[test]
+        fn garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..300), cut in any::<prop::sample::Index>()) {
+            let _ = Msg::decode(&b);
+            let good = Msg::ShardPut { meta: meta(), index: 1, proof: vec![[7; 32]; 2], bytes: b.clone() }.encode();
+            let _ = Msg::decode(&good[..cut.index(good.len())]);
+        }
+    }
+}

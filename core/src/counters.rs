@@ -72,6 +72,10 @@ pub enum Outcome {
     Evidence,
     AccusedUs,
     AccusationsHeard,
+    AccusationRefused,
+    Readmitted,
+    ClaimForged,
+    ClaimUnsigned,
 }
 
 impl Outcome {
@@ -114,6 +118,10 @@ impl Outcome {
             Outcome::Evidence => "evidence",
             Outcome::AccusedUs => "accused_us",
             Outcome::AccusationsHeard => "accusations_heard",
+            Outcome::AccusationRefused => "accusation_refused",
+            Outcome::Readmitted => "readmitted",
+            Outcome::ClaimForged => "claim_forged",
+            Outcome::ClaimUnsigned => "claim_unsigned",
         }
     }
 }
@@ -224,6 +232,10 @@ mod tests {
             (Outcome::Evidence, "evidence"),
             (Outcome::AccusedUs, "accused_us"),
             (Outcome::AccusationsHeard, "accusations_heard"),
+            (Outcome::AccusationRefused, "accusation_refused"),
+            (Outcome::Readmitted, "readmitted"),
+            (Outcome::ClaimForged, "claim_forged"),
+            (Outcome::ClaimUnsigned, "claim_unsigned"),
         ];
         for (o, s) in all {
             assert_eq!(o.as_str(), s);

@@ -46,6 +46,7 @@
 pub mod addr;
 pub mod byzantine;
 pub mod causal;
+pub mod claims;
 pub mod clock;
 pub mod config;
 pub mod counters;

@@ -90,6 +90,8 @@ pub struct Node {
     lie_cursor: usize,
     /// Our membership incarnation and since when (for the watch's lie check).
     incarnation_since: (u64, Instant),
+    /// Signatures of claims we verified, to relay them (watch `signed_claims`).
+    claim_sigs: crate::claims::ClaimSigs,
 }
 
 impl Node {
@@ -187,6 +189,7 @@ impl Node {
             byzantine: Byzantine::default(),
             lie_cursor: 0,
             incarnation_since: (0, now),
+            claim_sigs: Default::default(),
         })
     }
 
@@ -822,6 +825,9 @@ impl Node {
         for s in self.watch.judge(now, &alive, &heard) {
             self.on_evidence(now, s);
         }
+        for s in self.watch.expire(now) {
+            self.readmit(s);
+        }
         let neighbours: Vec<u32> = self
             .routing
             .neighbors()
@@ -852,6 +858,9 @@ impl Node {
         for s in self.watch.accusations_due(now) {
             self.accuse(s);
         }
+        if self.byzantine.false_accuse {
+            self.false_accusations();
+        }
         // The tick runs at the fast cadence; each neighbour's audits keep their own.
         let next = now + self.params.watch.audit_fast;
         self.timers.set(TimerKey::Watch, next);
@@ -867,9 +876,19 @@ impl Node {
             .discredit(now, s, &mut self.fx, &mut self.timers);
         self.arm_triggered(now);
         self.accuse(s);
-        if self.watch.convicted(s) {
+        if self.watch.check_quorum(now, s) {
             self.convict(now, s);
         }
+    }
+
+    /// The group's votes against convicted `s` lapsed after its term (see [`crate::watch`]):
+    /// lift the quarantine. Its membership comes back through its own refutation (dead
+    /// members are probed now and then), and the watch audits it afresh.
+    fn readmit(&mut self, s: u32) {
+        self.counters.count(Direction::Watch, Outcome::Readmitted);
+        self.routing.set_quarantine(s, false);
+        self.routing.trust_again(s);
+        self.fx.events.push(Event::Readmitted { node: s });
     }
 
     fn accuse(&mut self, s: u32) {
@@ -898,6 +917,18 @@ impl Node {
         });
     }
 
+    /// Byzantine `false_accuse`: accuse every other node of our cluster, to every one of
+    /// them (a coalition member trying to get honest nodes quarantined).
+    fn false_accusations(&mut self) {
+        let me = self.addr;
+        let ids = self.dir.ids_where(|a| a.same_cluster(&me));
+        for to in ids.iter().copied().filter(|n| *n != self.id) {
+            for node in ids.iter().copied().filter(|n| *n != self.id && *n != to) {
+                self.fx.send(Dest::Node(to), Payload::Accuse { node });
+            }
+        }
+    }
+
     /// Byzantine `lie_membership`: claims about live members, first-hand, at the
     /// incarnation we know them by — so each refutation is met by a new lie.
     fn lies(&mut self) -> Vec<Update> {
@@ -906,11 +937,17 @@ impl Node {
         for _ in 0..victims.len().min(2) {
             let v = victims[self.lie_cursor % victims.len()];
             self.lie_cursor = self.lie_cursor.wrapping_add(1);
+            // `forge_accuser` names another member as the accuser.
+            let from = if self.byzantine.forge_accuser {
+                victims.iter().copied().find(|x| *x != v).unwrap_or(self.id)
+            } else {
+                self.id
+            };
             out.push(Update {
                 node: v,
                 state: MemberState::Dead,
                 incarnation: self.membership.incarnation_of(v).unwrap_or(0),
-                from: self.id,
+                from,
             });
         }
         out
@@ -1186,7 +1223,23 @@ impl Node {
         let m = &mut self.membership;
         let t = &mut self.timers;
         let in_cell = m.is_member(src);
-        let mut p = p;
+        let mut p = match p {
+            // Signed claims (see `claims`): forged ones are evidence against the sender.
+            p if self.params.watch.signed_claims => {
+                let (p, o) =
+                    crate::claims::open(p, &self.dir, self.params.auth, &mut self.claim_sigs);
+                self.counters
+                    .add(Direction::Watch, Outcome::ClaimForged, o.forged as u64);
+                self.counters
+                    .add(Direction::Watch, Outcome::ClaimUnsigned, o.unsigned as u64);
+                if o.forged > 0 && self.watch.on_forged_claim(now, src) {
+                    lied.push(src);
+                }
+                p
+            }
+            Payload::Signed { inner, .. } => *inner,
+            p => p,
+        };
         if let Some(updates) = p.updates_mut() {
             // Claims made by a node we quarantine or hold evidence against are not
             // believed, whoever relays them.
@@ -1287,12 +1340,18 @@ impl Node {
             Payload::Accuse { node } => {
                 self.counters
                     .count(Direction::Watch, Outcome::AccusationsHeard);
-                if self.watch.on_accuse(src, node) {
+                // Votes only from the accused's cell or its cluster's gateways.
+                if !crate::watch::may_accuse(&self.dir, src, node) {
+                    self.counters
+                        .count(Direction::Watch, Outcome::AccusationRefused);
+                } else if self.watch.on_accuse(now, src, node) {
                     convicted.push(node);
                 }
             }
             // Its news, the sender's boot epoch, was taken from the header on acceptance.
             Payload::Boot => {}
+            // Unwrapped above.
+            Payload::Signed { .. } => {}
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
@@ -1359,12 +1418,23 @@ impl Node {
     fn flush_sends(&mut self, now: Instant) {
         let sends = std::mem::take(&mut self.fx.sends);
         for (dst, via, mut payload) in sends {
-            if self.byzantine.lie_membership && payload.updates_mut().is_some() {
+            let liar = self.byzantine.lie_membership || self.byzantine.forge_accuser;
+            if liar && payload.updates_mut().is_some() {
                 let lies = self.lies();
                 if let Some(updates) = payload.updates_mut() {
                     updates.truncate(wire::MAX_UPDATES - lies.len());
                     updates.extend(lies);
                 }
+            }
+            if self.params.watch.signed_claims {
+                payload = crate::claims::seal(
+                    payload,
+                    self.id,
+                    &self.key,
+                    self.params.auth,
+                    &self.claim_sigs,
+                    self.byzantine.forge_accuser,
+                );
             }
             let next = match (dst, via) {
                 (Dest::Link, Some(n)) => Some(n),

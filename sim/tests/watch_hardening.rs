@@ -1,0 +1,357 @@
+//! Issue 17's watch hardening in the deterministic harness: votes only from the accused's
+//! group, votes that lapse, signed suspicion claims (a relay naming another node as accuser
+//! is caught), and re-admission of a quarantined node by its group after its term.
+//! Each test has a control run (the hardening off, or the fault kept up) that shows what
+//! the test would see without it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lightcone_core::byzantine::Byzantine;
+use lightcone_core::counters::{Direction, Outcome};
+use lightcone_core::io::{Command, Event};
+use lightcone_core::params::Params;
+use lightcone_core::watch::Reason;
+use lightcone_core::wire::MemberState;
+use lightcone_sim::{test_params, Sim, Topo};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn byzantine(sim: &mut Sim, node: u32, names: &[&str]) {
+    let b = Byzantine::from_names(names).unwrap();
+    sim.command(node, &Command::Byzantine(b));
+}
+
+/// (holder, quarantined) pairs among live nodes.
+fn quarantines(sim: &Sim, n: u32) -> BTreeSet<(u32, u32)> {
+    let mut v = BTreeSet::new();
+    for i in 0..n {
+        if let Some(node) = sim.node(i) {
+            for q in node.routing().quarantined() {
+                v.insert((i, *q));
+            }
+        }
+    }
+    v
+}
+
+fn counter(sim: &Sim, n: u32, o: Outcome) -> u64 {
+    (0..n)
+        .filter_map(|i| sim.node(i))
+        .map(|x| x.counters().get(Direction::Watch, o))
+        .sum()
+}
+
+/// Three cells of six; tiles 8 and 9 of cell 1 (not gateways) accuse every node of the
+/// cluster. Returns the quarantines after 60 s.
+fn coalition_in_cell_1(seed: u64) -> (Sim, BTreeSet<(u32, u32)>) {
+    let topo = Topo::cluster(3, 6, MS, 5 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(5));
+    for liar in [8, 9] {
+        byzantine(&mut sim, liar, &["false_accuse"]);
+    }
+    sim.run_for(Duration::from_secs(60));
+    let q = quarantines(&sim, 18);
+    (sim, q)
+}
+
+#[test]
+fn accusations_from_outside_the_accused_cell_are_refused() {
+    let (sim, q) = coalition_in_cell_1(11);
+    let cell1: BTreeSet<u32> = (6..12).collect();
+    // No node outside cell 1 is quarantined anywhere: the coalition is not its group.
+    let outside: Vec<_> = q.iter().filter(|(_, x)| !cell1.contains(x)).collect();
+    assert!(
+        outside.is_empty(),
+        "quarantined outside cell 1: {outside:?}"
+    );
+    assert!(
+        counter(&sim, 18, Outcome::AccusationRefused) > 100,
+        "the refused votes are counted"
+    );
+    // What breaks (the stated f + 1 outcome): two colluders are the quorum of two in their
+    // own cell, so every honest member of cell 1 is quarantined by its honest cell mates
+    // (and, where the accusations got through before the cell was cut off, beyond).
+    for honest in [6, 7, 10, 11] {
+        for holder in [6, 7, 10, 11].into_iter().filter(|h| *h != honest) {
+            assert!(
+                q.contains(&(holder, honest)),
+                "f + 1 = 2 colluders quarantine honest {honest} at {holder}: {q:?}"
+            );
+        }
+    }
+}
+
+/// Two liars in a 12-tile ring accuse everyone, one after the other, `gap` apart.
+fn liars_in_turn(params: Params, gap: Duration, seed: u64) -> BTreeSet<(u32, u32)> {
+    let topo = Topo::cell(12, 0, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, params);
+    sim.run_for(Duration::from_secs(5));
+    for liar in [3, 8] {
+        byzantine(&mut sim, liar, &["false_accuse"]);
+        sim.run_for(Duration::from_millis(1500));
+        byzantine(&mut sim, liar, &[]);
+        sim.run_for(gap);
+    }
+    quarantines(&sim, 12)
+}
+
+#[test]
+fn votes_lapse_so_old_accusations_make_no_quorum() {
+    let seed = 12;
+    let q = liars_in_turn(test_params(), Duration::from_secs(40), seed);
+    assert!(q.is_empty(), "seed {seed}: quarantines {q:?}");
+    // Control: votes that never lapse add up into a quorum against every honest tile.
+    let mut p = test_params();
+    p.watch.vote_ttl = Duration::from_secs(3600);
+    let q = liars_in_turn(p, Duration::from_secs(40), seed);
+    let victims: BTreeSet<u32> = q.iter().map(|(_, x)| *x).collect();
+    assert_eq!(
+        victims,
+        (0..12).filter(|x| *x != 3 && *x != 8).collect(),
+        "seed {seed}: without expiry the old votes convict"
+    );
+}
+
+fn signed_params(on: bool) -> Params {
+    let mut p = test_params();
+    p.watch.signed_claims = on;
+    p
+}
+
+fn quarantined_everywhere(sim: &Sim, n: u32, byz: u32) -> bool {
+    (0..n).filter(|i| *i != byz).all(|i| {
+        let x = sim.node(i).unwrap();
+        x.routing().is_quarantined(byz) && x.membership().state_of(byz) == Some(MemberState::Dead)
+    })
+}
+
+fn assert_no_honest_quarantined(sim: &Sim, n: u32, byz: Option<u32>) {
+    let bad: Vec<_> = quarantines(sim, n)
+        .into_iter()
+        .filter(|(_, x)| Some(*x) != byz)
+        .collect();
+    assert!(bad.is_empty(), "honest quarantined: {bad:?}");
+    for i in (0..n).filter(|i| Some(*i) != byz) {
+        let ev: Vec<u32> = sim.node(i).map_or(vec![], |x| {
+            x.watch()
+                .evidence()
+                .keys()
+                .copied()
+                .filter(|e| Some(*e) != byz)
+                .collect()
+        });
+        assert!(ev.is_empty(), "{i} holds evidence against honest {ev:?}");
+    }
+}
+
+#[test]
+fn signed_claims_keep_honest_membership_working() {
+    // Loss, a crash and a restart with signed claims: suspicions and deaths still spread
+    // (relays carry the signatures), nothing is counted forged, views settle.
+    let seed = 13;
+    let topo = Topo::cell(12, 0, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, signed_params(true));
+    sim.set_loss_all(20_000);
+    sim.run_for(Duration::from_secs(20));
+    sim.crash(3);
+    let dead = sim.run_until_pred(Duration::from_secs(30), |s| {
+        (0..12)
+            .filter(|i| *i != 3)
+            .all(|i| s.node(i).unwrap().membership().state_of(3) == Some(MemberState::Dead))
+    });
+    assert!(
+        dead,
+        "the crash was detected everywhere through signed claims"
+    );
+    sim.restart(3);
+    sim.set_loss_all(0);
+    sim.run_for(Duration::from_secs(30));
+    for i in 0..12 {
+        assert_eq!(sim.node(i).unwrap().member_counts(), [12, 0, 0], "tile {i}");
+    }
+    assert_eq!(counter(&sim, 12, Outcome::ClaimForged), 0);
+    assert_eq!(counter(&sim, 12, Outcome::ClaimUnsigned), 0);
+    assert_no_honest_quarantined(&sim, 12, None);
+}
+
+/// Tile 4 claims live members dead in the name of another member. Returns the run and
+/// how long the quarantine everywhere took (None: not within 90 s).
+fn forger(signed: bool, seed: u64) -> (Sim, Option<Duration>) {
+    let topo = Topo::cell(12, 0, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, signed_params(signed));
+    sim.run_for(Duration::from_secs(5));
+    let t0 = sim.now();
+    byzantine(&mut sim, 4, &["forge_accuser"]);
+    let caught = sim.run_until_pred(Duration::from_secs(90), |s| {
+        quarantined_everywhere(s, 12, 4)
+    });
+    let took = caught.then(|| sim.now() - t0);
+    (sim, took)
+}
+
+/// Deaths of live honest members that honest tiles believed (forged claims taken).
+fn false_deaths(sim: &Sim) -> usize {
+    sim.events()
+        .iter()
+        .filter(|(_, i, e)| {
+            *i != 4
+                && matches!(e, Event::MemberChanged { node, state: MemberState::Dead, .. } if *node != 4)
+        })
+        .count()
+}
+
+/// Nodes holding their own evidence against 4 because it relayed a forged claim.
+fn forgery_witnesses(sim: &Sim) -> usize {
+    (0..12)
+        .filter(|i| *i != 4)
+        .filter(|i| sim.node(*i).unwrap().watch().evidence().get(&4) == Some(&Reason::ForgedClaim))
+        .count()
+}
+
+#[test]
+fn a_relay_naming_another_accuser_is_caught_when_claims_are_signed() {
+    let seed = 14;
+    let (mut sim, took) = forger(true, seed);
+    eprintln!("signed claims: forger quarantined everywhere after {took:?}");
+    assert!(
+        took.is_some(),
+        "seed {seed}: the forger was not quarantined everywhere"
+    );
+    assert!(counter(&sim, 12, Outcome::ClaimForged) > 0);
+    assert_eq!(
+        false_deaths(&sim),
+        0,
+        "seed {seed}: a forged death was believed"
+    );
+    // The forgery itself is the evidence, first-hand, at a quorum of its receivers.
+    assert!(
+        forgery_witnesses(&sim) >= 2,
+        "seed {seed}: {} witnesses",
+        forgery_witnesses(&sim)
+    );
+    sim.run_for(Duration::from_secs(20));
+    assert_no_honest_quarantined(&sim, 12, Some(4));
+    // Control: unsigned, nobody can tell the forged accuser from a real one.
+    let (sim, took) = forger(false, seed);
+    eprintln!("unsigned claims: forger quarantined everywhere after {took:?}");
+    assert_eq!(counter(&sim, 12, Outcome::ClaimForged), 0);
+    assert_eq!(forgery_witnesses(&sim), 0);
+    let believed = false_deaths(&sim);
+    eprintln!("unsigned claims: {believed} forged deaths believed");
+    assert!(
+        believed > 0,
+        "seed {seed}: unsigned, forged deaths are believed"
+    );
+}
+
+fn readmit_params() -> Params {
+    let mut p = test_params();
+    p.watch.vote_ttl = Duration::from_secs(15);
+    p.watch.evidence_ttl = Duration::from_secs(30);
+    p.watch.quarantine_term = Duration::from_secs(60);
+    p
+}
+
+#[test]
+fn a_quarantined_node_that_behaves_is_readmitted_after_its_term() {
+    let seed = 15;
+    let topo = Topo::cell(12, 0, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, readmit_params());
+    sim.run_for(Duration::from_secs(5));
+    byzantine(&mut sim, 4, &["drop_forwarding"]);
+    assert!(
+        sim.run_until_pred(Duration::from_secs(90), |s| quarantined_everywhere(
+            s, 12, 4
+        ))
+    );
+    let convicted = sim.now();
+    byzantine(&mut sim, 4, &[]);
+    // It serves its term: still quarantined everywhere 55 s on.
+    sim.run_for(Duration::from_secs(55));
+    assert!(quarantines(&sim, 12).iter().any(|(_, x)| *x == 4));
+    let back = sim.run_until_pred(Duration::from_secs(120), |s| {
+        (0..12).filter(|i| *i != 4).all(|i| {
+            let x = s.node(i).unwrap();
+            !x.routing().is_quarantined(4) && x.membership().state_of(4) == Some(MemberState::Alive)
+        })
+    });
+    assert!(back, "seed {seed}: not re-admitted everywhere");
+    let took = sim.now() - convicted;
+    assert!(
+        took >= Duration::from_secs(60),
+        "re-admitted before its term ({took:?})"
+    );
+    let readmitted: BTreeSet<u32> = sim
+        .events()
+        .iter()
+        .filter_map(|(_, i, e)| matches!(e, Event::Readmitted { node: 4 }).then_some(*i))
+        .collect();
+    assert_eq!(
+        readmitted.len(),
+        11,
+        "every honest tile decided: {readmitted:?}"
+    );
+    sim.run_for(Duration::from_secs(20));
+    assert_no_honest_quarantined(&sim, 12, None);
+    // Misbehaving again: convicted again (a second term, twice as long).
+    byzantine(&mut sim, 4, &["drop_forwarding"]);
+    assert!(
+        sim.run_until_pred(Duration::from_secs(90), |s| quarantined_everywhere(
+            s, 12, 4
+        ))
+    );
+    assert_eq!(
+        sim.node(0).unwrap().watch().view().convicted.get(&4),
+        Some(&2)
+    );
+}
+
+#[test]
+fn a_node_that_keeps_misbehaving_is_convicted_again_after_release() {
+    let seed = 16;
+    let topo = Topo::cell(12, 0, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, readmit_params());
+    sim.run_for(Duration::from_secs(5));
+    byzantine(&mut sim, 4, &["drop_forwarding"]);
+    assert!(
+        sim.run_until_pred(Duration::from_secs(90), |s| quarantined_everywhere(
+            s, 12, 4
+        ))
+    );
+    sim.run_for(Duration::from_secs(300));
+    // At tile 0: quarantined, released after its term, caught again, released after a
+    // term twice as long, caught again.
+    let marks: Vec<(Duration, bool)> = sim
+        .events()
+        .iter()
+        .filter(|(_, i, _)| *i == 0)
+        .filter_map(|(t, _, e)| match e {
+            Event::Quarantined { node: 4, .. } => {
+                Some((t.saturating_since(Default::default()), true))
+            }
+            Event::Readmitted { node: 4 } => Some((t.saturating_since(Default::default()), false)),
+            _ => None,
+        })
+        .collect();
+    eprintln!("tile 0 on tile 4 (time, quarantined): {marks:?}");
+    assert!(marks.len() >= 4, "{marks:?}");
+    assert!(
+        marks[0].1 && !marks[1].1 && marks[2].1 && !marks[3].1,
+        "{marks:?}"
+    );
+    assert!(
+        marks[1].0 - marks[0].0 >= Duration::from_secs(60),
+        "first term"
+    );
+    assert!(
+        marks[3].0 - marks[2].0 >= Duration::from_secs(120),
+        "second term doubled"
+    );
+    assert!(
+        marks[2].0 - marks[1].0 <= Duration::from_secs(30),
+        "caught again quickly"
+    );
+    assert_no_honest_quarantined(&sim, 12, Some(4));
+}

@@ -58,6 +58,7 @@ pub mod node;
 pub mod params;
 pub mod routing;
 pub mod time;
+pub mod trust;
 pub mod view;
 pub mod watch;
 pub mod wire;

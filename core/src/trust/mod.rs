@@ -2,3 +2,4 @@
 //! the authorities' threshold key ([`threshold`]).
 
 pub mod log;
+pub mod threshold;

@@ -15,14 +15,18 @@ pub struct Byzantine {
     /// Claim live cell members dead like `lie_membership`, but name another cell member as
     /// the accuser (a relay forging who accused).
     pub forge_accuser: bool,
+    /// Show odd-numbered cell members another branch of our transparency log than the
+    /// even-numbered ones (two signed heads of one size, different roots).
+    pub split_log: bool,
 }
 
 impl Byzantine {
-    pub const BEHAVIOURS: [&'static str; 4] = [
+    pub const BEHAVIOURS: [&'static str; 5] = [
         "lie_membership",
         "drop_forwarding",
         "false_accuse",
         "forge_accuser",
+        "split_log",
     ];
 
     /// From behaviour names; an unknown name is an error that lists the known ones.
@@ -34,6 +38,7 @@ impl Byzantine {
                 "drop_forwarding" => b.drop_forwarding = true,
                 "false_accuse" => b.false_accuse = true,
                 "forge_accuser" => b.forge_accuser = true,
+                "split_log" => b.split_log = true,
                 other => {
                     return Err(format!(
                         "unknown byzantine behaviour {other:?} (known: {})",
@@ -58,6 +63,9 @@ impl Byzantine {
         }
         if self.forge_accuser {
             v.push("forge_accuser");
+        }
+        if self.split_log {
+            v.push("split_log");
         }
         v
     }

@@ -76,6 +76,7 @@ pub enum Outcome {
     Readmitted,
     ClaimForged,
     ClaimUnsigned,
+    SplitView,
 }
 
 impl Outcome {
@@ -122,6 +123,7 @@ impl Outcome {
             Outcome::Readmitted => "readmitted",
             Outcome::ClaimForged => "claim_forged",
             Outcome::ClaimUnsigned => "claim_unsigned",
+            Outcome::SplitView => "split_view",
         }
     }
 }
@@ -236,6 +238,7 @@ mod tests {
             (Outcome::Readmitted, "readmitted"),
             (Outcome::ClaimForged, "claim_forged"),
             (Outcome::ClaimUnsigned, "claim_unsigned"),
+            (Outcome::SplitView, "split_view"),
         ];
         for (o, s) in all {
             assert_eq!(o.as_str(), s);

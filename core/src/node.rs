@@ -92,6 +92,8 @@ pub struct Node {
     incarnation_since: (u64, Instant),
     /// Signatures of claims we verified, to relay them (watch `signed_claims`).
     claim_sigs: crate::claims::ClaimSigs,
+    /// Our transparency log and the heads our cell gossips (watch `log_heads`).
+    cell_log: crate::trust::CellLog,
 }
 
 impl Node {
@@ -190,6 +192,7 @@ impl Node {
             lie_cursor: 0,
             incarnation_since: (0, now),
             claim_sigs: Default::default(),
+            cell_log: Default::default(),
         })
     }
 
@@ -861,6 +864,9 @@ impl Node {
         if self.byzantine.false_accuse {
             self.false_accusations();
         }
+        if self.params.watch.log_heads {
+            self.gossip_heads(now);
+        }
         // The tick runs at the fast cadence; each neighbour's audits keep their own.
         let next = now + self.params.watch.audit_fast;
         self.timers.set(TimerKey::Watch, next);
@@ -906,6 +912,18 @@ impl Node {
     /// The quorum of accusers holds against `s`: quarantine it and declare it dead.
     fn convict(&mut self, now: Instant, s: u32) {
         self.counters.count(Direction::Watch, Outcome::Quarantined);
+        if self.params.watch.log_heads {
+            let mut body = now.as_nanos().to_be_bytes().to_vec();
+            for a in self.watch.accusers_of(s) {
+                body.extend_from_slice(&a.to_be_bytes());
+            }
+            body.truncate(crate::trust::log::MAX_BODY);
+            self.cell_log.record(&crate::trust::log::Entry {
+                kind: crate::trust::log::EntryKind::QuarantineVerdict,
+                subject: s,
+                body,
+            });
+        }
         self.routing.set_quarantine(s, true);
         self.membership.declare_dead(now, s, &mut self.fx);
         self.membership
@@ -915,6 +933,27 @@ impl Node {
             node: s,
             accusers: self.watch.accusers_of(s),
         });
+    }
+
+    /// Gossips signed tree heads to the cell (watch `log_heads`, see [`crate::trust`]).
+    fn gossip_heads(&mut self, now: Instant) {
+        self.cell_log.set_split(self.id, self.byzantine.split_log);
+        let every = self.params.watch.accuse_interval;
+        let who = (self.id, self.boot_epoch);
+        let Some(due) = self.cell_log.heads_due(now, every, who, &self.key) else {
+            return;
+        };
+        let to: Vec<u32> = self
+            .membership
+            .members()
+            .filter(|n| *n != self.id)
+            .collect();
+        for n in to {
+            let own = if n % 2 == 1 { due.odd } else { due.even };
+            let mut heads = vec![own];
+            heads.extend(due.others.iter().copied());
+            self.fx.send(Dest::Node(n), Payload::TreeHeads(heads));
+        }
     }
 
     /// Byzantine `false_accuse`: accuse every other node of our cluster, to every one of
@@ -1352,6 +1391,16 @@ impl Node {
             Payload::Boot => {}
             // Unwrapped above.
             Payload::Signed { .. } => {}
+            Payload::TreeHeads(heads) => {
+                if self.params.watch.log_heads && in_cell {
+                    for signer in self.cell_log.observe(self.id, &heads, &self.dir) {
+                        self.counters.count(Direction::Watch, Outcome::SplitView);
+                        if self.watch.on_split_view(now, signer) {
+                            lied.push(signer);
+                        }
+                    }
+                }
+            }
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a

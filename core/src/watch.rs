@@ -91,6 +91,10 @@ pub struct WatchParams {
     /// [`crate::claims`]); unsigned or forged claims are dropped. Default off (the wire of
     /// existing labs and the simulator's golden traces are unchanged).
     pub signed_claims: bool,
+    /// Every node keeps a transparency log of its quarantine verdicts and gossips signed
+    /// tree heads (kind 29) to its cell every `accuse_interval`; a split view is evidence
+    /// against the log's signer ([`crate::trust::CellLog`]). Default off.
+    pub log_heads: bool,
 }
 
 impl Default for WatchParams {
@@ -109,6 +113,7 @@ impl Default for WatchParams {
             evidence_ttl: Duration::from_secs(120),
             quarantine_term: Duration::from_secs(300),
             signed_claims: false,
+            log_heads: false,
         }
     }
 }
@@ -132,6 +137,8 @@ pub enum Reason {
     LiesAboutUs,
     /// It relayed a suspect/dead claim whose accuser's signature does not check.
     ForgedClaim,
+    /// It signed two heads of its log with equal size and different roots (a split view).
+    SplitView,
 }
 
 /// An echo to send: `nonce` to node `to`.
@@ -387,6 +394,12 @@ impl Watch {
     /// Returns true when it makes new evidence.
     pub fn on_forged_claim(&mut self, now: Instant, relay: u32) -> bool {
         self.add_evidence(now, relay, Reason::ForgedClaim)
+    }
+
+    /// We hold two heads of `signer`'s log that split (see [`crate::trust::log`]): evidence
+    /// anyone can check. Returns true when it makes new evidence.
+    pub fn on_split_view(&mut self, now: Instant, signer: u32) -> bool {
+        self.add_evidence(now, signer, Reason::SplitView)
     }
 
     fn add_evidence(&mut self, now: Instant, node: u32, why: Reason) -> bool {

@@ -325,12 +325,19 @@ pub enum Payload {
         inner: Box<Payload>,
         sigs: Vec<[u8; SIG_LEN]>,
     },
+    /// Signed tree heads of transparency logs (issue 17, kind 29): the sender's own and
+    /// others' it holds, at most [`MAX_TREE_HEADS`] (see [`crate::trust::log`]).
+    TreeHeads(Vec<crate::trust::log::TreeHead>),
 }
 
 /// Highest payload kind.
-pub const KIND_MAX: u8 = KIND_SIGNED;
+pub const KIND_MAX: u8 = KIND_TREE_HEADS;
 /// Signed membership claims (issue 17's kinds are 28-39).
 pub const KIND_SIGNED: u8 = 28;
+/// Signed tree heads of transparency logs.
+pub const KIND_TREE_HEADS: u8 = 29;
+/// Tree heads per datagram, at most.
+pub const MAX_TREE_HEADS: usize = 8;
 
 impl Payload {
     pub fn kind(&self) -> u8 {
@@ -349,6 +356,7 @@ impl Payload {
             Payload::Accuse { .. } => 12,
             Payload::Boot => 13,
             Payload::Signed { .. } => KIND_SIGNED,
+            Payload::TreeHeads(_) => KIND_TREE_HEADS,
         }
     }
 
@@ -380,6 +388,7 @@ impl Payload {
             Payload::Accuse { .. } => "accuse",
             Payload::Boot => "boot",
             Payload::Signed { .. } => "signed",
+            Payload::TreeHeads(_) => "tree_heads",
         }
     }
 
@@ -453,6 +462,13 @@ impl Payload {
                 w.push(sigs.len().min(MAX_UPDATES) as u8);
                 for s in sigs.iter().take(MAX_UPDATES) {
                     w.extend_from_slice(s);
+                }
+            }
+            Payload::TreeHeads(heads) => {
+                let n = heads.len().min(MAX_TREE_HEADS);
+                w.push(n as u8);
+                for h in &heads[..n] {
+                    w.extend_from_slice(&h.encode());
                 }
             }
         }
@@ -560,6 +576,19 @@ impl Payload {
                     inner: Box::new(inner),
                     sigs,
                 }
+            }
+            KIND_TREE_HEADS => {
+                use crate::trust::log::TreeHead;
+                let n = r.u8()? as usize;
+                if n > MAX_TREE_HEADS {
+                    return Err(WireError::Malformed);
+                }
+                let mut heads = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let b = r.take(TreeHead::LEN)?;
+                    heads.push(TreeHead::decode(b).map_err(|_| WireError::Malformed)?);
+                }
+                Payload::TreeHeads(heads)
             }
             k => return Err(WireError::UnknownKind(k)),
         };

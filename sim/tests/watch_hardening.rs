@@ -355,3 +355,69 @@ fn a_node_that_keeps_misbehaving_is_convicted_again_after_release() {
     );
     assert_no_honest_quarantined(&sim, 12, Some(4));
 }
+
+fn log_params() -> Params {
+    let mut p = test_params();
+    p.watch.log_heads = true;
+    p
+}
+
+#[test]
+fn gossiped_tree_heads_make_no_evidence_among_honest_tiles() {
+    // Convictions enter the logs (a black hole), a restart starts a new log epoch: no
+    // honest signer is ever caught.
+    let seed = 17;
+    let topo = Topo::cell(12, 0, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, log_params());
+    sim.run_for(Duration::from_secs(5));
+    byzantine(&mut sim, 4, &["drop_forwarding"]);
+    assert!(
+        sim.run_until_pred(Duration::from_secs(90), |s| quarantined_everywhere(
+            s, 12, 4
+        ))
+    );
+    sim.crash(3);
+    sim.run_for(Duration::from_secs(20));
+    sim.restart(3);
+    sim.run_for(Duration::from_secs(40));
+    assert_eq!(counter(&sim, 12, Outcome::SplitView), 0);
+    assert_no_honest_quarantined(&sim, 12, Some(4));
+    let logged = sim
+        .node(0)
+        .unwrap()
+        .counters()
+        .get(Direction::Watch, Outcome::Quarantined);
+    assert!(logged >= 1);
+}
+
+#[test]
+fn a_signer_showing_a_split_view_of_its_log_is_quarantined() {
+    let seed = 18;
+    let topo = Topo::cell(12, 0, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, log_params());
+    sim.run_for(Duration::from_secs(5));
+    let t0 = sim.now();
+    byzantine(&mut sim, 4, &["split_log"]);
+    let caught = sim.run_until_pred(Duration::from_secs(60), |s| {
+        quarantined_everywhere(s, 12, 4)
+    });
+    eprintln!(
+        "split view: quarantined everywhere after {:?}",
+        sim.now() - t0
+    );
+    assert!(caught, "seed {seed}: the split signer was not quarantined");
+    assert!(counter(&sim, 12, Outcome::SplitView) >= 2);
+    let witnesses = (0..12)
+        .filter(|i| *i != 4)
+        .filter(|i| sim.node(*i).unwrap().watch().evidence().get(&4) == Some(&Reason::SplitView))
+        .count();
+    assert!(witnesses >= 2, "{witnesses} witnesses");
+    sim.run_for(Duration::from_secs(10));
+    assert_no_honest_quarantined(&sim, 12, Some(4));
+    // Control: without head gossip the same signer goes unseen.
+    let mut sim = Sim::new(&topo, seed, test_params());
+    sim.run_for(Duration::from_secs(5));
+    byzantine(&mut sim, 4, &["split_log"]);
+    sim.run_for(Duration::from_secs(60));
+    assert!(quarantines(&sim, 12).is_empty());
+}

@@ -146,8 +146,11 @@ impl Entry {
 /// A signed tree head: the log's size and root at a time, signed by the log's signer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TreeHead {
-    /// Which log (the cell's id, or the signer's node id).
+    /// Which log (the signer's node id).
     pub log_id: u32,
+    /// Which instance of the signer's log: a signer that lost its log (a restart without
+    /// state) starts a new one under a new epoch (its boot epoch).
+    pub epoch: u32,
     pub size: u64,
     pub root: Hash,
     /// The signer's time (emulated ns).
@@ -156,14 +159,15 @@ pub struct TreeHead {
 }
 
 impl TreeHead {
-    pub const LEN: usize = 4 + 8 + 32 + 8 + 64;
+    pub const LEN: usize = 4 + 4 + 8 + 32 + 8 + 64;
     const DOMAIN: &'static [u8] = b"lightcone/sth/v1";
 
-    /// The signed message: domain tag, log id, size, root, timestamp.
-    pub fn message(log_id: u32, size: u64, root: &Hash, timestamp_ns: u64) -> Vec<u8> {
-        let mut m = Vec::with_capacity(Self::DOMAIN.len() + 52);
+    /// The signed message: domain tag, log id, epoch, size, root, timestamp.
+    pub fn message(log_id: u32, epoch: u32, size: u64, root: &Hash, timestamp_ns: u64) -> Vec<u8> {
+        let mut m = Vec::with_capacity(Self::DOMAIN.len() + 56);
         m.extend_from_slice(Self::DOMAIN);
         m.extend_from_slice(&log_id.to_be_bytes());
+        m.extend_from_slice(&epoch.to_be_bytes());
         m.extend_from_slice(&size.to_be_bytes());
         m.extend_from_slice(root);
         m.extend_from_slice(&timestamp_ns.to_be_bytes());
@@ -171,7 +175,13 @@ impl TreeHead {
     }
 
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), LogError> {
-        let m = Self::message(self.log_id, self.size, &self.root, self.timestamp_ns);
+        let m = Self::message(
+            self.log_id,
+            self.epoch,
+            self.size,
+            &self.root,
+            self.timestamp_ns,
+        );
         key.verify(&m, &Signature::from_bytes(&self.sig))
             .map_err(|_| LogError::BadSignature)
     }
@@ -179,10 +189,11 @@ impl TreeHead {
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut w = [0u8; Self::LEN];
         w[0..4].copy_from_slice(&self.log_id.to_be_bytes());
-        w[4..12].copy_from_slice(&self.size.to_be_bytes());
-        w[12..44].copy_from_slice(&self.root);
-        w[44..52].copy_from_slice(&self.timestamp_ns.to_be_bytes());
-        w[52..].copy_from_slice(&self.sig);
+        w[4..8].copy_from_slice(&self.epoch.to_be_bytes());
+        w[8..16].copy_from_slice(&self.size.to_be_bytes());
+        w[16..48].copy_from_slice(&self.root);
+        w[48..56].copy_from_slice(&self.timestamp_ns.to_be_bytes());
+        w[56..].copy_from_slice(&self.sig);
         w
     }
 
@@ -195,9 +206,9 @@ impl TreeHead {
             return Err(LogError::Trailing);
         }
         let mut root = [0u8; 32];
-        root.copy_from_slice(&b[12..44]);
+        root.copy_from_slice(&b[16..48]);
         let mut sig = [0u8; 64];
-        sig.copy_from_slice(&b[52..]);
+        sig.copy_from_slice(&b[56..]);
         let u64at = |i: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&b[i..i + 8]);
@@ -205,9 +216,10 @@ impl TreeHead {
         };
         Ok(TreeHead {
             log_id: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-            size: u64at(4),
+            epoch: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            size: u64at(8),
             root,
-            timestamp_ns: u64at(44),
+            timestamp_ns: u64at(48),
             sig,
         })
     }
@@ -297,14 +309,26 @@ impl Log {
         h
     }
 
-    /// Signs the current head.
+    /// Signs the current head (epoch 1; see [`Log::head_at`]).
     pub fn head(&self, log_id: u32, timestamp_ns: u64, key: &SigningKey) -> TreeHead {
+        self.head_at(log_id, 1, timestamp_ns, key)
+    }
+
+    /// Signs the current head of this log, instance `epoch` of `log_id`.
+    pub fn head_at(
+        &self,
+        log_id: u32,
+        epoch: u32,
+        timestamp_ns: u64,
+        key: &SigningKey,
+    ) -> TreeHead {
         let (size, root) = (self.len(), self.root());
         let sig = key
-            .sign(&TreeHead::message(log_id, size, &root, timestamp_ns))
+            .sign(&TreeHead::message(log_id, epoch, size, &root, timestamp_ns))
             .to_bytes();
         TreeHead {
             log_id,
+            epoch,
             size,
             root,
             timestamp_ns,
@@ -377,6 +401,7 @@ pub struct SplitView {
 impl SplitView {
     pub fn check(&self, signer: &VerifyingKey) -> bool {
         self.a.log_id == self.b.log_id
+            && self.a.epoch == self.b.epoch
             && self.a.size == self.b.size
             && self.a.root != self.b.root
             && self.a.verify(signer).is_ok()
@@ -404,10 +429,13 @@ pub enum Observation {
 /// Holds the latest verified head of each log it watches and detects split views.
 #[derive(Debug, Clone, Default)]
 pub struct Witness {
-    heads: BTreeMap<u32, TreeHead>,
-    /// Every head seen, per (log, size): the first one kept (to catch equal-size forks
-    /// against any size we saw, not only the latest).
-    by_size: BTreeMap<(u32, u64), TreeHead>,
+    heads: BTreeMap<(u32, u32), TreeHead>,
+    /// Every head seen, per (log, epoch, size): the first one kept (to catch equal-size
+    /// forks against any size we saw, not only the latest).
+    by_size: BTreeMap<(u32, u32, u64), TreeHead>,
+    /// The largest validly signed head seen per log (proved or not): what we gossip on, so
+    /// readers shown different heads meet them.
+    recent: BTreeMap<(u32, u32), TreeHead>,
     pub evidence: Vec<SplitView>,
 }
 
@@ -415,8 +443,18 @@ pub struct Witness {
 pub const MAX_SIZES_KEPT: usize = 256;
 
 impl Witness {
+    /// The latest head we hold of `log_id` (its newest epoch).
     pub fn latest(&self, log_id: u32) -> Option<&TreeHead> {
-        self.heads.get(&log_id)
+        self.heads
+            .range((log_id, 0)..=(log_id, u32::MAX))
+            .next_back()
+            .map(|(_, h)| h)
+    }
+
+    /// Every log's largest validly signed head we saw (per epoch), in log order: the
+    /// heads to gossip on.
+    pub fn heads(&self) -> impl Iterator<Item = &TreeHead> + '_ {
+        self.recent.values()
     }
 
     /// Observes head `h` from the signer with key `signer`; `proof` is a consistency proof
@@ -430,31 +468,28 @@ impl Witness {
         if h.verify(signer).is_err() {
             return Observation::BadSignature;
         }
-        if let Some(seen) = self.by_size.get(&(h.log_id, h.size)) {
+        let log = (h.log_id, h.epoch);
+        if self.recent.get(&log).is_none_or(|r| h.size > r.size) {
+            self.recent.insert(log, *h);
+        }
+        if let Some(seen) = self.by_size.get(&(h.log_id, h.epoch, h.size)) {
             if seen.root != h.root {
                 let s = SplitView { a: *seen, b: *h };
                 self.evidence.push(s);
                 return Observation::Split(Box::new(s));
             }
         } else {
-            self.by_size.insert((h.log_id, h.size), *h);
-            let kept = self
-                .by_size
-                .range((h.log_id, 0)..=(h.log_id, u64::MAX))
-                .count();
-            if kept > MAX_SIZES_KEPT {
-                let oldest = self
-                    .by_size
-                    .range((h.log_id, 0)..=(h.log_id, u64::MAX))
-                    .next()
-                    .map(|(k, _)| *k);
+            self.by_size.insert((h.log_id, h.epoch, h.size), *h);
+            let range = (h.log_id, h.epoch, 0)..=(h.log_id, h.epoch, u64::MAX);
+            if self.by_size.range(range.clone()).count() > MAX_SIZES_KEPT {
+                let oldest = self.by_size.range(range).next().map(|(k, _)| *k);
                 if let Some(k) = oldest {
                     self.by_size.remove(&k);
                 }
             }
         }
-        let Some(cur) = self.heads.get(&h.log_id).copied() else {
-            self.heads.insert(h.log_id, *h);
+        let Some(cur) = self.heads.get(&log).copied() else {
+            self.heads.insert(log, *h);
             return Observation::Accepted;
         };
         if h.size <= cur.size {
@@ -467,7 +502,7 @@ impl Witness {
             };
         };
         if cur.size == 0 || verify_consistency(&cur, h, p).is_ok() {
-            self.heads.insert(h.log_id, *h);
+            self.heads.insert(log, *h);
             Observation::Accepted
         } else {
             Observation::Inconsistent

@@ -467,3 +467,43 @@ fn f_plus_one_colluders_quarantine_honest_tiles() {
     eprintln!("f + 1 colluders: honest tiles quarantined somewhere: {honest_victims:?}");
     assert!(!honest_victims.is_empty());
 }
+
+#[test]
+fn honest_faults_make_no_evidence_with_signed_claims_and_head_gossip() {
+    // Loss, a crash and restart, partitions healed, a flapping link, with every issue-17
+    // option on: nothing forged, no split view, nobody honest accused, views settle.
+    let seed = 20;
+    let mut p = test_params();
+    p.watch.signed_claims = true;
+    p.watch.log_heads = true;
+    let topo = Topo::cell(12, 0, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, p);
+    sim.run_for(Duration::from_secs(5));
+    sim.set_loss_all(20_000);
+    sim.run_for(Duration::from_secs(30));
+    sim.crash(3);
+    sim.run_for(Duration::from_secs(20));
+    sim.restart(3);
+    sim.run_for(Duration::from_secs(20));
+    let side: BTreeSet<u32> = (0..6).collect();
+    for _ in 0..3 {
+        sim.partition(&side, true);
+        sim.run_for(Duration::from_secs(12));
+        sim.partition(&side, false);
+        sim.run_for(Duration::from_secs(12));
+    }
+    for _ in 0..5 {
+        sim.set_link(7, 8, false);
+        sim.run_for(Duration::from_secs(3));
+        sim.set_link(7, 8, true);
+        sim.run_for(Duration::from_secs(3));
+    }
+    sim.set_loss_all(0);
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(counter(&sim, 12, Outcome::ClaimForged), 0);
+    assert_eq!(counter(&sim, 12, Outcome::SplitView), 0);
+    assert_no_honest_quarantined(&sim, 12, None);
+    for i in 0..12 {
+        assert_eq!(sim.node(i).unwrap().member_counts(), [12, 0, 0], "tile {i}");
+    }
+}

@@ -77,6 +77,7 @@ pub enum Outcome {
     ClaimForged,
     ClaimUnsigned,
     SplitView,
+    KeyRevoked,
 }
 
 impl Outcome {
@@ -124,6 +125,7 @@ impl Outcome {
             Outcome::ClaimForged => "claim_forged",
             Outcome::ClaimUnsigned => "claim_unsigned",
             Outcome::SplitView => "split_view",
+            Outcome::KeyRevoked => "key_revoked",
         }
     }
 }
@@ -239,6 +241,7 @@ mod tests {
             (Outcome::ClaimForged, "claim_forged"),
             (Outcome::ClaimUnsigned, "claim_unsigned"),
             (Outcome::SplitView, "split_view"),
+            (Outcome::KeyRevoked, "key_revoked"),
         ];
         for (o, s) in all {
             assert_eq!(o.as_str(), s);

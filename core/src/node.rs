@@ -94,6 +94,8 @@ pub struct Node {
     claim_sigs: crate::claims::ClaimSigs,
     /// Our transparency log and the heads our cell gossips (watch `log_heads`).
     cell_log: crate::trust::CellLog,
+    /// Certified and revoked keys under the authorities' threshold key, once set.
+    trust: Option<crate::trust::threshold::TrustStore>,
 }
 
 impl Node {
@@ -193,7 +195,32 @@ impl Node {
             incarnation_since: (0, now),
             claim_sigs: Default::default(),
             cell_log: Default::default(),
+            trust: None,
         })
+    }
+
+    /// This node's public identity key.
+    pub fn public_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Trusts the authorities' threshold key `group`: from now on revocations signed by it
+    /// can be applied ([`Node::apply_trust_entry`]). Sends nothing.
+    pub fn set_trust(&mut self, group: ed25519_dalek::VerifyingKey) {
+        self.trust = Some(crate::trust::threshold::TrustStore::new(group));
+    }
+
+    /// Applies a threshold-signed certificate or revocation entry (checked first; a bad
+    /// entry is an error and changes nothing). A revoked key's frames are refused from the
+    /// next datagram on, at the destination and in transit (counted `key_revoked`).
+    pub fn apply_trust_entry(
+        &mut self,
+        e: &crate::trust::log::Entry,
+    ) -> Result<(), crate::trust::threshold::ThresholdError> {
+        match self.trust.as_mut() {
+            Some(t) => t.apply(e),
+            None => Err(crate::trust::threshold::ThresholdError::BadSignature),
+        }
     }
 
     /// Sets this boot's epoch for the replicated store (see [`Replica`]): every boot of a node
@@ -1131,6 +1158,12 @@ impl Node {
         {
             self.counters.count(Direction::Rx, Outcome::Quarantined);
             return;
+        }
+        if let (Some(t), Some(e)) = (self.trust.as_ref(), self.dir.get(h.src)) {
+            if t.is_revoked(e.key.as_bytes()) {
+                self.counters.count(Direction::Rx, Outcome::KeyRevoked);
+                return;
+            }
         }
         let was_up = self.routing.neighbor_up(from);
         self.routing.heard(from, now);

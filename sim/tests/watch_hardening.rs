@@ -507,3 +507,75 @@ fn honest_faults_make_no_evidence_with_signed_claims_and_head_gossip() {
         assert_eq!(sim.node(i).unwrap().member_counts(), [12, 0, 0], "tile {i}");
     }
 }
+
+#[test]
+fn a_revoked_tile_key_is_refused_from_the_next_datagram() {
+    use lightcone_core::trust::threshold::{dkg, sign, Revocation, Share};
+    use rand::SeedableRng;
+    let seed = 21;
+    let topo = Topo::cell(12, 0, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, test_params());
+    // The authorities' 2-of-3 key (authorities 0, 6 and 9 of the cell), trusted by all.
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let (shares, group) = dkg(&[0, 6, 9], 2, &mut rng).unwrap();
+    for i in 0..12 {
+        sim.node_mut(i).unwrap().set_trust(group.key);
+    }
+    sim.run_for(Duration::from_secs(5));
+    let send = |sim: &mut Sim, tag: &str| {
+        let before = sim.events().len();
+        sim.command(
+            4,
+            &Command::Send {
+                dst: 9,
+                data: tag.as_bytes().to_vec(),
+            },
+        );
+        sim.run_for(Duration::from_millis(500));
+        sim.events()[before..]
+            .iter()
+            .any(|(_, i, e)| *i == 9 && matches!(e, Event::Delivered { .. }))
+    };
+    assert!(send(&mut sim, "before"), "delivered before the revocation");
+    // Node 4's key is revoked by two of the three authorities.
+    let key = sim.node(4).unwrap().public_key().to_bytes();
+    let rev = Revocation {
+        subject: 4,
+        key,
+        at_ns: sim.now().as_nanos(),
+    };
+    let signers: Vec<&Share> = [&shares[&0], &shares[&9]].into();
+    let sig = sign(&group, &signers, &rev.message(), &mut rng).unwrap();
+    let entry = rev.entry(&sig);
+    // One authority alone cannot: its signature is no group signature.
+    let lone = sign(&group, &[&shares[&6]], &rev.message(), &mut rng);
+    assert!(lone.is_err());
+    let mut bad = entry.clone();
+    bad.body[40] ^= 1;
+    for i in 0..12 {
+        assert!(sim.node_mut(i).unwrap().apply_trust_entry(&bad).is_err());
+        sim.node_mut(i).unwrap().apply_trust_entry(&entry).unwrap();
+    }
+    let refused_before = (0..12)
+        .map(|i| {
+            sim.node(i)
+                .unwrap()
+                .counters()
+                .get(Direction::Rx, Outcome::KeyRevoked)
+        })
+        .sum::<u64>();
+    assert_eq!(refused_before, 0);
+    assert!(
+        !send(&mut sim, "after"),
+        "a revoked key's data was delivered"
+    );
+    let refused: u64 = (0..12)
+        .map(|i| {
+            sim.node(i)
+                .unwrap()
+                .counters()
+                .get(Direction::Rx, Outcome::KeyRevoked)
+        })
+        .sum();
+    assert!(refused > 0, "refusals are counted");
+}

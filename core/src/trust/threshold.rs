@@ -337,6 +337,11 @@ impl TrustStore {
         }
     }
 
+    /// True when `key` was revoked.
+    pub fn is_revoked(&self, key: &[u8; 32]) -> bool {
+        self.revoked.contains(key)
+    }
+
     /// Accepts `key` for node `subject` at `now_ns`, or says why not.
     pub fn check(&self, subject: u32, key: &[u8; 32], now_ns: u64) -> Result<(), Refusal> {
         if self.revoked.contains(key) {

@@ -9,10 +9,25 @@ pub struct Byzantine {
     pub lie_membership: bool,
     /// Silently drop every frame it should forward (a black hole).
     pub drop_forwarding: bool,
+    /// Accuse every other node of its cluster, every accusation interval (a member of a
+    /// coalition of false accusers).
+    pub false_accuse: bool,
+    /// Claim live cell members dead like `lie_membership`, but name another cell member as
+    /// the accuser (a relay forging who accused).
+    pub forge_accuser: bool,
+    /// Show odd-numbered cell members another branch of our transparency log than the
+    /// even-numbered ones (two signed heads of one size, different roots).
+    pub split_log: bool,
 }
 
 impl Byzantine {
-    pub const BEHAVIOURS: [&'static str; 2] = ["lie_membership", "drop_forwarding"];
+    pub const BEHAVIOURS: [&'static str; 5] = [
+        "lie_membership",
+        "drop_forwarding",
+        "false_accuse",
+        "forge_accuser",
+        "split_log",
+    ];
 
     /// From behaviour names; an unknown name is an error that lists the known ones.
     pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Byzantine, String> {
@@ -21,6 +36,9 @@ impl Byzantine {
             match n.as_ref() {
                 "lie_membership" => b.lie_membership = true,
                 "drop_forwarding" => b.drop_forwarding = true,
+                "false_accuse" => b.false_accuse = true,
+                "forge_accuser" => b.forge_accuser = true,
+                "split_log" => b.split_log = true,
                 other => {
                     return Err(format!(
                         "unknown byzantine behaviour {other:?} (known: {})",
@@ -39,6 +57,15 @@ impl Byzantine {
         }
         if self.drop_forwarding {
             v.push("drop_forwarding");
+        }
+        if self.false_accuse {
+            v.push("false_accuse");
+        }
+        if self.forge_accuser {
+            v.push("forge_accuser");
+        }
+        if self.split_log {
+            v.push("split_log");
         }
         v
     }

@@ -72,6 +72,12 @@ pub enum Outcome {
     Evidence,
     AccusedUs,
     AccusationsHeard,
+    AccusationRefused,
+    Readmitted,
+    ClaimForged,
+    ClaimUnsigned,
+    SplitView,
+    KeyRevoked,
 }
 
 impl Outcome {
@@ -114,6 +120,12 @@ impl Outcome {
             Outcome::Evidence => "evidence",
             Outcome::AccusedUs => "accused_us",
             Outcome::AccusationsHeard => "accusations_heard",
+            Outcome::AccusationRefused => "accusation_refused",
+            Outcome::Readmitted => "readmitted",
+            Outcome::ClaimForged => "claim_forged",
+            Outcome::ClaimUnsigned => "claim_unsigned",
+            Outcome::SplitView => "split_view",
+            Outcome::KeyRevoked => "key_revoked",
         }
     }
 }
@@ -224,6 +236,12 @@ mod tests {
             (Outcome::Evidence, "evidence"),
             (Outcome::AccusedUs, "accused_us"),
             (Outcome::AccusationsHeard, "accusations_heard"),
+            (Outcome::AccusationRefused, "accusation_refused"),
+            (Outcome::Readmitted, "readmitted"),
+            (Outcome::ClaimForged, "claim_forged"),
+            (Outcome::ClaimUnsigned, "claim_unsigned"),
+            (Outcome::SplitView, "split_view"),
+            (Outcome::KeyRevoked, "key_revoked"),
         ];
         for (o, s) in all {
             assert_eq!(o.as_str(), s);

@@ -170,6 +170,11 @@ pub enum Event {
         accusers: Vec<u32>,
     },
     Stopped,
+    /// The neighbourhood watch lifted its quarantine of `node`: its term was over and the
+    /// votes against it lapsed.
+    Readmitted {
+        node: u32,
+    },
 }
 
 /// A datagram to send to a neighbour.

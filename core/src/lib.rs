@@ -46,6 +46,7 @@
 pub mod addr;
 pub mod byzantine;
 pub mod causal;
+pub mod claims;
 pub mod clock;
 pub mod config;
 pub mod counters;
@@ -59,6 +60,7 @@ pub mod routing;
 // The erasure-coded object store (issue 16).
 pub mod store;
 pub mod time;
+pub mod trust;
 pub mod view;
 pub mod watch;
 pub mod wire;

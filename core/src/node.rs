@@ -90,6 +90,12 @@ pub struct Node {
     lie_cursor: usize,
     /// Our membership incarnation and since when (for the watch's lie check).
     incarnation_since: (u64, Instant),
+    /// Signatures of claims we verified, to relay them (watch `signed_claims`).
+    claim_sigs: crate::claims::ClaimSigs,
+    /// Our transparency log and the heads our cell gossips (watch `log_heads`).
+    cell_log: crate::trust::CellLog,
+    /// Certified and revoked keys under the authorities' threshold key, once set.
+    trust: Option<crate::trust::threshold::TrustStore>,
 }
 
 impl Node {
@@ -187,7 +193,34 @@ impl Node {
             byzantine: Byzantine::default(),
             lie_cursor: 0,
             incarnation_since: (0, now),
+            claim_sigs: Default::default(),
+            cell_log: Default::default(),
+            trust: None,
         })
+    }
+
+    /// This node's public identity key.
+    pub fn public_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Trusts the authorities' threshold key `group`: from now on revocations signed by it
+    /// can be applied ([`Node::apply_trust_entry`]). Sends nothing.
+    pub fn set_trust(&mut self, group: ed25519_dalek::VerifyingKey) {
+        self.trust = Some(crate::trust::threshold::TrustStore::new(group));
+    }
+
+    /// Applies a threshold-signed certificate or revocation entry (checked first; a bad
+    /// entry is an error and changes nothing). A revoked key's frames are refused from the
+    /// next datagram on, at the destination and in transit (counted `key_revoked`).
+    pub fn apply_trust_entry(
+        &mut self,
+        e: &crate::trust::log::Entry,
+    ) -> Result<(), crate::trust::threshold::ThresholdError> {
+        match self.trust.as_mut() {
+            Some(t) => t.apply(e),
+            None => Err(crate::trust::threshold::ThresholdError::BadSignature),
+        }
     }
 
     /// Sets this boot's epoch for the replicated store (see [`Replica`]): every boot of a node
@@ -834,6 +867,9 @@ impl Node {
         for s in self.watch.judge(now, &alive, &heard) {
             self.on_evidence(now, s);
         }
+        for s in self.watch.expire(now) {
+            self.readmit(s);
+        }
         let neighbours: Vec<u32> = self
             .routing
             .neighbors()
@@ -864,6 +900,12 @@ impl Node {
         for s in self.watch.accusations_due(now) {
             self.accuse(s);
         }
+        if self.byzantine.false_accuse {
+            self.false_accusations();
+        }
+        if self.params.watch.log_heads {
+            self.gossip_heads(now);
+        }
         // The tick runs at the fast cadence; each neighbour's audits keep their own.
         let next = now + self.params.watch.audit_fast;
         self.timers.set(TimerKey::Watch, next);
@@ -879,9 +921,19 @@ impl Node {
             .discredit(now, s, &mut self.fx, &mut self.timers);
         self.arm_triggered(now);
         self.accuse(s);
-        if self.watch.convicted(s) {
+        if self.watch.check_quorum(now, s) {
             self.convict(now, s);
         }
+    }
+
+    /// The group's votes against convicted `s` lapsed after its term (see [`crate::watch`]):
+    /// lift the quarantine. Its membership comes back through its own refutation (dead
+    /// members are probed now and then), and the watch audits it afresh.
+    fn readmit(&mut self, s: u32) {
+        self.counters.count(Direction::Watch, Outcome::Readmitted);
+        self.routing.set_quarantine(s, false);
+        self.routing.trust_again(s);
+        self.fx.events.push(Event::Readmitted { node: s });
     }
 
     fn accuse(&mut self, s: u32) {
@@ -899,6 +951,18 @@ impl Node {
     /// The quorum of accusers holds against `s`: quarantine it and declare it dead.
     fn convict(&mut self, now: Instant, s: u32) {
         self.counters.count(Direction::Watch, Outcome::Quarantined);
+        if self.params.watch.log_heads {
+            let mut body = now.as_nanos().to_be_bytes().to_vec();
+            for a in self.watch.accusers_of(s) {
+                body.extend_from_slice(&a.to_be_bytes());
+            }
+            body.truncate(crate::trust::log::MAX_BODY);
+            self.cell_log.record(&crate::trust::log::Entry {
+                kind: crate::trust::log::EntryKind::QuarantineVerdict,
+                subject: s,
+                body,
+            });
+        }
         self.routing.set_quarantine(s, true);
         self.membership.declare_dead(now, s, &mut self.fx);
         self.membership
@@ -910,6 +974,39 @@ impl Node {
         });
     }
 
+    /// Gossips signed tree heads to the cell (watch `log_heads`, see [`crate::trust`]).
+    fn gossip_heads(&mut self, now: Instant) {
+        self.cell_log.set_split(self.id, self.byzantine.split_log);
+        let every = self.params.watch.accuse_interval;
+        let who = (self.id, self.boot_epoch);
+        let Some(due) = self.cell_log.heads_due(now, every, who, &self.key) else {
+            return;
+        };
+        let to: Vec<u32> = self
+            .membership
+            .members()
+            .filter(|n| *n != self.id)
+            .collect();
+        for n in to {
+            let own = if n % 2 == 1 { due.odd } else { due.even };
+            let mut heads = vec![own];
+            heads.extend(due.others.iter().copied());
+            self.fx.send(Dest::Node(n), Payload::TreeHeads(heads));
+        }
+    }
+
+    /// Byzantine `false_accuse`: accuse every other node of our cluster, to every one of
+    /// them (a coalition member trying to get honest nodes quarantined).
+    fn false_accusations(&mut self) {
+        let me = self.addr;
+        let ids = self.dir.ids_where(|a| a.same_cluster(&me));
+        for to in ids.iter().copied().filter(|n| *n != self.id) {
+            for node in ids.iter().copied().filter(|n| *n != self.id && *n != to) {
+                self.fx.send(Dest::Node(to), Payload::Accuse { node });
+            }
+        }
+    }
+
     /// Byzantine `lie_membership`: claims about live members, first-hand, at the
     /// incarnation we know them by — so each refutation is met by a new lie.
     fn lies(&mut self) -> Vec<Update> {
@@ -918,11 +1015,17 @@ impl Node {
         for _ in 0..victims.len().min(2) {
             let v = victims[self.lie_cursor % victims.len()];
             self.lie_cursor = self.lie_cursor.wrapping_add(1);
+            // `forge_accuser` names another member as the accuser.
+            let from = if self.byzantine.forge_accuser {
+                victims.iter().copied().find(|x| *x != v).unwrap_or(self.id)
+            } else {
+                self.id
+            };
             out.push(Update {
                 node: v,
                 state: MemberState::Dead,
                 incarnation: self.membership.incarnation_of(v).unwrap_or(0),
-                from: self.id,
+                from,
             });
         }
         out
@@ -1068,6 +1171,12 @@ impl Node {
             self.counters.count(Direction::Rx, Outcome::Quarantined);
             return;
         }
+        if let (Some(t), Some(e)) = (self.trust.as_ref(), self.dir.get(h.src)) {
+            if t.is_revoked(e.key.as_bytes()) {
+                self.counters.count(Direction::Rx, Outcome::KeyRevoked);
+                return;
+            }
+        }
         let was_up = self.routing.neighbor_up(from);
         self.routing.heard(from, now);
         if !was_up {
@@ -1198,7 +1307,23 @@ impl Node {
         let m = &mut self.membership;
         let t = &mut self.timers;
         let in_cell = m.is_member(src);
-        let mut p = p;
+        let mut p = match p {
+            // Signed claims (see `claims`): forged ones are evidence against the sender.
+            p if self.params.watch.signed_claims => {
+                let (p, o) =
+                    crate::claims::open(p, &self.dir, self.params.auth, &mut self.claim_sigs);
+                self.counters
+                    .add(Direction::Watch, Outcome::ClaimForged, o.forged as u64);
+                self.counters
+                    .add(Direction::Watch, Outcome::ClaimUnsigned, o.unsigned as u64);
+                if o.forged > 0 && self.watch.on_forged_claim(now, src) {
+                    lied.push(src);
+                }
+                p
+            }
+            Payload::Signed { inner, .. } => *inner,
+            p => p,
+        };
         if let Some(updates) = p.updates_mut() {
             // Claims made by a node we quarantine or hold evidence against are not
             // believed, whoever relays them.
@@ -1299,12 +1424,28 @@ impl Node {
             Payload::Accuse { node } => {
                 self.counters
                     .count(Direction::Watch, Outcome::AccusationsHeard);
-                if self.watch.on_accuse(src, node) {
+                // Votes only from the accused's cell or its cluster's gateways.
+                if !crate::watch::may_accuse(&self.dir, src, node) {
+                    self.counters
+                        .count(Direction::Watch, Outcome::AccusationRefused);
+                } else if self.watch.on_accuse(now, src, node) {
                     convicted.push(node);
                 }
             }
             // Its news, the sender's boot epoch, was taken from the header on acceptance.
             Payload::Boot => {}
+            // Unwrapped above.
+            Payload::Signed { .. } => {}
+            Payload::TreeHeads(heads) => {
+                if self.params.watch.log_heads && in_cell {
+                    for signer in self.cell_log.observe(self.id, &heads, &self.dir) {
+                        self.counters.count(Direction::Watch, Outcome::SplitView);
+                        if self.watch.on_split_view(now, signer) {
+                            lied.push(signer);
+                        }
+                    }
+                }
+            }
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
@@ -1371,12 +1512,23 @@ impl Node {
     fn flush_sends(&mut self, now: Instant) {
         let sends = std::mem::take(&mut self.fx.sends);
         for (dst, via, mut payload) in sends {
-            if self.byzantine.lie_membership && payload.updates_mut().is_some() {
+            let liar = self.byzantine.lie_membership || self.byzantine.forge_accuser;
+            if liar && payload.updates_mut().is_some() {
                 let lies = self.lies();
                 if let Some(updates) = payload.updates_mut() {
                     updates.truncate(wire::MAX_UPDATES - lies.len());
                     updates.extend(lies);
                 }
+            }
+            if self.params.watch.signed_claims {
+                payload = crate::claims::seal(
+                    payload,
+                    self.id,
+                    &self.key,
+                    self.params.auth,
+                    &self.claim_sigs,
+                    self.byzantine.forge_accuser,
+                );
             }
             let next = match (dst, via) {
                 (Dest::Link, Some(n)) => Some(n),

@@ -451,6 +451,15 @@ impl Routing {
         }
     }
 
+    /// Ends a distrust (the watch's evidence against `n` lapsed and it was re-admitted).
+    pub fn trust_again(&mut self, n: u32) {
+        if self.distrust.remove(&n) {
+            for d in self.routes_via(n) {
+                self.recompute(d);
+            }
+        }
+    }
+
     pub fn set_quarantine(&mut self, n: u32, on: bool) {
         if on {
             if self.quarantine.insert(n) {

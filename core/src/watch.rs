@@ -24,9 +24,26 @@
 //! cannot get an honest one quarantined by accusing it, and one honest node mistaken by a
 //! lossy link cannot either.
 //!
-//! Known gap: a liar that puts another node's id in the accuser field of its claims is not
-//! caught by the lie check (claims are attributed only when first-hand). Signing each
-//! accusation would close it at 64 bytes per suspect/dead update.
+//! Hardening (issue 17):
+//! - **Votes only from the accused's group**: an accusation counts only when the accuser is
+//!   in the accused's cell, or is a gateway of the accused's cluster (the node checks this
+//!   against the directory, [`may_accuse`]); two colluders elsewhere in the lab cannot
+//!   quarantine a cell's member.
+//! - **Votes and evidence expire**: a vote lapses `vote_ttl` after it was last heard (its
+//!   accuser repeats it every `accuse_interval` while it holds evidence), and our own
+//!   evidence lapses `evidence_ttl` after we found it. An old accusation cannot be topped up
+//!   into a quorum much later.
+//! - **Re-admission by the group**: a convicted node stays quarantined for a term
+//!   (`quarantine_term`, doubled for each earlier conviction, at most 8x); when the term is
+//!   over and fewer than `quorum` live votes against it remain, each member lifts the
+//!   quarantine on its own. Every honest member sees the same votes, so they decide alike
+//!   (a simple rule, not a BFT agreement). A re-admitted node is audited afresh; if it
+//!   misbehaves again it is convicted again, for a longer term.
+//! - **Signed claims** (`signed_claims`): every suspect/dead claim carries its accuser's
+//!   own signature over (accused, state, incarnation, accuser), relays pass it on
+//!   unchanged, and a claim whose signature does not check is dropped and is evidence
+//!   against the relay that sent it (honest relays verify before they relay), so a liar
+//!   that names another node as accuser is caught. See [`crate::claims`].
 //!
 //! Sans-IO like the rest of the node: times come in as arguments, outputs go out as return
 //! values, and every map iterates in order.
@@ -61,6 +78,23 @@ pub struct WatchParams {
     pub quorum: usize,
     /// Our accusations are repeated this often (datagrams get lost). Default 5 s.
     pub accuse_interval: Duration,
+    /// A vote lapses this long after its accuser last repeated it. Default 30 s (six
+    /// repeats lost in a row).
+    pub vote_ttl: Duration,
+    /// Our own evidence lapses this long after we found it (we stop voting). Default 120 s.
+    pub evidence_ttl: Duration,
+    /// A convicted node stays quarantined at least this long (doubled per earlier
+    /// conviction, at most 8x); then it is re-admitted once fewer than `quorum` live votes
+    /// against it remain. Default 300 s.
+    pub quarantine_term: Duration,
+    /// Suspect/dead claims carry their accuser's signature (kind 28 frames, see
+    /// [`crate::claims`]); unsigned or forged claims are dropped. Default off (the wire of
+    /// existing labs and the simulator's golden traces are unchanged).
+    pub signed_claims: bool,
+    /// Every node keeps a transparency log of its quarantine verdicts and gossips signed
+    /// tree heads (kind 29) to its cell every `accuse_interval`; a split view is evidence
+    /// against the log's signer ([`crate::trust::CellLog`]). Default off.
+    pub log_heads: bool,
 }
 
 impl Default for WatchParams {
@@ -75,6 +109,11 @@ impl Default for WatchParams {
             lie_quick: Duration::from_secs(3),
             quorum: 2,
             accuse_interval: Duration::from_secs(5),
+            vote_ttl: Duration::from_secs(30),
+            evidence_ttl: Duration::from_secs(120),
+            quarantine_term: Duration::from_secs(300),
+            signed_claims: false,
+            log_heads: false,
         }
     }
 }
@@ -96,6 +135,10 @@ pub enum Reason {
     DropsForwarding,
     /// It told us we were suspect or dead, again and again.
     LiesAboutUs,
+    /// It relayed a suspect/dead claim whose accuser's signature does not check.
+    ForgedClaim,
+    /// It signed two heads of its log with equal size and different roots (a split view).
+    SplitView,
 }
 
 /// An echo to send: `nonce` to node `to`.
@@ -116,6 +159,24 @@ pub struct WatchView {
     pub strikes: BTreeMap<u32, usize>,
     pub audits_sent: u64,
     pub audits_failed: u64,
+    /// Nodes we convicted and keep quarantined, with how many times each was convicted.
+    pub convicted: BTreeMap<u32, u32>,
+    pub readmitted: u64,
+}
+
+/// A conviction we hold: since when, and which conviction of this node it is (1 = first).
+#[derive(Debug, Clone, Copy)]
+struct Conviction {
+    since: Instant,
+    count: u32,
+}
+
+/// Who may vote against `accused`: members of its cell, and gateways of its cluster.
+pub fn may_accuse(dir: &crate::directory::Directory, accuser: u32, accused: u32) -> bool {
+    let (Some(a), Some(b)) = (dir.get(accuser), dir.addr(accused)) else {
+        return false;
+    };
+    a.addr.same_cell(&b) || (a.role == crate::addr::Role::Gateway && a.addr.same_cluster(&b))
 }
 
 /// The watch state of one node.
@@ -134,7 +195,15 @@ pub struct Watch {
     /// Per accuser: incarnations of ours it accused, and when.
     lies: BTreeMap<u32, BTreeMap<u64, Instant>>,
     evidence: BTreeMap<u32, Reason>,
-    accusers: BTreeMap<u32, BTreeSet<u32>>,
+    /// When we found each piece of our evidence.
+    evidence_since: BTreeMap<u32, Instant>,
+    /// Per accused node: its accusers, and when each last voted (our own vote is refreshed
+    /// while our evidence holds).
+    accusers: BTreeMap<u32, BTreeMap<u32, Instant>>,
+    convictions: BTreeMap<u32, Conviction>,
+    /// Per node: how often it was convicted before (its next term doubles).
+    offences: BTreeMap<u32, u32>,
+    readmitted: u64,
     audits_sent: u64,
     audits_failed: u64,
     /// When we last sent our accusations.
@@ -153,7 +222,11 @@ impl Watch {
             results: BTreeMap::new(),
             lies: BTreeMap::new(),
             evidence: BTreeMap::new(),
+            evidence_since: BTreeMap::new(),
             accusers: BTreeMap::new(),
+            convictions: BTreeMap::new(),
+            offences: BTreeMap::new(),
+            readmitted: 0,
             audits_sent: 0,
             audits_failed: 0,
             last_accuse: None,
@@ -168,7 +241,11 @@ impl Watch {
     pub fn view(&self) -> WatchView {
         WatchView {
             evidence: self.evidence.clone(),
-            accusers: self.accusers.clone(),
+            accusers: self
+                .accusers
+                .iter()
+                .map(|(n, a)| (*n, a.keys().copied().collect()))
+                .collect(),
             strikes: self
                 .results
                 .iter()
@@ -177,6 +254,12 @@ impl Watch {
                 .collect(),
             audits_sent: self.audits_sent,
             audits_failed: self.audits_failed,
+            convicted: self
+                .convictions
+                .iter()
+                .map(|(n, c)| (*n, c.count))
+                .collect(),
+            readmitted: self.readmitted,
         }
     }
 
@@ -218,7 +301,9 @@ impl Watch {
                 q.pop_front();
             }
             let failures = q.iter().filter(|f| **f).count();
-            if failures >= self.params.failures && self.add_evidence(s, Reason::DropsForwarding) {
+            if failures >= self.params.failures
+                && self.add_evidence(now, s, Reason::DropsForwarding)
+            {
                 new.push(s);
             }
         }
@@ -300,17 +385,76 @@ impl Watch {
         let seen = self.lies.entry(accuser).or_default();
         seen.insert(incarnation, now);
         seen.retain(|_, t| now.saturating_since(*t) <= window);
-        seen.len() >= self.params.lie_strikes && self.add_evidence(accuser, Reason::LiesAboutUs)
+        seen.len() >= self.params.lie_strikes
+            && self.add_evidence(now, accuser, Reason::LiesAboutUs)
     }
 
-    fn add_evidence(&mut self, node: u32, why: Reason) -> bool {
+    /// `relay` sent us a suspect/dead claim whose accuser's signature does not check: an
+    /// honest relay verifies before it relays, so this is evidence against `relay`.
+    /// Returns true when it makes new evidence.
+    pub fn on_forged_claim(&mut self, now: Instant, relay: u32) -> bool {
+        self.add_evidence(now, relay, Reason::ForgedClaim)
+    }
+
+    /// We hold two heads of `signer`'s log that split (see [`crate::trust::log`]): evidence
+    /// anyone can check. Returns true when it makes new evidence.
+    pub fn on_split_view(&mut self, now: Instant, signer: u32) -> bool {
+        self.add_evidence(now, signer, Reason::SplitView)
+    }
+
+    fn add_evidence(&mut self, now: Instant, node: u32, why: Reason) -> bool {
         if node == self.me || self.evidence.contains_key(&node) {
             return false;
         }
         self.evidence.insert(node, why);
+        self.evidence_since.insert(node, now);
         self.audits.remove(&node);
-        self.accusers.entry(node).or_default().insert(self.me);
+        self.accusers.entry(node).or_default().insert(self.me, now);
         true
+    }
+
+    /// Lapses old evidence and votes, and returns the convicted nodes whose term is over
+    /// and against which fewer than `quorum` live votes remain: they are re-admitted now
+    /// (their audit history starts afresh).
+    pub fn expire(&mut self, now: Instant) -> Vec<u32> {
+        let ttl = self.params.evidence_ttl;
+        let lapsed: Vec<u32> = self
+            .evidence_since
+            .iter()
+            .filter(|(_, t)| now.saturating_since(**t) >= ttl)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in lapsed {
+            self.evidence.remove(&n);
+            self.evidence_since.remove(&n);
+        }
+        // Our own vote is fresh while our evidence holds.
+        for n in self.evidence.keys() {
+            self.accusers.entry(*n).or_default().insert(self.me, now);
+        }
+        let vote_ttl = self.params.vote_ttl;
+        for votes in self.accusers.values_mut() {
+            votes.retain(|_, t| now.saturating_since(*t) < vote_ttl);
+        }
+        self.accusers.retain(|_, v| !v.is_empty());
+        let term = self.params.quarantine_term;
+        let due: Vec<u32> = self
+            .convictions
+            .iter()
+            .filter(|(n, c)| {
+                let factor = 1u32 << (c.count - 1).min(3);
+                now.saturating_since(c.since) >= term * factor && !self.convicted(**n)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for n in &due {
+            self.convictions.remove(n);
+            self.results.remove(n);
+            self.lies.remove(n);
+            self.next_audit.remove(n);
+            self.readmitted += 1;
+        }
+        due
     }
 
     /// Our evidence, when it is time to repeat our accusations (every `accuse_interval`).
@@ -330,31 +474,48 @@ impl Watch {
     pub fn accusers_of(&self, node: u32) -> Vec<u32> {
         self.accusers
             .get(&node)
-            .map(|s| s.iter().copied().collect())
+            .map(|s| s.keys().copied().collect())
             .unwrap_or_default()
     }
 
-    /// `accuser` says it holds evidence against `node`. Returns true when this makes the
-    /// quorum (so `node` is to be quarantined now; its audits end).
-    pub fn on_accuse(&mut self, accuser: u32, node: u32) -> bool {
+    /// `accuser` says (now) it holds evidence against `node`; the caller has checked that
+    /// it may ([`may_accuse`]). Returns true when this makes the quorum (so `node` is to be
+    /// quarantined now; its audits end).
+    pub fn on_accuse(&mut self, now: Instant, accuser: u32, node: u32) -> bool {
         if node == self.me || accuser == node {
             return false;
         }
-        let set = self.accusers.entry(node).or_default();
-        let before = set.len();
-        set.insert(accuser);
-        let quorum = before < self.params.quorum && set.len() >= self.params.quorum;
-        if quorum {
-            self.audits.remove(&node);
-        }
-        quorum
+        self.accusers.entry(node).or_default().insert(accuser, now);
+        self.check_quorum(now, node)
     }
 
-    /// True when `node` has the quorum of accusers.
+    /// Records a conviction of `node` when its live votes make the quorum and it is not
+    /// convicted yet. Returns true for a new conviction.
+    pub fn check_quorum(&mut self, now: Instant, node: u32) -> bool {
+        if !self.convicted(node) || self.convictions.contains_key(&node) {
+            return false;
+        }
+        let count = {
+            let o = self.offences.entry(node).or_default();
+            *o += 1;
+            *o
+        };
+        self.convictions
+            .insert(node, Conviction { since: now, count });
+        self.audits.remove(&node);
+        true
+    }
+
+    /// True when `node` has the quorum of (live) accusers.
     pub fn convicted(&self, node: u32) -> bool {
         self.accusers
             .get(&node)
             .is_some_and(|s| s.len() >= self.params.quorum)
+    }
+
+    /// True while we hold `node` convicted (its term not over, or votes still a quorum).
+    pub fn is_convicted(&self, node: u32) -> bool {
+        self.convictions.contains_key(&node)
     }
 }
 
@@ -468,15 +629,18 @@ mod tests {
     #[test]
     fn one_accuser_is_not_a_quorum() {
         let mut w = Watch::new(1, WatchParams::default());
-        assert!(!w.on_accuse(9, 4));
-        assert!(!w.on_accuse(9, 4), "the same accuser twice is one vote");
+        assert!(!w.on_accuse(at(0), 9, 4));
+        assert!(
+            !w.on_accuse(at(0), 9, 4),
+            "the same accuser twice is one vote"
+        );
         assert!(!w.convicted(4));
-        assert!(w.on_accuse(8, 4));
+        assert!(w.on_accuse(at(0), 8, 4));
         assert!(w.convicted(4));
-        assert!(!w.on_accuse(7, 4), "the quorum is reported once");
+        assert!(!w.on_accuse(at(0), 7, 4), "the quorum is reported once");
         // Nobody gets us quarantined at ourselves, and nobody accuses itself.
-        assert!(!w.on_accuse(9, 1) && !w.on_accuse(8, 1));
-        assert!(!w.on_accuse(3, 3));
+        assert!(!w.on_accuse(at(0), 9, 1) && !w.on_accuse(at(0), 8, 1));
+        assert!(!w.on_accuse(at(0), 3, 3));
         assert!(!w.convicted(1) && !w.convicted(3));
     }
 
@@ -487,7 +651,78 @@ mod tests {
         assert!(!w.on_lie(at(0), 6, 2));
         assert!(w.on_lie(at(0), 6, 3));
         assert!(!w.convicted(6));
-        assert!(w.on_accuse(2, 6));
+        assert!(w.on_accuse(at(0), 2, 6));
         assert!(w.convicted(6));
+    }
+
+    #[test]
+    fn votes_lapse_unless_repeated() {
+        let mut w = Watch::new(1, WatchParams::default());
+        assert!(!w.on_accuse(at(0), 9, 4));
+        // 9's vote lapsed 30 s later: 8's alone is no quorum, and 9's next one comes after
+        // 8's lapsed.
+        w.expire(at(30));
+        assert!(!w.on_accuse(at(31), 8, 4));
+        w.expire(at(61));
+        assert!(!w.on_accuse(at(62), 9, 4));
+        assert!(!w.convicted(4));
+        // Repeated within a vote's life, two votes are a quorum.
+        w.expire(at(80));
+        assert!(w.on_accuse(at(85), 8, 4));
+        assert!(w.is_convicted(4));
+    }
+
+    #[test]
+    fn own_evidence_lapses_after_its_ttl() {
+        let mut w = Watch::new(1, WatchParams::default());
+        assert!(!w.on_lie(at(0), 6, 1));
+        assert!(!w.on_lie(at(0), 6, 2));
+        assert!(w.on_lie(at(0), 6, 3));
+        w.expire(at(119));
+        assert!(w.evidence().contains_key(&6), "evidence held for its ttl");
+        assert_eq!(w.accusers_of(6), vec![1]);
+        w.expire(at(120));
+        assert!(w.evidence().is_empty(), "evidence lapsed after 120 s");
+        // Our vote lapses a vote ttl after our last refresh of it (at 119 s).
+        w.expire(at(148));
+        assert_eq!(w.accusers_of(6), vec![1]);
+        w.expire(at(149));
+        assert!(w.accusers_of(6).is_empty());
+    }
+
+    #[test]
+    fn a_convicted_node_is_readmitted_after_its_term_once_votes_lapse() {
+        let mut w = Watch::new(1, WatchParams::default());
+        w.on_accuse(at(0), 8, 4);
+        assert!(w.on_accuse(at(0), 9, 4));
+        // Votes kept up by the accusers: no re-admission even after the term.
+        for t in (5..=400).step_by(5) {
+            w.on_accuse(at(t), 8, 4);
+            w.on_accuse(at(t), 9, 4);
+            assert!(
+                w.expire(at(t)).is_empty(),
+                "re-admitted at {t} s with live votes"
+            );
+        }
+        // The accusers stop (their evidence lapsed): re-admitted once the votes lapse.
+        assert!(w.expire(at(429)).is_empty());
+        assert_eq!(w.expire(at(430)), vec![4]);
+        assert!(!w.is_convicted(4));
+        assert_eq!(w.view().readmitted, 1);
+        // A second conviction: a term twice as long.
+        w.on_accuse(at(500), 8, 4);
+        assert!(w.on_accuse(at(500), 9, 4));
+        assert_eq!(w.view().convicted.get(&4), Some(&2));
+        assert!(w.expire(at(1099)).is_empty());
+        assert_eq!(w.expire(at(1100)), vec![4]);
+    }
+
+    #[test]
+    fn the_term_is_served_even_when_votes_lapse_early() {
+        let mut w = Watch::new(1, WatchParams::default());
+        w.on_accuse(at(0), 8, 4);
+        assert!(w.on_accuse(at(0), 9, 4));
+        assert!(w.expire(at(299)).is_empty());
+        assert_eq!(w.expire(at(300)), vec![4]);
     }
 }

@@ -318,10 +318,26 @@ pub enum Payload {
     /// "This is my boot": sent to a peer whose frame was bound to an earlier boot of ours;
     /// the header's source epoch is the news. Empty.
     Boot,
+    /// Signed membership claims (issue 17, kind 28): a ping, ack, ping-req or gossip whose
+    /// suspect/dead updates each carry their accuser's signature, in update order
+    /// ([`crate::claims`]). Sent only when the watch's `signed_claims` is on.
+    Signed {
+        inner: Box<Payload>,
+        sigs: Vec<[u8; SIG_LEN]>,
+    },
+    /// Signed tree heads of transparency logs (issue 17, kind 29): the sender's own and
+    /// others' it holds, at most [`MAX_TREE_HEADS`] (see [`crate::trust::log`]).
+    TreeHeads(Vec<crate::trust::log::TreeHead>),
 }
 
 /// Highest payload kind.
-pub const KIND_MAX: u8 = 13;
+pub const KIND_MAX: u8 = KIND_TREE_HEADS;
+/// Signed membership claims (issue 17's kinds are 28-39).
+pub const KIND_SIGNED: u8 = 28;
+/// Signed tree heads of transparency logs.
+pub const KIND_TREE_HEADS: u8 = 29;
+/// Tree heads per datagram, at most.
+pub const MAX_TREE_HEADS: usize = 8;
 
 impl Payload {
     pub fn kind(&self) -> u8 {
@@ -339,6 +355,8 @@ impl Payload {
             Payload::Watch { .. } => 11,
             Payload::Accuse { .. } => 12,
             Payload::Boot => 13,
+            Payload::Signed { .. } => KIND_SIGNED,
+            Payload::TreeHeads(_) => KIND_TREE_HEADS,
         }
     }
 
@@ -349,6 +367,7 @@ impl Payload {
             | Payload::Ack { updates, .. }
             | Payload::PingReq { updates, .. }
             | Payload::Gossip { updates } => Some(updates),
+            Payload::Signed { inner, .. } => inner.updates_mut(),
             _ => None,
         }
     }
@@ -368,7 +387,16 @@ impl Payload {
             Payload::Watch { .. } => "watch",
             Payload::Accuse { .. } => "accuse",
             Payload::Boot => "boot",
+            Payload::Signed { .. } => "signed",
+            Payload::TreeHeads(_) => "tree_heads",
         }
+    }
+
+    /// Bytes of the encoded payload.
+    pub fn encoded_len(&self) -> usize {
+        let mut w = Vec::new();
+        self.encode(&mut w);
+        w.len()
     }
 
     fn encode(&self, w: &mut Vec<u8>) {
@@ -424,6 +452,25 @@ impl Payload {
             }
             Payload::Accuse { node } => w.extend_from_slice(&node.to_be_bytes()),
             Payload::Boot => {}
+            Payload::Signed { inner, sigs } => {
+                let start = w.len();
+                w.push(inner.kind());
+                w.extend_from_slice(&[0, 0]);
+                inner.encode(w);
+                let n = (w.len() - start - 3) as u16;
+                w[start + 1..start + 3].copy_from_slice(&n.to_be_bytes());
+                w.push(sigs.len().min(MAX_UPDATES) as u8);
+                for s in sigs.iter().take(MAX_UPDATES) {
+                    w.extend_from_slice(s);
+                }
+            }
+            Payload::TreeHeads(heads) => {
+                let n = heads.len().min(MAX_TREE_HEADS);
+                w.push(n as u8);
+                for h in &heads[..n] {
+                    w.extend_from_slice(&h.encode());
+                }
+            }
         }
     }
 
@@ -504,6 +551,45 @@ impl Payload {
             },
             12 => Payload::Accuse { node: r.u32()? },
             13 => Payload::Boot,
+            KIND_SIGNED => {
+                let kind = r.u8()?;
+                if !matches!(kind, 1 | 2 | 3 | 5) {
+                    return Err(WireError::Malformed);
+                }
+                let n = r.u16()? as usize;
+                let inner = Payload::decode(kind, r.take(n)?)?;
+                let k = r.u8()? as usize;
+                let mut sigs = Vec::with_capacity(k.min(MAX_UPDATES));
+                for _ in 0..k {
+                    let mut s = [0u8; SIG_LEN];
+                    s.copy_from_slice(r.take(SIG_LEN)?);
+                    sigs.push(s);
+                }
+                let mut inner = inner;
+                let claims = inner.updates_mut().map_or(0, |u| {
+                    u.iter().filter(|u| u.state != MemberState::Alive).count()
+                });
+                if claims != sigs.len() {
+                    return Err(WireError::Malformed);
+                }
+                Payload::Signed {
+                    inner: Box::new(inner),
+                    sigs,
+                }
+            }
+            KIND_TREE_HEADS => {
+                use crate::trust::log::TreeHead;
+                let n = r.u8()? as usize;
+                if n > MAX_TREE_HEADS {
+                    return Err(WireError::Malformed);
+                }
+                let mut heads = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let b = r.take(TreeHead::LEN)?;
+                    heads.push(TreeHead::decode(b).map_err(|_| WireError::Malformed)?);
+                }
+                Payload::TreeHeads(heads)
+            }
             k => return Err(WireError::UnknownKind(k)),
         };
         if r.i != b.len() {

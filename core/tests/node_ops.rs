@@ -361,7 +361,7 @@ proptest! {
                     check_reply(&c, &r, stopped)?;
                 }
                 Op::Byzantine(lie, drop) => {
-                    let c = Command::Byzantine(Byzantine { lie_membership: *lie, drop_forwarding: *drop });
+                    let c = Command::Byzantine(Byzantine { lie_membership: *lie, drop_forwarding: *drop, ..Default::default() });
                     let r = node.command(now, &c, &mut out);
                     check_reply(&c, &r, stopped)?;
                 }

@@ -600,6 +600,10 @@ impl Sim {
     pub fn node(&self, i: u32) -> Option<&Node> {
         self.nodes.get(i as usize).and_then(|n| n.as_ref())
     }
+    /// Node `i`, to call a setter that sends nothing (e.g. `Node::apply_trust_entry`).
+    pub fn node_mut(&mut self, i: u32) -> Option<&mut Node> {
+        self.nodes.get_mut(i as usize).and_then(|n| n.as_mut())
+    }
     /// Node `i`'s clock metrics against the harness's virtual time (advances only that
     /// node's emulated oscillator).
     pub fn time_metrics(&mut self, i: u32) -> Option<TimeMetrics> {

@@ -95,7 +95,16 @@ pub struct Node {
 impl Node {
     /// Builds a node from the orchestrator's configuration, with default parameters.
     pub fn new(cfg: &AgentConfig, now: Instant) -> Result<Node, ConfigError> {
-        let dir = Arc::new(Directory::from_peers(&cfg.peers)?);
+        Node::new_in(cfg, Arc::new(Directory::from_peers(&cfg.peers)?), now)
+    }
+
+    /// [`Node::new`] with a directory shared read-only with other nodes of the same
+    /// process (a multi-tile agent builds one for all its tiles); `cfg.peers` is not read.
+    pub fn new_in(
+        cfg: &AgentConfig,
+        dir: Arc<Directory>,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
         let secret: [u8; 32] = hex::decode(&cfg.secret_key_hex)
             .ok()
             .and_then(|b| b.try_into().ok())

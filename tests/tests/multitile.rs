@@ -1,0 +1,208 @@
+//! Issue 14: many tiles per agent process, end to end. A 64-tile lab (4 ring cells of 16)
+//! in 4 agent processes (`agents: {tiles_per_process: 16}`) comes up over the wire engine;
+//! a crash of one tile kills that tile only (the other tiles of its process keep answering
+//! and keep their state) and its cell peers declare it dead within the spec's 10 s
+//! (time_scale 1); a restart brings it back in the same process; down leaves nothing.
+//! Needs root.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lightcone_e2e::*;
+
+const TOPOLOGY: &str = "name: x
+seed: 5
+agents: { tiles_per_process: 16 }
+generate:
+  layers:
+    - { radius_au: 1.0, clusters: 1, cells: 4, tiles: 16, authorities: 0 }
+  cell_fabric: ring
+  cluster_fabric: star
+  links:
+    cell: { delay: 1ms }
+    cluster: { delay: 2ms }
+";
+
+fn status(lab: &str) -> serde_json::Value {
+    let js: serde_json::Value = serde_json::from_str(&lc_ok(&["status", lab, "--json"])).unwrap();
+    js["labs"][0].clone()
+}
+
+/// Talk to a tile's own unix control socket.
+fn agent_http(lab: &str, id: usize, method: &str, path: &str, body: &str) -> Option<String> {
+    let sock = format!("/run/lightcone/{lab}/agents/{id}.sock");
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "--max-time",
+            "5",
+            "--unix-socket",
+            &sock,
+            "-X",
+            method,
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("http://agent{path}"))
+        .output()
+        .expect("curl");
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The state of member `member` in tile `id`'s view.
+fn view_of(lab: &str, id: usize, member: usize) -> Option<String> {
+    let s: serde_json::Value =
+        serde_json::from_str(&agent_http(lab, id, "GET", "/state", "")?).ok()?;
+    s["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"].as_u64() == Some(member as u64))
+        .and_then(|m| m["state"].as_str().map(String::from))
+}
+
+#[test]
+fn a_multi_tile_lab_comes_up_a_crash_kills_one_tile_and_down_leaves_nothing() {
+    require_root();
+    let t = TestLab::from_src("mt", TOPOLOGY);
+    let lab = t.lab.clone();
+    let t0 = Instant::now();
+    t.up(&[]);
+    println!(
+        "64 tiles in 4 processes up in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Status and the state dir say how tiles map to processes.
+    let st = status(&lab);
+    assert_eq!(
+        st["agent_processes"],
+        "64 tiles in 4 agent processes (16 tiles per process, in plan order)"
+    );
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 64);
+    let names: Vec<String> = nodes
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    let pids: BTreeSet<u64> = nodes
+        .iter()
+        .map(|n| n["agent"]["pid"].as_u64().expect("every tile running"))
+        .collect();
+    assert_eq!(
+        pids.len(),
+        4,
+        "64 tiles should run in 4 processes: {pids:?}"
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["agent"]["process"].as_u64(), Some(i as u64 / 16));
+    }
+    let map: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/lightcone/{lab}/agents/processes.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(map["processes"], 4);
+
+    // Cell k1 (ids 16..32, process 1) converges.
+    let cell: Vec<usize> = (16..32).collect();
+    assert!(names[16].starts_with("l0c0k1t"), "{}", names[16]);
+    let converged = wait_until(Duration::from_secs(60), || {
+        cell.iter().all(|&i| {
+            cell.iter()
+                .filter(|&&j| j != i)
+                .all(|&j| view_of(&lab, i, j).as_deref() == Some("alive"))
+        })
+    });
+    assert!(converged, "cell k1 did not converge within 60 s");
+
+    // State in a tile of the victim's process, to be kept.
+    let keeper = 17;
+    agent_http(&lab, keeper, "POST", "/kv/mt?durability=local", "kept").expect("put");
+
+    // Crash tile 20 (process 1).
+    let victim = 20;
+    let victim_pid = nodes[victim]["agent"]["pid"].as_u64().unwrap();
+    let t_crash = Instant::now();
+    lc_ok(&["fault", "crash", &names[victim], "--lab", &lab]);
+    assert!(
+        agent_http(&lab, victim, "GET", "/state", "").is_none(),
+        "the crashed tile still answers"
+    );
+    let mut pending: Vec<usize> = cell.iter().copied().filter(|&i| i != victim).collect();
+    let mut worst = 0.0f64;
+    while !pending.is_empty() && t_crash.elapsed() < Duration::from_secs(20) {
+        pending.retain(|&i| {
+            if view_of(&lab, i, victim).as_deref() == Some("dead") {
+                worst = worst.max(t_crash.elapsed().as_secs_f64());
+                false
+            } else {
+                true
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        pending.is_empty(),
+        "never marked the victim dead: {pending:?}"
+    );
+    println!(
+        "crash of {} detected by all 15 cell peers, worst {worst:.2} s (time_scale 1)",
+        names[victim]
+    );
+    assert!(
+        worst <= 10.0,
+        "a peer took {worst:.2} s; the spec wants 10 s"
+    );
+
+    // One tile only: the others of its process answer, keep their state, same process.
+    assert_eq!(
+        agent_http(&lab, keeper, "GET", "/kv/mt", "").as_deref(),
+        Some("kept")
+    );
+    let st = status(&lab);
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes[victim]["agent"]["state"], "exited");
+    for i in (16..32).filter(|&i| i != victim) {
+        assert_eq!(nodes[i]["agent"]["state"], "running", "{}", names[i]);
+        assert_eq!(nodes[i]["agent"]["pid"].as_u64(), Some(victim_pid));
+    }
+    let running = nodes
+        .iter()
+        .filter(|n| n["agent"]["state"] == "running")
+        .count();
+    assert_eq!(running, 63);
+
+    // Restart: back in the same process, alive again in its peers' views.
+    lc_ok(&["fault", "restart", &names[victim], "--lab", &lab]);
+    let st = status(&lab);
+    assert_eq!(
+        st["nodes"][victim]["agent"]["pid"].as_u64(),
+        Some(victim_pid)
+    );
+    let back = wait_until(Duration::from_secs(30), || {
+        cell.iter()
+            .filter(|&&i| i != victim)
+            .all(|&i| view_of(&lab, i, victim).as_deref() == Some("alive"))
+    });
+    assert!(back, "the restarted tile is not alive again in its cell");
+
+    let t_down = Instant::now();
+    lc_ok(&["down", &lab]);
+    println!("down in {:.2} s", t_down.elapsed().as_secs_f64());
+    assert_gone(&lab);
+}
+
+/// `up --time-scale` takes what a topology's `time_scale` may be, and says so otherwise.
+#[test]
+fn up_time_scale_is_checked() {
+    for bad in ["0", "-1", "1e9", "fast"] {
+        let flag = format!("--time-scale={bad}");
+        let o = lc(&["up", "nosuch.yaml", &flag]);
+        assert_eq!(o.status.code(), Some(2), "--time-scale {bad}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("between 0.001 and 100000"), "{e}");
+    }
+}

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::addr::{HierAddr, Role};
 use crate::byzantine::Byzantine;
 use crate::causal::Dot;
-use crate::clock::{clock_config, lab_sky, TimeLayer};
+use crate::clock::{clock_config_in, lab_sky, TimeLayer};
 use crate::config::{AgentConfig, ConfigError};
 use crate::counters::{Counters, Direction, Outcome};
 use crate::directory::Directory;
@@ -109,7 +109,7 @@ impl Node {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or(ConfigError::BadSecretKey)?;
-        let time = match (clock_config(cfg)?, &cfg.time) {
+        let time = match (clock_config_in(cfg, &dir)?, &cfg.time) {
             (Some(c), Some(t)) => Some(TimeLayer::new(
                 NodeClock::new(c, now.as_nanos())?,
                 Arc::new(lab_sky(t.sky_seed)),

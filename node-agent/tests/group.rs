@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lightcone_core::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role};
+use lightcone_core::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const N: u32 = 3;
@@ -43,7 +43,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                 cell: 0,
                 tile: i as u16,
             },
-            role: Role::Tile,
+            role: if i == 0 { Role::Authority } else { Role::Tile },
             public_key_hex: hex::encode(keys[i as usize].verifying_key().as_bytes()),
             position_au: [1.0, 0.0, 0.0],
         })
@@ -78,7 +78,15 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                     .collect(),
                 epoch_monotonic_ns: Some(epoch),
                 boot: 1,
-                time: None,
+                // A time layer, whose role and position come from the group's directory
+                // (the configs carry no peers): t0 is the cell's reference.
+                time: Some(TimeConfig {
+                    servers: if i == 0 { vec![] } else { vec![0] },
+                    poll_interval_ns: 200_000_000,
+                    pulsar_integration_s: 2.0,
+                    asymmetry_bound_s: 1e-3,
+                    sky_seed: 9,
+                }),
             };
             let f = dir.join(format!("t{i}.json"));
             std::fs::write(&f, serde_json::to_vec(&cfg).unwrap()).unwrap();

@@ -39,7 +39,9 @@ pub struct ProcessMap {
     pub tiles_per_process: usize,
     /// Agent processes planned: ceil(nodes / tiles_per_process).
     pub processes: usize,
-    /// Node names of each process, by process index.
+    /// Nodes of the lab.
+    pub nodes: usize,
+    /// Node names of each process, by process index (empty in [`ProcessMap::of_counts`]).
     pub groups: Vec<Vec<String>>,
 }
 
@@ -54,13 +56,25 @@ impl ProcessMap {
         ProcessMap {
             tiles_per_process: k,
             processes: groups.len(),
+            nodes: plan.nodes.len(),
             groups,
+        }
+    }
+
+    /// The counts alone (no names) for `nodes` nodes, `k` per process.
+    pub fn of_counts(nodes: usize, k: usize) -> ProcessMap {
+        let k = k.max(1);
+        ProcessMap {
+            tiles_per_process: k,
+            processes: nodes.div_ceil(k),
+            nodes,
+            groups: Vec::new(),
         }
     }
 
     /// One line for `up`, `status` and the report.
     pub fn summary(&self) -> String {
-        let nodes: usize = self.groups.iter().map(Vec::len).sum();
+        let nodes = self.nodes;
         if self.tiles_per_process <= 1 {
             format!("{nodes} agent processes, one per node")
         } else {
@@ -362,6 +376,8 @@ mod tests {
             m.summary(),
             "5 tiles in 3 agent processes (2 tiles per process, in plan order)"
         );
+        let c = ProcessMap::of_counts(5, 2);
+        assert_eq!((c.processes, c.summary()), (3, m.summary()));
         let one = plan_of("name: g\nnodes: {a: {}, b: {}}\nlinks: [{endpoints: [a, b]}]\n");
         assert_eq!(one.tiles_per_process, 1);
         assert_eq!(

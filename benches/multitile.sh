@@ -15,13 +15,15 @@
 #      flock -o /tmp/lightcone-lab.lock benches/multitile.sh
 # Env: LIGHTCONE (default target/release/lightcone), LAB_PREFIX (default bmt),
 #      LABS (clusters:cells:g triples, default "4:4:16 4:4:1 4:16:16"),
-#      IDLE_S (idle window, default 30), SETTLE_S (wait after up, default 20).
+#      IDLE_S (idle window, default 30), SETTLE_S (wait after up, default 20),
+#      TIME_SCALE (the labs' time_scale, default 1).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 lc=${LIGHTCONE:-$here/target/release/lightcone}
 prefix=${LAB_PREFIX:-bmt}
 idle_s=${IDLE_S:-30}
 settle_s=${SETTLE_S:-20}
+time_scale=${TIME_SCALE:-1}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 [ "$(id -u)" -eq 0 ] || { echo "multitile.sh: needs root (namespaces)" >&2; exit 1; }
@@ -48,6 +50,7 @@ run_lab() {
   cat > "$file" <<YAML
 name: $lab
 seed: 1
+time_scale: $time_scale
 agents: { tiles_per_process: $g }
 generate:
   layers:
@@ -105,7 +108,7 @@ for le in sorted(b):
   local cpu_tile cpu_sup
   cpu_tile=$(echo "scale=4; ($a1 - $a0) * 100 / $hz / $idle_s / $tiles" | bc)
   cpu_sup=$(echo "scale=2; ($s1 - $s0) * 100 / $hz / $idle_s" | bc)
-  echo "lab $tiles tiles, $g per process ($n_agents agent processes): up ${up_s} s, down ${down_s} s, total RSS $((rss / 1024)) MiB, idle CPU per tile ${cpu_tile} % of a core (supervisor ${cpu_sup} %), timer lateness p99 ${p99}, time_scale 1"
+  echo "lab $tiles tiles, $g per process ($n_agents agent processes): up ${up_s} s, down ${down_s} s, total RSS $((rss / 1024)) MiB, idle CPU per tile ${cpu_tile} % of a core (supervisor ${cpu_sup} %), timer lateness p99 ${p99}, time_scale $time_scale"
 }
 
 echo "host: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r)"

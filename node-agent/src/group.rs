@@ -225,12 +225,19 @@ pub async fn serve(
         path: socket.display().to_string(),
         source,
     };
-    let listener = UnixListener::bind(socket).map_err(bind_err)?;
+    // Bound and listening under a temporary name, then renamed: the socket's path appears
+    // only once it accepts (bind creates the file before listen, and a supervisor that saw
+    // the file in between would be refused).
+    let mut tmp = socket.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(bind_err)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(bind_err)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
     }
+    std::fs::rename(&tmp, socket).map_err(bind_err)?;
     tracing::info!(socket = %socket.display(), nodes = group.dir.len(), "tile group ready");
     let accept = async {
         loop {

@@ -249,9 +249,13 @@ impl Groups {
             "netns": Path::new(crate::kernel::netns::NETNS_RUN_DIR).join(&plan.nodes[id].netns),
         })
         .to_string();
+        let log = dir.logs().join(format!("agents-group-{g}.log"));
         let spawn_err = |m: String| AgentError::Spawn {
             node: plan.nodes[id].name.clone(),
-            source: std::io::Error::other(m),
+            source: std::io::Error::other(format!(
+                "{m} (agent group {g}, pid {pid}; its log's last line: {})",
+                last_line(&log)
+            )),
         };
         let (status, text) = request(
             &group_socket(dir, g),
@@ -317,6 +321,19 @@ impl Groups {
         self.procs.clear();
         self.live.clear();
     }
+}
+
+/// The last non-empty line of a log, for an error message.
+fn last_line(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "(empty)".into())
 }
 
 /// One blocking HTTP/1.1 request over a group's unix socket (the supervisor calls it with

@@ -2,7 +2,8 @@
 //! in 4 agent processes (`agents: {tiles_per_process: 16}`) comes up over the wire engine;
 //! a crash of one tile kills that tile only (the other tiles of its process keep answering
 //! and keep their state) and its cell peers declare it dead within the spec's 10 s
-//! (time_scale 1); a restart brings it back in the same process; down leaves nothing.
+//! (time_scale 1); a restart brings it back in the same process; a killed process reports
+//! all its tiles exited; down leaves nothing.
 //! Needs root.
 
 use std::collections::BTreeSet;
@@ -188,6 +189,34 @@ fn a_multi_tile_lab_comes_up_a_crash_kills_one_tile_and_down_leaves_nothing() {
             .all(|&i| view_of(&lab, i, victim).as_deref() == Some("alive"))
     });
     assert!(back, "the restarted tile is not alive again in its cell");
+
+    // The whole process dies (as by the kernel's OOM killer): all its tiles are reported
+    // exited, as crashed; the other processes' tiles run on; restarting one of its tiles
+    // starts a new process for it.
+    let pid2 = status(&lab)["nodes"][32]["agent"]["pid"].as_u64().unwrap();
+    unsafe { libc::kill(pid2 as i32, libc::SIGKILL) };
+    let all_exited = wait_until(Duration::from_secs(5), || {
+        let st = status(&lab);
+        (32..48).all(|i| st["nodes"][i]["agent"]["state"] == "exited")
+    });
+    assert!(
+        all_exited,
+        "a killed process's tiles are not all reported exited"
+    );
+    let st = status(&lab);
+    let running = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["agent"]["state"] == "running")
+        .count();
+    assert_eq!(running, 48, "only process 2's 16 tiles should be down");
+    lc_ok(&["fault", "restart", &names[33], "--lab", &lab]);
+    let st = status(&lab);
+    assert_eq!(st["nodes"][33]["agent"]["state"], "running");
+    let new_pid = st["nodes"][33]["agent"]["pid"].as_u64().unwrap();
+    assert_ne!(new_pid, pid2, "the restarted tile runs in a new process");
+    assert_eq!(st["nodes"][34]["agent"]["state"], "exited");
 
     let t_down = Instant::now();
     lc_ok(&["down", &lab]);

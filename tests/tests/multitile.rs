@@ -107,6 +107,31 @@ fn a_multi_tile_lab_comes_up_a_crash_kills_one_tile_and_down_leaves_nothing() {
     .unwrap();
     assert_eq!(map["processes"], 4);
 
+    // A tile's log is its lines of its process's log.
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/lightcone/{lab}/supervisor.json")).unwrap(),
+    )
+    .unwrap();
+    let api = info["api_url"].as_str().unwrap().to_string();
+    let log: serde_json::Value = ureq::get(&format!("{api}/api/log/{}?lines=200", names[20]))
+        .call()
+        .expect("log route")
+        .into_json()
+        .unwrap();
+    let lines = log["lines"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("agent started")),
+        "{log}"
+    );
+    let other = format!("node={}}}", names[21]);
+    assert!(
+        lines.iter().all(|l| !l.as_str().unwrap().contains(&other)),
+        "another tile's line in {}'s log",
+        names[20]
+    );
+
     // Cell k1 (ids 16..32, process 1) converges.
     let cell: Vec<usize> = (16..32).collect();
     assert!(names[16].starts_with("l0c0k1t"), "{}", names[16]);

@@ -260,3 +260,20 @@ fn up_time_scale_is_checked() {
         assert!(e.contains("between 0.001 and 100000"), "{e}");
     }
 }
+
+/// `up --time-scale S` runs the lab at S, whatever the file says; `status` shows it.
+#[test]
+fn up_time_scale_overrides_the_file() {
+    require_root();
+    let t = TestLab::shipped("ts", "quickstart.yaml");
+    let out = t.up(&["--time-scale", "2.5"]);
+    let st = status(&t.lab);
+    assert_eq!(st["time_scale"].as_f64(), Some(2.5), "{out}");
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/lightcone/{}/agents/0.json", t.lab)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["time_scale"].as_f64(), Some(2.5));
+    lc_ok(&["down", &t.lab]);
+    assert_gone(&t.lab);
+}

@@ -35,7 +35,7 @@ hz=$(getconf CLK_TCK)
 lab_pids() {
   local lab=$1 p cmd
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null < "$p/cmdline") || continue
     case "$cmd" in *lightcone*"/$1"*) echo "${p#/proc/}";; esac
   done
 }

@@ -83,7 +83,7 @@ pub enum AgentError {
     },
     #[error("interrupted while waiting for agents to start")]
     Interrupted,
-    #[error("only {started} of {total} agents started within {secs} s (the bound: 20 s + 100 ms per node); the host cannot bring this lab up in time: try a slower `--time-scale`, more `agents.tiles_per_process`, or a smaller lab")]
+    #[error("only {started} of {total} agents started within {secs} s (the bound: 30 s + 200 ms per node); the host cannot bring this lab up in time: try a slower `--time-scale`, more `agents.tiles_per_process`, or a smaller lab")]
     NotAllStarted {
         started: usize,
         total: usize,

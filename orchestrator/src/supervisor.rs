@@ -328,7 +328,13 @@ async fn serve(
         )?;
         report(&map.summary());
         let mut agents = Agents::new(keys)?.grouped(&plan, &dir)?;
-        let bound = agents_ready_bound(n);
+        // `LIGHTCONE_AGENTS_BOUND_S` (seconds) replaces the bound, for tests of the failure.
+        let bound = std::env::var("LIGHTCONE_AGENTS_BOUND_S")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s))
+            .map(Duration::from_secs_f64)
+            .unwrap_or_else(|| agents_ready_bound(n));
         let t_agents = Instant::now();
         let started = async {
             for id in 0..n {

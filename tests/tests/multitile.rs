@@ -277,3 +277,26 @@ fn up_time_scale_overrides_the_file() {
     lc_ok(&["down", &t.lab]);
     assert_gone(&t.lab);
 }
+
+/// Agents that do not all start within the bound: `up` fails saying how many did, and
+/// tears down what it made (the bound forced to 0 s by `LIGHTCONE_AGENTS_BOUND_S`).
+#[test]
+fn up_fails_clearly_and_tears_down_when_agents_miss_the_bound() {
+    require_root();
+    let t = TestLab::shipped("bound", "quickstart.yaml");
+    let o = Command::new(lightcone_bin())
+        .args([
+            "up",
+            t.file.to_str().unwrap(),
+            "--detach",
+            "--link-engine",
+            "wire",
+        ])
+        .env("LIGHTCONE_AGENTS_BOUND_S", "0")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("only 1 of 3 agents started within 0 s"), "{e}");
+    assert_gone(&t.lab);
+}

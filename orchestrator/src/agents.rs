@@ -83,6 +83,8 @@ pub enum AgentError {
     },
     #[error("interrupted while waiting for agents to start")]
     Interrupted,
+    #[error(transparent)]
+    Group(#[from] crate::tilegroups::GroupError),
     #[error("only {started} of {total} agents started within {secs} s (the bound: 30 s + 200 ms per node); the host cannot bring this lab up in time: try a slower `--time-scale`, more `agents.tiles_per_process`, or a smaller lab")]
     NotAllStarted {
         started: usize,
@@ -162,7 +164,7 @@ impl Agents {
         )
         .map_err(err)?;
         if let Some(g) = self.groups.as_mut() {
-            return g.start_tile(&self.binary, plan, id, &cfg_path, dir, ledger);
+            return Ok(g.start_tile(&self.binary, plan, id, &cfg_path, dir, ledger)?);
         }
         let log = File::options()
             .create(true)

@@ -28,9 +28,26 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::agents::AgentError;
 use crate::plan::Plan;
 use crate::state::{process_start_time, Entry, LabDir, Ledger};
+
+/// Why a group process or one of its tiles could not start. Carried by
+/// [`crate::agents::AgentError::Group`].
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("start {what}: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} did not open its socket within {secs} s; see {log}")]
+    NotReady {
+        what: String,
+        secs: u64,
+        log: String,
+    },
+}
 
 /// How tiles map to agent processes (`agents/processes.json`, `status`, the report).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +134,7 @@ impl Groups {
         plan: &Plan,
         dir: &LabDir,
         public_keys: &[String],
-    ) -> Result<Groups, AgentError> {
+    ) -> Result<Groups, GroupError> {
         let peers = if plan.nodes.is_empty() {
             Vec::new()
         } else {
@@ -127,8 +144,8 @@ impl Groups {
             &directory_path(dir),
             &serde_json::to_vec(&peers).expect("peers serialize"),
         )
-        .map_err(|source| AgentError::Spawn {
-            node: "directory".into(),
+        .map_err(|source| GroupError::Spawn {
+            what: "the agents' directory file".into(),
             source,
         })?;
         Ok(Groups {
@@ -159,7 +176,7 @@ impl Groups {
         g: usize,
         dir: &LabDir,
         ledger: &mut Ledger,
-    ) -> Result<u32, AgentError> {
+    ) -> Result<u32, GroupError> {
         if let Some(pid) = self.alive(g) {
             return Ok(pid);
         }
@@ -169,8 +186,8 @@ impl Groups {
             let _ = old.wait();
         }
         let what = format!("agent group {g}");
-        let err = |source| AgentError::Spawn {
-            node: what.clone(),
+        let err = |source| GroupError::Spawn {
+            what: what.clone(),
             source,
         };
         let sock = group_socket(dir, g);
@@ -216,11 +233,9 @@ impl Groups {
             if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(AgentError::NotReady {
-                    node: what,
+                return Err(GroupError::NotReady {
+                    what,
                     secs: GROUP_READY.as_secs(),
-                    ready: 0,
-                    total: 1,
                     log: log_path.display().to_string(),
                 });
             }
@@ -241,7 +256,7 @@ impl Groups {
         cfg_path: &Path,
         dir: &LabDir,
         ledger: &mut Ledger,
-    ) -> Result<u32, AgentError> {
+    ) -> Result<u32, GroupError> {
         let g = self.group_of(id);
         let pid = self.ensure(binary, g, dir, ledger)?;
         let body = serde_json::json!({
@@ -250,8 +265,8 @@ impl Groups {
         })
         .to_string();
         let log = dir.logs().join(format!("agents-group-{g}.log"));
-        let spawn_err = |m: String| AgentError::Spawn {
-            node: plan.nodes[id].name.clone(),
+        let spawn_err = |m: String| GroupError::Spawn {
+            what: format!("agent {}", plan.nodes[id].name),
             source: std::io::Error::other(format!(
                 "{m} (agent group {g}, pid {pid}; its log's last line: {})",
                 last_line(&log)

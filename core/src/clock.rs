@@ -37,21 +37,46 @@ impl TimeLayer {
 /// gateway → stratum 1, tile → cell holdover), position from the directory, servers and
 /// rates from `cfg.time`. `None` when the configuration has no time section.
 pub fn clock_config(cfg: &AgentConfig) -> Result<Option<NodeClockConfig>, ConfigError> {
-    let Some(t) = &cfg.time else {
+    if cfg.time.is_none() {
         return Ok(None);
-    };
+    }
     let me = cfg
         .peers
         .get(cfg.id as usize)
         .ok_or(ConfigError::UnknownSelf(cfg.id))?;
-    let role = match me.role {
+    clock_config_of(cfg, me.role, me.position_au, cfg.peers.len())
+}
+
+/// [`clock_config`] with role and position from a directory shared by the process's nodes
+/// (`cfg.peers` is not read): the same configuration for a directory built from them.
+pub fn clock_config_in(
+    cfg: &AgentConfig,
+    dir: &crate::directory::Directory,
+) -> Result<Option<NodeClockConfig>, ConfigError> {
+    if cfg.time.is_none() {
+        return Ok(None);
+    }
+    let me = dir.get(cfg.id).ok_or(ConfigError::UnknownSelf(cfg.id))?;
+    clock_config_of(cfg, me.role, me.position_au, dir.len())
+}
+
+fn clock_config_of(
+    cfg: &AgentConfig,
+    role: Role,
+    position_au: [f64; 3],
+    nodes: usize,
+) -> Result<Option<NodeClockConfig>, ConfigError> {
+    let Some(t) = &cfg.time else {
+        return Ok(None);
+    };
+    let role = match role {
         Role::Authority => NodeRole::Authority,
         Role::Gateway => NodeRole::Stratum1,
         Role::Tile => NodeRole::Cell,
     };
     let mut servers = Vec::new();
     for s in &t.servers {
-        if cfg.peers.get(*s as usize).is_none() {
+        if *s as usize >= nodes {
             return Err(ConfigError::UnknownTimeServer(*s));
         }
         servers.push(ServerLink {
@@ -63,7 +88,7 @@ pub fn clock_config(cfg: &AgentConfig) -> Result<Option<NodeClockConfig>, Config
     let mut c = NodeClockConfig::preset(
         cfg.id,
         role,
-        me.position_au,
+        position_au,
         servers,
         lightcone_timing::derive_seed(cfg.seed, 0x7469_6d65),
     );

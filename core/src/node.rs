@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::addr::{HierAddr, Role};
 use crate::byzantine::Byzantine;
 use crate::causal::Dot;
-use crate::clock::{clock_config, lab_sky, TimeLayer};
+use crate::clock::{clock_config_in, lab_sky, TimeLayer};
 use crate::config::{AgentConfig, ConfigError};
 use crate::counters::{Counters, Direction, Outcome};
 use crate::directory::Directory;
@@ -101,12 +101,21 @@ pub struct Node {
 impl Node {
     /// Builds a node from the orchestrator's configuration, with default parameters.
     pub fn new(cfg: &AgentConfig, now: Instant) -> Result<Node, ConfigError> {
-        let dir = Arc::new(Directory::from_peers(&cfg.peers)?);
+        Node::new_in(cfg, Arc::new(Directory::from_peers(&cfg.peers)?), now)
+    }
+
+    /// [`Node::new`] with a directory shared read-only with other nodes of the same
+    /// process (a multi-tile agent builds one for all its tiles); `cfg.peers` is not read.
+    pub fn new_in(
+        cfg: &AgentConfig,
+        dir: Arc<Directory>,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
         let secret: [u8; 32] = hex::decode(&cfg.secret_key_hex)
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or(ConfigError::BadSecretKey)?;
-        let time = match (clock_config(cfg)?, &cfg.time) {
+        let time = match (clock_config_in(cfg, &dir)?, &cfg.time) {
             (Some(c), Some(t)) => Some(TimeLayer::new(
                 NodeClock::new(c, now.as_nanos())?,
                 Arc::new(lab_sky(t.sky_seed)),

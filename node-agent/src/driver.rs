@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use lightcone_core::byzantine::Byzantine;
 use lightcone_core::causal::{Dot, DotContext};
 use lightcone_core::config::{AgentConfig, ByzantineRequest, ClockFaultRequest, ConfigError};
+use lightcone_core::directory::Directory;
 use lightcone_core::io::{Command, CommandError, Event, Input, Outbox, Reply as NodeReply};
 use lightcone_core::kv::{Durability, Written};
 use lightcone_core::node::Node;
@@ -474,10 +475,57 @@ struct Link {
 }
 
 /// Runs one agent until `shutdown` resolves, `POST /shutdown` arrives, or an I/O error.
-pub async fn run(
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), DriverError> {
+    prepare(cfg, None, bind_here)?.run(shutdown).await
+}
+
+/// Binds one UDP socket per address in the calling thread's network namespace.
+pub fn bind_here(addrs: &[SocketAddr]) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    addrs.iter().map(std::net::UdpSocket::bind).collect()
+}
+
+/// Spawned tasks of one tile (its socket readers and HTTP listener), aborted when the tile
+/// ends, however it ends: a crashed tile's sockets and listener close with it.
+struct TaskSet(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for TaskSet {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// A tile ready to run: its node built, its UDP sockets bound and its control socket
+/// listening (see [`prepare`]).
+pub struct Prepared {
+    cfg: AgentConfig,
+    node: Node,
+    clock: Clock,
+    name: String,
+    sockets: Vec<Arc<UdpSocket>>,
+    links: BTreeMap<u32, Link>,
+    peers: BTreeMap<(usize, IpAddr), u32>,
+    listener: UnixListener,
+    dir: Arc<Directory>,
+}
+
+impl Prepared {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Builds a tile: reads its key, builds its node (with `dir`, a directory shared by the
+/// process's tiles, or its own from `cfg.peers`), binds one UDP socket per distinct link
+/// address with `bind` (which may enter the tile's network namespace to do so) and its
+/// control socket. Must run inside a tokio runtime. Nothing of it runs yet.
+pub fn prepare(
     mut cfg: AgentConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), DriverError> {
+    dir: Option<Arc<Directory>>,
+    bind: impl FnOnce(&[SocketAddr]) -> std::io::Result<Vec<std::net::UdpSocket>>,
+) -> Result<Prepared, DriverError> {
     if !(cfg.time_scale.is_finite() && cfg.time_scale > 0.0) {
         return Err(DriverError::TimeScale(cfg.time_scale));
     }
@@ -488,7 +536,11 @@ pub async fn run(
         Some(e) => Clock::with_epoch(cfg.time_scale, e),
         None => Clock::new(cfg.time_scale),
     };
-    let mut node = Node::new(&cfg, clock.now())?;
+    let dir = match dir {
+        Some(d) => d,
+        None => Arc::new(Directory::from_peers(&cfg.peers)?),
+    };
+    let mut node = Node::new_in(&cfg, dir.clone(), clock.now())?;
     // Wall-clock ns as the sequence floor: a restarted agent is never taken for a replay.
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -499,27 +551,22 @@ pub async fn run(
     // longer than a millisecond, so no two boots of this node share one.
     node.set_boot_epoch((wall / 1_000_000) as u32);
     node.set_wire_epoch(cfg.boot);
-    let name = cfg.me().name.clone();
-    let metrics = Metrics::new(&name)?;
+    let name = dir
+        .get(cfg.id)
+        .map(|e| e.name.clone())
+        .unwrap_or_else(|| cfg.id.to_string());
 
     // Sockets: one per distinct local address.
-    let mut sockets: Vec<Arc<UdpSocket>> = Vec::new();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut by_ip: BTreeMap<IpAddr, usize> = BTreeMap::new();
     let mut links: BTreeMap<u32, Link> = BTreeMap::new();
     let mut peers: BTreeMap<(usize, IpAddr), u32> = BTreeMap::new();
     for nb in &cfg.neighbors {
         let ip = IpAddr::V4(nb.local_ip);
-        let idx = match by_ip.get(&ip) {
-            Some(i) => *i,
-            None => {
-                let s = UdpSocket::bind((ip, cfg.udp_port))
-                    .await
-                    .map_err(io(format!("bind {ip}:{}", cfg.udp_port)))?;
-                sockets.push(Arc::new(s));
-                by_ip.insert(ip, sockets.len() - 1);
-                sockets.len() - 1
-            }
-        };
+        let idx = *by_ip.entry(ip).or_insert_with(|| {
+            addrs.push(SocketAddr::new(ip, cfg.udp_port));
+            addrs.len() - 1
+        });
         links.insert(
             nb.id,
             Link {
@@ -529,27 +576,17 @@ pub async fn run(
         );
         peers.insert((idx, IpAddr::V4(nb.peer_ip)), nb.id);
     }
-    let (rx_tx, mut rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(1024);
-    let mut tasks = Vec::new();
-    for (i, s) in sockets.iter().enumerate() {
-        let s = s.clone();
-        let tx = rx_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-            loop {
-                match s.recv_from(&mut buf).await {
-                    Ok((n, from)) => {
-                        // Full queue: drop, as a NIC would.
-                        let _ = tx.try_send((i, from, buf[..n].to_vec()));
-                    }
-                    Err(e) => tracing::debug!("recv error: {e}"),
-                }
-            }
-        }));
+    let what = || {
+        let a: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        format!("bind {}", a.join(", "))
+    };
+    let mut sockets = Vec::with_capacity(addrs.len());
+    for s in bind(&addrs).map_err(io(what()))? {
+        s.set_nonblocking(true).map_err(io(what()))?;
+        sockets.push(Arc::new(UdpSocket::from_std(s).map_err(io(what()))?));
     }
 
     // Control API.
-    let (ctl_tx, mut ctl) = mpsc::channel::<ControlMsg>(64);
     let sock_path = cfg.control_socket.clone();
     let _ = std::fs::remove_file(&sock_path);
     let listener =
@@ -561,195 +598,246 @@ pub async fn run(
         std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))
             .map_err(io(format!("chmod 0600 {}", sock_path.display())))?;
     }
-    tasks.push(tokio::spawn(serve_http(listener, ctl_tx, cfg.clone())));
-    tracing::info!(node = %name, addr = %node.addr(), links = links.len(), "agent started");
-
-    let mut driver_counters: BTreeMap<DriverOutcome, u64> = BTreeMap::new();
-    let mut out = Outbox::new(
-        Params::default().outbox_datagrams,
-        Params::default().outbox_events,
-    );
-    node.start(clock.now(), &mut out);
-    // Puts awaiting their answer (a `cell` put's comes when members ack), by request id.
-    let mut pending_put: BTreeMap<u64, (bool, oneshot::Sender<Reply>)> = BTreeMap::new();
-    let mut next_request = 0u64;
-    tokio::pin!(shutdown);
-    let mut stop = false;
-    while !stop {
-        // Apply outputs.
-        for t in out.transmits.drain(..) {
-            let Some(l) = links.get(&t.to) else { continue };
-            if let Err(e) = sockets[l.socket].try_send_to(&t.bytes, l.addr) {
-                *driver_counters.entry(DriverOutcome::SendError).or_default() += 1;
-                tracing::trace!("send to {}: {e}", l.addr);
-            }
-        }
-        for e in out.events.drain(..) {
-            match e {
-                Event::MemberChanged {
-                    node: m,
-                    state,
-                    incarnation,
-                } => {
-                    tracing::info!(
-                        member = m,
-                        state = state.as_str(),
-                        incarnation,
-                        "membership"
-                    )
-                }
-                Event::KvWritten {
-                    request,
-                    written,
-                    durability,
-                    holders,
-                    ..
-                } => {
-                    if let Some((ctx, tx)) = pending_put.remove(&request) {
-                        let _ = tx.send(put_reply(ctx, &written, durability, &holders));
-                    }
-                }
-                Event::KvPutFailed {
-                    request,
-                    written,
-                    holders,
-                    needed,
-                    reason,
-                    ..
-                } => {
-                    tracing::warn!(%reason, "cell write not acknowledged");
-                    if let Some((_, tx)) = pending_put.remove(&request) {
-                        let body = serde_json::json!({
-                            "error": reason,
-                            "dot": written.dot,
-                            "context": written.context,
-                            "holders": holders,
-                            "needed": needed,
-                        });
-                        let _ = tx.send((
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "application/json",
-                            body.to_string().into_bytes(),
-                        ));
-                    }
-                }
-                Event::Quarantined { node: q, accusers } => {
-                    tracing::warn!(
-                        node = q,
-                        ?accusers,
-                        "neighbourhood watch quarantined a node"
-                    )
-                }
-                Event::Stopped => stop = true,
-                other => tracing::debug!(?other, "event"),
-            }
-        }
-        if stop {
-            break;
-        }
-        let sleep_to = node
-            .poll_timeout()
-            .map(|t| clock.to_real(t))
-            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => {
-                let _ = node.command(clock.now(), &Command::Shutdown, &mut out);
-            }
-            Some((msg, reply)) = ctl.recv() => {
-                let now = clock.now();
-                let r: Option<Reply> = match msg {
-                    Control::Metrics => Some((StatusCode::OK, "text/plain; version=0.0.4", metrics.render(&mut node, now, &driver_counters).into_bytes())),
-                    Control::State => {
-                        let mut snap = node.snapshot();
-                        snap.time = node.time_view(now);
-                        Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&snap).unwrap_or_default()))
-                    }
-                    Control::Clock(fault) => {
-                        Some(match node.command(now, &Command::ClockFault(fault), &mut out) {
-                            Err(e) => refusal(StatusCode::CONFLICT, &e),
-                            Ok(_) => {
-                                tracing::warn!(?fault, "clock fault injected");
-                                (StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "injected": fault })).unwrap_or_default())
-                            }
-                        })
-                    }
-                    Control::Byzantine(b) => {
-                        let _ = node.command(now, &Command::Byzantine(b), &mut out);
-                        tracing::warn!(behaviour = ?b.names(), "byzantine behaviour set");
-                        Some((StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "behaviour": b.names() })).unwrap_or_default()))
-                    }
-                    Control::Send { dst, data } => {
-                        Some(match node.command(now, &Command::Send { dst, data }, &mut out) {
-                            Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
-                            Ok(_) => (StatusCode::OK, "text/plain", b"sent\n".to_vec()),
-                        })
-                    }
-                    Control::Quarantine { node: q } => {
-                        let _ = node.command(now, &Command::Quarantine { node: q }, &mut out);
-                        Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
-                    }
-                    Control::Put { key, value, context, durability } => {
-                        next_request += 1;
-                        let request = next_request;
-                        match node.command(now, &Command::Put { request, key, value, durability }, &mut out) {
-                            Err(e) => Some(refusal(StatusCode::NOT_IMPLEMENTED, &e)),
-                            Ok(NodeReply::KvWritten { written, durability, holders, .. }) => {
-                                Some(put_reply(context, &written, durability, &holders))
-                            }
-                            // Answered later by its KvWritten / KvPutFailed event.
-                            Ok(_) => {
-                                pending_put.insert(request, (context, reply));
-                                continue;
-                            }
-                        }
-                    }
-                    Control::Get { key, siblings } => {
-                        Some(get_reply(siblings, node.command(now, &Command::Get { key }, &mut out)))
-                    }
-                    Control::Shutdown => {
-                        let _ = node.command(now, &Command::Shutdown, &mut out);
-                        Some((StatusCode::OK, "text/plain", b"stopping\n".to_vec()))
-                    }
-                };
-                if let Some(r) = r {
-                    let _ = reply.send(r);
-                }
-            }
-            Some((sock, from, bytes)) = rx.recv() => {
-                let now = clock.now();
-                match peers.get(&(sock, from.ip())) {
-                    Some(id) => node.handle(now, Input::Datagram { from: *id, bytes: &bytes }, &mut out),
-                    None => *driver_counters.entry(DriverOutcome::UnknownSource).or_default() += 1,
-                }
-            }
-            _ = tokio::time::sleep_until(sleep_to.into()) => {
-                let now = clock.now();
-                // Every timer due now, one per call; a bound so a timer that keeps re-arming
-                // for `now` cannot starve the sockets (the rest fire on the next turn).
-                for _ in 0..MAX_TIMERS_PER_WAKE {
-                    let Some(at) = node.handle_timeout(now, &mut out) else { break };
-                    metrics.observe_lateness(now.saturating_since(at).as_secs_f64());
-                }
-            }
-        }
-    }
-    // Flush the goodbye datagrams.
-    for t in out.transmits.drain(..) {
-        if let Some(l) = links.get(&t.to) {
-            let _ = sockets[l.socket].try_send_to(&t.bytes, l.addr);
-        }
-    }
-    for t in tasks {
-        t.abort();
-    }
-    let _ = std::fs::remove_file(&sock_path);
-    tracing::info!(node = %name, "agent stopped");
-    Ok(())
+    Ok(Prepared {
+        cfg,
+        node,
+        clock,
+        name,
+        sockets,
+        links,
+        peers,
+        listener,
+        dir,
+    })
 }
 
-async fn serve_http(listener: UnixListener, ctl: mpsc::Sender<ControlMsg>, cfg: AgentConfig) {
-    let cfg = Arc::new(cfg);
+impl Prepared {
+    /// Runs the tile until `shutdown` resolves, `POST /shutdown` arrives, or an I/O error.
+    /// Dropping the future (a crash fault in a multi-tile agent) ends it at once: its
+    /// sockets and listener close, nothing more is sent.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), DriverError> {
+        let Prepared {
+            cfg,
+            mut node,
+            clock,
+            name,
+            sockets,
+            links,
+            peers,
+            listener,
+            dir,
+        } = self;
+        let sock_path = cfg.control_socket.clone();
+        let metrics = Metrics::new(&name)?;
+        let (rx_tx, mut rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(1024);
+        let mut tasks = TaskSet(Vec::new());
+        for (i, s) in sockets.iter().enumerate() {
+            let s = s.clone();
+            let tx = rx_tx.clone();
+            tasks.0.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+                loop {
+                    match s.recv_from(&mut buf).await {
+                        Ok((n, from)) => {
+                            // Full queue: drop, as a NIC would.
+                            let _ = tx.try_send((i, from, buf[..n].to_vec()));
+                        }
+                        Err(e) => tracing::debug!("recv error: {e}"),
+                    }
+                }
+            }));
+        }
+        let (ctl_tx, mut ctl) = mpsc::channel::<ControlMsg>(64);
+        tasks
+            .0
+            .push(tokio::spawn(serve_http(listener, ctl_tx, dir)));
+        tracing::info!(node = %name, addr = %node.addr(), links = links.len(), "agent started");
+
+        let mut driver_counters: BTreeMap<DriverOutcome, u64> = BTreeMap::new();
+        let mut out = Outbox::new(
+            Params::default().outbox_datagrams,
+            Params::default().outbox_events,
+        );
+        node.start(clock.now(), &mut out);
+        // Puts awaiting their answer (a `cell` put's comes when members ack), by request id.
+        let mut pending_put: BTreeMap<u64, (bool, oneshot::Sender<Reply>)> = BTreeMap::new();
+        let mut next_request = 0u64;
+        tokio::pin!(shutdown);
+        let mut stop = false;
+        while !stop {
+            // Apply outputs.
+            for t in out.transmits.drain(..) {
+                let Some(l) = links.get(&t.to) else { continue };
+                if let Err(e) = sockets[l.socket].try_send_to(&t.bytes, l.addr) {
+                    *driver_counters.entry(DriverOutcome::SendError).or_default() += 1;
+                    tracing::trace!("send to {}: {e}", l.addr);
+                }
+            }
+            for e in out.events.drain(..) {
+                match e {
+                    Event::MemberChanged {
+                        node: m,
+                        state,
+                        incarnation,
+                    } => {
+                        tracing::info!(
+                            member = m,
+                            state = state.as_str(),
+                            incarnation,
+                            "membership"
+                        )
+                    }
+                    Event::KvWritten {
+                        request,
+                        written,
+                        durability,
+                        holders,
+                        ..
+                    } => {
+                        if let Some((ctx, tx)) = pending_put.remove(&request) {
+                            let _ = tx.send(put_reply(ctx, &written, durability, &holders));
+                        }
+                    }
+                    Event::KvPutFailed {
+                        request,
+                        written,
+                        holders,
+                        needed,
+                        reason,
+                        ..
+                    } => {
+                        tracing::warn!(%reason, "cell write not acknowledged");
+                        if let Some((_, tx)) = pending_put.remove(&request) {
+                            let body = serde_json::json!({
+                                "error": reason,
+                                "dot": written.dot,
+                                "context": written.context,
+                                "holders": holders,
+                                "needed": needed,
+                            });
+                            let _ = tx.send((
+                                StatusCode::GATEWAY_TIMEOUT,
+                                "application/json",
+                                body.to_string().into_bytes(),
+                            ));
+                        }
+                    }
+                    Event::Quarantined { node: q, accusers } => {
+                        tracing::warn!(
+                            node = q,
+                            ?accusers,
+                            "neighbourhood watch quarantined a node"
+                        )
+                    }
+                    Event::Stopped => stop = true,
+                    other => tracing::debug!(?other, "event"),
+                }
+            }
+            if stop {
+                break;
+            }
+            let sleep_to = node
+                .poll_timeout()
+                .map(|t| clock.to_real(t))
+                .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    let _ = node.command(clock.now(), &Command::Shutdown, &mut out);
+                }
+                Some((msg, reply)) = ctl.recv() => {
+                    let now = clock.now();
+                    let r: Option<Reply> = match msg {
+                        Control::Metrics => Some((StatusCode::OK, "text/plain; version=0.0.4", metrics.render(&mut node, now, &driver_counters).into_bytes())),
+                        Control::State => {
+                            let mut snap = node.snapshot();
+                            snap.time = node.time_view(now);
+                            Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&snap).unwrap_or_default()))
+                        }
+                        Control::Clock(fault) => {
+                            Some(match node.command(now, &Command::ClockFault(fault), &mut out) {
+                                Err(e) => refusal(StatusCode::CONFLICT, &e),
+                                Ok(_) => {
+                                    tracing::warn!(?fault, "clock fault injected");
+                                    (StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "injected": fault })).unwrap_or_default())
+                                }
+                            })
+                        }
+                        Control::Byzantine(b) => {
+                            let _ = node.command(now, &Command::Byzantine(b), &mut out);
+                            tracing::warn!(behaviour = ?b.names(), "byzantine behaviour set");
+                            Some((StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "behaviour": b.names() })).unwrap_or_default()))
+                        }
+                        Control::Send { dst, data } => {
+                            Some(match node.command(now, &Command::Send { dst, data }, &mut out) {
+                                Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
+                                Ok(_) => (StatusCode::OK, "text/plain", b"sent\n".to_vec()),
+                            })
+                        }
+                        Control::Quarantine { node: q } => {
+                            let _ = node.command(now, &Command::Quarantine { node: q }, &mut out);
+                            Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
+                        }
+                        Control::Put { key, value, context, durability } => {
+                            next_request += 1;
+                            let request = next_request;
+                            match node.command(now, &Command::Put { request, key, value, durability }, &mut out) {
+                                Err(e) => Some(refusal(StatusCode::NOT_IMPLEMENTED, &e)),
+                                Ok(NodeReply::KvWritten { written, durability, holders, .. }) => {
+                                    Some(put_reply(context, &written, durability, &holders))
+                                }
+                                // Answered later by its KvWritten / KvPutFailed event.
+                                Ok(_) => {
+                                    pending_put.insert(request, (context, reply));
+                                    continue;
+                                }
+                            }
+                        }
+                        Control::Get { key, siblings } => {
+                            Some(get_reply(siblings, node.command(now, &Command::Get { key }, &mut out)))
+                        }
+                        Control::Shutdown => {
+                            let _ = node.command(now, &Command::Shutdown, &mut out);
+                            Some((StatusCode::OK, "text/plain", b"stopping\n".to_vec()))
+                        }
+                    };
+                    if let Some(r) = r {
+                        let _ = reply.send(r);
+                    }
+                }
+                Some((sock, from, bytes)) = rx.recv() => {
+                    let now = clock.now();
+                    match peers.get(&(sock, from.ip())) {
+                        Some(id) => node.handle(now, Input::Datagram { from: *id, bytes: &bytes }, &mut out),
+                        None => *driver_counters.entry(DriverOutcome::UnknownSource).or_default() += 1,
+                    }
+                }
+                _ = tokio::time::sleep_until(sleep_to.into()) => {
+                    let now = clock.now();
+                    // Every timer due now, one per call; a bound so a timer that keeps re-arming
+                    // for `now` cannot starve the sockets (the rest fire on the next turn).
+                    for _ in 0..MAX_TIMERS_PER_WAKE {
+                        let Some(at) = node.handle_timeout(now, &mut out) else { break };
+                        metrics.observe_lateness(now.saturating_since(at).as_secs_f64());
+                    }
+                }
+            }
+        }
+        // Flush the goodbye datagrams.
+        for t in out.transmits.drain(..) {
+            if let Some(l) = links.get(&t.to) {
+                let _ = sockets[l.socket].try_send_to(&t.bytes, l.addr);
+            }
+        }
+        drop(tasks);
+        let _ = std::fs::remove_file(&sock_path);
+        tracing::info!(node = %name, "agent stopped");
+        Ok(())
+    }
+}
+
+async fn serve_http(listener: UnixListener, ctl: mpsc::Sender<ControlMsg>, dir: Arc<Directory>) {
+    let cfg = dir;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -787,11 +875,16 @@ async fn body_of(req: Request<Incoming>, limit: usize, what: &str) -> Result<Byt
 }
 
 /// A node by id or name in the agent's directory.
-fn node_of(cfg: &AgentConfig, who: &str) -> Option<u32> {
+fn node_of(dir: &Directory, who: &str) -> Option<u32> {
     who.parse::<u32>()
         .ok()
-        .filter(|i| (*i as usize) < cfg.peers.len())
-        .or_else(|| cfg.peers.iter().find(|p| p.name == who).map(|p| p.id))
+        .filter(|i| (*i as usize) < dir.len())
+        .or_else(|| {
+            dir.peers
+                .iter()
+                .position(|p| p.name == who)
+                .map(|i| i as u32)
+        })
 }
 
 fn resp(status: StatusCode, ctype: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -806,7 +899,7 @@ fn resp(status: StatusCode, ctype: &str, body: Vec<u8>) -> Response<Full<Bytes>>
 async fn handle_http(
     req: Request<Incoming>,
     ctl: mpsc::Sender<ControlMsg>,
-    cfg: Arc<AgentConfig>,
+    cfg: Arc<Directory>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();

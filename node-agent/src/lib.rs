@@ -7,4 +7,5 @@
 //! The core (state machine, wire format, sub-machines) is the `lightcone-core` crate; the
 //! deterministic simulator is `lightcone-sim`.
 pub mod driver;
+pub mod group;
 pub mod pct;

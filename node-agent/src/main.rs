@@ -1,4 +1,6 @@
 //! `lightcone-agent --config FILE`: runs one node agent (see `lightcone_agent::driver`).
+//! `lightcone-agent --group SOCKET --directory FILE`: hosts many tiles in this process,
+//! started and crashed one by one over `SOCKET` (see `lightcone_agent::group`).
 
 use std::path::PathBuf;
 
@@ -12,8 +14,14 @@ use lightcone_core::config::AgentConfig;
 #[command(version)]
 struct Args {
     /// Agent configuration (JSON written by the orchestrator).
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+    config: Option<PathBuf>,
+    /// Host many tiles: the unix socket on which the supervisor starts and crashes them.
+    #[arg(long, requires = "directory")]
+    group: Option<PathBuf>,
+    /// With `--group`: every node of the lab (JSON list of peers), shared by the tiles.
+    #[arg(long, requires = "group")]
+    directory: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -25,10 +33,6 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let cfg: AgentConfig = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {}", args.config.display()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -42,6 +46,17 @@ fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
+        if let (Some(socket), Some(directory)) = (&args.group, &args.directory) {
+            lightcone_agent::group::raise_fd_limit();
+            return lightcone_agent::group::serve(socket, directory, stop)
+                .await
+                .context("tile group failed");
+        }
+        let path = args.config.context("--config or --group is required")?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let cfg: AgentConfig =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         lightcone_agent::driver::run(cfg, stop)
             .await
             .context("agent failed")

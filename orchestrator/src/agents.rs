@@ -18,6 +18,7 @@ use crate::kernel::Netns;
 use crate::keys::LabKeys;
 use crate::plan::Plan;
 use crate::state::{process_start_time, Entry, LabDir, Ledger};
+use crate::tilegroups::Groups;
 
 /// Where the agent binary is: `$LIGHTCONE_AGENT`, else next to this executable (and, for
 /// `cargo test`/`cargo bench` binaries in `target/*/deps`, one directory up).
@@ -63,6 +64,9 @@ pub struct Agents {
     boots: BTreeMap<usize, u32>,
     /// The lab's node keys (public halves; the secrets are in the state dir's `keys/`).
     keys: LabKeys,
+    /// Many tiles per process (`agents: {tiles_per_process: N}`, N > 1); `None`: one
+    /// process per node.
+    groups: Option<Groups>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +83,21 @@ pub enum AgentError {
     },
     #[error("interrupted while waiting for agents to start")]
     Interrupted,
-    #[error("agent {node} did not open its control socket within {secs} s; see {log}")]
+    #[error(transparent)]
+    Group(#[from] crate::tilegroups::GroupError),
+    #[error("only {started} of {total} agents started within {secs} s (the bound: 30 s + 200 ms per node); the host cannot bring this lab up in time: try a slower `--time-scale`, more `agents.tiles_per_process`, or a smaller lab")]
+    NotAllStarted {
+        started: usize,
+        total: usize,
+        secs: u64,
+    },
+    #[error("agent {node} did not open its control socket within {secs} s ({ready} of {total} agents ready); see {log}")]
     NotReady {
         node: String,
         secs: u64,
         log: String,
+        ready: usize,
+        total: usize,
     },
 }
 
@@ -96,7 +110,27 @@ impl Agents {
             epoch_monotonic_ns: lightcone_agent::driver::monotonic_ns(),
             boots: BTreeMap::new(),
             keys,
+            groups: None,
         })
+    }
+
+    /// Host the plan's tiles `plan.tiles_per_process` to a process when that is above 1
+    /// (see [`crate::tilegroups`]); writes the shared directory file.
+    pub fn grouped(mut self, plan: &Plan, dir: &LabDir) -> Result<Agents, AgentError> {
+        if plan.tiles_per_process > 1 {
+            self.groups = Some(Groups::new(
+                plan.tiles_per_process,
+                plan,
+                dir,
+                self.keys.public_hex(),
+            )?);
+        }
+        Ok(self)
+    }
+
+    /// The agent process index of node `id` when tiles share processes.
+    pub fn group_of(&self, id: usize) -> Option<usize> {
+        self.groups.as_ref().map(|g| g.group_of(id))
     }
 
     /// Start (or restart) the agent of node `id`.
@@ -115,6 +149,10 @@ impl Agents {
         *boot += 1;
         cfg.boot = *boot;
         let _ = std::fs::remove_file(&cfg.control_socket);
+        if self.groups.is_some() {
+            // The group's process holds the directory once for all its tiles.
+            cfg.peers = Vec::new();
+        }
         let cfg_path = dir.agents().join(format!("{id}.json"));
         let err = |source| AgentError::Spawn {
             node: node.name.clone(),
@@ -125,6 +163,9 @@ impl Agents {
             &serde_json::to_vec_pretty(&cfg).expect("config serializes"),
         )
         .map_err(err)?;
+        if let Some(g) = self.groups.as_mut() {
+            return Ok(g.start_tile(&self.binary, plan, id, &cfg_path, dir, ledger)?);
+        }
         let log = File::options()
             .create(true)
             .append(true)
@@ -177,7 +218,34 @@ impl Agents {
         mut interrupted: impl FnMut() -> bool,
     ) -> Result<(), AgentError> {
         let deadline = Instant::now() + timeout;
-        for (&id, p) in self.procs.iter_mut() {
+        if let Some(g) = self.groups.as_mut() {
+            // A group answers a start once the tile's sockets are bound and its control
+            // socket listens: check each is there and its process alive.
+            for id in 0..plan.nodes.len() {
+                if g.state(id).is_none() && !interrupted() {
+                    return Err(AgentError::NotReady {
+                        node: plan.nodes[id].name.clone(),
+                        secs: timeout.as_secs(),
+                        ready: (0..plan.nodes.len())
+                            .filter(|i| g.state(*i).is_some())
+                            .count(),
+                        total: plan.nodes.len(),
+                        log: dir
+                            .logs()
+                            .join(format!("agents-group-{}.log", g.group_of(id)))
+                            .display()
+                            .to_string(),
+                    });
+                }
+            }
+            return if interrupted() {
+                Err(AgentError::Interrupted)
+            } else {
+                Ok(())
+            };
+        }
+        let total = self.procs.len();
+        for (ready, (&id, p)) in self.procs.iter_mut().enumerate() {
             let sock = crate::plan::agent_socket(&dir.path, id);
             loop {
                 if sock.exists() {
@@ -191,6 +259,8 @@ impl Agents {
                     return Err(AgentError::NotReady {
                         node: plan.nodes[id].name.clone(),
                         secs: timeout.as_secs(),
+                        ready,
+                        total,
                         log: dir
                             .logs()
                             .join(format!("{}.log", plan.nodes[id].name))
@@ -206,6 +276,9 @@ impl Agents {
 
     /// SIGKILL an agent (the `crash` fault). Returns false if it was not running.
     pub fn kill(&mut self, id: usize) -> bool {
+        if let Some(g) = self.groups.as_mut() {
+            return g.crash(id);
+        }
         let Some(p) = self.procs.get_mut(&id) else {
             return false;
         };
@@ -216,6 +289,13 @@ impl Agents {
     }
 
     pub fn state(&mut self, id: usize) -> (AgentState, Option<u32>) {
+        if let Some(g) = self.groups.as_mut() {
+            return match g.state(id) {
+                Some(pid) => (AgentState::Running, Some(pid)),
+                None if self.boots.contains_key(&id) => (AgentState::Exited, None),
+                None => (AgentState::None, None),
+            };
+        }
         match self.procs.get_mut(&id) {
             None => (AgentState::None, None),
             Some(p) => match p.child.try_wait() {
@@ -227,6 +307,9 @@ impl Agents {
 
     /// Stop every agent: SIGTERM, a short grace period, then SIGKILL.
     pub fn stop_all(&mut self) {
+        if let Some(g) = self.groups.as_mut() {
+            g.stop_all();
+        }
         for p in self.procs.values_mut() {
             if matches!(p.child.try_wait(), Ok(None)) {
                 let _ = nix::sys::signal::kill(

@@ -424,21 +424,58 @@ pub fn tail(path: &std::path::Path, n: usize) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
+/// A log line without its terminal colours (`ESC [ … m`).
+fn strip_ansi(l: &str) -> String {
+    let mut out = String::with_capacity(l.len());
+    let mut it = l.chars();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `GET /api/log/{node}?lines=N`.
 pub async fn log_route(
     State(d): State<Dash>,
     UrlPath(node): UrlPath<String>,
     Query(q): Query<Lines>,
 ) -> Response {
-    let path = {
+    let (path, group) = {
         let lab = d.lab.lock().expect("lab lock");
-        if let Err(e) = lab.node(&node) {
-            return error_response(StatusCode::NOT_FOUND, e.to_string());
+        let id = match lab.node(&node) {
+            Ok(id) => id,
+            Err(e) => return error_response(StatusCode::NOT_FOUND, e.to_string()),
+        };
+        // A tile in a multi-tile agent logs into its process's log, each line in its span.
+        match lab.agents.as_ref().and_then(|a| a.group_of(id)) {
+            Some(g) => (
+                lab.dir.logs().join(format!("agents-group-{g}.log")),
+                Some(format!("tile{{node={node}}}")),
+            ),
+            None => (lab.dir.logs().join(format!("{node}.log")), None),
         }
-        lab.dir.logs().join(format!("{node}.log"))
     };
     let n = q.lines.unwrap_or(50).min(LOG_MAX_LINES);
-    let view = match tail(&path, n) {
+    let lines = match &group {
+        None => tail(&path, n),
+        Some(span) => tail(&path, usize::MAX).map(|all| {
+            let mine: Vec<String> = all
+                .into_iter()
+                .map(|l| strip_ansi(&l))
+                .filter(|l| l.contains(span.as_str()))
+                .collect();
+            mine[mine.len().saturating_sub(n)..].to_vec()
+        }),
+    };
+    let view = match lines {
         Ok(lines) => LogView {
             error: None,
             lines,
@@ -491,6 +528,14 @@ pub async fn stream(State(d): State<Dash>) -> Sse<impl Stream<Item = Result<Even
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tile's lines in its group's log are found by their span, colours or not.
+    #[test]
+    fn ansi_colours_are_stripped_from_log_lines() {
+        let l = "\u{1b}[2m2026\u{1b}[0m \u{1b}[1mtile\u{1b}[0m{\u{1b}[3mnode\u{1b}[0m\u{1b}[2m=\u{1b}[0ma1}: up";
+        assert_eq!(strip_ansi(l), "2026 tile{node=a1}: up");
+        assert_eq!(strip_ansi("plain"), "plain");
+    }
 
     #[test]
     fn peer_view_rules() {

@@ -248,6 +248,9 @@ pub struct LabStatus {
     pub nodes: Vec<NodeStatus>,
     /// In plan order.
     pub links: Vec<LinkStatus>,
+    /// How tiles map to agent processes, one line (see [`crate::tilegroups::ProcessMap`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_processes: Option<String>,
 }
 
 /// One node of a [`LabStatus`].
@@ -268,6 +271,10 @@ pub struct AgentStatus {
     /// `running`, `exited` or `none` (see [`AgentState`]).
     pub state: String,
     pub pid: Option<u32>,
+    /// The agent process hosting this node, by index, when tiles share processes
+    /// (`agents: {tiles_per_process: N}`); absent when each node has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<usize>,
 }
 
 /// One link of a [`LabStatus`]: its a→b model now.
@@ -309,6 +316,7 @@ pub fn status_of(lab: &mut Lab) -> LabStatus {
             agent: AgentStatus {
                 state: agent_state_name(state),
                 pid,
+                process: lab.agents.as_ref().and_then(|a| a.group_of(i)),
             },
         });
     }
@@ -354,6 +362,10 @@ pub fn status_of(lab: &mut Lab) -> LabStatus {
         prometheus_url: lab.prometheus_url.clone(),
         nodes,
         links,
+        agent_processes: lab
+            .agents
+            .as_ref()
+            .map(|_| crate::tilegroups::ProcessMap::of(plan).summary()),
     }
 }
 

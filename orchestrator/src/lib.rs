@@ -19,5 +19,6 @@ pub mod progress;
 pub mod state;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tilegroups;
 pub mod topology;
 pub mod twin;

@@ -52,6 +52,10 @@ enum Cmd {
         /// Also start a Prometheus server (Debian's package) scraping every agent and link.
         #[arg(long)]
         prometheus: bool,
+        /// Emulated seconds per real second, overriding the topology's `time_scale`
+        /// (0.001 to 100000): a host that cannot keep a lab at 1 runs it slower.
+        #[arg(long, value_parser = cli::parse_time_scale)]
+        time_scale: Option<f64>,
     },
     /// Tear a lab down: agents, links, namespaces, state. Harmless if it is not up.
     Down {
@@ -159,6 +163,8 @@ enum Cmd {
         port: u16,
         #[arg(long)]
         prometheus: bool,
+        #[arg(long, value_parser = cli::parse_time_scale)]
+        time_scale: Option<f64>,
     },
 }
 
@@ -314,14 +320,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
             no_agents,
             port,
             prometheus,
-        } => cli::cmd_up(file, detach, link_engine, no_agents, port, prometheus),
+            time_scale,
+        } => cli::cmd_up(
+            file,
+            detach,
+            link_engine,
+            no_agents,
+            port,
+            prometheus,
+            time_scale,
+        ),
         Cmd::Supervise {
             file,
             link_engine,
             no_agents,
             port,
             prometheus,
-        } => cli::cmd_supervise(file, link_engine, no_agents, port, prometheus),
+            time_scale,
+        } => cli::cmd_supervise(file, link_engine, no_agents, port, prometheus, time_scale),
         Cmd::Down { lab, all } => cli::cmd_down(lab, all),
         Cmd::Status { lab, json } => cli::cmd_status(lab, json),
         Cmd::Doctor { json } => cli::cmd_doctor(json),

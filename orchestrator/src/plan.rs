@@ -39,6 +39,8 @@ pub struct Plan {
     pub wire_netns: String,
     pub nodes: Vec<NodePlan>,
     pub links: Vec<LinkPlan>,
+    /// Tiles per agent process (see [`Topology::tiles_per_process`]); 1: one per node.
+    pub tiles_per_process: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -198,6 +200,7 @@ pub fn plan(topo: &Topology) -> Plan {
         wire_netns: wire_netns_name(&topo.name),
         nodes,
         links,
+        tiles_per_process: topo.tiles_per_process.max(1),
     }
 }
 

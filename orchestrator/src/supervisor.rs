@@ -45,6 +45,18 @@ pub struct UpOptions {
     /// Start a Prometheus server scraping the lab (see `telemetry`).
     #[serde(default)]
     pub prometheus: bool,
+    /// `up --time-scale S`: overrides the topology's `time_scale` (checked like it).
+    #[serde(default)]
+    pub time_scale: Option<f64>,
+}
+
+/// How long `up` waits for every agent to be started and ready: 30 s, plus 200 ms per
+/// node (258 nodes: 81.6 s; 1,026: 235.2 s). Beyond it `up` fails, saying how many were
+/// started or ready, and tears the lab down. (On this 2-core host under other load, 258
+/// one-process-per-node agents took about 50 s to start; 1,026 tiles 16 to a process 122 s
+/// at time_scale 1: benches/multitile.sh.)
+pub fn agents_ready_bound(nodes: usize) -> Duration {
+    Duration::from_secs(30) + Duration::from_millis(200) * nodes as u32
 }
 
 /// Why `up` refuses a lab: it is up, or an earlier run left state behind. Nothing was
@@ -186,8 +198,15 @@ pub fn run(
     ready: impl FnOnce(&str),
 ) -> Result<(), SupervisorError> {
     let topo = topology::load(&opts.topology)?;
-    let plan = plan::plan(&topo);
+    let mut plan = plan::plan(&topo);
     check_not_up(&plan.lab)?;
+    if let Some(s) = opts.time_scale {
+        report(&format!(
+            "time scale {s} (--time-scale; the topology says {})",
+            plan.time_scale
+        ));
+        plan.time_scale = s;
+    }
     let (engine_choice, engine_reason) = resolve_engine(opts.engine);
     report(&format!(
         "lab {}: {} nodes, {} links, engine {} ({engine_reason}), seed {}",
@@ -301,8 +320,22 @@ async fn serve(
         ));
     }
     let agents = if let Some(keys) = keys {
-        let mut agents = Agents::new(keys)?;
         let n = plan.nodes.len();
+        let map = crate::tilegroups::ProcessMap::of(&plan);
+        std::fs::write(
+            dir.agents().join("processes.json"),
+            serde_json::to_vec_pretty(&map)?,
+        )?;
+        report(&map.summary());
+        let mut agents = Agents::new(keys)?.grouped(&plan, &dir)?;
+        // `LIGHTCONE_AGENTS_BOUND_S` (seconds) replaces the bound, for tests of the failure.
+        let bound = std::env::var("LIGHTCONE_AGENTS_BOUND_S")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s))
+            .map(Duration::from_secs_f64)
+            .unwrap_or_else(|| agents_ready_bound(n));
+        let t_agents = Instant::now();
         let started = async {
             for id in 0..n {
                 agents.start(&plan, id, &dir, &mut ledger)?;
@@ -317,9 +350,23 @@ async fn serve(
                         id + 1
                     )));
                 }
+                if id + 1 < n && t_agents.elapsed() > bound {
+                    return Err(AgentError::NotAllStarted {
+                        started: id + 1,
+                        total: n,
+                        secs: bound.as_secs(),
+                    }
+                    .into());
+                }
             }
+            let left = bound.saturating_sub(t_agents.elapsed());
             agents
-                .wait_ready(&plan, &dir, Duration::from_secs(20), &mut interrupted)
+                .wait_ready(
+                    &plan,
+                    &dir,
+                    left.max(Duration::from_secs(1)),
+                    &mut interrupted,
+                )
                 .await?;
             Ok(())
         }
@@ -329,7 +376,11 @@ async fn serve(
             agents.stop_all();
             return Err(e);
         }
-        report(&format!("{n} agents running"));
+        report(&format!(
+            "{n} agents running ({:.2}s; bound {} s)",
+            t_agents.elapsed().as_secs_f64(),
+            bound.as_secs()
+        ));
         Some(agents)
     } else {
         None

@@ -61,6 +61,14 @@ const BAD: &[(&str, &str)] = &[
     ("interface_node_names", "name: x\nnodes:\n  lo: {}\n  eth0: {}\n  a--b: {}\n"),
     ("time_scale_tiny", "name: x\ntime_scale: 1e-308\nnodes: {a: {}}\n"),
     ("alias_bomb", "name: x\nnodes: {a: {}}\nBOMB"),
+    (
+        "tiles_per_process",
+        "name: x\nagents: {tiles_per_process: 0}\nnodes: {a: {}}\n",
+    ),
+    (
+        "tiles_per_process_huge",
+        "name: x\nagents: {tiles_per_process: 5000, pool: 3}\nnodes: {a: {}}\n",
+    ),
 ];
 
 /// A "billion laughs" document: nine levels of nine aliases each, 9⁹ (387 million) strings

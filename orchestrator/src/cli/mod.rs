@@ -24,7 +24,7 @@ pub(crate) use run::cmd_run;
 pub(crate) use simulate::cmd_simulate;
 pub(crate) use status::cmd_status;
 pub(crate) use tools::{cmd_completions, cmd_doctor};
-pub(crate) use up::{cmd_supervise, cmd_up};
+pub(crate) use up::{cmd_supervise, cmd_up, parse_time_scale};
 
 use anyhow::anyhow;
 use lightcone::client::{Client, ClientError};

@@ -66,6 +66,9 @@ impl Seen {
                     up,
                     s.links.len()
                 );
+                if let Some(p) = &s.agent_processes {
+                    println!("  agents: {p}");
+                }
                 println!("  dashboard {}  metrics {}", s.dashboard_url, s.metrics_url);
                 if let Some(p) = &s.prometheus_url {
                     println!("  prometheus {p}");

@@ -23,6 +23,7 @@ pub(crate) fn cmd_up(
     no_agents: bool,
     port: u16,
     prometheus: bool,
+    time_scale: Option<f64>,
 ) -> Result<(), Failure> {
     let topo = load(&file)?;
     supervisor::check_not_up(&topo.name).map_err(|e| state(e.to_string()))?;
@@ -34,9 +35,9 @@ pub(crate) fn cmd_up(
         }
     }
     if detach {
-        up_detached(&file, link_engine, no_agents, port, prometheus)
+        up_detached(&file, link_engine, no_agents, port, prometheus, time_scale)
     } else {
-        let opts = up_options(file, link_engine, no_agents, port, prometheus);
+        let opts = up_options(file, link_engine, no_agents, port, prometheus, time_scale);
         let progress = std::cell::RefCell::new(Renderer::default());
         supervisor::run(
             &opts,
@@ -60,6 +61,7 @@ fn up_options(
     no_agents: bool,
     port: u16,
     prometheus: bool,
+    time_scale: Option<f64>,
 ) -> UpOptions {
     UpOptions {
         topology: file,
@@ -67,6 +69,18 @@ fn up_options(
         agents: !no_agents,
         port,
         prometheus,
+        time_scale,
+    }
+}
+
+/// `--time-scale S`: a number in the range a topology's `time_scale` may take.
+pub(crate) fn parse_time_scale(s: &str) -> Result<f64, String> {
+    use lightcone::topology::{TIME_SCALE_MAX, TIME_SCALE_MIN};
+    match s.parse::<f64>() {
+        Ok(t) if (TIME_SCALE_MIN..=TIME_SCALE_MAX).contains(&t) => Ok(t),
+        _ => Err(format!(
+            "must be a number between {TIME_SCALE_MIN} and {TIME_SCALE_MAX} (emulated seconds per real second), got {s:?}"
+        )),
     }
 }
 
@@ -77,8 +91,9 @@ pub(crate) fn cmd_supervise(
     no_agents: bool,
     port: u16,
     prometheus: bool,
+    time_scale: Option<f64>,
 ) -> Result<(), Failure> {
-    let opts = up_options(file, link_engine, no_agents, port, prometheus);
+    let opts = up_options(file, link_engine, no_agents, port, prometheus, time_scale);
     let r = supervisor::run(
         &opts,
         // Write errors are ignored: if `up --detach` went away, the lab still comes up.
@@ -105,6 +120,7 @@ fn up_detached(
     no_agents: bool,
     port: u16,
     prometheus: bool,
+    time_scale: Option<f64>,
 ) -> Result<(), Failure> {
     let exe = std::env::current_exe().context("find lightcone executable")?;
     let mut c = Command::new(exe);
@@ -119,6 +135,9 @@ fn up_detached(
     }
     if prometheus {
         c.arg("--prometheus");
+    }
+    if let Some(t) = time_scale {
+        c.arg("--time-scale").arg(t.to_string());
     }
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())

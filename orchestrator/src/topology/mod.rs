@@ -34,6 +34,11 @@ pub const TIME_SCALE_MIN: f64 = 1e-3;
 /// 10 ns of real time, far below what a host can schedule.
 pub const TIME_SCALE_MAX: f64 = 1e5;
 
+/// Most tiles one agent process may host. Each tile holds a few descriptors (its sockets,
+/// listener, connections) and its share of one event loop; a process dying (the kernel's
+/// OOM killer) takes all its tiles with it, so a group stays a bounded blast radius.
+pub const TILES_PER_PROCESS_MAX: usize = 1024;
+
 /// Prefix of every namespace a lab creates: `lc-<lab>-<node>`.
 pub const NETNS_PREFIX: &str = "lc-";
 
@@ -73,6 +78,9 @@ pub struct Topology {
     pub pool: Ipv4Pool,
     pub nodes: Vec<NodeSpec>,
     pub links: Vec<LinkSpec>,
+    /// Tiles hosted by one agent process (`agents: {tiles_per_process: N}`; 1: one process
+    /// per node). Nodes go to processes in plan order, so a generated cell's tiles share one.
+    pub tiles_per_process: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -24,6 +24,7 @@ const TOP_FIELDS: &[&str] = &[
     "nodes",
     "links",
     "generate",
+    "agents",
 ];
 const NODE_FIELDS: &[&str] = &["position", "role", "layer", "cluster", "cell"];
 const LINK_FIELDS: &[&str] = &[
@@ -527,6 +528,29 @@ pub const DEFAULT_SEED: u64 = 1;
 
 /// A topology from an already parsed tree (a file's, or one written inline in a scenario,
 /// whose positions are the scenario file's).
+/// `agents: {tiles_per_process: N}`: how many tiles one agent process hosts (1 when absent:
+/// one process per node, as before), from 1 to [`super::TILES_PER_PROCESS_MAX`].
+fn read_agents(r: &mut Reader, node: Option<&Node>) -> usize {
+    let Some(node) = node else { return 1 };
+    let Some(fields) = r.fields(node, &["tiles_per_process"], "`agents`") else {
+        return 1;
+    };
+    let mut n = 1;
+    for (_, v) in fields {
+        let max = super::TILES_PER_PROCESS_MAX as u64;
+        match r.uint(v, "`agents.tiles_per_process`", max) {
+            Some(0) => r.d.error_help(
+                v.pos,
+                "`agents.tiles_per_process` must be at least 1, got 0",
+                "1 runs one agent process per node; 16 runs a ring cell of 16 tiles in one",
+            ),
+            Some(k) => n = k as usize,
+            None => {}
+        }
+    }
+    n
+}
+
 pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
     let mut r = Reader {
         d: Diagnostics::default(),
@@ -581,6 +605,7 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
     let seed = get("seed")
         .and_then(|n| r.uint(n, "`seed`", u64::MAX))
         .unwrap_or(DEFAULT_SEED);
+    let tiles_per_process = read_agents(&mut r, get("agents"));
     let mut pool = Ipv4Pool::DEFAULT;
     let mut pool_pos = root.pos;
     if let Some(a) = get("addressing") {
@@ -987,6 +1012,7 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
             pool,
             nodes,
             links,
+            tiles_per_process,
         })
     } else {
         Err(r.d)

@@ -88,6 +88,19 @@ pub(crate) fn write(dir: &Path, f: &Finished<'_>) -> std::io::Result<()> {
     if let (Some(sim), Some(o)) = (&f.simulation, report_json.as_object_mut()) {
         o.insert("simulation".into(), sim.clone());
     }
+    // How the lab's tiles mapped to agent processes (a lab run; the twin runs no agents).
+    if let (None, Some(o)) = (&f.simulation, report_json.as_object_mut()) {
+        let map =
+            crate::tilegroups::ProcessMap::of_counts(f.topo.nodes.len(), f.topo.tiles_per_process);
+        o.insert(
+            "agent_processes".into(),
+            serde_json::json!({
+                "tiles_per_process": map.tiles_per_process,
+                "processes": map.processes,
+                "summary": map.summary(),
+            }),
+        );
+    }
     std::fs::write(
         dir.join("report.json"),
         serde_json::to_vec_pretty(&report_json).unwrap_or_default(),

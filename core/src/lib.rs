@@ -50,6 +50,7 @@ pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod directory;
+pub mod heat;
 pub mod io;
 pub mod kv;
 pub mod membership;

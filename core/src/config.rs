@@ -86,6 +86,9 @@ pub struct AgentConfig {
     /// rejects frames captured before its restart.
     #[serde(default = "first_boot")]
     pub boot: u32,
+    /// The thermal subsystem (issue 15: heat as a schedulable resource). `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thermal: Option<crate::heat::ThermalConfig>,
 }
 
 fn first_boot() -> u32 {

@@ -39,6 +39,9 @@ pub struct Plan {
     pub wire_netns: String,
     pub nodes: Vec<NodePlan>,
     pub links: Vec<LinkPlan>,
+    /// The thermal subsystem every agent gets (issue 15); `None`: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thermal: Option<lightcone_core::heat::ThermalConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -198,6 +201,7 @@ pub fn plan(topo: &Topology) -> Plan {
         wire_netns: wire_netns_name(&topo.name),
         nodes,
         links,
+        thermal: topo.thermal.clone(),
     }
 }
 
@@ -258,6 +262,7 @@ impl Plan {
             epoch_monotonic_ns: None,
             time: self.time_config(id),
             boot: lightcone_core::wire::FIRST_EPOCH,
+            thermal: self.thermal.clone(),
         }
     }
 

@@ -10,6 +10,7 @@
 
 pub mod generator;
 mod read;
+mod thermal;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -73,6 +74,8 @@ pub struct Topology {
     pub pool: Ipv4Pool,
     pub nodes: Vec<NodeSpec>,
     pub links: Vec<LinkSpec>,
+    /// The `thermal:` section (issue 15), checked against the layers' radii; `None`: off.
+    pub thermal: Option<lightcone_core::heat::ThermalConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

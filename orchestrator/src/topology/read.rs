@@ -24,6 +24,7 @@ const TOP_FIELDS: &[&str] = &[
     "nodes",
     "links",
     "generate",
+    "thermal",
 ];
 const NODE_FIELDS: &[&str] = &["position", "role", "layer", "cluster", "cell"];
 const LINK_FIELDS: &[&str] = &[
@@ -979,6 +980,10 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
     if links.len() as u64 > pool.capacity_links() {
         r.d.error_help(pool_pos, format!("address pool {pool} holds {} link subnets (/31 each) but the lab has {} links", pool.capacity_links(), links.len()), "use a larger pool under `addressing: {pool: …}` (the default 198.18.0.0/15 holds 65536 links)");
     }
+    let thermal = match get("thermal") {
+        Some(t) if r.d.is_empty() => super::thermal::read(&mut r, t, &nodes),
+        _ => None,
+    };
     if r.d.is_empty() {
         Ok(Topology {
             name,
@@ -987,6 +992,7 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
             pool,
             nodes,
             links,
+            thermal,
         })
     } else {
         Err(r.d)

@@ -295,4 +295,6 @@ pub enum ConfigError {
     UnknownTimeServer(u32),
     #[error("time layer: {0}")]
     Time(#[from] lightcone_timing::TimingError),
+    #[error("thermal subsystem: {0}")]
+    Thermal(#[from] crate::heat::model::ThermalError),
 }

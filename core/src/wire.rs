@@ -318,10 +318,19 @@ pub enum Payload {
     /// "This is my boot": sent to a peer whose frame was bound to an earlier boot of ours;
     /// the header's source epoch is the news. Empty.
     Boot,
+    /// The thermal subsystem's messages (`crate::heat::msg`), opaque here. Kind 16.
+    Heat(Vec<u8>),
 }
 
+/// Kind of [`Payload::Data`] (workload traffic).
+pub const KIND_DATA: u8 = 10;
+/// Kind of [`Payload::Kv`] (workload traffic).
+pub const KIND_KV: u8 = 8;
+/// Kind of [`Payload::Heat`] (kinds 16–19 are the thermal subsystem's).
+pub const KIND_HEAT: u8 = 16;
+
 /// Highest payload kind.
-pub const KIND_MAX: u8 = 13;
+pub const KIND_MAX: u8 = 16;
 
 impl Payload {
     pub fn kind(&self) -> u8 {
@@ -339,6 +348,7 @@ impl Payload {
             Payload::Watch { .. } => 11,
             Payload::Accuse { .. } => 12,
             Payload::Boot => 13,
+            Payload::Heat(_) => KIND_HEAT,
         }
     }
 
@@ -368,6 +378,7 @@ impl Payload {
             Payload::Watch { .. } => "watch",
             Payload::Accuse { .. } => "accuse",
             Payload::Boot => "boot",
+            Payload::Heat(_) => "heat",
         }
     }
 
@@ -413,7 +424,7 @@ impl Payload {
                 w.push(s.stamp.source);
                 w.push(s.stamp.stratum);
             }
-            Payload::Kv(b) | Payload::Time(b) | Payload::Data(b) => {
+            Payload::Kv(b) | Payload::Time(b) | Payload::Data(b) | Payload::Heat(b) => {
                 let n = b.len().min(MAX_BLOB);
                 w.extend_from_slice(&(n as u16).to_be_bytes());
                 w.extend_from_slice(&b[..n]);
@@ -504,6 +515,13 @@ impl Payload {
             },
             12 => Payload::Accuse { node: r.u32()? },
             13 => Payload::Boot,
+            KIND_HEAT => {
+                let n = r.u16()? as usize;
+                if n > MAX_BLOB {
+                    return Err(WireError::Malformed);
+                }
+                Payload::Heat(r.take(n)?.to_vec())
+            }
             k => return Err(WireError::UnknownKind(k)),
         };
         if r.i != b.len() {

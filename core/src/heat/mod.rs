@@ -41,7 +41,43 @@
 //! absorbed starlight (folded into `T_sink`), the enclosing shell's own temperature (it
 //! is cooler than `T_sink(r)` of the inner shell, so `T_sink` is the conservative bound).
 
+pub mod machine;
 pub mod model;
+pub mod msg;
+
+/// Puts Class-A frames (everything but workload: membership, routing, time, thermal
+/// signals, leases) before workload frames (`Data`, `Kv`), keeping each class's order: the
+/// node's outbox sends control before data (issue 15). Reads the kind byte of each
+/// encoded frame, so forwarded frames are ordered too.
+pub fn class_a_first(q: &mut std::collections::VecDeque<crate::io::Transmit>) {
+    let workload = |t: &crate::io::Transmit| {
+        matches!(
+            t.bytes.get(3).copied(),
+            Some(k) if k == crate::wire::KIND_DATA || k == crate::wire::KIND_KV
+        )
+    };
+    if q.iter().any(workload) {
+        let (mut a, b): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) =
+            q.drain(..).partition(|t| !workload(t));
+        a.extend(b);
+        *q = a;
+    }
+}
+
+/// This node and the live members of its cell, ascending.
+pub fn live_cell(me: u32, m: &crate::membership::Membership) -> Vec<u32> {
+    let mut v: Vec<u32> = std::iter::once(me)
+        .chain(
+            m.active()
+                .iter()
+                .copied()
+                .filter(|n| m.state_of(*n) == Some(crate::wire::MemberState::Alive)),
+        )
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
 
 use std::collections::BTreeMap;
 

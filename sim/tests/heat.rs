@@ -269,6 +269,15 @@ fn an_outer_shell_past_90_percent_throttles_the_inner_one() {
     // gateway (≤ 1 round), down the layer (cluster → cell → members, forwarded at once):
     // 5 rounds of 1 s plus the link delays.
     assert!(lag <= Duration::from_secs(6), "{lag:?}");
+    // The core measures the same lag itself, from the first outer tile's crossing.
+    for &i in &inner_tiles {
+        let s = sim.node(i).unwrap().heat().unwrap().stats(sim.now());
+        assert!(
+            s.throttle_lag_max_s > 0.0 && s.throttle_lag_max_s <= 6.0,
+            "node {i}: {s:?}"
+        );
+        assert!(s.load_peak_ratio <= 1.0, "node {i}: {s:?}");
+    }
     // Throttled tiles admit nothing new: a task submitted now is not placed.
     let held = |sim: &Sim| -> u64 {
         inner_tiles

@@ -157,6 +157,11 @@ pub struct HeatStats {
     pub tasks_done: u64,
     pub tasks_active: u64,
     pub bad_messages: u64,
+    /// Highest thermal load seen (at each round).
+    pub load_peak_ratio: f64,
+    /// Longest time from the first tile of a shell outside passing 90 % to this tile being
+    /// throttled, s (0: never throttled).
+    pub throttle_lag_max_s: f64,
 }
 
 /// A lease as listed on the node page.
@@ -183,6 +188,8 @@ pub struct Heat {
     last_step: Instant,
     received_w: f64,
     throttled: bool,
+    /// Since when this tile's load is at or above 90 % (`None`: below).
+    crossed: Option<Instant>,
     shell_version: u64,
     cell: BTreeMap<u32, (Descriptor, Instant)>,
     summaries: BTreeMap<Dest, (HeatSummary, Instant)>,
@@ -218,6 +225,7 @@ impl Heat {
             last_step: now,
             received_w: 0.0,
             throttled: false,
+            crossed: None,
             shell_version: 0,
             cell: BTreeMap::new(),
             summaries: BTreeMap::new(),
@@ -347,6 +355,7 @@ impl Heat {
             heat_mw: mw(heat),
             outward_mw: mw(self.tile.outward_w()),
             throttled: self.throttled,
+            crossed_ns: self.crossed.map_or(0, |c| c.as_nanos().max(1)),
         }
     }
 
@@ -392,6 +401,13 @@ impl Heat {
         let p = self.power_w(self.last_step);
         self.tile.step(dt, p, self.received_w);
         self.last_step = now;
+        let load = self.tile.load_ratio(self.power_w(now), self.received_w);
+        self.stats.load_peak_ratio = self.stats.load_peak_ratio.max(load);
+        if load >= BACKPRESSURE_LOAD {
+            self.crossed.get_or_insert(now);
+        } else {
+            self.crossed = None;
+        }
         // Leases held: drop the expired.
         let expired: Vec<u64> = self
             .held
@@ -472,6 +488,7 @@ impl Heat {
                     s.best_free = d.compute_free;
                     s.best_tile = *n;
                 }
+                s.crossed_ns = earliest(s.crossed_ns, d.crossed_ns);
             }
             self.summaries.insert(cell, (s, now));
             if let Some(g) = dir.gateway_of(cluster) {
@@ -535,13 +552,14 @@ impl Heat {
             .and_then(|l| fresh(&Dest::Layer { layer: l }))
             .map_or(0, |s| s.outward_mw);
         let tiles = dir.ids_where(|a| a.layer == my).len().max(1) as u64;
-        let (mut outer_load, mut outer_layer) = (0u32, my);
+        let (mut outer_load, mut outer_layer, mut outer_crossed) = (0u32, my, 0u64);
         for l in layers.range(my + 1..) {
             if let Some(s) = fresh(&Dest::Layer { layer: *l }) {
                 if s.load_ppm() >= outer_load {
                     outer_load = s.load_ppm();
                     outer_layer = *l;
                 }
+                outer_crossed = earliest(outer_crossed, s.crossed_ns);
             }
         }
         let throttle = if self.throttled {
@@ -556,6 +574,7 @@ impl Heat {
             outer_load_ppm: outer_load,
             outer_layer,
             throttle,
+            outer_crossed_ns: outer_crossed,
         };
         self.on_shell(now, self.me, sig, live_cell, dir, out);
     }
@@ -564,7 +583,7 @@ impl Heat {
     /// gateways → cell gateways → cell members). Older versions are ignored.
     fn on_shell(
         &mut self,
-        _now: Instant,
+        now: Instant,
         _src: u32,
         s: ShellSignal,
         live_cell: &[u32],
@@ -578,6 +597,13 @@ impl Heat {
         self.received_w = s.received_per_tile_mw as f64 / 1000.0;
         if s.throttle && !self.throttled {
             self.stats.throttle_onsets += 1;
+            if s.outer_crossed_ns > 0 {
+                let lag = now.as_nanos().saturating_sub(s.outer_crossed_ns) as f64 / 1e9;
+                self.stats.throttle_lag_max_s = self.stats.throttle_lag_max_s.max(lag);
+            }
+            // Every lease running here now runs below its terms: an SLA violation each.
+            let running = self.held.values().filter(|h| h.expiry > now).count() as u64;
+            self.stats.sla_violations += running;
         }
         self.throttled = s.throttle;
         let my = self.addr;
@@ -926,6 +952,7 @@ fn empty(scope: Dest, now: Instant) -> HeatSummary {
         max_load_ppm: 0,
         best_tile: 0,
         best_free: 0,
+        crossed_ns: 0,
     }
 }
 
@@ -940,6 +967,15 @@ fn add(a: &mut HeatSummary, s: &HeatSummary) {
     if s.best_free > a.best_free {
         a.best_free = s.best_free;
         a.best_tile = s.best_tile;
+    }
+    a.crossed_ns = earliest(a.crossed_ns, s.crossed_ns);
+}
+
+/// The earlier of two crossing times, 0 meaning none.
+fn earliest(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (x, y) => x.min(y),
     }
 }
 

@@ -139,3 +139,28 @@ impl ThermalConfig {
 pub fn radius_au(position_au: [f64; 3]) -> f64 {
     position_au.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::Transmit;
+
+    #[test]
+    fn class_a_frames_leave_before_workload_in_their_own_order() {
+        let t = |to: u32, kind: u8| Transmit {
+            to,
+            bytes: vec![b'L', b'C', 2, kind],
+        };
+        let mut q: std::collections::VecDeque<Transmit> = [
+            t(1, crate::wire::KIND_DATA),
+            t(2, 1),
+            t(3, crate::wire::KIND_KV),
+            t(4, crate::wire::KIND_HEAT),
+            t(5, 5),
+        ]
+        .into();
+        class_a_first(&mut q);
+        let order: Vec<u32> = q.iter().map(|t| t.to).collect();
+        assert_eq!(order, vec![2, 4, 5, 1, 3]);
+    }
+}

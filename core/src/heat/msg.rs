@@ -30,6 +30,8 @@ pub struct Descriptor {
     pub outward_mw: u64,
     /// True while the tile admits no heat-producing lease (backpressure).
     pub throttled: bool,
+    /// When this tile's load last passed 90 %, emulated ns (0: below 90 % now).
+    pub crossed_ns: u64,
 }
 
 /// A gateway's sum over a scope (cell → cluster → layer): placement beyond the cell reads
@@ -50,6 +52,8 @@ pub struct HeatSummary {
     /// compute.
     pub best_tile: u32,
     pub best_free: u32,
+    /// The earliest `crossed_ns` of a tile of the scope above 90 % now (0: none).
+    pub crossed_ns: u64,
 }
 
 impl HeatSummary {
@@ -82,6 +86,9 @@ pub struct ShellSignal {
     pub outer_layer: u16,
     /// True: stop admitting heat-producing leases and throttle running ones.
     pub throttle: bool,
+    /// When the first tile of the shell outside passed 90 % in its current stretch above
+    /// it, emulated ns (0: none above); the inner tiles measure their throttle lag from it.
+    pub outer_crossed_ns: u64,
 }
 
 /// Hot/fast work goes inward, cold/deep work outward (the spec's recommendation 4).
@@ -187,6 +194,7 @@ impl HeatMsg {
                 put64(&mut w, d.heat_mw);
                 put64(&mut w, d.outward_mw);
                 w.push(u8::from(d.throttled));
+                put64(&mut w, d.crossed_ns);
             }
             HeatMsg::Summary(s) => {
                 w.push(2);
@@ -201,6 +209,7 @@ impl HeatMsg {
                 put32(&mut w, s.max_load_ppm);
                 put32(&mut w, s.best_tile);
                 put32(&mut w, s.best_free);
+                put64(&mut w, s.crossed_ns);
             }
             HeatMsg::Shell(s) => {
                 w.push(3);
@@ -210,6 +219,7 @@ impl HeatMsg {
                 put32(&mut w, s.outer_load_ppm);
                 w.extend_from_slice(&s.outer_layer.to_be_bytes());
                 w.push(u8::from(s.throttle));
+                put64(&mut w, s.outer_crossed_ns);
             }
             HeatMsg::Offer(t) => {
                 w.push(4);
@@ -272,6 +282,7 @@ impl HeatMsg {
                 heat_mw: r.u64()?,
                 outward_mw: r.u64()?,
                 throttled: r.bool()?,
+                crossed_ns: r.u64()?,
             }),
             2 => HeatMsg::Summary(HeatSummary {
                 scope: r.scope()?,
@@ -285,6 +296,7 @@ impl HeatMsg {
                 max_load_ppm: r.u32()?,
                 best_tile: r.u32()?,
                 best_free: r.u32()?,
+                crossed_ns: r.u64()?,
             }),
             3 => HeatMsg::Shell(ShellSignal {
                 layer: r.u16()?,
@@ -293,6 +305,7 @@ impl HeatMsg {
                 outer_load_ppm: r.u32()?,
                 outer_layer: r.u16()?,
                 throttle: r.bool()?,
+                outer_crossed_ns: r.u64()?,
             }),
             4 => HeatMsg::Offer(LeaseTerms {
                 id: r.u64()?,
@@ -430,6 +443,7 @@ mod tests {
                 heat_mw: 5,
                 outward_mw: 6,
                 throttled: true,
+                crossed_ns: 8,
             }),
             HeatMsg::Summary(HeatSummary {
                 scope: Dest::Cluster {
@@ -446,6 +460,7 @@ mod tests {
                 max_load_ppm: 8,
                 best_tile: 9,
                 best_free: 10,
+                crossed_ns: 11,
             }),
             HeatMsg::Shell(ShellSignal {
                 layer: 0,
@@ -454,6 +469,7 @@ mod tests {
                 outer_load_ppm: 950_000,
                 outer_layer: 1,
                 throttle: true,
+                outer_crossed_ns: 99,
             }),
             HeatMsg::Offer(LeaseTerms {
                 id: 1 << 32 | 5,

@@ -62,6 +62,7 @@ fn mw(w: f64) -> u64 {
 
 /// A task as submitted (`lightcone task submit`, scenario verb `task`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub compute: u32,
     #[serde(default)]
@@ -991,5 +992,55 @@ fn inside(outer: &Dest, inner: &Dest) -> bool {
         ) => layer == l && cluster == c,
         (Dest::Layer { layer }, Dest::Cluster { layer: l, .. }) => layer == l,
         _ => false,
+    }
+}
+
+/// The subsystem's series as the agent exports them (label `node`) and the twin records
+/// them: name, help, and whether it is a counter (else a gauge). One list, so the lab and
+/// the twin cannot name them differently.
+pub const METRICS: [(&str, &str, bool); 18] = [
+    ("lightcone_thermal_load_ratio", "Thermal load: heat to reject (own power + heat received from the shell inside) / radiator capacity", false),
+    ("lightcone_thermal_load_peak_ratio", "Highest thermal load seen at a round since the node started", false),
+    ("lightcone_thermal_temperature_kelvin", "The tile's modelled temperature, K", false),
+    ("lightcone_thermal_capacity_watts", "Radiator capacity at the shell's radius (emission at the radiator's limit), W", false),
+    ("lightcone_thermal_power_watts", "Power drawn by the tile's work (all of it heat), W", false),
+    ("lightcone_thermal_received_watts", "Heat landing on the tile from the shell inside, W", false),
+    ("lightcone_thermal_rejected_joules_total", "Heat radiated to deep space, J", true),
+    ("lightcone_thermal_passed_outward_joules_total", "Heat radiated onto the shell outside, J", true),
+    ("lightcone_thermal_throttled", "1 while backpressure holds (a shell outside at or above 90 %)", false),
+    ("lightcone_thermal_throttle_onsets_total", "Times backpressure started here", true),
+    ("lightcone_thermal_throttle_lag_max_seconds", "Longest time from the first outer tile passing 90 % to this tile throttling, s", false),
+    ("lightcone_leases_active", "Leases this tile holds now", false),
+    ("lightcone_leases_placed_total", "Leases placed for tasks this tile owns", true),
+    ("lightcone_leases_expired_total", "Leases that expired at this tile without renewal", true),
+    ("lightcone_leases_refused_total", "Lease offers of this tile's tasks refused", true),
+    ("lightcone_leases_violated_total", "SLA violations: leases lost before their task's end, and leases throttled", true),
+    ("lightcone_tasks_done_total", "Tasks owned here that reached their end", true),
+    ("lightcone_tasks_active", "Tasks owned here not yet done", false),
+];
+
+impl HeatStats {
+    /// The values of [`METRICS`], in its order.
+    pub fn metric_values(&self) -> [f64; 18] {
+        [
+            self.load_ratio,
+            self.load_peak_ratio,
+            self.temp_k,
+            self.capacity_w,
+            self.power_w,
+            self.received_w,
+            self.rejected_j.max(0.0),
+            self.passed_outward_j.max(0.0),
+            f64::from(u8::from(self.throttled)),
+            self.throttle_onsets as f64,
+            self.throttle_lag_max_s,
+            self.leases_held as f64,
+            self.leases_placed as f64,
+            self.leases_expired as f64,
+            self.leases_refused as f64,
+            self.sla_violations as f64,
+            self.tasks_done as f64,
+            self.tasks_active as f64,
+        ]
     }
 }

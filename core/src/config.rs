@@ -88,7 +88,7 @@ pub struct AgentConfig {
     pub boot: u32,
     /// The thermal subsystem (issue 15: heat as a schedulable resource). `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thermal: Option<crate::heat::ThermalConfig>,
+    pub thermal: Option<crate::heat::config::ThermalConfig>,
 }
 
 fn first_boot() -> u32 {

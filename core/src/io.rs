@@ -56,7 +56,7 @@ pub enum Command {
     /// Submit a task (a capsule) owned by this node: placed under a lease (issue 15).
     /// Answered by [`Reply::TaskSubmitted`]; refused with [`CommandError::NoThermal`] or
     /// [`CommandError::Task`].
-    TaskSubmit(crate::heat::machine::TaskSpec),
+    TaskSubmit(crate::heat::task::TaskSpec),
 }
 
 /// An input to [`Node::handle`](crate::node::Node::handle).

@@ -259,7 +259,7 @@ impl Node {
     /// the parameter that cannot be used, and the node is unchanged then.
     pub fn with_heat(
         mut self,
-        cfg: &crate::heat::ThermalConfig,
+        cfg: &crate::heat::config::ThermalConfig,
         now: Instant,
     ) -> Result<Node, ConfigError> {
         self.heat = Some(crate::heat::machine::Heat::new(
@@ -275,7 +275,7 @@ impl Node {
 
     /// One thermal round (timer [`TimerKey::Heat`]).
     fn on_heat_tick(&mut self, now: Instant) {
-        let live = crate::heat::live_cell(self.id, &self.membership);
+        let live = live_cell(self.id, &self.membership);
         let Some(h) = self.heat.as_mut() else {
             return;
         };
@@ -290,7 +290,7 @@ impl Node {
 
     /// A thermal message from `src` (its frame verified).
     fn on_heat_msg(&mut self, now: Instant, src: u32, bytes: &[u8]) {
-        let live = crate::heat::live_cell(self.id, &self.membership);
+        let live = live_cell(self.id, &self.membership);
         let Some(h) = self.heat.as_mut() else {
             return;
         };
@@ -1495,7 +1495,7 @@ impl Node {
         }
         self.flush_sends(now);
         if self.heat.is_some() {
-            crate::heat::class_a_first(&mut self.pending);
+            crate::heat::outbox::class_a_first(&mut self.pending);
         }
         for t in self.pending.drain(..) {
             if !out.push_transmit(t) {
@@ -1507,6 +1507,21 @@ impl Node {
         }
         self.timers.end_call();
     }
+}
+
+/// This node and the live members of its cell, ascending.
+fn live_cell(me: u32, m: &Membership) -> Vec<u32> {
+    let mut v: Vec<u32> = std::iter::once(me)
+        .chain(
+            m.active()
+                .iter()
+                .copied()
+                .filter(|n| m.state_of(*n) == Some(MemberState::Alive)),
+        )
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 fn scope_contains(outer: &Dest, inner: &Dest) -> bool {

@@ -401,7 +401,7 @@ pub enum Control {
     },
     Shutdown,
     /// `POST /task`: submit a task (issue 15) owned by this node.
-    Task(lightcone_core::heat::machine::TaskSpec),
+    Task(lightcone_core::heat::task::TaskSpec),
     /// `GET /leases`: the leases held here and the tasks owned here, as JSON.
     Leases,
 }
@@ -949,7 +949,7 @@ async fn handle_http(
                 Ok(b) => b,
                 Err(e) => return bad(&e),
             };
-            match serde_json::from_slice::<lightcone_core::heat::machine::TaskSpec>(&body) {
+            match serde_json::from_slice::<lightcone_core::heat::task::TaskSpec>(&body) {
                 Ok(t) => Control::Task(t),
                 Err(e) => return bad(&format!(
                     "body must be JSON {{\"compute\": N, \"duration_ns\": N, \"class\": \"hot\"|\"cold\", \"memory_mib\": N, \"bandwidth_mbps\": N}}: {e}"

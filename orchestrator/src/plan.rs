@@ -41,7 +41,7 @@ pub struct Plan {
     pub links: Vec<LinkPlan>,
     /// The thermal subsystem every agent gets (issue 15); `None`: off.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thermal: Option<lightcone_core::heat::ThermalConfig>,
+    pub thermal: Option<lightcone_core::heat::config::ThermalConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -253,7 +253,7 @@ pub struct Sim {
     /// harness derives it from the simulation's seed.
     node_seeds: Option<Vec<u64>>,
     /// The thermal subsystem every node runs (issue 15); `None`: off.
-    heat: Option<lightcone_core::heat::ThermalConfig>,
+    heat: Option<lightcone_core::heat::config::ThermalConfig>,
     /// Events taken off the queue so far (deliveries, wake-ups, boots).
     processed: u64,
 }
@@ -540,7 +540,7 @@ impl Sim {
         topo: &Topo,
         seed: u64,
         params: Params,
-        cfg: lightcone_core::heat::ThermalConfig,
+        cfg: lightcone_core::heat::config::ThermalConfig,
         radius_au: impl Fn(&HierAddr) -> f64,
     ) -> Result<Sim, String> {
         let mut sim = Sim::new(topo, seed, params);

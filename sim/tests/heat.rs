@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lightcone_core::addr::HierAddr;
-use lightcone_core::heat::machine::{TaskClassName, TaskSpec};
+use lightcone_core::heat::config::ThermalConfig;
 use lightcone_core::heat::model::LayerThermal;
-use lightcone_core::heat::ThermalConfig;
+use lightcone_core::heat::task::{TaskClassName, TaskSpec};
 use lightcone_core::io::{Command, CommandError, Reply};
 use lightcone_sim::{test_params, Sim, Topo};
 

@@ -29,11 +29,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::config::ThermalConfig;
 use super::model::{LayerThermal, TileThermal, BACKPRESSURE_LOAD};
 use super::msg::{
     ppm, Descriptor, HeatMsg, HeatSummary, LeaseTerms, Refusal, ShellSignal, TaskClass,
 };
-use super::ThermalConfig;
+use super::task::TaskSpec;
 use crate::addr::{HierAddr, Role};
 use crate::directory::Directory;
 use crate::time::Instant;
@@ -57,37 +58,6 @@ fn mw(w: f64) -> u64 {
         (w * 1000.0).round().min(u64::MAX as f64) as u64
     } else {
         0
-    }
-}
-
-/// A task as submitted (`lightcone task submit`, scenario verb `task`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskSpec {
-    pub compute: u32,
-    #[serde(default)]
-    pub memory_mib: u32,
-    #[serde(default)]
-    pub bandwidth_mbps: u32,
-    /// How long it runs, emulated ns.
-    pub duration_ns: u64,
-    pub class: TaskClassName,
-}
-
-/// [`TaskClass`] as written by a user: `hot` (fast, inward) or `cold` (deep, outward).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskClassName {
-    Hot,
-    Cold,
-}
-
-impl From<TaskClassName> for TaskClass {
-    fn from(c: TaskClassName) -> Self {
-        match c {
-            TaskClassName::Hot => TaskClass::Hot,
-            TaskClassName::Cold => TaskClass::Cold,
-        }
     }
 }
 
@@ -216,7 +186,7 @@ impl Heat {
             field: "layers",
             message: format!("node {me} is not in the directory"),
         })?;
-        let tile = cfg.tile(e.addr.layer, super::radius_au(e.position_au))?;
+        let tile = cfg.tile(e.addr.layer, super::config::radius_au(e.position_au))?;
         Ok(Heat {
             me,
             addr: e.addr,

@@ -1,5 +1,6 @@
 //! Heat as a schedulable resource (issue 15): the thermal model of a tile ([`model`]) and,
-//! built on it, what a tile offers its cell ([`descriptor`]).
+//! built on it, what a tile offers its cell ([`msg::Descriptor`]) and the leases it runs
+//! ([`machine`]).
 //!
 //! # The model and its sources
 //!
@@ -41,126 +42,9 @@
 //! absorbed starlight (folded into `T_sink`), the enclosing shell's own temperature (it
 //! is cooler than `T_sink(r)` of the inner shell, so `T_sink` is the conservative bound).
 
+pub mod config;
 pub mod machine;
 pub mod model;
 pub mod msg;
-
-/// Puts Class-A frames (everything but workload: membership, routing, time, thermal
-/// signals, leases) before workload frames (`Data`, `Kv`), keeping each class's order: the
-/// node's outbox sends control before data (issue 15). Reads the kind byte of each
-/// encoded frame, so forwarded frames are ordered too.
-pub fn class_a_first(q: &mut std::collections::VecDeque<crate::io::Transmit>) {
-    let workload = |t: &crate::io::Transmit| {
-        matches!(
-            t.bytes.get(3).copied(),
-            Some(k) if k == crate::wire::KIND_DATA || k == crate::wire::KIND_KV
-        )
-    };
-    if q.iter().any(workload) {
-        let (mut a, b): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) =
-            q.drain(..).partition(|t| !workload(t));
-        a.extend(b);
-        *q = a;
-    }
-}
-
-/// This node and the live members of its cell, ascending.
-pub fn live_cell(me: u32, m: &crate::membership::Membership) -> Vec<u32> {
-    let mut v: Vec<u32> = std::iter::once(me)
-        .chain(
-            m.active()
-                .iter()
-                .copied()
-                .filter(|n| m.state_of(*n) == Some(crate::wire::MemberState::Alive)),
-        )
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
-use model::{LayerThermal, ThermalError, TileThermal};
-
-/// Longest interval between two steps of the model and descriptor rounds, emulated ns
-/// (one hour); the shortest is 1 ms.
-pub const MAX_INTERVAL_NS: u64 = 3_600_000_000_000;
-/// Shortest interval, emulated ns.
-pub const MIN_INTERVAL_NS: u64 = 1_000_000;
-
-/// The thermal subsystem's configuration, the same for every agent of a lab (the topology's
-/// `thermal:` section). `None` in [`AgentConfig`](crate::config::AgentConfig): the
-/// subsystem is off and the node behaves as before it existed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ThermalConfig {
-    /// Parameters of each layer (shell) by layer number; layer numbers grow outward, the
-    /// highest is the outermost shell. Every layer of the lab has an entry.
-    pub layers: BTreeMap<u16, LayerThermal>,
-    /// How often a tile steps its model and gossips its descriptor, emulated ns.
-    pub interval_ns: u64,
-}
-
-/// Default interval between descriptor rounds: 1 s emulated.
-pub const DEFAULT_INTERVAL_NS: u64 = 1_000_000_000;
-
-impl ThermalConfig {
-    /// The outermost layer's number (the highest), if any.
-    pub fn outermost(&self) -> Option<u16> {
-        self.layers.keys().next_back().copied()
-    }
-    /// The model of a tile of `layer` at `radius_au`; the error names the parameter.
-    pub fn tile(&self, layer: u16, radius_au: f64) -> Result<TileThermal, ThermalError> {
-        let p = self.layers.get(&layer).ok_or_else(|| ThermalError {
-            field: "layers",
-            message: format!("no thermal parameters for layer {layer}"),
-        })?;
-        TileThermal::new(p, radius_au, self.outermost() == Some(layer))
-    }
-    /// Checks the interval (the layers are checked where their radius is known).
-    pub fn check_interval(&self) -> Result<(), ThermalError> {
-        if (MIN_INTERVAL_NS..=MAX_INTERVAL_NS).contains(&self.interval_ns) {
-            Ok(())
-        } else {
-            Err(ThermalError {
-                field: "interval",
-                message: format!(
-                    "{} ns is out of range (1 ms to 1 h emulated)",
-                    self.interval_ns
-                ),
-            })
-        }
-    }
-}
-
-/// Distance from the star (the frame's origin), AU: a tile's shell radius.
-pub fn radius_au(position_au: [f64; 3]) -> f64 {
-    position_au.iter().map(|x| x * x).sum::<f64>().sqrt()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::io::Transmit;
-
-    #[test]
-    fn class_a_frames_leave_before_workload_in_their_own_order() {
-        let t = |to: u32, kind: u8| Transmit {
-            to,
-            bytes: vec![b'L', b'C', 2, kind],
-        };
-        let mut q: std::collections::VecDeque<Transmit> = [
-            t(1, crate::wire::KIND_DATA),
-            t(2, 1),
-            t(3, crate::wire::KIND_KV),
-            t(4, crate::wire::KIND_HEAT),
-            t(5, 5),
-        ]
-        .into();
-        class_a_first(&mut q);
-        let order: Vec<u32> = q.iter().map(|t| t.to).collect();
-        assert_eq!(order, vec![2, 4, 5, 1, 3]);
-    }
-}
+pub mod outbox;
+pub mod task;

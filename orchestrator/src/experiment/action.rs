@@ -62,7 +62,7 @@ pub enum Action {
     Task {
         node: String,
         count: u32,
-        spec: lightcone_core::heat::machine::TaskSpec,
+        spec: lightcone_core::heat::task::TaskSpec,
     },
 }
 

@@ -218,8 +218,8 @@ impl Reader {
         }
         let cl = self.required(&f, "class", v.pos, "task")?;
         let class = self.choice(cl, "class", &["hot", "cold"], |s| match s {
-            "hot" => Some(lightcone_core::heat::machine::TaskClassName::Hot),
-            "cold" => Some(lightcone_core::heat::machine::TaskClassName::Cold),
+            "hot" => Some(lightcone_core::heat::task::TaskClassName::Hot),
+            "cold" => Some(lightcone_core::heat::task::TaskClassName::Cold),
             _ => None,
         })?;
         let count = match Self::get(&f, "count") {
@@ -241,7 +241,7 @@ impl Reader {
         Some(Verb::Once(Action::Task {
             node,
             count,
-            spec: lightcone_core::heat::machine::TaskSpec {
+            spec: lightcone_core::heat::task::TaskSpec {
                 compute,
                 memory_mib,
                 bandwidth_mbps,

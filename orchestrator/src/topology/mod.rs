@@ -75,7 +75,7 @@ pub struct Topology {
     pub nodes: Vec<NodeSpec>,
     pub links: Vec<LinkSpec>,
     /// The `thermal:` section (issue 15), checked against the layers' radii; `None`: off.
-    pub thermal: Option<lightcone_core::heat::ThermalConfig>,
+    pub thermal: Option<lightcone_core::heat::config::ThermalConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

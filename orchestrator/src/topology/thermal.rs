@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
+use lightcone_core::heat::config::{radius_au, ThermalConfig, DEFAULT_INTERVAL_NS};
 use lightcone_core::heat::model::{sink_temp_k, LayerThermal};
-use lightcone_core::heat::{radius_au, ThermalConfig, DEFAULT_INTERVAL_NS};
 
 use super::NodeSpec;
 use crate::parse::yaml::{Node, Pos, Value};

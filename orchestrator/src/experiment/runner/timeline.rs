@@ -152,8 +152,8 @@ fn play(api: &Client, a: &Action) -> Result<(), String> {
         Action::Clock { node, fault } => api.clock(node, &fault.request()).map(drop),
         Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
         Action::Byzantine { node, behaviour } => api.byzantine(node, behaviour.names()).map(drop),
-        Action::Task { .. } => {
-            return Err("the `task` verb is played by `lightcone simulate` only so far: the supervisor has no task API yet".into())
+        Action::Task { node, count, spec } => {
+            (0..*count).try_for_each(|_| api.task_submit(node, spec).map(drop))
         }
     };
     r.map_err(|e| e.to_string())

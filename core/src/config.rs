@@ -86,6 +86,9 @@ pub struct AgentConfig {
     /// rejects frames captured before its restart.
     #[serde(default = "first_boot")]
     pub boot: u32,
+    /// The thermal subsystem (issue 15: heat as a schedulable resource). `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thermal: Option<crate::heat::config::ThermalConfig>,
 }
 
 fn first_boot() -> u32 {
@@ -292,4 +295,6 @@ pub enum ConfigError {
     UnknownTimeServer(u32),
     #[error("time layer: {0}")]
     Time(#[from] lightcone_timing::TimingError),
+    #[error("thermal subsystem: {0}")]
+    Thermal(#[from] crate::heat::model::ThermalError),
 }

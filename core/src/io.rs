@@ -53,6 +53,10 @@ pub enum Command {
     Byzantine(Byzantine),
     /// Announce our own departure and stop.
     Shutdown,
+    /// Submit a task (a capsule) owned by this node: placed under a lease (issue 15).
+    /// Answered by [`Reply::TaskSubmitted`]; refused with [`CommandError::NoThermal`] or
+    /// [`CommandError::Task`].
+    TaskSubmit(crate::heat::task::TaskSpec),
 }
 
 /// An input to [`Node::handle`](crate::node::Node::handle).
@@ -97,6 +101,8 @@ pub enum Reply {
     /// A `cell` put taken and sent to the members: the [`Event::KvWritten`] or
     /// [`Event::KvPutFailed`] with this `request` answers it later.
     Pending { request: u64 },
+    /// A task taken: its id (placement follows at the next thermal round).
+    TaskSubmitted { task: u64 },
 }
 
 /// Why a command was refused. Nothing was changed by a refused command, except that a
@@ -119,6 +125,11 @@ pub enum CommandError {
     Kv(String),
     #[error("the agent is stopping")]
     Stopped,
+    #[error("this node has no thermal subsystem (the topology has no `thermal:` section)")]
+    NoThermal,
+    /// The task was refused (its message); nothing changed.
+    #[error("{0}")]
+    Task(String),
 }
 
 /// Something the node reports.

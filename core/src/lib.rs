@@ -41,7 +41,9 @@
 //! [`addr`], [`byzantine`], [`io`], [`time`], [`directory`], [`params`], [`counters`],
 //! [`view`]. Sub-machines: [`membership`] (SWIM + Lifeguard), [`routing`] (hierarchical
 //! distance vector), [`watch`] (the neighbourhood watch), [`kv`] and [`causal`] (the
-//! causally consistent replicated store), [`clock`] (the time layer). The format: [`wire`].
+//! causally consistent replicated store), [`clock`] (the time layer), [`heat`] (heat as a
+//! schedulable resource: thermal model, descriptors, leases, backpressure; off unless
+//! configured). The format: [`wire`].
 //! The composition: [`node`]. Configuration as data: [`config`].
 pub mod addr;
 pub mod byzantine;
@@ -51,6 +53,7 @@ pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod directory;
+pub mod heat;
 pub mod io;
 pub mod kv;
 pub mod membership;

@@ -88,6 +88,8 @@ pub struct Node {
     watch: Watch,
     byzantine: Byzantine,
     lie_cursor: usize,
+    /// The thermal subsystem (issue 15); `None`: off, and the node behaves as before it.
+    heat: Option<crate::heat::machine::Heat>,
     /// Our membership incarnation and since when (for the watch's lie check).
     incarnation_since: (u64, Instant),
     /// Signatures of claims we verified, to relay them (watch `signed_claims`).
@@ -134,7 +136,11 @@ impl Node {
             params.kv_ack_timeout = params.kv_ack_timeout.mul_f64(cfg.time_scale.min(1e6));
             params.kv_ack_retry = params.kv_ack_retry.mul_f64(cfg.time_scale.min(1e6));
         }
-        let node = Node::with_directory(cfg.id, cfg.seed, secret, &links, dir, params, now)?;
+        let mut node =
+            Node::with_directory(cfg.id, cfg.seed, secret, &links, dir.clone(), params, now)?;
+        if let Some(t) = &cfg.thermal {
+            node.heat = Some(crate::heat::machine::Heat::new(t, cfg.id, &dir, now)?);
+        }
         Ok(match time {
             Some(t) => node.with_time(t),
             None => node,
@@ -201,6 +207,7 @@ impl Node {
             watch: Watch::new(id, params.watch.clone()),
             byzantine: Byzantine::default(),
             lie_cursor: 0,
+            heat: None,
             incarnation_since: (0, now),
             claim_sigs: Default::default(),
             cell_log: Default::default(),
@@ -284,7 +291,60 @@ impl Node {
         let first = now + self.params.swim.startup_grace + self.params.watch.audit_fast;
         self.timers.set(TimerKey::Watch, first);
         self.arm_clock();
+        if let Some(h) = &self.heat {
+            self.timers.set(TimerKey::Heat, now + h.interval());
+        }
         self.flush(now, out);
+    }
+
+    /// Gives the node the thermal subsystem (call before [`Node::start`]); the error names
+    /// the parameter that cannot be used, and the node is unchanged then.
+    pub fn with_heat(
+        mut self,
+        cfg: &crate::heat::config::ThermalConfig,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
+        self.heat = Some(crate::heat::machine::Heat::new(
+            cfg, self.id, &self.dir, now,
+        )?);
+        Ok(self)
+    }
+
+    /// The thermal subsystem, when on.
+    pub fn heat(&self) -> Option<&crate::heat::machine::Heat> {
+        self.heat.as_ref()
+    }
+
+    /// One thermal round (timer [`TimerKey::Heat`]).
+    fn on_heat_tick(&mut self, now: Instant) {
+        let live = live_cell(self.id, &self.membership);
+        let Some(h) = self.heat.as_mut() else {
+            return;
+        };
+        let mut sends = Vec::new();
+        h.on_tick(now, &live, &self.dir, &mut sends);
+        let next = now + h.interval();
+        self.timers.set(TimerKey::Heat, next);
+        for (to, m) in sends {
+            self.fx.send(Dest::Node(to), Payload::Heat(m.encode()));
+        }
+    }
+
+    /// A thermal message from `src` (its frame verified).
+    fn on_heat_msg(&mut self, now: Instant, src: u32, bytes: &[u8]) {
+        let live = live_cell(self.id, &self.membership);
+        let Some(h) = self.heat.as_mut() else {
+            return;
+        };
+        let Ok(m) = crate::heat::msg::HeatMsg::decode(bytes) else {
+            h.note_bad_message();
+            return;
+        };
+        let mut sends = Vec::new();
+        h.on_message(now, src, m, &live, &self.dir, &mut sends);
+        for (to, m) in sends {
+            self.fx.send(Dest::Node(to), Payload::Heat(m.encode()));
+        }
     }
 
     // ---- getters ----
@@ -603,6 +663,13 @@ impl Node {
                     context,
                 });
             }
+            Command::TaskSubmit(spec) => {
+                let h = self.heat.as_mut().ok_or(CommandError::NoThermal)?;
+                let task = h
+                    .submit(now, *spec)
+                    .map_err(|e| CommandError::Task(e.to_string()))?;
+                return Ok(Reply::TaskSubmitted { task });
+            }
             Command::Shutdown => {
                 for (_, p) in std::mem::take(&mut self.puts) {
                     self.put_failed(p, "the agent is stopping".into());
@@ -710,6 +777,7 @@ impl Node {
             // Need the whole node, not the borrows above: run after them.
             TimerKey::Watch => watch_due = true,
             TimerKey::KvAck => {}
+            TimerKey::Heat => {}
             TimerKey::Clock => {
                 if let Some(t) = self.time.as_mut() {
                     let ns = now.as_nanos();
@@ -726,6 +794,9 @@ impl Node {
         }
         if key == TimerKey::KvAck {
             self.on_put_tick(now);
+        }
+        if key == TimerKey::Heat {
+            self.on_heat_tick(now);
         }
     }
 
@@ -1306,6 +1377,7 @@ impl Node {
         let mut lied: Vec<u32> = Vec::new();
         let mut convicted: Vec<u32> = Vec::new();
         let mut acked: Vec<Dot> = Vec::new();
+        let mut heat_msg: Option<Vec<u8>> = None;
         let phys = match p {
             Payload::Kv(_) => self.physical_ns(now),
             _ => 0,
@@ -1455,6 +1527,7 @@ impl Node {
                     }
                 }
             }
+            Payload::Heat(bytes) => heat_msg = Some(bytes),
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
@@ -1488,6 +1561,9 @@ impl Node {
         }
         if !acked.is_empty() {
             self.on_put_acks(src, &acked);
+        }
+        if let Some(b) = heat_msg {
+            self.on_heat_msg(now, src, &b);
         }
         self.flush_clock();
         if self.routing.has_pending_update() {
@@ -1591,6 +1667,9 @@ impl Node {
             self.arm_triggered(now);
         }
         self.flush_sends(now);
+        if self.heat.is_some() {
+            crate::heat::outbox::class_a_first(&mut self.pending);
+        }
         for t in self.pending.drain(..) {
             if !out.push_transmit(t) {
                 self.counters.count(Direction::Tx, Outcome::OutboxFull);
@@ -1601,6 +1680,21 @@ impl Node {
         }
         self.timers.end_call();
     }
+}
+
+/// This node and the live members of its cell, ascending.
+fn live_cell(me: u32, m: &Membership) -> Vec<u32> {
+    let mut v: Vec<u32> = std::iter::once(me)
+        .chain(
+            m.active()
+                .iter()
+                .copied()
+                .filter(|n| m.state_of(*n) == Some(MemberState::Alive)),
+        )
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 fn scope_contains(outer: &Dest, inner: &Dest) -> bool {

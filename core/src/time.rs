@@ -77,6 +77,8 @@ pub enum TimerKey {
     Watch,
     /// `cell` puts awaiting acks: the next retransmission or timeout.
     KvAck,
+    /// The thermal subsystem's round (issue 15): model step, descriptors, summaries, leases.
+    Heat,
 }
 
 /// Most (key, deadline) places [`Timers`] remembers.

@@ -328,7 +328,16 @@ pub enum Payload {
     /// Signed tree heads of transparency logs (issue 17, kind 29): the sender's own and
     /// others' it holds, at most [`MAX_TREE_HEADS`] (see [`crate::trust::log`]).
     TreeHeads(Vec<crate::trust::log::TreeHead>),
+    /// The thermal subsystem's messages (`crate::heat::msg`), opaque here. Kind 16.
+    Heat(Vec<u8>),
 }
+
+/// Kind of [`Payload::Data`] (workload traffic).
+pub const KIND_DATA: u8 = 10;
+/// Kind of [`Payload::Kv`] (workload traffic).
+pub const KIND_KV: u8 = 8;
+/// Kind of [`Payload::Heat`] (kinds 16–19 are the thermal subsystem's).
+pub const KIND_HEAT: u8 = 16;
 
 /// Highest payload kind.
 pub const KIND_MAX: u8 = KIND_TREE_HEADS;
@@ -357,6 +366,7 @@ impl Payload {
             Payload::Boot => 13,
             Payload::Signed { .. } => KIND_SIGNED,
             Payload::TreeHeads(_) => KIND_TREE_HEADS,
+            Payload::Heat(_) => KIND_HEAT,
         }
     }
 
@@ -389,6 +399,7 @@ impl Payload {
             Payload::Boot => "boot",
             Payload::Signed { .. } => "signed",
             Payload::TreeHeads(_) => "tree_heads",
+            Payload::Heat(_) => "heat",
         }
     }
 
@@ -441,7 +452,7 @@ impl Payload {
                 w.push(s.stamp.source);
                 w.push(s.stamp.stratum);
             }
-            Payload::Kv(b) | Payload::Time(b) | Payload::Data(b) => {
+            Payload::Kv(b) | Payload::Time(b) | Payload::Data(b) | Payload::Heat(b) => {
                 let n = b.len().min(MAX_BLOB);
                 w.extend_from_slice(&(n as u16).to_be_bytes());
                 w.extend_from_slice(&b[..n]);
@@ -589,6 +600,13 @@ impl Payload {
                     heads.push(TreeHead::decode(b).map_err(|_| WireError::Malformed)?);
                 }
                 Payload::TreeHeads(heads)
+            }
+            KIND_HEAT => {
+                let n = r.u16()? as usize;
+                if n > MAX_BLOB {
+                    return Err(WireError::Malformed);
+                }
+                Payload::Heat(r.take(n)?.to_vec())
             }
             k => return Err(WireError::UnknownKind(k)),
         };

@@ -133,6 +133,12 @@ pub fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// One series of the thermal subsystem.
+enum HeatSeries {
+    Gauge(GaugeVec),
+    Counter(prometheus::CounterVec),
+}
+
 /// The agent's Prometheus series.
 pub struct Metrics {
     registry: Registry,
@@ -148,6 +154,9 @@ pub struct Metrics {
     time_alarms: IntCounterVec,
     quarantined: IntGaugeVec,
     watch_evidence: IntGaugeVec,
+    /// The thermal subsystem's series ([`lightcone_core::heat::machine::METRICS`]), when
+    /// it is on: gauges, and counters (`_total`).
+    heat: Vec<HeatSeries>,
     node: String,
 }
 
@@ -241,6 +250,18 @@ impl Metrics {
         registry.register(Box::new(datagrams.clone()))?;
         registry.register(Box::new(lateness.clone()))?;
         registry.register(Box::new(local_health.clone()))?;
+        let mut heat = Vec::new();
+        for (name, help, counter) in lightcone_core::heat::machine::METRICS {
+            if counter {
+                let c = prometheus::CounterVec::new(Opts::new(name, help), &["node"])?;
+                registry.register(Box::new(c.clone()))?;
+                heat.push(HeatSeries::Counter(c));
+            } else {
+                let g = gauge(name, help)?;
+                registry.register(Box::new(g.clone()))?;
+                heat.push(HeatSeries::Gauge(g));
+            }
+        }
         Ok(Metrics {
             registry,
             members,
@@ -255,6 +276,7 @@ impl Metrics {
             time_alarms,
             quarantined,
             watch_evidence,
+            heat,
             node: node.to_string(),
         })
     }
@@ -322,6 +344,20 @@ impl Metrics {
         for (dir, outcome, v) in node.counters().labelled() {
             Self::inc_to(&self.datagrams.with_label_values(&[n, dir, outcome]), v);
         }
+        if let Some(h) = node.heat() {
+            let values = h.stats(now).metric_values();
+            for (series, v) in self.heat.iter().zip(values) {
+                match series {
+                    HeatSeries::Counter(c) => {
+                        let c = c.with_label_values(&[n]);
+                        if v > c.get() {
+                            c.inc_by(v - c.get());
+                        }
+                    }
+                    HeatSeries::Gauge(g) => g.with_label_values(&[n]).set(v),
+                }
+            }
+        }
         for (outcome, v) in driver_counters {
             Self::inc_to(
                 &self
@@ -365,6 +401,10 @@ pub enum Control {
         data: Vec<u8>,
     },
     Shutdown,
+    /// `POST /task`: submit a task (issue 15) owned by this node.
+    Task(lightcone_core::heat::task::TaskSpec),
+    /// `GET /leases`: the leases held here and the tasks owned here, as JSON.
+    Leases,
 }
 
 /// `GET /kv/{key}?siblings`: `{"siblings": [...], "dots": [...], "context": ...}`, every
@@ -774,6 +814,16 @@ impl Prepared {
                                 Ok(_) => (StatusCode::OK, "text/plain", b"sent\n".to_vec()),
                             })
                         }
+                        Control::Task(spec) => {
+                            Some(match node.command(now, &Command::TaskSubmit(spec), &mut out) {
+                                Err(e) => refusal(StatusCode::CONFLICT, &e),
+                                Ok(r) => (StatusCode::OK, "application/json", serde_json::to_vec(&r).unwrap_or_default()),
+                            })
+                        }
+                        Control::Leases => {
+                            let leases = node.heat().map(|h| h.leases(now)).unwrap_or_default();
+                            Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&leases).unwrap_or_default()))
+                        }
                         Control::Quarantine { node: q } => {
                             let _ = node.command(now, &Command::Quarantine { node: q }, &mut out);
                             Some((StatusCode::OK, "text/plain", format!("quarantined {q}\n").into_bytes()))
@@ -987,6 +1037,19 @@ async fn handle_http(
                 ));
             }
         }
+        (&Method::POST, "/task") => {
+            let body = match body_of(req, MAX_BODY, "body too large").await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
+            };
+            match serde_json::from_slice::<lightcone_core::heat::task::TaskSpec>(&body) {
+                Ok(t) => Control::Task(t),
+                Err(e) => return bad(&format!(
+                    "body must be JSON {{\"compute\": N, \"duration_ns\": N, \"class\": \"hot\"|\"cold\", \"memory_mib\": N, \"bandwidth_mbps\": N}}: {e}"
+                )),
+            }
+        }
+        (&Method::GET, "/leases") => Control::Leases,
         (&Method::POST, p) if p.starts_with("/send/") => {
             let who = &p["/send/".len()..];
             let Some(dst) = node_of(&cfg, who) else {

@@ -584,6 +584,31 @@ pub async fn node_kv(
     proxy_to_agent(&s, &node, m, &path, body.to_vec(), Duration::from_secs(5)).await
 }
 
+/// `POST /api/nodes/{node}/task`: a task (issue 15, `lightcone_core::heat::task::TaskSpec`
+/// as JSON) submitted to `node`'s agent; checked here, the agent's answer passed through.
+pub async fn api_node_task(
+    State(s): State<ApiState>,
+    UrlPath(node): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let spec: lightcone_core::heat::task::TaskSpec =
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::Bad(format!(
+                "body must be a task (compute, duration_ns, class): {e}"
+            ))
+        })?;
+    let body = serde_json::to_vec(&spec).unwrap_or_default();
+    proxy_to_agent(
+        &s,
+        &node,
+        Method::POST,
+        "/task",
+        body,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
 /// `POST /nodes/{node}/send/{dst}`: the body, sent by `node`'s agent to `dst` over the
 /// overlay as one datagram (experiments' cross-level messages); the agent's answer is
 /// passed through.

@@ -460,6 +460,16 @@ impl Client {
         Ok((raw, written))
     }
 
+    /// `POST /api/nodes/{node}/task`: submit a task (issue 15); the agent's answer
+    /// (`{"reply": "task_submitted", "task": N}`).
+    pub fn task_submit(
+        &self,
+        node: &str,
+        spec: &lightcone_core::heat::task::TaskSpec,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post_json(&format!("/api/nodes/{node}/task"), spec)
+    }
+
     /// `POST /nodes/{node}/send/{dst}`: an application message; `Ok` when the agent took it.
     pub fn send_message(
         &self,

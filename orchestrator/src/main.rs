@@ -106,6 +106,11 @@ enum Cmd {
         #[command(subcommand)]
         action: FaultCmd,
     },
+    /// Tasks on a running lab's thermal subsystem (issue 15).
+    Task {
+        #[command(subcommand)]
+        action: TaskCmd,
+    },
     /// Play a scenario (faults on a timeline) against its lab and judge its expectations;
     /// writes a run directory (events, metrics, report.json, report.html). Exit 1 if any
     /// expectation failed.
@@ -210,6 +215,29 @@ struct LinkEnds {
     b: String,
     #[arg(long)]
     lab: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TaskCmd {
+    /// Submit tasks to a node: it places them under leases on tiles with headroom.
+    Submit {
+        node: String,
+        #[arg(long)]
+        lab: Option<String>,
+        /// Compute units per task.
+        #[arg(long)]
+        compute: u32,
+        /// How long each runs (emulated), e.g. 60s.
+        #[arg(long)]
+        duration: String,
+        /// hot (fast, inward) or cold (deep, outward).
+        #[arg(long, default_value = "cold")]
+        class: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 0)]
+        memory_mib: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -356,6 +384,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => cli::cmd_simulate(scenario, seed, out, json),
         Cmd::Exec { lab, node, cmd } => cli::cmd_exec(lab, node, cmd),
         Cmd::Link { action } => cli::cmd_link(action),
+        Cmd::Task {
+            action:
+                TaskCmd::Submit {
+                    node,
+                    lab,
+                    compute,
+                    duration,
+                    class,
+                    count,
+                    memory_mib,
+                },
+        } => cli::cmd_task_submit(node, lab, compute, duration, class, count, memory_mib),
         Cmd::Fault { action } => match action {
             FaultCmd::Crash { node, lab } => cli::cmd_crash_restart(cli::Life::Crash, node, lab),
             FaultCmd::Restart { node, lab } => {

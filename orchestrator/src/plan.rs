@@ -41,6 +41,9 @@ pub struct Plan {
     pub links: Vec<LinkPlan>,
     /// Tiles per agent process (see [`Topology::tiles_per_process`]); 1: one per node.
     pub tiles_per_process: usize,
+    /// The thermal subsystem every agent gets (issue 15); `None`: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thermal: Option<lightcone_core::heat::config::ThermalConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -201,6 +204,7 @@ pub fn plan(topo: &Topology) -> Plan {
         nodes,
         links,
         tiles_per_process: topo.tiles_per_process.max(1),
+        thermal: topo.thermal.clone(),
     }
 }
 
@@ -261,6 +265,7 @@ impl Plan {
             epoch_monotonic_ns: None,
             time: self.time_config(id),
             boot: lightcone_core::wire::FIRST_EPOCH,
+            thermal: self.thermal.clone(),
         }
     }
 

@@ -166,6 +166,7 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
         .route("/api/links/{a}/{b}/{what}", post(api::api_link_state))
         .route("/api/nodes/{node}/clock", post(api::api_node_clock))
         .route("/api/nodes/{node}/byzantine", post(api::api_node_byzantine))
+        .route("/api/nodes/{node}/task", post(api::api_node_task))
         .route("/api/nodes/{node}/{what}", post(api::api_node_fault))
         .route("/api/shutdown", post(api::api_shutdown))
         .route("/api/partition", post(api::api_partition))

@@ -325,3 +325,36 @@ fn byzantine_and_clock_faults_reach_the_core_as_commands() {
         o.verdicts
     );
 }
+
+/// Issue 15: the shipped thermal-surge scenario passes in the twin with each of its
+/// expectations measured, and each fails with an impossible bound on the same run.
+#[test]
+fn thermal_surge_passes_and_each_expectation_fails_on_an_impossible_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = root().join("topologies/scenarios/thermal-surge.yaml");
+    let o = sim(&shipped, None, &tmp.path().join("surge"));
+    assert!(o.passed, "{:?}", o.verdicts);
+    for e in ["thermal_load_max", "throttle_lag", "sla_violations"] {
+        let v = o
+            .verdicts
+            .iter()
+            .find(|v| v.expectation.starts_with(e))
+            .unwrap();
+        assert!(v.pass && v.value.is_some(), "{v:?}");
+    }
+    let src = std::fs::read_to_string(&shipped).unwrap();
+    let (head, _) = src.split_once("expect:").unwrap();
+    let impossible = tmp.path().join("impossible.yaml");
+    std::fs::write(
+        &impossible,
+        format!("{head}expect:\n  - thermal_load_max <= 10%\n  - throttle_lag <= 1ms\n  - sla_violations == 0\n"),
+    )
+    .unwrap();
+    let o = sim(&impossible, None, &tmp.path().join("impossible"));
+    assert!(!o.passed);
+    assert!(
+        o.verdicts.iter().all(|v| !v.pass && v.value.is_some()),
+        "{:?}",
+        o.verdicts
+    );
+}

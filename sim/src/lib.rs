@@ -252,6 +252,8 @@ pub struct Sim {
     /// Per node, the RNG seed its configuration gives ([`Sim::from_configs`]); `None`: the
     /// harness derives it from the simulation's seed.
     node_seeds: Option<Vec<u64>>,
+    /// The thermal subsystem every node runs (issue 15); `None`: off.
+    heat: Option<lightcone_core::heat::config::ThermalConfig>,
     /// Events taken off the queue so far (deliveries, wake-ups, boots).
     processed: u64,
 }
@@ -392,6 +394,7 @@ impl Sim {
             shaped: shaped::Shaped::default(),
             node_seeds: None,
             processed: 0,
+            heat: None,
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -514,8 +517,51 @@ impl Sim {
             shaped: shaped::Shaped::default(),
             node_seeds: Some(configs.iter().map(|c| c.seed).collect()),
             processed: 0,
+            heat: first.thermal.clone(),
         };
+        if let Some(t) = &sim.heat {
+            for c in configs {
+                lightcone_core::heat::machine::Heat::new(t, c.id, &sim.dir, Instant::ZERO)
+                    .map_err(|e| SimError::Config {
+                        node: c.id,
+                        error: e.into(),
+                    })?;
+            }
+        }
         for i in 0..n as u32 {
+            sim.boot(i);
+        }
+        Ok(sim)
+    }
+
+    /// Like [`Sim::new`], with the thermal subsystem on every node (issue 15), each node at
+    /// `radius_au(its address)` from the star. Refused (a message) when `cfg` does not fit.
+    pub fn with_heat(
+        topo: &Topo,
+        seed: u64,
+        params: Params,
+        cfg: lightcone_core::heat::config::ThermalConfig,
+        radius_au: impl Fn(&HierAddr) -> f64,
+    ) -> Result<Sim, String> {
+        let mut sim = Sim::new(topo, seed, params);
+        let mut dir = (*sim.dir).clone();
+        for e in &mut dir.peers {
+            e.position_au = [radius_au(&e.addr), 0.0, 0.0];
+        }
+        for i in 0..sim.len() as u32 {
+            lightcone_core::heat::machine::Heat::new(&cfg, i, &dir, Instant::ZERO)
+                .map_err(|e| format!("node {i}: {e}"))?;
+        }
+        sim.dir = Arc::new(dir);
+        sim.heat = Some(cfg);
+        // Boot again with heat: what the first boots sent never happened.
+        sim.queue.clear();
+        sim.events.clear();
+        for i in 0..sim.len() as u32 {
+            sim.crash(i);
+            sim.boots[i as usize] = 0;
+        }
+        for i in 0..sim.len() as u32 {
             sim.boot(i);
         }
         Ok(sim)
@@ -574,6 +620,11 @@ impl Sim {
             let clock = NodeClock::new(c.clone(), self.now.as_nanos())
                 .expect("harness clock configurations are valid");
             node = node.with_time(TimeLayer::new(clock, self.sky.clone()));
+        }
+        if let Some(t) = &self.heat {
+            node = node
+                .with_heat(t, self.now)
+                .expect("thermal configurations are checked before the first boot");
         }
         let mut out = self.outbox();
         let call = self.begin_call();

@@ -75,6 +75,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 epoch_monotonic_ns: None,
                 time: None,
                 boot: 1,
+                thermal: None,
             }
         })
         .collect();

@@ -11,6 +11,7 @@ mod probe;
 mod run;
 mod simulate;
 mod status;
+mod task;
 mod tools;
 mod up;
 
@@ -23,6 +24,7 @@ pub(crate) use probe::cmd_probe;
 pub(crate) use run::cmd_run;
 pub(crate) use simulate::cmd_simulate;
 pub(crate) use status::cmd_status;
+pub(crate) use task::cmd_task_submit;
 pub(crate) use tools::{cmd_completions, cmd_doctor};
 pub(crate) use up::{cmd_supervise, cmd_up, parse_time_scale};
 

@@ -57,6 +57,13 @@ pub enum Action {
         node: String,
         behaviour: ByzantineFault,
     },
+    /// Submit `count` tasks to a node (issue 15: the thermal subsystem places them under
+    /// leases).
+    Task {
+        node: String,
+        count: u32,
+        spec: lightcone_core::heat::task::TaskSpec,
+    },
 }
 
 impl Action {
@@ -112,6 +119,12 @@ impl Action {
             Action::Byzantine { node, behaviour } => {
                 format!("byzantine {node}: {}", behaviour.names().join(", "))
             }
+            Action::Task { node, count, spec } => format!(
+                "task {node}: {count} × {} units for {}, {:?}",
+                spec.compute,
+                units::fmt_ns(spec.duration_ns),
+                spec.class
+            ),
         }
     }
     /// Kind name for events and plot markers.
@@ -128,6 +141,7 @@ impl Action {
             Action::Clock { .. } => "clock",
             Action::Byzantine { behaviour, .. } if behaviour.is_honest() => "honest",
             Action::Byzantine { .. } => "byzantine",
+            Action::Task { .. } => "task",
         }
     }
 

@@ -255,6 +255,15 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     | Action::Byzantine { node: n, .. } => {
                         node(line, n)?;
                     }
+                    Action::Task { node: n, .. } => {
+                        node(line, n)?;
+                        if topo.thermal.is_none() {
+                            return Err(ExpandError {
+                                line,
+                                message: "task needs the thermal subsystem: the topology has no `thermal:` section".into(),
+                            });
+                        }
+                    }
                     Action::Clock { node: n, fault } => {
                         node(line, n)?;
                         let is_authority = topo.node_index(n).is_some_and(|i| {

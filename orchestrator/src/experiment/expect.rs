@@ -98,6 +98,10 @@ pub enum Metric {
     WorkloadLocality,
     ProtocolLocality,
     PulsarMissedNodes,
+    /// Issue 15 (`experiment/thermal.rs`).
+    ThermalLoadMax,
+    ThrottleLag,
+    SlaViolations,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +112,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 15] = [
+    pub const ALL: [Metric; 18] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -124,6 +128,9 @@ impl Metric {
         Metric::WorkloadLocality,
         Metric::ProtocolLocality,
         Metric::PulsarMissedNodes,
+        Metric::ThermalLoadMax,
+        Metric::ThrottleLag,
+        Metric::SlaViolations,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -142,6 +149,9 @@ impl Metric {
             Metric::WorkloadLocality => "workload_locality",
             Metric::ProtocolLocality => "protocol_locality",
             Metric::PulsarMissedNodes => "pulsar_missed_nodes",
+            Metric::ThermalLoadMax => "thermal_load_max",
+            Metric::ThrottleLag => "throttle_lag",
+            Metric::SlaViolations => "sla_violations",
         }
     }
     fn kind(&self) -> Kind {
@@ -149,18 +159,21 @@ impl Metric {
             Metric::DetectionTime
             | Metric::ConvergedAfterHeal
             | Metric::TimerLatenessP99
-            | Metric::QuarantineTime => Kind::Duration,
+            | Metric::QuarantineTime
+            | Metric::ThrottleLag => Kind::Duration,
             Metric::Locality
             | Metric::Overhead
             | Metric::TimeCoverage
             | Metric::MessageDelivery
             | Metric::WorkloadLocality
-            | Metric::ProtocolLocality => Kind::Fraction,
+            | Metric::ProtocolLocality
+            | Metric::ThermalLoadMax => Kind::Fraction,
             Metric::CausalAnomalies
             | Metric::AcknowledgedWritesLost
             | Metric::TimeAlarmedNodes
             | Metric::FalseQuarantines
-            | Metric::PulsarMissedNodes => Kind::Count,
+            | Metric::PulsarMissedNodes
+            | Metric::SlaViolations => Kind::Count,
         }
     }
     /// Format a value of this metric (seconds, fraction or count).
@@ -1391,6 +1404,9 @@ impl Recording {
             Metric::QuarantineTime => self.quarantine_time(),
             Metric::FalseQuarantines => self.false_quarantines(),
             Metric::MessageDelivery => self.message_delivery(),
+            Metric::ThermalLoadMax => self.thermal_load_max(),
+            Metric::ThrottleLag => self.throttle_lag(),
+            Metric::SlaViolations => self.sla_violations(),
         }
     }
 }

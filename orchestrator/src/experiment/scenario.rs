@@ -34,6 +34,7 @@ pub const VERBS: &[&str] = &[
     "stratum0_compromise",
     "pulsar_loss",
     "byzantine",
+    "task",
 ];
 
 /// Where the lab's topology comes from.
@@ -185,6 +186,69 @@ impl Reader {
                 None
             }
         }
+    }
+
+    /// `task: {node: N, compute: 10, duration: 600s, class: hot|cold, count: 1,
+    /// memory_mib: 0, bandwidth_mbps: 0}`: tasks submitted to one node (issue 15).
+    fn task_verb(&mut self, v: &Node) -> Option<Verb> {
+        const F: &[&str] = &[
+            "node",
+            "compute",
+            "duration",
+            "class",
+            "count",
+            "memory_mib",
+            "bandwidth_mbps",
+        ];
+        let f = self.fields(v, F, "task")?;
+        let nn = self.required(&f, "node", v.pos, "task")?;
+        let node = self.name(nn, "node")?;
+        let c = self.required(&f, "compute", v.pos, "task")?;
+        let compute = self.uint(c, "compute", 1_000_000)? as u32;
+        if compute == 0 {
+            self.d.error(c.pos, "compute must be at least 1 unit");
+            return None;
+        }
+        let d = self.required(&f, "duration", v.pos, "task")?;
+        let duration_ns = self.duration(d, "duration")?;
+        if !(1_000_000..=30 * 86_400 * 1_000_000_000).contains(&duration_ns) {
+            self.d
+                .error(d.pos, "duration must be 1ms to 30 days (emulated)");
+            return None;
+        }
+        let cl = self.required(&f, "class", v.pos, "task")?;
+        let class = self.choice(cl, "class", &["hot", "cold"], |s| match s {
+            "hot" => Some(lightcone_core::heat::task::TaskClassName::Hot),
+            "cold" => Some(lightcone_core::heat::task::TaskClassName::Cold),
+            _ => None,
+        })?;
+        let count = match Self::get(&f, "count") {
+            Some(n) => match self.uint(n, "count", 1024)? {
+                0 => {
+                    self.d.error(n.pos, "count must be 1 to 1024");
+                    return None;
+                }
+                k => k as u32,
+            },
+            None => 1,
+        };
+        let mib = |r: &mut Reader, k: &str| match Self::get(&f, k) {
+            Some(n) => r.uint(n, k, u64::from(u32::MAX)).map(|x| x as u32),
+            None => Some(0),
+        };
+        let memory_mib = mib(self, "memory_mib")?;
+        let bandwidth_mbps = mib(self, "bandwidth_mbps")?;
+        Some(Verb::Once(Action::Task {
+            node,
+            count,
+            spec: lightcone_core::heat::task::TaskSpec {
+                compute,
+                memory_mib,
+                bandwidth_mbps,
+                duration_ns,
+                class,
+            },
+        }))
     }
 
     fn selectors(&mut self, n: &Node, what: &str) -> Option<Vec<Selector>> {
@@ -707,6 +771,7 @@ impl Reader {
                     }
                 }
             }
+            "task" => self.task_verb(v),
             other => {
                 let _ = pos;
                 self.d

@@ -212,6 +212,11 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
             "clocks",
             "agents keep a clock only when the topology has a stratum-0 authority (`role: authority`, or `authorities:` in `generate`)",
         ),
+        Metric::ThermalLoadMax | Metric::ThrottleLag | Metric::SlaViolations => (
+            topo.thermal.is_some(),
+            "the thermal subsystem",
+            "add a `thermal:` section to the topology (see lightcone-topology.schema.json)",
+        ),
         Metric::Locality
         | Metric::ProtocolLocality
         | Metric::TimerLatenessP99

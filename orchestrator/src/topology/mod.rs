@@ -10,6 +10,7 @@
 
 pub mod generator;
 mod read;
+mod thermal;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -81,6 +82,8 @@ pub struct Topology {
     /// Tiles hosted by one agent process (`agents: {tiles_per_process: N}`; 1: one process
     /// per node). Nodes go to processes in plan order, so a generated cell's tiles share one.
     pub tiles_per_process: usize,
+    /// The `thermal:` section (issue 15), checked against the layers' radii; `None`: off.
+    pub thermal: Option<lightcone_core::heat::config::ThermalConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,7 @@ const TOP_FIELDS: &[&str] = &[
     "links",
     "generate",
     "agents",
+    "thermal",
 ];
 const NODE_FIELDS: &[&str] = &["position", "role", "layer", "cluster", "cell"];
 const LINK_FIELDS: &[&str] = &[
@@ -1004,6 +1005,10 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
     if links.len() as u64 > pool.capacity_links() {
         r.d.error_help(pool_pos, format!("address pool {pool} holds {} link subnets (/31 each) but the lab has {} links", pool.capacity_links(), links.len()), "use a larger pool under `addressing: {pool: …}` (the default 198.18.0.0/15 holds 65536 links)");
     }
+    let thermal = match get("thermal") {
+        Some(t) if r.d.is_empty() => super::thermal::read(&mut r, t, &nodes),
+        _ => None,
+    };
     if r.d.is_empty() {
         Ok(Topology {
             name,
@@ -1013,6 +1018,7 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
             nodes,
             links,
             tiles_per_process,
+            thermal,
         })
     } else {
         Err(r.d)

@@ -478,6 +478,13 @@ impl Twin {
                 self.command(i, node, &Command::Byzantine(b))
             }
             Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
+            Action::Task { node, count, spec } => {
+                let i = self.id(node)?;
+                for _ in 0..*count {
+                    self.command(i, node, &Command::TaskSubmit(*spec))?;
+                }
+                Ok(())
+            }
         }
     }
 

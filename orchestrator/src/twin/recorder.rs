@@ -58,6 +58,17 @@ fn node_samples(sim: &mut Sim, i: u32, name: &str) -> (Samples, Samples) {
             v as f64,
         ));
     }
+    if let Some(h) = sim.node(i).and_then(|n| n.heat()) {
+        let values = h.stats(sim.now()).metric_values();
+        for ((metric, _, counter), v) in lightcone_core::heat::machine::METRICS.iter().zip(values) {
+            let s = (metric.to_string(), labels(&[("node", name)]), v);
+            if *counter {
+                counters.push(s);
+            } else {
+                gauges.push(s);
+            }
+        }
+    }
     if let Some(t) = sim.time_metrics(i) {
         counters.push((
             "lightcone_time_alarms_total".into(),

@@ -25,7 +25,8 @@ pub(crate) fn record_injection(
         Action::Crash { node }
         | Action::Restart { node }
         | Action::Clock { node, .. }
-        | Action::Byzantine { node, .. } => Some(node.clone()),
+        | Action::Byzantine { node, .. }
+        | Action::Task { node, .. } => Some(node.clone()),
         _ => None,
     };
     let groups = match action {
@@ -151,6 +152,9 @@ fn play(api: &Client, a: &Action) -> Result<(), String> {
         Action::Clock { node, fault } => api.clock(node, &fault.request()).map(drop),
         Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
         Action::Byzantine { node, behaviour } => api.byzantine(node, behaviour.names()).map(drop),
+        Action::Task { node, count, spec } => {
+            (0..*count).try_for_each(|_| api.task_submit(node, spec).map(drop))
+        }
     };
     r.map_err(|e| e.to_string())
 }

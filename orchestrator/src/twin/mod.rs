@@ -19,6 +19,7 @@
 pub mod config;
 mod driver;
 mod recorder;
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant as WallInstant;
@@ -61,6 +62,10 @@ pub struct Figures {
     pub trace_hash: String,
     /// How the links are carried ([`config::LINK_MODEL`]).
     pub link_model: String,
+    /// What a poll round recorded, when not every node's whole view (systems above
+    /// [`recorder::FULL_RECORD_MAX`] nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
 }
 
 /// Host figures of one simulation: not deterministic, kept out of `report.json`.
@@ -156,6 +161,10 @@ pub fn simulate(
             })?;
     }
     let mut twin = driver::Twin::new(sim, &plan, &timeline);
+    progress(&format!(
+        "recording: {}",
+        twin.rec.scope.describe(configs.len())
+    ));
     twin.warm_up(&mut progress);
     twin.play(&timeline, sc.duration_ns, sc.seed, &mut progress);
     twin.final_reads();
@@ -195,6 +204,7 @@ pub fn simulate(
         datagrams_lost: twin.sim.lost,
         trace_hash: twin.sim.trace_hash(),
         link_model: config::LINK_MODEL.into(),
+        recording: (!twin.rec.scope.full).then(|| twin.rec.scope.describe(configs.len())),
     };
     rundir::write(
         &dir,

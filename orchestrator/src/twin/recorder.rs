@@ -237,6 +237,8 @@ pub(super) struct Recorder {
     carried: BTreeMap<(String, Labels), f64>,
     /// What crashed nodes had counted of locality, as numbers.
     carried_locality: LocalityTally,
+    /// Frames crashed nodes had signed and verified.
+    carried_auth: [u64; 2],
     round: u32,
     /// The samples at the start of the timeline: the baseline of the final verdicts.
     pub start: Samples,
@@ -252,6 +254,7 @@ impl Recorder {
             series: Vec::new(),
             carried: BTreeMap::new(),
             carried_locality: LocalityTally::default(),
+            carried_auth: [0; 2],
             round: 0,
             start: Samples::new(),
             start_locality: Samples::new(),
@@ -296,6 +299,22 @@ impl Recorder {
             *self.carried.entry((m, l)).or_default() += v;
         }
         add_locality(sim, i, &mut self.carried_locality);
+        if let Some(n) = sim.node(i) {
+            let a = n.counters().auth_ops;
+            self.carried_auth = [self.carried_auth[0] + a[0], self.carried_auth[1] + a[1]];
+        }
+    }
+
+    /// Frames signed and verified so far by every node (carried over crashes).
+    pub fn auth_ops(&self, sim: &Sim, n: usize) -> [u64; 2] {
+        let mut t = self.carried_auth;
+        for i in 0..n as u32 {
+            if let Some(node) = sim.node(i) {
+                let a = node.counters().auth_ops;
+                t = [t[0] + a[0], t[1] + a[1]];
+            }
+        }
+        t
     }
 
     /// One poll round at `t_s` seconds since the timeline's start; `links` are the watched

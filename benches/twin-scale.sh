@@ -5,7 +5,8 @@
 # time each, and per size one line: wall time, events processed, events/s, peak RSS.
 #
 #   benches/twin-scale.sh [SIZE...]        default sizes: 10000 100000 1000000
-#   DURATION=600s  virtual time per run (the 10 emulated minutes)
+#   DURATION=600s  virtual time per run (the 10 emulated minutes; at least 50s:
+#                  the timeline's last step is at 45 s, the load runs to 50 s)
 #   CAP_S=...      wall-time cap per run, s (default: 10^4 3600, 10^5 600, 10^6 3600, the
 #                  issue's targets for 10^5 and 10^6); a capped run is killed and its line
 #                  says how far it got (virtual time and events from its progress lines)

@@ -111,8 +111,13 @@ for n in "${SIZES[@]}"; do
     verdict=$(grep -m1 '"passed"' "$WORK/$n.json" | sed 's/.*: *//; s/,//')
   else
     last=$(grep -E 'events processed' "$WORK/$n.err" | tail -1)
-    ev=$(echo "$last" | sed -E 's/.* ([0-9]+) events processed.*/\1/')
-    virt="$(echo "$last" | sed -E 's/^\[ *([^ ]+) virtual\].*/\1/') of the timeline"
+    if [ -n "$last" ]; then
+      ev=$(echo "$last" | sed -E 's/.* ([0-9]+) events processed.*/\1/')
+      virt="$(echo "$last" | sed -E 's/^\[ *([^ ]+) virtual\].*/\1/')_of_the_timeline"
+    else
+      ev=0
+      virt="-"
+    fi
     verdict="-"
   fi
   [ -z "$ev" ] && ev=0

@@ -168,6 +168,9 @@ pub struct Counters {
     pub datagrams: BTreeMap<(Direction, Outcome), u64>,
     pub bytes: BTreeMap<Direction, u64>,
     pub by_kind_tx: BTreeMap<&'static str, u64>,
+    /// Frame authentication operations: `[signed, verified]` (what the digital twin's
+    /// modelled crypto accounts for).
+    pub auth_ops: [u64; 2],
 }
 
 impl Counters {

@@ -306,6 +306,16 @@ impl Membership {
             })
             .collect()
     }
+    /// One member's entry as [`view`](Self::view) lists it (`None`: not a member), without
+    /// listing the whole cell (the twin's recorder reads a few members of many nodes).
+    pub fn member_view(&self, node: u32) -> Option<MemberView> {
+        self.members.get(&node).map(|m| MemberView {
+            id: node,
+            state: m.state,
+            incarnation: m.incarnation,
+            since_emulated_s: m.since.as_secs_f64(),
+        })
+    }
     /// Members currently alive or suspect, sorted.
     pub fn active(&self) -> &[u32] {
         &self.active

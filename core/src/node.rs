@@ -1296,6 +1296,7 @@ impl Node {
             return Err(WireError::BadDestination(4));
         }
         let entry = self.dir.get(h.src).ok_or(WireError::UnknownSender)?;
+        self.counters.auth_ops[1] += 1;
         frame.verify_with(&entry.key, self.params.auth)?;
         // Epochs and the window change only after the signature holds, so forgeries
         // cannot move them.
@@ -1645,6 +1646,7 @@ impl Node {
                 },
             };
             let bytes = wire::encode_with(&header, &payload, &self.key, self.params.auth);
+            self.counters.auth_ops[0] += 1;
             let acct = if dst == Dest::Link {
                 Dest::Node(next)
             } else {

@@ -87,6 +87,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                     asymmetry_bound_s: 1e-3,
                     sky_seed: 9,
                 }),
+                thermal: None,
             };
             let f = dir.join(format!("t{i}.json"));
             std::fs::write(&f, serde_json::to_vec(&cfg).unwrap()).unwrap();

@@ -141,6 +141,11 @@ enum Cmd {
         /// Print the outcome as JSON on stdout (progress goes to stderr).
         #[arg(long)]
         json: bool,
+        /// Signatures: `real` (Ed25519 on every frame), `modelled` (exact outcome for
+        /// honest frames, forged ones rejected, Ed25519's measured cost accounted), or
+        /// `auto`: real up to 1,000 nodes, modelled above.
+        #[arg(long, default_value = "auto")]
+        crypto: lightcone::twin::crypto::CryptoMode,
     },
     /// Check that this machine can run labs: privileges, namespaces, veth, netem,
     /// AF_PACKET, descriptors, binaries, leftovers; says which link engine `auto` picks.
@@ -381,7 +386,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             seed,
             out,
             json,
-        } => cli::cmd_simulate(scenario, seed, out, json),
+            crypto,
+        } => cli::cmd_simulate(scenario, seed, out, json, crypto),
         Cmd::Exec { lab, node, cmd } => cli::cmd_exec(lab, node, cmd),
         Cmd::Link { action } => cli::cmd_link(action),
         Cmd::Task {

@@ -15,6 +15,7 @@ pub(crate) fn cmd_simulate(
     seed: Option<u64>,
     out: Option<PathBuf>,
     json: bool,
+    crypto: lightcone::twin::crypto::CryptoMode,
 ) -> Result<(), Failure> {
     use lightcone::twin;
     // The same checks and the same located errors as `run`, before anything is built.
@@ -23,6 +24,7 @@ pub(crate) fn cmd_simulate(
         scenario,
         seed,
         out,
+        crypto,
     };
     let mut progress = Renderer::default();
     // Progress always goes to stderr: stdout holds the verdicts (or the JSON).
@@ -30,8 +32,22 @@ pub(crate) fn cmd_simulate(
     drop(progress);
     let f = &o.simulation;
     let h = &o.host;
+    let tally = h
+        .crypto_tally
+        .as_ref()
+        .map(|t| {
+            format!(
+                "; modelled signatures: {} signed, {} verified, {:.1} s of CPU with Ed25519 here ({:.1} µs a sign, {:.1} µs a verify)",
+                t.signed,
+                t.verified,
+                t.ed25519_cpu_s,
+                t.ed25519_sign_s * 1e6,
+                t.ed25519_verify_s * 1e6
+            )
+        })
+        .unwrap_or_default();
     let figures = format!(
-        "simulated {:.1} s virtual of {} nodes in {:.2} s wall: {} events, {:.0} events/s, peak RSS {}; seed {}, crypto {}; trace {}",
+        "simulated {:.1} s virtual of {} nodes in {:.2} s wall: {} events, {:.0} events/s, peak RSS {}; seed {}, crypto {}; trace {}{tally}",
         f.virtual_s,
         f.nodes,
         h.wall_s,

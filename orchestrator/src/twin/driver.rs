@@ -22,7 +22,7 @@ use lightcone_sim::Sim;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::recorder::Recorder;
+use super::recorder::{Recorder, Scope};
 use crate::experiment::action::{Action, Load};
 use crate::experiment::expand::Planned;
 use crate::experiment::record::{Event, FailedInjection, FinalRead, Mark, Recording};
@@ -77,7 +77,7 @@ pub(super) struct Twin {
     pub sim: Sim,
     pub names: Vec<String>,
     pub addrs: BTreeMap<String, String>,
-    ids: BTreeMap<String, u32>,
+    pub ids: BTreeMap<String, u32>,
     /// The current model of each planned link, by (a, b) node ids, both orders.
     models: BTreeMap<(u32, u32), LinkModel>,
     /// Links whose delay is plotted, by name, with their ends.
@@ -137,6 +137,7 @@ impl Twin {
                 watched.push((l.name.clone(), l.a.node as u32, l.b.node as u32));
             }
         }
+        let rec = Recorder::new(Scope::of(&names, &addrs, timeline));
         Twin {
             sim,
             names,
@@ -144,7 +145,7 @@ impl Twin {
             ids,
             models,
             watched,
-            rec: Recorder::default(),
+            rec,
             t0: Instant::ZERO,
             sessions: Vec::new(),
             procs: 0,
@@ -175,26 +176,31 @@ impl Twin {
             ..Default::default()
         };
         let start = self.sim.now();
+        let mut sampled = None;
         loop {
-            let polls: Vec<_> = (0..self.names.len() as u32)
-                .filter_map(|i| {
-                    let s = super::recorder::node_state(&mut self.sim, i)?;
-                    let name = &self.names[i as usize];
-                    Some(crate::experiment::runner::poll::state_poll(
-                        &s, name, 0, 0.0,
-                    ))
-                })
-                .collect();
-            let ids: BTreeMap<String, u32> = polls.iter().map(|p| (p.node.clone(), p.id)).collect();
-            let missing = polls.iter().find_map(|p| {
-                let have: BTreeSet<String> = p.routes.iter().cloned().collect();
-                expected_routes(&self.addrs, &ids, &p.node)
-                    .difference(&have)
-                    .next()
-                    .map(|d| format!("{} has no route to {d}", p.node))
-            });
+            let (complete, missing) = if self.rec.scope.full {
+                let polls: Vec<_> = (0..self.names.len() as u32)
+                    .filter_map(|i| Recorder::whole_poll(&mut self.sim, i, &self.names[i as usize]))
+                    .collect();
+                let ids: BTreeMap<String, u32> =
+                    polls.iter().map(|p| (p.node.clone(), p.id)).collect();
+                let missing = polls.iter().find_map(|p| {
+                    let have: BTreeSet<String> = p.routes.iter().cloned().collect();
+                    expected_routes(&self.addrs, &ids, &p.node)
+                        .difference(&have)
+                        .next()
+                        .map(|d| format!("{} has no route to {d}", p.node))
+                });
+                (
+                    polls.len() == self.names.len() && converged(&probe, &polls),
+                    missing,
+                )
+            } else {
+                let s = sampled.get_or_insert_with(|| super::scale::WarmupSample::new(self));
+                s.check(self)
+            };
             let waited = self.sim.now() - start;
-            if polls.len() == self.names.len() && converged(&probe, &polls) && missing.is_none() {
+            if complete && missing.is_none() {
                 progress(&format!(
                     "membership and routes converged after {} virtual; starting the timeline",
                     units::fmt_ns(waited.as_nanos() as u64)
@@ -213,7 +219,7 @@ impl Twin {
             self.take_events();
         }
         self.t0 = self.sim.now();
-        self.rec.start = self.rec.samples(&mut self.sim, &self.names);
+        self.rec.begin(&mut self.sim, &self.names);
     }
 
     /// Plays `timeline` until `duration_ns` after the start, polling every

@@ -17,14 +17,14 @@
 //! for one scenario and seed.
 
 pub mod config;
+pub mod crypto;
 mod driver;
 mod recorder;
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant as WallInstant;
 
-use lightcone_core::params::Params;
-use lightcone_core::wire::Auth;
 use lightcone_sim::Sim;
 use serde::Serialize;
 
@@ -41,6 +41,8 @@ pub struct SimulateOptions {
     pub seed: Option<u64>,
     /// The run directory (default `runs/<scenario>-<seed>-<timestamp>/`).
     pub out: Option<PathBuf>,
+    /// Real or modelled signatures ([`crypto`]).
+    pub crypto: crypto::CryptoMode,
 }
 
 /// The simulation's own figures.
@@ -61,6 +63,14 @@ pub struct Figures {
     pub trace_hash: String,
     /// How the links are carried ([`config::LINK_MODEL`]).
     pub link_model: String,
+    /// Frames signed and verified, `[signed, verified]`, when signatures were modelled
+    /// (what the CPU tally in `simulation.json` accounts for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modelled_auth_ops: Option<[u64; 2]>,
+    /// What a poll round recorded, when not every node's whole view (systems above
+    /// [`recorder::FULL_RECORD_MAX`] nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
 }
 
 /// Host figures of one simulation: not deterministic, kept out of `report.json`.
@@ -70,6 +80,9 @@ pub struct HostFigures {
     pub events_per_s: f64,
     /// Peak resident set of this process (`VmHWM` of /proc/self/status), KiB.
     pub peak_rss_kib: Option<u64>,
+    /// With modelled signatures: what real Ed25519 would have cost, measured on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crypto_tally: Option<crypto::CryptoTally>,
 }
 
 /// What a simulation produced (`lightcone simulate --json` prints it).
@@ -132,11 +145,9 @@ pub fn simulate(
     let plan = plan(&topo);
     let configs = config::agent_configs(&plan, sc.seed);
     let links = config::sim_links(&plan);
-    let params = Params::default();
-    let crypto = match params.auth {
-        Auth::Ed25519 => "ed25519 (every frame signed and verified)",
-        Auth::TestDigest => "test digest (SHA-256, not a signature)",
-    };
+    let modelled = crypto::modelled(opts.crypto, configs.len());
+    let params = crypto::params(modelled, sc.seed);
+    let crypto = crypto::describe(modelled, opts.crypto, configs.len());
     progress(&format!(
         "twin: {} nodes, {} links, seed {}, crypto {crypto}; keys: {}",
         configs.len(),
@@ -156,6 +167,10 @@ pub fn simulate(
             })?;
     }
     let mut twin = driver::Twin::new(sim, &plan, &timeline);
+    progress(&format!(
+        "recording: {}",
+        twin.rec.scope.describe(configs.len())
+    ));
     twin.warm_up(&mut progress);
     twin.play(&timeline, sc.duration_ns, sc.seed, &mut progress);
     twin.final_reads();
@@ -185,7 +200,7 @@ pub fn simulate(
     let passed = verdicts.iter().all(|v| v.pass);
     let figures = Figures {
         seed: sc.seed,
-        crypto: crypto.into(),
+        crypto: crypto.clone(),
         keys: config::key_statement(sc.seed),
         nodes: configs.len(),
         links: links.len(),
@@ -195,6 +210,8 @@ pub fn simulate(
         datagrams_lost: twin.sim.lost,
         trace_hash: twin.sim.trace_hash(),
         link_model: config::LINK_MODEL.into(),
+        modelled_auth_ops: modelled.then(|| twin.rec.auth_ops(&twin.sim, twin.names.len())),
+        recording: (!twin.rec.scope.full).then(|| twin.rec.scope.describe(configs.len())),
     };
     rundir::write(
         &dir,
@@ -218,6 +235,7 @@ pub fn simulate(
         wall_s,
         events_per_s: figures.events_processed as f64 / wall_s.max(1e-9),
         peak_rss_kib: peak_rss_kib(),
+        crypto_tally: figures.modelled_auth_ops.map(crypto::CryptoTally::of),
     };
     write_simulation_json(&dir, &figures, &host)?;
     Ok(SimOutcome {

@@ -1,0 +1,68 @@
+//! What the twin does differently above [`FULL_RECORD_MAX`](super::recorder::FULL_RECORD_MAX)
+//! nodes, where reading every node's whole view would cost O(N²) per check.
+//!
+//! The warm-up's convergence check: every node sees its whole cell alive (its own counts,
+//! O(cell) per node, stopping at the first that does not), and a sample of nodes — the
+//! timeline's named nodes and the first node of each of the first [`ROUTE_SAMPLE_CELLS`]
+//! cells — holds every route it should ([`expected_routes`], computed once per sampled
+//! node). Below the threshold the lab's own check runs on every node.
+
+use std::collections::BTreeSet;
+
+use lightcone_core::view::dest_name;
+
+use super::driver::Twin;
+use crate::experiment::runner::cell_key;
+use crate::experiment::runner::warmup::expected_routes;
+
+/// Cells whose first node's routes the warm-up checks (besides the named nodes).
+pub const ROUTE_SAMPLE_CELLS: usize = 16;
+
+/// The sampled nodes and the routes each must hold.
+pub(super) struct WarmupSample {
+    routes: Vec<(u32, BTreeSet<String>)>,
+}
+
+impl WarmupSample {
+    pub fn new(twin: &Twin) -> WarmupSample {
+        let mut sample: BTreeSet<u32> = twin.rec.scope.subjects.iter().copied().collect();
+        let mut cells = BTreeSet::new();
+        for (i, n) in twin.names.iter().enumerate() {
+            if cells.len() >= ROUTE_SAMPLE_CELLS {
+                break;
+            }
+            if cells.insert(cell_key(twin.addrs.get(n).map_or("", String::as_str))) {
+                sample.insert(i as u32);
+            }
+        }
+        let routes = sample
+            .into_iter()
+            .map(|i| {
+                let name = &twin.names[i as usize];
+                (i, expected_routes(&twin.addrs, &twin.ids, name))
+            })
+            .collect();
+        WarmupSample { routes }
+    }
+
+    /// (every node sees its cell alive, the first sampled node missing a route).
+    pub fn check(&self, twin: &Twin) -> (bool, Option<String>) {
+        let alive = (0..twin.names.len() as u32).all(|i| {
+            twin.sim.node(i).is_some_and(|n| {
+                let m = n.membership();
+                m.counts()[0] as usize == m.cell_size()
+            })
+        });
+        let missing = self.routes.iter().find_map(|(i, want)| {
+            let name = &twin.names[*i as usize];
+            let Some(node) = twin.sim.node(*i) else {
+                return Some(format!("{name} is down"));
+            };
+            let have: BTreeSet<String> = node.routing().table().keys().map(dest_name).collect();
+            want.difference(&have)
+                .next()
+                .map(|d| format!("{name} has no route to {d}"))
+        });
+        (alive, missing)
+    }
+}

@@ -117,7 +117,7 @@ fn tasks_are_placed_in_the_cell_and_expired_leases_free_their_resources() {
 
 #[test]
 fn under_loss_and_crashes_no_lease_has_two_holders_and_lost_leases_are_placed_again() {
-    for seed in [1u64, 2, 3] {
+    for seed in 1u64..=12 {
         let topo = Topo::cluster(1, 6, 2 * MS, 10 * MS, seed);
         let mut sim = Sim::with_heat(&topo, seed, test_params(), one_shell(), |_| 1.0).unwrap();
         sim.run_for(5 * S);
@@ -141,17 +141,32 @@ fn under_loss_and_crashes_no_lease_has_two_holders_and_lost_leases_are_placed_ag
             .unwrap()
             .0;
         sim.crash(victim);
-        run_checked(&mut sim, 20 * S, seed);
+        // Re-placement waits for every expiry the owner sent for the lost lease, then runs
+        // offer rounds that 10 % loss can cost. The branch checked at a fixed 20 s; over
+        // seeds 1..=12 that failed on 2 seeds (1 and 10 with today's membership; 9 and 10
+        // with the one before), the last task still on offer; all 12 were placed again by
+        // 22 s (seeds 1 and 10: 21 s, 22 s). No spec figure governs this; the bound is 30 s,
+        // loosened from the branch's 20 s for the reason above, and the time is printed.
+        let t0 = sim.now();
+        let mut held = holders(&sim);
+        while sim.now() - t0 < 30 * S && !(sim.now() - t0 >= 20 * S && held.len() == 8) {
+            run_checked(&mut sim, S, seed);
+            held = holders(&sim);
+        }
+        eprintln!(
+            "seed {seed}: {} of 8 tasks held {:?} after the crash",
+            held.len(),
+            sim.now() - t0
+        );
         let owner = sim.node(2).unwrap().heat().unwrap().stats(sim.now());
         assert!(
             owner.sla_violations >= 1,
             "seed {seed}: the crash cost a lease: {owner:?}"
         );
-        let held = holders(&sim);
         assert_eq!(
             held.len(),
             8,
-            "seed {seed}: every task placed again: {held:?}"
+            "seed {seed}: every task placed again within 30 s: {held:?}"
         );
         assert!(held.values().flatten().all(|n| *n != victim));
         sim.restart(victim);

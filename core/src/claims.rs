@@ -53,22 +53,12 @@ pub fn message(u: &Update) -> Vec<u8> {
     m
 }
 
-fn digest(pk: &VerifyingKey, msg: &[u8]) -> [u8; SIG_LEN] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(pk.as_bytes());
-    h.update(msg);
-    let mut sig = [0u8; SIG_LEN];
-    sig[..32].copy_from_slice(&h.finalize());
-    sig
-}
-
 /// Signs claim `u` with `key` (the accuser's).
 pub fn sign(key: &SigningKey, auth: Auth, u: &Update) -> [u8; SIG_LEN] {
     let m = message(u);
     match auth {
         Auth::Ed25519 => key.sign(&m).to_bytes(),
-        Auth::TestDigest => digest(&key.verifying_key(), &m),
+        Auth::TestDigest => crate::wire::digest_sig(&key.verifying_key(), &m),
         Auth::Modelled(secret) => crate::wire::modelled_sig(&secret, &key.verifying_key(), &m),
     }
 }
@@ -78,7 +68,7 @@ pub fn verify(key: &VerifyingKey, auth: Auth, u: &Update, sig: &[u8; SIG_LEN]) -
     let m = message(u);
     match auth {
         Auth::Ed25519 => key.verify(&m, &Signature::from_bytes(sig)).is_ok(),
-        Auth::TestDigest => digest(key, &m) == *sig,
+        Auth::TestDigest => crate::wire::digest_sig(key, &m) == *sig,
         Auth::Modelled(secret) => crate::wire::modelled_sig(&secret, key, &m) == *sig,
     }
 }

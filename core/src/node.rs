@@ -1190,7 +1190,7 @@ impl Node {
             let mut any = false;
             for (d, (_, s, _)) in &self.summaries {
                 let child = match (child_level, d) {
-                    (0, Dest::Cell { .. }) | (1, Dest::Cluster { .. }) => scope_contains(&scope, d),
+                    (0, Dest::Cell { .. }) | (1, Dest::Cluster { .. }) => scope.holds_scope(d),
                     _ => false,
                 };
                 if child {
@@ -1697,19 +1697,4 @@ fn live_cell(me: u32, m: &Membership) -> Vec<u32> {
     v.sort_unstable();
     v.dedup();
     v
-}
-
-fn scope_contains(outer: &Dest, inner: &Dest) -> bool {
-    match (*outer, *inner) {
-        (
-            Dest::Cluster { layer, cluster },
-            Dest::Cell {
-                layer: l,
-                cluster: c,
-                ..
-            },
-        ) => layer == l && cluster == c,
-        (Dest::Layer { layer }, Dest::Cluster { layer: l, .. }) => layer == l,
-        _ => false,
-    }
 }

@@ -153,6 +153,22 @@ impl Dest {
             Dest::Node(_) | Dest::Link => false,
         }
     }
+    /// True when `inner` is the scope one level below this one and lies inside it (a cell
+    /// of this cluster, a cluster of this layer); summaries roll up along it.
+    pub fn holds_scope(&self, inner: &Dest) -> bool {
+        match (*self, *inner) {
+            (
+                Dest::Cluster { layer, cluster },
+                Dest::Cell {
+                    layer: l,
+                    cluster: c,
+                    ..
+                },
+            ) => layer == l && cluster == c,
+            (Dest::Layer { layer }, Dest::Cluster { layer: l, .. }) => layer == l,
+            _ => false,
+        }
+    }
     fn encode(&self) -> (u8, [u8; 8]) {
         let mut b = [0u8; 8];
         let tag = match *self {
@@ -754,7 +770,7 @@ pub(crate) fn modelled_sig(secret: &[u8; 32], pk: &VerifyingKey, msg: &[u8]) -> 
     sig
 }
 
-fn digest_sig(pk: &VerifyingKey, msg: &[u8]) -> [u8; SIG_LEN] {
+pub(crate) fn digest_sig(pk: &VerifyingKey, msg: &[u8]) -> [u8; SIG_LEN] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(pk.as_bytes());

@@ -478,7 +478,7 @@ impl Heat {
                 let child = matches!(
                     (child_is_cell, d),
                     (true, Dest::Cell { .. }) | (false, Dest::Cluster { .. })
-                ) && inside(&scope, d);
+                ) && scope.holds_scope(d);
                 if child && !self.stale(*at, now) {
                     add(&mut agg, s);
                     any = true;
@@ -947,21 +947,6 @@ fn earliest(a: u64, b: u64) -> u64 {
     match (a, b) {
         (0, x) | (x, 0) => x,
         (x, y) => x.min(y),
-    }
-}
-
-fn inside(outer: &Dest, inner: &Dest) -> bool {
-    match (outer, inner) {
-        (
-            Dest::Cluster { layer, cluster },
-            Dest::Cell {
-                layer: l,
-                cluster: c,
-                ..
-            },
-        ) => layer == l && cluster == c,
-        (Dest::Layer { layer }, Dest::Cluster { layer: l, .. }) => layer == l,
-        _ => false,
     }
 }
 

@@ -196,8 +196,15 @@ impl Twin {
                     missing,
                 )
             } else {
-                let s = sampled.get_or_insert_with(|| super::scale::WarmupSample::new(self));
-                s.check(self)
+                let s = sampled.get_or_insert_with(|| {
+                    super::scale::WarmupSample::new(
+                        &self.rec.scope.subjects,
+                        &self.names,
+                        &self.addrs,
+                        &self.ids,
+                    )
+                });
+                s.check(&self.names, &self.sim)
             };
             let waited = self.sim.now() - start;
             if complete && missing.is_none() {

@@ -7,13 +7,13 @@
 //! cells — holds every route it should ([`expected_routes`], computed once per sampled
 //! node). Below the threshold the lab's own check runs on every node.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lightcone_core::view::dest_name;
 
-use super::driver::Twin;
 use crate::experiment::runner::cell_key;
 use crate::experiment::runner::warmup::expected_routes;
+use lightcone_sim::Sim;
 
 /// Cells whose first node's routes the warm-up checks (besides the named nodes).
 pub const ROUTE_SAMPLE_CELLS: usize = 16;
@@ -24,38 +24,45 @@ pub(super) struct WarmupSample {
 }
 
 impl WarmupSample {
-    pub fn new(twin: &Twin) -> WarmupSample {
-        let mut sample: BTreeSet<u32> = twin.rec.scope.subjects.iter().copied().collect();
+    /// `subjects`: the timeline's named nodes (the recorder's scope); `names`, `addrs` and
+    /// `ids` as the twin holds them.
+    pub fn new(
+        subjects: &[u32],
+        names: &[String],
+        addrs: &BTreeMap<String, String>,
+        ids: &BTreeMap<String, u32>,
+    ) -> WarmupSample {
+        let mut sample: BTreeSet<u32> = subjects.iter().copied().collect();
         let mut cells = BTreeSet::new();
-        for (i, n) in twin.names.iter().enumerate() {
+        for (i, n) in names.iter().enumerate() {
             if cells.len() >= ROUTE_SAMPLE_CELLS {
                 break;
             }
-            if cells.insert(cell_key(twin.addrs.get(n).map_or("", String::as_str))) {
+            if cells.insert(cell_key(addrs.get(n).map_or("", String::as_str))) {
                 sample.insert(i as u32);
             }
         }
         let routes = sample
             .into_iter()
             .map(|i| {
-                let name = &twin.names[i as usize];
-                (i, expected_routes(&twin.addrs, &twin.ids, name))
+                let name = &names[i as usize];
+                (i, expected_routes(addrs, ids, name))
             })
             .collect();
         WarmupSample { routes }
     }
 
     /// (every node sees its cell alive, the first sampled node missing a route).
-    pub fn check(&self, twin: &Twin) -> (bool, Option<String>) {
-        let alive = (0..twin.names.len() as u32).all(|i| {
-            twin.sim.node(i).is_some_and(|n| {
+    pub fn check(&self, names: &[String], sim: &Sim) -> (bool, Option<String>) {
+        let alive = (0..names.len() as u32).all(|i| {
+            sim.node(i).is_some_and(|n| {
                 let m = n.membership();
                 m.counts()[0] as usize == m.cell_size()
             })
         });
         let missing = self.routes.iter().find_map(|(i, want)| {
-            let name = &twin.names[*i as usize];
-            let Some(node) = twin.sim.node(*i) else {
+            let name = &names[*i as usize];
+            let Some(node) = sim.node(*i) else {
                 return Some(format!("{name} is down"));
             };
             let have: BTreeSet<String> = node.routing().table().keys().map(dest_name).collect();

@@ -266,6 +266,11 @@ impl Metric {
                 0.0,
                 "design for 5%/year hardware loss: nothing acknowledged is lost",
             ),
+            Metric::ThermalLoadMax => f(
+                Cmp::Le,
+                0.90,
+                "thermal backpressure throttles inner layers when outer layers approach saturation (~90% thermal load)",
+            ),
             _ => None,
         }
     }

@@ -222,20 +222,20 @@ impl Heat {
         std::time::Duration::from_nanos(LEASE_INTERVALS * self.interval_ns)
     }
 
-    /// Compute units held by running leases.
-    fn in_use(&self, now: Instant) -> u32 {
+    /// The sum of one term over the leases running now.
+    fn held_sum(&self, now: Instant, term: impl Fn(&LeaseTerms) -> u32) -> u32 {
         self.held
             .values()
             .filter(|h| h.expiry > now)
-            .map(|h| h.terms.compute)
+            .map(|h| term(&h.terms))
             .sum()
     }
+    /// Compute units held by running leases.
+    fn in_use(&self, now: Instant) -> u32 {
+        self.held_sum(now, |t| t.compute)
+    }
     fn memory_in_use(&self, now: Instant) -> u32 {
-        self.held
-            .values()
-            .filter(|h| h.expiry > now)
-            .map(|h| h.terms.memory_mib)
-            .sum()
+        self.held_sum(now, |t| t.memory_mib)
     }
     fn power_w(&self, now: Instant) -> f64 {
         let work = self.params.power_per_unit_w * f64::from(self.in_use(now));

@@ -627,6 +627,31 @@ impl Membership {
         None
     }
 
+    /// A hint from the link layer: `n`, a direct neighbour, missed its keepalives. SWIM's
+    /// randomized round robin only bounds when `n` is next probed by one pass (n periods,
+    /// stretched by the local health multiplier), and a member beside a cut may be the only
+    /// one able to find a death at all: it is probed at the next period instead. The probe
+    /// is the ordinary one (direct, then through helpers, suspicion on failure): the hint
+    /// changes when, never what, so a neighbour that is merely quiet only gets probed early.
+    /// With no probe in flight the period starts now.
+    pub fn probe_next(&mut self, now: Instant, n: u32, timers: &mut Timers) {
+        if n == self.me || self.probe.as_ref().is_some_and(|p| p.target == n) {
+            return;
+        }
+        if self
+            .members
+            .get(&n)
+            .is_none_or(|m| m.state != MemberState::Alive)
+        {
+            return;
+        }
+        let at = self.probe_idx.min(self.probe_order.len());
+        self.probe_order.insert(at, n);
+        if self.probe.is_none() {
+            timers.set(TimerKey::ProbeTick, now);
+        }
+    }
+
     /// Protocol period: probe the next member.
     pub fn on_probe_tick(
         &mut self,

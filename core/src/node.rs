@@ -7,7 +7,7 @@
 //! randomness from a ChaCha8 generator seeded from the configuration, and every collection
 //! iterates in order, so one seed and one input sequence always give one output sequence.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ pub struct Node {
     heat: Option<crate::heat::machine::Heat>,
     /// Our membership incarnation and since when (for the watch's lie check).
     incarnation_since: (u64, Instant),
+    /// Neighbours already hinted to membership as quiet (cleared when heard again).
+    quiet_hinted: BTreeSet<u32>,
     /// Signatures of claims we verified, to relay them (watch `signed_claims`).
     claim_sigs: crate::claims::ClaimSigs,
     /// Our transparency log and the heads our cell gossips (watch `log_heads`).
@@ -209,6 +211,7 @@ impl Node {
             lie_cursor: 0,
             heat: None,
             incarnation_since: (0, now),
+            quiet_hinted: BTreeSet::new(),
             claim_sigs: Default::default(),
             cell_log: Default::default(),
             trust: None,
@@ -679,7 +682,7 @@ impl Node {
                 // Tell a few members directly so the departure spreads before we go.
                 let mut fx = std::mem::take(&mut self.fx);
                 let routing = &self.routing;
-                let reach = |n: u32| routing.next_hop(Dest::Node(n)).is_some();
+                let reach = |n: u32| routing.reaches(n, now);
                 self.membership.on_gossip_tick(
                     now,
                     &mut self.rng,
@@ -701,7 +704,7 @@ impl Node {
         let mut fx = std::mem::take(&mut self.fx);
         let routing = &self.routing;
         let rtt = |n: u32| routing.one_way(n).mul_f64(3.0);
-        let reach = |n: u32| routing.next_hop(Dest::Node(n)).is_some();
+        let reach = |n: u32| routing.reaches(n, now);
         let (m, rng, t) = (&mut self.membership, &mut self.rng, &mut self.timers);
         match key {
             TimerKey::ProbeTick => m.on_probe_tick(now, rng, &rtt, &reach, &mut fx, t),
@@ -719,6 +722,15 @@ impl Node {
                 t.set(TimerKey::KvRepair, now + self.params.kv_repair_interval);
             }
             TimerKey::RouteHello => {
+                // A neighbour that went quiet is probed at the next period (see
+                // `Membership::probe_next`), once per quiet spell.
+                let quiet = self.routing.quiet_neighbors(now);
+                for &n in &quiet {
+                    if self.quiet_hinted.insert(n) {
+                        self.membership.probe_next(now, n, &mut self.timers);
+                    }
+                }
+                self.quiet_hinted.retain(|n| quiet.contains(n));
                 self.routing.sweep(now);
                 // A neighbour that stops advertising a destination without a withdrawal
                 // reaching us (a lost triggered update; a full refresh simply omits it) would

@@ -254,6 +254,27 @@ impl Routing {
                 .is_some_and(|t| now.saturating_since(t) <= l.hello)
         })
     }
+    /// Neighbours whose link is up but that missed two keepalive intervals: not down yet
+    /// (that takes `neighbor_timeout`), but worth a membership probe now.
+    pub fn quiet_neighbors(&self, now: Instant) -> BTreeSet<u32> {
+        self.links
+            .iter()
+            .filter(|(_, l)| Self::quiet(l, now))
+            .map(|(n, _)| *n)
+            .collect()
+    }
+    fn quiet(l: &Link, now: Instant) -> bool {
+        l.up && l
+            .last_heard
+            .is_some_and(|t| now.saturating_since(t) > l.hello * 2)
+    }
+    /// Whether a frame to node `n` has somewhere to go: a route whose next hop has not gone
+    /// quiet. A route through a quiet neighbour is still in the table until
+    /// `neighbor_timeout`, but whatever is sent along it meanwhile is most likely lost.
+    pub fn reaches(&self, n: u32, now: Instant) -> bool {
+        self.next_hop(Dest::Node(n))
+            .is_some_and(|h| !self.links.get(&h).is_some_and(|l| Self::quiet(l, now)))
+    }
     pub fn is_quarantined(&self, n: u32) -> bool {
         self.quarantine.contains(&n)
     }

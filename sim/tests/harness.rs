@@ -968,3 +968,64 @@ fn a_route_whose_withdrawal_was_lost_expires() {
     sim.run_for(Duration::from_secs(140));
     assert!(!has_route(&sim), "the stale route to 2 expired");
 }
+
+/// The lab's crash-storm pattern (seed 102 failed on it, "l0c0k0t10 never reported
+/// l0c0k0t0 dead"): tile 9 crashes, 8 s later tile 0 does, which leaves {10, 11} cut off
+/// from the ring; 9 comes back empty 12 s after its crash (4 s after 0's). Every survivor
+/// must have 0 dead within 10 s of its crash (the spec's local detection bound), before 0
+/// itself comes back.
+#[test]
+fn a_pair_cut_off_by_two_staggered_crashes_learns_the_second_death_within_10s() {
+    let mut worst = Vec::new();
+    for seed in 1..=60u64 {
+        let topo = Topo::cell(12, 0, 2 * MS, seed);
+        let mut sim = Sim::new(&topo, seed, test_params());
+        sim.run_for(Duration::from_secs(8));
+        sim.crash(9);
+        sim.run_for(Duration::from_secs(8));
+        let t0 = sim.now();
+        sim.crash(0);
+        sim.run_for(Duration::from_secs(4));
+        sim.restart(9);
+        sim.run_until_pred(Duration::from_secs(8), |s| dead_everywhere(s, 0));
+        let last = (1..12u32)
+            .filter(|&i| i != 9)
+            .map(|i| {
+                sim.events()
+                    .iter()
+                    .filter(|(t, at, e)| {
+                        *t >= t0
+                            && *at == i
+                            && matches!(
+                                e,
+                                Event::MemberChanged {
+                                    node: 0,
+                                    state: MemberState::Dead,
+                                    ..
+                                }
+                            )
+                    })
+                    .map(|(t, _, _)| *t - t0)
+                    .min()
+                    .unwrap_or(Duration::MAX)
+            })
+            .max()
+            .unwrap_or_default();
+        worst.push((seed, last));
+    }
+    let mut sorted: Vec<Duration> = worst.iter().map(|(_, d)| *d).collect();
+    sorted.sort();
+    eprintln!(
+        "pair cut off: median {:?}, worst {:?}",
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    );
+    let bad: Vec<_> = worst
+        .iter()
+        .filter(|(_, d)| *d >= Duration::from_secs(10))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "detection by every survivor ≥ 10 s: {bad:?} (all: {worst:?})"
+    );
+}

@@ -88,13 +88,19 @@ fn trace_hashes_are_unchanged() {
     // probes only of members it has a route to, and counting a failed probe against its
     // local health only when no helper answered (session 6; `a_ring_cut_…` in harness.rs
     // shows why). cell_with_commands has no crash and no cut, and kept its hash.
+    // Changed again in session 7 (were 69e49c9b… and e5dd49c3…): a neighbour that misses two
+    // keepalives is probed at the next period, and a route through such a neighbour no
+    // longer counts as reaching the member (for gossip, helpers and local health) —
+    // `a_pair_cut_off_…` in harness.rs shows why. cell_with_commands again kept its hash.
     let want = [
-        "69e49c9b20f9e2eca24a1c4903b06d1d24806c3d34c646816f508d1f9d211df8",
-        "e5dd49c303164fb1cecf1b6ec6e6f52cd686d1ecc329f85a895079d416933dda",
+        "2d811882dbeeb14cdd691aa0f62d03e110fad11a7a03ab6463c8475d7620c63e",
+        "125101b23517ae49887cf6f805e3423b6bea2d01f0f951a834c4c4b9cf9eacf0",
         "690c94ae374825fbdff12f24c7fdc4ec25153bd84ffd870600c8004635579090",
     ];
-    for ((what, h), w) in got.iter().zip(want) {
+    for (what, h) in &got {
         println!("{what}: {h}");
+    }
+    for ((what, h), w) in got.iter().zip(want) {
         assert_eq!(h, w, "{what}: the trace changed");
     }
 }

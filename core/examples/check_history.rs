@@ -45,10 +45,12 @@ fn main() -> std::process::ExitCode {
                 );
             }
             println!(
-                "{} ops, {} reads checked, {} anomalies",
+                "{} ops, {} reads checked, {} anomalies, {} misses not judged (indeterminate \
+                 writes of unknown context)",
                 r.ops_checked,
                 r.reads_checked,
-                r.anomalies.len() as u64 + r.unlisted
+                r.anomalies.len() as u64 + r.unlisted,
+                r.misses_excused
             );
             if r.anomalies.is_empty() && r.unlisted == 0 {
                 std::process::ExitCode::SUCCESS

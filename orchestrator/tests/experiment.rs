@@ -789,12 +789,31 @@ fn detection_is_per_incident() {
     r.polls[6] = poll(4, 34.0, "b", 1, &[(2, "dead", 111.0)]);
     let (v, why) = r.detection_time();
     assert_eq!(v, None, "{why}");
-    // A peer that saw c back but still reports an entry older than the crash has not
-    // detected it yet: it never does here, so detection is infinite.
+    // A peer that saw c back, then declared it dead while it was alive (25 s, a false
+    // death, as across a cut) and held that through the crash at 30 s had nothing left to
+    // detect: it is left out and named, scoring neither 0 s nor a miss (crash-storm seed
+    // 108 failed on "never" this way). With a left out as stale too, nobody measured it.
     r.polls[4] = poll(3, 25.0, "b", 1, &[(2, "alive", 121.0)]);
     r.polls[6] = poll(4, 34.0, "b", 1, &[(2, "dead", 125.0)]);
     let (v, why) = r.detection_time();
+    assert_eq!(v, None, "{why}");
+    assert!(why.contains("dead in view before the crash: b"), "{why}");
+    // A third peer that detects it normally is measured, and b is named.
+    r.addrs.insert("d".into(), "0.0.0.3".into());
+    r.polls.push(poll(2, 12.0, "d", 3, &[(2, "dead", 111.0)]));
+    r.polls.push(poll(3, 25.0, "d", 3, &[(2, "alive", 121.0)]));
+    r.polls.push(poll(4, 34.0, "d", 3, &[(2, "dead", 134.0)]));
+    let (v, why) = r.detection_time();
+    assert_eq!(v, Some(4.0), "{why}");
+    assert!(
+        why.contains("b left out: held it dead from before the crash"),
+        "{why}"
+    );
+    // But a peer that saw c back and never holds it dead after the crash missed it.
+    r.polls[6] = poll(4, 34.0, "b", 1, &[(2, "alive", 121.0)]);
+    let (v, why) = r.detection_time();
     assert_eq!(v, Some(f64::INFINITY), "{why}");
+    assert!(why.contains("b never reported c dead"), "{why}");
 }
 
 /// Issue 11 item 2: a fault that was not injected fails the run.

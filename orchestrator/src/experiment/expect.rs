@@ -571,6 +571,7 @@ impl Recording {
             let mut this: f64 = 0.0;
             let mut n_peers = 0;
             let mut stale: Vec<&str> = Vec::new();
+            let mut already: Vec<&str> = Vec::new();
             for p in self.peers(x) {
                 if !self.running_at(p, c.t_real_s) {
                     continue;
@@ -587,10 +588,12 @@ impl Recording {
                     continue;
                 }
                 let mut found = None;
+                let mut held_before = false;
                 for q in polls {
                     if let Some(m) = q.members.iter().find(|m| m.id == xid && m.state == "dead") {
                         let since = self.to_real(q, m.since_emulated_s);
                         if since < c.t_real_s - MAPPING_SLACK_S {
+                            held_before = true;
                             continue;
                         }
                         found = Some((since.max(c.t_real_s) - c.t_real_s) * self.time_scale);
@@ -610,6 +613,11 @@ impl Recording {
                         this = this.max(d);
                     }
                     None if peer_died => {}
+                    // x was alive, yet this peer had declared it dead before the crash (a
+                    // false death, as across a cut) and held it dead through the window: it
+                    // had nothing left to detect, and scores neither 0 s nor a miss. Left
+                    // out and named, like a stale view.
+                    None if held_before => already.push(p),
                     None => {
                         return (
                             Some(f64::INFINITY),
@@ -626,14 +634,15 @@ impl Recording {
                 return (
                     None,
                     format!(
-                        "no running peer of {x} could detect its crash at {:.1}s real (not back in view: {})",
+                        "no running peer of {x} could detect its crash at {:.1}s real (not back in view: {}; dead in view before the crash: {})",
                         c.t_real_s,
-                        stale.join(" ")
+                        stale.join(" "),
+                        already.join(" ")
                     ),
                 );
             }
             notes.push(format!(
-                "{x}: {} by {n_peers} peers{}",
+                "{x}: {} by {n_peers} peers{}{}",
                 Metric::DetectionTime.fmt(this),
                 if stale.is_empty() {
                     String::new()
@@ -641,6 +650,14 @@ impl Recording {
                     format!(
                         " ({} left out: never saw it back after its restart)",
                         stale.join(" ")
+                    )
+                },
+                if already.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} left out: held it dead from before the crash, a false death)",
+                        already.join(" ")
                     )
                 }
             ));
@@ -1269,9 +1286,18 @@ impl Recording {
                 (
                     Some(n as f64),
                     format!(
-                        "{} ops, {} reads checked{}{}",
+                        "{} ops, {} reads checked{}{}{}",
                         r.ops_checked,
                         r.reads_checked,
+                        if r.misses_excused > 0 {
+                            format!(
+                                "; {} misses not judged (the read returned a write whose \
+                                 agent died before answering: its context is unknown)",
+                                r.misses_excused
+                            )
+                        } else {
+                            String::new()
+                        },
                         if kinds.is_empty() {
                             String::new()
                         } else {

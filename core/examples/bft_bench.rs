@@ -50,7 +50,11 @@ fn run(c: &Case, seed: u64) {
     let mut h = Harness::new(cfg);
     for i in 0..c.entries {
         let at = Instant::ZERO + Duration::from_secs(1 + i as u64);
-        h.submit_at(at, honest[i % honest.len()], format!("revoke tile {i}").into_bytes());
+        h.submit_at(
+            at,
+            honest[i % honest.len()],
+            format!("revoke tile {i}").into_bytes(),
+        );
     }
     let end = Instant::ZERO + Duration::from_secs(c.entries as u64 + 300);
     h.run_until(end);

@@ -1772,7 +1772,11 @@ mod tests {
     fn wire_carries_groups_up_to_19() {
         // MAX_PAYLOAD (1292 bytes) holds a proposal with a 19-member QC (q = 13) and one
         // full entry; a 20-member QC (q = 14) does not. Larger groups: harness only.
-        assert_eq!(max_wire_members(0), 19);
+        assert_eq!(
+            max_wire_members(2),
+            19,
+            "a Bft payload is a 2-byte length and the message"
+        );
         let (g, keys) = group4();
         let b = Block {
             round: 2,

@@ -209,3 +209,57 @@ fn without_the_revocation_the_expectations_fail() {
     assert!(e.contains("did not revoke"), "{e}");
     assert!(e.contains("accepted after the bound"), "{e}");
 }
+
+#[test]
+fn the_scenario_repeats_exactly_for_a_seed() {
+    assert_eq!(run(2, true).sim.trace_hash(), run(2, true).sim.trace_hash());
+}
+
+/// Garbage and forged BFT messages inside authentic frames (kind 30) are refused by the
+/// replica, counted, and change nothing.
+#[test]
+fn garbage_and_forged_bft_messages_are_refused_and_counted() {
+    use lightcone_core::trust::bft::{Msg, Qc};
+    let seed = 4;
+    let topo = Topo::cell(4, 0, Duration::from_millis(10), seed);
+    let params = test_params();
+    let auth = params.auth;
+    let mut sim = Sim::new(&topo, seed, params);
+    for i in 0..4 {
+        sim.node_mut(i)
+            .unwrap()
+            .enable_bft(BftParams::default())
+            .unwrap();
+    }
+    sim.run_for(Duration::from_secs(2));
+    let mut krng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65_7973);
+    let secrets: Vec<[u8; 32]> = (0..4).map(|_| krng.gen()).collect();
+    let key1 = SigningKey::from_bytes(&secrets[1]);
+    let frame = |seq: u64, body: Vec<u8>| {
+        let h = Header {
+            kind: 0,
+            ttl: 4,
+            src: 1,
+            dst: Dest::Node(0),
+            seq: (1 << 41) + seq,
+            hlc: 0,
+            src_epoch: 1,
+            dst_epoch: 1,
+        };
+        wire::encode_with(&h, &Payload::Bft(body), &key1, auth)
+    };
+    // Garbage bytes, then a Sync carrying a QC of forged votes.
+    sim.inject(1, 0, frame(1, vec![0xff, 1, 2, 3]));
+    let qc = Qc {
+        round: 9,
+        block: [1; 32],
+        votes: (0..3).map(|i| (i, [9u8; 64])).collect(),
+    };
+    sim.inject(1, 0, frame(2, Msg::Sync(qc).encode()));
+    sim.run_for(Duration::from_millis(100));
+    let b = sim.node(0).unwrap().bft().unwrap();
+    assert_eq!(b.counters().malformed, 1);
+    assert_eq!(b.counters().invalid, 1, "the forged QC");
+    assert_eq!(b.round(), 1, "nothing moved");
+    assert!(b.decided().is_empty());
+}

@@ -954,6 +954,7 @@ impl Replica {
             .verify(voter, &self.group.vote_msg(round, &block), &sig)?;
         if self.group.leader(round + 1) != self.me
             || round + 1 < self.round
+            || round > self.round + MAX_AHEAD
             || self.high_qc.round >= round
         {
             self.counters.stale += 1;
@@ -1124,6 +1125,7 @@ impl Replica {
         self.timeouts = self.timeouts.split_off(&keep);
         self.votes = self.votes.split_off(&(keep, [0u8; 32]));
         self.voted = self.voted.split_off(&(keep, 0));
+        self.checked_qcs = self.checked_qcs.split_off(&(keep, [0u8; 32]));
         let pkeep = self.committed_round.saturating_sub(16);
         self.proposals = self.proposals.split_off(&(pkeep, 0));
     }
@@ -1707,6 +1709,28 @@ mod tests {
             ],
         };
         assert!(g.check_qc(&dup).is_err());
+    }
+
+    #[test]
+    fn votes_far_ahead_are_not_kept() {
+        // A member signing votes for rounds far ahead cannot fill the leader's memory.
+        let (g, keys) = group4();
+        let mut r = replica(&g, &keys, 0);
+        let mut out = Vec::new();
+        let round = (1..)
+            .map(|k| k * 4 + 3)
+            .find(|x| *x > MAX_AHEAD + 1)
+            .unwrap();
+        assert_eq!(g.leader(round + 1), 0);
+        let v = Msg::Vote {
+            round,
+            block: [5; 32],
+            voter: 1,
+            sig: g.sign_vote(&keys[1], round, &[5; 32]),
+        };
+        r.handle(T0, 1, v, &mut out).unwrap();
+        assert_eq!(r.counters().stale, 1);
+        assert!(r.votes.is_empty() && r.voted.is_empty());
     }
 
     #[test]

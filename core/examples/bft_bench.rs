@@ -8,6 +8,18 @@
 //!
 //! `cargo run -p lightcone-core --example bft_bench` (add `--release` for speed; the
 //! figures are the same, virtual time is seeded).
+//!
+//! Printed at commit time (seed 1 / seed 2), latency in link RTTs:
+//! - n = 4, 1 % loss: p50 3.10 / 3.11, p99 13.68 / 4.16
+//! - n = 12, 1 % loss: p50 3.15 / 3.15, p99 4.23 / 4.20
+//! - n = 12, 3 crashed (incl. round 1's leader): p50 23.72 / 23.71, p99 34.33 / 34.32
+//! - n = 12, 3 equivocators: p50 4.24 / 13.56, p99 26.91 / 155.37
+//! - n = 100, 1 % loss: p50 3.17 / 3.17, p99 13.16 / 12.03
+//!
+//! Why: a decision needs ~3 RTTs (submit → proposal → votes → next proposal → votes → the
+//! proposal carrying the committing QC); a lost message costs a round timer (1 s = 10
+//! RTTs here), which is the p99 tail; a crashed leader costs a timer every time its turn
+//! comes round. No spec figure exists for BFT decision latency.
 
 use std::time::{Duration, Instant as Wall};
 

@@ -57,6 +57,12 @@ pub enum Command {
     /// Answered by [`Reply::TaskSubmitted`]; refused with [`CommandError::NoThermal`] or
     /// [`CommandError::Task`].
     TaskSubmit(crate::heat::task::TaskSpec),
+    /// Ask this node's BFT group (its cell, issue 17) to revoke `node`'s directory key:
+    /// once decided, every member refuses frames signed with it. Refused with
+    /// [`CommandError::NoBft`] when BFT is off, [`CommandError::Bft`] otherwise.
+    BftRevoke {
+        node: u32,
+    },
 }
 
 /// An input to [`Node::handle`](crate::node::Node::handle).
@@ -130,6 +136,11 @@ pub enum CommandError {
     /// The task was refused (its message); nothing changed.
     #[error("{0}")]
     Task(String),
+    #[error("this node runs no BFT group (it is off unless enabled)")]
+    NoBft,
+    /// The BFT group refused the entry (its message); nothing changed.
+    #[error("{0}")]
+    Bft(String),
 }
 
 /// Something the node reports.
@@ -185,6 +196,12 @@ pub enum Event {
     /// votes against it lapsed.
     Readmitted {
         node: u32,
+    },
+    /// The cell's BFT group decided a revocation of `node`'s key at `slot` of its log:
+    /// frames signed with that key are refused from now on.
+    KeyRevokedByGroup {
+        node: u32,
+        slot: u64,
     },
 }
 

@@ -100,6 +100,12 @@ pub struct Node {
     cell_log: crate::trust::CellLog,
     /// Certified and revoked keys under the authorities' threshold key, once set.
     trust: Option<crate::trust::threshold::TrustStore>,
+    /// Small-group BFT among the cell's members (issue 17); `None`: off.
+    bft: Option<Box<crate::trust::bft::Replica>>,
+    /// Keys whose revocation our BFT group decided (refused like threshold revocations).
+    bft_revoked: BTreeMap<[u8; 32], u32>,
+    /// Decided BFT entries already applied.
+    bft_applied: usize,
 }
 
 impl Node {
@@ -215,6 +221,9 @@ impl Node {
             claim_sigs: Default::default(),
             cell_log: Default::default(),
             trust: None,
+            bft: None,
+            bft_revoked: BTreeMap::new(),
+            bft_applied: 0,
         })
     }
 
@@ -666,6 +675,19 @@ impl Node {
                     context,
                 });
             }
+            Command::BftRevoke { node } => {
+                let e = self.dir.get(*node).ok_or(CommandError::NoSuchNode(*node))?;
+                let entry = crate::trust::log::Entry {
+                    kind: crate::trust::log::EntryKind::Revocation,
+                    subject: *node,
+                    body: e.key.as_bytes().to_vec(),
+                };
+                let b = self.bft.as_mut().ok_or(CommandError::NoBft)?;
+                let mut outs = Vec::new();
+                b.submit(now, entry.encode(), &mut outs)
+                    .map_err(|e| CommandError::Bft(e.to_string()))?;
+                self.bft_after(now, outs);
+            }
             Command::TaskSubmit(spec) => {
                 let h = self.heat.as_mut().ok_or(CommandError::NoThermal)?;
                 let task = h
@@ -790,6 +812,7 @@ impl Node {
             TimerKey::Watch => watch_due = true,
             TimerKey::KvAck => {}
             TimerKey::Heat => {}
+            TimerKey::Bft => {}
             TimerKey::Clock => {
                 if let Some(t) = self.time.as_mut() {
                     let ns = now.as_nanos();
@@ -809,6 +832,9 @@ impl Node {
         }
         if key == TimerKey::Heat {
             self.on_heat_tick(now);
+        }
+        if key == TimerKey::Bft {
+            self.on_bft_tick(now);
         }
     }
 
@@ -1269,6 +1295,10 @@ impl Node {
                 return;
             }
         }
+        if self.bft_refuses(h.src) {
+            self.counters.count(Direction::Rx, Outcome::KeyRevoked);
+            return;
+        }
         let was_up = self.routing.neighbor_up(from);
         self.routing.heard(from, now);
         if !was_up {
@@ -1391,6 +1421,7 @@ impl Node {
         let mut convicted: Vec<u32> = Vec::new();
         let mut acked: Vec<Dot> = Vec::new();
         let mut heat_msg: Option<Vec<u8>> = None;
+        let mut bft_msg: Option<Vec<u8>> = None;
         let phys = match p {
             Payload::Kv(_) => self.physical_ns(now),
             _ => 0,
@@ -1541,6 +1572,7 @@ impl Node {
                 }
             }
             Payload::Heat(bytes) => heat_msg = Some(bytes),
+            Payload::Bft(bytes) => bft_msg = Some(bytes),
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
@@ -1577,6 +1609,9 @@ impl Node {
         }
         if let Some(b) = heat_msg {
             self.on_heat_msg(now, src, &b);
+        }
+        if let Some(b) = bft_msg {
+            self.on_bft_msg(now, src, &b);
         }
         self.flush_clock();
         if self.routing.has_pending_update() {
@@ -1693,6 +1728,113 @@ impl Node {
             out.push_event(e);
         }
         self.timers.end_call();
+    }
+}
+
+// ---- Small-group BFT (issue 17): the glue between the node and `trust::bft`. ----
+impl Node {
+    /// Turns on small-group BFT: this node's group is its cell (every directory member
+    /// with its address's cell, keys from the directory), frames of kind 30. Off unless
+    /// called; call before the node has BFT work (an idle replica sets no timer). The
+    /// error says why the group cannot be formed; nothing changes then.
+    pub fn enable_bft(
+        &mut self,
+        params: crate::trust::bft::BftParams,
+    ) -> Result<(), crate::trust::bft::BftError> {
+        use crate::trust::bft::{Group, Replica};
+        let me = self.addr;
+        let ids = self.dir.ids_where(|a| a.same_cell(&me));
+        let keys = ids
+            .iter()
+            .filter_map(|i| self.dir.get(*i).map(|e| (*i, e.key)))
+            .collect();
+        // The group id binds signatures to this cell: its lowest member id.
+        let gid = ids.first().copied().unwrap_or(self.id);
+        let group = Group::new(gid, keys, self.params.auth)?;
+        let r = Replica::new(group, self.id, self.key.clone(), params)?;
+        self.bft = Some(Box::new(r));
+        Ok(())
+    }
+
+    /// The BFT replica, when on.
+    pub fn bft(&self) -> Option<&crate::trust::bft::Replica> {
+        self.bft.as_deref()
+    }
+
+    /// Keys our BFT group revoked, with the node each belonged to.
+    pub fn bft_revoked(&self) -> &BTreeMap<[u8; 32], u32> {
+        &self.bft_revoked
+    }
+
+    fn bft_refuses(&self, src: u32) -> bool {
+        !self.bft_revoked.is_empty()
+            && self
+                .dir
+                .get(src)
+                .is_some_and(|e| self.bft_revoked.contains_key(e.key.as_bytes()))
+    }
+
+    fn on_bft_msg(&mut self, now: Instant, src: u32, bytes: &[u8]) {
+        let Some(b) = self.bft.as_mut() else { return };
+        let mut outs = Vec::new();
+        // A refused message is counted by the replica (forged, not_member, malformed…).
+        let _ = b.handle_bytes(now, src, bytes, &mut outs);
+        self.bft_after(now, outs);
+    }
+
+    fn on_bft_tick(&mut self, now: Instant) {
+        let Some(b) = self.bft.as_mut() else { return };
+        let mut outs = Vec::new();
+        b.handle_timeout(now, &mut outs);
+        self.bft_after(now, outs);
+    }
+
+    /// Sends the replica's messages, applies new decisions, re-arms its timer.
+    fn bft_after(&mut self, _now: Instant, outs: Vec<crate::trust::bft::Out>) {
+        use crate::trust::bft::Out;
+        let Some(b) = self.bft.as_ref() else { return };
+        let members: Vec<u32> = b.group().members().to_vec();
+        for o in outs {
+            match o {
+                Out::To(to, m) => self.fx.send(Dest::Node(to), Payload::Bft(m.encode())),
+                Out::All(m) => {
+                    let bytes = m.encode();
+                    for to in members.iter().copied().filter(|t| *t != self.id) {
+                        self.fx.send(Dest::Node(to), Payload::Bft(bytes.clone()));
+                    }
+                }
+            }
+        }
+        let Some(b) = self.bft.as_ref() else { return };
+        let new: Vec<crate::trust::bft::Decision> = b.decided()[self.bft_applied..].to_vec();
+        self.bft_applied += new.len();
+        for d in new {
+            // Every member checks a decided entry the same way: a revocation naming a
+            // node and exactly its directory key. Anything else is ordered but not applied.
+            let Ok(e) = crate::trust::log::Entry::decode(&d.entry) else {
+                continue;
+            };
+            let key_ok = self
+                .dir
+                .get(e.subject)
+                .is_some_and(|k| k.key.as_bytes()[..] == e.body[..]);
+            if e.kind == crate::trust::log::EntryKind::Revocation && key_ok {
+                let mut k = [0u8; 32];
+                k.copy_from_slice(&e.body);
+                self.bft_revoked.insert(k, e.subject);
+                self.fx.events.push(Event::KeyRevokedByGroup {
+                    node: e.subject,
+                    slot: d.slot,
+                });
+            }
+        }
+        match self.bft.as_ref().and_then(|b| b.poll_timeout()) {
+            Some(at) if self.timers.get(TimerKey::Bft) != Some(at) => {
+                self.timers.set(TimerKey::Bft, at)
+            }
+            Some(_) => {}
+            None => self.timers.cancel(TimerKey::Bft),
+        }
     }
 }
 

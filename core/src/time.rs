@@ -79,6 +79,8 @@ pub enum TimerKey {
     KvAck,
     /// The thermal subsystem's round (issue 15): model step, descriptors, summaries, leases.
     Heat,
+    /// Small-group BFT's round timer (issue 17; armed only while the group has work).
+    Bft,
 }
 
 /// Most (key, deadline) places [`Timers`] remembers.

@@ -346,6 +346,9 @@ pub enum Payload {
     TreeHeads(Vec<crate::trust::log::TreeHead>),
     /// The thermal subsystem's messages (`crate::heat::msg`), opaque here. Kind 16.
     Heat(Vec<u8>),
+    /// Small-group BFT among a cell's members (issue 17, kind 30): one
+    /// [`crate::trust::bft::Msg`], encoded, opaque here. Sent only when BFT is enabled.
+    Bft(Vec<u8>),
 }
 
 /// Kind of [`Payload::Data`] (workload traffic).
@@ -356,7 +359,9 @@ pub const KIND_KV: u8 = 8;
 pub const KIND_HEAT: u8 = 16;
 
 /// Highest payload kind.
-pub const KIND_MAX: u8 = KIND_TREE_HEADS;
+pub const KIND_MAX: u8 = KIND_BFT;
+/// Small-group BFT messages (issue 17; kinds 30–33 are the BFT's).
+pub const KIND_BFT: u8 = 30;
 /// Signed membership claims (issue 17's kinds are 28-39).
 pub const KIND_SIGNED: u8 = 28;
 /// Signed tree heads of transparency logs.
@@ -383,6 +388,7 @@ impl Payload {
             Payload::Signed { .. } => KIND_SIGNED,
             Payload::TreeHeads(_) => KIND_TREE_HEADS,
             Payload::Heat(_) => KIND_HEAT,
+            Payload::Bft(_) => KIND_BFT,
         }
     }
 
@@ -416,6 +422,7 @@ impl Payload {
             Payload::Signed { .. } => "signed",
             Payload::TreeHeads(_) => "tree_heads",
             Payload::Heat(_) => "heat",
+            Payload::Bft(_) => "bft",
         }
     }
 
@@ -497,6 +504,11 @@ impl Payload {
                 for h in &heads[..n] {
                     w.extend_from_slice(&h.encode());
                 }
+            }
+            Payload::Bft(b) => {
+                let n = b.len().min(MAX_BLOB);
+                w.extend_from_slice(&(n as u16).to_be_bytes());
+                w.extend_from_slice(&b[..n]);
             }
         }
     }
@@ -623,6 +635,13 @@ impl Payload {
                     return Err(WireError::Malformed);
                 }
                 Payload::Heat(r.take(n)?.to_vec())
+            }
+            KIND_BFT => {
+                let n = r.u16()? as usize;
+                if n > MAX_BLOB {
+                    return Err(WireError::Malformed);
+                }
+                Payload::Bft(r.take(n)?.to_vec())
             }
             k => return Err(WireError::UnknownKind(k)),
         };

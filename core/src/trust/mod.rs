@@ -1,6 +1,9 @@
 //! Trust without a global authority (issue 17): a transparency log per cell ([`log`]) and
-//! the authorities' threshold key ([`threshold`]).
+//! the authorities' threshold key ([`threshold`]), and small-group BFT among a cell's authorities
+//! ([`bft`], with its deterministic multi-member harness [`bft_harness`]).
 
+pub mod bft;
+pub mod bft_harness;
 pub mod log;
 pub mod threshold;
 

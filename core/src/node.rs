@@ -98,6 +98,8 @@ pub struct Node {
     cell_log: crate::trust::CellLog,
     /// Certified and revoked keys under the authorities' threshold key, once set.
     trust: Option<crate::trust::threshold::TrustStore>,
+    /// The build this node runs and its neighbours' protocol versions (issue 18).
+    update: crate::update::Versions,
 }
 
 impl Node {
@@ -212,6 +214,7 @@ impl Node {
             claim_sigs: Default::default(),
             cell_log: Default::default(),
             trust: None,
+            update: Default::default(),
         })
     }
 
@@ -237,6 +240,18 @@ impl Node {
             Some(t) => t.apply(e),
             None => Err(crate::trust::threshold::ThresholdError::BadSignature),
         }
+    }
+
+    /// Runs `build` (issue 18: its protocol version and any deliberate defect). Call
+    /// before [`Node::start`]; the default build is version [`wire::VERSION`], sound.
+    pub fn set_build(&mut self, build: crate::update::Build) {
+        let seed = rand::RngCore::next_u64(&mut self.rng.clone());
+        self.update.set_build(build, seed);
+    }
+
+    /// The build this node runs, its neighbours' versions and its per-version counts.
+    pub fn versions(&self) -> &crate::update::Versions {
+        &self.update
     }
 
     /// Sets this boot's epoch for the replicated store (see [`Replica`]): every boot of a node
@@ -724,6 +739,10 @@ impl Node {
                 // reaching us (a lost triggered update; a full refresh simply omits it) would
                 // otherwise leave the route in our table for good.
                 self.routing.expire_entries(now);
+                let neighbours: Vec<u32> = self.routing.neighbors().collect();
+                for (n, hello) in self.update.hellos_due(now, &neighbours) {
+                    fx.send_link(n, hello);
+                }
                 for n in self.routing.hello_due(now) {
                     fx.send_link(
                         n,
@@ -1245,6 +1264,10 @@ impl Node {
             }
         };
         let h = frame.header;
+        if let Err(e) = self.update.admit(frame.version, h.kind) {
+            self.counters.count(Direction::Rx, Outcome::from(&e));
+            return;
+        }
         if self.routing.is_quarantined(h.src)
             || matches!(h.dst, Dest::Node(d) if self.routing.is_quarantined(d))
         {
@@ -1308,6 +1331,7 @@ impl Node {
             // The sender restarted: a new boot, a fresh window.
             self.peer_epochs.insert(h.src, h.src_epoch);
             self.replay.remove(&h.src);
+            self.update.forget(h.src);
         }
         let bound_to = match h.dst {
             Dest::Node(_) | Dest::Link => self.boot_epoch,
@@ -1354,6 +1378,9 @@ impl Node {
             self.counters
                 .count(Direction::Fwd, Outcome::ByzantineDropped);
             return;
+        }
+        if self.update.defect_drops() {
+            return; // a defective build (issue 18's rollout-bad): silent, like the bug
         }
         if ttl <= 1 {
             self.counters.count(Direction::Fwd, Outcome::TtlExpired);
@@ -1529,6 +1556,13 @@ impl Node {
                 }
             }
             Payload::Heat(bytes) => heat_msg = Some(bytes),
+            // Only a neighbour's own hello says what it speaks.
+            Payload::Hello { min, max, reply } if src == link => {
+                if let Some(answer) = self.update.on_hello(link, min, max, reply) {
+                    fx.sends.push((Dest::Link, Some(link), answer));
+                }
+            }
+            Payload::Hello { .. } | Payload::Order(_) => {}
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
@@ -1645,7 +1679,9 @@ impl Node {
                     Dest::Cell { .. } | Dest::Cluster { .. } | Dest::Layer { .. } => 0,
                 },
             };
-            let bytes = wire::encode_with(&header, &payload, &self.key, self.params.auth);
+            let version = self.update.send_version(dst, next);
+            let bytes =
+                wire::encode_versioned(&header, &payload, &self.key, self.params.auth, version);
             self.counters.auth_ops[0] += 1;
             let acct = if dst == Dest::Link {
                 Dest::Node(next)

@@ -256,6 +256,8 @@ pub struct Sim {
     heat: Option<lightcone_core::heat::config::ThermalConfig>,
     /// Events taken off the queue so far (deliveries, wake-ups, boots).
     processed: u64,
+    /// The build each node runs from its next boot on (issue 18); absent: the default.
+    builds: BTreeMap<u32, lightcone_core::update::Build>,
 }
 
 /// A modelled link for [`Sim::from_configs`]: both directions get the same one-way delay
@@ -395,6 +397,7 @@ impl Sim {
             node_seeds: None,
             processed: 0,
             heat: None,
+            builds: BTreeMap::new(),
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -518,6 +521,7 @@ impl Sim {
             node_seeds: Some(configs.iter().map(|c| c.seed).collect()),
             processed: 0,
             heat: first.thermal.clone(),
+            builds: BTreeMap::new(),
         };
         if let Some(t) = &sim.heat {
             for c in configs {
@@ -611,6 +615,9 @@ impl Sim {
             self.now,
         )
         .expect("harness builds consistent nodes");
+        if let Some(b) = self.builds.get(&i) {
+            node.set_build(*b);
+        }
         let boots = &mut self.boots[i as usize];
         node.set_boot_epoch(*boots);
         *boots += 1;
@@ -709,6 +716,23 @@ impl Sim {
     /// Restart a crashed node with fresh state (same identity), as the supervisor would.
     pub fn restart(&mut self, i: u32) {
         self.boot(i);
+    }
+    /// Installs `build` on node `i` (issue 18), as an update replaces an agent's binary:
+    /// a running node stops and boots again at once with it, empty (its cell refills it);
+    /// a crashed one runs it from its next restart.
+    pub fn set_build(&mut self, i: u32, build: lightcone_core::update::Build) {
+        if i as usize >= self.nodes.len() {
+            return;
+        }
+        self.builds.insert(i, build);
+        if self.is_up(i) {
+            self.crash(i);
+            self.boot(i);
+        }
+    }
+    /// The build node `i` runs (or will run at its next boot).
+    pub fn build_of(&self, i: u32) -> lightcone_core::update::Build {
+        self.builds.get(&i).copied().unwrap_or_default()
     }
     pub fn set_link(&mut self, a: u32, b: u32, up: bool) {
         for k in [(a, b), (b, a)] {

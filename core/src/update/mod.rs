@@ -37,6 +37,8 @@
 //! refills from its cell through kv repair (kind 8, identical in 2 and 3); the frames it
 //! sent under its old boot are void by the boot epoch (see [`wire`]).
 
+pub mod release;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

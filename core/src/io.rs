@@ -57,6 +57,10 @@ pub enum Command {
     /// Answered by [`Reply::TaskSubmitted`]; refused with [`CommandError::NoThermal`] or
     /// [`CommandError::Task`].
     TaskSubmit(crate::heat::task::TaskSpec),
+    /// A threshold-signed runtime order (issue 18: panic-to-dark or undark, the bytes of a
+    /// [`crate::update::dark::Order`]): checked, obeyed if its scope holds this node and
+    /// relayed inside the scope. Refused with [`CommandError::Order`], changing nothing.
+    Order(Vec<u8>),
 }
 
 /// An input to [`Node::handle`](crate::node::Node::handle).
@@ -130,6 +134,9 @@ pub enum CommandError {
     /// The task was refused (its message); nothing changed.
     #[error("{0}")]
     Task(String),
+    /// A runtime order was refused (why); nothing changed.
+    #[error("order refused: {0}")]
+    Order(crate::update::dark::OrderError),
 }
 
 /// Something the node reports.

@@ -227,6 +227,7 @@ impl Node {
     /// can be applied ([`Node::apply_trust_entry`]). Sends nothing.
     pub fn set_trust(&mut self, group: ed25519_dalek::VerifyingKey) {
         self.trust = Some(crate::trust::threshold::TrustStore::new(group));
+        self.update.dark.set_key(group);
     }
 
     /// Applies a threshold-signed certificate or revocation entry (checked first; a bad
@@ -677,6 +678,10 @@ impl Node {
                     dots,
                     context,
                 });
+            }
+            Command::Order(bytes) => {
+                self.on_order(now, bytes, None)
+                    .map_err(CommandError::Order)?;
             }
             Command::TaskSubmit(spec) => {
                 let h = self.heat.as_mut().ok_or(CommandError::NoThermal)?;
@@ -1406,6 +1411,7 @@ impl Node {
         let mut convicted: Vec<u32> = Vec::new();
         let mut acked: Vec<Dot> = Vec::new();
         let mut heat_msg: Option<Vec<u8>> = None;
+        let mut order: Option<Vec<u8>> = None;
         let phys = match p {
             Payload::Kv(_) => self.physical_ns(now),
             _ => 0,
@@ -1482,6 +1488,7 @@ impl Node {
                     self.routing.table_requested(link);
                 } else {
                     self.routing.on_advert(link, now, &entries);
+                    self.update.advert_heard(link);
                 }
             }
             Payload::Summary(s) => {
@@ -1542,7 +1549,18 @@ impl Node {
                 }
             }
             // Its news, the sender's boot epoch, was taken from the header on acceptance.
-            Payload::Boot => {}
+            // A neighbour that rejected our boot's first frames as bound to its earlier boot
+            // lost our table request with them: ask again, once, unless it advertised to us
+            // already (issue 18: an update restarts tiles one after another).
+            Payload::Boot => {
+                if src == link && self.update.table_lost(link) {
+                    let ask = Payload::Route {
+                        full: true,
+                        entries: Vec::new(),
+                    };
+                    fx.send_link(link, ask);
+                }
+            }
             // Unwrapped above.
             Payload::Signed { .. } => {}
             Payload::TreeHeads(heads) => {
@@ -1562,7 +1580,8 @@ impl Node {
                     fx.sends.push((Dest::Link, Some(link), answer));
                 }
             }
-            Payload::Hello { .. } | Payload::Order(_) => {}
+            Payload::Order(bytes) => order = Some(bytes),
+            Payload::Hello { .. } => {}
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
@@ -1600,10 +1619,37 @@ impl Node {
         if let Some(b) = heat_msg {
             self.on_heat_msg(now, src, &b);
         }
+        if let Some(b) = order {
+            // A refused order from a neighbour is counted by the kill switch, no more.
+            let _ = self.on_order(now, &b, Some(link));
+        }
         self.flush_clock();
         if self.routing.has_pending_update() {
             self.arm_triggered(now);
         }
+    }
+
+    /// A runtime order (issue 18, [`crate::update::dark`]) from the operator or from
+    /// neighbour `from`: relayed to our neighbours inside its scope, then obeyed.
+    fn on_order(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        from: Option<u32>,
+    ) -> Result<(), crate::update::dark::OrderError> {
+        let Some(o) = self.update.dark.apply(bytes, self.id, &self.addr, now)? else {
+            return Ok(());
+        };
+        let inside: Vec<u32> = self
+            .routing
+            .neighbors()
+            .filter(|n| Some(*n) != from)
+            .filter(|n| self.dir.get(*n).is_some_and(|e| o.holds(*n, &e.addr)))
+            .collect();
+        for n in inside {
+            self.fx.send_link(n, Payload::Order(bytes.to_vec()));
+        }
+        Ok(())
     }
 
     fn arm_triggered(&mut self, now: Instant) {
@@ -1624,6 +1670,10 @@ impl Node {
     }
 
     fn emit(&mut self, now: Instant, to: u32, bytes: Vec<u8>) {
+        // Panic-to-dark: every datagram leaves through here.
+        if !self.update.dark.may_emit(now, bytes.get(3).copied()) {
+            return;
+        }
         self.counters.add_bytes(Direction::Tx, bytes.len());
         self.routing.sent(to, now);
         self.pending.push_back(Transmit { to, bytes });

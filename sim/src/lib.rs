@@ -730,6 +730,21 @@ impl Sim {
             self.boot(i);
         }
     }
+    /// This lab with every node running `build` from its first boot (what the first boots
+    /// sent never happened), as a lab whose agents all start on one release.
+    pub fn with_build(mut self, build: lightcone_core::update::Build) -> Sim {
+        self.queue.clear();
+        self.events.clear();
+        for i in 0..self.len() as u32 {
+            self.crash(i);
+            self.boots[i as usize] = 0;
+            self.builds.insert(i, build);
+        }
+        for i in 0..self.len() as u32 {
+            self.boot(i);
+        }
+        self
+    }
     /// The build node `i` runs (or will run at its next boot).
     pub fn build_of(&self, i: u32) -> lightcone_core::update::Build {
         self.builds.get(&i).copied().unwrap_or_default()

@@ -26,7 +26,7 @@
 //! | 1–13 (membership, routing, summaries, kv, time, data, watch, boot) | as is | identical encoding and meaning |
 //! | 16 (heat), 28 (signed claims), 29 (tree heads) | as is | identical |
 //! | 34 hello | unknown: dropped, counted `unknown_kind` | negotiation (above) |
-//! | 35 order | unknown: dropped, counted `unknown_kind` | threshold-signed dark / undark (panic-to-dark) |
+//! | 35 order | unknown: dropped, counted `unknown_kind` | threshold-signed dark / undark ([`dark`]) |
 //!
 //! A version-2 node therefore cannot obey a panic-to-dark order: orders need version 3 at
 //! every node of the scope (an order reaches a version-2 node only as a counted drop).
@@ -37,6 +37,7 @@
 //! refills from its cell through kv repair (kind 8, identical in 2 and 3); the frames it
 //! sent under its old boot are void by the boot epoch (see [`wire`]).
 
+pub mod dark;
 pub mod release;
 
 use std::collections::BTreeMap;
@@ -128,6 +129,10 @@ pub struct Versions {
     pub defect_dropped: u64,
     /// The defect's draws (its own generator: a sound build draws nothing).
     defect_rng: ChaCha8Rng,
+    /// The kill switch (panic-to-dark).
+    pub dark: dark::Darkness,
+    /// Neighbours whose route adverts reached this boot, and those asked again.
+    adverts_from: std::collections::BTreeSet<u32>,
 }
 
 impl Default for Versions {
@@ -140,6 +145,8 @@ impl Default for Versions {
             rx_by_version: BTreeMap::new(),
             defect_dropped: 0,
             defect_rng: ChaCha8Rng::seed_from_u64(0),
+            dark: dark::Darkness::default(),
+            adverts_from: Default::default(),
         }
     }
 }
@@ -234,6 +241,17 @@ impl Versions {
     pub fn forget(&mut self, peer: u32) {
         self.peers.remove(&peer);
         self.hello_sent.remove(&peer);
+    }
+
+    /// A route advert from neighbour `n` reached this boot.
+    pub fn advert_heard(&mut self, n: u32) {
+        self.adverts_from.insert(n);
+    }
+
+    /// Neighbour `n` told us its boot: true (once) when no advert of its reached us yet, so
+    /// the table request our boot sent it was lost (it was bound to its earlier boot).
+    pub fn table_lost(&mut self, n: u32) -> bool {
+        self.adverts_from.insert(n)
     }
 
     /// True when this build's defect drops the frame being forwarded now.

@@ -32,6 +32,8 @@ use lightcone_core::view::TimeView;
 use lightcone_core::wire::Auth;
 use lightcone_timing::{NodeClock, NodeClockConfig, PulsarArray, TimeMetrics};
 
+// Staged rollout with health gates (issue 18).
+pub mod rollout;
 mod shaped;
 pub use shaped::LinkModelError;
 

@@ -83,3 +83,40 @@ fn a_canary_tile_that_cannot_rejoin_fires_the_rejoin_gate() {
     assert_eq!((h.stage, h.gate), ("canary", "rejoin"));
     assert_eq!(r.stages[0].rejoined_at, None);
 }
+
+#[test]
+fn rollout_good_on_a_backbone_goes_canary_then_layer_then_all() {
+    // Two layers of three clusters (one cell of three tiles each) and an authority per
+    // layer: clusters hold one cell, so the cluster stage is empty and left out.
+    let topo = Topo::backbone(&[20 * MS, 20 * MS], &[30 * MS]);
+    let mut sim = Sim::new(&topo, 34, test_params());
+    sim.run_for(Duration::from_secs(20));
+    let canary = sim.directory().addr(0).unwrap();
+    let stages = plan(&sim, canary);
+    let names: Vec<&str> = stages.iter().map(|s| s.name).collect();
+    assert_eq!(names, ["canary", "layer", "all"]);
+    let new = Build::new(3).unwrap();
+    let r = run(&mut sim, &stages, new, Build::default(), &Gates::default());
+    eprint!("rollout-good (backbone)\n{}", r.render());
+    assert_eq!(r.halted, None);
+    assert!(builds(&sim).values().all(|b| *b == new));
+    assert!(r.stages.iter().all(|s| s.sent > 0 && s.delivered == s.sent));
+}
+
+#[test]
+fn rollout_bad_on_a_backbone_never_leaves_the_canary_cell() {
+    let topo = Topo::backbone(&[20 * MS, 20 * MS], &[30 * MS]);
+    let mut sim = Sim::new(&topo, 35, test_params());
+    sim.run_for(Duration::from_secs(20));
+    let canary = sim.directory().addr(0).unwrap();
+    let stages = plan(&sim, canary);
+    let bad = Build::new(3).unwrap().with_forward_drop(300_000).unwrap();
+    let r = run(&mut sim, &stages, bad, Build::default(), &Gates::default());
+    eprint!("rollout-bad (backbone)\n{}", r.render());
+    let h = r.halted.as_ref().expect("the defect was not caught");
+    assert_eq!((h.stage, h.gate), ("canary", "delivery"));
+    assert!(builds(&sim).values().all(|b| *b == Build::default()));
+    for i in (0..sim.len() as u32).filter(|i| !stages[0].nodes.contains(i)) {
+        assert_eq!(sim.boots(i), 1, "tile {i} was updated");
+    }
+}

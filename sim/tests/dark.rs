@@ -108,6 +108,18 @@ fn a_dark_cell_goes_silent_within_its_bound_is_routed_around_and_only_undark_lig
             "{i}"
         );
     }
+    let spread = dark
+        .iter()
+        .filter_map(|&i| sim.node(i).unwrap().versions().dark.dark_since())
+        .map(|t| t.saturating_since(t0))
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "the order reached the last tile of the cell {:.3} ms after it was given; checked: no byte leaves the cell from {:?} + {:?} on",
+        spread.as_secs_f64() * 1e3,
+        FLOOD,
+        DARK_GRACE
+    );
     // The other cells' tiles obeyed nothing.
     for i in (0..16).filter(|i| !dark.contains(i)) {
         assert!(sim.node(i).unwrap().versions().dark.dark_since().is_none());

@@ -143,6 +143,9 @@ impl Node {
         if let Some(t) = &cfg.thermal {
             node.heat = Some(crate::heat::machine::Heat::new(t, cfg.id, &dir, now)?);
         }
+        if let Some(v) = cfg.protocol_version {
+            node.set_build(crate::update::Build::new(v)?);
+        }
         Ok(match time {
             Some(t) => node.with_time(t),
             None => node,

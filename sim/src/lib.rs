@@ -432,6 +432,7 @@ impl Sim {
                 configs: n,
             });
         }
+        let mut builds = BTreeMap::new();
         let mut secrets = Vec::with_capacity(n);
         let mut clocks = Vec::with_capacity(n);
         let mut node_links = Vec::with_capacity(n);
@@ -453,6 +454,10 @@ impl Sim {
                 return Err(config(ConfigError::KeyMismatch));
             }
             secrets.push(secret);
+            if let Some(v) = cfg.protocol_version {
+                let b = lightcone_core::update::Build::new(v);
+                builds.insert(node, b.map_err(|e| config(ConfigError::Build(e)))?);
+            }
             clocks.push(clock_config(cfg).map_err(config)?);
             if let Some(t) = &cfg.time {
                 sky_seed.get_or_insert(t.sky_seed);
@@ -523,7 +528,7 @@ impl Sim {
             node_seeds: Some(configs.iter().map(|c| c.seed).collect()),
             processed: 0,
             heat: first.thermal.clone(),
-            builds: BTreeMap::new(),
+            builds,
         };
         if let Some(t) = &sim.heat {
             for c in configs {

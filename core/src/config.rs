@@ -89,6 +89,10 @@ pub struct AgentConfig {
     /// The thermal subsystem (issue 15: heat as a schedulable resource). `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thermal: Option<crate::heat::config::ThermalConfig>,
+    /// The protocol version this agent's build speaks (issue 18: it accepts this one and
+    /// the one before). `None`: [`crate::wire::VERSION`], as before versions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<u8>,
 }
 
 fn first_boot() -> u32 {
@@ -297,4 +301,6 @@ pub enum ConfigError {
     Time(#[from] lightcone_timing::TimingError),
     #[error("thermal subsystem: {0}")]
     Thermal(#[from] crate::heat::model::ThermalError),
+    #[error("build: {0}")]
+    Build(#[from] crate::update::BuildError),
 }

@@ -63,6 +63,10 @@ pub enum Command {
     BftRevoke {
         node: u32,
     },
+    /// A threshold-signed runtime order (issue 18: panic-to-dark or undark, the bytes of a
+    /// [`crate::update::dark::Order`]): checked, obeyed if its scope holds this node and
+    /// relayed inside the scope. Refused with [`CommandError::Order`], changing nothing.
+    Order(Vec<u8>),
 }
 
 /// An input to [`Node::handle`](crate::node::Node::handle).
@@ -141,6 +145,9 @@ pub enum CommandError {
     /// The BFT group refused the entry (its message); nothing changed.
     #[error("{0}")]
     Bft(String),
+    /// A runtime order was refused (why); nothing changed.
+    #[error("order refused: {0}")]
+    Order(crate::update::dark::OrderError),
 }
 
 /// Something the node reports.

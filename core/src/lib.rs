@@ -64,6 +64,8 @@ pub mod routing;
 pub mod store;
 pub mod time;
 pub mod trust;
+// Builds, protocol versions N and N−1, the tile runtime's orders (issue 18).
+pub mod update;
 pub mod view;
 pub mod watch;
 pub mod wire;

@@ -106,6 +106,8 @@ pub struct Node {
     bft_revoked: BTreeMap<[u8; 32], u32>,
     /// Decided BFT entries already applied.
     bft_applied: usize,
+    /// The build this node runs and its neighbours' protocol versions (issue 18).
+    update: crate::update::Versions,
 }
 
 impl Node {
@@ -148,6 +150,9 @@ impl Node {
             Node::with_directory(cfg.id, cfg.seed, secret, &links, dir.clone(), params, now)?;
         if let Some(t) = &cfg.thermal {
             node.heat = Some(crate::heat::machine::Heat::new(t, cfg.id, &dir, now)?);
+        }
+        if let Some(v) = cfg.protocol_version {
+            node.set_build(crate::update::Build::new(v)?);
         }
         Ok(match time {
             Some(t) => node.with_time(t),
@@ -224,6 +229,7 @@ impl Node {
             bft: None,
             bft_revoked: BTreeMap::new(),
             bft_applied: 0,
+            update: Default::default(),
         })
     }
 
@@ -236,6 +242,7 @@ impl Node {
     /// can be applied ([`Node::apply_trust_entry`]). Sends nothing.
     pub fn set_trust(&mut self, group: ed25519_dalek::VerifyingKey) {
         self.trust = Some(crate::trust::threshold::TrustStore::new(group));
+        self.update.dark.set_key(group);
     }
 
     /// Applies a threshold-signed certificate or revocation entry (checked first; a bad
@@ -249,6 +256,18 @@ impl Node {
             Some(t) => t.apply(e),
             None => Err(crate::trust::threshold::ThresholdError::BadSignature),
         }
+    }
+
+    /// Runs `build` (issue 18: its protocol version and any deliberate defect). Call
+    /// before [`Node::start`]; the default build is version [`wire::VERSION`], sound.
+    pub fn set_build(&mut self, build: crate::update::Build) {
+        let seed = rand::RngCore::next_u64(&mut self.rng.clone());
+        self.update.set_build(build, seed);
+    }
+
+    /// The build this node runs, its neighbours' versions and its per-version counts.
+    pub fn versions(&self) -> &crate::update::Versions {
+        &self.update
     }
 
     /// Sets this boot's epoch for the replicated store (see [`Replica`]): every boot of a node
@@ -688,6 +707,10 @@ impl Node {
                     .map_err(|e| CommandError::Bft(e.to_string()))?;
                 self.bft_after(now, outs);
             }
+            Command::Order(bytes) => {
+                self.on_order(now, bytes, None)
+                    .map_err(CommandError::Order)?;
+            }
             Command::TaskSubmit(spec) => {
                 let h = self.heat.as_mut().ok_or(CommandError::NoThermal)?;
                 let task = h
@@ -758,6 +781,10 @@ impl Node {
                 // reaching us (a lost triggered update; a full refresh simply omits it) would
                 // otherwise leave the route in our table for good.
                 self.routing.expire_entries(now);
+                let neighbours: Vec<u32> = self.routing.neighbors().collect();
+                for (n, hello) in self.update.hellos_due(now, &neighbours) {
+                    fx.send_link(n, hello);
+                }
                 for n in self.routing.hello_due(now) {
                     fx.send_link(
                         n,
@@ -1283,6 +1310,10 @@ impl Node {
             }
         };
         let h = frame.header;
+        if let Err(e) = self.update.admit(frame.version, h.kind) {
+            self.counters.count(Direction::Rx, Outcome::from(&e));
+            return;
+        }
         if self.routing.is_quarantined(h.src)
             || matches!(h.dst, Dest::Node(d) if self.routing.is_quarantined(d))
         {
@@ -1350,6 +1381,7 @@ impl Node {
             // The sender restarted: a new boot, a fresh window.
             self.peer_epochs.insert(h.src, h.src_epoch);
             self.replay.remove(&h.src);
+            self.update.forget(h.src);
         }
         let bound_to = match h.dst {
             Dest::Node(_) | Dest::Link => self.boot_epoch,
@@ -1397,6 +1429,9 @@ impl Node {
                 .count(Direction::Fwd, Outcome::ByzantineDropped);
             return;
         }
+        if self.update.defect_drops() {
+            return; // a defective build (issue 18's rollout-bad): silent, like the bug
+        }
         if ttl <= 1 {
             self.counters.count(Direction::Fwd, Outcome::TtlExpired);
             return;
@@ -1422,6 +1457,7 @@ impl Node {
         let mut acked: Vec<Dot> = Vec::new();
         let mut heat_msg: Option<Vec<u8>> = None;
         let mut bft_msg: Option<Vec<u8>> = None;
+        let mut order: Option<Vec<u8>> = None;
         let phys = match p {
             Payload::Kv(_) => self.physical_ns(now),
             _ => 0,
@@ -1498,6 +1534,7 @@ impl Node {
                     self.routing.table_requested(link);
                 } else {
                     self.routing.on_advert(link, now, &entries);
+                    self.update.advert_heard(link);
                 }
             }
             Payload::Summary(s) => {
@@ -1558,7 +1595,18 @@ impl Node {
                 }
             }
             // Its news, the sender's boot epoch, was taken from the header on acceptance.
-            Payload::Boot => {}
+            // A neighbour that rejected our boot's first frames as bound to its earlier boot
+            // lost our table request with them: ask again, once, unless it advertised to us
+            // already (issue 18: an update restarts tiles one after another).
+            Payload::Boot => {
+                if src == link && self.update.table_lost(link) {
+                    let ask = Payload::Route {
+                        full: true,
+                        entries: Vec::new(),
+                    };
+                    fx.send_link(link, ask);
+                }
+            }
             // Unwrapped above.
             Payload::Signed { .. } => {}
             Payload::TreeHeads(heads) => {
@@ -1573,6 +1621,14 @@ impl Node {
             }
             Payload::Heat(bytes) => heat_msg = Some(bytes),
             Payload::Bft(bytes) => bft_msg = Some(bytes),
+            // Only a neighbour's own hello says what it speaks.
+            Payload::Hello { min, max, reply } if src == link => {
+                if let Some(answer) = self.update.on_hello(link, min, max, reply) {
+                    fx.sends.push((Dest::Link, Some(link), answer));
+                }
+            }
+            Payload::Order(bytes) => order = Some(bytes),
+            Payload::Hello { .. } => {}
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
@@ -1613,10 +1669,37 @@ impl Node {
         if let Some(b) = bft_msg {
             self.on_bft_msg(now, src, &b);
         }
+        if let Some(b) = order {
+            // A refused order from a neighbour is counted by the kill switch, no more.
+            let _ = self.on_order(now, &b, Some(link));
+        }
         self.flush_clock();
         if self.routing.has_pending_update() {
             self.arm_triggered(now);
         }
+    }
+
+    /// A runtime order (issue 18, [`crate::update::dark`]) from the operator or from
+    /// neighbour `from`: relayed to our neighbours inside its scope, then obeyed.
+    fn on_order(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        from: Option<u32>,
+    ) -> Result<(), crate::update::dark::OrderError> {
+        let Some(o) = self.update.dark.apply(bytes, self.id, &self.addr, now)? else {
+            return Ok(());
+        };
+        let inside: Vec<u32> = self
+            .routing
+            .neighbors()
+            .filter(|n| Some(*n) != from)
+            .filter(|n| self.dir.get(*n).is_some_and(|e| o.holds(*n, &e.addr)))
+            .collect();
+        for n in inside {
+            self.fx.send_link(n, Payload::Order(bytes.to_vec()));
+        }
+        Ok(())
     }
 
     fn arm_triggered(&mut self, now: Instant) {
@@ -1637,6 +1720,10 @@ impl Node {
     }
 
     fn emit(&mut self, now: Instant, to: u32, bytes: Vec<u8>) {
+        // Panic-to-dark: every datagram leaves through here.
+        if !self.update.dark.may_emit(now, bytes.get(3).copied()) {
+            return;
+        }
         self.counters.add_bytes(Direction::Tx, bytes.len());
         self.routing.sent(to, now);
         self.pending.push_back(Transmit { to, bytes });
@@ -1692,7 +1779,9 @@ impl Node {
                     Dest::Cell { .. } | Dest::Cluster { .. } | Dest::Layer { .. } => 0,
                 },
             };
-            let bytes = wire::encode_with(&header, &payload, &self.key, self.params.auth);
+            let version = self.update.send_version(dst, next);
+            let bytes =
+                wire::encode_versioned(&header, &payload, &self.key, self.params.auth, version);
             self.counters.auth_ops[0] += 1;
             let acct = if dst == Dest::Link {
                 Dest::Node(next)

@@ -37,6 +37,12 @@
 //! from the receiver's reply, or from a [`Payload::Boot`] notice the receiver sends (at most
 //! one per sender per second) when it rejects a stale frame — the handshake. Frames from an
 //! earlier boot of the *sender* are stale too.
+//!
+//! **Versions N and N−1** (issue 18): the header layout is the same in every version this
+//! code parses ([`VERSION_MIN`]..=[`VERSION_MAX`]); which versions a node *accepts*, and
+//! which it sends to each neighbour, is its build's ([`crate::update`]): a node of version
+//! N accepts N and N−1 and negotiates per neighbour with [`Payload::Hello`]. Version 3 is
+//! version 2 plus kinds 34–37 ([`kind_since`]); every other kind means the same in both.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
@@ -44,6 +50,10 @@ use crate::addr::HierAddr;
 
 pub const MAGIC: [u8; 2] = *b"LC";
 pub const VERSION: u8 = 2;
+/// Lowest version this code parses: version 1 (no boot epochs) had another header layout.
+pub const VERSION_MIN: u8 = 2;
+/// Highest version this code parses (the newest protocol it implements).
+pub const VERSION_MAX: u8 = 3;
 pub const HEADER_LEN: usize = 44;
 /// The boot epoch of a node's first boot: what every peer assumes until told otherwise.
 pub const FIRST_EPOCH: u32 = 1;
@@ -349,6 +359,16 @@ pub enum Payload {
     /// Small-group BFT among a cell's members (issue 17, kind 30): one
     /// [`crate::trust::bft::Msg`], encoded, opaque here. Sent only when BFT is enabled.
     Bft(Vec<u8>),
+    /// Version negotiation (issue 18, kind 34, new in version 3): the protocol versions the
+    /// sender accepts, `min..=max`; `reply` when it answers a hello. Link-local.
+    Hello {
+        min: u8,
+        max: u8,
+        reply: bool,
+    },
+    /// A threshold-signed runtime order (issue 18, kind 35, new in version 3: panic-to-dark
+    /// and undark, [`crate::update::dark`]), opaque here.
+    Order(Vec<u8>),
 }
 
 /// Kind of [`Payload::Data`] (workload traffic).
@@ -368,6 +388,20 @@ pub const KIND_SIGNED: u8 = 28;
 pub const KIND_TREE_HEADS: u8 = 29;
 /// Tree heads per datagram, at most.
 pub const MAX_TREE_HEADS: usize = 8;
+/// Version negotiation (issue 18's kinds are 34–37).
+pub const KIND_HELLO: u8 = 34;
+/// Threshold-signed runtime orders (panic-to-dark, undark).
+pub const KIND_ORDER: u8 = 35;
+
+/// The protocol version that introduced payload kind `kind`: 3 for issue 18's kinds
+/// (34–37), 2 for every other (version 2 is the oldest this code speaks). A node of an
+/// older version drops a newer kind as unknown (counted `unknown_kind`), never fatally.
+pub fn kind_since(kind: u8) -> u8 {
+    match kind {
+        34..=37 => 3,
+        _ => 2,
+    }
+}
 
 impl Payload {
     pub fn kind(&self) -> u8 {
@@ -389,6 +423,8 @@ impl Payload {
             Payload::TreeHeads(_) => KIND_TREE_HEADS,
             Payload::Heat(_) => KIND_HEAT,
             Payload::Bft(_) => KIND_BFT,
+            Payload::Hello { .. } => KIND_HELLO,
+            Payload::Order(_) => KIND_ORDER,
         }
     }
 
@@ -423,6 +459,8 @@ impl Payload {
             Payload::TreeHeads(_) => "tree_heads",
             Payload::Heat(_) => "heat",
             Payload::Bft(_) => "bft",
+            Payload::Hello { .. } => "hello",
+            Payload::Order(_) => "order",
         }
     }
 
@@ -505,7 +543,10 @@ impl Payload {
                     w.extend_from_slice(&h.encode());
                 }
             }
-            Payload::Bft(b) => {
+            Payload::Hello { min, max, reply } => {
+                w.extend_from_slice(&[*min, *max, u8::from(*reply)]);
+            }
+            Payload::Bft(b) | Payload::Order(b) => {
                 let n = b.len().min(MAX_BLOB);
                 w.extend_from_slice(&(n as u16).to_be_bytes());
                 w.extend_from_slice(&b[..n]);
@@ -636,12 +677,24 @@ impl Payload {
                 }
                 Payload::Heat(r.take(n)?.to_vec())
             }
-            KIND_BFT => {
+            KIND_HELLO => {
+                let (min, max, reply) = (r.u8()?, r.u8()?, r.bool()?);
+                if min > max {
+                    return Err(WireError::Malformed);
+                }
+                Payload::Hello { min, max, reply }
+            }
+            KIND_BFT | KIND_ORDER => {
                 let n = r.u16()? as usize;
                 if n > MAX_BLOB {
                     return Err(WireError::Malformed);
                 }
-                Payload::Bft(r.take(n)?.to_vec())
+                let blob = r.take(n)?.to_vec();
+                if kind == KIND_BFT {
+                    Payload::Bft(blob)
+                } else {
+                    Payload::Order(blob)
+                }
             }
             k => return Err(WireError::UnknownKind(k)),
         };
@@ -750,6 +803,8 @@ pub struct Header {
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
     pub header: Header,
+    /// The protocol version the origin sent it at (signed; in `VERSION_MIN..=VERSION_MAX`).
+    pub version: u8,
     pub payload: &'a [u8],
     signed: &'a [u8],
     sig: &'a [u8],
@@ -806,9 +861,22 @@ pub fn encode(header: &Header, payload: &Payload, key: &SigningKey) -> Vec<u8> {
 
 /// Encodes a frame and authenticates it as `auth` says.
 pub fn encode_with(header: &Header, payload: &Payload, key: &SigningKey, auth: Auth) -> Vec<u8> {
+    encode_versioned(header, payload, key, auth, VERSION)
+}
+
+/// [`encode_with`] at protocol version `version` (the node picks it per neighbour, see
+/// [`crate::update`]); the layout is the same in every version this code speaks.
+pub fn encode_versioned(
+    header: &Header,
+    payload: &Payload,
+    key: &SigningKey,
+    auth: Auth,
+    version: u8,
+) -> Vec<u8> {
+    debug_assert!((VERSION_MIN..=VERSION_MAX).contains(&version));
     let mut w = Vec::with_capacity(128);
     w.extend_from_slice(&MAGIC);
-    w.push(VERSION);
+    w.push(version);
     w.push(payload.kind());
     w.push(0); // TTL, zero while signing
     let (tag, dst) = header.dst.encode();
@@ -848,7 +916,7 @@ pub fn parse(b: &[u8]) -> Result<Frame<'_>, WireError> {
     if b[0..2] != MAGIC {
         return Err(WireError::BadMagic);
     }
-    if b[2] != VERSION {
+    if !(VERSION_MIN..=VERSION_MAX).contains(&b[2]) {
         return Err(WireError::UnknownVersion(b[2]));
     }
     if b.len() < HEADER_LEN + SIG_LEN {
@@ -859,7 +927,7 @@ pub fn parse(b: &[u8]) -> Result<Frame<'_>, WireError> {
         return Err(WireError::BadLength);
     }
     let kind = b[3];
-    if !(1..=KIND_MAX).contains(&kind) {
+    if !(1..=KIND_MAX).contains(&kind) && !(KIND_HELLO..=KIND_ORDER).contains(&kind) {
         return Err(WireError::UnknownKind(kind));
     }
     let dst = Dest::decode(b[5], &b[12..20])?;
@@ -879,6 +947,7 @@ pub fn parse(b: &[u8]) -> Result<Frame<'_>, WireError> {
     };
     Ok(Frame {
         header,
+        version: b[2],
         payload: &b[HEADER_LEN..HEADER_LEN + len],
         signed: &b[..HEADER_LEN + len],
         sig: &b[HEADER_LEN + len..],

@@ -266,6 +266,7 @@ impl Plan {
             time: self.time_config(id),
             boot: lightcone_core::wire::FIRST_EPOCH,
             thermal: self.thermal.clone(),
+            protocol_version: None,
         }
     }
 

@@ -32,6 +32,8 @@ use lightcone_core::view::TimeView;
 use lightcone_core::wire::Auth;
 use lightcone_timing::{NodeClock, NodeClockConfig, PulsarArray, TimeMetrics};
 
+// Staged rollout with health gates (issue 18).
+pub mod rollout;
 mod shaped;
 pub use shaped::LinkModelError;
 
@@ -256,6 +258,8 @@ pub struct Sim {
     heat: Option<lightcone_core::heat::config::ThermalConfig>,
     /// Events taken off the queue so far (deliveries, wake-ups, boots).
     processed: u64,
+    /// The build each node runs from its next boot on (issue 18); absent: the default.
+    builds: BTreeMap<u32, lightcone_core::update::Build>,
 }
 
 /// A modelled link for [`Sim::from_configs`]: both directions get the same one-way delay
@@ -395,6 +399,7 @@ impl Sim {
             node_seeds: None,
             processed: 0,
             heat: None,
+            builds: BTreeMap::new(),
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -427,6 +432,7 @@ impl Sim {
                 configs: n,
             });
         }
+        let mut builds = BTreeMap::new();
         let mut secrets = Vec::with_capacity(n);
         let mut clocks = Vec::with_capacity(n);
         let mut node_links = Vec::with_capacity(n);
@@ -448,6 +454,10 @@ impl Sim {
                 return Err(config(ConfigError::KeyMismatch));
             }
             secrets.push(secret);
+            if let Some(v) = cfg.protocol_version {
+                let b = lightcone_core::update::Build::new(v);
+                builds.insert(node, b.map_err(|e| config(ConfigError::Build(e)))?);
+            }
             clocks.push(clock_config(cfg).map_err(config)?);
             if let Some(t) = &cfg.time {
                 sky_seed.get_or_insert(t.sky_seed);
@@ -518,6 +528,7 @@ impl Sim {
             node_seeds: Some(configs.iter().map(|c| c.seed).collect()),
             processed: 0,
             heat: first.thermal.clone(),
+            builds,
         };
         if let Some(t) = &sim.heat {
             for c in configs {
@@ -611,6 +622,9 @@ impl Sim {
             self.now,
         )
         .expect("harness builds consistent nodes");
+        if let Some(b) = self.builds.get(&i) {
+            node.set_build(*b);
+        }
         let boots = &mut self.boots[i as usize];
         node.set_boot_epoch(*boots);
         *boots += 1;
@@ -709,6 +723,38 @@ impl Sim {
     /// Restart a crashed node with fresh state (same identity), as the supervisor would.
     pub fn restart(&mut self, i: u32) {
         self.boot(i);
+    }
+    /// Installs `build` on node `i` (issue 18), as an update replaces an agent's binary:
+    /// a running node stops and boots again at once with it, empty (its cell refills it);
+    /// a crashed one runs it from its next restart.
+    pub fn set_build(&mut self, i: u32, build: lightcone_core::update::Build) {
+        if i as usize >= self.nodes.len() {
+            return;
+        }
+        self.builds.insert(i, build);
+        if self.is_up(i) {
+            self.crash(i);
+            self.boot(i);
+        }
+    }
+    /// This lab with every node running `build` from its first boot (what the first boots
+    /// sent never happened), as a lab whose agents all start on one release.
+    pub fn with_build(mut self, build: lightcone_core::update::Build) -> Sim {
+        self.queue.clear();
+        self.events.clear();
+        for i in 0..self.len() as u32 {
+            self.crash(i);
+            self.boots[i as usize] = 0;
+            self.builds.insert(i, build);
+        }
+        for i in 0..self.len() as u32 {
+            self.boot(i);
+        }
+        self
+    }
+    /// The build node `i` runs (or will run at its next boot).
+    pub fn build_of(&self, i: u32) -> lightcone_core::update::Build {
+        self.builds.get(&i).copied().unwrap_or_default()
     }
     pub fn set_link(&mut self, a: u32, b: u32, up: bool) {
         for k in [(a, b), (b, a)] {

@@ -76,6 +76,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 time: None,
                 boot: 1,
                 thermal: None,
+                protocol_version: None,
             }
         })
         .collect();
@@ -199,4 +200,28 @@ fn bad_inputs_are_refused_with_what_is_wrong() {
     no_key[1].secret_key_hex = String::new();
     let e = err(&no_key, &links);
     assert_eq!(e.to_string(), "node 1: secret key must be 32 bytes of hex");
+}
+
+#[test]
+fn a_configured_protocol_version_is_run_and_a_mixed_ring_converges() {
+    let (mut configs, links) = ring(6, 11);
+    for c in configs.iter_mut().take(3) {
+        c.protocol_version = Some(3);
+    }
+    let mut sim = Sim::from_configs(&configs, &links, 11, test_params()).unwrap();
+    sim.run_for(Duration::from_secs(10));
+    assert!(all_alive(&sim), "the mixed ring did not converge");
+    for i in 0..6u32 {
+        let v = sim.node(i).unwrap().versions();
+        assert_eq!(v.build().version, if i < 3 { 3 } else { 2 });
+        assert_eq!(v.tx_by_version.contains_key(&3), i < 3, "node {i}");
+    }
+    // A version this code does not implement is refused before anything runs.
+    configs[4].protocol_version = Some(9);
+    match Sim::from_configs(&configs, &links, 11, test_params()) {
+        Err(SimError::Config { node: 4, error }) => {
+            assert!(error.to_string().contains("protocol version 9"), "{error}")
+        }
+        other => panic!("not refused: {:?}", other.err()),
+    }
 }

@@ -17,6 +17,13 @@
 //! - `GET /tiles`: `{"running": [ids…], "exited": [ids…]}`.
 //!
 //! A tile's own `POST /shutdown` still stops it cleanly (goodbyes sent); the group goes on.
+//!
+//! `--tiles FILE` ([`TileSpec`] list, JSON) starts the listed tiles at launch, all at once:
+//! each tile is prepared (config, key, UDP sockets bound in its namespace, control socket)
+//! on a thread of its own, and only when every one of them is ready are their tasks spawned
+//! and the group's socket put in place. So the supervisor makes no round trip per tile:
+//! the socket's appearance is the one readiness report of the whole process, and a tile
+//! that cannot start makes the process exit with the reason (nothing of the group runs).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -35,7 +42,7 @@ use tokio::task::JoinHandle;
 use lightcone_core::config::{AgentConfig, PeerInfo};
 use lightcone_core::directory::Directory;
 
-use crate::driver::{prepare, DriverError};
+use crate::driver::{prepare, DriverError, Prepared};
 
 /// `POST /tiles/{id}/start`'s body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +54,17 @@ pub struct StartTile {
     /// bound there.
     pub netns: PathBuf,
 }
+
+/// One line of the `--tiles FILE` manifest: a tile to start at launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileSpec {
+    pub id: u32,
+    #[serde(flatten)]
+    pub start: StartTile,
+}
+
+/// Most tiles a group prepares at once at launch (one thread each, ended when prepared).
+const PREPARE_THREADS: usize = 16;
 
 /// `GET /tiles`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +84,27 @@ pub enum GroupError {
         #[source]
         source: std::io::Error,
     },
+    /// The `--tiles` manifest could not be read, or a tile in it could not start; no tile
+    /// of the group was started.
+    #[error("tiles {path}: {reason}")]
+    Tiles { path: String, reason: String },
+}
+
+/// The `--tiles` manifest.
+pub fn read_tiles(path: &Path) -> Result<Vec<TileSpec>, GroupError> {
+    let err = |reason: String| GroupError::Tiles {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let tiles: Vec<TileSpec> = serde_json::from_slice(&text).map_err(|e| err(e.to_string()))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &tiles {
+        if !seen.insert(t.id) {
+            return Err(err(format!("tile {} is listed twice", t.id)));
+        }
+    }
+    Ok(tiles)
 }
 
 /// The group's directory file: every node of the lab (`Vec<PeerInfo>` JSON), read once.
@@ -116,42 +155,52 @@ type Reply = (StatusCode, Vec<u8>);
 
 impl Group {
     fn start(&self, id: u32, req: &StartTile) -> Reply {
+        match self.prepare_tile(id, req) {
+            Ok(p) => {
+                let name = self.launch(id, p);
+                (StatusCode::OK, format!("started {name}\n").into_bytes())
+            }
+            Err(r) => r,
+        }
+    }
+
+    /// Everything of tile `id` but its task: config, key, node, sockets, control socket.
+    /// Dropping the result closes what it opened.
+    fn prepare_tile(&self, id: u32, req: &StartTile) -> Result<Prepared, Reply> {
         let bad = |m: String| (StatusCode::BAD_REQUEST, format!("{m}\n").into_bytes());
         if let Some(t) = self.tiles.lock().expect("tiles").get(&id) {
             if !t.task.is_finished() {
-                return (
+                return Err((
                     StatusCode::CONFLICT,
                     format!("tile {id} is running\n").into_bytes(),
-                );
+                ));
             }
         }
-        let text = match std::fs::read(&req.config) {
-            Ok(t) => t,
-            Err(e) => return bad(format!("config {}: {e}", req.config.display())),
-        };
-        let mut cfg: AgentConfig = match serde_json::from_slice(&text) {
-            Ok(c) => c,
-            Err(e) => return bad(format!("config {}: {e}", req.config.display())),
-        };
+        let text = std::fs::read(&req.config)
+            .map_err(|e| bad(format!("config {}: {e}", req.config.display())))?;
+        let mut cfg: AgentConfig = serde_json::from_slice(&text)
+            .map_err(|e| bad(format!("config {}: {e}", req.config.display())))?;
         if cfg.id != id {
-            return bad(format!(
+            return Err(bad(format!(
                 "config {} is node {}, not {id}",
                 req.config.display(),
                 cfg.id
-            ));
+            )));
         }
         if !cfg.peers.is_empty() && cfg.peers != self.peers {
-            return bad(format!(
+            return Err(bad(format!(
                 "config {}: its peers differ from the group's directory",
                 req.config.display()
-            ));
+            )));
         }
         cfg.peers = Vec::new();
         let netns = req.netns.clone();
-        let prepared = match prepare(cfg, Some(self.dir.clone()), |a| bind_in_netns(&netns, a)) {
-            Ok(p) => p,
-            Err(e) => return bad(format!("tile {id}: {e}")),
-        };
+        prepare(cfg, Some(self.dir.clone()), |a| bind_in_netns(&netns, a))
+            .map_err(|e| bad(format!("tile {id}: {e}")))
+    }
+
+    /// Runs a prepared tile as a task of this runtime; its name.
+    fn launch(&self, id: u32, prepared: Prepared) -> String {
         let name = prepared.name().to_string();
         let span = tracing::info_span!("tile", node = %name);
         let task = tokio::spawn(tracing::Instrument::instrument(
@@ -164,7 +213,54 @@ impl Group {
             span,
         ));
         self.tiles.lock().expect("tiles").insert(id, Tile { task });
-        (StatusCode::OK, format!("started {name}\n").into_bytes())
+        name
+    }
+
+    /// Starts every tile of `specs`, prepared concurrently ([`PREPARE_THREADS`] at a time);
+    /// all or none: if one cannot start, none runs and the reasons are returned.
+    fn start_all(&self, specs: &[TileSpec]) -> Result<usize, String> {
+        let handle = tokio::runtime::Handle::current();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Mutex<Vec<(usize, Result<Prepared, Reply>)>> =
+            Mutex::new(Vec::with_capacity(specs.len()));
+        std::thread::scope(|s| {
+            for _ in 0..PREPARE_THREADS.min(specs.len()) {
+                s.spawn(|| {
+                    // The sockets register with this runtime's reactor.
+                    let _rt = handle.enter();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(t) = specs.get(i) else { break };
+                        let r = self.prepare_tile(t.id, &t.start);
+                        done.lock().expect("prepared").push((i, r));
+                    }
+                });
+            }
+        });
+        let mut done = done.into_inner().expect("prepared");
+        done.sort_by_key(|(i, _)| *i);
+        let errors: Vec<String> = done
+            .iter()
+            .filter_map(|(i, r)| {
+                r.as_ref().err().map(|(_, b)| {
+                    format!(
+                        "tile {}: {}",
+                        specs[*i].id,
+                        String::from_utf8_lossy(b).trim_end()
+                    )
+                })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        let n = done.len();
+        for (i, r) in done {
+            if let Ok(p) = r {
+                self.launch(specs[i].id, p);
+            }
+        }
+        Ok(n)
     }
 
     fn crash(&self, id: u32) -> Reply {
@@ -209,9 +305,12 @@ pub fn raise_fd_limit() {
 }
 
 /// Serves the group on `socket` until `shutdown` resolves; every tile then stops with it.
+/// With `tiles` (the `--tiles` manifest), those tiles are started first, all at once, and
+/// the socket appears only once every one runs.
 pub async fn serve(
     socket: &Path,
     directory: &Path,
+    tiles: Option<&Path>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), GroupError> {
     let (peers, dir) = read_directory(directory)?;
@@ -220,6 +319,21 @@ pub async fn serve(
         dir,
         tiles: Mutex::new(BTreeMap::new()),
     });
+    if let Some(path) = tiles {
+        let specs = read_tiles(path)?;
+        let t0 = std::time::Instant::now();
+        let n = group
+            .start_all(&specs)
+            .map_err(|reason| GroupError::Tiles {
+                path: path.display().to_string(),
+                reason,
+            })?;
+        tracing::info!(
+            tiles = n,
+            ms = t0.elapsed().as_millis() as u64,
+            "tiles started"
+        );
+    }
     let _ = std::fs::remove_file(socket);
     let bind_err = |source| GroupError::Bind {
         path: socket.display().to_string(),

@@ -22,6 +22,10 @@ struct Args {
     /// With `--group`: every node of the lab (JSON list of peers), shared by the tiles.
     #[arg(long, requires = "group")]
     directory: Option<PathBuf>,
+    /// With `--group`: tiles to start at launch, all at once (JSON list of
+    /// `{"id", "config", "netns"}`); the group's socket appears once all run.
+    #[arg(long, requires = "group")]
+    tiles: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         };
         if let (Some(socket), Some(directory)) = (&args.group, &args.directory) {
             lightcone_agent::group::raise_fd_limit();
-            return lightcone_agent::group::serve(socket, directory, stop)
+            return lightcone_agent::group::serve(socket, directory, args.tiles.as_deref(), stop)
                 .await
                 .context("tile group failed");
         }

@@ -20,8 +20,10 @@
 //!
 //! `--tiles FILE` ([`TileSpec`] list, JSON) starts the listed tiles at launch, all at once:
 //! each tile is prepared (config, key, UDP sockets bound in its namespace, control socket)
-//! on a thread of its own, and only when every one of them is ready are their tasks spawned
-//! and the group's socket put in place. So the supervisor makes no round trip per tile:
+//! on a thread of its own, and only when every one of them is ready is the group's socket
+//! put in place; their tasks run then, or with `--hold` when the process gets SIGUSR1 (the
+//! supervisor's go once every process is ready; `GET /tiles` lists them as `held` until
+//! then). So the supervisor makes no round trip per tile:
 //! the socket's appearance is the one readiness report of the whole process, and a tile
 //! that cannot start makes the process exit with the reason (nothing of the group runs).
 
@@ -71,6 +73,9 @@ const PREPARE_THREADS: usize = 16;
 pub struct TilesReply {
     pub running: Vec<u32>,
     pub exited: Vec<u32>,
+    /// Listed tiles prepared and held until the go signal (`--hold`, SIGUSR1).
+    #[serde(default)]
+    pub held: Vec<u32>,
 }
 
 /// Why a group could not start.
@@ -149,6 +154,8 @@ struct Group {
     peers: Vec<PeerInfo>,
     dir: Arc<Directory>,
     tiles: Mutex<BTreeMap<u32, Tile>>,
+    /// Listed tiles prepared and not yet released (`--hold`).
+    held: Mutex<std::collections::BTreeSet<u32>>,
 }
 
 type Reply = (StatusCode, Vec<u8>);
@@ -216,9 +223,10 @@ impl Group {
         name
     }
 
-    /// Starts every tile of `specs`, prepared concurrently ([`PREPARE_THREADS`] at a time);
-    /// all or none: if one cannot start, none runs and the reasons are returned.
-    fn start_all(&self, specs: &[TileSpec]) -> Result<usize, String> {
+    /// Prepares every tile of `specs` concurrently ([`PREPARE_THREADS`] at a time); all or
+    /// none: if one cannot start, none is kept (what was opened is closed) and the reasons
+    /// are returned. The tiles run once [`Group::launch_all`]ed.
+    fn prepare_all(&self, specs: &[TileSpec]) -> Result<Vec<(u32, Prepared)>, String> {
         let handle = tokio::runtime::Handle::current();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done: Mutex<Vec<(usize, Result<Prepared, Reply>)>> =
@@ -254,13 +262,23 @@ impl Group {
         if !errors.is_empty() {
             return Err(errors.join("; "));
         }
-        let n = done.len();
-        for (i, r) in done {
-            if let Ok(p) = r {
-                self.launch(specs[i].id, p);
-            }
+        let prepared: Vec<(u32, Prepared)> = done
+            .into_iter()
+            .filter_map(|(i, r)| r.ok().map(|p| (specs[i].id, p)))
+            .collect();
+        self.held
+            .lock()
+            .expect("held")
+            .extend(prepared.iter().map(|(id, _)| *id));
+        Ok(prepared)
+    }
+
+    /// Runs prepared tiles (no longer held).
+    fn launch_all(&self, prepared: Vec<(u32, Prepared)>) {
+        for (id, p) in prepared {
+            self.held.lock().expect("held").remove(&id);
+            self.launch(id, p);
         }
-        Ok(n)
     }
 
     fn crash(&self, id: u32) -> Reply {
@@ -283,7 +301,10 @@ impl Group {
 
     fn list(&self) -> TilesReply {
         let tiles = self.tiles.lock().expect("tiles");
-        let mut r = TilesReply::default();
+        let mut r = TilesReply {
+            held: self.held.lock().expect("held").iter().copied().collect(),
+            ..TilesReply::default()
+        };
         for (id, t) in tiles.iter() {
             if t.task.is_finished() {
                 r.exited.push(*id);
@@ -305,35 +326,67 @@ pub fn raise_fd_limit() {
 }
 
 /// Serves the group on `socket` until `shutdown` resolves; every tile then stops with it.
-/// With `tiles` (the `--tiles` manifest), those tiles are started first, all at once, and
-/// the socket appears only once every one runs.
+/// With `tiles` (the `--tiles` manifest), those tiles are prepared first, all at once, and
+/// the socket appears only once every one is ready; they run at once, or with `hold` on
+/// the go signal (SIGUSR1), so that a lab's tiles all start together once every process
+/// is ready, rather than the first ones' traffic slowing the start of the rest.
 pub async fn serve(
     socket: &Path,
     directory: &Path,
     tiles: Option<&Path>,
+    hold: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), GroupError> {
+    // Before anything can send it: SIGUSR1's default action ends the process.
+    let mut go_signal = if hold {
+        Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).map_err(
+                |source| GroupError::Bind {
+                    path: "SIGUSR1 handler".into(),
+                    source,
+                },
+            )?,
+        )
+    } else {
+        None
+    };
     let (peers, dir) = read_directory(directory)?;
     let group = Arc::new(Group {
         peers,
         dir,
         tiles: Mutex::new(BTreeMap::new()),
+        held: Mutex::new(Default::default()),
     });
+    let mut prepared = Vec::new();
     if let Some(path) = tiles {
         let specs = read_tiles(path)?;
         let t0 = std::time::Instant::now();
-        let n = group
-            .start_all(&specs)
+        prepared = group
+            .prepare_all(&specs)
             .map_err(|reason| GroupError::Tiles {
                 path: path.display().to_string(),
                 reason,
             })?;
         tracing::info!(
-            tiles = n,
+            tiles = prepared.len(),
             ms = t0.elapsed().as_millis() as u64,
-            "tiles started"
+            "tiles prepared"
         );
     }
+    let go = {
+        let group = group.clone();
+        async move {
+            if let Some(sig) = go_signal.as_mut() {
+                sig.recv().await;
+            }
+            if !prepared.is_empty() {
+                let n = prepared.len();
+                group.launch_all(prepared);
+                tracing::info!(tiles = n, "tiles running");
+            }
+            std::future::pending::<()>().await
+        }
+    };
     let _ = std::fs::remove_file(socket);
     let bind_err = |source| GroupError::Bind {
         path: socket.display().to_string(),
@@ -371,6 +424,7 @@ pub async fn serve(
     tokio::select! {
         _ = shutdown => {}
         _ = accept => {}
+        _ = go => {}
     }
     let _ = std::fs::remove_file(socket);
     tracing::info!("tile group stopped");

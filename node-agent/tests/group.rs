@@ -143,7 +143,7 @@ fn a_crash_in_a_multi_tile_process_kills_one_tile_only() {
         let g = group_sock.clone();
         let d = directory.clone();
         tokio::spawn(async move {
-            lightcone_agent::group::serve(&g, &d, None, std::future::pending())
+            lightcone_agent::group::serve(&g, &d, None, false, std::future::pending())
                 .await
                 .unwrap();
         });
@@ -263,9 +263,10 @@ fn a_crash_in_a_multi_tile_process_kills_one_tile_only() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--tiles FILE`: the listed tiles start at launch, all at once, and the group's socket
-/// appears only when every one of them runs (its control socket answers at once); a list
-/// with one tile that cannot start starts none, and the group says which and why.
+/// `--tiles FILE`: the listed tiles are prepared at launch, all at once, and the group's
+/// socket appears only when every one of them is ready; with `--hold` they run on SIGUSR1
+/// (then every control socket answers); a list with one tile that cannot start starts
+/// none, and the group says which and why.
 #[test]
 fn a_tile_list_starts_every_tile_before_the_socket_appears_or_none() {
     let dir = std::env::temp_dir().join(format!("lc-group-list-{}", std::process::id()));
@@ -293,9 +294,15 @@ fn a_tile_list_starts_every_tile_before_the_socket_appears_or_none() {
         )
         .unwrap();
         let g = dir.join("bad.sock");
-        let err = lightcone_agent::group::serve(&g, &directory, Some(&bad), std::future::pending())
-            .await
-            .expect_err("a list with a bad tile is refused");
+        let err = lightcone_agent::group::serve(
+            &g,
+            &directory,
+            Some(&bad),
+            false,
+            std::future::pending(),
+        )
+        .await
+        .expect_err("a list with a bad tile is refused");
         let msg = err.to_string();
         assert!(
             msg.contains("tile 1: config") && msg.contains("is node 2, not 1"),
@@ -313,10 +320,15 @@ fn a_tile_list_starts_every_tile_before_the_socket_appears_or_none() {
         // A tile listed twice is refused before anything starts.
         let twice = dir.join("twice.json");
         std::fs::write(&twice, list(&[(0, &files[0]), (0, &files[0])])).unwrap();
-        let err =
-            lightcone_agent::group::serve(&g, &directory, Some(&twice), std::future::pending())
-                .await
-                .expect_err("a tile listed twice is refused");
+        let err = lightcone_agent::group::serve(
+            &g,
+            &directory,
+            Some(&twice),
+            false,
+            std::future::pending(),
+        )
+        .await
+        .expect_err("a tile listed twice is refused");
         assert!(err.to_string().contains("tile 0 is listed twice"), "{err}");
 
         // The good list: when the socket is there, every tile answers.
@@ -329,7 +341,7 @@ fn a_tile_list_starts_every_tile_before_the_socket_appears_or_none() {
         let gs = dir.join("good.sock");
         let (d, l, s) = (directory.clone(), good.clone(), gs.clone());
         tokio::spawn(async move {
-            lightcone_agent::group::serve(&s, &d, Some(&l), std::future::pending())
+            lightcone_agent::group::serve(&s, &d, Some(&l), true, std::future::pending())
                 .await
                 .unwrap();
         });
@@ -342,6 +354,23 @@ fn a_tile_list_starts_every_tile_before_the_socket_appears_or_none() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(up, "the group's socket never appeared");
+        // Held (`--hold`): prepared, not running, until the go signal.
+        let (_, tiles) = http(&gs, "GET", "/tiles", "").await.unwrap();
+        let tiles: lightcone_agent::group::TilesReply = serde_json::from_str(&tiles).unwrap();
+        assert_eq!((tiles.held, tiles.running), (vec![0, 1, 2], vec![]));
+        // SAFETY: a signal to this process, whose handler `serve` installed.
+        unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+        let mut released = false;
+        for _ in 0..200 {
+            let (_, t) = http(&gs, "GET", "/tiles", "").await.unwrap();
+            let t: lightcone_agent::group::TilesReply = serde_json::from_str(&t).unwrap();
+            if t.running == vec![0, 1, 2] && t.held.is_empty() {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(released, "the go signal did not release the held tiles");
         for i in 0..N {
             let (st, body) = http(&dir.join(format!("t{i}.sock")), "GET", "/state", "")
                 .await

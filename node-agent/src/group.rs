@@ -17,6 +17,15 @@
 //! - `GET /tiles`: `{"running": [ids…], "exited": [ids…]}`.
 //!
 //! A tile's own `POST /shutdown` still stops it cleanly (goodbyes sent); the group goes on.
+//!
+//! `--tiles FILE` ([`TileSpec`] list, JSON) starts the listed tiles at launch, all at once:
+//! each tile is prepared (config, key, UDP sockets bound in its namespace, control socket)
+//! on a thread of its own, and only when every one of them is ready is the group's socket
+//! put in place; their tasks run then, or with `--hold` when the process gets SIGUSR1 (the
+//! supervisor's go once every process is ready; `GET /tiles` lists them as `held` until
+//! then). So the supervisor makes no round trip per tile:
+//! the socket's appearance is the one readiness report of the whole process, and a tile
+//! that cannot start makes the process exit with the reason (nothing of the group runs).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -35,7 +44,7 @@ use tokio::task::JoinHandle;
 use lightcone_core::config::{AgentConfig, PeerInfo};
 use lightcone_core::directory::Directory;
 
-use crate::driver::{prepare, DriverError};
+use crate::driver::{prepare, DriverError, Prepared};
 
 /// `POST /tiles/{id}/start`'s body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,11 +57,25 @@ pub struct StartTile {
     pub netns: PathBuf,
 }
 
+/// One line of the `--tiles FILE` manifest: a tile to start at launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileSpec {
+    pub id: u32,
+    #[serde(flatten)]
+    pub start: StartTile,
+}
+
+/// Most tiles a group prepares at once at launch (one thread each, ended when prepared).
+const PREPARE_THREADS: usize = 16;
+
 /// `GET /tiles`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TilesReply {
     pub running: Vec<u32>,
     pub exited: Vec<u32>,
+    /// Listed tiles prepared and held until the go signal (`--hold`, SIGUSR1).
+    #[serde(default)]
+    pub held: Vec<u32>,
 }
 
 /// Why a group could not start.
@@ -66,6 +89,27 @@ pub enum GroupError {
         #[source]
         source: std::io::Error,
     },
+    /// The `--tiles` manifest could not be read, or a tile in it could not start; no tile
+    /// of the group was started.
+    #[error("tiles {path}: {reason}")]
+    Tiles { path: String, reason: String },
+}
+
+/// The `--tiles` manifest.
+pub fn read_tiles(path: &Path) -> Result<Vec<TileSpec>, GroupError> {
+    let err = |reason: String| GroupError::Tiles {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let tiles: Vec<TileSpec> = serde_json::from_slice(&text).map_err(|e| err(e.to_string()))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &tiles {
+        if !seen.insert(t.id) {
+            return Err(err(format!("tile {} is listed twice", t.id)));
+        }
+    }
+    Ok(tiles)
 }
 
 /// The group's directory file: every node of the lab (`Vec<PeerInfo>` JSON), read once.
@@ -110,48 +154,60 @@ struct Group {
     peers: Vec<PeerInfo>,
     dir: Arc<Directory>,
     tiles: Mutex<BTreeMap<u32, Tile>>,
+    /// Listed tiles prepared and not yet released (`--hold`).
+    held: Mutex<std::collections::BTreeSet<u32>>,
 }
 
 type Reply = (StatusCode, Vec<u8>);
 
 impl Group {
     fn start(&self, id: u32, req: &StartTile) -> Reply {
+        match self.prepare_tile(id, req) {
+            Ok(p) => {
+                let name = self.launch(id, p);
+                (StatusCode::OK, format!("started {name}\n").into_bytes())
+            }
+            Err(r) => r,
+        }
+    }
+
+    /// Everything of tile `id` but its task: config, key, node, sockets, control socket.
+    /// Dropping the result closes what it opened.
+    fn prepare_tile(&self, id: u32, req: &StartTile) -> Result<Prepared, Reply> {
         let bad = |m: String| (StatusCode::BAD_REQUEST, format!("{m}\n").into_bytes());
         if let Some(t) = self.tiles.lock().expect("tiles").get(&id) {
             if !t.task.is_finished() {
-                return (
+                return Err((
                     StatusCode::CONFLICT,
                     format!("tile {id} is running\n").into_bytes(),
-                );
+                ));
             }
         }
-        let text = match std::fs::read(&req.config) {
-            Ok(t) => t,
-            Err(e) => return bad(format!("config {}: {e}", req.config.display())),
-        };
-        let mut cfg: AgentConfig = match serde_json::from_slice(&text) {
-            Ok(c) => c,
-            Err(e) => return bad(format!("config {}: {e}", req.config.display())),
-        };
+        let text = std::fs::read(&req.config)
+            .map_err(|e| bad(format!("config {}: {e}", req.config.display())))?;
+        let mut cfg: AgentConfig = serde_json::from_slice(&text)
+            .map_err(|e| bad(format!("config {}: {e}", req.config.display())))?;
         if cfg.id != id {
-            return bad(format!(
+            return Err(bad(format!(
                 "config {} is node {}, not {id}",
                 req.config.display(),
                 cfg.id
-            ));
+            )));
         }
         if !cfg.peers.is_empty() && cfg.peers != self.peers {
-            return bad(format!(
+            return Err(bad(format!(
                 "config {}: its peers differ from the group's directory",
                 req.config.display()
-            ));
+            )));
         }
         cfg.peers = Vec::new();
         let netns = req.netns.clone();
-        let prepared = match prepare(cfg, Some(self.dir.clone()), |a| bind_in_netns(&netns, a)) {
-            Ok(p) => p,
-            Err(e) => return bad(format!("tile {id}: {e}")),
-        };
+        prepare(cfg, Some(self.dir.clone()), |a| bind_in_netns(&netns, a))
+            .map_err(|e| bad(format!("tile {id}: {e}")))
+    }
+
+    /// Runs a prepared tile as a task of this runtime; its name.
+    fn launch(&self, id: u32, prepared: Prepared) -> String {
         let name = prepared.name().to_string();
         let span = tracing::info_span!("tile", node = %name);
         let task = tokio::spawn(tracing::Instrument::instrument(
@@ -164,7 +220,65 @@ impl Group {
             span,
         ));
         self.tiles.lock().expect("tiles").insert(id, Tile { task });
-        (StatusCode::OK, format!("started {name}\n").into_bytes())
+        name
+    }
+
+    /// Prepares every tile of `specs` concurrently ([`PREPARE_THREADS`] at a time); all or
+    /// none: if one cannot start, none is kept (what was opened is closed) and the reasons
+    /// are returned. The tiles run once [`Group::launch_all`]ed.
+    fn prepare_all(&self, specs: &[TileSpec]) -> Result<Vec<(u32, Prepared)>, String> {
+        let handle = tokio::runtime::Handle::current();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Mutex<Vec<(usize, Result<Prepared, Reply>)>> =
+            Mutex::new(Vec::with_capacity(specs.len()));
+        std::thread::scope(|s| {
+            for _ in 0..PREPARE_THREADS.min(specs.len()) {
+                s.spawn(|| {
+                    // The sockets register with this runtime's reactor.
+                    let _rt = handle.enter();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(t) = specs.get(i) else { break };
+                        let r = self.prepare_tile(t.id, &t.start);
+                        done.lock().expect("prepared").push((i, r));
+                    }
+                });
+            }
+        });
+        let mut done = done.into_inner().expect("prepared");
+        done.sort_by_key(|(i, _)| *i);
+        let errors: Vec<String> = done
+            .iter()
+            .filter_map(|(i, r)| {
+                r.as_ref().err().map(|(_, b)| {
+                    format!(
+                        "tile {}: {}",
+                        specs[*i].id,
+                        String::from_utf8_lossy(b).trim_end()
+                    )
+                })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        let prepared: Vec<(u32, Prepared)> = done
+            .into_iter()
+            .filter_map(|(i, r)| r.ok().map(|p| (specs[i].id, p)))
+            .collect();
+        self.held
+            .lock()
+            .expect("held")
+            .extend(prepared.iter().map(|(id, _)| *id));
+        Ok(prepared)
+    }
+
+    /// Runs prepared tiles (no longer held).
+    fn launch_all(&self, prepared: Vec<(u32, Prepared)>) {
+        for (id, p) in prepared {
+            self.held.lock().expect("held").remove(&id);
+            self.launch(id, p);
+        }
     }
 
     fn crash(&self, id: u32) -> Reply {
@@ -187,7 +301,10 @@ impl Group {
 
     fn list(&self) -> TilesReply {
         let tiles = self.tiles.lock().expect("tiles");
-        let mut r = TilesReply::default();
+        let mut r = TilesReply {
+            held: self.held.lock().expect("held").iter().copied().collect(),
+            ..TilesReply::default()
+        };
         for (id, t) in tiles.iter() {
             if t.task.is_finished() {
                 r.exited.push(*id);
@@ -209,17 +326,67 @@ pub fn raise_fd_limit() {
 }
 
 /// Serves the group on `socket` until `shutdown` resolves; every tile then stops with it.
+/// With `tiles` (the `--tiles` manifest), those tiles are prepared first, all at once, and
+/// the socket appears only once every one is ready; they run at once, or with `hold` on
+/// the go signal (SIGUSR1), so that a lab's tiles all start together once every process
+/// is ready, rather than the first ones' traffic slowing the start of the rest.
 pub async fn serve(
     socket: &Path,
     directory: &Path,
+    tiles: Option<&Path>,
+    hold: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), GroupError> {
+    // Before anything can send it: SIGUSR1's default action ends the process.
+    let mut go_signal = if hold {
+        Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).map_err(
+                |source| GroupError::Bind {
+                    path: "SIGUSR1 handler".into(),
+                    source,
+                },
+            )?,
+        )
+    } else {
+        None
+    };
     let (peers, dir) = read_directory(directory)?;
     let group = Arc::new(Group {
         peers,
         dir,
         tiles: Mutex::new(BTreeMap::new()),
+        held: Mutex::new(Default::default()),
     });
+    let mut prepared = Vec::new();
+    if let Some(path) = tiles {
+        let specs = read_tiles(path)?;
+        let t0 = std::time::Instant::now();
+        prepared = group
+            .prepare_all(&specs)
+            .map_err(|reason| GroupError::Tiles {
+                path: path.display().to_string(),
+                reason,
+            })?;
+        tracing::info!(
+            tiles = prepared.len(),
+            ms = t0.elapsed().as_millis() as u64,
+            "tiles prepared"
+        );
+    }
+    let go = {
+        let group = group.clone();
+        async move {
+            if let Some(sig) = go_signal.as_mut() {
+                sig.recv().await;
+            }
+            if !prepared.is_empty() {
+                let n = prepared.len();
+                group.launch_all(prepared);
+                tracing::info!(tiles = n, "tiles running");
+            }
+            std::future::pending::<()>().await
+        }
+    };
     let _ = std::fs::remove_file(socket);
     let bind_err = |source| GroupError::Bind {
         path: socket.display().to_string(),
@@ -257,6 +424,7 @@ pub async fn serve(
     tokio::select! {
         _ = shutdown => {}
         _ = accept => {}
+        _ = go => {}
     }
     let _ = std::fs::remove_file(socket);
     tracing::info!("tile group stopped");

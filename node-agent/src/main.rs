@@ -22,6 +22,13 @@ struct Args {
     /// With `--group`: every node of the lab (JSON list of peers), shared by the tiles.
     #[arg(long, requires = "group")]
     directory: Option<PathBuf>,
+    /// With `--group`: tiles to start at launch, all at once (JSON list of
+    /// `{"id", "config", "netns"}`); the group's socket appears once all run.
+    #[arg(long, requires = "group")]
+    tiles: Option<PathBuf>,
+    /// With `--tiles`: prepare the listed tiles, then hold them until SIGUSR1.
+    #[arg(long, requires = "tiles")]
+    hold: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,9 +55,15 @@ fn main() -> anyhow::Result<()> {
         };
         if let (Some(socket), Some(directory)) = (&args.group, &args.directory) {
             lightcone_agent::group::raise_fd_limit();
-            return lightcone_agent::group::serve(socket, directory, stop)
-                .await
-                .context("tile group failed");
+            return lightcone_agent::group::serve(
+                socket,
+                directory,
+                args.tiles.as_deref(),
+                args.hold,
+                stop,
+            )
+            .await
+            .context("tile group failed");
         }
         let path = args.config.context("--config or --group is required")?;
         let text = std::fs::read_to_string(&path)

@@ -144,7 +144,7 @@ fn a_crash_in_a_multi_tile_process_kills_one_tile_only() {
         let g = group_sock.clone();
         let d = directory.clone();
         tokio::spawn(async move {
-            lightcone_agent::group::serve(&g, &d, std::future::pending())
+            lightcone_agent::group::serve(&g, &d, None, false, std::future::pending())
                 .await
                 .unwrap();
         });
@@ -260,6 +260,127 @@ fn a_crash_in_a_multi_tile_process_kills_one_tile_only() {
         assert_eq!(st, 404, "a restarted tile starts empty");
         let (st, v) = http(&tile_sock(1), "GET", "/kv/k", "").await.unwrap();
         assert_eq!((st, v.as_str()), (200, "v1"));
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--tiles FILE`: the listed tiles are prepared at launch, all at once, and the group's
+/// socket appears only when every one of them is ready; with `--hold` they run on SIGUSR1
+/// (then every control socket answers); a list with one tile that cannot start starts
+/// none, and the group says which and why.
+#[test]
+fn a_tile_list_starts_every_tile_before_the_socket_appears_or_none() {
+    let dir = std::env::temp_dir().join(format!("lc-group-list-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = 20_000 + (std::process::id() % 20_000) as u16 + 11;
+    let (directory, files) = lab(&dir, port);
+    let netns = "/proc/self/ns/net";
+    let list = |cfgs: &[(u32, &PathBuf)]| {
+        let v: Vec<serde_json::Value> = cfgs
+            .iter()
+            .map(|(id, c)| serde_json::json!({"id": id, "config": c, "netns": netns}))
+            .collect();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Tile 1's entry names tile 2's config: refused, and nothing of the group runs.
+        let bad = dir.join("bad.json");
+        std::fs::write(
+            &bad,
+            list(&[(0, &files[0]), (1, &files[2]), (2, &files[2])]),
+        )
+        .unwrap();
+        let g = dir.join("bad.sock");
+        let err = lightcone_agent::group::serve(
+            &g,
+            &directory,
+            Some(&bad),
+            false,
+            std::future::pending(),
+        )
+        .await
+        .expect_err("a list with a bad tile is refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("tile 1: config") && msg.contains("is node 2, not 1"),
+            "{msg}"
+        );
+        assert!(!g.exists(), "the group's socket appeared");
+        for i in 0..N {
+            assert!(
+                http(&dir.join(format!("t{i}.sock")), "GET", "/state", "")
+                    .await
+                    .is_none(),
+                "tile {i} answers although the list was refused"
+            );
+        }
+        // A tile listed twice is refused before anything starts.
+        let twice = dir.join("twice.json");
+        std::fs::write(&twice, list(&[(0, &files[0]), (0, &files[0])])).unwrap();
+        let err = lightcone_agent::group::serve(
+            &g,
+            &directory,
+            Some(&twice),
+            false,
+            std::future::pending(),
+        )
+        .await
+        .expect_err("a tile listed twice is refused");
+        assert!(err.to_string().contains("tile 0 is listed twice"), "{err}");
+
+        // The good list: when the socket is there, every tile answers.
+        let good = dir.join("good.json");
+        std::fs::write(
+            &good,
+            list(&[(0, &files[0]), (1, &files[1]), (2, &files[2])]),
+        )
+        .unwrap();
+        let gs = dir.join("good.sock");
+        let (d, l, s) = (directory.clone(), good.clone(), gs.clone());
+        tokio::spawn(async move {
+            lightcone_agent::group::serve(&s, &d, Some(&l), true, std::future::pending())
+                .await
+                .unwrap();
+        });
+        let mut up = false;
+        for _ in 0..500 {
+            if gs.exists() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(up, "the group's socket never appeared");
+        // Held (`--hold`): prepared, not running, until the go signal.
+        let (_, tiles) = http(&gs, "GET", "/tiles", "").await.unwrap();
+        let tiles: lightcone_agent::group::TilesReply = serde_json::from_str(&tiles).unwrap();
+        assert_eq!((tiles.held, tiles.running), (vec![0, 1, 2], vec![]));
+        // SAFETY: a signal to this process, whose handler `serve` installed.
+        unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+        let mut released = false;
+        for _ in 0..200 {
+            let (_, t) = http(&gs, "GET", "/tiles", "").await.unwrap();
+            let t: lightcone_agent::group::TilesReply = serde_json::from_str(&t).unwrap();
+            if t.running == vec![0, 1, 2] && t.held.is_empty() {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(released, "the go signal did not release the held tiles");
+        for i in 0..N {
+            let (st, body) = http(&dir.join(format!("t{i}.sock")), "GET", "/state", "")
+                .await
+                .unwrap_or_else(|| panic!("tile {i} does not answer once the socket is there"));
+            assert_eq!(st, 200, "{body}");
+        }
+        let (_, tiles) = http(&gs, "GET", "/tiles", "").await.unwrap();
+        let tiles: lightcone_agent::group::TilesReply = serde_json::from_str(&tiles).unwrap();
+        assert_eq!(tiles.running, vec![0, 1, 2]);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,8 +1,11 @@
 //! What a user waits for: `lightcone up --detach` and `lightcone down` run as processes, for
 //! generated labs of 200 and 1,000 nodes (cells of 10 tiles on a ring, cells of a cluster
-//! on a star, clusters of 10 cells), with the wire engine, with and without agents; beside
-//! it the same number of Mininet hosts in a line (`mn`'s Python API: `build` + `start`, then
-//! `stop`), if `mn` is installed. Needs root; not part of the test suite (`tests/run.sh`
+//! on a star, clusters of 10 cells), with the wire engine: with agents (one agent process
+//! per cell of 10 tiles, `agents.tiles_per_process: 10`), without agents, and, with
+//! `LIGHTCONE_BENCH_PER_NODE=1`, with one agent process per node; beside it the same number
+//! of Mininet hosts in a line (`mn`'s Python API: `build` + `start`, then `stop`), if `mn`
+//! is installed. Under the table, the supervisor's own breakdown of each agents run (kernel
+//! objects, wire engine, agents). Needs root; not part of the test suite (`tests/run.sh`
 //! never runs benches).
 //!
 //! Run: `cargo build --release -p lightcone-agent && cargo bench -p lightcone --bench lab`.
@@ -14,55 +17,92 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn topo_src(lab: &str, nodes: usize) -> String {
+/// How agents run in a timed lab.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Agents {
+    /// `--no-agents`.
+    None,
+    /// One agent process per cell of 10 tiles.
+    PerCell,
+    /// One agent process per node.
+    PerNode,
+}
+
+fn topo_src(lab: &str, nodes: usize, agents: Agents) -> String {
     let cells = nodes / 10;
     let clusters = cells.div_ceil(10);
     let per = cells / clusters;
+    let grouping = if agents == Agents::PerCell {
+        "agents: {tiles_per_process: 10}\n"
+    } else {
+        ""
+    };
     format!(
-        "name: {lab}\ngenerate:\n  layers:\n    - {{radius_au: 1.0, clusters: {clusters}, cells: {per}, tiles: 10}}\n  cell_fabric: ring\n  links:\n    cell: {{delay: 1ms}}\n    cluster: {{delay: 5ms}}\n    layer: {{delay: 10ms}}\n"
+        "name: {lab}\n{grouping}generate:\n  layers:\n    - {{radius_au: 1.0, clusters: {clusters}, cells: {per}, tiles: 10}}\n  cell_fabric: ring\n  links:\n    cell: {{delay: 1ms}}\n    cluster: {{delay: 5ms}}\n    layer: {{delay: 10ms}}\n"
     )
 }
 
 /// One timed command: seconds, or why it failed.
 type Timed = Result<f64, String>;
 
+/// The supervisor's own timing lines in a command's output (`kernel objects up in …`,
+/// `… agents running (…)`), for the breakdown under the table.
+fn breakdown(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("kernel objects up in") || l.contains("agents running ("))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
 fn timed(cmd: &mut Command, limit: Duration) -> Timed {
-    let t = Instant::now();
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn: {e}"))?;
-    // Drain both pipes so a chatty child never blocks on a full one.
-    let out = child.stdout.take().map(drain);
-    let err = child.stderr.take().map(drain);
-    let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-            break s;
+    timed_with_output(cmd, limit).0
+}
+
+/// [`timed`], also returning the command's stdout and stderr.
+fn timed_with_output(cmd: &mut Command, limit: Duration) -> (Timed, String) {
+    let r = (|| -> Result<(f64, String, String, bool), String> {
+        let t = Instant::now();
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        // Drain both pipes so a chatty child never blocks on a full one.
+        let out = child.stdout.take().map(drain);
+        let err = child.stderr.take().map(drain);
+        let status = loop {
+            if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+                break s;
+            }
+            if t.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no answer within {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let secs = t.elapsed().as_secs_f64();
+        let text = |h: Option<std::thread::JoinHandle<String>>| {
+            h.and_then(|h| h.join().ok()).unwrap_or_default()
+        };
+        Ok((secs, text(out), text(err), status.success()))
+    })();
+    match r {
+        Err(e) => (Err(e), String::new()),
+        Ok((secs, out, err, true)) => (Ok(secs), format!("{out}{err}")),
+        Ok((secs, out, err, false)) => {
+            let why = err
+                .lines()
+                .chain(out.lines())
+                .rfind(|l| l.contains("error"))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            (
+                Err(format!("failed after {secs:.2} s: {why}")),
+                format!("{out}{err}"),
+            )
         }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("no answer within {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let secs = t.elapsed().as_secs_f64();
-    let text = |h: Option<std::thread::JoinHandle<String>>| {
-        h.and_then(|h| h.join().ok()).unwrap_or_default()
-    };
-    let (out, err) = (text(out), text(err));
-    if status.success() {
-        Ok(secs)
-    } else {
-        let why = err
-            .lines()
-            .chain(out.lines())
-            .rfind(|l| l.contains("error"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        Err(format!("failed after {secs:.2} s: {why}"))
     }
 }
 
@@ -74,24 +114,30 @@ fn drain<R: std::io::Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle
     })
 }
 
-/// `lightcone up --detach` then `lightcone down` of a generated lab of `n` nodes.
-fn lightcone(bin: &Path, dir: &Path, n: usize, agents: bool) -> (Timed, Timed) {
-    let lab = format!("lbench-{n}{}", if agents { "a" } else { "" });
+/// `lightcone up --detach` then `lightcone down` of a generated lab of `n` nodes; with the
+/// supervisor's breakdown of `up`.
+fn lightcone(bin: &Path, dir: &Path, n: usize, agents: Agents) -> (Timed, Timed, Vec<String>) {
+    let tag = match agents {
+        Agents::None => "",
+        Agents::PerCell => "g",
+        Agents::PerNode => "a",
+    };
+    let lab = format!("lbench-{n}{tag}");
     let file = dir.join(format!("{lab}.yaml"));
-    std::fs::write(&file, topo_src(&lab, n)).expect("write topology");
+    std::fs::write(&file, topo_src(&lab, n, agents)).expect("write topology");
     let mut up = Command::new(bin);
     up.args(["up", "--detach", "--link-engine", "wire"])
         .arg(&file);
-    if !agents {
+    if agents == Agents::None {
         up.arg("--no-agents");
     }
-    let up = timed(&mut up, Duration::from_secs(60));
+    let (up, out) = timed_with_output(&mut up, Duration::from_secs(300));
     // Down runs whatever up did: a failed up leaves nothing but must still be cleaned.
     let down = timed(
         Command::new(bin).args(["down", &lab]),
         Duration::from_secs(120),
     );
-    (up, down)
+    (up, down, breakdown(&out))
 }
 
 /// N hosts in a line, host to host (no switches, no controller): the same kernel objects
@@ -193,53 +239,84 @@ fn main() {
     if py.is_none() {
         eprintln!("mn is not installed (Debian package mininet): no Mininet column");
     }
+    let per_node = std::env::var("LIGHTCONE_BENCH_PER_NODE").is_ok_and(|v| v == "1");
     let mut notes = Vec::new();
     let mut rows = Vec::new();
     for &n in &sizes {
-        let (au, ad) = lightcone(&bin, tmp.path(), n, true);
-        let (nu, nd) = lightcone(&bin, tmp.path(), n, false);
+        let (gu, gd, gb) = lightcone(&bin, tmp.path(), n, Agents::PerCell);
+        for b in gb {
+            notes.push(format!("{n} nodes, agents per cell, supervisor: {b}"));
+        }
+        let (au, ad) = if per_node {
+            let (u, d, b) = lightcone(&bin, tmp.path(), n, Agents::PerNode);
+            for b in b {
+                notes.push(format!("{n} nodes, agents per node, supervisor: {b}"));
+            }
+            (u, d)
+        } else {
+            (Err("not run".into()), Err("not run".into()))
+        };
+        let (nu, nd, nb) = lightcone(&bin, tmp.path(), n, Agents::None);
+        for b in nb {
+            notes.push(format!("{n} nodes, no agents, supervisor: {b}"));
+        }
         let (mu, md) = match &py {
             Some(py) => mininet(py, n),
             None => (Err("not installed".into()), Err("not installed".into())),
         };
         for (what, t) in [
-            ("lightcone+agents up", &au),
-            ("lightcone+agents down", &ad),
+            ("lightcone+agents (per cell) up", &gu),
+            ("lightcone+agents (per cell) down", &gd),
+            ("lightcone+agents (per node) up", &au),
+            ("lightcone+agents (per node) down", &ad),
             ("lightcone up", &nu),
             ("lightcone down", &nd),
             ("mininet up", &mu),
             ("mininet down", &md),
         ] {
             if let Err(e) = t {
-                if py.is_some() || !what.starts_with("mininet") {
+                let skipped = (what.starts_with("mininet") && py.is_none())
+                    || (what.contains("per node") && !per_node);
+                if !skipped {
                     notes.push(format!("{n} nodes, {what}: {e}"));
                 }
             }
         }
-        rows.push((n, [au, ad, nu, nd, mu, md]));
+        rows.push((n, [gu, gd, au, ad, nu, nd, mu, md]));
     }
-    println!("seconds, as processes (wire engine; `up --detach` returns when the lab is ready)");
     println!(
-        "{:>6} | {:>13} {:>13} | {:>13} {:>13} | {:>10} {:>10}",
-        "nodes", "agents up", "agents down", "no-agent up", "no-agent dn", "mn up", "mn down"
+        "seconds, as processes (wire engine; `up --detach` returns when every namespace, link and tile runs and answers); load before: {}",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    println!(
+        "{:>6} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>8} {:>8}",
+        "nodes",
+        "cell up",
+        "cell down",
+        "node up",
+        "node down",
+        "bare up",
+        "bare down",
+        "mn up",
+        "mn down"
+    );
+    println!(
+        "{:>6} | {:>19} | {:>19} | {:>19} | {:>17}",
+        "", "agents, 1 proc/cell", "agents, 1 proc/node", "no agents", "mininet"
     );
     for (n, t) in &rows {
-        let mn = |t: &Timed| {
-            if py.is_some() {
-                cell(t)
-            } else {
-                "-".into()
-            }
-        };
+        let opt = |on: bool, t: &Timed| if on { cell(t) } else { "-".into() };
         println!(
-            "{:>6} | {:>13} {:>13} | {:>13} {:>13} | {:>10} {:>10}",
+            "{:>6} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>8} {:>8}",
             n,
             cell(&t[0]),
             cell(&t[1]),
-            cell(&t[2]),
-            cell(&t[3]),
-            mn(&t[4]),
-            mn(&t[5])
+            opt(per_node, &t[2]),
+            opt(per_node, &t[3]),
+            cell(&t[4]),
+            cell(&t[5]),
+            opt(py.is_some(), &t[6]),
+            opt(py.is_some(), &t[7])
         );
     }
     for n in notes {

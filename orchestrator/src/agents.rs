@@ -158,7 +158,7 @@ impl Agents {
             node: node.name.clone(),
             source,
         };
-        crate::state::write_private(
+        crate::state::write_private_unsynced(
             &cfg_path,
             &serde_json::to_vec_pretty(&cfg).expect("config serializes"),
         )
@@ -206,6 +206,88 @@ impl Agents {
         }
         self.procs.insert(id, Proc { child });
         Ok(pid)
+    }
+
+    /// Whether tiles share processes (`agents.tiles_per_process` > 1).
+    pub fn is_grouped(&self) -> bool {
+        self.groups.is_some()
+    }
+
+    /// Start every node's tile at once in a grouped lab (see
+    /// [`crate::tilegroups::Groups::launch_all`]): configs written concurrently, every
+    /// process spawned with its tiles' list, readiness once per process. `progress(tiles
+    /// running, total)`. Fails, leaving the processes for [`Agents::stop_all`], as
+    /// `launch_all` does.
+    pub async fn start_grouped(
+        &mut self,
+        plan: &Plan,
+        dir: &LabDir,
+        ledger: &mut Ledger,
+        bound: Duration,
+        interrupted: impl FnMut() -> bool,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<(), AgentError> {
+        let n = plan.nodes.len();
+        let epoch = self.epoch_monotonic_ns;
+        let mut boots = Vec::with_capacity(n);
+        for id in 0..n {
+            let boot = self.boots.entry(id).or_insert(0);
+            *boot += 1;
+            boots.push(*boot);
+        }
+        let cfgs: Vec<PathBuf> = (0..n)
+            .map(|id| dir.agents().join(format!("{id}.json")))
+            .collect();
+        // Configs: built and written a few threads at a time (a thousand files).
+        let written: Vec<Result<(), AgentError>> = std::thread::scope(|s| {
+            let chunk = n.div_ceil(4).max(1);
+            let hs: Vec<_> = (0..n)
+                .collect::<Vec<_>>()
+                .chunks(chunk)
+                .map(|ids| {
+                    let ids = ids.to_vec();
+                    let (cfgs, boots) = (&cfgs, &boots);
+                    s.spawn(move || {
+                        for id in ids {
+                            let mut cfg = plan.tile_config(id, &dir.path);
+                            cfg.epoch_monotonic_ns = Some(epoch);
+                            cfg.boot = boots[id];
+                            let _ = std::fs::remove_file(&cfg.control_socket);
+                            crate::state::write_private_unsynced(
+                                &cfgs[id],
+                                &serde_json::to_vec_pretty(&cfg).expect("config serializes"),
+                            )
+                            .map_err(|source| AgentError::Spawn {
+                                node: plan.nodes[id].name.clone(),
+                                source,
+                            })?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or(Err(AgentError::Interrupted)))
+                .collect()
+        });
+        for w in written {
+            w?;
+        }
+        let Some(g) = self.groups.as_mut() else {
+            return Err(AgentError::NoBinary);
+        };
+        g.launch_all(
+            &self.binary,
+            plan,
+            &cfgs,
+            dir,
+            ledger,
+            bound,
+            interrupted,
+            progress,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Wait until every running agent has opened its control socket, or `interrupted`
@@ -303,6 +385,21 @@ impl Agents {
                 _ => (AgentState::Exited, None),
             },
         }
+    }
+
+    /// Kill every agent process at once (SIGKILL, no grace) and reap them: the lab is
+    /// being torn down.
+    pub fn kill_all(&mut self) {
+        if let Some(g) = self.groups.as_mut() {
+            g.kill_all();
+        }
+        for p in self.procs.values_mut() {
+            let _ = p.child.kill();
+        }
+        for p in self.procs.values_mut() {
+            let _ = p.child.wait();
+        }
+        self.procs.clear();
     }
 
     /// Stop every agent: SIGTERM, a short grace period, then SIGKILL.

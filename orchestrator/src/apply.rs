@@ -219,6 +219,30 @@ pub fn stop_processes(procs: &[(u32, u64)], grace: Duration) -> usize {
     count
 }
 
+/// SIGKILL every recorded agent process of a lab (ledger entries `agent …`) at once, no
+/// grace: the lab is going, its peers with it, so a goodbye would reach nobody, and on a
+/// loaded host the agents are what keeps the CPU busy while the lab is torn down (a
+/// 1,000-tile lab's start-up traffic delayed the supervisor's own teardown by seconds).
+/// Gone or recycled pids are skipped. Returns how many were signalled.
+pub fn kill_agents(dir: &LabDir) -> usize {
+    let agents: Vec<(u32, u64)> = Ledger::read(dir)
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Process {
+                pid,
+                start_time,
+                what,
+            } if what.starts_with("agent") => Some((pid, start_time)),
+            _ => None,
+        })
+        .filter(|&(pid, st)| running(pid, st))
+        .collect();
+    for &(pid, _) in &agents {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    agents.len()
+}
+
 /// The recorded process is alive and not a zombie. A detached supervisor's parent is
 /// init, which may reap it only a second or more after it exited; it is gone for us the
 /// moment it has exited.
@@ -246,6 +270,11 @@ fn kill_processes_in(netns: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Threads that unmount and remove a lab's namespaces at once. Each removal is an
+/// `umount2` and an `unlink`, mostly waiting in the kernel; with 4 threads a 1,026-node
+/// wire lab's 1,027 namespaces took 1.56 s on the 2-core reference machine.
+const TEARDOWN_THREADS: usize = 16;
 
 /// What teardown removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -285,10 +314,10 @@ pub fn teardown(dir: &LabDir, skip_pid: Option<u32>) -> Result<Removed, KernelEr
             .iter()
             .map(|n| Path::new(kernel::netns::NETNS_RUN_DIR).join(n)),
     );
-    // Unmounting is independent per namespace: a few threads at a time.
+    // Unmounting is independent per namespace: [`TEARDOWN_THREADS`] threads at a time.
     let results: Vec<Result<bool, KernelError>> = std::thread::scope(|sc| {
         let chunks: Vec<_> = names
-            .chunks(names.len().div_ceil(4).max(1))
+            .chunks(names.len().div_ceil(TEARDOWN_THREADS).max(1))
             .map(|chunk| {
                 let inhabited = &inhabited;
                 sc.spawn(move || {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use rand::RngCore;
 
-use crate::state::{write_private, LabDir};
+use crate::state::{write_private_unsynced, LabDir};
 
 /// Why a lab's secrets could not be made. Nothing was written that a running lab uses.
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +64,12 @@ impl LabKeys {
             fill(rng, &mut seed)?;
             let key = SigningKey::from_bytes(&seed);
             let path = secret_path(dir, id);
-            write_private(&path, hex::encode(key.to_bytes()).as_bytes()).map_err(|source| {
-                SecretError::Write {
+            write_private_unsynced(&path, hex::encode(key.to_bytes()).as_bytes()).map_err(
+                |source| SecretError::Write {
                     path: path.display().to_string(),
                     source,
-                }
-            })?;
+                },
+            )?;
             public_hex.push(hex::encode(key.verifying_key().as_bytes()));
         }
         Ok(LabKeys { public_hex })

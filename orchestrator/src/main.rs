@@ -36,9 +36,13 @@ enum Cmd {
         format: GraphFormat,
     },
     /// Bring a lab up: namespaces, links, agents, API and dashboard.
+    ///
+    /// "Up" means every namespace, link and agent tile is running and answering on its
+    /// control socket, and the API listens. It does not mean converged: membership, routes
+    /// and time sync settle afterwards (`lightcone run` waits for that before its timeline).
     Up {
         file: PathBuf,
-        /// Return once the lab is up, leaving a supervisor process that owns it.
+        /// Return once the lab is up (see above), leaving a supervisor process that owns it.
         #[arg(long, short)]
         detach: bool,
         #[arg(long, value_enum, default_value = "auto")]

@@ -239,6 +239,16 @@ impl Plan {
                 position_au: n.position_au.unwrap_or([0.0; 3]),
             })
             .collect();
+        AgentConfig {
+            peers,
+            ..self.tile_config(id, state_dir)
+        }
+    }
+
+    /// [`Plan::agent_config`] without the peer list: a tile of a multi-tile agent process
+    /// reads the lab's directory once for all its tiles (`crate::tilegroups`), and building
+    /// the list for every node is quadratic in the lab's size.
+    pub fn tile_config(&self, id: usize, state_dir: &Path) -> AgentConfig {
         let mut neighbors: Vec<Neighbor> = self.nodes[id]
             .interfaces
             .iter()
@@ -260,7 +270,7 @@ impl Plan {
             secret_key_file: Some(agent_key_file(state_dir, id)),
             udp_port: AGENT_UDP_PORT,
             control_socket: agent_socket(state_dir, id),
-            peers,
+            peers: Vec::new(),
             neighbors,
             epoch_monotonic_ns: None,
             time: self.time_config(id),

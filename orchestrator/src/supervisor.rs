@@ -338,6 +338,25 @@ async fn serve(
             .unwrap_or_else(|| agents_ready_bound(n));
         let t_agents = Instant::now();
         let started = async {
+            if agents.is_grouped() {
+                // Every process at once, each starting its tiles at once; one readiness
+                // report per process (see `tilegroups::Groups::launch_all`).
+                return agents
+                    .start_grouped(
+                        &plan,
+                        &dir,
+                        &mut ledger,
+                        bound,
+                        &mut interrupted,
+                        |done, total| {
+                            if let Some(m) = throttle.tick("agents", done as u64, total as u64) {
+                                report(&m);
+                            }
+                        },
+                    )
+                    .await
+                    .map_err(SupervisorError::from);
+            }
             for id in 0..n {
                 agents.start(&plan, id, &dir, &mut ledger)?;
                 if let Some(m) = throttle.tick("agents", id as u64 + 1, n as u64) {
@@ -460,12 +479,13 @@ async fn serve(
         p.stop();
     }
     let mut lab = lab.lock().expect("lab lock");
-    // The wire engine stops forwarding at once and closes its sockets in the background
-    // (each close waits for an RCU grace period) while agents and namespaces go.
-    let closing = lab.engine.stop();
+    // Agents first, killed at once (`down` has usually killed them already): they are the
+    // lab's load. Then the wire engine stops forwarding and closes its sockets in the
+    // background (each close waits for an RCU grace period) while namespaces go.
     if let Some(a) = lab.agents.as_mut() {
-        a.stop_all();
+        a.kill_all();
     }
+    let closing = lab.engine.stop();
     let removed = apply::teardown(&lab.dir, Some(std::process::id()));
     if let Some(c) = closing {
         let _ = c.join();

@@ -300,3 +300,29 @@ fn up_fails_clearly_and_tears_down_when_agents_miss_the_bound() {
     assert!(e.contains("only 1 of 3 agents started within 0 s"), "{e}");
     assert_gone(&t.lab);
 }
+
+/// The same for a grouped lab, whose processes start all their tiles at once: `up` fails
+/// saying how many tiles ran within the bound, and tears everything down.
+#[test]
+fn a_grouped_lab_missing_the_bound_fails_clearly_and_leaves_nothing() {
+    require_root();
+    let t = TestLab::from_src("gbound", TOPOLOGY);
+    let o = Command::new(lightcone_bin())
+        .args([
+            "up",
+            t.file.to_str().unwrap(),
+            "--detach",
+            "--link-engine",
+            "wire",
+        ])
+        .env("LIGHTCONE_AGENTS_BOUND_S", "0")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("of 64 agents started within 0 s (the bound: 30 s + 200 ms per node)"),
+        "{e}"
+    );
+    assert_gone(&t.lab);
+}

@@ -52,6 +52,9 @@ fn down_one(lab: &str) -> Result<(), Failure> {
         println!("lab {lab} is not up; nothing to do");
         return Ok(());
     }
+    // The agents first, all at once and from here: a busy lab's agents would otherwise
+    // keep the CPU from the supervisor that is to stop them.
+    apply::kill_agents(&dir);
     if let Some(info) = SupervisorInfo::read(&dir).filter(|i| i.alive()) {
         // Ask the supervisor to tear down its own lab; it knows its engine and agents.
         apply::stop_process(info.pid, info.start_time, Duration::from_secs(15));

@@ -89,6 +89,9 @@ pub struct AgentConfig {
     /// The thermal subsystem (issue 15: heat as a schedulable resource). `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thermal: Option<crate::heat::config::ThermalConfig>,
+    /// The object store (issue 16), the topology's `store:` section; `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::store::config::StoreConfig>,
 }
 
 fn first_boot() -> u32 {
@@ -297,4 +300,6 @@ pub enum ConfigError {
     Time(#[from] lightcone_timing::TimingError),
     #[error("thermal subsystem: {0}")]
     Thermal(#[from] crate::heat::model::ThermalError),
+    #[error("object store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }

@@ -57,6 +57,21 @@ pub enum Command {
     /// Answered by [`Reply::TaskSubmitted`]; refused with [`CommandError::NoThermal`] or
     /// [`CommandError::Task`].
     TaskSubmit(crate::heat::task::TaskSpec),
+    /// Store `data` as erasure-coded object `object` (issue 16). Answered by
+    /// [`Reply::Pending`], then by [`Event::ObjectStored`] or [`Event::ObjectPutFailed`]
+    /// carrying `request`; refused with [`CommandError::NoStore`] or
+    /// [`CommandError::Store`].
+    ObjectPut {
+        request: u64,
+        object: String,
+        data: Vec<u8>,
+    },
+    /// Read object `object`: [`Reply::Pending`], then [`Event::ObjectRead`] or
+    /// [`Event::ObjectReadFailed`] carrying `request`.
+    ObjectGet {
+        request: u64,
+        object: String,
+    },
 }
 
 /// An input to [`Node::handle`](crate::node::Node::handle).
@@ -130,6 +145,11 @@ pub enum CommandError {
     /// The task was refused (its message); nothing changed.
     #[error("{0}")]
     Task(String),
+    #[error("this node has no object store (the topology has no `store:` section)")]
+    NoStore,
+    /// The store refused the put or read (its message); nothing changed.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// Something the node reports.
@@ -185,6 +205,39 @@ pub enum Event {
     /// votes against it lapsed.
     Readmitted {
         node: u32,
+    },
+    /// An object put answered [`Reply::Pending`] is held: every shard acknowledged, or
+    /// more than k of them once the ack timeout passed (repair restores the rest).
+    ObjectStored {
+        request: u64,
+        object: String,
+    },
+    /// An object put failed (at most k shards acknowledged in time).
+    ObjectPutFailed {
+        request: u64,
+        object: String,
+        reason: String,
+    },
+    /// An object read: the object's bytes, reconstructed from k verified shards.
+    ObjectRead {
+        request: u64,
+        data: Vec<u8>,
+    },
+    /// An object read failed (too few good shards reachable, or a bad metadata).
+    ObjectReadFailed {
+        request: u64,
+        reason: String,
+    },
+    /// A stripe this node repaired is back at full redundancy, `after_ms` (emulated) after
+    /// the first of its lost holders was declared dead or came back empty.
+    StripeRepaired {
+        object: String,
+        after_ms: u64,
+    },
+    /// Fewer than k shards of this object survive: it is lost (reported once, by the
+    /// stripe's steward).
+    ObjectLost {
+        object: String,
     },
 }
 

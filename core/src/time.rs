@@ -79,6 +79,8 @@ pub enum TimerKey {
     KvAck,
     /// The thermal subsystem's round (issue 15): model step, descriptors, summaries, leases.
     Heat,
+    /// The object store's round (issue 16): liveness news, repairs, timeouts.
+    Store,
 }
 
 /// Most (key, deadline) places [`Timers`] remembers.

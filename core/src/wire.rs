@@ -346,6 +346,9 @@ pub enum Payload {
     TreeHeads(Vec<crate::trust::log::TreeHead>),
     /// The thermal subsystem's messages (`crate::heat::msg`), opaque here. Kind 16.
     Heat(Vec<u8>),
+    /// The object store's messages (`crate::store::msg`, their own kinds 20–25 inside),
+    /// opaque here. Kind 20 (kinds 20–27 are the store's).
+    Store(Vec<u8>),
 }
 
 /// Kind of [`Payload::Data`] (workload traffic).
@@ -354,6 +357,8 @@ pub const KIND_DATA: u8 = 10;
 pub const KIND_KV: u8 = 8;
 /// Kind of [`Payload::Heat`] (kinds 16–19 are the thermal subsystem's).
 pub const KIND_HEAT: u8 = 16;
+/// Kind of [`Payload::Store`] (kinds 20–27 are the object store's).
+pub const KIND_STORE: u8 = 20;
 
 /// Highest payload kind.
 pub const KIND_MAX: u8 = KIND_TREE_HEADS;
@@ -383,6 +388,7 @@ impl Payload {
             Payload::Signed { .. } => KIND_SIGNED,
             Payload::TreeHeads(_) => KIND_TREE_HEADS,
             Payload::Heat(_) => KIND_HEAT,
+            Payload::Store(_) => KIND_STORE,
         }
     }
 
@@ -416,6 +422,7 @@ impl Payload {
             Payload::Signed { .. } => "signed",
             Payload::TreeHeads(_) => "tree_heads",
             Payload::Heat(_) => "heat",
+            Payload::Store(_) => "store",
         }
     }
 
@@ -468,7 +475,11 @@ impl Payload {
                 w.push(s.stamp.source);
                 w.push(s.stamp.stratum);
             }
-            Payload::Kv(b) | Payload::Time(b) | Payload::Data(b) | Payload::Heat(b) => {
+            Payload::Kv(b)
+            | Payload::Time(b)
+            | Payload::Data(b)
+            | Payload::Heat(b)
+            | Payload::Store(b) => {
                 let n = b.len().min(MAX_BLOB);
                 w.extend_from_slice(&(n as u16).to_be_bytes());
                 w.extend_from_slice(&b[..n]);
@@ -623,6 +634,13 @@ impl Payload {
                     return Err(WireError::Malformed);
                 }
                 Payload::Heat(r.take(n)?.to_vec())
+            }
+            KIND_STORE => {
+                let n = r.u16()? as usize;
+                if n > MAX_BLOB {
+                    return Err(WireError::Malformed);
+                }
+                Payload::Store(r.take(n)?.to_vec())
             }
             k => return Err(WireError::UnknownKind(k)),
         };

@@ -52,6 +52,7 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
                 epoch_monotonic_ns: Some(epoch),
                 boot: 1,
                 thermal: None,
+                store: None,
                 time: Some(TimeConfig {
                     servers: if i == 0 { vec![] } else { vec![0] },
                     poll_interval_ns: 200_000_000,

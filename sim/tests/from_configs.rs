@@ -76,6 +76,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 time: None,
                 boot: 1,
                 thermal: None,
+                store: None,
             }
         })
         .collect();

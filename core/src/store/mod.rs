@@ -45,12 +45,14 @@
 //! minutes; a stripe is written once and encoded on every put, read whole mostly from data
 //! shards (no decode). GF(2^16) also lifts the 256-shard ceiling of GF(2^8).
 pub mod codec;
+pub mod config;
 pub mod harness;
 pub mod machine;
 pub mod metrics;
 pub mod msg;
 pub mod placement;
 pub mod scenarios;
+pub mod tile;
 
 /// An object class: its stripe shape and how many cells its shards spread over.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -135,6 +137,8 @@ pub enum StoreError {
     BadFrame(String),
     #[error("unknown object {0:?}")]
     UnknownObject(String),
+    #[error("store configuration: {0}")]
+    BadConfig(String),
 }
 
 #[cfg(test)]

@@ -251,6 +251,30 @@ impl StoreTile {
         (&REPAIR_BUCKETS_S, cum, self.repair_sum_s)
     }
 
+    /// The `lightcone_storage_*` series of this tile in the Prometheus text format:
+    /// [`StoreMetrics::render`] and the repair-time histogram
+    /// `lightcone_storage_repair_seconds` (stripes this tile repaired, emulated s from the
+    /// first loss to full redundancy).
+    pub fn render(&self, node: &str, now: Instant) -> String {
+        let mut s = self.metrics(now).render(node);
+        let (bounds, cum, sum) = self.repair_histogram();
+        let name = "lightcone_storage_repair_seconds";
+        s.push_str(&format!("# HELP {name} Time from a stripe's first lost shard to its full redundancy again, emulated s (stripes this node repaired).\n# TYPE {name} histogram\n"));
+        for (b, c) in bounds.iter().zip(&cum) {
+            s.push_str(&format!(
+                "{name}_bucket{{node=\"{node}\",le=\"{b}\"}} {c}\n"
+            ));
+        }
+        let all = cum.last().copied().unwrap_or(0);
+        s.push_str(&format!(
+            "{name}_bucket{{node=\"{node}\",le=\"+Inf\"}} {all}\n"
+        ));
+        s.push_str(&format!(
+            "{name}_sum{{node=\"{node}\"}} {sum}\n{name}_count{{node=\"{node}\"}} {all}\n"
+        ));
+        s
+    }
+
     fn carry(&mut self, out: Vec<StoreOut>, fx: &mut Effects) {
         for o in out {
             match o {

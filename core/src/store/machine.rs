@@ -240,6 +240,10 @@ impl Store {
             return;
         }
         let was = self.members.get(&tile.id).map(|m| m.alive);
+        if alive && was == Some(false) {
+            // Back in view (a healed partition, a route again): ask it again.
+            self.unresponsive.remove(&tile.id);
+        }
         if was != Some(alive) {
             self.members.insert(
                 tile.id,
@@ -628,19 +632,11 @@ impl Store {
         })
     }
 
-    /// Reports `meta`'s object lost when fewer than k of its shards are on tiles up in
-    /// this tile's view now (no grace: called when a repair could not gather k shards, or
-    /// when the graced count already shows the loss).
-    fn declare_lost_if(&mut self, _now: Instant, meta: &StripeMeta, out: &mut Vec<StoreOut>) {
-        let down = meta
-            .holders
-            .iter()
-            .enumerate()
-            .filter(|(i, &h)| {
-                self.gone.contains(&(meta.object.clone(), *i as u16))
-                    || self.down_since(h).is_some()
-            })
-            .count();
+    /// Reports `meta`'s object lost when fewer than k of its shards survive in this
+    /// tile's view: holders gone, or down (dead, or silent to our asks) for the grace
+    /// period — a partition shorter than the grace loses nothing.
+    fn declare_lost_if(&mut self, now: Instant, meta: &StripeMeta, out: &mut Vec<StoreOut>) {
+        let down = self.missing(now, meta).0.len();
         if meta.class.n as usize - down < meta.class.k as usize
             && self.lost.insert(meta.object.clone())
         {

@@ -128,6 +128,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_store_lab_loads_with_its_class() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/store-lab.yaml");
+        let t = crate::topology::load(std::path::Path::new(path)).unwrap();
+        let s = t.store.unwrap();
+        assert_eq!((s.class.k, s.class.n, s.class.cells), (4, 8, 2));
+        assert_eq!(s.grace_s, 10.0);
+        assert_eq!(t.nodes.len(), 8);
+    }
+
+    #[test]
     fn mistakes_are_located_and_say_what_is_wrong() {
         let cases = [
             ("  k: 4\n  n: 9\n", "bad.yaml:7:", "the lab has 8 nodes"),

@@ -134,7 +134,7 @@ mod tests {
         let s = t.store.unwrap();
         assert_eq!((s.class.k, s.class.n, s.class.cells), (4, 8, 2));
         assert_eq!(s.grace_s, 10.0);
-        assert_eq!(t.nodes.len(), 8);
+        assert_eq!(t.nodes.len(), 10);
     }
 
     #[test]

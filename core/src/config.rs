@@ -93,6 +93,9 @@ pub struct AgentConfig {
     /// the one before). `None`: [`crate::wire::VERSION`], as before versions existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<u8>,
+    /// The object store (issue 16), the topology's `store:` section; `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::store::config::StoreConfig>,
 }
 
 fn first_boot() -> u32 {
@@ -303,4 +306,6 @@ pub enum ConfigError {
     Thermal(#[from] crate::heat::model::ThermalError),
     #[error("build: {0}")]
     Build(#[from] crate::update::BuildError),
+    #[error("object store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }

@@ -67,6 +67,21 @@ pub enum Command {
     /// [`crate::update::dark::Order`]): checked, obeyed if its scope holds this node and
     /// relayed inside the scope. Refused with [`CommandError::Order`], changing nothing.
     Order(Vec<u8>),
+    /// Store `data` as erasure-coded object `object` (issue 16). Answered by
+    /// [`Reply::Pending`], then by [`Event::ObjectStored`] or [`Event::ObjectPutFailed`]
+    /// carrying `request`; refused with [`CommandError::NoStore`] or
+    /// [`CommandError::Store`].
+    ObjectPut {
+        request: u64,
+        object: String,
+        data: Vec<u8>,
+    },
+    /// Read object `object`: [`Reply::Pending`], then [`Event::ObjectRead`] or
+    /// [`Event::ObjectReadFailed`] carrying `request`.
+    ObjectGet {
+        request: u64,
+        object: String,
+    },
 }
 
 /// An input to [`Node::handle`](crate::node::Node::handle).
@@ -148,6 +163,11 @@ pub enum CommandError {
     /// A runtime order was refused (why); nothing changed.
     #[error("order refused: {0}")]
     Order(crate::update::dark::OrderError),
+    #[error("this node has no object store (the topology has no `store:` section)")]
+    NoStore,
+    /// The store refused the put or read (its message); nothing changed.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// Something the node reports.
@@ -209,6 +229,39 @@ pub enum Event {
     KeyRevokedByGroup {
         node: u32,
         slot: u64,
+    },
+    /// An object put answered [`Reply::Pending`] is held: every shard acknowledged, or
+    /// more than k of them once the ack timeout passed (repair restores the rest).
+    ObjectStored {
+        request: u64,
+        object: String,
+    },
+    /// An object put failed (at most k shards acknowledged in time).
+    ObjectPutFailed {
+        request: u64,
+        object: String,
+        reason: String,
+    },
+    /// An object read: the object's bytes, reconstructed from k verified shards.
+    ObjectRead {
+        request: u64,
+        data: Vec<u8>,
+    },
+    /// An object read failed (too few good shards reachable, or a bad metadata).
+    ObjectReadFailed {
+        request: u64,
+        reason: String,
+    },
+    /// A stripe this node repaired is back at full redundancy, `after_ms` (emulated) after
+    /// the first of its lost holders was declared dead or came back empty.
+    StripeRepaired {
+        object: String,
+        after_ms: u64,
+    },
+    /// Fewer than k shards of this object survive: it is lost (reported once, by the
+    /// stripe's steward).
+    ObjectLost {
+        object: String,
     },
 }
 

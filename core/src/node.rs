@@ -90,6 +90,8 @@ pub struct Node {
     lie_cursor: usize,
     /// The thermal subsystem (issue 15); `None`: off, and the node behaves as before it.
     heat: Option<crate::heat::machine::Heat>,
+    /// The object store (issue 16); `None`: off, and the node behaves as before it.
+    store: Option<crate::store::tile::StoreTile>,
     /// Our membership incarnation and since when (for the watch's lie check).
     incarnation_since: (u64, Instant),
     /// Neighbours already hinted to membership as quiet (cleared when heard again).
@@ -153,6 +155,9 @@ impl Node {
         }
         if let Some(v) = cfg.protocol_version {
             node.set_build(crate::update::Build::new(v)?);
+        }
+        if let Some(s) = &cfg.store {
+            node = node.with_store(s, now)?;
         }
         Ok(match time {
             Some(t) => node.with_time(t),
@@ -221,6 +226,7 @@ impl Node {
             byzantine: Byzantine::default(),
             lie_cursor: 0,
             heat: None,
+            store: None,
             incarnation_since: (0, now),
             quiet_hinted: BTreeSet::new(),
             claim_sigs: Default::default(),
@@ -325,7 +331,125 @@ impl Node {
         if let Some(h) = &self.heat {
             self.timers.set(TimerKey::Heat, now + h.interval());
         }
+        if let Some(s) = &self.store {
+            self.timers.set(TimerKey::Store, now + s.interval());
+        }
         self.flush(now, out);
+    }
+
+    // ---- the object store (issue 16; `crate::store::tile` holds the rest) ----
+
+    /// Gives the node the object store (call before [`Node::start`]); on an error the
+    /// node is unchanged.
+    pub fn with_store(
+        mut self,
+        cfg: &crate::store::config::StoreConfig,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
+        let me = crate::store::tile::tile_of(self.id, &self.addr);
+        let seed = self.params_seed();
+        self.store = Some(crate::store::tile::StoreTile::new(cfg, me, seed, now)?);
+        Ok(self)
+    }
+
+    /// The object store, when on.
+    pub fn store(&self) -> Option<&crate::store::tile::StoreTile> {
+        self.store.as_ref()
+    }
+
+    /// The placement seed: the same on every node of a lab (placement and steward
+    /// election must agree), so derived from the directory, not the node's own seed.
+    fn params_seed(&self) -> u64 {
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        for e in &self.dir.peers {
+            sha2::Digest::update(&mut h, e.key.as_bytes());
+        }
+        let d: [u8; 32] = sha2::Digest::finalize(h).into();
+        u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Tells the store who is alive: cell-mates from membership, other cells by route.
+    fn store_observe(&mut self, now: Instant, fx: &mut crate::store::tile::Effects) {
+        let Some(st) = self.store.as_mut() else {
+            return;
+        };
+        let (me, my, m, r) = (self.id, self.addr, &self.membership, &self.routing);
+        let alive = |id: u32, a: &crate::addr::HierAddr| {
+            if id == me {
+                true
+            } else if a.same_cell(&my) {
+                matches!(
+                    m.state_of(id),
+                    Some(MemberState::Alive | MemberState::Suspect)
+                )
+            } else {
+                r.next_hop(Dest::Node(id)).is_some()
+            }
+        };
+        let epochs = &self.peer_epochs;
+        let epoch = |id: u32| epochs.get(&id).copied().unwrap_or(wire::FIRST_EPOCH);
+        st.observe(now, &self.dir, alive, epoch, fx);
+    }
+
+    /// The store's round (timer [`TimerKey::Store`]).
+    fn on_store_tick(&mut self, now: Instant) {
+        let mut fx = crate::store::tile::Effects::default();
+        self.store_observe(now, &mut fx);
+        let kv = &self.kv;
+        let Some(st) = self.store.as_mut() else {
+            return;
+        };
+        st.learn_from_kv(kv.store().keys(), |k| kv.get(k));
+        st.tick(now, &mut fx);
+        let next = now + st.interval();
+        self.timers.set(TimerKey::Store, next);
+        self.store_effects(now, fx);
+    }
+
+    /// A store frame from `src` (its overlay frame verified).
+    fn on_store_msg(&mut self, now: Instant, src: u32, bytes: &[u8]) {
+        let mut fx = crate::store::tile::Effects::default();
+        self.store_observe(now, &mut fx);
+        let Some(st) = self.store.as_mut() else {
+            return;
+        };
+        st.on_frame(now, src, bytes, &mut fx);
+        self.store_effects(now, fx);
+    }
+
+    /// A client's `object put` / `object get`.
+    fn on_store_command(&mut self, now: Instant, c: &Command) -> Result<Reply, CommandError> {
+        let mut fx = crate::store::tile::Effects::default();
+        self.store_observe(now, &mut fx);
+        let st = self.store.as_mut().ok_or(CommandError::NoStore)?;
+        let request = match c {
+            Command::ObjectPut {
+                request,
+                object,
+                data,
+            } => st
+                .put(now, *request, object, data, &mut fx)
+                .map(|()| *request),
+            Command::ObjectGet { request, object } => {
+                st.get(now, *request, object, &mut fx).map(|()| *request)
+            }
+            _ => return Ok(Reply::Done),
+        };
+        self.store_effects(now, fx);
+        let request = request.map_err(|e| CommandError::Store(e.to_string()))?;
+        Ok(Reply::Pending { request })
+    }
+
+    fn store_effects(&mut self, now: Instant, fx: crate::store::tile::Effects) {
+        for (to, b) in fx.sends {
+            self.fx.send(Dest::Node(to), Payload::Store(b));
+        }
+        for (key, value) in fx.kv_writes {
+            // Local: the kv's anti-entropy spreads it over the cell; a refusal (a full
+            // replica) leaves the metadata in the shard frames only.
+            let _ = self.put(now, 0, &key, &value, Durability::Local);
+        }
+        self.fx.events.extend(fx.events);
     }
 
     /// Gives the node the thermal subsystem (call before [`Node::start`]); the error names
@@ -711,6 +835,9 @@ impl Node {
                 self.on_order(now, bytes, None)
                     .map_err(CommandError::Order)?;
             }
+            Command::ObjectPut { .. } | Command::ObjectGet { .. } => {
+                return self.on_store_command(now, c);
+            }
             Command::TaskSubmit(spec) => {
                 let h = self.heat.as_mut().ok_or(CommandError::NoThermal)?;
                 let task = h
@@ -840,6 +967,7 @@ impl Node {
             TimerKey::KvAck => {}
             TimerKey::Heat => {}
             TimerKey::Bft => {}
+            TimerKey::Store => {}
             TimerKey::Clock => {
                 if let Some(t) = self.time.as_mut() {
                     let ns = now.as_nanos();
@@ -862,6 +990,9 @@ impl Node {
         }
         if key == TimerKey::Bft {
             self.on_bft_tick(now);
+        }
+        if key == TimerKey::Store {
+            self.on_store_tick(now);
         }
     }
 
@@ -1458,6 +1589,7 @@ impl Node {
         let mut heat_msg: Option<Vec<u8>> = None;
         let mut bft_msg: Option<Vec<u8>> = None;
         let mut order: Option<Vec<u8>> = None;
+        let mut store_msg: Option<Vec<u8>> = None;
         let phys = match p {
             Payload::Kv(_) => self.physical_ns(now),
             _ => 0,
@@ -1629,6 +1761,7 @@ impl Node {
             }
             Payload::Order(bytes) => order = Some(bytes),
             Payload::Hello { .. } => {}
+            Payload::Store(bytes) => store_msg = Some(bytes),
         }
         // Membership deaths of neighbours take their links down at once — unless the
         // neighbour spoke to us within its keepalive interval: then the claim is wrong (a
@@ -1672,6 +1805,9 @@ impl Node {
         if let Some(b) = order {
             // A refused order from a neighbour is counted by the kill switch, no more.
             let _ = self.on_order(now, &b, Some(link));
+        }
+        if let Some(b) = store_msg {
+            self.on_store_msg(now, src, &b);
         }
         self.flush_clock();
         if self.routing.has_pending_update() {

@@ -81,6 +81,8 @@ pub enum TimerKey {
     Heat,
     /// Small-group BFT's round timer (issue 17; armed only while the group has work).
     Bft,
+    /// The object store's round (issue 16): liveness news, repairs, timeouts.
+    Store,
 }
 
 /// Most (key, deadline) places [`Timers`] remembers.

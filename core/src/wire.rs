@@ -369,6 +369,9 @@ pub enum Payload {
     /// A threshold-signed runtime order (issue 18, kind 35, new in version 3: panic-to-dark
     /// and undark, [`crate::update::dark`]), opaque here.
     Order(Vec<u8>),
+    /// The object store's messages (`crate::store::msg`, their own kinds 20–25 inside),
+    /// opaque here. Kind 20 (kinds 20–27 are the store's).
+    Store(Vec<u8>),
 }
 
 /// Kind of [`Payload::Data`] (workload traffic).
@@ -377,6 +380,8 @@ pub const KIND_DATA: u8 = 10;
 pub const KIND_KV: u8 = 8;
 /// Kind of [`Payload::Heat`] (kinds 16–19 are the thermal subsystem's).
 pub const KIND_HEAT: u8 = 16;
+/// Kind of [`Payload::Store`] (kinds 20–27 are the object store's).
+pub const KIND_STORE: u8 = 20;
 
 /// Highest payload kind.
 pub const KIND_MAX: u8 = KIND_BFT;
@@ -425,6 +430,7 @@ impl Payload {
             Payload::Bft(_) => KIND_BFT,
             Payload::Hello { .. } => KIND_HELLO,
             Payload::Order(_) => KIND_ORDER,
+            Payload::Store(_) => KIND_STORE,
         }
     }
 
@@ -461,6 +467,7 @@ impl Payload {
             Payload::Bft(_) => "bft",
             Payload::Hello { .. } => "hello",
             Payload::Order(_) => "order",
+            Payload::Store(_) => "store",
         }
     }
 
@@ -513,7 +520,11 @@ impl Payload {
                 w.push(s.stamp.source);
                 w.push(s.stamp.stratum);
             }
-            Payload::Kv(b) | Payload::Time(b) | Payload::Data(b) | Payload::Heat(b) => {
+            Payload::Kv(b)
+            | Payload::Time(b)
+            | Payload::Data(b)
+            | Payload::Heat(b)
+            | Payload::Store(b) => {
                 let n = b.len().min(MAX_BLOB);
                 w.extend_from_slice(&(n as u16).to_be_bytes());
                 w.extend_from_slice(&b[..n]);
@@ -684,16 +695,16 @@ impl Payload {
                 }
                 Payload::Hello { min, max, reply }
             }
-            KIND_BFT | KIND_ORDER => {
+            KIND_BFT | KIND_ORDER | KIND_STORE => {
                 let n = r.u16()? as usize;
                 if n > MAX_BLOB {
                     return Err(WireError::Malformed);
                 }
                 let blob = r.take(n)?.to_vec();
-                if kind == KIND_BFT {
-                    Payload::Bft(blob)
-                } else {
-                    Payload::Order(blob)
+                match kind {
+                    KIND_BFT => Payload::Bft(blob),
+                    KIND_STORE => Payload::Store(blob),
+                    _ => Payload::Order(blob),
                 }
             }
             k => return Err(WireError::UnknownKind(k)),

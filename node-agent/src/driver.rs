@@ -368,7 +368,12 @@ impl Metrics {
         }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        // The object store's series (issue 16), rendered by the core in the same format.
+        if let Some(st) = node.store() {
+            text.push_str(&st.render(n, now));
+        }
+        text
     }
 }
 
@@ -405,6 +410,15 @@ pub enum Control {
     Task(lightcone_core::heat::task::TaskSpec),
     /// `GET /leases`: the leases held here and the tasks owned here, as JSON.
     Leases,
+    /// `PUT /objects/{id}`: store the body as an erasure-coded object (issue 16).
+    ObjectPut {
+        object: String,
+        data: Vec<u8>,
+    },
+    /// `GET /objects/{id}`: read an object back.
+    ObjectGet {
+        object: String,
+    },
 }
 
 /// `GET /kv/{key}?siblings`: `{"siblings": [...], "dots": [...], "context": ...}`, every
@@ -701,6 +715,8 @@ impl Prepared {
         node.start(clock.now(), &mut out);
         // Puts awaiting their answer (a `cell` put's comes when members ack), by request id.
         let mut pending_put: BTreeMap<u64, (bool, oneshot::Sender<Reply>)> = BTreeMap::new();
+        // Object puts and reads awaiting their event, by request id (same counter).
+        let mut pending_object: BTreeMap<u64, oneshot::Sender<Reply>> = BTreeMap::new();
         let mut next_request = 0u64;
         tokio::pin!(shutdown);
         let mut stop = false;
@@ -770,6 +786,45 @@ impl Prepared {
                         )
                     }
                     Event::Stopped => stop = true,
+                    Event::ObjectStored { request, object } => {
+                        if let Some(tx) = pending_object.remove(&request) {
+                            let body = serde_json::json!({ "stored": object });
+                            let _ = tx.send((
+                                StatusCode::OK,
+                                "application/json",
+                                body.to_string().into_bytes(),
+                            ));
+                        }
+                    }
+                    Event::ObjectPutFailed {
+                        request,
+                        object,
+                        reason,
+                    } => {
+                        tracing::warn!(%object, %reason, "object put failed");
+                        if let Some(tx) = pending_object.remove(&request) {
+                            let _ = tx.send((
+                                StatusCode::GATEWAY_TIMEOUT,
+                                "text/plain",
+                                format!("{reason}\n").into_bytes(),
+                            ));
+                        }
+                    }
+                    Event::ObjectRead { request, data } => {
+                        if let Some(tx) = pending_object.remove(&request) {
+                            let _ = tx.send((StatusCode::OK, "application/octet-stream", data));
+                        }
+                    }
+                    Event::ObjectReadFailed { request, reason } => {
+                        if let Some(tx) = pending_object.remove(&request) {
+                            let _ = tx.send((
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "text/plain",
+                                format!("{reason}\n").into_bytes(),
+                            ));
+                        }
+                    }
+                    Event::ObjectLost { object } => tracing::error!(%object, "object lost"),
                     other => tracing::debug!(?other, "event"),
                 }
             }
@@ -823,6 +878,31 @@ impl Prepared {
                         Control::Leases => {
                             let leases = node.heat().map(|h| h.leases(now)).unwrap_or_default();
                             Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&leases).unwrap_or_default()))
+                        }
+                        Control::ObjectPut { object, data } => {
+                            next_request += 1;
+                            let request = next_request;
+                            match node.command(now, &Command::ObjectPut { request, object, data }, &mut out) {
+                                Err(e @ CommandError::NoStore) => Some(refusal(StatusCode::NOT_IMPLEMENTED, &e)),
+                                Err(e) => Some(refusal(StatusCode::BAD_REQUEST, &e)),
+                                Ok(_) => {
+                                    pending_object.insert(request, reply);
+                                    continue;
+                                }
+                            }
+                        }
+                        Control::ObjectGet { object } => {
+                            next_request += 1;
+                            let request = next_request;
+                            match node.command(now, &Command::ObjectGet { request, object }, &mut out) {
+                                Err(e @ CommandError::NoStore) => Some(refusal(StatusCode::NOT_IMPLEMENTED, &e)),
+                                Err(CommandError::Store(m)) if m.starts_with("unknown object") => Some((StatusCode::NOT_FOUND, "text/plain", format!("{m}\n").into_bytes())),
+                                Err(e) => Some(refusal(StatusCode::BAD_REQUEST, &e)),
+                                Ok(_) => {
+                                    pending_object.insert(request, reply);
+                                    continue;
+                                }
+                            }
                         }
                         Control::Quarantine { node: q } => {
                             let _ = node.command(now, &Command::Quarantine { node: q }, &mut out);
@@ -1050,6 +1130,29 @@ async fn handle_http(
             }
         }
         (&Method::GET, "/leases") => Control::Leases,
+        (m, p) if p.starts_with("/objects/") && p.len() > 9 => {
+            let object = match crate::pct::decode(&p[9..]) {
+                Ok(k) => k,
+                Err(e) => return bad(&format!("object id: {e}")),
+            };
+            if *m == Method::GET {
+                Control::ObjectGet { object }
+            } else if *m == Method::PUT || *m == Method::POST {
+                match body_of(req, MAX_BODY, "object too large").await {
+                    Ok(b) => Control::ObjectPut {
+                        object,
+                        data: b.to_vec(),
+                    },
+                    Err(e) => return bad(&e),
+                }
+            } else {
+                return Ok(resp(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    Vec::new(),
+                ));
+            }
+        }
         (&Method::POST, p) if p.starts_with("/send/") => {
             let who = &p["/send/".len()..];
             let Some(dst) = node_of(&cfg, who) else {

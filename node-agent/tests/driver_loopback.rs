@@ -53,6 +53,7 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
                 boot: 1,
                 thermal: None,
                 protocol_version: None,
+                store: None,
                 time: Some(TimeConfig {
                     servers: if i == 0 { vec![] } else { vec![0] },
                     poll_interval_ns: 200_000_000,

@@ -584,6 +584,26 @@ pub async fn node_kv(
     proxy_to_agent(&s, &node, m, &path, body.to_vec(), Duration::from_secs(5)).await
 }
 
+/// `GET|PUT /nodes/{node}/objects/{id}`: the agent's object store (issue 16), proxied;
+/// a put needs the token like every state-changing request ([`Guard`]). The agent's
+/// status, content type and body are passed through unchanged.
+pub async fn node_object(
+    State(s): State<ApiState>,
+    method: Method,
+    UrlPath((node, id)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let m = if method == Method::GET {
+        Method::GET
+    } else {
+        Method::PUT
+    };
+    let path = format!("/objects/{}", lightcone_agent::pct::encode(&id));
+    // A read or a put waits for shards from other tiles (fetch and ack timeouts of a few
+    // emulated seconds); 15 s real covers them at time_scale ≥ 1.
+    proxy_to_agent(&s, &node, m, &path, body.to_vec(), Duration::from_secs(15)).await
+}
+
 /// `POST /api/nodes/{node}/task`: a task (issue 15, `lightcone_core::heat::task::TaskSpec`
 /// as JSON) submitted to `node`'s agent; checked here, the agent's answer passed through.
 pub async fn api_node_task(

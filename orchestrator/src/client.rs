@@ -470,6 +470,26 @@ impl Client {
         self.post_json(&format!("/api/nodes/{node}/task"), spec)
     }
 
+    /// `PUT /nodes/{node}/objects/{id}`: store `data` as an erasure-coded object (issue
+    /// 16); the raw answer (200 stored, 400 refused, 501 no store, 504 not acknowledged).
+    pub fn object_put(
+        &self,
+        node: &str,
+        id: &str,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<Raw, ClientError> {
+        let path = format!("/nodes/{node}/objects/{}", pct::encode(id));
+        self.send("PUT", &path, Some(data), timeout)
+    }
+
+    /// `GET /nodes/{node}/objects/{id}`: the raw answer (200 with the object, 404 unknown,
+    /// 503 too few good shards reachable).
+    pub fn object_get(&self, node: &str, id: &str, timeout: Duration) -> Result<Raw, ClientError> {
+        let path = format!("/nodes/{node}/objects/{}", pct::encode(id));
+        self.send("GET", &path, None, timeout)
+    }
+
     /// `POST /nodes/{node}/send/{dst}`: an application message; `Ok` when the agent took it.
     pub fn send_message(
         &self,

@@ -110,6 +110,11 @@ enum Cmd {
         #[command(subcommand)]
         action: FaultCmd,
     },
+    /// Objects in a running lab's erasure-coded store (issue 16).
+    Object {
+        #[command(subcommand)]
+        action: ObjectCmd,
+    },
     /// Tasks on a running lab's thermal subsystem (issue 15).
     Task {
         #[command(subcommand)]
@@ -224,6 +229,28 @@ struct LinkEnds {
     b: String,
     #[arg(long)]
     lab: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ObjectCmd {
+    /// Store an object through a node (the topology needs a `store:` section).
+    Put {
+        node: String,
+        id: String,
+        /// The object's bytes as text; or --file.
+        value: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Read an object back through a node; its bytes go to stdout.
+    Get {
+        node: String,
+        id: String,
+        #[arg(long)]
+        lab: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -394,6 +421,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => cli::cmd_simulate(scenario, seed, out, json, crypto),
         Cmd::Exec { lab, node, cmd } => cli::cmd_exec(lab, node, cmd),
         Cmd::Link { action } => cli::cmd_link(action),
+        Cmd::Object { action } => match action {
+            ObjectCmd::Put {
+                node,
+                id,
+                value,
+                file,
+                lab,
+            } => cli::cmd_object_put(node, id, value, file, lab),
+            ObjectCmd::Get { node, id, lab } => cli::cmd_object_get(node, id, lab),
+        },
         Cmd::Task {
             action:
                 TaskCmd::Submit {

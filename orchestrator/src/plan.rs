@@ -44,6 +44,9 @@ pub struct Plan {
     /// The thermal subsystem every agent gets (issue 15); `None`: off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thermal: Option<lightcone_core::heat::config::ThermalConfig>,
+    /// The object store every agent gets (issue 16); `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<lightcone_core::store::config::StoreConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -205,6 +208,7 @@ pub fn plan(topo: &Topology) -> Plan {
         links,
         tiles_per_process: topo.tiles_per_process.max(1),
         thermal: topo.thermal.clone(),
+        store: topo.store.clone(),
     }
 }
 
@@ -277,6 +281,7 @@ impl Plan {
             boot: lightcone_core::wire::FIRST_EPOCH,
             thermal: self.thermal.clone(),
             protocol_version: None,
+            store: self.store.clone(),
         }
     }
 

@@ -178,6 +178,10 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
             get(api::node_kv).post(api::node_kv),
         )
         .route("/nodes/{node}/send/{dst}", post(api::node_send))
+        .route(
+            "/nodes/{node}/objects/{id}",
+            get(api::node_object).put(api::node_object),
+        )
         // The dashboard: its page and the read-only JSON it draws from.
         .route("/", get(dashboard::page))
         .route("/api/topology", get(dashboard::topology))

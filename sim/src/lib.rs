@@ -256,6 +256,8 @@ pub struct Sim {
     node_seeds: Option<Vec<u64>>,
     /// The thermal subsystem every node runs (issue 15); `None`: off.
     heat: Option<lightcone_core::heat::config::ThermalConfig>,
+    /// The object store every node runs (issue 16); `None`: off.
+    store: Option<lightcone_core::store::config::StoreConfig>,
     /// Events taken off the queue so far (deliveries, wake-ups, boots).
     processed: u64,
     /// The build each node runs from its next boot on (issue 18); absent: the default.
@@ -400,6 +402,7 @@ impl Sim {
             processed: 0,
             heat: None,
             builds: BTreeMap::new(),
+            store: None,
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -529,7 +532,14 @@ impl Sim {
             processed: 0,
             heat: first.thermal.clone(),
             builds,
+            store: first.store.clone(),
         };
+        if let Some(s) = &sim.store {
+            s.check().map_err(|e| SimError::Config {
+                node: first.id,
+                error: e.into(),
+            })?;
+        }
         if let Some(t) = &sim.heat {
             for c in configs {
                 lightcone_core::heat::machine::Heat::new(t, c.id, &sim.dir, Instant::ZERO)
@@ -566,6 +576,30 @@ impl Sim {
         sim.dir = Arc::new(dir);
         sim.heat = Some(cfg);
         // Boot again with heat: what the first boots sent never happened.
+        sim.queue.clear();
+        sim.events.clear();
+        for i in 0..sim.len() as u32 {
+            sim.crash(i);
+            sim.boots[i as usize] = 0;
+        }
+        for i in 0..sim.len() as u32 {
+            sim.boot(i);
+        }
+        Ok(sim)
+    }
+
+    /// Like [`Sim::new`], with the object store on every node (issue 16). Refused (a
+    /// message) when `cfg` does not check.
+    pub fn with_store(
+        topo: &Topo,
+        seed: u64,
+        params: Params,
+        cfg: lightcone_core::store::config::StoreConfig,
+    ) -> Result<Sim, String> {
+        cfg.check().map_err(|e| e.to_string())?;
+        let mut sim = Sim::new(topo, seed, params);
+        sim.store = Some(cfg);
+        // Boot again with the store: what the first boots sent never happened.
         sim.queue.clear();
         sim.events.clear();
         for i in 0..sim.len() as u32 {
@@ -639,6 +673,11 @@ impl Sim {
             node = node
                 .with_heat(t, self.now)
                 .expect("thermal configurations are checked before the first boot");
+        }
+        if let Some(s) = &self.store {
+            node = node
+                .with_store(s, self.now)
+                .expect("store configurations are checked before the first boot");
         }
         let mut out = self.outbox();
         let call = self.begin_call();

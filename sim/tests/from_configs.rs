@@ -77,6 +77,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 boot: 1,
                 thermal: None,
                 protocol_version: None,
+                store: None,
             }
         })
         .collect();

@@ -101,13 +101,13 @@ struct Member {
     since: Instant,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Purpose {
     Read(u64),
     Repair,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Fetch {
     object: String,
     purpose: Purpose,
@@ -117,7 +117,7 @@ struct Fetch {
     failed: BTreeSet<u16>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Placing {
     meta: StripeMeta,
     waiting: BTreeSet<u16>,
@@ -126,7 +126,7 @@ struct Placing {
     queued: Vec<(u16, Shard)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PendingPut {
     request: u64,
     k: usize,
@@ -136,7 +136,7 @@ struct PendingPut {
 }
 
 /// One tile's store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Store {
     me: Tile,
     params: StoreParams,
@@ -151,6 +151,13 @@ pub struct Store {
     lost: BTreeSet<String>,
     /// A repair that could place nothing (no free live tile) waits until then.
     retry_at: BTreeMap<String, Instant>,
+    /// Tiles that did not answer an ask or acknowledge a placement in time, and since
+    /// when. Inside a node a tile of another cell is "alive" while its cell is routed to
+    /// (membership is per cell), so silence is how a holder's death there shows here; a
+    /// frame from the tile clears its entry.
+    unresponsive: BTreeMap<u32, Instant>,
+    /// The last metadata version this tile's repairs used, per object.
+    attempted: BTreeMap<String, u64>,
     next_req: u64,
     tokens: u64,
     refilled: Instant,
@@ -193,12 +200,17 @@ impl Store {
             puts: BTreeMap::new(),
             lost: BTreeSet::new(),
             retry_at: BTreeMap::new(),
+            unresponsive: BTreeMap::new(),
+            attempted: BTreeMap::new(),
             next_req: 1,
             refilled: now,
             counters: StoreCounters::default(),
         }
     }
 
+    pub fn params(&self) -> &StoreParams {
+        &self.params
+    }
     pub fn counters(&self) -> &StoreCounters {
         &self.counters
     }
@@ -228,6 +240,10 @@ impl Store {
             return;
         }
         let was = self.members.get(&tile.id).map(|m| m.alive);
+        if alive && was == Some(false) {
+            // Back in view (a healed partition, a route again): ask it again.
+            self.unresponsive.remove(&tile.id);
+        }
         if was != Some(alive) {
             self.members.insert(
                 tile.id,
@@ -263,13 +279,31 @@ impl Store {
     }
 
     fn alive(&self, id: u32) -> bool {
-        self.members.get(&id).is_some_and(|m| m.alive)
+        self.members.get(&id).is_some_and(|m| m.alive) && !self.unresponsive.contains_key(&id)
+    }
+
+    /// Since when `id` counts as down: declared dead by membership, or silent to our
+    /// asks (see [`Store::unresponsive`]); `None`: up.
+    fn down_since(&self, id: u32) -> Option<Instant> {
+        match self.members.get(&id) {
+            Some(m) if !m.alive => Some(m.since),
+            Some(_) => self.unresponsive.get(&id).copied(),
+            None => None,
+        }
+    }
+
+    /// `id` did not answer an ask or a placement in time: down for the store until a
+    /// frame from it arrives (its cell's membership may see it alive or not at all).
+    fn mark_unresponsive(&mut self, now: Instant, id: u32) {
+        if id != self.me.id {
+            self.unresponsive.entry(id).or_insert(now);
+        }
     }
 
     fn live_tiles(&self) -> Vec<Tile> {
         self.members
             .values()
-            .filter(|m| m.alive)
+            .filter(|m| m.alive && !self.unresponsive.contains_key(&m.tile.id))
             .map(|m| m.tile)
             .collect()
     }
@@ -474,7 +508,7 @@ impl Store {
                 let m = self
                     .members
                     .get(&h)
-                    .filter(|m| m.alive && h != self.me.id)?;
+                    .filter(|m| self.alive(m.tile.id) && h != self.me.id)?;
                 Some((distance(&self.me, &m.tile), i))
             })
             .collect();
@@ -540,12 +574,11 @@ impl Store {
         for (i, &h) in meta.holders.iter().enumerate() {
             let gone = self.gone.contains(&(meta.object.clone(), i as u16));
             let dead = self
-                .members
-                .get(&h)
-                .filter(|m| !m.alive && now.saturating_since(m.since) >= self.params.grace);
+                .down_since(h)
+                .filter(|&t| now.saturating_since(t) >= self.params.grace);
             if gone || dead.is_some() {
                 miss.push(i as u16);
-                let at = dead.map_or(now, |m| m.since);
+                let at = dead.unwrap_or(now);
                 first = Some(first.map_or(at, |f| f.min(at)));
             }
         }
@@ -553,17 +586,40 @@ impl Store {
     }
 
     /// The stripe's steward: the live tile holding its metadata (a holder not gone, or the
-    /// writer) with the lowest rendezvous rank.
+    /// writer) with the lowest rendezvous rank — among the live holders in the cell of the
+    /// first shard missing in this tile's view when that cell has any. In a node,
+    /// liveness is per cell (SWIM runs per cell; other cells are alive while routed to),
+    /// so a holder's death is seen first, or only, by its cell-mates: they elect among
+    /// themselves, and tiles of other cells (which see nothing missing) stay out. A whole
+    /// cell lost is seen by every other cell, which elects among all live holders.
     fn steward(&self, meta: &StripeMeta) -> Option<u32> {
+        let holding = |i: usize, h: u32| {
+            self.alive(h) && !self.gone.contains(&(meta.object.clone(), i as u16))
+        };
+        let cell_of = |h: u32| self.members.get(&h).map(|m| m.tile.cell);
+        let first_missing = meta
+            .holders
+            .iter()
+            .enumerate()
+            .find(|(i, &h)| !holding(*i, h))
+            .and_then(|(_, &h)| cell_of(h));
         let mut electorate: Vec<u32> = meta
             .holders
             .iter()
             .enumerate()
-            .filter(|(i, &h)| {
-                self.alive(h) && !self.gone.contains(&(meta.object.clone(), *i as u16))
-            })
+            .filter(|(i, &h)| holding(*i, h))
             .map(|(_, &h)| h)
             .collect();
+        if let Some(c) = first_missing {
+            let local: Vec<u32> = electorate
+                .iter()
+                .copied()
+                .filter(|&h| cell_of(h) == Some(c))
+                .collect();
+            if !local.is_empty() {
+                electorate = local;
+            }
+        }
         if electorate.is_empty() && self.alive(meta.writer) {
             electorate.push(meta.writer);
         }
@@ -576,15 +632,30 @@ impl Store {
         })
     }
 
+    /// Reports `meta`'s object lost when fewer than k of its shards survive in this
+    /// tile's view: holders gone, or down (dead, or silent to our asks) for the grace
+    /// period — a partition shorter than the grace loses nothing.
     fn declare_lost_if(&mut self, now: Instant, meta: &StripeMeta, out: &mut Vec<StoreOut>) {
-        let (miss, _) = self.missing(now, meta);
-        if meta.class.n as usize - miss.len() < meta.class.k as usize
+        let down = self.missing(now, meta).0.len();
+        if meta.class.n as usize - down < meta.class.k as usize
             && self.lost.insert(meta.object.clone())
         {
             self.counters.objects_lost_total += 1;
             out.push(StoreOut::Lost {
                 object: meta.object.clone(),
             });
+            let mut to: BTreeSet<u32> = meta.holders.iter().copied().collect();
+            to.insert(meta.writer);
+            for t in to {
+                if t != self.me.id && self.alive(t) {
+                    out.push(StoreOut::Send {
+                        to: t,
+                        msg: Msg::Lost {
+                            object: meta.object.clone(),
+                        },
+                    });
+                }
+            }
         }
     }
 
@@ -645,8 +716,13 @@ impl Store {
                 .insert(meta.object.clone(), now + self.params.grace);
             return;
         }
-        new.version += 1;
+        // Above any version an earlier attempt of ours used: a placement that failed may
+        // have left its metadata on the tiles that acknowledged, and an equal rank with
+        // other holders would never replace it there.
+        let floor = self.attempted.get(&meta.object).copied().unwrap_or(0);
+        new.version = new.version.max(floor) + 1;
         new.by = self.me.id;
+        self.attempted.insert(meta.object.clone(), new.version);
         if new.validate().is_err() {
             return;
         }
@@ -767,6 +843,7 @@ impl Store {
     /// A frame from tile `from` (already authenticated by the overlay). A frame that does
     /// not decode, or does not fit our state, changes nothing and is counted.
     pub fn on_frame(&mut self, now: Instant, from: u32, bytes: &[u8], out: &mut Vec<StoreOut>) {
+        self.unresponsive.remove(&from);
         let msg = match Msg::decode(bytes) {
             Ok(m) => m,
             Err(_) => {
@@ -775,6 +852,12 @@ impl Store {
             }
         };
         match msg {
+            Msg::Lost { object } => {
+                // Known lost elsewhere: do not repair or report it again here.
+                if self.metas.contains_key(&object) {
+                    self.lost.insert(object);
+                }
+            }
             Msg::ShardPut {
                 meta,
                 index,
@@ -907,9 +990,19 @@ impl Store {
                 .map(|(&i, _)| i)
                 .collect();
             if !late.is_empty() {
-                for i in late {
+                let object = f.object.clone();
+                for &i in &late {
                     f.asked.remove(&i);
                     f.failed.insert(i);
+                }
+                if let Some(m) = self.metas.get(&object) {
+                    let silent: Vec<u32> = late
+                        .iter()
+                        .filter_map(|&i| m.holders.get(i as usize).copied())
+                        .collect();
+                    for h in silent {
+                        self.mark_unresponsive(now, h);
+                    }
                 }
                 self.advance(now, req, out);
             }
@@ -937,9 +1030,19 @@ impl Store {
                 });
             }
         }
-        // Placements not acknowledged in time: drop, the next tick starts over.
-        self.placing
-            .retain(|_, p| !(p.queued.is_empty() && p.deadline <= now));
+        // Placements not acknowledged in time: drop, the next tick starts over (away from
+        // the tiles that stayed silent).
+        let mut silent = Vec::new();
+        self.placing.retain(|_, p| {
+            let late = p.queued.is_empty() && p.deadline <= now;
+            if late {
+                silent.extend(p.waiting.iter().map(|&i| p.meta.holders[i as usize]));
+            }
+            !late
+        });
+        for h in silent {
+            self.mark_unresponsive(now, h);
+        }
         self.send_placements(now, out);
         // Repairs this tile stewards.
         let objects: Vec<String> = self.metas.keys().cloned().collect();

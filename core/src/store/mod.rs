@@ -5,14 +5,17 @@
 //!
 //! Rooms: [`codec`] (encode, Merkle root and proofs, verify and reconstruct),
 //! [`placement`] (which tiles hold which shard, and the replacement of a lost one),
-//! [`msg`] (the shard frames, wire kinds 20–25 of the 20–27 assigned), [`machine`] (the
+//! [`msg`] (the shard frames, store kinds 20–26 of the 20–27 assigned), [`machine`] (the
 //! sans-IO store of one tile: puts, reads, repair, counters), [`metrics`] (its Prometheus
 //! series), [`harness`] and [`scenarios`] (many stores in virtual time; the durable and
 //! overload scenarios).
 //!
-//! Not yet composed into [`crate::Node`]: the harness stands in for the overlay and for
-//! membership (an oracle declaring a crash everywhere 8 s later; SWIM here runs per cell,
-//! so a node would first need liveness of the other cells' shard holders).
+//! Composed into [`crate::Node`] by [`tile`] when the topology has a `store:` section
+//! ([`config`]): frames on the overlay as wire kind 20, liveness from the node (cell-mates
+//! by membership, other cells by route, silent holders marked unresponsive), metadata in
+//! the causal store. The [`harness`] (an oracle membership) remains for the property-style
+//! scenarios of the machine alone; `sim/tests/store.rs` and
+//! `sim/examples/store_figures.rs` run the composed store.
 //!
 //! # The codec, picked on figures
 //!
@@ -45,12 +48,14 @@
 //! minutes; a stripe is written once and encoded on every put, read whole mostly from data
 //! shards (no decode). GF(2^16) also lifts the 256-shard ceiling of GF(2^8).
 pub mod codec;
+pub mod config;
 pub mod harness;
 pub mod machine;
 pub mod metrics;
 pub mod msg;
 pub mod placement;
 pub mod scenarios;
+pub mod tile;
 
 /// An object class: its stripe shape and how many cells its shards spread over.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -135,6 +140,8 @@ pub enum StoreError {
     BadFrame(String),
     #[error("unknown object {0:?}")]
     UnknownObject(String),
+    #[error("store configuration: {0}")]
+    BadConfig(String),
 }
 
 #[cfg(test)]

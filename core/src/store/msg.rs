@@ -10,6 +10,7 @@ pub const KIND_SHARD_GET: u8 = 22;
 pub const KIND_SHARD_DATA: u8 = 23;
 pub const KIND_SHARD_NONE: u8 = 24;
 pub const KIND_META: u8 = 25;
+pub const KIND_LOST: u8 = 26;
 /// The first and last kinds this module owns.
 pub const KINDS: std::ops::RangeInclusive<u8> = 20..=27;
 
@@ -107,6 +108,9 @@ pub enum Msg {
     },
     /// A newer metadata (after a repair) for every holder.
     Meta { meta: StripeMeta },
+    /// The sender reported this object lost (fewer than k shards survive): the other
+    /// holders stop repairing it and do not report it again.
+    Lost { object: String },
 }
 
 struct W(Vec<u8>);
@@ -239,6 +243,7 @@ impl Msg {
             Msg::ShardData { .. } => KIND_SHARD_DATA,
             Msg::ShardNone { .. } => KIND_SHARD_NONE,
             Msg::Meta { .. } => KIND_META,
+            Msg::Lost { .. } => KIND_LOST,
         }
     }
 
@@ -285,6 +290,7 @@ impl Msg {
                 w.bytes(bytes);
             }
             Msg::Meta { meta } => w.meta(meta),
+            Msg::Lost { object } => w.bytes(object.as_bytes()),
         }
         w.0
     }
@@ -329,6 +335,9 @@ impl Msg {
                 bytes: r.bytes()?,
             },
             KIND_META => Msg::Meta { meta: r.meta()? },
+            KIND_LOST => Msg::Lost {
+                object: r.string()?,
+            },
             k => return Err(StoreError::BadFrame(format!("unknown store kind {k}"))),
         };
         if !r.0.is_empty() {
@@ -391,6 +400,7 @@ mod tests {
                 req: 5,
             },
             Msg::Meta { meta: meta() },
+            Msg::Lost { object: "o".into() },
         ];
         for m in all {
             assert!(KINDS.contains(&m.kind()));
@@ -412,10 +422,10 @@ mod tests {
             Msg::decode(&b),
             Err(StoreError::BadFrame("1 trailing bytes".into()))
         );
-        assert!(Msg::decode(&[26])
+        assert!(Msg::decode(&[27])
             .unwrap_err()
             .to_string()
-            .contains("unknown store kind 26"));
+            .contains("unknown store kind 27"));
         let mut m = meta();
         m.holders[1] = 5;
         assert!(

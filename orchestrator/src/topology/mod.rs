@@ -10,6 +10,7 @@
 
 pub mod generator;
 mod read;
+mod store;
 mod thermal;
 
 use std::net::Ipv4Addr;
@@ -84,6 +85,9 @@ pub struct Topology {
     pub tiles_per_process: usize,
     /// The `thermal:` section (issue 15), checked against the layers' radii; `None`: off.
     pub thermal: Option<lightcone_core::heat::config::ThermalConfig>,
+    /// The `store:` section (issue 16), checked against the lab's nodes and cells;
+    /// `None`: off.
+    pub store: Option<lightcone_core::store::config::StoreConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -26,6 +26,7 @@ const TOP_FIELDS: &[&str] = &[
     "generate",
     "agents",
     "thermal",
+    "store",
 ];
 const NODE_FIELDS: &[&str] = &["position", "role", "layer", "cluster", "cell"];
 const LINK_FIELDS: &[&str] = &[
@@ -1009,6 +1010,10 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
         Some(t) if r.d.is_empty() => super::thermal::read(&mut r, t, &nodes),
         _ => None,
     };
+    let store = match get("store") {
+        Some(t) if r.d.is_empty() => super::store::read(&mut r, t, &nodes),
+        _ => None,
+    };
     if r.d.is_empty() {
         Ok(Topology {
             name,
@@ -1019,6 +1024,7 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
             links,
             tiles_per_process,
             thermal,
+            store,
         })
     } else {
         Err(r.d)

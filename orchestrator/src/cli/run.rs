@@ -13,8 +13,17 @@ pub(crate) fn check_scenario(
     scenario: &std::path::Path,
     seed: Option<u64>,
 ) -> Result<lightcone::experiment::Scenario, Failure> {
+    check_scenario_for(scenario, seed, lightcone::topology::Host::Lab)
+}
+
+/// [`check_scenario`] for `host` (`simulate` reads systems past the lab's cap).
+pub(crate) fn check_scenario_for(
+    scenario: &std::path::Path,
+    seed: Option<u64>,
+    host: lightcone::topology::Host,
+) -> Result<lightcone::experiment::Scenario, Failure> {
     use lightcone::experiment;
-    let (sc, _, _) = experiment::prepare(scenario, seed).map_err(|e| match e {
+    let (sc, _, _) = experiment::prepare_for(scenario, seed, host).map_err(|e| match e {
         experiment::RunError::Scenario(e) => invalid_rendered(e),
         e => invalid(e),
     })?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use lightcone::progress::Renderer;
 
-use super::run::{check_scenario, failed, print_verdicts, run_failure};
+use super::run::{check_scenario_for, failed, print_verdicts, run_failure};
 use super::Failure;
 
 /// `lightcone simulate`: progress on stderr, the verdict table and figures on stdout (the
@@ -19,7 +19,7 @@ pub(crate) fn cmd_simulate(
 ) -> Result<(), Failure> {
     use lightcone::twin;
     // The same checks and the same located errors as `run`, before anything is built.
-    check_scenario(&scenario, seed)?;
+    check_scenario_for(&scenario, seed, lightcone::topology::Host::Twin)?;
     let opts = twin::SimulateOptions {
         scenario,
         seed,

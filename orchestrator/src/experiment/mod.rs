@@ -22,5 +22,5 @@ pub mod validate;
 
 pub use expand::{expand, Action, Planned};
 pub use expect::{evaluate, Expectation, Metric, Recording, Verdict};
-pub use runner::{prepare, run, Outcome, RunError, RunOptions};
+pub use runner::{prepare, prepare_for, run, Outcome, RunError, RunOptions};
 pub use scenario::{Scenario, Step, Verb};

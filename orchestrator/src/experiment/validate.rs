@@ -61,7 +61,8 @@ pub fn is_scenario(root: &Node) -> bool {
 pub fn check_file(path: &Path) -> Result<CheckedFile, ScenarioError> {
     let (src, root) = parse::read_tree(path)?;
     if is_scenario(&root) {
-        check_tree(&root, path, &src, None).map(|c| CheckedFile::Scenario(Box::new(c)))
+        check_tree(&root, path, &src, None, topology::Host::Lab)
+            .map(|c| CheckedFile::Scenario(Box::new(c)))
     } else {
         topology::from_tree(&root)
             .map(CheckedFile::Topology)
@@ -71,8 +72,17 @@ pub fn check_file(path: &Path) -> Result<CheckedFile, ScenarioError> {
 
 /// Check a scenario file (`lightcone run`), with an optional seed override.
 pub fn check_scenario(path: &Path, seed: Option<u64>) -> Result<Checked, ScenarioError> {
+    check_scenario_for(path, seed, topology::Host::Lab)
+}
+
+/// [`check_scenario`] for `host`: `simulate` reads systems past the lab's per-host cap.
+pub fn check_scenario_for(
+    path: &Path,
+    seed: Option<u64>,
+    host: topology::Host,
+) -> Result<Checked, ScenarioError> {
     let (src, root) = parse::read_tree(path)?;
-    check_tree(&root, path, &src, seed)
+    check_tree(&root, path, &src, seed, host)
 }
 
 /// The value of `key` in a mapping.
@@ -91,6 +101,7 @@ fn check_tree(
     path: &Path,
     src: &str,
     seed: Option<u64>,
+    host: topology::Host,
 ) -> Result<Checked, ScenarioError> {
     let file = path.display().to_string();
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -101,8 +112,8 @@ fn check_tree(
     }
     let topo_node = field(root, "topology").expect("a parsed scenario has a topology");
     let topo = match &sc.topology {
-        TopologySource::Inline(_) => topology::from_tree(topo_node).map_err(fail)?,
-        TopologySource::File(p) => match topology::load(p) {
+        TopologySource::Inline(_) => topology::from_tree_for(topo_node, host).map_err(fail)?,
+        TopologySource::File(p) => match topology::load_for(p, host) {
             Ok(t) => t,
             Err(e @ LoadError::Invalid { .. }) => return Err(e),
             Err(LoadError::Io { path, error }) => {

@@ -25,16 +25,34 @@ pub enum Fabric {
     Mesh,
     /// An open chain.
     Line,
+    /// A closed ring plus one chord per member to a member picked by a fixed hash of its
+    /// index ([`chord_partner`]): degree about 4 and a diameter that grows like log n
+    /// (about 11 hops at 1,000 members, where a ring needs 500). The routing core bounds
+    /// routes at `RouteParams::max_hops` (30) against count-to-infinity, so a ring of more
+    /// than ~60 members never converges; a cell of the spec's ~10³ tiles with sub-second
+    /// RTT needs a small-diameter fabric like this one.
+    Chords,
+}
+
+/// The chord partner of member `i` of `n` in [`Fabric::Chords`]: splitmix64 of `i` and
+/// `n`, modulo `n`. Fixed, so the same topology always has the same links.
+pub fn chord_partner(i: usize, n: usize) -> usize {
+    let mut z = (i as u64) ^ ((n as u64) << 32) ^ 0x9E37_79B9_7F4A_7C15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z % n.max(1) as u64) as usize
 }
 
 impl Fabric {
-    pub const NAMES: &'static [&'static str] = &["star", "ring", "mesh", "line"];
+    pub const NAMES: &'static [&'static str] = &["star", "ring", "mesh", "line", "chords"];
     pub fn parse(s: &str) -> Option<Fabric> {
         Some(match s {
             "star" => Fabric::Star,
             "ring" => Fabric::Ring,
             "mesh" => Fabric::Mesh,
             "line" => Fabric::Line,
+            "chords" => Fabric::Chords,
             _ => return None,
         })
     }
@@ -57,6 +75,20 @@ impl Fabric {
                     }
                 }
             }
+            Fabric::Chords => {
+                let mut set: std::collections::BTreeSet<(usize, usize)> = Fabric::Ring
+                    .pairs(n)
+                    .into_iter()
+                    .map(|(a, b)| (a.min(b), a.max(b)))
+                    .collect();
+                out.extend(Fabric::Ring.pairs(n));
+                for i in 0..n {
+                    let j = chord_partner(i, n);
+                    if j != i && set.insert((i.min(j), i.max(j))) {
+                        out.push((i.min(j), i.max(j)));
+                    }
+                }
+            }
         }
         out
     }
@@ -67,6 +99,9 @@ impl Fabric {
             Fabric::Ring if n > 2 => n,
             Fabric::Ring => n.saturating_sub(1),
             Fabric::Mesh => n * n.saturating_sub(1) / 2,
+            // Chords are deduplicated against the ring and each other: count them by
+            // building them (at most 65,535 members, so cheap).
+            Fabric::Chords => Fabric::Chords.pairs(n.min(u16::MAX as u64) as usize).len() as u64,
         }
     }
 }
@@ -229,7 +264,13 @@ mod tests {
 
     #[test]
     fn fabric_counts_match_pairs() {
-        for f in [Fabric::Star, Fabric::Ring, Fabric::Mesh, Fabric::Line] {
+        for f in [
+            Fabric::Star,
+            Fabric::Ring,
+            Fabric::Mesh,
+            Fabric::Line,
+            Fabric::Chords,
+        ] {
             for n in 0..12 {
                 assert_eq!(f.pairs(n).len() as u64, f.count(n as u64), "{f:?} {n}");
             }
@@ -261,5 +302,46 @@ mod tests {
         };
         let (n, l) = g.expand(0);
         assert_eq!(g.size(), (n.len() as u64, l.len() as u64));
+    }
+
+    /// Hop distances from member 0 of a fabric of `n` (breadth-first search).
+    fn diameter(f: Fabric, n: usize) -> usize {
+        let mut adj = vec![Vec::new(); n];
+        for (a, b) in f.pairs(n) {
+            adj[a].push(b);
+            adj[b].push(a);
+        }
+        let mut worst = 0;
+        for s in [0, n / 3, n - 1] {
+            let mut dist = vec![usize::MAX; n];
+            dist[s] = 0;
+            let mut q = std::collections::VecDeque::from([s]);
+            while let Some(u) = q.pop_front() {
+                for &v in &adj[u] {
+                    if dist[v] == usize::MAX {
+                        dist[v] = dist[u] + 1;
+                        q.push_back(v);
+                    }
+                }
+            }
+            worst = worst.max(*dist.iter().max().unwrap());
+        }
+        worst
+    }
+
+    /// Regression: 1,000-tile ring cells never converged in the twin (tiles-1e4.yaml):
+    /// a ring of 1,000 is 500 hops across, beyond the routing core's 30-hop limit. The
+    /// chords fabric keeps a cell of the spec's ~10^3 tiles well inside it.
+    #[test]
+    fn chords_keep_a_thousand_tile_cell_within_the_hop_limit() {
+        let max_hops = lightcone_core::routing::RouteParams::default().max_hops as usize;
+        assert_eq!(diameter(Fabric::Ring, 1000), 500);
+        assert!(diameter(Fabric::Ring, 1000) > max_hops);
+        let d = diameter(Fabric::Chords, 1000);
+        assert!(d <= 16, "chords diameter at 1,000: {d}");
+        let links = Fabric::Chords.count(1000);
+        assert!((1900..=2000).contains(&links), "{links} links");
+        assert_eq!(Fabric::Chords.pairs(1000), Fabric::Chords.pairs(1000));
+        assert_eq!(Fabric::parse("chords"), Some(Fabric::Chords));
     }
 }

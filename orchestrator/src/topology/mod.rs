@@ -27,6 +27,45 @@ pub const AU_LIGHT_SECONDS: f64 = 149_597_870_700.0 / 299_792_458.0;
 /// Largest lab this tool builds on one host.
 pub const MAX_NODES: usize = 10_000;
 
+/// Largest system the digital twin (`lightcone simulate`) reads: the spec's validation
+/// scale ("≥10⁶ node equivalent before any physical deployment"). It builds no namespace,
+/// so the lab's per-host cap does not bind it; memory per simulated tile does.
+pub const MAX_TWIN_NODES: usize = 1_000_000;
+
+/// What a topology is read for: its size limit and the words of the error past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Host {
+    /// A lab of namespaces on one host (`up`, `run`): at most [`MAX_NODES`].
+    #[default]
+    Lab,
+    /// The discrete-event twin (`simulate`): at most [`MAX_TWIN_NODES`].
+    Twin,
+}
+
+impl Host {
+    /// The most nodes a topology may have here.
+    pub fn max_nodes(self) -> usize {
+        match self {
+            Host::Lab => MAX_NODES,
+            Host::Twin => MAX_TWIN_NODES,
+        }
+    }
+    /// "a lab on one host holds at most …" / "the digital twin simulates at most …", and
+    /// what to do instead.
+    pub fn limit_words(self) -> (String, &'static str) {
+        match self {
+            Host::Lab => (
+                format!("a lab on one host holds at most {MAX_NODES}"),
+                "the discrete-event simulator is the place for larger systems",
+            ),
+            Host::Twin => (
+                format!("the digital twin simulates at most {MAX_TWIN_NODES}"),
+                "lower clusters, cells or tiles (10^6 tiles is the spec's validation scale)",
+            ),
+        }
+    }
+}
+
 /// Slowest `time_scale` (emulated seconds per real second): one emulated millisecond is a
 /// real second. Slower, the longest delay (7 days emulated) would take decades of real time.
 pub const TIME_SCALE_MIN: f64 = 1e-3;
@@ -169,6 +208,22 @@ pub fn parse_str(src: &str, file: &str) -> Result<Topology, LoadError> {
 /// diagnostics carry the tree's positions, to be rendered against its file.
 pub fn from_tree(root: &crate::parse::yaml::Node) -> Result<Topology, Diagnostics> {
     read::read_tree(root)
+}
+
+/// [`from_tree`] for `host`: the twin reads systems past the lab's per-host cap.
+pub fn from_tree_for(root: &crate::parse::yaml::Node, host: Host) -> Result<Topology, Diagnostics> {
+    read::read_tree_for(root, host)
+}
+
+/// [`parse_str`] for `host`.
+pub fn parse_str_for(src: &str, file: &str, host: Host) -> Result<Topology, LoadError> {
+    crate::parse::parse_str(src, file, |root| read::read_tree_for(root, host))
+}
+
+/// [`load`] for `host`.
+pub fn load_for(path: &Path, host: Host) -> Result<Topology, LoadError> {
+    let src = crate::parse::read_source(path)?;
+    parse_str_for(&src, &path.display().to_string(), host)
 }
 
 /// Read and parse a topology file.

@@ -8,8 +8,8 @@ use lightcone_core::config::{HierAddr, Role};
 
 use super::generator::{Fabric, GenSpec, LayerGen};
 use super::{
-    light_time_ns, Ipv4Pool, LinkLevel, LinkSpec, NodeSpec, Topology, MAX_NODES, NETNS_PREFIX,
-    TIME_SCALE_MAX, TIME_SCALE_MIN,
+    light_time_ns, Ipv4Pool, LinkLevel, LinkSpec, NodeSpec, Topology, NETNS_PREFIX, TIME_SCALE_MAX,
+    TIME_SCALE_MIN,
 };
 use crate::parse::yaml::{Node, Pos, Value};
 use crate::parse::{did_you_mean, Diagnostics, Fields, Reader};
@@ -554,6 +554,13 @@ fn read_agents(r: &mut Reader, node: Option<&Node>) -> usize {
 }
 
 pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
+    read_tree_for(root, super::Host::Lab)
+}
+
+/// The topology in `root`, read for `host` (its node limit).
+pub(super) fn read_tree_for(root: &Node, host: super::Host) -> Result<Topology, Diagnostics> {
+    let max_nodes = host.max_nodes();
+    let (limit_text, limit_help) = host.limit_words();
     let mut r = Reader {
         d: Diagnostics::default(),
     };
@@ -641,8 +648,12 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
                     let Some(nname) = r.scalar(k, "a node name", "a name") else {
                         continue;
                     };
-                    if nodes.len() == MAX_NODES {
-                        r.d.error_help(k.pos, format!("more than {MAX_NODES} nodes: a lab on one host holds at most {MAX_NODES}"), "the discrete-event simulator is the place for larger systems");
+                    if nodes.len() == max_nodes {
+                        r.d.error_help(
+                            k.pos,
+                            format!("more than {max_nodes} nodes: {limit_text}"),
+                            limit_help,
+                        );
                         break;
                     }
                     if !valid_name(nname) {
@@ -768,13 +779,21 @@ pub(super) fn read_tree(root: &Node) -> Result<Topology, Diagnostics> {
     if let Some(g) = get("generate") {
         if let Some((spec, levels)) = r.generator(g) {
             let (n, l) = spec.size();
-            if n as usize + nodes.len() > MAX_NODES {
+            if n as usize + nodes.len() > max_nodes {
                 let explicit = match nodes.len() {
                     0 => String::new(),
                     e => format!(" besides the {e} under `nodes:`"),
                 };
-                r.d.error_help(g.pos, format!("the generator would make {n} nodes{explicit}; a lab on one host holds at most {MAX_NODES}"), "lower clusters, cells or tiles; the discrete-event simulator is the place for 10^6 tiles");
-            } else if l > 4 * MAX_NODES as u64 * 10 {
+                let help = match host {
+                    super::Host::Lab => "lower clusters, cells or tiles; the discrete-event simulator is the place for 10^6 tiles",
+                    super::Host::Twin => limit_help,
+                };
+                r.d.error_help(
+                    g.pos,
+                    format!("the generator would make {n} nodes{explicit}; {limit_text}"),
+                    help,
+                );
+            } else if l > 4 * max_nodes as u64 * 10 {
                 r.d.error_help(
                     g.pos,
                     format!("the generator would make {l} links"),

@@ -31,8 +31,9 @@ use serde::Serialize;
 use crate::experiment::expect::{evaluate, Expectation, Metric, Verdict};
 use crate::experiment::record::Recording;
 use crate::experiment::runner::rundir;
-use crate::experiment::{prepare, RunError};
+use crate::experiment::{prepare_for, RunError};
 use crate::plan::plan;
+use crate::topology::Host;
 
 /// What `lightcone simulate` was asked.
 pub struct SimulateOptions {
@@ -137,7 +138,7 @@ pub fn simulate(
     mut progress: impl FnMut(&str),
 ) -> Result<SimOutcome, RunError> {
     let wall = WallInstant::now();
-    let (sc, topo, timeline) = prepare(&opts.scenario, opts.seed)?;
+    let (sc, topo, timeline) = prepare_for(&opts.scenario, opts.seed, Host::Twin)?;
     let dir = opts.out.clone().unwrap_or_else(|| rundir::default_dir(&sc));
     std::fs::create_dir_all(&dir)?;
     rundir::write_timeline(&dir, &sc, &topo, &timeline, &mut progress)?;

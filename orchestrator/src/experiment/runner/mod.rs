@@ -95,6 +95,17 @@ pub fn prepare(
     Ok((c.scenario, c.topology, c.plan))
 }
 
+/// [`prepare`] for `host`: `simulate` reads systems past the lab's per-host cap
+/// ([`Host::Twin`](crate::topology::Host)).
+pub fn prepare_for(
+    path: &Path,
+    seed: Option<u64>,
+    host: crate::topology::Host,
+) -> Result<(Scenario, Topology, Vec<Planned>), RunError> {
+    let c = validate::check_scenario_for(path, seed, host)?;
+    Ok((c.scenario, c.topology, c.plan))
+}
+
 /// The lab as the run sees it: its time scale, and its nodes' names and addresses.
 pub(super) struct LabView {
     pub ts: f64,

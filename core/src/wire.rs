@@ -179,7 +179,8 @@ impl Dest {
             _ => false,
         }
     }
-    fn encode(&self) -> (u8, [u8; 8]) {
+    /// Tag and bytes as on the wire (also how runtime orders name their scope).
+    pub(crate) fn encode(&self) -> (u8, [u8; 8]) {
         let mut b = [0u8; 8];
         let tag = match *self {
             Dest::Node(id) => {
@@ -209,7 +210,8 @@ impl Dest {
         };
         (tag, b)
     }
-    fn decode(tag: u8, b: &[u8]) -> Result<Dest, WireError> {
+    /// The inverse of `encode`; `b` holds at least 6 bytes.
+    pub(crate) fn decode(tag: u8, b: &[u8]) -> Result<Dest, WireError> {
         let u16at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
         Ok(match tag {
             0 => Dest::Node(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),

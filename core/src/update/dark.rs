@@ -60,29 +60,15 @@ pub enum OrderError {
     Replayed { found: u64, last: u64 },
 }
 
+/// An order names a node, a cell or a layer, in the wire's own destination encoding
+/// (its first six bytes: no scope an order takes uses the other two).
 fn scope_bytes(scope: Dest) -> Result<(u8, [u8; 6]), OrderError> {
+    if matches!(scope, Dest::Cluster { .. } | Dest::Link) {
+        return Err(OrderError::BadScope);
+    }
+    let (tag, b8) = scope.encode();
     let mut b = [0u8; 6];
-    let tag = match scope {
-        Dest::Node(id) => {
-            b[..4].copy_from_slice(&id.to_be_bytes());
-            0
-        }
-        Dest::Cell {
-            layer,
-            cluster,
-            cell,
-        } => {
-            b[..2].copy_from_slice(&layer.to_be_bytes());
-            b[2..4].copy_from_slice(&cluster.to_be_bytes());
-            b[4..6].copy_from_slice(&cell.to_be_bytes());
-            1
-        }
-        Dest::Layer { layer } => {
-            b[..2].copy_from_slice(&layer.to_be_bytes());
-            3
-        }
-        Dest::Cluster { .. } | Dest::Link => return Err(OrderError::BadScope),
-    };
+    b.copy_from_slice(&b8[..6]);
     Ok((tag, b))
 }
 
@@ -137,16 +123,8 @@ impl Order {
             return Err(OrderError::Malformed);
         }
         let serial = u64::from_be_bytes(b[..8].try_into().map_err(|_| OrderError::Malformed)?);
-        let s = &b[9..15];
-        let u16at = |i: usize| u16::from_be_bytes([s[i], s[i + 1]]);
-        let scope = match b[8] {
-            0 => Dest::Node(u32::from_be_bytes([s[0], s[1], s[2], s[3]])),
-            1 => Dest::Cell {
-                layer: u16at(0),
-                cluster: u16at(2),
-                cell: u16at(4),
-            },
-            3 => Dest::Layer { layer: u16at(0) },
+        let scope = match Dest::decode(b[8], &b[9..15]) {
+            Ok(d @ (Dest::Node(_) | Dest::Cell { .. } | Dest::Layer { .. })) => d,
             _ => return Err(OrderError::BadScope),
         };
         let dark = match b[15] {

@@ -237,3 +237,18 @@ pub fn light_time_ns(a: [f64; 3], b: [f64; 3]) -> u64 {
     let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();
     (d * AU_LIGHT_SECONDS * 1e9).round() as u64
 }
+
+/// Shared by the section readers' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::{parse_str, LoadError};
+
+    /// The rendered error of a topology that must not load.
+    pub(crate) fn error_of(src: &str) -> String {
+        match parse_str(src, "bad.yaml") {
+            Ok(_) => panic!("expected an error for:\n{src}"),
+            Err(LoadError::Invalid { rendered, .. }) => rendered,
+            Err(e) => panic!("unexpected error kind: {e}"),
+        }
+    }
+}

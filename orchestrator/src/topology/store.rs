@@ -106,17 +106,10 @@ pub(super) fn read(r: &mut Reader, node: &Node, nodes: &[NodeSpec]) -> Option<St
 
 #[cfg(test)]
 mod tests {
-    use crate::topology::{parse_str, LoadError};
+    use crate::topology::parse_str;
+    use crate::topology::tests_support::error_of;
 
     const LAB: &str = "name: t\ngenerate:\n  layers:\n    - { radius_au: 1.0, clusters: 1, cells: 2, tiles: 4 }\n";
-
-    fn error_of(src: &str) -> String {
-        match parse_str(src, "bad.yaml") {
-            Ok(_) => panic!("expected an error for:\n{src}"),
-            Err(LoadError::Invalid { rendered, .. }) => rendered,
-            Err(e) => panic!("unexpected error kind: {e}"),
-        }
-    }
 
     #[test]
     fn no_section_means_off_and_a_section_gives_the_class() {

@@ -198,17 +198,10 @@ pub(super) fn read(r: &mut Reader, node: &Node, nodes: &[NodeSpec]) -> Option<Th
 
 #[cfg(test)]
 mod tests {
-    use crate::topology::{parse_str, LoadError};
+    use crate::topology::parse_str;
+    use crate::topology::tests_support::error_of;
 
     const TWO_SHELLS: &str = "name: t\ngenerate:\n  layers:\n    - { radius_au: 0.7, clusters: 1, cells: 2, tiles: 3 }\n    - { radius_au: 1.5, clusters: 1, cells: 2, tiles: 3 }\n";
-
-    fn error_of(src: &str) -> String {
-        match parse_str(src, "bad.yaml") {
-            Ok(_) => panic!("expected an error for:\n{src}"),
-            Err(LoadError::Invalid { rendered, .. }) => rendered,
-            Err(e) => panic!("unexpected error kind: {e}"),
-        }
-    }
 
     #[test]
     fn no_section_means_off_and_a_section_gives_every_layer_its_parameters() {

@@ -1,89 +1,16 @@
 //! The tokio driver over real UDP on loopback (127.0.0.1 ↔ 127.0.0.2) and its HTTP API on
 //! unix sockets. No root needed.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
-use lightcone_core::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::http;
+use lightcone_core::config::AgentConfig;
 
 fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
-    let keys: Vec<ed25519_dalek::SigningKey> = (0..2u8)
-        .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i + 40; 32]))
-        .collect();
-    let peers: Vec<PeerInfo> = (0..2u32)
-        .map(|i| PeerInfo {
-            name: ["a", "b"][i as usize].into(),
-            id: i,
-            addr: HierAddr {
-                layer: 0,
-                cluster: 0,
-                cell: 0,
-                tile: i as u16,
-            },
-            role: if i == 0 { Role::Authority } else { Role::Tile },
-            public_key_hex: hex::encode(keys[i as usize].verifying_key().as_bytes()),
-            position_au: [1.0, 0.0, 0.0],
-        })
-        .collect();
-    let ips = ["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
-    // One lab epoch on the shared monotonic clock; b follows the authority a.
-    let epoch = lightcone_agent::driver::monotonic_ns();
-    (0..2u32)
-        .map(|i| {
-            let other = 1 - i;
-            AgentConfig {
-                lab: "loop".into(),
-                id: i,
-                time_scale: 2.0,
-                seed: u64::from(i) + 1,
-                secret_key_hex: hex::encode(keys[i as usize].to_bytes()),
-                secret_key_file: None,
-                udp_port: port,
-                control_socket: dir.join(format!("{}.sock", peers[i as usize].name)),
-                peers: peers.clone(),
-                neighbors: vec![Neighbor {
-                    id: other,
-                    ifname: "lo".into(),
-                    local_ip: ips[i as usize],
-                    peer_ip: ips[other as usize],
-                    delay_emulated_ns: 1_000_000,
-                }],
-                epoch_monotonic_ns: Some(epoch),
-                boot: 1,
-                thermal: None,
-                protocol_version: None,
-                store: None,
-                time: Some(TimeConfig {
-                    servers: if i == 0 { vec![] } else { vec![0] },
-                    poll_interval_ns: 200_000_000,
-                    pulsar_integration_s: 2.0,
-                    asymmetry_bound_s: 1e-3,
-                    sky_seed: 9,
-                }),
-            }
-        })
-        .collect()
-}
-
-async fn http(sock: &PathBuf, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::UnixStream::connect(sock)
-        .await
-        .expect("connect control socket");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    common::pair_configs(dir, port, "loop", "", None)
 }
 
 #[test]
@@ -94,18 +21,7 @@ fn two_agents_over_loopback_udp() {
     let mut cfgs = configs(&dir, port);
     // a reads its key from a 0600 file, as agents in a lab do; b has it inline.
     let key_file = dir.join("a.key");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&key_file)
-            .unwrap();
-        f.write_all(cfgs[0].secret_key_hex.as_bytes()).unwrap();
-    }
+    common::write_private(&key_file, cfgs[0].secret_key_hex.as_bytes());
     cfgs[0].secret_key_hex.clear();
     cfgs[0].secret_key_file = Some(key_file);
     let rt = tokio::runtime::Builder::new_current_thread()

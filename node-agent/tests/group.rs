@@ -5,49 +5,21 @@
 //! answering, the others keep answering and keep their state, and its cell peers declare
 //! it failed; a restart brings it back empty in the same process.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lightcone_core::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use lightcone_core::config::{AgentConfig, Neighbor};
 
 const N: u32 = 3;
-
-fn write_private(p: &Path, bytes: &[u8]) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(p)
-        .unwrap();
-    f.write_all(bytes).unwrap();
-}
 
 /// Three tiles of one cell, full mesh on 127.0.3.{1,2,3}; configs with empty `peers`
 /// (the group's directory file holds them), keys in 0600 files. Returns the directory file
 /// and each tile's config file.
 fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
-    let keys: Vec<ed25519_dalek::SigningKey> = (0..N as u8)
-        .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i + 70; 32]))
-        .collect();
-    let peers: Vec<PeerInfo> = (0..N)
-        .map(|i| PeerInfo {
-            name: format!("t{i}"),
-            id: i,
-            addr: HierAddr {
-                layer: 0,
-                cluster: 0,
-                cell: 0,
-                tile: i as u16,
-            },
-            role: if i == 0 { Role::Authority } else { Role::Tile },
-            public_key_hex: hex::encode(keys[i as usize].verifying_key().as_bytes()),
-            position_au: [1.0, 0.0, 0.0],
-        })
-        .collect();
+    let keys = common::keys(N, 70);
+    let peers = common::peers(&keys, |i| format!("t{i}"));
     let directory = dir.join("directory.json");
     std::fs::write(&directory, serde_json::to_vec(&peers).unwrap()).unwrap();
     let ip = |i: u32| std::net::Ipv4Addr::new(127, 0, 3, i as u8 + 1);
@@ -55,7 +27,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
     let files = (0..N)
         .map(|i| {
             let key = dir.join(format!("t{i}.key"));
-            write_private(&key, hex::encode(keys[i as usize].to_bytes()).as_bytes());
+            common::write_private(&key, hex::encode(keys[i as usize].to_bytes()).as_bytes());
             let cfg = AgentConfig {
                 lab: "group".into(),
                 id: i,
@@ -80,13 +52,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                 boot: 1,
                 // A time layer, whose role and position come from the group's directory
                 // (the configs carry no peers): t0 is the cell's reference.
-                time: Some(TimeConfig {
-                    servers: if i == 0 { vec![] } else { vec![0] },
-                    poll_interval_ns: 200_000_000,
-                    pulsar_integration_s: 2.0,
-                    asymmetry_bound_s: 1e-3,
-                    sky_seed: 9,
-                }),
+                time: Some(common::time_config(i)),
                 thermal: None,
                 protocol_version: None,
                 store: None,
@@ -101,17 +67,8 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
 
 /// One HTTP/1.1 request over a unix socket; `None` if nothing listens.
 async fn http(sock: &Path, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = tokio::net::UnixStream::connect(sock).await.ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.ok()?;
-    let status = buf.split(' ').nth(1).and_then(|c| c.parse().ok())?;
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Some((status, body))
+    let (st, body) = common::try_http(sock, method, path, body.as_bytes()).await?;
+    Some((st, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The state of member `id` in `sock`'s tile's view ("alive", "suspect", "dead").

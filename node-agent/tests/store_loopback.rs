@@ -2,97 +2,24 @@
 //! `GET /objects/{id}` on the other over real UDP on loopback, and the
 //! `lightcone_storage_*` series in `/metrics`. No root needed.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
-use lightcone_core::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig};
+use lightcone_core::config::AgentConfig;
 use lightcone_core::store::config::StoreConfig;
 use lightcone_core::store::Class;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
-    let keys: Vec<ed25519_dalek::SigningKey> = (0..2u8)
-        .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i + 40; 32]))
-        .collect();
-    let peers: Vec<PeerInfo> = (0..2u32)
-        .map(|i| PeerInfo {
-            name: ["a", "b"][i as usize].into(),
-            id: i,
-            addr: HierAddr {
-                layer: 0,
-                cluster: 0,
-                cell: 0,
-                tile: i as u16,
-            },
-            role: if i == 0 { Role::Authority } else { Role::Tile },
-            public_key_hex: hex::encode(keys[i as usize].verifying_key().as_bytes()),
-            position_au: [1.0, 0.0, 0.0],
-        })
-        .collect();
-    let ips = ["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
-    // One lab epoch on the shared monotonic clock; b follows the authority a.
-    let epoch = lightcone_agent::driver::monotonic_ns();
-    (0..2u32)
-        .map(|i| {
-            let other = 1 - i;
-            let store = StoreConfig::with_class(Class::new("t", 1, 2, 1).unwrap());
-            AgentConfig {
-                lab: "store-loop".into(),
-                id: i,
-                time_scale: 2.0,
-                seed: u64::from(i) + 1,
-                secret_key_hex: hex::encode(keys[i as usize].to_bytes()),
-                secret_key_file: None,
-                udp_port: port,
-                control_socket: dir.join(format!("{}-store.sock", peers[i as usize].name)),
-                peers: peers.clone(),
-                neighbors: vec![Neighbor {
-                    id: other,
-                    ifname: "lo".into(),
-                    local_ip: ips[i as usize],
-                    peer_ip: ips[other as usize],
-                    delay_emulated_ns: 1_000_000,
-                }],
-                epoch_monotonic_ns: Some(epoch),
-                boot: 1,
-                thermal: None,
-                store: Some(store),
-                protocol_version: None,
-                time: Some(TimeConfig {
-                    servers: if i == 0 { vec![] } else { vec![0] },
-                    poll_interval_ns: 200_000_000,
-                    pulsar_integration_s: 2.0,
-                    asymmetry_bound_s: 1e-3,
-                    sky_seed: 9,
-                }),
-            }
-        })
-        .collect()
+    let store = StoreConfig::with_class(Class::new("t", 1, 2, 1).unwrap());
+    common::pair_configs(dir, port, "store-loop", "-store", Some(store))
 }
 
-async fn http(sock: &PathBuf, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = tokio::net::UnixStream::connect(sock)
+async fn http(sock: &Path, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    common::try_http(sock, method, path, body)
         .await
-        .expect("connect control socket");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let at = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(buf.len(), |p| p + 4);
-    (status, buf[at..].to_vec())
+        .unwrap_or_else(|| panic!("no answer on {}", sock.display()))
 }
 
 #[test]

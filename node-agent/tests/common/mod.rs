@@ -1,0 +1,141 @@
+//! What the agent's loopback tests share: tile keys and the directory of a one-cell lab,
+//! the two-agent configuration on 127.0.0.1 ↔ 127.0.0.2, 0600 key files, and one HTTP/1.1
+//! request over a control socket. Each test file uses part of it.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use lightcone_core::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig};
+use lightcone_core::store::config::StoreConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `n` tile keys from fixed bytes (`base + i`): the tests' labs are throwaway.
+pub fn keys(n: u32, base: u8) -> Vec<ed25519_dalek::SigningKey> {
+    (0..n as u8)
+        .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i + base; 32]))
+        .collect()
+}
+
+/// The directory of one cell: tile `i` is `name(i)`, tile 0 the cell's authority.
+pub fn peers(keys: &[ed25519_dalek::SigningKey], name: impl Fn(u32) -> String) -> Vec<PeerInfo> {
+    (0..keys.len() as u32)
+        .map(|i| PeerInfo {
+            name: name(i),
+            id: i,
+            addr: HierAddr {
+                layer: 0,
+                cluster: 0,
+                cell: 0,
+                tile: i as u16,
+            },
+            role: if i == 0 { Role::Authority } else { Role::Tile },
+            public_key_hex: hex::encode(keys[i as usize].verifying_key().as_bytes()),
+            position_au: [1.0, 0.0, 0.0],
+        })
+        .collect()
+}
+
+/// The time layer of a cell whose reference is tile 0 (it follows no one).
+pub fn time_config(i: u32) -> TimeConfig {
+    TimeConfig {
+        servers: if i == 0 { vec![] } else { vec![0] },
+        poll_interval_ns: 200_000_000,
+        pulsar_integration_s: 2.0,
+        asymmetry_bound_s: 1e-3,
+        sky_seed: 9,
+    }
+}
+
+/// Two agents `a` (the authority) and `b` on 127.0.0.1 ↔ 127.0.0.2, UDP port `port`,
+/// control sockets `dir/{a,b}{sock_suffix}.sock`, time_scale 2, keys inline; with the
+/// object store `store` on both if given.
+pub fn pair_configs(
+    dir: &Path,
+    port: u16,
+    lab: &str,
+    sock_suffix: &str,
+    store: Option<StoreConfig>,
+) -> Vec<AgentConfig> {
+    let keys = keys(2, 40);
+    let peers = peers(&keys, |i| ["a", "b"][i as usize].into());
+    let ips = ["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
+    // One lab epoch on the shared monotonic clock; b follows the authority a.
+    let epoch = lightcone_agent::driver::monotonic_ns();
+    (0..2u32)
+        .map(|i| {
+            let other = 1 - i;
+            AgentConfig {
+                lab: lab.into(),
+                id: i,
+                time_scale: 2.0,
+                seed: u64::from(i) + 1,
+                secret_key_hex: hex::encode(keys[i as usize].to_bytes()),
+                secret_key_file: None,
+                udp_port: port,
+                control_socket: dir.join(format!("{}{sock_suffix}.sock", peers[i as usize].name)),
+                peers: peers.clone(),
+                neighbors: vec![Neighbor {
+                    id: other,
+                    ifname: "lo".into(),
+                    local_ip: ips[i as usize],
+                    peer_ip: ips[other as usize],
+                    delay_emulated_ns: 1_000_000,
+                }],
+                epoch_monotonic_ns: Some(epoch),
+                boot: 1,
+                thermal: None,
+                store: store.clone(),
+                protocol_version: None,
+                time: Some(time_config(i)),
+            }
+        })
+        .collect()
+}
+
+/// Write `bytes` to `p`, readable by its owner only (as a lab writes tile keys).
+pub fn write_private(p: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// One HTTP/1.1 request over the unix socket `sock`: its status and body; `None` if
+/// nothing listens there or the exchange breaks off.
+pub async fn try_http(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
+    let mut s = tokio::net::UnixStream::connect(sock).await.ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.ok()?;
+    s.write_all(body).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok())?;
+    let at = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |p| p + 4);
+    Some((status, buf[at..].to_vec()))
+}
+
+/// [`try_http`] that must be answered, with the body as text.
+pub async fn http(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let (st, body) = try_http(sock, method, path, body.as_bytes())
+        .await
+        .unwrap_or_else(|| panic!("no answer on {}", sock.display()));
+    (st, String::from_utf8_lossy(&body).into_owned())
+}

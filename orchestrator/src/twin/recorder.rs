@@ -190,7 +190,10 @@ impl Scope {
                     add(b);
                 }
                 Action::Partition { groups } => groups.iter().flatten().for_each(|x| add(x)),
-                Action::Heal | Action::LoadStart { .. } => {}
+                Action::Heal
+                | Action::LoadStart { .. }
+                | Action::ObjectsStart { .. }
+                | Action::CrashHolders { .. } => {}
             }
         }
         let cell = |i: u32| cell_key(addrs.get(&names[i as usize]).map_or("", String::as_str));
@@ -419,6 +422,7 @@ impl Recorder {
             quarantine: node.routing().quarantined().iter().copied().collect(),
             routes,
             pulsar_missed: None,
+            shards: node.store().map(|st| st.store().inventory()),
         })
     }
 

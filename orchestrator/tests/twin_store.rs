@@ -74,6 +74,7 @@ fn the_overload_scenario_names_exactly_its_lost_objects_and_the_check_can_fail()
     let o = sim(&shipped, &tmp.path().join("overload"));
     print(&o);
     assert!(o.passed, "{:#?}", o.verdicts);
+    assert_eq!(verdict(&o, "objects_lost ==").value, Some(2.0));
     let v = verdict(&o, "objects_lost(obj-0003 obj-0011)");
     assert_eq!(v.value, Some(2.0));
     assert!(v.looser_than_spec.is_some(), "{v:?}");

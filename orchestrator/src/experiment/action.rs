@@ -68,6 +68,8 @@ pub enum Action {
     CrashHolders {
         objects: Vec<String>,
         shards: u16,
+        /// Nodes never crashed for it (`*` globs), e.g. the cells' gateways.
+        except: Vec<String>,
     },
     /// Submit `count` tasks to a node (issue 15: the thermal subsystem places them under
     /// leases).
@@ -140,9 +142,18 @@ impl Action {
                 units::fmt_ns(o.interval_ns),
                 units::fmt_ns(o.until_ns)
             ),
-            Action::CrashHolders { objects, shards } => format!(
-                "crash the holders of {shards} shards of each of {}",
-                objects.join(" ")
+            Action::CrashHolders {
+                objects,
+                shards,
+                except,
+            } => format!(
+                "crash the holders of {shards} shards of each of {}{}",
+                objects.join(" "),
+                if except.is_empty() {
+                    String::new()
+                } else {
+                    format!(", never {}", except.join(" "))
+                }
             ),
             Action::Task { node, count, spec } => format!(
                 "task {node}: {count} × {} units for {}, {:?}",

@@ -322,7 +322,9 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                             });
                         }
                     }
-                    Action::CrashHolders { objects, shards } => {
+                    Action::CrashHolders {
+                        objects, shards, ..
+                    } => {
                         let Some(store) = &topo.store else {
                             return Err(ExpandError {
                                 line,

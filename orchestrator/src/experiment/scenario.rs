@@ -630,7 +630,7 @@ impl Reader {
             }
             "objects" => self.objects_verb(v, at_ns),
             "crash_holders" => {
-                let f = self.fields(v, &["objects", "shards"], name)?;
+                let f = self.fields(v, &["objects", "shards", "except"], name)?;
                 let on = self.required(&f, "objects", v.pos, name)?;
                 let objects: Vec<String> = self
                     .selectors(on, "crash_holders objects")?
@@ -645,7 +645,19 @@ impl Reader {
                     }
                     x => x as u16,
                 };
-                Some(Verb::Once(Action::CrashHolders { objects, shards }))
+                let except: Vec<String> = match Self::get(&f, "except") {
+                    Some(n) => self
+                        .selectors(n, "crash_holders except")?
+                        .into_iter()
+                        .map(|s| s.0)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                Some(Verb::Once(Action::CrashHolders {
+                    objects,
+                    shards,
+                    except,
+                }))
             }
             "link_down" | "link_up" => {
                 let (a, b) = self.endpoints(v, name)?;
@@ -1005,7 +1017,7 @@ mod tests {
         assert_eq!(sc.timeline[1].verb.name(), "crash");
         assert!(matches!(
             &sc.timeline[2].verb,
-            Verb::Once(Action::CrashHolders { objects, shards: 3 }) if objects == &["meta-0001"]
+            Verb::Once(Action::CrashHolders { objects, shards: 3, except }) if objects == &["meta-0001"] && except.is_empty()
         ));
         assert_eq!(sc.timeline[2].verb.name(), "crash_holders");
     }

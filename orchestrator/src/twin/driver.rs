@@ -434,8 +434,13 @@ impl Twin {
     /// Plays one action; records its event, its mark (when injected) or its failure.
     fn act(&mut self, p: &Planned, duration_ns: u64, seed: u64, progress: &mut impl FnMut(&str)) {
         let t = self.t_s();
-        if let Action::CrashHolders { objects, shards } = &p.action {
-            self.crash_holders(p, objects, *shards, progress);
+        if let Action::CrashHolders {
+            objects,
+            shards,
+            except,
+        } = &p.action
+        {
+            self.crash_holders(p, objects, *shards, except, progress);
             return;
         }
         if let Action::ObjectsStart { nodes, objects } = &p.action {

@@ -204,6 +204,7 @@ impl Twin {
         p: &Planned,
         objects: &[String],
         shards: u16,
+        except: &[String],
         progress: &mut impl FnMut(&str),
     ) {
         let t = self.t_s();
@@ -211,6 +212,7 @@ impl Twin {
             &self.store.objects,
             objects,
             shards,
+            except,
         ) {
             Ok(v) => v,
             Err(e) => {
@@ -257,8 +259,8 @@ impl Twin {
         }
     }
 
-    /// Every acknowledged object read back from its writer if it runs, else from the
-    /// first running node; the bytes compared with those written.
+    /// Every acknowledged object read back from a live node that knows it (the lab's
+    /// `reader`); the bytes compared with those written.
     pub fn read_back_objects(&mut self) {
         let puts: Vec<ObjectPut> = self
             .store
@@ -275,9 +277,12 @@ impl Twin {
             ) else {
                 continue;
             };
-            let writer = self.id(&p.node).ok().filter(|i| self.sim.is_up(*i));
-            let Some(i) =
-                writer.or_else(|| (0..self.names.len() as u32).find(|i| self.sim.is_up(*i)))
+            let running: Vec<String> = (0..self.names.len() as u32)
+                .filter(|i| self.sim.is_up(*i))
+                .map(|i| self.names[i as usize].clone())
+                .collect();
+            let Some(i) = crate::experiment::runner::objects::reader(&p, &running)
+                .and_then(|n| self.id(n).ok())
             else {
                 break;
             };

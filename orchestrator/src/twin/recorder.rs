@@ -93,6 +93,14 @@ fn node_samples(sim: &mut Sim, i: u32, name: &str) -> (Samples, Samples) {
             }
         }
     }
+    if let Some(st) = sim.node(i).and_then(|n| n.store()) {
+        // The store's counter the expectations read, as the agent exports it.
+        counters.push((
+            "lightcone_storage_repair_bytes_total".into(),
+            labels(&[("node", name)]),
+            st.store().counters().repair_bytes_total as f64,
+        ));
+    }
     if let Some(t) = sim.time_metrics(i) {
         counters.push((
             "lightcone_time_alarms_total".into(),

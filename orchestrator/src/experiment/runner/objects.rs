@@ -121,13 +121,14 @@ fn session(
 
 /// The nodes `crash_holders` crashes: holders of `shards` shards of each named object, by
 /// the placement recorded at its put (lowest shard indices first, holders already chosen
-/// for an earlier object counted), without repeats. An object
+/// for an earlier object counted, `except` never), without repeats. An object
 /// never acknowledged (or acknowledged without a placement) is an error: the fault could
 /// not be aimed.
 pub(crate) fn holders_to_crash(
     objects: &[ObjectPut],
     names: &[String],
     shards: u16,
+    except: &[String],
 ) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     for name in names {
@@ -145,17 +146,22 @@ pub(crate) fn holders_to_crash(
             if have >= shards as usize {
                 break;
             }
-            if !out.contains(h) {
+            if !out.contains(h) && !crate::experiment::expect::selected(except, h) {
                 out.push(h.clone());
                 have += 1;
             }
+        }
+        if have < shards as usize {
+            return Err(format!(
+                "{name}: only {have} of its holders may be crashed (the rest are excepted), not {shards}"
+            ));
         }
     }
     Ok(out)
 }
 
-/// Reads every acknowledged object back, from its writer if it runs, else from the first
-/// running node, and compares the bytes with those written.
+/// Reads every acknowledged object back, from a live node that knows it ([`reader`]),
+/// and compares the bytes with those written.
 pub(super) fn read_back(
     api: &Client,
     shared: &Mutex<Shared>,
@@ -169,11 +175,7 @@ pub(super) fn read_back(
         let Some(bytes) = expected_bytes(loads, &p.object, seed) else {
             continue;
         };
-        let Some(node) = running
-            .iter()
-            .find(|n| **n == p.node)
-            .or_else(|| running.first())
-        else {
+        let Some(node) = reader(p, running) else {
             break;
         };
         let (ok, error) = match api.object_get_bytes(node, &p.object, OBJECT_TIMEOUT) {
@@ -200,6 +202,16 @@ pub(super) fn read_back(
         });
     }
     out
+}
+
+/// Who reads `p` back: the first running holder of its recorded placement (a holder keeps
+/// the stripe's metadata beside its shard), else its writer, else the first running node.
+pub(crate) fn reader<'a>(p: &ObjectPut, running: &'a [String]) -> Option<&'a String> {
+    p.holders
+        .iter()
+        .chain(std::iter::once(&p.node))
+        .find_map(|h| running.iter().find(|n| *n == h))
+        .or_else(|| running.first())
 }
 
 /// The bytes written under `object` by one of the steps (`PREFIX-NNNN`).
@@ -242,17 +254,22 @@ mod tests {
             put("o-0000", &["a", "b", "c"]),
             put("o-0001", &["c", "d", "e"]),
         ];
-        let v = holders_to_crash(&h, &["o-0000".into(), "o-0001".into()], 2).unwrap();
+        let v = holders_to_crash(&h, &["o-0000".into(), "o-0001".into()], 2, &[]).unwrap();
         assert_eq!(v, ["a", "b", "c", "d"]);
-        let e = holders_to_crash(&h, &["o-0002".into()], 2).unwrap_err();
+        let e = holders_to_crash(&h, &["o-0002".into()], 2, &[]).unwrap_err();
         assert!(e.contains("o-0002 has no acknowledged put"), "{e}");
         // b already crashed for o-0000 takes one of o-0002's two shards.
         let h = [
             put("o-0000", &["a", "b", "c"]),
             put("o-0002", &["e", "b", "f"]),
         ];
-        let v = holders_to_crash(&h, &["o-0000".into(), "o-0002".into()], 2).unwrap();
+        let v = holders_to_crash(&h, &["o-0000".into(), "o-0002".into()], 2, &[]).unwrap();
         assert_eq!(v, ["a", "b", "e"]);
+        // Excepted holders are skipped; too few left is an error.
+        let v = holders_to_crash(&h, &["o-0000".into()], 2, &["a".into()]).unwrap();
+        assert_eq!(v, ["b", "c"]);
+        let e = holders_to_crash(&h, &["o-0000".into()], 3, &["a".into()]).unwrap_err();
+        assert!(e.contains("only 2 of its holders"), "{e}");
     }
 
     #[test]

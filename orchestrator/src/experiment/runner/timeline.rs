@@ -97,20 +97,26 @@ pub(super) fn play_all(
         let at = Duration::from_secs_f64(p.at_ns as f64 / 1e9 / ts);
         wait_until(at, progress);
         let t = t0.elapsed().as_secs_f64();
-        if let Action::CrashHolders { objects, shards } = &p.action {
+        if let Action::CrashHolders {
+            objects,
+            shards,
+            except,
+        } = &p.action
+        {
             // Aimed at the placement the puts recorded: one crash (and mark) per holder.
             let recorded = ctx.shared.lock().expect("shared").objects.clone();
-            let crashes = match super::objects::holders_to_crash(&recorded, objects, *shards) {
-                Ok(v) => v.into_iter().map(|node| Action::Crash { node }).collect(),
-                Err(e) => {
-                    played.failed_injections.push(FailedInjection {
-                        t_real_s: t,
-                        action: p.action.describe(),
-                        error: e,
-                    });
-                    Vec::new()
-                }
-            };
+            let crashes =
+                match super::objects::holders_to_crash(&recorded, objects, *shards, except) {
+                    Ok(v) => v.into_iter().map(|node| Action::Crash { node }).collect(),
+                    Err(e) => {
+                        played.failed_injections.push(FailedInjection {
+                            t_real_s: t,
+                            action: p.action.describe(),
+                            error: e,
+                        });
+                        Vec::new()
+                    }
+                };
             for c in crashes {
                 let t = t0.elapsed().as_secs_f64();
                 let r = play(ctx.api, &c);

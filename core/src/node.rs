@@ -702,6 +702,9 @@ impl Node {
             watch: self.watch.view(),
             counters,
             locality,
+            store: self.store.as_ref().map(|st| crate::view::StoreView {
+                shards: st.store().inventory(),
+            }),
             time: None,
             summaries: self
                 .summaries

@@ -45,8 +45,17 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, u64>,
     pub locality: BTreeMap<String, [u64; 2]>,
     pub summaries: Vec<SummaryView>,
+    /// The object store's shards on this node (issue 16); `None` without a store.
+    pub store: Option<StoreView>,
     /// The time layer (filled by [`Node::time_view`](crate::node::Node::time_view); `None` without one).
     pub time: Option<TimeView>,
+}
+
+/// The `store` section of `/state`: the shards this node holds (object, index and the
+/// SHA-256 of the bytes held), for experiments to check against what they wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreView {
+    pub shards: Vec<crate::store::machine::HeldShard>,
 }
 
 /// The `time` section of `/state`.

@@ -788,7 +788,14 @@ impl Prepared {
                     Event::Stopped => stop = true,
                     Event::ObjectStored { request, object } => {
                         if let Some(tx) = pending_object.remove(&request) {
-                            let body = serde_json::json!({ "stored": object });
+                            // The stripe's placement (tile ids by shard index) as the
+                            // writer recorded it, so an experiment can record it too.
+                            let holders = node
+                                .store()
+                                .and_then(|st| st.store().meta(&object))
+                                .map(|m| m.holders.clone())
+                                .unwrap_or_default();
+                            let body = serde_json::json!({ "stored": object, "holders": holders });
                             let _ = tx.send((
                                 StatusCode::OK,
                                 "application/json",

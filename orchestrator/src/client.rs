@@ -130,6 +130,16 @@ pub struct NodeState {
     /// Its time layer; `None` without one.
     #[serde(default)]
     pub time: Option<TimeState>,
+    /// Its object store's shards; `None` without a store.
+    #[serde(default)]
+    pub store: Option<StoreState>,
+}
+
+/// The `store` section of a node's `/state` (issue 16).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StoreState {
+    #[serde(default)]
+    pub shards: Vec<lightcone_core::store::machine::HeldShard>,
 }
 
 /// One entry of a node's membership view.
@@ -488,6 +498,28 @@ impl Client {
     pub fn object_get(&self, node: &str, id: &str, timeout: Duration) -> Result<Raw, ClientError> {
         let path = format!("/nodes/{node}/objects/{}", pct::encode(id));
         self.send("GET", &path, None, timeout)
+    }
+
+    /// `GET /nodes/{node}/objects/{id}` as bytes (an object need not be text): the status
+    /// and the body.
+    pub fn object_get_bytes(
+        &self,
+        node: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let path = format!("/nodes/{node}/objects/{}", pct::encode(id));
+        let read = |r: ureq::Response| {
+            use std::io::Read;
+            let mut v = Vec::new();
+            let _ = r.into_reader().take(1 << 20).read_to_end(&mut v);
+            v
+        };
+        match self.request("GET", &path, timeout).call() {
+            Ok(r) => Ok((r.status(), read(r))),
+            Err(ureq::Error::Status(status, r)) => Ok((status, read(r))),
+            Err(e) => Err(self.connect_error(&path, e)),
+        }
     }
 
     /// `POST /nodes/{node}/send/{dst}`: an application message; `Ok` when the agent took it.

@@ -146,6 +146,7 @@ fn poll(round: u32, t: f64, node: &str, id: u32, members: &[(u32, &str, f64)]) -
         quarantine: Vec::new(),
         routes: Vec::new(),
         pulsar_missed: None,
+        shards: None,
     }
 }
 

@@ -1122,6 +1122,68 @@ impl Store {
     pub fn lost(&self) -> &BTreeSet<String> {
         &self.lost
     }
+
+    /// Every shard this tile holds, with the SHA-256 of the bytes it holds now: what an
+    /// experiment checks against the hashes of the object it wrote (the tile's own
+    /// verification is not trusted for that), in (object, index) order.
+    pub fn inventory(&self) -> Vec<HeldShard> {
+        self.shards
+            .iter()
+            .map(|((object, index), (bytes, _))| HeldShard {
+                object: object.clone(),
+                index: *index,
+                sha256: hex(&codec::shard_hash(bytes)),
+            })
+            .collect()
+    }
+}
+
+/// Whether an object of `bytes` under `class`, named with up to 40 bytes, makes shard
+/// frames that fit one overlay datagram (what [`Store::put`] refuses otherwise): for tools
+/// that check a workload before running it.
+pub fn frame_check(bytes: &[u8], class: &Class) -> Result<(), StoreError> {
+    class.validate()?;
+    let shards = codec::encode(bytes, class)?;
+    let (root, proofs) = codec::merkle(&shards);
+    let meta = StripeMeta {
+        object: "o".repeat(40),
+        class: class.clone(),
+        len: bytes.len() as u64,
+        version: 1,
+        writer: u32::MAX,
+        by: u32::MAX,
+        root,
+        holders: (0..u32::from(class.n)).map(|i| u32::MAX - i).collect(),
+    };
+    let frame = Msg::ShardPut {
+        meta,
+        index: 0,
+        proof: proofs[0].clone(),
+        bytes: shards[0].clone(),
+    }
+    .encode()
+    .len();
+    if frame > crate::wire::MAX_BLOB {
+        return Err(StoreError::FrameTooLarge {
+            frame,
+            max: crate::wire::MAX_BLOB,
+        });
+    }
+    Ok(())
+}
+
+/// One shard a tile holds, as [`Store::inventory`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldShard {
+    pub object: String,
+    pub index: u16,
+    /// SHA-256 of the shard's bytes, lower-case hex.
+    pub sha256: String,
+}
+
+/// Lower-case hex of a hash.
+pub fn hex(h: &[u8]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

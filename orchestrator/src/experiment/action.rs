@@ -57,6 +57,20 @@ pub enum Action {
         node: String,
         behaviour: ByzantineFault,
     },
+    /// An `objects` workload starts on the named nodes (issue 16).
+    ObjectsStart {
+        nodes: Vec<String>,
+        #[serde(flatten)]
+        objects: ObjectLoad,
+    },
+    /// Crash the nodes holding `shards` shards of each named object, by the placement its
+    /// put recorded (resolved when played; every node crashed is marked).
+    CrashHolders {
+        objects: Vec<String>,
+        shards: u16,
+        /// Nodes never crashed for it (`*` globs), e.g. the cells' gateways.
+        except: Vec<String>,
+    },
     /// Submit `count` tasks to a node (issue 15: the thermal subsystem places them under
     /// leases).
     Task {
@@ -119,6 +133,28 @@ impl Action {
             Action::Byzantine { node, behaviour } => {
                 format!("byzantine {node}: {}", behaviour.names().join(", "))
             }
+            Action::ObjectsStart { nodes, objects: o } => format!(
+                "objects on {} nodes: {} objects `{}-NNNN` of {} B, one per {}, until {}",
+                nodes.len(),
+                o.count,
+                o.prefix,
+                o.size_bytes,
+                units::fmt_ns(o.interval_ns),
+                units::fmt_ns(o.until_ns)
+            ),
+            Action::CrashHolders {
+                objects,
+                shards,
+                except,
+            } => format!(
+                "crash the holders of {shards} shards of each of {}{}",
+                objects.join(" "),
+                if except.is_empty() {
+                    String::new()
+                } else {
+                    format!(", never {}", except.join(" "))
+                }
+            ),
             Action::Task { node, count, spec } => format!(
                 "task {node}: {count} × {} units for {}, {:?}",
                 spec.compute,
@@ -142,6 +178,8 @@ impl Action {
             Action::Byzantine { behaviour, .. } if behaviour.is_honest() => "honest",
             Action::Byzantine { .. } => "byzantine",
             Action::Task { .. } => "task",
+            Action::ObjectsStart { .. } => "objects",
+            Action::CrashHolders { .. } => "crash_holders",
         }
     }
 
@@ -192,6 +230,66 @@ impl Default for Load {
             durability: lightcone_core::kv::Durability::default(),
         }
     }
+}
+
+/// An `objects` workload (issue 16): objects `{prefix}-0000`, `{prefix}-0001`, … of
+/// `size_bytes` seeded bytes, one put every `interval_ns`, round-robin over the workload's
+/// nodes, until `count` were put or `until_ns` (absolute, emulated).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectLoad {
+    pub prefix: String,
+    pub count: u32,
+    pub interval_ns: u64,
+    pub size_bytes: u32,
+    pub until_ns: u64,
+}
+
+/// Most objects one `objects` step may put.
+pub const MAX_OBJECTS: u32 = 10_000;
+/// Largest object of an `objects` step (the agent's limit, `StoreParams::max_object`).
+pub const MAX_OBJECT_BYTES: u32 = 64 << 10;
+
+impl ObjectLoad {
+    /// The bytes of object `i`: seeded by the scenario's seed, the prefix and `i`, so the
+    /// runner and the twin write (and check) the same bytes for a seed.
+    pub fn bytes(&self, seed: u64, i: u32) -> Vec<u8> {
+        use rand::{RngCore, SeedableRng};
+        let mut h: u64 = seed ^ 0x6f62_6a65_6374_7321;
+        for b in self.prefix.bytes() {
+            h = h.rotate_left(8) ^ u64::from(b);
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            h ^ u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let mut v = vec![0u8; self.size_bytes as usize];
+        rng.fill_bytes(&mut v);
+        v
+    }
+    /// The name of object `i`.
+    pub fn name(&self, i: u32) -> String {
+        format!("{}-{i:04}", self.prefix)
+    }
+    /// The emulated times of the puts, from the step's `at_ns`: one per interval, fewer
+    /// than `count` if `until_ns` comes first.
+    pub fn times(&self, at_ns: u64) -> Vec<u64> {
+        (0..self.count as u64)
+            .map(|i| at_ns.saturating_add(i.saturating_mul(self.interval_ns)))
+            .take_while(|t| *t < self.until_ns)
+            .collect()
+    }
+}
+
+/// The SHA-256 (hex) of each of the n shards `object` encodes to under `class`: the ground
+/// truth a held shard is checked against.
+pub fn shard_hashes(
+    object: &[u8],
+    class: &lightcone_core::store::Class,
+) -> Result<Vec<String>, lightcone_core::store::StoreError> {
+    use lightcone_core::store::{codec, machine::hex};
+    Ok(codec::encode(object, class)?
+        .iter()
+        .map(|s| hex(&codec::shard_hash(s)))
+        .collect())
 }
 
 /// The recorded fields of [`Action::Clock`].

@@ -243,6 +243,49 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     },
                 )
             }
+            Verb::Objects { nodes, objects } => {
+                let names = selected(line, nodes, "objects")?;
+                let Some(store) = &topo.store else {
+                    return Err(ExpandError {
+                        line,
+                        message:
+                            "objects needs the object store: the topology has no `store:` section"
+                                .into(),
+                    });
+                };
+                // The agent refuses a stripe whose shard frame exceeds one overlay datagram;
+                // say so here, before a run.
+                let probe = vec![0u8; objects.size_bytes as usize];
+                if let Err(e) = lightcone_core::store::machine::frame_check(&probe, &store.class) {
+                    return Err(ExpandError {
+                        line,
+                        message: format!("objects of {} B: {e}", objects.size_bytes),
+                    });
+                }
+                push(
+                    step.at_ns,
+                    Action::ObjectsStart {
+                        nodes: names,
+                        objects: objects.clone(),
+                    },
+                )
+            }
+            Verb::Many { crash, nodes } => {
+                for n in selected(
+                    line,
+                    std::slice::from_ref(nodes),
+                    if *crash { "crash" } else { "restart" },
+                )? {
+                    push(
+                        step.at_ns,
+                        if *crash {
+                            Action::Crash { node: n }
+                        } else {
+                            Action::Restart { node: n }
+                        },
+                    );
+                }
+            }
             Verb::Once(action) => {
                 match action {
                     Action::LinkDown { a, b }
@@ -279,7 +322,54 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                             });
                         }
                     }
-                    Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => {}
+                    Action::CrashHolders {
+                        objects, shards, ..
+                    } => {
+                        let Some(store) = &topo.store else {
+                            return Err(ExpandError {
+                                line,
+                                message: "crash_holders needs the object store: the topology has no `store:` section".into(),
+                            });
+                        };
+                        if *shards > store.class.n {
+                            return Err(ExpandError {
+                                line,
+                                message: format!(
+                                    "crash_holders: shards {shards} is more than the class's n = {}",
+                                    store.class.n
+                                ),
+                            });
+                        }
+                        let prefixes: Vec<&str> = sc
+                            .timeline
+                            .iter()
+                            .filter_map(|s| match &s.verb {
+                                Verb::Objects { objects, .. } if s.at_ns < step.at_ns => {
+                                    Some(objects.prefix.as_str())
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        for o in objects {
+                            if !prefixes.iter().any(|p| {
+                                o.strip_prefix(p)
+                                    .and_then(|r| r.strip_prefix('-'))
+                                    .is_some_and(|r| r.parse::<u32>().is_ok())
+                            }) {
+                                return Err(ExpandError {
+                                    line,
+                                    message: format!(
+                                        "crash_holders: no earlier `objects` step writes {o:?} (names are PREFIX-NNNN; prefixes before this step: {})",
+                                        if prefixes.is_empty() { "none".to_string() } else { prefixes.join(", ") }
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                    Action::Partition { .. }
+                    | Action::Heal
+                    | Action::LoadStart { .. }
+                    | Action::ObjectsStart { .. } => {}
                 }
                 push(step.at_ns, action.clone())
             }

@@ -102,6 +102,10 @@ pub enum Metric {
     ThermalLoadMax,
     ThrottleLag,
     SlaViolations,
+    /// Issue 16 (`experiment/store.rs`).
+    ObjectsLost,
+    RepairTime,
+    RepairBytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +116,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 18] = [
+    pub const ALL: [Metric; 21] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -131,6 +135,9 @@ impl Metric {
         Metric::ThermalLoadMax,
         Metric::ThrottleLag,
         Metric::SlaViolations,
+        Metric::ObjectsLost,
+        Metric::RepairTime,
+        Metric::RepairBytes,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -152,6 +159,9 @@ impl Metric {
             Metric::ThermalLoadMax => "thermal_load_max",
             Metric::ThrottleLag => "throttle_lag",
             Metric::SlaViolations => "sla_violations",
+            Metric::ObjectsLost => "objects_lost",
+            Metric::RepairTime => "repair_time",
+            Metric::RepairBytes => "repair_bytes",
         }
     }
     fn kind(&self) -> Kind {
@@ -160,7 +170,8 @@ impl Metric {
             | Metric::ConvergedAfterHeal
             | Metric::TimerLatenessP99
             | Metric::QuarantineTime
-            | Metric::ThrottleLag => Kind::Duration,
+            | Metric::ThrottleLag
+            | Metric::RepairTime => Kind::Duration,
             Metric::Locality
             | Metric::Overhead
             | Metric::TimeCoverage
@@ -173,7 +184,9 @@ impl Metric {
             | Metric::TimeAlarmedNodes
             | Metric::FalseQuarantines
             | Metric::PulsarMissedNodes
-            | Metric::SlaViolations => Kind::Count,
+            | Metric::SlaViolations
+            | Metric::ObjectsLost
+            | Metric::RepairBytes => Kind::Count,
         }
     }
     /// Format a value of this metric (seconds, fraction or count).
@@ -265,6 +278,16 @@ impl Metric {
                 Cmp::Eq,
                 0.0,
                 "design for 5%/year hardware loss: nothing acknowledged is lost",
+            ),
+            Metric::ObjectsLost => f(
+                Cmp::Eq,
+                0.0,
+                "up to 5% annual hard-failure rate ... erasure coding (e.g., k=20, n=60 for metadata): no object lost",
+            ),
+            Metric::RepairTime => f(
+                Cmp::Le,
+                300.0,
+                "autonomous self-healing repair within minutes (taken as 5 min from a loss to full redundancy)",
             ),
             Metric::ThermalLoadMax => f(
                 Cmp::Le,
@@ -419,10 +442,14 @@ fn parse_bound(t: &str) -> Result<Bound, String> {
         .find(|m| m.name() == name)
         .copied()
         .ok_or_else(|| format!("unknown metric `{name}`"))?;
-    if selector.is_some() && !matches!(metric, Metric::TimeAlarmedNodes | Metric::PulsarMissedNodes)
+    if selector.is_some()
+        && !matches!(
+            metric,
+            Metric::TimeAlarmedNodes | Metric::PulsarMissedNodes | Metric::ObjectsLost
+        )
     {
         return Err(format!(
-            "{name} takes no node selection (only time_alarmed_nodes and pulsar_missed_nodes do)"
+            "{name} takes no selection (only time_alarmed_nodes and pulsar_missed_nodes take nodes, objects_lost objects)"
         ));
     }
     let bound = match metric.kind() {
@@ -922,7 +949,7 @@ impl Recording {
 
     /// Sum of a counter family's increase over the run, per label value of `by`,
     /// treating a decrease (agent restart) as a reset.
-    fn increase(&self, name: &str, keys: &[&str]) -> BTreeMap<Vec<String>, f64> {
+    pub(crate) fn increase(&self, name: &str, keys: &[&str]) -> BTreeMap<Vec<String>, f64> {
         let start: BTreeMap<&BTreeMap<String, String>, f64> = self
             .metrics_start
             .iter()
@@ -1438,6 +1465,9 @@ impl Recording {
             Metric::ThermalLoadMax => self.thermal_load_max(),
             Metric::ThrottleLag => self.throttle_lag(),
             Metric::SlaViolations => self.sla_violations(),
+            Metric::ObjectsLost => self.objects_lost(sel),
+            Metric::RepairTime => self.repair_time(),
+            Metric::RepairBytes => self.repair_bytes(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+mod store;
 mod thermal;
 pub mod validate;
 

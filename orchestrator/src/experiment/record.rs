@@ -41,6 +41,49 @@ pub struct StatePoll {
     /// Pulsar fixes it missed so far (its pulsars lost); `None` without a time layer.
     #[serde(default)]
     pub pulsar_missed: Option<u64>,
+    /// The object store's shards it holds, with the SHA-256 of their bytes (issue 16);
+    /// `None` without a store.
+    #[serde(default)]
+    pub shards: Option<Vec<HeldShard>>,
+}
+
+pub use lightcone_core::store::machine::HeldShard;
+
+/// One put of an `objects` workload (issue 16): the run's history of the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectPut {
+    /// Real seconds since the start when the answer came.
+    pub t_real_s: f64,
+    /// The node the put went to (the writer).
+    pub node: String,
+    pub object: String,
+    /// Acknowledged by the writer.
+    pub ok: bool,
+    /// Why not, when not.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The stripe's placement as the writer answered it: the node holding each shard
+    /// index (empty when the put failed).
+    #[serde(default)]
+    pub holders: Vec<String>,
+    /// The class: k data shards of n.
+    pub k: u16,
+    pub n: u16,
+    /// SHA-256 (hex) of each of the n shards, computed by the runner from the bytes it
+    /// wrote — the ground truth a held shard is checked against.
+    pub shard_sha256: Vec<String>,
+}
+
+/// An object read back through the API at the end of the run, from a live node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectReadBack {
+    pub object: String,
+    pub node: String,
+    /// The bytes came back and equal those written.
+    pub ok: bool,
+    /// What happened otherwise (an HTTP status, different bytes).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// A fault the runner played, at real seconds since the start.
@@ -122,6 +165,12 @@ pub struct Recording {
     /// Faults of the timeline that were not injected (each fails the run).
     #[serde(default)]
     pub failed_injections: Vec<FailedInjection>,
+    /// The `objects` workloads' puts, in the order their answers came (issue 16).
+    #[serde(default)]
+    pub objects: Vec<ObjectPut>,
+    /// Every acknowledged object read back at the end of the run.
+    #[serde(default)]
+    pub object_reads: Vec<ObjectReadBack>,
 }
 
 /// A point of the plotted series.
@@ -311,6 +360,7 @@ mod tests {
             quarantine,
             routes: routes.iter().map(|r| r.to_string()).collect(),
             pulsar_missed: None,
+            shards: None,
         };
         let mut pt = SeriesPoint::default();
         pt.count(&poll(

@@ -12,7 +12,7 @@ use crate::parse::yaml::{Node, Pos, Value};
 use crate::parse::{did_you_mean, units, Diagnostics, Fields, LoadError, Reader};
 
 use super::action::Action;
-pub use super::action::Load;
+pub use super::action::{Load, ObjectLoad};
 use super::expect::{Expectation, Metric};
 
 const TOP_FIELDS: &[&str] = &["name", "topology", "seed", "duration", "timeline", "expect"];
@@ -35,6 +35,8 @@ pub const VERBS: &[&str] = &[
     "pulsar_loss",
     "byzantine",
     "task",
+    "objects",
+    "crash_holders",
 ];
 
 /// Where the lab's topology comes from.
@@ -125,6 +127,14 @@ pub enum Verb {
     },
     /// A workload on the selected nodes (see [`Load`]).
     Load { nodes: Vec<Selector>, load: Load },
+    /// Objects written to the store by the selected nodes (see [`ObjectLoad`]).
+    Objects {
+        nodes: Vec<Selector>,
+        objects: ObjectLoad,
+    },
+    /// `crash` or `restart` of every node a selector picks (`crash: l0c0k1*`: a whole
+    /// cell); a plain name is [`Verb::Once`].
+    Many { crash: bool, nodes: Selector },
 }
 
 impl Verb {
@@ -140,6 +150,9 @@ impl Verb {
             Verb::Flap { .. } => "flap",
             Verb::Churn { .. } => "churn",
             Verb::Load { .. } => "load",
+            Verb::Objects { .. } => "objects",
+            Verb::Many { crash: true, .. } => "crash",
+            Verb::Many { crash: false, .. } => "restart",
         }
     }
 }
@@ -249,6 +262,99 @@ impl Reader {
                 class,
             },
         }))
+    }
+
+    /// `objects: {nodes: SELECTOR, count: 30, interval: 1s, size: 4KiB, until: 60s,
+    /// prefix: obj}`: objects written to the store (issue 16).
+    fn objects_verb(&mut self, v: &Node, at_ns: u64) -> Option<Verb> {
+        const F: &[&str] = &["nodes", "count", "interval", "size", "until", "prefix"];
+        let f = self.fields(v, F, "objects")?;
+        let nodes = match Self::get(&f, "nodes") {
+            Some(n) => self.selectors(n, "objects nodes")?,
+            None => vec![Selector("*".into())],
+        };
+        let cn = self.required(&f, "count", v.pos, "objects")?;
+        let count = match self.uint(cn, "count", u64::from(super::action::MAX_OBJECTS))? {
+            0 => {
+                self.d.error(
+                    cn.pos,
+                    format!("count must be 1 to {}", super::action::MAX_OBJECTS),
+                );
+                return None;
+            }
+            c => c as u32,
+        };
+        let inn = self.required(&f, "interval", v.pos, "objects")?;
+        let interval_ns = self.duration(inn, "interval")?;
+        if interval_ns == 0 {
+            self.d.error(inn.pos, "interval must be longer than 0");
+            return None;
+        }
+        let sn = self.required(&f, "size", v.pos, "objects")?;
+        let size_bytes = match sn.scalar().map(units::bytes) {
+            Some(Ok(b)) if b <= u64::from(super::action::MAX_OBJECT_BYTES) => b as u32,
+            Some(Ok(b)) => {
+                self.d.error(
+                    sn.pos,
+                    format!(
+                        "size {b} B is over the store's largest object ({} B)",
+                        super::action::MAX_OBJECT_BYTES
+                    ),
+                );
+                return None;
+            }
+            Some(Err(e)) => {
+                self.d.error(sn.pos, format!("size: {e}"));
+                return None;
+            }
+            None => {
+                self.d.error(
+                    sn.pos,
+                    format!("size must be a size in bytes, found {}", show(sn)),
+                );
+                return None;
+            }
+        };
+        let un = self.required(&f, "until", v.pos, "objects")?;
+        let until_ns = self.duration(un, "until")?;
+        if until_ns <= at_ns {
+            self.d.error(
+                un.pos,
+                format!(
+                    "until ({}) must be after the step's at ({})",
+                    units::fmt_ns(until_ns),
+                    units::fmt_ns(at_ns)
+                ),
+            );
+            return None;
+        }
+        let prefix = match Self::get(&f, "prefix") {
+            Some(p) => {
+                let x = self.name(p, "prefix")?;
+                if x.is_empty()
+                    || x.len() > 32
+                    || !x
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    self.d
+                        .error(p.pos, "prefix must be 1 to 32 letters, digits, `-` or `_`");
+                    return None;
+                }
+                x
+            }
+            None => "obj".into(),
+        };
+        Some(Verb::Objects {
+            nodes,
+            objects: ObjectLoad {
+                prefix,
+                count,
+                interval_ns,
+                size_bytes,
+                until_ns,
+            },
+        })
     }
 
     fn selectors(&mut self, n: &Node, what: &str) -> Option<Vec<Selector>> {
@@ -508,12 +614,51 @@ impl Reader {
                 }
                 Some(Verb::Heal)
             }
-            "crash" => Some(Verb::Once(Action::Crash {
-                node: self.name(v, "crash")?,
-            })),
-            "restart" => Some(Verb::Once(Action::Restart {
-                node: self.name(v, "restart")?,
-            })),
+            "crash" | "restart" => {
+                let node = self.name(v, name)?;
+                let crash = name == "crash";
+                Some(if node.ends_with('*') {
+                    Verb::Many {
+                        crash,
+                        nodes: Selector(node),
+                    }
+                } else if crash {
+                    Verb::Once(Action::Crash { node })
+                } else {
+                    Verb::Once(Action::Restart { node })
+                })
+            }
+            "objects" => self.objects_verb(v, at_ns),
+            "crash_holders" => {
+                let f = self.fields(v, &["objects", "shards", "except"], name)?;
+                let on = self.required(&f, "objects", v.pos, name)?;
+                let objects: Vec<String> = self
+                    .selectors(on, "crash_holders objects")?
+                    .into_iter()
+                    .map(|s| s.0)
+                    .collect();
+                let sn = self.required(&f, "shards", v.pos, name)?;
+                let shards = match self.uint(sn, "shards", u64::from(u16::MAX))? {
+                    0 => {
+                        self.d.error(sn.pos, "shards must be at least 1");
+                        return None;
+                    }
+                    x => x as u16,
+                };
+                let except: Vec<String> = match Self::get(&f, "except") {
+                    Some(n) => self
+                        .selectors(n, "crash_holders except")?
+                        .into_iter()
+                        .map(|s| s.0)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                Some(Verb::Once(Action::CrashHolders {
+                    objects,
+                    shards,
+                    except,
+                }))
+            }
             "link_down" | "link_up" => {
                 let (a, b) = self.endpoints(v, name)?;
                 Some(Verb::Once(if name == "link_down" {
@@ -844,6 +989,38 @@ pub fn flow(n: &Node) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_verbs_read_into_their_payloads() {
+        let src = "topology: x.yaml\nduration: 60s\ntimeline:\n  - { at: 2s, objects: { nodes: \"l0c0*\", count: 5, interval: 500ms, size: 2KiB, until: 9s, prefix: meta } }\n  - { at: 10s, crash: \"l0c0k1*\" }\n  - { at: 11s, crash_holders: { objects: [meta-0001], shards: 3 } }\nexpect: [objects_lost == 0]\n";
+        let sc = parse_str(src, "s.yaml", Path::new(".")).unwrap();
+        let Verb::Objects { nodes, objects } = &sc.timeline[0].verb else {
+            panic!("{:?}", sc.timeline[0].verb)
+        };
+        assert_eq!(nodes, &[Selector("l0c0*".into())]);
+        assert_eq!(
+            (
+                objects.count,
+                objects.interval_ns,
+                objects.size_bytes,
+                objects.until_ns
+            ),
+            (5, 500_000_000, 2048, 9_000_000_000)
+        );
+        assert_eq!(objects.name(1), "meta-0001");
+        // One put per interval from the step's time, none at or after `until`.
+        assert_eq!(objects.times(2_000_000_000).len(), 5);
+        assert_eq!(objects.times(7_000_000_000).len(), 4);
+        assert!(
+            matches!(&sc.timeline[1].verb, Verb::Many { crash: true, nodes } if nodes.0 == "l0c0k1*")
+        );
+        assert_eq!(sc.timeline[1].verb.name(), "crash");
+        assert!(matches!(
+            &sc.timeline[2].verb,
+            Verb::Once(Action::CrashHolders { objects, shards: 3, except }) if objects == &["meta-0001"] && except.is_empty()
+        ));
+        assert_eq!(sc.timeline[2].verb.name(), "crash_holders");
+    }
 
     /// Regression: with the one-action verbs carrying their `Action`, a byzantine step back
     /// to honest (`behaviour: []`) was named by the action's kind, `honest`, in the

@@ -170,7 +170,26 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
         })
     };
     let name = e.text.trim();
-    if let Some(sel) = &e.selector {
+    if let (Metric::ObjectsLost, Some(sel)) = (e.metric, &e.selector) {
+        let names: Vec<String> = plan
+            .iter()
+            .filter_map(|p| match &p.action {
+                Action::ObjectsStart { objects, .. } => Some(
+                    (0..objects.times(p.at_ns).len() as u32)
+                        .map(|i| objects.name(i))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if !names.iter().any(|n| super::expect::selected(sel, n)) {
+            return Some((
+                format!("`{name}` selects no object the `objects` steps write"),
+                "name objects as the steps write them, PREFIX-NNNN (e.g. obj-0003); `*` matches any run of characters".to_string(),
+            ));
+        }
+    } else if let Some(sel) = &e.selector {
         if !topo
             .nodes
             .iter()
@@ -227,6 +246,16 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
             topo.thermal.is_some(),
             "the thermal subsystem",
             "add a `thermal:` section to the topology (see lightcone-topology.schema.json)",
+        ),
+        Metric::ObjectsLost | Metric::RepairTime => (
+            any(&|a| matches!(a, Action::ObjectsStart { .. })),
+            "objects written",
+            "add an `objects:` step (the topology needs a `store:` section)",
+        ),
+        Metric::RepairBytes => (
+            topo.store.is_some(),
+            "the object store",
+            "add a `store:` section to the topology",
         ),
         Metric::Locality
         | Metric::ProtocolLocality

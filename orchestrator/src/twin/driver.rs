@@ -87,7 +87,7 @@ pub(super) struct Twin {
     pub t0: Instant,
     sessions: Vec<Session>,
     procs: u32,
-    next_request: u64,
+    pub(super) next_request: u64,
     pub history: Vec<HistoryOp>,
     pub local_writes: BTreeSet<(String, String)>,
     pub messages_sent: u64,
@@ -97,6 +97,8 @@ pub(super) struct Twin {
     pub marks: Vec<Mark>,
     pub failed: Vec<FailedInjection>,
     pub final_reads: Vec<FinalRead>,
+    /// The object store's workload (issue 16; `super::objects`).
+    pub store: super::objects::StoreWork,
 }
 
 impl Twin {
@@ -159,11 +161,12 @@ impl Twin {
             marks: Vec::new(),
             failed: Vec::new(),
             final_reads: Vec::new(),
+            store: super::objects::StoreWork::default(),
         }
     }
 
     /// Seconds since the timeline's start.
-    fn t_s(&self) -> f64 {
+    pub(super) fn t_s(&self) -> f64 {
         (self.sim.now() - self.t0).as_secs_f64()
     }
 
@@ -248,12 +251,19 @@ impl Twin {
                 .get(ai)
                 .map(|p| self.t0 + Duration::from_nanos(p.at_ns));
             let next_load = self.sessions.iter().filter_map(|s| s.due()).min();
-            let target = [next_action, next_load, Some(next_poll), Some(end)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(end)
-                .max(self.sim.now());
+            let next_object = self.store.due();
+            let target = [
+                next_action,
+                next_load,
+                next_object,
+                Some(next_poll),
+                Some(end),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(end)
+            .max(self.sim.now());
             self.advance(target);
             let now = self.sim.now();
             while let Some(p) = timeline.get(ai) {
@@ -264,6 +274,7 @@ impl Twin {
                 ai += 1;
             }
             self.step_sessions();
+            self.step_objects();
             if next_poll <= now {
                 let links = self.watched_delays();
                 let t = self.t_s();
@@ -301,7 +312,7 @@ impl Twin {
 
     /// Runs the simulation to `target`, stopping at each batch of core events while a put
     /// waits for its answer (so the answer's time is exact).
-    fn advance(&mut self, target: Instant) {
+    pub(super) fn advance(&mut self, target: Instant) {
         loop {
             let waiting = self
                 .sessions
@@ -322,7 +333,7 @@ impl Twin {
     }
 
     /// Takes the core's events: deliveries counted, put answers given to their sessions.
-    fn take_events(&mut self) {
+    pub(super) fn take_events(&mut self) {
         for (at, node, e) in self.sim.take_events() {
             match e {
                 CoreEvent::Delivered { .. } => self.messages_delivered += 1,
@@ -332,6 +343,18 @@ impl Twin {
                 CoreEvent::KvPutFailed {
                     request, written, ..
                 } => self.answer(node, request, at, OpStatus::Info, written),
+                CoreEvent::ObjectStored { request, .. } => {
+                    self.object_answer(node, request, at, Ok(()))
+                }
+                CoreEvent::ObjectPutFailed {
+                    request, reason, ..
+                } => self.object_answer(node, request, at, Err(reason)),
+                CoreEvent::ObjectRead { request, data } => {
+                    self.store.reads.insert((node, request), Ok(data));
+                }
+                CoreEvent::ObjectReadFailed { request, reason } => {
+                    self.store.reads.insert((node, request), Err(reason));
+                }
                 _ => {}
             }
         }
@@ -401,7 +424,7 @@ impl Twin {
             .collect()
     }
 
-    fn id(&self, name: &str) -> Result<u32, String> {
+    pub(super) fn id(&self, name: &str) -> Result<u32, String> {
         self.ids
             .get(name)
             .copied()
@@ -411,6 +434,18 @@ impl Twin {
     /// Plays one action; records its event, its mark (when injected) or its failure.
     fn act(&mut self, p: &Planned, duration_ns: u64, seed: u64, progress: &mut impl FnMut(&str)) {
         let t = self.t_s();
+        if let Action::CrashHolders {
+            objects,
+            shards,
+            except,
+        } = &p.action
+        {
+            self.crash_holders(p, objects, *shards, except, progress);
+            return;
+        }
+        if let Action::ObjectsStart { nodes, objects } = &p.action {
+            self.start_objects(p.at_ns, nodes, objects, seed);
+        }
         let r = self.inject(&p.action);
         if let Action::LoadStart { nodes, load } = &p.action {
             self.start_load(nodes, load, duration_ns, seed);
@@ -438,7 +473,7 @@ impl Twin {
 
     /// What the supervisor would do for `a`, on the simulation. An error says why the
     /// fault was not injected (it fails the run).
-    fn inject(&mut self, action: &Action) -> Result<(), String> {
+    pub(super) fn inject(&mut self, action: &Action) -> Result<(), String> {
         match action {
             Action::LinkDown { a, b } | Action::LinkUp { a, b } => {
                 let (x, y) = self.link_ends(a, b)?;
@@ -490,7 +525,11 @@ impl Twin {
                 let b = Byzantine::from_names(behaviour.names())?;
                 self.command(i, node, &Command::Byzantine(b))
             }
-            Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
+            Action::Partition { .. }
+            | Action::Heal
+            | Action::LoadStart { .. }
+            | Action::ObjectsStart { .. } => Ok(()),
+            Action::CrashHolders { .. } => Err("crash_holders is resolved by the driver".into()),
             Action::Task { node, count, spec } => {
                 let i = self.id(node)?;
                 for _ in 0..*count {

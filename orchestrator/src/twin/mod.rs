@@ -19,6 +19,7 @@
 pub mod config;
 pub mod crypto;
 mod driver;
+mod objects;
 mod recorder;
 mod scale;
 
@@ -168,13 +169,16 @@ pub fn simulate(
             })?;
     }
     let mut twin = driver::Twin::new(sim, &plan, &timeline);
+    twin.store.class = topo.store.as_ref().map(|s| s.class.clone());
     progress(&format!(
         "recording: {}",
         twin.rec.scope.describe(configs.len())
     ));
     twin.warm_up(&mut progress);
     twin.play(&timeline, sc.duration_ns, sc.seed, &mut progress);
+    twin.finish_puts();
     twin.final_reads();
+    twin.read_back_objects();
     let real_s = twin.sim.now().as_secs_f64() - twin.t0.as_secs_f64();
     let metrics_end = twin.rec.samples(&mut twin.sim, &twin.names);
     let rec = Recording {
@@ -195,6 +199,8 @@ pub fn simulate(
         messages_refused: twin.messages_refused,
         messages_delivered: Some(twin.messages_delivered),
         failed_injections: std::mem::take(&mut twin.failed),
+        objects: std::mem::take(&mut twin.store.objects),
+        object_reads: std::mem::take(&mut twin.store.object_reads),
     };
     let mut verdicts = evaluate(&sc.expect, &rec);
     mark_unmeasured(&mut verdicts, &sc.expect);

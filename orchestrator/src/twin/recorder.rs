@@ -93,6 +93,14 @@ fn node_samples(sim: &mut Sim, i: u32, name: &str) -> (Samples, Samples) {
             }
         }
     }
+    if let Some(st) = sim.node(i).and_then(|n| n.store()) {
+        // The store's counter the expectations read, as the agent exports it.
+        counters.push((
+            "lightcone_storage_repair_bytes_total".into(),
+            labels(&[("node", name)]),
+            st.store().counters().repair_bytes_total as f64,
+        ));
+    }
     if let Some(t) = sim.time_metrics(i) {
         counters.push((
             "lightcone_time_alarms_total".into(),
@@ -190,7 +198,10 @@ impl Scope {
                     add(b);
                 }
                 Action::Partition { groups } => groups.iter().flatten().for_each(|x| add(x)),
-                Action::Heal | Action::LoadStart { .. } => {}
+                Action::Heal
+                | Action::LoadStart { .. }
+                | Action::ObjectsStart { .. }
+                | Action::CrashHolders { .. } => {}
             }
         }
         let cell = |i: u32| cell_key(addrs.get(&names[i as usize]).map_or("", String::as_str));
@@ -419,6 +430,7 @@ impl Recorder {
             quarantine: node.routing().quarantined().iter().copied().collect(),
             routes,
             pulsar_missed: None,
+            shards: node.store().map(|st| st.store().inventory()),
         })
     }
 

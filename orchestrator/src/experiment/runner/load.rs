@@ -29,6 +29,8 @@ pub(super) struct LoadCtx<'a> {
     pub seed: u64,
     pub duration_ns: u64,
     pub t0: Instant,
+    /// The object store's class, when the topology has a `store:` section.
+    pub class: Option<lightcone_core::store::Class>,
 }
 
 /// Starts one session per node of a `load` action (any other action starts nothing).

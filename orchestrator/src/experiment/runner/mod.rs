@@ -19,6 +19,7 @@
 mod final_reads;
 mod lab;
 mod load;
+pub(crate) mod objects;
 pub(crate) mod poll;
 pub(crate) mod rundir;
 pub(crate) mod timeline;
@@ -158,6 +159,8 @@ pub(super) struct Shared {
     pub(super) messages_refused: u64,
     /// Per node, the agents' delivered-message counter as sampled (restarts reset it).
     pub(super) delivered: ResetCounter,
+    /// The `objects` workloads' puts (issue 16).
+    pub(super) objects: Vec<super::record::ObjectPut>,
 }
 
 /// A counter per label that may reset (an agent restarts): its total increase over the
@@ -296,9 +299,31 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         seed: sc.seed,
         duration_ns: sc.duration_ns,
         t0,
+        class: topo.store.as_ref().map(|s| s.class.clone()),
     };
     let played = timeline::play_all(&plan, &ctx, &mut progress);
     let final_reads = final_reads::read_all(&api, &shared, t0)?;
+    let object_loads: Vec<(u64, super::action::ObjectLoad)> = plan
+        .iter()
+        .filter_map(|p| match &p.action {
+            super::action::Action::ObjectsStart { objects, .. } => Some((p.at_ns, objects.clone())),
+            _ => None,
+        })
+        .collect();
+    let object_reads = if object_loads.is_empty() {
+        Vec::new()
+    } else {
+        let running: Vec<String> = api
+            .status(STATUS_TIMEOUT)
+            .map_err(lab_err)?
+            .nodes
+            .iter()
+            .filter(|n| n.agent.state == "running")
+            .map(|n| n.name.clone())
+            .collect();
+        progress("reading every acknowledged object back");
+        objects::read_back(&api, &shared, &running, &object_loads, sc.seed)
+    };
     stop.store(true, Ordering::Relaxed);
     let _ = poller.join();
     let real_s = t0.elapsed().as_secs_f64();
@@ -351,6 +376,8 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         messages_refused: shared.messages_refused,
         messages_delivered: Some(shared.delivered.increase().round() as u64),
         failed_injections: played.failed_injections,
+        objects: shared.objects,
+        object_reads,
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),

@@ -53,6 +53,7 @@ pub(crate) fn state_poll(v: &NodeState, node: &str, round: u32, t_real_s: f64) -
         quarantine: v.quarantine.clone(),
         routes: v.routes.iter().map(|r| r.dest.clone()).collect(),
         pulsar_missed: v.time.as_ref().and_then(|t| t.pulsar_missed_total),
+        shards: v.store.as_ref().map(|s| s.shards.clone()),
     }
 }
 

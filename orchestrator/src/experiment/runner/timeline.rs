@@ -97,8 +97,61 @@ pub(super) fn play_all(
         let at = Duration::from_secs_f64(p.at_ns as f64 / 1e9 / ts);
         wait_until(at, progress);
         let t = t0.elapsed().as_secs_f64();
+        if let Action::CrashHolders {
+            objects,
+            shards,
+            except,
+        } = &p.action
+        {
+            // Aimed at the placement the puts recorded: one crash (and mark) per holder.
+            let recorded = ctx.shared.lock().expect("shared").objects.clone();
+            let crashes =
+                match super::objects::holders_to_crash(&recorded, objects, *shards, except) {
+                    Ok(v) => v.into_iter().map(|node| Action::Crash { node }).collect(),
+                    Err(e) => {
+                        played.failed_injections.push(FailedInjection {
+                            t_real_s: t,
+                            action: p.action.describe(),
+                            error: e,
+                        });
+                        Vec::new()
+                    }
+                };
+            for c in crashes {
+                let t = t0.elapsed().as_secs_f64();
+                let r = play(ctx.api, &c);
+                record_injection(&c, t, &r, &mut played.marks, &mut played.failed_injections);
+                progress(&format!(
+                    "[{:>9} emulated | {:>7.2}s real] {} ({})",
+                    units::fmt_ns((t * ts * 1e9) as u64),
+                    t,
+                    c.describe(),
+                    p.action.describe()
+                ));
+                played.events.push(Event {
+                    t_real_s: t,
+                    t_emulated_s: t * ts,
+                    kind: c.kind().into(),
+                    detail: format!("{} ({})", c.describe(), p.action.describe()),
+                    ok: r.is_ok(),
+                    error: r.err(),
+                });
+            }
+            continue;
+        }
         let r = play(ctx.api, &p.action);
         load::start(ctx, &p.action, &mut loads);
+        super::objects::start(
+            ctx.api,
+            ctx.shared,
+            ctx.lab,
+            ctx.class.as_ref(),
+            ctx.seed,
+            t0,
+            p.at_ns,
+            &p.action,
+            &mut loads,
+        );
         let kind = p.action.kind().to_string();
         record_injection(
             &p.action,
@@ -150,7 +203,13 @@ fn play(api: &Client, a: &Action) -> Result<(), String> {
         Action::Crash { node } => api.crash(node).map(drop),
         Action::Restart { node } => api.restart(node).map(drop),
         Action::Clock { node, fault } => api.clock(node, &fault.request()).map(drop),
-        Action::Partition { .. } | Action::Heal | Action::LoadStart { .. } => Ok(()),
+        Action::Partition { .. }
+        | Action::Heal
+        | Action::LoadStart { .. }
+        | Action::ObjectsStart { .. } => Ok(()),
+        Action::CrashHolders { .. } => {
+            return Err("crash_holders is resolved by the timeline".into())
+        }
         Action::Byzantine { node, behaviour } => api.byzantine(node, behaviour.names()).map(drop),
         Action::Task { node, count, spec } => {
             (0..*count).try_for_each(|_| api.task_submit(node, spec).map(drop))

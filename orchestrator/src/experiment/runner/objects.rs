@@ -1,0 +1,290 @@
+//! The object store's workload in a lab (issue 16): an `objects` step's puts through the
+//! supervisor's object API, each recorded with its outcome, time, placement and the
+//! SHA-256 of each shard (computed here from the bytes written); `crash_holders` resolved
+//! from that record; and every acknowledged object read back at the end from a live node.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use lightcone_core::store::Class;
+
+use super::super::action::{shard_hashes, Action, ObjectLoad};
+use super::super::record::{ObjectPut, ObjectReadBack};
+use super::{LabView, Shared};
+use crate::client::Client;
+
+/// How long one put or read may take (the agent's own timeouts are a few emulated s).
+const OBJECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The answer of a put: `{"stored": ID, "holders": [tile ids by shard index]}`.
+#[derive(serde::Deserialize)]
+struct Stored {
+    #[serde(default)]
+    holders: Vec<u32>,
+}
+
+/// Starts the put session of an `objects` action (any other action starts nothing).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn start(
+    api: &Client,
+    shared: &Arc<Mutex<Shared>>,
+    lab: &LabView,
+    class: Option<&Class>,
+    seed: u64,
+    t0: Instant,
+    at_ns: u64,
+    action: &Action,
+    out: &mut Vec<JoinHandle<()>>,
+) {
+    let Action::ObjectsStart { nodes, objects } = action else {
+        return;
+    };
+    let Some(class) = class.cloned() else { return };
+    let (api, shared, nodes, objects) =
+        (api.clone(), shared.clone(), nodes.clone(), objects.clone());
+    let (names, ts) = (lab.names.clone(), lab.ts);
+    out.push(std::thread::spawn(move || {
+        session(
+            &api, &shared, &names, ts, &class, seed, t0, at_ns, &nodes, &objects,
+        )
+    }));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn session(
+    api: &Client,
+    shared: &Mutex<Shared>,
+    names: &[String],
+    ts: f64,
+    class: &Class,
+    seed: u64,
+    t0: Instant,
+    at_ns: u64,
+    nodes: &[String],
+    o: &ObjectLoad,
+) {
+    for (i, t_ns) in o.times(at_ns).into_iter().enumerate() {
+        let due = Duration::from_secs_f64(t_ns as f64 / 1e9 / ts);
+        if let Some(d) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(d);
+        }
+        let node = &nodes[i % nodes.len()];
+        let name = o.name(i as u32);
+        let bytes = o.bytes(seed, i as u32);
+        let hashes = shard_hashes(&bytes, class).unwrap_or_default();
+        let r = api.object_put(node, &name, &bytes, OBJECT_TIMEOUT);
+        let (ok, error, holders) = match r {
+            Ok(raw) if raw.status == 200 => match serde_json::from_str::<Stored>(&raw.body) {
+                Ok(s) if s.holders.len() == class.n as usize => (
+                    true,
+                    None,
+                    s.holders
+                        .iter()
+                        .map(|id| {
+                            names
+                                .get(*id as usize)
+                                .cloned()
+                                .unwrap_or_else(|| format!("tile {id}"))
+                        })
+                        .collect(),
+                ),
+                _ => (
+                    true,
+                    Some(format!(
+                        "acknowledged without its placement: {}",
+                        raw.body.trim()
+                    )),
+                    Vec::new(),
+                ),
+            },
+            Ok(raw) => (
+                false,
+                Some(format!("HTTP {}: {}", raw.status, raw.body.trim())),
+                Vec::new(),
+            ),
+            Err(e) => (false, Some(e.to_string()), Vec::new()),
+        };
+        shared.lock().expect("shared").objects.push(ObjectPut {
+            t_real_s: t0.elapsed().as_secs_f64(),
+            node: node.clone(),
+            object: name,
+            ok,
+            error,
+            holders,
+            k: class.k,
+            n: class.n,
+            shard_sha256: hashes,
+        });
+    }
+}
+
+/// The nodes `crash_holders` crashes: holders of `shards` shards of each named object, by
+/// the placement recorded at its put (lowest shard indices first, holders already chosen
+/// for an earlier object counted, `except` never), without repeats. An object
+/// never acknowledged (or acknowledged without a placement) is an error: the fault could
+/// not be aimed.
+pub(crate) fn holders_to_crash(
+    objects: &[ObjectPut],
+    names: &[String],
+    shards: u16,
+    except: &[String],
+) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let Some(p) = objects
+            .iter()
+            .rev()
+            .find(|p| p.object == *name && p.ok && !p.holders.is_empty())
+        else {
+            return Err(format!("{name} has no acknowledged put with its placement"));
+        };
+        // Holders already crashed for an earlier object count: the fewest nodes that
+        // take `shards` shards of every named stripe (others lose as few as possible).
+        let mut have = p.holders.iter().filter(|h| out.contains(h)).count();
+        for h in &p.holders {
+            if have >= shards as usize {
+                break;
+            }
+            if !out.contains(h) && !crate::experiment::expect::selected(except, h) {
+                out.push(h.clone());
+                have += 1;
+            }
+        }
+        if have < shards as usize {
+            return Err(format!(
+                "{name}: only {have} of its holders may be crashed (the rest are excepted), not {shards}"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads every acknowledged object back, from a live node that knows it ([`reader`]),
+/// and compares the bytes with those written.
+pub(super) fn read_back(
+    api: &Client,
+    shared: &Mutex<Shared>,
+    running: &[String],
+    loads: &[(u64, ObjectLoad)],
+    seed: u64,
+) -> Vec<ObjectReadBack> {
+    let puts: Vec<ObjectPut> = shared.lock().expect("shared").objects.clone();
+    let mut out = Vec::new();
+    for p in puts.iter().filter(|p| p.ok) {
+        let Some(bytes) = expected_bytes(loads, &p.object, seed) else {
+            continue;
+        };
+        let Some(node) = reader(p, running) else {
+            break;
+        };
+        let (ok, error) = match api.object_get_bytes(node, &p.object, OBJECT_TIMEOUT) {
+            Ok((200, b)) if b == bytes => (true, None),
+            Ok((200, b)) => (
+                false,
+                Some(format!(
+                    "{} bytes that differ from the {} written",
+                    b.len(),
+                    bytes.len()
+                )),
+            ),
+            Ok((s, b)) => (
+                false,
+                Some(format!("HTTP {s}: {}", String::from_utf8_lossy(&b).trim())),
+            ),
+            Err(e) => (false, Some(e.to_string())),
+        };
+        out.push(ObjectReadBack {
+            object: p.object.clone(),
+            node: node.clone(),
+            ok,
+            error,
+        });
+    }
+    out
+}
+
+/// Who reads `p` back: the first running holder of its recorded placement (a holder keeps
+/// the stripe's metadata beside its shard), else its writer, else the first running node.
+pub(crate) fn reader<'a>(p: &ObjectPut, running: &'a [String]) -> Option<&'a String> {
+    p.holders
+        .iter()
+        .chain(std::iter::once(&p.node))
+        .find_map(|h| running.iter().find(|n| *n == h))
+        .or_else(|| running.first())
+}
+
+/// The bytes written under `object` by one of the steps (`PREFIX-NNNN`).
+pub(crate) fn expected_bytes(
+    loads: &[(u64, ObjectLoad)],
+    object: &str,
+    seed: u64,
+) -> Option<Vec<u8>> {
+    loads.iter().find_map(|(_, o)| {
+        let i: u32 = object
+            .strip_prefix(o.prefix.as_str())?
+            .strip_prefix('-')?
+            .parse()
+            .ok()?;
+        (i < o.count).then(|| o.bytes(seed, i))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(o: &str, holders: &[&str]) -> ObjectPut {
+        ObjectPut {
+            t_real_s: 0.0,
+            node: "a".into(),
+            object: o.into(),
+            ok: true,
+            error: None,
+            holders: holders.iter().map(|s| s.to_string()).collect(),
+            k: 1,
+            n: 3,
+            shard_sha256: vec![],
+        }
+    }
+
+    #[test]
+    fn crash_holders_aims_at_the_recorded_placement() {
+        let h = [
+            put("o-0000", &["a", "b", "c"]),
+            put("o-0001", &["c", "d", "e"]),
+        ];
+        let v = holders_to_crash(&h, &["o-0000".into(), "o-0001".into()], 2, &[]).unwrap();
+        assert_eq!(v, ["a", "b", "c", "d"]);
+        let e = holders_to_crash(&h, &["o-0002".into()], 2, &[]).unwrap_err();
+        assert!(e.contains("o-0002 has no acknowledged put"), "{e}");
+        // b already crashed for o-0000 takes one of o-0002's two shards.
+        let h = [
+            put("o-0000", &["a", "b", "c"]),
+            put("o-0002", &["e", "b", "f"]),
+        ];
+        let v = holders_to_crash(&h, &["o-0000".into(), "o-0002".into()], 2, &[]).unwrap();
+        assert_eq!(v, ["a", "b", "e"]);
+        // Excepted holders are skipped; too few left is an error.
+        let v = holders_to_crash(&h, &["o-0000".into()], 2, &["a".into()]).unwrap();
+        assert_eq!(v, ["b", "c"]);
+        let e = holders_to_crash(&h, &["o-0000".into()], 3, &["a".into()]).unwrap_err();
+        assert!(e.contains("only 2 of its holders"), "{e}");
+    }
+
+    #[test]
+    fn the_bytes_written_are_found_again_by_name() {
+        let o = ObjectLoad {
+            prefix: "obj".into(),
+            count: 3,
+            interval_ns: 1,
+            size_bytes: 100,
+            until_ns: 10,
+        };
+        let loads = [(0, o.clone())];
+        assert_eq!(expected_bytes(&loads, "obj-0002", 7), Some(o.bytes(7, 2)));
+        assert_ne!(o.bytes(7, 2), o.bytes(8, 2));
+        assert_eq!(expected_bytes(&loads, "obj-0003", 7), None);
+        assert_eq!(expected_bytes(&loads, "other-0001", 7), None);
+    }
+}

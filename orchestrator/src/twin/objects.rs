@@ -1,0 +1,335 @@
+//! The object store's workload in the twin (issue 16), as the lab runner plays it
+//! (`experiment/runner/objects.rs`): an `objects` step's puts as core commands at their
+//! virtual times, each recorded with its answer's time, the placement the writer holds
+//! and the SHA-256 of each shard (from the bytes written); `crash_holders` aimed at that
+//! record; every acknowledged object read back at the end from a live node.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lightcone_core::io::Command;
+use lightcone_core::store::Class;
+use lightcone_core::time::Instant;
+
+use super::driver::Twin;
+use crate::experiment::action::{shard_hashes, Action, ObjectLoad};
+use crate::experiment::expand::Planned;
+use crate::experiment::record::{Event, FailedInjection, ObjectPut, ObjectReadBack};
+use crate::experiment::runner::timeline::record_injection;
+use crate::parse::units;
+
+/// How long a put or a read may wait for its answer (the lab client's timeout).
+const OBJECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One put still to send: when, by which node, which object of which step.
+#[derive(Debug, Clone)]
+struct Job {
+    at: Instant,
+    node: u32,
+    load: usize,
+    i: u32,
+}
+
+/// A put sent and not answered yet.
+#[derive(Debug, Clone)]
+struct Pending {
+    object: String,
+    hashes: Vec<String>,
+    sent: Instant,
+}
+
+/// The store's work in a twin run.
+#[derive(Debug, Default)]
+pub struct StoreWork {
+    /// The class every put uses (the topology's `store:` section).
+    pub class: Option<Class>,
+    pub seed: u64,
+    loads: Vec<(u64, ObjectLoad)>,
+    /// Due puts, in time order.
+    jobs: Vec<Job>,
+    pending: BTreeMap<(u32, u64), Pending>,
+    /// Read answers by (node, request).
+    pub reads: BTreeMap<(u32, u64), Result<Vec<u8>, String>>,
+    pub objects: Vec<ObjectPut>,
+    pub object_reads: Vec<ObjectReadBack>,
+}
+
+impl StoreWork {
+    /// When the driver must next act for the store: a put due, or a put's deadline.
+    pub fn due(&self) -> Option<Instant> {
+        let job = self.jobs.first().map(|j| j.at);
+        let deadline = self.pending.values().map(|p| p.sent + OBJECT_TIMEOUT).min();
+        [job, deadline].into_iter().flatten().min()
+    }
+}
+
+impl Twin {
+    /// Schedules an `objects` step's puts, round-robin over its nodes.
+    pub(super) fn start_objects(
+        &mut self,
+        at_ns: u64,
+        nodes: &[String],
+        o: &ObjectLoad,
+        seed: u64,
+    ) {
+        self.store.seed = seed;
+        let load = self.store.loads.len();
+        self.store.loads.push((at_ns, o.clone()));
+        let ids: Vec<u32> = nodes.iter().filter_map(|n| self.id(n).ok()).collect();
+        if ids.is_empty() {
+            return;
+        }
+        for (i, t) in o.times(at_ns).into_iter().enumerate() {
+            self.store.jobs.push(Job {
+                at: self.t0 + Duration::from_nanos(t),
+                node: ids[i % ids.len()],
+                load,
+                i: i as u32,
+            });
+        }
+        self.store.jobs.sort_by_key(|j| j.at);
+    }
+
+    /// Sends the puts that are due; fails the puts past their deadline.
+    pub(super) fn step_objects(&mut self) {
+        let now = self.sim.now();
+        let late: Vec<(u32, u64)> = self
+            .store
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent + OBJECT_TIMEOUT <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for (node, request) in late {
+            self.object_answer(node, request, now, Err("no answer in time".into()));
+        }
+        while self.store.jobs.first().is_some_and(|j| j.at <= now) {
+            let j = self.store.jobs.remove(0);
+            let Some(class) = self.store.class.clone() else {
+                return;
+            };
+            let o = &self.store.loads[j.load].1;
+            let (object, data) = (o.name(j.i), o.bytes(self.store.seed, j.i));
+            let hashes = shard_hashes(&data, &class).unwrap_or_default();
+            self.next_request += 1;
+            let request = self.next_request;
+            let cmd = Command::ObjectPut {
+                request,
+                object: object.clone(),
+                data,
+            };
+            let t = self.t_s();
+            match self.sim.command(j.node, &cmd) {
+                Some(Ok(_)) => {
+                    self.store.pending.insert(
+                        (j.node, request),
+                        Pending {
+                            object,
+                            hashes,
+                            sent: now,
+                        },
+                    );
+                }
+                r => {
+                    let error = match r {
+                        Some(Err(e)) => e.to_string(),
+                        _ => format!("{} is not running", self.names[j.node as usize]),
+                    };
+                    self.store.objects.push(ObjectPut {
+                        t_real_s: t,
+                        node: self.names[j.node as usize].clone(),
+                        object,
+                        ok: false,
+                        error: Some(error),
+                        holders: Vec::new(),
+                        k: class.k,
+                        n: class.n,
+                        shard_sha256: hashes,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A put's answer: recorded with the placement the writer holds.
+    pub(super) fn object_answer(
+        &mut self,
+        node: u32,
+        request: u64,
+        at: Instant,
+        r: Result<(), String>,
+    ) {
+        let Some(p) = self.store.pending.remove(&(node, request)) else {
+            return;
+        };
+        let Some(class) = self.store.class.clone() else {
+            return;
+        };
+        let holders: Vec<String> = match &r {
+            Ok(()) => self
+                .sim
+                .node(node)
+                .and_then(|n| n.store())
+                .and_then(|st| st.store().meta(&p.object))
+                .map(|m| {
+                    m.holders
+                        .iter()
+                        .map(|h| {
+                            self.names
+                                .get(*h as usize)
+                                .cloned()
+                                .unwrap_or_else(|| format!("tile {h}"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        self.store.objects.push(ObjectPut {
+            t_real_s: (at - self.t0).as_secs_f64(),
+            node: self.names[node as usize].clone(),
+            object: p.object,
+            ok: r.is_ok(),
+            error: r.err(),
+            holders,
+            k: class.k,
+            n: class.n,
+            shard_sha256: p.hashes,
+        });
+    }
+
+    /// `crash_holders`: one crash (and mark) per holder of the named objects' first shards.
+    pub(super) fn crash_holders(
+        &mut self,
+        p: &Planned,
+        objects: &[String],
+        shards: u16,
+        except: &[String],
+        progress: &mut impl FnMut(&str),
+    ) {
+        let t = self.t_s();
+        let nodes = match crate::experiment::runner::objects::holders_to_crash(
+            &self.store.objects,
+            objects,
+            shards,
+            except,
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                self.failed.push(FailedInjection {
+                    t_real_s: t,
+                    action: p.action.describe(),
+                    error: e,
+                });
+                return;
+            }
+        };
+        for node in nodes {
+            let c = Action::Crash { node };
+            let r = self.inject(&c);
+            record_injection(&c, t, &r, &mut self.marks, &mut self.failed);
+            progress(&format!(
+                "[{:>9} virtual] {} ({})",
+                units::fmt_ns((t * 1e9) as u64),
+                c.describe(),
+                p.action.describe()
+            ));
+            self.events.push(Event {
+                t_real_s: t,
+                t_emulated_s: t,
+                kind: c.kind().into(),
+                detail: format!("{} ({})", c.describe(), p.action.describe()),
+                ok: r.is_ok(),
+                error: r.err(),
+            });
+        }
+    }
+
+    /// Waits for the puts still unanswered (each at most until its deadline).
+    pub fn finish_puts(&mut self) {
+        while let Some(due) = self
+            .store
+            .pending
+            .values()
+            .map(|p| p.sent + OBJECT_TIMEOUT)
+            .min()
+        {
+            self.advance(due.max(self.sim.now()));
+            self.step_objects();
+        }
+    }
+
+    /// Every acknowledged object read back from a live node that knows it (the lab's
+    /// `reader`); the bytes compared with those written.
+    pub fn read_back_objects(&mut self) {
+        let puts: Vec<ObjectPut> = self
+            .store
+            .objects
+            .iter()
+            .filter(|p| p.ok)
+            .cloned()
+            .collect();
+        for p in puts {
+            let Some(bytes) = crate::experiment::runner::objects::expected_bytes(
+                &self.store.loads,
+                &p.object,
+                self.store.seed,
+            ) else {
+                continue;
+            };
+            let running: Vec<String> = (0..self.names.len() as u32)
+                .filter(|i| self.sim.is_up(*i))
+                .map(|i| self.names[i as usize].clone())
+                .collect();
+            let Some(i) = crate::experiment::runner::objects::reader(&p, &running)
+                .and_then(|n| self.id(n).ok())
+            else {
+                break;
+            };
+            self.next_request += 1;
+            let request = self.next_request;
+            let cmd = Command::ObjectGet {
+                request,
+                object: p.object.clone(),
+            };
+            let r = match self.sim.command(i, &cmd) {
+                Some(Ok(_)) => {
+                    let deadline = self.sim.now() + OBJECT_TIMEOUT;
+                    while !self.store.reads.contains_key(&(i, request)) && self.sim.now() < deadline
+                    {
+                        let limit = deadline - self.sim.now();
+                        let hit = self.sim.run_until_pred(limit, |s| !s.events().is_empty());
+                        self.take_events();
+                        if !hit {
+                            break;
+                        }
+                    }
+                    self.store
+                        .reads
+                        .remove(&(i, request))
+                        .unwrap_or_else(|| Err("no answer in time".into()))
+                }
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("not running".into()),
+            };
+            let (ok, error) = match r {
+                Ok(b) if b == bytes => (true, None),
+                Ok(b) => (
+                    false,
+                    Some(format!(
+                        "{} bytes that differ from the {} written",
+                        b.len(),
+                        bytes.len()
+                    )),
+                ),
+                Err(e) => (false, Some(e)),
+            };
+            self.store.object_reads.push(ObjectReadBack {
+                object: p.object.clone(),
+                node: self.names[i as usize].clone(),
+                ok,
+                error,
+            });
+        }
+    }
+}

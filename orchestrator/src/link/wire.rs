@@ -1346,6 +1346,44 @@ mod tests {
     }
 
     #[test]
+    fn an_end_in_a_missing_namespace_is_refused_and_changes_nothing() {
+        let e = WireEngine::start(1.0).expect("engine");
+        let missing = "lc-wire-test-no-such-namespace";
+        for (a, b) in [
+            (
+                PortSpec::Netns {
+                    netns: missing.into(),
+                    ifname: "x".into(),
+                },
+                PortSpec::Index {
+                    netns: missing.into(),
+                    ifindex: 2,
+                },
+            ),
+            (
+                PortSpec::Index {
+                    netns: missing.into(),
+                    ifindex: 2,
+                },
+                PortSpec::Index {
+                    netns: missing.into(),
+                    ifindex: 3,
+                },
+            ),
+        ] {
+            let r = e.add_link("l", a, b, LinkModel::default(), LinkModel::default());
+            assert!(
+                matches!(r, Err(WireError::Kernel(KernelError::NoSuchNamespace(ref n))) if n == missing),
+                "{r:?}"
+            );
+        }
+        assert!(e.stats().is_empty());
+        assert!(e.sockets.lock().expect("sockets").is_empty());
+        assert!(matches!(e.remove_link("l"), Err(WireError::NoSuchLink(_))));
+        assert_eq!(e.ignored_frames(), 0);
+    }
+
+    #[test]
     fn metrics_register_once_per_registry() {
         let r = Registry::new();
         let m = WireMetrics::register(&r, "lab").expect("first");

@@ -269,9 +269,8 @@ async fn serve(
     ready: impl FnOnce(&str),
 ) -> Result<(), SupervisorError> {
     // The signals are ours from the start: a `down` (SIGTERM) or Ctrl-C while the lab is
-    // still coming up ends the start-up and tears down what was made, the wire engine's
-    // sockets closed concurrently (by the default action they would be closed one by one at
-    // exit, each waiting for an RCU grace period: half a minute for a 1,000-node lab).
+    // still coming up ends the start-up and tears down what was made (by the default action
+    // the process would die with the lab's kernel objects still there).
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -484,8 +483,8 @@ async fn serve(
     }
     let mut lab = lab.lock().expect("lab lock");
     // Agents first, killed at once (`down` has usually killed them already): they are the
-    // lab's load. Then the wire engine stops forwarding and closes its sockets in the
-    // background (each close waits for an RCU grace period) while namespaces go.
+    // lab's load. Then the wire engine stops forwarding and closes its socket in the
+    // background (the close waits for an RCU grace period) while namespaces go.
     if let Some(a) = lab.agents.as_mut() {
         a.kill_all();
     }

@@ -16,6 +16,13 @@ use lightcone::link::wire::PortSpec;
 pub const IP_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const IP_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
+/// The addresses of link `i`'s a and b ends in a [`Lab::many_links`] lab: a /30 each in
+/// 198.18.0.0/15, i < 32,768.
+pub fn many_ips(i: usize) -> (Ipv4Addr, Ipv4Addr) {
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + 4 * i as u32;
+    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+}
+
 pub struct Lab {
     pub a: Netns,
     pub b: Netns,
@@ -79,6 +86,11 @@ impl Lab {
     }
 
     fn build(tag: &str, wire: bool) -> Lab {
+        Self::build_with(tag, wire, true)
+    }
+
+    /// The namespaces; with `eth0s` also the two-node links described in the module doc.
+    fn build_with(tag: &str, wire: bool, eth0s: bool) -> Lab {
         let pid = std::process::id();
         let name = |r: &str| format!("lct-{pid}-{tag}-{r}");
         let mut guard = NsGuard(Vec::new());
@@ -94,6 +106,14 @@ impl Lab {
         let a = make("a");
         let b = make("b");
         let w = wire.then(|| make("w"));
+        if !eth0s {
+            return Lab {
+                a,
+                b,
+                w,
+                _guard: guard,
+            };
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -130,6 +150,46 @@ impl Lab {
             w,
             _guard: guard,
         }
+    }
+
+    /// `n` links side by side, `a:aI ↔ w:waI` and `b:bI ↔ w:wbI` for I in 0..n, link I's
+    /// ends addressed [`many_ips`]`(I)` (a /30 each), every wire end up.
+    pub fn many_links(tag: &str, n: usize) -> Lab {
+        let lab = Self::build_with(tag, true, false);
+        let (a, b, w) = (&lab.a, &lab.b, lab.w.as_ref().expect("wire"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(async {
+            let ha = kernel::handle_in(Some(a)).expect("netlink a");
+            let hb = kernel::handle_in(Some(b)).expect("netlink b");
+            let hw = kernel::handle_in(Some(w)).expect("netlink w");
+            for i in 0..n {
+                let (ip_a, ip_b) = many_ips(i);
+                for (h, side, ip) in [(&ha, "a", ip_a), (&hb, "b", ip_b)] {
+                    let name = format!("{side}{i}");
+                    let wire = format!("w{side}{i}");
+                    veth(h, &name, w, &wire).await;
+                    let idx = kernel::ifindex(&hw, &wire).await.expect("wire end");
+                    kernel::set_up(&hw, idx).await.expect("wire end up");
+                    let idx = kernel::ifindex(h, &name).await.expect("node end");
+                    kernel::add_address(h, idx, ip, 30).await.expect("address");
+                    kernel::set_up(h, idx).await.expect("node end up");
+                }
+            }
+        });
+        lab
+    }
+
+    /// The wire ends of link `i` of a [`Lab::many_links`] lab.
+    pub fn many_ports(&self, i: usize) -> (PortSpec, PortSpec) {
+        let w = self.w.as_ref().expect("a lab through the wire");
+        let p = |i: String| PortSpec::Netns {
+            netns: w.name().to_string(),
+            ifname: i,
+        };
+        (p(format!("wa{i}")), p(format!("wb{i}")))
     }
 
     /// The two wire-namespace ends, for [`lightcone::link::wire::WireEngine::add_link`].

@@ -37,8 +37,8 @@ fn down_of_a_200_node_wire_line_takes_under_2_s() {
 }
 
 /// `down` while `up` is still starting agents: the supervisor stops the start-up and tears
-/// down what it made (the wire engine's sockets closed concurrently) instead of dying by
-/// SIGTERM's default action, which closed the sockets one by one at exit.
+/// down what it made instead of dying by SIGTERM's default action (which, when the engine
+/// held one socket per veth end, closed them one by one at exit).
 #[test]
 fn down_while_agents_are_starting_stops_the_start_up_quickly() {
     require_root();

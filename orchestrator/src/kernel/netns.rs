@@ -222,8 +222,8 @@ impl Netns {
 /// namespace and one netlink socket per namespace while it is being built.
 ///
 /// As root the hard limit itself is raised first, to the kernel's `fs.nr_open` (at most
-/// 2²⁰): a 10⁴-node wire lab holds 21,220 AF_PACKET sockets in its supervisor, beyond the
-/// 20,000 hard limit this machine kind starts processes with.
+/// 2²⁰) where the kernel allows it (it needs `CAP_SYS_RESOURCE`). Nothing depends on it any
+/// more for the wire engine, which holds one socket per namespace, not one per veth end.
 pub fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((_soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {

@@ -29,7 +29,6 @@
 //! links of a later issue become a fourth variant here and nowhere else.
 
 use std::future::Future;
-use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -41,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use super::metrics::{self, NetemSample};
 use super::netem::{self, NetemError};
 use super::stats::{Direction, LinkStats};
-use super::wire::{open_packet_socket, PortSpec, WireEngine, WireError, WireMetrics};
+use super::wire::{ifindex_of, PortSpec, WireEngine, WireError, WireMetrics};
 use crate::kernel::{self, KernelError, Netns};
 use crate::plan::{Endpoint, Plan};
 use lightcone_link::model::LinkModel;
@@ -105,9 +104,6 @@ fn done<T: Send + 'static>(r: Result<T, EngineError>) -> Pending<T> {
     Box::pin(std::future::ready(r))
 }
 
-/// Threads that open the wire engine's sockets at start (see [`LinkEngine::start`]).
-const OPEN_THREADS: usize = 32;
-
 /// The engine carrying one lab's links (see the module doc). Links are named by their
 /// index in the plan the engine was started with.
 pub enum LinkEngine {
@@ -156,54 +152,35 @@ impl LinkEngine {
             }
         };
         if let LinkEngine::Wire(w) = &engine {
-            // Every end's AF_PACKET socket opened in the wire namespace by
-            // [`OPEN_THREADS`] threads, each entering it once and opening its share, then
-            // handed to the engine. (One thread and one `setns` per socket cost 0.5 s for a
-            // 1,026-node lab's 2,180 ends; and at 10⁴ nodes an open can wait for an RCU
-            // grace period: 67 opens/s measured on one thread, 5 minutes for 21,220 ends.)
+            // Every end's ifindex looked up in one visit to the wire namespace; the engine
+            // then serves them all through its one socket there (see `wire`'s module doc:
+            // no descriptor per end, so a 10⁴-node lab's 21,220 ends fit any fd limit).
             let ns = Netns::open(&plan.wire_netns)?;
-            let chunk = plan.links.len().div_ceil(OPEN_THREADS).max(1);
-            let shares: Vec<Result<Vec<[OwnedFd; 2]>, EngineError>> = std::thread::scope(|s| {
-                let hs: Vec<_> = plan
-                    .links
-                    .chunks(chunk)
-                    .map(|links| {
-                        let ns = &ns;
-                        s.spawn(move || {
-                            ns.run(|| {
-                                links
-                                    .iter()
-                                    .map(|l| {
-                                        Ok([
-                                            open_packet_socket(&l.a.wire_ifname)?,
-                                            open_packet_socket(&l.b.wire_ifname)?,
-                                        ])
-                                    })
-                                    .collect::<Result<Vec<[OwnedFd; 2]>, WireError>>()
-                            })
-                            .map_err(EngineError::from)
-                            .and_then(|r| r.map_err(EngineError::from))
-                        })
-                    })
-                    .collect();
-                hs.into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or(Err(EngineError::Kernel(KernelError::ThreadPanicked)))
-                    })
-                    .collect()
-            });
-            let mut ports = Vec::with_capacity(plan.links.len());
-            for share in shares {
-                ports.extend(share?);
-            }
+            let ports = ns
+                .run(|| {
+                    plan.links
+                        .iter()
+                        .map(|l| Ok([ifindex_of(&l.a.wire_ifname)?, ifindex_of(&l.b.wire_ifname)?]))
+                        .collect::<Result<Vec<[u32; 2]>, WireError>>()
+                })?
+                .map_err(|e| match e {
+                    WireError::Sys { what, source } => WireError::Sys {
+                        what: format!("{what} (namespace {})", plan.wire_netns),
+                        source,
+                    },
+                    e => e,
+                })?;
+            let port = |ifindex| PortSpec::Index {
+                netns: plan.wire_netns.clone(),
+                ifindex,
+            };
             for (l, [a, b]) in plan.links.iter().zip(ports) {
                 // The reverse direction gets its own seed, so the two directions draw
                 // independently.
                 w.engine.add_link(
                     &l.name,
-                    PortSpec::Fd(a),
-                    PortSpec::Fd(b),
+                    port(a),
+                    port(b),
                     l.model.clone(),
                     l.model.reversed(),
                 )?;
@@ -317,8 +294,8 @@ impl LinkEngine {
         })
     }
 
-    /// Stop carrying link `link`: the wire engine discards its queued frames and closes its
-    /// sockets; netem's qdiscs are removed (idempotent); unshaped links are left as they are.
+    /// Stop carrying link `link`: the wire engine discards its queued frames and ignores its
+    /// ends from then on; netem's qdiscs are removed (idempotent); unshaped links are left as they are.
     pub fn remove(&self, link: usize) -> Pending<()> {
         match self {
             LinkEngine::Wire(w) => done(
@@ -369,8 +346,8 @@ impl LinkEngine {
     }
 
     /// Stop the engine at teardown. The wire engine stops forwarding at once and closes its
-    /// sockets in the background: the returned thread ends when the last is closed (each
-    /// close waits for an RCU grace period). Kernel-side links go with their namespaces.
+    /// socket (one per namespace; the close waits for an RCU grace period) in the
+    /// background: the returned thread ends when it is closed. Kernel-side links go with their namespaces.
     /// From then on the engine is unshaped: a late call changes at most interfaces that
     /// are about to go.
     pub fn stop(&mut self) -> Option<JoinHandle<()>> {

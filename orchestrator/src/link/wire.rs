@@ -4,22 +4,35 @@
 //! beyond netem's queue, and measures what it does.
 //!
 //! # How
-//! One OS thread runs the event loop for every link: `epoll` over one AF_PACKET socket per
-//! veth end plus an `eventfd` for commands, and a binary heap of frames ordered by the real
-//! time they are due. The loop sends what is due, then sleeps in `epoll_pwait2` (ns
-//! timeout) until the next frame is due or a socket is readable. It wakes
+//! One OS thread runs the event loop for every link. All ends the engine serves sit in a few
+//! namespaces (a lab has exactly one: its wire namespace), and the engine keeps **one
+//! AF_PACKET socket per namespace**, bound to ifindex 0 (every interface): `recvmsg`'s
+//! `sockaddr_ll.sll_ifindex` names the end a frame came in on, a map ifindex → (link, end)
+//! kept by the loop as links come and go says which link and direction it belongs to, and
+//! the frame leaves with `sendto` to the other end's ifindex. Frames from interfaces that
+//! are no link's end (`lo`, an end whose link was removed) are dropped and counted
+//! ([`WireEngine::ignored_frames`]). So a 10⁴-node lab's 21,220 ends cost one descriptor,
+//! not 21,220: the engine fits under any `RLIMIT_NOFILE`, and there is nothing to close
+//! but one socket per namespace at teardown (each AF_PACKET close waits for a network RCU
+//! grace period, 12–22 ms on the reference machine). A namespace's socket lives until the
+//! engine stops, also when its last link is removed.
+//!
+//! The loop is `epoll` over those sockets plus an `eventfd` for commands, and a binary heap
+//! of frames ordered by the real time they are due. It sends what is due, then sleeps in
+//! `epoll_pwait2` (ns timeout) until the next frame is due or a socket is readable. It wakes
 //! [`EARLY_WAKE_NS`] before a deadline and spins the rest, with the thread's timer slack
 //! at 1 ns, so frames leave within a few µs of their time on an idle host.
 //!
 //! Sockets are opened with `libc` directly, not `pnet`: pnet's datalink channel hides its
-//! descriptor, and one epoll over many sockets needs it. Each socket is
-//! `socket(AF_PACKET, SOCK_RAW, 0)` — protocol 0 so nothing is queued before `bind` — then
-//! bound to the interface with `ETH_P_ALL`, non-blocking, `PACKET_IGNORE_OUTGOING` (we
-//! never re-capture our own transmissions), `PACKET_QDISC_BYPASS`, 16 MiB receive buffer
-//! (`SO_RCVBUFFORCE`, we run as root) and `PACKET_VNET_HDR`. The virtio-net header is what
-//! makes veth work: a frame from a local socket carries a *partial* checksum (checksum
-//! offload) and may be a GSO super-frame; the header carries both facts across, so the
-//! kernel completes the checksum and segments on the far side exactly as it would have.
+//! descriptor and binds to one interface. Each socket is `socket(AF_PACKET, SOCK_RAW, 0)` —
+//! protocol 0 so nothing is queued before it is configured — then bound to ifindex 0 with
+//! `ETH_P_ALL`, non-blocking, `PACKET_IGNORE_OUTGOING` (we never re-capture our own
+//! transmissions, nor anything else sent on the namespace's interfaces),
+//! `PACKET_QDISC_BYPASS`, a [`RCVBUF_BYTES`] receive buffer (`SO_RCVBUFFORCE`, we run as
+//! root; one buffer now holds every end's backlog) and `PACKET_VNET_HDR`. The virtio-net
+//! header is what makes veth work: a frame from a local socket carries a *partial* checksum
+//! (checksum offload) and may be a GSO super-frame; the header carries both facts across, so
+//! the kernel completes the checksum and segments on the far side exactly as it would have.
 //! When a frame is corrupted, its checksum is completed here first (as netem does), so the
 //! flipped bit is seen by the receiver's checks. `SO_TIMESTAMPNS` gives each frame the
 //! time the kernel received it; that, not the moment the loop got round to reading it, is
@@ -38,14 +51,6 @@
 //! achieved one-way delay (real seconds from the frame's arrival at this engine to its
 //! transmission) as a histogram; optionally as Prometheus series (see [`WireMetrics`]).
 //! `Drop` of the [`WireEngine`] stops the thread and closes every socket.
-//!
-//! # Closing
-//! Closing an AF_PACKET socket waits for a network RCU grace period in the kernel
-//! (`packet_release` → `synchronize_net`, 12–22 ms on the reference machine), so 2,000
-//! sockets closed one by one take half a minute. Concurrent closes share grace periods:
-//! [`close_concurrently`] hands them to up to [`CLOSE_THREADS`] short-lived threads, and
-//! [`WireEngine::stop`] stops the loop at once and closes in the background while the caller
-//! tears down the rest of the lab.
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io;
@@ -71,13 +76,11 @@ pub const EARLY_WAKE_NS: u64 = 20_000;
 pub const MAX_FRAME_BYTES: usize = 65_536;
 /// Frames read from one socket before the loop looks at its timers again.
 const READ_BUDGET: usize = 64;
-/// Receive buffer asked for on every socket.
-const RCVBUF_BYTES: libc::c_int = 16 << 20;
+/// Receive buffer asked for on every socket: one socket holds the backlog of every end in
+/// its namespace (the kernel charges each frame's `truesize`, ≈ 0.8 KiB for a 64-byte
+/// frame, so this holds ≈ 80,000 small frames; memory is taken only as frames wait).
+pub const RCVBUF_BYTES: libc::c_int = 64 << 20;
 const SNDBUF_BYTES: libc::c_int = 4 << 20;
-/// Most threads [`close_concurrently`] uses. Measured on the 2-core reference machine
-/// (2,000 sockets): 1 thread ≈ 30 s, 64 ≈ 0.5 s, 256 ≈ 0.13 s; more threads add only
-/// spawn cost.
-pub const CLOSE_THREADS: usize = 256;
 /// Size of `struct virtio_net_hdr`.
 const VNET_HDR_LEN: usize = 10;
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
@@ -108,6 +111,10 @@ pub enum WireError {
     /// No link with that id; nothing changed.
     #[error("no link {0:?}")]
     NoSuchLink(String),
+    /// The interface is an end of a link already (or both ends of the new link are the
+    /// same interface): one frame can belong to one link only. Nothing changed.
+    #[error("interface {port} is already an end of link {link:?}")]
+    PortInUse { port: String, link: String },
     /// Registering metrics failed; nothing was registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -123,15 +130,27 @@ fn sys(what: impl Into<String>) -> WireError {
     }
 }
 
-/// One end of a link.
-#[derive(Debug)]
+/// One end of a link: an interface in a named namespace. The engine receives and sends on
+/// it through its one socket in that namespace (opened with the namespace's first end).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortSpec {
-    /// An AF_PACKET `SOCK_RAW` socket, already bound to its interface with `ETH_P_ALL`
-    /// and `PACKET_VNET_HDR` set. The engine makes it non-blocking and owns it from now on.
-    Fd(OwnedFd),
-    /// Interface `ifname` in the named namespace: the engine opens the socket itself.
+    /// Interface `ifname` in namespace `netns`: the engine looks its index up there.
     Netns { netns: String, ifname: String },
+    /// Interface index `ifindex` in namespace `netns`, looked up by the caller (a lab's
+    /// 10⁴ ends are looked up in one pass in the wire namespace, not one `setns` each).
+    Index { netns: String, ifindex: u32 },
 }
+
+impl PortSpec {
+    fn netns(&self) -> &str {
+        match self {
+            PortSpec::Netns { netns, .. } | PortSpec::Index { netns, .. } => netns,
+        }
+    }
+}
+
+/// An end as the loop knows it: (namespace, ifindex).
+type Port = (String, u32);
 
 #[derive(Debug)]
 struct PromDir {
@@ -289,9 +308,15 @@ impl WireMetrics {
 }
 
 enum Cmd {
+    /// The socket of a namespace the engine had none in.
+    Socket {
+        netns: String,
+        fd: OwnedFd,
+        reply: mpsc::SyncSender<Result<(), WireError>>,
+    },
     Add {
         id: String,
-        fds: [OwnedFd; 2],
+        ports: [Port; 2],
         shapers: Box<[Shaper; 2]>,
         counters: [Arc<DirCounters>; 2],
         reply: mpsc::SyncSender<Result<(), WireError>>,
@@ -327,6 +352,11 @@ pub struct WireEngine {
     stopped: Option<mpsc::Receiver<()>>,
     counters: Arc<Mutex<Counters>>,
     metrics: Option<WireMetrics>,
+    /// Namespaces the loop has a socket in (held while one is being opened, so two links
+    /// added at once into a new namespace open one socket).
+    sockets: Mutex<std::collections::BTreeSet<String>>,
+    /// Frames from interfaces that are no link's end (see the module doc).
+    ignored: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for WireEngine {
@@ -369,6 +399,8 @@ impl WireEngine {
         epoll_add(epoll.as_raw_fd(), wake_loop.as_raw_fd(), TOKEN_WAKE)?;
         let (tx, rx) = mpsc::channel();
         let (stopped_tx, stopped) = mpsc::channel();
+        let ignored = Arc::new(AtomicU64::new(0));
+        let ignored_loop = ignored.clone();
         let thread = std::thread::Builder::new()
             .name("lc-wire".into())
             .spawn(move || {
@@ -377,17 +409,20 @@ impl WireEngine {
                     epoll,
                     wake: wake_loop,
                     cmds: rx,
+                    sockets: Vec::new(),
                     links: Vec::new(),
                     by_id: BTreeMap::new(),
                     heap: BinaryHeap::new(),
                     seq: 0,
                     buf: vec![0u8; VNET_HDR_LEN + MAX_FRAME_BYTES],
+                    ignored: ignored_loop,
                 };
                 l.run();
-                let fds: Vec<OwnedFd> = l.links.drain(..).flatten().flat_map(|s| s.fds).collect();
+                let sockets = std::mem::take(&mut l.sockets);
                 drop(l);
                 let _ = stopped_tx.send(());
-                close_concurrently(fds);
+                // one close per namespace, each waiting for an RCU grace period
+                drop(sockets);
             })
             .map_err(|e| WireError::Sys {
                 what: "spawn wire thread".into(),
@@ -401,6 +436,8 @@ impl WireEngine {
             stopped: Some(stopped),
             counters: Arc::new(Mutex::new(BTreeMap::new())),
             metrics,
+            sockets: Mutex::new(std::collections::BTreeSet::new()),
+            ignored,
         })
     }
 
@@ -433,7 +470,8 @@ impl WireEngine {
     }
 
     /// Add link `id` between ends `a` and `b`, shaped by `a_to_b` and `b_to_a`, up.
-    /// On error nothing was added (sockets opened for it are closed).
+    /// On error the link was not added; a namespace socket opened for it stays with the
+    /// engine.
     pub fn add_link(
         &self,
         id: &str,
@@ -450,7 +488,7 @@ impl WireEngine {
         {
             return Err(WireError::LinkExists(id.to_string()));
         }
-        let fds = [open_port(a)?, open_port(b)?];
+        let ports = [self.port(a)?, self.port(b)?];
         let shapers = [
             Shaper::new(a_to_b, self.time_scale),
             Shaper::new(b_to_a, self.time_scale),
@@ -467,7 +505,7 @@ impl WireEngine {
         }
         self.call(|reply| Cmd::Add {
             id: id.to_string(),
-            fds,
+            ports,
             shapers: Box::new(shapers),
             counters: counters.clone(),
             reply,
@@ -477,6 +515,54 @@ impl WireEngine {
             .expect("counters lock")
             .insert(id.to_string(), counters);
         Ok(())
+    }
+
+    /// Resolve `p` to (namespace, ifindex), opening the namespace's socket if the loop has
+    /// none there yet (both in one visit to the namespace).
+    fn port(&self, p: PortSpec) -> Result<Port, WireError> {
+        let mut known = self.sockets.lock().expect("sockets lock");
+        let netns = p.netns().to_string();
+        let need_socket = !known.contains(&netns);
+        if let PortSpec::Index { ifindex, .. } = p {
+            if !need_socket {
+                return Ok((netns, ifindex));
+            }
+        }
+        let ns = Netns::open(&netns)?;
+        let (ifindex, fd) = ns
+            .run(|| -> Result<(u32, Option<OwnedFd>), WireError> {
+                let ifindex = match &p {
+                    PortSpec::Netns { ifname, .. } => ifindex_of(ifname)?,
+                    PortSpec::Index { ifindex, .. } => *ifindex,
+                };
+                let fd = if need_socket {
+                    Some(open_packet_socket()?)
+                } else {
+                    None
+                };
+                Ok((ifindex, fd))
+            })?
+            .map_err(|e| match e {
+                WireError::Sys { what, source } => WireError::Sys {
+                    what: format!("{what} (namespace {netns})"),
+                    source,
+                },
+                e => e,
+            })?;
+        if let Some(fd) = fd {
+            self.call(|reply| Cmd::Socket {
+                netns: netns.clone(),
+                fd,
+                reply,
+            })?;
+            known.insert(netns.clone());
+        }
+        Ok((netns, ifindex))
+    }
+
+    /// Frames the engine received on interfaces that are no link's end, and dropped.
+    pub fn ignored_frames(&self) -> u64 {
+        self.ignored.load(Ordering::Relaxed)
     }
 
     /// Change the model of one or both directions as a diff: frames already queued keep
@@ -504,7 +590,8 @@ impl WireEngine {
         })
     }
 
-    /// Remove link `id`: its queued frames are discarded and its sockets closed.
+    /// Remove link `id`: its queued frames are discarded; frames arriving on its ends from
+    /// now on are ignored (counted in [`WireEngine::ignored_frames`]).
     pub fn remove_link(&self, id: &str) -> Result<(), WireError> {
         self.call(|reply| Cmd::Remove {
             id: id.to_string(),
@@ -532,9 +619,9 @@ impl WireEngine {
 }
 
 impl WireEngine {
-    /// Stop the event loop now (no frame moves after this returns) and close every link's
-    /// sockets in the background; the returned thread ends when the last one is closed.
-    /// Dropping the engine instead does both and waits.
+    /// Stop the event loop now (no frame moves after this returns) and close the engine's
+    /// sockets (one per namespace) in the background; the returned thread ends when they
+    /// are closed. Dropping the engine instead does both and waits.
     pub fn stop(mut self) -> Option<JoinHandle<()>> {
         let _ = self.cmds.send(Cmd::Stop);
         self.kick();
@@ -544,29 +631,6 @@ impl WireEngine {
         }
         self.thread.take()
     }
-}
-
-/// Close descriptors on up to [`CLOSE_THREADS`] threads at once (see the module doc,
-/// "Closing"); returns when all are closed. A thread that cannot be spawned closes its share
-/// on the calling thread.
-pub fn close_concurrently(fds: Vec<OwnedFd>) {
-    if fds.len() < 2 {
-        return;
-    }
-    let threads = fds.len().min(CLOSE_THREADS);
-    let mut shares: Vec<Vec<OwnedFd>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, fd) in fds.into_iter().enumerate() {
-        shares[i % threads].push(fd);
-    }
-    std::thread::scope(|s| {
-        for share in shares {
-            // On a spawn error the closure, and with it the share, is dropped here.
-            let _ = std::thread::Builder::new()
-                .name("lc-close".into())
-                .stack_size(64 << 10)
-                .spawn_scoped(s, move || drop(share));
-        }
-    });
 }
 
 impl Drop for WireEngine {
@@ -612,39 +676,6 @@ fn boost_this_thread() {
     }
 }
 
-/// Open (or adopt) the AF_PACKET socket of one end.
-fn open_port(p: PortSpec) -> Result<OwnedFd, WireError> {
-    match p {
-        PortSpec::Fd(fd) => {
-            set_nonblocking(fd.as_raw_fd())?;
-            if !enable_rx_timestamps(fd.as_raw_fd()) {
-                return Err(sys("SO_TIMESTAMPNS"));
-            }
-            Ok(fd)
-        }
-        PortSpec::Netns { netns, ifname } => {
-            let ns = Netns::open(&netns)?;
-            ns.run(|| open_packet_socket(&ifname))?
-                .map_err(|e| match e {
-                    WireError::Sys { what, source } => WireError::Sys {
-                        what: format!("{what} ({netns}:{ifname})"),
-                        source,
-                    },
-                    e => e,
-                })
-        }
-    }
-}
-
-fn set_nonblocking(fd: RawFd) -> Result<(), WireError> {
-    // SAFETY: fcntl on a descriptor we own.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(sys("fcntl O_NONBLOCK"));
-    }
-    Ok(())
-}
-
 fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> bool {
     // SAFETY: an int option on our socket.
     unsafe {
@@ -658,9 +689,8 @@ fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_in
     }
 }
 
-/// An AF_PACKET socket on `ifname` in the calling thread's namespace, configured as the
-/// module doc says.
-pub fn open_packet_socket(ifname: &str) -> Result<OwnedFd, WireError> {
+/// The index of interface `ifname` in the calling thread's namespace.
+pub fn ifindex_of(ifname: &str) -> Result<u32, WireError> {
     let cname = std::ffi::CString::new(ifname).map_err(|_| WireError::Sys {
         what: format!("interface name {ifname:?}"),
         source: io::ErrorKind::InvalidInput.into(),
@@ -670,6 +700,12 @@ pub fn open_packet_socket(ifname: &str) -> Result<OwnedFd, WireError> {
     if ifindex == 0 {
         return Err(sys(format!("interface {ifname}")));
     }
+    Ok(ifindex)
+}
+
+/// The engine's AF_PACKET socket for every interface of the calling thread's namespace,
+/// configured as the module doc says.
+fn open_packet_socket() -> Result<OwnedFd, WireError> {
     // SAFETY: socket creation; wrapped at once.
     let raw = unsafe {
         libc::socket(
@@ -700,11 +736,7 @@ pub fn open_packet_socket(ifname: &str) -> Result<OwnedFd, WireError> {
     if !setsockopt_int(r, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SNDBUF_BYTES) {
         let _ = setsockopt_int(r, libc::SOL_SOCKET, libc::SO_SNDBUF, SNDBUF_BYTES);
     }
-    // SAFETY: zeroed sockaddr_ll is valid; filled below.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = ifindex as i32;
+    let sll = sockaddr_ll(0);
     // SAFETY: bind with a properly sized sockaddr_ll.
     let rc = unsafe {
         libc::bind(
@@ -714,9 +746,19 @@ pub fn open_packet_socket(ifname: &str) -> Result<OwnedFd, WireError> {
         )
     };
     if rc < 0 {
-        return Err(sys(format!("bind AF_PACKET to {ifname}")));
+        return Err(sys("bind AF_PACKET to every interface"));
     }
     Ok(fd)
+}
+
+/// The `ETH_P_ALL` link-layer address of interface `ifindex` (0: every interface).
+fn sockaddr_ll(ifindex: u32) -> libc::sockaddr_ll {
+    // SAFETY: a zeroed sockaddr_ll is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex as i32;
+    sll
 }
 
 const TOKEN_WAKE: u64 = u64::MAX;
@@ -731,11 +773,6 @@ fn epoll_add(epfd: RawFd, fd: RawFd, token: u64) -> Result<(), WireError> {
         return Err(sys("epoll_ctl ADD"));
     }
     Ok(())
-}
-
-fn epoll_del(epfd: RawFd, fd: RawFd) {
-    // SAFETY: removing a live descriptor; a failure leaves it registered until it is closed.
-    unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
 }
 
 /// Monotonic clock, ns. The shaper's `now`.
@@ -775,6 +812,16 @@ pub fn recv_stamped(
     buf: &mut [u8],
     flags: libc::c_int,
 ) -> io::Result<(usize, Option<u64>)> {
+    recv_stamped_from(fd, buf, flags, None)
+}
+
+/// [`recv_stamped`] that also fills in the sender's address (`from`).
+fn recv_stamped_from(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+    from: Option<&mut libc::sockaddr_ll>,
+) -> io::Result<(usize, Option<u64>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -784,6 +831,10 @@ pub fn recv_stamped(
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
+    if let Some(from) = from {
+        msg.msg_name = (from as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    }
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&cbuf);
     // SAFETY: msg points at live buffers of the stated sizes.
@@ -842,24 +893,32 @@ impl Ord for Pending {
 struct LinkSlot {
     id: String,
     generation: u64,
-    fds: [OwnedFd; 2],
+    /// Each end: (index into `Loop::sockets`, ifindex).
+    ports: [(usize, u32); 2],
     shapers: [Shaper; 2],
     counters: [Arc<DirCounters>; 2],
+}
+
+/// The engine's socket in one namespace and the link ends it serves there.
+struct NsSocket {
+    netns: String,
+    fd: OwnedFd,
+    /// ifindex → (link slot, end). Looked up per frame, never iterated.
+    ends: BTreeMap<u32, (usize, usize)>,
 }
 
 struct Loop {
     epoll: OwnedFd,
     wake: OwnedFd,
     cmds: mpsc::Receiver<Cmd>,
+    /// Indexed by epoll token; only ever grows (see the module doc).
+    sockets: Vec<NsSocket>,
     links: Vec<Option<LinkSlot>>,
     by_id: BTreeMap<String, usize>,
     heap: BinaryHeap<Pending>,
     seq: u64,
     buf: Vec<u8>,
-}
-
-fn port_token(slot: usize, side: usize) -> u64 {
-    (slot as u64) << 1 | side as u64
+    ignored: Arc<AtomicU64>,
 }
 
 impl Loop {
@@ -909,7 +968,7 @@ impl Loop {
                         return;
                     }
                 } else {
-                    self.read_port((token >> 1) as usize, (token & 1) as usize);
+                    self.read_socket(token as usize);
                     // under a flood, keep due frames on time between read batches
                     self.send_due();
                 }
@@ -931,52 +990,17 @@ impl Loop {
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
                 Cmd::Stop => return false,
+                Cmd::Socket { netns, fd, reply } => {
+                    let _ = reply.send(self.add_socket(netns, fd));
+                }
                 Cmd::Add {
                     id,
-                    fds,
+                    ports,
                     shapers,
                     counters,
                     reply,
                 } => {
-                    let r = if self.by_id.contains_key(&id) {
-                        Err(WireError::LinkExists(id))
-                    } else {
-                        let slot = self
-                            .links
-                            .iter()
-                            .position(Option::is_none)
-                            .unwrap_or(self.links.len());
-                        let added = epoll_add(
-                            self.epoll.as_raw_fd(),
-                            fds[0].as_raw_fd(),
-                            port_token(slot, 0),
-                        )
-                        .and_then(|()| {
-                            epoll_add(
-                                self.epoll.as_raw_fd(),
-                                fds[1].as_raw_fd(),
-                                port_token(slot, 1),
-                            )
-                        });
-                        // on error the fds are dropped, which also removes them from epoll
-                        added.map(|()| {
-                            *generation += 1;
-                            let l = LinkSlot {
-                                id: id.clone(),
-                                generation: *generation,
-                                fds,
-                                shapers: *shapers,
-                                counters,
-                            };
-                            if slot == self.links.len() {
-                                self.links.push(Some(l));
-                            } else {
-                                self.links[slot] = Some(l);
-                            }
-                            self.by_id.insert(id, slot);
-                        })
-                    };
-                    let _ = reply.send(r);
+                    let _ = reply.send(self.add_link(id, ports, *shapers, counters, generation));
                 }
                 Cmd::SetModel { id, models, reply } => {
                     let r = match self.by_id.get(&id).and_then(|s| self.links[*s].as_mut()) {
@@ -1015,16 +1039,10 @@ impl Loop {
                         None => Err(WireError::NoSuchLink(id)),
                         Some(slot) => {
                             self.flush(slot, DropReason::Down);
-                            // Closing the fds removes them from the epoll set. Each close
-                            // waits for an RCU grace period: not on this thread.
                             if let Some(l) = self.links[slot].take() {
-                                let fds = Vec::from(l.fds);
-                                for fd in &fds {
-                                    epoll_del(self.epoll.as_raw_fd(), fd.as_raw_fd());
+                                for (sock, ifindex) in l.ports {
+                                    self.sockets[sock].ends.remove(&ifindex);
                                 }
-                                let _ = std::thread::Builder::new()
-                                    .name("lc-close".into())
-                                    .spawn(move || close_concurrently(fds));
                             }
                             Ok(())
                         }
@@ -1034,6 +1052,90 @@ impl Loop {
             }
         }
         true
+    }
+
+    /// Serve namespace `netns` through `fd` from now on. A second socket for a namespace
+    /// (cannot happen: the engine opens them under its lock) is refused and closed.
+    fn add_socket(&mut self, netns: String, fd: OwnedFd) -> Result<(), WireError> {
+        if self.sockets.iter().any(|s| s.netns == netns) {
+            return Err(WireError::Sys {
+                what: format!("a second socket for namespace {netns}"),
+                source: io::ErrorKind::AlreadyExists.into(),
+            });
+        }
+        epoll_add(
+            self.epoll.as_raw_fd(),
+            fd.as_raw_fd(),
+            self.sockets.len() as u64,
+        )?;
+        self.sockets.push(NsSocket {
+            netns,
+            fd,
+            ends: BTreeMap::new(),
+        });
+        Ok(())
+    }
+
+    /// Carry link `id` between `ports`; on error nothing changed.
+    fn add_link(
+        &mut self,
+        id: String,
+        ports: [Port; 2],
+        shapers: [Shaper; 2],
+        counters: [Arc<DirCounters>; 2],
+        generation: &mut u64,
+    ) -> Result<(), WireError> {
+        if self.by_id.contains_key(&id) {
+            return Err(WireError::LinkExists(id));
+        }
+        let mut ends = [(0usize, 0u32); 2];
+        for (end, (netns, ifindex)) in ends.iter_mut().zip(&ports) {
+            let sock = self
+                .sockets
+                .iter()
+                .position(|s| &s.netns == netns)
+                .ok_or_else(|| WireError::Sys {
+                    what: format!("no socket in namespace {netns}"),
+                    source: io::ErrorKind::NotFound.into(),
+                })?;
+            if let Some((slot, _)) = self.sockets[sock].ends.get(ifindex) {
+                let link = self.links[*slot].as_ref().map_or("?", |l| l.id.as_str());
+                return Err(WireError::PortInUse {
+                    port: format!("{netns}:#{ifindex}"),
+                    link: link.to_string(),
+                });
+            }
+            *end = (sock, *ifindex);
+        }
+        if ends[0] == ends[1] {
+            return Err(WireError::PortInUse {
+                port: format!("{}:#{}", ports[0].0, ports[0].1),
+                link: id,
+            });
+        }
+        let slot = self
+            .links
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.links.len());
+        *generation += 1;
+        for (side, (sock, ifindex)) in ends.iter().enumerate() {
+            self.sockets[*sock].ends.insert(*ifindex, (slot, side));
+        }
+        let l = LinkSlot {
+            id: id.clone(),
+            generation: *generation,
+            ports: ends,
+            shapers,
+            counters,
+        };
+        if slot == self.links.len() {
+            self.links.push(Some(l));
+        } else {
+            self.links[slot] = Some(l);
+        }
+        self.by_id.insert(id, slot);
+        Ok(())
     }
 
     /// Discard every queued frame of a link, counting them as `why`.
@@ -1058,25 +1160,36 @@ impl Loop {
         self.heap = BinaryHeap::from(keep);
     }
 
-    fn read_port(&mut self, slot: usize, side: usize) {
+    fn read_socket(&mut self, sock: usize) {
+        let Some(fd) = self.sockets.get(sock).map(|s| s.fd.as_raw_fd()) else {
+            return;
+        };
         for _ in 0..READ_BUDGET {
-            let Some(l) = self.links.get_mut(slot).and_then(Option::as_mut) else {
-                return;
-            };
-            let (n, stamp) = match recv_stamped(
-                l.fds[side].as_raw_fd(),
+            let mut from = sockaddr_ll(0);
+            let (n, stamp) = match recv_stamped_from(
+                fd,
                 &mut self.buf,
                 libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                Some(&mut from),
             ) {
                 Ok(r) => r,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock
                         && e.kind() != io::ErrorKind::Interrupted
                     {
-                        tracing::warn!("wire: recv on link {}: {e}", l.id);
+                        tracing::warn!("wire: recv in {}: {e}", self.sockets[sock].netns);
                     }
                     return;
                 }
+            };
+            let Some(&(slot, side)) = self.sockets[sock].ends.get(&(from.sll_ifindex as u32))
+            else {
+                self.ignored.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let Some(l) = self.links.get_mut(slot).and_then(Option::as_mut) else {
+                self.ignored.fetch_add(1, Ordering::Relaxed);
+                continue;
             };
             // The frame's time is when the kernel received it, not when we got round to
             // reading it: a late read does not stretch the emulated delay.
@@ -1130,14 +1243,17 @@ impl Loop {
             if l.generation != p.generation {
                 continue;
             }
-            let out = 1 - p.dir;
-            // SAFETY: sending our buffer on our socket.
+            let (sock, ifindex) = l.ports[1 - p.dir];
+            let to = sockaddr_ll(ifindex);
+            // SAFETY: sending our buffer on our socket to a properly sized address.
             let rc = unsafe {
-                libc::send(
-                    l.fds[out].as_raw_fd(),
+                libc::sendto(
+                    self.sockets[sock].fd.as_raw_fd(),
                     p.data.as_ptr().cast(),
                     p.data.len(),
                     libc::MSG_DONTWAIT,
+                    (&to as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
                 )
             };
             let sent_ns = monotonic_ns();
@@ -1227,6 +1343,44 @@ mod tests {
             WireEngine::start(0.0),
             Err(WireError::InvalidTimeScale(_))
         ));
+    }
+
+    #[test]
+    fn an_end_in_a_missing_namespace_is_refused_and_changes_nothing() {
+        let e = WireEngine::start(1.0).expect("engine");
+        let missing = "lc-wire-test-no-such-namespace";
+        for (a, b) in [
+            (
+                PortSpec::Netns {
+                    netns: missing.into(),
+                    ifname: "x".into(),
+                },
+                PortSpec::Index {
+                    netns: missing.into(),
+                    ifindex: 2,
+                },
+            ),
+            (
+                PortSpec::Index {
+                    netns: missing.into(),
+                    ifindex: 2,
+                },
+                PortSpec::Index {
+                    netns: missing.into(),
+                    ifindex: 3,
+                },
+            ),
+        ] {
+            let r = e.add_link("l", a, b, LinkModel::default(), LinkModel::default());
+            assert!(
+                matches!(r, Err(WireError::Kernel(KernelError::NoSuchNamespace(ref n))) if n == missing),
+                "{r:?}"
+            );
+        }
+        assert!(e.stats().is_empty());
+        assert!(e.sockets.lock().expect("sockets").is_empty());
+        assert!(matches!(e.remove_link("l"), Err(WireError::NoSuchLink(_))));
+        assert_eq!(e.ignored_frames(), 0);
     }
 
     #[test]

@@ -90,6 +90,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                 thermal: None,
                 protocol_version: None,
                 store: None,
+                operator_public_key_hex: Some(operator().public_hex()),
             };
             let f = dir.join(format!("t{i}.json"));
             std::fs::write(&f, serde_json::to_vec(&cfg).unwrap()).unwrap();
@@ -99,11 +100,45 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
     (directory, files)
 }
 
+/// The operator key of these tests (a lab draws its own at `up`).
+fn operator() -> lightcone_agent::caps::OperatorKey {
+    lightcone_agent::caps::OperatorKey::from_seed(&[77; 32]).unwrap()
+}
+
+/// A token for what `method path` does, valid for a minute (none for a read).
+fn token_for(method: &str, path: &str) -> Option<String> {
+    use lightcone_agent::caps::{Caveats, Op};
+    let op = match path {
+        _ if method == "GET" => return None,
+        p if p.starts_with("/kv/") => Op::KvWrite,
+        p if p.starts_with("/objects/") => Op::ObjectPut,
+        "/clock" | "/byzantine" => Op::Fault,
+        p if p.starts_with("/quarantine/") || p == "/shutdown" => Op::Order,
+        p if p.starts_with("/send/") => Op::Send,
+        "/task" => Op::TaskSubmit,
+        "/revoke" => Op::Revoke,
+        _ => return None,
+    };
+    let c = Caveats {
+        op: Some(op),
+        expires: Some(std::time::SystemTime::now() + Duration::from_secs(60)),
+        ..Default::default()
+    };
+    Some(operator().mint(&c).unwrap())
+}
+
+fn auth_line(token: Option<&str>) -> String {
+    token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
+}
+
 /// One HTTP/1.1 request over a unix socket; `None` if nothing listens.
 async fn http(sock: &Path, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::UnixStream::connect(sock).await.ok()?;
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n{}Content-Length: {}\r\n\r\n{body}",
+        auth_line(token_for(method, path).as_deref()),
         body.len()
     );
     s.write_all(req.as_bytes()).await.ok()?;

@@ -57,6 +57,7 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
                 boot: 1,
                 thermal: None,
                 store: Some(store),
+                operator_public_key_hex: Some(operator().public_hex()),
                 protocol_version: None,
                 time: Some(TimeConfig {
                     servers: if i == 0 { vec![] } else { vec![0] },
@@ -70,12 +71,46 @@ fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
         .collect()
 }
 
+/// The operator key of these tests (a lab draws its own at `up`).
+fn operator() -> lightcone_agent::caps::OperatorKey {
+    lightcone_agent::caps::OperatorKey::from_seed(&[77; 32]).unwrap()
+}
+
+/// A token for what `method path` does, valid for a minute (none for a read).
+fn token_for(method: &str, path: &str) -> Option<String> {
+    use lightcone_agent::caps::{Caveats, Op};
+    let op = match path {
+        _ if method == "GET" => return None,
+        p if p.starts_with("/kv/") => Op::KvWrite,
+        p if p.starts_with("/objects/") => Op::ObjectPut,
+        "/clock" | "/byzantine" => Op::Fault,
+        p if p.starts_with("/quarantine/") || p == "/shutdown" => Op::Order,
+        p if p.starts_with("/send/") => Op::Send,
+        "/task" => Op::TaskSubmit,
+        "/revoke" => Op::Revoke,
+        _ => return None,
+    };
+    let c = Caveats {
+        op: Some(op),
+        expires: Some(std::time::SystemTime::now() + Duration::from_secs(60)),
+        ..Default::default()
+    };
+    Some(operator().mint(&c).unwrap())
+}
+
+fn auth_line(token: Option<&str>) -> String {
+    token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
+}
+
 async fn http(sock: &PathBuf, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut s = tokio::net::UnixStream::connect(sock)
         .await
         .expect("connect control socket");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n{}Content-Length: {}\r\n\r\n",
+        auth_line(token_for(method, path).as_deref()),
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();

@@ -1008,34 +1008,33 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Checks the request's token for `op` on `key`; a refusal is counted and answered with
-    /// its status and reason, and nothing is changed.
-    fn admit(
+    /// Checks the request's token for `op` on `key`: `None` admits it; a refusal is
+    /// counted and is the answer (its status and reason), and nothing is changed.
+    fn refusal(
         &self,
         auth: Option<&str>,
         op: Op,
         key: Option<&str>,
-    ) -> Result<(), Response<Full<Bytes>>> {
+    ) -> Option<Response<Full<Bytes>>> {
         let req = caps::Request {
             op,
             key,
             now: std::time::SystemTime::now(),
         };
-        self.verifier.check(auth, &req).map_err(|e| {
-            self.refused
-                .with_label_values(&[&self.node, e.reason()])
-                .inc();
-            tracing::warn!(
-                op = op.as_str(),
-                reason = e.reason(),
-                "control request refused: {e}"
-            );
-            resp(
-                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED),
-                "text/plain",
-                format!("{e}\n").into_bytes(),
-            )
-        })
+        let e = self.verifier.check(auth, &req).err()?;
+        self.refused
+            .with_label_values(&[&self.node, e.reason()])
+            .inc();
+        tracing::warn!(
+            op = op.as_str(),
+            reason = e.reason(),
+            "control request refused: {e}"
+        );
+        Some(resp(
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            "text/plain",
+            format!("{e}\n").into_bytes(),
+        ))
     }
 }
 
@@ -1253,7 +1252,7 @@ async fn handle_http(
                     ))
                 }
             };
-            if let Err(r) = gate.admit(auth.as_deref(), Op::Revoke, None) {
+            if let Some(r) = gate.refusal(auth.as_deref(), Op::Revoke, None) {
                 return Ok(r);
             }
             return Ok(match gate.verifier.revoke(&ids) {
@@ -1332,7 +1331,7 @@ async fn handle_http(
         }
     };
     if let Some((op, key)) = capability_of(&msg) {
-        if let Err(r) = gate.admit(auth.as_deref(), op, key) {
+        if let Some(r) = gate.refusal(auth.as_deref(), op, key) {
             return Ok(r);
         }
     }

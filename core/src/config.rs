@@ -96,6 +96,11 @@ pub struct AgentConfig {
     /// The object store (issue 16), the topology's `store:` section; `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<crate::store::config::StoreConfig>,
+    /// The lab's operator public key (Ed25519, hex): the root every capability token on
+    /// the agent's control API must chain to (issue 17; the agent's `caps` module).
+    /// `None`: the agent accepts no state-changing control request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_public_key_hex: Option<String>,
 }
 
 fn first_boot() -> u32 {

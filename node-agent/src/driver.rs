@@ -42,6 +42,8 @@ use lightcone_core::routing::Level;
 use lightcone_core::time::Instant;
 use lightcone_core::wire::{MAX_BLOB, MAX_DATAGRAM};
 
+use crate::caps::{self, Op, Verifier};
+
 /// Why the driver stopped before a clean shutdown. Sockets already bound are closed.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -56,6 +58,8 @@ pub enum DriverError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("operator_public_key_hex: {0}")]
+    OperatorKey(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
@@ -157,6 +161,9 @@ pub struct Metrics {
     /// The thermal subsystem's series ([`lightcone_core::heat::machine::METRICS`]), when
     /// it is on: gauges, and counters (`_total`).
     heat: Vec<HeatSeries>,
+    /// `lightcone_capability_refused_total{reason}`: control requests refused for their
+    /// capability (counted by the HTTP task, see [`Gate`]).
+    capability_refused: IntCounterVec,
     node: String,
 }
 
@@ -239,6 +246,17 @@ impl Metrics {
             ),
             &["node"],
         )?;
+        let capability_refused = IntCounterVec::new(
+            Opts::new(
+                "lightcone_capability_refused_total",
+                "State-changing control requests refused for their capability token, by reason (missing, malformed, wrong_root, expired, out_of_scope, revoked, no_operator_key); nothing was changed",
+            ),
+            &["node", "reason"],
+        )?;
+        for reason in crate::caps::Refusal::REASONS {
+            capability_refused.with_label_values(&[node, reason]);
+        }
+        registry.register(Box::new(capability_refused.clone()))?;
         registry.register(Box::new(quarantined.clone()))?;
         registry.register(Box::new(watch_evidence.clone()))?;
         for g in [&time_error, &time_sigma, &time_coverage, &time_holdover] {
@@ -277,6 +295,7 @@ impl Metrics {
             quarantined,
             watch_evidence,
             heat,
+            capability_refused,
             node: node.to_string(),
         })
     }
@@ -562,6 +581,7 @@ pub struct Prepared {
     peers: BTreeMap<(usize, IpAddr), u32>,
     listener: UnixListener,
     dir: Arc<Directory>,
+    verifier: Arc<Verifier>,
 }
 
 impl Prepared {
@@ -605,6 +625,10 @@ pub fn prepare(
     // longer than a millisecond, so no two boots of this node share one.
     node.set_boot_epoch((wall / 1_000_000) as u32);
     node.set_wire_epoch(cfg.boot);
+    let verifier = Arc::new(
+        Verifier::new(cfg.operator_public_key_hex.as_deref(), cfg.id)
+            .map_err(DriverError::OperatorKey)?,
+    );
     let name = dir
         .get(cfg.id)
         .map(|e| e.name.clone())
@@ -662,6 +686,7 @@ pub fn prepare(
         peers,
         listener,
         dir,
+        verifier,
     })
 }
 
@@ -680,6 +705,7 @@ impl Prepared {
             peers,
             listener,
             dir,
+            verifier,
         } = self;
         let sock_path = cfg.control_socket.clone();
         let metrics = Metrics::new(&name)?;
@@ -702,9 +728,16 @@ impl Prepared {
             }));
         }
         let (ctl_tx, mut ctl) = mpsc::channel::<ControlMsg>(64);
-        tasks
-            .0
-            .push(tokio::spawn(serve_http(listener, ctl_tx, dir)));
+        tasks.0.push(tokio::spawn(serve_http(
+            listener,
+            ctl_tx,
+            dir,
+            Arc::new(Gate {
+                verifier,
+                refused: metrics.capability_refused.clone(),
+                node: name.clone(),
+            }),
+        )));
         tracing::info!(node = %name, addr = %node.addr(), links = links.len(), "agent started");
 
         let mut driver_counters: BTreeMap<DriverOutcome, u64> = BTreeMap::new();
@@ -973,7 +1006,76 @@ impl Prepared {
     }
 }
 
-async fn serve_http(listener: UnixListener, ctl: mpsc::Sender<ControlMsg>, dir: Arc<Directory>) {
+/// The capability check of the HTTP task: every state-changing request passes it before it
+/// reaches the node (see [`crate::caps`]); refusals are counted.
+pub struct Gate {
+    verifier: Arc<Verifier>,
+    refused: IntCounterVec,
+    node: String,
+}
+
+impl Gate {
+    /// Checks the request's token for `op` on `key`: `None` admits it; a refusal is
+    /// counted and is the answer (its status and reason), and nothing is changed.
+    fn refusal(
+        &self,
+        auth: Option<&str>,
+        op: Op,
+        key: Option<&str>,
+    ) -> Option<Response<Full<Bytes>>> {
+        let req = caps::Request {
+            op,
+            key,
+            now: std::time::SystemTime::now(),
+        };
+        let e = self.verifier.check(auth, &req).err()?;
+        self.refused
+            .with_label_values(&[&self.node, e.reason()])
+            .inc();
+        tracing::warn!(
+            op = op.as_str(),
+            reason = e.reason(),
+            "control request refused: {e}"
+        );
+        Some(resp(
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            "text/plain",
+            format!("{e}\n").into_bytes(),
+        ))
+    }
+}
+
+/// The capability a control request needs: its operation and the key it writes, or `None`
+/// for a read (reads stay open on the 0600 socket: they change nothing).
+fn capability_of(c: &Control) -> Option<(Op, Option<&str>)> {
+    match c {
+        Control::Metrics
+        | Control::State
+        | Control::Get { .. }
+        | Control::Leases
+        | Control::ObjectGet { .. } => None,
+        Control::Put { key, .. } => Some((Op::KvWrite, Some(key.as_str()))),
+        Control::ObjectPut { object, .. } => Some((Op::ObjectPut, Some(object.as_str()))),
+        Control::Task(_) => Some((Op::TaskSubmit, None)),
+        Control::Send { .. } => Some((Op::Send, None)),
+        Control::Clock(_) | Control::Byzantine(_) => Some((Op::Fault, None)),
+        Control::Quarantine { .. } | Control::Shutdown => Some((Op::Order, None)),
+    }
+}
+
+/// `POST /revoke` body: revocation ids (hex) of tokens to refuse from now on.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    revocation_ids: Vec<String>,
+}
+
+async fn serve_http(
+    listener: UnixListener,
+    ctl: mpsc::Sender<ControlMsg>,
+    dir: Arc<Directory>,
+    gate: Arc<Gate>,
+) {
     let cfg = dir;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -981,9 +1083,11 @@ async fn serve_http(listener: UnixListener, ctl: mpsc::Sender<ControlMsg>, dir: 
         };
         let ctl = ctl.clone();
         let cfg = cfg.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req| handle_http(req, ctl.clone(), cfg.clone()));
+            let svc = hyper::service::service_fn(move |req| {
+                handle_http(req, ctl.clone(), cfg.clone(), gate.clone())
+            });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, svc)
@@ -1037,9 +1141,14 @@ async fn handle_http(
     req: Request<Incoming>,
     ctl: mpsc::Sender<ControlMsg>,
     cfg: Arc<Directory>,
+    gate: Arc<Gate>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
     let bad = |m: &str| {
         Ok(resp(
             StatusCode::BAD_REQUEST,
@@ -1137,6 +1246,35 @@ async fn handle_http(
             }
         }
         (&Method::GET, "/leases") => Control::Leases,
+        (&Method::POST, "/revoke") => {
+            let body = match body_of(req, MAX_BODY, "body too large").await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
+            };
+            let ids = match serde_json::from_slice::<RevokeBody>(&body) {
+                Ok(r) => r.revocation_ids,
+                Err(e) => {
+                    return bad(&format!(
+                        "body must be JSON {{\"revocation_ids\": [\"hex\", ...]}}: {e}"
+                    ))
+                }
+            };
+            if let Some(r) = gate.refusal(auth.as_deref(), Op::Revoke, None) {
+                return Ok(r);
+            }
+            return Ok(match gate.verifier.revoke(&ids) {
+                Ok(held) => resp(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::json!({ "held": held }).to_string().into_bytes(),
+                ),
+                Err(e) => resp(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    format!("{e}\n").into_bytes(),
+                ),
+            });
+        }
         (m, p) if p.starts_with("/objects/") && p.len() > 9 => {
             let object = match crate::pct::decode(&p[9..]) {
                 Ok(k) => k,
@@ -1199,6 +1337,11 @@ async fn handle_http(
             ))
         }
     };
+    if let Some((op, key)) = capability_of(&msg) {
+        if let Some(r) = gate.refusal(auth.as_deref(), op, key) {
+            return Ok(r);
+        }
+    }
     let (tx, rx) = oneshot::channel();
     if ctl.send((msg, tx)).await.is_err() {
         return Ok(resp(

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::http;
+use common::{http, http_with, operator};
 use lightcone_core::config::AgentConfig;
 
 fn configs(dir: &Path, port: u16) -> Vec<AgentConfig> {
@@ -231,5 +231,169 @@ fn a_key_file_others_can_read_is_refused() {
         .block_on(lightcone_agent::driver::run(cfg, std::future::pending()))
         .unwrap_err();
     assert!(e.to_string().contains("must be 0600"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 17, item 3: a write with a valid capability succeeds; an expired, out-of-scope
+/// (key prefix, node), forged-root, missing and revoked one is refused with its reason
+/// (401/403), counted in `lightcone_capability_refused_total`, and writes nothing.
+#[test]
+fn writes_need_a_valid_capability_and_refusals_change_nothing() {
+    use lightcone_agent::caps::{revocation_ids, Caveats, Op, OperatorKey};
+    use std::time::SystemTime;
+    let dir = std::env::temp_dir().join(format!("lc-agent-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = 20_000 + ((std::process::id() + 7_919) % 20_000) as u16;
+    let cfg = configs(&dir, port).remove(0);
+    let sock = cfg.control_socket.clone();
+    let op = operator();
+    let now = SystemTime::now();
+    let kv = |scope: Option<&str>, node: Option<u32>, expires: SystemTime| Caveats {
+        op: Some(Op::KvWrite),
+        scope: scope.map(String::from),
+        node,
+        expires: Some(expires),
+    };
+    let later = now + Duration::from_secs(60);
+    let valid = op.mint(&kv(Some("app/"), Some(0), later)).unwrap();
+    let expired = op
+        .mint(&kv(Some("app/"), Some(0), now - Duration::from_secs(5)))
+        .unwrap();
+    let other_node = op.mint(&kv(Some("app/"), Some(1), later)).unwrap();
+    let forged = OperatorKey::from_seed(&[78; 32])
+        .unwrap()
+        .mint(&kv(None, None, later))
+        .unwrap();
+    let to_revoke = op.mint(&kv(Some("app/"), None, later)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let a = lightcone_agent::driver::run(cfg.clone(), std::future::pending());
+        let client = async move {
+            for _ in 0..50 {
+                if tokio::net::UnixStream::connect(&sock).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let put = |key: &'static str, token: Option<String>| {
+                let sock = sock.clone();
+                async move {
+                    http_with(
+                        &sock,
+                        "POST",
+                        &format!("/kv/{key}?durability=local"),
+                        "v",
+                        token.as_deref(),
+                    )
+                    .await
+                }
+            };
+            let absent = |key: &'static str| {
+                let sock = sock.clone();
+                async move {
+                    let (st, _) = http(&sock, "GET", &format!("/kv/{key}"), "").await;
+                    assert_eq!(st, 404, "a refused write wrote {key}");
+                }
+            };
+            // Valid: written.
+            let (st, body) = put("app%2Fok", Some(valid.clone())).await;
+            assert_eq!((st, body.trim()), (200, "ok"), "{body}");
+            let (st, body) = http(&sock, "GET", "/kv/app%2Fok", "").await;
+            assert_eq!((st, body.as_str()), (200, "v"));
+            // Each refusal: status, words, nothing written.
+            let cases: [(&str, Option<String>, u16, &str); 6] = [
+                ("app%2Fexp", Some(expired), 401, "capability expired"),
+                (
+                    "etc%2Fscope",
+                    Some(valid.clone()),
+                    403,
+                    "does not allow kv-write",
+                ),
+                ("app%2Fnode", Some(other_node), 403, "node(1)"),
+                (
+                    "app%2Fforged",
+                    Some(forged),
+                    401,
+                    "not issued by this lab's operator key",
+                ),
+                ("app%2Fmissing", None, 401, "no capability"),
+                (
+                    "app%2Fjunk",
+                    Some("not-a-token".into()),
+                    401,
+                    "malformed capability",
+                ),
+            ];
+            for (key, token, status, words) in cases {
+                let (st, body) = put(key, token).await;
+                assert_eq!(st, status, "{key}: {body}");
+                assert!(body.contains(words), "{key}: {body}");
+                absent(key).await;
+            }
+            // Revocation: good before, refused after; its attenuations too.
+            let (st, _) = put("app%2Fbefore", Some(to_revoke.clone())).await;
+            assert_eq!(st, 200);
+            let ids = revocation_ids(&to_revoke, &operator().public_hex()).unwrap();
+            let body = serde_json::json!({ "revocation_ids": [ids[0]] }).to_string();
+            // Revoking needs its own capability.
+            let (st, msg) = http_with(&sock, "POST", "/revoke", &body, None).await;
+            assert_eq!(st, 401, "{msg}");
+            let (st, msg) = http(&sock, "POST", "/revoke", &body).await;
+            assert_eq!((st, msg.as_str()), (200, r#"{"held":1}"#));
+            let (st, msg) = http(&sock, "POST", "/revoke", r#"{"revocation_ids": ["zz"]}"#).await;
+            assert_eq!(st, 400, "{msg}");
+            let (st, body) = put("app%2Frevoked", Some(to_revoke.clone())).await;
+            assert_eq!(st, 401, "{body}");
+            assert!(body.contains("capability revoked"), "{body}");
+            absent("app%2Frevoked").await;
+            // Valid tokens still work.
+            let (st, _) = put("app%2Fstill", Some(valid.clone())).await;
+            assert_eq!(st, 200);
+            // Every other state-changing route is guarded as well.
+            for (path, body) in [
+                ("/shutdown", ""),
+                ("/quarantine/b", ""),
+                ("/clock", "{\"step_ns\": 1000000}"),
+                ("/byzantine", "{\"behaviour\": []}"),
+                ("/send/b", "x"),
+                ("/objects/o1", "x"),
+            ] {
+                let (st, msg) = http_with(&sock, "POST", path, body, None).await;
+                assert_eq!(st, 401, "{path}: {msg}");
+                // A kv-write token is out of scope for them.
+                let (st, msg) = http_with(&sock, "POST", path, body, Some(&valid)).await;
+                assert!(st == 403 || st == 401, "{path}: {st} {msg}");
+            }
+            let (_, m) = http(&sock, "GET", "/metrics", "").await;
+            for (reason, n) in [
+                ("expired", 1),
+                ("wrong_root", 1),
+                ("revoked", 1),
+                ("malformed", 1),
+                ("out_of_scope", 2 + 6),
+                ("missing", 2 + 6),
+            ] {
+                let series = format!(
+                    "lightcone_capability_refused_total{{node=\"a\",reason=\"{reason}\"}} {n}\n"
+                );
+                assert!(m.contains(&series), "{series} missing:\n{m}");
+            }
+            // The state never changed by a refused order: still running, nobody quarantined.
+            let (st, body) = http(&sock, "GET", "/state", "").await;
+            assert_eq!(st, 200);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["quarantine"], serde_json::json!([]), "{v}");
+            let (st, _) = http(&sock, "POST", "/shutdown", "").await;
+            assert_eq!(st, 200);
+        };
+        let (ra, ()) =
+            tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(a, client) })
+                .await
+                .expect("agent did not stop");
+        ra.expect("agent a");
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }

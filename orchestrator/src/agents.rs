@@ -145,6 +145,7 @@ impl Agents {
         let node = &plan.nodes[id];
         let mut cfg = plan.agent_config(id, &dir.path, self.keys.public_hex());
         cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
+        cfg.operator_public_key_hex = Some(self.keys.operator_public_hex().to_string());
         let boot = self.boots.entry(id).or_insert(0);
         *boot += 1;
         cfg.boot = *boot;
@@ -229,6 +230,7 @@ impl Agents {
     ) -> Result<(), AgentError> {
         let n = plan.nodes.len();
         let epoch = self.epoch_monotonic_ns;
+        let operator = self.keys.operator_public_hex();
         let mut boots = Vec::with_capacity(n);
         for id in 0..n {
             let boot = self.boots.entry(id).or_insert(0);
@@ -251,6 +253,7 @@ impl Agents {
                         for id in ids {
                             let mut cfg = plan.tile_config(id, &dir.path);
                             cfg.epoch_monotonic_ns = Some(epoch);
+                            cfg.operator_public_key_hex = Some(operator.to_string());
                             cfg.boot = boots[id];
                             let _ = std::fs::remove_file(&cfg.control_socket);
                             crate::state::write_private_unsynced(
@@ -428,14 +431,17 @@ impl Agents {
 }
 
 /// One HTTP/1.1 request to an agent's unix control socket: status and body.
+/// `capability`: the token (base64) a state-changing request carries (see
+/// [`lightcone_agent::caps`]); `None` for reads.
 pub async fn agent_request(
     socket: &Path,
     method: hyper::Method,
     path: &str,
     body: Vec<u8>,
     timeout: Duration,
+    capability: Option<&str>,
 ) -> Result<(u16, Bytes), String> {
-    agent_exchange(socket, method, path, body, timeout)
+    agent_exchange(socket, method, path, body, timeout, capability)
         .await
         .map(|(status, _, body)| (status, body))
 }
@@ -447,7 +453,9 @@ pub async fn agent_exchange(
     path: &str,
     body: Vec<u8>,
     timeout: Duration,
+    capability: Option<&str>,
 ) -> Result<(u16, Option<String>, Bytes), String> {
+    let auth = capability.map(|t| format!("Bearer {t}"));
     let fut = async {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
@@ -457,10 +465,14 @@ pub async fn agent_exchange(
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let req = hyper::Request::builder()
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "agent")
+            .header("host", "agent");
+        if let Some(a) = &auth {
+            req = req.header(hyper::header::AUTHORIZATION, a);
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;

@@ -45,6 +45,7 @@ use crate::http::{error_response, TOKEN_HEADER};
 use crate::lab::{status_of, Lab, LabError, LabStatus, LinkChange, LinkRuntime, Partition};
 use crate::link::metrics as link_metrics;
 use crate::plan;
+use lightcone_agent::caps::{Caveats, Op, OperatorKey};
 
 /// Why the API refused or failed a request; answered as its status with
 /// `{"error": message}`. Each variant says what was left changed.
@@ -176,6 +177,30 @@ pub struct ShutdownReply {
 pub struct ApiState {
     pub lab: Arc<Mutex<Lab>>,
     pub shutdown: Arc<tokio::sync::Notify>,
+    /// The lab's operator root key (`None` without agents): the supervisor mints, for each
+    /// request it forwards to an agent, a token for that operation on that node (and key),
+    /// valid for [`PROXY_TOKEN_TTL`].
+    pub operator: Option<Arc<OperatorKey>>,
+}
+
+/// Lifetime of the token the supervisor mints for one forwarded request: longer than the
+/// longest forward (15 s, object puts), short enough that a copy seen in a log is soon
+/// useless.
+pub const PROXY_TOKEN_TTL: Duration = Duration::from_secs(30);
+
+/// A token for `op` on node `id` (and, with `key`, that key or object id and those it
+/// prefixes), minted by the supervisor for one forwarded request.
+fn grant(s: &ApiState, id: usize, op: Op, key: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(k) = &s.operator else {
+        return Ok(None);
+    };
+    let c = Caveats {
+        op: Some(op),
+        scope: key.map(String::from),
+        node: Some(id as u32),
+        expires: Some(std::time::SystemTime::now() + PROXY_TOKEN_TTL),
+    };
+    k.mint(&c).map(Some).map_err(ApiError::internal)
 }
 
 /// `GET /api/status`.
@@ -353,13 +378,13 @@ pub async fn api_node_byzantine(
 }
 
 /// The control socket of `node`'s agent; a `400` when the lab runs without agents.
-fn agent_socket(s: &ApiState, node: &str) -> Result<PathBuf, ApiError> {
+fn agent_socket(s: &ApiState, node: &str) -> Result<(usize, PathBuf), ApiError> {
     let lab = s.lab.lock().expect("lab lock");
     let id = lab.node(node)?;
     if lab.agents.is_none() {
         return Err(no_agents(&lab));
     }
-    Ok(plan::agent_socket(&lab.dir.path, id))
+    Ok((id, plan::agent_socket(&lab.dir.path, id)))
 }
 
 /// Forwards a checked fault request to `node`'s agent (`POST path`); the agent's refusal
@@ -370,10 +395,18 @@ async fn forward_node_fault(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(), ApiError> {
-    let sock = agent_socket(s, node)?;
-    let (status, reply) = agent_request(&sock, Method::POST, path, body, Duration::from_secs(5))
-        .await
-        .map_err(|e| ApiError::unreachable(node, e))?;
+    let (id, sock) = agent_socket(s, node)?;
+    let token = grant(s, id, Op::Fault, None)?;
+    let (status, reply) = agent_request(
+        &sock,
+        Method::POST,
+        path,
+        body,
+        Duration::from_secs(5),
+        token.as_deref(),
+    )
+    .await
+    .map_err(|e| ApiError::unreachable(node, e))?;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     if status.is_success() {
         Ok(())
@@ -489,6 +522,7 @@ pub async fn metrics_all(State(s): State<ApiState>) -> Response {
             "/metrics",
             Vec::new(),
             Duration::from_millis(500),
+            None,
         )
     });
     for (status, body) in futures::future::join_all(reqs).await.into_iter().flatten() {
@@ -528,12 +562,14 @@ pub async fn node_proxy(
         path,
         Vec::new(),
         Duration::from_secs(2),
+        None,
     )
     .await
 }
 
 /// Forwards one request to `node`'s agent and answers with the agent's status, content type
-/// and body, unchanged.
+/// and body, unchanged. `grant`: the operation (and key) a state-changing request does, for
+/// which a token is minted; `None` for a read.
 async fn proxy_to_agent(
     s: &ApiState,
     node: &str,
@@ -541,15 +577,21 @@ async fn proxy_to_agent(
     path: &str,
     body: Vec<u8>,
     timeout: Duration,
+    grant_for: Option<(Op, Option<&str>)>,
 ) -> Result<Response, ApiError> {
-    let sock = {
+    let (id, sock) = {
         let lab = s.lab.lock().expect("lab lock");
         let id = lab.node(node)?;
-        plan::agent_socket(&lab.dir.path, id)
+        (id, plan::agent_socket(&lab.dir.path, id))
     };
-    let (status, content_type, body) = agent_exchange(&sock, method, path, body, timeout)
-        .await
-        .map_err(|e| ApiError::unreachable(node, e))?;
+    let token = match grant_for {
+        Some((op, key)) => grant(s, id, op, key)?,
+        None => None,
+    };
+    let (status, content_type, body) =
+        agent_exchange(&sock, method, path, body, timeout, token.as_deref())
+            .await
+            .map_err(|e| ApiError::unreachable(node, e))?;
     let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
     Ok((
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -569,19 +611,28 @@ pub async fn node_kv(
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let m = if method == Method::GET {
-        Method::GET
+    let (m, grant_for) = if method == Method::GET {
+        (Method::GET, None)
     } else {
-        Method::POST
+        (Method::POST, Some((Op::KvWrite, Some(key.as_str()))))
     };
     // axum decoded the key once; encoded again, a `?`, `#`, `%` or `/` in it stays part
     // of the key on the agent's side instead of starting a query or a fragment.
-    let key = lightcone_agent::pct::encode(&key);
+    let encoded = lightcone_agent::pct::encode(&key);
     let path = match &query {
-        Some(q) => format!("/kv/{key}?{q}"),
-        None => format!("/kv/{key}"),
+        Some(q) => format!("/kv/{encoded}?{q}"),
+        None => format!("/kv/{encoded}"),
     };
-    proxy_to_agent(&s, &node, m, &path, body.to_vec(), Duration::from_secs(5)).await
+    proxy_to_agent(
+        &s,
+        &node,
+        m,
+        &path,
+        body.to_vec(),
+        Duration::from_secs(5),
+        grant_for,
+    )
+    .await
 }
 
 /// `GET|PUT /nodes/{node}/objects/{id}`: the agent's object store (issue 16), proxied;
@@ -593,15 +644,24 @@ pub async fn node_object(
     UrlPath((node, id)): UrlPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let m = if method == Method::GET {
-        Method::GET
+    let (m, grant_for) = if method == Method::GET {
+        (Method::GET, None)
     } else {
-        Method::PUT
+        (Method::PUT, Some((Op::ObjectPut, Some(id.as_str()))))
     };
     let path = format!("/objects/{}", lightcone_agent::pct::encode(&id));
     // A read or a put waits for shards from other tiles (fetch and ack timeouts of a few
     // emulated seconds); 15 s real covers them at time_scale ≥ 1.
-    proxy_to_agent(&s, &node, m, &path, body.to_vec(), Duration::from_secs(15)).await
+    proxy_to_agent(
+        &s,
+        &node,
+        m,
+        &path,
+        body.to_vec(),
+        Duration::from_secs(15),
+        grant_for,
+    )
+    .await
 }
 
 /// `POST /api/nodes/{node}/task`: a task (issue 15, `lightcone_core::heat::task::TaskSpec`
@@ -625,6 +685,7 @@ pub async fn api_node_task(
         "/task",
         body,
         Duration::from_secs(5),
+        Some((Op::TaskSubmit, None)),
     )
     .await
 }
@@ -645,8 +706,91 @@ pub async fn node_send(
         &path,
         body.to_vec(),
         Duration::from_secs(5),
+        Some((Op::Send, None)),
     )
     .await
+}
+
+/// `POST /api/revoke` body: the token to revoke (it and every token attenuated from it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub token: String,
+}
+
+/// `POST /api/revoke`'s answer: the revocation id pushed, the agents that hold it now, and
+/// those that could not be reached (crashed or not answering within 5 s).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevokeReply {
+    pub revocation_id: String,
+    pub agents: usize,
+    pub unreachable: Vec<String>,
+}
+
+/// `POST /api/revoke`: revokes a token at every running agent. The id pushed is the token's
+/// last block's, so the token and its attenuations are refused and its parent is not. The
+/// bound: the revocation holds at an agent from the moment that agent answered, and this
+/// route answers once every agent answered or failed (all at once, 5 s each). A token not
+/// issued by the lab's key is refused (400) and nothing is pushed.
+pub async fn api_revoke(
+    State(s): State<ApiState>,
+    Json(r): Json<RevokeRequest>,
+) -> Result<Json<RevokeReply>, ApiError> {
+    let Some(op) = &s.operator else {
+        let lab = s.lab.lock().expect("lab lock");
+        return Err(no_agents(&lab));
+    };
+    let ids = lightcone_agent::caps::revocation_ids(&r.token, &op.public_hex())
+        .map_err(|e| ApiError::Bad(format!("not a token of this lab: {e}")))?;
+    let Some(id) = ids.last().cloned() else {
+        return Err(ApiError::Bad("the token has no block".into()));
+    };
+    let targets: Vec<(usize, String, PathBuf)> = {
+        let lab = s.lab.lock().expect("lab lock");
+        lab.plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i, n.name.clone(), plan::agent_socket(&lab.dir.path, i)))
+            .collect()
+    };
+    let body = serde_json::json!({ "revocation_ids": [id] }).to_string();
+    let mut pushes = Vec::with_capacity(targets.len());
+    for (i, name, sock) in targets {
+        let token = grant(&s, i, Op::Revoke, None)?;
+        let body = body.clone().into_bytes();
+        pushes.push(async move {
+            let r = agent_request(
+                &sock,
+                Method::POST,
+                "/revoke",
+                body,
+                Duration::from_secs(5),
+                token.as_deref(),
+            )
+            .await;
+            (name, matches!(r, Ok((200, _))))
+        });
+    }
+    let results = futures::future::join_all(pushes).await;
+    let agents = results.iter().filter(|(_, ok)| *ok).count();
+    let unreachable: Vec<String> = results
+        .into_iter()
+        .filter(|(_, ok)| !*ok)
+        .map(|(n, _)| n)
+        .collect();
+    s.lab.lock().expect("lab lock").event(
+        "revoke",
+        format!(
+            "{id} at {agents} agents ({} unreachable)",
+            unreachable.len()
+        ),
+    );
+    Ok(Json(RevokeReply {
+        revocation_id: id,
+        agents,
+        unreachable,
+    }))
 }
 
 /// What the guard checks requests against (see the module doc).

@@ -480,6 +480,12 @@ impl Client {
         self.post_json(&format!("/api/nodes/{node}/task"), spec)
     }
 
+    /// `POST /api/revoke`: revoke `token` (and its attenuations) at every running agent;
+    /// the supervisor's [`crate::api::RevokeReply`] as JSON.
+    pub fn revoke(&self, token: &str) -> Result<serde_json::Value, ClientError> {
+        self.post_json("/api/revoke", &serde_json::json!({ "token": token }))
+    }
+
     /// `PUT /nodes/{node}/objects/{id}`: store `data` as an erasure-coded object (issue
     /// 16); the raw answer (200 stored, 400 refused, 501 no store, 504 not acknowledged).
     pub fn object_put(

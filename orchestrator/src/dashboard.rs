@@ -262,7 +262,15 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Health {
         (names, procs, sockets)
     };
     let reqs = sockets.iter().map(|(i, p)| async move {
-        let r = agent_request(p, hyper::Method::GET, "/state", Vec::new(), STATE_TIMEOUT).await;
+        let r = agent_request(
+            p,
+            hyper::Method::GET,
+            "/state",
+            Vec::new(),
+            STATE_TIMEOUT,
+            None,
+        )
+        .await;
         (*i, r)
     });
     // counts[node] = [alive, suspect, dead] as reported by peers.

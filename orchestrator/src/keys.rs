@@ -5,12 +5,15 @@
 //! (snapshot-tested), and anyone holding the topology file still cannot sign as a node or
 //! drive the API. Node keys are written as hex, one file per node, 0600 in the lab's
 //! `keys/` directory (0700); an agent's configuration names its file and holds only public
-//! keys. A restarted agent reads the same file, so its peers keep trusting it. If the OS
+//! keys. The lab's operator root key (issue 17: every capability token of the lab chains to
+//! it, see [`lightcone_agent::caps`]) is drawn the same way into `keys/operator.key`; agents
+//! get its public half. A restarted agent reads the same file, so its peers keep trusting it. If the OS
 //! RNG fails, `up` fails: there is no fallback to a weaker source.
 
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
+use lightcone_agent::caps::OperatorKey;
 use rand::RngCore;
 
 use crate::state::{write_private_unsynced, LabDir};
@@ -25,6 +28,15 @@ pub enum SecretError {
         path: String,
         source: std::io::Error,
     },
+    #[error("read {path}: {source} (a lab brought up without agents has no operator key)")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} lets group or others read it; an operator key must be 0600")]
+    NotPrivate { path: String },
+    #[error("operator key {path}: {why}")]
+    Operator { path: String, why: String },
 }
 
 /// Fill `buf` from `rng`, or say why it could not be.
@@ -44,6 +56,34 @@ pub fn token(rng: &mut impl RngCore) -> Result<String, SecretError> {
 #[derive(Debug, Clone)]
 pub struct LabKeys {
     public_hex: Vec<String>,
+    operator_public_hex: String,
+}
+
+/// Where the lab's operator root key lives (hex seed, 0600).
+pub fn operator_path(dir: &LabDir) -> PathBuf {
+    dir.keys().join("operator.key")
+}
+
+/// The lab's operator root key, read from its 0600 file (written at `up`).
+pub fn operator_key(dir: &LabDir) -> Result<OperatorKey, SecretError> {
+    let path = operator_path(dir);
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|source| SecretError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    if !is_private(&path) {
+        return Err(SecretError::NotPrivate { path: shown });
+    }
+    let bad = |why: String| SecretError::Operator {
+        path: shown.clone(),
+        why,
+    };
+    let seed: [u8; 32] = hex::decode(text.trim())
+        .map_err(|e| bad(e.to_string()))?
+        .try_into()
+        .map_err(|_| bad("not 32 bytes".into()))?;
+    OperatorKey::from_seed(&seed).map_err(|e| bad(e.to_string()))
 }
 
 /// Where node `id`'s secret key lives (the path its agent's configuration names).
@@ -72,7 +112,28 @@ impl LabKeys {
             )?;
             public_hex.push(hex::encode(key.verifying_key().as_bytes()));
         }
-        Ok(LabKeys { public_hex })
+        let mut seed = [0u8; 32];
+        fill(rng, &mut seed)?;
+        let path = operator_path(dir);
+        let operator = OperatorKey::from_seed(&seed).map_err(|e| SecretError::Operator {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        write_private_unsynced(&path, hex::encode(seed).as_bytes()).map_err(|source| {
+            SecretError::Write {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(LabKeys {
+            public_hex,
+            operator_public_hex: operator.public_hex(),
+        })
+    }
+
+    /// The operator root key's public half (hex), for agents' configurations.
+    pub fn operator_public_hex(&self) -> &str {
+        &self.operator_public_hex
     }
 
     /// Public keys (hex), by node id.
@@ -146,6 +207,22 @@ mod tests {
                 b.public_hex()[id]
             );
         }
+        // The operator key: private, random per lab, its public half what agents get.
+        assert!(is_private(&operator_path(&dir)));
+        assert_eq!(
+            operator_key(&dir).unwrap().public_hex(),
+            b.operator_public_hex()
+        );
+        assert_ne!(a.operator_public_hex(), b.operator_public_hex());
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(operator_path(&dir), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        assert!(matches!(
+            operator_key(&dir),
+            Err(SecretError::NotPrivate { .. })
+        ));
         assert!(matches!(
             LabKeys::generate(&dir, 1, &mut Broken),
             Err(SecretError::Rng(_))

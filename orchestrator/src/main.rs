@@ -120,6 +120,13 @@ enum Cmd {
         #[command(subcommand)]
         action: TaskCmd,
     },
+    /// Capability tokens for a running lab's agents (issue 17): every state-changing
+    /// request to an agent's control socket needs one (`Authorization: Bearer TOKEN`);
+    /// requests through the supervisor get one minted for them.
+    Token {
+        #[command(subcommand)]
+        action: TokenCmd,
+    },
     /// Play a scenario (faults on a timeline) against its lab and judge its expectations;
     /// writes a run directory (events, metrics, report.json, report.html). Exit 1 if any
     /// expectation failed.
@@ -248,6 +255,45 @@ enum ObjectCmd {
     Get {
         node: String,
         id: String,
+        #[arg(long)]
+        lab: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a token from the lab's operator key (root only): for OP (kv-write,
+    /// object-put, task-submit, send, fault, order, revoke), optionally only keys starting
+    /// with PREFIX and only node N, valid for D (1s to 1d).
+    Mint {
+        #[arg(long)]
+        op: String,
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        ttl: String,
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Print TOKEN narrowed by one more block of checks (offline, public key only).
+    Attenuate {
+        token: String,
+        #[arg(long)]
+        op: Option<String>,
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Revoke TOKEN (and its attenuations) at every running agent of the lab.
+    Revoke {
+        token: String,
         #[arg(long)]
         lab: Option<String>,
     },
@@ -443,6 +489,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     memory_mib,
                 },
         } => cli::cmd_task_submit(node, lab, compute, duration, class, count, memory_mib),
+        Cmd::Token { action } => match action {
+            TokenCmd::Mint {
+                op,
+                scope,
+                node,
+                ttl,
+                lab,
+            } => cli::cmd_token_mint(lab, op, scope, node, ttl),
+            TokenCmd::Attenuate {
+                token,
+                op,
+                scope,
+                node,
+                ttl,
+                lab,
+            } => cli::cmd_token_attenuate(lab, token, op, scope, node, ttl),
+            TokenCmd::Revoke { token, lab } => cli::cmd_token_revoke(lab, token),
+        },
         Cmd::Fault { action } => match action {
             FaultCmd::Crash { node, lab } => cli::cmd_crash_restart(cli::Life::Crash, node, lab),
             FaultCmd::Restart { node, lab } => {

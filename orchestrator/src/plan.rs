@@ -282,6 +282,7 @@ impl Plan {
             thermal: self.thermal.clone(),
             protocol_version: None,
             store: self.store.clone(),
+            operator_public_key_hex: None,
         }
     }
 

@@ -169,6 +169,7 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
         .route("/api/nodes/{node}/task", post(api::api_node_task))
         .route("/api/nodes/{node}/{what}", post(api::api_node_fault))
         .route("/api/shutdown", post(api::api_shutdown))
+        .route("/api/revoke", post(api::api_revoke))
         .route("/api/partition", post(api::api_partition))
         .route("/metrics", get(api::metrics_all))
         .route("/metrics/links", get(api::metrics_links))
@@ -323,6 +324,12 @@ async fn serve(
             "interrupted while the lab was coming up".into(),
         ));
     }
+    // The operator root key the supervisor mints its per-request tokens from (written at
+    // `LabKeys::generate`, read back once).
+    let operator = match &keys {
+        Some(_) => Some(Arc::new(crate::keys::operator_key(&dir)?)),
+        None => None,
+    };
     let agents = if let Some(keys) = keys {
         let n = plan.nodes.len();
         let map = crate::tilegroups::ProcessMap::of(&plan);
@@ -458,6 +465,7 @@ async fn serve(
     let api_state = ApiState {
         lab: lab.clone(),
         shutdown: shutdown.clone(),
+        operator,
     };
     ready(&api_url);
     let stop = async {

@@ -78,6 +78,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 thermal: None,
                 protocol_version: None,
                 store: None,
+                operator_public_key_hex: None,
             }
         })
         .collect();

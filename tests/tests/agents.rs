@@ -49,19 +49,38 @@ fn node_ids(lab: &str) -> Vec<(String, u64)> {
 /// Talk to an agent's unix control socket directly (the agent's own API).
 fn agent_http(lab: &str, id: u64, method: &str, path: &str, body: &str) -> (bool, String) {
     let sock = format!("/run/lightcone/{lab}/agents/{id}.sock");
+    // A state-changing request carries a capability (issue 17), minted for its operation.
+    let auth = match (method, path) {
+        ("GET", _) => String::new(),
+        (_, p) => {
+            let op = if p.starts_with("/kv/") {
+                "kv-write"
+            } else if p == "/byzantine" || p == "/clock" {
+                "fault"
+            } else {
+                "order"
+            };
+            let t = lc_ok(&["token", "mint", "--lab", lab, "--op", op, "--ttl", "60s"]);
+            format!("Authorization: Bearer {}", t.trim())
+        }
+    };
+    let mut args = vec![
+        "-s",
+        "-f",
+        "--max-time",
+        "5",
+        "--unix-socket",
+        &sock,
+        "-X",
+        method,
+        "--data-binary",
+        body,
+    ];
+    if !auth.is_empty() {
+        args.extend(["-H", auth.as_str()]);
+    }
     let o = Command::new("curl")
-        .args([
-            "-s",
-            "-f",
-            "--max-time",
-            "5",
-            "--unix-socket",
-            &sock,
-            "-X",
-            method,
-            "--data-binary",
-            body,
-        ])
+        .args(&args)
         .arg(format!("http://agent{path}"))
         .output()
         .expect("curl");
@@ -106,6 +125,36 @@ fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
     let (r, rid) = &tiles[7];
     let (ok, _) = agent_http(&lab, *wid, "POST", "/kv/e2e-key", "light-cone");
     assert!(ok, "put at {w} failed");
+    // Without a capability the agent refuses a write (issue 17): 401, nothing written.
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args([
+            "--unix-socket",
+            &format!("/run/lightcone/{lab}/agents/{wid}.sock"),
+        ])
+        .args([
+            "-X",
+            "POST",
+            "--data-binary",
+            "x",
+            "http://agent/kv/e2e-nocap",
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "401",
+        "a write without a token"
+    );
+    assert!(!agent_http(&lab, *wid, "GET", "/kv/e2e-nocap", "").0);
     let seen = wait_until(Duration::from_secs(15), || {
         agent_http(&lab, *rid, "GET", "/kv/e2e-key", "")
             .1

@@ -85,6 +85,7 @@ pub fn pair_configs(
                 boot: 1,
                 thermal: None,
                 store: store.clone(),
+                operator_public_key_hex: Some(operator().public_hex()),
                 protocol_version: None,
                 time: Some(time_config(i)),
             }
@@ -106,17 +107,60 @@ pub fn write_private(p: &Path, bytes: &[u8]) {
     f.write_all(bytes).unwrap();
 }
 
-/// One HTTP/1.1 request over the unix socket `sock`: its status and body; `None` if
-/// nothing listens there or the exchange breaks off.
+/// The operator key of these tests (a lab draws its own at `up`).
+pub fn operator() -> lightcone_agent::caps::OperatorKey {
+    lightcone_agent::caps::OperatorKey::from_seed(&[77; 32]).unwrap()
+}
+
+/// A token for what `method path` does, valid for a minute (none for a read).
+pub fn token_for(method: &str, path: &str) -> Option<String> {
+    use lightcone_agent::caps::{Caveats, Op};
+    let op = match path {
+        _ if method == "GET" => return None,
+        p if p.starts_with("/kv/") => Op::KvWrite,
+        p if p.starts_with("/objects/") => Op::ObjectPut,
+        "/clock" | "/byzantine" => Op::Fault,
+        p if p.starts_with("/quarantine/") || p == "/shutdown" => Op::Order,
+        p if p.starts_with("/send/") => Op::Send,
+        "/task" => Op::TaskSubmit,
+        "/revoke" => Op::Revoke,
+        _ => return None,
+    };
+    let c = Caveats {
+        op: Some(op),
+        expires: Some(std::time::SystemTime::now() + std::time::Duration::from_secs(60)),
+        ..Default::default()
+    };
+    Some(operator().mint(&c).unwrap())
+}
+
+/// One HTTP/1.1 request over the unix socket `sock`, carrying the capability its
+/// operation needs ([`token_for`]): its status and body; `None` if nothing listens there or
+/// the exchange breaks off.
 pub async fn try_http(
     sock: &Path,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> Option<(u16, Vec<u8>)> {
+    let token = token_for(method, path);
+    try_http_with(sock, method, path, body, token.as_deref()).await
+}
+
+/// [`try_http`] carrying `token` (or none) instead.
+pub async fn try_http_with(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> Option<(u16, Vec<u8>)> {
     let mut s = tokio::net::UnixStream::connect(sock).await.ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.ok()?;
@@ -134,7 +178,19 @@ pub async fn try_http(
 
 /// [`try_http`] that must be answered, with the body as text.
 pub async fn http(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
-    let (st, body) = try_http(sock, method, path, body.as_bytes())
+    let token = token_for(method, path);
+    http_with(sock, method, path, body, token.as_deref()).await
+}
+
+/// [`http`] carrying `token` (or none) instead.
+pub async fn http_with(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let (st, body) = try_http_with(sock, method, path, body.as_bytes(), token)
         .await
         .unwrap_or_else(|| panic!("no answer on {}", sock.display()));
     (st, String::from_utf8_lossy(&body).into_owned())

@@ -13,6 +13,7 @@ mod run;
 mod simulate;
 mod status;
 mod task;
+mod token;
 mod tools;
 mod up;
 
@@ -27,6 +28,7 @@ pub(crate) use run::cmd_run;
 pub(crate) use simulate::cmd_simulate;
 pub(crate) use status::cmd_status;
 pub(crate) use task::cmd_task_submit;
+pub(crate) use token::{cmd_token_attenuate, cmd_token_mint, cmd_token_revoke};
 pub(crate) use tools::{cmd_completions, cmd_doctor};
 pub(crate) use up::{cmd_supervise, cmd_up, parse_time_scale};
 

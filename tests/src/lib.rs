@@ -220,3 +220,48 @@ impl TestLab {
         lc_ok(&args)
     }
 }
+
+/// One request to an agent's own unix control socket (`/run/lightcone/LAB/agents/ID.sock`)
+/// with curl; a state-changing request carries a capability (issue 17) minted for its
+/// operation with `lightcone token mint`. Whether curl succeeded (HTTP 2xx), and the body.
+pub fn agent_request(lab: &str, id: u64, method: &str, path: &str, body: &str) -> (bool, String) {
+    let sock = format!("/run/lightcone/{lab}/agents/{id}.sock");
+    let auth = match (method, path) {
+        ("GET", _) => String::new(),
+        (_, p) => {
+            let op = if p.starts_with("/kv/") {
+                "kv-write"
+            } else if p == "/byzantine" || p == "/clock" {
+                "fault"
+            } else {
+                "order"
+            };
+            let t = lc_ok(&["token", "mint", "--lab", lab, "--op", op, "--ttl", "60s"]);
+            format!("Authorization: Bearer {}", t.trim())
+        }
+    };
+    let mut args = vec![
+        "-s",
+        "-f",
+        "--max-time",
+        "5",
+        "--unix-socket",
+        &sock,
+        "-X",
+        method,
+        "--data-binary",
+        body,
+    ];
+    if !auth.is_empty() {
+        args.extend(["-H", auth.as_str()]);
+    }
+    let o = std::process::Command::new("curl")
+        .args(&args)
+        .arg(format!("http://agent{path}"))
+        .output()
+        .expect("curl");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}

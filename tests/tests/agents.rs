@@ -48,46 +48,7 @@ fn node_ids(lab: &str) -> Vec<(String, u64)> {
 
 /// Talk to an agent's unix control socket directly (the agent's own API).
 fn agent_http(lab: &str, id: u64, method: &str, path: &str, body: &str) -> (bool, String) {
-    let sock = format!("/run/lightcone/{lab}/agents/{id}.sock");
-    // A state-changing request carries a capability (issue 17), minted for its operation.
-    let auth = match (method, path) {
-        ("GET", _) => String::new(),
-        (_, p) => {
-            let op = if p.starts_with("/kv/") {
-                "kv-write"
-            } else if p == "/byzantine" || p == "/clock" {
-                "fault"
-            } else {
-                "order"
-            };
-            let t = lc_ok(&["token", "mint", "--lab", lab, "--op", op, "--ttl", "60s"]);
-            format!("Authorization: Bearer {}", t.trim())
-        }
-    };
-    let mut args = vec![
-        "-s",
-        "-f",
-        "--max-time",
-        "5",
-        "--unix-socket",
-        &sock,
-        "-X",
-        method,
-        "--data-binary",
-        body,
-    ];
-    if !auth.is_empty() {
-        args.extend(["-H", auth.as_str()]);
-    }
-    let o = Command::new("curl")
-        .args(&args)
-        .arg(format!("http://agent{path}"))
-        .output()
-        .expect("curl");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-    )
+    lightcone_e2e::agent_request(lab, id, method, path, body)
 }
 
 /// The shipped twelve-tile cell up as a test lab: the lab, its API and its tiles (name, id).

@@ -32,45 +32,8 @@ fn status(lab: &str) -> serde_json::Value {
 
 /// Talk to a tile's own unix control socket.
 fn agent_http(lab: &str, id: usize, method: &str, path: &str, body: &str) -> Option<String> {
-    let sock = format!("/run/lightcone/{lab}/agents/{id}.sock");
-    // A state-changing request carries a capability (issue 17), minted for its operation.
-    let auth = match (method, path) {
-        ("GET", _) => String::new(),
-        (_, p) => {
-            let op = if p.starts_with("/kv/") {
-                "kv-write"
-            } else if p == "/byzantine" || p == "/clock" {
-                "fault"
-            } else {
-                "order"
-            };
-            let t = lc_ok(&["token", "mint", "--lab", lab, "--op", op, "--ttl", "60s"]);
-            format!("Authorization: Bearer {}", t.trim())
-        }
-    };
-    let mut args = vec![
-        "-s",
-        "-f",
-        "--max-time",
-        "5",
-        "--unix-socket",
-        &sock,
-        "-X",
-        method,
-        "--data-binary",
-        body,
-    ];
-    if !auth.is_empty() {
-        args.extend(["-H", auth.as_str()]);
-    }
-    let o = Command::new("curl")
-        .args(&args)
-        .arg(format!("http://agent{path}"))
-        .output()
-        .expect("curl");
-    o.status
-        .success()
-        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    let (ok, body) = lightcone_e2e::agent_request(lab, id as u64, method, path, body);
+    ok.then_some(body)
 }
 
 /// The state of member `member` in tile `id`'s view.

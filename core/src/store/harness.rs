@@ -30,7 +30,11 @@ enum Ev {
         alive: bool,
         rebooted: bool,
     },
-    Crash(u32),
+    /// A crash; `cell_only`: only the tile's cell-mates learn of it (a node's view).
+    Crash {
+        id: u32,
+        cell_only: bool,
+    },
     Restart(u32),
     Partition(BTreeSet<u32>),
     Heal,
@@ -209,7 +213,24 @@ impl Harness {
         );
     }
     pub fn crash_at(&mut self, t: Duration, tile: u32) {
-        self.at_s(t, Ev::Crash(tile));
+        self.at_s(
+            t,
+            Ev::Crash {
+                id: tile,
+                cell_only: false,
+            },
+        );
+    }
+    /// A crash only the tile's cell-mates learn of, as in a node: membership is per cell
+    /// and a tile of another cell stays "alive" while its cell is routed to.
+    pub fn crash_seen_by_its_cell_at(&mut self, t: Duration, tile: u32) {
+        self.at_s(
+            t,
+            Ev::Crash {
+                id: tile,
+                cell_only: true,
+            },
+        );
     }
     /// The tile comes back empty (a replaced tile).
     pub fn restart_at(&mut self, t: Duration, tile: u32) {
@@ -307,14 +328,20 @@ impl Harness {
                     .expect("up")
                     .member(now, t, alive, rebooted, &mut out);
             }
-            Ev::Crash(id) => {
+            Ev::Crash { id, cell_only } => {
                 if self.up.remove(&id) {
                     self.stores.remove(&id);
                     self.records.push(Record::Crash {
                         at: self.now(),
                         tile: id,
                     });
-                    let obs: Vec<u32> = self.up.iter().copied().collect();
+                    let cell = self.tile(id).cell;
+                    let obs: Vec<u32> = self
+                        .up
+                        .iter()
+                        .copied()
+                        .filter(|&o| !cell_only || self.tile(o).cell == cell)
+                        .collect();
                     let t = self.now + self.detect.as_nanos() as u64;
                     for o in obs {
                         self.at(

@@ -98,7 +98,7 @@ pub(super) struct Twin {
     pub failed: Vec<FailedInjection>,
     pub final_reads: Vec<FinalRead>,
     /// The object store's workload (issue 16; `super::objects`).
-    pub store: super::objects::StoreWork,
+    pub store: super::store_work::StoreWork,
 }
 
 impl Twin {
@@ -161,7 +161,7 @@ impl Twin {
             marks: Vec::new(),
             failed: Vec::new(),
             final_reads: Vec::new(),
-            store: super::objects::StoreWork::default(),
+            store: super::store_work::StoreWork::default(),
         }
     }
 

@@ -22,6 +22,7 @@ mod driver;
 mod objects;
 mod recorder;
 mod scale;
+mod store_work;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant as WallInstant;

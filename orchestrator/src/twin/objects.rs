@@ -4,64 +4,18 @@
 //! and the SHA-256 of each shard (from the bytes written); `crash_holders` aimed at that
 //! record; every acknowledged object read back at the end from a live node.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lightcone_core::io::Command;
-use lightcone_core::store::Class;
 use lightcone_core::time::Instant;
 
 use super::driver::Twin;
+use super::store_work::{Job, Pending, OBJECT_TIMEOUT};
 use crate::experiment::action::{shard_hashes, Action, ObjectLoad};
 use crate::experiment::expand::Planned;
 use crate::experiment::record::{Event, FailedInjection, ObjectPut, ObjectReadBack};
 use crate::experiment::runner::timeline::record_injection;
 use crate::parse::units;
-
-/// How long a put or a read may wait for its answer (the lab client's timeout).
-const OBJECT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// One put still to send: when, by which node, which object of which step.
-#[derive(Debug, Clone)]
-struct Job {
-    at: Instant,
-    node: u32,
-    load: usize,
-    i: u32,
-}
-
-/// A put sent and not answered yet.
-#[derive(Debug, Clone)]
-struct Pending {
-    object: String,
-    hashes: Vec<String>,
-    sent: Instant,
-}
-
-/// The store's work in a twin run.
-#[derive(Debug, Default)]
-pub struct StoreWork {
-    /// The class every put uses (the topology's `store:` section).
-    pub class: Option<Class>,
-    pub seed: u64,
-    loads: Vec<(u64, ObjectLoad)>,
-    /// Due puts, in time order.
-    jobs: Vec<Job>,
-    pending: BTreeMap<(u32, u64), Pending>,
-    /// Read answers by (node, request).
-    pub reads: BTreeMap<(u32, u64), Result<Vec<u8>, String>>,
-    pub objects: Vec<ObjectPut>,
-    pub object_reads: Vec<ObjectReadBack>,
-}
-
-impl StoreWork {
-    /// When the driver must next act for the store: a put due, or a put's deadline.
-    pub fn due(&self) -> Option<Instant> {
-        let job = self.jobs.first().map(|j| j.at);
-        let deadline = self.pending.values().map(|p| p.sent + OBJECT_TIMEOUT).min();
-        [job, deadline].into_iter().flatten().min()
-    }
-}
 
 impl Twin {
     /// Schedules an `objects` step's puts, round-robin over its nodes.

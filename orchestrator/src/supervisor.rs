@@ -411,6 +411,32 @@ async fn serve(
             t_agents.elapsed().as_secs_f64(),
             bound.as_secs()
         ));
+        // Can the host keep the lab at its time scale? Measured on a thread (a few
+        // seconds) while this runtime keeps watching for an interrupt.
+        let measuring = {
+            let (plan, dir) = (
+                plan.clone(),
+                LabDir {
+                    lab: dir.lab.clone(),
+                    path: dir.path.clone(),
+                },
+            );
+            std::thread::spawn(move || {
+                crate::fidelity::measure(&plan, &dir, crate::fidelity::bound())
+            })
+        };
+        while !measuring.is_finished() {
+            if interrupted() {
+                agents.stop_all();
+                return Err(SupervisorError::Interrupted(
+                    "interrupted while measuring timer lateness".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Ok(check) = measuring.join() {
+            report(&check.line());
+        }
         Some(agents)
     } else {
         None

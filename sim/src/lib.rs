@@ -575,16 +575,7 @@ impl Sim {
         }
         sim.dir = Arc::new(dir);
         sim.heat = Some(cfg);
-        // Boot again with heat: what the first boots sent never happened.
-        sim.queue.clear();
-        sim.events.clear();
-        for i in 0..sim.len() as u32 {
-            sim.crash(i);
-            sim.boots[i as usize] = 0;
-        }
-        for i in 0..sim.len() as u32 {
-            sim.boot(i);
-        }
+        sim.reboot_all();
         Ok(sim)
     }
 
@@ -599,17 +590,23 @@ impl Sim {
         cfg.check().map_err(|e| e.to_string())?;
         let mut sim = Sim::new(topo, seed, params);
         sim.store = Some(cfg);
-        // Boot again with the store: what the first boots sent never happened.
-        sim.queue.clear();
-        sim.events.clear();
-        for i in 0..sim.len() as u32 {
-            sim.crash(i);
-            sim.boots[i as usize] = 0;
-        }
-        for i in 0..sim.len() as u32 {
-            sim.boot(i);
-        }
+        sim.reboot_all();
         Ok(sim)
+    }
+
+    /// Boots every node again from nothing, with the subsystems set since [`Sim::new`]:
+    /// what the first boots sent never happened (queue and events cleared), and boot counts
+    /// start over.
+    fn reboot_all(&mut self) {
+        self.queue.clear();
+        self.events.clear();
+        for i in 0..self.len() as u32 {
+            self.crash(i);
+            self.boots[i as usize] = 0;
+        }
+        for i in 0..self.len() as u32 {
+            self.boot(i);
+        }
     }
 
     /// Like [`Sim::new`], but node `i` first boots at `boot_at[i]` (missing entries: at

@@ -260,6 +260,50 @@ fn up_time_scale_overrides_the_file() {
     assert_gone(&t.lab);
 }
 
+/// `up` measures whether the host keeps the lab at its time scale (the agents' timer
+/// lateness over a short window against a bound, `orchestrator/src/fidelity.rs`) and says
+/// so; with a bound no host meets (`LIGHTCONE_LATENESS_BOUND_MS=0`) it warns, suggests a
+/// slower time scale, and the lab still comes up.
+#[test]
+fn up_judges_timer_lateness_and_warns_with_a_time_scale_when_late() {
+    require_root();
+    let t = TestLab::shipped("fid", "quickstart.yaml");
+    let out = t.up(&[]);
+    let judged = out.lines().find(|l| {
+        l.starts_with("fidelity: timer lateness p99") || l.starts_with("warning: this host")
+    });
+    assert!(judged.is_some_and(|l| l.contains("bound 50ms")), "{out}");
+    lc_ok(&["down", &t.lab]);
+    assert_gone(&t.lab);
+    let o = Command::new(lightcone_bin())
+        .args([
+            "up",
+            t.file.to_str().unwrap(),
+            "--detach",
+            "--link-engine",
+            "wire",
+        ])
+        .env("LIGHTCONE_LATENESS_BOUND_MS", "0")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let warn = out
+        .lines()
+        .find(|l| l.starts_with("warning: this host does not keep the lab at time_scale 1:"));
+    assert!(
+        warn.is_some_and(|l| l.contains("bound 0us") && l.contains("--time-scale 0.")),
+        "{out}"
+    );
+    assert!(out.contains("lab is up"), "{out}");
+    lc_ok(&["down", &t.lab]);
+    assert_gone(&t.lab);
+}
+
 /// Agents that do not all start within the bound: `up` fails saying how many did, and
 /// tears down what it made (the bound forced to 0 s by `LIGHTCONE_AGENTS_BOUND_S`).
 #[test]

@@ -1,9 +1,12 @@
 //! What the agent's loopback tests share: tile keys and the directory of a one-cell lab,
 //! the two-agent configuration on 127.0.0.1 ↔ 127.0.0.2, 0600 key files, and one HTTP/1.1
-//! request over a control socket. Each test file uses part of it.
+//! request over a control socket, and running the pair with a client until it shuts them
+//! down. Each test file uses part of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use lightcone_core::config::{AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig};
 use lightcone_core::store::config::StoreConfig;
@@ -194,4 +197,33 @@ pub async fn http_with(
         .await
         .unwrap_or_else(|| panic!("no answer on {}", sock.display()));
     (st, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Runs agents `cfgs[0]` and `cfgs[1]` on one current-thread runtime beside
+/// `client(a's control socket, b's control socket)`, which must end by shutting both down
+/// (`POST /shutdown`); both must then stop cleanly within `limit`.
+pub fn run_pair<F>(
+    cfgs: &[AgentConfig],
+    limit: Duration,
+    client: impl FnOnce(PathBuf, PathBuf) -> F,
+) where
+    F: Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let a = lightcone_agent::driver::run(cfgs[0].clone(), std::future::pending());
+        let b = lightcone_agent::driver::run(cfgs[1].clone(), std::future::pending());
+        let client = client(
+            cfgs[0].control_socket.clone(),
+            cfgs[1].control_socket.clone(),
+        );
+        let (ra, rb, ()) = tokio::time::timeout(limit, async { tokio::join!(a, b, client) })
+            .await
+            .expect("agents stop after /shutdown");
+        ra.unwrap();
+        rb.unwrap();
+    });
 }

@@ -1036,7 +1036,7 @@ impl Recording {
 
     pub fn timer_lateness_p99(&self) -> (Option<f64>, String) {
         let inc = self.increase("lightcone_timer_lateness_seconds_bucket", &["le"]);
-        let mut buckets: Vec<(f64, f64)> = inc
+        let buckets: Vec<(f64, f64)> = inc
             .iter()
             .filter_map(|(k, v)| {
                 let le = &k[0];
@@ -1048,18 +1048,12 @@ impl Recording {
                 Some((b, *v))
             })
             .collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let Some(&(_, total)) = buckets.last() else {
+        if buckets.is_empty() {
             return (None, "no timer lateness histogram".into());
-        };
-        if total <= 0.0 {
-            return (None, "no timer fired during the run".into());
         }
-        let p = buckets
-            .iter()
-            .find(|(_, c)| *c >= 0.99 * total)
-            .map(|(b, _)| *b)
-            .unwrap_or(f64::INFINITY);
+        let Some((p, total)) = crate::fidelity::p99_of(&buckets) else {
+            return (None, "no timer fired during the run".into());
+        };
         (
             Some(p),
             format!(

@@ -101,6 +101,11 @@ pub struct AgentConfig {
     /// `None`: the agent accepts no state-changing control request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_public_key_hex: Option<String>,
+    /// Revocation ids (hex) of capability tokens the lab revoked before this agent
+    /// started: a restarted agent refuses them from its first request, as the running
+    /// ones do since `POST /revoke` (issue 17). Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_ids: Vec<String>,
 }
 
 fn first_boot() -> u32 {

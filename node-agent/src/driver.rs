@@ -60,6 +60,8 @@ pub enum DriverError {
     Metrics(#[from] prometheus::Error),
     #[error("operator_public_key_hex: {0}")]
     OperatorKey(String),
+    #[error("revoked_ids: {0}")]
+    Revoked(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
@@ -625,10 +627,14 @@ pub fn prepare(
     // longer than a millisecond, so no two boots of this node share one.
     node.set_boot_epoch((wall / 1_000_000) as u32);
     node.set_wire_epoch(cfg.boot);
-    let verifier = Arc::new(
-        Verifier::new(cfg.operator_public_key_hex.as_deref(), cfg.id)
-            .map_err(DriverError::OperatorKey)?,
-    );
+    let verifier = Verifier::new(cfg.operator_public_key_hex.as_deref(), cfg.id)
+        .map_err(DriverError::OperatorKey)?;
+    if !cfg.revoked_ids.is_empty() {
+        verifier
+            .revoke(&cfg.revoked_ids)
+            .map_err(|e| DriverError::Revoked(e.to_string()))?;
+    }
+    let verifier = Arc::new(verifier);
     let name = dir
         .get(cfg.id)
         .map(|e| e.name.clone())

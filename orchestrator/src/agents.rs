@@ -146,6 +146,7 @@ impl Agents {
         let mut cfg = plan.agent_config(id, &dir.path, self.keys.public_hex());
         cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
         cfg.operator_public_key_hex = Some(self.keys.operator_public_hex().to_string());
+        cfg.revoked_ids = crate::keys::revoked_ids(dir);
         let boot = self.boots.entry(id).or_insert(0);
         *boot += 1;
         cfg.boot = *boot;

@@ -747,6 +747,9 @@ pub async fn api_revoke(
     };
     let targets: Vec<(usize, String, PathBuf)> = {
         let lab = s.lab.lock().expect("lab lock");
+        // Kept before it is pushed: an agent (re)started from now on is configured with it.
+        crate::keys::add_revoked(&lab.dir, &id)
+            .map_err(|e| ApiError::Internal(format!("keep the revocation: {e}")))?;
         lab.plan
             .nodes
             .iter()

@@ -86,6 +86,33 @@ pub fn operator_key(dir: &LabDir) -> Result<OperatorKey, SecretError> {
     OperatorKey::from_seed(&seed).map_err(|e| bad(e.to_string()))
 }
 
+/// Where the lab keeps the revocation ids it pushed (`POST /api/revoke`), so that an agent
+/// started later (a restart) is configured with them.
+pub fn revoked_path(dir: &LabDir) -> PathBuf {
+    dir.keys().join("revoked.json")
+}
+
+/// The revocation ids the lab pushed so far, oldest first (none when the file is absent
+/// or unreadable: a lab that never revoked).
+pub fn revoked_ids(dir: &LabDir) -> Vec<String> {
+    std::fs::read(revoked_path(dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Adds `id` to the lab's revocation list (once), written before it is pushed: an agent
+/// restarting meanwhile reads it from its configuration.
+pub fn add_revoked(dir: &LabDir, id: &str) -> std::io::Result<()> {
+    let mut ids = revoked_ids(dir);
+    if ids.iter().any(|x| x == id) {
+        return Ok(());
+    }
+    ids.push(id.to_string());
+    let bytes = serde_json::to_vec_pretty(&ids).map_err(std::io::Error::other)?;
+    crate::state::write_private(&revoked_path(dir), &bytes)
+}
+
 /// Where node `id`'s secret key lives (the path its agent's configuration names).
 pub fn secret_path(dir: &LabDir, id: usize) -> PathBuf {
     crate::plan::agent_key_file(&dir.path, id)

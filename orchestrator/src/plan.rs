@@ -283,6 +283,7 @@ impl Plan {
             protocol_version: None,
             store: self.store.clone(),
             operator_public_key_hex: None,
+            revoked_ids: Vec::new(),
         }
     }
 

@@ -79,6 +79,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 protocol_version: None,
                 store: None,
                 operator_public_key_hex: None,
+                revoked_ids: Vec::new(),
             }
         })
         .collect();

@@ -483,3 +483,67 @@ fn control_surfaces_check_token_host_and_origin() {
     lc_ok(&["down", &t.lab]);
     assert_gone(&t.lab);
 }
+
+/// A kv write to node `id`'s agent with `token` (over its control socket, curl): the HTTP
+/// status and the body.
+fn write_with(lab: &str, id: usize, key: &str, token: &str) -> (String, String) {
+    let o = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--max-time", "5"])
+        .args([
+            "--unix-socket",
+            &format!("/run/lightcone/{lab}/agents/{id}.sock"),
+        ])
+        .args(["-X", "POST", "--data-binary", "x"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://agent/kv/{key}"))
+        .output()
+        .expect("curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.to_string(), body.to_string())
+}
+
+/// Issue 17: a revocation outlives a restart. A token revoked with `lightcone token revoke`
+/// is refused by the agents running then, and by an agent crashed and restarted after the
+/// revocation (the lab keeps its revocation ids and configures every agent it starts with
+/// them; before, a restarted agent accepted the revoked token until it expired).
+#[test]
+fn a_revoked_token_is_refused_by_an_agent_restarted_after_the_revocation() {
+    require_root();
+    let t = TestLab::shipped("revk", "quickstart.yaml");
+    t.up(&[]);
+    let token = lc_ok(&[
+        "token", "mint", "--lab", &t.lab, "--op", "kv-write", "--ttl", "600s",
+    ])
+    .trim()
+    .to_string();
+    let (code, body) = write_with(&t.lab, 1, "before", &token);
+    assert_eq!(code, "200", "a valid token: {body}");
+    let out = lc_ok(&["token", "revoke", "--lab", &t.lab, &token]);
+    assert!(
+        out.contains("\"agents\":3") && out.contains("\"unreachable\":[]"),
+        "{out}"
+    );
+    let (code, body) = write_with(&t.lab, 1, "revoked", &token);
+    assert_eq!(code, "401", "revoked at a running agent: {body}");
+    assert!(body.contains("revoked"), "{body}");
+    lc_ok(&["fault", "crash", "--lab", &t.lab, "b"]);
+    lc_ok(&["fault", "restart", "--lab", &t.lab, "b"]);
+    let sock = format!("/run/lightcone/{}/agents/1.sock", t.lab);
+    assert!(
+        wait_until(Duration::from_secs(10), || std::path::Path::new(&sock)
+            .exists()),
+        "b's agent never came back"
+    );
+    let (code, body) = write_with(&t.lab, 1, "after-restart", &token);
+    assert_eq!(code, "401", "revoked at the restarted agent: {body}");
+    assert!(body.contains("revoked"), "{body}");
+    // A fresh token still works there: the restarted agent refuses only what was revoked.
+    let fresh = lc_ok(&[
+        "token", "mint", "--lab", &t.lab, "--op", "kv-write", "--ttl", "60s",
+    ]);
+    let (code, body) = write_with(&t.lab, 1, "fresh", fresh.trim());
+    assert_eq!(code, "200", "a fresh token at the restarted agent: {body}");
+    lc_ok(&["down", &t.lab]);
+    assert_gone(&t.lab);
+}

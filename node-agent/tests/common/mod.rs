@@ -89,6 +89,7 @@ pub fn pair_configs(
                 thermal: None,
                 store: store.clone(),
                 operator_public_key_hex: Some(operator().public_hex()),
+                revoked_ids: Vec::new(),
                 protocol_version: None,
                 time: Some(time_config(i)),
             }

@@ -219,6 +219,22 @@ impl TestLab {
         args.extend_from_slice(extra);
         lc_ok(&args)
     }
+
+    /// `lightcone up FILE --detach --link-engine wire` with one environment variable set,
+    /// whatever its outcome (for the bounds `up` reads from the environment).
+    pub fn up_env(&self, var: &str, value: &str) -> Output {
+        Command::new(lightcone_bin())
+            .args([
+                "up",
+                self.file.to_str().expect("utf-8 path"),
+                "--detach",
+                "--link-engine",
+                "wire",
+            ])
+            .env(var, value)
+            .output()
+            .expect("run lightcone")
+    }
 }
 
 /// One request to an agent's own unix control socket (`/run/lightcone/LAB/agents/ID.sock`)

@@ -7,7 +7,6 @@
 //! Needs root.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lightcone_e2e::*;
@@ -275,17 +274,7 @@ fn up_judges_timer_lateness_and_warns_with_a_time_scale_when_late() {
     assert!(judged.is_some_and(|l| l.contains("bound 50ms")), "{out}");
     lc_ok(&["down", &t.lab]);
     assert_gone(&t.lab);
-    let o = Command::new(lightcone_bin())
-        .args([
-            "up",
-            t.file.to_str().unwrap(),
-            "--detach",
-            "--link-engine",
-            "wire",
-        ])
-        .env("LIGHTCONE_LATENESS_BOUND_MS", "0")
-        .output()
-        .unwrap();
+    let o = t.up_env("LIGHTCONE_LATENESS_BOUND_MS", "0");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -310,17 +299,7 @@ fn up_judges_timer_lateness_and_warns_with_a_time_scale_when_late() {
 fn up_fails_clearly_and_tears_down_when_agents_miss_the_bound() {
     require_root();
     let t = TestLab::shipped("bound", "quickstart.yaml");
-    let o = Command::new(lightcone_bin())
-        .args([
-            "up",
-            t.file.to_str().unwrap(),
-            "--detach",
-            "--link-engine",
-            "wire",
-        ])
-        .env("LIGHTCONE_AGENTS_BOUND_S", "0")
-        .output()
-        .unwrap();
+    let o = t.up_env("LIGHTCONE_AGENTS_BOUND_S", "0");
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("only 1 of 3 agents started within 0 s"), "{e}");
@@ -333,17 +312,7 @@ fn up_fails_clearly_and_tears_down_when_agents_miss_the_bound() {
 fn a_grouped_lab_missing_the_bound_fails_clearly_and_leaves_nothing() {
     require_root();
     let t = TestLab::from_src("gbound", TOPOLOGY);
-    let o = Command::new(lightcone_bin())
-        .args([
-            "up",
-            t.file.to_str().unwrap(),
-            "--detach",
-            "--link-engine",
-            "wire",
-        ])
-        .env("LIGHTCONE_AGENTS_BOUND_S", "0")
-        .output()
-        .unwrap();
+    let o = t.up_env("LIGHTCONE_AGENTS_BOUND_S", "0");
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(

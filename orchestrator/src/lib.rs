@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod doctor;
 pub mod experiment;
 pub mod fault;
+pub mod hosts;
 pub mod http;
 pub mod kernel;
 pub mod keys;

@@ -441,7 +441,9 @@ fn probe_count(s: &str) -> Result<u32, String> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Validate { file } => cli::cmd_validate(&file),
-        Cmd::Plan { file, hosts, slice } => cli::cmd_plan(&file, hosts.as_deref(), slice.as_deref()),
+        Cmd::Plan { file, hosts, slice } => {
+            cli::cmd_plan(&file, hosts.as_deref(), slice.as_deref())
+        }
         Cmd::Graph { file, format } => cli::cmd_graph(&file, format),
         Cmd::Up {
             file,

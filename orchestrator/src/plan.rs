@@ -101,7 +101,9 @@ impl std::str::FromStr for Mac {
         let mut b = [0u8; 6];
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() != 6 {
-            return Err(format!("bad MAC {s:?}: want six hex bytes like 02:6c:c6:12:00:01"));
+            return Err(format!(
+                "bad MAC {s:?}: want six hex bytes like 02:6c:c6:12:00:01"
+            ));
         }
         for (i, p) in parts.iter().enumerate() {
             if p.len() != 2 {

@@ -50,7 +50,14 @@ fn a_lab_too_large_for_its_hosts_is_refused() {
     let p = plan(&topo);
     let e = placement::place(&p, &hosts_file(2, 100)).unwrap_err();
     assert!(
-        matches!(e, placement::PlacementError::CapacityExceeded { total: 258, capacity: 200, .. }),
+        matches!(
+            *e,
+            placement::PlacementError::CapacityExceeded {
+                total: 258,
+                capacity: 200,
+                ..
+            }
+        ),
         "{e}"
     );
 }

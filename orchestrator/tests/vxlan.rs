@@ -34,14 +34,26 @@ async fn vxlan_between_two_fake_hosts_carries_udp_and_leaves_nothing() {
         .map(|s| format!("{tag}_{s}"))
         .collect();
     let _c = Cleanup(names.clone());
-    let ns: Vec<Netns> = names.iter().map(|n| Netns::create(n).unwrap()).collect();
-    let (h1, h2, n1, n2) = (&ns[0], &ns[1], &ns[2], &ns[3]);
+    let (h1, h2) = (
+        &Netns::create(&names[0]).unwrap(),
+        &Netns::create(&names[1]).unwrap(),
+    );
+    // Node namespaces: their handles are dropped before the namespaces are deleted (an
+    // open handle keeps a namespace, and the devices in it, alive).
+    let (n1_own, n2_own) = (
+        Netns::create(&names[2]).unwrap(),
+        Netns::create(&names[3]).unwrap(),
+    );
+    let (n1, n2) = (&n1_own, &n2_own);
     // The underlay: one veth between the two "hosts", MTU 1500.
     let root = kernel::handle_in(None).unwrap();
     kernel::netlink::create_veth_between(&root, h1, "under0", h2, "under0")
         .await
         .unwrap();
-    let under = [Ipv4Addr::new(198, 19, 255, 1), Ipv4Addr::new(198, 19, 255, 2)];
+    let under = [
+        Ipv4Addr::new(198, 19, 255, 1),
+        Ipv4Addr::new(198, 19, 255, 2),
+    ];
     let hh = [
         kernel::handle_in(Some(h1)).unwrap(),
         kernel::handle_in(Some(h2)).unwrap(),
@@ -54,7 +66,10 @@ async fn vxlan_between_two_fake_hosts_carries_udp_and_leaves_nothing() {
         kernel::set_up(h, lo).await.unwrap();
     }
     // The lab link: 198.18.200.0/31, one end per node.
-    let ips = [Ipv4Addr::new(198, 18, 200, 0), Ipv4Addr::new(198, 18, 200, 1)];
+    let ips = [
+        Ipv4Addr::new(198, 18, 200, 0),
+        Ipv4Addr::new(198, 18, 200, 1),
+    ];
     let lab_mtu = 1500 - lightcone::hosts::VXLAN_OVERHEAD_BYTES;
     for (i, (h, node)) in hh.iter().zip([n1, n2]).enumerate() {
         let end = VxlanEnd {
@@ -87,13 +102,13 @@ async fn vxlan_between_two_fake_hosts_carries_udp_and_leaves_nothing() {
     for (h, host) in hh.iter().zip([h1, h2]) {
         assert!(vxlan::vxlan_devices(h).await.unwrap().is_empty());
         let ports = host.run(vxlan::udp_ports_bound).unwrap().unwrap();
-        assert!(ports.contains(&PORT), "no VXLAN socket on {PORT}: {ports:?}");
+        assert!(
+            ports.contains(&PORT),
+            "no VXLAN socket on {PORT}: {ports:?}"
+        );
     }
     // UDP from node 1 to node 2 and back, over the VXLAN link.
-    let rx = n2
-        .run(|| UdpSocket::bind((ips[1], 9000)))
-        .unwrap()
-        .unwrap();
+    let rx = n2.run(|| UdpSocket::bind((ips[1], 9000))).unwrap().unwrap();
     rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let tx = n1.run(|| UdpSocket::bind((ips[0], 0))).unwrap().unwrap();
     tx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -109,24 +124,40 @@ async fn vxlan_between_two_fake_hosts_carries_udp_and_leaves_nothing() {
     assert_eq!(&buf[..n], b"pong");
     drop((rx, tx));
     // Teardown: the node namespaces go, and with them the devices and the sockets.
+    drop((n1_own, n2_own));
     Netns::delete(&names[2]).unwrap();
     Netns::delete(&names[3]).unwrap();
+    let t0 = std::time::Instant::now();
     let gone = async {
+        let mut left = Vec::new();
         for _ in 0..100 {
-            let mut left = 0;
+            left.clear();
             for (h, host) in hh.iter().zip([h1, h2]) {
-                left += vxlan::vxlan_devices(h).await.unwrap().len();
+                left.extend(
+                    vxlan::vxlan_devices(h)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|d| d.name),
+                );
                 let ports = host.run(vxlan::udp_ports_bound).unwrap().unwrap();
-                left += ports.iter().filter(|p| **p == PORT).count();
+                if ports.contains(&PORT) {
+                    left.push(format!("udp port {PORT} in {}", host.name()));
+                }
             }
-            if left == 0 {
-                return true;
+            if left.is_empty() {
+                return left;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        false
+        left
     };
-    assert!(gone.await, "a VXLAN device or socket outlived its namespace");
+    let left = gone.await;
+    assert!(left.is_empty(), "outlived the node namespaces: {left:?}");
+    println!(
+        "VXLAN devices and sockets gone {:?} after the node namespaces were deleted",
+        t0.elapsed()
+    );
     let root_devs = vxlan::vxlan_devices(&root).await.unwrap();
     assert!(
         !root_devs.iter().any(|d| d.vni == Some(VNI)),
@@ -152,7 +183,10 @@ async fn vxlan_to_a_wrong_remote_delivers_nothing() {
     kernel::netlink::create_veth_between(&root, h1, "under0", h2, "under0")
         .await
         .unwrap();
-    let under = [Ipv4Addr::new(198, 19, 255, 1), Ipv4Addr::new(198, 19, 255, 2)];
+    let under = [
+        Ipv4Addr::new(198, 19, 255, 1),
+        Ipv4Addr::new(198, 19, 255, 2),
+    ];
     let hh = [
         kernel::handle_in(Some(h1)).unwrap(),
         kernel::handle_in(Some(h2)).unwrap(),
@@ -162,7 +196,10 @@ async fn vxlan_to_a_wrong_remote_delivers_nothing() {
         kernel::add_address(h, idx, ip, 30).await.unwrap();
         kernel::set_up(h, idx).await.unwrap();
     }
-    let ips = [Ipv4Addr::new(198, 18, 200, 0), Ipv4Addr::new(198, 18, 200, 1)];
+    let ips = [
+        Ipv4Addr::new(198, 18, 200, 0),
+        Ipv4Addr::new(198, 18, 200, 1),
+    ];
     for (i, (h, node)) in hh.iter().zip([n1, n2]).enumerate() {
         let end = VxlanEnd {
             ifname: "eth1".into(),
@@ -181,10 +218,7 @@ async fn vxlan_to_a_wrong_remote_delivers_nothing() {
         };
         vxlan::create_end(h, node, &end).await.unwrap();
     }
-    let rx = n2
-        .run(|| UdpSocket::bind((ips[1], 9000)))
-        .unwrap()
-        .unwrap();
+    let rx = n2.run(|| UdpSocket::bind((ips[1], 9000))).unwrap().unwrap();
     rx.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let tx = n1.run(|| UdpSocket::bind((ips[0], 0))).unwrap().unwrap();

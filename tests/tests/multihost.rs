@@ -42,17 +42,25 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 #[test]
 fn plan_with_hosts_prints_the_placement_and_the_crossing_links() {
     let tmp = tempfile::tempdir().unwrap();
-    let topo = write(tmp.path(), "t.yaml", &TWO_CLUSTERS.replace("name: x", "name: mh"));
+    let topo = write(
+        tmp.path(),
+        "t.yaml",
+        &TWO_CLUSTERS.replace("name: x", "name: mh"),
+    );
     let hosts = write(tmp.path(), "hosts.yaml", HOSTS);
     let out = lc_ok(&["plan", &topo, "--hosts", &hosts]);
     println!("{out}");
     assert!(out.contains("lab link MTU 1350"), "{out}");
     assert!(
-        out.contains("host vm1 (root@vm1, underlay eth0): 3 of 3 nodes: l0c0k0t0 l0c0k0t1 l0c0k0t2"),
+        out.contains(
+            "host vm1 (root@vm1, underlay eth0): 3 of 3 nodes: l0c0k0t0 l0c0k0t1 l0c0k0t2"
+        ),
         "{out}"
     );
     assert!(
-        out.contains("host vm2 (root@vm2, underlay eth0): 3 of 3 nodes: l0c1k0t0 l0c1k0t1 l0c1k0t2"),
+        out.contains(
+            "host vm2 (root@vm2, underlay eth0): 3 of 3 nodes: l0c1k0t0 l0c1k0t1 l0c1k0t2"
+        ),
         "{out}"
     );
     assert!(
@@ -64,13 +72,18 @@ fn plan_with_hosts_prints_the_placement_and_the_crossing_links() {
 #[test]
 fn plan_with_hosts_refuses_what_cannot_be_placed_with_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
-    let topo = write(tmp.path(), "t.yaml", &TWO_CLUSTERS.replace("name: x", "name: mh"));
+    let topo = write(
+        tmp.path(),
+        "t.yaml",
+        &TWO_CLUSTERS.replace("name: x", "name: mh"),
+    );
     let short = write(
         tmp.path(),
         "short.yaml",
-        &TWO_CLUSTERS
-            .replace("name: x", "name: mh")
-            .replace("layer: { delay: 200ms, loss: 2% }", "layer: { delay: 500us }"),
+        &TWO_CLUSTERS.replace("name: x", "name: mh").replace(
+            "layer: { delay: 200ms, loss: 2% }",
+            "layer: { delay: 500us }",
+        ),
     );
     let hosts = write(tmp.path(), "hosts.yaml", HOSTS);
     let small = write(
@@ -92,7 +105,7 @@ fn plan_with_hosts_refuses_what_cannot_be_placed_with_exit_2() {
         (&hosts, &short, "link l0c0k0t0--l0c1k0t0 (link 4, layer level, l0c0k0t0 on host vm1 to l0c1k0t0 on host vm2) would cross hosts with a real one-way delay of 500us"),
         (&small, &topo, "no host has room for cell 0.1.0"),
         (&pinned, &topo, "pins cannot both hold"),
-        (&typo, &topo, "typo.yaml:2:35"),
+        (&typo, &topo, "typo.yaml:2:36"),
     ] {
         let o = lc(&["plan", topo_file, "--hosts", hosts_file]);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -183,16 +196,16 @@ fn worker_builds_a_cell_slice_and_tears_it_down_when_stdin_closes() {
     println!("ready: {ready}");
     assert_eq!(ready["lab"], lab.as_str());
     assert_eq!(ready["nodes"], 3);
+    // Three node namespaces and the wire engine's (this host has no netem).
     let mut want_ns: Vec<String> = ready["namespaces"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
-        .filter(|n| !n.ends_with("__wire"))
         .collect();
     want_ns.sort();
-    assert_eq!(want_ns.len(), 3);
-    assert_eq!(lab_namespaces(&lab), want_ns, "node namespaces");
+    assert_eq!(want_ns.len(), 4);
+    assert_eq!(lab_namespaces(&lab), want_ns, "the worker's namespaces");
     let procs = lab_processes(&lab);
     assert!(procs.len() >= 3, "agents: {procs:?}");
     // Close stdin: the controller went away.
@@ -200,7 +213,6 @@ fn worker_builds_a_cell_slice_and_tears_it_down_when_stdin_closes() {
     drop(stdin);
     let gone = wait_until(Duration::from_secs(10), || {
         lab_namespaces(&lab).is_empty()
-            && !Path::new("/run/netns").join(format!("lc-{lab}__wire")).exists()
             && lab_processes(&lab).is_empty()
             && !Path::new("/run/lightcone").join(&lab).exists()
             && w.try_wait().ok().flatten().is_some()
@@ -243,12 +255,22 @@ fn worker_refuses_a_malformed_slice_and_changes_nothing() {
     v["controller"]["sha256"] = "00".into();
     let other_build = v.to_string() + "\n";
     let netns_before: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     for (input, want) in [
-        ("{\"format\": 1, \"plan\": 3}\n".to_string(), "not valid JSON"),
+        (
+            "{\"format\": 1, \"plan\": 3}\n".to_string(),
+            "not valid JSON",
+        ),
         (String::new(), "no slice on stdin"),
-        (renamed, "namespace \\\"lc-someoneelse_x\\\" is not the lab's"),
+        (
+            renamed,
+            "namespace \\\"lc-someoneelse_x\\\" is not the lab's",
+        ),
         (other_build, "copy the controller's binary to this host"),
     ] {
         let mut w = Command::new(lightcone_bin())
@@ -276,10 +298,16 @@ fn worker_refuses_a_malformed_slice_and_changes_nothing() {
         assert_gone(&lab);
     }
     let netns_after: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     assert!(
-        netns_after.iter().all(|n| netns_before.contains(n) || !n.contains(&lab)),
+        netns_after
+            .iter()
+            .all(|n| netns_before.contains(n) || !n.contains(&lab)),
         "{netns_after:?}"
     );
 }

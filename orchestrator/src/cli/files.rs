@@ -78,7 +78,10 @@ pub(crate) fn cmd_plan(
             };
             let s = lightcone::hosts::slice::Slice::of(&p, &h, &placed, host)
                 .map_err(super::Failure::from)?;
-            println!("{}", serde_json::to_string(&s).map_err(super::Failure::from)?);
+            println!(
+                "{}",
+                serde_json::to_string(&s).map_err(super::Failure::from)?
+            );
         }
     }
     Ok(())

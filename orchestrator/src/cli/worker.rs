@@ -44,10 +44,7 @@ pub(crate) fn cmd_worker(stdio: bool) -> Result<(), Failure> {
         Ok(s) => s,
         Err(e) => {
             emit(json!({"event": "error", "message": e.to_string(), "changed": false}));
-            return Err(Failure(
-                code::INVALID,
-                anyhow!("{e}; nothing was changed"),
-            ));
+            return Err(Failure(code::INVALID, anyhow!("{e}; nothing was changed")));
         }
     };
     if !slice.cross.is_empty() {
@@ -56,7 +53,10 @@ pub(crate) fn cmd_worker(stdio: bool) -> Result<(), Failure> {
             slice.cross.len()
         );
         emit(json!({"event": "error", "message": msg, "changed": false}));
-        return Err(Failure(code::INVALID, anyhow!("{msg}; nothing was changed")));
+        return Err(Failure(
+            code::INVALID,
+            anyhow!("{msg}; nothing was changed"),
+        ));
     }
     super::need_root("worker")?;
     let cancel = Arc::new(Cancel::default());

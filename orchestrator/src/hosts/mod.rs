@@ -508,7 +508,10 @@ underlay_latency: 5
             "hosts:\n  alpha: { ssh: a, underlay: eth0, capacity: 1 }\npin:\n  x: alpah\n",
         );
         assert!(e.contains("hosts.yaml:4:6"), "{e}");
-        assert!(e.contains("names host \"alpah\", which is not in `hosts`"), "{e}");
+        assert!(
+            e.contains("names host \"alpah\", which is not in `hosts`"),
+            "{e}"
+        );
         assert!(e.contains("did you mean `alpha`?"), "{e}");
     }
 

@@ -64,7 +64,7 @@ pub enum PlacementError {
         largest: usize,
         host: String,
     },
-    #[error("no host has room for {unit} ({nodes} nodes): the lab has {total} nodes, the hosts hold {capacity} in all ({free}); add a host or raise capacities")]
+    #[error("no host has room for {unit}, {nodes} nodes that stay together: the lab has {total} nodes, the hosts hold {capacity} in all ({free}); add a host or raise capacities")]
     CapacityExceeded {
         unit: String,
         nodes: usize,
@@ -110,7 +110,9 @@ pub enum PlacementError {
         underlay: String,
         margin: String,
     },
-    #[error("link {index} would get VNI {vni}, past VXLAN's 24 bits ({VNI_MAX}); lower `vni_base`")]
+    #[error(
+        "link {index} would get VNI {vni}, past VXLAN's 24 bits ({VNI_MAX}); lower `vni_base`"
+    )]
     VniRange { index: usize, vni: u64 },
 }
 
@@ -146,7 +148,8 @@ fn level_name(l: LinkLevel) -> String {
 }
 
 /// Place `plan` on `hosts` (see the module doc).
-pub fn place(plan: &Plan, hosts: &Hosts) -> Result<Placement, PlacementError> {
+/// The error is boxed: it is rare and large (it names everything needed to fix it).
+pub fn place(plan: &Plan, hosts: &Hosts) -> Result<Placement, Box<PlacementError>> {
     let n = plan.nodes.len();
     let mut sets = Sets((0..n).collect());
     // 1. Units: cells by address (tiles and gateways), then links that may not cross.
@@ -199,12 +202,12 @@ pub fn place(plan: &Plan, hosts: &Hosts) -> Result<Placement, PlacementError> {
         .unwrap_or((0, 0));
     for (&rep, m) in &members {
         if m.len() > largest.1 {
-            return Err(PlacementError::UnitTooLarge {
+            return Err(Box::new(PlacementError::UnitTooLarge {
                 unit: unit_name(rep, m),
                 nodes: m.len(),
                 largest: largest.1,
                 host: hosts.hosts[largest.0].name.clone(),
-            });
+            }));
         }
     }
     // 2. Pins.
@@ -221,18 +224,18 @@ pub fn place(plan: &Plan, hosts: &Hosts) -> Result<Placement, PlacementError> {
                 .collect(),
         };
         let Some(&first) = nodes.first() else {
-            return Err(PlacementError::PinUnknown {
+            return Err(Box::new(PlacementError::PinUnknown {
                 selector: pin.selector.to_string(),
                 lab: plan.lab.clone(),
                 line: pin.pos.line,
                 col: pin.pos.col,
-            });
+            }));
         };
         let rep = sets.find(first);
         if let Some(&(host, other)) = pinned.get(&rep) {
             if host != pin.host {
                 let o = &hosts.pins[other];
-                return Err(PlacementError::PinConflict {
+                return Err(Box::new(PlacementError::PinConflict {
                     unit: unit_name(rep, &members[&rep]),
                     first: o.selector.to_string(),
                     first_line: o.pos.line,
@@ -240,7 +243,7 @@ pub fn place(plan: &Plan, hosts: &Hosts) -> Result<Placement, PlacementError> {
                     second: pin.selector.to_string(),
                     second_line: pin.pos.line,
                     second_host: hosts.hosts[pin.host].name.clone(),
-                });
+                }));
             }
             continue;
         }
@@ -256,11 +259,11 @@ pub fn place(plan: &Plan, hosts: &Hosts) -> Result<Placement, PlacementError> {
     }
     for (h, spec) in hosts.hosts.iter().enumerate() {
         if used[h] > spec.capacity.get() {
-            return Err(PlacementError::PinOverCapacity {
+            return Err(Box::new(PlacementError::PinOverCapacity {
                 host: spec.name.clone(),
                 pinned: used[h],
                 capacity: spec.capacity.get(),
-            });
+            }));
         }
     }
     // 3. The rest, cluster by cluster.
@@ -323,13 +326,13 @@ pub fn place(plan: &Plan, hosts: &Hosts) -> Result<Placement, PlacementError> {
                 .map(|(i, h)| format!("{} {} free", h.name, h.capacity.get() - used[i]))
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(PlacementError::CapacityExceeded {
+            return Err(Box::new(PlacementError::CapacityExceeded {
                 unit: unit_name(rep, m),
                 nodes: k,
                 total,
                 capacity,
                 free,
-            });
+            }));
         };
         used[host] += k;
         cursor = host;
@@ -353,10 +356,13 @@ pub fn place(plan: &Plan, hosts: &Hosts) -> Result<Placement, PlacementError> {
         if ha == hb {
             continue;
         }
-        assert!(may_cross(l.level), "units keep non-crossing links on one host");
+        assert!(
+            may_cross(l.level),
+            "units keep non-crossing links on one host"
+        );
         let real_ns = l.model.delay_ns as f64 / plan.time_scale;
         if real_ns < min_ns as f64 {
-            return Err(PlacementError::TooShortToCross {
+            return Err(Box::new(PlacementError::TooShortToCross {
                 name: l.name.clone(),
                 index: l.index,
                 level: level_name(l.level),
@@ -369,14 +375,14 @@ pub fn place(plan: &Plan, hosts: &Hosts) -> Result<Placement, PlacementError> {
                 time_scale: plan.time_scale,
                 underlay: fmt_ns(hosts.underlay_latency_ns),
                 margin: fmt_ns(hosts.latency_margin_ns),
-            });
+            }));
         }
         let vni = hosts.vni_base as u64 + l.index as u64;
         if vni > VNI_MAX as u64 {
-            return Err(PlacementError::VniRange {
+            return Err(Box::new(PlacementError::VniRange {
                 index: l.index,
                 vni,
-            });
+            }));
         }
         crossing.push(Crossing {
             link: l.index,
@@ -504,7 +510,9 @@ generate:
         }
         for (i, a) in p.nodes.iter().enumerate() {
             for (j, b) in p.nodes.iter().enumerate() {
-                if a.role != Role::Authority && b.role != Role::Authority && a.addr.same_cell(&b.addr)
+                if a.role != Role::Authority
+                    && b.role != Role::Authority
+                    && a.addr.same_cell(&b.addr)
                 {
                     assert_eq!(pl.host_of[i], pl.host_of[j]);
                 }
@@ -521,7 +529,14 @@ generate:
     fn capacity_exceeded_is_refused() {
         let e = place(&p(), &hosts(&[10, 10], "")).unwrap_err();
         assert!(
-            matches!(e, PlacementError::CapacityExceeded { total: 26, capacity: 20, .. }),
+            matches!(
+                *e,
+                PlacementError::CapacityExceeded {
+                    total: 26,
+                    capacity: 20,
+                    ..
+                }
+            ),
             "{e}"
         );
         assert!(e.to_string().contains("add a host or raise capacities"));
@@ -530,30 +545,46 @@ generate:
     #[test]
     fn a_cell_larger_than_every_host_is_refused() {
         let e = place(&p(), &hosts(&[3, 3, 3, 3, 3, 3, 3, 3, 3, 3], "")).unwrap_err();
-        assert!(matches!(e, PlacementError::UnitTooLarge { nodes: 4, .. }), "{e}");
+        assert!(
+            matches!(*e, PlacementError::UnitTooLarge { nodes: 4, .. }),
+            "{e}"
+        );
     }
 
     #[test]
     fn an_impossible_pin_is_refused() {
         // a tile and its own gateway pinned apart
-        let e = place(&p(), &hosts(&[20, 20], "pin:\n  l0c0k0t0: h0\n  l0c0k0t1: h1\n"))
-            .unwrap_err();
-        assert!(matches!(e, PlacementError::PinConflict { .. }), "{e}");
+        let e = place(
+            &p(),
+            &hosts(&[20, 20], "pin:\n  l0c0k0t0: h0\n  l0c0k0t1: h1\n"),
+        )
+        .unwrap_err();
+        assert!(matches!(*e, PlacementError::PinConflict { .. }), "{e}");
         assert!(e.to_string().contains("(line 5)"), "{e}");
         // an unknown node
         let e = place(&p(), &hosts(&[20, 20], "pin:\n  nosuch: h0\n")).unwrap_err();
         assert!(
-            matches!(e, PlacementError::PinUnknown { line: 5, col: 3, .. }),
+            matches!(
+                *e,
+                PlacementError::PinUnknown {
+                    line: 5,
+                    col: 3,
+                    ..
+                }
+            ),
             "{e}"
         );
         // more pinned onto a host than it holds
-        let e = place(
-            &p(),
-            &hosts(&[4, 30], "pin:\n  0.0.0: h0\n  0.0.1: h0\n"),
-        )
-        .unwrap_err();
+        let e = place(&p(), &hosts(&[4, 30], "pin:\n  0.0.0: h0\n  0.0.1: h0\n")).unwrap_err();
         assert!(
-            matches!(e, PlacementError::PinOverCapacity { pinned: 7, capacity: 4, .. }),
+            matches!(
+                *e,
+                PlacementError::PinOverCapacity {
+                    pinned: 7,
+                    capacity: 4,
+                    ..
+                }
+            ),
             "{e}"
         );
     }
@@ -575,7 +606,7 @@ generate:
         // one cell per host: every cluster link crosses
         let eight = [5; 8];
         let e = place(&p, &hosts(&eight, "")).unwrap_err();
-        let PlacementError::TooShortToCross { name, level, .. } = &e else {
+        let PlacementError::TooShortToCross { name, level, .. } = &*e else {
             panic!("{e}")
         };
         assert_eq!(level, "cluster");
@@ -600,6 +631,6 @@ generate:
             assert!(may_cross(p.links[c.link].level));
         }
         let e = place(&p, &hosts(&[14, 14], "vni_base: 16777215\n")).unwrap_err();
-        assert!(matches!(e, PlacementError::VniRange { .. }), "{e}");
+        assert!(matches!(*e, PlacementError::VniRange { .. }), "{e}");
     }
 }

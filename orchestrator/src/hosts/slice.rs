@@ -24,7 +24,7 @@ use super::placement::Placement;
 use super::Hosts;
 use crate::link::engine::EngineChoice;
 use crate::plan::{self, Mac, Plan, IFNAME_MAX};
-use crate::topology::{self, MAX_NODES, TIME_SCALE_MAX, TIME_SCALE_MIN, TILES_PER_PROCESS_MAX};
+use crate::topology::{self, MAX_NODES, TILES_PER_PROCESS_MAX, TIME_SCALE_MAX, TIME_SCALE_MIN};
 
 /// The slice format this build reads and writes.
 pub const SLICE_FORMAT: u32 = 1;
@@ -115,7 +115,10 @@ pub enum SliceError {
     #[error("slice format {got}, this worker reads format {SLICE_FORMAT}: run the same lightcone build on every host")]
     Format { got: u32 },
     #[error("the slice was cut by lightcone {} (sha256 {}), this worker is {} (sha256 {}): copy the controller's binary to this host", .theirs.version, .theirs.sha256, .ours.version, .ours.sha256)]
-    Binary { theirs: Controller, ours: Controller },
+    Binary {
+        theirs: Controller,
+        ours: Controller,
+    },
     #[error("the slice is inconsistent: {0}")]
     Invalid(String),
 }
@@ -204,7 +207,11 @@ impl Slice {
             return bad(format!("lab name {:?}: {}", p.lab, topology::LAB_NAME_RULE));
         }
         if !topology::valid_lab_name(&self.host) {
-            return bad(format!("host name {:?}: {}", self.host, topology::LAB_NAME_RULE));
+            return bad(format!(
+                "host name {:?}: {}",
+                self.host,
+                topology::LAB_NAME_RULE
+            ));
         }
         if p.nodes.is_empty() || p.nodes.len() > MAX_NODES {
             return bad(format!(
@@ -240,13 +247,17 @@ impl Slice {
         let ifname_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= IFNAME_MAX
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         let mut names = std::collections::BTreeSet::new();
         for (i, n) in p.nodes.iter().enumerate() {
             if n.name.is_empty()
                 || n.name.len() > 64
-                || !n.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || !n
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             {
                 return bad(format!("node {i}'s name {:?} is not a node name", n.name));
             }
@@ -369,21 +380,40 @@ generate:
     #[test]
     fn each_inconsistency_is_refused() {
         let (s, c) = slice();
-        let cases: Vec<(&str, Box<dyn Fn(&mut Slice)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Slice)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("format", Box::new(|s| s.format = 2)),
-            ("cut by lightcone", Box::new(|s| s.controller.sha256 = "00".into())),
+            (
+                "cut by lightcone",
+                Box::new(|s| s.controller.sha256 = "00".into()),
+            ),
             ("lab name", Box::new(|s| s.plan.lab = "../x".into())),
-            ("namespace", Box::new(|s| s.plan.nodes[0].netns = "lc-other_x".into())),
-            ("wire namespace", Box::new(|s| s.plan.wire_netns = "x".into())),
-            ("interface name", Box::new(|s| s.plan.nodes[0].interfaces[0].name = "a/b".into())),
-            ("names link", Box::new(|s| s.plan.nodes[0].interfaces[0].link = 99)),
+            (
+                "namespace",
+                Box::new(|s| s.plan.nodes[0].netns = "lc-other_x".into()),
+            ),
+            (
+                "wire namespace",
+                Box::new(|s| s.plan.wire_netns = "x".into()),
+            ),
+            (
+                "interface name",
+                Box::new(|s| s.plan.nodes[0].interfaces[0].name = "a/b".into()),
+            ),
+            (
+                "names link",
+                Box::new(|s| s.plan.nodes[0].interfaces[0].link = 99),
+            ),
             ("inconsistent", Box::new(|s| s.plan.links[0].b.node = 42)),
-            ("loss", Box::new(|s| {
-                s.plan.links[0].model.loss = lightcone_link::model::LossModel::Random {
-                    probability: 2.0,
-                    correlation: 0.0,
-                }
-            })),
+            (
+                "loss",
+                Box::new(|s| {
+                    s.plan.links[0].model.loss = lightcone_link::model::LossModel::Random {
+                        probability: 2.0,
+                        correlation: 0.0,
+                    }
+                }),
+            ),
             ("time_scale", Box::new(|s| s.plan.time_scale = 0.0)),
             ("lab MTU", Box::new(|s| s.lab_mtu = 10)),
             ("nodes", Box::new(|s| s.plan.nodes.clear())),

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod experiment;
 pub mod fault;
 pub mod fidelity;
+pub mod hosts;
 pub mod http;
 pub mod kernel;
 pub mod keys;

@@ -27,8 +27,19 @@ enum Cmd {
     /// Check a topology or a scenario file (with its topology, timeline and expectations);
     /// print every error with file:line:column. Runs nothing.
     Validate { file: PathBuf },
-    /// Print the plan (namespaces, interfaces, addresses, link parameters) of a topology.
-    Plan { file: PathBuf },
+    /// Print the plan (namespaces, interfaces, addresses, link parameters) of a topology;
+    /// with `--hosts`, which node goes on which host and which links cross hosts (exit 2
+    /// if the lab cannot be placed).
+    Plan {
+        file: PathBuf,
+        /// A hosts file (hosts with ssh target, underlay interface, capacity; pins).
+        #[arg(long)]
+        hosts: Option<PathBuf>,
+        /// Print the slice of the plan this host's worker builds (JSON for
+        /// `lightcone worker --stdio`) instead of the placement.
+        #[arg(long, requires = "hosts")]
+        slice: Option<String>,
+    },
     /// Print the topology as a graph (DOT for Graphviz, or Mermaid).
     Graph {
         file: PathBuf,
@@ -177,6 +188,14 @@ enum Cmd {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Build one host's slice of a multi-host lab (issue 19): the slice is the first line
+    /// of stdin (JSON, from `lightcone plan FILE --hosts H --slice HOST`); progress, ready
+    /// and errors are JSON lines on stdout; everything is torn down when stdin closes.
+    Worker {
+        /// Talk over stdin/stdout (the only transport so far: an ssh session's).
+        #[arg(long)]
+        stdio: bool,
     },
     #[command(hide = true, name = "__supervise")]
     Supervise {
@@ -385,9 +404,10 @@ enum GraphFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.cmd, Cmd::Supervise { .. }) {
+    if !matches!(cli.cmd, Cmd::Supervise { .. } | Cmd::Worker { .. }) {
         // `lightcone status | head` ends quietly, as other tools do, instead of panicking
-        // on EPIPE. The supervisor keeps ignoring SIGPIPE: it must outlive a closed pipe.
+        // on EPIPE. The supervisor and the worker keep ignoring SIGPIPE: they must outlive
+        // a closed pipe (a worker whose controller died still tears its lab down).
         // SAFETY: setting a signal disposition before any thread is started.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -421,7 +441,9 @@ fn probe_count(s: &str) -> Result<u32, String> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Validate { file } => cli::cmd_validate(&file),
-        Cmd::Plan { file } => cli::cmd_plan(&file),
+        Cmd::Plan { file, hosts, slice } => {
+            cli::cmd_plan(&file, hosts.as_deref(), slice.as_deref())
+        }
         Cmd::Graph { file, format } => cli::cmd_graph(&file, format),
         Cmd::Up {
             file,
@@ -449,6 +471,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             time_scale,
         } => cli::cmd_supervise(file, link_engine, no_agents, port, prometheus, time_scale),
         Cmd::Down { lab, all } => cli::cmd_down(lab, all),
+        Cmd::Worker { stdio } => cli::cmd_worker(stdio),
         Cmd::Status { lab, json } => cli::cmd_status(lab, json),
         Cmd::Doctor { json } => cli::cmd_doctor(json),
         Cmd::Completions { shell } => cli::cmd_completions(shell),

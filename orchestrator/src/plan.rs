@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use lightcone_core::config::{
     AgentConfig, HierAddr, Neighbor, PeerInfo, Role, TimeConfig, AGENT_UDP_PORT,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::topology::{LinkLevel, Topology, NETNS_PREFIX};
 use lightcone_link::model::LinkModel;
@@ -30,7 +30,7 @@ use lightcone_link::model::LinkModel;
 /// Longest interface name the kernel holds (IFNAMSIZ − 1).
 pub const IFNAME_MAX: usize = 15;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub lab: String,
     pub time_scale: f64,
@@ -49,7 +49,7 @@ pub struct Plan {
     pub store: Option<lightcone_core::store::config::StoreConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodePlan {
     pub name: String,
     pub netns: String,
@@ -59,7 +59,7 @@ pub struct NodePlan {
     pub interfaces: Vec<IfacePlan>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IfacePlan {
     pub name: String,
     pub link: usize,
@@ -94,6 +94,35 @@ impl Serialize for Mac {
     }
 }
 
+impl std::str::FromStr for Mac {
+    type Err = String;
+    /// Six hex bytes separated by `:`, as [`Mac`]'s `Display` writes them.
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let mut b = [0u8; 6];
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!(
+                "bad MAC {s:?}: want six hex bytes like 02:6c:c6:12:00:01"
+            ));
+        }
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(format!("bad MAC {s:?}: byte {p:?} is not two hex digits"));
+            }
+            b[i] = u8::from_str_radix(p, 16)
+                .map_err(|_| format!("bad MAC {s:?}: byte {p:?} is not hex"))?;
+        }
+        Ok(Mac(b))
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The MAC of the node end that holds `ip`: `02:6c` (locally administered, unicast; `l`)
 /// followed by the four bytes of the address. Addresses are unique within a lab, so MACs
 /// are too, and anyone reading a capture can tell which end sent a frame.
@@ -102,7 +131,7 @@ pub fn mac_of(ip: Ipv4Addr) -> Mac {
     Mac([0x02, 0x6c, o[0], o[1], o[2], o[3]])
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub node: usize,
     pub ifname: String,
@@ -112,7 +141,7 @@ pub struct Endpoint {
     pub wire_ifname: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkPlan {
     pub index: usize,
     /// `a--b`, the name used in metrics and on the command line.
@@ -213,6 +242,50 @@ pub fn plan(topo: &Topology) -> Plan {
 }
 
 impl Plan {
+    /// The plan of the nodes `keep` (indices, in plan order) and the links between them,
+    /// renumbered from 0, with the index in `self` of each kept node. Names, namespaces,
+    /// interface names, addresses and MACs stay as planned, so a node is the same on
+    /// whichever host it lands; interfaces of links leaving the set are left out.
+    pub fn restrict(&self, keep: &[usize]) -> (Plan, Vec<usize>) {
+        let mut new_of = vec![usize::MAX; self.nodes.len()];
+        for (k, &i) in keep.iter().enumerate() {
+            new_of[i] = k;
+        }
+        let mut link_of = vec![usize::MAX; self.links.len()];
+        let mut links = Vec::new();
+        for l in &self.links {
+            if new_of[l.a.node] == usize::MAX || new_of[l.b.node] == usize::MAX {
+                continue;
+            }
+            link_of[l.index] = links.len();
+            let mut l2 = l.clone();
+            l2.index = links.len();
+            l2.a.node = new_of[l.a.node];
+            l2.b.node = new_of[l.b.node];
+            links.push(l2);
+        }
+        let nodes = keep
+            .iter()
+            .map(|&i| {
+                let mut n = self.nodes[i].clone();
+                n.interfaces.retain(|f| link_of[f.link] != usize::MAX);
+                for f in &mut n.interfaces {
+                    f.link = link_of[f.link];
+                    f.peer = new_of[f.peer];
+                }
+                n
+            })
+            .collect();
+        (
+            Plan {
+                nodes,
+                links,
+                ..self.clone()
+            },
+            keep.to_vec(),
+        )
+    }
+
     pub fn node_index(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
     }

@@ -200,11 +200,62 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
 /// created is removed before returning.
 pub fn run(
     opts: &UpOptions,
-    mut report: impl FnMut(&str),
+    report: impl FnMut(&str),
     ready: impl FnOnce(&str),
 ) -> Result<(), SupervisorError> {
     let topo = topology::load(&opts.topology)?;
-    let mut plan = plan::plan(&topo);
+    let plan = plan::plan(&topo);
+    run_plan(
+        opts,
+        plan,
+        Some(&opts.topology),
+        &Cancel::default(),
+        report,
+        ready,
+    )
+}
+
+/// A stop request from outside the process's signals: `lightcone worker` cancels its lab
+/// when its stdin closes. Checked wherever the supervisor checks for SIGINT/SIGTERM.
+#[derive(Debug, Default)]
+pub struct Cancel {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Cancel {
+    /// Ask the lab to stop (from any thread); it is torn down as on SIGTERM.
+    pub fn cancel(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    async fn cancelled(&self) {
+        loop {
+            let n = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            // Re-checks the flag at least every 100 ms: a `cancel` between the check and
+            // the wait is not lost.
+            let _ = tokio::time::timeout(Duration::from_millis(100), n).await;
+        }
+    }
+}
+
+/// [`run`] for a plan already made: `up` (from its topology file, copied into the state
+/// directory) and `lightcone worker` (a slice of a plan, no topology file). `cancel` stops
+/// the lab like SIGTERM does.
+pub fn run_plan(
+    opts: &UpOptions,
+    mut plan: Plan,
+    topology_file: Option<&std::path::Path>,
+    cancel: &Cancel,
+    mut report: impl FnMut(&str),
+    ready: impl FnOnce(&str),
+) -> Result<(), SupervisorError> {
     check_not_up(&plan.lab)?;
     if let Some(s) = opts.time_scale {
         report(&format!(
@@ -236,9 +287,12 @@ pub fn run(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let lab_name = plan.lab.clone();
     let result = rt.block_on(serve(
         opts,
         plan,
+        topology_file,
+        cancel,
         dir,
         ledger,
         engine_choice,
@@ -251,7 +305,7 @@ pub fn run(
             "error: {}; removing what was created",
             crate::parse::diag::error_chain(anyhow::Chain::new(e))
         ));
-        if let Ok(dir) = LabDir::new(&topo.name) {
+        if let Ok(dir) = LabDir::new(&lab_name) {
             let _ = apply::teardown(&dir, Some(me));
         }
     }
@@ -262,6 +316,8 @@ pub fn run(
 async fn serve(
     opts: &UpOptions,
     plan: Plan,
+    topology_file: Option<&std::path::Path>,
+    cancel: &Cancel,
     dir: LabDir,
     mut ledger: Ledger,
     engine_choice: EngineChoice,
@@ -276,7 +332,9 @@ async fn serve(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     std::fs::write(dir.plan_path(), serde_json::to_vec_pretty(&plan)?)?;
-    let _ = std::fs::copy(&opts.topology, dir.topology_path());
+    if let Some(t) = topology_file {
+        let _ = std::fs::copy(t, dir.topology_path());
+    }
     // The lab's secrets, from the OS RNG before anything is built: without it, no lab.
     let mut os_rng = rand::rngs::OsRng;
     let token = crate::keys::token(&mut os_rng)?;
@@ -317,7 +375,9 @@ async fn serve(
     }
     let mut interrupted = || {
         use futures::FutureExt;
-        sigterm.recv().now_or_never().is_some() || sigint.recv().now_or_never().is_some()
+        cancel.is_cancelled()
+            || sigterm.recv().now_or_never().is_some()
+            || sigint.recv().now_or_never().is_some()
     };
     if interrupted() {
         return Err(SupervisorError::Interrupted(
@@ -499,6 +559,7 @@ async fn serve(
             _ = sigint.recv() => "interrupt",
             _ = sigterm.recv() => "terminate",
             _ = shutdown.notified() => "shutdown request",
+            _ = cancel.cancelled() => "cancelled (the worker's stdin closed)",
         }
     };
     let server = crate::http::serve(

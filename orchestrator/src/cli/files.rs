@@ -6,7 +6,7 @@ use lightcone::parse::units;
 use lightcone::plan;
 use lightcone::topology;
 
-use super::{invalid_rendered, load, Failure};
+use super::{invalid, invalid_rendered, load, Failure};
 use crate::GraphFormat;
 
 /// `lightcone validate FILE`: a topology or a scenario, every check `run` makes.
@@ -41,9 +41,49 @@ pub(crate) fn cmd_validate(file: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `lightcone plan FILE`.
-pub(crate) fn cmd_plan(file: &Path) -> Result<(), Failure> {
-    print!("{}", plan::plan(&load(file)?).render());
+/// `lightcone plan FILE [--hosts HOSTS [--slice HOST]]`.
+pub(crate) fn cmd_plan(
+    file: &Path,
+    hosts: Option<&Path>,
+    slice: Option<&str>,
+) -> Result<(), Failure> {
+    let p = plan::plan(&load(file)?);
+    let Some(hosts_file) = hosts else {
+        print!("{}", p.render());
+        return Ok(());
+    };
+    let h = lightcone::hosts::load(hosts_file).map_err(|e| match e {
+        topology::LoadError::Invalid { rendered, .. } => {
+            super::Failure(super::code::INVALID, super::Rendered(rendered).into())
+        }
+        e => invalid(e),
+    })?;
+    let placed = lightcone::hosts::placement::place(&p, &h).map_err(|e| {
+        invalid(anyhow::anyhow!(
+            "{} cannot be placed on the hosts of {}: {e}; nothing was changed",
+            file.display(),
+            hosts_file.display()
+        ))
+    })?;
+    match slice {
+        None => print!("{}", placed.render(&p, &h)),
+        Some(name) => {
+            let Some(host) = h.host_index(name) else {
+                let names: Vec<&str> = h.hosts.iter().map(|x| x.name.as_str()).collect();
+                return Err(invalid(anyhow::anyhow!(
+                    "--slice {name:?}: no such host in {} (hosts: {})",
+                    hosts_file.display(),
+                    names.join(", ")
+                )));
+            };
+            let s = lightcone::hosts::slice::Slice::of(&p, &h, &placed, host)
+                .map_err(super::Failure::from)?;
+            println!(
+                "{}",
+                serde_json::to_string(&s).map_err(super::Failure::from)?
+            );
+        }
+    }
     Ok(())
 }
 

@@ -16,6 +16,7 @@ mod task;
 mod token;
 mod tools;
 mod up;
+mod worker;
 
 pub(crate) use down::cmd_down;
 pub(crate) use exec::cmd_exec;
@@ -31,6 +32,7 @@ pub(crate) use task::cmd_task_submit;
 pub(crate) use token::{cmd_token_attenuate, cmd_token_mint, cmd_token_revoke};
 pub(crate) use tools::{cmd_completions, cmd_doctor};
 pub(crate) use up::{cmd_supervise, cmd_up, parse_time_scale};
+pub(crate) use worker::cmd_worker;
 
 use anyhow::anyhow;
 use lightcone::client::{Client, ClientError};

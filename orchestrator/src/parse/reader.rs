@@ -75,6 +75,49 @@ impl Reader {
         Some(out)
     }
 
+    /// The entries of a mapping whose keys are names the user chooses (hosts, pins):
+    /// each key node, its text and its value, in source order. A duplicate key is reported
+    /// and left out; `null` reads as an empty mapping.
+    pub fn fields_any<'a>(
+        &mut self,
+        node: &'a Node,
+        what: &str,
+    ) -> Option<Vec<(&'a Node, &'a str, &'a Node)>> {
+        if node.is_null() {
+            return Some(Vec::new());
+        }
+        let Value::Map(pairs) = &node.value else {
+            self.d.error_help(
+                node.pos,
+                format!("{what} must be a mapping, found {}", node.kind()),
+                "write it as `name: value` lines",
+            );
+            return None;
+        };
+        let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (k, v) in pairs {
+            let Some(key) = k.scalar().filter(|_| !k.is_null()) else {
+                self.d
+                    .error(k.pos, format!("a key in {what} must be a plain name"));
+                continue;
+            };
+            if let Some(first) = seen.get(key) {
+                self.d.error(
+                    k.pos,
+                    format!(
+                        "duplicate key `{key}` in {what} (first at line {})",
+                        first.line
+                    ),
+                );
+                continue;
+            }
+            seen.insert(key, k.pos);
+            out.push((k, key, v));
+        }
+        Some(out)
+    }
+
     /// A non-null scalar's text; anything else is a mistake saying `what` must be
     /// `expected` (`a name`, `a duration such as 2ms`, …).
     pub fn scalar<'a>(&mut self, node: &'a Node, what: &str, expected: &str) -> Option<&'a str> {

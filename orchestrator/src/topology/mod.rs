@@ -138,7 +138,9 @@ pub struct NodeSpec {
 }
 
 /// Which level of the hierarchy a link belongs to (for defaults and for display).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkLevel {
     Cell,

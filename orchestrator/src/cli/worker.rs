@@ -1,0 +1,134 @@
+//! `lightcone worker --stdio`: build one host's slice of a lab and live exactly as long as
+//! stdin stays open (issue 19). The controller (ssh today, a Kubernetes pod later) writes
+//! the slice as the first line of stdin; the worker answers with JSON lines on stdout:
+//!
+//! - `{"event":"progress","message":…}` while it builds (the supervisor's own lines),
+//! - `{"event":"ready","lab":…,"host":…,"api":…,"namespaces":[…],"nodes":n,"pid":…}` once
+//!   every namespace, link and agent is up,
+//! - `{"event":"error","message":…,"changed":false}` if the slice is refused (exit 2), the
+//!   lab is already up here (exit 3), or the build failed (`"removed":true`: whatever was
+//!   made has been removed; exit 1),
+//! - `{"event":"down","why":…}` after teardown.
+//!
+//! When stdin closes (EOF: the controller exited, was killed, or its connection dropped)
+//! the worker tears down everything it made, through the supervisor's own path
+//! ([`lightcone::supervisor::run_plan`] with a [`Cancel`]), not a copy of it.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use lightcone::hosts::slice::Slice;
+use lightcone::supervisor::{self, Cancel, UpOptions};
+use serde_json::json;
+
+use super::{code, Failure};
+
+/// One JSON line on stdout. A closed stdout (the controller is gone) is not an error:
+/// the worker still has to tear down.
+fn emit(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+pub(crate) fn cmd_worker(stdio: bool) -> Result<(), Failure> {
+    if !stdio {
+        return Err(super::invalid(anyhow!(
+            "`lightcone worker` talks over stdin/stdout only for now: pass --stdio"
+        )));
+    }
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let slice = match Slice::read_line(&mut input) {
+        Ok(s) => s,
+        Err(e) => {
+            emit(json!({"event": "error", "message": e.to_string(), "changed": false}));
+            return Err(Failure(code::INVALID, anyhow!("{e}; nothing was changed")));
+        }
+    };
+    if !slice.cross.is_empty() {
+        let msg = format!(
+            "the slice has {} links to other hosts; this worker builds only links within its host so far (VXLAN ends are built by lightcone::hosts::vxlan, not yet by the worker)",
+            slice.cross.len()
+        );
+        emit(json!({"event": "error", "message": msg, "changed": false}));
+        return Err(Failure(
+            code::INVALID,
+            anyhow!("{msg}; nothing was changed"),
+        ));
+    }
+    super::need_root("worker")?;
+    let cancel = Arc::new(Cancel::default());
+    // The rest of stdin is the session: its end is the worker's end.
+    {
+        let cancel = cancel.clone();
+        let rest = std::thread::Builder::new().name("worker-stdin".into());
+        rest.spawn(move || {
+            let mut line = String::new();
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            loop {
+                line.clear();
+                match input.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            cancel.cancel();
+        })
+        .map_err(Failure::from)?;
+    }
+    drop(input);
+    let lab = slice.plan.lab.clone();
+    let host = slice.host.clone();
+    let mut namespaces: Vec<String> = slice.plan.nodes.iter().map(|n| n.netns.clone()).collect();
+    namespaces.push(slice.plan.wire_netns.clone());
+    let nodes = slice.plan.nodes.len();
+    let opts = UpOptions {
+        topology: std::path::PathBuf::new(),
+        engine: slice.engine,
+        agents: slice.agents,
+        port: 0,
+        prometheus: false,
+        time_scale: None,
+    };
+    let result = supervisor::run_plan(
+        &opts,
+        slice.plan,
+        None,
+        &cancel,
+        |m| emit(json!({"event": "progress", "message": m})),
+        |api| {
+            emit(json!({
+                "event": "ready",
+                "lab": lab,
+                "host": host,
+                "api": api,
+                "namespaces": namespaces,
+                "nodes": nodes,
+                "pid": std::process::id(),
+            }))
+        },
+    );
+    match result {
+        Ok(()) => {
+            let why = if cancel.is_cancelled() {
+                "stdin closed"
+            } else {
+                "stopped by a signal or a shutdown request"
+            };
+            emit(json!({"event": "down", "why": why}));
+            Ok(())
+        }
+        Err(e) => {
+            let msg = lightcone::parse::diag::error_chain(anyhow::Chain::new(&e));
+            // Busy: the lab is up here already, nothing was touched; otherwise the
+            // supervisor has removed what it had created before returning.
+            let busy = matches!(e, supervisor::SupervisorError::Busy(_));
+            emit(json!({"event": "error", "message": msg, "changed": false, "removed": !busy}));
+            let code = if busy { code::STATE } else { code::FAILURE };
+            Err(Failure(code, anyhow!(msg)))
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! A plan slice: what one host's `lightcone worker --stdio` builds. The controller places
+//! a plan on its hosts ([`super::placement`]), cuts out each host's nodes and the links
+//! between them ([`Slice::of`]), and sends each worker its slice as one JSON line.
+//!
+//! A slice is versioned ([`SLICE_FORMAT`]) and names the controller's binary (version
+//! and SHA-256): a worker running another build refuses it, since the two would disagree
+//! on what a plan means. A slice is input from another machine, so [`Slice::check`]
+//! verifies everything apply relies on (names derived from the lab, indices in range,
+//! interface names the kernel takes, link models valid) before anything is built: a
+//! malformed slice is refused and nothing changes.
+//!
+//! Not yet: the slice's agents are numbered within the slice (ids 0..n on each host), and
+//! links crossing hosts are listed ([`CrossEnd`]) but built only by the VXLAN layer
+//! ([`super::vxlan`]), not yet by the worker. A lab whose agents talk across hosts needs
+//! one numbering and one directory for the whole lab.
+
+use std::io::{BufRead, Read};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::placement::Placement;
+use super::Hosts;
+use crate::link::engine::EngineChoice;
+use crate::plan::{self, Mac, Plan, IFNAME_MAX};
+use crate::topology::{self, MAX_NODES, TILES_PER_PROCESS_MAX, TIME_SCALE_MAX, TIME_SCALE_MIN};
+
+/// The slice format this build reads and writes.
+pub const SLICE_FORMAT: u32 = 1;
+
+/// Largest slice a worker reads (one JSON line): a 10⁴-node plan is a few MiB.
+pub const MAX_SLICE_BYTES: usize = 64 << 20;
+
+/// The binary that cut the slice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Controller {
+    pub version: String,
+    /// SHA-256 of the `lightcone` binary, hex.
+    pub sha256: String,
+}
+
+impl Controller {
+    /// This binary: its package version and the SHA-256 of `/proc/self/exe`.
+    pub fn this() -> std::io::Result<Controller> {
+        let mut f = std::fs::File::open("/proc/self/exe")?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(Controller {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            sha256: hex::encode(h.finalize()),
+        })
+    }
+}
+
+/// One end of a link between hosts, on this slice's host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossEnd {
+    /// The link's name in the whole plan (`a--b`).
+    pub link: String,
+    pub vni: u32,
+    pub port: u16,
+    /// The node (index in the slice's plan) holding this end.
+    pub node: usize,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub peer_ip: Ipv4Addr,
+    pub peer_mac: Mac,
+    /// The host at the other end (its underlay address is learnt at `up`).
+    pub remote_host: String,
+}
+
+/// What one worker builds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slice {
+    pub format: u32,
+    pub controller: Controller,
+    /// The host this slice is for.
+    pub host: String,
+    pub engine: EngineChoice,
+    /// Start agents (false: namespaces and links only).
+    pub agents: bool,
+    /// MTU of every lab link (smallest underlay MTU − 50).
+    pub lab_mtu: u32,
+    /// The host's nodes and the links between them, renumbered from 0.
+    pub plan: Plan,
+    /// Index in the whole plan of each of `plan.nodes`.
+    pub origin: Vec<usize>,
+    pub cross: Vec<CrossEnd>,
+}
+
+/// Why a slice cannot be cut or read. Nothing was created.
+#[derive(Debug, thiserror::Error)]
+pub enum SliceError {
+    #[error("cannot hash this binary (/proc/self/exe): {0}")]
+    Hash(#[source] std::io::Error),
+    #[error("cannot read the slice from stdin: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("no slice on stdin: it closed before a line arrived")]
+    Empty,
+    #[error("the slice is larger than {MAX_SLICE_BYTES} bytes")]
+    TooLarge,
+    #[error("the slice is not valid JSON for format {SLICE_FORMAT}: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("slice format {got}, this worker reads format {SLICE_FORMAT}: run the same lightcone build on every host")]
+    Format { got: u32 },
+    #[error("the slice was cut by lightcone {} (sha256 {}), this worker is {} (sha256 {}): copy the controller's binary to this host", .theirs.version, .theirs.sha256, .ours.version, .ours.sha256)]
+    Binary {
+        theirs: Controller,
+        ours: Controller,
+    },
+    #[error("the slice is inconsistent: {0}")]
+    Invalid(String),
+}
+
+impl Slice {
+    /// The slice of `plan` for host `host` of `hosts`, placed by `placed`.
+    pub fn of(
+        plan: &Plan,
+        hosts: &Hosts,
+        placed: &Placement,
+        host: usize,
+    ) -> Result<Slice, SliceError> {
+        let keep = placed.nodes_on(host);
+        let (sub, origin) = plan.restrict(&keep);
+        let mut cross = Vec::new();
+        for c in &placed.crossing {
+            let l = &plan.links[c.link];
+            let (mine, theirs, remote) = if c.a_host == host {
+                (&l.a, &l.b, c.b_host)
+            } else if c.b_host == host {
+                (&l.b, &l.a, c.a_host)
+            } else {
+                continue;
+            };
+            let node = origin
+                .iter()
+                .position(|&o| o == mine.node)
+                .expect("a crossing end on this host is in its slice");
+            cross.push(CrossEnd {
+                link: l.name.clone(),
+                vni: c.vni,
+                port: hosts.vxlan_port,
+                node,
+                ifname: mine.ifname.clone(),
+                ip: mine.ip,
+                peer_ip: theirs.ip,
+                peer_mac: theirs.mac,
+                remote_host: hosts.hosts[remote].name.clone(),
+            });
+        }
+        Ok(Slice {
+            format: SLICE_FORMAT,
+            controller: Controller::this().map_err(SliceError::Hash)?,
+            host: hosts.hosts[host].name.clone(),
+            engine: EngineChoice::Auto,
+            agents: true,
+            lab_mtu: placed.lab_mtu,
+            plan: sub,
+            origin,
+            cross,
+        })
+    }
+
+    /// Read one slice (the first line of `input`) and check it against this binary.
+    pub fn read_line(input: &mut impl BufRead) -> Result<Slice, SliceError> {
+        let mut line = Vec::new();
+        let n = input
+            .take(MAX_SLICE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(SliceError::Read)?;
+        if n == 0 {
+            return Err(SliceError::Empty);
+        }
+        if line.len() > MAX_SLICE_BYTES {
+            return Err(SliceError::TooLarge);
+        }
+        let s: Slice = serde_json::from_slice(&line).map_err(SliceError::Json)?;
+        s.check(&Controller::this().map_err(SliceError::Hash)?)?;
+        Ok(s)
+    }
+
+    /// Everything apply and the engines rely on, checked (see the module doc).
+    pub fn check(&self, ours: &Controller) -> Result<(), SliceError> {
+        if self.format != SLICE_FORMAT {
+            return Err(SliceError::Format { got: self.format });
+        }
+        if &self.controller != ours {
+            return Err(SliceError::Binary {
+                theirs: self.controller.clone(),
+                ours: ours.clone(),
+            });
+        }
+        let bad = |m: String| Err(SliceError::Invalid(m));
+        let p = &self.plan;
+        if !topology::valid_lab_name(&p.lab) {
+            return bad(format!("lab name {:?}: {}", p.lab, topology::LAB_NAME_RULE));
+        }
+        if !topology::valid_lab_name(&self.host) {
+            return bad(format!(
+                "host name {:?}: {}",
+                self.host,
+                topology::LAB_NAME_RULE
+            ));
+        }
+        if p.nodes.is_empty() || p.nodes.len() > MAX_NODES {
+            return bad(format!(
+                "{} nodes; a slice holds 1 to {MAX_NODES}",
+                p.nodes.len()
+            ));
+        }
+        if !(TIME_SCALE_MIN..=TIME_SCALE_MAX).contains(&p.time_scale) {
+            return bad(format!("time_scale {} is out of range", p.time_scale));
+        }
+        if !(1..=TILES_PER_PROCESS_MAX).contains(&p.tiles_per_process) {
+            return bad(format!(
+                "tiles_per_process {} is out of range",
+                p.tiles_per_process
+            ));
+        }
+        if !(super::UNDERLAY_MTU_MIN - super::VXLAN_OVERHEAD_BYTES
+            ..=super::UNDERLAY_MTU_MAX - super::VXLAN_OVERHEAD_BYTES)
+            .contains(&self.lab_mtu)
+        {
+            return bad(format!("lab MTU {} is out of range", self.lab_mtu));
+        }
+        if p.wire_netns != plan::wire_netns_name(&p.lab) {
+            return bad(format!(
+                "wire namespace {:?} is not the lab's ({:?})",
+                p.wire_netns,
+                plan::wire_netns_name(&p.lab)
+            ));
+        }
+        if self.origin.len() != p.nodes.len() {
+            return bad("origin does not list every node".into());
+        }
+        let ifname_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= IFNAME_MAX
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for (i, n) in p.nodes.iter().enumerate() {
+            if n.name.is_empty()
+                || n.name.len() > 64
+                || !n
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return bad(format!("node {i}'s name {:?} is not a node name", n.name));
+            }
+            if !names.insert(n.name.as_str()) {
+                return bad(format!("node {:?} appears twice", n.name));
+            }
+            if n.netns != plan::netns_name(&p.lab, &n.name) {
+                return bad(format!(
+                    "node {}'s namespace {:?} is not the lab's ({:?})",
+                    n.name,
+                    n.netns,
+                    plan::netns_name(&p.lab, &n.name)
+                ));
+            }
+            for f in &n.interfaces {
+                if !ifname_ok(&f.name) {
+                    return bad(format!(
+                        "node {}: interface name {:?} is not usable",
+                        n.name, f.name
+                    ));
+                }
+                let Some(l) = p.links.get(f.link) else {
+                    return bad(format!(
+                        "node {}: interface {} names link {}, the slice has {}",
+                        n.name,
+                        f.name,
+                        f.link,
+                        p.links.len()
+                    ));
+                };
+                if f.peer >= p.nodes.len() || !(l.a.node == i || l.b.node == i) {
+                    return bad(format!(
+                        "node {}: interface {} does not match link {}",
+                        n.name, f.name, l.name
+                    ));
+                }
+            }
+        }
+        for (li, l) in p.links.iter().enumerate() {
+            if l.index != li {
+                return bad(format!("link {} has index {}, not {li}", l.name, l.index));
+            }
+            for e in [&l.a, &l.b] {
+                let Some(n) = p.nodes.get(e.node) else {
+                    return bad(format!("link {} names node {}", l.name, e.node));
+                };
+                let has = n
+                    .interfaces
+                    .iter()
+                    .any(|f| f.link == li && f.name == e.ifname && f.ip == e.ip);
+                if !has || !ifname_ok(&e.wire_ifname) {
+                    return bad(format!(
+                        "link {}'s end {} on {} is not one of the node's interfaces",
+                        l.name, e.ifname, n.name
+                    ));
+                }
+            }
+            if l.a.node == l.b.node {
+                return bad(format!("link {} joins a node to itself", l.name));
+            }
+            if let Err(e) = l.model.validate() {
+                return bad(format!("link {}: {e}", l.name));
+            }
+        }
+        for c in &self.cross {
+            if c.node >= p.nodes.len() || !ifname_ok(&c.ifname) || c.vni > super::VNI_MAX {
+                return bad(format!("cross-host link {} is not usable", c.link));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::placement::place;
+
+    fn slice() -> (Slice, Controller) {
+        let t = topology::parse_str(
+            "name: multihost-s
+generate:
+  layers:
+    - { radius_au: 1.0, clusters: 2, cells: 1, tiles: 3, authorities: 0 }
+  cell_fabric: star
+  links:
+    cell: { delay: 1ms }
+    cluster: { delay: 10ms }
+    layer: { delay: 10ms }
+",
+            "t.yaml",
+        )
+        .unwrap();
+        let p = plan::plan(&t);
+        let h = crate::hosts::parse_str(
+            "hosts:\n  a: {ssh: a, underlay: eth0, capacity: 3}\n  b: {ssh: b, underlay: eth0, capacity: 3}\n",
+            "h.yaml",
+        )
+        .unwrap();
+        let pl = place(&p, &h).unwrap();
+        let s = Slice::of(&p, &h, &pl, 1).unwrap();
+        let c = s.controller.clone();
+        (s, c)
+    }
+
+    #[test]
+    fn a_slice_round_trips_and_checks() {
+        let (s, c) = slice();
+        assert_eq!(s.plan.nodes.len(), 3);
+        assert_eq!(s.origin, [3, 4, 5]);
+        assert_eq!(s.plan.links.len(), 2);
+        assert_eq!(s.cross.len(), 1, "{:?}", s.cross);
+        assert_eq!(s.cross[0].remote_host, "a");
+        let text = serde_json::to_string(&s).unwrap();
+        let back: Slice = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        back.check(&c).unwrap();
+    }
+
+    #[test]
+    fn each_inconsistency_is_refused() {
+        let (s, c) = slice();
+        type Mutation = Box<dyn Fn(&mut Slice)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("format", Box::new(|s| s.format = 2)),
+            (
+                "cut by lightcone",
+                Box::new(|s| s.controller.sha256 = "00".into()),
+            ),
+            ("lab name", Box::new(|s| s.plan.lab = "../x".into())),
+            (
+                "namespace",
+                Box::new(|s| s.plan.nodes[0].netns = "lc-other_x".into()),
+            ),
+            (
+                "wire namespace",
+                Box::new(|s| s.plan.wire_netns = "x".into()),
+            ),
+            (
+                "interface name",
+                Box::new(|s| s.plan.nodes[0].interfaces[0].name = "a/b".into()),
+            ),
+            (
+                "names link",
+                Box::new(|s| s.plan.nodes[0].interfaces[0].link = 99),
+            ),
+            ("inconsistent", Box::new(|s| s.plan.links[0].b.node = 42)),
+            (
+                "loss",
+                Box::new(|s| {
+                    s.plan.links[0].model.loss = lightcone_link::model::LossModel::Random {
+                        probability: 2.0,
+                        correlation: 0.0,
+                    }
+                }),
+            ),
+            ("time_scale", Box::new(|s| s.plan.time_scale = 0.0)),
+            ("lab MTU", Box::new(|s| s.lab_mtu = 10)),
+            ("nodes", Box::new(|s| s.plan.nodes.clear())),
+        ];
+        for (want, mutate) in cases {
+            let mut bad = s.clone();
+            mutate(&mut bad);
+            let e = bad.check(&c).expect_err(want).to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn reading_refuses_garbage_and_nothing() {
+        let e = Slice::read_line(&mut &b""[..]).unwrap_err();
+        assert!(matches!(e, SliceError::Empty));
+        let e = Slice::read_line(&mut &b"{\"format\": 1}\n"[..]).unwrap_err();
+        assert!(e.to_string().contains("not valid JSON"), "{e}");
+    }
+}

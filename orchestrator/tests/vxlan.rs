@@ -26,6 +26,31 @@ impl Drop for Cleanup {
 const PORT: u16 = 47_89;
 const VNI: u32 = 4_242;
 
+/// The fake hosts' underlay: one veth `under0` between namespaces `h1` and `h2` (MTU 1500),
+/// 198.19.255.1/30 and .2, up with their loopbacks; a netlink handle in each.
+async fn underlay(h1: &Netns, h2: &Netns) -> ([rtnetlink::Handle; 2], [Ipv4Addr; 2]) {
+    let root = kernel::handle_in(None).unwrap();
+    kernel::netlink::create_veth_between(&root, h1, "under0", h2, "under0")
+        .await
+        .unwrap();
+    let under = [
+        Ipv4Addr::new(198, 19, 255, 1),
+        Ipv4Addr::new(198, 19, 255, 2),
+    ];
+    let hh = [
+        kernel::handle_in(Some(h1)).unwrap(),
+        kernel::handle_in(Some(h2)).unwrap(),
+    ];
+    for (h, ip) in hh.iter().zip(under) {
+        let idx = kernel::ifindex(h, "under0").await.unwrap();
+        kernel::add_address(h, idx, ip, 30).await.unwrap();
+        kernel::set_up(h, idx).await.unwrap();
+        let lo = kernel::ifindex(h, "lo").await.unwrap();
+        kernel::set_up(h, lo).await.unwrap();
+    }
+    (hh, under)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn vxlan_between_two_fake_hosts_carries_udp_and_leaves_nothing() {
     let tag = format!("lc-multihost{}", std::process::id());
@@ -46,25 +71,7 @@ async fn vxlan_between_two_fake_hosts_carries_udp_and_leaves_nothing() {
     );
     let (n1, n2) = (&n1_own, &n2_own);
     // The underlay: one veth between the two "hosts", MTU 1500.
-    let root = kernel::handle_in(None).unwrap();
-    kernel::netlink::create_veth_between(&root, h1, "under0", h2, "under0")
-        .await
-        .unwrap();
-    let under = [
-        Ipv4Addr::new(198, 19, 255, 1),
-        Ipv4Addr::new(198, 19, 255, 2),
-    ];
-    let hh = [
-        kernel::handle_in(Some(h1)).unwrap(),
-        kernel::handle_in(Some(h2)).unwrap(),
-    ];
-    for (h, ip) in hh.iter().zip(under) {
-        let idx = kernel::ifindex(h, "under0").await.unwrap();
-        kernel::add_address(h, idx, ip, 30).await.unwrap();
-        kernel::set_up(h, idx).await.unwrap();
-        let lo = kernel::ifindex(h, "lo").await.unwrap();
-        kernel::set_up(h, lo).await.unwrap();
-    }
+    let (hh, under) = underlay(h1, h2).await;
     // The lab link: 198.18.200.0/31, one end per node.
     let ips = [
         Ipv4Addr::new(198, 18, 200, 0),
@@ -158,7 +165,9 @@ async fn vxlan_between_two_fake_hosts_carries_udp_and_leaves_nothing() {
         "VXLAN devices and sockets gone {:?} after the node namespaces were deleted",
         t0.elapsed()
     );
-    let root_devs = vxlan::vxlan_devices(&root).await.unwrap();
+    let root_devs = vxlan::vxlan_devices(&kernel::handle_in(None).unwrap())
+        .await
+        .unwrap();
     assert!(
         !root_devs.iter().any(|d| d.vni == Some(VNI)),
         "{root_devs:?}"
@@ -179,23 +188,7 @@ async fn vxlan_to_a_wrong_remote_delivers_nothing() {
     let _c = Cleanup(names.clone());
     let ns: Vec<Netns> = names.iter().map(|n| Netns::create(n).unwrap()).collect();
     let (h1, h2, n1, n2) = (&ns[0], &ns[1], &ns[2], &ns[3]);
-    let root = kernel::handle_in(None).unwrap();
-    kernel::netlink::create_veth_between(&root, h1, "under0", h2, "under0")
-        .await
-        .unwrap();
-    let under = [
-        Ipv4Addr::new(198, 19, 255, 1),
-        Ipv4Addr::new(198, 19, 255, 2),
-    ];
-    let hh = [
-        kernel::handle_in(Some(h1)).unwrap(),
-        kernel::handle_in(Some(h2)).unwrap(),
-    ];
-    for (h, ip) in hh.iter().zip(under) {
-        let idx = kernel::ifindex(h, "under0").await.unwrap();
-        kernel::add_address(h, idx, ip, 30).await.unwrap();
-        kernel::set_up(h, idx).await.unwrap();
-    }
+    let (hh, under) = underlay(h1, h2).await;
     let ips = [
         Ipv4Addr::new(198, 18, 200, 0),
         Ipv4Addr::new(198, 18, 200, 1),

@@ -147,25 +147,30 @@ fn vxlan_or_lab_ifaces_in_root() -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn worker_builds_a_cell_slice_and_tears_it_down_when_stdin_closes() {
-    require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab("wk");
-    // A one-cell lab on one host: a 3-tile slice with no link to another host.
+/// `plan --slice one` of a one-cell lab named `lab` on one host: a 3-tile slice with no
+/// link to another host.
+fn one_cell_slice(dir: &Path, lab: &str) -> String {
     let single = write(
-        tmp.path(),
+        dir,
         "single.yaml",
         &TWO_CLUSTERS
             .replace("name: x", &format!("name: {lab}"))
             .replace("clusters: 2", "clusters: 1"),
     );
     let one = write(
-        tmp.path(),
+        dir,
         "one.yaml",
         "hosts:\n  one: { ssh: one, underlay: eth0, capacity: 3 }\n",
     );
-    let slice = lc_ok(&["plan", &single, "--hosts", &one, "--slice", "one"]);
+    lc_ok(&["plan", &single, "--hosts", &one, "--slice", "one"])
+}
+
+#[test]
+fn worker_builds_a_cell_slice_and_tears_it_down_when_stdin_closes() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = lab("wk");
+    let slice = one_cell_slice(tmp.path(), &lab);
     let _guard = LabGuard(lab.clone());
     let mut w = Command::new(lightcone_bin())
         .args(["worker", "--stdio"])
@@ -235,19 +240,7 @@ fn worker_refuses_a_malformed_slice_and_changes_nothing() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let lab = lab("bad");
-    let single = write(
-        tmp.path(),
-        "single.yaml",
-        &TWO_CLUSTERS
-            .replace("name: x", &format!("name: {lab}"))
-            .replace("clusters: 2", "clusters: 1"),
-    );
-    let one = write(
-        tmp.path(),
-        "one.yaml",
-        "hosts:\n  one: { ssh: one, underlay: eth0, capacity: 3 }\n",
-    );
-    let good = lc_ok(&["plan", &single, "--hosts", &one, "--slice", "one"]);
+    let good = one_cell_slice(tmp.path(), &lab);
     let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
     v["plan"]["nodes"][0]["netns"] = "lc-someoneelse_x".into();
     let renamed = v.to_string() + "\n";

@@ -28,51 +28,12 @@ impl Reader {
         allowed: &[&str],
         what: &str,
     ) -> Option<Fields<'a>> {
-        if node.is_null() {
-            return Some(Vec::new());
-        }
-        let Value::Map(pairs) = &node.value else {
-            self.d.error_help(
-                node.pos,
-                format!("{what} must be a mapping, found {}", node.kind()),
-                format!(
-                    "write it as `key: value` lines; valid keys: {}",
-                    allowed.join(", ")
-                ),
-            );
-            return None;
-        };
-        let mut seen: BTreeMap<&str, Pos> = BTreeMap::new();
-        let mut out = Vec::new();
-        for (k, v) in pairs {
-            let Some(key) = k.scalar() else {
-                self.d
-                    .error(k.pos, format!("a key in {what} must be a plain name"));
-                continue;
-            };
-            if let Some(first) = seen.get(key) {
-                self.d.error(
-                    k.pos,
-                    format!(
-                        "duplicate key `{key}` in {what} (first at line {})",
-                        first.line
-                    ),
-                );
-                continue;
-            }
-            seen.insert(key, k.pos);
-            if !allowed.contains(&key) {
-                let help = match did_you_mean(key, allowed) {
-                    Some(s) => format!("did you mean `{s}`? valid keys: {}", allowed.join(", ")),
-                    None => format!("valid keys: {}", allowed.join(", ")),
-                };
-                self.d
-                    .error_help(k.pos, format!("unknown key `{key}` in {what}"), help);
-                continue;
-            }
-            out.push((key, v));
-        }
-        Some(out)
+        let help = format!(
+            "write it as `key: value` lines; valid keys: {}",
+            allowed.join(", ")
+        );
+        let entries = self.entries(node, what, help, Some(allowed))?;
+        Some(entries.into_iter().map(|(_, key, v)| (key, v)).collect())
     }
 
     /// The entries of a mapping whose keys are names the user chooses (hosts, pins):
@@ -83,6 +44,20 @@ impl Reader {
         node: &'a Node,
         what: &str,
     ) -> Option<Vec<(&'a Node, &'a str, &'a Node)>> {
+        self.entries(node, what, "write it as `name: value` lines".into(), None)
+    }
+
+    /// A mapping's entries in source order, each key a plain name given once and, when
+    /// `allowed` is given, one of those (a key that is not, or a duplicate, is reported
+    /// where it stands and left out); `null` reads as an empty mapping; anything else is a
+    /// mistake with `help`.
+    fn entries<'a>(
+        &mut self,
+        node: &'a Node,
+        what: &str,
+        help: String,
+        allowed: Option<&[&str]>,
+    ) -> Option<Vec<(&'a Node, &'a str, &'a Node)>> {
         if node.is_null() {
             return Some(Vec::new());
         }
@@ -90,7 +65,7 @@ impl Reader {
             self.d.error_help(
                 node.pos,
                 format!("{what} must be a mapping, found {}", node.kind()),
-                "write it as `name: value` lines",
+                help,
             );
             return None;
         };
@@ -113,6 +88,15 @@ impl Reader {
                 continue;
             }
             seen.insert(key, k.pos);
+            if let Some(allowed) = allowed.filter(|a| !a.contains(&key)) {
+                let help = match did_you_mean(key, allowed) {
+                    Some(s) => format!("did you mean `{s}`? valid keys: {}", allowed.join(", ")),
+                    None => format!("valid keys: {}", allowed.join(", ")),
+                };
+                self.d
+                    .error_help(k.pos, format!("unknown key `{key}` in {what}"), help);
+                continue;
+            }
             out.push((k, key, v));
         }
         Some(out)

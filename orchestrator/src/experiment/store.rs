@@ -158,6 +158,9 @@ pub(crate) fn current_holders(rec: &Recording) -> BTreeMap<String, Vec<String>> 
         .collect()
 }
 
+/// The objects lost, each with its cause and why.
+type LostObjects<'a> = BTreeMap<&'a str, (Loss, String)>;
+
 /// Why an object counts as lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Loss {
@@ -179,7 +182,7 @@ enum Loss {
 /// expectation could be left out of a scenario and let such a run pass. The reason
 /// keeps the two causes apart in the detail (data gone vs. a serving defect), since they
 /// are fixed in different places.
-fn lost_objects(rec: &Recording) -> Option<(BTreeMap<&str, (Loss, String)>, usize)> {
+fn lost_objects(rec: &Recording) -> Option<(LostObjects<'_>, usize)> {
     let puts = acknowledged(rec);
     if puts.is_empty() || !rec.polls.iter().any(|p| p.shards.is_some()) {
         return None;

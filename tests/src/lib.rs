@@ -78,7 +78,12 @@ pub fn lc_ok(args: &[&str]) -> String {
 pub fn lab_name(tag: &str) -> String {
     let prefix = std::env::var("LIGHTCONE_TEST_LAB_PREFIX")
         .ok()
-        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        .filter(|p| {
+            // Lowercase letters and digits, a letter first (within the lab-name rule).
+            p.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
         .unwrap_or_else(|| "t".into());
     format!("{prefix}{}-{tag}", std::process::id())
 }

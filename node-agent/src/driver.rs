@@ -863,11 +863,15 @@ impl Prepared {
                     }
                     Event::ObjectReadFailed { request, reason } => {
                         if let Some(tx) = pending_object.remove(&request) {
-                            let _ = tx.send((
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "text/plain",
-                                format!("{reason}\n").into_bytes(),
-                            ));
+                            // No tile asked knows the object: not found, as when the
+                            // agent refuses the read itself.
+                            let status = if reason.starts_with("unknown object") {
+                                StatusCode::NOT_FOUND
+                            } else {
+                                StatusCode::SERVICE_UNAVAILABLE
+                            };
+                            let _ =
+                                tx.send((status, "text/plain", format!("{reason}\n").into_bytes()));
                         }
                     }
                     Event::ObjectLost { object } => tracing::error!(%object, "object lost"),

@@ -78,7 +78,12 @@ pub fn lc_ok(args: &[&str]) -> String {
 pub fn lab_name(tag: &str) -> String {
     let prefix = std::env::var("LIGHTCONE_TEST_LAB_PREFIX")
         .ok()
-        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        .filter(|p| {
+            // Lowercase letters and digits, a letter first (within the lab-name rule).
+            p.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
         .unwrap_or_else(|| "t".into());
     format!("{prefix}{}-{tag}", std::process::id())
 }
@@ -280,4 +285,27 @@ pub fn agent_request(lab: &str, id: u64, method: &str, path: &str, body: &str) -
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
     )
+}
+
+/// Copy a shipped scenario into `dir`, pointing it at a copy of its topology renamed `lab`
+/// (an inline topology is renamed in place).
+pub fn scenario_copy(dir: &Path, name: &str, lab: &str) -> PathBuf {
+    let src = std::fs::read_to_string(repo_root().join("topologies/scenarios").join(name))
+        .expect("shipped scenario");
+    let mut out = String::new();
+    for line in src.lines() {
+        if let Some(rel) = line.strip_prefix("topology: ../") {
+            let topo = topology_file(dir, &shipped(rel.trim()), lab);
+            out += &format!("topology: {}\n", topo.display());
+        } else if line.starts_with("  name: ") {
+            // An inline topology's name is the lab's.
+            out += &format!("  name: {lab}\n");
+        } else {
+            out += line;
+            out.push('\n');
+        }
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, out).expect("write scenario");
+    p
 }

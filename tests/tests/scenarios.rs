@@ -9,29 +9,6 @@ use std::process::Output;
 
 use lightcone_e2e::*;
 
-/// Copy a shipped scenario into `dir`, pointing it at a copy of its topology renamed `lab`
-/// (an inline topology is renamed in place).
-fn scenario_copy(dir: &Path, name: &str, lab: &str) -> PathBuf {
-    let src = std::fs::read_to_string(repo_root().join("topologies/scenarios").join(name))
-        .expect("shipped scenario");
-    let mut out = String::new();
-    for line in src.lines() {
-        if let Some(rel) = line.strip_prefix("topology: ../") {
-            let topo = topology_file(dir, &shipped(rel.trim()), lab);
-            out += &format!("topology: {}\n", topo.display());
-        } else if line.starts_with("  name: ") {
-            // An inline topology's name is the lab's.
-            out += &format!("  name: {lab}\n");
-        } else {
-            out += line;
-            out.push('\n');
-        }
-    }
-    let p = dir.join(name);
-    std::fs::write(&p, out).expect("write scenario");
-    p
-}
-
 fn run(scenario: &Path, out: &Path) -> Output {
     lc(&[
         "run",

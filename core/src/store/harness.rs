@@ -46,6 +46,8 @@ enum Ev {
     Read {
         by: u32,
         object: String,
+        /// Read at tile `by` itself, whether it knows the object or not.
+        exact: bool,
     },
 }
 
@@ -209,6 +211,19 @@ impl Harness {
             Ev::Read {
                 by,
                 object: object.into(),
+                exact: false,
+            },
+        );
+    }
+    /// A read at tile `by` itself, whatever it knows (a tile of another cell, a tile
+    /// back empty).
+    pub fn read_by_at(&mut self, t: Duration, by: u32, object: &str) {
+        self.at_s(
+            t,
+            Ev::Read {
+                by,
+                object: object.into(),
+                exact: true,
             },
         );
     }
@@ -448,13 +463,21 @@ impl Harness {
                     }),
                 }
             }
-            Ev::Read { by, object } => {
-                // The reader: among live tiles that know the object's metadata (its
-                // writer's cell, from the causal store; its holders), the `by`-th.
+            Ev::Read { by, object, exact } => {
+                // The reader: `by` itself when exact, else among live tiles that know the
+                // object's metadata (its writer's cell, from the causal store; its
+                // holders), the `by`-th.
                 let knowers: Vec<u32> = self
                     .stores
                     .iter()
-                    .filter(|(id, s)| self.up.contains(id) && s.meta(&object).is_some())
+                    .filter(|(id, s)| {
+                        self.up.contains(id)
+                            && if exact {
+                                **id == by
+                            } else {
+                                s.meta(&object).is_some()
+                            }
+                    })
                     .map(|(&id, _)| id)
                     .collect();
                 if knowers.is_empty() {
@@ -471,7 +494,9 @@ impl Harness {
                 };
                 self.req += 1;
                 who = by;
-                if s.get(now, self.req, &object, &mut out).is_err() {
+                if s.get(now, self.req, &object, &self.class.clone(), &mut out)
+                    .is_err()
+                {
                     self.records.push(Record::Read {
                         at: self.now(),
                         object,
@@ -531,7 +556,10 @@ impl Harness {
                 }),
                 StoreOut::Read { request, result } => {
                     if let Some((_, object)) = self.reads.remove(&request) {
-                        let ok = result.as_ref().ok() == self.written.get(&object);
+                        // A failed read of an object never written is a failure too.
+                        let ok = result
+                            .as_ref()
+                            .is_ok_and(|b| self.written.get(&object) == Some(b));
                         self.records.push(Record::Read {
                             at: self.now(),
                             object,

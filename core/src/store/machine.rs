@@ -27,6 +27,22 @@
 //! converge on one metadata version (the higher `(version, by)` wins), so a takeover costs
 //! repair bytes, never the stripe. Found by the lab run of `store-durable` (seed 16):
 //! obj-0020 was never repaired.
+//!
+//! **Reads at any tile** ([`Store::get`]): the stripe's metadata travels with its shards
+//! (every holder keeps it, and the writer), and the causal store spreads it over the
+//! writer's and holders' cells only. A tile that knows no metadata of the object — a
+//! tile of another cell, a holder that came back empty — finds it where placement put
+//! it: it computes the object's rendezvous placement over every tile it knows (where a
+//! put with all of them alive would have put the shards) and over the tiles alive now
+//! (where a put or a repair now would), and asks those tiles, nearest first,
+//! [`LOOKUP_FANOUT`] at a time, for the metadata ([`Msg::MetaGet`]). Any holder, current
+//! or replaced, answers with its version (a stale one still names ≥ k current holders
+//! unless more than n − k shards moved, and a fetch follows newer metadata as it
+//! arrives); a tile that knows none says so ([`NO_META`]) so the next is asked at once.
+//! No directory, no broadcast: O(n) asks at most, found in the first round unless the
+//! placement moved since the put. Found by the lab run of `store-durable` (seed 16):
+//! obj-0004 and obj-0016, 24 valid shards each, read back as "unknown object" from a
+//! tile that had restarted empty.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -35,7 +51,7 @@ use super::metrics::{Redundancy, StoreCounters, StoreMetrics};
 
 /// A shard as held and sent: its bytes and its Merkle proof.
 type Shard = (Vec<u8>, Vec<ShardHash>);
-use super::msg::{Msg, StripeMeta, MAX_NAME};
+use super::msg::{Msg, StripeMeta, MAX_NAME, NO_META};
 use super::placement::{self, Tile};
 use super::{Class, StoreError};
 use crate::time::Instant;
@@ -46,6 +62,14 @@ use crate::time::Instant;
 /// grace 10 s included), so a live steward is rarely doubled, and short enough that a
 /// first backup can still finish inside the store-durable scenario's 60 s bound.
 pub const TAKEOVER_GRACES: u32 = 2;
+
+/// Tiles a metadata lookup asks at once (module doc, "Reads at any tile"): one answer
+/// suffices, three cover a silent or emptied tile without a second round.
+pub const LOOKUP_FANOUT: usize = 3;
+
+/// Metadata lookups in flight at one tile; a read beyond them is refused
+/// ([`StoreError::Busy`]), nothing changed.
+pub const MAX_LOOKUPS: usize = 256;
 
 /// The store's tunables (emulated time).
 #[derive(Debug, Clone)]
@@ -135,6 +159,19 @@ struct Fetch {
     failed: BTreeSet<u16>,
 }
 
+/// A read of an object this tile knows no metadata of, waiting for a tile to tell it.
+#[derive(Debug, Clone)]
+struct Lookup {
+    object: String,
+    request: u64,
+    /// Tiles still to ask, best first.
+    next: Vec<u32>,
+    /// Tiles asked and not answered yet, with the deadline of the ask.
+    asked: BTreeMap<u32, Instant>,
+    /// Tiles asked so far (for the error when none knows).
+    tried: usize,
+}
+
 #[derive(Debug, Clone)]
 struct Placing {
     meta: StripeMeta,
@@ -164,6 +201,8 @@ pub struct Store {
     /// Shards known gone though their holder is alive (it came back empty).
     gone: BTreeSet<(String, u16)>,
     fetches: BTreeMap<u64, Fetch>,
+    /// Reads waiting for metadata, by ask id (shares the counter of `fetches`).
+    lookups: BTreeMap<u64, Lookup>,
     placing: BTreeMap<String, Placing>,
     puts: BTreeMap<String, PendingPut>,
     lost: BTreeSet<String>,
@@ -216,6 +255,7 @@ impl Store {
             shards: BTreeMap::new(),
             gone: BTreeSet::new(),
             fetches: BTreeMap::new(),
+            lookups: BTreeMap::new(),
             placing: BTreeMap::new(),
             puts: BTreeMap::new(),
             lost: BTreeSet::new(),
@@ -400,21 +440,7 @@ impl Store {
             root,
             holders,
         };
-        // A shard frame (metadata, proof, shard) must fit one overlay datagram.
-        let frame = Msg::ShardPut {
-            meta: meta.clone(),
-            index: 0,
-            proof: proofs[0].clone(),
-            bytes: shards[0].clone(),
-        }
-        .encode()
-        .len();
-        if frame > crate::wire::MAX_BLOB {
-            return Err(StoreError::FrameTooLarge {
-                frame,
-                max: crate::wire::MAX_BLOB,
-            });
-        }
+        shard_frame_fits(&meta, &proofs[0], &shards[0])?;
         // A new put replaces the object: its loss state starts over.
         self.lost.remove(object);
         self.metas.remove(object);
@@ -464,19 +490,115 @@ impl Store {
         }
     }
 
-    /// Read `object`: ask the nearest live holders for k shards.
+    /// Read `object`: ask the nearest live holders for k shards. A tile that knows no
+    /// metadata of it first asks the tiles `class` would place it on (module doc, "Reads
+    /// at any tile"); `class` is the class the reader expects (the node's configured one)
+    /// and serves only to find them. Refused, nothing changed: a bad name, or
+    /// [`MAX_LOOKUPS`] lookups already waiting.
     pub fn get(
         &mut self,
         now: Instant,
         request: u64,
         object: &str,
+        class: &Class,
         out: &mut Vec<StoreOut>,
     ) -> Result<(), StoreError> {
-        if !self.metas.contains_key(object) {
-            return Err(StoreError::UnknownObject(object.into()));
+        if self.metas.contains_key(object) {
+            self.start_fetch(now, object, Purpose::Read(request), out);
+            return Ok(());
         }
-        self.start_fetch(now, object, Purpose::Read(request), out);
+        if object.is_empty() || object.len() > MAX_NAME {
+            return Err(StoreError::BadMetadata(format!(
+                "object name of {} bytes (1..={MAX_NAME})",
+                object.len()
+            )));
+        }
+        class.validate()?;
+        if self.lookups.len() >= MAX_LOOKUPS {
+            return Err(StoreError::Busy(format!(
+                "{MAX_LOOKUPS} reads already wait for metadata"
+            )));
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        self.lookups.insert(
+            req,
+            Lookup {
+                object: object.into(),
+                request,
+                next: self.lookup_order(object, class),
+                asked: BTreeMap::new(),
+                tried: 0,
+            },
+        );
+        self.ask_meta(now, req, out);
         Ok(())
+    }
+
+    /// The tiles a lookup of `object` asks, best first: the object's placement under
+    /// `class` over every tile known, then over the tiles alive now (placement and repair
+    /// both pick by the same rendezvous ranks), each list nearest first; live tiles
+    /// only, each once, this tile never.
+    fn lookup_order(&self, object: &str, class: &Class) -> Vec<u32> {
+        let all: Vec<Tile> = self.members.values().map(|m| m.tile).collect();
+        let mut order: Vec<u32> = Vec::new();
+        for tiles in [all, self.live_tiles()] {
+            let Ok(placed) = placement::place(self.params.seed, object, class, &tiles) else {
+                continue;
+            };
+            let mut ranked: Vec<(u8, usize, u32)> = placed
+                .iter()
+                .enumerate()
+                .filter(|&(_, &t)| t != self.me.id && self.alive(t) && !order.contains(&t))
+                .filter_map(|(i, &t)| Some((distance(&self.me, &self.members.get(&t)?.tile), i, t)))
+                .collect();
+            ranked.sort_unstable();
+            order.extend(ranked.into_iter().map(|(_, _, t)| t));
+        }
+        order
+    }
+
+    /// Ask more tiles for lookup `req`'s metadata, or fail it when none is left to ask.
+    fn ask_meta(&mut self, now: Instant, req: u64, out: &mut Vec<StoreOut>) {
+        let Some(l) = self.lookups.get_mut(&req) else {
+            return;
+        };
+        while l.asked.len() < LOOKUP_FANOUT && !l.next.is_empty() {
+            let to = l.next.remove(0);
+            l.asked.insert(to, now + self.params.fetch_timeout);
+            l.tried += 1;
+            out.push(StoreOut::Send {
+                to,
+                msg: Msg::MetaGet {
+                    object: l.object.clone(),
+                    req,
+                },
+            });
+        }
+        if l.asked.is_empty() {
+            let l = self.lookups.remove(&req).expect("present");
+            out.push(StoreOut::Read {
+                request: l.request,
+                result: Err(StoreError::NotFound {
+                    object: l.object,
+                    asked: l.tried,
+                }),
+            });
+        }
+    }
+
+    /// Metadata of `object` arrived: every lookup waiting for it becomes a fetch.
+    fn lookups_found(&mut self, now: Instant, object: &str, out: &mut Vec<StoreOut>) {
+        let done: Vec<u64> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.object == object)
+            .map(|(&r, _)| r)
+            .collect();
+        for r in done {
+            let l = self.lookups.remove(&r).expect("present");
+            self.start_fetch(now, object, Purpose::Read(l.request), out);
+        }
     }
 
     fn start_fetch(
@@ -985,6 +1107,16 @@ impl Store {
                 }
                 self.advance(now, req, out);
             }
+            Msg::ShardNone { object, index, req } if index == NO_META => {
+                // A lookup's ask: that tile knows no metadata; ask the next.
+                let Some(l) = self.lookups.get_mut(&req) else {
+                    return;
+                };
+                if l.object != object || l.asked.remove(&from).is_none() {
+                    return;
+                }
+                self.ask_meta(now, req, out);
+            }
             Msg::ShardNone { object, index, req } => {
                 let Some(f) = self.fetches.get_mut(&req) else {
                     return;
@@ -995,14 +1127,32 @@ impl Store {
                 f.failed.insert(index);
                 self.advance(now, req, out);
             }
+            Msg::MetaGet { object, req } => {
+                let msg = match self.metas.get(&object) {
+                    Some(m) => Msg::Meta { meta: m.clone() },
+                    None => Msg::ShardNone {
+                        object,
+                        index: NO_META,
+                        req,
+                    },
+                };
+                out.push(StoreOut::Send { to: from, msg });
+            }
             Msg::Meta { meta } => {
                 let newer = self
                     .metas
                     .get(&meta.object)
                     .is_none_or(|m| m.rank() < meta.rank());
                 let mine = meta.holders.contains(&self.me.id) || meta.writer == self.me.id;
-                if newer && (mine || self.metas.contains_key(&meta.object)) {
+                // Asked for by a lookup of ours (from a tile it asked).
+                let wanted = self
+                    .lookups
+                    .values()
+                    .any(|l| l.object == meta.object && l.asked.contains_key(&from));
+                if newer && (mine || wanted || self.metas.contains_key(&meta.object)) {
+                    let object = meta.object.clone();
                     self.adopt(meta);
+                    self.lookups_found(now, &object, out);
                 } else if let Some(m) = self
                     .metas
                     .get(&meta.object)
@@ -1047,6 +1197,16 @@ impl Store {
                     }
                 }
                 self.advance(now, req, out);
+            }
+        }
+        // Lookup asks past their deadline: ask the next tiles.
+        let reqs: Vec<u64> = self.lookups.keys().copied().collect();
+        for req in reqs {
+            let l = self.lookups.get_mut(&req).expect("present");
+            let before = l.asked.len();
+            l.asked.retain(|_, d| *d > now);
+            if l.asked.len() < before {
+                self.ask_meta(now, req, out);
             }
         }
         // Puts: done with at least k + 1 acks once the timeout passed (repair restores
@@ -1188,7 +1348,8 @@ impl Store {
 
 /// Whether an object of `bytes` under `class`, named with up to 40 bytes, makes shard
 /// frames that fit one overlay datagram (what [`Store::put`] refuses otherwise): for tools
-/// that check a workload before running it.
+/// that check a workload before running it. The same check as the put's
+/// ([`shard_frame_fits`]), on a stand-in metadata.
 pub fn frame_check(bytes: &[u8], class: &Class) -> Result<(), StoreError> {
     class.validate()?;
     let shards = codec::encode(bytes, class)?;
@@ -1203,11 +1364,21 @@ pub fn frame_check(bytes: &[u8], class: &Class) -> Result<(), StoreError> {
         root,
         holders: (0..u32::from(class.n)).map(|i| u32::MAX - i).collect(),
     };
+    shard_frame_fits(&meta, &proofs[0], &shards[0])
+}
+
+/// A shard frame (metadata, proof, shard) must fit one overlay datagram: the frame of
+/// shard 0 (every shard of a stripe has the same length and proof depth).
+fn shard_frame_fits(
+    meta: &StripeMeta,
+    proof: &[ShardHash],
+    shard: &[u8],
+) -> Result<(), StoreError> {
     let frame = Msg::ShardPut {
-        meta,
+        meta: meta.clone(),
         index: 0,
-        proof: proofs[0].clone(),
-        bytes: shards[0].clone(),
+        proof: proof.to_vec(),
+        bytes: shard.to_vec(),
     }
     .encode()
     .len();
@@ -1448,7 +1619,7 @@ mod tests {
         let shards = codec::encode(b"near first", &class).unwrap();
         let meta = StripeMeta {
             object: "o".into(),
-            class,
+            class: class.clone(),
             len: 10,
             version: 1,
             writer: 3,
@@ -1463,7 +1634,7 @@ mod tests {
             st.member(now, *x, true, false, &mut out);
         }
         st.learn_meta(meta).unwrap();
-        st.get(now, 1, "o", &mut out).unwrap();
+        st.get(now, 1, "o", &class, &mut out).unwrap();
         let asked: Vec<u32> = out
             .iter()
             .filter_map(|o| match o {
@@ -1625,5 +1796,223 @@ mod tests {
             "{:?}",
             h.records
         );
+    }
+
+    fn reads(h: &Harness) -> Vec<(String, bool)> {
+        h.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Read { object, ok, .. } => Some((object.clone(), *ok)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn grid_4_of_8() -> Harness {
+        // Six cells of four tiles over two clusters; k = 4, n = 8 over four cells.
+        Harness::grid(
+            2,
+            3,
+            4,
+            Class::new("c", 4, 8, 4).unwrap(),
+            StoreParams::default(),
+        )
+    }
+
+    #[test]
+    fn a_tile_of_another_cell_reads_an_object_it_never_heard_of() {
+        let mut h = grid_4_of_8();
+        h.put_at(s(1), 0, "a", b"read me from anywhere".to_vec());
+        h.run_until(s(5));
+        let m = h.meta("a").unwrap();
+        // A tile outside the writer's cell holding no shard: it knows nothing of "a".
+        let reader = h
+            .tiles
+            .iter()
+            .find(|t| t.cell != h.tiles[0].cell && !m.holders.contains(&t.id))
+            .unwrap()
+            .id;
+        assert!(h.store(reader).unwrap().meta("a").is_none());
+        h.read_by_at(s(6), reader, "a");
+        h.run_until(s(8));
+        assert_eq!(reads(&h), [("a".to_string(), true)], "{:?}", h.records);
+        // An object no tile knows: a clear failure once the tiles asked said so, no hang.
+        h.read_by_at(s(9), reader, "never-written");
+        h.run_until(s(11));
+        assert_eq!(
+            reads(&h)[1],
+            ("never-written".to_string(), false),
+            "{:?}",
+            h.records
+        );
+    }
+
+    #[test]
+    fn a_holder_back_empty_reads_the_object_after_its_shard_moved() {
+        let mut h = grid_4_of_8();
+        h.put_at(s(1), 0, "a", vec![42; 600]);
+        h.run_until(s(5));
+        let m = h.meta("a").unwrap();
+        // A holder outside the writer's cell (the causal store does not bring it back).
+        let victim = *m
+            .holders
+            .iter()
+            .find(|&&t| h.tiles[t as usize].cell != h.tiles[0].cell)
+            .unwrap();
+        h.crash_at(s(10), victim);
+        // Declared dead at 18 s, repaired after the 30 s grace.
+        h.run_until(s(60));
+        assert_eq!(repaired(&h).len(), 1, "{:?}", h.records);
+        assert!(!h.meta("a").unwrap().holders.contains(&victim));
+        h.restart_at(s(61), victim);
+        h.run_until(s(62));
+        assert!(h.store(victim).unwrap().meta("a").is_none());
+        h.read_by_at(s(63), victim, "a");
+        h.run_until(s(66));
+        assert_eq!(reads(&h), [("a".to_string(), true)], "{:?}", h.records);
+    }
+
+    #[test]
+    fn a_lookup_asks_three_placed_tiles_then_the_next_on_a_miss_or_silence() {
+        // Reader 0 alone in its cell; tiles 1..=9 in five other cells; n = 7, so at least
+        // six placed tiles besides the reader.
+        let t = |id, cell| Tile {
+            id,
+            cluster: cell,
+            cell,
+        };
+        let tiles: Vec<Tile> = (0..10).map(|i| t(i, i.div_ceil(2))).collect();
+        let class = Class::new("c", 2, 7, 3).unwrap();
+        let now = Instant::from_nanos(0);
+        let mut st = Store::new(tiles[0], StoreParams::default(), now);
+        let mut out = Vec::new();
+        for x in &tiles[1..] {
+            st.member(now, *x, true, false, &mut out);
+        }
+        let asks = |out: &[StoreOut]| -> Vec<(u32, u64)> {
+            out.iter()
+                .filter_map(|o| match o {
+                    StoreOut::Send {
+                        to,
+                        msg: Msg::MetaGet { req, .. },
+                    } => Some((*to, *req)),
+                    _ => None,
+                })
+                .collect()
+        };
+        st.get(now, 9, "o", &class, &mut out).unwrap();
+        let first = asks(&out);
+        let placed = placement::place(0, "o", &class, &tiles).unwrap();
+        let placed: Vec<u32> = placed.into_iter().filter(|&x| x != 0).collect();
+        assert_eq!(first.len(), LOOKUP_FANOUT, "{out:?}");
+        assert!(
+            first.iter().all(|(x, _)| placed.contains(x)),
+            "{first:?} {placed:?}"
+        );
+        let req = first[0].1;
+        // The first says it knows nothing: one more is asked at once.
+        let mut out = Vec::new();
+        let none = Msg::ShardNone {
+            object: "o".into(),
+            index: NO_META,
+            req,
+        };
+        st.on_frame(now, first[0].0, &none.encode(), &mut out);
+        let second = asks(&out);
+        assert_eq!(second.len(), 1, "{out:?}");
+        assert!(!first.iter().any(|f| f.0 == second[0].0));
+        // The other two stay silent past the timeout: two more are asked.
+        let mut out = Vec::new();
+        st.tick(now + s(3), &mut out);
+        let third = asks(&out);
+        assert_eq!(third.len(), 2, "{out:?}");
+        // One answers with the metadata: the read fetches k shards from its holders.
+        let shards = codec::encode(b"found", &class).unwrap();
+        let meta = StripeMeta {
+            object: "o".into(),
+            class: class.clone(),
+            len: 5,
+            version: 1,
+            writer: 5,
+            by: 5,
+            holders: vec![1, 3, 5, 6, 7, 8, 9],
+            root: codec::merkle(&shards).0,
+        };
+        // A metadata from a tile not asked is not taken.
+        let mut out = Vec::new();
+        let m = Msg::Meta { meta: meta.clone() }.encode();
+        let stranger = (1..10).find(|x| {
+            ![
+                first[0].0,
+                first[1].0,
+                first[2].0,
+                second[0].0,
+                third[0].0,
+                third[1].0,
+            ]
+            .contains(x)
+        });
+        if let Some(x) = stranger {
+            st.on_frame(now + s(3), x, &m, &mut out);
+            assert!(st.meta("o").is_none());
+        }
+        st.on_frame(now + s(3), third[0].0, &m, &mut out);
+        assert_eq!(st.meta("o"), Some(&meta));
+        let gets = out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    StoreOut::Send {
+                        msg: Msg::ShardGet { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(gets, 2, "{out:?}");
+        // A tile asked for metadata answers with what it knows, or says it knows none.
+        let mut out = Vec::new();
+        let ask = |o: &str| {
+            Msg::MetaGet {
+                object: o.into(),
+                req: 4,
+            }
+            .encode()
+        };
+        st.on_frame(now, 2, &ask("o"), &mut out);
+        st.on_frame(now, 2, &ask("p"), &mut out);
+        assert_eq!(
+            out,
+            [
+                StoreOut::Send {
+                    to: 2,
+                    msg: Msg::Meta { meta }
+                },
+                StoreOut::Send {
+                    to: 2,
+                    msg: Msg::ShardNone {
+                        object: "p".into(),
+                        index: NO_META,
+                        req: 4
+                    }
+                },
+            ]
+        );
+        // Nobody left to ask: the read fails, named, nothing held.
+        let mut st = Store::new(tiles[0], StoreParams::default(), now);
+        let mut out = Vec::new();
+        st.get(now, 3, "o", &class, &mut out).unwrap();
+        assert_eq!(
+            out,
+            [StoreOut::Read {
+                request: 3,
+                result: Err(StoreError::NotFound {
+                    object: "o".into(),
+                    asked: 0
+                })
+            }]
+        );
+        assert!(st.get(now, 3, "", &class, &mut out).is_err());
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Rooms: [`codec`] (encode, Merkle root and proofs, verify and reconstruct),
 //! [`placement`] (which tiles hold which shard, and the replacement of a lost one),
-//! [`msg`] (the shard frames, store kinds 20–26 of the 20–27 assigned), [`machine`] (the
+//! [`msg`] (the shard frames, store kinds 20–27, all of those assigned), [`machine`] (the
 //! sans-IO store of one tile: puts, reads, repair, counters), [`metrics`] (its Prometheus
 //! series), [`harness`] and [`scenarios`] (many stores in virtual time; the durable and
 //! overload scenarios).
@@ -138,8 +138,12 @@ pub enum StoreError {
     FrameTooLarge { frame: usize, max: usize },
     #[error("bad store frame: {0}")]
     BadFrame(String),
-    #[error("unknown object {0:?}")]
-    UnknownObject(String),
+    /// A read's lookup found no tile that knows the object (nothing changed).
+    #[error("unknown object {object:?}: none of the {asked} tiles asked knows it")]
+    NotFound { object: String, asked: usize },
+    /// Too much in flight; nothing changed, try again later.
+    #[error("store busy: {0}")]
+    Busy(String),
     #[error("store configuration: {0}")]
     BadConfig(String),
 }

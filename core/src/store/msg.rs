@@ -11,11 +11,15 @@ pub const KIND_SHARD_DATA: u8 = 23;
 pub const KIND_SHARD_NONE: u8 = 24;
 pub const KIND_META: u8 = 25;
 pub const KIND_LOST: u8 = 26;
+pub const KIND_META_GET: u8 = 27;
 /// The first and last kinds this module owns.
 pub const KINDS: std::ops::RangeInclusive<u8> = 20..=27;
 
 /// Longest object name, in bytes.
 pub const MAX_NAME: usize = 200;
+/// The index a [`Msg::ShardNone`] carries when it answers a [`Msg::MetaGet`]: the asked
+/// tile knows no metadata of the object. No shard has it (n ≤ 32,768).
+pub const NO_META: u16 = u16::MAX;
 /// Longest Merkle proof (n ≤ 32,768 = 2^15).
 pub const MAX_PROOF: usize = 15;
 
@@ -100,7 +104,8 @@ pub enum Msg {
         proof: Vec<ShardHash>,
         bytes: Vec<u8>,
     },
-    /// I do not hold that shard.
+    /// I do not hold that shard; with index [`NO_META`], the answer to a
+    /// [`Msg::MetaGet`]: I know no metadata of this object.
     ShardNone {
         object: String,
         index: u16,
@@ -111,6 +116,9 @@ pub enum Msg {
     /// The sender reported this object lost (fewer than k shards survive): the other
     /// holders stop repairing it and do not report it again.
     Lost { object: String },
+    /// Send me your metadata of `object` (a read at a tile that knows none; `req` its
+    /// id): answered by [`Msg::Meta`], or by [`Msg::ShardNone`] with index [`NO_META`].
+    MetaGet { object: String, req: u64 },
 }
 
 struct W(Vec<u8>);
@@ -244,6 +252,7 @@ impl Msg {
             Msg::ShardNone { .. } => KIND_SHARD_NONE,
             Msg::Meta { .. } => KIND_META,
             Msg::Lost { .. } => KIND_LOST,
+            Msg::MetaGet { .. } => KIND_META_GET,
         }
     }
 
@@ -291,6 +300,10 @@ impl Msg {
             }
             Msg::Meta { meta } => w.meta(meta),
             Msg::Lost { object } => w.bytes(object.as_bytes()),
+            Msg::MetaGet { object, req } => {
+                w.bytes(object.as_bytes());
+                w.u64(*req);
+            }
         }
         w.0
     }
@@ -337,6 +350,10 @@ impl Msg {
             KIND_META => Msg::Meta { meta: r.meta()? },
             KIND_LOST => Msg::Lost {
                 object: r.string()?,
+            },
+            KIND_META_GET => Msg::MetaGet {
+                object: r.string()?,
+                req: r.u64()?,
             },
             k => return Err(StoreError::BadFrame(format!("unknown store kind {k}"))),
         };
@@ -401,6 +418,10 @@ mod tests {
             },
             Msg::Meta { meta: meta() },
             Msg::Lost { object: "o".into() },
+            Msg::MetaGet {
+                object: "o".into(),
+                req: 12,
+            },
         ];
         for m in all {
             assert!(KINDS.contains(&m.kind()));
@@ -422,10 +443,14 @@ mod tests {
             Msg::decode(&b),
             Err(StoreError::BadFrame("1 trailing bytes".into()))
         );
-        assert!(Msg::decode(&[27])
+        assert!(Msg::decode(&[28])
             .unwrap_err()
             .to_string()
-            .contains("unknown store kind 27"));
+            .contains("unknown store kind 28"));
+        assert!(Msg::decode(&[KIND_META_GET, 1, 0, 0, 0, b'o'])
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
         let mut m = meta();
         m.holders[1] = 5;
         assert!(

@@ -23,7 +23,10 @@
 //! anti-entropy), and [`StoreTile::learn_from_kv`] reads it back on each tick: a tile that
 //! restarts empty relearns from its cell the metadata of the stripes its cell wrote.
 //! Across cells the metadata travels in the shard frames themselves (every holder keeps
-//! the metadata beside its shard): the causal store replicates per cell, not further.
+//! the metadata beside its shard): the causal store replicates per cell, not further. A
+//! read at a tile that knows no metadata of the object (another cell's tile, a tile back
+//! empty whose cell never wrote it) asks the tiles the object's placement names
+//! ([`Store::get`], "Reads at any tile" in [`super::machine`]).
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -193,7 +196,8 @@ impl StoreTile {
         fx: &mut Effects,
     ) -> Result<(), StoreError> {
         let mut out = Vec::new();
-        self.store.get(now, request, object, &mut out)?;
+        let class = self.cfg.class.clone();
+        self.store.get(now, request, object, &class, &mut out)?;
         self.carry(out, fx);
         Ok(())
     }

@@ -74,16 +74,28 @@ pub struct ObjectPut {
     pub shard_sha256: Vec<String>,
 }
 
-/// An object read back through the API at the end of the run, from a live node.
+/// An object read back through the API at the end of the run, from a live node: its
+/// current holders first, then other live nodes, until one serves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectReadBack {
     pub object: String,
+    /// The node of the last try: the one that served it, or the last that failed.
     pub node: String,
     /// The bytes came back and equal those written.
     pub ok: bool,
     /// What happened otherwise (an HTTP status, different bytes).
     #[serde(default)]
     pub error: Option<String>,
+    /// The tries that failed before the last one, in order.
+    #[serde(default)]
+    pub misses: Vec<ReadMiss>,
+}
+
+/// A read-back try that failed: the node asked and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadMiss {
+    pub node: String,
+    pub error: String,
 }
 
 /// A fault the runner played, at real seconds since the start.

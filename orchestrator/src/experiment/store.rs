@@ -10,8 +10,10 @@
 //!   crash removes them at the crash's time. A shard counts only if its bytes hash to the
 //!   recorded SHA-256 of that index (a corrupted or stale shard is not a shard).
 //! - `objects_lost`: an acknowledged object is lost iff, at the end, fewer than k of its
-//!   indices have a valid shard on a live node — or its read-back failed or returned other
-//!   bytes (the two are shown side by side when they disagree). `objects_lost(o1 o2) == 2`
+//!   indices have a valid shard on a live node — or, with k or more, no live node serves
+//!   it: the read-back asks its current holders (by the final polls), then other live
+//!   nodes, and every try failed or returned other bytes ([`lost_objects`] says why that
+//!   counts as lost; the detail counts the two causes apart). `objects_lost(o1 o2) == 2`
 //!   counts only the selected objects (`*` globs), so a scenario can name exactly which
 //!   objects must be lost.
 //! - `repair_time`: for each acknowledged object not lost, each time its stripe falls
@@ -137,8 +139,50 @@ fn acknowledged(rec: &Recording) -> BTreeMap<&str, &ObjectPut> {
         .collect()
 }
 
+/// Nodes holding a valid shard of each acknowledged object at the end of the run, by the
+/// polls and marks (the live inventory above): each node once, in the order of the lowest
+/// index it holds. Whom the read-back asks first.
+pub(crate) fn current_holders(rec: &Recording) -> BTreeMap<String, Vec<String>> {
+    let puts = acknowledged(rec);
+    let hold = replay(rec, &puts, |_, _, _| {});
+    hold.into_iter()
+        .map(|(o, h)| {
+            let mut nodes: Vec<String> = Vec::new();
+            for n in h.values().flatten() {
+                if !nodes.contains(n) {
+                    nodes.push(n.clone());
+                }
+            }
+            (o.to_string(), nodes)
+        })
+        .collect()
+}
+
+/// The objects lost, each with its cause and why.
+type LostObjects<'a> = BTreeMap<&'a str, (Loss, String)>;
+
+/// Why an object counts as lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// Fewer than k valid shards on live nodes: the data is gone.
+    Shards,
+    /// k or more valid shards on live nodes, yet no live node it was read from served it.
+    Unreadable,
+}
+
 /// The objects lost at the end, with why (`None` when nothing can be judged).
-fn lost_objects(rec: &Recording) -> Option<(BTreeMap<&str, String>, usize)> {
+///
+/// An object with ≥ k valid shards that no live tile serves counts as **lost**, reported
+/// apart ("not readable from any live tile: tried X, Y"), not as the failure of a separate
+/// expectation. The spec's storage requirement is one figure — durable state under the
+/// 5 %/year design-for-failure baseline, kept by erasure coding and self-healing repair
+/// (seed spec, "Design-for-Failure at 5%/year") — and it names no availability figure
+/// apart from durability; what a user of the store has is what a read returns, so bytes
+/// that exist only as shards no tile will assemble are lost to them. A separate
+/// expectation could be left out of a scenario and let such a run pass. The reason
+/// keeps the two causes apart in the detail (data gone vs. a serving defect), since they
+/// are fixed in different places.
+fn lost_objects(rec: &Recording) -> Option<(LostObjects<'_>, usize)> {
     let puts = acknowledged(rec);
     if puts.is_empty() || !rec.polls.iter().any(|p| p.shards.is_some()) {
         return None;
@@ -148,22 +192,39 @@ fn lost_objects(rec: &Recording) -> Option<(BTreeMap<&str, String>, usize)> {
     for (o, p) in &puts {
         let (idx, _) = hold.get(o).map(redundancy).unwrap_or((0, 0));
         let read = rec.object_reads.iter().find(|r| r.object == *o);
-        let unread = read.filter(|r| !r.ok).map(|r| {
-            format!(
-                "read back from {}: {}",
-                r.node,
-                r.error.as_deref().unwrap_or("failed")
-            )
-        });
         if idx < p.k as usize {
             let mut why = format!("{idx} valid shards of the k = {} needed", p.k);
             if read.is_some_and(|r| r.ok) {
                 why += " (yet its read-back succeeded)";
             }
-            lost.insert(*o, why);
-        } else if let Some(u) = unread {
-            lost.insert(*o, format!("{u} (with {idx} valid shards on live nodes)"));
+            lost.insert(*o, (Loss::Shards, why));
+            continue;
         }
+        let why = match read {
+            Some(r) if r.ok => continue,
+            Some(r) => {
+                let tried = r
+                    .misses
+                    .iter()
+                    .map(|m| (m.node.as_str(), m.error.as_str()))
+                    .chain(std::iter::once((
+                        r.node.as_str(),
+                        r.error.as_deref().unwrap_or("failed"),
+                    )))
+                    .map(|(n, e)| format!("{n} ({e})"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("not readable from any live tile: tried {tried}")
+            }
+            None => "never read back (no live tile to read from)".into(),
+        };
+        lost.insert(
+            *o,
+            (
+                Loss::Unreadable,
+                format!("{why}, with {idx} valid shards on live nodes"),
+            ),
+        );
     }
     Some((lost, puts.len()))
 }
@@ -176,9 +237,26 @@ impl Recording {
                 "no acknowledged object, or no node listed its shards (no `objects` step, or no `store:` section?)".into(),
             );
         };
-        let picked: Vec<(&&str, &String)> = lost
+        let picked: Vec<(&&str, &(Loss, String))> = lost
             .iter()
             .filter(|(o, _)| sel.is_none_or(|s| selected(s, o)))
+            .collect();
+        let unreadable = picked
+            .iter()
+            .filter(|(_, (l, _))| *l == Loss::Unreadable)
+            .count();
+        let late: Vec<String> = self
+            .object_reads
+            .iter()
+            .filter(|r| r.ok && !r.misses.is_empty() && sel.is_none_or(|s| selected(s, &r.object)))
+            .map(|r| {
+                format!(
+                    "{} from {} after {} failed",
+                    r.object,
+                    r.node,
+                    r.misses.len()
+                )
+            })
             .collect();
         let named = sel.map(|s| {
             let all: Vec<&str> = acknowledged(self)
@@ -192,20 +270,30 @@ impl Recording {
         let list = picked
             .iter()
             .take(20)
-            .map(|(o, why)| format!("{o}: {why}"))
+            .map(|(o, (_, why))| format!("{o}: {why}"))
             .collect::<Vec<_>>()
             .join("; ");
         (
             Some(picked.len() as f64),
             format!(
-                "{} of {total} acknowledged objects lost{}{}; {reads} read back at the end{}",
+                "{} of {total} acknowledged objects lost ({} with fewer than k valid shards, {unreadable} with k or more but not readable){}{}; {reads} read back at the end{}{}",
                 picked.len(),
+                picked.len() - unreadable,
                 if sel.is_some() {
                     " among the selection"
                 } else {
                     ""
                 },
                 named.unwrap_or_default(),
+                if late.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} only after a try failed: {})",
+                        late.len(),
+                        late.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+                    )
+                },
                 if list.is_empty() {
                     String::new()
                 } else {
@@ -342,7 +430,7 @@ impl Recording {
 #[cfg(test)]
 mod tests {
     use super::super::expect::{evaluate, parse};
-    use super::super::record::{HeldShard, Mark, ObjectPut, ObjectReadBack, StatePoll};
+    use super::super::record::{HeldShard, Mark, ObjectPut, ObjectReadBack, ReadMiss, StatePoll};
     use super::*;
 
     const K: u16 = 2;
@@ -422,12 +510,14 @@ mod tests {
                     node: "b".into(),
                     ok: true,
                     error: None,
+                    misses: vec![],
                 },
                 ObjectReadBack {
                     object: "y".into(),
                     node: "b".into(),
                     ok: true,
                     error: None,
+                    misses: vec![],
                 },
             ],
             ..Default::default()
@@ -526,7 +616,89 @@ mod tests {
         unread.object_reads[0].error = Some("HTTP 503".into());
         let (pass, _, d) = judge(&unread, "objects_lost == 0");
         assert!(!pass);
-        assert!(d.contains("x: read back from b: HTTP 503"), "{d}");
+        assert!(
+            d.contains("x: not readable from any live tile: tried b (HTTP 503), with 4 valid shards on live nodes"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn an_object_no_live_tile_serves_is_lost_apart_from_one_whose_shards_are_gone() {
+        let miss = |n: &str, e: &str| ReadMiss {
+            node: n.into(),
+            error: e.into(),
+        };
+        // x has 4 valid shards; its holders c and b both fail it: lost, not readable.
+        let mut rec = durable();
+        rec.object_reads[0] = ObjectReadBack {
+            object: "x".into(),
+            node: "b".into(),
+            ok: false,
+            error: Some("HTTP 404: unknown object".into()),
+            misses: vec![miss("e", "HTTP 503: too few shards")],
+        };
+        let (pass, v, d) = judge(&rec, "objects_lost == 0");
+        assert!(!pass, "{d}");
+        assert_eq!(v, Some(1.0));
+        assert!(d.contains("1 of 2 acknowledged objects lost (0 with fewer than k valid shards, 1 with k or more but not readable)"), "{d}");
+        assert!(
+            d.contains("x: not readable from any live tile: tried e (HTTP 503: too few shards), b (HTTP 404: unknown object), with 4 valid shards"),
+            "{d}"
+        );
+        // The same object served by a later try: not lost, and the detail says so.
+        let mut late = rec.clone();
+        late.object_reads[0].ok = true;
+        late.object_reads[0].error = None;
+        let (pass, v, d) = judge(&late, "objects_lost == 0");
+        assert!(pass, "{d}");
+        assert_eq!(v, Some(0.0));
+        assert!(
+            d.contains("1 only after a try failed: x from b after 1 failed"),
+            "{d}"
+        );
+        // Never read back at all (no live tile to read from): lost, not passed over.
+        let mut unread = durable();
+        unread.object_reads.remove(0);
+        let (pass, _, d) = judge(&unread, "objects_lost == 0");
+        assert!(!pass);
+        assert!(d.contains("x: never read back"), "{d}");
+        // Shards gone (b, c, d crash: 1 valid shard left) counts as the other cause.
+        let mut gone = durable();
+        for n in ["b", "c", "d"] {
+            gone.marks.push(mark(5.5, "crash", n));
+        }
+        let (pass, v, d) = judge(&gone, "objects_lost == 0");
+        assert!(!pass);
+        assert_eq!(v, Some(2.0));
+        assert!(
+            d.contains("(2 with fewer than k valid shards, 0 with k or more but not readable)"),
+            "{d}"
+        );
+        assert!(
+            d.contains("x: 1 valid shards of the k = 2 needed (yet its read-back succeeded)"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn current_holders_are_the_live_nodes_with_a_valid_shard_at_the_end() {
+        let rec = durable();
+        let h = current_holders(&rec);
+        // a crashed; e holds the rebuilt index 0, so it comes first.
+        assert_eq!(h["x"], ["e", "b", "c", "d"]);
+        // A corrupted shard on e does not make e a holder; a crash of d removes d.
+        let mut bad = durable();
+        for p in bad.polls.iter_mut().filter(|p| p.node == "e") {
+            for s in p.shards.as_mut().unwrap() {
+                if s.object == "x" {
+                    s.sha256 = "bad".into();
+                }
+            }
+        }
+        bad.marks.push(mark(5.5, "crash", "d"));
+        let h = current_holders(&bad);
+        assert_eq!(h["x"], ["b", "c"]);
+        assert_eq!(h["y"], ["e", "b", "c"]);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! (`experiment/runner/objects.rs`): an `objects` step's puts as core commands at their
 //! virtual times, each recorded with its answer's time, the placement the writer holds
 //! and the SHA-256 of each shard (from the bytes written); `crash_holders` aimed at that
-//! record; every acknowledged object read back at the end from a live node.
+//! record; every acknowledged object read back at the end from its current holders, then
+//! other live nodes.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lightcone_core::io::Command;
@@ -13,7 +15,8 @@ use super::driver::Twin;
 use super::store_work::{Job, Pending, OBJECT_TIMEOUT};
 use crate::experiment::action::{shard_hashes, Action, ObjectLoad};
 use crate::experiment::expand::Planned;
-use crate::experiment::record::{Event, FailedInjection, ObjectPut, ObjectReadBack};
+use crate::experiment::record::{Event, FailedInjection, ObjectPut};
+use crate::experiment::runner::objects::{expected_bytes, read_order, read_tries};
 use crate::experiment::runner::timeline::record_injection;
 use crate::parse::units;
 
@@ -213,8 +216,10 @@ impl Twin {
         }
     }
 
-    /// Every acknowledged object read back from a live node that knows it (the lab's
-    /// `reader`); the bytes compared with those written.
+    /// Every acknowledged object read back as the lab's runner does
+    /// ([`read_order`]: its current holders — the running nodes whose store holds a
+    /// shard of it with the hash written, by lowest index — then other running nodes);
+    /// the bytes compared with those written.
     pub fn read_back_objects(&mut self) {
         let puts: Vec<ObjectPut> = self
             .store
@@ -223,67 +228,83 @@ impl Twin {
             .filter(|p| p.ok)
             .cloned()
             .collect();
-        for p in puts {
-            let Some(bytes) = crate::experiment::runner::objects::expected_bytes(
-                &self.store.loads,
-                &p.object,
-                self.store.seed,
-            ) else {
+        let running: Vec<u32> = (0..self.names.len() as u32)
+            .filter(|i| self.sim.is_up(*i))
+            .collect();
+        // Object → (index, node) of every valid shard on a running node.
+        let mut held: BTreeMap<String, Vec<(u16, u32)>> = BTreeMap::new();
+        for &i in &running {
+            let Some(st) = self.sim.node(i).and_then(|n| n.store()) else {
                 continue;
             };
-            let running: Vec<String> = (0..self.names.len() as u32)
-                .filter(|i| self.sim.is_up(*i))
-                .map(|i| self.names[i as usize].clone())
-                .collect();
-            let Some(i) = crate::experiment::runner::objects::reader(&p, &running)
-                .and_then(|n| self.id(n).ok())
-            else {
-                break;
-            };
-            self.next_request += 1;
-            let request = self.next_request;
-            let cmd = Command::ObjectGet {
-                request,
-                object: p.object.clone(),
-            };
-            let r = match self.sim.command(i, &cmd) {
-                Some(Ok(_)) => {
-                    let deadline = self.sim.now() + OBJECT_TIMEOUT;
-                    while !self.store.reads.contains_key(&(i, request)) && self.sim.now() < deadline
-                    {
-                        let limit = deadline - self.sim.now();
-                        let hit = self.sim.run_until_pred(limit, |s| !s.events().is_empty());
-                        self.take_events();
-                        if !hit {
-                            break;
-                        }
-                    }
-                    self.store
-                        .reads
-                        .remove(&(i, request))
-                        .unwrap_or_else(|| Err("no answer in time".into()))
+            for s in st.store().inventory() {
+                let valid = puts.iter().any(|p| {
+                    p.object == s.object && p.shard_sha256.get(s.index as usize) == Some(&s.sha256)
+                });
+                if valid {
+                    held.entry(s.object).or_default().push((s.index, i));
                 }
-                Some(Err(e)) => Err(e.to_string()),
-                None => Err("not running".into()),
+            }
+        }
+        let running: Vec<String> = running
+            .iter()
+            .map(|&i| self.names[i as usize].clone())
+            .collect();
+        for p in puts {
+            let Some(bytes) = expected_bytes(&self.store.loads, &p.object, self.store.seed) else {
+                continue;
             };
-            let (ok, error) = match r {
-                Ok(b) if b == bytes => (true, None),
-                Ok(b) => (
-                    false,
-                    Some(format!(
-                        "{} bytes that differ from the {} written",
-                        b.len(),
-                        bytes.len()
-                    )),
-                ),
-                Err(e) => (false, Some(e)),
-            };
-            self.store.object_reads.push(ObjectReadBack {
-                object: p.object.clone(),
-                node: self.names[i as usize].clone(),
-                ok,
-                error,
-            });
+            let mut by_index = held.remove(&p.object).unwrap_or_default();
+            by_index.sort_unstable();
+            let mut holders: Vec<String> = Vec::new();
+            for (_, i) in by_index {
+                let n = &self.names[i as usize];
+                if !holders.contains(n) {
+                    holders.push(n.clone());
+                }
+            }
+            let order = read_order(&holders, &running);
+            if order.is_empty() {
+                break;
+            }
+            let r = read_tries(
+                &p.object,
+                &order,
+                |node| self.read_object(node, &p.object),
+                &bytes,
+            );
+            self.store.object_reads.push(r);
+        }
+    }
+
+    /// One read of `object` at `node`, waited for in virtual time (at most
+    /// [`OBJECT_TIMEOUT`]).
+    fn read_object(&mut self, node: &str, object: &str) -> Result<Vec<u8>, String> {
+        let i = self.id(node).map_err(|e| e.to_string())?;
+        self.next_request += 1;
+        let request = self.next_request;
+        let cmd = Command::ObjectGet {
+            request,
+            object: object.into(),
+        };
+        match self.sim.command(i, &cmd) {
+            Some(Ok(_)) => {
+                let deadline = self.sim.now() + OBJECT_TIMEOUT;
+                while !self.store.reads.contains_key(&(i, request)) && self.sim.now() < deadline {
+                    let limit = deadline - self.sim.now();
+                    let hit = self.sim.run_until_pred(limit, |s| !s.events().is_empty());
+                    self.take_events();
+                    if !hit {
+                        break;
+                    }
+                }
+                self.store
+                    .reads
+                    .remove(&(i, request))
+                    .unwrap_or_else(|| Err("no answer in time".into()))
+            }
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("not running".into()),
         }
     }
 }

@@ -322,7 +322,14 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
             .map(|n| n.name.clone())
             .collect();
         progress("reading every acknowledged object back");
-        objects::read_back(&api, &shared, &running, &object_loads, sc.seed)
+        objects::read_back(
+            &api,
+            &shared,
+            &played.marks,
+            &running,
+            &object_loads,
+            sc.seed,
+        )
     };
     stop.store(true, Ordering::Relaxed);
     let _ = poller.join();

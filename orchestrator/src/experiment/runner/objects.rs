@@ -1,7 +1,8 @@
 //! The object store's workload in a lab (issue 16): an `objects` step's puts through the
 //! supervisor's object API, each recorded with its outcome, time, placement and the
 //! SHA-256 of each shard (computed here from the bytes written); `crash_holders` resolved
-//! from that record; and every acknowledged object read back at the end from a live node.
+//! from that record; and every acknowledged object read back at the end, from its current
+//! holders first, then from other live nodes.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use lightcone_core::store::Class;
 
 use super::super::action::{shard_hashes, Action, ObjectLoad};
-use super::super::record::{ObjectPut, ObjectReadBack};
+use super::super::record::{Mark, ObjectPut, ObjectReadBack, ReadMiss, Recording};
+use super::super::store::current_holders;
 use super::{LabView, Shared};
 use crate::client::Client;
 
@@ -160,58 +162,116 @@ pub(crate) fn holders_to_crash(
     Ok(out)
 }
 
-/// Reads every acknowledged object back, from a live node that knows it ([`reader`]),
+/// Reads every acknowledged object back ([`read_order`]: its current holders by the
+/// run's final polls, then other running nodes; the first that serves it ends the tries),
 /// and compares the bytes with those written.
 pub(super) fn read_back(
     api: &Client,
     shared: &Mutex<Shared>,
+    marks: &[Mark],
     running: &[String],
     loads: &[(u64, ObjectLoad)],
     seed: u64,
 ) -> Vec<ObjectReadBack> {
-    let puts: Vec<ObjectPut> = shared.lock().expect("shared").objects.clone();
+    let (puts, holders) = {
+        let sh = shared.lock().expect("shared");
+        let rec = Recording {
+            polls: sh.polls.clone(),
+            marks: marks.to_vec(),
+            objects: sh.objects.clone(),
+            ..Default::default()
+        };
+        (sh.objects.clone(), current_holders(&rec))
+    };
     let mut out = Vec::new();
     for p in puts.iter().filter(|p| p.ok) {
         let Some(bytes) = expected_bytes(loads, &p.object, seed) else {
             continue;
         };
-        let Some(node) = reader(p, running) else {
+        let now = holders.get(&p.object).map(Vec::as_slice).unwrap_or(&[]);
+        let order = read_order(now, running);
+        if order.is_empty() {
             break;
-        };
-        let (ok, error) = match api.object_get_bytes(node, &p.object, OBJECT_TIMEOUT) {
-            Ok((200, b)) if b == bytes => (true, None),
-            Ok((200, b)) => (
-                false,
-                Some(format!(
-                    "{} bytes that differ from the {} written",
-                    b.len(),
-                    bytes.len()
-                )),
-            ),
-            Ok((s, b)) => (
-                false,
-                Some(format!("HTTP {s}: {}", String::from_utf8_lossy(&b).trim())),
-            ),
-            Err(e) => (false, Some(e.to_string())),
-        };
-        out.push(ObjectReadBack {
-            object: p.object.clone(),
-            node: node.clone(),
-            ok,
-            error,
-        });
+        }
+        out.push(read_tries(
+            &p.object,
+            &order,
+            |node| match api.object_get_bytes(node, &p.object, OBJECT_TIMEOUT) {
+                Ok((200, b)) => Ok(b),
+                Ok((s, b)) => Err(format!("HTTP {s}: {}", String::from_utf8_lossy(&b).trim())),
+                Err(e) => Err(e.to_string()),
+            },
+            &bytes,
+        ));
     }
     out
 }
 
-/// Who reads `p` back: the first running holder of its recorded placement (a holder keeps
-/// the stripe's metadata beside its shard), else its writer, else the first running node.
-pub(crate) fn reader<'a>(p: &ObjectPut, running: &'a [String]) -> Option<&'a String> {
-    p.holders
+/// Current holders tried at most, then other running nodes at most (each try may wait
+/// [`OBJECT_TIMEOUT`] in a failing lab).
+pub(crate) const READ_TRIES_HOLDERS: usize = 3;
+pub(crate) const READ_TRIES_OTHERS: usize = 2;
+
+/// Who reads an object back, in order: its current holders that are running (`holders`:
+/// the nodes holding a valid shard of it now, by the run's final state, in the order
+/// given), at most [`READ_TRIES_HOLDERS`]; then other running nodes (which must find its
+/// metadata themselves), at most [`READ_TRIES_OTHERS`].
+pub(crate) fn read_order(holders: &[String], running: &[String]) -> Vec<String> {
+    let mut order: Vec<String> = holders
         .iter()
-        .chain(std::iter::once(&p.node))
-        .find_map(|h| running.iter().find(|n| *n == h))
-        .or_else(|| running.first())
+        .filter(|h| running.contains(h))
+        .take(READ_TRIES_HOLDERS)
+        .cloned()
+        .collect();
+    let others: Vec<String> = running
+        .iter()
+        .filter(|n| !holders.contains(n))
+        .take(READ_TRIES_OTHERS)
+        .cloned()
+        .collect();
+    order.extend(others);
+    order
+}
+
+/// Tries `order` in turn with `get` until one returns the bytes written.
+pub(crate) fn read_tries(
+    object: &str,
+    order: &[String],
+    mut get: impl FnMut(&str) -> Result<Vec<u8>, String>,
+    written: &[u8],
+) -> ObjectReadBack {
+    let mut misses = Vec::new();
+    for node in order {
+        let error = match get(node) {
+            Ok(b) if b == written => {
+                return ObjectReadBack {
+                    object: object.into(),
+                    node: node.clone(),
+                    ok: true,
+                    error: None,
+                    misses,
+                }
+            }
+            Ok(b) => format!(
+                "{} bytes that differ from the {} written",
+                b.len(),
+                written.len()
+            ),
+            Err(e) => e,
+        };
+        misses.push(ReadMiss {
+            node: node.clone(),
+            error,
+        });
+    }
+    let last = misses.pop();
+    ObjectReadBack {
+        object: object.into(),
+        node: last.as_ref().map(|m| m.node.clone()).unwrap_or_default(),
+        ok: false,
+        error: Some(last.map_or_else(|| "no running node to read from".into(), |m| m.error)),
+        misses,
+    }
 }
 
 /// The bytes written under `object` by one of the steps (`PREFIX-NNNN`).
@@ -270,6 +330,55 @@ mod tests {
         assert_eq!(v, ["b", "c"]);
         let e = holders_to_crash(&h, &["o-0000".into()], 3, &["a".into()]).unwrap_err();
         assert!(e.contains("only 2 of its holders"), "{e}");
+    }
+
+    #[test]
+    fn the_read_back_asks_current_holders_then_other_live_nodes() {
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let running = v(&["a", "b", "c", "d", "e", "f", "g"]);
+        // Holders not running are skipped; three holders at most, then two others.
+        let order = read_order(&v(&["x", "d", "b", "c", "e"]), &running);
+        assert_eq!(order, v(&["d", "b", "c", "a", "f"]));
+        // No current holder: other live nodes only.
+        assert_eq!(read_order(&[], &running[..1]), v(&["a"]));
+        assert!(read_order(&[], &[]).is_empty());
+        // The first try that returns the bytes written ends the tries.
+        let order = v(&["d", "b", "a"]);
+        let mut asked = Vec::new();
+        let r = read_tries(
+            "o",
+            &order,
+            |n| {
+                asked.push(n.to_string());
+                match n {
+                    "d" => Err("HTTP 404: unknown object".into()),
+                    "b" => Ok(b"other".to_vec()),
+                    _ => Ok(b"bytes".to_vec()),
+                }
+            },
+            b"bytes",
+        );
+        assert_eq!(asked, order);
+        assert!(r.ok && r.node == "a" && r.error.is_none());
+        assert_eq!(
+            r.misses,
+            [
+                ReadMiss {
+                    node: "d".into(),
+                    error: "HTTP 404: unknown object".into()
+                },
+                ReadMiss {
+                    node: "b".into(),
+                    error: "5 bytes that differ from the 5 written".into()
+                },
+            ]
+        );
+        // Every try fails: the last is the answer, the others are misses.
+        let r = read_tries("o", &order[..2], |_| Err("HTTP 503".into()), b"bytes");
+        assert!(!r.ok && r.node == "b" && r.error.as_deref() == Some("HTTP 503"));
+        assert_eq!(r.misses.len(), 1);
+        let r = read_tries("o", &[], |_| Ok(vec![]), b"bytes");
+        assert!(!r.ok && r.error.as_deref() == Some("no running node to read from"));
     }
 
     #[test]

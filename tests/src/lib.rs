@@ -309,3 +309,84 @@ pub fn scenario_copy(dir: &Path, name: &str, lab: &str) -> PathBuf {
     std::fs::write(&p, out).expect("write scenario");
     p
 }
+
+/// `lightcone run SCENARIO --out OUT`.
+pub fn run_scenario(scenario: &Path, out: &Path) -> Output {
+    lc(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+/// A command's exit code, stdout and stderr, for an assertion's message.
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The `report.json` of the run directory `out`.
+pub fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
+        .expect("report json")
+}
+
+/// A shipped scenario run on its own lab: the lab's name, its guard, the run directory
+/// (inside the returned tempdir) and the command's output.
+pub struct ShippedRun {
+    // Fields drop in order: the guard (lab down) before the tempdir.
+    _guard: LabGuard,
+    _tmp: tempfile::TempDir,
+    pub lab: String,
+    pub out: PathBuf,
+    pub output: Output,
+}
+
+pub fn run_shipped(name: &str, tag: &str) -> ShippedRun {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = lab_name(tag);
+    let sc = scenario_copy(tmp.path(), name, &lab);
+    let guard = LabGuard(lab.clone());
+    let out = tmp.path().join("run");
+    let output = run_scenario(&sc, &out);
+    ShippedRun {
+        _guard: guard,
+        _tmp: tmp,
+        lab,
+        out,
+        output,
+    }
+}
+
+/// Run a shipped scenario, require it to pass, its files to be written and its lab to be
+/// gone; the run (and its directory) is returned for further checks.
+pub fn shipped_passes(name: &str, tag: &str) -> ShippedRun {
+    let run = run_shipped(name, tag);
+    let ShippedRun {
+        lab,
+        out,
+        output: o,
+        ..
+    } = &run;
+    let r = report(out);
+    assert!(o.status.success(), "{name} failed:\n{}", text(o));
+    assert_eq!(r["passed"], true);
+    for f in [
+        "events.jsonl",
+        "metrics-start.prom",
+        "metrics-end.prom",
+        "report.html",
+        "series.json",
+        "timeline.txt",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert_gone(lab);
+    run
+}

@@ -4,88 +4,7 @@
 //! with a clear line and exit code 1. Each run brings its own uniquely named lab up and
 //! down; run directories go to a tempdir. Needs root.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
-
 use lightcone_e2e::*;
-
-fn run(scenario: &Path, out: &Path) -> Output {
-    lc(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn report(out: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
-        .expect("report json")
-}
-
-/// A shipped scenario run on its own lab: the lab's name, its guard, the run directory
-/// (inside the returned tempdir) and the command's output.
-struct ShippedRun {
-    // Fields drop in order: the guard (lab down) before the tempdir.
-    _guard: LabGuard,
-    _tmp: tempfile::TempDir,
-    lab: String,
-    out: PathBuf,
-    output: Output,
-}
-
-fn run_shipped(name: &str, tag: &str) -> ShippedRun {
-    require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name(tag);
-    let sc = scenario_copy(tmp.path(), name, &lab);
-    let guard = LabGuard(lab.clone());
-    let out = tmp.path().join("run");
-    let output = run(&sc, &out);
-    ShippedRun {
-        _guard: guard,
-        _tmp: tmp,
-        lab,
-        out,
-        output,
-    }
-}
-
-/// Run a shipped scenario, require it to pass, its files to be written and its lab to be
-/// gone; the run (and its directory) is returned for further checks.
-fn shipped_passes(name: &str, tag: &str) -> ShippedRun {
-    let run = run_shipped(name, tag);
-    let ShippedRun {
-        lab,
-        out,
-        output: o,
-        ..
-    } = &run;
-    let r = report(out);
-    assert!(o.status.success(), "{name} failed:\n{}", text(o));
-    assert_eq!(r["passed"], true);
-    for f in [
-        "events.jsonl",
-        "metrics-start.prom",
-        "metrics-end.prom",
-        "report.html",
-        "series.json",
-        "timeline.txt",
-    ] {
-        assert!(out.join(f).is_file(), "{f} missing");
-    }
-    assert_gone(lab);
-    run
-}
 
 #[test]
 fn cell_partition_and_heal_passes() {
@@ -201,7 +120,7 @@ fn impossible_detection_fails_with_a_clear_line() {
     .unwrap();
     let _g = LabGuard(lab.clone());
     let out = tmp.path().join("run");
-    let o = run(&sc, &out);
+    let o = run_scenario(&sc, &out);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     let stdout = String::from_utf8_lossy(&o.stdout);

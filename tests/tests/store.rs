@@ -11,25 +11,9 @@ use lightcone_e2e::*;
 
 #[test]
 fn store_overload_names_exactly_the_overloaded_objects_as_lost() {
-    require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("sto");
-    let sc = scenario_copy(tmp.path(), "store-overload.yaml", &lab);
-    let _guard = LabGuard(lab.clone());
-    let out = tmp.path().join("run");
-    let o = lc(&["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    let text = format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    eprintln!("{text}");
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
-            .expect("report json");
-    assert!(o.status.success(), "{text}");
-    assert_eq!(r["passed"], true);
+    let run = shipped_passes("store-overload.yaml", "sto");
+    eprintln!("{}", text(&run.output));
+    let (out, r) = (&run.out, report(&run.out));
     let verdicts = r["verdicts"].as_array().expect("verdicts");
     let named = verdicts
         .iter()
@@ -44,31 +28,13 @@ fn store_overload_names_exactly_the_overloaded_objects_as_lost() {
         .filter(|l| l.contains("\"kind\":\"crash\""))
         .count();
     assert!((17..=34).contains(&crashes), "{crashes} crashes");
-    drop(_guard);
-    assert_gone(&lab);
 }
 
 #[test]
 fn store_durable_loses_nothing_and_repairs_every_stripe_in_time() {
-    require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = lab_name("std");
-    let sc = scenario_copy(tmp.path(), "store-durable.yaml", &lab);
-    let _guard = LabGuard(lab.clone());
-    let out = tmp.path().join("run");
-    let o = lc(&["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    let text = format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    eprintln!("{text}");
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
-            .expect("report json");
-    assert!(o.status.success(), "{text}");
-    assert_eq!(r["passed"], true);
+    let run = shipped_passes("store-durable.yaml", "std");
+    eprintln!("{}", text(&run.output));
+    let r = report(&run.out);
     let verdict = |e: &str| {
         r["verdicts"]
             .as_array()
@@ -95,6 +61,4 @@ fn store_durable_loses_nothing_and_repairs_every_stripe_in_time() {
     assert!(acked.is_some_and(|a| a > 0) && acked == read, "{d}");
     let rt = verdict("repair_time <= 60s");
     assert!(rt["value"].as_f64().unwrap() <= 60.0, "{rt}");
-    drop(_guard);
-    assert_gone(&lab);
 }

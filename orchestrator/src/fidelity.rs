@@ -100,7 +100,7 @@ impl Check {
         );
         match (self.p99_s, self.suggestion()) {
             (None, _) => format!(
-                "fidelity not judged: only {:.0} timer firings in {:.1} s on {} sampled tiles (fewer than {MIN_FIRINGS}); {cpu}",
+                "fidelity not judged: only {:.0} timer firings over {:.1} s on {} sampled tiles (fewer than {MIN_FIRINGS}); {cpu}",
                 self.firings, self.window_s, self.sampled
             ),
             (Some(p), None) => format!(

@@ -390,3 +390,17 @@ pub fn shipped_passes(name: &str, tag: &str) -> ShippedRun {
     assert_gone(lab);
     run
 }
+
+/// The length (s) of the timer-lateness window `up` printed in its fidelity line
+/// (`… over 2.0 s …`, `orchestrator/src/fidelity.rs`), if it printed one.
+pub fn fidelity_window_s(up_output: &str) -> Option<f64> {
+    up_output
+        .lines()
+        .find(|l| l.starts_with("fidelity") || l.starts_with("warning: this host does not keep"))?
+        .split(" over ")
+        .nth(1)?
+        .split(" s")
+        .next()?
+        .parse()
+        .ok()
+}

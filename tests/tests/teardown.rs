@@ -128,6 +128,7 @@ fn a_grouped_200_tile_lab_comes_up_answering_and_goes_down_in_2_s_leaving_nothin
     let t0 = Instant::now();
     let out = t.up(&[]);
     let up = t0.elapsed();
+    let window = fidelity_window_s(&out).unwrap_or_else(|| panic!("no fidelity line: {out}"));
     assert!(out.contains("200 tiles in 4 agent processes"), "{out}");
     assert_eq!(lab_namespaces(&t.lab).len(), 201);
     let st: serde_json::Value =
@@ -164,11 +165,13 @@ fn a_grouped_200_tile_lab_comes_up_answering_and_goes_down_in_2_s_leaving_nothin
     assert_gone(&t.lab);
     assert!(host_links(&t.lab).is_empty(), "{:?}", host_links(&t.lab));
     // Starting 200 tiles at once costs well under a second; one by one (each a round trip
-    // to a process busy with the tiles already started) it cost seconds.
-    let agents_share = up.as_secs_f64() - up_bare.as_secs_f64();
+    // to a process busy with the tiles already started) it cost seconds. Not counted: the
+    // window `up` then spends reading the agents' timer lateness (issue 14; 2-15 s, its
+    // length printed), a deliberate wait, not the start's cost.
+    let agents_share = up.as_secs_f64() - up_bare.as_secs_f64() - window;
     assert!(
         agents_share < 1.5,
-        "agents added {agents_share:.2} s to up ({up:?} against {up_bare:?} without)"
+        "agents added {agents_share:.2} s to up ({up:?} against {up_bare:?} without, less the {window} s lateness window)"
     );
     assert!(down.as_secs_f64() < 2.0, "down took {down:?}");
 }

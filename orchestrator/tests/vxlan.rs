@@ -26,6 +26,14 @@ impl Drop for Cleanup {
 const PORT: u16 = 47_89;
 const VNI: u32 = 4_242;
 
+/// The test's namespaces: two fake hosts and a node on each, `TAG_h1`, `_h2`, `_n1`, `_n2`.
+fn ns_names(tag: &str) -> Vec<String> {
+    ["h1", "h2", "n1", "n2"]
+        .iter()
+        .map(|s| format!("{tag}_{s}"))
+        .collect()
+}
+
 /// The fake hosts' underlay: one veth `under0` between namespaces `h1` and `h2` (MTU 1500),
 /// 198.19.255.1/30 and .2, up with their loopbacks; a netlink handle in each.
 async fn underlay(h1: &Netns, h2: &Netns) -> ([rtnetlink::Handle; 2], [Ipv4Addr; 2]) {
@@ -54,10 +62,7 @@ async fn underlay(h1: &Netns, h2: &Netns) -> ([rtnetlink::Handle; 2], [Ipv4Addr;
 #[tokio::test(flavor = "current_thread")]
 async fn vxlan_between_two_fake_hosts_carries_udp_and_leaves_nothing() {
     let tag = format!("lc-multihost{}", std::process::id());
-    let names: Vec<String> = ["h1", "h2", "n1", "n2"]
-        .iter()
-        .map(|s| format!("{tag}_{s}"))
-        .collect();
+    let names = ns_names(&tag);
     let _c = Cleanup(names.clone());
     let (h1, h2) = (
         &Netns::create(&names[0]).unwrap(),
@@ -181,10 +186,7 @@ async fn vxlan_between_two_fake_hosts_carries_udp_and_leaves_nothing() {
 #[tokio::test(flavor = "current_thread")]
 async fn vxlan_to_a_wrong_remote_delivers_nothing() {
     let tag = format!("lc-multihost{}x", std::process::id());
-    let names: Vec<String> = ["h1", "h2", "n1", "n2"]
-        .iter()
-        .map(|s| format!("{tag}_{s}"))
-        .collect();
+    let names = ns_names(&tag);
     let _c = Cleanup(names.clone());
     let ns: Vec<Netns> = names.iter().map(|n| Netns::create(n).unwrap()).collect();
     let (h1, h2, n1, n2) = (&ns[0], &ns[1], &ns[2], &ns[3]);

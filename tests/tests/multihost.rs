@@ -147,6 +147,17 @@ fn vxlan_or_lab_ifaces_in_root() -> Vec<String> {
         .collect()
 }
 
+/// `lightcone worker --stdio` with its three streams piped.
+fn spawn_worker() -> std::process::Child {
+    Command::new(lightcone_bin())
+        .args(["worker", "--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn worker")
+}
+
 /// `plan --slice one` of a one-cell lab named `lab` on one host: a 3-tile slice with no
 /// link to another host.
 fn one_cell_slice(dir: &Path, lab: &str) -> String {
@@ -172,13 +183,7 @@ fn worker_builds_a_cell_slice_and_tears_it_down_when_stdin_closes() {
     let lab = lab("wk");
     let slice = one_cell_slice(tmp.path(), &lab);
     let _guard = LabGuard(lab.clone());
-    let mut w = Command::new(lightcone_bin())
-        .args(["worker", "--stdio"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn worker");
+    let mut w = spawn_worker();
     let mut stdin = w.stdin.take().unwrap();
     stdin.write_all(slice.as_bytes()).unwrap();
     stdin.flush().unwrap();
@@ -266,13 +271,7 @@ fn worker_refuses_a_malformed_slice_and_changes_nothing() {
         ),
         (other_build, "copy the controller's binary to this host"),
     ] {
-        let mut w = Command::new(lightcone_bin())
-            .args(["worker", "--stdio"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn worker");
+        let mut w = spawn_worker();
         let mut stdin = w.stdin.take().unwrap();
         stdin.write_all(input.as_bytes()).unwrap();
         drop(stdin);

@@ -122,40 +122,82 @@ fn session(
 }
 
 /// The nodes `crash_holders` crashes: holders of `shards` shards of each named object, by
-/// the placement recorded at its put (lowest shard indices first, holders already chosen
-/// for an earlier object counted, `except` never), without repeats. An object
-/// never acknowledged (or acknowledged without a placement) is an error: the fault could
-/// not be aimed.
+/// the placement recorded at its put (its latest acknowledged put), `except` never, without
+/// repeats — and chosen to spare every other acknowledged object: each next holder is the
+/// one that takes no other stripe past its n − k spare shards, then the one holding most
+/// shards of the other named objects, then the one that takes fewest shards of any other
+/// stripe, then the lowest shard index. If the crashes cannot spare some other object (it
+/// would keep fewer than k shards), or an object was never acknowledged with a placement,
+/// the fault cannot be aimed: an error, and nothing is crashed.
 pub(crate) fn holders_to_crash(
     objects: &[ObjectPut],
     names: &[String],
     shards: u16,
     except: &[String],
 ) -> Result<Vec<String>, String> {
+    use std::collections::BTreeMap;
+    let mut placed: BTreeMap<&str, &ObjectPut> = BTreeMap::new();
+    for p in objects.iter().filter(|p| p.ok && !p.holders.is_empty()) {
+        placed.insert(p.object.as_str(), p);
+    }
+    // Shards of `o` on crashed nodes (`extra` counted as crashed too).
+    let taken = |o: &ObjectPut, out: &[String], extra: Option<&String>| {
+        o.holders
+            .iter()
+            .filter(|h| out.contains(h) || Some(*h) == extra)
+            .count()
+    };
+    let spare = |o: &ObjectPut| usize::from(o.n.saturating_sub(o.k));
     let mut out: Vec<String> = Vec::new();
     for name in names {
-        let Some(p) = objects
-            .iter()
-            .rev()
-            .find(|p| p.object == *name && p.ok && !p.holders.is_empty())
-        else {
+        let Some(p) = placed.get(name.as_str()).copied() else {
             return Err(format!("{name} has no acknowledged put with its placement"));
         };
-        // Holders already crashed for an earlier object count: the fewest nodes that
-        // take `shards` shards of every named stripe (others lose as few as possible).
-        let mut have = p.holders.iter().filter(|h| out.contains(h)).count();
-        for h in &p.holders {
-            if have >= shards as usize {
-                break;
-            }
-            if !out.contains(h) && !crate::experiment::expect::selected(except, h) {
-                out.push(h.clone());
-                have += 1;
+        while taken(p, &out, None) < shards as usize {
+            let best = p
+                .holders
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| {
+                    !out.contains(h) && !crate::experiment::expect::selected(except, h)
+                })
+                .min_by_key(|&(i, h)| {
+                    let (mut over, mut named, mut worst) = (0usize, 0usize, 0usize);
+                    for (o_name, o) in &placed {
+                        if *o_name == name.as_str() || !o.holders.contains(h) {
+                            continue;
+                        }
+                        if names.iter().any(|n| n == o_name) {
+                            named += 1;
+                            continue;
+                        }
+                        let after = taken(o, &out, Some(h));
+                        over += usize::from(after > spare(o));
+                        worst = worst.max(after);
+                    }
+                    (over, std::cmp::Reverse(named), worst, i)
+                });
+            match best {
+                Some((_, h)) => out.push(h.clone()),
+                None => {
+                    return Err(format!(
+                        "{name}: only {} of its holders may be crashed (the rest are excepted), not {shards}",
+                        taken(p, &out, None)
+                    ))
+                }
             }
         }
-        if have < shards as usize {
+    }
+    for (o_name, o) in &placed {
+        let t = taken(o, &out, None);
+        if !names.iter().any(|n| n == o_name) && t > spare(o) {
             return Err(format!(
-                "{name}: only {have} of its holders may be crashed (the rest are excepted), not {shards}"
+                "crashing {shards} holders of each of {} would also take {t} of {o_name}'s {} shards \
+                 (it would keep {} < k = {}): the fault cannot spare the other objects",
+                names.join(" "),
+                o.n,
+                usize::from(o.n).saturating_sub(t),
+                o.k
             ));
         }
     }
@@ -314,22 +356,51 @@ mod tests {
             put("o-0000", &["a", "b", "c"]),
             put("o-0001", &["c", "d", "e"]),
         ];
+        // c holds a shard of both named stripes: crashed first, so three crashes do.
         let v = holders_to_crash(&h, &["o-0000".into(), "o-0001".into()], 2, &[]).unwrap();
-        assert_eq!(v, ["a", "b", "c", "d"]);
+        assert_eq!(v, ["c", "a", "d"]);
         let e = holders_to_crash(&h, &["o-0002".into()], 2, &[]).unwrap_err();
         assert!(e.contains("o-0002 has no acknowledged put"), "{e}");
-        // b already crashed for o-0000 takes one of o-0002's two shards.
         let h = [
             put("o-0000", &["a", "b", "c"]),
             put("o-0002", &["e", "b", "f"]),
         ];
         let v = holders_to_crash(&h, &["o-0000".into(), "o-0002".into()], 2, &[]).unwrap();
-        assert_eq!(v, ["a", "b", "e"]);
+        assert_eq!(v, ["b", "a", "e"]);
         // Excepted holders are skipped; too few left is an error.
         let v = holders_to_crash(&h, &["o-0000".into()], 2, &["a".into()]).unwrap();
-        assert_eq!(v, ["b", "c"]);
+        assert_eq!(v, ["c", "b"]);
         let e = holders_to_crash(&h, &["o-0000".into()], 3, &["a".into()]).unwrap_err();
         assert!(e.contains("only 2 of its holders"), "{e}");
+    }
+
+    #[test]
+    fn crash_holders_spares_the_objects_not_named_or_refuses() {
+        let kn = |mut p: ObjectPut| {
+            (p.k, p.n) = (2, 3);
+            p
+        };
+        // o-0001 may lose one shard of three. Crashing o-0000's first two holders (a, b)
+        // would take two of o-0001's and lose it too: c and one of a, b are crashed.
+        let h = [
+            kn(put("o-0000", &["a", "b", "c"])),
+            kn(put("o-0001", &["a", "b", "d"])),
+        ];
+        let v = holders_to_crash(&h, &["o-0000".into()], 2, &[]).unwrap();
+        assert_eq!(v, ["c", "a"]);
+        // The same placement for both: any two holders of o-0000 overload o-0001.
+        let h = [
+            kn(put("o-0000", &["a", "b", "c"])),
+            kn(put("o-0001", &["c", "b", "a"])),
+        ];
+        let e = holders_to_crash(&h, &["o-0000".into()], 2, &[]).unwrap_err();
+        assert!(
+            e.contains("would also take 2 of o-0001's 3 shards (it would keep 1 < k = 2)"),
+            "{e}"
+        );
+        // Named, it is meant to be lost: allowed.
+        let v = holders_to_crash(&h, &["o-0000".into(), "o-0001".into()], 2, &[]).unwrap();
+        assert_eq!(v.len(), 2, "{v:?}");
     }
 
     #[test]

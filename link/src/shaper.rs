@@ -53,6 +53,25 @@
 //! transition (good→bad with `p`, bad→good with `r`), then loss with `loss_bad` (1−h) or
 //! `loss_good` (1−k) in the new state. The mean bad sojourn is `1/r` packets.
 //!
+//! # Traffic classes (strict priority at the transmitter)
+//! [`Shaper::offer_class`] takes a frame's [`Class`]: Class A (control and safety traffic,
+//! marked DSCP CS6 or CS7 — RFC 4594's network control — by the agents) is sent before
+//! any data frame still waiting for the transmitter, as a strict-priority queue in front of
+//! the link (the spec: Class-A traffic "preempts" user data at every queue). Preemption is
+//! not mid-frame: a Class-A frame that arrives while a data frame is being serialised
+//! waits for that one frame to finish, so its added latency is at most one data frame's
+//! serialization time. With a rate, a frame that cannot start at once *waits*
+//! ([`Verdict::Wait`]): the caller keeps its bytes in a FIFO per class and, from
+//! [`Shaper::next_start_real_ns`] on, calls [`Shaper::start_next`], which says which
+//! class's oldest frame starts and when it is delivered. Which frame starts is decided as
+//! of the moment the transmitter frees (the highest class that had *arrived* by then), and
+//! it starts then, not when the caller gets round to asking: a late caller changes no
+//! start time and no order (random draws — corruption, reordering, jitter — are taken as
+//! frames arrive and start, so a model with them draws in the order the caller asks). Without a rate nothing waits (serialization takes no time)
+//! and `offer_class` answers like [`Shaper::offer`]. Within a class frames keep their
+//! order; loss, duplication and the queue limit are decided on arrival, corruption,
+//! reordering and jitter when the frame starts.
+//!
 //! # Queue limits and memory
 //! The queue is everything accepted and not yet released: packets waiting for the
 //! transmitter and packets "on the fibre". Defaults are sized from the model so that long
@@ -63,6 +82,8 @@
 //! bytes of frames, so memory is bounded per direction by
 //! `HARD_CAP_BYTES + HARD_CAP_PACKETS × ~64 B` of bookkeeping. A light-hour at Gbit/s does
 //! not fit; those frames are counted as queue drops, not hidden.
+
+use std::collections::VecDeque;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -99,10 +120,63 @@ pub struct Delivery {
     pub corrupt_bit: Option<usize>,
 }
 
+/// A frame's traffic class at the transmitter (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Class {
+    /// Control and safety traffic: membership, time, thermal signals, leases, routing.
+    A,
+    /// User data (and anything unmarked).
+    Data,
+}
+
+/// The DSCP the agents put on Class-A datagrams: CS6, network control (RFC 4594).
+pub const CLASS_A_DSCP: u8 = 48;
+
+impl Class {
+    /// Both classes, highest priority first.
+    pub const ALL: [Class; 2] = [Class::A, Class::Data];
+
+    /// The class of an IP packet by its DSCP (the upper six bits of the IPv4 TOS byte):
+    /// CS6 and CS7 (48–63, network control) are Class A, everything else is data.
+    pub fn of_dscp(dscp: u8) -> Class {
+        if dscp >= CLASS_A_DSCP {
+            Class::A
+        } else {
+            Class::Data
+        }
+    }
+
+    /// 0 for A, 1 for data (for per-class arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::A => "a",
+            Class::Data => "data",
+        }
+    }
+}
+
+/// A frame copy waiting for the transmitter.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    offered_real_ns: u64,
+    len: usize,
+    may_reorder: bool,
+}
+
 /// What to do with one offered frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Drop(Drop),
+    /// ([`Shaper::offer_class`] only) accepted, `copies` copies (2 when duplicated) wait
+    /// for the transmitter behind others: keep the frame (that many times) in this class's
+    /// FIFO and take it out when [`Shaper::start_next`] names the class.
+    Wait {
+        copies: u32,
+    },
     /// Send `first`, and `duplicate` too if set. Every copy must later be handed back with
     /// [`Shaper::release`] (or [`Shaper::release`] on flush) to free queue space.
     Deliver {
@@ -157,6 +231,8 @@ pub struct Shaper {
     limit_bytes: u64,
     queued_packets: u32,
     queued_bytes: u64,
+    /// Copies waiting for the transmitter, per class ([`Shaper::offer_class`]).
+    waiting: [VecDeque<Waiting>; 2],
 }
 
 impl Shaper {
@@ -187,6 +263,7 @@ impl Shaper {
             limit_bytes: 0,
             queued_packets: 0,
             queued_bytes: 0,
+            waiting: [VecDeque::new(), VecDeque::new()],
         };
         s.recompute_limits();
         s
@@ -272,6 +349,97 @@ impl Shaper {
         let first = self.schedule(now_real_ns, frame_len, true);
         let duplicate = dup.then(|| self.schedule(now_real_ns, frame_len, false));
         Verdict::Deliver { first, duplicate }
+    }
+
+    /// A frame of `frame_len` bytes and class `class` arrives at real time `now_real_ns`:
+    /// as [`Shaper::offer`], except that with a rate a frame that cannot start at once
+    /// waits ([`Verdict::Wait`]) so that a later Class-A frame can go before it.
+    pub fn offer_class(&mut self, now_real_ns: u64, frame_len: usize, class: Class) -> Verdict {
+        let idle =
+            self.waiting.iter().all(VecDeque::is_empty) && self.tx_free_real_ns <= now_real_ns;
+        if idle || !matches!(self.model.rate_bps, Some(r) if r > 0) {
+            return self.offer(now_real_ns, frame_len);
+        }
+        if !self.up {
+            return Verdict::Drop(Drop::Down);
+        }
+        if self.lost() {
+            return Verdict::Drop(Drop::Loss);
+        }
+        let dup = self.dup_state.decide(self.model.duplicate, &mut self.rng);
+        let copies: u32 = if dup { 2 } else { 1 };
+        let bytes = frame_len as u64 * u64::from(copies);
+        if self.queued_packets + copies > self.limit_packets
+            || self.queued_bytes + bytes > self.limit_bytes
+        {
+            return Verdict::Drop(Drop::Queue);
+        }
+        self.queued_packets += copies;
+        self.queued_bytes += bytes;
+        for copy in 0..copies {
+            self.waiting[class.index()].push_back(Waiting {
+                offered_real_ns: now_real_ns,
+                len: frame_len,
+                may_reorder: copy == 0,
+            });
+        }
+        Verdict::Wait { copies }
+    }
+
+    /// When the next waiting copy starts (the caller calls [`Shaper::start_next`] then or
+    /// later), or `None` when nothing waits.
+    pub fn next_start_real_ns(&self) -> Option<u64> {
+        let first = self
+            .waiting
+            .iter()
+            .filter_map(|q| q.front().map(|w| w.offered_real_ns))
+            .min()?;
+        Some(first.max(self.tx_free_real_ns))
+    }
+
+    /// Starts the next waiting copy if the transmitter is free by `now_real_ns`: the
+    /// oldest of the highest class that had arrived when the transmitter freed (or, if none
+    /// had, the first to arrive after). Returns its class (take the frame from the front of
+    /// that class's FIFO) and its delivery; `None` if nothing waits or the transmitter is
+    /// still busy at `now_real_ns`. Call it until `None`.
+    pub fn start_next(&mut self, now_real_ns: u64) -> Option<(Class, Delivery)> {
+        let free = self.tx_free_real_ns;
+        let arrived = |c: Class, s: &Self| s.waiting[c.index()].front().map(|w| w.offered_real_ns);
+        let class = Class::ALL
+            .into_iter()
+            .find(|c| arrived(*c, self).is_some_and(|t| t <= free))
+            .or_else(|| {
+                Class::ALL
+                    .into_iter()
+                    .filter_map(|c| arrived(c, self).map(|t| (t, c)))
+                    .min()
+                    .map(|(_, c)| c)
+            })?;
+        let w = *self.waiting[class.index()].front()?;
+        let start = w.offered_real_ns.max(free);
+        if start > now_real_ns {
+            return None;
+        }
+        self.waiting[class.index()].pop_front();
+        Some((class, self.schedule(start, w.len, w.may_reorder)))
+    }
+
+    /// Copies waiting for the transmitter, per class.
+    pub fn waiting(&self, class: Class) -> usize {
+        self.waiting[class.index()].len()
+    }
+
+    /// Discards every waiting copy (the link went down, or the caller drops its frames),
+    /// freeing their queue space; returns how many per class, A first.
+    pub fn flush_waiting(&mut self) -> [usize; 2] {
+        let mut n = [0; 2];
+        for c in Class::ALL {
+            for w in std::mem::take(&mut self.waiting[c.index()]) {
+                self.release(w.len);
+                n[c.index()] += 1;
+            }
+        }
+        n
     }
 
     /// One copy of `frame_len` bytes left the queue (sent, or discarded on flush).
@@ -433,7 +601,7 @@ mod tests {
                     s.release(100);
                     first.at_real_ns as f64
                 }
-                Verdict::Drop(d) => panic!("unexpected drop {d:?}"),
+                v => panic!("unexpected {v:?}"),
             })
             .collect()
     }
@@ -842,6 +1010,156 @@ mod tests {
         assert!(
             matches!(s.offer(0, 60), Verdict::Deliver { first, .. } if first.at_real_ns == 30_000_000)
         );
+    }
+
+    /// Drives `offer_class` and `start_next` as an engine does: every arrival offered at its
+    /// time; waiting copies started when due (`prompt`), or only after every arrival was
+    /// offered (a caller that is late for all of them). Returns (arrival index, class,
+    /// delivery time) in start order.
+    fn drive(
+        s: &mut Shaper,
+        arrivals: &[(u64, usize, Class)],
+        prompt: bool,
+    ) -> Vec<(usize, Class, u64)> {
+        let mut fifo: [VecDeque<usize>; 2] = [VecDeque::new(), VecDeque::new()];
+        let mut out = Vec::new();
+        let kick =
+            |s: &mut Shaper, fifo: &mut [VecDeque<usize>; 2], now: u64, out: &mut Vec<_>| {
+                while let Some((c, d)) = s.start_next(now) {
+                    let i = fifo[c.index()]
+                        .pop_front()
+                        .expect("the caller's FIFO has it");
+                    out.push((i, c, d.at_real_ns));
+                }
+            };
+        for (i, &(t, len, class)) in arrivals.iter().enumerate() {
+            if prompt {
+                while let Some(due) = s.next_start_real_ns().filter(|d| *d <= t) {
+                    kick(s, &mut fifo, due, &mut out);
+                }
+            }
+            match s.offer_class(t, len, class) {
+                Verdict::Deliver {
+                    first,
+                    duplicate: None,
+                } => out.push((i, class, first.at_real_ns)),
+                Verdict::Wait { copies: 1 } => fifo[class.index()].push_back(i),
+                v => panic!("unexpected {v:?}"),
+            }
+        }
+        kick(s, &mut fifo, u64::MAX, &mut out);
+        out
+    }
+
+    fn rated(rate_bps: u64) -> LinkModel {
+        LinkModel {
+            delay_ns: 5_000_000,
+            rate_bps: Some(rate_bps),
+            queue_limit_packets: Some(100_000),
+            queue_limit_bytes: Some(1 << 26),
+            ..model()
+        }
+    }
+
+    #[test]
+    fn class_a_overtakes_waiting_data_and_waits_for_one_frame_at_most() {
+        // 10 Mbit/s, 5 ms: a 1,500-byte frame takes 1.2 ms to serialise, 100 bytes 80 µs.
+        let mut s = Shaper::new(rated(10_000_000), 1.0);
+        let mut arrivals: Vec<(u64, usize, Class)> =
+            (0..50).map(|_| (0, 1500, Class::Data)).collect();
+        arrivals.push((1_000_000, 100, Class::A)); // while data frame 0 is on the transmitter
+        arrivals.push((30_000_000, 100, Class::A)); // behind 24 waiting data frames
+        let out = drive(&mut s, &arrivals, true);
+        let at = |i: usize| out.iter().find(|o| o.0 == i).unwrap().2;
+        // The first A frame starts when data frame 0 ends (1.2 ms), before data frame 1.
+        assert_eq!(at(50), 1_200_000 + 80_000 + 5_000_000);
+        assert_eq!(out[1].0, 50, "{out:?}");
+        // Its latency over an idle link's: at most one data frame's serialization.
+        let idle = 80_000 + 5_000_000;
+        assert!(at(50) - 1_000_000 - idle <= 1_200_000);
+        // The second, offered at 30 ms, waits for the frame on the transmitter only
+        // (frame 24 started at 28.8 ms + 80 µs of the first A frame), not for 25 more.
+        let started = 24 * 1_200_000 + 80_000;
+        assert_eq!(at(51), started + 1_200_000 + 80_000 + 5_000_000);
+        // Data keeps its order, and frames after an A frame are pushed back by its 80 µs.
+        let data: Vec<usize> = out
+            .iter()
+            .filter(|o| o.1 == Class::Data)
+            .map(|o| o.0)
+            .collect();
+        assert_eq!(data, (0..50).collect::<Vec<_>>());
+        assert_eq!(at(49), 50 * 1_200_000 + 2 * 80_000 + 5_000_000);
+        assert_eq!(s.queued_packets(), 52, "nothing released yet");
+        // Without priority (`offer`), the same A frame would wait for the whole burst.
+        let mut fifo = Shaper::new(rated(10_000_000), 1.0);
+        for _ in 0..50 {
+            fifo.offer(0, 1500);
+        }
+        let Verdict::Deliver { first, .. } = fifo.offer(1_000_000, 100) else {
+            panic!()
+        };
+        assert_eq!(first.at_real_ns, 50 * 1_200_000 + 80_000 + 5_000_000);
+    }
+
+    #[test]
+    fn waiting_copies_are_flushed_and_free_their_queue_space() {
+        let mut s = Shaper::new(rated(1_000_000), 1.0);
+        assert!(matches!(
+            s.offer_class(0, 1000, Class::Data),
+            Verdict::Deliver { .. }
+        ));
+        assert_eq!(
+            s.offer_class(0, 1000, Class::Data),
+            Verdict::Wait { copies: 1 }
+        );
+        assert_eq!(s.offer_class(0, 500, Class::A), Verdict::Wait { copies: 1 });
+        assert_eq!((s.waiting(Class::A), s.waiting(Class::Data)), (1, 1));
+        assert_eq!(s.next_start_real_ns(), Some(8_000_000));
+        assert_eq!(s.start_next(7_999_999), None, "the transmitter is busy");
+        assert_eq!(s.flush_waiting(), [1, 1]);
+        assert_eq!((s.queued_packets(), s.queued_bytes()), (1, 1000));
+        assert_eq!(s.next_start_real_ns(), None);
+        // Without a rate nothing waits: offer_class is offer.
+        let mut s = Shaper::new(model(), 1.0);
+        for _ in 0..3 {
+            assert!(matches!(
+                s.offer_class(0, 1500, Class::Data),
+                Verdict::Deliver { .. }
+            ));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_late_caller_changes_no_start_and_one_class_is_fifo(
+            gaps in proptest::collection::vec((0u64..3_000_000, 60usize..1500, any::<bool>()), 1..120),
+            rate in 1_000_000u64..100_000_000,
+        ) {
+            let mut t = 0;
+            let arrivals: Vec<(u64, usize, Class)> = gaps.iter().map(|&(g, len, a)| {
+                t += g;
+                (t, len, if a { Class::A } else { Class::Data })
+            }).collect();
+            let prompt = drive(&mut Shaper::new(rated(rate), 1.0), &arrivals, true);
+            let late = drive(&mut Shaper::new(rated(rate), 1.0), &arrivals, false);
+            let sorted = |mut v: Vec<(usize, Class, u64)>| { v.sort(); v };
+            prop_assert_eq!(sorted(prompt.clone()), sorted(late));
+            // Each class in arrival order; an A frame never waits behind data that
+            // arrived after it.
+            for c in Class::ALL {
+                let order: Vec<usize> = prompt.iter().filter(|o| o.1 == c).map(|o| o.0).collect();
+                prop_assert!(order.windows(2).all(|w| w[0] < w[1]), "{:?}", order);
+            }
+            // One class only: exactly `offer`'s FIFO delivery times.
+            let data: Vec<(u64, usize, Class)> = arrivals.iter().map(|a| (a.0, a.1, Class::Data)).collect();
+            let classed: Vec<u64> = drive(&mut Shaper::new(rated(rate), 1.0), &data, true).iter().map(|o| o.2).collect();
+            let mut f = Shaper::new(rated(rate), 1.0);
+            let fifo: Vec<u64> = data.iter().map(|a| match f.offer(a.0, a.1) {
+                Verdict::Deliver { first, .. } => first.at_real_ns,
+                v => panic!("{v:?}"),
+            }).collect();
+            prop_assert_eq!(classed, fifo);
+        }
     }
 
     #[test]

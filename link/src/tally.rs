@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::shaper::{Drop, Verdict};
+use crate::shaper::{Delivery, Drop, Verdict};
 
 /// Sub-buckets per power of two (2^7): relative width ≤ 1/128.
 const SUB_BITS: u32 = 7;
@@ -96,8 +96,15 @@ impl Tally {
                 self.corrupted += u64::from(first.corrupt_bit.is_some());
                 self.corrupted += u64::from(duplicate.is_some_and(|d| d.corrupt_bit.is_some()));
             }
+            // Its copies' corruption is counted when they start ([`Tally::started`]).
+            Verdict::Wait { copies } => self.duplicated += u64::from(*copies > 1),
         }
         self.offered
+    }
+
+    /// A copy that waited ([`Verdict::Wait`]) started with this delivery.
+    pub fn started(&mut self, d: &Delivery) {
+        self.corrupted += u64::from(d.corrupt_bit.is_some());
     }
 
     /// A copy of offer `offer` left the far end `delay_ns` after it was offered.

@@ -1023,15 +1023,14 @@ mod tests {
     ) -> Vec<(usize, Class, u64)> {
         let mut fifo: [VecDeque<usize>; 2] = [VecDeque::new(), VecDeque::new()];
         let mut out = Vec::new();
-        let kick =
-            |s: &mut Shaper, fifo: &mut [VecDeque<usize>; 2], now: u64, out: &mut Vec<_>| {
-                while let Some((c, d)) = s.start_next(now) {
-                    let i = fifo[c.index()]
-                        .pop_front()
-                        .expect("the caller's FIFO has it");
-                    out.push((i, c, d.at_real_ns));
-                }
-            };
+        let kick = |s: &mut Shaper, fifo: &mut [VecDeque<usize>; 2], now: u64, out: &mut Vec<_>| {
+            while let Some((c, d)) = s.start_next(now) {
+                let i = fifo[c.index()]
+                    .pop_front()
+                    .expect("the caller's FIFO has it");
+                out.push((i, c, d.at_real_ns));
+            }
+        };
         for (i, &(t, len, class)) in arrivals.iter().enumerate() {
             if prompt {
                 while let Some(due) = s.next_start_real_ns().filter(|d| *d <= t) {

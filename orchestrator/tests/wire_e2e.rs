@@ -13,6 +13,13 @@ use wire_lab::{Lab, IP_A, IP_B};
 
 const MS: u64 = 1_000_000;
 
+/// These tests time delays to the millisecond on a 2-core host: one at a time, so one
+/// test's burst or spinning engine does not show up in another's figures.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn delay(delay_ns: u64, seed: u64) -> LinkModel {
     LinkModel {
         delay_ns,
@@ -75,6 +82,7 @@ fn assert_loss_in_interval(what: &str, n: u32, loss: f64, p: f64) {
 
 #[test]
 fn jitter_and_loss_follow_the_model() {
+    let _one = one_at_a_time();
     let lab = Lab::through_wire("jl");
     let registry = prometheus::Registry::new();
     let metrics = WireMetrics::register(&registry, "t").expect("metrics");
@@ -144,6 +152,7 @@ fn jitter_and_loss_follow_the_model() {
 
 #[test]
 fn gilbert_elliott_bursts_have_mean_length_one_over_r() {
+    let _one = one_at_a_time();
     let lab = Lab::through_wire("ge");
     let engine = WireEngine::start(1.0).expect("engine");
     let (p, r) = (0.05, 0.5);
@@ -187,6 +196,7 @@ fn gilbert_elliott_bursts_have_mean_length_one_over_r() {
 
 #[test]
 fn rate_limits_throughput() {
+    let _one = one_at_a_time();
     let lab = Lab::through_wire("rt");
     let engine = WireEngine::start(1.0).expect("engine");
     let rate = 10_000_000;
@@ -224,6 +234,7 @@ fn rate_limits_throughput() {
 
 #[test]
 fn set_model_changes_the_next_packets_and_down_up_cut_and_restore() {
+    let _one = one_at_a_time();
     let lab = Lab::through_wire("sm");
     let engine = WireEngine::start(1.0).expect("engine");
     let (pa, pb) = lab.ports();
@@ -263,6 +274,7 @@ fn set_model_changes_the_next_packets_and_down_up_cut_and_restore() {
 
 #[test]
 fn one_au_at_time_scale_1000_is_half_a_real_second() {
+    let _one = one_at_a_time();
     let lab = Lab::through_wire("au");
     let engine = WireEngine::start(1000.0).expect("engine");
     let au_ns = 499_000_000_000;
@@ -307,6 +319,7 @@ fn one_au_at_time_scale_1000_is_half_a_real_second() {
 /// engine keeps with each frame must carry both across, or the stream stalls.
 #[test]
 fn tcp_stream_crosses_the_link_intact() {
+    let _one = one_at_a_time();
     use std::io::{Read, Write};
     use std::net::{SocketAddrV4, TcpListener, TcpStream};
 
@@ -354,6 +367,7 @@ fn tcp_stream_crosses_the_link_intact() {
 /// source MAC: 48 of the ~850 bits of a probe frame) may get through.
 #[test]
 fn corrupted_frames_fail_the_receivers_checks() {
+    let _one = one_at_a_time();
     let lab = Lab::through_wire("cr");
     let engine = WireEngine::start(1.0).expect("engine");
     let corrupt_all = LinkModel {
@@ -391,6 +405,7 @@ fn corrupted_frames_fail_the_receivers_checks() {
 /// AF_PACKET close waits for an RCU grace period of 12–22 ms on the reference machine).
 #[test]
 fn an_engine_carries_more_link_ends_than_its_descriptor_limit() {
+    let _one = one_at_a_time();
     const CHILD: &str = "LC_WIRE_FD_LIMIT_CHILD";
     if std::env::var_os(CHILD).is_some() {
         more_ends_than_descriptors();
@@ -522,4 +537,127 @@ fn more_ends_than_descriptors() {
         closed < Duration::from_millis(500),
         "closing took {closed:?}"
     );
+}
+
+/// Issue 15, Class-A preemption at the link: behind a burst that fills a 10 Mbit/s link's
+/// queue for ~0.3 s, datagrams marked DSCP CS6 (what the agents put on control traffic)
+/// cross in about the idle link's delay, at most one data frame's serialization later,
+/// while the same datagrams unmarked wait behind the burst. One-way delays by the kernel's
+/// receive stamp against the send time on the same host clock.
+#[test]
+fn class_a_datagrams_overtake_a_full_data_queue() {
+    let _one = one_at_a_time();
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    let lab = Lab::through_wire("pq");
+    let engine = WireEngine::start(1.0).expect("engine");
+    let m = |seed| LinkModel {
+        delay_ns: 5 * MS,
+        rate_bps: Some(10_000_000),
+        seed,
+        ..LinkModel::default()
+    };
+    let (pa, pb) = lab.ports();
+    engine
+        .add_link("a-b", pa, pb, m(1), m(2))
+        .expect("add link");
+    warm_up(&lab);
+    let rx = lab
+        .b
+        .run(|| UdpSocket::bind((IP_B, 0)))
+        .unwrap()
+        .expect("bind rx");
+    assert!(lightcone::link::wire::enable_rx_timestamps(rx.as_raw_fd()));
+    // Room for the whole burst: the probes are read only after they are all sent.
+    let bytes: libc::c_int = 8 << 20;
+    // SAFETY: an int socket option on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            rx.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE");
+    rx.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let to = rx.local_addr().unwrap();
+    let bind_a = || {
+        lab.a
+            .run(|| UdpSocket::bind((IP_A, 0)))
+            .unwrap()
+            .expect("bind tx")
+    };
+    let (data, marked, plain) = (bind_a(), bind_a(), bind_a());
+    let tos: libc::c_int = i32::from(lightcone_link::shaper::CLASS_A_DSCP) << 2;
+    // SAFETY: an int socket option on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            marked.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_TOS,
+            (&tos as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "IP_TOS");
+    // 300 × 1,200-byte payloads (1,242-byte frames: 0.99 ms each at 10 Mbit/s) ≈ 0.3 s.
+    let filler = vec![0u8; 1200];
+    for _ in 0..300 {
+        data.send_to(&filler, to).expect("send data");
+    }
+    // Ten probes of each kind, 10 ms apart, while the burst still fills the queue.
+    for i in 0..10u8 {
+        for (sock, kind) in [(&marked, b'A'), (&plain, b'P')] {
+            let mut p = vec![kind, i];
+            p.extend_from_slice(&lightcone::link::wire::realtime_ns().to_le_bytes());
+            sock.send_to(&p, to).expect("send probe");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (mut class_a, mut unmarked) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while (class_a.len() < 10 || unmarked.len() < 10) && Instant::now() < deadline {
+        let Ok((n, stamp)) = lightcone::link::wire::recv_stamped(rx.as_raw_fd(), &mut buf, 0)
+        else {
+            continue;
+        };
+        if n != 10 {
+            continue; // filler
+        }
+        let sent = u64::from_le_bytes(buf[2..10].try_into().unwrap());
+        let one_way_s = stamp.expect("stamp").saturating_sub(sent) as f64 / 1e9;
+        match buf[0] {
+            b'A' => class_a.push(one_way_s),
+            _ => unmarked.push(one_way_s),
+        }
+    }
+    eprintln!("class A one-way s: {class_a:?}\nunmarked one-way s: {unmarked:?}");
+    assert_eq!(
+        (class_a.len(), unmarked.len()),
+        (10, 10),
+        "every probe arrives"
+    );
+    // Idle: 5 ms + 52 B at 10 Mbit/s (42 µs). Strict priority adds at most the data frame
+    // on the transmitter (0.99 ms); 3 ms more for this host's scheduling.
+    let bound = 0.005 + 0.000_042 + 0.000_994 + 0.003;
+    let worst = class_a.iter().cloned().fold(0.0, f64::max);
+    assert!(worst <= bound, "class A took {worst} s > {bound} s");
+    // Unmarked, the same probes queue behind the burst (the first waits ≥ 0.2 s).
+    assert!(
+        unmarked[0] > 0.1,
+        "unmarked probes did not queue: {unmarked:?}"
+    );
+    let st = engine
+        .stats()
+        .into_iter()
+        .find(|s| s.link == "a-b" && s.direction == Direction::AToB)
+        .expect("a→b stats");
+    assert_eq!(st.class_a_forwarded, 10, "{st:?}");
+    assert!(st.class_a_delay_max_s <= bound, "{st:?}");
+    assert!(st.forwarded >= 320, "{st:?}");
 }

@@ -55,4 +55,9 @@ pub struct LinkStats {
     pub delay_buckets: Vec<u64>,
     /// Sum of achieved delays, real seconds (mean = sum / forwarded).
     pub delay_sum_s: f64,
+    /// Class-A frames (DSCP CS6/CS7) among `forwarded`, the sum and the largest of their
+    /// achieved delays, real seconds: what strict priority keeps near the configured delay.
+    pub class_a_forwarded: u64,
+    pub class_a_delay_sum_s: f64,
+    pub class_a_delay_max_s: f64,
 }

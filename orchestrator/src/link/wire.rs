@@ -52,7 +52,8 @@
 //! transmission) as a histogram; optionally as Prometheus series (see [`WireMetrics`]).
 //! `Drop` of the [`WireEngine`] stops the thread and closes every socket.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +69,7 @@ use super::metrics::LinkSeries;
 pub use super::stats::{Direction, LinkStats, DELAY_BUCKETS_S};
 use crate::kernel::{KernelError, Netns};
 use lightcone_link::model::LinkModel;
-use lightcone_link::shaper::{Drop as DropReason, Shaper, Verdict};
+use lightcone_link::shaper::{Class, Drop as DropReason, Shaper, Verdict};
 
 /// Wake this long before a frame is due and spin the rest (timer wake-up latency).
 pub const EARLY_WAKE_NS: u64 = 20_000;
@@ -176,6 +177,10 @@ struct DirCounters {
     configured_delay_ns: AtomicU64,
     delay_sum_ns: AtomicU64,
     delay_buckets: [AtomicU64; DELAY_BUCKETS_S.len() + 1],
+    /// Class-A frames forwarded (DSCP CS6/CS7) and their achieved delays.
+    class_a_forwarded: AtomicU64,
+    class_a_delay_sum_ns: AtomicU64,
+    class_a_delay_max_ns: AtomicU64,
     prom: Option<PromDir>,
 }
 
@@ -201,7 +206,14 @@ impl DirCounters {
         }
     }
 
-    fn forwarded(&self, delay_ns: u64) {
+    fn forwarded(&self, delay_ns: u64, class: Class) {
+        if class == Class::A {
+            self.class_a_forwarded.fetch_add(1, Ordering::Relaxed);
+            self.class_a_delay_sum_ns
+                .fetch_add(delay_ns, Ordering::Relaxed);
+            self.class_a_delay_max_ns
+                .fetch_max(delay_ns, Ordering::Relaxed);
+        }
         self.forwarded.fetch_add(1, Ordering::Relaxed);
         self.delay_sum_ns.fetch_add(delay_ns, Ordering::Relaxed);
         let s = delay_ns as f64 / 1e9;
@@ -247,6 +259,9 @@ impl DirCounters {
             configured_delay_s: ld(&self.configured_delay_ns) as f64 / 1e9,
             delay_buckets: self.delay_buckets.iter().map(ld).collect(),
             delay_sum_s: ld(&self.delay_sum_ns) as f64 / 1e9,
+            class_a_forwarded: ld(&self.class_a_forwarded),
+            class_a_delay_sum_s: ld(&self.class_a_delay_sum_ns) as f64 / 1e9,
+            class_a_delay_max_s: ld(&self.class_a_delay_max_ns) as f64 / 1e9,
         }
     }
 }
@@ -413,6 +428,7 @@ impl WireEngine {
                     links: Vec::new(),
                     by_id: BTreeMap::new(),
                     heap: BinaryHeap::new(),
+                    kicks: BinaryHeap::new(),
                     seq: 0,
                     buf: vec![0u8; VNET_HDR_LEN + MAX_FRAME_BYTES],
                     ignored: ignored_loop,
@@ -868,7 +884,15 @@ struct Pending {
     generation: u64,
     dir: usize,
     arrived_ns: u64,
+    class: Class,
     /// virtio-net header followed by the frame.
+    data: Vec<u8>,
+}
+
+/// A frame copy waiting for its direction's transmitter (the shaper said
+/// [`Verdict::Wait`]): its bytes and arrival time.
+struct Waiting {
+    arrived_ns: u64,
     data: Vec<u8>,
 }
 
@@ -897,6 +921,11 @@ struct LinkSlot {
     ports: [(usize, u32); 2],
     shapers: [Shaper; 2],
     counters: [Arc<DirCounters>; 2],
+    /// Per direction and class ([`Class::index`]), the copies waiting for the transmitter,
+    /// in the order the shaper keeps them.
+    waiting: [[VecDeque<Waiting>; 2]; 2],
+    /// Per direction, when the loop will next start a waiting copy (an entry in `kicks`).
+    kick_at: [Option<u64>; 2],
 }
 
 /// The engine's socket in one namespace and the link ends it serves there.
@@ -916,6 +945,9 @@ struct Loop {
     links: Vec<Option<LinkSlot>>,
     by_id: BTreeMap<String, usize>,
     heap: BinaryHeap<Pending>,
+    /// When a direction's transmitter frees and a waiting copy starts:
+    /// (real ns, slot, generation, direction), earliest first.
+    kicks: BinaryHeap<Reverse<(u64, usize, u64, usize)>>,
     seq: u64,
     buf: Vec<u8>,
     ignored: Arc<AtomicU64>,
@@ -927,10 +959,16 @@ impl Loop {
         let mut generation = 0u64;
         loop {
             self.send_due();
-            let timeout = self.heap.peek().map(|p| {
+            let next = [
+                self.heap.peek().map(|p| p.at_ns),
+                self.kicks.peek().map(|k| k.0 .0),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = next.map(|at| {
                 let now = monotonic_ns();
-                let left = p.at_ns.saturating_sub(now);
-                left.saturating_sub(EARLY_WAKE_NS)
+                at.saturating_sub(now).saturating_sub(EARLY_WAKE_NS)
             });
             let ts;
             let tsp = match timeout {
@@ -1128,6 +1166,8 @@ impl Loop {
             ports: ends,
             shapers,
             counters,
+            waiting: Default::default(),
+            kick_at: [None; 2],
         };
         if slot == self.links.len() {
             self.links.push(Some(l));
@@ -1155,6 +1195,10 @@ impl Loop {
             }
         }
         for d in 0..2 {
+            let n = l.shapers[d].flush_waiting();
+            l.counters[d].dropped(why, (n[0] + n[1]) as u64);
+            l.waiting[d] = Default::default();
+            l.kick_at[d] = None;
             l.counters[d].queue(&l.shapers[d]);
         }
         self.heap = BinaryHeap::from(keep);
@@ -1204,8 +1248,18 @@ impl Loop {
                 continue;
             }
             let frame_len = n - VNET_HDR_LEN;
-            match l.shapers[dir].offer(now, frame_len) {
+            let class = frame_class(&self.buf[VNET_HDR_LEN..n]);
+            match l.shapers[dir].offer_class(now, frame_len, class) {
                 Verdict::Drop(why) => l.counters[dir].dropped(why, 1),
+                Verdict::Wait { copies } => {
+                    for _ in 0..copies {
+                        l.waiting[dir][class.index()].push_back(Waiting {
+                            arrived_ns: now,
+                            data: self.buf[..n].to_vec(),
+                        });
+                    }
+                    arm_kick(l, slot, dir, &mut self.kicks);
+                }
                 Verdict::Deliver { first, duplicate } => {
                     for d in std::iter::once(first).chain(duplicate) {
                         let mut data = self.buf[..n].to_vec();
@@ -1220,6 +1274,7 @@ impl Loop {
                             generation: l.generation,
                             dir,
                             arrived_ns: now,
+                            class,
                             data,
                         });
                     }
@@ -1229,7 +1284,48 @@ impl Loop {
         }
     }
 
+    /// Starts the waiting copies whose transmitter has freed (see
+    /// [`Shaper::start_next`]): each becomes a pending frame due at its delivery time.
+    fn start_due(&mut self) {
+        let now = monotonic_ns();
+        while let Some(&Reverse((at, slot, generation, dir))) = self.kicks.peek() {
+            if at > now {
+                return;
+            }
+            self.kicks.pop();
+            let Some(l) = self.links.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if l.generation != generation || l.kick_at[dir] != Some(at) {
+                continue; // a stale entry: flushed, or re-armed earlier
+            }
+            l.kick_at[dir] = None;
+            while let Some((class, d)) = l.shapers[dir].start_next(now) {
+                let Some(w) = l.waiting[dir][class.index()].pop_front() else {
+                    break; // cannot happen: the FIFOs follow the shaper's queues
+                };
+                let mut data = w.data;
+                if let Some(bit) = d.corrupt_bit {
+                    corrupt(&mut data, bit);
+                }
+                self.seq += 1;
+                self.heap.push(Pending {
+                    at_ns: d.at_real_ns,
+                    seq: self.seq,
+                    slot,
+                    generation,
+                    dir,
+                    arrived_ns: w.arrived_ns,
+                    class,
+                    data,
+                });
+            }
+            arm_kick(l, slot, dir, &mut self.kicks);
+        }
+    }
+
     fn send_due(&mut self) {
+        self.start_due();
         loop {
             let Some(top) = self.heap.peek() else { return };
             let now = monotonic_ns();
@@ -1262,10 +1358,41 @@ impl Loop {
             if rc < 0 {
                 c.tx_errors.fetch_add(1, Ordering::Relaxed);
             } else {
-                c.forwarded(sent_ns.saturating_sub(p.arrived_ns));
+                c.forwarded(sent_ns.saturating_sub(p.arrived_ns), p.class);
             }
             c.queue(&l.shapers[p.dir]);
         }
+    }
+}
+
+/// Schedules the next start of direction `dir`'s waiting copies, if any wait and none is
+/// scheduled as early.
+fn arm_kick(
+    l: &mut LinkSlot,
+    slot: usize,
+    dir: usize,
+    kicks: &mut BinaryHeap<Reverse<(u64, usize, u64, usize)>>,
+) {
+    if let Some(t) = l.shapers[dir].next_start_real_ns() {
+        if l.kick_at[dir].is_none_or(|k| t < k) {
+            l.kick_at[dir] = Some(t);
+            kicks.push(Reverse((t, slot, l.generation, dir)));
+        }
+    }
+}
+
+/// The traffic class of an Ethernet frame: by the DSCP of an IPv4 or IPv6 packet
+/// ([`Class::of_dscp`]: CS6/CS7 are Class A); anything else (ARP, unmarked) is data.
+pub fn frame_class(frame: &[u8]) -> Class {
+    let Some(ethertype) = frame.get(12..14) else {
+        return Class::Data;
+    };
+    match (ethertype, frame.get(14), frame.get(15)) {
+        ([0x08, 0x00], Some(v), Some(tos)) if v >> 4 == 4 => Class::of_dscp(tos >> 2),
+        ([0x86, 0xdd], Some(a), Some(b)) if a >> 4 == 6 => {
+            Class::of_dscp(((a & 0x0f) << 2) | (b >> 6))
+        }
+        _ => Class::Data,
     }
 }
 

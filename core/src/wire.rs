@@ -400,6 +400,17 @@ pub const KIND_HELLO: u8 = 34;
 /// Threshold-signed runtime orders (panic-to-dark, undark).
 pub const KIND_ORDER: u8 = 35;
 
+/// Whether a datagram is Class-A traffic (issue 15): control and safety — membership,
+/// routing, time, thermal signals and leases, trust, orders — rather than workload data
+/// (kinds 8 kv, 10 data and 20 object-store shards). The agents mark Class A with DSCP CS6
+/// so links give it strict priority; what does not parse as a frame counts as data.
+pub fn is_class_a(datagram: &[u8]) -> bool {
+    match (datagram.get(0..2), datagram.get(3)) {
+        (Some(m), Some(&kind)) if m == MAGIC => !matches!(kind, KIND_KV | KIND_DATA | KIND_STORE),
+        _ => false,
+    }
+}
+
 /// The protocol version that introduced payload kind `kind`: 3 for issue 18's kinds
 /// (34–37), 2 for every other (version 2 is the oldest this code speaks). A node of an
 /// older version drops a newer kind as unknown (counted `unknown_kind`), never fatally.
@@ -1117,6 +1128,31 @@ mod tests {
         let n = encode(&h, &Payload::Boot, &k);
         assert_eq!(n.len(), HEADER_LEN + SIG_LEN);
         assert_eq!(parse(&n).unwrap().decode_payload().unwrap(), Payload::Boot);
+    }
+
+    #[test]
+    fn workload_is_data_and_everything_else_class_a() {
+        let h = Header {
+            kind: 0,
+            ttl: 7,
+            src: 3,
+            dst: Dest::Node(9),
+            seq: 1,
+            hlc: 1,
+            src_epoch: 1,
+            dst_epoch: 1,
+        };
+        let frame = |p: &Payload| encode(&h, p, &key(1));
+        assert!(is_class_a(&frame(&Payload::Boot)));
+        assert!(is_class_a(&frame(&Payload::Ping {
+            probe: 1,
+            updates: vec![]
+        })));
+        assert!(is_class_a(&frame(&Payload::Heat(vec![1, 2]))));
+        assert!(!is_class_a(&frame(&Payload::Data(b"x".to_vec()))));
+        assert!(!is_class_a(&frame(&Payload::Store(vec![0; 8]))));
+        assert!(!is_class_a(b"garbage"));
+        assert!(!is_class_a(&[]));
     }
 
     #[test]

@@ -763,7 +763,7 @@ impl Prepared {
             // Apply outputs.
             for t in out.transmits.drain(..) {
                 let Some(l) = links.get(&t.to) else { continue };
-                if let Err(e) = sockets[l.socket].try_send_to(&t.bytes, l.addr) {
+                if let Err(e) = crate::dscp::try_send_marked(&sockets[l.socket], &t.bytes, l.addr) {
                     *driver_counters.entry(DriverOutcome::SendError).or_default() += 1;
                     tracing::trace!("send to {}: {e}", l.addr);
                 }
@@ -1006,7 +1006,7 @@ impl Prepared {
         // Flush the goodbye datagrams.
         for t in out.transmits.drain(..) {
             if let Some(l) = links.get(&t.to) {
-                let _ = sockets[l.socket].try_send_to(&t.bytes, l.addr);
+                let _ = crate::dscp::try_send_marked(&sockets[l.socket], &t.bytes, l.addr);
             }
         }
         drop(tasks);

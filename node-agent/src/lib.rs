@@ -9,5 +9,6 @@
 //! deterministic simulator is `lightcone-sim`.
 pub mod caps;
 pub mod driver;
+pub mod dscp;
 pub mod group;
 pub mod pct;

@@ -212,6 +212,12 @@ enum Ev {
         sent: Instant,
         discard: bool,
     },
+    /// The transmitter of shaped direction `from → to` frees: start its waiting copies
+    /// (see `shaped.rs`, traffic classes).
+    ShapedStart {
+        from: u32,
+        to: u32,
+    },
 }
 
 /// The harness. Node ids are indices into the topology's node list.
@@ -1030,6 +1036,10 @@ impl Sim {
                 to
             }
             Ev::Shaped { .. } => unreachable!("a shaped copy is a Deliver by now"),
+            Ev::ShapedStart { from, to } => {
+                self.shaped_start(from, to, call);
+                return;
+            }
             Ev::Boot { node } => {
                 if self.nodes[node as usize].is_none() {
                     self.boot(node);

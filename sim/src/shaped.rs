@@ -22,14 +22,21 @@
 //!
 //! Links start unshaped (fixed delay, `set_loss` probability); shaping is per direction and
 //! stays until the simulation ends.
+//!
+//! Traffic classes (issue 15) work as on the wire engine: each datagram is offered with its
+//! class ([`lightcone_core::wire::is_class_a`], what the agents mark DSCP CS6), and on a
+//! direction with a rate a copy that cannot start at once waits in its class's FIFO
+//! ([`Verdict::Wait`]); an `Ev::ShapedStart` event at the time the shaper names starts the
+//! waiting copies ([`Shaper::start_next`]: Class A before data), each then queued at its
+//! delivery time like any other copy.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use lightcone_core::time::Instant;
 use lightcone_link::frame::{corruption_of, udp_frame_len, Corruption};
 use lightcone_link::model::{link_seed, LinkModel, LossModel, ModelError};
-use lightcone_link::shaper::{Shaper, Verdict};
+use lightcone_link::shaper::{Class, Shaper, Verdict};
 use lightcone_link::tally::Tally;
 
 use crate::{Ev, Sim};
@@ -61,6 +68,11 @@ impl std::error::Error for LinkModelError {}
 struct ShapedLink {
     shaper: Shaper,
     tally: Tally,
+    /// Copies waiting for the transmitter, per class ([`Class::index`]): bytes, offer
+    /// number, time offered.
+    waiting: [VecDeque<(Vec<u8>, u64, Instant)>; 2],
+    /// When an `Ev::ShapedStart` for this direction is queued.
+    start_at: Option<Instant>,
 }
 
 /// The simulation's shaped directions, and whether their tallies keep delay histograms.
@@ -108,9 +120,15 @@ impl Sim {
                 } else {
                     Tally::counts_only()
                 };
-                self.shaped
-                    .links
-                    .insert((from, to), ShapedLink { shaper, tally });
+                self.shaped.links.insert(
+                    (from, to),
+                    ShapedLink {
+                        shaper,
+                        tally,
+                        waiting: Default::default(),
+                        start_at: None,
+                    },
+                );
             }
         }
         Ok(())
@@ -211,11 +229,28 @@ impl Sim {
         let Some(s) = self.shaped.links.get_mut(&(from, to)) else {
             return;
         };
-        let verdict = s.shaper.offer(now.as_nanos(), udp_frame_len(bytes.len()));
+        let class = if lightcone_core::wire::is_class_a(&bytes) {
+            Class::A
+        } else {
+            Class::Data
+        };
+        let verdict = s
+            .shaper
+            .offer_class(now.as_nanos(), udp_frame_len(bytes.len()), class);
         let offer = s.tally.offer(&verdict);
-        let Verdict::Deliver { first, duplicate } = verdict else {
-            self.lost += 1;
-            return;
+        let (first, duplicate) = match verdict {
+            Verdict::Deliver { first, duplicate } => (first, duplicate),
+            Verdict::Wait { copies } => {
+                for _ in 0..copies {
+                    s.waiting[class.index()].push_back((bytes.clone(), offer, now));
+                }
+                self.arm_shaped_start(from, to, call, position);
+                return;
+            }
+            Verdict::Drop(_) => {
+                self.lost += 1;
+                return;
+            }
         };
         for copy in std::iter::once(first).chain(duplicate) {
             let discard = copy
@@ -236,6 +271,62 @@ impl Sim {
                 },
             )));
         }
+    }
+
+    /// Queues an `Ev::ShapedStart` for `from → to` when its shaper says the next waiting
+    /// copy starts, unless one is queued as early.
+    fn arm_shaped_start(&mut self, from: u32, to: u32, call: u64, position: &mut u64) {
+        let Some(s) = self.shaped.links.get_mut(&(from, to)) else {
+            return;
+        };
+        let Some(at) = s.shaper.next_start_real_ns().map(Instant::from_nanos) else {
+            return;
+        };
+        if s.start_at.is_some_and(|t| t <= at) {
+            return;
+        }
+        s.start_at = Some(at);
+        *position += 1;
+        self.queue
+            .push(Reverse((at, call, *position, Ev::ShapedStart { from, to })));
+    }
+
+    /// `Ev::ShapedStart`: starts the waiting copies of `from → to` whose transmitter has
+    /// freed, queueing each at its delivery time, and arms the next start.
+    pub(crate) fn shaped_start(&mut self, from: u32, to: u32, call: u64) {
+        let now = self.now;
+        let Some(s) = self.shaped.links.get_mut(&(from, to)) else {
+            return;
+        };
+        if s.start_at != Some(now) {
+            return; // stale: flushed, or re-armed earlier
+        }
+        s.start_at = None;
+        let mut position = 0;
+        while let Some((class, d)) = s.shaper.start_next(now.as_nanos()) {
+            let Some((bytes, offer, sent)) = s.waiting[class.index()].pop_front() else {
+                break; // cannot happen: the FIFOs follow the shaper's queues
+            };
+            s.tally.started(&d);
+            let discard = d
+                .corrupt_bit
+                .is_some_and(|bit| corruption_of(bit) == Corruption::Dropped);
+            position += 1;
+            self.queue.push(Reverse((
+                Instant::from_nanos(d.at_real_ns),
+                call,
+                position,
+                Ev::Shaped {
+                    to,
+                    from,
+                    bytes,
+                    offer,
+                    sent,
+                    discard,
+                },
+            )));
+        }
+        self.arm_shaped_start(from, to, call, &mut position);
     }
 
     /// A shaped copy of a `len`-byte datagram left the far end: free its queue space and
@@ -265,6 +356,12 @@ impl Sim {
                 s.shaper.set_up(up);
                 if !up {
                     cut.insert(*k);
+                    let n = s.shaper.flush_waiting();
+                    let n = (n[0] + n[1]) as u64;
+                    s.waiting = Default::default();
+                    s.start_at = None;
+                    s.tally.flush(n);
+                    self.lost += n;
                 }
             }
         }

@@ -14,7 +14,7 @@
 //!   on a shaped link; one seed gives one trace.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use lightcone_core::counters::{Direction, Outcome};
@@ -23,7 +23,7 @@ use lightcone_core::time::Instant;
 use lightcone_core::wire::MemberState;
 use lightcone_link::frame::udp_frame_len;
 use lightcone_link::model::{Chance, DelayDistribution, LinkModel, LossModel};
-use lightcone_link::shaper::{Shaper, Verdict};
+use lightcone_link::shaper::{Class, Shaper, Verdict};
 use lightcone_link::tally::Tally;
 use lightcone_sim::{test_params, LinkModelError, Sim, Topo};
 use rand::{Rng, SeedableRng};
@@ -103,35 +103,53 @@ fn schedule(seed: u64, frames: usize) -> Vec<(u64, Op)> {
 /// Copies on the link: (due, arrival order, offer, length, arrived), earliest first.
 type Pending = BinaryHeap<Reverse<(u64, u64, u64, usize, u64)>>;
 
-/// The wire engine's way with a shaper (`orchestrator/src/link/wire.rs`: `read_port`,
-/// `send_due`, `flush`), with its socket and clock replaced by the schedule: before each
-/// frame, send what is due (release, count the delay); offer the frame at its arrival
-/// time; queue each copy by (due time, arrival order); a cut discards the queue.
+/// The wire engine's way with a shaper (`orchestrator/src/link/wire.rs`: `read_socket`,
+/// `start_due`, `send_due`, `flush`), with its socket and clock replaced by the schedule:
+/// before each frame, start the waiting copies whose transmitter freed (each at the time
+/// the shaper names, as the engine's kicks do) and send what is due (release, count the
+/// delay); offer the frame with its class at its arrival time; queue each copy by (due
+/// time, arrival order), or keep it in its class's FIFO while it waits; a cut discards
+/// both.
 fn drive_like_wire(model: LinkModel, ops: &[(u64, Op)]) -> Tally {
     let mut shaper = Shaper::new(model, 1.0);
     let mut tally = Tally::default();
     let mut heap: Pending = BinaryHeap::new();
+    let mut waiting: [VecDeque<(u64, usize, u64)>; 2] = Default::default();
     let mut seq = 0;
-    let send_due = |now: u64, heap: &mut Pending, shaper: &mut Shaper, tally: &mut Tally| {
+    for &(now, op) in ops {
+        while let Some(t) = shaper.next_start_real_ns().filter(|t| *t <= now) {
+            while let Some((class, d)) = shaper.start_next(t) {
+                let (offer, len, arrived) = waiting[class.index()].pop_front().unwrap();
+                tally.started(&d);
+                seq += 1;
+                heap.push(Reverse((d.at_real_ns, seq, offer, len, arrived)));
+            }
+        }
         while heap.peek().is_some_and(|Reverse(p)| p.0 <= now) {
             let Reverse((due, _, offer, len, arrived)) = heap.pop().unwrap();
             shaper.release(len);
             tally.deliver(offer, due - arrived);
         }
-    };
-    for &(now, op) in ops {
-        send_due(now, &mut heap, &mut shaper, &mut tally);
         match op {
             Op::Frame(datagram_len) => {
-                // The wire engine sees the frame that carries the datagram.
+                // The wire engine sees the frame that carries the datagram; the test's
+                // bytes (0xa5…) are no frame of the core's, so data.
                 let len = udp_frame_len(datagram_len);
-                let v = shaper.offer(now, len);
+                let v = shaper.offer_class(now, len, Class::Data);
                 let offer = tally.offer(&v);
-                if let Verdict::Deliver { first, duplicate } = v {
-                    for copy in std::iter::once(first).chain(duplicate) {
-                        seq += 1;
-                        heap.push(Reverse((copy.at_real_ns, seq, offer, len, now)));
+                match v {
+                    Verdict::Deliver { first, duplicate } => {
+                        for copy in std::iter::once(first).chain(duplicate) {
+                            seq += 1;
+                            heap.push(Reverse((copy.at_real_ns, seq, offer, len, now)));
+                        }
                     }
+                    Verdict::Wait { copies } => {
+                        for _ in 0..copies {
+                            waiting[Class::Data.index()].push_back((offer, len, now));
+                        }
+                    }
+                    Verdict::Drop(_) => {}
                 }
             }
             Op::Up(up) => {
@@ -140,12 +158,27 @@ fn drive_like_wire(model: LinkModel, ops: &[(u64, Op)]) -> Tally {
                         shaper.release(len);
                         tally.flush(1);
                     }
+                    let n = shaper.flush_waiting();
+                    tally.flush((n[0] + n[1]) as u64);
+                    waiting = Default::default();
                 }
                 shaper.set_up(up);
             }
         }
     }
-    send_due(u64::MAX, &mut heap, &mut shaper, &mut tally);
+    // Drain: start and deliver everything left.
+    while let Some(t) = shaper.next_start_real_ns() {
+        while let Some((class, d)) = shaper.start_next(t) {
+            let (offer, len, arrived) = waiting[class.index()].pop_front().unwrap();
+            tally.started(&d);
+            seq += 1;
+            heap.push(Reverse((d.at_real_ns, seq, offer, len, arrived)));
+        }
+    }
+    while let Some(Reverse((due, _, offer, len, arrived))) = heap.pop() {
+        shaper.release(len);
+        tally.deliver(offer, due - arrived);
+    }
     tally
 }
 
@@ -543,4 +576,63 @@ fn without_delay_histograms_the_counts_stay_and_the_quantiles_go() {
         (full.offered, full.delivered, full.lost, full.reordered)
     );
     assert_eq!(lean.delay_mean_ns(), full.delay_mean_ns());
+}
+
+/// Issue 15 in the twin: on a shaped 6 Mbit/s direction, a control frame (Class A, as the
+/// agents mark it DSCP CS6) sent behind 100 data datagrams of 1,400 bytes overtakes every
+/// one still waiting for the transmitter — it arrives second, after the one already being
+/// serialised — and without a rate it keeps its place. Order as the receiver saw it.
+#[test]
+fn a_control_frame_overtakes_waiting_data_on_a_shaped_link() {
+    let control = {
+        let h = lightcone_core::wire::Header {
+            kind: 0,
+            ttl: 1,
+            src: 0,
+            dst: lightcone_core::wire::Dest::Node(1),
+            seq: 1,
+            hlc: 1,
+            src_epoch: 1,
+            dst_epoch: 1,
+        };
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        lightcone_core::wire::encode(&h, &lightcone_core::wire::Payload::Boot, &key)
+    };
+    assert!(lightcone_core::wire::is_class_a(&control));
+    let place = |rate_bps: Option<u64>| {
+        let topo = Topo::cell(2, 0, 20 * MS, 1);
+        let mut sim = Sim::new(&topo, 1, test_params());
+        sim.set_link_model(
+            0,
+            1,
+            LinkModel {
+                delay_ns: 20_000_000,
+                rate_bps,
+                seed: 1,
+                ..LinkModel::default()
+            },
+        )
+        .expect("model");
+        sim.crash(0); // (what node 0 sent before is left out below)
+        sim.capture(true);
+        for i in 0..100u8 {
+            sim.send_over(0, 1, vec![i; 1400]);
+        }
+        sim.send_over(0, 1, control.clone());
+        sim.run_for(Duration::from_secs(2));
+        let seen = sim.capture(false);
+        let ours: Vec<&Vec<u8>> = seen
+            .iter()
+            .filter(|(f, t, b)| (*f, *t) == (0, 1) && (b.len() == 1400 || *b == control))
+            .map(|(_, _, b)| b)
+            .collect();
+        assert_eq!(ours.len(), 101, "every datagram arrives");
+        ours.iter().position(|b| **b == control).expect("control")
+    };
+    assert_eq!(
+        place(Some(6_000_000)),
+        1,
+        "strict priority behind the frame on the wire"
+    );
+    assert_eq!(place(None), 100, "no rate: nothing waits, order kept");
 }

@@ -2,16 +2,13 @@
 //! subsystem is on.
 
 /// Puts Class-A frames (everything but workload: membership, routing, time, thermal
-/// signals, leases) before workload frames (`Data`, `Kv`), keeping each class's order: the
-/// node's outbox sends control before data (issue 15). Reads the kind byte of each
-/// encoded frame, so forwarded frames are ordered too.
+/// signals, leases) before workload frames (`Data`, `Kv`, object-store shards), keeping
+/// each class's order: the node's outbox sends control before data (issue 15). The class is
+/// [`crate::wire::is_class_a`], the one the agents mark DSCP CS6 for the links' priority
+/// queues; it reads the kind byte of each encoded frame, so forwarded frames are ordered
+/// too.
 pub fn class_a_first(q: &mut std::collections::VecDeque<crate::io::Transmit>) {
-    let workload = |t: &crate::io::Transmit| {
-        matches!(
-            t.bytes.get(3).copied(),
-            Some(k) if k == crate::wire::KIND_DATA || k == crate::wire::KIND_KV
-        )
-    };
+    let workload = |t: &crate::io::Transmit| !crate::wire::is_class_a(&t.bytes);
     if q.iter().any(workload) {
         let (mut a, b): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) =
             q.drain(..).partition(|t| !workload(t));

@@ -480,8 +480,14 @@ impl Node {
         h.on_tick(now, &live, &self.dir, &mut sends);
         let next = now + h.interval();
         self.timers.set(TimerKey::Heat, next);
+        let data = h.take_data();
         for (to, m) in sends {
             self.fx.send(Dest::Node(to), Payload::Heat(m.encode()));
+        }
+        // Tasks' input streams: workload, after the round's Class-A messages.
+        for (to, bytes) in data {
+            self.counters.count(Direction::App, Outcome::Sent);
+            self.fx.send(Dest::Node(to), Payload::Data(vec![0; bytes]));
         }
     }
 

@@ -338,6 +338,10 @@ enum TaskCmd {
         count: u32,
         #[arg(long, default_value_t = 0)]
         memory_mib: u32,
+        /// The task's input stream: kbit per emulated second its owner sends the tile that
+        /// holds it (workload traffic over the overlay; 0: none).
+        #[arg(long, default_value_t = 0)]
+        traffic_kbps: u32,
     },
 }
 
@@ -510,8 +514,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     class,
                     count,
                     memory_mib,
+                    traffic_kbps,
                 },
-        } => cli::cmd_task_submit(node, lab, compute, duration, class, count, memory_mib),
+        } => cli::cmd_task_submit(
+            node,
+            lab,
+            compute,
+            duration,
+            class,
+            count,
+            (memory_mib, traffic_kbps),
+        ),
         Cmd::Token { action } => match action {
             TokenCmd::Mint {
                 op,

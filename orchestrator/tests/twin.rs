@@ -502,3 +502,38 @@ expect:
         .iter()
         .any(|p| p["node"] == "l0c0k0t20" && members(p) == 49));
 }
+
+/// Issue 15: the shipped heat-locality scenario keeps every byte of its tasks' input
+/// streams in their cells (> 99.99 %, measured over megabytes); given one cell more work
+/// than it holds, its gateway places the rest in other cells and the same expectation fails.
+#[test]
+fn heat_locality_passes_and_fails_when_a_cell_overflows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = root().join("topologies/scenarios/heat-locality.yaml");
+    let o = sim(&shipped, None, &tmp.path().join("ok"));
+    assert!(o.passed, "{:?}", o.verdicts);
+    let v = o
+        .verdicts
+        .iter()
+        .find(|v| v.expectation.starts_with("workload_locality"))
+        .unwrap();
+    assert!(v.pass && v.value == Some(1.0), "{v:?}");
+    assert!(v.detail.contains("cell 100.0000% of"), "{v:?}");
+    let src = std::fs::read_to_string(&shipped).unwrap();
+    let over = src.replacen(
+        "node: l0c0k0t0, compute: 16, duration: 120s, class: cold, count: 6",
+        "node: l0c0k0t0, compute: 16, duration: 120s, class: cold, count: 24",
+        1,
+    );
+    assert_ne!(over, src);
+    let path = tmp.path().join("over.yaml");
+    std::fs::write(&path, over).unwrap();
+    let o = sim(&path, None, &tmp.path().join("over"));
+    assert!(!o.passed);
+    let v = o
+        .verdicts
+        .iter()
+        .find(|v| v.expectation.starts_with("workload_locality"))
+        .unwrap();
+    assert!(!v.pass && v.value.is_some_and(|x| x < 0.99), "{v:?}");
+}

@@ -24,6 +24,7 @@ fn one_shell() -> ThermalConfig {
 
 fn task(compute: u32, secs: u64) -> Command {
     Command::TaskSubmit(TaskSpec {
+        traffic_kbps: 0,
         compute,
         memory_mib: 256,
         bandwidth_mbps: 0,

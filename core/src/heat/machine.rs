@@ -50,6 +50,9 @@ pub const THROTTLE_PPM: u32 = (BACKPRESSURE_LOAD * 1e6) as u32;
 pub const MAX_TASKS: usize = 1024;
 /// A descriptor or summary older than this many intervals is not used.
 const STALE_INTERVALS: u64 = 4;
+/// Most input-stream frames a tile queues per round (a quarter of the node's outbox; beyond,
+/// the input is shed and counted).
+const MAX_DATA_FRAMES: usize = 1024;
 /// A lease runs this many intervals past its last renewal.
 const LEASE_INTERVALS: u64 = 4;
 
@@ -70,6 +73,8 @@ pub enum TaskError {
     Duration,
     #[error("{0} tasks already; retry later")]
     TooMany(usize),
+    #[error("traffic_kbps must be at most {max}")]
+    Traffic { max: u32 },
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +108,9 @@ struct Task {
     confirmed: Instant,
     /// Tiles that refused, with when (skipped for a while).
     refused: BTreeMap<u32, Instant>,
+    /// Input stream: fed up to this time, and bytes owed short of a frame.
+    fed: Instant,
+    owed: usize,
 }
 
 /// Counters and gauges of the subsystem (the agent exports them).
@@ -128,6 +136,10 @@ pub struct HeatStats {
     pub tasks_done: u64,
     pub tasks_active: u64,
     pub bad_messages: u64,
+    /// Bytes of task input streams this tile (an owner) queued for its leases' holders.
+    pub traffic_bytes: u64,
+    /// Input-stream bytes shed: more than [`MAX_DATA_FRAMES`] frames in one round.
+    pub traffic_shed_bytes: u64,
     /// Highest thermal load seen (at each round).
     pub load_peak_ratio: f64,
     /// Longest time from the first tile of a shell outside passing 90 % to this tile being
@@ -168,6 +180,8 @@ pub struct Heat {
     tasks: BTreeMap<u64, Task>,
     next_id: u32,
     stats: HeatStats,
+    /// Input-stream frames for the node to send ([`Heat::take_data`]).
+    data_out: Vec<(u32, usize)>,
 }
 
 /// What the sub-machine asks to send: (destination node, message).
@@ -204,6 +218,7 @@ impl Heat {
             tasks: BTreeMap::new(),
             next_id: 0,
             stats: HeatStats::default(),
+            data_out: Vec::new(),
         })
     }
 
@@ -343,6 +358,11 @@ impl Heat {
         if self.tasks.len() >= MAX_TASKS {
             return Err(TaskError::TooMany(self.tasks.len()));
         }
+        if spec.traffic_kbps > super::task::MAX_TRAFFIC_KBPS {
+            return Err(TaskError::Traffic {
+                max: super::task::MAX_TRAFFIC_KBPS,
+            });
+        }
         let id = self.fresh_id();
         self.tasks.insert(
             id,
@@ -355,6 +375,8 @@ impl Heat {
                 sent_expiry: now,
                 confirmed: now,
                 refused: BTreeMap::new(),
+                fed: now,
+                owed: 0,
             },
         );
         Ok(id)
@@ -807,6 +829,7 @@ impl Heat {
             }
             match t.state {
                 TaskState::Leased => {
+                    self.feed(now, &mut t);
                     if t.confirmed <= now {
                         // Lost: no renewal answered in time.
                         self.stats.sla_violations += 1;
@@ -855,6 +878,37 @@ impl Heat {
             t.refused.retain(|_, at| !self.stale(*at, now));
             self.tasks.insert(id, t);
         }
+    }
+
+    /// A leased task's input stream since its last round: `traffic_kbps` × the time since,
+    /// queued for the node to send to the holder as data frames (a task on this tile
+    /// itself gets nothing over the network).
+    fn feed(&mut self, now: Instant, t: &mut Task) {
+        // At most two rounds' worth: a task just leased again is not owed its unplaced time.
+        let since = now.saturating_since(t.fed).min(self.interval() * 2);
+        t.fed = now;
+        if t.spec.traffic_kbps == 0 || t.holder == self.me {
+            return;
+        }
+        let bits = u128::from(t.spec.traffic_kbps) * 1000 * since.as_nanos() / 1_000_000_000;
+        let mut bytes = (bits / 8) as usize + t.owed;
+        let frame = super::task::TRAFFIC_FRAME_BYTES;
+        while bytes >= frame && self.data_out.len() < MAX_DATA_FRAMES {
+            self.data_out.push((t.holder, frame));
+            self.stats.traffic_bytes += frame as u64;
+            bytes -= frame;
+        }
+        // Less than a frame waits for the next round; beyond the per-round bound is shed.
+        if bytes >= frame {
+            self.stats.traffic_shed_bytes += (bytes - bytes % frame) as u64;
+        }
+        t.owed = bytes % frame;
+    }
+
+    /// The input-stream frames queued by the last round, (holder, payload bytes): the node
+    /// sends them as `Data`.
+    pub fn take_data(&mut self) -> Vec<(u32, usize)> {
+        std::mem::take(&mut self.data_out)
     }
 
     /// The tile to offer a task to: one of the cell with room (most headroom first), else

@@ -2,6 +2,12 @@
 
 use serde::Serialize;
 
+/// Payload bytes of one frame of a task's input stream.
+pub const TRAFFIC_FRAME_BYTES: usize = 1024;
+/// The most input a task may ask for, kbit per emulated second (8 Mbit/s: what one owner
+/// sends per one-second round within its per-round bound of 1,024 frames).
+pub const MAX_TRAFFIC_KBPS: u32 = 8_000;
+
 /// A task as submitted (`lightcone task submit`, scenario verb `task`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,6 +19,12 @@ pub struct TaskSpec {
     pub bandwidth_mbps: u32,
     /// How long it runs, emulated ns.
     pub duration_ns: u64,
+    /// The task's input stream (issue 15, workload traffic): while the task holds a lease
+    /// its owner sends the holder this many kbit per emulated second over the overlay, as
+    /// `Data` frames of at most [`TRAFFIC_FRAME_BYTES`] (workload: counted by the locality
+    /// ledger, sent below Class A). 0: none.
+    #[serde(default)]
+    pub traffic_kbps: u32,
     pub class: TaskClassName,
 }
 

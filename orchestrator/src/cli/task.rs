@@ -4,8 +4,8 @@ use lightcone_core::heat::task::{TaskClassName, TaskSpec};
 
 use super::{client_failure, invalid, pick_lab, supervisor_of, Failure};
 
-/// `lightcone task submit NODE --compute N --duration D --class hot|cold [--count K]`:
-/// prints the agent's answer for each task.
+/// `lightcone task submit NODE --compute N --duration D --class hot|cold [--count K]
+/// [--memory-mib M] [--traffic-kbps T]`: prints the agent's answer for each task.
 pub(crate) fn cmd_task_submit(
     node: String,
     lab: Option<String>,
@@ -13,7 +13,7 @@ pub(crate) fn cmd_task_submit(
     duration: String,
     class: String,
     count: u32,
-    memory_mib: u32,
+    (memory_mib, traffic_kbps): (u32, u32),
 ) -> Result<(), Failure> {
     let duration_ns = lightcone::parse::units::duration_ns(&duration)
         .map_err(|e| invalid(anyhow::anyhow!("--duration: {e}")))?;
@@ -35,6 +35,7 @@ pub(crate) fn cmd_task_submit(
         bandwidth_mbps: 0,
         duration_ns,
         class,
+        traffic_kbps,
     };
     let client = supervisor_of(&pick_lab(lab)?)?;
     for _ in 0..count {

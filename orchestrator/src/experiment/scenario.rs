@@ -212,6 +212,7 @@ impl Reader {
             "count",
             "memory_mib",
             "bandwidth_mbps",
+            "traffic_kbps",
         ];
         let f = self.fields(v, F, "task")?;
         let nn = self.required(&f, "node", v.pos, "task")?;
@@ -251,6 +252,16 @@ impl Reader {
         };
         let memory_mib = mib(self, "memory_mib")?;
         let bandwidth_mbps = mib(self, "bandwidth_mbps")?;
+        let traffic_kbps = mib(self, "traffic_kbps")?;
+        let max = lightcone_core::heat::task::MAX_TRAFFIC_KBPS;
+        if traffic_kbps > max {
+            let n = Self::get(&f, "traffic_kbps").expect("read above");
+            self.d.error(
+                n.pos,
+                format!("traffic_kbps must be at most {max} (a task's input stream)"),
+            );
+            return None;
+        }
         Some(Verb::Once(Action::Task {
             node,
             count,
@@ -260,6 +271,7 @@ impl Reader {
                 bandwidth_mbps,
                 duration_ns,
                 class,
+                traffic_kbps,
             },
         }))
     }

@@ -233,9 +233,10 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
             "give a `load:` step `messages:` above 0%",
         ),
         Metric::WorkloadLocality => (
-            load(&|_, _| true),
-            "a load",
-            "add a `load:` step; its data and replication are the workload",
+            load(&|_, _| true)
+                || any(&|a| matches!(a, Action::Task { spec, .. } if spec.traffic_kbps > 0)),
+            "a load, or tasks with an input stream",
+            "add a `load:` step (its data and replication are the workload), or give a `task:` step `traffic_kbps:`",
         ),
         Metric::TimeAlarmedNodes | Metric::TimeCoverage | Metric::PulsarMissedNodes => (
             topo.nodes.iter().any(|n| n.role == Role::Authority),

@@ -118,6 +118,9 @@ pub struct Delivery {
     pub at_real_ns: u64,
     /// Bit (0 = most significant bit of byte 0) to flip before sending, if corrupted.
     pub corrupt_bit: Option<usize>,
+    /// Real time (ns) the copy waited for the transmitter after it arrived (0 on an idle
+    /// link): the queueing a traffic class is spared or not.
+    pub waited_real_ns: u64,
 }
 
 /// A frame's traffic class at the transmitter (see the module doc).
@@ -421,7 +424,9 @@ impl Shaper {
             return None;
         }
         self.waiting[class.index()].pop_front();
-        Some((class, self.schedule(start, w.len, w.may_reorder)))
+        let mut d = self.schedule(start, w.len, w.may_reorder);
+        d.waited_real_ns = start - w.offered_real_ns;
+        Some((class, d))
     }
 
     /// Copies waiting for the transmitter, per class.
@@ -499,6 +504,7 @@ impl Shaper {
             self.reorder_counter = self.reorder_counter.saturating_add(1);
         }
         let start = now.max(self.tx_free_real_ns);
+        let waited_real_ns = start - now;
         let sent = start + self.serialization_real_ns(frame_len);
         self.tx_free_real_ns = sent;
         let at_real_ns = if reordered {
@@ -509,6 +515,7 @@ impl Shaper {
         Delivery {
             at_real_ns,
             corrupt_bit,
+            waited_real_ns,
         }
     }
 
@@ -627,7 +634,8 @@ mod tests {
             Verdict::Deliver {
                 first: Delivery {
                     at_real_ns: 5 + 499_000_000,
-                    corrupt_bit: None
+                    corrupt_bit: None,
+                    waited_real_ns: 0,
                 },
                 duplicate: None
             }

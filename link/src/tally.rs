@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::shaper::{Delivery, Drop, Verdict};
+use crate::shaper::{Class, Delivery, Drop, Verdict};
 
 /// Sub-buckets per power of two (2^7): relative width ≤ 1/128.
 const SUB_BITS: u32 = 7;
@@ -53,6 +53,8 @@ pub struct Tally {
     /// Achieved delay, ns: bucket index → copies (`None`: not kept).
     delays: Option<BTreeMap<u32, u64>>,
     delay_sum_ns: u128,
+    /// Longest wait for the transmitter, per class ([`Class::index`]: A, data), real ns.
+    pub wait_max_ns: [u64; 2],
 }
 
 impl Default for Tally {
@@ -69,6 +71,7 @@ impl Default for Tally {
             last_delivered_offer: 0,
             delays: Some(BTreeMap::new()),
             delay_sum_ns: 0,
+            wait_max_ns: [0; 2],
         }
     }
 }
@@ -100,6 +103,13 @@ impl Tally {
             Verdict::Wait { copies } => self.duplicated += u64::from(*copies > 1),
         }
         self.offered
+    }
+
+    /// A copy of class `class` started after waiting `d.waited_real_ns` for the transmitter
+    /// (call it for every copy that starts, at once or after [`Verdict::Wait`]).
+    pub fn waited(&mut self, class: Class, d: &Delivery) {
+        let m = &mut self.wait_max_ns[class.index()];
+        *m = (*m).max(d.waited_real_ns);
     }
 
     /// A copy that waited ([`Verdict::Wait`]) started with this delivery.
@@ -213,6 +223,7 @@ mod tests {
         let d = |at, bit| Delivery {
             at_real_ns: at,
             corrupt_bit: bit,
+            waited_real_ns: 0,
         };
         let mut t = Tally::default();
         assert_eq!(t.delay_quantile_ns(0.5), None);

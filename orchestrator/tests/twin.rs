@@ -537,3 +537,41 @@ fn heat_locality_passes_and_fails_when_a_cell_overflows() {
         .unwrap();
     assert!(!v.pass && v.value.is_some_and(|x| x < 0.99), "{v:?}");
 }
+
+/// Issue 15: the shipped class-a scenario passes in the twin (Class A waits for at most
+/// the data frame on the transmitter, data for more than an idle delay); on 2 Mbit/s links
+/// that one frame ahead is ~47 % of the idle delay and the Class-A bound fails.
+#[test]
+fn class_a_passes_and_its_bound_fails_on_slow_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = root().join("topologies/scenarios/class-a.yaml");
+    let o = sim(&shipped, None, &tmp.path().join("ok"));
+    assert!(o.passed, "{:?}", o.verdicts);
+    let value = |o: &SimOutcome, e: &str| {
+        o.verdicts
+            .iter()
+            .find(|v| v.expectation.starts_with(e))
+            .and_then(|v| v.value)
+            .unwrap()
+    };
+    assert!(
+        value(&o, "class_a_latency_excess") > 0.0,
+        "a Class-A frame waited behind data"
+    );
+    assert!(value(&o, "data_latency_excess") >= 1.0);
+    let src = std::fs::read_to_string(&shipped).unwrap();
+    let slow = src.replace("rate: 20Mbit", "rate: 2Mbit");
+    assert_ne!(slow, src);
+    let path = tmp.path().join("slow.yaml");
+    std::fs::write(&path, slow).unwrap();
+    let o = sim(&path, None, &tmp.path().join("slow"));
+    assert!(!o.passed);
+    let v = value(&o, "class_a_latency_excess");
+    assert!((0.10..1.0).contains(&v), "{v}");
+    // Without a rate nothing ever waits: the expectations are refused, not passed empty.
+    let norate = tmp.path().join("norate.yaml");
+    std::fs::write(&norate, src.replace(", rate: 20Mbit", "")).unwrap();
+    let out = lightcone(&["validate", norate.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a link with a rate"));
+}

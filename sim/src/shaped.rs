@@ -239,7 +239,12 @@ impl Sim {
             .offer_class(now.as_nanos(), udp_frame_len(bytes.len()), class);
         let offer = s.tally.offer(&verdict);
         let (first, duplicate) = match verdict {
-            Verdict::Deliver { first, duplicate } => (first, duplicate),
+            Verdict::Deliver { first, duplicate } => {
+                for d in std::iter::once(&first).chain(duplicate.as_ref()) {
+                    s.tally.waited(class, d);
+                }
+                (first, duplicate)
+            }
             Verdict::Wait { copies } => {
                 for _ in 0..copies {
                     s.waiting[class.index()].push_back((bytes.clone(), offer, now));
@@ -308,6 +313,7 @@ impl Sim {
                 break; // cannot happen: the FIFOs follow the shaper's queues
             };
             s.tally.started(&d);
+            s.tally.waited(class, &d);
             let discard = d
                 .corrupt_bit
                 .is_some_and(|bit| corruption_of(bit) == Corruption::Dropped);

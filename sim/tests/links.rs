@@ -121,6 +121,7 @@ fn drive_like_wire(model: LinkModel, ops: &[(u64, Op)]) -> Tally {
             while let Some((class, d)) = shaper.start_next(t) {
                 let (offer, len, arrived) = waiting[class.index()].pop_front().unwrap();
                 tally.started(&d);
+                tally.waited(class, &d);
                 seq += 1;
                 heap.push(Reverse((d.at_real_ns, seq, offer, len, arrived)));
             }
@@ -140,6 +141,7 @@ fn drive_like_wire(model: LinkModel, ops: &[(u64, Op)]) -> Tally {
                 match v {
                     Verdict::Deliver { first, duplicate } => {
                         for copy in std::iter::once(first).chain(duplicate) {
+                            tally.waited(Class::Data, &copy);
                             seq += 1;
                             heap.push(Reverse((copy.at_real_ns, seq, offer, len, now)));
                         }
@@ -171,6 +173,7 @@ fn drive_like_wire(model: LinkModel, ops: &[(u64, Op)]) -> Tally {
         while let Some((class, d)) = shaper.start_next(t) {
             let (offer, len, arrived) = waiting[class.index()].pop_front().unwrap();
             tally.started(&d);
+            tally.waited(class, &d);
             seq += 1;
             heap.push(Reverse((d.at_real_ns, seq, offer, len, arrived)));
         }

@@ -32,3 +32,25 @@ fn heat_locality_keeps_the_tasks_input_in_their_cells() {
         .unwrap_or(0);
     assert!(bytes > 1_000_000, "workload bytes {bytes}: {detail}");
 }
+
+/// Issue 15 in a real lab: the shipped `class-a` scenario. Tasks' input streams fill
+/// 20 Mbit/s cell links in bursts; the agents mark control traffic DSCP CS6 and the wire
+/// engine sends it first, so Class A waits at most for the data frame on the transmitter
+/// (≤ 10 % of the idle delay) while data waits for more than a whole idle delay.
+#[test]
+fn class_a_stays_near_the_idle_delay_while_data_saturates_the_links() {
+    let run = shipped_passes("class-a.yaml", "ca");
+    eprintln!("{}", text(&run.output));
+    let r = report(&run.out);
+    let value = |e: &str| {
+        r["verdicts"]
+            .as_array()
+            .expect("verdicts")
+            .iter()
+            .find(|v| v["expectation"] == e)
+            .and_then(|v| v["value"].as_f64())
+            .unwrap_or_else(|| panic!("no value for {e}"))
+    };
+    assert!(value("class_a_latency_excess <= 10%") <= 0.10);
+    assert!(value("data_latency_excess >= 100%") >= 1.0);
+}

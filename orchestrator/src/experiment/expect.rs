@@ -102,6 +102,8 @@ pub enum Metric {
     ThermalLoadMax,
     ThrottleLag,
     SlaViolations,
+    ClassALatencyExcess,
+    DataLatencyExcess,
     /// Issue 16 (`experiment/store.rs`).
     ObjectsLost,
     RepairTime,
@@ -116,7 +118,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 21] = [
+    pub const ALL: [Metric; 23] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -135,6 +137,8 @@ impl Metric {
         Metric::ThermalLoadMax,
         Metric::ThrottleLag,
         Metric::SlaViolations,
+        Metric::ClassALatencyExcess,
+        Metric::DataLatencyExcess,
         Metric::ObjectsLost,
         Metric::RepairTime,
         Metric::RepairBytes,
@@ -159,6 +163,8 @@ impl Metric {
             Metric::ThermalLoadMax => "thermal_load_max",
             Metric::ThrottleLag => "throttle_lag",
             Metric::SlaViolations => "sla_violations",
+            Metric::ClassALatencyExcess => "class_a_latency_excess",
+            Metric::DataLatencyExcess => "data_latency_excess",
             Metric::ObjectsLost => "objects_lost",
             Metric::RepairTime => "repair_time",
             Metric::RepairBytes => "repair_bytes",
@@ -178,7 +184,9 @@ impl Metric {
             | Metric::MessageDelivery
             | Metric::WorkloadLocality
             | Metric::ProtocolLocality
-            | Metric::ThermalLoadMax => Kind::Fraction,
+            | Metric::ThermalLoadMax
+            | Metric::ClassALatencyExcess
+            | Metric::DataLatencyExcess => Kind::Fraction,
             Metric::CausalAnomalies
             | Metric::AcknowledgedWritesLost
             | Metric::TimeAlarmedNodes
@@ -1459,6 +1467,8 @@ impl Recording {
             Metric::ThermalLoadMax => self.thermal_load_max(),
             Metric::ThrottleLag => self.throttle_lag(),
             Metric::SlaViolations => self.sla_violations(),
+            Metric::ClassALatencyExcess => self.latency_excess("a"),
+            Metric::DataLatencyExcess => self.latency_excess("data"),
             Metric::ObjectsLost => self.objects_lost(sel),
             Metric::RepairTime => self.repair_time(),
             Metric::RepairBytes => self.repair_bytes(),

@@ -243,6 +243,14 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
             "clocks",
             "agents keep a clock only when the topology has a stratum-0 authority (`role: authority`, or `authorities:` in `generate`)",
         ),
+        Metric::ClassALatencyExcess | Metric::DataLatencyExcess => (
+            crate::plan::plan(topo)
+                .links
+                .iter()
+                .any(|l| l.model.rate_bps.is_some()),
+            "a link with a rate",
+            "give links a `rate:` (a link without one never queues, so nothing waits)",
+        ),
         Metric::ThermalLoadMax | Metric::ThrottleLag | Metric::SlaViolations => (
             topo.thermal.is_some(),
             "the thermal subsystem",

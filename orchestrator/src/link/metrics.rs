@@ -18,6 +18,9 @@ use prometheus::{HistogramOpts, Opts, Registry};
 use super::netem::NetemStats;
 use super::stats::{Direction, DELAY_BUCKETS_S};
 
+/// The series of the longest wait per class ([`LinkSeries::wait`]).
+pub const WAIT_MAX_SERIES: &str = "lightcone_link_wait_max_seconds";
+
 /// `outcome` of netem's drops: the qdisc's one drop counter covers the loss model and a full
 /// queue alike.
 pub const NETEM_DROPPED: &str = "dropped_loss_or_queue";
@@ -31,6 +34,10 @@ pub struct LinkSeries {
     pub delay: prometheus::HistogramVec,
     pub configured: prometheus::GaugeVec,
     pub depth: prometheus::IntGaugeVec,
+    /// `lightcone_link_wait_max_seconds{lab,link,direction,class}`: the longest a frame of
+    /// the class (`a`, `data`) waited for the direction's transmitter, real seconds (the
+    /// queueing strict priority spares Class A; wire engine only).
+    pub wait: prometheus::GaugeVec,
 }
 
 impl LinkSeries {
@@ -66,6 +73,13 @@ impl LinkSeries {
                 ),
                 &labels,
             )?,
+            wait: prometheus::GaugeVec::new(
+                Opts::new(
+                    WAIT_MAX_SERIES,
+                    "Longest wait of a frame of the class for the link direction's transmitter, real seconds",
+                ),
+                &["lab", "link", "direction", "class"],
+            )?,
         })
     }
 
@@ -74,13 +88,14 @@ impl LinkSeries {
             0 => Box::new(self.packets.clone()),
             1 => Box::new(self.delay.clone()),
             2 => Box::new(self.configured.clone()),
-            _ => Box::new(self.depth.clone()),
+            3 => Box::new(self.depth.clone()),
+            _ => Box::new(self.wait.clone()),
         }
     }
 
     /// Register every series in `registry`; on error nothing stays registered.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        for i in 0..4 {
+        for i in 0..5 {
             if let Err(e) = registry.register(self.collector(i)) {
                 for j in 0..i {
                     let _ = registry.unregister(self.collector(j));

@@ -162,6 +162,8 @@ struct PromDir {
     delay: Histogram,
     configured: Gauge,
     depth: IntGauge,
+    /// Longest wait for the transmitter, per class ([`Class::index`]).
+    wait: [Gauge; 2],
 }
 
 #[derive(Debug, Default)]
@@ -181,6 +183,8 @@ struct DirCounters {
     class_a_forwarded: AtomicU64,
     class_a_delay_sum_ns: AtomicU64,
     class_a_delay_max_ns: AtomicU64,
+    /// Longest wait for the transmitter per class ([`Class::index`]), real ns.
+    wait_max_ns: [AtomicU64; 2],
     prom: Option<PromDir>,
 }
 
@@ -222,6 +226,16 @@ impl DirCounters {
         if let Some(p) = &self.prom {
             p.forwarded.inc();
             p.delay.observe(s);
+        }
+    }
+
+    /// A copy of class `class` started after waiting `waited_ns` for the transmitter.
+    fn waited(&self, class: Class, waited_ns: u64) {
+        let prev = self.wait_max_ns[class.index()].fetch_max(waited_ns, Ordering::Relaxed);
+        if waited_ns > prev {
+            if let Some(p) = &self.prom {
+                p.wait[class.index()].set(waited_ns as f64 / 1e9);
+            }
         }
     }
 
@@ -278,6 +292,7 @@ pub struct WireMetrics {
     delay: prometheus::HistogramVec,
     configured: prometheus::GaugeVec,
     depth: prometheus::IntGaugeVec,
+    wait: prometheus::GaugeVec,
 }
 
 impl WireMetrics {
@@ -292,6 +307,7 @@ impl WireMetrics {
             delay: s.delay,
             configured: s.configured,
             depth: s.depth,
+            wait: s.wait,
         })
     }
 
@@ -306,6 +322,7 @@ impl WireMetrics {
             delay: self.delay.with_label_values(&l),
             configured: self.configured.with_label_values(&l),
             depth: self.depth.with_label_values(&l),
+            wait: Class::ALL.map(|c| self.wait.with_label_values(&[l[0], l[1], l[2], c.as_str()])),
         }
     }
 
@@ -1262,6 +1279,7 @@ impl Loop {
                 }
                 Verdict::Deliver { first, duplicate } => {
                     for d in std::iter::once(first).chain(duplicate) {
+                        l.counters[dir].waited(class, d.waited_real_ns);
                         let mut data = self.buf[..n].to_vec();
                         if let Some(bit) = d.corrupt_bit {
                             corrupt(&mut data, bit);
@@ -1304,6 +1322,7 @@ impl Loop {
                 let Some(w) = l.waiting[dir][class.index()].pop_front() else {
                     break; // cannot happen: the FIFOs follow the shaper's queues
                 };
+                l.counters[dir].waited(class, d.waited_real_ns);
                 let mut data = w.data;
                 if let Some(bit) = d.corrupt_bit {
                     corrupt(&mut data, bit);

@@ -181,7 +181,8 @@ pub fn simulate(
     twin.final_reads();
     twin.read_back_objects();
     let real_s = twin.sim.now().as_secs_f64() - twin.t0.as_secs_f64();
-    let metrics_end = twin.rec.samples(&mut twin.sim, &twin.names);
+    let mut metrics_end = twin.rec.samples(&mut twin.sim, &twin.names);
+    metrics_end.extend(link_waits(&twin.sim, &plan));
     let rec = Recording {
         time_scale: 1.0,
         addrs: twin.addrs.clone(),
@@ -291,6 +292,53 @@ fn write_simulation_json(dir: &Path, f: &Figures, h: &HostFigures) -> std::io::R
         dir.join("simulation.json"),
         serde_json::to_vec_pretty(&v).unwrap_or_default(),
     )
+}
+
+/// The shaped directions' longest waits per class and their idle delays, as the wire engine
+/// exports them (`lightcone_link_wait_max_seconds`, `lightcone_link_configured_delay_seconds`;
+/// time scale 1): only directions where a frame ever waited, so a system of 10⁶ links
+/// exports what queued, not every link.
+fn link_waits(sim: &lightcone_sim::Sim, plan: &crate::plan::Plan) -> crate::telemetry::Samples {
+    use lightcone_link::shaper::Class;
+    let mut out = crate::telemetry::Samples::new();
+    for l in &plan.links {
+        let (a, b) = (l.a.node as u32, l.b.node as u32);
+        for (from, to, dir) in [(a, b, "a_to_b"), (b, a, "b_to_a")] {
+            let (Some(t), Some(m)) = (sim.link_tally(from, to), sim.link_model(from, to)) else {
+                continue;
+            };
+            if t.wait_max_ns == [0, 0] {
+                continue;
+            }
+            let labels = |extra: Option<&str>| {
+                let mut v: std::collections::BTreeMap<String, String> = [
+                    ("lab", plan.lab.as_str()),
+                    ("link", l.name.as_str()),
+                    ("direction", dir),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+                if let Some(c) = extra {
+                    v.insert("class".into(), c.into());
+                }
+                v
+            };
+            out.push((
+                "lightcone_link_configured_delay_seconds".into(),
+                labels(None),
+                m.delay_ns as f64 / 1e9,
+            ));
+            for c in Class::ALL {
+                out.push((
+                    crate::link::metrics::WAIT_MAX_SERIES.into(),
+                    labels(Some(c.as_str())),
+                    t.wait_max_ns[c.index()] as f64 / 1e9,
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -335,6 +335,18 @@ fn thermal_surge_passes_and_each_expectation_fails_on_an_impossible_bound() {
     let shipped = root().join("topologies/scenarios/thermal-surge.yaml");
     let o = sim(&shipped, None, &tmp.path().join("surge"));
     assert!(o.passed, "{:?}", o.verdicts);
+    // The report plots each shell's load with the 90 % line; the outer shell crosses it.
+    let html = std::fs::read_to_string(tmp.path().join("surge/report.html")).unwrap();
+    assert!(html.contains("Thermal load per shell"), "no thermal plot");
+    let series = std::fs::read_to_string(tmp.path().join("surge/series.json")).unwrap();
+    let series: serde_json::Value = serde_json::from_str(&series).unwrap();
+    let outer_peak = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["thermal"]["layer 1"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(outer_peak > 0.9, "outer shell peak {outer_peak}");
     for e in ["thermal_load_max", "throttle_lag", "sla_violations"] {
         let v = o
             .verdicts

@@ -31,6 +31,9 @@ fn heat_locality_keeps_the_tasks_input_in_their_cells() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     assert!(bytes > 1_000_000, "workload bytes {bytes}: {detail}");
+    // The report plots the shell's thermal load (read from the agents' metrics each round).
+    let html = std::fs::read_to_string(run.out.join("report.html")).unwrap();
+    assert!(html.contains("Thermal load per shell"), "no thermal plot");
 }
 
 /// Issue 15 in a real lab: the shipped `class-a` scenario. Tasks' input streams fill

@@ -205,6 +205,29 @@ pub struct SeriesPoint {
     /// or layers shows here (cell membership never crosses it).
     #[serde(default)]
     pub routes: u32,
+    /// Highest thermal load ratio per shell this round (`layer 0`, `layer 1`, …), from the
+    /// nodes' `lightcone_thermal_load_ratio`; empty without a `thermal:` section.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub thermal: BTreeMap<String, f64>,
+}
+
+/// The shell (`layer L`) of a node by its hierarchical address text (`L.c.k.t`).
+pub fn shell_of(addr: &str) -> String {
+    format!("layer {}", addr.split('.').next().unwrap_or("?"))
+}
+
+/// Highest load per shell from `(node, load)` readings and the nodes' addresses.
+pub fn thermal_by_shell<'a>(
+    loads: impl IntoIterator<Item = (&'a str, f64)>,
+    addrs: &BTreeMap<String, String>,
+) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for (node, load) in loads {
+        let Some(a) = addrs.get(node) else { continue };
+        let e = out.entry(shell_of(a)).or_insert(0.0);
+        *e = e.max(load);
+    }
+    out
 }
 
 impl SeriesPoint {

@@ -247,6 +247,52 @@ fn time_plots(
     s
 }
 
+/// The title of the thermal plot.
+const THERMAL_TITLE: &str =
+    "Thermal load per shell (highest tile), with the 90 % backpressure line";
+
+/// Thermal load per shell over the run, with the spec's ~90 % backpressure threshold as a
+/// line; nothing when no node has a thermal sub-machine.
+fn thermal_plot(
+    series: &[SeriesPoint],
+    x: &dyn Fn(&SeriesPoint) -> f64,
+    x_max: f64,
+    marks: &[(f64, String, &'static str)],
+) -> String {
+    const COLORS: [&str; 6] = [
+        "#c0392b", "#2980b9", "#27ae60", "#8e44ad", "#e67e22", "#34495e",
+    ];
+    let shells: std::collections::BTreeSet<&String> =
+        series.iter().flat_map(|p| p.thermal.keys()).collect();
+    if shells.is_empty() {
+        return String::new();
+    }
+    let labels: Vec<String> = shells.iter().map(|s| s.to_string()).collect();
+    let mut lines: Vec<Series<'_>> = shells
+        .iter()
+        .zip(&labels)
+        .enumerate()
+        .map(|(i, (shell, label))| {
+            (
+                label.as_str(),
+                COLORS[i % COLORS.len()],
+                series
+                    .iter()
+                    .map(|p| (x(p), p.thermal.get(*shell).copied()))
+                    .collect(),
+            )
+        })
+        .collect();
+    lines.push((
+        "90 % (backpressure starts)",
+        "#7f8c8d",
+        series.iter().map(|p| (x(p), Some(0.9))).collect(),
+    ));
+    plot(THERMAL_TITLE, "load", x_max, &lines, marks, &|y| {
+        format!("{:.0} %", y * 100.0)
+    })
+}
+
 /// Render the report.
 pub fn html(
     sc: &Scenario,
@@ -393,6 +439,7 @@ pre{{background:#f6f6f6;padding:6px;font-size:12px;overflow:auto;max-height:300p
         &fmt_s,
     );
     s += &time_plots(series, &x, x_max, &marks);
+    s += &thermal_plot(series, &x, x_max, &marks);
     s.push_str("<h2>Expanded timeline</h2><pre>");
     s += &esc(&super::expand::render(plan));
     s.push_str("</pre><h2>Events</h2><pre>");
@@ -594,6 +641,30 @@ mod tests {
     }
 
     /// Issue 11 item 2: a fault that failed is not drawn as if it happened.
+    #[test]
+    fn thermal_load_is_plotted_per_shell_with_the_90_percent_line() {
+        let series: Vec<SeriesPoint> = (0..20)
+            .map(|i| SeriesPoint {
+                t_real_s: f64::from(i),
+                thermal: [
+                    ("layer 0".to_string(), 0.5),
+                    ("layer 1".to_string(), 0.04 * f64::from(i)),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            })
+            .collect();
+        let x = |p: &SeriesPoint| p.t_real_s;
+        let html = thermal_plot(&series, &x, 20.0, &[]);
+        let svg = svg_after(&html, THERMAL_TITLE).expect("a thermal plot");
+        assert_eq!(points(svg), 3 * 20, "two shells and the 90 % line: {svg}");
+        assert!(html.contains("layer 0") && html.contains("layer 1") && html.contains("90 %"));
+        // No thermal section: no plot.
+        let none: Vec<SeriesPoint> = vec![SeriesPoint::default(); 3];
+        assert!(thermal_plot(&none, &x, 3.0, &[]).is_empty());
+    }
+
     #[test]
     fn failed_injections_are_not_drawn() {
         let ev = |ok: bool| Event {

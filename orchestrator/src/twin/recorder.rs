@@ -386,6 +386,18 @@ impl Recorder {
             self.polls.push(p);
         }
         pt.time = TimeSample::of(&clocks);
+        // Thermal load per shell, from every node's thermal sub-machine (when it has one).
+        let now = sim.now();
+        for i in 0..names.len() as u32 {
+            let Some(node) = sim.node(i) else { continue };
+            let Some(h) = node.heat() else { continue };
+            let load = h.stats(now).load_ratio;
+            let e = pt
+                .thermal
+                .entry(format!("layer {}", node.addr().layer))
+                .or_insert(0.0);
+            *e = e.max(load);
+        }
         let rec = Recording {
             metrics_start: self.start_locality.clone(),
             metrics_end: self.locality_now(sim, names.len()),

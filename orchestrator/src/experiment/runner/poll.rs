@@ -63,6 +63,8 @@ pub(super) struct Poller {
     pub shared: Arc<Mutex<Shared>>,
     pub stop: Arc<AtomicBool>,
     pub names: Vec<String>,
+    /// Node → hierarchical address (for the thermal load per shell).
+    pub addrs: BTreeMap<String, String>,
     /// Links whose delay is plotted.
     pub watched: Vec<String>,
     /// The merged `/metrics` at the start: the baseline of counters.
@@ -78,6 +80,7 @@ impl Poller {
             shared,
             stop,
             names,
+            addrs,
             watched,
             start,
             t0,
@@ -85,6 +88,7 @@ impl Poller {
         let mut round = 0u32;
         let mut last_links: BTreeMap<String, Option<f64>> = BTreeMap::new();
         let mut last_loc = None;
+        let mut last_thermal = BTreeMap::new();
         shared.lock().expect("shared").delivered.baseline(&start);
         while !stop.load(Ordering::Relaxed) {
             let began = Instant::now();
@@ -128,6 +132,13 @@ impl Poller {
                     };
                     let inc = rec.locality();
                     last_loc = inc.0;
+                    last_thermal = crate::experiment::record::thermal_by_shell(
+                        rec.metrics_end
+                            .iter()
+                            .filter(|(n, _, _)| n == "lightcone_thermal_load_ratio")
+                            .filter_map(|(_, l, v)| Some((l.get("node")?.as_str(), *v))),
+                        &addrs,
+                    );
                     shared
                         .lock()
                         .expect("shared")
@@ -137,6 +148,7 @@ impl Poller {
             }
             pt.links = last_links.clone();
             pt.locality = last_loc;
+            pt.thermal = last_thermal.clone();
             {
                 let mut s = shared.lock().expect("shared");
                 s.polls.extend(polls);

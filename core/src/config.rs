@@ -106,6 +106,11 @@ pub struct AgentConfig {
     /// ones do since `POST /revoke` (issue 17). Empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked_ids: Vec<String>,
+    /// The authorities' threshold group key (FROST t-of-n over Ed25519, 32 bytes hex; issue
+    /// 17/18): runtime orders (panic-to-dark, `POST /order`) and trust entries must verify
+    /// under it. `None`: the node trusts no authorities and refuses every order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorities_key_hex: Option<String>,
 }
 
 fn first_boot() -> u32 {

@@ -271,6 +271,11 @@ impl Node {
         self.update.set_build(build, seed);
     }
 
+    /// The kill switch's state: dark since when, orders refused, frames kept in.
+    pub fn darkness(&self) -> &crate::update::dark::Darkness {
+        &self.update.dark
+    }
+
     /// The build this node runs, its neighbours' versions and its per-version counts.
     pub fn versions(&self) -> &crate::update::Versions {
         &self.update

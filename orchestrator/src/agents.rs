@@ -147,6 +147,7 @@ impl Agents {
         cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
         cfg.operator_public_key_hex = Some(self.keys.operator_public_hex().to_string());
         cfg.revoked_ids = crate::keys::revoked_ids(dir);
+        cfg.authorities_key_hex = self.keys.authorities_hex().map(String::from);
         let boot = self.boots.entry(id).or_insert(0);
         *boot += 1;
         cfg.boot = *boot;
@@ -232,6 +233,7 @@ impl Agents {
         let n = plan.nodes.len();
         let epoch = self.epoch_monotonic_ns;
         let operator = self.keys.operator_public_hex();
+        let authorities = self.keys.authorities_hex();
         let mut boots = Vec::with_capacity(n);
         for id in 0..n {
             let boot = self.boots.entry(id).or_insert(0);
@@ -255,6 +257,7 @@ impl Agents {
                             let mut cfg = plan.tile_config(id, &dir.path);
                             cfg.epoch_monotonic_ns = Some(epoch);
                             cfg.operator_public_key_hex = Some(operator.to_string());
+                            cfg.authorities_key_hex = authorities.map(String::from);
                             cfg.boot = boots[id];
                             let _ = std::fs::remove_file(&cfg.control_socket);
                             crate::state::write_private_unsynced(

@@ -57,6 +57,8 @@ pub fn token(rng: &mut impl RngCore) -> Result<String, SecretError> {
 pub struct LabKeys {
     public_hex: Vec<String>,
     operator_public_hex: String,
+    /// The authorities' threshold group key (hex; [`crate::authority`]), once made.
+    authorities_hex: Option<String>,
 }
 
 /// Where the lab's operator root key lives (hex seed, 0600).
@@ -155,7 +157,18 @@ impl LabKeys {
         Ok(LabKeys {
             public_hex,
             operator_public_hex: operator.public_hex(),
+            authorities_hex: None,
         })
+    }
+
+    /// Every agent gets the authorities' group key `hex` (see [`crate::authority`]).
+    pub fn set_authorities(&mut self, hex: String) {
+        self.authorities_hex = Some(hex);
+    }
+
+    /// The authorities' group key (hex) agents check orders with, if the lab has one.
+    pub fn authorities_hex(&self) -> Option<&str> {
+        self.authorities_hex.as_deref()
     }
 
     /// The operator root key's public half (hex), for agents' configurations.

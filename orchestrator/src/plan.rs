@@ -357,6 +357,7 @@ impl Plan {
             store: self.store.clone(),
             operator_public_key_hex: None,
             revoked_ids: Vec::new(),
+            authorities_key_hex: None,
         }
     }
 

@@ -90,6 +90,7 @@ pub fn pair_configs(
                 store: store.clone(),
                 operator_public_key_hex: Some(operator().public_hex()),
                 revoked_ids: Vec::new(),
+                authorities_key_hex: None,
                 protocol_version: None,
                 time: Some(time_config(i)),
             }

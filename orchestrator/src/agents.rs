@@ -148,6 +148,7 @@ impl Agents {
         cfg.operator_public_key_hex = Some(self.keys.operator_public_hex().to_string());
         cfg.revoked_ids = crate::keys::revoked_ids(dir);
         cfg.authorities_key_hex = self.keys.authorities_hex().map(String::from);
+        cfg.protocol_version = crate::authority::protocol_for(&cfg);
         let boot = self.boots.entry(id).or_insert(0);
         *boot += 1;
         cfg.boot = *boot;
@@ -258,6 +259,7 @@ impl Agents {
                             cfg.epoch_monotonic_ns = Some(epoch);
                             cfg.operator_public_key_hex = Some(operator.to_string());
                             cfg.authorities_key_hex = authorities.map(String::from);
+                            cfg.protocol_version = crate::authority::protocol_for(&cfg);
                             cfg.boot = boots[id];
                             let _ = std::fs::remove_file(&cfg.control_socket);
                             crate::state::write_private_unsynced(

@@ -13,6 +13,10 @@
 //! threshold module on why), and agents get only the group's public key
 //! ([`lightcone_core::config::AgentConfig::authorities_key_hex`]).
 //!
+//! **Protocol.** An agent given the group key runs protocol version 3 ([`protocol_for`]):
+//! version 2, the core's default, cannot parse a relayed order. The twin (`simulate`)
+//! keeps the plan's version (2) and gets no group key.
+//!
 //! **Serials.** An order carries a serial that every tile it reaches must see above the
 //! last it accepted. The last serial signed is kept in `keys/order-serial`, written before
 //! the order leaves, so serials only grow; the last dark and undark orders' bytes in
@@ -77,6 +81,19 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AuthorityError +
     move |source| AuthorityError::Io {
         path: path.display().to_string(),
         source,
+    }
+}
+
+/// The protocol version an agent holding the authorities' key runs: orders (kind 35) are
+/// parsed from version 3 on, and a version-2 tile drops a relayed order as `unknown_kind`
+/// (`lightcone_core::update`), so a scope of version-2 tiles darkens only the tile the
+/// CLI handed the order to. An explicit version in the configuration is kept.
+pub fn protocol_for(cfg: &lightcone_core::config::AgentConfig) -> Option<u8> {
+    let needed = lightcone_core::wire::kind_since(lightcone_core::wire::KIND_ORDER);
+    match (cfg.protocol_version, &cfg.authorities_key_hex) {
+        (Some(v), _) => Some(v),
+        (None, Some(_)) => Some(needed.max(lightcone_core::wire::VERSION)),
+        (None, None) => None,
     }
 }
 

@@ -75,11 +75,12 @@ fn total(m: &BTreeMap<String, u64>) -> u64 {
     m.values().sum()
 }
 
-/// A node's agent metric (summed over the series of `name` whose labels contain `with`).
-fn agent_metric(api: &str, node: &str, name: &str, with: &str) -> u64 {
+/// A node's agent metric (summed over the series of `name` whose labels hold all of
+/// `with`).
+fn agent_metric(api: &str, node: &str, name: &str, with: &[&str]) -> u64 {
     let text = get_text(&format!("{api}/nodes/{node}/metrics"));
     text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(with))
+        .filter(|l| l.starts_with(&format!("{name}{{")) && with.iter().all(|w| l.contains(w)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -89,12 +90,12 @@ fn delivered(api: &str, node: &str) -> u64 {
         api,
         node,
         "lightcone_datagrams_total",
-        "direction=\"app\",outcome=\"delivered\"",
+        &["direction=\"app\"", "outcome=\"delivered\""],
     )
 }
 
 fn is_dark(api: &str, node: &str) -> bool {
-    agent_metric(api, node, "lightcone_dark", "") == 1
+    agent_metric(api, node, "lightcone_dark", &[]) == 1
 }
 
 /// The lab's supervisor: its API URL and token.
@@ -145,7 +146,7 @@ fn reaches(api: &Api, from: &str, to: &str, within: Duration) -> Option<Duration
     None
 }
 
-/// Members of its own cell `node` sees alive (from its `/state`).
+/// Other members of its own cell `node` sees alive (from its `/state`; itself not listed).
 fn alive_seen(api: &str, node: &str) -> usize {
     let s: serde_json::Value = ureq::get(&format!("{api}/nodes/{node}/state"))
         .timeout(Duration::from_secs(3))
@@ -196,7 +197,7 @@ fn a_dark_cell_sends_nothing_its_neighbours_route_around_and_only_t_signers_swit
     assert!(
         wait_until(Duration::from_secs(30), || tiles
             .iter()
-            .all(|n| alive_seen(&api, n) >= 3)),
+            .all(|n| alive_seen(&api, n) >= 2)),
         "cell {cell} never converged"
     );
     assert!(
@@ -259,7 +260,7 @@ fn a_dark_cell_sends_nothing_its_neighbours_route_around_and_only_t_signers_swit
     assert!(tiles.iter().all(|n| !is_dark(&api, n)));
     let refused: u64 = tiles
         .iter()
-        .map(|n| agent_metric(&api, n, "lightcone_dark_orders_refused_total", ""))
+        .map(|n| agent_metric(&api, n, "lightcone_dark_orders_refused_total", &[]))
         .sum();
     assert_eq!(
         refused, 1,
@@ -328,7 +329,7 @@ fn a_dark_cell_sends_nothing_its_neighbours_route_around_and_only_t_signers_swit
     );
     assert!(tiles.iter().all(|n| !is_dark(&api, n)));
     let recovered = wait_until(Duration::from_secs(30), || {
-        tiles.iter().all(|n| alive_seen(&api, n) >= 3)
+        tiles.iter().all(|n| alive_seen(&api, n) >= 2)
     });
     println!(
         "undark: cell {cell} members all alive again {:.1} s after `lightcone undark`",

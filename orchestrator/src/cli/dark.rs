@@ -76,7 +76,11 @@ pub(crate) fn cmd_order(dark: bool, a: OrderArgs) -> Result<(), Failure> {
         let (group, shares) = authority::group_and_shares(&dir, n).map_err(authority_failure)?;
         let serial = authority::next_serial(&dir).map_err(authority_failure)?;
         let mut rng = rand::rngs::OsRng;
-        match authority::sign(&group, &shares, serial, scope.dest, dark, &mut rng) {
+        let signed = authority::sign(&group, &shares, serial, scope.dest, dark, &mut rng);
+        match signed.map_err(|e| match e {
+            AuthorityError::Threshold(t) => t.to_string(),
+            e => e.to_string(),
+        }) {
             Ok(o) => {
                 let b = o.encode();
                 authority::remember_order(&dir, dark, &b).map_err(authority_failure)?;

@@ -1473,6 +1473,35 @@ mod tests {
         assert_eq!(DriverOutcome::UnknownSource.as_str(), "unknown_source");
     }
 
+    /// A group key that is not 32 bytes of hex (or not a point) is refused at start.
+    #[test]
+    fn a_bad_authorities_key_is_refused() {
+        assert!(authorities_key("zz").is_err());
+        assert!(authorities_key(&"00".repeat(31)).is_err());
+        let k = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        assert_eq!(authorities_key(&hex::encode(k.as_bytes())), Ok(k));
+    }
+
+    /// Orders' refusals: forged 403, replayed 409, junk 400; each changes nothing.
+    #[test]
+    fn order_refusals_keep_their_statuses() {
+        use lightcone_core::update::dark::{Darkness, OrderError};
+        let d = Darkness::default();
+        let st = |e| order_reply(&[], Err(CommandError::Order(e)), &d).0;
+        assert_eq!(st(OrderError::BadSignature), StatusCode::FORBIDDEN);
+        assert_eq!(st(OrderError::NoKey), StatusCode::FORBIDDEN);
+        assert_eq!(
+            st(OrderError::Replayed { found: 1, last: 1 }),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(st(OrderError::Malformed), StatusCode::BAD_REQUEST);
+        let (_, _, body) = order_reply(&[], Err(CommandError::Order(OrderError::BadSignature)), &d);
+        assert_eq!(
+            body,
+            b"order refused: the order is not signed by a threshold of the authorities\n"
+        );
+    }
+
     /// A refused command answers with the words the agent always sent.
     #[test]
     fn refusals_keep_their_words() {

@@ -111,6 +111,15 @@ pub struct AgentConfig {
     /// under it. `None`: the node trusts no authorities and refuses every order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorities_key_hex: Option<String>,
+    /// The last runtime-order serial the lab signed before this agent started: orders at
+    /// or below it are refused as replays (a restarted agent would otherwise take an old
+    /// order again). 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub order_serial_floor: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn first_boot() -> u32 {

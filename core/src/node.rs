@@ -271,6 +271,12 @@ impl Node {
         self.update.set_build(build, seed);
     }
 
+    /// Refuses runtime orders with a serial at or below `serial` (see
+    /// [`crate::update::dark::Darkness::set_floor`]). Sends nothing.
+    pub fn set_order_floor(&mut self, serial: u64) {
+        self.update.dark.set_floor(serial);
+    }
+
     /// The kill switch's state: dark since when, orders refused, frames kept in.
     pub fn darkness(&self) -> &crate::update::dark::Darkness {
         &self.update.dark

@@ -696,6 +696,7 @@ pub fn prepare(
     if let Some(k) = &cfg.authorities_key_hex {
         node.set_trust(authorities_key(k).map_err(DriverError::AuthoritiesKey)?);
     }
+    node.set_order_floor(cfg.order_serial_floor);
     let verifier = Verifier::new(cfg.operator_public_key_hex.as_deref(), cfg.id)
         .map_err(DriverError::OperatorKey)?;
     if !cfg.revoked_ids.is_empty() {

@@ -147,6 +147,8 @@ impl Agents {
         cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
         self.keys.configure(&mut cfg);
         cfg.revoked_ids = crate::keys::revoked_ids(dir);
+        // A restart: orders the lab signed before are replays to this agent too.
+        cfg.order_serial_floor = crate::authority::last_serial(dir);
         let boot = self.boots.entry(id).or_insert(0);
         *boot += 1;
         cfg.boot = *boot;

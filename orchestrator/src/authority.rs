@@ -242,6 +242,14 @@ pub fn group_and_shares(dir: &LabDir, n: usize) -> Result<(Group, Vec<Share>), A
     Ok((group, shares))
 }
 
+/// The last order serial the lab signed (0: none, or an unreadable file).
+pub fn last_serial(dir: &LabDir) -> u64 {
+    std::fs::read_to_string(serial_path(dir))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The next order serial: one above the last signed, recorded before it is used.
 pub fn next_serial(dir: &LabDir) -> Result<u64, AuthorityError> {
     let p = serial_path(dir);
@@ -458,8 +466,10 @@ mod tests {
             d.dark_since().is_some(),
             "the forged undark changed nothing"
         );
-        // Serials only grow, across calls (the file).
-        assert!(next_serial(&dir).unwrap() > s1 + 1);
+        // Serials only grow, across calls (the file); a restarted agent gets the last.
+        let s3 = next_serial(&dir).unwrap();
+        assert!(s3 > s1 + 1);
+        assert_eq!(last_serial(&dir), s3);
         // A share others can read is refused.
         {
             use std::os::unix::fs::PermissionsExt;

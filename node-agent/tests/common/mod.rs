@@ -91,6 +91,7 @@ pub fn pair_configs(
                 operator_public_key_hex: Some(operator().public_hex()),
                 revoked_ids: Vec::new(),
                 authorities_key_hex: None,
+                order_serial_floor: 0,
                 protocol_version: None,
                 time: Some(time_config(i)),
             }

@@ -106,6 +106,20 @@ pub struct AgentConfig {
     /// ones do since `POST /revoke` (issue 17). Empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked_ids: Vec<String>,
+    /// The authorities' threshold group key (FROST t-of-n over Ed25519, 32 bytes hex; issue
+    /// 17/18): runtime orders (panic-to-dark, `POST /order`) and trust entries must verify
+    /// under it. `None`: the node trusts no authorities and refuses every order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorities_key_hex: Option<String>,
+    /// The last runtime-order serial the lab signed before this agent started: orders at
+    /// or below it are refused as replays (a restarted agent would otherwise take an old
+    /// order again). 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub order_serial_floor: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn first_boot() -> u32 {

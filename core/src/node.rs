@@ -271,6 +271,17 @@ impl Node {
         self.update.set_build(build, seed);
     }
 
+    /// Refuses runtime orders with a serial at or below `serial` (see
+    /// [`crate::update::dark::Darkness::set_floor`]). Sends nothing.
+    pub fn set_order_floor(&mut self, serial: u64) {
+        self.update.dark.set_floor(serial);
+    }
+
+    /// The kill switch's state: dark since when, orders refused, frames kept in.
+    pub fn darkness(&self) -> &crate::update::dark::Darkness {
+        &self.update.dark
+    }
+
     /// The build this node runs, its neighbours' versions and its per-version counts.
     pub fn versions(&self) -> &crate::update::Versions {
         &self.update

@@ -62,6 +62,17 @@ pub enum DriverError {
     OperatorKey(String),
     #[error("revoked_ids: {0}")]
     Revoked(String),
+    #[error("authorities_key_hex: {0}")]
+    AuthoritiesKey(String),
+}
+
+/// The authorities' group key from its hex (32 bytes, a valid Ed25519 point).
+fn authorities_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    let b: [u8; 32] = hex::decode(hex_key.trim())
+        .map_err(|e| e.to_string())?
+        .try_into()
+        .map_err(|_| "not 32 bytes".to_string())?;
+    ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(|e| e.to_string())
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
@@ -167,6 +178,24 @@ pub struct Metrics {
     /// capability (counted by the HTTP task, see [`Gate`]).
     capability_refused: IntCounterVec,
     node: String,
+}
+
+/// The kill switch's series (issue 18), in the text format like the store's.
+fn dark_series(n: &str, d: &lightcone_core::update::dark::Darkness) -> String {
+    format!(
+        "# HELP lightcone_dark Whether this node is dark (a threshold-signed panic-to-dark order holds it)\n\
+         # TYPE lightcone_dark gauge\n\
+         lightcone_dark{{node=\"{n}\"}} {}\n\
+         # HELP lightcone_dark_orders_refused_total Runtime orders refused (forged, replayed, malformed, no key); nothing was changed\n\
+         # TYPE lightcone_dark_orders_refused_total counter\n\
+         lightcone_dark_orders_refused_total{{node=\"{n}\"}} {}\n\
+         # HELP lightcone_dark_frames_suppressed_total Datagrams this node kept in because it is dark\n\
+         # TYPE lightcone_dark_frames_suppressed_total counter\n\
+         lightcone_dark_frames_suppressed_total{{node=\"{n}\"}} {}\n",
+        u8::from(d.dark_since().is_some()),
+        d.refused,
+        d.suppressed
+    )
 }
 
 impl Metrics {
@@ -394,6 +423,7 @@ impl Metrics {
         if let Some(st) = node.store() {
             text.push_str(&st.render(n, now));
         }
+        text.push_str(&dark_series(n, node.darkness()));
         text
     }
 }
@@ -427,6 +457,9 @@ pub enum Control {
         data: Vec<u8>,
     },
     Shutdown,
+    /// `POST /order`: a threshold-signed runtime order (panic-to-dark or undark, the
+    /// bytes of a [`lightcone_core::update::dark::Order`]), for `Command::Order`.
+    Order(Vec<u8>),
     /// `POST /task`: submit a task (issue 15) owned by this node.
     Task(lightcone_core::heat::task::TaskSpec),
     /// `GET /leases`: the leases held here and the tasks owned here, as JSON.
@@ -492,6 +525,39 @@ fn put_reply(context: bool, w: &Written, durability: Durability, holders: &[u32]
 fn refusal(status: StatusCode, e: &CommandError) -> Reply {
     tracing::warn!(reason = %e, "command failed");
     (status, "text/plain", format!("{e}\n").into_bytes())
+}
+
+/// An order's answer: what it was and whether this node is dark now (JSON), or why it
+/// was refused: 403 for a signature no threshold of the authorities made (or no key to
+/// check it), 409 for a replay, 400 for bytes that are no order. A refusal changed nothing.
+fn order_reply(
+    bytes: &[u8],
+    r: Result<NodeReply, CommandError>,
+    dark: &lightcone_core::update::dark::Darkness,
+) -> Reply {
+    use lightcone_core::update::dark::{Order, OrderError};
+    match (r, Order::decode(bytes)) {
+        (Ok(_), Ok(o)) => {
+            let v = serde_json::json!({
+                "serial": o.serial,
+                "dark": o.dark,
+                "node_dark": dark.dark_since().is_some(),
+            });
+            (
+                StatusCode::OK,
+                "application/json",
+                v.to_string().into_bytes(),
+            )
+        }
+        (Err(e @ CommandError::Order(OrderError::Replayed { .. })), _) => {
+            refusal(StatusCode::CONFLICT, &e)
+        }
+        (Err(e @ CommandError::Order(OrderError::BadSignature | OrderError::NoKey)), _) => {
+            refusal(StatusCode::FORBIDDEN, &e)
+        }
+        (Err(e), _) => refusal(StatusCode::BAD_REQUEST, &e),
+        (Ok(_), Err(e)) => refusal(StatusCode::BAD_REQUEST, &CommandError::Order(e)),
+    }
 }
 
 /// A get's answer: 404, the resolved value, or with `?siblings` every concurrent one.
@@ -627,6 +693,10 @@ pub fn prepare(
     // longer than a millisecond, so no two boots of this node share one.
     node.set_boot_epoch((wall / 1_000_000) as u32);
     node.set_wire_epoch(cfg.boot);
+    if let Some(k) = &cfg.authorities_key_hex {
+        node.set_trust(authorities_key(k).map_err(DriverError::AuthoritiesKey)?);
+    }
+    node.set_order_floor(cfg.order_serial_floor);
     let verifier = Verifier::new(cfg.operator_public_key_hex.as_deref(), cfg.id)
         .map_err(DriverError::OperatorKey)?;
     if !cfg.revoked_ids.is_empty() {
@@ -976,6 +1046,9 @@ impl Prepared {
                         Control::Get { key, siblings } => {
                             Some(get_reply(siblings, node.command(now, &Command::Get { key }, &mut out)))
                         }
+                        Control::Order(bytes) => {
+                            Some(order_reply(&bytes, node.command(now, &Command::Order(bytes.clone()), &mut out), node.darkness()))
+                        }
                         Control::Shutdown => {
                             let _ = node.command(now, &Command::Shutdown, &mut out);
                             Some((StatusCode::OK, "text/plain", b"stopping\n".to_vec()))
@@ -1069,7 +1142,9 @@ fn capability_of(c: &Control) -> Option<(Op, Option<&str>)> {
         Control::Task(_) => Some((Op::TaskSubmit, None)),
         Control::Send { .. } => Some((Op::Send, None)),
         Control::Clock(_) | Control::Byzantine(_) => Some((Op::Fault, None)),
-        Control::Quarantine { .. } | Control::Shutdown => Some((Op::Order, None)),
+        Control::Quarantine { .. } | Control::Shutdown | Control::Order(_) => {
+            Some((Op::Order, None))
+        }
     }
 }
 
@@ -1170,6 +1245,19 @@ async fn handle_http(
         (&Method::GET, "/metrics") => Control::Metrics,
         (&Method::GET, "/state") => Control::State,
         (&Method::POST, "/shutdown") => Control::Shutdown,
+        (&Method::POST, "/order") => {
+            let body = match body_of(req, MAX_BODY, "body too large").await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
+            };
+            match std::str::from_utf8(&body)
+                .ok()
+                .and_then(|t| hex::decode(t.trim()).ok())
+            {
+                Some(b) => Control::Order(b),
+                None => return bad("body must be the order's bytes as hex"),
+            }
+        }
         (&Method::POST, "/clock") => {
             let body = match body_of(req, MAX_BODY, "body too large").await {
                 Ok(b) => b,
@@ -1384,6 +1472,35 @@ mod tests {
     fn driver_outcomes_keep_their_labels() {
         assert_eq!(DriverOutcome::SendError.as_str(), "send_error");
         assert_eq!(DriverOutcome::UnknownSource.as_str(), "unknown_source");
+    }
+
+    /// A group key that is not 32 bytes of hex (or not a point) is refused at start.
+    #[test]
+    fn a_bad_authorities_key_is_refused() {
+        assert!(authorities_key("zz").is_err());
+        assert!(authorities_key(&"00".repeat(31)).is_err());
+        let k = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        assert_eq!(authorities_key(&hex::encode(k.as_bytes())), Ok(k));
+    }
+
+    /// Orders' refusals: forged 403, replayed 409, junk 400; each changes nothing.
+    #[test]
+    fn order_refusals_keep_their_statuses() {
+        use lightcone_core::update::dark::{Darkness, OrderError};
+        let d = Darkness::default();
+        let st = |e| order_reply(&[], Err(CommandError::Order(e)), &d).0;
+        assert_eq!(st(OrderError::BadSignature), StatusCode::FORBIDDEN);
+        assert_eq!(st(OrderError::NoKey), StatusCode::FORBIDDEN);
+        assert_eq!(
+            st(OrderError::Replayed { found: 1, last: 1 }),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(st(OrderError::Malformed), StatusCode::BAD_REQUEST);
+        let (_, _, body) = order_reply(&[], Err(CommandError::Order(OrderError::BadSignature)), &d);
+        assert_eq!(
+            body,
+            b"order refused: the order is not signed by a threshold of the authorities\n"
+        );
     }
 
     /// A refused command answers with the words the agent always sent.

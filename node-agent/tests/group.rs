@@ -58,6 +58,8 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                 store: None,
                 operator_public_key_hex: Some(common::operator().public_hex()),
                 revoked_ids: Vec::new(),
+                authorities_key_hex: None,
+                order_serial_floor: 0,
             };
             let f = dir.join(format!("t{i}.json"));
             std::fs::write(&f, serde_json::to_vec(&cfg).unwrap()).unwrap();

@@ -145,8 +145,10 @@ impl Agents {
         let node = &plan.nodes[id];
         let mut cfg = plan.agent_config(id, &dir.path, self.keys.public_hex());
         cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
-        cfg.operator_public_key_hex = Some(self.keys.operator_public_hex().to_string());
+        self.keys.configure(&mut cfg);
         cfg.revoked_ids = crate::keys::revoked_ids(dir);
+        // A restart: orders the lab signed before are replays to this agent too.
+        cfg.order_serial_floor = crate::authority::last_serial(dir);
         let boot = self.boots.entry(id).or_insert(0);
         *boot += 1;
         cfg.boot = *boot;
@@ -231,7 +233,7 @@ impl Agents {
     ) -> Result<(), AgentError> {
         let n = plan.nodes.len();
         let epoch = self.epoch_monotonic_ns;
-        let operator = self.keys.operator_public_hex();
+        let keys = &self.keys;
         let mut boots = Vec::with_capacity(n);
         for id in 0..n {
             let boot = self.boots.entry(id).or_insert(0);
@@ -254,7 +256,7 @@ impl Agents {
                         for id in ids {
                             let mut cfg = plan.tile_config(id, &dir.path);
                             cfg.epoch_monotonic_ns = Some(epoch);
-                            cfg.operator_public_key_hex = Some(operator.to_string());
+                            keys.configure(&mut cfg);
                             cfg.boot = boots[id];
                             let _ = std::fs::remove_file(&cfg.control_socket);
                             crate::state::write_private_unsynced(

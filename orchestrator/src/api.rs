@@ -690,6 +690,72 @@ pub async fn api_node_task(
     .await
 }
 
+/// `POST /api/nodes/{node}/order` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    /// A threshold-signed runtime order ([`lightcone_core::update::dark::Order`]), hex.
+    pub order_hex: String,
+}
+
+/// What `node`'s agent did with an order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderReply {
+    pub node: String,
+    pub serial: u64,
+    pub dark: bool,
+    /// Whether the agent is dark now.
+    pub node_dark: bool,
+}
+
+/// `POST /api/nodes/{node}/order`: hands a runtime order (panic-to-dark or undark) to
+/// `node`'s agent, which checks its threshold signature and serial, obeys it if its scope
+/// holds the node, and floods it inside the scope. Bytes that are no order: `400`, not
+/// forwarded; the agent's refusal (forged `403`, replayed `409`) comes back in its words.
+/// A refused order changed nothing.
+pub async fn api_node_order(
+    State(s): State<ApiState>,
+    UrlPath(node): UrlPath<String>,
+    Json(req): Json<OrderRequest>,
+) -> Result<Json<OrderReply>, ApiError> {
+    let bytes =
+        hex::decode(req.order_hex.trim()).map_err(|e| ApiError::Bad(format!("order_hex: {e}")))?;
+    let o = lightcone_core::update::dark::Order::decode(&bytes)
+        .map_err(|e| ApiError::Bad(format!("order_hex: {e}")))?;
+    let (id, sock) = agent_socket(&s, &node)?;
+    let token = grant(&s, id, Op::Order, None)?;
+    let (status, reply) = agent_request(
+        &sock,
+        Method::POST,
+        "/order",
+        hex::encode(&bytes).into_bytes(),
+        Duration::from_secs(5),
+        token.as_deref(),
+    )
+    .await
+    .map_err(|e| ApiError::unreachable(&node, e))?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if !status.is_success() {
+        return Err(ApiError::Agent {
+            status,
+            node,
+            message: String::from_utf8_lossy(&reply).trim().to_string(),
+        });
+    }
+    let v: serde_json::Value = serde_json::from_slice(&reply).map_err(ApiError::internal)?;
+    let node_dark = v["node_dark"].as_bool().unwrap_or(false);
+    s.lab.lock().expect("lab lock").event(
+        if o.dark { "dark" } else { "undark" },
+        format!("{:?} serial {} via {node}", o.scope, o.serial),
+    );
+    Ok(Json(OrderReply {
+        node,
+        serial: o.serial,
+        dark: o.dark,
+        node_dark,
+    }))
+}
+
 /// `POST /nodes/{node}/send/{dst}`: the body, sent by `node`'s agent to `dst` over the
 /// overlay as one datagram (experiments' cross-level messages); the agent's answer is
 /// passed through.

@@ -2,6 +2,7 @@
 pub mod agents;
 pub mod api;
 pub mod apply;
+pub mod authority;
 pub mod client;
 pub mod dashboard;
 pub mod doctor;

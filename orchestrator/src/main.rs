@@ -138,6 +138,13 @@ enum Cmd {
         #[command(subcommand)]
         action: TokenCmd,
     },
+    /// Panic-to-dark (issue 18): sign an order with t of the lab's authority shares and
+    /// hand it to a running agent in SCOPE (a node, a cell `l0c0k1`, a layer `l0`); the
+    /// scope stops sending user traffic at once and every frame 1 s later. Only `undark`
+    /// lights it again.
+    Dark(cli::OrderArgs),
+    /// Light a dark scope again with a threshold-signed undark order (see `dark`).
+    Undark(cli::OrderArgs),
     /// Play a scenario (faults on a timeline) against its lab and judge its expectations;
     /// writes a run directory (events, metrics, report.json, report.html). Exit 1 if any
     /// expectation failed.
@@ -492,6 +499,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
             crypto,
         } => cli::cmd_simulate(scenario, seed, out, json, crypto),
+        Cmd::Dark(a) => cli::cmd_order(true, a),
+        Cmd::Undark(a) => cli::cmd_order(false, a),
         Cmd::Exec { lab, node, cmd } => cli::cmd_exec(lab, node, cmd),
         Cmd::Link { action } => cli::cmd_link(action),
         Cmd::Object { action } => match action {

@@ -357,6 +357,8 @@ impl Plan {
             store: self.store.clone(),
             operator_public_key_hex: None,
             revoked_ids: Vec::new(),
+            authorities_key_hex: None,
+            order_serial_floor: 0,
         }
     }
 

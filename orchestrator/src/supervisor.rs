@@ -112,6 +112,8 @@ pub enum SupervisorError {
     },
     #[error(transparent)]
     Secrets(#[from] SecretError),
+    #[error("authorities' key: {0}")]
+    Authorities(#[from] crate::authority::AuthorityError),
     #[error(transparent)]
     Build(#[from] ApplyError),
     #[error(transparent)]
@@ -167,6 +169,7 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
         .route("/api/nodes/{node}/clock", post(api::api_node_clock))
         .route("/api/nodes/{node}/byzantine", post(api::api_node_byzantine))
         .route("/api/nodes/{node}/task", post(api::api_node_task))
+        .route("/api/nodes/{node}/order", post(api::api_node_order))
         .route("/api/nodes/{node}/{what}", post(api::api_node_fault))
         .route("/api/shutdown", post(api::api_shutdown))
         .route("/api/revoke", post(api::api_revoke))
@@ -339,11 +342,21 @@ async fn serve(
     let mut os_rng = rand::rngs::OsRng;
     let token = crate::keys::token(&mut os_rng)?;
     let keys = if opts.agents {
-        Some(crate::keys::LabKeys::generate(
-            &dir,
-            plan.nodes.len(),
-            &mut os_rng,
-        )?)
+        let mut keys = crate::keys::LabKeys::generate(&dir, plan.nodes.len(), &mut os_rng)?;
+        // The authorities' threshold key (FROST DKG; shares 0600 in `keys/`): agents get
+        // its public half and obey only orders it signed (`lightcone dark`).
+        let auth = crate::authority::generate(&dir, &plan, &mut os_rng)?;
+        report(&format!(
+            "authorities: {}-of-{} threshold key ({})",
+            auth.t,
+            auth.members.len(),
+            match auth.holders {
+                crate::authority::Holders::Nodes => "shares held by the authority nodes",
+                crate::authority::Holders::Lab => "too few authority nodes: shares held by the lab",
+            }
+        ));
+        keys.set_authorities(auth.group_key_hex);
+        Some(keys)
     } else {
         None
     };

@@ -80,6 +80,8 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 store: None,
                 operator_public_key_hex: None,
                 revoked_ids: Vec::new(),
+                authorities_key_hex: None,
+                order_serial_floor: 0,
             }
         })
         .collect();

@@ -78,6 +78,60 @@ pub struct Group {
     pub key: VerifyingKey,
 }
 
+impl Share {
+    /// The share as bytes (the FROST key package: secret share, its verifying share, the
+    /// group key, the threshold), for a 0600 key file.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ThresholdError> {
+        Ok(self.key.serialize()?)
+    }
+
+    /// Authority `id`'s share from [`Share::to_bytes`]; bytes of another id are refused.
+    pub fn from_bytes(id: u32, b: &[u8]) -> Result<Share, ThresholdError> {
+        let key = frost::keys::KeyPackage::deserialize(b)?;
+        if *key.identifier() != ident(id)? {
+            return Err(ThresholdError::Frost(format!(
+                "this share belongs to another authority than {id}"
+            )));
+        }
+        Ok(Share { id, key })
+    }
+}
+
+impl Group {
+    /// The group's public material as bytes (no secret in it).
+    pub fn public_bytes(&self) -> Result<Vec<u8>, ThresholdError> {
+        Ok(self.public.serialize()?)
+    }
+
+    /// A group from its threshold, members and [`Group::public_bytes`]; checked: every
+    /// member has a verifying share and the threshold fits.
+    pub fn from_parts(t: u16, members: Vec<u32>, public: &[u8]) -> Result<Group, ThresholdError> {
+        let n = u16::try_from(members.len()).unwrap_or(u16::MAX);
+        if t < 2 || t > n {
+            return Err(ThresholdError::BadThreshold { t, n });
+        }
+        let public = frost::keys::PublicKeyPackage::deserialize(public)?;
+        for m in &members {
+            if !public.verifying_shares().contains_key(&ident(*m)?) {
+                return Err(ThresholdError::BadId(*m));
+            }
+        }
+        let bytes: [u8; 32] = public
+            .verifying_key()
+            .serialize()?
+            .try_into()
+            .map_err(|_| ThresholdError::Frost("group key length".into()))?;
+        let key =
+            VerifyingKey::from_bytes(&bytes).map_err(|e| ThresholdError::Frost(e.to_string()))?;
+        Ok(Group {
+            t,
+            members,
+            public,
+            key,
+        })
+    }
+}
+
 /// Runs the FROST DKG among `authorities` with threshold `t`: returns each authority's
 /// share and the group. `rng` must be a cryptographic generator (seeded in the twin and
 /// in tests, so runs repeat).
@@ -367,6 +421,28 @@ mod tests {
         let ids: Vec<u32> = (0..n).map(|i| 100 + i).collect();
         let (s, g) = dkg(&ids, t, &mut rng).unwrap();
         (s, g, rng)
+    }
+
+    #[test]
+    fn shares_and_group_survive_their_bytes() {
+        let (shares, g, mut rng) = group(5, 3);
+        let back: Vec<Share> = shares
+            .values()
+            .map(|s| Share::from_bytes(s.id, &s.to_bytes().unwrap()).unwrap())
+            .collect();
+        let g2 = Group::from_parts(3, g.members.clone(), &g.public_bytes().unwrap()).unwrap();
+        assert_eq!(g2.key, g.key);
+        let picked: Vec<&Share> = back.iter().take(3).collect();
+        let sig = sign(&g2, &picked, b"m", &mut rng).unwrap();
+        assert!(verify(&g.key, b"m", &sig));
+        // A share read as another authority's, junk, and a member the group lacks.
+        let b0 = shares[&100].to_bytes().unwrap();
+        assert!(Share::from_bytes(101, &b0).is_err());
+        assert!(Share::from_bytes(100, b"junk").is_err());
+        let p = g.public_bytes().unwrap();
+        assert!(Group::from_parts(3, vec![100, 101, 999], &p).is_err());
+        assert!(Group::from_parts(6, g.members.clone(), &p).is_err());
+        assert!(Group::from_parts(3, g.members.clone(), b"junk").is_err());
     }
 
     #[test]

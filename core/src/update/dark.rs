@@ -170,6 +170,12 @@ impl Darkness {
         self.key = Some(key);
     }
 
+    /// Refuses every order with a serial at or below `serial` from now on (a restarted
+    /// node is told the last serial its lab signed, so an old order is still a replay).
+    pub fn set_floor(&mut self, serial: u64) {
+        self.last_serial = self.last_serial.max(serial);
+    }
+
     /// Dark since when, if dark.
     pub fn dark_since(&self) -> Option<Instant> {
         self.since
@@ -305,5 +311,14 @@ mod tests {
             assert!(d.apply(junk, 7, &addr(1), t0).is_err());
         }
         assert!(Order::message(1, Dest::Link, true).is_err());
+        // A restarted node told the lab's last serial refuses the old order.
+        let mut fresh = Darkness::default();
+        fresh.set_key(group.key);
+        fresh.set_floor(2);
+        assert_eq!(
+            fresh.apply(&o.encode(), 7, &addr(1), t0),
+            Err(OrderError::Replayed { found: 1, last: 2 })
+        );
+        assert!(fresh.dark_since().is_none());
     }
 }

@@ -90,6 +90,8 @@ pub fn pair_configs(
                 store: store.clone(),
                 operator_public_key_hex: Some(operator().public_hex()),
                 revoked_ids: Vec::new(),
+                authorities_key_hex: None,
+                order_serial_floor: 0,
                 protocol_version: None,
                 time: Some(time_config(i)),
             }

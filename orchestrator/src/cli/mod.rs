@@ -2,6 +2,7 @@
 //! exit-code carrying [`Failure`], picking a lab, and a [`Client`] of its supervisor.
 //! `main.rs` parses the arguments and dispatches.
 
+mod dark;
 mod down;
 mod exec;
 mod fault;
@@ -18,6 +19,7 @@ mod tools;
 mod up;
 mod worker;
 
+pub(crate) use dark::{cmd_order, OrderArgs};
 pub(crate) use down::cmd_down;
 pub(crate) use exec::cmd_exec;
 pub(crate) use fault::{cmd_byzantine, cmd_clock, cmd_crash_restart, Life};

@@ -39,6 +39,16 @@ pub fn secrets(n: usize, seed: u64) -> Vec<[u8; 32]> {
     (0..n).map(|_| rng.gen()).collect()
 }
 
+/// The authorities' threshold group key (hex) as a lab's `up` makes it
+/// ([`crate::authority::members`]: the same holders and threshold), from a DKG seeded with
+/// the scenario seed (the lab draws from the OS RNG); `None` if the DKG fails.
+fn authorities_key_hex(plan: &Plan, seed: u64) -> Option<String> {
+    let (ids, t, _) = crate::authority::members(plan);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ KEY_STREAM.rotate_left(32));
+    let (_, group) = lightcone_core::trust::threshold::dkg(&ids, t, &mut rng).ok()?;
+    Some(hex::encode(group.key.as_bytes()))
+}
+
 /// A node's RNG seed in the twin: the plan's (derived from the topology's seed and the
 /// node id), mixed with the scenario seed so another seed is another run.
 fn node_seed(plan_seed: u64, seed: u64) -> u64 {
@@ -57,9 +67,14 @@ pub fn agent_configs(plan: &Plan, seed: u64) -> Vec<AgentConfig> {
         .iter()
         .map(|s| hex::encode(SigningKey::from_bytes(s).verifying_key().as_bytes()))
         .collect();
+    let authorities = authorities_key_hex(plan, seed);
     (0..plan.nodes.len())
         .map(|id| {
             let mut cfg = plan.agent_config(id, Path::new("/nonexistent-twin"), &public);
+            // As a lab's `up` (`keys::LabKeys::configure`): the authorities' group key and
+            // the protocol version their orders need, so the twin speaks what labs speak.
+            cfg.authorities_key_hex = authorities.clone();
+            cfg.protocol_version = crate::authority::protocol_for(&cfg);
             cfg.secret_key_file = None;
             cfg.secret_key_hex = hex::encode(secrets[id]);
             cfg.seed = node_seed(cfg.seed, seed);

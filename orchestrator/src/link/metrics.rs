@@ -78,6 +78,13 @@ impl LinkSeries {
         }
     }
 
+    /// Unregister every series [`LinkSeries::register`] registered.
+    pub fn unregister(&self, registry: &Registry) {
+        for i in 0..4 {
+            let _ = registry.unregister(self.collector(i));
+        }
+    }
+
     /// Register every series in `registry`; on error nothing stays registered.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         for i in 0..4 {

@@ -39,11 +39,13 @@ pub const MAX_TIMER_CALLS: usize = 100_000;
 
 /// Runs one input (see the module doc); panics when an invariant breaks.
 pub fn run(data: &[u8]) {
+    run_node(data);
+}
+
+/// [`run`], returning the node as the input left it.
+pub fn run_node(data: &[u8]) -> Node {
     let lab = lab::lab();
-    let neighbours: Vec<u32> = lab.links[UNDER_TEST as usize]
-        .iter()
-        .map(|l| l.0)
-        .collect();
+    let neighbours: Vec<u32> = lab.links[UNDER_TEST as usize].iter().map(|l| l.0).collect();
     let mut node = lab::node_under_test().clone();
     let mut now = T0;
     let mut out = Outbox::new(CAP_TRANSMITS, CAP_EVENTS);
@@ -59,6 +61,7 @@ pub fn run(data: &[u8]) {
         deliver(&mut node, now, from, &bytes, signed, &mut out);
         check_outputs(&mut out);
     }
+    node
 }
 
 /// Fires every due timer at `now` (bounded: a timer storm is a hang).
@@ -138,14 +141,7 @@ fn state_with_counters(node: &Node, counters: &str) -> String {
     s.replacen(&own, counters, 1)
 }
 
-fn deliver(
-    node: &mut Node,
-    now: Instant,
-    from: u32,
-    bytes: &[u8],
-    signed: bool,
-    out: &mut Outbox,
-) {
+fn deliver(node: &mut Node, now: Instant, from: u32, bytes: &[u8], signed: bool, out: &mut Outbox) {
     let kind = classify(node, bytes, signed);
     let ok_before = node.counters().get(Direction::Rx, Outcome::Ok);
     let received_before = node.counters().get(Direction::Rx, Outcome::Received);
@@ -264,7 +260,10 @@ pub fn roundtrip_payload(kind: u8, body: &[u8]) {
 fn check_outputs(out: &mut Outbox) {
     assert!(out.transmits.len() <= CAP_TRANSMITS && out.events.len() <= CAP_EVENTS);
     for t in out.transmits.drain(..) {
-        assert!(t.bytes.len() <= wire::MAX_DATAGRAM, "oversize datagram sent");
+        assert!(
+            t.bytes.len() <= wire::MAX_DATAGRAM,
+            "oversize datagram sent"
+        );
         let f = wire::parse(&t.bytes)
             .unwrap_or_else(|e| panic!("the node sent a datagram that does not parse: {e}"));
         // Transit frames are passed on as they came (checked for structure only).
@@ -272,8 +271,78 @@ fn check_outputs(out: &mut Outbox) {
             continue;
         }
         if let Err(e) = f.decode_payload() {
-            panic!("the node sent a {} payload that does not decode: {e}", f.header.kind);
+            panic!(
+                "the node sent a {} payload that does not decode: {e}",
+                f.header.kind
+            );
         }
     }
     out.events.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::put_record;
+
+    /// The first frame of each kind in the seeds, as the run captured it.
+    fn kind_seeds() -> Vec<(String, Vec<u8>)> {
+        crate::seeds::datagram_seeds()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("kind") || n.starts_with("crafted"))
+            .collect()
+    }
+
+    #[test]
+    fn resigned_seed_frames_are_accepted_or_taken_for_forwarding() {
+        let mut refused = Vec::new();
+        for (name, s) in kind_seeds() {
+            let n = run_node(&s);
+            // Accepted here, or taken for forwarding: a transit frame is checked for
+            // structure only (a fresh node has no route yet: counted fwd no_route).
+            let c = n.counters();
+            let fwd: u64 = c.labelled().filter(|l| l.0 == "fwd").map(|l| l.2).sum();
+            if c.get(Direction::Rx, Outcome::Ok) + fwd != 1 {
+                let why: Vec<_> = c.labelled().filter(|l| l.2 > 0).collect();
+                refused.push(format!("{name}: {why:?}"));
+            }
+        }
+        assert!(refused.is_empty(), "seeds not accepted: {refused:?}");
+    }
+
+    #[test]
+    fn the_nothing_changed_check_sees_a_change() {
+        // A real frame changes the node beyond its counters: the comparison the garbage
+        // invariant uses must say so, or it could not fail.
+        let (_, s) = kind_seeds().into_iter().next().expect("a seed");
+        let before = node_under_test_debug();
+        let n = run_node(&s);
+        let base = lab::node_under_test();
+        assert_ne!(
+            state_with_counters(&n, &format!("{:?}", base.counters())),
+            before
+        );
+    }
+
+    fn node_under_test_debug() -> String {
+        format!("{:?}", lab::node_under_test())
+    }
+
+    #[test]
+    fn a_forged_frame_is_judged_unauthentic_and_changes_nothing_visible() {
+        let (_, s) = kind_seeds().into_iter().next().expect("a seed");
+        let rec = crate::input::records(&s)[0];
+        let mut b = rec.bytes.to_vec();
+        assert!(resign(&mut b));
+        let node = lab::node_under_test();
+        assert_eq!(classify(node, &b, false), Kind::Authentic);
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert_eq!(classify(node, &b, false), Kind::Unauthentic);
+        let mut w = Vec::new();
+        put_record(&mut w, 0, rec.from_ix, 0, &b);
+        let n = run_node(&w);
+        assert_eq!(n.counters().get(Direction::Rx, Outcome::BadSignature), 1);
+        assert_eq!(n.counters().get(Direction::Rx, Outcome::Ok), 0);
+    }
 }

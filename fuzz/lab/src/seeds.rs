@@ -152,7 +152,14 @@ pub fn capture() -> Vec<Received> {
                 });
             }
             let n = &mut nodes[to as usize];
-            n.handle(now, Input::Datagram { from, bytes: &bytes }, &mut out);
+            n.handle(
+                now,
+                Input::Datagram {
+                    from,
+                    bytes: &bytes,
+                },
+                &mut out,
+            );
             post(to, &mut out, now, &mut queue);
             continue;
         }
@@ -249,7 +256,13 @@ pub fn datagram_seeds() -> Vec<(String, Vec<u8>)> {
         for r in &got[start..start + SEQ_LEN] {
             let dt = r.at.saturating_since(prev).as_millis() / 10;
             prev = r.at;
-            put_record(&mut w, RESIGN | TICK, from_ix(r.from), dt.min(255) as u8, &r.bytes);
+            put_record(
+                &mut w,
+                RESIGN | TICK,
+                from_ix(r.from),
+                dt.min(255) as u8,
+                &r.bytes,
+            );
         }
         v.push((format!("seq-{start:05}"), w));
     }

@@ -21,8 +21,8 @@ use lightcone_core::trust::log::{Log, TreeHead};
 use lightcone_core::trust::threshold::{self, Share};
 use lightcone_core::update::dark::{Darkness, Order, OrderError};
 use lightcone_core::update::release::{
-    approval_entry, sign_role, Bundle, Manifest, ReleaseError, Role, Root, RolloutPolicy,
-    Signed, Verifier,
+    approval_entry, sign_role, Bundle, Manifest, ReleaseError, Role, RolloutPolicy, Root, Signed,
+    Verifier,
 };
 use lightcone_core::wire::Dest;
 use rand::SeedableRng;
@@ -154,7 +154,11 @@ pub fn run(data: &[u8]) {
 
 fn check_order(bytes: &[u8]) {
     if let Ok(o) = Order::decode(bytes) {
-        assert_eq!(Order::decode(&o.encode()), Ok(o), "order: decode(encode(o)) != o");
+        assert_eq!(
+            Order::decode(&o.encode()),
+            Ok(o),
+            "order: decode(encode(o)) != o"
+        );
     }
     let now = Instant::from_nanos(NOW_NS);
     let mut keyless = Darkness::default();
@@ -246,11 +250,15 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let orders = [
         (1, Dest::Node(NODE), true),
         (2, Dest::Node(NODE), false),
-        (3, Dest::Cell {
-            layer: 0,
-            cluster: 0,
-            cell: 0,
-        }, true),
+        (
+            3,
+            Dest::Cell {
+                layer: 0,
+                cluster: 0,
+                cell: 0,
+            },
+            true,
+        ),
         (4, Dest::Layer { layer: 0 }, true),
         (5, Dest::Node(4), true),
     ];

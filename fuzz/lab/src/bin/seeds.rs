@@ -19,6 +19,10 @@ fn main() {
             bytes += s.len();
             std::fs::write(d.join(name), s).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
-        println!("{target}: {} seeds, {bytes} bytes in {}", seeds.len(), d.display());
+        println!(
+            "{target}: {} seeds, {bytes} bytes in {}",
+            seeds.len(),
+            d.display()
+        );
     }
 }

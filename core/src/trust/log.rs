@@ -366,6 +366,12 @@ pub fn verify_inclusion(
     idx: u64,
     proof: &[u8],
 ) -> Result<(), LogError> {
+    // ct-merkle 0.3 loops forever (or overflows) computing the proof's shape for a tree
+    // of more than 2^63 leaves (fuzz target `log_decode` found it with a decoded head);
+    // no log here holds more than MAX_ENTRIES, so a head claiming more is refused first.
+    if head.size > MAX_ENTRIES as u64 || idx >= head.size {
+        return Err(LogError::BadProof);
+    }
     let p =
         InclusionProof::<Sha256>::try_from_bytes(proof.to_vec()).map_err(|_| LogError::BadProof)?;
     head.root_hash()
@@ -375,6 +381,10 @@ pub fn verify_inclusion(
 
 /// Checks that `old` is a prefix of `new` (same log; signatures are the caller's).
 pub fn verify_consistency(old: &TreeHead, new: &TreeHead, proof: &[u8]) -> Result<(), LogError> {
+    // As in `verify_inclusion`: no head of a real log is larger than MAX_ENTRIES.
+    if old.size > MAX_ENTRIES as u64 || new.size > MAX_ENTRIES as u64 {
+        return Err(LogError::BadProof);
+    }
     if old.size == new.size {
         return if old.root == new.root {
             Ok(())
@@ -534,6 +544,29 @@ mod tests {
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(&[7; 32])
+    }
+
+    /// Found by the `log_decode` fuzz target: a decoded head claiming 2^64 - 1 entries sent
+    /// ct-merkle's inclusion check into an endless loop (an overflow panic with overflow
+    /// checks on); such heads are refused before ct-merkle sees them, and so are indices
+    /// past a head's size and oversized heads in a consistency check.
+    #[test]
+    fn fuzz_head_claiming_more_entries_than_a_log_holds_is_refused_not_a_hang() {
+        let l = log(3);
+        let mut h = l.head(1, 5, &key());
+        let e = entry(0);
+        let p = l.prove_inclusion(0).unwrap();
+        assert_eq!(verify_inclusion(&h, &e, 0, &p), Ok(()));
+        assert_eq!(verify_inclusion(&h, &e, 3, &p), Err(LogError::BadProof));
+        for size in [MAX_ENTRIES as u64 + 1, 1 << 63, (1 << 63) + 1, u64::MAX] {
+            h.size = size;
+            for idx in [0, 1 << 62, (1 << 63) + 1, size - 1] {
+                assert_eq!(verify_inclusion(&h, &e, idx, &p), Err(LogError::BadProof));
+            }
+            let small = l.head(1, 5, &key());
+            assert_eq!(verify_consistency(&small, &h, &[]), Err(LogError::BadProof));
+            assert_eq!(verify_consistency(&h, &small, &[]), Err(LogError::BadProof));
+        }
     }
 
     #[test]

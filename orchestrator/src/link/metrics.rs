@@ -83,6 +83,9 @@ impl LinkSeries {
         })
     }
 
+    /// How many series [`LinkSeries::collector`] hands out.
+    const COLLECTORS: usize = 5;
+
     fn collector(&self, i: usize) -> Box<dyn prometheus::core::Collector> {
         match i {
             0 => Box::new(self.packets.clone()),
@@ -93,9 +96,16 @@ impl LinkSeries {
         }
     }
 
+    /// Unregister every series [`LinkSeries::register`] registered.
+    pub fn unregister(&self, registry: &Registry) {
+        for i in 0..Self::COLLECTORS {
+            let _ = registry.unregister(self.collector(i));
+        }
+    }
+
     /// Register every series in `registry`; on error nothing stays registered.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        for i in 0..5 {
+        for i in 0..Self::COLLECTORS {
             if let Err(e) = registry.register(self.collector(i)) {
                 for j in 0..i {
                     let _ = registry.unregister(self.collector(j));

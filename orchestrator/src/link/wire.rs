@@ -284,7 +284,8 @@ impl DirCounters {
 /// [`LinkSeries`] (`lightcone_link_packets_total{lab,link,direction,outcome}` with outcome
 /// forwarded / dropped_loss / dropped_queue / dropped_down, `lightcone_link_delay_seconds`,
 /// `lightcone_link_configured_delay_seconds`, `lightcone_link_queue_depth`), updated as
-/// frames pass.
+/// frames pass; and the engine's own `lightcone_wire_ignored_frames_total{lab}` (frames
+/// from interfaces that are no link's end: [`WireEngine::ignored_frames`]).
 #[derive(Debug, Clone)]
 pub struct WireMetrics {
     lab: String,
@@ -293,6 +294,20 @@ pub struct WireMetrics {
     configured: prometheus::GaugeVec,
     depth: prometheus::IntGaugeVec,
     wait: prometheus::GaugeVec,
+    ignored: IntCounter,
+}
+
+/// `lightcone_wire_ignored_frames_total`: frames the wire engine received on interfaces
+/// that are no link's end, and dropped.
+fn ignored_counter(lab: Option<&str>) -> Result<IntCounter, prometheus::Error> {
+    let mut o = prometheus::Opts::new(
+        "lightcone_wire_ignored_frames_total",
+        "Frames the wire engine received on interfaces that are no link's end, dropped",
+    );
+    if let Some(lab) = lab {
+        o = o.const_label("lab", lab);
+    }
+    IntCounter::with_opts(o)
 }
 
 impl WireMetrics {
@@ -300,7 +315,12 @@ impl WireMetrics {
     /// registered.
     pub fn register(registry: &Registry, lab: &str) -> Result<Self, WireError> {
         let s = LinkSeries::new()?;
+        let ignored = ignored_counter(Some(lab))?;
         s.register(registry)?;
+        if let Err(e) = registry.register(Box::new(ignored.clone())) {
+            s.unregister(registry);
+            return Err(e.into());
+        }
         Ok(WireMetrics {
             lab: lab.to_string(),
             packets: s.packets,
@@ -308,6 +328,7 @@ impl WireMetrics {
             configured: s.configured,
             depth: s.depth,
             wait: s.wait,
+            ignored,
         })
     }
 
@@ -387,8 +408,9 @@ pub struct WireEngine {
     /// Namespaces the loop has a socket in (held while one is being opened, so two links
     /// added at once into a new namespace open one socket).
     sockets: Mutex<std::collections::BTreeSet<String>>,
-    /// Frames from interfaces that are no link's end (see the module doc).
-    ignored: Arc<AtomicU64>,
+    /// Frames from interfaces that are no link's end (see the module doc); the series
+    /// in `metrics` when there are metrics, else an unregistered counter.
+    ignored: IntCounter,
 }
 
 impl std::fmt::Debug for WireEngine {
@@ -431,7 +453,10 @@ impl WireEngine {
         epoll_add(epoll.as_raw_fd(), wake_loop.as_raw_fd(), TOKEN_WAKE)?;
         let (tx, rx) = mpsc::channel();
         let (stopped_tx, stopped) = mpsc::channel();
-        let ignored = Arc::new(AtomicU64::new(0));
+        let ignored = match &metrics {
+            Some(m) => m.ignored.clone(),
+            None => ignored_counter(None)?,
+        };
         let ignored_loop = ignored.clone();
         let thread = std::thread::Builder::new()
             .name("lc-wire".into())
@@ -595,7 +620,7 @@ impl WireEngine {
 
     /// Frames the engine received on interfaces that are no link's end, and dropped.
     pub fn ignored_frames(&self) -> u64 {
-        self.ignored.load(Ordering::Relaxed)
+        self.ignored.get()
     }
 
     /// Change the model of one or both directions as a diff: frames already queued keep
@@ -967,7 +992,7 @@ struct Loop {
     kicks: BinaryHeap<Reverse<(u64, usize, u64, usize)>>,
     seq: u64,
     buf: Vec<u8>,
-    ignored: Arc<AtomicU64>,
+    ignored: IntCounter,
 }
 
 impl Loop {
@@ -1245,11 +1270,11 @@ impl Loop {
             };
             let Some(&(slot, side)) = self.sockets[sock].ends.get(&(from.sll_ifindex as u32))
             else {
-                self.ignored.fetch_add(1, Ordering::Relaxed);
+                self.ignored.inc();
                 continue;
             };
             let Some(l) = self.links.get_mut(slot).and_then(Option::as_mut) else {
-                self.ignored.fetch_add(1, Ordering::Relaxed);
+                self.ignored.inc();
                 continue;
             };
             // The frame's time is when the kernel received it, not when we got round to
@@ -1537,5 +1562,35 @@ mod tests {
         m.dir("x", Direction::AToB).forwarded.inc();
         let names: Vec<String> = r.gather().iter().map(|f| f.name().to_string()).collect();
         assert!(names.contains(&"lightcone_link_packets_total".to_string()));
+    }
+
+    /// `ignored_frames` was only a method; the supervisor's /metrics (the lab registry's
+    /// families) carries it as `lightcone_wire_ignored_frames_total{lab}`, one counter
+    /// with the engine's own count.
+    #[test]
+    fn ignored_frames_are_a_series_in_the_lab_registry() {
+        let r = Registry::new();
+        let m = WireMetrics::register(&r, "lab1").expect("register");
+        let e = WireEngine::start_with_metrics(1.0, Some(m)).expect("engine");
+        let value = |r: &Registry| {
+            let fams = r.gather();
+            let f = fams
+                .iter()
+                .find(|f| f.name() == "lightcone_wire_ignored_frames_total")
+                .expect("the ignored-frames family is exported");
+            let m = &f.get_metric()[0];
+            assert_eq!(m.get_label()[0].name(), "lab");
+            assert_eq!(m.get_label()[0].value(), "lab1");
+            m.get_counter().value()
+        };
+        assert_eq!(value(&r), 0.0);
+        e.ignored.inc_by(3);
+        assert_eq!(e.ignored_frames(), 3);
+        assert_eq!(value(&r), 3.0);
+        let text = super::super::metrics::render(&r.gather());
+        assert!(
+            text.contains("lightcone_wire_ignored_frames_total{lab=\"lab1\"} 3"),
+            "{text}"
+        );
     }
 }

@@ -928,7 +928,11 @@ impl Node {
                 // reaching us (a lost triggered update; a full refresh simply omits it) would
                 // otherwise leave the route in our table for good.
                 self.routing.expire_entries(now);
-                let neighbours: Vec<u32> = self.routing.neighbors().collect();
+                let neighbours: Vec<(u32, Duration)> = self
+                    .routing
+                    .neighbors()
+                    .map(|n| (n, self.routing.link_delay(n).unwrap_or_default()))
+                    .collect();
                 for (n, hello) in self.update.hellos_due(now, &neighbours) {
                     fx.send_link(n, hello);
                 }

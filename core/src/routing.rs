@@ -244,6 +244,12 @@ impl Routing {
     pub fn neighbors(&self) -> impl Iterator<Item = u32> + '_ {
         self.links.keys().copied()
     }
+    /// The one-way delay of the link to neighbour `n` (its configured cost).
+    pub fn link_delay(&self, n: u32) -> Option<Duration> {
+        self.links
+            .get(&n)
+            .map(|l| Duration::from_micros(u64::from(l.cost_us)))
+    }
     pub fn neighbor_up(&self, n: u32) -> bool {
         self.links.get(&n).is_some_and(|l| l.up)
     }

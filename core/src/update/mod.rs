@@ -194,18 +194,26 @@ impl Versions {
     }
 
     /// Neighbours to greet now (a build of version ≥ 3 only): those whose range we do not
-    /// know and have not greeted within [`HELLO_RETRY`].
-    pub fn hellos_due(&mut self, now: Instant, neighbours: &[u32]) -> Vec<(u32, Payload)> {
+    /// know and have not greeted within their retry — [`HELLO_RETRY`], or three one-way
+    /// delays of the link if longer (an answer cannot come back sooner than a round trip:
+    /// a light-time link is greeted once per round trip, not every 2 s). `neighbours`:
+    /// (id, the link's one-way delay).
+    pub fn hellos_due(
+        &mut self,
+        now: Instant,
+        neighbours: &[(u32, Duration)],
+    ) -> Vec<(u32, Payload)> {
         if self.build.version < 3 {
             return Vec::new();
         }
         let (min, max) = self.build.range();
         let mut due = Vec::new();
-        for &n in neighbours {
+        for &(n, delay) in neighbours {
+            let retry = HELLO_RETRY.max(delay.saturating_mul(3));
             let fresh = self
                 .hello_sent
                 .get(&n)
-                .is_some_and(|t| now.saturating_since(*t) < HELLO_RETRY);
+                .is_some_and(|t| now.saturating_since(*t) < retry);
             if self.peers.contains_key(&n) || fresh {
                 continue;
             }
@@ -304,13 +312,24 @@ mod tests {
         a.set_build(Build::new(3).unwrap(), 1);
         let t0 = Instant::ZERO;
         // Unknown neighbours: greeted, and sent to at N−1.
-        let due = a.hellos_due(t0, &[1, 2]);
+        let due = a.hellos_due(
+            t0,
+            &[(1, Duration::from_millis(2)), (2, Duration::from_millis(2))],
+        );
         assert_eq!(due.len(), 2);
         assert!(
-            a.hellos_due(t0, &[1, 2]).is_empty(),
+            a.hellos_due(
+                t0,
+                &[(1, Duration::from_millis(2)), (2, Duration::from_millis(2))]
+            )
+            .is_empty(),
             "not again within the retry"
         );
-        assert_eq!(a.hellos_due(t0 + HELLO_RETRY, &[1]).len(), 1);
+        assert_eq!(
+            a.hellos_due(t0 + HELLO_RETRY, &[(1, Duration::from_millis(2))])
+                .len(),
+            1
+        );
         assert_eq!(a.send_version(Dest::Link, 1), 2);
         // Neighbour 1 speaks 2..=3, neighbour 2 only 2.
         assert_eq!(
@@ -326,13 +345,31 @@ mod tests {
         assert_eq!(a.send_version(Dest::Node(1), 1), 3);
         assert_eq!(a.send_version(Dest::Node(7), 1), 2, "multi-hop: N−1");
         assert_eq!(a.send_version(Dest::Link, 2), 2);
-        assert!(a.hellos_due(t0 + HELLO_RETRY * 2, &[1, 2]).is_empty());
+        assert!(a
+            .hellos_due(
+                t0 + HELLO_RETRY * 2,
+                &[(1, Duration::from_millis(2)), (2, Duration::from_millis(2))]
+            )
+            .is_empty());
         // A reboot of 1 voids what we knew.
         a.forget(1);
         assert_eq!(a.send_version(Dest::Link, 1), 2);
         // A version-2 build greets nobody.
         let mut b = Versions::default();
-        assert!(b.hellos_due(t0, &[1]).is_empty());
+        assert!(b
+            .hellos_due(t0, &[(1, Duration::from_millis(2))])
+            .is_empty());
+        // A light-time link (748 s one way) is greeted again after three delays, not every
+        // HELLO_RETRY: the answer cannot be back before a round trip (the backbone
+        // scenario's locality fell from 88.9 % to 80.0 % with 2-s retries over such links).
+        let mut c = Versions::default();
+        c.set_build(Build::new(3).unwrap(), 1);
+        let far = Duration::from_secs(748);
+        assert_eq!(c.hellos_due(t0, &[(5, far)]).len(), 1);
+        assert!(c
+            .hellos_due(t0 + Duration::from_secs(2_000), &[(5, far)])
+            .is_empty());
+        assert_eq!(c.hellos_due(t0 + far * 3, &[(5, far)]).len(), 1);
         assert_eq!(b.send_version(Dest::Link, 1), 2);
     }
 

@@ -13,7 +13,7 @@
 //! threshold module on why), and agents get only the group's public key
 //! ([`lightcone_core::config::AgentConfig::authorities_key_hex`]).
 //!
-//! **Protocol.** An agent given the group key runs protocol version 3 ([`protocol_for`]):
+//! **Protocol.** An agent given the group key runs protocol version 3 ([`crate::keys::protocol_for`]):
 //! version 2, the core's default, cannot parse a relayed order. The twin (`simulate`)
 //! keeps the plan's version (2) and gets no group key.
 //!
@@ -81,19 +81,6 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AuthorityError +
     move |source| AuthorityError::Io {
         path: path.display().to_string(),
         source,
-    }
-}
-
-/// The protocol version an agent holding the authorities' key runs: orders (kind 35) are
-/// parsed from version 3 on, and a version-2 tile drops a relayed order as `unknown_kind`
-/// (`lightcone_core::update`), so a scope of version-2 tiles darkens only the tile the
-/// CLI handed the order to. An explicit version in the configuration is kept.
-pub fn protocol_for(cfg: &lightcone_core::config::AgentConfig) -> Option<u8> {
-    let needed = lightcone_core::wire::kind_since(lightcone_core::wire::KIND_ORDER);
-    match (cfg.protocol_version, &cfg.authorities_key_hex) {
-        (Some(v), _) => Some(v),
-        (None, Some(_)) => Some(needed.max(lightcone_core::wire::VERSION)),
-        (None, None) => None,
     }
 }
 
@@ -509,5 +496,53 @@ mod tests {
         assert!(e.contains("no node, cell or layer \"l0c0k7\""), "{e}");
         assert!(e.contains("cells l0c0k0, l0c0k1; layers l0"), "{e}");
         assert!(e.contains("nodes l0c0k0t0"), "{e}");
+    }
+
+    #[test]
+    fn agents_get_the_authorities_group_key_and_the_protocol_orders_need() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = crate::state::LabDir {
+            lab: "k".into(),
+            path: tmp.path().to_path_buf(),
+        };
+        std::fs::create_dir(dir.keys()).unwrap();
+        let topo = crate::topology::parse_str(
+            "name: k\ngenerate:\n  layers:\n    - { radius_au: 1.0, clusters: 1, cells: 2, tiles: 2 }\n",
+            "k.yaml",
+        )
+        .unwrap();
+        let plan = crate::plan::plan(&topo);
+        let mut keys = crate::keys::LabKeys::generate(&dir, plan.nodes.len(), &mut OsRng).unwrap();
+        // Without the authorities' key: as before (no key, the core's default version).
+        let mut cfg = plan.tile_config(1, &dir.path);
+        keys.configure(&mut cfg);
+        assert_eq!(
+            (cfg.authorities_key_hex.as_deref(), cfg.protocol_version),
+            (None, None)
+        );
+        let rec = generate(&dir, &plan, &mut OsRng).unwrap();
+        for id in &rec.members {
+            assert!(crate::keys::is_private(&share_path(&dir, *id)));
+        }
+        keys.set_authorities(rec.group_key_hex.clone());
+        keys.configure(&mut cfg);
+        assert_eq!(
+            cfg.authorities_key_hex.as_deref(),
+            Some(rec.group_key_hex.as_str())
+        );
+        assert_eq!(cfg.protocol_version, Some(3));
+        assert_eq!(
+            cfg.operator_public_key_hex.as_deref(),
+            Some(keys.operator_public_hex())
+        );
+        // The configuration as written and read back by an agent keeps it; an old one
+        // without the field still loads.
+        let json = serde_json::to_string(&cfg).unwrap();
+        let back: lightcone_core::config::AgentConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.authorities_key_hex, cfg.authorities_key_hex);
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v.as_object_mut().unwrap().remove("authorities_key_hex");
+        let old: lightcone_core::config::AgentConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(old.authorities_key_hex, None);
     }
 }

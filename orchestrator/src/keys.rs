@@ -168,11 +168,11 @@ impl LabKeys {
 
     /// Gives an agent's configuration the lab's public keys: the operator root (capability
     /// tokens) and the authorities' group key (runtime orders), with the protocol version
-    /// orders need ([`crate::authority::protocol_for`]).
+    /// orders need ([`protocol_for`]).
     pub fn configure(&self, cfg: &mut lightcone_core::config::AgentConfig) {
         cfg.operator_public_key_hex = Some(self.operator_public_hex.clone());
         cfg.authorities_key_hex = self.authorities_hex.clone();
-        cfg.protocol_version = crate::authority::protocol_for(cfg);
+        cfg.protocol_version = protocol_for(cfg);
     }
 
     /// The authorities' group key (hex) agents check orders with, if the lab has one.
@@ -188,6 +188,19 @@ impl LabKeys {
     /// Public keys (hex), by node id.
     pub fn public_hex(&self) -> &[String] {
         &self.public_hex
+    }
+}
+
+/// The protocol version an agent holding the authorities' key runs: orders (kind 35) are
+/// parsed from version 3 on, and a version-2 tile drops a relayed order as `unknown_kind`
+/// (`lightcone_core::update`), so a scope of version-2 tiles darkens only the tile the
+/// CLI handed the order to. An explicit version in the configuration is kept.
+pub fn protocol_for(cfg: &lightcone_core::config::AgentConfig) -> Option<u8> {
+    let needed = lightcone_core::wire::kind_since(lightcone_core::wire::KIND_ORDER);
+    match (cfg.protocol_version, &cfg.authorities_key_hex) {
+        (Some(v), _) => Some(v),
+        (None, Some(_)) => Some(needed.max(lightcone_core::wire::VERSION)),
+        (None, None) => None,
     }
 }
 
@@ -276,53 +289,5 @@ mod tests {
             LabKeys::generate(&dir, 1, &mut Broken),
             Err(SecretError::Rng(_))
         ));
-    }
-
-    #[test]
-    fn agents_get_the_authorities_group_key_and_the_protocol_orders_need() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = LabDir {
-            lab: "k".into(),
-            path: tmp.path().to_path_buf(),
-        };
-        std::fs::create_dir(dir.keys()).unwrap();
-        let topo = crate::topology::parse_str(
-            "name: k\ngenerate:\n  layers:\n    - { radius_au: 1.0, clusters: 1, cells: 2, tiles: 2 }\n",
-            "k.yaml",
-        )
-        .unwrap();
-        let plan = crate::plan::plan(&topo);
-        let mut keys = LabKeys::generate(&dir, plan.nodes.len(), &mut OsRng).unwrap();
-        // Without the authorities' key: as before (no key, the core's default version).
-        let mut cfg = plan.tile_config(1, &dir.path);
-        keys.configure(&mut cfg);
-        assert_eq!(
-            (cfg.authorities_key_hex.as_deref(), cfg.protocol_version),
-            (None, None)
-        );
-        let rec = crate::authority::generate(&dir, &plan, &mut OsRng).unwrap();
-        for id in &rec.members {
-            assert!(is_private(&crate::authority::share_path(&dir, *id)));
-        }
-        keys.set_authorities(rec.group_key_hex.clone());
-        keys.configure(&mut cfg);
-        assert_eq!(
-            cfg.authorities_key_hex.as_deref(),
-            Some(rec.group_key_hex.as_str())
-        );
-        assert_eq!(cfg.protocol_version, Some(3));
-        assert_eq!(
-            cfg.operator_public_key_hex.as_deref(),
-            Some(keys.operator_public_hex())
-        );
-        // The configuration as written and read back by an agent keeps it; an old one
-        // without the field still loads.
-        let json = serde_json::to_string(&cfg).unwrap();
-        let back: lightcone_core::config::AgentConfig = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.authorities_key_hex, cfg.authorities_key_hex);
-        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        v.as_object_mut().unwrap().remove("authorities_key_hex");
-        let old: lightcone_core::config::AgentConfig = serde_json::from_value(v).unwrap();
-        assert_eq!(old.authorities_key_hex, None);
     }
 }

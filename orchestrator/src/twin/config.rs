@@ -74,7 +74,7 @@ pub fn agent_configs(plan: &Plan, seed: u64) -> Vec<AgentConfig> {
             // As a lab's `up` (`keys::LabKeys::configure`): the authorities' group key and
             // the protocol version their orders need, so the twin speaks what labs speak.
             cfg.authorities_key_hex = authorities.clone();
-            cfg.protocol_version = crate::authority::protocol_for(&cfg);
+            cfg.protocol_version = crate::keys::protocol_for(&cfg);
             cfg.secret_key_file = None;
             cfg.secret_key_hex = hex::encode(secrets[id]);
             cfg.seed = node_seed(cfg.seed, seed);

@@ -331,13 +331,14 @@ impl Shaper {
             .min(HARD_CAP_PACKETS);
     }
 
-    /// A frame of `frame_len` bytes arrives at real time `now_real_ns`.
-    pub fn offer(&mut self, now_real_ns: u64, frame_len: usize) -> Verdict {
+    /// The decisions taken on arrival (steps 1–4 of the module doc): link down, loss,
+    /// duplication, queue limit. Accepted: the copies (1 or 2) now count in the queue.
+    fn admit(&mut self, frame_len: usize) -> Result<u32, Drop> {
         if !self.up {
-            return Verdict::Drop(Drop::Down);
+            return Err(Drop::Down);
         }
         if self.lost() {
-            return Verdict::Drop(Drop::Loss);
+            return Err(Drop::Loss);
         }
         let dup = self.dup_state.decide(self.model.duplicate, &mut self.rng);
         let copies: u32 = if dup { 2 } else { 1 };
@@ -345,12 +346,21 @@ impl Shaper {
         if self.queued_packets + copies > self.limit_packets
             || self.queued_bytes + bytes > self.limit_bytes
         {
-            return Verdict::Drop(Drop::Queue);
+            return Err(Drop::Queue);
         }
         self.queued_packets += copies;
         self.queued_bytes += bytes;
+        Ok(copies)
+    }
+
+    /// A frame of `frame_len` bytes arrives at real time `now_real_ns`.
+    pub fn offer(&mut self, now_real_ns: u64, frame_len: usize) -> Verdict {
+        let copies = match self.admit(frame_len) {
+            Ok(c) => c,
+            Err(why) => return Verdict::Drop(why),
+        };
         let first = self.schedule(now_real_ns, frame_len, true);
-        let duplicate = dup.then(|| self.schedule(now_real_ns, frame_len, false));
+        let duplicate = (copies > 1).then(|| self.schedule(now_real_ns, frame_len, false));
         Verdict::Deliver { first, duplicate }
     }
 
@@ -363,22 +373,10 @@ impl Shaper {
         if idle || !matches!(self.model.rate_bps, Some(r) if r > 0) {
             return self.offer(now_real_ns, frame_len);
         }
-        if !self.up {
-            return Verdict::Drop(Drop::Down);
-        }
-        if self.lost() {
-            return Verdict::Drop(Drop::Loss);
-        }
-        let dup = self.dup_state.decide(self.model.duplicate, &mut self.rng);
-        let copies: u32 = if dup { 2 } else { 1 };
-        let bytes = frame_len as u64 * u64::from(copies);
-        if self.queued_packets + copies > self.limit_packets
-            || self.queued_bytes + bytes > self.limit_bytes
-        {
-            return Verdict::Drop(Drop::Queue);
-        }
-        self.queued_packets += copies;
-        self.queued_bytes += bytes;
+        let copies = match self.admit(frame_len) {
+            Ok(c) => c,
+            Err(why) => return Verdict::Drop(why),
+        };
         for copy in 0..copies {
             self.waiting[class.index()].push_back(Waiting {
                 offered_real_ns: now_real_ns,

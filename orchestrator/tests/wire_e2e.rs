@@ -547,6 +547,7 @@ fn more_ends_than_descriptors() {
 #[test]
 fn class_a_datagrams_overtake_a_full_data_queue() {
     let _one = one_at_a_time();
+    use lightcone::link::wire::setsockopt_int;
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
 
@@ -570,18 +571,15 @@ fn class_a_datagrams_overtake_a_full_data_queue() {
         .expect("bind rx");
     assert!(lightcone::link::wire::enable_rx_timestamps(rx.as_raw_fd()));
     // Room for the whole burst: the probes are read only after they are all sent.
-    let bytes: libc::c_int = 8 << 20;
-    // SAFETY: an int socket option on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
+    assert!(
+        setsockopt_int(
             rx.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE");
+            8 << 20
+        ),
+        "SO_RCVBUFFORCE"
+    );
     rx.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let to = rx.local_addr().unwrap();
@@ -592,18 +590,11 @@ fn class_a_datagrams_overtake_a_full_data_queue() {
             .expect("bind tx")
     };
     let (data, marked, plain) = (bind_a(), bind_a(), bind_a());
-    let tos: libc::c_int = i32::from(lightcone_link::shaper::CLASS_A_DSCP) << 2;
-    // SAFETY: an int socket option on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            marked.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_TOS,
-            (&tos as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "IP_TOS");
+    let tos = i32::from(lightcone_link::shaper::CLASS_A_DSCP) << 2;
+    assert!(
+        setsockopt_int(marked.as_raw_fd(), libc::IPPROTO_IP, libc::IP_TOS, tos),
+        "IP_TOS"
+    );
     // 300 × 1,200-byte payloads (1,242-byte frames: 0.99 ms each at 10 Mbit/s) ≈ 0.3 s.
     let filler = vec![0u8; 1200];
     for _ in 0..300 {

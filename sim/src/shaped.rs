@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use lightcone_core::time::Instant;
 use lightcone_link::frame::{corruption_of, udp_frame_len, Corruption};
 use lightcone_link::model::{link_seed, LinkModel, LossModel, ModelError};
-use lightcone_link::shaper::{Class, Shaper, Verdict};
+use lightcone_link::shaper::{Class, Delivery, Shaper, Verdict};
 use lightcone_link::tally::Tally;
 
 use crate::{Ev, Sim};
@@ -258,23 +258,14 @@ impl Sim {
             }
         };
         for copy in std::iter::once(first).chain(duplicate) {
-            let discard = copy
-                .corrupt_bit
-                .is_some_and(|bit| corruption_of(bit) == Corruption::Dropped);
             *position += 1;
-            self.queue.push(Reverse((
-                Instant::from_nanos(copy.at_real_ns),
-                call,
-                *position,
-                Ev::Shaped {
-                    to,
-                    from,
-                    bytes: bytes.clone(),
-                    offer,
-                    sent: now,
-                    discard,
-                },
-            )));
+            self.queue.push(copy_event(
+                &copy,
+                (from, to),
+                bytes.clone(),
+                (offer, now),
+                (call, *position),
+            ));
         }
     }
 
@@ -314,23 +305,14 @@ impl Sim {
             };
             s.tally.started(&d);
             s.tally.waited(class, &d);
-            let discard = d
-                .corrupt_bit
-                .is_some_and(|bit| corruption_of(bit) == Corruption::Dropped);
             position += 1;
-            self.queue.push(Reverse((
-                Instant::from_nanos(d.at_real_ns),
-                call,
-                position,
-                Ev::Shaped {
-                    to,
-                    from,
-                    bytes,
-                    offer,
-                    sent,
-                    discard,
-                },
-            )));
+            self.queue.push(copy_event(
+                &d,
+                (from, to),
+                bytes,
+                (offer, sent),
+                (call, position),
+            ));
         }
         self.arm_shaped_start(from, to, call, &mut position);
     }
@@ -417,4 +399,32 @@ impl Sim {
             s.shaper.set_model(m);
         }
     }
+}
+
+/// The queue entry of a shaped copy of `bytes` over `from → to` (offer number and send time
+/// `sent`), due at its delivery, ordered by (`call`, `position`) among same-time events; a
+/// copy corrupted where the receiving host's checks drop it is marked `discard`.
+fn copy_event(
+    d: &Delivery,
+    (from, to): (u32, u32),
+    bytes: Vec<u8>,
+    (offer, sent): (u64, Instant),
+    (call, position): (u64, u64),
+) -> Reverse<(Instant, u64, u64, Ev)> {
+    let discard = d
+        .corrupt_bit
+        .is_some_and(|bit| corruption_of(bit) == Corruption::Dropped);
+    Reverse((
+        Instant::from_nanos(d.at_real_ns),
+        call,
+        position,
+        Ev::Shaped {
+            to,
+            from,
+            bytes,
+            offer,
+            sent,
+            discard,
+        },
+    ))
 }

@@ -734,7 +734,8 @@ fn boost_this_thread() {
     }
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> bool {
+/// `setsockopt` of an int option; true when the kernel took it.
+pub fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> bool {
     // SAFETY: an int option on our socket.
     unsafe {
         libc::setsockopt(
@@ -1304,22 +1305,14 @@ impl Loop {
                 }
                 Verdict::Deliver { first, duplicate } => {
                     for d in std::iter::once(first).chain(duplicate) {
-                        l.counters[dir].waited(class, d.waited_real_ns);
-                        let mut data = self.buf[..n].to_vec();
-                        if let Some(bit) = d.corrupt_bit {
-                            corrupt(&mut data, bit);
-                        }
-                        self.seq += 1;
-                        self.heap.push(Pending {
-                            at_ns: d.at_real_ns,
-                            seq: self.seq,
-                            slot,
-                            generation: l.generation,
-                            dir,
-                            arrived_ns: now,
-                            class,
-                            data,
-                        });
+                        launch(
+                            (&mut self.heap, &mut self.seq),
+                            &l.counters[dir],
+                            (slot, l.generation, dir, class),
+                            d,
+                            now,
+                            self.buf[..n].to_vec(),
+                        );
                     }
                 }
             }
@@ -1347,22 +1340,14 @@ impl Loop {
                 let Some(w) = l.waiting[dir][class.index()].pop_front() else {
                     break; // cannot happen: the FIFOs follow the shaper's queues
                 };
-                l.counters[dir].waited(class, d.waited_real_ns);
-                let mut data = w.data;
-                if let Some(bit) = d.corrupt_bit {
-                    corrupt(&mut data, bit);
-                }
-                self.seq += 1;
-                self.heap.push(Pending {
-                    at_ns: d.at_real_ns,
-                    seq: self.seq,
-                    slot,
-                    generation,
-                    dir,
-                    arrived_ns: w.arrived_ns,
-                    class,
-                    data,
-                });
+                launch(
+                    (&mut self.heap, &mut self.seq),
+                    &l.counters[dir],
+                    (slot, generation, dir, class),
+                    d,
+                    w.arrived_ns,
+                    w.data,
+                );
             }
             arm_kick(l, slot, dir, &mut self.kicks);
         }
@@ -1407,6 +1392,33 @@ impl Loop {
             c.queue(&l.shapers[p.dir]);
         }
     }
+}
+
+/// A copy starts: its wait is counted, its bit flipped if it is corrupted, and it goes on
+/// the heap due at its delivery. `at`: (link slot, its generation, direction, class).
+fn launch(
+    (heap, seq): (&mut BinaryHeap<Pending>, &mut u64),
+    counters: &DirCounters,
+    (slot, generation, dir, class): (usize, u64, usize, Class),
+    d: lightcone_link::shaper::Delivery,
+    arrived_ns: u64,
+    mut data: Vec<u8>,
+) {
+    counters.waited(class, d.waited_real_ns);
+    if let Some(bit) = d.corrupt_bit {
+        corrupt(&mut data, bit);
+    }
+    *seq += 1;
+    heap.push(Pending {
+        at_ns: d.at_real_ns,
+        seq: *seq,
+        slot,
+        generation,
+        dir,
+        arrived_ns,
+        class,
+        data,
+    });
 }
 
 /// Schedules the next start of direction `dir`'s waiting copies, if any wait and none is

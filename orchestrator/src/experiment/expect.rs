@@ -297,6 +297,11 @@ impl Metric {
                 300.0,
                 "autonomous self-healing repair within minutes (taken as 5 min from a loss to full redundancy)",
             ),
+            Metric::ClassALatencyExcess => f(
+                Cmp::Le,
+                0.0,
+                "safety/control traffic (Class A) always preempt user data: taken as no wait behind data",
+            ),
             Metric::ThermalLoadMax => f(
                 Cmp::Le,
                 0.90,

@@ -7,7 +7,7 @@ mod wire_lab;
 use std::time::{Duration, Instant};
 
 use lightcone::link::probe::{probe, ProbeOptions, ProbeReport};
-use lightcone::link::wire::{Direction, WireEngine, WireMetrics};
+use lightcone::link::wire::{Direction, LinkStats, WireEngine, WireMetrics};
 use lightcone_link::model::{DelayDistribution, LinkModel, LossModel};
 use wire_lab::{Lab, IP_A, IP_B};
 
@@ -597,9 +597,33 @@ fn class_a_datagrams_overtake_a_full_data_queue() {
     );
     // 300 × 1,200-byte payloads (1,242-byte frames: 0.99 ms each at 10 Mbit/s) ≈ 0.3 s.
     let filler = vec![0u8; 1200];
+    let a_to_b = || {
+        engine
+            .stats()
+            .into_iter()
+            .find(|s| s.link == "a-b" && s.direction == Direction::AToB)
+            .expect("a→b stats")
+    };
+    let taken = |s: &LinkStats| s.forwarded + s.queue_packets + s.dropped_queue;
+    let before = taken(&a_to_b());
     for _ in 0..300 {
         data.send_to(&filler, to).expect("send data");
     }
+    // The engine reads its socket in arrival order: a probe sent while the burst is still
+    // unread waits for the engine to take in the frames ahead of it, before any class is
+    // known (18 ms for the first probe in a loaded CI run). What is measured here is the
+    // order once frames are queued, so the probes go out after the burst is taken in.
+    let ingest_deadline = Instant::now() + Duration::from_secs(2);
+    while taken(&a_to_b()) < before + 300 && Instant::now() < ingest_deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ingested = taken(&a_to_b()) - before;
+    assert_eq!(
+        ingested,
+        300,
+        "the engine took in the burst: {:?}",
+        a_to_b()
+    );
     // Ten probes of each kind, 10 ms apart, while the burst still fills the queue.
     for i in 0..10u8 {
         for (sock, kind) in [(&marked, b'A'), (&plain, b'P')] {
@@ -643,11 +667,7 @@ fn class_a_datagrams_overtake_a_full_data_queue() {
         unmarked[0] > 0.1,
         "unmarked probes did not queue: {unmarked:?}"
     );
-    let st = engine
-        .stats()
-        .into_iter()
-        .find(|s| s.link == "a-b" && s.direction == Direction::AToB)
-        .expect("a→b stats");
+    let st = a_to_b();
     assert_eq!(st.class_a_forwarded, 10, "{st:?}");
     assert!(st.class_a_delay_max_s <= bound, "{st:?}");
     assert!(st.forwarded >= 320, "{st:?}");

@@ -723,6 +723,7 @@ impl Node {
                 shards: st.store().inventory(),
             }),
             time: None,
+            thermal: self.heat.as_ref().map(|h| h.stats(self.now)),
             summaries: self
                 .summaries
                 .iter()

@@ -967,6 +967,7 @@ impl Prepared {
                         Control::State => {
                             let mut snap = node.snapshot();
                             snap.time = node.time_view(now);
+                            snap.thermal = node.heat().map(|h| h.stats(now));
                             Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&snap).unwrap_or_default()))
                         }
                         Control::Clock(fault) => {

@@ -545,7 +545,7 @@ pub async fn metrics_links(State(s): State<ApiState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// `GET /nodes/{node}/{metrics|state}`: the agent's own, passed through.
+/// `GET /nodes/{node}/{metrics|state|leases}`: the agent's own, passed through.
 pub async fn node_proxy(
     State(s): State<ApiState>,
     UrlPath((node, what)): UrlPath<(String, String)>,
@@ -553,6 +553,7 @@ pub async fn node_proxy(
     let path = match what.as_str() {
         "metrics" => "/metrics",
         "state" => "/state",
+        "leases" => "/leases",
         _ => return Err(ApiError::NoSuchAction(format!("no node resource {what:?}"))),
     };
     proxy_to_agent(

@@ -121,6 +121,10 @@ pub struct NodeHealth {
     pub peers: PeerCounts,
     /// `running`, `exited` or `none`.
     pub process: String,
+    /// Its thermal load (heat to reject ÷ radiator capacity) and whether it is throttled,
+    /// as its agent reported them; `None` without a thermal model or an answer.
+    pub thermal_load: Option<f64>,
+    pub throttled: Option<bool>,
     /// See [`peer_view`].
     pub view: String,
 }
@@ -276,6 +280,7 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Health {
     // counts[node] = [alive, suspect, dead] as reported by peers.
     let mut counts = vec![[0u32; 3]; names.len()];
     let mut local_health: Vec<Option<i64>> = vec![None; names.len()];
+    let mut thermal: Vec<(Option<f64>, Option<bool>)> = vec![(None, None); names.len()];
     let mut answered = vec![false; names.len()];
     for (i, r) in futures::future::join_all(reqs).await {
         let Ok((200, body)) = r else { continue };
@@ -284,6 +289,10 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Health {
         };
         answered[i] = true;
         local_health[i] = v["local_health"].as_i64();
+        thermal[i] = (
+            v["thermal"]["load_ratio"].as_f64(),
+            v["thermal"]["throttled"].as_bool(),
+        );
         for m in v["members"].as_array().into_iter().flatten() {
             let (Some(id), Some(st)) = (m["id"].as_u64(), m["state"].as_str()) else {
                 continue;
@@ -313,6 +322,8 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Health {
                     suspect,
                 },
                 process: std::mem::take(&mut procs[i]),
+                thermal_load: thermal[i].0,
+                throttled: thermal[i].1,
                 view: peer_view(alive, suspect, dead).into(),
             };
             (n, h)
@@ -603,6 +614,8 @@ mod tests {
                 suspect: 0,
             },
             process: "running".into(),
+            thermal_load: Some(0.25),
+            throttled: Some(false),
             view: "suspect".into(),
         };
         same(
@@ -610,6 +623,7 @@ mod tests {
             json!({
                 "process": "running", "answers": true, "local_health": null,
                 "peers": { "alive": 3, "suspect": 0, "dead": 1 },
+                "thermal_load": 0.25, "throttled": false,
                 "view": "suspect",
             }),
         );

@@ -230,7 +230,12 @@ fn view_of(b: &Browser, node: &str) -> String {
 #[test]
 fn dashboard_draws_every_node_and_crashes_one() {
     require_root();
-    let t = TestLab::shipped("dash", "cell.yaml");
+    // The shipped cell with a thermal model (issue 15), so the page can colour by heat and
+    // list leases; the rest of the test does not depend on it.
+    let t = TestLab::from_src(
+        "dash",
+        &format!("{}\nthermal:\n  interval: 1s\n", shipped("cell.yaml")),
+    );
     let lab = t.lab.clone();
     t.up(&[]);
     let st: Value = serde_json::from_str(&lc_ok(&["status", &lab, "--json"])).unwrap();
@@ -283,6 +288,8 @@ fn dashboard_draws_every_node_and_crashes_one() {
         links_drawn.as_u64(),
         Some(s["links"].as_array().unwrap().len() as u64)
     );
+
+    thermal_colouring_and_leases(&b, &lab);
 
     // The victim: a tile (not the gateway, whose link the partition below cuts) that the
     // live stream shows alive in its peers' view before the crash. On a loaded host peers
@@ -414,6 +421,128 @@ fn dashboard_draws_every_node_and_crashes_one() {
 
     lc_ok(&["down", &lab]);
     assert_gone(&lab);
+}
+
+/// A node's `data-load` (its agent's thermal load) as the page shows it.
+fn loads(b: &Browser) -> std::collections::BTreeMap<String, Option<f64>> {
+    let v = b.js("return [...document.querySelectorAll('[data-node]')].map(e => [e.getAttribute('data-node'), e.getAttribute('data-load')])");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p[0].as_str()?.to_string();
+            Some((name, p[1].as_str().and_then(|x| x.parse().ok())))
+        })
+        .collect()
+}
+
+/// Issue 15 on the page: "colour by thermal load" paints each node by the load its agent
+/// reports (the page's own scale, checked against each node's `data-load`), placing tasks
+/// heats their holders on the page, and the owner's node page lists the leases with their
+/// holders (the holder's lists them as held).
+fn thermal_colouring_and_leases(b: &Browser, lab: &str) {
+    // Every tile reports a thermal load (idle: its share of the shell's background).
+    let mut idle = Default::default();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            idle = loads(b);
+            idle.iter()
+                .filter(|(n, _)| n.contains('t'))
+                .all(|(_, l)| l.is_some())
+        }),
+        "not every tile shows a thermal load: {idle:?}; console: {}",
+        b.console()
+    );
+    let idle_max = idle.values().flatten().cloned().fold(0.0, f64::max);
+    // Three hot tasks of 48 units from the gateway: no tile holds two (64 units each), so
+    // three tiles of the cell heat up.
+    let placed = lc_ok(&[
+        "task",
+        "submit",
+        "l0c0k0t0",
+        "--lab",
+        lab,
+        "--compute",
+        "48",
+        "--duration",
+        "600s",
+        "--class",
+        "hot",
+        "--count",
+        "3",
+    ]);
+    println!("task submit: {placed}");
+    let mut hot = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            hot = loads(b)
+                .into_iter()
+                .filter(|(_, l)| l.is_some_and(|l| l > idle_max + 0.05))
+                .map(|(n, _)| n)
+                .collect();
+            hot.len() >= 3
+        }),
+        "placing three 48-unit tasks heated {hot:?} (idle max {idle_max}); console: {}",
+        b.console()
+    );
+    // By peers' view first: fills are the membership colours.
+    let fills = |b: &Browser| {
+        b.js("return [...document.querySelectorAll('[data-node]')].map(e => [e.getAttribute('fill'), e.getAttribute('data-load') === 'none' ? COLORS.unknown : thermalColour(parseFloat(e.getAttribute('data-load'))), COLORS[e.getAttribute('data-view')] || COLORS.unknown])")
+    };
+    let by_view = fills(b);
+    assert!(
+        by_view.as_array().unwrap().iter().all(|f| f[0] == f[2]),
+        "peers' view colouring: {by_view}"
+    );
+    b.js("const s = document.getElementById('colour-by'); s.value = 'thermal'; s.dispatchEvent(new Event('change')); return 1");
+    // Let a snapshot or two arrive: the colouring must hold across live updates too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let by_heat = fills(b);
+    let rows = by_heat.as_array().unwrap();
+    assert!(
+        rows.iter().all(|f| f[0] == f[1]),
+        "thermal colouring does not follow data-load: {by_heat}"
+    );
+    let distinct: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter_map(|f| f[0].as_str().map(String::from))
+        .collect();
+    assert!(distinct.len() >= 2, "one colour for every node: {by_heat}");
+    assert_eq!(
+        b.js("return document.getElementById('legend-thermal').hidden"),
+        json!(false)
+    );
+    // The owner's page lists its three tasks with their holders; a holder's lists one held.
+    b.click("[data-node=\"l0c0k0t0\"]");
+    let lease_rows = |state: &str| {
+        b.js(&format!(
+            "const t = document.getElementById('d-leases'); if (!t) return -1; return [...t.querySelectorAll('tr[data-lease]')].filter(r => r.cells[5].textContent === '{state}').length"
+        ))
+        .as_i64()
+        .unwrap_or(-1)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || lease_rows("leased") == 3),
+        "the owner's page does not list three leased tasks: {}",
+        b.js("const t = document.getElementById('detail'); return t ? t.textContent.slice(0, 2000) : ''")
+    );
+    let holder = hot
+        .iter()
+        .find(|n| n.as_str() != "l0c0k0t0")
+        .expect("a holder other than the owner")
+        .clone();
+    b.click(&format!("[data-node=\"{holder}\"]"));
+    assert!(
+        wait_until(Duration::from_secs(10), || lease_rows("held") == 1),
+        "{holder}'s page does not list its held lease"
+    );
+    // Back to peers' view for the rest of the test.
+    b.js("const s = document.getElementById('colour-by'); s.value = 'view'; s.dispatchEvent(new Event('change')); return 1");
+    let back = fills(b);
+    assert!(
+        back.as_array().unwrap().iter().all(|f| f[0] == f[2]),
+        "back to peers' view: {back}"
+    );
 }
 
 /// 4 clusters × 5 cells × 15 tiles + 2 authorities = 302 nodes, 322 links.

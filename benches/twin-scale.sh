@@ -16,6 +16,8 @@
 #   MEM_CAP_MIB=.. kill a run whose resident set passes this (default 16384, the issue's
 #                  10^6 target; the box must never swap); its line says so
 #   OUT_DIR=...    keep the run directory of the largest size there (report.json/html)
+#   BIN=...        run this prebuilt `lightcone` instead of building target/release's (to
+#                  compare two builds with the same command)
 #
 # Peak RSS is the process's VmHWM, read from /proc while it runs (so a capped run has one).
 # Targets on the 2-core, 24 GiB machine: 10^5 tiles in <= 600 s, 10^6 in <= 3600 s and
@@ -26,8 +28,11 @@ DURATION=${DURATION:-600s}
 SIZES=("$@")
 [ ${#SIZES[@]} -eq 0 ] && SIZES=(10000 100000 1000000)
 . tests/rust-env.sh 2>/dev/null || true
-cargo build --release -q -p lightcone --bin lightcone || exit 1
-BIN=target/release/lightcone
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p lightcone --bin lightcone || exit 1
+  BIN=target/release/lightcone
+fi
+[ -x "$BIN" ] || { echo "BIN=$BIN is not an executable" >&2; exit 1; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/twin-scale.XXXXXX")
 
 # layers clusters cells for SIZE tiles in cells of 1,000

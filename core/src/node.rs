@@ -113,6 +113,29 @@ pub struct Node {
 }
 
 impl Node {
+    /// Entries held per structure: what a tile's memory grows with (the twin prints the
+    /// sums over all tiles). Counts, not bytes.
+    pub fn footprint(&self) -> Vec<(&'static str, usize)> {
+        let mut out = vec![
+            ("node.replay", self.replay.len()),
+            ("node.peer_epochs", self.peer_epochs.len()),
+            ("node.boot_notices", self.boot_notices.len()),
+            ("node.summaries", self.summaries.len()),
+            ("node.puts", self.puts.len()),
+            ("node.quiet_hinted", self.quiet_hinted.len()),
+            ("node.pending", self.pending.len()),
+            ("claims.sigs", self.claim_sigs.len()),
+            ("cell_log.len", self.cell_log.log.len() as usize),
+            ("bft_revoked", self.bft_revoked.len()),
+        ];
+        self.timers.footprint(&mut out);
+        self.membership.footprint(&mut out);
+        self.routing.footprint(&mut out);
+        self.cell_log.witness.footprint(&mut out);
+        self.watch.footprint(&mut out);
+        self.update.footprint(&mut out);
+        out
+    }
     /// Builds a node from the orchestrator's configuration, with default parameters.
     pub fn new(cfg: &AgentConfig, now: Instant) -> Result<Node, ConfigError> {
         Node::new_in(cfg, Arc::new(Directory::from_peers(&cfg.peers)?), now)
@@ -2101,4 +2124,57 @@ fn live_cell(me: u32, m: &Membership) -> Vec<u32> {
     v.sort_unstable();
     v.dedup();
     v
+}
+
+#[cfg(test)]
+mod footprint_tests {
+    use super::*;
+
+    /// Inline sizes of a tile's state (what `lightcone simulate` holds once per tile);
+    /// `--nocapture` prints them. The per-peer replay window stays 24 bytes (a `u128`
+    /// field made it 32) and a destination 8.
+    #[test]
+    fn inline_sizes_of_a_tile() {
+        let sizes = [
+            ("Node", std::mem::size_of::<Node>()),
+            ("Membership", std::mem::size_of::<Membership>()),
+            ("Routing", std::mem::size_of::<Routing>()),
+            ("Watch", std::mem::size_of::<Watch>()),
+            ("Replica", std::mem::size_of::<Replica>()),
+            ("Counters", std::mem::size_of::<Counters>()),
+            ("Params", std::mem::size_of::<Params>()),
+            ("Effects", std::mem::size_of::<Effects>()),
+            ("TimeLayer", std::mem::size_of::<Option<TimeLayer>>()),
+            ("Timers", std::mem::size_of::<Timers>()),
+            ("Byzantine", std::mem::size_of::<Byzantine>()),
+            ("CellLog", std::mem::size_of::<crate::trust::CellLog>()),
+            ("Versions", std::mem::size_of::<crate::update::Versions>()),
+            ("ReplayWindow", std::mem::size_of::<ReplayWindow>()),
+            (
+                "Heat",
+                std::mem::size_of::<Option<crate::heat::machine::Heat>>(),
+            ),
+            (
+                "StoreTile",
+                std::mem::size_of::<Option<crate::store::tile::StoreTile>>(),
+            ),
+            (
+                "TrustStore",
+                std::mem::size_of::<Option<crate::trust::threshold::TrustStore>>(),
+            ),
+            ("Replica(kv)", std::mem::size_of::<Replica>()),
+            ("SigningKey", std::mem::size_of::<SigningKey>()),
+            ("ChaCha8Rng", std::mem::size_of::<ChaCha8Rng>()),
+            ("Watch", std::mem::size_of::<Watch>()),
+            ("ClaimSigs", std::mem::size_of::<crate::claims::ClaimSigs>()),
+            ("Build", std::mem::size_of::<crate::update::Build>()),
+            ("Dest", std::mem::size_of::<Dest>()),
+            ("Route", std::mem::size_of::<crate::routing::Route>()),
+        ];
+        for (name, s) in sizes {
+            println!("size_of {name} = {s}");
+        }
+        assert_eq!(std::mem::size_of::<ReplayWindow>(), 24);
+        assert_eq!(std::mem::size_of::<Dest>(), 8);
+    }
 }

@@ -131,8 +131,115 @@ impl Locality {
     }
 }
 
-/// (local destination, raw advertised destination) → (cost, hops, when heard).
-type Adverts = BTreeMap<(Dest, Dest), (u32, u8, Instant)>;
+/// Where a node sits: what it needs to map an advertised destination to the key its own
+/// table keeps it under ([`Routing::localize`]). Fixed for a node's life.
+#[derive(Clone, Copy)]
+struct Here<'a> {
+    me: u32,
+    my: HierAddr,
+    dir: &'a Directory,
+}
+
+impl Here<'_> {
+    fn localize(&self, raw: Dest) -> Option<Dest> {
+        let my = &self.my;
+        match raw {
+            Dest::Node(x) => node_key(my, self.me, x, &self.dir.addr(x)?),
+            Dest::Cell {
+                layer,
+                cluster,
+                cell,
+            } => scope_key(my, layer, Some(cluster), Some(cell)),
+            Dest::Cluster { layer, cluster } => scope_key(my, layer, Some(cluster), None),
+            Dest::Layer { layer } => scope_key(my, layer, None, None),
+            Dest::Link => None,
+        }
+    }
+
+    /// The local key of a kept entry (kept entries always have one: see
+    /// [`Routing::on_advert`]; `Link`, which none has, would sort last).
+    fn key(&self, raw: Dest) -> Dest {
+        self.localize(raw).unwrap_or(Dest::Link)
+    }
+}
+
+/// One advertised entry: what a neighbour said about `raw` (24 bytes; its local key is
+/// derived from `raw`, never stored).
+#[derive(Debug, Clone, Copy)]
+struct Advert {
+    raw: Dest,
+    heard: Instant,
+    cost_us: u32,
+    hops: u8,
+}
+
+/// What one neighbour advertised: (local destination, raw advertised destination) →
+/// (cost, hops, when heard), in that key order (the order the `BTreeMap` of those keys it
+/// replaced iterated, so every walk over it visits entries as before).
+///
+/// A sorted vector, not a `BTreeMap`: a tile keeps one of these per neighbour with an entry
+/// for nearly every destination of its cell (~3,000 entries a tile in 1,000-tile cells of
+/// degree 4), and a B-tree built by in-order inserts leaves its nodes about half full
+/// (~60 bytes an entry with the stored local key, the largest share of a tile's memory in
+/// the twin). Here an entry is 24 bytes (the local key is a pure function of the raw one
+/// for a given node, so it is recomputed, not kept) and the vector grows by an eighth at a
+/// time. Inserting a new key moves the tail (a few KiB at most), which happens when a
+/// neighbour first tells us of a destination.
+#[derive(Debug, Clone, Default)]
+struct Adverts {
+    entries: Vec<Advert>,
+}
+
+impl Adverts {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn find(&self, here: Here<'_>, local: Dest, raw: Dest) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|a| (here.key(a.raw), a.raw).cmp(&(local, raw)))
+    }
+
+    /// Sets the entry for `raw`, kept under `local` (= `here.localize(raw)`).
+    fn insert(
+        &mut self,
+        here: Here<'_>,
+        local: Dest,
+        raw: Dest,
+        cost_us: u32,
+        hops: u8,
+        heard: Instant,
+    ) {
+        let a = Advert {
+            raw,
+            heard,
+            cost_us,
+            hops,
+        };
+        match self.find(here, local, raw) {
+            Ok(i) => self.entries[i] = a,
+            Err(i) => {
+                if self.entries.len() == self.entries.capacity() {
+                    self.entries.reserve_exact((self.entries.len() / 8).max(16));
+                }
+                self.entries.insert(i, a);
+            }
+        }
+    }
+
+    fn remove(&mut self, here: Here<'_>, local: Dest, raw: Dest) {
+        if let Ok(i) = self.find(here, local, raw) {
+            self.entries.remove(i);
+        }
+    }
+
+    /// The entries kept under our destination `local`.
+    fn under(&self, here: Here<'_>, local: Dest) -> &[Advert] {
+        let from = self.entries.partition_point(|a| here.key(a.raw) < local);
+        let to = from + self.entries[from..].partition_point(|a| here.key(a.raw) == local);
+        &self.entries[from..to]
+    }
+}
 
 /// The key under which a node at `my` keeps its route to a scope (layer `l`, cluster `c`,
 /// cell `ce`): the smallest scope holding it that is not ours; `None` when it is ours (or
@@ -189,6 +296,16 @@ pub struct Routing {
 }
 
 impl Routing {
+    /// Entries held, per structure (see [`crate::Node::footprint`]).
+    pub fn footprint(&self, out: &mut Vec<(&'static str, usize)>) {
+        out.push(("routing.links", self.links.len()));
+        out.push((
+            "routing.adverts",
+            self.adverts.values().map(|a| a.len()).sum(),
+        ));
+        out.push(("routing.table", self.table.len()));
+        out.push(("routing.dirty", self.dirty.len()));
+    }
     pub fn new(me: u32, dir: Arc<Directory>, links: &[(u32, u64)], params: RouteParams) -> Self {
         let my = dir.addr(me).unwrap_or(HierAddr {
             layer: 0,
@@ -296,17 +413,14 @@ impl Routing {
 
     /// The destination key this node's table uses for `raw` (None: it is us / our scope).
     pub fn localize(&self, raw: Dest) -> Option<Dest> {
-        let my = &self.my;
-        match raw {
-            Dest::Node(x) => node_key(my, self.me, x, &self.dir.addr(x)?),
-            Dest::Cell {
-                layer,
-                cluster,
-                cell,
-            } => scope_key(my, layer, Some(cluster), Some(cell)),
-            Dest::Cluster { layer, cluster } => scope_key(my, layer, Some(cluster), None),
-            Dest::Layer { layer } => scope_key(my, layer, None, None),
-            Dest::Link => None,
+        self.here().localize(raw)
+    }
+
+    fn here(&self) -> Here<'_> {
+        Here {
+            me: self.me,
+            my: self.my,
+            dir: &self.dir,
         }
     }
 
@@ -326,14 +440,16 @@ impl Routing {
         let Some(ads) = self.adverts.get(&s) else {
             return Vec::new();
         };
-        ads.iter()
-            .filter_map(|((d, _), (_, hops, _))| match d {
-                Dest::Node(x)
-                    if *hops == 1
-                        && *x != self.me
-                        && self.table.get(d).is_some_and(|r| r.next_hop == s) =>
+        let here = self.here();
+        ads.entries
+            .iter()
+            .filter_map(|a| match here.key(a.raw) {
+                d @ Dest::Node(x)
+                    if a.hops == 1
+                        && x != self.me
+                        && self.table.get(&d).is_some_and(|r| r.next_hop == s) =>
                 {
-                    Some(*x)
+                    Some(x)
                 }
                 _ => None,
             })
@@ -429,11 +545,16 @@ impl Routing {
     pub fn expire_entries(&mut self, now: Instant) {
         let life = self.params.entry_lifetime;
         let mut touched = BTreeSet::new();
+        let here = Here {
+            me: self.me,
+            my: self.my,
+            dir: &self.dir,
+        };
         for ads in self.adverts.values_mut() {
-            ads.retain(|(d, _), (_, _, t)| {
-                let keep = now.saturating_since(*t) <= life;
+            ads.entries.retain(|a| {
+                let keep = now.saturating_since(a.heard) <= life;
                 if !keep {
-                    touched.insert(*d);
+                    touched.insert(here.key(a.raw));
                 }
                 keep
             });
@@ -449,10 +570,15 @@ impl Routing {
             return;
         };
         l.up = false;
+        let here = Here {
+            me: self.me,
+            my: self.my,
+            dir: &self.dir,
+        };
         let dests: BTreeSet<Dest> = self
             .adverts
             .remove(&n)
-            .map(|a| a.into_keys().map(|(d, _)| d).collect())
+            .map(|a| a.entries.into_iter().map(|e| here.key(e.raw)).collect())
             .unwrap_or_default();
         let via = self.routes_via(n);
         for d in dests.into_iter().chain(via) {
@@ -514,11 +640,16 @@ impl Routing {
             let Some(d) = self.localize(e.dest) else {
                 continue;
             };
+            let here = Here {
+                me: self.me,
+                my: self.my,
+                dir: &self.dir,
+            };
             let ads = self.adverts.entry(n).or_default();
             if e.cost_us == INFINITY_US || e.hops >= self.params.max_hops {
-                ads.remove(&(d, e.dest));
+                ads.remove(here, d, e.dest);
             } else {
-                ads.insert((d, e.dest), (e.cost_us, e.hops, now));
+                ads.insert(here, d, e.dest, e.cost_us, e.hops, now);
             }
             touched.insert(d);
         }
@@ -531,7 +662,10 @@ impl Routing {
         let dests: BTreeSet<Dest> = self
             .adverts
             .get(&n)
-            .map(|a| a.keys().map(|(d, _)| *d).collect())
+            .map(|a| {
+                let here = self.here();
+                a.entries.iter().map(|e| here.key(e.raw)).collect()
+            })
             .unwrap_or_default();
         for d in dests {
             self.recompute(d);
@@ -557,11 +691,9 @@ impl Routing {
                 }
                 let transit = !self.distrust.contains(n);
                 if let Some(ads) = self.adverts.get(n).filter(|_| transit) {
-                    // `Node(0)` is the least `Dest`, so this starts at d's first entry.
-                    let from = (d, Dest::Node(0));
-                    for (_, (c, h, _)) in ads.range(from..).take_while(|((ld, _), _)| *ld == d) {
-                        if cand.is_none_or(|(bc, bh)| (*c, *h) < (bc, bh)) {
-                            cand = Some((*c, *h));
+                    for a in ads.under(self.here(), d) {
+                        if cand.is_none_or(|(bc, bh)| (a.cost_us, a.hops) < (bc, bh)) {
+                            cand = Some((a.cost_us, a.hops));
                         }
                     }
                 }
@@ -701,6 +833,103 @@ mod tests {
     use super::*;
     use crate::config::{PeerInfo, Role};
     use ed25519_dalek::SigningKey;
+
+    /// The sorted-vector adverts behave as the `BTreeMap<(Dest, Dest), (u32, u8, Instant)>`
+    /// keyed by (local, raw) they replaced: same entries, same iteration order, same
+    /// per-destination ranges, under a seeded mix of inserts, overwrites, removals and
+    /// expiries of destinations inside our cell, in other cells and in other clusters.
+    #[test]
+    fn adverts_match_the_btreemap_they_replaced() {
+        use rand::Rng;
+        use rand::SeedableRng;
+        let peers: Vec<PeerInfo> = (0..60u32)
+            .map(|i| PeerInfo {
+                name: format!("n{i}"),
+                id: i,
+                addr: HierAddr {
+                    layer: 0,
+                    cluster: (i / 30) as u16,
+                    cell: (i % 3) as u16,
+                    tile: i as u16,
+                },
+                role: Role::Tile,
+                public_key_hex: hex::encode(
+                    SigningKey::from_bytes(&[i as u8 + 1; 32])
+                        .verifying_key()
+                        .as_bytes(),
+                ),
+                position_au: [0.0; 3],
+            })
+            .collect();
+        let dir = Directory::from_peers(&peers).unwrap();
+        let here = Here {
+            me: 0,
+            my: dir.addr(0).unwrap(),
+            dir: &dir,
+        };
+        let seed = 20261206u64;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut ads = Adverts::default();
+        let mut map: BTreeMap<(Dest, Dest), (u32, u8, Instant)> = BTreeMap::new();
+        let dest = |rng: &mut rand_chacha::ChaCha8Rng| match rng.gen_range(0..4) {
+            0 | 1 => Dest::Node(rng.gen_range(0..60)),
+            2 => Dest::Cell {
+                layer: 0,
+                cluster: rng.gen_range(0..2),
+                cell: rng.gen_range(0..3),
+            },
+            _ => Dest::Cluster {
+                layer: rng.gen_range(0..2),
+                cluster: rng.gen_range(0..2),
+            },
+        };
+        let mut kinds = BTreeSet::new();
+        for step in 0..20_000u64 {
+            let r = dest(&mut rng);
+            let Some(l) = here.localize(r) else { continue };
+            kinds.insert((
+                matches!(l, Dest::Node(_)),
+                matches!(l, Dest::Cell { .. }),
+                l == r,
+            ));
+            let now = Instant::ZERO + Duration::from_millis(step);
+            match rng.gen_range(0..10) {
+                0..=5 => {
+                    let (c, h) = (rng.gen_range(1..5_000u32), rng.gen_range(0..30u8));
+                    ads.insert(here, l, r, c, h, now);
+                    map.insert((l, r), (c, h, now));
+                }
+                6..=8 => {
+                    ads.remove(here, l, r);
+                    map.remove(&(l, r));
+                }
+                _ => {
+                    let life = Duration::from_millis(3_000);
+                    ads.entries
+                        .retain(|a| now.saturating_since(a.heard) <= life);
+                    map.retain(|_, (_, _, t)| now.saturating_since(*t) <= life);
+                }
+            }
+            let got: Vec<_> = ads
+                .entries
+                .iter()
+                .map(|a| ((here.key(a.raw), a.raw), (a.cost_us, a.hops, a.heard)))
+                .collect();
+            let want: Vec<_> = map.iter().map(|(k, v)| (*k, *v)).collect();
+            assert_eq!(got, want, "seed {seed}, step {step}");
+            let under: Vec<_> = ads.under(here, l).iter().map(|a| a.raw).collect();
+            let range: Vec<_> = map
+                .range((l, Dest::Node(0))..)
+                .take_while(|((d, _), _)| *d == l)
+                .map(|((_, r), _)| *r)
+                .collect();
+            assert_eq!(under, range, "seed {seed}, step {step}");
+        }
+        assert!(ads.len() > 0, "the mix left entries to compare");
+        // Node keys (raw = local), cell keys and cluster keys (several raw per local).
+        assert!(kinds.len() >= 3, "{kinds:?}");
+        assert_eq!(std::mem::size_of::<Advert>(), 24);
+    }
 
     fn dir(n: u32) -> Arc<Directory> {
         let peers: Vec<PeerInfo> = (0..n)

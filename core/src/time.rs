@@ -111,6 +111,11 @@ pub struct Timers {
 }
 
 impl Timers {
+    /// Entries held, per structure (see [`crate::Node::footprint`]).
+    pub fn footprint(&self, out: &mut Vec<(&'static str, usize)>) {
+        out.push(("timers.slots", self.slots.len()));
+        out.push(("timers.first_set", self.first_set.len()));
+    }
     pub fn set(&mut self, key: TimerKey, at: Instant) {
         if self.first_set.len() >= MAX_REMEMBERED_DEADLINES {
             // Forget superseded deadlines (only their place among equal deadlines is lost).

@@ -211,6 +211,26 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Entries held, per structure (see [`crate::Node::footprint`]).
+    pub fn footprint(&self, out: &mut Vec<(&'static str, usize)>) {
+        out.push(("watch.audits", self.audits.len()));
+        out.push((
+            "watch.per_neighbour",
+            self.next_audit.len() + self.cursor.len() + self.results.len(),
+        ));
+        out.push(("watch.lies", self.lies.values().map(|m| m.len()).sum()));
+        out.push((
+            "watch.accusers",
+            self.accusers.values().map(|m| m.len()).sum(),
+        ));
+        out.push((
+            "watch.other",
+            self.evidence.len()
+                + self.evidence_since.len()
+                + self.convictions.len()
+                + self.offences.len(),
+        ));
+    }
     pub fn new(me: u32, params: WatchParams) -> Watch {
         Watch {
             me,

@@ -1021,7 +1021,10 @@ pub fn set_ttl(b: &mut [u8], ttl: u8) {
 #[derive(Debug, Clone, Default)]
 pub struct ReplayWindow {
     highest: u64,
-    bits: u128,
+    /// The 128-bit window as two words (low, high): a `u128` field aligns the struct to
+    /// 16 bytes (32 in all), and a tile keeps one window per peer it hears from, ~10^3 in
+    /// a cell; as words it is 24.
+    bits: [u64; 2],
 }
 
 impl ReplayWindow {
@@ -1032,27 +1035,29 @@ impl ReplayWindow {
         if seq == 0 {
             return false;
         }
-        if seq > self.highest {
+        let mut bits = (u128::from(self.bits[1]) << 64) | u128::from(self.bits[0]);
+        let accepted = if seq > self.highest {
             let shift = seq - self.highest;
-            self.bits = if shift >= Self::WINDOW {
+            bits = if shift >= Self::WINDOW {
                 0
             } else {
-                self.bits << shift
+                bits << shift
             };
-            self.bits |= 1;
+            bits |= 1;
             self.highest = seq;
-            return true;
-        }
-        let back = self.highest - seq;
-        if back >= Self::WINDOW {
-            return false;
-        }
-        let mask = 1u128 << back;
-        if self.bits & mask != 0 {
-            return false;
-        }
-        self.bits |= mask;
-        true
+            true
+        } else {
+            let back = self.highest - seq;
+            let mask = 1u128 << back.min(Self::WINDOW - 1);
+            if back >= Self::WINDOW || bits & mask != 0 {
+                false
+            } else {
+                bits |= mask;
+                true
+            }
+        };
+        self.bits = [bits as u64, (bits >> 64) as u64];
+        accepted
     }
 }
 

@@ -453,6 +453,13 @@ pub struct Witness {
 pub const MAX_SIZES_KEPT: usize = 256;
 
 impl Witness {
+    /// Entries held, per structure (see [`crate::Node::footprint`]).
+    pub fn footprint(&self, out: &mut Vec<(&'static str, usize)>) {
+        out.push(("witness.heads", self.heads.len()));
+        out.push(("witness.by_size", self.by_size.len()));
+        out.push(("witness.recent", self.recent.len()));
+        out.push(("witness.evidence", self.evidence.len()));
+    }
     /// The latest head we hold of `log_id` (its newest epoch).
     pub fn latest(&self, log_id: u32) -> Option<&TreeHead> {
         self.heads

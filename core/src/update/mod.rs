@@ -152,6 +152,10 @@ impl Default for Versions {
 }
 
 impl Versions {
+    /// Entries held, per structure (see [`crate::Node::footprint`]).
+    pub fn footprint(&self, out: &mut Vec<(&'static str, usize)>) {
+        out.push(("update.peers", self.peers.len() + self.hello_sent.len()));
+    }
     /// Runs `build` (before the node starts); `seed` seeds the defect's draws.
     pub fn set_build(&mut self, build: Build, seed: u64) {
         self.build = build;

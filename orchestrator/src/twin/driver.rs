@@ -165,6 +165,27 @@ impl Twin {
         }
     }
 
+    /// Entries held by all live tiles, per structure ([`lightcone_core::Node::footprint`]),
+    /// and the virtual time: what per-tile memory grows with.
+    pub(super) fn footprint_line(&self, when: &str) -> String {
+        let mut sums: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut live = 0usize;
+        for i in 0..self.names.len() as u32 {
+            if let Some(n) = self.sim.node(i) {
+                live += 1;
+                for (k, v) in n.footprint() {
+                    *sums.entry(k).or_default() += v;
+                }
+            }
+        }
+        let parts: Vec<String> = sums.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(
+            "state entries {when} ({live} live tiles, {} virtual): {}",
+            units::fmt_ns(self.sim.now().as_nanos()),
+            parts.join(" ")
+        )
+    }
+
     /// Seconds since the timeline's start.
     pub(super) fn t_s(&self) -> f64 {
         (self.sim.now() - self.t0).as_secs_f64()

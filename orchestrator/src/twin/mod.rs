@@ -176,7 +176,9 @@ pub fn simulate(
         twin.rec.scope.describe(configs.len())
     ));
     twin.warm_up(&mut progress);
+    progress(&twin.footprint_line("after warm-up"));
     twin.play(&timeline, sc.duration_ns, sc.seed, &mut progress);
+    progress(&twin.footprint_line("at the end"));
     twin.finish_puts();
     twin.final_reads();
     twin.read_back_objects();

@@ -473,9 +473,10 @@ impl Heat {
                 s.tiles += 1;
                 s.compute_total += u64::from(d.compute_total);
                 s.compute_free += u64::from(d.compute_free);
-                s.capacity_mw += d.capacity_mw;
-                s.heat_mw += d.heat_mw;
-                s.outward_mw += d.outward_mw;
+                // Descriptors are peers' words: sums saturate (see `add`).
+                s.capacity_mw = s.capacity_mw.saturating_add(d.capacity_mw);
+                s.heat_mw = s.heat_mw.saturating_add(d.heat_mw);
+                s.outward_mw = s.outward_mw.saturating_add(d.outward_mw);
                 s.max_load_ppm = s.max_load_ppm.max(d.load_ppm);
                 if d.compute_free > s.best_free && !d.throttled {
                     s.best_free = d.compute_free;
@@ -981,13 +982,15 @@ fn empty(scope: Dest, now: Instant) -> HeatSummary {
     }
 }
 
+/// Sums saturate: a summary is a peer's word (a forged or corrupt one must not overflow,
+/// which panicked under overflow checks: found by the `datagram` fuzz target).
 fn add(a: &mut HeatSummary, s: &HeatSummary) {
-    a.tiles += s.tiles;
-    a.compute_total += s.compute_total;
-    a.compute_free += s.compute_free;
-    a.capacity_mw += s.capacity_mw;
-    a.heat_mw += s.heat_mw;
-    a.outward_mw += s.outward_mw;
+    a.tiles = a.tiles.saturating_add(s.tiles);
+    a.compute_total = a.compute_total.saturating_add(s.compute_total);
+    a.compute_free = a.compute_free.saturating_add(s.compute_free);
+    a.capacity_mw = a.capacity_mw.saturating_add(s.capacity_mw);
+    a.heat_mw = a.heat_mw.saturating_add(s.heat_mw);
+    a.outward_mw = a.outward_mw.saturating_add(s.outward_mw);
     a.max_load_ppm = a.max_load_ppm.max(s.max_load_ppm);
     if s.best_free > a.best_free {
         a.best_free = s.best_free;

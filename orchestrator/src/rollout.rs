@@ -12,7 +12,7 @@
 //! - **rejoin** (bound [`Gates::rejoin_s`], 30 s: three times the spec's < 10 s local
 //!   detection, since a restarted tile must be forgotten and admitted again): every
 //!   updated tile's agent runs, sees each running cell-mate `alive`, and each of them sees
-//!   it `alive` (`/nodes/{n}/state`). Then up to three unjudged probe rounds teach every
+//!   it `alive` (`/nodes/{n}/state`). Then up to [`WARMUP_ROUNDS`] unjudged probe rounds teach every
 //!   tile the restarted tiles' new boot epochs (frames bound to an earlier boot are
 //!   refused by design).
 //! - **delivery** (bound [`Gates::delivery_min`], 99 %; the spec gives no figure: a sound
@@ -326,6 +326,9 @@ pub struct StageRecord {
     /// The worst soak round's delivered share.
     pub worst_round: Option<f64>,
     pub rounds: u32,
+    /// Unjudged rounds before the soak (at most [`WARMUP_ROUNDS`]).
+    #[serde(default)]
+    pub warmup_rounds: u32,
 }
 
 /// Why a rollout halted.
@@ -479,12 +482,17 @@ impl RolloutState {
         for st in &self.stages {
             let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
             s += &format!(
-                "  stage {:<8} {:>3} nodes  {:<11} deployed {:>8}  rejoined {:>8}  delivered {}/{}  worst round {}\n",
+                "  stage {:<8} {:>3} nodes  {:<11} deployed {:>8}  rejoined {:>8}  warm-up rounds {}  soak rounds {}  delivered {}/{}  worst round {}\n",
                 st.name,
                 st.nodes.len(),
-                format!("{:?}", st.status).to_lowercase(),
+                serde_json::to_value(st.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
                 opt(st.deployed_at_s),
                 opt(st.rejoined_at_s),
+                st.warmup_rounds,
+                st.rounds,
                 st.probes_delivered,
                 st.probes_sent,
                 st.worst_round.map_or("-".into(), |w| format!("{w:.4}")),
@@ -721,6 +729,11 @@ pub fn manifest(release: u64, sha: [u8; 32], protocol: u8, gates: &Gates) -> Man
 
 const PROBE: &[u8] = b"lightcone rollout probe";
 
+/// Unjudged probe rounds after a stage rejoined, until one delivers everything: frames
+/// bound to a restarted tile's earlier boot are refused by design, and routes through it
+/// are learned again (see the module docs).
+pub const WARMUP_ROUNDS: u32 = 5;
+
 /// Runs a rollout against the lab's supervisor: stage by stage, gates, rollback. `say`
 /// gets progress lines. The record is saved after every step.
 pub struct Runner<'a> {
@@ -733,6 +746,10 @@ pub struct Runner<'a> {
 
 /// Why a gate fired: (gate, reason).
 type Fired = (&'static str, String);
+
+/// A probe round's outcome: sent, delivered, and the running agents seen dead by a
+/// running cell-mate (observer, the dead one).
+type Round = (u64, u64, Vec<(usize, usize)>);
 
 impl<'a> Runner<'a> {
     pub fn new(
@@ -869,8 +886,8 @@ impl<'a> Runner<'a> {
         (counts, states)
     }
 
-    /// One probe round: (sent, delivered, nodes seen dead by a running cell-mate).
-    fn probe_round(&self) -> Result<(u64, u64, Vec<(usize, usize)>), RolloutError> {
+    /// One probe round: (sent, delivered, (node, cell-mate it sees dead) pairs).
+    fn probe_round(&self) -> Result<Round, RolloutError> {
         let running = self.running()?;
         let (before, _) = self.delivered(&running);
         let mut sent = 0;
@@ -937,9 +954,10 @@ impl<'a> Runner<'a> {
         self.state.stages[k].rejoined_at_s = Some(self.now_s());
         self.state.stages[k].status = StageStatus::Soaking;
         self.save()?;
-        // Unjudged rounds: senders learn the restarted tiles' boots.
-        for _ in 0..3 {
+        // Unjudged rounds: senders learn the restarted tiles' boots, routes settle.
+        for _ in 0..WARMUP_ROUNDS {
             let (sent, delivered, _) = self.probe_round()?;
+            self.state.stages[k].warmup_rounds += 1;
             if delivered == sent {
                 break;
             }

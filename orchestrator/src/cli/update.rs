@@ -174,6 +174,7 @@ pub(crate) fn cmd_update_start(a: StartArgs) -> Result<(), Failure> {
                 probes_delivered: 0,
                 worst_round: None,
                 rounds: 0,
+                warmup_rounds: 0,
             })
             .collect(),
         halt: None,

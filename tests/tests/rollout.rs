@@ -16,6 +16,13 @@
 //! The two variant builds are compiled by this test into their own target directory
 //! (`target/rollout-builds`; only `lightcone-agent` differs between them, the
 //! dependencies are shared). Needs root.
+//!
+//! **Not in the default suite** (`#[ignore]`): seeding that directory copies the
+//! workspace's `target/debug/{deps,.fingerprint,build}` (18 GB in a clean CI clone, more
+//! than the CI machine's free disk) before two agent rebuilds. Run it with
+//! `sudo -E cargo test -p lightcone-e2e --test rollout -- --ignored --nocapture`
+//! (session 11: passed in 49.98 s with the variants built; the builds took 1m44 and 43 s
+//! the first time).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -139,7 +146,7 @@ fn variants(api: &str, nodes: &[String]) -> Vec<(String, String)> {
 fn pids(lab: &str) -> Vec<(String, u64)> {
     let v: serde_json::Value =
         serde_json::from_str(&lc_ok(&["status", lab, "--json"])).expect("status json");
-    v["nodes"]
+    v["labs"][0]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -157,6 +164,7 @@ fn status_json(lab: &str) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "builds two agent variants in a copy of target/debug (18 GB in a clean clone): run with --ignored"]
 fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() {
     require_root();
     let t = TestLab::from_src("rollout", TOPOLOGY);

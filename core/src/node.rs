@@ -294,6 +294,11 @@ impl Node {
         self.update.set_build(build, seed);
     }
 
+    /// The build this node runs (its protocol version and any deliberate defect).
+    pub fn build(&self) -> crate::update::Build {
+        self.update.build()
+    }
+
     /// Refuses runtime orders with a serial at or below `serial` (see
     /// [`crate::update::dark::Darkness::set_floor`]). Sends nothing.
     pub fn set_order_floor(&mut self, serial: u64) {

@@ -64,6 +64,8 @@ pub enum DriverError {
     Revoked(String),
     #[error("authorities_key_hex: {0}")]
     AuthoritiesKey(String),
+    #[error("build: {0}")]
+    Build(#[from] lightcone_core::update::BuildError),
 }
 
 /// The authorities' group key from its hex (32 bytes, a valid Ed25519 point).
@@ -424,6 +426,13 @@ impl Metrics {
             text.push_str(&st.render(n, now));
         }
         text.push_str(&dark_series(n, node.darkness()));
+        text.push_str(&format!(
+            "# HELP lightcone_agent_build_info The agent build this node runs (issue 18: its variant and protocol version)\n\
+             # TYPE lightcone_agent_build_info gauge\n\
+             lightcone_agent_build_info{{node=\"{n}\",variant=\"{}\",protocol=\"{}\"}} 1\n",
+            crate::BUILD_VARIANT,
+            node.build().version
+        ));
         text
     }
 }
@@ -697,6 +706,18 @@ pub fn prepare(
         node.set_trust(authorities_key(k).map_err(DriverError::AuthoritiesKey)?);
     }
     node.set_order_floor(cfg.order_serial_floor);
+    if cfg!(feature = "defect-drop-forward") {
+        // The deliberately defective build (tests of `lightcone update`'s gates only).
+        let b = node.build().with_forward_drop(crate::DEFECT_DROP_PPM)?;
+        node.set_build(b);
+    }
+    tracing::info!(
+        build = crate::BUILD_VARIANT,
+        protocol = node.build().version,
+        forward_drop_ppm = node.build().forward_drop_ppm,
+        boot = cfg.boot,
+        "agent build"
+    );
     let verifier = Verifier::new(cfg.operator_public_key_hex.as_deref(), cfg.id)
         .map_err(DriverError::OperatorKey)?;
     if !cfg.revoked_ids.is_empty() {

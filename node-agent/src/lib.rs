@@ -12,3 +12,17 @@ pub mod driver;
 pub mod dscp;
 pub mod group;
 pub mod pct;
+
+/// Which build of the agent this is (issue 18's rollout tests build variants as cargo
+/// features: `defect-drop-forward`, `variant-b`); `standard` without either.
+pub const BUILD_VARIANT: &str = if cfg!(feature = "defect-drop-forward") {
+    "defect-drop-forward"
+} else if cfg!(feature = "variant-b") {
+    "variant-b"
+} else {
+    "standard"
+};
+
+/// What the `defect-drop-forward` build drops of the frames it forwards, ppm (30 %, the
+/// issue's example of a defect the canary stage must catch).
+pub const DEFECT_DROP_PPM: u32 = 300_000;

@@ -67,6 +67,8 @@ pub struct Agents {
     /// Many tiles per process (`agents: {tiles_per_process: N}`, N > 1); `None`: one
     /// process per node.
     groups: Option<Groups>,
+    /// Nodes whose agent runs another binary than `binary` (`lightcone update`, issue 18).
+    replaced: BTreeMap<usize, PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,9 @@ pub enum AgentError {
     },
     #[error("interrupted while waiting for agents to start")]
     Interrupted,
+    /// Nothing was changed: the node's agent shares its process with other tiles.
+    #[error("tiles share agent processes in this lab (agents.tiles_per_process > 1): one tile's binary cannot be replaced alone; nothing was changed")]
+    Grouped,
     #[error(transparent)]
     Group(#[from] crate::tilegroups::GroupError),
     #[error("only {started} of {total} agents started within {secs} s (the bound: 30 s + 200 ms per node); the host cannot bring this lab up in time: try a slower `--time-scale`, more `agents.tiles_per_process`, or a smaller lab")]
@@ -111,6 +116,7 @@ impl Agents {
             boots: BTreeMap::new(),
             keys,
             groups: None,
+            replaced: BTreeMap::new(),
         })
     }
 
@@ -177,7 +183,7 @@ impl Agents {
             .map_err(err)?;
         let ns = Netns::open(&node.netns).map_err(|e| err(std::io::Error::other(e.to_string())))?;
         let ns_fd = ns.fd().as_raw_fd();
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = Command::new(self.replaced.get(&id).unwrap_or(&self.binary));
         cmd.arg("--config")
             .arg(&cfg_path)
             .stdin(Stdio::null())
@@ -210,6 +216,43 @@ impl Agents {
         }
         self.procs.insert(id, Proc { child });
         Ok(pid)
+    }
+
+    /// Replaces node `id`'s agent with `binary` (`None`: the lab's own agent binary) and
+    /// restarts it with the same configuration and a new boot (it rejoins empty and
+    /// refills from its cell, see `lightcone_core::update`). Refused, with nothing
+    /// changed, when tiles share processes; a spawn error leaves the node's agent stopped
+    /// and its binary set (a restart tries the same binary again).
+    pub fn replace(
+        &mut self,
+        plan: &Plan,
+        id: usize,
+        binary: Option<PathBuf>,
+        dir: &LabDir,
+        ledger: &mut Ledger,
+    ) -> Result<u32, AgentError> {
+        if self.groups.is_some() {
+            return Err(AgentError::Grouped);
+        }
+        match binary {
+            Some(b) if b != self.binary => {
+                self.replaced.insert(id, b);
+            }
+            _ => {
+                self.replaced.remove(&id);
+            }
+        }
+        self.start(plan, id, dir, ledger)
+    }
+
+    /// The binary node `id`'s agent runs (or would run at its next start).
+    pub fn binary_of(&self, id: usize) -> &Path {
+        self.replaced.get(&id).unwrap_or(&self.binary)
+    }
+
+    /// The lab's own agent binary (what `up` started every node with).
+    pub fn lab_binary(&self) -> &Path {
+        &self.binary
     }
 
     /// Whether tiles share processes (`agents.tiles_per_process` > 1).

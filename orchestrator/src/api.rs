@@ -691,6 +691,137 @@ pub async fn api_node_task(
     .await
 }
 
+/// `POST /api/nodes/{node}/update` body (issue 18, `lightcone update`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// The agent binary to run (an absolute path); `None`: the lab's own agent binary.
+    #[serde(default)]
+    pub binary: Option<String>,
+    /// With `binary`: its SHA-256 (hex) as the release's manifest names it. The file is
+    /// hashed again here, just before it runs: another file is refused.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// What `POST /api/nodes/{node}/update` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateReply {
+    pub node: String,
+    /// The new agent process.
+    pub pid: u32,
+    /// The binary it runs and its SHA-256 (hex).
+    pub binary: String,
+    pub sha256: String,
+}
+
+/// SHA-256 of a file, hex.
+pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Why a file cannot be run as an agent binary: missing, not a regular file, or not
+/// executable. `None`: it can.
+pub fn not_runnable(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(e) => Some(format!("{}: {e}", path.display())),
+        Ok(m) if !m.is_file() => Some(format!("{} is not a regular file", path.display())),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some(format!(
+            "{} is not executable (chmod +x it)",
+            path.display()
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// `POST /api/nodes/{node}/update`: replaces `node`'s agent process with another binary
+/// (same configuration, new boot: it rejoins empty), or with the lab's own binary again
+/// (a rollback). A binary that is missing, not executable or not the one `sha256` names
+/// is refused (`400`) and nothing changes; so is a lab whose tiles share processes.
+pub async fn api_node_update(
+    State(s): State<ApiState>,
+    UrlPath(node): UrlPath<String>,
+    Json(req): Json<UpdateRequest>,
+) -> Result<Json<UpdateReply>, ApiError> {
+    let asked = match (&req.binary, &req.sha256) {
+        (None, None) => None,
+        (Some(b), Some(want)) => {
+            let p = PathBuf::from(b);
+            if !p.is_absolute() {
+                return Err(ApiError::Bad(format!(
+                    "binary {b:?} is not an absolute path; nothing was changed"
+                )));
+            }
+            if let Some(why) = not_runnable(&p) {
+                return Err(ApiError::Bad(format!("{why}; nothing was changed")));
+            }
+            let have = file_sha256(&p).map_err(|e| ApiError::Bad(format!("{b}: {e}")))?;
+            if !have.eq_ignore_ascii_case(want.trim()) {
+                return Err(ApiError::Bad(format!(
+                    "{b} has SHA-256 {have}, the release names {}; nothing was changed",
+                    want.trim()
+                )));
+            }
+            Some((p, have))
+        }
+        (Some(_), None) => {
+            return Err(ApiError::Bad(
+                "binary without sha256: say which build it must be; nothing was changed".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::Bad(
+                "sha256 without binary; nothing was changed".into(),
+            ))
+        }
+    };
+    let lab_binary = {
+        let lab = s.lab.lock().expect("lab lock");
+        let id = lab.node(&node)?;
+        let Some(agents) = lab.agents.as_ref() else {
+            return Err(no_agents(&lab));
+        };
+        if agents.is_grouped() {
+            return Err(ApiError::Bad(
+                crate::agents::AgentError::Grouped.to_string(),
+            ));
+        }
+        let _ = id;
+        agents.lab_binary().to_path_buf()
+    };
+    let (path, sha) = match asked {
+        Some(x) => x,
+        None => {
+            let sha = file_sha256(&lab_binary).map_err(ApiError::internal)?;
+            (lab_binary, sha)
+        }
+    };
+    let mut guard = s.lab.lock().expect("lab lock");
+    let lab = &mut *guard;
+    let id = lab.node(&node)?;
+    let Some(agents) = lab.agents.as_mut() else {
+        return Err(no_agents(lab));
+    };
+    let pid = agents
+        .replace(&lab.plan, id, Some(path.clone()), &lab.dir, &mut lab.ledger)
+        .map_err(ApiError::internal)?;
+    lab.event(
+        "update",
+        format!("{node} runs {} (sha256 {sha})", path.display()),
+    );
+    Ok(Json(UpdateReply {
+        node,
+        pid,
+        binary: path.display().to_string(),
+        sha256: sha,
+    }))
+}
+
 /// `POST /api/nodes/{node}/order` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

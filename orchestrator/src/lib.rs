@@ -19,6 +19,7 @@ pub mod parse;
 pub mod plan;
 pub mod procstat;
 pub mod progress;
+pub mod rollout;
 pub mod state;
 pub mod supervisor;
 pub mod telemetry;

@@ -145,6 +145,13 @@ enum Cmd {
     Dark(cli::OrderArgs),
     /// Light a dark scope again with a threshold-signed undark order (see `dark`).
     Undark(cli::OrderArgs),
+    /// Staged rollout of an agent build in a running lab: a threshold-signed release,
+    /// then canary cell -> its cluster -> its layer -> all, each stage held to health
+    /// gates over a soak; a gate that fires rolls the stage back and halts.
+    Update {
+        #[command(subcommand)]
+        action: UpdateCmd,
+    },
     /// Play a scenario (faults on a timeline) against its lab and judge its expectations;
     /// writes a run directory (events, metrics, report.json, report.html). Exit 1 if any
     /// expectation failed.
@@ -218,6 +225,28 @@ enum Cmd {
         #[arg(long, value_parser = cli::parse_time_scale)]
         time_scale: Option<f64>,
     },
+}
+
+#[derive(Subcommand)]
+enum UpdateCmd {
+    /// Print the stages (canary cell -> cluster -> layer -> all) with their node counts.
+    Plan {
+        lab: String,
+        /// The canary cell (`lLcCkK`); default: the lab's first cell of tiles.
+        #[arg(long)]
+        canary: Option<String>,
+    },
+    /// Sign a release of the build with t of the lab's authority shares and roll it out
+    /// (runs in the foreground; exit 1 if a gate halted it).
+    Start(cli::StartArgs),
+    /// The rollout's state (from the lab's state directory; any process).
+    Status {
+        lab: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running rollout and roll back every node it updated.
+    Abort { lab: String },
 }
 
 #[derive(Subcommand)]
@@ -501,6 +530,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => cli::cmd_simulate(scenario, seed, out, json, crypto),
         Cmd::Dark(a) => cli::cmd_order(true, a),
         Cmd::Undark(a) => cli::cmd_order(false, a),
+        Cmd::Update { action } => match action {
+            UpdateCmd::Plan { lab, canary } => cli::cmd_update_plan(lab, canary),
+            UpdateCmd::Start(a) => cli::cmd_update_start(a),
+            UpdateCmd::Status { lab, json } => cli::cmd_update_status(lab, json),
+            UpdateCmd::Abort { lab } => cli::cmd_update_abort(lab),
+        },
         Cmd::Exec { lab, node, cmd } => cli::cmd_exec(lab, node, cmd),
         Cmd::Link { action } => cli::cmd_link(action),
         Cmd::Object { action } => match action {

@@ -170,6 +170,7 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
         .route("/api/nodes/{node}/byzantine", post(api::api_node_byzantine))
         .route("/api/nodes/{node}/task", post(api::api_node_task))
         .route("/api/nodes/{node}/order", post(api::api_node_order))
+        .route("/api/nodes/{node}/update", post(api::api_node_update))
         .route("/api/nodes/{node}/{what}", post(api::api_node_fault))
         .route("/api/shutdown", post(api::api_shutdown))
         .route("/api/revoke", post(api::api_revoke))

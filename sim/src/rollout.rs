@@ -21,8 +21,9 @@
 //!   safety; a crash rate of zero is what the twin can hold an update to).
 //!
 //! Not built: gates on causal anomalies, time σ coverage and thermal load (the monitors
-//! exist in the experiment runner's expectations, not yet wired here), and the lab slice
-//! (replacing real agent binaries under `lightcone update`).
+//! exist in the experiment runner's expectations, not yet wired here). The lab slice, with
+//! real agent binaries replaced under `lightcone update`, is the orchestrator's `rollout`
+//! module, with the same stages and gates.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -226,9 +226,25 @@ impl Verifier {
         }
     }
 
+    /// A verifier that already trusts metadata versions `trusted` (targets, snapshot,
+    /// timestamp) and release `installed`: TUF's client store read back (the orchestrator
+    /// keeps it in the lab's state directory between `lightcone update` runs).
+    pub fn resume(root: Root, trusted: [u64; 3], installed: u64) -> Verifier {
+        Verifier {
+            root,
+            trusted,
+            installed,
+        }
+    }
+
     /// The release installed last (0: none).
     pub fn installed(&self) -> u64 {
         self.installed
+    }
+
+    /// The newest metadata versions trusted: targets, snapshot, timestamp.
+    pub fn trusted(&self) -> [u64; 3] {
+        self.trusted
     }
 
     fn check(&self, s: &Signed, role: Role, now_ns: u64) -> Result<(), ReleaseError> {

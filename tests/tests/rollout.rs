@@ -1,0 +1,420 @@
+//! Issue 18 (staged update rollout), end to end: `lightcone update` in a real lab on the
+//! wire engine. Two cells of four tiles on rings, a ring of cells, one authority (9 nodes):
+//!
+//! - bad input changes nothing: a lab that is not up, a build that is missing or not
+//!   executable, a release signed by fewer than t (3 of 5) authority shares;
+//! - a sound new build (`--features variant-b`: a real different binary) reaches every
+//!   node through canary → cluster → layer with every gate passing, and every agent says
+//!   it runs it (`lightcone_agent_build_info`); the same release number again (a
+//!   replayed manifest) is refused;
+//! - a defective build (`--features defect-drop-forward`: 30 % of forwarded frames
+//!   dropped) is caught by the delivery gate at the canary stage and rolled back before
+//!   any node outside the canary cell runs it; the status (from another process) names
+//!   the gate and the time to rollback;
+//! - a second rollout while one runs is refused; `update abort` rolls the running one back.
+//!
+//! The two variant builds are compiled by this test into their own target directory
+//! (`target/rollout-builds`; only `lightcone-agent` differs between them, the
+//! dependencies are shared). Needs root.
+//!
+//! **Not in the default suite** (`#[ignore]`): seeding that directory copies the
+//! workspace's `target/debug/{deps,.fingerprint,build}` (18 GB in a clean CI clone, more
+//! than the CI machine's free disk) before two agent rebuilds. Run it with
+//! `sudo -E cargo test -p lightcone-e2e --test rollout -- --ignored --nocapture`
+//! (session 11: passed in 49.98 s with the variants built; the builds took 1m44 and 43 s
+//! the first time).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lightcone_e2e::*;
+
+const TOPOLOGY: &str = "\
+name: rollout
+seed: 18
+generate:
+  layers:
+    - { radius_au: 1.0, clusters: 1, cells: 2, tiles: 4, authorities: 1 }
+  cell_fabric: ring
+  cluster_fabric: ring
+  links:
+    cell: { delay: 2ms }
+    cluster: { delay: 5ms }
+    authority: { delay: 1ms }
+";
+
+const CANARY: [&str; 4] = ["l0c0k0t0", "l0c0k0t1", "l0c0k0t2", "l0c0k0t3"];
+
+/// The variants' own target directory. The first time, it is seeded with a copy of the
+/// workspace build's `deps`, `.fingerprint` and `build` (the dependencies' features are the
+/// same, so cargo compiles only `lightcone-agent` again: 1 min 44 s measured here under
+/// load, against about 16 min for a target directory of its own from nothing).
+fn variants_target() -> PathBuf {
+    let target = bin_dir()
+        .parent()
+        .expect("target dir")
+        .join("rollout-builds");
+    let debug = target.join("debug");
+    if !debug.join("deps").exists() {
+        let t0 = Instant::now();
+        std::fs::create_dir_all(&debug).expect("create the variants' target dir");
+        for d in ["deps", ".fingerprint", "build"] {
+            let o = Command::new("cp")
+                .arg("-a")
+                .arg(bin_dir().join(d))
+                .arg(&debug)
+                .output()
+                .expect("cp");
+            assert!(o.status.success(), "seeding {d}: {}", text(&o));
+        }
+        println!(
+            "seeded {} from the workspace build in {:.1} s",
+            target.display(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    target
+}
+
+/// Builds the agent with `feature` into the variants' target directory and copies it to
+/// `to`; how long the build took.
+fn build_variant(feature: &str, to: &Path) -> Duration {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = variants_target();
+    let t0 = Instant::now();
+    let o = Command::new(cargo)
+        .current_dir(repo_root())
+        .args(["build", "-p", "lightcone-agent", "--bin", "lightcone-agent"])
+        .args(["--features", feature, "--target-dir"])
+        .arg(&target)
+        .output()
+        .expect("run cargo");
+    assert!(
+        o.status.success(),
+        "cargo build --features {feature} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::copy(target.join("debug/lightcone-agent"), to).expect("copy the build");
+    t0.elapsed()
+}
+
+fn sha256(p: &Path) -> String {
+    let o = Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn api_url(lab: &str) -> String {
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/lightcone/{lab}/supervisor.json")).expect("supervisor.json"),
+    )
+    .unwrap();
+    info["api_url"].as_str().unwrap().to_string()
+}
+
+/// The variant each node's agent says it runs (`lightcone_agent_build_info`).
+fn variants(api: &str, nodes: &[String]) -> Vec<(String, String)> {
+    nodes
+        .iter()
+        .map(|n| {
+            let text = ureq::get(&format!("{api}/nodes/{n}/metrics"))
+                .timeout(Duration::from_secs(5))
+                .call()
+                .ok()
+                .and_then(|r| r.into_string().ok())
+                .unwrap_or_default();
+            let v = text
+                .lines()
+                .find(|l| l.starts_with("lightcone_agent_build_info{"))
+                .and_then(|l| l.split("variant=\"").nth(1))
+                .and_then(|l| l.split('"').next())
+                .unwrap_or("?")
+                .to_string();
+            (n.clone(), v)
+        })
+        .collect()
+}
+
+/// Agent pids by node, from `lightcone status --json`.
+fn pids(lab: &str) -> Vec<(String, u64)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&lc_ok(&["status", lab, "--json"])).expect("status json");
+    v["labs"][0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["agent"]["pid"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn status_json(lab: &str) -> serde_json::Value {
+    serde_json::from_str(&lc_ok(&["update", "status", lab, "--json"])).expect("status json")
+}
+
+#[test]
+#[ignore = "builds two agent variants in a copy of target/debug (18 GB in a clean clone): run with --ignored"]
+fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() {
+    require_root();
+    let t = TestLab::from_src("rollout", TOPOLOGY);
+    let lab = t.lab.clone();
+    let scratch = t.dir().to_path_buf();
+    let good: PathBuf = scratch.join("agent-variant-b");
+    let bad: PathBuf = scratch.join("agent-defect");
+    let took_bad = build_variant("defect-drop-forward", &bad);
+    let took_good = build_variant("variant-b", &good);
+    let standard = bin_dir().join("lightcone-agent");
+    println!(
+        "variant builds: defect-drop-forward {:.1} s, variant-b {:.1} s; sha256 standard {}, variant-b {}, defect {}",
+        took_bad.as_secs_f64(),
+        took_good.as_secs_f64(),
+        sha256(&standard),
+        sha256(&good),
+        sha256(&bad)
+    );
+    assert_ne!(
+        sha256(&good),
+        sha256(&standard),
+        "variant-b is another binary"
+    );
+    assert_ne!(sha256(&bad), sha256(&standard));
+
+    // Not up yet: refused, nothing created.
+    let o = lc(&["update", "start", &lab, "--build", good.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("is not up"), "{}", text(&o));
+
+    t.up(&[]);
+    let api = api_url(&lab);
+    let nodes: Vec<String> = pids(&lab).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(nodes.len(), 9);
+    assert!(
+        wait_until(Duration::from_secs(30), || variants(&api, &nodes)
+            .iter()
+            .all(|(_, v)| v == "standard")),
+        "agents never reported their build: {:?}",
+        variants(&api, &nodes)
+    );
+
+    // The plan.
+    let plan = lc_ok(&["update", "plan", &lab]);
+    print!("{plan}");
+    assert!(
+        plan.contains("stage 1 canary      4 nodes  (1 cell: l0c0k0)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("stage 2 cluster     4 nodes  (1 cell: l0c0k1)"),
+        "{plan}"
+    );
+    assert!(plan.contains("stage 3 layer       1 node "), "{plan}");
+    assert!(plan.ends_with("3 stages, 9 of 9 nodes\n"), "{plan}");
+
+    // Bad input: nothing changes (no rollout record, no agent restarted).
+    let before = pids(&lab);
+    let missing = scratch.join("no-such-agent");
+    let o = lc(&[
+        "update",
+        "start",
+        &lab,
+        "--build",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("No such file") && text(&o).contains("nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    let plain = scratch.join("plain-file");
+    std::fs::write(&plain, b"#!/bin/sh\n").unwrap();
+    let o = lc(&["update", "start", &lab, "--build", plain.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is not executable"), "{}", text(&o));
+    let o = lc(&[
+        "update",
+        "start",
+        &lab,
+        "--build",
+        good.to_str().unwrap(),
+        "--shares",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("signing refused: only 2 signers, the threshold is 3; nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    let o = lc(&["update", "status", &lab]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("no rollout was started"), "{}", text(&o));
+    assert_eq!(pids(&lab), before, "a refused start restarted an agent");
+
+    // The good build: every stage passes, every agent runs it.
+    let t0 = Instant::now();
+    let out = lc_ok(&[
+        "update",
+        "start",
+        &lab,
+        "--build",
+        good.to_str().unwrap(),
+        "--soak",
+        "5",
+    ]);
+    print!("{out}");
+    println!("good rollout took {:.1} s", t0.elapsed().as_secs_f64());
+    assert!(out.contains("release 1 accepted"), "{out}");
+    assert!(
+        out.contains("signed by 3 of 5 authority shares (threshold 3)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rollout complete: every stage passed its gates"),
+        "{out}"
+    );
+    let s = status_json(&lab);
+    assert_eq!(s["phase"], "complete");
+    for st in s["stages"].as_array().unwrap() {
+        assert_eq!(st["status"], "passed", "{st}");
+        assert!(st["probes_sent"].as_u64().unwrap() > 0, "{st}");
+        assert_eq!(st["probes_delivered"], st["probes_sent"], "{st}");
+    }
+    let v = variants(&api, &nodes);
+    assert!(
+        v.iter().all(|(_, v)| v == "variant-b"),
+        "not every node runs the release: {v:?}"
+    );
+    let after_good = pids(&lab);
+    assert!(
+        after_good
+            .iter()
+            .zip(&before)
+            .all(|(a, b)| a.1 != b.1 && a.1 != 0),
+        "every agent process was replaced: {before:?} → {after_good:?}"
+    );
+
+    // The same release number again: a replayed manifest, refused.
+    let o = lc(&[
+        "update",
+        "start",
+        &lab,
+        "--build",
+        good.to_str().unwrap(),
+        "--release",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("release refused:") && text(&o).contains("nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(status_json(&lab)["phase"], "complete");
+    assert_eq!(pids(&lab), after_good);
+
+    // The defective build: the canary's delivery gate fires; rolled back to release 1.
+    let t1 = Instant::now();
+    let o = lc(&[
+        "update",
+        "start",
+        &lab,
+        "--build",
+        bad.to_str().unwrap(),
+        "--soak",
+        "5",
+    ]);
+    print!("{}", text(&o));
+    println!("bad rollout took {:.1} s", t1.elapsed().as_secs_f64());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let s = status_json(&lab);
+    let status = lc_ok(&["update", "status", &lab]);
+    print!("{status}");
+    assert_eq!(s["phase"], "halted", "{s}");
+    let h = &s["halt"];
+    assert_eq!(h["stage"], "canary", "{s}");
+    assert_eq!(h["gate"], "delivery", "{s}");
+    let ttr = h["time_to_rollback_s"].as_f64().unwrap();
+    assert!(ttr > 0.0, "{s}");
+    assert!(
+        status.contains("HALTED at stage canary: gate delivery fired")
+            && status.contains("time to rollback"),
+        "{status}"
+    );
+    let stages = s["stages"].as_array().unwrap();
+    assert_eq!(stages[0]["status"], "rolled_back");
+    for st in &stages[1..] {
+        assert_eq!(st["status"], "pending", "left the canary cell: {st}");
+        assert!(st["deployed_at_s"].is_null(), "{st}");
+    }
+    let mut rolled: Vec<String> = h["rolled_back"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    rolled.sort();
+    assert_eq!(rolled, CANARY);
+    let v = variants(&api, &nodes);
+    assert!(
+        v.iter().all(|(_, v)| v == "variant-b"),
+        "every node runs release 1 again: {v:?}"
+    );
+    // Nodes outside the canary cell were never restarted by the bad rollout.
+    let after_bad = pids(&lab);
+    for ((n, a), (_, b)) in after_bad.iter().zip(&after_good) {
+        if !CANARY.contains(&n.as_str()) {
+            assert_eq!(a, b, "{n} was restarted outside the canary");
+        }
+    }
+
+    // A second rollout while one runs: refused. Abort rolls the running one back.
+    let mut running = Command::new(lightcone_bin())
+        .args(["update", "start", &lab, "--build", good.to_str().unwrap()])
+        .args(["--soak", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a rollout");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let s = status_json(&lab);
+            s["phase"] == "running" && s["stages"][0]["status"] == "soaking"
+        }),
+        "the rollout never reached its soak: {}",
+        status_json(&lab)
+    );
+    let o = lc(&["update", "start", &lab, "--build", good.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("a rollout is already running in lab"),
+        "{}",
+        text(&o)
+    );
+    let out = lc_ok(&["update", "abort", &lab]);
+    print!("{out}");
+    let code = running.wait().expect("rollout process").code();
+    assert_eq!(code, Some(0), "an aborted rollout exits 0");
+    let s = status_json(&lab);
+    assert_eq!(s["phase"], "aborted", "{s}");
+    assert_eq!(s["stages"][0]["status"], "rolled_back", "{s}");
+    let v = variants(&api, &nodes);
+    assert!(v.iter().all(|(_, v)| v == "variant-b"), "{v:?}");
+    let o = lc(&["update", "abort", &lab]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+
+    lc_ok(&["down", &lab]);
+    assert_gone(&lab);
+}

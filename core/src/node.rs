@@ -751,7 +751,7 @@ impl Node {
                 shards: st.store().inventory(),
             }),
             time: None,
-            thermal: self.heat.as_ref().map(|h| h.stats(self.now)),
+            thermal: None,
             summaries: self
                 .summaries
                 .iter()

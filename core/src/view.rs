@@ -49,9 +49,9 @@ pub struct Snapshot {
     pub store: Option<StoreView>,
     /// The time layer (filled by [`Node::time_view`](crate::node::Node::time_view); `None` without one).
     pub time: Option<TimeView>,
-    /// The thermal subsystem's gauges and counters as of the node's last event (issue 15:
-    /// the dashboard colours nodes by `load_ratio`); `None` when the topology has no
-    /// `thermal` section.
+    /// The thermal subsystem's gauges and counters (issue 15: the dashboard colours nodes by
+    /// `load_ratio`), filled by the caller at its clock's now like `time` (the agent's
+    /// `/state`); `None` when the topology has no `thermal` section.
     pub thermal: Option<crate::heat::machine::HeatStats>,
 }
 

@@ -1,34 +1,50 @@
 //! Issue 13, "agreement with the lab": the same small scenario (the shipped cell topology,
-//! twelve tiles on a ring, four crashes one after another, each restarted 8 s later) with
-//! the same seed, played once by `lightcone run` in a real lab and once by `lightcone
+//! twelve tiles on a ring, eight crashes 10 s apart, each tile restarted 8 s after its
+//! crash) with the same seed, played once by `lightcone run` in a real lab and by `lightcone
 //! simulate`, gives the same verdicts, and the median of the per-crash detection times
 //! agrees within the tolerance stated at [`MEDIAN_TOLERANCE`]. Needs root (the lab); run it
 //! under the lab lock (`flock -o /tmp/lightcone-lab.lock cargo test -p lightcone-e2e --test
-//! twin_agreement`). About 50 s: the lab plays 40 s of real time.
+//! twin_agreement`). About 95 s: the lab plays 82 s of real time.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use lightcone_e2e::*;
 
-/// Crashes of the scenario: (at s, tile); each is restarted `RESTART_AFTER_S` later.
+/// Crashes of the scenario: (at s, tile), 10 s apart; each is restarted `RESTART_AFTER_S`
+/// later, so one tile at most is down at a time (a tile down while another crashes cannot
+/// report it, and the crash's "all cell peers" time then waits for its rejoin).
 const CRASHES: &[(u32, &str)] = &[
     (2, "l0c0k0t3"),
     (12, "l0c0k0t7"),
     (22, "l0c0k0t10"),
     (32, "l0c0k0t5"),
+    (42, "l0c0k0t1"),
+    (52, "l0c0k0t9"),
+    (62, "l0c0k0t4"),
+    (72, "l0c0k0t8"),
 ];
 const RESTART_AFTER_S: u32 = 8;
 
 /// The issue's figure: "detection times whose medians agree within 20 %". Detection is
 /// SWIM's randomized probe order plus Lifeguard's suspicion timeout, so a single crash's time
-/// is a draw from a distribution (here ~1–4 s); the lab's nodes draw their probe orders
-/// from their own seeds, the twin mixes the scenario seed in (`twin/config.rs`), so the two
-/// runs see different draws of the same distribution, not the same draws. The median over
-/// the four crashes is compared, within 20 % of the lab's median or one protocol period
-/// (500 ms, the granularity at which a probe round finds the crash), whichever is larger.
+/// (until all eleven cell peers report it) is a draw from a distribution: in the twin, over
+/// seeds 7–46 of this scenario (320 crashes, release build, session 12), median 2.745 s,
+/// σ 0.608 s, 1.714–6.365 s. The lab's nodes draw their probe orders from their own seeds,
+/// the twin mixes the scenario seed in (`twin/config.rs`), so the two runs see different
+/// draws of the same distribution, not the same draws. So the twin plays the scenario under
+/// [`TWIN_SEEDS`] seeds (128 draws: its median is then close to the distribution's), and
+/// the lab's median over its eight crashes must lie within 20 % of it or one protocol
+/// period (500 ms, the granularity at which a probe round finds the crash), whichever is
+/// larger. The median of eight draws has σ 0.222 s in the twin (40 seeds), so a lab that
+/// behaves like the twin fails about once in a hundred runs (2.5 σ). Until session 12 each
+/// side was one run of four crashes, two medians whose difference spread about as wide as
+/// the tolerance; CI failed it (stop 26; the figures were cut from the log CI kept).
 const MEDIAN_TOLERANCE: f64 = 0.20;
 const PROTOCOL_PERIOD_S: f64 = 0.5;
+/// Seeds the twin plays the scenario under (the scenario's own seed first).
+const TWIN_SEEDS: u64 = 16;
+const SEED: u64 = 7;
 
 fn scenario(dir: &Path, lab: &str) -> std::path::PathBuf {
     let topo = topology_file(dir, &shipped("cell.yaml"), lab);
@@ -38,7 +54,7 @@ fn scenario(dir: &Path, lab: &str) -> std::path::PathBuf {
         timeline += &format!("  - {{ at: {}s, restart: {tile} }}\n", at + RESTART_AFTER_S);
     }
     let src = format!(
-        "name: agree\ntopology: {}\nseed: 7\nduration: 42s\ntimeline:\n{timeline}expect:\n  - detection_time < 10s\n  - false_quarantines == 0\n",
+        "name: agree\ntopology: {}\nseed: {SEED}\nduration: 82s\ntimeline:\n{timeline}expect:\n  - detection_time < 10s\n  - false_quarantines == 0\n",
         topo.display()
     );
     let p = dir.join("agree.yaml");
@@ -167,29 +183,47 @@ fn lab_and_twin_agree_on_the_cell_scenario() {
     );
     drop(guard);
     assert_gone(&lab);
-    let t = lc(&[
-        "simulate",
-        sc.to_str().unwrap(),
-        "--out",
-        twin_out.to_str().unwrap(),
-    ]);
-    let twin_text = format!(
-        "exit {:?}\n{}\n{}",
-        t.status.code(),
-        String::from_utf8_lossy(&t.stdout),
-        String::from_utf8_lossy(&t.stderr)
-    );
-    let (rl, rt) = (report(&lab_out), report(&twin_out));
-    assert_eq!(
-        verdicts(&rl),
-        verdicts(&rt),
-        "verdicts differ\nlab:\n{lab_text}\ntwin:\n{twin_text}"
-    );
+    let mut twin_text = String::new();
+    let mut dt = Vec::new();
+    let mut twin_ok = true;
+    for seed in SEED..SEED + TWIN_SEEDS {
+        let out = twin_out.join(seed.to_string());
+        let t = lc(&[
+            "simulate",
+            sc.to_str().unwrap(),
+            "--seed",
+            &seed.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let rt = report(&out);
+        if seed == SEED {
+            twin_text = format!(
+                "exit {:?}\n{}\n{}",
+                t.status.code(),
+                String::from_utf8_lossy(&t.stdout),
+                String::from_utf8_lossy(&t.stderr)
+            );
+            assert_eq!(
+                verdicts(&report(&lab_out)),
+                verdicts(&rt),
+                "verdicts differ\nlab:\n{lab_text}\ntwin:\n{twin_text}"
+            );
+        }
+        twin_ok &= t.status.success();
+        dt.extend(detections(&rt));
+    }
     assert!(
-        o.status.success() && t.status.success(),
-        "lab:\n{lab_text}\ntwin:\n{twin_text}"
+        o.status.success() && twin_ok,
+        "lab:\n{lab_text}\ntwin (seed {SEED}):\n{twin_text}"
     );
-    let (dl, dt) = (detections(&rl), detections(&rt));
-    eprintln!("detection per crash (s): lab {dl:?}, twin {dt:?}");
+    let dl = detections(&report(&lab_out));
+    eprintln!(
+        "detection per crash (s): lab {dl:?} (median {:.3}), twin over seeds {SEED}..{} median {:.3} of {} draws",
+        median(&dl),
+        SEED + TWIN_SEEDS - 1,
+        median(&dt),
+        dt.len()
+    );
     agree(&dl, &dt).unwrap_or_else(|e| panic!("{e}\nlab:\n{lab_text}\ntwin:\n{twin_text}"));
 }

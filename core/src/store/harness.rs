@@ -582,14 +582,15 @@ impl Harness {
         }
     }
 
-    /// The newest metadata of `object` among live tiles.
+    /// The merge of `object`'s metadata over the live tiles (what they converge on).
     pub fn meta(&self, object: &str) -> Option<super::msg::StripeMeta> {
         self.stores
             .iter()
             .filter(|(id, _)| self.up.contains(id))
             .filter_map(|(_, s)| s.meta(object))
-            .max_by_key(|m| m.rank())
-            .cloned()
+            .fold(None, |acc: Option<super::msg::StripeMeta>, m| {
+                Some(acc.map_or_else(|| m.clone(), |a| a.merge(m)))
+            })
     }
 
     /// Shards of `object` actually held, per the newest metadata: (held by a live tile that
@@ -604,7 +605,7 @@ impl Harness {
                 self.up.contains(h)
                     && self.stores[h]
                         .meta(object)
-                        .is_some_and(|mm| mm.rank() == m.rank())
+                        .is_some_and(|mm| mm.root == m.root && mm.holders[*i] == **h)
                     && self.stores[h].holds(object, *i as u16)
             })
             .count();

@@ -28,6 +28,17 @@
 //! repair bytes, never the stripe. Found by the lab run of `store-durable` (seed 16):
 //! obj-0020 was never repaired.
 //!
+//! **Merged metadata, self-healing holders** (found by the twin, seeds 1–40 of
+//! `store-durable`): a stripe's metadata merges slot by slot ([`StripeMeta::merge`]: each
+//! index keeps the holder set at the higher (stamp, holder)), so repairs made from
+//! different views — a backup steward, two cells that saw different deaths, the two sides
+//! of a partition — all survive instead of the newest record re-naming old holders for
+//! slots another repair had moved. A tile whose view a [`Msg::Meta`] changed while the
+//! sender lacked some of it tells every holder (the views met). A tile named for two
+//! indexes gives up the lower one ([`StripeMeta::duplicate`]). And a holder named for a
+//! shard it does not hold for [`StoreParams::ack_timeout`] rebuilds it itself from k
+//! others (`Purpose::Heal`): whatever made the hole, the tile the metadata names fills it.
+//!
 //! **Reads at any tile** ([`Store::get`]): the stripe's metadata travels with its shards
 //! (every holder keeps it, and the writer), and the causal store spreads it over the
 //! writer's and holders' cells only. A tile that knows no metadata of the object — a
@@ -147,6 +158,9 @@ struct Member {
 enum Purpose {
     Read(u64),
     Repair,
+    /// This tile rebuilds a shard its metadata names it for and it does not hold (module
+    /// doc, "Self-healing holders").
+    Heal,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +231,8 @@ pub struct Store {
     attempted: BTreeMap<String, u64>,
     /// Since when each stripe has been degraded in this tile's view (backup stewards).
     degraded_since: BTreeMap<String, Instant>,
+    /// Shards this tile's metadata names it for and it does not hold, since when.
+    lacking: BTreeMap<(String, u16), Instant>,
     next_req: u64,
     tokens: u64,
     refilled: Instant,
@@ -263,6 +279,7 @@ impl Store {
             unresponsive: BTreeMap::new(),
             attempted: BTreeMap::new(),
             degraded_since: BTreeMap::new(),
+            lacking: BTreeMap::new(),
             next_req: 1,
             refilled: now,
             counters: StoreCounters::default(),
@@ -376,13 +393,19 @@ impl Store {
         Ok(())
     }
 
-    /// Adopt `meta` if it is newer than ours; drop the shards it no longer gives us.
+    /// Merge `meta` into ours ([`StripeMeta::merge`]); drop the shards the result no
+    /// longer gives us. Whether ours changed.
     fn adopt(&mut self, meta: StripeMeta) -> bool {
-        if let Some(old) = self.metas.get(&meta.object) {
-            if old.rank() >= meta.rank() {
-                return false;
+        let meta = match self.metas.get(&meta.object) {
+            Some(old) => {
+                let m = old.merge(&meta);
+                if &m == old {
+                    return false;
+                }
+                m
             }
-        }
+            None => meta,
+        };
         let o = meta.object.clone();
         let me = self.me.id;
         self.shards
@@ -438,6 +461,7 @@ impl Store {
             writer: self.me.id,
             by: self.me.id,
             root,
+            stamps: vec![version; holders.len()],
             holders,
         };
         shard_frame_fits(&meta, &proofs[0], &shards[0])?;
@@ -667,6 +691,8 @@ impl Store {
                     result: Err(StoreError::TooFewShards { have, need: k }),
                 }),
                 Purpose::Repair => self.declare_lost_if(now, &meta, out),
+                // Retried at a later tick while the shard is still lacking.
+                Purpose::Heal => {}
             }
             return;
         }
@@ -706,6 +732,27 @@ impl Store {
                     self.rebuild(now, meta, &d.object, out);
                 }
             }
+            Purpose::Heal => {
+                let Ok(d) = decoded else { return };
+                let Ok(encoded) = codec::encode(&d.object, &meta.class) else {
+                    return;
+                };
+                let (root, proofs) = codec::merkle(&encoded);
+                if root != meta.root {
+                    return;
+                }
+                self.counters.repair_bytes_total +=
+                    f.got.values().map(|(b, _)| b.len() as u64).sum::<u64>();
+                let me = self.me.id;
+                for (i, &h) in meta.holders.iter().enumerate() {
+                    let key = (meta.object.clone(), i as u16);
+                    if h == me && !self.shards.contains_key(&key) {
+                        self.shards
+                            .insert(key.clone(), (encoded[i].clone(), proofs[i].clone()));
+                        self.lacking.remove(&key);
+                    }
+                }
+            }
         }
     }
 
@@ -715,7 +762,7 @@ impl Store {
         let mut miss = Vec::new();
         let mut first: Option<Instant> = None;
         for (i, &h) in meta.holders.iter().enumerate() {
-            let gone = self.gone.contains(&(meta.object.clone(), i as u16));
+            let gone = self.gone.contains(&(meta.object.clone(), i as u16)) || meta.duplicate(i);
             let dead = self
                 .down_since(h)
                 .filter(|&t| now.saturating_since(t) >= self.params.grace);
@@ -854,9 +901,11 @@ impl Store {
                 .members
                 .get(&meta.holders[i as usize])
                 .map(|m| m.tile.cell);
-            // A tile that came back empty may take its own index again.
+            // A tile that came back empty may take its own index again; a tile named
+            // twice may not (it keeps its other index).
+            let dup = meta.duplicate(i as usize);
             let mut busy = taken.clone();
-            busy.retain(|&h| h != meta.holders[i as usize] || !self.alive(h));
+            busy.retain(|&h| h != meta.holders[i as usize] || !self.alive(h) || dup);
             if !self.alive(meta.holders[i as usize]) {
                 busy.push(meta.holders[i as usize]);
             }
@@ -886,6 +935,9 @@ impl Store {
         let floor = self.attempted.get(&meta.object).copied().unwrap_or(0);
         new.version = new.version.max(floor) + 1;
         new.by = self.me.id;
+        for (i, _) in &queued {
+            new.stamps[*i as usize] = new.version;
+        }
         self.attempted.insert(meta.object.clone(), new.version);
         if new.validate().is_err() {
             return;
@@ -980,8 +1032,9 @@ impl Store {
         }
         let p = self.placing.remove(object).expect("present");
         let first = self.metas.get(object).map(|m| self.missing(now, m).1);
-        let meta = p.meta;
-        self.adopt(meta.clone());
+        self.adopt(p.meta);
+        // What we tell is the merge: slots other repairs set meanwhile stay theirs.
+        let meta = self.metas[object].clone();
         let mut to: BTreeSet<u32> = meta.holders.iter().copied().collect();
         to.insert(meta.writer);
         to.remove(&self.me.id);
@@ -1041,14 +1094,22 @@ impl Store {
                     self.counters.corrupt_shards_total += 1;
                     return;
                 }
-                let current = self.metas.get(&meta.object).map(|m| m.rank());
-                if current.is_some_and(|r| r > meta.rank()) {
-                    return; // superseded
-                }
-                let (object, version) = (meta.object.clone(), meta.version);
+                let (object, version, root) = (meta.object.clone(), meta.version, meta.root);
                 self.adopt(meta);
-                self.gone.remove(&(object.clone(), index));
-                self.shards.insert((object.clone(), index), (bytes, proof));
+                if self.metas.get(&object).is_some_and(|m| m.root != root) {
+                    return; // superseded by a newer write of the object
+                }
+                // Acknowledged either way; kept only if the merge still names us for it (a
+                // newer repair may have placed this index elsewhere: that slot wins, here
+                // and at the sender once the metadata meets).
+                let named = self
+                    .metas
+                    .get(&object)
+                    .is_some_and(|m| m.holders.get(index as usize) == Some(&self.me.id));
+                if named {
+                    self.gone.remove(&(object.clone(), index));
+                    self.shards.insert((object.clone(), index), (bytes, proof));
+                }
                 out.push(StoreOut::Send {
                     to: from,
                     msg: Msg::ShardPutAck {
@@ -1139,30 +1200,36 @@ impl Store {
                 out.push(StoreOut::Send { to: from, msg });
             }
             Msg::Meta { meta } => {
-                let newer = self
-                    .metas
-                    .get(&meta.object)
-                    .is_none_or(|m| m.rank() < meta.rank());
                 let mine = meta.holders.contains(&self.me.id) || meta.writer == self.me.id;
                 // Asked for by a lookup of ours (from a tile it asked).
                 let wanted = self
                     .lookups
                     .values()
                     .any(|l| l.object == meta.object && l.asked.contains_key(&from));
-                if newer && (mine || wanted || self.metas.contains_key(&meta.object)) {
-                    let object = meta.object.clone();
-                    self.adopt(meta);
+                if !(mine || wanted || self.metas.contains_key(&meta.object)) {
+                    return;
+                }
+                let object = meta.object.clone();
+                let changed = self.adopt(meta.clone());
+                if changed {
                     self.lookups_found(now, &object, out);
-                } else if let Some(m) = self
-                    .metas
-                    .get(&meta.object)
-                    .filter(|m| m.rank() > meta.rank())
-                {
-                    // The sender is behind: send ours back.
-                    out.push(StoreOut::Send {
-                        to: from,
-                        msg: Msg::Meta { meta: m.clone() },
-                    });
+                }
+                if let Some(m) = self.metas.get(&object).filter(|m| **m != meta) {
+                    // The sender lacks some of what we know. If we lacked some of what it
+                    // knew too (two views met: a healed partition, concurrent repairs),
+                    // every holder may lack the merge: tell them all; else the sender.
+                    let mut to: BTreeSet<u32> = BTreeSet::from([from]);
+                    if changed {
+                        to.extend(m.holders.iter().copied());
+                        to.insert(m.writer);
+                    }
+                    to.remove(&self.me.id);
+                    for t in to {
+                        out.push(StoreOut::Send {
+                            to: t,
+                            msg: Msg::Meta { meta: m.clone() },
+                        });
+                    }
                 }
             }
         }
@@ -1280,6 +1347,45 @@ impl Store {
             }
             self.start_fetch(now, &o, Purpose::Repair, out);
         }
+        self.heal(now, out);
+    }
+
+    /// Self-healing holders (module doc): rebuild each shard this tile's metadata has
+    /// named it for, without its holding it, for [`StoreParams::ack_timeout`] (a placement
+    /// in flight arrives within it).
+    fn heal(&mut self, now: Instant, out: &mut Vec<StoreOut>) {
+        let me = self.me.id;
+        let mut lacking = BTreeMap::new();
+        for m in self.metas.values() {
+            if self.lost.contains(&m.object) {
+                continue;
+            }
+            for (i, &h) in m.holders.iter().enumerate() {
+                let key = (m.object.clone(), i as u16);
+                if h == me && !self.shards.contains_key(&key) {
+                    let since = self.lacking.get(&key).copied().unwrap_or(now);
+                    lacking.insert(key, since);
+                }
+            }
+        }
+        self.lacking = lacking;
+        let due: BTreeSet<String> = self
+            .lacking
+            .iter()
+            .filter(|(_, &t)| now.saturating_since(t) >= self.params.ack_timeout)
+            .map(|((o, _), _)| o.clone())
+            .collect();
+        for o in due {
+            let busy = self.placing.contains_key(&o)
+                || self
+                    .fetches
+                    .values()
+                    .any(|f| f.object == o && !matches!(f.purpose, Purpose::Read(_)));
+            if !busy {
+                self.counters.self_heals_total += 1;
+                self.start_fetch(now, &o, Purpose::Heal, out);
+            }
+        }
     }
 
     /// Redundancy of the stripes this tile stewards, as it sees them now.
@@ -1363,6 +1469,7 @@ pub fn frame_check(bytes: &[u8], class: &Class) -> Result<(), StoreError> {
         by: u32::MAX,
         root,
         holders: (0..u32::from(class.n)).map(|i| u32::MAX - i).collect(),
+        stamps: vec![1; class.n as usize],
     };
     shard_frame_fits(&meta, &proofs[0], &shards[0])
 }
@@ -1478,7 +1585,7 @@ mod tests {
     }
 
     #[test]
-    fn a_partition_longer_than_the_grace_repairs_and_converges_on_one_version() {
+    fn a_partition_longer_than_the_grace_repairs_and_converges_on_one_placement() {
         let mut h = Harness::grid(
             2,
             3,
@@ -1502,7 +1609,11 @@ mod tests {
         for (_, st) in h.stores() {
             if let Some(mm) = st.meta("a") {
                 if m.holders.contains(&st_id(&h, st)) {
-                    assert_eq!(mm.rank(), m.rank(), "every holder on the winning version");
+                    assert_eq!(
+                        (&mm.holders, &mm.stamps),
+                        (&m.holders, &m.stamps),
+                        "every holder on the merged placement"
+                    );
                 }
             }
         }
@@ -1625,6 +1736,7 @@ mod tests {
             writer: 3,
             by: 3,
             holders: vec![4, 3, 2, 1],
+            stamps: vec![1; 4],
             root: codec::merkle(&shards).0,
         };
         let now = Instant::from_nanos(0);
@@ -1721,6 +1833,7 @@ mod tests {
             writer: 2,
             by: 2,
             holders: vec![1, 2],
+            stamps: vec![1; 2],
             root: codec::merkle(&shards).0,
         };
         let proof = codec::merkle(&shards).1[0].clone();
@@ -1936,6 +2049,7 @@ mod tests {
             writer: 5,
             by: 5,
             holders: vec![1, 3, 5, 6, 7, 8, 9],
+            stamps: vec![1; 7],
             root: codec::merkle(&shards).0,
         };
         // A metadata from a tile not asked is not taken.

@@ -12,6 +12,8 @@ pub struct StoreCounters {
     pub objects_lost_total: u64,
     pub corrupt_shards_total: u64,
     pub bad_frames_total: u64,
+    /// Shards this node rebuilt for itself: named their holder by its metadata, not held.
+    pub self_heals_total: u64,
 }
 
 /// Redundancy of the stripes this tile stewards.
@@ -50,6 +52,7 @@ impl StoreMetrics {
         c.objects_lost_total += d.objects_lost_total;
         c.corrupt_shards_total += d.corrupt_shards_total;
         c.bad_frames_total += d.bad_frames_total;
+        c.self_heals_total += d.self_heals_total;
     }
 
     /// Prometheus text exposition, every series labelled `node`.
@@ -112,6 +115,12 @@ impl StoreMetrics {
                 "counter",
                 "Store frames that did not decode.",
                 c.bad_frames_total,
+            ),
+            (
+                "lightcone_storage_self_heals_total",
+                "counter",
+                "Rebuilds this node started of a shard its metadata names it for and it did not hold.",
+                c.self_heals_total,
             ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}");

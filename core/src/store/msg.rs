@@ -37,8 +37,14 @@ pub struct StripeMeta {
     pub writer: u32,
     /// The tile that made this version (the writer, or a repairer).
     pub by: u32,
-    /// The tile holding each shard index (`n` entries, distinct).
+    /// The tile holding each shard index (`n` entries). Normally distinct; a merge of two
+    /// concurrent repairs can name one tile twice, and the lower slot then counts as
+    /// missing until a repair moves it ([`StripeMeta::duplicate`]).
     pub holders: Vec<u32>,
+    /// Per index, the version at which its holder was set (a put sets every slot to its
+    /// version, a repair the slots it re-placed). Two metadata of one stripe merge slot by
+    /// slot ([`StripeMeta::merge`]).
+    pub stamps: Vec<u64>,
     /// The Merkle root over the `n` shards ([`super::codec::merkle`]).
     pub root: ShardHash,
 }
@@ -48,6 +54,54 @@ impl StripeMeta {
     pub fn rank(&self) -> (u64, u32) {
         (self.version, self.by)
     }
+    /// The merge of two metadata of one object: the same stripe (same root, class,
+    /// length and writer) merges slot by slot — each index keeps the holder with the
+    /// higher (stamp, holder) — so two repairs made from different views, each re-placing
+    /// the indexes it found missing, both survive, in any order of arrival (a
+    /// join-semilattice: commutative, associative, idempotent). A different stripe (an
+    /// object written again) replaces the other whole, by [`StripeMeta::rank`].
+    pub fn merge(&self, other: &StripeMeta) -> StripeMeta {
+        let same = self.object == other.object
+            && self.root == other.root
+            && self.class == other.class
+            && self.len == other.len
+            && self.writer == other.writer
+            && self.holders.len() == other.holders.len()
+            && self.stamps.len() == other.stamps.len();
+        if !same {
+            return if other.rank() > self.rank() {
+                other.clone()
+            } else {
+                self.clone()
+            };
+        }
+        let mut m = if other.rank() > self.rank() {
+            other.clone()
+        } else {
+            self.clone()
+        };
+        for i in 0..m.holders.len() {
+            let (a, b) = (
+                (self.stamps[i], self.holders[i]),
+                (other.stamps[i], other.holders[i]),
+            );
+            let (s, h) = a.max(b);
+            m.stamps[i] = s;
+            m.holders[i] = h;
+        }
+        m
+    }
+
+    /// Whether index `i`'s holder is also named, at a higher (stamp, index), for another
+    /// index: then `i` counts as missing (a stripe spreads over n distinct tiles).
+    pub fn duplicate(&self, i: usize) -> bool {
+        let h = self.holders[i];
+        self.holders
+            .iter()
+            .enumerate()
+            .any(|(j, &g)| j != i && g == h && (self.stamps[j], j) > (self.stamps[i], i))
+    }
+
     /// Checks a metadata that came from outside.
     pub fn validate(&self) -> Result<(), StoreError> {
         self.class.validate()?;
@@ -64,11 +118,20 @@ impl StripeMeta {
                 self.holders.len()
             )));
         }
-        let mut h = self.holders.clone();
-        h.sort_unstable();
-        h.dedup();
-        if h.len() != n {
-            return Err(StoreError::BadMetadata("a tile holds two shards".into()));
+        if self.stamps.len() != n {
+            return Err(StoreError::BadMetadata(format!(
+                "{} slot stamps for n = {n}",
+                self.stamps.len()
+            )));
+        }
+        if self
+            .stamps
+            .iter()
+            .any(|&s| s > self.version || s > u64::from(u32::MAX))
+        {
+            return Err(StoreError::BadMetadata(
+                "a slot stamped above the metadata's version or 2^32".into(),
+            ));
         }
         Ok(())
     }
@@ -152,6 +215,10 @@ impl W {
         for h in &m.holders {
             self.u32(*h);
         }
+        for s in &m.stamps {
+            // Four bytes on the wire ([`StripeMeta::validate`] keeps stamps below 2³²).
+            self.u32(*s as u32);
+        }
         self.0.extend(m.root);
     }
     fn proof(&mut self, p: &[ShardHash]) {
@@ -220,12 +287,15 @@ impl<'a> R<'a> {
         let class = Class::new(&name, k, n, cells)?;
         let (len, version, writer, by) = (self.u64()?, self.u64()?, self.u32()?, self.u32()?);
         // Bound the allocation by what the frame can hold before reading n entries.
-        if self.0.len() < n as usize * 4 + 32 {
+        if self.0.len() < n as usize * 8 + 32 {
             return Err(StoreError::BadFrame(format!(
                 "metadata for n = {n} truncated"
             )));
         }
         let holders = (0..n).map(|_| self.u32()).collect::<Result<_, _>>()?;
+        let stamps = (0..n)
+            .map(|_| self.u32().map(u64::from))
+            .collect::<Result<_, _>>()?;
         let root = self.take(32)?.try_into().expect("32 bytes");
         let m = StripeMeta {
             object,
@@ -235,6 +305,7 @@ impl<'a> R<'a> {
             writer,
             by,
             holders,
+            stamps,
             root,
         };
         m.validate()?;
@@ -381,8 +452,59 @@ mod tests {
             writer: 1,
             by: 2,
             holders: vec![5, 6, 7, 8],
+            stamps: vec![1, 3, 1, 2],
             root: [1; 32],
         }
+    }
+
+    #[test]
+    fn concurrent_repairs_merge_slot_by_slot_in_any_order() {
+        let base = meta();
+        // Two repairs from the same base, each re-placing a different index.
+        let mut a = base.clone();
+        a.version = 4;
+        a.by = 5;
+        a.holders[0] = 9;
+        a.stamps[0] = 4;
+        let mut b = base.clone();
+        b.version = 4;
+        b.by = 6;
+        b.holders[2] = 10;
+        b.stamps[2] = 4;
+        let ab = a.merge(&b);
+        assert_eq!(ab, b.merge(&a), "commutative");
+        assert_eq!(ab.holders, vec![9, 6, 10, 8], "both repairs kept");
+        assert_eq!(ab.merge(&ab), ab, "idempotent");
+        assert_eq!(ab.merge(&base), ab, "an older view changes nothing");
+        let c = {
+            let mut c = base.clone();
+            c.version = 5;
+            c.holders[3] = 11;
+            c.stamps[3] = 5;
+            c
+        };
+        assert_eq!(ab.merge(&c).merge(&a), a.merge(&c.merge(&b)), "associative");
+        // The same index re-placed twice: the higher (stamp, holder) wins everywhere.
+        let mut d = base.clone();
+        d.version = 4;
+        d.holders[0] = 12;
+        d.stamps[0] = 4;
+        assert_eq!(a.merge(&d).holders[0], 12);
+        assert_eq!(d.merge(&a).holders[0], 12);
+        // A tile named twice: the lower slot is the duplicate.
+        let mut e = base.clone();
+        e.holders[0] = 8;
+        e.stamps[0] = 3;
+        assert!(
+            e.duplicate(3) && !e.duplicate(0),
+            "slot 0 (stamp 3) beats slot 3 (stamp 2)"
+        );
+        // A different stripe (the object written again) replaces by rank, whole.
+        let mut f = base.clone();
+        f.root = [2; 32];
+        f.version = 9;
+        assert_eq!(a.merge(&f), f);
+        assert_eq!(f.merge(&a), f);
     }
 
     #[test]
@@ -452,10 +574,16 @@ mod tests {
             .to_string()
             .contains("truncated"));
         let mut m = meta();
-        m.holders[1] = 5;
+        m.stamps[1] = 4;
         assert!(
             Msg::decode(&Msg::Meta { meta: m }.encode()).is_err(),
-            "a tile twice"
+            "a slot stamped above the version"
+        );
+        let mut m = meta();
+        m.stamps.pop();
+        assert!(
+            Msg::decode(&Msg::Meta { meta: m }.encode()).is_err(),
+            "n − 1 stamps"
         );
         let b = Msg::ShardPut {
             meta: meta(),

@@ -88,8 +88,8 @@ pub struct StoreTile {
     repair_sum_s: f64,
     /// Kv values already read back (key → value), so a value is parsed once.
     kv_seen: BTreeMap<String, Vec<u8>>,
-    /// The newest metadata rank this tile wrote into the causal store, per object.
-    kv_written: BTreeMap<String, (u64, u32)>,
+    /// The metadata this tile last wrote into the causal store, per object.
+    kv_written: BTreeMap<String, StripeMeta>,
 }
 
 impl StoreTile {
@@ -220,9 +220,9 @@ impl StoreTile {
             _ => return,
         };
         if let Some(m) = self.store.meta(&object) {
-            if self.kv_written.get(&object) < Some(&m.rank()) {
+            if self.kv_written.get(&object) != Some(m) {
                 let m = m.clone();
-                self.kv_written.insert(object, m.rank());
+                self.kv_written.insert(object, m.clone());
                 fx.kv_writes.push(kv_write(&m));
             }
         }
@@ -284,7 +284,7 @@ impl StoreTile {
             match o {
                 StoreOut::Send { to, msg } => fx.sends.push((to, msg.encode())),
                 StoreOut::MetaWrite { meta } => {
-                    self.kv_written.insert(meta.object.clone(), meta.rank());
+                    self.kv_written.insert(meta.object.clone(), meta.clone());
                     fx.kv_writes.push(kv_write(&meta))
                 }
                 StoreOut::PutDone { request, object } => {

@@ -239,6 +239,13 @@ pub struct Store {
     counters: StoreCounters,
 }
 
+/// The tiles a stripe's metadata concerns: its holders and its writer.
+fn stakeholders(meta: &StripeMeta) -> BTreeSet<u32> {
+    let mut to: BTreeSet<u32> = meta.holders.iter().copied().collect();
+    to.insert(meta.writer);
+    to
+}
+
 fn distance(a: &Tile, b: &Tile) -> u8 {
     if a.id == b.id {
         0
@@ -855,9 +862,7 @@ impl Store {
             out.push(StoreOut::Lost {
                 object: meta.object.clone(),
             });
-            let mut to: BTreeSet<u32> = meta.holders.iter().copied().collect();
-            to.insert(meta.writer);
-            for t in to {
+            for t in stakeholders(meta) {
                 if t != self.me.id && self.alive(t) {
                     out.push(StoreOut::Send {
                         to: t,
@@ -1035,15 +1040,7 @@ impl Store {
         self.adopt(p.meta);
         // What we tell is the merge: slots other repairs set meanwhile stay theirs.
         let meta = self.metas[object].clone();
-        let mut to: BTreeSet<u32> = meta.holders.iter().copied().collect();
-        to.insert(meta.writer);
-        to.remove(&self.me.id);
-        for t in to {
-            out.push(StoreOut::Send {
-                to: t,
-                msg: Msg::Meta { meta: meta.clone() },
-            });
-        }
+        self.tell_meta(&meta, stakeholders(&meta), out);
         out.push(StoreOut::MetaWrite { meta: meta.clone() });
         self.counters.repairs_total += 1;
         if self.missing(now, &meta).0.is_empty() {
@@ -1218,18 +1215,13 @@ impl Store {
                     // The sender lacks some of what we know. If we lacked some of what it
                     // knew too (two views met: a healed partition, concurrent repairs),
                     // every holder may lack the merge: tell them all; else the sender.
-                    let mut to: BTreeSet<u32> = BTreeSet::from([from]);
-                    if changed {
-                        to.extend(m.holders.iter().copied());
-                        to.insert(m.writer);
-                    }
-                    to.remove(&self.me.id);
-                    for t in to {
-                        out.push(StoreOut::Send {
-                            to: t,
-                            msg: Msg::Meta { meta: m.clone() },
-                        });
-                    }
+                    let mut to = if changed {
+                        stakeholders(m)
+                    } else {
+                        BTreeSet::new()
+                    };
+                    to.insert(from);
+                    self.tell_meta(m, to, out);
                 }
             }
         }
@@ -1348,6 +1340,16 @@ impl Store {
             self.start_fetch(now, &o, Purpose::Repair, out);
         }
         self.heal(now, out);
+    }
+
+    /// Send `meta` to the tiles `to` (not to ourselves).
+    fn tell_meta(&self, meta: &StripeMeta, to: BTreeSet<u32>, out: &mut Vec<StoreOut>) {
+        for t in to.into_iter().filter(|&t| t != self.me.id) {
+            out.push(StoreOut::Send {
+                to: t,
+                msg: Msg::Meta { meta: meta.clone() },
+            });
+        }
     }
 
     /// Self-healing holders (module doc): rebuild each shard this tile's metadata has

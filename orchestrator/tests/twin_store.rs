@@ -100,10 +100,11 @@ fn the_overload_scenario_names_exactly_its_lost_objects_and_the_check_can_fail()
 
 /// Session 12's finding: with a stripe's metadata one record (newest wins whole), repairs
 /// made from different views re-named old holders for slots another repair had moved, and
-/// stripes degraded with no fault injected — under seeds 10 and 21 the 130-s run ended
-/// with one stripe degraded (since 119 s and 107 s), and stretched to 200 s seed 10 had
-/// five (at 119, 158, 159, 198 s). With slot-by-slot merged metadata and self-healing
-/// holders both stay full to the end of a 200-s run, 120 s past the last churn.
+/// stripes degraded with no fault injected — the 130-s run ended with one stripe degraded
+/// under seed 10 (since 119 s) and five under seed 21; with self-healing holders alone,
+/// stretched to 200 s, seed 10 still had five (since 119, 158, 159, 198 s). With
+/// slot-by-slot merged metadata as well both stay full to the end of a 200-s run, 120 s
+/// past the last churn.
 #[test]
 fn stripes_stay_full_long_after_the_faults_under_the_seeds_that_found_the_hole() {
     let tmp = tempfile::tempdir().unwrap();

@@ -239,6 +239,18 @@ pub struct Store {
     counters: StoreCounters,
 }
 
+/// A stripe's shards and each shard's Merkle proof.
+type Encoded = (Vec<Vec<u8>>, Vec<Vec<ShardHash>>);
+
+/// A decoded object's shards and proofs again, for a repair or a self-heal; `None` when
+/// they would not verify against `meta`'s root (cannot happen for an object that decoded
+/// against it: refuse rather than place or keep shards the metadata would not verify).
+fn reencode(object: &[u8], meta: &StripeMeta) -> Option<Encoded> {
+    let encoded = codec::encode(object, &meta.class).ok()?;
+    let (root, proofs) = codec::merkle(&encoded);
+    (root == meta.root).then_some((encoded, proofs))
+}
+
 /// The tiles a stripe's metadata concerns: its holders and its writer.
 fn stakeholders(meta: &StripeMeta) -> BTreeSet<u32> {
     let mut to: BTreeSet<u32> = meta.holders.iter().copied().collect();
@@ -741,13 +753,9 @@ impl Store {
             }
             Purpose::Heal => {
                 let Ok(d) = decoded else { return };
-                let Ok(encoded) = codec::encode(&d.object, &meta.class) else {
+                let Some((encoded, proofs)) = reencode(&d.object, &meta) else {
                     return;
                 };
-                let (root, proofs) = codec::merkle(&encoded);
-                if root != meta.root {
-                    return;
-                }
                 self.counters.repair_bytes_total +=
                     f.got.values().map(|(b, _)| b.len() as u64).sum::<u64>();
                 let me = self.me.id;
@@ -881,15 +889,9 @@ impl Store {
         if miss.is_empty() || self.placing.contains_key(&meta.object) {
             return;
         }
-        let Ok(encoded) = codec::encode(object, &meta.class) else {
+        let Some((encoded, proofs)) = reencode(object, &meta) else {
             return;
         };
-        let (root, proofs) = codec::merkle(&encoded);
-        if root != meta.root {
-            // Cannot happen for an object that decoded against this root; refuse rather
-            // than place shards the metadata would not verify.
-            return;
-        }
         let live = self.live_tiles();
         let mut new = meta.clone();
         let mut queued = Vec::new();

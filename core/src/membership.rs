@@ -929,6 +929,54 @@ impl Membership {
         }
     }
 
+    /// What a rebooted neighbour cannot know: every member we know alive at an incarnation
+    /// above the 0 a fresh view starts with, and every member we hold dead, as updates from
+    /// us, in frames that fit a datagram. A tile starts its view with every member alive at
+    /// incarnation 0, and refutations and deaths it missed are not retransmitted for ever.
+    /// Its accusations would name incarnations its peers have left behind, and a peer that
+    /// knows the higher one rightly refuses them (a stale death must not kill a member that
+    /// rejoined): in the twin's 12-crash agreement scenario (session 13, seeds 9 and 19) the
+    /// one tile that never rebooted believed nobody's report of a crash and found it by its
+    /// own probe round, 8.5 s late. And a death it missed it must find again by its own
+    /// probe, while the deaths it is told it gossips afresh, to peers that may have missed
+    /// them too (a pair cut off by the reboot's crash). memberlist's push-pull on join plays
+    /// this part. Applying these is ordinary gossip: a higher incarnation wins, nothing
+    /// else moves. A death goes out as our own claim (signed by us when claims are signed).
+    pub fn sync_for(&self, peer: u32) -> Vec<Vec<Update>> {
+        let alive: Vec<Update> = self
+            .members
+            .iter()
+            .filter(|(n, m)| **n != peer && m.state == MemberState::Alive && m.incarnation > 0)
+            .map(|(n, m)| (*n, m.incarnation))
+            .chain((self.incarnation > 0).then_some((self.me, self.incarnation)))
+            .map(|(node, incarnation)| Update {
+                node,
+                state: MemberState::Alive,
+                incarnation,
+                from: self.me,
+            })
+            .collect();
+        let dead: Vec<Update> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Dead)
+            .map(|(n, m)| Update {
+                node: *n,
+                state: MemberState::Dead,
+                incarnation: m.incarnation,
+                from: self.me,
+            })
+            .collect();
+        // A death may carry a 64-byte signature beside its 17 bytes: fewer fit a frame.
+        let per_claim =
+            (crate::wire::MAX_PAYLOAD - 8) / (crate::wire::UPDATE_LEN + crate::wire::SIG_LEN);
+        alive
+            .chunks(crate::wire::MAX_UPDATES)
+            .chain(dead.chunks(per_claim))
+            .map(<[Update]>::to_vec)
+            .collect()
+    }
+
     /// Marks a member dead at once (e.g. an operator's quarantine), and gossips it.
     pub fn declare_dead(&mut self, now: Instant, node: u32, fx: &mut Effects) {
         let Some(m) = self.members.get(&node) else {

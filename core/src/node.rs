@@ -75,6 +75,8 @@ pub struct Node {
     peer_epochs: BTreeMap<u32, u32>,
     /// When we last told a peer our boot epoch after rejecting its stale frame.
     boot_notices: BTreeMap<u32, Instant>,
+    /// When we last sent a peer our membership view to catch up on (`sync_membership`).
+    synced: BTreeMap<u32, Instant>,
     counters: Counters,
     summaries: BTreeMap<Dest, (u32, Summary, Instant)>,
     stopped: bool,
@@ -120,6 +122,7 @@ impl Node {
             ("node.replay", self.replay.len()),
             ("node.peer_epochs", self.peer_epochs.len()),
             ("node.boot_notices", self.boot_notices.len()),
+            ("node.synced", self.synced.len()),
             ("node.summaries", self.summaries.len()),
             ("node.puts", self.puts.len()),
             ("node.quiet_hinted", self.quiet_hinted.len()),
@@ -236,6 +239,7 @@ impl Node {
             boot_epoch: wire::FIRST_EPOCH,
             peer_epochs: BTreeMap::new(),
             boot_notices: BTreeMap::new(),
+            synced: BTreeMap::new(),
             counters: Counters::default(),
             summaries: BTreeMap::new(),
             stopped: false,
@@ -1566,6 +1570,12 @@ impl Node {
             self.peer_epochs.insert(h.src, h.src_epoch);
             self.replay.remove(&h.src);
             self.update.forget(h.src);
+            // A cell neighbour rebooted with a fresh view (one its peers had not yet
+            // declared dead, or it would be caught up as below): catch it up. Neighbours
+            // only, so a quick reboot costs a few frames per link, not one per member.
+            if from == h.src && self.membership.is_member(h.src) {
+                self.sync_membership(now, h.src);
+            }
         }
         let bound_to = match h.dst {
             Dest::Node(_) | Dest::Link => self.boot_epoch,
@@ -1589,6 +1599,25 @@ impl Node {
             .get(&peer)
             .copied()
             .unwrap_or(wire::FIRST_EPOCH)
+    }
+
+    /// Sends `peer`, whose view is behind ours (it rebooted, or it was cut off long enough
+    /// to be declared dead), what it missed: see [`Membership::sync_for`]. At most once a
+    /// second per peer, so its frames cannot make us a traffic amplifier.
+    fn sync_membership(&mut self, now: Instant, peer: u32) {
+        let second = Duration::from_secs(1);
+        if self
+            .synced
+            .get(&peer)
+            .is_some_and(|t| now.saturating_since(*t) < second)
+        {
+            return;
+        }
+        self.synced.retain(|_, t| now.saturating_since(*t) < second);
+        self.synced.insert(peer, now);
+        for updates in self.membership.sync_for(peer) {
+            self.fx.send(Dest::Node(peer), Payload::Gossip { updates });
+        }
     }
 
     /// Tells `peer` our boot epoch (it sent a frame bound to another), at most once a
@@ -1647,6 +1676,13 @@ impl Node {
             Payload::Kv(_) => self.physical_ns(now),
             _ => 0,
         };
+        // A member we hold dead speaks (its frame is authentic): it rebooted, or a cut
+        // kept it away; either way its view missed what happened meanwhile.
+        if self.membership.state_of(src) == Some(MemberState::Dead)
+            && !self.routing.is_quarantined(src)
+        {
+            self.sync_membership(now, src);
+        }
         let mut fx = std::mem::take(&mut self.fx);
         let routing = &self.routing;
         let rtt = |n: u32| routing.one_way(n).mul_f64(3.0);

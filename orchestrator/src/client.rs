@@ -148,6 +148,8 @@ pub struct Member {
     pub id: u32,
     pub state: String,
     #[serde(default)]
+    pub incarnation: u64,
+    #[serde(default)]
     pub since_emulated_s: f64,
 }
 

@@ -140,6 +140,7 @@ fn poll(round: u32, t: f64, node: &str, id: u32, members: &[(u32, &str, f64)]) -
             .map(|(id, s, since)| MemberObs {
                 id: *id,
                 state: s.to_string(),
+                incarnation: 0,
                 since_emulated_s: *since,
             })
             .collect(),

@@ -1029,3 +1029,83 @@ fn a_pair_cut_off_by_two_staggered_crashes_learns_the_second_death_within_10s() 
         "detection by every survivor ≥ 10 s: {bad:?} (all: {worst:?})"
     );
 }
+
+/// A tile that reboots starts its view with every member at incarnation 0. Without being
+/// told the incarnations it missed, its accusations name ones its peers have left behind,
+/// and a peer that knows the higher one refuses them: in the twin's 12-crash agreement
+/// scenario (session 13, seeds 9 and 19) the one tile that had never rebooted believed
+/// nobody's report of a crash and found it only by its own probe round, 8.5 s late. Here
+/// tile 3 refutes once (incarnation 1), every other tile but 0 then reboots, and tile 3
+/// crashes again: each rebooted tile must know tile 3 by the incarnation tile 0 knows, and
+/// every survivor must learn the death within 10 s.
+#[test]
+fn a_rebooted_tile_learns_the_incarnations_it_missed_and_its_accusations_are_believed() {
+    let mut worst = Vec::new();
+    for seed in 1..=10u64 {
+        let topo = Topo::cell(12, 0, 2 * MS, seed);
+        let mut sim = Sim::new(&topo, seed, test_params());
+        sim.run_for(Duration::from_secs(8));
+        sim.crash(3);
+        assert!(
+            sim.run_until_pred(Duration::from_secs(30), |s| dead_everywhere(s, 3)),
+            "seed {seed}: first crash not detected everywhere"
+        );
+        sim.restart(3);
+        sim.run_for(Duration::from_secs(6));
+        let known = sim.node(0).unwrap().membership().incarnation_of(3);
+        assert!(
+            known >= Some(1),
+            "seed {seed}: tile 3 did not refute its death (tile 0 knows it at {known:?})"
+        );
+        for i in (1..12u32).filter(|&i| i != 3) {
+            sim.crash(i);
+            sim.run_for(Duration::from_secs(1));
+            sim.restart(i);
+            sim.run_for(Duration::from_secs(3));
+        }
+        let behind: Vec<(u32, Option<u64>)> = (1..12u32)
+            .filter(|&i| i != 3)
+            .map(|i| (i, sim.node(i).unwrap().membership().incarnation_of(3)))
+            .filter(|(_, inc)| *inc < known)
+            .collect();
+        assert!(
+            behind.is_empty(),
+            "seed {seed}: rebooted tiles know tile 3 by an older incarnation than tile 0's {known:?}: {behind:?}"
+        );
+        let t0 = sim.now();
+        sim.crash(3);
+        sim.run_until_pred(Duration::from_secs(30), |s| dead_everywhere(s, 3));
+        let last = (0..12u32)
+            .filter(|&i| i != 3)
+            .map(|i| {
+                sim.events()
+                    .iter()
+                    .filter(|(t, at, e)| {
+                        *t >= t0
+                            && *at == i
+                            && matches!(
+                                e,
+                                Event::MemberChanged {
+                                    node: 3,
+                                    state: MemberState::Dead,
+                                    ..
+                                }
+                            )
+                    })
+                    .map(|(t, _, _)| *t - t0)
+                    .min()
+                    .unwrap_or(Duration::MAX)
+            })
+            .max()
+            .unwrap_or_default();
+        worst.push((seed, last));
+    }
+    let bad: Vec<_> = worst
+        .iter()
+        .filter(|(_, d)| *d >= Duration::from_secs(10))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "detection by every survivor ≥ 10 s: {bad:?} (all: {worst:?})"
+    );
+}

@@ -92,9 +92,13 @@ fn trace_hashes_are_unchanged() {
     // keepalives is probed at the next period, and a route through such a neighbour no
     // longer counts as reaching the member (for gossip, helpers and local health) —
     // `a_pair_cut_off_…` in harness.rs shows why. cell_with_commands again kept its hash.
+    // Changed again in session 13 (cluster_partition_restart only, was 125101b2…): a member
+    // that reboots, or speaks while we hold it dead, is sent the incarnations and deaths
+    // its view missed (`Membership::sync_for`); `a_rebooted_tile_…` in harness.rs shows
+    // why. The other two runs have no reboot and no member coming back, and kept theirs.
     let want = [
         "2d811882dbeeb14cdd691aa0f62d03e110fad11a7a03ab6463c8475d7620c63e",
-        "125101b23517ae49887cf6f805e3423b6bea2d01f0f951a834c4c4b9cf9eacf0",
+        "cb6486f5c69e631e6bdcf0eed6955a4b32769506ea5d873863900bf8739ef581",
         "690c94ae374825fbdff12f24c7fdc4ec25153bd84ffd870600c8004635579090",
     ];
     for (what, h) in &got {

@@ -18,6 +18,10 @@ use crate::client::TimeState;
 pub struct MemberObs {
     pub id: u32,
     pub state: String,
+    /// The incarnation the observer knows the member by (absent in records made before
+    /// session 13: read as 0).
+    #[serde(default)]
+    pub incarnation: u64,
     pub since_emulated_s: f64,
 }
 
@@ -383,6 +387,7 @@ mod tests {
         let member = |id, state: &str| MemberObs {
             id,
             state: state.into(),
+            incarnation: 0,
             since_emulated_s: 0.0,
         };
         let poll = |members, quarantine: Vec<u32>, routes: &[&str]| StatePoll {

@@ -414,6 +414,7 @@ impl Recorder {
         let obs = |m: lightcone_core::membership::MemberView| MemberObs {
             id: m.id,
             state: m.state.as_str().to_string(),
+            incarnation: m.incarnation,
             since_emulated_s: m.since_emulated_s,
         };
         let members: Vec<MemberObs> = if whole {

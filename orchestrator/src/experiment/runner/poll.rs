@@ -47,6 +47,7 @@ pub(crate) fn state_poll(v: &NodeState, node: &str, round: u32, t_real_s: f64) -
             .map(|m| MemberObs {
                 id: m.id,
                 state: m.state.clone(),
+                incarnation: m.incarnation,
                 since_emulated_s: m.since_emulated_s,
             })
             .collect(),

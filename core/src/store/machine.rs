@@ -1069,8 +1069,12 @@ impl Store {
         };
         match msg {
             Msg::Lost { object } => {
-                // Known lost elsewhere: do not repair or report it again here.
-                if self.metas.contains_key(&object) {
+                // Known lost elsewhere: do not repair or report it again here — unless
+                // we still see k shards (the teller is cut off from them, we are not).
+                let fewer_than_k = self.metas.get(&object).is_some_and(|m| {
+                    (m.class.n as usize) < self.missing(now, m).0.len() + m.class.k as usize
+                });
+                if fewer_than_k {
                     self.lost.insert(object);
                 }
             }
@@ -1310,10 +1314,22 @@ impl Store {
         // Repairs this tile stewards.
         let objects: Vec<String> = self.metas.keys().cloned().collect();
         for o in objects {
-            if self.lost.contains(&o)
-                || self.placing.contains_key(&o)
-                || self.retry_at.get(&o).is_some_and(|&t| t > now)
-            {
+            if self.lost.contains(&o) {
+                // Lost in our view is a verdict on what we see, not the end: a partition
+                // that leaves each side fewer than k shards for longer than the grace has
+                // both sides declare the object lost, and when it heals the shards are
+                // all back. Found again (k or more in view), repair resumes (session 13:
+                // the twin's store-durable seed 32, the k0 gateway crashed for 30 s, left
+                // 22 stripes degraded to the end with every steward holding them lost).
+                let meta = &self.metas[&o];
+                let (miss, _) = self.missing(now, meta);
+                if (meta.class.n as usize) < miss.len() + meta.class.k as usize {
+                    continue;
+                }
+                self.lost.remove(&o);
+                self.counters.objects_found_again_total += 1;
+            }
+            if self.placing.contains_key(&o) || self.retry_at.get(&o).is_some_and(|&t| t > now) {
                 continue;
             }
             if self
@@ -1623,6 +1639,62 @@ mod tests {
         }
         h.read_at(s(201), 0, "a");
         h.run_until(s(210));
+        assert!(
+            matches!(h.records.last(), Some(Record::Read { ok: true, .. })),
+            "{:?}",
+            h.records.last()
+        );
+    }
+
+    /// A partition that leaves each side fewer than k shards for longer than the grace:
+    /// both sides declare the object lost (rightly, in their views), and the heal brings
+    /// every shard back. The verdict must not outlive the partition: repair resumes and
+    /// the stripe is full again (the twin's store-durable seed 32, session 13: 22 stripes
+    /// degraded to the end, their stewards holding them lost).
+    #[test]
+    fn an_object_lost_to_a_partition_is_found_again_and_repaired_after_the_heal() {
+        let mut h = Harness::grid(
+            2,
+            3,
+            4,
+            Class::new("c", 5, 8, 4).unwrap(),
+            StoreParams::default(),
+        );
+        h.put_at(s(1), 0, "a", vec![3; 400]);
+        h.run_until(s(5));
+        let side: BTreeSet<u32> = h
+            .tiles
+            .iter()
+            .filter(|t| t.cluster == 0)
+            .map(|t| t.id)
+            .collect();
+        let m = h.meta("a").unwrap();
+        let inside = m.holders.iter().filter(|x| side.contains(x)).count();
+        assert!(
+            inside < 5 && m.holders.len() - inside < 5,
+            "premise: each side holds fewer than k = 5 of {:?}",
+            m.holders
+        );
+        h.partition_at(s(10), s(90), side);
+        // And one shard really lost meanwhile: after the heal the stripe needs a repair.
+        h.crash_at(s(30), m.holders[0]);
+        h.run_until(s(90));
+        assert!(
+            h.records
+                .iter()
+                .any(|r| matches!(r, Record::Lost { object, .. } if object == "a")),
+            "premise: declared lost during the partition: {:?}",
+            h.records
+        );
+        h.run_until(s(240));
+        assert_eq!(h.redundancy_of("a"), Some((8, 8)), "{:?}", h.records);
+        let found: u64 = h
+            .stores()
+            .map(|(_, st)| st.counters().objects_found_again_total)
+            .sum();
+        assert!(found > 0, "no tile counted the object found again");
+        h.read_at(s(241), 0, "a");
+        h.run_until(s(250));
         assert!(
             matches!(h.records.last(), Some(Record::Read { ok: true, .. })),
             "{:?}",

@@ -14,6 +14,9 @@ pub struct StoreCounters {
     pub bad_frames_total: u64,
     /// Shards this node rebuilt for itself: named their holder by its metadata, not held.
     pub self_heals_total: u64,
+    /// Objects this node had declared lost that came back into its view with k or more
+    /// shards (a partition healed): their repair resumed.
+    pub objects_found_again_total: u64,
 }
 
 /// Redundancy of the stripes this tile stewards.
@@ -53,6 +56,7 @@ impl StoreMetrics {
         c.corrupt_shards_total += d.corrupt_shards_total;
         c.bad_frames_total += d.bad_frames_total;
         c.self_heals_total += d.self_heals_total;
+        c.objects_found_again_total += d.objects_found_again_total;
     }
 
     /// Prometheus text exposition, every series labelled `node`.
@@ -121,6 +125,12 @@ impl StoreMetrics {
                 "counter",
                 "Rebuilds this node started of a shard its metadata names it for and it did not hold.",
                 c.self_heals_total,
+            ),
+            (
+                "lightcone_storage_objects_found_again_total",
+                "counter",
+                "Objects this node had declared lost whose shards came back into view (k or more): repair resumed.",
+                c.objects_found_again_total,
             ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}");

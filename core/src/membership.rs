@@ -19,6 +19,12 @@
 //! - **buddy system**: a probe of a suspect member carries the suspicion, so the member can
 //!   refute at once.
 //!
+//! And, in the part memberlist's push-pull plays on join, a **catch-up** ([`Membership::sync_for`],
+//! sent by the node): a member that reboots (seen by its cell neighbours as a new boot
+//! epoch) or that speaks while we hold it dead is sent the incarnations above 0 and the
+//! deaths our view holds. Without it a rebooted view keeps every member at incarnation 0,
+//! and its accusations are refused by peers that know higher ones.
+//!
 //! One instance runs per cell (peers with the same layer/cluster/cell). Probe timeouts add
 //! the overlay route's round trip (members may be several hops away).
 

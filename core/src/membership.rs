@@ -947,7 +947,10 @@ impl Membership {
     /// probe, while the deaths it is told it gossips afresh, to peers that may have missed
     /// them too (a pair cut off by the reboot's crash). memberlist's push-pull on join plays
     /// this part. Applying these is ordinary gossip: a higher incarnation wins, nothing
-    /// else moves. A death goes out as our own claim (signed by us when claims are signed).
+    /// else moves. A death goes out under the member that claimed it, as gossip relays it
+    /// (with its kept signature when claims are signed; without one it is left out): sent
+    /// as our own, a liar's false deaths came back from honest tiles
+    /// (`a_catch_up_relays_each_death_under_its_accuser`).
     pub fn sync_for(&self, peer: u32) -> Vec<Vec<Update>> {
         let alive: Vec<Update> = self
             .members
@@ -970,7 +973,7 @@ impl Membership {
                 node: *n,
                 state: MemberState::Dead,
                 incarnation: m.incarnation,
-                from: self.me,
+                from: m.accuser.unwrap_or(self.me),
             })
             .collect();
         // A death may carry a 64-byte signature beside its 17 bytes: fewer fit a frame.
@@ -1017,6 +1020,33 @@ mod tests {
         assert!(m.suspicion_timeout(1) < max && m.suspicion_timeout(1) > min);
         assert_eq!(m.suspicion_timeout(3), min);
         assert_eq!(m.suspicion_timeout(10), min);
+    }
+
+    /// A catch-up relays each death under the member that claimed it, not as ours: sent as
+    /// our own claims, a liar's false deaths came back from honest tiles, and in the
+    /// watch's coalition test (`sim/tests/watch_hardening.rs`, f = 3 liars in a cell of 12)
+    /// honest tiles quarantined honest ones or missed a liar at 6 of seeds 1-30 (3 of 30
+    /// with no catch-up at all, 1 with this).
+    #[test]
+    fn a_catch_up_relays_each_death_under_its_accuser() {
+        let mut m = Membership::new(0, 1, &(0..5).collect::<Vec<_>>(), SwimParams::default());
+        let (mut fx, mut t) = (Effects::default(), Timers::default());
+        let claim = Update {
+            node: 3,
+            state: MemberState::Dead,
+            incarnation: 0,
+            from: 2,
+        };
+        m.apply(Instant::ZERO, &[claim], &mut fx, &mut t);
+        assert_eq!(m.state_of(3), Some(MemberState::Dead));
+        m.declare_dead(Instant::ZERO, 4, &mut fx);
+        let sent: Vec<Update> = m.sync_for(1).concat();
+        let death = |n: u32| {
+            sent.iter()
+                .find(|u| u.node == n && u.state == MemberState::Dead)
+        };
+        assert_eq!(death(3).map(|u| u.from), Some(2), "{sent:?}");
+        assert_eq!(death(4).map(|u| u.from), Some(0), "{sent:?}");
     }
 
     #[test]

@@ -969,7 +969,25 @@ impl Node {
                 for (n, hello) in self.update.hellos_due(now, &neighbours) {
                     fx.send_link(n, hello);
                 }
+                // A neighbour that gets a repeat needs no keepalive: anything heard proves
+                // the link.
+                let mut repeated = BTreeSet::new();
+                for (n, chunks) in self.routing.take_repeats(now) {
+                    repeated.insert(n);
+                    for entries in chunks {
+                        fx.send_link(
+                            n,
+                            Payload::Route {
+                                full: false,
+                                entries,
+                            },
+                        );
+                    }
+                }
                 for n in self.routing.hello_due(now) {
+                    if repeated.contains(&n) {
+                        continue;
+                    }
                     fx.send_link(
                         n,
                         Payload::Route {
@@ -984,7 +1002,7 @@ impl Node {
                 self.timers.set(TimerKey::RouteHello, now + h / 4);
             }
             TimerKey::RouteTriggered => {
-                for (n, chunks) in self.routing.take_triggered() {
+                for (n, chunks) in self.routing.take_triggered(now) {
                     for entries in chunks {
                         fx.send_link(
                             n,

@@ -57,6 +57,14 @@ pub struct RouteParams {
     pub entry_lifetime: Duration,
     /// Batching delay of triggered updates. Default 50 ms.
     pub triggered_delay: Duration,
+    /// A triggered update (and the full table a neighbour gets when its link comes up) is
+    /// sent once more this long after, with the entries' values then; zero: never. A
+    /// triggered update is sent once, and a loss on every link into a tile left the
+    /// destination unreachable from it until the next full refresh (traced at 10^4 tiles
+    /// with 1 % loss: `docs/twin-scale.md` §6). Default zero (off): on, it changes every
+    /// run's trace and the lab's route traffic at boot, and it has not yet been through a
+    /// full CI run with the lab suite; 1 s is the value tested (`harness.rs`).
+    pub repeat_after: Duration,
     /// Hop limit: routes longer than this are unreachable (bounds count-to-infinity).
     pub max_hops: u8,
 }
@@ -70,6 +78,7 @@ impl Default for RouteParams {
             refresh_interval: Duration::from_secs(30),
             entry_lifetime: Duration::from_secs(100),
             triggered_delay: Duration::from_millis(50),
+            repeat_after: Duration::ZERO,
             max_hops: 30,
         }
     }
@@ -290,6 +299,11 @@ pub struct Routing {
     dirty: BTreeSet<Dest>,
     /// Neighbours owed a full table (just came up).
     owe_full: BTreeSet<u32>,
+    /// Destinations sent in a triggered update, with when (the last time): each is sent
+    /// again `repeat_after` later ([`Routing::take_repeats`]).
+    repeat: BTreeMap<Dest, Instant>,
+    /// Neighbours sent a full table on link-up, with when: owed it once more.
+    repeat_full: BTreeMap<u32, Instant>,
     quarantine: BTreeSet<u32>,
     distrust: BTreeSet<u32>,
     pub locality: Locality,
@@ -305,6 +319,7 @@ impl Routing {
         ));
         out.push(("routing.table", self.table.len()));
         out.push(("routing.dirty", self.dirty.len()));
+        out.push(("routing.repeat", self.repeat.len() + self.repeat_full.len()));
     }
     pub fn new(me: u32, dir: Arc<Directory>, links: &[(u32, u64)], params: RouteParams) -> Self {
         let my = dir.addr(me).unwrap_or(HierAddr {
@@ -346,6 +361,8 @@ impl Routing {
             table: BTreeMap::new(),
             dirty: BTreeSet::new(),
             owe_full: BTreeSet::new(),
+            repeat: BTreeMap::new(),
+            repeat_full: BTreeMap::new(),
             quarantine: BTreeSet::new(),
             distrust: BTreeSet::new(),
             locality: Locality::default(),
@@ -774,11 +791,20 @@ impl Routing {
             .collect()
     }
 
-    /// Triggered update: per neighbour (see [`Routing::advert_targets`]), the changed
-    /// entries (full tables to new links).
-    pub fn take_triggered(&mut self) -> Vec<(u32, Vec<Vec<RouteEntry>>)> {
+    /// Triggered update at `now`: per neighbour (see [`Routing::advert_targets`]), the
+    /// changed entries (full tables to new links). Each is owed once more
+    /// ([`Routing::take_repeats`]).
+    pub fn take_triggered(&mut self, now: Instant) -> Vec<(u32, Vec<Vec<RouteEntry>>)> {
         let dirty = std::mem::take(&mut self.dirty);
         let owe = std::mem::take(&mut self.owe_full);
+        if !self.params.repeat_after.is_zero() {
+            for d in &dirty {
+                self.repeat.insert(*d, now);
+            }
+            for n in &owe {
+                self.repeat_full.insert(*n, now);
+            }
+        }
         let mut out = Vec::new();
         for n in self.links.keys() {
             if self.quarantine.contains(n) {
@@ -788,6 +814,49 @@ impl Routing {
                 out.push((*n, self.full_advert(*n)));
             } else if !dirty.is_empty() {
                 let v = dirty.iter().map(|d| self.entry_for(*d, *n)).collect();
+                out.push((*n, Self::chunks(v)));
+            }
+        }
+        out
+    }
+
+    /// The repeats due at `now`: per neighbour, the current entries of the destinations a
+    /// triggered update carried `repeat_after` ago (a withdrawal is repeated as one), or the
+    /// whole table to a neighbour whose link-up table went out then. Each is sent once: a
+    /// loss of both copies on every link into a tile still waits for the periodic refresh.
+    pub fn take_repeats(&mut self, now: Instant) -> Vec<(u32, Vec<Vec<RouteEntry>>)> {
+        let after = self.params.repeat_after;
+        let due = |t: &Instant| now.saturating_since(*t) >= after;
+        let dests: Vec<Dest> = self
+            .repeat
+            .iter()
+            .filter(|(_, t)| due(t))
+            .map(|(d, _)| *d)
+            .collect();
+        let full: BTreeSet<u32> = self
+            .repeat_full
+            .iter()
+            .filter(|(_, t)| due(t))
+            .map(|(n, _)| *n)
+            .collect();
+        if dests.is_empty() && full.is_empty() {
+            return Vec::new();
+        }
+        for d in &dests {
+            self.repeat.remove(d);
+        }
+        for n in &full {
+            self.repeat_full.remove(n);
+        }
+        let mut out = Vec::new();
+        for n in self.links.keys() {
+            if self.quarantine.contains(n) {
+                continue;
+            }
+            if full.contains(n) {
+                out.push((*n, self.full_advert(*n)));
+            } else if !dests.is_empty() {
+                let v = dests.iter().map(|d| self.entry_for(*d, *n)).collect();
                 out.push((*n, Self::chunks(v)));
             }
         }

@@ -1109,3 +1109,60 @@ fn a_rebooted_tile_learns_the_incarnations_it_missed_and_its_accusations_are_bel
         "detection by every survivor ≥ 10 s: {bad:?} (all: {worst:?})"
     );
 }
+
+/// A triggered update lost on every link into a tile is sent once more `repeat_after`
+/// later (issue 13: at 10^4 tiles and 1 % loss such a hole lasted until the 30-s refresh,
+/// `docs/twin-scale.md` §6). Node 3 sits behind 1 and 2, node 0's only neighbours; 3
+/// restarts while every frame from 1 and 2 to 0 is dropped for 300 ms, which carries their
+/// one triggered update naming 3. Without the repeat, 0 has no route to 3 until its refresh.
+#[test]
+fn a_route_update_lost_on_every_link_into_a_tile_is_repeated() {
+    fn run(repeat: bool) -> (bool, bool) {
+        let mut topo = Topo::cell(4, 0, MS, 1);
+        topo.links = vec![(0, 1, MS), (0, 2, MS), (1, 3, MS), (2, 3, MS)];
+        let mut p = test_params();
+        p.route.repeat_after = if repeat {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
+        let mut sim = Sim::new(&topo, 3, p);
+        sim.run_for(Duration::from_secs(3));
+        let has = |sim: &Sim| {
+            sim.node(0)
+                .unwrap()
+                .routing()
+                .table()
+                .contains_key(&Dest::Node(3))
+        };
+        assert!(has(&sim), "route to 3 after the first 3 s");
+        sim.crash(3);
+        sim.run_for(Duration::from_secs(7));
+        assert!(!has(&sim), "the route to the crashed node is withdrawn");
+        sim.set_loss(0, 1, 1_000_000);
+        sim.set_loss(0, 2, 1_000_000);
+        sim.restart(3);
+        sim.run_for(Duration::from_millis(300));
+        sim.set_loss(0, 1, 0);
+        sim.set_loss(0, 2, 0);
+        let neighbours_know = [1, 2].iter().all(|n| {
+            sim.node(*n)
+                .unwrap()
+                .routing()
+                .table()
+                .contains_key(&Dest::Node(3))
+        });
+        let lost = !has(&sim);
+        sim.run_for(Duration::from_millis(1700));
+        (neighbours_know && lost, has(&sim))
+    }
+    let (set_up, with) = run(true);
+    assert!(set_up, "1 and 2 knew 3 and 0 did not when the drop ended");
+    assert!(with, "0 has its route to 3 within 2 s of the restart");
+    let (set_up, without) = run(false);
+    assert!(set_up);
+    assert!(
+        !without,
+        "control: with no repeat the hole stays until the refresh"
+    );
+}

@@ -805,16 +805,32 @@ impl Routing {
                 self.repeat_full.insert(*n, now);
             }
         }
+        self.adverts_to_links(&owe, &dirty)
+    }
+
+    /// Per neighbour (quarantined ones left out): the whole table to those in `full`, the
+    /// entries of `dests` to the others (nothing when `dests` is empty).
+    fn adverts_to_links<'a>(
+        &self,
+        full: &BTreeSet<u32>,
+        dests: impl IntoIterator<Item = &'a Dest> + Clone,
+    ) -> Vec<(u32, Vec<Vec<RouteEntry>>)> {
         let mut out = Vec::new();
         for n in self.links.keys() {
             if self.quarantine.contains(n) {
                 continue;
             }
-            if owe.contains(n) {
+            if full.contains(n) {
                 out.push((*n, self.full_advert(*n)));
-            } else if !dirty.is_empty() {
-                let v = dirty.iter().map(|d| self.entry_for(*d, *n)).collect();
-                out.push((*n, Self::chunks(v)));
+            } else {
+                let v: Vec<RouteEntry> = dests
+                    .clone()
+                    .into_iter()
+                    .map(|d| self.entry_for(*d, *n))
+                    .collect();
+                if !v.is_empty() {
+                    out.push((*n, Self::chunks(v)));
+                }
             }
         }
         out
@@ -827,40 +843,26 @@ impl Routing {
     pub fn take_repeats(&mut self, now: Instant) -> Vec<(u32, Vec<Vec<RouteEntry>>)> {
         let after = self.params.repeat_after;
         let due = |t: &Instant| now.saturating_since(*t) >= after;
-        let dests: Vec<Dest> = self
-            .repeat
-            .iter()
-            .filter(|(_, t)| due(t))
-            .map(|(d, _)| *d)
-            .collect();
-        let full: BTreeSet<u32> = self
-            .repeat_full
-            .iter()
-            .filter(|(_, t)| due(t))
-            .map(|(n, _)| *n)
-            .collect();
+        let mut dests = Vec::new();
+        self.repeat.retain(|d, t| {
+            let keep = !due(t);
+            if !keep {
+                dests.push(*d);
+            }
+            keep
+        });
+        let mut full = BTreeSet::new();
+        self.repeat_full.retain(|n, t| {
+            let keep = !due(t);
+            if !keep {
+                full.insert(*n);
+            }
+            keep
+        });
         if dests.is_empty() && full.is_empty() {
             return Vec::new();
         }
-        for d in &dests {
-            self.repeat.remove(d);
-        }
-        for n in &full {
-            self.repeat_full.remove(n);
-        }
-        let mut out = Vec::new();
-        for n in self.links.keys() {
-            if self.quarantine.contains(n) {
-                continue;
-            }
-            if full.contains(n) {
-                out.push((*n, self.full_advert(*n)));
-            } else if !dests.is_empty() {
-                let v = dests.iter().map(|d| self.entry_for(*d, *n)).collect();
-                out.push((*n, Self::chunks(v)));
-            }
-        }
-        out
+        self.adverts_to_links(&full, &dests)
     }
 
     /// Counts an originated frame of `bytes` for `dst` in the locality ledger, as workload

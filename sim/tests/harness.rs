@@ -19,6 +19,35 @@ fn dead_everywhere(sim: &Sim, victim: u32) -> bool {
         .all(|i| sim.node(i).unwrap().membership().state_of(victim) == Some(MemberState::Dead))
 }
 
+/// The latest, over `watchers`, of the first time since `t0` each reported `victim` dead
+/// (`Duration::MAX` for one that never did).
+fn slowest_to_see_dead(
+    sim: &Sim,
+    victim: u32,
+    t0: lightcone_core::time::Instant,
+    watchers: impl Iterator<Item = u32>,
+) -> Duration {
+    watchers
+        .map(|i| {
+            sim.events()
+                .iter()
+                .filter(|(t, at, e)| {
+                    *t >= t0
+                        && *at == i
+                        && matches!(
+                            e,
+                            Event::MemberChanged { node, state: MemberState::Dead, .. }
+                                if *node == victim
+                        )
+                })
+                .map(|(t, _, _)| *t - t0)
+                .min()
+                .unwrap_or(Duration::MAX)
+        })
+        .max()
+        .unwrap_or_default()
+}
+
 fn count_events(sim: &Sim, state: MemberState) -> usize {
     sim.events()
         .iter()
@@ -988,29 +1017,7 @@ fn a_pair_cut_off_by_two_staggered_crashes_learns_the_second_death_within_10s() 
         sim.run_for(Duration::from_secs(4));
         sim.restart(9);
         sim.run_until_pred(Duration::from_secs(8), |s| dead_everywhere(s, 0));
-        let last = (1..12u32)
-            .filter(|&i| i != 9)
-            .map(|i| {
-                sim.events()
-                    .iter()
-                    .filter(|(t, at, e)| {
-                        *t >= t0
-                            && *at == i
-                            && matches!(
-                                e,
-                                Event::MemberChanged {
-                                    node: 0,
-                                    state: MemberState::Dead,
-                                    ..
-                                }
-                            )
-                    })
-                    .map(|(t, _, _)| *t - t0)
-                    .min()
-                    .unwrap_or(Duration::MAX)
-            })
-            .max()
-            .unwrap_or_default();
+        let last = slowest_to_see_dead(&sim, 0, t0, (1..12u32).filter(|&i| i != 9));
         worst.push((seed, last));
     }
     let mut sorted: Vec<Duration> = worst.iter().map(|(_, d)| *d).collect();
@@ -1075,29 +1082,7 @@ fn a_rebooted_tile_learns_the_incarnations_it_missed_and_its_accusations_are_bel
         let t0 = sim.now();
         sim.crash(3);
         sim.run_until_pred(Duration::from_secs(30), |s| dead_everywhere(s, 3));
-        let last = (0..12u32)
-            .filter(|&i| i != 3)
-            .map(|i| {
-                sim.events()
-                    .iter()
-                    .filter(|(t, at, e)| {
-                        *t >= t0
-                            && *at == i
-                            && matches!(
-                                e,
-                                Event::MemberChanged {
-                                    node: 3,
-                                    state: MemberState::Dead,
-                                    ..
-                                }
-                            )
-                    })
-                    .map(|(t, _, _)| *t - t0)
-                    .min()
-                    .unwrap_or(Duration::MAX)
-            })
-            .max()
-            .unwrap_or_default();
+        let last = slowest_to_see_dead(&sim, 3, t0, (0..12u32).filter(|&i| i != 3));
         worst.push((seed, last));
     }
     let bad: Vec<_> = worst

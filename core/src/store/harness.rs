@@ -115,6 +115,15 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// The ids of cluster `c`'s tiles (one side of a partition).
+    pub fn cluster(&self, c: u32) -> BTreeSet<u32> {
+        self.tiles
+            .iter()
+            .filter(|t| t.cluster == c)
+            .map(|t| t.id)
+            .collect()
+    }
+
     /// `clusters × cells × tiles` tiles, ids from 0, cell ids global.
     pub fn grid(
         clusters: u32,

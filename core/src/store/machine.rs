@@ -1534,7 +1534,6 @@ pub fn hex(h: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
     use std::time::Duration;
 
     use super::super::harness::{Harness, Record};
@@ -1592,12 +1591,7 @@ mod tests {
         );
         h.put_at(s(1), 0, "a", vec![7; 300]);
         h.run_until(s(5));
-        let side: BTreeSet<u32> = h
-            .tiles
-            .iter()
-            .filter(|t| t.cluster == 0)
-            .map(|t| t.id)
-            .collect();
+        let side = h.cluster(0);
         h.partition_at(s(10), s(20), side);
         h.run_until(s(120));
         assert!(repaired(&h).is_empty(), "{:?}", h.records);
@@ -1615,12 +1609,7 @@ mod tests {
         );
         h.put_at(s(1), 0, "a", vec![9; 500]);
         h.run_until(s(5));
-        let side: BTreeSet<u32> = h
-            .tiles
-            .iter()
-            .filter(|t| t.cluster == 0)
-            .map(|t| t.id)
-            .collect();
+        let side = h.cluster(0);
         h.partition_at(s(10), s(90), side);
         h.run_until(s(200));
         assert!(!repaired(&h).is_empty());
@@ -1662,12 +1651,7 @@ mod tests {
         );
         h.put_at(s(1), 0, "a", vec![3; 400]);
         h.run_until(s(5));
-        let side: BTreeSet<u32> = h
-            .tiles
-            .iter()
-            .filter(|t| t.cluster == 0)
-            .map(|t| t.id)
-            .collect();
+        let side = h.cluster(0);
         let m = h.meta("a").unwrap();
         let inside = m.holders.iter().filter(|x| side.contains(x)).count();
         assert!(

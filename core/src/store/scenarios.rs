@@ -72,12 +72,7 @@ pub fn durable(seed: u64) -> (Harness, Vec<(Duration, u32)>) {
         h.crash_at(s(200.0), t);
         h.restart_at(s(400.0), t);
     }
-    let side: BTreeSet<u32> = h
-        .tiles
-        .iter()
-        .filter(|t| t.cluster == 0)
-        .map(|t| t.id)
-        .collect();
+    let side = h.cluster(0);
     h.partition_at(s(450.0), s(20.0), side);
     h.run_until(s(960.0));
     // Final reads from live tiles that know the metadata (the writer, a holder).

@@ -658,8 +658,19 @@ fn class_a_datagrams_overtake_a_full_data_queue() {
         "every probe arrives"
     );
     // Idle: 5 ms + 52 B at 10 Mbit/s (42 µs). Strict priority adds at most the data frame
-    // on the transmitter (0.99 ms); 3 ms more for this host's scheduling.
-    let bound = 0.005 + 0.000_042 + 0.000_994 + 0.003;
+    // on the transmitter (0.99 ms); 3 ms more for this host's scheduling of the sender and
+    // the kernel's paths. A stalled engine thread delays every frame alike, whatever its
+    // class (one CI run: three probes held 30 ms, then sent together); the engine measures
+    // how late it ran against its own model (`late_max_s`), and that is added here, printed,
+    // and capped: past 50 ms this host says nothing about a 1 ms priority effect.
+    let st = a_to_b();
+    let host_late = st.late_max_s;
+    eprintln!("engine ran at most {host_late} s behind its model");
+    assert!(
+        host_late < 0.05,
+        "the host stalled the engine {host_late} s: too long to measure priority"
+    );
+    let bound = 0.005 + 0.000_042 + 0.000_994 + 0.003 + host_late;
     let worst = class_a.iter().cloned().fold(0.0, f64::max);
     assert!(worst <= bound, "class A took {worst} s > {bound} s");
     // Unmarked, the same probes queue behind the burst (the first waits ≥ 0.2 s).
@@ -667,7 +678,6 @@ fn class_a_datagrams_overtake_a_full_data_queue() {
         unmarked[0] > 0.1,
         "unmarked probes did not queue: {unmarked:?}"
     );
-    let st = a_to_b();
     assert_eq!(st.class_a_forwarded, 10, "{st:?}");
     assert!(st.class_a_delay_max_s <= bound, "{st:?}");
     assert!(st.forwarded >= 320, "{st:?}");

@@ -60,4 +60,8 @@ pub struct LinkStats {
     pub class_a_forwarded: u64,
     pub class_a_delay_sum_s: f64,
     pub class_a_delay_max_s: f64,
+    /// The latest the engine sent a frame, or gave a waiting frame the transmitter, after
+    /// the time its model set, real seconds: how far this host's scheduling stretched the
+    /// model (a few µs on a host that keeps up; a stalled engine thread shows here).
+    pub late_max_s: f64,
 }

@@ -185,6 +185,8 @@ struct DirCounters {
     class_a_delay_max_ns: AtomicU64,
     /// Longest wait for the transmitter per class ([`Class::index`]), real ns.
     wait_max_ns: [AtomicU64; 2],
+    /// Latest the loop sent a frame, or started a waiting copy, after its due time, real ns.
+    late_max_ns: AtomicU64,
     prom: Option<PromDir>,
 }
 
@@ -208,6 +210,10 @@ impl DirCounters {
         if let Some(p) = p {
             p.inc_by(n);
         }
+    }
+
+    fn late(&self, ns: u64) {
+        self.late_max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
     fn forwarded(&self, delay_ns: u64, class: Class) {
@@ -276,6 +282,7 @@ impl DirCounters {
             class_a_forwarded: ld(&self.class_a_forwarded),
             class_a_delay_sum_s: ld(&self.class_a_delay_sum_ns) as f64 / 1e9,
             class_a_delay_max_s: ld(&self.class_a_delay_max_ns) as f64 / 1e9,
+            late_max_s: ld(&self.late_max_ns) as f64 / 1e9,
         }
     }
 }
@@ -1336,6 +1343,7 @@ impl Loop {
                 continue; // a stale entry: flushed, or re-armed earlier
             }
             l.kick_at[dir] = None;
+            l.counters[dir].late(now - at);
             while let Some((class, d)) = l.shapers[dir].start_next(now) {
                 let Some(w) = l.waiting[dir][class.index()].pop_front() else {
                     break; // cannot happen: the FIFOs follow the shaper's queues
@@ -1389,6 +1397,7 @@ impl Loop {
             } else {
                 c.forwarded(sent_ns.saturating_sub(p.arrived_ns), p.class);
             }
+            c.late(sent_ns.saturating_sub(p.at_ns));
             c.queue(&l.shapers[p.dir]);
         }
     }

@@ -58,12 +58,11 @@ pub struct RouteParams {
     /// Batching delay of triggered updates. Default 50 ms.
     pub triggered_delay: Duration,
     /// A triggered update (and the full table a neighbour gets when its link comes up) is
-    /// sent once more this long after, with the entries' values then; zero: never. A
-    /// triggered update is sent once, and a loss on every link into a tile left the
-    /// destination unreachable from it until the next full refresh (traced at 10^4 tiles
-    /// with 1 % loss: `docs/twin-scale.md` §6). Default zero (off): on, it changes every
-    /// run's trace and the lab's route traffic at boot, and it has not yet been through a
-    /// full CI run with the lab suite; 1 s is the value tested (`harness.rs`).
+    /// sent once more this long after, with the entries' values then; zero: never. Sent
+    /// once, a triggered update lost on every link into a tile left the destination
+    /// unreachable from it until the next full refresh (traced at 10^4 tiles with 1 % loss:
+    /// `docs/twin-scale.md` §6; with repeats the shipped 10^4 scenario converged 1.5 s
+    /// virtual into its warm-up). Default 1 s.
     pub repeat_after: Duration,
     /// Hop limit: routes longer than this are unreachable (bounds count-to-infinity).
     pub max_hops: u8,
@@ -78,7 +77,7 @@ impl Default for RouteParams {
             refresh_interval: Duration::from_secs(30),
             entry_lifetime: Duration::from_secs(100),
             triggered_delay: Duration::from_millis(50),
-            repeat_after: Duration::ZERO,
+            repeat_after: Duration::from_secs(1),
             max_hops: 30,
         }
     }

@@ -1,7 +1,8 @@
 //! What the twin does differently above [`FULL_RECORD_MAX`](super::recorder::FULL_RECORD_MAX)
 //! nodes, where reading every node's whole view would cost O(N²) per check.
 //!
-//! The warm-up's convergence check: every node sees its whole cell alive (its own counts,
+//! The warm-up's convergence check: every node sees its whole cell alive or suspect, none
+//! dead (its own counts,
 //! O(cell) per node, stopping at the first that does not), and a sample of nodes — the
 //! timeline's named nodes and the first node of each of the first [`ROUTE_SAMPLE_CELLS`]
 //! cells — holds every route it should ([`expected_routes`], computed once per sampled
@@ -52,12 +53,15 @@ impl WarmupSample {
         WarmupSample { routes }
     }
 
-    /// (every node sees its cell alive, the first sampled node missing a route).
+    /// (every node sees its cell alive or suspect — a suspicion is a check in progress, as
+    /// the lab's [`converged`](crate::experiment::runner::warmup::converged) counts it —,
+    /// the first sampled node missing a route).
     pub fn check(&self, names: &[String], sim: &Sim) -> (bool, Option<String>) {
         let alive = (0..names.len() as u32).all(|i| {
             sim.node(i).is_some_and(|n| {
                 let m = n.membership();
-                m.counts()[0] as usize == m.cell_size()
+                let [alive, suspect, _dead] = m.counts();
+                (alive + suspect) as usize == m.cell_size()
             })
         });
         let missing = self.routes.iter().find_map(|(i, want)| {

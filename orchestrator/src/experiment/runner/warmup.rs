@@ -1,5 +1,7 @@
-//! Warm-up: the timeline starts once every node sees its cell peers alive and has a route
-//! to every destination of its table (a fresh lab's first messages across levels were lost
+//! Warm-up: the timeline starts once every node sees each of its cell peers as a member
+//! not held dead (alive, or suspect: a suspicion is a check in progress, not a verdict, and
+//! at 10^4 tiles some member is always under one somewhere) and has a route to every
+//! destination of its table (a fresh lab's first messages across levels were lost
 //! for want of routes: ~2 % of a load's messages), or after [`WARMUP_MAX`] regardless.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,7 +91,8 @@ pub(crate) fn expected_routes(
         .collect()
 }
 
-/// Whether every polled node sees every polled node of its cell alive.
+/// Whether every polled node sees every polled node of its cell as a member, alive or
+/// suspect (not dead, not unknown).
 pub(crate) fn converged(rec: &Recording, polls: &[StatePoll]) -> bool {
     let ids: BTreeMap<&str, u32> = polls.iter().map(|p| (p.node.as_str(), p.id)).collect();
     polls.iter().all(|p| {
@@ -98,9 +101,10 @@ pub(crate) fn converged(rec: &Recording, polls: &[StatePoll]) -> bool {
             .iter()
             .filter(|q| q.node != p.node && rec.addrs.get(&q.node).map(|a| cell_key(a)) == cell)
             .all(|q| {
-                p.members
-                    .iter()
-                    .any(|m| Some(&m.id) == ids.get(q.node.as_str()) && m.state == "alive")
+                p.members.iter().any(|m| {
+                    Some(&m.id) == ids.get(q.node.as_str())
+                        && (m.state == "alive" || m.state == "suspect")
+                })
             })
     })
 }
@@ -108,6 +112,53 @@ pub(crate) fn converged(rec: &Recording, polls: &[StatePoll]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiment::record::MemberObs;
+
+    #[test]
+    fn a_suspect_member_counts_as_converged_a_dead_or_unknown_one_does_not() {
+        let addrs: BTreeMap<String, String> =
+            [("t0", "0.0.0.0"), ("t1", "0.0.0.1"), ("u0", "0.0.1.0")]
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.to_string()))
+                .collect();
+        let rec = Recording {
+            addrs,
+            ..Default::default()
+        };
+        let poll = |node: &str, id: u32, members: &[(u32, &str)]| StatePoll {
+            node: node.into(),
+            id,
+            members: members
+                .iter()
+                .map(|(id, state)| MemberObs {
+                    id: *id,
+                    state: state.to_string(),
+                    incarnation: 0,
+                    since_emulated_s: 0.0,
+                })
+                .collect(),
+            round: 0,
+            t_real_s: 0.0,
+            now_emulated_s: 0.0,
+            quarantine: vec![],
+            routes: vec![],
+            pulsar_missed: None,
+            shards: None,
+        };
+        let with = |t0_sees_t1: Option<&str>| {
+            let t0: Vec<(u32, &str)> = t0_sees_t1.map(|s| (1, s)).into_iter().collect();
+            vec![
+                poll("t0", 0, &t0),
+                poll("t1", 1, &[(0, "alive")]),
+                // another cell: u0 needs no member
+                poll("u0", 2, &[]),
+            ]
+        };
+        assert!(converged(&rec, &with(Some("alive"))));
+        assert!(converged(&rec, &with(Some("suspect"))));
+        assert!(!converged(&rec, &with(Some("dead"))));
+        assert!(!converged(&rec, &with(None)));
+    }
 
     #[test]
     fn expected_routes_follow_the_hierarchy_and_skip_authority_pairs() {

@@ -1045,6 +1045,58 @@ fn validate_checks_a_scenario_its_topology_timeline_and_expectations() {
     assert!(out.contains("s.yaml:3:18"), "{out}");
 }
 
+/// Issue 13: an incident observed for less than its bound (a crash restarted 4 s later
+/// against a 10-s detection bound, a heal 4.5 s before the end against a 10-s convergence
+/// bound) reads as never (FAIL) if not seen in time; the scenario is accepted, with a
+/// located warning. Windows at least as long as the bound give none.
+#[test]
+fn incidents_observed_for_less_than_their_bound_are_warned() {
+    use lightcone::experiment::validate::{check_file, CheckedFile};
+    let d = scratch();
+    let warnings = |src: &str| {
+        let path = d.path().join("w.yaml");
+        std::fs::write(&path, src).unwrap();
+        match check_file(&path) {
+            Ok(CheckedFile::Scenario(c)) => c.warnings,
+            Ok(_) => panic!("not a scenario"),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let p = "[[l0c0k0t0, l0c0k0t1, l0c0k0t2], [l0c0k0t3, l0c0k0t4, l0c0k0t5, l0c0k0t6, l0c0k0t7, l0c0k0t8, l0c0k0t9, l0c0k0t10, l0c0k0t11]]";
+    let short = format!(
+        "topology: cell.yaml\nduration: 12.5s\ntimeline:\n  - {{ at: 1s, crash: l0c0k0t3 }}\n  - {{ at: 5s, restart: l0c0k0t3 }}\n  - {{ at: 6s, partition: {p} }}\n  - {{ at: 8s, heal: }}\nexpect:\n  - detection_time < 10s\n  - converged_after_heal <= 10s\n  - overhead <= 3%\n"
+    );
+    let w = warnings(&short);
+    assert!(
+        w.contains("warning: `detection_time < 10s`: 1 of 1 incidents are observed for less than the bound; l0c0k0t3 crashed at 1s, and is restarted 4s later, at 5s"),
+        "{w}"
+    );
+    assert!(w.contains("w.yaml:9:5"), "{w}");
+    assert!(
+        w.contains("warning: `converged_after_heal <= 10s`: 1 of 1 incidents are observed for less than the bound; the heal at 8s, and the run ends 4.5s later, at 12.5s"),
+        "{w}"
+    );
+    assert!(w.contains("w.yaml:10:5"), "{w}");
+    assert_eq!(w.matches("warning:").count(), 2, "{w}");
+    // The same incidents with windows as long as the bounds: no warning.
+    let long = short
+        .replace("12.5s", "30s")
+        .replace("{ at: 5s, restart", "{ at: 11s, restart")
+        .replace("{ at: 6s, partition", "{ at: 12s, partition")
+        .replace("{ at: 8s, heal", "{ at: 14s, heal");
+    assert_eq!(warnings(&long), "", "{long}");
+    // The shipped scenarios give their incidents at least their bounds.
+    let dir = repo().join("topologies/scenarios");
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml") {
+            if let Ok(CheckedFile::Scenario(c)) = check_file(&f) {
+                assert_eq!(c.warnings, "", "{}", f.display());
+            }
+        }
+    }
+}
+
 /// Issue 11, item 3: an expectation that nothing in the run could measure would fail
 /// whatever the system did; it is refused before anything runs.
 #[test]

@@ -26,7 +26,9 @@ pub(crate) fn cmd_validate(file: &Path) -> Result<(), Failure> {
         CheckedFile::Topology(t) => {
             println!("{}: ok — {}", file.display(), describe(&t))
         }
-        CheckedFile::Scenario(c) => println!(
+        CheckedFile::Scenario(c) => {
+            eprint!("{}", c.warnings);
+            println!(
             "{}: ok — scenario {}, seed {}, duration {}, {} steps ({} actions), {} expectations; its topology: {}",
             file.display(),
             c.scenario.name,
@@ -36,7 +38,8 @@ pub(crate) fn cmd_validate(file: &Path) -> Result<(), Failure> {
             c.plan.len(),
             c.scenario.expect.len(),
             describe(&c.topology)
-        ),
+            )
+        }
     }
     Ok(())
 }

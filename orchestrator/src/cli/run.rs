@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use lightcone::progress::Renderer;
 
-use super::{code, invalid, invalid_rendered, need_root, Failure};
+use super::{code, invalid_rendered, need_root, Failure};
 
 /// The scenario checked and expanded as `run` and `simulate` both do before anything is
 /// built: a bad file is a located error and exit 2.
@@ -22,12 +22,10 @@ pub(crate) fn check_scenario_for(
     seed: Option<u64>,
     host: lightcone::topology::Host,
 ) -> Result<lightcone::experiment::Scenario, Failure> {
-    use lightcone::experiment;
-    let (sc, _, _) = experiment::prepare_for(scenario, seed, host).map_err(|e| match e {
-        experiment::RunError::Scenario(e) => invalid_rendered(e),
-        e => invalid(e),
-    })?;
-    Ok(sc)
+    let c = lightcone::experiment::validate::check_scenario_for(scenario, seed, host)
+        .map_err(invalid_rendered)?;
+    eprint!("{}", c.warnings);
+    Ok(c.scenario)
 }
 
 /// A run that could not be carried out: exit 2 when its input was invalid, 1 otherwise.

@@ -58,10 +58,28 @@ impl Diagnostics {
 
     /// Render every diagnostic with a source excerpt and a caret under the column.
     pub fn render(&self, file: &str, src: &str) -> String {
+        let mut out = self.render_items("error", file, src);
+        let n = self.items.len();
+        let _ = writeln!(
+            out,
+            "{file}: {n} error{} found; nothing was changed",
+            if n == 1 { "" } else { "s" }
+        );
+        out
+    }
+
+    /// Render every diagnostic as a warning (the file is accepted), as [`render`] does.
+    ///
+    /// [`render`]: Diagnostics::render
+    pub fn render_warnings(&self, file: &str, src: &str) -> String {
+        self.render_items("warning", file, src)
+    }
+
+    fn render_items(&self, label: &str, file: &str, src: &str) -> String {
         let lines: Vec<&str> = src.lines().collect();
         let mut out = String::new();
         for d in &self.items {
-            let _ = writeln!(out, "error: {}", d.message);
+            let _ = writeln!(out, "{label}: {}", d.message);
             let _ = writeln!(out, "  --> {}:{}:{}", file, d.pos.line, d.pos.col);
             if let Some(line) = d.pos.line.checked_sub(1).and_then(|i| lines.get(i)) {
                 let num = d.pos.line.to_string();
@@ -76,12 +94,6 @@ impl Diagnostics {
             }
             out.push('\n');
         }
-        let n = self.items.len();
-        let _ = writeln!(
-            out,
-            "{file}: {n} error{} found; nothing was changed",
-            if n == 1 { "" } else { "s" }
-        );
         out
     }
 }

@@ -55,6 +55,9 @@ pub struct Tally {
     delay_sum_ns: u128,
     /// Longest wait for the transmitter, per class ([`Class::index`]: A, data), real ns.
     pub wait_max_ns: [u64; 2],
+    /// Longest part of a Class-A copy's wait spent behind a data frame, real ns
+    /// ([`Delivery::waited_behind_data_real_ns`]): what priority did not spare it.
+    pub a_behind_data_max_ns: u64,
 }
 
 impl Default for Tally {
@@ -72,6 +75,7 @@ impl Default for Tally {
             delays: Some(BTreeMap::new()),
             delay_sum_ns: 0,
             wait_max_ns: [0; 2],
+            a_behind_data_max_ns: 0,
         }
     }
 }
@@ -110,6 +114,9 @@ impl Tally {
     pub fn waited(&mut self, class: Class, d: &Delivery) {
         let m = &mut self.wait_max_ns[class.index()];
         *m = (*m).max(d.waited_real_ns);
+        if class == Class::A {
+            self.a_behind_data_max_ns = self.a_behind_data_max_ns.max(d.waited_behind_data_real_ns);
+        }
     }
 
     /// A copy that waited ([`Verdict::Wait`]) started with this delivery.
@@ -224,6 +231,7 @@ mod tests {
             at_real_ns: at,
             corrupt_bit: bit,
             waited_real_ns: 0,
+            waited_behind_data_real_ns: 0,
         };
         let mut t = Tally::default();
         assert_eq!(t.delay_quantile_ns(0.5), None);

@@ -11,12 +11,16 @@
 //! - `sla_violations`: leases lost before their task's end plus leases throttled
 //!   (`lightcone_leases_violated_total`, summed).
 //! - `class_a_latency_excess` / `data_latency_excess`: over every link direction, the
-//!   longest a frame of the class waited for the direction's transmitter
-//!   (`lightcone_link_wait_max_seconds{class}`, the shaper's own account: the wire engine in
-//!   a lab, the shaped links in the twin) as a share of the direction's idle one-way delay
-//!   (`lightcone_link_configured_delay_seconds`); the worst direction counts. Class A is
-//!   what strict priority spares (the issue: within 10 % of the idle link's latency while
-//!   data saturates it); the data figure shows that the data did saturate. Directions where
+//!   longest a Class-A frame waited behind data
+//!   (`lightcone_link_class_a_behind_data_max_seconds`: behind the data frame holding the
+//!   transmitter when it arrived; its waits behind Class-A frames ahead of it are not what
+//!   priority spares and are not counted), and the longest a data frame waited for the
+//!   transmitter (`lightcone_link_wait_max_seconds{class="data"}`) — the shaper's own
+//!   account: the wire engine in a lab, the shaped links in the twin — as a share of the
+//!   direction's idle one-way delay (`lightcone_link_configured_delay_seconds`); the worst
+//!   direction counts. Class A is what strict priority spares (the issue: within 10 % of the
+//!   idle link's latency while data saturates it); the data figure shows that the data did
+//!   saturate. Directions where
 //!   nothing ever waited export nothing; a run with no wait anywhere is 0 %.
 
 use super::record::Recording;
@@ -31,26 +35,34 @@ impl Recording {
     }
 
     pub(crate) fn latency_excess(&self, class: &str) -> (Option<f64>, String) {
-        use crate::link::metrics::WAIT_MAX_SERIES;
-        let key = |l: &std::collections::BTreeMap<String, String>| {
+        use crate::link::metrics::{A_BEHIND_DATA_SERIES, WAIT_MAX_SERIES};
+        type Key = (String, String);
+        let key = |l: &std::collections::BTreeMap<String, String>| -> Key {
             (
                 l.get("link").cloned().unwrap_or_default(),
                 l.get("direction").cloned().unwrap_or_default(),
             )
         };
-        let configured: std::collections::BTreeMap<(String, String), f64> = self
-            .metrics_end
-            .iter()
-            .filter(|(n, _, _)| n == "lightcone_link_configured_delay_seconds")
-            .map(|(_, l, v)| (key(l), *v))
-            .collect();
+        let series = |name: &str, class: Option<&str>| -> std::collections::BTreeMap<Key, f64> {
+            self.metrics_end
+                .iter()
+                .filter(|(n, l, _)| n == name && l.get("class").map(String::as_str) == class)
+                .map(|(_, l, v)| (key(l), *v))
+                .collect()
+        };
+        let configured = series("lightcone_link_configured_delay_seconds", None);
         let has_links = !configured.is_empty();
+        // Class A: the part of its wait behind data (what priority is to spare it), with the
+        // whole wait beside it; data: its whole wait.
+        let total = series(WAIT_MAX_SERIES, Some(class));
+        let judged = if class == "a" {
+            series(A_BEHIND_DATA_SERIES, None)
+        } else {
+            total.clone()
+        };
         let mut worst: Option<(f64, String)> = None;
         let mut n = 0;
-        for (_, l, wait) in self.metrics_end.iter().filter(|(m, l, _)| {
-            m == WAIT_MAX_SERIES && l.get("class").map(String::as_str) == Some(class)
-        }) {
-            let (link, dir) = key(l);
+        for ((link, dir), wait) in &judged {
             let Some(idle) = configured.get(&(link.clone(), dir.clone())).copied() else {
                 continue;
             };
@@ -60,11 +72,19 @@ impl Recording {
             n += 1;
             let r = wait / idle;
             if worst.as_ref().is_none_or(|(w, _)| r > *w) {
+                let what = if class == "a" {
+                    format!(
+                        "waited up to {:.3} ms behind data (of a wait up to {:.3} ms for the transmitter; the rest behind Class-A frames)",
+                        wait * 1e3,
+                        total.get(&(link.clone(), dir.clone())).copied().unwrap_or(0.0) * 1e3
+                    )
+                } else {
+                    format!("waited up to {:.3} ms for the transmitter", wait * 1e3)
+                };
                 worst = Some((
                     r,
                     format!(
-                        "{link} {dir}: waited up to {:.3} ms for the transmitter over an idle delay of {:.3} ms",
-                        wait * 1e3,
+                        "{link} {dir}: {what} over an idle delay of {:.3} ms",
                         idle * 1e3
                     ),
                 ));

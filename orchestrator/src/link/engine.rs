@@ -108,7 +108,7 @@ fn done<T: Send + 'static>(r: Result<T, EngineError>) -> Pending<T> {
 /// index in the plan the engine was started with.
 pub enum LinkEngine {
     /// Userspace shaping of every link on one event-loop thread.
-    Wire(WireLinks),
+    Wire(Box<WireLinks>),
     /// netem qdiscs on the veth ends.
     Netem(VethLinks),
     /// Plain veth pairs.
@@ -140,11 +140,11 @@ impl LinkEngine {
                 let registry = Registry::new();
                 let metrics = WireMetrics::register(&registry, &plan.lab)?;
                 let engine = WireEngine::start_with_metrics(plan.time_scale, Some(metrics))?;
-                LinkEngine::Wire(WireLinks {
+                LinkEngine::Wire(Box::new(WireLinks {
                     plan: plan.clone(),
                     engine,
                     registry,
-                })
+                }))
             }
             EngineChoice::Netem => LinkEngine::Netem(VethLinks { plan: plan.clone() }),
             EngineChoice::None | EngineChoice::Auto => {

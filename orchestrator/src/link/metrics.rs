@@ -20,6 +20,9 @@ use super::stats::{Direction, DELAY_BUCKETS_S};
 
 /// The series of the longest wait per class ([`LinkSeries::wait`]).
 pub const WAIT_MAX_SERIES: &str = "lightcone_link_wait_max_seconds";
+/// The series of the longest part of a Class-A wait spent behind data
+/// ([`LinkSeries::a_behind_data`]).
+pub const A_BEHIND_DATA_SERIES: &str = "lightcone_link_class_a_behind_data_max_seconds";
 
 /// `outcome` of netem's drops: the qdisc's one drop counter covers the loss model and a full
 /// queue alike.
@@ -38,6 +41,10 @@ pub struct LinkSeries {
     /// the class (`a`, `data`) waited for the direction's transmitter, real seconds (the
     /// queueing strict priority spares Class A; wire engine only).
     pub wait: prometheus::GaugeVec,
+    /// `lightcone_link_class_a_behind_data_max_seconds{lab,link,direction}`: the longest
+    /// part of a Class-A frame's wait spent behind a data frame that held the transmitter
+    /// when it arrived (the rest was behind Class-A frames ahead of it), real seconds.
+    pub a_behind_data: prometheus::GaugeVec,
 }
 
 impl LinkSeries {
@@ -80,11 +87,18 @@ impl LinkSeries {
                 ),
                 &["lab", "link", "direction", "class"],
             )?,
+            a_behind_data: prometheus::GaugeVec::new(
+                Opts::new(
+                    A_BEHIND_DATA_SERIES,
+                    "Longest part of a Class-A frame's wait spent behind a data frame, real seconds",
+                ),
+                &labels,
+            )?,
         })
     }
 
     /// How many series [`LinkSeries::collector`] hands out.
-    const COLLECTORS: usize = 5;
+    const COLLECTORS: usize = 6;
 
     fn collector(&self, i: usize) -> Box<dyn prometheus::core::Collector> {
         match i {
@@ -92,7 +106,8 @@ impl LinkSeries {
             1 => Box::new(self.delay.clone()),
             2 => Box::new(self.configured.clone()),
             3 => Box::new(self.depth.clone()),
-            _ => Box::new(self.wait.clone()),
+            4 => Box::new(self.wait.clone()),
+            _ => Box::new(self.a_behind_data.clone()),
         }
     }
 

@@ -164,6 +164,8 @@ struct PromDir {
     depth: IntGauge,
     /// Longest wait for the transmitter, per class ([`Class::index`]).
     wait: [Gauge; 2],
+    /// Longest part of a Class-A wait spent behind data.
+    a_behind_data: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -185,6 +187,8 @@ struct DirCounters {
     class_a_delay_max_ns: AtomicU64,
     /// Longest wait for the transmitter per class ([`Class::index`]), real ns.
     wait_max_ns: [AtomicU64; 2],
+    /// Longest part of a Class-A copy's wait spent behind a data frame, real ns.
+    a_behind_data_max_ns: AtomicU64,
     /// Latest the loop sent a frame, or started a waiting copy, after its due time, real ns.
     late_max_ns: AtomicU64,
     prom: Option<PromDir>,
@@ -235,12 +239,24 @@ impl DirCounters {
         }
     }
 
-    /// A copy of class `class` started after waiting `waited_ns` for the transmitter.
-    fn waited(&self, class: Class, waited_ns: u64) {
+    /// A copy of class `class` started after the wait its delivery `d` says.
+    fn waited(&self, class: Class, d: &lightcone_link::shaper::Delivery) {
+        let waited_ns = d.waited_real_ns;
         let prev = self.wait_max_ns[class.index()].fetch_max(waited_ns, Ordering::Relaxed);
         if waited_ns > prev {
             if let Some(p) = &self.prom {
                 p.wait[class.index()].set(waited_ns as f64 / 1e9);
+            }
+        }
+        if class == Class::A {
+            let behind = d.waited_behind_data_real_ns;
+            let prev = self
+                .a_behind_data_max_ns
+                .fetch_max(behind, Ordering::Relaxed);
+            if behind > prev {
+                if let Some(p) = &self.prom {
+                    p.a_behind_data.set(behind as f64 / 1e9);
+                }
             }
         }
     }
@@ -301,6 +317,7 @@ pub struct WireMetrics {
     configured: prometheus::GaugeVec,
     depth: prometheus::IntGaugeVec,
     wait: prometheus::GaugeVec,
+    a_behind_data: prometheus::GaugeVec,
     ignored: IntCounter,
 }
 
@@ -335,6 +352,7 @@ impl WireMetrics {
             configured: s.configured,
             depth: s.depth,
             wait: s.wait,
+            a_behind_data: s.a_behind_data,
             ignored,
         })
     }
@@ -351,6 +369,7 @@ impl WireMetrics {
             configured: self.configured.with_label_values(&l),
             depth: self.depth.with_label_values(&l),
             wait: Class::ALL.map(|c| self.wait.with_label_values(&[l[0], l[1], l[2], c.as_str()])),
+            a_behind_data: self.a_behind_data.with_label_values(&l),
         }
     }
 
@@ -363,6 +382,12 @@ impl WireMetrics {
             let _ = self.delay.remove_label_values(&l);
             let _ = self.configured.remove_label_values(&l);
             let _ = self.depth.remove_label_values(&l);
+            for c in Class::ALL {
+                let _ = self
+                    .wait
+                    .remove_label_values(&[l[0], l[1], l[2], c.as_str()]);
+            }
+            let _ = self.a_behind_data.remove_label_values(&l);
         }
     }
 }
@@ -1413,7 +1438,7 @@ fn launch(
     arrived_ns: u64,
     mut data: Vec<u8>,
 ) {
-    counters.waited(class, d.waited_real_ns);
+    counters.waited(class, &d);
     if let Some(bit) = d.corrupt_bit {
         corrupt(&mut data, bit);
     }

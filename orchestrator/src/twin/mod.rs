@@ -296,8 +296,10 @@ fn write_simulation_json(dir: &Path, f: &Figures, h: &HostFigures) -> std::io::R
     )
 }
 
-/// The shaped directions' longest waits per class and their idle delays, as the wire engine
-/// exports them (`lightcone_link_wait_max_seconds`, `lightcone_link_configured_delay_seconds`;
+/// The shaped directions' longest waits per class, the longest part of a Class-A wait
+/// behind data, and their idle delays, as the wire engine exports them
+/// (`lightcone_link_wait_max_seconds`, `lightcone_link_class_a_behind_data_max_seconds`,
+/// `lightcone_link_configured_delay_seconds`;
 /// time scale 1): only directions where a frame ever waited, so a system of 10⁶ links
 /// exports what queued, not every link.
 fn link_waits(sim: &lightcone_sim::Sim, plan: &crate::plan::Plan) -> crate::telemetry::Samples {
@@ -338,6 +340,11 @@ fn link_waits(sim: &lightcone_sim::Sim, plan: &crate::plan::Plan) -> crate::tele
                     t.wait_max_ns[c.index()] as f64 / 1e9,
                 ));
             }
+            out.push((
+                crate::link::metrics::A_BEHIND_DATA_SERIES.into(),
+                labels(None),
+                t.a_behind_data_max_ns as f64 / 1e9,
+            ));
         }
     }
     out

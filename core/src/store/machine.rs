@@ -1443,6 +1443,7 @@ impl Store {
         StoreMetrics {
             redundancy: self.redundancy(now),
             shards_held: self.shards.len() as u64,
+            objects_lost_now: self.lost.len() as u64,
             counters: self.counters.clone(),
         }
     }
@@ -1670,7 +1671,16 @@ mod tests {
             "premise: declared lost during the partition: {:?}",
             h.records
         );
+        let held = h.metrics();
+        assert!(
+            held.objects_lost_now > 0 && held.counters.objects_lost_total > 0,
+            "held lost during the partition: {held:?}"
+        );
         h.run_until(s(240));
+        // The verdicts are counted, and no tile holds the object lost any more.
+        let after = h.metrics();
+        assert_eq!(after.objects_lost_now, 0, "{after:?}");
+        assert!(after.counters.objects_lost_total >= held.counters.objects_lost_total);
         assert_eq!(h.redundancy_of("a"), Some((8, 8)), "{:?}", h.records);
         let found: u64 = h
             .stores()

@@ -38,6 +38,10 @@ pub struct StoreMetrics {
     /// Stripes this tile stewards, by redundancy (each stripe counted by one tile).
     pub redundancy: Redundancy,
     pub shards_held: u64,
+    /// Objects this tile holds lost now (fewer than k shards in its view). A verdict a
+    /// partition caused leaves this when the shards come back into view, while
+    /// `objects_lost_total` keeps counting it.
+    pub objects_lost_now: u64,
     pub counters: StoreCounters,
 }
 
@@ -49,6 +53,7 @@ impl StoreMetrics {
         r.critical += q.critical;
         r.repair_queue += q.repair_queue;
         self.shards_held += o.shards_held;
+        self.objects_lost_now += o.objects_lost_now;
         let (c, d) = (&mut self.counters, &o.counters);
         c.repair_bytes_total += d.repair_bytes_total;
         c.repairs_total += d.repairs_total;
@@ -85,6 +90,12 @@ impl StoreMetrics {
                 self.shards_held,
             ),
             (
+                "lightcone_storage_objects_lost",
+                "gauge",
+                "Objects this node holds lost now (fewer than k shards in its view); a verdict a partition caused leaves it when the shards come back into view.",
+                self.objects_lost_now,
+            ),
+            (
                 "lightcone_storage_repair_queue",
                 "gauge",
                 "Stripes this node stewards that wait for or are under repair.",
@@ -105,7 +116,7 @@ impl StoreMetrics {
             (
                 "lightcone_storage_objects_lost_total",
                 "counter",
-                "Objects declared lost (fewer than k shards survive).",
+                "Lost verdicts this node reached (fewer than k shards in its view), including any later found again (objects_found_again_total); lightcone_storage_objects_lost is how many it holds lost now.",
                 c.objects_lost_total,
             ),
             (
@@ -152,6 +163,7 @@ mod tests {
         m.redundancy.critical = 1;
         m.counters.objects_lost_total = 2;
         m.shards_held = 17;
+        m.objects_lost_now = 1;
         let mut sum = StoreMetrics::default();
         sum.add(&m);
         sum.add(&m);
@@ -162,6 +174,10 @@ mod tests {
         );
         assert!(t.contains("lightcone_storage_stripes{node=\"t1\",redundancy=\"critical\"} 2\n"));
         assert!(t.contains("lightcone_storage_objects_lost_total{node=\"t1\"} 4\n"));
+        assert!(
+            t.contains("lightcone_storage_objects_lost{node=\"t1\"} 2\n"),
+            "{t}"
+        );
         assert!(t.contains("lightcone_storage_shards_held{node=\"t1\"} 34\n"));
         assert!(t.contains("# TYPE lightcone_storage_repair_bytes_total counter\n"));
     }

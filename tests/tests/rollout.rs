@@ -13,16 +13,16 @@
 //!   the gate and the time to rollback;
 //! - a second rollout while one runs is refused; `update abort` rolls the running one back.
 //!
-//! The two variant builds are compiled by this test into their own target directory
-//! (`target/rollout-builds`; only `lightcone-agent` differs between them, the
-//! dependencies are shared). Needs root.
+//! The two variant builds are compiled by this test in the workspace's own target
+//! directory (`cargo build --workspace --bin lightcone-agent --features
+//! lightcone-agent/…`: only `lightcone-agent` is compiled again, its dependencies are
+//! shared with the suite's build), each copied out at once; the standard
+//! agent binary is saved before and put back after, also if the test fails
+//! ([`StandardAgent`]), so later tests run the standard build. Needs root.
 //!
-//! **Not in the default suite** (`#[ignore]`): seeding that directory copies the
-//! workspace's `target/debug/{deps,.fingerprint,build}` (18 GB in a clean CI clone, more
-//! than the CI machine's free disk) before two agent rebuilds. Run it with
-//! `sudo -E cargo test -p lightcone-e2e --test rollout -- --ignored --nocapture`
-//! (session 11: passed in 49.98 s with the variants built; the builds took 1m44 and 43 s
-//! the first time).
+//! In the default suite since session 15. Until then it was `#[ignore]`d: the variants
+//! were built in a second target directory seeded with a copy of `target/debug/{deps,
+//! .fingerprint,build}` (18 GB in a clean CI clone, more than the CI machine's free disk).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,48 +46,56 @@ generate:
 
 const CANARY: [&str; 4] = ["l0c0k0t0", "l0c0k0t1", "l0c0k0t2", "l0c0k0t3"];
 
-/// The variants' own target directory. The first time, it is seeded with a copy of the
-/// workspace build's `deps`, `.fingerprint` and `build` (the dependencies' features are the
-/// same, so cargo compiles only `lightcone-agent` again: 1 min 44 s measured here under
-/// load, against about 16 min for a target directory of its own from nothing).
-fn variants_target() -> PathBuf {
-    let target = bin_dir()
-        .parent()
-        .expect("target dir")
-        .join("rollout-builds");
-    let debug = target.join("debug");
-    if !debug.join("deps").exists() {
-        let t0 = Instant::now();
-        std::fs::create_dir_all(&debug).expect("create the variants' target dir");
-        for d in ["deps", ".fingerprint", "build"] {
-            let o = Command::new("cp")
-                .arg("-a")
-                .arg(bin_dir().join(d))
-                .arg(&debug)
-                .output()
-                .expect("cp");
-            assert!(o.status.success(), "seeding {d}: {}", text(&o));
-        }
-        println!(
-            "seeded {} from the workspace build in {:.1} s",
-            target.display(),
-            t0.elapsed().as_secs_f64()
-        );
-    }
-    target
+/// The standard agent binary, saved before the variant builds replace it in the target
+/// directory and put back (byte for byte) when dropped.
+struct StandardAgent {
+    path: PathBuf,
+    saved: PathBuf,
 }
 
-/// Builds the agent with `feature` into the variants' target directory and copies it to
-/// `to`; how long the build took.
+impl StandardAgent {
+    fn save(scratch: &Path) -> StandardAgent {
+        let path = bin_dir().join("lightcone-agent");
+        let saved = scratch.join("agent-standard");
+        std::fs::copy(&path, &saved).expect("save the standard agent");
+        StandardAgent { path, saved }
+    }
+}
+
+impl Drop for StandardAgent {
+    fn drop(&mut self) {
+        // Replace, not write through: the uplifted file may be a hard link into deps/.
+        let tmp = self.path.with_extension("restoring");
+        let restored =
+            std::fs::copy(&self.saved, &tmp).and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = restored {
+            eprintln!(
+                "could not put the standard agent back at {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// Builds the agent with `feature` in the workspace's target directory and copies it to
+/// `to`; how long the build took. The target's `lightcone-agent` is then the variant until
+/// [`StandardAgent`] puts the standard one back.
 fn build_variant(feature: &str, to: &Path) -> Duration {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = variants_target();
     let t0 = Instant::now();
     let o = Command::new(cargo)
         .current_dir(repo_root())
-        .args(["build", "-p", "lightcone-agent", "--bin", "lightcone-agent"])
-        .args(["--features", feature, "--target-dir"])
-        .arg(&target)
+        // `--workspace`: the dependencies' features unified as the suite's own
+        // `cargo build --workspace --bins` unified them, so only the agent is compiled
+        // again (24 s here; `-p lightcone-agent` alone rebuilt dependencies: 188 s).
+        .args([
+            "build",
+            "--workspace",
+            "--bin",
+            "lightcone-agent",
+            "--features",
+        ])
+        .arg(format!("lightcone-agent/{feature}"))
         .output()
         .expect("run cargo");
     assert!(
@@ -95,7 +103,7 @@ fn build_variant(feature: &str, to: &Path) -> Duration {
         "cargo build --features {feature} failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    std::fs::copy(target.join("debug/lightcone-agent"), to).expect("copy the build");
+    std::fs::copy(bin_dir().join("lightcone-agent"), to).expect("copy the build");
     t0.elapsed()
 }
 
@@ -164,7 +172,6 @@ fn status_json(lab: &str) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "builds two agent variants in a copy of target/debug (18 GB in a clean clone): run with --ignored"]
 fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() {
     require_root();
     let t = TestLab::from_src("rollout", TOPOLOGY);
@@ -172,8 +179,10 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     let scratch = t.dir().to_path_buf();
     let good: PathBuf = scratch.join("agent-variant-b");
     let bad: PathBuf = scratch.join("agent-defect");
+    let keep = StandardAgent::save(&scratch);
     let took_bad = build_variant("defect-drop-forward", &bad);
     let took_good = build_variant("variant-b", &good);
+    drop(keep);
     let standard = bin_dir().join("lightcone-agent");
     println!(
         "variant builds: defect-drop-forward {:.1} s, variant-b {:.1} s; sha256 standard {}, variant-b {}, defect {}",

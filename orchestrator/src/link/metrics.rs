@@ -45,6 +45,11 @@ pub struct LinkSeries {
     /// part of a Class-A frame's wait spent behind a data frame that held the transmitter
     /// when it arrived (the rest was behind Class-A frames ahead of it), real seconds.
     pub a_behind_data: prometheus::GaugeVec,
+    /// `lightcone_link_late_max_seconds{lab,link,direction}`: the latest the engine sent a
+    /// frame, or gave a waiting frame the transmitter, after the time its model set, real
+    /// seconds (wire engine only): a host that cannot keep up shows here, not as a slower
+    /// link.
+    pub late: prometheus::GaugeVec,
 }
 
 impl LinkSeries {
@@ -94,11 +99,18 @@ impl LinkSeries {
                 ),
                 &labels,
             )?,
+            late: prometheus::GaugeVec::new(
+                Opts::new(
+                    "lightcone_link_late_max_seconds",
+                    "Latest the engine sent a frame, or started a waiting one, after its model's time, real seconds",
+                ),
+                &labels,
+            )?,
         })
     }
 
     /// How many series [`LinkSeries::collector`] hands out.
-    const COLLECTORS: usize = 6;
+    const COLLECTORS: usize = 7;
 
     fn collector(&self, i: usize) -> Box<dyn prometheus::core::Collector> {
         match i {
@@ -107,7 +119,8 @@ impl LinkSeries {
             2 => Box::new(self.configured.clone()),
             3 => Box::new(self.depth.clone()),
             4 => Box::new(self.wait.clone()),
-            _ => Box::new(self.a_behind_data.clone()),
+            5 => Box::new(self.a_behind_data.clone()),
+            _ => Box::new(self.late.clone()),
         }
     }
 

@@ -166,6 +166,8 @@ struct PromDir {
     wait: [Gauge; 2],
     /// Longest part of a Class-A wait spent behind data.
     a_behind_data: Gauge,
+    /// Latest a frame left (or started) after its model's time.
+    late: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -217,7 +219,12 @@ impl DirCounters {
     }
 
     fn late(&self, ns: u64) {
-        self.late_max_ns.fetch_max(ns, Ordering::Relaxed);
+        let prev = self.late_max_ns.fetch_max(ns, Ordering::Relaxed);
+        if ns > prev {
+            if let Some(p) = &self.prom {
+                p.late.set(ns as f64 / 1e9);
+            }
+        }
     }
 
     fn forwarded(&self, delay_ns: u64, class: Class) {
@@ -318,6 +325,7 @@ pub struct WireMetrics {
     depth: prometheus::IntGaugeVec,
     wait: prometheus::GaugeVec,
     a_behind_data: prometheus::GaugeVec,
+    late: prometheus::GaugeVec,
     ignored: IntCounter,
 }
 
@@ -353,6 +361,7 @@ impl WireMetrics {
             depth: s.depth,
             wait: s.wait,
             a_behind_data: s.a_behind_data,
+            late: s.late,
             ignored,
         })
     }
@@ -370,6 +379,7 @@ impl WireMetrics {
             depth: self.depth.with_label_values(&l),
             wait: Class::ALL.map(|c| self.wait.with_label_values(&[l[0], l[1], l[2], c.as_str()])),
             a_behind_data: self.a_behind_data.with_label_values(&l),
+            late: self.late.with_label_values(&l),
         }
     }
 
@@ -388,6 +398,7 @@ impl WireMetrics {
                     .remove_label_values(&[l[0], l[1], l[2], c.as_str()]);
             }
             let _ = self.a_behind_data.remove_label_values(&l);
+            let _ = self.late.remove_label_values(&l);
         }
     }
 }
@@ -1608,6 +1619,28 @@ mod tests {
         m.dir("x", Direction::AToB).forwarded.inc();
         let names: Vec<String> = r.gather().iter().map(|f| f.name().to_string()).collect();
         assert!(names.contains(&"lightcone_link_packets_total".to_string()));
+    }
+
+    /// How late the loop ran is kept as a maximum, in `LinkStats` and in the lab's
+    /// `lightcone_link_late_max_seconds` alike.
+    #[test]
+    fn lateness_is_a_maximum_in_stats_and_series() {
+        let r = Registry::new();
+        let m = WireMetrics::register(&r, "lab").expect("register");
+        let c = DirCounters {
+            prom: Some(m.dir("x", Direction::AToB)),
+            ..DirCounters::default()
+        };
+        c.late(5_000_000);
+        c.late(1_000);
+        assert_eq!(c.snapshot("x", Direction::AToB).late_max_s, 0.005);
+        let text = super::super::metrics::render(&r.gather());
+        assert!(
+            text.contains(
+                "lightcone_link_late_max_seconds{direction=\"a_to_b\",lab=\"lab\",link=\"x\"} 0.005"
+            ),
+            "{text}"
+        );
     }
 
     /// `ignored_frames` was only a method; the supervisor's /metrics (the lab registry's

@@ -841,23 +841,10 @@ impl Routing {
     /// loss of both copies on every link into a tile still waits for the periodic refresh.
     pub fn take_repeats(&mut self, now: Instant) -> Vec<(u32, Vec<Vec<RouteEntry>>)> {
         let after = self.params.repeat_after;
-        let due = |t: &Instant| now.saturating_since(*t) >= after;
-        let mut dests = Vec::new();
-        self.repeat.retain(|d, t| {
-            let keep = !due(t);
-            if !keep {
-                dests.push(*d);
-            }
-            keep
-        });
-        let mut full = BTreeSet::new();
-        self.repeat_full.retain(|n, t| {
-            let keep = !due(t);
-            if !keep {
-                full.insert(*n);
-            }
-            keep
-        });
+        let dests: Vec<Dest> = take_due(&mut self.repeat, now, after);
+        let full: BTreeSet<u32> = take_due(&mut self.repeat_full, now, after)
+            .into_iter()
+            .collect();
         if dests.is_empty() && full.is_empty() {
             return Vec::new();
         }
@@ -896,6 +883,20 @@ impl Routing {
             }
         }
     }
+}
+
+/// Removes the entries of `m` set at least `after` before `now` and returns their keys, in
+/// order.
+fn take_due<K: Ord + Copy>(m: &mut BTreeMap<K, Instant>, now: Instant, after: Duration) -> Vec<K> {
+    let mut out = Vec::new();
+    m.retain(|k, t| {
+        let keep = now.saturating_since(*t) < after;
+        if !keep {
+            out.push(*k);
+        }
+        keep
+    });
+    out
 }
 
 #[cfg(test)]

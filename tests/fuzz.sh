@@ -3,11 +3,14 @@
 # cargo-fuzz targets in fuzz/ (libFuzzer, nightly, optimized with debug assertions and
 # overflow checks on) and runs each for SECONDS_PER_TARGET (default 30) from its checked-in
 # seeds (fuzz/seeds/TARGET: real signed frames, log entries and proofs, bundles and
-# orders; regenerate with `cargo run --release --manifest-path fuzz/Cargo.toml --bin
-# seeds -- fuzz/seeds`). Prints libFuzzer's final line per target (executions, coverage,
+# orders; regenerate with `cargo run --release -p lightcone-fuzz-lab --bin seeds --
+# fuzz/seeds`). Prints libFuzzer's final line per target (executions, coverage,
 # exec/s); fails on any crash, panic, broken invariant, leak or hang (per-input timeout
 # 10 s), naming the artifact that reproduces it:
 #   fuzz/target/x86_64-unknown-linux-gnu/release/TARGET ARTIFACT
+# Once fixed, an artifact goes to fuzz/regressions/TARGET: every fuzzing run starts from
+# it, and the targets' bodies (fuzz/lab, a member of the main workspace) replay it, with
+# the seeds, in the README's test suite.
 #
 #   tests/fuzz.sh [SECONDS_PER_TARGET]
 #
@@ -47,10 +50,12 @@ for t in "${targets[@]}"; do
   artifacts=fuzz/artifacts/$t
   log=fuzz/target/fuzz-$t.log
   mkdir -p "$corpus" "$artifacts"
-  echo "== fuzzing $t for ${secs} s (seeds: $(ls fuzz/seeds/$t | wc -l))"
+  regressions=fuzz/regressions/$t
+  mkdir -p "$regressions"
+  echo "== fuzzing $t for ${secs} s (seeds: $(ls fuzz/seeds/$t | wc -l), past crashes: $(ls "$regressions" | wc -l))"
   # New inputs go to the ignored fuzz/corpus/TARGET; the seeds stay as checked in.
   if "$bin/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 \
-      -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" "fuzz/seeds/$t" >"$log" 2>&1; then
+      -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" "fuzz/seeds/$t" "$regressions" >"$log" 2>&1; then
     grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | sed "s/^/$t: /"
     grep -E '^stat::number_of_executed_units' "$log" | sed "s/^/$t: /"
   else

@@ -1542,6 +1542,14 @@ impl Node {
             self.arm_triggered(now);
         }
         if !self.routing.is_local(h.dst) {
+            if h.src == self.id {
+                // Our own source, arriving from a link: a frame of ours that came back
+                // round a loop, or another's frame made to look like ours. Passing it on
+                // would put our name on what we did not send (found by the datagram
+                // fuzz target, fuzz/regressions/datagram).
+                self.counters.count(Direction::Fwd, Outcome::Loop);
+                return;
+            }
             self.forward(now, from, bytes, h.ttl, h.dst);
             return;
         }

@@ -408,3 +408,72 @@ fn replayed_neighbour_frames_populate_membership_and_routes() {
     );
     assert!(!node.routing().table().is_empty());
 }
+
+/// A frame naming node 0 as its source that arrives from a link is not passed on: it is
+/// either one of node 0's frames come back round a loop or another's made to look like
+/// node 0's (the datagram fuzz target's regression, fuzz/regressions/datagram). The same
+/// frame from another source is forwarded, so the refusal is for the source alone.
+#[test]
+fn a_transit_frame_claiming_our_own_source_is_not_forwarded() {
+    use lightcone_core::counters::{Direction, Outcome};
+    use lightcone_core::wire::{self, Dest, Header, Payload};
+    let w = world();
+    let mut node = w.node(0, 1);
+    let mut out = Outbox::new(CAP_TRANSMITS, CAP_EVENTS);
+    node.start(Instant::ZERO, &mut out);
+    let now = Instant::from_nanos(Duration::from_millis(10).as_nanos() as u64);
+    for (from, b) in &w.frames_for_node0() {
+        node.handle(
+            now,
+            Input::Datagram {
+                from: *from,
+                bytes: b,
+            },
+            &mut out,
+        );
+    }
+    assert!(node.routing().next_hop(Dest::Node(4)).is_some());
+    let frame = |src: u32| {
+        let h = Header {
+            kind: 10,
+            ttl: 8,
+            src,
+            dst: Dest::Node(4),
+            seq: 1,
+            hlc: 1,
+            src_epoch: 1,
+            dst_epoch: 0,
+        };
+        let key = SigningKey::from_bytes(&w.secrets[src as usize]);
+        wire::encode_with(&h, &Payload::Data(vec![7; 16]), &key, Auth::TestDigest)
+    };
+    let fwd = |n: &Node, o: Outcome| n.counters().get(Direction::Fwd, o);
+    for (src, forwarded) in [(2u32, true), (0, false)] {
+        out.transmits.clear();
+        let (ok, looped) = (fwd(&node, Outcome::Ok), fwd(&node, Outcome::Loop));
+        let bytes = frame(src);
+        node.handle(
+            now,
+            Input::Datagram {
+                from: 1,
+                bytes: &bytes,
+            },
+            &mut out,
+        );
+        let sent = out
+            .transmits
+            .iter()
+            .any(|t| t.to == 4 && t.bytes[8..] == bytes[8..]);
+        assert_eq!(sent, forwarded, "source {src}");
+        assert_eq!(
+            fwd(&node, Outcome::Ok) - ok,
+            u64::from(forwarded),
+            "source {src}"
+        );
+        assert_eq!(
+            fwd(&node, Outcome::Loop) - looped,
+            u64::from(!forwarded),
+            "source {src}"
+        );
+    }
+}

@@ -272,8 +272,8 @@ fn check_outputs(out: &mut Outbox) {
         }
         if let Err(e) = f.decode_payload() {
             panic!(
-                "the node sent a {} payload that does not decode: {e}",
-                f.header.kind
+                "the node sent a {} payload that does not decode: {e}; payload {:02x?}",
+                f.header.kind, f.payload
             );
         }
     }

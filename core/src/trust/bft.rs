@@ -328,6 +328,18 @@ impl Group {
         }
     }
 
+    /// Signs `m` as a member, with the group's authentication (for messages the group
+    /// orders but does not sign itself, such as [`crate::trust::verdicts`] votes; give
+    /// them a domain tag of their own).
+    pub fn sign_bytes(&self, key: &SigningKey, m: &[u8]) -> Sig {
+        self.sign(key, m)
+    }
+
+    /// Checks member `who`'s signature over `m` (see [`Group::sign_bytes`]).
+    pub fn verify_bytes(&self, who: u32, m: &[u8], sig: &Sig) -> Result<(), BftError> {
+        self.verify(who, m, sig)
+    }
+
     /// The signed message of a vote.
     pub fn vote_msg(&self, round: u64, block: &Hash) -> Vec<u8> {
         let mut m = Vec::with_capacity(D_VOTE.len() + 44);
@@ -1163,19 +1175,18 @@ impl Replica {
             cur = b.qc.block;
             steps += 1;
         }
-        let payload: Vec<Vec<u8>> = self
-            .pending
-            .iter()
-            .filter(|e| !in_chain.contains(&entry_hash(e)))
-            .take(MAX_BATCH)
-            .cloned()
-            .collect();
-        let block = Block {
+        let mut block = Block {
             round: r,
             author: self.me,
             qc: self.high_qc.clone(),
-            payload,
+            payload: Vec::new(),
         };
+        fill_block(
+            &mut block,
+            self.pending
+                .iter()
+                .filter(|e| !in_chain.contains(&entry_hash(e))),
+        );
         let sig = self.group.sign_block(&self.key, &block);
         self.proposed_round = r;
         self.counters.proposals += 1;
@@ -1470,6 +1481,25 @@ impl Msg {
             return Err(BftError::Malformed("trailing bytes"));
         }
         Ok(m)
+    }
+}
+
+/// Puts into `block` as many of `entries` (up to [`MAX_BATCH`], at least one) as fit one
+/// datagram with its QC: a proposal cut short on the wire would be malformed everywhere,
+/// and its round lost.
+fn fill_block<'a>(block: &mut Block, entries: impl Iterator<Item = &'a Vec<u8>>) {
+    for e in entries.take(MAX_BATCH) {
+        block.payload.push(e.clone());
+        let size = Msg::Propose {
+            block: block.clone(),
+            sig: [0u8; SIG_LEN],
+        }
+        .encode()
+        .len();
+        if size > crate::wire::MAX_BLOB && block.payload.len() > 1 {
+            block.payload.pop();
+            break;
+        }
     }
 }
 
@@ -1776,6 +1806,47 @@ mod tests {
             Err(BftError::BadSignature(l))
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_proposal_takes_only_the_entries_that_fit_one_datagram() {
+        // Sixteen 84-byte entries (quarantine votes' size) and the QC of a 12-member group
+        // (8 votes) do not fit one datagram's payload: the block takes as many as fit, the
+        // rest wait for later blocks. Before, all 16 went in and every member refused the
+        // proposal as malformed (a 12-tile cell's verdicts stalled at timeouts).
+        let qc = Qc {
+            round: 3,
+            block: [1; 32],
+            votes: (0..8).map(|i| (i, [0u8; SIG_LEN])).collect(),
+        };
+        let entries: Vec<Vec<u8>> = (0..MAX_BATCH as u8).map(|i| vec![i; 84]).collect();
+        let mut b = Block {
+            round: 4,
+            author: 1,
+            qc,
+            payload: Vec::new(),
+        };
+        fill_block(&mut b, entries.iter());
+        let bytes = Msg::Propose {
+            block: b.clone(),
+            sig: [0u8; SIG_LEN],
+        }
+        .encode()
+        .len();
+        assert!(bytes <= crate::wire::MAX_BLOB, "{bytes} bytes");
+        assert!(
+            (1..MAX_BATCH).contains(&b.payload.len()),
+            "{} entries",
+            b.payload.len()
+        );
+        assert_eq!(b.payload[..], entries[..b.payload.len()]);
+        // One entry always goes in (an entry is at most MAX_ENTRY, which fits).
+        let mut one = Block {
+            payload: Vec::new(),
+            ..b
+        };
+        fill_block(&mut one, [vec![9u8; MAX_ENTRY]].iter());
+        assert_eq!(one.payload.len(), 1);
     }
 
     #[test]

@@ -10,7 +10,8 @@ pub struct Byzantine {
     /// Silently drop every frame it should forward (a black hole).
     pub drop_forwarding: bool,
     /// Accuse every other node of its cluster, every accusation interval (a member of a
-    /// coalition of false accusers).
+    /// coalition of false accusers); with watch `bft_verdicts`, also vote against every
+    /// other member of its BFT group in the group's log (signed votes, once per term).
     pub false_accuse: bool,
     /// Claim live cell members dead like `lie_membership`, but name another cell member as
     /// the accuser (a relay forging who accused).

@@ -116,6 +116,35 @@ pub struct AgentConfig {
     /// order again). 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub order_serial_floor: u64,
+    /// Issue 17's watch hardening, the topology's `trust:` section. `None`: all off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustOptions>,
+}
+
+/// Issue 17's options of the neighbourhood watch a lab turns on (the topology's `trust:`
+/// section; see [`crate::watch::WatchParams`] for what each does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustOptions {
+    /// Suspect/dead claims carry their accuser's signature; forged ones are evidence.
+    #[serde(default)]
+    pub signed_claims: bool,
+    /// Each node logs its verdicts and gossips signed tree heads; a split view is evidence.
+    #[serde(default)]
+    pub log_heads: bool,
+    /// Convictions and re-admissions of a cell's members are decided by the cell's BFT
+    /// group ([`crate::trust::verdicts`]).
+    #[serde(default)]
+    pub bft_verdicts: bool,
+}
+
+impl TrustOptions {
+    /// Turns on in `watch` what these options ask for (never turns anything off).
+    pub fn apply(&self, watch: &mut crate::watch::WatchParams) {
+        watch.signed_claims |= self.signed_claims;
+        watch.log_heads |= self.log_heads;
+        watch.bft_verdicts |= self.bft_verdicts;
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -332,4 +361,6 @@ pub enum ConfigError {
     Build(#[from] crate::update::BuildError),
     #[error("object store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("small-group BFT: {0}")]
+    Bft(#[from] crate::trust::bft::BftError),
 }

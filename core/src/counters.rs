@@ -78,6 +78,10 @@ pub enum Outcome {
     ClaimUnsigned,
     SplitView,
     KeyRevoked,
+    /// Our quarantine vote submitted to the cell's BFT group (watch `bft_verdicts`).
+    VoteSubmitted,
+    /// A conviction or re-admission the group's log decided, applied here.
+    VerdictAgreed,
 }
 
 impl Outcome {
@@ -126,6 +130,8 @@ impl Outcome {
             Outcome::ClaimUnsigned => "claim_unsigned",
             Outcome::SplitView => "split_view",
             Outcome::KeyRevoked => "key_revoked",
+            Outcome::VoteSubmitted => "vote_submitted",
+            Outcome::VerdictAgreed => "verdict_agreed",
         }
     }
 }
@@ -245,6 +251,8 @@ mod tests {
             (Outcome::ClaimUnsigned, "claim_unsigned"),
             (Outcome::SplitView, "split_view"),
             (Outcome::KeyRevoked, "key_revoked"),
+            (Outcome::VoteSubmitted, "vote_submitted"),
+            (Outcome::VerdictAgreed, "verdict_agreed"),
         ];
         for (o, s) in all {
             assert_eq!(o.as_str(), s);

@@ -110,6 +110,8 @@ pub struct Node {
     bft_revoked: BTreeMap<[u8; 32], u32>,
     /// Decided BFT entries already applied.
     bft_applied: usize,
+    /// Quarantine verdicts decided by the BFT group (watch `bft_verdicts`).
+    verdicts: Option<Box<crate::trust::verdicts::Verdicts>>,
     /// The build this node runs and its neighbours' protocol versions (issue 18).
     update: crate::update::Versions,
 }
@@ -130,6 +132,10 @@ impl Node {
             ("claims.sigs", self.claim_sigs.len()),
             ("cell_log.len", self.cell_log.log.len() as usize),
             ("bft_revoked", self.bft_revoked.len()),
+            (
+                "verdicts",
+                self.verdicts.as_ref().map_or(0, |v| v.footprint()),
+            ),
         ];
         self.timers.footprint(&mut out);
         self.membership.footprint(&mut out);
@@ -168,6 +174,9 @@ impl Node {
             .map(|n| (n.id, n.delay_emulated_ns))
             .collect();
         let mut params = Params::default();
+        if let Some(t) = &cfg.trust {
+            t.apply(&mut params.watch);
+        }
         // Acks cross the host's scheduler, whose latency is real time: give them at least
         // 2 s (retries every 250 ms) of it at any time scale.
         if cfg.time_scale.is_finite() && cfg.time_scale > 1.0 {
@@ -222,7 +231,8 @@ impl Node {
         let floor = now.as_nanos().max(1);
         let membership = Membership::new(id, 0, &cell, params.swim.clone());
         let routing = Routing::new(id, dir.clone(), links, params.route.clone());
-        Ok(Node {
+        let bft_verdicts = params.watch.bft_verdicts;
+        let mut node = Node {
             id,
             addr: me.addr,
             role: me.role,
@@ -262,8 +272,13 @@ impl Node {
             bft: None,
             bft_revoked: BTreeMap::new(),
             bft_applied: 0,
+            verdicts: None,
             update: Default::default(),
-        })
+        };
+        if bft_verdicts {
+            node.enable_bft(crate::trust::bft::BftParams::default())?;
+        }
+        Ok(node)
     }
 
     /// This node's public identity key.
@@ -1218,8 +1233,26 @@ impl Node {
         for s in self.watch.judge(now, &alive, &heard) {
             self.on_evidence(now, s);
         }
+        let held: Vec<u32> = self.watch.evidence().keys().copied().collect();
         for s in self.watch.expire(now) {
             self.readmit(s);
+        }
+        if self.verdicts.is_some() {
+            use crate::trust::verdicts::Op;
+            // Evidence that lapsed: withdraw our vote; terms over here: vote to re-admit.
+            let lapsed = held
+                .into_iter()
+                .filter(|s| !self.watch.evidence().contains_key(s));
+            let mut votes: Vec<(u32, Op)> = lapsed.map(|s| (s, Op::Withdraw)).collect();
+            votes.extend(
+                self.watch
+                    .agreed_terms_over(now)
+                    .into_iter()
+                    .map(|s| (s, Op::Readmit)),
+            );
+            for (s, op) in votes {
+                self.vote(now, s, op);
+            }
         }
         let neighbours: Vec<u32> = self
             .routing
@@ -1252,7 +1285,7 @@ impl Node {
             self.accuse(s);
         }
         if self.byzantine.false_accuse {
-            self.false_accusations();
+            self.false_accusations(now);
         }
         if self.params.watch.log_heads {
             self.gossip_heads(now);
@@ -1272,9 +1305,38 @@ impl Node {
             .discredit(now, s, &mut self.fx, &mut self.timers);
         self.arm_triggered(now);
         self.accuse(s);
-        if self.watch.check_quorum(now, s) {
-            self.convict(now, s);
+        if self.agreed_by_group(s) {
+            self.vote(now, s, crate::trust::verdicts::Op::Accuse);
+        } else if self.watch.check_quorum(now, s) {
+            self.convict(now, s, now.as_nanos());
         }
+    }
+
+    /// True when the group's log decides `s`'s quarantine (watch `bft_verdicts`, and `s` a
+    /// member of our BFT group): votes we hear about it then convict nobody here.
+    fn agreed_by_group(&self, s: u32) -> bool {
+        self.verdicts.is_some() && self.bft.as_ref().is_some_and(|b| b.group().is_member(s))
+    }
+
+    /// Submits our vote `op` about `s` to the group (once per standing vote; see
+    /// [`crate::trust::verdicts`]).
+    fn vote(&mut self, now: Instant, s: u32, op: crate::trust::verdicts::Op) {
+        if !self.agreed_by_group(s) {
+            return;
+        }
+        let (Some(v), Some(b)) = (self.verdicts.as_mut(), self.bft.as_mut()) else {
+            return;
+        };
+        let Some(vote) = v.vote(s, op) else { return };
+        let entry = vote.to_entry(b.group(), &self.key);
+        let mut outs = Vec::new();
+        // Refused only when the pending queue is full (4,096 entries): the vote is lost,
+        // as a vote in a lost datagram would be; counted by the replica.
+        if b.submit(now, entry, &mut outs).is_ok() {
+            self.counters
+                .count(Direction::Watch, Outcome::VoteSubmitted);
+        }
+        self.bft_after(now, outs);
     }
 
     /// The group's votes against convicted `s` lapsed after its term (see [`crate::watch`]):
@@ -1299,12 +1361,19 @@ impl Node {
         }
     }
 
-    /// The quorum of accusers holds against `s`: quarantine it and declare it dead.
-    fn convict(&mut self, now: Instant, s: u32) {
+    /// The quorum of accusers holds against `s`: quarantine it and declare it dead. `stamp`
+    /// goes into the verdict's log entry: the time here for a conviction by the votes we
+    /// heard, the agreed log's slot for one the group decided (so every member's entry is
+    /// the same).
+    fn convict(&mut self, now: Instant, s: u32, stamp: u64) {
         self.counters.count(Direction::Watch, Outcome::Quarantined);
+        let accusers = match self.verdicts.as_ref() {
+            Some(v) if self.agreed_by_group(s) => v.accusers(s),
+            _ => self.watch.accusers_of(s),
+        };
         if self.params.watch.log_heads {
-            let mut body = now.as_nanos().to_be_bytes().to_vec();
-            for a in self.watch.accusers_of(s) {
+            let mut body = stamp.to_be_bytes().to_vec();
+            for a in &accusers {
                 body.extend_from_slice(&a.to_be_bytes());
             }
             body.truncate(crate::trust::log::MAX_BODY);
@@ -1319,10 +1388,9 @@ impl Node {
         self.membership
             .discredit(now, s, &mut self.fx, &mut self.timers);
         self.arm_triggered(now);
-        self.fx.events.push(Event::Quarantined {
-            node: s,
-            accusers: self.watch.accusers_of(s),
-        });
+        self.fx
+            .events
+            .push(Event::Quarantined { node: s, accusers });
     }
 
     /// Gossips signed tree heads to the cell (watch `log_heads`, see [`crate::trust`]).
@@ -1348,8 +1416,19 @@ impl Node {
 
     /// Byzantine `false_accuse`: accuse every other node of our cluster, to every one of
     /// them (a coalition member trying to get honest nodes quarantined).
-    fn false_accusations(&mut self) {
+    fn false_accusations(&mut self, now: Instant) {
         let me = self.addr;
+        if self.verdicts.is_some() {
+            // ... and votes against every member of our group, in the agreed log.
+            let id = self.id;
+            let group: Vec<u32> = self
+                .bft
+                .as_ref()
+                .map_or(Vec::new(), |b| b.group().members().to_vec());
+            for s in group.into_iter().filter(|s| *s != id) {
+                self.vote(now, s, crate::trust::verdicts::Op::Accuse);
+            }
+        }
         let ids = self.dir.ids_where(|a| a.same_cluster(&me));
         for to in ids.iter().copied().filter(|n| *n != self.id) {
             for node in ids.iter().copied().filter(|n| *n != self.id && *n != to) {
@@ -1837,6 +1916,8 @@ impl Node {
                 if !crate::watch::may_accuse(&self.dir, src, node) {
                     self.counters
                         .count(Direction::Watch, Outcome::AccusationRefused);
+                } else if self.agreed_by_group(node) {
+                    // The group's log decides: a vote counts only as an entry in it.
                 } else if self.watch.on_accuse(now, src, node) {
                     convicted.push(node);
                 }
@@ -1906,7 +1987,7 @@ impl Node {
             self.on_evidence(now, s);
         }
         for s in convicted {
-            self.convict(now, s);
+            self.convict(now, s, now.as_nanos());
         }
         if !acked.is_empty() {
             self.on_put_acks(src, &acked);
@@ -2091,6 +2172,11 @@ impl Node {
         // The group id binds signatures to this cell: its lowest member id.
         let gid = ids.first().copied().unwrap_or(self.id);
         let group = Group::new(gid, keys, self.params.auth)?;
+        if self.params.watch.bft_verdicts {
+            let v =
+                crate::trust::verdicts::Verdicts::new(self.id, &group, self.params.watch.quorum);
+            self.verdicts = Some(Box::new(v));
+        }
         let r = Replica::new(group, self.id, self.key.clone(), params)?;
         self.bft = Some(Box::new(r));
         Ok(())
@@ -2099,6 +2185,11 @@ impl Node {
     /// The BFT replica, when on.
     pub fn bft(&self) -> Option<&crate::trust::bft::Replica> {
         self.bft.as_deref()
+    }
+
+    /// The group's agreed quarantine verdicts (watch `bft_verdicts`), when on.
+    pub fn verdicts(&self) -> Option<&crate::trust::verdicts::Verdicts> {
+        self.verdicts.as_deref()
     }
 
     /// Keys our BFT group revoked, with the node each belonged to.
@@ -2112,6 +2203,30 @@ impl Node {
                 .dir
                 .get(src)
                 .is_some_and(|e| self.bft_revoked.contains_key(e.key.as_bytes()))
+    }
+
+    /// Applies a decided quarantine vote: a conviction or re-admission the whole group
+    /// reaches at the same log slot.
+    fn apply_verdict(&mut self, now: Instant, d: &crate::trust::bft::Decision) {
+        use crate::trust::verdicts::Change;
+        let (Some(v), Some(b)) = (self.verdicts.as_mut(), self.bft.as_ref()) else {
+            return;
+        };
+        match v.apply(d.slot, &d.entry, b.group()) {
+            Some(Change::Convicted { node, .. }) if node != self.id => {
+                self.counters
+                    .count(Direction::Watch, Outcome::VerdictAgreed);
+                self.watch.record_agreed(now, node);
+                self.convict(now, node, d.slot);
+            }
+            Some(Change::Readmitted { node, .. }) if node != self.id => {
+                self.counters
+                    .count(Direction::Watch, Outcome::VerdictAgreed);
+                self.watch.end_agreed(node);
+                self.readmit(node);
+            }
+            _ => {}
+        }
     }
 
     fn on_bft_msg(&mut self, now: Instant, src: u32, bytes: &[u8]) {
@@ -2130,7 +2245,7 @@ impl Node {
     }
 
     /// Sends the replica's messages, applies new decisions, re-arms its timer.
-    fn bft_after(&mut self, _now: Instant, outs: Vec<crate::trust::bft::Out>) {
+    fn bft_after(&mut self, now: Instant, outs: Vec<crate::trust::bft::Out>) {
         use crate::trust::bft::Out;
         let Some(b) = self.bft.as_ref() else { return };
         let members: Vec<u32> = b.group().members().to_vec();
@@ -2149,11 +2264,16 @@ impl Node {
         let new: Vec<crate::trust::bft::Decision> = b.decided()[self.bft_applied..].to_vec();
         self.bft_applied += new.len();
         for d in new {
-            // Every member checks a decided entry the same way: a revocation naming a
-            // node and exactly its directory key. Anything else is ordered but not applied.
+            // Every member checks a decided entry the same way: a quarantine vote (see
+            // `trust::verdicts`), or a revocation naming a node and exactly its directory
+            // key. Anything else is ordered but not applied.
             let Ok(e) = crate::trust::log::Entry::decode(&d.entry) else {
                 continue;
             };
+            if e.kind == crate::trust::log::EntryKind::QuarantineVerdict {
+                self.apply_verdict(now, &d);
+                continue;
+            }
             let key_ok = self
                 .dir
                 .get(e.subject)

@@ -39,6 +39,14 @@
 //!   quarantine on its own. Every honest member sees the same votes, so they decide alike
 //!   (a simple rule, not a BFT agreement). A re-admitted node is audited afresh; if it
 //!   misbehaves again it is convicted again, for a longer term.
+//! - **Verdicts by the group's log** (`bft_verdicts`): the per-member rule above can
+//!   diverge (members that heard different votes decide differently; a sweep of seeds
+//!   1–30 of a 12-tile cell with 3 liars found one such run). With it, each member's
+//!   vote about a member of its cell is a signed entry in the cell's BFT log and every
+//!   member applies the same entries in the same order ([`crate::trust::verdicts`]):
+//!   convictions and re-admissions are agreed, at one log slot. The quorum becomes at least
+//!   f + 1 of the cell, so a fault only a node's neighbours can witness (a black hole in a
+//!   ring cell: two witnesses) is no longer enough to convict it when f + 1 > 2.
 //! - **Signed claims** (`signed_claims`): every suspect/dead claim carries its accuser's
 //!   own signature over (accused, state, incarnation, accuser), relays pass it on
 //!   unchanged, and a claim whose signature does not check is dropped and is evidence
@@ -87,6 +95,11 @@ pub struct WatchParams {
     /// conviction, at most 8x); then it is re-admitted once fewer than `quorum` live votes
     /// against it remain. Default 300 s.
     pub quarantine_term: Duration,
+    /// Convictions and re-admissions of our cell's members are decided by the cell's BFT
+    /// group ([`crate::trust::verdicts`]): every vote is an entry in the group's agreed
+    /// log, so all honest members decide alike; the quorum is at least f + 1 of the cell.
+    /// Nodes outside our cell are still judged by the votes we hear. Default off.
+    pub bft_verdicts: bool,
     /// Suspect/dead claims carry their accuser's signature (kind 28 frames, see
     /// [`crate::claims`]); unsigned or forged claims are dropped. Default off (the wire of
     /// existing labs and the simulator's golden traces are unchanged).
@@ -112,6 +125,7 @@ impl Default for WatchParams {
             vote_ttl: Duration::from_secs(30),
             evidence_ttl: Duration::from_secs(120),
             quarantine_term: Duration::from_secs(300),
+            bft_verdicts: false,
             signed_claims: false,
             log_heads: false,
         }
@@ -169,6 +183,8 @@ pub struct WatchView {
 struct Conviction {
     since: Instant,
     count: u32,
+    /// Decided by the group's log ([`WatchParams::bft_verdicts`]): lifted only by it.
+    agreed: bool,
 }
 
 /// Who may vote against `accused`: members of its cell, and gateways of its cluster.
@@ -463,18 +479,75 @@ impl Watch {
             .iter()
             .filter(|(n, c)| {
                 let factor = 1u32 << (c.count - 1).min(3);
-                now.saturating_since(c.since) >= term * factor && !self.convicted(**n)
+                !c.agreed && now.saturating_since(c.since) >= term * factor && !self.convicted(**n)
             })
             .map(|(n, _)| *n)
             .collect();
         for n in &due {
             self.convictions.remove(n);
-            self.results.remove(n);
-            self.lies.remove(n);
-            self.next_audit.remove(n);
-            self.readmitted += 1;
+            self.forget(*n);
         }
         due
+    }
+
+    /// A re-admitted node's audit history starts afresh.
+    fn forget(&mut self, n: u32) {
+        self.results.remove(&n);
+        self.lies.remove(&n);
+        self.next_audit.remove(&n);
+        self.readmitted += 1;
+    }
+
+    /// The group's log convicted `node` ([`WatchParams::bft_verdicts`]): held until the
+    /// log re-admits it ([`Watch::end_agreed`]). Returns false if we held it already.
+    pub fn record_agreed(&mut self, now: Instant, node: u32) -> bool {
+        if node == self.me {
+            return false;
+        }
+        if let Some(c) = self.convictions.get_mut(&node) {
+            c.agreed = true;
+            return false;
+        }
+        let count = {
+            let o = self.offences.entry(node).or_default();
+            *o += 1;
+            *o
+        };
+        self.convictions.insert(
+            node,
+            Conviction {
+                since: now,
+                count,
+                agreed: true,
+            },
+        );
+        self.audits.remove(&node);
+        true
+    }
+
+    /// The group's log re-admitted `node`. Returns false if we did not hold it.
+    pub fn end_agreed(&mut self, node: u32) -> bool {
+        if self.convictions.remove(&node).is_none() {
+            return false;
+        }
+        self.forget(node);
+        true
+    }
+
+    /// Agreed convictions whose term (doubled per earlier conviction, at most 8x) is over
+    /// here and against which we hold no evidence: our re-admission votes are due.
+    pub fn agreed_terms_over(&self, now: Instant) -> Vec<u32> {
+        let term = self.params.quarantine_term;
+        self.convictions
+            .iter()
+            .filter(|(n, c)| {
+                let factor = 1u32 << (c.count - 1).min(3);
+                c.agreed
+                    && now.saturating_since(c.since) >= term * factor
+                    && !self.evidence.contains_key(n)
+            })
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// Our evidence, when it is time to repeat our accusations (every `accuse_interval`).
@@ -520,8 +593,14 @@ impl Watch {
             *o += 1;
             *o
         };
-        self.convictions
-            .insert(node, Conviction { since: now, count });
+        self.convictions.insert(
+            node,
+            Conviction {
+                since: now,
+                count,
+                agreed: false,
+            },
+        );
         self.audits.remove(&node);
         true
     }

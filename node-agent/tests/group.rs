@@ -60,6 +60,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                 revoked_ids: Vec::new(),
                 authorities_key_hex: None,
                 order_serial_floor: 0,
+                trust: None,
             };
             let f = dir.join(format!("t{i}.json"));
             std::fs::write(&f, serde_json::to_vec(&cfg).unwrap()).unwrap();

@@ -47,6 +47,8 @@ pub struct Plan {
     /// The object store every agent gets (issue 16); `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<lightcone_core::store::config::StoreConfig>,
+    /// The topology's `trust:` section (issue 17's watch options), for every agent.
+    pub trust: Option<lightcone_core::config::TrustOptions>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,6 +240,7 @@ pub fn plan(topo: &Topology) -> Plan {
         tiles_per_process: topo.tiles_per_process.max(1),
         thermal: topo.thermal.clone(),
         store: topo.store.clone(),
+        trust: topo.trust,
     }
 }
 
@@ -359,6 +362,7 @@ impl Plan {
             revoked_ids: Vec::new(),
             authorities_key_hex: None,
             order_serial_floor: 0,
+            trust: self.trust,
         }
     }
 

@@ -82,6 +82,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 revoked_ids: Vec::new(),
                 authorities_key_hex: None,
                 order_serial_floor: 0,
+                trust: None,
             }
         })
         .collect();

@@ -426,9 +426,22 @@ fn a_signer_showing_a_split_view_of_its_log_is_quarantined() {
 /// each liar lies about live members (first-hand) and accuses every honest member. Returns
 /// the quarantines after `secs`.
 fn coalition(n: u32, liars: &[u32], secs: u64, seed: u64) -> (Sim, BTreeSet<(u32, u32)>) {
+    coalition_with(n, liars, secs, seed, false)
+}
+
+/// [`coalition`], the verdicts decided by each member from the votes it hears
+/// (`bft = false`) or by the cell's BFT group (`bft = true`, watch `bft_verdicts`).
+fn coalition_with(
+    n: u32,
+    liars: &[u32],
+    secs: u64,
+    seed: u64,
+    bft: bool,
+) -> (Sim, BTreeSet<(u32, u32)>) {
     let f = (n - 1) / 3;
     let mut p = test_params();
     p.watch.quorum = f as usize + 1;
+    p.watch.bft_verdicts = bft;
     let topo = Topo::cell(n, 1, 2 * MS, seed);
     let mut sim = Sim::new(&topo, seed, p);
     sim.run_for(Duration::from_secs(5));
@@ -466,6 +479,219 @@ fn f_plus_one_colluders_quarantine_honest_tiles() {
         .collect();
     eprintln!("f + 1 colluders: honest tiles quarantined somewhere: {honest_victims:?}");
     assert!(!honest_victims.is_empty());
+}
+
+/// The group's agreement among `members`: every member's decided log is a prefix of the
+/// longest (BFT safety), and the members that decided all of it hold the same verdicts
+/// (convicted, accusers of each). Returns those verdicts and how many members hold them.
+fn assert_agreed(sim: &Sim, members: &[u32]) -> (Vec<(u32, Vec<u32>)>, usize) {
+    let logs: Vec<(u32, Vec<Vec<u8>>)> = members
+        .iter()
+        .map(|m| {
+            let b = sim.node(*m).unwrap().bft().expect("bft on");
+            (*m, b.decided().iter().map(|d| d.entry.clone()).collect())
+        })
+        .collect();
+    let longest = logs.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+    let tip = logs
+        .iter()
+        .find(|(_, l)| l.len() == longest)
+        .unwrap()
+        .1
+        .clone();
+    for (m, l) in &logs {
+        assert_eq!(
+            l[..],
+            tip[..l.len()],
+            "tile {m}'s log is not a prefix of the longest"
+        );
+    }
+    let state = |m: u32| {
+        let v = sim.node(m).unwrap().verdicts().expect("bft_verdicts on");
+        let c = v.convicted();
+        c.iter().map(|x| (*x, v.accusers(*x))).collect::<Vec<_>>()
+    };
+    let at_tip: Vec<u32> = logs
+        .iter()
+        .filter(|(_, l)| l.len() == longest)
+        .map(|(m, _)| *m)
+        .collect();
+    let first = state(at_tip[0]);
+    for m in &at_tip {
+        assert_eq!(
+            state(*m),
+            first,
+            "tile {m} decided otherwise than tile {}",
+            at_tip[0]
+        );
+    }
+    (first, at_tip.len())
+}
+
+#[test]
+fn f_colluding_liars_are_quarantined_by_the_groups_agreed_log() {
+    // Issue 17: "decisions agreed by all honest members". The liars also vote against
+    // every honest member in the group's log (f votes, one short of the quorum f + 1).
+    let n = 12;
+    let liars = [2, 5, 8];
+    let (sim, q) = coalition_with(n, &liars, 90, 19, true);
+    let honest: Vec<u32> = (0..n).filter(|h| !liars.contains(h)).collect();
+    for h in &honest {
+        let held: BTreeSet<u32> = q.iter().filter(|(i, _)| i == h).map(|(_, x)| *x).collect();
+        assert_eq!(held, liars.iter().copied().collect(), "tile {h}");
+    }
+    let (agreed, at_tip) = assert_agreed(&sim, &honest);
+    assert!(at_tip >= 8, "{at_tip} honest tiles hold the whole log");
+    let convicted: Vec<u32> = agreed.iter().map(|(x, _)| *x).collect();
+    assert_eq!(convicted, liars.to_vec());
+    for (x, accusers) in &agreed {
+        // The quorum f + 1 = 4 holds an honest accuser (liars accuse each other too).
+        assert!(accusers.len() >= 4, "{x} convicted by {accusers:?}");
+        assert!(
+            accusers.iter().any(|a| !liars.contains(a)),
+            "{x}: {accusers:?}"
+        );
+    }
+    // The liars' votes against honest members were decided and counted for nothing.
+    let v = sim.node(0).unwrap().verdicts().unwrap();
+    assert!(v.counters().applied > 12, "{:?}", v.counters());
+    for h in &honest {
+        let a = v.accusers(*h);
+        assert!(
+            a.len() <= 3 && a.iter().all(|x| liars.contains(x)),
+            "{h}: {a:?}"
+        );
+    }
+}
+
+#[test]
+fn f_plus_one_colluders_convict_honest_tiles_and_every_honest_tile_agrees() {
+    // Beyond f the outcome is wrong but still agreed: f + 1 = 4 liars' votes are a quorum
+    // in the log, so honest tiles are convicted — by every honest member alike.
+    let n = 12;
+    let liars = [2, 5, 8, 11];
+    let (sim, _) = coalition_with(n, &liars, 60, 19, true);
+    let honest: Vec<u32> = (0..n).filter(|h| !liars.contains(h)).collect();
+    let (agreed, _) = assert_agreed(&sim, &honest);
+    let victims: Vec<u32> = agreed
+        .iter()
+        .map(|(x, _)| *x)
+        .filter(|x| !liars.contains(x))
+        .collect();
+    eprintln!("f + 1 colluders, agreed convictions: {agreed:?}");
+    assert!(!victims.is_empty());
+}
+
+/// Seeds 1..=30 of the f-liar coalition: with the group's log every honest tile convicts
+/// exactly the liars in every run. The same check on verdicts each member draws from the
+/// votes it hears is printed beside it (it failed seed 30 when written: members that
+/// heard different votes decided differently), so the check can fail.
+#[test]
+fn the_groups_log_convicts_exactly_the_liars_over_seeds_1_to_30() {
+    let n = 12;
+    let liars = [2, 5, 8];
+    let mut failed = [Vec::new(), Vec::new()];
+    for (i, bft) in [false, true].into_iter().enumerate() {
+        for seed in 1..=30 {
+            let (_, q) = coalition_with(n, &liars, 90, seed, bft);
+            let ok = (0..n).filter(|h| !liars.contains(h)).all(|h| {
+                let held: BTreeSet<u32> =
+                    q.iter().filter(|(i, _)| *i == h).map(|(_, x)| *x).collect();
+                held == liars.iter().copied().collect()
+            });
+            if !ok {
+                failed[i].push(seed);
+            }
+        }
+    }
+    eprintln!(
+        "seeds 1..=30 where some honest tile did not convict exactly the liars: each member \
+         from the votes it hears {:?}, the group's log {:?}",
+        failed[0], failed[1]
+    );
+    assert!(
+        failed[1].is_empty(),
+        "with the group's log: {:?}",
+        failed[1]
+    );
+}
+
+#[test]
+fn a_black_hole_seen_by_fewer_than_f_plus_one_neighbours_is_not_convicted_by_the_group() {
+    // What the group's quorum costs: forwarding audits make evidence only at the black
+    // hole's neighbours, two in a ring cell, fewer than f + 1 = 4 of 12. The votes each
+    // member hears (quorum 2) convict it; the group's log does not (a stated limit).
+    let seed = 15;
+    let n = 12;
+    for bft in [false, true] {
+        let mut p = readmit_params();
+        p.watch.bft_verdicts = bft;
+        let topo = Topo::cell(n, 0, 2 * MS, seed);
+        let mut sim = Sim::new(&topo, seed, p);
+        sim.run_for(Duration::from_secs(5));
+        byzantine(&mut sim, 4, &["drop_forwarding"]);
+        let caught =
+            sim.run_until_pred(Duration::from_secs(90), |s| quarantined_everywhere(s, n, 4));
+        assert_eq!(caught, !bft, "bft_verdicts {bft}");
+        let witnesses = (0..n)
+            .filter(|i| sim.node(*i).unwrap().watch().evidence().contains_key(&4))
+            .count();
+        assert!(witnesses <= 2, "bft_verdicts {bft}: {witnesses} witnesses");
+    }
+}
+
+#[test]
+fn the_group_readmits_a_node_that_behaves_at_one_slot_and_convicts_it_again() {
+    let seed = 15;
+    let n = 12;
+    let mut p = readmit_params();
+    p.watch.bft_verdicts = true;
+    let topo = Topo::cell(n, 1, 2 * MS, seed);
+    let mut sim = Sim::new(&topo, seed, p);
+    sim.run_for(Duration::from_secs(5));
+    byzantine(&mut sim, 4, &["lie_membership"]);
+    assert!(sim.run_until_pred(Duration::from_secs(90), |s| quarantined_everywhere(s, n, 4)));
+    let convicted = sim.now();
+    byzantine(&mut sim, 4, &[]);
+    sim.run_for(Duration::from_secs(55));
+    assert!(
+        quarantines(&sim, n).iter().any(|(_, x)| *x == 4),
+        "held through its term"
+    );
+    let honest: Vec<u32> = (0..n).filter(|i| *i != 4).collect();
+    let back = sim.run_until_pred(Duration::from_secs(120), |s| {
+        honest
+            .iter()
+            .all(|i| !s.node(*i).unwrap().routing().is_quarantined(4))
+    });
+    assert!(back, "seed {seed}: not re-admitted everywhere");
+    let took = sim.now() - convicted;
+    assert!(
+        took >= Duration::from_secs(60),
+        "re-admitted before its term ({took:?})"
+    );
+    // Every honest tile applied the same re-admission entry: term 1 everywhere.
+    for i in &honest {
+        let v = sim.node(*i).unwrap().verdicts().unwrap();
+        assert_eq!((v.term(4), v.is_convicted(4)), (1, false), "tile {i}");
+    }
+    let readmitted: BTreeSet<u32> = sim
+        .events()
+        .iter()
+        .filter_map(|(_, i, e)| matches!(e, Event::Readmitted { node: 4 }).then_some(*i))
+        .collect();
+    assert_eq!(readmitted.len(), 11, "every honest tile: {readmitted:?}");
+    sim.run_for(Duration::from_secs(20));
+    assert_no_honest_quarantined(&sim, n, None);
+    // Lying again: convicted again, in term 1, by votes of term 1 only.
+    byzantine(&mut sim, 4, &["lie_membership"]);
+    assert!(sim.run_until_pred(Duration::from_secs(90), |s| quarantined_everywhere(s, n, 4)));
+    assert_eq!(
+        sim.node(0).unwrap().watch().view().convicted.get(&4),
+        Some(&2)
+    );
+    let (agreed, _) = assert_agreed(&sim, &honest);
+    assert_eq!(agreed.iter().map(|(x, _)| *x).collect::<Vec<_>>(), vec![4]);
 }
 
 #[test]

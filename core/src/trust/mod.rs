@@ -6,6 +6,7 @@ pub mod bft;
 pub mod bft_harness;
 pub mod log;
 pub mod threshold;
+pub mod verdicts;
 
 use crate::time::Instant;
 use crate::trust::log::{Entry, EntryKind, Log, Observation, TreeHead, Witness};

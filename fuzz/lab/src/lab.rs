@@ -118,10 +118,12 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 /// The parameters of every lab node: the agent's defaults with the watch's signed claims
-/// and tree-head gossip on (both off by default) and real Ed25519.
+/// and tree-head gossip on, verdicts by the cell's BFT group (all off by default) and real
+/// Ed25519.
 pub fn params() -> Params {
     let mut p = Params::default();
     p.watch.signed_claims = true;
+    p.watch.bft_verdicts = true;
     p.watch.log_heads = true;
     p.auth = Auth::Ed25519;
     p
@@ -166,6 +168,7 @@ fn agent_config(id: u32) -> AgentConfig {
         revoked_ids: Vec::new(),
         authorities_key_hex: None,
         order_serial_floor: 0,
+        trust: None,
     }
 }
 

@@ -92,6 +92,7 @@ pub fn pair_configs(
                 revoked_ids: Vec::new(),
                 authorities_key_hex: None,
                 order_serial_floor: 0,
+                trust: None,
                 protocol_version: None,
                 time: Some(time_config(i)),
             }

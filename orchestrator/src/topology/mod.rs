@@ -12,6 +12,7 @@ pub mod generator;
 mod read;
 mod store;
 mod thermal;
+mod trust;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -127,6 +128,8 @@ pub struct Topology {
     /// The `store:` section (issue 16), checked against the lab's nodes and cells;
     /// `None`: off.
     pub store: Option<lightcone_core::store::config::StoreConfig>,
+    /// The `trust:` section (issue 17's watch options); `None`: all off.
+    pub trust: Option<lightcone_core::config::TrustOptions>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -27,6 +27,7 @@ const TOP_FIELDS: &[&str] = &[
     "agents",
     "thermal",
     "store",
+    "trust",
 ];
 const NODE_FIELDS: &[&str] = &["position", "role", "layer", "cluster", "cell"];
 const LINK_FIELDS: &[&str] = &[
@@ -1033,6 +1034,10 @@ pub(super) fn read_tree_for(root: &Node, host: super::Host) -> Result<Topology, 
         Some(t) if r.d.is_empty() => super::store::read(&mut r, t, &nodes),
         _ => None,
     };
+    let trust = match get("trust") {
+        Some(t) if r.d.is_empty() => super::trust::read(&mut r, t),
+        _ => None,
+    };
     if r.d.is_empty() {
         Ok(Topology {
             name,
@@ -1044,6 +1049,7 @@ pub(super) fn read_tree_for(root: &Node, host: super::Host) -> Result<Topology, 
             tiles_per_process,
             thermal,
             store,
+            trust,
         })
     } else {
         Err(r.d)

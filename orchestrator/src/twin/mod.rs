@@ -149,7 +149,11 @@ pub fn simulate(
     let configs = config::agent_configs(&plan, sc.seed);
     let links = config::sim_links(&plan);
     let modelled = crypto::modelled(opts.crypto, configs.len());
-    let params = crypto::params(modelled, sc.seed);
+    let mut params = crypto::params(modelled, sc.seed);
+    // The topology's `trust:` section, as every agent of the lab applies it (`Node::new_in`).
+    if let Some(t) = &topo.trust {
+        t.apply(&mut params.watch);
+    }
     let crypto = crypto::describe(modelled, opts.crypto, configs.len());
     progress(&format!(
         "twin: {} nodes, {} links, seed {}, crypto {crypto}; keys: {}",

@@ -1,0 +1,87 @@
+//! The topology's `trust:` section (issue 17): which hardenings of the neighbourhood watch
+//! every agent (and the twin's every node) runs. No section: all off, as before.
+//!
+//! ```yaml
+//! trust:
+//!   signed_claims: true   # suspect/dead claims carry their accuser's signature
+//!   log_heads: true       # verdict logs with gossiped signed tree heads (split views)
+//!   bft_verdicts: true    # convictions decided by the cell's BFT group, agreed by all
+//! ```
+use lightcone_core::config::TrustOptions;
+
+use crate::parse::yaml::Node;
+use crate::parse::Reader;
+
+/// Keys of the `trust:` section.
+pub(super) const TRUST_FIELDS: &[&str] = &["signed_claims", "log_heads", "bft_verdicts"];
+
+/// Reads `trust:` (at `node`); `None` when a mistake was reported.
+pub(super) fn read(r: &mut Reader, node: &Node) -> Option<TrustOptions> {
+    let before = r.d.len();
+    let top = r.fields(node, TRUST_FIELDS, "`trust`")?;
+    let mut t = TrustOptions::default();
+    for (k, v) in &top {
+        let what = format!("`trust.{k}`");
+        let on = r.unit(v, &what, "true or false", |s| match s {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(format!("must be true or false, got {s:?}")),
+        });
+        let Some(on) = on else { continue };
+        match *k {
+            "signed_claims" => t.signed_claims = on,
+            "log_heads" => t.log_heads = on,
+            _ => t.bft_verdicts = on,
+        }
+    }
+    (r.d.len() == before).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::topology::parse_str;
+    use crate::topology::tests_support::error_of;
+    use lightcone_core::config::TrustOptions;
+
+    const LAB: &str = "name: t\ngenerate:\n  layers:\n    - { radius_au: 1.0, clusters: 1, cells: 2, tiles: 4 }\n";
+
+    #[test]
+    fn no_section_means_off_and_a_section_turns_options_on() {
+        assert_eq!(parse_str(LAB, "t.yaml").unwrap().trust, None);
+        let src = format!("{LAB}trust:\n  bft_verdicts: true\n  log_heads: false\n");
+        let t = parse_str(&src, "t.yaml").unwrap().trust.unwrap();
+        assert_eq!(
+            t,
+            TrustOptions {
+                bft_verdicts: true,
+                ..TrustOptions::default()
+            }
+        );
+        let plan = crate::plan::plan(&parse_str(&src, "t.yaml").unwrap());
+        assert_eq!(
+            plan.tile_config(0, std::path::Path::new("/tmp")).trust,
+            Some(t)
+        );
+    }
+
+    #[test]
+    fn mistakes_are_located_and_say_what_is_wrong() {
+        let cases = [
+            (
+                "  bft_verdicts: yes\n",
+                "bad.yaml:6:",
+                "must be true or false",
+            ),
+            (
+                "  bft_verdict: true\n",
+                "bad.yaml:6:",
+                "did you mean `bft_verdicts`",
+            ),
+            ("  log_heads: 1\n", "bad.yaml:6:", "must be true or false"),
+        ];
+        for (section, at, says) in cases {
+            let out = error_of(&format!("{LAB}trust:\n{section}"));
+            assert!(out.contains(at) && out.contains(says), "{section}\n{out}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Issue: experiments. `lightcone run` against real labs: every shipped scenario the lab's
-//! agents support runs and its report passes (every shipped one, byzantine included); a
+//! agents support runs and its report passes (every shipped one, byzantine and the
+//! byzantine coalition included); a
 //! scenario whose expectation cannot hold (detection ≤ 1 ms) fails
 //! with a clear line and exit code 1. Each run brings its own uniquely named lab up and
 //! down; run directories go to a tempdir. Needs root.
@@ -101,6 +102,33 @@ fn byzantine_tile_is_quarantined_passes() {
     let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
     assert!(events.contains("\"kind\":\"byzantine\""), "{events}");
     assert_gone(lab);
+}
+
+/// Four liars, one in each cell of two clusters, lie about their cell mates and accuse
+/// everyone (issue 17's coalition), with the topology's `trust:` hardening on: each liar
+/// is quarantined by all its cell peers, nobody honest by anyone, and the convictions were
+/// the cells' BFT logs' — every honest member of each liar's cell (5 of 6) applied the
+/// agreed conviction (`verdict_agreed`; 20 in a local run, with 31 votes submitted).
+#[test]
+fn byzantine_coalition_is_convicted_by_the_cells_bft_logs() {
+    let run = shipped_passes("byzantine-coalition.yaml", "sbc");
+    let prom = std::fs::read_to_string(run.out.join("metrics-end.prom")).unwrap();
+    let total = |outcome: &str| -> f64 {
+        prom.lines()
+            .filter(|l| l.starts_with("lightcone_datagrams_total{"))
+            .filter(|l| {
+                l.contains("direction=\"watch\"") && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (agreed, votes) = (total("verdict_agreed"), total("vote_submitted"));
+    assert!(
+        agreed >= 20.0,
+        "verdict_agreed {agreed} (4 liars x 5 honest cell peers)"
+    );
+    // Each conviction took the quorum f + 1 = 2 of a 6-tile cell in votes.
+    assert!(votes >= 8.0, "vote_submitted {votes}");
 }
 
 #[test]

@@ -508,6 +508,13 @@ impl Watch {
             c.agreed = true;
             return false;
         }
+        self.open_conviction(now, node, true);
+        true
+    }
+
+    /// Records a new conviction of `node` (one more offence: its term doubles) and ends
+    /// its audits.
+    fn open_conviction(&mut self, now: Instant, node: u32, agreed: bool) {
         let count = {
             let o = self.offences.entry(node).or_default();
             *o += 1;
@@ -518,11 +525,10 @@ impl Watch {
             Conviction {
                 since: now,
                 count,
-                agreed: true,
+                agreed,
             },
         );
         self.audits.remove(&node);
-        true
     }
 
     /// The group's log re-admitted `node`. Returns false if we did not hold it.
@@ -588,20 +594,7 @@ impl Watch {
         if !self.convicted(node) || self.convictions.contains_key(&node) {
             return false;
         }
-        let count = {
-            let o = self.offences.entry(node).or_default();
-            *o += 1;
-            *o
-        };
-        self.convictions.insert(
-            node,
-            Conviction {
-                since: now,
-                count,
-                agreed: false,
-            },
-        );
-        self.audits.remove(&node);
+        self.open_conviction(now, node, false);
         true
     }
 

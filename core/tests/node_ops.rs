@@ -383,6 +383,18 @@ proptest! {
 #[test]
 fn replayed_neighbour_frames_populate_membership_and_routes() {
     let w = world();
+    let (node, frames) = taught_node0(&w);
+    assert!(
+        node.membership().members().count() >= 2,
+        "{frames} frames taught node 0 only {:?}",
+        node.membership().view()
+    );
+    assert!(!node.routing().table().is_empty());
+}
+
+/// Node 0, started, after its neighbours' frames ([`World::frames_for_node0`]) arrived at
+/// 10 ms; and how many frames that was.
+fn taught_node0(w: &World) -> (Node, usize) {
     let frames = w.frames_for_node0();
     let mut node = w.node(0, 1);
     let mut out = Outbox::new(CAP_TRANSMITS, CAP_EVENTS);
@@ -400,13 +412,7 @@ fn replayed_neighbour_frames_populate_membership_and_routes() {
             &mut out,
         );
     }
-    assert!(
-        node.membership().members().count() >= 2,
-        "{} frames taught node 0 only {:?}",
-        frames.len(),
-        node.membership().view()
-    );
-    assert!(!node.routing().table().is_empty());
+    (node, frames.len())
 }
 
 /// A frame naming node 0 as its source that arrives from a link is not passed on: it is
@@ -418,20 +424,9 @@ fn a_transit_frame_claiming_our_own_source_is_not_forwarded() {
     use lightcone_core::counters::{Direction, Outcome};
     use lightcone_core::wire::{self, Dest, Header, Payload};
     let w = world();
-    let mut node = w.node(0, 1);
+    let (mut node, _) = taught_node0(&w);
     let mut out = Outbox::new(CAP_TRANSMITS, CAP_EVENTS);
-    node.start(Instant::ZERO, &mut out);
     let now = Instant::from_nanos(Duration::from_millis(10).as_nanos() as u64);
-    for (from, b) in &w.frames_for_node0() {
-        node.handle(
-            now,
-            Input::Datagram {
-                from: *from,
-                bytes: b,
-            },
-            &mut out,
-        );
-    }
     assert!(node.routing().next_hop(Dest::Node(4)).is_some());
     let frame = |src: u32| {
         let h = Header {

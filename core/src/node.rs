@@ -771,6 +771,10 @@ impl Node {
             }),
             time: None,
             thermal: None,
+            verdicts: self
+                .verdicts
+                .as_ref()
+                .map(|v| v.view(self.bft.as_ref().map_or(0, |b| b.decided().len()))),
             summaries: self
                 .summaries
                 .iter()

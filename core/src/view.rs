@@ -53,6 +53,10 @@ pub struct Snapshot {
     /// `load_ratio`), filled by the caller at its clock's now like `time` (the agent's
     /// `/state`); `None` when the topology has no `thermal` section.
     pub thermal: Option<crate::heat::machine::HeatStats>,
+    /// Quarantine verdicts decided by the cell's BFT group (watch `bft_verdicts`); absent
+    /// when off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdicts: Option<crate::trust::verdicts::VerdictView>,
 }
 
 /// The `store` section of `/state`: the shards this node holds (object, index and the

@@ -552,6 +552,24 @@ fn f_colluding_liars_are_quarantined_by_the_groups_agreed_log() {
             "{x}: {accusers:?}"
         );
     }
+    // `/state` shows the agreed verdicts (at a tile holding the whole log).
+    let tip = honest
+        .iter()
+        .copied()
+        .max_by_key(|h| sim.node(*h).unwrap().bft().unwrap().decided().len())
+        .unwrap();
+    let view = sim
+        .node(tip)
+        .unwrap()
+        .snapshot()
+        .verdicts
+        .expect("bft_verdicts on");
+    assert_eq!(
+        view.convicted.keys().copied().collect::<Vec<_>>(),
+        liars.to_vec()
+    );
+    assert_eq!(view.quorum, 4);
+    assert!(view.decided > 0 && view.applied > 0, "{view:?}");
     // The liars' votes against honest members were decided and counted for nothing.
     let v = sim.node(0).unwrap().verdicts().unwrap();
     assert!(v.counters().applied > 12, "{:?}", v.counters());
@@ -614,6 +632,9 @@ fn the_groups_log_convicts_exactly_the_liars_over_seeds_1_to_30() {
         "with the group's log: {:?}",
         failed[1]
     );
+    // Without the group's log `/state` has no verdicts section.
+    let (sim, _) = coalition_with(n, &liars, 10, 1, false);
+    assert!(sim.node(0).unwrap().snapshot().verdicts.is_none());
 }
 
 #[test]

@@ -129,6 +129,24 @@ impl Vote {
     }
 }
 
+/// The `verdicts` section of `/state`: the agreed state as this member's log has it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VerdictView {
+    /// Accusers (and re-admitters) that decide.
+    pub quorum: usize,
+    /// Entries of the group's log decided here (all kinds).
+    pub decided: usize,
+    /// Convicted members: their accusers (ascending) and the log slot of the conviction.
+    pub convicted: BTreeMap<u32, (Vec<u32>, u64)>,
+    /// Members with a standing accusation not (yet) a quorum, and its accusers.
+    pub accused: BTreeMap<u32, Vec<u32>>,
+    /// Per member convicted before: its current term (re-admissions so far).
+    pub terms: BTreeMap<u32, u32>,
+    pub applied: u64,
+    pub invalid: u64,
+    pub stale: u64,
+}
+
 /// What applying a decided entry changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -315,6 +333,36 @@ impl Verdicts {
             _ => {}
         }
         None
+    }
+
+    /// The `/state` view; `decided`: how many entries the group's log decided here.
+    pub fn view(&self, decided: usize) -> VerdictView {
+        let mut v = VerdictView {
+            quorum: self.quorum,
+            decided,
+            convicted: BTreeMap::new(),
+            accused: BTreeMap::new(),
+            terms: BTreeMap::new(),
+            applied: self.counters.applied,
+            invalid: self.counters.invalid,
+            stale: self.counters.stale,
+        };
+        for (n, c) in &self.cases {
+            let accusers: Vec<u32> = c.accusers.iter().copied().collect();
+            match c.convicted_at {
+                Some(slot) => {
+                    v.convicted.insert(*n, (accusers, slot));
+                }
+                None if !accusers.is_empty() => {
+                    v.accused.insert(*n, accusers);
+                }
+                None => {}
+            }
+            if c.term > 0 {
+                v.terms.insert(*n, c.term);
+            }
+        }
+        v
     }
 
     /// Entries held (see [`crate::Node::footprint`]).

@@ -122,7 +122,8 @@ pub struct AgentConfig {
 }
 
 /// Issue 17's options of the neighbourhood watch a lab turns on (the topology's `trust:`
-/// section; see [`crate::watch::WatchParams`] for what each does).
+/// section; `WatchParams::with_trust` in the watch module applies them and says what each
+/// does).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustOptions {
@@ -133,18 +134,9 @@ pub struct TrustOptions {
     #[serde(default)]
     pub log_heads: bool,
     /// Convictions and re-admissions of a cell's members are decided by the cell's BFT
-    /// group ([`crate::trust::verdicts`]).
+    /// group (the trust module's verdicts).
     #[serde(default)]
     pub bft_verdicts: bool,
-}
-
-impl TrustOptions {
-    /// Turns on in `watch` what these options ask for (never turns anything off).
-    pub fn apply(&self, watch: &mut crate::watch::WatchParams) {
-        watch.signed_claims |= self.signed_claims;
-        watch.log_heads |= self.log_heads;
-        watch.bft_verdicts |= self.bft_verdicts;
-    }
 }
 
 fn is_zero(v: &u64) -> bool {

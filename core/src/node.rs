@@ -175,7 +175,7 @@ impl Node {
             .collect();
         let mut params = Params::default();
         if let Some(t) = &cfg.trust {
-            t.apply(&mut params.watch);
+            params.watch.with_trust(t);
         }
         // Acks cross the host's scheduler, whose latency is real time: give them at least
         // 2 s (retries every 250 ms) of it at any time scale.

@@ -110,6 +110,15 @@ pub struct WatchParams {
     pub log_heads: bool,
 }
 
+impl WatchParams {
+    /// Turns on what a lab's `trust:` section asks for (never turns anything off).
+    pub fn with_trust(&mut self, t: &crate::config::TrustOptions) {
+        self.signed_claims |= t.signed_claims;
+        self.log_heads |= t.log_heads;
+        self.bft_verdicts |= t.bft_verdicts;
+    }
+}
+
 impl Default for WatchParams {
     fn default() -> Self {
         WatchParams {

@@ -152,7 +152,7 @@ pub fn simulate(
     let mut params = crypto::params(modelled, sc.seed);
     // The topology's `trust:` section, as every agent of the lab applies it (`Node::new_in`).
     if let Some(t) = &topo.trust {
-        t.apply(&mut params.watch);
+        params.watch.with_trust(t);
     }
     let crypto = crypto::describe(modelled, opts.crypto, configs.len());
     progress(&format!(

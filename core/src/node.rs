@@ -1237,7 +1237,12 @@ impl Node {
         for s in self.watch.judge(now, &alive, &heard) {
             self.on_evidence(now, s);
         }
-        let held: Vec<u32> = self.watch.evidence().keys().copied().collect();
+        // What we hold before expiry, to withdraw what lapses (only when our votes go to
+        // the group's log: no copy on every tick otherwise).
+        let held: Vec<u32> = match self.verdicts {
+            Some(_) => self.watch.evidence().keys().copied().collect(),
+            None => Vec::new(),
+        };
         for s in self.watch.expire(now) {
             self.readmit(s);
         }

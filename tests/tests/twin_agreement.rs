@@ -1,19 +1,20 @@
 //! Issue 13, "agreement with the lab": the same small scenario (the shipped cell topology,
-//! twelve tiles on a ring, eight crashes 10 s apart, each tile restarted 8 s after its
+//! twelve tiles on a ring, sixteen crashes 10 s apart, each tile restarted 8 s after its
 //! crash) with the same seed, played once by `lightcone run` in a real lab and by `lightcone
 //! simulate`, gives the same verdicts, and the median of the per-crash detection times
 //! agrees within the tolerance stated at [`MEDIAN_TOLERANCE`]. Needs root (the lab); run it
 //! under the lab lock (`flock -o /tmp/lightcone-lab.lock cargo test -p lightcone-e2e --test
-//! twin_agreement`). About 95 s: the lab plays 82 s of real time.
+//! twin_agreement`). About 180 s: the lab plays 162 s of real time.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use lightcone_e2e::*;
 
-/// Crashes of the scenario: (at s, tile), 10 s apart; each is restarted `RESTART_AFTER_S`
-/// later, so one tile at most is down at a time (a tile down while another crashes cannot
-/// report it, and the crash's "all cell peers" time then waits for its rejoin).
+/// Crashes of the scenario: (at s, tile), 10 s apart, eight tiles twice; each is restarted
+/// `RESTART_AFTER_S` later, so one tile at most is down at a time (a tile down while another
+/// crashes cannot report it, and the crash's "all cell peers" time then waits for its
+/// rejoin).
 const CRASHES: &[(u32, &str)] = &[
     (2, "l0c0k0t3"),
     (12, "l0c0k0t7"),
@@ -23,6 +24,14 @@ const CRASHES: &[(u32, &str)] = &[
     (52, "l0c0k0t9"),
     (62, "l0c0k0t4"),
     (72, "l0c0k0t8"),
+    (82, "l0c0k0t3"),
+    (92, "l0c0k0t7"),
+    (102, "l0c0k0t10"),
+    (112, "l0c0k0t5"),
+    (122, "l0c0k0t1"),
+    (132, "l0c0k0t9"),
+    (142, "l0c0k0t4"),
+    (152, "l0c0k0t8"),
 ];
 const RESTART_AFTER_S: u32 = 8;
 
@@ -33,13 +42,19 @@ const RESTART_AFTER_S: u32 = 8;
 /// σ 0.608 s, 1.714–6.365 s. The lab's nodes draw their probe orders from their own seeds,
 /// the twin mixes the scenario seed in (`twin/config.rs`), so the two runs see different
 /// draws of the same distribution, not the same draws. So the twin plays the scenario under
-/// [`TWIN_SEEDS`] seeds (128 draws: its median is then close to the distribution's), and
-/// the lab's median over its eight crashes must lie within 20 % of it or one protocol
-/// period (500 ms, the granularity at which a probe round finds the crash), whichever is
-/// larger. The median of eight draws has σ 0.222 s in the twin (40 seeds), so a lab that
-/// behaves like the twin fails about once in a hundred runs (2.5 σ). Until session 12 each
-/// side was one run of four crashes, two medians whose difference spread about as wide as
-/// the tolerance; CI failed it (stop 26; the figures were cut from the log CI kept).
+/// [`TWIN_SEEDS`] seeds (256 draws: its median is then close to the distribution's), and
+/// the lab's median over its sixteen crashes must lie within 20 % of the twin's (the
+/// reference: the better-known median) or one protocol period (500 ms, the granularity at
+/// which a probe round finds the crash), whichever is larger.
+///
+/// Why sixteen crashes: with eight, the lab's median is itself a wide draw. Session 17's
+/// CI run of eight measured lab median 2.232 s against the twin's 2.766 s (0.534 s apart,
+/// past the then tolerance of 20 % of the *lab's* median, floor 0.5 s), and three local
+/// runs of the same binary right after gave 2.534, 2.971 s (and session 13's 2.778 s): a
+/// lab that behaves like the twin, failing on the spread of an eight-draw median (σ ≈ 0.22 s
+/// in the twin, 0.31 s over those four lab runs). Sixteen draws narrow it by √2, and the
+/// tolerance is now taken of the reference's median, not of the noisier side's; the bound
+/// (20 %, the issue's) is unchanged.
 const MEDIAN_TOLERANCE: f64 = 0.20;
 const PROTOCOL_PERIOD_S: f64 = 0.5;
 /// Seeds the twin plays the scenario under (the scenario's own seed first).
@@ -54,7 +69,7 @@ fn scenario(dir: &Path, lab: &str) -> std::path::PathBuf {
         timeline += &format!("  - {{ at: {}s, restart: {tile} }}\n", at + RESTART_AFTER_S);
     }
     let src = format!(
-        "name: agree\ntopology: {}\nseed: {SEED}\nduration: 82s\ntimeline:\n{timeline}expect:\n  - detection_time < 10s\n  - false_quarantines == 0\n",
+        "name: agree\ntopology: {}\nseed: {SEED}\nduration: 162s\ntimeline:\n{timeline}expect:\n  - detection_time < 10s\n  - false_quarantines == 0\n",
         topo.display()
     );
     let p = dir.join("agree.yaml");
@@ -96,13 +111,20 @@ fn detections(r: &serde_json::Value) -> Vec<f64> {
         })
         .expect("a detection_time verdict");
     let note = v["detail"].as_str().expect("detail");
+    // In crash order: a tile crashed twice has two entries, the first for its first crash.
     let mut out = Vec::new();
+    let mut rest = note;
     for (_, tile) in CRASHES {
-        let Some(rest) = note.split(&format!("{tile}: ")).nth(1) else {
-            panic!("no detection of {tile} in {note:?}");
+        let Some((_, after)) = rest.split_once(&format!("{tile}: ")) else {
+            panic!(
+                "no detection of {tile} (crash {} of {}) in {note:?}",
+                out.len() + 1,
+                CRASHES.len()
+            );
         };
-        let figure = rest.split(" by ").next().unwrap_or("");
+        let figure = after.split(" by ").next().unwrap_or("");
         out.push(seconds(figure).unwrap_or_else(|| panic!("{figure:?} in {note:?}")));
+        rest = after;
     }
     out
 }
@@ -138,7 +160,7 @@ fn median(v: &[f64]) -> f64 {
 /// The comparison itself, so its failure can be shown without a lab.
 fn agree(lab: &[f64], twin: &[f64]) -> Result<(), String> {
     let (ml, mt) = (median(lab), median(twin));
-    let tol = (MEDIAN_TOLERANCE * ml).max(PROTOCOL_PERIOD_S);
+    let tol = (MEDIAN_TOLERANCE * mt).max(PROTOCOL_PERIOD_S);
     if (ml - mt).abs() <= tol {
         Ok(())
     } else {

@@ -82,6 +82,12 @@ pub enum Outcome {
     VoteSubmitted,
     /// A conviction or re-admission the group's log decided, applied here.
     VerdictAgreed,
+    /// App data delivered from a node whose key our BFT group had revoked (`app`): never,
+    /// unless the refusal of revoked keys fails. Counted apart from that refusal, at
+    /// delivery, so a regression shows in experiments (`revoked_key_accepted`).
+    RevokedDelivered,
+    /// A frame signed with a stolen key (`tx`, the `steal_key` test fault).
+    Forged,
 }
 
 impl Outcome {
@@ -132,6 +138,8 @@ impl Outcome {
             Outcome::KeyRevoked => "key_revoked",
             Outcome::VoteSubmitted => "vote_submitted",
             Outcome::VerdictAgreed => "verdict_agreed",
+            Outcome::RevokedDelivered => "revoked_delivered",
+            Outcome::Forged => "forged",
         }
     }
 }
@@ -253,6 +261,8 @@ mod tests {
             (Outcome::KeyRevoked, "key_revoked"),
             (Outcome::VoteSubmitted, "vote_submitted"),
             (Outcome::VerdictAgreed, "verdict_agreed"),
+            (Outcome::RevokedDelivered, "revoked_delivered"),
+            (Outcome::Forged, "forged"),
         ];
         for (o, s) in all {
             assert_eq!(o.as_str(), s);

@@ -63,6 +63,16 @@ pub enum Command {
     BftRevoke {
         node: u32,
     },
+    /// A test fault (the scenario verb `steal_key`): this node holds `node`'s signing key,
+    /// stolen, and at every watch tick sends a data frame signed as `node` to each other
+    /// member of `node`'s cell, until it is made honest again
+    /// ([`Command::Byzantine`] with every behaviour off). Refused, changing nothing, with
+    /// [`CommandError::NoSuchNode`] or [`CommandError::NotTheKey`] (the key is not the
+    /// one the directory holds for `node`: nothing to impersonate with).
+    StealKey {
+        node: u32,
+        key: Box<ed25519_dalek::SigningKey>,
+    },
     /// A threshold-signed runtime order (issue 18: panic-to-dark or undark, the bytes of a
     /// [`crate::update::dark::Order`]): checked, obeyed if its scope holds this node and
     /// relayed inside the scope. Refused with [`CommandError::Order`], changing nothing.
@@ -155,8 +165,12 @@ pub enum CommandError {
     /// The task was refused (its message); nothing changed.
     #[error("{0}")]
     Task(String),
-    #[error("this node runs no BFT group (it is off unless enabled)")]
+    #[error("this node runs no BFT group (the topology's `trust: {{ bft_verdicts: true }}` turns the cells' groups on)")]
     NoBft,
+    #[error("the key given is not node {0}'s directory key")]
+    NotTheKey(u32),
+    #[error("a node cannot steal its own key")]
+    OwnKey,
     /// The BFT group refused the entry (its message); nothing changed.
     #[error("{0}")]
     Bft(String),

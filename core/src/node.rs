@@ -114,6 +114,16 @@ pub struct Node {
     verdicts: Option<Box<crate::trust::verdicts::Verdicts>>,
     /// The build this node runs and its neighbours' protocol versions (issue 18).
     update: crate::update::Versions,
+    /// A key we were given to impersonate its node with (the `steal_key` test fault).
+    stolen: Option<Box<Stolen>>,
+}
+
+/// The `steal_key` test fault's state: whose key, the key, the last sequence number used.
+#[derive(Debug, Clone)]
+struct Stolen {
+    node: u32,
+    key: ed25519_dalek::SigningKey,
+    seq: u64,
 }
 
 impl Node {
@@ -274,6 +284,7 @@ impl Node {
             bft_applied: 0,
             verdicts: None,
             update: Default::default(),
+            stolen: None,
         };
         if bft_verdicts {
             node.enable_bft(crate::trust::bft::BftParams::default())?;
@@ -762,7 +773,14 @@ impl Node {
                 })
                 .collect(),
             quarantine: self.routing.quarantined().iter().copied().collect(),
-            byzantine: self.byzantine.names(),
+            revoked: self.bft_revoked.values().copied().collect(),
+            byzantine: {
+                let mut b = self.byzantine.names();
+                if self.stolen.is_some() {
+                    b.push("steal_key");
+                }
+                b
+            },
             watch: self.watch.view(),
             counters,
             locality,
@@ -848,7 +866,28 @@ impl Node {
                 self.arm_triggered(now);
             }
             Command::Unquarantine { node } => self.routing.set_quarantine(*node, false),
-            Command::Byzantine(b) => self.byzantine = *b,
+            Command::Byzantine(b) => {
+                self.byzantine = *b;
+                if *b == Byzantine::default() {
+                    self.stolen = None;
+                }
+            }
+            Command::StealKey { node, key } => {
+                let e = self.dir.get(*node).ok_or(CommandError::NoSuchNode(*node))?;
+                if *node == self.id {
+                    return Err(CommandError::OwnKey);
+                }
+                if key.verifying_key() != e.key {
+                    return Err(CommandError::NotTheKey(*node));
+                }
+                self.stolen = Some(Box::new(Stolen {
+                    node: *node,
+                    key: (**key).clone(),
+                    // Far above any sequence number the owner has used: receivers take
+                    // the forged frames, and their replay windows then refuse the owner's.
+                    seq: 1 << 40,
+                }));
+            }
             Command::Send { dst, data } => {
                 if data.len() > wire::MAX_BLOB {
                     return Err(CommandError::DataTooLarge);
@@ -1295,6 +1334,9 @@ impl Node {
         }
         if self.byzantine.false_accuse {
             self.false_accusations(now);
+        }
+        if self.stolen.is_some() {
+            self.send_forged(now);
         }
         if self.params.watch.log_heads {
             self.gossip_heads(now);
@@ -1906,6 +1948,10 @@ impl Node {
             },
             Payload::Data(data) => {
                 self.counters.count(Direction::App, Outcome::Delivered);
+                if self.bft_refuses(src) {
+                    self.counters
+                        .count(Direction::App, Outcome::RevokedDelivered);
+                }
                 fx.events.push(Event::Delivered { src, data })
             }
             Payload::Watch { nonce, reply } => {
@@ -2049,6 +2095,52 @@ impl Node {
                 TimerKey::RouteTriggered,
                 now + self.params.route.triggered_delay,
             );
+        }
+    }
+
+    /// The `steal_key` fault: a data frame signed with the stolen key, as its owner, to
+    /// each other member of the owner's cell, routed like our own frames. Receivers cannot
+    /// tell it from the owner's until their group revokes the key.
+    fn send_forged(&mut self, now: Instant) {
+        let Some((victim, auth)) = self.stolen.as_ref().map(|s| (s.node, self.params.auth)) else {
+            return;
+        };
+        let Some(va) = self.dir.get(victim).map(|e| e.addr) else {
+            return;
+        };
+        let me = self.id;
+        let payload = Payload::Data(b"forged".to_vec());
+        for to in self
+            .dir
+            .ids_where(|a| a.same_cell(&va))
+            .into_iter()
+            .filter(|t| *t != victim && *t != me)
+        {
+            let dst = Dest::Node(to);
+            let Some(next) = self.routing.next_hop(dst) else {
+                self.counters.count(Direction::Tx, Outcome::NoRoute);
+                continue;
+            };
+            let hlc = self.next_hlc(now);
+            let (src_epoch, dst_epoch) = (self.peer_epoch(victim), self.peer_epoch(to));
+            let version = self.update.send_version(dst, next);
+            let Some(st) = self.stolen.as_mut() else {
+                return;
+            };
+            st.seq += 1;
+            let header = Header {
+                kind: payload.kind(),
+                ttl: wire::DEFAULT_TTL,
+                src: victim,
+                dst,
+                seq: st.seq,
+                hlc,
+                src_epoch,
+                dst_epoch,
+            };
+            let bytes = wire::encode_versioned(&header, &payload, &st.key, auth, version);
+            self.counters.count(Direction::Tx, Outcome::Forged);
+            self.emit(now, next, bytes);
         }
     }
 

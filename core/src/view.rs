@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub members: Vec<MemberView>,
     pub routes: Vec<RouteView>,
     pub quarantine: Vec<u32>,
+    /// Nodes whose keys our cell's BFT group revoked (issue 17; absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<u32>,
     /// Behaviours this node was told to play (empty when honest).
     pub byzantine: Vec<&'static str>,
     /// The neighbourhood watch: evidence, accusers, audit strikes.

@@ -472,3 +472,102 @@ fn a_transit_frame_claiming_our_own_source_is_not_forwarded() {
         );
     }
 }
+
+/// The `steal_key` test fault: a key that is not the named node's, the node's own key or
+/// an unknown node is refused and changes nothing; the owner's key makes the node send,
+/// at its watch ticks, data frames that carry the owner's name and verify under the owner's
+/// key, to each other member of the owner's cell; made honest again, it stops.
+#[test]
+fn a_stolen_key_signs_frames_as_its_owner_until_the_node_is_honest_again() {
+    use lightcone_core::counters::{Direction, Outcome};
+    use lightcone_core::wire::{self, Dest};
+    let w = world();
+    let (mut node, _) = taught_node0(&w);
+    let mut out = Outbox::new(1024, 1024);
+    let key = |i: usize| Box::new(SigningKey::from_bytes(&w.secrets[i]));
+    let at = |ms: u64| Instant::from_nanos(Duration::from_millis(ms).as_nanos() as u64);
+    for (cmd, want) in [
+        (
+            Command::StealKey {
+                node: 2,
+                key: key(3),
+            },
+            CommandError::NotTheKey(2),
+        ),
+        (
+            Command::StealKey {
+                node: 0,
+                key: key(0),
+            },
+            CommandError::OwnKey,
+        ),
+        (
+            Command::StealKey {
+                node: 9,
+                key: key(2),
+            },
+            CommandError::NoSuchNode(9),
+        ),
+    ] {
+        assert_eq!(node.command(at(20), &cmd, &mut out), Err(want));
+    }
+    assert!(
+        node.snapshot().byzantine.is_empty(),
+        "a refused steal changes nothing"
+    );
+    // Forged frames from node 0 as seen on its links over `ms` of timers.
+    let run = |node: &mut Node, out: &mut Outbox, until: u64| {
+        let mut frames = Vec::new();
+        while let Some(t) = node.poll_timeout().filter(|t| *t <= at(until)) {
+            out.transmits.clear();
+            node.handle_timeout(t, out);
+            for tx in &out.transmits {
+                let f = wire::parse(&tx.bytes).expect("a frame");
+                if f.header.src == 2 {
+                    f.verify_with(&w.dir.peers[2].key, Auth::TestDigest)
+                        .expect("signed with node 2's key");
+                    frames.push(f.header.dst);
+                }
+            }
+            out.events.clear();
+        }
+        frames
+    };
+    assert!(
+        run(&mut node, &mut out, 3_000).is_empty(),
+        "honest: nothing forged"
+    );
+    node.command(
+        at(3_000),
+        &Command::StealKey {
+            node: 2,
+            key: key(2),
+        },
+        &mut out,
+    )
+    .expect("node 2's own key is taken");
+    assert_eq!(node.snapshot().byzantine, vec!["steal_key"]);
+    let forged = run(&mut node, &mut out, 6_000);
+    assert!(forged.len() >= 2, "{forged:?}");
+    // Node 2's cell is 0..=3: the thief (0) and the owner (2) are left out.
+    assert!(
+        forged
+            .iter()
+            .all(|d| matches!(d, Dest::Node(1) | Dest::Node(3))),
+        "{forged:?}"
+    );
+    assert_eq!(
+        node.counters().get(Direction::Tx, Outcome::Forged),
+        forged.len() as u64
+    );
+    node.command(
+        at(6_000),
+        &Command::Byzantine(Byzantine::default()),
+        &mut out,
+    )
+    .unwrap();
+    assert!(
+        run(&mut node, &mut out, 9_000).is_empty(),
+        "honest again: nothing forged"
+    );
+}

@@ -460,6 +460,15 @@ pub enum Control {
     },
     Clock(lightcone_timing::ClockFault),
     Byzantine(Byzantine),
+    /// `POST /steal-key`: hold another node's key and sign frames as it (a test fault).
+    StealKey {
+        node: u32,
+        key: Box<ed25519_dalek::SigningKey>,
+    },
+    /// `POST /revoke-key/{node}`: ask our cell's BFT group to revoke `node`'s key.
+    RevokeKey {
+        node: u32,
+    },
     /// Application bytes to a node over the overlay (`POST /send/{node}`).
     Send {
         dst: u32,
@@ -1005,6 +1014,25 @@ impl Prepared {
                             tracing::warn!(behaviour = ?b.names(), "byzantine behaviour set");
                             Some((StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "behaviour": b.names() })).unwrap_or_default()))
                         }
+                        Control::StealKey { node: victim, key } => {
+                            Some(match node.command(now, &Command::StealKey { node: victim, key }, &mut out) {
+                                Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
+                                Ok(_) => {
+                                    tracing::warn!(victim, "signing frames with a stolen key");
+                                    (StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "impersonating": victim })).unwrap_or_default())
+                                }
+                            })
+                        }
+                        Control::RevokeKey { node: subject } => {
+                            Some(match node.command(now, &Command::BftRevoke { node: subject }, &mut out) {
+                                Err(e @ CommandError::NoBft) => refusal(StatusCode::CONFLICT, &e),
+                                Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
+                                Ok(_) => {
+                                    tracing::warn!(subject, "key revocation submitted to the cell's BFT group");
+                                    (StatusCode::OK, "application/json", serde_json::to_vec(&serde_json::json!({ "submitted": subject })).unwrap_or_default())
+                                }
+                            })
+                        }
                         Control::Send { dst, data } => {
                             Some(match node.command(now, &Command::Send { dst, data }, &mut out) {
                                 Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
@@ -1163,10 +1191,32 @@ fn capability_of(c: &Control) -> Option<(Op, Option<&str>)> {
         Control::ObjectPut { object, .. } => Some((Op::ObjectPut, Some(object.as_str()))),
         Control::Task(_) => Some((Op::TaskSubmit, None)),
         Control::Send { .. } => Some((Op::Send, None)),
-        Control::Clock(_) | Control::Byzantine(_) => Some((Op::Fault, None)),
-        Control::Quarantine { .. } | Control::Shutdown | Control::Order(_) => {
-            Some((Op::Order, None))
+        Control::Clock(_) | Control::Byzantine(_) | Control::StealKey { .. } => {
+            Some((Op::Fault, None))
         }
+        Control::Quarantine { .. }
+        | Control::RevokeKey { .. }
+        | Control::Shutdown
+        | Control::Order(_) => Some((Op::Order, None)),
+    }
+}
+
+/// `POST /steal-key` body (a test fault): whose key, and the key's 32-byte seed as hex.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StealKeyBody {
+    node: u32,
+    key: String,
+}
+
+impl StealKeyBody {
+    fn parse(body: &[u8]) -> Result<(u32, ed25519_dalek::SigningKey), String> {
+        let b: StealKeyBody = serde_json::from_slice(body)
+            .map_err(|e| format!("body must be JSON {{\"node\": ID, \"key\": HEX}}: {e}"))?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(b.key.trim(), &mut seed)
+            .map_err(|e| format!("key must be 64 hex digits (a 32-byte seed): {e}"))?;
+        Ok((b.node, ed25519_dalek::SigningKey::from_bytes(&seed)))
     }
 }
 
@@ -1306,6 +1356,19 @@ async fn handle_http(
                 Err(e) => return bad(&e),
             }
         }
+        (&Method::POST, "/steal-key") => {
+            let body = match body_of(req, MAX_BODY, "body too large").await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
+            };
+            match StealKeyBody::parse(&body) {
+                Ok((node, key)) => Control::StealKey {
+                    node,
+                    key: Box::new(key),
+                },
+                Err(e) => return bad(&e),
+            }
+        }
         (m, p) if p.starts_with("/kv/") && p.len() > 4 => {
             // The key is one path segment, percent-encoded by the client (`?` as %3F, `/`
             // as %2F): decoded here, once.
@@ -1436,10 +1499,11 @@ async fn handle_http(
                 data: body.to_vec(),
             }
         }
-        (&Method::POST, p) if p.starts_with("/quarantine/") => {
-            let who = &p["/quarantine/".len()..];
+        (&Method::POST, p) if p.starts_with("/quarantine/") || p.starts_with("/revoke-key/") => {
+            let (verb, who) = p[1..].split_once('/').unwrap_or_default();
             match node_of(&cfg, who) {
-                Some(node) => Control::Quarantine { node },
+                Some(node) if verb == "quarantine" => Control::Quarantine { node },
+                Some(node) => Control::RevokeKey { node },
                 None => {
                     return Ok(resp(
                         StatusCode::NOT_FOUND,

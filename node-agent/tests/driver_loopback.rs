@@ -335,11 +335,14 @@ fn writes_need_a_valid_capability_and_refusals_change_nothing() {
             let (st, _) = put("app%2Fstill", Some(valid.clone())).await;
             assert_eq!(st, 200);
             // Every other state-changing route is guarded as well.
+            let steal = format!(r#"{{"node": 1, "key": "{}"}}"#, "00".repeat(32));
             for (path, body) in [
                 ("/shutdown", ""),
                 ("/quarantine/b", ""),
                 ("/clock", "{\"step_ns\": 1000000}"),
                 ("/byzantine", "{\"behaviour\": []}"),
+                ("/steal-key", steal.as_str()),
+                ("/revoke-key/b", ""),
                 ("/send/b", "x"),
                 ("/objects/o1", "x"),
             ] {
@@ -355,19 +358,51 @@ fn writes_need_a_valid_capability_and_refusals_change_nothing() {
                 ("wrong_root", 1),
                 ("revoked", 1),
                 ("malformed", 1),
-                ("out_of_scope", 2 + 6),
-                ("missing", 2 + 6),
+                ("out_of_scope", 2 + 8),
+                ("missing", 2 + 8),
             ] {
                 let series = format!(
                     "lightcone_capability_refused_total{{node=\"a\",reason=\"{reason}\"}} {n}\n"
                 );
                 assert!(m.contains(&series), "{series} missing:\n{m}");
             }
+            // The key-theft fault and the key revocation refuse bad requests, saying why:
+            // a key that is no hex, a key that is not the node's, a lab without BFT groups,
+            // a node that does not exist.
+            let zeros = "00".repeat(32);
+            for (path, body, status, words) in [
+                (
+                    "/steal-key",
+                    r#"{"node": 1, "key": "zz"}"#.to_string(),
+                    400,
+                    "64 hex digits",
+                ),
+                (
+                    "/steal-key",
+                    format!(r#"{{"node": 1, "key": "{zeros}"}}"#),
+                    400,
+                    "not node 1's directory key",
+                ),
+                (
+                    "/steal-key",
+                    r#"{"victim": "b"}"#.to_string(),
+                    400,
+                    "body must be JSON",
+                ),
+                ("/revoke-key/b", String::new(), 409, "runs no BFT group"),
+                ("/revoke-key/nobody", String::new(), 404, "no node nobody"),
+            ] {
+                let (st, msg) = http(&sock, "POST", path, &body).await;
+                assert_eq!(st, status, "{path} {body}: {msg}");
+                assert!(msg.contains(words), "{path} {body}: {msg}");
+            }
             // The state never changed by a refused order: still running, nobody quarantined.
             let (st, body) = http(&sock, "GET", "/state", "").await;
             assert_eq!(st, 200);
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(v["quarantine"], serde_json::json!([]), "{v}");
+            assert_eq!(v["byzantine"], serde_json::json!([]), "{v}");
+            assert!(v.get("revoked").is_none(), "{v}");
             let (st, _) = http(&sock, "POST", "/shutdown", "").await;
             assert_eq!(st, 200);
         };

@@ -157,6 +157,34 @@ pub struct ByzantineReply {
     pub node: String,
 }
 
+/// `POST /api/nodes/{node}/steal-key`: `{"victim": NAME}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StealKey {
+    pub victim: String,
+}
+
+/// `POST /api/nodes/{node}/steal-key`'s answer: `thief` now signs frames as `victim`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StealKeyReply {
+    pub thief: String,
+    pub victim: String,
+}
+
+/// `POST /api/nodes/{node}/revoke-key`: `{"node": NAME}`, the node whose key to revoke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKey {
+    pub node: String,
+}
+
+/// `POST /api/nodes/{node}/revoke-key`'s answer: submitted to `by`'s cell's BFT group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeKeyReply {
+    pub by: String,
+    pub node: String,
+}
+
 /// `POST /api/partition`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionReply {
@@ -377,6 +405,65 @@ pub async fn api_node_byzantine(
     }))
 }
 
+/// `POST /api/nodes/{node}/steal-key` (a test fault, the scenario verb `steal_key`): hands
+/// `node`'s agent the victim's secret key from the lab's `keys/`, and the agent signs data
+/// frames as the victim to the victim's cell. Both must be nodes of the lab with agents.
+pub async fn api_node_steal_key(
+    State(s): State<ApiState>,
+    UrlPath(thief): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<StealKeyReply>, ApiError> {
+    let req: StealKey = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Bad(format!("body must be JSON {{\"victim\": NODE}}: {e}")))?;
+    let (vid, path) = {
+        let lab = s.lab.lock().expect("lab lock");
+        let vid = lab.node(&req.victim)?;
+        (vid, crate::keys::secret_path(&lab.dir, vid))
+    };
+    if req.victim == thief {
+        return Err(ApiError::Bad(format!("{thief} cannot steal its own key")));
+    }
+    let key = std::fs::read_to_string(&path).map_err(|e| {
+        ApiError::Bad(format!(
+            "{}'s key {}: {e} (only a lab with agents has node keys)",
+            req.victim,
+            path.display()
+        ))
+    })?;
+    let body = serde_json::to_vec(&serde_json::json!({ "node": vid, "key": key.trim() }))
+        .unwrap_or_default();
+    forward_node_fault(&s, &thief, "/steal-key", body).await?;
+    s.lab
+        .lock()
+        .expect("lab lock")
+        .event("steal_key", format!("{thief} signs as {}", req.victim));
+    Ok(Json(StealKeyReply {
+        thief,
+        victim: req.victim,
+    }))
+}
+
+/// `POST /api/nodes/{node}/revoke-key`: asks `node`'s cell's BFT group (the topology's
+/// `trust: {bft_verdicts: true}`) to revoke the named node's key; once decided, every
+/// member refuses frames signed with it. The answer says the request was submitted; the
+/// decision shows in the members' `/state` `revoked`.
+pub async fn api_node_revoke_key(
+    State(s): State<ApiState>,
+    UrlPath(by): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<RevokeKeyReply>, ApiError> {
+    let req: RevokeKey = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Bad(format!("body must be JSON {{\"node\": NODE}}: {e}")))?;
+    let subject = s.lab.lock().expect("lab lock").node(&req.node)?;
+    let path = format!("/revoke-key/{subject}");
+    forward_to_agent(&s, &by, Op::Order, &path, Vec::new()).await?;
+    s.lab.lock().expect("lab lock").event(
+        "revoke_key",
+        format!("{by} asks its cell to revoke {}", req.node),
+    );
+    Ok(Json(RevokeKeyReply { by, node: req.node }))
+}
+
 /// The control socket of `node`'s agent; a `400` when the lab runs without agents.
 fn agent_socket(s: &ApiState, node: &str) -> Result<(usize, PathBuf), ApiError> {
     let lab = s.lab.lock().expect("lab lock");
@@ -395,8 +482,22 @@ async fn forward_node_fault(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(), ApiError> {
+    forward_to_agent(s, node, Op::Fault, path, body)
+        .await
+        .map(drop)
+}
+
+/// `POST path` with `body` to `node`'s agent, with a capability for `op`: the agent's
+/// answer, or its refusal with its status and words.
+async fn forward_to_agent(
+    s: &ApiState,
+    node: &str,
+    op: Op,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, ApiError> {
     let (id, sock) = agent_socket(s, node)?;
-    let token = grant(s, id, Op::Fault, None)?;
+    let token = grant(s, id, op, None)?;
     let (status, reply) = agent_request(
         &sock,
         Method::POST,
@@ -409,7 +510,7 @@ async fn forward_node_fault(
     .map_err(|e| ApiError::unreachable(node, e))?;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     if status.is_success() {
-        Ok(())
+        Ok(reply.to_vec())
     } else {
         Err(ApiError::Agent {
             status,
@@ -854,26 +955,8 @@ pub async fn api_node_order(
         hex::decode(req.order_hex.trim()).map_err(|e| ApiError::Bad(format!("order_hex: {e}")))?;
     let o = lightcone_core::update::dark::Order::decode(&bytes)
         .map_err(|e| ApiError::Bad(format!("order_hex: {e}")))?;
-    let (id, sock) = agent_socket(&s, &node)?;
-    let token = grant(&s, id, Op::Order, None)?;
-    let (status, reply) = agent_request(
-        &sock,
-        Method::POST,
-        "/order",
-        hex::encode(&bytes).into_bytes(),
-        Duration::from_secs(5),
-        token.as_deref(),
-    )
-    .await
-    .map_err(|e| ApiError::unreachable(&node, e))?;
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    if !status.is_success() {
-        return Err(ApiError::Agent {
-            status,
-            node,
-            message: String::from_utf8_lossy(&reply).trim().to_string(),
-        });
-    }
+    let body = hex::encode(&bytes).into_bytes();
+    let reply = forward_to_agent(&s, &node, Op::Order, "/order", body).await?;
     let v: serde_json::Value = serde_json::from_slice(&reply).map_err(ApiError::internal)?;
     let node_dark = v["node_dark"].as_bool().unwrap_or(false);
     s.lab.lock().expect("lab lock").event(

@@ -11,6 +11,7 @@
 //! The client is blocking (ureq) and cheap to clone: clones share one connection pool, so
 //! the runner's poller and load threads each hold one.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lightcone_agent::pct;
@@ -124,6 +125,12 @@ pub struct NodeState {
     /// Nodes it has quarantined (the neighbourhood watch's verdicts, and operators').
     #[serde(default)]
     pub quarantine: Vec<u32>,
+    /// Nodes whose keys its cell's BFT group revoked (absent: none).
+    #[serde(default)]
+    pub revoked: Vec<u32>,
+    /// Its datagram counters (`datagrams.DIRECTION.OUTCOME`, `bytes.DIRECTION`).
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
     /// Its routing table's destinations.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -421,6 +428,35 @@ impl Client {
         self.post_json(
             &format!("/api/nodes/{node}/byzantine"),
             &serde_json::json!({ "behaviour": behaviour }),
+        )
+    }
+
+    /// `POST /api/nodes/{thief}/steal-key`: `thief` signs frames as `victim` (a test fault).
+    pub fn steal_key(
+        &self,
+        thief: &str,
+        victim: &str,
+    ) -> Result<crate::api::StealKeyReply, ClientError> {
+        self.post_json(
+            &format!("/api/nodes/{thief}/steal-key"),
+            &crate::api::StealKey {
+                victim: victim.to_string(),
+            },
+        )
+    }
+
+    /// `POST /api/nodes/{by}/revoke-key`: `by`'s cell's BFT group is asked to revoke
+    /// `node`'s key.
+    pub fn revoke_key(
+        &self,
+        by: &str,
+        node: &str,
+    ) -> Result<crate::api::RevokeKeyReply, ClientError> {
+        self.post_json(
+            &format!("/api/nodes/{by}/revoke-key"),
+            &crate::api::RevokeKey {
+                node: node.to_string(),
+            },
         )
     }
 

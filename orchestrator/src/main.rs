@@ -121,6 +121,17 @@ enum Cmd {
         #[command(subcommand)]
         action: FaultCmd,
     },
+    /// Ask the cell's BFT group (the topology's `trust: { bft_verdicts: true }`), through
+    /// member BY, to revoke NODE's key: once decided, every member refuses frames signed
+    /// with it (`/state` `revoked`, `lightcone_datagrams_total{outcome="key_revoked"}`).
+    RevokeKey {
+        node: String,
+        /// A member of NODE's cell that submits the revocation to its group.
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        lab: Option<String>,
+    },
     /// Objects in a running lab's erasure-coded store (issue 16).
     Object {
         #[command(subcommand)]
@@ -427,12 +438,24 @@ enum FaultCmd {
         node: String,
         #[arg(long)]
         lab: Option<String>,
-        /// Comma-separated: lie_membership, drop_forwarding.
+        /// Comma-separated: lie_membership, drop_forwarding, false_accuse, forge_accuser,
+        /// split_log.
         #[arg(long, group = "mode", value_delimiter = ',')]
         behaviour: Vec<String>,
-        /// Make the node honest again.
+        /// Make the node honest again (also ends a steal-key).
         #[arg(long, group = "mode")]
         honest: bool,
+    },
+    /// Hand THIEF another node's secret key: it signs a data frame as that node to the
+    /// node's cell at every watch tick (until `fault byzantine THIEF --honest`). The cell
+    /// cannot tell them apart until its BFT group revokes the key (`revoke-key`).
+    StealKey {
+        thief: String,
+        /// Whose key is stolen.
+        #[arg(long)]
+        key_of: String,
+        #[arg(long)]
+        lab: Option<String>,
     },
 }
 
@@ -607,7 +630,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 behaviour,
                 honest,
             } => cli::cmd_byzantine(node, lab, behaviour, honest),
+            FaultCmd::StealKey { thief, key_of, lab } => cli::cmd_steal_key(thief, key_of, lab),
         },
+        Cmd::RevokeKey { node, by, lab } => cli::cmd_revoke_key(node, by, lab),
         Cmd::Probe {
             lab,
             a,

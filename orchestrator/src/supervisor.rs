@@ -168,6 +168,11 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
         .route("/api/links/{a}/{b}/{what}", post(api::api_link_state))
         .route("/api/nodes/{node}/clock", post(api::api_node_clock))
         .route("/api/nodes/{node}/byzantine", post(api::api_node_byzantine))
+        .route("/api/nodes/{node}/steal-key", post(api::api_node_steal_key))
+        .route(
+            "/api/nodes/{node}/revoke-key",
+            post(api::api_node_revoke_key),
+        )
         .route("/api/nodes/{node}/task", post(api::api_node_task))
         .route("/api/nodes/{node}/order", post(api::api_node_order))
         .route("/api/nodes/{node}/update", post(api::api_node_update))

@@ -82,6 +82,17 @@ fn expanded(src: &str, seed: Option<u64>) -> String {
     serde_json::to_string(&expand(&sc, &topo).unwrap()).unwrap()
 }
 
+/// `expanded`'s expansion error, as the CLI shows it.
+fn expanded_err(src: &str) -> String {
+    let dir = repo().join("topologies/scenarios");
+    let sc = scenario::parse_str(src, "s.yaml", &dir).unwrap();
+    let topo = topology::load(&repo().join("topologies/cell.yaml")).unwrap();
+    match expand(&sc, &topo) {
+        Ok(_) => panic!("expected an expansion error for:\n{src}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn expansion_is_a_function_of_the_seed() {
     let a = expanded(CHURN, None);
@@ -148,6 +159,7 @@ fn poll(round: u32, t: f64, node: &str, id: u32, members: &[(u32, &str, f64)]) -
         routes: Vec::new(),
         pulsar_missed: None,
         shards: None,
+        keys: Default::default(),
     }
 }
 
@@ -652,6 +664,85 @@ fn quarantine_time_waits_for_every_cell_peer_and_honest_quarantines_are_counted(
         groups: Vec::new(),
     });
     assert_eq!(r.quarantine_time().0, None);
+}
+
+fn key_poll(round: u32, t: f64, node: &str, id: u32, revoked: &[u32], delivered: u64) -> StatePoll {
+    let mut p = poll(round, t, node, id, &[]);
+    p.keys.revoked = revoked.to_vec();
+    p.keys.revoked_delivered = delivered;
+    p.keys.refused = 3 * u64::from(!revoked.is_empty());
+    p
+}
+
+/// Issue 17's key compromise: `revocation_time` waits for every running cell peer of the
+/// revoked node (not the node itself), `false_revocations` counts keys revoked that no
+/// `revoke` asked for, `revoked_key_accepted` sums each node's highest count of data
+/// delivered from a revoked sender; each fails on a recording made to fail it.
+#[test]
+fn revocation_metrics_wait_for_every_cell_peer_and_count_what_went_wrong() {
+    let mut r = rec();
+    r.marks.push(Mark {
+        t_real_s: 10.0,
+        kind: "revoke".into(),
+        node: Some("c".into()),
+        groups: Vec::new(),
+    });
+    r.polls = vec![
+        key_poll(1, 5.0, "c", 2, &[], 0),
+        key_poll(1, 5.0, "z", 9, &[], 0),
+        key_poll(2, 12.0, "a", 0, &[2], 0),
+        key_poll(2, 12.0, "b", 1, &[], 0),
+        key_poll(3, 14.0, "a", 0, &[2], 0),
+        key_poll(3, 14.5, "b", 1, &[2], 0),
+        // c never hears it (its frames are refused): it does not count.
+        key_poll(3, 14.5, "c", 2, &[], 0),
+    ];
+    let (v, why) = r.revocation_time();
+    assert_eq!(v, Some(4.5), "{why}");
+    assert!(why.contains("revoked by all 2 cell peers"), "{why}");
+    assert!(why.contains("6 frames refused"), "{why}");
+    let v = evaluate(
+        &[
+            ex("revocation_time <= 5s"),
+            ex("false_revocations == 0"),
+            ex("revoked_key_accepted == 0"),
+        ],
+        &r,
+    );
+    assert!(v.iter().all(|v| v.pass), "{v:?}");
+    assert!(!evaluate(&[ex("revocation_time <= 4s")], &r)[0].pass);
+    // b also revokes a's key, which nobody asked for; and delivers 2 frames from c after
+    // revoking it (then 1 after a restart: the highest count stands).
+    r.polls.push(key_poll(4, 20.0, "b", 1, &[2, 0], 2));
+    r.polls.push(key_poll(5, 21.0, "b", 1, &[2], 1));
+    let (f, why) = r.false_revocations();
+    assert_eq!(f, Some(1.0));
+    assert!(why.contains("b revoked a's key"), "{why}");
+    let (a, why) = r.revoked_key_accepted();
+    assert_eq!(a, Some(2.0));
+    assert!(why.contains("b 2"), "{why}");
+    // A peer that never revokes makes it infinite, and says who.
+    r.polls
+        .retain(|p| p.node != "b" || p.keys.revoked.is_empty());
+    let (v, why) = r.revocation_time();
+    assert_eq!(v, Some(f64::INFINITY));
+    assert!(why.contains("not by: b"), "{why}");
+    // No revoke asked for: not measured, so an expectation on it fails.
+    let mut r = rec();
+    r.polls = vec![key_poll(1, 5.0, "a", 0, &[], 0)];
+    assert_eq!(r.revocation_time().0, None);
+    assert!(!evaluate(&[ex("revocation_time <= 5s")], &r)[0].pass);
+}
+
+#[test]
+fn steal_key_and_revoke_verbs_expand_and_bad_ones_are_refused() {
+    let src = "topology: ../cell.yaml\nduration: 20s\ntimeline:\n  - { at: 1s, steal_key: { node: l0c0k0t2, thief: l0c0k0t5 } }\n  - { at: 3s, revoke: { node: l0c0k0t2, by: l0c0k0t0 } }\nexpect: [revocation_time <= 5s]\n";
+    // cell.yaml has no BFT groups: revoke is refused with the fix named.
+    let e = expanded_err(src);
+    assert!(e.contains("trust: { bft_verdicts: true }"), "{e}");
+    let e = errors("topology: ../cell.yaml\nduration: 10s\ntimeline:\n  - { at: 1s, steal_key: { node: a, thief: a } }\n  - { at: 2s, revoke: { node: a } }\n");
+    assert!(e.contains("a cannot steal its own key"), "{e}");
+    assert!(e.contains("revoke needs `by`"), "{e}");
 }
 
 #[test]

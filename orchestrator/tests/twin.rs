@@ -595,3 +595,53 @@ fn class_a_passes_and_its_bound_fails_on_slow_links() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a link with a rate"));
 }
+
+/// Issue 17's key compromise in the twin: the shipped scenario passes (every cell peer of
+/// the owner revokes the stolen key within the bound, frames signed with it are refused
+/// and counted, no other key revoked, nothing delivered from the revoked sender); in a
+/// cell that lost its quorum the revocation is never decided and the run fails.
+#[test]
+fn key_compromise_passes_and_fails_in_a_cell_without_a_quorum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = root().join("topologies/scenarios/key-compromise.yaml");
+    let o = sim(&shipped, None, &tmp.path().join("ok"));
+    for e in [
+        "revocation_time <= 5s",
+        "false_revocations == 0",
+        "revoked_key_accepted == 0",
+    ] {
+        assert!(verdict(&o, e).pass, "{:?}", verdict(&o, e));
+    }
+    let r = verdict(&o, "revocation_time <= 5s");
+    assert!(
+        r.detail.contains("revoked by all 6 cell peers"),
+        "{}",
+        r.detail
+    );
+    // The fault was real: frames signed with the stolen key were refused once revoked.
+    let refused: u64 = r
+        .detail
+        .split("; ")
+        .find_map(|s| s.strip_suffix(" frames refused for a revoked key"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(refused > 0, "{}", r.detail);
+    // The same theft in a cell that lost three of its seven members first: the group
+    // (quorum 5 of 7, and the owner silenced by the thief's sequence numbers) cannot
+    // decide, so the key is never revoked and the run fails, saying by whom not.
+    let text = std::fs::read_to_string(&shipped).unwrap().replace(
+        "  - { at: 12s, revoke",
+        "  - { at: 10s, crash: l0c0k0t1 }\n  - { at: 10s, crash: l0c0k0t3 }\n  - { at: 10s, crash: l0c0k0t4 }\n  - { at: 12s, revoke",
+    );
+    let crippled = tmp.path().join("crippled.yaml");
+    std::fs::write(&crippled, text).unwrap();
+    let o = sim(&crippled, None, &tmp.path().join("crippled"));
+    let r = verdict(&o, "revocation_time <= 5s");
+    assert!(!r.pass, "{r:?}");
+    assert_eq!(r.measured, "never", "{r:?}");
+    assert!(
+        r.detail.contains("not by: l0c0k0t0 l0c0k0t5 l0c0k0t6"),
+        "{}",
+        r.detail
+    );
+}

@@ -741,6 +741,10 @@ impl Sim {
     pub fn directory(&self) -> &Arc<Directory> {
         &self.dir
     }
+    /// Node `i`'s secret key seed: what a `steal_key` fault hands the thief.
+    pub fn secret(&self, i: u32) -> Option<[u8; 32]> {
+        self.secrets.get(i as usize).copied()
+    }
     /// Reseeds the link-level randomness (loss draws), e.g. to branch one warmed-up run.
     pub fn reseed(&mut self, seed: u64) {
         self.rng = ChaCha8Rng::seed_from_u64(seed);

@@ -1,6 +1,6 @@
 //! Issue: experiments. `lightcone run` against real labs: every shipped scenario the lab's
-//! agents support runs and its report passes (every shipped one, byzantine and the
-//! byzantine coalition included); a
+//! agents support runs and its report passes (every shipped one, byzantine, the
+//! byzantine coalition and the key compromise included); a
 //! scenario whose expectation cannot hold (detection ≤ 1 ms) fails
 //! with a clear line and exit code 1. Each run brings its own uniquely named lab up and
 //! down; run directories go to a tempdir. Needs root.
@@ -129,6 +129,40 @@ fn byzantine_coalition_is_convicted_by_the_cells_bft_logs() {
     );
     // Each conviction took the quorum f + 1 = 2 of a 6-tile cell in votes.
     assert!(votes >= 8.0, "vote_submitted {votes}");
+}
+
+/// A stolen key (issue 17's key-compromise scenario): l0c0k0t5 signs data frames as
+/// l0c0k0t2 through the supervisor's `steal-key` fault, an operator at l0c0k0t0 asks the
+/// cell's BFT group to revoke l0c0k0t2's key, and every cell peer refuses it within the
+/// bound; no other key is revoked and nothing from the revoked sender is delivered. The
+/// agents' counters show the fault was real: forged frames sent, frames refused for the
+/// revoked key.
+#[test]
+fn key_compromise_is_revoked_by_the_cells_bft_group() {
+    let run = shipped_passes("key-compromise.yaml", "skc");
+    let prom = std::fs::read_to_string(run.out.join("metrics-end.prom")).unwrap();
+    let total = |direction: &str, outcome: &str| -> f64 {
+        prom.lines()
+            .filter(|l| l.starts_with("lightcone_datagrams_total{"))
+            .filter(|l| {
+                l.contains(&format!("direction=\"{direction}\""))
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        total("tx", "forged") > 0.0,
+        "no frame signed with the stolen key"
+    );
+    assert!(
+        total("rx", "key_revoked") > 0.0,
+        "no frame refused for the revoked key"
+    );
+    let events = std::fs::read_to_string(run.out.join("events.jsonl")).unwrap();
+    for kind in ["\"kind\":\"steal_key\"", "\"kind\":\"revoke\""] {
+        assert!(events.contains(kind), "{kind} not in {events}");
+    }
 }
 
 #[test]

@@ -126,8 +126,10 @@ pub fn token_for(method: &str, path: &str) -> Option<String> {
         _ if method == "GET" => return None,
         p if p.starts_with("/kv/") => Op::KvWrite,
         p if p.starts_with("/objects/") => Op::ObjectPut,
-        "/clock" | "/byzantine" => Op::Fault,
-        p if p.starts_with("/quarantine/") || p == "/shutdown" => Op::Order,
+        "/clock" | "/byzantine" | "/steal-key" => Op::Fault,
+        p if p.starts_with("/quarantine/") || p.starts_with("/revoke-key/") || p == "/shutdown" => {
+            Op::Order
+        }
         p if p.starts_with("/send/") => Op::Send,
         "/task" => Op::TaskSubmit,
         "/revoke" => Op::Revoke,

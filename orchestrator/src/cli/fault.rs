@@ -1,4 +1,5 @@
-//! `fault crash|restart|clock|byzantine`: inject a fault through the supervisor.
+//! `fault crash|restart|clock|byzantine|steal-key`: inject a fault through the supervisor;
+//! `revoke-key`: the operator's answer to a stolen key.
 
 use anyhow::anyhow;
 use lightcone::client::{ByzantineSet, ClockInjected};
@@ -75,6 +76,48 @@ pub(crate) fn cmd_byzantine(
     Ok(())
 }
 
+/// `lightcone fault steal-key THIEF --key-of VICTIM`.
+pub(crate) fn cmd_steal_key(
+    thief: String,
+    victim: String,
+    lab: Option<String>,
+) -> Result<(), Failure> {
+    let dir = pick_lab(lab)?;
+    known_nodes(&dir, &[&thief, &victim])?;
+    let r = supervisor_of(&dir)?
+        .steal_key(&thief, &victim)
+        .map_err(client_failure)?;
+    println!("steal-key: {} signs as {}", r.thief, r.victim);
+    Ok(())
+}
+
+/// `lightcone revoke-key NODE --by MEMBER`.
+pub(crate) fn cmd_revoke_key(node: String, by: String, lab: Option<String>) -> Result<(), Failure> {
+    let dir = pick_lab(lab)?;
+    known_nodes(&dir, &[&node, &by])?;
+    let r = supervisor_of(&dir)?
+        .revoke_key(&by, &node)
+        .map_err(client_failure)?;
+    println!(
+        "revoke-key: {}'s revocation submitted to {}'s cell group (decided: {} in its members' /state `revoked`)",
+        r.node, r.by, r.node
+    );
+    Ok(())
+}
+
+/// A usage error (exit 2) naming the first of `nodes` the lab does not have.
+fn known_nodes(dir: &lightcone::state::LabDir, nodes: &[&str]) -> Result<(), Failure> {
+    let plan = lab_plan(dir)?;
+    match nodes.iter().find(|n| plan.node_index(n).is_none()) {
+        Some(n) => Err(invalid(anyhow!(
+            "lab {} has no node {n:?} (`lightcone status {}` lists them)",
+            dir.lab,
+            dir.lab
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Posts a fault to the picked lab's supervisor, after checking the lab has that node (an
 /// unknown node is a usage error, exit 2).
 fn node_fault(
@@ -83,13 +126,7 @@ fn node_fault(
     fault: &NodeFault,
 ) -> Result<serde_json::Value, Failure> {
     let dir = pick_lab(lab)?;
-    if lab_plan(&dir)?.node_index(node).is_none() {
-        return Err(invalid(anyhow!(
-            "lab {} has no node {node:?} (`lightcone status {}` lists them)",
-            dir.lab,
-            dir.lab
-        )));
-    }
+    known_nodes(&dir, &[node])?;
     let client = supervisor_of(&dir)?;
     api(&client, "POST", &fault.api_path(node), Some(fault.body()))
 }

@@ -57,6 +57,17 @@ pub enum Action {
         node: String,
         behaviour: ByzantineFault,
     },
+    /// `thief` holds `node`'s signing key and signs data frames as `node` to `node`'s cell
+    /// (issue 17's key compromise; a test fault until `thief` is made honest again).
+    StealKey {
+        node: String,
+        thief: String,
+    },
+    /// `by`'s cell's BFT group is asked to revoke `node`'s key.
+    Revoke {
+        node: String,
+        by: String,
+    },
     /// An `objects` workload starts on the named nodes (issue 16).
     ObjectsStart {
         nodes: Vec<String>,
@@ -133,6 +144,10 @@ impl Action {
             Action::Byzantine { node, behaviour } => {
                 format!("byzantine {node}: {}", behaviour.names().join(", "))
             }
+            Action::StealKey { node, thief } => format!("steal_key {node}: {thief} signs as it"),
+            Action::Revoke { node, by } => {
+                format!("revoke {node}'s key: asked of {by}'s cell group")
+            }
             Action::ObjectsStart { nodes, objects: o } => format!(
                 "objects on {} nodes: {} objects `{}-NNNN` of {} B, one per {}, until {}",
                 nodes.len(),
@@ -178,6 +193,8 @@ impl Action {
             Action::Byzantine { behaviour, .. } if behaviour.is_honest() => "honest",
             Action::Byzantine { .. } => "byzantine",
             Action::Task { .. } => "task",
+            Action::StealKey { .. } => "steal_key",
+            Action::Revoke { .. } => "revoke",
             Action::ObjectsStart { .. } => "objects",
             Action::CrashHolders { .. } => "crash_holders",
         }

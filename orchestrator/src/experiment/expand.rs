@@ -298,6 +298,29 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     | Action::Byzantine { node: n, .. } => {
                         node(line, n)?;
                     }
+                    Action::StealKey { node: n, thief } => {
+                        node(line, n)?;
+                        node(line, thief)?;
+                    }
+                    Action::Revoke { node: n, by } => {
+                        node(line, n)?;
+                        node(line, by)?;
+                        if !topo.trust.is_some_and(|t| t.bft_verdicts) {
+                            return Err(ExpandError {
+                                line,
+                                message: "revoke needs the cells' BFT groups: give the topology `trust: { bft_verdicts: true }`".into(),
+                            });
+                        }
+                        let addr = |x: &str| topo.node_index(x).map(|i| topo.nodes[i].addr);
+                        if !matches!((addr(n), addr(by)), (Some(a), Some(b)) if a.same_cell(&b)) {
+                            return Err(ExpandError {
+                                line,
+                                message: format!(
+                                    "revoke: {by} is not in {n}'s cell; the cell's BFT group decides, so ask one of its members"
+                                ),
+                            });
+                        }
+                    }
                     Action::Task { node: n, .. } => {
                         node(line, n)?;
                         if topo.thermal.is_none() {

@@ -50,6 +50,16 @@
 //!   at the resolution of the state polls; the worst counts, infinite if a peer never does.
 //! - `false_quarantines`: distinct (node, quarantined node) pairs seen in any poll where the
 //!   quarantined node was never made byzantine in the run — an honest node quarantined.
+//! - `revocation_time` (issue 17): for each `revoke` of node X's key, the time until every
+//!   running cell peer of X (not X: its own frames are refused, so it may never hear the
+//!   decision) lists X in its `/state` `revoked`, at the resolution of the state polls; the
+//!   worst counts, infinite if a peer never does. The detail adds the frames refused for a
+//!   revoked key, the evidence the fault had an effect.
+//! - `false_revocations`: distinct (node, revoked node) pairs seen in any poll where no
+//!   `revoke` named the revoked node.
+//! - `revoked_key_accepted`: app data delivered from a sender after the receiver had revoked
+//!   its key (each agent's `revoked_delivered`, its highest count), summed: counted at
+//!   delivery, apart from the refusal, so a refusal that stops working shows here.
 //! - `message_delivery`: the load's messages (one datagram each, to a random node outside
 //!   the sender's cell) delivered, over those the agents took: the increase of
 //!   `lightcone_datagrams_total{direction="app",outcome="delivered"}` summed over agents,
@@ -108,6 +118,10 @@ pub enum Metric {
     ObjectsLost,
     RepairTime,
     RepairBytes,
+    /// Issue 17's key compromise (`steal_key`, `revoke`).
+    RevocationTime,
+    FalseRevocations,
+    RevokedKeyAccepted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +132,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 23] = [
+    pub const ALL: [Metric; 26] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -142,6 +156,9 @@ impl Metric {
         Metric::ObjectsLost,
         Metric::RepairTime,
         Metric::RepairBytes,
+        Metric::RevocationTime,
+        Metric::FalseRevocations,
+        Metric::RevokedKeyAccepted,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -168,6 +185,9 @@ impl Metric {
             Metric::ObjectsLost => "objects_lost",
             Metric::RepairTime => "repair_time",
             Metric::RepairBytes => "repair_bytes",
+            Metric::RevocationTime => "revocation_time",
+            Metric::FalseRevocations => "false_revocations",
+            Metric::RevokedKeyAccepted => "revoked_key_accepted",
         }
     }
     fn kind(&self) -> Kind {
@@ -177,7 +197,8 @@ impl Metric {
             | Metric::TimerLatenessP99
             | Metric::QuarantineTime
             | Metric::ThrottleLag
-            | Metric::RepairTime => Kind::Duration,
+            | Metric::RepairTime
+            | Metric::RevocationTime => Kind::Duration,
             Metric::Locality
             | Metric::Overhead
             | Metric::TimeCoverage
@@ -194,7 +215,9 @@ impl Metric {
             | Metric::PulsarMissedNodes
             | Metric::SlaViolations
             | Metric::ObjectsLost
-            | Metric::RepairBytes => Kind::Count,
+            | Metric::RepairBytes
+            | Metric::FalseRevocations
+            | Metric::RevokedKeyAccepted => Kind::Count,
         }
     }
     /// Format a value of this metric (seconds, fraction or count).
@@ -1081,70 +1104,78 @@ impl Recording {
     }
 
     pub fn quarantine_time(&self) -> (Option<f64>, String) {
-        let ids = self.ids();
         let marks: Vec<&Mark> = self.byzantine_marks().collect();
         if marks.is_empty() {
             return (None, "no node was made byzantine in the run".into());
         }
+        self.until_every_peer_lists(&marks, Metric::QuarantineTime, "", "quarantined", |q| {
+            &q.quarantine
+        })
+    }
+
+    /// For each mark naming node x: the time until every cell peer of x running at the
+    /// mark lists x in `list` of its poll, in one poll round after the mark (at the polls'
+    /// resolution); the worst mark counts, infinite (saying who did not) if a round never
+    /// came. `whose` and `done` word the notes: "{x}{whose}: {done} by all N cell peers".
+    fn until_every_peer_lists(
+        &self,
+        marks: &[&Mark],
+        metric: Metric,
+        whose: &str,
+        done: &str,
+        list: impl Fn(&StatePoll) -> &[u32],
+    ) -> (Option<f64>, String) {
+        let ids = self.ids();
         let mut worst: f64 = 0.0;
         let mut notes = Vec::new();
-        for b in marks {
-            let x = b.node.as_deref().unwrap_or("");
+        for m in marks {
+            let x = m.node.as_deref().unwrap_or("");
             let Some(&xid) = ids.get(x) else {
                 return (
                     None,
                     format!("{x} never answered a state poll; its id is unknown"),
                 );
             };
-            // Poll rounds after the verb, in order: the first where every running peer
-            // that answered lists x as quarantined.
             let peers: Vec<&str> = self
                 .peers(x)
                 .into_iter()
-                .filter(|p| self.running_at(p, b.t_real_s))
+                .filter(|p| self.running_at(p, m.t_real_s))
                 .collect();
             let mut rounds: BTreeMap<u32, Vec<&StatePoll>> = BTreeMap::new();
-            for q in self.polls.iter().filter(|q| q.t_real_s > b.t_real_s) {
+            for q in self.polls.iter().filter(|q| q.t_real_s > m.t_real_s) {
                 if peers.contains(&q.node.as_str()) {
                     rounds.entry(q.round).or_default().push(q);
                 }
             }
-            let done = rounds.values().find(|polls| {
-                polls.len() == peers.len() && polls.iter().all(|q| q.quarantine.contains(&xid))
-            });
-            match done {
-                Some(polls) => {
-                    let t = polls.iter().map(|q| q.t_real_s).fold(0.0, f64::max);
-                    let d = (t - b.t_real_s) * self.time_scale;
-                    worst = worst.max(d);
-                    notes.push(format!(
-                        "{x}: quarantined by all {} cell peers within {}",
-                        peers.len(),
-                        Metric::QuarantineTime.fmt(d)
-                    ));
-                }
-                None => {
-                    let last = rounds.values().next_back();
-                    let missing: Vec<&str> = peers
-                        .iter()
-                        .copied()
-                        .filter(|p| {
-                            !last.is_some_and(|polls| {
-                                polls
-                                    .iter()
-                                    .any(|q| q.node == *p && q.quarantine.contains(&xid))
-                            })
-                        })
-                        .collect();
-                    return (
-                        Some(f64::INFINITY),
-                        format!(
-                            "{x} was never quarantined by all its cell peers; at the last poll not by: {}",
-                            missing.join(" ")
-                        ),
-                    );
-                }
-            }
+            let lists = |q: &StatePoll| list(q).contains(&xid);
+            let first = rounds
+                .values()
+                .find(|polls| polls.len() == peers.len() && polls.iter().all(|q| lists(q)));
+            let Some(polls) = first else {
+                let last = rounds.values().next_back();
+                let missing: Vec<&str> = peers
+                    .iter()
+                    .copied()
+                    .filter(|p| {
+                        !last.is_some_and(|polls| polls.iter().any(|q| q.node == *p && lists(q)))
+                    })
+                    .collect();
+                return (
+                    Some(f64::INFINITY),
+                    format!(
+                        "{x}{whose} was never {done} by all its cell peers; at the last poll not by: {}",
+                        missing.join(" ")
+                    ),
+                );
+            };
+            let t = polls.iter().map(|q| q.t_real_s).fold(0.0, f64::max);
+            let d = (t - m.t_real_s) * self.time_scale;
+            worst = worst.max(d);
+            notes.push(format!(
+                "{x}{whose}: {done} by all {} cell peers within {}",
+                peers.len(),
+                metric.fmt(d)
+            ));
         }
         (
             Some(worst),
@@ -1153,35 +1184,125 @@ impl Recording {
     }
 
     pub fn false_quarantines(&self) -> (Option<f64>, String) {
+        let marks: Vec<&Mark> = self.byzantine_marks().collect();
+        self.unasked_pairs(
+            &marks,
+            |q| &q.quarantine,
+            |n, x| format!("{n} quarantined {x}"),
+            "no honest node quarantined",
+        )
+    }
+
+    /// Distinct (node, listed node) pairs of any poll's `list` whose listed node no mark
+    /// named: the count, and the first 8 worded by `pair` (or `none`).
+    fn unasked_pairs(
+        &self,
+        marks: &[&Mark],
+        list: impl Fn(&StatePoll) -> &[u32],
+        pair: impl Fn(&str, &str) -> String,
+        none: &str,
+    ) -> (Option<f64>, String) {
+        if self.polls.is_empty() {
+            return (None, "no state poll answered".into());
+        }
         let ids = self.ids();
-        let byz: BTreeSet<u32> = self
-            .byzantine_marks()
+        let asked: BTreeSet<u32> = marks
+            .iter()
             .filter_map(|m| m.node.as_deref().and_then(|n| ids.get(n)).copied())
             .collect();
         let names: BTreeMap<u32, &str> = ids.iter().map(|(n, i)| (*i, *n)).collect();
         let pairs: BTreeSet<(&str, u32)> = self
             .polls
             .iter()
-            .flat_map(|q| q.quarantine.iter().map(move |x| (q.node.as_str(), *x)))
-            .filter(|(_, x)| !byz.contains(x))
+            .flat_map(|q| list(q).iter().map(move |x| (q.node.as_str(), *x)))
+            .filter(|(_, x)| !asked.contains(x))
             .collect();
-        if self.polls.is_empty() {
-            return (None, "no state poll answered".into());
-        }
         let shown: Vec<String> = pairs
             .iter()
             .take(8)
-            .map(|(n, x)| format!("{n} quarantined {}", names.get(x).copied().unwrap_or("?")))
+            .map(|(n, x)| pair(n, names.get(x).copied().unwrap_or("?")))
             .collect();
         (
             Some(pairs.len() as f64),
             if pairs.is_empty() {
+                format!("{none} in {} state polls", self.polls.len())
+            } else {
+                shown.join("; ")
+            },
+        )
+    }
+
+    fn revoke_marks(&self) -> impl Iterator<Item = &Mark> {
+        self.marks.iter().filter(|m| m.kind == "revoke")
+    }
+
+    pub fn revocation_time(&self) -> (Option<f64>, String) {
+        let marks: Vec<&Mark> = self.revoke_marks().collect();
+        if marks.is_empty() {
+            return (None, "no key revocation was asked for in the run".into());
+        }
+        // The node's running cell peers, not the node: its own frames are refused
+        // everywhere else, so it may well never hear the decision.
+        let (v, detail) =
+            self.until_every_peer_lists(&marks, Metric::RevocationTime, "'s key", "revoked", |q| {
+                &q.keys.revoked
+            });
+        // Evidence the revocation did something: frames refused for a revoked key.
+        let refused: u64 = self.last_polls().map(|q| q.keys.refused).sum();
+        (
+            v,
+            format!("{detail}; {refused} frames refused for a revoked key"),
+        )
+    }
+
+    /// Each node's last poll (counters only grow while an agent runs).
+    fn last_polls(&self) -> impl Iterator<Item = &StatePoll> {
+        let mut last: BTreeMap<&str, &StatePoll> = BTreeMap::new();
+        for q in &self.polls {
+            last.insert(q.node.as_str(), q);
+        }
+        last.into_values()
+    }
+
+    pub fn false_revocations(&self) -> (Option<f64>, String) {
+        let marks: Vec<&Mark> = self.revoke_marks().collect();
+        self.unasked_pairs(
+            &marks,
+            |q| &q.keys.revoked,
+            |n, x| format!("{n} revoked {x}'s key"),
+            "no key revoked but those asked for,",
+        )
+    }
+
+    pub fn revoked_key_accepted(&self) -> (Option<f64>, String) {
+        if self.polls.is_empty() {
+            return (None, "no state poll answered".into());
+        }
+        // Per node the highest count seen (a restarted agent starts again from zero).
+        let mut most: BTreeMap<&str, u64> = BTreeMap::new();
+        for q in &self.polls {
+            let e = most.entry(q.node.as_str()).or_default();
+            *e = (*e).max(q.keys.revoked_delivered);
+        }
+        let total: u64 = most.values().sum();
+        let who: Vec<String> = most
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .take(8)
+            .map(|(n, c)| format!("{n} {c}"))
+            .collect();
+        (
+            Some(total as f64),
+            if who.is_empty() {
                 format!(
-                    "no honest node quarantined in {} state polls",
+                    "no node delivered data from a node whose key it had revoked ({} state polls)",
                     self.polls.len()
                 )
             } else {
-                shown.join("; ")
+                format!(
+                    "delivered after revoking the sender's key: {}",
+                    who.join(", ")
+                )
             },
         )
     }
@@ -1477,6 +1598,9 @@ impl Recording {
             Metric::ObjectsLost => self.objects_lost(sel),
             Metric::RepairTime => self.repair_time(),
             Metric::RepairBytes => self.repair_bytes(),
+            Metric::RevocationTime => self.revocation_time(),
+            Metric::FalseRevocations => self.false_revocations(),
+            Metric::RevokedKeyAccepted => self.revoked_key_accepted(),
         }
     }
 }

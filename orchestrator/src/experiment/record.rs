@@ -49,6 +49,21 @@ pub struct StatePoll {
     /// `None` without a store.
     #[serde(default)]
     pub shards: Option<Vec<HeldShard>>,
+    /// Keys its cell's BFT group revoked, and what it took or refused since (issue 17).
+    #[serde(default)]
+    pub keys: KeyObs,
+}
+
+/// What a node's `/state` says of revoked keys (issue 17).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyObs {
+    /// Nodes whose keys its cell's BFT group revoked.
+    pub revoked: Vec<u32>,
+    /// App data it delivered from a node whose key it had revoked, so far (its counter
+    /// `datagrams.app.revoked_delivered`): zero unless the refusal of revoked keys fails.
+    pub revoked_delivered: u64,
+    /// Frames it refused for a revoked key so far (`datagrams.rx.key_revoked`).
+    pub refused: u64,
 }
 
 pub use lightcone_core::store::machine::HeldShard;
@@ -401,6 +416,7 @@ mod tests {
             routes: routes.iter().map(|r| r.to_string()).collect(),
             pulsar_missed: None,
             shards: None,
+            keys: Default::default(),
         };
         let mut pt = SeriesPoint::default();
         pt.count(&poll(

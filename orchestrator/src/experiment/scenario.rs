@@ -34,6 +34,8 @@ pub const VERBS: &[&str] = &[
     "stratum0_compromise",
     "pulsar_loss",
     "byzantine",
+    "steal_key",
+    "revoke",
     "task",
     "objects",
     "crash_holders",
@@ -927,6 +929,30 @@ impl Reader {
                         None
                     }
                 }
+            }
+            "steal_key" => {
+                let f = self.fields(v, &["node", "thief"], name)?;
+                let nn = self.required(&f, "node", v.pos, name)?;
+                let node = self.name(nn, "node")?;
+                let t = self.required(&f, "thief", v.pos, name)?;
+                let thief = self.name(t, "thief")?;
+                if thief == node {
+                    self.d.error_help(
+                        t.pos,
+                        format!("{node} cannot steal its own key"),
+                        "name another node as the thief",
+                    );
+                    return None;
+                }
+                Some(Verb::Once(Action::StealKey { node, thief }))
+            }
+            "revoke" => {
+                let f = self.fields(v, &["node", "by"], name)?;
+                let nn = self.required(&f, "node", v.pos, name)?;
+                let node = self.name(nn, "node")?;
+                let b = self.required(&f, "by", v.pos, name)?;
+                let by = self.name(b, "by")?;
+                Some(Verb::Once(Action::Revoke { node, by }))
             }
             "task" => self.task_verb(v),
             other => {

@@ -473,6 +473,7 @@ mod tests {
                     })
                     .collect(),
             ),
+            keys: Default::default(),
         }
     }
     fn mark(t: f64, kind: &str, node: &str) -> Mark {

@@ -348,6 +348,16 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
             "the object store",
             "add a `store:` section to the topology",
         ),
+        Metric::RevocationTime | Metric::RevokedKeyAccepted => (
+            any(&|a| matches!(a, Action::Revoke { .. })),
+            "a key revocation",
+            "add a `revoke:` step (the topology needs `trust: { bft_verdicts: true }`)",
+        ),
+        Metric::FalseRevocations => (
+            topo.trust.is_some_and(|t| t.bft_verdicts),
+            "the cells' BFT groups",
+            "give the topology `trust: { bft_verdicts: true }` (without them no key is ever revoked)",
+        ),
         Metric::Locality
         | Metric::ProtocolLocality
         | Metric::TimerLatenessP99

@@ -546,6 +546,19 @@ impl Twin {
                 let b = Byzantine::from_names(behaviour.names())?;
                 self.command(i, node, &Command::Byzantine(b))
             }
+            Action::StealKey { node, thief } => {
+                let (v, t) = (self.id(node)?, self.id(thief)?);
+                let seed = self
+                    .sim
+                    .secret(v)
+                    .ok_or_else(|| format!("{node} has no key"))?;
+                let key = Box::new(ed25519_dalek::SigningKey::from_bytes(&seed));
+                self.command(t, thief, &Command::StealKey { node: v, key })
+            }
+            Action::Revoke { node, by } => {
+                let (v, b) = (self.id(node)?, self.id(by)?);
+                self.command(b, by, &Command::BftRevoke { node: v })
+            }
             Action::Partition { .. }
             | Action::Heal
             | Action::LoadStart { .. }

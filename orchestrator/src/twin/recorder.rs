@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lightcone_core::counters::{Direction, Outcome};
 use lightcone_core::routing::Level;
 use lightcone_core::view::{dest_name, TimeView};
 use lightcone_sim::Sim;
@@ -34,7 +35,7 @@ use lightcone_sim::Sim;
 use crate::experiment::action::Action;
 use crate::experiment::expand::Planned;
 use crate::experiment::record::{
-    MemberObs, Recording, SeriesPoint, StatePoll, TimeObs, TimeSample,
+    KeyObs, MemberObs, Recording, SeriesPoint, StatePoll, TimeObs, TimeSample,
 };
 use crate::experiment::runner::cell_key;
 use crate::telemetry::Samples;
@@ -193,7 +194,9 @@ impl Scope {
                 | Action::Task { node, .. } => add(node),
                 Action::LinkDown { a, b }
                 | Action::LinkUp { a, b }
-                | Action::LinkSet { a, b, .. } => {
+                | Action::LinkSet { a, b, .. }
+                | Action::StealKey { node: a, thief: b }
+                | Action::Revoke { node: a, by: b } => {
                     add(a);
                     add(b);
                 }
@@ -444,6 +447,13 @@ impl Recorder {
             routes,
             pulsar_missed: None,
             shards: node.store().map(|st| st.store().inventory()),
+            keys: KeyObs {
+                revoked: node.bft_revoked().values().copied().collect(),
+                revoked_delivered: node
+                    .counters()
+                    .get(Direction::App, Outcome::RevokedDelivered),
+                refused: node.counters().get(Direction::Rx, Outcome::KeyRevoked),
+            },
         })
     }
 

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::super::record::{MemberObs, Recording, SeriesPoint, StatePoll, TimeObs, TimeSample};
+use super::super::record::{
+    KeyObs, MemberObs, Recording, SeriesPoint, StatePoll, TimeObs, TimeSample,
+};
 use super::{Shared, STATUS_TIMEOUT};
 use crate::client::{Client, NodeState};
 use crate::procstat::cpu_ticks;
@@ -55,6 +57,19 @@ pub(crate) fn state_poll(v: &NodeState, node: &str, round: u32, t_real_s: f64) -
         routes: v.routes.iter().map(|r| r.dest.clone()).collect(),
         pulsar_missed: v.time.as_ref().and_then(|t| t.pulsar_missed_total),
         shards: v.store.as_ref().map(|s| s.shards.clone()),
+        keys: KeyObs {
+            revoked: v.revoked.clone(),
+            revoked_delivered: v
+                .counters
+                .get("datagrams.app.revoked_delivered")
+                .copied()
+                .unwrap_or(0),
+            refused: v
+                .counters
+                .get("datagrams.rx.key_revoked")
+                .copied()
+                .unwrap_or(0),
+        },
     }
 }
 

@@ -26,6 +26,8 @@ pub(crate) fn record_injection(
         | Action::Restart { node }
         | Action::Clock { node, .. }
         | Action::Byzantine { node, .. }
+        | Action::StealKey { node, .. }
+        | Action::Revoke { node, .. }
         | Action::Task { node, .. } => Some(node.clone()),
         _ => None,
     };
@@ -37,7 +39,15 @@ pub(crate) fn record_injection(
         Ok(())
             if matches!(
                 kind,
-                "crash" | "restart" | "heal" | "partition" | "clock" | "byzantine" | "honest"
+                "crash"
+                    | "restart"
+                    | "heal"
+                    | "partition"
+                    | "clock"
+                    | "byzantine"
+                    | "honest"
+                    | "steal_key"
+                    | "revoke"
             ) || kind.starts_with("link") =>
         {
             marks.push(Mark {
@@ -211,6 +221,8 @@ fn play(api: &Client, a: &Action) -> Result<(), String> {
             return Err("crash_holders is resolved by the timeline".into())
         }
         Action::Byzantine { node, behaviour } => api.byzantine(node, behaviour.names()).map(drop),
+        Action::StealKey { node, thief } => api.steal_key(thief, node).map(drop),
+        Action::Revoke { node, by } => api.revoke_key(by, node).map(drop),
         Action::Task { node, count, spec } => {
             (0..*count).try_for_each(|_| api.task_submit(node, spec).map(drop))
         }

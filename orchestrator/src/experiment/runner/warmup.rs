@@ -144,6 +144,7 @@ mod tests {
             routes: vec![],
             pulsar_missed: None,
             shards: None,
+            keys: Default::default(),
         };
         let with = |t0_sees_t1: Option<&str>| {
             let t0: Vec<(u32, &str)> = t0_sees_t1.map(|s| (1, s)).into_iter().collect();

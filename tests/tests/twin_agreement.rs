@@ -49,8 +49,8 @@ const RESTART_AFTER_S: u32 = 8;
 ///
 /// Why sixteen crashes: with eight, the lab's median is itself a wide draw. Session 17's
 /// CI run of eight measured lab median 2.232 s against the twin's 2.766 s (0.534 s apart,
-/// past the then tolerance of 20 % of the *lab's* median, floor 0.5 s), and three local
-/// runs of the same binary right after gave 2.534, 2.971 s (and session 13's 2.778 s): a
+/// past the then tolerance of 20 % of the *lab's* median, floor 0.5 s), and two local
+/// runs of the same binary right after gave 2.534, 2.971 s (and session 12's 2.778 s): a
 /// lab that behaves like the twin, failing on the spread of an eight-draw median (σ ≈ 0.22 s
 /// in the twin, 0.31 s over those four lab runs). Sixteen draws narrow it by √2, and the
 /// tolerance is now taken of the reference's median, not of the noisier side's; the bound

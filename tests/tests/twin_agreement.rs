@@ -52,7 +52,8 @@ const RESTART_AFTER_S: u32 = 8;
 /// past the then tolerance of 20 % of the *lab's* median, floor 0.5 s), and two local
 /// runs of the same binary right after gave 2.534, 2.971 s (and session 12's 2.778 s): a
 /// lab that behaves like the twin, failing on the spread of an eight-draw median (σ ≈ 0.22 s
-/// in the twin, 0.31 s over those four lab runs). Sixteen draws narrow it by √2, and the
+/// in the twin; the four lab medians 2.778, 2.232, 2.534, 2.971 have a sample standard
+/// deviation of 0.32 s). Sixteen draws narrow it by √2, and the
 /// tolerance is now taken of the reference's median, not of the noisier side's; the bound
 /// (20 %, the issue's) is unchanged.
 const MEDIAN_TOLERANCE: f64 = 0.20;

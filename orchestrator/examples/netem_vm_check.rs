@@ -83,6 +83,11 @@ struct Probe {
 
 /// UDP echo: `n` probes from A to B's echo server, each carrying its sequence number.
 fn probe(a: &Netns, b: &Netns, n: u64, interval: Duration) -> Result<Probe> {
+    probe_tos(a, b, n, interval, 0)
+}
+
+/// [`probe`] with the probes leaving A with TOS byte `tos` (0xc0: DSCP CS6, Class A).
+fn probe_tos(a: &Netns, b: &Netns, n: u64, interval: Duration, tos: u8) -> Result<Probe> {
     let server = b
         .run(|| UdpSocket::bind(SocketAddr::from((ADDR_B, ECHO_PORT))))?
         .context("bind echo socket in B")?;
@@ -91,6 +96,7 @@ fn probe(a: &Netns, b: &Netns, n: u64, interval: Duration) -> Result<Probe> {
         .context("bind client socket in A")?;
     server.set_read_timeout(Some(Duration::from_millis(100)))?;
     client.set_read_timeout(Some(Duration::from_millis(100)))?;
+    set_tos(&client, tos)?;
     let stop = Arc::new(AtomicBool::new(false));
     let echo = {
         let stop = stop.clone();
@@ -151,6 +157,26 @@ fn probe(a: &Netns, b: &Netns, n: u64, interval: Duration) -> Result<Probe> {
         rtts_ms,
         timer_lag_ms: median(&lags_ms),
     })
+}
+
+/// `IP_TOS` on a socket: every datagram it sends carries `tos`.
+fn set_tos(sock: &UdpSocket, tos: u8) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::from(tos);
+    // SAFETY: an int socket option on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_TOS,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        bail!("setsockopt(IP_TOS): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// |value − want| ≤ share × want (false for NaN).
@@ -255,6 +281,7 @@ async fn run() -> Result<String> {
     }
 
     let extra = kernel_acceptance_and_ge(&a, &b, &ha, &hb, ia, ib).await;
+    let priority = class_a_under_load(&a, &b, &ha, &hb, ia, ib).await;
 
     let mut cleanup_failures = Vec::new();
     netem::remove(&ha, ia).await?;
@@ -267,10 +294,11 @@ async fn run() -> Result<String> {
     if !cleanup_failures.is_empty() {
         bail!("{}", cleanup_failures.join("; "));
     }
-    match (verdict, extra) {
-        (Ok(line), Ok(extra_line)) => Ok(format!("{line} {extra_line}")),
-        (Err(e), _) => Err(e),
-        (Ok(line), Err(e)) => Err(e.context(line)),
+    match (verdict, extra, priority) {
+        (Ok(line), Ok(extra_line), Ok(prio_line)) => Ok(format!("{line} {extra_line} {prio_line}")),
+        (Err(e), _, _) => Err(e),
+        (Ok(line), Err(e), _) => Err(e.context(line)),
+        (Ok(line), Ok(_), Err(e)) => Err(e.context(line)),
     }
 }
 
@@ -524,4 +552,243 @@ fn evaluate(shaped: &Probe, base_ms: f64, qdisc: QdiscDelta) -> (String, Vec<Str
         shaped.sent, qdisc.a_sent
     );
     (line, failures)
+}
+
+/// One measurement of the rated link under load: medians of marked probes idle, marked and
+/// unmarked probes while the flood runs, and what the Class-A band's queue sent.
+struct Loaded {
+    idle_ms: f64,
+    marked_ms: f64,
+    unmarked_ms: f64,
+    marked_answered: usize,
+    unmarked_answered: usize,
+    class_a_sent: u64,
+    flood_bytes: u64,
+    sink_datagrams: u64,
+}
+
+impl Loaded {
+    fn excess(&self) -> f64 {
+        (self.marked_ms - self.idle_ms) / self.idle_ms
+    }
+    fn data_excess(&self) -> f64 {
+        (self.unmarked_ms - self.idle_ms) / self.idle_ms
+    }
+}
+
+const PRIO_RATE_BPS: u64 = 4_000_000;
+const PRIO_SINK_PORT: u16 = 7009;
+
+/// Marked probes on the idle link, then a flood of unmarked data from A to a sink in B at
+/// 1.25 × the rate (the backlog grows by a quarter second a second), and after a second of
+/// it unmarked probes (first, while their wait is inside the probe's 1.5-s collection
+/// window) and marked probes; then three seconds for the backlog to drain.
+async fn load_round(a: &Netns, b: &Netns, ha: &rtnetlink::Handle, ia: u32) -> Result<Loaded> {
+    let idle =
+        tokio::task::block_in_place(|| probe_tos(a, b, 100, Duration::from_millis(20), 0xc0))?;
+    let band_before = netem::class_a_stats(ha, ia).await.ok();
+    let sink = b
+        .run(|| UdpSocket::bind(SocketAddr::from((ADDR_B, PRIO_SINK_PORT))))?
+        .context("bind sink in B")?;
+    sink.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let flood = a
+        .run(|| UdpSocket::bind(SocketAddr::from((ADDR_A, 0))))?
+        .context("bind flood socket in A")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink_thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if sink.recv(&mut buf).is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+    let flood_thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let payload = [0u8; 1400];
+            let offered = PRIO_RATE_BPS as f64 * 1.25 / 8.0; // bytes/s
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let due = (start.elapsed().as_secs_f64() * offered) as u64;
+                while sent < due {
+                    let _ = flood.send_to(&payload, SocketAddr::from((ADDR_B, PRIO_SINK_PORT)));
+                    sent += payload.len() as u64;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let unmarked =
+        tokio::task::block_in_place(|| probe_tos(a, b, 20, Duration::from_millis(25), 0));
+    let marked =
+        tokio::task::block_in_place(|| probe_tos(a, b, 100, Duration::from_millis(20), 0xc0));
+    stop.store(true, Ordering::Relaxed);
+    let flood_bytes = flood_thread.join().expect("flood thread");
+    let sink_datagrams = sink_thread.join().expect("sink thread");
+    let (unmarked, marked) = (unmarked?, marked?);
+    let band_after = netem::class_a_stats(ha, ia).await.ok();
+    // Let the data backlog drain before anything else uses the link.
+    std::thread::sleep(Duration::from_secs(3));
+    Ok(Loaded {
+        idle_ms: median(&idle.rtts_ms),
+        marked_ms: median(&marked.rtts_ms),
+        unmarked_ms: median(&unmarked.rtts_ms),
+        marked_answered: marked.rtts_ms.len(),
+        unmarked_answered: unmarked.rtts_ms.len(),
+        class_a_sent: match (band_before, band_after) {
+            (Some(b), Some(a)) => a.sent_packets - b.sent_packets,
+            _ => 0,
+        },
+        flood_bytes,
+        sink_datagrams,
+    })
+}
+
+/// The rated link's tree (netem → tbf → prio, issue 15): while unmarked data saturates
+/// A → B, probes marked DSCP CS6 keep their idle round trip (within 10 % of it, issue 15's
+/// bound), while unmarked probes queue behind the data (more than a whole idle round trip
+/// more), and the Class-A band's counters show the marked probes (the filter classified
+/// them). Rate 4 Mbit/s, delay 50 ms each way. Up to NETEM_VM_ROUNDS rounds, like the first
+/// check. Then the control: the same round with the filter deleted must fail the 10 % bound
+/// (otherwise this check could not tell priority from an idle link).
+async fn class_a_under_load(
+    a: &Netns,
+    b: &Netns,
+    ha: &rtnetlink::Handle,
+    hb: &rtnetlink::Handle,
+    ia: u32,
+    ib: u32,
+) -> Result<String> {
+    let model = LinkModel {
+        delay_ns: 50_000_000,
+        rate_bps: Some(PRIO_RATE_BPS),
+        seed: 3,
+        ..LinkModel::default()
+    };
+    netem::apply(ha, ia, &model, 1.0)
+        .await
+        .context("the tree on A")?;
+    netem::apply(hb, ib, &model, 1.0)
+        .await
+        .context("the tree on B")?;
+    // In place: a second apply changes the tree, it does not stack a second filter.
+    netem::apply(ha, ia, &model, 1.0)
+        .await
+        .context("re-apply")?;
+    let rounds = env_u64("NETEM_VM_ROUNDS", 3).max(1);
+    let mut last = Err(anyhow::anyhow!("no round ran"));
+    for round in 1..=rounds {
+        let m = load_round(a, b, ha, ia).await?;
+        let mut failures = Vec::new();
+        // NaN (no probe answered) fails too.
+        if m.excess().is_nan() || m.excess() > 0.10 {
+            failures.push(format!(
+                "Class A under load {:.2} ms vs idle {:.2} ms: {:.1} % > 10 %",
+                m.marked_ms,
+                m.idle_ms,
+                100.0 * m.excess()
+            ));
+        }
+        if m.data_excess().is_nan() || m.data_excess() < 1.0 {
+            failures.push(format!(
+                "unmarked probes {:.2} ms vs idle {:.2} ms: the data did not saturate the link \
+                 ({:.1} % < 100 %)",
+                m.unmarked_ms,
+                m.idle_ms,
+                100.0 * m.data_excess()
+            ));
+        }
+        if m.class_a_sent < m.marked_answered as u64 {
+            failures.push(format!(
+                "the Class-A band sent {} packets for {} marked probes answered",
+                m.class_a_sent, m.marked_answered
+            ));
+        }
+        let line = format!(
+            "prio_round={round}/{rounds} class_a_idle_ms={:.2} class_a_loaded_ms={:.2} \
+             class_a_excess={:.2}% data_loaded_ms={:.2} data_excess={:.1}% \
+             class_a_band_sent={} flood_bytes={} sink_datagrams={} marked_answered={}/100 \
+             unmarked_answered={}/20",
+            m.idle_ms,
+            m.marked_ms,
+            100.0 * m.excess(),
+            m.unmarked_ms,
+            100.0 * m.data_excess(),
+            m.class_a_sent,
+            m.flood_bytes,
+            m.sink_datagrams,
+            m.marked_answered,
+            m.unmarked_answered
+        );
+        if failures.is_empty() {
+            last = Ok(line);
+            break;
+        }
+        println!(
+            "netem-vm: prio round {round} failed: {}; {line}",
+            failures.join("; ")
+        );
+        last = Err(anyhow::anyhow!("{}; {line}", failures.join("; ")));
+    }
+    // The control: without the filter every probe is data, so marked probes queue too.
+    let control = match last {
+        Ok(_) => {
+            delete_class_a_filter(ha, ia).await?;
+            let m = load_round(a, b, ha, ia).await?;
+            if m.excess() <= 0.10 {
+                Err(anyhow::anyhow!(
+                    "control: with the Class-A filter deleted, marked probes still kept their \
+                     idle round trip ({:.2} ms vs {:.2} ms): the check cannot tell priority \
+                     from an idle link",
+                    m.marked_ms,
+                    m.idle_ms
+                ))
+            } else {
+                Ok(format!(
+                    "control_without_filter_class_a_excess={:.1}% control_class_a_band_sent={}",
+                    100.0 * m.excess(),
+                    m.class_a_sent
+                ))
+            }
+        }
+        Err(_) => Ok(String::new()),
+    };
+    netem::remove(ha, ia).await?;
+    netem::remove(hb, ib).await?;
+    if netem::class_a_stats(ha, ia).await.is_ok() {
+        bail!("after remove, the Class-A band is still there");
+    }
+    let line = last?;
+    Ok(format!("{line} {}", control?))
+}
+
+/// `tc filter del dev … parent 20: pref 1 protocol ip`.
+async fn delete_class_a_filter(h: &rtnetlink::Handle, ifindex: u32) -> Result<()> {
+    use futures::StreamExt;
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+    use netlink_packet_route::tc::TcMessage;
+    use netlink_packet_route::RouteNetlinkMessage;
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = netem::prio::PRIO;
+    msg.header.info = (u32::from(netem::prio::FILTER_PREF) << 16) | u32::from(0x0800u16.to_be());
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::DelTrafficFilter(msg));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    let mut responses = h.clone().request(req)?;
+    while let Some(m) = responses.next().await {
+        if let NetlinkPayload::Error(e) = m.payload {
+            if e.code.is_some() {
+                bail!("delete the Class-A filter: {e:?}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use lightcone::link::netem::{encode_options, replace_request};
+use lightcone::link::netem::{encode_options, prio, replace_request};
 use lightcone_link::model::{Chance, DelayDistribution, LinkModel, LossModel};
 
 const TCA_NETEM_PRNG_SEED: u16 = 14;
@@ -270,4 +270,139 @@ fn a_changed_field_changes_the_bytes() {
     };
     let got = strip_seed(encode_options(&model, 1.0).unwrap(), 0);
     assert_ne!(got, want);
+}
+
+// --- The rated link's tree (tbf → prio → netem bands, `netem_prio.rs`) -------------------
+
+/// Serialises a request with nlmsg_seq/pid zeroed, as the golden files hold them.
+fn bytes_of(
+    mut req: netlink_packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+) -> Vec<u8> {
+    req.header.sequence_number = 0;
+    req.header.port_number = 0;
+    req.finalize();
+    let mut got = vec![0u8; req.buffer_len()];
+    req.serialize(&mut got);
+    got
+}
+
+fn golden_msg(name: &str) -> (String, Vec<u8>) {
+    read_hex(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/netem")
+            .join(format!("{name}.msg.hex")),
+    )
+}
+
+fn same(name: &str, command: &str, got: &[u8], want: &[u8]) {
+    if got != want {
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{name}: request differs from `{command}`: lengths {} vs {}, first difference at \
+             byte {first:?}\n ours: {}\n tc:   {}",
+            got.len(),
+            want.len(),
+            hex_head(got),
+            hex_head(want)
+        );
+    }
+}
+
+#[test]
+fn prio_request_is_tcs() {
+    let (command, want) = golden_msg("tree_prio");
+    let ifindex = u32::from_ne_bytes(want[20..24].try_into().unwrap());
+    let got = bytes_of(prio::qdisc_request(
+        ifindex,
+        prio::TBF_CLASS,
+        prio::PRIO,
+        "prio",
+        prio::prio_options(),
+    ));
+    same("tree_prio", &command, &got, &want);
+}
+
+#[test]
+fn band_queue_request_is_tcs() {
+    let (command, want) = golden_msg("tree_pfifo");
+    let ifindex = u32::from_ne_bytes(want[20..24].try_into().unwrap());
+    let got = bytes_of(prio::qdisc_request(
+        ifindex,
+        prio::CLASS_A_BAND,
+        prio::CLASS_A_QUEUE,
+        "pfifo",
+        prio::pfifo_options(prio::BAND_LIMIT_PACKETS),
+    ));
+    same("tree_pfifo", &command, &got, &want);
+}
+
+#[test]
+fn class_a_filter_request_is_tcs() {
+    let (command, want) = golden_msg("tree_filter");
+    let ifindex = u32::from_ne_bytes(want[20..24].try_into().unwrap());
+    same(
+        "tree_filter",
+        &command,
+        &bytes_of(prio::filter_request(ifindex)),
+        &want,
+    );
+    // Guard: another mark would be other bytes.
+    assert!(command.contains("dsfield 0xc0 0xc0 flowid 20:1"));
+}
+
+/// tbf: the same request as `tc`'s except two documented differences. `tc` appends the
+/// 1,024-byte TCA_TBF_RTAB; the kernel reads it only for rates of link layer "unaware", and
+/// both requests say Ethernet, so we send none. And `tc` computes the bucket time (`buffer`,
+/// psched ticks) in floating point with its own rounding; the kernel recomputes it from
+/// TCA_TBF_BURST, which both send equal — so `buffer` must agree within 0.5 %.
+#[test]
+fn tbf_request_is_tcs_without_the_rate_table() {
+    let (command, want) = golden_msg("tree_tbf");
+    let ifindex = u32::from_ne_bytes(want[20..24].try_into().unwrap());
+    // `parent 1:1 handle 10: tbf rate 200mbit burst 3028 limit 1514000`
+    let netem_class = netlink_packet_route::tc::TcHandle { major: 1, minor: 1 };
+    let ours = bytes_of(prio::qdisc_request(
+        ifindex,
+        netem_class,
+        prio::TBF,
+        "tbf",
+        prio::tbf_options(25_000_000, prio::burst_bytes(), 0, 1_514_000),
+    ));
+    // nlmsghdr (16) + tcmsg (20) + TCA_KIND "tbf" (8) + TCA_OPTIONS header (4).
+    let opts = 16 + 20 + 8 + 4;
+    let attrs = |b: &[u8]| -> Vec<(u16, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut off = opts;
+        while off + 4 <= b.len() {
+            let len = u16::from_ne_bytes([b[off], b[off + 1]]) as usize;
+            let kind = u16::from_ne_bytes([b[off + 2], b[off + 3]]);
+            out.push((kind, b[off + 4..off + len].to_vec()));
+            off += (len + 3) & !3;
+        }
+        out
+    };
+    // Same framing up to the options (flags, tcmsg, kind).
+    same(
+        "tree_tbf header",
+        &command,
+        &ours[4..opts - 4],
+        &want[4..opts - 4],
+    );
+    let (mine, tcs) = (attrs(&ours), attrs(&want));
+    let kinds = |a: &[(u16, Vec<u8>)]| a.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+    // TCA_TBF_PARMS (1), TCA_TBF_BURST (6), and tc's TCA_TBF_RTAB (2).
+    assert_eq!(kinds(&mine), vec![1, 6], "ours");
+    assert_eq!(kinds(&tcs), vec![1, 6, 2], "tc's");
+    assert_eq!(mine[1], tcs[1], "TCA_TBF_BURST");
+    let (p, q) = (&mine[0].1, &tcs[0].1);
+    assert_eq!(p.len(), 36);
+    // Everything but `buffer` (bytes 28..32) as tc sent it.
+    assert_eq!(p[..28], q[..28], "rate, peakrate, limit");
+    assert_eq!(p[32..], q[32..], "mtu");
+    let buffer = |b: &[u8]| f64::from(u32::from_ne_bytes(b[28..32].try_into().unwrap()));
+    let (b_ours, b_tc) = (buffer(p), buffer(q));
+    assert!(
+        (b_ours - b_tc).abs() <= 0.005 * b_tc,
+        "buffer {b_ours} ticks vs tc's {b_tc}"
+    );
 }

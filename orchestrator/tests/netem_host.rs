@@ -116,3 +116,75 @@ fn apply_to_a_missing_interface_is_a_netlink_error() {
         })
     });
 }
+
+/// A rated link is a tree (tbf → prio → a netem per band, `netem_prio.rs`). Where the kernel
+/// has all of it, apply → both bands' counters → re-apply in place → remove; where it lacks
+/// a part (this CI host has tbf but neither sch_prio nor sch_netem), `apply` fails with
+/// `NotSupported` naming the step, and takes down the half-built tree: the root is no
+/// longer the tbf it created first.
+#[test]
+fn a_rated_link_gets_the_whole_tree_or_nothing() {
+    let rated = LinkModel {
+        rate_bps: Some(200_000_000),
+        ..model()
+    };
+    let available = netem::kernel_has_netem().is_available();
+    in_throwaway_netns(move |h| {
+        Box::pin(async move {
+            let applied = netem::apply(&h, LO, &rated, 1.0).await;
+            match applied {
+                Ok(()) => {
+                    assert!(available, "apply of the tree worked without netem");
+                    netem::stats(&h, LO)
+                        .await
+                        .expect("the tree's root counters");
+                    netem::class_a_stats(&h, LO)
+                        .await
+                        .expect("the Class-A band's counters");
+                    let slower = LinkModel {
+                        rate_bps: Some(10_000_000),
+                        ..rated.clone()
+                    };
+                    netem::apply(&h, LO, &slower, 1.0).await.expect("in place");
+                    netem::remove(&h, LO).await.expect("remove");
+                }
+                Err(NetemError::NotSupported { ifindex, message }) => {
+                    assert_eq!(ifindex, LO);
+                    assert!(
+                        message.starts_with("add prio") || message.starts_with("replace"),
+                        "{message}"
+                    );
+                }
+                Err(other) => panic!("apply of a rated link: {other}"),
+            }
+            // Nothing of ours is left either way.
+            assert!(matches!(
+                netem::stats(&h, LO).await,
+                Err(NetemError::NotNetem(LO))
+            ));
+            assert!(matches!(
+                netem::class_a_stats(&h, LO).await,
+                Err(NetemError::NotNetem(LO))
+            ));
+        })
+    });
+}
+
+#[test]
+fn a_negative_overhead_on_a_rated_link_is_refused_before_anything_changes() {
+    in_throwaway_netns(|h| {
+        Box::pin(async move {
+            let m = LinkModel {
+                rate_bps: Some(1_000_000),
+                packet_overhead_bytes: -10,
+                ..model()
+            };
+            let err = netem::apply(&h, LO, &m, 1.0).await.unwrap_err();
+            assert!(matches!(err, NetemError::NegativeOverhead(-10)), "{err}");
+            assert!(matches!(
+                netem::stats(&h, LO).await,
+                Err(NetemError::NotNetem(LO))
+            ));
+        })
+    });
+}

@@ -2,7 +2,10 @@
 # netem engine, for real: boot a Debian kernel that has sch_netem under qemu (TCG, no KVM
 # needed) and run orchestrator/examples/netem_vm_check.rs inside it. That example builds two
 # namespaces + veth with lightcone::kernel, shapes them with lightcone's netem netlink encoder
-# (delay 50 ms ± 5 ms, loss 1 %), measures UDP RTT and loss, and prints
+# (delay 50 ms ± 5 ms, loss 1 %), measures UDP RTT and loss, checks the kernel takes every
+# encoding, and on a rated link (netem → tbf → prio, issue 15) that DSCP-CS6 probes keep
+# their idle RTT while unmarked data saturates the link (and lose it without the filter),
+# and prints
 # "netem-vm: PASS …" or "netem-vm: FAIL …". This script exits 0 only on PASS.
 #
 # Cached under ${LIGHTCONE_VM_CACHE:-/var/cache/lightcone-vm} (never in the repo):

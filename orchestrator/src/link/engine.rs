@@ -5,7 +5,7 @@
 //! | engine | what shapes a link | `set` (model, up/down) | `stats` / `families` |
 //! | --- | --- | --- | --- |
 //! | wire | [`WireEngine`] in user space, both ends in the wire namespace | the loop's diff | its own counters / its registry |
-//! | netem | a netem root qdisc on each veth end ([`netem::apply`]) | qdisc replaced, interface set up or down, per end | none / each end's qdisc read now |
+//! | netem | a netem root qdisc on each veth end ([`netem::apply`]); with a rate, tbf → prio (Class A first) below it ([`netem::prio`]) | qdisc replaced, interface set up or down, per end | none / each end's qdisc read now |
 //! | unshaped | nothing: plain veth pairs | interface set up or down, per end | none / none |
 //!
 //! # Operations

@@ -64,6 +64,8 @@ use lightcone_link::model::{LinkModel, LossModel};
 
 #[path = "netem_dist.rs"]
 pub mod dist;
+#[path = "netem_prio.rs"]
+pub mod prio;
 
 /// `TCA_OPTIONS` in a `tcmsg`.
 const TCA_OPTIONS: u16 = 2;
@@ -135,8 +137,18 @@ pub enum NetemError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// On a link with a rate the engine shapes the rate with tbf in front of a prio qdisc
+    /// ([`prio`]), whose per-packet overhead is unsigned. Nothing was changed.
+    #[error(
+        "packet_overhead_bytes {0} is negative: on a link with a rate the netem engine \
+         shapes with tbf (Class A before data), which adds 0..=65535 bytes a packet; use the \
+         wire engine or an overhead >= 0"
+    )]
+    NegativeOverhead(i32),
     /// The interface's root qdisc is not netem (nothing of ours to read).
-    #[error("ifindex {0} has no netem root qdisc")]
+    #[error(
+        "ifindex {0} has no netem root qdisc (or, for a band's counters, no rated tree below it)"
+    )]
     NotNetem(u32),
     /// The netlink socket could not be opened (used by [`kernel_has_netem`]).
     #[error("rtnetlink connection: {0}")]
@@ -272,7 +284,17 @@ fn u32s(values: &[u32]) -> Vec<u8> {
 /// `model` at `time_scale`. Pure; byte-compatible with iproute2 6.1's `tc` (see
 /// `tests/netem_golden.rs`), plus a trailing `TCA_NETEM_PRNG_SEED` carrying `model.seed`.
 pub fn encode_options(model: &LinkModel, time_scale: f64) -> Result<Vec<u8>, NetemError> {
-    encode(model, time_scale, Sticky::AsTc)
+    encode(model, time_scale, Sticky::AsTc, RateIn::Netem)
+}
+
+/// Where a rated link's rate is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RateIn {
+    /// In netem (`TCA_NETEM_RATE`), as `tc … netem rate R` does.
+    Netem,
+    /// In the tbf below netem, in front of the prio qdisc ([`prio`]): netem gets no rate
+    /// (but the queue limit the rate calls for).
+    Tbf,
 }
 
 /// What to do with the attributes `netem_change` keeps from the previous configuration when
@@ -300,10 +322,35 @@ pub fn encode_replacing(
     time_scale: f64,
     uniform_table: bool,
 ) -> Result<Vec<u8>, NetemError> {
-    encode(model, time_scale, Sticky::Reset { uniform_table })
+    encode(
+        model,
+        time_scale,
+        Sticky::Reset { uniform_table },
+        RateIn::Netem,
+    )
 }
 
-fn encode(model: &LinkModel, time_scale: f64, sticky: Sticky) -> Result<Vec<u8>, NetemError> {
+/// [`encode_replacing`] for the netem of a rated link's tree ([`prio`]): the model without
+/// its rate (the tbf below netem carries it), with the queue limit of the whole model.
+pub fn encode_without_rate(
+    model: &LinkModel,
+    time_scale: f64,
+    uniform_table: bool,
+) -> Result<Vec<u8>, NetemError> {
+    encode(
+        model,
+        time_scale,
+        Sticky::Reset { uniform_table },
+        RateIn::Tbf,
+    )
+}
+
+fn encode(
+    model: &LinkModel,
+    time_scale: f64,
+    sticky: Sticky,
+    rate_in: RateIn,
+) -> Result<Vec<u8>, NetemError> {
     let reset = matches!(sticky, Sticky::Reset { .. });
     check_time_scale(time_scale)?;
     let delay_ns = real_ns(model.delay_ns, time_scale);
@@ -397,7 +444,11 @@ fn encode(model: &LinkModel, time_scale: f64, sticky: Sticky) -> Result<Vec<u8>,
             &to_s64(delay_ns).to_ne_bytes(),
         );
     }
-    if let Some(bytes_per_s) = real_rate_bytes_per_s(model, time_scale) {
+    let netem_rate = match rate_in {
+        RateIn::Netem => real_rate_bytes_per_s(model, time_scale),
+        RateIn::Tbf => None,
+    };
+    if let Some(bytes_per_s) = netem_rate {
         let rate32 = match u32::try_from(bytes_per_s) {
             Ok(r) if r < u32::MAX => r,
             _ => {
@@ -507,16 +558,35 @@ async fn request_ack_once(
     Ok(())
 }
 
-/// Sets `model` (at `time_scale`) as the root qdisc of `ifindex`, replacing whatever is
-/// there (`tc qdisc replace dev … root netem …`). Applying the same model twice is harmless;
-/// applying a new one changes the link in place (queued packets stay queued) and nothing of
-/// the previous model survives ([`encode_replacing`]).
+/// Sets `model` (at `time_scale`) as the root qdisc of `ifindex`, replacing whatever is there
+/// (`tc qdisc replace dev … root netem …`). On a link with a rate, netem carries everything
+/// but the rate, and below it the tree of [`prio`] (tbf → prio → a queue a class) serialises
+/// at the rate with Class A first. Applying the same model twice is harmless; applying a
+/// new one changes the link in place (queued packets stay queued) and nothing of the
+/// previous model survives ([`encode_replacing`]; a rate that went away takes its tree with
+/// it).
 pub async fn apply(
     handle: &rtnetlink::Handle,
     ifindex: u32,
     model: &LinkModel,
     time_scale: f64,
 ) -> Result<(), NetemError> {
+    check_time_scale(time_scale)?;
+    let rate = real_rate_bytes_per_s(model, time_scale);
+    // Encode everything before changing anything: an encoding error changes nothing.
+    let tbf = match rate {
+        Some(bytes_per_s) => {
+            let overhead = u16::try_from(model.packet_overhead_bytes)
+                .map_err(|_| NetemError::NegativeOverhead(model.packet_overhead_bytes))?;
+            Some(prio::tbf_options(
+                bytes_per_s.max(1),
+                prio::burst_bytes(),
+                overhead,
+                0,
+            ))
+        }
+        None => None,
+    };
     // Only uniform jitter over an existing netem needs to know what is there: it may hold a
     // table from an earlier model that only an explicit uniform table replaces.
     let uniform_table = model.jitter_ns > 0
@@ -525,31 +595,128 @@ pub async fn apply(
             Ok(root) => root.as_ref().is_some_and(is_netem),
             Err(_) => true,
         };
-    let options = encode_replacing(model, time_scale, uniform_table)?;
+    let options = match rate {
+        Some(_) => encode_without_rate(model, time_scale, uniform_table)?,
+        None => encode_replacing(model, time_scale, uniform_table)?,
+    };
     request_ack(handle, replace_request(ifindex, options))
         .await
-        .map_err(|source| {
-            // qdisc_create answers ENOENT "Specified qdisc kind is unknown" when sch_netem is
-            // neither built in nor loadable.
-            if netlink_errno(&source) == Some(libc::ENOENT) {
-                NetemError::NotSupported {
-                    ifindex,
-                    message: source.to_string(),
+        .map_err(|source| refused("replace", ifindex, source))?;
+    // What is below our netem now: its handle (the kernel numbers it) and our tbf, if any.
+    let Some(root) = root_qdisc(handle, ifindex).await? else {
+        return Err(NetemError::NotNetem(ifindex));
+    };
+    let netem_class = TcHandle {
+        major: root.header.handle.major,
+        minor: 1,
+    };
+    let tbf_below = find_qdisc(handle, ifindex, |tc| {
+        tc.header.parent == netem_class && tc.header.handle == prio::TBF && is_kind(tc, "tbf")
+    })
+    .await?
+    .is_some();
+    match tbf {
+        None if tbf_below => delete_child(handle, ifindex, netem_class, prio::TBF).await,
+        None => Ok(()),
+        Some(tbf) => {
+            let mut steps = vec![(
+                "replace tbf",
+                prio::qdisc_request(ifindex, netem_class, prio::TBF, "tbf", tbf),
+            )];
+            if !tbf_below {
+                steps.push((
+                    "add prio",
+                    prio::qdisc_request(
+                        ifindex,
+                        prio::TBF_CLASS,
+                        prio::PRIO,
+                        "prio",
+                        prio::prio_options(),
+                    ),
+                ));
+                for (band, queue) in [
+                    (prio::CLASS_A_BAND, prio::CLASS_A_QUEUE),
+                    (prio::DATA_BAND, prio::DATA_QUEUE),
+                ] {
+                    steps.push((
+                        "add band queue",
+                        prio::qdisc_request(
+                            ifindex,
+                            band,
+                            queue,
+                            "pfifo",
+                            prio::pfifo_options(prio::BAND_LIMIT_PACKETS),
+                        ),
+                    ));
                 }
-            } else {
-                NetemError::Netlink {
-                    op: "replace",
-                    ifindex,
-                    source,
+                steps.push(("add class-A filter", prio::filter_request(ifindex)));
+            }
+            for (op, req) in steps {
+                if let Err(source) = request_ack(handle, req).await {
+                    // Half a tree would be a link without its rate or its priority: leave
+                    // the kernel's default qdisc instead, and say what failed.
+                    let _ = delete_root(handle, ifindex).await;
+                    return Err(refused(op, ifindex, source));
                 }
             }
-        })
+            Ok(())
+        }
+    }
+}
+
+/// A kernel refusal as an error: ENOENT from `qdisc_create` is "Specified qdisc kind is
+/// unknown" (sch_netem, or sch_tbf/sch_prio/cls_u32 for a rated link, neither built in nor
+/// loadable).
+fn refused(op: &'static str, ifindex: u32, source: rtnetlink::Error) -> NetemError {
+    if netlink_errno(&source) == Some(libc::ENOENT) {
+        NetemError::NotSupported {
+            ifindex,
+            message: format!("{op}: {source}"),
+        }
+    } else {
+        NetemError::Netlink {
+            op,
+            ifindex,
+            source,
+        }
+    }
+}
+
+/// Deletes the qdisc `child` grafted at `parent` (netem then sends without a child again).
+async fn delete_child(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    parent: TcHandle,
+    child: TcHandle,
+) -> Result<(), NetemError> {
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = parent;
+    msg.header.handle = child;
+    let req = NetlinkMessage::from(RouteNetlinkMessage::DelQueueDiscipline(msg));
+    match request_ack(handle, req).await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(netlink_errno(&e), Some(libc::ENOENT | libc::ENODEV)) => Ok(()),
+        Err(source) => Err(NetemError::Netlink {
+            op: "delete tbf",
+            ifindex,
+            source,
+        }),
+    }
 }
 
 /// The root qdisc of `ifindex`, if the kernel reports one.
 async fn root_qdisc(
     handle: &rtnetlink::Handle,
     ifindex: u32,
+) -> Result<Option<TcMessage>, NetemError> {
+    find_qdisc(handle, ifindex, |tc| tc.header.parent == TcHandle::ROOT).await
+}
+
+/// The first qdisc of `ifindex` that `pred` accepts, from a dump of the namespace's qdiscs.
+async fn find_qdisc(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    pred: impl Fn(&TcMessage) -> bool,
 ) -> Result<Option<TcMessage>, NetemError> {
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetQueueDiscipline(
         TcMessage::with_index(ifindex as i32),
@@ -566,7 +733,7 @@ async fn root_qdisc(
     while let Some(msg) = responses.next().await {
         match msg.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewQueueDiscipline(tc))
-                if tc.header.index == ifindex as i32 && tc.header.parent == TcHandle::ROOT =>
+                if tc.header.index == ifindex as i32 && pred(&tc) =>
             {
                 found.get_or_insert(tc);
             }
@@ -579,15 +746,19 @@ async fn root_qdisc(
     Ok(found)
 }
 
-fn is_netem(tc: &TcMessage) -> bool {
+fn is_kind(tc: &TcMessage, kind: &str) -> bool {
     tc.attributes
         .iter()
-        .any(|a| matches!(a, TcAttribute::Kind(k) if k == "netem"))
+        .any(|a| matches!(a, TcAttribute::Kind(k) if k == kind))
 }
 
-/// Removes the netem root qdisc of `ifindex`, restoring the interface's default qdisc.
-/// Idempotent: a missing interface, or a root qdisc that is not netem (so not ours), is Ok
-/// and left untouched.
+fn is_netem(tc: &TcMessage) -> bool {
+    is_kind(tc, "netem")
+}
+
+/// Removes the netem root qdisc of `ifindex` (with the tree below it on a rated link),
+/// restoring the interface's default qdisc. Idempotent: a missing interface, or a root qdisc that is not
+/// ours, is Ok and left untouched.
 pub async fn remove(handle: &rtnetlink::Handle, ifindex: u32) -> Result<(), NetemError> {
     let root = match root_qdisc(handle, ifindex).await {
         Ok(r) => r,
@@ -597,6 +768,11 @@ pub async fn remove(handle: &rtnetlink::Handle, ifindex: u32) -> Result<(), Nete
     if !root.as_ref().is_some_and(is_netem) {
         return Ok(());
     }
+    delete_root(handle, ifindex).await
+}
+
+/// Deletes the root qdisc of `ifindex`, whatever it is; gone already is Ok.
+async fn delete_root(handle: &rtnetlink::Handle, ifindex: u32) -> Result<(), NetemError> {
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.parent = TcHandle::ROOT;
     let req = NetlinkMessage::from(RouteNetlinkMessage::DelQueueDiscipline(msg));
@@ -654,14 +830,35 @@ pub async fn current_options(
     Err(NetemError::NotNetem(ifindex))
 }
 
-/// Reads the counters of the netem root qdisc on `ifindex`; [`NetemError::NotNetem`] if the
-/// root qdisc is something else.
+/// Reads the counters of the netem root qdisc on `ifindex` (on a rated link they cover the
+/// tree below it: netem counts what its child drops and holds); [`NetemError::NotNetem`] if
+/// the root qdisc is something else.
 pub async fn stats(handle: &rtnetlink::Handle, ifindex: u32) -> Result<NetemStats, NetemError> {
-    let root = root_qdisc(handle, ifindex).await?;
-    let tc = match root {
-        Some(tc) if is_netem(&tc) => tc,
+    match root_qdisc(handle, ifindex).await? {
+        Some(tc) if is_netem(&tc) => Ok(read_stats(&tc)),
+        _ => Err(NetemError::NotNetem(ifindex)),
+    }
+}
+
+/// The counters of the Class-A band's queue (21: at 20:1) on a rated link: what the
+/// filter sent ahead of data; [`NetemError::NotNetem`] if `ifindex` has no such tree.
+pub async fn class_a_stats(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+) -> Result<NetemStats, NetemError> {
+    match root_qdisc(handle, ifindex).await? {
+        Some(tc) if is_netem(&tc) => {}
         _ => return Err(NetemError::NotNetem(ifindex)),
-    };
+    }
+    find_qdisc(handle, ifindex, |tc| {
+        tc.header.parent == prio::CLASS_A_BAND && tc.header.handle == prio::CLASS_A_QUEUE
+    })
+    .await?
+    .map(|tc| read_stats(&tc))
+    .ok_or(NetemError::NotNetem(ifindex))
+}
+
+fn read_stats(tc: &TcMessage) -> NetemStats {
     let mut s = NetemStats::default();
     let mut have_stats2 = false;
     for attr in &tc.attributes {
@@ -698,7 +895,7 @@ pub async fn stats(handle: &rtnetlink::Handle, ifindex: u32) -> Result<NetemStat
             }
         }
     }
-    Ok(s)
+    s
 }
 
 /// Whether this kernel can run the netem engine, and why we think so.

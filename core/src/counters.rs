@@ -88,6 +88,13 @@ pub enum Outcome {
     RevokedDelivered,
     /// A frame signed with a stolen key (`tx`, the `steal_key` test fault).
     Forged,
+    /// A threshold-signed trust entry new here, applied and relayed (`watch`).
+    TrustApplied,
+    /// A trust entry already held (the flood's echo; not relayed) (`watch`).
+    TrustDuplicate,
+    /// A trust entry refused: malformed, or not signed by the authorities' threshold key
+    /// (`watch`).
+    TrustRefused,
 }
 
 impl Outcome {
@@ -140,6 +147,9 @@ impl Outcome {
             Outcome::VerdictAgreed => "verdict_agreed",
             Outcome::RevokedDelivered => "revoked_delivered",
             Outcome::Forged => "forged",
+            Outcome::TrustApplied => "trust_applied",
+            Outcome::TrustDuplicate => "trust_duplicate",
+            Outcome::TrustRefused => "trust_refused",
         }
     }
 }
@@ -263,6 +273,9 @@ mod tests {
             (Outcome::VerdictAgreed, "verdict_agreed"),
             (Outcome::RevokedDelivered, "revoked_delivered"),
             (Outcome::Forged, "forged"),
+            (Outcome::TrustApplied, "trust_applied"),
+            (Outcome::TrustDuplicate, "trust_duplicate"),
+            (Outcome::TrustRefused, "trust_refused"),
         ];
         for (o, s) in all {
             assert_eq!(o.as_str(), s);

@@ -77,6 +77,12 @@ pub enum Command {
     /// [`crate::update::dark::Order`]): checked, obeyed if its scope holds this node and
     /// relayed inside the scope. Refused with [`CommandError::Order`], changing nothing.
     Order(Vec<u8>),
+    /// A threshold-signed trust entry (issue 17: the bytes of a
+    /// [`crate::trust::log::Entry`], a certificate or a revocation signed by the
+    /// authorities' threshold key): checked, applied, and flooded over every link; each node
+    /// relays an entry only the first time it learns from it, so the flood ends. Refused with
+    /// [`CommandError::Trust`], changing nothing.
+    TrustEntry(Vec<u8>),
     /// Store `data` as erasure-coded object `object` (issue 16). Answered by
     /// [`Reply::Pending`], then by [`Event::ObjectStored`] or [`Event::ObjectPutFailed`]
     /// carrying `request`; refused with [`CommandError::NoStore`] or
@@ -174,6 +180,9 @@ pub enum CommandError {
     /// The BFT group refused the entry (its message); nothing changed.
     #[error("{0}")]
     Bft(String),
+    /// A trust entry was refused (why); nothing changed.
+    #[error("trust entry refused: {0}")]
+    Trust(String),
     /// A runtime order was refused (why); nothing changed.
     #[error("order refused: {0}")]
     Order(crate::update::dark::OrderError),
@@ -243,6 +252,12 @@ pub enum Event {
     KeyRevokedByGroup {
         node: u32,
         slot: u64,
+    },
+    /// A revocation of `node`'s key signed by the authorities' threshold key reached this
+    /// node (from its operator or a neighbour) and was new here: frames signed with that
+    /// key are refused from now on, here and in transit.
+    KeyRevokedByAuthorities {
+        node: u32,
     },
     /// An object put answered [`Reply::Pending`] is held: every shard acknowledged, or
     /// more than k of them once the ack timeout passed (repair restores the rest).

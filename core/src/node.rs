@@ -310,11 +310,49 @@ impl Node {
     pub fn apply_trust_entry(
         &mut self,
         e: &crate::trust::log::Entry,
-    ) -> Result<(), crate::trust::threshold::ThresholdError> {
+    ) -> Result<bool, crate::trust::threshold::ThresholdError> {
         match self.trust.as_mut() {
             Some(t) => t.apply(e),
             None => Err(crate::trust::threshold::ThresholdError::BadSignature),
         }
+    }
+
+    /// A trust entry from the operator (`from` None) or neighbour `from`: checked against
+    /// the authorities' threshold key and applied; when it is new here, relayed over every
+    /// link but the one it came on (a flood that ends: a node relays an entry once).
+    fn on_trust_entry(&mut self, bytes: &[u8], from: Option<u32>) -> Result<(), CommandError> {
+        let refused = |s: &mut Self, why: String| {
+            s.counters.count(Direction::Watch, Outcome::TrustRefused);
+            Err(CommandError::Trust(why))
+        };
+        let e = match crate::trust::log::Entry::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => return refused(self, format!("malformed entry: {e}")),
+        };
+        let new = match self.apply_trust_entry(&e) {
+            Ok(new) => new,
+            Err(err) => return refused(self, err.to_string()),
+        };
+        if !new {
+            self.counters
+                .count(Direction::Watch, Outcome::TrustDuplicate);
+            return Ok(());
+        }
+        self.counters.count(Direction::Watch, Outcome::TrustApplied);
+        if e.kind == crate::trust::log::EntryKind::Revocation {
+            self.fx
+                .events
+                .push(Event::KeyRevokedByAuthorities { node: e.subject });
+        }
+        let links: Vec<u32> = self
+            .routing
+            .neighbors()
+            .filter(|n| Some(*n) != from)
+            .collect();
+        for n in links {
+            self.fx.send_link(n, Payload::Trust(bytes.to_vec()));
+        }
+        Ok(())
     }
 
     /// Runs `build` (issue 18: its protocol version and any deliberate defect). Call
@@ -773,7 +811,15 @@ impl Node {
                 })
                 .collect(),
             quarantine: self.routing.quarantined().iter().copied().collect(),
-            revoked: self.bft_revoked.values().copied().collect(),
+            // Revoked by our cell's group or by the authorities' threshold key, once each.
+            revoked: self
+                .bft_revoked
+                .values()
+                .copied()
+                .chain(self.trust.iter().flat_map(|t| t.revoked_nodes()))
+                .collect::<std::collections::BTreeSet<u32>>()
+                .into_iter()
+                .collect(),
             byzantine: {
                 let mut b = self.byzantine.names();
                 if self.stolen.is_some() {
@@ -946,6 +992,7 @@ impl Node {
                 self.on_order(now, bytes, None)
                     .map_err(CommandError::Order)?;
             }
+            Command::TrustEntry(bytes) => self.on_trust_entry(bytes, None)?,
             Command::ObjectPut { .. } | Command::ObjectGet { .. } => {
                 return self.on_store_command(now, c);
             }
@@ -1827,6 +1874,7 @@ impl Node {
         let mut heat_msg: Option<Vec<u8>> = None;
         let mut bft_msg: Option<Vec<u8>> = None;
         let mut order: Option<Vec<u8>> = None;
+        let mut trust_msg: Option<Vec<u8>> = None;
         let mut store_msg: Option<Vec<u8>> = None;
         let phys = match p {
             Payload::Kv(_) => self.physical_ns(now),
@@ -1948,7 +1996,7 @@ impl Node {
             },
             Payload::Data(data) => {
                 self.counters.count(Direction::App, Outcome::Delivered);
-                if self.bft_refuses(src) {
+                if self.bft_refuses(src) || self.trust_refuses(src) {
                     self.counters
                         .count(Direction::App, Outcome::RevokedDelivered);
                 }
@@ -2011,6 +2059,7 @@ impl Node {
                 }
             }
             Payload::Order(bytes) => order = Some(bytes),
+            Payload::Trust(bytes) => trust_msg = Some(bytes),
             Payload::Hello { .. } => {}
             Payload::Store(bytes) => store_msg = Some(bytes),
         }
@@ -2056,6 +2105,10 @@ impl Node {
         if let Some(b) = order {
             // A refused order from a neighbour is counted by the kill switch, no more.
             let _ = self.on_order(now, &b, Some(link));
+        }
+        if let Some(b) = trust_msg {
+            // A refused entry from a neighbour is counted (`trust_refused`), no more.
+            let _ = self.on_trust_entry(&b, Some(link));
         }
         if let Some(b) = store_msg {
             self.on_store_msg(now, src, &b);
@@ -2296,6 +2349,14 @@ impl Node {
     /// Keys our BFT group revoked, with the node each belonged to.
     pub fn bft_revoked(&self) -> &BTreeMap<[u8; 32], u32> {
         &self.bft_revoked
+    }
+
+    /// Whether the authorities revoked `src`'s directory key.
+    fn trust_refuses(&self, src: u32) -> bool {
+        match (self.trust.as_ref(), self.dir.get(src)) {
+            (Some(t), Some(e)) => t.is_revoked(e.key.as_bytes()),
+            _ => false,
+        }
     }
 
     fn bft_refuses(&self, src: u32) -> bool {

@@ -374,6 +374,10 @@ pub enum Payload {
     /// The object store's messages (`crate::store::msg`, their own kinds 20–25 inside),
     /// opaque here. Kind 20 (kinds 20–27 are the store's).
     Store(Vec<u8>),
+    /// A threshold-signed trust entry (issue 17, kind 38): a certificate
+    /// or a revocation ([`crate::trust::threshold`]), flooded over every link by each node
+    /// that applies it first. Opaque here.
+    Trust(Vec<u8>),
 }
 
 /// Kind of [`Payload::Data`] (workload traffic).
@@ -399,6 +403,10 @@ pub const MAX_TREE_HEADS: usize = 8;
 pub const KIND_HELLO: u8 = 34;
 /// Threshold-signed runtime orders (panic-to-dark, undark).
 pub const KIND_ORDER: u8 = 35;
+/// Threshold-signed trust entries, flooded (certificates, revocations). Issue 17's range
+/// (28–39), so version 2 carries it: every node, whatever its build, must be able to learn
+/// that a key is revoked (a version-2 build older than this kind drops it as unknown).
+pub const KIND_TRUST: u8 = 38;
 
 /// Whether a datagram is Class-A traffic (issue 15): control and safety — membership,
 /// routing, time, thermal signals and leases, trust, orders — rather than workload data
@@ -444,6 +452,7 @@ impl Payload {
             Payload::Hello { .. } => KIND_HELLO,
             Payload::Order(_) => KIND_ORDER,
             Payload::Store(_) => KIND_STORE,
+            Payload::Trust(_) => KIND_TRUST,
         }
     }
 
@@ -481,6 +490,7 @@ impl Payload {
             Payload::Hello { .. } => "hello",
             Payload::Order(_) => "order",
             Payload::Store(_) => "store",
+            Payload::Trust(_) => "trust",
         }
     }
 
@@ -570,7 +580,7 @@ impl Payload {
             Payload::Hello { min, max, reply } => {
                 w.extend_from_slice(&[*min, *max, u8::from(*reply)]);
             }
-            Payload::Bft(b) | Payload::Order(b) => {
+            Payload::Bft(b) | Payload::Order(b) | Payload::Trust(b) => {
                 let n = b.len().min(MAX_BLOB);
                 w.extend_from_slice(&(n as u16).to_be_bytes());
                 w.extend_from_slice(&b[..n]);
@@ -708,7 +718,7 @@ impl Payload {
                 }
                 Payload::Hello { min, max, reply }
             }
-            KIND_BFT | KIND_ORDER | KIND_STORE => {
+            KIND_BFT | KIND_ORDER | KIND_STORE | KIND_TRUST => {
                 let n = r.u16()? as usize;
                 if n > MAX_BLOB {
                     return Err(WireError::Malformed);
@@ -717,6 +727,7 @@ impl Payload {
                 match kind {
                     KIND_BFT => Payload::Bft(blob),
                     KIND_STORE => Payload::Store(blob),
+                    KIND_TRUST => Payload::Trust(blob),
                     _ => Payload::Order(blob),
                 }
             }
@@ -951,7 +962,10 @@ pub fn parse(b: &[u8]) -> Result<Frame<'_>, WireError> {
         return Err(WireError::BadLength);
     }
     let kind = b[3];
-    if !(1..=KIND_MAX).contains(&kind) && !(KIND_HELLO..=KIND_ORDER).contains(&kind) {
+    if !(1..=KIND_MAX).contains(&kind)
+        && !(KIND_HELLO..=KIND_ORDER).contains(&kind)
+        && kind != KIND_TRUST
+    {
         return Err(WireError::UnknownKind(kind));
     }
     let dst = Dest::decode(b[5], &b[12..20])?;

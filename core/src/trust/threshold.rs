@@ -21,7 +21,7 @@
 //! from the first check after it applied the revocation entry (tested: the next call);
 //! how fast the entry reaches every tile is the log's gossip (not wired into the node yet).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use frost_ed25519 as frost;
@@ -319,7 +319,8 @@ pub enum Refusal {
 pub struct TrustStore {
     group: VerifyingKey,
     certs: BTreeMap<u32, Certificate>,
-    revoked: BTreeSet<[u8; 32]>,
+    /// Revoked keys, with the node each was revoked for.
+    revoked: BTreeMap<[u8; 32], u32>,
 }
 
 fn split_sig(b: &[u8], head: usize) -> Result<(&[u8], [u8; 64]), ThresholdError> {
@@ -342,13 +343,15 @@ impl TrustStore {
         TrustStore {
             group,
             certs: BTreeMap::new(),
-            revoked: BTreeSet::new(),
+            revoked: BTreeMap::new(),
         }
     }
 
     /// Applies a certificate or revocation entry after checking its threshold signature;
-    /// a bad entry is an error and changes nothing.
-    pub fn apply(&mut self, e: &Entry) -> Result<(), ThresholdError> {
+    /// a bad entry is an error and changes nothing. `Ok(true)` when the entry told this
+    /// store something new (a newer certificate, a key not yet revoked), `Ok(false)` for one
+    /// it already held — what a flood needs to stop.
+    pub fn apply(&mut self, e: &Entry) -> Result<bool, ThresholdError> {
         match e.kind {
             EntryKind::Certificate => {
                 let (head, sig) = split_sig(&e.body, 48)?;
@@ -370,7 +373,7 @@ impl TrustStore {
                 if newer {
                     self.certs.insert(c.subject, c);
                 }
-                Ok(())
+                Ok(newer)
             }
             EntryKind::Revocation => {
                 let (head, sig) = split_sig(&e.body, 40)?;
@@ -384,8 +387,7 @@ impl TrustStore {
                 if !verify(&self.group, &r.message(), &sig) {
                     return Err(ThresholdError::BadSignature);
                 }
-                self.revoked.insert(key);
-                Ok(())
+                Ok(self.revoked.insert(key, r.subject).is_none())
             }
             _ => Err(ThresholdError::WrongKind),
         }
@@ -393,12 +395,17 @@ impl TrustStore {
 
     /// True when `key` was revoked.
     pub fn is_revoked(&self, key: &[u8; 32]) -> bool {
-        self.revoked.contains(key)
+        self.revoked.contains_key(key)
+    }
+
+    /// The nodes whose keys were revoked, in order.
+    pub fn revoked_nodes(&self) -> std::collections::BTreeSet<u32> {
+        self.revoked.values().copied().collect()
     }
 
     /// Accepts `key` for node `subject` at `now_ns`, or says why not.
     pub fn check(&self, subject: u32, key: &[u8; 32], now_ns: u64) -> Result<(), Refusal> {
-        if self.revoked.contains(key) {
+        if self.revoked.contains_key(key) {
             return Err(Refusal::Revoked);
         }
         match self.certs.get(&subject) {

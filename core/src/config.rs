@@ -339,6 +339,8 @@ pub enum ConfigError {
     IdMismatch { index: usize, id: u32 },
     #[error("secret key must be 32 bytes of hex")]
     BadSecretKey,
+    #[error("authorities_key_hex must be a valid Ed25519 public key, 32 bytes of hex")]
+    BadAuthoritiesKey,
     #[error("public key of peer {0} is not a valid ed25519 key")]
     BadPublicKey(u32),
     #[error("the secret key does not match this node's public key in the directory")]

@@ -811,15 +811,7 @@ impl Node {
                 })
                 .collect(),
             quarantine: self.routing.quarantined().iter().copied().collect(),
-            // Revoked by our cell's group or by the authorities' threshold key, once each.
-            revoked: self
-                .bft_revoked
-                .values()
-                .copied()
-                .chain(self.trust.iter().flat_map(|t| t.revoked_nodes()))
-                .collect::<std::collections::BTreeSet<u32>>()
-                .into_iter()
-                .collect(),
+            revoked: self.revoked_nodes(),
             byzantine: {
                 let mut b = self.byzantine.names();
                 if self.stolen.is_some() {
@@ -2344,6 +2336,18 @@ impl Node {
     /// The group's agreed quarantine verdicts (watch `bft_verdicts`), when on.
     pub fn verdicts(&self) -> Option<&crate::trust::verdicts::Verdicts> {
         self.verdicts.as_deref()
+    }
+
+    /// The nodes whose keys this node refuses: revoked by its cell's BFT group or by the
+    /// authorities' threshold key, each once, in order.
+    pub fn revoked_nodes(&self) -> Vec<u32> {
+        self.bft_revoked
+            .values()
+            .copied()
+            .chain(self.trust.iter().flat_map(|t| t.revoked_nodes()))
+            .collect::<std::collections::BTreeSet<u32>>()
+            .into_iter()
+            .collect()
     }
 
     /// Keys our BFT group revoked, with the node each belonged to.

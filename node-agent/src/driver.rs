@@ -478,6 +478,10 @@ pub enum Control {
     /// `POST /order`: a threshold-signed runtime order (panic-to-dark or undark, the
     /// bytes of a [`lightcone_core::update::dark::Order`]), for `Command::Order`.
     Order(Vec<u8>),
+    /// `POST /trust-entry`: a threshold-signed trust entry (a revocation or certificate,
+    /// the bytes of a [`lightcone_core::trust::log::Entry`]), for `Command::TrustEntry`:
+    /// applied here and flooded to the whole lab.
+    TrustEntry(Vec<u8>),
     /// `POST /task`: submit a task (issue 15) owned by this node.
     Task(lightcone_core::heat::task::TaskSpec),
     /// `GET /leases`: the leases held here and the tasks owned here, as JSON.
@@ -1023,6 +1027,15 @@ impl Prepared {
                                 }
                             })
                         }
+                        Control::TrustEntry(bytes) => {
+                            Some(match node.command(now, &Command::TrustEntry(bytes), &mut out) {
+                                Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
+                                Ok(_) => {
+                                    tracing::warn!("threshold-signed trust entry applied and flooded");
+                                    (StatusCode::OK, "text/plain", b"applied\n".to_vec())
+                                }
+                            })
+                        }
                         Control::RevokeKey { node: subject } => {
                             Some(match node.command(now, &Command::BftRevoke { node: subject }, &mut out) {
                                 Err(e @ CommandError::NoBft) => refusal(StatusCode::CONFLICT, &e),
@@ -1197,7 +1210,8 @@ fn capability_of(c: &Control) -> Option<(Op, Option<&str>)> {
         Control::Quarantine { .. }
         | Control::RevokeKey { .. }
         | Control::Shutdown
-        | Control::Order(_) => Some((Op::Order, None)),
+        | Control::Order(_)
+        | Control::TrustEntry(_) => Some((Op::Order, None)),
     }
 }
 
@@ -1328,6 +1342,19 @@ async fn handle_http(
             {
                 Some(b) => Control::Order(b),
                 None => return bad("body must be the order's bytes as hex"),
+            }
+        }
+        (&Method::POST, "/trust-entry") => {
+            let body = match body_of(req, MAX_BODY, "body too large").await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
+            };
+            match std::str::from_utf8(&body)
+                .ok()
+                .and_then(|t| hex::decode(t.trim()).ok())
+            {
+                Some(b) => Control::TrustEntry(b),
+                None => return bad("body must be the entry's bytes as hex"),
             }
         }
         (&Method::POST, "/clock") => {

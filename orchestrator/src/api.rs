@@ -461,7 +461,150 @@ pub async fn api_node_revoke_key(
         "revoke_key",
         format!("{by} asks its cell to revoke {}", req.node),
     );
+    tokio::spawn(countersign_revocation(s.clone(), by.clone(), subject));
     Ok(Json(RevokeKeyReply { by, node: req.node }))
+}
+
+/// How long the authorities wait for a cell's decision on a revocation before giving up.
+pub const REVOCATION_WAIT: Duration = Duration::from_secs(30);
+
+/// After `by`'s cell was asked to revoke `subject`'s key: the lab's authorities countersign
+/// the cell's decision once a BFT quorum of the cell (n − f of its n members, f = ⌊(n−1)/3⌋:
+/// at least f + 1 honest ones among them) lists it in `/state` `revoked` — a Revocation entry
+/// signed with t of the authorities' threshold shares — and `by`'s agent floods it to the
+/// whole lab (`POST /trust-entry`, `Payload::Trust`), so that tiles outside the cell refuse
+/// the key too. Polls every 100 ms, gives up after [`REVOCATION_WAIT`]; what happened is a
+/// lab event either way.
+async fn countersign_revocation(s: ApiState, by: String, subject: usize) {
+    let outcome = countersign(&s, &by, subject).await;
+    let (kind, what) = match outcome {
+        Ok(line) => ("revocation_signed", line),
+        Err(why) => ("revocation_not_signed", why),
+    };
+    match kind {
+        "revocation_signed" => tracing::info!("{what}"),
+        _ => tracing::warn!("{what}"),
+    }
+    s.lab.lock().expect("lab lock").event(kind, what);
+}
+
+async fn countersign(s: &ApiState, by: &str, subject: usize) -> Result<String, String> {
+    let (members, dir, name, secret) = {
+        let lab = s.lab.lock().expect("lab lock");
+        let plan = &lab.plan;
+        let cell = |i: usize| {
+            let a = plan.nodes[i].addr;
+            (a.layer, a.cluster, a.cell)
+        };
+        let byi = plan
+            .nodes
+            .iter()
+            .position(|n| n.name == by)
+            .ok_or_else(|| format!("no node {by}"))?;
+        let members: Vec<(String, PathBuf)> = (0..plan.nodes.len())
+            .filter(|i| cell(*i) == cell(byi))
+            .filter(|i| plan.nodes[*i].role != lightcone_core::config::Role::Authority)
+            .map(|i| {
+                (
+                    plan.nodes[i].name.clone(),
+                    plan::agent_socket(&lab.dir.path, i),
+                )
+            })
+            .collect();
+        (
+            members,
+            crate::state::LabDir {
+                lab: lab.dir.lab.clone(),
+                path: lab.dir.path.clone(),
+            },
+            plan.nodes[subject].name.clone(),
+            crate::keys::secret_path(&lab.dir, subject),
+        )
+    };
+    let n = members.len();
+    let quorum = n - n.saturating_sub(1) / 3;
+    let deadline = tokio::time::Instant::now() + REVOCATION_WAIT;
+    let mut listed = 0;
+    while listed < quorum {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "{name}'s revocation not countersigned: {listed} of {n} members of {by}'s cell \
+                 list it after {} s, a quorum is {quorum}",
+                REVOCATION_WAIT.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let polls = members.iter().map(|(_, sock)| {
+            agent_request(
+                sock,
+                Method::GET,
+                "/state",
+                Vec::new(),
+                Duration::from_millis(500),
+                None,
+            )
+        });
+        listed = futures::future::join_all(polls)
+            .await
+            .into_iter()
+            .flatten()
+            .filter(|(status, body)| {
+                *status == 200
+                    && serde_json::from_slice::<serde_json::Value>(body)
+                        .ok()
+                        .and_then(|v| {
+                            v["revoked"]
+                                .as_array()
+                                .map(|a| a.iter().any(|x| x.as_u64() == Some(subject as u64)))
+                        })
+                        .unwrap_or(false)
+            })
+            .count();
+    }
+    // The key the cell revoked: the directory's for `subject`, from the lab's keys.
+    let seed = std::fs::read_to_string(&secret)
+        .ok()
+        .and_then(|t| hex::decode(t.trim()).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| format!("{name}'s key at {} is unreadable", secret.display()))?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    let rec = crate::authority::record(&dir).map_err(|e| e.to_string())?;
+    let (group, shares) =
+        crate::authority::group_and_shares(&dir, usize::from(rec.t)).map_err(|e| e.to_string())?;
+    let rev = lightcone_core::trust::threshold::Revocation {
+        subject: subject as u32,
+        key,
+        at_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    };
+    let signers: Vec<&lightcone_core::trust::threshold::Share> = shares.iter().collect();
+    let sig = lightcone_core::trust::threshold::sign(
+        &group,
+        &signers,
+        &rev.message(),
+        &mut rand::rngs::OsRng,
+    )
+    .map_err(|e| e.to_string())?;
+    let entry = rev.entry(&sig).encode();
+    forward_to_agent(
+        s,
+        by,
+        Op::Order,
+        "/trust-entry",
+        hex::encode(entry).into_bytes(),
+    )
+    .await
+    .map_err(|e| format!("{name}'s revocation signed but not flooded: {e}"))?;
+    Ok(format!(
+        "{name}'s key revoked by {listed} of {n} members of {by}'s cell, countersigned by {} of \
+         {} authorities, flooded from {by}",
+        rec.t,
+        rec.members.len()
+    ))
 }
 
 /// The control socket of `node`'s agent; a `400` when the lab runs without agents.

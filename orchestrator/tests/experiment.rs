@@ -711,6 +711,19 @@ fn revocation_metrics_wait_for_every_cell_peer_and_count_what_went_wrong() {
     );
     assert!(v.iter().all(|v| v.pass), "{v:?}");
     assert!(!evaluate(&[ex("revocation_time <= 4s")], &r)[0].pass);
+    // Lab-wide: z, in another cell, has not heard of it — the cell's decision alone does
+    // not reach it, so the reach is never.
+    let (v, why) = r.revocation_reach_time();
+    assert_eq!(v, Some(f64::INFINITY), "{why}");
+    assert!(why.contains("not by: z"), "{why}");
+    assert!(!evaluate(&[ex("revocation_reach_time <= 6s")], &r)[0].pass);
+    // The countersigned flood reaches z in the same poll round, at 15 s: 5 s after asking.
+    r.polls.push(key_poll(3, 15.0, "z", 9, &[2], 0));
+    let (v, why) = r.revocation_reach_time();
+    assert_eq!(v, Some(5.0), "{why}");
+    assert!(why.contains("revoked by all 3 nodes of the lab"), "{why}");
+    assert!(evaluate(&[ex("revocation_reach_time <= 6s")], &r)[0].pass);
+    assert!(!evaluate(&[ex("revocation_reach_time <= 4.9s")], &r)[0].pass);
     // b also revokes a's key, which nobody asked for; and delivers 2 frames from c after
     // revoking it (then 1 after a restart: the highest count stands).
     r.polls.push(key_poll(4, 20.0, "b", 1, &[2, 0], 2));

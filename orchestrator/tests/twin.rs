@@ -607,11 +607,19 @@ fn key_compromise_passes_and_fails_in_a_cell_without_a_quorum() {
     let o = sim(&shipped, None, &tmp.path().join("ok"));
     for e in [
         "revocation_time <= 5s",
+        "revocation_reach_time <= 6s",
         "false_revocations == 0",
         "revoked_key_accepted == 0",
     ] {
         assert!(verdict(&o, e).pass, "{:?}", verdict(&o, e));
     }
+    // The other cell learned it from the authorities' countersigned flood.
+    let reach = verdict(&o, "revocation_reach_time <= 6s");
+    assert!(
+        reach.detail.contains("revoked by all 13 nodes of the lab"),
+        "{}",
+        reach.detail
+    );
     let r = verdict(&o, "revocation_time <= 5s");
     assert!(
         r.detail.contains("revoked by all 6 cell peers"),
@@ -644,4 +652,9 @@ fn key_compromise_passes_and_fails_in_a_cell_without_a_quorum() {
         "{}",
         r.detail
     );
+    // No quorum decided it, so the authorities signed nothing and no other cell refuses
+    // the key either.
+    let r = verdict(&o, "revocation_reach_time <= 6s");
+    assert!(!r.pass, "{r:?}");
+    assert!(r.detail.contains("l0c0k1t0"), "{}", r.detail);
 }

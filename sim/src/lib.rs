@@ -268,6 +268,9 @@ pub struct Sim {
     processed: u64,
     /// The build each node runs from its next boot on (issue 18); absent: the default.
     builds: BTreeMap<u32, lightcone_core::update::Build>,
+    /// The authorities' threshold key every node trusts from its boot (configs'
+    /// `authorities_key_hex`, as the agent does), if any.
+    authorities: Option<ed25519_dalek::VerifyingKey>,
 }
 
 /// A modelled link for [`Sim::from_configs`]: both directions get the same one-way delay
@@ -408,6 +411,7 @@ impl Sim {
             processed: 0,
             heat: None,
             builds: BTreeMap::new(),
+            authorities: None,
             store: None,
         };
         for i in 0..n as u32 {
@@ -539,7 +543,19 @@ impl Sim {
             heat: first.thermal.clone(),
             builds,
             store: first.store.clone(),
+            authorities: None,
         };
+        if let Some(hex_key) = &first.authorities_key_hex {
+            let key = hex::decode(hex_key)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+                .ok_or(SimError::Config {
+                    node: first.id,
+                    error: ConfigError::BadAuthoritiesKey,
+                })?;
+            sim.authorities = Some(key);
+        }
         if let Some(s) = &sim.store {
             s.check().map_err(|e| SimError::Config {
                 node: first.id,
@@ -661,6 +677,9 @@ impl Sim {
         .expect("harness builds consistent nodes");
         if let Some(b) = self.builds.get(&i) {
             node.set_build(*b);
+        }
+        if let Some(k) = self.authorities {
+            node.set_trust(k);
         }
         let boots = &mut self.boots[i as usize];
         node.set_boot_epoch(*boots);

@@ -159,6 +159,14 @@ fn key_compromise_is_revoked_by_the_cells_bft_group() {
         total("rx", "key_revoked") > 0.0,
         "no frame refused for the revoked key"
     );
+    // The authorities' countersigned revocation reached every node: each applied it once
+    // (the victim included, 14), and the flood's echoes were duplicates, not re-applies.
+    assert_eq!(
+        total("watch", "trust_applied"),
+        14.0,
+        "nodes that applied the countersigned revocation"
+    );
+    assert_eq!(total("watch", "trust_refused"), 0.0);
     let events = std::fs::read_to_string(run.out.join("events.jsonl")).unwrap();
     for kind in ["\"kind\":\"steal_key\"", "\"kind\":\"revoke\""] {
         assert!(events.contains(kind), "{kind} not in {events}");

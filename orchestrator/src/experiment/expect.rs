@@ -55,6 +55,9 @@
 //!   decision) lists X in its `/state` `revoked`, at the resolution of the state polls; the
 //!   worst counts, infinite if a peer never does. The detail adds the frames refused for a
 //!   revoked key, the evidence the fault had an effect.
+//! - `revocation_reach_time` (issue 17): the same, over every running node of the lab but
+//!   X: the cell's decision, countersigned by the authorities' threshold key and flooded
+//!   (`Payload::Trust`), is what tells the other cells.
 //! - `false_revocations`: distinct (node, revoked node) pairs seen in any poll where no
 //!   `revoke` named the revoked node.
 //! - `revoked_key_accepted`: app data delivered from a sender after the receiver had revoked
@@ -120,6 +123,7 @@ pub enum Metric {
     RepairBytes,
     /// Issue 17's key compromise (`steal_key`, `revoke`).
     RevocationTime,
+    RevocationReachTime,
     FalseRevocations,
     RevokedKeyAccepted,
 }
@@ -132,7 +136,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 26] = [
+    pub const ALL: [Metric; 27] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -157,6 +161,7 @@ impl Metric {
         Metric::RepairTime,
         Metric::RepairBytes,
         Metric::RevocationTime,
+        Metric::RevocationReachTime,
         Metric::FalseRevocations,
         Metric::RevokedKeyAccepted,
     ];
@@ -186,6 +191,7 @@ impl Metric {
             Metric::RepairTime => "repair_time",
             Metric::RepairBytes => "repair_bytes",
             Metric::RevocationTime => "revocation_time",
+            Metric::RevocationReachTime => "revocation_reach_time",
             Metric::FalseRevocations => "false_revocations",
             Metric::RevokedKeyAccepted => "revoked_key_accepted",
         }
@@ -198,7 +204,8 @@ impl Metric {
             | Metric::QuarantineTime
             | Metric::ThrottleLag
             | Metric::RepairTime
-            | Metric::RevocationTime => Kind::Duration,
+            | Metric::RevocationTime
+            | Metric::RevocationReachTime => Kind::Duration,
             Metric::Locality
             | Metric::Overhead
             | Metric::TimeCoverage
@@ -1125,6 +1132,25 @@ impl Recording {
         done: &str,
         list: impl Fn(&StatePoll) -> &[u32],
     ) -> (Option<f64>, String) {
+        self.until_all_list(marks, metric, whose, done, false, list)
+    }
+
+    /// [`Self::until_every_peer_lists`] over every node of the lab (`lab_wide`) or the
+    /// marked node's cell peers.
+    fn until_all_list(
+        &self,
+        marks: &[&Mark],
+        metric: Metric,
+        whose: &str,
+        done: &str,
+        lab_wide: bool,
+        list: impl Fn(&StatePoll) -> &[u32],
+    ) -> (Option<f64>, String) {
+        let who = if lab_wide {
+            "nodes of the lab"
+        } else {
+            "cell peers"
+        };
         let ids = self.ids();
         let mut worst: f64 = 0.0;
         let mut notes = Vec::new();
@@ -1136,8 +1162,16 @@ impl Recording {
                     format!("{x} never answered a state poll; its id is unknown"),
                 );
             };
-            let peers: Vec<&str> = self
-                .peers(x)
+            let peers: Vec<&str> = if lab_wide {
+                self.addrs
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|n| *n != x)
+                    .collect()
+            } else {
+                self.peers(x)
+            };
+            let peers: Vec<&str> = peers
                 .into_iter()
                 .filter(|p| self.running_at(p, m.t_real_s))
                 .collect();
@@ -1163,7 +1197,7 @@ impl Recording {
                 return (
                     Some(f64::INFINITY),
                     format!(
-                        "{x}{whose} was never {done} by all its cell peers; at the last poll not by: {}",
+                        "{x}{whose} was never {done} by all its {who}; at the last poll not by: {}",
                         missing.join(" ")
                     ),
                 );
@@ -1172,7 +1206,7 @@ impl Recording {
             let d = (t - m.t_real_s) * self.time_scale;
             worst = worst.max(d);
             notes.push(format!(
-                "{x}{whose}: {done} by all {} cell peers within {}",
+                "{x}{whose}: {done} by all {} {who} within {}",
                 peers.len(),
                 metric.fmt(d)
             ));
@@ -1252,6 +1286,21 @@ impl Recording {
         (
             v,
             format!("{detail}; {refused} frames refused for a revoked key"),
+        )
+    }
+
+    pub fn revocation_reach_time(&self) -> (Option<f64>, String) {
+        let marks: Vec<&Mark> = self.revoke_marks().collect();
+        if marks.is_empty() {
+            return (None, "no key revocation was asked for in the run".into());
+        }
+        self.until_all_list(
+            &marks,
+            Metric::RevocationReachTime,
+            "'s key",
+            "revoked",
+            true,
+            |q| &q.keys.revoked,
         )
     }
 
@@ -1599,6 +1648,7 @@ impl Recording {
             Metric::RepairTime => self.repair_time(),
             Metric::RepairBytes => self.repair_bytes(),
             Metric::RevocationTime => self.revocation_time(),
+            Metric::RevocationReachTime => self.revocation_reach_time(),
             Metric::FalseRevocations => self.false_revocations(),
             Metric::RevokedKeyAccepted => self.revoked_key_accepted(),
         }

@@ -57,7 +57,8 @@ pub struct StatePoll {
 /// What a node's `/state` says of revoked keys (issue 17).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyObs {
-    /// Nodes whose keys its cell's BFT group revoked.
+    /// Nodes whose keys it refuses: revoked by its cell's BFT group, or by the authorities'
+    /// threshold key (a countersigned revocation flooded to the lab).
     pub revoked: Vec<u32>,
     /// App data it delivered from a node whose key it had revoked, so far (its counter
     /// `datagrams.app.revoked_delivered`): zero unless the refusal of revoked keys fails.

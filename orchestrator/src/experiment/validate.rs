@@ -348,7 +348,7 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
             "the object store",
             "add a `store:` section to the topology",
         ),
-        Metric::RevocationTime | Metric::RevokedKeyAccepted => (
+        Metric::RevocationTime | Metric::RevocationReachTime | Metric::RevokedKeyAccepted => (
             any(&|a| matches!(a, Action::Revoke { .. })),
             "a key revocation",
             "add a `revoke:` step (the topology needs `trust: { bft_verdicts: true }`)",

@@ -43,10 +43,22 @@ pub fn secrets(n: usize, seed: u64) -> Vec<[u8; 32]> {
 /// ([`crate::authority::members`]: the same holders and threshold), from a DKG seeded with
 /// the scenario seed (the lab draws from the OS RNG); `None` if the DKG fails.
 fn authorities_key_hex(plan: &Plan, seed: u64) -> Option<String> {
+    let (_, group) = authorities(plan, seed)?;
+    Some(hex::encode(group.key.as_bytes()))
+}
+
+/// The authorities' shares and group as [`authorities_key_hex`] derives them: what the twin
+/// signs a countersigned revocation with (the lab signs with its `keys/` shares).
+pub fn authorities(
+    plan: &Plan,
+    seed: u64,
+) -> Option<(
+    std::collections::BTreeMap<u32, lightcone_core::trust::threshold::Share>,
+    lightcone_core::trust::threshold::Group,
+)> {
     let (ids, t, _) = crate::authority::members(plan);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ KEY_STREAM.rotate_left(32));
-    let (_, group) = lightcone_core::trust::threshold::dkg(&ids, t, &mut rng).ok()?;
-    Some(hex::encode(group.key.as_bytes()))
+    lightcone_core::trust::threshold::dkg(&ids, t, &mut rng).ok()
 }
 
 /// A node's RNG seed in the twin: the plan's (derived from the topology's seed and the

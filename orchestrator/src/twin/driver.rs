@@ -99,6 +99,16 @@ pub(super) struct Twin {
     pub final_reads: Vec<FinalRead>,
     /// The object store's workload (issue 16; `super::objects`).
     pub store: super::store_work::StoreWork,
+    /// The authorities' shares and group (issue 17): they countersign a cell's revocation.
+    pub authorities: Option<(
+        BTreeMap<u32, lightcone_core::trust::threshold::Share>,
+        lightcone_core::trust::threshold::Group,
+    )>,
+    /// Each node's cell (layer, cluster, cell) and whether it is an authority, by id.
+    pub cells: Vec<(u16, u16, u16, bool)>,
+    /// Revocations asked of a cell and not yet countersigned: (subject, asked through,
+    /// members that decided it so far).
+    revocations: Vec<(u32, u32, BTreeSet<u32>)>,
 }
 
 impl Twin {
@@ -162,6 +172,89 @@ impl Twin {
             failed: Vec::new(),
             final_reads: Vec::new(),
             store: super::store_work::StoreWork::default(),
+            authorities: None,
+            cells: Vec::new(),
+            revocations: Vec::new(),
+        }
+    }
+
+    /// The members of node `i`'s cell's BFT group (its cell's nodes but authorities).
+    fn cell_members(&self, i: u32) -> Vec<u32> {
+        let Some(&(l, k, c, _)) = self.cells.get(i as usize) else {
+            return Vec::new();
+        };
+        (0..self.cells.len() as u32)
+            .filter(|j| {
+                let (l2, k2, c2, auth) = self.cells[*j as usize];
+                (l2, k2, c2) == (l, k, c) && !auth
+            })
+            .collect()
+    }
+
+    /// As the lab's supervisor does (`api::countersign_revocation`): once a BFT quorum of
+    /// the cell (n − f of n) decided a revocation, the authorities sign it with t shares
+    /// (their RNG seeded from the revocation, so the run repeats) and the member it was asked
+    /// through floods it (`Command::TrustEntry`). The lab reaches the same point up to its
+    /// 100-ms state polls later.
+    fn countersign_decided(&mut self) {
+        let quorums: Vec<usize> = self
+            .revocations
+            .iter()
+            .map(|(_, by, _)| {
+                let n = self.cell_members(*by).len();
+                n - n.saturating_sub(1) / 3
+            })
+            .collect();
+        let mut ready = Vec::new();
+        let mut k = 0;
+        self.revocations.retain(|(v, by, decided)| {
+            let keep = decided.len() < quorums[k];
+            k += 1;
+            if !keep {
+                ready.push((*v, *by));
+            }
+            keep
+        });
+        for (v, by) in ready {
+            let Some((shares, group)) = self.authorities.as_ref() else {
+                continue;
+            };
+            let Some(e) = self.sim.directory().get(v) else {
+                continue;
+            };
+            let rev = lightcone_core::trust::threshold::Revocation {
+                subject: v,
+                key: e.key.to_bytes(),
+                at_ns: self.sim.now().as_nanos(),
+            };
+            let signers: Vec<&lightcone_core::trust::threshold::Share> =
+                shares.values().take(usize::from(group.t)).collect();
+            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(
+                u64::from(v) ^ self.sim.now().as_nanos().rotate_left(29),
+            );
+            let Ok(sig) =
+                lightcone_core::trust::threshold::sign(group, &signers, &rev.message(), &mut rng)
+            else {
+                continue;
+            };
+            let entry = rev.entry(&sig).encode();
+            let t_of_n = group.t;
+            let name = self.names[by as usize].clone();
+            let r = self.command(by, &name, &Command::TrustEntry(entry));
+            // In the report's events, as the lab's supervisor logs it.
+            let t = self.t_s();
+            let subject = self.names[v as usize].clone();
+            self.events.push(Event {
+                t_real_s: t,
+                t_emulated_s: t,
+                kind: "revocation_countersigned".into(),
+                detail: format!(
+                    "{subject}'s key revoked by a quorum of {name}'s cell, countersigned by \
+                     {t_of_n} authorities, flooded from {name}"
+                ),
+                ok: r.is_ok(),
+                error: r.err(),
+            });
         }
     }
 
@@ -335,10 +428,11 @@ impl Twin {
     /// waits for its answer (so the answer's time is exact).
     pub(super) fn advance(&mut self, target: Instant) {
         loop {
-            let waiting = self
-                .sessions
-                .iter()
-                .any(|s| matches!(s.state, State::Waiting { .. }));
+            let waiting = !self.revocations.is_empty()
+                || self
+                    .sessions
+                    .iter()
+                    .any(|s| matches!(s.state, State::Waiting { .. }));
             if !waiting {
                 self.sim.run_until(target);
                 self.take_events();
@@ -376,8 +470,18 @@ impl Twin {
                 CoreEvent::ObjectReadFailed { request, reason } => {
                     self.store.reads.insert((node, request), Err(reason));
                 }
+                CoreEvent::KeyRevokedByGroup { node: v, .. } => {
+                    for (subject, _, decided) in &mut self.revocations {
+                        if *subject == v {
+                            decided.insert(node);
+                        }
+                    }
+                }
                 _ => {}
             }
+        }
+        if !self.revocations.is_empty() {
+            self.countersign_decided();
         }
     }
 
@@ -557,7 +661,9 @@ impl Twin {
             }
             Action::Revoke { node, by } => {
                 let (v, b) = (self.id(node)?, self.id(by)?);
-                self.command(b, by, &Command::BftRevoke { node: v })
+                self.command(b, by, &Command::BftRevoke { node: v })?;
+                self.revocations.push((v, b, BTreeSet::new()));
+                Ok(())
             }
             Action::Partition { .. }
             | Action::Heal

@@ -448,7 +448,7 @@ impl Recorder {
             pulsar_missed: None,
             shards: node.store().map(|st| st.store().inventory()),
             keys: KeyObs {
-                revoked: node.bft_revoked().values().copied().collect(),
+                revoked: node.revoked_nodes(),
                 revoked_delivered: node
                     .counters()
                     .get(Direction::App, Outcome::RevokedDelivered),

@@ -204,6 +204,16 @@ fn crafted() -> Vec<Vec<u8>> {
         },
         Payload::Time(Vec::new()),
         Payload::Kv(vec![0]),
+        // A revocation entry, well formed, whose signature is no threshold signature.
+        Payload::Trust(
+            lightcone_core::trust::threshold::Revocation {
+                subject: 3,
+                key: [1; 32],
+                at_ns: 5,
+            }
+            .entry(&[0; 64])
+            .encode(),
+        ),
     ];
     payloads
         .into_iter()
@@ -293,7 +303,7 @@ mod tests {
             eprintln!("{name}");
             crate::datagram::run(s);
         }
-        let want: BTreeSet<u8> = (1..=13).chain([16, 20, 28, 29, 30, 34, 35]).collect();
+        let want: BTreeSet<u8> = (1..=13).chain([16, 20, 28, 29, 30, 34, 35, 38]).collect();
         assert_eq!(kinds, want, "kinds in the seeds");
     }
 }

@@ -111,6 +111,12 @@ pub struct AgentConfig {
     /// under it. `None`: the node trusts no authorities and refuses every order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorities_key_hex: Option<String>,
+    /// The authorities' threshold signature (64 bytes hex) over the peer directory
+    /// ([`crate::directory::Directory::certified_message`]): certifies every node's key at
+    /// once. When given, the agent refuses to start unless it verifies under
+    /// `authorities_key_hex`. `None`: not checked (a configuration written by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_cert_hex: Option<String>,
     /// The last runtime-order serial the lab signed before this agent started: orders at
     /// or below it are refused as replays (a restarted agent would otherwise take an old
     /// order again). 0: none.
@@ -341,6 +347,8 @@ pub enum ConfigError {
     BadSecretKey,
     #[error("authorities_key_hex must be a valid Ed25519 public key, 32 bytes of hex")]
     BadAuthoritiesKey,
+    #[error("directory_cert_hex is not the authorities' threshold signature over this directory")]
+    BadDirectoryCertificate,
     #[error("public key of peer {0} is not a valid ed25519 key")]
     BadPublicKey(u32),
     #[error("the secret key does not match this node's public key in the directory")]

@@ -49,6 +49,30 @@ impl Directory {
         }
         Ok(Directory { peers: v })
     }
+    /// What the authorities' threshold key signs to certify every key of the directory at
+    /// once (issue 17): a domain tag, then SHA-256 over each entry in id order — its id,
+    /// name, address, role and key. One signature, checked by each agent when it starts, so
+    /// a key that is not the one the authorities certified (a swapped directory entry, a
+    /// stale configuration) stops the agent with a clear error.
+    pub fn certified_message(&self) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (i, e) in self.peers.iter().enumerate() {
+            h.update((i as u32).to_be_bytes());
+            h.update((e.name.len() as u32).to_be_bytes());
+            h.update(e.name.as_bytes());
+            for part in [e.addr.layer, e.addr.cluster, e.addr.cell, e.addr.tile] {
+                h.update(part.to_be_bytes());
+            }
+            h.update([e.role as u8]);
+            h.update(e.key.as_bytes());
+        }
+        let mut m = b"lightcone/directory/v1".to_vec();
+        m.extend_from_slice(&(self.peers.len() as u32).to_be_bytes());
+        m.extend_from_slice(&h.finalize());
+        m
+    }
+
     pub fn get(&self, id: u32) -> Option<&DirEntry> {
         self.peers.get(id as usize)
     }

@@ -64,6 +64,10 @@ pub enum DriverError {
     Revoked(String),
     #[error("authorities_key_hex: {0}")]
     AuthoritiesKey(String),
+    /// The directory's certificate is malformed, or not the authorities' threshold
+    /// signature over this agent's directory (a key differs from the one certified).
+    #[error("directory certificate: {0}")]
+    DirectoryCertificate(String),
     #[error("build: {0}")]
     Build(#[from] lightcone_core::update::BuildError),
 }
@@ -75,6 +79,31 @@ fn authorities_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, String>
         .try_into()
         .map_err(|_| "not 32 bytes".to_string())?;
     ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(|e| e.to_string())
+}
+
+/// Checks the authorities' threshold signature over `dir` (issue 17: every key of the
+/// directory certified at once).
+pub fn check_directory_certificate(
+    cert_hex: &str,
+    authorities_hex: Option<&str>,
+    dir: &Directory,
+) -> Result<(), String> {
+    let group = authorities_key(
+        authorities_hex.ok_or("a certificate needs the authorities' key (authorities_key_hex)")?,
+    )?;
+    let sig: [u8; 64] = hex::decode(cert_hex.trim())
+        .map_err(|e| e.to_string())?
+        .try_into()
+        .map_err(|_| "not 64 bytes".to_string())?;
+    if lightcone_core::trust::threshold::verify(&group, &dir.certified_message(), &sig) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the authorities' signature does not verify over this directory of {} nodes: a \
+             node's key or identity differs from what the authorities certified",
+            dir.len()
+        ))
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
@@ -717,6 +746,10 @@ pub fn prepare(
     node.set_wire_epoch(cfg.boot);
     if let Some(k) = &cfg.authorities_key_hex {
         node.set_trust(authorities_key(k).map_err(DriverError::AuthoritiesKey)?);
+    }
+    if let Some(c) = &cfg.directory_cert_hex {
+        check_directory_certificate(c, cfg.authorities_key_hex.as_deref(), &dir)
+            .map_err(DriverError::DirectoryCertificate)?;
     }
     node.set_order_floor(cfg.order_serial_floor);
     if cfg!(feature = "defect-drop-forward") {

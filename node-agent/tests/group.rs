@@ -59,6 +59,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                 operator_public_key_hex: Some(common::operator().public_hex()),
                 revoked_ids: Vec::new(),
                 authorities_key_hex: None,
+                directory_cert_hex: None,
                 order_serial_floor: 0,
                 trust: None,
             };

@@ -369,6 +369,33 @@ pub fn resolve(plan: &Plan, name: &str) -> Result<Scope, AuthorityError> {
     })
 }
 
+/// Certifies every node key of the lab at once (issue 17): t of the authorities' shares
+/// sign the directory the agents are given ([`lightcone_core::directory::Directory::certified_message`]
+/// over `plan`'s nodes with `public_keys`). Returns the signature (hex) that goes into every
+/// agent's configuration; an agent whose directory differs refuses to start.
+pub fn certify_directory(
+    dir: &LabDir,
+    plan: &Plan,
+    public_keys: &[String],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<String, AuthorityError> {
+    let peers = match plan.nodes.first() {
+        Some(_) => plan.agent_config(0, &dir.path, public_keys).peers,
+        None => Vec::new(),
+    };
+    let directory = lightcone_core::directory::Directory::from_peers(&peers).map_err(|e| {
+        AuthorityError::Corrupt {
+            path: dir.keys().display().to_string(),
+            why: format!("the lab's directory: {e}"),
+        }
+    })?;
+    let r = record(dir)?;
+    let (group, shares) = group_and_shares(dir, usize::from(r.t))?;
+    let signers: Vec<&Share> = shares.iter().collect();
+    let sig = threshold::sign(&group, &signers, &directory.certified_message(), rng)?;
+    Ok(hex::encode(sig))
+}
+
 /// Signs an order for `scope` with `shares` (fewer than t: refused by the signing step).
 pub fn sign(
     group: &Group,

@@ -59,6 +59,8 @@ pub struct LabKeys {
     operator_public_hex: String,
     /// The authorities' threshold group key (hex; [`crate::authority`]), once made.
     authorities_hex: Option<String>,
+    /// The authorities' threshold signature over the lab's directory (hex), once made.
+    directory_cert_hex: Option<String>,
 }
 
 /// Where the lab's operator root key lives (hex seed, 0600).
@@ -158,6 +160,7 @@ impl LabKeys {
             public_hex,
             operator_public_hex: operator.public_hex(),
             authorities_hex: None,
+            directory_cert_hex: None,
         })
     }
 
@@ -166,12 +169,19 @@ impl LabKeys {
         self.authorities_hex = Some(hex);
     }
 
+    /// Every agent gets the authorities' certificate of the directory (hex; see
+    /// [`crate::authority::certify_directory`]) and checks it when it starts.
+    pub fn set_directory_cert(&mut self, hex: String) {
+        self.directory_cert_hex = Some(hex);
+    }
+
     /// Gives an agent's configuration the lab's public keys: the operator root (capability
     /// tokens) and the authorities' group key (runtime orders), with the protocol version
     /// orders need ([`protocol_for`]).
     pub fn configure(&self, cfg: &mut lightcone_core::config::AgentConfig) {
         cfg.operator_public_key_hex = Some(self.operator_public_hex.clone());
         cfg.authorities_key_hex = self.authorities_hex.clone();
+        cfg.directory_cert_hex = self.directory_cert_hex.clone();
         cfg.protocol_version = protocol_for(cfg);
     }
 

@@ -361,6 +361,7 @@ impl Plan {
             operator_public_key_hex: None,
             revoked_ids: Vec::new(),
             authorities_key_hex: None,
+            directory_cert_hex: None,
             order_serial_floor: 0,
             trust: self.trust,
         }

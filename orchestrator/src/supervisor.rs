@@ -362,6 +362,10 @@ async fn serve(
             }
         ));
         keys.set_authorities(auth.group_key_hex);
+        // Every node key certified at once by t of the authorities (issue 17).
+        let cert =
+            crate::authority::certify_directory(&dir, &plan, keys.public_hex(), &mut os_rng)?;
+        keys.set_directory_cert(cert);
         Some(keys)
     } else {
         None

@@ -555,6 +555,25 @@ impl Sim {
                     error: ConfigError::BadAuthoritiesKey,
                 })?;
             sim.authorities = Some(key);
+            // The directory's certificate, as the agent checks it (issue 17).
+            if let Some(c) = &first.directory_cert_hex {
+                let ok = hex::decode(c.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 64]>::try_from(b).ok())
+                    .is_some_and(|sig| {
+                        lightcone_core::trust::threshold::verify(
+                            &key,
+                            &sim.dir.certified_message(),
+                            &sig,
+                        )
+                    });
+                if !ok {
+                    return Err(SimError::Config {
+                        node: first.id,
+                        error: ConfigError::BadDirectoryCertificate,
+                    });
+                }
+            }
         }
         if let Some(s) = &sim.store {
             s.check().map_err(|e| SimError::Config {

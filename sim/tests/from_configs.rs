@@ -81,6 +81,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 operator_public_key_hex: None,
                 revoked_ids: Vec::new(),
                 authorities_key_hex: None,
+                directory_cert_hex: None,
                 order_serial_floor: 0,
                 trust: None,
             }

@@ -167,6 +167,7 @@ fn agent_config(id: u32) -> AgentConfig {
         operator_public_key_hex: None,
         revoked_ids: Vec::new(),
         authorities_key_hex: None,
+        directory_cert_hex: None,
         order_serial_floor: 0,
         trust: None,
     }

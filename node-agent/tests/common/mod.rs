@@ -91,6 +91,7 @@ pub fn pair_configs(
                 operator_public_key_hex: Some(operator().public_hex()),
                 revoked_ids: Vec::new(),
                 authorities_key_hex: None,
+                directory_cert_hex: None,
                 order_serial_floor: 0,
                 trust: None,
                 protocol_version: None,

@@ -80,12 +80,16 @@ pub fn agent_configs(plan: &Plan, seed: u64) -> Vec<AgentConfig> {
         .map(|s| hex::encode(SigningKey::from_bytes(s).verifying_key().as_bytes()))
         .collect();
     let authorities = authorities_key_hex(plan, seed);
+    // The directory certified by t of the authorities, as a lab's `up` does
+    // (`authority::certify_directory`); the simulator checks it at every boot.
+    let directory_cert = certify(plan, &public, seed);
     (0..plan.nodes.len())
         .map(|id| {
             let mut cfg = plan.agent_config(id, Path::new("/nonexistent-twin"), &public);
             // As a lab's `up` (`keys::LabKeys::configure`): the authorities' group key and
             // the protocol version their orders need, so the twin speaks what labs speak.
             cfg.authorities_key_hex = authorities.clone();
+            cfg.directory_cert_hex = directory_cert.clone();
             cfg.protocol_version = crate::keys::protocol_for(&cfg);
             cfg.secret_key_file = None;
             cfg.secret_key_hex = hex::encode(secrets[id]);
@@ -96,6 +100,28 @@ pub fn agent_configs(plan: &Plan, seed: u64) -> Vec<AgentConfig> {
             cfg
         })
         .collect()
+}
+
+/// The authorities' threshold signature over the twin's directory (hex), from the shares
+/// [`authorities`] derives; `None` if the DKG or signing fails (then nothing is checked).
+fn certify(plan: &Plan, public: &[String], seed: u64) -> Option<String> {
+    let (shares, group) = authorities(plan, seed)?;
+    let peers = plan.nodes.first().map(|_| {
+        plan.agent_config(0, Path::new("/nonexistent-twin"), public)
+            .peers
+    })?;
+    let dir = lightcone_core::directory::Directory::from_peers(&peers).ok()?;
+    let signers: Vec<&lightcone_core::trust::threshold::Share> =
+        shares.values().take(usize::from(group.t)).collect();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ 0x6469_7265_6374);
+    let sig = lightcone_core::trust::threshold::sign(
+        &group,
+        &signers,
+        &dir.certified_message(),
+        &mut rng,
+    )
+    .ok()?;
+    Some(hex::encode(sig))
 }
 
 /// How the twin carries a link, for the report.

@@ -285,6 +285,7 @@ mod tests {
                     position_au: [0.0; 3],
                 })
                 .collect(),
+            certified: Default::default(),
         };
         let alive = Update {
             node: 2,

@@ -24,6 +24,9 @@ pub struct DirEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     pub peers: Vec<DirEntry>,
+    /// [`Directory::certified_message`], computed once (the tiles of a multi-tile process
+    /// share one directory; `peers` must not change after the first call).
+    pub certified: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Directory {
@@ -47,7 +50,10 @@ impl Directory {
                 position_au: p.position_au,
             });
         }
-        Ok(Directory { peers: v })
+        Ok(Directory {
+            peers: v,
+            certified: Default::default(),
+        })
     }
     /// What the authorities' threshold key signs to certify every key of the directory at
     /// once (issue 17): a domain tag, then SHA-256 over each entry in id order — its id,
@@ -55,6 +61,12 @@ impl Directory {
     /// a key that is not the one the authorities certified (a swapped directory entry, a
     /// stale configuration) stops the agent with a clear error.
     pub fn certified_message(&self) -> Vec<u8> {
+        self.certified
+            .get_or_init(|| self.compute_certified_message())
+            .clone()
+    }
+
+    fn compute_certified_message(&self) -> Vec<u8> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         for (i, e) in self.peers.iter().enumerate() {

@@ -73,7 +73,10 @@ fn world() -> World {
         l.sort_unstable();
     }
     World {
-        dir: Arc::new(Directory { peers }),
+        dir: Arc::new(Directory {
+            peers,
+            ..Default::default()
+        }),
         secrets,
         links,
     }

@@ -363,7 +363,10 @@ impl Sim {
                 position_au: [1.0, 0.0, 0.0],
             })
             .collect();
-        let dir = Arc::new(Directory { peers });
+        let dir = Arc::new(Directory {
+            peers,
+            ..Default::default()
+        });
         let n = topo.nodes.len();
         let mut node_links = vec![Vec::new(); n];
         let mut links = BTreeMap::new();

@@ -1364,7 +1364,9 @@ async fn handle_http(
         (&Method::GET, "/metrics") => Control::Metrics,
         (&Method::GET, "/state") => Control::State,
         (&Method::POST, "/shutdown") => Control::Shutdown,
-        (&Method::POST, "/order") => {
+        // Threshold-signed bytes as hex: a runtime order, or a trust entry.
+        (&Method::POST, p @ ("/order" | "/trust-entry")) => {
+            let what = if p == "/order" { "order" } else { "entry" };
             let body = match body_of(req, MAX_BODY, "body too large").await {
                 Ok(b) => b,
                 Err(e) => return bad(&e),
@@ -1373,21 +1375,9 @@ async fn handle_http(
                 .ok()
                 .and_then(|t| hex::decode(t.trim()).ok())
             {
-                Some(b) => Control::Order(b),
-                None => return bad("body must be the order's bytes as hex"),
-            }
-        }
-        (&Method::POST, "/trust-entry") => {
-            let body = match body_of(req, MAX_BODY, "body too large").await {
-                Ok(b) => b,
-                Err(e) => return bad(&e),
-            };
-            match std::str::from_utf8(&body)
-                .ok()
-                .and_then(|t| hex::decode(t.trim()).ok())
-            {
+                Some(b) if p == "/order" => Control::Order(b),
                 Some(b) => Control::TrustEntry(b),
-                None => return bad("body must be the entry's bytes as hex"),
+                None => return bad(&format!("body must be the {what}'s bytes as hex")),
             }
         }
         (&Method::POST, "/clock") => {

@@ -50,6 +50,8 @@ use netlink_packet_core::{
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
+use super::put_attr;
+
 /// `TCA_OPTIONS` in a `tcmsg`.
 const TCA_OPTIONS: u16 = 2;
 const TCA_TBF_PARMS: u16 = 1;
@@ -111,15 +113,6 @@ pub fn burst_bytes() -> u32 {
 
 /// One psched tick in ns.
 const PSCHED_TICK_NS: u128 = 64;
-
-fn put_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = 4 + value.len();
-    let len16 = u16::try_from(len).expect("attribute larger than 64 KiB: encoder bug");
-    buf.extend_from_slice(&len16.to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(value);
-    buf.resize(buf.len() + (4 - len % 4) % 4, 0);
-}
 
 /// `struct tc_ratespec` for `bytes_per_s` (saturated at `u32::MAX`; `TCA_TBF_RATE64` then
 /// carries the rate), Ethernet link layer, `overhead` bytes a packet. `cell_log` 3 and

@@ -652,6 +652,24 @@ fn key_compromise_passes_and_fails_in_a_cell_without_a_quorum() {
         "{}",
         r.detail
     );
+    // Beyond 100 nodes the twin polls a sample: the named nodes' cells and, with a revoke
+    // in the timeline, the first node of every other cell, so the lab-wide reach is still
+    // judged in every cell, and says over how many nodes.
+    let big = std::fs::read_to_string(&shipped).unwrap().replace(
+        "clusters: 1, cells: 2, tiles: 7",
+        "clusters: 4, cells: 4, tiles: 16",
+    );
+    let big_file = tmp.path().join("big.yaml");
+    std::fs::write(&big_file, big).unwrap();
+    let ob = sim(&big_file, None, &tmp.path().join("big"));
+    let r = verdict(&ob, "revocation_reach_time <= 6s");
+    assert!(r.pass, "{r:?}");
+    assert!(
+        r.detail
+            .contains("revoked by all 30 nodes of the lab (the 30 polled of 255)"),
+        "{}",
+        r.detail
+    );
     // No quorum decided it, so the authorities signed nothing and no other cell refuses
     // the key either.
     let r = verdict(&o, "revocation_reach_time <= 6s");

@@ -1163,10 +1163,13 @@ impl Recording {
                 );
             };
             let peers: Vec<&str> = if lab_wide {
+                // The nodes the recording polled: every node in a lab; in a twin of more
+                // than 100 nodes its sample (the named nodes' cells and the first node of
+                // every other cell), said in the detail.
                 self.addrs
                     .keys()
                     .map(String::as_str)
-                    .filter(|n| *n != x)
+                    .filter(|n| *n != x && ids.contains_key(n))
                     .collect()
             } else {
                 self.peers(x)
@@ -1205,8 +1208,13 @@ impl Recording {
             let t = polls.iter().map(|q| q.t_real_s).fold(0.0, f64::max);
             let d = (t - m.t_real_s) * self.time_scale;
             worst = worst.max(d);
+            let of = if lab_wide && peers.len() + 1 < self.addrs.len() {
+                format!(" (the {} polled of {})", peers.len(), self.addrs.len() - 1)
+            } else {
+                String::new()
+            };
             notes.push(format!(
-                "{x}{whose}: {done} by all {} {who} within {}",
+                "{x}{whose}: {done} by all {} {who}{of} within {}",
                 peers.len(),
                 metric.fmt(d)
             ));

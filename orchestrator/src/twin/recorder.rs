@@ -214,8 +214,18 @@ impl Scope {
         } else {
             named.iter().map(|i| cell(*i)).collect()
         };
+        // A revocation is judged lab-wide (`revocation_reach_time`): sample the first node of
+        // every other cell too.
+        let revoking = timeline
+            .iter()
+            .any(|p| matches!(p.action, Action::Revoke { .. }));
+        let mut seen_cells: BTreeSet<String> = BTreeSet::new();
         let polled: Vec<u32> = (0..n)
-            .filter(|i| named.contains(i) || cells.contains(&cell(*i)))
+            .filter(|i| {
+                let c = cell(*i);
+                let first_of_cell = revoking && seen_cells.insert(c.clone());
+                named.contains(i) || cells.contains(&c) || first_of_cell
+            })
             .collect();
         Scope {
             full: false,

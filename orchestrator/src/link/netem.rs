@@ -104,8 +104,9 @@ pub const ASSUMED_UNLIMITED_PPS: u64 = 250_000;
 pub const BYTE_LIMIT_FRAME_BYTES: u64 = 1514;
 
 /// Errors of the netem engine. Encoding errors change nothing; for netlink errors, the
-/// kernel applies a qdisc replace atomically, so a failed [`apply`] leaves the previous root
-/// qdisc in place.
+/// kernel applies a qdisc replace atomically, so a failed [`apply`] of a link without a rate
+/// leaves the previous root qdisc in place. On a link with a rate, a step of the tree below
+/// netem that fails takes the tree down: the link is left with the kernel's default qdisc.
 #[derive(Debug, thiserror::Error)]
 pub enum NetemError {
     /// `time_scale` must be finite and positive. Nothing was changed.
@@ -129,7 +130,7 @@ pub enum NetemError {
     /// Nothing was changed.
     #[error("the kernel has no sch_netem qdisc (ifindex {ifindex}): {message}")]
     NotSupported { ifindex: u32, message: String },
-    /// The kernel refused a request. For `apply`, the previous root qdisc is still in place.
+    /// The kernel refused a request. For `apply`, see the enum's note on what is left.
     #[error("netem {op} on ifindex {ifindex} failed: {source}")]
     Netlink {
         op: &'static str,

@@ -85,6 +85,29 @@ impl Directory {
         m
     }
 
+    /// Checks `cert_hex`, the authorities' threshold signature (64 bytes hex) over this
+    /// directory, under their group key `authorities`: what an agent and the simulator check
+    /// before a node starts. The error says why.
+    pub fn check_certificate(
+        &self,
+        cert_hex: &str,
+        authorities: &VerifyingKey,
+    ) -> Result<(), String> {
+        let sig: [u8; 64] = hex::decode(cert_hex.trim())
+            .map_err(|e| e.to_string())?
+            .try_into()
+            .map_err(|_| "not 64 bytes".to_string())?;
+        if crate::trust::threshold::verify(authorities, &self.certified_message(), &sig) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the authorities' signature does not verify over this directory of {} nodes: \
+                 a node's key or identity differs from what the authorities certified",
+                self.len()
+            ))
+        }
+    }
+
     pub fn get(&self, id: u32) -> Option<&DirEntry> {
         self.peers.get(id as usize)
     }

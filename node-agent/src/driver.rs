@@ -91,19 +91,7 @@ pub fn check_directory_certificate(
     let group = authorities_key(
         authorities_hex.ok_or("a certificate needs the authorities' key (authorities_key_hex)")?,
     )?;
-    let sig: [u8; 64] = hex::decode(cert_hex.trim())
-        .map_err(|e| e.to_string())?
-        .try_into()
-        .map_err(|_| "not 64 bytes".to_string())?;
-    if lightcone_core::trust::threshold::verify(&group, &dir.certified_message(), &sig) {
-        Ok(())
-    } else {
-        Err(format!(
-            "the authorities' signature does not verify over this directory of {} nodes: a \
-             node's key or identity differs from what the authorities certified",
-            dir.len()
-        ))
-    }
+    dir.check_certificate(cert_hex, &group)
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {

@@ -108,6 +108,11 @@ pub enum AgentError {
 
 impl Agents {
     /// Agents of a lab whose node keys are `keys` (drawn at `up`, see [`crate::keys`]).
+    /// Node `id`'s public key (hex), as its peers' directories hold it.
+    pub fn public_key_hex(&self, id: usize) -> Option<&str> {
+        self.keys.public_hex().get(id).map(String::as_str)
+    }
+
     pub fn new(keys: LabKeys) -> Result<Agents, AgentError> {
         Ok(Agents {
             binary: agent_binary().ok_or(AgentError::NoBinary)?,

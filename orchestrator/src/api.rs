@@ -489,7 +489,7 @@ async fn countersign_revocation(s: ApiState, by: String, subject: usize) {
 }
 
 async fn countersign(s: &ApiState, by: &str, subject: usize) -> Result<String, String> {
-    let (members, dir, name, secret) = {
+    let (members, dir, name, public) = {
         let lab = s.lab.lock().expect("lab lock");
         let plan = &lab.plan;
         let cell = |i: usize| {
@@ -518,7 +518,10 @@ async fn countersign(s: &ApiState, by: &str, subject: usize) -> Result<String, S
                 path: lab.dir.path.clone(),
             },
             plan.nodes[subject].name.clone(),
-            crate::keys::secret_path(&lab.dir, subject),
+            lab.agents
+                .as_ref()
+                .and_then(|a| a.public_key_hex(subject))
+                .map(str::to_string),
         )
     };
     let n = members.len();
@@ -561,15 +564,11 @@ async fn countersign(s: &ApiState, by: &str, subject: usize) -> Result<String, S
             })
             .count();
     }
-    // The key the cell revoked: the directory's for `subject`, from the lab's keys.
-    let seed = std::fs::read_to_string(&secret)
-        .ok()
-        .and_then(|t| hex::decode(t.trim()).ok())
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| format!("{name}'s key at {} is unreadable", secret.display()))?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed)
-        .verifying_key()
-        .to_bytes();
+    // The key the cell revoked: the directory's for `subject`.
+    let key: [u8; 32] = public
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{name} has no public key in the lab (no agents?)"))?;
     let rec = crate::authority::record(&dir).map_err(|e| e.to_string())?;
     let (group, shares) =
         crate::authority::group_and_shares(&dir, usize::from(rec.t)).map_err(|e| e.to_string())?;

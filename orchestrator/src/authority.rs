@@ -370,29 +370,56 @@ pub fn resolve(plan: &Plan, name: &str) -> Result<Scope, AuthorityError> {
 }
 
 /// Certifies every node key of the lab at once (issue 17): t of the authorities' shares
-/// sign the directory the agents are given ([`lightcone_core::directory::Directory::certified_message`]
-/// over `plan`'s nodes with `public_keys`). Returns the signature (hex) that goes into every
-/// agent's configuration; an agent whose directory differs refuses to start.
+/// (from the lab's `keys/`) sign the directory the agents are given ([`sign_directory`]).
+/// Returns the signature (hex) that goes into every agent's configuration; an agent whose
+/// directory differs refuses to start.
 pub fn certify_directory(
     dir: &LabDir,
     plan: &Plan,
     public_keys: &[String],
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<String, AuthorityError> {
-    let peers = match plan.nodes.first() {
-        Some(_) => plan.agent_config(0, &dir.path, public_keys).peers,
-        None => Vec::new(),
-    };
-    let directory = lightcone_core::directory::Directory::from_peers(&peers).map_err(|e| {
-        AuthorityError::Corrupt {
-            path: dir.keys().display().to_string(),
-            why: format!("the lab's directory: {e}"),
-        }
-    })?;
     let r = record(dir)?;
     let (group, shares) = group_and_shares(dir, usize::from(r.t))?;
     let signers: Vec<&Share> = shares.iter().collect();
-    let sig = threshold::sign(&group, &signers, &directory.certified_message(), rng)?;
+    sign_directory(plan, public_keys, &group, &signers, rng).map_err(|e| match e {
+        DirectorySigning::Directory(why) => AuthorityError::Corrupt {
+            path: dir.keys().display().to_string(),
+            why,
+        },
+        DirectorySigning::Threshold(e) => e.into(),
+    })
+}
+
+/// Why [`sign_directory`] failed.
+#[derive(Debug)]
+pub enum DirectorySigning {
+    /// The plan's directory is not one (a bad public key).
+    Directory(String),
+    Threshold(threshold::ThresholdError),
+}
+
+/// The authorities' threshold signature (hex) over the directory of `plan` with
+/// `public_keys` ([`lightcone_core::directory::Directory::certified_message`] over the peer
+/// list every agent gets), by `signers` (at least t): the lab's `up` and the twin both call it.
+pub fn sign_directory(
+    plan: &Plan,
+    public_keys: &[String],
+    group: &threshold::Group,
+    signers: &[&Share],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<String, DirectorySigning> {
+    let peers = match plan.nodes.first() {
+        Some(_) => {
+            plan.agent_config(0, std::path::Path::new("/nonexistent"), public_keys)
+                .peers
+        }
+        None => Vec::new(),
+    };
+    let directory = lightcone_core::directory::Directory::from_peers(&peers)
+        .map_err(|e| DirectorySigning::Directory(format!("the lab's directory: {e}")))?;
+    let sig = threshold::sign(group, signers, &directory.certified_message(), rng)
+        .map_err(DirectorySigning::Threshold)?;
     Ok(hex::encode(sig))
 }
 

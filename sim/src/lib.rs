@@ -560,17 +560,7 @@ impl Sim {
             sim.authorities = Some(key);
             // The directory's certificate, as the agent checks it (issue 17).
             if let Some(c) = &first.directory_cert_hex {
-                let ok = hex::decode(c.trim())
-                    .ok()
-                    .and_then(|b| <[u8; 64]>::try_from(b).ok())
-                    .is_some_and(|sig| {
-                        lightcone_core::trust::threshold::verify(
-                            &key,
-                            &sim.dir.certified_message(),
-                            &sig,
-                        )
-                    });
-                if !ok {
+                if sim.dir.check_certificate(c, &key).is_err() {
                     return Err(SimError::Config {
                         node: first.id,
                         error: ConfigError::BadDirectoryCertificate,

@@ -603,19 +603,19 @@ pub async fn apply(
     request_ack(handle, replace_request(ifindex, options))
         .await
         .map_err(|source| refused("replace", ifindex, source))?;
-    // What is below our netem now: its handle (the kernel numbers it) and our tbf, if any.
-    let Some(root) = root_qdisc(handle, ifindex).await? else {
+    // What is below our netem now (one dump): its handle (the kernel numbers it) and our
+    // tbf, if any.
+    let now = qdiscs(handle, ifindex).await?;
+    let Some(root) = now.iter().find(|tc| tc.header.parent == TcHandle::ROOT) else {
         return Err(NetemError::NotNetem(ifindex));
     };
     let netem_class = TcHandle {
         major: root.header.handle.major,
         minor: 1,
     };
-    let tbf_below = find_qdisc(handle, ifindex, |tc| {
+    let tbf_below = now.iter().any(|tc| {
         tc.header.parent == netem_class && tc.header.handle == prio::TBF && is_kind(tc, "tbf")
-    })
-    .await?
-    .is_some();
+    });
     match tbf {
         None if tbf_below => delete_child(handle, ifindex, netem_class, prio::TBF).await,
         None => Ok(()),
@@ -713,12 +713,20 @@ async fn root_qdisc(
     find_qdisc(handle, ifindex, |tc| tc.header.parent == TcHandle::ROOT).await
 }
 
-/// The first qdisc of `ifindex` that `pred` accepts, from a dump of the namespace's qdiscs.
+/// The first qdisc of `ifindex` that `pred` accepts, from one dump.
 async fn find_qdisc(
     handle: &rtnetlink::Handle,
     ifindex: u32,
     pred: impl Fn(&TcMessage) -> bool,
 ) -> Result<Option<TcMessage>, NetemError> {
+    Ok(qdiscs(handle, ifindex)
+        .await?
+        .into_iter()
+        .find(|tc| pred(tc)))
+}
+
+/// Every qdisc of `ifindex`, from one dump of the namespace's qdiscs.
+async fn qdiscs(handle: &rtnetlink::Handle, ifindex: u32) -> Result<Vec<TcMessage>, NetemError> {
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetQueueDiscipline(
         TcMessage::with_index(ifindex as i32),
     ));
@@ -729,14 +737,14 @@ async fn find_qdisc(
         source,
     };
     let mut responses = handle.clone().request(req).map_err(err)?;
-    let mut found = None;
-    // Drain the whole dump even after a match, so the request completes cleanly.
+    let mut found = Vec::new();
+    // Drain the whole dump, so the request completes cleanly.
     while let Some(msg) = responses.next().await {
         match msg.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewQueueDiscipline(tc))
-                if tc.header.index == ifindex as i32 && pred(&tc) =>
+                if tc.header.index == ifindex as i32 =>
             {
-                found.get_or_insert(tc);
+                found.push(tc);
             }
             NetlinkPayload::Error(e) if e.code.is_some() => {
                 return Err(err(rtnetlink::Error::NetlinkError(e)))
@@ -847,16 +855,18 @@ pub async fn class_a_stats(
     handle: &rtnetlink::Handle,
     ifindex: u32,
 ) -> Result<NetemStats, NetemError> {
-    match root_qdisc(handle, ifindex).await? {
-        Some(tc) if is_netem(&tc) => {}
-        _ => return Err(NetemError::NotNetem(ifindex)),
-    }
-    find_qdisc(handle, ifindex, |tc| {
-        tc.header.parent == prio::CLASS_A_BAND && tc.header.handle == prio::CLASS_A_QUEUE
-    })
-    .await?
-    .map(|tc| read_stats(&tc))
-    .ok_or(NetemError::NotNetem(ifindex))
+    let all = qdiscs(handle, ifindex).await?;
+    let root_is_netem = all
+        .iter()
+        .any(|tc| tc.header.parent == TcHandle::ROOT && is_netem(tc));
+    all.iter()
+        .find(|tc| {
+            root_is_netem
+                && tc.header.parent == prio::CLASS_A_BAND
+                && tc.header.handle == prio::CLASS_A_QUEUE
+        })
+        .map(read_stats)
+        .ok_or(NetemError::NotNetem(ifindex))
 }
 
 fn read_stats(tc: &TcMessage) -> NetemStats {

@@ -106,22 +106,10 @@ pub fn agent_configs(plan: &Plan, seed: u64) -> Vec<AgentConfig> {
 /// [`authorities`] derives; `None` if the DKG or signing fails (then nothing is checked).
 fn certify(plan: &Plan, public: &[String], seed: u64) -> Option<String> {
     let (shares, group) = authorities(plan, seed)?;
-    let peers = plan.nodes.first().map(|_| {
-        plan.agent_config(0, Path::new("/nonexistent-twin"), public)
-            .peers
-    })?;
-    let dir = lightcone_core::directory::Directory::from_peers(&peers).ok()?;
     let signers: Vec<&lightcone_core::trust::threshold::Share> =
         shares.values().take(usize::from(group.t)).collect();
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ 0x6469_7265_6374);
-    let sig = lightcone_core::trust::threshold::sign(
-        &group,
-        &signers,
-        &dir.certified_message(),
-        &mut rng,
-    )
-    .ok()?;
-    Some(hex::encode(sig))
+    crate::authority::sign_directory(plan, public, &group, &signers, &mut rng).ok()
 }
 
 /// How the twin carries a link, for the report.

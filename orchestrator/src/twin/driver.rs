@@ -105,10 +105,10 @@ pub(super) struct Twin {
         lightcone_core::trust::threshold::Group,
     )>,
     /// Each node's cell (layer, cluster, cell) and whether it is an authority, by id.
-    pub cells: Vec<(u16, u16, u16, bool)>,
-    /// Revocations asked of a cell and not yet countersigned: (subject, asked through,
-    /// members that decided it so far).
-    revocations: Vec<(u32, u32, BTreeSet<u32>)>,
+    cells: Vec<(u16, u16, u16, bool)>,
+    /// Revocations asked of a cell and not yet countersigned: (subject, asked through, the
+    /// cell's BFT quorum, members that decided it so far).
+    revocations: Vec<(u32, u32, usize, BTreeSet<u32>)>,
 }
 
 impl Twin {
@@ -173,7 +173,15 @@ impl Twin {
             final_reads: Vec::new(),
             store: super::store_work::StoreWork::default(),
             authorities: None,
-            cells: Vec::new(),
+            cells: plan
+                .nodes
+                .iter()
+                .map(|n| {
+                    let a = n.addr;
+                    let auth = n.role == lightcone_core::config::Role::Authority;
+                    (a.layer, a.cluster, a.cell, auth)
+                })
+                .collect(),
             revocations: Vec::new(),
         }
     }
@@ -197,19 +205,9 @@ impl Twin {
     /// through floods it (`Command::TrustEntry`). The lab reaches the same point up to its
     /// 100-ms state polls later.
     fn countersign_decided(&mut self) {
-        let quorums: Vec<usize> = self
-            .revocations
-            .iter()
-            .map(|(_, by, _)| {
-                let n = self.cell_members(*by).len();
-                n - n.saturating_sub(1) / 3
-            })
-            .collect();
         let mut ready = Vec::new();
-        let mut k = 0;
-        self.revocations.retain(|(v, by, decided)| {
-            let keep = decided.len() < quorums[k];
-            k += 1;
+        self.revocations.retain(|(v, by, quorum, decided)| {
+            let keep = decided.len() < *quorum;
             if !keep {
                 ready.push((*v, *by));
             }
@@ -471,7 +469,7 @@ impl Twin {
                     self.store.reads.insert((node, request), Err(reason));
                 }
                 CoreEvent::KeyRevokedByGroup { node: v, .. } => {
-                    for (subject, _, decided) in &mut self.revocations {
+                    for (subject, _, _, decided) in &mut self.revocations {
                         if *subject == v {
                             decided.insert(node);
                         }
@@ -662,7 +660,9 @@ impl Twin {
             Action::Revoke { node, by } => {
                 let (v, b) = (self.id(node)?, self.id(by)?);
                 self.command(b, by, &Command::BftRevoke { node: v })?;
-                self.revocations.push((v, b, BTreeSet::new()));
+                let n = self.cell_members(b).len();
+                let quorum = n - n.saturating_sub(1) / 3;
+                self.revocations.push((v, b, quorum, BTreeSet::new()));
                 Ok(())
             }
             Action::Partition { .. }

@@ -175,19 +175,6 @@ pub fn simulate(
     }
     let mut twin = driver::Twin::new(sim, &plan, &timeline);
     twin.authorities = config::authorities(&plan, sc.seed);
-    twin.cells = plan
-        .nodes
-        .iter()
-        .map(|n| {
-            let a = n.addr;
-            (
-                a.layer,
-                a.cluster,
-                a.cell,
-                n.role == lightcone_core::config::Role::Authority,
-            )
-        })
-        .collect();
     twin.store.class = topo.store.as_ref().map(|s| s.class.clone());
     progress(&format!(
         "recording: {}",

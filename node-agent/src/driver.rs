@@ -197,6 +197,8 @@ pub struct Metrics {
     /// capability (counted by the HTTP task, see [`Gate`]).
     capability_refused: IntCounterVec,
     node: String,
+    /// The tile runtime's own cost (issue 18's budget).
+    pub runtime: crate::runtime::Runtime,
 }
 
 /// The kill switch's series (issue 18), in the text format like the store's.
@@ -331,6 +333,7 @@ impl Metrics {
             }
         }
         Ok(Metrics {
+            runtime: crate::runtime::Runtime::new(),
             registry,
             members,
             locality,
@@ -450,6 +453,7 @@ impl Metrics {
             crate::BUILD_VARIANT,
             node.build().version
         ));
+        text.push_str(&self.runtime.render(n));
         text
     }
 }
@@ -1023,7 +1027,11 @@ impl Prepared {
                             let mut snap = node.snapshot();
                             snap.time = node.time_view(now);
                             snap.thermal = node.heat().map(|h| h.stats(now));
-                            Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&snap).unwrap_or_default()))
+                            let mut v = serde_json::to_value(&snap).unwrap_or_default();
+                            if let Some(o) = v.as_object_mut() {
+                                o.insert("runtime".into(), serde_json::to_value(metrics.runtime.view()).unwrap_or_default());
+                            }
+                            Some((StatusCode::OK, "application/json", serde_json::to_vec_pretty(&v).unwrap_or_default()))
                         }
                         Control::Clock(fault) => {
                             Some(match node.command(now, &Command::ClockFault(fault), &mut out) {

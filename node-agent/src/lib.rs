@@ -12,6 +12,7 @@ pub mod driver;
 pub mod dscp;
 pub mod group;
 pub mod pct;
+pub mod runtime;
 
 /// Which build of the agent this is (issue 18's rollout tests build variants as cargo
 /// features: `defect-drop-forward`, `variant-b`); `standard` without either.

@@ -125,6 +125,13 @@ pub struct AgentConfig {
     /// Issue 17's watch hardening, the topology's `trust:` section. `None`: all off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustOptions>,
+    /// Agent builds the authorities approved (issue 18's attestation): encoded
+    /// `BuildApproval` log entries, hex, each threshold-signed under
+    /// `authorities_key_hex`. When given, the agent takes a neighbour into routing only
+    /// once it attested an approved build (see `update::attest`), and refuses to start if
+    /// an entry does not verify. Empty: attestation not required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_builds: Vec<String>,
 }
 
 /// Issue 17's options of the neighbourhood watch a lab turns on (the topology's `trust:`
@@ -349,6 +356,8 @@ pub enum ConfigError {
     BadAuthoritiesKey,
     #[error("directory_cert_hex is not the authorities' threshold signature over this directory")]
     BadDirectoryCertificate,
+    #[error("approved_builds: an entry is malformed or not the authorities' threshold signature of a build approval")]
+    BadApprovedBuild,
     #[error("public key of peer {0} is not a valid ed25519 key")]
     BadPublicKey(u32),
     #[error("the secret key does not match this node's public key in the directory")]

@@ -95,6 +95,13 @@ pub enum Outcome {
     /// A trust entry refused: malformed, or not signed by the authorities' threshold key
     /// (`watch`).
     TrustRefused,
+    /// A neighbour's attestation of an approved build, accepted (`watch`, issue 18).
+    AttestAdmitted,
+    /// A valid attestation of a build the authorities did not approve (`watch`).
+    AttestUnapproved,
+    /// An attestation whose signature does not verify for its sender's current boot
+    /// (`watch`).
+    AttestForged,
 }
 
 impl Outcome {
@@ -150,6 +157,9 @@ impl Outcome {
             Outcome::TrustApplied => "trust_applied",
             Outcome::TrustDuplicate => "trust_duplicate",
             Outcome::TrustRefused => "trust_refused",
+            Outcome::AttestAdmitted => "attest_admitted",
+            Outcome::AttestUnapproved => "attest_unapproved",
+            Outcome::AttestForged => "attest_forged",
         }
     }
 }
@@ -276,6 +286,9 @@ mod tests {
             (Outcome::TrustApplied, "trust_applied"),
             (Outcome::TrustDuplicate, "trust_duplicate"),
             (Outcome::TrustRefused, "trust_refused"),
+            (Outcome::AttestAdmitted, "attest_admitted"),
+            (Outcome::AttestUnapproved, "attest_unapproved"),
+            (Outcome::AttestForged, "attest_forged"),
         ];
         for (o, s) in all {
             assert_eq!(o.as_str(), s);

@@ -259,6 +259,12 @@ pub enum Event {
     KeyRevokedByAuthorities {
         node: u32,
     },
+    /// Neighbour `node` attested a build the authorities did not approve (SHA-256
+    /// `build`): it is not taken into routing (issue 18's attestation).
+    AttestRefused {
+        node: u32,
+        build: [u8; 32],
+    },
     /// An object put answered [`Reply::Pending`] is held: every shard acknowledged, or
     /// more than k of them once the ack timeout passed (repair restores the rest).
     ObjectStored {

@@ -114,6 +114,8 @@ pub struct Node {
     verdicts: Option<Box<crate::trust::verdicts::Verdicts>>,
     /// The build this node runs and its neighbours' protocol versions (issue 18).
     update: crate::update::Versions,
+    /// Our measured build and our neighbours' attestations (issue 18's tile runtime).
+    attest: crate::update::attest::Attestation,
     /// A key we were given to impersonate its node with (the `steal_key` test fault).
     stolen: Option<Box<Stolen>>,
 }
@@ -138,6 +140,7 @@ impl Node {
             ("node.summaries", self.summaries.len()),
             ("node.puts", self.puts.len()),
             ("node.quiet_hinted", self.quiet_hinted.len()),
+            ("node.attest", self.attest.len()),
             ("node.pending", self.pending.len()),
             ("claims.sigs", self.claim_sigs.len()),
             ("cell_log.len", self.cell_log.log.len() as usize),
@@ -284,6 +287,7 @@ impl Node {
             bft_applied: 0,
             verdicts: None,
             update: Default::default(),
+            attest: Default::default(),
             stolen: None,
         };
         if bft_verdicts {
@@ -311,10 +315,60 @@ impl Node {
         &mut self,
         e: &crate::trust::log::Entry,
     ) -> Result<bool, crate::trust::threshold::ThresholdError> {
-        match self.trust.as_mut() {
-            Some(t) => t.apply(e),
-            None => Err(crate::trust::threshold::ThresholdError::BadSignature),
+        let new = match self.trust.as_mut() {
+            Some(t) => t.apply(e)?,
+            None => return Err(crate::trust::threshold::ThresholdError::BadSignature),
+        };
+        if new && e.kind == crate::trust::log::EntryKind::BuildApproval {
+            // Neighbours that attested this build are admitted now.
+            let Some(t) = self.trust.as_ref() else {
+                return Ok(new);
+            };
+            let now = self.now;
+            for n in self.attest.recheck(|h| t.is_approved(h)) {
+                self.counters
+                    .count(Direction::Watch, Outcome::AttestAdmitted);
+                self.routing.admit(n, now);
+            }
         }
+        Ok(new)
+    }
+
+    /// Sets what this node runs, measured at start (issue 18's attestation,
+    /// [`crate::update::attest`]): signed at [`Node::start`] and shown to every neighbour.
+    /// Call before [`Node::start`].
+    pub fn set_measurement(&mut self, m: crate::update::attest::Measurement) {
+        self.attest.set_measurement(m);
+    }
+
+    /// Requires attestation from neighbours: from now on one is taken into routing only
+    /// with a build approved by `approvals` (threshold-signed `BuildApproval` entries,
+    /// checked under the authorities' key: call [`Node::set_trust`] first) or by one that
+    /// arrives later as a trust entry. A bad entry is an error, and nothing is changed.
+    /// Call before [`Node::start`].
+    pub fn require_attestation(
+        &mut self,
+        approvals: &[crate::trust::log::Entry],
+    ) -> Result<(), crate::trust::threshold::ThresholdError> {
+        let Some(t) = self.trust.as_ref() else {
+            return Err(crate::trust::threshold::ThresholdError::BadSignature);
+        };
+        let mut t = t.clone();
+        for e in approvals {
+            if e.kind != crate::trust::log::EntryKind::BuildApproval {
+                return Err(crate::trust::threshold::ThresholdError::WrongKind);
+            }
+            t.apply(e)?;
+        }
+        self.trust = Some(t);
+        self.attest.require();
+        self.routing.set_gated();
+        Ok(())
+    }
+
+    /// Our attestation and what we know of our neighbours' (`/state`'s `attest`).
+    pub fn attestation(&self) -> crate::update::attest::AttestView {
+        self.attest.view()
     }
 
     /// A trust entry from the operator (`from` None) or neighbour `from`: checked against
@@ -344,6 +398,7 @@ impl Node {
                 .events
                 .push(Event::KeyRevokedByAuthorities { node: e.subject });
         }
+        // Approvals flood like revocations: every tile must know every approved build.
         let links: Vec<u32> = self
             .routing
             .neighbors()
@@ -423,6 +478,17 @@ impl Node {
         // A booting node asks every neighbour for its table: an empty *full* advert, which
         // no table ever is (a full advert always carries the sender's own entry).
         let neighbours: Vec<u32> = self.routing.neighbors().collect();
+        self.attest
+            .sign(&self.key, self.params.auth, self.id, self.boot_epoch);
+        if self.attest.payload(false).is_some() {
+            self.counters.auth_ops[0] += 1;
+        }
+        if let Some(p) = self.attest.payload(false) {
+            for &n in &neighbours {
+                self.attest.sent(n, now);
+                self.fx.send_link(n, p.clone());
+            }
+        }
         for n in neighbours {
             self.fx.send_link(
                 n,
@@ -812,6 +878,10 @@ impl Node {
                 .collect(),
             quarantine: self.routing.quarantined().iter().copied().collect(),
             revoked: self.revoked_nodes(),
+            attest: {
+                let v = self.attest.view();
+                (v.build.is_some() || v.required).then_some(v)
+            },
             byzantine: {
                 let mut b = self.byzantine.names();
                 if self.stolen.is_some() {
@@ -1065,6 +1135,17 @@ impl Node {
                     .collect();
                 for (n, hello) in self.update.hellos_due(now, &neighbours) {
                     fx.send_link(n, hello);
+                }
+                // Neighbours heard from without a valid attestation are asked again.
+                let unattested: Vec<(u32, Duration)> = neighbours
+                    .iter()
+                    .copied()
+                    .filter(|(n, _)| self.routing.heard_lately(*n, now))
+                    .collect();
+                if let Some(p) = self.attest.payload(false) {
+                    for n in self.attest.due(now, &unattested) {
+                        fx.send_link(n, p.clone());
+                    }
                 }
                 // A neighbour that gets a repeat needs no keepalive: anything heard proves
                 // the link.
@@ -1765,6 +1846,9 @@ impl Node {
             self.peer_epochs.insert(h.src, h.src_epoch);
             self.replay.remove(&h.src);
             self.update.forget(h.src);
+            // Its new boot may run another build: it attests again before it routes.
+            self.attest.forget(h.src);
+            self.routing.unadmit(h.src);
             // A cell neighbour rebooted with a fresh view (one its peers had not yet
             // declared dead, or it would be caught up as below): catch it up. Neighbours
             // only, so a quick reboot costs a few frames per link, not one per member.
@@ -2051,6 +2135,17 @@ impl Node {
                 }
             }
             Payload::Order(bytes) => order = Some(bytes),
+            // Only a neighbour's own attestation, of its current boot.
+            Payload::Attest {
+                build,
+                config,
+                reply,
+                sig,
+            } if src == link => {
+                let m = crate::update::attest::Measurement { build, config };
+                self.on_attest(now, link, m, reply, &sig, &mut fx);
+            }
+            Payload::Attest { .. } => {}
             Payload::Trust(bytes) => trust_msg = Some(bytes),
             Payload::Hello { .. } => {}
             Payload::Store(bytes) => store_msg = Some(bytes),
@@ -2108,6 +2203,62 @@ impl Node {
         self.flush_clock();
         if self.routing.has_pending_update() {
             self.arm_triggered(now);
+        }
+    }
+
+    /// Neighbour `n`'s attestation (see [`crate::update::attest`]): checked under its key
+    /// for its current boot; an approved build admits it to routing when we require
+    /// attestation. One that is not a reply is answered with ours.
+    fn on_attest(
+        &mut self,
+        now: Instant,
+        n: u32,
+        m: crate::update::attest::Measurement,
+        reply: bool,
+        sig: &[u8; 64],
+        fx: &mut Effects,
+    ) {
+        use crate::update::attest::Verdict;
+        let Some(key) = self.dir.get(n).map(|e| e.key) else {
+            return;
+        };
+        let epoch = self.peer_epoch(n);
+        let trust = self.trust.as_ref();
+        self.counters.auth_ops[1] += 1;
+        let verdict = self
+            .attest
+            .on_attest(n, epoch, &key, self.params.auth, m, sig, |h| {
+                trust.is_some_and(|t| t.is_approved(h))
+            });
+        match verdict {
+            Verdict::Forged => {
+                self.counters.count(Direction::Watch, Outcome::AttestForged);
+                return;
+            }
+            Verdict::Unapproved => {
+                self.counters
+                    .count(Direction::Watch, Outcome::AttestUnapproved);
+                if self.attest.required() {
+                    fx.events.push(Event::AttestRefused {
+                        node: n,
+                        build: m.build,
+                    });
+                }
+            }
+            Verdict::Admitted { newly } => {
+                if newly {
+                    self.counters
+                        .count(Direction::Watch, Outcome::AttestAdmitted);
+                    if self.attest.required() {
+                        self.routing.admit(n, now);
+                    }
+                }
+            }
+        }
+        if !reply {
+            if let Some(p) = self.attest.payload(true) {
+                fx.sends.push((Dest::Link, Some(n), p));
+            }
         }
     }
 

@@ -305,6 +305,10 @@ pub struct Routing {
     repeat_full: BTreeMap<u32, Instant>,
     quarantine: BTreeSet<u32>,
     distrust: BTreeSet<u32>,
+    /// Attestation required (issue 18): a link comes up only to an admitted neighbour.
+    gated: bool,
+    /// Neighbours whose attestation was accepted (`crate::update::attest`).
+    admitted: BTreeSet<u32>,
     pub locality: Locality,
 }
 
@@ -364,6 +368,8 @@ impl Routing {
             repeat_full: BTreeMap::new(),
             quarantine: BTreeSet::new(),
             distrust: BTreeSet::new(),
+            gated: false,
+            admitted: BTreeSet::new(),
             locality: Locality::default(),
         }
     }
@@ -505,7 +511,8 @@ impl Routing {
             return;
         };
         l.last_heard = Some(now);
-        if !l.up && !self.quarantine.contains(&n) {
+        let admitted = !self.gated || self.admitted.contains(&n);
+        if !l.up && !self.quarantine.contains(&n) && admitted {
             l.up = true;
             self.owe_full.insert(n);
             self.recompute_via(n);
@@ -646,9 +653,44 @@ impl Routing {
         }
     }
 
-    /// Applies an advertisement from neighbour `n`.
+    /// From now on a link comes up only to a neighbour admitted by attestation
+    /// ([`Routing::admit`]; issue 18, `crate::update::attest`).
+    pub fn set_gated(&mut self) {
+        self.gated = true;
+    }
+
+    /// Neighbour `n`'s attestation was accepted: its link comes up if it was heard within
+    /// its timeout (else when next heard), with the routes it advertised meanwhile. True
+    /// when the link came up now.
+    pub fn admit(&mut self, n: u32, now: Instant) -> bool {
+        self.admitted.insert(n);
+        let Some(l) = self.links.get_mut(&n) else {
+            return false;
+        };
+        let fresh = l
+            .last_heard
+            .is_some_and(|t| now.saturating_since(t) <= l.timeout);
+        if !l.up && fresh && !self.quarantine.contains(&n) {
+            l.up = true;
+            self.owe_full.insert(n);
+            self.recompute_via(n);
+            return true;
+        }
+        false
+    }
+
+    /// Neighbour `n` must attest again (it rebooted): its link goes down until it does.
+    pub fn unadmit(&mut self, n: u32) {
+        if self.gated && self.admitted.remove(&n) {
+            self.link_down(n);
+        }
+    }
+
+    /// Applies an advertisement from neighbour `n`. A neighbour heard but not yet admitted
+    /// by attestation has its adverts kept, unused until it is.
     pub fn on_advert(&mut self, n: u32, now: Instant, entries: &[RouteEntry]) {
-        if !self.links.get(&n).is_some_and(|l| l.up) {
+        let waiting = self.gated && !self.admitted.contains(&n);
+        if !self.links.get(&n).is_some_and(|l| l.up || waiting) {
             return;
         }
         let mut touched = BTreeSet::new();

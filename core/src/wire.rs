@@ -378,6 +378,15 @@ pub enum Payload {
     /// or a revocation ([`crate::trust::threshold`]), flooded over every link by each node
     /// that applies it first. Opaque here.
     Trust(Vec<u8>),
+    /// An attestation (issue 18's tile runtime, kind 39): the SHA-256 of the sender's agent
+    /// build and of its configuration, signed with its tile key for its current boot
+    /// ([`crate::update::attest`]); `reply` when it answers one. Link-local.
+    Attest {
+        build: [u8; 32],
+        config: [u8; 32],
+        reply: bool,
+        sig: [u8; 64],
+    },
 }
 
 /// Kind of [`Payload::Data`] (workload traffic).
@@ -407,6 +416,10 @@ pub const KIND_ORDER: u8 = 35;
 /// (28–39), so version 2 carries it: every node, whatever its build, must be able to learn
 /// that a key is revoked (a version-2 build older than this kind drops it as unknown).
 pub const KIND_TRUST: u8 = 38;
+/// Attestation of a node's build (issue 18's tile runtime). In issue 17's range (28–39),
+/// so version 2 carries it too: every build must prove what it runs, or a tile could skip
+/// attestation by speaking N−1.
+pub const KIND_ATTEST: u8 = 39;
 
 /// Whether a datagram is Class-A traffic (issue 15): control and safety — membership,
 /// routing, time, thermal signals and leases, trust, orders — rather than workload data
@@ -453,6 +466,7 @@ impl Payload {
             Payload::Order(_) => KIND_ORDER,
             Payload::Store(_) => KIND_STORE,
             Payload::Trust(_) => KIND_TRUST,
+            Payload::Attest { .. } => KIND_ATTEST,
         }
     }
 
@@ -491,6 +505,7 @@ impl Payload {
             Payload::Order(_) => "order",
             Payload::Store(_) => "store",
             Payload::Trust(_) => "trust",
+            Payload::Attest { .. } => "attest",
         }
     }
 
@@ -584,6 +599,17 @@ impl Payload {
                 let n = b.len().min(MAX_BLOB);
                 w.extend_from_slice(&(n as u16).to_be_bytes());
                 w.extend_from_slice(&b[..n]);
+            }
+            Payload::Attest {
+                build,
+                config,
+                reply,
+                sig,
+            } => {
+                w.extend_from_slice(build);
+                w.extend_from_slice(config);
+                w.push(u8::from(*reply));
+                w.extend_from_slice(sig);
             }
         }
     }
@@ -729,6 +755,21 @@ impl Payload {
                     KIND_STORE => Payload::Store(blob),
                     KIND_TRUST => Payload::Trust(blob),
                     _ => Payload::Order(blob),
+                }
+            }
+            KIND_ATTEST => {
+                let mut build = [0u8; 32];
+                build.copy_from_slice(r.take(32)?);
+                let mut config = [0u8; 32];
+                config.copy_from_slice(r.take(32)?);
+                let reply = r.bool()?;
+                let mut sig = [0u8; 64];
+                sig.copy_from_slice(r.take(64)?);
+                Payload::Attest {
+                    build,
+                    config,
+                    reply,
+                    sig,
                 }
             }
             k => return Err(WireError::UnknownKind(k)),
@@ -965,6 +1006,7 @@ pub fn parse(b: &[u8]) -> Result<Frame<'_>, WireError> {
     if !(1..=KIND_MAX).contains(&kind)
         && !(KIND_HELLO..=KIND_ORDER).contains(&kind)
         && kind != KIND_TRUST
+        && kind != KIND_ATTEST
     {
         return Err(WireError::UnknownKind(kind));
     }

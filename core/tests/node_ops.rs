@@ -574,3 +574,47 @@ fn a_stolen_key_signs_frames_as_its_owner_until_the_node_is_honest_again() {
         "honest again: nothing forged"
     );
 }
+
+/// Issue 18's attestation: approvals are checked before anything changes — none without
+/// the authorities' key, a forged one, or an entry of another kind — and a node given
+/// valid ones shows that it requires attestation.
+#[test]
+fn attestation_is_required_only_with_approvals_the_authorities_signed() {
+    use lightcone_core::trust::log::{Entry, EntryKind};
+    use lightcone_core::trust::threshold::{self, BuildApproval, ThresholdError};
+    use rand::SeedableRng;
+    let w = world();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+    let (shares, group) = threshold::dkg(&[10, 11, 12], 2, &mut rng).unwrap();
+    let signers: Vec<&threshold::Share> = shares.values().take(2).collect();
+    let a = BuildApproval {
+        sha256: [7; 32],
+        release: 0,
+    };
+    let good = a.entry(&threshold::sign(&group, &signers, &a.message(), &mut rng).unwrap());
+    let mut n = w.node(0, 1);
+    // No authorities' key yet: nothing to check approvals with.
+    assert_eq!(
+        n.require_attestation(std::slice::from_ref(&good)),
+        Err(ThresholdError::BadSignature)
+    );
+    n.set_trust(group.key);
+    let mut forged = good.clone();
+    forged.body[0] ^= 1;
+    assert_eq!(
+        n.require_attestation(&[good.clone(), forged]),
+        Err(ThresholdError::BadSignature)
+    );
+    let other = Entry {
+        kind: EntryKind::UpdateApproval,
+        ..good.clone()
+    };
+    assert_eq!(
+        n.require_attestation(&[other]),
+        Err(ThresholdError::WrongKind)
+    );
+    assert!(!n.attestation().required, "a refused call changed nothing");
+    n.require_attestation(&[good]).unwrap();
+    let v = n.attestation();
+    assert!(v.required && v.build.is_none() && v.admitted.is_empty());
+}

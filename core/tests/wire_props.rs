@@ -105,6 +105,23 @@ fn payload() -> impl Strategy<Value = Payload> {
         (any::<u32>(), any::<bool>()).prop_map(|(nonce, reply)| Payload::Watch { nonce, reply }),
         any::<u32>().prop_map(|node| Payload::Accuse { node }),
         Just(Payload::Boot),
+        (
+            any::<[u8; 32]>(),
+            any::<[u8; 32]>(),
+            any::<bool>(),
+            any::<[u8; 32]>()
+        )
+            .prop_map(|(build, config, reply, half)| {
+                let mut sig = [0u8; 64];
+                sig[..32].copy_from_slice(&half);
+                sig[32..].copy_from_slice(&build);
+                Payload::Attest {
+                    build,
+                    config,
+                    reply,
+                    sig,
+                }
+            }),
     ]
 }
 

@@ -70,6 +70,54 @@ pub enum DriverError {
     DirectoryCertificate(String),
     #[error("build: {0}")]
     Build(#[from] lightcone_core::update::BuildError),
+    /// An approved-build entry is malformed or not the authorities' threshold signature.
+    #[error("approved_builds: {0}")]
+    ApprovedBuilds(String),
+}
+
+/// SHA-256 of this process's own executable (`/proc/self/exe`), read once per process:
+/// the build measurement every tile of the process attests (issue 18).
+fn own_build() -> Result<[u8; 32], DriverError> {
+    use sha2::Digest;
+    static BUILD: std::sync::OnceLock<Result<[u8; 32], String>> = std::sync::OnceLock::new();
+    BUILD
+        .get_or_init(|| {
+            let mut f = std::fs::File::open("/proc/self/exe").map_err(|e| e.to_string())?;
+            let mut h = sha2::Sha256::new();
+            std::io::copy(&mut f, &mut h).map_err(|e| e.to_string())?;
+            Ok(h.finalize().into())
+        })
+        .clone()
+        .map_err(|e| DriverError::Io {
+            what: "measure /proc/self/exe".into(),
+            source: std::io::Error::other(e),
+        })
+}
+
+/// The tile's measurement: its build and its configuration as parsed (JSON, before the
+/// secret key file is read, so no secret is hashed).
+fn measure(cfg: &AgentConfig) -> Result<lightcone_core::update::attest::Measurement, DriverError> {
+    use sha2::Digest;
+    let json = serde_json::to_vec(cfg).map_err(|e| DriverError::Io {
+        what: "measure the configuration".into(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(lightcone_core::update::attest::Measurement {
+        build: own_build()?,
+        config: sha2::Sha256::digest(&json).into(),
+    })
+}
+
+/// Decodes the configuration's approved builds (hex log entries).
+fn approvals(hexes: &[String]) -> Result<Vec<lightcone_core::trust::log::Entry>, String> {
+    hexes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let b = hex::decode(h.trim()).map_err(|e| format!("entry {i}: {e}"))?;
+            lightcone_core::trust::log::Entry::decode(&b).map_err(|e| format!("entry {i}: {e}"))
+        })
+        .collect()
 }
 
 /// The authorities' group key from its hex (32 bytes, a valid Ed25519 point).
@@ -714,6 +762,7 @@ pub fn prepare(
     if !(cfg.time_scale.is_finite() && cfg.time_scale > 0.0) {
         return Err(DriverError::TimeScale(cfg.time_scale));
     }
+    let measurement = measure(&cfg)?;
     if let Some(p) = cfg.secret_key_file.take() {
         cfg.secret_key_hex = read_key_file(&p)?;
     }
@@ -742,6 +791,12 @@ pub fn prepare(
     if let Some(c) = &cfg.directory_cert_hex {
         check_directory_certificate(c, cfg.authorities_key_hex.as_deref(), &dir)
             .map_err(DriverError::DirectoryCertificate)?;
+    }
+    node.set_measurement(measurement);
+    if !cfg.approved_builds.is_empty() {
+        let entries = approvals(&cfg.approved_builds).map_err(DriverError::ApprovedBuilds)?;
+        node.require_attestation(&entries)
+            .map_err(|e| DriverError::ApprovedBuilds(e.to_string()))?;
     }
     node.set_order_floor(cfg.order_serial_floor);
     if cfg!(feature = "defect-drop-forward") {

@@ -62,6 +62,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                 directory_cert_hex: None,
                 order_serial_floor: 0,
                 trust: None,
+                approved_builds: Vec::new(),
             };
             let f = dir.join(format!("t{i}.json"));
             std::fs::write(&f, serde_json::to_vec(&cfg).unwrap()).unwrap();

@@ -1065,6 +1065,37 @@ pub async fn api_node_update(
     }))
 }
 
+/// `POST /api/nodes/{node}/trust-entry` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustEntryRequest {
+    /// A threshold-signed trust log entry (a build approval, a revocation), hex.
+    pub entry_hex: String,
+}
+
+/// `POST /api/nodes/{node}/trust-entry`: hands `node`'s agent a threshold-signed trust
+/// entry, which it checks and floods over every link (`Payload::Trust`). A malformed
+/// entry is refused (`400`) before any agent sees it.
+pub async fn api_node_trust_entry(
+    State(s): State<ApiState>,
+    UrlPath(node): UrlPath<String>,
+    Json(req): Json<TrustEntryRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bytes = hex::decode(req.entry_hex.trim())
+        .map_err(|e| ApiError::Bad(format!("entry_hex: {e}; nothing was changed")))?;
+    let e = lightcone_core::trust::log::Entry::decode(&bytes)
+        .map_err(|e| ApiError::Bad(format!("entry_hex: {e}; nothing was changed")))?;
+    let body = hex::encode(&bytes).into_bytes();
+    forward_to_agent(&s, &node, Op::Order, "/trust-entry", body).await?;
+    s.lab.lock().expect("lab lock").event(
+        "trust_entry",
+        format!("{:?} entry for {} flooded from {node}", e.kind, e.subject),
+    );
+    Ok(Json(
+        serde_json::json!({ "node": node, "kind": format!("{:?}", e.kind) }),
+    ))
+}
+
 /// `POST /api/nodes/{node}/order` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -229,6 +229,79 @@ pub fn group_and_shares(dir: &LabDir, n: usize) -> Result<(Group, Vec<Share>), A
     Ok((group, shares))
 }
 
+/// The file of the lab's approved agent builds (issue 18's attestation): one hex-encoded,
+/// threshold-signed `BuildApproval` log entry per line, in the order approved.
+pub fn approvals_path(dir: &LabDir) -> PathBuf {
+    dir.path.join("approved-builds")
+}
+
+/// The lab's approved agent builds (hex entries), for agents' configurations; none when
+/// the file is missing.
+pub fn approvals(dir: &LabDir) -> Vec<String> {
+    std::fs::read_to_string(approvals_path(dir))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Approves the agent build with SHA-256 `sha256` under release number `release`: t of
+/// the authorities' shares sign a [`threshold::BuildApproval`], whose entry (hex) is added
+/// to [`approvals_path`] (once; an approved build is not approved again) and returned.
+/// Agents started from then on are configured with it; running ones learn it as a flooded
+/// trust entry (`POST /trust-entry`).
+pub fn approve_build(
+    dir: &LabDir,
+    sha256: [u8; 32],
+    release: u64,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<String, AuthorityError> {
+    let p = approvals_path(dir);
+    let have = approvals(dir);
+    let sha_hex = hex::encode(sha256);
+    // The entry's body starts with the build's hash (after kind, subject and length).
+    if let Some(e) = have
+        .iter()
+        .find(|e| e.get(14..78) == Some(sha_hex.as_str()))
+    {
+        return Ok(e.clone());
+    }
+    let r = record(dir)?;
+    let (group, shares) = group_and_shares(dir, usize::from(r.t))?;
+    let signers: Vec<&Share> = shares.iter().collect();
+    let a = threshold::BuildApproval { sha256, release };
+    let sig = threshold::sign(&group, &signers, &a.message(), rng)?;
+    let entry = hex::encode(a.entry(&sig).encode());
+    let mut text = have.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(&entry);
+    text.push('\n');
+    write_private(&p, text.as_bytes()).map_err(io(&p))?;
+    Ok(entry)
+}
+
+/// [`approve_build`] of the file at `path` (hashed here); its SHA-256.
+pub fn approve_binary(
+    dir: &LabDir,
+    path: &std::path::Path,
+    release: u64,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<[u8; 32], AuthorityError> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io(path))?;
+    let sha: [u8; 32] = h.finalize().into();
+    approve_build(dir, sha, release, rng)?;
+    Ok(sha)
+}
+
 /// The last order serial the lab signed (0: none, or an unreadable file).
 pub fn last_serial(dir: &LabDir) -> u64 {
     std::fs::read_to_string(serial_path(dir))

@@ -140,6 +140,18 @@ pub struct NodeState {
     /// Its object store's shards; `None` without a store.
     #[serde(default)]
     pub store: Option<StoreState>,
+    /// Its thermal subsystem; `None` without one.
+    #[serde(default)]
+    pub thermal: Option<ThermalState>,
+}
+
+/// The `thermal` section of a node's `/state` (issue 15): what the rollout's thermal gate
+/// reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ThermalState {
+    /// Heat to reject over the tile's rejection capacity (1 = at capacity).
+    #[serde(default)]
+    pub load_ratio: f64,
 }
 
 /// The `store` section of a node's `/state` (issue 16).
@@ -456,6 +468,21 @@ impl Client {
             &format!("/api/nodes/{by}/revoke-key"),
             &crate::api::RevokeKey {
                 node: node.to_string(),
+            },
+        )
+    }
+
+    /// `POST /api/nodes/{node}/trust-entry`: `node`'s agent checks the threshold-signed
+    /// entry (hex) and floods it.
+    pub fn trust_entry(
+        &self,
+        node: &str,
+        entry_hex: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post_json(
+            &format!("/api/nodes/{node}/trust-entry"),
+            &crate::api::TrustEntryRequest {
+                entry_hex: entry_hex.to_string(),
             },
         )
     }

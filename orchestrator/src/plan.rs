@@ -362,6 +362,7 @@ impl Plan {
             revoked_ids: Vec::new(),
             authorities_key_hex: None,
             directory_cert_hex: None,
+            approved_builds: Vec::new(),
             order_serial_floor: 0,
             trust: self.trust,
         }

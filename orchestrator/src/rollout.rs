@@ -25,8 +25,21 @@
 //! - **membership** (bound 0): no running agent is `dead` in a running cell-mate's view
 //!   during the soak.
 //!
-//! Not gated here, because the agents do not expose them yet: causal anomalies, time σ
-//! coverage and thermal load.
+//! - **causal** (bound 0): every round each updated tile writes a key with
+//!   `durability=cell`; a write its cell acknowledged must be held by every running
+//!   cell-mate one round later (a round is ≫ a cell's delay; the lab's links lose nothing),
+//!   or the round counts a causal anomaly — an acknowledged write a reader cannot see.
+//! - **time** (bound: the spec's stated uncertainty, 3σ): no running tile's true time error
+//!   lies outside its own 3σ for two rounds in a row (one round is forgiven: a restarted
+//!   tile is still settling). Judged only on tiles with a time layer.
+//! - **thermal** (bound [`Gates::thermal_max`], 1.0: no tile above its rejection capacity):
+//!   judged only on tiles with a thermal subsystem, at the end of each round.
+//!
+//! **Attestation** (the tile runtime's emulated secure boot, `lightcone_core::update::attest`):
+//! before the first stage, [`approve`] has t of the authorities sign a `BuildApproval` of the
+//! release's SHA-256, enters it in the release log and floods it from the canary's first
+//! tile; every agent started from then on is configured with it (`approved-builds`). A tile
+//! running a build nobody approved is kept out of its neighbours' routing.
 //!
 //! **State** lives in the lab's state directory: `rollout.json` (the rollout's record,
 //! rewritten atomically after every step, so `update status` works from any process), and
@@ -244,6 +257,14 @@ pub struct Gates {
     pub round_s: f64,
     /// Least share of a round's probes delivered.
     pub delivery_min: f64,
+    /// Highest thermal load (heat to reject over rejection capacity) of any running tile
+    /// with a thermal subsystem, at the end of a round.
+    #[serde(default = "default_thermal_max")]
+    pub thermal_max: f64,
+}
+
+fn default_thermal_max() -> f64 {
+    1.0
 }
 
 impl Default for Gates {
@@ -253,6 +274,7 @@ impl Default for Gates {
             soak_s: 10.0,
             round_s: 1.0,
             delivery_min: 0.99,
+            thermal_max: default_thermal_max(),
         }
     }
 }
@@ -274,6 +296,12 @@ impl Gates {
             return Err(format!(
                 "--round {} s is longer than --soak {} s",
                 self.round_s, self.soak_s
+            ));
+        }
+        if !(self.thermal_max.is_finite() && self.thermal_max > 0.0) {
+            return Err(format!(
+                "--thermal-max {} is not a load ratio above 0",
+                self.thermal_max
             ));
         }
         if !(self.delivery_min.is_finite() && (0.0..=1.0).contains(&self.delivery_min)) {
@@ -329,6 +357,12 @@ pub struct StageRecord {
     /// Unjudged rounds before the soak (at most [`WARMUP_ROUNDS`]).
     #[serde(default)]
     pub warmup_rounds: u32,
+    /// The causal gate's cell-acknowledged writes, and the cell-mate reads that checked
+    /// them (a gate that wrote nothing judged nothing: the render says so).
+    #[serde(default)]
+    pub causal_writes: u64,
+    #[serde(default)]
+    pub causal_reads: u64,
 }
 
 /// Why a rollout halted.
@@ -476,13 +510,13 @@ impl RolloutState {
         );
         s += &format!("  signed: {}\n", self.signed);
         s += &format!(
-            "  gates: rejoin <= {} s, soak {} s in rounds of {} s, delivery >= {}, crashes 0, membership deaths 0\n",
-            self.gates.rejoin_s, self.gates.soak_s, self.gates.round_s, self.gates.delivery_min
+            "  gates: rejoin <= {} s, soak {} s in rounds of {} s, delivery >= {}, crashes 0, membership deaths 0, causal anomalies 0, time error within 3σ, thermal load <= {}\n",
+            self.gates.rejoin_s, self.gates.soak_s, self.gates.round_s, self.gates.delivery_min, self.gates.thermal_max
         );
         for st in &self.stages {
             let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
             s += &format!(
-                "  stage {:<8} {:>3} nodes  {:<11} deployed {:>8}  rejoined {:>8}  warm-up rounds {}  soak rounds {}  delivered {}/{}  worst round {}\n",
+                "  stage {:<8} {:>3} nodes  {:<11} deployed {:>8}  rejoined {:>8}  warm-up rounds {}  soak rounds {}  delivered {}/{}  worst round {}  causal writes {} read back {} times\n",
                 st.name,
                 st.nodes.len(),
                 serde_json::to_value(st.status)
@@ -496,6 +530,8 @@ impl RolloutState {
                 st.probes_delivered,
                 st.probes_sent,
                 st.worst_round.map_or("-".into(), |w| format!("{w:.4}")),
+                st.causal_writes,
+                st.causal_reads,
             );
         }
         if let Some(h) = &self.halt {
@@ -669,6 +705,49 @@ pub fn release(
     ))
 }
 
+/// Approves the accepted release's build for attestation (issue 18): t of the
+/// authorities sign a `BuildApproval` of its SHA-256 ([`authority::approve_build`]: agents
+/// started from now on are configured with it), entered in the lab's release log after
+/// the release's own entry, and handed to `via`'s agent, which floods it to every running
+/// tile, so that the tiles the rollout updates are taken back into routing. A build the
+/// lab approved already is not approved again. Returns what was done, in words.
+pub fn approve(
+    dir: &LabDir,
+    client: &Client,
+    via: &str,
+    sha256: [u8; 32],
+    release: u64,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<String, RolloutError> {
+    let entry_hex = authority::approve_build(dir, sha256, release, rng)?;
+    let (mut log, mut entries) = release_log(dir)?;
+    let logged = if entries.contains(&entry_hex) {
+        "already in the release log".to_string()
+    } else {
+        let bytes = hex::decode(&entry_hex).map_err(|e| RolloutError::Corrupt {
+            path: authority::approvals_path(dir).display().to_string(),
+            why: e.to_string(),
+        })?;
+        let entry = Entry::decode(&bytes).map_err(|e| RolloutError::Corrupt {
+            path: authority::approvals_path(dir).display().to_string(),
+            why: e.to_string(),
+        })?;
+        let index = log.append(&entry).map_err(|e| RolloutError::Corrupt {
+            path: "release log".into(),
+            why: e.to_string(),
+        })?;
+        entries.push(entry_hex.clone());
+        write_json(&releases(dir).join("log.json"), &entries)?;
+        format!("release log entry {index}")
+    };
+    client
+        .trust_entry(via, &entry_hex)
+        .map_err(|e| RolloutError::Api(format!("the build approval was not flooded: {e}")))?;
+    Ok(format!(
+        "build approved for attestation by the authorities' threshold key ({logged}), flooded from {via}"
+    ))
+}
+
 /// The lab's TUF verifier accepts `b` (or refuses it, changing nothing) and keeps its
 /// store. The root: the authorities' group key for every role, `log` for the log.
 pub fn accept(
@@ -749,7 +828,76 @@ type Fired = (&'static str, String);
 
 /// A probe round's outcome: sent, delivered, and the running agents seen dead by a
 /// running cell-mate (observer, the dead one).
-type Round = (u64, u64, Vec<(usize, usize)>);
+type Round = (u64, u64, Vec<(usize, usize)>, BTreeMap<usize, NodeState>);
+
+/// The key a causal probe writes at `node` in round `round`.
+fn causal_key(node: &str, round: u32) -> String {
+    format!("lightcone-rollout/{node}/{round}")
+}
+
+/// The thermal gate: the running tile with the highest thermal load, if above `max`.
+pub fn judge_thermal(plan: &Plan, states: &BTreeMap<usize, NodeState>, max: f64) -> Option<Fired> {
+    let (i, load) = states
+        .iter()
+        .filter_map(|(i, s)| s.thermal.as_ref().map(|t| (*i, t.load_ratio)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    (load > max).then(|| {
+        (
+            "thermal",
+            format!(
+                "{} carries a thermal load of {load:.3} of its rejection capacity (bound <= {max})",
+                plan.nodes[i].name
+            ),
+        )
+    })
+}
+
+/// The time gate: a running tile whose true time error lies outside its own 3σ in this
+/// round and the one before (`outside_before`: last round's; one round out is forgiven:
+/// a tile that just restarted is still settling its estimate). Updates `outside_before`.
+pub fn judge_time(
+    plan: &Plan,
+    states: &BTreeMap<usize, NodeState>,
+    outside_before: &mut BTreeSet<usize>,
+) -> Option<Fired> {
+    let outside: BTreeSet<usize> = states
+        .iter()
+        .filter(|(_, s)| {
+            s.time
+                .as_ref()
+                .is_some_and(|t| !t.within_3sigma && t.true_error_s.is_some())
+        })
+        .map(|(i, _)| *i)
+        .collect();
+    let twice = outside.intersection(outside_before).next().copied();
+    *outside_before = outside;
+    let i = twice?;
+    let t = states[&i].time.as_ref()?;
+    Some((
+        "time",
+        format!(
+            "{}'s time error {:.6} s is outside its 3σ = {:.6} s for two rounds (the spec: every timestamp honours its stated uncertainty)",
+            plan.nodes[i].name,
+            t.true_error_s.unwrap_or(f64::NAN),
+            3.0 * t.sigma_s.unwrap_or(f64::NAN)
+        ),
+    ))
+}
+
+/// The causal gate: writes acknowledged by their cell (`durability=cell`) that a running
+/// cell-mate did not hold a round later — (writer, reader, key) triples.
+pub fn judge_causal(plan: &Plan, missing: &[(usize, usize, String)]) -> Option<Fired> {
+    let (w, r, k) = missing.first()?;
+    Some((
+        "causal",
+        format!(
+            "{} of the round's cell-acknowledged writes not visible at a cell-mate a round later (bound 0); first: {k} written at {}, missing at {}",
+            missing.len(),
+            plan.nodes[*w].name,
+            plan.nodes[*r].name
+        ),
+    ))
+}
 
 impl<'a> Runner<'a> {
     pub fn new(
@@ -918,7 +1066,59 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        Ok((sent, delivered.min(sent), dead))
+        Ok((sent, delivered.min(sent), dead, states))
+    }
+
+    /// The causal gate's writes of a round: one key per running node of `nodes`, written
+    /// there with `durability=cell`; the (writer, key, value) of each acknowledged one.
+    fn causal_writes(
+        &self,
+        nodes: &[usize],
+        round: u32,
+    ) -> Result<Vec<(usize, String, String)>, RolloutError> {
+        let running = self.running()?;
+        let mut done = Vec::new();
+        for &n in nodes.iter().filter(|n| running.contains_key(n)) {
+            let name = &self.plan.nodes[n].name;
+            let key = causal_key(name, round);
+            let value = format!("release-{}-round-{round}", self.state.target.release);
+            if let Ok((raw, _)) = self.client.kv_put(
+                name,
+                &key,
+                &value,
+                lightcone_core::kv::Durability::Cell,
+                Duration::from_secs(5),
+            ) {
+                if raw.status == 200 {
+                    done.push((n, key, value));
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Each acknowledged write of `writes` that a running cell-mate of its writer does not
+    /// hold now: (writer, reader, key); and how many reads checked them.
+    fn causal_reads(
+        &self,
+        writes: &[(usize, String, String)],
+        running: &BTreeMap<usize, u32>,
+    ) -> (Vec<(usize, usize, String)>, u64) {
+        let mut missing = Vec::new();
+        let mut reads = 0;
+        for (w, key, value) in writes {
+            for m in self.mates(*w).filter(|m| running.contains_key(m)) {
+                let held = matches!(
+                    self.client.kv_get(&self.plan.nodes[m].name, key, Duration::from_secs(2)),
+                    Ok(crate::client::KvRead::Found(v)) if v.siblings.iter().any(|s| s == value)
+                );
+                reads += 1;
+                if !held {
+                    missing.push((*w, m, key.clone()));
+                }
+            }
+        }
+        (missing, reads)
     }
 
     /// Deploys stage `k` and judges it; `Some` when a gate fired.
@@ -956,7 +1156,7 @@ impl<'a> Runner<'a> {
         self.save()?;
         // Unjudged rounds: senders learn the restarted tiles' boots, routes settle.
         for _ in 0..WARMUP_ROUNDS {
-            let (sent, delivered, _) = self.probe_round()?;
+            let (sent, delivered, _, _) = self.probe_round()?;
             self.state.stages[k].warmup_rounds += 1;
             if delivered == sent {
                 break;
@@ -965,14 +1165,19 @@ impl<'a> Runner<'a> {
         // Soak.
         let pids = self.running()?;
         let rounds = ((g.soak_s / g.round_s).round() as u32).max(1);
-        for _ in 0..rounds {
+        let mut outside_3sigma = BTreeSet::new();
+        for round in 0..rounds {
             if self.aborted() {
                 return Ok(None);
             }
-            let (sent, delivered, dead) = self.probe_round()?;
+            let writes = self.causal_writes(nodes, round)?;
+            let (sent, delivered, dead, states) = self.probe_round()?;
             let now = self.running()?;
+            let (missing, reads) = self.causal_reads(&writes, &now);
             let st = &mut self.state.stages[k];
             st.rounds += 1;
+            st.causal_writes += writes.len() as u64;
+            st.causal_reads += reads;
             st.probes_sent += sent;
             st.probes_delivered += delivered;
             let ratio = if sent == 0 {
@@ -1008,6 +1213,12 @@ impl<'a> Runner<'a> {
                         self.plan.nodes[*i].name, self.plan.nodes[*j].name
                     ),
                 )));
+            }
+            let judged = judge_causal(self.plan, &missing)
+                .or_else(|| judge_time(self.plan, &states, &mut outside_3sigma))
+                .or_else(|| judge_thermal(self.plan, &states, g.thermal_max));
+            if judged.is_some() {
+                return Ok(judged);
             }
         }
         self.state.stages[k].status = StageStatus::Passed;
@@ -1162,6 +1373,79 @@ mod tests {
 
     const TWO_CLUSTERS: &str = "name: t\ngenerate:\n  layers:\n    - { radius_au: 1.0, clusters: 2, cells: 2, tiles: 3, authorities: 1 }\n    - { radius_au: 2.0, clusters: 1, cells: 1, tiles: 2 }\n";
 
+    fn state(json: serde_json::Value) -> NodeState {
+        let mut v = serde_json::json!({ "id": 0, "now_emulated_s": 1.0 });
+        for (k, x) in json.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_thermal_gate_fires_above_its_bound_and_names_the_hottest_tile() {
+        let p = plan(TWO_CLUSTERS);
+        let mut st = BTreeMap::new();
+        // Tiles without a thermal subsystem are not judged.
+        st.insert(0, state(serde_json::json!({})));
+        assert_eq!(judge_thermal(&p, &st, 1.0), None);
+        st.insert(
+            1,
+            state(serde_json::json!({ "thermal": { "load_ratio": 0.7 } })),
+        );
+        st.insert(
+            2,
+            state(serde_json::json!({ "thermal": { "load_ratio": 1.02 } })),
+        );
+        assert_eq!(judge_thermal(&p, &st, 1.05), None);
+        let (gate, why) = judge_thermal(&p, &st, 1.0).unwrap();
+        assert_eq!(gate, "thermal");
+        assert!(
+            why.contains(&p.nodes[2].name) && why.contains("1.020"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_time_gate_forgives_one_round_outside_3_sigma_but_not_two() {
+        let p = plan(TWO_CLUSTERS);
+        let out = || {
+            state(
+                serde_json::json!({ "time": { "true_error_s": 0.5, "sigma_s": 0.01, "within_3sigma": false } }),
+            )
+        };
+        let inside = || {
+            state(
+                serde_json::json!({ "time": { "true_error_s": 0.001, "sigma_s": 0.01, "within_3sigma": true } }),
+            )
+        };
+        let mut before = BTreeSet::new();
+        let round = |a: NodeState, b: NodeState| BTreeMap::from([(0usize, a), (1usize, b)]);
+        assert_eq!(judge_time(&p, &round(out(), inside()), &mut before), None);
+        // Node 0 back inside, node 1 out: each out once, not twice in a row.
+        assert_eq!(judge_time(&p, &round(inside(), out()), &mut before), None);
+        let (gate, why) = judge_time(&p, &round(inside(), out()), &mut before).unwrap();
+        assert_eq!(gate, "time");
+        assert!(
+            why.contains(&p.nodes[1].name) && why.contains("two rounds"),
+            "{why}"
+        );
+        // Without a time layer nothing is judged.
+        let none = BTreeMap::from([(0usize, state(serde_json::json!({})))]);
+        assert_eq!(judge_time(&p, &none, &mut BTreeSet::from([0])), None);
+    }
+
+    #[test]
+    fn the_causal_gate_fires_on_one_missing_write() {
+        let p = plan(TWO_CLUSTERS);
+        assert_eq!(judge_causal(&p, &[]), None);
+        let (gate, why) = judge_causal(&p, &[(0, 1, causal_key("a", 3))]).unwrap();
+        assert_eq!(gate, "causal");
+        assert!(
+            why.starts_with("1 of the round's") && why.contains("lightcone-rollout/a/3"),
+            "{why}"
+        );
+    }
+
     #[test]
     fn stages_widen_from_one_cell_to_everything_and_cover_each_node_once() {
         let p = plan(TWO_CLUSTERS);
@@ -1204,6 +1488,18 @@ mod tests {
     #[test]
     fn gates_refuse_nonsense_bounds() {
         assert!(Gates::default().check().is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let g = Gates {
+                thermal_max: bad,
+                ..Gates::default()
+            };
+            assert!(g.check().unwrap_err().contains("--thermal-max"));
+        }
+        // A record written before the thermal gate existed reads with its default.
+        let mut v = serde_json::to_value(Gates::default()).unwrap();
+        v.as_object_mut().unwrap().remove("thermal_max");
+        let back: Gates = serde_json::from_value(v).unwrap();
+        assert_eq!(back.thermal_max, 1.0);
         for g in [
             Gates {
                 soak_s: 0.0,

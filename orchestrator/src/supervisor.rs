@@ -175,6 +175,10 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
         )
         .route("/api/nodes/{node}/task", post(api::api_node_task))
         .route("/api/nodes/{node}/order", post(api::api_node_order))
+        .route(
+            "/api/nodes/{node}/trust-entry",
+            post(api::api_node_trust_entry),
+        )
         .route("/api/nodes/{node}/update", post(api::api_node_update))
         .route("/api/nodes/{node}/{what}", post(api::api_node_fault))
         .route("/api/shutdown", post(api::api_shutdown))
@@ -366,6 +370,16 @@ async fn serve(
         let cert =
             crate::authority::certify_directory(&dir, &plan, keys.public_hex(), &mut os_rng)?;
         keys.set_directory_cert(cert);
+        // The lab's agent build approved by t of the authorities (release 0): agents take
+        // a neighbour into routing only once it attested an approved build (issue 18).
+        if let Some(bin) = crate::agents::agent_binary() {
+            let sha = crate::authority::approve_binary(&dir, &bin, 0, &mut os_rng)?;
+            report(&format!(
+                "attestation: agent build {} (sha256 {}…) approved",
+                bin.display(),
+                &hex::encode(sha)[..16]
+            ));
+        }
         Some(keys)
     } else {
         None

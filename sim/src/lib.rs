@@ -271,6 +271,12 @@ pub struct Sim {
     /// The authorities' threshold key every node trusts from its boot (configs'
     /// `authorities_key_hex`, as the agent does), if any.
     authorities: Option<ed25519_dalek::VerifyingKey>,
+    /// Approved builds (issue 18's attestation, configs' `approved_builds`): when any,
+    /// every node boots measured ([`attest::twin_build`] of its build and its
+    /// configuration's hash) and requires its neighbours to attest an approved build.
+    approvals: Vec<lightcone_core::trust::log::Entry>,
+    /// Each node's configuration hash (JSON, SHA-256), from [`Sim::from_configs`].
+    config_hashes: Vec<[u8; 32]>,
 }
 
 /// A modelled link for [`Sim::from_configs`]: both directions get the same one-way delay
@@ -416,6 +422,8 @@ impl Sim {
             builds: BTreeMap::new(),
             authorities: None,
             store: None,
+            approvals: Vec::new(),
+            config_hashes: Vec::new(),
         };
         for i in 0..n as u32 {
             sim.boot(i);
@@ -449,6 +457,7 @@ impl Sim {
             });
         }
         let mut builds = BTreeMap::new();
+        let mut config_hashes = Vec::with_capacity(n);
         let mut secrets = Vec::with_capacity(n);
         let mut clocks = Vec::with_capacity(n);
         let mut node_links = Vec::with_capacity(n);
@@ -470,6 +479,10 @@ impl Sim {
                 return Err(config(ConfigError::KeyMismatch));
             }
             secrets.push(secret);
+            config_hashes.push(
+                <Sha256 as sha2::Digest>::digest(serde_json::to_vec(cfg).unwrap_or_default())
+                    .into(),
+            );
             if let Some(v) = cfg.protocol_version {
                 let b = lightcone_core::update::Build::new(v);
                 builds.insert(node, b.map_err(|e| config(ConfigError::Build(e)))?);
@@ -547,6 +560,8 @@ impl Sim {
             builds,
             store: first.store.clone(),
             authorities: None,
+            approvals: Vec::new(),
+            config_hashes,
         };
         if let Some(hex_key) = &first.authorities_key_hex {
             let key = hex::decode(hex_key)
@@ -558,6 +573,21 @@ impl Sim {
                     error: ConfigError::BadAuthoritiesKey,
                 })?;
             sim.authorities = Some(key);
+            // Approved builds, checked now as the agent checks them at start.
+            let bad = || SimError::Config {
+                node: first.id,
+                error: ConfigError::BadApprovedBuild,
+            };
+            let mut store = lightcone_core::trust::threshold::TrustStore::new(key);
+            for h in &first.approved_builds {
+                let e = hex::decode(h.trim())
+                    .ok()
+                    .and_then(|b| lightcone_core::trust::log::Entry::decode(&b).ok())
+                    .filter(|e| e.kind == lightcone_core::trust::log::EntryKind::BuildApproval)
+                    .ok_or_else(bad)?;
+                store.apply(&e).map_err(|_| bad())?;
+                sim.approvals.push(e);
+            }
             // The directory's certificate, as the agent checks it (issue 17).
             if let Some(c) = &first.directory_cert_hex {
                 if sim.dir.check_certificate(c, &key).is_err() {
@@ -692,6 +722,19 @@ impl Sim {
         }
         if let Some(k) = self.authorities {
             node.set_trust(k);
+        }
+        if !self.approvals.is_empty() {
+            use lightcone_core::update::attest::{twin_build, Measurement};
+            node.set_measurement(Measurement {
+                build: twin_build(&node.build()),
+                config: self
+                    .config_hashes
+                    .get(i as usize)
+                    .copied()
+                    .unwrap_or_default(),
+            });
+            node.require_attestation(&self.approvals)
+                .expect("approvals were checked in Sim::from_configs");
         }
         let boots = &mut self.boots[i as usize];
         node.set_boot_epoch(*boots);

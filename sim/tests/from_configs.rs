@@ -84,6 +84,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 directory_cert_hex: None,
                 order_serial_floor: 0,
                 trust: None,
+                approved_builds: Vec::new(),
             }
         })
         .collect();
@@ -231,4 +232,93 @@ fn a_configured_protocol_version_is_run_and_a_mixed_ring_converges() {
         }
         other => panic!("not refused: {:?}", other.err()),
     }
+}
+
+/// Issue 18's attestation in the twin: in a ring of 6 whose configurations approve only the
+/// version-2 build, node 3 runs version 3 (its own, unapproved build): its neighbours hear
+/// it but take no route through it or to it, and the ring routes around it (so the others
+/// cannot reach it: it is cut off); the approval of its build, flooded from node 0, admits
+/// it, and every node sees every other alive again.
+#[test]
+fn an_unapproved_build_is_kept_out_of_routing_until_approved() {
+    use lightcone_core::io::Command;
+    use lightcone_core::trust::threshold::{self, BuildApproval};
+    use lightcone_core::update::{attest::twin_build, Build};
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+    let (shares, group) = threshold::dkg(&[100, 101, 102], 2, &mut rng).unwrap();
+    let signers: Vec<&threshold::Share> = shares.values().take(2).collect();
+    let approval = |b: Build, rng: &mut rand_chacha::ChaCha20Rng| {
+        let a = BuildApproval {
+            sha256: twin_build(&b),
+            release: u64::from(b.version),
+        };
+        a.entry(&threshold::sign(&group, &signers, &a.message(), rng).unwrap())
+            .encode()
+    };
+    let v2 = approval(Build::new(2).unwrap(), &mut rng);
+    let v3 = approval(Build::new(3).unwrap(), &mut rng);
+    let (mut configs, links) = ring(6, 11);
+    for c in &mut configs {
+        c.authorities_key_hex = Some(hex::encode(group.key.as_bytes()));
+        c.protocol_version = Some(if c.id == 3 { 3 } else { 2 });
+    }
+    configs[0].approved_builds = vec![hex::encode(&v2)];
+    let mut sim = Sim::from_configs(&configs, &links, 11, test_params()).unwrap();
+    sim.run_for(Duration::from_secs(10));
+    let routes = |sim: &Sim, i: u32| sim.node(i).unwrap().snapshot().routes;
+    let count = |sim: &Sim, i: u32, what: &str| {
+        sim.node(i)
+            .unwrap()
+            .snapshot()
+            .counters
+            .get(what)
+            .copied()
+            .unwrap_or(0)
+    };
+    for n in [2, 4] {
+        assert!(count(&sim, n, "datagrams.watch.attest_unapproved") >= 1);
+        let a = sim.node(n).unwrap().attestation();
+        assert_eq!(a.refused.len(), 1, "node {n}: {a:?}");
+        assert_eq!(a.refused[0].0, 3);
+        assert!(routes(&sim, n).iter().all(|r| r.route.next_hop != 3));
+    }
+    for n in [0, 1, 2, 4, 5] {
+        assert!(
+            routes(&sim, n).iter().all(|r| r.dest != "node:3"),
+            "node {n} has a route to the unapproved node 3"
+        );
+    }
+    // Node 2 reaches node 4 the long way round (2 → 1 → 0 → 5 → 4), not through 3.
+    let to4 = routes(&sim, 2)
+        .into_iter()
+        .find(|r| r.dest == "node:4")
+        .unwrap();
+    assert_eq!((to4.route.next_hop, to4.route.hops), (1, 4));
+    // A forged approval changes nothing; the authorities' one admits node 3.
+    let mut forged = v3.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(sim
+        .command(0, &Command::TrustEntry(forged))
+        .unwrap()
+        .is_err());
+    sim.run_for(Duration::from_secs(2));
+    assert!(routes(&sim, 0).iter().all(|r| r.dest != "node:3"));
+    assert!(sim.command(0, &Command::TrustEntry(v3)).unwrap().is_ok());
+    assert!(
+        sim.run_until_pred(Duration::from_secs(60), all_alive),
+        "node 3 not alive everywhere within 60 s of its approval"
+    );
+    for n in [0, 1, 2, 4, 5] {
+        assert!(
+            routes(&sim, n).iter().any(|r| r.dest == "node:3"),
+            "node {n}: no route to node 3 after its build was approved"
+        );
+    }
+    let to4 = routes(&sim, 2)
+        .into_iter()
+        .find(|r| r.dest == "node:4")
+        .unwrap();
+    assert_eq!((to4.route.next_hop, to4.route.hops), (3, 2));
 }

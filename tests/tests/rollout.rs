@@ -167,6 +167,25 @@ fn pids(lab: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Replaces `node`'s agent with `binary` through the supervisor
+/// (`POST /api/nodes/{node}/update`, the lab's token), as a rollout does for each tile.
+fn replace_agent(lab: &str, node: &str, binary: &Path) {
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/lightcone/{lab}/supervisor.json")).expect("supervisor.json"),
+    )
+    .unwrap();
+    let api = info["api_url"].as_str().unwrap();
+    let token = info["token"].as_str().unwrap();
+    let r = ureq::post(&format!("{api}/api/nodes/{node}/update"))
+        .set("x-lightcone-token", token)
+        .timeout(Duration::from_secs(30))
+        .send_json(serde_json::json!({
+            "binary": binary.to_str().unwrap(),
+            "sha256": sha256(binary),
+        }));
+    assert!(r.is_ok(), "update {node} to {}: {r:?}", binary.display());
+}
+
 fn status_json(lab: &str) -> serde_json::Value {
     serde_json::from_str(&lc_ok(&["update", "status", lab, "--json"])).expect("status json")
 }
@@ -300,11 +319,77 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
         assert_eq!(st["status"], "passed", "{st}");
         assert!(st["probes_sent"].as_u64().unwrap() > 0, "{st}");
         assert_eq!(st["probes_delivered"], st["probes_sent"], "{st}");
+        // The causal gate judged something: every updated tile wrote each round, and the
+        // tiles of cells (not the lone authority) were read back at their cell-mates.
+        assert!(st["causal_writes"].as_u64().unwrap() > 0, "{st}");
+        if st["name"] != "layer" {
+            assert!(st["causal_reads"].as_u64().unwrap() > 0, "{st}");
+        }
     }
     let v = variants(&api, &nodes);
     assert!(
         v.iter().all(|(_, v)| v == "variant-b"),
         "not every node runs the release: {v:?}"
+    );
+    // Attestation: the rollout approved release 1's build; a binary nobody approved (the
+    // same code with one byte appended) runs when put in place by hand, but its neighbours
+    // keep it out of routing, and the approved build takes it back.
+    let unapproved = scratch.join("agent-unapproved");
+    let mut bytes = std::fs::read(&good).unwrap();
+    bytes.push(0);
+    std::fs::write(&unapproved, &bytes).unwrap();
+    std::fs::set_permissions(
+        &unapproved,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (t0name, mates) = (CANARY[0], [CANARY[1], CANARY[3]]);
+    let state = |n: &str| -> serde_json::Value {
+        ureq::get(&format!("{api}/nodes/{n}/state"))
+            .timeout(Duration::from_secs(5))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json().ok())
+            .unwrap_or_default()
+    };
+    let id0 = state(t0name)["id"].as_u64().expect("the node's id");
+    replace_agent(&lab, t0name, &unapproved);
+    let refused_by_mates = || {
+        mates.iter().all(|m| {
+            state(m)["attest"]["refused"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x[0].as_u64() == Some(id0)))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), refused_by_mates),
+        "{t0name}'s unapproved build not refused by {mates:?}: {} / {}",
+        state(mates[0])["attest"],
+        state(mates[1])["attest"]
+    );
+    let route_to = |n: &str| {
+        state(n)["routes"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["dest"] == format!("node:{id0}")))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || !route_to(CANARY[2])),
+        "{} still routes to the unapproved {t0name}",
+        CANARY[2]
+    );
+    for m in mates {
+        let c = state(m)["counters"]["datagrams.watch.attest_unapproved"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(c >= 1, "{m} counted no unapproved attestation");
+    }
+    replace_agent(&lab, t0name, &good);
+    assert!(
+        wait_until(Duration::from_secs(30), || route_to(CANARY[2])
+            && mates.iter().all(|m| state(m)["attest"]["admitted"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(id0))))),
+        "{t0name} not admitted again on the approved build"
     );
     let after_good = pids(&lab);
     assert!(
@@ -376,10 +461,12 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
         .collect();
     rolled.sort();
     assert_eq!(rolled, CANARY);
-    let v = variants(&api, &nodes);
+    // The last tile rolled back may still be starting (it measures its binary first).
+    let all_b = || variants(&api, &nodes).iter().all(|(_, v)| v == "variant-b");
     assert!(
-        v.iter().all(|(_, v)| v == "variant-b"),
-        "every node runs release 1 again: {v:?}"
+        wait_until(Duration::from_secs(10), all_b),
+        "every node runs release 1 again: {:?}",
+        variants(&api, &nodes)
     );
     // Nodes outside the canary cell were never restarted by the bad rollout.
     let after_bad = pids(&lab);
@@ -419,8 +506,11 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     let s = status_json(&lab);
     assert_eq!(s["phase"], "aborted", "{s}");
     assert_eq!(s["stages"][0]["status"], "rolled_back", "{s}");
-    let v = variants(&api, &nodes);
-    assert!(v.iter().all(|(_, v)| v == "variant-b"), "{v:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), all_b),
+        "{:?}",
+        variants(&api, &nodes)
+    );
     let o = lc(&["update", "abort", &lab]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 

@@ -76,6 +76,9 @@ pub enum EntryKind {
     UpdateApproval = 3,
     /// A quarantine (or re-admission) decided by a group.
     QuarantineVerdict = 4,
+    /// An agent build (its SHA-256) the authorities' threshold key approved to run: what
+    /// attestation admits (issue 18, `crate::trust::threshold::BuildApproval`).
+    BuildApproval = 5,
 }
 
 impl EntryKind {
@@ -85,6 +88,7 @@ impl EntryKind {
             2 => EntryKind::Revocation,
             3 => EntryKind::UpdateApproval,
             4 => EntryKind::QuarantineVerdict,
+            5 => EntryKind::BuildApproval,
             k => return Err(LogError::UnknownKind(k)),
         })
     }

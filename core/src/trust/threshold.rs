@@ -303,6 +303,36 @@ impl Revocation {
     }
 }
 
+/// An agent build approved to run (issue 18's attestation): its SHA-256, under a release
+/// number. Logged as an [`EntryKind::BuildApproval`] entry whose subject is the release's
+/// low 32 bits (informational: the body carries the whole number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildApproval {
+    pub sha256: [u8; 32],
+    pub release: u64,
+}
+
+impl BuildApproval {
+    const DOMAIN: &'static [u8] = b"lightcone/approve-build/v1";
+    pub fn message(&self) -> Vec<u8> {
+        let mut m = Self::DOMAIN.to_vec();
+        m.extend_from_slice(&self.sha256);
+        m.extend_from_slice(&self.release.to_be_bytes());
+        m
+    }
+    /// The log entry: body = sha256 ‖ release ‖ threshold signature.
+    pub fn entry(&self, sig: &[u8; 64]) -> Entry {
+        let mut body = self.sha256.to_vec();
+        body.extend_from_slice(&self.release.to_be_bytes());
+        body.extend_from_slice(sig);
+        Entry {
+            kind: EntryKind::BuildApproval,
+            subject: self.release as u32,
+            body,
+        }
+    }
+}
+
 /// Why a key is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -321,6 +351,8 @@ pub struct TrustStore {
     certs: BTreeMap<u32, Certificate>,
     /// Revoked keys, with the node each was revoked for.
     revoked: BTreeMap<[u8; 32], u32>,
+    /// Approved agent builds (SHA-256), with the release that approved each.
+    approved: BTreeMap<[u8; 32], u64>,
 }
 
 fn split_sig(b: &[u8], head: usize) -> Result<(&[u8], [u8; 64]), ThresholdError> {
@@ -344,10 +376,11 @@ impl TrustStore {
             group,
             certs: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            approved: BTreeMap::new(),
         }
     }
 
-    /// Applies a certificate or revocation entry after checking its threshold signature;
+    /// Applies a certificate, revocation or build-approval entry after checking its threshold signature;
     /// a bad entry is an error and changes nothing. `Ok(true)` when the entry told this
     /// store something new (a newer certificate, a key not yet revoked), `Ok(false)` for one
     /// it already held — what a flood needs to stop.
@@ -389,8 +422,31 @@ impl TrustStore {
                 }
                 Ok(self.revoked.insert(key, r.subject).is_none())
             }
+            EntryKind::BuildApproval => {
+                let (head, sig) = split_sig(&e.body, 40)?;
+                let mut sha256 = [0u8; 32];
+                sha256.copy_from_slice(&head[..32]);
+                let a = BuildApproval {
+                    sha256,
+                    release: u64_at(head, 32),
+                };
+                if !verify(&self.group, &a.message(), &sig) {
+                    return Err(ThresholdError::BadSignature);
+                }
+                Ok(self.approved.insert(a.sha256, a.release).is_none())
+            }
             _ => Err(ThresholdError::WrongKind),
         }
+    }
+
+    /// True when the authorities approved the agent build with this SHA-256.
+    pub fn is_approved(&self, sha256: &[u8; 32]) -> bool {
+        self.approved.contains_key(sha256)
+    }
+
+    /// The approved builds (SHA-256) and the release of each, in order.
+    pub fn approved(&self) -> &BTreeMap<[u8; 32], u64> {
+        &self.approved
     }
 
     /// True when `key` was revoked.
@@ -489,6 +545,55 @@ mod tests {
             dkg(&[1, 2, 3], 1, &mut rng),
             Err(ThresholdError::BadThreshold { .. })
         ));
+    }
+
+    #[test]
+    fn builds_are_approved_only_by_t_shares_over_their_own_hash() {
+        let (shares, g, mut rng) = group(4, 3);
+        let signers: Vec<&Share> = shares.values().take(3).collect();
+        let a = BuildApproval {
+            sha256: [5u8; 32],
+            release: 7,
+        };
+        let sig = sign(&g, &signers, &a.message(), &mut rng).unwrap();
+        let mut store = TrustStore::new(g.key);
+        assert!(!store.is_approved(&[5u8; 32]));
+        assert_eq!(store.apply(&a.entry(&sig)), Ok(true));
+        assert!(store.is_approved(&[5u8; 32]));
+        // The flood's echo is not news.
+        assert_eq!(store.apply(&a.entry(&sig)), Ok(false));
+        // The signature over one build does not approve another, nor another release.
+        let other = BuildApproval {
+            sha256: [6u8; 32],
+            ..a
+        };
+        assert_eq!(
+            store.apply(&other.entry(&sig)),
+            Err(ThresholdError::BadSignature)
+        );
+        let renumbered = BuildApproval { release: 8, ..a };
+        assert_eq!(
+            store.apply(&renumbered.entry(&sig)),
+            Err(ThresholdError::BadSignature)
+        );
+        assert!(!store.is_approved(&[6u8; 32]));
+        // A key that is not the group's approves nothing.
+        let k = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let lone = ed25519_dalek::Signer::sign(&k, &other.message()).to_bytes();
+        assert_eq!(
+            store.apply(&other.entry(&lone)),
+            Err(ThresholdError::BadSignature)
+        );
+        // Garbage bodies: errors, no panic.
+        for n in [0usize, 39, 103, 105] {
+            let e = Entry {
+                kind: EntryKind::BuildApproval,
+                subject: 1,
+                body: vec![1; n],
+            };
+            assert_eq!(store.apply(&e), Err(ThresholdError::Malformed));
+        }
+        assert_eq!(store.approved().len(), 1);
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! | 16 (heat), 28 (signed claims), 29 (tree heads) | as is | identical |
 //! | 34 hello | unknown: dropped, counted `unknown_kind` | negotiation (above) |
 //! | 35 order | unknown: dropped, counted `unknown_kind` | threshold-signed dark / undark ([`dark`]) |
+//! | 38 trust, 39 attest | as in version 3 (issue 17's range) | identical: every build must learn revocations and approvals and prove what it runs ([`attest`]) |
 //!
 //! A version-2 node therefore cannot obey a panic-to-dark order: orders need version 3 at
 //! every node of the scope (an order reaches a version-2 node only as a counted drop).
@@ -37,6 +38,7 @@
 //! refills from its cell through kv repair (kind 8, identical in 2 and 3); the frames it
 //! sent under its old boot are void by the boot epoch (see [`wire`]).
 
+pub mod attest;
 pub mod dark;
 pub mod release;
 

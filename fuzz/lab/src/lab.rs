@@ -170,6 +170,7 @@ fn agent_config(id: u32) -> AgentConfig {
         directory_cert_hex: None,
         order_serial_floor: 0,
         trust: None,
+        approved_builds: Vec::new(),
     }
 }
 

@@ -214,6 +214,13 @@ fn crafted() -> Vec<Vec<u8>> {
             .entry(&[0; 64])
             .encode(),
         ),
+        // An attestation whose signature is no tile's.
+        Payload::Attest {
+            build: [2; 32],
+            config: [3; 32],
+            reply: false,
+            sig: [4; 64],
+        },
     ];
     payloads
         .into_iter()
@@ -303,7 +310,9 @@ mod tests {
             eprintln!("{name}");
             crate::datagram::run(s);
         }
-        let want: BTreeSet<u8> = (1..=13).chain([16, 20, 28, 29, 30, 34, 35, 38]).collect();
+        let want: BTreeSet<u8> = (1..=13)
+            .chain([16, 20, 28, 29, 30, 34, 35, 38, 39])
+            .collect();
         assert_eq!(kinds, want, "kinds in the seeds");
     }
 }

@@ -94,6 +94,7 @@ pub fn pair_configs(
                 directory_cert_hex: None,
                 order_serial_floor: 0,
                 trust: None,
+                approved_builds: Vec::new(),
                 protocol_version: None,
                 time: Some(time_config(i)),
             }

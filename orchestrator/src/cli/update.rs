@@ -37,6 +37,10 @@ pub(crate) struct StartArgs {
     /// Least share of a round's probes delivered.
     #[arg(long, default_value_t = Gates::default().delivery_min)]
     pub delivery_min: f64,
+    /// Highest thermal load (heat over rejection capacity) of any tile with a thermal
+    /// subsystem at the end of a round.
+    #[arg(long, default_value_t = Gates::default().thermal_max)]
+    pub thermal_max: f64,
     /// The release number (default: one above the last installed; a lower one is refused
     /// as a replayed or older manifest).
     #[arg(long)]
@@ -85,6 +89,7 @@ pub(crate) fn cmd_update_start(a: StartArgs) -> Result<(), Failure> {
         soak_s: a.soak,
         round_s: a.round,
         delivery_min: a.delivery_min,
+        thermal_max: a.thermal_max,
     };
     gates
         .check()
@@ -141,6 +146,14 @@ pub(crate) fn cmd_update_start(a: StartArgs) -> Result<(), Failure> {
         m.release,
         binary.display()
     );
+    let via = stages
+        .first()
+        .and_then(|st| st.nodes.first())
+        .map(|&n| plan.nodes[n].name.clone())
+        .unwrap_or_default();
+    let approved = rollout::approve(&dir, &client, &via, sha, m.release, &mut rand::rngs::OsRng)
+        .map_err(failure)?;
+    println!("release {}: {approved}", m.release);
     let me = std::process::id();
     let s = RolloutState {
         lab: dir.lab.clone(),
@@ -175,6 +188,8 @@ pub(crate) fn cmd_update_start(a: StartArgs) -> Result<(), Failure> {
                 worst_round: None,
                 rounds: 0,
                 warmup_rounds: 0,
+                causal_writes: 0,
+                causal_reads: 0,
             })
             .collect(),
         halt: None,

@@ -83,7 +83,7 @@ pub fn agent_configs(plan: &Plan, seed: u64) -> Vec<AgentConfig> {
     // The directory certified by t of the authorities, as a lab's `up` does
     // (`authority::certify_directory`); the simulator checks it at every boot.
     let directory_cert = certify(plan, &public, seed);
-    (0..plan.nodes.len())
+    let mut configs: Vec<AgentConfig> = (0..plan.nodes.len())
         .map(|id| {
             let mut cfg = plan.agent_config(id, Path::new("/nonexistent-twin"), &public);
             // As a lab's `up` (`keys::LabKeys::configure`): the authorities' group key and
@@ -98,6 +98,44 @@ pub fn agent_configs(plan: &Plan, seed: u64) -> Vec<AgentConfig> {
                 cfg.peers = Vec::new();
             }
             cfg
+        })
+        .collect();
+    // The builds the twin's nodes run, approved by t of the authorities as a lab's `up`
+    // approves its agent binary (issue 18's attestation; the twin measures a build as
+    // `attest::twin_build`). Only the first configuration carries them: the simulator
+    // reads them from it, as it reads the directory.
+    let versions: std::collections::BTreeSet<u8> = configs
+        .iter()
+        .map(|c| c.protocol_version.unwrap_or(lightcone_core::wire::VERSION))
+        .collect();
+    let approvals = approve(plan, &versions, seed);
+    if let Some(first) = configs.first_mut() {
+        first.approved_builds = approvals;
+    }
+    configs
+}
+
+/// Threshold-signed approvals (hex entries) of the sound twin build of each protocol
+/// version in `versions`, by the shares [`authorities`] derives; none if the DKG fails.
+fn approve(plan: &Plan, versions: &std::collections::BTreeSet<u8>, seed: u64) -> Vec<String> {
+    let Some((shares, group)) = authorities(plan, seed) else {
+        return Vec::new();
+    };
+    let signers: Vec<&lightcone_core::trust::threshold::Share> =
+        shares.values().take(usize::from(group.t)).collect();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ 0x6275_696c_6473);
+    versions
+        .iter()
+        .filter_map(|v| lightcone_core::update::Build::new(*v).ok())
+        .filter_map(|b| {
+            let a = lightcone_core::trust::threshold::BuildApproval {
+                sha256: lightcone_core::update::attest::twin_build(&b),
+                release: 0,
+            };
+            let sig =
+                lightcone_core::trust::threshold::sign(&group, &signers, &a.message(), &mut rng)
+                    .ok()?;
+            Some(hex::encode(a.entry(&sig).encode()))
         })
         .collect()
 }

@@ -18,10 +18,16 @@
 //!   (99 %, no spec figure: a sound build delivers all of them on loss-free links, the
 //!   defect of `rollout-bad` drops 30 % of what the updated tiles forward);
 //! - **false deaths**: no live tile is declared dead during the soak (the membership's
-//!   safety; a crash rate of zero is what the twin can hold an update to).
+//!   safety; a crash rate of zero is what the twin can hold an update to);
+//! - **causal** (bound 0): every round each updated live tile writes a key with
+//!   `durability=cell`; a write its cell acknowledged within the round must be held by
+//!   every live cell-mate at the round's end (a round is ≫ a cell's delay);
+//! - **time** (the spec's stated uncertainty, 3σ): no live tile with a time layer has its
+//!   true error outside its own 3σ at the end of two rounds in a row;
+//! - **thermal** ([`Gates::thermal_max`], 1.0: no tile above its rejection capacity): the
+//!   highest thermal load of a live tile with a thermal subsystem, at each round's end.
 //!
-//! Not built: gates on causal anomalies, time σ coverage and thermal load (the monitors
-//! exist in the experiment runner's expectations, not yet wired here). The lab slice, with
+//! The lab slice, with
 //! real agent binaries replaced under `lightcone update`, is the orchestrator's `rollout`
 //! module, with the same stages and gates.
 
@@ -78,6 +84,8 @@ pub struct Gates {
     pub soak: Duration,
     pub round: Duration,
     pub delivery_min: f64,
+    /// Highest thermal load of a live tile at a round's end.
+    pub thermal_max: f64,
 }
 
 impl Default for Gates {
@@ -87,6 +95,7 @@ impl Default for Gates {
             soak: Duration::from_secs(20),
             round: Duration::from_secs(2),
             delivery_min: 0.99,
+            thermal_max: 1.0,
         }
     }
 }
@@ -210,8 +219,9 @@ fn handshake(sim: &mut Sim, nodes: &[u32], round: Duration) {
     sim.take_events();
 }
 
-/// One probe round among the live tiles: (sent, delivered, live tiles declared dead).
-fn probe_round(sim: &mut Sim, round: Duration, tag: u32) -> (u64, u64, Vec<u32>) {
+/// One probe round among the live tiles: (sent, delivered, live tiles declared dead,
+/// cell puts acknowledged during the round).
+fn probe_round(sim: &mut Sim, round: Duration, tag: u32) -> (u64, u64, Vec<u32>, BTreeSet<u64>) {
     let live: Vec<u32> = (0..sim.len() as u32).filter(|i| sim.is_up(*i)).collect();
     sim.take_events();
     let mut sent = 0;
@@ -226,9 +236,13 @@ fn probe_round(sim: &mut Sim, round: Duration, tag: u32) -> (u64, u64, Vec<u32>)
     sim.run_for(round);
     let mut delivered = 0;
     let mut deaths = Vec::new();
+    let mut acked = BTreeSet::new();
     for (_, _, e) in sim.take_events() {
         match e {
             Event::Delivered { data, .. } if data == tag.to_be_bytes() => delivered += 1,
+            Event::KvWritten { request, .. } => {
+                acked.insert(request);
+            }
             Event::MemberChanged {
                 node,
                 state: MemberState::Dead,
@@ -237,7 +251,89 @@ fn probe_round(sim: &mut Sim, round: Duration, tag: u32) -> (u64, u64, Vec<u32>)
             _ => {}
         }
     }
-    (sent, delivered, deaths)
+    (sent, delivered, deaths, acked)
+}
+
+/// The causal gate's writes of round `tag`: one `cell` put per live tile of `nodes`;
+/// (request, writer, key, value) of each.
+fn causal_writes(sim: &mut Sim, nodes: &[u32], tag: u32) -> Vec<(u64, u32, String, Vec<u8>)> {
+    let mut w = Vec::new();
+    let live: Vec<u32> = nodes.iter().copied().filter(|n| sim.is_up(*n)).collect();
+    for n in live {
+        let request = (u64::from(tag) << 32) | u64::from(n);
+        let key = format!("lightcone-rollout/{n}/{tag}");
+        let value = format!("round-{tag}").into_bytes();
+        let put = Command::Put {
+            request,
+            key: key.clone(),
+            value: value.clone(),
+            durability: lightcone_core::kv::Durability::Cell,
+        };
+        if let Some(Ok(_)) = sim.command(n, &put) {
+            w.push((request, n, key, value));
+        }
+    }
+    w
+}
+
+/// Acknowledged writes of `writes` a live cell-mate of the writer does not hold:
+/// (writer, reader, key).
+fn causal_missing(
+    sim: &mut Sim,
+    writes: &[(u64, u32, String, Vec<u8>)],
+    acked: &BTreeSet<u64>,
+) -> Vec<(u32, u32, String)> {
+    let dir = sim.directory().clone();
+    let mut missing = Vec::new();
+    for (_, w, key, value) in writes.iter().filter(|x| acked.contains(&x.0)) {
+        let Some(a) = dir.addr(*w) else { continue };
+        for m in dir.ids_where(|b| b.same_cell(&a)) {
+            if m == *w || !sim.is_up(m) {
+                continue;
+            }
+            let got = sim.command(m, &Command::Get { key: key.clone() });
+            let held = matches!(got, Some(Ok(lightcone_core::io::Reply::KvValue { siblings, .. })) if siblings.contains(value));
+            if !held {
+                missing.push((*w, m, key.clone()));
+            }
+        }
+    }
+    missing
+}
+
+/// The time gate's round: live tiles outside their own 3σ now; the first also outside in
+/// `before` (last round's), with its error and σ.
+fn time_outside(sim: &mut Sim, before: &mut BTreeSet<u32>) -> Option<(u32, f64, f64)> {
+    let mut now = BTreeSet::new();
+    let mut worst = None;
+    for i in 0..sim.len() as u32 {
+        if !sim.is_up(i) {
+            continue;
+        }
+        if let Some(m) = sim.time_metrics(i) {
+            if !m.within_3sigma {
+                now.insert(i);
+                if before.contains(&i) && worst.is_none() {
+                    worst = Some((i, m.true_error_s, m.sigma_s));
+                }
+            }
+        }
+    }
+    *before = now;
+    worst
+}
+
+/// The thermal gate's round: the live tile with the highest thermal load and its load.
+fn hottest(sim: &Sim) -> Option<(u32, f64)> {
+    let now = sim.now();
+    (0..sim.len() as u32)
+        .filter(|i| sim.is_up(*i))
+        .filter_map(|i| {
+            sim.node(i)
+                .and_then(|n| n.heat())
+                .map(|h| (i, h.stats(now).load_ratio))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// Rolls `new` out over `stages`; on a gate's violation the stage's tiles get `old` again
@@ -268,9 +364,12 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
             handshake(sim, &nodes, g.round);
             let mut fired = None;
             let rounds = (g.soak.as_nanos() / g.round.as_nanos().max(1)).max(1);
+            let mut outside = BTreeSet::new();
             for _ in 0..rounds {
                 tag += 1;
-                let (sent, delivered, deaths) = probe_round(sim, g.round, tag);
+                let writes = causal_writes(sim, &nodes, tag);
+                let (sent, delivered, deaths, acked) = probe_round(sim, g.round, tag);
+                let missing = causal_missing(sim, &writes, &acked);
                 st.sent += sent;
                 st.delivered += delivered;
                 let ratio = if sent == 0 {
@@ -291,6 +390,30 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
                     fired = Some((
                         "false_deaths",
                         format!("live tile {d} declared dead during the soak, bound 0"),
+                    ));
+                } else if let Some((w, r, k)) = missing.first() {
+                    fired = Some((
+                        "causal",
+                        format!(
+                            "{} cell-acknowledged writes not held by a live cell-mate at the round's end, bound 0; first: {k} written at {w}, missing at {r}",
+                            missing.len()
+                        ),
+                    ));
+                } else if let Some((i, e, sigma)) = time_outside(sim, &mut outside) {
+                    fired = Some((
+                        "time",
+                        format!(
+                            "tile {i}'s time error {e:.6} s is outside its 3σ = {:.6} s for two rounds",
+                            3.0 * sigma
+                        ),
+                    ));
+                } else if let Some((i, load)) = hottest(sim).filter(|h| h.1 > g.thermal_max) {
+                    fired = Some((
+                        "thermal",
+                        format!(
+                            "tile {i} carries a thermal load of {load:.3} of its rejection capacity, bound <= {}",
+                            g.thermal_max
+                        ),
                     ));
                 }
                 if fired.is_some() {

@@ -134,3 +134,60 @@ fn one_seed_gives_one_rollout() {
     assert_eq!(a, go(36));
     assert_ne!(a.1, go(37).1);
 }
+
+/// The causal gate: with the delivery gate switched off (a bound of 0), the defective
+/// build's forwarding drops lose cell-acknowledged writes on their way to cell-mates, and
+/// the causal gate catches it at the canary instead.
+#[test]
+fn with_delivery_unjudged_the_causal_gate_catches_the_defect_at_the_canary() {
+    let mut sim = lab(32);
+    let stages = plan(&sim, CANARY);
+    let bad = Build::new(3).unwrap().with_forward_drop(300_000).unwrap();
+    let g = Gates {
+        delivery_min: 0.0,
+        ..Gates::default()
+    };
+    let r = run(&mut sim, &stages, bad, Build::default(), &g);
+    eprint!("rollout-bad, delivery unjudged\n{}", r.render());
+    let h = r.halted.as_ref().expect("the defect was not caught");
+    assert_eq!((h.stage, h.gate), ("canary", "causal"), "{h:?}");
+    assert!(
+        h.reason.contains("not held by a live cell-mate"),
+        "{}",
+        h.reason
+    );
+    assert!(builds(&sim).values().all(|b| *b == Build::default()));
+}
+
+/// The thermal gate: tiles running the thermal subsystem are judged on their load at
+/// each round's end; an idle lab passes the spec's bound of 1.0 and fails a bound below
+/// its actual load.
+#[test]
+fn the_thermal_gate_passes_an_idle_lab_and_fires_below_its_load() {
+    use lightcone_core::heat::config::ThermalConfig;
+    use lightcone_core::heat::model::LayerThermal;
+    let heat = || {
+        let topo = Topo::cluster(4, 5, 3 * MS, 20 * MS, 34);
+        let cfg = ThermalConfig {
+            layers: std::collections::BTreeMap::from([(0, LayerThermal::default())]),
+            interval_ns: 1_000_000_000,
+        };
+        let mut sim = Sim::with_heat(&topo, 34, test_params(), cfg, |_| 1.0).unwrap();
+        sim.run_for(Duration::from_secs(15));
+        sim
+    };
+    let new = Build::new(3).unwrap();
+    let mut sim = heat();
+    let stages = plan(&sim, CANARY);
+    let r = run(&mut sim, &stages, new, Build::default(), &Gates::default());
+    assert_eq!(r.halted, None, "{}", r.render());
+    let mut sim = heat();
+    let g = Gates {
+        thermal_max: 1e-9,
+        ..Gates::default()
+    };
+    let r = run(&mut sim, &stages, new, Build::default(), &g);
+    eprint!("thermal bound 1e-9\n{}", r.render());
+    let h = r.halted.as_ref().expect("a load above 1e-9 passed");
+    assert_eq!((h.stage, h.gate), ("canary", "thermal"), "{h:?}");
+}

@@ -262,12 +262,16 @@ pub fn approve_build(
 ) -> Result<String, AuthorityError> {
     let p = approvals_path(dir);
     let have = approvals(dir);
-    let sha_hex = hex::encode(sha256);
-    // The entry's body starts with the build's hash (after kind, subject and length).
-    if let Some(e) = have
-        .iter()
-        .find(|e| e.get(14..78) == Some(sha_hex.as_str()))
-    {
+    let approves = |h: &String| {
+        hex::decode(h)
+            .ok()
+            .and_then(|b| lightcone_core::trust::log::Entry::decode(&b).ok())
+            .is_some_and(|e| {
+                e.kind == lightcone_core::trust::log::EntryKind::BuildApproval
+                    && e.body.get(..32) == Some(&sha256[..])
+            })
+    };
+    if let Some(e) = have.iter().find(|e| approves(e)) {
         return Ok(e.clone());
     }
     let r = record(dir)?;
@@ -293,11 +297,12 @@ pub fn approve_binary(
     release: u64,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<[u8; 32], AuthorityError> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(io(path))?;
-    let sha: [u8; 32] = h.finalize().into();
+    let hex_sha = crate::api::file_sha256(path).map_err(io(path))?;
+    let mut sha = [0u8; 32];
+    hex::decode_to_slice(&hex_sha, &mut sha).map_err(|e| AuthorityError::Corrupt {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
     approve_build(dir, sha, release, rng)?;
     Ok(sha)
 }
@@ -598,6 +603,34 @@ mod tests {
             group_and_shares(&dir, 6),
             Err(AuthorityError::TooManyShares { asked: 6, held: 5 })
         ));
+    }
+
+    #[test]
+    fn a_build_is_approved_once_under_the_group_key_and_agents_are_configured_with_it() {
+        let (_t, dir, plan) = lab(TWO_CELLS);
+        assert!(approvals(&dir).is_empty());
+        // No authorities' shares yet: nothing is approved, nothing is written.
+        assert!(approve_build(&dir, [1; 32], 0, &mut OsRng).is_err());
+        assert!(!approvals_path(&dir).exists());
+        let r = generate(&dir, &plan, &mut OsRng).unwrap();
+        let a = approve_build(&dir, [1; 32], 0, &mut OsRng).unwrap();
+        // Approving it again returns the same entry; another build adds a line.
+        assert_eq!(approve_build(&dir, [1; 32], 5, &mut OsRng).unwrap(), a);
+        let b = approve_build(&dir, [2; 32], 1, &mut OsRng).unwrap();
+        assert_eq!(approvals(&dir), vec![a.clone(), b]);
+        // What an agent checks: the group key approves exactly these builds.
+        let key = ed25519_dalek::VerifyingKey::from_bytes(
+            &hex::decode(&r.group_key_hex).unwrap().try_into().unwrap(),
+        )
+        .unwrap();
+        let mut store = threshold::TrustStore::new(key);
+        for h in approvals(&dir) {
+            let e = lightcone_core::trust::log::Entry::decode(&hex::decode(h).unwrap()).unwrap();
+            assert_eq!(store.apply(&e), Ok(true));
+        }
+        assert!(store.is_approved(&[1; 32]) && store.is_approved(&[2; 32]));
+        assert!(!store.is_approved(&[3; 32]));
+        assert!(is_private(&approvals_path(&dir)));
     }
 
     #[test]

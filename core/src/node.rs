@@ -2239,6 +2239,9 @@ impl Node {
                 self.counters
                     .count(Direction::Watch, Outcome::AttestUnapproved);
                 if self.attest.required() {
+                    // Out of routing, should it have been in (only a key that signs two
+                    // measurements in one boot could get here from an admitted peer).
+                    self.routing.unadmit(n);
                     fx.events.push(Event::AttestRefused {
                         node: n,
                         build: m.build,

@@ -878,6 +878,7 @@ impl Node {
                 .collect(),
             quarantine: self.routing.quarantined().iter().copied().collect(),
             revoked: self.revoked_nodes(),
+            protocol_version: self.update.build().version,
             attest: {
                 let v = self.attest.view();
                 (v.build.is_some() || v.required).then_some(v)

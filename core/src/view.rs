@@ -41,6 +41,9 @@ pub struct Snapshot {
     /// Nodes whose keys our cell's BFT group revoked (issue 17; absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub revoked: Vec<u32>,
+    /// The protocol version this node's build speaks (issue 18: it accepts this one and
+    /// the one before).
+    pub protocol_version: u8,
     /// This node's attestation and its neighbours' (issue 18), when measured or required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attest: Option<crate::update::attest::AttestView>,

@@ -117,10 +117,21 @@ pub struct Health {
 pub struct NodeHealth {
     /// Whether its agent answered `/state` this time.
     pub answers: bool,
+    /// The SHA-256 (hex) of the agent build the node attests (issue 18's attestation);
+    /// `None` without an answer or a measurement.
+    #[serde(default)]
+    pub build: Option<String>,
+    /// Its share of one core since it started (issue 18's runtime budget: the spec's
+    /// < 0.5–1 %); `None` without an answer.
+    #[serde(default)]
+    pub cpu_share: Option<f64>,
     pub local_health: Option<i64>,
     pub peers: PeerCounts,
     /// `running`, `exited` or `none`.
     pub process: String,
+    /// The protocol version its build speaks (N or N−1 of a rollout).
+    #[serde(default)]
+    pub protocol: Option<u64>,
     /// Its thermal load (heat to reject ÷ radiator capacity) and whether it is throttled,
     /// as its agent reported them; `None` without a thermal model or an answer.
     pub thermal_load: Option<f64>,
@@ -185,6 +196,10 @@ pub struct Snapshot {
     pub health: Health,
     pub linkstats: LinkStatsView,
     pub status: LabStatus,
+    /// The lab's rollout (issue 18, `lightcone update`), as its record says now; `None`
+    /// when none was started.
+    #[serde(default)]
+    pub rollout: Option<crate::rollout::RolloutState>,
 }
 
 /// Render the page with the lab's name and token.
@@ -282,6 +297,8 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Health {
     let mut local_health: Vec<Option<i64>> = vec![None; names.len()];
     let mut thermal: Vec<(Option<f64>, Option<bool>)> = vec![(None, None); names.len()];
     let mut answered = vec![false; names.len()];
+    let mut builds: Vec<(Option<String>, Option<f64>, Option<u64>)> =
+        vec![(None, None, None); names.len()];
     for (i, r) in futures::future::join_all(reqs).await {
         let Ok((200, body)) = r else { continue };
         let Ok(v) = serde_json::from_slice::<Value>(&body) else {
@@ -292,6 +309,11 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Health {
         thermal[i] = (
             v["thermal"]["load_ratio"].as_f64(),
             v["thermal"]["throttled"].as_bool(),
+        );
+        builds[i] = (
+            v["attest"]["build"].as_str().map(String::from),
+            v["runtime"]["cpu_share"].as_f64(),
+            v["protocol_version"].as_u64(),
         );
         for m in v["members"].as_array().into_iter().flatten() {
             let (Some(id), Some(st)) = (m["id"].as_u64(), m["state"].as_str()) else {
@@ -324,6 +346,9 @@ async fn compute_health(lab: &Arc<Mutex<Lab>>) -> Health {
                 process: std::mem::take(&mut procs[i]),
                 thermal_load: thermal[i].0,
                 throttled: thermal[i].1,
+                build: builds[i].0.take(),
+                cpu_share: builds[i].1,
+                protocol: builds[i].2,
                 view: peer_view(alive, suspect, dead).into(),
             };
             (n, h)
@@ -520,11 +545,15 @@ async fn snapshot(d: &Dash, since: f64, first: bool) -> (Snapshot, f64) {
     let events = lab.events_after(since, max);
     let last = lab.events.back().map(|e| e.t_s).unwrap_or(since).max(since);
     let status = status_of(&mut lab);
+    // The rollout's record is rewritten atomically after every step, by whichever process
+    // runs it; an unreadable one is shown as none.
+    let rollout = crate::rollout::load(&lab.dir).ok().flatten();
     let v = Snapshot {
         events,
         health: h,
         linkstats: linkstats(&lab),
         status,
+        rollout,
     };
     (v, last)
 }
@@ -616,12 +645,16 @@ mod tests {
             process: "running".into(),
             thermal_load: Some(0.25),
             throttled: Some(false),
+            build: Some("ab".into()),
+            cpu_share: Some(0.004),
+            protocol: Some(3),
             view: "suspect".into(),
         };
         same(
             serde_json::to_string(&h).unwrap(),
             json!({
                 "process": "running", "answers": true, "local_health": null,
+                "build": "ab", "cpu_share": 0.004, "protocol": 3,
                 "peers": { "alive": 3, "suspect": 0, "dead": 1 },
                 "thermal_load": 0.25, "throttled": false,
                 "view": "suspect",

@@ -290,6 +290,7 @@ fn dashboard_draws_every_node_and_crashes_one() {
     );
 
     thermal_colouring_and_leases(&b, &lab);
+    builds_and_rollout(&b, &lab);
 
     // The victim: a tile (not the gateway, whose link the partition below cuts) that the
     // live stream shows alive in its peers' view before the crash. On a loaded host peers
@@ -542,6 +543,95 @@ fn thermal_colouring_and_leases(b: &Browser, lab: &str) {
     assert!(
         back.as_array().unwrap().iter().all(|f| f[0] == f[2]),
         "back to peers' view: {back}"
+    );
+}
+
+/// Issue 18 on the page: "colour by agent build" paints each node by the build its agent
+/// attests (one build in a fresh lab: one colour, one legend entry counting every node),
+/// the node detail shows the build and the agent's CPU against the budget, and the rollout
+/// panel shows the lab's rollout record — here a halted one written as `lightcone update`
+/// writes it — with the gate that fired.
+fn builds_and_rollout(b: &Browser, lab: &str) {
+    let builds = || {
+        b.js("return [...document.querySelectorAll('[data-node]')].map(e => e.getAttribute('data-build'))")
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || builds()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x.as_str().is_some_and(|s| s.len() == 64))),
+        "not every node shows the build it attests: {}",
+        builds()
+    );
+    let all = builds();
+    let all = all.as_array().unwrap();
+    assert!(
+        all.iter().all(|x| *x == all[0]),
+        "one lab, one build: {all:?}"
+    );
+    b.js("const s = document.getElementById('colour-by'); s.value = 'build'; s.dispatchEvent(new Event('change')); return 1");
+    let fills = b.js("return [...document.querySelectorAll('[data-node]')].map(e => [e.getAttribute('fill'), colourOfBuild(e.getAttribute('data-build'))])");
+    assert!(
+        fills
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f[0] == f[1] && f[0] != "#9aa0a6"),
+        "build colouring does not follow data-build: {fills}"
+    );
+    let legend = b.js("return document.getElementById('legend-build').hidden ? null : document.getElementById('legend-build').textContent");
+    let want = format!("{} · {} nodes", &all[0].as_str().unwrap()[..12], all.len());
+    assert!(
+        legend.as_str().is_some_and(|l| l.contains(&want)),
+        "legend {legend} lacks {want:?}"
+    );
+    b.js("const s = document.getElementById('colour-by'); s.value = 'view'; s.dispatchEvent(new Event('change')); return 1");
+    // The rollout panel: none yet, then the record `update` would leave after a halt.
+    let panel = || b.js("return document.getElementById('rollout').textContent");
+    assert!(
+        panel().as_str().unwrap().contains("no rollout started"),
+        "{}",
+        panel()
+    );
+    let record = serde_json::json!({
+        "lab": lab, "phase": "halted", "pid": 1, "pid_start": 0, "started_unix_s": 0.0,
+        "target": { "release": 7, "protocol": 2, "compat": [2, 2], "binary": "/x", "sha256": "ab".repeat(32) },
+        "previous": { "release": 6, "binary": null, "sha256": null },
+        "signed": "test", "gates": { "rejoin_s": 30.0, "soak_s": 10.0, "round_s": 1.0, "delivery_min": 0.99 },
+        "stages": [
+            { "name": "canary", "nodes": ["a", "b"], "status": "rolled_back", "deployed_at_s": 0.0, "rejoined_at_s": 0.4,
+              "probes_sent": 72, "probes_delivered": 55, "worst_round": 0.76, "rounds": 1 },
+            { "name": "cluster", "nodes": ["c"], "status": "pending", "deployed_at_s": null, "rejoined_at_s": null,
+              "probes_sent": 0, "probes_delivered": 0, "worst_round": null, "rounds": 0 }
+        ],
+        "halt": { "stage": "canary", "gate": "delivery", "reason": "55 of 72 delivered", "detected_at_s": 5.0,
+                  "rolled_back_at_s": 5.5, "time_to_rollback_s": 0.5, "rolled_back": ["a", "b"] },
+        "note": null
+    });
+    let path = format!("/run/lightcone/{lab}/rollout.json");
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let shown = || {
+        b.js("const h = document.getElementById('rollout-halt'); return h ? h.textContent : null")
+    };
+    let ok = wait_until(Duration::from_secs(10), || {
+        shown()
+            .as_str()
+            .is_some_and(|t| t.contains("gate delivery fired at stage canary"))
+    });
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        ok,
+        "the halted rollout is not shown: {} / {}",
+        panel(),
+        shown()
+    );
+    let stages = b.js("return [...document.querySelectorAll('#rollout-stages tr[data-stage]')].map(r => r.textContent)");
+    assert_eq!(stages.as_array().map(|a| a.len()), Some(2), "{stages}");
+    assert!(
+        panel().as_str().unwrap().contains("release 7"),
+        "{}",
+        panel()
     );
 }
 

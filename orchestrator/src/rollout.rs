@@ -25,6 +25,11 @@
 //! - **membership** (bound 0): no running agent is `dead` in a running cell-mate's view
 //!   during the soak.
 //!
+//! - **detection** (the spec's < 10 s local detection, emulated time; canary stage only,
+//!   after its soak): one updated canary tile with an updated cell-mate is crashed, a running
+//!   cell-mate must hold it suspect or dead within the bound; it is then restarted on the same
+//!   build and must rejoin within [`Gates::rejoin_s`]. The canary is the stage that may take
+//!   that risk; later stages are not crashed.
 //! - **causal** (bound 0): every round each updated tile writes a key with
 //!   `durability=cell`; a write its cell acknowledged must be held by every running
 //!   cell-mate one round later (a round is ≫ a cell's delay; the lab's links lose nothing),
@@ -363,6 +368,10 @@ pub struct StageRecord {
     pub causal_writes: u64,
     #[serde(default)]
     pub causal_reads: u64,
+    /// The canary's detection probe: emulated seconds until a cell-mate held the crashed
+    /// canary tile suspect or dead (`None`: not probed).
+    #[serde(default)]
+    pub detection_s: Option<f64>,
 }
 
 /// Why a rollout halted.
@@ -510,13 +519,13 @@ impl RolloutState {
         );
         s += &format!("  signed: {}\n", self.signed);
         s += &format!(
-            "  gates: rejoin <= {} s, soak {} s in rounds of {} s, delivery >= {}, crashes 0, membership deaths 0, causal anomalies 0, time error within 3σ, thermal load <= {}\n",
+            "  gates: rejoin <= {} s, soak {} s in rounds of {} s, delivery >= {}, crashes 0, membership deaths 0, causal anomalies 0, time error within 3σ, thermal load <= {}, canary crash detected < 10 s\n",
             self.gates.rejoin_s, self.gates.soak_s, self.gates.round_s, self.gates.delivery_min, self.gates.thermal_max
         );
         for st in &self.stages {
             let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
             s += &format!(
-                "  stage {:<8} {:>3} nodes  {:<11} deployed {:>8}  rejoined {:>8}  warm-up rounds {}  soak rounds {}  delivered {}/{}  worst round {}  causal writes {} read back {} times\n",
+                "  stage {:<8} {:>3} nodes  {:<11} deployed {:>8}  rejoined {:>8}  warm-up rounds {}  soak rounds {}  delivered {}/{}  worst round {}  causal writes {} read back {} times{}\n",
                 st.name,
                 st.nodes.len(),
                 serde_json::to_value(st.status)
@@ -532,6 +541,8 @@ impl RolloutState {
                 st.worst_round.map_or("-".into(), |w| format!("{w:.4}")),
                 st.causal_writes,
                 st.causal_reads,
+                st.detection_s
+                    .map_or(String::new(), |d| format!("  crash detected in {d:.2} s")),
             );
         }
         if let Some(h) = &self.halt {
@@ -884,6 +895,25 @@ pub fn judge_time(
     ))
 }
 
+/// The spec's local failure detection bound, emulated seconds ("< 10 s").
+pub const DETECTION_BOUND_S: f64 = 10.0;
+
+/// The detection gate: `detected_s`, emulated seconds until a cell-mate held the crashed
+/// tile suspect or dead (`None`: not within the wait), against the spec's < 10 s.
+pub fn judge_detection(victim: &str, detected_s: Option<f64>, waited_s: f64) -> Option<Fired> {
+    match detected_s {
+        Some(d) if d < DETECTION_BOUND_S => None,
+        Some(d) => Some((
+            "detection",
+            format!("{victim}'s crash was detected by a cell-mate after {d:.2} s (the spec: < {DETECTION_BOUND_S} s)"),
+        )),
+        None => Some((
+            "detection",
+            format!("no cell-mate held the crashed {victim} suspect or dead within {waited_s:.1} s (the spec: < {DETECTION_BOUND_S} s)"),
+        )),
+    }
+}
+
 /// The causal gate: writes acknowledged by their cell (`durability=cell`) that a running
 /// cell-mate did not hold a round later — (writer, reader, key) triples.
 pub fn judge_causal(plan: &Plan, missing: &[(usize, usize, String)]) -> Option<Fired> {
@@ -1121,6 +1151,70 @@ impl<'a> Runner<'a> {
         (missing, reads)
     }
 
+    /// The canary's detection probe (the canary is the stage that may take risks): crashes
+    /// one updated tile that has an updated cell-mate, measures (emulated time) until a
+    /// running cell-mate holds it suspect or dead, restarts it on the same build and waits
+    /// for it to rejoin. `Ok(None)` with no such tile (nothing probed).
+    fn detection_probe(
+        &mut self,
+        k: usize,
+        nodes: &[usize],
+    ) -> Result<Option<Fired>, RolloutError> {
+        let running = self.running()?;
+        let Some(&victim) = nodes.iter().find(|n| {
+            running.contains_key(n)
+                && self
+                    .mates(**n)
+                    .any(|m| nodes.contains(&m) && running.contains_key(&m))
+        }) else {
+            return Ok(None);
+        };
+        let name = self.plan.nodes[victim].name.clone();
+        let mates: Vec<usize> = self
+            .mates(victim)
+            .filter(|m| running.contains_key(m))
+            .collect();
+        let ts = self.plan.time_scale.max(1e-9);
+        let wait_s = 1.5 * DETECTION_BOUND_S / ts;
+        self.api(self.client.crash(&name))?;
+        let t0 = Instant::now();
+        let mut detected = None;
+        while t0.elapsed().as_secs_f64() < wait_s {
+            let seen = mates.iter().any(|&m| {
+                self.node_state(m).is_some_and(|s| {
+                    s.members.iter().any(|x| {
+                        x.id as usize == victim && (x.state == "suspect" || x.state == "dead")
+                    })
+                })
+            });
+            if seen {
+                detected = Some(t0.elapsed().as_secs_f64() * ts);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.state.stages[k].detection_s = detected;
+        self.save()?;
+        self.api(self.client.restart(&name))?;
+        if let Some(f) = judge_detection(&name, detected, wait_s * ts) {
+            return Ok(Some(f));
+        }
+        let deadline = Instant::now() + Duration::from_secs_f64(self.state.gates.rejoin_s);
+        while !self.rejoined(&[victim])? {
+            if Instant::now() > deadline {
+                return Ok(Some((
+                    "rejoin",
+                    format!(
+                        "{name} not alive in its cell within {} s of its restart after the detection probe",
+                        self.state.gates.rejoin_s
+                    ),
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(None)
+    }
+
     /// Deploys stage `k` and judges it; `Some` when a gate fired.
     fn stage(&mut self, k: usize, nodes: &[usize]) -> Result<Option<Fired>, RolloutError> {
         let g = self.state.gates;
@@ -1219,6 +1313,11 @@ impl<'a> Runner<'a> {
                 .or_else(|| judge_thermal(self.plan, &states, g.thermal_max));
             if judged.is_some() {
                 return Ok(judged);
+            }
+        }
+        if k == 0 {
+            if let Some(f) = self.detection_probe(k, nodes)? {
+                return Ok(Some(f));
             }
         }
         self.state.stages[k].status = StageStatus::Passed;
@@ -1432,6 +1531,19 @@ mod tests {
         // Without a time layer nothing is judged.
         let none = BTreeMap::from([(0usize, state(serde_json::json!({})))]);
         assert_eq!(judge_time(&p, &none, &mut BTreeSet::from([0])), None);
+    }
+
+    #[test]
+    fn the_detection_gate_holds_the_spec_s_ten_seconds() {
+        assert_eq!(judge_detection("t0", Some(2.5), 15.0), None);
+        let (gate, why) = judge_detection("t0", Some(10.0), 15.0).unwrap();
+        assert_eq!(gate, "detection");
+        assert!(
+            why.contains("after 10.00 s") && why.contains("< 10 s"),
+            "{why}"
+        );
+        let (_, why) = judge_detection("t0", None, 15.0).unwrap();
+        assert!(why.contains("within 15.0 s"), "{why}");
     }
 
     #[test]

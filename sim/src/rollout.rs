@@ -19,6 +19,9 @@
 //!   defect of `rollout-bad` drops 30 % of what the updated tiles forward);
 //! - **false deaths**: no live tile is declared dead during the soak (the membership's
 //!   safety; a crash rate of zero is what the twin can hold an update to);
+//! - **detection** (the spec's < 10 s; canary only, after its soak): an updated canary tile
+//!   is crashed, a live cell-mate must hold it suspect or dead in time, and it must rejoin
+//!   after its restart ([`detection_probe`]);
 //! - **causal** (bound 0): every round each updated live tile writes a key with
 //!   `durability=cell`; a write its cell acknowledged within the round must be held by
 //!   every live cell-mate at the round's end (a round is ≫ a cell's delay);
@@ -112,6 +115,9 @@ pub struct StageReport {
     pub delivery_min: f64,
     pub sent: u64,
     pub delivered: u64,
+    /// The canary's detection probe: how long until a cell-mate held the crashed tile
+    /// suspect or dead (`None`: not probed).
+    pub detection: Option<Duration>,
 }
 
 /// Why a rollout halted.
@@ -140,7 +146,7 @@ impl RolloutReport {
         let mut s = String::new();
         for st in &self.stages {
             s += &format!(
-                "stage {:<8} tiles {:>3}  deployed {:>8.3} s  rejoined {:>8}  delivered {}/{}  worst round {:.4}\n",
+                "stage {:<8} tiles {:>3}  deployed {:>8.3} s  rejoined {:>8}  delivered {}/{}  worst round {:.4}{}\n",
                 st.name,
                 st.nodes.len(),
                 st.deployed_at.as_secs_f64(),
@@ -149,6 +155,8 @@ impl RolloutReport {
                 st.delivered,
                 st.sent,
                 st.delivery_min,
+                st.detection
+                    .map_or(String::new(), |d| format!("  crash detected in {:.3} s", d.as_secs_f64())),
             );
         }
         match &self.halted {
@@ -336,6 +344,87 @@ fn hottest(sim: &Sim) -> Option<(u32, f64)> {
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
+/// The spec's local failure detection bound ("< 10 s").
+pub const DETECTION_BOUND: Duration = Duration::from_secs(10);
+
+/// The canary's detection probe (the lab's, see `orchestrator/src/rollout.rs`): one
+/// updated tile with a live updated cell-mate is crashed; a live cell-mate must hold it
+/// suspect or dead within [`DETECTION_BOUND`]; it is restarted on the same build and must
+/// rejoin within [`Gates::rejoin`].
+fn detection_probe(
+    sim: &mut Sim,
+    nodes: &[u32],
+    g: &Gates,
+    st: &mut StageReport,
+) -> Option<(&'static str, String)> {
+    let dir = sim.directory().clone();
+    let mates_of = |n: u32| -> Vec<u32> {
+        dir.addr(n)
+            .map(|a| dir.ids_where(|b| b.same_cell(&a)))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| *m != n)
+            .collect()
+    };
+    let victim = nodes.iter().copied().find(|n| {
+        sim.is_up(*n)
+            && mates_of(*n)
+                .iter()
+                .any(|m| nodes.contains(m) && sim.is_up(*m))
+    })?;
+    let mates: Vec<u32> = mates_of(victim)
+        .into_iter()
+        .filter(|m| sim.is_up(*m))
+        .collect();
+    sim.crash(victim);
+    let t0 = sim.now();
+    let seen = sim.run_until_pred(DETECTION_BOUND * 3 / 2, |s| {
+        mates.iter().any(|m| {
+            s.node(*m).is_some_and(|n| {
+                matches!(
+                    n.membership().state_of(victim),
+                    Some(MemberState::Suspect) | Some(MemberState::Dead)
+                )
+            })
+        })
+    });
+    let took = sim.now().saturating_since(t0);
+    sim.take_events();
+    if seen {
+        st.detection = Some(took);
+    }
+    sim.restart(victim);
+    if !seen || took >= DETECTION_BOUND {
+        return Some((
+            "detection",
+            format!(
+                "tile {victim}'s crash {} (the spec: < {:?})",
+                if seen {
+                    format!("was detected by a cell-mate after {took:?}")
+                } else {
+                    format!(
+                        "was not detected by a cell-mate within {:?}",
+                        DETECTION_BOUND * 3 / 2
+                    )
+                },
+                DETECTION_BOUND
+            ),
+        ));
+    }
+    if !sim.run_until_pred(g.rejoin, |s| alive_everywhere(s, &[victim])) {
+        return Some((
+            "rejoin",
+            format!(
+                "tile {victim} not alive within {:?} of its restart after the detection probe",
+                g.rejoin
+            ),
+        ));
+    }
+    // Its new boot, taught to every live tile as after a deployment.
+    handshake(sim, &[victim], g.round);
+    None
+}
+
 /// Rolls `new` out over `stages`; on a gate's violation the stage's tiles get `old` again
 /// and the rollout halts.
 pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -> RolloutReport {
@@ -357,6 +446,7 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
             delivery_min: 1.0,
             sent: 0,
             delivered: 0,
+            detection: None,
         };
         let nodes = stage.nodes.clone();
         let fired = if sim.run_until_pred(g.rejoin, |s| alive_everywhere(s, &nodes)) {
@@ -419,6 +509,9 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
                 if fired.is_some() {
                     break;
                 }
+            }
+            if fired.is_none() && report.stages.is_empty() {
+                fired = detection_probe(sim, &nodes, g, &mut st);
             }
             fired
         } else {

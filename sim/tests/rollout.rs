@@ -42,6 +42,42 @@ fn rollout_good_reaches_every_tile_through_all_stages_with_nothing_lost() {
         assert!(st.sent > 0);
         assert_eq!(st.delivered, st.sent, "stage {}: data lost", st.name);
     }
+    // The canary's detection probe ran and held the spec's bound; later stages were not
+    // crashed.
+    let d = r.stages[0].detection.expect("the canary was probed");
+    assert!(d < lightcone_sim::rollout::DETECTION_BOUND, "{d:?}");
+    assert!(r.stages[1..].iter().all(|s| s.detection.is_none()));
+}
+
+/// The detection gate: a lab whose membership probes every 12 s (the spec's detection is
+/// < 10 s) passes every soak round but not the canary's crash probe.
+#[test]
+fn a_slow_failure_detector_fires_the_detection_gate_at_the_canary() {
+    let topo = Topo::cluster(4, 5, 3 * MS, 20 * MS, 35);
+    let mut params = test_params();
+    params.swim.protocol_period = Duration::from_secs(12);
+    params.swim.probe_timeout = Duration::from_secs(4);
+    let mut sim = Sim::new(&topo, 35, params);
+    sim.run_for(Duration::from_secs(60));
+    let stages = plan(&sim, CANARY);
+    let g = Gates {
+        soak: Duration::from_secs(4),
+        ..Gates::default()
+    };
+    let r = run(
+        &mut sim,
+        &stages,
+        Build::new(3).unwrap(),
+        Build::default(),
+        &g,
+    );
+    eprint!("slow detector\n{}", r.render());
+    let h = r
+        .halted
+        .as_ref()
+        .expect("a 12 s probe period passed the detection gate");
+    assert_eq!((h.stage, h.gate), ("canary", "detection"), "{h:?}");
+    assert!(builds(&sim).values().all(|b| *b == Build::default()));
 }
 
 #[test]

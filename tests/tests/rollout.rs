@@ -325,6 +325,13 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
         if st["name"] != "layer" {
             assert!(st["causal_reads"].as_u64().unwrap() > 0, "{st}");
         }
+        // The canary's detection probe: a crashed canary tile seen by a cell-mate < 10 s.
+        if st["name"] == "canary" {
+            let d = st["detection_s"].as_f64().expect("the canary was probed");
+            assert!(d > 0.0 && d < 10.0, "{st}");
+        } else {
+            assert!(st["detection_s"].is_null(), "{st}");
+        }
     }
     let v = variants(&api, &nodes);
     assert!(

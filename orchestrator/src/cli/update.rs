@@ -190,6 +190,7 @@ pub(crate) fn cmd_update_start(a: StartArgs) -> Result<(), Failure> {
                 warmup_rounds: 0,
                 causal_writes: 0,
                 causal_reads: 0,
+                detection_s: None,
             })
             .collect(),
         halt: None,

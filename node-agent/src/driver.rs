@@ -799,6 +799,12 @@ pub fn prepare(
             .map_err(|e| DriverError::ApprovedBuilds(e.to_string()))?;
     }
     node.set_order_floor(cfg.order_serial_floor);
+    if cfg!(feature = "protocol-n1") {
+        // The previous protocol's build (tests of a mixed N/N-1 lab only): one version below
+        // what the configuration says, which every neighbour of version N still accepts.
+        let v = node.build().version.saturating_sub(1);
+        node.set_build(lightcone_core::update::Build::new(v)?);
+    }
     if cfg!(feature = "defect-drop-forward") {
         // The deliberately defective build (tests of `lightcone update`'s gates only).
         let b = node.build().with_forward_drop(crate::DEFECT_DROP_PPM)?;

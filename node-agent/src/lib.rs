@@ -15,11 +15,13 @@ pub mod pct;
 pub mod runtime;
 
 /// Which build of the agent this is (issue 18's rollout tests build variants as cargo
-/// features: `defect-drop-forward`, `variant-b`); `standard` without either.
+/// features: `defect-drop-forward`, `variant-b`, `protocol-n1`); `standard` without any.
 pub const BUILD_VARIANT: &str = if cfg!(feature = "defect-drop-forward") {
     "defect-drop-forward"
 } else if cfg!(feature = "variant-b") {
     "variant-b"
+} else if cfg!(feature = "protocol-n1") {
+    "protocol-n1"
 } else {
     "standard"
 };

@@ -258,6 +258,14 @@ enum UpdateCmd {
     },
     /// Stop the running rollout and roll back every node it updated.
     Abort { lab: String },
+    /// Approve a build for attestation with t of the lab's authority shares, without
+    /// rolling it out (agents then take a tile that runs it into routing).
+    Approve {
+        lab: String,
+        /// The agent binary to approve.
+        #[arg(long)]
+        build: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -558,6 +566,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             UpdateCmd::Start(a) => cli::cmd_update_start(a),
             UpdateCmd::Status { lab, json } => cli::cmd_update_status(lab, json),
             UpdateCmd::Abort { lab } => cli::cmd_update_abort(lab),
+            UpdateCmd::Approve { lab, build } => cli::cmd_update_approve(lab, build),
         },
         Cmd::Exec { lab, node, cmd } => cli::cmd_exec(lab, node, cmd),
         Cmd::Link { action } => cli::cmd_link(action),

@@ -24,7 +24,7 @@
 //! were built in a second target directory seeded with a copy of `target/debug/{deps,
 //! .fingerprint,build}` (18 GB in a clean CI clone, more than the CI machine's free disk).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -45,87 +45,6 @@ generate:
 ";
 
 const CANARY: [&str; 4] = ["l0c0k0t0", "l0c0k0t1", "l0c0k0t2", "l0c0k0t3"];
-
-/// The standard agent binary, saved before the variant builds replace it in the target
-/// directory and put back (byte for byte) when dropped.
-struct StandardAgent {
-    path: PathBuf,
-    saved: PathBuf,
-}
-
-impl StandardAgent {
-    fn save(scratch: &Path) -> StandardAgent {
-        let path = bin_dir().join("lightcone-agent");
-        let saved = scratch.join("agent-standard");
-        std::fs::copy(&path, &saved).expect("save the standard agent");
-        StandardAgent { path, saved }
-    }
-}
-
-impl Drop for StandardAgent {
-    fn drop(&mut self) {
-        // Replace, not write through: the uplifted file may be a hard link into deps/.
-        let tmp = self.path.with_extension("restoring");
-        let restored =
-            std::fs::copy(&self.saved, &tmp).and_then(|_| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = restored {
-            eprintln!(
-                "could not put the standard agent back at {}: {e}",
-                self.path.display()
-            );
-        }
-    }
-}
-
-/// Builds the agent with `feature` in the workspace's target directory and copies it to
-/// `to`; how long the build took. The target's `lightcone-agent` is then the variant until
-/// [`StandardAgent`] puts the standard one back.
-fn build_variant(feature: &str, to: &Path) -> Duration {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let t0 = Instant::now();
-    let o = Command::new(cargo)
-        .current_dir(repo_root())
-        // `--workspace`: the dependencies' features unified as the suite's own
-        // `cargo build --workspace --bins` unified them, so only the agent is compiled
-        // again (24 s here; `-p lightcone-agent` alone rebuilt dependencies: 188 s).
-        .args([
-            "build",
-            "--workspace",
-            "--bin",
-            "lightcone-agent",
-            "--features",
-        ])
-        .arg(format!("lightcone-agent/{feature}"))
-        .output()
-        .expect("run cargo");
-    assert!(
-        o.status.success(),
-        "cargo build --features {feature} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    std::fs::copy(bin_dir().join("lightcone-agent"), to).expect("copy the build");
-    t0.elapsed()
-}
-
-fn sha256(p: &Path) -> String {
-    let o = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn api_url(lab: &str) -> String {
-    let info: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(format!("/run/lightcone/{lab}/supervisor.json")).expect("supervisor.json"),
-    )
-    .unwrap();
-    info["api_url"].as_str().unwrap().to_string()
-}
 
 /// The variant each node's agent says it runs (`lightcone_agent_build_info`).
 fn variants(api: &str, nodes: &[String]) -> Vec<(String, String)> {
@@ -165,25 +84,6 @@ fn pids(lab: &str) -> Vec<(String, u64)> {
             )
         })
         .collect()
-}
-
-/// Replaces `node`'s agent with `binary` through the supervisor
-/// (`POST /api/nodes/{node}/update`, the lab's token), as a rollout does for each tile.
-fn replace_agent(lab: &str, node: &str, binary: &Path) {
-    let info: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(format!("/run/lightcone/{lab}/supervisor.json")).expect("supervisor.json"),
-    )
-    .unwrap();
-    let api = info["api_url"].as_str().unwrap();
-    let token = info["token"].as_str().unwrap();
-    let r = ureq::post(&format!("{api}/api/nodes/{node}/update"))
-        .set("x-lightcone-token", token)
-        .timeout(Duration::from_secs(30))
-        .send_json(serde_json::json!({
-            "binary": binary.to_str().unwrap(),
-            "sha256": sha256(binary),
-        }));
-    assert!(r.is_ok(), "update {node} to {}: {r:?}", binary.display());
 }
 
 fn status_json(lab: &str) -> serde_json::Value {

@@ -12,6 +12,108 @@ fn cell_partition_and_heal_passes() {
     shipped_passes("cell.yaml", "scp");
 }
 
+/// Issue 18: a mixed N/N−1 lab of two real builds passes the cell scenario. The cell's
+/// lab is brought up (protocol 3, the lab's N), a build of the previous protocol
+/// (`--features protocol-n1`: it speaks 2) is approved for attestation (`update approve`)
+/// and put in place on every odd tile; once each tile routes to all eleven others, the
+/// shipped cell scenario runs on that lab (`run` reuses a lab that is up) and passes —
+/// detection, convergence after the heal, causal consistency, no acknowledged write lost —
+/// and the restarted N−1 tile still runs N−1.
+#[test]
+fn cell_partition_and_heal_passes_in_a_mixed_n_and_n_minus_1_lab() {
+    use std::time::Duration;
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = lab_name("smx");
+    let sc = scenario_copy(tmp.path(), "cell.yaml", &lab);
+    let topo = topology_file(tmp.path(), &shipped("cell.yaml"), &lab);
+    let n1 = tmp.path().join("agent-protocol-n1");
+    let keep = StandardAgent::save(tmp.path());
+    let took = build_variant("protocol-n1", &n1);
+    drop(keep);
+    println!(
+        "protocol-n1 build {:.1} s, sha256 {}",
+        took.as_secs_f64(),
+        sha256(&n1)
+    );
+    let _guard = LabGuard(lab.clone());
+    lc_ok(&["up", topo.to_str().unwrap(), "--detach"]);
+    let approved = lc_ok(&["update", "approve", &lab, "--build", n1.to_str().unwrap()]);
+    assert!(
+        approved.contains("build approved for attestation"),
+        "{approved}"
+    );
+    let tiles: Vec<String> = (0..12).map(|i| format!("l0c0k0t{i}")).collect();
+    let old: Vec<&String> = tiles.iter().skip(1).step_by(2).collect();
+    for t in &old {
+        replace_agent(&lab, t, &n1);
+    }
+    let api = api_url(&lab);
+    let state = |n: &str| -> serde_json::Value {
+        ureq::get(&format!("{api}/nodes/{n}/state"))
+            .timeout(Duration::from_secs(5))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json().ok())
+            .unwrap_or_default()
+    };
+    let mixed = || {
+        tiles.iter().enumerate().all(|(i, t)| {
+            let s = state(t);
+            let want = if i % 2 == 1 { 2 } else { 3 };
+            s["protocol_version"] == want
+                && s["routes"].as_array().is_some_and(|r| {
+                    tiles
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .all(|(j, _)| r.iter().any(|x| x["dest"] == format!("node:{j}")))
+                })
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), mixed),
+        "the mixed lab did not converge: {}",
+        tiles
+            .iter()
+            .map(|t| format!(
+                "{t}: protocol {} routes {}",
+                state(t)["protocol_version"],
+                state(t)["routes"].as_array().map_or(0, |r| r.len())
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let out = tmp.path().join("run");
+    let o = run_scenario(&sc, &out);
+    assert!(
+        o.status.success(),
+        "cell on a mixed lab failed:\n{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("(already up)"), "{}", text(&o));
+    assert_eq!(report(&out)["passed"], true);
+    // The tile runtime's own cost (issue 18's budget), as each agent reports it.
+    for t in &tiles {
+        let r = &state(t)["runtime"];
+        println!(
+            "runtime {t}: cpu {:.3} s over {:.1} s = {:.3} % of a core (budget {} %), rss {} kB, binary {} MB",
+            r["cpu_s"].as_f64().unwrap_or(f64::NAN),
+            r["uptime_s"].as_f64().unwrap_or(f64::NAN),
+            100.0 * r["cpu_share"].as_f64().unwrap_or(f64::NAN),
+            100.0 * r["budget_share"].as_f64().unwrap_or(f64::NAN),
+            r["rss_bytes"].as_u64().unwrap_or(0) / 1024,
+            r["binary_bytes"].as_u64().unwrap_or(0) / 1_000_000
+        );
+        assert!(r["cpu_s"].as_f64().is_some(), "{t} reports no runtime: {r}");
+    }
+    // l0c0k0t3 was crashed and restarted by the scenario: still the N−1 build.
+    assert_eq!(state("l0c0k0t3")["protocol_version"], 2);
+    assert_eq!(state("l0c0k0t2")["protocol_version"], 3);
+    lc_ok(&["down", &lab]);
+    assert_gone(&lab);
+}
+
 #[test]
 fn crash_storm_passes() {
     shipped_passes("crash-storm.yaml", "scs");

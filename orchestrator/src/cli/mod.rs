@@ -38,7 +38,8 @@ pub(crate) use token::{cmd_token_attenuate, cmd_token_mint, cmd_token_revoke};
 pub(crate) use tools::{cmd_completions, cmd_doctor};
 pub(crate) use up::{cmd_supervise, cmd_up, parse_time_scale};
 pub(crate) use update::{
-    cmd_update_abort, cmd_update_plan, cmd_update_start, cmd_update_status, StartArgs,
+    cmd_update_abort, cmd_update_approve, cmd_update_plan, cmd_update_start, cmd_update_status,
+    StartArgs,
 };
 pub(crate) use worker::cmd_worker;
 

@@ -235,6 +235,43 @@ pub(crate) fn cmd_update_status(lab: String, json: bool) -> Result<(), Failure> 
     Ok(())
 }
 
+/// `lightcone update approve LAB --build PATH`: t of the lab's authority shares approve the
+/// build for attestation (issue 18) without rolling it out — it is entered in the release
+/// log and flooded to every agent, so a tile that runs it (put in place by hand, or by a
+/// later rollout) is taken into routing. Refused with nothing changed: a lab that is not
+/// up, a build that is missing or not executable.
+pub(crate) fn cmd_update_approve(lab: String, build: PathBuf) -> Result<(), Failure> {
+    let dir = pick_lab(Some(lab))?;
+    let client = supervisor_of(&dir)?;
+    let binary = rollout::check_binary(&build).map_err(failure)?;
+    let sha_hex = lightcone::api::file_sha256(&binary).map_err(|e| {
+        invalid(anyhow!(
+            "--build {}: {e}; nothing was changed",
+            binary.display()
+        ))
+    })?;
+    let mut sha = [0u8; 32];
+    hex::decode_to_slice(&sha_hex, &mut sha).map_err(Failure::from)?;
+    let status = client
+        .status(lightcone::client::DEFAULT_TIMEOUT)
+        .map_err(super::client_failure)?;
+    let via = status
+        .nodes
+        .iter()
+        .find(|n| n.agent.state == "running")
+        .map(|n| n.name.clone())
+        .ok_or_else(|| {
+            state(format!(
+                "lab {}: no agent runs; nothing was changed",
+                dir.lab
+            ))
+        })?;
+    let done =
+        rollout::approve(&dir, &client, &via, sha, 0, &mut rand::rngs::OsRng).map_err(failure)?;
+    println!("{} (sha256 {sha_hex}): {done}", binary.display());
+    Ok(())
+}
+
 /// `lightcone update abort LAB`: the running rollout stops and rolls back what it updated.
 pub(crate) fn cmd_update_abort(lab: String) -> Result<(), Failure> {
     let dir = pick_lab(Some(lab))?;

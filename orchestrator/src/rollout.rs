@@ -730,8 +730,10 @@ pub fn approve(
     release: u64,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<String, RolloutError> {
-    let entry_hex = authority::approve_build(dir, sha256, release, rng)?;
+    // A lab that never ran a rollout has no release store yet.
+    std::fs::create_dir_all(releases(dir)).map_err(io(&releases(dir)))?;
     let (mut log, mut entries) = release_log(dir)?;
+    let entry_hex = authority::approve_build(dir, sha256, release, rng)?;
     let logged = if entries.contains(&entry_hex) {
         "already in the release log".to_string()
     } else {

@@ -958,15 +958,6 @@ pub struct UpdateReply {
     pub sha256: String,
 }
 
-/// SHA-256 of a file, hex.
-pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
-}
-
 /// Why a file cannot be run as an agent binary: missing, not a regular file, or not
 /// executable. `None`: it can.
 pub fn not_runnable(path: &std::path::Path) -> Option<String> {
@@ -1003,7 +994,8 @@ pub async fn api_node_update(
             if let Some(why) = not_runnable(&p) {
                 return Err(ApiError::Bad(format!("{why}; nothing was changed")));
             }
-            let have = file_sha256(&p).map_err(|e| ApiError::Bad(format!("{b}: {e}")))?;
+            let have =
+                crate::state::file_sha256(&p).map_err(|e| ApiError::Bad(format!("{b}: {e}")))?;
             if !have.eq_ignore_ascii_case(want.trim()) {
                 return Err(ApiError::Bad(format!(
                     "{b} has SHA-256 {have}, the release names {}; nothing was changed",
@@ -1040,7 +1032,7 @@ pub async fn api_node_update(
     let (path, sha) = match asked {
         Some(x) => x,
         None => {
-            let sha = file_sha256(&lab_binary).map_err(ApiError::internal)?;
+            let sha = crate::state::file_sha256(&lab_binary).map_err(ApiError::internal)?;
             (lab_binary, sha)
         }
     };

@@ -312,6 +312,15 @@ pub fn inhabited_netns(paths: impl Iterator<Item = PathBuf>) -> std::collections
     out
 }
 
+/// SHA-256 of a file, hex.
+pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

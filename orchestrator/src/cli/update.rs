@@ -114,7 +114,7 @@ pub(crate) fn cmd_update_start(a: StartArgs) -> Result<(), Failure> {
         )));
     }
     // The measurement: the binary's SHA-256.
-    let sha_hex = lightcone::api::file_sha256(&binary).map_err(|e| {
+    let sha_hex = lightcone::state::file_sha256(&binary).map_err(|e| {
         invalid(anyhow!(
             "--build {}: {e}; nothing was changed",
             binary.display()
@@ -244,7 +244,7 @@ pub(crate) fn cmd_update_approve(lab: String, build: PathBuf) -> Result<(), Fail
     let dir = pick_lab(Some(lab))?;
     let client = supervisor_of(&dir)?;
     let binary = rollout::check_binary(&build).map_err(failure)?;
-    let sha_hex = lightcone::api::file_sha256(&binary).map_err(|e| {
+    let sha_hex = lightcone::state::file_sha256(&binary).map_err(|e| {
         invalid(anyhow!(
             "--build {}: {e}; nothing was changed",
             binary.display()

@@ -182,6 +182,25 @@ impl AgentConfig {
     pub fn me(&self) -> &PeerInfo {
         &self.peers[self.id as usize]
     }
+
+    /// The approved builds (`approved_builds`) as log entries: each must decode and be a
+    /// `BuildApproval` (its signature is checked where the authorities' key is known,
+    /// [`crate::Node::require_attestation`]).
+    pub fn approved_build_entries(&self) -> Result<Vec<crate::trust::log::Entry>, ConfigError> {
+        self.approved_builds
+            .iter()
+            .enumerate()
+            .map(|(entry, h)| {
+                let bad = |why: String| ConfigError::BadApprovedBuild { entry, why };
+                let b = hex::decode(h.trim()).map_err(|e| bad(e.to_string()))?;
+                let e = crate::trust::log::Entry::decode(&b).map_err(|e| bad(e.to_string()))?;
+                if e.kind != crate::trust::log::EntryKind::BuildApproval {
+                    return Err(bad(format!("a {:?} entry, not a build approval", e.kind)));
+                }
+                Ok(e)
+            })
+            .collect()
+    }
 }
 
 /// Body of the agent's `POST /clock` (and of the supervisor's `POST
@@ -356,8 +375,8 @@ pub enum ConfigError {
     BadAuthoritiesKey,
     #[error("directory_cert_hex is not the authorities' threshold signature over this directory")]
     BadDirectoryCertificate,
-    #[error("approved_builds: an entry is malformed or not the authorities' threshold signature of a build approval")]
-    BadApprovedBuild,
+    #[error("approved_builds entry {entry}: {why}")]
+    BadApprovedBuild { entry: usize, why: String },
     #[error("public key of peer {0} is not a valid ed25519 key")]
     BadPublicKey(u32),
     #[error("the secret key does not match this node's public key in the directory")]

@@ -480,10 +480,8 @@ impl Node {
         let neighbours: Vec<u32> = self.routing.neighbors().collect();
         self.attest
             .sign(&self.key, self.params.auth, self.id, self.boot_epoch);
-        if self.attest.payload(false).is_some() {
-            self.counters.auth_ops[0] += 1;
-        }
         if let Some(p) = self.attest.payload(false) {
+            self.counters.auth_ops[0] += 1;
             for &n in &neighbours {
                 self.attest.sent(n, now);
                 self.fx.send_link(n, p.clone());

@@ -108,18 +108,6 @@ fn measure(cfg: &AgentConfig) -> Result<lightcone_core::update::attest::Measurem
     })
 }
 
-/// Decodes the configuration's approved builds (hex log entries).
-fn approvals(hexes: &[String]) -> Result<Vec<lightcone_core::trust::log::Entry>, String> {
-    hexes
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let b = hex::decode(h.trim()).map_err(|e| format!("entry {i}: {e}"))?;
-            lightcone_core::trust::log::Entry::decode(&b).map_err(|e| format!("entry {i}: {e}"))
-        })
-        .collect()
-}
-
 /// The authorities' group key from its hex (32 bytes, a valid Ed25519 point).
 fn authorities_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
     let b: [u8; 32] = hex::decode(hex_key.trim())
@@ -794,7 +782,7 @@ pub fn prepare(
     }
     node.set_measurement(measurement);
     if !cfg.approved_builds.is_empty() {
-        let entries = approvals(&cfg.approved_builds).map_err(DriverError::ApprovedBuilds)?;
+        let entries = cfg.approved_build_entries()?;
         node.require_attestation(&entries)
             .map_err(|e| DriverError::ApprovedBuilds(e.to_string()))?;
     }

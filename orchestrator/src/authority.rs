@@ -297,12 +297,7 @@ pub fn approve_binary(
     release: u64,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<[u8; 32], AuthorityError> {
-    let hex_sha = crate::state::file_sha256(path).map_err(io(path))?;
-    let mut sha = [0u8; 32];
-    hex::decode_to_slice(&hex_sha, &mut sha).map_err(|e| AuthorityError::Corrupt {
-        path: path.display().to_string(),
-        why: e.to_string(),
-    })?;
+    let sha = crate::state::file_digest(path).map_err(io(path))?;
     approve_build(dir, sha, release, rng)?;
     Ok(sha)
 }

@@ -64,13 +64,23 @@ const STREAM_PERIOD: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Dash {
     lab: Arc<Mutex<Lab>>,
+    /// The lab's state directory (fixed for the supervisor's life), read without the lock.
+    dir: Arc<crate::state::LabDir>,
     health: Arc<tokio::sync::Mutex<Option<(Instant, Health)>>>,
 }
 
 impl Dash {
     pub fn new(lab: Arc<Mutex<Lab>>) -> Dash {
+        let dir = {
+            let l = lab.lock().expect("lab lock");
+            Arc::new(crate::state::LabDir {
+                lab: l.dir.lab.clone(),
+                path: l.dir.path.clone(),
+            })
+        };
         Dash {
             lab,
+            dir,
             health: Default::default(),
         }
     }
@@ -536,6 +546,9 @@ pub async fn log_route(
 
 async fn snapshot(d: &Dash, since: f64, first: bool) -> (Snapshot, f64) {
     let h = health(d).await;
+    // The rollout's record is rewritten atomically after every step, by whichever process
+    // runs it; an unreadable one is shown as none. Read before the lab's lock is taken.
+    let rollout = crate::rollout::load(&d.dir).ok().flatten();
     let mut lab = d.lab.lock().expect("lab lock");
     let max = if first {
         STREAM_FIRST_EVENTS
@@ -545,9 +558,6 @@ async fn snapshot(d: &Dash, since: f64, first: bool) -> (Snapshot, f64) {
     let events = lab.events_after(since, max);
     let last = lab.events.back().map(|e| e.t_s).unwrap_or(since).max(since);
     let status = status_of(&mut lab);
-    // The rollout's record is rewritten atomically after every step, by whichever process
-    // runs it; an unreadable one is shown as none.
-    let rollout = crate::rollout::load(&lab.dir).ok().flatten();
     let v = Snapshot {
         events,
         health: h,

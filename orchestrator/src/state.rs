@@ -312,13 +312,18 @@ pub fn inhabited_netns(paths: impl Iterator<Item = PathBuf>) -> std::collections
     out
 }
 
-/// SHA-256 of a file, hex.
-pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+/// SHA-256 of a file.
+pub fn file_digest(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
     use sha2::Digest;
     let mut f = std::fs::File::open(path)?;
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
+    Ok(h.finalize().into())
+}
+
+/// SHA-256 of a file, hex.
+pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    file_digest(path).map(hex::encode)
 }
 
 #[cfg(test)]

@@ -574,20 +574,21 @@ impl Sim {
                 })?;
             sim.authorities = Some(key);
             // Approved builds, checked now as the agent checks them at start.
-            let bad = || SimError::Config {
+            let bad = |error| SimError::Config {
                 node: first.id,
-                error: ConfigError::BadApprovedBuild,
+                error,
             };
+            let entries = first.approved_build_entries().map_err(bad)?;
             let mut store = lightcone_core::trust::threshold::TrustStore::new(key);
-            for h in &first.approved_builds {
-                let e = hex::decode(h.trim())
-                    .ok()
-                    .and_then(|b| lightcone_core::trust::log::Entry::decode(&b).ok())
-                    .filter(|e| e.kind == lightcone_core::trust::log::EntryKind::BuildApproval)
-                    .ok_or_else(bad)?;
-                store.apply(&e).map_err(|_| bad())?;
-                sim.approvals.push(e);
+            for (entry, e) in entries.iter().enumerate() {
+                store.apply(e).map_err(|t| {
+                    bad(ConfigError::BadApprovedBuild {
+                        entry,
+                        why: t.to_string(),
+                    })
+                })?;
             }
+            sim.approvals = entries;
             // The directory's certificate, as the agent checks it (issue 17).
             if let Some(c) = &first.directory_cert_hex {
                 if sim.dir.check_certificate(c, &key).is_err() {

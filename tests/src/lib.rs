@@ -481,6 +481,16 @@ pub fn sha256(p: &Path) -> String {
         .to_string()
 }
 
+/// `GET {api}/nodes/{node}/state` as JSON (`null` when the agent does not answer).
+pub fn node_state_json(api: &str, node: &str) -> serde_json::Value {
+    ureq::get(&format!("{api}/nodes/{node}/state"))
+        .timeout(Duration::from_secs(5))
+        .call()
+        .ok()
+        .and_then(|r| r.into_json().ok())
+        .unwrap_or_default()
+}
+
 /// The lab's supervisor API URL, from its `supervisor.json`.
 pub fn api_url(lab: &str) -> String {
     let info: serde_json::Value = serde_json::from_slice(

@@ -251,14 +251,7 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     )
     .unwrap();
     let (t0name, mates) = (CANARY[0], [CANARY[1], CANARY[3]]);
-    let state = |n: &str| -> serde_json::Value {
-        ureq::get(&format!("{api}/nodes/{n}/state"))
-            .timeout(Duration::from_secs(5))
-            .call()
-            .ok()
-            .and_then(|r| r.into_json().ok())
-            .unwrap_or_default()
-    };
+    let state = |n: &str| node_state_json(&api, n);
     let id0 = state(t0name)["id"].as_u64().expect("the node's id");
     replace_agent(&lab, t0name, &unapproved);
     let refused_by_mates = || {

@@ -49,14 +49,7 @@ fn cell_partition_and_heal_passes_in_a_mixed_n_and_n_minus_1_lab() {
         replace_agent(&lab, t, &n1);
     }
     let api = api_url(&lab);
-    let state = |n: &str| -> serde_json::Value {
-        ureq::get(&format!("{api}/nodes/{n}/state"))
-            .timeout(Duration::from_secs(5))
-            .call()
-            .ok()
-            .and_then(|r| r.into_json().ok())
-            .unwrap_or_default()
-    };
+    let state = |n: &str| node_state_json(&api, n);
     let mixed = || {
         tiles.iter().enumerate().all(|(i, t)| {
             let s = state(t);

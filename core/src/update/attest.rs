@@ -117,8 +117,9 @@ pub enum Verdict {
 /// A node's attestation state: its own signed measurement and its neighbours'.
 #[derive(Debug, Clone, Default)]
 pub struct Attestation {
-    mine: Option<(Measurement, [u8; 64])>,
     measurement: Option<Measurement>,
+    /// Our signature over the measurement for this boot (set at [`Attestation::sign`]).
+    sig: Option<[u8; 64]>,
     required: bool,
     peers: BTreeMap<u32, PeerAttestation>,
     asked: BTreeMap<u32, Instant>,
@@ -158,13 +159,14 @@ impl Attestation {
     pub fn sign(&mut self, key: &SigningKey, auth: Auth, me: u32, epoch: u32) {
         if let Some(m) = self.measurement {
             let sig = sign_as(key, auth, &message(me, epoch, &m));
-            self.mine = Some((m, sig));
+            self.sig = Some(sig);
         }
     }
 
     /// Our attestation as a payload (`None`: not measured).
     pub fn payload(&self, reply: bool) -> Option<Payload> {
-        self.mine.map(|(m, sig)| Payload::Attest {
+        let (m, sig) = (self.measurement?, self.sig?);
+        Some(Payload::Attest {
             build: m.build,
             config: m.config,
             reply,
@@ -231,7 +233,7 @@ impl Attestation {
     /// Neighbours of `heard` (heard from lately) to ask for their attestation now: those
     /// without a valid one, not asked within the retry interval (`delay` of each link).
     pub fn due(&mut self, now: Instant, heard: &[(u32, Duration)]) -> Vec<u32> {
-        if self.mine.is_none() {
+        if self.sig.is_none() {
             return Vec::new();
         }
         let mut due = Vec::new();

@@ -70,6 +70,16 @@ fn failure(e: RolloutError) -> Failure {
     }
 }
 
+/// The SHA-256 of the build at `binary` (its measurement), or why it cannot be read.
+fn digest(binary: &std::path::Path) -> Result<[u8; 32], Failure> {
+    lightcone::state::file_digest(binary).map_err(|e| {
+        invalid(anyhow!(
+            "--build {}: {e}; nothing was changed",
+            binary.display()
+        ))
+    })
+}
+
 /// `lightcone update plan LAB [--canary CELL]`.
 pub(crate) fn cmd_update_plan(lab: String, canary: Option<String>) -> Result<(), Failure> {
     let dir = pick_lab(Some(lab))?;
@@ -114,14 +124,8 @@ pub(crate) fn cmd_update_start(a: StartArgs) -> Result<(), Failure> {
         )));
     }
     // The measurement: the binary's SHA-256.
-    let sha_hex = lightcone::state::file_sha256(&binary).map_err(|e| {
-        invalid(anyhow!(
-            "--build {}: {e}; nothing was changed",
-            binary.display()
-        ))
-    })?;
-    let mut sha = [0u8; 32];
-    hex::decode_to_slice(&sha_hex, &mut sha).map_err(Failure::from)?;
+    let sha = digest(&binary)?;
+    let sha_hex = hex::encode(sha);
     let release = match a.release {
         Some(r) => r,
         None => rollout::next_release(&dir).map_err(failure)?,
@@ -244,14 +248,8 @@ pub(crate) fn cmd_update_approve(lab: String, build: PathBuf) -> Result<(), Fail
     let dir = pick_lab(Some(lab))?;
     let client = supervisor_of(&dir)?;
     let binary = rollout::check_binary(&build).map_err(failure)?;
-    let sha_hex = lightcone::state::file_sha256(&binary).map_err(|e| {
-        invalid(anyhow!(
-            "--build {}: {e}; nothing was changed",
-            binary.display()
-        ))
-    })?;
-    let mut sha = [0u8; 32];
-    hex::decode_to_slice(&sha_hex, &mut sha).map_err(Failure::from)?;
+    let sha = digest(&binary)?;
+    let sha_hex = hex::encode(sha);
     let status = client
         .status(lightcone::client::DEFAULT_TIMEOUT)
         .map_err(super::client_failure)?;

@@ -13,11 +13,24 @@
 //!   [`KvMsg::Ack`] naming the dots it holds. The node counts these for `cell` writes
 //!   ([`Durability`]): a put is acknowledged to its client only once enough members hold it.
 //!
+//! - state transfer (issue 18's rollout waves): a replica boots empty and, until it has
+//!   synced, asks one cell-mate per repair tick for its whole store ([`KvMsg::SyncRequest`]);
+//!   a synced member answers with [`KvMsg::Sync`] parts (at most [`MAX_SYNC_PARTS`]
+//!   datagrams), an unsynced one with [`KvMsg::Unsynced`]. A node's first boot
+//!   ([`Replica::first_boot`], wire epoch 1) is synced from the start. The requester adopts the parts
+//!   once it holds all of them and counts the sender's delivered vector as delivered
+//!   ([`CausalDelivery::fast_forward`]), so broadcasts that depend on messages no log holds
+//!   any more are delivered. When every active member said it is unsynced (a new cell), it
+//!   counts as synced with nobody. A lying member could feed a syncing replica a false
+//!   vector (it would skip writes): the source is trusted as a cell-mate, not checked.
+//!
 //! Messages travel JSON-encoded inside `Payload::Kv` (one datagram each; a put whose
-//! message does not fit is refused). Not wired yet: the slow digest anti-entropy for what
-//! has left every retransmission log, session tokens for roaming clients, the object store.
+//! message does not fit is refused). Not wired yet: the digest anti-entropy between synced
+//! replicas for what has left every retransmission log, session tokens for roaming clients.
 
 use std::num::{NonZeroU64, NonZeroUsize};
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +48,18 @@ pub enum KvMsg {
     Repair {
         delivered: VersionVector,
     },
+    /// "I booted empty: send me your store" (the state transfer of a joining or rejoining
+    /// replica; answered with [`KvMsg::Sync`] parts).
+    SyncRequest,
+    /// "I am waiting for a state transfer myself": the answer of a replica that has not
+    /// synced (a booting cell, or a cell-mate replaced in the same wave). The requester
+    /// asks another; once every active member said so, the cell is new and it syncs
+    /// with nobody.
+    Unsynced,
+    /// Part `part` of `parts` of the sender's store, taken when its delivered vector was
+    /// `delivered`. The receiver applies the parts once it holds all of them, then counts
+    /// every message `delivered` covers as delivered ([`CausalDelivery::fast_forward`]).
+    Sync(SyncPart),
     /// "My store holds these writes of yours" (each dot is in my context for its key): the
     /// writer counts the signed sender of this message as a holder. At most
     /// [`MAX_ACK_DOTS`] dots.
@@ -45,6 +70,27 @@ pub enum KvMsg {
 
 /// Most dots one [`KvMsg::Ack`] carries (a longer one is refused as malformed).
 pub const MAX_ACK_DOTS: usize = 32;
+
+/// Most parts of one state transfer ([`KvMsg::Sync`]): a store larger than this many
+/// datagrams is not sent whole (the answer is cut there and the requester keeps asking;
+/// [`KvOut::sync_cut`] counts it). 256 × ~1.2 kB ≈ 300 kB per answer.
+pub const MAX_SYNC_PARTS: u32 = 256;
+
+/// One part of a state transfer ([`KvMsg::Sync`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncPart {
+    pub delivered: VersionVector,
+    pub part: u32,
+    pub parts: u32,
+    pub entries: Delta,
+}
+
+/// A state transfer being received: from whom, at which vector, the parts so far.
+#[derive(Debug, Clone, Default)]
+struct SyncIn {
+    from: Option<(u32, VersionVector, u32)>,
+    parts: BTreeMap<u32, Delta>,
+}
 
 /// When a put is acknowledged to its client.
 ///
@@ -143,6 +189,11 @@ pub struct KvOut {
     pub acked: Vec<Dot>,
     pub applied: u64,
     pub refused: Vec<KvRefusal>,
+    /// A state transfer completed (this replica adopted a peer's store).
+    pub synced: bool,
+    /// An answer to a sync request was cut at [`MAX_SYNC_PARTS`] (or a register did not
+    /// fit one datagram and was left out).
+    pub sync_cut: bool,
 }
 
 /// The node a replica id belongs to (see [`replica_id`]).
@@ -164,6 +215,15 @@ pub struct Replica {
     store: Store,
     delivery: CausalDelivery<Delta>,
     pub repair_batch: usize,
+    /// Until a state transfer completes, this replica asks a cell-mate for its store
+    /// instead of for logged messages (a boot starts empty; the messages that built its
+    /// cell's state may have left every retransmission log).
+    needs_sync: bool,
+    sync_in: SyncIn,
+    /// The peer the last sync request went to: only its parts are taken.
+    sync_asked: Option<u32>,
+    /// Members that answered [`KvMsg::Unsynced`] since this boot.
+    unsynced_peers: std::collections::BTreeSet<u32>,
 }
 
 /// The causal-layer id of `node`'s replica in boot `epoch`.
@@ -187,7 +247,164 @@ impl Replica {
             store: Store::new(me, StoreLimits::default()),
             delivery: CausalDelivery::new(me, nz(4096), nz(4096)).with_log_capacity(1024),
             repair_batch: 8,
+            needs_sync: true,
+            sync_in: SyncIn::default(),
+            sync_asked: None,
+            unsynced_peers: Default::default(),
         }
+    }
+
+    /// A node's first boot: its cell is as new as it is, there is nothing to transfer
+    /// (it answers sync requests with its store from the start).
+    pub fn first_boot(&mut self) {
+        self.needs_sync = false;
+        self.sync_asked = None;
+    }
+
+    /// Whether this replica still waits for a state transfer from a cell-mate.
+    pub fn needs_sync(&self) -> bool {
+        self.needs_sync
+    }
+
+    /// The periodic maintenance messages, given the cell's active members and a choice of
+    /// one at random: a repair request to one member and, until a state transfer completed,
+    /// a sync request to one that has not said it is unsynced itself. With every active
+    /// member unsynced (or none active) the cell is new: this replica counts as synced
+    /// with nobody.
+    pub fn maintenance(
+        &mut self,
+        active: &[u32],
+        choose: &mut impl FnMut(&[u32]) -> Option<u32>,
+    ) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        if let Some(peer) = choose(active) {
+            out.push((peer, self.repair_request()));
+        }
+        if self.needs_sync {
+            let ask: Vec<u32> = active
+                .iter()
+                .copied()
+                .filter(|p| !self.unsynced_peers.contains(p))
+                .collect();
+            match choose(&ask) {
+                Some(peer) => {
+                    self.sync_asked = Some(peer);
+                    out.push((
+                        peer,
+                        serde_json::to_vec(&KvMsg::SyncRequest).unwrap_or_default(),
+                    ));
+                }
+                None => {
+                    self.needs_sync = false;
+                    self.sync_asked = None;
+                }
+            }
+        }
+        out
+    }
+
+    /// This replica's store as [`KvMsg::Sync`] parts of at most [`MAX_BLOB`] bytes each,
+    /// and whether it had to be cut.
+    fn sync_parts(&self) -> (Vec<Vec<u8>>, bool) {
+        let delivered = self.delivery.delivered().clone();
+        let encode = |part: u32, parts: u32, entries: &Delta| {
+            serde_json::to_vec(&KvMsg::Sync(SyncPart {
+                delivered: delivered.clone(),
+                part,
+                parts,
+                entries: entries.clone(),
+            }))
+            .unwrap_or_default()
+        };
+        // Packed by measured size: the envelope (vector, part numbers) plus each entry.
+        let envelope = encode(u32::MAX, u32::MAX, &Delta::default()).len();
+        let mut chunks: Vec<Delta> = vec![Delta::default()];
+        let mut size = envelope;
+        let mut cut = false;
+        for key in self.store.keys() {
+            let Some(reg) = self.store.register(key) else {
+                continue;
+            };
+            let one = serde_json::to_vec(&(key, reg)).map_or(usize::MAX, |b| b.len() + 1);
+            if envelope.saturating_add(one) > MAX_BLOB {
+                cut = true; // a register that fits no datagram: left out
+                continue;
+            }
+            if size + one > MAX_BLOB {
+                if chunks.len() as u32 >= MAX_SYNC_PARTS {
+                    cut = true;
+                    break;
+                }
+                chunks.push(Delta::default());
+                size = envelope;
+            }
+            size += one;
+            if let Some(last) = chunks.last_mut() {
+                last.entries.insert(key.to_owned(), reg.clone());
+            }
+        }
+        let parts = chunks.len() as u32;
+        let out = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| encode(i as u32, parts, d))
+            .filter(|b| b.len() <= MAX_BLOB)
+            .collect::<Vec<_>>();
+        let cut = cut || out.len() as u32 != parts;
+        (out, cut)
+    }
+
+    /// Takes one [`KvMsg::Sync`] part from `src`; once all are held, applies them and
+    /// fast-forwards delivery.
+    fn sync_part(&mut self, src: u32, p: SyncPart, now_ns: u64, out: &mut KvOut) {
+        let SyncPart {
+            delivered,
+            part,
+            parts,
+            entries,
+        } = p;
+        if !self.needs_sync || self.sync_asked != Some(src) {
+            return; // unasked (or already synced): ignored
+        }
+        if parts == 0 || part >= parts || parts > MAX_SYNC_PARTS {
+            out.refused.push(KvRefusal::Malformed);
+            return;
+        }
+        let from = (src, delivered, parts);
+        if self.sync_in.from.as_ref() != Some(&from) {
+            self.sync_in = SyncIn {
+                from: Some(from),
+                parts: BTreeMap::new(),
+            };
+        }
+        self.sync_in.parts.insert(part, entries);
+        if self.sync_in.parts.len() as u32 != parts {
+            return;
+        }
+        let got = std::mem::take(&mut self.sync_in);
+        let Some((_, vv, _)) = got.from else { return };
+        // All or nothing: applied to a copy, adopted when every part applied.
+        let mut next = self.store.clone();
+        for chunk in got.parts.values() {
+            if next.apply(chunk).is_err() {
+                out.refused.push(KvRefusal::StoreRefused);
+                return;
+            }
+        }
+        self.store = next;
+        if let Some(ts) = got.parts.values().filter_map(Delta::max_hlc).max() {
+            // Keep our clock ahead of what we adopted (one too far ahead is left out, as a
+            // broadcast's would be refused).
+            let _ = self.hlc.update(now_ns, ts);
+        }
+        for m in self.delivery.fast_forward(&vv) {
+            if self.store.apply(&m.payload).is_ok() {
+                out.applied += 1;
+            }
+        }
+        self.needs_sync = false;
+        self.sync_asked = None;
+        out.synced = true;
     }
 
     /// This boot's identity in the causal layer.
@@ -335,6 +552,22 @@ impl Replica {
                     out.acked = dots;
                 }
             }
+            KvMsg::Unsynced => {
+                if self.needs_sync && self.sync_asked == Some(src) {
+                    self.unsynced_peers.insert(src);
+                    self.sync_asked = None;
+                }
+            }
+            KvMsg::SyncRequest if self.needs_sync => {
+                let b = serde_json::to_vec(&KvMsg::Unsynced).unwrap_or_default();
+                out.sends.push((src, b));
+            }
+            KvMsg::SyncRequest => {
+                let (parts, cut) = self.sync_parts();
+                out.sync_cut = cut;
+                out.sends.extend(parts.into_iter().map(|b| (src, b)));
+            }
+            KvMsg::Sync(p) => self.sync_part(src, p, now_ns, &mut out),
             KvMsg::Repair { delivered } => {
                 for m in self
                     .delivery
@@ -405,6 +638,125 @@ mod tests {
         let (versions, ctx) = r.versions("k");
         assert_eq!(versions, vec![(Dot::new(me, 2), b"b".to_vec())]);
         assert!(ctx.contains(Dot::new(me, 1)) && ctx.contains(Dot::new(me, 2)));
+    }
+
+    /// A replica that boots after its cell wrote more than every retransmission log holds
+    /// adopts a cell-mate's store and then delivers new writes; by repair alone it could
+    /// not (the first messages have left the log, and every later one depends on them).
+    #[test]
+    fn a_replica_booting_late_adopts_a_cell_mates_store_and_then_delivers_new_writes() {
+        let mut a = Replica::new(1, 0);
+        // a is alone in its cell: synced with nobody.
+        assert!(a.maintenance(&[], &mut first).is_empty());
+        assert!(!a.needs_sync());
+        for i in 0..1100u32 {
+            a.put(u64::from(i) + 1, &format!("key-{}", i % 700), vec![7; 40])
+                .unwrap();
+        }
+        // By repair: b gets the oldest logged messages, which wait on ones no log holds.
+        let mut b = Replica::new(2, 0);
+        assert!(b.needs_sync());
+        let repair = b.repair_request();
+        let out = a.receive(2_000, 2, &repair);
+        for (_, m) in &out.sends {
+            assert_eq!(
+                b.receive(2_001, 1, m).applied,
+                0,
+                "blocked on messages gone from the log"
+            );
+        }
+        // By state transfer: b asks a, a answers in parts, b adopts them all.
+        let ask = b.maintenance(&[1], &mut first);
+        assert_eq!(ask.len(), 2, "a repair request and a sync request");
+        let out = a.receive(3_000, 2, &ask[1].1);
+        assert!(!out.sync_cut, "700 keys fit {MAX_SYNC_PARTS} parts");
+        assert!(out.sends.len() > 1, "{} parts", out.sends.len());
+        assert!(out
+            .sends
+            .iter()
+            .all(|(to, m)| *to == 2 && m.len() <= MAX_BLOB));
+        let n = out.sends.len();
+        // A part from a node b did not ask is ignored; b syncs only when every part is in.
+        assert!(!b.receive(3_001, 9, &out.sends[0].1).synced);
+        for (k, (_, m)) in out.sends.iter().enumerate() {
+            let got = b.receive(3_001, 1, m);
+            assert_eq!(got.synced, k + 1 == n, "part {k} of {n}");
+        }
+        assert!(!b.needs_sync());
+        assert_eq!(b.store().writes_seen(), a.store().writes_seen());
+        assert_eq!(b.siblings("key-699"), vec![vec![7; 40]]);
+        // A new write of a's is delivered at once (its clock covers all 1100).
+        let (bytes, _) = a.put(4_000, "after", b"x".to_vec()).unwrap();
+        assert_eq!(b.receive(4_001, 1, &bytes).applied, 1);
+        assert_eq!(b.siblings("after"), vec![b"x".to_vec()]);
+        // Once synced, the maintenance message is a repair request only.
+        let again = b.maintenance(&[1], &mut first);
+        assert_eq!(again.len(), 1);
+        assert!(matches!(
+            serde_json::from_slice::<KvMsg>(&again[0].1).unwrap(),
+            KvMsg::Repair { .. }
+        ));
+    }
+
+    fn first(p: &[u32]) -> Option<u32> {
+        p.first().copied()
+    }
+
+    /// Replicas that boot together (a new cell, or two cell-mates replaced in one wave)
+    /// answer each other "unsynced": a requester asks the others, and counts itself synced
+    /// with nobody only once every active member said so.
+    #[test]
+    fn an_unsynced_member_is_not_a_sync_source_and_a_new_cell_syncs_with_nobody() {
+        let mut a = Replica::new(1, 0);
+        let mut b = Replica::new(2, 0);
+        let mut c = Replica::new(3, 0);
+        assert!(c.maintenance(&[], &mut first).is_empty()); // c: synced, alone
+        c.put(5, "k", b"v".to_vec()).unwrap();
+        // b asks a (unsynced): told so, asks c next and adopts c's store.
+        let ask = b.maintenance(&[1, 3], &mut first);
+        let reply = a.receive(10, 2, &ask[1].1);
+        assert_eq!(reply.sends.len(), 1);
+        b.receive(11, 1, &reply.sends[0].1);
+        assert!(b.needs_sync(), "an unsynced member's answer does not sync");
+        let ask = b.maintenance(&[1, 3], &mut first);
+        assert_eq!(
+            ask[1].0, 3,
+            "asks the member that has not said it is unsynced"
+        );
+        for (_, m) in c.receive(20, 2, &ask[1].1).sends {
+            b.receive(21, 3, &m);
+        }
+        assert!(!b.needs_sync());
+        assert_eq!(b.siblings("k"), vec![b"v".to_vec()]);
+        // a's only member (b, before b synced) is unsynced too: a new cell.
+        let mut d = Replica::new(4, 0);
+        let ask = a.maintenance(&[4], &mut first);
+        let reply = d.receive(30, 1, &ask[1].1);
+        a.receive(31, 4, &reply.sends[0].1);
+        assert!(a.needs_sync());
+        assert_eq!(a.maintenance(&[4], &mut first).len(), 1, "repair only");
+        assert!(
+            !a.needs_sync(),
+            "every active member unsynced: synced with nobody"
+        );
+    }
+
+    #[test]
+    fn sync_parts_out_of_range_are_refused_and_change_nothing() {
+        let mut b = Replica::new(2, 0);
+        b.maintenance(&[1], &mut first);
+        for (part, parts) in [(0, 0), (3, 3), (0, MAX_SYNC_PARTS + 1)] {
+            let bad = serde_json::to_vec(&KvMsg::Sync(SyncPart {
+                delivered: VersionVector::new(),
+                part,
+                parts,
+                entries: Delta::default(),
+            }))
+            .unwrap();
+            let out = b.receive(10, 1, &bad);
+            assert_eq!(out.refused, vec![KvRefusal::Malformed], "{part}/{parts}");
+            assert!(b.needs_sync());
+        }
     }
 
     #[test]

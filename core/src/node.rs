@@ -467,6 +467,9 @@ impl Node {
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
         self.now = now;
         self.timers.begin_call(now);
+        if self.boot_epoch == wire::FIRST_EPOCH {
+            self.kv.first_boot();
+        }
         self.membership.start(now, &mut self.rng, &mut self.timers);
         self.timers.set(TimerKey::RouteHello, now);
         let r = self.params.route.refresh_interval;
@@ -891,6 +894,14 @@ impl Node {
             watch: self.watch.view(),
             counters,
             locality,
+            kv: {
+                let (keys, writes) = self.kv.store().writes_seen();
+                crate::view::KvView {
+                    keys,
+                    synced: !self.kv.needs_sync(),
+                    writes,
+                }
+            },
             store: self.store.as_ref().map(|st| crate::view::StoreView {
                 shards: st.store().inventory(),
             }),
@@ -1107,8 +1118,9 @@ impl Node {
             TimerKey::Reclaim => m.on_reclaim_tick(now, rng, &mut fx, t),
             TimerKey::KvRepair => {
                 use rand::seq::SliceRandom;
-                if let Some(peer) = m.active().choose(rng).copied() {
-                    fx.send(Dest::Node(peer), Payload::Kv(self.kv.repair_request()));
+                let mut choose = |from: &[u32]| from.choose(rng).copied();
+                for (peer, b) in self.kv.maintenance(m.active(), &mut choose) {
+                    fx.send(Dest::Node(peer), Payload::Kv(b));
                 }
                 t.set(TimerKey::KvRepair, now + self.params.kv_repair_interval);
             }
@@ -1391,8 +1403,12 @@ impl Node {
         let m = &self.membership;
         let alive = |x: u32| m.state_of(x) == Some(MemberState::Alive);
         let r = &self.routing;
-        let heard = |n: u32| r.heard_lately(n, now);
-        for s in self.watch.judge(now, &alive, &heard) {
+        let link = |n: u32| crate::watch::LinkState {
+            heard: r.heard_lately(n, now),
+            silences: r.silences(n),
+            keepalive: r.keepalive(n),
+        };
+        for s in self.watch.judge(now, &alive, &link) {
             self.on_evidence(now, s);
         }
         // What we hold before expiry, to withdraw what lapses (only when our votes go to
@@ -1438,7 +1454,7 @@ impl Node {
                 .collect();
             let r = &self.routing;
             let rtt = |x: u32| r.one_way(x) * 2;
-            if let Some(e) = self.watch.audit(now, s, &targets, &rtt) {
+            if let Some(e) = self.watch.audit(now, s, &targets, &rtt, r.silences(s)) {
                 self.fx.send(
                     Dest::Node(e.to),
                     Payload::Watch {

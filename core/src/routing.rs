@@ -92,6 +92,9 @@ struct Link {
     up: bool,
     last_heard: Option<Instant>,
     last_sent: Option<Instant>,
+    /// Silences longer than `hello` ended by a frame: the link (or the neighbour) was quiet
+    /// for longer than it keeps alive. The watch excuses an audit across one.
+    silences: u64,
 }
 
 /// One route of the table.
@@ -350,6 +353,7 @@ impl Routing {
                         up: false,
                         last_heard: None,
                         last_sent: None,
+                        silences: 0,
                     },
                 )
             })
@@ -391,6 +395,16 @@ impl Routing {
     }
     pub fn neighbor_up(&self, n: u32) -> bool {
         self.links.get(&n).is_some_and(|l| l.up)
+    }
+    /// How many times neighbour `n` fell silent for longer than its keepalive interval and
+    /// was heard again (the watch excuses audits across a silence: the link, not the
+    /// neighbour, lost them).
+    pub fn silences(&self, n: u32) -> u64 {
+        self.links.get(&n).map_or(0, |l| l.silences)
+    }
+    /// The keepalive interval of the link to neighbour `n` (zero when not a neighbour).
+    pub fn keepalive(&self, n: u32) -> Duration {
+        self.links.get(&n).map_or(Duration::ZERO, |l| l.hello)
     }
     /// True when neighbour `n` was heard within its keepalive interval.
     pub fn heard_lately(&self, n: u32, now: Instant) -> bool {
@@ -510,6 +524,11 @@ impl Routing {
         let Some(l) = self.links.get_mut(&n) else {
             return;
         };
+        if l.last_heard
+            .is_some_and(|t| now.saturating_since(t) > l.hello)
+        {
+            l.silences += 1;
+        }
         l.last_heard = Some(now);
         let admitted = !self.gated || self.admitted.contains(&n);
         if !l.up && !self.quarantine.contains(&n) && admitted {

@@ -54,6 +54,10 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, u64>,
     pub locality: BTreeMap<String, [u64; 2]>,
     pub summaries: Vec<SummaryView>,
+    /// The cell's key-value replica on this node: keys held and, per writing replica,
+    /// the writes it has seen (issue 18: a rollout's next wave waits until a restarted
+    /// tile's vector covers what its cell held when the wave began).
+    pub kv: KvView,
     /// The object store's shards on this node (issue 16); `None` without a store.
     pub store: Option<StoreView>,
     /// The time layer (filled by [`Node::time_view`](crate::node::Node::time_view); `None` without one).
@@ -73,6 +77,17 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreView {
     pub shards: Vec<crate::store::machine::HeldShard>,
+}
+
+/// The `kv` section of `/state`: [`crate::causal::store::Summary`]'s counts without its
+/// hash (O(keys) per read).
+#[derive(Debug, Clone, Serialize)]
+pub struct KvView {
+    pub keys: u64,
+    /// Whether a state transfer from a cell-mate has completed since this boot.
+    pub synced: bool,
+    /// Writing replica (node and boot) → writes of it this replica has seen.
+    pub writes: crate::causal::VersionVector,
 }
 
 /// The `time` section of `/state`.

@@ -148,6 +148,31 @@ struct Audit {
     nonce: u32,
     deadline: Instant,
     answered: bool,
+    /// The neighbour's link silences when the audit began ([`LinkState::silences`]).
+    silences: u64,
+}
+
+/// A failed audit waiting 1.5 keepalive intervals of its neighbour past its deadline
+/// before it is judged, so that a link that was down across it shows as a silence (or as
+/// not heard) first.
+#[derive(Debug, Clone)]
+struct Doubt {
+    via: u32,
+    target: u32,
+    silences: u64,
+    judge_at: Instant,
+}
+
+/// What the node's routing knows of its link to a neighbour, for judging audits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkState {
+    /// Heard from within its keepalive interval.
+    pub heard: bool,
+    /// Silences longer than its keepalive interval so far, each ended by a frame
+    /// (`Routing::silences`).
+    pub silences: u64,
+    /// Its keepalive interval.
+    pub keepalive: Duration,
 }
 
 /// Why we hold evidence against a node.
@@ -211,6 +236,8 @@ pub struct Watch {
     params: WatchParams,
     next_nonce: u32,
     audits: BTreeMap<u32, Audit>,
+    /// Failed audits not judged yet, oldest first.
+    doubts: VecDeque<Doubt>,
     /// Per neighbour: when its next audit is due.
     next_audit: BTreeMap<u32, Instant>,
     /// Round-robin position per neighbour over its audit targets.
@@ -238,7 +265,7 @@ pub struct Watch {
 impl Watch {
     /// Entries held, per structure (see [`crate::Node::footprint`]).
     pub fn footprint(&self, out: &mut Vec<(&'static str, usize)>) {
-        out.push(("watch.audits", self.audits.len()));
+        out.push(("watch.audits", self.audits.len() + self.doubts.len()));
         out.push((
             "watch.per_neighbour",
             self.next_audit.len() + self.cursor.len() + self.results.len(),
@@ -262,6 +289,7 @@ impl Watch {
             params,
             next_nonce: 1,
             audits: BTreeMap::new(),
+            doubts: VecDeque::new(),
             next_audit: BTreeMap::new(),
             cursor: BTreeMap::new(),
             results: BTreeMap::new(),
@@ -315,14 +343,22 @@ impl Watch {
     }
 
     /// Judges the audits whose deadline passed and returns the nodes on which we now hold
-    /// new evidence. `alive(x)`: our membership view holds `x` alive; `heard(s)`: neighbour
-    /// `s` was heard from lately. An audit is judged only when both hold: otherwise the
-    /// neighbour or the target is down, not lying.
+    /// new evidence. `alive(x)`: our membership view holds `x` alive; `link(s)`: what
+    /// routing knows of the link to neighbour `s`.
+    ///
+    /// An answered audit passes at once. A failed one waits 1.5 keepalive intervals of its
+    /// neighbour past its deadline and is then a strike only if the neighbour is heard lately, the target is
+    /// alive, and the link had no silence (longer than its keepalive) since the audit
+    /// began: otherwise the neighbour or the target is down, or the link was, and the echo
+    /// died there, not at the neighbour (a flapping link made honest neighbours look like
+    /// black holes before: `sim/tests/watch_hardening.rs`, honest faults). A black hole
+    /// keeps talking, so its strikes stand; short outages within the keepalive interval
+    /// count like loss, which the `failures`-of-`judged` ratio allows for.
     pub fn judge(
         &mut self,
         now: Instant,
         alive: &dyn Fn(u32) -> bool,
-        heard: &dyn Fn(u32) -> bool,
+        link: &dyn Fn(u32) -> LinkState,
     ) -> Vec<u32> {
         let due: Vec<u32> = self
             .audits
@@ -330,15 +366,41 @@ impl Watch {
             .filter(|(_, a)| a.deadline <= now)
             .map(|(s, _)| *s)
             .collect();
-        let mut new = Vec::new();
+        let mut verdicts: Vec<(u32, bool)> = Vec::new();
         for s in due {
             let Some(a) = self.audits.remove(&s) else {
                 continue;
             };
-            if !(heard(s) && alive(a.target)) {
+            if a.answered {
+                if link(s).heard && alive(a.target) {
+                    verdicts.push((s, false));
+                }
+            } else {
+                self.doubts.push_back(Doubt {
+                    via: s,
+                    target: a.target,
+                    silences: a.silences,
+                    // Past one keepalive after the deadline (with a margin), "heard lately"
+                    // means heard since the deadline: a link down across the audit shows
+                    // either as not heard or as a silence by then.
+                    judge_at: a.deadline + link(s).keepalive * 3 / 2,
+                });
+            }
+        }
+        let mut keep = VecDeque::new();
+        while let Some(d) = self.doubts.pop_front() {
+            if d.judge_at > now {
+                keep.push_back(d);
                 continue;
             }
-            let failed = !a.answered;
+            let l = link(d.via);
+            if l.heard && l.silences == d.silences && alive(d.target) {
+                verdicts.push((d.via, true));
+            }
+        }
+        self.doubts = keep;
+        let mut new = Vec::new();
+        for (s, failed) in verdicts {
             self.audits_failed += u64::from(failed);
             let q = self.results.entry(s).or_default();
             q.push_back(failed);
@@ -346,7 +408,8 @@ impl Watch {
                 q.pop_front();
             }
             let failures = q.iter().filter(|f| **f).count();
-            if failures >= self.params.failures
+            if failed
+                && failures >= self.params.failures
                 && self.add_evidence(now, s, Reason::DropsForwarding)
             {
                 new.push(s);
@@ -364,14 +427,15 @@ impl Watch {
     }
 
     /// Starts an audit of neighbour `via` through one of `targets` (its own neighbours that
-    /// we reach through it) if one is due. `rtt(x)` bounds the answer's round trip from `x`.
-    /// Returns the echo to send.
+    /// we reach through it) if one is due. `rtt(x)` bounds the answer's round trip from `x`;
+    /// `silences` is the link's [`LinkState::silences`] now. Returns the echo to send.
     pub fn audit(
         &mut self,
         now: Instant,
         via: u32,
         targets: &[u32],
         rtt: &dyn Fn(u32) -> Duration,
+        silences: u64,
     ) -> Option<Echo> {
         if targets.is_empty() || !self.audit_due(now, via) {
             return None;
@@ -394,6 +458,7 @@ impl Watch {
                 nonce,
                 deadline: now + (rtt(target) * 2).max(self.params.audit_fast),
                 answered: false,
+                silences,
             },
         );
         self.audits_sent += 1;
@@ -628,16 +693,25 @@ mod tests {
         Instant::ZERO + Duration::from_secs(s)
     }
 
+    /// A link heard lately, never silent, with a keepalive of one second.
+    fn talking(_: u32) -> LinkState {
+        LinkState {
+            heard: true,
+            silences: 0,
+            keepalive: Duration::from_secs(1),
+        }
+    }
+
     /// Runs audits of neighbour 2 once a second for `secs`; `answers(round)` says whether the
     /// target answered. Returns the rounds at which new evidence appeared.
     fn audits(w: &mut Watch, secs: u64, answers: &dyn Fn(u64) -> bool) -> Vec<u64> {
         let mut got = Vec::new();
         for round in 0..secs {
             let t = at(round);
-            if !w.judge(t, &|_| true, &|_| true).is_empty() {
+            if !w.judge(t, &|_| true, &talking).is_empty() {
                 got.push(round);
             }
-            if let Some(e) = w.audit(t, 2, &[3], &|_| Duration::from_millis(10)) {
+            if let Some(e) = w.audit(t, 2, &[3], &|_| Duration::from_millis(10), 0) {
                 assert_eq!(e.to, 3);
                 if answers(round) {
                     w.on_reply(3, e.nonce);
@@ -651,11 +725,13 @@ mod tests {
     fn a_black_hole_is_evidence_after_seven_failures_and_audits_speed_up() {
         let mut w = Watch::new(1, WatchParams::default());
         let got = audits(&mut w, 60, &|_| false);
-        // Audits at 0 s (judged failed at 1 s), at 5 s (the slow cadence), then one a second:
-        // failures judged at 1, 6, 7, 8, 9, 10 and 11 s.
-        assert_eq!(got, vec![11]);
+        // Audits at 0 s (failed at its 1 s deadline, judged 1.5 keepalives later, at the
+        // 3 s tick), at 5 s (the slow cadence), then one a second: failures judged at 3, 8,
+        // 9, 10, 11, 12 and 13 s. The audits sent at 11 and 12 s are still waiting when the
+        // evidence is found.
+        assert_eq!(got, vec![13]);
         assert_eq!(w.evidence().get(&2), Some(&Reason::DropsForwarding));
-        assert_eq!(w.view().audits_sent, 7);
+        assert_eq!(w.view().audits_sent, 9);
     }
 
     #[test]
@@ -681,9 +757,12 @@ mod tests {
         for round in 0..60u64 {
             let t = at(round);
             let alive = |x: u32| round % 2 == 0 || x != 3;
-            let heard = |_: u32| round % 2 == 1;
+            let heard = |_: u32| LinkState {
+                heard: round % 2 == 1,
+                ..talking(2)
+            };
             assert!(w.judge(t, &alive, &heard).is_empty());
-            w.audit(t, 2, &[3], &|_| Duration::ZERO);
+            w.audit(t, 2, &[3], &|_| Duration::ZERO, 0);
         }
         assert!(w.evidence().is_empty());
         assert_eq!(w.view().audits_failed, 0);
@@ -692,10 +771,82 @@ mod tests {
     #[test]
     fn a_reply_from_the_wrong_node_does_not_count() {
         let mut w = Watch::new(1, WatchParams::default());
-        let e = w.audit(at(0), 2, &[3], &|_| Duration::ZERO).unwrap();
+        let e = w.audit(at(0), 2, &[3], &|_| Duration::ZERO, 0).unwrap();
         w.on_reply(2, e.nonce); // the neighbour answering in its target's place
-        w.judge(at(2), &|_| true, &|_| true);
+        w.judge(at(2), &|_| true, &talking);
+        assert_eq!(
+            w.view().audits_failed,
+            0,
+            "judged 1.5 keepalives after its deadline"
+        );
+        w.judge(at(3), &|_| true, &talking);
         assert_eq!(w.view().audits_failed, 1);
+    }
+
+    /// An echo sent while the link to the neighbour is down dies on the link. The audit is
+    /// judged a keepalive after its deadline; by then the link is back and the neighbour
+    /// heard again, but it was silent for longer than its keepalive since the audit began,
+    /// so the audit is excused. Without the silence (a neighbour that talks all along and
+    /// drops the echo) the same audit is a strike.
+    #[test]
+    fn an_audit_across_a_link_silence_is_excused_and_one_without_is_a_strike() {
+        for silent in [true, false] {
+            let mut w = Watch::new(1, WatchParams::default());
+            w.audit(at(0), 2, &[3], &|_| Duration::from_millis(10), 4)
+                .unwrap();
+            let link = |_: u32| LinkState {
+                heard: true,
+                silences: if silent { 5 } else { 4 },
+                keepalive: Duration::from_secs(1),
+            };
+            w.judge(at(2), &|_| true, &link);
+            assert_eq!(
+                w.view().audits_failed,
+                0,
+                "not judged before deadline + 1.5 keepalives"
+            );
+            w.judge(at(3), &|_| true, &link);
+            assert_eq!(
+                w.view().audits_failed,
+                u64::from(!silent),
+                "silent: {silent}"
+            );
+        }
+    }
+
+    /// A link that flaps (down 3 s, up 3 s) for two minutes, the neighbour honest: never
+    /// blamed; a neighbour that talks all along and forwards nothing: evidence.
+    #[test]
+    fn a_flapping_link_does_not_make_a_black_hole_and_a_talking_black_hole_is_one() {
+        let run = |flapping: bool| {
+            let mut w = Watch::new(1, WatchParams::default());
+            let mut silences = 0u64;
+            let mut was_down = false;
+            for ms in (0..120_000u64).step_by(250) {
+                let t = Instant::ZERO + Duration::from_millis(ms);
+                let down = flapping && (ms / 3000) % 2 == 1;
+                if was_down && !down {
+                    silences += 1; // the first frame after the outage ends a silence
+                }
+                was_down = down;
+                let link = |_: u32| LinkState {
+                    heard: !down,
+                    silences,
+                    keepalive: Duration::from_secs(1),
+                };
+                w.judge(t, &|_| true, &link);
+                if let Some(e) = w.audit(t, 2, &[3], &|_| Duration::from_millis(10), silences) {
+                    if flapping && !down {
+                        w.on_reply(3, e.nonce);
+                    }
+                }
+            }
+            w
+        };
+        let honest = run(true);
+        assert!(honest.evidence().is_empty(), "{:?}", honest.view().strikes);
+        let hole = run(false);
+        assert_eq!(hole.evidence().get(&2), Some(&Reason::DropsForwarding));
     }
 
     #[test]

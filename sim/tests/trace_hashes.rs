@@ -103,9 +103,19 @@ fn trace_hashes_are_unchanged() {
     // repeats on by default (`RouteParams::repeat_after` 1 s), so every run's route traffic
     // after a triggered update or a link coming up changes;
     // `a_route_update_lost_on_every_link_into_a_tile_is_repeated` in harness.rs says why.
+    // Changed in session 20 (cluster_partition_restart only, was 928cfb6f…): a restarted
+    // node's kv replica asks a cell-mate for its store (`KvMsg::SyncRequest`, answered by
+    // parts or `Unsynced`) beside its repair request until it has synced, which adds
+    // frames and one random draw per repair tick while unsynced (a first boot is synced
+    // from the start, so the runs without a restart kept theirs);
+    // `kv::tests::a_replica_booting_late_adopts_a_cell_mates_store_…` says why.
+    // Changed in session 20 (lossy_cell_with_a_crash only, was 5c759776…): a failed
+    // watch audit is judged 1.5 keepalives after its deadline, and not at all across a
+    // link silence (`watch::tests::an_audit_across_a_link_silence_…`), so under 2 % loss
+    // strikes land later and audits are sent in another order.
     let want = [
-        "5c759776f1c85538f5a4f29c430d03c9e070174beb743259a4661ffe7369e3da",
-        "928cfb6fd89e4b22b7c79af93e9e84bbef5bbf38368d835dd44ee2fa12980a89",
+        "835bb4cd1bc6e946d0ccb415bfeaae96a61320baa97fee433694dbbb06e2ca4d",
+        "ba81d5a55c3d0ff9ac61562e2905d1bbfde023fae2114243eec81d261931f426",
         "a2c4a9bbc6550d1d7d96e1d3c8e3dbb8fb9621d54f2039333eca70dc886234d3",
     ];
     for (what, h) in &got {

@@ -229,6 +229,40 @@ impl<P: Clone> CausalDelivery<P> {
             return Ok(Receipt::Buffered);
         }
         let mut out = vec![self.deliver(msg)];
+        self.drain(&mut out);
+        Ok(Receipt::Delivered(out))
+    }
+
+    /// Adopts a state snapshot taken at a peer whose delivered vector was `vv` (a replica
+    /// that joined or rejoined empty is given the peer's store instead of the messages that
+    /// built it, which may have left every log): counts every message `vv` covers as
+    /// delivered, drops the waiting ones it covers, and returns those now deliverable, in
+    /// causal order. The caller applies the snapshot's state first.
+    pub fn fast_forward(&mut self, vv: &VersionVector) -> Vec<CausalMessage<P>> {
+        let own = self.delivered.get(self.me);
+        self.delivered.merge(vv);
+        // Our own sends are ours to count: a peer cannot have seen more of them.
+        if self.delivered.get(self.me) != own {
+            let mut back: BTreeMap<NodeId, u64> = self.delivered.iter().collect();
+            back.insert(self.me, own);
+            self.delivered = back.into_iter().collect();
+        }
+        let covered: Vec<Dot> = self
+            .pending
+            .keys()
+            .copied()
+            .filter(|d| self.delivered.contains(*d))
+            .collect();
+        for d in covered {
+            self.pending.remove(&d);
+        }
+        let mut out = Vec::new();
+        self.drain(&mut out);
+        out
+    }
+
+    /// Delivers every waiting message that has become deliverable, into `out`.
+    fn drain(&mut self, out: &mut Vec<CausalMessage<P>>) {
         // Each delivery can unblock the next message of any sender; repeat until none is.
         loop {
             let senders: BTreeSet<NodeId> = self.pending.keys().map(|d| d.node).collect();
@@ -244,7 +278,6 @@ impl<P: Clone> CausalDelivery<P> {
                 None => break,
             }
         }
-        Ok(Receipt::Delivered(out))
     }
 
     /// Messages the waiting ones depend on that have not arrived: for each sender we lag

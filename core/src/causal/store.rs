@@ -508,22 +508,31 @@ impl Store {
         Delta { entries }
     }
 
-    /// Counts, per-writer totals and a hash of the whole state. O(keys) (per-key hashes are
-    /// cached); call it at gossip intervals, not per message.
-    pub fn summary(&self) -> Summary {
-        let mut h = Sha256::new();
+    /// Keys held and, per writing replica, the writes seen over all keys: the summary's
+    /// counts without hashing the state. O(keys).
+    pub fn writes_seen(&self) -> (u64, VersionVector) {
         let mut writes = VersionVector::new();
-        let mut siblings = 0u64;
-        h.update((self.keys.len() as u64).to_be_bytes());
-        for (key, reg) in &self.keys {
-            h.update(self.key_hashes[key]);
-            siblings += reg.sibling_count() as u64;
+        for reg in self.keys.values() {
             let ctx = reg.context();
             for node in ctx.nodes() {
                 let total = writes.get(node).saturating_add(ctx.count(node));
                 writes.raise(node, total);
             }
         }
+        (self.keys.len() as u64, writes)
+    }
+
+    /// Counts, per-writer totals and a hash of the whole state. O(keys) (per-key hashes are
+    /// cached); call it at gossip intervals, not per message.
+    pub fn summary(&self) -> Summary {
+        let mut h = Sha256::new();
+        let mut siblings = 0u64;
+        h.update((self.keys.len() as u64).to_be_bytes());
+        for (key, reg) in &self.keys {
+            h.update(self.key_hashes[key]);
+            siblings += reg.sibling_count() as u64;
+        }
+        let (_, writes) = self.writes_seen();
         Summary {
             keys: self.keys.len() as u64,
             siblings,

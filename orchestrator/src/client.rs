@@ -137,12 +137,37 @@ pub struct NodeState {
     /// Its time layer; `None` without one.
     #[serde(default)]
     pub time: Option<TimeState>,
+    /// Its cell's key-value replica (absent from an agent older than issue 18's waves).
+    #[serde(default)]
+    pub kv: Option<KvState>,
     /// Its object store's shards; `None` without a store.
     #[serde(default)]
     pub store: Option<StoreState>,
     /// Its thermal subsystem; `None` without one.
     #[serde(default)]
     pub thermal: Option<ThermalState>,
+}
+
+/// The `kv` section of a node's `/state`: what a rollout's refill wait reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KvState {
+    #[serde(default)]
+    pub keys: u64,
+    /// A state transfer from a cell-mate completed since this boot.
+    #[serde(default)]
+    pub synced: bool,
+    /// Writing replica → writes of it this replica has seen.
+    #[serde(default)]
+    pub writes: BTreeMap<String, u64>,
+}
+
+impl KvState {
+    /// Whether this replica has seen every write `other` names.
+    pub fn covers(&self, other: &BTreeMap<String, u64>) -> bool {
+        other
+            .iter()
+            .all(|(k, n)| self.writes.get(k).copied().unwrap_or(0) >= *n)
+    }
 }
 
 /// The `thermal` section of a node's `/state` (issue 15): what the rollout's thermal gate

@@ -3,16 +3,26 @@
 //! then deployed canary cell → the rest of its cluster → the rest of its layer →
 //! everything else. Deploying a tile makes the supervisor really replace its agent
 //! process with the new binary (`POST /api/nodes/{n}/update`: same configuration, a new
-//! boot; the tile rejoins empty and refills from its cell, as `lightcone_core::update`
+//! boot; the tile rejoins empty and refills from its cell by the kv state transfer, as `lightcone_core::update`
 //! says). Each stage is then held to health gates read from the agents themselves; a gate
 //! that fires rolls the stage's tiles back to the binary they ran before, records the gate,
 //! its measure and the time to rollback, and halts the rollout. The twin's rollout
 //! (`lightcone_sim::rollout`) is the model; the gates and their bounds are the same:
 //!
-//! - **rejoin** (bound [`Gates::rejoin_s`], 30 s: three times the spec's < 10 s local
+//! A stage replaces its tiles in **waves** ([`lightcone_core::update::waves`]): at most
+//! `max(1, f)` tiles of a cell of `N` at once, `f = ⌊(N − 1) / 2⌋` (the crash faults a
+//! `cell` write survives), since a replaced tile boots empty; the next wave waits until
+//! this one has rejoined and refilled. A rollback goes back in waves too.
+//!
+//! - **rejoin** (bound [`Gates::rejoin_s`] per wave, 30 s: three times the spec's < 10 s local
 //!   detection, since a restarted tile must be forgotten and admitted again): every
 //!   updated tile's agent runs, sees each running cell-mate `alive`, and each of them sees
-//!   it `alive` (`/nodes/{n}/state`). Then up to [`WARMUP_ROUNDS`] unjudged probe rounds teach every
+//!   it `alive` (`/nodes/{n}/state`).
+//! - **refill** (bound [`Gates::rejoin_s`] per wave, 0 writes missing): each tile of the
+//!   wave has seen every write its running cell-mates outside the wave had seen when it
+//!   rejoined (`/state`'s `kv.writes`, filled by the kv state transfer,
+//!   `lightcone_core::kv::KvMsg::Sync`). Without it the next wave could empty more of the
+//!   cell than its acknowledged writes survive. Then up to [`WARMUP_ROUNDS`] unjudged probe rounds teach every
 //!   tile the restarted tiles' new boot epochs (frames bound to an earlier boot are
 //!   refused by design).
 //! - **delivery** (bound [`Gates::delivery_min`], 99 %; the spec gives no figure: a sound
@@ -372,6 +382,9 @@ pub struct StageRecord {
     /// canary tile suspect or dead (`None`: not probed).
     #[serde(default)]
     pub detection_s: Option<f64>,
+    /// Waves replaced, rejoined and refilled ([`lightcone_core::update::waves`]).
+    #[serde(default)]
+    pub waves: u32,
 }
 
 /// Why a rollout halted.
@@ -519,13 +532,13 @@ impl RolloutState {
         );
         s += &format!("  signed: {}\n", self.signed);
         s += &format!(
-            "  gates: rejoin <= {} s, soak {} s in rounds of {} s, delivery >= {}, crashes 0, membership deaths 0, causal anomalies 0, time error within 3σ, thermal load <= {}, canary crash detected < 10 s\n",
+            "  gates: rejoin and refill <= {} s per wave, soak {} s in rounds of {} s, delivery >= {}, crashes 0, membership deaths 0, causal anomalies 0, time error within 3σ, thermal load <= {}, canary crash detected < 10 s\n",
             self.gates.rejoin_s, self.gates.soak_s, self.gates.round_s, self.gates.delivery_min, self.gates.thermal_max
         );
         for st in &self.stages {
             let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
             s += &format!(
-                "  stage {:<8} {:>3} nodes  {:<11} deployed {:>8}  rejoined {:>8}  warm-up rounds {}  soak rounds {}  delivered {}/{}  worst round {}  causal writes {} read back {} times{}\n",
+                "  stage {:<8} {:>3} nodes  {:<11} deployed {:>8}  in {} wave{}, rejoined and refilled {:>8}  warm-up rounds {}  soak rounds {}  delivered {}/{}  worst round {}  causal writes {} read back {} times{}\n",
                 st.name,
                 st.nodes.len(),
                 serde_json::to_value(st.status)
@@ -533,6 +546,8 @@ impl RolloutState {
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default(),
                 opt(st.deployed_at_s),
+                st.waves,
+                if st.waves == 1 { "" } else { "s" },
                 opt(st.rejoined_at_s),
                 st.warmup_rounds,
                 st.rounds,
@@ -1223,29 +1238,20 @@ impl<'a> Runner<'a> {
         self.state.stages[k].status = StageStatus::Deploying;
         self.state.stages[k].deployed_at_s = Some(self.now_s());
         self.save()?;
-        for &n in nodes {
-            let r = self.replace(&self.plan.nodes[n].name, true)?;
-            tracing::info!(node = %r.node, pid = r.pid, "updated");
-        }
-        // Rejoin.
-        let deadline = Instant::now() + Duration::from_secs_f64(g.rejoin_s);
-        loop {
-            if self.rejoined(nodes)? {
-                break;
-            }
+        // In waves: each rejoins and refills before the next is replaced.
+        for wave in self.waves(nodes) {
             if self.aborted() {
                 return Ok(None);
             }
-            if Instant::now() > deadline {
-                return Ok(Some((
-                    "rejoin",
-                    format!(
-                        "updated nodes not all alive in their cells within {} s (bound {} s)",
-                        g.rejoin_s, g.rejoin_s
-                    ),
-                )));
+            for &n in &wave {
+                let r = self.replace(&self.plan.nodes[n].name, true)?;
+                tracing::info!(node = %r.node, pid = r.pid, "updated");
             }
-            std::thread::sleep(Duration::from_millis(250));
+            if let Err(fired) = self.settle(&wave) {
+                return Ok(Some(fired));
+            }
+            self.state.stages[k].waves += 1;
+            self.save()?;
         }
         self.state.stages[k].rejoined_at_s = Some(self.now_s());
         self.state.stages[k].status = StageStatus::Soaking;
@@ -1327,14 +1333,111 @@ impl<'a> Runner<'a> {
         Ok(None)
     }
 
-    /// Rolls every node of `nodes` back to the previous build; their names.
+    /// Rolls every node of `nodes` back to the previous build, in waves as a deployment
+    /// (a rollback must not empty a cell either); their names. A wave that does not
+    /// rejoin or refill in time does not stop the later ones.
     fn roll_back(&self, nodes: &[usize]) -> Result<Vec<String>, RolloutError> {
         let mut done = Vec::new();
-        for &n in nodes {
-            let r = self.replace(&self.plan.nodes[n].name, false)?;
-            done.push(r.node);
+        for wave in self.waves(nodes) {
+            for &n in &wave {
+                let r = self.replace(&self.plan.nodes[n].name, false)?;
+                done.push(r.node);
+            }
+            if let Err((gate, why)) = self.settle(&wave) {
+                tracing::warn!(%gate, %why, "rollback wave");
+            }
         }
         Ok(done)
+    }
+
+    /// `nodes` in waves ([`lightcone_core::update::waves`]): at most `max(1, f)` of any
+    /// one cell at once.
+    fn waves(&self, nodes: &[usize]) -> Vec<Vec<usize>> {
+        let tiles: Vec<(u32, (u16, u16, u16))> = nodes
+            .iter()
+            .map(|&n| (n as u32, cell_of(self.plan, n)))
+            .collect();
+        let mut sizes: BTreeMap<(u16, u16, u16), usize> = BTreeMap::new();
+        for i in 0..self.plan.nodes.len() {
+            *sizes.entry(cell_of(self.plan, i)).or_insert(0) += 1;
+        }
+        lightcone_core::update::waves(&tiles, |c| sizes.get(c).copied().unwrap_or(1))
+            .into_iter()
+            .map(|w| w.into_iter().map(|n| n as usize).collect())
+            .collect()
+    }
+
+    /// Waits for a just-replaced wave to rejoin (within [`Gates::rejoin_s`]) and then to
+    /// refill: each of its tiles must have seen every write its running cell-mates outside
+    /// the wave had seen when it rejoined (`/state`'s `kv.writes`), within
+    /// [`Gates::rejoin_s`] again. The gate and why when it does not.
+    fn settle(&self, wave: &[usize]) -> Result<(), Fired> {
+        let g = self.state.gates;
+        let deadline = Instant::now() + Duration::from_secs_f64(g.rejoin_s);
+        loop {
+            match self.rejoined(wave) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return Err(("rejoin", e.to_string())),
+            }
+            if Instant::now() > deadline {
+                let names: Vec<&str> = wave
+                    .iter()
+                    .map(|n| self.plan.nodes[*n].name.as_str())
+                    .collect();
+                return Err((
+                    "rejoin",
+                    format!(
+                        "updated nodes {names:?} not all alive in their cells within {} s (bound {} s)",
+                        g.rejoin_s, g.rejoin_s
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let running = self.running().map_err(|e| ("refill", e.to_string()))?;
+        let mut want: BTreeMap<usize, BTreeMap<String, u64>> = BTreeMap::new();
+        for &n in wave {
+            let mut vv: BTreeMap<String, u64> = BTreeMap::new();
+            for m in self
+                .mates(n)
+                .filter(|m| !wave.contains(m) && running.contains_key(m))
+            {
+                if let Some(kv) = self.node_state(m).and_then(|s| s.kv) {
+                    for (k, c) in kv.writes {
+                        let e = vv.entry(k).or_insert(0);
+                        *e = (*e).max(c);
+                    }
+                }
+            }
+            want.insert(n, vv);
+        }
+        let deadline = Instant::now() + Duration::from_secs_f64(g.rejoin_s);
+        loop {
+            let short: Vec<&str> = want
+                .iter()
+                .filter(|(n, vv)| {
+                    !self
+                        .node_state(**n)
+                        .and_then(|s| s.kv)
+                        .is_some_and(|kv| kv.covers(vv))
+                })
+                .map(|(n, _)| self.plan.nodes[*n].name.as_str())
+                .collect();
+            if short.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err((
+                    "refill",
+                    format!(
+                        "{short:?} did not hold their cell's writes within {} s of rejoining (bound 0 missing: the next wave would empty more of the cell than its writes survive)",
+                        g.rejoin_s
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Runs every stage; the record's phase says how it ended.

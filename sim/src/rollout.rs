@@ -4,9 +4,13 @@
 //! (N−1) and halts the rollout with the gate, its measure and the time to rollback.
 //!
 //! Deploying a stage installs the new [`Build`] on its tiles ([`Sim::set_build`]: each
-//! tile's agent is replaced and rejoins empty, as the manifest's policy says). The gates,
-//! in order, each with the reason for its bound (the spec gives figures for detection
-//! only):
+//! tile's agent is replaced and rejoins empty, as the manifest's policy says) in waves
+//! ([`lightcone_core::update::waves`]: at most `max(1, f)` tiles of a cell at once, `f`
+//! the crash faults a `cell` write survives); a wave must rejoin and then **refill** (hold
+//! every write its live cell-mates held when it rejoined, by the kv state transfer)
+//! within [`Gates::rejoin`] each before the next is replaced — a rollback goes back in
+//! waves too. The gates, in order, each with the reason for its bound (the spec gives
+//! figures for detection only):
 //! - **rejoin**: every updated tile sees its live cell-mates alive, is alive in their
 //!   views and has a route to every live tile within
 //!   [`Gates::rejoin`] (30 s: three times the spec's < 10 s local detection, since a
@@ -38,6 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use lightcone_core::addr::HierAddr;
+use lightcone_core::causal::VersionVector;
 use lightcone_core::io::{Command, Event};
 use lightcone_core::update::Build;
 use lightcone_core::wire::MemberState;
@@ -128,8 +133,11 @@ pub struct Halt {
     /// The gate's measure and bound, in words.
     pub reason: String,
     pub detected_at: Instant,
-    /// When every tile of the stage ran the old build again.
+    /// When every tile of the stage ran the old build again, had rejoined and refilled
+    /// (the rollback goes in waves, as the deployment).
     pub rolled_back_at: Instant,
+    /// A rollback wave that did not rejoin or refill in time (the rest went back anyway).
+    pub rollback_trouble: Option<String>,
 }
 
 /// A rollout's outcome.
@@ -425,6 +433,123 @@ fn detection_probe(
     None
 }
 
+/// A wave's refill target: for each tile of `wave`, the writes its live cell-mates
+/// outside the wave have seen (the join of their vectors, [`Store::writes_seen`]).
+///
+/// [`Store::writes_seen`]: lightcone_core::causal::Store::writes_seen
+fn refill_target(sim: &Sim, wave: &[u32]) -> BTreeMap<u32, VersionVector> {
+    let dir = sim.directory();
+    let mut want = BTreeMap::new();
+    for &n in wave {
+        let Some(a) = dir.addr(n) else { continue };
+        let mut vv = VersionVector::new();
+        for m in dir.ids_where(|b| b.same_cell(&a)) {
+            if wave.contains(&m) || !sim.is_up(m) {
+                continue;
+            }
+            if let Some(node) = sim.node(m) {
+                vv.merge(&node.kv().store().writes_seen().1);
+            }
+        }
+        want.insert(n, vv);
+    }
+    want
+}
+
+/// Whether every tile of `want` has seen at least the writes its target names.
+fn refilled(sim: &Sim, want: &BTreeMap<u32, VersionVector>) -> bool {
+    want.iter().all(|(n, vv)| {
+        sim.node(*n)
+            .is_some_and(|node| node.kv().store().writes_seen().1.dominates(vv))
+    })
+}
+
+/// Installs `build` on `nodes` in waves ([`lightcone_core::update::waves`]): each wave is
+/// replaced, must rejoin within [`Gates::rejoin`] and refill (hold every write its live
+/// cell-mates held when it rejoined) within [`Gates::rejoin`] again, before the next
+/// wave. The gate and its reason when a wave does not.
+fn deploy(
+    sim: &mut Sim,
+    nodes: &[u32],
+    build: Build,
+    g: &Gates,
+) -> Result<(), (&'static str, String)> {
+    deploy_waves(sim, nodes, build, g, false)
+}
+
+/// [`deploy`]; with `every_wave` a wave that fails its wait does not stop the later ones
+/// (a rollback must put every tile back), and the first failure is returned at the end.
+fn deploy_waves(
+    sim: &mut Sim,
+    nodes: &[u32],
+    build: Build,
+    g: &Gates,
+    every_wave: bool,
+) -> Result<(), (&'static str, String)> {
+    let mut first_err = None;
+    let dir = sim.directory().clone();
+    let cell = |a: HierAddr| (a.layer, a.cluster, a.cell);
+    let tiles: Vec<(u32, (u16, u16, u16))> = nodes
+        .iter()
+        .filter_map(|n| dir.addr(*n).map(|a| (*n, cell(a))))
+        .collect();
+    // Configured cell sizes, counted once.
+    let mut sizes: BTreeMap<(u16, u16, u16), usize> = BTreeMap::new();
+    for (_, c) in &tiles {
+        sizes.entry(*c).or_insert(0);
+    }
+    for id in 0..sim.len() as u32 {
+        if let Some(n) = dir.addr(id).and_then(|a| sizes.get_mut(&cell(a))) {
+            *n += 1;
+        }
+    }
+    let size = |c: &(u16, u16, u16)| sizes.get(c).copied().unwrap_or(1);
+    for wave in lightcone_core::update::waves(&tiles, size) {
+        for &n in &wave {
+            sim.set_build(n, build);
+        }
+        if !sim.run_until_pred(g.rejoin, |s| alive_everywhere(s, &wave)) {
+            let e = (
+                "rejoin",
+                format!("updated tiles {wave:?} not all alive within {:?}", g.rejoin),
+            );
+            if every_wave {
+                first_err.get_or_insert(e);
+                continue;
+            }
+            return Err((
+                "rejoin",
+                format!("updated tiles {wave:?} not all alive within {:?}", g.rejoin),
+            ));
+        }
+        let want = refill_target(sim, &wave);
+        if !sim.run_until_pred(g.rejoin, |s| refilled(s, &want)) {
+            let short: Vec<u32> = want
+                .iter()
+                .filter(|(n, vv)| {
+                    !sim.node(**n)
+                        .is_some_and(|x| x.kv().store().writes_seen().1.dominates(vv))
+                })
+                .map(|(n, _)| *n)
+                .collect();
+            let e = (
+                "refill",
+                format!(
+                    "tiles {short:?} did not hold their cell's writes within {:?} of rejoining (bound 0 missing: the next wave would empty more of the cell than its writes survive)",
+                    g.rejoin
+                ),
+            );
+            if every_wave {
+                first_err.get_or_insert(e);
+                continue;
+            }
+            return Err(e);
+        }
+        handshake(sim, &wave, g.round);
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
 /// Rolls `new` out over `stages`; on a gate's violation the stage's tiles get `old` again
 /// and the rollout halts.
 pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -> RolloutReport {
@@ -435,9 +560,7 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
     let mut tag = 0u32;
     for stage in stages {
         let deployed_at = sim.now();
-        for &n in &stage.nodes {
-            sim.set_build(n, new);
-        }
+        let deployed = deploy(sim, &stage.nodes, new, g);
         let mut st = StageReport {
             name: stage.name,
             nodes: stage.nodes.clone(),
@@ -449,9 +572,10 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
             detection: None,
         };
         let nodes = stage.nodes.clone();
-        let fired = if sim.run_until_pred(g.rejoin, |s| alive_everywhere(s, &nodes)) {
+        let fired = if let Err(f) = deployed {
+            Some(f)
+        } else {
             st.rejoined_at = Some(sim.now());
-            handshake(sim, &nodes, g.round);
             let mut fired = None;
             let rounds = (g.soak.as_nanos() / g.round.as_nanos().max(1)).max(1);
             let mut outside = BTreeSet::new();
@@ -514,24 +638,20 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
                 fired = detection_probe(sim, &nodes, g, &mut st);
             }
             fired
-        } else {
-            Some((
-                "rejoin",
-                format!("updated tiles not all alive within {:?}", g.rejoin),
-            ))
         };
         report.stages.push(st);
         if let Some((gate, reason)) = fired {
             let detected_at = sim.now();
-            for &n in &stage.nodes {
-                sim.set_build(n, old);
-            }
+            // Back in waves too: a rollback must not empty the cell either. A wave that
+            // does not rejoin or refill is said, and the rest still goes back.
+            let back = deploy_waves(sim, &stage.nodes, old, g, true).err();
             report.halted = Some(Halt {
                 stage: stage.name,
                 gate,
                 reason,
                 detected_at,
                 rolled_back_at: sim.now(),
+                rollback_trouble: back.map(|(g, r)| format!("{g}: {r}")),
             });
             return report;
         }

@@ -90,6 +90,39 @@ fn status_json(lab: &str) -> serde_json::Value {
     serde_json::from_str(&lc_ok(&["update", "status", lab, "--json"])).expect("status json")
 }
 
+/// A key-value request through the supervisor (`/nodes/{node}/kv/{key}`; a put with
+/// `durability=cell` and the lab's token): status and body.
+fn kv(lab: &str, method: &str, node: &str, key: &str, value: &str) -> (u16, String) {
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/lightcone/{lab}/supervisor.json")).expect("supervisor.json"),
+    )
+    .unwrap();
+    let api = info["api_url"].as_str().unwrap();
+    let r = if method == "POST" {
+        ureq::post(&format!("{api}/nodes/{node}/kv/{key}?durability=cell"))
+            .set("x-lightcone-token", info["token"].as_str().unwrap())
+            .timeout(Duration::from_secs(10))
+            .send_string(value)
+    } else {
+        ureq::get(&format!("{api}/nodes/{node}/kv/{key}?siblings"))
+            .timeout(Duration::from_secs(10))
+            .call()
+    };
+    match r {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Waves over every stage of a rollout's status.
+fn st_waves(s: &serde_json::Value) -> u64 {
+    s["stages"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|st| st["waves"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
 #[test]
 fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() {
     require_root();
@@ -191,6 +224,28 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     assert!(text(&o).contains("no rollout was started"), "{}", text(&o));
     assert_eq!(pids(&lab), before, "a refused start restarted an agent");
 
+    // Data written before the rollouts, with `durability=cell`: after each, every tile of
+    // the writer's cell must hold it (a stage replaces a cell in waves of at most f
+    // tiles, each refilled by the kv state transfer before the next).
+    let tiles: Vec<&String> = nodes.iter().filter(|n| n.contains('t')).collect();
+    for n in &tiles {
+        let (status, body) = kv(&lab, "POST", n, &format!("before-rollout-{n}"), "kept");
+        assert_eq!(status, 200, "put at {n}: {body}");
+    }
+    let lost = || {
+        let mut lost = Vec::new();
+        for w in &tiles {
+            for r in tiles.iter().filter(|r| r[..6] == w[..6]) {
+                let (status, body) = kv(&lab, "GET", r, &format!("before-rollout-{w}"), "");
+                if status != 200 || !body.contains("kept") {
+                    lost.push(format!("{w}'s write at {r}: {status} {body}"));
+                }
+            }
+        }
+        lost
+    };
+    assert_eq!(lost(), Vec::<String>::new(), "before the rollout");
+
     // The good build: every stage passes, every agent runs it.
     let t0 = Instant::now();
     let out = lc_ok(&[
@@ -237,6 +292,15 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     assert!(
         v.iter().all(|(_, v)| v == "variant-b"),
         "not every node runs the release: {v:?}"
+    );
+    assert!(
+        st_waves(&s) >= 8,
+        "each cell of 4 (f = 1) goes one tile at a time: {s}"
+    );
+    assert_eq!(
+        lost(),
+        Vec::<String>::new(),
+        "data lost by the good rollout"
     );
     // Attestation: the rollout approved release 1's build; a binary nobody approved (the
     // same code with one byte appended) runs when put in place by hand, but its neighbours
@@ -368,6 +432,11 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
         "every node runs release 1 again: {:?}",
         variants(&api, &nodes)
     );
+    assert_eq!(
+        lost(),
+        Vec::<String>::new(),
+        "data lost by the bad rollout's rollback"
+    );
     // Nodes outside the canary cell were never restarted by the bad rollout.
     let after_bad = pids(&lab);
     for ((n, a), (_, b)) in after_bad.iter().zip(&after_good) {
@@ -385,7 +454,7 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
         .spawn()
         .expect("start a rollout");
     assert!(
-        wait_until(Duration::from_secs(30), || {
+        wait_until(Duration::from_secs(90), || {
             let s = status_json(&lab);
             s["phase"] == "running" && s["stages"][0]["status"] == "soaking"
         }),

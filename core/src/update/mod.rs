@@ -35,8 +35,11 @@
 //! **Stored state.** The core persists nothing across a restart: the replicated store, the
 //! membership and the routes live in memory; keys and configuration are the orchestrator's
 //! files, read the same by both versions. An updated (or rolled-back) node boots empty and
-//! refills from its cell through kv repair (kind 8, identical in 2 and 3); the frames it
-//! sent under its old boot are void by the boot epoch (see [`wire`]).
+//! refills from its cell by a state transfer (kv kind 8, [`crate::kv::KvMsg::Sync`]: a
+//! cell-mate's whole store, then the broadcasts after it; identical in 2 and 3); the frames
+//! it sent under its old boot are void by the boot epoch (see [`wire`]). A rollout
+//! therefore replaces a cell's tiles in [`waves`]: never more of a cell at once than its
+//! acknowledged writes survive, the next wave only once the last has refilled.
 
 pub mod attest;
 pub mod dark;
@@ -50,6 +53,34 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::time::Instant;
 use crate::wire::{self, Dest, Payload, WireError};
+
+/// A stage's tiles in waves: at most `max(1, f)` tiles of any one cell per wave, where
+/// `f = ⌊(N − 1) / 2⌋` for the cell's configured size `N` — the crash faults a `cell`
+/// write survives ([`crate::kv::Durability`]: it is held by `f + 1` members). A tile
+/// replaced by an update boots empty, so a wave never empties more of a cell than its
+/// acknowledged writes survive; the caller starts the next wave only once this one has
+/// rejoined and refilled. (A cell of one or two has `f = 0`: its writes live on the
+/// writer alone and no order of replacement keeps them.)
+///
+/// `tiles` are (tile, cell) in deployment order; `cell_size` gives a cell's configured
+/// size. Waves keep that order within each cell.
+pub fn waves<C: Ord + Clone>(tiles: &[(u32, C)], cell_size: impl Fn(&C) -> usize) -> Vec<Vec<u32>> {
+    let mut per_cell: BTreeMap<C, Vec<u32>> = BTreeMap::new();
+    for (t, c) in tiles {
+        per_cell.entry(c.clone()).or_default().push(*t);
+    }
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    for (c, ts) in per_cell {
+        let cap = (cell_size(&c).saturating_sub(1) / 2).max(1);
+        for (k, chunk) in ts.chunks(cap).enumerate() {
+            if out.len() <= k {
+                out.push(Vec::new());
+            }
+            out[k].extend_from_slice(chunk);
+        }
+    }
+    out
+}
 
 /// A hello to a neighbour whose range is unknown is sent again after this long.
 pub const HELLO_RETRY: Duration = Duration::from_secs(2);
@@ -377,6 +408,34 @@ mod tests {
             .is_empty());
         assert_eq!(c.hellos_due(t0 + far * 3, &[(5, far)]).len(), 1);
         assert_eq!(b.send_version(Dest::Link, 1), 2);
+    }
+
+    #[test]
+    fn waves_take_at_most_f_tiles_of_a_cell_at_once() {
+        // A cell of 12 (f = 5), one of 3 (f = 1), one of 2 (f = 0: one at a time).
+        let mut tiles: Vec<(u32, u8)> = (0..12).map(|t| (t, 0)).collect();
+        tiles.extend((12..15).map(|t| (t, 1)));
+        tiles.extend((15..17).map(|t| (t, 2)));
+        let size = |c: &u8| [12, 3, 2][*c as usize];
+        let w = waves(&tiles, size);
+        assert_eq!(
+            w,
+            vec![
+                vec![0, 1, 2, 3, 4, 12, 15],
+                vec![5, 6, 7, 8, 9, 13, 16],
+                vec![10, 11, 14],
+            ]
+        );
+        // Every tile exactly once, and no wave holds more than max(1, f) of a cell.
+        let mut all: Vec<u32> = w.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..17).collect::<Vec<_>>());
+        for wave in &w {
+            for c in 0..3u8 {
+                let n = wave.iter().filter(|t| tiles[**t as usize].1 == c).count();
+                assert!(n <= ((size(&c) - 1) / 2).max(1), "{wave:?}");
+            }
+        }
     }
 
     #[test]

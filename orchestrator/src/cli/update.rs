@@ -195,6 +195,7 @@ pub(crate) fn cmd_update_start(a: StartArgs) -> Result<(), Failure> {
                 causal_writes: 0,
                 causal_reads: 0,
                 detection_s: None,
+                waves: 0,
             })
             .collect(),
         halt: None,

@@ -676,3 +676,150 @@ fn key_compromise_passes_and_fails_in_a_cell_without_a_quorum() {
     assert!(!r.pass, "{r:?}");
     assert!(r.detail.contains("l0c0k1t0"), "{}", r.detail);
 }
+
+/// A shipped rollout scenario, its topology made absolute and `from` replaced by `to`,
+/// written to `dir`.
+fn rollout_variant(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let shipped = root().join(format!("topologies/scenarios/{name}.yaml"));
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    assert!(text.contains(from), "{name} has no `{from}`");
+    let text = text
+        .replace(
+            "topology: ../rollout.yaml",
+            &format!(
+                "topology: {}",
+                root().join("topologies/rollout.yaml").display()
+            ),
+        )
+        .replace(from, to);
+    let p = dir.join(format!("{name}-variant.yaml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Issue 18's shipped `rollout-good` and `rollout-bad` in the twin: the sound build
+/// reaches every tile through all stages with every acknowledged write kept; the
+/// defective one is halted at the canary and rolled back with nothing outside the canary
+/// cell ever running it. Each expectation fails where it should: rollout-good's with the
+/// defective build, rollout-bad's with the sound one, and the time to rollback against a
+/// bound below what it took.
+#[test]
+fn rollout_good_and_bad_pass_and_each_expectation_fails_with_the_other_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = root().join("topologies/scenarios/rollout-good.yaml");
+    let o = sim(&good, None, &tmp.path().join("good"));
+    assert!(o.passed, "{:#?}", o.verdicts);
+    let reach = verdict(&o, "rollout_reach == 100%");
+    assert!(
+        reach.detail.contains("13 of 13 tiles on the release")
+            && reach.detail.contains("stage canary")
+            && reach.detail.contains("stage cluster")
+            && reach.detail.contains("stage layer")
+            && reach.detail.contains("canary crash detected in"),
+        "{}",
+        reach.detail
+    );
+    let kept = verdict(&o, "no_acknowledged_write_lost");
+    assert!(
+        !kept.detail.starts_with("0 acknowledged"),
+        "{}",
+        kept.detail
+    );
+
+    let bad = root().join("topologies/scenarios/rollout-bad.yaml");
+    let o = sim(&bad, None, &tmp.path().join("bad"));
+    assert!(o.passed, "{:#?}", o.verdicts);
+    let fired = verdict(&o, "rollout_gates_fired == 1");
+    assert!(
+        fired.detail.contains("HALTED at stage canary by gate")
+            && fired.detail.matches(" pending ").count() == 2,
+        "{}",
+        fired.detail
+    );
+    let ttr = verdict(&o, "time_to_rollback <= 60s");
+    let took = ttr.value.expect("a time to rollback");
+    assert!(took > 0.0, "{ttr:?}");
+
+    // rollout-good with the defective build: halted, so neither reach nor gates hold.
+    let p = rollout_variant(
+        tmp.path(),
+        "rollout-good",
+        "build: variant-b",
+        "build: defect-drop-forward",
+    );
+    let o = sim(&p, None, &tmp.path().join("good-with-defect"));
+    assert!(!o.passed);
+    assert!(!verdict(&o, "rollout_reach == 100%").pass);
+    assert!(!verdict(&o, "rollout_gates_fired == 0").pass);
+    // rollout-bad with the sound build: nothing fires, it reaches every tile.
+    let p = rollout_variant(
+        tmp.path(),
+        "rollout-bad",
+        "build: defect-drop-forward",
+        "build: variant-b",
+    );
+    let o = sim(&p, None, &tmp.path().join("bad-with-sound"));
+    for e in [
+        "rollout_gates_fired == 1",
+        "rollout_escaped == 0",
+        "rollout_reach == 0%",
+        "time_to_rollback <= 60s",
+    ] {
+        assert!(!verdict(&o, e).pass, "{:?}", verdict(&o, e));
+    }
+    assert_eq!(
+        verdict(&o, "time_to_rollback <= 60s").measured,
+        "not measured"
+    );
+    // A bound below the measured time to rollback fails.
+    let p = rollout_variant(
+        tmp.path(),
+        "rollout-bad",
+        "time_to_rollback <= 60s",
+        &format!("time_to_rollback <= {}ms", (took * 1000.0) as u64 / 2),
+    );
+    let o = sim(&p, None, &tmp.path().join("bad-tight"));
+    let v = o
+        .verdicts
+        .iter()
+        .find(|v| v.expectation.starts_with("time_to_rollback"))
+        .unwrap();
+    assert!(!v.pass, "{v:?}");
+}
+
+/// A rollout that is not the timeline's last step, a canary that is not a cell and an
+/// unknown build are refused before anything runs, at their line.
+#[test]
+fn a_rollout_step_is_checked_before_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (from, to, says) in [
+        (
+            "until: 10s }",
+            "until: 20s }",
+            "rollout must be the timeline's last step",
+        ),
+        (
+            "canary: l0c0k0",
+            "canary: l0c0k9",
+            "no cell of tiles `l0c0k9`",
+        ),
+        (
+            "build: variant-b",
+            "build: nightly",
+            "unknown build `nightly`",
+        ),
+        ("soak: 5s", "soak: 10ms", "soak must be at least 1s"),
+    ] {
+        let p = rollout_variant(tmp.path(), "rollout-good", from, to);
+        let o = lightcone(&[
+            "simulate",
+            p.to_str().unwrap(),
+            "--out",
+            tmp.path().join("x").to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{from} → {to}: {err}");
+        assert!(err.contains(says), "{from} → {to}: {err}");
+        assert!(!tmp.path().join("x").exists(), "nothing written");
+    }
+}

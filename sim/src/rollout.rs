@@ -123,6 +123,8 @@ pub struct StageReport {
     /// The canary's detection probe: how long until a cell-mate held the crashed tile
     /// suspect or dead (`None`: not probed).
     pub detection: Option<Duration>,
+    /// Waves replaced and settled (rejoined and refilled).
+    pub waves: u32,
 }
 
 /// Why a rollout halted.
@@ -352,6 +354,10 @@ fn hottest(sim: &Sim) -> Option<(u32, f64)> {
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
+/// Unjudged probe rounds at most after a stage's waves settled, until one delivers every
+/// datagram (the lab's `rollout::WARMUP_ROUNDS`).
+pub const WARMUP_ROUNDS: u32 = 5;
+
 /// The spec's local failure detection bound ("< 10 s").
 pub const DETECTION_BOUND: Duration = Duration::from_secs(10);
 
@@ -473,8 +479,9 @@ fn deploy(
     nodes: &[u32],
     build: Build,
     g: &Gates,
+    settled: &mut u32,
 ) -> Result<(), (&'static str, String)> {
-    deploy_waves(sim, nodes, build, g, false)
+    deploy_waves(sim, nodes, build, g, false, settled)
 }
 
 /// [`deploy`]; with `every_wave` a wave that fails its wait does not stop the later ones
@@ -485,6 +492,7 @@ fn deploy_waves(
     build: Build,
     g: &Gates,
     every_wave: bool,
+    settled: &mut u32,
 ) -> Result<(), (&'static str, String)> {
     let mut first_err = None;
     let dir = sim.directory().clone();
@@ -546,6 +554,7 @@ fn deploy_waves(
             return Err(e);
         }
         handshake(sim, &wave, g.round);
+        *settled += 1;
     }
     first_err.map_or(Ok(()), Err)
 }
@@ -560,7 +569,8 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
     let mut tag = 0u32;
     for stage in stages {
         let deployed_at = sim.now();
-        let deployed = deploy(sim, &stage.nodes, new, g);
+        let mut waves = 0;
+        let deployed = deploy(sim, &stage.nodes, new, g, &mut waves);
         let mut st = StageReport {
             name: stage.name,
             nodes: stage.nodes.clone(),
@@ -570,12 +580,22 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
             sent: 0,
             delivered: 0,
             detection: None,
+            waves,
         };
         let nodes = stage.nodes.clone();
         let fired = if let Err(f) = deployed {
             Some(f)
         } else {
             st.rejoined_at = Some(sim.now());
+            // Unjudged rounds, as the lab's (`WARMUP_ROUNDS`): senders learn the replaced
+            // tiles' boots and routes through them settle, until a round delivers all.
+            for _ in 0..WARMUP_ROUNDS {
+                tag += 1;
+                let (sent, delivered, _, _) = probe_round(sim, g.round, tag);
+                if delivered == sent {
+                    break;
+                }
+            }
             let mut fired = None;
             let rounds = (g.soak.as_nanos() / g.round.as_nanos().max(1)).max(1);
             let mut outside = BTreeSet::new();
@@ -644,7 +664,7 @@ pub fn run(sim: &mut Sim, stages: &[Stage], new: Build, old: Build, g: &Gates) -
             let detected_at = sim.now();
             // Back in waves too: a rollback must not empty the cell either. A wave that
             // does not rejoin or refill is said, and the rest still goes back.
-            let back = deploy_waves(sim, &stage.nodes, old, g, true).err();
+            let back = deploy_waves(sim, &stage.nodes, old, g, true, &mut 0).err();
             report.halted = Some(Halt {
                 stage: stage.name,
                 gate,

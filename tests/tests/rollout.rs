@@ -1,20 +1,23 @@
-//! Issue 18 (staged update rollout), end to end: `lightcone update` in a real lab on the
-//! wire engine. Two cells of four tiles on rings, a ring of cells, one authority (9 nodes):
+//! Issue 18 (staged update rollout), end to end in a real lab on the wire engine: the
+//! shipped `topologies/rollout.yaml` (three cells of four tiles on rings, a ring of cells,
+//! one authority: 13 nodes) and its shipped scenarios.
 //!
 //! - bad input changes nothing: a lab that is not up, a build that is missing or not
 //!   executable, a release signed by fewer than t (3 of 5) authority shares;
-//! - a sound new build (`--features variant-b`: a real different binary) reaches every
-//!   node through canary → cluster → layer with every gate passing, and every agent says
-//!   it runs it (`lightcone_agent_build_info`); the same release number again (a
-//!   replayed manifest) is refused;
-//! - a defective build (`--features defect-drop-forward`: 30 % of forwarded frames
-//!   dropped) is caught by the delivery gate at the canary stage and rolled back before
-//!   any node outside the canary cell runs it; the status (from another process) names
-//!   the gate and the time to rollback;
+//! - `rollout-good.yaml` (`lightcone run`, reusing the lab): a sound new build
+//!   (`--features variant-b`: a real different binary) reaches every node through canary →
+//!   cluster → layer with every gate passing, every agent says it runs it
+//!   (`lightcone_agent_build_info`), and every key written before is still held by every
+//!   tile of its cell; the same release number again (a replayed manifest) is refused;
+//! - `rollout-bad.yaml`: a defective build (`--features defect-drop-forward`: 30 % of
+//!   forwarded frames dropped) is caught by the delivery gate at the canary stage and rolled
+//!   back before any node outside the canary cell runs it; the status (from another
+//!   process) names the gate and the time to rollback;
 //! - a second rollout while one runs is refused; `update abort` rolls the running one back.
 //!
 //! The two variant builds are compiled by this test in the workspace's own target
-//! directory (`cargo build --workspace --bin lightcone-agent --features
+//! directory (and put beside `lightcone` as `lightcone-agent-VARIANT` for the scenarios'
+//! `build:`, removed again at the end) (`cargo build --workspace --bin lightcone-agent --features
 //! lightcone-agent/…`: only `lightcone-agent` is compiled again, its dependencies are
 //! shared with the suite's build), each copied out at once; the standard
 //! agent binary is saved before and put back after, also if the test fails
@@ -29,20 +32,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lightcone_e2e::*;
-
-const TOPOLOGY: &str = "\
-name: rollout
-seed: 18
-generate:
-  layers:
-    - { radius_au: 1.0, clusters: 1, cells: 2, tiles: 4, authorities: 1 }
-  cell_fabric: ring
-  cluster_fabric: ring
-  links:
-    cell: { delay: 2ms }
-    cluster: { delay: 5ms }
-    authority: { delay: 1ms }
-";
 
 const CANARY: [&str; 4] = ["l0c0k0t0", "l0c0k0t1", "l0c0k0t2", "l0c0k0t3"];
 
@@ -115,6 +104,30 @@ fn kv(lab: &str, method: &str, node: &str, key: &str, value: &str) -> (u16, Stri
     }
 }
 
+/// Variant builds placed beside `lightcone` as `lightcone-agent-VARIANT` (where a
+/// scenario's `rollout: { build: VARIANT }` looks), removed when dropped.
+struct NamedVariants(Vec<PathBuf>);
+
+impl NamedVariants {
+    fn place(builds: &[(&str, &PathBuf)]) -> NamedVariants {
+        let mut placed = Vec::new();
+        for (name, from) in builds {
+            let to = bin_dir().join(format!("lightcone-agent-{name}"));
+            std::fs::copy(from, &to).expect("place a variant build");
+            placed.push(to);
+        }
+        NamedVariants(placed)
+    }
+}
+
+impl Drop for NamedVariants {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Waves over every stage of a rollout's status.
 fn st_waves(s: &serde_json::Value) -> u64 {
     s["stages"]
@@ -126,7 +139,7 @@ fn st_waves(s: &serde_json::Value) -> u64 {
 #[test]
 fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() {
     require_root();
-    let t = TestLab::from_src("rollout", TOPOLOGY);
+    let t = TestLab::shipped("rollout", "rollout.yaml");
     let lab = t.lab.clone();
     let scratch = t.dir().to_path_buf();
     let good: PathBuf = scratch.join("agent-variant-b");
@@ -135,6 +148,8 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     let took_bad = build_variant("defect-drop-forward", &bad);
     let took_good = build_variant("variant-b", &good);
     drop(keep);
+    // Where a scenario's `build: variant-b` looks (beside lightcone), for this test only.
+    let _named = NamedVariants::place(&[("variant-b", &good), ("defect-drop-forward", &bad)]);
     let standard = bin_dir().join("lightcone-agent");
     println!(
         "variant builds: defect-drop-forward {:.1} s, variant-b {:.1} s; sha256 standard {}, variant-b {}, defect {}",
@@ -159,7 +174,7 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     t.up(&[]);
     let api = api_url(&lab);
     let nodes: Vec<String> = pids(&lab).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(nodes.len(), 9);
+    assert_eq!(nodes.len(), 13);
     assert!(
         wait_until(Duration::from_secs(30), || variants(&api, &nodes)
             .iter()
@@ -176,11 +191,11 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
         "{plan}"
     );
     assert!(
-        plan.contains("stage 2 cluster     4 nodes  (1 cell: l0c0k1)"),
+        plan.contains("stage 2 cluster     8 nodes  (2 cells: l0c0k1 l0c0k2)"),
         "{plan}"
     );
     assert!(plan.contains("stage 3 layer       1 node "), "{plan}");
-    assert!(plan.ends_with("3 stages, 9 of 9 nodes\n"), "{plan}");
+    assert!(plan.ends_with("3 stages, 13 of 13 nodes\n"), "{plan}");
 
     // Bad input: nothing changes (no rollout record, no agent restarted).
     let before = pids(&lab);
@@ -246,19 +261,21 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     };
     assert_eq!(lost(), Vec::<String>::new(), "before the rollout");
 
-    // The good build: every stage passes, every agent runs it.
+    // The good build, by the shipped scenario on this lab: every stage passes, every agent
+    // runs it, nothing the load wrote is lost.
+    let scenarios = t.dir().join("scenarios");
+    std::fs::create_dir_all(&scenarios).unwrap();
     let t0 = Instant::now();
-    let out = lc_ok(&[
-        "update",
-        "start",
-        &lab,
-        "--build",
-        good.to_str().unwrap(),
-        "--soak",
-        "5",
-    ]);
+    let run_out = scratch.join("run-good");
+    let o = run_scenario(
+        &scenario_copy(&scenarios, "rollout-good.yaml", &lab),
+        &run_out,
+    );
+    let out = text(&o);
     print!("{out}");
-    println!("good rollout took {:.1} s", t0.elapsed().as_secs_f64());
+    println!("rollout-good took {:.1} s", t0.elapsed().as_secs_f64());
+    assert!(o.status.success(), "{out}");
+    assert_eq!(report(&run_out)["passed"], true);
     assert!(out.contains("release 1 accepted"), "{out}");
     assert!(
         out.contains("signed by 3 of 5 authority shares (threshold 3)"),
@@ -267,6 +284,10 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     assert!(
         out.contains("rollout complete: every stage passed its gates"),
         "{out}"
+    );
+    assert!(
+        !lab_namespaces(&lab).is_empty(),
+        "the run reused the lab and left it up"
     );
     let s = status_json(&lab);
     assert_eq!(s["phase"], "complete");
@@ -294,8 +315,8 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
         "not every node runs the release: {v:?}"
     );
     assert!(
-        st_waves(&s) >= 8,
-        "each cell of 4 (f = 1) goes one tile at a time: {s}"
+        st_waves(&s) == 9,
+        "each cell of 4 (f = 1) goes one tile at a time: canary 4 waves, cluster 4 (its two cells side by side), layer 1: {s}"
     );
     assert_eq!(
         lost(),
@@ -383,20 +404,33 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
     assert_eq!(status_json(&lab)["phase"], "complete");
     assert_eq!(pids(&lab), after_good);
 
-    // The defective build: the canary's delivery gate fires; rolled back to release 1.
+    // The defective build, by the shipped scenario: the canary's delivery gate fires;
+    // rolled back to release 1; the scenario's expectations (caught, nothing escaped,
+    // rolled back in time, nothing lost) pass.
     let t1 = Instant::now();
-    let o = lc(&[
-        "update",
-        "start",
-        &lab,
-        "--build",
-        bad.to_str().unwrap(),
-        "--soak",
-        "5",
-    ]);
+    let run_out = scratch.join("run-bad");
+    let o = run_scenario(
+        &scenario_copy(&scenarios, "rollout-bad.yaml", &lab),
+        &run_out,
+    );
     print!("{}", text(&o));
-    println!("bad rollout took {:.1} s", t1.elapsed().as_secs_f64());
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    println!("rollout-bad took {:.1} s", t1.elapsed().as_secs_f64());
+    assert!(o.status.success(), "{}", text(&o));
+    let r = report(&run_out);
+    assert_eq!(r["passed"], true);
+    let fired = r["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["expectation"] == "rollout_gates_fired == 1")
+        .expect("the gates verdict");
+    assert!(
+        fired["detail"]
+            .as_str()
+            .unwrap()
+            .contains("HALTED at stage canary by gate delivery"),
+        "{fired}"
+    );
     let s = status_json(&lab);
     let status = lc_ok(&["update", "status", &lab]);
     print!("{status}");

@@ -89,7 +89,25 @@ pub enum Action {
         count: u32,
         spec: lightcone_core::heat::task::TaskSpec,
     },
+    /// A staged rollout of an agent build (issue 18), canary cell first, to the end of its
+    /// stages or until a gate halts it; the timeline waits for it (it is the timeline's
+    /// last step). `build` names a variant of the agent (the twin's model of it, the lab's
+    /// binary of it) or, in a lab, an agent binary's path.
+    Rollout {
+        build: String,
+        canary: String,
+        soak_ns: u64,
+    },
 }
+
+/// The agent builds a rollout can name (the agent's cargo features, `standard` without):
+/// what the twin models each as, against the build its tiles run now.
+pub const ROLLOUT_BUILDS: &[&str] = &[
+    "standard",
+    "variant-b",
+    "defect-drop-forward",
+    "protocol-n1",
+];
 
 impl Action {
     /// A one-line description for progress output and event logs.
@@ -176,6 +194,14 @@ impl Action {
                 units::fmt_ns(spec.duration_ns),
                 spec.class
             ),
+            Action::Rollout {
+                build,
+                canary,
+                soak_ns,
+            } => format!(
+                "rollout of {build}, canary cell {canary}, soak {}",
+                units::fmt_ns(*soak_ns)
+            ),
         }
     }
     /// Kind name for events and plot markers.
@@ -197,6 +223,7 @@ impl Action {
             Action::Revoke { .. } => "revoke",
             Action::ObjectsStart { .. } => "objects",
             Action::CrashHolders { .. } => "crash_holders",
+            Action::Rollout { .. } => "rollout",
         }
     }
 

@@ -63,6 +63,7 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
     let mut out: Vec<Planned> = Vec::new();
     // Links a partition cut and no heal brought back yet, by link index.
     let mut cut: BTreeSet<usize> = BTreeSet::new();
+    let mut rollout_at: Option<(usize, u64)> = None;
     let node = |line: usize, n: &str| -> Result<String, ExpandError> {
         if topo.node_index(n).is_some() {
             Ok(n.to_string())
@@ -389,6 +390,27 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                             }
                         }
                     }
+                    Action::Rollout { canary, .. } => {
+                        let cells: BTreeSet<String> = topo
+                            .nodes
+                            .iter()
+                            .filter(|n| n.role != lightcone_core::config::Role::Authority)
+                            .map(|n| {
+                                format!("l{}c{}k{}", n.addr.layer, n.addr.cluster, n.addr.cell)
+                            })
+                            .collect();
+                        if !cells.contains(canary) {
+                            let some: Vec<&String> = cells.iter().take(4).collect();
+                            return Err(ExpandError {
+                                line,
+                                message: format!(
+                                    "rollout: the topology has no cell of tiles `{canary}` (cells are named lLcCkK, e.g. {})",
+                                    some.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                                ),
+                            });
+                        }
+                        rollout_at = Some((line, step.at_ns));
+                    }
                     Action::Partition { .. }
                     | Action::Heal
                     | Action::LoadStart { .. }
@@ -396,6 +418,39 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                 }
                 push(step.at_ns, action.clone())
             }
+        }
+    }
+    // A rollout is the timeline's last step and runs alone: the timeline waits for it,
+    // so nothing may be due after it, and no workload may still run (its stages are judged
+    // by their own probes; data written before it is read back at the end).
+    if let Some((line, at)) = rollout_at {
+        let later = out.iter().find(|p| {
+            !matches!(p.action, Action::Rollout { .. })
+                && (p.at_ns > at
+                    || matches!(&p.action, Action::LoadStart { load, .. } if load.until_ns > at)
+                    || matches!(&p.action, Action::ObjectsStart { objects, .. } if objects.until_ns > at))
+        });
+        if let Some(p) = later {
+            return Err(ExpandError {
+                line,
+                message: format!(
+                    "rollout must be the timeline's last step, with every workload over by its time ({}): `{}` (from {}) is due or runs later",
+                    units::fmt_ns(at),
+                    p.action.describe(),
+                    p.origin
+                ),
+            });
+        }
+        if out
+            .iter()
+            .filter(|p| matches!(p.action, Action::Rollout { .. }))
+            .count()
+            > 1
+        {
+            return Err(ExpandError {
+                line,
+                message: "one rollout per scenario: a second would start while the first's record is judged".into(),
+            });
         }
     }
     // Stable: actions at the same time keep their source order. Nothing is played after

@@ -126,6 +126,11 @@ pub enum Metric {
     RevocationReachTime,
     FalseRevocations,
     RevokedKeyAccepted,
+    /// Issue 18's rollout (`rollout`).
+    RolloutReach,
+    RolloutEscaped,
+    RolloutGatesFired,
+    TimeToRollback,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +141,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 27] = [
+    pub const ALL: [Metric; 31] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -164,6 +169,10 @@ impl Metric {
         Metric::RevocationReachTime,
         Metric::FalseRevocations,
         Metric::RevokedKeyAccepted,
+        Metric::RolloutReach,
+        Metric::RolloutEscaped,
+        Metric::RolloutGatesFired,
+        Metric::TimeToRollback,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -194,6 +203,10 @@ impl Metric {
             Metric::RevocationReachTime => "revocation_reach_time",
             Metric::FalseRevocations => "false_revocations",
             Metric::RevokedKeyAccepted => "revoked_key_accepted",
+            Metric::RolloutReach => "rollout_reach",
+            Metric::RolloutEscaped => "rollout_escaped",
+            Metric::RolloutGatesFired => "rollout_gates_fired",
+            Metric::TimeToRollback => "time_to_rollback",
         }
     }
     fn kind(&self) -> Kind {
@@ -205,7 +218,8 @@ impl Metric {
             | Metric::ThrottleLag
             | Metric::RepairTime
             | Metric::RevocationTime
-            | Metric::RevocationReachTime => Kind::Duration,
+            | Metric::RevocationReachTime
+            | Metric::TimeToRollback => Kind::Duration,
             Metric::Locality
             | Metric::Overhead
             | Metric::TimeCoverage
@@ -214,7 +228,8 @@ impl Metric {
             | Metric::ProtocolLocality
             | Metric::ThermalLoadMax
             | Metric::ClassALatencyExcess
-            | Metric::DataLatencyExcess => Kind::Fraction,
+            | Metric::DataLatencyExcess
+            | Metric::RolloutReach => Kind::Fraction,
             Metric::CausalAnomalies
             | Metric::AcknowledgedWritesLost
             | Metric::TimeAlarmedNodes
@@ -224,7 +239,9 @@ impl Metric {
             | Metric::ObjectsLost
             | Metric::RepairBytes
             | Metric::FalseRevocations
-            | Metric::RevokedKeyAccepted => Kind::Count,
+            | Metric::RevokedKeyAccepted
+            | Metric::RolloutEscaped
+            | Metric::RolloutGatesFired => Kind::Count,
         }
     }
     /// Format a value of this metric (seconds, fraction or count).
@@ -1659,7 +1676,42 @@ impl Recording {
             Metric::RevocationReachTime => self.revocation_reach_time(),
             Metric::FalseRevocations => self.false_revocations(),
             Metric::RevokedKeyAccepted => self.revoked_key_accepted(),
+            Metric::RolloutReach
+            | Metric::RolloutEscaped
+            | Metric::RolloutGatesFired
+            | Metric::TimeToRollback => self.rollout_metric(m),
         }
+    }
+
+    /// Issue 18's rollout metrics, from the run's rollout outcome.
+    fn rollout_metric(&self, m: Metric) -> (Option<f64>, String) {
+        let Some(r) = &self.rollout else {
+            return (None, "no rollout ran in the timeline".into());
+        };
+        let detail = r.render().trim_end().replace('\n', "; ");
+        let v = match m {
+            Metric::RolloutReach if r.tiles() > 0 => Some(r.on_release() as f64 / r.tiles() as f64),
+            Metric::RolloutEscaped => Some(r.escaped() as f64),
+            Metric::RolloutGatesFired => Some(f64::from(u8::from(r.halt.is_some()))),
+            Metric::TimeToRollback => r.halt.as_ref().map(|h| h.time_to_rollback_s),
+            _ => None,
+        };
+        let detail = match m {
+            Metric::RolloutReach => format!(
+                "{} of {} tiles on the release at the end; {detail}",
+                r.on_release(),
+                r.tiles()
+            ),
+            Metric::RolloutEscaped => format!(
+                "{} tiles outside the canary stage were given the release; {detail}",
+                r.escaped()
+            ),
+            Metric::TimeToRollback if r.halt.is_none() => {
+                format!("no gate fired, nothing rolled back; {detail}")
+            }
+            _ => detail,
+        };
+        (v, detail)
     }
 }
 

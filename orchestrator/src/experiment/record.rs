@@ -203,6 +203,98 @@ pub struct Recording {
     /// Every acknowledged object read back at the end of the run.
     #[serde(default)]
     pub object_reads: Vec<ObjectReadBack>,
+    /// The timeline's rollout, when it has one (issue 18).
+    #[serde(default)]
+    pub rollout: Option<RolloutOutcome>,
+}
+
+/// What a scenario's rollout did (issue 18): the lab's rollout record
+/// (`crate::rollout::RolloutState`) or the twin's report (`lightcone_sim::rollout`), in
+/// one shape for the expectations and the report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RolloutOutcome {
+    pub build: String,
+    /// `complete`, `halted`, `aborted` or `failed`.
+    pub phase: String,
+    pub stages: Vec<RolloutStageOutcome>,
+    /// The gate that fired, when one did.
+    pub halt: Option<RolloutHaltOutcome>,
+    /// A rollout that could not run (or ended in error): why.
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RolloutStageOutcome {
+    pub name: String,
+    pub tiles: usize,
+    /// `passed`, `rolled_back` or `pending` (never deployed).
+    pub status: String,
+    pub waves: u32,
+    /// The canary's crash probe: emulated seconds until a cell-mate suspected it.
+    pub detection_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RolloutHaltOutcome {
+    pub stage: String,
+    pub gate: String,
+    pub reason: String,
+    /// Emulated seconds from the gate firing until every tile of the stage ran the
+    /// previous build again (rolled back in waves).
+    pub time_to_rollback_s: f64,
+}
+
+impl RolloutOutcome {
+    /// Tiles over every stage.
+    pub fn tiles(&self) -> usize {
+        self.stages.iter().map(|s| s.tiles).sum()
+    }
+    /// Tiles that run the release at the end: those of the stages that passed (a halted
+    /// stage went back; earlier stages keep the release).
+    pub fn on_release(&self) -> usize {
+        self.stages
+            .iter()
+            .filter(|s| s.status == "passed")
+            .map(|s| s.tiles)
+            .sum()
+    }
+    /// Tiles outside the first (canary) stage that were given the release.
+    pub fn escaped(&self) -> usize {
+        self.stages
+            .iter()
+            .skip(1)
+            .filter(|s| s.status != "pending")
+            .map(|s| s.tiles)
+            .sum()
+    }
+    /// One line per stage, then the verdict.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for st in &self.stages {
+            s += &format!(
+                "stage {:<8} {:>5} tiles  {:<11} {} wave{}{}\n",
+                st.name,
+                st.tiles,
+                st.status,
+                st.waves,
+                if st.waves == 1 { "" } else { "s" },
+                st.detection_s.map_or(String::new(), |d| format!(
+                    ", canary crash detected in {d:.2} s"
+                ))
+            );
+        }
+        match (&self.halt, self.phase.as_str()) {
+            (Some(h), _) => {
+                s += &format!(
+                    "HALTED at stage {} by gate {} ({}); time to rollback {:.2} s\n",
+                    h.stage, h.gate, h.reason, h.time_to_rollback_s
+                )
+            }
+            (None, "complete") => s += "complete: every stage passed its gates\n",
+            (None, p) => s += &format!("{p}: {}\n", self.note.as_deref().unwrap_or("no record")),
+        }
+        s
+    }
 }
 
 /// A point of the plotted series.

@@ -39,6 +39,7 @@ pub const VERBS: &[&str] = &[
     "task",
     "objects",
     "crash_holders",
+    "rollout",
 ];
 
 /// Where the lab's topology comes from.
@@ -473,6 +474,14 @@ impl Reader {
             }
         }
         timeline.sort_by_key(|s| s.at_ns);
+        // A rollout's build given as a path is the scenario file's, like its topology.
+        for s in &mut timeline {
+            if let Verb::Once(Action::Rollout { build, .. }) = &mut s.verb {
+                if build.contains('/') && Path::new(build.as_str()).is_relative() {
+                    *build = dir.join(build.as_str()).display().to_string();
+                }
+            }
+        }
         let expect = match Self::get(&f, "expect") {
             Some(e) => self.list(e, "expect", "a list", Self::expectation),
             None => Vec::new(),
@@ -955,6 +964,42 @@ impl Reader {
                 Some(Verb::Once(Action::Revoke { node, by }))
             }
             "task" => self.task_verb(v),
+            "rollout" => {
+                let f = self.fields(v, &["build", "canary", "soak"], name)?;
+                let b = self.required(&f, "build", v.pos, name)?;
+                let build = self.name(b, "build")?;
+                let known = crate::experiment::action::ROLLOUT_BUILDS;
+                if !known.contains(&build.as_str()) && !build.contains('/') {
+                    self.d.error_help(
+                        b.pos,
+                        format!("unknown build `{build}`"),
+                        format!(
+                            "name one of the agent's builds ({}) or, for a lab, a path to an agent binary (with a `/`)",
+                            known.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                let c = self.required(&f, "canary", v.pos, name)?;
+                let canary = self.name(c, "canary")?;
+                let soak_ns = match Self::get(&f, "soak") {
+                    Some(n) => self.duration(n, "soak")?,
+                    None => 20_000_000_000,
+                };
+                if soak_ns < 1_000_000_000 {
+                    self.d.error_help(
+                        v.pos,
+                        "soak must be at least 1s",
+                        "the gates judge rounds of one second or more",
+                    );
+                    return None;
+                }
+                Some(Verb::Once(Action::Rollout {
+                    build,
+                    canary,
+                    soak_ns,
+                }))
+            }
             other => {
                 let _ = pos;
                 self.d

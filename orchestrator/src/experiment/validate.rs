@@ -353,6 +353,14 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
             "a key revocation",
             "add a `revoke:` step (the topology needs `trust: { bft_verdicts: true }`)",
         ),
+        Metric::RolloutReach
+        | Metric::RolloutEscaped
+        | Metric::RolloutGatesFired
+        | Metric::TimeToRollback => (
+            any(&|a| matches!(a, Action::Rollout { .. })),
+            "a rollout",
+            "add a `rollout:` step (the timeline's last)",
+        ),
         Metric::FalseRevocations => (
             topo.trust.is_some_and(|t| t.bft_verdicts),
             "the cells' BFT groups",

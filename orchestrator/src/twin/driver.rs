@@ -109,6 +109,8 @@ pub(super) struct Twin {
     /// Revocations asked of a cell and not yet countersigned: (subject, asked through, the
     /// cell's BFT quorum, members that decided it so far).
     revocations: Vec<(u32, u32, usize, BTreeSet<u32>)>,
+    /// The `rollout` step's outcome (issue 18).
+    pub rollout: Option<crate::experiment::record::RolloutOutcome>,
 }
 
 impl Twin {
@@ -183,6 +185,7 @@ impl Twin {
                 })
                 .collect(),
             revocations: Vec::new(),
+            rollout: None,
         }
     }
 
@@ -391,7 +394,9 @@ impl Twin {
                 let links = self.watched_delays();
                 let t = self.t_s();
                 self.rec.poll(&mut self.sim, &self.names, t, links);
-                next_poll = next_poll + POLL_INTERVAL;
+                // After a step that ran the simulation itself (a rollout), one poll, not
+                // one per interval it took.
+                next_poll = (next_poll + POLL_INTERVAL).max(now);
             }
             if next_report <= now {
                 progress(&format!(
@@ -598,6 +603,19 @@ impl Twin {
     /// fault was not injected (it fails the run).
     pub(super) fn inject(&mut self, action: &Action) -> Result<(), String> {
         match action {
+            Action::Rollout {
+                build,
+                canary,
+                soak_ns,
+            } => {
+                let outcome = super::rollout::play(&mut self.sim, build, canary, *soak_ns);
+                let r = match &outcome.note {
+                    Some(why) if outcome.stages.is_empty() => Err(why.clone()),
+                    _ => Ok(()),
+                };
+                self.rollout = Some(outcome);
+                r
+            }
             Action::LinkDown { a, b } | Action::LinkUp { a, b } => {
                 let (x, y) = self.link_ends(a, b)?;
                 self.sim

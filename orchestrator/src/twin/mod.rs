@@ -21,6 +21,7 @@ pub mod crypto;
 mod driver;
 mod objects;
 mod recorder;
+mod rollout;
 mod scale;
 mod store_work;
 
@@ -210,6 +211,7 @@ pub fn simulate(
         failed_injections: std::mem::take(&mut twin.failed),
         objects: std::mem::take(&mut twin.store.objects),
         object_reads: std::mem::take(&mut twin.store.object_reads),
+        rollout: twin.rollout.take(),
     };
     let mut verdicts = evaluate(&sc.expect, &rec);
     mark_unmeasured(&mut verdicts, &sc.expect);

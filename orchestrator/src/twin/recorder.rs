@@ -201,6 +201,13 @@ impl Scope {
                     add(b);
                 }
                 Action::Partition { groups } => groups.iter().flatten().for_each(|x| add(x)),
+                // A rollout's canary cell is sampled (its tiles are replaced first).
+                Action::Rollout { canary, .. } => {
+                    let prefix = format!("{canary}t");
+                    if let Some(x) = names.iter().find(|x| x.starts_with(&prefix)) {
+                        add(x);
+                    }
+                }
                 Action::Heal
                 | Action::LoadStart { .. }
                 | Action::ObjectsStart { .. }

@@ -14,7 +14,7 @@ use crate::topology::Topology;
 
 /// This executable. `/proc/self/exe` still runs when a rebuild replaced the file on disk
 /// mid-run (then `current_exe()` names a deleted path); elsewhere, `current_exe()`.
-fn self_exe() -> PathBuf {
+pub(super) fn self_exe() -> PathBuf {
     let p = PathBuf::from("/proc/self/exe");
     if p.exists() {
         p

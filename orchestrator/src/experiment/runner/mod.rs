@@ -21,6 +21,7 @@ mod lab;
 mod load;
 pub(crate) mod objects;
 pub(crate) mod poll;
+pub(crate) mod rollout;
 pub(crate) mod rundir;
 pub(crate) mod timeline;
 pub(crate) mod warmup;
@@ -109,6 +110,8 @@ pub fn prepare_for(
 
 /// The lab as the run sees it: its time scale, and its nodes' names and addresses.
 pub(super) struct LabView {
+    /// The lab's name (a `rollout` step runs `lightcone update start` on it).
+    pub name: String,
     pub ts: f64,
     pub addrs: BTreeMap<String, String>,
     pub names: Vec<String>,
@@ -117,6 +120,7 @@ pub(super) struct LabView {
 impl LabView {
     fn of(status: &LabStatus) -> LabView {
         LabView {
+            name: status.name.clone(),
             ts: status.time_scale,
             addrs: status
                 .nodes
@@ -386,6 +390,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         failed_injections: played.failed_injections,
         objects: shared.objects,
         object_reads,
+        rollout: played.rollout,
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),

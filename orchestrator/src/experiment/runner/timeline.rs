@@ -72,6 +72,8 @@ pub(super) struct Played {
     /// The faults injected (a failed injection is not marked).
     pub marks: Vec<Mark>,
     pub failed_injections: Vec<FailedInjection>,
+    /// The `rollout` step's outcome, when the timeline has one.
+    pub rollout: Option<crate::experiment::record::RolloutOutcome>,
 }
 
 /// Plays `plan` from `ctx.t0` to the end of the scenario (`ctx.duration_ns` emulated) and
@@ -86,6 +88,7 @@ pub(super) fn play_all(
         events: Vec::new(),
         marks: Vec::new(),
         failed_injections: Vec::new(),
+        rollout: None,
     };
     let mut loads = Vec::new();
     let end_real = Duration::from_secs_f64(ctx.duration_ns as f64 / 1e9 / ts);
@@ -149,7 +152,25 @@ pub(super) fn play_all(
             }
             continue;
         }
-        let r = play(ctx.api, &p.action);
+        let r = match &p.action {
+            Action::Rollout {
+                build,
+                canary,
+                soak_ns,
+            } => {
+                progress(&format!(
+                    "[{:>9} emulated | {:>7.2}s real] {} (the timeline waits for it)",
+                    units::fmt_ns((t * ts * 1e9) as u64),
+                    t,
+                    p.action.describe()
+                ));
+                let (r, outcome) =
+                    super::rollout::play(&ctx.lab.name, build, canary, *soak_ns, ts, progress);
+                played.rollout = Some(outcome);
+                r
+            }
+            _ => play(ctx.api, &p.action),
+        };
         load::start(ctx, &p.action, &mut loads);
         super::objects::start(
             ctx.api,
@@ -226,6 +247,7 @@ fn play(api: &Client, a: &Action) -> Result<(), String> {
         Action::Task { node, count, spec } => {
             (0..*count).try_for_each(|_| api.task_submit(node, spec).map(drop))
         }
+        Action::Rollout { .. } => return Err("a rollout is played by the timeline".into()),
     };
     r.map_err(|e| e.to_string())
 }

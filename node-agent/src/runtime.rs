@@ -152,7 +152,13 @@ mod tests {
         assert!(v.uptime_s >= 0.05);
         assert!(v.rss_bytes > 0 && v.binary_bytes > 0);
         assert!(v.tiles_in_process >= 1);
-        assert_eq!(v.within_budget, v.cpu_share <= BUDGET_SHARE);
+        // The burn is seen: 50 ms of a busy core over ~50 ms of uptime, shared among the
+        // few tiles this test process counts, is far above the 1 % budget.
+        assert!(v.cpu_s > 0.0, "{v:?}");
+        assert!(
+            v.cpu_share > 10.0 * BUDGET_SHARE && !v.within_budget,
+            "a busy loop within budget: {v:?}"
+        );
         let text = r.render("n1");
         assert!(text.contains("lightcone_tile_runtime_cpu_share{node=\"n1\"}"));
         assert!(text.contains("lightcone_tile_runtime_budget_share{node=\"n1\"} 0.01"));

@@ -35,6 +35,9 @@ use crate::wire::{
     self, Dest, Header, MemberState, Payload, ReplayWindow, Summary, Update, WireError, WireStamp,
 };
 
+/// Farthest a frame's HLC is adopted ahead of our own physical time: one emulated day.
+const MAX_HLC_AHEAD_NS: u64 = 86_400_000_000_000;
+
 /// Most `cell` puts awaiting acks at once; more are refused.
 pub const MAX_PENDING_PUTS: usize = 1024;
 
@@ -1830,7 +1833,12 @@ impl Node {
             }
         };
         self.counters.count(Direction::Rx, Outcome::Ok);
-        self.hlc = self.hlc.max(h.hlc);
+        // A sender's clock is adopted only within a day of ours (as the kv layer's): an
+        // authenticated but lying peer must not push ours to the end of time, where the
+        // next frame's HLC would overflow (fuzz/regressions/datagram/crash-c211e553…).
+        if h.hlc <= self.physical_ns(now).saturating_add(MAX_HLC_AHEAD_NS) {
+            self.hlc = self.hlc.max(h.hlc);
+        }
         self.dispatch(now, from, h.src, payload);
     }
 
@@ -2362,7 +2370,7 @@ impl Node {
         // Hybrid of physical (emulated ns) and logical time in one u64: never behind the
         // clock, never behind anything received, strictly increasing.
         let phys = self.physical_ns(now);
-        self.hlc = (self.hlc + 1).max(phys);
+        self.hlc = self.hlc.saturating_add(1).max(phys);
         self.hlc
     }
 

@@ -191,7 +191,7 @@ fn a_good_build_reaches_every_node_and_a_bad_one_is_rolled_back_at_the_canary() 
         "{plan}"
     );
     assert!(
-        plan.contains("stage 2 cluster     8 nodes  (2 cells: l0c0k1 l0c0k2)"),
+        plan.contains("stage 2 cluster     8 nodes  (2 cells: l0c0k1, l0c0k2)"),
         "{plan}"
     );
     assert!(plan.contains("stage 3 layer       1 node "), "{plan}");

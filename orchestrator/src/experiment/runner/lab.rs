@@ -26,7 +26,8 @@ pub(super) fn self_exe() -> PathBuf {
 /// Brings the lab down on drop if this run brought it up.
 pub(super) struct LabOwner {
     lab: String,
-    owned: bool,
+    /// This run brought the lab up (else it reused one that was up).
+    pub owned: bool,
     /// Where `lightcone down`'s output goes.
     log: PathBuf,
 }

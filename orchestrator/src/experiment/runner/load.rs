@@ -31,6 +31,8 @@ pub(super) struct LoadCtx<'a> {
     pub t0: Instant,
     /// The object store's class, when the topology has a `store:` section.
     pub class: Option<lightcone_core::store::Class>,
+    /// Appended to every key the load writes (empty unless the lab was reused).
+    pub key_suffix: String,
 }
 
 /// Starts one session per node of a `load` action (any other action starts nothing).
@@ -83,6 +85,7 @@ pub(super) fn start(ctx: &LoadCtx<'_>, action: &Action, out: &mut Vec<JoinHandle
             until: ctx.t0 + until,
             t0: ctx.t0,
             seed: ctx.seed ^ ((i as u64 + 1) << 32),
+            key_suffix: ctx.key_suffix.clone(),
         };
         out.push(std::thread::spawn(move || load_loop(session)));
     }
@@ -104,6 +107,7 @@ struct LoadSession {
     until: Instant,
     t0: Instant,
     seed: u64,
+    key_suffix: String,
 }
 
 /// One client session at a time on one node: sequential ops; after an op with an unknown
@@ -137,7 +141,7 @@ fn load_loop(s: LoadSession) {
             std::thread::sleep(s.interval);
             continue;
         }
-        let key = format!("{}-k{}", s.cell, rng.gen_range(0..s.keys));
+        let key = format!("{}-k{}{}", s.cell, rng.gen_range(0..s.keys), s.key_suffix);
         let write = rng.gen_bool(s.write_fraction.clamp(0.0, 1.0));
         let start = s.t0.elapsed().as_nanos() as u64;
         let (mut dot, mut context) = (None, None);

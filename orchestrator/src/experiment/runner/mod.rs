@@ -305,6 +305,21 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         duration_ns: sc.duration_ns,
         t0,
         class: topo.store.as_ref().map(|s| s.class.clone()),
+        // A reused lab still holds the keys an earlier run wrote, under the same names and
+        // values (they come from the session and op numbers): this run's keys get a suffix
+        // of its own so the causal checker does not take the old values for thin-air
+        // reads. A lab brought up for the run (the default, and the twin) has none.
+        key_suffix: if owner.owned {
+            String::new()
+        } else {
+            let s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            progress(&format!(
+                "keys of this run's load end in -run{s} (the reused lab holds earlier runs' keys)"
+            ));
+            format!("-run{s}")
+        },
     };
     let played = timeline::play_all(&plan, &ctx, &mut progress);
     let final_reads = final_reads::read_all(&api, &shared, t0)?;

@@ -1833,10 +1833,11 @@ impl Node {
             }
         };
         self.counters.count(Direction::Rx, Outcome::Ok);
-        // A sender's clock is adopted only within a day of ours (as the kv layer's): an
+        // A sender's clock is adopted only within a day of now (as the kv layer's; `now`,
+        // not the time layer's estimate, which costs more per frame): an
         // authenticated but lying peer must not push ours to the end of time, where the
         // next frame's HLC would overflow (fuzz/regressions/datagram/crash-c211e553…).
-        if h.hlc <= self.physical_ns(now).saturating_add(MAX_HLC_AHEAD_NS) {
+        if h.hlc <= now.as_nanos().saturating_add(MAX_HLC_AHEAD_NS) {
             self.hlc = self.hlc.max(h.hlc);
         }
         self.dispatch(now, from, h.src, payload);

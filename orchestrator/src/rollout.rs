@@ -1396,6 +1396,9 @@ impl<'a> Runner<'a> {
             std::thread::sleep(Duration::from_millis(250));
         }
         let running = self.running().map_err(|e| ("refill", e.to_string()))?;
+        // Each running cell-mate outside the wave read once (a wave may hold several
+        // tiles of one cell, which share their mates).
+        let mut seen: BTreeMap<usize, BTreeMap<String, u64>> = BTreeMap::new();
         let mut want: BTreeMap<usize, BTreeMap<String, u64>> = BTreeMap::new();
         for &n in wave {
             let mut vv: BTreeMap<String, u64> = BTreeMap::new();
@@ -1403,11 +1406,15 @@ impl<'a> Runner<'a> {
                 .mates(n)
                 .filter(|m| !wave.contains(m) && running.contains_key(m))
             {
-                if let Some(kv) = self.node_state(m).and_then(|s| s.kv) {
-                    for (k, c) in kv.writes {
-                        let e = vv.entry(k).or_insert(0);
-                        *e = (*e).max(c);
-                    }
+                let writes = seen.entry(m).or_insert_with(|| {
+                    self.node_state(m)
+                        .and_then(|s| s.kv)
+                        .map(|kv| kv.writes)
+                        .unwrap_or_default()
+                });
+                for (k, c) in writes.iter() {
+                    let e = vv.entry(k.clone()).or_insert(0);
+                    *e = (*e).max(*c);
                 }
             }
             want.insert(n, vv);

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
-use crate::directory::Directory;
 use crate::wire::{Auth, MemberState, Payload, Update, MAX_PAYLOAD, SIG_LEN};
 
 /// Domain separation: a claim signature is never a valid frame signature and vice versa
@@ -171,11 +170,12 @@ pub struct Opened {
 }
 
 /// Checks the claims of an incoming membership payload: signed claims that verify under
-/// their accuser's directory key are kept (and their signatures kept in `kept` to relay);
-/// forged or unsigned claims are dropped and counted. Returns the plain payload.
+/// their accuser's key (`key_of`: the directory's, or a rotated one) are kept (and their
+/// signatures kept in `kept` to relay); forged or unsigned claims are dropped and counted.
+/// Returns the plain payload.
 pub fn open(
     payload: Payload,
-    dir: &Directory,
+    key_of: impl Fn(u32) -> Option<ed25519_dalek::VerifyingKey>,
     auth: Auth,
     kept: &mut ClaimSigs,
 ) -> (Payload, Opened) {
@@ -196,9 +196,7 @@ pub fn open(
             o.unsigned += 1;
             return false;
         };
-        let ok = dir
-            .get(u.from)
-            .is_some_and(|e| verify(&e.key, auth, u, &sig));
+        let ok = key_of(u.from).is_some_and(|k| verify(&k, auth, u, &sig));
         if ok {
             kept.insert(u, sig);
         } else {
@@ -264,7 +262,7 @@ mod tests {
     #[test]
     fn sealed_claims_open_and_forgeries_are_dropped() {
         use crate::addr::{HierAddr, Role};
-        use crate::directory::DirEntry;
+        use crate::directory::{DirEntry, Directory};
         let keys: Vec<SigningKey> = (1..=3u8)
             .map(|i| SigningKey::from_bytes(&[i; 32]))
             .collect();
@@ -310,7 +308,12 @@ mod tests {
         let bytes = sealed.encoded_len();
         assert!(bytes > 64);
         let mut kept = ClaimSigs::default();
-        let (open_p, o) = open(sealed.clone(), &dir, Auth::Ed25519, &mut kept);
+        let (open_p, o) = open(
+            sealed.clone(),
+            |n| dir.get(n).map(|e| e.key),
+            Auth::Ed25519,
+            &mut kept,
+        );
         assert_eq!(o, Opened::default());
         assert_eq!(
             open_p,
@@ -321,7 +324,12 @@ mod tests {
         assert!(kept.get(&ours).is_some());
         // A forger (node 0 signing 1's claim with its own key): dropped, counted.
         let forged = seal(p, 0, &keys[0], Auth::Ed25519, &ClaimSigs::default(), true);
-        let (open_p, o) = open(forged, &dir, Auth::Ed25519, &mut ClaimSigs::default());
+        let (open_p, o) = open(
+            forged,
+            |n| dir.get(n).map(|e| e.key),
+            Auth::Ed25519,
+            &mut ClaimSigs::default(),
+        );
         assert_eq!(o.forged, 1);
         assert_eq!(
             open_p,
@@ -333,7 +341,12 @@ mod tests {
         let plain = Payload::Gossip {
             updates: vec![alive, ours],
         };
-        let (_, o) = open(plain, &dir, Auth::Ed25519, &mut ClaimSigs::default());
+        let (_, o) = open(
+            plain,
+            |n| dir.get(n).map(|e| e.key),
+            Auth::Ed25519,
+            &mut ClaimSigs::default(),
+        );
         assert_eq!(o.unsigned, 1);
     }
 

@@ -132,6 +132,13 @@ pub struct AgentConfig {
     /// an entry does not verify. Empty: attestation not required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approved_builds: Vec<String>,
+    /// Key certificates the authorities issued after `up` (issue 17's key rotation):
+    /// encoded `Certificate` log entries, hex, each threshold-signed under
+    /// `authorities_key_hex`. Applied at start, so a restarted node takes every rotated key
+    /// (its own included: its secret key may be the certified one instead of the
+    /// directory's). An entry that does not verify stops the node from starting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<String>,
 }
 
 /// Issue 17's options of the neighbourhood watch a lab turns on (the topology's `trust:`
@@ -186,6 +193,23 @@ impl AgentConfig {
     /// The approved builds (`approved_builds`) as log entries: each must decode and be a
     /// `BuildApproval` (its signature is checked where the authorities' key is known,
     /// [`crate::Node::require_attestation`]).
+    /// The [`AgentConfig::certificates`] as log entries (decoded; not yet verified).
+    pub fn certificate_entries(&self) -> Result<Vec<crate::trust::log::Entry>, ConfigError> {
+        self.certificates
+            .iter()
+            .enumerate()
+            .map(|(entry, h)| {
+                let bad = |why: String| ConfigError::BadCertificate { entry, why };
+                let b = hex::decode(h.trim()).map_err(|e| bad(e.to_string()))?;
+                let e = crate::trust::log::Entry::decode(&b).map_err(|e| bad(e.to_string()))?;
+                if e.kind != crate::trust::log::EntryKind::Certificate {
+                    return Err(bad(format!("a {:?} entry, not a certificate", e.kind)));
+                }
+                Ok(e)
+            })
+            .collect()
+    }
+
     pub fn approved_build_entries(&self) -> Result<Vec<crate::trust::log::Entry>, ConfigError> {
         self.approved_builds
             .iter()
@@ -377,9 +401,11 @@ pub enum ConfigError {
     BadDirectoryCertificate,
     #[error("approved_builds entry {entry}: {why}")]
     BadApprovedBuild { entry: usize, why: String },
+    #[error("certificates entry {entry}: {why}")]
+    BadCertificate { entry: usize, why: String },
     #[error("public key of peer {0} is not a valid ed25519 key")]
     BadPublicKey(u32),
-    #[error("the secret key does not match this node's public key in the directory")]
+    #[error("the secret key does not match this node's public key in the directory, nor a certificate of it in `certificates`")]
     KeyMismatch,
     #[error("time server {0} is not in the peer directory")]
     UnknownTimeServer(u32),

@@ -90,6 +90,10 @@ pub enum Outcome {
     Forged,
     /// A threshold-signed trust entry new here, applied and relayed (`watch`).
     TrustApplied,
+    /// A newer certificate replaced a node's key here (issue 17's key rotation, `watch`).
+    KeyRotated,
+    /// A frame verified under a rotated peer's previous key, inside its grace (`rx`).
+    RotationGrace,
     /// A trust entry already held (the flood's echo; not relayed) (`watch`).
     TrustDuplicate,
     /// A trust entry refused: malformed, or not signed by the authorities' threshold key
@@ -155,6 +159,8 @@ impl Outcome {
             Outcome::RevokedDelivered => "revoked_delivered",
             Outcome::Forged => "forged",
             Outcome::TrustApplied => "trust_applied",
+            Outcome::KeyRotated => "key_rotated",
+            Outcome::RotationGrace => "rotation_grace",
             Outcome::TrustDuplicate => "trust_duplicate",
             Outcome::TrustRefused => "trust_refused",
             Outcome::AttestAdmitted => "attest_admitted",
@@ -284,6 +290,8 @@ mod tests {
             (Outcome::RevokedDelivered, "revoked_delivered"),
             (Outcome::Forged, "forged"),
             (Outcome::TrustApplied, "trust_applied"),
+            (Outcome::KeyRotated, "key_rotated"),
+            (Outcome::RotationGrace, "rotation_grace"),
             (Outcome::TrustDuplicate, "trust_duplicate"),
             (Outcome::TrustRefused, "trust_refused"),
             (Outcome::AttestAdmitted, "attest_admitted"),

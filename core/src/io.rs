@@ -83,6 +83,16 @@ pub enum Command {
     /// relays an entry only the first time it learns from it, so the flood ends. Refused with
     /// [`CommandError::Trust`], changing nothing.
     TrustEntry(Vec<u8>),
+    /// Key rotation (issue 17): `certificate` is the bytes of a threshold-signed
+    /// [`crate::trust::log::EntryKind::Certificate`] entry for this node and `secret`'s
+    /// public key, with a serial above any certificate this node holds for itself. The
+    /// node applies it and floods it (signed with its old key, which every node still
+    /// takes), and signs with `secret` from [`crate::node::KEY_SWITCH_AFTER`] on. Refused
+    /// with [`CommandError::Rotation`], changing nothing.
+    RotateKey {
+        secret: Box<ed25519_dalek::SigningKey>,
+        certificate: Vec<u8>,
+    },
     /// Store `data` as erasure-coded object `object` (issue 16). Answered by
     /// [`Reply::Pending`], then by [`Event::ObjectStored`] or [`Event::ObjectPutFailed`]
     /// carrying `request`; refused with [`CommandError::NoStore`] or
@@ -183,6 +193,9 @@ pub enum CommandError {
     /// A trust entry was refused (why); nothing changed.
     #[error("trust entry refused: {0}")]
     Trust(String),
+    /// A key rotation was refused (why); nothing changed.
+    #[error("key rotation refused: {0}")]
+    Rotation(String),
     /// A runtime order was refused (why); nothing changed.
     #[error("order refused: {0}")]
     Order(crate::update::dark::OrderError),
@@ -258,6 +271,13 @@ pub enum Event {
     /// key are refused from now on, here and in transit.
     KeyRevokedByAuthorities {
         node: u32,
+    },
+    /// `node`'s key was rotated (issue 17): a newer threshold-signed certificate names
+    /// another key (`serial`: the certificate's). For our own node: we sign with the new
+    /// key from now on.
+    KeyRotated {
+        node: u32,
+        serial: u64,
     },
     /// Neighbour `node` attested a build the authorities did not approve (SHA-256
     /// `build`): it is not taken into routing (issue 18's attestation).

@@ -121,6 +121,46 @@ pub struct Node {
     attest: crate::update::attest::Attestation,
     /// A key we were given to impersonate its node with (the `steal_key` test fault).
     stolen: Option<Box<Stolen>>,
+    /// Peers whose key a newer certificate replaced (issue 17's key rotation), by node.
+    rotated: BTreeMap<u32, Rotated>,
+    /// Our own rotation: the certified new key and when we start signing with it.
+    key_switch: Option<Box<(SigningKey, Instant)>>,
+}
+
+/// How long after a key rotation's certificate is applied at the rotating node it starts
+/// signing with the new key: the certificate's flood runs ahead of its new frames (a flood
+/// takes the fastest path to every node, a frame a route no faster), so receivers know
+/// the new key before they see it.
+pub const KEY_SWITCH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a receiver still takes a rotated peer's previous key after it applied the
+/// new certificate: frames signed before the switch ([`KEY_SWITCH_AFTER`]) and still in
+/// flight, on a path up to 4 s slower than the certificate's flood. Never a revoked key.
+pub const ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The key `n` signs with: its rotated one, else the directory's (what
+/// [`Node::peer_key`] gives, for borrows that must not take all of the node).
+fn key_of(
+    rotated: &BTreeMap<u32, Rotated>,
+    dir: &Directory,
+    n: u32,
+) -> Option<ed25519_dalek::VerifyingKey> {
+    match rotated.get(&n) {
+        Some(r) => Some(r.key),
+        None => dir.get(n).map(|e| e.key),
+    }
+}
+
+/// A peer's rotated key: the certified one, its serial, and the previous key with the end
+/// of its grace.
+#[derive(Debug, Clone)]
+struct Rotated {
+    key: ed25519_dalek::VerifyingKey,
+    serial: u64,
+    previous: ed25519_dalek::VerifyingKey,
+    grace_until: Instant,
+    /// The previous key's replay window, split off at the new key's first frame.
+    old_window: Option<ReplayWindow>,
 }
 
 /// The `steal_key` test fault's state: whose key, the key, the last sequence number used.
@@ -199,8 +239,36 @@ impl Node {
             params.kv_ack_timeout = params.kv_ack_timeout.mul_f64(cfg.time_scale.min(1e6));
             params.kv_ack_retry = params.kv_ack_retry.mul_f64(cfg.time_scale.min(1e6));
         }
-        let mut node =
-            Node::with_directory(cfg.id, cfg.seed, secret, &links, dir.clone(), params, now)?;
+        let mut node = if cfg.certificates.is_empty() {
+            Node::with_directory(cfg.id, cfg.seed, secret, &links, dir.clone(), params, now)?
+        } else {
+            // Rotated keys (issue 17): every certificate must verify under the authorities'
+            // key; our secret may be the one our newest certificate names.
+            let group = cfg
+                .authorities_key_hex
+                .as_deref()
+                .and_then(|h| hex::decode(h.trim()).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+                .ok_or(ConfigError::BadAuthoritiesKey)?;
+            let mut store = crate::trust::threshold::TrustStore::new(group);
+            for (entry, e) in cfg.certificate_entries()?.iter().enumerate() {
+                store.apply(e).map_err(|e| ConfigError::BadCertificate {
+                    entry,
+                    why: e.to_string(),
+                })?;
+            }
+            Node::with_certified_key(
+                cfg.id,
+                cfg.seed,
+                secret,
+                &links,
+                dir.clone(),
+                params,
+                now,
+                store,
+            )?
+        };
         if let Some(t) = &cfg.thermal {
             node.heat = Some(crate::heat::machine::Heat::new(t, cfg.id, &dir, now)?);
         }
@@ -238,6 +306,50 @@ impl Node {
         if key.verifying_key() != me.key {
             return Err(ConfigError::KeyMismatch);
         }
+        Node::from_parts(id, seed, key, links, dir, params, now, None)
+    }
+
+    /// [`Node::with_directory`] for a node whose keys may have been rotated (issue 17):
+    /// `trust` holds the authorities' certificates (already checked), and `secret` may be
+    /// the key our newest certificate names instead of the directory's. Every certificate
+    /// naming another key than the directory's is taken as a rotation (no grace: old news).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_certified_key(
+        id: u32,
+        seed: u64,
+        secret: [u8; 32],
+        links: &[(u32, u64)],
+        dir: Arc<Directory>,
+        params: Params,
+        now: Instant,
+        trust: crate::trust::threshold::TrustStore,
+    ) -> Result<Node, ConfigError> {
+        let key = SigningKey::from_bytes(&secret);
+        let vk = key.verifying_key();
+        let mine = dir.get(id).ok_or(ConfigError::UnknownSelf(id))?.key;
+        let certified = trust
+            .certificate(id)
+            .is_some_and(|c| c.key == vk.to_bytes());
+        if vk != mine && !certified {
+            return Err(ConfigError::KeyMismatch);
+        }
+        Node::from_parts(id, seed, key, links, dir, params, now, Some(trust))
+    }
+
+    /// [`Node::with_directory`] without the key check: the caller checked `key` (the
+    /// directory's, or one a verified certificate names).
+    #[allow(clippy::too_many_arguments)]
+    fn from_parts(
+        id: u32,
+        seed: u64,
+        key: SigningKey,
+        links: &[(u32, u64)],
+        dir: Arc<Directory>,
+        params: Params,
+        now: Instant,
+        trust: Option<crate::trust::threshold::TrustStore>,
+    ) -> Result<Node, ConfigError> {
+        let me = dir.get(id).ok_or(ConfigError::UnknownSelf(id))?.clone();
         let cell = dir.ids_where(|a| a.same_cell(&me.addr));
         // Sequence numbers start at `now` so a restarted node is newer than anything it
         // sent before (the driver raises the floor to wall-clock ns). The incarnation
@@ -292,7 +404,13 @@ impl Node {
             update: Default::default(),
             attest: Default::default(),
             stolen: None,
+            rotated: BTreeMap::new(),
+            key_switch: None,
         };
+        if trust.is_some() {
+            node.trust = trust;
+            node.learn_rotations(now, false);
+        }
         if bft_verdicts {
             node.enable_bft(crate::trust::bft::BftParams::default())?;
         }
@@ -307,8 +425,169 @@ impl Node {
     /// Trusts the authorities' threshold key `group`: from now on revocations signed by it
     /// can be applied ([`Node::apply_trust_entry`]). Sends nothing.
     pub fn set_trust(&mut self, group: ed25519_dalek::VerifyingKey) {
-        self.trust = Some(crate::trust::threshold::TrustStore::new(group));
+        // A store already under this key (certificates from the configuration) is kept.
+        if self.trust.as_ref().is_none_or(|t| t.group() != &group) {
+            self.trust = Some(crate::trust::threshold::TrustStore::new(group));
+        }
         self.update.dark.set_key(group);
+    }
+
+    /// Records the authorities' certificate of the directory (`sig`, checked by the caller
+    /// under their key, see [`Directory::check_certificate`]) in our transparency log: the
+    /// first entry of every node's log when the lab certifies its directory (issue 17).
+    pub fn log_directory_certificate(&mut self, sig: &[u8; 64]) {
+        let msg = self.dir.certified_message();
+        let mut body = <sha2::Sha256 as sha2::Digest>::digest(&msg).to_vec();
+        body.extend_from_slice(sig);
+        self.cell_log.record(&crate::trust::log::Entry {
+            kind: crate::trust::log::EntryKind::DirectoryCertificate,
+            subject: 0,
+            body,
+        });
+    }
+
+    /// The key `id` signs with now: its newest certificate's, else the directory's.
+    pub fn peer_key(&self, id: u32) -> Option<ed25519_dalek::VerifyingKey> {
+        key_of(&self.rotated, &self.dir, id)
+    }
+
+    /// Takes every certificate in the trust store whose key differs from the one we use
+    /// for its node as a rotation (grace from `now` when `grace`, else none: certificates
+    /// from a configuration are old news). Returns the nodes rotated.
+    fn learn_rotations(&mut self, now: Instant, grace: bool) -> Vec<u32> {
+        let Some(t) = self.trust.as_ref() else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        for (subject, c) in t.certificates() {
+            let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&c.key) else {
+                continue;
+            };
+            let Some(current) = self.peer_key(*subject) else {
+                continue;
+            };
+            let older = self
+                .rotated
+                .get(subject)
+                .is_some_and(|r| r.serial >= c.serial);
+            if current == key || older {
+                continue;
+            }
+            changed.push((*subject, key, c.serial, current));
+        }
+        let until = if grace { now + ROTATION_GRACE } else { now };
+        let mut out = Vec::new();
+        for (subject, key, serial, previous) in changed {
+            self.rotated.insert(
+                subject,
+                Rotated {
+                    key,
+                    serial,
+                    previous,
+                    grace_until: until,
+                    old_window: None,
+                },
+            );
+            if let Some(b) = self.bft.as_mut() {
+                b.rekey(subject, key);
+                if !grace {
+                    b.retire(subject);
+                }
+            }
+            out.push(subject);
+        }
+        if grace && !out.is_empty() {
+            self.arm_key_switch();
+        }
+        out
+    }
+
+    /// Arms [`TimerKey::KeySwitch`] at the earliest pending switch or grace end.
+    fn arm_key_switch(&mut self) {
+        let now = self.now;
+        let next = self
+            .rotated
+            .values()
+            .map(|r| r.grace_until)
+            .filter(|t| *t > now)
+            .chain(self.key_switch.as_ref().map(|k| k.1))
+            .min();
+        match next {
+            Some(at) => self.timers.set(TimerKey::KeySwitch, at),
+            None => self.timers.cancel(TimerKey::KeySwitch),
+        }
+    }
+
+    /// [`TimerKey::KeySwitch`]: our own switch to a rotated key, and the end of rotated
+    /// peers' grace (their BFT votes under the previous key stop counting too).
+    fn on_key_switch(&mut self, now: Instant) {
+        if self.key_switch.as_ref().is_some_and(|k| k.1 <= now) {
+            if let Some(k) = self.key_switch.take() {
+                let (key, _) = *k;
+                if let Some(b) = self.bft.as_mut() {
+                    b.set_signing_key(key.clone());
+                }
+                self.key = key;
+                self.fx.events.push(Event::KeyRotated {
+                    node: self.id,
+                    serial: self.rotated.get(&self.id).map_or(0, |r| r.serial),
+                });
+            }
+        }
+        let over: Vec<u32> = self
+            .rotated
+            .iter()
+            .filter(|(_, r)| r.grace_until <= now)
+            .map(|(n, _)| *n)
+            .collect();
+        if let Some(b) = self.bft.as_mut() {
+            for n in over {
+                b.retire(n);
+            }
+        }
+        self.arm_key_switch();
+    }
+
+    /// `Command::RotateKey`: checks the certificate names us and `secret`'s key, applies
+    /// and floods it, and switches keys [`KEY_SWITCH_AFTER`] later.
+    fn rotate_key(
+        &mut self,
+        now: Instant,
+        secret: &SigningKey,
+        certificate: &[u8],
+    ) -> Result<(), CommandError> {
+        let bad = |why: String| Err(CommandError::Rotation(why));
+        let e = match crate::trust::log::Entry::decode(certificate) {
+            Ok(e) => e,
+            Err(e) => return bad(format!("malformed entry: {e}")),
+        };
+        if e.kind != crate::trust::log::EntryKind::Certificate || e.subject != self.id {
+            return bad(format!(
+                "a {:?} entry about node {}, not a certificate of this node ({})",
+                e.kind, e.subject, self.id
+            ));
+        }
+        let vk = secret.verifying_key();
+        if e.body.get(..32) != Some(&vk.to_bytes()[..]) {
+            return bad("the certificate names another key than the secret given".into());
+        }
+        if vk == self.key.verifying_key() {
+            return bad("the new key is the key this node signs with now".into());
+        }
+        let Some(t) = self.trust.as_ref() else {
+            return bad("this node trusts no authorities (no authorities_key_hex)".into());
+        };
+        // Checked on a copy first: a refused certificate changes nothing.
+        let mut probe = t.clone();
+        match probe.apply(&e) {
+            Ok(true) => {}
+            Ok(false) => return bad("not newer than the certificate this node holds".into()),
+            Err(err) => return bad(err.to_string()),
+        }
+        self.on_trust_entry(certificate, None)?;
+        self.key_switch = Some(Box::new((secret.clone(), now + KEY_SWITCH_AFTER)));
+        self.arm_key_switch();
+        Ok(())
     }
 
     /// Applies a threshold-signed certificate or revocation entry (checked first; a bad
@@ -322,6 +601,23 @@ impl Node {
             Some(t) => t.apply(e)?,
             None => return Err(crate::trust::threshold::ThresholdError::BadSignature),
         };
+        if new {
+            // Every threshold-signed entry goes into our transparency log (issue 17):
+            // certificates, revocations and approvals beside the quarantine verdicts.
+            self.cell_log.record(e);
+        }
+        if new && e.kind == crate::trust::log::EntryKind::Certificate {
+            let now = self.now;
+            for n in self.learn_rotations(now, true) {
+                self.counters.count(Direction::Watch, Outcome::KeyRotated);
+                if n != self.id {
+                    self.fx.events.push(Event::KeyRotated {
+                        node: n,
+                        serial: self.rotated.get(&n).map_or(0, |r| r.serial),
+                    });
+                }
+            }
+        }
         if new && e.kind == crate::trust::log::EntryKind::BuildApproval {
             // Neighbours that attested this build are admitted now.
             let Some(t) = self.trust.as_ref() else {
@@ -914,6 +1210,12 @@ impl Node {
                 .verdicts
                 .as_ref()
                 .map(|v| v.view(self.bft.as_ref().map_or(0, |b| b.decided().len()))),
+            trust: self.trust.as_ref().map(|_| crate::view::TrustView {
+                log_size: self.cell_log.log.len(),
+                log_root: hex::encode(self.cell_log.log.root()),
+                rotated: self.rotated.iter().map(|(n, r)| (*n, r.serial)).collect(),
+                key: hex::encode(self.key.verifying_key().as_bytes()),
+            }),
             summaries: self
                 .summaries
                 .iter()
@@ -1068,6 +1370,10 @@ impl Node {
                     .map_err(CommandError::Order)?;
             }
             Command::TrustEntry(bytes) => self.on_trust_entry(bytes, None)?,
+            Command::RotateKey {
+                secret,
+                certificate,
+            } => self.rotate_key(now, secret, certificate)?,
             Command::ObjectPut { .. } | Command::ObjectGet { .. } => {
                 return self.on_store_command(now, c);
             }
@@ -1235,6 +1541,7 @@ impl Node {
             TimerKey::Heat => {}
             TimerKey::Bft => {}
             TimerKey::Store => {}
+            TimerKey::KeySwitch => {}
             TimerKey::Clock => {
                 if let Some(t) = self.time.as_mut() {
                     let ns = now.as_nanos();
@@ -1260,6 +1567,9 @@ impl Node {
         }
         if key == TimerKey::Store {
             self.on_store_tick(now);
+        }
+        if key == TimerKey::KeySwitch {
+            self.on_key_switch(now);
         }
     }
 
@@ -1794,11 +2104,9 @@ impl Node {
             self.counters.count(Direction::Rx, Outcome::Quarantined);
             return;
         }
-        if let (Some(t), Some(e)) = (self.trust.as_ref(), self.dir.get(h.src)) {
-            if t.is_revoked(e.key.as_bytes()) {
-                self.counters.count(Direction::Rx, Outcome::KeyRevoked);
-                return;
-            }
+        if self.trust_refuses(h.src) {
+            self.counters.count(Direction::Rx, Outcome::KeyRevoked);
+            return;
         }
         if self.bft_refuses(h.src) {
             self.counters.count(Direction::Rx, Outcome::KeyRevoked);
@@ -1856,9 +2164,22 @@ impl Node {
         if h.dst == Dest::Link && h.src != from {
             return Err(WireError::BadDestination(4));
         }
-        let entry = self.dir.get(h.src).ok_or(WireError::UnknownSender)?;
+        let key = self.peer_key(h.src).ok_or(WireError::UnknownSender)?;
         self.counters.auth_ops[1] += 1;
-        frame.verify_with(&entry.key, self.params.auth)?;
+        let mut via_previous = false;
+        if let Err(e) = frame.verify_with(&key, self.params.auth) {
+            // A rotated peer's previous key, for frames it signed before its switch that
+            // are still in flight (never a revoked key, never after the grace).
+            let r = self.rotated.get(&h.src).filter(|r| now < r.grace_until);
+            let Some(r) = r else { return Err(e) };
+            if self.key_is_revoked(r.previous.as_bytes()) {
+                return Err(e);
+            }
+            self.counters.auth_ops[1] += 1;
+            frame.verify_with(&r.previous, self.params.auth)?;
+            self.counters.count(Direction::Rx, Outcome::RotationGrace);
+            via_previous = true;
+        }
         // Epochs and the window change only after the signature holds, so forgeries
         // cannot move them.
         let known = self.peer_epoch(h.src);
@@ -1890,7 +2211,22 @@ impl Node {
             self.boot_notice(now, h.src);
             return Err(WireError::StaleEpoch);
         }
-        if !self.replay.entry(h.src).or_default().accept(h.seq) {
+        // A rotated key gets a window of its own from its first frame on: sequence numbers
+        // pushed up under the previous key (by a thief holding it, say) cannot silence the
+        // new key's frames; the previous key's frames keep the old window for their grace.
+        let window = match self.rotated.get_mut(&h.src) {
+            Some(r) if via_previous && r.old_window.is_some() => r.old_window.as_mut(),
+            Some(r) if !via_previous && r.old_window.is_none() => {
+                r.old_window = Some(self.replay.remove(&h.src).unwrap_or_default());
+                None
+            }
+            _ => None,
+        };
+        let fresh = match window {
+            Some(w) => w.accept(h.seq),
+            None => self.replay.entry(h.src).or_default().accept(h.seq),
+        };
+        if !fresh {
             return Err(WireError::Replay);
         }
         Ok(())
@@ -1996,8 +2332,13 @@ impl Node {
         let mut p = match p {
             // Signed claims (see `claims`): forged ones are evidence against the sender.
             p if self.params.watch.signed_claims => {
-                let (p, o) =
-                    crate::claims::open(p, &self.dir, self.params.auth, &mut self.claim_sigs);
+                let (rotated, dir) = (&self.rotated, &self.dir);
+                let (p, o) = crate::claims::open(
+                    p,
+                    |n| key_of(rotated, dir, n),
+                    self.params.auth,
+                    &mut self.claim_sigs,
+                );
                 self.counters
                     .add(Direction::Watch, Outcome::ClaimForged, o.forged as u64);
                 self.counters
@@ -2142,7 +2483,9 @@ impl Node {
             Payload::Signed { .. } => {}
             Payload::TreeHeads(heads) => {
                 if self.params.watch.log_heads && in_cell {
-                    for signer in self.cell_log.observe(self.id, &heads, &self.dir) {
+                    let (rotated, dir) = (&self.rotated, &self.dir);
+                    let key = |n| key_of(rotated, dir, n);
+                    for signer in self.cell_log.observe(self.id, &heads, key) {
                         self.counters.count(Direction::Watch, Outcome::SplitView);
                         if self.watch.on_split_view(now, signer) {
                             lied.push(signer);
@@ -2243,7 +2586,7 @@ impl Node {
         fx: &mut Effects,
     ) {
         use crate::update::attest::Verdict;
-        let Some(key) = self.dir.get(n).map(|e| e.key) else {
+        let Some(key) = self.peer_key(n) else {
             return;
         };
         let epoch = self.peer_epoch(n);
@@ -2491,7 +2834,7 @@ impl Node {
         let ids = self.dir.ids_where(|a| a.same_cell(&me));
         let keys = ids
             .iter()
-            .filter_map(|i| self.dir.get(*i).map(|e| (*i, e.key)))
+            .filter_map(|i| self.peer_key(*i).map(|k| (*i, k)))
             .collect();
         // The group id binds signatures to this cell: its lowest member id.
         let gid = ids.first().copied().unwrap_or(self.id);
@@ -2535,8 +2878,8 @@ impl Node {
 
     /// Whether the authorities revoked `src`'s directory key.
     fn trust_refuses(&self, src: u32) -> bool {
-        match (self.trust.as_ref(), self.dir.get(src)) {
-            (Some(t), Some(e)) => t.is_revoked(e.key.as_bytes()),
+        match (self.trust.as_ref(), self.peer_key(src)) {
+            (Some(t), Some(k)) => t.is_revoked(k.as_bytes()),
             _ => false,
         }
     }
@@ -2544,9 +2887,13 @@ impl Node {
     fn bft_refuses(&self, src: u32) -> bool {
         !self.bft_revoked.is_empty()
             && self
-                .dir
-                .get(src)
-                .is_some_and(|e| self.bft_revoked.contains_key(e.key.as_bytes()))
+                .peer_key(src)
+                .is_some_and(|k| self.bft_revoked.contains_key(k.as_bytes()))
+    }
+
+    /// Whether `key` was revoked, by the authorities or our BFT group.
+    fn key_is_revoked(&self, key: &[u8; 32]) -> bool {
+        self.bft_revoked.contains_key(key) || self.trust.as_ref().is_some_and(|t| t.is_revoked(key))
     }
 
     /// Applies a decided quarantine vote: a conviction or re-admission the whole group
@@ -2619,9 +2966,8 @@ impl Node {
                 continue;
             }
             let key_ok = self
-                .dir
-                .get(e.subject)
-                .is_some_and(|k| k.key.as_bytes()[..] == e.body[..]);
+                .peer_key(e.subject)
+                .is_some_and(|k| k.as_bytes()[..] == e.body[..]);
             if e.kind == crate::trust::log::EntryKind::Revocation && key_ok {
                 let mut k = [0u8; 32];
                 k.copy_from_slice(&e.body);

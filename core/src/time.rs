@@ -83,6 +83,9 @@ pub enum TimerKey {
     Bft,
     /// The object store's round (issue 16): liveness news, repairs, timeouts.
     Store,
+    /// A key rotation's switch to the new signing key, and the end of a rotated peer key's
+    /// grace (issue 17).
+    KeySwitch,
 }
 
 /// Most (key, deadline) places [`Timers`] remembers.

@@ -70,6 +70,23 @@ pub struct Snapshot {
     /// when off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdicts: Option<crate::trust::verdicts::VerdictView>,
+    /// What this node holds under the authorities' threshold key (issue 17); absent when
+    /// it trusts no authorities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustView>,
+}
+
+/// The `trust` section of `/state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustView {
+    /// Entries in this node's transparency log (verdicts, certificates, revocations,
+    /// approvals, the directory certificate) and its Merkle root (hex).
+    pub log_size: u64,
+    pub log_root: String,
+    /// Nodes whose key a newer certificate replaced here, with that certificate's serial.
+    pub rotated: BTreeMap<u32, u64>,
+    /// The public key this node signs with now (hex).
+    pub key: String,
 }
 
 /// The `store` section of `/state`: the shards this node holds (object, index and the

@@ -779,6 +779,10 @@ pub fn prepare(
     if let Some(c) = &cfg.directory_cert_hex {
         check_directory_certificate(c, cfg.authorities_key_hex.as_deref(), &dir)
             .map_err(DriverError::DirectoryCertificate)?;
+        let sig: Option<[u8; 64]> = hex::decode(c.trim()).ok().and_then(|b| b.try_into().ok());
+        if let Some(sig) = sig {
+            node.log_directory_certificate(&sig);
+        }
     }
     node.set_measurement(measurement);
     if !cfg.approved_builds.is_empty() {

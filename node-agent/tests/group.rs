@@ -63,6 +63,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                 order_serial_floor: 0,
                 trust: None,
                 approved_builds: Vec::new(),
+                certificates: Vec::new(),
             };
             let f = dir.join(format!("t{i}.json"));
             std::fs::write(&f, serde_json::to_vec(&cfg).unwrap()).unwrap();

@@ -363,6 +363,7 @@ impl Plan {
             authorities_key_hex: None,
             directory_cert_hex: None,
             approved_builds: Vec::new(),
+            certificates: Vec::new(),
             order_serial_floor: 0,
             trust: self.trust,
         }

@@ -275,6 +275,12 @@ pub struct Sim {
     /// every node boots measured ([`attest::twin_build`] of its build and its
     /// configuration's hash) and requires its neighbours to attest an approved build.
     approvals: Vec<lightcone_core::trust::log::Entry>,
+    /// The authorities' certificate of the directory (checked in `from_configs`): the
+    /// first entry of every node's transparency log, as in the lab.
+    directory_cert: Option<[u8; 64]>,
+    /// Key certificates issued after the start ([`Sim::rotate_key`]): a node booted later
+    /// applies them all, as an agent does its configuration's `certificates`.
+    certificates: Vec<lightcone_core::trust::log::Entry>,
     /// Each node's configuration hash (JSON, SHA-256), from [`Sim::from_configs`].
     config_hashes: Vec<[u8; 32]>,
 }
@@ -423,6 +429,8 @@ impl Sim {
             authorities: None,
             store: None,
             approvals: Vec::new(),
+            directory_cert: None,
+            certificates: Vec::new(),
             config_hashes: Vec::new(),
         };
         for i in 0..n as u32 {
@@ -561,6 +569,8 @@ impl Sim {
             store: first.store.clone(),
             authorities: None,
             approvals: Vec::new(),
+            directory_cert: None,
+            certificates: Vec::new(),
             config_hashes,
         };
         if let Some(hex_key) = &first.authorities_key_hex {
@@ -597,6 +607,7 @@ impl Sim {
                         error: ConfigError::BadDirectoryCertificate,
                     });
                 }
+                sim.directory_cert = hex::decode(c.trim()).ok().and_then(|b| b.try_into().ok());
             }
         }
         if let Some(s) = &sim.store {
@@ -708,21 +719,32 @@ impl Sim {
                 self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(i) ^ self.now.as_nanos()
             }
         };
-        let mut node = Node::with_directory(
-            i,
-            node_seed,
-            self.secrets[i as usize],
-            &self.node_links[i as usize],
-            self.dir.clone(),
-            self.params.clone(),
-            self.now,
-        )
+        let store = match self.authorities {
+            Some(k) if !self.certificates.is_empty() => {
+                let mut t = lightcone_core::trust::threshold::TrustStore::new(k);
+                for e in &self.certificates {
+                    t.apply(e)
+                        .expect("certificates were checked in Sim::rotate_key");
+                }
+                Some(t)
+            }
+            _ => None,
+        };
+        let (secret, links) = (self.secrets[i as usize], &self.node_links[i as usize]);
+        let (dir, params, now) = (self.dir.clone(), self.params.clone(), self.now);
+        let mut node = match store {
+            Some(t) => Node::with_certified_key(i, node_seed, secret, links, dir, params, now, t),
+            None => Node::with_directory(i, node_seed, secret, links, dir, params, now),
+        }
         .expect("harness builds consistent nodes");
         if let Some(b) = self.builds.get(&i) {
             node.set_build(*b);
         }
         if let Some(k) = self.authorities {
             node.set_trust(k);
+            if let Some(sig) = &self.directory_cert {
+                node.log_directory_certificate(sig);
+            }
         }
         if !self.approvals.is_empty() {
             use lightcone_core::update::attest::{twin_build, Measurement};
@@ -817,6 +839,42 @@ impl Sim {
         &self.dir
     }
     /// Node `i`'s secret key seed: what a `steal_key` fault hands the thief.
+    /// Every node trusts the authorities' threshold key `key` from now on (running ones at
+    /// once, booted ones from their boot), as an agent with `authorities_key_hex` does.
+    pub fn set_authorities(&mut self, key: ed25519_dalek::VerifyingKey) {
+        self.authorities = Some(key);
+        for i in 0..self.len() as u32 {
+            if let Some(n) = self.node_mut(i) {
+                n.set_trust(key);
+            }
+        }
+    }
+
+    /// Rotates node `i`'s key (issue 17): `certificate` is the authorities' threshold-signed
+    /// certificate of `secret`'s public key for `i`; the node applies and floods it
+    /// ([`Command::RotateKey`]), and from now on boots with `secret`, and every node booted
+    /// later takes the certificate. Refused (the node's error) changing nothing.
+    pub fn rotate_key(
+        &mut self,
+        i: u32,
+        secret: [u8; 32],
+        certificate: &lightcone_core::trust::log::Entry,
+    ) -> Result<(), String> {
+        let cmd = Command::RotateKey {
+            secret: Box::new(ed25519_dalek::SigningKey::from_bytes(&secret)),
+            certificate: certificate.encode(),
+        };
+        match self.command(i, &cmd) {
+            Some(Ok(_)) => {
+                self.secrets[i as usize] = secret;
+                self.certificates.push(certificate.clone());
+                Ok(())
+            }
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err(format!("node {i} is not running")),
+        }
+    }
+
     pub fn secret(&self, i: u32) -> Option<[u8; 32]> {
         self.secrets.get(i as usize).copied()
     }

@@ -85,6 +85,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 order_serial_floor: 0,
                 trust: None,
                 approved_builds: Vec::new(),
+                certificates: Vec::new(),
             }
         })
         .collect();

@@ -269,6 +269,9 @@ pub struct Group {
     pub id: u32,
     members: Vec<u32>,
     keys: BTreeMap<u32, VerifyingKey>,
+    /// A rotated member's previous key, still taken until it is retired (votes and QCs
+    /// signed before the rotation stay valid for its grace; see [`Group::rekey`]).
+    previous: BTreeMap<u32, VerifyingKey>,
     pub f: usize,
     pub quorum: usize,
     pub auth: Auth,
@@ -286,6 +289,7 @@ impl Group {
             id,
             members: keys.keys().copied().collect(),
             keys,
+            previous: BTreeMap::new(),
             f,
             quorum: (n + f) / 2 + 1,
             auth,
@@ -314,13 +318,30 @@ impl Group {
         }
     }
 
+    /// Member `who`'s key is now `key` (a key rotation, issue 17): signatures under its
+    /// previous key are still taken until [`Group::retire`]. Not a member: nothing changes.
+    pub fn rekey(&mut self, who: u32, key: VerifyingKey) {
+        if let Some(old) = self.keys.get_mut(&who) {
+            if *old != key {
+                self.previous.insert(who, *old);
+                *old = key;
+            }
+        }
+    }
+
+    /// Ends the grace of `who`'s previous key.
+    pub fn retire(&mut self, who: u32) {
+        self.previous.remove(&who);
+    }
+
     fn verify(&self, who: u32, m: &[u8], sig: &Sig) -> Result<(), BftError> {
         let key = self.keys.get(&who).ok_or(BftError::NotMember(who))?;
-        let ok = match self.auth {
+        let check = |key: &VerifyingKey| match self.auth {
             Auth::Ed25519 => key.verify(m, &Signature::from_bytes(sig)).is_ok(),
             Auth::TestDigest => crate::wire::digest_sig(key, m) == *sig,
             Auth::Modelled(s) => crate::wire::modelled_sig(&s, key, m) == *sig,
         };
+        let ok = check(key) || self.previous.get(&who).is_some_and(check);
         if ok {
             Ok(())
         } else {
@@ -522,6 +543,23 @@ impl Replica {
             counters: BftCounters::default(),
             local: VecDeque::new(),
         })
+    }
+
+    /// Member `who` rotated its key to `key` (see [`Group::rekey`]).
+    pub fn rekey(&mut self, who: u32, key: VerifyingKey) {
+        self.group.rekey(who, key);
+    }
+
+    /// Ends the grace of `who`'s previous key.
+    pub fn retire(&mut self, who: u32) {
+        self.group.retire(who);
+    }
+
+    /// We rotated our own key: sign with `key` from now on (the group takes it once
+    /// [`Replica::rekey`] told it, as every member's node does on the certificate).
+    pub fn set_signing_key(&mut self, key: SigningKey) {
+        self.group.rekey(self.me, key.verifying_key());
+        self.key = key;
     }
 
     // ---- getters ----

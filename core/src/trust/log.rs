@@ -79,6 +79,9 @@ pub enum EntryKind {
     /// An agent build (its SHA-256) the authorities' threshold key approved to run: what
     /// attestation admits (issue 18, `crate::trust::threshold::BuildApproval`).
     BuildApproval = 5,
+    /// The authorities' threshold signature over a lab's whole directory (every node's
+    /// identity and key at `up`): body = SHA-256 of the certified message ‖ signature.
+    DirectoryCertificate = 6,
 }
 
 impl EntryKind {
@@ -89,6 +92,7 @@ impl EntryKind {
             3 => EntryKind::UpdateApproval,
             4 => EntryKind::QuarantineVerdict,
             5 => EntryKind::BuildApproval,
+            6 => EntryKind::DirectoryCertificate,
             k => return Err(LogError::UnknownKind(k)),
         })
     }

@@ -449,6 +449,21 @@ impl TrustStore {
         &self.approved
     }
 
+    /// The authorities' key entries are checked under.
+    pub fn group(&self) -> &VerifyingKey {
+        &self.group
+    }
+
+    /// The newest certificate of each node, in order.
+    pub fn certificates(&self) -> impl Iterator<Item = (&u32, &Certificate)> {
+        self.certs.iter()
+    }
+
+    /// The newest certificate held for `subject`.
+    pub fn certificate(&self, subject: u32) -> Option<&Certificate> {
+        self.certs.get(&subject)
+    }
+
     /// True when `key` was revoked.
     pub fn is_revoked(&self, key: &[u8; 32]) -> bool {
         self.revoked.contains_key(key)

@@ -171,6 +171,7 @@ fn agent_config(id: u32) -> AgentConfig {
         order_serial_floor: 0,
         trust: None,
         approved_builds: Vec::new(),
+        certificates: Vec::new(),
     }
 }
 

@@ -95,6 +95,7 @@ pub fn pair_configs(
                 order_serial_floor: 0,
                 trust: None,
                 approved_builds: Vec::new(),
+                certificates: Vec::new(),
                 protocol_version: None,
                 time: Some(time_config(i)),
             }

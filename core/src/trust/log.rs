@@ -79,6 +79,9 @@ pub enum EntryKind {
     /// An agent build (its SHA-256) the authorities' threshold key approved to run: what
     /// attestation admits (issue 18, `crate::trust::threshold::BuildApproval`).
     BuildApproval = 5,
+    /// A heat lease granted through a cell's BFT log, signed by the task's owner
+    /// (`crate::heat::grants`, trust option `bft_leases`).
+    LeaseGrant = 6,
 }
 
 impl EntryKind {
@@ -89,6 +92,7 @@ impl EntryKind {
             3 => EntryKind::UpdateApproval,
             4 => EntryKind::QuarantineVerdict,
             5 => EntryKind::BuildApproval,
+            6 => EntryKind::LeaseGrant,
             k => return Err(LogError::UnknownKind(k)),
         })
     }

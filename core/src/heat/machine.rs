@@ -994,15 +994,9 @@ impl Heat {
                         t.refused.insert(t.holder, now);
                     } else if t.confirmed.saturating_since(now) <= span / 2 {
                         let e = (now + span).min(t.end.max(now + span / 4));
+                        let extends = e > t.sent_expiry;
                         t.sent_expiry = t.sent_expiry.max(e);
-                        if self.by_log(t.holder, dir) {
-                            self.grants_out.push(Grant {
-                                owner: self.me,
-                                holder: t.holder,
-                                start_ns: now.as_nanos(),
-                                terms: terms_of(id, &t),
-                            });
-                        } else {
+                        if !self.by_log(t.holder, dir) {
                             out.push((
                                 t.holder,
                                 HeatMsg::Renew {
@@ -1010,6 +1004,15 @@ impl Heat {
                                     expiry_ns: t.sent_expiry.as_nanos(),
                                 },
                             ));
+                        } else if extends {
+                            // (A renewal extending nothing the log rejects as unchanged:
+                            // not submitted.)
+                            self.grants_out.push(Grant {
+                                owner: self.me,
+                                holder: t.holder,
+                                start_ns: now.as_nanos(),
+                                terms: terms_of(id, &t),
+                            });
                         }
                     }
                 }

@@ -19,15 +19,20 @@ pub struct Byzantine {
     /// Show odd-numbered cell members another branch of our transparency log than the
     /// even-numbered ones (two signed heads of one size, different roots).
     pub split_log: bool,
+    /// As a task owner, offer each new lease to two tiles at once (the same lease id; with
+    /// trust option `bft_leases`, two grants to the cell's log, of which the log accepts
+    /// one).
+    pub double_lease: bool,
 }
 
 impl Byzantine {
-    pub const BEHAVIOURS: [&'static str; 5] = [
+    pub const BEHAVIOURS: [&'static str; 6] = [
         "lie_membership",
         "drop_forwarding",
         "false_accuse",
         "forge_accuser",
         "split_log",
+        "double_lease",
     ];
 
     /// From behaviour names; an unknown name is an error that lists the known ones.
@@ -40,6 +45,7 @@ impl Byzantine {
                 "false_accuse" => b.false_accuse = true,
                 "forge_accuser" => b.forge_accuser = true,
                 "split_log" => b.split_log = true,
+                "double_lease" => b.double_lease = true,
                 other => {
                     return Err(format!(
                         "unknown byzantine behaviour {other:?} (known: {})",
@@ -67,6 +73,9 @@ impl Byzantine {
         }
         if self.split_log {
             v.push("split_log");
+        }
+        if self.double_lease {
+            v.push("double_lease");
         }
         v
     }

@@ -157,6 +157,10 @@ pub struct TrustOptions {
     /// group (the trust module's verdicts).
     #[serde(default)]
     pub bft_verdicts: bool,
+    /// Heat leases within a cell are granted through the cell's BFT log, so no lease is
+    /// held by two tiles even when its owner lies (`crate::heat::grants`). Default off.
+    #[serde(default)]
+    pub bft_leases: bool,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -115,6 +115,8 @@ pub struct Node {
     bft_applied: usize,
     /// Quarantine verdicts decided by the BFT group (watch `bft_verdicts`).
     verdicts: Option<Box<crate::trust::verdicts::Verdicts>>,
+    /// The cell's agreed heat lease table (trust option `bft_leases`).
+    leases: Option<Box<crate::heat::grants::LeaseTable>>,
     /// The build this node runs and its neighbours' protocol versions (issue 18).
     update: crate::update::Versions,
     /// Our measured build and our neighbours' attestations (issue 18's tile runtime).
@@ -192,6 +194,7 @@ impl Node {
                 "verdicts",
                 self.verdicts.as_ref().map_or(0, |v| v.footprint()),
             ),
+            ("lease_grants", self.leases.as_ref().map_or(0, |t| t.len())),
         ];
         self.timers.footprint(&mut out);
         self.membership.footprint(&mut out);
@@ -271,6 +274,7 @@ impl Node {
         };
         if let Some(t) = &cfg.thermal {
             node.heat = Some(crate::heat::machine::Heat::new(t, cfg.id, &dir, now)?);
+            node.sync_heat_modes();
         }
         if let Some(v) = cfg.protocol_version {
             node.set_build(crate::update::Build::new(v)?);
@@ -359,7 +363,7 @@ impl Node {
         let floor = now.as_nanos().max(1);
         let membership = Membership::new(id, 0, &cell, params.swim.clone());
         let routing = Routing::new(id, dir.clone(), links, params.route.clone());
-        let bft_verdicts = params.watch.bft_verdicts;
+        let bft_verdicts = params.watch.bft_verdicts || params.watch.bft_leases;
         let mut node = Node {
             id,
             addr: me.addr,
@@ -401,6 +405,7 @@ impl Node {
             bft_revoked: BTreeMap::new(),
             bft_applied: 0,
             verdicts: None,
+            leases: None,
             update: Default::default(),
             attest: Default::default(),
             stolen: None,
@@ -935,7 +940,19 @@ impl Node {
         self.heat = Some(crate::heat::machine::Heat::new(
             cfg, self.id, &self.dir, now,
         )?);
+        self.sync_heat_modes();
         Ok(self)
+    }
+
+    /// Tells the thermal subsystem whether leases go through the BFT log and whether it
+    /// plays byzantine `double_lease`.
+    fn sync_heat_modes(&mut self) {
+        let by_log = self.leases.is_some() && self.bft.is_some();
+        let double = self.byzantine.double_lease;
+        if let Some(h) = self.heat.as_mut() {
+            h.set_bft_leases(by_log);
+            h.set_double_lease(double);
+        }
     }
 
     /// The thermal subsystem, when on.
@@ -957,6 +974,7 @@ impl Node {
         for (to, m) in sends {
             self.fx.send(Dest::Node(to), Payload::Heat(m.encode()));
         }
+        self.submit_grants(now);
         // Tasks' input streams: workload, after the round's Class-A messages.
         for (to, bytes) in data {
             self.counters.count(Direction::App, Outcome::Sent);
@@ -979,6 +997,27 @@ impl Node {
         for (to, m) in sends {
             self.fx.send(Dest::Node(to), Payload::Heat(m.encode()));
         }
+        self.submit_grants(now);
+    }
+
+    /// Signs the thermal subsystem's queued lease grants and submits them to the cell's
+    /// BFT log (`bft_leases`; see [`crate::heat::grants`]).
+    fn submit_grants(&mut self, now: Instant) {
+        let Some(h) = self.heat.as_mut() else { return };
+        let grants = h.take_grants();
+        if grants.is_empty() {
+            return;
+        }
+        let Some(b) = self.bft.as_mut() else { return };
+        let mut outs = Vec::new();
+        for g in grants {
+            let entry = g.to_entry(b.group(), &self.key);
+            // Refused only when the pending queue is full (4,096 entries): the grant is
+            // lost as an offer in a lost datagram is; the owner places the task again
+            // after the expiry it sent.
+            let _ = b.submit(now, entry, &mut outs);
+        }
+        self.bft_after(now, outs);
     }
 
     // ---- getters ----
@@ -1294,6 +1333,7 @@ impl Node {
                 if *b == Byzantine::default() {
                     self.stolen = None;
                 }
+                self.sync_heat_modes();
             }
             Command::StealKey { node, key } => {
                 let e = self.dir.get(*node).ok_or(CommandError::NoSuchNode(*node))?;
@@ -2846,6 +2886,10 @@ impl Node {
         }
         let r = Replica::new(group, self.id, self.key.clone(), params)?;
         self.bft = Some(Box::new(r));
+        if self.params.watch.bft_leases {
+            self.leases = Some(Box::default());
+        }
+        self.sync_heat_modes();
         Ok(())
     }
 
@@ -2857,6 +2901,41 @@ impl Node {
     /// The group's agreed quarantine verdicts (watch `bft_verdicts`), when on.
     pub fn verdicts(&self) -> Option<&crate::trust::verdicts::Verdicts> {
         self.verdicts.as_deref()
+    }
+
+    /// The cell's agreed heat lease table (trust option `bft_leases`), when on.
+    pub fn lease_table(&self) -> Option<&crate::heat::grants::LeaseTable> {
+        self.leases.as_deref()
+    }
+
+    /// Applies a decided lease grant to the agreed table (every member alike); the grant's
+    /// holder takes or extends the lease when the table accepts it.
+    fn apply_grant(&mut self, now: Instant, d: &crate::trust::bft::Decision) {
+        use crate::heat::grants::Outcome;
+        let (Some(t), Some(b)) = (self.leases.as_mut(), self.bft.as_ref()) else {
+            return;
+        };
+        // A rejected grant is counted by the table and changes nothing.
+        let Ok(o) = t.apply(&d.entry, b.group()) else {
+            return;
+        };
+        if o.grant().holder != self.id {
+            return;
+        }
+        let live = live_cell(self.id, &self.membership);
+        let Some(h) = self.heat.as_mut() else { return };
+        let mut sends = Vec::new();
+        h.on_grant(
+            now,
+            o.grant(),
+            matches!(o, Outcome::Renewed(_)),
+            &live,
+            &self.dir,
+            &mut sends,
+        );
+        for (to, m) in sends {
+            self.fx.send(Dest::Node(to), Payload::Heat(m.encode()));
+        }
     }
 
     /// The nodes whose keys this node refuses: revoked by its cell's BFT group or by the
@@ -2963,6 +3042,10 @@ impl Node {
             };
             if e.kind == crate::trust::log::EntryKind::QuarantineVerdict {
                 self.apply_verdict(now, &d);
+                continue;
+            }
+            if e.kind == crate::trust::log::EntryKind::LeaseGrant {
+                self.apply_grant(now, &d);
                 continue;
             }
             let key_ok = self

@@ -108,6 +108,12 @@ pub struct WatchParams {
     /// tree heads (kind 29) to its cell every `accuse_interval`; a split view is evidence
     /// against the log's signer ([`crate::trust::CellLog`]). Default off.
     pub log_heads: bool,
+    /// Heat leases whose owner and holder share a cell are granted through the cell's BFT
+    /// log ([`crate::heat::grants`]): a holder takes a lease only once its grant is decided,
+    /// and every member rejects a grant that overlaps a running one, so a lying owner
+    /// cannot have one lease held by two tiles. Turns the cell's BFT group on. Default off
+    /// (leases as before: the owner's word).
+    pub bft_leases: bool,
 }
 
 impl WatchParams {
@@ -116,6 +122,7 @@ impl WatchParams {
         self.signed_claims |= t.signed_claims;
         self.log_heads |= t.log_heads;
         self.bft_verdicts |= t.bft_verdicts;
+        self.bft_leases |= t.bft_leases;
     }
 }
 
@@ -137,6 +144,7 @@ impl Default for WatchParams {
             bft_verdicts: false,
             signed_claims: false,
             log_heads: false,
+            bft_leases: false,
         }
     }
 }

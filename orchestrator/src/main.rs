@@ -447,7 +447,7 @@ enum FaultCmd {
         #[arg(long)]
         lab: Option<String>,
         /// Comma-separated: lie_membership, drop_forwarding, false_accuse, forge_accuser,
-        /// split_log.
+        /// split_log, double_lease.
         #[arg(long, group = "mode", value_delimiter = ',')]
         behaviour: Vec<String>,
         /// Make the node honest again (also ends a steal-key).

@@ -20,6 +20,16 @@
 //! twin has one virtual clock). A lease the owner lost before the task's end (no renewal
 //! answered before the confirmed expiry) is an SLA violation and is placed again.
 //!
+//! That guarantee rests on the owner's honesty: a lying owner (byzantine `double_lease`)
+//! can offer one lease to two tiles at once and both take it. With the trust option
+//! `bft_leases` ([`Heat::set_bft_leases`]) a placement inside the owner's cell is not
+//! offered directly: the owner hands a [`Grant`] to the node, which submits it to the
+//! cell's BFT log, and the holder takes (or renews) the lease only when its own log
+//! decides the grant and the agreed [`LeaseTable`](super::grants::LeaseTable) accepts it
+//! ([`Heat::on_grant`]); direct offers and renewals from a cell mate are then ignored
+//! (counted `offers_unbound`). See [`super::grants`] for the rule and its stated limits
+//! (a gateway placing into another cell still offers directly).
+//!
 //! Backpressure: while a shell outside is at or above 90 % load
 //! ([`BACKPRESSURE_LOAD`](super::model::BACKPRESSURE_LOAD)) a tile admits no new lease and
 //! runs its leased work at [`THROTTLE_FACTOR`] of its power; it lets go below 85 % (the
@@ -30,6 +40,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::config::ThermalConfig;
+use super::grants::Grant;
 use super::model::{LayerThermal, TileThermal, BACKPRESSURE_LOAD};
 use super::msg::{
     ppm, Descriptor, HeatMsg, HeatSummary, LeaseTerms, Refusal, ShellSignal, TaskClass,
@@ -111,6 +122,20 @@ struct Task {
     /// Input stream: fed up to this time, and bytes owed short of a frame.
     fed: Instant,
     owed: usize,
+    /// Byzantine `double_lease`: the second tile offered the same lease (an accept from it
+    /// is taken like one from `holder`).
+    also: Option<u32>,
+}
+
+/// Grant latency at a holder (`bft_leases`): from the owner's submission (the grant's
+/// start) to this tile taking the lease, over the grants taken here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GrantLatency {
+    pub taken: u64,
+    pub sum_ns: u64,
+    pub max_ns: u64,
+    /// Direct offers and renewals from a cell mate, ignored (only the log grants).
+    pub offers_unbound: u64,
 }
 
 /// Counters and gauges of the subsystem (the agent exports them).
@@ -182,6 +207,13 @@ pub struct Heat {
     stats: HeatStats,
     /// Input-stream frames for the node to send ([`Heat::take_data`]).
     data_out: Vec<(u32, usize)>,
+    /// Trust option `bft_leases`: placements in the cell go through its BFT log.
+    bft_leases: bool,
+    /// Grants for the node to submit to the log ([`Heat::take_grants`]).
+    grants_out: Vec<Grant>,
+    grant_latency: GrantLatency,
+    /// Byzantine `double_lease`: offer each new lease to two tiles at once.
+    double_lease: bool,
 }
 
 /// What the sub-machine asks to send: (destination node, message).
@@ -219,7 +251,117 @@ impl Heat {
             next_id: 0,
             stats: HeatStats::default(),
             data_out: Vec::new(),
+            bft_leases: false,
+            grants_out: Vec::new(),
+            grant_latency: GrantLatency::default(),
+            double_lease: false,
         })
+    }
+
+    /// Places leases inside the cell through its BFT log (trust option `bft_leases`; the
+    /// node calls this once its cell's BFT group runs). See the module doc.
+    pub fn set_bft_leases(&mut self, on: bool) {
+        self.bft_leases = on;
+    }
+
+    /// Byzantine `double_lease`: each new lease is offered (or granted) to two tiles.
+    pub fn set_double_lease(&mut self, on: bool) {
+        self.double_lease = on;
+    }
+
+    /// The grants the last call queued, for the node to sign and submit to the log.
+    pub fn take_grants(&mut self) -> Vec<Grant> {
+        std::mem::take(&mut self.grants_out)
+    }
+
+    /// Grant latencies at this holder (`bft_leases`).
+    pub fn grant_latency(&self) -> GrantLatency {
+        self.grant_latency
+    }
+
+    /// True when a lease between this tile and `peer` goes through the log: `bft_leases`
+    /// on and `peer` in this tile's cell (its BFT group).
+    fn by_log(&self, peer: u32, dir: &Directory) -> bool {
+        self.bft_leases && dir.addr(peer).is_some_and(|a| a.same_cell(&self.addr))
+    }
+
+    /// A grant the cell's log decided and its lease table accepted (`renewal`: it extended
+    /// the task's current lease). Only the grant's holder acts: it takes a new lease if
+    /// the lease has started by its clock and it has room (answering `Accept`, else
+    /// `Refuse`), or extends one it still holds (`Renewed`, else `Refuse` expired).
+    pub fn on_grant(
+        &mut self,
+        now: Instant,
+        g: &Grant,
+        renewal: bool,
+        live_cell: &[u32],
+        dir: &Directory,
+        out: &mut Sends,
+    ) {
+        if g.holder != self.me || !self.bft_leases {
+            return;
+        }
+        let t = g.terms;
+        let held = self
+            .held
+            .get(&t.id)
+            .is_some_and(|h| h.owner == g.owner && h.expiry > now);
+        if renewal || held {
+            match self.held.get_mut(&t.id) {
+                Some(h) if h.owner == g.owner && h.expiry > now => {
+                    h.expiry = h.expiry.max(Instant::from_nanos(t.expiry_ns));
+                    let expiry_ns = h.expiry.as_nanos();
+                    out.push((
+                        g.owner,
+                        HeatMsg::Renewed {
+                            id: t.id,
+                            expiry_ns,
+                        },
+                    ));
+                }
+                _ => out.push((
+                    g.owner,
+                    HeatMsg::Refuse {
+                        id: t.id,
+                        why: Refusal::Expired,
+                    },
+                )),
+            }
+        } else {
+            // A lease that has not started here yet is not taken: holding it early could
+            // overlap the task's previous lease, which runs until this one's start.
+            let why = if g.start_ns > now.as_nanos() {
+                Some(Refusal::Expired)
+            } else {
+                self.admit(now, &t)
+            };
+            match why {
+                None => {
+                    self.held.insert(
+                        t.id,
+                        Held {
+                            owner: g.owner,
+                            terms: t,
+                            expiry: Instant::from_nanos(t.expiry_ns),
+                        },
+                    );
+                    let l = now.as_nanos().saturating_sub(g.start_ns);
+                    let gl = &mut self.grant_latency;
+                    gl.taken += 1;
+                    gl.sum_ns = gl.sum_ns.saturating_add(l);
+                    gl.max_ns = gl.max_ns.max(l);
+                    out.push((
+                        g.owner,
+                        HeatMsg::Accept {
+                            id: t.id,
+                            expiry_ns: t.expiry_ns,
+                        },
+                    ));
+                }
+                Some(why) => out.push((g.owner, HeatMsg::Refuse { id: t.id, why })),
+            }
+        }
+        self.settle(now, live_cell, dir, out);
     }
 
     /// A thermal message that did not decode (refused whole).
@@ -377,6 +519,7 @@ impl Heat {
                 refused: BTreeMap::new(),
                 fed: now,
                 owed: 0,
+                also: None,
             },
         );
         Ok(id)
@@ -703,6 +846,10 @@ impl Heat {
                     self.on_shell(now, src, s, live_cell, dir, out);
                 }
             }
+            HeatMsg::Offer(_) | HeatMsg::Renew { .. } if self.by_log(src, dir) => {
+                // Within the cell only the log grants and renews (`bft_leases`).
+                self.grant_latency.offers_unbound += 1;
+            }
             HeatMsg::Offer(t) => {
                 let why = self.admit(now, &t);
                 match why {
@@ -752,6 +899,15 @@ impl Heat {
                 }
             }
             HeatMsg::Accept { id, expiry_ns } | HeatMsg::Renewed { id, expiry_ns } => {
+                // Byzantine `double_lease`: the second tile's accept is as good.
+                if matches!(m, HeatMsg::Accept { .. }) && self.task_of(id, src).is_none() {
+                    if let Some(t) = self.tasks.values_mut().find(|t| {
+                        t.lease == id && t.also == Some(src) && t.state == TaskState::Offered
+                    }) {
+                        t.holder = src;
+                        t.also = None;
+                    }
+                }
                 if let Some(t) = self.task_of(id, src) {
                     t.state = TaskState::Leased;
                     t.confirmed = t
@@ -838,14 +994,26 @@ impl Heat {
                         t.refused.insert(t.holder, now);
                     } else if t.confirmed.saturating_since(now) <= span / 2 {
                         let e = (now + span).min(t.end.max(now + span / 4));
+                        let extends = e > t.sent_expiry;
                         t.sent_expiry = t.sent_expiry.max(e);
-                        out.push((
-                            t.holder,
-                            HeatMsg::Renew {
-                                id: t.lease,
-                                expiry_ns: t.sent_expiry.as_nanos(),
-                            },
-                        ));
+                        if !self.by_log(t.holder, dir) {
+                            out.push((
+                                t.holder,
+                                HeatMsg::Renew {
+                                    id: t.lease,
+                                    expiry_ns: t.sent_expiry.as_nanos(),
+                                },
+                            ));
+                        } else if extends {
+                            // (A renewal extending nothing the log rejects as unchanged:
+                            // not submitted.)
+                            self.grants_out.push(Grant {
+                                owner: self.me,
+                                holder: t.holder,
+                                start_ns: now.as_nanos(),
+                                terms: terms_of(id, &t),
+                            });
+                        }
                     }
                 }
                 TaskState::Offered => {
@@ -863,17 +1031,29 @@ impl Heat {
                     t.state = TaskState::Offered;
                     t.sent_expiry = now + span;
                     t.confirmed = now;
-                    let terms = LeaseTerms {
-                        id: t.lease,
-                        task: id,
-                        compute: t.spec.compute,
-                        memory_mib: t.spec.memory_mib,
-                        bandwidth_mbps: t.spec.bandwidth_mbps,
-                        class: t.spec.class.into(),
-                        expiry_ns: t.sent_expiry.as_nanos(),
-                        end_ns: t.end.as_nanos(),
-                    };
-                    out.push((to, HeatMsg::Offer(terms)));
+                    t.also = None;
+                    let terms = terms_of(id, &t);
+                    let mut tos = vec![to];
+                    if self.double_lease {
+                        let mut other = t.clone();
+                        other.refused.insert(to, now);
+                        if let Some(to2) = self.choose(now, &other, dir) {
+                            t.also = Some(to2);
+                            tos.push(to2);
+                        }
+                    }
+                    for to in tos {
+                        if self.by_log(to, dir) {
+                            self.grants_out.push(Grant {
+                                owner: self.me,
+                                holder: to,
+                                start_ns: now.as_nanos(),
+                                terms,
+                            });
+                        } else {
+                            out.push((to, HeatMsg::Offer(terms)));
+                        }
+                    }
                 }
             }
             t.refused.retain(|_, at| !self.stale(*at, now));
@@ -962,6 +1142,20 @@ impl Heat {
             .collect();
         far.sort();
         far.first().map(|f| f.2)
+    }
+}
+
+/// The terms of task `id`'s current lease, as last sent (`sent_expiry`).
+fn terms_of(id: u64, t: &Task) -> LeaseTerms {
+    LeaseTerms {
+        id: t.lease,
+        task: id,
+        compute: t.spec.compute,
+        memory_mib: t.spec.memory_mib,
+        bandwidth_mbps: t.spec.bandwidth_mbps,
+        class: t.spec.class.into(),
+        expiry_ns: t.sent_expiry.as_nanos(),
+        end_ns: t.end.as_nanos(),
     }
 }
 

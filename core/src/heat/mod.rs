@@ -43,6 +43,7 @@
 //! is cooler than `T_sink(r)` of the inner shell, so `T_sink` is the conservative bound).
 
 pub mod config;
+pub mod grants;
 pub mod machine;
 pub mod model;
 pub mod msg;

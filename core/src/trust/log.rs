@@ -79,9 +79,12 @@ pub enum EntryKind {
     /// An agent build (its SHA-256) the authorities' threshold key approved to run: what
     /// attestation admits (issue 18, `crate::trust::threshold::BuildApproval`).
     BuildApproval = 5,
+    /// A heat lease granted through a cell's BFT log, signed by the task's owner
+    /// (`crate::heat::grants`, trust option `bft_leases`).
+    LeaseGrant = 6,
     /// The authorities' threshold signature over a lab's whole directory (every node's
     /// identity and key at `up`): body = SHA-256 of the certified message ‖ signature.
-    DirectoryCertificate = 6,
+    DirectoryCertificate = 7,
 }
 
 impl EntryKind {
@@ -92,7 +95,8 @@ impl EntryKind {
             3 => EntryKind::UpdateApproval,
             4 => EntryKind::QuarantineVerdict,
             5 => EntryKind::BuildApproval,
-            6 => EntryKind::DirectoryCertificate,
+            6 => EntryKind::LeaseGrant,
+            7 => EntryKind::DirectoryCertificate,
             k => return Err(LogError::UnknownKind(k)),
         })
     }

@@ -6,6 +6,7 @@
 //!   signed_claims: true   # suspect/dead claims carry their accuser's signature
 //!   log_heads: true       # verdict logs with gossiped signed tree heads (split views)
 //!   bft_verdicts: true    # convictions decided by the cell's BFT group, agreed by all
+//!   bft_leases: true      # heat leases within a cell granted through its BFT log
 //! ```
 use lightcone_core::config::TrustOptions;
 
@@ -13,7 +14,8 @@ use crate::parse::yaml::Node;
 use crate::parse::Reader;
 
 /// Keys of the `trust:` section.
-pub(super) const TRUST_FIELDS: &[&str] = &["signed_claims", "log_heads", "bft_verdicts"];
+pub(super) const TRUST_FIELDS: &[&str] =
+    &["signed_claims", "log_heads", "bft_verdicts", "bft_leases"];
 
 /// Reads `trust:` (at `node`); `None` when a mistake was reported.
 pub(super) fn read(r: &mut Reader, node: &Node) -> Option<TrustOptions> {
@@ -31,6 +33,7 @@ pub(super) fn read(r: &mut Reader, node: &Node) -> Option<TrustOptions> {
         match *k {
             "signed_claims" => t.signed_claims = on,
             "log_heads" => t.log_heads = on,
+            "bft_leases" => t.bft_leases = on,
             _ => t.bft_verdicts = on,
         }
     }
@@ -65,6 +68,28 @@ mod tests {
     }
 
     #[test]
+    fn bft_leases_is_read_and_reaches_every_tile_config() {
+        let src = format!("{LAB}trust:\n  bft_leases: true\n");
+        let t = parse_str(&src, "t.yaml").unwrap().trust.unwrap();
+        assert_eq!(
+            t,
+            TrustOptions {
+                bft_leases: true,
+                ..TrustOptions::default()
+            }
+        );
+        let plan = crate::plan::plan(&parse_str(&src, "t.yaml").unwrap());
+        for tile in [0, 5] {
+            let cfg = plan.tile_config(tile, std::path::Path::new("/tmp"));
+            assert_eq!(cfg.trust, Some(t));
+            // The agent applies it to its watch parameters, which turn the cell's BFT on.
+            let mut p = lightcone_core::params::Params::default();
+            p.watch.with_trust(cfg.trust.as_ref().unwrap());
+            assert!(p.watch.bft_leases && !p.watch.bft_verdicts);
+        }
+    }
+
+    #[test]
     fn mistakes_are_located_and_say_what_is_wrong() {
         let cases = [
             (
@@ -78,6 +103,11 @@ mod tests {
                 "did you mean `bft_verdicts`",
             ),
             ("  log_heads: 1\n", "bad.yaml:6:", "must be true or false"),
+            (
+                "  bft_lease: true\n",
+                "bad.yaml:6:",
+                "did you mean `bft_leases`",
+            ),
         ];
         for (section, at, says) in cases {
             let out = error_of(&format!("{LAB}trust:\n{section}"));

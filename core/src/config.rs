@@ -161,6 +161,15 @@ pub struct TrustOptions {
     /// held by two tiles even when its owner lies (`crate::heat::grants`). Default off.
     #[serde(default)]
     pub bft_leases: bool,
+    /// How long a convicted node stays quarantined before its re-admission is considered
+    /// (the watch's `quarantine_term`, doubled per earlier conviction), emulated ms. `None`:
+    /// the watch's default (300 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_term_ms: Option<u64>,
+    /// How long our own evidence against a node holds after we found it (the watch's
+    /// `evidence_ttl`), emulated ms. `None`: the default (120 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_ttl_ms: Option<u64>,
 }
 
 fn is_zero(v: &u64) -> bool {

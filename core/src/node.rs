@@ -451,6 +451,11 @@ impl Node {
         });
     }
 
+    /// The nodes whose key a newer certificate replaced here, in order.
+    pub fn rotated_nodes(&self) -> Vec<u32> {
+        self.rotated.keys().copied().collect()
+    }
+
     /// The key `id` signs with now: its newest certificate's, else the directory's.
     pub fn peer_key(&self, id: u32) -> Option<ed25519_dalek::VerifyingKey> {
         key_of(&self.rotated, &self.dir, id)
@@ -1393,11 +1398,14 @@ impl Node {
                 });
             }
             Command::BftRevoke { node } => {
-                let e = self.dir.get(*node).ok_or(CommandError::NoSuchNode(*node))?;
+                // The key the node signs with now (its rotated one, if any).
+                let key = self
+                    .peer_key(*node)
+                    .ok_or(CommandError::NoSuchNode(*node))?;
                 let entry = crate::trust::log::Entry {
                     kind: crate::trust::log::EntryKind::Revocation,
                     subject: *node,
-                    body: e.key.as_bytes().to_vec(),
+                    body: key.as_bytes().to_vec(),
                 };
                 let b = self.bft.as_mut().ok_or(CommandError::NoBft)?;
                 let mut outs = Vec::new();

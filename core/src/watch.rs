@@ -123,6 +123,12 @@ impl WatchParams {
         self.log_heads |= t.log_heads;
         self.bft_verdicts |= t.bft_verdicts;
         self.bft_leases |= t.bft_leases;
+        if let Some(ms) = t.quarantine_term_ms {
+            self.quarantine_term = Duration::from_millis(ms);
+        }
+        if let Some(ms) = t.evidence_ttl_ms {
+            self.evidence_ttl = Duration::from_millis(ms);
+        }
     }
 }
 

@@ -522,6 +522,12 @@ pub enum Control {
         node: u32,
         key: Box<ed25519_dalek::SigningKey>,
     },
+    /// `POST /rotate-key`: our new key and the authorities' certificate of it (issue 17),
+    /// for `Command::RotateKey`.
+    RotateKey {
+        secret: Box<ed25519_dalek::SigningKey>,
+        certificate: Vec<u8>,
+    },
     /// `POST /revoke-key/{node}`: ask our cell's BFT group to revoke `node`'s key.
     RevokeKey {
         node: u32,
@@ -1109,6 +1115,15 @@ impl Prepared {
                                 }
                             })
                         }
+                        Control::RotateKey { secret, certificate } => {
+                            Some(match node.command(now, &Command::RotateKey { secret, certificate }, &mut out) {
+                                Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
+                                Ok(_) => {
+                                    tracing::warn!("key rotation: certificate applied and flooded; signing with the new key shortly");
+                                    (StatusCode::OK, "text/plain", b"rotated\n".to_vec())
+                                }
+                            })
+                        }
                         Control::TrustEntry(bytes) => {
                             Some(match node.command(now, &Command::TrustEntry(bytes), &mut out) {
                                 Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
@@ -1293,7 +1308,8 @@ fn capability_of(c: &Control) -> Option<(Op, Option<&str>)> {
         | Control::RevokeKey { .. }
         | Control::Shutdown
         | Control::Order(_)
-        | Control::TrustEntry(_) => Some((Op::Order, None)),
+        | Control::TrustEntry(_)
+        | Control::RotateKey { .. } => Some((Op::Order, None)),
     }
 }
 
@@ -1313,6 +1329,29 @@ impl StealKeyBody {
         hex::decode_to_slice(b.key.trim(), &mut seed)
             .map_err(|e| format!("key must be 64 hex digits (a 32-byte seed): {e}"))?;
         Ok((b.node, ed25519_dalek::SigningKey::from_bytes(&seed)))
+    }
+}
+
+/// `POST /rotate-key` body: the new key's 32-byte seed and the authorities' certificate
+/// entry, both hex.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateKeyBody {
+    key: String,
+    certificate: String,
+}
+
+impl RotateKeyBody {
+    fn parse(body: &[u8]) -> Result<(ed25519_dalek::SigningKey, Vec<u8>), String> {
+        let b: RotateKeyBody = serde_json::from_slice(body).map_err(|e| {
+            format!("body must be JSON {{\"key\": HEX, \"certificate\": HEX}}: {e}")
+        })?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(b.key.trim(), &mut seed)
+            .map_err(|e| format!("key must be 64 hex digits (a 32-byte seed): {e}"))?;
+        let cert = hex::decode(b.certificate.trim())
+            .map_err(|e| format!("certificate must be hex: {e}"))?;
+        Ok((ed25519_dalek::SigningKey::from_bytes(&seed), cert))
     }
 }
 
@@ -1452,6 +1491,19 @@ async fn handle_http(
             };
             match ByzantineRequest::parse(&body) {
                 Ok(b) => Control::Byzantine(b),
+                Err(e) => return bad(&e),
+            }
+        }
+        (&Method::POST, "/rotate-key") => {
+            let body = match body_of(req, MAX_BODY, "body too large").await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
+            };
+            match RotateKeyBody::parse(&body) {
+                Ok((secret, certificate)) => Control::RotateKey {
+                    secret: Box::new(secret),
+                    certificate,
+                },
                 Err(e) => return bad(&e),
             }
         }

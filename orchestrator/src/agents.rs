@@ -160,6 +160,8 @@ impl Agents {
         cfg.revoked_ids = crate::keys::revoked_ids(dir);
         // The builds the authorities approved: neighbours must attest one (issue 18).
         cfg.approved_builds = crate::authority::approvals(dir);
+        // Keys rotated since `up` (issue 17): this node's own included.
+        cfg.certificates = crate::authority::certificates(dir);
         // A restart: orders the lab signed before are replays to this agent too.
         cfg.order_serial_floor = crate::authority::last_serial(dir);
         let boot = self.boots.entry(id).or_insert(0);

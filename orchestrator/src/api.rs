@@ -171,6 +171,16 @@ pub struct StealKeyReply {
     pub victim: String,
 }
 
+/// `POST /api/nodes/{node}/rotate-key`'s answer: the node's new key and its certificate's
+/// serial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateKeyReply {
+    pub node: String,
+    pub serial: u64,
+    /// The new public key (hex).
+    pub key: String,
+}
+
 /// `POST /api/nodes/{node}/revoke-key`: `{"node": NAME}`, the node whose key to revoke.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -465,6 +475,94 @@ pub async fn api_node_revoke_key(
     Ok(Json(RevokeKeyReply { by, node: req.node }))
 }
 
+/// `POST /api/nodes/{node}/rotate-key` (issue 17): the lab's authorities certify a fresh key
+/// for `node` (t of their shares sign a certificate with the next serial) and hand both to
+/// its agent, which floods the certificate and signs with the new key a second later; then
+/// the new key replaces the node's key file and the certificate joins the lab's
+/// `certificates`, so a restart boots with it and every agent started later takes it. An
+/// agent that refuses changes nothing (no file is written).
+pub async fn api_node_rotate_key(
+    State(s): State<ApiState>,
+    UrlPath(node): UrlPath<String>,
+) -> Result<Json<RotateKeyReply>, ApiError> {
+    let (id, dir, key_path) = {
+        let lab = s.lab.lock().expect("lab lock");
+        let id = lab.node(&node)?;
+        if lab.agents.is_none() {
+            return Err(no_agents(&lab));
+        }
+        (
+            id,
+            crate::state::LabDir {
+                lab: lab.dir.lab.clone(),
+                path: lab.dir.path.clone(),
+            },
+            crate::keys::secret_path(&lab.dir, id),
+        )
+    };
+    let secret = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let public = secret.verifying_key().to_bytes();
+    let (entry, serial) =
+        crate::authority::certify_key(&dir, id as u32, public, &mut rand::rngs::OsRng)
+            .map_err(|e| ApiError::Bad(format!("{node}'s key not rotated: {e}")))?;
+    let seed = hex::encode(secret.to_bytes());
+    let body = serde_json::to_vec(&serde_json::json!({ "key": seed, "certificate": entry }))
+        .unwrap_or_default();
+    forward_to_agent(&s, &node, Op::Order, "/rotate-key", body).await?;
+    // Flooded from a running cell mate too: the node's own flood goes under its old key,
+    // which a thief holding it may have silenced (receivers' replay windows pushed past its
+    // sequence numbers). The certificate is threshold-signed, so any node may carry it.
+    let mates: Vec<String> = {
+        let lab = s.lab.lock().expect("lab lock");
+        let a = lab.plan.nodes[id].addr;
+        lab.plan
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| {
+                *i != id
+                    && n.role != lightcone_core::config::Role::Authority
+                    && (n.addr.layer, n.addr.cluster, n.addr.cell) == (a.layer, a.cluster, a.cell)
+            })
+            .map(|(_, n)| n.name.clone())
+            .collect()
+    };
+    let mut carried = None;
+    for m in &mates {
+        let b = entry.clone().into_bytes();
+        if forward_to_agent(&s, m, Op::Order, "/trust-entry", b)
+            .await
+            .is_ok()
+        {
+            carried = Some(m.clone());
+            break;
+        }
+    }
+    let saved = crate::state::write_private(&key_path, seed.as_bytes())
+        .and_then(|()| crate::authority::add_certificate(&dir, &entry));
+    if let Err(e) = saved {
+        // The running agent has its new key; a restart would boot with the old one, which
+        // the lab no longer accepts. Say so loudly.
+        tracing::error!("{node}'s key rotated but not saved: {e}");
+        return Err(ApiError::Bad(format!(
+            "{node}'s key rotated in its agent but not saved ({e}): restart it only after \
+             rotating again"
+        )));
+    }
+    s.lab.lock().expect("lab lock").event(
+        "rotate_key",
+        format!(
+            "{node}'s key rotated: certificate serial {serial}, flooded from {node}{}",
+            carried.map_or(String::new(), |m| format!(" and {m}"))
+        ),
+    );
+    Ok(Json(RotateKeyReply {
+        node,
+        serial,
+        key: hex::encode(public),
+    }))
+}
+
 /// How long the authorities wait for a cell's decision on a revocation before giving up.
 pub const REVOCATION_WAIT: Duration = Duration::from_secs(30);
 
@@ -564,11 +662,15 @@ async fn countersign(s: &ApiState, by: &str, subject: usize) -> Result<String, S
             })
             .count();
     }
-    // The key the cell revoked: the directory's for `subject`.
-    let key: [u8; 32] = public
-        .and_then(|h| hex::decode(h).ok())
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("{name} has no public key in the lab (no agents?)"))?;
+    // The key the cell revoked: the one `subject` signs with (its newest certificate's, or
+    // the directory's).
+    let key: [u8; 32] = match crate::authority::rotated_key(&dir, subject as u32) {
+        Some((k, _)) => k,
+        None => public
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("{name} has no public key in the lab (no agents?)"))?,
+    };
     let rec = crate::authority::record(&dir).map_err(|e| e.to_string())?;
     let (group, shares) =
         crate::authority::group_and_shares(&dir, usize::from(rec.t)).map_err(|e| e.to_string())?;

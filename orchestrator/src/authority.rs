@@ -249,6 +249,79 @@ pub fn approvals(dir: &LabDir) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Where the lab keeps the key certificates its authorities issued after `up` (issue 17's
+/// key rotation): one hex entry a line, 0600.
+pub fn certificates_path(dir: &LabDir) -> PathBuf {
+    dir.path.join("certificates")
+}
+
+/// The lab's key certificates (hex entries, oldest first), for agents' configurations;
+/// none when the file is missing.
+pub fn certificates(dir: &LabDir) -> Vec<String> {
+    std::fs::read_to_string(certificates_path(dir))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Node `subject`'s newest certified key after `up` and its serial, if it was rotated.
+pub fn rotated_key(dir: &LabDir, subject: u32) -> Option<([u8; 32], u64)> {
+    certificates(dir)
+        .iter()
+        .filter_map(|h| hex::decode(h).ok())
+        .filter_map(|b| lightcone_core::trust::log::Entry::decode(&b).ok())
+        .filter(|e| {
+            e.kind == lightcone_core::trust::log::EntryKind::Certificate && e.subject == subject
+        })
+        .filter_map(|e| {
+            let key: [u8; 32] = e.body.get(..32)?.try_into().ok()?;
+            let serial = u64::from_be_bytes(e.body.get(32..40)?.try_into().ok()?);
+            Some((key, serial))
+        })
+        .max_by_key(|(_, serial)| *serial)
+}
+
+/// Certifies `key` as node `subject`'s (a rotation): t of the authorities' shares sign a
+/// [`threshold::Certificate`] with the next serial (1 + the node's newest). Returns its
+/// entry (hex) and serial; nothing is written (see [`add_certificate`]).
+pub fn certify_key(
+    dir: &LabDir,
+    subject: u32,
+    key: [u8; 32],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<(String, u64), AuthorityError> {
+    let serial = rotated_key(dir, subject).map_or(1, |(_, s)| s + 1);
+    let r = record(dir)?;
+    let (group, shares) = group_and_shares(dir, usize::from(r.t))?;
+    let signers: Vec<&Share> = shares.iter().collect();
+    let c = threshold::Certificate {
+        subject,
+        key,
+        serial,
+        not_after_ns: u64::MAX,
+    };
+    let sig = threshold::sign(&group, &signers, &c.message(), rng)?;
+    Ok((hex::encode(c.entry(&sig).encode()), serial))
+}
+
+/// Adds a certificate entry (hex) to [`certificates_path`]: agents started from then on
+/// are configured with it.
+pub fn add_certificate(dir: &LabDir, entry_hex: &str) -> std::io::Result<()> {
+    let p = certificates_path(dir);
+    let mut text = certificates(dir).join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(entry_hex);
+    text.push('\n');
+    write_private(&p, text.as_bytes())
+}
+
 /// Approves the agent build with SHA-256 `sha256` under release number `release`: t of
 /// the authorities' shares sign a [`threshold::BuildApproval`], whose entry (hex) is added
 /// to [`approvals_path`] (once; an approved build is not approved again) and returned.

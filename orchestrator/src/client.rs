@@ -146,6 +146,23 @@ pub struct NodeState {
     /// Its thermal subsystem; `None` without one.
     #[serde(default)]
     pub thermal: Option<ThermalState>,
+    /// What it holds under the authorities' key (issue 17); `None` when it trusts none.
+    #[serde(default)]
+    pub trust: Option<TrustState>,
+}
+
+/// The `trust` section of a node's `/state`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TrustState {
+    /// Nodes whose key a newer certificate replaced (id as text → the serial).
+    #[serde(default)]
+    pub rotated: BTreeMap<String, u64>,
+    /// Entries in its transparency log.
+    #[serde(default)]
+    pub log_size: u64,
+    /// The key it signs with now (hex).
+    #[serde(default)]
+    pub key: String,
 }
 
 /// The `kv` section of a node's `/state`: what a rollout's refill wait reads.
@@ -465,6 +482,14 @@ impl Client {
         self.post_json(
             &format!("/api/nodes/{node}/byzantine"),
             &serde_json::json!({ "behaviour": behaviour }),
+        )
+    }
+
+    /// `POST /api/nodes/{node}/rotate-key`: the authorities rotate `node`'s key.
+    pub fn rotate_key(&self, node: &str) -> Result<crate::api::RotateKeyReply, ClientError> {
+        self.post_json(
+            &format!("/api/nodes/{node}/rotate-key"),
+            &serde_json::json!({}),
         )
     }
 

@@ -121,6 +121,15 @@ enum Cmd {
         #[command(subcommand)]
         action: FaultCmd,
     },
+    /// Rotate NODE's key: the lab's authorities certify a fresh key (a threshold-signed
+    /// certificate with the next serial), the node floods the certificate and signs with
+    /// the new key a second later; every node takes the old key for 5 s more, then refuses
+    /// it (`/state` `trust.rotated`). The node stays in service; a restart keeps the new key.
+    RotateKey {
+        node: String,
+        #[arg(long)]
+        lab: Option<String>,
+    },
     /// Ask the cell's BFT group (the topology's `trust: { bft_verdicts: true }`), through
     /// member BY, to revoke NODE's key: once decided, every member refuses frames signed
     /// with it (`/state` `revoked`, `lightcone_datagrams_total{outcome="key_revoked"}`).
@@ -642,6 +651,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             FaultCmd::StealKey { thief, key_of, lab } => cli::cmd_steal_key(thief, key_of, lab),
         },
         Cmd::RevokeKey { node, by, lab } => cli::cmd_revoke_key(node, by, lab),
+        Cmd::RotateKey { node, lab } => cli::cmd_rotate_key(node, lab),
         Cmd::Probe {
             lab,
             a,

@@ -173,6 +173,10 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
             "/api/nodes/{node}/revoke-key",
             post(api::api_node_revoke_key),
         )
+        .route(
+            "/api/nodes/{node}/rotate-key",
+            post(api::api_node_rotate_key),
+        )
         .route("/api/nodes/{node}/task", post(api::api_node_task))
         .route("/api/nodes/{node}/order", post(api::api_node_order))
         .route(

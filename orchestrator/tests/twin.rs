@@ -823,3 +823,84 @@ fn a_rollout_step_is_checked_before_the_run() {
         assert!(!tmp.path().join("x").exists(), "nothing written");
     }
 }
+
+#[test]
+fn key_rotation_passes_and_fails_when_a_cell_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = root().join("topologies/scenarios/key-rotation.yaml");
+    let o = sim(&shipped, None, &tmp.path().join("ok"));
+    for e in [
+        "rotation_time <= 2s",
+        "false_quarantines == 0",
+        "false_revocations == 0",
+    ] {
+        assert!(verdict(&o, e).pass, "{:?}", verdict(&o, e));
+    }
+    // The tile crashed and restarted after the rotation: it booted with its new key and
+    // its cell took it back (alive in l0c0k0t0's last poll, at a higher incarnation).
+    let polls = std::fs::read_to_string(tmp.path().join("ok/polls.jsonl")).unwrap();
+    let last = polls
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|q| q["node"] == "l0c0k0t0")
+        .unwrap();
+    let t2 = last["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 2)
+        .unwrap();
+    assert_eq!(t2["state"], "alive", "{t2}");
+    // Every node of the lab, the other cell included, took the new key (the certificate
+    // floods lab-wide; the thief's replays of the old identity did not stop it).
+    let r = verdict(&o, "rotation_time <= 2s");
+    assert!(
+        r.detail.contains("taken by all 13 nodes of the lab"),
+        "{}",
+        r.detail
+    );
+    // The same rotation with the other cell cut off (a partition from 10 s, never healed):
+    // the certificate cannot reach it, so the run fails and says who never took the key.
+    let text = std::fs::read_to_string(&shipped).unwrap().replace(
+        "  - { at: 12s, rotate_key",
+        "  - { at: 10s, partition: [[\"l0c0k1*\"]] }\n  - { at: 12s, rotate_key",
+    );
+    let cut = tmp.path().join("cut.yaml");
+    std::fs::write(&cut, text).unwrap();
+    let o = sim(&cut, None, &tmp.path().join("cut"));
+    let r = verdict(&o, "rotation_time <= 2s");
+    assert!(!r.pass, "{r:?}");
+    assert_eq!(r.measured, "never", "{r:?}");
+    assert!(r.detail.contains("l0c0k1t0"), "{}", r.detail);
+}
+
+#[test]
+fn a_convicted_liar_made_honest_is_readmitted_and_a_longer_term_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = root().join("topologies/scenarios/byzantine-readmit.yaml");
+    let o = sim(&shipped, None, &tmp.path().join("ok"));
+    for e in [
+        "quarantine_time <= 20s",
+        "false_quarantines == 0",
+        "readmission_time <= 15s",
+    ] {
+        assert!(verdict(&o, e).pass, "{:?}", verdict(&o, e));
+    }
+    let r = verdict(&o, "readmission_time <= 15s");
+    assert!(
+        r.detail.contains("re-admitted by all 6 cell peers"),
+        "{}",
+        r.detail
+    );
+    // A term longer than the run: the liar is never re-admitted and the run fails.
+    let text = std::fs::read_to_string(&shipped)
+        .unwrap()
+        .replace("quarantine_term: 10s", "quarantine_term: 60s");
+    let long = tmp.path().join("long.yaml");
+    std::fs::write(&long, text).unwrap();
+    let o = sim(&long, None, &tmp.path().join("long"));
+    let r = verdict(&o, "readmission_time <= 15s");
+    assert!(!r.pass, "{r:?}");
+    assert_eq!(r.measured, "never", "{r:?}");
+}

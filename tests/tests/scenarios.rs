@@ -268,6 +268,60 @@ fn key_compromise_is_revoked_by_the_cells_bft_group() {
     }
 }
 
+/// A stolen key rotated instead of revoked (issue 17's key-rotation scenario): the
+/// supervisor's authorities certify a fresh key for l0c0k0t2 while l0c0k0t5 signs frames
+/// with the stolen one; every node of the lab takes the new key within the bound, the
+/// thief's frames are refused once the grace is over, and the tile, crashed and restarted
+/// after the rotation (its key file rewritten, the certificate in every agent's
+/// configuration), is alive in every cell peer's view at the end.
+#[test]
+fn key_rotation_keeps_the_tile_in_service() {
+    let run = shipped_passes("key-rotation.yaml", "skr");
+    let prom = std::fs::read_to_string(run.out.join("metrics-end.prom")).unwrap();
+    let total = |direction: &str, outcome: &str| -> f64 {
+        prom.lines()
+            .filter(|l| l.starts_with("lightcone_datagrams_total{"))
+            .filter(|l| {
+                l.contains(&format!("direction=\"{direction}\""))
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        total("tx", "forged") > 0.0,
+        "no frame signed with the stolen key"
+    );
+    // Frames under the old key after the grace fail their signature check.
+    assert!(
+        total("rx", "bad_signature") > 0.0,
+        "no frame refused under the old key"
+    );
+    assert_eq!(total("watch", "trust_refused"), 0.0);
+    let events = std::fs::read_to_string(run.out.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"kind\":\"rotate_key\""), "{events}");
+    // Alive again after its restart with the new key, in every cell peer's last poll.
+    let polls = std::fs::read_to_string(run.out.join("polls.jsonl")).unwrap();
+    let mut last: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    for q in polls
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        last.insert(q["node"].as_str().unwrap_or("").to_string(), q);
+    }
+    for peer in ["l0c0k0t0", "l0c0k0t1", "l0c0k0t3", "l0c0k0t4", "l0c0k0t6"] {
+        let q = &last[peer];
+        let t2 = q["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == 2)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(t2["state"], "alive", "{peer} sees l0c0k0t2 as {t2}");
+    }
+}
+
 #[test]
 fn impossible_detection_fails_with_a_clear_line() {
     require_root();

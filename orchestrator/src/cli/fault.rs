@@ -105,6 +105,21 @@ pub(crate) fn cmd_revoke_key(node: String, by: String, lab: Option<String>) -> R
     Ok(())
 }
 
+/// `lightcone rotate-key NODE`.
+pub(crate) fn cmd_rotate_key(node: String, lab: Option<String>) -> Result<(), Failure> {
+    let dir = pick_lab(lab)?;
+    known_nodes(&dir, &[&node])?;
+    let r = supervisor_of(&dir)?
+        .rotate_key(&node)
+        .map_err(client_failure)?;
+    println!(
+        "rotate-key: {} signs with key {} (certificate serial {}) from a second from now; \
+         every node lists it in /state `trust.rotated` once the certificate reaches it",
+        r.node, r.key, r.serial
+    );
+    Ok(())
+}
+
 /// A usage error (exit 2) naming the first of `nodes` the lab does not have.
 fn known_nodes(dir: &lightcone::state::LabDir, nodes: &[&str]) -> Result<(), Failure> {
     let plan = lab_plan(dir)?;

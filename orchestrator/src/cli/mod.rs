@@ -24,7 +24,8 @@ pub(crate) use dark::{cmd_order, OrderArgs};
 pub(crate) use down::cmd_down;
 pub(crate) use exec::cmd_exec;
 pub(crate) use fault::{
-    cmd_byzantine, cmd_clock, cmd_crash_restart, cmd_revoke_key, cmd_steal_key, Life,
+    cmd_byzantine, cmd_clock, cmd_crash_restart, cmd_revoke_key, cmd_rotate_key, cmd_steal_key,
+    Life,
 };
 pub(crate) use files::{cmd_graph, cmd_plan, cmd_validate};
 pub(crate) use link::cmd_link;

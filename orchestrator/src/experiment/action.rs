@@ -63,6 +63,11 @@ pub enum Action {
         node: String,
         thief: String,
     },
+    /// The lab's authorities rotate `node`'s key (issue 17): a new key certified by their
+    /// threshold signature, handed to the node, flooded to the lab; the node stays in service.
+    RotateKey {
+        node: String,
+    },
     /// `by`'s cell's BFT group is asked to revoke `node`'s key.
     Revoke {
         node: String,
@@ -163,6 +168,7 @@ impl Action {
                 format!("byzantine {node}: {}", behaviour.names().join(", "))
             }
             Action::StealKey { node, thief } => format!("steal_key {node}: {thief} signs as it"),
+            Action::RotateKey { node } => format!("rotate_key {node}"),
             Action::Revoke { node, by } => {
                 format!("revoke {node}'s key: asked of {by}'s cell group")
             }
@@ -220,6 +226,7 @@ impl Action {
             Action::Byzantine { .. } => "byzantine",
             Action::Task { .. } => "task",
             Action::StealKey { .. } => "steal_key",
+            Action::RotateKey { .. } => "rotate_key",
             Action::Revoke { .. } => "revoke",
             Action::ObjectsStart { .. } => "objects",
             Action::CrashHolders { .. } => "crash_holders",

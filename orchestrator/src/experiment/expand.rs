@@ -296,6 +296,7 @@ pub fn expand(sc: &Scenario, topo: &Topology) -> Result<Vec<Planned>, ExpandErro
                     }
                     Action::Crash { node: n }
                     | Action::Restart { node: n }
+                    | Action::RotateKey { node: n }
                     | Action::Byzantine { node: n, .. } => {
                         node(line, n)?;
                     }

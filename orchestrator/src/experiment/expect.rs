@@ -58,6 +58,15 @@
 //! - `revocation_reach_time` (issue 17): the same, over every running node of the lab but
 //!   X: the cell's decision, countersigned by the authorities' threshold key and flooded
 //!   (`Payload::Trust`), is what tells the other cells.
+//! - `rotation_time` (issue 17): for each `rotate_key` of node X, the time until every
+//!   running node of the lab but X lists X in its `/state` `trust.rotated` (it took X's
+//!   newly certified key), at the resolution of the state polls; the worst counts,
+//!   infinite if a node never does.
+//! - `readmission_time` (issue 17): for each node made honest again (`byzantine` with no
+//!   behaviour) after some peer had quarantined it, the time until every running cell
+//!   peer has re-admitted it (no longer lists it in `quarantine`): the group's re-admission
+//!   after the node's quarantine term, at the polls' resolution; the worst counts,
+//!   infinite if a peer never does.
 //! - `false_revocations`: distinct (node, revoked node) pairs seen in any poll where no
 //!   `revoke` named the revoked node.
 //! - `revoked_key_accepted`: app data delivered from a sender after the receiver had revoked
@@ -124,6 +133,8 @@ pub enum Metric {
     /// Issue 17's key compromise (`steal_key`, `revoke`).
     RevocationTime,
     RevocationReachTime,
+    RotationTime,
+    ReadmissionTime,
     FalseRevocations,
     RevokedKeyAccepted,
     /// Issue 18's rollout (`rollout`).
@@ -141,7 +152,7 @@ enum Kind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 31] = [
+    pub const ALL: [Metric; 33] = [
         Metric::DetectionTime,
         Metric::ConvergedAfterHeal,
         Metric::Locality,
@@ -167,6 +178,8 @@ impl Metric {
         Metric::RepairBytes,
         Metric::RevocationTime,
         Metric::RevocationReachTime,
+        Metric::RotationTime,
+        Metric::ReadmissionTime,
         Metric::FalseRevocations,
         Metric::RevokedKeyAccepted,
         Metric::RolloutReach,
@@ -201,6 +214,8 @@ impl Metric {
             Metric::RepairBytes => "repair_bytes",
             Metric::RevocationTime => "revocation_time",
             Metric::RevocationReachTime => "revocation_reach_time",
+            Metric::RotationTime => "rotation_time",
+            Metric::ReadmissionTime => "readmission_time",
             Metric::FalseRevocations => "false_revocations",
             Metric::RevokedKeyAccepted => "revoked_key_accepted",
             Metric::RolloutReach => "rollout_reach",
@@ -219,6 +234,8 @@ impl Metric {
             | Metric::RepairTime
             | Metric::RevocationTime
             | Metric::RevocationReachTime
+            | Metric::RotationTime
+            | Metric::ReadmissionTime
             | Metric::TimeToRollback => Kind::Duration,
             Metric::Locality
             | Metric::Overhead
@@ -1163,6 +1180,21 @@ impl Recording {
         lab_wide: bool,
         list: impl Fn(&StatePoll) -> &[u32],
     ) -> (Option<f64>, String) {
+        self.until_all(marks, metric, whose, done, lab_wide, |q, x| {
+            list(q).contains(&x)
+        })
+    }
+
+    /// [`Self::until_all_list`] with any per-poll test of the marked node's id.
+    fn until_all(
+        &self,
+        marks: &[&Mark],
+        metric: Metric,
+        whose: &str,
+        done: &str,
+        lab_wide: bool,
+        holds: impl Fn(&StatePoll, u32) -> bool,
+    ) -> (Option<f64>, String) {
         let who = if lab_wide {
             "nodes of the lab"
         } else {
@@ -1201,7 +1233,7 @@ impl Recording {
                     rounds.entry(q.round).or_default().push(q);
                 }
             }
-            let lists = |q: &StatePoll| list(q).contains(&xid);
+            let lists = |q: &StatePoll| holds(q, xid);
             let first = rounds
                 .values()
                 .find(|polls| polls.len() == peers.len() && polls.iter().all(|q| lists(q)));
@@ -1239,6 +1271,40 @@ impl Recording {
         (
             Some(worst),
             format!("{} (state polls' resolution)", notes.join("; ")),
+        )
+    }
+
+    /// For each node made honest again after its cell quarantined it: the time until every
+    /// running cell peer has re-admitted it (no longer lists it in `quarantine`).
+    pub fn readmission_time(&self) -> (Option<f64>, String) {
+        let ids = self.ids();
+        let marks: Vec<&Mark> = self
+            .marks
+            .iter()
+            .filter(|m| m.kind == "honest")
+            .filter(|m| {
+                // Quarantined by some peer before it was made honest: something to undo.
+                let x = m.node.as_deref().and_then(|x| ids.get(x)).copied();
+                x.is_some_and(|x| {
+                    self.polls
+                        .iter()
+                        .any(|q| q.t_real_s <= m.t_real_s && q.quarantine.contains(&x))
+                })
+            })
+            .collect();
+        if marks.is_empty() {
+            return (
+                None,
+                "no quarantined node was made honest again in the run".into(),
+            );
+        }
+        self.until_all(
+            &marks,
+            Metric::ReadmissionTime,
+            "",
+            "re-admitted",
+            false,
+            |q, x| !q.quarantine.contains(&x),
         )
     }
 
@@ -1326,6 +1392,25 @@ impl Recording {
             "revoked",
             true,
             |q| &q.keys.revoked,
+        )
+    }
+
+    pub fn rotation_time(&self) -> (Option<f64>, String) {
+        let marks: Vec<&Mark> = self
+            .marks
+            .iter()
+            .filter(|m| m.kind == "rotate_key")
+            .collect();
+        if marks.is_empty() {
+            return (None, "no key rotation was asked for in the run".into());
+        }
+        self.until_all_list(
+            &marks,
+            Metric::RotationTime,
+            "'s new key",
+            "taken",
+            true,
+            |q| &q.keys.rotated,
         )
     }
 
@@ -1673,6 +1758,8 @@ impl Recording {
             Metric::RepairTime => self.repair_time(),
             Metric::RepairBytes => self.repair_bytes(),
             Metric::RevocationTime => self.revocation_time(),
+            Metric::RotationTime => self.rotation_time(),
+            Metric::ReadmissionTime => self.readmission_time(),
             Metric::RevocationReachTime => self.revocation_reach_time(),
             Metric::FalseRevocations => self.false_revocations(),
             Metric::RevokedKeyAccepted => self.revoked_key_accepted(),

@@ -65,6 +65,9 @@ pub struct KeyObs {
     pub revoked_delivered: u64,
     /// Frames it refused for a revoked key so far (`datagrams.rx.key_revoked`).
     pub refused: u64,
+    /// Nodes whose key a newer certificate replaced here (`/state` `trust.rotated`).
+    #[serde(default)]
+    pub rotated: Vec<u32>,
 }
 
 pub use lightcone_core::store::machine::HeldShard;

@@ -35,6 +35,7 @@ pub const VERBS: &[&str] = &[
     "pulsar_loss",
     "byzantine",
     "steal_key",
+    "rotate_key",
     "revoke",
     "task",
     "objects",
@@ -954,6 +955,12 @@ impl Reader {
                     return None;
                 }
                 Some(Verb::Once(Action::StealKey { node, thief }))
+            }
+            "rotate_key" => {
+                let f = self.fields(v, &["node"], name)?;
+                let nn = self.required(&f, "node", v.pos, name)?;
+                let node = self.name(nn, "node")?;
+                Some(Verb::Once(Action::RotateKey { node }))
             }
             "revoke" => {
                 let f = self.fields(v, &["node", "by"], name)?;

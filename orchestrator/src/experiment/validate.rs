@@ -45,7 +45,7 @@ pub struct Checked {
 /// What a file turned out to be, checked.
 #[derive(Debug, Clone)]
 pub enum CheckedFile {
-    Topology(Topology),
+    Topology(Box<Topology>),
     Scenario(Box<Checked>),
 }
 
@@ -70,7 +70,7 @@ pub fn check_file(path: &Path) -> Result<CheckedFile, ScenarioError> {
             .map(|c| CheckedFile::Scenario(Box::new(c)))
     } else {
         topology::from_tree(&root)
-            .map(CheckedFile::Topology)
+            .map(|t| CheckedFile::Topology(Box::new(t)))
             .map_err(|d| LoadError::invalid(d, &path.display().to_string(), &src))
     }
 }
@@ -352,6 +352,16 @@ fn unmeasurable(e: &Expectation, plan: &[Planned], topo: &Topology) -> Option<(S
             any(&|a| matches!(a, Action::Revoke { .. })),
             "a key revocation",
             "add a `revoke:` step (the topology needs `trust: { bft_verdicts: true }`)",
+        ),
+        Metric::ReadmissionTime => (
+            any(&|a| matches!(a, Action::Byzantine { behaviour, .. } if behaviour.is_honest())),
+            "a byzantine node made honest again",
+            "add a `byzantine:` step with `behaviour: []` after the node's conviction",
+        ),
+        Metric::RotationTime => (
+            any(&|a| matches!(a, Action::RotateKey { .. })),
+            "a key rotation",
+            "add a `rotate_key:` step",
         ),
         Metric::RolloutReach
         | Metric::RolloutEscaped

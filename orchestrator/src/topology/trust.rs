@@ -7,15 +7,24 @@
 //!   log_heads: true       # verdict logs with gossiped signed tree heads (split views)
 //!   bft_verdicts: true    # convictions decided by the cell's BFT group, agreed by all
 //!   bft_leases: true      # heat leases within a cell granted through its BFT log
+//!   quarantine_term: 300s # a conviction's term before re-admission (doubled per repeat)
+//!   evidence_ttl: 120s    # how long a node's own evidence against another holds
 //! ```
+//! Both durations are emulated time, at least 1 s.
 use lightcone_core::config::TrustOptions;
 
 use crate::parse::yaml::Node;
 use crate::parse::Reader;
 
 /// Keys of the `trust:` section.
-pub(super) const TRUST_FIELDS: &[&str] =
-    &["signed_claims", "log_heads", "bft_verdicts", "bft_leases"];
+pub(super) const TRUST_FIELDS: &[&str] = &[
+    "signed_claims",
+    "log_heads",
+    "bft_verdicts",
+    "bft_leases",
+    "quarantine_term",
+    "evidence_ttl",
+];
 
 /// Reads `trust:` (at `node`); `None` when a mistake was reported.
 pub(super) fn read(r: &mut Reader, node: &Node) -> Option<TrustOptions> {
@@ -24,6 +33,25 @@ pub(super) fn read(r: &mut Reader, node: &Node) -> Option<TrustOptions> {
     let mut t = TrustOptions::default();
     for (k, v) in &top {
         let what = format!("`trust.{k}`");
+        if matches!(*k, "quarantine_term" | "evidence_ttl") {
+            let Some(ns) = r.duration(v, &what) else {
+                continue;
+            };
+            if ns < 1_000_000_000 {
+                r.d.error_help(
+                    v.pos,
+                    format!("{what} must be at least 1s (the watch judges once a second)"),
+                    "write a duration such as 30s",
+                );
+                continue;
+            }
+            let ms = Some(ns / 1_000_000);
+            match *k {
+                "quarantine_term" => t.quarantine_term_ms = ms,
+                _ => t.evidence_ttl_ms = ms,
+            }
+            continue;
+        }
         let on = r.unit(v, &what, "true or false", |s| match s {
             "true" => Ok(true),
             "false" => Ok(false),
@@ -90,6 +118,21 @@ mod tests {
     }
 
     #[test]
+    fn quarantine_term_and_evidence_ttl_reach_the_watch() {
+        let src = format!("{LAB}trust:\n  quarantine_term: 20s\n  evidence_ttl: 1.5s\n");
+        let t = parse_str(&src, "t.yaml").unwrap().trust.unwrap();
+        assert_eq!(t.quarantine_term_ms, Some(20_000));
+        assert_eq!(t.evidence_ttl_ms, Some(1_500));
+        let mut p = lightcone_core::params::Params::default();
+        p.watch.with_trust(&t);
+        assert_eq!(p.watch.quarantine_term, std::time::Duration::from_secs(20));
+        assert_eq!(
+            p.watch.evidence_ttl,
+            std::time::Duration::from_millis(1_500)
+        );
+    }
+
+    #[test]
     fn mistakes_are_located_and_say_what_is_wrong() {
         let cases = [
             (
@@ -108,6 +151,12 @@ mod tests {
                 "bad.yaml:6:",
                 "did you mean `bft_leases`",
             ),
+            (
+                "  quarantine_term: 500ms\n",
+                "bad.yaml:6:",
+                "must be at least 1s",
+            ),
+            ("  evidence_ttl: soon\n", "bad.yaml:6:", "not a duration"),
         ];
         for (section, at, says) in cases {
             let out = error_of(&format!("{LAB}trust:\n{section}"));

@@ -109,6 +109,8 @@ pub(super) struct Twin {
     /// Revocations asked of a cell and not yet countersigned: (subject, asked through, the
     /// cell's BFT quorum, members that decided it so far).
     revocations: Vec<(u32, u32, usize, BTreeSet<u32>)>,
+    /// Each rotated node's newest certificate serial (`rotate_key`).
+    rotations: BTreeMap<u32, u64>,
     /// The `rollout` step's outcome (issue 18).
     pub rollout: Option<crate::experiment::record::RolloutOutcome>,
 }
@@ -185,6 +187,7 @@ impl Twin {
                 })
                 .collect(),
             revocations: Vec::new(),
+            rotations: BTreeMap::new(),
             rollout: None,
         }
     }
@@ -220,12 +223,17 @@ impl Twin {
             let Some((shares, group)) = self.authorities.as_ref() else {
                 continue;
             };
-            let Some(e) = self.sim.directory().get(v) else {
-                continue;
+            // The key `v` signs with now as `by` knows it (rotated, or the directory's).
+            let key = match self.sim.node(by).and_then(|n| n.peer_key(v)) {
+                Some(k) => k,
+                None => match self.sim.directory().get(v) {
+                    Some(e) => e.key,
+                    None => continue,
+                },
             };
             let rev = lightcone_core::trust::threshold::Revocation {
                 subject: v,
-                key: e.key.to_bytes(),
+                key: key.to_bytes(),
                 at_ns: self.sim.now().as_nanos(),
             };
             let signers: Vec<&lightcone_core::trust::threshold::Share> =
@@ -674,6 +682,48 @@ impl Twin {
                     .ok_or_else(|| format!("{node} has no key"))?;
                 let key = Box::new(ed25519_dalek::SigningKey::from_bytes(&seed));
                 self.command(t, thief, &Command::StealKey { node: v, key })
+            }
+            Action::RotateKey { node } => {
+                // As the lab's supervisor does (`api::api_node_rotate_key`), with a key and a
+                // signing RNG seeded from the node and the virtual time, so the run repeats.
+                let v = self.id(node)?;
+                let (shares, group) = self
+                    .authorities
+                    .as_ref()
+                    .ok_or("the twin has no authorities to certify a key")?;
+                let mix = u64::from(v) ^ self.sim.now().as_nanos().rotate_left(23) ^ 0x726f_7461;
+                let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(mix);
+                let secret: [u8; 32] = rand::Rng::gen(&mut rng);
+                let key = ed25519_dalek::SigningKey::from_bytes(&secret)
+                    .verifying_key()
+                    .to_bytes();
+                let serial = self.rotations.get(&v).map_or(1, |s| s + 1);
+                let c = lightcone_core::trust::threshold::Certificate {
+                    subject: v,
+                    key,
+                    serial,
+                    not_after_ns: u64::MAX,
+                };
+                let signers: Vec<&lightcone_core::trust::threshold::Share> =
+                    shares.values().take(usize::from(group.t)).collect();
+                let sig =
+                    lightcone_core::trust::threshold::sign(group, &signers, &c.message(), &mut rng)
+                        .map_err(|e| e.to_string())?;
+                let entry = c.entry(&sig);
+                self.sim.rotate_key(v, secret, &entry)?;
+                self.rotations.insert(v, serial);
+                // The certificate is flooded from a running cell mate too: the node's own
+                // flood goes under its old key, which a thief holding it may have silenced
+                // (receivers' replay windows pushed past its sequence numbers).
+                let mate = self
+                    .cell_members(v)
+                    .into_iter()
+                    .find(|m| *m != v && self.sim.is_up(*m));
+                if let Some(m) = mate {
+                    let name = self.names[m as usize].clone();
+                    self.command(m, &name, &Command::TrustEntry(entry.encode()))?;
+                }
+                Ok(())
             }
             Action::Revoke { node, by } => {
                 let (v, b) = (self.id(node)?, self.id(by)?);

@@ -191,6 +191,7 @@ impl Scope {
                 | Action::Restart { node }
                 | Action::Clock { node, .. }
                 | Action::Byzantine { node, .. }
+                | Action::RotateKey { node }
                 | Action::Task { node, .. } => add(node),
                 Action::LinkDown { a, b }
                 | Action::LinkUp { a, b }
@@ -225,7 +226,7 @@ impl Scope {
         // every other cell too.
         let revoking = timeline
             .iter()
-            .any(|p| matches!(p.action, Action::Revoke { .. }));
+            .any(|p| matches!(p.action, Action::Revoke { .. } | Action::RotateKey { .. }));
         let mut seen_cells: BTreeSet<String> = BTreeSet::new();
         let polled: Vec<u32> = (0..n)
             .filter(|i| {
@@ -466,6 +467,7 @@ impl Recorder {
             shards: node.store().map(|st| st.store().inventory()),
             keys: KeyObs {
                 revoked: node.revoked_nodes(),
+                rotated: node.rotated_nodes(),
                 revoked_delivered: node
                     .counters()
                     .get(Direction::App, Outcome::RevokedDelivered),

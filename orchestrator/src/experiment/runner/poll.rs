@@ -69,6 +69,11 @@ pub(crate) fn state_poll(v: &NodeState, node: &str, round: u32, t_real_s: f64) -
                 .get("datagrams.rx.key_revoked")
                 .copied()
                 .unwrap_or(0),
+            rotated: v
+                .trust
+                .as_ref()
+                .map(|t| t.rotated.keys().filter_map(|k| k.parse().ok()).collect())
+                .unwrap_or_default(),
         },
     }
 }

@@ -27,6 +27,7 @@ pub(crate) fn record_injection(
         | Action::Clock { node, .. }
         | Action::Byzantine { node, .. }
         | Action::StealKey { node, .. }
+        | Action::RotateKey { node }
         | Action::Revoke { node, .. }
         | Action::Task { node, .. } => Some(node.clone()),
         _ => None,
@@ -48,6 +49,7 @@ pub(crate) fn record_injection(
                     | "honest"
                     | "steal_key"
                     | "revoke"
+                    | "rotate_key"
             ) || kind.starts_with("link") =>
         {
             marks.push(Mark {
@@ -243,6 +245,7 @@ fn play(api: &Client, a: &Action) -> Result<(), String> {
         }
         Action::Byzantine { node, behaviour } => api.byzantine(node, behaviour.names()).map(drop),
         Action::StealKey { node, thief } => api.steal_key(thief, node).map(drop),
+        Action::RotateKey { node } => api.rotate_key(node).map(drop),
         Action::Revoke { node, by } => api.revoke_key(by, node).map(drop),
         Action::Task { node, count, spec } => {
             (0..*count).try_for_each(|_| api.task_submit(node, spec).map(drop))

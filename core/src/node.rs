@@ -2161,7 +2161,15 @@ impl Node {
             return;
         }
         let was_up = self.routing.neighbor_up(from);
-        self.routing.heard(from, now);
+        if self.routing.heard(from, now) {
+            // We dropped its adverts when the link went down here (a silence, a claim of
+            // its death): ask for its table, or wait for the periodic refresh without it.
+            let ask = Payload::Route {
+                full: true,
+                entries: Vec::new(),
+            };
+            self.fx.send_link(from, ask);
+        }
         if !was_up {
             self.arm_triggered(now);
         }

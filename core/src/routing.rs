@@ -301,6 +301,10 @@ pub struct Routing {
     dirty: BTreeSet<Dest>,
     /// Neighbours owed a full table (just came up).
     owe_full: BTreeSet<u32>,
+    /// Neighbours whose adverts we dropped when their link went down here: when it comes
+    /// back up, we ask for their table ([`Routing::heard`] says so), since they may never
+    /// have noticed and would resend it only at the next periodic refresh.
+    dropped: BTreeSet<u32>,
     /// Destinations sent in a triggered update, with when (the last time): each is sent
     /// again `repeat_after` later ([`Routing::take_repeats`]).
     repeat: BTreeMap<Dest, Instant>,
@@ -368,6 +372,7 @@ impl Routing {
             table: BTreeMap::new(),
             dirty: BTreeSet::new(),
             owe_full: BTreeSet::new(),
+            dropped: BTreeSet::new(),
             repeat: BTreeMap::new(),
             repeat_full: BTreeMap::new(),
             quarantine: BTreeSet::new(),
@@ -520,9 +525,12 @@ impl Routing {
     }
 
     /// Anything heard from neighbour `n` proves the link works.
-    pub fn heard(&mut self, n: u32, now: Instant) {
+    ///
+    /// Returns true when the link came back up after its adverts were dropped here: the
+    /// caller asks the neighbour for its table (an empty full advert).
+    pub fn heard(&mut self, n: u32, now: Instant) -> bool {
         let Some(l) = self.links.get_mut(&n) else {
-            return;
+            return false;
         };
         if l.last_heard
             .is_some_and(|t| now.saturating_since(t) > l.hello)
@@ -535,7 +543,9 @@ impl Routing {
             l.up = true;
             self.owe_full.insert(n);
             self.recompute_via(n);
+            return self.dropped.remove(&n);
         }
+        false
     }
 
     /// Neighbour `n` (re)booted and asks for our whole table. A restart faster than
@@ -622,6 +632,9 @@ impl Routing {
             .remove(&n)
             .map(|a| a.entries.into_iter().map(|e| here.key(e.raw)).collect())
             .unwrap_or_default();
+        if !dests.is_empty() {
+            self.dropped.insert(n);
+        }
         let via = self.routes_via(n);
         for d in dests.into_iter().chain(via) {
             self.recompute(d);
@@ -1084,6 +1097,34 @@ mod tests {
             })
             .collect();
         Arc::new(Directory::from_peers(&peers).unwrap())
+    }
+
+    #[test]
+    fn a_link_back_up_after_its_adverts_were_dropped_asks_for_the_table() {
+        let mut r = Routing::new(0, dir(4), &[(1, 1_000), (2, 1_000)], RouteParams::default());
+        let t0 = Instant::from_nanos(1_000_000_000);
+        assert!(
+            !r.heard(1, t0),
+            "a first link-up: both sides send full tables anyway"
+        );
+        assert!(!r.heard(2, t0));
+        let e = RouteEntry {
+            dest: Dest::Node(3),
+            cost_us: 10,
+            hops: 1,
+        };
+        let before = r.table().len();
+        r.on_advert(1, t0, &[e]);
+        assert_eq!(r.table().len(), before + 1, "node 3 (its cell) via 1");
+        // Taken down here (a death claim, a silence): its adverts are gone …
+        r.link_down(1);
+        r.link_down(2);
+        assert!(r.table().is_empty());
+        // … and when it is heard again the node must ask for them, once.
+        assert!(r.heard(1, t0), "link back up with its adverts dropped");
+        assert!(!r.heard(1, t0), "asked once");
+        // Neighbour 2 had advertised nothing: nothing was dropped, nothing to ask.
+        assert!(!r.heard(2, t0));
     }
 
     #[test]

@@ -893,6 +893,15 @@ fn a_convicted_liar_made_honest_is_readmitted_and_a_longer_term_fails() {
         "{}",
         r.detail
     );
+    // Seed 6 stalled before links brought back up asked for the neighbour's table: tiles
+    // 4 and 5 had no route to 0-2 for 21 s after the conviction (until the routing's 30 s
+    // refresh), so the group could not gather a quorum and never re-admitted the node.
+    let o6 = sim(&shipped, Some(6), &tmp.path().join("seed6"));
+    assert!(
+        verdict(&o6, "readmission_time <= 15s").pass,
+        "{:?}",
+        verdict(&o6, "readmission_time <= 15s")
+    );
     // A term longer than the run: the liar is never re-admitted and the run fails.
     let text = std::fs::read_to_string(&shipped)
         .unwrap()

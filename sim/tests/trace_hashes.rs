@@ -113,9 +113,15 @@ fn trace_hashes_are_unchanged() {
     // watch audit is judged 1.5 keepalives after its deadline, and not at all across a
     // link silence (`watch::tests::an_audit_across_a_link_silence_…`), so under 2 % loss
     // strikes land later and audits are sent in another order.
+    // Changed in session 21 (cluster_partition_restart only, was ba81d5a5…): a link that
+    // comes back up after its neighbour's adverts were dropped here asks that neighbour
+    // for its table (an empty full advert) instead of waiting for the 30 s refresh, which
+    // adds frames after the heal (`routing::tests::a_link_back_up_after_its_adverts_…`;
+    // the byzantine-readmit scenario at seed 6 stalled without it). The other two runs take
+    // no link down and kept theirs.
     let want = [
         "835bb4cd1bc6e946d0ccb415bfeaae96a61320baa97fee433694dbbb06e2ca4d",
-        "ba81d5a55c3d0ff9ac61562e2905d1bbfde023fae2114243eec81d261931f426",
+        "5adba15047155dc0f659a2beb014c35daeccafd1a9984282db7ecc3ea316d98e",
         "a2c4a9bbc6550d1d7d96e1d3c8e3dbb8fb9621d54f2039333eca70dc886234d3",
     ];
     for (what, h) in &got {

@@ -268,6 +268,23 @@ fn key_compromise_is_revoked_by_the_cells_bft_group() {
     }
 }
 
+/// A convicted liar made honest is re-admitted by its cell's BFT group (issue 17's
+/// byzantine-readmit scenario): quarantined within the bound, no honest tile quarantined,
+/// and every cell peer lifts the quarantine within the bound after its term.
+#[test]
+fn a_convicted_liar_made_honest_is_readmitted_by_its_cell() {
+    let run = shipped_passes("byzantine-readmit.yaml", "sra");
+    let prom = std::fs::read_to_string(run.out.join("metrics-end.prom")).unwrap();
+    let readmitted: f64 = prom
+        .lines()
+        .filter(|l| l.starts_with("lightcone_datagrams_total{"))
+        .filter(|l| l.contains("direction=\"watch\"") && l.contains("outcome=\"readmitted\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    // Each of the six honest members lifted the quarantine (once each).
+    assert!(readmitted >= 6.0, "readmitted {readmitted}");
+}
+
 /// A stolen key rotated instead of revoked (issue 17's key-rotation scenario): the
 /// supervisor's authorities certify a fresh key for l0c0k0t2 while l0c0k0t5 signs frames
 /// with the stolen one; every node of the lab takes the new key within the bound, the

@@ -238,7 +238,12 @@ pub fn approvals_path(dir: &LabDir) -> PathBuf {
 /// The lab's approved agent builds (hex entries), for agents' configurations; none when
 /// the file is missing.
 pub fn approvals(dir: &LabDir) -> Vec<String> {
-    std::fs::read_to_string(approvals_path(dir))
+    entry_lines(&approvals_path(dir))
+}
+
+/// The non-empty lines (hex entries) of a file of entries; none when it is missing.
+fn entry_lines(p: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(p)
         .map(|t| {
             t.lines()
                 .map(str::trim)
@@ -258,15 +263,7 @@ pub fn certificates_path(dir: &LabDir) -> PathBuf {
 /// The lab's key certificates (hex entries, oldest first), for agents' configurations;
 /// none when the file is missing.
 pub fn certificates(dir: &LabDir) -> Vec<String> {
-    std::fs::read_to_string(certificates_path(dir))
-        .map(|t| {
-            t.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
+    entry_lines(&certificates_path(dir))
 }
 
 /// Node `subject`'s newest certified key after `up` and its serial, if it was rotated.

@@ -30,20 +30,13 @@ use lightcone_core::wire::{self, Dest, Header, Payload};
 use lightcone_core::{Command, Event, Instant};
 use lightcone_sim::{test_params, Sim, Topo};
 use rand::{Rng, SeedableRng};
-use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
+use rand_chacha::ChaCha20Rng;
 
 const N: u32 = 7;
 const T: u32 = 2;
 const THIEF: u32 = 5;
 const MATE: u32 = 4;
 const ROTATE_BOUND: Duration = Duration::from_secs(1);
-
-/// The key the twin gave node `i` (its derivation in `Sim::new`): what the thief holds.
-fn stolen_key(seed: u64, i: u32) -> SigningKey {
-    let mut krng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65_7973);
-    let secrets: Vec<[u8; 32]> = (0..N).map(|_| krng.gen()).collect();
-    SigningKey::from_bytes(&secrets[i as usize])
-}
 
 struct Run {
     sim: Sim,
@@ -52,7 +45,7 @@ struct Run {
     revoke_asked: Instant,
 }
 
-fn forged(seed: u64, k: u64, to: u32, auth: wire::Auth) -> Vec<u8> {
+fn forged(stolen: &SigningKey, k: u64, to: u32, auth: wire::Auth) -> Vec<u8> {
     let h = Header {
         kind: 0,
         ttl: 8,
@@ -63,12 +56,7 @@ fn forged(seed: u64, k: u64, to: u32, auth: wire::Auth) -> Vec<u8> {
         src_epoch: 1,
         dst_epoch: 1,
     };
-    wire::encode_with(
-        &h,
-        &Payload::Data(b"forged".to_vec()),
-        &stolen_key(seed, T),
-        auth,
-    )
+    wire::encode_with(&h, &Payload::Data(b"forged".to_vec()), stolen, auth)
 }
 
 /// Runs the scenario; `rotate` false leaves the rotation out (the expectations must fail).
@@ -86,6 +74,8 @@ fn run(seed: u64, rotate: bool) -> Run {
             .enable_bft(BftParams::default())
             .unwrap();
     }
+    // What the thief holds: T's key as the twin gave it.
+    let stolen = SigningKey::from_bytes(&sim.secret(T).unwrap());
     sim.run_for(Duration::from_secs(3));
     let new_secret: [u8; 32] = rng.gen();
     let new_key = SigningKey::from_bytes(&new_secret)
@@ -108,7 +98,7 @@ fn run(seed: u64, rotate: bool) -> Run {
             sim.rotate_key(T, new_secret, &c.entry(&sig)).unwrap();
         }
         for to in (0..N).filter(|t| *t != T && *t != THIEF) {
-            sim.inject(THIEF, to, forged(seed, k, to, auth));
+            sim.inject(THIEF, to, forged(&stolen, k, to, auth));
             let own = format!("own {k}").into_bytes();
             let _ = sim.command(T, &Command::Send { dst: to, data: own });
         }

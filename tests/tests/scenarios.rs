@@ -235,17 +235,7 @@ fn byzantine_coalition_is_convicted_by_the_cells_bft_logs() {
 #[test]
 fn key_compromise_is_revoked_by_the_cells_bft_group() {
     let run = shipped_passes("key-compromise.yaml", "skc");
-    let prom = std::fs::read_to_string(run.out.join("metrics-end.prom")).unwrap();
-    let total = |direction: &str, outcome: &str| -> f64 {
-        prom.lines()
-            .filter(|l| l.starts_with("lightcone_datagrams_total{"))
-            .filter(|l| {
-                l.contains(&format!("direction=\"{direction}\""))
-                    && l.contains(&format!("outcome=\"{outcome}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let total = |direction: &str, outcome: &str| datagrams_total(&run, direction, outcome);
     assert!(
         total("tx", "forged") > 0.0,
         "no frame signed with the stolen key"
@@ -268,19 +258,26 @@ fn key_compromise_is_revoked_by_the_cells_bft_group() {
     }
 }
 
+/// `lightcone_datagrams_total{direction, outcome}` summed over the agents at a run's end.
+fn datagrams_total(run: &ShippedRun, direction: &str, outcome: &str) -> f64 {
+    let prom = std::fs::read_to_string(run.out.join("metrics-end.prom")).unwrap();
+    prom.lines()
+        .filter(|l| l.starts_with("lightcone_datagrams_total{"))
+        .filter(|l| {
+            l.contains(&format!("direction=\"{direction}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A convicted liar made honest is re-admitted by its cell's BFT group (issue 17's
 /// byzantine-readmit scenario): quarantined within the bound, no honest tile quarantined,
 /// and every cell peer lifts the quarantine within the bound after its term.
 #[test]
 fn a_convicted_liar_made_honest_is_readmitted_by_its_cell() {
     let run = shipped_passes("byzantine-readmit.yaml", "sra");
-    let prom = std::fs::read_to_string(run.out.join("metrics-end.prom")).unwrap();
-    let readmitted: f64 = prom
-        .lines()
-        .filter(|l| l.starts_with("lightcone_datagrams_total{"))
-        .filter(|l| l.contains("direction=\"watch\"") && l.contains("outcome=\"readmitted\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let readmitted = datagrams_total(&run, "watch", "readmitted");
     // Each of the six honest members lifted the quarantine (once each).
     assert!(readmitted >= 6.0, "readmitted {readmitted}");
 }
@@ -294,17 +291,7 @@ fn a_convicted_liar_made_honest_is_readmitted_by_its_cell() {
 #[test]
 fn key_rotation_keeps_the_tile_in_service() {
     let run = shipped_passes("key-rotation.yaml", "skr");
-    let prom = std::fs::read_to_string(run.out.join("metrics-end.prom")).unwrap();
-    let total = |direction: &str, outcome: &str| -> f64 {
-        prom.lines()
-            .filter(|l| l.starts_with("lightcone_datagrams_total{"))
-            .filter(|l| {
-                l.contains(&format!("direction=\"{direction}\""))
-                    && l.contains(&format!("outcome=\"{outcome}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let total = |direction: &str, outcome: &str| datagrams_total(&run, direction, outcome);
     assert!(
         total("tx", "forged") > 0.0,
         "no frame signed with the stolen key"

@@ -203,41 +203,50 @@ impl AgentConfig {
         &self.peers[self.id as usize]
     }
 
+    /// The [`AgentConfig::certificates`] as log entries: each must decode and be a
+    /// `Certificate` (its signature is checked where the authorities' key is known,
+    /// [`crate::Node::new`]).
+    pub fn certificate_entries(&self) -> Result<Vec<crate::trust::log::Entry>, ConfigError> {
+        hex_entries(
+            &self.certificates,
+            crate::trust::log::EntryKind::Certificate,
+            "a certificate",
+            |entry, why| ConfigError::BadCertificate { entry, why },
+        )
+    }
+
     /// The approved builds (`approved_builds`) as log entries: each must decode and be a
     /// `BuildApproval` (its signature is checked where the authorities' key is known,
     /// [`crate::Node::require_attestation`]).
-    /// The [`AgentConfig::certificates`] as log entries (decoded; not yet verified).
-    pub fn certificate_entries(&self) -> Result<Vec<crate::trust::log::Entry>, ConfigError> {
-        self.certificates
-            .iter()
-            .enumerate()
-            .map(|(entry, h)| {
-                let bad = |why: String| ConfigError::BadCertificate { entry, why };
-                let b = hex::decode(h.trim()).map_err(|e| bad(e.to_string()))?;
-                let e = crate::trust::log::Entry::decode(&b).map_err(|e| bad(e.to_string()))?;
-                if e.kind != crate::trust::log::EntryKind::Certificate {
-                    return Err(bad(format!("a {:?} entry, not a certificate", e.kind)));
-                }
-                Ok(e)
-            })
-            .collect()
-    }
-
     pub fn approved_build_entries(&self) -> Result<Vec<crate::trust::log::Entry>, ConfigError> {
-        self.approved_builds
-            .iter()
-            .enumerate()
-            .map(|(entry, h)| {
-                let bad = |why: String| ConfigError::BadApprovedBuild { entry, why };
-                let b = hex::decode(h.trim()).map_err(|e| bad(e.to_string()))?;
-                let e = crate::trust::log::Entry::decode(&b).map_err(|e| bad(e.to_string()))?;
-                if e.kind != crate::trust::log::EntryKind::BuildApproval {
-                    return Err(bad(format!("a {:?} entry, not a build approval", e.kind)));
-                }
-                Ok(e)
-            })
-            .collect()
+        hex_entries(
+            &self.approved_builds,
+            crate::trust::log::EntryKind::BuildApproval,
+            "a build approval",
+            |entry, why| ConfigError::BadApprovedBuild { entry, why },
+        )
     }
+}
+
+/// Hex-encoded log entries of one `kind`, decoded; `bad(index, why)` names the first that
+/// is not.
+fn hex_entries(
+    list: &[String],
+    kind: crate::trust::log::EntryKind,
+    what: &str,
+    bad: impl Fn(usize, String) -> ConfigError,
+) -> Result<Vec<crate::trust::log::Entry>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let b = hex::decode(h.trim()).map_err(|e| bad(i, e.to_string()))?;
+            let e = crate::trust::log::Entry::decode(&b).map_err(|e| bad(i, e.to_string()))?;
+            if e.kind != kind {
+                return Err(bad(i, format!("a {:?} entry, not {what}", e.kind)));
+            }
+            Ok(e)
+        })
+        .collect()
 }
 
 /// Body of the agent's `POST /clock` (and of the supervisor's `POST

@@ -1358,7 +1358,11 @@ impl Recording {
     }
 
     fn revoke_marks(&self) -> impl Iterator<Item = &Mark> {
-        self.marks.iter().filter(|m| m.kind == "revoke")
+        self.marks_of("revoke")
+    }
+
+    fn marks_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Mark> {
+        self.marks.iter().filter(move |m| m.kind == kind)
     }
 
     pub fn revocation_time(&self) -> (Option<f64>, String) {
@@ -1396,11 +1400,7 @@ impl Recording {
     }
 
     pub fn rotation_time(&self) -> (Option<f64>, String) {
-        let marks: Vec<&Mark> = self
-            .marks
-            .iter()
-            .filter(|m| m.kind == "rotate_key")
-            .collect();
+        let marks: Vec<&Mark> = self.marks_of("rotate_key").collect();
         if marks.is_empty() {
             return (None, "no key rotation was asked for in the run".into());
         }

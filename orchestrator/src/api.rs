@@ -852,15 +852,18 @@ async fn own_families(s: &ApiState) -> Vec<prometheus::proto::MetricFamily> {
 /// `GET /metrics`: the link engine's series and every agent's, each family once.
 pub async fn metrics_all(State(s): State<ApiState>) -> Response {
     let own = link_metrics::render(&own_families(&s).await);
-    let sockets: Vec<PathBuf> = {
+    let sockets: Vec<(String, PathBuf)> = {
         let lab = s.lab.lock().expect("lab lock");
-        (0..lab.plan.nodes.len())
-            .map(|i| plan::agent_socket(&lab.dir.path, i))
+        lab.plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), plan::agent_socket(&lab.dir.path, i)))
             .filter(|_| lab.agents.is_some())
             .collect()
     };
     let mut texts = vec![own];
-    let reqs = sockets.iter().map(|p| {
+    let reqs = sockets.iter().map(|(_, p)| {
         agent_request(
             p,
             Method::GET,
@@ -870,10 +873,27 @@ pub async fn metrics_all(State(s): State<ApiState>) -> Response {
             None,
         )
     });
-    for (status, body) in futures::future::join_all(reqs).await.into_iter().flatten() {
-        if status == 200 {
-            texts.push(String::from_utf8_lossy(&body).into_owned());
-        }
+    let answers = futures::future::join_all(reqs).await;
+    // Which agents this scrape holds: one that did not answer in time (crashed, dark, or
+    // too busy on an overloaded host) is missing from every family below, and says so here
+    // rather than silently.
+    let mut scraped = String::from(
+        "# HELP lightcone_agent_scrape_ok 1 if the agent answered this scrape within 500 ms, else 0 (its series are missing from it)\n# TYPE lightcone_agent_scrape_ok gauge\n",
+    );
+    for ((name, _), answer) in sockets.iter().zip(answers) {
+        let ok = match answer {
+            Ok((200, body)) => {
+                texts.push(String::from_utf8_lossy(&body).into_owned());
+                1
+            }
+            _ => 0,
+        };
+        scraped.push_str(&format!(
+            "lightcone_agent_scrape_ok{{node=\"{name}\"}} {ok}\n"
+        ));
+    }
+    if !sockets.is_empty() {
+        texts.push(scraped);
     }
     (
         [("content-type", "text/plain; version=0.0.4")],

@@ -13,6 +13,12 @@
 //! - **CPU**: the lab's processes' CPU time over the same window (from `/proc`), against the
 //!   host's cores.
 //!
+//! Each read of the sample has a deadline, [`READ_BOUND`], its requests made at once: an
+//! agent process that does not answer `/metrics` within it is counted, not waited for (on
+//! an overloaded host a 64-tile process may not run its event loop for minutes; waited for
+//! one by one, the check took longer than the lab's bring-up). When most sampled processes
+//! do not answer, the lab does not keep up, whatever the few answers say.
+//!
 //! The p99 is judged against a bound, [`DEFAULT_BOUND`] (the cell scenario's
 //! `timer_lateness_p99 <= 50ms`; `LIGHTCONE_LATENESS_BOUND_MS` replaces it). When it is
 //! exceeded `up` says so, keeps the lab up, and suggests a time scale: the current one times
@@ -21,7 +27,7 @@
 //! heuristic for the next `up`, not a promise; the report's `timer_lateness_p99` verdict
 //! stays the judge of a run's fidelity.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -41,6 +47,8 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(15);
 pub const MIN_FIRINGS: f64 = 100.0;
 /// Share of the host's cores a suggested time scale aims the lab's CPU at.
 pub const CPU_HEADROOM: f64 = 0.6;
+/// How long one read of the sample waits for its agents (all asked at once).
+pub const READ_BOUND: Duration = Duration::from_secs(5);
 
 /// The measurement and its judgement.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +61,8 @@ pub struct Check {
     pub p99_s: Option<f64>,
     pub firings: f64,
     pub sampled: usize,
+    /// Sampled agent processes that did not answer a read within [`READ_BOUND`].
+    pub unanswered: usize,
     pub window_s: f64,
     /// CPU the lab's processes used over the window, in cores.
     pub lab_cores: f64,
@@ -62,7 +72,15 @@ pub struct Check {
 impl Check {
     /// `Some(true)` keeps up, `Some(false)` does not, `None` not judged.
     pub fn keeps_up(&self) -> Option<bool> {
+        if self.mostly_silent() {
+            return Some(false);
+        }
         self.p99_s.map(|p| p <= self.bound_s)
+    }
+
+    /// More than half the sampled agent processes did not answer within [`READ_BOUND`].
+    fn mostly_silent(&self) -> bool {
+        self.sampled > 0 && 2 * self.unanswered > self.sampled
     }
 
     /// The time scale to try next when the lab does not keep up (see the module doc).
@@ -70,7 +88,12 @@ impl Check {
         if self.keeps_up() != Some(false) {
             return None;
         }
-        let p = self.p99_s?;
+        // Silent agents: how late is unknown, so at least half, and the CPU term.
+        let p = if self.mostly_silent() {
+            2.0 * self.bound_s
+        } else {
+            self.p99_s?
+        };
         let by_lateness = if p.is_finite() && p > 0.0 {
             self.bound_s / p
         } else {
@@ -94,10 +117,25 @@ impl Check {
     /// One line for `up`'s progress.
     pub fn line(&self) -> String {
         let bound = fmt_s(self.bound_s);
-        let cpu = format!(
+        let mut cpu = format!(
             "lab processes used {:.2} of {} cores",
             self.lab_cores, self.host_cores
         );
+        if self.unanswered > 0 {
+            cpu.push_str(&format!(
+                "; {} of {} sampled agent processes did not answer /metrics within {} s",
+                self.unanswered,
+                self.sampled,
+                READ_BOUND.as_secs()
+            ));
+        }
+        if self.mostly_silent() {
+            return format!(
+                "warning: this host does not keep the lab at time_scale {}: its agents are too busy to answer ({cpu}). The lab stays up, but its timings are the host's: try `lightcone up FILE --time-scale {}`",
+                self.time_scale,
+                self.suggestion().unwrap_or(crate::topology::TIME_SCALE_MIN)
+            );
+        }
         match (self.p99_s, self.suggestion()) {
             (None, _) => format!(
                 "fidelity not judged: only {:.0} timer firings over {:.1} s on {} sampled tiles (fewer than {MIN_FIRINGS}); {cpu}",
@@ -210,17 +248,41 @@ pub fn sample(nodes: usize, tiles_per_process: usize) -> Vec<usize> {
         .collect()
 }
 
-fn read_sample(dir: &Path, ids: &[usize]) -> BTreeMap<u64, f64> {
+/// One read of the sampled tiles' lateness buckets, all asked at once and waited for at
+/// most [`READ_BOUND`]: the buckets summed over the answers, and which ids did not answer.
+fn read_sample(dir: &Path, ids: &[usize]) -> (BTreeMap<u64, f64>, BTreeSet<usize>) {
+    let answers: Vec<(usize, Option<String>)> = std::thread::scope(|s| {
+        let asks: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let sock = crate::plan::agent_socket(dir, id);
+                s.spawn(move || {
+                    match crate::tilegroups::request_within(
+                        &sock, "GET", "/metrics", "", READ_BOUND,
+                    ) {
+                        Ok((200, body)) => (id, Some(body)),
+                        _ => (id, None),
+                    }
+                })
+            })
+            .collect();
+        asks.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
     let mut sum = BTreeMap::new();
-    for &id in ids {
-        let sock = crate::plan::agent_socket(dir, id);
-        if let Ok((200, body)) = crate::tilegroups::request(&sock, "GET", "/metrics", "") {
-            for (k, v) in lateness_buckets(&body) {
-                *sum.entry(k).or_insert(0.0) += v;
+    let mut silent = BTreeSet::new();
+    for (id, body) in answers {
+        match body {
+            Some(body) => {
+                for (k, v) in lateness_buckets(&body) {
+                    *sum.entry(k).or_insert(0.0) += v;
+                }
+            }
+            None => {
+                silent.insert(id);
             }
         }
     }
-    sum
+    (sum, silent)
 }
 
 fn lab_ticks(dir: &LabDir) -> u64 {
@@ -253,7 +315,7 @@ pub fn bound() -> Duration {
 pub fn measure(plan: &Plan, dir: &LabDir, bound: Duration) -> Check {
     let ids = sample(plan.nodes.len(), plan.tiles_per_process);
     let hz = crate::procstat::clock_ticks_per_s();
-    let before = read_sample(&dir.path, &ids);
+    let (before, mut silent) = read_sample(&dir.path, &ids);
     let (t0, c0) = (Instant::now(), lab_ticks(dir));
     let mut after;
     loop {
@@ -262,12 +324,14 @@ pub fn measure(plan: &Plan, dir: &LabDir, bound: Duration) -> Check {
         if waited < MIN_WINDOW {
             continue;
         }
-        after = read_sample(&dir.path, &ids);
-        let firings = increase(&before, &after)
-            .iter()
-            .map(|(_, c)| *c)
-            .fold(0.0, f64::max);
-        if firings >= MIN_FIRINGS || waited >= MAX_WINDOW {
+        let (read, not_now) = read_sample(&dir.path, &ids);
+        after = read;
+        silent.extend(not_now);
+        // Most of the sample silent: a longer window would not change the answer.
+        if 2 * silent.len() > ids.len()
+            || firings_of(&before, &after) >= MIN_FIRINGS
+            || waited >= MAX_WINDOW
+        {
             break;
         }
     }
@@ -282,12 +346,21 @@ pub fn measure(plan: &Plan, dir: &LabDir, bound: Duration) -> Check {
         p99_s: p.filter(|(_, t)| *t >= MIN_FIRINGS).map(|(p, _)| p),
         firings,
         sampled: ids.len(),
+        unanswered: silent.len(),
         window_s: window,
         lab_cores,
         host_cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
     }
+}
+
+/// Timer firings over a window: the largest bucket's (the `+Inf` one's) increase.
+fn firings_of(before: &BTreeMap<u64, f64>, after: &BTreeMap<u64, f64>) -> f64 {
+    increase(before, after)
+        .iter()
+        .map(|(_, c)| *c)
+        .fold(0.0, f64::max)
 }
 
 fn increase(before: &BTreeMap<u64, f64>, after: &BTreeMap<u64, f64>) -> Vec<(f64, f64)> {
@@ -313,6 +386,7 @@ mod tests {
             p99_s: p99,
             firings: 1000.0,
             sampled: 16,
+            unanswered: 0,
             window_s: 3.0,
             lab_cores,
             host_cores: 2,
@@ -350,6 +424,36 @@ mod tests {
         assert_eq!(check(Some(f64::INFINITY), 1.5).suggestion(), Some(0.5));
         // Past the largest bucket with an idle lab (the host is busy elsewhere): half.
         assert_eq!(check(Some(f64::INFINITY), 0.01).suggestion(), Some(0.5));
+    }
+
+    #[test]
+    fn a_lab_whose_agents_mostly_do_not_answer_does_not_keep_up() {
+        // 9 of 16 silent: not keeping up, whatever the 7 answers said, and told at least
+        // half the time scale (CPU term 0.6 x 2 / 1.9 = 0.63 > 0.5).
+        let mut c = check(Some(0.01), 1.9);
+        c.unanswered = 9;
+        assert_eq!(c.keeps_up(), Some(false));
+        assert_eq!(c.suggestion(), Some(0.5));
+        let l = c.line();
+        assert!(
+            l.starts_with("warning: this host does not keep the lab"),
+            "{l}"
+        );
+        assert!(
+            l.contains("9 of 16 sampled agent processes did not answer"),
+            "{l}"
+        );
+        assert!(l.contains("--time-scale 0.5"), "{l}");
+        // No answer at all, no histogram either: still judged, not "not judged".
+        let mut c = check(None, 1.9);
+        c.unanswered = 16;
+        assert_eq!(c.keeps_up(), Some(false));
+        // A few silent ones are said, and the rest judge.
+        let mut c = check(Some(0.01), 0.4);
+        c.unanswered = 3;
+        assert_eq!(c.keeps_up(), Some(true));
+        assert!(c.line().contains("keeps up"), "{}", c.line());
+        assert!(c.line().contains("3 of 16 sampled"), "{}", c.line());
     }
 
     #[test]

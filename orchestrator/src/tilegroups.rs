@@ -575,10 +575,22 @@ fn last_line(p: &Path) -> String {
 /// One blocking HTTP/1.1 request over a group's unix socket (the supervisor calls it with
 /// the lab locked, from synchronous code): status and body.
 pub fn request(sock: &Path, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+    request_within(sock, method, path, body, REQUEST_TIMEOUT)
+}
+
+/// [`request`] with its own timeout for each read and write (not zero).
+pub fn request_within(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let timeout = timeout.max(Duration::from_millis(1));
     let mut s =
         UnixStream::connect(sock).map_err(|e| format!("connect {}: {e}", sock.display()))?;
-    let _ = s.set_read_timeout(Some(REQUEST_TIMEOUT));
-    let _ = s.set_write_timeout(Some(REQUEST_TIMEOUT));
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()

@@ -151,6 +151,17 @@ fn cell_agents_converge_detect_a_crash_and_replicate_keys() {
     );
     let worst = marked.iter().map(|(_, t)| *t).fold(0.0, f64::max);
     println!("detection of {victim}: worst peer after {worst:.2} s real (time_scale 1)");
+    // The lab's scrape says which agent it is missing, not silently.
+    let metrics = ureq::get(&format!("{api}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for (n, _) in &tiles {
+        let want = if *n == victim { 0 } else { 1 };
+        let line = format!("lightcone_agent_scrape_ok{{node=\"{n}\"}} {want}\n");
+        assert!(metrics.contains(&line), "no `{}` in /metrics", line.trim());
+    }
     assert!(
         worst <= 10.0,
         "a peer took {worst:.2} s to mark {victim} dead; the spec wants < 10 s"
@@ -297,6 +308,7 @@ fn quickstart_agents_see_each_other_and_export_metrics() {
         "lightcone_timer_lateness_seconds_bucket{",
         "lightcone_link_packets_total{",
         "lightcone_link_delay_seconds_bucket{",
+        "lightcone_agent_scrape_ok{node=\"a\"} 1\n",
     ] {
         assert!(metrics.contains(series), "no {series} in /metrics");
     }

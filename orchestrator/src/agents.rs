@@ -202,7 +202,7 @@ impl Agents {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             );
-        // SAFETY: only async-signal-safe calls (setns, prctl) between fork and exec.
+        // SAFETY: only async-signal-safe calls (setns, prctl, setpriority) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
@@ -211,7 +211,7 @@ impl Agents {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                crate::supervisor::reset_child_priority()
             });
         }
         let child = cmd.spawn().map_err(err)?;

@@ -109,8 +109,8 @@ impl Prometheus {
         let log = fs::File::create(&log_path)
             .map_err(io_err(format!("create {}", log_path.display())))?;
         let log2 = log.try_clone().map_err(io_err("duplicate log handle"))?;
-        let child = Command::new(&bin)
-            .arg(format!("--config.file={}", config.display()))
+        let mut cmd = Command::new(&bin);
+        cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--storage.tsdb.retention.size={RETENTION_SIZE}"))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -119,9 +119,12 @@ impl Prometheus {
             .stderr(log2)
             // Its own process group: a Ctrl-C on the foreground `up` reaches the supervisor,
             // which stops Prometheus in order.
-            .process_group(0)
-            .spawn()
-            .map_err(io_err(format!("start {bin}")))?;
+            .process_group(0);
+        // SAFETY: only an async-signal-safe call (setpriority) between fork and exec.
+        unsafe {
+            cmd.pre_exec(crate::supervisor::reset_child_priority);
+        }
+        let child = cmd.spawn().map_err(io_err(format!("start {bin}")))?;
         let pid = child.id();
         let mut p = Prometheus {
             child,

@@ -271,13 +271,13 @@ impl Groups {
             // Held until every process is ready (see `launch_all`).
             cmd.arg("--tiles").arg(t).arg("--hold");
         }
-        // SAFETY: only an async-signal-safe call (prctl) between fork and exec.
+        // SAFETY: only async-signal-safe calls (prctl, setpriority) between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                crate::supervisor::reset_child_priority()
             });
         }
         let child = cmd.spawn().map_err(err)?;

@@ -94,6 +94,17 @@ fn a_multi_tile_lab_comes_up_a_crash_kills_one_tile_and_down_leaves_nothing() {
     )
     .unwrap();
     let api = info["api_url"].as_str().unwrap().to_string();
+    // The supervisor (links, API) outranks the agents; they run at the ordinary priority.
+    let nice_of = |pid: u64| -> i64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // After the parenthesised name: state is field 3, nice field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    assert_eq!(nice_of(info["pid"].as_u64().unwrap()), -20, "supervisor");
+    for &p in &pids {
+        assert_eq!(nice_of(p), 0, "agent process {p}");
+    }
     let log: serde_json::Value = ureq::get(&format!("{api}/api/log/{}?lines=200", names[20]))
         .call()
         .expect("log route")

@@ -10,6 +10,9 @@
 //!   made has been removed; exit 1),
 //! - `{"event":"down","why":…}` after teardown.
 //!
+//! `lightcone worker --identify` prints `{"version":…,"sha256":…}` of this binary: the
+//! controller checks it on every host before any worker starts.
+//!
 //! When stdin closes (EOF: the controller exited, was killed, or its connection dropped)
 //! the worker tears down everything it made, through the supervisor's own path
 //! ([`lightcone::supervisor::run_plan`] with a [`Cancel`]), not a copy of it.
@@ -32,7 +35,13 @@ fn emit(v: serde_json::Value) {
     let _ = out.flush();
 }
 
-pub(crate) fn cmd_worker(stdio: bool) -> Result<(), Failure> {
+pub(crate) fn cmd_worker(stdio: bool, identify: bool) -> Result<(), Failure> {
+    if identify {
+        // What the controller compares with its own before it sends a slice.
+        let me = lightcone::hosts::slice::Controller::this().map_err(Failure::from)?;
+        println!("{}", serde_json::to_string(&me).map_err(Failure::from)?);
+        return Ok(());
+    }
     if !stdio {
         return Err(super::invalid(anyhow!(
             "`lightcone worker` talks over stdin/stdout only for now: pass --stdio"

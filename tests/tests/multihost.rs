@@ -650,3 +650,51 @@ fn up_with_hosts_refuses_links_between_hosts_until_the_worker_builds_vxlan() {
     assert!(err.contains("nothing was changed"), "{err}");
     assert!(!Path::new("/run/lightcone/.hosts").join(&lab).exists());
 }
+
+#[test]
+fn ssh_controller_in_the_foreground_tears_down_on_ctrl_c() {
+    require_root();
+    let sshd = Sshd::start();
+    let lab = format!("ssh{}-fg", std::process::id());
+    let topo = one_cell_topology(sshd.dir.path(), &lab);
+    let hosts = sshd.hosts_file(lightcone_bin().to_str().unwrap());
+    let _guard = LabGuard(lab.clone());
+    let mut up = Command::new(lightcone_bin())
+        .args(["up", &topo, "--hosts", &hosts, "--no-agents"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(l)) = lines.next() else { break };
+        seen.push(l.clone());
+        if l.contains("press Ctrl-C") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("is up on 1 host(s)")),
+        "{seen:#?}"
+    );
+    assert_eq!(lab_namespaces(&lab).len(), 4);
+    let t0 = Instant::now();
+    unsafe {
+        libc::kill(up.id() as i32, libc::SIGINT);
+    }
+    let st = up.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    println!("after Ctrl-C ({:?}): {rest:?}", t0.elapsed());
+    assert!(st.success(), "{st:?} {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("is down")), "{rest:?}");
+    assert_gone(&lab);
+    assert!(!Path::new("/run/lightcone/.hosts").join(&lab).exists());
+    assert!(
+        wait_until(Duration::from_secs(15), || sshd.ssh_processes().is_empty()),
+        "ssh processes left: {:?}",
+        sshd.ssh_processes()
+    );
+}

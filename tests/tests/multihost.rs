@@ -698,3 +698,44 @@ fn ssh_controller_in_the_foreground_tears_down_on_ctrl_c() {
         sshd.ssh_processes()
     );
 }
+
+/// A worker that fails mid-build (the netem engine on a kernel without netem): the
+/// controller closes every session and exits with the worker's code and message; the
+/// worker has removed what it made.
+#[test]
+fn ssh_controller_passes_on_a_workers_error_and_leaves_nothing() {
+    require_root();
+    let sshd = Sshd::start();
+    let lab = format!("ssh{}-err", std::process::id());
+    let topo = one_cell_topology(sshd.dir.path(), &lab);
+    let hosts = sshd.hosts_file(lightcone_bin().to_str().unwrap());
+    let _guard = LabGuard(lab.clone());
+    let o = lc(&[
+        "up",
+        &topo,
+        "--hosts",
+        &hosts,
+        "--detach",
+        "--link-engine",
+        "netem",
+        "--no-agents",
+    ]);
+    println!("{}", text(&o));
+    if o.status.success() {
+        // This kernel has netem: nothing fails here to test.
+        lc_ok(&["down", &lab]);
+        println!("netem is available here; the failure path was not exercised");
+        return;
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err.contains("host here:"), "{err}");
+    assert!(err.contains("netem"), "{err}");
+    assert_gone(&lab);
+    assert!(!Path::new("/run/lightcone/.hosts").join(&lab).exists());
+    assert!(
+        wait_until(Duration::from_secs(15), || sshd.ssh_processes().is_empty()),
+        "ssh processes left: {:?}",
+        sshd.ssh_processes()
+    );
+}

@@ -323,21 +323,7 @@ fn control(
         .with_context(|| format!("create the ssh control directory {}", root.display()))?;
     let ssh = Ssh::new(&lab, hosts.ssh_config.clone(), &root).map_err(invalid)?;
     let ours = Controller::this().context("hash this binary")?;
-    // 1. Every host's binary, before anything is built anywhere.
-    for (i, _) in &slices {
-        let h = &hosts.hosts[*i];
-        report(&format!(
-            "[{}] checking {} over ssh {}",
-            h.name, h.lightcone, h.ssh
-        ));
-        if let Err(e) = identify(&ssh, h, &ours) {
-            for (j, _) in &slices {
-                ssh.close_master(&hosts.hosts[*j]);
-            }
-            return Err(e);
-        }
-    }
-    // 2. The record, then the sessions.
+    // 1. The record, made exclusively: two `up`s of one lab cannot both pass here.
     let mut rec = ControllerRecord {
         lab: lab.clone(),
         pid: std::process::id(),
@@ -357,8 +343,37 @@ fn control(
             })
             .collect(),
     };
-    ctl.write(&rec)
-        .with_context(|| format!("write {}", ctl.record_path().display()))?;
+    std::fs::create_dir_all(lightcone::hosts::control::records_root())
+        .context("create the controller records directory")?;
+    std::fs::create_dir(&ctl.path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            state(format!(
+                "lab {lab} is being brought up by another controller; nothing was changed"
+            ))
+        } else {
+            Failure::from(anyhow!("create {}: {e}", ctl.path.display()))
+        }
+    })?;
+    if let Err(e) = ctl.write(&rec) {
+        let _ = ctl.remove();
+        return Err(anyhow!("write {}: {e}", ctl.record_path().display()).into());
+    }
+    // 2. Every host's binary, before anything is built anywhere.
+    for (i, _) in &slices {
+        let h = &hosts.hosts[*i];
+        report(&format!(
+            "[{}] checking {} over ssh {}",
+            h.name, h.lightcone, h.ssh
+        ));
+        if let Err(e) = identify(&ssh, h, &ours) {
+            for (j, _) in &slices {
+                ssh.close_master(&hosts.hosts[*j]);
+            }
+            let _ = ctl.remove();
+            return Err(e);
+        }
+    }
+    // 3. The sessions.
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut sessions: Vec<Session> = Vec::new();
     let total_nodes: usize = slices.iter().map(|(_, s)| s.plan.nodes.len()).sum();
@@ -383,7 +398,7 @@ fn control(
         }
     }
     drop(tx);
-    // 3. Every worker ready, within a bound.
+    // 4. Every worker ready, within a bound.
     let bound = lightcone::supervisor::agents_ready_bound(total_nodes) + IDENTIFY_BOUND;
     let deadline = Instant::now() + bound;
     let failed: Option<(u8, String)> = loop {
@@ -444,7 +459,7 @@ fn control(
     }
     let _ = ctl.write(&rec);
     ready(&rec);
-    // 4. Hold the lab until a signal, or until a worker ends on its own.
+    // 5. Hold the lab until a signal, or until a worker ends on its own.
     let ended: Option<String> = loop {
         if STOP.load(Ordering::SeqCst) {
             break None;
@@ -482,6 +497,16 @@ fn control(
     }
 }
 
+/// A worker's progress line as the controller relays it: with its host's name, except a
+/// count marker ([`lightcone::progress::marker`]), relayed as it is for the renderer.
+fn progress_line(host: &str, message: &str) -> String {
+    if lightcone::progress::parse(message).is_some() {
+        message.to_string()
+    } else {
+        format!("[{host}] {message}")
+    }
+}
+
 /// Apply one message to the record; `Some((code, message))` when it ends the lab.
 fn handle(
     m: Msg,
@@ -493,7 +518,7 @@ fn handle(
         Msg::Event(at, e) => {
             let h = &mut rec.hosts[at];
             match e {
-                WorkerEvent::Progress { message } => report(&format!("[{}] {message}", h.name)),
+                WorkerEvent::Progress { message } => report(&progress_line(&h.name, &message)),
                 WorkerEvent::Ready {
                     pid, api, nodes, ..
                 } => {
@@ -589,7 +614,7 @@ fn finish(
                 report(&format!("[{}] down ({why})", rec.hosts[at].name));
             }
             Ok(Msg::Event(at, WorkerEvent::Progress { message })) => {
-                report(&format!("[{}] {message}", rec.hosts[at].name))
+                report(&progress_line(&rec.hosts[at].name, &message))
             }
             Ok(Msg::Closed(at)) => {
                 if let Some(s) = sessions.iter_mut().find(|s| s.at == at) {
@@ -875,4 +900,19 @@ pub(crate) fn all_lab_names() -> (Vec<String>, Vec<LabDir>) {
         .filter(|d| !ctl.contains(&d.lab))
         .collect();
     (ctl, local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_relayed_with_the_host_name_and_count_markers_as_they_are() {
+        assert_eq!(
+            progress_line("h1", "kernel objects up"),
+            "[h1] kernel objects up"
+        );
+        let m = lightcone::progress::marker("namespaces", 1, 3);
+        assert_eq!(progress_line("h1", &m), m);
+    }
 }

@@ -42,8 +42,14 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheu
   systemctl disable prometheus >/dev/null 2>&1 || true
 fi
 
-# The multi-host test starts its own sshd on a private port; the packaged one is not
-# needed (where the package started it, it is left as the machine's admin set it).
+# The multi-host test starts its own sshd on 127.0.0.1 on a private port. If this run
+# installed openssh-server and its package started the system sshd (listening on every
+# address), stop and disable it again; an sshd that was there before is left alone.
+if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null 2>&1 \
+   && systemctl is-active --quiet ssh 2>/dev/null; then
+  systemctl stop ssh || true
+  systemctl disable ssh >/dev/null 2>&1 || true
+fi
 mkdir -p /run/sshd
 
 # Rust: root's rustup toolchain, else the one of the user who ran sudo (see rust-env.sh);

@@ -6,7 +6,7 @@
 //! - `{"event":"ready","lab":…,"host":…,"api":…,"namespaces":[…],"nodes":n,"pid":…}` once
 //!   every namespace, link and agent is up,
 //! - `{"event":"error","message":…,"changed":false}` if the slice is refused (exit 2), the
-//!   lab is already up here (exit 3), or the build failed (`"removed":true`: whatever was
+//!   lab is already up here (exit 3), it does not run as root (exit 1), or the build failed (`"removed":true`: whatever was
 //!   made has been removed; exit 1),
 //! - `{"event":"down","why":…}` after teardown.
 //!
@@ -67,7 +67,11 @@ pub(crate) fn cmd_worker(stdio: bool, identify: bool) -> Result<(), Failure> {
             anyhow!("{msg}; nothing was changed"),
         ));
     }
-    super::need_root("worker")?;
+    if let Err(Failure(c, e)) = super::need_root("worker") {
+        // Said on stdout too: the controller reads events there, not stderr.
+        emit(json!({"event": "error", "message": e.to_string(), "changed": false}));
+        return Err(Failure(c, e));
+    }
     let cancel = Arc::new(Cancel::default());
     // The rest of stdin is the session: its end is the worker's end.
     {

@@ -345,6 +345,12 @@ impl Sshd {
             .local_addr()
             .unwrap()
             .port();
+        // A port nothing listens on: host `sshdown`.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let p = |f: &str| d.join(f).to_str().unwrap().to_string();
         std::fs::write(
             d.join("sshd_config"),
@@ -364,7 +370,7 @@ impl Sshd {
         std::fs::write(
             d.join("ssh_config"),
             format!(
-                "Host sshlab\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  LogLevel ERROR\n",
+                "Host sshlab\n  HostName 127.0.0.1\n  Port {port}\nHost sshdown\n  HostName 127.0.0.1\n  Port {closed}\nHost *\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  LogLevel ERROR\n",
                 p("id"),
                 p("known_hosts")
             ),
@@ -401,11 +407,16 @@ impl Sshd {
 
     /// A hosts file: the one host `here` is this machine through the private sshd.
     fn hosts_file(&self, binary: &str) -> String {
+        self.hosts_file_to("sshlab", binary)
+    }
+
+    /// A hosts file whose one host `here` is ssh target `target`.
+    fn hosts_file_to(&self, target: &str, binary: &str) -> String {
         write(
             self.dir.path(),
             "hosts.yaml",
             &format!(
-                "ssh_config: {}\nhosts:\n  here: {{ ssh: sshlab, underlay: lo, capacity: 3, lightcone: {binary} }}\n",
+                "ssh_config: {}\nhosts:\n  here: {{ ssh: {target}, underlay: lo, capacity: 3, lightcone: {binary} }}\n",
                 self.path("ssh_config")
             ),
         )
@@ -737,5 +748,34 @@ fn ssh_controller_passes_on_a_workers_error_and_leaves_nothing() {
         wait_until(Duration::from_secs(15), || sshd.ssh_processes().is_empty()),
         "ssh processes left: {:?}",
         sshd.ssh_processes()
+    );
+}
+
+#[test]
+fn ssh_controller_and_doctor_name_an_unreachable_host_and_build_nothing() {
+    require_root();
+    let sshd = Sshd::start();
+    let lab = format!("ssh{}-unreach", std::process::id());
+    let topo = one_cell_topology(sshd.dir.path(), &lab);
+    let hosts = sshd.hosts_file_to("sshdown", lightcone_bin().to_str().unwrap());
+    let _guard = LabGuard(lab.clone());
+    let o = lc(&["up", &topo, "--hosts", &hosts, "--detach"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    println!("{err}");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err.contains("host here: ssh sshdown failed"), "{err}");
+    assert!(err.contains("lightcone doctor --hosts"), "{err}");
+    assert!(err.contains("nothing was built on any host"), "{err}");
+    assert_gone(&lab);
+    assert!(!Path::new("/run/lightcone/.hosts").join(&lab).exists());
+    let d = lc(&["doctor", "--hosts", &hosts]);
+    let out = String::from_utf8_lossy(&d.stdout);
+    println!("{out}");
+    assert_eq!(d.status.code(), Some(1), "{}", text(&d));
+    assert!(out.contains("FAIL  ssh"), "{out}");
+    assert!(out.contains("ssh-copy-id sshdown"), "{out}");
+    assert!(
+        out.contains("not ready: 1 of 1 host(s) failed a check (here)"),
+        "{out}"
     );
 }

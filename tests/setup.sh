@@ -19,10 +19,12 @@ fi
 
 # Packages: iproute2 and ping for labs and their tests, a C toolchain for crates that
 # build C, prometheus for the telemetry tests, chromium for the dashboard's browser test,
-# qemu/debootstrap for the netem VM test.
+# qemu/debootstrap for the netem VM test, OpenSSH (client and server) for the multi-host
+# controller and its test (a private sshd on 127.0.0.1).
 packages=(iproute2 iputils-ping build-essential pkg-config ca-certificates curl
           prometheus chromium chromium-driver
-          qemu-system-x86 debootstrap e2fsprogs)
+          qemu-system-x86 debootstrap e2fsprogs
+          openssh-client openssh-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,6 +41,16 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheu
   systemctl stop prometheus || true
   systemctl disable prometheus >/dev/null 2>&1 || true
 fi
+
+# The multi-host test starts its own sshd on 127.0.0.1 on a private port. If this run
+# installed openssh-server and its package started the system sshd (listening on every
+# address), stop and disable it again; an sshd that was there before is left alone.
+if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null 2>&1 \
+   && systemctl is-active --quiet ssh 2>/dev/null; then
+  systemctl stop ssh || true
+  systemctl disable ssh >/dev/null 2>&1 || true
+fi
+mkdir -p /run/sshd
 
 # Rust: root's rustup toolchain, else the one of the user who ran sudo (see rust-env.sh);
 # Debian's own cargo is too old.

@@ -40,7 +40,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(name: &'static str, reason: impl Into<String>) -> Check {
+    pub(crate) fn ok(name: &'static str, reason: impl Into<String>) -> Check {
         Check {
             name,
             status: Status::Ok,
@@ -48,7 +48,11 @@ impl Check {
             fix: String::new(),
         }
     }
-    fn warn(name: &'static str, reason: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub(crate) fn warn(
+        name: &'static str,
+        reason: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
         Check {
             name,
             status: Status::Warn,
@@ -56,7 +60,11 @@ impl Check {
             fix: fix.into(),
         }
     }
-    fn fail(name: &'static str, reason: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub(crate) fn fail(
+        name: &'static str,
+        reason: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
         Check {
             name,
             status: Status::Fail,

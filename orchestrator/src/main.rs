@@ -53,9 +53,14 @@ enum Cmd {
     /// and time sync settle afterwards (`lightcone run` waits for that before its timeline).
     Up {
         file: PathBuf,
-        /// Return once the lab is up (see above), leaving a supervisor process that owns it.
+        /// Return once the lab is up (see above), leaving a supervisor process that owns it
+        /// (with `--hosts`: a controller process holding every host's ssh session).
         #[arg(long, short)]
         detach: bool,
+        /// A hosts file: place the lab on its hosts and start one `lightcone worker` on
+        /// each over OpenSSH (issue 19; today only placements without links between hosts).
+        #[arg(long, conflicts_with_all = ["port", "prometheus", "time_scale"])]
+        hosts: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
         link_engine: EngineChoice,
         /// Build namespaces and links only; start no agents.
@@ -84,6 +89,10 @@ enum Cmd {
         lab: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Only the labs this machine runs itself, never a multi-host lab's view through
+        /// its controller (what the controller asks each host).
+        #[arg(long)]
+        local: bool,
     },
     /// Run a command inside a node's network namespace.
     Exec {
@@ -216,6 +225,11 @@ enum Cmd {
         /// auto_engine{engine, why}, ok).
         #[arg(long)]
         json: bool,
+        /// Check every host of a hosts file over ssh instead (ssh, root, binary, VXLAN,
+        /// netem, underlay MTU, clock offset); creates and removes a scratch namespace on
+        /// each.
+        #[arg(long)]
+        hosts: Option<PathBuf>,
     },
     /// Print a shell completion script, e.g. `lightcone completions bash >
     /// /etc/bash_completion.d/lightcone`.
@@ -228,8 +242,22 @@ enum Cmd {
     /// and errors are JSON lines on stdout; everything is torn down when stdin closes.
     Worker {
         /// Talk over stdin/stdout (the only transport so far: an ssh session's).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "identify")]
         stdio: bool,
+        /// Print this binary's version and SHA-256 as one JSON line (what the controller
+        /// checks before it starts a worker) and exit.
+        #[arg(long)]
+        identify: bool,
+    },
+    #[command(hide = true, name = "__control")]
+    Control {
+        file: PathBuf,
+        #[arg(long)]
+        hosts: PathBuf,
+        #[arg(long, value_enum)]
+        link_engine: EngineChoice,
+        #[arg(long)]
+        no_agents: bool,
     },
     #[command(hide = true, name = "__supervise")]
     Supervise {
@@ -484,7 +512,10 @@ enum GraphFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.cmd, Cmd::Supervise { .. } | Cmd::Worker { .. }) {
+    if !matches!(
+        cli.cmd,
+        Cmd::Supervise { .. } | Cmd::Worker { .. } | Cmd::Control { .. }
+    ) {
         // `lightcone status | head` ends quietly, as other tools do, instead of panicking
         // on EPIPE. The supervisor and the worker keep ignoring SIGPIPE: they must outlive
         // a closed pipe (a worker whose controller died still tears its lab down).
@@ -527,6 +558,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Graph { file, format } => cli::cmd_graph(&file, format),
         Cmd::Up {
             file,
+            hosts: Some(hosts),
+            detach,
+            link_engine,
+            no_agents,
+            ..
+        } => cli::cmd_up_hosts(file, hosts, detach, link_engine, no_agents),
+        Cmd::Control {
+            file,
+            hosts,
+            link_engine,
+            no_agents,
+        } => cli::cmd_control(file, hosts, link_engine, no_agents),
+        Cmd::Up {
+            file,
+            hosts: None,
             detach,
             link_engine,
             no_agents,
@@ -551,9 +597,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             time_scale,
         } => cli::cmd_supervise(file, link_engine, no_agents, port, prometheus, time_scale),
         Cmd::Down { lab, all } => cli::cmd_down(lab, all),
-        Cmd::Worker { stdio } => cli::cmd_worker(stdio),
-        Cmd::Status { lab, json } => cli::cmd_status(lab, json),
-        Cmd::Doctor { json } => cli::cmd_doctor(json),
+        Cmd::Worker { stdio, identify } => cli::cmd_worker(stdio, identify),
+        Cmd::Status { lab, json, local } => cli::cmd_status(lab, json, local),
+        Cmd::Doctor { json, hosts: None } => cli::cmd_doctor(json),
+        Cmd::Doctor {
+            json,
+            hosts: Some(h),
+        } => cli::cmd_doctor_hosts(&h, json),
         Cmd::Completions { shell } => cli::cmd_completions(shell),
         Cmd::Run {
             scenario,

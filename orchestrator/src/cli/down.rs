@@ -13,12 +13,20 @@ use super::{invalid, lab_dir, need_root, Failure};
 /// `lightcone down [LAB | --all]`.
 pub(crate) fn cmd_down(lab: Option<String>, all: bool) -> Result<(), Failure> {
     need_root("down")?;
+    // Labs of `up --hosts` (a controller record) and of `up`, each name once.
+    let names = || {
+        let mut v = lightcone::hosts::control::ControlDir::all_names();
+        v.extend(LabDir::all_names());
+        v.sort();
+        v.dedup();
+        v
+    };
     let labs = if all {
-        LabDir::all_names()
+        names()
     } else {
         match lab {
             Some(l) => vec![l],
-            None => match LabDir::all_names().as_slice() {
+            None => match names().as_slice() {
                 [] => {
                     println!("no lab is up; nothing to do");
                     vec![]
@@ -48,6 +56,12 @@ pub(crate) fn cmd_down(lab: Option<String>, all: bool) -> Result<(), Failure> {
 
 fn down_one(lab: &str) -> Result<(), Failure> {
     let dir = lab_dir(lab)?;
+    // A multi-host lab: its controller closes every session, the workers tear down.
+    let multi = super::hosts::down_controller(lab)?;
+    if multi && !dir.exists() {
+        println!("lab {lab} is down");
+        return Ok(());
+    }
     if !dir.exists() {
         println!("lab {lab} is not up; nothing to do");
         return Ok(());

@@ -7,6 +7,7 @@ mod down;
 mod exec;
 mod fault;
 mod files;
+mod hosts;
 mod link;
 mod object;
 mod probe;
@@ -28,6 +29,7 @@ pub(crate) use fault::{
     Life,
 };
 pub(crate) use files::{cmd_graph, cmd_plan, cmd_validate};
+pub(crate) use hosts::{cmd_control, cmd_up_hosts};
 pub(crate) use link::cmd_link;
 pub(crate) use object::{cmd_object_get, cmd_object_put};
 pub(crate) use probe::cmd_probe;
@@ -36,7 +38,7 @@ pub(crate) use simulate::cmd_simulate;
 pub(crate) use status::cmd_status;
 pub(crate) use task::cmd_task_submit;
 pub(crate) use token::{cmd_token_attenuate, cmd_token_mint, cmd_token_revoke};
-pub(crate) use tools::{cmd_completions, cmd_doctor};
+pub(crate) use tools::{cmd_completions, cmd_doctor, cmd_doctor_hosts};
 pub(crate) use up::{cmd_supervise, cmd_up, parse_time_scale};
 pub(crate) use update::{
     cmd_update_abort, cmd_update_approve, cmd_update_plan, cmd_update_start, cmd_update_status,

@@ -82,29 +82,45 @@ impl Seen {
     }
 }
 
-/// `lightcone status [LAB] [--json]`.
-pub(crate) fn cmd_status(lab: Option<String>, json: bool) -> Result<(), Failure> {
-    let labs = match lab {
+/// `lightcone status [LAB] [--json]`. A multi-host lab (`up --hosts`) is shown through
+/// its controller: every host's worker asked over ssh, each node with its `host`, and
+/// `hosts[]` (before a local lab of the same name: this machine may be one of its hosts).
+pub(crate) fn cmd_status(lab: Option<String>, json: bool, local: bool) -> Result<(), Failure> {
+    let (multi, labs) = match lab {
         Some(l) => {
             let d = lab_dir(&l)?;
-            if !d.exists() {
-                return Err(state(format!("lab {l} is not up")));
+            match (!local).then(|| super::hosts::status_json(&l)).flatten() {
+                Some(v) => (vec![v], vec![]),
+                None if d.exists() => (vec![], vec![d]),
+                None => return Err(state(format!("lab {l} is not up"))),
             }
-            vec![d]
         }
-        None => LabDir::all(),
+        None if local => (vec![], LabDir::all()),
+        None => {
+            let (ctl, local) = super::hosts::all_lab_names();
+            (
+                ctl.iter()
+                    .filter_map(|l| super::hosts::status_json(l))
+                    .collect(),
+                local,
+            )
+        }
     };
     let seen: Vec<Seen> = labs.iter().map(Seen::of).collect();
     if json {
-        let out: Vec<serde_json::Value> = seen.iter().map(Seen::json).collect();
+        let mut out: Vec<serde_json::Value> = multi.clone();
+        out.extend(seen.iter().map(Seen::json));
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "labs": out })).expect("json")
         );
         return Ok(());
     }
-    if seen.is_empty() {
+    if seen.is_empty() && multi.is_empty() {
         println!("no lab is up");
+    }
+    for v in &multi {
+        super::hosts::status_print(v);
     }
     for s in &seen {
         s.print();

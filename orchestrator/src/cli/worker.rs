@@ -6,9 +6,12 @@
 //! - `{"event":"ready","lab":…,"host":…,"api":…,"namespaces":[…],"nodes":n,"pid":…}` once
 //!   every namespace, link and agent is up,
 //! - `{"event":"error","message":…,"changed":false}` if the slice is refused (exit 2), the
-//!   lab is already up here (exit 3), or the build failed (`"removed":true`: whatever was
+//!   lab is already up here (exit 3), it does not run as root (exit 1), or the build failed (`"removed":true`: whatever was
 //!   made has been removed; exit 1),
 //! - `{"event":"down","why":…}` after teardown.
+//!
+//! `lightcone worker --identify` prints `{"version":…,"sha256":…}` of this binary: the
+//! controller checks it on every host before any worker starts.
 //!
 //! When stdin closes (EOF: the controller exited, was killed, or its connection dropped)
 //! the worker tears down everything it made, through the supervisor's own path
@@ -32,7 +35,13 @@ fn emit(v: serde_json::Value) {
     let _ = out.flush();
 }
 
-pub(crate) fn cmd_worker(stdio: bool) -> Result<(), Failure> {
+pub(crate) fn cmd_worker(stdio: bool, identify: bool) -> Result<(), Failure> {
+    if identify {
+        // What the controller compares with its own before it sends a slice.
+        let me = lightcone::hosts::slice::Controller::this().map_err(Failure::from)?;
+        println!("{}", serde_json::to_string(&me).map_err(Failure::from)?);
+        return Ok(());
+    }
     if !stdio {
         return Err(super::invalid(anyhow!(
             "`lightcone worker` talks over stdin/stdout only for now: pass --stdio"
@@ -58,7 +67,11 @@ pub(crate) fn cmd_worker(stdio: bool) -> Result<(), Failure> {
             anyhow!("{msg}; nothing was changed"),
         ));
     }
-    super::need_root("worker")?;
+    if let Err(Failure(c, e)) = super::need_root("worker") {
+        // Said on stdout too: the controller reads events there, not stderr.
+        emit(json!({"event": "error", "message": e.to_string(), "changed": false}));
+        return Err(Failure(c, e));
+    }
     let cancel = Arc::new(Cancel::default());
     // The rest of stdin is the session: its end is the worker's end.
     {

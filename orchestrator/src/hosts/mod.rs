@@ -12,18 +12,22 @@
 //! vni_base: 1000            # link i crossing hosts gets VNI vni_base + i
 //! hosts:
 //!   h1: { ssh: root@198.18.255.1, underlay: eth0, capacity: 40, mtu: 1500 }
-//!   h2: { ssh: root@198.18.255.2, underlay: ens3, capacity: 40 }
+//!   h2: { ssh: root@198.18.255.2, underlay: ens3, capacity: 40, lightcone: /opt/lc/lightcone }
+//! ssh_config: ssh_config    # optional: `ssh -F FILE` (relative to this file)
 //! pin:
 //!   l0a0: h1        # a node: its whole cell goes with it
 //!   0.1.0: h2       # a cell, as layer.cluster.cell
 //! ```
 
+pub mod control;
+pub mod doctor;
 pub mod placement;
 pub mod slice;
+pub mod ssh;
 pub mod vxlan;
 
 use std::num::NonZeroUsize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::parse::yaml::{Node, Pos};
 use crate::parse::{Diagnostics, LoadError, Reader};
@@ -66,6 +70,9 @@ pub struct HostSpec {
     pub capacity: NonZeroUsize,
     /// The underlay interface's MTU (default 1500).
     pub mtu: u32,
+    /// The `lightcone` binary on the host, as its login shell finds it (default
+    /// `lightcone` on its PATH). Only characters a shell takes literally.
+    pub lightcone: String,
     /// Where the host is written in hosts.yaml.
     pub pos: Pos,
 }
@@ -108,6 +115,9 @@ pub struct Hosts {
     pub latency_margin_ns: u64,
     pub vxlan_port: u16,
     pub vni_base: u32,
+    /// `ssh_config:` — an OpenSSH client configuration given to every ssh as `-F`
+    /// (relative paths are resolved against the hosts file's directory by [`load`]).
+    pub ssh_config: Option<PathBuf>,
 }
 
 impl Hosts {
@@ -132,8 +142,12 @@ const TOP_FIELDS: &[&str] = &[
     "vni_base",
     "hosts",
     "pin",
+    "ssh_config",
 ];
-const HOST_FIELDS: &[&str] = &["ssh", "underlay", "capacity", "mtu"];
+const HOST_FIELDS: &[&str] = &["ssh", "underlay", "capacity", "mtu", "lightcone"];
+
+/// Default remote binary: `lightcone` on the host's PATH.
+pub const DEFAULT_REMOTE_BINARY: &str = "lightcone";
 
 /// Parse hosts.yaml text. `file` is only used in messages.
 pub fn parse_str(src: &str, file: &str) -> Result<Hosts, LoadError> {
@@ -143,7 +157,23 @@ pub fn parse_str(src: &str, file: &str) -> Result<Hosts, LoadError> {
 /// Read and parse a hosts file.
 pub fn load(path: &Path) -> Result<Hosts, LoadError> {
     let src = crate::parse::read_source(path)?;
-    parse_str(&src, &path.display().to_string())
+    let mut h = parse_str(&src, &path.display().to_string())?;
+    if let Some(c) = h.ssh_config.take() {
+        let base = path.parent().unwrap_or(Path::new("."));
+        h.ssh_config = Some(if c.is_absolute() { c } else { base.join(c) });
+    }
+    Ok(h)
+}
+
+/// A remote binary path the host's shell runs as written: an absolute or bare name of
+/// letters, digits and `/ . _ - +` (ssh hands the command line to the login shell, so
+/// nothing it would expand or split may be in it).
+fn valid_remote_binary(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('-')
+        && s.len() <= 4096
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
 }
 
 /// A usable host name: the same rule as a lab name (it appears in messages, metrics
@@ -221,6 +251,18 @@ fn read_tree(root: &Node) -> Result<Hosts, Diagnostics> {
             None => DEFAULT_VNI_BASE,
         },
     };
+    let ssh_config = Reader::get(&top, "ssh_config").and_then(|n| {
+        let s = r.string(n, "`ssh_config`")?;
+        if s.is_empty() || s.contains('\0') {
+            r.d.error_help(
+                n.pos,
+                "`ssh_config` is not a file name",
+                "name an OpenSSH client configuration file, e.g. `ssh_config: ./ssh_config`",
+            );
+            return None;
+        }
+        Some(PathBuf::from(s))
+    });
     let mut hosts = Vec::new();
     match r.required(&top, "hosts", root.pos, "the hosts file") {
         None => {}
@@ -298,6 +340,7 @@ fn read_tree(root: &Node) -> Result<Hosts, Diagnostics> {
         latency_margin_ns,
         vxlan_port,
         vni_base,
+        ssh_config,
     })
 }
 
@@ -377,12 +420,28 @@ fn read_host(r: &mut Reader, name: &str, at: Pos, node: &Node) -> Option<HostSpe
             None => None,
         },
     };
+    let lightcone = match Reader::get(&f, "lightcone") {
+        None => Some(DEFAULT_REMOTE_BINARY.to_string()),
+        Some(n) => r.string(n, "`lightcone`").and_then(|s| {
+            if valid_remote_binary(&s) {
+                Some(s)
+            } else {
+                r.d.error_help(
+                    n.pos,
+                    format!("`lightcone` {s:?} is not a usable binary path"),
+                    "write a path of letters, digits and / . _ - + (the host's shell runs it as written), e.g. /usr/local/bin/lightcone",
+                );
+                None
+            }
+        }),
+    };
     Some(HostSpec {
         name: name.to_string(),
         ssh: ssh?,
         underlay: underlay?,
         capacity: capacity?,
         mtu: mtu?,
+        lightcone: lightcone?,
         pos: at,
     })
 }
@@ -513,6 +572,33 @@ underlay_latency: 5
             "{e}"
         );
         assert!(e.contains("did you mean `alpha`?"), "{e}");
+    }
+
+    #[test]
+    fn the_remote_binary_and_ssh_config_are_read_and_checked() {
+        let h = parse_str(
+            "ssh_config: cfg/ssh_config\nhosts:\n  h1: { ssh: a, underlay: eth0, capacity: 1, lightcone: /opt/lc-1.0/lightcone }\n  h2: { ssh: b, underlay: eth0, capacity: 1 }\n",
+            "hosts.yaml",
+        )
+        .unwrap();
+        assert_eq!(h.hosts[0].lightcone, "/opt/lc-1.0/lightcone");
+        assert_eq!(h.hosts[1].lightcone, DEFAULT_REMOTE_BINARY);
+        assert_eq!(h.ssh_config, Some(PathBuf::from("cfg/ssh_config")));
+        let e = error_of(
+            "hosts:\n  h1: { ssh: a, underlay: eth0, capacity: 1, lightcone: \"lightcone; rm -rf /\" }\n",
+        );
+        assert!(e.contains("hosts.yaml:2:57"), "{e}");
+        assert!(
+            e.contains("`lightcone` \"lightcone; rm -rf /\" is not a usable binary path"),
+            "{e}"
+        );
+        let e = error_of(
+            "ssh_config: 3\nhosts:\n  h1: { ssh: a, underlay: eth0, capacity: 1, lightcone: -x }\n",
+        );
+        assert!(
+            e.contains("`lightcone` \"-x\" is not a usable binary path"),
+            "{e}"
+        );
     }
 
     #[test]

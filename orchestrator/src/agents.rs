@@ -211,7 +211,7 @@ impl Agents {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                crate::supervisor::reset_child_priority()
+                crate::priority::reset_child()
             });
         }
         let child = cmd.spawn().map_err(err)?;

@@ -17,6 +17,7 @@ pub mod lab;
 pub mod link;
 pub mod parse;
 pub mod plan;
+pub mod priority;
 pub mod procstat;
 pub mod progress;
 pub mod rollout;

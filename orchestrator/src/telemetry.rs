@@ -122,7 +122,7 @@ impl Prometheus {
             .process_group(0);
         // SAFETY: only an async-signal-safe call (setpriority) between fork and exec.
         unsafe {
-            cmd.pre_exec(crate::supervisor::reset_child_priority);
+            cmd.pre_exec(crate::priority::reset_child);
         }
         let child = cmd.spawn().map_err(io_err(format!("start {bin}")))?;
         let pid = child.id();

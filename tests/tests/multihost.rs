@@ -318,6 +318,17 @@ struct Sshd {
 }
 
 impl Sshd {
+    /// After a multi-host lab is gone: no controller record of `lab` and no ssh process of
+    /// this sshd's sessions within 15 s.
+    fn assert_no_controller_left(&self, lab: &str) {
+        assert!(!Path::new("/run/lightcone/.hosts").join(lab).exists());
+        assert!(
+            wait_until(Duration::from_secs(15), || self.ssh_processes().is_empty()),
+            "ssh processes left: {:?}",
+            self.ssh_processes()
+        );
+    }
+
     fn start() -> Sshd {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
@@ -576,12 +587,7 @@ fn ssh_controller_down_ends_a_detached_lab_in_order() {
     );
     assert_gone(&lab);
     assert!(lc_ok(&["down", &lab]).contains("nothing to do"));
-    assert!(!Path::new("/run/lightcone/.hosts").join(&lab).exists());
-    assert!(
-        wait_until(Duration::from_secs(15), || sshd.ssh_processes().is_empty()),
-        "ssh processes left: {:?}",
-        sshd.ssh_processes()
-    );
+    sshd.assert_no_controller_left(&lab);
 }
 
 #[test]
@@ -702,12 +708,7 @@ fn ssh_controller_in_the_foreground_tears_down_on_ctrl_c() {
     assert!(st.success(), "{st:?} {rest:?}");
     assert!(rest.iter().any(|l| l.contains("is down")), "{rest:?}");
     assert_gone(&lab);
-    assert!(!Path::new("/run/lightcone/.hosts").join(&lab).exists());
-    assert!(
-        wait_until(Duration::from_secs(15), || sshd.ssh_processes().is_empty()),
-        "ssh processes left: {:?}",
-        sshd.ssh_processes()
-    );
+    sshd.assert_no_controller_left(&lab);
 }
 
 /// A worker that fails mid-build (the netem engine on a kernel without netem): the
@@ -743,12 +744,7 @@ fn ssh_controller_passes_on_a_workers_error_and_leaves_nothing() {
     assert!(err.contains("host here:"), "{err}");
     assert!(err.contains("netem"), "{err}");
     assert_gone(&lab);
-    assert!(!Path::new("/run/lightcone/.hosts").join(&lab).exists());
-    assert!(
-        wait_until(Duration::from_secs(15), || sshd.ssh_processes().is_empty()),
-        "ssh processes left: {:?}",
-        sshd.ssh_processes()
-    );
+    sshd.assert_no_controller_left(&lab);
 }
 
 #[test]

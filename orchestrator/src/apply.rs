@@ -105,17 +105,25 @@ pub async fn build(
         .map(|l| {
             let root = &root;
             async move {
-                let node_end = |e| node_end(made_ref, e);
+                let node_end = |e| node_end(made_ref, e, plan.link_mtu);
                 match wire_ns {
                     None => {
                         kernel::netlink::create_veth_pair(root, node_end(&l.a), node_end(&l.b))
                             .await
                     }
                     Some(w) => {
-                        kernel::netlink::create_veth_pair(root, node_end(&l.a), wire_end(w, &l.a))
-                            .await?;
-                        kernel::netlink::create_veth_pair(root, node_end(&l.b), wire_end(w, &l.b))
-                            .await
+                        kernel::netlink::create_veth_pair(
+                            root,
+                            node_end(&l.a),
+                            wire_end(w, &l.a, plan.link_mtu),
+                        )
+                        .await?;
+                        kernel::netlink::create_veth_pair(
+                            root,
+                            node_end(&l.b),
+                            wire_end(w, &l.b, plan.link_mtu),
+                        )
+                        .await
                     }
                 }
             }
@@ -171,22 +179,24 @@ pub async fn build(
     Ok(times)
 }
 
-/// The node end of a link as a veth end to create, with the plan's MAC.
-fn node_end<'x>(made: &'x [Netns], e: &'x Endpoint) -> VethEnd<'x> {
+/// The node end of a link as a veth end to create, with the plan's MAC and link MTU.
+pub(crate) fn node_end<'x>(made: &'x [Netns], e: &'x Endpoint, mtu: Option<u32>) -> VethEnd<'x> {
     VethEnd {
         ns: &made[e.node],
         name: &e.ifname,
         mac: Some(e.mac.0),
+        mtu,
     }
 }
 
 /// The wire-namespace end of a link's node end (a random MAC: the engine forwards frames
 /// whatever their addresses).
-fn wire_end<'x>(w: &'x Netns, e: &'x Endpoint) -> VethEnd<'x> {
+pub(crate) fn wire_end<'x>(w: &'x Netns, e: &'x Endpoint, mtu: Option<u32>) -> VethEnd<'x> {
     VethEnd {
         ns: w,
         name: &e.wire_ifname,
         mac: None,
+        mtu,
     }
 }
 

@@ -248,6 +248,10 @@ enum Cmd {
         /// checks before it starts a worker) and exit.
         #[arg(long)]
         identify: bool,
+        /// With --identify: also the IPv4 address and MTU of this underlay interface (the
+        /// controller gives them to the other hosts' VXLAN ends).
+        #[arg(long, requires = "identify", value_name = "IFACE")]
+        underlay: Option<String>,
     },
     #[command(hide = true, name = "__control")]
     Control {
@@ -597,7 +601,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             time_scale,
         } => cli::cmd_supervise(file, link_engine, no_agents, port, prometheus, time_scale),
         Cmd::Down { lab, all } => cli::cmd_down(lab, all),
-        Cmd::Worker { stdio, identify } => cli::cmd_worker(stdio, identify),
+        Cmd::Worker {
+            stdio,
+            identify,
+            underlay,
+        } => cli::cmd_worker(stdio, identify, underlay),
         Cmd::Status { lab, json, local } => cli::cmd_status(lab, json, local),
         Cmd::Doctor { json, hosts: None } => cli::cmd_doctor(json),
         Cmd::Doctor {

@@ -49,6 +49,12 @@ pub struct Plan {
     pub store: Option<lightcone_core::store::config::StoreConfig>,
     /// The topology's `trust:` section (issue 17's watch options), for every agent.
     pub trust: Option<lightcone_core::config::TrustOptions>,
+    /// MTU of every lab link (both veth ends and the wire engine's ends). `None`: the
+    /// kernel's default (1500). A multi-host slice sets it to the smallest underlay MTU −
+    /// 50 ([`crate::hosts::VXLAN_OVERHEAD_BYTES`]), so a link has the same MTU whether it
+    /// stays on one host or crosses two over VXLAN (issue 19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,6 +247,7 @@ pub fn plan(topo: &Topology) -> Plan {
         thermal: topo.thermal.clone(),
         store: topo.store.clone(),
         trust: topo.trust,
+        link_mtu: None,
     }
 }
 

@@ -48,6 +48,10 @@ pub struct UpOptions {
     /// `up --time-scale S`: overrides the topology's `time_scale` (checked like it).
     #[serde(default)]
     pub time_scale: Option<f64>,
+    /// This host's ends of links to other hosts (a multi-host worker's slice, issue 19),
+    /// built over VXLAN after the lab's own links.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cross: Vec<crate::hosts::slice::CrossEnd>,
 }
 
 /// How long `up` waits for every agent to be started and ready: 30 s, plus 200 ms per
@@ -411,8 +415,31 @@ async fn serve(
         times.links.as_secs_f64(),
         times.addresses.as_secs_f64()
     ));
+    if !opts.cross.is_empty() {
+        let t = Instant::now();
+        crate::hosts::vxlan::build_cross(&plan, layout, &opts.cross)
+            .await
+            .map_err(apply::ApplyError::from)?;
+        report(&format!(
+            "{} link(s) to other hosts up over VXLAN in {:.2}s",
+            opts.cross.len(),
+            t.elapsed().as_secs_f64()
+        ));
+    }
     let links = Lab::initial_links(&plan);
     let engine = LinkEngine::start(engine_choice, &plan).await?;
+    for c in &opts.cross {
+        engine
+            .add_cross(
+                &c.link,
+                &plan.nodes[c.node].netns,
+                &c.ifname,
+                &c.wire_ifname,
+                &c.far_wire_ifname,
+                &c.model,
+            )
+            .await?;
+    }
     if let Some(line) = engine.describe() {
         report(&line);
     }

@@ -255,6 +255,14 @@ fn worker_refuses_a_malformed_slice_and_changes_nothing() {
     let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
     v["controller"]["sha256"] = "00".into();
     let other_build = v.to_string() + "\n";
+    // A slice with a link to another host, as `plan` prints it: no underlay addresses.
+    let two = write(
+        tmp.path(),
+        "two.yaml",
+        &TWO_CLUSTERS.replace("name: x", &format!("name: {lab}")),
+    );
+    let hosts = write(tmp.path(), "hosts.yaml", HOSTS);
+    let unfilled = lc_ok(&["plan", &two, "--hosts", &hosts, "--slice", "vm1"]);
     let netns_before: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|rd| {
             rd.flatten()
@@ -273,6 +281,7 @@ fn worker_refuses_a_malformed_slice_and_changes_nothing() {
             "namespace \\\"lc-someoneelse_x\\\" is not the lab's",
         ),
         (other_build, "copy the controller's binary to this host"),
+        (unfilled, "has no underlay addresses"),
     ] {
         let mut w = spawn_worker();
         let mut stdin = w.stdin.take().unwrap();
@@ -330,6 +339,14 @@ impl Sshd {
     }
 
     fn start() -> Sshd {
+        Sshd::start_in(None, "127.0.0.1", None)
+    }
+
+    /// An sshd listening on `listen` (a free port on this namespace's 127.0.0.1, or 2222
+    /// inside `netns`, a fresh namespace: a fake host), whose sessions get
+    /// `LIGHTCONE_STATE_DIR=state_dir` when given (two fake hosts on one machine must not
+    /// share `/run/lightcone`).
+    fn start_in(netns: Option<&str>, listen: &str, state_dir: Option<&str>) -> Sshd {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
         for key in ["host_key", "id"] {
@@ -351,11 +368,15 @@ impl Sshd {
         }
         std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
         // A free port: bound, read, released (sshd takes it an instant later).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = if netns.is_some() {
+            2222
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
         // A port nothing listens on: host `sshdown`.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -366,22 +387,25 @@ impl Sshd {
         std::fs::write(
             d.join("sshd_config"),
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nStrictModes no\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nMaxSessions 32\nLogLevel ERROR\n",
+                "Port {port}\nListenAddress {listen}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nStrictModes no\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nMaxSessions 32\nLogLevel ERROR\n{}",
                 p("host_key"),
-                p("authorized_keys")
+                p("authorized_keys"),
+                state_dir
+                    .map(|d| format!("SetEnv LIGHTCONE_STATE_DIR={d}\n"))
+                    .unwrap_or_default()
             ),
         )
         .unwrap();
         let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
         std::fs::write(
             d.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {host_pub}"),
+            format!("[{listen}]:{port} {host_pub}"),
         )
         .unwrap();
         std::fs::write(
             d.join("ssh_config"),
             format!(
-                "Host sshlab\n  HostName 127.0.0.1\n  Port {port}\nHost sshdown\n  HostName 127.0.0.1\n  Port {closed}\nHost *\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  LogLevel ERROR\n",
+                "Host sshlab\n  HostName {listen}\n  Port {port}\nHost sshdown\n  HostName 127.0.0.1\n  Port {closed}\nHost *\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  LogLevel ERROR\n",
                 p("id"),
                 p("known_hosts")
             ),
@@ -389,7 +413,25 @@ impl Sshd {
         .unwrap();
         // sshd's privilege separation directory (Debian's package makes it at boot).
         std::fs::create_dir_all("/run/sshd").unwrap();
-        let child = Command::new("/usr/sbin/sshd")
+        let mut cmd = Command::new("/usr/sbin/sshd");
+        // In `netns`, network only: not `ip netns exec`, whose private mount namespace
+        // would hide the namespaces host b's worker mounts under /run/netns from this test.
+        let ns_file = netns.map(|ns| std::fs::File::open(format!("/run/netns/{ns}")).unwrap());
+        if let Some(f) = &ns_file {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = f.as_raw_fd();
+            // SAFETY: setns(2) is async-signal-safe; the fd stays open until spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(d.join("sshd_config"))
             .stdin(Stdio::null())
@@ -399,12 +441,12 @@ impl Sshd {
             .expect("start /usr/sbin/sshd (openssh-server; tests/setup.sh installs it)");
         let mut s = Sshd { child, port, dir };
         let up = wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok()
+            std::net::TcpStream::connect((listen, s.port)).is_ok()
         });
         if !up {
             let _ = s.child.kill();
             panic!(
-                "sshd did not listen on 127.0.0.1:{}: {}",
+                "sshd did not listen on {listen}:{}: {}",
                 s.port,
                 std::fs::read_to_string(s.dir.path().join("sshd.log")).unwrap_or_default()
             );
@@ -648,24 +690,361 @@ fn ssh_controller_refuses_another_build_and_builds_nothing() {
     );
 }
 
+/// Two fake hosts on this machine: host `a` is this network namespace (its sshd on
+/// 127.0.0.1), host `b` a fresh network namespace with its own sshd and its own state
+/// directory, joined by a veth underlay (198.19.255.249/30 here ↔ .250 in `b`, MTU 1500)
+/// that the VXLAN packets of the lab's cross-host links travel over. Both hosts share one
+/// kernel and one clock, so one-way delays need no clock offset. Dropped: the sshds are
+/// stopped, the namespace, the veth and `b`'s state directory removed.
+struct TwoHosts {
+    a: Sshd,
+    b: Sshd,
+    netns: String,
+    veth: String,
+    state_b: String,
+}
+
+const UNDERLAY_A: &str = "198.19.255.249";
+const UNDERLAY_B: &str = "198.19.255.250";
+/// Not 4789: orchestrator/tests/vxlan.rs uses that one.
+const VXLAN_PORT: u16 = 14_789;
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2)");
+    assert!(o.status.success(), "ip {args:?}: {}", text(&o));
+}
+
+impl TwoHosts {
+    fn start() -> TwoHosts {
+        let pid = std::process::id();
+        let netns = format!("lct-mhb{pid}");
+        let veth = format!("lctu{pid}");
+        let state_b = format!("/run/lightcone-test-{pid}-b");
+        ip(&["netns", "add", &netns]);
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "under0", "netns", &netns,
+        ]);
+        ip(&["addr", "add", &format!("{UNDERLAY_A}/30"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        for a in [
+            vec!["addr", "add", &format!("{UNDERLAY_B}/30"), "dev", "under0"],
+            vec!["link", "set", "under0", "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut v = vec!["-n", netns.as_str()];
+            v.extend(a.iter().map(|s| -> &str { s }));
+            ip(&v);
+        }
+        let a = Sshd::start();
+        let b = Sshd::start_in(Some(&netns), UNDERLAY_B, Some(&state_b));
+        // One client configuration naming both hosts (the hosts file takes one).
+        std::fs::write(
+            a.path("ssh_config"),
+            format!(
+                "Host sshlab\n  HostName 127.0.0.1\n  Port {}\n  IdentityFile {}\n  UserKnownHostsFile {}\nHost hostb\n  HostName {UNDERLAY_B}\n  Port {}\n  IdentityFile {}\n  UserKnownHostsFile {}\nHost *\n  User root\n  IdentitiesOnly yes\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  LogLevel ERROR\n",
+                a.port,
+                a.path("id"),
+                a.path("known_hosts"),
+                b.port,
+                b.path("id"),
+                b.path("known_hosts")
+            ),
+        )
+        .unwrap();
+        TwoHosts {
+            a,
+            b,
+            netns,
+            veth,
+            state_b,
+        }
+    }
+
+    fn hosts_file(&self, binary: &str) -> String {
+        write(
+            self.a.dir.path(),
+            "hosts.yaml",
+            &format!(
+                "ssh_config: {}\nvxlan_port: {VXLAN_PORT}\nhosts:\n  a: {{ ssh: sshlab, underlay: {}, capacity: 3, lightcone: {binary} }}\n  b: {{ ssh: hostb, underlay: under0, capacity: 3, lightcone: {binary} }}\n",
+                self.a.path("ssh_config"),
+                self.veth
+            ),
+        )
+    }
+
+    /// UDP sockets bound to the VXLAN port, here and in host `b`.
+    fn vxlan_sockets(&self) -> Vec<String> {
+        let port = format!(":{VXLAN_PORT:04X} ");
+        let here = std::fs::read_to_string("/proc/net/udp").unwrap();
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "cat", "/proc/net/udp"])
+            .output()
+            .unwrap();
+        here.lines()
+            .map(|l| format!("a: {l}"))
+            .chain(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(|l| format!("b: {l}")),
+            )
+            .filter(|l| l.contains(&port))
+            .collect()
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        let _ = self.b.child.kill();
+        let _ = self.b.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.state_b);
+    }
+}
+
+/// A UDP socket bound to `ip` (port 0) inside namespace `netns` (`None`: this one); it
+/// stays there whichever thread uses it.
+fn udp_in(netns: Option<&str>, ip: &str) -> std::net::UdpSocket {
+    use std::os::fd::AsRawFd;
+    let (netns, ip) = (netns.map(str::to_string), ip.to_string());
+    std::thread::spawn(move || {
+        if let Some(ns) = netns {
+            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            // SAFETY: setns on this short-lived thread only, with a namespace fd we hold.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+        }
+        std::net::UdpSocket::bind((ip.as_str(), 0)).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// `count` echo probes from `client` to an echo on `server`, one every 10 ms: the round
+/// trips of those answered (ms, sorted) and how many were lost. Late answers are awaited
+/// for `wait` after the last probe.
+fn echo_rtts(
+    client: std::net::UdpSocket,
+    server: std::net::UdpSocket,
+    count: u32,
+    wait: Duration,
+) -> (Vec<f64>, u32) {
+    let to = server.local_addr().unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let echo = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, from)) = server.recv_from(&mut b) {
+                    let _ = server.send_to(&b[..n], from);
+                }
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let rx = client.try_clone().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let recv = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut rtts = std::collections::BTreeMap::new();
+            let mut b = [0u8; 64];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(16) = rx.recv(&mut b) {
+                    let seq = u64::from_le_bytes(b[..8].try_into().unwrap());
+                    let sent = u64::from_le_bytes(b[8..16].try_into().unwrap());
+                    let now = t0.elapsed().as_nanos() as u64;
+                    rtts.insert(seq, (now - sent) as f64 / 1e6);
+                }
+            }
+            rtts
+        })
+    };
+    for seq in 0..u64::from(count) {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&seq.to_le_bytes());
+        b[8..].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_le_bytes());
+        client.send_to(&b, to).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(wait);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    echo.join().unwrap();
+    let rtts = recv.join().unwrap();
+    let lost = count - rtts.len() as u32;
+    let mut v: Vec<f64> = rtts.into_values().collect();
+    v.sort_by(f64::total_cmp);
+    (v, lost)
+}
+
+/// The central `conf` interval of Binomial(n, p): the smallest and largest counts whose
+/// tails are each at least (1 − conf) / 2.
+fn binomial_interval(n: u32, p: f64, conf: f64) -> (u32, u32) {
+    if p <= 0.0 {
+        return (0, 0);
+    }
+    if p >= 1.0 {
+        return (n, n);
+    }
+    let tail = (1.0 - conf) / 2.0;
+    let pmf: Vec<f64> = (0..=n)
+        .map(|k| {
+            let lnc: f64 = (1..=k).map(|i| ((n - k + i) as f64 / i as f64).ln()).sum();
+            (lnc + k as f64 * p.ln() + (n - k) as f64 * (1.0 - p).ln()).exp()
+        })
+        .collect();
+    let mut acc = 0.0;
+    let mut lo = 0;
+    for (k, q) in pmf.iter().enumerate() {
+        acc += q;
+        if acc > tail {
+            lo = k as u32;
+            break;
+        }
+    }
+    let mut acc = 0.0;
+    let mut hi = n;
+    for (k, q) in pmf.iter().enumerate().rev() {
+        acc += q;
+        if acc > tail {
+            hi = k as u32;
+            break;
+        }
+    }
+    (lo, hi)
+}
+
 #[test]
-fn up_with_hosts_refuses_links_between_hosts_until_the_worker_builds_vxlan() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lab = format!("ssh{}-cross", std::process::id());
+fn binomial_interval_brackets_the_mean() {
+    let (lo, hi) = binomial_interval(300, 0.0396, 0.999);
+    assert!(lo <= 11 && hi >= 12 && lo >= 1 && hi <= 26, "{lo}..{hi}");
+    assert_eq!(binomial_interval(100, 0.0, 0.999), (0, 0));
+}
+
+#[test]
+fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once() {
+    require_root();
+    let two = TwoHosts::start();
+    let lab = format!("ssh{}-two", std::process::id());
     let topo = write(
-        tmp.path(),
-        "t.yaml",
+        two.a.dir.path(),
+        "two.yaml",
         &TWO_CLUSTERS.replace("name: x", &format!("name: {lab}")),
     );
-    let hosts = write(tmp.path(), "hosts.yaml", HOSTS);
-    let o = lc(&["up", &topo, "--hosts", &hosts]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    println!("{err}");
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("does not build VXLAN links yet"), "{err}");
-    assert!(err.contains("between host vm1 and host vm2"), "{err}");
-    assert!(err.contains("nothing was changed"), "{err}");
-    assert!(!Path::new("/run/lightcone/.hosts").join(&lab).exists());
+    let hosts = two.hosts_file(lightcone_bin().to_str().unwrap());
+    let _guard = LabGuard(lab.clone());
+    // What each host builds: the cross-host link's ends.
+    let slice: serde_json::Value =
+        serde_json::from_str(&lc_ok(&["plan", &topo, "--hosts", &hosts, "--slice", "a"])).unwrap();
+    let cross = &slice["cross"][0];
+    println!("cross end on a: {cross}");
+    assert_eq!(slice["cross"].as_array().unwrap().len(), 1, "{slice}");
+    assert_eq!(cross["remote_host"], "b");
+    let node_a = slice["plan"]["nodes"][cross["node"].as_u64().unwrap() as usize]["netns"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ip_a, ip_b) = (
+        cross["ip"].as_str().unwrap().to_string(),
+        cross["peer_ip"].as_str().unwrap().to_string(),
+    );
+    let node_b = format!("lc-{lab}_l0c1k0t0");
+    let configured_rtt_ms = 2.0 * cross["model"]["delay_ns"].as_f64().unwrap()
+        / 1e6
+        / slice["plan"]["time_scale"].as_f64().unwrap();
+    assert_eq!(slice["plan"]["link_mtu"], 1450, "{slice}");
+
+    let t0 = Instant::now();
+    let up = lc(&["up", &topo, "--hosts", &hosts, "--detach"]);
+    println!("{}", text(&up));
+    assert!(up.status.success(), "{}", text(&up));
+    println!("up --hosts on two hosts took {:?}", t0.elapsed());
+    let st = lc_ok(&["status", &lab, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    let nodes = v["labs"][0]["nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), 6, "{st}");
+    for n in &nodes {
+        let want = if n["name"].as_str().unwrap().starts_with("l0c0") {
+            "a"
+        } else {
+            "b"
+        };
+        assert_eq!(n["host"], want, "{n}");
+        assert_eq!(n["agent"]["state"], "running", "{n}");
+    }
+    // Each host's wire namespace holds its end's VXLAN device, with the link's VNI.
+    for (h, ns) in [("a", None), ("b", Some(two.netns.as_str()))] {
+        let wire = format!("lc-{lab}__wire-{h}");
+        let args = vec!["-n", wire.as_str(), "-d", "link", "show"];
+        let o = Command::new("ip").args(&args).output().unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            t.contains(&format!("vxlan id {} ", cross["vni"]))
+                && t.contains(&format!("dstport {VXLAN_PORT}")),
+            "host {h} ({ns:?}): {t}"
+        );
+    }
+    // The underlay's own round trip, measured the same way.
+    let (under, _) = echo_rtts(
+        udp_in(None, UNDERLAY_A),
+        udp_in(Some(&two.netns), UNDERLAY_B),
+        20,
+        Duration::from_millis(200),
+    );
+    let underlay_rtt_ms = under[under.len() / 2];
+    // 300 probes across the hosts: RTT p50 within configured ± (underlay RTT + 3 ms),
+    // loss inside the 99.9 % binomial interval of 2 % each way. A link shaped on both
+    // hosts (or on none) misses both.
+    let (rtts, lost) = echo_rtts(
+        udp_in(Some(&node_a), &ip_a),
+        udp_in(Some(&node_b), &ip_b),
+        300,
+        Duration::from_millis((3.0 * configured_rtt_ms) as u64 + 500),
+    );
+    let p50 = rtts[rtts.len() / 2];
+    let p_rt = 1.0 - (1.0 - 0.02f64).powi(2);
+    let (lo, hi) = binomial_interval(300, p_rt, 0.999);
+    println!(
+        "across hosts: RTT p50 {p50:.3} ms (configured {configured_rtt_ms:.3} ms, underlay {underlay_rtt_ms:.3} ms), lost {lost} of 300 (99.9 % interval {lo}..={hi} for {:.2} %)",
+        100.0 * p_rt
+    );
+    assert!(
+        (p50 - configured_rtt_ms).abs() <= underlay_rtt_ms + 3.0,
+        "RTT p50 {p50} ms, configured {configured_rtt_ms} ms ± ({underlay_rtt_ms} + 3) ms"
+    );
+    assert!(
+        (lo..=hi).contains(&lost),
+        "lost {lost} of 300, want {lo}..={hi}"
+    );
+    assert!(!two.vxlan_sockets().is_empty(), "no VXLAN socket while up");
+
+    let d1 = lc_ok(&["down", &lab]);
+    println!("{d1}");
+    assert!(
+        d1.contains("every host's worker tore its slice down"),
+        "{d1}"
+    );
+    assert_gone(&lab);
+    assert!(lc_ok(&["down", &lab]).contains("nothing to do"));
+    assert!(
+        wait_until(Duration::from_secs(5), || two.vxlan_sockets().is_empty()),
+        "VXLAN sockets left: {:?}",
+        two.vxlan_sockets()
+    );
+    assert!(!Path::new(&two.state_b).join(&lab).exists());
+    two.a.assert_no_controller_left(&lab);
 }
 
 #[test]

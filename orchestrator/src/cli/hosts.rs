@@ -68,18 +68,6 @@ fn prepare(
             hosts_file.display()
         ))
     })?;
-    if let Some(c) = placed.crossing.first() {
-        let l = &p.links[c.link];
-        return Err(invalid(anyhow!(
-            "{} link(s) would cross hosts (first: {} between host {} and host {}); `lightcone worker` does not build VXLAN links yet, so `up --hosts` takes only a placement that keeps the whole lab on one host (pin its cells to one host, or give one host the capacity; `lightcone plan {} --hosts {}` shows the placement); nothing was changed",
-            placed.crossing.len(),
-            l.name,
-            h.hosts[c.a_host].name,
-            h.hosts[c.b_host].name,
-            file.display(),
-            hosts_file.display()
-        )));
-    }
     refuse_if_up(&p.lab)?;
     let mut slices = Vec::new();
     for i in 0..h.hosts.len() {
@@ -358,21 +346,38 @@ fn control(
         let _ = ctl.remove();
         return Err(anyhow!("write {}: {e}", ctl.record_path().display()).into());
     }
-    // 2. Every host's binary, before anything is built anywhere.
+    // 2. Every host's binary (and, if links cross hosts, its underlay), before anything
+    //    is built anywhere.
+    let crossing = slices.iter().any(|(_, s)| !s.cross.is_empty());
+    let mut underlays = std::collections::BTreeMap::new();
     for (i, _) in &slices {
         let h = &hosts.hosts[*i];
         report(&format!(
             "[{}] checking {} over ssh {}",
             h.name, h.lightcone, h.ssh
         ));
-        if let Err(e) = identify(&ssh, h, &ours) {
-            for (j, _) in &slices {
-                ssh.close_master(&hosts.hosts[*j]);
+        match identify(&ssh, h, &ours, crossing) {
+            Ok(Some(u)) => {
+                underlays.insert(h.name.clone(), u.ipv4);
             }
-            let _ = ctl.remove();
-            return Err(e);
+            Ok(None) => {}
+            Err(e) => {
+                for (j, _) in &slices {
+                    ssh.close_master(&hosts.hosts[*j]);
+                }
+                let _ = ctl.remove();
+                return Err(e);
+            }
         }
     }
+    let mut slices = slices;
+    for (_, s) in &mut slices {
+        for c in &mut s.cross {
+            c.local_addr = underlays.get(&s.host).copied();
+            c.remote_addr = underlays.get(&c.remote_host).copied();
+        }
+    }
+    let slices = slices;
     // 3. The sessions.
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut sessions: Vec<Session> = Vec::new();
@@ -645,16 +650,40 @@ fn finish(
     codes
 }
 
-/// `BIN worker --identify` on the host: refuse a binary that is not ours.
-fn identify(ssh: &Ssh, h: &hosts::HostSpec, ours: &Controller) -> Result<(), Failure> {
-    let o = ssh
-        .run(h, &[&h.lightcone, "worker", "--identify"], IDENTIFY_BOUND)
-        .map_err(Failure::from)?;
+/// `BIN worker --identify` on the host: refuse a binary that is not ours. With `underlay`,
+/// also the host's underlay interface (address and MTU), refused if it is missing or its
+/// MTU is below what the hosts file says (the lab MTU was computed from that).
+fn identify(
+    ssh: &Ssh,
+    h: &hosts::HostSpec,
+    ours: &Controller,
+    underlay: bool,
+) -> Result<Option<lightcone::hosts::control::Underlay>, Failure> {
+    let mut args = vec![h.lightcone.as_str(), "worker", "--identify"];
+    if underlay {
+        args.extend(["--underlay", h.underlay.as_str()]);
+    }
+    let o = ssh.run(h, &args, IDENTIFY_BOUND).map_err(Failure::from)?;
     match (o.code, parse_identity(&o.stdout)) {
-        (Some(0), Some(theirs)) if &theirs == ours => Ok(()),
+        (Some(0), Some(theirs)) if &theirs.binary() == ours => match theirs.underlay {
+            Some(u) if u.mtu < h.mtu => Err(Failure(code::FAILURE, anyhow!(
+                "host {}: underlay {} has MTU {}, the hosts file says {}: write `mtu: {}` for this host (or raise the interface's MTU); nothing was built on any host",
+                h.name, u.name, u.mtu, h.mtu, u.mtu
+            ))),
+            Some(u) => Ok(Some(u)),
+            None if underlay => Err(Failure(code::FAILURE, anyhow!(
+                "host {}: `{} worker --identify --underlay {}` gave no underlay; nothing was built on any host",
+                h.name, h.lightcone, h.underlay
+            ))),
+            None => Ok(None),
+        },
         (Some(0), Some(theirs)) => Err(Failure(code::FAILURE, anyhow!(
             "host {}: {} is lightcone {} (sha256 {}), this controller is lightcone {} (sha256 {}): copy this build to the host (or name it with `lightcone:` in the hosts file); nothing was built on any host",
             h.name, h.lightcone, theirs.version, theirs.sha256, ours.version, ours.sha256
+        ))),
+        (Some(1), _) if underlay && o.stderr.contains("underlay: ") => Err(Failure(code::FAILURE, anyhow!(
+            "host {}: {}; set `underlay:` for this host to the interface VXLAN packets leave by, with an IPv4 address (`lightcone doctor --hosts` checks it); nothing was built on any host",
+            h.name, o.stderr.trim().trim_start_matches("error: ")
         ))),
         (Some(255), _) => Err(Failure(code::FAILURE, anyhow!(
             "host {}: ssh {} failed: {}; check it with `lightcone doctor --hosts` (ssh must log in without a prompt: BatchMode); nothing was built on any host",

@@ -70,6 +70,7 @@ fn up_options(
         port,
         prometheus,
         time_scale,
+        cross: Vec::new(),
     }
 }
 

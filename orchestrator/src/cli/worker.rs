@@ -35,11 +35,28 @@ fn emit(v: serde_json::Value) {
     let _ = out.flush();
 }
 
-pub(crate) fn cmd_worker(stdio: bool, identify: bool) -> Result<(), Failure> {
+pub(crate) fn cmd_worker(
+    stdio: bool,
+    identify: bool,
+    underlay: Option<String>,
+) -> Result<(), Failure> {
     if identify {
-        // What the controller compares with its own before it sends a slice.
+        // What the controller compares with its own before it sends a slice, and the
+        // underlay the other hosts' VXLAN ends send to.
         let me = lightcone::hosts::slice::Controller::this().map_err(Failure::from)?;
-        println!("{}", serde_json::to_string(&me).map_err(Failure::from)?);
+        let underlay = match underlay {
+            Some(name) => Some(
+                lightcone::hosts::control::underlay_of(&name)
+                    .map_err(|e| Failure(code::FAILURE, anyhow!("underlay: {e}")))?,
+            ),
+            None => None,
+        };
+        let id = lightcone::hosts::control::Identity {
+            version: me.version,
+            sha256: me.sha256,
+            underlay,
+        };
+        println!("{}", serde_json::to_string(&id).map_err(Failure::from)?);
         return Ok(());
     }
     if !stdio {
@@ -56,10 +73,14 @@ pub(crate) fn cmd_worker(stdio: bool, identify: bool) -> Result<(), Failure> {
             return Err(Failure(code::INVALID, anyhow!("{e}; nothing was changed")));
         }
     };
-    if !slice.cross.is_empty() {
+    if let Some(c) = slice
+        .cross
+        .iter()
+        .find(|c| c.local_addr.is_none() || c.remote_addr.is_none())
+    {
         let msg = format!(
-            "the slice has {} links to other hosts; this worker builds only links within its host so far (VXLAN ends are built by lightcone::hosts::vxlan, not yet by the worker)",
-            slice.cross.len()
+            "cross-host link {} has no underlay addresses: a worker builds a slice `lightcone up --hosts` filled in, not one `lightcone plan` printed",
+            c.link
         );
         emit(json!({"event": "error", "message": msg, "changed": false}));
         return Err(Failure(
@@ -105,6 +126,7 @@ pub(crate) fn cmd_worker(stdio: bool, identify: bool) -> Result<(), Failure> {
         port: 0,
         prometheus: false,
         time_scale: None,
+        cross: slice.cross,
     };
     let result = supervisor::run_plan(
         &opts,

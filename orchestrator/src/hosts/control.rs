@@ -187,8 +187,89 @@ impl WorkerEvent {
     }
 }
 
-/// `lightcone worker --identify`'s answer: the remote binary's version and SHA-256.
-pub fn parse_identity(out: &str) -> Option<super::slice::Controller> {
+/// `lightcone worker --identify [--underlay IF]`'s answer: the binary's version and
+/// SHA-256 and, when asked, the underlay interface as the host sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub version: String,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<Underlay>,
+}
+
+impl Identity {
+    /// The binary part, to compare with the controller's own.
+    pub fn binary(&self) -> super::slice::Controller {
+        super::slice::Controller {
+            version: self.version.clone(),
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// A host's underlay interface: its first IPv4 address (the outer source of its VXLAN
+/// packets, and where the other hosts send theirs) and its MTU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Underlay {
+    pub name: String,
+    pub ipv4: std::net::Ipv4Addr,
+    pub mtu: u32,
+}
+
+/// Read interface `name` of the calling thread's namespace: its first IPv4 address
+/// (`getifaddrs`) and MTU (`SIOCGIFMTU`). `Err`: what is missing, said for the hosts file.
+pub fn underlay_of(name: &str) -> Result<Underlay, String> {
+    use nix::ifaddrs::getifaddrs;
+    if name.is_empty() || name.len() > crate::plan::IFNAME_MAX {
+        return Err(format!("{name:?} is not an interface name"));
+    }
+    let addrs = getifaddrs().map_err(|e| format!("getifaddrs: {e}"))?;
+    let mut seen = false;
+    let mut ipv4 = None;
+    for a in addrs.filter(|a| a.interface_name == name) {
+        seen = true;
+        if let Some(v4) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
+            ipv4 = Some(v4.ip());
+            break;
+        }
+    }
+    if !seen {
+        return Err(format!("the host has no interface {name}"));
+    }
+    let Some(ipv4) = ipv4 else {
+        return Err(format!("{name} has no IPv4 address"));
+    };
+    // SAFETY: a datagram socket we own, and an ifreq with a NUL-terminated name shorter
+    // than IFNAMSIZ (checked above); SIOCGIFMTU only writes ifr_mtu.
+    let mtu = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = b as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFMTU, &mut req);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(format!("read the MTU of {name}: {err}"));
+        }
+        req.ifr_ifru.ifru_mtu
+    };
+    Ok(Underlay {
+        name: name.to_string(),
+        ipv4,
+        mtu: u32::try_from(mtu).map_err(|_| format!("{name} has MTU {mtu}"))?,
+    })
+}
+
+/// `lightcone worker --identify`'s answer: the last JSON line of its output (a login
+/// banner may come first).
+pub fn parse_identity(out: &str) -> Option<Identity> {
     out.lines()
         .rev()
         .find_map(|l| serde_json::from_str(l.trim()).ok())
@@ -236,5 +317,25 @@ mod tests {
         let id = parse_identity("motd\n{\"version\":\"0.1.0\",\"sha256\":\"ab\"}\n").unwrap();
         assert_eq!((id.version.as_str(), id.sha256.as_str()), ("0.1.0", "ab"));
         assert!(parse_identity("bash: lightcone: command not found\n").is_none());
+        let id = parse_identity(
+            "{\"version\":\"0.1.0\",\"sha256\":\"ab\",\"underlay\":{\"name\":\"eth0\",\"ipv4\":\"198.19.0.1\",\"mtu\":1500}}",
+        )
+        .unwrap();
+        assert_eq!(
+            id.underlay.map(|u| (u.ipv4.to_string(), u.mtu)),
+            Some(("198.19.0.1".to_string(), 1500))
+        );
+    }
+
+    #[test]
+    fn the_underlay_is_read_from_the_kernel_and_a_missing_one_is_named() {
+        let lo = underlay_of("lo").unwrap();
+        assert_eq!(lo.ipv4, std::net::Ipv4Addr::LOCALHOST);
+        assert_eq!(lo.mtu, 65536);
+        assert_eq!(
+            underlay_of("nosuchif0").unwrap_err(),
+            "the host has no interface nosuchif0"
+        );
+        assert!(underlay_of("").is_err());
     }
 }

@@ -318,7 +318,7 @@ pub fn examine(ssh: &Ssh, h: &HostSpec, ours: &Controller) -> HostReport {
         f.binary = Some(
             match ssh.run(h, &[&h.lightcone, "worker", "--identify"], bound) {
                 Ok(o) => match super::control::parse_identity(&o.stdout) {
-                    Some(id) if o.code == Some(0) => Ok(id),
+                    Some(id) if o.code == Some(0) => Ok(id.binary()),
                     _ => Err(format!(
                         "exit {}: {}",
                         o.code

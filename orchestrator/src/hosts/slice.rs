@@ -9,10 +9,11 @@
 //! interface names the kernel takes, link models valid) before anything is built: a
 //! malformed slice is refused and nothing changes.
 //!
-//! Not yet: the slice's agents are numbered within the slice (ids 0..n on each host), and
-//! links crossing hosts are listed ([`CrossEnd`]) but built only by the VXLAN layer
-//! ([`super::vxlan`]), not yet by the worker. A lab whose agents talk across hosts needs
-//! one numbering and one directory for the whole lab.
+//! Links crossing hosts are listed as [`CrossEnd`]s, one per host, and built by the
+//! worker over kernel VXLAN ([`super::vxlan::build_cross`]). Not yet: the slice's agents
+//! are numbered within the slice (ids 0..n on each host), so agents on different hosts do
+//! not know each other; a lab whose agents talk across hosts needs one numbering and one
+//! key directory for the whole lab.
 
 use std::io::{BufRead, Read};
 use std::net::Ipv4Addr;
@@ -25,6 +26,7 @@ use super::Hosts;
 use crate::link::engine::EngineChoice;
 use crate::plan::{self, Mac, Plan, IFNAME_MAX};
 use crate::topology::{self, MAX_NODES, TILES_PER_PROCESS_MAX, TIME_SCALE_MAX, TIME_SCALE_MIN};
+use lightcone_link::model::LinkModel;
 
 /// The slice format this build reads and writes.
 pub const SLICE_FORMAT: u32 = 1;
@@ -61,7 +63,12 @@ impl Controller {
     }
 }
 
-/// One end of a link between hosts, on this slice's host.
+/// One end of a link between hosts, on this slice's host. The worker builds it (see
+/// [`super::vxlan::build_cross`]): the node's interface, and a VXLAN device whose far end
+/// is the other host's; with the wire engine the node's interface is a veth into the wire
+/// namespace and the VXLAN device sits there, named as the far end's wire interface, so
+/// the engine forwards between them as between any two ends. Each host shapes only the
+/// direction it sends ([`CrossEnd::model`]): the link is shaped once, at its sender.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrossEnd {
@@ -72,11 +79,33 @@ pub struct CrossEnd {
     /// The node (index in the slice's plan) holding this end.
     pub node: usize,
     pub ifname: String,
+    pub mac: Mac,
     pub ip: Ipv4Addr,
+    pub prefix: u8,
     pub peer_ip: Ipv4Addr,
     pub peer_mac: Mac,
-    /// The host at the other end (its underlay address is learnt at `up`).
+    /// This end's interface in this host's wire namespace (wire engine).
+    pub wire_ifname: String,
+    /// The VXLAN device in this host's wire namespace that stands for the far end (named
+    /// as the far end's wire interface; wire engine).
+    pub far_wire_ifname: String,
+    /// What this host does to the frames it sends over the link; the far host shapes the
+    /// other direction.
+    pub model: LinkModel,
+    /// The host at the other end.
     pub remote_host: String,
+    /// This host's underlay interface (the VXLAN devices' lower device).
+    pub underlay: String,
+    /// This host's and the far host's underlay IPv4 addresses, learnt at `up` from each
+    /// host (`lightcone worker --identify --underlay IF`); `None` in a slice `plan` prints.
+    pub local_addr: Option<Ipv4Addr>,
+    pub remote_addr: Option<Ipv4Addr>,
+}
+
+/// The wire namespace of a lab's slice on host `host`: the lab's wire namespace name with
+/// the host's, so two hosts that share one kernel (the tests' fake hosts) never share one.
+pub fn host_wire_netns(lab: &str, host: &str) -> String {
+    format!("{}-{host}", plan::wire_netns_name(lab))
 }
 
 /// What one worker builds.
@@ -147,18 +176,41 @@ impl Slice {
                 .iter()
                 .position(|&o| o == mine.node)
                 .expect("a crossing end on this host is in its slice");
+            let prefix = plan.nodes[mine.node]
+                .interfaces
+                .iter()
+                .find(|f| f.link == l.index)
+                .map(|f| f.prefix)
+                .expect("a link's end is one of its node's interfaces");
             cross.push(CrossEnd {
                 link: l.name.clone(),
                 vni: c.vni,
                 port: hosts.vxlan_port,
                 node,
                 ifname: mine.ifname.clone(),
+                mac: mine.mac,
                 ip: mine.ip,
+                prefix,
                 peer_ip: theirs.ip,
                 peer_mac: theirs.mac,
+                wire_ifname: mine.wire_ifname.clone(),
+                far_wire_ifname: theirs.wire_ifname.clone(),
+                // The planned model is a → b; b → a draws from its own stream, as on a
+                // link within one host.
+                model: if c.a_host == host {
+                    l.model.clone()
+                } else {
+                    l.model.reversed()
+                },
                 remote_host: hosts.hosts[remote].name.clone(),
+                underlay: hosts.hosts[host].underlay.clone(),
+                local_addr: None,
+                remote_addr: None,
             });
         }
+        let mut sub = sub;
+        sub.wire_netns = host_wire_netns(&plan.lab, &hosts.hosts[host].name);
+        sub.link_mtu = Some(placed.lab_mtu);
         Ok(Slice {
             format: SLICE_FORMAT,
             controller: Controller::this().map_err(SliceError::Hash)?,
@@ -234,11 +286,18 @@ impl Slice {
         {
             return bad(format!("lab MTU {} is out of range", self.lab_mtu));
         }
-        if p.wire_netns != plan::wire_netns_name(&p.lab) {
+        if p.wire_netns != host_wire_netns(&p.lab, &self.host) {
             return bad(format!(
-                "wire namespace {:?} is not the lab's ({:?})",
+                "wire namespace {:?} is not the lab's on host {} ({:?})",
                 p.wire_netns,
-                plan::wire_netns_name(&p.lab)
+                self.host,
+                host_wire_netns(&p.lab, &self.host)
+            ));
+        }
+        if p.link_mtu != Some(self.lab_mtu) {
+            return bad(format!(
+                "link MTU {:?} is not the lab MTU {}",
+                p.link_mtu, self.lab_mtu
             ));
         }
         if self.origin.len() != p.nodes.len() {
@@ -322,9 +381,33 @@ impl Slice {
                 return bad(format!("link {}: {e}", l.name));
             }
         }
+        let mut taken: std::collections::BTreeSet<&str> = p
+            .links
+            .iter()
+            .flat_map(|l| [l.a.wire_ifname.as_str(), l.b.wire_ifname.as_str()])
+            .collect();
         for c in &self.cross {
-            if c.node >= p.nodes.len() || !ifname_ok(&c.ifname) || c.vni > super::VNI_MAX {
+            let node_has = |name: &str| {
+                p.nodes
+                    .get(c.node)
+                    .is_some_and(|n| n.interfaces.iter().any(|f| f.name == name))
+            };
+            if c.node >= p.nodes.len()
+                || !ifname_ok(&c.ifname)
+                || node_has(&c.ifname)
+                || !ifname_ok(&c.wire_ifname)
+                || !ifname_ok(&c.far_wire_ifname)
+                || !ifname_ok(&c.underlay)
+                || !taken.insert(&c.wire_ifname)
+                || !taken.insert(&c.far_wire_ifname)
+                || c.vni > super::VNI_MAX
+                || c.port == 0
+                || c.prefix > 32
+            {
                 return bad(format!("cross-host link {} is not usable", c.link));
+            }
+            if let Err(e) = c.model.validate() {
+                return bad(format!("cross-host link {}: {e}", c.link));
             }
         }
         Ok(())
@@ -371,6 +454,25 @@ generate:
         assert_eq!(s.plan.links.len(), 2);
         assert_eq!(s.cross.len(), 1, "{:?}", s.cross);
         assert_eq!(s.cross[0].remote_host, "a");
+        // Host b holds the link's b end: it sends (and shapes) b → a, drawn from the
+        // reversed model's own stream, like a link within one host.
+        let p = plan::plan(
+            &topology::parse_str(
+                "name: multihost-s\ngenerate:\n  layers:\n    - { radius_au: 1.0, clusters: 2, cells: 1, tiles: 3, authorities: 0 }\n  cell_fabric: star\n  links:\n    cell: { delay: 1ms }\n    cluster: { delay: 10ms }\n    layer: { delay: 10ms }\n",
+                "t.yaml",
+            )
+            .unwrap(),
+        );
+        let whole = p.links.iter().find(|l| l.name == s.cross[0].link).unwrap();
+        assert_eq!(s.cross[0].model, whole.model.reversed());
+        assert_eq!(s.cross[0].wire_ifname, whole.b.wire_ifname);
+        assert_eq!(s.cross[0].far_wire_ifname, whole.a.wire_ifname);
+        assert_eq!(
+            (s.cross[0].local_addr, s.cross[0].remote_addr),
+            (None, None)
+        );
+        assert_eq!(s.plan.wire_netns, "lc-multihost-s__wire-b");
+        assert_eq!(s.plan.link_mtu, Some(s.lab_mtu));
         let text = serde_json::to_string(&s).unwrap();
         let back: Slice = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
@@ -416,7 +518,30 @@ generate:
             ),
             ("time_scale", Box::new(|s| s.plan.time_scale = 0.0)),
             ("lab MTU", Box::new(|s| s.lab_mtu = 10)),
+            ("link MTU", Box::new(|s| s.plan.link_mtu = Some(1500))),
             ("nodes", Box::new(|s| s.plan.nodes.clear())),
+            (
+                "cross-host link",
+                Box::new(|s| s.cross[0].far_wire_ifname = s.plan.links[0].a.wire_ifname.clone()),
+            ),
+            (
+                "cross-host link",
+                Box::new(|s| s.cross[0].ifname = s.plan.nodes[0].interfaces[0].name.clone()),
+            ),
+            ("cross-host link", Box::new(|s| s.cross[0].port = 0)),
+            (
+                "cross-host link",
+                Box::new(|s| s.cross[0].underlay = "a b".into()),
+            ),
+            (
+                "cross-host link",
+                Box::new(|s| {
+                    s.cross[0].model.loss = lightcone_link::model::LossModel::Random {
+                        probability: 2.0,
+                        correlation: 0.0,
+                    }
+                }),
+            ),
         ];
         for (want, mutate) in cases {
             let mut bad = s.clone();

@@ -20,9 +20,13 @@ use std::os::fd::AsRawFd;
 use netlink_packet_route::link::{InfoData, LinkAttribute, LinkInfo};
 use rtnetlink::{Handle, LinkVxlan};
 
-use crate::kernel::netlink::{add_address, add_neighbour, ifindex, retry, set_up};
+use super::slice::CrossEnd;
+use crate::apply::Layout;
+use crate::kernel::netlink::{
+    add_address, add_neighbour, create_veth_pair, ifindex, retry, set_up, VethEnd,
+};
 use crate::kernel::{KernelError, Netns};
-use crate::plan::Mac;
+use crate::plan::{Mac, Plan};
 
 /// One end of a cross-host link on this host.
 #[derive(Debug, Clone)]
@@ -52,35 +56,136 @@ pub struct VxlanEnd {
 /// device may exist in `node` (it goes with the namespace); nothing is left in the host's
 /// namespace but what the kernel keeps for a device that exists.
 pub async fn create_end(host: &Handle, node: &Netns, end: &VxlanEnd) -> Result<(), KernelError> {
+    add_device(host, node, &end.ifname, Some(end.mac), end).await?;
+    let h = crate::kernel::handle_in(Some(node))?;
+    let idx = ifindex(&h, &end.ifname).await?;
+    add_address(&h, idx, end.ip, end.prefix).await?;
+    add_neighbour(&h, idx, end.peer_ip, end.peer_mac.0).await?;
+    set_up(&h, idx).await?;
+    Ok(())
+}
+
+/// Create the VXLAN device `name` of `end`'s link (VNI, port, underlay, addresses, MTU)
+/// through `host`, straight into `into`, down. `mac`: its address (`None`: the kernel's
+/// random one).
+async fn add_device(
+    host: &Handle,
+    into: &Netns,
+    name: &str,
+    mac: Option<Mac>,
+    end: &VxlanEnd,
+) -> Result<(), KernelError> {
     let under = ifindex(host, &end.underlay).await?;
     let what = format!(
-        "create vxlan {} (vni {}, {} -> {}:{}) in {}",
-        end.ifname,
+        "create vxlan {name} (vni {}, {} -> {}:{} over {}) in {}",
         end.vni,
         end.local,
         end.remote,
         end.port,
-        node.name()
+        end.underlay,
+        into.name()
     );
     retry(&what, || {
-        let msg = LinkVxlan::new(&end.ifname, end.vni)
+        let mut msg = LinkVxlan::new(name, end.vni)
             .dev(under)
             .remote(end.remote)
             .local(end.local)
             .port(end.port)
             .learning(false)
             .mtu(end.mtu)
-            .address(end.mac.0.to_vec())
-            .setns_by_fd(node.fd().as_raw_fd())
-            .build();
-        host.link().add(msg).execute()
+            .setns_by_fd(into.fd().as_raw_fd());
+        if let Some(mac) = mac {
+            msg = msg.address(mac.0.to_vec());
+        }
+        host.link().add(msg.build()).execute()
     })
-    .await?;
-    let h = crate::kernel::handle_in(Some(node))?;
-    let idx = ifindex(&h, &end.ifname).await?;
-    add_address(&h, idx, end.ip, end.prefix).await?;
-    add_neighbour(&h, idx, end.peer_ip, end.peer_mac.0).await?;
-    set_up(&h, idx).await?;
+    .await
+}
+
+/// Build this host's ends of the links to other hosts (`ends`, from the slice), after
+/// [`crate::apply::build`] made the namespaces; the handle of the calling thread's
+/// namespace is the host's (the VXLAN sockets open there, on the underlay).
+///
+/// - [`Layout::Direct`] (netem, unshaped): the node's interface *is* the VXLAN device
+///   ([`create_end`]); netem, if any, goes on it.
+/// - [`Layout::Wire`]: the node's interface is a veth into the wire namespace, like every
+///   link's, and a VXLAN device named as the far end's wire interface sits in the wire
+///   namespace; the engine forwards between the two ([`crate::link::engine::LinkEngine::add_cross`]).
+///
+/// Every device is in a lab namespace, so teardown (deleting the namespaces) removes them
+/// and the kernel closes the UDP socket with the last one. An end without underlay
+/// addresses (a slice not filled in by the controller) is an error before anything is made.
+pub async fn build_cross(
+    plan: &Plan,
+    layout: Layout,
+    ends: &[CrossEnd],
+) -> Result<(), KernelError> {
+    let mut resolved = Vec::with_capacity(ends.len());
+    for c in ends {
+        let (Some(local), Some(remote)) = (c.local_addr, c.remote_addr) else {
+            return Err(KernelError::sys(
+                format!("cross-host link {}", c.link),
+                std::io::Error::other(
+                    "the slice has no underlay addresses for it (the controller fills them in at `up`)",
+                ),
+            ));
+        };
+        resolved.push((c, local, remote));
+    }
+    let host = crate::kernel::handle_in(None)?;
+    let mtu = plan.link_mtu.unwrap_or(1500);
+    let wire = match layout {
+        Layout::Wire => Some(Netns::open(&plan.wire_netns)?),
+        Layout::Direct => None,
+    };
+    for (c, local, remote) in resolved {
+        let node = Netns::open(&plan.nodes[c.node].netns)?;
+        let end = VxlanEnd {
+            ifname: c.ifname.clone(),
+            vni: c.vni,
+            port: c.port,
+            underlay: c.underlay.clone(),
+            local,
+            remote,
+            mtu,
+            mac: c.mac,
+            ip: c.ip,
+            prefix: c.prefix,
+            peer_ip: c.peer_ip,
+            peer_mac: c.peer_mac,
+        };
+        let Some(w) = &wire else {
+            create_end(&host, &node, &end).await?;
+            continue;
+        };
+        create_veth_pair(
+            &host,
+            VethEnd {
+                ns: &node,
+                name: &c.ifname,
+                mac: Some(c.mac.0),
+                mtu: Some(mtu),
+            },
+            VethEnd {
+                ns: w,
+                name: &c.wire_ifname,
+                mac: None,
+                mtu: Some(mtu),
+            },
+        )
+        .await?;
+        add_device(&host, w, &c.far_wire_ifname, None, &end).await?;
+        let h = crate::kernel::handle_in(Some(&node))?;
+        let idx = ifindex(&h, &c.ifname).await?;
+        add_address(&h, idx, c.ip, c.prefix).await?;
+        set_up(&h, idx).await?;
+        add_neighbour(&h, idx, c.peer_ip, c.peer_mac.0).await?;
+        let hw = crate::kernel::handle_in(Some(w))?;
+        for name in [&c.wire_ifname, &c.far_wire_ifname] {
+            let i = ifindex(&hw, name).await?;
+            set_up(&hw, i).await?;
+        }
+    }
     Ok(())
 }
 

@@ -76,23 +76,26 @@ pub async fn create_veth_between(
             ns: ns_a,
             name: name_a,
             mac: None,
+            mtu: None,
         },
         VethEnd {
             ns: ns_b,
             name: name_b,
             mac: None,
+            mtu: None,
         },
     )
     .await
 }
 
 /// One end of a veth pair to create: its namespace, name and, if given, its MAC (else the
-/// kernel picks a random one).
+/// kernel picks a random one) and MTU (else the kernel's 1500).
 #[derive(Debug, Clone, Copy)]
 pub struct VethEnd<'a> {
     pub ns: &'a Netns,
     pub name: &'a str,
     pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
 }
 
 /// [`create_veth_between`], with the MACs of the ends set at creation (no extra request).
@@ -115,11 +118,17 @@ pub async fn create_veth_pair(
         if let Some(mac) = b.mac {
             peer = peer.address(mac.to_vec());
         }
+        if let Some(mtu) = b.mtu {
+            peer = peer.mtu(mtu);
+        }
         let mut msg = LinkVeth::new(a.name, b.name)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .setns_by_fd(a.ns.fd().as_raw_fd());
         if let Some(mac) = a.mac {
             msg = msg.address(mac.to_vec());
+        }
+        if let Some(mtu) = a.mtu {
+            msg = msg.mtu(mtu);
         }
         h.link().add(msg.build()).execute()
     })

@@ -252,6 +252,55 @@ impl LinkEngine {
         }
     }
 
+    /// Carry this host's end of a link to another host (issue 19), built by
+    /// `hosts::vxlan::build_cross`: the wire engine forwards between the end's wire
+    /// interface and the VXLAN device `far_wire_ifname` beside it, shaping what this host
+    /// sends by `out` and passing what arrives untouched (the sending host shaped it);
+    /// netem shapes the VXLAN device in the node's namespace (`node_netns`, `ifname`) by
+    /// `out`. The link is not in the plan: `lightcone link` does not change it yet.
+    pub fn add_cross(
+        &self,
+        name: &str,
+        node_netns: &str,
+        ifname: &str,
+        wire_ifname: &str,
+        far_wire_ifname: &str,
+        out: &LinkModel,
+    ) -> Pending<()> {
+        match self {
+            LinkEngine::Wire(w) => {
+                let port = |ifname: &str| PortSpec::Netns {
+                    netns: w.plan.wire_netns.clone(),
+                    ifname: ifname.to_string(),
+                };
+                done(
+                    w.engine
+                        .add_link(
+                            name,
+                            port(wire_ifname),
+                            port(far_wire_ifname),
+                            out.clone(),
+                            LinkModel::default(),
+                        )
+                        .map_err(EngineError::from),
+                )
+            }
+            LinkEngine::Netem(n) => {
+                let time_scale = n.plan.time_scale;
+                let (node_netns, ifname, out) =
+                    (node_netns.to_string(), ifname.to_string(), out.clone());
+                Box::pin(async move {
+                    let ns = Netns::open(&node_netns)?;
+                    let h = kernel::handle_in(Some(&ns))?;
+                    let idx = kernel::ifindex(&h, &ifname).await?;
+                    netem::apply(&h, idx, &out, time_scale).await?;
+                    Ok(())
+                })
+            }
+            LinkEngine::Unshaped(_) => done(Ok(())),
+        }
+    }
+
     /// Give link `link` these models and take it up or down. The wire engine applies the
     /// models as a diff (queued frames keep their times); on veth links each end's qdisc is
     /// replaced (netem) and the interface set up, with its permanent neighbour entry for

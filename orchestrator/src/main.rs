@@ -528,7 +528,12 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    match run(cli) {
+    let routed = match route(&cli.cmd) {
+        Some(Ok(code)) => return ExitCode::from(code),
+        Some(Err(e)) => Err(e),
+        None => run(cli),
+    };
+    match routed {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, e)) => {
             if e.is::<Rendered>() {
@@ -539,6 +544,24 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// A command about nodes of a multi-host lab runs on the host holding them (issue 19; see
+/// `cli::route_to_host`): the node arguments and how many subcommand words precede them.
+fn route(cmd: &Cmd) -> Option<Result<u8, Failure>> {
+    let (lab, nodes, tokens): (&Option<String>, Vec<&str>, usize) = match cmd {
+        Cmd::Exec { lab, node, .. } => (lab, vec![node], 1),
+        Cmd::Probe { lab, a, b, .. } => (lab, vec![a, b], 1),
+        Cmd::Fault { action } => match action {
+            FaultCmd::Crash { node, lab }
+            | FaultCmd::Restart { node, lab }
+            | FaultCmd::Clock { node, lab, .. }
+            | FaultCmd::Byzantine { node, lab, .. } => (lab, vec![node], 2),
+            FaultCmd::StealKey { thief, key_of, lab } => (lab, vec![thief, key_of], 2),
+        },
+        _ => return None,
+    };
+    cli::route_to_host(lab.as_deref(), &nodes, tokens)
 }
 
 /// `--count` of `probe`: a number of probes, at least one.

@@ -1030,6 +1030,64 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     );
     assert!(!two.vxlan_sockets().is_empty(), "no VXLAN socket while up");
 
+    // Commands about nodes run on the host holding them, issued here (host a).
+    let agent_state = |node: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&lc_ok(&["status", &lab, "--json"])).unwrap();
+        let n = v["labs"][0]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .cloned()
+            .unwrap();
+        n["agent"]["state"].as_str().unwrap_or("").to_string()
+    };
+    let crash = lc_ok(&["fault", "crash", "l0c1k0t1", "--lab", &lab]);
+    println!("{crash}");
+    assert_ne!(agent_state("l0c1k0t1"), "running");
+    assert_eq!(agent_state("l0c1k0t2"), "running");
+    lc_ok(&["fault", "restart", "l0c1k0t1", "--lab", &lab]);
+    assert!(
+        wait_until(Duration::from_secs(20), || agent_state("l0c1k0t1")
+            == "running"),
+        "l0c1k0t1 not running again"
+    );
+    // `exec` on host b, its words passed through the host's shell as they are.
+    let ex = lc_ok(&[
+        "exec",
+        "--lab",
+        &lab,
+        "l0c1k0t0",
+        "--",
+        "sh",
+        "-c",
+        "ip -4 -o addr show; echo 'a b'",
+    ]);
+    assert!(
+        ex.contains(&format!("inet {ip_b}/31")) && ex.contains("a b"),
+        "{ex}"
+    );
+    // A probe within host b runs there; one between hosts, or to no such node, is refused.
+    let pr = lc_ok(&[
+        "probe", "l0c1k0t0", "l0c1k0t1", "--count", "20", "--lab", &lab,
+    ]);
+    assert!(pr.contains("rtt mean"), "{pr}");
+    let across = lc(&["probe", "l0c0k0t0", "l0c1k0t0", "--lab", &lab]);
+    assert_eq!(across.status.code(), Some(2), "{}", text(&across));
+    assert!(
+        text(&across).contains("is on host a and l0c1k0t0 on host b"),
+        "{}",
+        text(&across)
+    );
+    let nosuch = lc(&["fault", "crash", "l9c9k9t9", "--lab", &lab]);
+    assert_eq!(nosuch.status.code(), Some(2), "{}", text(&nosuch));
+    assert!(
+        text(&nosuch).contains("has no node l9c9k9t9"),
+        "{}",
+        text(&nosuch)
+    );
+
     let d1 = lc_ok(&["down", &lab]);
     println!("{d1}");
     assert!(

@@ -931,6 +931,111 @@ pub(crate) fn all_lab_names() -> (Vec<String>, Vec<LabDir>) {
     (ctl, local)
 }
 
+/// Set on a command the controller routed to a host: run it there.
+const ROUTED_ENV: &str = "LIGHTCONE_ROUTED";
+const ROUTED_ENV_SET: &str = "LIGHTCONE_ROUTED=1";
+
+/// A command about `nodes` of a lab that spans hosts runs on the host that holds them:
+/// the same command line over ssh (each word quoted for the host's shell), with `--lab`
+/// put in after its `tokens` subcommand words when the user left it out, its output and
+/// exit code passed through. `None`: the lab is not a multi-host lab (run it here). Nodes
+/// on two hosts, or not in the lab, are refused with nothing run.
+pub(crate) fn route_to_host(
+    lab: Option<&str>,
+    nodes: &[&str],
+    tokens: usize,
+) -> Option<Result<u8, Failure>> {
+    if std::env::var_os(ROUTED_ENV).is_some() {
+        return None;
+    }
+    let lab = match lab {
+        Some(l) => l.to_string(),
+        None => {
+            // The only lab up, when that is a multi-host one.
+            let (ctl, local) = all_lab_names();
+            match (ctl.as_slice(), local.len()) {
+                ([one], 0) => one.clone(),
+                _ => return None,
+            }
+        }
+    };
+    let rec = ControlDir::new(&lab).ok()?.read()?;
+    Some(forward(&rec, nodes, tokens))
+}
+
+fn forward(rec: &ControllerRecord, nodes: &[&str], tokens: usize) -> Result<u8, Failure> {
+    let mut on: Vec<&HostRecord> = Vec::new();
+    for n in nodes {
+        match rec.hosts.iter().find(|h| h.nodes.iter().any(|m| m == n)) {
+            Some(h) => on.push(h),
+            None => {
+                return Err(invalid(anyhow!(
+                    "lab {} has no node {n} (its hosts hold {}); nothing was changed",
+                    rec.lab,
+                    rec.hosts
+                        .iter()
+                        .map(|h| format!("{}: {}", h.name, h.nodes.join(" ")))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )))
+            }
+        }
+    }
+    let Some(h) = on.first() else {
+        return Err(invalid(anyhow!("no node named; nothing was changed")));
+    };
+    if let Some(other) = on.iter().find(|o| o.name != h.name) {
+        return Err(invalid(anyhow!(
+            "{} is on host {} and {} on host {}: a command about nodes on two hosts is not built yet (each host runs its own part of lab {}); nothing was changed",
+            nodes[0],
+            h.name,
+            nodes[on.iter().position(|o| o.name == other.name).unwrap_or(0)],
+            other.name,
+            rec.lab
+        )));
+    }
+    if !rec.alive() {
+        return Err(state(format!(
+            "lab {} has a controller record whose controller is gone; run `lightcone down {}` to clean it up",
+            rec.lab, rec.lab
+        )));
+    }
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--lab" || a.starts_with("--lab=")) {
+        let at = tokens.min(args.len());
+        args.splice(at..at, ["--lab".to_string(), rec.lab.clone()]);
+    }
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| lightcone::hosts::ssh::sh_quote(a))
+        .collect();
+    // Marked, so the host runs it itself even when it is also the controller's machine
+    // (whose controller record would route it again).
+    let mut remote: Vec<&str> = vec!["env", ROUTED_ENV_SET, h.lightcone.as_str()];
+    remote.extend(quoted.iter().map(String::as_str));
+    let ssh = Ssh::new(&rec.lab, rec.ssh_config.clone(), &control_root()).map_err(invalid)?;
+    let mut c = ssh.command(&spec_of(h), &remote);
+    c.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    let status = c
+        .status()
+        .with_context(|| format!("run ssh to host {} ({})", h.name, h.ssh))?;
+    match status.code() {
+        Some(255) => Err(Failure(
+            code::FAILURE,
+            anyhow!(
+                "host {}: ssh {} failed (exit 255); check it with `lightcone doctor --hosts`",
+                h.name,
+                h.ssh
+            ),
+        )),
+        Some(c) => Ok(u8::try_from(c).unwrap_or(1)),
+        None => Err(Failure(
+            code::FAILURE,
+            anyhow!("host {}: ssh ended by a signal", h.name),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ pub(crate) use fault::{
     Life,
 };
 pub(crate) use files::{cmd_graph, cmd_plan, cmd_validate};
-pub(crate) use hosts::{cmd_control, cmd_up_hosts};
+pub(crate) use hosts::{cmd_control, cmd_up_hosts, route_to_host};
 pub(crate) use link::cmd_link;
 pub(crate) use object::{cmd_object_get, cmd_object_put};
 pub(crate) use probe::cmd_probe;
@@ -143,6 +143,21 @@ pub(crate) fn pick_lab(lab: Option<String>) -> Result<LabDir, Failure> {
 }
 
 pub(crate) fn lab_plan(dir: &LabDir) -> Result<Plan, Failure> {
+    if !dir.topology_path().exists() && dir.plan_path().exists() {
+        // A multi-host worker's slice (issue 19): no topology file, the plan it runs.
+        let bytes = std::fs::read(dir.plan_path()).map_err(|e| {
+            Failure(
+                code::FAILURE,
+                anyhow!("read {}: {e}", dir.plan_path().display()),
+            )
+        })?;
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            Failure(
+                code::FAILURE,
+                anyhow!("parse {}: {e}", dir.plan_path().display()),
+            )
+        });
+    }
     let topo = topology::load(&dir.topology_path()).map_err(|e| match e {
         LoadError::Invalid { rendered, .. } => Failure(code::FAILURE, Rendered(rendered).into()),
         e => Failure(code::FAILURE, anyhow!("lab {}: {e}", dir.lab)),

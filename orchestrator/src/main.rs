@@ -252,6 +252,17 @@ enum Cmd {
         /// controller gives them to the other hosts' VXLAN ends).
         #[arg(long, requires = "identify", value_name = "IFACE")]
         underlay: Option<String>,
+        /// Answer underlay round-trip probes on this address (prints `{"port":P}`) until
+        /// stdin closes (at most 60 s): the controller measures the underlay between hosts.
+        #[arg(long, value_name = "IP", conflicts_with_all = ["stdio", "identify", "ping"])]
+        echo: Option<std::net::Ipv4Addr>,
+        /// Send underlay round-trip probes to an `--echo` (IP:PORT) and print the round
+        /// trips as JSON.
+        #[arg(long, value_name = "IP:PORT", conflicts_with_all = ["stdio", "identify"])]
+        ping: Option<std::net::SocketAddrV4>,
+        /// Probes `--ping` sends (10 ms apart).
+        #[arg(long, default_value_t = 20, requires = "ping")]
+        count: u32,
     },
     #[command(hide = true, name = "__control")]
     Control {
@@ -624,10 +635,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             time_scale,
         } => cli::cmd_supervise(file, link_engine, no_agents, port, prometheus, time_scale),
         Cmd::Down { lab, all } => cli::cmd_down(lab, all),
+        Cmd::Worker { echo: Some(ip), .. } => cli::cmd_worker_echo(ip),
+        Cmd::Worker {
+            ping: Some(to),
+            count,
+            ..
+        } => cli::cmd_worker_ping(to, count),
         Cmd::Worker {
             stdio,
             identify,
             underlay,
+            ..
         } => cli::cmd_worker(stdio, identify, underlay),
         Cmd::Status { lab, json, local } => cli::cmd_status(lab, json, local),
         Cmd::Doctor { json, hosts: None } => cli::cmd_doctor(json),

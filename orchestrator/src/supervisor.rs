@@ -425,6 +425,16 @@ async fn serve(
             opts.cross.len(),
             t.elapsed().as_secs_f64()
         ));
+        for c in &opts.cross {
+            report(&format!(
+                "  {} to host {} (vni {}): shaped here {:.3} ms + underlay {:.3} ms one way (half the round trip measured at up), real time",
+                c.link,
+                c.remote_host,
+                c.vni,
+                c.model.delay_ns as f64 / 1e6 / plan.time_scale,
+                c.underlay_one_way_ns as f64 / 1e6
+            ));
+        }
     }
     let links = Lab::initial_links(&plan);
     let engine = LinkEngine::start(engine_choice, &plan).await?;

@@ -558,8 +558,16 @@ fn ssh_controller_runs_a_cell_on_one_host_and_kill_9_tears_the_worker_down() {
     assert_eq!(l["hosts"][0]["ssh"], "sshlab");
     assert_eq!(l["hosts"][0]["worker_state"], "ready");
     assert!(l["hosts"][0]["worker_pid"].as_u64().is_some(), "{st}");
-    assert!(l["hosts"][0]["underlay_rtt_ms"].is_null());
-    assert!(l["hosts"][0]["clock_offset_ms"].is_null());
+    // One host: no underlay to measure; its clock (this machine's) against the
+    // controller's is zero within the bound of the estimate.
+    assert_eq!(
+        l["hosts"][0]["underlay_rtt_ms"],
+        serde_json::json!({}),
+        "{st}"
+    );
+    let off = l["hosts"][0]["clock_offset_ms"].as_f64().unwrap();
+    let bound = l["hosts"][0]["clock_offset_bound_ms"].as_f64().unwrap();
+    assert!(off.abs() <= bound && bound < 1000.0, "{off} ± {bound}");
     let nodes = l["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3, "{st}");
     for n in nodes {
@@ -966,6 +974,37 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
         / slice["plan"]["time_scale"].as_f64().unwrap();
     assert_eq!(slice["plan"]["link_mtu"], 1450, "{slice}");
 
+    // A link shorter than the underlay it would cross, let through by a hosts file that
+    // declares no underlay latency: `up` measures the underlay and refuses it, nothing
+    // built on either host.
+    let short = write(
+        two.a.dir.path(),
+        "short.yaml",
+        &TWO_CLUSTERS
+            .replace("name: x", &format!("name: {lab}"))
+            .replace("layer: { delay: 200ms, loss: 2% }", "layer: { delay: 1us }"),
+    );
+    let zero = write(
+        two.a.dir.path(),
+        "zero.yaml",
+        &std::fs::read_to_string(&hosts).unwrap().replace(
+            "vxlan_port:",
+            "underlay_latency: 0s\nlatency_margin: 0s\nvxlan_port:",
+        ),
+    );
+    let o = lc(&["up", &short, "--hosts", &zero, "--detach"]);
+    println!("{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("but the underlay alone takes")
+            && text(&o).contains("nothing was built on any host"),
+        "{}",
+        text(&o)
+    );
+    assert_gone(&lab);
+    assert!(!Path::new(&two.state_b).join(&lab).exists());
+    two.a.assert_no_controller_left(&lab);
+
     let t0 = Instant::now();
     let up = lc(&["up", &topo, "--hosts", &hosts, "--detach"]);
     println!("{}", text(&up));
@@ -975,6 +1014,22 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     let v: serde_json::Value = serde_json::from_str(&st).unwrap();
     let nodes = v["labs"][0]["nodes"].as_array().unwrap().clone();
     assert_eq!(nodes.len(), 6, "{st}");
+    // Each host: the underlay's round trip to the other, and its clock ± bound.
+    for (k, other) in [(0, "b"), (1, "a")] {
+        let h = &v["labs"][0]["hosts"][k];
+        let rtt = h["underlay_rtt_ms"][other].as_f64().unwrap_or(-1.0);
+        let (off, bound) = (
+            h["clock_offset_ms"].as_f64().unwrap(),
+            h["clock_offset_bound_ms"].as_f64().unwrap(),
+        );
+        println!(
+            "host {}: underlay RTT to {other} {rtt:.3} ms, clock {off:+.3} ± {bound:.3} ms",
+            h["name"]
+        );
+        assert!(rtt > 0.0 && rtt < 50.0, "{h}");
+        // One kernel, one clock: the estimate brackets zero.
+        assert!(off.abs() <= bound, "{h}");
+    }
     for n in &nodes {
         let want = if n["name"].as_str().unwrap().starts_with("l0c0") {
             "a"

@@ -328,6 +328,8 @@ fn control(
                 worker_pid: None,
                 api: None,
                 message: None,
+                underlay_rtt_ms: Default::default(),
+                clock: None,
             })
             .collect(),
     };
@@ -370,12 +372,96 @@ fn control(
             }
         }
     }
+    // 2b. The underlay between every two hosts a link joins, and every host's clock.
+    let spec = |name: &str| hosts.hosts.iter().find(|h| h.name == name);
+    let mut pairs = std::collections::BTreeSet::new();
+    for (_, s) in &slices {
+        for c in &s.cross {
+            pairs.insert(if s.host < c.remote_host {
+                (s.host.clone(), c.remote_host.clone())
+            } else {
+                (c.remote_host.clone(), s.host.clone())
+            });
+        }
+    }
+    let mut rtt = std::collections::BTreeMap::new();
+    for (a, b) in &pairs {
+        let (Some(ha), Some(hb), Some(ip_b)) = (spec(a), spec(b), underlays.get(b)) else {
+            continue;
+        };
+        match measure_underlay(&ssh, ha, hb, *ip_b) {
+            Ok(s) => {
+                report(&format!(
+                    "[{a}] underlay to {b}: round trip min {:.3} ms, p50 {:.3} ms, max {:.3} ms ({} of {} probes)",
+                    s.min_ms, s.p50_ms, s.max_ms, s.received, s.sent
+                ));
+                rtt.insert((a.clone(), b.clone()), s.min_ms);
+                rtt.insert((b.clone(), a.clone()), s.min_ms);
+            }
+            Err(e) => {
+                for (j, _) in &slices {
+                    ssh.close_master(&hosts.hosts[*j]);
+                }
+                let _ = ctl.remove();
+                return Err(Failure(code::FAILURE, anyhow!(
+                    "the underlay from host {a} to host {b} ({ip_b}) could not be measured: {e}; check that UDP passes between the hosts' underlay addresses (`lightcone doctor --hosts`); nothing was built on any host"
+                )));
+            }
+        }
+    }
+    for (k, (i, _)) in slices.iter().enumerate() {
+        let h = &hosts.hosts[*i];
+        rec.hosts[k].clock = lightcone::hosts::doctor::sample_clock(&ssh, h);
+        rec.hosts[k].underlay_rtt_ms = rtt
+            .iter()
+            .filter(|((from, _), _)| from == &h.name)
+            .map(|((_, to), ms)| (to.clone(), *ms))
+            .collect();
+        match rec.hosts[k].clock {
+            Some(c) => report(&format!(
+                "[{}] clock {:+.3} ms ± {:.3} ms from this controller's",
+                h.name, c.offset_ms, c.bound_ms
+            )),
+            None => report(&format!("[{}] clock: no answer within 5 s", h.name)),
+        }
+    }
+    let _ = ctl.write(&rec);
+    // 2c. The slices' cross-host ends: addresses, and the underlay's one-way time taken
+    //     off each link's delay (so the link is as long as configured end to end).
     let mut slices = slices;
+    let mut too_short = None;
     for (_, s) in &mut slices {
+        let time_scale = s.plan.time_scale;
         for c in &mut s.cross {
             c.local_addr = underlays.get(&s.host).copied();
             c.remote_addr = underlays.get(&c.remote_host).copied();
+            let Some(ms) = rtt.get(&(s.host.clone(), c.remote_host.clone())) else {
+                continue;
+            };
+            let one_way_ns = (ms * 1e6 / 2.0).round() as u64;
+            let emulated = (one_way_ns as f64 * time_scale).round() as u64;
+            if emulated > c.model.delay_ns {
+                too_short.get_or_insert(format!(
+                    "link {} between host {} and host {} is {:.3} ms one way ({:.3} ms real at time_scale {time_scale}), but the underlay alone takes {:.3} ms one way (half its measured round trip): keep it on one host (pin both cells to one host) or slow the lab (a smaller time_scale); nothing was built on any host",
+                    c.link,
+                    s.host,
+                    c.remote_host,
+                    c.model.delay_ns as f64 / 1e6,
+                    c.model.delay_ns as f64 / 1e6 / time_scale,
+                    one_way_ns as f64 / 1e6
+                ));
+                continue;
+            }
+            c.model.delay_ns -= emulated;
+            c.underlay_one_way_ns = one_way_ns;
         }
+    }
+    if let Some(msg) = too_short {
+        for (j, _) in &slices {
+            ssh.close_master(&hosts.hosts[*j]);
+        }
+        let _ = ctl.remove();
+        return Err(Failure(code::FAILURE, anyhow!(msg)));
     }
     let slices = slices;
     // 3. The sessions.
@@ -650,6 +736,78 @@ fn finish(
     codes
 }
 
+/// The underlay round trip from host `a` to host `b`'s underlay address `ip_b`: an echo
+/// on `b` (`worker --echo`), 20 probes from `a` (`worker --ping`), both over ssh.
+fn measure_underlay(
+    ssh: &Ssh,
+    a: &hosts::HostSpec,
+    b: &hosts::HostSpec,
+    ip_b: std::net::Ipv4Addr,
+) -> anyhow::Result<lightcone::hosts::rtt::RttSummary> {
+    let ip = ip_b.to_string();
+    let mut echo = ssh.command(b, &[&b.lightcone, "worker", "--echo", &ip]);
+    echo.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = echo.spawn().context("start ssh")?;
+    let stdin = child.stdin.take();
+    let out = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let result = (|| {
+        let line = rx.recv_timeout(IDENTIFY_BOUND).map_err(|_| {
+            anyhow!(
+                "host {}: the echo did not start within {IDENTIFY_BOUND:?}",
+                b.name
+            )
+        })?;
+        let v: serde_json::Value = serde_json::from_str(line.trim())
+            .map_err(|_| anyhow!("host {}: the echo said {:?}", b.name, line.trim()))?;
+        let port = v["port"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("host {}: the echo said {:?}", b.name, line.trim()))?;
+        let to = format!("{ip}:{port}");
+        let o = ssh.run(
+            a,
+            &[&a.lightcone, "worker", "--ping", &to, "--count", "20"],
+            IDENTIFY_BOUND,
+        )?;
+        let s: lightcone::hosts::rtt::RttSummary = o
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l.trim()).ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "host {}: `worker --ping {to}` said {:?} {:?}",
+                    a.name,
+                    o.stdout.trim(),
+                    o.stderr.trim()
+                )
+            })?;
+        if s.received == 0 {
+            return Err(anyhow!(
+                "none of {} probes from host {} came back",
+                s.sent,
+                a.name
+            ));
+        }
+        Ok(s)
+    })();
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
 /// `BIN worker --identify` on the host: refuse a binary that is not ours. With `underlay`,
 /// also the host's underlay interface (address and MTU), refused if it is missing or its
 /// MTU is below what the hosts file says (the lab MTU was computed from that).
@@ -858,10 +1016,12 @@ pub(crate) fn status_json(lab: &str) -> Option<serde_json::Value> {
             "worker_api": h.api,
             "message": h.message,
             "error": error,
-            // Not measured yet (issue 19): null, not a guess.
-            "underlay_rtt_ms": null,
-            "clock_offset_ms": null,
-            "clock_offset_bound_ms": null,
+            // Measured at `up`: the smallest round trip to each host it shares a link
+            // with (empty: no link crosses from it), and its clock against the
+            // controller's (null: the host did not answer).
+            "underlay_rtt_ms": h.underlay_rtt_ms,
+            "clock_offset_ms": h.clock.map(|c| c.offset_ms),
+            "clock_offset_bound_ms": h.clock.map(|c| c.bound_ms),
         }));
     }
     Some(if alive {
@@ -872,7 +1032,6 @@ pub(crate) fn status_json(lab: &str) -> Option<serde_json::Value> {
             "hosts": hosts_out,
             "nodes": nodes,
             "links": links,
-            "not_measured": "underlay RTT and clock offset between hosts are not measured yet: null",
         })
     } else {
         serde_json::json!({

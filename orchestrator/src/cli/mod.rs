@@ -44,7 +44,7 @@ pub(crate) use update::{
     cmd_update_abort, cmd_update_approve, cmd_update_plan, cmd_update_start, cmd_update_status,
     StartArgs,
 };
-pub(crate) use worker::cmd_worker;
+pub(crate) use worker::{cmd_worker, cmd_worker_echo, cmd_worker_ping};
 
 use anyhow::anyhow;
 use lightcone::client::{Client, ClientError};

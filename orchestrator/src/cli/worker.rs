@@ -35,6 +35,31 @@ fn emit(v: serde_json::Value) {
     let _ = out.flush();
 }
 
+/// `lightcone worker --echo IP`: see [`lightcone::hosts::rtt`].
+pub(crate) fn cmd_worker_echo(ip: std::net::Ipv4Addr) -> Result<(), Failure> {
+    lightcone::hosts::rtt::serve_echo(ip)
+        .map_err(|e| Failure(code::FAILURE, anyhow!("echo on {ip}: {e}")))
+}
+
+/// `lightcone worker --ping IP:PORT`: see [`lightcone::hosts::rtt`].
+pub(crate) fn cmd_worker_ping(to: std::net::SocketAddrV4, count: u32) -> Result<(), Failure> {
+    if count == 0 || count > lightcone::hosts::rtt::MAX_PROBES {
+        return Err(super::invalid(anyhow!(
+            "--count {count}: 1 to {} probes",
+            lightcone::hosts::rtt::MAX_PROBES
+        )));
+    }
+    let s = lightcone::hosts::rtt::ping(
+        to,
+        count,
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_secs(2),
+    )
+    .map_err(|e| Failure(code::FAILURE, anyhow!("probe {to}: {e}")))?;
+    println!("{}", serde_json::to_string(&s).map_err(Failure::from)?);
+    Ok(())
+}
+
 pub(crate) fn cmd_worker(
     stdio: bool,
     identify: bool,

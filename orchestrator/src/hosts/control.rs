@@ -50,6 +50,13 @@ pub struct HostRecord {
     /// The worker's last error or why its session ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The underlay round trip to each host this one shares a link with, measured at
+    /// `up` ([`super::rtt`]; the smallest of its probes), ms.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub underlay_rtt_ms: std::collections::BTreeMap<String, f64>,
+    /// The host's clock minus the controller's, with its bound, sampled at `up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<super::rtt::ClockOffset>,
 }
 
 /// `controller.json`.

@@ -82,21 +82,7 @@ pub fn parse_probe(out: &str) -> Probe {
     p
 }
 
-/// The clock offset estimate: the host's clock minus ours at the midpoint, and its bound.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct ClockOffset {
-    pub offset_ms: f64,
-    pub bound_ms: f64,
-}
-
-/// From our clock before and after (seconds since the epoch) and the host's reading.
-pub fn clock_offset(before_s: f64, remote_s: f64, after_s: f64) -> ClockOffset {
-    let mid = (before_s + after_s) / 2.0;
-    ClockOffset {
-        offset_ms: (remote_s - mid) * 1e3,
-        bound_ms: (after_s - before_s).max(0.0) / 2.0 * 1e3,
-    }
-}
+pub use super::rtt::{clock_offset, ClockOffset};
 
 /// Everything learnt about one host; `None` where it could not be asked.
 #[derive(Debug, Clone)]
@@ -346,7 +332,7 @@ pub fn examine(ssh: &Ssh, h: &HostSpec, ours: &Controller) -> HostReport {
 /// host's `date +%s.%N`: a sample's round trip is the channel's (plus one `date`), not
 /// ssh's start-up. Of [`CLOCK_SAMPLES`] the one with the shortest round trip is kept.
 /// `None` if the session does not answer within 5 s.
-fn sample_clock(ssh: &Ssh, h: &HostSpec) -> Option<ClockOffset> {
+pub fn sample_clock(ssh: &Ssh, h: &HostSpec) -> Option<ClockOffset> {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
     let mut c = ssh.command(h, &["sh", "-c", "'while read l; do date +%s.%N; done'"]);

@@ -22,6 +22,7 @@
 pub mod control;
 pub mod doctor;
 pub mod placement;
+pub mod rtt;
 pub mod slice;
 pub mod ssh;
 pub mod vxlan;

@@ -100,6 +100,10 @@ pub struct CrossEnd {
     /// host (`lightcone worker --identify --underlay IF`); `None` in a slice `plan` prints.
     pub local_addr: Option<Ipv4Addr>,
     pub remote_addr: Option<Ipv4Addr>,
+    /// Half the underlay's measured round trip to the far host, real ns, already taken
+    /// off [`CrossEnd::model`]'s delay by the controller (0 in a slice `plan` prints).
+    #[serde(default)]
+    pub underlay_one_way_ns: u64,
 }
 
 /// The wire namespace of a lab's slice on host `host`: the lab's wire namespace name with
@@ -206,6 +210,7 @@ impl Slice {
                 underlay: hosts.hosts[host].underlay.clone(),
                 local_addr: None,
                 remote_addr: None,
+                underlay_one_way_ns: 0,
             });
         }
         let mut sub = sub;

@@ -1,0 +1,193 @@
+//! The underlay's round trip between two hosts, and a host's clock offset (issue 19), measured at `up` with the
+//! lab's own binary on both ends, over the same path VXLAN packets take: an echo bound to
+//! one host's underlay address (`lightcone worker --echo IP`) and probes from the other
+//! (`lightcone worker --ping IP:PORT`). The controller subtracts half the smallest round
+//! trip from each cross-host link's delay, so a link's end-to-end one-way delay is what
+//! the topology says, not that plus the hosts' network.
+//!
+//! A probe is [`PROBE_BYTES`] bytes: a magic word, a session, a sequence number and the
+//! sender's monotonic send time. The echo answers only datagrams that start with the magic
+//! word (anything else on its port is ignored), and lives until its stdin closes or
+//! [`ECHO_LIFETIME`] passes, whichever is first.
+
+use std::io::{self, BufRead, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+const MAGIC: u32 = 0x6c63_7274; // "lcrt"
+/// Bytes of one probe.
+pub const PROBE_BYTES: usize = 24;
+/// Longest an echo serves, whatever its stdin does.
+pub const ECHO_LIFETIME: Duration = Duration::from_secs(60);
+/// Most probes one `--ping` sends.
+pub const MAX_PROBES: u32 = 1000;
+
+/// What `--ping` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RttSummary {
+    pub sent: u32,
+    pub received: u32,
+    pub min_ms: f64,
+    pub p50_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Bind an echo on `ip` (port 0), print `{"port":P}` on stdout, then answer probes until
+/// stdin closes or [`ECHO_LIFETIME`] passes.
+pub fn serve_echo(ip: Ipv4Addr) -> io::Result<()> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(ip, 0))?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let port = sock.local_addr()?.port();
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{}", serde_json::json!({ "port": port }))?;
+        out.flush()?;
+    }
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let closed = closed.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let stdin = io::stdin();
+            let mut input = stdin.lock();
+            while matches!(input.read_line(&mut line), Ok(n) if n > 0) {
+                line.clear();
+            }
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    while !closed.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed() < ECHO_LIFETIME {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if n == PROBE_BYTES && buf[..4] == MAGIC.to_be_bytes() => {
+                let _ = sock.send_to(&buf[..n], from);
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Send `count` probes to `to`, one every `interval`, and wait up to `wait` after the last
+/// for answers. `Err` if nothing could be sent; `received` 0 if nothing came back.
+pub fn ping(
+    to: SocketAddrV4,
+    count: u32,
+    interval: Duration,
+    wait: Duration,
+) -> io::Result<RttSummary> {
+    let count = count.clamp(1, MAX_PROBES);
+    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    sock.set_read_timeout(Some(Duration::from_millis(5)))?;
+    let session: u32 = rand::random();
+    let t0 = Instant::now();
+    let mut rtts: Vec<Option<f64>> = vec![None; count as usize];
+    let mut buf = [0u8; 64];
+    let mut drain = |sock: &UdpSocket, rtts: &mut Vec<Option<f64>>| {
+        while let Ok(n) = sock.recv(&mut buf) {
+            if n != PROBE_BYTES
+                || buf[..4] != MAGIC.to_be_bytes()
+                || buf[4..8] != session.to_be_bytes()
+            {
+                continue;
+            }
+            let seq = u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")) as usize;
+            let sent = u64::from_be_bytes(buf[12..20].try_into().expect("8 bytes"));
+            let now = t0.elapsed().as_nanos() as u64;
+            if let Some(slot) = rtts.get_mut(seq) {
+                slot.get_or_insert(now.saturating_sub(sent) as f64 / 1e6);
+            }
+        }
+    };
+    for seq in 0..count {
+        let mut p = [0u8; PROBE_BYTES];
+        p[..4].copy_from_slice(&MAGIC.to_be_bytes());
+        p[4..8].copy_from_slice(&session.to_be_bytes());
+        p[8..12].copy_from_slice(&seq.to_be_bytes());
+        p[12..20].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_be_bytes());
+        sock.send_to(&p, to)?;
+        let next = t0 + interval * (seq + 1);
+        while Instant::now() < next {
+            drain(&sock, &mut rtts);
+        }
+    }
+    let end = Instant::now() + wait;
+    while Instant::now() < end && rtts.iter().any(Option::is_none) {
+        drain(&sock, &mut rtts);
+    }
+    Ok(summarize(count, rtts.into_iter().flatten().collect()))
+}
+
+/// The summary of `got` round trips (ms) out of `sent` probes.
+pub fn summarize(sent: u32, mut got: Vec<f64>) -> RttSummary {
+    got.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        if got.is_empty() {
+            0.0
+        } else {
+            got[((got.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    RttSummary {
+        sent,
+        received: got.len() as u32,
+        min_ms: at(0.0),
+        p50_ms: at(0.5),
+        max_ms: at(1.0),
+    }
+}
+
+/// The clock offset estimate: the host's clock minus ours at the midpoint, and its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClockOffset {
+    pub offset_ms: f64,
+    pub bound_ms: f64,
+}
+
+/// From our clock before and after (seconds since the epoch) and the host's reading.
+pub fn clock_offset(before_s: f64, remote_s: f64, after_s: f64) -> ClockOffset {
+    let mid = (before_s + after_s) / 2.0;
+    ClockOffset {
+        offset_ms: (remote_s - mid) * 1e3,
+        bound_ms: (after_s - before_s).max(0.0) / 2.0 * 1e3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_takes_order_statistics_of_what_came_back() {
+        let s = summarize(5, vec![3.0, 1.0, 2.0]);
+        assert_eq!((s.sent, s.received), (5, 3));
+        assert_eq!((s.min_ms, s.p50_ms, s.max_ms), (1.0, 2.0, 3.0));
+        let none = summarize(4, vec![]);
+        assert_eq!((none.received, none.min_ms), (0, 0.0));
+    }
+
+    #[test]
+    fn probes_to_nothing_come_back_as_nothing() {
+        // A port on loopback nobody serves: ICMP unreachable or silence, never an answer.
+        let free = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let to = match free {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let s = ping(to, 3, Duration::from_millis(1), Duration::from_millis(20)).unwrap();
+        assert_eq!((s.sent, s.received), (3, 0));
+    }
+}

@@ -69,6 +69,15 @@ pub struct Agents {
     groups: Option<Groups>,
     /// Nodes whose agent runs another binary than `binary` (`lightcone update`, issue 18).
     replaced: BTreeMap<usize, PathBuf>,
+    /// A lab across hosts: agents are numbered in the whole plan (each of this plan's
+    /// node `i` is node `origin[i]` there) and know every node of it.
+    wide: Option<Wide>,
+}
+
+/// See [`Agents::lab_wide`].
+struct Wide {
+    plan: Plan,
+    origin: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +131,35 @@ impl Agents {
             keys,
             groups: None,
             replaced: BTreeMap::new(),
+            wide: None,
         })
+    }
+
+    /// Number this host's agents in the whole lab's plan `whole` (node `i` here is node
+    /// `origin[i]` there), give each the whole lab's directory and neighbours (links to
+    /// other hosts included), and count emulated time from `epoch_monotonic_ns` (the
+    /// lab's epoch placed on this host's clock). Refused with many tiles per process
+    /// (their shared directory is built from this host's plan).
+    pub fn lab_wide(
+        mut self,
+        whole: Plan,
+        origin: Vec<usize>,
+        epoch_monotonic_ns: u64,
+    ) -> Result<Agents, AgentError> {
+        if self.groups.is_some() {
+            return Err(AgentError::Spawn {
+                node: whole.lab.clone(),
+                source: std::io::Error::other(
+                    "agents with several tiles per process cannot span hosts yet (agents: { tiles_per_process: 1 } in the topology)",
+                ),
+            });
+        }
+        self.epoch_monotonic_ns = epoch_monotonic_ns;
+        self.wide = Some(Wide {
+            plan: whole,
+            origin,
+        });
+        Ok(self)
     }
 
     /// Host the plan's tiles `plan.tiles_per_process` to a process when that is above 1
@@ -154,7 +191,18 @@ impl Agents {
     ) -> Result<u32, AgentError> {
         self.kill(id);
         let node = &plan.nodes[id];
-        let mut cfg = plan.agent_config(id, &dir.path, self.keys.public_hex());
+        let mut cfg = match &self.wide {
+            Some(w) => {
+                // Its whole-lab identity (id, key file, peers, neighbours on other hosts);
+                // its control socket where this host's supervisor looks for it.
+                let mut c = w
+                    .plan
+                    .agent_config(w.origin[id], &dir.path, self.keys.public_hex());
+                c.control_socket = crate::plan::agent_socket(&dir.path, id);
+                c
+            }
+            None => plan.agent_config(id, &dir.path, self.keys.public_hex()),
+        };
         cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
         self.keys.configure(&mut cfg);
         cfg.revoked_ids = crate::keys::revoked_ids(dir);

@@ -39,6 +39,51 @@ pub enum SecretError {
     Operator { path: String, why: String },
 }
 
+/// Where a lab's secrets come from: the OS RNG, or — for a lab across hosts, whose hosts
+/// must hold the same keys — ChaCha20 seeded with the secret the controller drew from its
+/// OS RNG (see `hosts::slice::LabWide`).
+pub enum LabRng {
+    Os(rand::rngs::OsRng),
+    Seeded(Box<rand_chacha::ChaCha20Rng>),
+}
+
+impl LabRng {
+    pub fn seeded(seed: [u8; 32]) -> LabRng {
+        use rand::SeedableRng;
+        LabRng::Seeded(Box::new(rand_chacha::ChaCha20Rng::from_seed(seed)))
+    }
+}
+
+impl RngCore for LabRng {
+    fn next_u32(&mut self) -> u32 {
+        match self {
+            LabRng::Os(r) => r.next_u32(),
+            LabRng::Seeded(r) => r.next_u32(),
+        }
+    }
+    fn next_u64(&mut self) -> u64 {
+        match self {
+            LabRng::Os(r) => r.next_u64(),
+            LabRng::Seeded(r) => r.next_u64(),
+        }
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        match self {
+            LabRng::Os(r) => r.fill_bytes(dest),
+            LabRng::Seeded(r) => r.fill_bytes(dest),
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        match self {
+            LabRng::Os(r) => r.try_fill_bytes(dest),
+            LabRng::Seeded(r) => r.try_fill_bytes(dest),
+        }
+    }
+}
+
+// Both are cryptographically secure generators.
+impl rand::CryptoRng for LabRng {}
+
 /// Fill `buf` from `rng`, or say why it could not be.
 pub fn fill(rng: &mut impl RngCore, buf: &mut [u8]) -> Result<(), SecretError> {
     rng.try_fill_bytes(buf)

@@ -52,6 +52,13 @@ pub struct UpOptions {
     /// built over VXLAN after the lab's own links.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cross: Vec<crate::hosts::slice::CrossEnd>,
+    /// One lab over several hosts (a worker's slice whose links cross hosts): the whole
+    /// plan its agents are numbered in, the seed of the lab's keys, the epoch; with
+    /// `origin`, each of this plan's nodes' index in the whole plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab_wide: Option<crate::hosts::slice::LabWide>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origin: Vec<usize>,
 }
 
 /// How long `up` waits for every agent to be started and ready: 30 s, plus 200 ms per
@@ -359,13 +366,25 @@ async fn serve(
         let _ = std::fs::copy(t, dir.topology_path());
     }
     // The lab's secrets, from the OS RNG before anything is built: without it, no lab.
+    // A lab across hosts derives the lab's keys from the seed all its hosts share, for
+    // the whole lab (its agents are numbered in the whole plan); the API token is this
+    // host's own.
     let mut os_rng = rand::rngs::OsRng;
     let token = crate::keys::token(&mut os_rng)?;
+    let (mut lab_rng, key_plan) = match &opts.lab_wide {
+        Some(w) => (
+            crate::keys::LabRng::seeded(w.secret().ok_or_else(|| {
+                SecretError::Rng("the lab-wide seed is not 32 bytes of hex".into())
+            })?),
+            &w.plan,
+        ),
+        None => (crate::keys::LabRng::Os(os_rng), &plan),
+    };
     let keys = if opts.agents {
-        let mut keys = crate::keys::LabKeys::generate(&dir, plan.nodes.len(), &mut os_rng)?;
+        let mut keys = crate::keys::LabKeys::generate(&dir, key_plan.nodes.len(), &mut lab_rng)?;
         // The authorities' threshold key (FROST DKG; shares 0600 in `keys/`): agents get
         // its public half and obey only orders it signed (`lightcone dark`).
-        let auth = crate::authority::generate(&dir, &plan, &mut os_rng)?;
+        let auth = crate::authority::generate(&dir, key_plan, &mut lab_rng)?;
         report(&format!(
             "authorities: {}-of-{} threshold key ({})",
             auth.t,
@@ -378,12 +397,12 @@ async fn serve(
         keys.set_authorities(auth.group_key_hex);
         // Every node key certified at once by t of the authorities (issue 17).
         let cert =
-            crate::authority::certify_directory(&dir, &plan, keys.public_hex(), &mut os_rng)?;
+            crate::authority::certify_directory(&dir, key_plan, keys.public_hex(), &mut lab_rng)?;
         keys.set_directory_cert(cert);
         // The lab's agent build approved by t of the authorities (release 0): agents take
         // a neighbour into routing only once it attested an approved build (issue 18).
         if let Some(bin) = crate::agents::agent_binary() {
-            let sha = crate::authority::approve_binary(&dir, &bin, 0, &mut os_rng)?;
+            let sha = crate::authority::approve_binary(&dir, &bin, 0, &mut lab_rng)?;
             report(&format!(
                 "attestation: agent build {} (sha256 {}…) approved",
                 bin.display(),
@@ -479,6 +498,19 @@ async fn serve(
         )?;
         report(&map.summary());
         let mut agents = Agents::new(keys)?.grouped(&plan, &dir)?;
+        if let Some(w) = &opts.lab_wide {
+            let epoch = w.epoch_monotonic_ns(
+                crate::hosts::rtt::realtime_ns(),
+                lightcone_agent::driver::monotonic_ns(),
+            );
+            agents = agents.lab_wide(w.plan.clone(), opts.origin.clone(), epoch)?;
+            report(&format!(
+                "agents numbered in the whole lab ({} nodes on every host); lab epoch from the controller, this host's clock {:+.3} ms ± {:.3} ms from it",
+                w.plan.nodes.len(),
+                w.clock_offset_ms,
+                w.clock_offset_bound_ms
+            ));
+        }
         // `LIGHTCONE_AGENTS_BOUND_S` (seconds) replaces the bound, for tests of the failure.
         let bound = std::env::var("LIGHTCONE_AGENTS_BOUND_S")
             .ok()

@@ -1039,6 +1039,49 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
         assert_eq!(n["host"], want, "{n}");
         assert_eq!(n["agent"]["state"], "running", "{n}");
     }
+    // One lab: the agents are numbered in the whole lab, and the gateway of each cluster
+    // learns a route to the other cluster (on the other host) over the link between the
+    // hosts (its hellos and announcements verified with the whole lab's keys).
+    let agent_state = |state_root: &str, id: u64| -> serde_json::Value {
+        let o = Command::new("curl")
+            .args(["-s", "-f", "--max-time", "5", "--unix-socket"])
+            .arg(format!("{state_root}/{lab}/agents/{id}.sock"))
+            .arg("http://agent/state")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    for (root, whole_id, other) in [
+        ("/run/lightcone", 0, "cluster:0.1"),
+        (two.state_b.as_str(), 3, "cluster:0.0"),
+    ] {
+        let mut last = serde_json::Value::Null;
+        let t0 = Instant::now();
+        let peer = 3 - whole_id;
+        let routed = wait_until(Duration::from_secs(30), || {
+            last = agent_state(root, 0);
+            // Routed through, and admitted: the peer attested the build the lab's
+            // authorities approved (one threshold key on both hosts).
+            last["routes"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["dest"] == other))
+                && last["attest"]["admitted"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|i| i == peer))
+        });
+        println!(
+            "gateway {} (host {}): route to {other} after {:?}: {}",
+            last["node"],
+            if whole_id == 0 { "a" } else { "b" },
+            t0.elapsed(),
+            last["routes"]
+        );
+        assert!(
+            routed,
+            "no route to {other} through admitted node {peer}: {last}"
+        );
+        assert_eq!(last["id"], whole_id, "{last}");
+    }
     // Each host's wire namespace holds its end's VXLAN device, with the link's VNI.
     for (h, ns) in [("a", None), ("b", Some(two.netns.as_str()))] {
         let wire = format!("lc-{lab}__wire-{h}");

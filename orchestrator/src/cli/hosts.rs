@@ -41,6 +41,8 @@ const STDERR_TAIL: usize = 8;
 /// A lab placed on its hosts, one slice per host that holds nodes; nothing started.
 struct Prepared {
     lab: String,
+    /// The whole lab's plan.
+    plan: Plan,
     hosts: Hosts,
     /// (host index, its slice), in hosts.yaml order.
     slices: Vec<(usize, Slice)>,
@@ -68,6 +70,14 @@ fn prepare(
             hosts_file.display()
         ))
     })?;
+    if !placed.crossing.is_empty() && p.tiles_per_process > 1 {
+        return Err(invalid(anyhow!(
+            "{}: agents with {} tiles per process cannot span hosts yet, and {} link(s) cross hosts; set `agents: {{ tiles_per_process: 1 }}` or keep the lab on one host; nothing was changed",
+            file.display(),
+            p.tiles_per_process,
+            placed.crossing.len()
+        )));
+    }
     refuse_if_up(&p.lab)?;
     let mut slices = Vec::new();
     for i in 0..h.hosts.len() {
@@ -81,6 +91,7 @@ fn prepare(
     }
     Ok(Prepared {
         lab: p.lab.clone(),
+        plan: p,
         hosts: h,
         slices,
     })
@@ -304,7 +315,12 @@ fn control(
     ready: impl FnOnce(&ControllerRecord),
 ) -> Result<(), Failure> {
     catch_stop_signals();
-    let Prepared { lab, hosts, slices } = prep;
+    let Prepared {
+        lab,
+        plan: whole,
+        hosts,
+        slices,
+    } = prep;
     let ctl = ControlDir::new(&lab).map_err(invalid)?;
     let root = control_root();
     std::fs::create_dir_all(&root)
@@ -429,7 +445,7 @@ fn control(
     // 2c. The slices' cross-host ends: addresses, and the underlay's one-way time taken
     //     off each link's delay (so the link is as long as configured end to end).
     let mut slices = slices;
-    let mut too_short = None;
+    let mut refusal = None;
     for (_, s) in &mut slices {
         let time_scale = s.plan.time_scale;
         for c in &mut s.cross {
@@ -441,7 +457,7 @@ fn control(
             let one_way_ns = (ms * 1e6 / 2.0).round() as u64;
             let emulated = (one_way_ns as f64 * time_scale).round() as u64;
             if emulated > c.model.delay_ns {
-                too_short.get_or_insert(format!(
+                refusal.get_or_insert(format!(
                     "link {} between host {} and host {} is {:.3} ms one way ({:.3} ms real at time_scale {time_scale}), but the underlay alone takes {:.3} ms one way (half its measured round trip): keep it on one host (pin both cells to one host) or slow the lab (a smaller time_scale); nothing was built on any host",
                     c.link,
                     s.host,
@@ -456,7 +472,32 @@ fn control(
             c.underlay_one_way_ns = one_way_ns;
         }
     }
-    if let Some(msg) = too_short {
+    // One lab over the hosts a link joins: the whole plan, a seed for the lab's keys
+    // (from this machine's OS RNG), the epoch and each host's clock offset.
+    if crossing && refusal.is_none() {
+        let mut seed = [0u8; 32];
+        if let Err(e) = lightcone::keys::fill(&mut rand::rngs::OsRng, &mut seed) {
+            refusal = Some(format!("{e}; nothing was built on any host"));
+        }
+        let epoch = lightcone::hosts::rtt::realtime_ns();
+        for (k, (_, s)) in slices.iter_mut().enumerate() {
+            let Some(c) = rec.hosts[k].clock else {
+                refusal.get_or_insert(format!(
+                    "host {}: its clock could not be sampled over ssh, and agents on hosts joined by a link count time from one epoch; nothing was built on any host",
+                    s.host
+                ));
+                continue;
+            };
+            s.lab = Some(lightcone::hosts::slice::LabWide {
+                plan: whole.clone(),
+                secret_hex: hex::encode(seed),
+                epoch_realtime_ns: epoch,
+                clock_offset_ms: c.offset_ms,
+                clock_offset_bound_ms: c.bound_ms,
+            });
+        }
+    }
+    if let Some(msg) = refusal {
         for (j, _) in &slices {
             ssh.close_master(&hosts.hosts[*j]);
         }

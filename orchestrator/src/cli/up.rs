@@ -71,6 +71,8 @@ fn up_options(
         prometheus,
         time_scale,
         cross: Vec::new(),
+        lab_wide: None,
+        origin: Vec::new(),
     }
 }
 

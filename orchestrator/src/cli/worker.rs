@@ -152,6 +152,8 @@ pub(crate) fn cmd_worker(
         prometheus: false,
         time_scale: None,
         cross: slice.cross,
+        lab_wide: slice.lab,
+        origin: slice.origin,
     };
     let result = supervisor::run_plan(
         &opts,

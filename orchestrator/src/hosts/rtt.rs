@@ -147,6 +147,14 @@ pub fn summarize(sent: u32, mut got: Vec<f64>) -> RttSummary {
     }
 }
 
+/// `CLOCK_REALTIME` now, ns since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// The clock offset estimate: the host's clock minus ours at the midpoint, and its bound.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClockOffset {

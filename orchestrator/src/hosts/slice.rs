@@ -106,6 +106,58 @@ pub struct CrossEnd {
     pub underlay_one_way_ns: u64,
 }
 
+/// What makes the agents of every host one lab (a lab with links between hosts): one
+/// numbering, one directory and one set of keys, and one epoch.
+///
+/// Every host derives the lab's keys (node identities, the operator key, the authorities'
+/// threshold key, the directory certificate and the build approval) from one secret the
+/// controller draws from the OS RNG at `up` and sends over each host's ssh session: the
+/// same on every host, never written into a plan. So every host holds every node's
+/// secret key (a host is trusted with the lab, as the one machine of a local lab is).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabWide {
+    /// The whole lab's plan: agents are numbered in it and its directory is every agent's.
+    pub plan: Plan,
+    /// 32 bytes, hex: the seed of the lab's keys.
+    pub secret_hex: String,
+    /// Emulated time 0 on the controller's `CLOCK_REALTIME`, ns since the Unix epoch.
+    pub epoch_realtime_ns: u64,
+    /// This host's clock minus the controller's (sampled at `up`), ms, and the bound of
+    /// that estimate: the worker places the epoch on its own clock with it, and time
+    /// errors between agents of two hosts are only known to within the two bounds.
+    pub clock_offset_ms: f64,
+    pub clock_offset_bound_ms: f64,
+}
+
+impl std::fmt::Debug for LabWide {
+    /// Everything but the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabWide")
+            .field("lab", &self.plan.lab)
+            .field("nodes", &self.plan.nodes.len())
+            .field("epoch_realtime_ns", &self.epoch_realtime_ns)
+            .field("clock_offset_ms", &self.clock_offset_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LabWide {
+    /// The 32-byte seed, if `secret_hex` is one.
+    pub fn secret(&self) -> Option<[u8; 32]> {
+        hex::decode(&self.secret_hex).ok()?.try_into().ok()
+    }
+
+    /// The lab's epoch on this host's `CLOCK_MONOTONIC` (what agents count emulated time
+    /// from), given this host's realtime and monotonic clocks read together now.
+    pub fn epoch_monotonic_ns(&self, realtime_now_ns: u64, monotonic_now_ns: u64) -> u64 {
+        // The controller's epoch as this host's clock reads it.
+        let here = self.epoch_realtime_ns as f64 + self.clock_offset_ms * 1e6;
+        let since = realtime_now_ns as f64 - here;
+        (monotonic_now_ns as f64 - since).max(0.0) as u64
+    }
+}
+
 /// The wire namespace of a lab's slice on host `host`: the lab's wire namespace name with
 /// the host's, so two hosts that share one kernel (the tests' fake hosts) never share one.
 pub fn host_wire_netns(lab: &str, host: &str) -> String {
@@ -130,6 +182,10 @@ pub struct Slice {
     /// Index in the whole plan of each of `plan.nodes`.
     pub origin: Vec<usize>,
     pub cross: Vec<CrossEnd>,
+    /// One lab over every host (set by the controller at `up` when links cross hosts;
+    /// `None` in what `plan` prints): see [`LabWide`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab: Option<LabWide>,
 }
 
 /// Why a slice cannot be cut or read. Nothing was created.
@@ -226,6 +282,7 @@ impl Slice {
             plan: sub,
             origin,
             cross,
+            lab: None,
         })
     }
 
@@ -386,6 +443,34 @@ impl Slice {
                 return bad(format!("link {}: {e}", l.name));
             }
         }
+        if let Some(w) = &self.lab {
+            if w.plan.lab != p.lab || w.secret().is_none() {
+                return bad("the lab-wide part does not match the slice".into());
+            }
+            if !w.clock_offset_ms.is_finite()
+                || !w.clock_offset_bound_ms.is_finite()
+                || w.clock_offset_bound_ms < 0.0
+            {
+                return bad("the lab-wide clock offset is not a number".into());
+            }
+            if w.plan.nodes.len() > MAX_NODES
+                || w.plan.nodes.iter().any(|n| {
+                    n.interfaces
+                        .iter()
+                        .any(|f| f.link >= w.plan.links.len() || f.peer >= w.plan.nodes.len())
+                })
+            {
+                return bad("the whole lab's plan is inconsistent".into());
+            }
+            for (k, &o) in self.origin.iter().enumerate() {
+                if w.plan.nodes.get(o).map(|n| &n.name) != Some(&p.nodes[k].name) {
+                    return bad(format!(
+                        "node {} is not node {o} of the whole lab",
+                        p.nodes[k].name
+                    ));
+                }
+            }
+        }
         let mut taken: std::collections::BTreeSet<&str> = p
             .links
             .iter()
@@ -482,6 +567,62 @@ generate:
         let back: Slice = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
         back.check(&c).unwrap();
+    }
+
+    #[test]
+    fn the_lab_wide_epoch_lands_on_this_hosts_clock_and_a_mismatch_is_refused() {
+        let (mut s, c) = slice();
+        let whole = {
+            let t = topology::parse_str(
+                "name: multihost-s\ngenerate:\n  layers:\n    - { radius_au: 1.0, clusters: 2, cells: 1, tiles: 3, authorities: 0 }\n  cell_fabric: star\n  links:\n    cell: { delay: 1ms }\n    cluster: { delay: 10ms }\n    layer: { delay: 10ms }\n",
+                "t.yaml",
+            )
+            .unwrap();
+            plan::plan(&t)
+        };
+        let w = LabWide {
+            plan: whole,
+            secret_hex: "ab".repeat(32),
+            epoch_realtime_ns: 1_000_000_000_000,
+            clock_offset_ms: 2.0,
+            clock_offset_bound_ms: 0.5,
+        };
+        // The controller's epoch is this host's 1_000.002 s; read 3 s later on the host's
+        // realtime clock, when its monotonic clock reads 50 s: the epoch was at 47 s.
+        assert_eq!(
+            w.epoch_monotonic_ns(1_003_002_000_000, 50_000_000_000),
+            47_000_000_000
+        );
+        assert_eq!(w.secret(), Some([0xab; 32]));
+        assert!(
+            !format!("{w:?}").contains("abab"),
+            "the secret stays out of logs"
+        );
+        s.lab = Some(w.clone());
+        s.check(&c).unwrap();
+        for (mutate, want) in [
+            (
+                Box::new(|w: &mut LabWide| w.secret_hex = "00".into()) as Box<dyn Fn(&mut LabWide)>,
+                "lab-wide part",
+            ),
+            (
+                Box::new(|w: &mut LabWide| w.plan.nodes.swap(3, 4)),
+                "is not node",
+            ),
+            (
+                Box::new(|w: &mut LabWide| w.plan.nodes[0].interfaces[0].link = 999),
+                "inconsistent",
+            ),
+            (
+                Box::new(|w: &mut LabWide| w.clock_offset_ms = f64::NAN),
+                "clock offset",
+            ),
+        ] {
+            let mut bad = s.clone();
+            mutate(bad.lab.as_mut().unwrap());
+            let e = bad.check(&c).unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

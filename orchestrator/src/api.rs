@@ -253,6 +253,10 @@ pub async fn api_link_set(
     UrlPath((a, b)): UrlPath<(String, String)>,
     Json(change): Json<LinkChange>,
 ) -> Result<Json<LinkRuntime>, ApiError> {
+    let cross = s.lab.lock().expect("lab lock").cross_index(&a, &b);
+    if let Some(k) = cross {
+        return cross_change(&s, k, Some(&change), None).await;
+    }
     let (i, snapshot) = {
         let mut lab = s.lab.lock().expect("lab lock");
         let i = lab.link_index(&a, &b)?;
@@ -274,6 +278,67 @@ pub async fn api_link_set(
     };
     push(&s, i).await?;
     Ok(Json(snapshot))
+}
+
+/// Change this host's end `k` of a link to another host (a multi-host worker's): `change`
+/// applies to the direction this host sends (the far host's worker applies it to the
+/// other, `lightcone link` asks both), `up` takes the link up or down. The answer gives
+/// this host's configured direction for both.
+async fn cross_change(
+    s: &ApiState,
+    k: usize,
+    change: Option<&LinkChange>,
+    up: Option<bool>,
+) -> Result<Json<LinkRuntime>, ApiError> {
+    let (pending, rt) = {
+        let mut lab = s.lab.lock().expect("lab lock");
+        let mut rt = lab.cross[k].clone();
+        if let Some(change) = change {
+            if !lab.engine.shapes() && change.shapes() {
+                return Err(ApiError::Bad(format!("lab {} runs unshaped links (--link-engine none); bring it up with --link-engine wire or netem to shape links", lab.plan.lab)));
+            }
+            change.apply_to(&mut rt.configured).map_err(ApiError::Bad)?;
+        }
+        if let Some(up) = up {
+            rt.up = up;
+        }
+        let shaped = rt.shaped(lab.plan.time_scale).map_err(ApiError::Bad)?;
+        lab.cross[k] = rt.clone();
+        let e = &rt.end;
+        lab.event(
+            match (change, up) {
+                (Some(_), _) => "link_set",
+                (None, Some(true)) => "link_up",
+                _ => "link_down",
+            },
+            format!(
+                "{} (to host {}) {}",
+                e.link,
+                e.remote_host,
+                change
+                    .map(|c| serde_json::to_string(c).unwrap_or_default())
+                    .unwrap_or_default()
+            ),
+        );
+        let netns = lab.plan.nodes[e.node].netns.clone();
+        (
+            lab.engine.set_cross(
+                &e.link,
+                &netns,
+                &e.ifname,
+                (e.peer_ip, e.peer_mac.0),
+                &shaped,
+                rt.up,
+            ),
+            rt,
+        )
+    };
+    pending.await.map_err(ApiError::internal)?;
+    Ok(Json(LinkRuntime {
+        a_to_b: rt.configured.clone(),
+        b_to_a: rt.configured,
+        up: rt.up,
+    }))
 }
 
 /// Hand link `i`'s runtime to the engine. The lock is held only for the engine's
@@ -301,6 +366,10 @@ pub async fn api_link_state(
             )))
         }
     };
+    let cross = s.lab.lock().expect("lab lock").cross_index(&a, &b);
+    if let Some(k) = cross {
+        return cross_change(&s, k, None, Some(up)).await;
+    }
     let (i, rt) = {
         let mut lab = s.lab.lock().expect("lab lock");
         let i = lab.link_index(&a, &b)?;

@@ -29,6 +29,50 @@ pub struct LinkRuntime {
     pub up: bool,
 }
 
+/// This host's end of a link to another host (a multi-host worker's, issue 19). This host
+/// shapes only what it sends; the far host shapes the other direction.
+#[derive(Debug, Clone)]
+pub struct CrossRuntime {
+    pub end: crate::hosts::slice::CrossEnd,
+    /// The direction this host sends, as configured end to end (the underlay's one-way
+    /// time not taken off).
+    pub configured: LinkModel,
+    pub up: bool,
+}
+
+impl CrossRuntime {
+    /// This host's end as the worker built it: the configured model is the shaped one
+    /// with the underlay's one-way time put back.
+    pub fn of(end: &crate::hosts::slice::CrossEnd, time_scale: f64) -> CrossRuntime {
+        let mut configured = end.model.clone();
+        configured.delay_ns += underlay_emulated_ns(end, time_scale);
+        CrossRuntime {
+            end: end.clone(),
+            configured,
+            up: true,
+        }
+    }
+
+    /// What the engine applies: the configured model less the underlay's one-way time.
+    /// `Err`: the configured delay is shorter than the underlay.
+    pub fn shaped(&self, time_scale: f64) -> Result<LinkModel, String> {
+        let under = underlay_emulated_ns(&self.end, time_scale);
+        let mut m = self.configured.clone();
+        m.delay_ns = m.delay_ns.checked_sub(under).ok_or_else(|| {
+            format!(
+                "link {} crosses hosts over an underlay of {:.3} ms one way (real); its delay cannot be shorter",
+                self.end.link,
+                self.end.underlay_one_way_ns as f64 / 1e6
+            )
+        })?;
+        Ok(m)
+    }
+}
+
+fn underlay_emulated_ns(end: &crate::hosts::slice::CrossEnd, time_scale: f64) -> u64 {
+    (end.underlay_one_way_ns as f64 * time_scale).round() as u64
+}
+
 /// Events kept at most; the oldest go first.
 pub const MAX_EVENTS: usize = 10_000;
 
@@ -43,6 +87,8 @@ pub struct Lab {
     pub agents: Option<Agents>,
     /// One per planned link, in plan order.
     pub links: Vec<LinkRuntime>,
+    /// This host's ends of links to other hosts (a multi-host worker's; else empty).
+    pub cross: Vec<CrossRuntime>,
     pub started: Instant,
     /// Fault and control events, newest last (at most [`MAX_EVENTS`]).
     pub events: VecDeque<LabEvent>,
@@ -126,6 +172,14 @@ impl Lab {
     }
 
     /// The index of the link between nodes `a` and `b` (either order).
+    /// This host's end of the link to another host between `a` and `b`, if there is one.
+    pub fn cross_index(&self, a: &str, b: &str) -> Option<usize> {
+        let (ab, ba) = (format!("{a}--{b}"), format!("{b}--{a}"));
+        self.cross
+            .iter()
+            .position(|c| c.end.link == ab || c.end.link == ba)
+    }
+
     pub fn link_index(&self, a: &str, b: &str) -> Result<usize, LabError> {
         for n in [a, b] {
             self.node(n)?;
@@ -289,6 +343,31 @@ pub struct LinkStatus {
     /// Mean loss probability (a Gilbert–Elliott model's stationary mean).
     pub loss: f64,
     pub rate_bps: Option<u64>,
+    /// A link to another host (issue 19): the host at its other end. This host's entry
+    /// gives the direction it sends (`a` is its node), configured end to end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_host: Option<String>,
+    /// With `to_host`: the underlay's one-way time (real seconds, measured at `up`) that
+    /// is part of `delay_s` (the engine shapes the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_one_way_s: Option<f64>,
+}
+
+/// A model's mean loss probability (a Gilbert–Elliott model's stationary mean).
+fn mean_loss(m: &LinkModel) -> f64 {
+    match m.loss {
+        LossModel::None => 0.0,
+        LossModel::Random { probability, .. } => probability,
+        LossModel::GilbertElliott {
+            p,
+            r,
+            loss_bad,
+            loss_good,
+        } => {
+            let bad = p / (p + r);
+            bad * loss_bad + (1.0 - bad) * loss_good
+        }
+    }
 }
 
 /// The agent state's JSON name (`running`, `exited`, `none`).
@@ -320,7 +399,7 @@ pub fn status_of(lab: &mut Lab) -> LabStatus {
             },
         });
     }
-    let links = plan
+    let mut links: Vec<LinkStatus> = plan
         .links
         .iter()
         .zip(&lab.links)
@@ -331,22 +410,34 @@ pub fn status_of(lab: &mut Lab) -> LabStatus {
             up: rt.up,
             delay_s: rt.a_to_b.delay_ns as f64 / 1e9,
             jitter_s: rt.a_to_b.jitter_ns as f64 / 1e9,
-            loss: match rt.a_to_b.loss {
-                LossModel::None => 0.0,
-                LossModel::Random { probability, .. } => probability,
-                LossModel::GilbertElliott {
-                    p,
-                    r,
-                    loss_bad,
-                    loss_good,
-                } => {
-                    let bad = p / (p + r);
-                    bad * loss_bad + (1.0 - bad) * loss_good
-                }
-            },
+            loss: mean_loss(&rt.a_to_b),
             rate_bps: rt.a_to_b.rate_bps,
+            to_host: None,
+            underlay_one_way_s: None,
         })
         .collect();
+    links.extend(lab.cross.iter().map(|c| {
+        let here = plan.nodes[c.end.node].name.clone();
+        let there = c
+            .end
+            .link
+            .split("--")
+            .find(|n| *n != here)
+            .unwrap_or_default()
+            .to_string();
+        LinkStatus {
+            name: c.end.link.clone(),
+            a: here,
+            b: there,
+            up: c.up,
+            delay_s: c.configured.delay_ns as f64 / 1e9,
+            jitter_s: c.configured.jitter_ns as f64 / 1e9,
+            loss: mean_loss(&c.configured),
+            rate_bps: c.configured.rate_bps,
+            to_host: Some(c.end.remote_host.clone()),
+            underlay_one_way_s: Some(c.end.underlay_one_way_ns as f64 / 1e9),
+        }
+    }));
     LabStatus {
         name: plan.lab.clone(),
         state: "up".into(),

@@ -563,6 +563,11 @@ fn route(cmd: &Cmd) -> Option<Result<u8, Failure>> {
     let (lab, nodes, tokens): (&Option<String>, Vec<&str>, usize) = match cmd {
         Cmd::Exec { lab, node, .. } => (lab, vec![node], 1),
         Cmd::Probe { lab, a, b, .. } => (lab, vec![a, b], 1),
+        // A link between hosts: each host changes its end.
+        Cmd::Link { action } => {
+            let (LinkCmd::Set { ends, .. } | LinkCmd::Down(ends) | LinkCmd::Up(ends)) = action;
+            return cli::route_to_host(ends.lab.as_deref(), &[&ends.a, &ends.b], 2, true);
+        }
         Cmd::Fault { action } => match action {
             FaultCmd::Crash { node, lab }
             | FaultCmd::Restart { node, lab }
@@ -572,7 +577,7 @@ fn route(cmd: &Cmd) -> Option<Result<u8, Failure>> {
         },
         _ => return None,
     };
-    cli::route_to_host(lab.as_deref(), &nodes, tokens)
+    cli::route_to_host(lab.as_deref(), &nodes, tokens, false)
 }
 
 /// `--count` of `probe`: a number of probes, at least one.

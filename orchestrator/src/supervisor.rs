@@ -647,6 +647,7 @@ async fn serve(
     } else {
         None
     };
+    let time_scale_of_plan = plan.time_scale;
     let lab = Arc::new(Mutex::new(Lab {
         plan,
         dir,
@@ -655,6 +656,11 @@ async fn serve(
         info,
         agents,
         links,
+        cross: opts
+            .cross
+            .iter()
+            .map(|c| crate::lab::CrossRuntime::of(c, time_scale_of_plan))
+            .collect(),
         started: Instant::now(),
         events: Default::default(),
         prometheus_url: prom.as_ref().map(|p| p.url.clone()),

@@ -1014,6 +1014,24 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     let v: serde_json::Value = serde_json::from_str(&st).unwrap();
     let nodes = v["labs"][0]["nodes"].as_array().unwrap().clone();
     assert_eq!(nodes.len(), 6, "{st}");
+    // The link between the hosts, once from each: the direction that host sends.
+    let cross_links: Vec<&serde_json::Value> = v["labs"][0]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["name"] == "l0c0k0t0--l0c1k0t0")
+        .collect();
+    assert_eq!(cross_links.len(), 2, "{st}");
+    for l in &cross_links {
+        let (host, to) = (l["host"].as_str().unwrap(), l["to_host"].as_str().unwrap());
+        assert_eq!(
+            (host, to),
+            if host == "a" { ("a", "b") } else { ("b", "a") },
+            "{l}"
+        );
+        assert_eq!(l["delay_s"], 0.2, "{l}");
+        assert!(l["underlay_one_way_s"].as_f64().unwrap() > 0.0, "{l}");
+    }
     // Each host: the underlay's round trip to the other, and its clock ± bound.
     for (k, other) in [(0, "b"), (1, "a")] {
         let h = &v["labs"][0]["hosts"][k];
@@ -1127,6 +1145,41 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
         "lost {lost} of 300, want {lo}..={hi}"
     );
     assert!(!two.vxlan_sockets().is_empty(), "no VXLAN socket while up");
+
+    // The link between the hosts changes at runtime, issued here: each host changes the
+    // direction it sends. Down: nothing crosses; set 100 ms, no loss: RTT 200 ms.
+    let down = lc_ok(&["link", "down", "l0c0k0t0", "l0c1k0t0", "--lab", &lab]);
+    println!("{down}");
+    assert_eq!(down.matches("DOWN").count(), 2, "both hosts answer: {down}");
+    let (rtts, lost) = echo_rtts(
+        udp_in(Some(&node_a), &ip_a),
+        udp_in(Some(&node_b), &ip_b),
+        50,
+        Duration::from_millis(1500),
+    );
+    assert_eq!(
+        (rtts.len(), lost),
+        (0, 50),
+        "a link that is down carries nothing"
+    );
+    lc_ok(&["link", "up", "l0c0k0t0", "l0c1k0t0", "--lab", &lab]);
+    let set = lc_ok(&[
+        "link", "set", "l0c0k0t0", "l0c1k0t0", "--delay", "100ms", "--loss", "0%", "--lab", &lab,
+    ]);
+    println!("{set}");
+    let (rtts, lost) = echo_rtts(
+        udp_in(Some(&node_a), &ip_a),
+        udp_in(Some(&node_b), &ip_b),
+        50,
+        Duration::from_millis(1000),
+    );
+    let p50 = rtts[rtts.len() / 2];
+    println!("after link set 100 ms / 0 %: RTT p50 {p50:.3} ms, lost {lost} of 50");
+    assert_eq!(lost, 0);
+    assert!(
+        (p50 - 200.0).abs() <= underlay_rtt_ms + 3.0,
+        "RTT p50 {p50} ms after set to 100 ms one way"
+    );
 
     // Commands about nodes run on the host holding them, issued here (host a).
     let agent_state = |node: &str| {

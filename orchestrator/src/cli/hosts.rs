@@ -1164,11 +1164,14 @@ const ROUTED_ENV_SET: &str = "LIGHTCONE_ROUTED=1";
 /// the same command line over ssh (each word quoted for the host's shell), with `--lab`
 /// put in after its `tokens` subcommand words when the user left it out, its output and
 /// exit code passed through. `None`: the lab is not a multi-host lab (run it here). Nodes
-/// on two hosts, or not in the lab, are refused with nothing run.
+/// not in the lab are refused with nothing run; nodes on two hosts too, unless `spread`
+/// (a link between hosts: each host changes its end, in hosts-file order, and the first
+/// failure's exit code is the command's).
 pub(crate) fn route_to_host(
     lab: Option<&str>,
     nodes: &[&str],
     tokens: usize,
+    spread: bool,
 ) -> Option<Result<u8, Failure>> {
     if std::env::var_os(ROUTED_ENV).is_some() {
         return None;
@@ -1185,10 +1188,15 @@ pub(crate) fn route_to_host(
         }
     };
     let rec = ControlDir::new(&lab).ok()?.read()?;
-    Some(forward(&rec, nodes, tokens))
+    Some(forward(&rec, nodes, tokens, spread))
 }
 
-fn forward(rec: &ControllerRecord, nodes: &[&str], tokens: usize) -> Result<u8, Failure> {
+fn forward(
+    rec: &ControllerRecord,
+    nodes: &[&str],
+    tokens: usize,
+    spread: bool,
+) -> Result<u8, Failure> {
     let mut on: Vec<&HostRecord> = Vec::new();
     for n in nodes {
         match rec.hosts.iter().find(|h| h.nodes.iter().any(|m| m == n)) {
@@ -1209,7 +1217,7 @@ fn forward(rec: &ControllerRecord, nodes: &[&str], tokens: usize) -> Result<u8, 
     let Some(h) = on.first() else {
         return Err(invalid(anyhow!("no node named; nothing was changed")));
     };
-    if let Some(other) = on.iter().find(|o| o.name != h.name) {
+    if let Some(other) = on.iter().find(|o| o.name != h.name).filter(|_| !spread) {
         return Err(invalid(anyhow!(
             "{} is on host {} and {} on host {}: a command about nodes on two hosts is not built yet (each host runs its own part of lab {}); nothing was changed",
             nodes[0],
@@ -1234,11 +1242,29 @@ fn forward(rec: &ControllerRecord, nodes: &[&str], tokens: usize) -> Result<u8, 
         .iter()
         .map(|a| lightcone::hosts::ssh::sh_quote(a))
         .collect();
+    let ssh = Ssh::new(&rec.lab, rec.ssh_config.clone(), &control_root()).map_err(invalid)?;
+    // Each host once, in the controller record's (hosts-file) order.
+    let mut code = 0u8;
+    for h in rec
+        .hosts
+        .iter()
+        .filter(|h| on.iter().any(|o| o.name == h.name))
+    {
+        let c = run_on(&ssh, h, &quoted)?;
+        if code == 0 {
+            code = c;
+        }
+    }
+    Ok(code)
+}
+
+/// `quoted` (words already quoted for the host's shell) run by `h`'s `lightcone` over
+/// `ssh`, marked as routed; its output here as it comes, its exit code returned.
+fn run_on(ssh: &Ssh, h: &HostRecord, quoted: &[String]) -> Result<u8, Failure> {
     // Marked, so the host runs it itself even when it is also the controller's machine
     // (whose controller record would route it again).
     let mut remote: Vec<&str> = vec!["env", ROUTED_ENV_SET, h.lightcone.as_str()];
     remote.extend(quoted.iter().map(String::as_str));
-    let ssh = Ssh::new(&rec.lab, rec.ssh_config.clone(), &control_root()).map_err(invalid)?;
     let mut c = ssh.command(&spec_of(h), &remote);
     c.stdout(Stdio::inherit()).stderr(Stdio::inherit());
     let status = c

@@ -301,6 +301,49 @@ impl LinkEngine {
         }
     }
 
+    /// Change this host's end of a link to another host (see [`LinkEngine::add_cross`]):
+    /// what it sends is shaped by `out`, and the link is up or down (down: the wire engine
+    /// discards both directions; netem and unshaped take the VXLAN device down).
+    pub fn set_cross(
+        &self,
+        name: &str,
+        node_netns: &str,
+        ifname: &str,
+        peer: (std::net::Ipv4Addr, [u8; 6]),
+        out: &LinkModel,
+        up: bool,
+    ) -> Pending<()> {
+        let netem = match self {
+            LinkEngine::Wire(w) => {
+                let r = w
+                    .engine
+                    .set_model(name, Some(out.clone()), Some(LinkModel::default()))
+                    .and_then(|()| w.engine.set_up(name, up));
+                return done(r.map_err(EngineError::from));
+            }
+            LinkEngine::Netem(_) => true,
+            LinkEngine::Unshaped(_) => false,
+        };
+        let time_scale = self.plan().time_scale;
+        let (node_netns, ifname, out) = (node_netns.to_string(), ifname.to_string(), out.clone());
+        Box::pin(async move {
+            let ns = Netns::open(&node_netns)?;
+            let h = kernel::handle_in(Some(&ns))?;
+            let idx = kernel::ifindex(&h, &ifname).await?;
+            if netem {
+                netem::apply(&h, idx, &out, time_scale).await?;
+            }
+            if up {
+                kernel::set_up(&h, idx).await?;
+                // Taking the device down flushed its permanent neighbour entry.
+                kernel::netlink::add_neighbour(&h, idx, peer.0, peer.1).await?;
+            } else {
+                kernel::netlink::set_down(&h, idx).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Give link `link` these models and take it up or down. The wire engine applies the
     /// models as a diff (queued frames keep their times); on veth links each end's qdisc is
     /// replaced (netem) and the interface set up, with its permanent neighbour entry for

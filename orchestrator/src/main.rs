@@ -260,6 +260,9 @@ enum Cmd {
         /// trips as JSON.
         #[arg(long, value_name = "IP:PORT", conflicts_with_all = ["stdio", "identify"])]
         ping: Option<std::net::SocketAddrV4>,
+        /// The UDP port `--echo` binds (0: any free one).
+        #[arg(long, default_value_t = 0, requires = "echo")]
+        port: u16,
         /// Probes `--ping` sends (10 ms apart).
         #[arg(long, default_value_t = 20, requires = "ping")]
         count: u32,
@@ -640,7 +643,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             time_scale,
         } => cli::cmd_supervise(file, link_engine, no_agents, port, prometheus, time_scale),
         Cmd::Down { lab, all } => cli::cmd_down(lab, all),
-        Cmd::Worker { echo: Some(ip), .. } => cli::cmd_worker_echo(ip),
+        Cmd::Worker {
+            echo: Some(ip),
+            port,
+            ..
+        } => cli::cmd_worker_echo(ip, port),
         Cmd::Worker {
             ping: Some(to),
             count,

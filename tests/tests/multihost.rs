@@ -844,6 +844,13 @@ fn echo_rtts(
     count: u32,
     wait: Duration,
 ) -> (Vec<f64>, u32) {
+    // The measuring threads outrank ordinary load (the lab's wire engine runs at -20), so
+    // a busy host delays the measurement less than it delays what is measured.
+    let raise = || {
+        // SAFETY: PRIO_PROCESS with who = 0 sets the calling thread's nice value on Linux.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
+    };
+    raise();
     let to = server.local_addr().unwrap();
     server
         .set_read_timeout(Some(Duration::from_millis(50)))
@@ -852,6 +859,7 @@ fn echo_rtts(
     let echo = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            raise();
             let mut b = [0u8; 64];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok((n, from)) = server.recv_from(&mut b) {
@@ -867,6 +875,7 @@ fn echo_rtts(
     let recv = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            raise();
             let mut rtts = std::collections::BTreeMap::new();
             let mut b = [0u8; 64];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -889,6 +898,8 @@ fn echo_rtts(
     }
     std::thread::sleep(wait);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: as above: this thread back to nice 0.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
     echo.join().unwrap();
     let rtts = recv.join().unwrap();
     let lost = count - rtts.len() as u32;
@@ -974,6 +985,59 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
         / slice["plan"]["time_scale"].as_f64().unwrap();
     assert_eq!(slice["plan"]["link_mtu"], 1450, "{slice}");
 
+    // doctor: UDP passes between the two underlays on the lab's VXLAN port, both ways.
+    let d = lc(&["doctor", "--hosts", &hosts, "--json"]);
+    let dv: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    for h in dv["hosts"].as_array().unwrap() {
+        let udp = h["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "udp")
+            .cloned()
+            .unwrap_or_default();
+        println!("doctor {}: {udp}", h["host"]);
+        assert_eq!(udp["status"], "ok", "{}", text(&d));
+        assert!(
+            udp["reason"]
+                .as_str()
+                .unwrap()
+                .contains(&format!(":{VXLAN_PORT}) answered")),
+            "{udp}"
+        );
+    }
+    // ... and fails, with a fix, when b's underlay address is one a cannot reach (b's own
+    // loopback: a's probes go to a's).
+    let unreachable = write(
+        two.a.dir.path(),
+        "lo.yaml",
+        &std::fs::read_to_string(&hosts)
+            .unwrap()
+            .replace("underlay: under0", "underlay: lo"),
+    );
+    let d = lc(&["doctor", "--hosts", &unreachable, "--json"]);
+    assert_eq!(d.status.code(), Some(1), "{}", text(&d));
+    let dv: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    let udp_a = dv["hosts"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "udp")
+        .cloned()
+        .unwrap_or_default();
+    println!("doctor a, b's underlay lo: {udp_a}");
+    assert_eq!(udp_a["status"], "fail", "{udp_a}");
+    assert!(
+        udp_a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("none of 20 UDP probes"),
+        "{udp_a}"
+    );
+    assert!(
+        udp_a["fix"].as_str().unwrap().contains("let UDP port"),
+        "{udp_a}"
+    );
     // A link shorter than the underlay it would cross, let through by a hosts file that
     // declares no underlay latency: `up` measures the underlay and refuses it, nothing
     // built on either host.

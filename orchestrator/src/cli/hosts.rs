@@ -710,7 +710,7 @@ fn learn_hosts(
         let (Some(ha), Some(hb), Some(ip_b)) = (spec(a), spec(b), underlays.get(b)) else {
             continue;
         };
-        match measure_underlay(ssh, ha, hb, *ip_b) {
+        match lightcone::hosts::rtt::measure(ssh, ha, hb, *ip_b, 0, IDENTIFY_BOUND) {
             Ok(s) => {
                 report(&format!(
                     "[{a}] underlay to {b}: round trip min {:.3} ms, p50 {:.3} ms, max {:.3} ms ({} of {} probes)",
@@ -800,78 +800,6 @@ fn learn_hosts(
         Some(msg) => Err(Failure(code::FAILURE, anyhow!(msg))),
         None => Ok(()),
     }
-}
-
-/// The underlay round trip from host `a` to host `b`'s underlay address `ip_b`: an echo
-/// on `b` (`worker --echo`), 20 probes from `a` (`worker --ping`), both over ssh.
-fn measure_underlay(
-    ssh: &Ssh,
-    a: &hosts::HostSpec,
-    b: &hosts::HostSpec,
-    ip_b: std::net::Ipv4Addr,
-) -> anyhow::Result<lightcone::hosts::rtt::RttSummary> {
-    let ip = ip_b.to_string();
-    let mut echo = ssh.command(b, &[&b.lightcone, "worker", "--echo", &ip]);
-    echo.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = echo.spawn().context("start ssh")?;
-    let stdin = child.stdin.take();
-    let out = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let result = (|| {
-        let line = rx.recv_timeout(IDENTIFY_BOUND).map_err(|_| {
-            anyhow!(
-                "host {}: the echo did not start within {IDENTIFY_BOUND:?}",
-                b.name
-            )
-        })?;
-        let v: serde_json::Value = serde_json::from_str(line.trim())
-            .map_err(|_| anyhow!("host {}: the echo said {:?}", b.name, line.trim()))?;
-        let port = v["port"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("host {}: the echo said {:?}", b.name, line.trim()))?;
-        let to = format!("{ip}:{port}");
-        let o = ssh.run(
-            a,
-            &[&a.lightcone, "worker", "--ping", &to, "--count", "20"],
-            IDENTIFY_BOUND,
-        )?;
-        let s: lightcone::hosts::rtt::RttSummary = o
-            .stdout
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l.trim()).ok())
-            .ok_or_else(|| {
-                anyhow!(
-                    "host {}: `worker --ping {to}` said {:?} {:?}",
-                    a.name,
-                    o.stdout.trim(),
-                    o.stderr.trim()
-                )
-            })?;
-        if s.received == 0 {
-            return Err(anyhow!(
-                "none of {} probes from host {} came back",
-                s.sent,
-                a.name
-            ));
-        }
-        Ok(s)
-    })();
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    result
 }
 
 /// `BIN worker --identify` on the host: refuse a binary that is not ours. With `underlay`,

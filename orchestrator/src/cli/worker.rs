@@ -36,9 +36,9 @@ fn emit(v: serde_json::Value) {
 }
 
 /// `lightcone worker --echo IP`: see [`lightcone::hosts::rtt`].
-pub(crate) fn cmd_worker_echo(ip: std::net::Ipv4Addr) -> Result<(), Failure> {
-    lightcone::hosts::rtt::serve_echo(ip)
-        .map_err(|e| Failure(code::FAILURE, anyhow!("echo on {ip}: {e}")))
+pub(crate) fn cmd_worker_echo(ip: std::net::Ipv4Addr, port: u16) -> Result<(), Failure> {
+    lightcone::hosts::rtt::serve_echo(ip, port)
+        .map_err(|e| Failure(code::FAILURE, anyhow!("echo on {ip}:{port}: {e}")))
 }
 
 /// `lightcone worker --ping IP:PORT`: see [`lightcone::hosts::rtt`].

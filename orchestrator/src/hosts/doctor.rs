@@ -22,9 +22,12 @@ use super::ssh::{sh_quote, Ssh};
 use super::{HostSpec, Hosts};
 use crate::doctor::{Check, Status};
 
-/// What the probe script prints, one `key=value` a line. `$1` is the underlay interface.
+/// What the probe script prints, one `key=value` a line. `$1` is the underlay interface;
+/// its MTU comes from netlink (`ip`), which answers for the shell's network namespace even
+/// where /sys was mounted for another.
 pub const PROBE_SCRIPT: &str = r#"echo "uid=$(id -u)"
-if [ -r "/sys/class/net/$1/mtu" ]; then echo "mtu=$(cat "/sys/class/net/$1/mtu")"; else echo "mtu=none"; fi
+m=$(ip -o link show dev "$1" 2>/dev/null | sed -n 's/.* mtu \([0-9][0-9]*\) .*/\1/p')
+if [ -n "$m" ]; then echo "mtu=$m"; elif [ -r "/sys/class/net/$1/mtu" ]; then echo "mtu=$(cat "/sys/class/net/$1/mtu")"; else echo "mtu=none"; fi
 if [ -d /sys/module/sch_netem ] || modinfo sch_netem >/dev/null 2>&1; then echo "netem=yes"; else echo "netem=no"; fi
 ns="lc-doctor-vx$$"
 if ip netns add "$ns" 2>/dev/null; then
@@ -381,11 +384,85 @@ pub fn sample_clock(ssh: &Ssh, h: &HostSpec) -> Option<ClockOffset> {
 
 /// Examine every host of `hosts` (one after another), then end the ssh masters.
 pub fn run(hosts: &Hosts, ssh: &Ssh, ours: &Controller) -> Report {
-    let reports = hosts.hosts.iter().map(|h| examine(ssh, h, ours)).collect();
+    let mut reports: Vec<HostReport> = hosts.hosts.iter().map(|h| examine(ssh, h, ours)).collect();
+    // UDP between the underlays, on the lab's VXLAN port, around the ring of hosts (each
+    // host sends to the next once and hears from the previous once): n checks, not n².
+    let n = hosts.hosts.len();
+    if n > 1 {
+        let usable: Vec<bool> = reports.iter().map(|r| r.ok).collect();
+        for i in 0..n {
+            let j = (i + 1) % n;
+            let (a, b) = (&hosts.hosts[i], &hosts.hosts[j]);
+            let check = if !(usable[i] && usable[j]) {
+                Check::warn(
+                    "udp",
+                    format!("UDP to {} not checked: a check above failed", b.name),
+                    "fix the failures above and run doctor again",
+                )
+            } else {
+                udp_check(ssh, a, b, hosts.vxlan_port)
+            };
+            reports[i].checks.push(check);
+            reports[i].ok = reports[i].checks.iter().all(|c| c.status != Status::Fail);
+        }
+    }
     for h in &hosts.hosts {
         ssh.close_master(h);
     }
     Report::of(reports)
+}
+
+/// UDP from `a` to `b`'s underlay address on `port` (what VXLAN packets of a link between
+/// them use): an echo bound there on `b`, 20 probes from `a`.
+fn udp_check(ssh: &Ssh, a: &HostSpec, b: &HostSpec, port: u16) -> Check {
+    let bound = Duration::from_secs(20);
+    let ip = match ssh.run(
+        b,
+        &[
+            &b.lightcone,
+            "worker",
+            "--identify",
+            "--underlay",
+            &b.underlay,
+        ],
+        bound,
+    ) {
+        Ok(o) => super::control::parse_identity(&o.stdout).and_then(|id| id.underlay),
+        Err(_) => None,
+    };
+    let Some(u) = ip else {
+        return Check::fail(
+            "udp",
+            format!(
+                "{}'s underlay {} has no IPv4 address to send to",
+                b.name, b.underlay
+            ),
+            "give the underlay interface an IPv4 address the other hosts reach",
+        );
+    };
+    match super::rtt::measure(ssh, a, b, u.ipv4, port, bound) {
+        Ok(s) => Check::ok(
+            "udp",
+            format!(
+                "UDP to {} ({}:{port}) answered: round trip min {:.3} ms ({} of {})",
+                b.name, u.ipv4, s.min_ms, s.received, s.sent
+            ),
+        ),
+        Err(e) if e.contains("Address in use") || e.contains("address already in use") => {
+            Check::warn(
+                "udp",
+                format!("UDP port {port} on {} is in use ({e})", b.name),
+                "a lab is up there (its VXLAN links hold the port): check again when it is down, or give this lab another vxlan_port",
+            )
+        }
+        Err(e) => Check::fail(
+            "udp",
+            format!("UDP to {} ({}:{port}): {e}", b.name, u.ipv4),
+            format!(
+                "let UDP port {port} pass between the hosts' underlay addresses (firewall, security group), or set vxlan_port to one that passes"
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]

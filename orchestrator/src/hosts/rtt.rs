@@ -14,7 +14,12 @@ use std::io::{self, BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
+use std::process::Stdio;
+
 use serde::{Deserialize, Serialize};
+
+use super::ssh::Ssh;
+use super::HostSpec;
 
 const MAGIC: u32 = 0x6c63_7274; // "lcrt"
 /// Bytes of one probe.
@@ -35,10 +40,10 @@ pub struct RttSummary {
     pub max_ms: f64,
 }
 
-/// Bind an echo on `ip` (port 0), print `{"port":P}` on stdout, then answer probes until
+/// Bind an echo on `ip`:`port` (0: any free port), print `{"port":P}` on stdout, then answer probes until
 /// stdin closes or [`ECHO_LIFETIME`] passes.
-pub fn serve_echo(ip: Ipv4Addr) -> io::Result<()> {
-    let sock = UdpSocket::bind(SocketAddrV4::new(ip, 0))?;
+pub fn serve_echo(ip: Ipv4Addr, port: u16) -> io::Result<()> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(ip, port))?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
     let port = sock.local_addr()?.port();
     {
@@ -145,6 +150,98 @@ pub fn summarize(sent: u32, mut got: Vec<f64>) -> RttSummary {
         p50_ms: at(0.5),
         max_ms: at(1.0),
     }
+}
+
+/// The underlay round trip from host `a` to host `b`'s underlay address `ip_b`: an echo
+/// on `b` (`worker --echo IP --port P`; port 0: any free one), 20 probes from `a`
+/// (`worker --ping`), both over `ssh`, each step within `bound`. `Err`: what failed, with
+/// the host named (no probe came back, the echo could not bind, ssh failed).
+pub fn measure(
+    ssh: &Ssh,
+    a: &HostSpec,
+    b: &HostSpec,
+    ip_b: Ipv4Addr,
+    port: u16,
+    bound: Duration,
+) -> Result<RttSummary, String> {
+    let ip = ip_b.to_string();
+    let port_arg = port.to_string();
+    let mut echo = ssh.command(
+        b,
+        &[&b.lightcone, "worker", "--echo", &ip, "--port", &port_arg],
+    );
+    echo.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = echo
+        .spawn()
+        .map_err(|e| format!("start ssh to host {}: {e}", b.name))?;
+    let stdin = child.stdin.take();
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let result = (|| {
+        let line = rx
+            .recv_timeout(bound)
+            .map_err(|_| format!("host {}: the echo did not start within {bound:?}", b.name))?;
+        let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|_| {
+            let mut e = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(err), &mut e);
+            format!(
+                "host {}: the echo did not start: {}",
+                b.name,
+                if e.trim().is_empty() {
+                    line.trim()
+                } else {
+                    e.trim()
+                }
+            )
+        })?;
+        let port = v["port"]
+            .as_u64()
+            .ok_or_else(|| format!("host {}: the echo said {:?}", b.name, line.trim()))?;
+        let to = format!("{ip}:{port}");
+        let o = ssh
+            .run(
+                a,
+                &[&a.lightcone, "worker", "--ping", &to, "--count", "20"],
+                bound,
+            )
+            .map_err(|e| format!("host {}: {e}", a.name))?;
+        let s: RttSummary = o
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l.trim()).ok())
+            .ok_or_else(|| {
+                format!(
+                    "host {}: `worker --ping {to}` said {:?} {:?}",
+                    a.name,
+                    o.stdout.trim(),
+                    o.stderr.trim()
+                )
+            })?;
+        if s.received == 0 {
+            return Err(format!(
+                "none of {} UDP probes from host {} to {to} came back",
+                s.sent, a.name
+            ));
+        }
+        Ok(s)
+    })();
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }
 
 /// `CLOCK_REALTIME` now, ns since the Unix epoch.

@@ -78,6 +78,11 @@ pub struct AgentConfig {
     /// time layer measures its error against). `None`: the agent's own start is its epoch.
     #[serde(default)]
     pub epoch_monotonic_ns: Option<u64>,
+    /// How well that epoch is known against the lab's, real ns: 0 on one host (one clock);
+    /// on a lab across hosts, the bound of the host's clock-offset estimate (issue 19),
+    /// so every ground-truth time error this node reports is known only to ± this.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch_uncertainty_ns: u64,
     /// The node's clock (issue 5). `None`: the agent runs without a time layer.
     #[serde(default)]
     pub time: Option<TimeConfig>,

@@ -223,6 +223,8 @@ pub struct Metrics {
     time_sigma: GaugeVec,
     time_coverage: GaugeVec,
     time_holdover: GaugeVec,
+    /// How well the ground truth of `time_error` is known (issue 19: a lab across hosts).
+    time_truth_uncertainty: GaugeVec,
     time_alarms: IntCounterVec,
     quarantined: IntGaugeVec,
     watch_evidence: IntGaugeVec,
@@ -313,6 +315,10 @@ impl Metrics {
             "lightcone_time_holdover_seconds",
             "Time since the hierarchy last delivered an accepted measurement, s (0 for an authority, +Inf if never)",
         )?;
+        let time_truth_uncertainty = gauge(
+            "lightcone_time_ground_truth_uncertainty_seconds",
+            "How well this node's ground truth (the lab's true now) is known, emulated s: 0 on one host (one clock); in a lab across hosts the bound of its host's clock-offset estimate, and lightcone_time_error_seconds is known only to +/- this",
+        )?;
         let time_alarms = IntCounterVec::new(
             Opts::new(
                 "lightcone_time_alarms_total",
@@ -347,7 +353,13 @@ impl Metrics {
         registry.register(Box::new(capability_refused.clone()))?;
         registry.register(Box::new(quarantined.clone()))?;
         registry.register(Box::new(watch_evidence.clone()))?;
-        for g in [&time_error, &time_sigma, &time_coverage, &time_holdover] {
+        for g in [
+            &time_error,
+            &time_sigma,
+            &time_coverage,
+            &time_holdover,
+            &time_truth_uncertainty,
+        ] {
             registry.register(Box::new(g.clone()))?;
         }
         registry.register(Box::new(time_alarms.clone()))?;
@@ -380,6 +392,7 @@ impl Metrics {
             time_sigma,
             time_coverage,
             time_holdover,
+            time_truth_uncertainty,
             time_alarms,
             quarantined,
             watch_evidence,
@@ -387,6 +400,13 @@ impl Metrics {
             capability_refused,
             node: node.to_string(),
         })
+    }
+
+    /// Set once at start from the configuration (see [`Metrics::time_truth_uncertainty`]).
+    pub fn set_ground_truth_uncertainty(&self, emulated_s: f64) {
+        self.time_truth_uncertainty
+            .with_label_values(&[&self.node])
+            .set(emulated_s);
     }
 
     pub fn observe_lateness(&self, emulated_s: f64) {
@@ -903,6 +923,8 @@ impl Prepared {
         } = self;
         let sock_path = cfg.control_socket.clone();
         let metrics = Metrics::new(&name)?;
+        metrics
+            .set_ground_truth_uncertainty(cfg.epoch_uncertainty_ns as f64 * cfg.time_scale / 1e9);
         let (rx_tx, mut rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(1024);
         let mut tasks = TaskSet(Vec::new());
         for (i, s) in sockets.iter().enumerate() {

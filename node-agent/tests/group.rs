@@ -49,6 +49,7 @@ fn lab(dir: &Path, port: u16) -> (PathBuf, Vec<PathBuf>) {
                     })
                     .collect(),
                 epoch_monotonic_ns: Some(epoch),
+                epoch_uncertainty_ns: 0,
                 boot: 1,
                 // A time layer, whose role and position come from the group's directory
                 // (the configs carry no peers): t0 is the cell's reference.

@@ -72,6 +72,8 @@ pub struct Agents {
     /// A lab across hosts: agents are numbered in the whole plan (each of this plan's
     /// node `i` is node `origin[i]` there) and know every node of it.
     wide: Option<Wide>,
+    /// How well `epoch_monotonic_ns` is known against the lab's epoch, real ns (0: one host).
+    epoch_uncertainty_ns: u64,
 }
 
 /// See [`Agents::lab_wide`].
@@ -132,6 +134,7 @@ impl Agents {
             groups: None,
             replaced: BTreeMap::new(),
             wide: None,
+            epoch_uncertainty_ns: 0,
         })
     }
 
@@ -145,6 +148,7 @@ impl Agents {
         whole: Plan,
         origin: Vec<usize>,
         epoch_monotonic_ns: u64,
+        epoch_uncertainty_ns: u64,
     ) -> Result<Agents, AgentError> {
         if self.groups.is_some() {
             return Err(AgentError::Spawn {
@@ -155,6 +159,7 @@ impl Agents {
             });
         }
         self.epoch_monotonic_ns = epoch_monotonic_ns;
+        self.epoch_uncertainty_ns = epoch_uncertainty_ns;
         self.wide = Some(Wide {
             plan: whole,
             origin,
@@ -204,6 +209,7 @@ impl Agents {
             None => plan.agent_config(id, &dir.path, self.keys.public_hex()),
         };
         cfg.epoch_monotonic_ns = Some(self.epoch_monotonic_ns);
+        cfg.epoch_uncertainty_ns = self.epoch_uncertainty_ns;
         self.keys.configure(&mut cfg);
         cfg.revoked_ids = crate::keys::revoked_ids(dir);
         // The builds the authorities approved: neighbours must attest one (issue 18).

@@ -360,6 +360,7 @@ impl Plan {
             peers: Vec::new(),
             neighbors,
             epoch_monotonic_ns: None,
+            epoch_uncertainty_ns: 0,
             time: self.time_config(id),
             boot: lightcone_core::wire::FIRST_EPOCH,
             thermal: self.thermal.clone(),

@@ -503,7 +503,12 @@ async fn serve(
                 crate::hosts::rtt::realtime_ns(),
                 lightcone_agent::driver::monotonic_ns(),
             );
-            agents = agents.lab_wide(w.plan.clone(), opts.origin.clone(), epoch)?;
+            agents = agents.lab_wide(
+                w.plan.clone(),
+                opts.origin.clone(),
+                epoch,
+                (w.clock_offset_bound_ms * 1e6).round() as u64,
+            )?;
             report(&format!(
                 "agents numbered in the whole lab ({} nodes on every host); lab epoch from the controller, this host's clock {:+.3} ms ± {:.3} ms from it",
                 w.plan.nodes.len(),

@@ -73,6 +73,7 @@ fn ring(n: u32, seed: u64) -> (Vec<AgentConfig>, Vec<SimLink>) {
                 peers: peers.clone(),
                 neighbors,
                 epoch_monotonic_ns: None,
+                epoch_uncertainty_ns: 0,
                 time: None,
                 boot: 1,
                 thermal: None,

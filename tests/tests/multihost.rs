@@ -568,6 +568,13 @@ fn ssh_controller_runs_a_cell_on_one_host_and_kill_9_tears_the_worker_down() {
     let off = l["hosts"][0]["clock_offset_ms"].as_f64().unwrap();
     let bound = l["hosts"][0]["clock_offset_bound_ms"].as_f64().unwrap();
     assert!(off.abs() <= bound && bound < 1000.0, "{off} ± {bound}");
+    // One host, no link between hosts: one clock, so the agents' ground truth is exact.
+    let (ok, metrics) = agent_request(&lab, 0, "GET", "/metrics", "");
+    assert!(ok);
+    assert!(
+        metrics.contains("lightcone_time_ground_truth_uncertainty_seconds{node=\"l0c0k0t0\"} 0\n"),
+        "{metrics}"
+    );
     let nodes = l["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3, "{st}");
     for n in nodes {
@@ -1163,6 +1170,31 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
             "no route to {other} through admitted node {peer}: {last}"
         );
         assert_eq!(last["id"], whole_id, "{last}");
+    }
+    // Time across hosts: each agent's ground truth is its host's placement of the lab's
+    // epoch, known to ± that host's clock-offset bound; the agent's metrics say so.
+    for (root, k) in [("/run/lightcone", 0), (two.state_b.as_str(), 1)] {
+        let o = Command::new("curl")
+            .args(["-s", "-f", "--max-time", "5", "--unix-socket"])
+            .arg(format!("{root}/{lab}/agents/0.sock"))
+            .arg("http://agent/metrics")
+            .output()
+            .unwrap();
+        let m = String::from_utf8_lossy(&o.stdout);
+        let got: f64 = m
+            .lines()
+            .find(|l| l.starts_with("lightcone_time_ground_truth_uncertainty_seconds{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(-1.0);
+        let bound_s = v["labs"][0]["hosts"][k]["clock_offset_bound_ms"]
+            .as_f64()
+            .unwrap()
+            / 1e3;
+        println!("host {k}: ground truth uncertainty {got} s (clock offset bound {bound_s} s)");
+        assert!(
+            (got - bound_s).abs() < 1e-6 && got > 0.0,
+            "{got} vs {bound_s}"
+        );
     }
     // Each host's wire namespace holds its end's VXLAN device, with the link's VNI.
     for (h, ns) in [("a", None), ("b", Some(two.netns.as_str()))] {

@@ -153,6 +153,7 @@ fn agent_config(id: u32) -> AgentConfig {
             })
             .collect(),
         epoch_monotonic_ns: None,
+        epoch_uncertainty_ns: 0,
         time: Some(TimeConfig {
             servers,
             poll_interval_ns: 1_000_000_000,

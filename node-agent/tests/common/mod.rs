@@ -85,6 +85,7 @@ pub fn pair_configs(
                     delay_emulated_ns: 1_000_000,
                 }],
                 epoch_monotonic_ns: Some(epoch),
+                epoch_uncertainty_ns: 0,
                 boot: 1,
                 thermal: None,
                 store: store.clone(),

@@ -1085,6 +1085,13 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     let v: serde_json::Value = serde_json::from_str(&st).unwrap();
     let nodes = v["labs"][0]["nodes"].as_array().unwrap().clone();
     assert_eq!(nodes.len(), 6, "{st}");
+    let human = lc_ok(&["status", &lab]);
+    println!("{human}");
+    assert!(
+        human.contains("underlay to b ")
+            && human.contains("link l0c0k0t0--l0c1k0t0 from host a to b: up, delay 200.000 ms"),
+        "{human}"
+    );
     // The link between the hosts, once from each: the direction that host sends.
     let cross_links: Vec<&serde_json::Value> = v["labs"][0]["links"]
         .as_array()

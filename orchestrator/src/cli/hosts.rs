@@ -1071,6 +1071,35 @@ pub(crate) fn status_print(v: &serde_json::Value) {
                 .map(|e| format!(" ({e})"))
                 .unwrap_or_default()
         );
+        // What `up` measured: the clock, and the underlay to each host a link joins.
+        let mut measured = Vec::new();
+        if let (Some(o), Some(b)) = (
+            h["clock_offset_ms"].as_f64(),
+            h["clock_offset_bound_ms"].as_f64(),
+        ) {
+            measured.push(format!("clock {o:+.3} ms ± {b:.3} ms"));
+        }
+        for (to, ms) in h["underlay_rtt_ms"].as_object().into_iter().flatten() {
+            if let Some(ms) = ms.as_f64() {
+                measured.push(format!("underlay to {to} {ms:.3} ms round trip"));
+            }
+        }
+        if !measured.is_empty() {
+            println!("    {}", measured.join(", "));
+        }
+    }
+    for l in v["links"].as_array().into_iter().flatten() {
+        if let Some(to) = l["to_host"].as_str() {
+            println!(
+                "  link {} from host {} to {to}: {}, delay {:.3} ms (underlay {:.3} ms of it), loss {:.2} %",
+                l["name"].as_str().unwrap_or("?"),
+                l["host"].as_str().unwrap_or("?"),
+                if l["up"] == true { "up" } else { "DOWN" },
+                l["delay_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
+                l["underlay_one_way_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
+                l["loss"].as_f64().unwrap_or(f64::NAN) * 100.0
+            );
+        }
     }
 }
 

@@ -266,6 +266,12 @@ enum Cmd {
         /// Probes `--ping` sends (10 ms apart).
         #[arg(long, default_value_t = 20, requires = "ping")]
         count: u32,
+        /// How long `--ping` waits for late answers after its last probe, ms.
+        #[arg(long, default_value_t = 2000, requires = "ping")]
+        wait_ms: u64,
+        /// Bind `--echo`'s or `--ping`'s socket in this lab namespace (a node's).
+        #[arg(long)]
+        netns: Option<String>,
     },
     #[command(hide = true, name = "__control")]
     Control {
@@ -565,7 +571,22 @@ fn main() -> ExitCode {
 fn route(cmd: &Cmd) -> Option<Result<u8, Failure>> {
     let (lab, nodes, tokens): (&Option<String>, Vec<&str>, usize) = match cmd {
         Cmd::Exec { lab, node, .. } => (lab, vec![node], 1),
-        Cmd::Probe { lab, a, b, .. } => (lab, vec![a, b], 1),
+        Cmd::Probe {
+            lab,
+            a,
+            b,
+            count,
+            interval,
+            burst,
+            json,
+        } => {
+            if let Some(r) =
+                cli::probe_across(lab.as_deref(), a, b, *count, interval, *burst, *json)
+            {
+                return Some(r);
+            }
+            (lab, vec![a, b], 1)
+        }
         // A link between hosts: each host changes its end.
         Cmd::Link { action } => {
             let (LinkCmd::Set { ends, .. } | LinkCmd::Down(ends) | LinkCmd::Up(ends)) = action;
@@ -646,13 +667,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Worker {
             echo: Some(ip),
             port,
+            netns,
             ..
-        } => cli::cmd_worker_echo(ip, port),
+        } => cli::cmd_worker_echo(ip, port, netns),
         Cmd::Worker {
             ping: Some(to),
             count,
+            wait_ms,
+            netns,
             ..
-        } => cli::cmd_worker_ping(to, count),
+        } => cli::cmd_worker_ping(to, count, wait_ms, netns),
         Cmd::Worker {
             stdio,
             identify,

@@ -1249,6 +1249,30 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     );
     assert!(!two.vxlan_sockets().is_empty(), "no VXLAN socket while up");
 
+    // `lightcone probe` across the hosts: an echo in l0c1k0t0's namespace on host b, probes
+    // from l0c0k0t0's on host a, both over ssh. The same bounds as above.
+    let pj = lc_ok(&[
+        "probe", "l0c0k0t0", "l0c1k0t0", "--count", "300", "--lab", &lab, "--json",
+    ]);
+    println!("{pj}");
+    let pv: serde_json::Value = serde_json::from_str(&pj).unwrap();
+    let (pp50, plost) = (
+        pv["rtt_ms"]["p50"].as_f64().unwrap(),
+        pv["lost"].as_u64().unwrap() as u32,
+    );
+    println!(
+        "lightcone probe across hosts: RTT p50 {pp50:.3} ms (configured {} ms), lost {plost} of 300",
+        pv["configured"]["rtt_ms"]
+    );
+    assert_eq!(pv["configured"]["rtt_ms"], 400.0, "{pv}");
+    assert!(
+        (pp50 - configured_rtt_ms).abs() <= underlay_rtt_ms + 3.0,
+        "probe RTT p50 {pp50} ms: {pv}"
+    );
+    assert!(
+        (lo..=hi).contains(&plost),
+        "probe lost {plost} of 300, want {lo}..={hi}"
+    );
     // The link between the hosts changes at runtime, issued here: each host changes the
     // direction it sends. Down: nothing crosses; set 100 ms, no loss: RTT 200 ms.
     let down = lc_ok(&["link", "down", "l0c0k0t0", "l0c1k0t0", "--lab", &lab]);
@@ -1327,10 +1351,11 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
         "probe", "l0c1k0t0", "l0c1k0t1", "--count", "20", "--lab", &lab,
     ]);
     assert!(pr.contains("rtt mean"), "{pr}");
-    let across = lc(&["probe", "l0c0k0t0", "l0c1k0t0", "--lab", &lab]);
+    // Between nodes on two hosts without a link: refused, nothing sent.
+    let across = lc(&["probe", "l0c0k0t1", "l0c1k0t1", "--lab", &lab]);
     assert_eq!(across.status.code(), Some(2), "{}", text(&across));
     assert!(
-        text(&across).contains("is on host a and l0c1k0t0 on host b"),
+        text(&across).contains("has no link between l0c0k0t1 and l0c1k0t1"),
         "{}",
         text(&across)
     );

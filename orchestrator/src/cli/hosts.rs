@@ -360,9 +360,14 @@ fn control(
             Failure::from(anyhow!("create {}: {e}", ctl.path.display()))
         }
     })?;
-    if let Err(e) = ctl.write(&rec) {
+    if let Err(e) = ctl.write(&rec).and_then(|()| {
+        std::fs::write(
+            ctl.plan_path(),
+            serde_json::to_vec(&whole).map_err(std::io::Error::other)?,
+        )
+    }) {
         let _ = ctl.remove();
-        return Err(anyhow!("write {}: {e}", ctl.record_path().display()).into());
+        return Err(anyhow!("write {}: {e}", ctl.path.display()).into());
     }
     // 2. Every host's binary (and, if links cross hosts, its underlay), before anything
     //    is built anywhere.
@@ -1111,6 +1116,186 @@ pub(crate) fn all_lab_names() -> (Vec<String>, Vec<LabDir>) {
         .filter(|d| !ctl.contains(&d.lab))
         .collect();
     (ctl, local)
+}
+
+/// `lightcone probe A B` of a multi-host lab whose `a` and `b` are on two hosts: an echo in
+/// `b`'s namespace on its host, probes from `a`'s namespace on its host (10 ms apart), both
+/// over the lab's ssh ([`lightcone::hosts::rtt::measure_with`]), across the link between
+/// them. Round trips and round-trip loss only: one-way figures would need the two hosts'
+/// clocks, known only to their offset bounds. `None`: not a multi-host lab, or both nodes
+/// on one host (the command is routed to it as it is).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn probe_across(
+    lab: Option<&str>,
+    a: &str,
+    b: &str,
+    count: u32,
+    interval: &str,
+    burst: u32,
+    json: bool,
+) -> Option<Result<u8, Failure>> {
+    if std::env::var_os(ROUTED_ENV).is_some() {
+        return None;
+    }
+    let lab = match lab {
+        Some(l) => l.to_string(),
+        None => match all_lab_names() {
+            (ctl, local) if ctl.len() == 1 && local.is_empty() => ctl[0].clone(),
+            _ => return None,
+        },
+    };
+    let ctl = ControlDir::new(&lab).ok()?;
+    let rec = ctl.read()?;
+    let on = |n: &str| rec.hosts.iter().find(|h| h.nodes.iter().any(|m| m == n));
+    let (ha, hb) = (on(a)?, on(b)?);
+    if ha.name == hb.name {
+        return None;
+    }
+    if burst > 0 || interval != "10ms" {
+        return Some(Err(invalid(anyhow!(
+            "{a} is on host {} and {b} on host {}: a probe across hosts sends one probe every 10 ms and no throughput burst (--interval and --burst are not built across hosts yet); nothing was sent",
+            ha.name, hb.name
+        ))));
+    }
+    Some(probe_between_hosts(&ctl, &rec, ha, hb, a, b, count, json))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn probe_between_hosts(
+    ctl: &ControlDir,
+    rec: &ControllerRecord,
+    ha: &HostRecord,
+    hb: &HostRecord,
+    a: &str,
+    b: &str,
+    count: u32,
+    json: bool,
+) -> Result<u8, Failure> {
+    if !rec.alive() {
+        return Err(state(format!(
+            "lab {} has a controller record whose controller is gone; run `lightcone down {}` to clean it up",
+            rec.lab, rec.lab
+        )));
+    }
+    let plan: Plan = std::fs::read(ctl.plan_path())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            Failure(
+                code::FAILURE,
+                anyhow!("{} is missing or unreadable", ctl.plan_path().display()),
+            )
+        })?;
+    let Some(l) = plan.link_between(a, b) else {
+        return Err(invalid(anyhow!(
+            "lab {} has no link between {a} and {b} (probe measures one link); nothing was sent",
+            rec.lab
+        )));
+    };
+    let (ea, eb) = if plan.nodes[l.a.node].name == a {
+        (&l.a, &l.b)
+    } else {
+        (&l.b, &l.a)
+    };
+    // The live configuration of the direction a sends (after `link set`), from a's host.
+    let live = status_json(&rec.lab).and_then(|v| {
+        v["links"].as_array().and_then(|ls| {
+            ls.iter()
+                .find(|x| x["name"] == l.name.as_str() && x["host"] == ha.name.as_str())
+                .cloned()
+        })
+    });
+    let ts = plan.time_scale;
+    let delay_s = live
+        .as_ref()
+        .and_then(|x| x["delay_s"].as_f64())
+        .unwrap_or(l.model.delay_ns as f64 / 1e9);
+    let loss = live
+        .as_ref()
+        .and_then(|x| x["loss"].as_f64())
+        .unwrap_or(0.0);
+    let up = live.as_ref().map(|x| x["up"] != false).unwrap_or(true);
+    let underlay_ms = live
+        .as_ref()
+        .and_then(|x| x["underlay_one_way_s"].as_f64())
+        .unwrap_or(0.0)
+        * 2e3;
+    let configured_rtt_ms = 2.0 * delay_s / ts * 1e3;
+    let wait =
+        Duration::from_secs(2).max(Duration::from_secs_f64(3.0 * configured_rtt_ms / 1e3 + 0.5));
+    let how = lightcone::hosts::rtt::Between {
+        port: 0,
+        echo_netns: Some(plan.nodes[eb.node].netns.clone()),
+        ping_netns: Some(plan.nodes[ea.node].netns.clone()),
+        count,
+        wait,
+    };
+    let ssh = Ssh::new(&rec.lab, rec.ssh_config.clone(), &control_root()).map_err(invalid)?;
+    let s = lightcone::hosts::rtt::measure_with(
+        &ssh,
+        &spec_of(ha),
+        &spec_of(hb),
+        eb.ip,
+        &how,
+        IDENTIFY_BOUND,
+    )
+    .map_err(|e| Failure(code::FAILURE, anyhow!("probe {}: {e}", l.name)))?;
+    let lost = s.sent - s.received;
+    // Each direction loses independently: the round trip survives both.
+    let rt_loss = 1.0 - (1.0 - loss).powi(2);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "link": l.name,
+                "from": a, "to": b,
+                "from_host": ha.name, "to_host": hb.name,
+                "count": s.sent,
+                "received": s.received,
+                "lost": lost,
+                "rtt_ms": if s.received > 0 {
+                    serde_json::json!({"min": s.min_ms, "p50": s.p50_ms, "max": s.max_ms})
+                } else {
+                    serde_json::Value::Null
+                },
+                "configured": {
+                    "up": up,
+                    "rtt_ms": configured_rtt_ms,
+                    "underlay_rtt_ms": underlay_ms,
+                    "loss_round_trip": rt_loss,
+                },
+                "one_way": "not measured across hosts (the hosts' clocks are known only to their offset bounds)",
+            })
+        );
+    } else {
+        println!(
+            "probe {} across hosts {} -> {} ({} probes, time_scale {ts})",
+            l.name, ha.name, hb.name, s.sent
+        );
+        println!("                       measured                  configured");
+        if s.received > 0 {
+            println!(
+                "  rtt min/p50/max  {:9.3} / {:.3} / {:.3} ms   {configured_rtt_ms:.3} ms (underlay {underlay_ms:.3} ms of it){}",
+                s.min_ms,
+                s.p50_ms,
+                s.max_ms,
+                if up { "" } else { ", link DOWN" }
+            );
+        } else {
+            println!(
+                "  rtt              no answer                  {configured_rtt_ms:.3} ms{}",
+                if up { "" } else { ", link DOWN" }
+            );
+        }
+        println!(
+            "  loss round trip  {lost} of {} ({:.2} %)            {:.2} %",
+            s.sent,
+            100.0 * f64::from(lost) / f64::from(s.sent.max(1)),
+            100.0 * rt_loss
+        );
+        println!("  one-way delay and loss: not measured across hosts (clocks known only to their offset bounds)");
+    }
+    Ok(0)
 }
 
 /// Set on a command the controller routed to a host: run it there.

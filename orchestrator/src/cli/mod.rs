@@ -29,7 +29,7 @@ pub(crate) use fault::{
     Life,
 };
 pub(crate) use files::{cmd_graph, cmd_plan, cmd_validate};
-pub(crate) use hosts::{cmd_control, cmd_up_hosts, route_to_host};
+pub(crate) use hosts::{cmd_control, cmd_up_hosts, probe_across, route_to_host};
 pub(crate) use link::cmd_link;
 pub(crate) use object::{cmd_object_get, cmd_object_put};
 pub(crate) use probe::cmd_probe;

@@ -36,13 +36,37 @@ fn emit(v: serde_json::Value) {
 }
 
 /// `lightcone worker --echo IP`: see [`lightcone::hosts::rtt`].
-pub(crate) fn cmd_worker_echo(ip: std::net::Ipv4Addr, port: u16) -> Result<(), Failure> {
-    lightcone::hosts::rtt::serve_echo(ip, port)
+pub(crate) fn cmd_worker_echo(
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    netns: Option<String>,
+) -> Result<(), Failure> {
+    check_netns(netns.as_deref())?;
+    lightcone::hosts::rtt::serve_echo(ip, port, netns.as_deref())
         .map_err(|e| Failure(code::FAILURE, anyhow!("echo on {ip}:{port}: {e}")))
 }
 
+/// `--netns` names a lab namespace (`lc-…`), nothing else on the host.
+fn check_netns(netns: Option<&str>) -> Result<(), Failure> {
+    match netns {
+        Some(n) if !n.starts_with(lightcone::topology::NETNS_PREFIX) || n.contains('/') => {
+            Err(super::invalid(anyhow!(
+                "--netns {n:?}: not a lab namespace ({}…)",
+                lightcone::topology::NETNS_PREFIX
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `lightcone worker --ping IP:PORT`: see [`lightcone::hosts::rtt`].
-pub(crate) fn cmd_worker_ping(to: std::net::SocketAddrV4, count: u32) -> Result<(), Failure> {
+pub(crate) fn cmd_worker_ping(
+    to: std::net::SocketAddrV4,
+    count: u32,
+    wait_ms: u64,
+    netns: Option<String>,
+) -> Result<(), Failure> {
+    check_netns(netns.as_deref())?;
     if count == 0 || count > lightcone::hosts::rtt::MAX_PROBES {
         return Err(super::invalid(anyhow!(
             "--count {count}: 1 to {} probes",
@@ -53,7 +77,8 @@ pub(crate) fn cmd_worker_ping(to: std::net::SocketAddrV4, count: u32) -> Result<
         to,
         count,
         std::time::Duration::from_millis(10),
-        std::time::Duration::from_secs(2),
+        std::time::Duration::from_millis(wait_ms.min(600_000)),
+        netns.as_deref(),
     )
     .map_err(|e| Failure(code::FAILURE, anyhow!("probe {to}: {e}")))?;
     println!("{}", serde_json::to_string(&s).map_err(Failure::from)?);

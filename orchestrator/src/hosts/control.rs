@@ -113,6 +113,11 @@ impl ControlDir {
     pub fn log_path(&self) -> PathBuf {
         self.path.join("controller.log")
     }
+    /// The whole plan the lab was placed from (what a command about two hosts' nodes
+    /// needs: addresses and namespaces on both).
+    pub fn plan_path(&self) -> PathBuf {
+        self.path.join("plan.json")
+    }
     pub fn read(&self) -> Option<ControllerRecord> {
         let b = std::fs::read(self.record_path()).ok()?;
         serde_json::from_slice(&b).ok()

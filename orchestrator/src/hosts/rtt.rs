@@ -42,8 +42,8 @@ pub struct RttSummary {
 
 /// Bind an echo on `ip`:`port` (0: any free port), print `{"port":P}` on stdout, then answer probes until
 /// stdin closes or [`ECHO_LIFETIME`] passes.
-pub fn serve_echo(ip: Ipv4Addr, port: u16) -> io::Result<()> {
-    let sock = UdpSocket::bind(SocketAddrV4::new(ip, port))?;
+pub fn serve_echo(ip: Ipv4Addr, port: u16, netns: Option<&str>) -> io::Result<()> {
+    let sock = bind_in(netns, SocketAddrV4::new(ip, port))?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
     let port = sock.local_addr()?.port();
     {
@@ -83,6 +83,18 @@ pub fn serve_echo(ip: Ipv4Addr, port: u16) -> io::Result<()> {
     Ok(())
 }
 
+/// A UDP socket bound to `at`, in network namespace `netns` (a lab node's) when given: it
+/// stays there whichever thread uses it.
+fn bind_in(netns: Option<&str>, at: SocketAddrV4) -> io::Result<UdpSocket> {
+    match netns {
+        None => UdpSocket::bind(at),
+        Some(name) => crate::kernel::Netns::open(name)
+            .map_err(io::Error::other)?
+            .run(|| UdpSocket::bind(at))
+            .map_err(io::Error::other)?,
+    }
+}
+
 /// Send `count` probes to `to`, one every `interval`, and wait up to `wait` after the last
 /// for answers. `Err` if nothing could be sent; `received` 0 if nothing came back.
 pub fn ping(
@@ -90,9 +102,10 @@ pub fn ping(
     count: u32,
     interval: Duration,
     wait: Duration,
+    netns: Option<&str>,
 ) -> io::Result<RttSummary> {
     let count = count.clamp(1, MAX_PROBES);
-    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    let sock = bind_in(netns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
     sock.set_read_timeout(Some(Duration::from_millis(5)))?;
     let session: u32 = rand::random();
     let t0 = Instant::now();
@@ -164,12 +177,58 @@ pub fn measure(
     port: u16,
     bound: Duration,
 ) -> Result<RttSummary, String> {
+    let s = measure_with(ssh, a, b, ip_b, &Between::hosts(port), bound)?;
+    if s.received == 0 {
+        return Err(format!(
+            "none of {} UDP probes from host {} to {ip_b} came back",
+            s.sent, a.name
+        ));
+    }
+    Ok(s)
+}
+
+/// Where [`measure_with`] probes: the echo's port and namespace on `b`, the prober's
+/// namespace on `a`, how many probes, and how long to wait for late answers.
+#[derive(Debug, Clone)]
+pub struct Between {
+    pub port: u16,
+    pub echo_netns: Option<String>,
+    pub ping_netns: Option<String>,
+    pub count: u32,
+    pub wait: Duration,
+}
+
+impl Between {
+    /// The hosts' own underlays: 20 probes.
+    pub fn hosts(port: u16) -> Between {
+        Between {
+            port,
+            echo_netns: None,
+            ping_netns: None,
+            count: 20,
+            wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// [`measure`], between namespaces of the two hosts when `how` names them (a lab link
+/// between two nodes on two hosts: `lightcone probe` across hosts). `received` 0 is an
+/// answer here (a link that is down), not an error.
+pub fn measure_with(
+    ssh: &Ssh,
+    a: &HostSpec,
+    b: &HostSpec,
+    ip_b: Ipv4Addr,
+    how: &Between,
+    bound: Duration,
+) -> Result<RttSummary, String> {
     let ip = ip_b.to_string();
-    let port_arg = port.to_string();
-    let mut echo = ssh.command(
-        b,
-        &[&b.lightcone, "worker", "--echo", &ip, "--port", &port_arg],
-    );
+    let port_arg = how.port.to_string();
+    let mut words: Vec<&str> = vec![&b.lightcone, "worker", "--echo", &ip, "--port", &port_arg];
+    if let Some(ns) = &how.echo_netns {
+        words.extend(["--netns", ns.as_str()]);
+    }
+    let mut echo = ssh.command(b, &words);
     echo.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -206,11 +265,26 @@ pub fn measure(
             .as_u64()
             .ok_or_else(|| format!("host {}: the echo said {:?}", b.name, line.trim()))?;
         let to = format!("{ip}:{port}");
+        let count = how.count.to_string();
+        let wait_ms = how.wait.as_millis().to_string();
+        let mut words: Vec<&str> = vec![
+            &a.lightcone,
+            "worker",
+            "--ping",
+            &to,
+            "--count",
+            &count,
+            "--wait-ms",
+            &wait_ms,
+        ];
+        if let Some(ns) = &how.ping_netns {
+            words.extend(["--netns", ns.as_str()]);
+        }
         let o = ssh
             .run(
                 a,
-                &[&a.lightcone, "worker", "--ping", &to, "--count", "20"],
-                bound,
+                &words,
+                bound + how.wait + Duration::from_millis(10) * how.count,
             )
             .map_err(|e| format!("host {}: {e}", a.name))?;
         let s: RttSummary = o
@@ -226,12 +300,6 @@ pub fn measure(
                     o.stderr.trim()
                 )
             })?;
-        if s.received == 0 {
-            return Err(format!(
-                "none of {} UDP probes from host {} to {to} came back",
-                s.sent, a.name
-            ));
-        }
         Ok(s)
     })();
     drop(stdin);
@@ -292,7 +360,14 @@ mod tests {
             std::net::SocketAddr::V4(a) => a,
             _ => unreachable!(),
         };
-        let s = ping(to, 3, Duration::from_millis(1), Duration::from_millis(20)).unwrap();
+        let s = ping(
+            to,
+            3,
+            Duration::from_millis(1),
+            Duration::from_millis(20),
+            None,
+        )
+        .unwrap();
         assert_eq!((s.sent, s.received), (3, 0));
     }
 }

@@ -437,13 +437,21 @@ ncross=$(printf '%s\n' "$slice" | jq '.cross | length')
 peer_ip=$(printf '%s\n' "$slice" | jq -r '.cross[0].peer_ip')
 my_ip=$(printf '%s\n' "$slice" | jq -r '.cross[0].ip')
 vni=$(printf '%s\n' "$slice" | jq -r '.cross[0].vni')
-links=$("$lc" exec --lab "$lab" l0c0k0t0 -- ip -d -4 addr 2>&1) || fail "exec l0c0k0t0 -- ip: $links"
+links=$("$lc" exec --lab "$lab" l0c0k0t0 -- ip -d addr 2>&1) || fail "exec l0c0k0t0 -- ip: $links"
 grep -q "inet $my_ip/" <<<"$links" || fail "l0c0k0t0 (on vm1) has no $my_ip: $links"
+# The link's end as l0c0k0t0 sees it (the VXLAN device itself under the netem engine, a
+# veth into the wire namespace under the others).
+grep -B4 "inet $my_ip/" <<<"$links" | grep -E '^[0-9]+:|vxlan|veth' | sed 's/^ */    /' || true
+# Each guest holds one VXLAN device with the link's VNI, in one of the lab's namespaces
+# (the node's under the netem engine, the wire namespace's under the others).
 for g in vm1 vm2; do
-    w=$(gssh "$g" ip netns exec "lc-$lab""__wire-$g" ip -d link show 2>&1) || fail "$g: no wire namespace: $w"
+    # shellcheck disable=SC2016 # $n and $(ls …) are the guest shell's
+    w=$(gssh "$g" 'for n in $(ls /run/netns | grep "^lc-'"$lab"'_"); do ip -n "$n" -d link show type vxlan | sed "s/^/$n: /"; done' 2>&1) \
+        || fail "$g: could not list the lab's VXLAN devices: $w"
     if ! grep -q "vxlan id $vni " <<<"$w" || ! grep -q "dstport $vxlan_port" <<<"$w"; then
         fail "$g: no VXLAN device with id $vni and dstport $vxlan_port: $w"
     fi
+    echo "$g: $(grep -o "^lc-[^:]*: [0-9]*: [^:@]*" <<<"$w" | head -n1), $(grep -oE "vxlan id [0-9]+ remote [0-9.]+ local [0-9.]+ dev [a-z0-9]+" <<<"$w" | head -n1)"
     grep -q "00000000:$(printf '%04X' "$vxlan_port") " <(gssh "$g" cat /proc/net/udp) \
         || fail "$g: no UDP socket on the VXLAN port $vxlan_port"
 done
@@ -456,7 +464,7 @@ rtt=$(grep -oE 'rtt min/avg/max/mdev = [0-9./]+' <<<"$ping_out" | awk '{print $N
 IFS=/ read -r rmin ravg rmax _ <<<"$rtt"
 awk -v a="$ravg" 'BEGIN { exit !(a >= 350 && a <= 450) }' \
     || fail "ping across hosts: RTT avg $ravg ms, want 400 ms ± 50 ms (min $rmin, max $rmax, loss $loss %)"
-say "4. cross-host link: VXLAN id $vni dstport $vxlan_port on vm1 and vm2; ping l0c0k0t0 -> l0c1k0t0 RTT min/avg/max $rmin/$ravg/$rmax ms (configured 400 ms), loss $loss % of 20 (configured 2 % each way)"
+say "4. cross-host link: VXLAN id $vni dstport $vxlan_port in vm1 and vm2, a UDP socket on port $vxlan_port in each; ping l0c0k0t0 -> l0c1k0t0 RTT min/avg/max $rmin/$ravg/$rmax ms (configured 400 ms), loss $loss % of 20 (configured 2 % each way)"
 
 # 5. crash and restart a node on vm2, from here
 log "5. fault crash / restart l0c1k0t1"
@@ -499,7 +507,10 @@ leftovers() {
 for g in vm1 vm2; do
     [[ -n $(leftovers "$g") ]] || fail "leftovers() sees nothing on $g while the lab is up"
 done
-log "7. kill -9 controller $cpid"
+# Check 8's ssh detector sees lightcone's sessions and masters while the lab is up.
+n_ssh=$(pgrep -fc "^ssh .*$cfg.*ControlPath=.*/\.ssh/$lab_tag-|^ssh: .*/\.ssh/$lab_tag-" || true)
+((n_ssh > 0)) || fail "no ssh process of lightcone's found while the lab is up (the detector is broken)"
+log "7. kill -9 controller $cpid (lightcone's ssh processes: $n_ssh)"
 kill -9 "$cpid"
 k_t=$(date +%s%N)
 declare -A clean_ms

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: format, lints, unit/property/snapshot tests, end-to-end tests in
-# real namespaces, the netem VM test. Needs root. CI runs exactly this (.ci/run).
+# real namespaces, the netem VM test, a lab across two VMs. Needs root. CI runs exactly
+# this (.ci/run).
 #
 #   tests/as-root tests/run.sh     (root directly, or through sudo)
 set -euo pipefail
@@ -51,6 +52,10 @@ cargo test -p lightcone-e2e --no-fail-fast -- --test-threads=1
 if [ -x tests/vm/netem-vm.sh ] && [ "${LIGHTCONE_SKIP_VM:-0}" != 1 ]; then
   echo "== netem engine in a VM"
   bash tests/vm/netem-vm.sh
+  # Two qemu guests as two hosts, one lab across them over real ssh (issue 19), driven by
+  # the binaries the build step above made.
+  echo "== a lab across two VMs"
+  LIGHTCONE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" bash tests/vm/multihost-vm.sh
 fi
 
 echo "== leftovers"

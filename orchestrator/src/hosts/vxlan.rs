@@ -76,8 +76,19 @@ async fn add_device(
     end: &VxlanEnd,
 ) -> Result<(), KernelError> {
     let under = ifindex(host, &end.underlay).await?;
+    // Older kernels look the new device's name up in the namespace of the socket that asks,
+    // not in the one it goes to (see create_veth_pair), and the VXLAN device must be
+    // asked for from the host's namespace (its socket and underlay are there). So a name
+    // the host itself has (its NIC `eth1`, a node's `eth1`) is created under a name of its
+    // own and renamed inside `into`.
+    let clash = ifindex(host, name).await.is_ok();
+    let made = if clash {
+        format!("lcvx{}", end.vni)
+    } else {
+        name.to_string()
+    };
     let what = format!(
-        "create vxlan {name} (vni {}, {} -> {}:{} over {}) in {}",
+        "create vxlan {made} (vni {}, {} -> {}:{} over {}) in {}",
         end.vni,
         end.local,
         end.remote,
@@ -86,7 +97,7 @@ async fn add_device(
         into.name()
     );
     retry(&what, || {
-        let mut msg = LinkVxlan::new(name, end.vni)
+        let mut msg = LinkVxlan::new(&made, end.vni)
             .dev(under)
             .remote(end.remote)
             .local(end.local)
@@ -99,7 +110,25 @@ async fn add_device(
         }
         host.link().add(msg.build()).execute()
     })
-    .await
+    .await?;
+    if clash {
+        let h = crate::kernel::handle_in(Some(into))?;
+        let idx = ifindex(&h, &made).await?;
+        retry(
+            &format!("rename {made} to {name} in {}", into.name()),
+            || {
+                h.link()
+                    .set(
+                        rtnetlink::LinkUnspec::new_with_index(idx)
+                            .name(name.to_string())
+                            .build(),
+                    )
+                    .execute()
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Build this host's ends of the links to other hosts (`ends`, from the slice), after

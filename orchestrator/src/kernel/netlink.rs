@@ -60,18 +60,18 @@ where
 /// Create a veth pair `name_a` (in `ns_a`) ↔ `name_b` (in `ns_b`), both still down: asking
 /// for IFF_UP at creation fails with ENOTCONN on some kernels (veth_open before the peer is
 /// attached; seen on 6.1 for either end), so bring each end up from its own namespace
-/// afterwards. Created through any
-/// handle: the kernel creates each end directly in its namespace, so nothing ever appears
-/// in the caller's namespace.
+/// afterwards. The kernel creates each end directly in its namespace, so nothing ever
+/// appears in the caller's namespace; the request itself goes through a socket in `ns_a`
+/// (see [`create_veth_pair`]), whatever namespace `_h` is in.
 pub async fn create_veth_between(
-    h: &Handle,
+    _h: &Handle,
     ns_a: &Netns,
     name_a: &str,
     ns_b: &Netns,
     name_b: &str,
 ) -> Result<(), KernelError> {
     create_veth_pair(
-        h,
+        _h,
         VethEnd {
             ns: ns_a,
             name: name_a,
@@ -99,8 +99,14 @@ pub struct VethEnd<'a> {
 }
 
 /// [`create_veth_between`], with the MACs of the ends set at creation (no extra request).
+///
+/// The request is sent from a netlink socket in `a`'s namespace, not through `_h`: older
+/// kernels (Debian 12's 6.1; not 6.18) look the new device's name up in the namespace of
+/// the socket that asks (rtnl_newlink), not in the one it is created in, and refuse it
+/// with EEXIST when that namespace has an interface of the same name: a node's `eth1`
+/// while the host's own NIC is `eth1` (tests/vm/multihost-vm.sh).
 pub async fn create_veth_pair(
-    h: &Handle,
+    _h: &Handle,
     a: VethEnd<'_>,
     b: VethEnd<'_>,
 ) -> Result<(), KernelError> {
@@ -111,6 +117,7 @@ pub async fn create_veth_pair(
         b.ns.name(),
         b.name
     );
+    let h = &handle_in(Some(a.ns))?;
     retry(&what, || {
         let mut peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
             .name(b.name.to_string())

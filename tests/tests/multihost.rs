@@ -824,6 +824,17 @@ impl Drop for TwoHosts {
     }
 }
 
+/// The check `name` of one host of `doctor --hosts --json` (null if it has none).
+fn doctor_check(host: &serde_json::Value, name: &str) -> serde_json::Value {
+    host["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// A UDP socket bound to `ip` (port 0) inside namespace `netns` (`None`: this one); it
 /// stays there whichever thread uses it.
 fn udp_in(netns: Option<&str>, ip: &str) -> std::net::UdpSocket {
@@ -996,13 +1007,7 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     let d = lc(&["doctor", "--hosts", &hosts, "--json"]);
     let dv: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
     for h in dv["hosts"].as_array().unwrap() {
-        let udp = h["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "udp")
-            .cloned()
-            .unwrap_or_default();
+        let udp = doctor_check(h, "udp");
         println!("doctor {}: {udp}", h["host"]);
         assert_eq!(udp["status"], "ok", "{}", text(&d));
         assert!(
@@ -1025,13 +1030,7 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     let d = lc(&["doctor", "--hosts", &unreachable, "--json"]);
     assert_eq!(d.status.code(), Some(1), "{}", text(&d));
     let dv: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
-    let udp_a = dv["hosts"][0]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "udp")
-        .cloned()
-        .unwrap_or_default();
+    let udp_a = doctor_check(&dv["hosts"][0], "udp");
     println!("doctor a, b's underlay lo: {udp_a}");
     assert_eq!(udp_a["status"], "fail", "{udp_a}");
     assert!(

@@ -308,6 +308,16 @@ impl Plan {
             .find(|l| (l.a.node == a && l.b.node == b) || (l.a.node == b && l.b.node == a))
     }
 
+    /// The link between `a` and `b` with its ends seen from `a`: (link, `a`'s end, `b`'s).
+    pub fn link_ends(&self, a: &str, b: &str) -> Option<(&LinkPlan, &Endpoint, &Endpoint)> {
+        let l = self.link_between(a, b)?;
+        Some(if self.nodes[l.a.node].name == a {
+            (l, &l.a, &l.b)
+        } else {
+            (l, &l.b, &l.a)
+        })
+    }
+
     /// The configuration of node `id`'s agent. `state_dir` is the lab's state directory;
     /// `public_keys` (hex, by node id) are the lab's node keys drawn at `up`. The
     /// configuration holds no secret: it names the agent's 0600 key file

@@ -824,6 +824,18 @@ impl Drop for TwoHosts {
     }
 }
 
+/// `GET path` of agent `id` of `lab` whose state directory root is `state_root` (each
+/// fake host has its own), through its control socket; the body ("" if it did not answer).
+fn agent_get(state_root: &str, lab: &str, id: u64, path: &str) -> String {
+    let o = Command::new("curl")
+        .args(["-s", "-f", "--max-time", "5", "--unix-socket"])
+        .arg(format!("{state_root}/{lab}/agents/{id}.sock"))
+        .arg(format!("http://agent{path}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// The check `name` of one host of `doctor --hosts --json` (null if it has none).
 fn doctor_check(host: &serde_json::Value, name: &str) -> serde_json::Value {
     host["checks"]
@@ -1138,13 +1150,8 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     // learns a route to the other cluster (on the other host) over the link between the
     // hosts (its hellos and announcements verified with the whole lab's keys).
     let agent_state = |state_root: &str, id: u64| -> serde_json::Value {
-        let o = Command::new("curl")
-            .args(["-s", "-f", "--max-time", "5", "--unix-socket"])
-            .arg(format!("{state_root}/{lab}/agents/{id}.sock"))
-            .arg("http://agent/state")
-            .output()
-            .unwrap();
-        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+        serde_json::from_str(&agent_get(state_root, &lab, id, "/state"))
+            .unwrap_or(serde_json::Value::Null)
     };
     for (root, whole_id, other) in [
         ("/run/lightcone", 0, "cluster:0.1"),
@@ -1180,13 +1187,7 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     // Time across hosts: each agent's ground truth is its host's placement of the lab's
     // epoch, known to ± that host's clock-offset bound; the agent's metrics say so.
     for (root, k) in [("/run/lightcone", 0), (two.state_b.as_str(), 1)] {
-        let o = Command::new("curl")
-            .args(["-s", "-f", "--max-time", "5", "--unix-socket"])
-            .arg(format!("{root}/{lab}/agents/0.sock"))
-            .arg("http://agent/metrics")
-            .output()
-            .unwrap();
-        let m = String::from_utf8_lossy(&o.stdout);
+        let m = agent_get(root, &lab, 0, "/metrics");
         let got: f64 = m
             .lines()
             .find(|l| l.starts_with("lightcone_time_ground_truth_uncertainty_seconds{"))

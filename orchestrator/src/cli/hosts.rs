@@ -1134,18 +1134,7 @@ pub(crate) fn probe_across(
     burst: u32,
     json: bool,
 ) -> Option<Result<u8, Failure>> {
-    if std::env::var_os(ROUTED_ENV).is_some() {
-        return None;
-    }
-    let lab = match lab {
-        Some(l) => l.to_string(),
-        None => match all_lab_names() {
-            (ctl, local) if ctl.len() == 1 && local.is_empty() => ctl[0].clone(),
-            _ => return None,
-        },
-    };
-    let ctl = ControlDir::new(&lab).ok()?;
-    let rec = ctl.read()?;
+    let (ctl, rec) = multi_host_lab(lab)?;
     let on = |n: &str| rec.hosts.iter().find(|h| h.nodes.iter().any(|m| m == n));
     let (ha, hb) = (on(a)?, on(b)?);
     if ha.name == hb.name {
@@ -1186,16 +1175,11 @@ fn probe_between_hosts(
                 anyhow!("{} is missing or unreadable", ctl.plan_path().display()),
             )
         })?;
-    let Some(l) = plan.link_between(a, b) else {
+    let Some((l, ea, eb)) = plan.link_ends(a, b) else {
         return Err(invalid(anyhow!(
             "lab {} has no link between {a} and {b} (probe measures one link); nothing was sent",
             rec.lab
         )));
-    };
-    let (ea, eb) = if plan.nodes[l.a.node].name == a {
-        (&l.a, &l.b)
-    } else {
-        (&l.b, &l.a)
     };
     // The live configuration of the direction a sends (after `link set`), from a's host.
     let live = status_json(&rec.lab).and_then(|v| {
@@ -1315,22 +1299,27 @@ pub(crate) fn route_to_host(
     tokens: usize,
     spread: bool,
 ) -> Option<Result<u8, Failure>> {
+    let (_, rec) = multi_host_lab(lab)?;
+    Some(forward(&rec, nodes, tokens, spread))
+}
+
+/// The multi-host lab a command about nodes means — `lab`, or the only lab up when that
+/// is a multi-host one — with its controller record; `None`: run the command here (no
+/// such lab, a local lab, or a command the controller already routed to this host).
+fn multi_host_lab(lab: Option<&str>) -> Option<(ControlDir, ControllerRecord)> {
     if std::env::var_os(ROUTED_ENV).is_some() {
         return None;
     }
     let lab = match lab {
         Some(l) => l.to_string(),
-        None => {
-            // The only lab up, when that is a multi-host one.
-            let (ctl, local) = all_lab_names();
-            match (ctl.as_slice(), local.len()) {
-                ([one], 0) => one.clone(),
-                _ => return None,
-            }
-        }
+        None => match all_lab_names() {
+            (ctl, local) if ctl.len() == 1 && local.is_empty() => ctl[0].clone(),
+            _ => return None,
+        },
     };
-    let rec = ControlDir::new(&lab).ok()?.read()?;
-    Some(forward(&rec, nodes, tokens, spread))
+    let ctl = ControlDir::new(&lab).ok()?;
+    let rec = ctl.read()?;
+    Some((ctl, rec))
 }
 
 fn forward(

@@ -24,7 +24,7 @@ pub(crate) fn cmd_probe(
     need_root("probe")?;
     let dir = pick_lab(lab)?;
     let p = lab_plan(&dir)?;
-    let Some(l) = p.link_between(&a, &b) else {
+    let Some((l, ea, eb)) = p.link_ends(&a, &b) else {
         for n in [&a, &b] {
             if p.node_index(n).is_none() {
                 return Err(invalid(anyhow!("lab {} has no node {n:?}", dir.lab)));
@@ -34,11 +34,6 @@ pub(crate) fn cmd_probe(
             "lab {} has no link between {a} and {b} (probe measures one link)",
             dir.lab
         )));
-    };
-    let (ea, eb) = if p.nodes[l.a.node].name == a {
-        (&l.a, &l.b)
-    } else {
-        (&l.b, &l.a)
     };
     let interval = Duration::from_nanos(
         units::duration_ns(&interval).map_err(|e| invalid(anyhow!("--interval: {e}")))?,

@@ -167,6 +167,21 @@ impl Agents {
         Ok(self)
     }
 
+    /// Node `id` of this host's plan as the agents know it: its number in the whole lab's
+    /// plan for a lab across hosts ([`Agents::lab_wide`]), else `id`. What a capability
+    /// minted for the node must name.
+    pub fn lab_id(&self, id: usize) -> usize {
+        self.wide
+            .as_ref()
+            .and_then(|w| w.origin.get(id).copied())
+            .unwrap_or(id)
+    }
+
+    /// True for a lab across hosts ([`Agents::lab_wide`]).
+    pub fn is_lab_wide(&self) -> bool {
+        self.wide.is_some()
+    }
+
     /// Host the plan's tiles `plan.tiles_per_process` to a process when that is above 1
     /// (see [`crate::tilegroups`]); writes the shared directory file.
     pub fn grouped(mut self, plan: &Plan, dir: &LabDir) -> Result<Agents, AgentError> {

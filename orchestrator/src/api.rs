@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -41,7 +41,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::agents::{agent_exchange, agent_request};
-use crate::http::{error_response, TOKEN_HEADER};
+use crate::http::{error_response, AT_HEADER, TOKEN_HEADER};
 use crate::lab::{status_of, Lab, LabError, LabStatus, LinkChange, LinkRuntime, Partition};
 use crate::link::metrics as link_metrics;
 use crate::plan;
@@ -228,14 +228,33 @@ pub const PROXY_TOKEN_TTL: Duration = Duration::from_secs(30);
 
 /// A token for `op` on node `id` (and, with `key`, that key or object id and those it
 /// prefixes), minted by the supervisor for one forwarded request.
+/// Refuses `verb` on a lab across hosts: the key verbs read node key files and name nodes
+/// by number, and across hosts a host's numbering is not the lab's. Nothing is changed.
+fn not_across_hosts(s: &ApiState, verb: &str) -> Result<(), ApiError> {
+    let lab = s.lab.lock().expect("lab lock");
+    if lab.agents.as_ref().is_some_and(|a| a.is_lab_wide()) {
+        return Err(ApiError::Bad(format!(
+            "{verb} is not built for a lab across hosts yet (lab {} is one host's part of one); nothing was changed",
+            lab.dir.lab
+        )));
+    }
+    Ok(())
+}
+
+/// `id` is this host's; the token names the node's number in the whole lab (they differ
+/// in a lab across hosts).
 fn grant(s: &ApiState, id: usize, op: Op, key: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(k) = &s.operator else {
         return Ok(None);
     };
+    let node = {
+        let lab = s.lab.lock().expect("lab lock");
+        lab.agents.as_ref().map_or(id, |a| a.lab_id(id))
+    };
     let c = Caveats {
         op: Some(op),
         scope: key.map(String::from),
-        node: Some(id as u32),
+        node: Some(node as u32),
         expires: Some(std::time::SystemTime::now() + PROXY_TOKEN_TTL),
     };
     k.mint(&c).map(Some).map_err(ApiError::internal)
@@ -494,6 +513,7 @@ pub async fn api_node_steal_key(
 ) -> Result<Json<StealKeyReply>, ApiError> {
     let req: StealKey = serde_json::from_slice(&body)
         .map_err(|e| ApiError::Bad(format!("body must be JSON {{\"victim\": NODE}}: {e}")))?;
+    not_across_hosts(&s, "steal_key")?;
     let (vid, path) = {
         let lab = s.lab.lock().expect("lab lock");
         let vid = lab.node(&req.victim)?;
@@ -533,6 +553,7 @@ pub async fn api_node_revoke_key(
 ) -> Result<Json<RevokeKeyReply>, ApiError> {
     let req: RevokeKey = serde_json::from_slice(&body)
         .map_err(|e| ApiError::Bad(format!("body must be JSON {{\"node\": NODE}}: {e}")))?;
+    not_across_hosts(&s, "revoke_key")?;
     let subject = s.lab.lock().expect("lab lock").node(&req.node)?;
     let path = format!("/revoke-key/{subject}");
     forward_to_agent(&s, &by, Op::Order, &path, Vec::new()).await?;
@@ -554,6 +575,7 @@ pub async fn api_node_rotate_key(
     State(s): State<ApiState>,
     UrlPath(node): UrlPath<String>,
 ) -> Result<Json<RotateKeyReply>, ApiError> {
+    not_across_hosts(&s, "rotate_key")?;
     let (id, dir, key_path) = {
         let lab = s.lab.lock().expect("lab lock");
         let id = lab.node(&node)?;
@@ -910,12 +932,19 @@ pub fn merge_expositions(texts: &[String]) -> String {
 /// The supervisor's own metric families: the link engine's (the wire engine's registry, or
 /// a netem lab's qdiscs read now).
 async fn own_families(s: &ApiState) -> Vec<prometheus::proto::MetricFamily> {
-    let pending = {
+    let (pending, host) = {
         let lab = s.lab.lock().expect("lab lock");
-        lab.engine.families(lab.configured_delays_ns())
+        (
+            lab.engine.families(lab.configured_delays_ns()),
+            lab.host.clone(),
+        )
     };
     // Families cannot fail to read as a whole: unreadable ends are left out and logged.
-    pending.await.unwrap_or_default()
+    let mut fams = pending.await.unwrap_or_default();
+    if let Some(h) = host {
+        link_metrics::label_all(&mut fams, "host", &h);
+    }
+    fams
 }
 
 /// `GET /metrics`: the link engine's series and every agent's, each family once.
@@ -1518,6 +1547,68 @@ pub async fn guard(
     }
 }
 
+/// How far ahead a stamped request may be sent ([`stamp`]).
+pub const STAMP_AHEAD_MAX: Duration = Duration::from_secs(60);
+/// The reply header saying how late a stamped request was applied, ms (0: on time).
+pub const LATE_HEADER: &str = "x-lightcone-late-ms";
+
+/// When a stamped request ([`AT_HEADER`]: UNIX ns on this host's clock)
+/// is to be applied: `Ok(wait)` (zero when the instant has passed), or why it is refused.
+pub fn stamp_wait(header: &str, now: SystemTime) -> Result<Duration, ApiError> {
+    let at: i128 = header.trim().parse().map_err(|_| {
+        ApiError::Bad(format!(
+            "{} must be an instant in UNIX nanoseconds, not {header:?}; nothing was changed",
+            AT_HEADER
+        ))
+    })?;
+    let now_ns = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    let ahead = at - now_ns;
+    if ahead > STAMP_AHEAD_MAX.as_nanos() as i128 {
+        return Err(ApiError::Bad(format!(
+            "{} is {:.1} s ahead of this host's clock (at most {} s): is its clock, or the controller's offset for it, wrong? nothing was changed",
+            AT_HEADER,
+            ahead as f64 / 1e9,
+            STAMP_AHEAD_MAX.as_secs()
+        )));
+    }
+    Ok(Duration::from_nanos(
+        u64::try_from(ahead.max(0)).unwrap_or(0),
+    ))
+}
+
+/// axum middleware: a state-changing request stamped with an instant waits for it, then
+/// runs; its reply says how late it ran ([`LATE_HEADER`]). The runner stamps the verbs of
+/// a lab spread over hosts and sends them ahead of their time, so that a host far from the
+/// controller acts on time and both ends of a link between hosts change at once.
+pub async fn stamp(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(req).await;
+    }
+    let Some(h) = req.headers().get(AT_HEADER) else {
+        return next.run(req).await;
+    };
+    let at = h.to_str().unwrap_or("").to_string();
+    let wait = match stamp_wait(&at, SystemTime::now()) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    tokio::time::sleep(wait).await;
+    // How late it runs: the instant has passed now, so the wait reads as zero; measure it.
+    let late_ms = at.trim().parse::<i128>().map_or(0.0, |at_ns| {
+        let now_ns = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        (now_ns - at_ns).max(0) as f64 / 1e6
+    });
+    let mut resp = next.run(req).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{late_ms:.3}")) {
+        resp.headers_mut().insert(LATE_HEADER, v);
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1538,6 +1629,23 @@ mod tests {
             token: "t0k".into(),
             port: 4000,
         }
+    }
+
+    #[test]
+    fn a_stamp_waits_until_its_instant_and_refuses_nonsense() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(
+            stamp_wait("1000250000000", now).unwrap(),
+            Duration::from_millis(250)
+        );
+        // Past: at once.
+        assert_eq!(stamp_wait("999000000000", now).unwrap(), Duration::ZERO);
+        assert_eq!(stamp_wait("-5", now).unwrap(), Duration::ZERO);
+        let far = stamp_wait("1061000000000", now).unwrap_err();
+        assert_eq!(far.status(), StatusCode::BAD_REQUEST);
+        assert!(far.to_string().contains("61.0 s ahead"), "{far}");
+        let junk = stamp_wait("soon", now).unwrap_err();
+        assert!(junk.to_string().contains("UNIX nanoseconds"), "{junk}");
     }
 
     #[test]

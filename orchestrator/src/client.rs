@@ -19,7 +19,7 @@ use lightcone_core::causal::{Dot, DotContext};
 use lightcone_core::kv::{Durability, Written};
 use serde::{Deserialize, Serialize};
 
-use crate::http::TOKEN_HEADER;
+use crate::http::{AT_HEADER, TOKEN_HEADER};
 use crate::lab::{LabStatus, LinkChange, LinkRuntime, SupervisorInfo};
 use crate::state::LabDir;
 
@@ -263,31 +263,89 @@ pub enum KvRead {
     Missing,
 }
 
-/// A client of one lab's supervisor.
-#[derive(Clone)]
-pub struct Client {
+/// One supervisor the client talks to: a local lab's, or one host's of a multi-host lab
+/// (reached through an ssh port forward, so `base` and `host` differ in port).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The host's name in the hosts file (`""` for a local lab).
+    pub name: String,
+    /// Where requests go (`http://127.0.0.1:PORT`).
     base: String,
+    /// The `Host` header: the supervisor's own `127.0.0.1:PORT` on its host, which its
+    /// guard requires (against DNS rebinding) even through a tunnel.
     host: String,
     token: String,
+    /// The host's clock minus the controller's, ns: added to a stamp ([`Client::stamped`])
+    /// so the host acts at the same instant.
+    clock_offset_ns: i64,
+}
+
+impl Endpoint {
+    /// The supervisor whose API is `api_url` on its host, reached at `base` (the same URL
+    /// for a local lab; a forwarded port for another host's).
+    pub fn new(name: &str, api_url: &str, base: &str, token: &str, clock_offset_ns: i64) -> Self {
+        let authority = |u: &str| {
+            u.split_once("://")
+                .map_or(u, |(_, rest)| rest)
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        Endpoint {
+            name: name.to_string(),
+            base: base.trim_end_matches('/').to_string(),
+            host: authority(api_url),
+            token: token.to_string(),
+            clock_offset_ns,
+        }
+    }
+}
+
+/// Where a request goes: one supervisor, the two holding a link's ends, or every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum To {
+    One(usize),
+    Two(usize, usize),
+    All,
+}
+
+/// A client of one lab's supervisor — or, for a lab spread over hosts, of every host's
+/// supervisor at once: each request goes to the host that holds the node it names, a
+/// link's change to the hosts of both its ends (concurrently), and `status` and
+/// `metrics` are every host's, merged. Callers do not see the difference.
+#[derive(Clone)]
+pub struct Client {
+    eps: std::sync::Arc<Vec<Endpoint>>,
+    /// Node → the endpoint of its host; empty with one endpoint.
+    owner: std::sync::Arc<BTreeMap<String, usize>>,
     agent: ureq::Agent,
+    /// State-changing requests are to take effect at this instant (controller's clock).
+    at: Option<std::time::SystemTime>,
 }
 
 impl Client {
     /// A client of the supervisor that wrote `info`.
     pub fn new(info: &SupervisorInfo) -> Client {
-        let host = info
-            .api_url
-            .split_once("://")
-            .map_or(info.api_url.as_str(), |(_, rest)| rest)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        Client::spread(
+            vec![Endpoint::new(
+                "",
+                &info.api_url,
+                &info.api_url,
+                &info.token,
+                0,
+            )],
+            BTreeMap::new(),
+        )
+    }
+
+    /// A client of several hosts' supervisors; `owner` says which endpoint holds each node.
+    pub fn spread(eps: Vec<Endpoint>, owner: BTreeMap<String, usize>) -> Client {
         Client {
-            base: info.api_url.trim_end_matches('/').to_string(),
-            host,
-            token: info.token.clone(),
+            eps: std::sync::Arc::new(eps),
+            owner: std::sync::Arc::new(owner),
             agent: ureq::AgentBuilder::new().build(),
+            at: None,
         }
     }
 
@@ -299,43 +357,120 @@ impl Client {
             .map(|i| Client::new(&i))
     }
 
-    /// The API's base URL (`http://127.0.0.1:PORT`).
+    /// The (first) API's base URL (`http://127.0.0.1:PORT`).
     pub fn base(&self) -> &str {
-        &self.base
+        &self.eps[0].base
     }
 
-    /// The one place a request is built: token and Host set here.
-    fn request(&self, method: &str, path: &str, timeout: Duration) -> ureq::Request {
-        self.agent
-            .request(method, &format!("{}{}", self.base, path))
-            .set("Host", &self.host)
-            .set(TOKEN_HEADER, &self.token)
-            .timeout(timeout)
+    /// True when the lab is spread over several hosts.
+    pub fn is_spread(&self) -> bool {
+        self.eps.len() > 1
     }
 
-    fn connect_error(&self, path: &str, e: impl std::fmt::Display) -> ClientError {
-        ClientError::Connect {
-            url: format!("{}{}", self.base, path),
-            path: path.to_string(),
-            message: e.to_string(),
+    /// This client with its state-changing requests stamped to take effect at `at` (this
+    /// machine's clock; each host's measured offset is added): the runner sends a verb
+    /// ahead of its time so that hosts far from the controller act on time, and both ends
+    /// of a link between hosts change at the same instant.
+    pub fn stamped(&self, at: std::time::SystemTime) -> Client {
+        Client {
+            at: Some(at),
+            ..self.clone()
         }
     }
 
-    /// Sends a request; any status comes back as [`Raw`], only a transport failure is an
-    /// error.
-    fn send(
+    /// Which endpoint(s) `path` concerns: a node's (`/api/nodes/N/…`, `/nodes/N/…`), a
+    /// link's two ends (`/api/links/A/B/…`), or the lab's (everything else). A node no
+    /// host holds goes to the first, which answers that it has no such node.
+    fn route(&self, path: &str) -> To {
+        if self.eps.len() == 1 {
+            return To::One(0);
+        }
+        let at = |n: &str| {
+            self.owner
+                .get(pct::decode(n).as_deref().unwrap_or(n))
+                .copied()
+                .unwrap_or(0)
+        };
+        let p = path.split('?').next().unwrap_or(path);
+        let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+        match segs.as_slice() {
+            ["api", "nodes", n, ..] | ["nodes", n, ..] => To::One(at(n)),
+            ["api", "links", a, b, ..] => match (at(a), at(b)) {
+                (x, y) if x == y => To::One(x),
+                (x, y) => To::Two(x, y),
+            },
+            _ => To::All,
+        }
+    }
+
+    /// The one place a request is built: token, Host and stamp set here.
+    fn request_to(
         &self,
+        ep: &Endpoint,
         method: &str,
         path: &str,
-        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> ureq::Request {
+        let r = self
+            .agent
+            .request(method, &format!("{}{}", ep.base, path))
+            .set("Host", &ep.host)
+            .set(TOKEN_HEADER, &ep.token)
+            .timeout(timeout);
+        match self.at.filter(|_| method != "GET") {
+            Some(at) => {
+                let ns = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128)
+                    + i128::from(ep.clock_offset_ns);
+                r.set(AT_HEADER, &ns.to_string())
+            }
+            None => r,
+        }
+    }
+
+    fn connect_error(&self, ep: &Endpoint, path: &str, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Connect {
+            url: format!("{}{}", ep.base, path),
+            path: path.to_string(),
+            message: if ep.name.is_empty() {
+                e.to_string()
+            } else {
+                format!("host {}: {e}", ep.name)
+            },
+        }
+    }
+
+    /// Sends a request to one endpoint; any status comes back as [`Raw`], only a
+    /// transport failure is an error. A `POST` is retried once after a transport error:
+    /// every state-changing verb is idempotent (set a link's state, crash a node that is
+    /// running), and a pooled keep-alive connection the server closed while idle fails
+    /// with "Unexpected EOF" before the request is read (ureq retries only idempotent
+    /// methods by itself).
+    fn send_to(
+        &self,
+        ep: &Endpoint,
+        method: &str,
+        path: &str,
+        body: Option<(&[u8], Option<&str>)>,
         timeout: Duration,
     ) -> Result<Raw, ClientError> {
-        let req = self.request(method, path, timeout);
-        let r = match body {
-            Some(b) => req.send_bytes(b),
-            None => req.call(),
+        let once = || {
+            let req = self.request_to(ep, method, path, timeout);
+            match body {
+                Some((b, ctype)) => match ctype {
+                    Some(t) => req.set("Content-Type", t).send_bytes(b),
+                    None => req.send_bytes(b),
+                },
+                None => req.call(),
+            }
+            .map_err(Box::new)
         };
-        match r {
+        let r = match once() {
+            Err(e) if method == "POST" && matches!(*e, ureq::Error::Transport(_)) => once(),
+            r => r,
+        };
+        match r.map_err(|e| *e) {
             Ok(r) => Ok(Raw {
                 status: r.status(),
                 body: r.into_string().unwrap_or_default(),
@@ -344,8 +479,60 @@ impl Client {
                 status,
                 body: r.into_string().unwrap_or_default(),
             }),
-            Err(e) => Err(self.connect_error(path, e)),
+            Err(e) => Err(self.connect_error(ep, path, e)),
         }
+    }
+
+    /// Sends a request where [`Client::route`] says: to every endpoint it concerns at once
+    /// (a state change of a link between hosts, a lab-wide `POST`); the answer is the
+    /// first failure's, else the first endpoint's. A lab-wide `GET` asks the first.
+    fn send_body(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&[u8], Option<&str>)>,
+        timeout: Duration,
+    ) -> Result<Raw, ClientError> {
+        let targets: Vec<usize> = match self.route(path) {
+            To::One(i) => vec![i],
+            To::Two(i, j) if method != "GET" => vec![i, j],
+            To::Two(i, _) => vec![i],
+            To::All if method != "GET" => (0..self.eps.len()).collect(),
+            To::All => vec![0],
+        };
+        if let [i] = targets.as_slice() {
+            return self.send_to(&self.eps[*i], method, path, body, timeout);
+        }
+        let answers: Vec<Result<Raw, ClientError>> = std::thread::scope(|s| {
+            let hs: Vec<_> = targets
+                .iter()
+                .map(|&i| s.spawn(move || self.send_to(&self.eps[i], method, path, body, timeout)))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("request thread"))
+                .collect()
+        });
+        let mut first = None;
+        for a in answers {
+            match a {
+                Err(e) => return Err(e),
+                Ok(r) if !(200..300).contains(&r.status) => return Ok(r),
+                Ok(r) => {
+                    first.get_or_insert(r);
+                }
+            }
+        }
+        Ok(first.expect("at least one target"))
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Raw, ClientError> {
+        self.send_body(method, path, body.map(|b| (b, None)), timeout)
     }
 
     /// A 2xx answer's body, or the error the status means.
@@ -381,11 +568,8 @@ impl Client {
         Self::decode(path, &Self::ok(path, raw)?)
     }
 
-    /// `POST path` with a JSON body, a 2xx JSON answer as `T`. Every `POST /api/…` verb is
-    /// idempotent (set a link's state, crash a node that is running), so a transport error
-    /// is retried once: a pooled keep-alive connection the server closed while idle fails
-    /// with "Unexpected EOF" before the request is read, and ureq retries only idempotent
-    /// methods by itself.
+    /// `POST path` with a JSON body, a 2xx JSON answer as `T` (retried once after a
+    /// transport error: see [`Client::send_to`]).
     pub fn post_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -395,33 +579,38 @@ impl Client {
             path: path.to_string(),
             message: e.to_string(),
         })?;
-        let send = || {
-            self.request("POST", path, DEFAULT_TIMEOUT)
-                .set("Content-Type", "application/json")
-                .send_bytes(&bytes)
-                .map_err(Box::new)
-        };
-        let r = match send() {
-            Err(e) if matches!(*e, ureq::Error::Transport(_)) => send(),
-            r => r,
-        };
-        let raw = match r.map_err(|e| *e) {
-            Ok(r) => Raw {
-                status: r.status(),
-                body: r.into_string().unwrap_or_default(),
-            },
-            Err(ureq::Error::Status(status, r)) => Raw {
-                status,
-                body: r.into_string().unwrap_or_default(),
-            },
-            Err(e) => return Err(self.connect_error(path, e)),
-        };
+        let raw = self.send_body(
+            "POST",
+            path,
+            Some((&bytes, Some("application/json"))),
+            DEFAULT_TIMEOUT,
+        )?;
         Self::decode(path, &Self::ok(path, raw)?)
     }
 
-    /// `GET /api/status`.
+    /// `GET /api/status`; of a lab over hosts, every host's merged: nodes and links in
+    /// host order, a link between hosts once (as the first host lists its end).
     pub fn status(&self, timeout: Duration) -> Result<LabStatus, ClientError> {
-        self.get_json("/api/status", timeout)
+        let path = "/api/status";
+        let mut all = Vec::with_capacity(self.eps.len());
+        for ep in self.eps.iter() {
+            let raw = self.send_to(ep, "GET", path, None, timeout)?;
+            all.push(Self::decode::<LabStatus>(path, &Self::ok(path, raw)?)?);
+        }
+        let mut it = all.into_iter();
+        let mut st = it.next().expect("one endpoint at least");
+        for s in it {
+            st.nodes.extend(s.nodes);
+            for l in s.links {
+                let same = |k: &crate::lab::LinkStatus| {
+                    (k.a == l.a && k.b == l.b) || (k.a == l.b && k.b == l.a)
+                };
+                if !st.links.iter().any(same) {
+                    st.links.push(l);
+                }
+            }
+        }
+        Ok(st)
     }
 
     /// `POST /api/links/{a}/{b}/set`: the link's configuration after the change.
@@ -538,9 +727,17 @@ impl Client {
     }
 
     /// `GET /metrics`: every agent's and the link engine's series, merged (text format).
+    /// Of a lab over hosts, every host's exposition merged (one `HELP`/`TYPE` per family).
     pub fn metrics(&self, timeout: Duration) -> Result<String, ClientError> {
-        let raw = self.send("GET", "/metrics", None, timeout)?;
-        Self::ok("/metrics", raw)
+        let mut texts = Vec::with_capacity(self.eps.len());
+        for ep in self.eps.iter() {
+            let raw = self.send_to(ep, "GET", "/metrics", None, timeout)?;
+            texts.push(Self::ok("/metrics", raw)?);
+        }
+        Ok(match texts.len() {
+            1 => texts.pop().expect("one"),
+            _ => crate::api::merge_expositions(&texts),
+        })
     }
 
     /// `GET /nodes/{node}/state`, as the agent's JSON (for whoever needs more than
@@ -636,10 +833,14 @@ impl Client {
             let _ = r.into_reader().take(1 << 20).read_to_end(&mut v);
             v
         };
-        match self.request("GET", &path, timeout).call() {
+        let ep = match self.route(&path) {
+            To::One(i) | To::Two(i, _) => &self.eps[i],
+            To::All => &self.eps[0],
+        };
+        match self.request_to(ep, "GET", &path, timeout).call() {
             Ok(r) => Ok((r.status(), read(r))),
             Err(ureq::Error::Status(status, r)) => Ok((status, read(r))),
-            Err(e) => Err(self.connect_error(&path, e)),
+            Err(e) => Err(self.connect_error(ep, &path, e)),
         }
     }
 
@@ -680,14 +881,54 @@ mod tests {
     fn host_is_the_api_urls_authority() {
         let c = Client::new(&info("http://127.0.0.1:4000"));
         assert_eq!(
-            (c.base(), c.host.as_str()),
+            (c.base(), c.eps[0].host.as_str()),
             ("http://127.0.0.1:4000", "127.0.0.1:4000")
         );
         let c = Client::new(&info("http://127.0.0.1:4000/"));
         assert_eq!(
-            (c.base(), c.host.as_str()),
+            (c.base(), c.eps[0].host.as_str()),
             ("http://127.0.0.1:4000", "127.0.0.1:4000")
         );
+    }
+
+    #[test]
+    fn a_spread_lab_routes_by_node_and_link_end() {
+        let ep = |n: &str, port: u16| {
+            let url = format!("http://127.0.0.1:{port}");
+            Endpoint::new(n, &url, "http://127.0.0.1:9", "t", 0)
+        };
+        let owner: BTreeMap<String, usize> = [("a1", 0), ("a2", 0), ("b1", 1), ("x y", 1)]
+            .into_iter()
+            .map(|(n, i)| (n.to_string(), i))
+            .collect();
+        let c = Client::spread(vec![ep("a", 1), ep("b", 2)], owner);
+        assert!(c.is_spread());
+        assert_eq!(c.route("/api/nodes/b1/crash"), To::One(1));
+        assert_eq!(c.route("/nodes/a2/state"), To::One(0));
+        assert_eq!(c.route("/nodes/x%20y/kv/k?siblings"), To::One(1));
+        assert_eq!(c.route("/api/links/a1/a2/down"), To::One(0));
+        assert_eq!(c.route("/api/links/a1/b1/set"), To::Two(0, 1));
+        assert_eq!(c.route("/api/links/b1/a1/up"), To::Two(1, 0));
+        assert_eq!(c.route("/api/partition"), To::All);
+        // A node no host holds: the first host answers that it has none.
+        assert_eq!(c.route("/api/nodes/zz/crash"), To::One(0));
+        // One endpoint: everything goes there.
+        let one = Client::new(&info("http://127.0.0.1:4000"));
+        assert!(!one.is_spread());
+        assert_eq!(one.route("/api/links/a1/b1/set"), To::One(0));
+    }
+
+    #[test]
+    fn a_stamp_carries_the_hosts_offset_and_only_on_state_changes() {
+        let late = Endpoint::new("b", "http://127.0.0.1:2", "http://127.0.0.1:9", "t", -1_500);
+        let c = Client::spread(vec![late], BTreeMap::new())
+            .stamped(std::time::UNIX_EPOCH + Duration::from_secs(10));
+        let r = c.request_to(&c.eps[0], "POST", "/api/nodes/b1/crash", DEFAULT_TIMEOUT);
+        assert_eq!(r.header(AT_HEADER), Some("9999998500"));
+        assert_eq!(r.header("Host"), Some("127.0.0.1:2"));
+        assert_eq!(r.url(), "http://127.0.0.1:9/api/nodes/b1/crash");
+        let g = c.request_to(&c.eps[0], "GET", "/nodes/b1/state", DEFAULT_TIMEOUT);
+        assert_eq!(g.header(AT_HEADER), None);
     }
 
     #[test]

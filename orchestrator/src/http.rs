@@ -24,6 +24,10 @@ use serde::{Deserialize, Serialize};
 /// Header carrying the per-lab token on every state-changing request.
 pub const TOKEN_HEADER: &str = "x-lightcone-token";
 
+/// The header that stamps a state-changing request with the instant (UNIX ns on the
+/// receiving host's clock) at which the supervisor is to apply it ([`crate::api::stamp`]).
+pub const AT_HEADER: &str = "x-lightcone-at";
+
 /// Time a client gets to send a request head (request line and headers).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -89,6 +89,8 @@ pub struct Lab {
     pub links: Vec<LinkRuntime>,
     /// This host's ends of links to other hosts (a multi-host worker's; else empty).
     pub cross: Vec<CrossRuntime>,
+    /// The host this lab is a part of (a multi-host worker's; else `None`).
+    pub host: Option<String>,
     pub started: Instant,
     /// Fault and control events, newest last (at most [`MAX_EVENTS`]).
     pub events: VecDeque<LabEvent>,

@@ -195,6 +195,11 @@ enum Cmd {
         /// Print the outcome as JSON on stdout (progress goes to stderr).
         #[arg(long)]
         json: bool,
+        /// A hosts file: bring the lab up over its hosts when it is not up yet (a lab
+        /// already up over hosts is used without it). Verbs go to the hosts holding their
+        /// nodes, stamped with the instant they are due.
+        #[arg(long)]
+        hosts: Option<PathBuf>,
     },
     /// Simulate a scenario in the digital twin: the same scenario file, plan, core,
     /// expectations and run directory as `run`, in virtual time, without a lab or root.
@@ -695,7 +700,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             seed,
             out,
             json,
-        } => cli::cmd_run(scenario, seed, out, json),
+            hosts,
+        } => cli::cmd_run(scenario, seed, out, json, hosts),
         Cmd::Simulate {
             scenario,
             seed,

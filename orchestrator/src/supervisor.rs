@@ -59,6 +59,9 @@ pub struct UpOptions {
     pub lab_wide: Option<crate::hosts::slice::LabWide>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origin: Vec<usize>,
+    /// The host this is a part of (a worker's slice): its series carry it as `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// How long `up` waits for every agent to be started and ready: 30 s, plus 200 ms per
@@ -171,7 +174,7 @@ impl FromRef<Served> for Dash {
 }
 
 /// Every route the supervisor serves, API's and dashboard's, in one table, behind the
-/// [`api::Guard`].
+/// [`api::Guard`] and then the stamp ([`api::stamp`]).
 fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
     Router::new()
         .route("/api/status", get(api::api_status))
@@ -219,6 +222,9 @@ fn router(api: ApiState, dash: Dash, guard: Arc<api::Guard>) -> Router {
         .route("/api/events", get(dashboard::events_route))
         .route("/api/log/{node}", get(dashboard::log_route))
         .route("/api/stream", get(dashboard::stream))
+        // Inside the guard (the later layer runs first): a stamped verb waits only once
+        // it has been let in.
+        .layer(axum::middleware::from_fn(api::stamp))
         .layer(axum::middleware::from_fn_with_state(guard, api::guard))
         .with_state(Served { api, dash })
 }
@@ -669,6 +675,7 @@ async fn serve(
         started: Instant::now(),
         events: Default::default(),
         prometheus_url: prom.as_ref().map(|p| p.url.clone()),
+        host: opts.host.clone(),
     }));
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let api_state = ApiState {

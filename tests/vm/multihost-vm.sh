@@ -10,7 +10,9 @@
 #      it from l0c0k0t0: RTT average within 400 ms ± 50 ms (configured 200 ms each way,
 #      2 % loss each way; the margin is wide because TCG guests are slow and their timers
 #      coarse) with at least one reply
-#   5. fault crash / restart of a node on vm2, issued here
+#   5. fault crash / restart of a node on vm2, issued here; 5b. `run` of a scenario over
+#      both hosts (crash on vm2, partition and heal of the link between the guests, load)
+#      passes, and its twin with an impossible bound fails on that bound
 #   6. plan refuses (exit 2) a 500 us link placed across hosts (plan only)
 #   7. kill -9 of the detached controller: within 10 s each guest has no lc-* namespace, no
 #      lightcone process, no VXLAN device and no socket on the VXLAN port
@@ -309,6 +311,30 @@ generate:
 "
 printf '%s' "$topo_text" >"$work/topo.yaml"
 printf '%s' "${topo_text/delay: 200ms, loss: 2%/delay: 500us}" >"$work/topo-500us.yaml"
+# A scenario over the two hosts (run from here: verbs to the host holding their node, the
+# cut link to both ends at once, stamped with the instant they are due): load on vm2's
+# cell, a crash there, the two clusters partitioned (the link between the guests) and
+# healed. Its twin differs in one bound, an impossible one, and must fail.
+across_text='name: across-hosts
+topology: topo.yaml
+seed: 11
+duration: 26s
+timeline:
+  - { at: 0s, load: { nodes: "l0c1*", keys: 3, interval: 500ms, until: 22s } }
+  - { at: 2s, crash: l0c1k0t1 }
+  - at: 4s
+    partition: [["l0c0*"], ["l0c1*"]]
+  - { at: 13s, restart: l0c1k0t1 }
+  - { at: 14s, heal: }
+expect:
+  - detection_time < 10s
+  - converged_after_heal <= 10s
+  - causal_anomalies == 0
+  - no_acknowledged_write_lost
+  - false_quarantines == 0
+'
+printf '%s' "$across_text" >"$work/across.yaml"
+printf '%s' "${across_text/converged_after_heal <= 10s/converged_after_heal <= 1ms}" >"$work/across-impossible.yaml"
 
 # Each guest's disk: the base image plus this run's files.
 for g in vm1 vm2; do
@@ -486,6 +512,29 @@ until [[ $(node_state l0c1k0t1) == running ]]; do
 done
 say "5. fault crash l0c1k0t1 (on vm2): agent '$s'; fault restart: running again after $((($(date +%s%N) - rs_t) / 1000000)) ms"
 
+# 5b. the scenario over the hosts passes; its twin with an impossible bound fails (exit 1)
+#     on that bound alone. Sets sc_conv (the measured convergence).
+scenario_check() {
+    log "$1. run across.yaml over the hosts ($2 engine), then its impossible twin"
+    local out rc=0
+    out=$("$lc" run "$work/across.yaml" --out "$work/run-$2" 2>&1) || rc=$?
+    printf '%s\n' "$out" | grep -E '^(PASS|FAIL|reaching|scenario)' || true
+    ((rc == 0)) || { printf '%s\n' "$out" | tail -n 30; fail "$1. scenario across hosts ($2) exited $rc"; }
+    grep -q "reaching the supervisors of 2 hosts" <<<"$out" || fail "$1. the run did not reach both hosts' supervisors: $out"
+    local bad
+    bad=$(jq -r '.events[] | select(.ok != true) | "\(.kind): \(.error)"' "$work/run-$2/report.json")
+    [[ -z $bad ]] || fail "$1. injections failed: $bad"
+    sc_conv=$(jq -r '.verdicts[] | select(.expectation | startswith("converged_after_heal")) | .measured' "$work/run-$2/report.json")
+    rc=0
+    out=$("$lc" run "$work/across-impossible.yaml" --out "$work/run-$2-impossible" 2>&1) || rc=$?
+    printf '%s\n' "$out" | grep -E '^(PASS|FAIL)' || true
+    ((rc == 1)) || fail "$1. the impossible twin exited $rc, want 1"
+    grep -q "FAIL converged_after_heal <= 1ms" <<<"$out" || fail "$1. the impossible twin did not fail its bound: $out"
+    (($(grep -c '^FAIL' <<<"$out") == 1)) || fail "$1. the impossible twin failed more than its bound: $out"
+    say "$1. scenario across hosts ($2 engine): crash on vm2, partition and heal of the link between the guests, load on vm2: every verdict PASS (converged after heal $sc_conv); its twin with converged_after_heal <= 1ms FAILs on that bound alone (exit 1)"
+}
+scenario_check 5b netem
+
 # 6. a 500 us link across hosts is refused (plan only)
 p_rc=0
 p_out=$("$lc" plan "$work/topo-500us.yaml" --hosts "$work/hosts.yaml" 2>&1) || p_rc=$?
@@ -565,6 +614,7 @@ lab_up=1
 w_out=$("$lc" up "$work/topo.yaml" --hosts "$work/hosts.yaml" --detach --link-engine wire 2>&1) || fail "9. up --link-engine wire: $w_out"
 grep -q "engine wire" <<<"$w_out" || fail "9. up --link-engine wire did not run the wire engine: $w_out"
 probe_check 9 wire 10
+scenario_check 9b wire
 d1=$("$lc" down "$lab" 2>&1) || fail "9. down: $d1"
 lab_up=0
 close_masters
@@ -575,4 +625,4 @@ done
 [[ ! -e /run/lightcone/.hosts/$lab ]] || fail "9. /run/lightcone/.hosts/$lab left after down"
 say "9. wire engine: up, probe across hosts, down; nothing left in either guest"
 
-say "PASS two guests, one lab across them: doctor, up in $up_ms ms, 6 nodes running, cross-host RTT avg $ravg ms ($cfg_rtt configured) loss $loss %, probe p50 $netem_p50 ms lost $netem_lost of 300 (netem) and $p50 ms lost $plost (wire), crash/restart on vm2, 500 us link refused, kill -9 cleanup in ${clean_ms[vm2]} ms on vm2, down twice; total $(($(date +%s) - t0)) s"
+say "PASS two guests, one lab across them: doctor, up in $up_ms ms, 6 nodes running, cross-host RTT avg $ravg ms ($cfg_rtt configured) loss $loss %, probe p50 $netem_p50 ms lost $netem_lost of 300 (netem) and $p50 ms lost $plost (wire), crash/restart on vm2, scenario across hosts PASS and its impossible twin FAIL on both engines, 500 us link refused, kill -9 cleanup in ${clean_ms[vm2]} ms on vm2, down twice; total $(($(date +%s) - t0)) s"

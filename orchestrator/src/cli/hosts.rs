@@ -343,6 +343,7 @@ fn control(
                 worker: WorkerState::Starting,
                 worker_pid: None,
                 api: None,
+                api_token: None,
                 message: None,
                 underlay_rtt_ms: Default::default(),
                 clock: None,
@@ -560,11 +561,16 @@ fn handle(
             match e {
                 WorkerEvent::Progress { message } => report(&progress_line(&h.name, &message)),
                 WorkerEvent::Ready {
-                    pid, api, nodes, ..
+                    pid,
+                    api,
+                    token,
+                    nodes,
+                    ..
                 } => {
                     h.worker = WorkerState::Ready;
                     h.worker_pid = Some(pid);
                     h.api = Some(api);
+                    h.api_token = token;
                     report(&format!(
                         "[{}] ready: {nodes} nodes, worker pid {pid}",
                         h.name
@@ -935,26 +941,13 @@ pub(crate) fn down_controller(lab: &str) -> Result<bool, Failure> {
     if let Some(r) = &rec {
         if let Ok(ssh) = Ssh::new(lab, r.ssh_config.clone(), &control_root()) {
             for h in &r.hosts {
-                ssh.close_master(&spec_of(h));
+                ssh.close_master(&h.spec());
             }
         }
     }
     ctl.remove()
         .with_context(|| format!("remove {}", ctl.path.display()))?;
     Ok(true)
-}
-
-/// The parts of a host spec ssh needs, from the record.
-fn spec_of(h: &HostRecord) -> hosts::HostSpec {
-    hosts::HostSpec {
-        name: h.name.clone(),
-        ssh: h.ssh.clone(),
-        underlay: String::new(),
-        capacity: std::num::NonZeroUsize::MIN,
-        mtu: 1500,
-        lightcone: h.lightcone.clone(),
-        pos: Default::default(),
-    }
 }
 
 /// `status` of a multi-host lab: each host's worker asked over ssh for its slice's
@@ -978,7 +971,7 @@ pub(crate) fn status_json(lab: &str) -> Option<serde_json::Value> {
         let mut error = None;
         if let (true, Some(ssh)) = (alive, &ssh) {
             match ssh.run(
-                &spec_of(h),
+                &h.spec(),
                 &[&h.lightcone, "status", lab, "--json", "--local"],
                 Duration::from_secs(20),
             ) {
@@ -1217,8 +1210,8 @@ fn probe_between_hosts(
     let ssh = Ssh::new(&rec.lab, rec.ssh_config.clone(), &control_root()).map_err(invalid)?;
     let s = lightcone::hosts::rtt::measure_with(
         &ssh,
-        &spec_of(ha),
-        &spec_of(hb),
+        &ha.spec(),
+        &hb.spec(),
         eb.ip,
         &how,
         IDENTIFY_BOUND,
@@ -1396,7 +1389,7 @@ fn run_on(ssh: &Ssh, h: &HostRecord, quoted: &[String]) -> Result<u8, Failure> {
     // (whose controller record would route it again).
     let mut remote: Vec<&str> = vec!["env", ROUTED_ENV_SET, h.lightcone.as_str()];
     remote.extend(quoted.iter().map(String::as_str));
-    let mut c = ssh.command(&spec_of(h), &remote);
+    let mut c = ssh.command(&h.spec(), &remote);
     c.stdout(Stdio::inherit()).stderr(Stdio::inherit());
     let status = c
         .status()

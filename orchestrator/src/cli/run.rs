@@ -46,6 +46,7 @@ pub(crate) fn cmd_run(
     seed: Option<u64>,
     out: Option<PathBuf>,
     json: bool,
+    hosts: Option<PathBuf>,
 ) -> Result<(), Failure> {
     use lightcone::experiment;
     let sc = check_scenario(&scenario, seed)?;
@@ -54,6 +55,7 @@ pub(crate) fn cmd_run(
         scenario,
         seed,
         out,
+        hosts,
     };
     let mut progress = Renderer::default();
     let o = experiment::run(&opts, |l| progress.line(l, json)).map_err(run_failure)?;

@@ -73,6 +73,7 @@ fn up_options(
         cross: Vec::new(),
         lab_wide: None,
         origin: Vec::new(),
+        host: None,
     }
 }
 

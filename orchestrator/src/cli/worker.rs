@@ -179,6 +179,7 @@ pub(crate) fn cmd_worker(
         cross: slice.cross,
         lab_wide: slice.lab,
         origin: slice.origin,
+        host: Some(host.clone()),
     };
     let result = supervisor::run_plan(
         &opts,
@@ -187,11 +188,17 @@ pub(crate) fn cmd_worker(
         &cancel,
         |m| emit(json!({"event": "progress", "message": m})),
         |api| {
+            // Its token, for the controller's runner (the session is ssh's: private).
+            let token = lightcone::state::LabDir::new(&lab)
+                .ok()
+                .and_then(|d| lightcone::lab::SupervisorInfo::read(&d))
+                .map(|i| i.token);
             emit(json!({
                 "event": "ready",
                 "lab": lab,
                 "host": host,
                 "api": api,
+                "token": token,
                 "namespaces": namespaces,
                 "nodes": nodes,
                 "pid": std::process::id(),

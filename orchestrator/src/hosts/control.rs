@@ -47,6 +47,10 @@ pub struct HostRecord {
     pub worker_pid: Option<u32>,
     /// The worker's API on its host's loopback (from its `ready`).
     pub api: Option<String>,
+    /// That API's token (from its `ready`, over the ssh session): what the runner of a
+    /// scenario over hosts presents through its port forward ([`super::access`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
     /// The worker's last error or why its session ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -57,6 +61,21 @@ pub struct HostRecord {
     /// The host's clock minus the controller's, with its bound, sampled at `up`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<super::rtt::ClockOffset>,
+}
+
+impl HostRecord {
+    /// The parts of a host spec ssh needs.
+    pub fn spec(&self) -> super::HostSpec {
+        super::HostSpec {
+            name: self.name.clone(),
+            ssh: self.ssh.clone(),
+            underlay: String::new(),
+            capacity: std::num::NonZeroUsize::MIN,
+            mtu: 1500,
+            lightcone: self.lightcone.clone(),
+            pos: Default::default(),
+        }
+    }
 }
 
 /// `controller.json`.
@@ -175,6 +194,9 @@ pub enum WorkerEvent {
         lab: String,
         host: String,
         api: String,
+        /// The API's token (absent from a worker older than `run` over hosts).
+        #[serde(default)]
+        token: Option<String>,
         namespaces: Vec<String>,
         nodes: usize,
         pid: u32,

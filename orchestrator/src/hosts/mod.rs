@@ -19,6 +19,7 @@
 //!   0.1.0: h2       # a cell, as layer.cluster.cell
 //! ```
 
+pub mod access;
 pub mod control;
 pub mod doctor;
 pub mod placement;

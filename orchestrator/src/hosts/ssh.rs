@@ -133,6 +133,41 @@ impl Ssh {
             .map_err(|e| SshError::of(host, e))
     }
 
+    /// Ask this lab's running master connection to `host` to forward `local` (a port on
+    /// this machine's loopback) to `remote` on the host's loopback (`ssh -O forward`). The
+    /// forward lives in the master, so it ends with it (at `down`, or [`CONTROL_PERSIST_S`]
+    /// after the lab's worker session closed) unless [`Ssh::cancel_forward`] ends it first.
+    pub fn forward(&self, host: &HostSpec, local: u16, remote: u16) -> Result<(), String> {
+        self.mux(host, "forward", local, remote)
+    }
+
+    /// End a forward [`Ssh::forward`] made (`ssh -O cancel`).
+    pub fn cancel_forward(&self, host: &HostSpec, local: u16, remote: u16) -> Result<(), String> {
+        self.mux(host, "cancel", local, remote)
+    }
+
+    fn mux(&self, host: &HostSpec, op: &str, local: u16, remote: u16) -> Result<(), String> {
+        let mut a = self.options();
+        a.extend([
+            "-O".into(),
+            op.into(),
+            "-L".into(),
+            format!("127.0.0.1:{local}:127.0.0.1:{remote}").into(),
+            host.ssh.clone().into(),
+        ]);
+        let mut c = Command::new("ssh");
+        c.args(a).stdin(Stdio::null());
+        match run_bounded(&mut c, None, Duration::from_secs(10)) {
+            Ok(o) if o.code == Some(0) => Ok(()),
+            Ok(o) => Err(format!(
+                "host {}: `ssh -O {op} -L {local}:…:{remote}` failed: {} (is the lab's master connection up? `lightcone status` shows its workers)",
+                host.name,
+                o.stderr.trim()
+            )),
+            Err(e) => Err(SshError::of(host, e).to_string()),
+        }
+    }
+
     /// End this lab's master connection to `host` (`ssh -O exit`); nothing if none runs.
     /// Also removes a socket file a killed master left.
     pub fn close_master(&self, host: &HostSpec) {

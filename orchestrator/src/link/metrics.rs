@@ -179,6 +179,23 @@ pub fn netem_families(lab: &str, samples: &[NetemSample]) -> Vec<MetricFamily> {
     }
 }
 
+/// Adds label `name="value"` to every series of `families` (kept in name order, as the
+/// encoder expects): the `host` of a lab across hosts, whose two hosts each report their
+/// end of a link between them under the same link name.
+pub fn label_all(families: &mut [MetricFamily], name: &str, value: &str) {
+    for f in families {
+        for m in f.mut_metric() {
+            let mut labels = m.take_label();
+            let mut l = prometheus::proto::LabelPair::new();
+            l.set_name(name.to_string());
+            l.set_value(value.to_string());
+            labels.push(l);
+            labels.sort_by(|a, b| a.name().cmp(b.name()));
+            m.set_label(labels);
+        }
+    }
+}
+
 /// Prometheus text exposition of `families` (the one renderer of link metrics).
 pub fn render(families: &[MetricFamily]) -> String {
     prometheus::TextEncoder::new()
@@ -235,6 +252,24 @@ mod tests {
         assert!(!text.contains("lightcone_link_delay_seconds"), "{text}");
         assert!(!text.contains("dropped_queue"), "{text}");
         assert!(!text.contains("dropped_down"), "{text}");
+    }
+
+    #[test]
+    fn a_hosts_series_carry_its_name() {
+        let mut fams = netem_families("lab1", &[sample("a--b", Direction::AToB, 5, 0, 0)]);
+        label_all(&mut fams, "host", "vm2");
+        let text = render(&fams);
+        assert!(
+            text.lines().any(|l| l
+                == r#"lightcone_link_packets_total{direction="a_to_b",host="vm2",lab="lab1",link="a--b",outcome="forwarded"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .all(|l| l.contains(r#"host="vm2""#)),
+            "{text}"
+        );
     }
 
     #[test]

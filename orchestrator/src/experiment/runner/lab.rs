@@ -1,5 +1,7 @@
-//! The run's lab: reuse one that is up under the topology's name, else bring it up with
-//! `lightcone up --detach` (and down again when the run ends).
+//! The run's lab: reuse one that is up under the topology's name — on this machine, or
+//! spread over hosts by a controller (`up --hosts`), reached then through
+//! [`crate::hosts::access`] — else bring it up with `lightcone up --detach` (with
+//! `--hosts` when the run was given a hosts file), and down again when the run ends.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,6 +10,8 @@ use std::process::{Command, Stdio};
 use super::super::scenario::{Scenario, TopologySource};
 use super::RunError;
 use crate::client::Client;
+use crate::hosts::access::{self, Access};
+use crate::hosts::control::{ControlDir, ControllerRecord};
 use crate::lab::SupervisorInfo;
 use crate::state::LabDir;
 use crate::topology::Topology;
@@ -30,10 +34,14 @@ pub(super) struct LabOwner {
     pub owned: bool,
     /// Where `lightcone down`'s output goes.
     log: PathBuf,
+    /// The port forwards to the hosts of a lab spread over hosts (closed before the lab
+    /// is brought down).
+    pub access: Option<Access>,
 }
 
 impl Drop for LabOwner {
     fn drop(&mut self) {
+        drop(self.access.take());
         if self.owned {
             let out = std::fs::File::create(&self.log).ok();
             let err = out.as_ref().and_then(|f| f.try_clone().ok());
@@ -49,23 +57,44 @@ impl Drop for LabOwner {
     }
 }
 
-/// The lab of `topo`, up, and a client of its supervisor. The owner brings the lab down
-/// when dropped if this run brought it up (`dir` gets its `down.log`, and the topology of
-/// an inline scenario).
+/// The record of lab `name` when a live controller spreads it over hosts.
+fn spread_record(name: &str) -> Option<ControllerRecord> {
+    ControlDir::new(name).ok()?.read().filter(|r| r.alive())
+}
+
+/// The lab of `topo`, up, and a client of its supervisor (of every host's, for a lab over
+/// hosts). The owner brings the lab down when dropped if this run brought it up (`dir`
+/// gets its `down.log`, and the topology of an inline scenario). With `hosts`, a lab not
+/// yet up is brought up over that hosts file's hosts.
 pub(super) fn attach(
     sc: &Scenario,
     topo: &Topology,
     dir: &Path,
+    hosts: Option<&Path>,
     progress: &mut impl FnMut(&str),
 ) -> Result<(LabOwner, Client), RunError> {
     let lab_dir = LabDir::new(&topo.name).map_err(|e| RunError::Lab(e.to_string()))?;
-    let reuse = lab_dir.exists() && SupervisorInfo::read(&lab_dir).is_some_and(|i| i.alive());
+    let spread = spread_record(&topo.name);
+    let local = lab_dir.exists() && SupervisorInfo::read(&lab_dir).is_some_and(|i| i.alive());
     let mut owner = LabOwner {
         lab: topo.name.clone(),
         owned: false,
         log: dir.join("down.log"),
+        access: None,
     };
-    if reuse {
+    if let Some(r) = &spread {
+        let names: Vec<&str> = r.hosts.iter().map(|h| h.name.as_str()).collect();
+        progress(&format!(
+            "reusing lab {} (already up over hosts {})",
+            topo.name,
+            names.join(", ")
+        ));
+    } else if local && hosts.is_some() {
+        return Err(RunError::Lab(format!(
+            "lab {} is up on this machine alone, and --hosts asks for it over hosts; run `lightcone down {}` first, or drop --hosts to use it",
+            topo.name, topo.name
+        )));
+    } else if local {
         progress(&format!("reusing lab {} (already up)", topo.name));
     } else {
         let file = match &sc.topology {
@@ -76,20 +105,49 @@ pub(super) fn attach(
                 p
             }
         };
-        progress(&format!("bringing lab {} up (wire engine)", topo.name));
+        progress(&format!(
+            "bringing lab {} up (wire engine{})",
+            topo.name,
+            hosts
+                .map(|h| format!(", over the hosts of {}", h.display()))
+                .unwrap_or_default()
+        ));
         owner.owned = true;
-        bring_up(&file, progress)?;
+        bring_up(&file, hosts, progress)?;
     }
-    let api = Client::connect(&lab_dir)
-        .ok_or_else(|| RunError::Lab(format!("lab {} has no running supervisor", topo.name)))?;
+    let api = match spread.or_else(|| hosts.and_then(|_| spread_record(&topo.name))) {
+        Some(rec) => {
+            let (api, access) = access::connect(&rec).map_err(RunError::Lab)?;
+            progress(&format!(
+                "reaching the supervisors of {} hosts through ssh forwards (clocks within ± {} of the controller's)",
+                rec.hosts.iter().filter(|h| !h.nodes.is_empty()).count(),
+                access
+                    .clock_bound_ms()
+                    .map(|b| format!("{b:.3} ms"))
+                    .unwrap_or_else(|| "an unmeasured bound".into())
+            ));
+            owner.access = Some(access);
+            api
+        }
+        None => Client::connect(&lab_dir)
+            .ok_or_else(|| RunError::Lab(format!("lab {} has no running supervisor", topo.name)))?,
+    };
     Ok((owner, api))
 }
 
-fn bring_up(file: &Path, progress: &mut impl FnMut(&str)) -> Result<(), RunError> {
-    let mut child = Command::new(self_exe())
-        .arg("up")
+fn bring_up(
+    file: &Path,
+    hosts: Option<&Path>,
+    progress: &mut impl FnMut(&str),
+) -> Result<(), RunError> {
+    let mut up = Command::new(self_exe());
+    up.arg("up")
         .arg(file)
-        .args(["--detach", "--link-engine", "wire"])
+        .args(["--detach", "--link-engine", "wire"]);
+    if let Some(h) = hosts {
+        up.arg("--hosts").arg(h);
+    }
+    let mut child = up
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -245,6 +245,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// The run directory (default `runs/<scenario>-<seed>-<timestamp>/`).
     pub out: Option<PathBuf>,
+    /// A hosts file: a lab not yet up is brought up over its hosts (`up --hosts`).
+    pub hosts: Option<PathBuf>,
 }
 
 /// Run a scenario end to end. `progress` receives lines for the user.
@@ -254,7 +256,10 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
     std::fs::create_dir_all(&dir)?;
     rundir::write_timeline(&dir, &sc, &topo, &plan, &mut progress)?;
 
-    let (owner, api) = lab::attach(&sc, &topo, &dir, &mut progress)?;
+    let (owner, api) = lab::attach(&sc, &topo, &dir, opts.hosts.as_deref(), &mut progress)?;
+    // The agents' pids are this machine's only when the lab is: a lab over hosts has no
+    // CPU figure here (the overhead verdict says it was not measured).
+    let here = !api.is_spread();
     let status = api.status(STATUS_TIMEOUT).map_err(lab_err)?;
     let lab = LabView::of(&status);
     let ts = lab.ts;
@@ -274,7 +279,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
     let cell_totals_start = parse_prometheus(&start_metrics);
     {
         let mut s = shared.lock().expect("shared");
-        for n in &status.nodes {
+        for n in status.nodes.iter().filter(|_| here) {
             if let Some(pid) = n.agent.pid {
                 if let Some(t) = cpu_ticks(pid) {
                     s.cpu_seen(pid, &n.name, t);
@@ -364,7 +369,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
     shared
         .delivered
         .observe_delivered(&parse_prometheus(&end_metrics));
-    if let Some(s) = &status_end {
+    if let Some(s) = status_end.as_ref().filter(|_| here) {
         for n in &s.nodes {
             if let Some(pid) = n.agent.pid {
                 if let Some(t) = cpu_ticks(pid) {
@@ -397,7 +402,7 @@ pub fn run(opts: &RunOptions, mut progress: impl FnMut(&str)) -> Result<Outcome,
         final_reads,
         metrics_start: cell_totals_start,
         metrics_end: parse_prometheus(&end_metrics),
-        agent_cpu_s: Some(cpu_total),
+        agent_cpu_s: here.then_some(cpu_total),
         agent_cpu,
         messages_sent: shared.messages_sent,
         messages_refused: shared.messages_refused,

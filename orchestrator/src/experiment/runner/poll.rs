@@ -139,9 +139,11 @@ impl Poller {
                         .filter(|l| watched.contains(&l.name))
                         .map(|l| (l.name.clone(), l.up.then_some(l.delay_s)))
                         .collect();
+                    // A pid of another host means nothing (or another process) here.
                     pids = st
                         .nodes
                         .iter()
+                        .filter(|_| !api.is_spread())
                         .filter_map(|n| Some((n.agent.pid?, n.name.clone())))
                         .collect();
                 }

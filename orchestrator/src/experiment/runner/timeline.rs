@@ -4,6 +4,10 @@
 use std::time::Duration;
 
 use super::super::expand::{Action, Planned};
+
+/// How long before its instant a verb is sent to a lab over hosts: more than a request
+/// through an ssh forward takes (a few ms on a LAN, tens under emulation).
+pub(super) const SEND_AHEAD: Duration = Duration::from_millis(300);
 use super::super::record::{Event, FailedInjection, Mark};
 use super::load::{self, LoadCtx};
 use crate::client::Client;
@@ -108,10 +112,26 @@ pub(super) fn play_all(
             _ => break,
         }
     };
+    // A lab over hosts: each verb leaves SEND_AHEAD before it is due, stamped with the
+    // instant it is due on this machine's clock (each host adds its measured offset and
+    // waits for it), so the ssh hop does not delay it and a link between hosts changes at
+    // both ends at once. The instant recorded is the one stamped.
+    let spread = ctx.api.is_spread();
+    let t0_wall = std::time::SystemTime::now() - t0.elapsed();
     for p in plan {
         let at = Duration::from_secs_f64(p.at_ns as f64 / 1e9 / ts);
-        wait_until(at, progress);
-        let t = t0.elapsed().as_secs_f64();
+        wait_until(
+            at.saturating_sub(if spread { SEND_AHEAD } else { Duration::ZERO }),
+            progress,
+        );
+        let due = at.max(t0.elapsed());
+        let stamped = spread.then(|| ctx.api.stamped(t0_wall + due));
+        let api = stamped.as_ref().unwrap_or(ctx.api);
+        let t = if spread {
+            due.as_secs_f64()
+        } else {
+            t0.elapsed().as_secs_f64()
+        };
         if let Action::CrashHolders {
             objects,
             shards,
@@ -171,7 +191,7 @@ pub(super) fn play_all(
                 played.rollout = Some(outcome);
                 r
             }
-            _ => play(ctx.api, &p.action),
+            _ => play(api, &p.action),
         };
         load::start(ctx, &p.action, &mut loads);
         super::objects::start(

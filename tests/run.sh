@@ -14,6 +14,10 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 bash tests/setup.sh --deps
 
+# Each step's header says when it started, so a slow CI run shows where its time went.
+suite_t0=$(date +%s)
+section() { echo "== $* [at $(($(date +%s) - suite_t0)) s]"; }
+
 cleanup() {
   # Whatever a failed test left behind: labs (through lightcone's own teardown) and any
   # namespace or qemu process a test made itself.
@@ -25,40 +29,40 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== setup script is idempotent (second run changes nothing)"
+section "setup script is idempotent (second run changes nothing)"
 bash tests/setup.sh --deps | tee /tmp/lightcone-setup-2.log
 if grep -q '^installing:' /tmp/lightcone-setup-2.log; then
   echo "second setup run still installed packages" >&2
   exit 1
 fi
-echo "== Vagrantfile"
+section "Vagrantfile"
 if ! command -v vagrant >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vagrant >/dev/null
 fi
 # No provider (VirtualBox, libvirt) can run here; validate the configuration itself.
 vagrant validate --ignore-provider
-echo "== fmt"
+section "fmt"
 cargo fmt --all -- --check
-echo "== clippy"
+section "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== core crate has no I/O dependencies"
+section "core crate has no I/O dependencies"
 bash tests/check-core-deps.sh
-echo "== build"
+section "build"
 cargo build --workspace --bins
-echo "== unit, property, snapshot and namespace tests"
+section "unit, property, snapshot and namespace tests"
 cargo test --workspace --exclude lightcone-e2e --no-fail-fast
-echo "== end-to-end tests (real labs, one at a time: agents need the CPU)"
+section "end-to-end tests (real labs, one at a time: agents need the CPU)"
 cargo test -p lightcone-e2e --no-fail-fast -- --test-threads=1
 if [ -x tests/vm/netem-vm.sh ] && [ "${LIGHTCONE_SKIP_VM:-0}" != 1 ]; then
-  echo "== netem engine in a VM"
+  section "netem engine in a VM"
   bash tests/vm/netem-vm.sh
   # Two qemu guests as two hosts, one lab across them over real ssh (issue 19), driven by
   # the binaries the build step above made.
-  echo "== a lab across two VMs"
+  section "a lab across two VMs"
   LIGHTCONE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" bash tests/vm/multihost-vm.sh
 fi
 
-echo "== leftovers"
+section "leftovers"
 left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(lc-|lct-)' || true)
 if [ -n "$left" ]; then
   echo "tests left namespaces behind: $left" >&2
@@ -66,4 +70,4 @@ if [ -n "$left" ]; then
 fi
 # What the build left on disk (stop 27's CI ran out of it): printed, so a growth shows.
 echo "target/ holds $(du -sh target 2>/dev/null | cut -f1) after the suite; $(df -h --output=avail . | tail -1 | tr -d ' ') free"
-echo "all tests passed"
+echo "all tests passed in $(($(date +%s) - suite_t0)) s"

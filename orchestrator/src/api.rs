@@ -932,15 +932,30 @@ pub fn merge_expositions(texts: &[String]) -> String {
 /// The supervisor's own metric families: the link engine's (the wire engine's registry, or
 /// a netem lab's qdiscs read now).
 async fn own_families(s: &ApiState) -> Vec<prometheus::proto::MetricFamily> {
-    let (pending, host) = {
+    let (pending, host, cross) = {
         let lab = s.lab.lock().expect("lab lock");
+        let ts = lab.plan.time_scale;
+        let cross: Vec<link_metrics::CrossSample> = lab
+            .cross
+            .iter()
+            .map(|c| link_metrics::CrossSample {
+                link: c.end.link.clone(),
+                to_host: c.end.remote_host.clone(),
+                configured_s: c.configured.delay_ns as f64 / 1e9 / ts,
+                underlay_s: c.end.underlay_one_way_ns as f64 / 1e9,
+                up: c.up,
+            })
+            .collect();
         (
             lab.engine.families(lab.configured_delays_ns()),
             lab.host.clone(),
+            link_metrics::cross_families(&lab.plan.lab, &cross),
         )
     };
     // Families cannot fail to read as a whole: unreadable ends are left out and logged.
     let mut fams = pending.await.unwrap_or_default();
+    fams.extend(cross);
+    fams.sort_by(|a, b| a.name().cmp(b.name()));
     if let Some(h) = host {
         link_metrics::label_all(&mut fams, "host", &h);
     }

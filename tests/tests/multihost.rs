@@ -1407,6 +1407,37 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
         "{}",
         text(&r)
     );
+    // The run's metrics are both hosts', merged: each host's end of the link between them,
+    // configured (100 ms since the `link set` above), its underlay share and what it
+    // shapes, labelled with the host.
+    let prom = std::fs::read_to_string(out.join("metrics-end.prom")).unwrap();
+    for (h, to) in [("a", "b"), ("b", "a")] {
+        let series = |part: &str| {
+            prom.lines()
+                .find(|l| {
+                    l.starts_with("lightcone_link_cross_delay_seconds{")
+                        && l.contains(&format!("host=\"{h}\""))
+                        && l.contains(&format!("part=\"{part}\""))
+                        && l.contains(&format!("to_host=\"{to}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {part} series of host {h} in:\n{prom}"))
+        };
+        let (c, u, sh) = (series("configured"), series("underlay"), series("shaped"));
+        println!("host {h}'s end: configured {c} s, underlay {u} s, shaped {sh} s");
+        assert_eq!(c, 0.1);
+        assert!(
+            u > 0.0 && u < 0.05 && (sh - (c - u)).abs() < 1e-9,
+            "{u} {sh}"
+        );
+    }
+    // Every agent's series too: both hosts' nodes.
+    for n in ["l0c0k0t1", "l0c1k0t1"] {
+        assert!(
+            prom.contains(&format!("lightcone_agent_scrape_ok{{node=\"{n}\"}} 1")),
+            "{n} not scraped"
+        );
+    }
     let rep = report(&out);
     for e in rep["events"].as_array().unwrap() {
         assert_eq!(e["ok"], true, "an injection failed: {e}");

@@ -525,6 +525,20 @@ scenario_check() {
     bad=$(jq -r '.events[] | select(.ok != true) | "\(.kind): \(.error)"' "$work/run-$2/report.json")
     [[ -z $bad ]] || fail "$1. injections failed: $bad"
     sc_conv=$(jq -r '.verdicts[] | select(.expectation | startswith("converged_after_heal")) | .measured' "$work/run-$2/report.json")
+    # Where a round trip's time goes, from both hosts' series merged in the run: each
+    # host's end of the link between them (configured, underlay share, shaped) and, for
+    # the wire engine, the mean achieved delay of what it shaped and how late it sent.
+    awk -v link='l0c0k0t0--l0c1k0t0' '
+        index($0, "link=\"" link "\"") == 0 { next }
+        { match($0, /host="[^"]*"/); h = substr($0, RSTART + 6, RLENGTH - 7) }
+        /^lightcone_link_cross_delay_seconds/ { match($0, /part="[^"]*"/); part[h] = part[h] " " substr($0, RSTART + 6, RLENGTH - 7) "=" $NF * 1000 " ms" }
+        /^lightcone_link_delay_seconds_sum/ && /direction="a_to_b"/ { sum[h] = $NF }
+        /^lightcone_link_delay_seconds_count/ && /direction="a_to_b"/ { cnt[h] = $NF }
+        /^lightcone_link_late_max_seconds/ && /direction="a_to_b"/ { late[h] = $NF }
+        END { for (h in part) printf "    %s sends:%s%s%s\n", h, part[h],
+                  (cnt[h] > 0 ? sprintf(", achieved mean %.3f ms over %d frames", 1000 * sum[h] / cnt[h], cnt[h]) : ""),
+                  (h in late ? sprintf(", latest send %.3f ms after due", 1000 * late[h]) : "") }
+    ' "$work/run-$2/metrics-end.prom" >&2 || true
     rc=0
     out=$("$lc" run "$work/across-impossible.yaml" --out "$work/run-$2-impossible" 2>&1) || rc=$?
     printf '%s\n' "$out" | grep -E '^(PASS|FAIL)' || true

@@ -179,6 +179,66 @@ pub fn netem_families(lab: &str, samples: &[NetemSample]) -> Vec<MetricFamily> {
     }
 }
 
+/// This host's end of a link to another host, as [`cross_families`] shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossSample {
+    pub link: String,
+    pub to_host: String,
+    /// The one-way delay configured end to end, real seconds.
+    pub configured_s: f64,
+    /// The underlay's one-way time to `to_host` measured at `up`, real seconds.
+    pub underlay_s: f64,
+    pub up: bool,
+}
+
+/// `lightcone_link_cross_delay_seconds{lab,link,to_host,part}`: for each link this host
+/// sends on to another host, the one-way delay configured end to end
+/// (`part="configured"`), the underlay's share measured at `up` (`"underlay"`), and what
+/// this host's engine adds (`"shaped"`: configured − underlay); and
+/// `lightcone_link_cross_up{lab,link,to_host}`. What a frame achieved is the engine's own
+/// series (the wire engine's `lightcone_link_delay_seconds` of the link, `a_to_b` being
+/// this host's sending direction); with the `host` label every host's part is told apart.
+pub fn cross_families(lab: &str, ends: &[CrossSample]) -> Vec<MetricFamily> {
+    let (Ok(delay), Ok(up)) = (
+        prometheus::GaugeVec::new(
+            Opts::new(
+                "lightcone_link_cross_delay_seconds",
+                "Link to another host, one way, real seconds: configured end to end, the underlay's measured share, and what this host shapes",
+            ),
+            &["lab", "link", "to_host", "part"],
+        ),
+        prometheus::IntGaugeVec::new(
+            Opts::new(
+                "lightcone_link_cross_up",
+                "1 if this host's end of the link to another host is up",
+            ),
+            &["lab", "link", "to_host"],
+        ),
+    ) else {
+        return Vec::new();
+    };
+    for e in ends {
+        let part = |p: &str, v: f64| {
+            delay
+                .with_label_values(&[lab, e.link.as_str(), e.to_host.as_str(), p])
+                .set(v)
+        };
+        part("configured", e.configured_s);
+        part("underlay", e.underlay_s);
+        part("shaped", (e.configured_s - e.underlay_s).max(0.0));
+        up.with_label_values(&[lab, e.link.as_str(), e.to_host.as_str()])
+            .set(i64::from(e.up));
+    }
+    let reg = Registry::new();
+    if ends.is_empty()
+        || reg.register(Box::new(delay)).is_err()
+        || reg.register(Box::new(up)).is_err()
+    {
+        return Vec::new();
+    }
+    reg.gather()
+}
+
 /// Adds label `name="value"` to every series of `families` (kept in name order, as the
 /// encoder expects): the `host` of a lab across hosts, whose two hosts each report their
 /// end of a link between them under the same link name.
@@ -252,6 +312,34 @@ mod tests {
         assert!(!text.contains("lightcone_link_delay_seconds"), "{text}");
         assert!(!text.contains("dropped_queue"), "{text}");
         assert!(!text.contains("dropped_down"), "{text}");
+    }
+
+    #[test]
+    fn a_link_to_another_host_shows_its_configured_underlay_and_shaped_parts() {
+        let mut fams = cross_families(
+            "lab1",
+            &[CrossSample {
+                link: "a--b".into(),
+                to_host: "vm2".into(),
+                configured_s: 0.2,
+                underlay_s: 0.0008,
+                up: true,
+            }],
+        );
+        label_all(&mut fams, "host", "vm1");
+        let text = render(&fams);
+        for want in [
+            r#"lightcone_link_cross_delay_seconds{host="vm1",lab="lab1",link="a--b",part="configured",to_host="vm2"} 0.2"#,
+            r#"lightcone_link_cross_delay_seconds{host="vm1",lab="lab1",link="a--b",part="underlay",to_host="vm2"} 0.0008"#,
+            r#"lightcone_link_cross_delay_seconds{host="vm1",lab="lab1",link="a--b",part="shaped",to_host="vm2"} 0.1992"#,
+            r#"lightcone_link_cross_up{host="vm1",lab="lab1",link="a--b",to_host="vm2"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == want),
+                "missing {want:?} in\n{text}"
+            );
+        }
+        assert!(cross_families("lab1", &[]).is_empty());
     }
 
     #[test]

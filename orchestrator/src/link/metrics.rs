@@ -321,17 +321,17 @@ mod tests {
             &[CrossSample {
                 link: "a--b".into(),
                 to_host: "vm2".into(),
-                configured_s: 0.2,
-                underlay_s: 0.0008,
+                configured_s: 0.25,
+                underlay_s: 0.125,
                 up: true,
             }],
         );
         label_all(&mut fams, "host", "vm1");
         let text = render(&fams);
         for want in [
-            r#"lightcone_link_cross_delay_seconds{host="vm1",lab="lab1",link="a--b",part="configured",to_host="vm2"} 0.2"#,
-            r#"lightcone_link_cross_delay_seconds{host="vm1",lab="lab1",link="a--b",part="underlay",to_host="vm2"} 0.0008"#,
-            r#"lightcone_link_cross_delay_seconds{host="vm1",lab="lab1",link="a--b",part="shaped",to_host="vm2"} 0.1992"#,
+            r#"lightcone_link_cross_delay_seconds{host="vm1",lab="lab1",link="a--b",part="configured",to_host="vm2"} 0.25"#,
+            r#"lightcone_link_cross_delay_seconds{host="vm1",lab="lab1",link="a--b",part="underlay",to_host="vm2"} 0.125"#,
+            r#"lightcone_link_cross_delay_seconds{host="vm1",lab="lab1",link="a--b",part="shaped",to_host="vm2"} 0.125"#,
             r#"lightcone_link_cross_up{host="vm1",lab="lab1",link="a--b",to_host="vm2"} 1"#,
         ] {
             assert!(

@@ -221,10 +221,12 @@ impl Node {
             .and_then(|b| b.try_into().ok())
             .ok_or(ConfigError::BadSecretKey)?;
         let time = match (clock_config_in(cfg, &dir)?, &cfg.time) {
-            (Some(c), Some(t)) => Some(TimeLayer::new(
-                NodeClock::new(c, now.as_nanos())?,
-                Arc::new(lab_sky(t.sky_seed)),
-            )),
+            (Some(c), Some(t)) => {
+                let mut clock = NodeClock::new(c, now.as_nanos())?;
+                // Across hosts, ground truth is each host's placement of the lab's epoch.
+                clock.set_truth_uncertainty(cfg.epoch_uncertainty_ns as f64 * cfg.time_scale / 1e9);
+                Some(TimeLayer::new(clock, Arc::new(lab_sky(t.sky_seed))))
+            }
             _ => None,
         };
         let links: Vec<(u32, u64)> = cfg

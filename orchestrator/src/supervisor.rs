@@ -513,7 +513,9 @@ async fn serve(
                 w.plan.clone(),
                 opts.origin.clone(),
                 epoch,
-                (w.clock_offset_bound_ms * 1e6).round() as u64,
+                // This host's placement of the epoch against the controller's, plus the
+                // worst other host's: how far two agents' ground truths may differ.
+                ((w.clock_offset_bound_ms + w.lab_clock_bound_ms) * 1e6).round() as u64,
             )?;
             report(&format!(
                 "agents numbered in the whole lab ({} nodes on every host); lab epoch from the controller, this host's clock {:+.3} ms ± {:.3} ms from it",

@@ -138,6 +138,10 @@ pub struct NodeClock {
     monitor: CompromiseMonitor,
     samples: u64,
     covered: u64,
+    /// How well this node's ground truth is known, s: a sample counts as within 3σ when
+    /// |error| ≤ 3σ + this (0 but for a lab across hosts, whose hosts place the lab's
+    /// epoch on their own clocks to within a measured bound).
+    truth_uncertainty_s: f64,
 }
 
 impl NodeClock {
@@ -174,7 +178,14 @@ impl NodeClock {
             pulsar,
             samples: 0,
             covered: 0,
+            truth_uncertainty_s: 0.0,
         })
+    }
+
+    /// Widens the within-3σ test (and so the coverage ratio) by `s`, the uncertainty of
+    /// the ground truth errors are measured against; a negative or non-finite `s` is 0.
+    pub fn set_truth_uncertainty(&mut self, s: f64) {
+        self.truth_uncertainty_s = if s.is_finite() && s > 0.0 { s } else { 0.0 };
     }
 
     pub fn id(&self) -> PeerId {
@@ -314,7 +325,7 @@ impl NodeClock {
             Some(e) => (x - e.offset_s, e.sigma_s, e.source),
             None => (f64::NAN, f64::INFINITY, TimeSource::Unsynchronized),
         };
-        let within = err.is_finite() && err.abs() <= 3.0 * sigma;
+        let within = err.is_finite() && err.abs() <= 3.0 * sigma + self.truth_uncertainty_s;
         let holdover_age_s = hier.map(|h| h.age_s).unwrap_or(f64::INFINITY);
         TimeMetrics {
             true_error_s: err,
@@ -399,6 +410,13 @@ mod tests {
         );
         a.inject(2_000_000_000, ClockFault::Step { offset_s: 1e-6 });
         assert!((a.metrics(3_600_000_000_000).true_error_s - 1e-6).abs() < 1e-12);
+        // A 1 µs error is outside 3σ — unless ground truth itself is known only to ± 2 µs
+        // (a lab across hosts), when it cannot be told from a correct clock.
+        assert!(!a.metrics(3_600_000_000_000).within_3sigma);
+        a.set_truth_uncertainty(2e-6);
+        assert!(a.metrics(3_600_000_000_000).within_3sigma);
+        a.set_truth_uncertainty(f64::NAN);
+        assert!(!a.metrics(3_600_000_000_000).within_3sigma);
         a.poll(7_200_000_000_000, &sky, &mut out);
         // Its own pulsar fix sees the 1 µs step: the authority flags itself.
         assert_eq!(a.metrics(7_200_000_000_000).alarms_total, 1);

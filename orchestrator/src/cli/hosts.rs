@@ -790,6 +790,11 @@ fn learn_hosts(
             refusal = Some(format!("{e}; nothing was built on any host"));
         }
         let epoch = lightcone::hosts::rtt::realtime_ns();
+        let lab_bound = rec
+            .hosts
+            .iter()
+            .filter_map(|h| h.clock.map(|c| c.bound_ms))
+            .fold(0.0, f64::max);
         for (k, (_, s)) in slices.iter_mut().enumerate() {
             let Some(c) = rec.hosts[k].clock else {
                 refusal.get_or_insert(format!(
@@ -804,6 +809,7 @@ fn learn_hosts(
                 epoch_realtime_ns: epoch,
                 clock_offset_ms: c.offset_ms,
                 clock_offset_bound_ms: c.bound_ms,
+                lab_clock_bound_ms: lab_bound,
             });
         }
     }

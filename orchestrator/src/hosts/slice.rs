@@ -128,6 +128,11 @@ pub struct LabWide {
     /// errors between agents of two hosts are only known to within the two bounds.
     pub clock_offset_ms: f64,
     pub clock_offset_bound_ms: f64,
+    /// The largest of every host's bound, ms: two hosts' placements of the epoch differ by
+    /// at most this host's bound plus it, and so may the ground truth of two agents whose
+    /// clocks one synchronizes from the other. Absent from an older controller: 0.
+    #[serde(default)]
+    pub lab_clock_bound_ms: f64,
 }
 
 impl std::fmt::Debug for LabWide {
@@ -450,6 +455,8 @@ impl Slice {
             if !w.clock_offset_ms.is_finite()
                 || !w.clock_offset_bound_ms.is_finite()
                 || w.clock_offset_bound_ms < 0.0
+                || !w.lab_clock_bound_ms.is_finite()
+                || w.lab_clock_bound_ms < 0.0
             {
                 return bad("the lab-wide clock offset is not a number".into());
             }
@@ -586,6 +593,7 @@ generate:
             epoch_realtime_ns: 1_000_000_000_000,
             clock_offset_ms: 2.0,
             clock_offset_bound_ms: 0.5,
+            lab_clock_bound_ms: 0.5,
         };
         // The controller's epoch is this host's 1_000.002 s; read 3 s later on the host's
         // realtime clock, when its monotonic clock reads 50 s: the epoch was at 47 s.

@@ -14,40 +14,11 @@ use std::time::{Duration, Instant};
 use lightcone_e2e::*;
 
 /// Two clusters of one 3-tile cell each, joined by a 200 ms / 2 % link (the issue's VM
-/// lab; between clusters of a layer it is a layer-level link), no authority.
-const TWO_CLUSTERS: &str = "name: x
-seed: 5
-generate:
-  layers:
-    - { radius_au: 1.0, clusters: 2, cells: 1, tiles: 3, authorities: 0 }
-  cell_fabric: star
-  links:
-    cell: { delay: 2ms }
-    layer: { delay: 200ms, loss: 2% }
-";
-
-/// A scenario on the two-host lab of [`TWO_CLUSTERS`]: load on host b's cell, a crash
-/// there, and a partition between the two clusters (the link between the hosts) healed
-/// 10 s later. The spec's numbers it checks: gossip detection under 10 s, routes and
-/// membership back after the heal, no causal anomaly, no acknowledged write lost.
-const ACROSS_HOSTS: &str = "name: across-hosts
-topology: TOPOLOGY
-seed: 11
-duration: 26s
-timeline:
-  - { at: 0s, load: { nodes: \"l0c1*\", keys: 3, interval: 500ms, until: 22s } }
-  - { at: 2s, crash: l0c1k0t1 }
-  - at: 4s
-    partition: [[\"l0c0*\"], [\"l0c1*\"]]
-  - { at: 13s, restart: l0c1k0t1 }
-  - { at: 14s, heal: }
-expect:
-  - detection_time < 10s
-  - converged_after_heal <= 10s
-  - causal_anomalies == 0
-  - no_acknowledged_write_lost
-  - false_quarantines == 0
-";
+/// lab, shipped as topologies/two-hosts.yaml; between clusters of a layer it is a
+/// layer-level link), no authority; named `x`.
+fn two_clusters() -> String {
+    shipped("two-hosts.yaml").replace("name: two-hosts", "name: x")
+}
 
 const HOSTS: &str = "hosts:
   vm1: { ssh: root@vm1, underlay: eth0, capacity: 3 }
@@ -71,7 +42,7 @@ fn plan_with_hosts_prints_the_placement_and_the_crossing_links() {
     let topo = write(
         tmp.path(),
         "t.yaml",
-        &TWO_CLUSTERS.replace("name: x", "name: mh"),
+        &two_clusters().replace("name: x", "name: mh"),
     );
     let hosts = write(tmp.path(), "hosts.yaml", HOSTS);
     let out = lc_ok(&["plan", &topo, "--hosts", &hosts]);
@@ -101,12 +72,12 @@ fn plan_with_hosts_refuses_what_cannot_be_placed_with_exit_2() {
     let topo = write(
         tmp.path(),
         "t.yaml",
-        &TWO_CLUSTERS.replace("name: x", "name: mh"),
+        &two_clusters().replace("name: x", "name: mh"),
     );
     let short = write(
         tmp.path(),
         "short.yaml",
-        &TWO_CLUSTERS.replace("name: x", "name: mh").replace(
+        &two_clusters().replace("name: x", "name: mh").replace(
             "layer: { delay: 200ms, loss: 2% }",
             "layer: { delay: 500us }",
         ),
@@ -190,7 +161,7 @@ fn one_cell_slice(dir: &Path, lab: &str) -> String {
     let single = write(
         dir,
         "single.yaml",
-        &TWO_CLUSTERS
+        &two_clusters()
             .replace("name: x", &format!("name: {lab}"))
             .replace("clusters: 2", "clusters: 1"),
     );
@@ -282,7 +253,7 @@ fn worker_refuses_a_malformed_slice_and_changes_nothing() {
     let two = write(
         tmp.path(),
         "two.yaml",
-        &TWO_CLUSTERS.replace("name: x", &format!("name: {lab}")),
+        &two_clusters().replace("name: x", &format!("name: {lab}")),
     );
     let hosts = write(tmp.path(), "hosts.yaml", HOSTS);
     let unfilled = lc_ok(&["plan", &two, "--hosts", &hosts, "--slice", "vm1"]);
@@ -526,7 +497,7 @@ fn one_cell_topology(dir: &Path, lab: &str) -> String {
     write(
         dir,
         "cell.yaml",
-        &TWO_CLUSTERS
+        &two_clusters()
             .replace("name: x", &format!("name: {lab}"))
             .replace("clusters: 2", "clusters: 1"),
     )
@@ -1013,7 +984,7 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     let topo = write(
         two.a.dir.path(),
         "two.yaml",
-        &TWO_CLUSTERS.replace("name: x", &format!("name: {lab}")),
+        &two_clusters().replace("name: x", &format!("name: {lab}")),
     );
     let hosts = two.hosts_file(lightcone_bin().to_str().unwrap());
     let _guard = LabGuard(lab.clone());
@@ -1085,7 +1056,7 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     let short = write(
         two.a.dir.path(),
         "short.yaml",
-        &TWO_CLUSTERS
+        &two_clusters()
             .replace("name: x", &format!("name: {lab}"))
             .replace("layer: { delay: 200ms, loss: 2% }", "layer: { delay: 1us }"),
     );
@@ -1404,13 +1375,9 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
     // A scenario over the two hosts, run from here: its verbs go to the hosts holding their
     // nodes (the crash to b, the cut link to both ends at once), its polls to every
     // agent, its verdicts from all of them — and its twin with an impossible bound fails.
-    let scenario = |bound: &str| {
-        ACROSS_HOSTS.replace("TOPOLOGY", &topo).replace(
-            "converged_after_heal <= 10s",
-            &format!("converged_after_heal <= {bound}"),
-        )
-    };
-    let sc = write(two.a.dir.path(), "across.yaml", &scenario("10s"));
+    // The shipped scenario on this lab (its topology copied under the lab's name).
+    let sc = scenario_copy(two.a.dir.path(), "across-hosts.yaml", &lab);
+    let sc = sc.to_str().unwrap().to_string();
     let out = two.a.dir.path().join("run-across");
     let r = run_scenario(Path::new(&sc), &out);
     println!("{}", text(&r));
@@ -1443,6 +1410,12 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
             u > 0.0 && u < 0.05 && (sh - (c - u)).abs() < 1e-9,
             "{u} {sh}"
         );
+    }
+    for l in prom
+        .lines()
+        .filter(|l| l.starts_with("lightcone_wire_wake_lead_seconds"))
+    {
+        println!("{l}");
     }
     // Every agent's series too: both hosts' nodes.
     for n in ["l0c0k0t1", "l0c1k0t1"] {
@@ -1484,7 +1457,13 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
         .cloned()
         .unwrap();
     println!("across hosts: {converged}");
-    let twin = write(two.a.dir.path(), "across-impossible.yaml", &scenario("1ms"));
+    let twin = write(
+        two.a.dir.path(),
+        "across-impossible.yaml",
+        &std::fs::read_to_string(&sc)
+            .unwrap()
+            .replace("converged_after_heal <= 10s", "converged_after_heal <= 1ms"),
+    );
     let out = two.a.dir.path().join("run-across-impossible");
     let r = run_scenario(Path::new(&twin), &out);
     println!("{}", text(&r));

@@ -3,7 +3,9 @@
 //! byzantine coalition and the key compromise included); a
 //! scenario whose expectation cannot hold (detection ≤ 1 ms) fails
 //! with a clear line and exit code 1. Each run brings its own uniquely named lab up and
-//! down; run directories go to a tempdir. Needs root.
+//! down; run directories go to a tempdir. Needs root. Elsewhere: `across-hosts.yaml` runs
+//! across two hosts in multihost.rs (and the VM script), the store and rollout scenarios
+//! in store.rs and rollout.rs, the heat ones in heat.rs.
 
 use lightcone_e2e::*;
 

@@ -21,12 +21,7 @@
 //! of frames ordered by the real time they are due. It sends what is due, then sleeps in
 //! `epoll_pwait2` (ns timeout) until the next frame is due or a socket is readable. It wakes
 //! [`EARLY_WAKE_NS`] before a deadline and spins the rest, with the thread's timer slack
-//! at 1 ns, so frames leave within a few µs of their time on an idle host. Where timed
-//! wake-ups are later than that on average (a virtual machine: a TCG guest's frames left
-//! ~0.7 ms late on average), the loop asks to be woken that much earlier too and sends a
-//! frame once it is due within that mean, without spinning for it: frames then leave
-//! centred on their time instead of always late ([`WakeLead`], at most
-//! [`MAX_EARLY_WAKE_NS`] early; `lightcone_wire_wake_lead_seconds`).
+//! at 1 ns, so frames leave within a few µs of their time on an idle host.
 //!
 //! Sockets are opened with `libc` directly, not `pnet`: pnet's datalink channel hides its
 //! descriptor and binds to one interface. Each socket is `socket(AF_PACKET, SOCK_RAW, 0)` —
@@ -76,11 +71,8 @@ use crate::kernel::{KernelError, Netns};
 use lightcone_link::model::LinkModel;
 use lightcone_link::shaper::{Class, Drop as DropReason, Shaper, Verdict};
 
-/// Wake this long before a frame is due and spin the rest (timer wake-up latency), plus
-/// the host's mean wake-up lateness where that is more ([`WakeLead`]).
+/// Wake this long before a frame is due and spin the rest (timer wake-up latency).
 pub const EARLY_WAKE_NS: u64 = 20_000;
-/// The most a frame is sent before its time to make up for late wake-ups ([`WakeLead`]).
-pub const MAX_EARLY_WAKE_NS: u64 = 1_000_000;
 /// Largest frame accepted (a GSO super-frame on veth is at most 64 KiB).
 pub const MAX_FRAME_BYTES: usize = 65_536;
 /// Frames read from one socket before the loop looks at its timers again.
@@ -335,20 +327,6 @@ pub struct WireMetrics {
     a_behind_data: prometheus::GaugeVec,
     late: prometheus::GaugeVec,
     ignored: IntCounter,
-    wake_lead: Gauge,
-}
-
-/// `lightcone_wire_wake_lead_seconds`: how long before a frame is due the engine's loop
-/// now asks to be woken ([`WakeLead::lead_ns`]).
-fn wake_lead_gauge(lab: Option<&str>) -> Result<Gauge, prometheus::Error> {
-    let mut o = prometheus::Opts::new(
-        "lightcone_wire_wake_lead_seconds",
-        "How long before a frame is due the wire engine asks to be woken: 20 us plus its timed wake-ups' mean lateness beyond 20 us (at most 1 ms), by which a frame may leave early",
-    );
-    if let Some(lab) = lab {
-        o = o.const_label("lab", lab);
-    }
-    Gauge::with_opts(o)
 }
 
 /// `lightcone_wire_ignored_frames_total`: frames the wire engine received on interfaces
@@ -370,15 +348,9 @@ impl WireMetrics {
     pub fn register(registry: &Registry, lab: &str) -> Result<Self, WireError> {
         let s = LinkSeries::new()?;
         let ignored = ignored_counter(Some(lab))?;
-        let wake_lead = wake_lead_gauge(Some(lab))?;
         s.register(registry)?;
         if let Err(e) = registry.register(Box::new(ignored.clone())) {
             s.unregister(registry);
-            return Err(e.into());
-        }
-        if let Err(e) = registry.register(Box::new(wake_lead.clone())) {
-            s.unregister(registry);
-            let _ = registry.unregister(Box::new(ignored.clone()));
             return Err(e.into());
         }
         Ok(WireMetrics {
@@ -391,7 +363,6 @@ impl WireMetrics {
             a_behind_data: s.a_behind_data,
             late: s.late,
             ignored,
-            wake_lead,
         })
     }
 
@@ -530,10 +501,6 @@ impl WireEngine {
             None => ignored_counter(None)?,
         };
         let ignored_loop = ignored.clone();
-        let lead_gauge = match &metrics {
-            Some(m) => m.wake_lead.clone(),
-            None => wake_lead_gauge(None)?,
-        };
         let thread = std::thread::Builder::new()
             .name("lc-wire".into())
             .spawn(move || {
@@ -550,8 +517,6 @@ impl WireEngine {
                     seq: 0,
                     buf: vec![0u8; VNET_HDR_LEN + MAX_FRAME_BYTES],
                     ignored: ignored_loop,
-                    lead: WakeLead::default(),
-                    lead_gauge,
                 };
                 l.run();
                 let sockets = std::mem::take(&mut l.sockets);
@@ -1072,40 +1037,6 @@ struct Loop {
     seq: u64,
     buf: Vec<u8>,
     ignored: IntCounter,
-    lead: WakeLead,
-    lead_gauge: Gauge,
-}
-
-/// The mean lateness of the loop's timed wake-ups (an exponential average, 1/8 per
-/// wake-up, each capped at twice [`MAX_EARLY_WAKE_NS`]). The loop asks to be woken
-/// [`WakeLead::lead_ns`] before a frame is due and sends it once it is due within
-/// [`WakeLead::early_ns`]: on a host whose wake-ups are late by L on average, frames leave
-/// on average on time (early when a wake-up was prompter than L, late when it was later)
-/// rather than always L late, and the loop spins no longer than [`EARLY_WAKE_NS`] as
-/// before. Where wake-ups are prompt (L ≤ 20 µs) nothing changes: no frame leaves early.
-#[derive(Debug, Clone, Copy, Default)]
-struct WakeLead {
-    mean_ns: u64,
-}
-
-impl WakeLead {
-    /// How early a frame may leave: the mean lateness beyond the spin, at most the cap.
-    fn early_ns(&self) -> u64 {
-        self.mean_ns
-            .saturating_sub(EARLY_WAKE_NS)
-            .min(MAX_EARLY_WAKE_NS)
-    }
-
-    /// How long before a frame is due to ask to be woken.
-    fn lead_ns(&self) -> u64 {
-        EARLY_WAKE_NS + self.early_ns()
-    }
-
-    /// A timed wake-up came `late_ns` after the instant asked for.
-    fn observe(&mut self, late_ns: u64) {
-        let late = late_ns.min(2 * MAX_EARLY_WAKE_NS);
-        self.mean_ns = (self.mean_ns * 7 + late) / 8;
-    }
 }
 
 impl Loop {
@@ -1114,22 +1045,17 @@ impl Loop {
         let mut generation = 0u64;
         loop {
             self.send_due();
-            // A frame may leave up to `early_ns` before its time ([`WakeLead`]); a waiting
-            // copy starts when its transmitter frees, to the spin's precision.
-            let lead = self.lead.lead_ns();
             let next = [
-                self.heap.peek().map(|p| p.at_ns.saturating_sub(lead)),
-                self.kicks
-                    .peek()
-                    .map(|k| k.0 .0.saturating_sub(EARLY_WAKE_NS)),
+                self.heap.peek().map(|p| p.at_ns),
+                self.kicks.peek().map(|k| k.0 .0),
             ]
             .into_iter()
             .flatten()
             .min();
-            let now = monotonic_ns();
-            let timeout = next.map(|wake| wake.saturating_sub(now));
-            // A timed sleep: when it ends with no event, how late the wake-up was.
-            let asked = timeout.filter(|ns| *ns > 0).map(|ns| now + ns);
+            let timeout = next.map(|at| {
+                let now = monotonic_ns();
+                at.saturating_sub(now).saturating_sub(EARLY_WAKE_NS)
+            });
             let ts;
             let tsp = match timeout {
                 Some(ns) => {
@@ -1158,10 +1084,6 @@ impl Loop {
                 }
                 tracing::error!("wire: epoll_pwait2: {e}; event loop stops");
                 return;
-            }
-            if let (0, Some(asked)) = (n, asked) {
-                self.lead.observe(monotonic_ns().saturating_sub(asked));
-                self.lead_gauge.set(self.lead.lead_ns() as f64 / 1e9);
             }
             for ev in &events[..n as usize] {
                 let token = ev.u64;
@@ -1480,7 +1402,7 @@ impl Loop {
         loop {
             let Some(top) = self.heap.peek() else { return };
             let now = monotonic_ns();
-            if top.at_ns > now + self.lead.early_ns() {
+            if top.at_ns > now {
                 return;
             }
             let p = self.heap.pop().expect("peeked");
@@ -1609,37 +1531,6 @@ fn corrupt(data: &mut [u8], bit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_leave_early_by_the_mean_wake_up_lateness_beyond_the_spin() {
-        let mut w = WakeLead::default();
-        assert_eq!((w.lead_ns(), w.early_ns()), (EARLY_WAKE_NS, 0));
-        // Prompt wake-ups (this host idle): nothing leaves early, as before.
-        for _ in 0..200 {
-            w.observe(15_000);
-        }
-        assert_eq!((w.lead_ns(), w.early_ns()), (EARLY_WAKE_NS, 0));
-        // A slow guest: wake-ups ~700 µs late; the loop wakes that much earlier.
-        for _ in 0..100 {
-            w.observe(700_000);
-        }
-        assert!(
-            (679_000..=681_000).contains(&w.early_ns()),
-            "{}",
-            w.early_ns()
-        );
-        assert_eq!(w.lead_ns(), EARLY_WAKE_NS + w.early_ns());
-        // A paused VM's wake-up counts as twice the cap at most; the lead stays capped.
-        for _ in 0..100 {
-            w.observe(u64::MAX);
-        }
-        assert_eq!(w.early_ns(), MAX_EARLY_WAKE_NS);
-        // Prompt again: back to the spin alone.
-        for _ in 0..200 {
-            w.observe(0);
-        }
-        assert_eq!(w.early_ns(), 0);
-    }
 
     #[test]
     fn corrupt_completes_partial_checksum_then_flips_one_bit() {

@@ -1411,12 +1411,6 @@ fn a_lab_across_two_hosts_carries_its_link_between_them_over_vxlan_shaped_once()
             "{u} {sh}"
         );
     }
-    for l in prom
-        .lines()
-        .filter(|l| l.starts_with("lightcone_wire_wake_lead_seconds"))
-    {
-        println!("{l}");
-    }
     // Every agent's series too: both hosts' nodes.
     for n in ["l0c0k0t1", "l0c1k0t1"] {
         assert!(

@@ -226,8 +226,6 @@ pub struct ApiState {
 /// useless.
 pub const PROXY_TOKEN_TTL: Duration = Duration::from_secs(30);
 
-/// A token for `op` on node `id` (and, with `key`, that key or object id and those it
-/// prefixes), minted by the supervisor for one forwarded request.
 /// Refuses `verb` on a lab across hosts: the key verbs read node key files and name nodes
 /// by number, and across hosts a host's numbering is not the lab's. Nothing is changed.
 fn not_across_hosts(s: &ApiState, verb: &str) -> Result<(), ApiError> {
@@ -241,8 +239,9 @@ fn not_across_hosts(s: &ApiState, verb: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `id` is this host's; the token names the node's number in the whole lab (they differ
-/// in a lab across hosts).
+/// A token for `op` on node `id` (and, with `key`, that key or object id and those it
+/// prefixes), minted by the supervisor for one forwarded request. `id` is this host's; the
+/// token names the node's number in the whole lab (they differ in a lab across hosts).
 fn grant(s: &ApiState, id: usize, op: Op, key: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(k) = &s.operator else {
         return Ok(None);
@@ -1567,19 +1566,25 @@ pub const STAMP_AHEAD_MAX: Duration = Duration::from_secs(60);
 /// The reply header saying how late a stamped request was applied, ms (0: on time).
 pub const LATE_HEADER: &str = "x-lightcone-late-ms";
 
-/// When a stamped request ([`AT_HEADER`]: UNIX ns on this host's clock)
-/// is to be applied: `Ok(wait)` (zero when the instant has passed), or why it is refused.
-pub fn stamp_wait(header: &str, now: SystemTime) -> Result<Duration, ApiError> {
-    let at: i128 = header.trim().parse().map_err(|_| {
+/// `t` in UNIX nanoseconds (0 before the epoch).
+fn unix_ns(t: SystemTime) -> i128 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// The instant a stamped request ([`AT_HEADER`]) names: UNIX ns on this host's clock.
+pub fn stamp_at(header: &str) -> Result<i128, ApiError> {
+    header.trim().parse().map_err(|_| {
         ApiError::Bad(format!(
-            "{} must be an instant in UNIX nanoseconds, not {header:?}; nothing was changed",
-            AT_HEADER
+            "{AT_HEADER} must be an instant in UNIX nanoseconds, not {header:?}; nothing was changed"
         ))
-    })?;
-    let now_ns = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
-    let ahead = at - now_ns;
+    })
+}
+
+/// How long a request stamped `at_ns` waits from `now` (zero when the instant has
+/// passed), or why it is refused.
+pub fn stamp_wait(at_ns: i128, now: SystemTime) -> Result<Duration, ApiError> {
+    let ahead = at_ns - unix_ns(now);
     if ahead > STAMP_AHEAD_MAX.as_nanos() as i128 {
         return Err(ApiError::Bad(format!(
             "{} is {:.1} s ahead of this host's clock (at most {} s): is its clock, or the controller's offset for it, wrong? nothing was changed",
@@ -1604,19 +1609,14 @@ pub async fn stamp(req: axum::extract::Request, next: axum::middleware::Next) ->
     let Some(h) = req.headers().get(AT_HEADER) else {
         return next.run(req).await;
     };
-    let at = h.to_str().unwrap_or("").to_string();
-    let wait = match stamp_wait(&at, SystemTime::now()) {
+    let waited = stamp_at(h.to_str().unwrap_or(""))
+        .and_then(|at| Ok((at, stamp_wait(at, SystemTime::now())?)));
+    let (at_ns, wait) = match waited {
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
     tokio::time::sleep(wait).await;
-    // How late it runs: the instant has passed now, so the wait reads as zero; measure it.
-    let late_ms = at.trim().parse::<i128>().map_or(0.0, |at_ns| {
-        let now_ns = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        (now_ns - at_ns).max(0) as f64 / 1e6
-    });
+    let late_ms = (unix_ns(SystemTime::now()) - at_ns).max(0) as f64 / 1e6;
     let mut resp = next.run(req).await;
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{late_ms:.3}")) {
         resp.headers_mut().insert(LATE_HEADER, v);
@@ -1649,17 +1649,15 @@ mod tests {
     #[test]
     fn a_stamp_waits_until_its_instant_and_refuses_nonsense() {
         let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
-        assert_eq!(
-            stamp_wait("1000250000000", now).unwrap(),
-            Duration::from_millis(250)
-        );
+        let wait = |h: &str| stamp_at(h).and_then(|at| stamp_wait(at, now));
+        assert_eq!(wait("1000250000000").unwrap(), Duration::from_millis(250));
         // Past: at once.
-        assert_eq!(stamp_wait("999000000000", now).unwrap(), Duration::ZERO);
-        assert_eq!(stamp_wait("-5", now).unwrap(), Duration::ZERO);
-        let far = stamp_wait("1061000000000", now).unwrap_err();
+        assert_eq!(wait("999000000000").unwrap(), Duration::ZERO);
+        assert_eq!(wait("-5").unwrap(), Duration::ZERO);
+        let far = wait("1061000000000").unwrap_err();
         assert_eq!(far.status(), StatusCode::BAD_REQUEST);
         assert!(far.to_string().contains("61.0 s ahead"), "{far}");
-        let junk = stamp_wait("soon", now).unwrap_err();
+        let junk = wait("soon").unwrap_err();
         assert!(junk.to_string().contains("UNIX nanoseconds"), "{junk}");
     }
 

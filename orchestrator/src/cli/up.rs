@@ -163,22 +163,31 @@ fn up_detached(
         progress.line(&line, false);
     }
     progress.clear();
+    Err(exited_before_up(&mut child, "supervisor"))
+}
+
+/// A detached child (`who`: the supervisor, or a multi-host lab's controller) ended its
+/// stdout before saying `READY`: its exit code (1 if it claims success) and its stderr's
+/// words, or that it exited early.
+pub(super) fn exited_before_up(child: &mut std::process::Child, who: &str) -> Failure {
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    let st = child.wait().context("wait for supervisor")?;
+    let code = match child.wait() {
+        Ok(st) => st.code().unwrap_or(1) as u8,
+        Err(e) => return Failure(code::FAILURE, anyhow!("wait for {who}: {e}")),
+    };
     let msg = err.trim().trim_start_matches("error: ").to_string();
-    let code = st.code().unwrap_or(1) as u8;
-    Err(Failure(
+    Failure(
         if code == 0 { 1 } else { code },
         anyhow!(if msg.is_empty() {
-            "supervisor exited before the lab was up".into()
+            format!("{who} exited before the lab was up")
         } else {
             msg
         }),
-    ))
+    )
 }
 
 /// After `READY`, the parent stops reading: point stdout/stderr at the supervisor's log.
@@ -189,8 +198,15 @@ fn detach_stdio() {
         .map(|d| d.logs().join("supervisor.log"))
         .next()
         .unwrap_or_else(|| PathBuf::from("/dev/null"));
+    redirect_stdio(&log);
+}
+
+/// Point this process's stdout and stderr at `log` (appended): once a detached child has
+/// said `READY`, nobody reads its output.
+pub(super) fn redirect_stdio(log: &std::path::Path) {
     if let Ok(f) = std::fs::File::options().create(true).append(true).open(log) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        // SAFETY: dup2 on descriptors this process owns.
         unsafe {
             libc::dup2(fd, 1);
             libc::dup2(fd, 2);

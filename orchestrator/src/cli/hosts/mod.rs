@@ -185,7 +185,7 @@ pub(crate) fn cmd_control(
             let _ = writeln!(o, "\u{1}READY {}", std::process::id());
             let _ = o.flush();
             drop(o);
-            redirect_stdio(&log);
+            super::up::redirect_stdio(&log);
         },
     )
 }
@@ -247,34 +247,7 @@ fn up_detached(
         progress.line(&line, false);
     }
     progress.clear();
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
-    let st = child.wait().context("wait for the controller")?;
-    let msg = err.trim().trim_start_matches("error: ").to_string();
-    let code = st.code().unwrap_or(1) as u8;
-    Err(Failure(
-        if code == 0 { 1 } else { code },
-        anyhow!(if msg.is_empty() {
-            "the controller exited before the lab was up".into()
-        } else {
-            msg
-        }),
-    ))
-}
-
-/// After `READY` nobody reads the controller's output: send it to its log.
-fn redirect_stdio(log: &Path) {
-    if let Ok(f) = std::fs::File::options().create(true).append(true).open(log) {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-        // SAFETY: dup2 on descriptors this process owns.
-        unsafe {
-            libc::dup2(fd, 1);
-            libc::dup2(fd, 2);
-        }
-    }
+    Err(super::up::exited_before_up(&mut child, "the controller"))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
